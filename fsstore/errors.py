@@ -1,0 +1,118 @@
+"""Every error fsstore raises, rooted at :class:`FsStoreError`.
+
+Grouped by when they happen. Each leaf also subclasses the builtin it resembles, so
+``except KeyError`` or ``except FileNotFoundError`` keep working for callers that do not
+know fsstore. Every message names the path or value involved and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class FsStoreError(Exception):
+    """Root of every error fsstore raises on purpose."""
+
+
+# --- Opening a store or a session -------------------------------------------------------
+
+
+class StoreNotFound(FsStoreError, FileNotFoundError):
+    """Returned when a folder is not a store and creating one was not asked for."""
+
+
+class NotAStore(FsStoreError, ValueError):
+    """Returned when a folder holds other files but no store manifest: fsstore will not
+    turn an arbitrary folder into a store."""
+
+
+class FormatVersionError(FsStoreError, ValueError):
+    """Returned when a file was written by a newer major format version than this
+    fsstore reads. Nothing is read or changed; upgrade fsstore to open it."""
+
+
+class InvalidSessionId(FsStoreError, ValueError):
+    """Returned when a session id is not allowed (see ``layout.check_session_id``).
+    Nothing on disk is touched."""
+
+
+class SessionNotFound(FsStoreError, KeyError):
+    """Returned when a session id names no session in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SessionExists(FsStoreError, FileExistsError):
+    """Returned when creating a session under an id that is already taken."""
+
+
+class SessionLocked(FsStoreError, TimeoutError):
+    """Returned when another writer (thread or process) holds the session's writer lock
+    and it did not come free within the timeout the caller chose."""
+
+
+# --- Writing ----------------------------------------------------------------------------
+
+
+class InvalidEvent(FsStoreError, TypeError):
+    """Returned when an event is not a msgpack-able dict, or its kind or turn is not
+    allowed. Nothing is written."""
+
+
+class RecordTooLarge(FsStoreError, ValueError):
+    """Returned when a batch encodes to more bytes than the session's record limit.
+    Nothing is written; store large payloads as attachments instead."""
+
+
+class TurnError(FsStoreError, ValueError):
+    """Returned when appending to a turn that is finished, or to a turn older than the
+    current one. Nothing is written."""
+
+
+class SessionClosed(FsStoreError, ValueError):
+    """Returned when a closed session is used."""
+
+
+class WriteFailed(FsStoreError, OSError):
+    """Returned when the disk refused a write or an fsync (disk full, I/O error).
+
+    The batch was not acknowledged. The session is closed at once: after a failed fsync
+    the kernel may have dropped the unwritten pages, so retrying on the same file could
+    report success without the data. Reopen the session; recovery keeps the durable
+    prefix and sets any partial record aside.
+    """
+
+
+# --- Reading ----------------------------------------------------------------------------
+
+
+class CorruptionError(FsStoreError):
+    """Returned when a file holds damaged bytes that are not a torn tail: a checksum
+    mismatch followed by valid records, a damaged sealed segment, a broken manifest.
+
+    ``path`` and ``offset`` say where. Nothing is repaired: restore the file from a
+    backup, or copy what reads cleanly with ``fsstore cat``.
+    """
+
+    def __init__(self, message: str, *, path: str, offset: int | None = None) -> None:
+        where = path if offset is None else f"{path} at byte {offset}"
+        super().__init__(f"{where}: {message}")
+        self.reason = message
+        self.path = path
+        self.offset = offset
+
+
+class Finding(NamedTuple):
+    """One line of a ``verify`` report. A ``problem`` is damage; a ``note`` is something
+    a crash or an interrupted operation left that readers handle (a torn tail, a temp
+    file) and that the next writer tidies."""
+
+    level: str  # "problem" or "note"
+    path: str
+    offset: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path if self.offset is None else f"{self.path} at byte {self.offset}"
+        return f"{self.level}: {where}: {self.message}"

@@ -1,0 +1,116 @@
+"""Every file and folder name of a store, built and parsed in one place.
+
+A store on disk (see docs/FORMAT.md)::
+
+    STORE/
+      fsstore.json                    store manifest
+      sessions/
+        SESSION_ID/
+          session.json                session manifest: title, tags, metadata
+          writer.lock                 the writer lock (flock; left on disk)
+          log/
+            00000000000000000001.fslog   segments, named by their first seq
+            00000000000000004711.fslog
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+
+from .errors import InvalidSessionId
+
+STORE_MANIFEST = "fsstore.json"
+SESSIONS_DIR = "sessions"
+SESSION_MANIFEST = "session.json"
+WRITER_LOCK = "writer.lock"
+LOG_DIR = "log"
+SEGMENT_SUFFIX = ".fslog"
+TORN_SUFFIX = ".torn"
+SEQ_DIGITS = 20  # enough for any u64 seq, so names sort in log order
+
+# Names that start with a dot are fsstore's own scratch space: temp files awaiting a
+# rename, sessions being created or deleted. No session id can start with one.
+TEMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+
+MAX_SESSION_ID = 128
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
+_SEGMENT_NAME = re.compile(r"([0-9]{20})\.fslog\Z")
+
+
+def check_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it may name a session folder, else raise InvalidSessionId.
+
+    Allowed: 1 to 128 of ``A-Z a-z 0-9 . _ -``, not starting with a dot. This rules out
+    ``.``, ``..``, path separators, NUL bytes and hidden names, so an id can never reach
+    outside ``sessions/``.
+    """
+    if not isinstance(session_id, str):
+        raise InvalidSessionId(f"session id must be a str, not {type(session_id).__name__}")
+    if not _SESSION_ID.match(session_id):
+        shown = session_id if len(session_id) <= 40 else session_id[:40] + "..."
+        raise InvalidSessionId(
+            f"invalid session id {shown!r}: use 1 to {MAX_SESSION_ID} characters from "
+            "A-Z a-z 0-9 . _ - and do not start with a dot"
+        )
+    return session_id
+
+
+def new_session_id() -> str:
+    """A fresh id that sorts by creation time: ``20261121T055212Z-3fa9c2d1``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def store_manifest_path(root: str) -> str:
+    return os.path.join(root, STORE_MANIFEST)
+
+
+def sessions_dir(root: str) -> str:
+    return os.path.join(root, SESSIONS_DIR)
+
+
+def session_dir(root: str, session_id: str) -> str:
+    return os.path.join(root, SESSIONS_DIR, check_session_id(session_id))
+
+
+def session_manifest_path(session_path: str) -> str:
+    return os.path.join(session_path, SESSION_MANIFEST)
+
+
+def writer_lock_path(session_path: str) -> str:
+    return os.path.join(session_path, WRITER_LOCK)
+
+
+def log_dir(session_path: str) -> str:
+    return os.path.join(session_path, LOG_DIR)
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:0{SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """The first seq a segment file name stands for, or None if it is not a segment."""
+    match = _SEGMENT_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def torn_tail_name(first_seq: int, offset: int) -> str:
+    """Where a writer sets aside the bytes of a torn tail it cut off a segment."""
+    return f"{first_seq:0{SEQ_DIGITS}d}@{offset}{TORN_SUFFIX}"
+
+
+def temp_name(final_name: str) -> str:
+    return f"{TEMP_PREFIX}{final_name}-{secrets.token_hex(4)}"
+
+
+def trash_name(session_id: str) -> str:
+    return f"{TRASH_PREFIX}{session_id}-{secrets.token_hex(4)}"
+
+
+def is_scratch(name: str) -> bool:
+    """True for fsstore's temp and trash names: leftovers of an interrupted operation."""
+    return name.startswith((TEMP_PREFIX, TRASH_PREFIX))

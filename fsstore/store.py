@@ -1,0 +1,274 @@
+"""The store root: a folder of sessions.
+
+Creating, deleting and listing sessions; finding a store the way git finds a repository;
+and ``verify``, the read-only check of everything in it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import layout, manifest
+from .errors import (
+    CorruptionError,
+    Finding,
+    FormatVersionError,
+    NotAStore,
+    SessionExists,
+    SessionNotFound,
+    StoreNotFound,
+)
+from .fsio import FileIO
+from .log import (
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_SEGMENT_SIZE,
+    Durability,
+    encode_segment_header,
+)
+from .session import Session, SessionInfo, SessionReader, acquire_writer_lock, new_manifest
+
+STORE_ENV = "FSSTORE_STORE"
+
+
+def open_store(
+    path: str | os.PathLike[str],
+    *,
+    create: bool = True,
+    durability: Durability | str | None = None,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    io: FileIO | None = None,
+) -> Store:
+    """Open the store at ``path``, creating it if it does not exist (or is an empty
+    folder) and ``create`` is true.
+
+    ``durability``, ``segment_size`` and ``max_record_bytes`` are the defaults for the
+    sessions opened through this store; each ``open_session`` may override durability.
+    """
+    io = io or FileIO()
+    root = os.path.abspath(os.fspath(path))
+    manifest_path = layout.store_manifest_path(root)
+    if not io.exists(manifest_path):
+        if not create:
+            raise StoreNotFound(f"no fsstore store at {root} (no {layout.STORE_MANIFEST})")
+        _create_store(io, root)
+    manifest.read(io, manifest_path, manifest.STORE_FORMAT)
+    return Store(root, io=io, durability=Durability.of(durability), segment_size=segment_size,
+                 max_record_bytes=max_record_bytes)
+
+
+def _create_store(io: FileIO, root: str) -> None:
+    if os.path.isdir(root) and [n for n in io.listdir(root) if not n.startswith(".")]:
+        raise NotAStore(
+            f"{root} holds files but is not an fsstore store; choose an empty or new folder")
+    os.makedirs(root, exist_ok=True)
+    try:
+        io.mkdir(layout.sessions_dir(root))
+    except FileExistsError:
+        pass  # another process is creating the same store
+    manifest.write(io, layout.store_manifest_path(root), {
+        "format": manifest.STORE_FORMAT,
+        "version": manifest.VERSION,
+    })
+    io.fsync_dir(os.path.dirname(root) or ".")
+
+
+def find_store(start: str | os.PathLike[str] | None = None) -> str:
+    """The store a command means: ``$FSSTORE_STORE`` if set, else ``start`` (default: the
+    current folder) or its nearest parent holding ``fsstore.json``."""
+    if start is None and os.environ.get(STORE_ENV):
+        return os.path.abspath(os.environ[STORE_ENV])
+    folder = os.path.abspath(os.fspath(start) if start is not None else os.getcwd())
+    while True:
+        if os.path.isfile(layout.store_manifest_path(folder)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            raise StoreNotFound(
+                f"no fsstore store in {os.path.abspath(start or os.getcwd())} or any parent; "
+                f"pass --store PATH or set {STORE_ENV}")
+        folder = parent
+
+
+class Store:
+    """A store folder. Get one with :func:`open_store`."""
+
+    def __init__(
+        self, path: str, *, io: FileIO, durability: Durability, segment_size: int,
+        max_record_bytes: int,
+    ) -> None:
+        self.path = path
+        self.io = io
+        self.durability = durability
+        self.segment_size = segment_size
+        self.max_record_bytes = max_record_bytes
+
+    def __repr__(self) -> str:
+        return f"<fsstore.Store {self.path!r}>"
+
+    def _session_path(self, session_id: str) -> str:
+        return layout.session_dir(self.path, session_id)
+
+    # --- sessions ---
+
+    def create_session(
+        self,
+        session_id: str | None = None,
+        *,
+        title: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        durability: Durability | str | None = None,
+    ) -> Session:
+        """Create a session (with a fresh time-ordered id if none is given) and open it
+        for writing. It appears whole or not at all: it is built under a temp name and
+        renamed into place."""
+        session_id = layout.new_session_id() if session_id is None else session_id
+        final = self._session_path(session_id)  # checks the id before anything is touched
+        data = new_manifest(session_id, title, tags, metadata)
+        sessions = layout.sessions_dir(self.path)
+        if self.io.exists(final):
+            raise SessionExists(f"session {session_id!r} already exists at {final}")
+        temp = os.path.join(sessions, layout.temp_name(session_id))
+        self.io.mkdir(temp)
+        try:
+            manifest.write(self.io, layout.session_manifest_path(temp), data)
+            _create_log(self.io, layout.log_dir(temp))
+            self.io.fsync_dir(temp)
+            try:
+                self.io.rename(temp, final)
+            except OSError as exc:
+                raise SessionExists(f"session {session_id!r} already exists at {final}") from exc
+        except BaseException:
+            if self.io.exists(temp):
+                self.io.rmtree(temp)
+            raise
+        self.io.fsync_dir(sessions)
+        return self.open_session(session_id, durability=durability)
+
+    def open_session(
+        self, session_id: str, *, durability: Durability | str | None = None,
+        lock_timeout: float = 0.0,
+    ) -> Session:
+        """Open a session for writing. Raises SessionLocked if another writer holds it
+        and it did not come free within ``lock_timeout`` seconds."""
+        return Session(
+            self.io, self._session_path(session_id), session_id,
+            durability=self.durability if durability is None else durability,
+            segment_size=self.segment_size, max_record_bytes=self.max_record_bytes,
+            lock_timeout=lock_timeout,
+        )
+
+    def read_session(self, session_id: str) -> SessionReader:
+        """Open a session for reading, without a lock, alongside any writer."""
+        return SessionReader(self.io, self._session_path(session_id), session_id)
+
+    def has_session(self, session_id: str) -> bool:
+        path = self._session_path(session_id)
+        return self.io.exists(layout.session_manifest_path(path))
+
+    __contains__ = has_session
+
+    def session_ids(self) -> list[str]:
+        """Ids of the sessions in the store, sorted."""
+        try:
+            names = self.io.listdir(layout.sessions_dir(self.path))
+        except FileNotFoundError:
+            return []
+        ids = []
+        for name in names:
+            try:
+                layout.check_session_id(name)
+            except ValueError:
+                continue  # scratch names and foreign files are not sessions
+            if self.io.exists(layout.session_manifest_path(self._session_path(name))):
+                ids.append(name)
+        return sorted(ids)
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Id, times, event count and title of each session, from each session's manifest
+        and the end of its log: the cost does not grow with history."""
+        infos = []
+        for session_id in self.session_ids():
+            try:
+                infos.append(self.read_session(session_id).info())
+            except SessionNotFound:
+                continue  # deleted meanwhile
+        return infos
+
+    def delete_session(self, session_id: str, *, lock_timeout: float = 0.0) -> None:
+        """Delete a session's whole folder. Waits up to ``lock_timeout`` for its writer to
+        close; raises SessionLocked otherwise. The folder is first renamed out of the
+        way, so a crash part way through never leaves half a session under its id."""
+        path = self._session_path(session_id)
+        lock = acquire_writer_lock(path, session_id, lock_timeout)
+        sessions = layout.sessions_dir(self.path)
+        trash = os.path.join(sessions, layout.trash_name(session_id))
+        try:
+            self.io.rename(path, trash)
+            self.io.fsync_dir(sessions)
+        finally:
+            lock.release()
+        self.io.rmtree(trash)
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove what interrupted deletes left (``sessions/.trash-*``); return the paths.
+        Safe at any time: a trash folder is no longer any session."""
+        sessions = layout.sessions_dir(self.path)
+        removed = []
+        for name in self.io.listdir(sessions):
+            if name.startswith(layout.TRASH_PREFIX):
+                path = os.path.join(sessions, name)
+                try:
+                    self.io.rmtree(path)
+                except FileNotFoundError:
+                    continue  # a concurrent delete is finishing it
+                removed.append(path)
+        return removed
+
+    # --- checking ---
+
+    def verify(self, session_ids: Iterable[str] | None = None) -> list[Finding]:
+        """Read every file of the store (or of the given sessions) and report each
+        problem with its file and offset. Changes nothing."""
+        findings: list[Finding] = []
+        sessions = layout.sessions_dir(self.path)
+        if session_ids is None:
+            if not self.io.exists(sessions):
+                return [Finding("problem", sessions, None, "the sessions folder is missing")]
+            for name in sorted(self.io.listdir(sessions)):
+                if layout.is_scratch(name):
+                    what = ("an interrupted delete" if name.startswith(layout.TRASH_PREFIX)
+                            else "an interrupted create")
+                    findings.append(Finding("note", os.path.join(sessions, name), None,
+                                            f"left by {what}; safe to remove"))
+            session_ids = self.session_ids()
+        for session_id in session_ids:
+            path = self._session_path(session_id)
+            try:
+                reader = self.read_session(session_id)
+            except SessionNotFound:
+                findings.append(Finding("problem", path, None, "no such session"))
+                continue
+            except (CorruptionError, FormatVersionError) as exc:
+                findings.append(Finding("problem", layout.session_manifest_path(path), None,
+                                        str(exc)))
+                continue
+            findings.extend(reader.verify())
+        return findings
+
+
+def _create_log(io: FileIO, path: str) -> None:
+    """The log of a new session: one empty segment starting at seq 1. Written inside the
+    session's temp folder, which is renamed into place only once all of it is durable."""
+    io.mkdir(path)
+    segment = os.path.join(path, layout.segment_name(1))
+    fd = io.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        io.pwrite(fd, encode_segment_header(1, 1), 0)
+        io.fsync(fd)
+    finally:
+        io.close(fd)
+    io.fsync_dir(path)
