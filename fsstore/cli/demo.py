@@ -1,0 +1,123 @@
+"""``fsstore demo``: the main job. Records a realistic multi-turn coding-agent session
+into a store, then says what is on disk and how to look at it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .. import layout
+from ..session import Session
+from ..store import open_store
+from ._common import add_command, human_bytes
+
+DEFAULT_PATH = "fsstore-demo"
+
+_SOURCE = '''"""Date parsing for the billing exports."""
+from datetime import datetime
+
+
+def parse_date(text: str) -> datetime:
+    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text, pattern)
+        except ValueError:
+            continue
+    raise ValueError(f"unrecognised date: {text!r}")
+'''
+
+_FAILURE = '''============================= FAILURES =============================
+________________________ test_parse_iso_week ________________________
+    def test_parse_iso_week():
+>       assert parse_date("2026-W47-3") == datetime(2026, 11, 18)
+E       ValueError: unrecognised date: '2026-W47-3'
+billing/tests/test_dates.py:14: ValueError
+=================== 1 failed, 41 passed in 0.84s ===================
+'''
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    demo = add_command(
+        commands, "demo", "record a sample agent session into a store and describe it",
+        "fsstore demo /tmp/agent-store && fsstore --store /tmp/agent-store ls",
+        description="Record a realistic multi-turn coding-agent session (user prompts, "
+                    "assistant replies, tool calls and their results, finished turns) into "
+                    f"PATH (default ./{DEFAULT_PATH}), then print what is on disk.")
+    demo.add_argument("path", nargs="?", default=None, metavar="PATH",
+                      help=f"the store to record into (default: ./{DEFAULT_PATH})")
+    demo.set_defaults(run=run_demo)
+
+
+def record_demo_session(session: Session) -> None:
+    """Three turns of a coding agent fixing a failing test."""
+    model = {"model": "local-coder-8b", "temperature": 0.2}
+
+    def message(role: str, content: str, **extra: object) -> None:
+        session.append({"role": role, "content": content, **extra}, kind="message")
+
+    def tool(name: str, args: dict[str, object], output: str, ok: bool = True) -> None:
+        call_id = f"call_{session.head + 1:04d}"
+        session.append({"id": call_id, "name": name, "args": args}, kind="tool_call")
+        session.append({"call_id": call_id, "ok": ok, "output": output}, kind="tool_result")
+
+    message("user", "CI fails on the billing tests since this morning. Can you find out why?")
+    message("assistant", "I'll run the billing tests first to see the failure.",
+            usage={"input_tokens": 812, "output_tokens": 31}, **model)
+    tool("run_tests", {"path": "billing/tests", "args": ["-x", "-q"]}, _FAILURE, ok=False)
+    tool("read_file", {"path": "billing/dates.py"}, _SOURCE)
+    message("assistant", "parse_date only knows two patterns; the new export sends ISO week "
+            "dates (2026-W47-3), which neither matches. Adding '%G-W%V-%u' fixes it.",
+            usage={"input_tokens": 2210, "output_tokens": 64}, **model)
+    session.finish_turn()
+
+    message("user", "Go ahead and fix it, and keep the error message as it is.")
+    patch = ('-    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):\n'
+             '+    for pattern in ("%Y-%m-%d", "%d/%m/%Y", "%G-W%V-%u"):\n')
+    tool("apply_patch", {"path": "billing/dates.py", "patch": patch}, "patched 1 hunk")
+    tool("run_tests", {"path": "billing/tests", "args": ["-q"]}, "42 passed in 0.81s")
+    message("assistant", "Fixed: ISO week dates now parse, and all 42 billing tests pass.",
+            usage={"input_tokens": 2630, "output_tokens": 22}, **model)
+    session.finish_turn()
+
+    message("user", "Thanks. Add a changelog entry too.")
+    entry = "- Billing exports: accept ISO week dates such as 2026-W47-3.\n"
+    tool("read_file", {"path": "CHANGELOG.md", "lines": [1, 12]},
+         "# Changelog\n\n## Unreleased\n\n## 3.4.0\n- Faster invoice rendering.\n")
+    tool("apply_patch", {"path": "CHANGELOG.md", "patch": f"+{entry}"}, "patched 1 hunk")
+    message("assistant", "Added under 'Unreleased'.",
+            usage={"input_tokens": 2901, "output_tokens": 12}, **model)
+    session.finish_turn()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.path or DEFAULT_PATH)
+    store = open_store(path)
+    with store.create_session(title="Fix the failing billing date test",
+                              tags=["demo", "coding-agent"],
+                              metadata={"agent": "fsstore demo", "cwd": "~/src/billing"}) as session:
+        record_demo_session(session)
+    reader = store.read_session(session.id)
+    info = reader.info()
+    turns = reader.get_turns()
+    kinds: dict[str, int] = {}
+    for event in reader.events():
+        kinds[event.kind] = kinds.get(event.kind, 0) + 1
+    log_dir = layout.log_dir(session.path)
+    segments = sorted(name for name in os.listdir(log_dir) if name.endswith(layout.SEGMENT_SUFFIX))
+    size = sum(os.path.getsize(os.path.join(log_dir, name)) for name in segments)
+
+    print(f"Recorded session {info.id} in {store.path}")
+    print(f"  title:    {info.title}")
+    print(f"  turns:    {len(turns)}, all finished: {all(t.finished for t in turns)}")
+    print(f"  events:   {info.event_count} (seq 1..{info.head}): "
+          + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())))
+    print(f"  log:      {len(segments)} segment(s), {human_bytes(size)}, in "
+          f"{os.path.relpath(log_dir)}")
+    print(f"  sessions: {len(store.session_ids())} in this store")
+    print("\nLook at it:")
+    store_arg = f"--store {os.path.relpath(store.path)}"
+    print(f"  fsstore {store_arg} ls")
+    print(f"  fsstore {store_arg} show {info.id}")
+    print(f"  fsstore {store_arg} cat {info.id} | head -3")
+    print(f"  fsstore {store_arg} verify")
+    return 0

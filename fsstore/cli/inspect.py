@@ -1,0 +1,67 @@
+"""``fsstore ls``, ``show`` and ``cat``: reading a store without changing it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import add_command, clock, event_json, store_from, summarize, when
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ls = add_command(commands, "ls", "list the sessions of a store",
+                     "fsstore ls ./fsstore-demo")
+    ls.add_argument("path", nargs="?", metavar="STORE", help="the store (default: see --store)")
+    ls.set_defaults(run=run_ls)
+
+    show = add_command(commands, "show", "print a session's turns and events for reading",
+                       "fsstore --store ./fsstore-demo show 20261121T055212Z-3fa9c2d1")
+    show.add_argument("session", metavar="SESSION")
+    show.set_defaults(run=run_show)
+
+    cat = add_command(commands, "cat", "print a session's events as JSON lines (for grep, jq)",
+                      "fsstore cat SESSION --after 100 | jq -r .kind")
+    cat.add_argument("session", metavar="SESSION")
+    cat.add_argument("--after", type=int, default=0, metavar="SEQ",
+                     help="only events after this seq")
+    cat.add_argument("--limit", type=int, default=None, metavar="N", help="at most N events")
+    cat.set_defaults(run=run_cat)
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    store = store_from(args, args.path)
+    sessions = store.list_sessions()
+    if not sessions:
+        print(f"no sessions in {store.path}")
+        return 0
+    width = max(len(info.id) for info in sessions)
+    print(f"{'SESSION':<{width}}  {'EVENTS':>7}  {'CREATED':<16}  {'UPDATED':<16}  TITLE")
+    for info in sessions:
+        print(f"{info.id:<{width}}  {info.event_count:>7}  {when(info.created):<16}  "
+              f"{when(info.updated):<16}  {info.title or ''}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    session = store.read_session(args.session)
+    info = session.info()
+    print(f"session {info.id}" + (f": {info.title}" if info.title else ""))
+    if info.tags:
+        print(f"tags: {', '.join(info.tags)}")
+    print(f"{info.event_count} events, seq {info.head - info.event_count + 1}..{info.head}")
+    for turn in session.get_turns():
+        state = "finished" if turn.finished else "not finished"
+        print(f"\nturn {turn.number} ({len(turn.events)} events, {state})")
+        for event in turn.events:
+            print(f"  #{event.seq:<6} {clock(event.ts)}  {event.kind:<12} {summarize(event.data)}")
+    return 0
+
+
+def run_cat(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    write = sys.stdout.write
+    for event in store.read_session(args.session).events(args.after, limit=args.limit):
+        write(event_json(event) + "\n")
+    return 0
+

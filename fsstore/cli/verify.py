@@ -1,0 +1,33 @@
+"""``fsstore verify``: the read-only check. Prints each problem with its file and offset,
+then ``OK`` or ``N problems``; exits 1 when there are problems."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_command, store_from
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    verify = add_command(
+        commands, "verify", "check every file of a store or session; changes nothing",
+        "fsstore verify && echo store is sound",
+        description="Read every file of the store (or of one session) and print each "
+                    "problem with its file and byte offset. Notes (a torn tail left by a "
+                    "crash, a temp file) are printed but are not problems. Ends with OK or "
+                    "'N problems'; exits 1 if there are problems.")
+    verify.add_argument("session", nargs="?", metavar="SESSION", help="only this session")
+    verify.set_defaults(run=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    findings = store.verify([args.session] if args.session else None)
+    for finding in findings:
+        print(finding)
+    problems = sum(1 for f in findings if f.level == "problem")
+    if problems:
+        print(f"{problems} problem{'s' if problems != 1 else ''}")
+        return 1
+    print("OK")
+    return 0

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests import crashsim
+
+import fsstore  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true",
+                     help="run the long torture tests (thousands of crash trials)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long: long torture runs; run with --long")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long run: pass --long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def long_run(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--long"))
+
+
+@pytest.fixture
+def store(tmp_path) -> fsstore.Store:
+    return fsstore.open_store(tmp_path / "store")
+
+
+@pytest.fixture
+def small_store(tmp_path) -> fsstore.Store:
+    """Segments of 4 KiB, so a few dozen events cross several segments."""
+    return fsstore.open_store(tmp_path / "store", segment_size=4096)
+
+
+def tree_snapshot(root) -> dict[str, bytes | None]:
+    """Every path under root with its content (None for folders), to prove nothing changed."""
+    snapshot: dict[str, bytes | None] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            snapshot[os.path.relpath(os.path.join(folder, name), root)] = None
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                snapshot[os.path.relpath(path, root)] = handle.read()
+    return snapshot
