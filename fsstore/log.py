@@ -114,7 +114,8 @@ class Durability:
 
     def __post_init__(self) -> None:
         if self.mode not in DURABILITY_MODES:
-            raise ValueError(f"durability mode must be one of {DURABILITY_MODES}, not {self.mode!r}")
+            raise ValueError(
+                f"durability mode must be one of {DURABILITY_MODES}, not {self.mode!r}")
         grouped = self.group_commit_ms is not None or self.group_commit_records is not None
         if grouped and self.mode != "flush":
             raise ValueError("group commit goes with durability mode 'flush'")
@@ -204,7 +205,7 @@ class _Frame(NamedTuple):
     offset: int
     end: int
     first_seq: int
-    count: int
+    event_count: int
     frame_type: int
     payload: memoryview
 
@@ -252,9 +253,9 @@ def decode_payload(frame: _Frame, path: str) -> tuple[float, int, list[tuple[str
         # The checksum matched, so these bytes are what a writer wrote: not a torn write.
         raise CorruptionError(f"record payload does not decode: {exc}", path=path,
                               offset=frame.offset) from None
-    if len(entries) != frame.count:
+    if len(entries) != frame.event_count:
         raise CorruptionError(f"record holds {len(entries)} events, its header says "
-                              f"{frame.count}", path=path, offset=frame.offset)
+                              f"{frame.event_count}", path=path, offset=frame.offset)
     return ts, turn, entries
 
 
@@ -296,7 +297,7 @@ class SegmentScan:
                     f"{self.path}: record type {frame.frame_type} at byte {off} is unknown to "
                     "this fsstore; upgrade fsstore to read it")
             yield frame
-            self.expect_seq += frame.count
+            self.expect_seq += frame.event_count
             off = self.end = frame.end
 
     def _stopped_at(self, off: int, view: memoryview) -> None:
@@ -325,7 +326,7 @@ class LogTail(NamedTuple):
     last_kind: str | None
 
     @property
-    def count(self) -> int:
+    def event_count(self) -> int:
         return self.head - self.log_start + 1
 
 
@@ -395,7 +396,7 @@ class LogReader:
         if frame is None:
             return LogTail(last - 1, log_start, None, None, None)
         ts, turn, entries = payload
-        return LogTail(frame.first_seq + frame.count - 1, log_start, ts, turn, entries[-1][0])
+        return LogTail(frame.first_seq + frame.event_count - 1, log_start, ts, turn, entries[-1][0])
 
     def _last_frame(self, first_seq: int) -> tuple[_Frame | None, Any]:
         """The last good frame of a segment, from the end of its data when that end is a
@@ -407,7 +408,7 @@ class LogReader:
             if data_end > SEGMENT_HEADER_SIZE and data_end % 8 == 0:
                 (frame_size,) = _U32.unpack(self.io.pread(fd, 4, data_end - TRAILER_SIZE))
                 start = data_end - frame_size
-                if SEGMENT_HEADER_SIZE <= start and start % 8 == 0:
+                if start >= SEGMENT_HEADER_SIZE and start % 8 == 0:
                     raw = self.io.pread(fd, frame_size, start)
                     frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
                     if frame is not None and frame.first_seq >= first_seq:
@@ -418,9 +419,8 @@ class LogReader:
         finally:
             self.io.close(fd)
         last: _Frame | None = None
-        scan = SegmentScan(self.read_segment(first_seq), path, first_seq, is_last=True)
-        for last in scan:
-            pass
+        for frame in SegmentScan(self.read_segment(first_seq), path, first_seq, is_last=True):
+            last = frame
         return (last, decode_payload(last, path)) if last is not None else (None, None)
 
     def frames(self, after_seq: int = 0) -> Iterator[tuple[str, _Frame]]:
@@ -442,7 +442,7 @@ class LogReader:
                 return  # cleared by the writer meanwhile: what was read is a prefix
             scan = SegmentScan(buf, path, first, is_last=position == len(segments) - 1)
             for frame in scan:
-                if frame.first_seq + frame.count > start:
+                if frame.first_seq + frame.event_count > start:
                     yield path, frame
             expect = scan.expect_seq
 
@@ -626,7 +626,7 @@ class LogWriter:
         fd = io.open(path, os.O_RDWR)
         try:
             frame, payload = reader._last_frame(first)
-            self.head = first - 1 if frame is None else frame.first_seq + frame.count - 1
+            self.head = first - 1 if frame is None else frame.first_seq + frame.event_count - 1
             self.last_turn = payload[1] if payload else None
             self.last_kind = payload[2][-1][0] if payload else None
             end = frame.end if frame is not None else SEGMENT_HEADER_SIZE

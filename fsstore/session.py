@@ -145,7 +145,7 @@ class SessionReader:
             updated = max(updated, tail.last_ts)
         return SessionInfo(
             id=self.id, path=self.path, created=_iso_to_epoch(self._manifest.get("created")),
-            updated=updated, event_count=tail.count, head=tail.head, title=self.title,
+            updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
             tags=self.tags, metadata=self.metadata,
         )
 
@@ -227,9 +227,11 @@ class SessionReader:
         self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000
     ) -> AsyncIterator[Event]:
         """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
+        def read_batch(after: int) -> list[Event]:
+            return list(self.events(after, until_seq, batch))
+
         while True:
-            chunk = await asyncio.to_thread(
-                lambda after=after_seq: list(self.events(after, until_seq, batch)))
+            chunk = await asyncio.to_thread(read_batch, after_seq)
             for event in chunk:
                 yield event
             if len(chunk) < batch:

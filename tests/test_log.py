@@ -4,6 +4,7 @@ import os
 import struct
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -46,14 +47,14 @@ def read_image(buf: bytes, path="seg", first=1, is_last=True) -> list[int]:
     seqs = []
     for frame in SegmentScan(buf, path, header.first_seq, is_last):
         decode_payload(frame, path)
-        seqs.extend(range(frame.first_seq, frame.first_seq + frame.count))
+        seqs.extend(range(frame.first_seq, frame.first_seq + frame.event_count))
     return seqs
 
 
 def test_truncating_the_segment_at_every_offset_reads_an_exact_prefix_of_batches(store):
     session, batches = write_batches(store, [1, 3, 1, 2, 5, 1, 1, 4, 1, 2])
     (path,) = segment_files(session)
-    full = open(path, "rb").read()
+    full = Path(path).read_bytes()
     reader = LogReader(FileIO(), os.path.dirname(path))
     for cut in range(SEGMENT_HEADER_SIZE, len(full) + 1):
         with open(path, "wb") as handle:
@@ -66,7 +67,7 @@ def test_truncating_the_segment_at_every_offset_reads_an_exact_prefix_of_batches
 def test_a_torn_header_is_a_typed_error(store):
     session, _ = write_batches(store, [1])
     (path,) = segment_files(session)
-    full = open(path, "rb").read()
+    full = Path(path).read_bytes()
     for cut in (0, 10, SEGMENT_HEADER_SIZE - 1):
         with open(path, "wb") as handle:
             handle.write(full[:cut])
@@ -78,7 +79,7 @@ def test_a_torn_header_is_a_typed_error(store):
 def test_the_next_writer_sets_a_torn_tail_aside_and_appends_after_the_prefix(store):
     session, batches = write_batches(store, [2, 3, 1])
     (path,) = segment_files(session)
-    full = open(path, "rb").read()
+    full = Path(path).read_bytes()
     cut = batches[1][1] + 13  # inside the third batch
     with open(path, "wb") as handle:
         handle.write(full[:cut])
@@ -86,7 +87,7 @@ def test_the_next_writer_sets_a_torn_tail_aside_and_appends_after_the_prefix(sto
         assert writer.head == 5
         torn = writer.recovered_torn_tail
         assert torn is not None
-        assert open(torn, "rb").read() == full[batches[1][1]:cut].rstrip(b"\0")
+        assert Path(torn).read_bytes() == full[batches[1][1]:cut].rstrip(b"\0")
         assert writer.append({"after": "crash"}) == 6
     assert [e.seq for e in store.read_session("s").events()] == [1, 2, 3, 4, 5, 6]
     findings = store.verify()
@@ -97,7 +98,7 @@ def test_every_single_bit_flip_in_a_sealed_segment_is_detected(tmp_path):
     store = fsstore.open_store(tmp_path / "store", segment_size=4096)
     session, _ = write_batches(store, [1, 2, 1, 3, 1] * 6, payload=60)
     first, *_ = segment_files(session)
-    sealed = open(first, "rb").read()
+    sealed = Path(first).read_bytes()
     assert len(segment_files(session)) > 1
     for bit in range(len(sealed) * 8):
         damaged = bytearray(sealed)
@@ -111,7 +112,7 @@ def test_every_single_bit_flip_in_the_last_segment_is_detected_or_reads_as_a_tor
 ):
     session, batches = write_batches(store, [1, 2, 1, 3, 1], payload=20)
     (path,) = segment_files(session)
-    image = open(path, "rb").read()
+    image = Path(path).read_bytes()
     last_batch_start = batches[-2][1]
     before_last = [seq for seqs, _ in batches[:-1] for seq in seqs]
     for bit in range(len(image) * 8):
@@ -152,7 +153,7 @@ def test_damage_in_the_middle_is_reported_with_file_and_offset_everywhere(store)
 def test_a_valid_record_with_the_wrong_seq_is_corruption(store):
     session, batches = write_batches(store, [1, 1])
     (path,) = segment_files(session)
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     second = data[batches[0][1]:batches[1][1]]
     with open(path, "ab") as handle:
         handle.write(second)  # a replayed (duplicated) frame
@@ -177,10 +178,11 @@ def test_a_corrupt_length_never_makes_the_reader_allocate_it(store):
 def test_a_segment_of_a_newer_major_version_is_refused(store):
     session, _ = write_batches(store, [1])
     (path,) = segment_files(session)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     struct.pack_into("<H", data, 8, 2)
-    struct.pack_into("<I", data, SEGMENT_HEADER_SIZE - 4, zlib.crc32(data[: SEGMENT_HEADER_SIZE - 4]))
-    open(path, "wb").write(bytes(data))
+    body = data[: SEGMENT_HEADER_SIZE - 4]
+    struct.pack_into("<I", data, SEGMENT_HEADER_SIZE - 4, zlib.crc32(body))
+    Path(path).write_bytes(bytes(data))
     with pytest.raises(FormatVersionError, match="upgrade fsstore"):
         list(store.read_session("s").events())
     with pytest.raises(FormatVersionError):
@@ -245,12 +247,12 @@ def test_clear_keeps_seqs_going_and_leftovers_of_an_interrupted_clear_are_ignore
     with small_store.create_session("s") as session:
         session.append_many([{"i": i, "pad": "p" * 300} for i in range(3)])
         session.append_many([{"i": i, "pad": "p" * 300} for i in range(30)])
-        old = {f: open(f, "rb").read() for f in segment_files(session)}
+        old = {f: Path(f).read_bytes() for f in segment_files(session)}
         session.clear()
         assert list(session.events()) == [] and session.head == 33
         assert session.append({"after": True}) == 34
     for path, content in old.items():  # as if the clear crashed before deleting these
-        open(path, "wb").write(content)
+        Path(path).write_bytes(content)
     reader = small_store.read_session("s")
     assert [e.seq for e in reader.events()] == [34]
     assert reader.info().event_count == 1
@@ -274,7 +276,7 @@ def test_clear_of_an_empty_log_and_twice_in_a_row(store):
 def test_segments_are_plain_msgpack_for_any_reader(store):
     session, batches = write_batches(store, [2, 1])
     (path,) = segment_files(session)
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     start = SEGMENT_HEADER_SIZE
     length = struct.unpack_from("<I", data, start + 4)[0]
     ts, turn, entries = msgpack.unpackb(data[start + 24 : start + 24 + length])

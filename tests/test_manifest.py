@@ -29,8 +29,10 @@ def test_newer_major_is_refused_with_a_clear_error(tmp_path):
         manifest.read(FileIO(), str(path), "x")
 
 
-@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"[]", b'{"format": "y", "version": "1.0"}',
-                                     b'{"format": "x", "version": "one"}', b'{"format": "x"}'])
+@pytest.mark.parametrize("content", [
+    b"", b"{", b"\xff\xfe", b"[]", b'{"format": "y", "version": "1.0"}',
+    b'{"format": "x", "version": "one"}', b'{"format": "x"}',
+])
 def test_damaged_manifest_is_a_corruption_error_naming_the_file(tmp_path, content):
     path = tmp_path / "m.json"
     path.write_bytes(content)

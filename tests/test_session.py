@@ -35,7 +35,8 @@ values = st.recursive(
 events_strategy = st.dictionaries(st.text(max_size=10), values, max_size=6)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(events_strategy, min_size=1, max_size=5), min_size=1, max_size=8),
        durability=st.sampled_from(["fsync", "flush", "none"]))
 def test_arbitrary_events_survive_append_close_and_reopen_exactly(tmp_path_factory, batches,
@@ -46,7 +47,7 @@ def test_arbitrary_events_survive_append_close_and_reopen_exactly(tmp_path_facto
     with store.create_session("s") as session:
         for turn, batch in enumerate(batches, start=1):
             seqs = session.append_many(batch, turn=turn)
-            expected.extend(zip(seqs, [turn] * len(batch), batch))
+            expected.extend(zip(seqs, [turn] * len(batch), batch, strict=True))
     events = list(store.read_session("s").events())
     assert [(e.seq, e.turn, e.data) for e in events] == expected
     with store.open_session("s") as session:  # and again through a writer's reopen
@@ -268,7 +269,7 @@ def test_one_session_object_is_safe_from_many_threads(store):
     session.close()
     events = list(store.read_session("s").events())
     assert [e.seq for e in events] == list(range(1, 1601))
-    for first, second in zip(events[::2], events[1::2]):
+    for first, second in zip(events[::2], events[1::2], strict=True):
         assert first.data == second.data  # each batch landed whole and together
 
 

@@ -36,7 +36,7 @@ billing/tests/test_dates.py:14: ValueError
 '''
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction) -> None:
     demo = add_command(
         commands, "demo", "record a sample agent session into a store and describe it",
         "fsstore demo /tmp/agent-store && fsstore --store /tmp/agent-store ls",
@@ -92,9 +92,10 @@ def record_demo_session(session: Session) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.path or DEFAULT_PATH)
     store = open_store(path)
-    with store.create_session(title="Fix the failing billing date test",
-                              tags=["demo", "coding-agent"],
-                              metadata={"agent": "fsstore demo", "cwd": "~/src/billing"}) as session:
+    session = store.create_session(title="Fix the failing billing date test",
+                                   tags=["demo", "coding-agent"],
+                                   metadata={"agent": "fsstore demo", "cwd": "~/src/billing"})
+    with session:
         record_demo_session(session)
     reader = store.read_session(session.id)
     info = reader.info()

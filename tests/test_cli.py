@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fsstore
+from fsstore.cli import build_parser, command_names, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
+    code, out, _ = run(capsys, "demo", str(tmp_path / "demo"))
+    assert code == 0
+    store = fsstore.open_store(tmp_path / "demo", create=False)
+    (session_id,) = store.session_ids()
+    assert f"Recorded session {session_id}" in out and "turns:    3, all finished: True" in out
+    reader = store.read_session(session_id)
+    turns = reader.get_turns()
+    assert len(turns) == 3 and all(t.finished for t in turns)
+    kinds = {e.kind for t in turns for e in t.events}
+    assert kinds == {"message", "tool_call", "tool_result"}
+
+
+def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
+    run(capsys, "demo", str(tmp_path / "demo"))
+    store_path = str(tmp_path / "demo")
+    (session_id,) = fsstore.open_store(store_path).session_ids()
+
+    code, out, _ = run(capsys, "ls", store_path)
+    assert code == 0 and session_id in out and "Fix the failing billing date test" in out
+
+    code, out, _ = run(capsys, "--store", store_path, "show", session_id)
+    assert code == 0 and "turn 1 (7 events, finished)" in out
+    assert "run_tests(" in out
+
+    code, out, _ = run(capsys, "--store", store_path, "cat", session_id, "--after", "2",
+                       "--limit", "3")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["seq"] for line in lines] == [3, 4, 5]
+    assert set(lines[0]) == {"seq", "ts", "turn", "kind", "data"}
+
+    monkeypatch.chdir(os.path.join(store_path, "sessions"))  # found by walking up
+    code, out, _ = run(capsys, "verify")
+    assert code == 0 and out.strip().endswith("OK")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FSSTORE_STORE", store_path)  # found through the environment
+    code, out, _ = run(capsys, "verify", session_id)
+    assert code == 0
+
+
+def test_cat_writes_bytes_as_base64(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "s")
+    with store.create_session("b") as session:
+        session.append({"png": b"\x89PNG"})
+    _, out, _ = run(capsys, "--store", str(tmp_path / "s"), "cat", "b")
+    assert json.loads(out)["data"] == {"png": {"$base64": "iVBORw=="}}
+
+
+def test_verify_prints_each_problem_with_file_and_offset_and_exits_1(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "s")
+    with store.create_session("x") as session:
+        for index in range(4):
+            session.append({"i": index})
+    log = os.path.join(store.path, "sessions", "x", "log")
+    segment = os.path.join(log, sorted(os.listdir(log))[0])
+    with open(segment, "r+b") as handle:
+        handle.seek(64 + 30)
+        handle.write(b"\xee")
+    code, out, _ = run(capsys, "--store", store.path, "verify")
+    assert code == 1
+    assert f"problem: {segment} at byte 64:" in out and out.strip().endswith("1 problem")
+
+
+def test_errors_are_one_line_on_stderr_with_exit_2(tmp_path, capsys):
+    code, out, err = run(capsys, "--store", str(tmp_path / "nowhere"), "ls")
+    assert code == 2 and err.startswith("fsstore: ") and "no fsstore store" in err
+    fsstore.open_store(tmp_path / "s")
+    code, _, err = run(capsys, "--store", str(tmp_path / "s"), "show", "../etc")
+    assert code == 2 and "invalid session id" in err
+
+
+def test_every_command_has_an_example_and_is_in_the_readme():
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    commands = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    for name in command_names():
+        assert "example:" in commands.choices[name].epilog, name
+        assert f"fsstore {name}" in readme, f"README.md does not show `fsstore {name}`"
+
+
+def test_the_console_script_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fsstore", "--help"], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert result.returncode == 0 and "demo" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["ls", "show", "cat", "verify", "demo"])
+def test_each_command_help_works(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert "example:" in capsys.readouterr().out

@@ -1,0 +1,229 @@
+"""Crash tests: simulated power loss at every I/O call, and real kill -9 of a writer.
+
+The default run keeps each short; ``--long`` runs many more seeds and trials.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from crashsim import VARIANTS, CrashSimIO
+
+import fsstore
+from fsstore import TURN_FINISHED
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Expectation:
+    """What a workload wrote, so a crash state can be judged: which data each seq must
+    hold, where batches end, and what was acknowledged at the moment of the crash."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, object] = {}
+        self.batch_ends = {0}
+        self.completed = 0  # last seq of the last append call that returned
+
+    def check(self, dest: str, variant: str, synced: int) -> None:
+        store = fsstore.open_store(dest, create=False)
+        events = list(store.read_session("s").events())
+        seqs = [e.seq for e in events]
+        assert seqs == list(range(1, len(seqs) + 1)), (variant, seqs)
+        for event in events:
+            assert event.data == self.data[event.seq], (variant, event.seq)
+        head = len(seqs)
+        assert head in self.batch_ends, (variant, head, "a batch was split")
+        assert head >= synced, (variant, head, synced, "an fsynced batch was lost")
+        if variant == "kept":  # a killed process: the OS kept every write it was given
+            assert head >= self.completed, (variant, head, self.completed)
+        with store.open_session("s") as writer:  # opens, recovers, takes appends
+            assert writer.head == head
+            assert writer.append({"after": "crash"}) == head + 1
+        assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+def power_loss_workload(tmp_path, durability: str, seed: int, batches: int) -> int:
+    root = tmp_path / "store"
+    fsstore.open_store(root).create_session("s").close()
+    io = CrashSimIO(str(root))
+    session = fsstore.open_store(root, io=io, segment_size=4096,
+                                 durability=durability).open_session("s")
+    expect = Expectation()
+    crashes = [0]
+
+    def crash_here() -> None:
+        for variant in VARIANTS:
+            dest = str(tmp_path / f"crash-{crashes[0]}")
+            io.materialize(dest, variant, random.Random(crashes[0]))
+            expect.check(dest, variant, session.synced_head)
+            shutil.rmtree(dest)
+            crashes[0] += 1
+
+    rng = random.Random(seed)
+    io.on_op = crash_here
+    for index in range(batches):
+        size = rng.randint(1, 4)
+        first = session.head + 1
+        events = [{"i": index, "j": j, "pad": "p" * rng.randint(0, 600)} for j in range(size)]
+        for offset, event in enumerate(events):
+            expect.data[first + offset] = event
+        expect.batch_ends.add(first + size - 1)
+        session.append_many(events)
+        expect.completed = session.head
+        if rng.random() < 0.25:
+            expect.data[session.head + 1] = {}
+            expect.batch_ends.add(session.head + 1)
+            session.finish_turn()
+            expect.completed = session.head
+    session.close()
+    return crashes[0]
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush"])
+def test_every_power_loss_state_of_a_workload_opens_as_a_prefix(tmp_path, durability):
+    states = power_loss_workload(tmp_path, durability, seed=1, batches=30)
+    assert states > 100
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", range(2, 22))
+@pytest.mark.parametrize("durability", ["fsync", "flush"])
+def test_every_power_loss_state_of_many_workloads_opens_as_a_prefix(tmp_path, durability, seed):
+    power_loss_workload(tmp_path, durability, seed=seed, batches=120)
+
+
+def crash_states_of(tmp_path, root, action) -> list[str]:
+    """Run ``action(store)`` through a CrashSimIO and return a crash state after every
+    I/O call (all variants), each as a folder to inspect."""
+    io = CrashSimIO(str(root))
+    states: list[str] = []
+
+    def crash_here() -> None:
+        for variant in VARIANTS:
+            dest = str(tmp_path / f"state-{len(states)}")
+            io.materialize(dest, variant)
+            states.append(dest)
+
+    io.on_op = crash_here
+    action(fsstore.open_store(root, io=io))
+    return states
+
+
+def test_a_crash_while_creating_a_session_leaves_none_or_all_of_it(tmp_path):
+    root = tmp_path / "store"
+    fsstore.open_store(root)
+    states = crash_states_of(tmp_path, root, lambda s: s.create_session(
+        "new", title="t", metadata={"k": 1}).close())
+    whole = 0
+    for dest in states:
+        store = fsstore.open_store(dest, create=False)
+        if "new" in store.session_ids():
+            whole += 1
+            info = store.read_session("new").info()
+            assert (info.title, info.metadata, info.event_count) == ("t", {"k": 1}, 0)
+            store.open_session("new").close()
+        assert [f for f in store.verify() if f.level == "problem"] == []
+    assert 0 < whole < len(states)
+
+
+def test_a_crash_while_deleting_a_session_leaves_none_or_all_of_it(tmp_path):
+    root = tmp_path / "store"
+    with fsstore.open_store(root, segment_size=4096).create_session("s") as session:
+        session.append_many([{"i": i, "pad": "p" * 200} for i in range(40)])
+    states = crash_states_of(tmp_path, root, lambda s: s.delete_session("s"))
+    for dest in states:
+        store = fsstore.open_store(dest, create=False)
+        if "s" in store.session_ids():
+            assert [e.data["i"] for e in store.read_session("s").events()] == list(range(40))
+        store.remove_leftovers()
+        assert [f for f in store.verify() if f.level == "problem"] == []
+    assert "s" not in fsstore.open_store(states[-1], create=False).session_ids()
+
+
+def test_a_crash_while_clearing_leaves_the_old_log_or_an_empty_one(tmp_path):
+    root = tmp_path / "store"
+    with fsstore.open_store(root, segment_size=4096).create_session("s") as session:
+        for i in range(30):
+            session.append({"i": i, "pad": "p" * 300})
+
+    def clear(store):
+        with store.open_session("s") as session:
+            session.clear()
+
+    outcomes = set()
+    for dest in crash_states_of(tmp_path, root, clear):
+        store = fsstore.open_store(dest, create=False)
+        seqs = [e.seq for e in store.read_session("s").events()]
+        assert seqs in (list(range(1, 31)), [])
+        outcomes.add(len(seqs))
+        with store.open_session("s") as session:
+            assert session.append({"next": 1}) == 31
+    assert outcomes == {0, 30}
+
+
+# --- kill -9 ------------------------------------------------------------------------------
+
+CHILD = textwrap.dedent("""
+    import random, sys
+    import fsstore
+    store = fsstore.open_store(sys.argv[1], segment_size=int(sys.argv[2]), durability="fsync")
+    session = store.open_session("s", lock_timeout=30)
+    rng = random.Random(int(sys.argv[3]))
+    print("READY", session.head, flush=True)
+    while True:
+        first = session.head + 1
+        batch = [{"seq": first + i, "pad": "x" * rng.randint(0, 700)}
+                 for i in range(rng.randint(1, 4))]
+        seqs = session.append_many(batch)
+        if rng.random() < 0.1:
+            session.finish_turn()
+        sys.stdout.write(f"ACK {session.head}\\n")
+        sys.stdout.flush()
+""")
+
+
+def kill_9_trials(tmp_path, trials: int) -> None:
+    root = tmp_path / "store"
+    fsstore.open_store(root).create_session("s").close()
+    rng = random.Random(7)
+    checked = 0
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for trial in range(trials):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(root), "65536", str(trial)],
+            stdout=subprocess.PIPE, text=True, env=env)
+        assert child.stdout is not None
+        ready = child.stdout.readline()
+        assert ready.startswith("READY"), ready
+        time.sleep(rng.uniform(0, 0.15))
+        child.send_signal(signal.SIGKILL)
+        output, _ = child.communicate()
+        acked = [int(line.split()[1]) for line in output.splitlines() if line.startswith("ACK ")]
+        store = fsstore.open_store(root)
+        with store.open_session("s") as session:  # opens, and recovers the tail
+            head = session.head
+        assert head >= max(acked, default=0), "an acknowledged (fsynced) batch was lost"
+        events = list(store.read_session("s").events(after_seq=max(checked - 5, 0)))
+        assert [e.seq for e in events] == list(range(max(checked - 5, 0) + 1, head + 1))
+        for event in events:
+            assert event.kind == TURN_FINISHED or event.data["seq"] == event.seq
+        checked = head
+    assert checked > 0
+    assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
+
+
+def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path):
+    kill_9_trials(tmp_path, trials=8)
+
+
+@pytest.mark.long
+def test_kill_9_thousands_of_times_loses_nothing_acknowledged(tmp_path):
+    kill_9_trials(tmp_path, trials=1000)

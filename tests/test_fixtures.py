@@ -1,0 +1,46 @@
+"""Stores committed under fixtures/ keep opening and reading the same, forever."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from conftest import tree_snapshot
+
+import fsstore
+from fsstore.cli._common import event_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, "fixtures", "v1")
+
+
+def test_the_committed_v1_store_reads_the_same_forever():
+    before = tree_snapshot(FIXTURE)
+    with open(os.path.join(FIXTURE, "expected.json")) as handle:
+        expected = json.load(handle)
+    store = fsstore.open_store(os.path.join(FIXTURE, "store"), create=False)
+    assert store.session_ids() == sorted(expected)
+    for info in store.list_sessions():
+        want = expected[info.id]
+        assert (info.title, info.tags, info.metadata, info.event_count, info.head) == (
+            want["title"], want["tags"], want["metadata"], want["event_count"], want["head"])
+        reader = store.read_session(info.id)
+        assert [json.loads(event_json(e)) for e in reader.events()] == want["events"]
+        assert [[t.number, len(t.events), t.finished] for t in reader.get_turns()] == want["turns"]
+    findings = store.verify()
+    assert [f.level for f in findings] == ["note"]  # the torn tail of session "torn"
+    assert "torn tail" in findings[0].message
+    assert tree_snapshot(FIXTURE) == before  # reading changed nothing
+
+
+def test_the_committed_v1_store_takes_appends_after_recovery(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE, "store"), copy)
+    store = fsstore.open_store(copy, create=False)
+    for session_id in store.session_ids():
+        with store.open_session(session_id) as session:
+            head = session.head
+            assert session.append({"new": True}, turn=99) == head + 1
+    assert [f for f in store.verify() if f.level == "problem"] == []
+    assert store.read_session("torn").head == 5
