@@ -19,6 +19,8 @@ when it seals the segment.
 from __future__ import annotations
 
 import bisect
+import itertools
+import math
 import os
 import struct
 import threading
@@ -54,6 +56,7 @@ _TRAILER = struct.Struct("<I4s")
 TRAILER_SIZE = _TRAILER.size  # 8
 TRAILER_MAGIC = b"FSE\n"
 FRAME_EVENTS = 1
+_FRAME_FIELDS = struct.Struct("<IQII")  # the frame header after its crc
 _U32 = struct.Struct("<I")
 _ZEROS = bytes(8)
 
@@ -85,6 +88,10 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(
     type=tuple[float, int, list[tuple[str, Any]]], ext_hook=_refuse_ext
 )
+# The tail of a log needs only the last event's kind: leave the other events undecoded,
+# so opening a session costs the same whatever the size of its last batch.
+_tail_decoder = msgspec.msgpack.Decoder(type=tuple[float, int, list[msgspec.Raw]])
+_entry_kind_decoder = msgspec.msgpack.Decoder(type=tuple[str, msgspec.Raw])
 
 
 # --- durability --------------------------------------------------------------------------
@@ -101,11 +108,13 @@ class Durability:
       - ``"flush"`` (default): each append call is handed to the OS before it returns
         (survives the process being killed); fsync at ``finish_turn``, ``sync`` and close;
       - ``"none"``: batches are buffered in the process and handed to the OS in 64 KiB
-        chunks, at ``finish_turn``, ``sync`` and close; never fsynced.
+        chunks, at ``finish_turn``, ``sync`` and close; never fsynced, unless with group
+        commit.
 
-    Group commit, with ``"flush"`` only: fsync when ``group_commit_ms`` have passed since
-    the oldest unsynced append, or ``group_commit_records`` records are unsynced, from the
-    appending thread or a background one, whichever comes first.
+    Group commit (``group_commit_ms``, ``group_commit_records``), with ``"flush"`` or
+    ``"none"``: when that many milliseconds have passed since the oldest unsynced append,
+    or that many records are unsynced, whatever is buffered is written and fsynced, by the
+    appending thread or a background one. ``finish_turn`` then fsyncs too.
     """
 
     mode: str = "flush"
@@ -117,8 +126,9 @@ class Durability:
             raise ValueError(
                 f"durability mode must be one of {DURABILITY_MODES}, not {self.mode!r}")
         grouped = self.group_commit_ms is not None or self.group_commit_records is not None
-        if grouped and self.mode != "flush":
-            raise ValueError("group commit goes with durability mode 'flush'")
+        if grouped and self.mode == "fsync":
+            raise ValueError("group commit goes with durability mode 'flush' or 'none', not "
+                             "'fsync' (which already syncs every append)")
         if self.group_commit_ms is not None and not self.group_commit_ms > 0:
             raise ValueError("group_commit_ms must be > 0")
         if self.group_commit_records is not None and self.group_commit_records < 1:
@@ -135,6 +145,11 @@ class Durability:
     @property
     def grouped(self) -> bool:
         return self.group_commit_ms is not None or self.group_commit_records is not None
+
+    @property
+    def syncs(self) -> bool:
+        """Whether barriers (finish_turn, close) fsync: all but plain ``"none"``."""
+        return self.mode != "none" or self.grouped
 
 
 # --- encoding ----------------------------------------------------------------------------
@@ -156,11 +171,13 @@ def encode_frame(
             f"{max_bytes}; split the batch, or store large payloads as attachments"
         )
     pad = -(FRAME_HEADER_SIZE + length) & 7
-    frame_size = FRAME_HEADER_SIZE + length + pad + TRAILER_SIZE
-    fields = _FRAME_HEADER.pack(0, length, first_seq, len(entries), FRAME_EVENTS)[4:]
-    size_field = _U32.pack(frame_size)
-    crc = zlib.crc32(size_field, zlib.crc32(_ZEROS[:pad], zlib.crc32(payload, zlib.crc32(fields))))
-    return b"".join((_U32.pack(crc), fields, payload, _ZEROS[:pad], size_field, TRAILER_MAGIC))
+    body = b"".join((
+        _FRAME_FIELDS.pack(length, first_seq, len(entries), FRAME_EVENTS),
+        payload,
+        _ZEROS[:pad],
+        _U32.pack(FRAME_HEADER_SIZE + length + pad + TRAILER_SIZE),
+    ))
+    return b"".join((_U32.pack(zlib.crc32(body)), body, TRAILER_MAGIC))
 
 
 def encode_segment_header(first_seq: int, log_start: int) -> bytes:
@@ -246,23 +263,41 @@ def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int) -> _F
     return None
 
 
-def decode_payload(frame: _Frame, path: str) -> tuple[float, int, list[tuple[str, Any]]]:
+def decode_payload(
+    payload: memoryview, count: int, path: str, offset: int,
+    decoder: msgspec.msgpack.Decoder = _decoder,
+) -> tuple[float, int, list[Any]]:
+    """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload."""
     try:
-        ts, turn, entries = _decoder.decode(frame.payload)
+        ts, turn, entries = decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         # The checksum matched, so these bytes are what a writer wrote: not a torn write.
         raise CorruptionError(f"record payload does not decode: {exc}", path=path,
-                              offset=frame.offset) from None
-    if len(entries) != frame.event_count:
+                              offset=offset) from None
+    if len(entries) != count:
         raise CorruptionError(f"record holds {len(entries)} events, its header says "
-                              f"{frame.event_count}", path=path, offset=frame.offset)
+                              f"{count}", path=path, offset=offset)
     return ts, turn, entries
 
 
-class SegmentScan:
-    """Walks the frames of one segment image, checking checksums and seq order.
+def _tail_of(frame: _Frame, path: str) -> tuple[float, int, str]:
+    ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset,
+                                       _tail_decoder)
+    try:
+        kind, _ = _entry_kind_decoder.decode(entries[-1])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptionError(f"record payload does not decode: {exc}", path=path,
+                              offset=frame.offset) from None
+    return ts, turn, kind
 
-    Iterating yields each good frame. Damage is classified when the walk stops:
+
+class SegmentScan:
+    """Reads the events of one segment image, checking checksums and seq order.
+
+    Iterating yields each :class:`Event` with ``after_seq < seq <= until_seq``; frames
+    wholly before ``after_seq`` are checked but not decoded. Afterwards ``end`` is the
+    offset after the last good frame, ``expect_seq`` the seq after its last event, and
+    ``last`` that event. Damage is classified when the walk stops:
 
     - a torn tail: the bytes after the last good frame of the *last* segment hold no
       checksum-valid frame. A writer died mid-append; readers stop there, and ``torn_at``
@@ -271,34 +306,83 @@ class SegmentScan:
       good frame with the wrong seq) raises CorruptionError naming the file and offset.
     """
 
-    def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool) -> None:
+    def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
+                 after_seq: int = 0, until_seq: float = math.inf) -> None:
         self.buf = buf
         self.path = path
         self.expect_seq = expect_seq
         self.is_last = is_last
-        self.data_end = len(buf.rstrip(b"\0"))
+        self.after_seq = after_seq
+        self.until_seq = until_seq
         self.end = SEGMENT_HEADER_SIZE
+        self.last: Event | None = None
         self.torn_at: int | None = None
 
-    def __iter__(self) -> Iterator[_Frame]:
-        buf, view, limit = self.buf, memoryview(self.buf), self.data_end
+    @property
+    def data_end(self) -> int:
+        return len(self.buf.rstrip(b"\0"))
+
+    def __iter__(self) -> Iterator[Event]:
+        # The hot path of every read. The frame checks are those of _parse_frame, inlined
+        # with the decoding into one loop, and the state kept in locals: a call, a
+        # generator hop or an attribute write per frame costs as much as the checksum.
+        buf, view, limit = self.buf, memoryview(self.buf), len(self.buf)
+        unpack_header, unpack_trailer = _FRAME_HEADER.unpack_from, _TRAILER.unpack_from
+        crc32, decode, new_event = zlib.crc32, _decoder.decode, tuple.__new__
+        after_seq, until_seq, expect = self.after_seq, self.until_seq, self.expect_seq
         off = SEGMENT_HEADER_SIZE
-        while off < limit:
-            frame = _parse_frame(buf, view, off, len(buf))
-            if frame is None:
-                self._stopped_at(off, view)
-                return
-            if frame.first_seq != self.expect_seq:
-                raise CorruptionError(
-                    f"record has seq {frame.first_seq}, expected {self.expect_seq} "
-                    "(duplicated, reordered or stale record)", path=self.path, offset=off)
-            if frame.frame_type != FRAME_EVENTS:
-                raise FormatVersionError(
-                    f"{self.path}: record type {frame.frame_type} at byte {off} is unknown to "
-                    "this fsstore; upgrade fsstore to read it")
-            yield frame
-            self.expect_seq += frame.event_count
-            off = self.end = frame.end
+        decoded = None
+        try:
+            while off + FRAME_HEADER_SIZE + TRAILER_SIZE <= limit:
+                crc, length, seq, count, frame_type = unpack_header(buf, off)
+                if length > MAX_FRAME_PAYLOAD or count == 0:
+                    break
+                end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+                if end > limit:
+                    break
+                frame_size, magic = unpack_trailer(buf, end - TRAILER_SIZE)
+                if magic != TRAILER_MAGIC or frame_size != end - off:
+                    break
+                if crc32(view[off + 4 : end - 4]) != crc:
+                    break
+                if seq != expect:
+                    raise CorruptionError(
+                        f"record has seq {seq}, expected {expect} (duplicated, reordered or "
+                        "stale record)", path=self.path, offset=off)
+                if frame_type != FRAME_EVENTS:
+                    raise FormatVersionError(
+                        f"{self.path}: record type {frame_type} at byte {off} is unknown to "
+                        "this fsstore; upgrade fsstore to read it")
+                expect = seq + count
+                if expect > after_seq + 1:
+                    payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
+                    try:
+                        decoded = ts, turn, entries = decode(payload)
+                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                        decode_payload(payload, count, self.path, off)  # raises, saying where
+                        raise
+                    if len(entries) != count:
+                        decode_payload(payload, count, self.path, off)
+                    if seq > after_seq and expect <= until_seq + 1:  # the whole batch
+                        for kind, data in entries:
+                            yield new_event(Event, (seq, ts, turn, kind, data))
+                            seq += 1
+                    else:
+                        for kind, data in entries:
+                            if seq > until_seq:
+                                return
+                            if seq > after_seq:
+                                yield new_event(Event, (seq, ts, turn, kind, data))
+                            seq += 1
+                off = end
+        finally:
+            self.expect_seq, self.end = expect, off
+            if decoded is not None:
+                ts, turn, entries = decoded
+                kind, data = entries[-1]
+                self.last = new_event(Event, (expect - 1, ts, turn, kind, data))
+        if off < self.data_end:
+            self._stopped_at(off, view)
 
     def _stopped_at(self, off: int, view: memoryview) -> None:
         if not self.is_last:
@@ -395,12 +479,13 @@ class LogReader:
         frame, payload = self._last_frame(last)
         if frame is None:
             return LogTail(last - 1, log_start, None, None, None)
-        ts, turn, entries = payload
-        return LogTail(frame.first_seq + frame.event_count - 1, log_start, ts, turn, entries[-1][0])
+        ts, turn, last_kind = payload
+        return LogTail(frame.first_seq + frame.event_count - 1, log_start, ts, turn, last_kind)
 
     def _last_frame(self, first_seq: int) -> tuple[_Frame | None, Any]:
-        """The last good frame of a segment, from the end of its data when that end is a
-        whole frame (the common case), else by walking the segment from its start."""
+        """The last good frame of a segment and its (ts, turn, last kind), from the end of
+        its data when that end is a whole frame (the common case), else by walking the
+        segment from its start."""
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
@@ -413,21 +498,25 @@ class LogReader:
                     frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
                     if frame is not None and frame.first_seq >= first_seq:
                         frame = frame._replace(offset=start, end=data_end)
-                        return frame, decode_payload(frame, path)
+                        return frame, _tail_of(frame, path)
             elif data_end <= SEGMENT_HEADER_SIZE:
                 return None, None
         finally:
             self.io.close(fd)
-        last: _Frame | None = None
-        for frame in SegmentScan(self.read_segment(first_seq), path, first_seq, is_last=True):
-            last = frame
-        return (last, decode_payload(last, path)) if last is not None else (None, None)
+        scan = SegmentScan(self.read_segment(first_seq), path, first_seq, is_last=True)
+        for _ in scan:
+            pass
+        if scan.last is None:
+            return None, None
+        frame = _Frame(-1, scan.end, first_seq, scan.expect_seq - first_seq, FRAME_EVENTS,
+                       memoryview(b""))  # only end, first_seq and the count are used
+        return frame, (scan.last.ts, scan.last.turn, scan.last.kind)
 
-    def frames(self, after_seq: int = 0) -> Iterator[tuple[str, _Frame]]:
-        """Every frame holding a seq after ``after_seq``, in order, segment by segment."""
+    def scans(self, after_seq: int = 0, until_seq: float = math.inf) -> Iterator[SegmentScan]:
+        """A scan of each live segment from the one holding ``after_seq + 1`` on. Each must
+        be iterated to its end before the next is asked for (seqs are checked across)."""
         segments, log_start = self.live_segments()
-        start = max(after_seq + 1, log_start)
-        index = max(bisect.bisect_right(segments, start) - 1, 0)
+        index = max(bisect.bisect_right(segments, max(after_seq + 1, log_start)) - 1, 0)
         expect = segments[index]
         for position in range(index, len(segments)):
             first = segments[position]
@@ -436,37 +525,25 @@ class LogReader:
                 raise CorruptionError(
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=path, offset=0)
+            if first > until_seq:
+                return
             try:
                 buf = self.read_segment(first)
             except FileNotFoundError:
                 return  # cleared by the writer meanwhile: what was read is a prefix
-            scan = SegmentScan(buf, path, first, is_last=position == len(segments) - 1)
-            for frame in scan:
-                if frame.first_seq + frame.event_count > start:
-                    yield path, frame
+            scan = SegmentScan(buf, path, first, position == len(segments) - 1,
+                               after_seq, until_seq)
+            yield scan
             expect = scan.expect_seq
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
     ) -> Iterator[Event]:
-        """Events with ``after_seq < seq <= until_seq``, at most ``limit`` of them."""
-        if limit is not None and limit <= 0:
-            return
-        new_event = tuple.__new__
-        remaining = limit
-        for path, frame in self.frames(after_seq):
-            ts, turn, entries = decode_payload(frame, path)
-            seq = frame.first_seq
-            for kind, data in entries:
-                if seq > after_seq:
-                    if until_seq is not None and seq > until_seq:
-                        return
-                    yield new_event(Event, (seq, ts, turn, kind, data))
-                    if remaining is not None:
-                        remaining -= 1
-                        if remaining == 0:
-                            return
-                seq += 1
+        """Events with ``after_seq < seq <= until_seq``, at most ``limit`` of them, read one
+        segment at a time."""
+        until = math.inf if until_seq is None else until_seq
+        events = itertools.chain.from_iterable(self.scans(after_seq, until))
+        return events if limit is None else itertools.islice(events, max(limit, 0))
 
     def first_turn(self, first_seq: int) -> int | None:
         """The turn of a segment's first record, None if it has none yet. Cached: a
@@ -490,7 +567,7 @@ class LogReader:
         frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
         if frame is None:
             return None  # empty, or being written; a full read reports any damage
-        turn = decode_payload(frame._replace(offset=SEGMENT_HEADER_SIZE), path)[1]
+        turn = decode_payload(frame.payload, frame.event_count, path, SEGMENT_HEADER_SIZE)[1]
         self._first_turns[first_seq] = turn
         return turn
 
@@ -528,8 +605,8 @@ class LogReader:
             is_last = position == len(live) - 1
             try:
                 scan = SegmentScan(self.read_segment(first), path, first, is_last)
-                for frame in scan:
-                    decode_payload(frame, path)
+                for _ in scan:
+                    pass
             except (CorruptionError, FormatVersionError) as exc:
                 offset = exc.offset if isinstance(exc, CorruptionError) else None
                 findings.append(Finding("problem", path, offset, _reason(exc)))
@@ -589,7 +666,12 @@ class LogWriter:
         self.segment_size = segment_size
         self.max_record_bytes = max_record_bytes
         self.lock = threading.RLock()
-        self._preallocate = durability.mode == "fsync" or durability.grouped
+        # Preallocation pays when every append fsyncs: an overwrite of space the file
+        # already has needs no size change committed. Group commit syncs too rarely for
+        # it to matter, and extending the file would hold up appends.
+        self._mode = durability.mode
+        self._preallocate = durability.mode == "fsync"
+        self._group_interval = (durability.group_commit_ms or 0) / 1000
         self._fd: int | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -597,6 +679,7 @@ class LogWriter:
         self._unsynced_since = 0.0
         self._failed: BaseException | None = None
         self._closed = False
+        self._syncing = False
         self.recovered_torn_tail: str | None = None
         self._recover()
         self._syncer: threading.Thread | None = None
@@ -628,7 +711,7 @@ class LogWriter:
             frame, payload = reader._last_frame(first)
             self.head = first - 1 if frame is None else frame.first_seq + frame.event_count - 1
             self.last_turn = payload[1] if payload else None
-            self.last_kind = payload[2][-1][0] if payload else None
+            self.last_kind = payload[2] if payload else None
             end = frame.end if frame is not None else SEGMENT_HEADER_SIZE
             # Only the last segment can be unfinished: a segment is sealed before its
             # successor is created.
@@ -659,14 +742,16 @@ class LogWriter:
     def append(self, entries: Sequence[tuple[str, Any]], turn: int, ts: float) -> int:
         """Write one batch as one frame; return its first seq."""
         with self.lock:
-            self._check_usable()
+            if self._failed is not None or self._closed:
+                self._check_usable()
             first = self.head + 1
             frame = encode_frame(first, ts, turn, entries, self.max_record_bytes)
             try:
                 size = len(frame)
                 if self._end + size > self.segment_size and self._end > SEGMENT_HEADER_SIZE:
                     self._roll_over()
-                if self.durability.mode == "none":
+                mode = self._mode
+                if mode == "none":
                     self._pending.append(frame)
                     self._pending_bytes += size
                     self._end += size
@@ -679,7 +764,7 @@ class LogWriter:
                     self._end = self._written_end = self._end + size
                 self.head += len(entries)
                 self.last_turn, self.last_kind = turn, entries[-1][0]
-                if self.durability.mode == "fsync":
+                if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
                     self.synced_head = self.head
                 elif self.durability.grouped:
@@ -693,6 +778,8 @@ class LogWriter:
             data = b"".join(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
+            if self._preallocate and self._written_end + len(data) > self._allocated:
+                self._extend(self._written_end + len(data))
             self.io.pwrite(self._fd, data, self._written_end)  # type: ignore[arg-type]
             self._written_end += len(data)
 
@@ -711,35 +798,67 @@ class LogWriter:
         self._allocated = target
 
     def _group_commit_after(self, records: int) -> None:
-        if self._unsynced_records == 0:
+        first = self._unsynced_records == 0
+        if first:
             self._unsynced_since = time.monotonic()
         self._unsynced_records += records
         limit_records = self.durability.group_commit_records
-        limit_ms = self.durability.group_commit_ms
-        if (limit_records is not None and self._unsynced_records >= limit_records) or (
-            limit_ms is not None and (time.monotonic() - self._unsynced_since) * 1000 >= limit_ms
-        ):
-            self._sync_locked()
-        elif self._syncer is not None and self._unsynced_records == records:
-            self._wake.notify()
+        if limit_records is not None and self._unsynced_records >= limit_records:
+            if self._syncer is None:
+                self._sync_locked()
+            else:
+                self._wake.notify_all()
+        elif first and self._syncer is not None:
+            self._wake.notify_all()
+        elif self._syncer is None:
+            return
+        elif time.monotonic() - self._unsynced_since >= self._group_interval:
+            self._wake.notify_all()  # the syncer is late (say the GIL was busy): nudge it
 
     def _group_commit_loop(self) -> None:
-        """Bounds how long an acknowledged append stays unsynced when appends pause."""
+        """The group-commit thread: every ``group_commit_ms`` that has unsynced appends,
+        write them out under the lock, then fdatasync *outside* it, so appends go on
+        while the disk works. Whatever touches the file descriptor exclusively (seal,
+        clear, close) first waits for a sync in flight."""
         assert self.durability.group_commit_ms is not None
         interval = self.durability.group_commit_ms / 1000
+        limit_records = self.durability.group_commit_records
         with self.lock:
             while not self._closed and self._failed is None:
                 if self._unsynced_records == 0:
                     self._wake.wait()
                     continue
                 remaining = self._unsynced_since + interval - time.monotonic()
-                if remaining > 0:
+                if remaining > 0 and not (
+                        limit_records is not None and self._unsynced_records >= limit_records):
                     self._wake.wait(remaining)
                     continue
                 try:
-                    self._sync_locked()
-                except WriteFailed:
+                    self._write_pending()
+                except OSError as exc:
+                    self._fail(exc)
                     return
+                target, fd = self.head, self._fd
+                self._unsynced_records = 0
+                self._syncing = True
+                error: OSError | None = None
+                self.lock.release()
+                try:
+                    self.io.fdatasync(fd)  # type: ignore[arg-type]
+                except OSError as exc:
+                    error = exc
+                finally:
+                    self.lock.acquire()
+                    self._syncing = False
+                    self._wake.notify_all()
+                if error is not None:
+                    self._fail(error)
+                    return
+                self.synced_head = max(self.synced_head, target)
+
+    def _wait_for_sync(self) -> None:
+        while self._syncing:
+            self._wake.wait()
 
     # --- barriers ---
 
@@ -778,6 +897,7 @@ class LogWriter:
     def _seal(self) -> None:
         """Make the active segment final: data durable, preallocated zeros cut off. A crash
         in between leaves zeros or not; both read the same."""
+        self._wait_for_sync()
         fd = self._fd
         assert fd is not None
         self._write_pending()
@@ -815,6 +935,7 @@ class LogWriter:
         log starts at ``head + 1`` is made durable first, then the old segments go."""
         with self.lock:
             self._check_usable()
+            self._wait_for_sync()
             try:
                 self._write_pending()
                 fd, self._fd = self._fd, None
@@ -841,12 +962,13 @@ class LogWriter:
         with self.lock:
             if self._closed:
                 return
+            self._wait_for_sync()
             try:
                 if self._failed is None and self._fd is not None:
-                    if self.durability.mode == "none":
-                        self._write_pending()
-                    else:
+                    if self.durability.syncs:
                         self._sync_locked()
+                    else:
+                        self._write_pending()
             finally:
                 self._closed = True
                 self._wake.notify_all()

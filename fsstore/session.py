@@ -331,7 +331,11 @@ class Session(SessionReader):
         finished. ``kind`` defaults to the event's ``"kind"`` or ``"type"`` value when that
         is a str, else ``"event"``. ``ts`` defaults to now.
         """
-        return self.append_many([event], turn=turn, kind=kind, ts=ts)[0]
+        entries = [(_kind_of(event, kind), event)]
+        stamp = time.time() if ts is None else float(ts)
+        writer = self._writer
+        with writer.lock:
+            return writer.append(entries, self._resolve_turn(turn), stamp)
 
     def append_many(
         self, events: Iterable[Mapping[str, Any]], *, turn: int | None = None,
@@ -349,8 +353,8 @@ class Session(SessionReader):
 
     def finish_turn(self, turn: int | None = None) -> None:
         """Close a turn: record that it is finished and make everything appended so far
-        durable (fsync; with durability ``none`` only handed to the OS). Finishing the
-        current turn again does nothing more than the barrier."""
+        durable (fsync; with plain durability ``none`` only handed to the OS). Finishing
+        the current turn again does nothing more than the barrier."""
         with self._writer.lock:
             current = self._writer.last_turn
             number = current if turn is None else turn
@@ -359,10 +363,10 @@ class Session(SessionReader):
             if not (number == current and self._turn_finished()):
                 self._writer.append(
                     [(TURN_FINISHED, {})], self._resolve_turn(number), time.time())
-            if self.durability.mode == "none":
-                self._writer.flush()
-            else:
+            if self.durability.syncs:
                 self._writer.sync()
+            else:
+                self._writer.flush()
 
     def sync(self) -> None:
         """Make everything appended so far durable, whatever the durability mode."""
@@ -440,10 +444,10 @@ class Session(SessionReader):
 
 
 def _kind_of(event: object, kind: str | None) -> str:
-    if not isinstance(event, Mapping):
+    if type(event) is not dict and not isinstance(event, Mapping):  # dict first: it is fast
         raise InvalidEvent(f"an event must be a dict, not {type(event).__name__}")
     if kind is None:
-        found = event.get("kind", event.get("type"))
+        found = event.get("kind") or event.get("type")
         kind = found if isinstance(found, str) else DEFAULT_KIND
     elif not isinstance(kind, str):
         raise InvalidEvent(f"kind must be a str, not {type(kind).__name__}")

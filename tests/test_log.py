@@ -17,7 +17,6 @@ from fsstore.log import (
     SEGMENT_HEADER_SIZE,
     LogReader,
     SegmentScan,
-    decode_payload,
     decode_segment_header,
     encode_frame,
     encode_segment_header,
@@ -44,11 +43,7 @@ def write_batches(store, sizes, session_id="s", payload=40):
 def read_image(buf: bytes, path="seg", first=1, is_last=True) -> list[int]:
     """Read a segment image the way LogReader does; return the seqs it holds."""
     header = decode_segment_header(buf, path)
-    seqs = []
-    for frame in SegmentScan(buf, path, header.first_seq, is_last):
-        decode_payload(frame, path)
-        seqs.extend(range(frame.first_seq, frame.first_seq + frame.event_count))
-    return seqs
+    return [event.seq for event in SegmentScan(buf, path, header.first_seq, is_last)]
 
 
 def test_truncating_the_segment_at_every_offset_reads_an_exact_prefix_of_batches(store):
@@ -302,9 +297,7 @@ def test_frames_round_trip_through_the_scanner(batches):
     for entries in batches:
         image += encode_frame(seq, 1.5, 3, entries, 1 << 20)
         seq += len(entries)
-    scanned = []
-    for frame in SegmentScan(image, "seg", 1, is_last=False):
-        ts, turn, entries = decode_payload(frame, "seg")
-        assert (ts, turn) == (1.5, 3)
-        scanned.append([tuple(entry) for entry in entries])
-    assert scanned == [[tuple(entry) for entry in entries] for entries in batches]
+    events = list(SegmentScan(image, "seg", 1, is_last=False))
+    assert all((event.ts, event.turn) == (1.5, 3) for event in events)
+    assert [e.seq for e in events] == list(range(1, seq))
+    assert [(e.kind, e.data) for e in events] == [tuple(entry) for b in batches for entry in b]

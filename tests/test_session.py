@@ -208,11 +208,27 @@ def test_group_commit_by_time_syncs_in_the_background_when_appends_pause(store):
         assert s.synced_head == 1
 
 
+def test_group_commit_over_the_in_process_buffer_writes_and_syncs_together(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    durability = Durability("none", group_commit_records=3)
+    with store.create_session("s", durability=durability) as session:
+        other = fsstore.open_store(tmp_path / "store").read_session("s")
+        session.append({"i": 1})
+        session.append({"i": 2})
+        assert other.head == 0 and session.synced_head == 0  # still in the process
+        session.append({"i": 3})
+        assert other.head == 3 and session.synced_head == 3  # written and fsynced at once
+        session.append({"i": 4})
+        session.finish_turn()  # a barrier fsyncs with group commit
+        assert session.synced_head == 5
+
+
 def test_durability_settings_are_checked():
     with pytest.raises(ValueError):
         Durability("sometimes")
     with pytest.raises(ValueError):
         Durability("fsync", group_commit_ms=10)
+    assert Durability("none", group_commit_ms=10).syncs and not Durability("none").syncs
     with pytest.raises(ValueError):
         Durability("flush", group_commit_records=0)
 

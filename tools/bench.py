@@ -1,0 +1,377 @@
+"""fsstore side by side with what agents use today: SQLite in WAL mode and JSONL.
+
+    python3 tools/bench.py            # 100k events (20k for the per-append fsync rows)
+    python3 tools/bench.py --quick    # a smaller run, for a quick look
+
+Every figure is the median of interleaved repetitions in one run on this machine; the
+ratios between rows are what carries over to another machine, not the absolute numbers.
+A program, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import msgpack  # noqa: E402
+import msgspec  # noqa: E402
+
+import fsstore  # noqa: E402
+from fsstore import Durability  # noqa: E402
+
+GROUP_MS = 10
+WORDS = (  # noqa: SIM905
+    "the build fails when deploy runs with an empty cache so we retry the step and read "
+    "config files from disk before parsing every line of output into tokens"
+).split(" ")
+
+
+def make_events(count: int) -> list[tuple[str, dict]]:
+    """Realistic agent events of about 1 KiB each as msgpack: messages, tool calls and
+    tool results in turn."""
+    rng = random.Random(42)
+
+    def text(low: int, high: int) -> str:
+        words, size = [], 0
+        limit = rng.randint(low, high)
+        while size < limit:
+            word = rng.choice(WORDS)
+            words.append(word)
+            size += len(word) + 1
+        return " ".join(words)
+
+    events = []
+    for index in range(count):
+        if index % 3 == 0:
+            events.append(("message", {
+                "role": rng.choice(("user", "assistant")), "content": text(700, 1000),
+                "model": "local-coder-8b", "usage": {"input_tokens": rng.randint(100, 9000),
+                                                      "output_tokens": rng.randint(5, 900)}}))
+        elif index % 3 == 1:
+            events.append(("tool_call", {
+                "id": f"call_{index:07d}", "name": rng.choice(("read_file", "grep", "run_tests")),
+                "args": {"path": f"src/module_{index % 97}.py", "pattern": text(600, 900)}}))
+        else:
+            events.append(("tool_result", {
+                "call_id": f"call_{index - 1:07d}", "ok": rng.random() < 0.9,
+                "output": text(750, 1000)}))
+    return events
+
+
+# --- appenders -----------------------------------------------------------------------------
+
+def fsstore_append(durability: Durability) -> Callable[[str, list], None]:
+    def run(folder: str, events: list) -> None:
+        store = fsstore.open_store(os.path.join(folder, "store"), durability=durability)
+        with store.create_session("bench") as session:
+            append = session.append
+            for kind, event in events:
+                append(event, kind=kind)
+    return run
+
+
+def sqlite_append(synchronous: str, group: str | None = None) -> Callable[[str, list], None]:
+    """One transaction per append, or with ``group``: ``"per-append"`` commits each append
+    with synchronous=NORMAL and one every 10 ms with FULL (fsyncing the WAL); ``"batched"``
+    keeps one transaction open for 10 ms at a time."""
+    def run(folder: str, events: list) -> None:
+        connection = sqlite3.connect(os.path.join(folder, "events.db"), isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
+        connection.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, ts REAL, turn INTEGER, "
+                           "kind TEXT, payload BLOB)")
+        insert = "INSERT INTO events VALUES (?, ?, ?, ?, ?)"
+        execute, pack = connection.execute, msgpack.packb
+        last = time.monotonic()
+        if group == "batched":
+            execute("BEGIN")
+        for seq, (kind, event) in enumerate(events, 1):
+            due = group is not None and (time.monotonic() - last) * 1000 >= GROUP_MS
+            if due and group == "per-append":
+                execute("PRAGMA synchronous=FULL")
+            execute(insert, (seq, time.time(), 1, kind, pack(event)))
+            if due:
+                if group == "per-append":
+                    execute("PRAGMA synchronous=NORMAL")
+                else:
+                    execute("COMMIT")
+                    execute("BEGIN")
+                last = time.monotonic()
+        if group == "batched":
+            execute("COMMIT")
+        elif group == "per-append":
+            execute("PRAGMA synchronous=FULL")
+            execute("BEGIN")
+            execute("COMMIT")
+        connection.close()
+    return run
+
+
+def jsonl_append(policy: str) -> Callable[[str, list], None]:
+    """``flush`` each line, ``fsync`` each line, ``group``: flush each line and fsync every
+    10 ms, ``buffered-group``: write and fsync every 10 ms, ``none``: buffered."""
+    def run(folder: str, events: list) -> None:
+        with open(os.path.join(folder, "events.jsonl"), "a") as handle:
+            write, dumps, flush, fd = handle.write, json.dumps, handle.flush, handle.fileno()
+            last = time.monotonic()
+            for seq, (kind, event) in enumerate(events, 1):
+                write(dumps({"seq": seq, "ts": time.time(), "turn": 1, "kind": kind,
+                             "data": event}) + "\n")
+                if policy == "none":
+                    continue
+                due = (time.monotonic() - last) * 1000 >= GROUP_MS
+                if policy != "buffered-group" or due:
+                    flush()
+                if policy == "fsync" or (due and policy in ("group", "buffered-group")):
+                    os.fsync(fd)
+                    last = time.monotonic()
+            flush()
+            if policy != "none":
+                os.fsync(fd)
+    return run
+
+
+# --- replayers -----------------------------------------------------------------------------
+
+def fsstore_replay(folder: str) -> int:
+    reader = fsstore.open_store(os.path.join(folder, "store"), create=False).read_session("bench")
+    count = 0
+    for _ in reader.events():
+        count += 1
+    return count
+
+
+def sqlite_replay(folder: str) -> int:
+    connection = sqlite3.connect(os.path.join(folder, "events.db"))
+    unpack, count = msgpack.unpackb, 0
+    for _seq, _ts, _turn, _kind, payload in connection.execute(
+            "SELECT seq, ts, turn, kind, payload FROM events ORDER BY seq"):
+        unpack(payload)
+        count += 1
+    connection.close()
+    return count
+
+
+def jsonl_replay(loads: Callable[[bytes], object]) -> Callable[[str], int]:
+    def run(folder: str) -> int:
+        count = 0
+        with open(os.path.join(folder, "events.jsonl"), "rb") as handle:
+            for line in handle:
+                loads(line)
+                count += 1
+        return count
+    return run
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+def median_rate(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Run each configuration ``repeats`` times, interleaved; median events per second."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            samples[name].append(run())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def timed_append(appender: Callable[[str, list], None], events: list, keep: str | None,
+                 root: str) -> float:
+    folder = tempfile.mkdtemp(dir=root)
+    gc.collect()
+    start = time.perf_counter()
+    appender(folder, events)
+    elapsed = time.perf_counter() - start
+    if keep:
+        target = os.path.join(root, keep)
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(folder, target)
+    else:
+        shutil.rmtree(folder)
+    return len(events) / elapsed
+
+
+def row(label: str, value: str, *ratios: str) -> None:
+    print(f"  {label:<44} {value:>14}   {'   '.join(r for r in ratios if r)}")
+
+
+def ratio(value: float, other: float, name: str) -> str:
+    return f"{value / other:5.2f}x {name}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--open-events", type=int, default=None,
+                        help="events in the big session whose open time is measured (1M)")
+    parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
+    args = parser.parse_args()
+    count = args.events or (10_000 if args.quick else 100_000)
+    durable_count = max(count // 5, 1000)
+    repeats = 3
+    big = args.open_events or (100_000 if args.quick else 1_000_000)
+    root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
+    events = make_events(count)
+    size = statistics.mean(len(msgpack.packb(e)) for _, e in events[:3000])
+    print(f"fsstore {fsstore.__version__} bench: {count} events of {size:.0f} B (msgpack) mean, "
+          f"{durable_count} for the fsync-each rows; median of {repeats} interleaved runs; "
+          f"python {sys.version.split()[0]}, {os.cpu_count()} cores; in {root}")
+
+    try:
+        # --- appends ---
+        buffered = median_rate({
+            "fsstore flush": lambda: timed_append(
+                fsstore_append(Durability("flush")), events, "fsstore", root),
+            "fsstore none": lambda: timed_append(fsstore_append(Durability("none")), events,
+                                                 None, root),
+            "sqlite NORMAL": lambda: timed_append(sqlite_append("NORMAL"), events, "sqlite", root),
+            "jsonl flush": lambda: timed_append(jsonl_append("flush"), events, "jsonl", root),
+            "jsonl none": lambda: timed_append(jsonl_append("none"), events, None, root),
+        }, repeats)
+        grouped = median_rate({
+            "fsstore group": lambda: timed_append(
+                fsstore_append(Durability("flush", group_commit_ms=GROUP_MS)), events, None,
+                root),
+            "sqlite group": lambda: timed_append(sqlite_append("NORMAL", "per-append"), events,
+                                                 None, root),
+            "jsonl group": lambda: timed_append(jsonl_append("group"), events, None, root),
+            "fsstore buffered group": lambda: timed_append(
+                fsstore_append(Durability("none", group_commit_ms=GROUP_MS)), events, None,
+                root),
+            "sqlite batched": lambda: timed_append(sqlite_append("FULL", "batched"), events,
+                                                   None, root),
+            "jsonl buffered group": lambda: timed_append(jsonl_append("buffered-group"), events,
+                                                         None, root),
+        }, repeats)
+        durable_events = events[:durable_count]
+        durable = median_rate({
+            "fsstore fsync": lambda: timed_append(
+                fsstore_append(Durability("fsync")), durable_events, None, root),
+            "sqlite FULL": lambda: timed_append(sqlite_append("FULL"), durable_events, None, root),
+            "jsonl fsync": lambda: timed_append(jsonl_append("fsync"), durable_events, None, root),
+        }, repeats)
+
+        print("\nAppends per second, one event per call")
+        row("buffered: fsstore 'flush' (handed to the OS)", f"{buffered['fsstore flush']:,.0f}",
+            ratio(buffered["fsstore flush"], buffered["sqlite NORMAL"], "SQLite NORMAL"),
+            ratio(buffered["fsstore flush"], buffered["jsonl flush"], "JSONL flush"))
+        row("  SQLite WAL synchronous=NORMAL", f"{buffered['sqlite NORMAL']:,.0f}")
+        row("  JSONL write + flush", f"{buffered['jsonl flush']:,.0f}")
+        row("in-process buffer: fsstore 'none'", f"{buffered['fsstore none']:,.0f}",
+            ratio(buffered["fsstore none"], buffered["jsonl none"], "JSONL buffered"))
+        row("  JSONL buffered write", f"{buffered['jsonl none']:,.0f}")
+        row("durable: fsstore 'fsync' each", f"{durable['fsstore fsync']:,.0f}",
+            ratio(durable["fsstore fsync"], durable["sqlite FULL"], "SQLite FULL"),
+            ratio(durable["fsstore fsync"], durable["jsonl fsync"], "JSONL fsync"))
+        row("  SQLite WAL synchronous=FULL", f"{durable['sqlite FULL']:,.0f}")
+        row("  JSONL write + fsync", f"{durable['jsonl fsync']:,.0f}")
+        print("  group commit, fsync every 10 ms; each append visible at once, kept if killed:")
+        row("  fsstore Durability('flush', group_commit_ms=10)",
+            f"{grouped['fsstore group']:,.0f}",
+            ratio(grouped["fsstore group"], grouped["sqlite group"], "SQLite"),
+            ratio(grouped["fsstore group"], grouped["jsonl group"], "JSONL"))
+        row("    SQLite NORMAL commit each, FULL every 10 ms", f"{grouped['sqlite group']:,.0f}")
+        row("    JSONL flush each, fsync every 10 ms", f"{grouped['jsonl group']:,.0f}")
+        print("  group commit, write + fsync every 10 ms; appends wait in the process:")
+        row("  fsstore Durability('none', group_commit_ms=10)",
+            f"{grouped['fsstore buffered group']:,.0f}",
+            ratio(grouped["fsstore buffered group"], grouped["sqlite batched"], "SQLite"),
+            ratio(grouped["fsstore buffered group"], grouped["jsonl buffered group"], "JSONL"))
+        row("    SQLite FULL, one transaction per 10 ms", f"{grouped['sqlite batched']:,.0f}")
+        row("    JSONL buffered, flush + fsync every 10 ms",
+            f"{grouped['jsonl buffered group']:,.0f}")
+
+        # --- replay ---
+        def replay(reader: Callable[[str], int], folder: str) -> Callable[[], float]:
+            def run() -> float:
+                gc.collect()
+                start = time.perf_counter()
+                read = reader(os.path.join(root, folder))
+                elapsed = time.perf_counter() - start
+                assert read == count, (folder, read)
+                return read / elapsed
+            return run
+
+        replays = median_rate({
+            "fsstore": replay(fsstore_replay, "fsstore"),
+            "sqlite": replay(sqlite_replay, "sqlite"),
+            "jsonl json": replay(jsonl_replay(json.loads), "jsonl"),
+            "jsonl msgspec": replay(jsonl_replay(msgspec.json.decode), "jsonl"),
+        }, repeats + 2)
+        peaks = {}
+        for name, reader, folder in (("fsstore", fsstore_replay, "fsstore"),
+                                     ("sqlite", sqlite_replay, "sqlite"),
+                                     ("jsonl json", jsonl_replay(json.loads), "jsonl")):
+            tracemalloc.start()
+            reader(os.path.join(root, folder))
+            peaks[name] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        print("\nReplay, events per second (warm cache; every event decoded), and peak memory")
+        row("fsstore events() (checksums checked)", f"{replays['fsstore']:,.0f}",
+            ratio(replays["fsstore"], replays["jsonl json"], "JSONL json.loads"),
+            ratio(replays["fsstore"], replays["sqlite"], "SQLite+msgpack"),
+            f"peak {peaks['fsstore'] / 2**20:.1f} MiB")
+        row("  SQLite SELECT + msgpack.unpackb", f"{replays['sqlite']:,.0f}", "", "",
+            f"peak {peaks['sqlite'] / 2**20:.1f} MiB")
+        row("  JSONL json.loads", f"{replays['jsonl json']:,.0f}", "", "",
+            f"peak {peaks['jsonl json'] / 2**20:.1f} MiB")
+        row("  JSONL msgspec.json", f"{replays['jsonl msgspec']:,.0f}",
+            ratio(replays["fsstore"], replays["jsonl msgspec"], "(fsstore vs this)"))
+
+        # --- open time ---
+        print(f"\nOpening a session ({big:,} events vs 10), median of 30; each open re-reads "
+              "the manifest and the end of the log")
+        big_store = fsstore.open_store(os.path.join(root, "open"))
+        with big_store.create_session("big") as session:
+            append = session.append
+            for index in range(big):
+                kind, event = events[index % count]
+                append(event, kind=kind)
+        with big_store.create_session("small") as session:
+            for kind, event in events[:10]:
+                session.append(event, kind=kind)
+
+        def open_time(fn: Callable[[], object]) -> float:
+            times = []
+            for _ in range(30):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            return statistics.median(times) * 1000
+
+        def open_reader(session_id: str) -> Callable[[], object]:
+            return lambda: big_store.read_session(session_id).head
+
+        def open_writer(session_id: str) -> Callable[[], object]:
+            return lambda: big_store.open_session(session_id).close()
+
+        segments = len(os.listdir(os.path.join(big_store.path, "sessions", "big", "log")))
+        reader_big, reader_small = open_time(open_reader("big")), open_time(open_reader("small"))
+        writer_big, writer_small = open_time(open_writer("big")), open_time(open_writer("small"))
+        listing = open_time(big_store.list_sessions)
+        row(f"read_session + head, {big:,} events", f"{reader_big:.3f} ms",
+            f"({segments} segments)", ratio(reader_big, reader_small, "the 10-event session"))
+        row("read_session + head, 10 events", f"{reader_small:.3f} ms")
+        row(f"open_session (lock, recover) + close, {big:,}", f"{writer_big:.3f} ms",
+            ratio(writer_big, writer_small, "the 10-event session"))
+        row("open_session (lock, recover) + close, 10", f"{writer_small:.3f} ms")
+        row("list_sessions (both)", f"{listing:.3f} ms")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
