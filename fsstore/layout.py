@@ -38,7 +38,7 @@ TRASH_PREFIX = ".trash-"
 
 MAX_SESSION_ID = 128
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
-_SEGMENT_NAME = re.compile(r"([0-9]{20})\.fslog\Z")
+_SEGMENT_NAME_LENGTH = SEQ_DIGITS + len(SEGMENT_SUFFIX)
 
 
 def check_session_id(session_id: object) -> str:
@@ -93,9 +93,13 @@ def segment_name(first_seq: int) -> str:
 
 
 def parse_segment_name(name: str) -> int | None:
-    """The first seq a segment file name stands for, or None if it is not a segment."""
-    match = _SEGMENT_NAME.match(name)
-    return int(match.group(1)) if match else None
+    """The first seq a segment file name stands for, or None if it is not a segment.
+    (String tests, not a regex: every open parses every segment name of the log.)"""
+    if len(name) == _SEGMENT_NAME_LENGTH and name.endswith(SEGMENT_SUFFIX):
+        digits = name[:SEQ_DIGITS]
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
+    return None
 
 
 def torn_tail_name(first_seq: int, offset: int) -> str:

@@ -64,6 +64,9 @@ _ZEROS = bytes(8)
 #: length can never make a reader allocate more.
 MAX_FRAME_PAYLOAD = 64 << 20
 DEFAULT_SEGMENT_SIZE = 4 << 20
+MAX_SEGMENT_SIZE = 1 << 30
+#: No writer makes a larger segment file (the size, one frame past it, preallocation).
+MAX_SEGMENT_FILE = MAX_SEGMENT_SIZE + MAX_FRAME_PAYLOAD + (1 << 20)
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
 _PREALLOCATE_MIN = 64 << 10
 _PREALLOCATE_MAX = 1 << 20
@@ -463,7 +466,11 @@ class LogReader:
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
-            buf = self.io.pread(fd, self.io.size(fd), 0)
+            size = self.io.size(fd)
+            if size > MAX_SEGMENT_FILE:
+                raise CorruptionError(f"segment file of {size} bytes is larger than any writer "
+                                      "makes; it is not read", path=path)
+            buf = self.io.pread(fd, size, 0)
         finally:
             self.io.close(fd)
         header = decode_segment_header(buf, path)
@@ -477,10 +484,17 @@ class LogReader:
         segments, log_start = self.live_segments()
         last = segments[-1]
         frame, payload = self._last_frame(last)
-        if frame is None:
-            return LogTail(last - 1, log_start, None, None, None)
-        ts, turn, last_kind = payload
-        return LogTail(frame.first_seq + frame.event_count - 1, log_start, ts, turn, last_kind)
+        if payload is None:
+            payload = self.last_event_before(segments)
+        head = last - 1 if frame is None else frame.first_seq + frame.event_count - 1
+        return LogTail(head, log_start, *(payload or (None, None, None)))
+
+    def last_event_before(self, segments: list[int]) -> tuple[float, int, str] | None:
+        """(ts, turn, kind) of the last event when the last segment is still empty: a
+        crash can fall between creating a segment and writing its first frame."""
+        if len(segments) < 2:
+            return None
+        return self._last_frame(segments[-2])[1]
 
     def _last_frame(self, first_seq: int) -> tuple[_Frame | None, Any]:
         """The last good frame of a segment and its (ts, turn, last kind), from the end of
@@ -657,8 +671,8 @@ class LogWriter:
     ) -> None:
         if not 0 < max_record_bytes <= MAX_FRAME_PAYLOAD:
             raise ValueError(f"max_record_bytes must be in 1..{MAX_FRAME_PAYLOAD}")
-        if segment_size < 4096:
-            raise ValueError("segment_size must be at least 4096 bytes")
+        if not 4096 <= segment_size <= MAX_SEGMENT_SIZE:
+            raise ValueError(f"segment_size must be from 4096 to {MAX_SEGMENT_SIZE} bytes")
         self.io = io
         self.path = path
         self.reader = LogReader(io, path)
@@ -696,13 +710,14 @@ class LogWriter:
         io, reader = self.io, self.reader
         firsts = reader.list_segments()
         self.log_start = reader.read_header(firsts[-1]).log_start
-        for stale in (s for s in firsts if s < self.log_start):
-            # A clear wrote the new segment durably before it began deleting.
-            io.unlink(reader.segment_path(stale))
-        for name in io.listdir(self.path):
-            if name.startswith(layout.TEMP_PREFIX):
-                io.unlink(os.path.join(self.path, name))
-        io.fsync_dir(self.path)
+        leftovers = [reader.segment_path(s) for s in firsts if s < self.log_start]
+        # (segments before log_start: a clear made the new segment durable, then crashed)
+        leftovers += [os.path.join(self.path, name) for name in io.listdir(self.path)
+                      if name.startswith(layout.TEMP_PREFIX)]
+        for path in leftovers:
+            io.unlink(path)
+        if leftovers:
+            io.fsync_dir(self.path)
         self.segments = [s for s in firsts if s >= self.log_start]
         first = self.segments[-1]
         path = reader.segment_path(first)
@@ -710,6 +725,8 @@ class LogWriter:
         try:
             frame, payload = reader._last_frame(first)
             self.head = first - 1 if frame is None else frame.first_seq + frame.event_count - 1
+            if payload is None:
+                payload = reader.last_event_before(self.segments)
             self.last_turn = payload[1] if payload else None
             self.last_kind = payload[2] if payload else None
             end = frame.end if frame is not None else SEGMENT_HEADER_SIZE

@@ -60,6 +60,8 @@ def open_store(
 
 
 def _create_store(io: FileIO, root: str) -> None:
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise NotAStore(f"{root} is a file, not a folder; choose another path for the store")
     if os.path.isdir(root) and [n for n in io.listdir(root) if not n.startswith(".")]:
         raise NotAStore(
             f"{root} holds files but is not an fsstore store; choose an empty or new folder")

@@ -82,6 +82,16 @@ def test_verify_prints_each_problem_with_file_and_offset_and_exits_1(tmp_path, c
     assert f"problem: {segment} at byte 64:" in out and out.strip().endswith("1 problem")
 
 
+def test_ls_lists_the_sound_sessions_beside_a_damaged_one(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("good", title="fine").close()
+    store.create_session("bad").close()
+    with open(os.path.join(store.path, "sessions", "bad", "session.json"), "w") as handle:
+        handle.write("{not json")
+    code, out, _ = run(capsys, "ls", store.path)
+    assert code == 1 and "fine" in out and "damaged" in out and "fsstore verify" in out
+
+
 def test_errors_are_one_line_on_stderr_with_exit_2(tmp_path, capsys):
     code, out, err = run(capsys, "--store", str(tmp_path / "nowhere"), "ls")
     assert code == 2 and err.startswith("fsstore: ") and "no fsstore store" in err

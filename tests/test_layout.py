@@ -42,3 +42,6 @@ def test_segment_names_sort_in_log_order_and_parse_back():
     assert [layout.parse_segment_name(name) for name in names] == seqs
     assert layout.parse_segment_name("1.fslog") is None
     assert layout.parse_segment_name(names[0] + ".tmp") is None
+    for near_miss in ("0000000000000000000x.fslog", "+0000000000000000001.fslog",
+                      "000000000000000000١٢.fslog", "00000000000000000001.fslox"):
+        assert layout.parse_segment_name(near_miss) is None

@@ -170,6 +170,13 @@ def test_a_corrupt_length_never_makes_the_reader_allocate_it(store):
     assert peak < 4 << 20
 
 
+def test_a_segment_file_larger_than_any_writer_makes_is_not_read(store, monkeypatch):
+    session, _ = write_batches(store, [1])
+    monkeypatch.setattr("fsstore.log.MAX_SEGMENT_FILE", 100)
+    with pytest.raises(CorruptionError, match="larger than any writer makes"):
+        list(store.read_session("s").events())
+
+
 def test_a_segment_of_a_newer_major_version_is_refused(store):
     session, _ = write_batches(store, [1])
     (path,) = segment_files(session)

@@ -118,6 +118,27 @@ def test_finish_turn_is_a_barrier_and_a_finished_turn_takes_no_more_events(store
         empty.finish_turn()
 
 
+def test_turns_stay_ordered_when_a_crash_left_an_empty_last_segment(small_store):
+    with small_store.create_session("s") as session:
+        for turn in (1, 2, 3):
+            session.append_many([{"pad": "p" * 900}] * 2, turn=turn)
+        session.finish_turn(3)
+        head = session.head
+    # what a crash between creating the next segment and writing to it leaves
+    log = os.path.join(small_store.path, "sessions", "s", "log")
+    with open(os.path.join(log, fsstore.layout.segment_name(head + 1)), "wb") as handle:
+        handle.write(fsstore.log.encode_segment_header(head + 1, 1))
+    reader = small_store.read_session("s")
+    info = reader.info()
+    assert info.head == head and info.event_count == head
+    with small_store.open_session("s") as session:
+        assert session.head == head and session.current_turn == 3
+        with pytest.raises(TurnError):
+            session.append({"x": 1}, turn=2)
+        assert session.append({"x": 1}) == head + 1  # turn 3 is finished: this is turn 4
+    assert reader.get_turn(4).events[0].seq == head + 1
+
+
 def test_get_turn_finds_each_turn_across_many_segments(small_store):
     expected = {}
     with small_store.create_session("s") as session:

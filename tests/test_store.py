@@ -37,6 +37,12 @@ def test_open_store_refuses_to_adopt_a_folder_of_other_files(tmp_path):
     assert tree_snapshot(tmp_path) == before
 
 
+def test_open_store_refuses_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotAStore, match="is a file"):
+        fsstore.open_store(tmp_path / "file")
+
+
 def test_open_store_without_create_needs_an_existing_store(tmp_path):
     with pytest.raises(StoreNotFound):
         fsstore.open_store(tmp_path / "missing", create=False)

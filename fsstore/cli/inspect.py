@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import FsStoreError, SessionNotFound
 from ._common import add_command, clock, event_json, store_from, summarize, when
 
 
@@ -30,16 +31,27 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_ls(args: argparse.Namespace) -> int:
     store = store_from(args, args.path)
-    sessions = store.list_sessions()
-    if not sessions:
+    ids = store.session_ids()
+    if not ids:
         print(f"no sessions in {store.path}")
         return 0
-    width = max(len(info.id) for info in sessions)
+    width = max(len(session_id) for session_id in ids)
     print(f"{'SESSION':<{width}}  {'EVENTS':>7}  {'CREATED':<16}  {'UPDATED':<16}  TITLE")
-    for info in sessions:
+    damaged = 0
+    for session_id in ids:
+        try:
+            info = store.read_session(session_id).info()
+        except SessionNotFound:
+            continue  # deleted meanwhile
+        except FsStoreError as exc:  # one damaged session does not hide the others
+            damaged += 1
+            print(f"{session_id:<{width}}  {'?':>7}  damaged: {exc}")
+            continue
         print(f"{info.id:<{width}}  {info.event_count:>7}  {when(info.created):<16}  "
               f"{when(info.updated):<16}  {info.title or ''}")
-    return 0
+    if damaged:
+        print(f"{damaged} damaged session(s): run `fsstore verify` for details")
+    return 1 if damaged else 0
 
 
 def run_show(args: argparse.Namespace) -> int:
