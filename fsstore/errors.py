@@ -52,6 +52,11 @@ class SessionLocked(FsStoreError, TimeoutError):
     and it did not come free within the timeout the caller chose."""
 
 
+class InvalidSetting(FsStoreError, ValueError):
+    """Returned when a store or session setting is out of range (durability mode, segment
+    size, record limit). Nothing is opened or written."""
+
+
 # --- Writing ----------------------------------------------------------------------------
 
 

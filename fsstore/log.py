@@ -11,9 +11,9 @@ trailer repeats the frame size and ends in a non-zero byte, so the last frame of
 segment is found from the end of its data without reading the segment from the start:
 opening a session costs the same for 10 events as for 10 million.
 
-A writer may preallocate zeros at the end of the active segment (in the durability modes
-that fsync often, so an fdatasync does not also commit a size change), and cuts them off
-when it seals the segment.
+A writer in durability "fsync" preallocates zeros at the end of the active segment, so
+that an fdatasync does not also commit a size change, and cuts them off when it seals
+the segment.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .errors import (
     Finding,
     FormatVersionError,
     InvalidEvent,
+    InvalidSetting,
     RecordTooLarge,
     SessionClosed,
     WriteFailed,
@@ -126,16 +127,16 @@ class Durability:
 
     def __post_init__(self) -> None:
         if self.mode not in DURABILITY_MODES:
-            raise ValueError(
+            raise InvalidSetting(
                 f"durability mode must be one of {DURABILITY_MODES}, not {self.mode!r}")
         grouped = self.group_commit_ms is not None or self.group_commit_records is not None
         if grouped and self.mode == "fsync":
-            raise ValueError("group commit goes with durability mode 'flush' or 'none', not "
-                             "'fsync' (which already syncs every append)")
+            raise InvalidSetting("group commit goes with durability mode 'flush' or 'none', "
+                                 "not 'fsync' (which already syncs every append)")
         if self.group_commit_ms is not None and not self.group_commit_ms > 0:
-            raise ValueError("group_commit_ms must be > 0")
+            raise InvalidSetting("group_commit_ms must be > 0")
         if self.group_commit_records is not None and self.group_commit_records < 1:
-            raise ValueError("group_commit_records must be >= 1")
+            raise InvalidSetting("group_commit_records must be >= 1")
 
     @classmethod
     def of(cls, value: Durability | str | None) -> Durability:
@@ -300,7 +301,8 @@ class SegmentScan:
     Iterating yields each :class:`Event` with ``after_seq < seq <= until_seq``; frames
     wholly before ``after_seq`` are checked but not decoded. Afterwards ``end`` is the
     offset after the last good frame, ``expect_seq`` the seq after its last event, and
-    ``last`` that event. Damage is classified when the walk stops:
+    ``last`` that event (None if its frame was skipped). Damage is classified when the
+    walk stops:
 
     - a torn tail: the bytes after the last good frame of the *last* segment hold no
       checksum-valid frame. A writer died mid-append; readers stop there, and ``torn_at``
@@ -377,6 +379,8 @@ class SegmentScan:
                             if seq > after_seq:
                                 yield new_event(Event, (seq, ts, turn, kind, data))
                             seq += 1
+                else:
+                    decoded = None  # not decoded: `last` cannot describe it
                 off = end
         finally:
             self.expect_seq, self.end = expect, off
@@ -503,6 +507,9 @@ class LogReader:
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
+            if self.io.size(fd) > MAX_SEGMENT_FILE:
+                raise CorruptionError("segment file is larger than any writer makes; it is "
+                                      "not read", path=path)
             data_end = _data_end(self.io, fd)
             if data_end > SEGMENT_HEADER_SIZE and data_end % 8 == 0:
                 (frame_size,) = _U32.unpack(self.io.pread(fd, 4, data_end - TRAILER_SIZE))
@@ -573,8 +580,10 @@ class LogReader:
             fields = self.io.pread(fd, FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE)
             if len(fields) < FRAME_HEADER_SIZE:
                 return None
-            length = min(_FRAME_HEADER.unpack(fields)[1], MAX_FRAME_PAYLOAD)
+            length = _FRAME_HEADER.unpack(fields)[1]
             size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+            # a damaged length must not make us allocate it: read no more than the file has
+            size = min(size, self.io.size(fd) - SEGMENT_HEADER_SIZE)
             raw = self.io.pread(fd, size, SEGMENT_HEADER_SIZE)
         finally:
             self.io.close(fd)
@@ -657,9 +666,18 @@ def _data_end(io: FileIO, fd: int) -> int:
 # --- writing -----------------------------------------------------------------------------
 
 
+def check_settings(segment_size: int, max_record_bytes: int) -> None:
+    if not 0 < max_record_bytes <= MAX_FRAME_PAYLOAD:
+        raise InvalidSetting(f"max_record_bytes must be in 1..{MAX_FRAME_PAYLOAD}, not "
+                             f"{max_record_bytes}")
+    if not 4096 <= segment_size <= MAX_SEGMENT_SIZE:
+        raise InvalidSetting(f"segment_size must be from 4096 to {MAX_SEGMENT_SIZE} bytes, not "
+                             f"{segment_size}")
+
+
 class LogWriter:
-    """The one writer of a log. Not re-entrant across processes: the session's writer
-    lock guarantees it is alone. Thread-safe: every call takes ``self.lock``."""
+    """The one writer of a log (the session's writer lock sees to it that there is only
+    one). Thread-safe: every call takes ``self.lock``."""
 
     def __init__(
         self,
@@ -669,10 +687,7 @@ class LogWriter:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
-        if not 0 < max_record_bytes <= MAX_FRAME_PAYLOAD:
-            raise ValueError(f"max_record_bytes must be in 1..{MAX_FRAME_PAYLOAD}")
-        if not 4096 <= segment_size <= MAX_SEGMENT_SIZE:
-            raise ValueError(f"segment_size must be from 4096 to {MAX_SEGMENT_SIZE} bytes")
+        check_settings(segment_size, max_record_bytes)
         self.io = io
         self.path = path
         self.reader = LogReader(io, path)

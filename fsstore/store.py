@@ -25,6 +25,7 @@ from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
     Durability,
+    check_settings,
     encode_segment_header,
 )
 from .session import Session, SessionInfo, SessionReader, acquire_writer_lock, new_manifest
@@ -48,6 +49,7 @@ def open_store(
     sessions opened through this store; each ``open_session`` may override durability.
     """
     io = io or FileIO()
+    check_settings(segment_size, max_record_bytes)
     root = os.path.abspath(os.fspath(path))
     manifest_path = layout.store_manifest_path(root)
     if not io.exists(manifest_path):

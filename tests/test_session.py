@@ -244,13 +244,18 @@ def test_group_commit_over_the_in_process_buffer_writes_and_syncs_together(tmp_p
         assert session.synced_head == 5
 
 
-def test_durability_settings_are_checked():
-    with pytest.raises(ValueError):
+def test_settings_are_checked_with_a_typed_error(tmp_path):
+    with pytest.raises(fsstore.InvalidSetting):
         Durability("sometimes")
-    with pytest.raises(ValueError):
+    with pytest.raises(fsstore.InvalidSetting):
         Durability("fsync", group_commit_ms=10)
+    for options in ({"segment_size": 100}, {"segment_size": 2 << 30},
+                    {"max_record_bytes": 0}, {"max_record_bytes": 1 << 40}):
+        with pytest.raises(fsstore.InvalidSetting):
+            fsstore.open_store(tmp_path / "s", **options)
+    assert not (tmp_path / "s").exists()
     assert Durability("none", group_commit_ms=10).syncs and not Durability("none").syncs
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # also the builtin
         Durability("flush", group_commit_records=0)
 
 
