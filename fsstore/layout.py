@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterable
 
 from .errors import InvalidSessionId
 
@@ -92,14 +93,23 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:0{SEQ_DIGITS}d}{SEGMENT_SUFFIX}"
 
 
+def is_segment_name(name: str) -> bool:
+    """True if ``name`` is a segment file name: 20 ASCII digits and ``.fslog``. (String
+    tests, not a regex: opening a log tests every name in it.)"""
+    if len(name) != _SEGMENT_NAME_LENGTH or not name.endswith(SEGMENT_SUFFIX):
+        return False
+    digits = name[:SEQ_DIGITS]
+    return digits.isascii() and digits.isdigit()
+
+
 def parse_segment_name(name: str) -> int | None:
-    """The first seq a segment file name stands for, or None if it is not a segment.
-    (String tests, not a regex: every open parses every segment name of the log.)"""
-    if len(name) == _SEGMENT_NAME_LENGTH and name.endswith(SEGMENT_SUFFIX):
-        digits = name[:SEQ_DIGITS]
-        if digits.isascii() and digits.isdigit():
-            return int(digits)
-    return None
+    """The first seq a segment file name stands for, or None if it is not a segment."""
+    return int(name[:SEQ_DIGITS]) if is_segment_name(name) else None
+
+
+def segment_seqs(names: Iterable[str]) -> list[int]:
+    """The first seqs of the segment file names among ``names``, sorted."""
+    return sorted(int(name[:SEQ_DIGITS]) for name in names if is_segment_name(name))
 
 
 def torn_tail_name(first_seq: int, offset: int) -> str:

@@ -19,6 +19,7 @@ the segment.
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import math
 import os
@@ -442,7 +443,7 @@ class LogReader:
             names = self.io.listdir(self.path)
         except FileNotFoundError:
             raise CorruptionError("the log folder is missing", path=self.path) from None
-        firsts = sorted(s for s in map(layout.parse_segment_name, names) if s is not None)
+        firsts = layout.segment_seqs(names)
         if not firsts:
             raise CorruptionError("the log folder holds no segment", path=self.path)
         return firsts
@@ -483,9 +484,20 @@ class LogReader:
                                   path=path, offset=0)
         return buf
 
+    def newest_segments(self) -> tuple[list[int], int]:
+        """The newest one or two live segments and log_start, without parsing every name:
+        segment names are fixed-width and zero-padded, so the largest names are the newest
+        segments."""
+        names = [name for name in self.io.listdir(self.path) if layout.is_segment_name(name)]
+        firsts = layout.segment_seqs(heapq.nlargest(2, names))
+        if not firsts:
+            raise CorruptionError("the log folder holds no segment", path=self.path)
+        log_start = self.read_header(firsts[-1]).log_start
+        return [s for s in firsts if s >= log_start], log_start
+
     def tail(self) -> LogTail:
         """Head, log start and the last event's ts, turn and kind, in O(1)."""
-        segments, log_start = self.live_segments()
+        segments, log_start = self.newest_segments()
         last = segments[-1]
         frame, payload = self._last_frame(last)
         if payload is None:
