@@ -65,6 +65,11 @@ class InvalidEvent(FsStoreError, TypeError):
     allowed. Nothing is written."""
 
 
+class InvalidMetadata(FsStoreError, TypeError):
+    """Returned when a session's title, tags or metadata are not what a JSON manifest can
+    hold (a str title, str tags, a JSON-able dict). Nothing is written."""
+
+
 class RecordTooLarge(FsStoreError, ValueError):
     """Returned when a batch encodes to more bytes than the session's record limit.
     Nothing is written; store large payloads as attachments instead."""

@@ -22,6 +22,7 @@ from . import layout, manifest
 from .errors import (
     Finding,
     InvalidEvent,
+    InvalidMetadata,
     SessionLocked,
     SessionNotFound,
     TurnError,
@@ -84,7 +85,7 @@ def _check_json(name: str, value: object) -> None:
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidEvent(f"session {name} must be JSON-able: {exc}") from None
+        raise InvalidMetadata(f"session {name} must be JSON-able: {exc}") from None
 
 
 def new_manifest(
@@ -93,9 +94,9 @@ def new_manifest(
     tags = list(tags)
     metadata = dict(metadata or {})
     if title is not None and not isinstance(title, str):
-        raise InvalidEvent("session title must be a str")
+        raise InvalidMetadata(f"session title must be a str, not {type(title).__name__}")
     if not all(isinstance(tag, str) for tag in tags):
-        raise InvalidEvent("session tags must be strs")
+        raise InvalidMetadata("session tags must all be strs")
     _check_json("metadata", metadata)
     now = _now_iso()
     return {

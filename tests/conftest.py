@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests import crashsim
 
@@ -55,3 +56,13 @@ def tree_snapshot(root) -> dict[str, bytes | None]:
             with open(path, "rb") as handle:
                 snapshot[os.path.relpath(path, root)] = handle.read()
     return snapshot
+
+
+#: Any value an event may hold: what msgpack stores and gives back unchanged.
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=16,
+)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from conftest import msgpack_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -286,17 +287,8 @@ def test_segments_are_plain_msgpack_for_any_reader(store):
     assert entries[0][1]["i"] == 0
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False) | st.text() | st.binary(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12,
-)
-
-
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.text(min_size=1, max_size=6), json_values), min_size=1,
+@given(st.lists(st.lists(st.tuples(st.text(min_size=1, max_size=6), msgpack_values), min_size=1,
                          max_size=4), min_size=1, max_size=6))
 def test_frames_round_trip_through_the_scanner(batches):
     image = encode_segment_header(1, 1)

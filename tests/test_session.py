@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import tree_snapshot
+from conftest import msgpack_values, tree_snapshot
 from crashsim import CrashSimIO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,14 +25,7 @@ from fsstore import (
     WriteFailed,
 )
 
-values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False) | st.text() | st.binary(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=16,
-)
-events_strategy = st.dictionaries(st.text(max_size=10), values, max_size=6)
+events_strategy = st.dictionaries(st.text(max_size=10), msgpack_values, max_size=6)
 
 
 @settings(max_examples=60, deadline=None,
@@ -327,8 +320,12 @@ def test_metadata_updates_are_atomic_and_listed(store):
     with store.create_session("s", title="first", tags=["a"], metadata={"k": 1}) as session:
         session.update_metadata(title="second")
         session.update_metadata(metadata={"k": 2, "nested": [1, 2]})
-        with pytest.raises(InvalidEvent):
+        with pytest.raises(fsstore.InvalidMetadata):
             session.update_metadata(metadata={"bad": object()})
+        with pytest.raises(fsstore.InvalidMetadata):
+            session.update_metadata(title=7)
+        with pytest.raises(fsstore.InvalidMetadata):
+            session.update_metadata(tags=["ok", 3])
     (info,) = store.list_sessions()
     assert (info.title, info.tags, info.metadata) == ("second", ["a"], {"k": 2, "nested": [1, 2]})
 
