@@ -3,12 +3,12 @@ from __future__ import annotations
 import os
 import struct
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import msgpack
 import pytest
 from conftest import msgpack_values
+from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -184,7 +184,7 @@ def test_a_segment_of_a_newer_major_version_is_refused(store):
     data = bytearray(Path(path).read_bytes())
     struct.pack_into("<H", data, 8, 2)
     body = data[: SEGMENT_HEADER_SIZE - 4]
-    struct.pack_into("<I", data, SEGMENT_HEADER_SIZE - 4, zlib.crc32(body))
+    struct.pack_into("<I", data, SEGMENT_HEADER_SIZE - 4, crc32c(body))
     Path(path).write_bytes(bytes(data))
     with pytest.raises(FormatVersionError, match="upgrade fsstore"):
         list(store.read_session("s").events())
@@ -208,8 +208,8 @@ def _frame_with_payload(first_seq: int, payload: bytes) -> bytes:
     pad = -(24 + len(payload)) & 7
     size = 24 + len(payload) + pad + 8
     fields = struct.pack("<IQII", len(payload), first_seq, 1, 1)
-    body = fields + payload + bytes(pad) + struct.pack("<I", size)
-    return struct.pack("<I", zlib.crc32(body)) + body + b"FSE\n"
+    body = fields + payload + bytes(pad) + struct.pack("<I", size) + b"FSE\n"
+    return struct.pack("<I", crc32c(body)) + body
 
 
 def test_rollover_makes_segments_named_by_first_seq_that_read_back_in_order(small_store):

@@ -15,13 +15,14 @@ import gc
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -176,6 +177,36 @@ def jsonl_replay(loads: Callable[[bytes], object]) -> Callable[[str], int]:
     return run
 
 
+REPLAYERS: dict[str, Callable[[str], int]] = {
+    "fsstore": fsstore_replay,
+    "sqlite": sqlite_replay,
+    "jsonl json": jsonl_replay(json.loads),
+}
+
+
+def replay_peak_rss(name: str, folder: str) -> int:
+    """KiB by which a fresh process's peak RSS grows while it replays ``folder``."""
+    result = subprocess.run([sys.executable, __file__, "--replay-child", name, folder],
+                            capture_output=True, text=True, check=True)
+    return int(result.stdout)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: peak only
+
+
+def replay_child(name: str, folder: str) -> None:
+    """Print how far the peak RSS rises above the RSS the process had before replaying."""
+    gc.collect()
+    before = _status_kib("VmRSS")
+    REPLAYERS[name](folder)
+    print(_status_kib("VmHWM") - before)
+
+
 # --- measuring -----------------------------------------------------------------------------
 
 def median_rate(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
@@ -218,7 +249,12 @@ def main() -> None:
     parser.add_argument("--open-events", type=int, default=None,
                         help="events in the big session whose open time is measured (1M)")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
+    parser.add_argument("--replay-child", nargs=2, metavar=("NAME", "FOLDER"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.replay_child:
+        replay_child(*args.replay_child)
+        return
     count = args.events or (10_000 if args.quick else 100_000)
     durable_count = max(count // 5, 1000)
     repeats = 3
@@ -311,23 +347,19 @@ def main() -> None:
             "jsonl json": replay(jsonl_replay(json.loads), "jsonl"),
             "jsonl msgspec": replay(jsonl_replay(msgspec.json.decode), "jsonl"),
         }, repeats + 2)
-        peaks = {}
-        for name, reader, folder in (("fsstore", fsstore_replay, "fsstore"),
-                                     ("sqlite", sqlite_replay, "sqlite"),
-                                     ("jsonl json", jsonl_replay(json.loads), "jsonl")):
-            tracemalloc.start()
-            reader(os.path.join(root, folder))
-            peaks[name] = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-        print("\nReplay, events per second (warm cache; every event decoded), and peak memory")
+        peaks = {name: replay_peak_rss(name, os.path.join(root, folder))
+                 for name, folder in (("fsstore", "fsstore"), ("sqlite", "sqlite"),
+                                      ("jsonl json", "jsonl"))}
+        print("\nReplay, events per second (warm cache; every event decoded); growth of the "
+              "reading process's peak RSS")
         row("fsstore events() (checksums checked)", f"{replays['fsstore']:,.0f}",
             ratio(replays["fsstore"], replays["jsonl json"], "JSONL json.loads"),
             ratio(replays["fsstore"], replays["sqlite"], "SQLite+msgpack"),
-            f"peak {peaks['fsstore'] / 2**20:.1f} MiB")
-        row("  SQLite SELECT + msgpack.unpackb", f"{replays['sqlite']:,.0f}", "", "",
-            f"peak {peaks['sqlite'] / 2**20:.1f} MiB")
-        row("  JSONL json.loads", f"{replays['jsonl json']:,.0f}", "", "",
-            f"peak {peaks['jsonl json'] / 2**20:.1f} MiB")
+            f"+{peaks['fsstore'] / 1024:.1f} MiB")
+        row("  SQLite SELECT + msgpack.unpackb", f"{replays['sqlite']:,.0f}",
+            f"+{peaks['sqlite'] / 1024:.1f} MiB")
+        row("  JSONL json.loads", f"{replays['jsonl json']:,.0f}",
+            f"+{peaks['jsonl json'] / 1024:.1f} MiB")
         row("  JSONL msgspec.json", f"{replays['jsonl msgspec']:,.0f}",
             ratio(replays["fsstore"], replays["jsonl msgspec"], "(fsstore vs this)"))
 
