@@ -116,7 +116,7 @@ class CorruptionError(FsStoreError):
 class Finding(NamedTuple):
     """One line of a ``verify`` report. A ``problem`` is damage; a ``note`` is something
     a crash or an interrupted operation left that readers handle (a torn tail, a temp
-    file) and that the next writer tidies."""
+    file) and that a later write tidies."""
 
     level: str  # "problem" or "note"
     path: str

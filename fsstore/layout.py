@@ -11,6 +11,7 @@ A store on disk (see docs/FORMAT.md)::
           log/
             00000000000000000001.fslog   segments, named by their first seq
             00000000000000004711.fslog
+            tail.hint                    names the newest segment (checked, never trusted)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ WRITER_LOCK = "writer.lock"
 LOG_DIR = "log"
 SEGMENT_SUFFIX = ".fslog"
 TORN_SUFFIX = ".torn"
+TAIL_HINT = "tail.hint"
 SEQ_DIGITS = 20  # enough for any u64 seq, so names sort in log order
 
 # Names that start with a dot are fsstore's own scratch space: temp files awaiting a
@@ -87,6 +89,10 @@ def writer_lock_path(session_path: str) -> str:
 
 def log_dir(session_path: str) -> str:
     return os.path.join(session_path, LOG_DIR)
+
+
+def tail_hint_path(log_path: str) -> str:
+    return os.path.join(log_path, TAIL_HINT)
 
 
 def segment_name(first_seq: int) -> str:

@@ -497,20 +497,45 @@ class LogReader:
 
     def tail(self) -> LogTail:
         """Head, log start and the last event's ts, turn and kind, in O(1)."""
-        segments, log_start = self.newest_segments()
-        last = segments[-1]
-        frame, payload = self._last_frame(last)
-        if payload is None:
-            payload = self.last_event_before(segments)
+        last, log_start, frame, payload = self.locate_tail()
         head = last - 1 if frame is None else frame.first_seq + frame.event_count - 1
         return LogTail(head, log_start, *(payload or (None, None, None)))
 
-    def last_event_before(self, segments: list[int]) -> tuple[float, int, str] | None:
-        """(ts, turn, kind) of the last event when the last segment is still empty: a
-        crash can fall between creating a segment and writing its first frame."""
-        if len(segments) < 2:
+    def locate_tail(self) -> tuple[int, int, _Frame | None, tuple[float, int, str] | None]:
+        """The newest segment, log_start, that segment's last good frame and the last
+        event's (ts, turn, kind).
+
+        The newest segment is the one ``tail.hint`` names when the hint holds: a segment
+        is always created under the seq after the last one written, so the hinted segment
+        is the newest exactly when no segment is named after its own last seq. Otherwise
+        (no hint, a stale or unreadable one, an empty newest segment) the folder is
+        listed.
+        """
+        hinted = self._hinted_segment()
+        if hinted is not None:
+            try:
+                log_start = self.read_header(hinted).log_start
+                frame, payload = self._last_frame(hinted)
+            except FileNotFoundError:
+                frame = None  # removed by a clear: the hint is stale
+            if frame is not None and not self.io.exists(
+                    self.segment_path(frame.first_seq + frame.event_count)):
+                return hinted, log_start, frame, payload
+        segments, log_start = self.newest_segments()
+        last = segments[-1]
+        frame, payload = self._last_frame(last)
+        if payload is None and len(segments) > 1:
+            # the newest segment is still empty (a crash can fall between creating a
+            # segment and writing its first frame): the last event is in the one before
+            payload = self._last_frame(segments[-2])[1]
+        return last, log_start, frame, payload
+
+    def _hinted_segment(self) -> int | None:
+        try:
+            raw = self.io.read_file(layout.tail_hint_path(self.path), 64)
+        except (OSError, ValueError):
             return None
-        return self._last_frame(segments[-2])[1]
+        return layout.parse_segment_name(raw.decode("ascii", "replace").strip())
 
     def _last_frame(self, first_seq: int) -> tuple[_Frame | None, Any]:
         """The last good frame of a segment and its (ts, turn, last kind), from the end of
@@ -625,12 +650,13 @@ class LogReader:
                                         "bytes of a torn tail a writer set aside after a crash"))
             elif layout.is_scratch(name):
                 findings.append(Finding("note", full, None,
-                                        "temp file of an interrupted write; the next writer "
-                                        "removes it"))
+                                        "temp file of an interrupted write; removed at the "
+                                        "next rollover or clear"))
         live = [s for s in firsts if s >= log_start]
         for stale in (s for s in firsts if s < log_start):
             findings.append(Finding("note", self.segment_path(stale), None,
-                                    "segment from before a clear; the next writer removes it"))
+                                    "segment from before an interrupted clear; removed at "
+                                    "the next rollover or clear"))
         expect = live[0]
         for position, first in enumerate(live):
             path = self.segment_path(first)
@@ -677,6 +703,13 @@ def _data_end(io: FileIO, fd: int) -> int:
 
 
 # --- writing -----------------------------------------------------------------------------
+
+
+def write_tail_hint(io: FileIO, log_path: str, first_seq: int) -> None:
+    """Name the newest segment in ``tail.hint``, so that opening the log need not list
+    it. Only a hint: readers check it (see ``LogReader.locate_tail``)."""
+    name = layout.segment_name(first_seq) + "\n"
+    io.atomic_write(layout.tail_hint_path(log_path), name.encode())
 
 
 def check_settings(segment_size: int, max_record_bytes: int) -> None:
@@ -734,27 +767,13 @@ class LogWriter:
     # --- state after recovery ---
 
     def _recover(self) -> None:
-        """Find the end of the log, set aside a torn tail, finish an interrupted clear."""
+        """Find the end of the log and set aside a torn tail, reading only the end of the
+        log. (Leftovers of an interrupted clear or rollover wait for the next one.)"""
         io, reader = self.io, self.reader
-        firsts = reader.list_segments()
-        self.log_start = reader.read_header(firsts[-1]).log_start
-        leftovers = [reader.segment_path(s) for s in firsts if s < self.log_start]
-        # (segments before log_start: a clear made the new segment durable, then crashed)
-        leftovers += [os.path.join(self.path, name) for name in io.listdir(self.path)
-                      if name.startswith(layout.TEMP_PREFIX)]
-        for path in leftovers:
-            io.unlink(path)
-        if leftovers:
-            io.fsync_dir(self.path)
-        self.segments = [s for s in firsts if s >= self.log_start]
-        first = self.segments[-1]
-        path = reader.segment_path(first)
-        fd = io.open(path, os.O_RDWR)
+        first, self.log_start, frame, payload = reader.locate_tail()
+        fd = io.open(reader.segment_path(first), os.O_RDWR)
         try:
-            frame, payload = reader._last_frame(first)
             self.head = first - 1 if frame is None else frame.first_seq + frame.event_count - 1
-            if payload is None:
-                payload = reader.last_event_before(self.segments)
             self.last_turn = payload[1] if payload else None
             self.last_kind = payload[2] if payload else None
             end = frame.end if frame is not None else SEGMENT_HEADER_SIZE
@@ -937,7 +956,20 @@ class LogWriter:
     def _roll_over(self) -> None:
         self._seal()
         self._start_segment(self.head + 1, self.log_start)
-        self.segments.append(self.head + 1)
+        self._remove_leftovers(self.log_start)
+
+    def _remove_leftovers(self, log_start: int) -> None:
+        """Unlink segments before ``log_start`` (an interrupted clear left them; readers
+        ignore them) and temp files (an interrupted segment create left them)."""
+        names = self.io.listdir(self.path)
+        leftovers = [self.reader.segment_path(s) for s in layout.segment_seqs(names)
+                     if s < log_start]
+        leftovers += [os.path.join(self.path, name) for name in names
+                      if name.startswith(layout.TEMP_PREFIX)]
+        for path in leftovers:
+            self.io.unlink(path)
+        if leftovers:
+            self.io.fsync_dir(self.path)
 
     def _seal(self) -> None:
         """Make the active segment final: data durable, preallocated zeros cut off. A crash
@@ -974,6 +1006,7 @@ class LogWriter:
         self._fd, self._segment_first = fd, first_seq
         self._end = self._written_end = SEGMENT_HEADER_SIZE
         self._allocated = len(data)
+        write_tail_hint(self.io, self.path, first_seq)
 
     def clear(self) -> None:
         """Empty the log. Seqs go on from the old head: a new segment whose header says the
@@ -988,13 +1021,9 @@ class LogWriter:
                 self.io.close(fd)
                 start = self.head + 1
                 self._start_segment(start, start)
-                for old in self.segments:
-                    if old < start:
-                        self.io.unlink(self.reader.segment_path(old))
-                self.io.fsync_dir(self.path)
+                self._remove_leftovers(start)
             except OSError as exc:
                 raise self._fail(exc) from exc
-            self.segments = [start]
             self.log_start = start
             self.synced_head = self.head
             self._unsynced_records = 0

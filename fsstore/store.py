@@ -27,6 +27,7 @@ from .log import (
     Durability,
     check_settings,
     encode_segment_header,
+    write_tail_hint,
 )
 from .session import Session, SessionInfo, SessionReader, acquire_writer_lock, new_manifest
 
@@ -275,4 +276,4 @@ def _create_log(io: FileIO, path: str) -> None:
         io.fsync(fd)
     finally:
         io.close(fd)
-    io.fsync_dir(path)
+    write_tail_hint(io, path, 1)

@@ -261,8 +261,10 @@ def test_clear_keeps_seqs_going_and_leftovers_of_an_interrupted_clear_are_ignore
     assert reader.info().event_count == 1
     notes = small_store.verify()
     assert {f.level for f in notes} == {"note"} and len(notes) == len(old)
-    small_store.open_session("s").close()  # the writer finishes the clear
+    with small_store.open_session("s") as session:  # its next rollover finishes the clear
+        session.append_many([{"pad": "p" * 300}] * 20)
     assert small_store.verify() == []
+    assert [e.seq for e in reader.events()][0] == 34
 
 
 def test_clear_of_an_empty_log_and_twice_in_a_row(store):
@@ -300,3 +302,35 @@ def test_frames_round_trip_through_the_scanner(batches):
     assert all((event.ts, event.turn) == (1.5, 3) for event in events)
     assert [e.seq for e in events] == list(range(1, seq))
     assert [(e.kind, e.data) for e in events] == [tuple(entry) for b in batches for entry in b]
+
+
+def test_opening_a_log_lists_no_folder_when_the_tail_hint_holds(small_store, monkeypatch):
+    with small_store.create_session("s") as session:
+        session.append_many([{"pad": "p" * 300}] * 40)
+    listed = []
+    real = FileIO.listdir
+    monkeypatch.setattr(FileIO, "listdir",
+                        lambda self, path: listed.append(path) or real(self, path))
+    assert small_store.read_session("s").head == 40
+    with small_store.open_session("s") as session:
+        assert session.head == 40
+    assert [p for p in listed if p.endswith("log")] == []
+
+
+@pytest.mark.parametrize("hint", [None, b"", b"garbage\n", b"00000000000000000001.fslog\n",
+                                  b"00000000000000999999.fslog\n", b"\xff" * 100])
+def test_a_missing_stale_or_bad_tail_hint_only_costs_a_listing(small_store, hint):
+    with small_store.create_session("s") as session:
+        for turn in (1, 2, 3):
+            session.append_many([{"pad": "p" * 300}] * 15, turn=turn)
+    path = os.path.join(small_store.path, "sessions", "s", "log", layout.TAIL_HINT)
+    if hint is None:
+        os.unlink(path)
+    else:
+        Path(path).write_bytes(hint)
+    reader = small_store.read_session("s")
+    assert (reader.head, reader.info().event_count) == (45, 45)
+    with small_store.open_session("s") as session:
+        assert (session.head, session.current_turn) == (45, 3)
+        assert session.append({"x": 1}) == 46
+    assert [e.seq for e in reader.events()] == list(range(1, 47))
