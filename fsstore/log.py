@@ -408,6 +408,15 @@ class SegmentScan:
 # --- reading -----------------------------------------------------------------------------
 
 
+class SegmentEnd(NamedTuple):
+    """Where a segment's good data ends: the offset after its last good frame, the seq
+    after that frame's last event, and that event's (ts, turn, kind), None if empty."""
+
+    end: int
+    next_seq: int
+    last: tuple[float, int, str] | None
+
+
 class LogTail(NamedTuple):
     """What the end of a log says, read without scanning the history."""
 
@@ -497,13 +506,12 @@ class LogReader:
 
     def tail(self) -> LogTail:
         """Head, log start and the last event's ts, turn and kind, in O(1)."""
-        last, log_start, frame, payload = self.locate_tail()
-        head = last - 1 if frame is None else frame.first_seq + frame.event_count - 1
-        return LogTail(head, log_start, *(payload or (None, None, None)))
+        _, log_start, end = self.locate_tail()
+        return LogTail(end.next_seq - 1, log_start, *(end.last or (None, None, None)))
 
-    def locate_tail(self) -> tuple[int, int, _Frame | None, tuple[float, int, str] | None]:
-        """The newest segment, log_start, that segment's last good frame and the last
-        event's (ts, turn, kind).
+    def locate_tail(self) -> tuple[int, int, SegmentEnd]:
+        """The newest segment, log_start, and where that segment's good data ends (with
+        the log's last event, which is in the segment before when the newest is empty).
 
         The newest segment is the one ``tail.hint`` names when the hint holds: a segment
         is always created under the seq after the last one written, so the hinted segment
@@ -515,20 +523,20 @@ class LogReader:
         if hinted is not None:
             try:
                 log_start = self.read_header(hinted).log_start
-                frame, payload = self._last_frame(hinted)
+                end = self.segment_end(hinted)
             except FileNotFoundError:
-                frame = None  # removed by a clear: the hint is stale
-            if frame is not None and not self.io.exists(
-                    self.segment_path(frame.first_seq + frame.event_count)):
-                return hinted, log_start, frame, payload
+                pass  # removed by a clear: the hint is stale
+            else:
+                if end.next_seq > hinted and not self.io.exists(
+                        self.segment_path(end.next_seq)):
+                    return hinted, log_start, end
         segments, log_start = self.newest_segments()
-        last = segments[-1]
-        frame, payload = self._last_frame(last)
-        if payload is None and len(segments) > 1:
+        end = self.segment_end(segments[-1])
+        if end.last is None and len(segments) > 1:
             # the newest segment is still empty (a crash can fall between creating a
             # segment and writing its first frame): the last event is in the one before
-            payload = self._last_frame(segments[-2])[1]
-        return last, log_start, frame, payload
+            end = end._replace(last=self.segment_end(segments[-2]).last)
+        return segments[-1], log_start, end
 
     def _hinted_segment(self) -> int | None:
         try:
@@ -537,10 +545,9 @@ class LogReader:
             return None
         return layout.parse_segment_name(raw.decode("ascii", "replace").strip())
 
-    def _last_frame(self, first_seq: int) -> tuple[_Frame | None, Any]:
-        """The last good frame of a segment and its (ts, turn, last kind), from the end of
-        its data when that end is a whole frame (the common case), else by walking the
-        segment from its start."""
+    def segment_end(self, first_seq: int) -> SegmentEnd:
+        """Where a segment's good data ends, found from the end of its data when that end
+        is a whole frame (the common case), else by walking the segment from its start."""
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
@@ -548,27 +555,25 @@ class LogReader:
                 raise CorruptionError("segment file is larger than any writer makes; it is "
                                       "not read", path=path)
             data_end = _data_end(self.io, fd)
-            if data_end > SEGMENT_HEADER_SIZE and data_end % 8 == 0:
+            if data_end <= SEGMENT_HEADER_SIZE:
+                return SegmentEnd(SEGMENT_HEADER_SIZE, first_seq, None)
+            if data_end % 8 == 0:
                 (frame_size,) = _U32.unpack(self.io.pread(fd, 4, data_end - TRAILER_SIZE))
                 start = data_end - frame_size
                 if start >= SEGMENT_HEADER_SIZE and start % 8 == 0:
                     raw = self.io.pread(fd, frame_size, start)
                     frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
                     if frame is not None and frame.first_seq >= first_seq:
-                        frame = frame._replace(offset=start, end=data_end)
-                        return frame, _tail_of(frame, path)
-            elif data_end <= SEGMENT_HEADER_SIZE:
-                return None, None
+                        return SegmentEnd(data_end, frame.first_seq + frame.event_count,
+                                          _tail_of(frame._replace(offset=start), path))
         finally:
             self.io.close(fd)
         scan = SegmentScan(self.read_segment(first_seq), path, first_seq, is_last=True)
         for _ in scan:
             pass
-        if scan.last is None:
-            return None, None
-        frame = _Frame(-1, scan.end, first_seq, scan.expect_seq - first_seq, FRAME_EVENTS,
-                       memoryview(b""))  # only end, first_seq and the count are used
-        return frame, (scan.last.ts, scan.last.turn, scan.last.kind)
+        last = scan.last
+        return SegmentEnd(scan.end, scan.expect_seq,
+                          None if last is None else (last.ts, last.turn, last.kind))
 
     def scans(self, after_seq: int = 0, until_seq: float = math.inf) -> Iterator[SegmentScan]:
         """A scan of each live segment from the one holding ``after_seq + 1`` on. Each must
@@ -770,18 +775,18 @@ class LogWriter:
         """Find the end of the log and set aside a torn tail, reading only the end of the
         log. (Leftovers of an interrupted clear or rollover wait for the next one.)"""
         io, reader = self.io, self.reader
-        first, self.log_start, frame, payload = reader.locate_tail()
+        first, self.log_start, found = reader.locate_tail()
+        end = found.end
+        self.head = found.next_seq - 1
+        self.last_turn = found.last[1] if found.last else None
+        self.last_kind = found.last[2] if found.last else None
         fd = io.open(reader.segment_path(first), os.O_RDWR)
         try:
-            self.head = first - 1 if frame is None else frame.first_seq + frame.event_count - 1
-            self.last_turn = payload[1] if payload else None
-            self.last_kind = payload[2] if payload else None
-            end = frame.end if frame is not None else SEGMENT_HEADER_SIZE
             # Only the last segment can be unfinished: a segment is sealed before its
             # successor is created.
             data_end = _data_end(io, fd)
             if data_end > end:
-                # _last_frame walked the segment and found nothing valid past `end`.
+                # segment_end walked the segment and found nothing valid past `end`.
                 self._set_aside_torn_tail(fd, first, end, data_end)
         except BaseException:
             io.close(fd)
