@@ -227,10 +227,8 @@ def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
 
 class _Frame(NamedTuple):
     offset: int
-    end: int
     first_seq: int
     event_count: int
-    frame_type: int
     payload: memoryview
 
 
@@ -238,7 +236,7 @@ def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame |
     """The checksum-valid frame starting at ``off``, or None."""
     if off + FRAME_HEADER_SIZE + TRAILER_SIZE > limit:
         return None
-    crc, length, first_seq, count, frame_type = _FRAME_HEADER.unpack_from(buf, off)
+    crc, length, first_seq, count, _ = _FRAME_HEADER.unpack_from(buf, off)
     if length > MAX_FRAME_PAYLOAD or count == 0:
         return None
     end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
@@ -250,7 +248,7 @@ def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame |
     if crc32c(view[off + 4 : end]) != crc:
         return None
     start = off + FRAME_HEADER_SIZE
-    return _Frame(off, end, first_seq, count, frame_type, view[start : start + length])
+    return _Frame(off, first_seq, count, view[start : start + length])
 
 
 def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame | None:
@@ -751,6 +749,7 @@ class LogWriter:
         # it to matter, and extending the file would hold up appends.
         self._mode = durability.mode
         self._preallocate = durability.mode == "fsync"
+        self._grouped = durability.grouped
         self._group_interval = (durability.group_commit_ms or 0) / 1000
         self._fd: int | None = None
         self._pending: list[bytes] = []
@@ -791,7 +790,7 @@ class LogWriter:
         except BaseException:
             io.close(fd)
             raise
-        self._fd, self._segment_first, self._end = fd, first, end
+        self._fd, self._end = fd, end
         self._allocated = io.size(fd)
         self._written_end = end
         self.synced_head = self.head
@@ -836,7 +835,7 @@ class LogWriter:
                 if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
                     self.synced_head = self.head
-                elif self.durability.grouped:
+                elif self._grouped:
                     self._group_commit_after(len(entries))
             except OSError as exc:
                 raise self._fail(exc) from exc
@@ -1008,7 +1007,7 @@ class LogWriter:
             self.io.close(fd)
             raise
         self.io.fsync_dir(self.path)
-        self._fd, self._segment_first = fd, first_seq
+        self._fd = fd
         self._end = self._written_end = SEGMENT_HEADER_SIZE
         self._allocated = len(data)
         write_tail_hint(self.io, self.path, first_seq)

@@ -300,35 +300,40 @@ def main() -> None:
             "jsonl fsync": lambda: timed_append(jsonl_append("fsync"), durable_events, None, root),
         }, repeats)
 
+        rates = {**buffered, **grouped, **durable}
+        # (label, configuration, [(baseline configuration, how the ratio names it), ...]);
+        # a label without a configuration is a heading
+        report = [
+            ("buffered: fsstore 'flush' (handed to the OS)", "fsstore flush",
+             [("sqlite NORMAL", "SQLite NORMAL"), ("jsonl flush", "JSONL flush")]),
+            ("  SQLite WAL synchronous=NORMAL", "sqlite NORMAL", []),
+            ("  JSONL write + flush", "jsonl flush", []),
+            ("in-process buffer: fsstore 'none'", "fsstore none",
+             [("jsonl none", "JSONL buffered")]),
+            ("  JSONL buffered write", "jsonl none", []),
+            ("durable: fsstore 'fsync' each", "fsstore fsync",
+             [("sqlite FULL", "SQLite FULL"), ("jsonl fsync", "JSONL fsync")]),
+            ("  SQLite WAL synchronous=FULL", "sqlite FULL", []),
+            ("  JSONL write + fsync", "jsonl fsync", []),
+            ("group commit, fsync every 10 ms; each append visible at once, kept if killed:",
+             None, []),
+            ("  fsstore Durability('flush', group_commit_ms=10)", "fsstore group",
+             [("sqlite group", "SQLite"), ("jsonl group", "JSONL")]),
+            ("    SQLite NORMAL commit each, FULL every 10 ms", "sqlite group", []),
+            ("    JSONL flush each, fsync every 10 ms", "jsonl group", []),
+            ("group commit, write + fsync every 10 ms; appends wait in the process:", None, []),
+            ("  fsstore Durability('none', group_commit_ms=10)", "fsstore buffered group",
+             [("sqlite batched", "SQLite"), ("jsonl buffered group", "JSONL")]),
+            ("    SQLite FULL, one transaction per 10 ms", "sqlite batched", []),
+            ("    JSONL buffered, flush + fsync every 10 ms", "jsonl buffered group", []),
+        ]
         print("\nAppends per second, one event per call")
-        row("buffered: fsstore 'flush' (handed to the OS)", f"{buffered['fsstore flush']:,.0f}",
-            ratio(buffered["fsstore flush"], buffered["sqlite NORMAL"], "SQLite NORMAL"),
-            ratio(buffered["fsstore flush"], buffered["jsonl flush"], "JSONL flush"))
-        row("  SQLite WAL synchronous=NORMAL", f"{buffered['sqlite NORMAL']:,.0f}")
-        row("  JSONL write + flush", f"{buffered['jsonl flush']:,.0f}")
-        row("in-process buffer: fsstore 'none'", f"{buffered['fsstore none']:,.0f}",
-            ratio(buffered["fsstore none"], buffered["jsonl none"], "JSONL buffered"))
-        row("  JSONL buffered write", f"{buffered['jsonl none']:,.0f}")
-        row("durable: fsstore 'fsync' each", f"{durable['fsstore fsync']:,.0f}",
-            ratio(durable["fsstore fsync"], durable["sqlite FULL"], "SQLite FULL"),
-            ratio(durable["fsstore fsync"], durable["jsonl fsync"], "JSONL fsync"))
-        row("  SQLite WAL synchronous=FULL", f"{durable['sqlite FULL']:,.0f}")
-        row("  JSONL write + fsync", f"{durable['jsonl fsync']:,.0f}")
-        print("  group commit, fsync every 10 ms; each append visible at once, kept if killed:")
-        row("  fsstore Durability('flush', group_commit_ms=10)",
-            f"{grouped['fsstore group']:,.0f}",
-            ratio(grouped["fsstore group"], grouped["sqlite group"], "SQLite"),
-            ratio(grouped["fsstore group"], grouped["jsonl group"], "JSONL"))
-        row("    SQLite NORMAL commit each, FULL every 10 ms", f"{grouped['sqlite group']:,.0f}")
-        row("    JSONL flush each, fsync every 10 ms", f"{grouped['jsonl group']:,.0f}")
-        print("  group commit, write + fsync every 10 ms; appends wait in the process:")
-        row("  fsstore Durability('none', group_commit_ms=10)",
-            f"{grouped['fsstore buffered group']:,.0f}",
-            ratio(grouped["fsstore buffered group"], grouped["sqlite batched"], "SQLite"),
-            ratio(grouped["fsstore buffered group"], grouped["jsonl buffered group"], "JSONL"))
-        row("    SQLite FULL, one transaction per 10 ms", f"{grouped['sqlite batched']:,.0f}")
-        row("    JSONL buffered, flush + fsync every 10 ms",
-            f"{grouped['jsonl buffered group']:,.0f}")
+        for label, name, baselines in report:
+            if name is None:
+                print(f"  {label}")
+                continue
+            row(label, f"{rates[name]:,.0f}",
+                *(ratio(rates[name], rates[other], said) for other, said in baselines))
 
         # --- replay ---
         def replay(reader: Callable[[str], int], folder: str) -> Callable[[], float]:
