@@ -10,21 +10,30 @@ a segmented msgpack append log (docs/FORMAT.md)::
         session.append({"role": "user", "content": "why does deploy.sh fail?"}, kind="message")
         session.append({"name": "read_file", "args": {"path": "deploy.sh"}}, kind="tool_call")
         session.finish_turn()          # the turn's close barrier: durable when it returns
+        session.commit([{"role": "assistant", "content": "line 3 quotes $1"}],
+                       state_patch={"plan": ["quote $1"]})   # events + state, atomically
+        session.checkpoint("before the fix")
     for event in store.read_session(session.id).events():
         print(event.seq, event.turn, event.kind, event.data)
 """
 
 from .errors import (
+    CheckpointExists,
+    CheckpointNotFound,
     CorruptionError,
     Finding,
     FormatVersionError,
     FsStoreError,
+    HeadConflict,
+    InvalidCheckpointId,
     InvalidEvent,
     InvalidMetadata,
     InvalidSessionId,
     InvalidSetting,
+    InvalidState,
     NotAStore,
     RecordTooLarge,
+    SeqOutOfRange,
     SessionClosed,
     SessionExists,
     SessionLocked,
@@ -35,25 +44,49 @@ from .errors import (
 )
 from .fsio import FileIO
 from .log import Durability, Event
-from .session import TURN_FINISHED, Session, SessionInfo, SessionReader, Turn
-from .store import Store, find_store, open_store
+from .session import (
+    METADATA_RECORD,
+    TURN_FINISHED,
+    CommitResult,
+    ForkOrigin,
+    Session,
+    SessionInfo,
+    SessionReader,
+    Turn,
+)
+from .snapshot import CheckpointInfo, SnapshotPolicy
+from .state import STATE_RECORD
+from .store import Lineage, Relation, Store, find_store, open_store
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METADATA_RECORD",
+    "STATE_RECORD",
+    "CheckpointExists",
+    "CheckpointInfo",
+    "CheckpointNotFound",
+    "CommitResult",
     "CorruptionError",
     "Durability",
     "Event",
     "FileIO",
     "Finding",
+    "ForkOrigin",
     "FormatVersionError",
     "FsStoreError",
+    "HeadConflict",
+    "InvalidCheckpointId",
     "InvalidEvent",
     "InvalidMetadata",
     "InvalidSessionId",
     "InvalidSetting",
+    "InvalidState",
+    "Lineage",
     "NotAStore",
     "RecordTooLarge",
+    "Relation",
+    "SeqOutOfRange",
     "Session",
     "SessionClosed",
     "SessionExists",
@@ -61,6 +94,7 @@ __all__ = [
     "SessionLocked",
     "SessionNotFound",
     "SessionReader",
+    "SnapshotPolicy",
     "Store",
     "StoreNotFound",
     "TURN_FINISHED",

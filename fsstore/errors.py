@@ -43,6 +43,22 @@ class SessionNotFound(FsStoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class InvalidCheckpointId(FsStoreError, ValueError):
+    """Returned when a checkpoint id is not allowed (the session id rule). Nothing on disk
+    is touched."""
+
+
+class CheckpointNotFound(FsStoreError, KeyError):
+    """Returned when a checkpoint id names no checkpoint of the session."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointExists(FsStoreError, FileExistsError):
+    """Returned when creating a checkpoint under an id the session already has."""
+
+
 class SessionExists(FsStoreError, FileExistsError):
     """Returned when creating a session under an id that is already taken."""
 
@@ -78,6 +94,28 @@ class RecordTooLarge(FsStoreError, ValueError):
 class TurnError(FsStoreError, ValueError):
     """Returned when appending to a turn that is finished, or to a turn older than the
     current one. Nothing is written."""
+
+
+class InvalidState(FsStoreError, TypeError):
+    """Returned when a state change is not what a session's state can hold: a key that is
+    not a str, a value msgpack cannot store, a merge patch on a non-dict. Nothing is
+    written."""
+
+
+class HeadConflict(FsStoreError, ValueError):
+    """Returned when a commit's ``expected_head`` is not the session's head: another
+    commit landed first (or the expected head is from the future). Nothing is written.
+    ``expected`` and ``actual`` say which; re-read the session and retry."""
+
+    def __init__(self, message: str, *, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class SeqOutOfRange(FsStoreError, ValueError):
+    """Returned when a seq asked for (``state_at``, ``fork``) is after the head, or
+    before the history the log still holds (it was cleared). Nothing is written."""
 
 
 class SessionClosed(FsStoreError, ValueError):

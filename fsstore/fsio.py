@@ -78,6 +78,10 @@ class FileIO:
     def unlink(self, path: str) -> None:
         os.unlink(path)
 
+    def link(self, src: str, dst: str) -> None:
+        """A second name for a file (a hard link). Durable once ``dst``'s folder is fsynced."""
+        os.link(src, dst)
+
     def rmtree(self, path: str) -> None:
         shutil.rmtree(path)
 

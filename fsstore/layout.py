@@ -12,6 +12,10 @@ A store on disk (see docs/FORMAT.md)::
             00000000000000000001.fslog   segments, named by their first seq
             00000000000000004711.fslog
             tail.hint                    names the newest segment (checked, never trusted)
+          state/
+            00000000000000004711.snap    state snapshots, named by the seq they cover
+          checkpoints/
+            CHECKPOINT_ID.ckpt           named states, one file each
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import secrets
 import time
 from collections.abc import Iterable
 
-from .errors import InvalidSessionId
+from .errors import InvalidCheckpointId, InvalidSessionId
 
 STORE_MANIFEST = "fsstore.json"
 SESSIONS_DIR = "sessions"
@@ -32,6 +36,10 @@ LOG_DIR = "log"
 SEGMENT_SUFFIX = ".fslog"
 TORN_SUFFIX = ".torn"
 TAIL_HINT = "tail.hint"
+STATE_DIR = "state"
+SNAPSHOT_SUFFIX = ".snap"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_SUFFIX = ".ckpt"
 SEQ_DIGITS = 20  # enough for any u64 seq, so names sort in log order
 
 # Names that start with a dot are fsstore's own scratch space: temp files awaiting a
@@ -42,6 +50,7 @@ TRASH_PREFIX = ".trash-"
 MAX_SESSION_ID = 128
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
 _SEGMENT_NAME_LENGTH = SEQ_DIGITS + len(SEGMENT_SUFFIX)
+_SNAPSHOT_NAME_LENGTH = SEQ_DIGITS + len(SNAPSHOT_SUFFIX)
 
 
 def check_session_id(session_id: object) -> str:
@@ -62,9 +71,21 @@ def check_session_id(session_id: object) -> str:
     return session_id
 
 
+def check_checkpoint_id(checkpoint_id: object) -> str:
+    """Return ``checkpoint_id`` if it may name a checkpoint file, else raise
+    InvalidCheckpointId. The same rule as session ids."""
+    try:
+        return check_session_id(checkpoint_id)
+    except InvalidSessionId as exc:
+        raise InvalidCheckpointId(str(exc).replace("session id", "checkpoint id")) from None
+
+
 def new_session_id() -> str:
     """A fresh id that sorts by creation time: ``20261121T055212Z-3fa9c2d1``."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+new_checkpoint_id = new_session_id
 
 
 def store_manifest_path(root: str) -> str:
@@ -93,6 +114,46 @@ def log_dir(session_path: str) -> str:
 
 def tail_hint_path(log_path: str) -> str:
     return os.path.join(log_path, TAIL_HINT)
+
+
+def state_dir(session_path: str) -> str:
+    return os.path.join(session_path, STATE_DIR)
+
+
+def snapshot_name(seq: int) -> str:
+    return f"{seq:0{SEQ_DIGITS}d}{SNAPSHOT_SUFFIX}"
+
+
+def snapshot_seqs(names: Iterable[str]) -> list[int]:
+    """The seqs of the snapshot file names among ``names``, sorted."""
+    seqs = []
+    for name in names:
+        digits = name[:SEQ_DIGITS]
+        if (len(name) == _SNAPSHOT_NAME_LENGTH and name.endswith(SNAPSHOT_SUFFIX)
+                and digits.isascii() and digits.isdigit()):
+            seqs.append(int(digits))
+    return sorted(seqs)
+
+
+def checkpoints_dir(session_path: str) -> str:
+    return os.path.join(session_path, CHECKPOINTS_DIR)
+
+
+def checkpoint_path(session_path: str, checkpoint_id: str) -> str:
+    """The file of a checkpoint; the id is checked before it becomes a path."""
+    check_checkpoint_id(checkpoint_id)
+    return os.path.join(session_path, CHECKPOINTS_DIR, checkpoint_id + CHECKPOINT_SUFFIX)
+
+
+def checkpoint_ids(names: Iterable[str]) -> list[str]:
+    """The checkpoint ids of the file names among ``names``, sorted."""
+    ids = []
+    for name in names:
+        if name.endswith(CHECKPOINT_SUFFIX):
+            stem = name[: -len(CHECKPOINT_SUFFIX)]
+            if _SESSION_ID.match(stem):
+                ids.append(stem)
+    return sorted(ids)
 
 
 def segment_name(first_seq: int) -> str:

@@ -20,6 +20,7 @@ the segment.
 from __future__ import annotations
 
 import bisect
+import errno
 import heapq
 import itertools
 import math
@@ -313,20 +314,28 @@ class SegmentScan:
     """
 
     def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
-                 after_seq: int = 0, until_seq: float = math.inf) -> None:
+                 after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
+                 marker: bytes | None = None, segment: int | None = None) -> None:
         self.buf = buf
         self.path = path
+        self.segment = expect_seq if segment is None else segment  # its first seq
         self.expect_seq = expect_seq
         self.is_last = is_last
         self.after_seq = after_seq
         self.until_seq = until_seq
-        self.end = SEGMENT_HEADER_SIZE
+        # ``buf`` holds the file from byte ``origin`` on (the whole segment when 0, with its
+        # header); the walk starts at the first frame in it. Offsets reported are the file's.
+        self.origin = origin
+        # Frames whose payload lacks ``marker`` are checked but not decoded: a reader that
+        # wants only the store's own records skips the rest at bytes.find speed.
+        self.marker = marker
+        self.end = max(origin, SEGMENT_HEADER_SIZE)
         self.last: Event | None = None
         self.torn_at: int | None = None
 
     @property
     def data_end(self) -> int:
-        return len(self.buf.rstrip(b"\0"))
+        return self.origin + len(self.buf.rstrip(b"\0"))
 
     def __iter__(self) -> Iterator[Event]:
         # The hot path of every read. The frame checks are those of _parse_frame, inlined
@@ -337,7 +346,8 @@ class SegmentScan:
         decode, new_event = _decoder.decode, tuple.__new__
         after_seq, expect = self.after_seq, self.expect_seq
         first_wanted, past_wanted = self.after_seq + 1, self.until_seq + 1
-        off = SEGMENT_HEADER_SIZE
+        marker, origin = self.marker, self.origin
+        off = self.end - origin
         decoded = None
         try:
             while off + FRAME_HEADER_SIZE + TRAILER_SIZE <= limit:
@@ -352,21 +362,25 @@ class SegmentScan:
                 if seq != expect:
                     raise CorruptionError(
                         f"record has seq {seq}, expected {expect} (duplicated, reordered or "
-                        "stale record)", path=self.path, offset=off)
+                        "stale record)", path=self.path, offset=origin + off)
                 if frame_type != FRAME_EVENTS:
                     raise FormatVersionError(
-                        f"{self.path}: record type {frame_type} at byte {off} is unknown to "
-                        "this fsstore; upgrade fsstore to read it")
+                        f"{self.path}: record type {frame_type} at byte {origin + off} is "
+                        "unknown to this fsstore; upgrade fsstore to read it")
+                if seq >= past_wanted:
+                    return  # ``end`` and ``expect_seq`` stay at this frame: the boundary
                 expect = seq + count
-                if expect > first_wanted:
+                if expect > first_wanted and (marker is None or buf.find(
+                        marker, off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + length) >= 0):
                     payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
                     try:
                         decoded = ts, turn, entries = decode(payload)
                     except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-                        decode_payload(payload, count, self.path, off)  # raises, saying where
+                        # raises, saying where
+                        decode_payload(payload, count, self.path, origin + off)
                         raise
                     if len(entries) != count:
-                        decode_payload(payload, count, self.path, off)
+                        decode_payload(payload, count, self.path, origin + off)
                     if seq >= first_wanted and expect <= past_wanted:  # the whole batch
                         for kind, data in entries:
                             yield new_event(Event, (seq, ts, turn, kind, data))
@@ -382,25 +396,25 @@ class SegmentScan:
                     decoded = None  # not decoded: `last` cannot describe it
                 off = end
         finally:
-            self.expect_seq, self.end = expect, off
+            self.expect_seq, self.end = expect, origin + off
             if decoded is not None:
                 ts, turn, entries = decoded
                 kind, data = entries[-1]
                 self.last = new_event(Event, (expect - 1, ts, turn, kind, data))
-        if off < self.data_end:
+        if self.end < self.data_end:
             self._stopped_at(off, view)
 
     def _stopped_at(self, off: int, view: memoryview) -> None:
+        at = self.origin + off
         if not self.is_last:
-            raise CorruptionError(
-                "damaged record in a sealed segment", path=self.path, offset=off)
+            raise CorruptionError("damaged record in a sealed segment", path=self.path, offset=at)
         later = _valid_frame_after(self.buf, view, off, len(self.buf))
         if later is not None:
             raise CorruptionError(
                 f"damaged record followed by a valid one (seq {later.first_seq} at byte "
-                f"{later.offset}); {later.offset - off} bytes cannot be read",
-                path=self.path, offset=off)
-        self.torn_at = off
+                f"{self.origin + later.offset}); {later.offset - off} bytes cannot be read",
+                path=self.path, offset=at)
+        self.torn_at = at
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -413,6 +427,15 @@ class SegmentEnd(NamedTuple):
     end: int
     next_seq: int
     last: tuple[float, int, str] | None
+
+
+class LogPosition(NamedTuple):
+    """A frame boundary: byte ``offset`` of the segment whose first seq is ``segment``.
+    Snapshots record the position after the last event they cover, so that loading them
+    reads only the log after it."""
+
+    segment: int
+    offset: int
 
 
 class LogTail(NamedTuple):
@@ -573,7 +596,8 @@ class LogReader:
         return SegmentEnd(scan.end, scan.expect_seq,
                           None if last is None else (last.ts, last.turn, last.kind))
 
-    def scans(self, after_seq: int = 0, until_seq: float = math.inf) -> Iterator[SegmentScan]:
+    def scans(self, after_seq: int = 0, until_seq: float = math.inf,
+              marker: bytes | None = None) -> Iterator[SegmentScan]:
         """A scan of each live segment from the one holding ``after_seq + 1`` on. Each must
         be iterated to its end before the next is asked for (seqs are checked across)."""
         segments, log_start = self.live_segments()
@@ -582,18 +606,18 @@ class LogReader:
         for position in range(index, len(segments)):
             first = segments[position]
             path = self.segment_path(first)
+            if first > until_seq or expect > until_seq:
+                return
             if first != expect:
                 raise CorruptionError(
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=path, offset=0)
-            if first > until_seq:
-                return
             try:
                 buf = self.read_segment(first)
             except FileNotFoundError:
                 return  # cleared by the writer meanwhile: what was read is a prefix
             scan = SegmentScan(buf, path, first, position == len(segments) - 1,
-                               after_seq, until_seq)
+                               after_seq, until_seq, marker=marker)
             yield scan
             expect = scan.expect_seq
             del scan, buf  # hold one segment in memory at a time
@@ -606,6 +630,74 @@ class LogReader:
         until = math.inf if until_seq is None else until_seq
         events = itertools.chain.from_iterable(self.scans(after_seq, until))
         return events if limit is None else itertools.islice(events, max(limit, 0))
+
+    def position_holds(self, position: LogPosition, seq: int) -> bool:
+        """Whether ``position`` is the boundary right after ``seq``: the frame ending there
+        is checksum-valid and ends with ``seq`` (or the segment starts with ``seq + 1``).
+        One small read; a stale position (the log was cleared or rewritten) fails it."""
+        first, offset = position
+        if offset == SEGMENT_HEADER_SIZE:
+            return first == seq + 1
+        if offset < SEGMENT_HEADER_SIZE or offset % 8 or first > seq:
+            return False
+        path = self.segment_path(first)
+        try:
+            fd = self.io.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if offset > self.io.size(fd):
+                return False
+            (frame_size,) = _U32.unpack(self.io.pread(fd, 4, offset - TRAILER_SIZE))
+            start = offset - frame_size
+            if start < SEGMENT_HEADER_SIZE or start % 8 or frame_size > MAX_FRAME_PAYLOAD:
+                return False
+            raw = self.io.pread(fd, frame_size, start)
+        finally:
+            self.io.close(fd)
+        frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
+        return frame is not None and frame.first_seq + frame.event_count - 1 == seq
+
+    def scans_from(
+        self, position: LogPosition, after_seq: int, until_seq: float = math.inf,
+        marker: bytes | None = None,
+    ) -> Iterator[SegmentScan]:
+        """Like :meth:`scans`, but starting at ``position`` (the boundary right after
+        ``after_seq``, see :meth:`position_holds`): the segment it names from that offset,
+        then each following segment, found by name. Reads nothing before the position, so
+        the cost follows what comes after it, not the length of the history. Stops at the
+        end of the last segment, or at a missing one: a caller that needs everything
+        compares ``expect_seq`` of the last scan with the log's head."""
+        first, offset = position
+        expect = after_seq + 1
+        while True:
+            path = self.segment_path(first)
+            try:
+                fd = self.io.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                size = self.io.size(fd)
+                if size > MAX_SEGMENT_FILE:
+                    raise CorruptionError(f"segment file of {size} bytes is larger than any "
+                                          "writer makes; it is not read", path=path)
+                header = decode_segment_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
+                buf = self.io.pread(fd, size - offset, offset) if offset < size else b""
+            finally:
+                self.io.close(fd)
+            if header.first_seq != first:
+                raise CorruptionError(f"segment header says first seq {header.first_seq}",
+                                      path=path, offset=0)
+            scan = SegmentScan(buf, path, expect, True, after_seq, until_seq, origin=offset,
+                               marker=marker, segment=first)
+            yield scan
+            if scan.expect_seq > until_seq:
+                return
+            if scan.torn_at is not None and self.io.exists(self.segment_path(scan.expect_seq)):
+                raise CorruptionError("damaged record in a sealed segment", path=path,
+                                      offset=scan.torn_at)
+            first, offset, expect = scan.expect_seq, SEGMENT_HEADER_SIZE, scan.expect_seq
+            del scan, buf
 
     def first_turn(self, first_seq: int) -> int | None:
         """The turn of a segment's first record, None if it has none yet. Cached: a
@@ -760,6 +852,7 @@ class LogWriter:
         self._closed = False
         self._syncing = False
         self.recovered_torn_tail: str | None = None
+        self.bytes_appended = 0  # log bytes this writer wrote (snapshot policies use it)
         self._recover()
         self._syncer: threading.Thread | None = None
         self._wake = threading.Condition(self.lock)
@@ -790,7 +883,7 @@ class LogWriter:
         except BaseException:
             io.close(fd)
             raise
-        self._fd, self._end = fd, end
+        self._fd, self._end, self.segment = fd, end, first
         self._allocated = io.size(fd)
         self._written_end = end
         self.synced_head = self.head
@@ -811,7 +904,7 @@ class LogWriter:
         """Write one batch as one frame; return its first seq."""
         with self.lock:
             if self._failed is not None or self._closed:
-                self._check_usable()
+                self.check_usable()
             first = self.head + 1
             frame = encode_frame(first, ts, turn, entries, self.max_record_bytes)
             try:
@@ -831,6 +924,7 @@ class LogWriter:
                     self.io.pwrite(self._fd, frame, self._end)  # type: ignore[arg-type]
                     self._end = self._written_end = self._end + size
                 self.head += len(entries)
+                self.bytes_appended += size
                 self.last_turn, self.last_kind = turn, entries[-1][0]
                 if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
@@ -933,7 +1027,7 @@ class LogWriter:
     def flush(self) -> None:
         """Hand buffered batches (durability ``none``) to the OS."""
         with self.lock:
-            self._check_usable()
+            self.check_usable()
             try:
                 self._write_pending()
             except OSError as exc:
@@ -942,7 +1036,7 @@ class LogWriter:
     def sync(self) -> None:
         """Make everything appended so far durable."""
         with self.lock:
-            self._check_usable()
+            self.check_usable()
             self._sync_locked()
 
     def _sync_locked(self) -> None:
@@ -956,6 +1050,21 @@ class LogWriter:
             raise self._fail(exc) from exc
 
     # --- segments ---
+
+    @property
+    def position(self) -> LogPosition:
+        """Where the next frame goes: the boundary right after ``head``."""
+        return LogPosition(self.segment, self._end)
+
+    def roll_over(self) -> None:
+        """Seal the active segment now, if it holds any record, and start the next one."""
+        with self.lock:
+            self.check_usable()
+            if self._end > SEGMENT_HEADER_SIZE:
+                try:
+                    self._roll_over()
+                except OSError as exc:
+                    raise self._fail(exc) from exc
 
     def _roll_over(self) -> None:
         self._seal()
@@ -1007,7 +1116,7 @@ class LogWriter:
             self.io.close(fd)
             raise
         self.io.fsync_dir(self.path)
-        self._fd = fd
+        self._fd, self.segment = fd, first_seq
         self._end = self._written_end = SEGMENT_HEADER_SIZE
         self._allocated = len(data)
         write_tail_hint(self.io, self.path, first_seq)
@@ -1016,7 +1125,7 @@ class LogWriter:
         """Empty the log. Seqs go on from the old head: a new segment whose header says the
         log starts at ``head + 1`` is made durable first, then the old segments go."""
         with self.lock:
-            self._check_usable()
+            self.check_usable()
             self._wait_for_sync()
             try:
                 self._write_pending()
@@ -1060,7 +1169,7 @@ class LogWriter:
     def closed(self) -> bool:
         return self._closed
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
         if self._failed is not None:
             raise WriteFailed(
                 f"{self.path}: an earlier write failed ({self._failed}); reopen the session")
@@ -1076,3 +1185,91 @@ class LogWriter:
                             "not acknowledged and nothing more is accepted: reopen the session")
         error.errno = exc.errno
         return error
+
+
+# --- forking -----------------------------------------------------------------------------
+
+# Errors of os.link that mean "this filesystem will not share the file": copy it instead.
+_NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+                   errno.ENOSYS}
+
+
+def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int) -> LogPosition:
+    """Fill ``dest`` (an empty folder) with a log whose history is ``source``'s up to and
+    including ``at_seq``, and return the position right after ``at_seq`` in it.
+
+    Sealed segments that lie wholly within the history are shared by hard link (copied
+    where the filesystem refuses links): a sealed segment never changes again, and a
+    link keeps its bytes alive when the source is cleared or deleted. The segment holding
+    ``at_seq`` is copied up to it, the batch it ends inside cut to its first events. All
+    of it is fsynced; the caller renames ``dest``'s session into place.
+    """
+    segments, log_start = source.live_segments()
+    position: LogPosition | None = None
+    for index, first in enumerate(segments):
+        if first > at_seq:
+            break
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        target = os.path.join(dest, layout.segment_name(first))
+        if following is not None and following <= at_seq + 1:
+            _link_or_copy(io, source, first, target)
+            continue
+        position = _copy_segment_prefix(io, source, first, target, at_seq, log_start,
+                                        is_last=following is None)
+        break
+    if position is None:
+        # The history ends where a segment ends (or is empty): start a fresh one after it.
+        position = LogPosition(at_seq + 1, SEGMENT_HEADER_SIZE)
+        fd = io.open(os.path.join(dest, layout.segment_name(at_seq + 1)),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            io.pwrite(fd, encode_segment_header(at_seq + 1, log_start), 0)
+            io.fsync(fd)
+        finally:
+            io.close(fd)
+    write_tail_hint(io, dest, position.segment)
+    io.fsync_dir(dest)
+    return position
+
+
+def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) -> None:
+    try:
+        io.link(source.segment_path(first_seq), target)
+        return
+    except OSError as exc:
+        if exc.errno not in _NO_LINK_ERRNOS:
+            raise
+    _write_new_file(io, target, source.read_segment(first_seq))
+
+
+def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,
+                         at_seq: int, log_start: int, is_last: bool) -> LogPosition:
+    path = source.segment_path(first_seq)
+    buf = source.read_segment(first_seq)
+    # Walk the frames up to at_seq without decoding them (all are before after_seq).
+    scan = SegmentScan(buf, path, first_seq, is_last, after_seq=at_seq, until_seq=at_seq)
+    for _ in scan:
+        pass
+    if scan.expect_seq <= at_seq:
+        raise CorruptionError(f"the log ends at seq {scan.expect_seq - 1}, before seq {at_seq}",
+                              path=path, offset=scan.end)
+    data = [encode_segment_header(first_seq, log_start), buf[SEGMENT_HEADER_SIZE : scan.end]]
+    if scan.expect_seq != at_seq + 1:
+        # at_seq falls inside the batch at scan.end: keep that batch's first events only
+        frame = _parse_frame(buf, memoryview(buf), scan.end, len(buf))
+        assert frame is not None  # the scan checked it
+        ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset)
+        kept = [tuple(entry) for entry in entries[: at_seq - frame.first_seq + 1]]
+        data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD))
+    content = b"".join(data)
+    _write_new_file(io, target, content)
+    return LogPosition(first_seq, len(content))
+
+
+def _write_new_file(io: FileIO, path: str, data: bytes) -> None:
+    fd = io.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        io.pwrite(fd, data, 0)
+        io.fsync(fd)
+    finally:
+        io.close(fd)

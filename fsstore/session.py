@@ -18,14 +18,23 @@ from typing import Any, NamedTuple
 
 import filelock
 
-from . import layout, manifest
+from . import layout, manifest, snapshot
+from . import state as state_module
 from .errors import (
+    CheckpointExists,
+    CheckpointNotFound,
+    CorruptionError,
     Finding,
+    FormatVersionError,
+    HeadConflict,
     InvalidEvent,
     InvalidMetadata,
+    InvalidSetting,
+    SeqOutOfRange,
     SessionLocked,
     SessionNotFound,
     TurnError,
+    WriteFailed,
 )
 from .fsio import FileIO
 from .log import (
@@ -36,12 +45,24 @@ from .log import (
     LogReader,
     LogWriter,
 )
+from .snapshot import (
+    CHECKPOINT_KINDS,
+    CheckpointDir,
+    CheckpointInfo,
+    SnapshotDir,
+    SnapshotPolicy,
+)
+from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
 
 #: Kinds starting with this are the store's own records; callers cannot append them.
 RESERVED_KIND_PREFIX = "fsstore."
 #: The record ``finish_turn`` appends: the turn's close barrier, visible in the log.
 TURN_FINISHED = "fsstore.turn_finished"
+#: The record ``save_session_with_updates`` ends its batch with: the new title, tags and
+#: metadata, so that they commit with the updates (session.json follows it).
+METADATA_RECORD = "fsstore.metadata"
 DEFAULT_KIND = "event"
+MAX_COMMIT_ID = 256
 
 _UNSET: Any = object()
 
@@ -53,6 +74,26 @@ class Turn(NamedTuple):
     number: int
     events: list[Event]
     finished: bool
+
+
+class CommitResult(NamedTuple):
+    """What ``commit`` wrote: the seqs of its events, the head after it (the seq of its
+    state record when it has one), its commit id, and whether it is the stored result
+    of an earlier commit under the same id (nothing new was written)."""
+
+    seqs: list[int]
+    head: int
+    commit_id: str | None
+    duplicate: bool = False
+
+
+class ForkOrigin(NamedTuple):
+    """Where a forked session came from: its parent, and the parent's seq (and
+    checkpoint, if it was forked at one) its history ends at."""
+
+    parent: str
+    seq: int
+    checkpoint: str | None
 
 
 @dataclass(frozen=True)
@@ -68,6 +109,7 @@ class SessionInfo:
     title: str | None
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    parent: ForkOrigin | None = None
 
 
 def _now_iso() -> str:
@@ -114,7 +156,8 @@ def new_manifest(
 class SessionReader:
     """Read access to one session: its metadata, events and turns. Takes no lock."""
 
-    def __init__(self, io: FileIO, path: str, session_id: str) -> None:
+    def __init__(self, io: FileIO, path: str, session_id: str,
+                 snapshots: SnapshotPolicy | None = None) -> None:
         self.io = io
         self.id = session_id
         self.path = path
@@ -124,6 +167,11 @@ class SessionReader:
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} at {path}") from None
         self._log = LogReader(io, layout.log_dir(path))
+        self._policy = snapshots or SnapshotPolicy()
+        self._snapshots = SnapshotDir(io, path)
+        self._checkpoints = CheckpointDir(io, path)
+        #: What the last state load found wrong with snapshot files (they were skipped).
+        self.state_findings: list[Finding] = []
 
     # --- metadata ---
 
@@ -147,8 +195,17 @@ class SessionReader:
         return SessionInfo(
             id=self.id, path=self.path, created=_iso_to_epoch(self._manifest.get("created")),
             updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
-            tags=self.tags, metadata=self.metadata,
+            tags=self.tags, metadata=self.metadata, parent=self.parent,
         )
+
+    @property
+    def parent(self) -> ForkOrigin | None:
+        """Where this session was forked from; None if it was not."""
+        record = self._manifest.get("parent")
+        if not isinstance(record, dict):
+            return None
+        return ForkOrigin(str(record.get("id")), int(record.get("seq", 0)),
+                          record.get("checkpoint"))
 
     # --- events ---
 
@@ -214,7 +271,129 @@ class SessionReader:
 
     def verify(self) -> list[Finding]:
         """Read everything and report each problem; changes nothing."""
-        return self._log.check()
+        findings = self._log.check()
+        try:
+            tail = self._log.tail()
+        except (CorruptionError, FormatVersionError, OSError):
+            tail = None
+        for seq in self._snapshots.seqs():
+            path = self._snapshots.file_path(seq)
+            try:
+                file = snapshot.read(self.io, path)
+            except (CorruptionError, FormatVersionError) as exc:
+                findings.append(Finding("problem", path, getattr(exc, "offset", None),
+                                        f"{_reason(exc)}; state loads skip this snapshot"))
+                continue
+            except FileNotFoundError:
+                continue
+            if tail is not None and file.header.log_start != tail.log_start:
+                findings.append(Finding("note", path, None, "snapshot of the log before a "
+                                        "clear; skipped, and pruned by the next snapshot"))
+            elif tail is not None and file.header.seq > tail.head:
+                findings.append(Finding("problem", path, None, f"snapshot covers seq "
+                                        f"{file.header.seq}, past the end of the log "
+                                        f"({tail.head}); state loads do not use it"))
+        for checkpoint_id in self._checkpoints.ids():
+            path = self._checkpoints.file_path(checkpoint_id)
+            try:
+                snapshot.read(self.io, path)
+            except (CorruptionError, FormatVersionError) as exc:
+                findings.append(Finding("problem", path, getattr(exc, "offset", None),
+                                        _reason(exc)))
+            except FileNotFoundError:
+                continue
+        for folder in (self._snapshots.path, self._checkpoints.path):
+            if self.io.exists(folder):
+                for name in sorted(self.io.listdir(folder)):
+                    if name.startswith(layout.TEMP_PREFIX):
+                        findings.append(Finding("note", os.path.join(folder, name), None,
+                                                "temp file of an interrupted write"))
+        return findings
+
+    # --- state ---
+
+    def _load_state(self, until_seq: int | None = None, *, past: bool = False) -> Loaded:
+        self._before_read()
+        loaded = state_module.load(
+            self.io, self._log, self._snapshots, until_seq=until_seq,
+            window=self._policy.commit_ids,
+            extra_bases=self._checkpoint_bases() if past else (),
+        )
+        self.state_findings = loaded.findings
+        return loaded
+
+    def _checkpoint_bases(self) -> list[tuple[int, str]]:
+        bases = []
+        for checkpoint_id in self._checkpoints.ids():
+            try:
+                info = self._checkpoints.info(checkpoint_id)
+            except (CorruptionError, FormatVersionError, FileNotFoundError):
+                continue  # a damaged one is no base; verify reports it
+            bases.append((info.seq, self._checkpoints.file_path(checkpoint_id)))
+        return bases
+
+    def state(self) -> dict[str, Any]:
+        """The whole state at the head: the newest sound snapshot plus a replay of the
+        state records after it. A copy: changing it changes nothing stored."""
+        return self._load_state().image.state
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        """One key of the state (a copy), or ``default``."""
+        return self.state().get(key, default)
+
+    def state_at(self, seq: int) -> dict[str, Any]:
+        """The state as it was right after ``seq`` (0 or ``log_start - 1``: before any
+        event). Starts from the newest snapshot or checkpoint at or before ``seq``."""
+        _check_seq(seq)
+        return self._load_state(seq, past=True).image.state
+
+    # --- checkpoints ---
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Every checkpoint (id, label, kind, seq, created), oldest first. A damaged
+        checkpoint file is left out and logged; ``verify`` reports it."""
+        infos = []
+        for checkpoint_id in self._checkpoints.ids():
+            try:
+                infos.append(self._checkpoints.info(checkpoint_id))
+            except FileNotFoundError:
+                continue
+            except (CorruptionError, FormatVersionError) as exc:
+                state_module.logger.warning("checkpoint skipped: %s", exc)
+        return sorted(infos, key=lambda info: (info.seq, info.created, info.id))
+
+    def checkpoint_info(self, checkpoint_id: str) -> CheckpointInfo:
+        try:
+            return self._checkpoints.info(checkpoint_id)
+        except FileNotFoundError:
+            raise CheckpointNotFound(
+                f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
+
+    def load_checkpoint(self, checkpoint_id: str) -> dict[str, Any]:
+        """The state a checkpoint froze. A checkpoint whose state is damaged is never
+        trusted: its state is rebuilt from the log when the log still holds that history
+        (reported in ``state_findings``), else CorruptionError is raised."""
+        return self._checkpoint_image(checkpoint_id).state
+
+    def _checkpoint_image(self, checkpoint_id: str) -> StateImage:
+        info = self.checkpoint_info(checkpoint_id)
+        path = self._checkpoints.file_path(checkpoint_id)
+        try:
+            return StateImage.from_file(snapshot.read(self.io, path), self._policy.commit_ids,
+                                        path)
+        except FileNotFoundError:
+            raise CheckpointNotFound(
+                f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
+        except CorruptionError as exc:
+            header = snapshot.read(self.io, path, with_body=False).header
+            if header.log_start != self._log.tail().log_start:
+                raise
+            loaded = self._load_state(info.seq)
+            self.state_findings = [*loaded.findings, Finding(
+                "problem", path, exc.offset, f"{exc.reason}; the state was rebuilt from "
+                "the log")]
+            state_module.logger.warning("%s", self.state_findings[-1])
+            return loaded.image
 
     # --- async ---
 
@@ -257,18 +436,30 @@ class Session(SessionReader):
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         lock_timeout: float = 0.0,
+        snapshots: SnapshotPolicy | None = None,
+        store: Any = None,
     ) -> None:
         self._lock = acquire_writer_lock(path, session_id, lock_timeout)
         try:
-            super().__init__(io, path, session_id)
-            self._writer = LogWriter(
+            super().__init__(io, path, session_id, snapshots)
+            self._writer = writer = LogWriter(
                 io, layout.log_dir(path), Durability.of(durability), segment_size,
                 max_record_bytes,
             )
+            self._log = writer.reader
+            self._store = store
+            # The state is loaded on first use (most appends never need it); until then
+            # the newest snapshot's name says when the next one is due.
+            self._image: StateImage | None = None
+            snapshot_seqs = self._snapshots.seqs()
+            self._snapshot_seq = snapshot_seqs[-1] if snapshot_seqs else writer.log_start - 1
+            self._snapshot_bytes = 0
+            self._roll_metadata_forward()
         except BaseException:
+            if hasattr(self, "_writer"):
+                self._writer.close()
             self._lock.release()
             raise
-        self._log = self._writer.reader
 
     @property
     def durability(self) -> Durability:
@@ -336,7 +527,10 @@ class Session(SessionReader):
         stamp = time.time() if ts is None else float(ts)
         writer = self._writer
         with writer.lock:
-            return writer.append(entries, self._resolve_turn(turn), stamp)
+            seq = writer.append(entries, self._resolve_turn(turn), stamp)
+            if self._snapshot_due():
+                self._auto_snapshot()
+        return seq
 
     def append_many(
         self, events: Iterable[Mapping[str, Any]], *, turn: int | None = None,
@@ -350,12 +544,15 @@ class Session(SessionReader):
         stamp = time.time() if ts is None else float(ts)
         with self._writer.lock:
             first = self._writer.append(entries, self._resolve_turn(turn), stamp)
+            if self._snapshot_due():
+                self._auto_snapshot()
         return list(range(first, first + len(entries)))
 
-    def finish_turn(self, turn: int | None = None) -> None:
+    def finish_turn(self, turn: int | None = None, *, checkpoint: bool = False) -> None:
         """Close a turn: record that it is finished and make everything appended so far
         durable (fsync; with plain durability ``none`` only handed to the OS). Finishing
-        the current turn again does nothing more than the barrier."""
+        the current turn again does nothing more than the barrier. With ``checkpoint``,
+        also freeze the state under a checkpoint of kind ``"turn"``."""
         with self._writer.lock:
             current = self._writer.last_turn
             number = current if turn is None else turn
@@ -368,15 +565,25 @@ class Session(SessionReader):
                 self._writer.sync()
             else:
                 self._writer.flush()
+            if checkpoint:
+                self.checkpoint(f"turn {number}", kind="turn")
 
     def sync(self) -> None:
         """Make everything appended so far durable, whatever the durability mode."""
         self._writer.sync()
 
     def clear(self) -> None:
-        """Empty the log; the session and its metadata stay. Seqs are never reused: the
-        next event gets ``head + 1``. Durable when it returns."""
-        self._writer.clear()
+        """Empty the log, and with it the state (the fold of the log); the session, its
+        metadata and its checkpoints stay. Seqs are never reused: the next event gets
+        ``head + 1``. Durable when it returns."""
+        writer = self._writer
+        with writer.lock:
+            writer.clear()
+            # Snapshots of the old log no longer fit it (their log start differs, so
+            # loads skip them even if a crash keeps them); remove them now.
+            self._snapshots.prune(0)
+            self._image = StateImage(writer.head, writer.log_start, self._policy.commit_ids)
+            self._snapshot_seq, self._snapshot_bytes = writer.head, writer.bytes_appended
 
     def update_metadata(
         self, *, title: str | None = _UNSET, tags: Iterable[str] = _UNSET,
@@ -384,17 +591,245 @@ class Session(SessionReader):
     ) -> None:
         """Replace the given fields of the session manifest, atomically."""
         with self._writer.lock:
-            updated = dict(self._manifest)
-            fresh = new_manifest(
-                self.id,
-                self.title if title is _UNSET else title,
-                self.tags if tags is _UNSET else tags,
-                self.metadata if metadata is _UNSET else metadata,
-            )
-            for key in ("title", "tags", "metadata", "updated"):
-                updated[key] = fresh[key]
-            manifest.write(self.io, layout.session_manifest_path(self.path), updated)
-            self._manifest = updated
+            self._write_manifest(self._metadata_fields(title, tags, metadata))
+
+    def save_session_with_updates(
+        self, updates: Iterable[Mapping[str, Any]] = (), *, title: str | None = _UNSET,
+        tags: Iterable[str] = _UNSET, metadata: Mapping[str, Any] = _UNSET,
+        turn: int | None = None, kind: str | None = None,
+    ) -> list[int]:
+        """Append ``updates`` and replace the given metadata fields in one atomic step;
+        return the updates' seqs. Durable when it returns.
+
+        The batch ends with an ``fsstore.metadata`` record holding the new fields, so the
+        updates and the metadata commit together in one log write. ``session.json`` is
+        rewritten right after; if a crash falls in between, the next writer to open the
+        session rewrites it from that record.
+        """
+        entries = [(_kind_of(event, kind), event) for event in updates]
+        writer = self._writer
+        with writer.lock:
+            fields = self._metadata_fields(title, tags, metadata)
+            entries.append((METADATA_RECORD, {k: fields[k] for k in _METADATA_FIELDS}))
+            first = writer.append(entries, self._resolve_turn(turn), time.time())
+            writer.sync()
+            self._write_manifest(fields, metadata_seq=writer.head)
+        return list(range(first, first + len(entries) - 1))
+
+    def _metadata_fields(self, title: Any, tags: Any, metadata: Any) -> dict[str, Any]:
+        return new_manifest(
+            self.id,
+            self.title if title is _UNSET else title,
+            self.tags if tags is _UNSET else tags,
+            self.metadata if metadata is _UNSET else metadata,
+        )
+
+    def _write_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:
+        updated = dict(self._manifest)
+        for key in (*_METADATA_FIELDS, "updated"):
+            if key in fields:
+                updated[key] = fields[key]
+        if metadata_seq is not None:
+            updated["metadata_seq"] = metadata_seq
+        updated["version"] = manifest.VERSION
+        manifest.write(self.io, layout.session_manifest_path(self.path), updated)
+        self._manifest = updated
+
+    def _roll_metadata_forward(self) -> None:
+        """Finish a ``save_session_with_updates`` that a crash cut off between its log
+        write and its manifest write: then its metadata record is the log's last."""
+        writer = self._writer
+        if writer.last_kind != METADATA_RECORD:
+            return
+        if int(self._manifest.get("metadata_seq") or 0) >= writer.head:
+            return
+        record = next(iter(self._log.events(after_seq=writer.head - 1)))
+        fields = {k: record.data.get(k) for k in _METADATA_FIELDS}
+        self._write_manifest({**fields, "updated": _now_iso()}, metadata_seq=record.seq)
+
+    # --- state ---
+
+    def _loaded(self) -> StateImage:
+        """The state image at the head, loaded on first use. Call with the lock held."""
+        if self._image is None:
+            self._writer.flush()
+            loaded = state_module.load(self.io, self._log, self._snapshots,
+                                       window=self._policy.commit_ids)
+            self.state_findings = loaded.findings
+            self._image = loaded.image
+        return self._image
+
+    def state(self) -> dict[str, Any]:
+        with self._writer.lock:
+            return copy_value(self._loaded().state)
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        with self._writer.lock:
+            state = self._loaded().state
+            return copy_value(state[key]) if key in state else default
+
+    def set_state(self, key: str, value: Any, *, turn: int | None = None) -> int:
+        """Set one key of the state; return the seq of the state record."""
+        return self._commit([], [["set", key, value]], None, None, turn, None).head
+
+    def delete_state(self, key: str, *, turn: int | None = None) -> int:
+        """Remove one key of the state (no error if absent); return the record's seq."""
+        return self._commit([], [["delete", key]], None, None, turn, None).head
+
+    def merge_state(self, patch: Mapping[str, Any], *, key: str | None = None,
+                    turn: int | None = None) -> int:
+        """Apply a JSON merge patch (RFC 7386) to the whole state, or to the value under
+        ``key``: dicts merge, ``None`` deletes, anything else replaces. Returns the
+        record's seq."""
+        whole = patch if key is None else {key: patch}
+        return self._commit([], [["merge", whole]], None, None, turn, None).head
+
+    def commit(
+        self, events: Iterable[Mapping[str, Any]] = (), *,
+        state_patch: Mapping[str, Any] | None = None, expected_head: int | None = None,
+        commit_id: str | None = None, turn: int | None = None, kind: str | None = None,
+        ts: float | None = None,
+    ) -> CommitResult:
+        """Append ``events`` and apply ``state_patch`` (a JSON merge patch of the state)
+        as one batch: after a crash all of it is there or none.
+
+        ``expected_head``: commit only if the head is still that seq, else raise
+        HeadConflict and write nothing. ``commit_id``: a commit under an id already
+        committed (among the last ``SnapshotPolicy.commit_ids``) writes nothing and
+        returns the first commit's result, with ``duplicate`` set.
+        """
+        entries = [(_kind_of(event, kind), event) for event in events]
+        ops = [] if state_patch is None else [["merge", state_patch]]
+        return self._commit(entries, ops, expected_head, commit_id, turn, ts)
+
+    def _commit(
+        self, entries: list[tuple[str, Any]], ops: list[list[Any]], expected_head: int | None,
+        commit_id: str | None, turn: int | None, ts: float | None,
+    ) -> CommitResult:
+        if commit_id is not None and (not isinstance(commit_id, str) or not commit_id
+                                      or len(commit_id) > MAX_COMMIT_ID):
+            raise InvalidEvent(f"commit_id must be a str of 1 to {MAX_COMMIT_ID} characters, "
+                               f"not {commit_id!r}")
+        if expected_head is not None:
+            _check_seq(expected_head, "expected_head")
+        ops = normalize_ops(ops) if ops else ops
+        stamp = time.time() if ts is None else float(ts)
+        writer = self._writer
+        with writer.lock:
+            writer.check_usable()
+            image = self._loaded() if ops or commit_id is not None else None
+            if image is not None and commit_id is not None and commit_id in image.commits:
+                done = image.commits[commit_id]
+                return CommitResult(list(range(done.first_seq, done.last_seq)), done.last_seq,
+                                    commit_id, True)
+            head = writer.head
+            if expected_head is not None and expected_head != head:
+                when = "is ahead of" if expected_head > head else "is behind"
+                raise HeadConflict(
+                    f"session {self.id!r}: expected head {expected_head} {when} the head "
+                    f"{head}; nothing was written: re-read the session and retry",
+                    expected=expected_head, actual=head)
+            count = len(entries)
+            if ops or commit_id is not None:
+                record: dict[str, Any] = {"ops": ops}
+                if commit_id is not None:
+                    record["commit"], record["events"] = commit_id, count
+                entries.append((STATE_RECORD, record))
+            if not entries:
+                return CommitResult([], head, commit_id)
+            first = writer.append(entries, self._resolve_turn(turn), stamp)
+            last = first + len(entries) - 1
+            if image is not None:
+                image.apply_ops(ops)
+                if commit_id is not None:
+                    image.remember_commit(commit_id, first, last)
+            if self._snapshot_due():
+                self._auto_snapshot()
+        return CommitResult(list(range(first, first + count)), last, commit_id)
+
+    # --- snapshots ---
+
+    def _snapshot_due(self) -> bool:
+        policy, writer = self._policy, self._writer
+        return ((policy.every_events is not None
+                 and writer.head - self._snapshot_seq >= policy.every_events)
+                or (policy.every_bytes is not None
+                    and writer.bytes_appended - self._snapshot_bytes >= policy.every_bytes))
+
+    def _auto_snapshot(self) -> None:
+        # The append that got here has succeeded: a failed snapshot (a cache) must not
+        # turn it into an error. A failed log sync has failed the writer, so the next
+        # call reports that.
+        try:
+            self.snapshot()
+        except (OSError, CorruptionError, FormatVersionError) as exc:
+            state_module.logger.warning("session %r: automatic snapshot failed: %s",
+                                        self.id, exc)
+            self._snapshot_seq, self._snapshot_bytes = (
+                self._writer.head, self._writer.bytes_appended)
+
+    def snapshot(self) -> int:
+        """Write a snapshot of the state at the head now; return its seq. The log is
+        synced first, so a snapshot never covers a record a crash could take back."""
+        writer = self._writer
+        with writer.lock:
+            image = self._loaded()
+            writer.sync()
+            seq = writer.head
+            try:
+                self._snapshots.write(seq, writer.log_start, writer.position, image.body())
+                self._snapshots.prune(self._policy.keep)
+            except OSError as exc:
+                raise WriteFailed(f"{self._snapshots.path}: snapshot failed "
+                                  f"({exc.strerror or exc}); the log is unharmed") from exc
+            self._snapshot_seq, self._snapshot_bytes = seq, writer.bytes_appended
+            return seq
+
+    # --- checkpoints ---
+
+    def checkpoint(self, label: str | None = None, *, kind: str = "manual",
+                   checkpoint_id: str | None = None) -> CheckpointInfo:
+        """Freeze the state at the head under a checkpoint id (fresh and time-ordered
+        unless given). It stays loadable as the log grows, and after a clear."""
+        if kind not in CHECKPOINT_KINDS:
+            raise InvalidSetting(f"checkpoint kind must be one of {CHECKPOINT_KINDS}, not "
+                                 f"{kind!r}")
+        if label is not None and not isinstance(label, str):
+            raise InvalidMetadata(f"checkpoint label must be a str, not {type(label).__name__}")
+        if checkpoint_id is None:
+            checkpoint_id = layout.new_checkpoint_id()
+        path = self._checkpoints.file_path(checkpoint_id)  # checks the id
+        writer = self._writer
+        with writer.lock:
+            if self.io.exists(path):
+                raise CheckpointExists(
+                    f"session {self.id!r} already has a checkpoint {checkpoint_id!r}")
+            image = self._loaded()
+            writer.sync()
+            return self._checkpoints.write(checkpoint_id, label, kind, writer.head,
+                                           writer.log_start, writer.position, image.body())
+
+    def delete_checkpoint(self, checkpoint_id: str) -> None:
+        path = self._checkpoints.file_path(checkpoint_id)
+        with self._writer.lock:
+            if not self.io.exists(path):
+                raise CheckpointNotFound(
+                    f"session {self.id!r} has no checkpoint {checkpoint_id!r}")
+            self._checkpoints.delete(checkpoint_id)
+
+    # --- fork ---
+
+    def fork(
+        self, new_id: str | None = None, *, at_seq: int | None = None,
+        at_checkpoint: str | None = None, **options: Any,
+    ) -> Session:
+        """Fork this session: see ``Store.fork_session``. Returns the new session, open
+        for writing."""
+        if self._store is None:
+            raise InvalidSetting("this session was not opened through a Store; use "
+                                 "Store.fork_session")
+        return self._store.fork_session(self.id, new_id, at_seq=at_seq,
+                                        at_checkpoint=at_checkpoint, source=self, **options)
 
     # --- lifecycle ---
 
@@ -442,6 +877,19 @@ class Session(SessionReader):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_METADATA_FIELDS = ("title", "tags", "metadata")
+
+
+def _check_seq(seq: object, name: str = "seq") -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise SeqOutOfRange(f"{name} must be an int >= 0, not {seq!r}")
+    return seq
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, CorruptionError) else str(exc)
 
 
 def _kind_of(event: object, kind: str | None) -> str:

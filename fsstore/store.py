@@ -1,22 +1,26 @@
 """The store root: a folder of sessions.
 
-Creating, deleting and listing sessions; finding a store the way git finds a repository;
-and ``verify``, the read-only check of everything in it.
+Creating, forking, deleting and listing sessions; a session's lineage; finding a store
+the way git finds a repository; and ``verify``, the read-only check of everything in it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 from . import layout, manifest
 from .errors import (
     CorruptionError,
     Finding,
     FormatVersionError,
+    InvalidSetting,
     NotAStore,
+    SeqOutOfRange,
     SessionExists,
+    SessionLocked,
     SessionNotFound,
     StoreNotFound,
 )
@@ -26,10 +30,21 @@ from .log import (
     DEFAULT_SEGMENT_SIZE,
     Durability,
     check_settings,
+    copy_log_prefix,
     encode_segment_header,
     write_tail_hint,
 )
-from .session import Session, SessionInfo, SessionReader, acquire_writer_lock, new_manifest
+from .session import (
+    ForkOrigin,
+    Session,
+    SessionInfo,
+    SessionReader,
+    acquire_writer_lock,
+    new_manifest,
+)
+from .snapshot import SnapshotDir, SnapshotPolicy
+
+_UNSET: Any = object()
 
 STORE_ENV = "FSSTORE_STORE"
 
@@ -41,13 +56,15 @@ def open_store(
     durability: Durability | str | None = None,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    snapshots: SnapshotPolicy | None = None,
     io: FileIO | None = None,
 ) -> Store:
     """Open the store at ``path``, creating it if it does not exist (or is an empty
     folder) and ``create`` is true.
 
-    ``durability``, ``segment_size`` and ``max_record_bytes`` are the defaults for the
-    sessions opened through this store; each ``open_session`` may override durability.
+    ``durability``, ``segment_size``, ``max_record_bytes`` and ``snapshots`` (when the
+    state is snapshotted) are the settings of the sessions opened through this store;
+    each ``open_session`` may override durability.
     """
     io = io or FileIO()
     check_settings(segment_size, max_record_bytes)
@@ -59,7 +76,7 @@ def open_store(
         _create_store(io, root)
     manifest.read(io, manifest_path, manifest.STORE_FORMAT)
     return Store(root, io=io, durability=Durability.of(durability), segment_size=segment_size,
-                 max_record_bytes=max_record_bytes)
+                 max_record_bytes=max_record_bytes, snapshots=snapshots or SnapshotPolicy())
 
 
 def _create_store(io: FileIO, root: str) -> None:
@@ -102,13 +119,14 @@ class Store:
 
     def __init__(
         self, path: str, *, io: FileIO, durability: Durability, segment_size: int,
-        max_record_bytes: int,
+        max_record_bytes: int, snapshots: SnapshotPolicy,
     ) -> None:
         self.path = path
         self.io = io
         self.durability = durability
         self.segment_size = segment_size
         self.max_record_bytes = max_record_bytes
+        self.snapshots = snapshots
 
     def __repr__(self) -> str:
         return f"<fsstore.Store {self.path!r}>"
@@ -163,12 +181,169 @@ class Store:
             self.io, self._session_path(session_id), session_id,
             durability=self.durability if durability is None else durability,
             segment_size=self.segment_size, max_record_bytes=self.max_record_bytes,
-            lock_timeout=lock_timeout,
+            lock_timeout=lock_timeout, snapshots=self.snapshots, store=self,
         )
 
     def read_session(self, session_id: str) -> SessionReader:
         """Open a session for reading, without a lock, alongside any writer."""
-        return SessionReader(self.io, self._session_path(session_id), session_id)
+        return SessionReader(self.io, self._session_path(session_id), session_id,
+                             self.snapshots)
+
+    def fork_session(
+        self, source_id: str, new_id: str | None = None, *, at_seq: int | None = None,
+        at_checkpoint: str | None = None, title: str | None = _UNSET,
+        tags: Iterable[str] = _UNSET, metadata: Mapping[str, Any] = _UNSET,
+        durability: Durability | str | None = None, source: Session | None = None,
+    ) -> Session:
+        """Create session ``new_id`` whose history is ``source_id``'s up to ``at_seq``
+        (default: its head) or up to the seq checkpoint ``at_checkpoint`` froze, with the
+        state it had there, and open it for writing. Its seqs go on from there; it
+        records its parent (see :meth:`lineage`); title, tags and metadata are the
+        parent's unless given.
+
+        The history is not copied: the parent's sealed segments are shared by hard link
+        (copied where the filesystem refuses links), so the fork costs about the same for
+        a long history as for a short one, and stays whole when the parent grows, is
+        cleared or is deleted. Only the segment holding the fork point is copied up to
+        it; when the parent has no writer elsewhere and the fork is at its head, that
+        segment is sealed first, so nothing is copied. The new session appears whole or
+        not at all.
+
+        ``source`` is the parent's open writer, when the caller holds it
+        (``Session.fork`` passes it).
+        """
+        new_id = layout.new_session_id() if new_id is None else new_id
+        final = self._session_path(new_id)  # checks the id before anything is touched
+        if at_seq is not None and at_checkpoint is not None:
+            raise InvalidSetting("fork at_seq or at_checkpoint, not both")
+        if at_checkpoint is not None:
+            layout.check_checkpoint_id(at_checkpoint)
+        if at_seq is not None and (isinstance(at_seq, bool) or not isinstance(at_seq, int)
+                                   or at_seq < 0):
+            raise SeqOutOfRange(f"at_seq must be an int >= 0, not {at_seq!r}")
+        if self.io.exists(final):
+            raise SessionExists(f"session {new_id!r} already exists at {final}")
+        owner = None
+        if source is None:
+            try:
+                source = owner = self.open_session(source_id)
+            except SessionLocked:
+                pass  # written elsewhere: fork from what is on disk, without a lock
+        try:
+            reader = source if source is not None else self.read_session(source_id)
+            self._fork(reader, source, final, new_id, at_seq, at_checkpoint, title, tags,
+                       metadata)
+        finally:
+            if owner is not None:
+                owner.close()
+        return self.open_session(new_id, durability=durability)
+
+    def _fork(
+        self, reader: SessionReader, writer: Session | None, final: str, new_id: str,
+        at_seq: int | None, at_checkpoint: str | None, title: Any, tags: Any, metadata: Any,
+    ) -> ForkOrigin:
+        if writer is not None:
+            with writer._writer.lock:
+                log = writer._writer
+                log.flush()
+                if at_checkpoint is None and at_seq in (None, log.head):
+                    # Seal the active segment, so the whole history is in sealed
+                    # segments that can be shared: nothing is copied.
+                    log.roll_over()
+                return self._build_fork(reader, final, new_id, at_seq, at_checkpoint, title,
+                                        tags, metadata)
+        return self._build_fork(reader, final, new_id, at_seq, at_checkpoint, title, tags,
+                                metadata)
+
+    def _build_fork(
+        self, reader: SessionReader, final: str, new_id: str, at_seq: int | None,
+        at_checkpoint: str | None, title: Any, tags: Any, metadata: Any,
+    ) -> ForkOrigin:
+        tail = reader._log.tail()
+        if at_checkpoint is not None:
+            image = reader._checkpoint_image(at_checkpoint)
+            if image.log_start != tail.log_start:
+                raise SeqOutOfRange(
+                    f"session {reader.id!r} was cleared after checkpoint {at_checkpoint!r}: "
+                    "the history up to it is gone, so it cannot be forked (load_checkpoint "
+                    "still returns its state)")
+            seq = image.seq
+        else:
+            seq = tail.head if at_seq is None else at_seq
+            image = reader._load_state(seq, past=True).image
+        origin = ForkOrigin(reader.id, seq, at_checkpoint)
+        data = new_manifest(
+            new_id,
+            reader.title if title is _UNSET else title,
+            reader.tags if tags is _UNSET else tags,
+            reader.metadata if metadata is _UNSET else metadata,
+        )
+        data["parent"] = {"id": origin.parent, "seq": seq, "checkpoint": at_checkpoint,
+                          "forked": datetime.now(timezone.utc).isoformat()}
+        data["metadata_seq"] = seq
+        sessions = layout.sessions_dir(self.path)
+        temp = os.path.join(sessions, layout.temp_name(new_id))
+        self.io.mkdir(temp)
+        try:
+            manifest.write(self.io, layout.session_manifest_path(temp), data)
+            log_path = layout.log_dir(temp)
+            self.io.mkdir(log_path)
+            try:
+                position = copy_log_prefix(self.io, reader._log, log_path, seq)
+            except FileNotFoundError as exc:
+                raise SeqOutOfRange(
+                    f"session {reader.id!r} was cleared or deleted while it was being "
+                    f"forked ({exc.filename}); retry") from None
+            SnapshotDir(self.io, temp).write(seq, tail.log_start, position, image.body())
+            self.io.fsync_dir(temp)
+            try:
+                self.io.rename(temp, final)
+            except OSError as exc:
+                raise SessionExists(f"session {new_id!r} already exists at {final}") from exc
+        except BaseException:
+            if self.io.exists(temp):
+                self.io.rmtree(temp)
+            raise
+        self.io.fsync_dir(sessions)
+        return origin
+
+    def lineage(self, session_id: str) -> Lineage:
+        """A session's ancestors (its parent first) and every session forked from it or
+        from its forks (breadth first), each as a :class:`Relation`."""
+        reader = self.read_session(session_id)
+        ancestors: list[Relation] = []
+        seen = {session_id}
+        child, origin = session_id, reader.parent
+        while origin is not None and origin.parent not in seen:
+            seen.add(origin.parent)
+            try:
+                parent_origin = self.read_session(origin.parent).parent
+                exists = True
+            except (SessionNotFound, CorruptionError, FormatVersionError):
+                parent_origin, exists = None, False
+            ancestors.append(Relation(child, origin.parent, origin.seq, origin.checkpoint,
+                                      exists))
+            child, origin = origin.parent, parent_origin
+        children: dict[str, list[Relation]] = {}
+        for other in self.session_ids():
+            try:
+                other_origin = self.read_session(other).parent
+            except (SessionNotFound, CorruptionError, FormatVersionError):
+                continue
+            if other_origin is not None:
+                children.setdefault(other_origin.parent, []).append(Relation(
+                    other, other_origin.parent, other_origin.seq, other_origin.checkpoint,
+                    True))
+        forks: list[Relation] = []
+        queue, visited = [session_id], {session_id}
+        while queue:
+            current = queue.pop(0)
+            for relation in sorted(children.get(current, []), key=lambda r: r.session):
+                if relation.session not in visited:
+                    visited.add(relation.session)
+                    forks.append(relation)
+                    queue.append(relation.session)
+        return Lineage(session_id, ancestors, forks)
 
     def has_session(self, session_id: str) -> bool:
         path = self._session_path(session_id)
@@ -277,3 +452,20 @@ def _create_log(io: FileIO, path: str) -> None:
     finally:
         io.close(fd)
     write_tail_hint(io, path, 1)
+
+
+class Relation(NamedTuple):
+    """One fork: ``session`` was forked from ``parent`` at the parent's ``seq`` (at
+    ``checkpoint``, if given). ``parent_exists`` is False once the parent was deleted."""
+
+    session: str
+    parent: str
+    seq: int
+    checkpoint: str | None
+    parent_exists: bool
+
+
+class Lineage(NamedTuple):
+    session: str
+    ancestors: list[Relation]  # this session's fork first, then its parent's, ...
+    forks: list[Relation]  # every descendant, breadth first

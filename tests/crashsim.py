@@ -142,6 +142,11 @@ class CrashSimIO(FileIO):
         super().unlink(path)
         self._after()
 
+    def link(self, src: str, dst: str) -> None:
+        self._step()
+        super().link(src, dst)
+        self._after()
+
     def rmtree(self, path: str) -> None:
         self._step()
         super().rmtree(path)

@@ -1,0 +1,303 @@
+"""Snapshot and checkpoint files: a session's state frozen at a seq, checksummed.
+
+Format (docs/FORMAT.md, section 11)::
+
+    file   = header(80 bytes) meta(meta_len bytes) body(body_len bytes)
+    header = magic "\\x89FSSNAP\\n" major:u16 minor:u16 kind:u32 seq:u64 log_start:u64
+             segment:u64 offset:u64 created_ns:u64 meta_len:u32 meta_crc:u32
+             body_len:u32 body_crc:u32 header_crc:u32
+
+``meta`` is a small msgpack map (a checkpoint's id, label and kind), read alone when
+checkpoints are listed. ``body`` is the msgpack image: the state and the recent commit
+ids. (segment, offset) is the log position right after ``seq``, so that loading reads
+only the log after it.
+
+Snapshots live in ``state/`` and are a cache: a missing, torn or damaged one is skipped
+for an older one or a replay of the log. Checkpoints live in ``checkpoints/`` and are
+kept until deleted. Both are written whole under a temp name, fsynced and renamed in.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import msgspec
+from crc32c import crc32c
+
+from . import layout
+from .errors import CorruptionError, FormatVersionError, InvalidSetting
+from .fsio import FileIO
+from .log import LogPosition
+
+SNAPSHOT_MAGIC = b"\x89FSSNAP\n"
+SNAPSHOT_MAJOR = 1
+SNAPSHOT_MINOR = 0
+KIND_SNAPSHOT = 1
+KIND_CHECKPOINT = 2
+_HEADER = struct.Struct("<8sHHIQQQQQIIIII")
+HEADER_SIZE = _HEADER.size  # 80
+MAX_META_BYTES = 1 << 20
+#: A snapshot body larger than this is not read (the whole state is held in memory).
+MAX_BODY_BYTES = (1 << 32) - 1
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _refuse_ext(code: int, data: memoryview) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+_decoder = msgspec.msgpack.Decoder(ext_hook=_refuse_ext)
+
+
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    """When a session's writer snapshots its state, and what it keeps.
+
+    A snapshot is taken when ``every_events`` events or ``every_bytes`` bytes of log
+    were written since the last one (None: never by that measure), on ``snapshot()``,
+    and never more often than that. The newest ``keep`` snapshots are kept. The ids of
+    the last ``commit_ids`` commits are remembered, to make commits with a commit id
+    idempotent.
+    """
+
+    every_events: int | None = 50_000
+    every_bytes: int | None = 16 << 20
+    keep: int = 3
+    commit_ids: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("every_events", "every_bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise InvalidSetting(f"snapshot {name} must be an int >= 1 or None, not "
+                                     f"{value!r}")
+        for name in ("keep", "commit_ids"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidSetting(f"snapshot {name} must be an int >= 1, not {value!r}")
+
+
+class SnapshotHeader(NamedTuple):
+    kind: int
+    seq: int  # the last seq the state covers
+    log_start: int  # the log start of the history it was folded from
+    position: LogPosition  # the log position right after seq
+    created_ns: int
+    meta_len: int
+    meta_crc: int
+    body_len: int
+    body_crc: int
+
+
+class SnapshotFile(NamedTuple):
+    """A decoded, checksum-verified snapshot or checkpoint file."""
+
+    header: SnapshotHeader
+    meta: dict[str, Any]
+    body: dict[str, Any]
+
+
+def encode(
+    kind: int, seq: int, log_start: int, position: LogPosition, meta: dict[str, Any],
+    body: dict[str, Any],
+) -> bytes:
+    meta_raw = _encoder.encode(meta)
+    body_raw = _encoder.encode(body)
+    if len(body_raw) > MAX_BODY_BYTES:
+        raise ValueError(f"state encodes to {len(body_raw)} bytes, over {MAX_BODY_BYTES}")
+    fields = _HEADER.pack(
+        SNAPSHOT_MAGIC, SNAPSHOT_MAJOR, SNAPSHOT_MINOR, kind, seq, log_start,
+        position.segment, position.offset, time.time_ns(), len(meta_raw), crc32c(meta_raw),
+        len(body_raw), crc32c(body_raw), 0,
+    )[:-4]
+    return b"".join((fields, struct.pack("<I", crc32c(fields)), meta_raw, body_raw))
+
+
+def decode_header(raw: bytes, path: str) -> SnapshotHeader:
+    if len(raw) < HEADER_SIZE:
+        raise CorruptionError("snapshot header is cut short", path=path, offset=0)
+    (magic, major, minor, kind, seq, log_start, segment, offset, created_ns, meta_len,
+     meta_crc, body_len, body_crc, header_crc) = _HEADER.unpack_from(raw)
+    if magic != SNAPSHOT_MAGIC:
+        raise CorruptionError("not an fsstore snapshot (bad magic)", path=path, offset=0)
+    if crc32c(raw[: HEADER_SIZE - 4]) != header_crc:
+        raise CorruptionError("snapshot header checksum mismatch", path=path, offset=0)
+    if major > SNAPSHOT_MAJOR:
+        raise FormatVersionError(
+            f"{path}: snapshot format {major}.{minor} is newer than the "
+            f"{SNAPSHOT_MAJOR}.{SNAPSHOT_MINOR} this fsstore reads; upgrade fsstore to read it")
+    if meta_len > MAX_META_BYTES:
+        raise CorruptionError(f"snapshot meta length {meta_len} is over the limit", path=path,
+                              offset=0)
+    return SnapshotHeader(kind, seq, log_start, LogPosition(segment, offset), created_ns,
+                          meta_len, meta_crc, body_len, body_crc)
+
+
+def _decode_map(raw: bytes, what: str, path: str, offset: int) -> dict[str, Any]:
+    try:
+        value = _decoder.decode(raw)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise CorruptionError(f"snapshot {what} does not decode: {exc}", path=path,
+                              offset=offset) from None
+    if not isinstance(value, dict):
+        raise CorruptionError(f"snapshot {what} is not a map", path=path, offset=offset)
+    return value
+
+
+def read(io: FileIO, path: str, *, with_body: bool = True) -> SnapshotFile:
+    """Read and verify a snapshot or checkpoint file (only its header and meta when
+    ``with_body`` is False). Raises CorruptionError naming the file and offset, or
+    FileNotFoundError."""
+    fd = io.open(path, os.O_RDONLY)
+    try:
+        size = io.size(fd)
+        header = decode_header(io.pread(fd, HEADER_SIZE, 0), path)
+        # Lengths are checked against the file's size before anything is allocated.
+        expected = HEADER_SIZE + header.meta_len + header.body_len
+        if size != expected:
+            raise CorruptionError(f"snapshot file is {size} bytes, its header says {expected} "
+                                  "(torn or damaged)", path=path, offset=0)
+        meta_raw = io.pread(fd, header.meta_len, HEADER_SIZE)
+        body_raw = (io.pread(fd, header.body_len, HEADER_SIZE + header.meta_len)
+                    if with_body else b"")
+    finally:
+        io.close(fd)
+    if crc32c(meta_raw) != header.meta_crc:
+        raise CorruptionError("snapshot meta checksum mismatch", path=path, offset=HEADER_SIZE)
+    meta = _decode_map(meta_raw, "meta", path, HEADER_SIZE)
+    body: dict[str, Any] = {}
+    if with_body:
+        body_offset = HEADER_SIZE + header.meta_len
+        if crc32c(body_raw) != header.body_crc:
+            raise CorruptionError("snapshot body checksum mismatch", path=path,
+                                  offset=body_offset)
+        body = _decode_map(body_raw, "body", path, body_offset)
+    return SnapshotFile(header, meta, body)
+
+
+# --- the state/ folder -------------------------------------------------------------------
+
+
+class SnapshotDir:
+    """The ``state/`` folder of a session: snapshots named by the seq they cover."""
+
+    def __init__(self, io: FileIO, session_path: str) -> None:
+        self.io = io
+        self.session_path = session_path
+        self.path = layout.state_dir(session_path)
+
+    def file_path(self, seq: int) -> str:
+        return os.path.join(self.path, layout.snapshot_name(seq))
+
+    def seqs(self) -> list[int]:
+        """Seqs of the snapshot files present, oldest first (not yet verified)."""
+        try:
+            return layout.snapshot_seqs(self.io.listdir(self.path))
+        except FileNotFoundError:
+            return []
+
+    def write(self, seq: int, log_start: int, position: LogPosition,
+              body: dict[str, Any]) -> str:
+        """Write a snapshot atomically (temp file, fsync, rename, fsync of the folder)."""
+        ensure_dir(self.io, self.path)
+        path = self.file_path(seq)
+        self.io.atomic_write(path, encode(KIND_SNAPSHOT, seq, log_start, position, {}, body))
+        return path
+
+    def prune(self, keep: int) -> None:
+        """Remove all but the newest ``keep`` snapshots, and temp files an interrupted
+        write left. Removing never loses history: the log holds it."""
+        try:
+            names = self.io.listdir(self.path)
+        except FileNotFoundError:
+            return
+        seqs = layout.snapshot_seqs(names)
+        doomed = [self.file_path(seq) for seq in seqs[: max(len(seqs) - keep, 0)]]
+        doomed += [os.path.join(self.path, name) for name in names
+                   if name.startswith(layout.TEMP_PREFIX)]
+        for path in doomed:
+            try:
+                self.io.unlink(path)
+            except FileNotFoundError:
+                pass
+        if doomed:
+            self.io.fsync_dir(self.path)
+
+
+def ensure_dir(io: FileIO, path: str) -> None:
+    """Create a session's ``state/`` or ``checkpoints/`` folder if it is missing, durably
+    (a session made before either existed has neither)."""
+    if not io.exists(path):
+        try:
+            io.mkdir(path)
+        except FileExistsError:
+            return
+        io.fsync_dir(os.path.dirname(path))
+
+
+# --- the checkpoints/ folder -------------------------------------------------------------
+
+CHECKPOINT_KINDS = ("manual", "turn", "automatic")
+
+
+class CheckpointInfo(NamedTuple):
+    """What ``checkpoints()`` says of one checkpoint."""
+
+    id: str
+    label: str | None
+    kind: str  # "manual", "turn" or "automatic"
+    seq: int  # the head it froze
+    created: float  # seconds since the epoch
+
+
+class CheckpointDir:
+    """The ``checkpoints/`` folder of a session: one file per checkpoint, named by id."""
+
+    def __init__(self, io: FileIO, session_path: str) -> None:
+        self.io = io
+        self.path = layout.checkpoints_dir(session_path)
+        self.session_path = session_path
+
+    def file_path(self, checkpoint_id: str) -> str:
+        return layout.checkpoint_path(self.session_path, checkpoint_id)
+
+    def ids(self) -> list[str]:
+        try:
+            return layout.checkpoint_ids(self.io.listdir(self.path))
+        except FileNotFoundError:
+            return []
+
+    def info(self, checkpoint_id: str) -> CheckpointInfo:
+        """Read one checkpoint's header and meta (not its state)."""
+        path = self.file_path(checkpoint_id)
+        return _checkpoint_info(checkpoint_id, read(self.io, path, with_body=False), path)
+
+    def write(self, checkpoint_id: str, label: str | None, kind: str, seq: int, log_start: int,
+              position: LogPosition, body: dict[str, Any]) -> CheckpointInfo:
+        ensure_dir(self.io, self.path)
+        created = time.time()
+        meta = {"id": checkpoint_id, "label": label, "kind": kind, "created": created}
+        data = encode(KIND_CHECKPOINT, seq, log_start, position, meta, body)
+        self.io.atomic_write(self.file_path(checkpoint_id), data)
+        return CheckpointInfo(checkpoint_id, label, kind, seq, created)
+
+    def delete(self, checkpoint_id: str) -> None:
+        self.io.unlink(self.file_path(checkpoint_id))
+        self.io.fsync_dir(self.path)
+
+
+def _checkpoint_info(checkpoint_id: str, file: SnapshotFile, path: str) -> CheckpointInfo:
+    meta = file.meta
+    label, kind, created = meta.get("label"), meta.get("kind"), meta.get("created")
+    if (file.header.kind != KIND_CHECKPOINT or meta.get("id") != checkpoint_id
+            or not isinstance(kind, str) or not isinstance(created, (int, float))
+            or not (label is None or isinstance(label, str))):
+        raise CorruptionError("checkpoint meta does not match its file name", path=path,
+                              offset=HEADER_SIZE)
+    return CheckpointInfo(checkpoint_id, label, kind, file.header.seq, float(created))

@@ -1,0 +1,251 @@
+"""A session's state: a dict folded from the log's ``fsstore.state`` records.
+
+The log is the authority. Every state change is a record in it, in the same batch as
+the events it was committed with, so the state at any seq is the fold of the records up
+to that seq. Snapshot files (``snapshot.py``) are a cache of that fold: loading the state
+is the newest snapshot that holds up plus a replay of the records after it.
+
+A state record's data (docs/FORMAT.md, section 11)::
+
+    {"ops": [op, ...], "commit": COMMIT_ID?, "events": N?}
+    op = ["set", KEY, VALUE] | ["delete", KEY] | ["merge", PATCH] | ["replace", STATE]
+
+``merge`` applies a JSON merge patch (RFC 7386) to the whole state. ``commit`` and
+``events`` make a commit idempotent: the N events before the record belong to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import msgspec
+
+from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, SeqOutOfRange
+from .fsio import FileIO
+from .log import Event, LogPosition, LogReader
+from .snapshot import SnapshotDir, SnapshotFile, read
+
+logger = logging.getLogger("fsstore")
+
+STATE_RECORD = "fsstore.state"
+#: Frames holding none of the store's own records are skipped unread by a state replay.
+RECORD_MARKER = b"fsstore."
+DEFAULT_COMMIT_ID_WINDOW = 10_000
+OPS = ("set", "delete", "merge", "replace")
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+def copy_value(value: Any) -> Any:
+    """A deep copy of a stored value, as the log would give it back (tuples become lists)."""
+    return _decoder.decode(_encoder.encode(value))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: dicts merge key by key, ``None`` deletes a key, any
+    other value replaces. Returns the result; ``target`` is changed in place when it is a
+    dict."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(target, dict):
+        target = {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = merge_patch(target.get(key), value)
+    return target
+
+
+def normalize_ops(ops: list[list[Any]]) -> list[list[Any]]:
+    """Check state operations and return them as the log will give them back. Raises
+    InvalidState for anything a replay could not apply the same way."""
+    for op in ops:
+        name = op[0]
+        if name in ("set", "delete") and not isinstance(op[1], str):
+            raise InvalidState(f"state keys must be strs, not {type(op[1]).__name__}")
+        if name in ("merge", "replace") and not isinstance(op[1], dict):
+            raise InvalidState(f"a whole-state {name} needs a dict, not {type(op[1]).__name__}")
+        if name in ("merge", "replace") and not all(isinstance(k, str) for k in op[1]):
+            raise InvalidState("state keys must be strs")
+    try:
+        return _decoder.decode(_encoder.encode(ops))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidState(f"state value cannot be stored as msgpack: {exc}") from None
+
+
+class CommitRecord(NamedTuple):
+    first_seq: int
+    last_seq: int
+
+
+class StateImage:
+    """The fold of a log's state records up to ``seq``: the state and the ids of the
+    last ``window`` commits."""
+
+    def __init__(self, seq: int, log_start: int, window: int = DEFAULT_COMMIT_ID_WINDOW,
+                 state: dict[str, Any] | None = None,
+                 commits: Iterable[tuple[str, int, int]] = ()) -> None:
+        self.seq = seq
+        self.log_start = log_start
+        self.window = window
+        self.state: dict[str, Any] = {} if state is None else state
+        self.commits: OrderedDict[str, CommitRecord] = OrderedDict(
+            (cid, CommitRecord(first, last)) for cid, first, last in commits)
+
+    def apply_ops(self, ops: list[list[Any]]) -> None:
+        """Apply normalised ops (see :func:`normalize_ops`)."""
+        state = self.state
+        for op in ops:
+            name = op[0]
+            if name == "set":
+                state[op[1]] = op[2]
+            elif name == "delete":
+                state.pop(op[1], None)
+            elif name == "merge":
+                merge_patch(state, op[1])
+            elif name == "replace":
+                self.state = state = op[1]
+            else:
+                raise ValueError(f"unknown state operation {name!r}")
+
+    def remember_commit(self, commit_id: str, first_seq: int, last_seq: int) -> None:
+        self.commits[commit_id] = CommitRecord(first_seq, last_seq)
+        self.commits.move_to_end(commit_id)
+        while len(self.commits) > self.window:
+            self.commits.popitem(last=False)
+
+    def apply(self, event: Event, path: str) -> None:
+        """Fold one state record read from the log."""
+        data = event.data
+        try:
+            ops = data["ops"]
+            if not isinstance(ops, list) or not all(
+                    isinstance(op, list) and op and op[0] in OPS for op in ops):
+                raise ValueError("malformed ops")
+            self.apply_ops(ops)
+            commit_id = data.get("commit")
+            if commit_id is not None:
+                self.remember_commit(commit_id, event.seq - int(data.get("events", 0)),
+                                     event.seq)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # A checksum-valid record a writer wrote, that this fsstore cannot apply.
+            raise FormatVersionError(
+                f"{path}: state record at seq {event.seq} cannot be applied ({exc}); it was "
+                "written by a newer fsstore, or by hand") from None
+
+    def body(self) -> dict[str, Any]:
+        return {"state": self.state,
+                "commits": [[cid, r.first_seq, r.last_seq] for cid, r in self.commits.items()]}
+
+    @classmethod
+    def from_file(cls, file: SnapshotFile, window: int, path: str) -> StateImage:
+        body = file.body
+        state, commits = body.get("state"), body.get("commits", [])
+        if not isinstance(state, dict) or not isinstance(commits, list):
+            raise CorruptionError("snapshot body lacks a state map", path=path)
+        try:
+            triples = [(str(c), int(f), int(last)) for c, f, last in commits]
+        except (TypeError, ValueError):
+            raise CorruptionError("snapshot commit list is malformed", path=path) from None
+        return cls(file.header.seq, file.header.log_start, window, state, triples)
+
+    def copy(self) -> StateImage:
+        return StateImage(self.seq, self.log_start, self.window, copy_value(self.state),
+                          [(cid, r.first_seq, r.last_seq) for cid, r in self.commits.items()])
+
+
+class Loaded(NamedTuple):
+    image: StateImage
+    position: LogPosition | None  # the log position right after image.seq, when known
+    source: str | None  # the snapshot or checkpoint it started from; None: a full replay
+    findings: list[Finding]
+
+
+def load(
+    io: FileIO, reader: LogReader, snapshots: SnapshotDir, *, until_seq: int | None = None,
+    window: int = DEFAULT_COMMIT_ID_WINDOW, extra_bases: Iterable[tuple[int, str]] = (),
+) -> Loaded:
+    """The state at ``until_seq`` (default: the head): the newest snapshot at or before it
+    that holds up, plus a replay of the state records after it.
+
+    A snapshot holds up when its checksums match, it was folded from the log as it stands
+    (same log start) and its seq is within the log. One that does not is reported in the
+    findings (and logged) and skipped, never trusted. ``extra_bases`` are more files to
+    start from, as (seq, path): checkpoints, for a state in the past.
+    """
+    _, log_start, end = reader.locate_tail()
+    head = end.next_seq - 1
+    target = head if until_seq is None else until_seq
+    if not log_start - 1 <= target <= head:
+        raise SeqOutOfRange(
+            f"{reader.path}: seq {target} is outside the history the log holds "
+            f"({log_start - 1} to {head}); seqs before {log_start} were cleared")
+    findings: list[Finding] = []
+    bases = [(seq, snapshots.file_path(seq)) for seq in snapshots.seqs() if seq <= target]
+    bases += [(seq, path) for seq, path in extra_bases if seq <= target]
+    for _, path in sorted(bases, reverse=True):
+        try:
+            file = read(io, path)
+            image = StateImage.from_file(file, window, path)
+        except FileNotFoundError:
+            continue  # pruned meanwhile
+        except (CorruptionError, FormatVersionError) as exc:
+            findings.append(Finding("problem", path, getattr(exc, "offset", None),
+                                    f"snapshot skipped, not trusted: {_reason(exc)}"))
+            continue
+        if image.log_start != log_start:
+            findings.append(Finding(
+                "note", path, None, f"snapshot skipped: it is of the log before a clear (log "
+                f"start {image.log_start}, now {log_start})"))
+            continue
+        if not log_start - 1 <= image.seq <= head:
+            findings.append(Finding(
+                "problem", path, None, f"snapshot skipped: it covers seq {image.seq}, past the "
+                f"end of the log ({head})"))
+            continue
+        position: LogPosition | None = file.header.position
+        if position is not None and not reader.position_holds(position, image.seq):
+            position = None
+        return Loaded(image, _replay(reader, image, position, target), path, _logged(findings))
+    image = StateImage(log_start - 1, log_start, window)
+    return Loaded(image, _replay(reader, image, None, target), None, _logged(findings))
+
+
+def _replay(reader: LogReader, image: StateImage, position: LogPosition | None,
+            target: int) -> LogPosition | None:
+    """Fold the state records after ``image.seq`` up to ``target`` into ``image``; return
+    the log position right after ``target`` when that is a frame boundary."""
+    if image.seq == target:
+        return position
+    if position is not None:
+        scans = reader.scans_from(position, image.seq, target, RECORD_MARKER)
+    else:
+        scans = reader.scans(image.seq, target, RECORD_MARKER)
+    reached, path, end = image.seq, reader.path, None
+    for scan in scans:
+        for event in scan:
+            if event.kind == STATE_RECORD:
+                image.apply(event, scan.path)
+        reached, path = scan.expect_seq - 1, scan.path
+        end = LogPosition(scan.segment, scan.end) if scan.expect_seq == target + 1 else None
+    if reached < target:
+        raise CorruptionError(
+            f"the log ends at seq {reached} while its tail says {target}: a segment is "
+            "missing", path=path)
+    image.seq = target
+    return end
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, CorruptionError) else str(exc)
+
+
+def _logged(findings: list[Finding]) -> list[Finding]:
+    for finding in findings:
+        logger.warning("%s", finding)
+    return findings

@@ -1,0 +1,466 @@
+"""A session's state: set, delete, merge, commits with a head check and commit ids, and
+loading from snapshots plus the log."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import tree_snapshot
+
+import fsstore
+from fsstore import STATE_RECORD, SnapshotPolicy
+from fsstore.fsio import FileIO
+from fsstore.snapshot import SnapshotDir
+from fsstore.state import merge_patch
+
+
+def fold(reader) -> dict:
+    """The state computed straight from the log, independently of fsstore's loader."""
+    state: dict = {}
+    for event in reader.events():
+        if event.kind != STATE_RECORD:
+            continue
+        for op in event.data["ops"]:
+            if op[0] == "set":
+                state[op[1]] = op[2]
+            elif op[0] == "delete":
+                state.pop(op[1], None)
+            else:
+                state = merge_patch(state, op[1])
+    return state
+
+
+# --- merge patch (RFC 7386, appendix A) ---------------------------------------------------
+
+@pytest.mark.parametrize(("target", "patch", "result"), [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+])
+def test_merge_patch_follows_rfc_7386(target, patch, result):
+    assert merge_patch(target, patch) == result
+
+
+# --- state operations ----------------------------------------------------------------------
+
+def test_set_get_delete_and_merge_change_the_state(store):
+    with store.create_session("s") as session:
+        assert session.state() == {}
+        session.set_state("plan", ["read", "fix"])
+        session.set_state("empty", None)
+        session.merge_state({"count": 1, "tools": {"grep": 1}})
+        session.merge_state({"grep": None, "sed": 2}, key="tools")
+        session.delete_state("missing")
+        session.delete_state("count")
+        expected = {"plan": ["read", "fix"], "empty": None, "tools": {"sed": 2}}
+        assert session.state() == expected
+        assert session.get_state("plan") == ["read", "fix"]
+        assert session.get_state("nope", 7) == 7
+    assert store.read_session("s").state() == expected
+    assert fold(store.read_session("s")) == expected
+
+
+def test_state_reads_are_copies(store):
+    with store.create_session("s") as session:
+        session.set_state("plan", ["a"])
+        session.get_state("plan").append("b")
+        session.state()["plan"].append("c")
+        assert session.state() == {"plan": ["a"]}
+        value = {"nested": [1]}
+        session.set_state("v", value)
+        value["nested"].append(2)  # the caller's object is not the stored one
+        assert session.get_state("v") == {"nested": [1]}
+
+
+def test_state_changes_are_log_records(store):
+    with store.create_session("s") as session:
+        seq = session.set_state("k", 1)
+        (event,) = session.events(after_seq=seq - 1)
+        assert (event.seq, event.kind) == (seq, STATE_RECORD)
+        assert event.data == {"ops": [["set", "k", 1]]}
+
+
+@pytest.mark.parametrize(("call", "args"), [
+    ("set_state", (1, "v")),
+    ("set_state", ("k", object())),
+    ("set_state", ("k", {"nested": 2**65})),
+    ("merge_state", (["not", "a", "dict"],)),
+    ("merge_state", ({1: "int key"},)),
+    ("delete_state", (None,)),
+])
+def test_bad_state_changes_raise_invalid_state_and_write_nothing(store, call, args):
+    with store.create_session("s") as session:
+        session.set_state("k", 1)
+        before = tree_snapshot(store.path)
+        with pytest.raises(fsstore.InvalidState):
+            getattr(session, call)(*args)
+        assert tree_snapshot(store.path) == before
+        assert session.state() == {"k": 1}
+
+
+def test_state_survives_reopen_and_is_rebuilt_from_the_log_alone(store):
+    with store.create_session("s") as session:
+        for i in range(20):
+            session.merge_state({f"k{i % 5}": i})
+        session.snapshot()
+        session.merge_state({"after": True})
+        expected = session.state()
+    with store.open_session("s") as session:
+        assert session.state() == expected
+    for name in os.listdir(os.path.join(store.path, "sessions", "s", "state")):
+        os.unlink(os.path.join(store.path, "sessions", "s", "state", name))
+    assert store.read_session("s").state() == expected == fold(store.read_session("s"))
+
+
+# --- commits -------------------------------------------------------------------------------
+
+def test_commit_writes_events_and_state_change_as_one_batch(store):
+    with store.create_session("s") as session:
+        session.append({"before": 1})
+        result = session.commit([{"a": 1}, {"b": 2}], state_patch={"done": ["a", "b"]})
+        assert result.seqs == [2, 3] and result.head == 4 and not result.duplicate
+        events = list(session.events())
+        assert [e.kind for e in events[1:]] == ["event", "event", STATE_RECORD]
+        assert len({e.ts for e in events[1:]}) == 1  # one frame: one timestamp
+        assert session.state() == {"done": ["a", "b"]}
+
+
+def test_commit_with_the_expected_head_lands(store):
+    with store.create_session("s") as session:
+        session.append({"x": 1})
+        result = session.commit([{"y": 2}], state_patch={"n": 1}, expected_head=1)
+        assert result.head == 3
+        assert session.commit([{"z": 3}], expected_head=3).seqs == [4]
+
+
+@pytest.mark.parametrize("expected", [0, 1, 5, 99])
+def test_commit_with_a_stale_or_future_head_conflicts_and_writes_nothing(store, expected):
+    with store.create_session("s") as session:
+        session.append_many([{"x": 1}, {"x": 2}, {"x": 3}])
+        before = tree_snapshot(store.path)
+        with pytest.raises(fsstore.HeadConflict) as caught:
+            session.commit([{"y": 1}], state_patch={"n": 1}, expected_head=expected)
+        assert (caught.value.expected, caught.value.actual) == (expected, 3)
+        assert "head 3" in str(caught.value)
+        assert tree_snapshot(store.path) == before
+        assert session.head == 3 and session.state() == {}
+
+
+def test_a_commit_id_is_stored_once(store):
+    with store.create_session("s") as session:
+        first = session.commit([{"a": 1}], state_patch={"n": 1}, commit_id="c-1")
+        before = tree_snapshot(store.path)
+        again = session.commit([{"a": 1}], state_patch={"n": 1}, commit_id="c-1")
+        assert again == first._replace(duplicate=True)
+        assert tree_snapshot(store.path) == before
+        # a duplicate is answered before the head check: the retry of a commit that
+        # landed must not conflict with itself
+        assert session.commit([{"a": 1}], commit_id="c-1", expected_head=0).duplicate
+
+
+def test_commit_ids_are_remembered_across_reopen_with_and_without_snapshots(store):
+    with store.create_session("s") as session:
+        first = session.commit([{"a": 1}], commit_id="early")
+        session.snapshot()
+        second = session.commit([{"b": 1}, {"c": 1}], commit_id="late")
+    with store.open_session("s") as session:
+        assert session.commit([{"a": 1}], commit_id="early") == first._replace(duplicate=True)
+        assert session.commit([], commit_id="late") == second._replace(duplicate=True)
+        head = session.head
+    state_dir = os.path.join(store.path, "sessions", "s", "state")
+    for name in os.listdir(state_dir):
+        os.unlink(os.path.join(state_dir, name))
+    with store.open_session("s") as session:
+        assert session.commit([{"a": 1}], commit_id="early").duplicate
+        assert session.head == head
+
+
+def test_commit_ids_are_remembered_for_a_bounded_window(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", snapshots=SnapshotPolicy(commit_ids=3))
+    with store.create_session("s") as session:
+        for i in range(5):
+            session.commit([{"i": i}], commit_id=f"c{i}")
+        assert session.commit([{"i": 4}], commit_id="c4").duplicate
+        assert session.commit([{"i": 2}], commit_id="c2").duplicate
+        assert not session.commit([{"i": 0}], commit_id="c0").duplicate  # forgotten
+
+
+@pytest.mark.parametrize("commit_id", ["", 5, "x" * 257])
+def test_bad_commit_ids_are_refused(store, commit_id):
+    with store.create_session("s") as session:
+        with pytest.raises(fsstore.InvalidEvent):
+            session.commit([{"a": 1}], commit_id=commit_id)
+        assert session.head == 0
+
+
+def test_an_empty_commit_writes_nothing(store):
+    with store.create_session("s") as session:
+        session.append({"a": 1})
+        result = session.commit([], expected_head=1)
+        assert (result.seqs, result.head) == ([], 1)
+        assert session.head == 1
+
+
+def test_a_commit_into_a_finished_turn_is_refused_whole(store):
+    with store.create_session("s") as session:
+        session.append({"a": 1}, turn=1)
+        session.finish_turn()
+        with pytest.raises(fsstore.TurnError):
+            session.commit([{"b": 1}], state_patch={"n": 1}, turn=1)
+        assert session.state() == {} and session.head == 2
+
+
+def test_commits_and_state_are_refused_on_a_closed_session(store):
+    session = store.create_session("s")
+    session.close()
+    with pytest.raises(fsstore.SessionClosed):
+        session.commit([{"a": 1}], commit_id="x")
+    with pytest.raises(fsstore.SessionClosed):
+        session.set_state("k", 1)
+
+
+# --- metadata with updates -----------------------------------------------------------------
+
+def test_save_session_with_updates_commits_metadata_and_events_together(store):
+    with store.create_session("s", title="old") as session:
+        seqs = session.save_session_with_updates(
+            [{"ctx": 1}, {"ctx": 2}], title="new", tags=["t"], metadata={"m": 1})
+        assert seqs == [1, 2]
+        (record,) = session.events(after_seq=2)
+        assert record.kind == fsstore.METADATA_RECORD
+        assert record.data == {"title": "new", "tags": ["t"], "metadata": {"m": 1}}
+    info = store.read_session("s").info()
+    assert (info.title, info.tags, info.metadata, info.head) == ("new", ["t"], {"m": 1}, 3)
+
+
+def test_a_crash_between_the_log_and_the_manifest_is_rolled_forward(store, monkeypatch):
+    session = store.create_session("s", title="old")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies before session.json is rewritten
+
+    monkeypatch.setattr(fsstore.Session, "_write_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        session.save_session_with_updates([{"ctx": 1}], title="new")
+    monkeypatch.undo()
+    session._writer.close()
+    session._lock.release()
+    assert store.read_session("s").title == "old"
+    with store.open_session("s"):
+        pass
+    assert store.read_session("s").title == "new"
+
+
+def test_bad_metadata_in_save_session_with_updates_writes_nothing(store):
+    with store.create_session("s") as session:
+        before = tree_snapshot(store.path)
+        with pytest.raises(fsstore.InvalidMetadata):
+            session.save_session_with_updates([{"ctx": 1}], title=5)
+        assert tree_snapshot(store.path) == before
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+def snapshot_names(store, session_id="s") -> list[str]:
+    folder = os.path.join(store.path, "sessions", session_id, "state")
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def test_snapshots_are_taken_every_n_events_and_pruned(tmp_path):
+    store = fsstore.open_store(tmp_path / "store",
+                               snapshots=SnapshotPolicy(every_events=10, keep=2))
+    with store.create_session("s") as session:
+        for i in range(35):
+            session.append({"i": i})
+        assert snapshot_names(store) == ["00000000000000000020.snap",
+                                         "00000000000000000030.snap"]
+
+
+def test_snapshots_are_taken_every_n_bytes_of_log(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", snapshots=SnapshotPolicy(
+        every_events=None, every_bytes=10_000))
+    with store.create_session("s") as session:
+        for i in range(30):
+            session.append({"i": i, "pad": "x" * 1000})  # frames of just over 1 KB
+        assert snapshot_names(store) == [f"{seq:020d}.snap" for seq in (10, 20, 30)]
+
+
+def test_no_snapshot_is_taken_without_a_policy_that_asks(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", snapshots=SnapshotPolicy(
+        every_events=None, every_bytes=None))
+    with store.create_session("s") as session:
+        for i in range(100):
+            session.append({"i": i})
+        assert snapshot_names(store) == []
+        assert session.snapshot() == 100
+        assert snapshot_names(store) == ["00000000000000000100.snap"]
+
+
+@pytest.mark.parametrize("settings", [
+    {"every_events": 0}, {"every_bytes": -1}, {"keep": 0}, {"commit_ids": 0},
+    {"every_events": 1.5}, {"keep": True},
+])
+def test_bad_snapshot_policies_are_refused(settings):
+    with pytest.raises(fsstore.InvalidSetting):
+        SnapshotPolicy(**settings)
+
+
+class CountingIO(FileIO):
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        data = super().pread(fd, size, offset)
+        self.read_bytes += len(data)
+        return data
+
+
+def test_loading_from_a_snapshot_reads_only_the_log_after_it(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=64 << 10)
+    with store.create_session("s") as session:
+        for i in range(3000):
+            session.append({"i": i, "pad": "x" * 100})
+        session.merge_state({"a": 1})
+        session.snapshot()
+        session.append_many([{"after": 1}, {"after": 2}])
+        session.merge_state({"b": 2})
+    io = CountingIO()
+    reader = fsstore.open_store(tmp_path / "store", io=io).read_session("s")
+    assert reader.state() == {"a": 1, "b": 2}
+    assert io.read_bytes < 16 << 10  # of a log of over 400 KiB, in 64 KiB segments
+
+
+def damage(path: str, offset: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x40]))
+
+
+@pytest.mark.parametrize("where", ["header", "body", "truncated", "empty"])
+def test_a_damaged_snapshot_is_skipped_and_reported(store, where):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        session.snapshot()
+        session.set_state("b", 2)
+        last = session.snapshot()
+        session.set_state("c", 3)
+    path = os.path.join(store.path, "sessions", "s", "state", f"{last:020d}.snap")
+    if where == "header":
+        damage(path, 20)
+    elif where == "body":
+        damage(path, os.path.getsize(path) - 2)
+    else:
+        with open(path, "r+b") as handle:
+            handle.truncate(0 if where == "empty" else os.path.getsize(path) - 3)
+    reader = store.read_session("s")
+    assert reader.state() == {"a": 1, "b": 2, "c": 3}
+    (finding,) = reader.state_findings
+    assert finding.level == "problem" and finding.path == path
+    assert [f.path for f in store.verify() if f.level == "problem"] == [path]
+
+
+def test_a_snapshot_past_the_end_of_the_log_is_not_trusted(store):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        position = session._writer.position
+    SnapshotDir(FileIO(), os.path.join(store.path, "sessions", "s")).write(
+        50, 1, position, {"state": {"forged": True}, "commits": []})
+    assert store.read_session("s").state() == {"a": 1}
+    (finding,) = [f for f in store.verify() if f.level == "problem"]
+    assert "past the end of the log" in finding.message
+
+
+def test_a_snapshot_whose_log_position_is_stale_falls_back_to_seqs(store):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        session.append({"x": 1})
+        session.set_state("b", 2)
+    SnapshotDir(FileIO(), os.path.join(store.path, "sessions", "s")).write(
+        1, 1, fsstore.log.LogPosition(1, 4096), {"state": {"a": 1}, "commits": []})
+    assert store.read_session("s").state() == {"a": 1, "b": 2}
+
+
+def test_clear_empties_the_state_and_its_snapshots(store):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        session.snapshot()
+        session.clear()
+        assert session.state() == {}
+        assert snapshot_names(store) == []
+        session.set_state("b", 2)
+    assert store.read_session("s").state() == {"b": 2}
+
+
+def test_a_snapshot_of_the_log_before_a_clear_is_skipped(store):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        session.snapshot()
+        folder = os.path.join(store.path, "sessions", "s", "state")
+        (name,) = os.listdir(folder)
+        with open(os.path.join(folder, name), "rb") as handle:
+            kept = handle.read()
+        session.clear()
+        session.set_state("b", 2)
+    with open(os.path.join(folder, name), "wb") as handle:  # a crash kept it
+        handle.write(kept)
+    reader = store.read_session("s")
+    assert reader.state() == {"b": 2}
+    assert reader.state_findings[0].level == "note"
+
+
+# --- time travel ---------------------------------------------------------------------------
+
+def test_state_at_every_seq_matches_the_history(small_store):
+    states = {0: {}}
+    with small_store.create_session("s") as session:
+        for i in range(40):
+            if i % 3 == 0:
+                session.commit([{"i": i}], state_patch={"k": i, f"x{i % 4}": i})
+            else:
+                session.append({"i": i, "pad": "p" * 200})
+            if i == 20:
+                session.checkpoint("middle")
+            if i == 30:
+                session.snapshot()
+            states[session.head] = session.state()
+        head = session.head
+    reader = small_store.read_session("s")
+    current: dict = {}
+    for seq in range(head + 1):
+        current = states.get(seq, current)
+        assert reader.state_at(seq) == current, seq
+
+
+def test_state_at_outside_the_history_is_refused(store):
+    with store.create_session("s") as session:
+        session.append_many([{"a": 1}, {"a": 2}])
+        for seq in (3, -1, "1", True):
+            with pytest.raises(fsstore.SeqOutOfRange):
+                session.state_at(seq)
+        session.clear()
+        session.set_state("k", 1)
+        with pytest.raises(fsstore.SeqOutOfRange):
+            session.state_at(1)
+        assert session.state_at(2) == {}
+        assert session.state_at(3) == {"k": 1}
+
+
+def test_events_until_a_seq_inside_a_batch_stops_there_across_segments(small_store):
+    with small_store.create_session("s") as session:
+        for _ in range(10):
+            session.append_many([{"pad": "x" * 300}] * 3)
+        for until in range(31):
+            assert [e.seq for e in session.events(until_seq=until)] == list(range(1, until + 1))
