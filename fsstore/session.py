@@ -297,6 +297,7 @@ class SessionReader:
             path = self._checkpoints.file_path(checkpoint_id)
             try:
                 snapshot.read(self.io, path)
+                self._checkpoints.info(checkpoint_id)  # its meta matches its name
             except (CorruptionError, FormatVersionError) as exc:
                 findings.append(Finding("problem", path, getattr(exc, "offset", None),
                                         _reason(exc)))
@@ -323,13 +324,18 @@ class SessionReader:
         return loaded
 
     def _checkpoint_bases(self) -> list[tuple[int, str]]:
+        """Checkpoints of the log as it stands (not of the log before a clear), as bases
+        for a state in the past."""
+        log_start = self._log.tail().log_start
         bases = []
         for checkpoint_id in self._checkpoints.ids():
+            path = self._checkpoints.file_path(checkpoint_id)
             try:
-                info = self._checkpoints.info(checkpoint_id)
+                header = snapshot.read(self.io, path, with_body=False).header
             except (CorruptionError, FormatVersionError, FileNotFoundError):
                 continue  # a damaged one is no base; verify reports it
-            bases.append((info.seq, self._checkpoints.file_path(checkpoint_id)))
+            if header.log_start == log_start:
+                bases.append((header.seq, path))
         return bases
 
     def state(self) -> dict[str, Any]:

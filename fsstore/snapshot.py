@@ -5,7 +5,7 @@ Format (docs/FORMAT.md, section 11)::
     file   = header(80 bytes) meta(meta_len bytes) body(body_len bytes)
     header = magic "\\x89FSSNAP\\n" major:u16 minor:u16 kind:u32 seq:u64 log_start:u64
              segment:u64 offset:u64 created_ns:u64 meta_len:u32 meta_crc:u32
-             body_len:u32 body_crc:u32 header_crc:u32
+             body_len:u32 body_crc:u32 reserved:u32 header_crc:u32
 
 ``meta`` is a small msgpack map (a checkpoint's id, label and kind), read alone when
 checkpoints are listed. ``body`` is the msgpack image: the state and the recent commit
@@ -38,7 +38,7 @@ SNAPSHOT_MAJOR = 1
 SNAPSHOT_MINOR = 0
 KIND_SNAPSHOT = 1
 KIND_CHECKPOINT = 2
-_HEADER = struct.Struct("<8sHHIQQQQQIIIII")
+_HEADER = struct.Struct("<8sHHIQQQQQIIIIII")
 HEADER_SIZE = _HEADER.size  # 80
 MAX_META_BYTES = 1 << 20
 #: A snapshot body larger than this is not read (the whole state is held in memory).
@@ -114,7 +114,7 @@ def encode(
     fields = _HEADER.pack(
         SNAPSHOT_MAGIC, SNAPSHOT_MAJOR, SNAPSHOT_MINOR, kind, seq, log_start,
         position.segment, position.offset, time.time_ns(), len(meta_raw), crc32c(meta_raw),
-        len(body_raw), crc32c(body_raw), 0,
+        len(body_raw), crc32c(body_raw), 0, 0,
     )[:-4]
     return b"".join((fields, struct.pack("<I", crc32c(fields)), meta_raw, body_raw))
 
@@ -123,7 +123,7 @@ def decode_header(raw: bytes, path: str) -> SnapshotHeader:
     if len(raw) < HEADER_SIZE:
         raise CorruptionError("snapshot header is cut short", path=path, offset=0)
     (magic, major, minor, kind, seq, log_start, segment, offset, created_ns, meta_len,
-     meta_crc, body_len, body_crc, header_crc) = _HEADER.unpack_from(raw)
+     meta_crc, body_len, body_crc, _, header_crc) = _HEADER.unpack_from(raw)
     if magic != SNAPSHOT_MAGIC:
         raise CorruptionError("not an fsstore snapshot (bad magic)", path=path, offset=0)
     if crc32c(raw[: HEADER_SIZE - 4]) != header_crc:

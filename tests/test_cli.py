@@ -23,26 +23,34 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     code, out, _ = run(capsys, "demo", str(tmp_path / "demo"))
     assert code == 0
     store = fsstore.open_store(tmp_path / "demo", create=False)
-    (session_id,) = store.session_ids()
+    session_id, fork_id = store.session_ids()
     assert f"Recorded session {session_id}" in out and "turns:    3, all finished: True" in out
     reader = store.read_session(session_id)
     turns = reader.get_turns()
     assert len(turns) == 3 and all(t.finished for t in turns)
     kinds = {e.kind for t in turns for e in t.events}
-    assert kinds == {"message", "tool_call", "tool_result"}
+    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD}
+    assert reader.state()["files_changed"] == ["billing/dates.py", "CHANGELOG.md"]
+    (checkpoint,) = reader.checkpoints()
+    fork = store.read_session(fork_id)
+    assert fork.parent == fsstore.ForkOrigin(session_id, checkpoint.seq, checkpoint.id)
+    assert fork.state() == reader.load_checkpoint(checkpoint.id)
+    assert fork.get_turns() == reader.get_turns()[:1]
 
 
 def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     run(capsys, "demo", str(tmp_path / "demo"))
     store_path = str(tmp_path / "demo")
-    (session_id,) = fsstore.open_store(store_path).session_ids()
+    session_id, fork_id = fsstore.open_store(store_path).session_ids()
 
     code, out, _ = run(capsys, "ls", store_path)
     assert code == 0 and session_id in out and "Fix the failing billing date test" in out
 
     code, out, _ = run(capsys, "--store", store_path, "show", session_id)
-    assert code == 0 and "turn 1 (7 events, finished)" in out
+    assert code == 0 and "turn 1 (8 events, finished)" in out
     assert "run_tests(" in out
+    code, out, _ = run(capsys, "--store", store_path, "show", fork_id)
+    assert f"forked from {session_id} at seq 9" in out
 
     code, out, _ = run(capsys, "--store", store_path, "cat", session_id, "--after", "2",
                        "--limit", "3")
@@ -121,3 +129,33 @@ def test_each_command_help_works(command, capsys):
         main([command, "--help"])
     assert exited.value.code == 0
     assert "example:" in capsys.readouterr().out
+
+
+def test_state_checkpoints_fork_and_lineage_commands(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("s") as session:
+        session.commit([{"a": 1}], state_patch={"plan": ["x"], "blob": b"\x00"})
+        session.checkpoint("first", checkpoint_id="cp")
+        session.merge_state({"plan": ["x", "y"]})
+    where = ("--store", str(tmp_path / "store"))
+    code, out, _ = run(capsys, *where, "state", "s")
+    assert code == 0 and json.loads(out) == {"plan": ["x", "y"], "blob": {"$base64": "AA=="}}
+    code, out, _ = run(capsys, *where, "state", "s", "--at", "1")
+    assert json.loads(out) == {}
+    code, out, _ = run(capsys, *where, "state", "s", "--checkpoint", "cp")
+    assert json.loads(out)["plan"] == ["x"]
+    code, out, _ = run(capsys, *where, "checkpoints", "s")
+    assert code == 0 and "cp" in out and "manual" in out and "first" in out
+    code, out, _ = run(capsys, *where, "fork", "s", "t", "--at-checkpoint", "cp", "--title", "T")
+    assert code == 0 and "forked s at seq 2 into t" in out
+    assert store.read_session("t").title == "T"
+    code, out, _ = run(capsys, *where, "lineage", "t")
+    assert "t was forked from s at seq 2" in out
+    code, out, _ = run(capsys, *where, "lineage", "s")
+    assert "fork t (from s at seq 2)" in out
+    code, _, err = run(capsys, *where, "fork", "s", "t")
+    assert code == 2 and "already exists" in err
+    code, _, err = run(capsys, *where, "state", "s", "--at", "99")
+    assert code == 2 and "outside the history" in err
+    code, _, err = run(capsys, *where, "state", "s", "--checkpoint", "nope")
+    assert code == 2 and "no checkpoint" in err

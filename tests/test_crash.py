@@ -19,6 +19,7 @@ from crashsim import VARIANTS, CrashSimIO
 
 import fsstore
 from fsstore import TURN_FINISHED
+from fsstore.state import merge_patch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -235,3 +236,208 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path):
 @pytest.mark.long
 def test_kill_9_thousands_of_times_loses_nothing_acknowledged(tmp_path):
     kill_9_trials(tmp_path, trials=1000)
+
+
+# --- state, commits, snapshots, checkpoints and forks -----------------------------------
+
+def state_fold(events) -> dict:
+    """The state computed straight from a list of events, independently of the loader."""
+    state: dict = {}
+    for event in events:
+        if event.kind == fsstore.STATE_RECORD:
+            for op in event.data["ops"]:
+                if op[0] == "set":
+                    state[op[1]] = op[2]
+                else:
+                    state = merge_patch(state, op[1])
+    return state
+
+
+def check_state_of(store, session_id: str) -> list:
+    """The session opens; its state is the fold of its log, whatever snapshot it loads
+    from; every checkpoint holds the fold up to its seq; every commit id in the log is
+    remembered. Returns the events."""
+    reader = store.read_session(session_id)
+    events = list(reader.events())
+    assert reader.state() == state_fold(events)
+    for info in reader.checkpoints():
+        assert info.seq <= reader.head
+        assert reader.load_checkpoint(info.id) == state_fold(e for e in events
+                                                             if e.seq <= info.seq)
+    with store.open_session(session_id) as writer:
+        assert writer.state() == state_fold(events)
+        for event in events:
+            commit_id = event.data.get("commit") if event.kind == fsstore.STATE_RECORD else None
+            if commit_id is not None:
+                assert writer.commit([], commit_id=commit_id).duplicate
+        assert writer.head == reader.head
+    return events
+
+
+def state_workload(tmp_path, durability: str, seed: int, steps: int) -> int:
+    root = tmp_path / "store"
+    fsstore.open_store(root).create_session("s").close()
+    io = CrashSimIO(str(root))
+    policy = fsstore.SnapshotPolicy(every_events=7, keep=2)
+    session = fsstore.open_store(root, io=io, segment_size=4096, snapshots=policy,
+                                 durability=DURABILITIES[durability]).open_session("s")
+    expect = Expectation()
+    crashes = [0]
+
+    def crash_here() -> None:
+        for variant in VARIANTS:
+            dest = str(tmp_path / f"crash-{crashes[0]}")
+            io.materialize(dest, variant, random.Random(crashes[0]))
+            store = fsstore.open_store(dest, create=False)
+            events = check_state_of(store, "s")
+            head = len(events)
+            assert head in expect.batch_ends, (variant, head, "a commit was split")
+            assert head >= session.synced_head, (variant, "an fsynced commit was lost")
+            for event in events:
+                assert event.data == expect.data[event.seq]
+            shutil.rmtree(dest)
+            crashes[0] += 1
+
+    rng = random.Random(seed)
+    io.on_op = crash_here
+    for index in range(steps):
+        choice = rng.random()
+        first = session.head + 1
+        if choice < 0.6:
+            events = [{"i": index, "pad": "p" * rng.randint(0, 400)}
+                      for _ in range(rng.randint(0, 3))]
+            patch = {f"k{rng.randint(0, 3)}": index, "gone": None}
+            commit_id = f"c{index}" if rng.random() < 0.5 else None
+            record: dict = {"ops": [["merge", patch]]}
+            if commit_id is not None:
+                record.update(commit=commit_id, events=len(events))
+            for offset, event in enumerate([*events, record]):
+                expect.data[first + offset] = event
+            expect.batch_ends.add(first + len(events))
+            session.commit(events, state_patch=patch, commit_id=commit_id)
+        elif choice < 0.75:
+            key = f"s{rng.randint(0, 2)}"
+            expect.data[first] = {"ops": [["set", key, index]]}
+            expect.batch_ends.add(first)
+            session.set_state(key, index)
+        elif choice < 0.85:
+            session.snapshot()
+        else:
+            session.checkpoint(f"c{index}")
+    session.close()
+    return crashes[0]
+
+
+@pytest.mark.parametrize("durability", sorted(DURABILITIES))
+def test_every_power_loss_state_of_commits_snapshots_and_checkpoints_is_whole(
+        tmp_path, durability):
+    assert state_workload(tmp_path, durability, seed=1, steps=25) > 100
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", range(2, 12))
+@pytest.mark.parametrize("durability", sorted(DURABILITIES))
+def test_every_power_loss_state_of_many_state_workloads_is_whole(tmp_path, durability, seed):
+    state_workload(tmp_path, durability, seed=seed, steps=80)
+
+
+@pytest.mark.parametrize("at", ["head", "inside a batch", "checkpoint"])
+def test_a_crash_while_forking_leaves_no_fork_or_a_whole_one(tmp_path, at):
+    root = tmp_path / "store"
+    store = fsstore.open_store(root, segment_size=4096)
+    with store.create_session("s") as session:
+        for i in range(30):
+            session.commit([{"i": i, "pad": "p" * 200}, {"j": i}], state_patch={"k": i})
+        session.checkpoint(checkpoint_id="cp")
+        session.commit([{"after": 1}], state_patch={"k": "after"})
+    parent_events = list(store.read_session("s").events())
+    options = {"head": {}, "inside a batch": {"at_seq": 47},
+               "checkpoint": {"at_checkpoint": "cp"}}[at]
+
+    def fork(store):
+        store.fork_session("s", "f", **options).close()
+
+    whole = 0
+    for dest in crash_states_of(tmp_path, root, fork):
+        crashed = fsstore.open_store(dest, create=False)
+        assert list(crashed.read_session("s").events()) == parent_events
+        check_state_of(crashed, "s")
+        if "f" in crashed.session_ids():
+            whole += 1
+            events = check_state_of(crashed, "f")
+            assert events == parent_events[: len(events)]
+            assert len(events) == {"head": 92, "inside a batch": 47, "checkpoint": 90}[at]
+        assert [f for f in crashed.verify() if f.level == "problem"] == []
+    assert whole > 0
+
+
+CHILD_STATE = textwrap.dedent("""
+    import random, sys
+    import fsstore
+    store = fsstore.open_store(sys.argv[1], segment_size=int(sys.argv[2]), durability="fsync",
+                               snapshots=fsstore.SnapshotPolicy(every_events=25, keep=2))
+    session = store.open_session("s", lock_timeout=30)
+    rng = random.Random(int(sys.argv[3]))
+    print("READY", session.head, flush=True)
+    step = 0
+    while True:
+        step += 1
+        choice = rng.random()
+        if choice < 0.85:
+            commit_id = f"{sys.argv[3]}-{step}"
+            events = [{"pad": "x" * rng.randint(0, 500)} for _ in range(rng.randint(0, 3))]
+            result = session.commit(events, state_patch={f"k{step % 5}": step},
+                                    commit_id=commit_id)
+            print("ACK", result.head, commit_id, flush=True)
+        elif choice < 0.93:
+            info = session.checkpoint(f"step {step}")
+            print("CHECKPOINT", info.id, flush=True)
+        else:
+            name = f"fork-{sys.argv[3]}-{step}"
+            session.fork(name).close()
+            print("FORK", name, flush=True)
+""")
+
+
+def kill_9_state_trials(tmp_path, trials: int) -> None:
+    root = tmp_path / "store"
+    fsstore.open_store(root).create_session("s").close()
+    rng = random.Random(11)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for trial in range(trials):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD_STATE, str(root), "16384", str(trial)],
+            stdout=subprocess.PIPE, text=True, env=env)
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith("READY")
+        time.sleep(rng.uniform(0, 0.3))
+        child.send_signal(signal.SIGKILL)
+        output, _ = child.communicate()
+        lines = [line.split() for line in output.splitlines()]
+        store = fsstore.open_store(root)
+        events = check_state_of(store, "s")
+        heads = [int(line[1]) for line in lines if line[0] == "ACK"]
+        assert len(events) >= max(heads, default=0), "an acknowledged commit was lost"
+        with store.open_session("s") as session:
+            for line in lines:
+                if line[0] == "ACK":
+                    assert session.commit([], commit_id=line[2]).duplicate
+        checkpoints = {info.id for info in store.read_session("s").checkpoints()}
+        assert {line[1] for line in lines if line[0] == "CHECKPOINT"} <= checkpoints
+        forks = {line[1] for line in lines if line[0] == "FORK"}
+        assert forks <= set(store.session_ids())
+        for fork in store.session_ids():
+            if fork != "s":
+                fork_events = check_state_of(store, fork)
+                assert fork_events == events[: len(fork_events)]
+        store.remove_leftovers()
+    assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
+
+
+def test_kill_9_during_commits_checkpoints_and_forks_loses_nothing_acknowledged(tmp_path):
+    kill_9_state_trials(tmp_path, trials=6)
+
+
+@pytest.mark.long
+def test_kill_9_hundreds_of_times_during_commits_checkpoints_and_forks(tmp_path):
+    kill_9_state_trials(tmp_path, trials=300)

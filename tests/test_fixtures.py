@@ -44,3 +44,53 @@ def test_the_committed_v1_store_takes_appends_after_recovery(tmp_path):
             assert session.append({"new": True}, turn=99) == head + 1
     assert [f for f in store.verify() if f.level == "problem"] == []
     assert store.read_session("torn").head == 5
+
+
+def test_the_committed_v1_store_has_an_empty_state_and_takes_state_changes(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE, "store"), copy)
+    store = fsstore.open_store(copy, create=False)
+    assert store.read_session("chat").state() == {}
+    with store.open_session("chat") as session:
+        session.commit([{"new": 1}], state_patch={"k": 1}, commit_id="c")
+        session.checkpoint(checkpoint_id="cp")
+        session.fork("chat-fork").close()
+    assert store.read_session("chat-fork").state() == {"k": 1}
+    assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+FIXTURE_1_1 = os.path.join(ROOT, "fixtures", "v1.1")
+
+
+def test_the_committed_v1_1_store_reads_the_same_forever():
+    before = tree_snapshot(FIXTURE_1_1)
+    with open(os.path.join(FIXTURE_1_1, "expected.json")) as handle:
+        expected = json.load(handle)
+    store = fsstore.open_store(os.path.join(FIXTURE_1_1, "store"), create=False)
+    assert store.session_ids() == sorted(expected)
+    for info in store.list_sessions():
+        want = expected[info.id]
+        assert (info.title, info.tags, info.metadata, info.head) == (
+            want["title"], want["tags"], want["metadata"], want["head"])
+        assert (None if info.parent is None else list(info.parent)) == want["parent"]
+        reader = store.read_session(info.id)
+        assert [json.loads(event_json(e)) for e in reader.events()] == want["events"]
+        assert reader.state() == want["state"]
+        assert reader.state_findings == []
+        for seq, state in want["states_at"].items():
+            assert reader.state_at(int(seq)) == state
+        assert [[c.id, c.label, c.kind, c.seq, reader.load_checkpoint(c.id)]
+                for c in reader.checkpoints()] == want["checkpoints"]
+    assert store.verify() == []
+    assert tree_snapshot(FIXTURE_1_1) == before
+
+
+def test_the_committed_v1_1_store_remembers_its_commit_ids(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_1, "store"), copy)
+    store = fsstore.open_store(copy, create=False)
+    for session_id in ("agent", "fork-head"):
+        with store.open_session(session_id) as session:
+            head = session.head
+            assert session.commit([{"again": 1}], commit_id="commit-3").duplicate
+            assert session.head == head

@@ -24,6 +24,10 @@ def write_file(tmp_path, data: bytes) -> str:
     return path
 
 
+def test_the_header_is_80_bytes():
+    assert snapshot.HEADER_SIZE == 80
+
+
 def test_a_snapshot_file_round_trips(tmp_path):
     data = snapshot.encode(snapshot.KIND_CHECKPOINT, 42, 7, LogPosition(40, 128),
                            {"id": "x", "label": "l"}, BODY)
@@ -62,8 +66,8 @@ def test_every_truncation_is_detected(tmp_path):
 
 
 def test_a_header_claiming_a_huge_body_is_refused_before_reading_it(tmp_path):
-    fields = struct.pack("<8sHHIQQQQQIIII", snapshot.SNAPSHOT_MAGIC, 1, 0, 1, 1, 1, 1, 64, 0,
-                         0, 0, (1 << 32) - 1, 0)
+    fields = struct.pack("<8sHHIQQQQQIIIII", snapshot.SNAPSHOT_MAGIC, 1, 0, 1, 1, 1, 1, 64, 0,
+                         0, 0, (1 << 32) - 1, 0, 0)
     from crc32c import crc32c
     data = fields + struct.pack("<I", crc32c(fields))
     with pytest.raises(fsstore.CorruptionError, match="its header says"):
@@ -84,8 +88,8 @@ def test_msgpack_extension_types_are_refused(tmp_path):
     body = msgpack.packb({"state": msgpack.ExtType(1, b"pickle?"), "commits": []})
     meta = msgpack.packb({})
     from crc32c import crc32c
-    fields = struct.pack("<8sHHIQQQQQIIII", snapshot.SNAPSHOT_MAGIC, 1, 0, 1, 1, 1, 1, 64, 0,
-                         len(meta), crc32c(meta), len(body), crc32c(body))
+    fields = struct.pack("<8sHHIQQQQQIIIII", snapshot.SNAPSHOT_MAGIC, 1, 0, 1, 1, 1, 1, 64, 0,
+                         len(meta), crc32c(meta), len(body), crc32c(body), 0)
     data = fields + struct.pack("<I", crc32c(fields)) + meta + body
     with pytest.raises(fsstore.CorruptionError, match="extension type"):
         snapshot.read(FileIO(), write_file(tmp_path, data))
@@ -201,3 +205,13 @@ def test_a_damaged_checkpoint_without_its_history_raises(store):
     with pytest.raises(fsstore.CorruptionError) as caught:
         store.read_session("s").load_checkpoint(info.id)
     assert caught.value.path == path
+
+
+def test_a_checkpoint_renamed_by_hand_is_left_out_and_reported(store):
+    with store.create_session("s") as session:
+        session.checkpoint(checkpoint_id="real")
+    folder = os.path.join(store.path, "sessions", "s", "checkpoints")
+    os.rename(os.path.join(folder, "real.ckpt"), os.path.join(folder, "other.ckpt"))
+    assert store.read_session("s").checkpoints() == []
+    (finding,) = store.verify()
+    assert finding.level == "problem" and finding.path.endswith("other.ckpt")

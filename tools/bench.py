@@ -242,6 +242,110 @@ def ratio(value: float, other: float, name: str) -> str:
     return f"{value / other:5.2f}x {name}"
 
 
+# --- state, commits and forks ------------------------------------------------------------
+
+def agent_state(events: list, index: int) -> dict:
+    """A working state of about 20 KiB: the last 20 messages, a plan, counters."""
+    return {"messages": [events[(index - k) % len(events)][1] for k in range(20)],
+            "plan": [f"step {k}" for k in range(index % 7 + 3)],
+            "counters": {"events": index + 1, "turns": index // 40}}
+
+
+def median_ms(fn: Callable[[], object], times: int) -> float:
+    samples = []
+    for _ in range(times):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def own_bytes(folder: str, shared_with: str) -> int:
+    """Bytes on disk of the files under ``folder`` that are not hard links of files under
+    ``shared_with``."""
+    theirs = {os.stat(os.path.join(d, f)).st_ino
+              for d, _, files in os.walk(shared_with) for f in files}
+    total = 0
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            info = os.stat(os.path.join(directory, name))
+            if info.st_ino not in theirs:
+                total += info.st_blocks * 512
+    return total
+
+
+def state_rows(root: str, big_store: fsstore.Store, big: int, events: list) -> None:
+    print("\nState, commits and forks (medians)")
+    with big_store.create_session("state-small") as session:
+        for kind, event in events[:99]:
+            session.append(event, kind=kind)
+        session.merge_state(agent_state(events, 99))
+    state_size = len(msgpack.packb(big_store.read_session("big").state()))
+    load_big = median_ms(lambda: big_store.read_session("big").state(), 30)
+    load_small = median_ms(lambda: big_store.read_session("state-small").state(), 30)
+    row(f"load state, {big:,} events + snapshot", f"{load_big:.3f} ms",
+        ratio(load_big, load_small, "the 100-event session"), f"(state {state_size:,} B)")
+    row("load state, 100 events, no snapshot", f"{load_small:.3f} ms")
+
+    # one commit = events + a 10 KiB state patch, durable, against one durable append
+    patch = {"scratch": "x" * 10_240}
+    event = events[0][1]
+    store = fsstore.open_store(os.path.join(root, "commit"), durability="fsync")
+    samples: dict[str, list[float]] = {"commit": [], "append": [], "sqlite": []}
+    database = sqlite3.connect(os.path.join(root, "commit.sqlite"), isolation_level=None)
+    database.execute("PRAGMA journal_mode=WAL")
+    database.execute("PRAGMA synchronous=FULL")
+    database.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, data BLOB)")
+    database.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB)")
+    packed_event, packed_patch = msgpack.packb(event), msgpack.packb(patch["scratch"])
+
+    def sqlite_commit() -> None:
+        database.execute("BEGIN")
+        database.execute("INSERT INTO events (data) VALUES (?)", (packed_event,))
+        database.execute("INSERT INTO state VALUES ('scratch', ?) ON CONFLICT(key) DO UPDATE "
+                         "SET value = excluded.value", (packed_patch,))
+        database.execute("COMMIT")
+
+    with store.create_session("c") as session:
+        for _ in range(200):
+            for name, fn in (("commit", lambda: session.commit([event], state_patch=patch)),
+                             ("append", lambda: session.append(event)),
+                             ("sqlite", sqlite_commit)):
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    database.close()
+    commit, append, sqlite_time = (statistics.median(samples[n]) * 1000
+                                   for n in ("commit", "append", "sqlite"))
+    row("commit: 1 event + 10 KiB state patch, fsync", f"{commit:.3f} ms",
+        ratio(commit, append, "the time of one fsync append"),
+        ratio(commit, sqlite_time, "the time of SQLite's"))
+    row("  append: 1 event, fsync", f"{append:.3f} ms")
+    row("  SQLite FULL: insert + upsert in one txn", f"{sqlite_time:.3f} ms")
+
+    # fork at the head of the big session, against copying its folder
+    parent = os.path.join(big_store.path, "sessions", "big")
+    fork_times, fork_bytes = [], []
+    with big_store.open_session("big") as session:
+        for index in range(5):
+            start = time.perf_counter()
+            session.fork(f"fork-{index}").close()
+            fork_times.append(time.perf_counter() - start)
+            fork_bytes.append(own_bytes(
+                os.path.join(big_store.path, "sessions", f"fork-{index}"), parent))
+            session.append(events[index][1])  # the parent goes on between forks
+    start = time.perf_counter()
+    shutil.copytree(parent, os.path.join(root, "copied"))
+    copy_time = (time.perf_counter() - start) * 1000
+    fork_ms = statistics.median(fork_times) * 1000
+    parent_bytes = sum(os.path.getsize(os.path.join(d, f))
+                       for d, _, files in os.walk(parent) for f in files)
+    row(f"fork at the head, {big:,} events", f"{fork_ms:.1f} ms",
+        f"{statistics.median(fork_bytes) / 1024:.0f} KiB new on disk",
+        ratio(copy_time, fork_ms, "faster than copying the folder"))
+    row(f"  copy the session folder ({parent_bytes / 2**20:,.0f} MiB)", f"{copy_time:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
@@ -377,6 +481,11 @@ def main() -> None:
             for index in range(big):
                 kind, event = events[index % count]
                 append(event, kind=kind)
+                if index % 1000 == 999:  # the agent's working state moves on now and then
+                    session.merge_state(agent_state(events, index))
+            session.snapshot()
+            for kind, event in events[:100]:  # and the log goes on after the snapshot
+                session.append(event, kind=kind)
         with big_store.create_session("small") as session:
             for kind, event in events[:10]:
                 session.append(event, kind=kind)
@@ -406,6 +515,8 @@ def main() -> None:
             ratio(writer_big, writer_small, "the 10-event session"))
         row("open_session (lock, recover) + close, 10", f"{writer_small:.3f} ms")
         row("list_sessions (both)", f"{listing:.3f} ms")
+
+        state_rows(root, big_store, big, events)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import FsStoreError
-from . import demo, inspect, verify
+from . import demo, inspect, state, verify
 
-GROUPS = (demo, inspect, verify)
+GROUPS = (demo, inspect, state, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ def store_from(args: argparse.Namespace, explicit: str | None = None) -> Store:
     return open_store(path if path else find_store(), create=False)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$base64": base64.b64encode(bytes(value)).decode()}
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
@@ -40,7 +40,7 @@ def event_json(event: Event) -> str:
     return json.dumps(
         {"seq": event.seq, "ts": event.ts, "turn": event.turn, "kind": event.kind,
          "data": event.data},
-        default=_json_default, ensure_ascii=False,
+        default=json_default, ensure_ascii=False,
     )
 
 
@@ -76,7 +76,7 @@ def summarize(data: Any, width: int = 100) -> str:
 def _compact(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"))
 
 
 def human_bytes(size: float) -> str:

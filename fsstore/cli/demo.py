@@ -65,18 +65,25 @@ def record_demo_session(session: Session) -> None:
             usage={"input_tokens": 812, "output_tokens": 31}, **model)
     tool("run_tests", {"path": "billing/tests", "args": ["-x", "-q"]}, _FAILURE, ok=False)
     tool("read_file", {"path": "billing/dates.py"}, _SOURCE)
-    message("assistant", "parse_date only knows two patterns; the new export sends ISO week "
-            "dates (2026-W47-3), which neither matches. Adding '%G-W%V-%u' fixes it.",
-            usage={"input_tokens": 2210, "output_tokens": 64}, **model)
-    session.finish_turn()
+    # The reply and the agent's working state change commit together, or not at all.
+    session.commit([{"role": "assistant", "content": (
+        "parse_date only knows two patterns; the new export sends ISO week dates "
+        "(2026-W47-3), which neither matches. Adding '%G-W%V-%u' fixes it."),
+        "usage": {"input_tokens": 2210, "output_tokens": 64}, **model}], kind="message",
+        state_patch={"diagnosis": "ISO week dates are not parsed",
+                     "plan": ["add the '%G-W%V-%u' pattern", "run the billing tests"]})
+    session.finish_turn(checkpoint=True)  # a point to come back to, or to fork from
 
     message("user", "Go ahead and fix it, and keep the error message as it is.")
     patch = ('-    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):\n'
              '+    for pattern in ("%Y-%m-%d", "%d/%m/%Y", "%G-W%V-%u"):\n')
     tool("apply_patch", {"path": "billing/dates.py", "patch": patch}, "patched 1 hunk")
     tool("run_tests", {"path": "billing/tests", "args": ["-q"]}, "42 passed in 0.81s")
-    message("assistant", "Fixed: ISO week dates now parse, and all 42 billing tests pass.",
-            usage={"input_tokens": 2630, "output_tokens": 22}, **model)
+    session.commit([{"role": "assistant", "content": "Fixed: ISO week dates now parse, and "
+                     "all 42 billing tests pass.", "usage": {"input_tokens": 2630,
+                                                              "output_tokens": 22}, **model}],
+                   kind="message", state_patch={"plan": [], "files_changed": [
+                       "billing/dates.py"], "tests": "42 passed"})
     session.finish_turn()
 
     message("user", "Thanks. Add a changelog entry too.")
@@ -86,6 +93,7 @@ def record_demo_session(session: Session) -> None:
     tool("apply_patch", {"path": "CHANGELOG.md", "patch": f"+{entry}"}, "patched 1 hunk")
     message("assistant", "Added under 'Unreleased'.",
             usage={"input_tokens": 2901, "output_tokens": 12}, **model)
+    session.merge_state({"files_changed": ["billing/dates.py", "CHANGELOG.md"]})
     session.finish_turn()
 
 
@@ -97,6 +105,11 @@ def run_demo(args: argparse.Namespace) -> int:
                                    metadata={"agent": "fsstore demo", "cwd": "~/src/billing"})
     with session:
         record_demo_session(session)
+        (diagnosed,) = session.checkpoints()
+        # Try another approach from the diagnosis, without copying the history.
+        fork = session.fork(f"{session.id}-alt", at_checkpoint=diagnosed.id,
+                            title="Fix the failing billing date test: another approach")
+        fork.close()
     reader = store.read_session(session.id)
     info = reader.info()
     turns = reader.get_turns()
@@ -114,11 +127,16 @@ def run_demo(args: argparse.Namespace) -> int:
           + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())))
     print(f"  log:      {len(segments)} segment(s), {human_bytes(size)}, in "
           f"{os.path.relpath(log_dir)}")
+    print(f"  state:    {', '.join(sorted(reader.state()))} (folded from the log's state "
+          "records)")
+    print(f"  checkpoint {diagnosed.id} after turn 1; forked there into {fork.id}")
     print(f"  sessions: {len(store.session_ids())} in this store")
     print("\nLook at it:")
     store_arg = f"--store {os.path.relpath(store.path)}"
     print(f"  fsstore {store_arg} ls")
     print(f"  fsstore {store_arg} show {info.id}")
     print(f"  fsstore {store_arg} cat {info.id} | head -3")
+    print(f"  fsstore {store_arg} state {info.id}")
+    print(f"  fsstore {store_arg} lineage {info.id}")
     print(f"  fsstore {store_arg} verify")
     return 0

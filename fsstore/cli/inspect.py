@@ -61,6 +61,8 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"session {info.id}" + (f": {info.title}" if info.title else ""))
     if info.tags:
         print(f"tags: {', '.join(info.tags)}")
+    if info.parent is not None:
+        print(f"forked from {info.parent.parent} at seq {info.parent.seq}")
     print(f"{info.event_count} events, seq {info.head - info.event_count + 1}..{info.head}")
     for turn in session.get_turns():
         state = "finished" if turn.finished else "not finished"

@@ -1,0 +1,99 @@
+"""``fsstore state``, ``checkpoints``, ``fork`` and ``lineage``: a session's state, its
+checkpoints and its forks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ._common import add_command, json_default, store_from, when
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    state = add_command(commands, "state", "print a session's state as JSON (now, or at a seq)",
+                        "fsstore state SESSION --at 120 | jq .plan")
+    state.add_argument("session", metavar="SESSION")
+    state.add_argument("--at", type=int, default=None, metavar="SEQ",
+                       help="the state right after this seq (default: the head)")
+    state.add_argument("--checkpoint", default=None, metavar="ID",
+                       help="the state a checkpoint froze")
+    state.set_defaults(run=run_state)
+
+    checkpoints = add_command(commands, "checkpoints", "list a session's checkpoints",
+                              "fsstore checkpoints SESSION")
+    checkpoints.add_argument("session", metavar="SESSION")
+    checkpoints.set_defaults(run=run_checkpoints)
+
+    fork = add_command(commands, "fork", "fork a session: a new one sharing its history up to "
+                       "a point", "fsstore fork SESSION NEW --at-checkpoint 20261121T0552Z-ab12")
+    fork.add_argument("session", metavar="SESSION")
+    fork.add_argument("new", metavar="NEW", help="the new session's id")
+    where = fork.add_mutually_exclusive_group()
+    where.add_argument("--at-seq", type=int, default=None, metavar="SEQ",
+                       help="end the history at this seq (default: the head)")
+    where.add_argument("--at-checkpoint", default=None, metavar="ID",
+                       help="end the history where this checkpoint was taken")
+    fork.add_argument("--title", default=None, help="the new session's title")
+    fork.set_defaults(run=run_fork)
+
+    lineage = add_command(commands, "lineage", "show the sessions a session was forked from, "
+                          "and its forks", "fsstore lineage SESSION")
+    lineage.add_argument("session", metavar="SESSION")
+    lineage.set_defaults(run=run_lineage)
+
+
+def run_state(args: argparse.Namespace) -> int:
+    reader = store_from(args).read_session(args.session)
+    if args.checkpoint is not None:
+        state = reader.load_checkpoint(args.checkpoint)
+    elif args.at is not None:
+        state = reader.state_at(args.at)
+    else:
+        state = reader.state()
+    print(json.dumps(state, default=json_default, ensure_ascii=False, indent=2, sort_keys=True))
+    for finding in reader.state_findings:
+        print(f"fsstore: {finding}", file=sys.stderr)
+    return 0
+
+
+def run_checkpoints(args: argparse.Namespace) -> int:
+    infos = store_from(args).read_session(args.session).checkpoints()
+    if not infos:
+        print(f"session {args.session} has no checkpoints")
+        return 0
+    width = max(len(info.id) for info in infos)
+    print(f"{'CHECKPOINT':<{width}}  {'KIND':<9}  {'SEQ':>7}  {'CREATED':<16}  LABEL")
+    for info in infos:
+        print(f"{info.id:<{width}}  {info.kind:<9}  {info.seq:>7}  {when(info.created):<16}  "
+              f"{info.label or ''}")
+    return 0
+
+
+def run_fork(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    options = {} if args.title is None else {"title": args.title}
+    with store.fork_session(args.session, args.new, at_seq=args.at_seq,
+                            at_checkpoint=args.at_checkpoint, **options) as fork:
+        origin = fork.parent
+        assert origin is not None
+        print(f"forked {origin.parent} at seq {origin.seq} into {fork.id} ({fork.head} events "
+              "of history, shared with the parent)")
+    return 0
+
+
+def run_lineage(args: argparse.Namespace) -> int:
+    lineage = store_from(args).lineage(args.session)
+    print(args.session)
+    for relation in lineage.ancestors:
+        gone = "" if relation.parent_exists else " (deleted)"
+        print(f"  {relation.session} was forked from {relation.parent}{gone} at seq "
+              f"{relation.seq}")
+    depth = {args.session: 0}
+    for relation in lineage.forks:
+        depth[relation.session] = depth[relation.parent] + 1
+        print(f"  {'  ' * depth[relation.session]}fork {relation.session} "
+              f"(from {relation.parent} at seq {relation.seq})")
+    if not lineage.ancestors and not lineage.forks:
+        print("  no parent and no forks")
+    return 0
