@@ -87,13 +87,14 @@ class Event(NamedTuple):
     data: Any
 
 
-def _refuse_ext(code: int, data: memoryview) -> Any:
+def refuse_msgpack_ext(code: int, data: memoryview) -> Any:
+    """msgspec ext_hook: stored values hold no msgpack extension types (no pickles)."""
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(
-    type=tuple[float, int, list[tuple[str, Any]]], ext_hook=_refuse_ext
+    type=tuple[float, int, list[tuple[str, Any]]], ext_hook=refuse_msgpack_ext
 )
 # The tail of a log needs only the last event's kind: leave the other events undecoded,
 # so opening a session costs the same whatever the size of its last batch.
@@ -430,12 +431,15 @@ class SegmentEnd(NamedTuple):
 
 
 class LogPosition(NamedTuple):
-    """A frame boundary: byte ``offset`` of the segment whose first seq is ``segment``.
-    Snapshots record the position after the last event they cover, so that loading them
-    reads only the log after it."""
+    """A frame boundary: byte ``offset`` of the segment whose first seq is ``segment``,
+    and the crc field of the frame that ends there (0 at the start of a segment).
+    Snapshots record the position after the last event they cover: loading one reads
+    only the log after it, and the crc proves the log still holds what it was folded
+    from."""
 
     segment: int
     offset: int
+    frame_crc: int = 0
 
 
 class LogTail(NamedTuple):
@@ -632,10 +636,12 @@ class LogReader:
         return events if limit is None else itertools.islice(events, max(limit, 0))
 
     def position_holds(self, position: LogPosition, seq: int) -> bool:
-        """Whether ``position`` is the boundary right after ``seq``: the frame ending there
-        is checksum-valid and ends with ``seq`` (or the segment starts with ``seq + 1``).
-        One small read; a stale position (the log was cleared or rewritten) fails it."""
-        first, offset = position
+        """Whether ``position`` is the boundary right after ``seq`` in this log: the frame
+        ending there is checksum-valid, ends with ``seq`` and has the recorded crc (or
+        the offset is the start of a segment that starts with ``seq + 1``). One small
+        read. A log that lost its unsynced tail and was written again, or was cleared or
+        replaced, fails it."""
+        first, offset, frame_crc = position
         if offset == SEGMENT_HEADER_SIZE:
             return first == seq + 1
         if offset < SEGMENT_HEADER_SIZE or offset % 8 or first > seq:
@@ -656,7 +662,8 @@ class LogReader:
         finally:
             self.io.close(fd)
         frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
-        return frame is not None and frame.first_seq + frame.event_count - 1 == seq
+        return (frame is not None and frame.first_seq + frame.event_count - 1 == seq
+                and _U32.unpack_from(raw)[0] == frame_crc)
 
     def scans_from(
         self, position: LogPosition, after_seq: int, until_seq: float = math.inf,
@@ -668,7 +675,7 @@ class LogReader:
         the cost follows what comes after it, not the length of the history. Stops at the
         end of the last segment, or at a missing one: a caller that needs everything
         compares ``expect_seq`` of the last scan with the log's head."""
-        first, offset = position
+        first, offset, _ = position
         expect = after_seq + 1
         while True:
             path = self.segment_path(first)
@@ -884,6 +891,7 @@ class LogWriter:
             io.close(fd)
             raise
         self._fd, self._end, self.segment = fd, end, first
+        self._last_crc: bytes | None = None  # of the frame ending at _end; read when asked
         self._allocated = io.size(fd)
         self._written_end = end
         self.synced_head = self.head
@@ -925,6 +933,7 @@ class LogWriter:
                     self._end = self._written_end = self._end + size
                 self.head += len(entries)
                 self.bytes_appended += size
+                self._last_crc = frame[:4]
                 self.last_turn, self.last_kind = turn, entries[-1][0]
                 if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
@@ -1054,7 +1063,15 @@ class LogWriter:
     @property
     def position(self) -> LogPosition:
         """Where the next frame goes: the boundary right after ``head``."""
-        return LogPosition(self.segment, self._end)
+        with self.lock:
+            if self._end == SEGMENT_HEADER_SIZE:
+                return LogPosition(self.segment, self._end)
+            if self._last_crc is None:  # the frame recovery found: read its crc field
+                fd = self._fd
+                assert fd is not None
+                (size,) = _U32.unpack(self.io.pread(fd, 4, self._end - TRAILER_SIZE))
+                self._last_crc = self.io.pread(fd, 4, self._end - size)
+            return LogPosition(self.segment, self._end, _U32.unpack(self._last_crc)[0])
 
     def roll_over(self) -> None:
         """Seal the active segment now, if it holds any record, and start the next one."""
@@ -1117,6 +1134,7 @@ class LogWriter:
             raise
         self.io.fsync_dir(self.path)
         self._fd, self.segment = fd, first_seq
+        self._last_crc = bytes(4)
         self._end = self._written_end = SEGMENT_HEADER_SIZE
         self._allocated = len(data)
         write_tail_hint(self.io, self.path, first_seq)
@@ -1219,7 +1237,7 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int) -> Lo
         break
     if position is None:
         # The history ends where a segment ends (or is empty): start a fresh one after it.
-        position = LogPosition(at_seq + 1, SEGMENT_HEADER_SIZE)
+        position = LogPosition(at_seq + 1, SEGMENT_HEADER_SIZE, 0)
         fd = io.open(os.path.join(dest, layout.segment_name(at_seq + 1)),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
@@ -1263,7 +1281,9 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
         data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD))
     content = b"".join(data)
     _write_new_file(io, target, content)
-    return LogPosition(first_seq, len(content))
+    (last_size,) = _U32.unpack_from(content, len(content) - TRAILER_SIZE)
+    (last_crc,) = _U32.unpack_from(content, len(content) - last_size)
+    return LogPosition(first_seq, len(content), last_crc)
 
 
 def _write_new_file(io: FileIO, path: str, data: bytes) -> None:

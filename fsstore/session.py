@@ -290,9 +290,15 @@ class SessionReader:
                 findings.append(Finding("note", path, None, "snapshot of the log before a "
                                         "clear; skipped, and pruned by the next snapshot"))
             elif tail is not None and file.header.seq > tail.head:
-                findings.append(Finding("problem", path, None, f"snapshot covers seq "
+                findings.append(Finding("note", path, None, f"snapshot covers seq "
                                         f"{file.header.seq}, past the end of the log "
-                                        f"({tail.head}); state loads do not use it"))
+                                        f"({tail.head}): a crash took back records that were "
+                                        "not yet synced; state loads do not use it"))
+            elif tail is not None and not self._log.position_holds(file.header.position,
+                                                                   file.header.seq):
+                findings.append(Finding("note", path, None, "snapshot of records a crash took "
+                                        "back (others were written since); state loads skip "
+                                        "it, and the next snapshot prunes it"))
         for checkpoint_id in self._checkpoints.ids():
             path = self._checkpoints.file_path(checkpoint_id)
             try:
@@ -455,8 +461,11 @@ class Session(SessionReader):
             self._log = writer.reader
             self._store = store
             # The state is loaded on first use (most appends never need it); until then
-            # the newest snapshot's name says when the next one is due.
+            # the newest snapshot's name says when the next one is due. An empty log has
+            # the empty state: nothing to load.
             self._image: StateImage | None = None
+            if writer.head == writer.log_start - 1:
+                self._image = StateImage(writer.head, writer.log_start, self._policy.commit_ids)
             snapshot_seqs = self._snapshots.seqs()
             self._snapshot_seq = snapshot_seqs[-1] if snapshot_seqs else writer.log_start - 1
             self._snapshot_bytes = 0
@@ -775,12 +784,15 @@ class Session(SessionReader):
                 self._writer.head, self._writer.bytes_appended)
 
     def snapshot(self) -> int:
-        """Write a snapshot of the state at the head now; return its seq. The log is
-        synced first, so a snapshot never covers a record a crash could take back."""
+        """Write a snapshot of the state at the head now; return its seq.
+
+        The log is not synced for it: a snapshot records the crc of the frame it was
+        folded up to, and a load uses it only while the log holds that very frame. A crash
+        that takes back unsynced records leaves the snapshot ahead of the log, and unused.
+        """
         writer = self._writer
         with writer.lock:
             image = self._loaded()
-            writer.sync()
             seq = writer.head
             try:
                 self._snapshots.write(seq, writer.log_start, writer.position, image.body())

@@ -5,12 +5,13 @@ Format (docs/FORMAT.md, section 11)::
     file   = header(80 bytes) meta(meta_len bytes) body(body_len bytes)
     header = magic "\\x89FSSNAP\\n" major:u16 minor:u16 kind:u32 seq:u64 log_start:u64
              segment:u64 offset:u64 created_ns:u64 meta_len:u32 meta_crc:u32
-             body_len:u32 body_crc:u32 reserved:u32 header_crc:u32
+             body_len:u32 body_crc:u32 frame_crc:u32 header_crc:u32
 
 ``meta`` is a small msgpack map (a checkpoint's id, label and kind), read alone when
 checkpoints are listed. ``body`` is the msgpack image: the state and the recent commit
-ids. (segment, offset) is the log position right after ``seq``, so that loading reads
-only the log after it.
+ids. (segment, offset, frame_crc) is the log position right after ``seq``: loading
+reads only the log after it, once the frame ending there proves to be the one the state
+was folded up to.
 
 Snapshots live in ``state/`` and are a cache: a missing, torn or damaged one is skipped
 for an older one or a replay of the log. Checkpoints live in ``checkpoints/`` and are
@@ -29,9 +30,9 @@ import msgspec
 from crc32c import crc32c
 
 from . import layout
-from .errors import CorruptionError, FormatVersionError, InvalidSetting
+from .errors import CorruptionError, FormatVersionError, InvalidSetting, InvalidState
 from .fsio import FileIO
-from .log import LogPosition
+from .log import LogPosition, refuse_msgpack_ext
 
 SNAPSHOT_MAGIC = b"\x89FSSNAP\n"
 SNAPSHOT_MAJOR = 1
@@ -47,11 +48,7 @@ MAX_BODY_BYTES = (1 << 32) - 1
 _encoder = msgspec.msgpack.Encoder()
 
 
-def _refuse_ext(code: int, data: memoryview) -> Any:
-    raise ValueError(f"msgpack extension type {code} is not allowed")
-
-
-_decoder = msgspec.msgpack.Decoder(ext_hook=_refuse_ext)
+_decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
 
 
 @dataclass(frozen=True)
@@ -110,11 +107,13 @@ def encode(
     meta_raw = _encoder.encode(meta)
     body_raw = _encoder.encode(body)
     if len(body_raw) > MAX_BODY_BYTES:
-        raise ValueError(f"state encodes to {len(body_raw)} bytes, over {MAX_BODY_BYTES}")
+        raise InvalidState(f"the state encodes to {len(body_raw)} bytes, over the "
+                           f"{MAX_BODY_BYTES} a snapshot holds; keep large values as "
+                           "attachments")
     fields = _HEADER.pack(
         SNAPSHOT_MAGIC, SNAPSHOT_MAJOR, SNAPSHOT_MINOR, kind, seq, log_start,
         position.segment, position.offset, time.time_ns(), len(meta_raw), crc32c(meta_raw),
-        len(body_raw), crc32c(body_raw), 0, 0,
+        len(body_raw), crc32c(body_raw), position.frame_crc, 0,
     )[:-4]
     return b"".join((fields, struct.pack("<I", crc32c(fields)), meta_raw, body_raw))
 
@@ -123,7 +122,7 @@ def decode_header(raw: bytes, path: str) -> SnapshotHeader:
     if len(raw) < HEADER_SIZE:
         raise CorruptionError("snapshot header is cut short", path=path, offset=0)
     (magic, major, minor, kind, seq, log_start, segment, offset, created_ns, meta_len,
-     meta_crc, body_len, body_crc, _, header_crc) = _HEADER.unpack_from(raw)
+     meta_crc, body_len, body_crc, frame_crc, header_crc) = _HEADER.unpack_from(raw)
     if magic != SNAPSHOT_MAGIC:
         raise CorruptionError("not an fsstore snapshot (bad magic)", path=path, offset=0)
     if crc32c(raw[: HEADER_SIZE - 4]) != header_crc:
@@ -135,8 +134,8 @@ def decode_header(raw: bytes, path: str) -> SnapshotHeader:
     if meta_len > MAX_META_BYTES:
         raise CorruptionError(f"snapshot meta length {meta_len} is over the limit", path=path,
                               offset=0)
-    return SnapshotHeader(kind, seq, log_start, LogPosition(segment, offset), created_ns,
-                          meta_len, meta_crc, body_len, body_crc)
+    return SnapshotHeader(kind, seq, log_start, LogPosition(segment, offset, frame_crc),
+                          created_ns, meta_len, meta_crc, body_len, body_crc)
 
 
 def _decode_map(raw: bytes, what: str, path: str, offset: int) -> dict[str, Any]:

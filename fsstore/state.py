@@ -161,7 +161,6 @@ class StateImage:
 
 class Loaded(NamedTuple):
     image: StateImage
-    position: LogPosition | None  # the log position right after image.seq, when known
     source: str | None  # the snapshot or checkpoint it started from; None: a full replay
     findings: list[Finding]
 
@@ -173,11 +172,35 @@ def load(
     """The state at ``until_seq`` (default: the head): the newest snapshot at or before it
     that holds up, plus a replay of the state records after it.
 
-    A snapshot holds up when its checksums match, it was folded from the log as it stands
-    (same log start) and its seq is within the log. One that does not is reported in the
-    findings (and logged) and skipped, never trusted. ``extra_bases`` are more files to
-    start from, as (seq, path): checkpoints, for a state in the past.
+    A snapshot holds up when its checksums match and the log still holds what it was
+    folded from: the same log start, and the frame at its position (seq, offset and the
+    frame's crc). One that does not is reported in the findings (and logged) and
+    skipped, never trusted. ``extra_bases`` are more files to start from, as (seq, path):
+    checkpoints, for a state in the past.
     """
+    bases = list(extra_bases)
+    for _ in range(3):
+        try:
+            return _load_once(io, reader, snapshots, until_seq, window, bases)
+        except _LogMoved as moved:
+            # The log ended before its tail said: a writer cleared it meanwhile (a
+            # reader takes no lock), or a segment is missing. Look again.
+            short = moved
+    raise CorruptionError(
+        f"the log ends at seq {short.reached} while its tail says {short.target}: a "
+        "segment is missing", path=short.path)
+
+
+class _LogMoved(Exception):
+    def __init__(self, reached: int, target: int, path: str) -> None:
+        super().__init__(reached, target, path)
+        self.reached, self.target, self.path = reached, target, path
+
+
+def _load_once(
+    io: FileIO, reader: LogReader, snapshots: SnapshotDir, until_seq: int | None,
+    window: int, extra_bases: list[tuple[int, str]],
+) -> Loaded:
     _, log_start, end = reader.locate_tail()
     head = end.next_seq - 1
     target = head if until_seq is None else until_seq
@@ -203,42 +226,39 @@ def load(
                 "note", path, None, f"snapshot skipped: it is of the log before a clear (log "
                 f"start {image.log_start}, now {log_start})"))
             continue
-        if not log_start - 1 <= image.seq <= head:
+        position = file.header.position
+        if image.seq < log_start - 1 or not reader.position_holds(position, image.seq):
             findings.append(Finding(
-                "problem", path, None, f"snapshot skipped: it covers seq {image.seq}, past the "
-                f"end of the log ({head})"))
+                "note", path, None, f"snapshot skipped: the log no longer holds the record at "
+                f"seq {image.seq} it was folded up to (a crash took back records that were "
+                "not yet synced, and others were written since)"))
             continue
-        position: LogPosition | None = file.header.position
-        if position is not None and not reader.position_holds(position, image.seq):
-            position = None
-        return Loaded(image, _replay(reader, image, position, target), path, _logged(findings))
+        _replay(reader, image, position, target)
+        return Loaded(image, path, _logged(findings))
     image = StateImage(log_start - 1, log_start, window)
-    return Loaded(image, _replay(reader, image, None, target), None, _logged(findings))
+    _replay(reader, image, None, target)
+    return Loaded(image, None, _logged(findings))
 
 
 def _replay(reader: LogReader, image: StateImage, position: LogPosition | None,
-            target: int) -> LogPosition | None:
-    """Fold the state records after ``image.seq`` up to ``target`` into ``image``; return
-    the log position right after ``target`` when that is a frame boundary."""
+            target: int) -> None:
+    """Fold the state records after ``image.seq`` up to ``target`` into ``image``, reading
+    from ``position`` (the boundary after ``image.seq``) when given, else by seq."""
     if image.seq == target:
-        return position
+        return
     if position is not None:
         scans = reader.scans_from(position, image.seq, target, RECORD_MARKER)
     else:
         scans = reader.scans(image.seq, target, RECORD_MARKER)
-    reached, path, end = image.seq, reader.path, None
+    reached, path = image.seq, reader.path
     for scan in scans:
         for event in scan:
             if event.kind == STATE_RECORD:
                 image.apply(event, scan.path)
         reached, path = scan.expect_seq - 1, scan.path
-        end = LogPosition(scan.segment, scan.end) if scan.expect_seq == target + 1 else None
     if reached < target:
-        raise CorruptionError(
-            f"the log ends at seq {reached} while its tail says {target}: a segment is "
-            "missing", path=path)
+        raise _LogMoved(reached, target, path)
     image.seq = target
-    return end
 
 
 def _reason(exc: Exception) -> str:
