@@ -44,6 +44,7 @@ from .log import (
     Event,
     LogReader,
     LogWriter,
+    copy_log_prefix,
 )
 from .snapshot import (
     CHECKPOINT_KINDS,
@@ -406,6 +407,41 @@ class SessionReader:
                 "the log")]
             state_module.logger.warning("%s", self.state_findings[-1])
             return loaded.image
+
+    # --- forks ---
+
+    def copy_history(self, dest: str, *, at_seq: int | None = None,
+                     at_checkpoint: str | None = None) -> ForkOrigin:
+        """Write this session's history up to ``at_seq`` (default: the head), or up to
+        the seq checkpoint ``at_checkpoint`` froze, into the folder ``dest`` as the
+        ``log/`` and ``state/`` of a new session, and return where it ends.
+
+        Sealed segments are shared by hard link, the rest copied (``log.copy_log_prefix``),
+        and the state there becomes the new session's snapshot. All of it is fsynced.
+        ``Store.fork_session`` builds a fork with it.
+        """
+        tail = self._log.tail()
+        if at_checkpoint is not None:
+            image = self._checkpoint_image(at_checkpoint)
+            if image.log_start != tail.log_start:
+                raise SeqOutOfRange(
+                    f"session {self.id!r} was cleared after checkpoint {at_checkpoint!r}: "
+                    "the history up to it is gone, so it cannot be forked (load_checkpoint "
+                    "still returns its state)")
+            seq = image.seq
+        else:
+            seq = tail.head if at_seq is None else at_seq
+            image = self._load_state(seq, past=True).image
+        log_path = layout.log_dir(dest)
+        self.io.mkdir(log_path)
+        try:
+            position = copy_log_prefix(self.io, self._log, log_path, seq)
+        except FileNotFoundError as exc:
+            raise SeqOutOfRange(
+                f"session {self.id!r} was cleared or deleted while it was being forked "
+                f"({exc.filename}); retry") from None
+        SnapshotDir(self.io, dest).write(seq, tail.log_start, position, image.body())
+        return ForkOrigin(self.id, seq, at_checkpoint)
 
     # --- async ---
 
@@ -836,6 +872,17 @@ class Session(SessionReader):
             self._checkpoints.delete(checkpoint_id)
 
     # --- fork ---
+
+    def copy_history(self, dest: str, *, at_seq: int | None = None,
+                     at_checkpoint: str | None = None) -> ForkOrigin:
+        writer = self._writer
+        with writer.lock:  # no clear or rollover in between
+            writer.flush()
+            if at_checkpoint is None and at_seq in (None, writer.head):
+                # Seal the active segment, so that the whole history is in sealed
+                # segments, which are shared: nothing is copied.
+                writer.roll_over()
+            return super().copy_history(dest, at_seq=at_seq, at_checkpoint=at_checkpoint)
 
     def fork(
         self, new_id: str | None = None, *, at_seq: int | None = None,

@@ -30,19 +30,17 @@ from .log import (
     DEFAULT_SEGMENT_SIZE,
     Durability,
     check_settings,
-    copy_log_prefix,
     encode_segment_header,
     write_tail_hint,
 )
 from .session import (
-    ForkOrigin,
     Session,
     SessionInfo,
     SessionReader,
     acquire_writer_lock,
     new_manifest,
 )
-from .snapshot import SnapshotDir, SnapshotPolicy
+from .snapshot import SnapshotPolicy
 
 _UNSET: Any = object()
 
@@ -231,70 +229,33 @@ class Store:
                 pass  # written elsewhere: fork from what is on disk, without a lock
         try:
             reader = source if source is not None else self.read_session(source_id)
-            self._fork(reader, source, final, new_id, at_seq, at_checkpoint, title, tags,
-                       metadata)
+            self._build_fork(reader, final, new_id, at_seq, at_checkpoint, title, tags,
+                             metadata)
         finally:
             if owner is not None:
                 owner.close()
         return self.open_session(new_id, durability=durability)
 
-    def _fork(
-        self, reader: SessionReader, writer: Session | None, final: str, new_id: str,
-        at_seq: int | None, at_checkpoint: str | None, title: Any, tags: Any, metadata: Any,
-    ) -> ForkOrigin:
-        if writer is not None:
-            with writer._writer.lock:
-                log = writer._writer
-                log.flush()
-                if at_checkpoint is None and at_seq in (None, log.head):
-                    # Seal the active segment, so the whole history is in sealed
-                    # segments that can be shared: nothing is copied.
-                    log.roll_over()
-                return self._build_fork(reader, final, new_id, at_seq, at_checkpoint, title,
-                                        tags, metadata)
-        return self._build_fork(reader, final, new_id, at_seq, at_checkpoint, title, tags,
-                                metadata)
-
     def _build_fork(
         self, reader: SessionReader, final: str, new_id: str, at_seq: int | None,
         at_checkpoint: str | None, title: Any, tags: Any, metadata: Any,
-    ) -> ForkOrigin:
-        tail = reader._log.tail()
-        if at_checkpoint is not None:
-            image = reader._checkpoint_image(at_checkpoint)
-            if image.log_start != tail.log_start:
-                raise SeqOutOfRange(
-                    f"session {reader.id!r} was cleared after checkpoint {at_checkpoint!r}: "
-                    "the history up to it is gone, so it cannot be forked (load_checkpoint "
-                    "still returns its state)")
-            seq = image.seq
-        else:
-            seq = tail.head if at_seq is None else at_seq
-            image = reader._load_state(seq, past=True).image
-        origin = ForkOrigin(reader.id, seq, at_checkpoint)
-        data = new_manifest(
-            new_id,
-            reader.title if title is _UNSET else title,
-            reader.tags if tags is _UNSET else tags,
-            reader.metadata if metadata is _UNSET else metadata,
-        )
-        data["parent"] = {"id": origin.parent, "seq": seq, "checkpoint": at_checkpoint,
-                          "forked": datetime.now(timezone.utc).isoformat()}
-        data["metadata_seq"] = seq
+    ) -> None:
         sessions = layout.sessions_dir(self.path)
         temp = os.path.join(sessions, layout.temp_name(new_id))
         self.io.mkdir(temp)
         try:
+            origin = reader.copy_history(temp, at_seq=at_seq, at_checkpoint=at_checkpoint)
+            data = new_manifest(
+                new_id,
+                reader.title if title is _UNSET else title,
+                reader.tags if tags is _UNSET else tags,
+                reader.metadata if metadata is _UNSET else metadata,
+            )
+            data["parent"] = {"id": origin.parent, "seq": origin.seq,
+                              "checkpoint": origin.checkpoint,
+                              "forked": datetime.now(timezone.utc).isoformat()}
+            data["metadata_seq"] = origin.seq  # its metadata is not the history's
             manifest.write(self.io, layout.session_manifest_path(temp), data)
-            log_path = layout.log_dir(temp)
-            self.io.mkdir(log_path)
-            try:
-                position = copy_log_prefix(self.io, reader._log, log_path, seq)
-            except FileNotFoundError as exc:
-                raise SeqOutOfRange(
-                    f"session {reader.id!r} was cleared or deleted while it was being "
-                    f"forked ({exc.filename}); retry") from None
-            SnapshotDir(self.io, temp).write(seq, tail.log_start, position, image.body())
             self.io.fsync_dir(temp)
             try:
                 self.io.rename(temp, final)
@@ -305,7 +266,6 @@ class Store:
                 self.io.rmtree(temp)
             raise
         self.io.fsync_dir(sessions)
-        return origin
 
     def lineage(self, session_id: str) -> Lineage:
         """A session's ancestors (its parent first) and every session forked from it or
