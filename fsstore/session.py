@@ -451,6 +451,12 @@ class SessionReader:
     async def aget_turns(self) -> list[Turn]:
         return await asyncio.to_thread(self.get_turns)
 
+    async def astate(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.state)
+
+    async def astate_at(self, seq: int) -> dict[str, Any]:
+        return await asyncio.to_thread(self.state_at, seq)
+
     async def aevents(
         self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000
     ) -> AsyncIterator[Event]:
@@ -933,6 +939,14 @@ class Session(SessionReader):
 
     async def aclear(self) -> None:
         await asyncio.to_thread(self.clear)
+
+    async def acommit(self, events: Iterable[Mapping[str, Any]] = (),
+                      **options: Any) -> CommitResult:
+        events = list(events)
+        return await asyncio.to_thread(self.commit, events, **options)
+
+    async def acheckpoint(self, label: str | None = None, **options: Any) -> CheckpointInfo:
+        return await asyncio.to_thread(self.checkpoint, label, **options)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

@@ -3,6 +3,7 @@ loading from snapshots plus the log."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -492,3 +493,17 @@ def test_a_segment_missing_after_the_snapshot_is_reported_not_skipped(small_stor
     with pytest.raises(fsstore.CorruptionError) as caught:
         small_store.read_session("s").state()
     assert caught.value.path.startswith(log)
+
+
+def test_async_state_commit_and_checkpoint(store):
+    async def main():
+        async with store.create_session("s") as session:
+            result = await session.acommit([{"a": 1}], state_patch={"k": 1}, commit_id="c")
+            assert result.head == 2
+            assert (await session.acommit([{"a": 1}], commit_id="c")).duplicate
+            info = await session.acheckpoint("cp", kind="turn")
+            assert (info.label, info.kind, info.seq) == ("cp", "turn", 2)
+            assert await session.astate() == {"k": 1}
+            assert await session.astate_at(1) == {}
+
+    asyncio.run(main())
