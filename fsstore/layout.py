@@ -49,8 +49,6 @@ TRASH_PREFIX = ".trash-"
 
 MAX_SESSION_ID = 128
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
-_SEGMENT_NAME_LENGTH = SEQ_DIGITS + len(SEGMENT_SUFFIX)
-_SNAPSHOT_NAME_LENGTH = SEQ_DIGITS + len(SNAPSHOT_SUFFIX)
 
 
 def check_session_id(session_id: object) -> str:
@@ -126,13 +124,8 @@ def snapshot_name(seq: int) -> str:
 
 def snapshot_seqs(names: Iterable[str]) -> list[int]:
     """The seqs of the snapshot file names among ``names``, sorted."""
-    seqs = []
-    for name in names:
-        digits = name[:SEQ_DIGITS]
-        if (len(name) == _SNAPSHOT_NAME_LENGTH and name.endswith(SNAPSHOT_SUFFIX)
-                and digits.isascii() and digits.isdigit()):
-            seqs.append(int(digits))
-    return sorted(seqs)
+    return sorted(int(name[:SEQ_DIGITS]) for name in names
+                  if _is_seq_name(name, SNAPSHOT_SUFFIX))
 
 
 def checkpoints_dir(session_path: str) -> str:
@@ -161,9 +154,13 @@ def segment_name(first_seq: int) -> str:
 
 
 def is_segment_name(name: str) -> bool:
-    """True if ``name`` is a segment file name: 20 ASCII digits and ``.fslog``. (String
-    tests, not a regex: opening a log tests every name in it.)"""
-    if len(name) != _SEGMENT_NAME_LENGTH or not name.endswith(SEGMENT_SUFFIX):
+    """True if ``name`` is a segment file name: 20 ASCII digits and ``.fslog``."""
+    return _is_seq_name(name, SEGMENT_SUFFIX)
+
+
+def _is_seq_name(name: str, suffix: str) -> bool:
+    # String tests, not a regex: opening a log tests every name in it.
+    if len(name) != SEQ_DIGITS + len(suffix) or not name.endswith(suffix):
         return False
     digits = name[:SEQ_DIGITS]
     return digits.isascii() and digits.isdigit()
@@ -176,7 +173,8 @@ def parse_segment_name(name: str) -> int | None:
 
 def segment_seqs(names: Iterable[str]) -> list[int]:
     """The first seqs of the segment file names among ``names``, sorted."""
-    return sorted(int(name[:SEQ_DIGITS]) for name in names if is_segment_name(name))
+    return sorted(int(name[:SEQ_DIGITS]) for name in names
+                  if _is_seq_name(name, SEGMENT_SUFFIX))
 
 
 def torn_tail_name(first_seq: int, offset: int) -> str:

@@ -8,7 +8,7 @@ is the newest snapshot that holds up plus a replay of the records after it.
 A state record's data (docs/FORMAT.md, section 11)::
 
     {"ops": [op, ...], "commit": COMMIT_ID?, "events": N?}
-    op = ["set", KEY, VALUE] | ["delete", KEY] | ["merge", PATCH] | ["replace", STATE]
+    op = ["set", KEY, VALUE] | ["delete", KEY] | ["merge", PATCH]
 
 ``merge`` applies a JSON merge patch (RFC 7386) to the whole state. ``commit`` and
 ``events`` make a commit idempotent: the N events before the record belong to it.
@@ -34,7 +34,7 @@ STATE_RECORD = "fsstore.state"
 #: Frames holding none of the store's own records are skipped unread by a state replay.
 RECORD_MARKER = b"fsstore."
 DEFAULT_COMMIT_ID_WINDOW = 10_000
-OPS = ("set", "delete", "merge", "replace")
+OPS = ("set", "delete", "merge")
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
@@ -68,9 +68,9 @@ def normalize_ops(ops: list[list[Any]]) -> list[list[Any]]:
         name = op[0]
         if name in ("set", "delete") and not isinstance(op[1], str):
             raise InvalidState(f"state keys must be strs, not {type(op[1]).__name__}")
-        if name in ("merge", "replace") and not isinstance(op[1], dict):
-            raise InvalidState(f"a whole-state {name} needs a dict, not {type(op[1]).__name__}")
-        if name in ("merge", "replace") and not all(isinstance(k, str) for k in op[1]):
+        if name == "merge" and not isinstance(op[1], dict):
+            raise InvalidState(f"a state merge patch must be a dict, not {type(op[1]).__name__}")
+        if name == "merge" and not all(isinstance(k, str) for k in op[1]):
             raise InvalidState("state keys must be strs")
     try:
         return _decoder.decode(_encoder.encode(ops))
@@ -108,8 +108,6 @@ class StateImage:
                 state.pop(op[1], None)
             elif name == "merge":
                 merge_patch(state, op[1])
-            elif name == "replace":
-                self.state = state = op[1]
             else:
                 raise ValueError(f"unknown state operation {name!r}")
 
@@ -154,15 +152,9 @@ class StateImage:
             raise CorruptionError("snapshot commit list is malformed", path=path) from None
         return cls(file.header.seq, file.header.log_start, window, state, triples)
 
-    def copy(self) -> StateImage:
-        return StateImage(self.seq, self.log_start, self.window, copy_value(self.state),
-                          [(cid, r.first_seq, r.last_seq) for cid, r in self.commits.items()])
-
-
 class Loaded(NamedTuple):
     image: StateImage
-    source: str | None  # the snapshot or checkpoint it started from; None: a full replay
-    findings: list[Finding]
+    findings: list[Finding]  # the snapshots skipped, and why
 
 
 def load(
@@ -234,10 +226,10 @@ def _load_once(
                 "not yet synced, and others were written since)"))
             continue
         _replay(reader, image, position, target)
-        return Loaded(image, path, _logged(findings))
+        return Loaded(image, _logged(findings))
     image = StateImage(log_start - 1, log_start, window)
     _replay(reader, image, None, target)
-    return Loaded(image, None, _logged(findings))
+    return Loaded(image, _logged(findings))
 
 
 def _replay(reader: LogReader, image: StateImage, position: LogPosition | None,
