@@ -17,7 +17,9 @@ a segmented msgpack append log (docs/FORMAT.md)::
         print(event.seq, event.turn, event.kind, event.data)
 """
 
+from .blobs import BlobRef, BlobStat, GcReport
 from .errors import (
+    BlobNotFound,
     CheckpointExists,
     CheckpointNotFound,
     CorruptionError,
@@ -25,6 +27,7 @@ from .errors import (
     FormatVersionError,
     FsStoreError,
     HeadConflict,
+    InvalidBlobRef,
     InvalidCheckpointId,
     InvalidEvent,
     InvalidMetadata,
@@ -63,6 +66,9 @@ __version__ = "0.1.0"
 __all__ = [
     "METADATA_RECORD",
     "STATE_RECORD",
+    "BlobNotFound",
+    "BlobRef",
+    "BlobStat",
     "CheckpointExists",
     "CheckpointInfo",
     "CheckpointNotFound",
@@ -75,7 +81,9 @@ __all__ = [
     "ForkOrigin",
     "FormatVersionError",
     "FsStoreError",
+    "GcReport",
     "HeadConflict",
+    "InvalidBlobRef",
     "InvalidCheckpointId",
     "InvalidEvent",
     "InvalidMetadata",

@@ -59,6 +59,15 @@ class CheckpointExists(FsStoreError, FileExistsError):
     """Returned when creating a checkpoint under an id the session already has."""
 
 
+class InvalidBlobRef(FsStoreError, ValueError):
+    """Returned when a blob reference is malformed: not ``sha256:`` and 64 lowercase hex
+    digits, a bad size, or not a reference at all. Nothing is read or written."""
+
+
+class BlobNotFound(FsStoreError, FileNotFoundError):
+    """Returned when a well-formed blob reference names no blob of the session."""
+
+
 class SessionExists(FsStoreError, FileExistsError):
     """Returned when creating a session under an id that is already taken."""
 

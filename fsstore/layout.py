@@ -16,6 +16,7 @@ A store on disk (see docs/FORMAT.md)::
             00000000000000004711.snap    state snapshots, named by the seq they cover
           checkpoints/
             CHECKPOINT_ID.ckpt           named states, one file each
+          blobs/sha256/AB/DIGEST[.zst]   attachments, named by the SHA-256 of their bytes
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ STATE_DIR = "state"
 SNAPSHOT_SUFFIX = ".snap"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_SUFFIX = ".ckpt"
+BLOBS_DIR = "blobs"
 SEQ_DIGITS = 20  # enough for any u64 seq, so names sort in log order
 
 # Names that start with a dot are fsstore's own scratch space: temp files awaiting a
@@ -126,6 +128,10 @@ def snapshot_seqs(names: Iterable[str]) -> list[int]:
     """The seqs of the snapshot file names among ``names``, sorted."""
     return sorted(int(name[:SEQ_DIGITS]) for name in names
                   if _is_seq_name(name, SNAPSHOT_SUFFIX))
+
+
+def blobs_dir(session_path: str) -> str:
+    return os.path.join(session_path, BLOBS_DIR)
 
 
 def checkpoints_dir(session_path: str) -> str:

@@ -1208,7 +1208,7 @@ class LogWriter:
 # --- forking -----------------------------------------------------------------------------
 
 # Errors of os.link that mean "this filesystem will not share the file": copy it instead.
-_NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
                    errno.ENOSYS}
 
 
@@ -1255,7 +1255,7 @@ def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) ->
         io.link(source.segment_path(first_seq), target)
         return
     except OSError as exc:
-        if exc.errno not in _NO_LINK_ERRNOS:
+        if exc.errno not in NO_LINK_ERRNOS:
             raise
     _write_new_file(io, target, source.read_segment(first_seq))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -20,6 +21,15 @@ import filelock
 
 from . import layout, manifest, snapshot
 from . import state as state_module
+from .blobs import (
+    BLOB_MARKER,
+    DEFAULT_GRACE_SECONDS,
+    BlobReader,
+    BlobStore,
+    GcReport,
+    find_refs,
+    link_blobs,
+)
 from .errors import (
     CheckpointExists,
     CheckpointNotFound,
@@ -171,6 +181,8 @@ class SessionReader:
         self._policy = snapshots or SnapshotPolicy()
         self._snapshots = SnapshotDir(io, path)
         self._checkpoints = CheckpointDir(io, path)
+        #: The session's attachments: get, open, exists, stat (and put, for a writer).
+        self.blobs: BlobReader = BlobReader(io, path)
         #: What the last state load found wrong with snapshot files (they were skipped).
         self.state_findings: list[Finding] = []
 
@@ -310,6 +322,7 @@ class SessionReader:
                                         _reason(exc)))
             except FileNotFoundError:
                 continue
+        findings.extend(self.blobs.check(verify=True))
         for folder in (self._snapshots.path, self._checkpoints.path):
             if self.io.exists(folder):
                 for name in sorted(self.io.listdir(folder)):
@@ -441,6 +454,7 @@ class SessionReader:
                 f"session {self.id!r} was cleared or deleted while it was being forked "
                 f"({exc.filename}); retry") from None
         SnapshotDir(self.io, dest).write(seq, tail.log_start, position, image.body())
+        link_blobs(self.io, self.path, dest)
         return ForkOrigin(self.id, seq, at_checkpoint)
 
     # --- async ---
@@ -492,6 +506,7 @@ class Session(SessionReader):
         lock_timeout: float = 0.0,
         snapshots: SnapshotPolicy | None = None,
         store: Any = None,
+        blob_compression: str = "auto",
     ) -> None:
         self._lock = acquire_writer_lock(path, session_id, lock_timeout)
         try:
@@ -502,6 +517,7 @@ class Session(SessionReader):
             )
             self._log = writer.reader
             self._store = store
+            self.blobs: BlobStore = BlobStore(io, path, blob_compression)
             # The state is loaded on first use (most appends never need it); until then
             # the newest snapshot's name says when the next one is due. An empty log has
             # the empty state: nothing to load.
@@ -876,6 +892,29 @@ class Session(SessionReader):
                 raise CheckpointNotFound(
                     f"session {self.id!r} has no checkpoint {checkpoint_id!r}")
             self._checkpoints.delete(checkpoint_id)
+
+    # --- attachments ---
+
+    def gc(self, *, grace: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,
+           verify: bool = False) -> GcReport:
+        """Remove the blobs nothing refers to: no event of the log, no state (the state
+        is the fold of the log) and no checkpoint. A blob is removed only once it is
+        older than ``grace`` seconds, and never one this writer put: a put is followed by
+        the commit that refers to it, and a crash in between leaves an orphan that a
+        later gc removes. Forks hold their own links to shared blobs. With ``dry_run``
+        nothing is removed; with ``verify`` every blob is hashed and damage reported.
+        Damage in the log or a checkpoint stops the gc (it could hide references)."""
+        writer = self._writer
+        with writer.lock:  # no commit lands while the references are gathered
+            writer.flush()
+            referenced: set[str] = set()
+            for scan in self._log.scans(0, math.inf, BLOB_MARKER):
+                for event in scan:
+                    find_refs(event.data, referenced)
+            for checkpoint_id in self._checkpoints.ids():
+                path = self._checkpoints.file_path(checkpoint_id)
+                find_refs(snapshot.read(self.io, path).body, referenced)
+            return self.blobs.gc(referenced, grace=grace, dry_run=dry_run, verify=verify)
 
     # --- fork ---
 

@@ -55,14 +55,16 @@ def open_store(
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     snapshots: SnapshotPolicy | None = None,
+    blob_compression: str = "auto",
     io: FileIO | None = None,
 ) -> Store:
     """Open the store at ``path``, creating it if it does not exist (or is an empty
     folder) and ``create`` is true.
 
-    ``durability``, ``segment_size``, ``max_record_bytes`` and ``snapshots`` (when the
-    state is snapshotted) are the settings of the sessions opened through this store;
-    each ``open_session`` may override durability.
+    ``durability``, ``segment_size``, ``max_record_bytes``, ``snapshots`` (when the
+    state is snapshotted) and ``blob_compression`` (``"auto"``: zstd for text-like media
+    types; ``"always"``; ``"never"``) are the settings of the sessions opened through
+    this store; each ``open_session`` may override durability.
     """
     io = io or FileIO()
     check_settings(segment_size, max_record_bytes)
@@ -74,7 +76,8 @@ def open_store(
         _create_store(io, root)
     manifest.read(io, manifest_path, manifest.STORE_FORMAT)
     return Store(root, io=io, durability=Durability.of(durability), segment_size=segment_size,
-                 max_record_bytes=max_record_bytes, snapshots=snapshots or SnapshotPolicy())
+                 max_record_bytes=max_record_bytes, snapshots=snapshots or SnapshotPolicy(),
+                 blob_compression=blob_compression)
 
 
 def _create_store(io: FileIO, root: str) -> None:
@@ -117,7 +120,7 @@ class Store:
 
     def __init__(
         self, path: str, *, io: FileIO, durability: Durability, segment_size: int,
-        max_record_bytes: int, snapshots: SnapshotPolicy,
+        max_record_bytes: int, snapshots: SnapshotPolicy, blob_compression: str = "auto",
     ) -> None:
         self.path = path
         self.io = io
@@ -125,6 +128,7 @@ class Store:
         self.segment_size = segment_size
         self.max_record_bytes = max_record_bytes
         self.snapshots = snapshots
+        self.blob_compression = blob_compression
 
     def __repr__(self) -> str:
         return f"<fsstore.Store {self.path!r}>"
@@ -180,6 +184,7 @@ class Store:
             durability=self.durability if durability is None else durability,
             segment_size=self.segment_size, max_record_bytes=self.max_record_bytes,
             lock_timeout=lock_timeout, snapshots=self.snapshots, store=self,
+            blob_compression=self.blob_compression,
         )
 
     def read_session(self, session_id: str) -> SessionReader:

@@ -20,6 +20,7 @@ from crashsim import VARIANTS, CrashSimIO
 
 import fsstore
 from fsstore import TURN_FINISHED
+from fsstore.blobs import find_refs
 from fsstore.state import merge_patch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -452,3 +453,103 @@ def test_kill_9_during_commits_checkpoints_and_forks_loses_nothing_acknowledged(
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_commits_checkpoints_and_forks(tmp_path):
     kill_9_state_trials(tmp_path, trials=300)
+
+
+# --- attachments ------------------------------------------------------------------------
+
+def check_blobs_of(store, session_id: str) -> set[str]:
+    """Every blob under a final name is whole (its bytes hash to its name), and every
+    blob the log refers to is there. Returns the referenced digests."""
+    reader = store.read_session(session_id)
+    for hex_digest, _, _ in reader.blobs.digests():
+        assert reader.blobs.get(f"sha256:{hex_digest}")  # verifies the digest
+    referenced: set[str] = set()
+    for event in reader.events():
+        find_refs(event.data, referenced)
+    for digest in referenced:
+        assert reader.blobs.exists(digest), digest
+    return referenced
+
+
+def test_every_power_loss_state_of_puts_commits_and_gcs_is_whole(tmp_path):
+    root = tmp_path / "store"
+    with fsstore.open_store(root).create_session("s") as session:
+        old = session.blobs.put(b"an orphan of an earlier writer", "text/plain")
+        kept = session.blobs.put(b"committed earlier")
+        session.commit([{"f": kept}])
+    blob_dir = os.path.join(root, "sessions", "s", "blobs", "sha256", old.hex[:2])
+    os.utime(os.path.join(blob_dir, old.hex + ".zst"), (1, 1))
+
+    def work(store):
+        with store.open_session("s") as session:
+            text = session.blobs.put(b"log line\n" * 5000, "text/plain")  # compressed
+            raw = session.blobs.put(os.urandom(20_000), "image/png")
+            session.commit([{"text": text, "raw": raw}])
+            session.blobs.put(b"put, never committed")
+            session.gc(grace=60)
+
+    states = crash_states_of(tmp_path, root, work)
+    reclaimed = 0
+    for dest in states:
+        store = fsstore.open_store(dest, create=False)
+        referenced = check_blobs_of(store, "s")
+        assert kept.digest in referenced
+        reclaimed += not store.read_session("s").blobs.exists(old)
+    assert 0 < reclaimed < len(states)
+
+
+CHILD_BLOBS = textwrap.dedent("""
+    import os, random, sys
+    import fsstore
+    store = fsstore.open_store(sys.argv[1], durability="fsync")
+    session = store.open_session("s", lock_timeout=30)
+    rng = random.Random(int(sys.argv[2]))
+    print("READY", flush=True)
+    step = 0
+    while True:
+        step += 1
+        size = rng.choice([10, 5000, 300_000])
+        media = rng.choice(["text/plain", "image/png"])
+        ref = session.blobs.put(os.urandom(size // 2) * 2, media)
+        if rng.random() < 0.7:
+            session.commit([{"f": ref, "step": step}])
+            print("ACK", ref.digest, "END", flush=True)
+        if rng.random() < 0.2:
+            session.gc(grace=0)
+""")
+
+
+def kill_9_blob_trials(tmp_path, trials: int) -> None:
+    root = tmp_path / "store"
+    fsstore.open_store(root).create_session("s").close()
+    rng = random.Random(5)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    acknowledged: set[str] = set()
+    for trial in range(trials):
+        child = subprocess.Popen([sys.executable, "-c", CHILD_BLOBS, str(root), str(trial)],
+                                 stdout=subprocess.PIPE, text=True, env=env)
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith("READY")
+        time.sleep(rng.uniform(0, 0.25))
+        child.send_signal(signal.SIGKILL)
+        output, _ = child.communicate()
+        acknowledged |= {line.split()[1] for line in output.splitlines()
+                         if line.startswith("ACK ") and line.endswith(" END")}
+        store = fsstore.open_store(root)
+        referenced = check_blobs_of(store, "s")
+        assert acknowledged <= referenced
+        if trial % 5 == 4:
+            with store.open_session("s") as session:  # the killed writers' orphans go
+                session.gc(grace=0)
+                digests = {f"sha256:{d}" for d, _, _ in session.blobs.digests()}
+                assert digests == referenced
+    assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
+
+
+def test_kill_9_during_puts_and_gcs_never_loses_a_referenced_blob(tmp_path):
+    kill_9_blob_trials(tmp_path, trials=6)
+
+
+@pytest.mark.long
+def test_kill_9_hundreds_of_times_during_puts_and_gcs(tmp_path):
+    kill_9_blob_trials(tmp_path, trials=300)
