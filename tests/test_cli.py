@@ -159,3 +159,15 @@ def test_state_checkpoints_fork_and_lineage_commands(tmp_path, capsys):
     assert code == 2 and "outside the history" in err
     code, _, err = run(capsys, *where, "state", "s", "--checkpoint", "nope")
     assert code == 2 and "no checkpoint" in err
+
+
+def test_gc_command_reports_and_reclaims(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("s") as session:
+        session.commit([{"f": session.blobs.put(b"kept")}])
+        session.blobs.put(b"orphan")
+    where = ("--store", str(tmp_path / "store"))
+    code, out, _ = run(capsys, *where, "gc", "s", "--dry-run", "--grace", "0")
+    assert code == 0 and "would reclaim 1" in out
+    code, out, _ = run(capsys, *where, "gc", "s", "--grace", "0", "--verify")
+    assert code == 0 and "reclaimed 1" in out and "scanned 2 blobs" in out

@@ -1,5 +1,5 @@
-"""``fsstore state``, ``checkpoints``, ``fork`` and ``lineage``: a session's state, its
-checkpoints and its forks."""
+"""``fsstore state``, ``checkpoints``, ``fork``, ``lineage`` and ``gc``: a session's state,
+its checkpoints, its forks and its attachments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 
-from ._common import add_command, json_default, store_from, when
+from ..blobs import DEFAULT_GRACE_SECONDS
+from ._common import add_command, human_bytes, json_default, store_from, when
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -41,6 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                           "and its forks", "fsstore lineage SESSION")
     lineage.add_argument("session", metavar="SESSION")
     lineage.set_defaults(run=run_lineage)
+    register_gc(commands)
 
 
 def run_state(args: argparse.Namespace) -> int:
@@ -97,3 +99,26 @@ def run_lineage(args: argparse.Namespace) -> int:
     if not lineage.ancestors and not lineage.forks:
         print("  no parent and no forks")
     return 0
+
+
+def register_gc(commands: argparse._SubParsersAction) -> None:
+    gc = add_command(commands, "gc", "remove a session's attachments that nothing refers to",
+                     "fsstore gc SESSION --dry-run")
+    gc.add_argument("session", metavar="SESSION")
+    gc.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    gc.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS, metavar="SECONDS",
+                    help="keep unreferenced blobs younger than this (default: an hour)")
+    gc.add_argument("--verify", action="store_true", help="also hash every blob")
+    gc.set_defaults(run=run_gc)
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    with store_from(args).open_session(args.session) as session:
+        report = session.gc(grace=args.grace, dry_run=args.dry_run, verify=args.verify)
+    verb = "would reclaim" if report.dry_run else "reclaimed"
+    print(f"scanned {report.scanned} blobs ({human_bytes(report.scanned_bytes)}); kept "
+          f"{report.kept} ({human_bytes(report.kept_bytes)}, {report.young} young); {verb} "
+          f"{report.reclaimed} ({human_bytes(report.reclaimed_bytes)})")
+    for finding in report.damaged:
+        print(finding)
+    return 1 if any(f.level == "problem" for f in report.damaged) else 0
