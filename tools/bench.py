@@ -346,6 +346,77 @@ def state_rows(root: str, big_store: fsstore.Store, big: int, events: list) -> N
     row(f"  copy the session folder ({parent_bytes / 2**20:,.0f} MiB)", f"{copy_time:.1f} ms")
 
 
+# --- attachments -------------------------------------------------------------------------
+
+def attachment_rows(root: str, events: list, quick: bool) -> None:
+    print("\nAttachments (medians of interleaved runs; incompressible bytes)")
+    store = fsstore.open_store(os.path.join(root, "blobs"))
+    folder = os.path.join(root, "plain")
+    os.makedirs(folder)
+    with store.create_session("b") as session:
+        for size in (1 << 20, 64 << 20):
+            data = bytearray(os.urandom(size))
+            repeats = 15 if size < (8 << 20) else (3 if quick else 5)
+            times: dict[str, list[float]] = {"put": [], "write": [], "get": [], "read": []}
+            refs = []
+            for index in range(repeats):
+                data[:8] = index.to_bytes(8, "little")  # new content each time: no dedup
+                payload = bytes(data)
+                path = os.path.join(folder, f"{size}-{index}")
+                start = time.perf_counter()
+                with open(path, "wb") as handle:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                times["write"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                refs.append(session.blobs.put(payload, "application/octet-stream"))
+                times["put"].append(time.perf_counter() - start)
+            for index in range(repeats):
+                path = os.path.join(folder, f"{size}-{index}")
+                start = time.perf_counter()
+                with open(path, "rb") as handle:
+                    handle.read()
+                times["read"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                session.blobs.get(refs[index])
+                times["get"].append(time.perf_counter() - start)
+            rate = {name: size / statistics.median(values) / 2**20
+                    for name, values in times.items()}
+            label = f"{size >> 20} MiB"
+            row(f"put {label} (sha256, temp, fsync, rename)", f"{rate['put']:,.0f} MiB/s",
+                ratio(rate["put"], rate["write"], "of plain write + fsync"))
+            row(f"  plain file write + fsync, {label}", f"{rate['write']:,.0f} MiB/s")
+            row(f"get {label} (sha256 verified)", f"{rate['get']:,.0f} MiB/s",
+                ratio(rate["get"], rate["read"], "of a plain read (warm)"))
+            row(f"  plain file read, {label} (warm)", f"{rate['read']:,.0f} MiB/s")
+
+    # gc over a session of 100k events and 10k referenced blobs (plus orphans)
+    gc_events = 10_000 if quick else 100_000
+    with store.create_session("gc") as session:
+        refs = [session.blobs.put(os.urandom(512) + bytes([i % 256]) * 512, "image/png")
+                for i in range(gc_events // 10)]
+        orphans = [session.blobs.put(os.urandom(1024)) for _ in range(gc_events // 100)]
+        for index in range(gc_events):
+            kind, event = events[index % len(events)]
+            if index % 10 == 0:
+                event = {**event, "attachment": refs[index // 10]}
+            session.append(event, kind=kind)
+    for path in (p for d, _, f in os.walk(os.path.join(store.path, "sessions", "gc", "blobs"))
+                 for p in (os.path.join(d, n) for n in f)):
+        os.utime(path, (1, 1))  # old enough for any grace period
+    with store.open_session("gc") as session:
+        start = time.perf_counter()
+        report = session.gc(dry_run=True)
+        dry = time.perf_counter() - start
+        start = time.perf_counter()
+        report = session.gc()
+        real = time.perf_counter() - start
+    assert report.reclaimed == len(orphans)
+    row(f"gc: {gc_events:,} events, {len(refs):,} blobs kept, {report.reclaimed} reclaimed",
+        f"{real * 1000:,.0f} ms", f"(dry run {dry * 1000:,.0f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
@@ -517,6 +588,7 @@ def main() -> None:
         row("list_sessions (both)", f"{listing:.3f} ms")
 
         state_rows(root, big_store, big, events)
+        attachment_rows(root, events, quick=args.quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
