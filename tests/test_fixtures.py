@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -81,6 +82,8 @@ def test_the_committed_v1_1_store_reads_the_same_forever():
             assert reader.state_at(int(seq)) == state
         assert [[c.id, c.label, c.kind, c.seq, reader.load_checkpoint(c.id)]
                 for c in reader.checkpoints()] == want["checkpoints"]
+        assert {d: hashlib.sha256(reader.blobs.get(f"sha256:{d}")).hexdigest()
+                for d, _, _ in reader.blobs.digests()} == want["blobs"]
     assert store.verify() == []
     assert tree_snapshot(FIXTURE_1_1) == before
 
@@ -94,3 +97,15 @@ def test_the_committed_v1_1_store_remembers_its_commit_ids(tmp_path):
             head = session.head
             assert session.commit([{"again": 1}], commit_id="commit-3").duplicate
             assert session.head == head
+
+
+def test_the_committed_v1_1_store_collects_only_its_orphan_blob(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_1, "store"), copy)
+    store = fsstore.open_store(copy, create=False)
+    with store.open_session("attachments") as session:
+        report = session.gc(grace=0, verify=True)
+        assert (report.scanned, report.reclaimed, report.damaged) == (3, 1, [])
+        (event,) = [e for e in session.events() if e.kind == "event"]
+        assert session.blobs.get(event.data["image"]) == bytes(range(256)) * 40
+        assert session.blobs.get(session.get_state("log")).startswith(b"a line of tool")

@@ -193,8 +193,13 @@ def test_a_fork_copies_segments_where_links_are_refused(tmp_path):
     store = fsstore.open_store(tmp_path / "store", segment_size=4096, io=NoLinkIO())
     with store.create_session("a") as parent:
         fill(parent)
+        ref = parent.blobs.put(b"an attachment")
+        parent.commit([{"f": ref}])
         with parent.fork("b") as child:
             assert history(child) == history(parent)
+            assert child.blobs.get(ref) == b"an attachment"
+            assert os.stat(child.blobs.stat(ref).path).st_ino != os.stat(
+                parent.blobs.stat(ref).path).st_ino
     parent_files, child_files = log_files(store, "a"), log_files(store, "b")
     assert [n for n in child_files
             if n in parent_files and child_files[n].st_ino == parent_files[n].st_ino] == []

@@ -9,6 +9,7 @@ one to make a test pass.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -110,6 +111,13 @@ def make_v1_1() -> None:
         agent.fork("fork-mid", at_seq=fork_inside_batch).close()
         agent.fork("fork-checkpoint", at_checkpoint="cp-two").close()
 
+    with store.create_session("attachments", title="blobs") as session:
+        raw = session.blobs.put(bytes(range(256)) * 40, "image/png")
+        text = session.blobs.put(b"a line of tool output\n" * 500, "text/plain")
+        session.commit([{"tool": "screenshot", "image": raw}], state_patch={"log": text},
+                       ts=ts + 20)
+        session.blobs.put(b"an orphan: put, never committed")
+
     expected = {}
     for info in store.list_sessions():
         reader = store.read_session(info.id)
@@ -121,6 +129,8 @@ def make_v1_1() -> None:
             "states_at": {seq: reader.state_at(seq) for seq in range(0, info.head + 1, 5)},
             "checkpoints": [[c.id, c.label, c.kind, c.seq, reader.load_checkpoint(c.id)]
                             for c in reader.checkpoints()],
+            "blobs": {digest: hashlib.sha256(reader.blobs.get(f"sha256:{digest}")).hexdigest()
+                      for digest, _, _ in reader.blobs.digests()},
         }
     for folder, _, files in os.walk(store_path):
         for name in files:
