@@ -242,14 +242,26 @@ class BlobReader:
         with self.open(blob) as reader:
             return reader.read()
 
+    def _real_folders(self) -> bool:
+        """Whether ``blobs/`` and ``blobs/sha256/`` exist; CorruptionError if either is a
+        symlink or a file: nothing is listed, written or removed through one."""
+        for directory in (self.path, os.path.join(self.path, ALGORITHM)):
+            try:
+                info = os.lstat(directory)
+            except FileNotFoundError:
+                return False
+            if not stat.S_ISDIR(info.st_mode):
+                raise CorruptionError("not a folder (a symlink or a file): blobs are read "
+                                      "only from the session's own folders", path=directory)
+        return True
+
     def digests(self) -> Iterator[tuple[str, str, bool]]:
         """(hex digest, path, compressed) of every file under ``blobs/sha256``; names that
         are not blob names are reported by ``check``."""
-        root = os.path.join(self.path, ALGORITHM)
-        try:
-            prefixes = sorted(os.listdir(root))
-        except FileNotFoundError:
+        if not self._real_folders():
             return
+        root = os.path.join(self.path, ALGORITHM)
+        prefixes = sorted(os.listdir(root))
         for prefix in prefixes:
             folder = os.path.join(root, prefix)
             if not os.path.isdir(folder) or os.path.islink(folder):
@@ -264,8 +276,11 @@ class BlobReader:
         digest or size that does not match."""
         findings: list[Finding] = []
         root = os.path.join(self.path, ALGORITHM)
-        if not os.path.isdir(root):
-            return findings
+        try:
+            if not self._real_folders():
+                return findings
+        except CorruptionError as exc:
+            return [Finding("problem", exc.path, None, exc.reason)]
         for prefix in sorted(os.listdir(root)):
             folder = os.path.join(root, prefix)
             if os.path.islink(folder) or not os.path.isdir(folder):
@@ -342,6 +357,7 @@ class BlobStore(BlobReader):
     def _put_stream(self, stream: IO[bytes], media_type: str | None,
                     compressed: bool) -> BlobRef:
         self._ensure_dirs(os.path.join(self.path, ALGORITHM))
+        self._real_folders()  # never write through a symlink
         temp = os.path.join(self.path, layout.temp_name("put"))
         hasher = _BackgroundHash()
         size = 0

@@ -354,3 +354,23 @@ def test_random_puts_commits_crashes_and_gcs_never_lose_a_referenced_blob(tmp_pa
     with store.open_session("s") as session:
         session.gc(grace=0)
         assert {f"sha256:{d}" for d, _, _ in session.blobs.digests()} == committed
+
+
+def test_a_symlinked_blobs_folder_is_never_written_listed_or_collected_through(store,
+                                                                              tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "sha256" / "ab").mkdir(parents=True)
+    victim = outside / "sha256" / "ab" / ("ab" * 32)
+    victim.write_bytes(b"not the session's")
+    os.utime(victim, (1, 1))
+    with store.create_session("s") as session:
+        os.symlink(outside, os.path.join(session.path, "blobs"))
+        with pytest.raises(fsstore.CorruptionError, match="not a folder"):
+            session.blobs.put(b"data")
+        with pytest.raises(fsstore.CorruptionError):
+            session.gc(grace=0)
+        with pytest.raises(fsstore.CorruptionError):
+            session.blobs.get("sha256:" + "ab" * 32)
+    assert victim.read_bytes() == b"not the session's"
+    assert sorted(os.listdir(outside)) == ["sha256"]
+    assert [f.level for f in store.verify()] == ["problem"]
