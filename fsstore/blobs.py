@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import struct
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -322,6 +323,7 @@ class BlobStore(BlobReader):
         self.compression = compression
         self.level = level
         self.pending: set[str] = set()  # digests put by this writer
+        self._gc_lock = threading.Lock()
 
     def _compresses(self, media_type: str | None, compress: bool | None) -> bool:
         if compress is not None:
@@ -396,24 +398,27 @@ class BlobStore(BlobReader):
         self.io.close(fd)
         hex_digest = hasher.hexdigest()
         ref = BlobRef(f"sha256:{hex_digest}", size, media_type)
-        try:
-            existing = self._locate(ref)
-            if existing is not None:
-                # Stored already: keep that copy, and make it young again, so a gc does not
-                # take it before the commit that refers to it now.
-                self.io.unlink(temp)
-                os.utime(existing[0])
-            else:
-                folder = self._folder(hex_digest)
-                self._ensure_dirs(folder)
-                name = hex_digest + (ZSTD_SUFFIX if compressed else "")
-                self.io.rename(temp, os.path.join(folder, name))
-                self.io.fsync_dir(folder)
-        except OSError as exc:
-            self._unlink_quietly(temp)
-            raise WriteFailed(f"{self.path}: put failed ({exc.strerror or exc}); nothing was "
-                              "stored") from exc
-        self.pending.add(hex_digest)
+        # Under the gc lock: a gc in another thread must not decide on this blob between
+        # our finding it stored and our marking it pending.
+        with self._gc_lock:
+            self.pending.add(hex_digest)
+            try:
+                existing = self._locate(ref)
+                if existing is not None:
+                    # Stored already: keep that copy, and make it young again, so a later
+                    # writer's gc does not take it before the commit that refers to it.
+                    self.io.unlink(temp)
+                    os.utime(existing[0])
+                else:
+                    folder = self._folder(hex_digest)
+                    self._ensure_dirs(folder)
+                    name = hex_digest + (ZSTD_SUFFIX if compressed else "")
+                    self.io.rename(temp, os.path.join(folder, name))
+                    self.io.fsync_dir(folder)
+            except OSError as exc:
+                self._unlink_quietly(temp)
+                raise WriteFailed(f"{self.path}: put failed ({exc.strerror or exc}); nothing "
+                                  "was stored") from exc
         return ref
 
     def _ensure_dirs(self, folder: str) -> None:
@@ -441,6 +446,11 @@ class BlobStore(BlobReader):
         """Remove every blob whose digest is not in ``referenced``, not put by this
         writer, and older than ``grace`` seconds; and temp files of interrupted puts
         older than that. With ``verify``, also hash every blob and report damage."""
+        with self._gc_lock:
+            return self._gc(referenced, grace, dry_run, verify)
+
+    def _gc(self, referenced: Iterable[str], grace: float, dry_run: bool,
+            verify: bool) -> GcReport:
         referenced_hex = {digest.split(":", 1)[-1] for digest in referenced}
         self.pending -= referenced_hex  # committed: the references keep them now
         keep = referenced_hex | self.pending
