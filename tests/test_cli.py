@@ -36,6 +36,10 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     assert fork.parent == fsstore.ForkOrigin(session_id, checkpoint.seq, checkpoint.id)
     assert fork.state() == reader.load_checkpoint(checkpoint.id)
     assert fork.get_turns() == reader.get_turns()[:1]
+    outputs = [e.data["output"] for e in reader.events() if e.kind == "tool_result"]
+    attached = [fsstore.BlobRef.parse(o) for o in outputs if isinstance(o, dict)]
+    assert len(attached) == 2 and b"FAILURES" in reader.blobs.get(attached[0])
+    assert "attachments: 2 tool outputs" in out
 
 
 def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):

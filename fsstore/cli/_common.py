@@ -8,6 +8,7 @@ import datetime
 import json
 from typing import Any
 
+from ..blobs import BLOB_KEY
 from ..log import Event
 from ..store import Store, find_store, open_store
 
@@ -76,6 +77,9 @@ def summarize(data: Any, width: int = 100) -> str:
 def _compact(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, dict) and BLOB_KEY in value:
+        return (f"[attachment {value.get('media_type') or ''} {value.get('size')} B "
+                f"{str(value[BLOB_KEY])[7:19]}]")
     return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -58,7 +58,10 @@ def record_demo_session(session: Session) -> None:
     def tool(name: str, args: dict[str, object], output: str, ok: bool = True) -> None:
         call_id = f"call_{session.head + 1:04d}"
         session.append({"id": call_id, "name": name, "args": args}, kind="tool_call")
-        session.append({"call_id": call_id, "ok": ok, "output": output}, kind="tool_result")
+        result: object = output
+        if len(output) > 200:  # long outputs go to an attachment, referenced from the log
+            result = session.blobs.put(output.encode(), "text/plain")
+        session.append({"call_id": call_id, "ok": ok, "output": result}, kind="tool_result")
 
     message("user", "CI fails on the billing tests since this morning. Can you find out why?")
     message("assistant", "I'll run the billing tests first to see the failure.",
@@ -130,6 +133,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  state:    {', '.join(sorted(reader.state()))} (folded from the log's state "
           "records)")
     print(f"  checkpoint {diagnosed.id} after turn 1; forked there into {fork.id}")
+    blobs = list(reader.blobs.digests())
+    stored = sum(os.path.getsize(path) for _, path, _ in blobs)
+    print(f"  attachments: {len(blobs)} tool outputs, {human_bytes(stored)} on disk "
+          "(zstd), in blobs/")
     print(f"  sessions: {len(store.session_ids())} in this store")
     print("\nLook at it:")
     store_arg = f"--store {os.path.relpath(store.path)}"
