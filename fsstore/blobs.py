@@ -167,14 +167,8 @@ class BlobReader:
         """The path of a blob and whether it is compressed, or None. Refuses a symlink
         anywhere on the way: nothing is read outside the session folder."""
         folder = self._folder(ref.hex)
-        for directory in (self.path, os.path.dirname(folder), folder):
-            try:
-                info = os.lstat(directory)
-            except FileNotFoundError:
-                return None
-            if not stat.S_ISDIR(info.st_mode):
-                raise CorruptionError("not a folder (a symlink or a file): blobs are read "
-                                      "only from the session's own folders", path=directory)
+        if not self._real_folders() or not _real_folder(folder):
+            return None
         for name, compressed in ((ref.hex, False), (ref.hex + ZSTD_SUFFIX, True)):
             path = os.path.join(folder, name)
             try:
@@ -246,15 +240,7 @@ class BlobReader:
     def _real_folders(self) -> bool:
         """Whether ``blobs/`` and ``blobs/sha256/`` exist; CorruptionError if either is a
         symlink or a file: nothing is listed, written or removed through one."""
-        for directory in (self.path, os.path.join(self.path, ALGORITHM)):
-            try:
-                info = os.lstat(directory)
-            except FileNotFoundError:
-                return False
-            if not stat.S_ISDIR(info.st_mode):
-                raise CorruptionError("not a folder (a symlink or a file): blobs are read "
-                                      "only from the session's own folders", path=directory)
-        return True
+        return _real_folder(self.path) and _real_folder(os.path.join(self.path, ALGORITHM))
 
     def digests(self) -> Iterator[tuple[str, str, bool]]:
         """(hex digest, path, compressed) of every file under ``blobs/sha256``; names that
@@ -522,6 +508,18 @@ class _BackgroundHash:
         return self._hasher.hexdigest()
 
 
+def _real_folder(path: str) -> bool:
+    """Whether the folder ``path`` exists; CorruptionError if it is a symlink or a file."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        raise CorruptionError("not a folder (a symlink or a file): blobs are read, written "
+                              "and removed only in the session's own folders", path=path)
+    return True
+
+
 def _no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
 
@@ -628,13 +626,7 @@ def link_blobs(io: FileIO, source_session: str, dest_session: str) -> None:
             if exc.errno not in NO_LINK_ERRNOS:
                 raise
             with open(path, "rb", opener=_no_follow) as handle:
-                data = handle.read()
-            fd = io.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-            try:
-                io.pwrite(fd, data, 0)
-                io.fsync(fd)
-            finally:
-                io.close(fd)
+                io.write_new(target, handle.read())
     for folder in sorted(made):
         io.fsync_dir(folder)
     if made:

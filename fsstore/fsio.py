@@ -112,20 +112,25 @@ class FileIO:
         finally:
             self.close(fd)
 
-    def atomic_write(self, path: str, data: bytes) -> None:
-        """Replace ``path`` with ``data`` so that a crash leaves the old or the new file,
-        never a mix: temp file in the same folder, write, fsync, rename, fsync the folder."""
-        folder, name = os.path.split(path)
-        temp = os.path.join(folder, layout.temp_name(name))
-        fd = self.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    def write_new(self, path: str, data: bytes) -> None:
+        """Create ``path`` (it must not exist) holding ``data``, fsynced. Its name is
+        durable once its folder is fsynced. A failure removes what it created."""
+        fd = self.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             self.pwrite(fd, data, 0)
             self.fsync(fd)
         except BaseException:
             self.close(fd)
-            self._unlink_quietly(temp)
+            self._unlink_quietly(path)
             raise
         self.close(fd)
+
+    def atomic_write(self, path: str, data: bytes) -> None:
+        """Replace ``path`` with ``data`` so that a crash leaves the old or the new file,
+        never a mix: temp file in the same folder, write, fsync, rename, fsync the folder."""
+        folder, name = os.path.split(path)
+        temp = os.path.join(folder, layout.temp_name(name))
+        self.write_new(temp, data)
         try:
             self.rename(temp, path)
         except BaseException:

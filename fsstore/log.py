@@ -1238,13 +1238,8 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int) -> Lo
     if position is None:
         # The history ends where a segment ends (or is empty): start a fresh one after it.
         position = LogPosition(at_seq + 1, SEGMENT_HEADER_SIZE, 0)
-        fd = io.open(os.path.join(dest, layout.segment_name(at_seq + 1)),
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            io.pwrite(fd, encode_segment_header(at_seq + 1, log_start), 0)
-            io.fsync(fd)
-        finally:
-            io.close(fd)
+        io.write_new(os.path.join(dest, layout.segment_name(at_seq + 1)),
+                     encode_segment_header(at_seq + 1, log_start))
     write_tail_hint(io, dest, position.segment)
     io.fsync_dir(dest)
     return position
@@ -1257,7 +1252,7 @@ def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) ->
     except OSError as exc:
         if exc.errno not in NO_LINK_ERRNOS:
             raise
-    _write_new_file(io, target, source.read_segment(first_seq))
+    io.write_new(target, source.read_segment(first_seq))
 
 
 def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,
@@ -1280,16 +1275,7 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
         kept = [tuple(entry) for entry in entries[: at_seq - frame.first_seq + 1]]
         data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD))
     content = b"".join(data)
-    _write_new_file(io, target, content)
+    io.write_new(target, content)
     (last_size,) = _U32.unpack_from(content, len(content) - TRAILER_SIZE)
     (last_crc,) = _U32.unpack_from(content, len(content) - last_size)
     return LogPosition(first_seq, len(content), last_crc)
-
-
-def _write_new_file(io: FileIO, path: str, data: bytes) -> None:
-    fd = io.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        io.pwrite(fd, data, 0)
-        io.fsync(fd)
-    finally:
-        io.close(fd)

@@ -7,7 +7,7 @@ the way git finds a repository; and ``verify``, the read-only check of everythin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -153,14 +153,25 @@ class Store:
         session_id = layout.new_session_id() if session_id is None else session_id
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
-        sessions = layout.sessions_dir(self.path)
         if self.io.exists(final):
             raise SessionExists(f"session {session_id!r} already exists at {final}")
+
+        def build(temp: str) -> None:
+            manifest.write(self.io, layout.session_manifest_path(temp), data)
+            _create_log(self.io, layout.log_dir(temp))
+
+        self._build_in_place(session_id, final, build)
+        return self.open_session(session_id, durability=durability)
+
+    def _build_in_place(self, session_id: str, final: str,
+                        build: Callable[[str], None]) -> None:
+        """Build a session folder whole under a temp name with ``build(temp)``, then
+        rename it to ``final``: a crash leaves all of it or none (plus a temp folder)."""
+        sessions = layout.sessions_dir(self.path)
         temp = os.path.join(sessions, layout.temp_name(session_id))
         self.io.mkdir(temp)
         try:
-            manifest.write(self.io, layout.session_manifest_path(temp), data)
-            _create_log(self.io, layout.log_dir(temp))
+            build(temp)
             self.io.fsync_dir(temp)
             try:
                 self.io.rename(temp, final)
@@ -171,7 +182,6 @@ class Store:
                 self.io.rmtree(temp)
             raise
         self.io.fsync_dir(sessions)
-        return self.open_session(session_id, durability=durability)
 
     def open_session(
         self, session_id: str, *, durability: Durability | str | None = None,
@@ -232,23 +242,9 @@ class Store:
                 source = owner = self.open_session(source_id)
             except SessionLocked:
                 pass  # written elsewhere: fork from what is on disk, without a lock
-        try:
-            reader = source if source is not None else self.read_session(source_id)
-            self._build_fork(reader, final, new_id, at_seq, at_checkpoint, title, tags,
-                             metadata)
-        finally:
-            if owner is not None:
-                owner.close()
-        return self.open_session(new_id, durability=durability)
+        reader = source if source is not None else self.read_session(source_id)
 
-    def _build_fork(
-        self, reader: SessionReader, final: str, new_id: str, at_seq: int | None,
-        at_checkpoint: str | None, title: Any, tags: Any, metadata: Any,
-    ) -> None:
-        sessions = layout.sessions_dir(self.path)
-        temp = os.path.join(sessions, layout.temp_name(new_id))
-        self.io.mkdir(temp)
-        try:
+        def build(temp: str) -> None:
             origin = reader.copy_history(temp, at_seq=at_seq, at_checkpoint=at_checkpoint)
             data = new_manifest(
                 new_id,
@@ -261,16 +257,13 @@ class Store:
                               "forked": datetime.now(timezone.utc).isoformat()}
             data["metadata_seq"] = origin.seq  # its metadata is not the history's
             manifest.write(self.io, layout.session_manifest_path(temp), data)
-            self.io.fsync_dir(temp)
-            try:
-                self.io.rename(temp, final)
-            except OSError as exc:
-                raise SessionExists(f"session {new_id!r} already exists at {final}") from exc
-        except BaseException:
-            if self.io.exists(temp):
-                self.io.rmtree(temp)
-            raise
-        self.io.fsync_dir(sessions)
+
+        try:
+            self._build_in_place(new_id, final, build)
+        finally:
+            if owner is not None:
+                owner.close()
+        return self.open_session(new_id, durability=durability)
 
     def lineage(self, session_id: str) -> Lineage:
         """A session's ancestors (its parent first) and every session forked from it or
@@ -409,13 +402,7 @@ def _create_log(io: FileIO, path: str) -> None:
     """The log of a new session: one empty segment starting at seq 1. Written inside the
     session's temp folder, which is renamed into place only once all of it is durable."""
     io.mkdir(path)
-    segment = os.path.join(path, layout.segment_name(1))
-    fd = io.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        io.pwrite(fd, encode_segment_header(1, 1), 0)
-        io.fsync(fd)
-    finally:
-        io.close(fd)
+    io.write_new(os.path.join(path, layout.segment_name(1)), encode_segment_header(1, 1))
     write_tail_hint(io, path, 1)
 
 

@@ -201,24 +201,30 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def run_and_kill(script: str, args: list[str], delay: float) -> list[list[str]]:
+    """Run a writer child until it prints READY, let it work ``delay`` seconds, kill -9 it.
+    Returns the lines it printed whole, split, without their END mark (a kill can cut
+    the last line short: only whole lines were acknowledged)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                             text=True, env=env)
+    assert child.stdout is not None
+    ready = child.stdout.readline()
+    assert ready.startswith("READY"), ready
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    output, _ = child.communicate()
+    return [line.split()[:-1] for line in output.splitlines() if line.endswith(" END")]
+
+
 def kill_9_trials(tmp_path, trials: int) -> None:
     root = tmp_path / "store"
     fsstore.open_store(root).create_session("s").close()
     rng = random.Random(7)
     checked = 0
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for trial in range(trials):
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(root), "65536", str(trial)],
-            stdout=subprocess.PIPE, text=True, env=env)
-        assert child.stdout is not None
-        ready = child.stdout.readline()
-        assert ready.startswith("READY"), ready
-        time.sleep(rng.uniform(0, 0.15))
-        child.send_signal(signal.SIGKILL)
-        output, _ = child.communicate()
-        acked = [int(line.split()[1]) for line in output.splitlines()
-                 if line.startswith("ACK ") and line.endswith(" END")]  # whole lines only
+        lines = run_and_kill(CHILD, [str(root), "65536", str(trial)], rng.uniform(0, 0.15))
+        acked = [int(line[1]) for line in lines if line[0] == "ACK"]
         store = fsstore.open_store(root)
         with store.open_session("s") as session:  # opens, and recovers the tail
             head = session.head
@@ -412,19 +418,10 @@ def kill_9_state_trials(tmp_path, trials: int) -> None:
     root = tmp_path / "store"
     fsstore.open_store(root).create_session("s").close()
     rng = random.Random(11)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     checked = 0
     for trial in range(trials):
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD_STATE, str(root), "16384", str(trial)],
-            stdout=subprocess.PIPE, text=True, env=env)
-        assert child.stdout is not None
-        assert child.stdout.readline().startswith("READY")
-        time.sleep(rng.uniform(0, 0.3))
-        child.send_signal(signal.SIGKILL)
-        output, _ = child.communicate()
-        # a kill can cut the last line short: only whole lines were acknowledged
-        lines = [line.split() for line in output.splitlines() if line.endswith(" END")]
+        lines = run_and_kill(CHILD_STATE, [str(root), "16384", str(trial)],
+                             rng.uniform(0, 0.3))
         store = fsstore.open_store(root)
         events = check_state_of(store, "s", after_seq=max(checked - 50, 0))
         checked = len(events)
@@ -523,18 +520,10 @@ def kill_9_blob_trials(tmp_path, trials: int) -> None:
     root = tmp_path / "store"
     fsstore.open_store(root).create_session("s").close()
     rng = random.Random(5)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     acknowledged: set[str] = set()
     for trial in range(trials):
-        child = subprocess.Popen([sys.executable, "-c", CHILD_BLOBS, str(root), str(trial)],
-                                 stdout=subprocess.PIPE, text=True, env=env)
-        assert child.stdout is not None
-        assert child.stdout.readline().startswith("READY")
-        time.sleep(rng.uniform(0, 0.25))
-        child.send_signal(signal.SIGKILL)
-        output, _ = child.communicate()
-        acknowledged |= {line.split()[1] for line in output.splitlines()
-                         if line.startswith("ACK ") and line.endswith(" END")}
+        lines = run_and_kill(CHILD_BLOBS, [str(root), str(trial)], rng.uniform(0, 0.25))
+        acknowledged |= {line[1] for line in lines if line[0] == "ACK"}
         store = fsstore.open_store(root)
         referenced = check_blobs_of(store, "s")
         assert acknowledged <= referenced
