@@ -254,8 +254,8 @@ class BlobReader:
             if not os.path.isdir(folder) or os.path.islink(folder):
                 continue
             for name in sorted(os.listdir(folder)):
-                hex_digest = name[:-len(ZSTD_SUFFIX)] if name.endswith(ZSTD_SUFFIX) else name
-                if re.fullmatch(r"[0-9a-f]{64}", hex_digest) and hex_digest[:2] == prefix:
+                hex_digest = _blob_digest(name, prefix)
+                if hex_digest is not None:
                     yield hex_digest, os.path.join(folder, name), name.endswith(ZSTD_SUFFIX)
 
     def check(self, verify: bool = True) -> list[Finding]:
@@ -276,12 +276,11 @@ class BlobReader:
                 continue
             for name in sorted(os.listdir(folder)):
                 path = os.path.join(folder, name)
-                hex_digest = name[:-len(ZSTD_SUFFIX)] if name.endswith(ZSTD_SUFFIX) else name
+                hex_digest = _blob_digest(name, prefix)
                 if name.startswith(layout.TEMP_PREFIX):
                     findings.append(Finding("note", path, None, "temp file of an interrupted "
                                             "put; the next gc removes it"))
-                elif not (re.fullmatch(r"[0-9a-f]{64}", hex_digest)
-                          and hex_digest[:2] == prefix):
+                elif hex_digest is None:
                     findings.append(Finding("problem", path, None, "not a blob name"))
                 elif os.path.islink(path) or not os.path.isfile(path):
                     findings.append(Finding("problem", path, None, "not a regular file"))
@@ -506,6 +505,17 @@ class _BackgroundHash:
             self._pending.result()
             self._pending = None
         return self._hasher.hexdigest()
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def _blob_digest(name: str, prefix: str) -> str | None:
+    """The hex digest a file name in ``sha256/PREFIX/`` stands for, or None."""
+    hex_digest = name[: -len(ZSTD_SUFFIX)] if name.endswith(ZSTD_SUFFIX) else name
+    if _HEX64.match(hex_digest) and hex_digest[:2] == prefix:
+        return hex_digest
+    return None
 
 
 def _real_folder(path: str) -> bool:

@@ -16,12 +16,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "fixtures", "v1")
 
 
+def open_fixture(folder: str) -> tuple[dict, fsstore.Store]:
+    """What reading a committed fixture must give, and its store (opened, not copied)."""
+    with open(os.path.join(folder, "expected.json")) as handle:
+        expected = json.load(handle)
+    store = fsstore.open_store(os.path.join(folder, "store"), create=False)
+    assert store.session_ids() == sorted(expected)
+    return expected, store
+
+
 def test_the_committed_v1_store_reads_the_same_forever():
     before = tree_snapshot(FIXTURE)
-    with open(os.path.join(FIXTURE, "expected.json")) as handle:
-        expected = json.load(handle)
-    store = fsstore.open_store(os.path.join(FIXTURE, "store"), create=False)
-    assert store.session_ids() == sorted(expected)
+    expected, store = open_fixture(FIXTURE)
     for info in store.list_sessions():
         want = expected[info.id]
         assert (info.title, info.tags, info.metadata, info.event_count, info.head) == (
@@ -65,10 +71,7 @@ FIXTURE_1_1 = os.path.join(ROOT, "fixtures", "v1.1")
 
 def test_the_committed_v1_1_store_reads_the_same_forever():
     before = tree_snapshot(FIXTURE_1_1)
-    with open(os.path.join(FIXTURE_1_1, "expected.json")) as handle:
-        expected = json.load(handle)
-    store = fsstore.open_store(os.path.join(FIXTURE_1_1, "store"), create=False)
-    assert store.session_ids() == sorted(expected)
+    expected, store = open_fixture(FIXTURE_1_1)
     for info in store.list_sessions():
         want = expected[info.id]
         assert (info.title, info.tags, info.metadata, info.head) == (
