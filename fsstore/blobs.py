@@ -268,6 +268,11 @@ class BlobReader:
                 return findings
         except CorruptionError as exc:
             return [Finding("problem", exc.path, None, exc.reason)]
+        for name in sorted(os.listdir(self.path)):  # puts write their temp files here
+            if name.startswith(layout.TEMP_PREFIX):
+                findings.append(Finding("note", os.path.join(self.path, name), None,
+                                        "temp file of an interrupted put; a gc removes it "
+                                        "once it is older than the grace period"))
         for prefix in sorted(os.listdir(root)):
             folder = os.path.join(root, prefix)
             if os.path.islink(folder) or not os.path.isdir(folder):
@@ -277,10 +282,7 @@ class BlobReader:
             for name in sorted(os.listdir(folder)):
                 path = os.path.join(folder, name)
                 hex_digest = _blob_digest(name, prefix)
-                if name.startswith(layout.TEMP_PREFIX):
-                    findings.append(Finding("note", path, None, "temp file of an interrupted "
-                                            "put; the next gc removes it"))
-                elif hex_digest is None:
+                if hex_digest is None:
                     findings.append(Finding("problem", path, None, "not a blob name"))
                 elif os.path.islink(path) or not os.path.isfile(path):
                     findings.append(Finding("problem", path, None, "not a regular file"))

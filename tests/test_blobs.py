@@ -278,6 +278,8 @@ def test_gc_removes_old_temp_files_of_interrupted_puts(store):
         with open(temp, "wb") as handle:
             handle.write(b"half a blob")
         os.utime(temp, (1, 1))
+        (note,) = store.read_session("s").verify()
+        assert (note.level, note.path) == ("note", temp)
         session.gc(grace=60)
         assert not os.path.exists(temp)
 
