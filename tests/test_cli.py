@@ -86,9 +86,11 @@ def test_verify_prints_each_problem_with_file_and_offset_and_exits_1(tmp_path, c
             session.append({"i": index})
     log = os.path.join(store.path, "sessions", "x", "log")
     segment = os.path.join(log, sorted(os.listdir(log))[0])
-    with open(segment, "r+b") as handle:
+    with open(segment, "r+b") as handle:  # flip a byte (a constant could equal it)
         handle.seek(64 + 30)
-        handle.write(b"\xee")
+        byte = handle.read(1)[0]
+        handle.seek(64 + 30)
+        handle.write(bytes([byte ^ 0xFF]))
     code, out, _ = run(capsys, "--store", store.path, "verify")
     assert code == 1
     assert f"problem: {segment} at byte 64:" in out and out.strip().endswith("1 problem")

@@ -127,9 +127,11 @@ def test_damage_in_the_middle_is_reported_with_file_and_offset_everywhere(store)
     session, batches = write_batches(store, [1, 1, 1, 1])
     (path,) = segment_files(session)
     offset = batches[0][1]  # the second record starts where the first ended
-    with open(path, "r+b") as handle:
+    with open(path, "r+b") as handle:  # flip a byte of the timestamp (a constant could equal it)
         handle.seek(offset + 30)
-        handle.write(b"\xff")
+        byte = handle.read(1)[0]
+        handle.seek(offset + 30)
+        handle.write(bytes([byte ^ 0xFF]))
     with pytest.raises(CorruptionError) as caught:
         list(store.read_session("s").events())
     assert (caught.value.path, caught.value.offset) == (path, offset)
