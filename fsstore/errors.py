@@ -68,6 +68,23 @@ class BlobNotFound(FsStoreError, FileNotFoundError):
     """Returned when a well-formed blob reference names no blob of the session."""
 
 
+class InvalidCollection(FsStoreError, ValueError):
+    """Returned when a vector collection's name, dimension, dtype or metric is not one
+    fsstore accepts, or when a reader's collection is asked to change. Nothing is
+    written."""
+
+
+class CollectionNotFound(FsStoreError, KeyError):
+    """Returned when a session has no vector collection of that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CollectionExists(FsStoreError, FileExistsError):
+    """Returned when creating a vector collection whose name is taken."""
+
+
 class SessionExists(FsStoreError, FileExistsError):
     """Returned when creating a session under an id that is already taken."""
 
@@ -109,6 +126,22 @@ class InvalidState(FsStoreError, TypeError):
     """Returned when a state change is not what a session's state can hold: a key that is
     not a str, a value msgpack cannot store, a merge patch on a non-dict. Nothing is
     written."""
+
+
+class InvalidDocument(FsStoreError, ValueError):
+    """Returned when a vector document is not what a collection stores: an id that is
+    not a non-empty str, an embedding of the wrong dimension or with NaN or infinite
+    values, metadata msgpack cannot store. Nothing of the call is written."""
+
+
+class InvalidQuery(FsStoreError, ValueError):
+    """Returned when a vector search is asked wrongly: a query of the wrong dimension or
+    with NaN or infinite values, k < 1, an unknown metric, a zero query under cosine."""
+
+
+class InvalidFilter(InvalidQuery):
+    """Returned when a search filter has an unknown operator or an operand of the wrong
+    type; the message names the key."""
 
 
 class HeadConflict(FsStoreError, ValueError):

@@ -17,6 +17,13 @@ A store on disk (see docs/FORMAT.md)::
           checkpoints/
             CHECKPOINT_ID.ckpt           named states, one file each
           blobs/sha256/AB/DIGEST[.zst]   attachments, named by the SHA-256 of their bytes
+          vectors/
+            NAME/                        one vector collection
+              collection.json              definition and live shards
+              wal/                         a log of upserts and deletes not yet sealed
+              00000001.vec.npy             a shard's vectors
+              00000001.docs                its ids, norms, links, content, metadata
+              00000001.00000007.del.npy    its deleted rows, as of manifest generation 7
 """
 
 from __future__ import annotations
@@ -42,6 +49,13 @@ SNAPSHOT_SUFFIX = ".snap"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_SUFFIX = ".ckpt"
 BLOBS_DIR = "blobs"
+VECTORS_DIR = "vectors"
+COLLECTION_MANIFEST = "collection.json"
+WAL_DIR = "wal"
+SHARD_DIGITS = 8
+VECTORS_SUFFIX = ".vec.npy"
+DOCS_SUFFIX = ".docs"
+DELETED_SUFFIX = ".del.npy"
 SEQ_DIGITS = 20  # enough for any u64 seq, so names sort in log order
 
 # Names that start with a dot are fsstore's own scratch space: temp files awaiting a
@@ -132,6 +146,49 @@ def snapshot_seqs(names: Iterable[str]) -> list[int]:
 
 def blobs_dir(session_path: str) -> str:
     return os.path.join(session_path, BLOBS_DIR)
+
+
+def vectors_dir(session_path: str) -> str:
+    return os.path.join(session_path, VECTORS_DIR)
+
+
+def shard_name(number: int) -> str:
+    return f"{number:0{SHARD_DIGITS}d}"
+
+
+def check_shard_name(name: object) -> str:
+    if not isinstance(name, str) or len(name) != SHARD_DIGITS or not (
+            name.isascii() and name.isdigit()):
+        raise ValueError(f"bad shard name {name!r}")
+    return name
+
+
+def shard_vectors_name(shard: str) -> str:
+    return shard + VECTORS_SUFFIX
+
+
+def shard_docs_name(shard: str) -> str:
+    return shard + DOCS_SUFFIX
+
+
+def deleted_name(shard: str, generation: int) -> str:
+    return f"{shard}.{generation:0{SHARD_DIGITS}d}{DELETED_SUFFIX}"
+
+
+def check_deleted_name(name: object) -> str:
+    """A deleted-rows file name as a manifest gives it: never a path."""
+    if not (isinstance(name, str) and name.endswith(DELETED_SUFFIX)
+            and len(name) == 2 * SHARD_DIGITS + 1 + len(DELETED_SUFFIX)
+            and name[:SHARD_DIGITS].isdigit() and name[SHARD_DIGITS] == "."
+            and name[SHARD_DIGITS + 1:2 * SHARD_DIGITS + 1].isdigit() and name.isascii()):
+        raise ValueError(f"bad deleted-rows file name {name!r}")
+    return name
+
+
+def is_shard_file(name: str) -> bool:
+    """True for the names of shard files (vectors, docs, deleted rows)."""
+    return name[:SHARD_DIGITS].isdigit() and name.endswith(
+        (VECTORS_SUFFIX, DOCS_SUFFIX, DELETED_SUFFIX))
 
 
 def checkpoints_dir(session_path: str) -> str:

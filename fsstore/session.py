@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import filelock
 
-from . import layout, manifest, snapshot
+from . import layout, manifest, snapshot, vectors
 from . import state as state_module
 from .blobs import (
     BLOB_MARKER,
@@ -64,6 +64,7 @@ from .snapshot import (
     SnapshotPolicy,
 )
 from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
+from .vectors import CollectionInfo, DistanceMetric, VectorCollection
 
 #: Kinds starting with this are the store's own records; callers cannot append them.
 RESERVED_KIND_PREFIX = "fsstore."
@@ -323,6 +324,13 @@ class SessionReader:
             except FileNotFoundError:
                 continue
         findings.extend(self.blobs.check(verify=True))
+        for name in vectors.collection_names(self.io, self.path):
+            path = os.path.join(layout.vectors_dir(self.path), name)
+            try:
+                findings.extend(VectorCollection(self.io, path).check())
+            except (CorruptionError, FormatVersionError) as exc:
+                findings.append(Finding("problem", getattr(exc, "path", path),
+                                        getattr(exc, "offset", None), _reason(exc)))
         for folder in (self._snapshots.path, self._checkpoints.path):
             if self.io.exists(folder):
                 for name in sorted(self.io.listdir(folder)):
@@ -330,6 +338,18 @@ class SessionReader:
                         findings.append(Finding("note", os.path.join(folder, name), None,
                                                 "temp file of an interrupted write"))
         return findings
+
+    # --- vector collections ---
+
+    def collections(self) -> list[CollectionInfo]:
+        """Each vector collection's name, dimension, dtype, metric, count and bytes."""
+        return [self.collection(name).info()
+                for name in vectors.collection_names(self.io, self.path)]
+
+    def collection(self, name: str) -> VectorCollection:
+        """The vector collection ``name``, as it is now (read-only: searches and gets)."""
+        name = vectors.check_collection_name(name)
+        return VectorCollection(self.io, os.path.join(layout.vectors_dir(self.path), name))
 
     # --- state ---
 
@@ -527,6 +547,7 @@ class Session(SessionReader):
             snapshot_seqs = self._snapshots.seqs()
             self._snapshot_seq = snapshot_seqs[-1] if snapshot_seqs else writer.log_start - 1
             self._snapshot_bytes = 0
+            self._collections: dict[str, VectorCollection] = {}
             self._roll_metadata_forward()
         except BaseException:
             if hasattr(self, "_writer"):
@@ -642,8 +663,11 @@ class Session(SessionReader):
                 self.checkpoint(f"turn {number}", kind="turn")
 
     def sync(self) -> None:
-        """Make everything appended so far durable, whatever the durability mode."""
+        """Make everything appended so far durable, whatever the durability mode: the
+        log, and the upserts and deletes of the collections open for writing."""
         self._writer.sync()
+        for opened in list(self._collections.values()):
+            opened.sync()
 
     def clear(self) -> None:
         """Empty the log, and with it the state (the fold of the log); the session, its
@@ -916,6 +940,39 @@ class Session(SessionReader):
                 find_refs(snapshot.read(self.io, path).body, referenced)
             return self.blobs.gc(referenced, grace=grace, dry_run=dry_run, verify=verify)
 
+    # --- vector collections ---
+
+    def create_collection(self, name: str, dim: int, *, dtype: str = "float32",
+                          metric: DistanceMetric | str = "cosine") -> VectorCollection:
+        """Create the vector collection ``name`` of ``dim``-dimensional vectors stored as
+        ``dtype`` (``float32``, or ``float16`` to halve memory and disk), searched by
+        ``metric`` unless a search says otherwise. Returns it, open for writing."""
+        self._writer.check_usable()
+        vectors.create_collection(self.io, self.path, name, dim, dtype, metric)
+        return self.collection(name)
+
+    def collection(self, name: str) -> VectorCollection:
+        """The vector collection ``name``, open for writing (upsert, delete, compact)."""
+        name = vectors.check_collection_name(name)
+        with self._writer.lock:
+            self._writer.check_usable()
+            opened = self._collections.get(name)
+            if opened is None:
+                opened = self._collections[name] = VectorCollection(
+                    self.io, os.path.join(layout.vectors_dir(self.path), name),
+                    durability=self._writer.durability, writable=True)
+            return opened
+
+    def drop_collection(self, name: str) -> None:
+        """Remove the vector collection ``name`` and all its files."""
+        name = vectors.check_collection_name(name)
+        with self._writer.lock:
+            self._writer.check_usable()
+            opened = self._collections.pop(name, None)
+            if opened is not None:
+                opened.close()
+            vectors.drop_collection(self.io, self.path, name)
+
     # --- fork ---
 
     def copy_history(self, dest: str, *, at_seq: int | None = None,
@@ -946,6 +1003,8 @@ class Session(SessionReader):
     def close(self) -> None:
         """Sync as the durability mode promises and release the writer lock."""
         try:
+            for opened in self._collections.values():
+                opened.close()
             self._writer.close()
         finally:
             if self._lock.is_locked:
