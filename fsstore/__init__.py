@@ -13,6 +13,9 @@ a segmented msgpack append log (docs/FORMAT.md)::
         session.commit([{"role": "assistant", "content": "line 3 quotes $1"}],
                        state_patch={"plan": ["quote $1"]})   # events + state, atomically
         session.checkpoint("before the fix")
+        memory = session.create_collection("memory", dim=384)      # exact vector search
+        memory.upsert([fsstore.VectorDocument("m1", embedding, content="quote $1")])
+    store.search("memory", query_embedding, k=5)   # across every session's "memory"
     for event in store.read_session(session.id).events():
         print(event.seq, event.turn, event.kind, event.data)
 """
@@ -22,6 +25,8 @@ from .errors import (
     BlobNotFound,
     CheckpointExists,
     CheckpointNotFound,
+    CollectionExists,
+    CollectionNotFound,
     CorruptionError,
     Finding,
     FormatVersionError,
@@ -29,8 +34,12 @@ from .errors import (
     HeadConflict,
     InvalidBlobRef,
     InvalidCheckpointId,
+    InvalidCollection,
+    InvalidDocument,
     InvalidEvent,
+    InvalidFilter,
     InvalidMetadata,
+    InvalidQuery,
     InvalidSessionId,
     InvalidSetting,
     InvalidState,
@@ -60,20 +69,33 @@ from .session import (
 from .snapshot import CheckpointInfo, SnapshotPolicy
 from .state import STATE_RECORD
 from .store import Lineage, Relation, Store, find_store, open_store
+from .vectors import (
+    CollectionInfo,
+    DistanceMetric,
+    VectorCollection,
+    VectorDocument,
+    VectorFilter,
+    VectorSearchResult,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METADATA_RECORD",
     "STATE_RECORD",
+    "TURN_FINISHED",
     "BlobNotFound",
     "BlobRef",
     "BlobStat",
     "CheckpointExists",
     "CheckpointInfo",
     "CheckpointNotFound",
+    "CollectionExists",
+    "CollectionInfo",
+    "CollectionNotFound",
     "CommitResult",
     "CorruptionError",
+    "DistanceMetric",
     "Durability",
     "Event",
     "FileIO",
@@ -85,8 +107,12 @@ __all__ = [
     "HeadConflict",
     "InvalidBlobRef",
     "InvalidCheckpointId",
+    "InvalidCollection",
+    "InvalidDocument",
     "InvalidEvent",
+    "InvalidFilter",
     "InvalidMetadata",
+    "InvalidQuery",
     "InvalidSessionId",
     "InvalidSetting",
     "InvalidState",
@@ -105,9 +131,12 @@ __all__ = [
     "SnapshotPolicy",
     "Store",
     "StoreNotFound",
-    "TURN_FINISHED",
     "Turn",
     "TurnError",
+    "VectorCollection",
+    "VectorDocument",
+    "VectorFilter",
+    "VectorSearchResult",
     "WriteFailed",
     "find_store",
     "open_store",

@@ -325,12 +325,8 @@ class SessionReader:
                 continue
         findings.extend(self.blobs.check(verify=True))
         for name in vectors.collection_names(self.io, self.path):
-            path = os.path.join(layout.vectors_dir(self.path), name)
-            try:
-                findings.extend(VectorCollection(self.io, path).check())
-            except (CorruptionError, FormatVersionError) as exc:
-                findings.append(Finding("problem", getattr(exc, "path", path),
-                                        getattr(exc, "offset", None), _reason(exc)))
+            findings.extend(vectors.check_collection(
+                self.io, os.path.join(layout.vectors_dir(self.path), name)))
         for folder in (self._snapshots.path, self._checkpoints.path):
             if self.io.exists(folder):
                 for name in sorted(self.io.listdir(folder)):

@@ -994,7 +994,11 @@ class VectorCollection:
             return
         self._read_manifest()
         self._remove_leftovers()
-        self._shards = self._open_shards()
+        try:
+            self._shards = self._open_shards()
+        except FileNotFoundError as exc:
+            raise CorruptionError("missing, though the manifest names it; restore it from "
+                                  "a backup", path=str(exc.filename)) from None
         self._wal = LogWriter(io, wal_path, durability or Durability())
         self._check_wal_start(self._wal.log_start)
         self._unsealed = _Unsealed(self.dim, self._dtype)
@@ -1050,9 +1054,10 @@ class VectorCollection:
                 self._unsealed = _Unsealed(self.dim, self._dtype)
                 self._replay(reader)
                 self._read_manifest()
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if attempt == 4:
-                    raise
+                    raise CorruptionError("missing, though the manifest names it; restore "
+                                          "it from a backup", path=str(exc.filename)) from None
                 continue
             if self._generation == generation:
                 return
@@ -1156,6 +1161,8 @@ class VectorCollection:
         k = _check_k(k)
         chosen = self.metric if metric is None else DistanceMetric.of(metric)
         conditions = VectorFilter.of(filter)
+        if not len(queries):
+            return []
         norms = np.sqrt(np.einsum("ij,ij->i", queries, queries, dtype=np.float64))
         if chosen is DistanceMetric.COSINE and not norms.all():
             raise InvalidQuery("a zero query vector has no direction under cosine; use "
@@ -1465,42 +1472,6 @@ class VectorCollection:
 
     # --- checks and lifecycle ---
 
-    def check(self) -> list[Finding]:
-        """Read every file of the collection whole and report what is wrong."""
-        findings: list[Finding] = []
-        for shard in self._manifest["shards"]:
-            name = shard.get("name", "")
-            for file, size_key, crc_key in (
-                    (layout.shard_vectors_name(name), "vectors_bytes", "vectors_crc"),
-                    (layout.shard_docs_name(name), "docs_bytes", "docs_crc")):
-                path = os.path.join(self.path, file)
-                try:
-                    size, crc = _file_crc(path)
-                except FileNotFoundError:
-                    findings.append(Finding("problem", path, None, "missing: the manifest "
-                                            "names it; restore it from a backup"))
-                    continue
-                if size != shard.get(size_key) or crc != shard.get(crc_key):
-                    findings.append(Finding("problem", path, None, f"{size} bytes with "
-                                            f"crc {crc:#010x}; the manifest recorded "
-                                            f"{shard.get(size_key)} bytes, crc "
-                                            f"{shard.get(crc_key)}: damaged"))
-        for shard in self._shards:
-            for problem in shard.docs.check():
-                findings.append(Finding("problem", shard.docs_path, None, problem))
-        findings.extend(LogReader(self.io, os.path.join(self.path, layout.WAL_DIR)).check())
-        live = {layout.COLLECTION_MANIFEST, layout.WAL_DIR}
-        for shard in self._shards:
-            live |= {os.path.basename(shard.vectors_path), os.path.basename(shard.docs_path)}
-            if shard.entry.get("deleted"):
-                live.add(shard.entry["deleted"])
-        for name in sorted(self.io.listdir(self.path)):
-            if name not in live:
-                findings.append(Finding("note", os.path.join(self.path, name), None,
-                                        "not named by the manifest (left by an interrupted "
-                                        "seal or merge); the next writer removes it"))
-        return findings
-
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -1511,6 +1482,66 @@ class VectorCollection:
 
     def __repr__(self) -> str:
         return f"<VectorCollection {self.path} dim={self.dim} {self.metric.value}>"
+
+
+def check_collection(io: FileIO, path: str) -> list[Finding]:
+    """Read every file of the collection at ``path`` whole and report each problem:
+    shard files missing, damaged (size or crc32c differs from the manifest's record) or
+    malformed, a damaged log, files no manifest names. Changes nothing."""
+    manifest_path = os.path.join(path, layout.COLLECTION_MANIFEST)
+    try:
+        data = manifest.read(io, manifest_path, COLLECTION_FORMAT)
+        dim, dtype = int(data["dim"]), DTYPES[data["dtype"]]
+        shards = list(data["shards"])
+    except (CorruptionError, FormatVersionError) as exc:
+        return [Finding("problem", manifest_path, getattr(exc, "offset", None), str(exc))]
+    except (KeyError, TypeError, ValueError) as exc:
+        return [Finding("problem", manifest_path, None, f"malformed manifest ({exc!r})")]
+    findings: list[Finding] = []
+    live = {layout.COLLECTION_MANIFEST, layout.WAL_DIR}
+    for entry in shards:
+        name = str(entry.get("name", ""))
+        damaged = False
+        for file, size_key, crc_key in (
+                (layout.shard_vectors_name(name), "vectors_bytes", "vectors_crc"),
+                (layout.shard_docs_name(name), "docs_bytes", "docs_crc")):
+            live.add(file)
+            file_path = os.path.join(path, file)
+            try:
+                size, crc = _file_crc(file_path)
+            except FileNotFoundError:
+                findings.append(Finding("problem", file_path, None, "missing, though the "
+                                        "manifest names it; restore it from a backup"))
+                damaged = True
+                continue
+            if size != entry.get(size_key) or crc != entry.get(crc_key):
+                findings.append(Finding("problem", file_path, None, f"{size} bytes with "
+                                        f"crc32c {crc:#010x}; the manifest recorded "
+                                        f"{entry.get(size_key)} bytes, crc32c "
+                                        f"{entry.get(crc_key)}: damaged; restore it from a "
+                                        "backup"))
+                damaged = True
+        if entry.get("deleted"):
+            live.add(str(entry["deleted"]))
+        if damaged:
+            continue
+        try:
+            shard = _Shard(path, entry, dim, dtype, manifest_path)
+            for problem in shard.docs.check():
+                findings.append(Finding("problem", shard.docs_path, None, problem))
+        except (CorruptionError, FormatVersionError) as exc:
+            findings.append(Finding("problem", getattr(exc, "path", path),
+                                    getattr(exc, "offset", None), str(exc)))
+        except FileNotFoundError as exc:
+            findings.append(Finding("problem", str(exc.filename), None, "missing, though the "
+                                    "manifest names it"))
+    findings.extend(LogReader(io, os.path.join(path, layout.WAL_DIR)).check())
+    for name in sorted(io.listdir(path)):
+        if name not in live:
+            findings.append(Finding("note", os.path.join(path, name), None,
+                                    "not named by the manifest (left by an interrupted seal "
+                                    "or merge); the next writer removes it"))
+    return findings
 
 
 def _as_list(values: Any, what: str) -> list[Any]:
