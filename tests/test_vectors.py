@@ -111,9 +111,9 @@ def tolerance(metric, query, documents):
                          for d in documents.values()])
     q = float(np.linalg.norm(np.asarray(query, np.float64)))
     if metric == "cosine":
-        return 1e-4
+        return 1e-5
     if metric == "dot":
-        return 1e-4 * max(1.0, scale * q)
+        return 1e-5 * max(1.0, scale * q)
     return 1e-2 * max(1.0, scale + q)  # the distance's expansion loses digits near 0
 
 
