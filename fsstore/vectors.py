@@ -538,9 +538,8 @@ class _DocsFile:
     def raw(self, section: str, row: int) -> bytes:
         """The bytes of ``row`` in the ``ids``, ``content`` or ``meta`` section."""
         table = self._OFFSETS[section]
-        offsets = getattr(self, table)
         start, length = self.sections[section]
-        begin, end = int(offsets[row]), int(offsets[row + 1])
+        begin, end = getattr(self, table)[row:row + 2].tolist()
         if not begin <= end <= length:
             raise CorruptionError(f"row {row}: {section} offsets {begin}..{end} outside the "
                                   f"{length}-byte section", path=self.path,
@@ -556,6 +555,10 @@ class _DocsFile:
 
     def decoded(self, section: str, row: int) -> Any:
         raw = self.raw(section, row)
+        if raw == _NONE:  # most documents: no content, or no metadata
+            return None
+        if raw == _EMPTY_MAP:
+            return {}
         try:
             return _decoder.decode(raw)
         except (msgspec.DecodeError, ValueError) as exc:
@@ -793,7 +796,7 @@ class _Shard(_RowSource):
 
     def document(self, row: int, with_embedding: bool = True) -> VectorDocument:
         docs = self.docs
-        seq, turn = int(docs.seq[row]), int(docs.turn[row])
+        seq, turn = docs.seq.item(row), docs.turn.item(row)
         return VectorDocument(
             docs.id_of(row), np.array(self.vectors[row]) if with_embedding else None,
             docs.decoded("content", row), self.metadata_of(row),
@@ -883,17 +886,38 @@ class _Unsealed(_RowSource):
 # --- search ----------------------------------------------------------------------------
 
 
+def _floor(scores: np.ndarray, k: int) -> np.ndarray | None:
+    """A key that every one of the best ``k`` of each row of ``scores`` reaches: the k-th
+    best of every step-th score (the k-th best of a subset is never above the k-th best
+    of the whole). It leaves about ``k * step`` candidates to look at again, at the cost
+    of a partition of a ``step``-th of the scores."""
+    width = scores.shape[-1]
+    step = min(16, width // (4 * k))
+    if step < 2:
+        return None
+    sample = scores[..., ::step]
+    at = sample.shape[-1] - k
+    return np.partition(sample, at, axis=-1)[..., at]
+
+
 def _top_k(matrix: np.ndarray, queries: np.ndarray, k: int, metric: DistanceMetric,
-           aux: np.ndarray | None, blocked: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+           aux: np.ndarray | None, blocked: np.ndarray | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best ``k`` rows of ``matrix`` (dim x rows) for each query, by ranking key
     (higher is better): the dot product, times 1/norm for cosine, or 2 dot - norm^2 for
-    euclidean. Returns (keys, rows), each (queries, <=k), unordered; rows that are
-    ``blocked`` are never returned."""
+    euclidean. Rows that are ``blocked`` are never returned. Returns flat arrays
+    (query, key, row), unordered.
+
+    Rows are scored a block at a time, and only those at or above a floor (the k-th best
+    so far, or one found from a sample of the block) are kept: selection then costs one
+    comparison per row while the block's scores are still in cache."""
     rows = matrix.shape[1]
     count = len(queries)
     convert = matrix.dtype != np.float32
-    best_keys = np.empty((count, 0), dtype=np.float32)
-    best_rows = np.empty((count, 0), dtype=np.int64)
+    best_query = np.empty(0, dtype=np.int64)
+    best_keys = np.empty(0, dtype=np.float32)
+    best_rows = np.empty(0, dtype=np.int64)
+    # Keys must beat the k-th best so far; ties with it cannot improve the top k.
     threshold = np.full(count, -np.inf, dtype=np.float32)
     single = count == 1
     query = queries[0]
@@ -911,35 +935,37 @@ def _top_k(matrix: np.ndarray, queries: np.ndarray, k: int, metric: DistanceMetr
                 scores -= aux[start:end]
         if blocked is not None:
             scores[..., blocked[start:end]] = -np.inf
+        limit = np.nextafter(threshold, np.float32(np.inf))
+        floor = _floor(scores, k)
+        if floor is not None:
+            limit = np.maximum(limit, floor)
         if single:
-            # Only rows that beat the k-th best so far are looked at again: after the
-            # first blocks that is a handful, so selection costs one comparison per row.
-            candidates = np.flatnonzero(scores > threshold[0])
-            if not candidates.size:
+            found = np.flatnonzero(scores >= limit[0])
+            if not found.size:
                 continue
-            keys = np.concatenate((best_keys[0], scores[candidates]))
-            found = np.concatenate((best_rows[0], candidates + start))
+            keys = np.concatenate((best_keys, scores[found]))
+            found = np.concatenate((best_rows, found + start))
             if keys.size > k:
                 keep = np.argpartition(keys, keys.size - k)[keys.size - k:]
                 keys, found = keys[keep], found[keep]
                 threshold[0] = keys.min()
-            best_keys, best_rows = keys[None, :], found[None, :]
+            best_keys, best_rows = keys, found
+            best_query = np.zeros(keys.size, dtype=np.int64)
             continue
-        width = end - start
-        take = min(k, width)
-        if take < width:
-            keep = np.argpartition(scores, width - take, axis=1)[:, width - take:]
-            scores = np.take_along_axis(scores, keep, axis=1)
-        else:
-            keep = np.broadcast_to(np.arange(width), scores.shape)
-        keys = np.concatenate((best_keys, scores), axis=1)
-        found = np.concatenate((best_rows, keep + start), axis=1)
-        if keys.shape[1] > k:
-            keep = np.argpartition(keys, keys.shape[1] - k, axis=1)[:, keys.shape[1] - k:]
-            keys = np.take_along_axis(keys, keep, axis=1)
-            found = np.take_along_axis(found, keep, axis=1)
-        best_keys, best_rows = keys, found
-    return best_keys, best_rows
+        which, columns = np.nonzero(scores >= limit[:, None])
+        if not which.size:
+            continue
+        which = np.concatenate((best_query, which))
+        keys = np.concatenate((best_keys, scores[which[len(best_query):], columns]))
+        found = np.concatenate((best_rows, columns + start))
+        order = np.lexsort((-keys, which))  # by query, then best first
+        which, keys, found = which[order], keys[order], found[order]
+        rank = np.arange(which.size) - np.searchsorted(which, which)
+        kept = rank < k
+        full = rank == k - 1
+        threshold[which[full]] = keys[full]
+        best_query, best_keys, best_rows = which[kept], keys[kept], found[kept]
+    return best_query, best_keys, best_rows
 
 
 def _score(metric: DistanceMetric, key: float, query_norm: float) -> float:
@@ -952,19 +978,18 @@ def _score(metric: DistanceMetric, key: float, query_norm: float) -> float:
 
 
 def _search_rows(source: _RowSource, queries: np.ndarray, k: int, metric: DistanceMetric,
-                 allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                 allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top k of one row source, under an optional mask of allowed rows."""
     aux = source.aux(metric)
-    matrix = source.matrix()
     if allowed is not None:
         picked = np.flatnonzero(allowed)
         if len(picked) * 16 < source.size:
             # A narrow filter: gather the few rows rather than score them all.
-            keys, rows = _top_k(source.gather(picked), queries, k, metric,
-                                None if aux is None else aux[picked], None)
-            return keys, picked[rows]
-        return _top_k(matrix, queries, k, metric, aux, ~allowed)
-    return _top_k(matrix, queries, k, metric, aux, None)
+            which, keys, rows = _top_k(source.gather(picked), queries, k, metric,
+                                       None if aux is None else aux[picked], None)
+            return which, keys, picked[rows]
+        return _top_k(source.matrix(), queries, k, metric, aux, ~allowed)
+    return _top_k(source.matrix(), queries, k, metric, aux, None)
 
 
 # --- the collection ----------------------------------------------------------------------
@@ -1169,8 +1194,9 @@ class VectorCollection:
                                "metric 'dot' or 'euclidean', or another query")
         with self._lock:
             self._check_open()
-            found = []
-            for source in self._sources():
+            parts = []
+            sources = self._sources()
+            for number, source in enumerate(sources):
                 if source.size == 0:
                     continue
                 dead = source.dead_rows()
@@ -1180,16 +1206,18 @@ class VectorCollection:
                     allowed = mask if allowed is None else allowed & mask
                 if allowed is not None and not allowed.any():
                     continue
-                keys, rows = _search_rows(source, queries, k, chosen, allowed)
-                found.append((source, keys, rows))
-            results = []
-            for q in range(len(queries)):
-                merged = sorted(((float(key), source, int(row))
-                                 for source, keys, rows in found
-                                 for key, row in zip(keys[q], rows[q], strict=True)
-                                 if key > -np.inf), key=lambda item: -item[0])[:k]
-                results.append([self._result(source, row, _score(chosen, key, norms[q]))
-                                for key, source, row in merged])
+                which, keys, rows = _search_rows(source, queries, k, chosen, allowed)
+                parts.append((which, keys, rows, np.full(which.size, number)))
+            results: list[list[VectorSearchResult]] = [[] for _ in range(len(queries))]
+            if parts:
+                which, keys, rows, origin = (np.concatenate(p) for p in zip(*parts,
+                                                                           strict=True))
+                for position in np.lexsort((-keys, which)).tolist():
+                    hits = results[which[position]]
+                    if len(hits) < k:
+                        hits.append(self._result(
+                            sources[origin[position]], int(rows[position]),
+                            _score(chosen, float(keys[position]), norms[which[position]])))
         return results[0] if single else results
 
     @staticmethod

@@ -417,6 +417,150 @@ def attachment_rows(root: str, events: list, quick: bool) -> None:
         f"{real * 1000:,.0f} ms", f"(dry run {dry * 1000:,.0f} ms)")
 
 
+# --- vector search ---------------------------------------------------------------------
+
+VECTOR_DIM = 384
+
+
+def build_collection(root: str, name: str, matrix) -> fsstore.Store:
+    """A store whose session "s" holds ``matrix`` as collection "c" (metric dot, the
+    metric of faiss's IndexFlatIP), written in bulk upserts of 100k."""
+    store = fsstore.open_store(os.path.join(root, name))
+    with store.create_session("s") as session:
+        collection = session.create_collection("c", VECTOR_DIM, metric="dot")
+        for start in range(0, len(matrix), 100_000):
+            part = matrix[start:start + 100_000]
+            collection.upsert([fsstore.VectorDocument(f"d{start + i}", row)
+                               for i, row in enumerate(part)])
+    return store
+
+
+def interleaved_ms(runs: dict[str, Callable[[int], object]], repeats: int,
+                   warm: int) -> dict[str, float]:
+    """Median milliseconds of each run, interleaved; each repetition gets its own index
+    (the query it uses). Each timed call follows ``warm`` untimed ones of the same run:
+    BLAS and OpenMP threads spin for a while after a call, and a run timed right after
+    another library's would pay for that library's spinning threads."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for repeat in range(repeats):
+        for name, run in runs.items():
+            for _ in range(warm):
+                run(repeat + 1)
+            start = time.perf_counter()
+            run(repeat)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1000 for name, values in samples.items()}
+
+
+def measure_search(collection, index, queries, threads: int, repeats: int,
+                   batch_repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms of one query and of a batch of 64: fsstore, faiss on 1 and on
+    ``threads`` threads, interleaved. Checks first that both find the same top 10."""
+    import faiss
+
+    def run_faiss(batch: bool, using: int) -> Callable[[int], object]:
+        def run(repeat: int) -> object:
+            faiss.omp_set_num_threads(using)
+            return index.search(queries if batch else queries[repeat % 64][None, :], 10)
+        return run
+
+    expected = [f"d{i}" for i in run_faiss(False, 1)(0)[1][0]]
+    assert [r.id for r in collection.search(queries[0], 10)] == expected
+    single = interleaved_ms({
+        "fsstore": lambda repeat: collection.search(queries[repeat % 64], 10),
+        "faiss 1": run_faiss(False, 1), f"faiss {threads}": run_faiss(False, threads),
+    }, repeats, warm=3)
+    batches = interleaved_ms({
+        "fsstore": lambda repeat: collection.search(queries, 10),
+        "faiss 1": run_faiss(True, 1), f"faiss {threads}": run_faiss(True, threads),
+    }, batch_repeats, warm=1)
+    return single, batches
+
+
+def search_child(folder: str) -> None:
+    """Print the peak RSS (KiB) of a fresh process that opens the collection in
+    ``folder`` and searches it, single queries and a batch, and the collection's bytes."""
+    import numpy as np
+    store = fsstore.open_store(folder, create=False)
+    collection = store.read_session("s").collection("c")
+    queries = np.random.default_rng(5).standard_normal((64, VECTOR_DIM), dtype=np.float32)
+    for query in queries[:5]:
+        collection.search(query, 10)
+    collection.search(queries, 10)
+    print(_status_kib("VmHWM"), collection.info().bytes)
+
+
+def vector_rows(root: str, quick: bool) -> None:
+    import numpy as np
+    try:
+        import faiss
+    except ImportError:
+        print("\nVector search: faiss-cpu is not installed (pip install -e '.[bench]'); "
+              "skipped")
+        return
+    sizes = (10_000, 50_000) if quick else (10_000, 100_000, 1_000_000)
+    threads = faiss.omp_get_max_threads()
+    repeats, batch_repeats = (15, 3) if quick else (31, 5)
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((64, VECTOR_DIM), dtype=np.float32)
+    print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; faiss-cpu "
+          f"{faiss.__version__} IndexFlatIP (in memory) with 1 and {threads} threads; "
+          f"median of {repeats} interleaved queries, {batch_repeats} batches")
+    for count in sizes:
+        matrix = rng.standard_normal((count, VECTOR_DIM), dtype=np.float32)
+        store = build_collection(root, f"vectors-{count}", matrix)
+        collection = store.read_session("s").collection("c")
+        index = faiss.IndexFlatIP(VECTOR_DIM)
+        index.add(matrix)
+        del matrix
+
+        single, batches = measure_search(collection, index, queries, threads, repeats,
+                                         batch_repeats)
+        faiss.omp_set_num_threads(threads)
+        best_single = min(single["faiss 1"], single[f"faiss {threads}"])
+        best_batch = min(batches["faiss 1"], batches[f"faiss {threads}"])
+        print(f"  N = {count:,}")
+        row("    one query, fsstore (memory-mapped shard)", f"{single['fsstore']:.3f} ms",
+            ratio(single["fsstore"], best_single, "faiss's best time"))
+        for name in ("faiss 1", f"faiss {threads}"):
+            row(f"      {name} thread(s)", f"{single[name]:.3f} ms")
+        row("    batch of 64, fsstore", f"{64000 / batches['fsstore']:,.0f} q/s",
+            ratio(best_batch, batches["fsstore"], "faiss's best throughput"))
+        for name in ("faiss 1", f"faiss {threads}"):
+            row(f"      {name} thread(s)", f"{64000 / batches[name]:,.0f} q/s")
+        del index, collection
+        if count == sizes[-1]:
+            folder = os.path.join(root, f"vectors-{count}")
+            result = subprocess.run([sys.executable, __file__, "--search-child", folder],
+                                    capture_output=True, text=True, check=True)
+            peak, on_disk = (int(v) for v in result.stdout.split())
+            row(f"    peak RSS of a process searching {count:,}", f"{peak / 1024:,.0f} MiB",
+                ratio(peak * 1024, on_disk, f"the collection on disk ({on_disk >> 20:,} MiB)"))
+        if count != 100_000 and count != sizes[-1]:
+            shutil.rmtree(os.path.join(root, f"vectors-{count}"))
+
+    base = 100_000 if 100_000 in sizes else sizes[-1]
+    folder = os.path.join(root, f"vectors-{base}")
+    docs = [fsstore.VectorDocument(f"new{i}", row)
+            for i, row in enumerate(rng.standard_normal((10_000, VECTOR_DIM),
+                                                        dtype=np.float32))]
+    print(f"\nUpserting 10,000 documents one call each into a {base:,}-document collection")
+    for mode in ("flush", "fsync"):
+        store = fsstore.open_store(folder, durability=mode)
+        with store.open_session("s") as session:
+            collection = session.collection("c")
+            start = time.perf_counter()
+            for doc in docs:
+                collection.upsert([doc])
+            elapsed = time.perf_counter() - start
+            info = collection.info()
+            collection.delete([d.id for d in docs])
+        row(f"  durability {mode!r}", f"{elapsed:.2f} s",
+            f"{len(docs) / elapsed:,.0f}/s; then {info.shards} shards, {info.unsealed} "
+            "unsealed")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
@@ -424,11 +568,24 @@ def main() -> None:
     parser.add_argument("--open-events", type=int, default=None,
                         help="events in the big session whose open time is measured (1M)")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
+    parser.add_argument("--vectors-only", action="store_true",
+                        help="only the vector search rows")
     parser.add_argument("--replay-child", nargs=2, metavar=("NAME", "FOLDER"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--search-child", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replay_child:
         replay_child(*args.replay_child)
+        return
+    if args.search_child:
+        search_child(args.search_child)
+        return
+    if args.vectors_only:
+        root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
+        try:
+            vector_rows(root, args.quick)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
         return
     count = args.events or (10_000 if args.quick else 100_000)
     durable_count = max(count // 5, 1000)
@@ -589,6 +746,7 @@ def main() -> None:
 
         state_rows(root, big_store, big, events)
         attachment_rows(root, events, quick=args.quick)
+        vector_rows(root, quick=args.quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
