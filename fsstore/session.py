@@ -327,6 +327,10 @@ class SessionReader:
         for name in vectors.collection_names(self.io, self.path):
             findings.extend(vectors.check_collection(
                 self.io, os.path.join(layout.vectors_dir(self.path), name)))
+        for name in vectors.scratch_names(self.io, self.path):
+            findings.append(Finding("note", os.path.join(layout.vectors_dir(self.path), name),
+                                    None, "left by an interrupted create or drop of a "
+                                    "collection; the next create or drop removes it"))
         for folder in (self._snapshots.path, self._checkpoints.path):
             if self.io.exists(folder):
                 for name in sorted(self.io.listdir(folder)):

@@ -11,8 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from . import layout, manifest
 from .errors import (
     CorruptionError,
@@ -50,6 +48,7 @@ from .vectors import (
     VectorFilter,
     VectorSearchResult,
     check_collection_name,
+    check_k,
 )
 
 _UNSET: Any = object()
@@ -351,21 +350,35 @@ class Store:
         metric: DistanceMetric | str | None = None,
         filter: VectorFilter | Mapping[str, Any] | None = None,
         sessions: Iterable[str] | None = None,
-    ) -> list[VectorSearchResult] | list[list[VectorSearchResult]]:
+    ) -> list[VectorSearchResult]:
         """Search the vector collection ``collection`` of every session that has one (or
-        of ``sessions``), and merge: the ``k`` best over all of them, each result naming
-        its ``session_id``. Arguments as ``VectorCollection.search``; the collections
-        must agree on the metric unless ``metric`` is given. Reads without locks."""
+        of ``sessions``), and merge: the ``k`` nearest over all of them, best first, each
+        naming its ``session_id``. Arguments as ``VectorCollection.search``; the
+        collections must agree on the metric unless ``metric`` is given. Reads without
+        locks."""
+        return self._search(collection, query, False, k, metric, filter, sessions)[0]
+
+    def search_batch(
+        self, collection: str, queries: Any, k: int = 10, *,
+        metric: DistanceMetric | str | None = None,
+        filter: VectorFilter | Mapping[str, Any] | None = None,
+        sessions: Iterable[str] | None = None,
+    ) -> list[list[VectorSearchResult]]:
+        """``search`` for each row of the 2-D ``queries``: one list per query."""
+        return self._search(collection, queries, True, k, metric, filter, sessions)
+
+    def _search(self, collection: str, query: Any, batch: bool, k: int,
+                metric: DistanceMetric | str | None,
+                filter: VectorFilter | Mapping[str, Any] | None,
+                sessions: Iterable[str] | None) -> list[list[VectorSearchResult]]:
         name = check_collection_name(collection)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidQuery(f"k must be an int >= 1, not {k!r}")
+        check_k(k)
         chosen = None if metric is None else DistanceMetric.of(metric)
         conditions = VectorFilter.of(filter)
         explicit = sessions is not None
         ids = list(sessions) if sessions is not None else self.session_ids()
         merged: list[list[VectorSearchResult]] | None = None
         used: DistanceMetric | None = chosen
-        single = np.ndim(query) == 1
         for session_id in ids:
             try:
                 found = self.read_session(session_id).collection(name)
@@ -382,19 +395,19 @@ class Store:
                     f"collection {name!r} uses metric {found.metric.value} in session "
                     f"{session_id!r} but {used.value} elsewhere; pass metric= to compare")
             try:
-                results = found.search(query, k, metric=used, filter=conditions)
+                results = (found.search_batch(query, k, metric=used, filter=conditions)
+                           if batch else
+                           [found.search(query, k, metric=used, filter=conditions)])
             except InvalidQuery as exc:
                 raise type(exc)(f"session {session_id!r}: {exc}") from None
-            per_query: Any = [results] if single else results
-            tagged = [[r._replace(session_id=session_id) for r in rs] for rs in per_query]
+            tagged = [[r._replace(session_id=session_id) for r in rs] for rs in results]
             merged = tagged if merged is None else [a + b for a, b in zip(merged, tagged,
                                                                            strict=True)]
         if merged is None:
-            merged = [[]] if single else [[] for _ in range(len(query))]
+            return [[] for _ in range(len(query))] if batch else [[]]
         lower_first = used is DistanceMetric.EUCLIDEAN
-        ranked = [sorted(rs, key=lambda r: r.score if lower_first else -r.score)[:k]
-                  for rs in merged]
-        return ranked[0] if single else ranked
+        return [sorted(rs, key=lambda r: r.score if lower_first else -r.score)[:k]
+                for rs in merged]
 
     def delete_session(self, session_id: str, *, lock_timeout: float = 0.0) -> None:
         """Delete a session's whole folder. Waits up to ``lock_timeout`` for its writer to

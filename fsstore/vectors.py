@@ -252,7 +252,8 @@ def _validate(doc: VectorDocument | Mapping[str, Any], dim: int, dtype: np.dtype
                 _check_link(doc.turn, "turn", doc_id))
 
 
-def _check_k(k: object) -> int:
+def check_k(k: object) -> int:
+    """``k`` if it is a result count a search takes, else InvalidQuery."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidQuery(f"k must be an int >= 1, not {k!r}")
     return k
@@ -1025,10 +1026,14 @@ class VectorCollection:
             raise CorruptionError("missing, though the manifest names it; restore it from "
                                   "a backup", path=str(exc.filename)) from None
         self._wal = LogWriter(io, wal_path, durability or Durability())
-        self._check_wal_start(self._wal.log_start)
         self._unsealed = _Unsealed(self.dim, self._dtype)
         self._dirty: set[str] = set()  # shards with deletes not yet in a deleted file
-        self._replay(self._wal.reader)
+        try:
+            self._check_wal_start(self._wal.log_start)
+            self._replay(self._wal.reader)
+        except BaseException:
+            self._wal.close()
+            raise
 
     # --- opening ---
 
@@ -1172,18 +1177,34 @@ class VectorCollection:
 
     def search(self, query: Any, k: int = 10, *, metric: DistanceMetric | str | None = None,
                filter: VectorFilter | Mapping[str, Any] | None = None,
-               ) -> list[VectorSearchResult] | list[list[VectorSearchResult]]:
-        """The ``k`` documents nearest ``query``, best first, by exact search.
+               ) -> list[VectorSearchResult]:
+        """The ``k`` documents nearest the vector ``query``, best first, by exact search.
 
-        ``query`` is one vector (returns a list of results) or a 2-D batch of them
-        (returns a list of lists, one per query). ``metric`` defaults to the
-        collection's; ``filter`` is a :class:`VectorFilter` or the mapping that builds one.
+        ``metric`` defaults to the collection's; ``filter`` is a :class:`VectorFilter` or
+        the mapping that builds one. For many queries at once use ``search_batch``.
         """
-        queries = _as_vectors(query, self.dim, "query", InvalidQuery)
-        single = queries.ndim == 1
-        if single:
-            queries = queries[None, :]
-        k = _check_k(k)
+        vector = _as_vectors(query, self.dim, "query", InvalidQuery)
+        if vector.ndim != 1:
+            raise InvalidQuery(f"query has shape {vector.shape}: search takes one vector; "
+                               "use search_batch for several")
+        return self._search(vector[None, :], k, metric, filter)[0]
+
+    def search_batch(self, queries: Any, k: int = 10, *,
+                     metric: DistanceMetric | str | None = None,
+                     filter: VectorFilter | Mapping[str, Any] | None = None,
+                     ) -> list[list[VectorSearchResult]]:
+        """``search`` for each row of the 2-D ``queries``, in one pass over the shards
+        (matrix-matrix products): one list of results per query."""
+        matrix = _as_vectors(queries, self.dim, "queries", InvalidQuery)
+        if matrix.ndim != 2:
+            raise InvalidQuery(f"queries has shape {matrix.shape}: search_batch takes a 2-D "
+                               "array of vectors")
+        return self._search(matrix, k, metric, filter)
+
+    def _search(self, queries: np.ndarray, k: int, metric: DistanceMetric | str | None,
+                filter: VectorFilter | Mapping[str, Any] | None,
+                ) -> list[list[VectorSearchResult]]:
+        k = check_k(k)
         chosen = self.metric if metric is None else DistanceMetric.of(metric)
         conditions = VectorFilter.of(filter)
         if not len(queries):
@@ -1218,7 +1239,7 @@ class VectorCollection:
                         hits.append(self._result(
                             sources[origin[position]], int(rows[position]),
                             _score(chosen, float(keys[position]), norms[which[position]])))
-        return results[0] if single else results
+        return results
 
     @staticmethod
     def _result(source: _RowSource, row: int, score: float) -> VectorSearchResult:
@@ -1591,6 +1612,20 @@ def collection_names(io: FileIO, session_path: str) -> list[str]:
     return sorted(n for n in io.listdir(folder) if not layout.is_scratch(n))
 
 
+def scratch_names(io: FileIO, session_path: str) -> list[str]:
+    """Folders an interrupted create (``.tmp-``) or drop (``.trash-``) left in vectors/."""
+    folder = layout.vectors_dir(session_path)
+    if not io.exists(folder):
+        return []
+    return sorted(n for n in io.listdir(folder) if layout.is_scratch(n))
+
+
+def _remove_scratch(io: FileIO, session_path: str) -> None:
+    folder = layout.vectors_dir(session_path)
+    for name in scratch_names(io, session_path):
+        io.rmtree(os.path.join(folder, name))
+
+
 def create_collection(io: FileIO, session_path: str, name: str, dim: int, dtype: str,
                       metric: DistanceMetric | str) -> str:
     """Build the collection folder under a temp name and rename it in whole."""
@@ -1607,6 +1642,7 @@ def create_collection(io: FileIO, session_path: str, name: str, dim: int, dtype:
     if not io.exists(folder):
         io.mkdir(folder)
         io.fsync_dir(session_path)
+    _remove_scratch(io, session_path)
     temp = os.path.join(folder, layout.temp_name(name))
     io.mkdir(temp)
     try:
@@ -1642,4 +1678,4 @@ def drop_collection(io: FileIO, session_path: str, name: str) -> None:
     trash = os.path.join(folder, layout.trash_name(name))
     io.rename(final, trash)
     io.fsync_dir(folder)
-    io.rmtree(trash)
+    _remove_scratch(io, session_path)

@@ -706,3 +706,31 @@ def test_kill_9_during_upserts_and_compactions_leaves_a_whole_collection(tmp_pat
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_upserts_and_compactions(tmp_path):
     kill_9_vector_trials(tmp_path, trials=300)
+
+
+def test_a_crash_while_creating_or_dropping_a_collection_leaves_none_or_all_of_it(tmp_path):
+    root = tmp_path / "store"
+    with fsstore.open_store(root).create_session("s") as session:
+        session.create_collection("old", 2).upsert([fsstore.VectorDocument("a", [1, 2])])
+
+    def work(store):
+        with store.open_session("s") as session:
+            session.create_collection("new", 3, metric="dot").upsert(
+                [fsstore.VectorDocument("b", [1, 2, 3])])
+            session.drop_collection("old")
+
+    seen = set()
+    for dest in crash_states_of(tmp_path, root, work):
+        store = fsstore.open_store(dest, create=False)
+        with store.open_session("s") as session:
+            names = [info.name for info in session.collections()]
+            seen.add(tuple(names))
+            if "old" in names:
+                assert session.collection("old").count() == 1
+            if "new" in names:
+                assert session.collection("new").dim == 3
+                session.drop_collection("new")  # and tidies what a crash left
+            session.create_collection("again", 2)
+        assert [f for f in store.verify() if f.level == "problem"] == []
+        assert [f for f in store.verify() if "interrupted create" in f.message] == []
+    assert {("old",), ("new", "old"), ("new",)} <= seen

@@ -112,3 +112,62 @@ def test_the_committed_v1_1_store_collects_only_its_orphan_blob(tmp_path):
         (event,) = [e for e in session.events() if e.kind == "event"]
         assert session.blobs.get(event.data["image"]) == bytes(range(256)) * 40
         assert session.blobs.get(session.get_state("log")).startswith(b"a line of tool")
+
+
+FIXTURE_1_2 = os.path.join(ROOT, "fixtures", "v1.2")
+
+
+def check_collections_1_2(store: fsstore.Store, expected: dict, same_rows: bool = True
+                          ) -> None:
+    """The documents and searches the fixture recorded. After a merge (``same_rows``
+    false) rows are in another order, so documents with equal scores may swap places."""
+    reader = store.read_session("memory")
+    for name, want in expected["memory"]["collections"].items():
+        collection = reader.collection(name)
+        assert (collection.dim, collection.dtype, collection.metric.value,
+                collection.count()) == (want["dim"], want["dtype"], want["metric"],
+                                        want["count"])
+        ids = [f"doc-{i}" for i in range(40)]
+        got = {d.id: [d.embedding.tolist(), d.content, d.metadata, d.seq, d.turn]
+               for d in collection.get(ids) if d is not None}
+        assert got == want["documents"]
+        for metric, query, results in want["searches"]:
+            hits = [[r.id, round(r.score, 5)] for r in collection.search(query, 5,
+                                                                         metric=metric)]
+            if same_rows:
+                assert hits == results
+            else:
+                assert [h[1] for h in hits] == [r[1] for r in results]
+                assert {h[0]: h[1] for h in hits if h[1] != hits[-1][1]} == {
+                    r[0]: r[1] for r in results if r[1] != results[-1][1]}
+        filtered = [r.id for r in collection.search([1, 1, 1, 1], 10, filter={"kind": "note"})]
+        if same_rows:
+            assert [filtered] == want["filtered"]
+
+
+def test_the_committed_v1_2_store_reads_its_collections_the_same_forever():
+    before = tree_snapshot(FIXTURE_1_2)
+    expected, store = open_fixture(FIXTURE_1_2)
+    check_collections_1_2(store, expected)
+    for name, want in expected["memory"]["collections"].items():
+        info = store.read_session("memory").collection(name).info()
+        assert [info.shards, info.unsealed] == want["info"]
+    assert store.verify() == []
+    assert tree_snapshot(FIXTURE_1_2) == before
+
+
+def test_the_committed_v1_2_store_takes_upserts_and_compacts(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_2, "store"), copy)
+    expected, _ = open_fixture(FIXTURE_1_2)
+    store = fsstore.open_store(copy, create=False)
+    with store.open_session("memory") as session:
+        for name in ("notes", "half"):
+            collection = session.collection(name)
+            collection.compact()
+            assert collection.info().shards == 1 and collection.info().deleted == 0
+    check_collections_1_2(store, expected, same_rows=False)
+    with store.open_session("memory") as session:
+        session.collection("notes").upsert([fsstore.VectorDocument("doc-1", [0, 0, 0, 9])])
+        assert session.collection("notes").get(["doc-1"])[0].embedding.tolist() == [0, 0, 0, 9]
+    assert [f for f in store.verify() if f.level == "problem"] == []

@@ -334,7 +334,7 @@ def test_search_agrees_with_the_reference_across_shards_log_and_deletes(store, s
         for k in (1, 3, 10, 200):
             for query in queries:
                 assert_agrees(collection.search(query, k), documents, query, k, metric)
-            batch = collection.search(queries, k)
+            batch = collection.search_batch(queries, k)
             for query, results in zip(queries, batch, strict=True):
                 assert_agrees(results, documents, query, k, metric)
 
@@ -343,9 +343,13 @@ def test_a_batch_of_queries_returns_a_list_per_query(store):
     with store.create_session("s") as session:
         collection = session.create_collection("c", 2, metric="dot")
         collection.upsert(docs_of(np.eye(2)))
-        results = collection.search([[1, 0], [0, 1], [2, 1]], 1)
+        results = collection.search_batch([[1, 0], [0, 1], [2, 1]], 1)
         assert [[r.id for r in rs] for rs in results] == [["d0"], ["d1"], ["d0"]]
-        assert collection.search(np.zeros((0, 2)), 3) == []
+        assert collection.search_batch(np.zeros((0, 2)), 3) == []
+        with pytest.raises(InvalidQuery, match="search_batch"):
+            collection.search([[1, 0]], 1)
+        with pytest.raises(InvalidQuery, match="2-D"):
+            collection.search_batch([1, 0], 1)
 
 
 def test_the_metric_can_be_chosen_per_search(store):
@@ -812,7 +816,7 @@ def test_store_search_merges_every_session_and_names_each_hit(store):
     assert all(r.session_id == r.id[0] for r in results)
     only_b = store.search("memory", query, 3, sessions=["b"])
     assert {r.session_id for r in only_b} == {"b"}
-    batch = store.search("memory", [query, -query], 2)
+    batch = store.search_batch("memory", [query, -query], 2)
     assert len(batch) == 2 and [r.id for r in batch[0]] == [r.id for r in results[:2]]
     assert store.search("nothing", query, 3) == []
     far = store.search("memory", query, 5, metric="euclidean")

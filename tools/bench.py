@@ -471,7 +471,7 @@ def measure_search(collection, index, queries, threads: int, repeats: int,
         "faiss 1": run_faiss(False, 1), f"faiss {threads}": run_faiss(False, threads),
     }, repeats, warm=3)
     batches = interleaved_ms({
-        "fsstore": lambda repeat: collection.search(queries, 10),
+        "fsstore": lambda repeat: collection.search_batch(queries, 10),
         "faiss 1": run_faiss(True, 1), f"faiss {threads}": run_faiss(True, threads),
     }, batch_repeats, warm=1)
     return single, batches
@@ -486,7 +486,7 @@ def search_child(folder: str) -> None:
     queries = np.random.default_rng(5).standard_normal((64, VECTOR_DIM), dtype=np.float32)
     for query in queries[:5]:
         collection.search(query, 10)
-    collection.search(queries, 10)
+    collection.search_batch(queries, 10)
     print(_status_kib("VmHWM"), collection.info().bytes)
 
 

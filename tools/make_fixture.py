@@ -1,6 +1,6 @@
 """Write a fixture: a small store of one format version and what reading it must give.
 
-    python3 tools/make_fixture.py v1.1
+    python3 tools/make_fixture.py v1.2
 
 Each was written once, when its format version was made; the result is committed and
 tests/test_fixtures.py proves every later fsstore reads it the same. Do not regenerate
@@ -141,5 +141,71 @@ def make_v1_1() -> None:
         handle.write("\n")
 
 
+def collection_contents(collection: fsstore.VectorCollection, ids: list[str]) -> dict:
+    """What a collection must read as: its settings, every document, and searches."""
+    docs = [d for d in collection.get(ids) if d is not None]
+    queries = [[1, 0, 0, 0], [0.5, -1, 2, 0.25]]
+    return {
+        "dim": collection.dim, "dtype": collection.dtype, "metric": collection.metric.value,
+        "count": collection.count(),
+        "documents": {d.id: [d.embedding.tolist(), d.content, d.metadata, d.seq, d.turn]
+                      for d in docs},
+        "searches": [
+            [metric, query, [[r.id, round(r.score, 5)] for r in
+                             collection.search(query, 5, metric=metric)]]
+            for metric in ("cosine", "dot", "euclidean") for query in queries],
+        "filtered": [[r.id for r in collection.search([1, 1, 1, 1], 10,
+                                                      filter={"kind": "note"})]],
+    }
+
+
+FIXTURE_IDS = [f"doc-{i}" for i in range(40)]
+
+
+def make_v1_2() -> None:
+    """Version 1.2: vector collections with shards, deleted rows, a merge and documents
+    still in the write-ahead log; float32 and float16."""
+    from fsstore import vectors
+
+    here = os.path.join(FIXTURES, "v1.2")
+    store_path = os.path.join(here, "store")
+    if os.path.exists(here):
+        shutil.rmtree(here)
+    vectors.SEAL_ROWS = 8  # small seals and merges; the format does not depend on it
+    store = fsstore.open_store(store_path)
+    with store.create_session("memory", title="vectors") as session:
+        session.commit([{"role": "user", "content": "remember this"}])
+        notes = session.create_collection("notes", 4)
+        notes.upsert([fsstore.VectorDocument(
+            f"doc-{i}", [i % 5, (i * 7) % 3 - 1, i / 10, 1], content=f"note {i} ✓",
+            metadata={"kind": "note" if i % 2 else "fact", "n": i}, seq=1 if i < 3 else None,
+            turn=1 if i < 3 else None) for i in range(10)])
+        for i in range(10, 38):
+            notes.upsert([fsstore.VectorDocument(f"doc-{i}", [1, i % 4, -i / 7, 0.5],
+                                                 metadata={"kind": "note", "n": i})])
+        notes.delete(["doc-3", "doc-12", "doc-30"])
+        notes.upsert([fsstore.VectorDocument("doc-4", [0, 0, 0, 0], content="zero")])
+        half = session.create_collection("half", 4, dtype="float16", metric="dot")
+        half.upsert([fsstore.VectorDocument(f"doc-{i}", [i, -i, 0.125, 3.5])
+                     for i in range(12)])
+        half.delete(["doc-0"])
+        half.flush()  # the delete goes to a deleted-rows file
+        half.upsert([fsstore.VectorDocument("doc-20", [2, 2, 2, 2], content="in the log")])
+    collections = {}
+    reader = store.read_session("memory")
+    for name in ("notes", "half"):
+        collections[name] = collection_contents(reader.collection(name), FIXTURE_IDS)
+        collections[name]["info"] = [reader.collection(name).info().shards,
+                                     reader.collection(name).info().unsealed]
+    expected = {"memory": {"collections": collections}}
+    for folder, _, files in os.walk(store_path):
+        for name in files:
+            if name == "writer.lock":
+                os.unlink(os.path.join(folder, name))
+    with open(os.path.join(here, "expected.json"), "w") as handle:
+        json.dump(expected, handle, indent=1, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+
+
 if __name__ == "__main__":
-    {"v1": make_v1, "v1.1": make_v1_1}[sys.argv[1]]()
+    {"v1": make_v1, "v1.1": make_v1_1, "v1.2": make_v1_2}[sys.argv[1]]()

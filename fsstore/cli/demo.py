@@ -4,7 +4,11 @@ into a store, then says what is on disk and how to look at it."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
+
+import numpy as np
 
 from .. import layout
 from ..session import Session
@@ -100,6 +104,34 @@ def record_demo_session(session: Session) -> None:
     session.finish_turn()
 
 
+EMBEDDING_DIM = 64
+
+
+def toy_embedding(text: str) -> np.ndarray:
+    """A stand-in for an embedding model (fsstore stores vectors, it does not make
+    them): words hashed into 64 signed buckets, so texts sharing words point alike."""
+    vector = np.zeros(EMBEDDING_DIM, dtype=np.float32)
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        digest = hashlib.blake2b(word.rstrip("s").encode(), digest_size=2).digest()
+        vector[digest[0] % EMBEDDING_DIM] += 1.0 if digest[1] & 1 else -1.0
+    return vector
+
+
+def remember_messages(session: Session) -> int:
+    """Put every chat message of the session in its "memory" collection, linked to its
+    event, so the agent can recall by meaning later."""
+    memory = session.create_collection("memory", EMBEDDING_DIM, metric="cosine")
+    documents = [
+        {"id": f"m{event.seq}", "embedding": toy_embedding(event.data["content"]),
+         "content": event.data["content"], "metadata": {"role": event.data["role"]},
+         "seq": event.seq, "turn": event.turn}
+        for event in session.events()
+        if isinstance(event.data, dict) and isinstance(event.data.get("content"), str)
+        and "role" in event.data]
+    memory.upsert(documents)
+    return len(documents)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.path or DEFAULT_PATH)
     store = open_store(path)
@@ -108,6 +140,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                    metadata={"agent": "fsstore demo", "cwd": "~/src/billing"})
     with session:
         record_demo_session(session)
+        remembered = remember_messages(session)
         (diagnosed,) = session.checkpoints()
         # Try another approach from the diagnosis, without copying the history.
         fork = session.fork(f"{session.id}-alt", at_checkpoint=diagnosed.id,
@@ -137,6 +170,12 @@ def run_demo(args: argparse.Namespace) -> int:
     stored = sum(os.path.getsize(path) for _, path, _ in blobs)
     print(f"  attachments: {len(blobs)} tool outputs, {human_bytes(stored)} on disk "
           "(zstd), in blobs/")
+    question = "which dates does the parser fail on?"
+    (best,) = store.search("memory", toy_embedding(question), 1,
+                           filter={"role": "assistant"})
+    recalled = (best.content or "")[:60]
+    print(f"  memory:   {remembered} messages embedded in a vector collection; asked "
+          f"{question!r},\n            recall finds turn {best.turn}: {recalled!r}...")
     print(f"  sessions: {len(store.session_ids())} in this store")
     print("\nLook at it:")
     store_arg = f"--store {os.path.relpath(store.path)}"
@@ -145,5 +184,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  fsstore {store_arg} cat {info.id} | head -3")
     print(f"  fsstore {store_arg} state {info.id}")
     print(f"  fsstore {store_arg} lineage {info.id}")
+    print(f"  fsstore {store_arg} collections {info.id}")
+    print(f"  fsstore {store_arg} search memory --like {info.id}:{best.id} -k 3")
     print(f"  fsstore {store_arg} verify")
     return 0
