@@ -25,6 +25,7 @@ from .errors import (
     BlobNotFound,
     CheckpointExists,
     CheckpointNotFound,
+    ClaimLost,
     CollectionExists,
     CollectionNotFound,
     CorruptionError,
@@ -43,6 +44,7 @@ from .errors import (
     InvalidSessionId,
     InvalidSetting,
     InvalidState,
+    LeaseLost,
     NotAStore,
     RecordTooLarge,
     SeqOutOfRange,
@@ -55,6 +57,7 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
+from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
 from .log import Durability, Event
 from .session import (
     METADATA_RECORD,
@@ -77,6 +80,7 @@ from .vectors import (
     VectorFilter,
     VectorSearchResult,
 )
+from .work import ClaimedWork, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
 __version__ = "0.1.0"
 
@@ -90,6 +94,9 @@ __all__ = [
     "CheckpointExists",
     "CheckpointInfo",
     "CheckpointNotFound",
+    "ClaimLost",
+    "ClaimOutcome",
+    "ClaimedWork",
     "CollectionExists",
     "CollectionInfo",
     "CollectionNotFound",
@@ -116,8 +123,13 @@ __all__ = [
     "InvalidSessionId",
     "InvalidSetting",
     "InvalidState",
+    "Lease",
+    "LeaseLost",
+    "LeaseOwner",
+    "LeaseState",
     "Lineage",
     "NotAStore",
+    "QueuedWork",
     "RecordTooLarge",
     "Relation",
     "SeqOutOfRange",
@@ -133,10 +145,13 @@ __all__ = [
     "StoreNotFound",
     "Turn",
     "TurnError",
+    "TurnInput",
+    "TurnInputs",
     "VectorCollection",
     "VectorDocument",
     "VectorFilter",
     "VectorSearchResult",
+    "WorkQueue",
     "WriteFailed",
     "find_store",
     "open_store",

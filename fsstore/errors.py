@@ -155,6 +155,24 @@ class HeadConflict(FsStoreError, ValueError):
         self.actual = actual
 
 
+class LeaseLost(FsStoreError, PermissionError):
+    """Returned when a write carries a lease that is no longer the session's current one
+    (another owner took it over) or that has expired. Nothing is written. ``token`` is
+    the lease's fencing token, ``current`` the session's now. Claim the lease again and
+    reopen the session: what was written meanwhile may have changed it."""
+
+    def __init__(self, message: str, *, token: int, current: int) -> None:
+        super().__init__(message)
+        self.token = token
+        self.current = current
+
+
+class ClaimLost(FsStoreError, PermissionError):
+    """Returned when completing, failing or releasing a queued item whose claim is no
+    longer this claim: it expired and the item was claimed again, or it is done. Nothing
+    is written."""
+
+
 class SeqOutOfRange(FsStoreError, ValueError):
     """Returned when a seq asked for (``state_at``, ``fork``) is after the head, or
     before the history the log still holds (it was cleared). Nothing is written."""

@@ -8,6 +8,7 @@ A store on disk (see docs/FORMAT.md)::
         SESSION_ID/
           session.json                session manifest: title, tags, metadata
           writer.lock                 the writer lock (flock; left on disk)
+          lease                       the execution lease: owner, fencing token, expiry
           log/
             00000000000000000001.fslog   segments, named by their first seq
             00000000000000004711.fslog
@@ -40,6 +41,7 @@ STORE_MANIFEST = "fsstore.json"
 SESSIONS_DIR = "sessions"
 SESSION_MANIFEST = "session.json"
 WRITER_LOCK = "writer.lock"
+LEASE_FILE = "lease"
 LOG_DIR = "log"
 SEGMENT_SUFFIX = ".fslog"
 TORN_SUFFIX = ".torn"
@@ -120,6 +122,10 @@ def session_manifest_path(session_path: str) -> str:
 
 def writer_lock_path(session_path: str) -> str:
     return os.path.join(session_path, WRITER_LOCK)
+
+
+def lease_path(session_path: str) -> str:
+    return os.path.join(session_path, LEASE_FILE)
 
 
 def log_dir(session_path: str) -> str:

@@ -834,8 +834,12 @@ class LogWriter:
         durability: Durability,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        neutral_kinds: frozenset[str] = frozenset(),
     ) -> None:
         check_settings(segment_size, max_record_bytes)
+        # Batches ending in a neutral kind leave last_turn and last_kind as they were:
+        # the session's queue and input records come from outside its turns.
+        self.neutral_kinds = neutral_kinds
         self.io = io
         self.path = path
         self.reader = LogReader(io, path)
@@ -879,6 +883,9 @@ class LogWriter:
         self.head = found.next_seq - 1
         self.last_turn = found.last[1] if found.last else None
         self.last_kind = found.last[2] if found.last else None
+        if self.last_kind in self.neutral_kinds:
+            significant = self._last_significant(first, end)
+            self.last_turn, self.last_kind = significant or (None, None)
         fd = io.open(reader.segment_path(first), os.O_RDWR)
         try:
             # Only the last segment can be unfinished: a segment is sealed before its
@@ -895,6 +902,33 @@ class LogWriter:
         self._allocated = io.size(fd)
         self._written_end = end
         self.synced_head = self.head
+
+    def _last_significant(self, first: int, end: int) -> tuple[int, str] | None:
+        """(turn, kind) of the last frame whose last record is not of a neutral kind,
+        walking back from ``end`` of segment ``first`` frame by frame (each frame ends in
+        its size) and into earlier segments."""
+        reader = self.reader
+        segments = [s for s in reader.live_segments()[0] if s <= first]
+        for segment in reversed(segments):
+            path = reader.segment_path(segment)
+            fd = self.io.open(path, os.O_RDONLY)
+            try:
+                pos = end if segment == first else _data_end(self.io, fd)
+                while pos > SEGMENT_HEADER_SIZE:
+                    (size,) = _U32.unpack(self.io.pread(fd, 4, pos - TRAILER_SIZE))
+                    start = pos - size
+                    raw = self.io.pread(fd, size, start) if start >= SEGMENT_HEADER_SIZE else b""
+                    frame = _parse_frame(raw, memoryview(raw), 0, len(raw)) if raw else None
+                    if frame is None:
+                        raise CorruptionError("damaged record in the log", path=path,
+                                              offset=start)
+                    _, turn, kind = _tail_of(frame._replace(offset=start), path)
+                    if kind not in self.neutral_kinds:
+                        return turn, kind
+                    pos = start
+            finally:
+                self.io.close(fd)
+        return None
 
     def _set_aside_torn_tail(self, fd: int, first_seq: int, end: int, data_end: int) -> None:
         """Copy the torn bytes to a ``.torn`` file beside the segment, then cut them off.
@@ -934,7 +968,8 @@ class LogWriter:
                 self.head += len(entries)
                 self.bytes_appended += size
                 self._last_crc = frame[:4]
-                self.last_turn, self.last_kind = turn, entries[-1][0]
+                if entries[-1][0] not in self.neutral_kinds:
+                    self.last_turn, self.last_kind = turn, entries[-1][0]
                 if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
                     self.synced_head = self.head
@@ -1057,6 +1092,35 @@ class LogWriter:
             self._unsynced_records = 0
         except OSError as exc:
             raise self._fail(exc) from exc
+
+    def refresh(self) -> LogPosition | None:
+        """Catch up with what other processes appended since this writer last wrote.
+        Returns None if the log did not move, else where it ended before (the boundary
+        after the old head), from which the new records can be read.
+
+        Shared writers (docs/FORMAT.md, section 16) take the session's mutex for each
+        operation and call this first: another holder of the mutex may have appended
+        frames, rolled the segment over, or cleared the log.
+        Reads 8 bytes and looks up one name when nothing moved."""
+        with self.lock:
+            self.check_usable()
+            self._write_pending()
+            fd = self._fd
+            assert fd is not None
+            try:
+                probe = self.io.pread(fd, 8, self._end)
+                if not probe.strip(b"\0") and not self.io.exists(
+                        self.reader.segment_path(self.head + 1)):
+                    return None
+                before = self.position
+                self._fd = None
+                self.io.close(fd)
+                appended = self.bytes_appended
+                self._recover()
+                self.bytes_appended = appended
+            except OSError as exc:
+                raise self._fail(exc) from exc
+            return before
 
     # --- segments ---
 

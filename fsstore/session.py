@@ -8,18 +8,21 @@ is open, so a second writer in any thread or process is refused (or waits).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import filelock
 
 from . import layout, manifest, snapshot, vectors
+from . import lease as lease_module
 from . import state as state_module
 from .blobs import (
     BLOB_MARKER,
@@ -47,6 +50,7 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
+from .lease import Lease, SessionMutex
 from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
@@ -65,6 +69,7 @@ from .snapshot import (
 )
 from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
 from .vectors import CollectionInfo, DistanceMetric, VectorCollection
+from .work import INPUT_RECORD, QUEUE_RECORD, TurnInputs, WorkQueue
 
 #: Kinds starting with this are the store's own records; callers cannot append them.
 RESERVED_KIND_PREFIX = "fsstore."
@@ -77,6 +82,9 @@ DEFAULT_KIND = "event"
 MAX_COMMIT_ID = 256
 
 _UNSET: Any = object()
+_F = TypeVar("_F", bound=Callable[..., Any])
+#: Record kinds from outside the session's turns: they do not move its current turn.
+NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD))
 
 
 class Turn(NamedTuple):
@@ -507,9 +515,27 @@ class SessionReader:
             after_seq = chunk[-1].seq
 
 
+def _writes(fenced: bool = True) -> Callable[[_F], _F]:
+    """Run a Session method as one write operation: for a shared session, under the
+    session's mutex, after the fence (when ``fenced``) and a catch-up with the log."""
+    def wrap(method: _F) -> _F:
+        @functools.wraps(method)
+        def run(self: Session, *args: Any, **kwargs: Any) -> Any:
+            with self._writing(fenced):
+                return method(self, *args, **kwargs)
+        return run  # type: ignore[return-value]
+    return wrap
+
+
 class Session(SessionReader):
     """The writer of one session. Open it with ``Store.open_session`` or
     ``Store.create_session``; close it (or use ``with``) to release the writer lock.
+
+    Opened exclusively (the default), it holds the session's writer lock while open. A
+    shared session (``lease=`` or ``shared=True``) takes the lock for each write
+    operation instead, and catches up with what other processes wrote; with a lease,
+    each write of events, state or collections is fenced by the lease's token
+    (docs/FORMAT.md, section 16).
 
     Thread-safe: calls from several threads are serialised.
     """
@@ -527,13 +553,38 @@ class Session(SessionReader):
         snapshots: SnapshotPolicy | None = None,
         store: Any = None,
         blob_compression: str = "auto",
+        lease: Lease | None = None,
+        shared: bool = False,
     ) -> None:
-        self._lock = acquire_writer_lock(path, session_id, lock_timeout)
+        chosen = Durability.of(durability)
+        self._lease = lease
+        self._lock_timeout = lock_timeout
+        self._mutex: SessionMutex | None = None
+        self._lock: filelock.BaseFileLock | None = None
+        self._checked_depth = 0
+        if lease is not None or shared:
+            if chosen.mode == "none" or chosen.grouped:
+                raise InvalidSetting(
+                    "a shared session hands every write to the OS before it lets another "
+                    "writer in: use durability 'flush' or 'fsync', without group commit")
+            if lease is not None and lease.session_id != session_id:
+                raise InvalidSetting(f"that lease is for session {lease.session_id!r}, not "
+                                     f"{session_id!r}")
+            if not os.path.isfile(layout.session_manifest_path(path)):
+                raise SessionNotFound(f"no session {session_id!r} at {path}")
+            self._mutex = SessionMutex(layout.writer_lock_path(path), session_id)
+            self._mutex.acquire(lock_timeout)
+        else:
+            self._lock = acquire_writer_lock(path, session_id, lock_timeout)
         try:
             super().__init__(io, path, session_id, snapshots)
+            if lease is not None:
+                lease_module.check_current(io, path, lease)
+            elif self._mutex is None:
+                self._refuse_if_leased()
             self._writer = writer = LogWriter(
-                io, layout.log_dir(path), Durability.of(durability), segment_size,
-                max_record_bytes,
+                io, layout.log_dir(path), chosen, segment_size, max_record_bytes,
+                neutral_kinds=NEUTRAL_KINDS,
             )
             self._log = writer.reader
             self._store = store
@@ -548,12 +599,120 @@ class Session(SessionReader):
             self._snapshot_seq = snapshot_seqs[-1] if snapshot_seqs else writer.log_start - 1
             self._snapshot_bytes = 0
             self._collections: dict[str, VectorCollection] = {}
+            self._claimed_inputs: tuple[int, list[int]] | None = None  # (turn, ids)
             self._roll_metadata_forward()
         except BaseException:
             if hasattr(self, "_writer"):
                 self._writer.close()
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
+            if self._mutex is not None:
+                self._mutex.release()
+                self._mutex.close()
             raise
+        if self._mutex is not None:
+            self._mutex.release()
+        #: The session's queue of work: enqueue, claim, complete, fail, release.
+        self.queue = WorkQueue(self)
+        #: User input that arrives while a turn runs: submit, then claim in the next turn.
+        self.inputs = TurnInputs(self)
+
+    # --- shared writing ---
+
+    def _refuse_if_leased(self) -> None:
+        current = lease_module.read_lease(self.io, layout.lease_path(self.path))
+        if current.held and current.owner is not None and time.time() < current.expires_at \
+                and current.owner.alive() is not False:
+            raise SessionLocked(
+                f"session {self.id!r} is leased to {current.owner.label or current.owner.pid}"
+                f" on {current.owner.host} until {current.expires_at:.3f} (token "
+                f"{current.token}); claim the lease (Store.claim_lease) to write")
+
+    @contextlib.contextmanager
+    def _writing(self, fenced: bool) -> Iterator[None]:
+        mutex = self._mutex
+        if mutex is None:
+            yield
+            return
+        mutex.acquire(self._lock_timeout)
+        try:
+            outermost = mutex.depth == 1
+            if fenced and not self._checked_depth:
+                if self._lease is not None:
+                    lease_module.check_current(self.io, self.path, self._lease)
+                else:
+                    self._refuse_if_leased()
+                self._checked_depth = mutex.depth
+            if outermost:
+                self._catch_up()
+            yield
+            if outermost:
+                # Everything reaches the OS before the next writer reads the log.
+                self._writer.flush()
+        finally:
+            if self._checked_depth == mutex.depth:
+                self._checked_depth = 0
+            mutex.release()
+
+    def _ingress(self, build: Callable[[StateImage, float], tuple[list[tuple[str, Any]],
+                                                             Callable[[int], Any]]],
+                 *, fenced: bool) -> Any:
+        """One queue or input operation: under the mutex, with the image caught up,
+        ``build`` decides the records (or raises); they are appended as one batch, made
+        durable, and folded; ``build``'s second result turns the first seq into the
+        answer."""
+        with self._writing(fenced):
+            writer = self._writer
+            with writer.lock:
+                writer.check_usable()
+                image = self._loaded()
+                now = time.time()
+                entries, finish = build(image, now)
+                if not entries:
+                    return finish(0)
+                # Records from outside the turns carry the current turn, and do not move it.
+                first = writer.append(entries, writer.last_turn or 0, now)
+                self._fold(first, entries, now)
+                writer.sync()  # queued work and inputs are durable when the call returns
+                if self._snapshot_due():
+                    self._auto_snapshot()
+                return finish(first)
+
+    def _fold(self, first: int, entries: list[tuple[str, Any]], ts: float) -> None:
+        """Fold appended queue and input records into the loaded image."""
+        image = self._image
+        if image is None:
+            return
+        for offset, (kind, data) in enumerate(entries):
+            if kind == QUEUE_RECORD:
+                image.work.apply(first + offset, ts, data)
+            elif kind == INPUT_RECORD:
+                image.inputs.apply(first + offset, ts, data)
+
+    @_writes(fenced=False)
+    def _view(self) -> StateImage:
+        """The image, caught up with the log (queue and inputs read from it)."""
+        with self._writer.lock:
+            return self._loaded()
+
+    def _catch_up(self) -> None:
+        """Fold in what other writers appended since this one last held the mutex."""
+        writer = self._writer
+        with writer.lock:
+            head = writer.head
+            before = writer.refresh()
+            if before is None:
+                return
+            image = self._image
+            if image is None:
+                return
+            if writer.log_start != image.log_start or writer.head < head:
+                self._image = None  # cleared meanwhile: load afresh when needed
+                return
+            try:
+                state_module.catch_up(self._log, image, before, head, writer.head)
+            except (CorruptionError, FormatVersionError, SeqOutOfRange):
+                self._image = None
 
     @property
     def durability(self) -> Durability:
@@ -607,6 +766,7 @@ class Session(SessionReader):
 
     # --- appending ---
 
+    @_writes()
     def append(
         self, event: Mapping[str, Any], *, turn: int | None = None, kind: str | None = None,
         ts: float | None = None,
@@ -626,6 +786,7 @@ class Session(SessionReader):
                 self._auto_snapshot()
         return seq
 
+    @_writes()
     def append_many(
         self, events: Iterable[Mapping[str, Any]], *, turn: int | None = None,
         kind: str | None = None, ts: float | None = None,
@@ -642,6 +803,7 @@ class Session(SessionReader):
                 self._auto_snapshot()
         return list(range(first, first + len(entries)))
 
+    @_writes()
     def finish_turn(self, turn: int | None = None, *, checkpoint: bool = False) -> None:
         """Close a turn: record that it is finished and make everything appended so far
         durable (fsync; with plain durability ``none`` only handed to the OS). Finishing
@@ -653,8 +815,18 @@ class Session(SessionReader):
             if number is None:
                 raise TurnError(f"session {self.id!r} has no turn to finish")
             if not (number == current and self._turn_finished()):
-                self._writer.append(
-                    [(TURN_FINISHED, {})], self._resolve_turn(number), time.time())
+                entries: list[tuple[str, Any]] = []
+                claimed = self._claimed_inputs
+                if claimed is not None and claimed[0] == number:
+                    # The inputs this turn claimed are consumed by it, in the same batch
+                    # as its close: both or neither survive a crash.
+                    entries.append((INPUT_RECORD, {"op": "consume", "ids": claimed[1],
+                                                   "turn": number}))
+                entries.append((TURN_FINISHED, {}))
+                stamp = time.time()
+                first = self._writer.append(entries, self._resolve_turn(number), stamp)
+                self._fold(first, entries, stamp)
+                self._claimed_inputs = None
             if self.durability.syncs:
                 self._writer.sync()
             else:
@@ -662,6 +834,7 @@ class Session(SessionReader):
             if checkpoint:
                 self.checkpoint(f"turn {number}", kind="turn")
 
+    @_writes(fenced=False)
     def sync(self) -> None:
         """Make everything appended so far durable, whatever the durability mode: the
         log, and the upserts and deletes of the collections open for writing."""
@@ -669,6 +842,7 @@ class Session(SessionReader):
         for opened in list(self._collections.values()):
             opened.sync()
 
+    @_writes()
     def clear(self) -> None:
         """Empty the log, and with it the state (the fold of the log); the session, its
         metadata and its checkpoints stay. Seqs are never reused: the next event gets
@@ -682,6 +856,7 @@ class Session(SessionReader):
             self._image = StateImage(writer.head, writer.log_start, self._policy.commit_ids)
             self._snapshot_seq, self._snapshot_bytes = writer.head, writer.bytes_appended
 
+    @_writes()
     def update_metadata(
         self, *, title: str | None = _UNSET, tags: Iterable[str] = _UNSET,
         metadata: Mapping[str, Any] = _UNSET,
@@ -690,6 +865,7 @@ class Session(SessionReader):
         with self._writer.lock:
             self._write_manifest(self._metadata_fields(title, tags, metadata))
 
+    @_writes()
     def save_session_with_updates(
         self, updates: Iterable[Mapping[str, Any]] = (), *, title: str | None = _UNSET,
         tags: Iterable[str] = _UNSET, metadata: Mapping[str, Any] = _UNSET,
@@ -756,23 +932,28 @@ class Session(SessionReader):
             self._image = loaded.image
         return self._image
 
+    @_writes(fenced=False)
     def state(self) -> dict[str, Any]:
         with self._writer.lock:
             return copy_value(self._loaded().state)
 
+    @_writes(fenced=False)
     def get_state(self, key: str, default: Any = None) -> Any:
         with self._writer.lock:
             state = self._loaded().state
             return copy_value(state[key]) if key in state else default
 
+    @_writes()
     def set_state(self, key: str, value: Any, *, turn: int | None = None) -> int:
         """Set one key of the state; return the seq of the state record."""
         return self._commit([], [["set", key, value]], None, None, turn, None).head
 
+    @_writes()
     def delete_state(self, key: str, *, turn: int | None = None) -> int:
         """Remove one key of the state (no error if absent); return the record's seq."""
         return self._commit([], [["delete", key]], None, None, turn, None).head
 
+    @_writes()
     def merge_state(self, patch: Mapping[str, Any], *, key: str | None = None,
                     turn: int | None = None) -> int:
         """Apply a JSON merge patch (RFC 7386) to the whole state, or to the value under
@@ -781,6 +962,7 @@ class Session(SessionReader):
         whole = patch if key is None else {key: patch}
         return self._commit([], [["merge", whole]], None, None, turn, None).head
 
+    @_writes()
     def commit(
         self, events: Iterable[Mapping[str, Any]] = (), *,
         state_patch: Mapping[str, Any] | None = None, expected_head: int | None = None,
@@ -865,6 +1047,7 @@ class Session(SessionReader):
             self._snapshot_seq, self._snapshot_bytes = (
                 self._writer.head, self._writer.bytes_appended)
 
+    @_writes()
     def snapshot(self) -> int:
         """Write a snapshot of the state at the head now; return its seq.
 
@@ -887,6 +1070,7 @@ class Session(SessionReader):
 
     # --- checkpoints ---
 
+    @_writes()
     def checkpoint(self, label: str | None = None, *, kind: str = "manual",
                    checkpoint_id: str | None = None) -> CheckpointInfo:
         """Freeze the state at the head under a checkpoint id (fresh and time-ordered
@@ -909,6 +1093,7 @@ class Session(SessionReader):
             return self._checkpoints.write(checkpoint_id, label, kind, writer.head,
                                            writer.log_start, writer.position, image.body())
 
+    @_writes()
     def delete_checkpoint(self, checkpoint_id: str) -> None:
         path = self._checkpoints.file_path(checkpoint_id)
         with self._writer.lock:
@@ -919,6 +1104,7 @@ class Session(SessionReader):
 
     # --- attachments ---
 
+    @_writes()
     def gc(self, *, grace: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,
            verify: bool = False) -> GcReport:
         """Remove the blobs nothing refers to: no event of the log, no state (the state
@@ -942,6 +1128,7 @@ class Session(SessionReader):
 
     # --- vector collections ---
 
+    @_writes()
     def create_collection(self, name: str, dim: int, *, dtype: str = "float32",
                           metric: DistanceMetric | str = "cosine") -> VectorCollection:
         """Create the vector collection ``name`` of ``dim``-dimensional vectors stored as
@@ -963,6 +1150,7 @@ class Session(SessionReader):
                     durability=self._writer.durability, writable=True)
             return opened
 
+    @_writes()
     def drop_collection(self, name: str) -> None:
         """Remove the vector collection ``name`` and all its files."""
         name = vectors.check_collection_name(name)
@@ -975,6 +1163,7 @@ class Session(SessionReader):
 
     # --- fork ---
 
+    @_writes()
     def copy_history(self, dest: str, *, at_seq: int | None = None,
                      at_checkpoint: str | None = None) -> ForkOrigin:
         writer = self._writer
@@ -1007,8 +1196,10 @@ class Session(SessionReader):
                 opened.close()
             self._writer.close()
         finally:
-            if self._lock.is_locked:
+            if self._lock is not None and self._lock.is_locked:
                 self._lock.release()
+            if self._mutex is not None:
+                self._mutex.close()
 
     @property
     def closed(self) -> bool:

@@ -27,12 +27,15 @@ from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, 
 from .fsio import FileIO
 from .log import Event, LogPosition, LogReader
 from .snapshot import SnapshotDir, SnapshotFile, read
+from .work import INPUT_RECORD, QUEUE_RECORD, InputState, WorkState
 
 logger = logging.getLogger("fsstore")
 
 STATE_RECORD = "fsstore.state"
 #: Frames holding none of the store's own records are skipped unread by a state replay.
 RECORD_MARKER = b"fsstore."
+#: The record kinds an image folds: the state, the work queue, the turn inputs.
+FOLDED_KINDS = frozenset((STATE_RECORD, QUEUE_RECORD, INPUT_RECORD))
 DEFAULT_COMMIT_ID_WINDOW = 10_000
 OPS = ("set", "delete", "merge")
 
@@ -84,18 +87,21 @@ class CommitRecord(NamedTuple):
 
 
 class StateImage:
-    """The fold of a log's state records up to ``seq``: the state and the ids of the
-    last ``window`` commits."""
+    """The fold of a log's records up to ``seq``: the state, the ids of the last
+    ``window`` commits, the work queue and the turn inputs."""
 
     def __init__(self, seq: int, log_start: int, window: int = DEFAULT_COMMIT_ID_WINDOW,
                  state: dict[str, Any] | None = None,
-                 commits: Iterable[tuple[str, int, int]] = ()) -> None:
+                 commits: Iterable[tuple[str, int, int]] = (),
+                 work: WorkState | None = None, inputs: InputState | None = None) -> None:
         self.seq = seq
         self.log_start = log_start
         self.window = window
         self.state: dict[str, Any] = {} if state is None else state
         self.commits: OrderedDict[str, CommitRecord] = OrderedDict(
             (cid, CommitRecord(first, last)) for cid, first, last in commits)
+        self.work = work or WorkState()
+        self.inputs = inputs or InputState()
 
     def apply_ops(self, ops: list[list[Any]]) -> None:
         """Apply normalised ops (see :func:`normalize_ops`)."""
@@ -118,9 +124,15 @@ class StateImage:
             self.commits.popitem(last=False)
 
     def apply(self, event: Event, path: str) -> None:
-        """Fold one state record read from the log."""
+        """Fold one record read from the log (one of ``FOLDED_KINDS``)."""
         data = event.data
         try:
+            if event.kind == QUEUE_RECORD:
+                self.work.apply(event.seq, event.ts, data)
+                return
+            if event.kind == INPUT_RECORD:
+                self.inputs.apply(event.seq, event.ts, data)
+                return
             ops = data["ops"]
             if not isinstance(ops, list) or not all(
                     isinstance(op, list) and op and op[0] in OPS for op in ops):
@@ -133,12 +145,18 @@ class StateImage:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             # A checksum-valid record a writer wrote, that this fsstore cannot apply.
             raise FormatVersionError(
-                f"{path}: state record at seq {event.seq} cannot be applied ({exc}); it was "
-                "written by a newer fsstore, or by hand") from None
+                f"{path}: {event.kind} record at seq {event.seq} cannot be applied ({exc}); "
+                "it was written by a newer fsstore, or by hand") from None
 
     def body(self) -> dict[str, Any]:
-        return {"state": self.state,
-                "commits": [[cid, r.first_seq, r.last_seq] for cid, r in self.commits.items()]}
+        body: dict[str, Any] = {
+            "state": self.state,
+            "commits": [[cid, r.first_seq, r.last_seq] for cid, r in self.commits.items()]}
+        if self.work.items:
+            body["queue"] = self.work.body()
+        if self.inputs.items:
+            body["inputs"] = self.inputs.body()
+        return body
 
     @classmethod
     def from_file(cls, file: SnapshotFile, window: int, path: str) -> StateImage:
@@ -148,9 +166,13 @@ class StateImage:
             raise CorruptionError("snapshot body lacks a state map", path=path)
         try:
             triples = [(str(c), int(f), int(last)) for c, f, last in commits]
-        except (TypeError, ValueError):
-            raise CorruptionError("snapshot commit list is malformed", path=path) from None
-        return cls(file.header.seq, file.header.log_start, window, state, triples)
+            work = WorkState.from_body(body.get("queue"))
+            inputs = InputState.from_body(body.get("inputs"))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise CorruptionError("snapshot commit, queue or input list is malformed",
+                                  path=path) from None
+        return cls(file.header.seq, file.header.log_start, window, state, triples, work,
+                   inputs)
 
 class Loaded(NamedTuple):
     image: StateImage
@@ -232,6 +254,14 @@ def _load_once(
     return Loaded(image, _logged(findings))
 
 
+def catch_up(reader: LogReader, image: StateImage, position: LogPosition, seq: int,
+             target: int) -> None:
+    """Fold into ``image`` (folded up to ``seq``, whose boundary is ``position``) the
+    records other writers appended after it, up to ``target``."""
+    image.seq = seq
+    _replay(reader, image, position, target)
+
+
 def _replay(reader: LogReader, image: StateImage, position: LogPosition | None,
             target: int) -> None:
     """Fold the state records after ``image.seq`` up to ``target`` into ``image``, reading
@@ -245,7 +275,7 @@ def _replay(reader: LogReader, image: StateImage, position: LogPosition | None,
     reached, path = image.seq, reader.path
     for scan in scans:
         for event in scan:
-            if event.kind == STATE_RECORD:
+            if event.kind in FOLDED_KINDS:
                 image.apply(event, scan.path)
         reached, path = scan.expect_seq - 1, scan.path
     if reached < target:

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from . import layout, manifest
+from . import lease as lease_module
 from .errors import (
     CorruptionError,
     Finding,
@@ -25,6 +26,7 @@ from .errors import (
     StoreNotFound,
 )
 from .fsio import FileIO
+from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState, SessionMutex, check_ttl
 from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
@@ -194,17 +196,92 @@ class Store:
 
     def open_session(
         self, session_id: str, *, durability: Durability | str | None = None,
-        lock_timeout: float = 0.0,
+        lock_timeout: float = 0.0, lease: Lease | None = None, shared: bool = False,
     ) -> Session:
-        """Open a session for writing. Raises SessionLocked if another writer holds it
-        and it did not come free within ``lock_timeout`` seconds."""
+        """Open a session for writing.
+
+        By default exclusively: the session's writer lock is held until close. Raises
+        SessionLocked if another writer holds it and it did not come free within
+        ``lock_timeout`` seconds, or if another owner holds a live lease on it.
+
+        With ``lease`` (from :meth:`claim_lease`) or ``shared=True``, the lock is taken
+        for each write instead (waiting up to ``lock_timeout``), so other processes can
+        write between: queue workers, input submitters, the next lease holder. Writes of
+        events, state and collections then need the lease: each is checked against the
+        session's current lease token, and a taken-over or expired lease raises
+        LeaseLost and writes nothing. Queue and input operations need no lease.
+        """
         return Session(
             self.io, self._session_path(session_id), session_id,
             durability=self.durability if durability is None else durability,
             segment_size=self.segment_size, max_record_bytes=self.max_record_bytes,
             lock_timeout=lock_timeout, snapshots=self.snapshots, store=self,
-            blob_compression=self.blob_compression,
+            blob_compression=self.blob_compression, lease=lease, shared=shared,
         )
+
+    # --- execution leases ---
+
+    def _leased(self, session_id: str, lock_timeout: float, action: Any) -> Any:
+        path = self._session_path(session_id)
+        if not self.io.exists(layout.session_manifest_path(path)):
+            raise SessionNotFound(f"no session {session_id!r} in {self.path}")
+        mutex = SessionMutex(layout.writer_lock_path(path), session_id)
+        try:
+            mutex.acquire(lock_timeout)
+            try:
+                return action(path)
+            finally:
+                mutex.release()
+        finally:
+            mutex.close()
+
+    def claim_lease(self, session_id: str, owner: LeaseOwner | str | None = None, *,
+                    ttl: float = 30.0, lock_timeout: float = 5.0) -> ClaimOutcome:
+        """Claim the execution lease of a session for ``ttl`` seconds.
+
+        ``owner`` defaults to this process (``LeaseOwner.current``); a str is a label for
+        it. Returns a :class:`ClaimOutcome`: ``acquired`` (a free lease, or already this
+        owner's), ``taken_over`` (its holder's process is gone, or the lease expired), or
+        ``held`` (by whom, until when). The new fencing token is durable before this
+        returns, and is greater than every token handed out before.
+        """
+        who = owner if isinstance(owner, LeaseOwner) else LeaseOwner.current(owner or "")
+        span = check_ttl(ttl)
+        return self._leased(session_id, lock_timeout,
+                            lambda path: lease_module.claim(self.io, path, session_id, who,
+                                                            span))
+
+    def renew_lease(self, lease: Lease, *, ttl: float | None = None,
+                    lock_timeout: float = 5.0) -> Lease:
+        """Extend a lease by ``ttl`` (default: its own) from now; returns it renewed.
+        Raises LeaseLost if another owner took it over."""
+        return self._leased(lease.session_id, lock_timeout,
+                            lambda path: lease_module.renew(self.io, path, lease, ttl))
+
+    def release_lease(self, lease: Lease, *, lock_timeout: float = 5.0) -> bool:
+        """Give a lease up; False if it was no longer this lease."""
+        return self._leased(lease.session_id, lock_timeout,
+                            lambda path: lease_module.release(self.io, path, lease))
+
+    def lease_info(self, session_id: str) -> LeaseState:
+        """What the session's lease file says now (no lock: a claim may follow)."""
+        path = self._session_path(session_id)
+        if not self.io.exists(layout.session_manifest_path(path)):
+            raise SessionNotFound(f"no session {session_id!r} in {self.path}")
+        return lease_module.read_lease(self.io, layout.lease_path(path))
+
+    def reset_lease(self, session_id: str, *, lock_timeout: float = 5.0) -> int:
+        """Replace a lease file neither of whose slots is valid (``lease_info`` raises
+        CorruptionError): the lease becomes free, and the next token is above any a
+        counter could have reached. Returns that floor. Refuses a readable file."""
+        def action(path: str) -> int:
+            try:
+                lease_module.read_lease(self.io, layout.lease_path(path))
+            except CorruptionError:
+                return lease_module.reset(self.io, path, LeaseOwner.current("reset"))
+            raise InvalidSetting(f"session {session_id!r}: the lease file is readable; "
+                                 "nothing to reset")
+        return self._leased(session_id, lock_timeout, action)
 
     def read_session(self, session_id: str) -> SessionReader:
         """Open a session for reading, without a lock, alongside any writer."""

@@ -1,0 +1,423 @@
+"""Execution leases with fencing tokens: which owner drives a session, and until when.
+
+Two things make one mechanism (docs/FORMAT.md, section 16):
+
+- ``writer.lock`` is the session's one mutex. Every write to the session's files holds
+  it: an exclusive ``Session`` for as long as it is open, a shared one (a lease holder,
+  a queue worker) for each operation. :class:`SessionMutex` takes it per operation.
+- The ``lease`` file says which owner may take that mutex to write events and state,
+  with what fencing token, until when. It is read and written only under the mutex,
+  so a claim and a fenced write never interleave: a write happens exactly when, under
+  the mutex, its token is the lease's current one and the lease has not expired.
+
+The lease file holds two 512-byte slots, written alternately in place and fdatasynced
+before a claim returns. A write torn by a crash damages only the slot being written;
+readers take the valid slot with the higher generation.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from crc32c import crc32c
+
+from . import layout
+from .errors import (
+    CorruptionError,
+    FormatVersionError,
+    InvalidSetting,
+    LeaseLost,
+    SessionLocked,
+    SessionNotFound,
+)
+from .fsio import FileIO
+
+SLOT_SIZE = 512
+_SLOT = struct.Struct("<8sHHQQB3xddI")  # magic major minor generation token state expires
+_MAGIC = b"FSLEASE1"  # acquired owner_len; then the owner as JSON; crc32c at the end
+LEASE_MAJOR, LEASE_MINOR = 1, 0
+MAX_OWNER_BYTES = SLOT_SIZE - _SLOT.size - 4
+HELD, RELEASED = 1, 2
+MAX_TTL = 7 * 24 * 3600.0
+
+
+# --- owners and liveness --------------------------------------------------------------------
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: split after its end.
+    fields = raw[raw.rfind(b")") + 2:].split()
+    if fields and fields[0] == b"Z":
+        return -1  # a zombie: dead, not yet reaped
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+@dataclass(frozen=True)
+class LeaseOwner:
+    """Who holds (or wants) a lease: a host, a process (its pid and start time, so a
+    reused pid is told apart) and a label naming the worker."""
+
+    host: str
+    pid: int
+    started: str | None  # boot id and start ticks, where the OS tells them
+    label: str = ""
+
+    @classmethod
+    def current(cls, label: str = "") -> LeaseOwner:
+        """This process, under ``label``."""
+        start, boot = _process_start(os.getpid()), _boot_id()
+        started = f"{boot}:{start}" if start is not None and boot is not None else None
+        return cls(socket.gethostname(), os.getpid(), started, str(label))
+
+    def to_json(self) -> bytes:
+        return json.dumps({"host": self.host, "pid": self.pid, "started": self.started,
+                           "label": self.label}, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> LeaseOwner:
+        data = json.loads(raw)
+        return cls(str(data["host"]), int(data["pid"]), data.get("started"),
+                   str(data.get("label", "")))
+
+    def alive(self) -> bool | None:
+        """True or False when this host can tell (same host: is that very process still
+        running); None for another host, where only the lease's expiry counts."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's process: it exists
+        start = _process_start(self.pid)
+        if start == -1:
+            return False
+        if self.started is not None and start is not None:
+            boot, _, ticks = self.started.rpartition(":")
+            return boot == _boot_id() and ticks == str(start)
+        return True
+
+
+# --- the lease file -------------------------------------------------------------------------
+
+
+class LeaseState(NamedTuple):
+    """What the lease file says: the newest valid slot."""
+
+    generation: int
+    token: int
+    held: bool
+    expires_at: float
+    acquired_at: float
+    owner: LeaseOwner | None
+    damaged_slot: int | None  # a slot that failed its checks (a torn write, or damage)
+
+
+NO_LEASE = LeaseState(0, 0, False, 0.0, 0.0, None, None)
+
+
+def encode_slot(generation: int, token: int, held: bool, expires_at: float,
+                acquired_at: float, owner: LeaseOwner) -> bytes:
+    owner_raw = owner.to_json()
+    if len(owner_raw) > MAX_OWNER_BYTES:
+        raise InvalidSetting(f"lease owner encodes to {len(owner_raw)} bytes, over "
+                             f"{MAX_OWNER_BYTES}; use a shorter label")
+    head = _SLOT.pack(_MAGIC, LEASE_MAJOR, LEASE_MINOR, generation, token,
+                      HELD if held else RELEASED, expires_at, acquired_at, len(owner_raw))
+    body = (head + owner_raw).ljust(SLOT_SIZE - 4, b"\0")
+    return body + struct.pack("<I", crc32c(body))
+
+
+def _decode_slot(raw: bytes, path: str, offset: int) -> LeaseState:
+    if len(raw) != SLOT_SIZE or raw[:8] != _MAGIC:
+        raise CorruptionError("lease slot has no magic", path=path, offset=offset)
+    (crc,) = struct.unpack("<I", raw[-4:])
+    if crc != crc32c(raw[:-4]):
+        raise CorruptionError("lease slot checksum mismatch", path=path, offset=offset)
+    _, major, _, generation, token, state, expires, acquired, owner_len = _SLOT.unpack(
+        raw[:_SLOT.size])
+    if major > LEASE_MAJOR:
+        raise FormatVersionError(f"{path}: lease format {major} is newer than this fsstore "
+                                 f"reads ({LEASE_MAJOR}); upgrade fsstore")
+    if state not in (HELD, RELEASED) or owner_len > MAX_OWNER_BYTES:
+        raise CorruptionError("lease slot is malformed", path=path, offset=offset)
+    try:
+        owner = LeaseOwner.from_json(raw[_SLOT.size:_SLOT.size + owner_len])
+    except (ValueError, KeyError, TypeError):
+        raise CorruptionError("lease owner is not readable", path=path, offset=offset) from None
+    return LeaseState(generation, token, state == HELD, expires, acquired, owner, None)
+
+
+def read_lease(io: FileIO, path: str) -> LeaseState:
+    """The lease file's newest valid slot; NO_LEASE when there is no file yet. Raises
+    CorruptionError when neither slot is valid (see ``Store.reset_lease``)."""
+    try:
+        raw = io.read_file(path, 2 * SLOT_SIZE)
+    except FileNotFoundError:
+        return NO_LEASE
+    except ValueError:
+        raise CorruptionError("lease file is larger than two slots", path=path) from None
+    found: list[LeaseState] = []
+    damaged = None
+    for slot in (0, 1):
+        chunk = raw[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE]
+        if not chunk.strip(b"\0"):
+            continue  # never written
+        try:
+            found.append(_decode_slot(chunk, path, slot * SLOT_SIZE))
+        except CorruptionError:
+            damaged = slot
+    if not found:
+        raise CorruptionError(
+            "neither lease slot is valid, so the last fencing token is unknown; restore the "
+            "file from a backup, or reset the lease (Store.reset_lease, `fsstore lease "
+            "--reset`), which issues tokens above any a counter could have reached",
+            path=path, offset=0 if damaged is None else damaged * SLOT_SIZE)
+    best = max(found, key=lambda s: s.generation)
+    return best._replace(damaged_slot=damaged)
+
+
+def write_lease(io: FileIO, path: str, current: LeaseState, token: int, held: bool,
+                expires_at: float, acquired_at: float, owner: LeaseOwner) -> LeaseState:
+    """Write the next generation into the slot the current one is not in, fdatasynced.
+    The first write creates the file whole (by rename)."""
+    generation = current.generation + 1
+    slot = encode_slot(generation, token, held, expires_at, acquired_at, owner)
+    offset = (generation % 2) * SLOT_SIZE
+    if current.generation == 0 and not io.exists(path):
+        data = bytearray(2 * SLOT_SIZE)
+        data[offset:offset + SLOT_SIZE] = slot
+        io.atomic_write(path, bytes(data))
+    else:
+        fd = io.open(path, os.O_WRONLY)
+        try:
+            io.pwrite(fd, slot, offset)
+            io.fdatasync(fd)
+        finally:
+            io.close(fd)
+    return LeaseState(generation, token, held, expires_at, acquired_at, owner, None)
+
+
+# --- the per-operation mutex -----------------------------------------------------------------
+
+
+class SessionMutex:
+    """``writer.lock`` taken for one operation at a time: flock(2) on a descriptor kept
+    open (1 µs, where opening the file each time costs 60 µs), re-entrant within a
+    thread, serialised between threads. The same flock an exclusive writer holds, so the
+    two exclude each other."""
+
+    def __init__(self, path: str, session_id: str) -> None:
+        self.path = path
+        self.session_id = session_id
+        self._fd: int | None = None
+        self._threads = threading.RLock()
+        self._depth = 0
+
+    def acquire(self, timeout: float) -> None:
+        if not self._threads.acquire(timeout=max(timeout, 0) if timeout >= 0 else -1):
+            raise SessionLocked(f"session {self.session_id!r} is busy in another thread")
+        if self._depth:
+            self._depth += 1
+            return
+        try:
+            self._lock_file(timeout)
+        except BaseException:
+            self._threads.release()
+            raise
+        self._depth = 1
+
+    def _lock_file(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pause = 0.00005
+        while True:
+            if self._fd is None:
+                try:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                except FileNotFoundError:
+                    raise SessionNotFound(f"session {self.session_id!r} was deleted") from None
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise SessionLocked(
+                        f"session {self.session_id!r} is being written by another writer "
+                        f"(waited {timeout:g} s for {self.path})") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+                continue
+            # A deleted and re-created session has a new lock file: lock that one.
+            try:
+                same = os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+            if not os.path.exists(os.path.dirname(self.path)):
+                raise SessionNotFound(f"session {self.session_id!r} was deleted")
+
+    @property
+    def depth(self) -> int:
+        """How many nested acquires the holding thread has made (0: not held)."""
+        return self._depth
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def close(self) -> None:
+        with self._threads:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+# --- leases ---------------------------------------------------------------------------------
+
+
+class Lease(NamedTuple):
+    """A held lease: present it (``Store.open_session(id, lease=...)``) to write."""
+
+    session_id: str
+    owner: LeaseOwner
+    token: int
+    expires_at: float
+    ttl: float
+
+
+class ClaimOutcome(NamedTuple):
+    """What a claim found.
+
+    - ``status == "acquired"``: the lease was free (or already this owner's); ``lease``.
+    - ``status == "taken_over"``: its holder was dead or its lease expired; ``lease``
+      with a new token, and the ``previous`` holder.
+    - ``status == "held"``: another owner holds it; ``holder`` and ``expires_at``.
+    """
+
+    status: str
+    lease: Lease | None = None
+    holder: LeaseOwner | None = None
+    expires_at: float | None = None
+    previous: LeaseOwner | None = None
+
+
+def check_ttl(ttl: object) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+        raise InvalidSetting(f"a lease ttl is a number of seconds in (0, {MAX_TTL:g}], "
+                             f"not {ttl!r}")
+    return float(ttl)
+
+
+def claim(io: FileIO, session_path: str, session_id: str, owner: LeaseOwner,
+          ttl: float) -> ClaimOutcome:
+    """Claim the lease; call with the session's mutex held."""
+    path = layout.lease_path(session_path)
+    current = read_lease(io, path)
+    now = time.time()
+    holder = current.owner
+    if current.held and holder is not None and holder != owner:
+        alive = holder.alive()
+        if alive is not False and now < current.expires_at:
+            return ClaimOutcome("held", holder=holder, expires_at=current.expires_at)
+        previous: LeaseOwner | None = holder
+    else:
+        previous = None
+    if current.held and holder == owner:
+        token = current.token  # claimed again by its holder: a renewal
+    else:
+        # A slot that failed its checks may have held a token one above the valid one:
+        # skip it, so that no token is ever handed out twice.
+        token = current.token + (2 if current.damaged_slot is not None else 1)
+    expires = now + ttl
+    write_lease(io, path, current, token, True, expires,
+                current.acquired_at if token == current.token else now, owner)
+    lease = Lease(session_id, owner, token, expires, ttl)
+    return ClaimOutcome("taken_over" if previous is not None else "acquired", lease=lease,
+                        previous=previous)
+
+
+def check_current(io: FileIO, session_path: str, lease: Lease) -> LeaseState:
+    """Raise LeaseLost unless ``lease`` is the session's current, unexpired lease. Call
+    with the session's mutex held: then nothing can change it before the write."""
+    state = read_lease(io, layout.lease_path(session_path))
+    if not state.held or state.token != lease.token:
+        who = (f"{state.owner.label or 'pid ' + str(state.owner.pid)} (token {state.token})"
+               if state.held and state.owner else "nobody")
+        raise LeaseLost(f"session {lease.session_id!r}: lease token {lease.token} is no "
+                        f"longer current (held by {who}); nothing was written: claim the "
+                        "lease again and reopen the session", token=lease.token,
+                        current=state.token)
+    if time.time() >= state.expires_at:
+        raise LeaseLost(f"session {lease.session_id!r}: lease token {lease.token} expired "
+                        f"{time.time() - state.expires_at:.3f} s ago; nothing was written: "
+                        "renew it (if nobody took it over) and retry", token=lease.token,
+                        current=state.token)
+    return state
+
+
+def renew(io: FileIO, session_path: str, lease: Lease, ttl: float | None) -> Lease:
+    """Extend ``lease``; call with the mutex held. An expired lease nobody took over is
+    renewed too; a lease another owner took over raises LeaseLost."""
+    path = layout.lease_path(session_path)
+    state = read_lease(io, path)
+    if not state.held or state.token != lease.token:
+        check_current(io, session_path, lease)  # raises, saying who holds it
+    span = lease.ttl if ttl is None else check_ttl(ttl)
+    expires = time.time() + span
+    write_lease(io, path, state, state.token, True, expires, state.acquired_at, lease.owner)
+    return lease._replace(expires_at=expires, ttl=span)
+
+
+def release(io: FileIO, session_path: str, lease: Lease) -> bool:
+    """Give the lease up; call with the mutex held. False if it was no longer ours."""
+    path = layout.lease_path(session_path)
+    state = read_lease(io, path)
+    if not state.held or state.token != lease.token:
+        return False
+    write_lease(io, path, state, state.token, False, time.time(), state.acquired_at,
+                lease.owner)
+    return True
+
+
+def reset(io: FileIO, session_path: str, owner: LeaseOwner) -> int:
+    """Replace a lease file neither of whose slots is valid. The new token is the time in
+    microseconds, above any token a counter starting at 1 could have reached."""
+    path = layout.lease_path(session_path)
+    token = int(time.time() * 1_000_000)
+    slot = encode_slot(2, token, False, time.time(), time.time(), owner)
+    data = bytearray(2 * SLOT_SIZE)
+    data[0:SLOT_SIZE] = slot
+    io.atomic_write(path, bytes(data))
+    return token

@@ -1,0 +1,465 @@
+"""Queued work and pending turn inputs: two folds of a session's log.
+
+Both are records in the session's log (docs/FORMAT.md, section 17), so they commit,
+survive crashes, snapshot, fork and clear exactly like the session's state: the
+in-memory state here is the fold of those records, held in the same image as the state
+(``state.StateImage``). Writers append the records under the session's mutex after
+catching up with the log, so several processes can enqueue and claim at once.
+
+- ``fsstore.queue`` records: ``enqueue`` (the item's id is the record's seq), ``claim``
+  (the claim token is the record's seq), ``complete``, ``fail``, ``release``,
+  ``dead``, ``purge``.
+- ``fsstore.input`` records: ``submit``, ``claim`` (by a turn), ``consume`` (when that
+  turn finishes), ``prune``.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, Protocol
+
+from .errors import ClaimLost, InvalidEvent
+
+QUEUE_RECORD = "fsstore.queue"
+INPUT_RECORD = "fsstore.input"
+
+READY, CLAIMED, DEAD = "ready", "claimed", "dead"
+PENDING, CONSUMED = "pending", "consumed"
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class QueuedWork(NamedTuple):
+    """An item of a session's work queue, as the log has it now."""
+
+    id: int  # the seq of its enqueue record
+    kind: str
+    payload: Any
+    priority: int
+    status: str  # "ready", "claimed" or "dead" (done items leave the queue)
+    attempts: int  # claims so far
+    max_attempts: int
+    worker: str | None  # the current claim's worker
+    claim_expires_at: float | None
+    not_before: float | None  # a retry's earliest time
+    error: str | None  # the last failure
+    enqueued_at: float
+
+
+class ClaimedWork(NamedTuple):
+    """A claim on one item: pass it to ``complete``, ``fail`` or ``release``."""
+
+    id: int
+    kind: str
+    payload: Any
+    token: int  # the seq of the claim record; unique to this claim
+    worker: str
+    expires_at: float
+    attempt: int
+
+
+class TurnInput(NamedTuple):
+    """User input that arrived for a session, and what became of it."""
+
+    id: int  # the seq of its submit record
+    payload: Any
+    status: str  # "pending", "claimed" or "consumed"
+    turn: int | None  # the turn that claimed (or consumed) it
+    submitted_at: float
+    consumed_at: float | None
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+class WorkState:
+    """The fold of ``fsstore.queue`` records: items by id, and indexes for claiming."""
+
+    def __init__(self, items: dict[int, dict[str, Any]] | None = None) -> None:
+        self.items: dict[int, dict[str, Any]] = items or {}
+        # Claim order: (-priority, id). Entries go stale when an item is claimed, done or
+        # dead, and are dropped when they reach the top; claimed and delayed items wait in
+        # their own heaps until their claim expires or their retry time comes.
+        self._order: list[tuple[int, int]] = []
+        self._claimed: list[tuple[float, int]] = []
+        self._delayed: list[tuple[float, int]] = []
+        for item_id, item in self.items.items():
+            self._index(item_id, item)
+
+    def _index(self, item_id: int, item: dict[str, Any]) -> None:
+        if item["status"] == READY:
+            heapq.heappush(self._order, (-item["priority"], item_id))
+        elif item["status"] == CLAIMED:
+            heapq.heappush(self._claimed, (item["expires"], item_id))
+
+    def apply(self, seq: int, ts: float, data: dict[str, Any]) -> None:
+        op = data["op"]
+        if op == "enqueue":
+            item: dict[str, Any] = {"kind": str(data["kind"]), "payload": data.get("payload"),
+                    "priority": int(data.get("priority", 0)),
+                    "max_attempts": int(data.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+                    "attempts": 0, "status": READY, "worker": None, "token": None,
+                    "expires": None, "not_before": None, "error": None, "enqueued": ts}
+            self.items[seq] = item
+            self._index(seq, item)
+            return
+        if op == "purge":
+            for item_id in data["ids"]:
+                if self.items.get(item_id, {}).get("status") == DEAD:
+                    del self.items[item_id]
+            return
+        found = self.items.get(data["id"])
+        if found is None:
+            return  # done or purged already: a record a replay need not apply
+        item = found
+        if op == "claim":
+            item.update(status=CLAIMED, token=seq, worker=str(data["worker"]),
+                        expires=float(data["expires"]), attempts=item["attempts"] + 1,
+                        not_before=None)
+            heapq.heappush(self._claimed, (item["expires"], data["id"]))
+        elif op == "dead":
+            item.update(status=DEAD, token=None, worker=None, expires=None,
+                        error=data.get("reason"))
+        elif data.get("token") != item["token"]:
+            return  # of an earlier claim: writers refuse these, a replay ignores them
+        elif op == "complete":
+            del self.items[data["id"]]
+        elif op == "fail":
+            exhausted = item["attempts"] >= item["max_attempts"]
+            item.update(status=DEAD if exhausted else READY, token=None, worker=None,
+                        expires=None, error=data.get("error"),
+                        not_before=None if exhausted else _finite_or_none(data.get("retry_at")))
+            if not exhausted:
+                self._requeue(data["id"], item)
+        elif op == "release":
+            item.update(status=READY, token=None, worker=None, expires=None,
+                        attempts=max(item["attempts"] - 1, 0))
+            self._requeue(data["id"], item)
+        else:
+            raise ValueError(f"unknown queue operation {op!r}")
+
+    def _requeue(self, item_id: int, item: dict[str, Any]) -> None:
+        if item["not_before"] is not None:
+            heapq.heappush(self._delayed, (item["not_before"], item_id))
+        else:
+            heapq.heappush(self._order, (-item["priority"], item_id))
+
+    def next_claimable(self, now: float, kinds: frozenset[str] | None
+                       ) -> tuple[int, dict[str, Any]] | None:
+        """The item a claim at ``now`` takes: highest priority, then oldest; ready, or
+        claimed under a claim that has expired."""
+        items = self.items
+        for heap in (self._claimed, self._delayed):
+            while heap and heap[0][0] <= now:
+                due, item_id = heapq.heappop(heap)
+                item = items.get(item_id)
+                if item is None:
+                    continue
+                if (item["status"] == CLAIMED and item["expires"] == due) or (
+                        item["status"] == READY and item["not_before"] == due):
+                    heapq.heappush(self._order, (-item["priority"], item_id))
+        skipped = []
+        found = None
+        while self._order:
+            entry = self._order[0]
+            item = items.get(entry[1])
+            claimable = item is not None and (
+                (item["status"] == READY and (item["not_before"] or 0) <= now)
+                or (item["status"] == CLAIMED and item["expires"] <= now))
+            if not claimable:
+                heapq.heappop(self._order)
+                if item is not None and item["status"] == READY:
+                    heapq.heappush(self._delayed, (item["not_before"], entry[1]))
+                continue
+            assert item is not None
+            if kinds is not None and item["kind"] not in kinds:
+                skipped.append(heapq.heappop(self._order))
+                continue
+            found = (entry[1], item)
+            break
+        for entry in skipped:
+            heapq.heappush(self._order, entry)
+        return found
+
+    def view(self, item_id: int) -> QueuedWork:
+        item = self.items[item_id]
+        return QueuedWork(item_id, item["kind"], item["payload"], item["priority"],
+                          item["status"], item["attempts"], item["max_attempts"],
+                          item["worker"], item["expires"], item["not_before"], item["error"],
+                          item["enqueued"])
+
+    def body(self) -> list[list[Any]]:
+        return [[item_id, item] for item_id, item in self.items.items()]
+
+    @classmethod
+    def from_body(cls, body: Any) -> WorkState:
+        if not body:
+            return cls()
+        return cls({int(item_id): dict(item) for item_id, item in body})
+
+
+class InputState:
+    """The fold of ``fsstore.input`` records: inputs by id, in arrival order."""
+
+    def __init__(self, items: dict[int, dict[str, Any]] | None = None) -> None:
+        self.items: dict[int, dict[str, Any]] = items or {}
+
+    def apply(self, seq: int, ts: float, data: dict[str, Any]) -> None:
+        op = data["op"]
+        if op == "submit":
+            self.items[seq] = {"payload": data.get("payload"), "status": PENDING,
+                               "turn": None, "submitted": ts, "consumed": None}
+            return
+        for item_id in data["ids"]:
+            item = self.items.get(item_id)
+            if item is None:
+                continue
+            if op == "claim":
+                item.update(status=CLAIMED, turn=int(data["turn"]))
+            elif op == "consume":
+                item.update(status=CONSUMED, turn=int(data["turn"]), consumed=ts)
+            elif op == "prune":
+                if item["status"] == CONSUMED:
+                    del self.items[item_id]
+            else:
+                raise ValueError(f"unknown input operation {op!r}")
+
+    def claimable(self, turn: int) -> list[int]:
+        """What turn ``turn`` claims: every pending input, and every input an earlier (or
+        this) turn claimed and never consumed, because that turn ended without finishing,
+        in arrival order."""
+        return [item_id for item_id, item in self.items.items()
+                if item["status"] == PENDING
+                or (item["status"] == CLAIMED and item["turn"] <= turn)]
+
+    def view(self, item_id: int) -> TurnInput:
+        item = self.items[item_id]
+        return TurnInput(item_id, item["payload"], item["status"], item["turn"],
+                         item["submitted"], item["consumed"])
+
+    def body(self) -> list[list[Any]]:
+        return [[item_id, item] for item_id, item in self.items.items()]
+
+    @classmethod
+    def from_body(cls, body: Any) -> InputState:
+        if not body:
+            return cls()
+        return cls({int(item_id): dict(item) for item_id, item in body})
+
+
+
+# --- the API, bound to a session ------------------------------------------------------------
+
+MAX_KIND = 256
+
+
+class _Writer(Protocol):
+    """What the API needs of a Session (see ``Session._ingress``)."""
+
+    def _ingress(self, build: Callable[[Any, float], tuple[list[tuple[str, Any]],
+                                                           Callable[[int], Any]]],
+                 *, fenced: bool) -> Any: ...
+
+    def _view(self) -> Any: ...
+
+    def _resolve_turn(self, turn: int | None) -> int: ...
+
+    _claimed_inputs: tuple[int, list[int]] | None
+
+
+def _claimed(work: WorkState, item_id: int, position: int, worker: str,
+             first: int) -> ClaimedWork:
+    """The claim the record at ``first + position`` made, once folded."""
+    item = work.items[item_id]
+    return ClaimedWork(item_id, item["kind"], item["payload"], first + position, worker,
+                       item["expires"], item["attempts"])
+
+
+def _check_int(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidEvent(f"{name} must be an int >= {low}, not {value!r}")
+    return value
+
+
+def _check_seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value < 10**9):
+        raise InvalidEvent(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+class WorkQueue:
+    """A session's queue of work (wake-ups, commands), shared by every process that
+    opens the session: the records are in its log, and every operation is durable
+    (fsynced) when it returns.
+
+    Items are claimed highest ``priority`` first, then oldest first. A claim lasts
+    ``lease_ttl`` seconds: an item whose claim expires can be claimed again, and the old
+    claim can no longer complete, fail or release it (``ClaimLost``). An item failed or
+    expired ``max_attempts`` times becomes ``dead`` (kept until ``purge``).
+    """
+
+    def __init__(self, session: _Writer) -> None:
+        self._session = session
+
+    def enqueue(self, kind: str, payload: Any = None, *, priority: int = 0,
+                max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+        """Add one item; return its id."""
+        return self.enqueue_many([(kind, payload)], priority=priority,
+                                 max_attempts=max_attempts)[0]
+
+    def enqueue_many(self, items: Iterable[tuple[str, Any]], *, priority: int = 0,
+                     max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[int]:
+        """Add ``(kind, payload)`` items as one batch (one fsync); return their ids."""
+        _check_int(priority, "priority", -(2**31))
+        _check_int(max_attempts, "max_attempts", 1)
+        records = []
+        for kind, payload in items:
+            if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND:
+                raise InvalidEvent(f"a work item's kind is a str of 1 to {MAX_KIND} "
+                                   f"characters, not {kind!r}")
+            records.append((QUEUE_RECORD, {"op": "enqueue", "kind": kind, "payload": payload,
+                                           "priority": priority,
+                                           "max_attempts": max_attempts}))
+        if not records:
+            return []
+
+        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+            return records, lambda first: list(range(first, first + len(records)))
+        return self._session._ingress(build, fenced=False)
+
+    def claim(self, worker: str, lease_ttl: float, *,
+              kinds: Iterable[str] | None = None) -> ClaimedWork | None:
+        """Claim the next item (of one of ``kinds``, if given) for ``lease_ttl`` seconds;
+        None when nothing is claimable."""
+        if not isinstance(worker, str) or not worker:
+            raise InvalidEvent(f"worker must be a non-empty str, not {worker!r}")
+        ttl = _check_seconds(lease_ttl, "lease_ttl")
+        wanted = None if kinds is None else frozenset(kinds)
+
+        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+            work: WorkState = image.work
+            entries: list[tuple[str, Any]] = []
+            while True:
+                found = work.next_claimable(now, wanted)
+                if found is None:
+                    return entries, lambda first: None
+                item_id, item = found
+                if item["status"] == CLAIMED and item["attempts"] >= item["max_attempts"]:
+                    # Its claims keep expiring: a worker dies on it. Stop handing it out.
+                    record = {"op": "dead", "id": item_id,
+                              "reason": f"claim expired {item['attempts']} times"}
+                    work.apply(0, now, record)
+                    entries.append((QUEUE_RECORD, record))
+                    continue
+                entries.append((QUEUE_RECORD, {"op": "claim", "id": item_id,
+                                               "worker": worker, "expires": now + ttl}))
+                return entries, functools.partial(_claimed, work, item_id, len(entries) - 1,
+                                                  worker)
+        return self._session._ingress(build, fenced=False)
+
+    def _settle(self, claim: ClaimedWork, record: dict[str, Any]) -> Any:
+        if not isinstance(claim, ClaimedWork):
+            raise InvalidEvent(f"expected a ClaimedWork, not {type(claim).__name__}")
+
+        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+            item = image.work.items.get(claim.id)
+            if item is None or item["token"] != claim.token:
+                state = "done" if item is None else (
+                    f"claimed again (token {item['token']})" if item["token"] else item["status"])
+                raise ClaimLost(f"work item {claim.id}: claim {claim.token} is no longer "
+                                f"current (the item is {state}); nothing was written")
+            return [(QUEUE_RECORD, {**record, "id": claim.id, "token": claim.token})], (
+                lambda first: image.work.items.get(claim.id, {}).get("status", "done"))
+        return self._session._ingress(build, fenced=False)
+
+    def complete(self, claim: ClaimedWork) -> None:
+        """The item is done: it leaves the queue."""
+        self._settle(claim, {"op": "complete"})
+
+    def fail(self, claim: ClaimedWork, error: str = "", *,
+             retry_after: float | None = None) -> str:
+        """The attempt failed: the item is claimable again (after ``retry_after``
+        seconds, if given), or ``dead`` once it had ``max_attempts`` claims. Returns the
+        item's status now."""
+        record: dict[str, Any] = {"op": "fail", "error": str(error)[:4096]}
+        if retry_after is not None:
+            record["retry_at"] = time.time() + _check_seconds(retry_after, "retry_after")
+        return str(self._settle(claim, record))
+
+    def release(self, claim: ClaimedWork) -> None:
+        """Give the item back unworked: claimable again, the attempt not counted."""
+        self._settle(claim, {"op": "release"})
+
+    def items(self, status: str | None = None) -> list[QueuedWork]:
+        """The items in the queue (ready, claimed, dead), oldest first."""
+        work: WorkState = self._session._view().work
+        return [work.view(i) for i in sorted(work.items)
+                if status is None or work.items[i]["status"] == status]
+
+    def purge(self) -> int:
+        """Remove the dead items; return how many."""
+        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+            dead = [i for i, item in image.work.items.items() if item["status"] == DEAD]
+            if not dead:
+                return [], lambda first: 0
+            return [(QUEUE_RECORD, {"op": "purge", "ids": dead})], lambda first: len(dead)
+        return self._session._ingress(build, fenced=False)
+
+
+class TurnInputs:
+    """User input that arrives while a turn runs: ``submit`` stores it durably as
+    pending; the next turn's ``claim`` takes every pending input in arrival order;
+    finishing that turn marks them consumed by it. Inputs a turn claimed but never
+    consumed (it crashed, or ended unfinished) are claimed again by the next claim."""
+
+    def __init__(self, session: _Writer) -> None:
+        self._session = session
+
+    def submit(self, payload: Any) -> int:
+        """Store ``payload`` as pending input; return its id. Durable when it returns."""
+        record = {"op": "submit", "payload": payload}
+
+        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+            return [(INPUT_RECORD, record)], lambda first: first
+        return self._session._ingress(build, fenced=False)
+
+    def claim(self) -> list[TurnInput]:
+        """Claim every pending input for the turn this session is running (the current
+        turn, or the next one if it is finished), in arrival order."""
+        session = self._session
+
+        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+            turn = session._resolve_turn(None)
+            ids = image.inputs.claimable(turn)
+            if not ids:
+                return [], lambda first: []
+
+            def finish(first: int) -> list[TurnInput]:
+                session._claimed_inputs = (turn, ids)  # finish_turn consumes them
+                return [image.inputs.view(i) for i in ids]
+            return [(INPUT_RECORD, {"op": "claim", "ids": ids, "turn": turn})], finish
+        return session._ingress(build, fenced=True)
+
+    def items(self, status: str | None = None) -> list[TurnInput]:
+        """The inputs the log holds (pending, claimed, consumed), in arrival order."""
+        inputs: InputState = self._session._view().inputs
+        return [inputs.view(i) for i in inputs.items
+                if status is None or inputs.items[i]["status"] == status]
+
+    def prune(self, retention: float = 7 * 24 * 3600.0) -> int:
+        """Drop consumed inputs older than ``retention`` seconds from the session's
+        inputs (the log keeps their records until a clear); return how many."""
+        keep = _check_seconds(retention, "retention") if retention else 0.0
+
+        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+            old = [i for i, item in image.inputs.items.items()
+                   if item["status"] == CONSUMED and item["consumed"] <= now - keep]
+            if not old:
+                return [], lambda first: 0
+            return [(INPUT_RECORD, {"op": "prune", "ids": old})], lambda first: len(old)
+        return self._session._ingress(build, fenced=False)
