@@ -1,0 +1,344 @@
+"""Execution leases: claim outcomes, liveness, fencing tokens, the lease file's damage,
+and how leases and the writer lock work as one mechanism."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import tree_snapshot
+
+import fsstore
+from fsstore import CorruptionError, LeaseLost, LeaseOwner, SessionLocked
+from fsstore import lease as lease_module
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ELSEWHERE = LeaseOwner("another-host", 4242, None, "remote")
+
+
+@pytest.fixture
+def session_store(store):
+    store.create_session("s").close()
+    return store
+
+
+def lease_file(store, session_id="s") -> Path:
+    return Path(store.path) / "sessions" / session_id / "lease"
+
+
+def dead_owner(label: str = "dead") -> LeaseOwner:
+    """An owner on this host whose process has exited."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    return LeaseOwner(LeaseOwner.current().host, int(child.stdout), None, label)
+
+
+# --- claims -------------------------------------------------------------------------------
+
+
+def test_a_free_lease_is_acquired_with_token_1(session_store):
+    outcome = session_store.claim_lease("s", "worker", ttl=10)
+    assert outcome.status == "acquired"
+    lease = outcome.lease
+    assert (lease.token, lease.session_id, lease.owner.label) == (1, "s", "worker")
+    assert lease.owner.pid == os.getpid() and lease.expires_at > time.time() + 9
+    info = session_store.lease_info("s")
+    assert (info.held, info.token, info.owner) == (True, 1, lease.owner)
+
+
+def test_a_live_holders_lease_is_reported_held(session_store):
+    first = session_store.claim_lease("s", ELSEWHERE, ttl=10)
+    outcome = session_store.claim_lease("s", "me", ttl=10)
+    assert outcome.status == "held"
+    assert outcome.holder == ELSEWHERE and outcome.expires_at == first.lease.expires_at
+    assert outcome.lease is None
+
+
+def test_an_expired_lease_is_taken_over_with_a_higher_token(session_store):
+    session_store.claim_lease("s", ELSEWHERE, ttl=0.05)
+    time.sleep(0.1)
+    outcome = session_store.claim_lease("s", "me", ttl=10)
+    assert outcome.status == "taken_over"
+    assert outcome.previous == ELSEWHERE and outcome.lease.token == 2
+
+
+def test_a_dead_holders_lease_is_taken_over_before_it_expires(session_store):
+    session_store.claim_lease("s", dead_owner(), ttl=3600)
+    outcome = session_store.claim_lease("s", "me", ttl=10)
+    assert outcome.status == "taken_over" and outcome.previous.label == "dead"
+
+
+def test_a_reused_pid_is_not_taken_for_the_holder():
+    me = LeaseOwner.current()
+    if me.started is None:
+        pytest.skip("this OS does not tell process start times")
+    assert me.alive() is True
+    boot, _, ticks = me.started.rpartition(":")
+    assert LeaseOwner(me.host, me.pid, f"{boot}:{int(ticks) + 1}").alive() is False
+    assert LeaseOwner("another-host", me.pid, None).alive() is None
+
+
+def test_claiming_again_renews_with_the_same_token(session_store):
+    owner = LeaseOwner.current("w")
+    first = session_store.claim_lease("s", owner, ttl=1).lease
+    again = session_store.claim_lease("s", owner, ttl=50)
+    assert again.status == "acquired" and again.lease.token == first.token
+    assert again.lease.expires_at > first.expires_at
+
+
+def test_renew_extends_and_release_frees(session_store):
+    lease = session_store.claim_lease("s", "w", ttl=0.05).lease
+    time.sleep(0.1)  # expired, but nobody took it: it can be renewed
+    renewed = session_store.renew_lease(lease, ttl=20)
+    assert renewed.token == lease.token and renewed.expires_at > time.time() + 19
+    assert session_store.release_lease(renewed) is True
+    assert session_store.release_lease(renewed) is False
+    assert not session_store.lease_info("s").held
+    assert session_store.claim_lease("s", ELSEWHERE, ttl=5).lease.token == 2
+
+
+def test_renewing_a_lease_taken_over_raises_lease_lost(session_store):
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.05).lease
+    time.sleep(0.1)
+    session_store.claim_lease("s", "me", ttl=10)
+    with pytest.raises(LeaseLost) as raised:
+        session_store.renew_lease(lease)
+    assert (raised.value.token, raised.value.current) == (1, 2)
+
+
+def test_tokens_only_go_up_across_reopens_and_many_claims(tmp_path):
+    tokens = []
+    for _ in range(30):
+        store = fsstore.open_store(tmp_path / "store")
+        if "s" not in store:
+            store.create_session("s").close()
+        lease = store.claim_lease("s", f"w{len(tokens)}", ttl=30).lease
+        tokens.append(lease.token)
+        store.release_lease(lease)
+    assert tokens == list(range(1, 31))
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), "5", True, 10**9])
+def test_a_bad_ttl_is_refused(session_store, ttl):
+    before = tree_snapshot(session_store.path)
+    with pytest.raises(fsstore.InvalidSetting):
+        session_store.claim_lease("s", "w", ttl=ttl)
+    assert tree_snapshot(session_store.path) == before
+
+
+def test_a_lease_on_a_missing_session_raises(store):
+    with pytest.raises(fsstore.SessionNotFound):
+        store.claim_lease("nope", "w")
+
+
+# --- the lease file ----------------------------------------------------------------------
+
+
+def test_a_torn_newest_slot_falls_back_and_never_reuses_a_token(session_store):
+    session_store.claim_lease("s", ELSEWHERE, ttl=0.01)
+    time.sleep(0.02)
+    second = session_store.claim_lease("s", "me", ttl=0.01).lease  # generation 2: slot 0
+    path = lease_file(session_store)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0xFF  # tear the newest slot
+    path.write_bytes(bytes(raw))
+    info = session_store.lease_info("s")
+    assert info.damaged_slot == 0 and info.token == 1
+    time.sleep(0.02)
+    third = session_store.claim_lease("s", "me", ttl=10).lease
+    # The damaged slot might have held token 2 (it did): skip it.
+    assert third.token == second.token + 1 == 3
+    assert session_store.lease_info("s").damaged_slot is None  # the slot was rewritten
+
+
+@pytest.mark.parametrize("damage", ["garbage", "zeros", "short", "long"])
+def test_a_lease_file_with_no_valid_slot_raises_and_reset_recovers(session_store, damage):
+    session_store.claim_lease("s", "w", ttl=10)
+    path = lease_file(session_store)
+    raw = path.read_bytes()
+    broken = {"garbage": bytes((b ^ 0x5A) for b in raw), "zeros": bytes(len(raw)),
+              "short": raw[:300], "long": raw + b"x"}[damage]
+    path.write_bytes(broken)
+    before = tree_snapshot(session_store.path)
+    with pytest.raises(CorruptionError) as raised:
+        session_store.claim_lease("s", "other", ttl=10)
+    assert raised.value.path == str(path)
+    with pytest.raises(CorruptionError):
+        session_store.open_session("s")  # no writer can tell whether a lease is live
+    assert tree_snapshot(session_store.path) == before
+    floor = session_store.reset_lease("s")
+    assert floor > 10**15
+    lease = session_store.claim_lease("s", "other", ttl=10).lease
+    assert lease.token == floor + 1
+    with pytest.raises(fsstore.InvalidSetting):
+        session_store.reset_lease("s")  # a readable file is never reset
+
+
+def test_a_newer_lease_format_is_refused(session_store):
+    session_store.claim_lease("s", "w", ttl=10)
+    path = lease_file(session_store)
+    raw = bytearray(path.read_bytes())
+    slot = 1 * lease_module.SLOT_SIZE  # generation 1 is in slot 1
+    raw[slot + 8:slot + 10] = (9).to_bytes(2, "little")
+    from crc32c import crc32c
+    body = bytes(raw[slot:slot + lease_module.SLOT_SIZE - 4])
+    raw[slot + lease_module.SLOT_SIZE - 4:slot + lease_module.SLOT_SIZE] = \
+        crc32c(body).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(fsstore.FormatVersionError):
+        session_store.lease_info("s")
+
+
+# --- fencing ------------------------------------------------------------------------------
+
+
+def test_writes_carry_the_lease_and_a_taken_over_one_writes_nothing(session_store):
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.2).lease
+    session = session_store.open_session("s", lease=lease)
+    session.append({"by": "first"})
+    time.sleep(0.25)
+    with pytest.raises(LeaseLost, match="expired"):
+        session.append({"by": "first, expired"})
+    taken = session_store.claim_lease("s", "second", ttl=10)
+    assert taken.status == "taken_over"
+    with session_store.open_session("s", lease=taken.lease) as second:
+        second.commit([{"by": "second"}], state_patch={"owner": "second"})
+    before = tree_snapshot(session_store.path)
+    for write in (lambda: session.append({"by": "first, fenced"}),
+                  lambda: session.commit([{"x": 1}], state_patch={"owner": "first"}),
+                  lambda: session.set_state("owner", "first"),
+                  lambda: session.finish_turn(),
+                  lambda: session.checkpoint("mine"),
+                  lambda: session.clear()):
+        with pytest.raises(LeaseLost) as raised:
+            write()
+        assert (raised.value.token, raised.value.current) == (1, 2)
+    assert tree_snapshot(session_store.path) == before
+    session.close()
+    reader = session_store.read_session("s")
+    assert [e.data.get("by") for e in reader.events() if e.kind == "event"] == [
+        "first", "second"]
+    assert reader.state() == {"owner": "second"}
+
+
+def test_a_lease_holder_sees_what_others_wrote_between_its_writes(session_store):
+    lease = session_store.claim_lease("s", "runner", ttl=30).lease
+    with session_store.open_session("s", lease=lease) as runner:
+        runner.commit([{"n": 1}], state_patch={"count": 1})
+        with session_store.open_session("s", shared=True) as ingress:
+            ingress.queue.enqueue("wake", {"why": "timer"})
+            ingress.inputs.submit("are you there?")
+        runner.commit([{"n": 2}], state_patch={"count": 2})
+        assert runner.head == 6 and runner.state() == {"count": 2}
+        assert [w.kind for w in runner.queue.items()] == ["wake"]
+        assert [i.payload for i in runner.inputs.claim()] == ["are you there?"]
+    assert [e.seq for e in session_store.read_session("s").events()] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_an_exclusive_writer_and_a_lease_exclude_each_other(session_store):
+    with session_store.open_session("s"), pytest.raises(SessionLocked):
+        session_store.claim_lease("s", "w", ttl=5, lock_timeout=0.05)
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=5).lease
+    with pytest.raises(SessionLocked, match="leased to remote"):
+        session_store.open_session("s")
+    with session_store.open_session("s", shared=True) as shared:
+        with pytest.raises(SessionLocked, match="leased"):
+            shared.append({"no": "lease"})
+        shared.queue.enqueue("ok")  # ingress needs no lease
+    session_store.release_lease(lease)
+    with session_store.open_session("s") as session:
+        session.append({"now": "free"})
+
+
+def test_a_lease_for_another_session_or_mode_none_is_refused(session_store):
+    session_store.create_session("t").close()
+    lease = session_store.claim_lease("t", "w", ttl=5).lease
+    with pytest.raises(fsstore.InvalidSetting, match="for session 't'"):
+        session_store.open_session("s", lease=lease)
+    with pytest.raises(fsstore.InvalidSetting, match="flush"):
+        session_store.open_session("t", lease=lease, durability="none")
+
+
+def test_a_stale_lease_cannot_open_the_session(session_store):
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.05).lease
+    time.sleep(0.1)
+    session_store.claim_lease("s", "me", ttl=5)
+    with pytest.raises(LeaseLost):
+        session_store.open_session("s", lease=lease)
+
+
+# --- across processes: a paused holder comes back --------------------------------------
+
+HOLDER = """
+import sys, time, fsstore
+store = fsstore.open_store(sys.argv[1], create=False)
+outcome = store.claim_lease("s", "paused-holder", ttl=float(sys.argv[2]))
+assert outcome.status in ("acquired", "taken_over"), outcome
+session = store.open_session("s", lease=outcome.lease, lock_timeout=30)
+print("READY", outcome.lease.token, flush=True)
+n = 0
+while True:
+    n += 1
+    try:
+        session.append({"by": "holder", "n": n})
+    except fsstore.LeaseLost as exc:
+        print("FENCED", exc.token, exc.current, n, flush=True)
+        break
+    print("WROTE", n, flush=True)
+    time.sleep(0.002)
+"""
+
+
+def sigstop_trial(tmp_path, trial: int) -> None:
+    import signal
+    root = tmp_path / f"store-{trial}"
+    store = fsstore.open_store(root)
+    store.create_session("s").close()
+    ttl = 0.3
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(root), str(ttl)],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout is not None
+    ready = holder.stdout.readline().split()
+    assert ready[0] == "READY", ready
+    while holder.stdout.readline().split()[0] != "WROTE":
+        pass
+    for _ in range(20):
+        holder.send_signal(signal.SIGSTOP)  # paused between writes, or inside one
+        time.sleep(ttl + 0.1)
+        try:
+            outcome = store.claim_lease("s", "successor", ttl=30, lock_timeout=0.5)
+            break
+        except SessionLocked:
+            # Paused inside a write, holding the session's mutex: nobody can claim until
+            # that write (begun under a valid lease) ends. Let it run on, and try again.
+            holder.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+    assert outcome.status == "taken_over", outcome
+    with store.open_session("s", lease=outcome.lease, lock_timeout=5) as successor:
+        successor.append({"by": "successor"})
+        holder.send_signal(signal.SIGCONT)
+        out, _ = holder.communicate(timeout=30)
+        successor.append({"by": "successor", "last": True})
+    fenced = [line.split() for line in out.splitlines() if line.startswith("FENCED")]
+    assert fenced and int(fenced[0][1]) < int(fenced[0][2]), out
+    events = [e for e in store.read_session("s").events() if e.kind == "event"]
+    first_successor = next(i for i, e in enumerate(events) if e.data["by"] == "successor")
+    # Nothing the paused holder tried after the takeover is in the log.
+    assert all(e.data["by"] == "successor" for e in events[first_successor:]), events
+    assert events[-1].data.get("last") is True
+
+
+def test_a_paused_holder_is_fenced_when_it_resumes(tmp_path):
+    for trial in range(3):
+        sigstop_trial(tmp_path, trial)
+
+
+@pytest.mark.long
+def test_a_paused_holder_is_fenced_hundreds_of_times(tmp_path):
+    for trial in range(200):
+        sigstop_trial(tmp_path, trial)

@@ -1,0 +1,329 @@
+"""The work queue and pending turn inputs: folds of the log, claimed across processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import tree_snapshot
+
+import fsstore
+from fsstore import ClaimLost
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture
+def session(store):
+    with store.create_session("s") as session:
+        yield session
+
+
+# --- the queue ----------------------------------------------------------------------------
+
+
+def test_items_are_claimed_by_priority_then_oldest_first(session):
+    queue = session.queue
+    low = queue.enqueue("job", "low")
+    ids = queue.enqueue_many([("job", "a"), ("job", "b")], priority=5)
+    urgent = queue.enqueue("job", "urgent", priority=9)
+    order = []
+    while (claim := queue.claim("w", 30)) is not None:
+        order.append(claim.id)
+        queue.complete(claim)
+    assert order == [urgent, *ids, low]
+    assert queue.items() == []
+
+
+def test_a_claim_names_its_item_and_is_unique(session):
+    item = session.queue.enqueue("wake", {"at": 5})
+    claim = session.queue.claim("worker-1", 30)
+    assert (claim.id, claim.kind, claim.payload, claim.worker, claim.attempt) == (
+        item, "wake", {"at": 5}, "worker-1", 1)
+    assert claim.token > item and claim.expires_at > time.time() + 29
+    assert session.queue.claim("worker-2", 30) is None  # nothing else is claimable
+    (view,) = session.queue.items()
+    assert (view.status, view.worker, view.attempts) == ("claimed", "worker-1", 1)
+
+
+def test_kinds_select_what_a_worker_takes(session):
+    session.queue.enqueue_many([("email", 1), ("build", 2), ("email", 3)])
+    claim = session.queue.claim("builder", 30, kinds=["build"])
+    assert claim.payload == 2
+    assert session.queue.claim("builder", 30, kinds=["build"]) is None
+    assert session.queue.claim("mailer", 30, kinds={"email"}).payload == 1
+
+
+def test_an_expired_claim_is_claimable_again_and_the_old_claim_is_lost(session):
+    session.queue.enqueue("job", "x")
+    first = session.queue.claim("slow", 0.05)
+    time.sleep(0.1)
+    second = session.queue.claim("fast", 30)
+    assert second.id == first.id and second.attempt == 2
+    before = tree_snapshot(session.path)
+    for settle in (session.queue.complete, session.queue.release,
+                   lambda c: session.queue.fail(c, "late")):
+        with pytest.raises(ClaimLost, match="claimed again"):
+            settle(first)
+    assert tree_snapshot(session.path) == before
+    session.queue.complete(second)
+    with pytest.raises(ClaimLost, match="done"):
+        session.queue.complete(second)
+
+
+def test_failures_retry_until_the_limit_then_the_item_is_dead(session):
+    item = session.queue.enqueue("job", "flaky", max_attempts=3)
+    for attempt in (1, 2):
+        claim = session.queue.claim("w", 30)
+        assert claim.attempt == attempt
+        assert session.queue.fail(claim, f"boom {attempt}") == "ready"
+    claim = session.queue.claim("w", 30)
+    assert session.queue.fail(claim, "boom 3") == "dead"
+    assert session.queue.claim("w", 30) is None
+    (dead,) = session.queue.items("dead")
+    assert (dead.id, dead.error, dead.attempts) == (item, "boom 3", 3)
+    assert session.queue.purge() == 1 and session.queue.items() == []
+
+
+def test_claims_that_keep_expiring_end_in_the_dead_letters(session):
+    session.queue.enqueue("job", "kills its worker", max_attempts=2)
+    session.queue.claim("w1", 0.01)
+    time.sleep(0.02)
+    session.queue.claim("w2", 0.01)
+    time.sleep(0.02)
+    assert session.queue.claim("w3", 30) is None
+    (dead,) = session.queue.items()
+    assert dead.status == "dead" and "expired 2 times" in dead.error
+
+
+def test_a_retry_can_wait_and_a_release_does_not_count(session):
+    session.queue.enqueue("job", "later")
+    claim = session.queue.claim("w", 30)
+    session.queue.release(claim)
+    claim = session.queue.claim("w", 30)
+    assert claim.attempt == 1
+    assert session.queue.fail(claim, "not yet", retry_after=0.2) == "ready"
+    assert session.queue.claim("w", 30) is None
+    time.sleep(0.25)
+    assert session.queue.claim("w", 30).attempt == 2
+
+
+@pytest.mark.parametrize("call", [
+    lambda q: q.enqueue("", 1), lambda q: q.enqueue(7, 1), lambda q: q.enqueue("x" * 300),
+    lambda q: q.enqueue("k", object()), lambda q: q.enqueue("k", priority=1.5),
+    lambda q: q.enqueue("k", max_attempts=0), lambda q: q.claim("", 5),
+    lambda q: q.claim("w", 0), lambda q: q.claim("w", "5"), lambda q: q.complete("token"),
+])
+def test_bad_queue_calls_raise_typed_errors_and_write_nothing(session, call):
+    before = tree_snapshot(session.path)
+    with pytest.raises(fsstore.FsStoreError):
+        call(session.queue)
+    assert tree_snapshot(session.path) == before
+
+
+def test_the_queue_survives_reopen_snapshots_and_is_in_the_log(store):
+    policy = fsstore.SnapshotPolicy(every_events=5)
+    store = fsstore.open_store(store.path, snapshots=policy)
+    with store.create_session("s") as session:
+        ids = [session.queue.enqueue("job", i) for i in range(12)]
+        claim = session.queue.claim("w", 300)
+        session.queue.complete(claim)
+        held = session.queue.claim("w", 300)
+        assert session._snapshots.seqs()  # the queue went into snapshots
+    with store.open_session("s") as session:
+        assert [i.id for i in session.queue.items()] == ids[1:]
+        assert session.queue.items()[0].status == "claimed"
+        with pytest.raises(ClaimLost):
+            session.queue.complete(held._replace(token=held.token + 1))
+        session.queue.complete(held)
+        assert session.queue.claim("w", 30).id == ids[2]
+    kinds = [e.kind for e in store.read_session("s").events()]
+    assert set(kinds) == {"fsstore.queue"}
+
+
+def test_records_from_outside_do_not_move_the_turn(session):
+    session.append({"role": "user"})
+    session.finish_turn()
+    session.queue.enqueue("wake")
+    session.inputs.submit("more")
+    assert session.current_turn == 1
+    assert session.append({"role": "assistant"}) and session.current_turn == 2
+    session.close()
+    # and recovery, reading back over the neutral records, agrees
+    store = fsstore.open_store(os.path.dirname(os.path.dirname(session.path)))
+    with store.open_session("s") as again:
+        again.finish_turn()
+        again.queue.enqueue("wake again")
+        assert again.current_turn == 2
+    with store.open_session("s") as again:
+        assert again.current_turn == 2 and again.append({"x": 1}) and again.current_turn == 3
+
+
+# --- turn inputs --------------------------------------------------------------------------
+
+
+def test_inputs_are_claimed_in_arrival_order_and_consumed_by_the_turn(session):
+    session.append({"role": "user", "content": "start"})
+    first = session.inputs.submit({"text": "also this"})
+    second = session.inputs.submit({"text": "and this"})
+    claimed = session.inputs.claim()
+    assert [i.id for i in claimed] == [first, second]
+    assert {i.status for i in claimed} == {"claimed"} and claimed[0].turn == 1
+    third = session.inputs.submit({"text": "late"})
+    session.finish_turn()
+    views = {i.id: i for i in session.inputs.items()}
+    assert (views[first].status, views[first].turn) == ("consumed", 1)
+    assert views[third].status == "pending"
+    assert [i.id for i in session.inputs.claim()] == [third]  # the next turn's claim
+    assert session.inputs.claim()[0].turn == 2
+
+
+def test_inputs_a_crashed_turn_claimed_are_claimed_again(store):
+    with store.create_session("s") as session:
+        session.append({"turn": 1})
+        item = session.inputs.submit("hello")
+        assert session.inputs.claim()[0].id == item
+    # the process ended without finishing the turn: its claim was not consumed
+    with store.open_session("s") as session:
+        again = session.inputs.claim()
+        assert [i.id for i in again] == [item]
+        session.finish_turn()
+        assert session.inputs.items()[0].status == "consumed"
+
+
+def test_consumed_inputs_are_pruned_after_their_retention(session):
+    session.append({"x": 1})
+    session.inputs.submit("old")
+    session.inputs.claim()
+    session.finish_turn()
+    session.inputs.submit("pending")
+    assert session.inputs.prune(retention=3600) == 0
+    time.sleep(0.02)
+    assert session.inputs.prune(retention=0.01) == 1
+    assert [i.payload for i in session.inputs.items()] == ["pending"]
+
+
+def test_claiming_inputs_needs_the_lease_but_submitting_does_not(store):
+    store.create_session("s").close()
+    other = fsstore.LeaseOwner("elsewhere", 1, None, "runner")
+    store.claim_lease("s", other, ttl=30)
+    with store.open_session("s", shared=True) as shared:
+        shared.inputs.submit("from the user")
+        with pytest.raises(fsstore.SessionLocked):
+            shared.inputs.claim()
+
+
+def test_a_fork_and_a_clear_take_the_queue_with_the_history(store):
+    with store.create_session("s") as session:
+        session.queue.enqueue("job", "before the fork")
+        session.inputs.submit("pending input")
+        fork = session.fork("f")
+        fork.queue.enqueue("job", "in the fork")
+        assert [i.payload for i in fork.queue.items()] == ["before the fork", "in the fork"]
+        assert [i.payload for i in fork.inputs.items()] == ["pending input"]
+        fork.close()
+        session.clear()
+        assert session.queue.items() == [] and session.inputs.items() == []
+
+
+# --- many workers, some killed ----------------------------------------------------------
+
+WORKER = textwrap.dedent("""
+    import random, sys, time, fsstore
+    store = fsstore.open_store(sys.argv[1], create=False)
+    name = sys.argv[2]
+    session = store.open_session("s", shared=True, lock_timeout=30, durability="fsync")
+    rng = random.Random(name)
+    print("READY", flush=True)
+    idle = 0
+    while idle < 150:
+        claim = session.queue.claim(name, float(sys.argv[3]))
+        if claim is None:
+            idle += 1
+            time.sleep(0.01)
+            continue
+        idle = 0
+        print("CLAIMED", claim.id, claim.token, "END", flush=True)
+        time.sleep(rng.random() * 0.003)
+        try:
+            session.queue.complete(claim)
+        except fsstore.ClaimLost:
+            print("LOST", claim.id, claim.token, "END", flush=True)
+            continue
+        print("DONE", claim.id, claim.token, "END", flush=True)
+    print("IDLE", flush=True)
+""")
+
+
+def start_worker(root, name: str, claim_ttl: float) -> subprocess.Popen:
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(root), name, str(claim_ttl)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "READY"
+    return worker
+
+
+def completions_in_log(store) -> list[tuple[int, int]]:
+    """(item, token) of every complete record, each checked against the item's claim
+    at that point of the log: a completion by a claim that was no longer current would
+    show here as a mismatch."""
+    claims: dict[int, int] = {}
+    done = []
+    for event in store.read_session("s").events():
+        if event.kind != "fsstore.queue":
+            continue
+        data = event.data
+        if data["op"] == "claim":
+            claims[data["id"]] = event.seq
+        elif data["op"] == "complete":
+            assert claims.get(data["id"]) == data["token"], (event, claims.get(data["id"]))
+            done.append((data["id"], data["token"]))
+    return done
+
+
+def queue_workers_trial(tmp_path, items: int, kills: int, seed: int) -> None:
+    root = tmp_path / f"store-{seed}"
+    store = fsstore.open_store(root)
+    with store.create_session("s") as session:
+        ids = session.queue.enqueue_many([("job", n) for n in range(items)], max_attempts=100)
+    rng = random.Random(seed)
+    workers = {f"w{n}": start_worker(root, f"w{n}", 0.5) for n in range(4)}
+    for kill in range(kills):
+        time.sleep(rng.uniform(0.05, 0.3))
+        name = rng.choice(sorted(workers))
+        workers[name].send_signal(signal.SIGKILL)
+        workers[name].wait()
+        workers[f"{name}-{kill}"] = start_worker(root, f"{name}-{kill}", 0.5)
+        del workers[name]
+    for worker in workers.values():
+        worker.wait(timeout=300)
+    done = completions_in_log(store)
+    # every item completed, by a claim that held it; and nothing left in the queue
+    assert sorted({item for item, _ in done}) == ids
+    with store.open_session("s") as session:
+        assert session.queue.items() == []
+    if kills == 0:
+        assert len(done) == items  # exactly once
+    assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+def test_four_worker_processes_complete_every_item_exactly_once(tmp_path):
+    queue_workers_trial(tmp_path, items=300, kills=0, seed=1)
+
+
+def test_workers_killed_at_random_lose_no_item(tmp_path):
+    queue_workers_trial(tmp_path, items=300, kills=3, seed=2)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", range(3, 23))
+def test_workers_killed_at_random_many_times_lose_no_item(tmp_path, seed):
+    queue_workers_trial(tmp_path, items=1000, kills=10, seed=seed)
+
+
