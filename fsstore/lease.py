@@ -10,9 +10,10 @@ Two things make one mechanism (docs/FORMAT.md, section 16):
   so a claim and a fenced write never interleave: a write happens exactly when, under
   the mutex, its token is the lease's current one and the lease has not expired.
 
-The lease file holds two 512-byte slots, written alternately in place and fdatasynced
-before a claim returns. A write torn by a crash damages only the slot being written;
-readers take the valid slot with the higher generation.
+The lease file holds two 512-byte slots, written alternately in place; a claim is
+fdatasynced before it returns (renewals and releases need not be: see ``renew``). A
+write torn by a crash damages only the slot being written; readers take the valid slot
+with the higher generation.
 """
 
 from __future__ import annotations
@@ -203,9 +204,10 @@ def read_lease(io: FileIO, path: str) -> LeaseState:
 
 
 def write_lease(io: FileIO, path: str, current: LeaseState, token: int, held: bool,
-                expires_at: float, acquired_at: float, owner: LeaseOwner) -> LeaseState:
-    """Write the next generation into the slot the current one is not in, fdatasynced.
-    The first write creates the file whole (by rename)."""
+                expires_at: float, acquired_at: float, owner: LeaseOwner,
+                durable: bool = True) -> LeaseState:
+    """Write the next generation into the slot the current one is not in, fdatasynced
+    when ``durable``. The first write creates the file whole (by rename)."""
     generation = current.generation + 1
     slot = encode_slot(generation, token, held, expires_at, acquired_at, owner)
     offset = (generation % 2) * SLOT_SIZE
@@ -217,7 +219,8 @@ def write_lease(io: FileIO, path: str, current: LeaseState, token: int, held: bo
         fd = io.open(path, os.O_WRONLY)
         try:
             io.pwrite(fd, slot, offset)
-            io.fdatasync(fd)
+            if durable:
+                io.fdatasync(fd)
         finally:
             io.close(fd)
     return LeaseState(generation, token, held, expires_at, acquired_at, owner, None)
@@ -396,7 +399,11 @@ def renew(io: FileIO, session_path: str, lease: Lease, ttl: float | None) -> Lea
         check_current(io, session_path, lease)  # raises, saying who holds it
     span = lease.ttl if ttl is None else check_ttl(ttl)
     expires = time.time() + span
-    write_lease(io, path, state, state.token, True, expires, state.acquired_at, lease.owner)
+    # Not fsynced: only a power loss or an OS crash could take a renewal back, and either
+    # ends every process on this host that could hold the lease. A lost renewal at worst
+    # lets the lease expire sooner; it never lets a token be handed out twice.
+    write_lease(io, path, state, state.token, True, expires, state.acquired_at, lease.owner,
+                durable=False)
     return lease._replace(expires_at=expires, ttl=span)
 
 
@@ -406,8 +413,10 @@ def release(io: FileIO, session_path: str, lease: Lease) -> bool:
     state = read_lease(io, path)
     if not state.held or state.token != lease.token:
         return False
+    # Not fsynced either: a release a crash takes back leaves a lease held by a process
+    # that is gone (taken over at once on this host) or one that expires.
     write_lease(io, path, state, state.token, False, time.time(), state.acquired_at,
-                lease.owner)
+                lease.owner, durable=False)
     return True
 
 

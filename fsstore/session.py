@@ -69,7 +69,7 @@ from .snapshot import (
 )
 from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
 from .vectors import CollectionInfo, DistanceMetric, VectorCollection
-from .work import INPUT_RECORD, QUEUE_RECORD, TurnInputs, WorkQueue
+from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
 #: Kinds starting with this are the store's own records; callers cannot append them.
 RESERVED_KIND_PREFIX = "fsstore."
@@ -335,6 +335,17 @@ class SessionReader:
         for name in vectors.collection_names(self.io, self.path):
             findings.extend(vectors.check_collection(
                 self.io, os.path.join(layout.vectors_dir(self.path), name)))
+        lease_path = layout.lease_path(self.path)
+        try:
+            current = lease_module.read_lease(self.io, lease_path)
+            if current.damaged_slot is not None:
+                findings.append(Finding(
+                    "note", lease_path, current.damaged_slot * lease_module.SLOT_SIZE,
+                    "one lease slot is damaged (a torn write); the other is used, and the "
+                    "next claim skips a token"))
+        except (CorruptionError, FormatVersionError) as exc:
+            findings.append(Finding("problem", lease_path, getattr(exc, "offset", None),
+                                    _reason(exc)))
         for name in vectors.scratch_names(self.io, self.path):
             findings.append(Finding("note", os.path.join(layout.vectors_dir(self.path), name),
                                     None, "left by an interrupted create or drop of a "
@@ -346,6 +357,20 @@ class SessionReader:
                         findings.append(Finding("note", os.path.join(folder, name), None,
                                                 "temp file of an interrupted write"))
         return findings
+
+    # --- queued work and turn inputs ---
+
+    def queued_work(self, status: str | None = None) -> list[QueuedWork]:
+        """The session's work queue as the log has it (ready, claimed, dead items)."""
+        work = self._load_state().image.work
+        return [work.view(i) for i in sorted(work.items)
+                if status is None or work.items[i]["status"] == status]
+
+    def turn_inputs(self, status: str | None = None) -> list[TurnInput]:
+        """The session's turn inputs as the log has them, in arrival order."""
+        inputs = self._load_state().image.inputs
+        return [inputs.view(i) for i in inputs.items
+                if status is None or inputs.items[i]["status"] == status]
 
     # --- vector collections ---
 

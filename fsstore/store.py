@@ -196,21 +196,25 @@ class Store:
 
     def open_session(
         self, session_id: str, *, durability: Durability | str | None = None,
-        lock_timeout: float = 0.0, lease: Lease | None = None, shared: bool = False,
+        lock_timeout: float | None = None, lease: Lease | None = None, shared: bool = False,
     ) -> Session:
         """Open a session for writing.
 
         By default exclusively: the session's writer lock is held until close. Raises
         SessionLocked if another writer holds it and it did not come free within
-        ``lock_timeout`` seconds, or if another owner holds a live lease on it.
+        ``lock_timeout`` seconds (default 0), or if another owner holds a live lease on
+        it.
 
         With ``lease`` (from :meth:`claim_lease`) or ``shared=True``, the lock is taken
-        for each write instead (waiting up to ``lock_timeout``), so other processes can
-        write between: queue workers, input submitters, the next lease holder. Writes of
-        events, state and collections then need the lease: each is checked against the
-        session's current lease token, and a taken-over or expired lease raises
-        LeaseLost and writes nothing. Queue and input operations need no lease.
+        for each write instead (waiting up to ``lock_timeout``, default 10 s), so other
+        processes can write between: queue workers, input submitters, the next lease
+        holder. Writes of events, state and collections then need the lease: each is
+        checked against the session's current lease token, and a taken-over or expired
+        lease raises LeaseLost and writes nothing. Queue and input operations need no
+        lease.
         """
+        if lock_timeout is None:
+            lock_timeout = 10.0 if lease is not None or shared else 0.0
         return Session(
             self.io, self._session_path(session_id), session_id,
             durability=self.durability if durability is None else durability,

@@ -29,7 +29,12 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     turns = reader.get_turns()
     assert len(turns) == 3 and all(t.finished for t in turns)
     kinds = {e.kind for t in turns for e in t.events}
-    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD}
+    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD,
+                     "fsstore.queue", "fsstore.input"}
+    assert [w.kind for w in reader.queued_work()] == ["follow_up"]
+    assert [i.status for i in reader.turn_inputs()] == ["pending"]
+    assert not store.lease_info(session_id).held
+    assert [c.name for c in reader.collections()] == ["memory"]
     assert reader.state()["files_changed"] == ["billing/dates.py", "CHANGELOG.md"]
     (checkpoint,) = reader.checkpoints()
     fork = store.read_session(fork_id)

@@ -734,3 +734,96 @@ def test_a_crash_while_creating_or_dropping_a_collection_leaves_none_or_all_of_i
         assert [f for f in store.verify() if f.level == "problem"] == []
         assert [f for f in store.verify() if "interrupted create" in f.message] == []
     assert {("old",), ("new", "old"), ("new",)} <= seen
+
+
+# --- leases and the work queue ------------------------------------------------------------
+
+
+def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path):
+    root = tmp_path / "store"
+    fsstore.open_store(root).create_session("s").close()
+    io = CrashSimIO(str(root))
+    store = fsstore.open_store(root, io=io)
+    acknowledged = {"token": 0}
+    crashes = [0]
+
+    def crash_here() -> None:
+        for variant in VARIANTS:
+            dest = str(tmp_path / f"crash-{crashes[0]}")
+            io.materialize(dest, variant, random.Random(crashes[0]))
+            copy = fsstore.open_store(dest, create=False)
+            copy.lease_info("s")  # a torn in-place write spoils one slot, never both
+            outcome = copy.claim_lease("s", fsstore.LeaseOwner("far", 9, None, "next"),
+                                       ttl=60)
+            assert outcome.status in ("acquired", "taken_over"), outcome
+            assert outcome.lease.token > acknowledged["token"], (variant, outcome)
+            assert [f for f in copy.verify() if f.level == "problem"] == []
+            shutil.rmtree(dest)
+            crashes[0] += 1
+
+    io.on_op = crash_here
+    for index in range(6):
+        owner = fsstore.LeaseOwner("far", 1, None, f"w{index}")
+        lease = store.claim_lease("s", owner, ttl=0.001).lease
+        acknowledged["token"] = lease.token
+        if index % 2:
+            store.release_lease(lease)
+        else:
+            store.renew_lease(lease, ttl=0.001)
+    io.on_op = None
+    assert crashes[0] > 20
+
+
+def test_every_power_loss_state_of_queue_operations_is_one_they_made(tmp_path):
+    root = tmp_path / "store"
+    fsstore.open_store(root).create_session("s").close()
+    io = CrashSimIO(str(root))
+    session = fsstore.open_store(root, io=io, segment_size=4096).open_session(
+        "s", shared=True)
+
+    def queue_view(reader) -> list:
+        return [(w.id, w.status, w.attempts) for w in reader.queued_work()]
+
+    seen: list[tuple[str, list]] = []
+    crashes = [0]
+
+    def crash_here() -> None:
+        for variant in VARIANTS:
+            dest = str(tmp_path / f"crash-{crashes[0]}")
+            io.materialize(dest, variant, random.Random(crashes[0]))
+            copy = fsstore.open_store(dest, create=False)
+            with copy.open_session("s") as writer:  # recovers
+                seen.append((variant, queue_view(writer)))
+            assert [f for f in copy.verify() if f.level == "problem"] == []
+            shutil.rmtree(dest)
+            crashes[0] += 1
+
+    def run(operation) -> object:
+        """Every operation is durable when it returns: a crash during one leaves the
+        queue as it was before it, or as it is after."""
+        before = queue_view(session)
+        seen.clear()
+        io.on_op = crash_here
+        result = operation()
+        io.on_op = None
+        after = queue_view(session)
+        for variant, found in seen:
+            assert found in (before, after), (variant, found, before, after)
+        return result
+
+    rng = random.Random(4)
+    for step in range(14):
+        if rng.random() < 0.4:
+            run(lambda step=step: session.queue.enqueue_many(
+                [("job", {"step": step, "pad": "p" * 300})] * rng.randint(1, 3),
+                max_attempts=2))
+            continue
+        claim = run(lambda: session.queue.claim("w", 60))
+        if claim is not None:
+            settle = rng.choice(["complete", "fail", "release"])
+            if settle == "fail":
+                run(lambda claim=claim: session.queue.fail(claim, "boom"))
+            else:
+                run(lambda claim=claim, settle=settle: getattr(session.queue, settle)(claim))
+    session.close()
+    assert crashes[0] > 50

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import FsStoreError
-from . import demo, inspect, state, vectors, verify
+from . import demo, inspect, state, vectors, verify, work
 
-GROUPS = (demo, inspect, state, vectors, verify)
+GROUPS = (demo, inspect, state, vectors, work, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -146,6 +146,14 @@ def run_demo(args: argparse.Namespace) -> int:
         fork = session.fork(f"{session.id}-alt", at_checkpoint=diagnosed.id,
                             title="Fix the failing billing date test: another approach")
         fork.close()
+    # A runtime drives the session under an execution lease: work queued for it and user
+    # input that arrives meanwhile wait in the log for the next turn.
+    claim = store.claim_lease(session.id, "demo-runtime", ttl=60)
+    assert claim.lease is not None
+    with store.open_session(session.id, lease=claim.lease) as leased:
+        leased.queue.enqueue("follow_up", {"task": "re-run the nightly billing export"})
+        leased.inputs.submit({"role": "user", "content": "Also mention it in the docs."})
+    store.release_lease(claim.lease)
     reader = store.read_session(session.id)
     info = reader.info()
     turns = reader.get_turns()
@@ -176,6 +184,9 @@ def run_demo(args: argparse.Namespace) -> int:
     recalled = (best.content or "")[:60]
     print(f"  memory:   {remembered} messages embedded in a vector collection; asked "
           f"{question!r},\n            recall finds turn {best.turn}: {recalled!r}...")
+    print(f"  lease:    token {claim.lease.token} ({claim.status}, released); "
+          f"{len(reader.queued_work())} work item queued, "
+          f"{len(reader.turn_inputs('pending'))} input pending for the next turn")
     print(f"  sessions: {len(store.session_ids())} in this store")
     print("\nLook at it:")
     store_arg = f"--store {os.path.relpath(store.path)}"
@@ -185,6 +196,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  fsstore {store_arg} state {info.id}")
     print(f"  fsstore {store_arg} lineage {info.id}")
     print(f"  fsstore {store_arg} collections {info.id}")
+    print(f"  fsstore {store_arg} queue {info.id}")
+    print(f"  fsstore {store_arg} inputs {info.id}")
     print(f"  fsstore {store_arg} search memory --like {info.id}:{best.id} -k 3")
     print(f"  fsstore {store_arg} verify")
     return 0
