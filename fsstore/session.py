@@ -1163,6 +1163,7 @@ class Session(SessionReader):
         vectors.create_collection(self.io, self.path, name, dim, dtype, metric)
         return self.collection(name)
 
+    @_writes()
     def collection(self, name: str) -> VectorCollection:
         """The vector collection ``name``, open for writing (upsert, delete, compact)."""
         name = vectors.check_collection_name(name)
@@ -1172,7 +1173,8 @@ class Session(SessionReader):
             if opened is None:
                 opened = self._collections[name] = VectorCollection(
                     self.io, os.path.join(layout.vectors_dir(self.path), name),
-                    durability=self._writer.durability, writable=True)
+                    durability=self._writer.durability, writable=True,
+                    guard=lambda: self._writing(True))
             return opened
 
     @_writes()

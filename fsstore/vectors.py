@@ -26,6 +26,7 @@ current k-th best are looked at again.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import math
@@ -34,7 +35,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -1005,9 +1006,13 @@ class VectorCollection:
     """
 
     def __init__(self, io: FileIO, path: str, *, durability: Durability | None = None,
-                 writable: bool = False) -> None:
+                 writable: bool = False,
+                 guard: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+                 ) -> None:
         self.io = io
         self.path = path
+        # Each write runs inside guard(): a shared session's mutex and lease fence.
+        self._guard = guard or contextlib.nullcontext
         self.manifest_path = os.path.join(path, layout.COLLECTION_MANIFEST)
         self._lock = threading.RLock()
         self._writable = writable
@@ -1267,7 +1272,7 @@ class VectorCollection:
         All are stored or none: on a bad document nothing is written. Returns how many
         were stored. Durable as the session's durability mode says."""
         rows: dict[str, _Row] = {}
-        with self._lock:
+        with self._guard(), self._lock:
             self._check_writable()
             for doc in _as_list(documents, "documents"):
                 row = _validate(doc, self.dim, self._dtype)
@@ -1296,7 +1301,7 @@ class VectorCollection:
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id; ids not present are ignored. Returns how many were
         deleted. Rows in shards become tombstones until a merge drops them."""
-        with self._lock:
+        with self._guard(), self._lock:
             self._check_writable()
             wanted = list(dict.fromkeys(check_id(i) for i in _as_list(ids, "ids")))
             present = [i for i in wanted if self._locate(i) is not None]
@@ -1328,7 +1333,7 @@ class VectorCollection:
 
     def sync(self) -> None:
         """Make every upsert and delete so far durable, whatever the durability mode."""
-        with self._lock:
+        with self._guard(), self._lock:
             self._check_writable()
             assert self._wal is not None
             self._wal.sync()
@@ -1336,13 +1341,13 @@ class VectorCollection:
     def flush(self) -> None:
         """Seal the unsealed documents into a shard now (it also happens every
         ``SEAL_ROWS`` documents) and merge shards as the size tiers call for."""
-        with self._lock:
+        with self._guard(), self._lock:
             self._check_writable()
             self._guarded(self._seal_and_merge)
 
     def compact(self) -> None:
         """Seal, then merge every shard into one without its deleted rows."""
-        with self._lock:
+        with self._guard(), self._lock:
             self._check_writable()
             self._guarded(self._seal)
             if len(self._shards) > 1 or any(s.dead_count for s in self._shards):

@@ -197,10 +197,12 @@ def test_a_newer_lease_format_is_refused(session_store):
 
 
 def test_writes_carry_the_lease_and_a_taken_over_one_writes_nothing(session_store):
-    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.2).lease
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.3).lease
     session = session_store.open_session("s", lease=lease)
     session.append({"by": "first"})
-    time.sleep(0.25)
+    memory = session.create_collection("memory", 2)
+    memory.upsert([fsstore.VectorDocument("a", [1, 0])])
+    time.sleep(0.35)
     with pytest.raises(LeaseLost, match="expired"):
         session.append({"by": "first, expired"})
     taken = session_store.claim_lease("s", "second", ttl=10)
@@ -213,6 +215,9 @@ def test_writes_carry_the_lease_and_a_taken_over_one_writes_nothing(session_stor
                   lambda: session.set_state("owner", "first"),
                   lambda: session.finish_turn(),
                   lambda: session.checkpoint("mine"),
+                  lambda: memory.upsert([fsstore.VectorDocument("b", [0, 1])]),
+                  lambda: memory.delete(["a"]),
+                  lambda: memory.compact(),
                   lambda: session.clear()):
         with pytest.raises(LeaseLost) as raised:
             write()
