@@ -75,6 +75,7 @@ DEFAULT_MAX_RECORD_BYTES = 16 << 20
 _PREALLOCATE_MIN = 64 << 10
 _PREALLOCATE_MAX = 1 << 20
 _BUFFER_LIMIT = 64 << 10  # durability "none" hands batches to the OS in chunks this big
+_FOLLOW_CHUNK = 64 << 10  # a shared writer reads what others appended this much at a time
 
 
 class Event(NamedTuple):
@@ -864,6 +865,8 @@ class LogWriter:
         self._syncing = False
         self.recovered_torn_tail: str | None = None
         self.bytes_appended = 0  # log bytes this writer wrote (snapshot policies use it)
+        # The frames the last refresh read forward, or None when it relocated the tail.
+        self.followed: list[tuple[_Frame, int]] | None = None
         self._recover()
         self._syncer: threading.Thread | None = None
         self._wake = threading.Condition(self.lock)
@@ -1109,18 +1112,64 @@ class LogWriter:
             assert fd is not None
             try:
                 probe = self.io.pread(fd, 8, self._end)
-                if not probe.strip(b"\0") and not self.io.exists(
-                        self.reader.segment_path(self.head + 1)):
+                grown = probe != bytes(len(probe))
+                if not grown and not self.io.exists(self.reader.segment_path(self.head + 1)):
                     return None
                 before = self.position
+                self.followed = []
+                if grown and self._follow(fd) and not self.io.exists(
+                        self.reader.segment_path(self.head + 1)):
+                    return before
                 self._fd = None
                 self.io.close(fd)
                 appended = self.bytes_appended
                 self._recover()
                 self.bytes_appended = appended
+                self.followed = None
             except OSError as exc:
                 raise self._fail(exc) from exc
             return before
+
+    def _follow(self, fd: int) -> bool:
+        """Take in the frames other writers appended to this segment after our end, read
+        forward from it (the common case under a shared lock: no re-listing, and no stat
+        of the segment, which would slow its next fdatasync). False when what follows is
+        not whole frames then zeros or the end: then ``refresh`` finds the tail afresh."""
+        buf = self.io.pread(fd, _FOLLOW_CHUNK, self._end)
+        view = memoryview(buf)
+        path = self.reader.segment_path(self.segment)
+        off, head, frames = 0, self.head, []
+        while True:
+            frame = _parse_frame(buf, view, off, len(buf))
+            if frame is None or frame.first_seq != head + 1:
+                break
+            frames.append(frame)
+            head += frame.event_count
+            off += ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+        # Whole frames, then zeros or the end of the file: a frame (torn or cut off by the
+        # chunk) would begin with its non-zero checksum and length.
+        if not frames or buf[off:off + 8].strip(b"\0"):
+            return False
+        for frame in reversed(frames):
+            _, turn, kind = _tail_of(frame._replace(offset=self._end + frame.offset), path)
+            if kind not in self.neutral_kinds:
+                self.last_turn, self.last_kind = turn, kind
+                break
+        self._last_crc = bytes(buf[frames[-1].offset:frames[-1].offset + 4])
+        self.followed = [(frame, self._end + frame.offset) for frame in frames]
+        self._end = self._written_end = self._end + off
+        self._allocated = max(self._allocated, self._end)
+        self.head = head
+        return True
+
+    def followed_events(self) -> Iterator[Event]:
+        """The events the last ``refresh`` took in by reading forward (empty when it had
+        to find the tail afresh: then read them with ``LogReader.scans_from``)."""
+        path = self.reader.segment_path(self.segment)
+        for frame, offset in self.followed or ():
+            ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, offset)
+            for index, (kind, data) in enumerate(entries):
+                yield Event(frame.first_seq + index, ts, turn, kind, data)
 
     # --- segments ---
 

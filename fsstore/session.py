@@ -50,7 +50,7 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
-from .lease import Lease, SessionMutex
+from .lease import Lease, LeaseFile, SessionMutex
 from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
@@ -585,6 +585,7 @@ class Session(SessionReader):
         self._lease = lease
         self._lock_timeout = lock_timeout
         self._mutex: SessionMutex | None = None
+        self._lease_file: LeaseFile | None = None
         self._lock: filelock.BaseFileLock | None = None
         self._checked_depth = 0
         if lease is not None or shared:
@@ -598,13 +599,15 @@ class Session(SessionReader):
             if not os.path.isfile(layout.session_manifest_path(path)):
                 raise SessionNotFound(f"no session {session_id!r} at {path}")
             self._mutex = SessionMutex(layout.writer_lock_path(path), session_id)
+            self._lease_file = LeaseFile(io, path, self._mutex)
             self._mutex.acquire(lock_timeout)
         else:
             self._lock = acquire_writer_lock(path, session_id, lock_timeout)
         try:
             super().__init__(io, path, session_id, snapshots)
             if lease is not None:
-                lease_module.check_current(io, path, lease)
+                assert self._lease_file is not None
+                lease_module.check_current(self._lease_file, lease)
             elif self._mutex is None:
                 self._refuse_if_leased()
             self._writer = writer = LogWriter(
@@ -633,6 +636,8 @@ class Session(SessionReader):
                 self._lock.release()
             if self._mutex is not None:
                 self._mutex.release()
+                if self._lease_file is not None:
+                    self._lease_file.close()
                 self._mutex.close()
             raise
         if self._mutex is not None:
@@ -645,7 +650,9 @@ class Session(SessionReader):
     # --- shared writing ---
 
     def _refuse_if_leased(self) -> None:
-        current = lease_module.read_lease(self.io, layout.lease_path(self.path))
+        file = self._lease_file
+        current = (lease_module.read_lease(self.io, layout.lease_path(self.path))
+                   if file is None else file.read())
         if current.held and current.owner is not None and time.time() < current.expires_at \
                 and current.owner.alive() is not False:
             raise SessionLocked(
@@ -664,7 +671,8 @@ class Session(SessionReader):
             outermost = mutex.depth == 1
             if fenced and not self._checked_depth:
                 if self._lease is not None:
-                    lease_module.check_current(self.io, self.path, self._lease)
+                    assert self._lease_file is not None
+                    lease_module.check_current(self._lease_file, self._lease)
                 else:
                     self._refuse_if_leased()
                 self._checked_depth = mutex.depth
@@ -735,7 +743,13 @@ class Session(SessionReader):
                 self._image = None  # cleared meanwhile: load afresh when needed
                 return
             try:
-                state_module.catch_up(self._log, image, before, head, writer.head)
+                if writer.followed is not None:  # read forward already: fold what it read
+                    for event in writer.followed_events():
+                        if event.kind in state_module.FOLDED_KINDS:
+                            image.apply(event, self._log.path)
+                    image.seq = writer.head
+                else:
+                    state_module.catch_up(self._log, image, before, head, writer.head)
             except (CorruptionError, FormatVersionError, SeqOutOfRange):
                 self._image = None
 
@@ -1226,6 +1240,8 @@ class Session(SessionReader):
             if self._lock is not None and self._lock.is_locked:
                 self._lock.release()
             if self._mutex is not None:
+                if self._lease_file is not None:
+                    self._lease_file.close()
                 self._mutex.close()
 
     @property

@@ -7,6 +7,7 @@ the way git finds a repository; and ``verify``, the read-only check of everythin
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -26,7 +27,15 @@ from .errors import (
     StoreNotFound,
 )
 from .fsio import FileIO
-from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState, SessionMutex, check_ttl
+from .lease import (
+    ClaimOutcome,
+    Lease,
+    LeaseFile,
+    LeaseOwner,
+    LeaseState,
+    SessionMutex,
+    check_ttl,
+)
 from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
@@ -56,6 +65,7 @@ from .vectors import (
 _UNSET: Any = object()
 
 STORE_ENV = "FSSTORE_STORE"
+_KEPT_MUTEXES = 16
 
 
 def open_store(
@@ -140,6 +150,9 @@ class Store:
         self.max_record_bytes = max_record_bytes
         self.snapshots = snapshots
         self.blob_compression = blob_compression
+        # Per session: its mutex and lease file, kept open for the next lease call.
+        self._mutexes: dict[str, tuple[SessionMutex, LeaseFile]] = {}
+        self._mutex_guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<fsstore.Store {self.path!r}>"
@@ -226,18 +239,32 @@ class Store:
     # --- execution leases ---
 
     def _leased(self, session_id: str, lock_timeout: float, action: Any) -> Any:
+        """Run ``action(session_path)`` under the session's mutex. The mutex (an open
+        descriptor on writer.lock) is kept for the next call, for the few sessions a
+        runtime works on."""
         path = self._session_path(session_id)
-        if not self.io.exists(layout.session_manifest_path(path)):
-            raise SessionNotFound(f"no session {session_id!r} in {self.path}")
-        mutex = SessionMutex(layout.writer_lock_path(path), session_id)
+        with self._mutex_guard:
+            kept = self._mutexes.pop(session_id, None)
+            if kept is None:
+                mutex = SessionMutex(layout.writer_lock_path(path), session_id)
+                kept = (mutex, LeaseFile(self.io, path, mutex))
+            self._mutexes[session_id] = kept  # most recently used last
+            while len(self._mutexes) > _KEPT_MUTEXES:
+                mutex, file = self._mutexes.pop(next(iter(self._mutexes)))
+                with mutex:
+                    file.close()
+                mutex.close()
+        mutex, file = kept
         try:
             mutex.acquire(lock_timeout)
-            try:
-                return action(path)
-            finally:
-                mutex.release()
+        except SessionNotFound:
+            raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
+        try:
+            if not self.io.exists(layout.session_manifest_path(path)):
+                raise SessionNotFound(f"no session {session_id!r} in {self.path}")
+            return action(path, file)
         finally:
-            mutex.close()
+            mutex.release()
 
     def claim_lease(self, session_id: str, owner: LeaseOwner | str | None = None, *,
                     ttl: float = 30.0, lock_timeout: float = 5.0) -> ClaimOutcome:
@@ -252,20 +279,19 @@ class Store:
         who = owner if isinstance(owner, LeaseOwner) else LeaseOwner.current(owner or "")
         span = check_ttl(ttl)
         return self._leased(session_id, lock_timeout,
-                            lambda path: lease_module.claim(self.io, path, session_id, who,
-                                                            span))
+                            lambda path, file: lease_module.claim(file, session_id, who, span))
 
     def renew_lease(self, lease: Lease, *, ttl: float | None = None,
                     lock_timeout: float = 5.0) -> Lease:
         """Extend a lease by ``ttl`` (default: its own) from now; returns it renewed.
         Raises LeaseLost if another owner took it over."""
         return self._leased(lease.session_id, lock_timeout,
-                            lambda path: lease_module.renew(self.io, path, lease, ttl))
+                            lambda path, file: lease_module.renew(file, lease, ttl))
 
     def release_lease(self, lease: Lease, *, lock_timeout: float = 5.0) -> bool:
         """Give a lease up; False if it was no longer this lease."""
         return self._leased(lease.session_id, lock_timeout,
-                            lambda path: lease_module.release(self.io, path, lease))
+                            lambda path, file: lease_module.release(file, lease))
 
     def lease_info(self, session_id: str) -> LeaseState:
         """What the session's lease file says now (no lock: a claim may follow)."""
@@ -278,10 +304,11 @@ class Store:
         """Replace a lease file neither of whose slots is valid (``lease_info`` raises
         CorruptionError): the lease becomes free, and the next token is above any a
         counter could have reached. Returns that floor. Refuses a readable file."""
-        def action(path: str) -> int:
+        def action(path: str, file: LeaseFile) -> int:
             try:
                 lease_module.read_lease(self.io, layout.lease_path(path))
             except CorruptionError:
+                file.close()
                 return lease_module.reset(self.io, path, LeaseOwner.current("reset"))
             raise InvalidSetting(f"session {session_id!r}: the lease file is readable; "
                                  "nothing to reset")

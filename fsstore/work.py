@@ -271,6 +271,28 @@ class _Writer(Protocol):
     _claimed_inputs: tuple[int, list[int]] | None
 
 
+def _claim_next(work: WorkState, entries: list[tuple[str, Any]], now: float, worker: str,
+                ttl: float, kinds: frozenset[str] | None) -> Callable[[int], Any]:
+    """Add to ``entries`` the records of claiming the next item (and of dead-lettering
+    items whose claims kept expiring); return what turns the batch's first seq into the
+    claim (None when nothing was claimable)."""
+    while True:
+        found = work.next_claimable(now, kinds)
+        if found is None:
+            return lambda first: None
+        item_id, item = found
+        if item["status"] == CLAIMED and item["attempts"] >= item["max_attempts"]:
+            # Its claims keep expiring: a worker dies on it. Stop handing it out.
+            record = {"op": "dead", "id": item_id,
+                      "reason": f"claim expired {item['attempts']} times"}
+            work.apply(0, now, record)
+            entries.append((QUEUE_RECORD, record))
+            continue
+        entries.append((QUEUE_RECORD, {"op": "claim", "id": item_id, "worker": worker,
+                                       "expires": now + ttl}))
+        return functools.partial(_claimed, work, item_id, len(entries) - 1, worker)
+
+
 def _claimed(work: WorkState, item_id: int, position: int, worker: str,
              first: int) -> ClaimedWork:
     """The claim the record at ``first + position`` made, once folded."""
@@ -342,44 +364,44 @@ class WorkQueue:
         wanted = None if kinds is None else frozenset(kinds)
 
         def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
-            work: WorkState = image.work
             entries: list[tuple[str, Any]] = []
-            while True:
-                found = work.next_claimable(now, wanted)
-                if found is None:
-                    return entries, lambda first: None
-                item_id, item = found
-                if item["status"] == CLAIMED and item["attempts"] >= item["max_attempts"]:
-                    # Its claims keep expiring: a worker dies on it. Stop handing it out.
-                    record = {"op": "dead", "id": item_id,
-                              "reason": f"claim expired {item['attempts']} times"}
-                    work.apply(0, now, record)
-                    entries.append((QUEUE_RECORD, record))
-                    continue
-                entries.append((QUEUE_RECORD, {"op": "claim", "id": item_id,
-                                               "worker": worker, "expires": now + ttl}))
-                return entries, functools.partial(_claimed, work, item_id, len(entries) - 1,
-                                                  worker)
+            return entries, _claim_next(image.work, entries, now, worker, ttl, wanted)
         return self._session._ingress(build, fenced=False)
 
-    def _settle(self, claim: ClaimedWork, record: dict[str, Any]) -> Any:
+    def _settle(self, claim: ClaimedWork, record: dict[str, Any],
+                then: tuple[float, frozenset[str] | None] | None = None) -> Any:
         if not isinstance(claim, ClaimedWork):
             raise InvalidEvent(f"expected a ClaimedWork, not {type(claim).__name__}")
 
         def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
-            item = image.work.items.get(claim.id)
+            work: WorkState = image.work
+            item = work.items.get(claim.id)
             if item is None or item["token"] != claim.token:
                 state = "done" if item is None else (
                     f"claimed again (token {item['token']})" if item["token"] else item["status"])
                 raise ClaimLost(f"work item {claim.id}: claim {claim.token} is no longer "
                                 f"current (the item is {state}); nothing was written")
-            return [(QUEUE_RECORD, {**record, "id": claim.id, "token": claim.token})], (
-                lambda first: image.work.items.get(claim.id, {}).get("status", "done"))
+            settle = {**record, "id": claim.id, "token": claim.token}
+            entries: list[tuple[str, Any]] = [(QUEUE_RECORD, settle)]
+            if then is None:
+                return entries, lambda first: work.items.get(claim.id, {}).get("status", "done")
+            # Settled in the image now, so that the claim in the same batch sees it; the
+            # fold of the appended batch settles it again, which changes nothing.
+            work.apply(0, now, settle)
+            return entries, _claim_next(work, entries, now, claim.worker, then[0], then[1])
         return self._session._ingress(build, fenced=False)
 
     def complete(self, claim: ClaimedWork) -> None:
         """The item is done: it leaves the queue."""
         self._settle(claim, {"op": "complete"})
+
+    def complete_and_claim(self, claim: ClaimedWork, lease_ttl: float, *,
+                           kinds: Iterable[str] | None = None) -> ClaimedWork | None:
+        """``complete`` this claim and ``claim`` the next item for the same worker, in
+        one durable step (one batch, one fsync): what a worker's loop does."""
+        ttl = _check_seconds(lease_ttl, "lease_ttl")
+        return self._settle(claim, {"op": "complete"},
+                            (ttl, None if kinds is None else frozenset(kinds)))
 
     def fail(self, claim: ClaimedWork, error: str = "", *,
              retry_after: float | None = None) -> str:

@@ -53,6 +53,20 @@ def test_a_claim_names_its_item_and_is_unique(session):
     assert (view.status, view.worker, view.attempts) == ("claimed", "worker-1", 1)
 
 
+def test_complete_and_claim_settles_and_takes_the_next_in_one_batch(session):
+    first, second = session.queue.enqueue_many([("job", 1), ("job", 2)])
+    claim = session.queue.claim("w", 30)
+    head = session.head
+    following = session.queue.complete_and_claim(claim, 30)
+    assert following.id == second and following.worker == "w"
+    assert session.head == head + 2  # two records, one batch
+    assert session.queue.complete_and_claim(following, 30) is None
+    assert session.queue.items() == []
+    with pytest.raises(ClaimLost):
+        session.queue.complete_and_claim(following, 30)
+    del first
+
+
 def test_kinds_select_what_a_worker_takes(session):
     session.queue.enqueue_many([("email", 1), ("build", 2), ("email", 3)])
     claim = session.queue.claim("builder", 30, kinds=["build"])
