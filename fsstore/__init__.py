@@ -80,6 +80,7 @@ from .vectors import (
     VectorFilter,
     VectorSearchResult,
 )
+from .watch import LogCleared, SessionChange, SessionWatcher, StoreWatcher
 from .work import ClaimedWork, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
 __version__ = "0.1.0"
@@ -128,21 +129,25 @@ __all__ = [
     "LeaseOwner",
     "LeaseState",
     "Lineage",
+    "LogCleared",
     "NotAStore",
     "QueuedWork",
     "RecordTooLarge",
     "Relation",
     "SeqOutOfRange",
     "Session",
+    "SessionChange",
     "SessionClosed",
     "SessionExists",
     "SessionInfo",
     "SessionLocked",
     "SessionNotFound",
     "SessionReader",
+    "SessionWatcher",
     "SnapshotPolicy",
     "Store",
     "StoreNotFound",
+    "StoreWatcher",
     "Turn",
     "TurnError",
     "TurnInput",

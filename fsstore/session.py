@@ -69,6 +69,7 @@ from .snapshot import (
 )
 from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
 from .vectors import CollectionInfo, DistanceMetric, VectorCollection
+from .watch import LogCleared, Notifier, SessionWatcher
 from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
 #: Kinds starting with this are the store's own records; callers cannot append them.
@@ -357,6 +358,23 @@ class SessionReader:
                         findings.append(Finding("note", os.path.join(folder, name), None,
                                                 "temp file of an interrupted write"))
         return findings
+
+    # --- watching ---
+
+    def watch(self, after_seq: int = 0, *, poll_interval: float = 1.0,
+              callback: Callable[[Event | LogCleared], object] | None = None,
+              notifier: Notifier | None = None) -> SessionWatcher:
+        """Follow the session: every event after ``after_seq``, exactly once and in order,
+        as it is written, from any process; a :class:`LogCleared` when the log is
+        cleared. Iterate the watcher (blocking; ``async for`` works too), call its
+        ``get(timeout)``, or pass ``callback`` to have a thread deliver to it. Close it
+        when done. Filesystem events wake it; every ``poll_interval`` seconds it reads
+        again anyway, so a lost event only delays a delivery."""
+        watcher = SessionWatcher(self._log, self.id, after_seq, poll_interval=poll_interval,
+                                 notifier=notifier)
+        if callback is not None:
+            watcher.start(callback)
+        return watcher
 
     # --- queued work and turn inputs ---
 

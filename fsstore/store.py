@@ -61,6 +61,7 @@ from .vectors import (
     check_collection_name,
     check_k,
 )
+from .watch import Notifier, SessionChange, StoreWatcher
 
 _UNSET: Any = object()
 
@@ -516,6 +517,20 @@ class Store:
         lower_first = used is DistanceMetric.EUCLIDEAN
         return [sorted(rs, key=lambda r: r.score if lower_first else -r.score)[:k]
                 for rs in merged]
+
+    def watch(self, *, poll_interval: float = 1.0,
+              callback: Callable[[SessionChange], object] | None = None,
+              include_existing: bool = False, notifier: Notifier | None = None
+              ) -> StoreWatcher:
+        """Follow the store's sessions: ``SessionChange`` notifications of sessions
+        created, changed (with their new head), cleared and deleted, from any process.
+        Used like ``SessionReader.watch``; with ``include_existing`` the sessions already
+        there are announced as created first."""
+        watcher = StoreWatcher(self, poll_interval=poll_interval, notifier=notifier,
+                               include_existing=include_existing)
+        if callback is not None:
+            watcher.start(callback)
+        return watcher
 
     def delete_session(self, session_id: str, *, lock_timeout: float = 0.0) -> None:
         """Delete a session's whole folder. Waits up to ``lock_timeout`` for its writer to

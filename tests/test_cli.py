@@ -182,3 +182,18 @@ def test_gc_command_reports_and_reclaims(tmp_path, capsys):
     assert code == 0 and "would reclaim 1" in out
     code, out, _ = run(capsys, *where, "gc", "s", "--grace", "0", "--verify")
     assert code == 0 and "reclaimed 1" in out and "scanned 2 blobs" in out
+
+
+def test_tail_prints_the_last_events(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("s") as session:
+        session.append_many([{"role": "user", "content": f"m{n}"} for n in range(5)])
+        session.clear()
+        session.append({"role": "user", "content": "after"})
+    code, out, _ = run(capsys, "--store", str(tmp_path / "store"), "tail", "s", "-n", "3")
+    assert code == 0 and out.splitlines()[-1].endswith("user: after")
+    code, out, _ = run(capsys, "--store", str(tmp_path / "store"), "tail", "s", "--after",
+                       "2", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0] == {"cleared": True, "log_start": 6} and lines[1]["seq"] == 6
+

@@ -723,6 +723,115 @@ def lease_and_queue_rows(root: str, quick: bool) -> None:
     row("  SQLite WAL FULL: claim, then complete", f"{rates['sqlite']:,.0f} items/s")
 
 
+# --- change notifications ----------------------------------------------------------------
+
+def watch_child(folder: str, mode: str, seconds: str) -> None:
+    """Follow session "s" of ``folder`` for ``seconds``, by watcher or by a 100 ms polling
+    loop; print each event's delay (now minus its "t"), progress, and the CPU it took."""
+    store = fsstore.open_store(folder, create=False)
+    reader = store.read_session("s")
+    stop = time.time() + float(seconds)
+    delays, next_report = [], 0.0
+    last = reader.head  # follow what comes next
+    watcher = reader.watch(after_seq=last) if mode == "watch" else None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    start_cpu = usage.ru_utime + usage.ru_stime  # the run's, not the interpreter start's
+    print("READY", flush=True)
+    while time.time() < stop:
+        if watcher is not None:
+            found = watcher.get(timeout=0.2)
+        else:
+            time.sleep(0.1)
+            found = list(reader.events(after_seq=last))
+        now = time.time()
+        for event in found:
+            delays.append(now - event.data["t"])
+            last = event.seq
+        if now >= next_report:
+            print("PROGRESS", now, last, reader.head, flush=True)
+            next_report = now + 0.5
+    if watcher is not None:
+        watcher.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print("DONE", last, usage.ru_utime + usage.ru_stime - start_cpu, json.dumps(delays),
+          flush=True)
+
+
+def start_watch_child(folder: str, mode: str, seconds: float) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, __file__, "--watch-child", folder, mode,
+                              str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "READY"
+    return child
+
+
+def finish_watch_child(child: subprocess.Popen) -> tuple[list[int], int, float, list[float]]:
+    """The follower's lag (the log's head minus its last delivered seq) every half
+    second, its last seq, its CPU seconds, and the delay of every delivery."""
+    out, _ = child.communicate(timeout=600)
+    lags = [int(head) - int(seq) for _, _, seq, head in
+            (line.split() for line in out.splitlines() if line.startswith("PROGRESS"))]
+    done = next(line for line in out.splitlines() if line.startswith("DONE")).split(" ", 3)
+    return lags, int(done[1]), float(done[2]), json.loads(done[3])
+
+
+def watch_rows(root: str, quick: bool) -> None:
+    history = 10_000
+    print("\nChange notifications: a writer appends in this process, a follower in another "
+          "delivers (latency: delivery time minus the append's time); the session has "
+          f"{history:,} events of history, as an agent's does")
+    count, gap = (100, 0.02) if quick else (300, 0.02)
+    results = {}
+    for mode in ("watch", "poll"):
+        folder = os.path.join(root, f"watch-{mode}")
+        store = fsstore.open_store(folder)
+        with store.create_session("s") as session:
+            for start in range(0, history, 1000):
+                session.append_many([{"t": 0, "n": n, "pad": "h" * 200}
+                                     for n in range(start, start + 1000)])
+        seconds = count * gap + 1.5
+        child = start_watch_child(folder, mode, seconds)
+        with store.open_session("s") as session:
+            for n in range(count):
+                session.append({"n": n, "t": time.time()})
+                time.sleep(gap)
+        _, last, cpu, delays = finish_watch_child(child)
+        assert last == history + count, (mode, last)
+        delays.sort()
+        results[mode] = (delays[len(delays) // 2] * 1000, delays[int(len(delays) * 0.99)] * 1000,
+                         cpu)
+    watch, poll = results["watch"], results["poll"]
+    row(f"session.watch(), {count} appends {gap * 1000:.0f} ms apart: median",
+        f"{watch[0]:.2f} ms", ratio(poll[0], watch[0], "lower than polling every 100 ms"))
+    row("  p99", f"{watch[1]:.2f} ms")
+    row("  follower CPU over the run", f"{watch[2]:.2f} s", ratio(watch[2], poll[2],
+                                                                 "the polling loop's"))
+    row("polling every 100 ms: median", f"{poll[0]:.2f} ms", f"p99 {poll[1]:.2f} ms",
+        f"CPU {poll[2]:.2f} s")
+
+    # Full speed: does the follower keep up, or does its lag grow?
+    seconds = 5 if quick else 60
+    folder = os.path.join(root, "watch-full")
+    store = fsstore.open_store(folder)
+    store.create_session("s").close()
+    child = start_watch_child(folder, "watch", seconds + 3)
+    with store.open_session("s") as session:
+        stop = time.time() + seconds
+        while time.time() < stop:
+            for _ in range(100):
+                session.append({"t": time.time(), "pad": "x" * 200})
+        total = session.head
+    lags, last, _, delays = finish_watch_child(child)
+    assert last == total, (last, total)
+    lags = lags[1:seconds * 2]  # while the writer ran
+    third = max(len(lags) // 3, 1)
+    early, late = statistics.mean(lags[:third]), statistics.mean(lags[-third:])
+    delays.sort()
+    row(f"full speed for {seconds} s: appended", f"{total / seconds:,.0f} events/s",
+        f"all {total:,} delivered")
+    row("  follower lag, first third / last third", f"{early:,.0f} / {late:,.0f} events",
+        f"delay median {delays[len(delays) // 2] * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
@@ -737,6 +846,9 @@ def main() -> None:
     parser.add_argument("--replay-child", nargs=2, metavar=("NAME", "FOLDER"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--search-child", metavar="FOLDER", help=argparse.SUPPRESS)
+    parser.add_argument("--watch-only", action="store_true",
+                        help="only the change notification rows")
+    parser.add_argument("--watch-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replay_child:
         replay_child(*args.replay_child)
@@ -744,10 +856,15 @@ def main() -> None:
     if args.search_child:
         search_child(args.search_child)
         return
-    if args.vectors_only or args.leases_only:
+    if args.watch_child:
+        watch_child(*args.watch_child)
+        return
+    if args.vectors_only or args.leases_only or args.watch_only:
         root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
+        section = (vector_rows if args.vectors_only else
+                   lease_and_queue_rows if args.leases_only else watch_rows)
         try:
-            (vector_rows if args.vectors_only else lease_and_queue_rows)(root, args.quick)
+            section(root, args.quick)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         return
@@ -912,6 +1029,7 @@ def main() -> None:
         attachment_rows(root, events, quick=args.quick)
         vector_rows(root, quick=args.quick)
         lease_and_queue_rows(root, quick=args.quick)
+        watch_rows(root, quick=args.quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

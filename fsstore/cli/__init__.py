@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import FsStoreError
-from . import demo, inspect, state, vectors, verify, work
+from . import demo, inspect, state, vectors, verify, watch, work
 
-GROUPS = (demo, inspect, state, vectors, work, verify)
+GROUPS = (demo, inspect, state, vectors, work, watch, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

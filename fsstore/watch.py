@@ -1,0 +1,401 @@
+"""Change notifications: follow a session's log, or a store's sessions, from any process.
+
+Filesystem events (inotify, through watchdog) are only hints: inotify drops events when
+its queue overflows, and watchdog drops them silently. So a watcher never trusts them for
+content. Each hint (and, failing hints, each ``poll_interval``) makes it re-read the log
+from the position after the last event it delivered. What it reads is what any reader
+reads: whole, checksum-valid batches, in seq order, so a batch is delivered whole and a
+torn tail being written is never delivered until it is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, NamedTuple, Protocol
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from . import layout
+from .errors import InvalidSetting, SessionNotFound
+from .log import SEGMENT_HEADER_SIZE, Event, LogReader, SegmentScan, decode_segment_header
+
+DEFAULT_POLL_INTERVAL = 1.0
+
+
+class LogCleared(NamedTuple):
+    """Delivered in place of events a watcher will never see: the session's log was
+    cleared, and now starts at ``log_start`` (seqs go on; nothing before it remains)."""
+
+    session_id: str
+    log_start: int
+
+
+class SessionChange(NamedTuple):
+    """A store-level notification: a session ``"created"``, ``"changed"`` (its new
+    ``head``), ``"cleared"`` (its log now starts at ``log_start``) or ``"deleted"``."""
+
+    kind: str
+    session_id: str
+    head: int | None = None
+    log_start: int | None = None
+
+
+# --- hints -------------------------------------------------------------------------------
+
+
+class Notifier(Protocol):
+    """Where a watcher's hints come from (the seam tests replace)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a hint or ``timeout``; True if hinted. Consumes the hint."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _Hint(FileSystemEventHandler):
+    # Only changes. A watcher reading the log opens its files: were opens and reads
+    # hints, each read would wake the watcher to read again.
+    CHANGES = frozenset(("modified", "created", "moved", "deleted", "closed"))
+
+    def __init__(self, event: threading.Event, directories: bool) -> None:
+        self.event = event
+        self.directories = directories
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        # A change to a file also reports its folder as modified: a session watcher
+        # needs only the file's. A store watcher wants folders too (sessions are folders).
+        if event.event_type in self.CHANGES and (self.directories or not event.is_directory):
+            self.event.set()
+
+
+class WatchdogNotifier:
+    """Hints from watchdog's observer (inotify on Linux) on some folders."""
+
+    def __init__(self, folders: Iterable[str], *, recursive: bool = False,
+                 directories: bool = False) -> None:
+        self._event = threading.Event()
+        self._observer = Observer()
+        handler = _Hint(self._event, directories)
+        self._handler = handler
+        for folder in folders:
+            self._observer.schedule(handler, folder, recursive=recursive)
+        self._observer.start()
+
+    def wait(self, timeout: float) -> bool:
+        hinted = self._event.wait(timeout)
+        self._event.clear()
+        return hinted
+
+    def close(self) -> None:
+        self._observer.stop()
+        if self._observer.is_alive():
+            self._observer.join()
+
+
+class InotifyNotifier:
+    """Hints read straight from an inotify descriptor of its own (Linux), made with
+    watchdog's inotify bindings: the waiting thread sleeps in ``select`` on it, so a hint
+    costs two system calls, with no thread between the kernel and the watcher. Only
+    changes are asked for: a watcher reading the log opens its files, and opens must not
+    wake it. A queue overflow is a hint like any other."""
+
+    def __init__(self, folders: Iterable[str]) -> None:
+        from watchdog.observers.inotify_c import (
+            InotifyConstants,
+            inotify_add_watch,
+            inotify_init,
+        )
+
+        fd = inotify_init()
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init failed")
+        self._fd: int | None = fd
+        os.set_blocking(fd, False)
+        mask = (InotifyConstants.IN_MODIFY | InotifyConstants.IN_CLOSE_WRITE
+                | InotifyConstants.IN_CREATE | InotifyConstants.IN_MOVED_TO
+                | InotifyConstants.IN_DELETE)
+        for folder in folders:
+            if inotify_add_watch(fd, os.fsencode(folder), mask) < 0:
+                self.close()
+                raise OSError(ctypes.get_errno(), f"inotify_add_watch failed on {folder}")
+
+    def wait(self, timeout: float) -> bool:
+        fd = self._fd
+        if fd is None:
+            time.sleep(timeout)
+            return False
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+        except (OSError, ValueError):  # closed meanwhile
+            return False
+        if not ready:
+            return False
+        try:
+            while os.read(fd, 65536):  # drain: one hint for everything so far
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        return True
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # removes its watches
+
+
+def _notifier_for(folder: str) -> Notifier:
+    """The cheapest hints this platform has: watchdog's shared inotify reader on Linux,
+    else a watchdog observer."""
+    if sys.platform.startswith("linux"):
+        try:
+            return InotifyNotifier([folder])
+        except (ImportError, OSError):
+            pass  # no inotify, or out of inotify instances: watchdog's observer
+    return WatchdogNotifier([folder])
+
+
+# --- one session ---------------------------------------------------------------------------
+
+
+def _check_interval(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+        raise InvalidSetting(f"poll_interval is seconds in (0, 3600], not {value!r}")
+    return float(value)
+
+
+class _Watcher:
+    """What both watchers share: waiting for hints, iterators, a callback thread."""
+
+    def __init__(self, notifier: Notifier, poll_interval: float) -> None:
+        self._notifier = notifier
+        self._interval = _check_interval(poll_interval)
+        self._closed = threading.Event()
+        self._reading = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> list[Any]:
+        raise NotImplementedError
+
+    def get(self, timeout: float | None = None) -> list[Any]:
+        """What changed since the last delivery, waiting up to ``timeout`` seconds (None:
+        until something does, or the watcher is closed) for the first of it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed.is_set():
+            with self._reading:
+                found = self.poll()
+            if found:
+                return found
+            wait = self._interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                wait = min(wait, left)
+            self._notifier.wait(wait)
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        """Everything, as it comes, until ``close``."""
+        while not self._closed.is_set():
+            yield from self.get(None)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while not self._closed.is_set():
+            found = await asyncio.to_thread(self.get, self._interval)
+            for item in found:
+                yield item
+
+    def start(self, callback: Callable[[Any], object]) -> None:
+        """Call ``callback`` with each change, in order, from a thread, until ``close``."""
+        if self._thread is not None:
+            raise InvalidSetting("this watcher already runs a callback")
+
+        def run() -> None:
+            while not self._closed.is_set():
+                for item in self.get(self._interval):
+                    callback(item)
+
+        self._thread = threading.Thread(target=run, name="fsstore-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop: iterators end, the callback thread and the observer are joined."""
+        self._closed.set()
+        self._notifier.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SessionWatcher(_Watcher):
+    """Delivers every event of a session after ``after_seq``, exactly once and in order,
+    and a :class:`LogCleared` when the log was cleared. ``last_seq`` is the last seq
+    delivered: a watcher made again from it misses nothing and repeats nothing.
+
+    It keeps the segment it follows open and reads on from where it stopped: a wake-up
+    with nothing new costs a read of a few bytes and one name looked up (it never stats
+    the segment: a stat just before the writer's fdatasync slows that fdatasync)."""
+
+    def __init__(self, log: LogReader, session_id: str, after_seq: int = 0, *,
+                 poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 notifier: Notifier | None = None) -> None:
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise InvalidSetting(f"after_seq must be an int >= 0, not {after_seq!r}")
+        self.session_id = session_id
+        self.last_seq = after_seq
+        self._log = log
+        self._io = log.io
+        self._fd: int | None = None  # the segment followed, and where its data read ends
+        self._segment = 0
+        self._offset = 0
+        self._next_seq = 0
+        self._log_start: int | None = None
+        super().__init__(notifier or _notifier_for(log.path), poll_interval)
+
+    def poll(self) -> list[Event | LogCleared]:
+        """Read what was written after the last delivered event, without waiting."""
+        found: list[Event | LogCleared] = []
+        if self._fd is None and not self._find(found):
+            return found
+        while True:
+            before = len(found)
+            self._read_on(found)
+            if len(found) > before:
+                return found  # still writing here: the next wake-up reads on
+            following = self._log.segment_path(self.last_seq + 1)
+            if self._segment == self.last_seq + 1 or not self._io.exists(following):
+                return found
+            # The writer went on in a segment named after the next seq (a rollover, or a
+            # clear: its header says where the log starts now).
+            self._close_segment()
+            if not self._open(self.last_seq + 1, found):
+                return found
+
+    def _find(self, found: list[Event | LogCleared]) -> bool:
+        """Locate the segment holding ``last_seq + 1`` (the first time, or when the one
+        followed is gone)."""
+        try:
+            segments, log_start = self._log.live_segments()
+        except FileNotFoundError:
+            raise SessionNotFound(f"session {self.session_id!r} is gone") from None
+        if log_start > self.last_seq + 1:
+            found.append(LogCleared(self.session_id, log_start))
+            self.last_seq = log_start - 1
+        holding = [s for s in segments if s <= self.last_seq + 1]
+        first = holding[-1] if holding else (segments[0] if segments else None)
+        return first is not None and self._open(first, found)
+
+    def _open(self, first: int, found: list[Event | LogCleared]) -> bool:
+        path = self._log.segment_path(first)
+        try:
+            fd = self._io.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            header = decode_segment_header(self._io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
+        except BaseException:
+            self._io.close(fd)
+            raise
+        if self._log_start is not None and header.log_start > self._log_start:
+            found.append(LogCleared(self.session_id, header.log_start))
+            self.last_seq = max(self.last_seq, header.log_start - 1)
+        self._log_start = header.log_start
+        self._fd, self._segment, self._offset = fd, first, SEGMENT_HEADER_SIZE
+        self._next_seq = first  # the seq of the frame at _offset
+        return True
+
+    def _read_on(self, found: list[Event | LogCleared]) -> None:
+        """The whole frames after the current offset of the segment followed."""
+        assert self._fd is not None
+        path = self._log.segment_path(self._segment)
+        chunk = _READ_CHUNK
+        while True:
+            buf = self._io.pread(self._fd, chunk, self._offset)
+            if not buf.strip(b"\0"):
+                return
+            scan = SegmentScan(buf, path, self._next_seq, True, self.last_seq,
+                               origin=self._offset, segment=self._segment)
+            for event in scan:
+                found.append(event)
+                self.last_seq = event.seq
+            self._offset, self._next_seq = scan.end, scan.expect_seq
+            if len(buf) < chunk or scan.torn_at is None:
+                return  # read to the end of the file, or stopped inside what was read
+            if scan.torn_at == scan.end and scan.end == scan.origin:
+                chunk *= 2  # a frame larger than the chunk: read more of it
+            # else: loop, reading on from the new offset
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self._io.close(fd)
+
+    def close(self) -> None:
+        super().close()
+        with self._reading:
+            self._close_segment()
+
+
+_READ_CHUNK = 64 << 10
+
+
+# --- a whole store -------------------------------------------------------------------------
+
+
+class StoreWatcher(_Watcher):
+    """Delivers :class:`SessionChange` notifications for the sessions of a store."""
+
+    def __init__(self, store: Any, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 notifier: Notifier | None = None, include_existing: bool = False) -> None:
+        self._store = store
+        self._known: dict[str, tuple[int, int]] = {}
+        sessions = layout.sessions_dir(store.path)
+        super().__init__(notifier or WatchdogNotifier([sessions], recursive=True,
+                                                      directories=True), poll_interval)
+        if not include_existing:
+            self._known = self._heads()
+
+    def _heads(self) -> dict[str, tuple[int, int]]:
+        heads = {}
+        for session_id in self._store.session_ids():
+            try:
+                tail = self._store.read_session(session_id)._log.tail()
+            except (SessionNotFound, FileNotFoundError):
+                continue  # deleted meanwhile
+            heads[session_id] = (tail.head, tail.log_start)
+        return heads
+
+    def poll(self) -> list[SessionChange]:
+        now = self._heads()
+        found = []
+        for session_id, (head, start) in now.items():
+            before = self._known.get(session_id)
+            if before is None:
+                found.append(SessionChange("created", session_id, head, start))
+            elif start != before[1]:
+                found.append(SessionChange("cleared", session_id, head, start))
+            elif head != before[0]:
+                found.append(SessionChange("changed", session_id, head, start))
+        found += [SessionChange("deleted", session_id) for session_id in self._known
+                  if session_id not in now]
+        self._known = now
+        return found

@@ -1,0 +1,245 @@
+"""Change notifications: a session followed from another process, exactly once and in
+order, whatever the filesystem events do; a store's sessions followed; no leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import fsstore
+from fsstore import LogCleared, SessionChange
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+class Deaf:
+    """A notifier that never hints: only the periodic re-read finds anything."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self.closed.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def collect(watcher, count: int, timeout: float = 30.0) -> list:
+    found: list = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        found += watcher.get(timeout=0.5)
+    return found
+
+
+WRITER = textwrap.dedent("""
+    import sys, time, fsstore
+    store = fsstore.open_store(sys.argv[1], segment_size=4096)
+    with store.open_session("s") as session:
+        n = 0
+        for batch in range(int(sys.argv[2])):
+            size = 1 + batch % 4
+            session.append_many([{"n": n + j, "batch": batch, "size": size, "pad": "x" * 300}
+                                 for j in range(size)])
+            n += size
+            if batch % 7 == 0:
+                time.sleep(0.001)
+    print(n)
+""")
+
+
+@pytest.mark.parametrize("notifier", ["watchdog", "deaf"])
+def test_every_event_from_another_process_arrives_once_in_order_and_batches_whole(
+        store, notifier):
+    store.create_session("s").close()
+    hint = Deaf() if notifier == "deaf" else None
+    with store.read_session("s").watch(poll_interval=0.05, notifier=hint) as watcher:
+        writer = subprocess.run([sys.executable, "-c", WRITER, store.path, "300"],
+                                capture_output=True, text=True, env=ENV, timeout=120)
+        total = int(writer.stdout)
+        found = collect(watcher, total)
+    assert [e.data["n"] for e in found] == list(range(total))  # once, in order
+    assert [e.seq for e in found] == list(range(1, total + 1))
+    segments = os.listdir(os.path.join(store.path, "sessions", "s", "log"))
+    assert len(segments) > 10  # the events crossed many rollovers
+    for event in found:  # batches are delivered whole: never a batch's first part alone
+        assert sum(1 for e in found if e.data["batch"] == event.data["batch"]) == \
+            event.data["size"]
+    assert watcher.last_seq == total
+
+
+def test_a_watcher_resumes_from_its_last_seq_missing_and_repeating_nothing(store):
+    with store.create_session("s") as session:
+        session.append_many([{"n": n} for n in range(5)])
+        first = store.read_session("s").watch(after_seq=0, poll_interval=0.05)
+        got = collect(first, 5)
+        first.close()
+        session.append_many([{"n": n} for n in range(5, 9)])
+        again = store.read_session("s").watch(after_seq=first.last_seq, poll_interval=0.05)
+        got += collect(again, 4)
+        again.close()
+    assert [e.data["n"] for e in got] == list(range(9))
+
+
+def test_a_clear_is_delivered_as_a_notification(store):
+    with store.create_session("s") as session:
+        session.append({"n": 1})
+        with store.read_session("s").watch(poll_interval=0.05) as watcher:
+            assert [e.data for e in collect(watcher, 1)] == [{"n": 1}]
+            session.append({"n": 2})
+            session.clear()
+            session.append({"n": 3})
+            found = collect(watcher, 2)
+    assert found[0] == LogCleared("s", 3) or found[0].data == {"n": 2}
+    assert LogCleared("s", 3) in found and found[-1].data == {"n": 3}
+
+
+def test_a_torn_tail_is_not_delivered_until_it_is_whole(store):
+    with store.create_session("s") as session:
+        session.append({"n": 1})
+        session.append({"n": 2, "pad": "y" * 500})
+    log = os.path.join(store.path, "sessions", "s", "log")
+    (segment,) = [n for n in os.listdir(log) if n.endswith(".fslog")]
+    path = os.path.join(log, segment)
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    whole_first = len(raw) - 100  # inside the second frame (of about 580 bytes)
+    with open(path, "r+b") as handle:
+        handle.truncate(whole_first)
+    with store.read_session("s").watch(poll_interval=0.05) as watcher:
+        assert [e.data["n"] for e in collect(watcher, 2, timeout=0.5)] == [1]
+        with open(path, "r+b") as handle:  # the rest of the write lands
+            handle.seek(whole_first)
+            handle.write(raw[whole_first:])
+        assert [e.data["n"] for e in collect(watcher, 1)] == [2]
+
+
+def test_the_iterator_the_async_iterator_and_the_callback(store):
+    with store.create_session("s") as session:
+        session.append_many([{"n": n} for n in range(3)])
+    reader = store.read_session("s")
+    with reader.watch(poll_interval=0.05) as watcher:
+        it = iter(watcher)
+        assert [next(it).data["n"] for _ in range(3)] == [0, 1, 2]
+
+    async def follow() -> list:
+        got = []
+        with reader.watch(poll_interval=0.05) as watcher:
+            async for event in watcher:
+                got.append(event.data["n"])
+                if len(got) == 3:
+                    break
+        return got
+    assert asyncio.run(follow()) == [0, 1, 2]
+
+    seen: list = []
+    done = threading.Event()
+
+    def deliver(event) -> None:
+        seen.append(event.data["n"])
+        if len(seen) == 4:
+            done.set()
+    watcher = reader.watch(poll_interval=0.05, callback=deliver)
+    with store.open_session("s") as session:
+        session.append({"n": 3})
+    assert done.wait(10)
+    watcher.close()
+    assert seen == [0, 1, 2, 3]
+
+
+def test_starting_and_stopping_a_thousand_watchers_leaks_nothing(store):
+    store.create_session("s").close()
+    reader = store.read_session("s")
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
+
+    for _ in range(5):  # watchdog's first start sets up what it keeps
+        reader.watch().close()
+    threads, files = threading.active_count(), open_files()
+    for _ in range(1000):
+        watcher = reader.watch(poll_interval=0.05)
+        watcher.get(timeout=0)
+        watcher.close()
+    assert threading.active_count() == threads
+    assert open_files() == files
+
+
+def test_a_store_watcher_sees_sessions_created_changed_cleared_and_deleted(store):
+    store.create_session("old").close()
+    with store.watch(poll_interval=0.05) as watcher:
+        with store.create_session("new") as session:
+            session.append({"x": 1})
+        found = collect(watcher, 1)
+        while not any(c.kind == "changed" or (c.kind == "created" and c.head == 1)
+                      for c in found):
+            found += watcher.get(timeout=5)
+        with store.open_session("old") as session:
+            session.append({"y": 1})
+            session.clear()
+        found += watcher.get(timeout=5)
+        store.delete_session("new")
+        found += collect(watcher, 1)
+    kinds = [(c.kind, c.session_id) for c in found]
+    assert ("created", "new") in kinds and ("deleted", "new") in kinds
+    assert ("cleared", "old") in kinds or ("changed", "old") in kinds
+    assert SessionChange("deleted", "new") in found
+
+
+def test_the_store_watcher_reports_the_existing_sessions_when_asked(store):
+    store.create_session("a").close()
+    with store.watch(include_existing=True) as watcher:
+        assert watcher.get(timeout=1) == [SessionChange("created", "a", 0, 1)]
+
+
+def test_bad_watch_settings_are_refused(store):
+    store.create_session("s").close()
+    reader = store.read_session("s")
+    for bad in ({"after_seq": -1}, {"after_seq": "3"}, {"poll_interval": 0},
+                {"poll_interval": True}):
+        with pytest.raises(fsstore.InvalidSetting):
+            reader.watch(**bad)
+
+
+def test_a_watcher_can_start_in_the_middle_of_a_large_segment(store):
+    with store.create_session("s") as session:
+        for start in range(0, 3000, 500):
+            session.append_many([{"n": n, "pad": "p" * 200} for n in range(start, start + 500)])
+        with store.read_session("s").watch(after_seq=2500, poll_interval=0.05) as watcher:
+            session.append({"n": 3000})
+            found = collect(watcher, 501)
+    assert [e.data["n"] for e in found] == list(range(2500, 3001))
+
+
+def test_a_watched_session_forked_and_rolled_over_delivers_everything(store):
+    with store.create_session("s") as session:
+        session.append({"n": 0})
+        with store.read_session("s").watch(poll_interval=0.05) as watcher:
+            assert len(collect(watcher, 1)) == 1
+            session.fork("f").close()  # seals the active segment: a rollover
+            session.append_many([{"n": 1}, {"n": 2}])
+            found = collect(watcher, 2)
+    assert [e.data["n"] for e in found] == [1, 2]
+
+
+def test_store_watchers_started_and_stopped_leak_nothing(store):
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
+
+    store.watch().close()
+    threads, files = threading.active_count(), open_files()
+    for _ in range(100):
+        with store.watch(poll_interval=0.05) as watcher:
+            watcher.get(timeout=0)
+    assert threading.active_count() == threads
+    assert open_files() == files
