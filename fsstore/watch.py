@@ -120,13 +120,16 @@ class InotifyNotifier:
             raise OSError(ctypes.get_errno(), "inotify_init failed")
         self._fd: int | None = fd
         os.set_blocking(fd, False)
+        # close() writes here, so that a thread waiting in select wakes at once.
+        self._wake_read, self._wake_write = os.pipe()
         mask = (InotifyConstants.IN_MODIFY | InotifyConstants.IN_CLOSE_WRITE
                 | InotifyConstants.IN_CREATE | InotifyConstants.IN_MOVED_TO
                 | InotifyConstants.IN_DELETE)
         for folder in folders:
             if inotify_add_watch(fd, os.fsencode(folder), mask) < 0:
+                error = ctypes.get_errno()
                 self.close()
-                raise OSError(ctypes.get_errno(), f"inotify_add_watch failed on {folder}")
+                raise OSError(error, f"inotify_add_watch failed on {folder}")
 
     def wait(self, timeout: float) -> bool:
         fd = self._fd
@@ -134,10 +137,10 @@ class InotifyNotifier:
             time.sleep(timeout)
             return False
         try:
-            ready, _, _ = select.select([fd], [], [], timeout)
+            ready, _, _ = select.select([fd, self._wake_read], [], [], timeout)
         except (OSError, ValueError):  # closed meanwhile
             return False
-        if not ready:
+        if fd not in ready:
             return False
         try:
             while os.read(fd, 65536):  # drain: one hint for everything so far
@@ -149,7 +152,10 @@ class InotifyNotifier:
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
+            os.write(self._wake_write, b"x")
             os.close(fd)  # removes its watches
+            os.close(self._wake_write)
+            os.close(self._wake_read)
 
 
 def _notifier_for(folder: str) -> Notifier:
@@ -181,6 +187,9 @@ class _Watcher:
         self._closed = threading.Event()
         self._reading = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Set when the last read reached the end of what was written: then nothing new
+        # can be there without a hint, and the next get may wait before reading.
+        self._caught_up = False
 
     def poll(self) -> list[Any]:
         raise NotImplementedError
@@ -189,11 +198,14 @@ class _Watcher:
         """What changed since the last delivery, waiting up to ``timeout`` seconds (None:
         until something does, or the watcher is closed) for the first of it."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        skip = self._caught_up
         while not self._closed.is_set():
-            with self._reading:
-                found = self.poll()
-            if found:
-                return found
+            if not skip:
+                with self._reading:
+                    found = self.poll()
+                if found:
+                    return found
+            skip = False
             wait = self._interval
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -330,6 +342,7 @@ class SessionWatcher(_Watcher):
         chunk = _READ_CHUNK
         while True:
             buf = self._io.pread(self._fd, chunk, self._offset)
+            self._caught_up = len(buf) < chunk
             if not buf.strip(b"\0"):
                 return
             scan = SegmentScan(buf, path, self._next_seq, True, self.last_seq,
