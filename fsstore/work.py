@@ -20,7 +20,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .errors import ClaimLost, InvalidEvent
 
@@ -76,11 +76,30 @@ def _finite_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-class WorkState:
-    """The fold of ``fsstore.queue`` records: items by id, and indexes for claiming."""
+_FoldT = TypeVar("_FoldT", bound="_Fold")
+
+
+class _Fold:
+    """Items by id, folded from records; in a snapshot body as ``[[id, item], ...]``."""
 
     def __init__(self, items: dict[int, dict[str, Any]] | None = None) -> None:
         self.items: dict[int, dict[str, Any]] = items or {}
+
+    def body(self) -> list[list[Any]]:
+        return [[item_id, item] for item_id, item in self.items.items()]
+
+    @classmethod
+    def from_body(cls: type[_FoldT], body: Any) -> _FoldT:
+        if not body:
+            return cls()
+        return cls({int(item_id): dict(item) for item_id, item in body})
+
+
+class WorkState(_Fold):
+    """The fold of ``fsstore.queue`` records: items by id, and indexes for claiming."""
+
+    def __init__(self, items: dict[int, dict[str, Any]] | None = None) -> None:
+        super().__init__(items)
         # Claim order: (-priority, id). Entries go stale when an item is claimed, done or
         # dead, and are dropped when they reach the top; claimed and delayed items wait in
         # their own heaps until their claim expires or their retry time comes.
@@ -192,21 +211,10 @@ class WorkState:
                           item["worker"], item["expires"], item["not_before"], item["error"],
                           item["enqueued"])
 
-    def body(self) -> list[list[Any]]:
-        return [[item_id, item] for item_id, item in self.items.items()]
-
-    @classmethod
-    def from_body(cls, body: Any) -> WorkState:
-        if not body:
-            return cls()
-        return cls({int(item_id): dict(item) for item_id, item in body})
 
 
-class InputState:
+class InputState(_Fold):
     """The fold of ``fsstore.input`` records: inputs by id, in arrival order."""
-
-    def __init__(self, items: dict[int, dict[str, Any]] | None = None) -> None:
-        self.items: dict[int, dict[str, Any]] = items or {}
 
     def apply(self, seq: int, ts: float, data: dict[str, Any]) -> None:
         op = data["op"]
@@ -240,15 +248,6 @@ class InputState:
         item = self.items[item_id]
         return TurnInput(item_id, item["payload"], item["status"], item["turn"],
                          item["submitted"], item["consumed"])
-
-    def body(self) -> list[list[Any]]:
-        return [[item_id, item] for item_id, item in self.items.items()]
-
-    @classmethod
-    def from_body(cls, body: Any) -> InputState:
-        if not body:
-            return cls()
-        return cls({int(item_id): dict(item) for item_id, item in body})
 
 
 
