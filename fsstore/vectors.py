@@ -1396,28 +1396,31 @@ class VectorCollection:
         # The log must hold what the manifest says it covers, or a crash could take back
         # records below wal_seq and later ones would reuse their seqs unseen.
         wal.sync()
-        entries = [dict(s.entry) for s in self._shards]
-        updated = self._deleted_entries()
-        entries = [updated.get(e["name"], e) for e in entries]
         new_shard = None
         if unsealed.live:
             rows = np.array(sorted(unsealed.index.values()), dtype=np.int64)
-            name = self._shard_name()
             new_shard = write_shard(
-                self.io, self.path, name, unsealed.vectors[rows], [unsealed.ids[r] for r in rows],
-                unsealed.seq[rows], unsealed.turn[rows], [unsealed.contents[r] for r in rows],
-                [unsealed.metas[r] for r in rows])
-            entries.append(new_shard)
+                self.io, self.path, self._shard_name(), unsealed.vectors[rows],
+                [unsealed.ids[r] for r in rows], unsealed.seq[rows], unsealed.turn[rows],
+                [unsealed.contents[r] for r in rows], [unsealed.metas[r] for r in rows])
+        self._commit_shards(new_shard)
+        wal.clear()  # after the manifest that covers it; a replay skips what it covers
+        self._unsealed = _Unsealed(self.dim, self._dtype)
+
+    def _commit_shards(self, new_shard: dict[str, Any] | None) -> None:
+        """Write a deleted-rows file for each shard with new deletes, and name them (and
+        ``new_shard``, a shard just written) in one manifest; then drop the files the
+        manifest no longer names."""
+        updated = self._deleted_entries()
         old_deleted = [s.entry.get("deleted") for s in self._shards if s.name in updated]
-        self._commit(entries)
-        wal.clear()
+        entries = [updated.get(s.name, dict(s.entry)) for s in self._shards]
+        self._commit(entries if new_shard is None else [*entries, new_shard])
         for shard in self._shards:
             if shard.name in updated:
                 shard.entry = updated[shard.name]
         if new_shard is not None:
             self._shards.append(_Shard(self.path, new_shard, self.dim, self._dtype,
                                        self.manifest_path))
-        self._unsealed = _Unsealed(self.dim, self._dtype)
         self._dirty.clear()
         self._unlink([name for name in old_deleted if name])
 
@@ -1499,28 +1502,16 @@ class VectorCollection:
                 if found is not None:
                     replaced.append((shard, found))
                     break
-        name = self._shard_name()
-        entry = write_shard(self.io, self.path, name, np.stack([r.vector for r in batch]),
-                            [r.id for r in batch], np.array([r.seq for r in batch]),
-                            np.array([r.turn for r in batch]), [r.content for r in batch],
-                            [r.metadata for r in batch])
+        entry = write_shard(self.io, self.path, self._shard_name(),
+                            np.stack([r.vector for r in batch]), [r.id for r in batch],
+                            np.array([r.seq for r in batch]), np.array([r.turn for r in batch]),
+                            [r.content for r in batch], [r.metadata for r in batch])
         # Deletes go in memory first so the deleted files can be written; a failure
         # from here on leaves the writer failed (reopen reads the disk again).
         for shard, position in replaced:
             shard.kill(position)
             self._dirty.add(shard.name)
-        updated = self._deleted_entries()
-        old_deleted = [s.entry.get("deleted") for s in self._shards if s.name in updated]
-        entries = [updated.get(s.name, dict(s.entry)) for s in self._shards] + [entry]
-        self._commit(entries)
-        assert self._wal is not None
-        for shard in self._shards:
-            if shard.name in updated:
-                shard.entry = updated[shard.name]
-        self._dirty.clear()
-        self._shards.append(_Shard(self.path, entry, self.dim, self._dtype,
-                                   self.manifest_path))
-        self._unlink([n for n in old_deleted if n])
+        self._commit_shards(entry)
         while (group := self._merge_candidates()):
             self._merge(group)
 
