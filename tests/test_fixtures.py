@@ -171,3 +171,44 @@ def test_the_committed_v1_2_store_takes_upserts_and_compacts(tmp_path):
         session.collection("notes").upsert([fsstore.VectorDocument("doc-1", [0, 0, 0, 9])])
         assert session.collection("notes").get(["doc-1"])[0].embedding.tolist() == [0, 0, 0, 9]
     assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+FIXTURE_1_2_WORK = os.path.join(ROOT, "fixtures", "v1.2-work")
+
+
+def check_work_1_2(store: fsstore.Store, expected: dict) -> None:
+    want = expected["runtime"]
+    reader = store.read_session("runtime")
+    assert reader.head == want["head"]
+    assert [json.loads(event_json(e)) for e in reader.events()
+            if not e.kind.startswith("fsstore.")] == want["events"]
+    assert reader.state() == want["state"]
+    assert [[w.id, w.kind, json.loads(json.dumps(w.payload, default=list)), w.priority,
+             w.status, w.attempts] for w in reader.queued_work()] == want["queue"]
+    assert [[i.id, i.payload, i.status] for i in reader.turn_inputs()] == want["inputs"]
+    lease = store.lease_info("runtime")
+    assert [lease.token, lease.held] == want["lease"]
+
+
+def test_the_committed_v1_2_work_store_reads_its_lease_queue_and_inputs_forever():
+    before = tree_snapshot(FIXTURE_1_2_WORK)
+    expected, store = open_fixture(FIXTURE_1_2_WORK)
+    check_work_1_2(store, expected)
+    # The same from the snapshots alone: the fold of the queue and inputs they hold.
+    assert store.read_session("runtime").state_at(12) == {"step": 1}
+    assert store.verify() == []
+    assert tree_snapshot(FIXTURE_1_2_WORK) == before
+
+
+def test_the_committed_v1_2_work_store_hands_out_a_higher_token_and_claims_on(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_2_WORK, "store"), copy)
+    expected, _ = open_fixture(FIXTURE_1_2_WORK)
+    store = fsstore.open_store(copy, create=False)
+    outcome = store.claim_lease("runtime", "runtime-2", ttl=60)
+    assert outcome.lease is not None and outcome.lease.token > expected["runtime"]["lease"][0]
+    with store.open_session("runtime", lease=outcome.lease) as session:
+        claim = session.queue.claim("worker-4", lease_ttl=60)
+        assert claim is not None and claim.kind == "late"
+        assert [i.payload for i in session.inputs.claim()] == ["arrived during turn 2"]
+    assert [f for f in store.verify() if f.level == "problem"] == []
