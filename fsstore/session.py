@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -89,12 +90,26 @@ NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD))
 
 
 class Turn(NamedTuple):
-    """A turn's events (without its ``fsstore.turn_finished`` record) and whether it was
-    finished."""
+    """A turn's events and whether it was finished. ``events`` holds what the caller
+    appended in the turn; with ``include_internal`` it also holds the store's own records
+    of the turn (state and metadata records), never its ``fsstore.turn_finished`` record
+    and never queue or input records, which belong to no turn (docs/FORMAT.md, section
+    4)."""
 
     number: int
     events: list[Event]
     finished: bool
+
+
+class Revision(NamedTuple):
+    """What a session's history and state depend on, as of now: the log start and the
+    seq of the last record that is not a queue or input record (``log_start - 1`` when
+    there is none since the log start). It moves with every caller event, state record,
+    commit, finished turn and metadata record, and with a clear; queue items and turn
+    inputs do not move it. Pass it to ``commit(expected_revision=...)``."""
+
+    log_start: int
+    seq: int
 
 
 class CommitResult(NamedTuple):
@@ -125,6 +140,10 @@ class SessionInfo:
     path: str
     created: float  # seconds since the epoch
     updated: float  # the later of the last event and the last metadata change
+    #: Records in the log since its start, the store's own records (state, queue, input,
+    #: metadata, turn_finished) included: ``head - log_start + 1``, read from the tail of
+    #: the log without a scan. Count the caller's events with ``sum(1 for _ in
+    #: session.events())``.
     event_count: int
     head: int
     title: str | None
@@ -234,22 +253,59 @@ class SessionReader:
 
     @property
     def head(self) -> int:
-        """The last seq written (0 for a session that never had an event)."""
+        """The last seq written (0 for a session that never had an event). Every record
+        moves it, queue and input records too: check commits against :attr:`revision`."""
         return self._log.tail().head
+
+    @property
+    def revision(self) -> Revision:
+        """The session's :class:`Revision`: it moves only with what the history and state
+        depend on, not with queue items or turn inputs. Read from the tail of the log;
+        when the log ends in queue or input records, the segments before are read back
+        to the last record that is neither."""
+        tail = self._log.tail()
+        if tail.last_kind not in NEUTRAL_KINDS:
+            return Revision(tail.log_start, tail.head)
+        return Revision(tail.log_start, self._last_significant_seq(tail.head))
+
+    def _last_significant_seq(self, head: int) -> int:
+        segments, log_start = self._log.live_segments()
+        bound = head
+        for first in reversed(segments):
+            found = None
+            for event in self._log.events(first - 1, bound):
+                if event.kind not in NEUTRAL_KINDS:
+                    found = event.seq
+            if found is not None:
+                return found
+            bound = first - 1
+        return log_start - 1
 
     def _before_read(self) -> None:
         """Hook: a writer hands its buffered batches to the OS so it reads its own writes."""
 
     def events(
-        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
+        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None,
+        *, include_internal: bool = False,
     ) -> Iterator[Event]:
-        """Stream events with ``after_seq < seq <= until_seq`` in order, one segment in
-        memory at a time. Includes the store's own records (``fsstore.*`` kinds)."""
+        """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
+        most ``limit`` of them, one segment in memory at a time. With
+        ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
+        input, metadata and turn_finished records) come too, for debugging and export.
+        A queue or input record's ``turn`` is the turn current when it arrived; it belongs
+        to no turn."""
         self._before_read()
-        return self._log.events(after_seq, until_seq, limit)
+        if include_internal:
+            return self._log.events(after_seq, until_seq, limit)
+        events = (event for event in self._log.events(after_seq, until_seq)
+                  if not event.kind.startswith(RESERVED_KIND_PREFIX))
+        return events if limit is None else itertools.islice(events, max(limit, 0))
 
-    def get_turn(self, number: int) -> Turn | None:
-        """Turn ``number``'s events and whether it was finished; None if it has none.
+    def get_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        """Turn ``number``: the caller's events in it and whether it was finished; None
+        if no record belongs to it. Queue and input records belong to no turn, so they
+        never join a turn, finished or not. ``include_internal`` adds the turn's state and
+        metadata records (see :class:`Turn`).
 
         Turns never go backwards in a log, so the turn is found by a binary search over
         the first turn of each segment, then read from there.
@@ -266,29 +322,36 @@ class SessionReader:
                 high = middle
         start = segments[max(low - 1, 0)] - 1
         events: list[Event] = []
-        finished = False
+        finished = found = False
         for event in self._log.events(after_seq=start):
             if event.turn < number:
                 continue
             if event.turn > number:
                 break
-            if event.kind == TURN_FINISHED:
+            kind = event.kind
+            if kind in NEUTRAL_KINDS:
+                continue  # ingress: written during the turn, or after it, but not of it
+            found = True
+            if kind == TURN_FINISHED:
                 finished = True
-            else:
+            elif include_internal or not kind.startswith(RESERVED_KIND_PREFIX):
                 events.append(event)
-        if not events and not finished:
+        if not found:
             return None
         return Turn(number, events, finished)
 
-    def get_turns(self) -> list[Turn]:
-        """Every turn in log order."""
+    def get_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        """Every turn in log order (see :meth:`get_turn`)."""
         turns: list[Turn] = []
-        for event in self.events():
+        for event in self._log.events():
+            kind = event.kind
+            if kind in NEUTRAL_KINDS:
+                continue
             if not turns or turns[-1].number != event.turn:
                 turns.append(Turn(event.turn, [], False))
-            if event.kind == TURN_FINISHED:
+            if kind == TURN_FINISHED:
                 turns[-1] = turns[-1]._replace(finished=True)
-            else:
+            elif include_internal or not kind.startswith(RESERVED_KIND_PREFIX):
                 turns[-1].events.append(event)
         return turns
 
@@ -530,11 +593,11 @@ class SessionReader:
 
     # --- async ---
 
-    async def aget_turn(self, number: int) -> Turn | None:
-        return await asyncio.to_thread(self.get_turn, number)
+    async def aget_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        return await asyncio.to_thread(self.get_turn, number, include_internal=include_internal)
 
-    async def aget_turns(self) -> list[Turn]:
-        return await asyncio.to_thread(self.get_turns)
+    async def aget_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
 
     async def astate(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.state)
@@ -543,11 +606,13 @@ class SessionReader:
         return await asyncio.to_thread(self.state_at, seq)
 
     async def aevents(
-        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000
+        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000, *,
+        include_internal: bool = False,
     ) -> AsyncIterator[Event]:
         """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
         def read_batch(after: int) -> list[Event]:
-            return list(self.events(after, until_seq, batch))
+            return list(self.events(after, until_seq, batch,
+                                    include_internal=include_internal))
 
         while True:
             chunk = await asyncio.to_thread(read_batch, after_seq)
@@ -775,9 +840,28 @@ class Session(SessionReader):
     def durability(self) -> Durability:
         return self._writer.durability
 
+    def _fresh(self) -> contextlib.AbstractContextManager[None]:
+        """For a shared session, the mutex and a catch-up with what other processes
+        wrote: what a read of the head, the revision or the turn returns is current.
+        An exclusive writer is the only one, so its own view is current."""
+        if self._mutex is None or self.closed:
+            return contextlib.nullcontext()
+        return self._writing(False)
+
     @property
     def head(self) -> int:
-        return self._writer.head
+        """The last seq written. Every record moves it (queue and input records too);
+        for a shared session it is read after catching up with other writers."""
+        with self._fresh():
+            return self._writer.head
+
+    @property
+    def revision(self) -> Revision:
+        """See :attr:`SessionReader.revision`; kept by the writer in O(1), and for a
+        shared session read after catching up with other writers."""
+        with self._fresh():
+            writer = self._writer
+            return Revision(writer.log_start, writer.significant_head)
 
     @property
     def synced_head(self) -> int:
@@ -796,8 +880,9 @@ class Session(SessionReader):
 
     @property
     def current_turn(self) -> int | None:
-        """The turn of the last record, or None for an empty log."""
-        return self._writer.last_turn
+        """The turn of the last record that is not a queue or input record, or None."""
+        with self._fresh():
+            return self._writer.last_turn
 
     def _turn_finished(self) -> bool:
         return self._writer.last_kind == TURN_FINISHED
@@ -1024,23 +1109,61 @@ class Session(SessionReader):
         self, events: Iterable[Mapping[str, Any]] = (), *,
         state_patch: Mapping[str, Any] | None = None, expected_head: int | None = None,
         commit_id: str | None = None, turn: int | None = None, kind: str | None = None,
-        ts: float | None = None,
+        ts: float | None = None, expected_revision: Revision | None = None,
     ) -> CommitResult:
         """Append ``events`` and apply ``state_patch`` (a JSON merge patch of the state)
         as one batch: after a crash all of it is there or none.
 
-        ``expected_head``: commit only if the head is still that seq, else raise
-        HeadConflict and write nothing. ``commit_id``: a commit under an id already
-        committed (among the last ``SnapshotPolicy.commit_ids``) writes nothing and
-        returns the first commit's result, with ``duplicate`` set.
+        ``expected_revision`` (from :attr:`revision`): commit only if the session's
+        revision is still that one, i.e. no caller event, state record, commit, finished
+        turn or metadata record was written since, and no clear happened; queue items and
+        turn inputs that arrived meanwhile do not count. Else raise HeadConflict and write
+        nothing. ``expected_head`` (a head, or a revision's seq, read earlier): the same
+        check by seq, which passes when nothing but queue and input records was written
+        after that seq; it cannot see a clear that left nothing after the old head, which
+        ``expected_revision`` does. ``commit_id``: a commit under an id already committed
+        (among the last ``SnapshotPolicy.commit_ids``) writes nothing and returns the
+        first commit's result, with ``duplicate`` set.
         """
         entries = [(_kind_of(event, kind), event) for event in events]
         ops = [] if state_patch is None else [["merge", state_patch]]
-        return self._commit(entries, ops, expected_head, commit_id, turn, ts)
+        return self._commit(entries, ops, expected_head, commit_id, turn, ts,
+                            expected_revision)
+
+    def _check_expected(self, expected_head: int | None,
+                        expected_revision: Revision | None) -> None:
+        """Raise HeadConflict unless nothing the history and state depend on changed
+        since the caller read ``expected_head`` or ``expected_revision``. Call with the
+        writer's lock held, after catching up (a shared session)."""
+        writer = self._writer
+        head, significant = writer.head, writer.significant_head
+        if expected_revision is not None:
+            current = Revision(writer.log_start, significant)
+            if tuple(expected_revision) != current:
+                cleared = expected_revision[0] != current.log_start
+                raise HeadConflict(
+                    f"session {self.id!r}: expected revision {tuple(expected_revision)} is "
+                    f"not the revision {tuple(current)} ("
+                    + ("the log was cleared" if cleared else
+                       f"the history or state changed at seq {significant}")
+                    + "); nothing was written: re-read the session and retry",
+                    expected=expected_revision[1], actual=significant)
+        if expected_head is not None and not significant <= expected_head <= head:
+            if expected_head > head:
+                message = f"expected head {expected_head} is ahead of the head {head}"
+                actual = head
+            else:
+                message = (f"expected head {expected_head} is behind: the history or state "
+                           f"changed at seq {significant} (head {head})")
+                actual = significant
+            raise HeadConflict(
+                f"session {self.id!r}: {message}; nothing was written: re-read the session "
+                "and retry", expected=expected_head, actual=actual)
 
     def _commit(
         self, entries: list[tuple[str, Any]], ops: list[list[Any]], expected_head: int | None,
         commit_id: str | None, turn: int | None, ts: float | None,
+        expected_revision: Revision | None = None,
     ) -> CommitResult:
         if commit_id is not None and (not isinstance(commit_id, str) or not commit_id
                                       or len(commit_id) > MAX_COMMIT_ID):
@@ -1048,6 +1171,12 @@ class Session(SessionReader):
                                f"not {commit_id!r}")
         if expected_head is not None:
             _check_seq(expected_head, "expected_head")
+        if expected_revision is not None and not (
+                isinstance(expected_revision, tuple) and len(expected_revision) == 2
+                and all(not isinstance(n, bool) and isinstance(n, int)
+                        for n in expected_revision)):
+            raise SeqOutOfRange(f"expected_revision must be a Revision (session.revision), "
+                                f"not {expected_revision!r}")
         ops = normalize_ops(ops) if ops else ops
         stamp = time.time() if ts is None else float(ts)
         writer = self._writer
@@ -1059,12 +1188,7 @@ class Session(SessionReader):
                 return CommitResult(list(range(done.first_seq, done.last_seq)), done.last_seq,
                                     commit_id, True)
             head = writer.head
-            if expected_head is not None and expected_head != head:
-                when = "is ahead of" if expected_head > head else "is behind"
-                raise HeadConflict(
-                    f"session {self.id!r}: expected head {expected_head} {when} the head "
-                    f"{head}; nothing was written: re-read the session and retry",
-                    expected=expected_head, actual=head)
+            self._check_expected(expected_head, expected_revision)
             count = len(entries)
             if ops or commit_id is not None:
                 record: dict[str, Any] = {"ops": ops}
