@@ -14,6 +14,11 @@ The lease file holds two 512-byte slots, written alternately in place; a claim i
 fdatasynced before it returns (renewals and releases need not be: see ``renew``). A
 write torn by a crash damages only the slot being written; readers take the valid slot
 with the higher generation.
+
+Fencing must outlive the lease file: a lease file deleted, or restored from an older
+backup, must not make a claim hand out a token again. So before a claim writes a new
+token into the lease file, it writes it into ``writer.lock`` too (a 28-byte token
+record, fdatasynced), and a claim issues a token above both.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from crc32c import crc32c
 from . import layout
 from .errors import (
     CorruptionError,
+    Finding,
     FormatVersionError,
     InvalidSetting,
     LeaseLost,
@@ -267,7 +273,11 @@ class LeaseFile:
         self._epoch = -1
 
     def fd(self) -> int | None:
-        """The open file, or None when there is none yet."""
+        """The open file, or None when there is none (yet, or any more)."""
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            # Deleted, or replaced by a rename (a reset, a restore): what the open file
+            # says is no longer the lease. One fstat, no path lookup.
+            self.close()
         if self._fd is None or self._epoch != self.mutex.epoch:
             self.close()
             try:
@@ -293,6 +303,64 @@ class LeaseFile:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             self.io.close(fd)
+
+
+# --- the token record in writer.lock -------------------------------------------------------
+
+_TOKEN = struct.Struct("<8sHHIQ")  # magic major minor reserved token; then crc32c
+_TOKEN_MAGIC = b"FSTOKEN1"
+TOKEN_RECORD_SIZE = _TOKEN.size + 4  # 28
+
+
+class TokenRecord(NamedTuple):
+    """What ``writer.lock`` says of the fencing tokens issued: the highest one (None when
+    it holds no record: no claim was made since this record was introduced), and
+    whether the record is damaged (unreadable: the highest token is unknown)."""
+
+    token: int | None
+    damaged: bool = False
+
+
+def encode_token_record(token: int) -> bytes:
+    body = _TOKEN.pack(_TOKEN_MAGIC, LEASE_MAJOR, LEASE_MINOR, 0, token)
+    return body + struct.pack("<I", crc32c(body))
+
+
+def decode_token_record(raw: bytes, path: str) -> TokenRecord:
+    raw = raw[:TOKEN_RECORD_SIZE]
+    if not raw.strip(b"\0"):
+        return TokenRecord(None)  # an empty lock file: no claim recorded a token yet
+    if len(raw) < TOKEN_RECORD_SIZE or raw[:8] != _TOKEN_MAGIC or struct.unpack(
+            "<I", raw[-4:])[0] != crc32c(raw[:-4]):
+        return TokenRecord(None, True)
+    _, major, _, _, token = _TOKEN.unpack(raw[:_TOKEN.size])
+    if major > LEASE_MAJOR:
+        raise FormatVersionError(f"{path}: token record format {major} is newer than this "
+                                 f"fsstore reads ({LEASE_MAJOR}); upgrade fsstore")
+    return TokenRecord(token)
+
+
+def read_token_record(io: FileIO, lock_path: str, fd: int | None = None) -> TokenRecord:
+    """The token record of ``writer.lock`` (``fd``: the file, open already)."""
+    if fd is not None:
+        return decode_token_record(io.pread(fd, TOKEN_RECORD_SIZE, 0), lock_path)
+    try:
+        handle = io.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return TokenRecord(None)
+    try:
+        return decode_token_record(io.pread(handle, TOKEN_RECORD_SIZE, 0), lock_path)
+    finally:
+        io.close(handle)
+
+
+def _record_token(file: LeaseFile, token: int) -> None:
+    """Write ``token`` into writer.lock and fdatasync it, before the lease file says it:
+    then no later claim can issue it again, whatever becomes of the lease file. A crash
+    in between leaves the record ahead of the lease file, which only skips a token."""
+    fd = file.mutex.fd
+    file.io.pwrite(fd, encode_token_record(token), 0)
+    file.io.fdatasync(fd)
 
 
 # --- the per-operation mutex -----------------------------------------------------------------
@@ -362,6 +430,12 @@ class SessionMutex:
                 raise SessionNotFound(f"session {self.session_id!r} was deleted")
 
     @property
+    def fd(self) -> int:
+        """The lock file's descriptor; only while the mutex is held."""
+        assert self._fd is not None and self._depth
+        return self._fd
+
+    @property
     def depth(self) -> int:
         """How many nested acquires the holding thread has made (0: not held)."""
         return self._depth
@@ -423,10 +497,27 @@ def check_ttl(ttl: object) -> float:
 
 
 def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> ClaimOutcome:
-    """Claim the lease; call with the session's mutex held."""
+    """Claim the lease; call with the session's mutex held.
+
+    The new token is above the lease file's and above the token record in writer.lock,
+    so a lease file deleted or restored from an older backup never makes a token come
+    back. With no lease file and a damaged token record, the last token is unknown:
+    CorruptionError, until ``reset`` (``Store.reset_lease``)."""
     io, path = file.io, file.path
     current = file.read()
     fd = file.fd()
+    record = read_token_record(io, file.mutex.path, file.mutex.fd)
+    if record.damaged and fd is None:
+        raise CorruptionError(
+            "the lease file is missing and the token record in writer.lock is damaged, so "
+            "the last fencing token is unknown; restore the lease file from a backup, or "
+            "reset the lease (Store.reset_lease, `fsstore lease --reset`)",
+            path=file.mutex.path, offset=0)
+    issued = record.token or 0
+    if issued > current.token:
+        # The lease file is missing or older than the tokens issued: what it says of the
+        # holder is lost or stale. Fence everyone: a new token above all of them.
+        current = current._replace(held=False, owner=None)
     now = time.time()
     holder = current.owner
     if current.held and holder is not None and holder != owner:
@@ -441,7 +532,10 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
     else:
         # A slot that failed its checks may have held a token one above the valid one:
         # skip it, so that no token is ever handed out twice.
-        token = current.token + (2 if current.damaged_slot is not None else 1)
+        token = max(current.token + (2 if current.damaged_slot is not None else 1),
+                    issued + 1)
+    if token > issued:
+        _record_token(file, token)
     expires = now + ttl
     write_lease(io, path, current, token, True, expires,
                 current.acquired_at if token == current.token else now, owner, fd=fd)
@@ -454,6 +548,11 @@ def check_current(file: LeaseFile, lease: Lease) -> LeaseState:
     """Raise LeaseLost unless ``lease`` is the session's current, unexpired lease. Call
     with the session's mutex held: then nothing can change it before the write."""
     state = file.read()
+    record = read_token_record(file.io, file.mutex.path, file.mutex.fd)
+    if record.token is not None and record.token > state.token:
+        # The lease file is older than the tokens issued (restored from a backup): the
+        # holder it names may be long gone, or paused. Nobody passes until a new claim.
+        state = state._replace(held=False)
     if not state.held or state.token != lease.token:
         who = (f"{state.owner.label or 'pid ' + str(state.owner.pid)} (token {state.token})"
                if state.held and state.owner else "nobody")
@@ -501,13 +600,72 @@ def release(file: LeaseFile, lease: Lease) -> bool:
     return True
 
 
-def reset(io: FileIO, session_path: str, owner: LeaseOwner) -> int:
-    """Replace a lease file neither of whose slots is valid. The new token is the time in
-    microseconds, above any token a counter starting at 1 could have reached."""
+def reset(io: FileIO, session_path: str, owner: LeaseOwner,
+          file: LeaseFile | None = None) -> int:
+    """Replace a lease file neither of whose slots is valid (or a missing one, when the
+    token record in writer.lock is damaged). The new token is the time in microseconds,
+    above any token a counter starting at 1 could have reached; ``file`` (under the
+    mutex) records it in writer.lock too."""
     path = layout.lease_path(session_path)
     token = int(time.time() * 1_000_000)
+    if file is not None:
+        _record_token(file, token)
     slot = encode_slot(2, token, False, time.time(), time.time(), owner)
     data = bytearray(2 * SLOT_SIZE)
     data[0:SLOT_SIZE] = slot
     io.atomic_write(path, bytes(data))
     return token
+
+
+def needs_reset(io: FileIO, session_path: str, file: LeaseFile) -> bool:
+    """Whether the last fencing token is unknown (see ``reset``); call under the mutex."""
+    try:
+        current = read_lease(io, layout.lease_path(session_path))
+    except CorruptionError:
+        return True
+    record = read_token_record(io, file.mutex.path, file.mutex.fd)
+    return record.damaged and current.generation == 0
+
+
+def check(io: FileIO, session_path: str) -> list[Finding]:
+    """What ``verify`` reports of a session's lease file and the token record in its
+    writer.lock. Reads only; takes no lock."""
+    path = layout.lease_path(session_path)
+    lock_path = layout.writer_lock_path(session_path)
+    findings: list[Finding] = []
+    try:
+        record = read_token_record(io, lock_path)
+    except FormatVersionError as exc:
+        return [Finding("problem", lock_path, 0, str(exc))]
+    try:
+        current = read_lease(io, path)
+    except (CorruptionError, FormatVersionError) as exc:
+        reason = exc.reason if isinstance(exc, CorruptionError) else str(exc)
+        return [Finding("problem", path, getattr(exc, "offset", None), reason)]
+    missing = current.generation == 0 and not io.exists(path)
+    if current.damaged_slot is not None:
+        findings.append(Finding(
+            "note", path, current.damaged_slot * SLOT_SIZE,
+            "one lease slot is damaged (a torn write); the other is used, and the next "
+            "claim skips a token"))
+    if record.damaged:
+        findings.append(Finding(
+            "problem" if missing else "note", lock_path, 0,
+            "the fencing token record is damaged; "
+            + ("with the lease file missing, the last token is unknown: claims are refused "
+               "until the lease is reset (`fsstore lease --reset`)" if missing else
+               "the lease file's token is used, and the next claim rewrites the record")))
+    elif record.token is not None and missing:
+        findings.append(Finding(
+            "problem", path, None,
+            f"the lease file is missing, though leases with tokens up to {record.token} "
+            "were issued (writer.lock records it): who holds the lease, and until when, is "
+            f"lost; holders are fenced, and the next claim issues token {record.token + 1}"))
+    elif record.token is not None and record.token > current.token:
+        findings.append(Finding(
+            "problem", path, None,
+            f"the lease file says token {current.token}, but tokens up to {record.token} "
+            "were issued (writer.lock records it): it is older than the lease (restored "
+            f"from a backup?); holders are fenced, and the next claim issues token "
+            f"{record.token + 1}"))
+    return findings

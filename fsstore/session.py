@@ -399,17 +399,7 @@ class SessionReader:
         for name in vectors.collection_names(self.io, self.path):
             findings.extend(vectors.check_collection(
                 self.io, os.path.join(layout.vectors_dir(self.path), name)))
-        lease_path = layout.lease_path(self.path)
-        try:
-            current = lease_module.read_lease(self.io, lease_path)
-            if current.damaged_slot is not None:
-                findings.append(Finding(
-                    "note", lease_path, current.damaged_slot * lease_module.SLOT_SIZE,
-                    "one lease slot is damaged (a torn write); the other is used, and the "
-                    "next claim skips a token"))
-        except (CorruptionError, FormatVersionError) as exc:
-            findings.append(Finding("problem", lease_path, getattr(exc, "offset", None),
-                                    _reason(exc)))
+        findings.extend(lease_module.check(self.io, self.path))
         for name in vectors.scratch_names(self.io, self.path):
             findings.append(Finding("note", os.path.join(layout.vectors_dir(self.path), name),
                                     None, "left by an interrupted create or drop of a "
