@@ -48,7 +48,12 @@ from .errors import (
     SessionNotFound,
 )
 from .fsio import FileIO
+from .log import LogReader
 
+#: The log record a lease holder writes before its first write to a log with a token:
+#: ``{"token": TOKEN}``. It belongs to no turn; claims and ``verify`` read it back when the
+#: lease file is gone.
+LEASE_RECORD = "fsstore.lease"
 SLOT_SIZE = 512
 _SLOT = struct.Struct("<8sHHQQB3xddI")  # magic major minor generation token state expires
 _MAGIC = b"FSLEASE1"  # acquired owner_len; then the owner as JSON; crc32c at the end
@@ -354,6 +359,20 @@ def read_token_record(io: FileIO, lock_path: str, fd: int | None = None) -> Toke
         io.close(handle)
 
 
+def tokens_in_log(io: FileIO, session_path: str) -> int:
+    """The highest token the session's lease records name (0: none). Reads the whole log,
+    but decodes only the frames holding a lease record."""
+    best = 0
+    reader = LogReader(io, layout.log_dir(session_path))
+    for scan in reader.scans(0, math.inf, LEASE_RECORD.encode()):
+        for event in scan:
+            if event.kind == LEASE_RECORD and isinstance(event.data, dict):
+                token = event.data.get("token")
+                if isinstance(token, int) and not isinstance(token, bool):
+                    best = max(best, token)
+    return best
+
+
 def _record_token(file: LeaseFile, token: int) -> None:
     """Write ``token`` into writer.lock and fdatasync it, before the lease file says it:
     then no later claim can issue it again, whatever becomes of the lease file. A crash
@@ -514,6 +533,10 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
             "reset the lease (Store.reset_lease, `fsstore lease --reset`)",
             path=file.mutex.path, offset=0)
     issued = record.token or 0
+    if fd is None:
+        # No lease file: new, deleted, or left out of a restore. The token record (or,
+        # without one, the log's lease records) says which tokens were issued.
+        issued = max(issued, tokens_in_log(io, os.path.dirname(path)))
     if issued > current.token:
         # The lease file is missing or older than the tokens issued: what it says of the
         # holder is lost or stale. Fence everyone: a new token above all of them.
@@ -643,6 +666,11 @@ def check(io: FileIO, session_path: str) -> list[Finding]:
         reason = exc.reason if isinstance(exc, CorruptionError) else str(exc)
         return [Finding("problem", path, getattr(exc, "offset", None), reason)]
     missing = current.generation == 0 and not io.exists(path)
+    try:
+        logged = tokens_in_log(io, session_path)
+    except (CorruptionError, FormatVersionError, OSError):
+        logged = 0  # the log's own check reports it
+    issued = max(record.token or 0, logged)
     if current.damaged_slot is not None:
         findings.append(Finding(
             "note", path, current.damaged_slot * SLOT_SIZE,
@@ -655,17 +683,18 @@ def check(io: FileIO, session_path: str) -> list[Finding]:
             + ("with the lease file missing, the last token is unknown: claims are refused "
                "until the lease is reset (`fsstore lease --reset`)" if missing else
                "the lease file's token is used, and the next claim rewrites the record")))
-    elif record.token is not None and missing:
+    elif issued and missing:
         findings.append(Finding(
             "problem", path, None,
-            f"the lease file is missing, though leases with tokens up to {record.token} "
-            "were issued (writer.lock records it): who holds the lease, and until when, is "
-            f"lost; holders are fenced, and the next claim issues token {record.token + 1}"))
-    elif record.token is not None and record.token > current.token:
+            f"the lease file is missing, though leases with tokens up to {issued} were "
+            "issued (the log or writer.lock records it): who holds the lease, and until "
+            f"when, is lost; holders are fenced, and the next claim issues token "
+            f"{issued + 1}"))
+    elif issued > current.token:
         findings.append(Finding(
             "problem", path, None,
-            f"the lease file says token {current.token}, but tokens up to {record.token} "
-            "were issued (writer.lock records it): it is older than the lease (restored "
-            f"from a backup?); holders are fenced, and the next claim issues token "
-            f"{record.token + 1}"))
+            f"the lease file says token {current.token}, but tokens up to {issued} were "
+            "issued (the log or writer.lock records it): it is older than the lease "
+            "(restored from a backup?); holders are fenced, and the next claim issues a "
+            "token above them"))
     return findings

@@ -86,7 +86,8 @@ MAX_COMMIT_ID = 256
 _UNSET: Any = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
 #: Record kinds from outside the session's turns: they do not move its current turn.
-NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD))
+#: They belong to no turn, and do not move the revision a commit is checked against.
+NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, lease_module.LEASE_RECORD))
 
 
 class Turn(NamedTuple):
@@ -661,6 +662,7 @@ class Session(SessionReader):
         self._lease_file: LeaseFile | None = None
         self._lock: filelock.BaseFileLock | None = None
         self._checked_depth = 0
+        self._lease_logged: tuple[int, int] | None = None  # (token, log start) logged
         if lease is not None or shared:
             if chosen.mode == "none" or chosen.grouped:
                 raise InvalidSetting(
@@ -742,7 +744,8 @@ class Session(SessionReader):
         mutex.acquire(self._lock_timeout)
         try:
             outermost = mutex.depth == 1
-            if fenced and not self._checked_depth:
+            fence = fenced and not self._checked_depth
+            if fence:
                 if self._lease is not None:
                     assert self._lease_file is not None
                     lease_module.check_current(self._lease_file, self._lease)
@@ -751,6 +754,8 @@ class Session(SessionReader):
                 self._checked_depth = mutex.depth
             if outermost:
                 self._catch_up()
+            if fence and self._lease is not None:
+                self._log_lease(self._lease.token)
             yield
             if outermost:
                 # Everything reaches the OS before the next writer reads the log.
@@ -759,6 +764,19 @@ class Session(SessionReader):
             if self._checked_depth == mutex.depth:
                 self._checked_depth = 0
             mutex.release()
+
+    def _log_lease(self, token: int) -> None:
+        """Before this handle's first fenced write to a log, record its lease token in the
+        log (section 16.4): the log then shows the leased writes and their highest token,
+        whatever becomes of the lease file. Once per handle and log (again after a clear)."""
+        writer = self._writer
+        with writer.lock:
+            if self._lease_logged == (token, writer.log_start):
+                return
+            writer.check_usable()
+            writer.append([(lease_module.LEASE_RECORD, {"token": token})],
+                          writer.last_turn or 0, time.time())
+            self._lease_logged = (token, writer.log_start)
 
     def _ingress(self, build: Callable[[StateImage, float], tuple[list[tuple[str, Any]],
                                                              Callable[[int], Any]]],

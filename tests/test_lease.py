@@ -267,6 +267,24 @@ def test_a_lease_file_restored_from_an_older_backup_never_hands_out_a_token_agai
     assert session_store.verify() == []
 
 
+def test_a_restore_without_the_lease_file_or_the_token_record_goes_on_from_the_log(
+        session_store):
+    for owner in ("first", "second"):
+        lease = session_store.claim_lease("s", owner, ttl=30).lease
+        with session_store.open_session("s", lease=lease) as session:
+            session.append({"by": owner})
+            session.append({"by": owner})  # one lease record per handle, not per write
+        session_store.release_lease(lease)
+    kinds = [e.kind for e in session_store.read_session("s").events(include_internal=True)]
+    assert kinds.count(lease_module.LEASE_RECORD) == 2
+    lease_file(session_store).unlink()
+    lease_file(session_store).with_name("writer.lock").write_bytes(b"")  # a fresh one
+    (finding,) = session_store.verify()
+    assert finding.path == str(lease_file(session_store)) and "up to 2" in finding.message
+    assert session_store.claim_lease("s", "third", ttl=30).lease.token == 3
+    assert session_store.verify() == []
+
+
 def test_a_lost_lease_file_and_a_damaged_token_record_refuse_claims_until_reset(
         session_store):
     lease = session_store.claim_lease("s", "w", ttl=30).lease
@@ -335,11 +353,14 @@ def test_a_lease_holder_sees_what_others_wrote_between_its_writes(session_store)
             ingress.queue.enqueue("wake", {"why": "timer"})
             ingress.inputs.submit("are you there?")
         runner.commit([{"n": 2}], state_patch={"count": 2})
-        assert runner.head == 6 and runner.state() == {"count": 2}
+        # seq 1 is the lease record its first write left (section 16.4)
+        assert runner.head == 7 and runner.state() == {"count": 2}
         assert [w.kind for w in runner.queue.items()] == ["wake"]
         assert [i.payload for i in runner.inputs.claim()] == ["are you there?"]
     everything = session_store.read_session("s").events(include_internal=True)
-    assert [e.seq for e in everything] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e.kind for e in everything] == [
+        lease_module.LEASE_RECORD, "event", fsstore.STATE_RECORD, "fsstore.queue",
+        "fsstore.input", "event", fsstore.STATE_RECORD, "fsstore.input"]  # the claim
 
 
 def test_an_exclusive_writer_and_a_lease_exclude_each_other(session_store):
