@@ -312,37 +312,54 @@ class LeaseFile:
 
 # --- the token record in writer.lock -------------------------------------------------------
 
-_TOKEN = struct.Struct("<8sHHIQ")  # magic major minor reserved token; then crc32c
+_TOKEN = struct.Struct("<8sHHQQ")  # magic major minor generation token; then crc32c
 _TOKEN_MAGIC = b"FSTOKEN1"
-TOKEN_RECORD_SIZE = _TOKEN.size + 4  # 28
+TOKEN_SLOT_SIZE = _TOKEN.size + 4  # 32
+TOKEN_RECORD_SIZE = 2 * TOKEN_SLOT_SIZE  # generations alternate slots, as in the lease
 
 
 class TokenRecord(NamedTuple):
     """What ``writer.lock`` says of the fencing tokens issued: the highest one (None when
-    it holds no record: no claim was made since this record was introduced), and
-    whether the record is damaged (unreadable: the highest token is unknown)."""
+    it holds none: no claim recorded one yet), the generation it was written under, and
+    a slot that failed its checks. One damaged slot costs a token: a torn write is the
+    newest, of a claim that never got to write the lease file, so the other slot holds
+    the last token issued, or the damaged one held one more; claims skip it. With both
+    damaged, the last token is ``unknown``."""
 
     token: int | None
-    damaged: bool = False
+    generation: int = 0
+    damaged_slot: int | None = None
+    unknown: bool = False
 
 
-def encode_token_record(token: int) -> bytes:
-    body = _TOKEN.pack(_TOKEN_MAGIC, LEASE_MAJOR, LEASE_MINOR, 0, token)
+def encode_token_slot(generation: int, token: int) -> bytes:
+    body = _TOKEN.pack(_TOKEN_MAGIC, LEASE_MAJOR, LEASE_MINOR, generation, token)
     return body + struct.pack("<I", crc32c(body))
 
 
 def decode_token_record(raw: bytes, path: str) -> TokenRecord:
-    raw = raw[:TOKEN_RECORD_SIZE]
-    if not raw.strip(b"\0"):
-        return TokenRecord(None)  # an empty lock file: no claim recorded a token yet
-    if len(raw) < TOKEN_RECORD_SIZE or raw[:8] != _TOKEN_MAGIC or struct.unpack(
-            "<I", raw[-4:])[0] != crc32c(raw[:-4]):
-        return TokenRecord(None, True)
-    _, major, _, _, token = _TOKEN.unpack(raw[:_TOKEN.size])
-    if major > LEASE_MAJOR:
-        raise FormatVersionError(f"{path}: token record format {major} is newer than this "
-                                 f"fsstore reads ({LEASE_MAJOR}); upgrade fsstore")
-    return TokenRecord(token)
+    found: list[tuple[int, int]] = []
+    damaged: list[int] = []
+    for slot in (0, 1):
+        chunk = raw[slot * TOKEN_SLOT_SIZE:(slot + 1) * TOKEN_SLOT_SIZE]
+        if not chunk.strip(b"\0"):
+            continue  # never written (an empty lock file has no record yet)
+        if len(chunk) < TOKEN_SLOT_SIZE or chunk[:8] != _TOKEN_MAGIC or struct.unpack(
+                "<I", chunk[-4:])[0] != crc32c(chunk[:-4]):
+            damaged.append(slot)
+            continue
+        _, major, _, generation, token = _TOKEN.unpack(chunk[:_TOKEN.size])
+        if major > LEASE_MAJOR:
+            raise FormatVersionError(f"{path}: token record format {major} is newer than "
+                                     f"this fsstore reads ({LEASE_MAJOR}); upgrade fsstore")
+        found.append((generation, token))
+    damaged_slot = damaged[0] if damaged else None
+    if not found:
+        # Both slots damaged: the last token is unknown. One damaged and the other never
+        # written: the first record's write was torn, by a claim that never completed.
+        return TokenRecord(None, 0, damaged_slot, unknown=len(damaged) == 2)
+    generation, token = max(found)
+    return TokenRecord(token, generation, damaged_slot)
 
 
 def read_token_record(io: FileIO, lock_path: str, fd: int | None = None) -> TokenRecord:
@@ -373,12 +390,14 @@ def tokens_in_log(io: FileIO, session_path: str) -> int:
     return best
 
 
-def _record_token(file: LeaseFile, token: int) -> None:
-    """Write ``token`` into writer.lock and fdatasync it, before the lease file says it:
-    then no later claim can issue it again, whatever becomes of the lease file. A crash
-    in between leaves the record ahead of the lease file, which only skips a token."""
+def _record_token(file: LeaseFile, record: TokenRecord, token: int) -> None:
+    """Write ``token`` into writer.lock, in the slot ``record``'s newest is not in, and
+    fdatasync it, before the lease file says it: then no later claim can issue it again,
+    whatever becomes of the lease file. A crash in between leaves the record ahead of
+    the lease file, which only skips a token."""
     fd = file.mutex.fd
-    file.io.pwrite(fd, encode_token_record(token), 0)
+    generation = record.generation + 1
+    file.io.pwrite(fd, encode_token_slot(generation, token), (generation % 2) * TOKEN_SLOT_SIZE)
     file.io.fdatasync(fd)
 
 
@@ -526,13 +545,14 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
     current = file.read()
     fd = file.fd()
     record = read_token_record(io, file.mutex.path, file.mutex.fd)
-    if record.damaged and fd is None:
+    if record.unknown and fd is None:
         raise CorruptionError(
             "the lease file is missing and the token record in writer.lock is damaged, so "
             "the last fencing token is unknown; restore the lease file from a backup, or "
             "reset the lease (Store.reset_lease, `fsstore lease --reset`)",
             path=file.mutex.path, offset=0)
-    issued = record.token or 0
+    # A damaged slot may have held one token more than the valid one (as in 16.3): skip it.
+    issued = (record.token or 0) + (1 if record.damaged_slot is not None else 0)
     if fd is None:
         # No lease file: new, deleted, or left out of a restore. The token record (or,
         # without one, the log's lease records) says which tokens were issued.
@@ -558,7 +578,7 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
         token = max(current.token + (2 if current.damaged_slot is not None else 1),
                     issued + 1)
     if token > issued:
-        _record_token(file, token)
+        _record_token(file, record, token)
     expires = now + ttl
     write_lease(io, path, current, token, True, expires,
                 current.acquired_at if token == current.token else now, owner, fd=fd)
@@ -631,8 +651,10 @@ def reset(io: FileIO, session_path: str, owner: LeaseOwner,
     mutex) records it in writer.lock too."""
     path = layout.lease_path(session_path)
     token = int(time.time() * 1_000_000)
-    if file is not None:
-        _record_token(file, token)
+    if file is not None:  # a fresh token record: the new token, and the other slot empty
+        fd = file.mutex.fd
+        io.pwrite(fd, bytes(TOKEN_SLOT_SIZE) + encode_token_slot(1, token), 0)
+        io.fdatasync(fd)
     slot = encode_slot(2, token, False, time.time(), time.time(), owner)
     data = bytearray(2 * SLOT_SIZE)
     data[0:SLOT_SIZE] = slot
@@ -647,7 +669,7 @@ def needs_reset(io: FileIO, session_path: str, file: LeaseFile) -> bool:
     except CorruptionError:
         return True
     record = read_token_record(io, file.mutex.path, file.mutex.fd)
-    return record.damaged and current.generation == 0
+    return record.unknown and current.generation == 0
 
 
 def check(io: FileIO, session_path: str) -> list[Finding]:
@@ -676,21 +698,26 @@ def check(io: FileIO, session_path: str) -> list[Finding]:
             "note", path, current.damaged_slot * SLOT_SIZE,
             "one lease slot is damaged (a torn write); the other is used, and the next "
             "claim skips a token"))
-    if record.damaged:
+    if record.unknown:
         findings.append(Finding(
             "problem" if missing else "note", lock_path, 0,
-            "the fencing token record is damaged; "
+            "both slots of the fencing token record are damaged; "
             + ("with the lease file missing, the last token is unknown: claims are refused "
                "until the lease is reset (`fsstore lease --reset`)" if missing else
                "the lease file's token is used, and the next claim rewrites the record")))
-    elif issued and missing:
+    elif record.damaged_slot is not None:
+        findings.append(Finding(
+            "note", lock_path, record.damaged_slot * TOKEN_SLOT_SIZE,
+            "one slot of the fencing token record is damaged (a torn write); the other is "
+            "used, and the next claim rewrites it"))
+    if issued and missing and not record.unknown:
         findings.append(Finding(
             "problem", path, None,
             f"the lease file is missing, though leases with tokens up to {issued} were "
             "issued (the log or writer.lock records it): who holds the lease, and until "
             f"when, is lost; holders are fenced, and the next claim issues token "
             f"{issued + 1}"))
-    elif issued > current.token:
+    elif issued > current.token and not missing:
         findings.append(Finding(
             "problem", path, None,
             f"the lease file says token {current.token}, but tokens up to {issued} were "

@@ -287,13 +287,23 @@ def test_a_restore_without_the_lease_file_or_the_token_record_goes_on_from_the_l
 
 def test_a_lost_lease_file_and_a_damaged_token_record_refuse_claims_until_reset(
         session_store):
-    lease = session_store.claim_lease("s", "w", ttl=30).lease
-    session_store.release_lease(lease)
-    lease_file(session_store).unlink()
+    for owner in ("v", "w"):  # two claims: both slots of the token record written
+        session_store.release_lease(session_store.claim_lease("s", owner, ttl=30).lease)
     lock = lease_file(session_store).with_name("writer.lock")
     raw = bytearray(lock.read_bytes())
     assert len(raw) == lease_module.TOKEN_RECORD_SIZE
-    raw[16] ^= 0xFF  # in the token
+    raw[20] ^= 0xFF  # the newest slot's token: a torn write is harmless
+    lock.write_bytes(bytes(raw))
+    (note,) = session_store.verify()
+    assert (note.level, note.path, note.offset) == ("note", str(lock), 0)
+    lease_file(session_store).unlink()
+    third = session_store.claim_lease("s", "x", ttl=30).lease
+    assert third.token == 3  # not 2 again: the damaged slot may have held it
+    session_store.release_lease(third)
+    lease_file(session_store).unlink()
+    raw = bytearray(lock.read_bytes())
+    raw[20] ^= 0xFF
+    raw[lease_module.TOKEN_SLOT_SIZE + 20] ^= 0xFF  # both slots now
     lock.write_bytes(bytes(raw))
     before = tree_snapshot(session_store.path)
     with pytest.raises(CorruptionError, match="unknown") as raised:
