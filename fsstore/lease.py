@@ -17,8 +17,9 @@ with the higher generation.
 
 Fencing must outlive the lease file: a lease file deleted, or restored from an older
 backup, must not make a claim hand out a token again. So before a claim writes a new
-token into the lease file, it writes it into ``writer.lock`` too (a 28-byte token
-record, fdatasynced), and a claim issues a token above both.
+token into the lease file, it writes it into ``writer.lock`` too (a token record of two
+alternating 32-byte slots, fdatasynced), a lease holder records its token in the log
+before its first write (``LEASE_RECORD``), and a claim issues a token above all of them.
 """
 
 from __future__ import annotations
