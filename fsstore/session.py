@@ -94,8 +94,8 @@ class Turn(NamedTuple):
     """A turn's events and whether it was finished. ``events`` holds what the caller
     appended in the turn; with ``include_internal`` it also holds the store's own records
     of the turn (state and metadata records), never its ``fsstore.turn_finished`` record
-    and never queue or input records, which belong to no turn (docs/FORMAT.md, section
-    4)."""
+    and never queue, input or lease records, which belong to no turn (docs/FORMAT.md,
+    section 4)."""
 
     number: int
     events: list[Event]
@@ -104,10 +104,10 @@ class Turn(NamedTuple):
 
 class Revision(NamedTuple):
     """What a session's history and state depend on, as of now: the log start and the
-    seq of the last record that is not a queue or input record (``log_start - 1`` when
-    there is none since the log start). It moves with every caller event, state record,
-    commit, finished turn and metadata record, and with a clear; queue items and turn
-    inputs do not move it. Pass it to ``commit(expected_revision=...)``."""
+    seq of the last record that is not a queue, input or lease record (``log_start - 1``
+    when there is none since the log start). It moves with every caller event, state
+    record, commit, finished turn and metadata record, and with a clear; queue items, turn
+    inputs and lease records do not move it. Pass it to ``commit(expected_revision=...)``."""
 
     log_start: int
     seq: int
@@ -142,7 +142,7 @@ class SessionInfo:
     created: float  # seconds since the epoch
     updated: float  # the later of the last event and the last metadata change
     #: Records in the log since its start, the store's own records (state, queue, input,
-    #: metadata, turn_finished) included: ``head - log_start + 1``, read from the tail of
+    #: lease, metadata, turn_finished) included: ``head - log_start + 1``, read from the tail of
     #: the log without a scan. Count the caller's events with ``sum(1 for _ in
     #: session.events())``.
     event_count: int
@@ -292,9 +292,9 @@ class SessionReader:
         """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
         most ``limit`` of them, one segment in memory at a time. With
         ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
-        input, metadata and turn_finished records) come too, for debugging and export.
-        A queue or input record's ``turn`` is the turn current when it arrived; it belongs
-        to no turn."""
+        input, lease, metadata and turn_finished records) come too, for debugging and
+        export. A queue, input or lease record's ``turn`` is the turn current when it was
+        written; it belongs to no turn."""
         self._before_read()
         if include_internal:
             return self._log.events(after_seq, until_seq, limit)
