@@ -39,7 +39,7 @@ def run_ls(args: argparse.Namespace) -> int:
         print(f"no sessions in {store.path}")
         return 0
     width = max(len(session_id) for session_id in ids)
-    print(f"{'SESSION':<{width}}  {'EVENTS':>7}  {'CREATED':<16}  {'UPDATED':<16}  TITLE")
+    print(f"{'SESSION':<{width}}  {'RECORDS':>7}  {'CREATED':<16}  {'UPDATED':<16}  TITLE")
     damaged = 0
     for session_id in ids:
         try:
