@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import json
 import math
 import os
@@ -40,7 +39,6 @@ from .errors import (
     CorruptionError,
     Finding,
     FormatVersionError,
-    HeadConflict,
     InvalidEvent,
     InvalidMetadata,
     InvalidSetting,
@@ -69,14 +67,23 @@ from .snapshot import (
     SnapshotPolicy,
 )
 from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
+from .turns import (
+    NEUTRAL_KINDS,
+    RESERVED_KIND_PREFIX,
+    TURN_FINISHED,
+    Revision,
+    Turn,
+    callers_events,
+    check_expected,
+    check_revision_arg,
+    read_turn,
+    read_turns,
+    revision_of,
+)
 from .vectors import CollectionInfo, DistanceMetric, VectorCollection
 from .watch import LogCleared, Notifier, SessionWatcher
 from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
-#: Kinds starting with this are the store's own records; callers cannot append them.
-RESERVED_KIND_PREFIX = "fsstore."
-#: The record ``finish_turn`` appends: the turn's close barrier, visible in the log.
-TURN_FINISHED = "fsstore.turn_finished"
 #: The record ``save_session_with_updates`` ends its batch with: the new title, tags and
 #: metadata, so that they commit with the updates (session.json follows it).
 METADATA_RECORD = "fsstore.metadata"
@@ -85,32 +92,6 @@ MAX_COMMIT_ID = 256
 
 _UNSET: Any = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
-#: Record kinds from outside the session's turns: they do not move its current turn.
-#: They belong to no turn, and do not move the revision a commit is checked against.
-NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, lease_module.LEASE_RECORD))
-
-
-class Turn(NamedTuple):
-    """A turn's events and whether it was finished. ``events`` holds what the caller
-    appended in the turn; with ``include_internal`` it also holds the store's own records
-    of the turn (state and metadata records), never its ``fsstore.turn_finished`` record
-    and never queue, input or lease records, which belong to no turn (docs/FORMAT.md,
-    section 4)."""
-
-    number: int
-    events: list[Event]
-    finished: bool
-
-
-class Revision(NamedTuple):
-    """What a session's history and state depend on, as of now: the log start and the
-    seq of the last record that is not a queue, input or lease record (``log_start - 1``
-    when there is none since the log start). It moves with every caller event, state
-    record, commit, finished turn and metadata record, and with a clear; queue items, turn
-    inputs and lease records do not move it. Pass it to ``commit(expected_revision=...)``."""
-
-    log_start: int
-    seq: int
 
 
 class CommitResult(NamedTuple):
@@ -264,23 +245,7 @@ class SessionReader:
         depend on, not with queue items or turn inputs. Read from the tail of the log;
         when the log ends in queue or input records, the segments before are read back
         to the last record that is neither."""
-        tail = self._log.tail()
-        if tail.last_kind not in NEUTRAL_KINDS:
-            return Revision(tail.log_start, tail.head)
-        return Revision(tail.log_start, self._last_significant_seq(tail.head))
-
-    def _last_significant_seq(self, head: int) -> int:
-        segments, log_start = self._log.live_segments()
-        bound = head
-        for first in reversed(segments):
-            found = None
-            for event in self._log.events(first - 1, bound):
-                if event.kind not in NEUTRAL_KINDS:
-                    found = event.seq
-            if found is not None:
-                return found
-            bound = first - 1
-        return log_start - 1
+        return revision_of(self._log)
 
     def _before_read(self) -> None:
         """Hook: a writer hands its buffered batches to the OS so it reads its own writes."""
@@ -298,9 +263,7 @@ class SessionReader:
         self._before_read()
         if include_internal:
             return self._log.events(after_seq, until_seq, limit)
-        events = (event for event in self._log.events(after_seq, until_seq)
-                  if not event.kind.startswith(RESERVED_KIND_PREFIX))
-        return events if limit is None else itertools.islice(events, max(limit, 0))
+        return callers_events(self._log.events(after_seq, until_seq), limit)
 
     def get_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
         """Turn ``number``: the caller's events in it and whether it was finished; None
@@ -312,49 +275,12 @@ class SessionReader:
         the first turn of each segment, then read from there.
         """
         self._before_read()
-        segments, _ = self._log.live_segments()
-        low, high = 0, len(segments)
-        while low < high:
-            middle = (low + high) // 2
-            first_turn = self._log.first_turn(segments[middle])
-            if first_turn is not None and first_turn < number:
-                low = middle + 1
-            else:
-                high = middle
-        start = segments[max(low - 1, 0)] - 1
-        events: list[Event] = []
-        finished = found = False
-        for event in self._log.events(after_seq=start):
-            if event.turn < number:
-                continue
-            if event.turn > number:
-                break
-            kind = event.kind
-            if kind in NEUTRAL_KINDS:
-                continue  # ingress: written during the turn, or after it, but not of it
-            found = True
-            if kind == TURN_FINISHED:
-                finished = True
-            elif include_internal or not kind.startswith(RESERVED_KIND_PREFIX):
-                events.append(event)
-        if not found:
-            return None
-        return Turn(number, events, finished)
+        return read_turn(self._log, number, include_internal)
 
     def get_turns(self, *, include_internal: bool = False) -> list[Turn]:
         """Every turn in log order (see :meth:`get_turn`)."""
-        turns: list[Turn] = []
-        for event in self._log.events():
-            kind = event.kind
-            if kind in NEUTRAL_KINDS:
-                continue
-            if not turns or turns[-1].number != event.turn:
-                turns.append(Turn(event.turn, [], False))
-            if kind == TURN_FINISHED:
-                turns[-1] = turns[-1]._replace(finished=True)
-            elif include_internal or not kind.startswith(RESERVED_KIND_PREFIX):
-                turns[-1].events.append(event)
-        return turns
+        self._before_read()
+        return read_turns(self._log.events(), include_internal)
 
     def verify(self) -> list[Finding]:
         """Read everything and report each problem; changes nothing."""
@@ -1138,36 +1064,6 @@ class Session(SessionReader):
         return self._commit(entries, ops, expected_head, commit_id, turn, ts,
                             expected_revision)
 
-    def _check_expected(self, expected_head: int | None,
-                        expected_revision: Revision | None) -> None:
-        """Raise HeadConflict unless nothing the history and state depend on changed
-        since the caller read ``expected_head`` or ``expected_revision``. Call with the
-        writer's lock held, after catching up (a shared session)."""
-        writer = self._writer
-        head, significant = writer.head, writer.significant_head
-        if expected_revision is not None:
-            current = Revision(writer.log_start, significant)
-            if tuple(expected_revision) != current:
-                cleared = expected_revision[0] != current.log_start
-                raise HeadConflict(
-                    f"session {self.id!r}: expected revision {tuple(expected_revision)} is "
-                    f"not the revision {tuple(current)} ("
-                    + ("the log was cleared" if cleared else
-                       f"the history or state changed at seq {significant}")
-                    + "); nothing was written: re-read the session and retry",
-                    expected=expected_revision[1], actual=significant)
-        if expected_head is not None and not significant <= expected_head <= head:
-            if expected_head > head:
-                message = f"expected head {expected_head} is ahead of the head {head}"
-                actual = head
-            else:
-                message = (f"expected head {expected_head} is behind: the history or state "
-                           f"changed at seq {significant} (head {head})")
-                actual = significant
-            raise HeadConflict(
-                f"session {self.id!r}: {message}; nothing was written: re-read the session "
-                "and retry", expected=expected_head, actual=actual)
-
     def _commit(
         self, entries: list[tuple[str, Any]], ops: list[list[Any]], expected_head: int | None,
         commit_id: str | None, turn: int | None, ts: float | None,
@@ -1179,12 +1075,8 @@ class Session(SessionReader):
                                f"not {commit_id!r}")
         if expected_head is not None:
             _check_seq(expected_head, "expected_head")
-        if expected_revision is not None and not (
-                isinstance(expected_revision, tuple) and len(expected_revision) == 2
-                and all(not isinstance(n, bool) and isinstance(n, int)
-                        for n in expected_revision)):
-            raise SeqOutOfRange(f"expected_revision must be a Revision (session.revision), "
-                                f"not {expected_revision!r}")
+        if expected_revision is not None:
+            check_revision_arg(expected_revision)
         ops = normalize_ops(ops) if ops else ops
         stamp = time.time() if ts is None else float(ts)
         writer = self._writer
@@ -1196,7 +1088,8 @@ class Session(SessionReader):
                 return CommitResult(list(range(done.first_seq, done.last_seq)), done.last_seq,
                                     commit_id, True)
             head = writer.head
-            self._check_expected(expected_head, expected_revision)
+            check_expected(self.id, Revision(writer.log_start, writer.significant_head), head,
+                           expected_head, expected_revision)
             count = len(entries)
             if ops or commit_id is not None:
                 record: dict[str, Any] = {"ops": ops}
