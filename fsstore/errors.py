@@ -145,9 +145,11 @@ class InvalidFilter(InvalidQuery):
 
 
 class HeadConflict(FsStoreError, ValueError):
-    """Returned when a commit's ``expected_head`` is not the session's head: another
-    commit landed first (or the expected head is from the future). Nothing is written.
-    ``expected`` and ``actual`` say which; re-read the session and retry."""
+    """Returned when a commit's ``expected_revision`` or ``expected_head`` no longer
+    holds: something the session's history or state depends on changed since (another
+    commit landed, a turn finished, the log was cleared), or the expected head is from
+    the future. Queued work and turn inputs never cause it. Nothing is written.
+    ``expected`` and ``actual`` say which seqs; re-read the session and retry."""
 
     def __init__(self, message: str, *, expected: int, actual: int) -> None:
         super().__init__(message)

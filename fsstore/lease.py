@@ -14,6 +14,12 @@ The lease file holds two 512-byte slots, written alternately in place; a claim i
 fdatasynced before it returns (renewals and releases need not be: see ``renew``). A
 write torn by a crash damages only the slot being written; readers take the valid slot
 with the higher generation.
+
+Fencing must outlive the lease file: a lease file deleted, or restored from an older
+backup, must not make a claim hand out a token again. So before a claim writes a new
+token into the lease file, it writes it into ``writer.lock`` too (a token record of two
+alternating 32-byte slots, fdatasynced), a lease holder records its token in the log
+before its first write (``LEASE_RECORD``), and a claim issues a token above all of them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from crc32c import crc32c
 from . import layout
 from .errors import (
     CorruptionError,
+    Finding,
     FormatVersionError,
     InvalidSetting,
     LeaseLost,
@@ -42,7 +49,12 @@ from .errors import (
     SessionNotFound,
 )
 from .fsio import FileIO
+from .log import LogReader
 
+#: The log record a lease holder writes before its first write to a log with a token:
+#: ``{"token": TOKEN}``. It belongs to no turn; claims and ``verify`` read it back when the
+#: lease file is gone.
+LEASE_RECORD = "fsstore.lease"
 SLOT_SIZE = 512
 _SLOT = struct.Struct("<8sHHQQB3xddI")  # magic major minor generation token state expires
 _MAGIC = b"FSLEASE1"  # acquired owner_len; then the owner as JSON; crc32c at the end
@@ -267,7 +279,11 @@ class LeaseFile:
         self._epoch = -1
 
     def fd(self) -> int | None:
-        """The open file, or None when there is none yet."""
+        """The open file, or None when there is none (yet, or any more)."""
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            # Deleted, or replaced by a rename (a reset, a restore): what the open file
+            # says is no longer the lease. One fstat, no path lookup.
+            self.close()
         if self._fd is None or self._epoch != self.mutex.epoch:
             self.close()
             try:
@@ -293,6 +309,97 @@ class LeaseFile:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             self.io.close(fd)
+
+
+# --- the token record in writer.lock -------------------------------------------------------
+
+_TOKEN = struct.Struct("<8sHHQQ")  # magic major minor generation token; then crc32c
+_TOKEN_MAGIC = b"FSTOKEN1"
+TOKEN_SLOT_SIZE = _TOKEN.size + 4  # 32
+TOKEN_RECORD_SIZE = 2 * TOKEN_SLOT_SIZE  # generations alternate slots, as in the lease
+
+
+class TokenRecord(NamedTuple):
+    """What ``writer.lock`` says of the fencing tokens issued: the highest one (None when
+    it holds none: no claim recorded one yet), the generation it was written under, and
+    a slot that failed its checks. One damaged slot costs a token: a torn write is the
+    newest, of a claim that never got to write the lease file, so the other slot holds
+    the last token issued, or the damaged one held one more; claims skip it. With both
+    damaged, the last token is ``unknown``."""
+
+    token: int | None
+    generation: int = 0
+    damaged_slot: int | None = None
+    unknown: bool = False
+
+
+def encode_token_slot(generation: int, token: int) -> bytes:
+    body = _TOKEN.pack(_TOKEN_MAGIC, LEASE_MAJOR, LEASE_MINOR, generation, token)
+    return body + struct.pack("<I", crc32c(body))
+
+
+def decode_token_record(raw: bytes, path: str) -> TokenRecord:
+    found: list[tuple[int, int]] = []
+    damaged: list[int] = []
+    for slot in (0, 1):
+        chunk = raw[slot * TOKEN_SLOT_SIZE:(slot + 1) * TOKEN_SLOT_SIZE]
+        if not chunk.strip(b"\0"):
+            continue  # never written (an empty lock file has no record yet)
+        if len(chunk) < TOKEN_SLOT_SIZE or chunk[:8] != _TOKEN_MAGIC or struct.unpack(
+                "<I", chunk[-4:])[0] != crc32c(chunk[:-4]):
+            damaged.append(slot)
+            continue
+        _, major, _, generation, token = _TOKEN.unpack(chunk[:_TOKEN.size])
+        if major > LEASE_MAJOR:
+            raise FormatVersionError(f"{path}: token record format {major} is newer than "
+                                     f"this fsstore reads ({LEASE_MAJOR}); upgrade fsstore")
+        found.append((generation, token))
+    damaged_slot = damaged[0] if damaged else None
+    if not found:
+        # Both slots damaged: the last token is unknown. One damaged and the other never
+        # written: the first record's write was torn, by a claim that never completed.
+        return TokenRecord(None, 0, damaged_slot, unknown=len(damaged) == 2)
+    generation, token = max(found)
+    return TokenRecord(token, generation, damaged_slot)
+
+
+def read_token_record(io: FileIO, lock_path: str, fd: int | None = None) -> TokenRecord:
+    """The token record of ``writer.lock`` (``fd``: the file, open already)."""
+    if fd is not None:
+        return decode_token_record(io.pread(fd, TOKEN_RECORD_SIZE, 0), lock_path)
+    try:
+        handle = io.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return TokenRecord(None)
+    try:
+        return decode_token_record(io.pread(handle, TOKEN_RECORD_SIZE, 0), lock_path)
+    finally:
+        io.close(handle)
+
+
+def tokens_in_log(io: FileIO, session_path: str) -> int:
+    """The highest token the session's lease records name (0: none). Reads the whole log,
+    but decodes only the frames holding a lease record."""
+    best = 0
+    reader = LogReader(io, layout.log_dir(session_path))
+    for scan in reader.scans(0, math.inf, LEASE_RECORD.encode()):
+        for event in scan:
+            if event.kind == LEASE_RECORD and isinstance(event.data, dict):
+                token = event.data.get("token")
+                if isinstance(token, int) and not isinstance(token, bool):
+                    best = max(best, token)
+    return best
+
+
+def _record_token(file: LeaseFile, record: TokenRecord, token: int) -> None:
+    """Write ``token`` into writer.lock, in the slot ``record``'s newest is not in, and
+    fdatasync it, before the lease file says it: then no later claim can issue it again,
+    whatever becomes of the lease file. A crash in between leaves the record ahead of
+    the lease file, which only skips a token."""
+    fd = file.mutex.fd
+    generation = record.generation + 1
+    file.io.pwrite(fd, encode_token_slot(generation, token), (generation % 2) * TOKEN_SLOT_SIZE)
+    file.io.fdatasync(fd)
 
 
 # --- the per-operation mutex -----------------------------------------------------------------
@@ -362,6 +469,12 @@ class SessionMutex:
                 raise SessionNotFound(f"session {self.session_id!r} was deleted")
 
     @property
+    def fd(self) -> int:
+        """The lock file's descriptor; only while the mutex is held."""
+        assert self._fd is not None and self._depth
+        return self._fd
+
+    @property
     def depth(self) -> int:
         """How many nested acquires the holding thread has made (0: not held)."""
         return self._depth
@@ -423,10 +536,32 @@ def check_ttl(ttl: object) -> float:
 
 
 def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> ClaimOutcome:
-    """Claim the lease; call with the session's mutex held."""
+    """Claim the lease; call with the session's mutex held.
+
+    The new token is above the lease file's and above the token record in writer.lock,
+    so a lease file deleted or restored from an older backup never makes a token come
+    back. With no lease file and a damaged token record, the last token is unknown:
+    CorruptionError, until ``reset`` (``Store.reset_lease``)."""
     io, path = file.io, file.path
     current = file.read()
     fd = file.fd()
+    record = read_token_record(io, file.mutex.path, file.mutex.fd)
+    if record.unknown and fd is None:
+        raise CorruptionError(
+            "the lease file is missing and the token record in writer.lock is damaged, so "
+            "the last fencing token is unknown; restore the lease file from a backup, or "
+            "reset the lease (Store.reset_lease, `fsstore lease --reset`)",
+            path=file.mutex.path, offset=0)
+    # A damaged slot may have held one token more than the valid one (as in 16.3): skip it.
+    issued = (record.token or 0) + (1 if record.damaged_slot is not None else 0)
+    if fd is None:
+        # No lease file: new, deleted, or left out of a restore. The token record (or,
+        # without one, the log's lease records) says which tokens were issued.
+        issued = max(issued, tokens_in_log(io, os.path.dirname(path)))
+    if issued > current.token:
+        # The lease file is missing or older than the tokens issued: what it says of the
+        # holder is lost or stale. Fence everyone: a new token above all of them.
+        current = current._replace(held=False, owner=None)
     now = time.time()
     holder = current.owner
     if current.held and holder is not None and holder != owner:
@@ -441,7 +576,10 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
     else:
         # A slot that failed its checks may have held a token one above the valid one:
         # skip it, so that no token is ever handed out twice.
-        token = current.token + (2 if current.damaged_slot is not None else 1)
+        token = max(current.token + (2 if current.damaged_slot is not None else 1),
+                    issued + 1)
+    if token > issued:
+        _record_token(file, record, token)
     expires = now + ttl
     write_lease(io, path, current, token, True, expires,
                 current.acquired_at if token == current.token else now, owner, fd=fd)
@@ -454,6 +592,11 @@ def check_current(file: LeaseFile, lease: Lease) -> LeaseState:
     """Raise LeaseLost unless ``lease`` is the session's current, unexpired lease. Call
     with the session's mutex held: then nothing can change it before the write."""
     state = file.read()
+    record = read_token_record(file.io, file.mutex.path, file.mutex.fd)
+    if record.token is not None and record.token > state.token:
+        # The lease file is older than the tokens issued (restored from a backup): the
+        # holder it names may be long gone, or paused. Nobody passes until a new claim.
+        state = state._replace(held=False)
     if not state.held or state.token != lease.token:
         who = (f"{state.owner.label or 'pid ' + str(state.owner.pid)} (token {state.token})"
                if state.held and state.owner else "nobody")
@@ -501,13 +644,85 @@ def release(file: LeaseFile, lease: Lease) -> bool:
     return True
 
 
-def reset(io: FileIO, session_path: str, owner: LeaseOwner) -> int:
-    """Replace a lease file neither of whose slots is valid. The new token is the time in
-    microseconds, above any token a counter starting at 1 could have reached."""
+def reset(io: FileIO, session_path: str, owner: LeaseOwner,
+          file: LeaseFile | None = None) -> int:
+    """Replace a lease file neither of whose slots is valid (or a missing one, when the
+    token record in writer.lock is damaged). The new token is the time in microseconds,
+    above any token a counter starting at 1 could have reached; ``file`` (under the
+    mutex) records it in writer.lock too."""
     path = layout.lease_path(session_path)
     token = int(time.time() * 1_000_000)
+    if file is not None:  # a fresh token record: the new token, and the other slot empty
+        fd = file.mutex.fd
+        io.pwrite(fd, bytes(TOKEN_SLOT_SIZE) + encode_token_slot(1, token), 0)
+        io.fdatasync(fd)
     slot = encode_slot(2, token, False, time.time(), time.time(), owner)
     data = bytearray(2 * SLOT_SIZE)
     data[0:SLOT_SIZE] = slot
     io.atomic_write(path, bytes(data))
     return token
+
+
+def needs_reset(io: FileIO, session_path: str, file: LeaseFile) -> bool:
+    """Whether the last fencing token is unknown (see ``reset``); call under the mutex."""
+    try:
+        current = read_lease(io, layout.lease_path(session_path))
+    except CorruptionError:
+        return True
+    record = read_token_record(io, file.mutex.path, file.mutex.fd)
+    return record.unknown and current.generation == 0
+
+
+def check(io: FileIO, session_path: str) -> list[Finding]:
+    """What ``verify`` reports of a session's lease file and the token record in its
+    writer.lock. Reads only; takes no lock."""
+    path = layout.lease_path(session_path)
+    lock_path = layout.writer_lock_path(session_path)
+    findings: list[Finding] = []
+    try:
+        record = read_token_record(io, lock_path)
+    except FormatVersionError as exc:
+        return [Finding("problem", lock_path, 0, str(exc))]
+    try:
+        current = read_lease(io, path)
+    except (CorruptionError, FormatVersionError) as exc:
+        reason = exc.reason if isinstance(exc, CorruptionError) else str(exc)
+        return [Finding("problem", path, getattr(exc, "offset", None), reason)]
+    missing = current.generation == 0 and not io.exists(path)
+    try:
+        logged = tokens_in_log(io, session_path)
+    except (CorruptionError, FormatVersionError, OSError):
+        logged = 0  # the log's own check reports it
+    issued = max(record.token or 0, logged)
+    if current.damaged_slot is not None:
+        findings.append(Finding(
+            "note", path, current.damaged_slot * SLOT_SIZE,
+            "one lease slot is damaged (a torn write); the other is used, and the next "
+            "claim skips a token"))
+    if record.unknown:
+        findings.append(Finding(
+            "problem" if missing else "note", lock_path, 0,
+            "both slots of the fencing token record are damaged; "
+            + ("with the lease file missing, the last token is unknown: claims are refused "
+               "until the lease is reset (`fsstore lease --reset`)" if missing else
+               "the lease file's token is used, and the next claim rewrites the record")))
+    elif record.damaged_slot is not None:
+        findings.append(Finding(
+            "note", lock_path, record.damaged_slot * TOKEN_SLOT_SIZE,
+            "one slot of the fencing token record is damaged (a torn write); the other is "
+            "used, and the next claim rewrites it"))
+    if issued and missing and not record.unknown:
+        findings.append(Finding(
+            "problem", path, None,
+            f"the lease file is missing, though leases with tokens up to {issued} were "
+            "issued (the log or writer.lock records it): who holds the lease, and until "
+            f"when, is lost; holders are fenced, and the next claim issues token "
+            f"{issued + 1}"))
+    elif issued > current.token and not missing:
+        findings.append(Finding(
+            "problem", path, None,
+            f"the lease file says token {current.token}, but tokens up to {issued} were "
+            "issued (the log or writer.lock records it): it is older than the lease "
+            "(restored from a backup?); holders are fenced, and the next claim issues a "
+            "token above them"))
+    return findings

@@ -39,7 +39,6 @@ from .errors import (
     CorruptionError,
     Finding,
     FormatVersionError,
-    HeadConflict,
     InvalidEvent,
     InvalidMetadata,
     InvalidSetting,
@@ -68,14 +67,23 @@ from .snapshot import (
     SnapshotPolicy,
 )
 from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
+from .turns import (
+    NEUTRAL_KINDS,
+    RESERVED_KIND_PREFIX,
+    TURN_FINISHED,
+    Revision,
+    Turn,
+    callers_events,
+    check_expected,
+    check_revision_arg,
+    read_turn,
+    read_turns,
+    revision_of,
+)
 from .vectors import CollectionInfo, DistanceMetric, VectorCollection
 from .watch import LogCleared, Notifier, SessionWatcher
 from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
-#: Kinds starting with this are the store's own records; callers cannot append them.
-RESERVED_KIND_PREFIX = "fsstore."
-#: The record ``finish_turn`` appends: the turn's close barrier, visible in the log.
-TURN_FINISHED = "fsstore.turn_finished"
 #: The record ``save_session_with_updates`` ends its batch with: the new title, tags and
 #: metadata, so that they commit with the updates (session.json follows it).
 METADATA_RECORD = "fsstore.metadata"
@@ -84,17 +92,6 @@ MAX_COMMIT_ID = 256
 
 _UNSET: Any = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
-#: Record kinds from outside the session's turns: they do not move its current turn.
-NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD))
-
-
-class Turn(NamedTuple):
-    """A turn's events (without its ``fsstore.turn_finished`` record) and whether it was
-    finished."""
-
-    number: int
-    events: list[Event]
-    finished: bool
 
 
 class CommitResult(NamedTuple):
@@ -125,6 +122,10 @@ class SessionInfo:
     path: str
     created: float  # seconds since the epoch
     updated: float  # the later of the last event and the last metadata change
+    #: Records in the log since its start, the store's own records (state, queue, input,
+    #: lease, metadata, turn_finished) included: ``head - log_start + 1``, read from the tail of
+    #: the log without a scan. Count the caller's events with ``sum(1 for _ in
+    #: session.events())``.
     event_count: int
     head: int
     title: str | None
@@ -234,63 +235,52 @@ class SessionReader:
 
     @property
     def head(self) -> int:
-        """The last seq written (0 for a session that never had an event)."""
+        """The last seq written (0 for a session that never had an event). Every record
+        moves it, queue and input records too: check commits against :attr:`revision`."""
         return self._log.tail().head
+
+    @property
+    def revision(self) -> Revision:
+        """The session's :class:`Revision`: it moves only with what the history and state
+        depend on, not with queue items or turn inputs. Read from the tail of the log;
+        when the log ends in queue or input records, the segments before are read back
+        to the last record that is neither."""
+        return revision_of(self._log)
 
     def _before_read(self) -> None:
         """Hook: a writer hands its buffered batches to the OS so it reads its own writes."""
 
     def events(
-        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
+        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None,
+        *, include_internal: bool = False,
     ) -> Iterator[Event]:
-        """Stream events with ``after_seq < seq <= until_seq`` in order, one segment in
-        memory at a time. Includes the store's own records (``fsstore.*`` kinds)."""
+        """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
+        most ``limit`` of them, one segment in memory at a time. With
+        ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
+        input, lease, metadata and turn_finished records) come too, for debugging and
+        export. A queue, input or lease record's ``turn`` is the turn current when it was
+        written; it belongs to no turn."""
         self._before_read()
-        return self._log.events(after_seq, until_seq, limit)
+        if include_internal:
+            return self._log.events(after_seq, until_seq, limit)
+        return callers_events(self._log.events(after_seq, until_seq), limit)
 
-    def get_turn(self, number: int) -> Turn | None:
-        """Turn ``number``'s events and whether it was finished; None if it has none.
+    def get_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        """Turn ``number``: the caller's events in it and whether it was finished; None
+        if no record belongs to it. Queue and input records belong to no turn, so they
+        never join a turn, finished or not. ``include_internal`` adds the turn's state and
+        metadata records (see :class:`Turn`).
 
         Turns never go backwards in a log, so the turn is found by a binary search over
         the first turn of each segment, then read from there.
         """
         self._before_read()
-        segments, _ = self._log.live_segments()
-        low, high = 0, len(segments)
-        while low < high:
-            middle = (low + high) // 2
-            first_turn = self._log.first_turn(segments[middle])
-            if first_turn is not None and first_turn < number:
-                low = middle + 1
-            else:
-                high = middle
-        start = segments[max(low - 1, 0)] - 1
-        events: list[Event] = []
-        finished = False
-        for event in self._log.events(after_seq=start):
-            if event.turn < number:
-                continue
-            if event.turn > number:
-                break
-            if event.kind == TURN_FINISHED:
-                finished = True
-            else:
-                events.append(event)
-        if not events and not finished:
-            return None
-        return Turn(number, events, finished)
+        return read_turn(self._log, number, include_internal)
 
-    def get_turns(self) -> list[Turn]:
-        """Every turn in log order."""
-        turns: list[Turn] = []
-        for event in self.events():
-            if not turns or turns[-1].number != event.turn:
-                turns.append(Turn(event.turn, [], False))
-            if event.kind == TURN_FINISHED:
-                turns[-1] = turns[-1]._replace(finished=True)
-            else:
-                turns[-1].events.append(event)
-        return turns
+    def get_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        """Every turn in log order (see :meth:`get_turn`)."""
+        self._before_read()
+        return read_turns(self._log.events(), include_internal)
 
     def verify(self) -> list[Finding]:
         """Read everything and report each problem; changes nothing."""
@@ -336,17 +326,7 @@ class SessionReader:
         for name in vectors.collection_names(self.io, self.path):
             findings.extend(vectors.check_collection(
                 self.io, os.path.join(layout.vectors_dir(self.path), name)))
-        lease_path = layout.lease_path(self.path)
-        try:
-            current = lease_module.read_lease(self.io, lease_path)
-            if current.damaged_slot is not None:
-                findings.append(Finding(
-                    "note", lease_path, current.damaged_slot * lease_module.SLOT_SIZE,
-                    "one lease slot is damaged (a torn write); the other is used, and the "
-                    "next claim skips a token"))
-        except (CorruptionError, FormatVersionError) as exc:
-            findings.append(Finding("problem", lease_path, getattr(exc, "offset", None),
-                                    _reason(exc)))
+        findings.extend(lease_module.check(self.io, self.path))
         for name in vectors.scratch_names(self.io, self.path):
             findings.append(Finding("note", os.path.join(layout.vectors_dir(self.path), name),
                                     None, "left by an interrupted create or drop of a "
@@ -530,11 +510,11 @@ class SessionReader:
 
     # --- async ---
 
-    async def aget_turn(self, number: int) -> Turn | None:
-        return await asyncio.to_thread(self.get_turn, number)
+    async def aget_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        return await asyncio.to_thread(self.get_turn, number, include_internal=include_internal)
 
-    async def aget_turns(self) -> list[Turn]:
-        return await asyncio.to_thread(self.get_turns)
+    async def aget_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
 
     async def astate(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.state)
@@ -543,11 +523,13 @@ class SessionReader:
         return await asyncio.to_thread(self.state_at, seq)
 
     async def aevents(
-        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000
+        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000, *,
+        include_internal: bool = False,
     ) -> AsyncIterator[Event]:
         """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
         def read_batch(after: int) -> list[Event]:
-            return list(self.events(after, until_seq, batch))
+            return list(self.events(after, until_seq, batch,
+                                    include_internal=include_internal))
 
         while True:
             chunk = await asyncio.to_thread(read_batch, after_seq)
@@ -606,6 +588,7 @@ class Session(SessionReader):
         self._lease_file: LeaseFile | None = None
         self._lock: filelock.BaseFileLock | None = None
         self._checked_depth = 0
+        self._lease_logged: tuple[int, int] | None = None  # (token, log start) logged
         if lease is not None or shared:
             if chosen.mode == "none" or chosen.grouped:
                 raise InvalidSetting(
@@ -687,7 +670,8 @@ class Session(SessionReader):
         mutex.acquire(self._lock_timeout)
         try:
             outermost = mutex.depth == 1
-            if fenced and not self._checked_depth:
+            fence = fenced and not self._checked_depth
+            if fence:
                 if self._lease is not None:
                     assert self._lease_file is not None
                     lease_module.check_current(self._lease_file, self._lease)
@@ -696,6 +680,8 @@ class Session(SessionReader):
                 self._checked_depth = mutex.depth
             if outermost:
                 self._catch_up()
+            if fence and self._lease is not None:
+                self._log_lease(self._lease.token)
             yield
             if outermost:
                 # Everything reaches the OS before the next writer reads the log.
@@ -704,6 +690,19 @@ class Session(SessionReader):
             if self._checked_depth == mutex.depth:
                 self._checked_depth = 0
             mutex.release()
+
+    def _log_lease(self, token: int) -> None:
+        """Before this handle's first fenced write to a log, record its lease token in the
+        log (section 16.4): the log then shows the leased writes and their highest token,
+        whatever becomes of the lease file. Once per handle and log (again after a clear)."""
+        writer = self._writer
+        with writer.lock:
+            if self._lease_logged == (token, writer.log_start):
+                return
+            writer.check_usable()
+            writer.append([(lease_module.LEASE_RECORD, {"token": token})],
+                          writer.last_turn or 0, time.time())
+            self._lease_logged = (token, writer.log_start)
 
     def _ingress(self, build: Callable[[StateImage, float], tuple[list[tuple[str, Any]],
                                                              Callable[[int], Any]]],
@@ -775,9 +774,28 @@ class Session(SessionReader):
     def durability(self) -> Durability:
         return self._writer.durability
 
+    def _fresh(self) -> contextlib.AbstractContextManager[None]:
+        """For a shared session, the mutex and a catch-up with what other processes
+        wrote: what a read of the head, the revision or the turn returns is current.
+        An exclusive writer is the only one, so its own view is current."""
+        if self._mutex is None or self.closed:
+            return contextlib.nullcontext()
+        return self._writing(False)
+
     @property
     def head(self) -> int:
-        return self._writer.head
+        """The last seq written. Every record moves it (queue and input records too);
+        for a shared session it is read after catching up with other writers."""
+        with self._fresh():
+            return self._writer.head
+
+    @property
+    def revision(self) -> Revision:
+        """See :attr:`SessionReader.revision`; kept by the writer in O(1), and for a
+        shared session read after catching up with other writers."""
+        with self._fresh():
+            writer = self._writer
+            return Revision(writer.log_start, writer.significant_head)
 
     @property
     def synced_head(self) -> int:
@@ -796,8 +814,9 @@ class Session(SessionReader):
 
     @property
     def current_turn(self) -> int | None:
-        """The turn of the last record, or None for an empty log."""
-        return self._writer.last_turn
+        """The turn of the last record that is not a queue or input record, or None."""
+        with self._fresh():
+            return self._writer.last_turn
 
     def _turn_finished(self) -> bool:
         return self._writer.last_kind == TURN_FINISHED
@@ -1024,23 +1043,31 @@ class Session(SessionReader):
         self, events: Iterable[Mapping[str, Any]] = (), *,
         state_patch: Mapping[str, Any] | None = None, expected_head: int | None = None,
         commit_id: str | None = None, turn: int | None = None, kind: str | None = None,
-        ts: float | None = None,
+        ts: float | None = None, expected_revision: Revision | None = None,
     ) -> CommitResult:
         """Append ``events`` and apply ``state_patch`` (a JSON merge patch of the state)
         as one batch: after a crash all of it is there or none.
 
-        ``expected_head``: commit only if the head is still that seq, else raise
-        HeadConflict and write nothing. ``commit_id``: a commit under an id already
-        committed (among the last ``SnapshotPolicy.commit_ids``) writes nothing and
-        returns the first commit's result, with ``duplicate`` set.
+        ``expected_revision`` (from :attr:`revision`): commit only if the session's
+        revision is still that one, i.e. no caller event, state record, commit, finished
+        turn or metadata record was written since, and no clear happened; queue items and
+        turn inputs that arrived meanwhile do not count. Else raise HeadConflict and write
+        nothing. ``expected_head`` (a head, or a revision's seq, read earlier): the same
+        check by seq, which passes when nothing but queue and input records was written
+        after that seq; it cannot see a clear that left nothing after the old head, which
+        ``expected_revision`` does. ``commit_id``: a commit under an id already committed
+        (among the last ``SnapshotPolicy.commit_ids``) writes nothing and returns the
+        first commit's result, with ``duplicate`` set.
         """
         entries = [(_kind_of(event, kind), event) for event in events]
         ops = [] if state_patch is None else [["merge", state_patch]]
-        return self._commit(entries, ops, expected_head, commit_id, turn, ts)
+        return self._commit(entries, ops, expected_head, commit_id, turn, ts,
+                            expected_revision)
 
     def _commit(
         self, entries: list[tuple[str, Any]], ops: list[list[Any]], expected_head: int | None,
         commit_id: str | None, turn: int | None, ts: float | None,
+        expected_revision: Revision | None = None,
     ) -> CommitResult:
         if commit_id is not None and (not isinstance(commit_id, str) or not commit_id
                                       or len(commit_id) > MAX_COMMIT_ID):
@@ -1048,6 +1075,8 @@ class Session(SessionReader):
                                f"not {commit_id!r}")
         if expected_head is not None:
             _check_seq(expected_head, "expected_head")
+        if expected_revision is not None:
+            check_revision_arg(expected_revision)
         ops = normalize_ops(ops) if ops else ops
         stamp = time.time() if ts is None else float(ts)
         writer = self._writer
@@ -1059,12 +1088,8 @@ class Session(SessionReader):
                 return CommitResult(list(range(done.first_seq, done.last_seq)), done.last_seq,
                                     commit_id, True)
             head = writer.head
-            if expected_head is not None and expected_head != head:
-                when = "is ahead of" if expected_head > head else "is behind"
-                raise HeadConflict(
-                    f"session {self.id!r}: expected head {expected_head} {when} the head "
-                    f"{head}; nothing was written: re-read the session and retry",
-                    expected=expected_head, actual=head)
+            check_expected(self.id, Revision(writer.log_start, writer.significant_head), head,
+                           expected_head, expected_revision)
             count = len(entries)
             if ops or commit_id is not None:
                 record: dict[str, Any] = {"ops": ops}

@@ -303,14 +303,13 @@ class Store:
 
     def reset_lease(self, session_id: str, *, lock_timeout: float = 5.0) -> int:
         """Replace a lease file neither of whose slots is valid (``lease_info`` raises
-        CorruptionError): the lease becomes free, and the next token is above any a
-        counter could have reached. Returns that floor. Refuses a readable file."""
+        CorruptionError), or a missing one whose last token writer.lock cannot tell
+        (claims raise CorruptionError): the lease becomes free, and the next token is
+        above any a counter could have reached. Returns that floor. Refuses otherwise."""
         def action(path: str, file: LeaseFile) -> int:
-            try:
-                lease_module.read_lease(self.io, layout.lease_path(path))
-            except CorruptionError:
+            if lease_module.needs_reset(self.io, path, file):
                 file.close()
-                return lease_module.reset(self.io, path, LeaseOwner.current("reset"))
+                return lease_module.reset(self.io, path, LeaseOwner.current("reset"), file)
             raise InvalidSetting(f"session {session_id!r}: the lease file is readable; "
                                  "nothing to reset")
         return self._leased(session_id, lock_timeout, action)

@@ -28,9 +28,11 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     reader = store.read_session(session_id)
     turns = reader.get_turns()
     assert len(turns) == 3 and all(t.finished for t in turns)
-    kinds = {e.kind for t in turns for e in t.events}
-    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD,
-                     "fsstore.queue", "fsstore.input"}
+    assert {e.kind for t in turns for e in t.events} == {"message", "tool_call",
+                                                         "tool_result"}
+    # The queue item and the input arrived after the last turn finished: in no turn.
+    kinds = {e.kind for t in reader.get_turns(include_internal=True) for e in t.events}
+    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD}
     assert [w.kind for w in reader.queued_work()] == ["follow_up"]
     assert [i.status for i in reader.turn_inputs()] == ["pending"]
     assert not store.lease_info(session_id).held
@@ -56,7 +58,7 @@ def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     assert code == 0 and session_id in out and "Fix the failing billing date test" in out
 
     code, out, _ = run(capsys, "--store", store_path, "show", session_id)
-    assert code == 0 and "turn 1 (8 events, finished)" in out
+    assert code == 0 and "turn 1 (7 events, finished)" in out  # its state record is not shown
     assert "run_tests(" in out
     code, out, _ = run(capsys, "--store", store_path, "show", fork_id)
     assert f"forked from {session_id} at seq 9" in out
@@ -66,6 +68,11 @@ def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["seq"] for line in lines] == [3, 4, 5]
     assert set(lines[0]) == {"seq", "ts", "turn", "kind", "data"}
+    code, out, _ = run(capsys, "--store", store_path, "cat", session_id)
+    assert not [line for line in out.splitlines() if '"kind": "fsstore.' in line]
+    code, out, _ = run(capsys, "--store", store_path, "cat", session_id, "--all")
+    kinds = {json.loads(line)["kind"] for line in out.splitlines()}
+    assert {fsstore.TURN_FINISHED, fsstore.STATE_RECORD, "fsstore.queue"} <= kinds
 
     monkeypatch.chdir(os.path.join(store_path, "sessions"))  # found by walking up
     code, out, _ = run(capsys, "verify")

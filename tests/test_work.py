@@ -158,7 +158,7 @@ def test_the_queue_survives_reopen_snapshots_and_is_in_the_log(store):
             session.queue.complete(held._replace(token=held.token + 1))
         session.queue.complete(held)
         assert session.queue.claim("w", 30).id == ids[2]
-    kinds = [e.kind for e in store.read_session("s").events()]
+    kinds = [e.kind for e in store.read_session("s").events(include_internal=True)]
     assert set(kinds) == {"fsstore.queue"}
 
 
@@ -289,7 +289,7 @@ def completions_in_log(store) -> list[tuple[int, int]]:
     show here as a mismatch."""
     claims: dict[int, int] = {}
     done = []
-    for event in store.read_session("s").events():
+    for event in store.read_session("s").events(include_internal=True):
         if event.kind != "fsstore.queue":
             continue
         data = event.data

@@ -68,8 +68,9 @@ def make_v1() -> None:
         expected[info.id] = {
             "title": info.title, "tags": info.tags, "metadata": info.metadata,
             "event_count": info.event_count, "head": info.head,
-            "events": [json.loads(event_json(e)) for e in reader.events()],
-            "turns": [[t.number, len(t.events), t.finished] for t in reader.get_turns()],
+            "events": [json.loads(event_json(e)) for e in reader.events(include_internal=True)],
+            "turns": [[t.number, len(t.events), t.finished]
+                      for t in reader.get_turns(include_internal=True)],
         }
     for folder, _, files in os.walk(store_path):
         for name in files:
@@ -124,7 +125,7 @@ def make_v1_1() -> None:
         expected[info.id] = {
             "title": info.title, "tags": info.tags, "metadata": info.metadata,
             "head": info.head, "parent": None if info.parent is None else list(info.parent),
-            "events": [json.loads(event_json(e)) for e in reader.events()],
+            "events": [json.loads(event_json(e)) for e in reader.events(include_internal=True)],
             "state": json.loads(json.dumps(reader.state(), default=list)),
             "states_at": {seq: reader.state_at(seq) for seq in range(0, info.head + 1, 5)},
             "checkpoints": [[c.id, c.label, c.kind, c.seq, reader.load_checkpoint(c.id)]
