@@ -176,6 +176,7 @@ class Store:
         for writing. It appears whole or not at all: it is built under a temp name and
         renamed into place."""
         session_id = layout.new_session_id() if session_id is None else session_id
+        layout.check_session_id(session_id, new=True)
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
         if self.io.exists(final):
@@ -344,6 +345,7 @@ class Store:
         (``Session.fork`` passes it).
         """
         new_id = layout.new_session_id() if new_id is None else new_id
+        layout.check_session_id(new_id, new=True)
         final = self._session_path(new_id)  # checks the id before anything is touched
         if at_seq is not None and at_checkpoint is not None:
             raise InvalidSetting("fork at_seq or at_checkpoint, not both")
