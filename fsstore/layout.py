@@ -94,13 +94,19 @@ def check_session_id(session_id: object, *, new: bool = False) -> str:
             f"invalid session id {shown!r}: use 1 to {MAX_SESSION_ID} characters from "
             "A-Z a-z 0-9 . _ - and do not start with a dot"
         )
-    if new and (_RESERVED.match(session_id) or session_id.endswith(".")):
+    if new and unsafe_on_windows(session_id):
         raise InvalidSessionId(
             f"invalid session id {shown!r}: Windows reserves device names (CON, PRN, AUX, "
             "NUL, COM0-9, LPT0-9, with or without an extension) and drops a final dot, so a "
             "copy of the store there would break; choose another id"
         )
     return session_id
+
+
+def unsafe_on_windows(name: str) -> bool:
+    """True for a name Windows cannot hold as a file or folder: a device name, alone or
+    before a dot, in any case; or a name ending in a dot or a space."""
+    return bool(_RESERVED.match(name)) or name.endswith((".", " "))
 
 
 def check_checkpoint_id(checkpoint_id: object, *, new: bool = False) -> str:

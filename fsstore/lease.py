@@ -234,17 +234,18 @@ def read_lease(io: FileIO, path: str, fd: int | None = None) -> LeaseState:
         raise CorruptionError("lease file is larger than two slots", path=path)
     found: list[LeaseState] = []
     damaged = None
+    why = ""
     for slot in (0, 1):
         chunk = raw[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE]
         if not chunk.strip(b"\0"):
             continue  # never written
         try:
             found.append(_decode_slot(chunk, path, slot * SLOT_SIZE))
-        except CorruptionError:
-            damaged = slot
+        except CorruptionError as exc:
+            damaged, why = slot, f" ({exc.reason})"
     if not found:
         raise CorruptionError(
-            "neither lease slot is valid, so the last fencing token is unknown; restore the "
+            f"neither lease slot is valid{why}, so the last fencing token is unknown; restore the "
             "file from a backup, or reset the lease (Store.reset_lease, `fsstore lease "
             "--reset`), which issues tokens above any a counter could have reached",
             path=path, offset=0 if damaged is None else damaged * SLOT_SIZE)

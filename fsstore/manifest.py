@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -153,8 +154,12 @@ def _field_message(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     message, _, where = text.rpartition(" - at ")
     if not message:
-        return text
-    return f"field {where.strip('`').removeprefix('$.')}: {message}"
+        message, where = text, "$"
+    where = where.strip("`").removeprefix("$").removeprefix(".")
+    missing = re.match(r"Object missing required field `(.*)`\Z", message)
+    if missing:
+        where, message = f"{where}.{missing.group(1)}".lstrip("."), "missing"
+    return f"field {where or '(the whole file)'}: {message}"
 
 
 def decode_session(data: Mapping[str, Any], path: str) -> SessionManifest:

@@ -25,7 +25,7 @@ import msgspec
 
 from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, SeqOutOfRange
 from .fsio import FileIO
-from .log import Event, LogPosition, LogReader
+from .log import Event, LogPosition, LogReader, refuse_msgpack_ext
 from .snapshot import SnapshotDir, SnapshotFile, read
 from .work import INPUT_RECORD, QUEUE_RECORD, InputState, RecordError, WorkState, decode_record
 
@@ -40,7 +40,8 @@ DEFAULT_COMMIT_ID_WINDOW = 10_000
 OPS = ("set", "delete", "merge")
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder()
+# No extension types: a reader refuses them (docs/FORMAT.md, section 3).
+_decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
 
 
 def copy_value(value: Any) -> Any:
@@ -77,7 +78,7 @@ def normalize_ops(ops: list[list[Any]]) -> list[list[Any]]:
             raise InvalidState("state keys must be strs")
     try:
         return _decoder.decode(_encoder.encode(ops))
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError) as exc:
         raise InvalidState(f"state value cannot be stored as msgpack: {exc}") from None
 
 
