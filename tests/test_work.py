@@ -392,3 +392,27 @@ def test_payloads_msgpack_cannot_give_back_are_refused_and_nothing_is_written(se
         with pytest.raises(fsstore.InvalidEvent):
             session.inputs.submit(payload)
     assert tree_snapshot(session.path) == before
+
+
+def test_the_snapshot_body_of_a_queue_and_inputs_is_the_worked_example_of_the_format():
+    import re
+
+    import msgspec
+
+    from fsstore.state import StateImage
+
+    with open(os.path.join(ROOT, "docs", "FORMAT.md")) as handle:
+        spec = handle.read()
+    section = spec[spec.index("### 17.1"):spec.index("## 18.")]
+    dump = section[section.index("Worked example"):]
+    dump = dump[dump.index("```") + 3:]
+    dump = dump[:dump.index("```")]
+    expected = bytes.fromhex("".join(re.findall(r"^[0-9a-f]{8}  ((?:[0-9a-f]{2} ?)+)", dump,
+                                                re.MULTILINE)))
+    image = StateImage(3, 1)
+    image.work.apply(2, 1795240001.5, {"op": "enqueue", "kind": "wake"})
+    image.inputs.apply(3, 1795240002.0, {"op": "submit", "payload": "hi"})
+    assert msgspec.msgpack.encode(image.body()) == expected
+    body = msgspec.msgpack.decode(expected)
+    assert fsstore.work.WorkState.from_body(body["queue"]).view(2).kind == "wake"
+    assert fsstore.work.InputState.from_body(body["inputs"]).view(3).payload == "hi"
