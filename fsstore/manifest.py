@@ -162,6 +162,11 @@ def _field_message(exc: msgspec.ValidationError) -> str:
     return f"field {where or '(the whole file)'}: {message}"
 
 
+def read_store(io: FileIO, path: str) -> StoreManifest:
+    """``fsstore.json``, read and decoded (see :func:`read`)."""
+    return decode_as(read(io, path, STORE_FORMAT), StoreManifest, path)
+
+
 def decode_session(data: Mapping[str, Any], path: str) -> SessionManifest:
     """``session.json`` as read by :func:`read`, checked field by field: CorruptionError
     names the field that is wrong (a hand edit such as ``"tags": 5``)."""

@@ -96,7 +96,7 @@ def open_store(
         if not create:
             raise StoreNotFound(f"no fsstore store at {root} (no {layout.STORE_MANIFEST})")
         _create_store(io, root)
-    manifest.read(io, manifest_path, manifest.STORE_FORMAT)
+    manifest.read_store(io, manifest_path)
     return Store(root, io=io, durability=Durability.of(durability), segment_size=segment_size,
                  max_record_bytes=max_record_bytes, snapshots=snapshots or SnapshotPolicy(),
                  blob_compression=blob_compression)

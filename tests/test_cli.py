@@ -304,3 +304,27 @@ def test_ls_shows_a_session_with_a_wrong_typed_manifest_as_damaged(tmp_path, cap
     assert code == 1 and "fine" in out and "damaged" in out and "tags" in out
     code, _, err = run(capsys, "--store", store.path, "show", "bad")
     assert code == 2 and "tags" in err and path in err and len(err.splitlines()) == 1
+
+
+def test_a_title_no_encoding_can_print_is_printed_escaped(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a", title="ok").close()
+    path = os.path.join(store.path, "sessions", "a", "session.json")
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, "w") as handle:  # a hand edit: JSON may escape a lone surrogate
+        handle.write(text.replace('"title": "ok"', '"title": "\\ud800 \\u00e9"'))
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONIOENCODING="ascii")
+    for command in (["ls"], ["show", "a"]):
+        done = subprocess.run([sys.executable, "-m", "fsstore", "--store", store.path,
+                               *command], capture_output=True, text=True, env=env)
+        assert done.returncode == 0 and done.stderr == ""
+        assert "\\ud800 \\xe9" in done.stdout
+
+
+def test_a_usage_error_is_one_line_with_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--store", str(tmp_path), "cat", "s", "--after", "x"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "invalid int value" in err and "--help" in err

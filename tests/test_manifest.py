@@ -180,3 +180,22 @@ def test_metadata_a_reader_would_refuse_is_refused_at_create(tmp_path, options):
     with pytest.raises(InvalidMetadata):
         store.create_session("a", **options)
     assert store.session_ids() == []
+
+
+def test_a_deeply_nested_store_manifest_is_a_corruption_error_at_open(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    path = os.path.join(store.path, "fsstore.json")
+    with open(path, "w") as handle:
+        handle.write('{"format": "fsstore-store", "version": "1.2", "x": '
+                     + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CorruptionError) as caught:
+        fsstore.open_store(store.path, create=False)
+    assert caught.value.path == path
+
+
+def test_a_store_manifest_keeps_unknown_keys_and_reads_a_newer_minor(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    path = os.path.join(store.path, "fsstore.json")
+    with open(path, "w") as handle:
+        json.dump({"format": "fsstore-store", "version": "1.7", "uid": "u"}, handle)
+    assert fsstore.open_store(store.path, create=False).path == store.path
