@@ -26,6 +26,9 @@ from hypothesis import strategies as st
 import fsstore
 from fsstore.state import merge_patch
 
+# A huge string's repr is a megabyte: hypothesis warns when it reports one.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
+
 
 class Opaque:
     """A value no serializer knows."""
