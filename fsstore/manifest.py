@@ -105,7 +105,7 @@ def loads(raw: bytes, path: str) -> Any:
         # json's scanner gives up cleanly at the interpreter's recursion limit.
         data = None
         depth = -1
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, an int of over 4,300 digits
         raise CorruptionError(
             f"not valid JSON ({exc}); restore this manifest from a backup", path=path
         ) from None

@@ -4,6 +4,8 @@ import json
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fsstore
 from fsstore import CorruptionError, FileIO, FormatVersionError, InvalidMetadata, manifest
@@ -34,6 +36,7 @@ def test_newer_major_is_refused_with_a_clear_error(tmp_path):
 @pytest.mark.parametrize("content", [
     b"", b"{", b"\xff\xfe", b"[]", b'{"format": "y", "version": "1.0"}',
     b'{"format": "x", "version": "one"}', b'{"format": "x"}',
+    b'{"format": "x", "version": "1.0", "n": ' + b"1" * 5000 + b"}",
 ])
 def test_damaged_manifest_is_a_corruption_error_naming_the_file(tmp_path, content):
     path = tmp_path / "m.json"
@@ -199,3 +202,51 @@ def test_a_store_manifest_keeps_unknown_keys_and_reads_a_newer_minor(tmp_path):
     with open(path, "w") as handle:
         json.dump({"format": "fsstore-store", "version": "1.7", "uid": "u"}, handle)
     assert fsstore.open_store(store.path, create=False).path == store.path
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=5) | st.sampled_from(["2026-11-21T05:52:12+00:00", "a"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["id", "seq", "checkpoint", "x"]) | st.text(max_size=3),
+                      children, max_size=3),
+    max_leaves=8)
+KNOWN_FIELDS = ["id", "created", "updated", "title", "tags", "metadata", "metadata_seq",
+                "parent", "parent.id", "parent.seq", "parent.checkpoint", "parent.forked",
+                "version"]
+
+
+def test_any_json_in_a_known_session_field_reads_typed_or_is_corruption(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a").close()
+    path = os.path.join(store.path, "sessions", "a", "session.json")
+    with open(path) as handle:
+        original = handle.read()
+
+    @settings(max_examples=150, deadline=None)
+    @given(edits=st.lists(st.tuples(st.sampled_from(KNOWN_FIELDS), json_values), min_size=1,
+                          max_size=3))
+    def check(edits):
+        def change(data):
+            for field, value in edits:
+                if field.startswith("parent."):
+                    if not isinstance(data.get("parent"), dict):
+                        data["parent"] = {"id": "b", "seq": 1}
+                    data["parent"][field[7:]] = value
+                else:
+                    data[field] = value
+        with open(path, "w") as handle:
+            handle.write(original)
+        _edit(path, change)
+        try:
+            info = store.read_session("a").info()
+        except (CorruptionError, FormatVersionError):
+            return
+        assert info.title is None or isinstance(info.title, str)
+        assert all(isinstance(tag, str) for tag in info.tags)
+        assert isinstance(info.metadata, dict) and all(isinstance(k, str) for k in info.metadata)
+        assert isinstance(info.created, float) and isinstance(info.updated, float)
+        if info.parent is not None:
+            assert isinstance(info.parent.parent, str) and isinstance(info.parent.seq, int)
+            assert info.parent.checkpoint is None or isinstance(info.parent.checkpoint, str)
+    check()
