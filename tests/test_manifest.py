@@ -250,3 +250,28 @@ def test_any_json_in_a_known_session_field_reads_typed_or_is_corruption(tmp_path
             assert isinstance(info.parent.parent, str) and isinstance(info.parent.seq, int)
             assert info.parent.checkpoint is None or isinstance(info.parent.checkpoint, str)
     check()
+
+
+def test_a_metadata_record_a_manifest_cannot_hold_is_not_rolled_forward(tmp_path):
+    from forge import append_raw
+
+    store, path = _session_store(tmp_path)
+    append_raw(store, "a", [("fsstore.metadata", {"title": "t", "tags": 5, "metadata": {}})])
+    with open(path, "rb") as handle:
+        before = handle.read()
+    with pytest.raises(CorruptionError, match="fsstore.metadata record at seq 1"):
+        store.open_session("a")
+    with open(path, "rb") as handle:
+        assert handle.read() == before
+    assert store.read_session("a").tags == ["x"]
+
+
+def test_a_metadata_record_is_rolled_forward_when_it_is_sound(tmp_path):
+    from forge import append_raw
+
+    store, path = _session_store(tmp_path)
+    append_raw(store, "a", [("fsstore.metadata",
+                             {"title": "new", "tags": ["y"], "metadata": {"k": 2}})])
+    store.open_session("a").close()
+    reader = store.read_session("a")
+    assert (reader.title, reader.tags, reader.metadata) == ("new", ["y"], {"k": 2})
