@@ -225,6 +225,19 @@ def enqueue(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
             [value, [value]])
 
 
+def queue_cycle(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
+    text = value if isinstance(value, str) else "job"
+    session.queue.enqueue(text, value)
+    claim = session.queue.claim(text, 60)
+    assert claim is not None
+    session.queue.fail(claim, text)
+
+    def read(store: fsstore.Store) -> Any:
+        (item,) = store.read_session("s").queued_work()
+        return [item.kind, item.payload, item.error, item.attempts]
+    return read, [text, value, text[:4096], 1]
+
+
 def submit_input(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
     session.inputs.submit(value)
     return lambda store: [i.payload for i in store.read_session("s").turn_inputs()], [value]
@@ -243,7 +256,8 @@ def upsert(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
 
 SESSION_CALLS = {f.__name__: f for f in (
     append, append_many, commit, commit_events, commit_state_only, set_state, merge_state,
-    update_metadata, save_metadata, save_updates, enqueue, submit_input, upsert)}
+    update_metadata, save_metadata, save_updates, enqueue, queue_cycle, submit_input,
+    upsert)}
 # Calls whose values go to a writer another part of fsstore owns: the log's (events) and
 # the vectors' (documents). Until those writers refuse what their readers refuse, hazard
 # values (Ext, Raw, nesting past the recursion limit) are accepted and then unreadable.
