@@ -34,8 +34,9 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
+import msgspec
 from crc32c import crc32c
 
 from . import layout
@@ -100,6 +101,18 @@ def _remember(cache: dict, key: object, value: object) -> None:
     cache[key] = value
 
 
+class OwnerRecord(msgspec.Struct, frozen=True):
+    """The typed decoder of a lease slot's owner JSON; unknown keys are ignored."""
+
+    host: str
+    pid: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # a pid os.kill can be asked of
+    started: str | None = None
+    label: str = ""
+
+
+_owner_decoder = msgspec.json.Decoder(OwnerRecord)
+
+
 @dataclass(frozen=True)
 class LeaseOwner:
     """Who holds (or wants) a lease: a host, a process (its pid and start time, so a
@@ -118,8 +131,15 @@ class LeaseOwner:
         return cls(socket.gethostname(), os.getpid(), started, str(label))
 
     def to_json(self) -> bytes:
+        """The owner as a lease slot holds it; InvalidSetting for an owner a reader would
+        refuse (see :class:`OwnerRecord`)."""
         raw = _ENCODED.get(self)
         if raw is None:
+            try:
+                msgspec.convert({"host": self.host, "pid": self.pid, "started": self.started,
+                                 "label": self.label}, OwnerRecord)
+            except msgspec.ValidationError as exc:
+                raise InvalidSetting(f"lease owner is not valid: {exc}") from None
             raw = json.dumps({"host": self.host, "pid": self.pid, "started": self.started,
                               "label": self.label}, ensure_ascii=False,
                              separators=(",", ":")).encode()
@@ -128,11 +148,15 @@ class LeaseOwner:
 
     @classmethod
     def from_json(cls, raw: bytes) -> LeaseOwner:
+        """Decode an owner through :class:`OwnerRecord`; ValueError naming the field when
+        it does not fit."""
         owner = _DECODED.get(raw)
         if owner is None:
-            data = json.loads(raw)
-            owner = cls(str(data["host"]), int(data["pid"]), data.get("started"),
-                        str(data.get("label", "")))
+            try:
+                record = _owner_decoder.decode(raw)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise ValueError(str(exc)) from None
+            owner = cls(record.host, record.pid, record.started, record.label)
             _remember(_DECODED, bytes(raw), owner)
         return owner
 
@@ -201,8 +225,9 @@ def _decode_slot(raw: bytes, path: str, offset: int) -> LeaseState:
         raise CorruptionError("lease slot is malformed", path=path, offset=offset)
     try:
         owner = LeaseOwner.from_json(raw[_SLOT.size:_SLOT.size + owner_len])
-    except (ValueError, KeyError, TypeError):
-        raise CorruptionError("lease owner is not readable", path=path, offset=offset) from None
+    except ValueError as exc:
+        raise CorruptionError(f"lease owner is not readable ({exc})", path=path,
+                              offset=offset) from None
     return LeaseState(generation, token, state == HELD, expires, acquired, owner, None)
 
 
@@ -221,17 +246,18 @@ def read_lease(io: FileIO, path: str, fd: int | None = None) -> LeaseState:
         raise CorruptionError("lease file is larger than two slots", path=path)
     found: list[LeaseState] = []
     damaged = None
+    why = ""
     for slot in (0, 1):
         chunk = raw[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE]
         if not chunk.strip(b"\0"):
             continue  # never written
         try:
             found.append(_decode_slot(chunk, path, slot * SLOT_SIZE))
-        except CorruptionError:
-            damaged = slot
+        except CorruptionError as exc:
+            damaged, why = slot, f" ({exc.reason})"
     if not found:
         raise CorruptionError(
-            "neither lease slot is valid, so the last fencing token is unknown; restore the "
+            f"neither lease slot is valid{why}, so the last fencing token is unknown; restore the "
             "file from a backup, or reset the lease (Store.reset_lease, `fsstore lease "
             "--reset`), which issues tokens above any a counter could have reached",
             path=path, offset=0 if damaged is None else damaged * SLOT_SIZE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import json
 import math
@@ -138,32 +139,15 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _iso_to_epoch(value: object) -> float:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def _check_json(name: str, value: object) -> None:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMetadata(f"session {name} must be JSON-able: {exc}") from None
-
-
 def new_manifest(
     session_id: str, title: str | None, tags: Iterable[str], metadata: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    tags = list(tags)
-    metadata = dict(metadata or {})
-    if title is not None and not isinstance(title, str):
-        raise InvalidMetadata(f"session title must be a str, not {type(title).__name__}")
-    if not all(isinstance(tag, str) for tag in tags):
-        raise InvalidMetadata("session tags must all be strs")
-    _check_json("metadata", metadata)
+    """A new session's manifest. Raises InvalidMetadata, before anything is written, for
+    a title, tags or metadata a reader would refuse (wrong types, not JSON, too deep, or
+    a manifest over 1 MiB)."""
+    title, tags, metadata = manifest.check_metadata(title, tags, metadata)
     now = _now_iso()
-    return {
+    data = {
         "format": manifest.SESSION_FORMAT,
         "version": manifest.VERSION,
         "id": session_id,
@@ -173,6 +157,7 @@ def new_manifest(
         "tags": tags,
         "metadata": metadata,
     }
+    return json.loads(manifest.encode(data))  # what a reader gets back: checked, as JSON
 
 
 class SessionReader:
@@ -188,6 +173,7 @@ class SessionReader:
             self._manifest = manifest.read(io, manifest_path, manifest.SESSION_FORMAT)
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} at {path}") from None
+        self._meta = manifest.decode_session(self._manifest, manifest_path)
         self._log = LogReader(io, layout.log_dir(path))
         self._policy = snapshots or SnapshotPolicy()
         self._snapshots = SnapshotDir(io, path)
@@ -201,23 +187,25 @@ class SessionReader:
 
     @property
     def title(self) -> str | None:
-        return self._manifest.get("title")
+        return self._meta.title
 
     @property
     def tags(self) -> list[str]:
-        return list(self._manifest.get("tags") or [])
+        return list(self._meta.tags or [])
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return dict(self._manifest.get("metadata") or {})
+        return copy.deepcopy(self._meta.metadata or {})
 
     def info(self) -> SessionInfo:
         tail = self._log.tail()
-        updated = _iso_to_epoch(self._manifest.get("updated"))
-        if tail.last_ts is not None:
+        path = layout.session_manifest_path(self.path)
+        updated = manifest.iso_to_epoch(self._meta.updated, path, "updated")
+        if tail.last_ts is not None and math.isfinite(tail.last_ts):
             updated = max(updated, tail.last_ts)
         return SessionInfo(
-            id=self.id, path=self.path, created=_iso_to_epoch(self._manifest.get("created")),
+            id=self.id, path=self.path,
+            created=manifest.iso_to_epoch(self._meta.created, path, "created"),
             updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
             tags=self.tags, metadata=self.metadata, parent=self.parent,
         )
@@ -225,11 +213,10 @@ class SessionReader:
     @property
     def parent(self) -> ForkOrigin | None:
         """Where this session was forked from; None if it was not."""
-        record = self._manifest.get("parent")
-        if not isinstance(record, dict):
+        record = self._meta.parent
+        if record is None:
             return None
-        return ForkOrigin(str(record.get("id")), int(record.get("seq", 0)),
-                          record.get("checkpoint"))
+        return ForkOrigin(record.id, record.seq, record.checkpoint)
 
     # --- events ---
 
@@ -960,6 +947,9 @@ class Session(SessionReader):
         with writer.lock:
             fields = self._metadata_fields(title, tags, metadata)
             entries.append((METADATA_RECORD, {k: fields[k] for k in _METADATA_FIELDS}))
+            # Checked before the log write: a manifest a reader would refuse is refused
+            # here, with nothing written (metadata_seq's digits cannot tip it over).
+            self._encode_manifest(fields, metadata_seq=writer.head + len(entries))
             first = writer.append(entries, self._resolve_turn(turn), time.time())
             writer.sync()
             self._write_manifest(fields, metadata_seq=writer.head)
@@ -973,7 +963,10 @@ class Session(SessionReader):
             self.metadata if metadata is _UNSET else metadata,
         )
 
-    def _write_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:
+    def _encode_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None
+                         ) -> tuple[dict[str, Any], bytes]:
+        """The manifest with ``fields`` replaced, and its bytes; InvalidMetadata if a
+        reader would refuse it. Keys this version does not know are kept."""
         updated = dict(self._manifest)
         for key in (*_METADATA_FIELDS, "updated"):
             if key in fields:
@@ -981,8 +974,14 @@ class Session(SessionReader):
         if metadata_seq is not None:
             updated["metadata_seq"] = metadata_seq
         updated["version"] = manifest.VERSION
-        manifest.write(self.io, layout.session_manifest_path(self.path), updated)
-        self._manifest = updated
+        return updated, manifest.encode(updated)
+
+    def _write_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:
+        _, raw = self._encode_manifest(fields, metadata_seq)
+        path = layout.session_manifest_path(self.path)
+        self.io.atomic_write(path, raw)
+        self._manifest = json.loads(raw)  # exactly what a reader gets back
+        self._meta = manifest.decode_session(self._manifest, path)
 
     def _roll_metadata_forward(self) -> None:
         """Finish a ``save_session_with_updates`` that a crash cut off between its log
@@ -990,11 +989,19 @@ class Session(SessionReader):
         writer = self._writer
         if writer.last_kind != METADATA_RECORD:
             return
-        if int(self._manifest.get("metadata_seq") or 0) >= writer.head:
+        if (self._meta.metadata_seq or 0) >= writer.head:
             return
         record = next(iter(self._log.events(after_seq=writer.head - 1)))
-        fields = {k: record.data.get(k) for k in _METADATA_FIELDS}
-        self._write_manifest({**fields, "updated": _now_iso()}, metadata_seq=record.seq)
+        data = record.data if isinstance(record.data, dict) else {}
+        try:
+            title, tags, metadata = manifest.check_metadata(
+                data.get("title"), data.get("tags", ()), data.get("metadata"))
+        except InvalidMetadata as exc:
+            raise CorruptionError(f"{METADATA_RECORD} record at seq {record.seq} holds "
+                                  f"metadata a manifest cannot: {exc}",
+                                  path=self._log.path) from None
+        fields = {"title": title, "tags": tags, "metadata": metadata, "updated": _now_iso()}
+        self._write_manifest(fields, metadata_seq=record.seq)
 
     # --- state ---
 
@@ -1164,6 +1171,7 @@ class Session(SessionReader):
             raise InvalidMetadata(f"checkpoint label must be a str, not {type(label).__name__}")
         if checkpoint_id is None:
             checkpoint_id = layout.new_checkpoint_id()
+        layout.check_checkpoint_id(checkpoint_id, new=True)
         path = self._checkpoints.file_path(checkpoint_id)  # checks the id
         writer = self._writer
         with writer.lock:

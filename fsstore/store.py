@@ -96,7 +96,7 @@ def open_store(
         if not create:
             raise StoreNotFound(f"no fsstore store at {root} (no {layout.STORE_MANIFEST})")
         _create_store(io, root)
-    manifest.read(io, manifest_path, manifest.STORE_FORMAT)
+    manifest.read_store(io, manifest_path)
     return Store(root, io=io, durability=Durability.of(durability), segment_size=segment_size,
                  max_record_bytes=max_record_bytes, snapshots=snapshots or SnapshotPolicy(),
                  blob_compression=blob_compression)
@@ -176,6 +176,7 @@ class Store:
         for writing. It appears whole or not at all: it is built under a temp name and
         renamed into place."""
         session_id = layout.new_session_id() if session_id is None else session_id
+        layout.check_session_id(session_id, new=True)
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
         if self.io.exists(final):
@@ -343,6 +344,7 @@ class Store:
         (``Session.fork`` passes it).
         """
         new_id = layout.new_session_id() if new_id is None else new_id
+        layout.check_session_id(new_id, new=True)
         final = self._session_path(new_id)  # checks the id before anything is touched
         if at_seq is not None and at_checkpoint is not None:
             raise InvalidSetting("fork at_seq or at_checkpoint, not both")

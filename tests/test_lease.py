@@ -476,3 +476,50 @@ def test_a_paused_holder_is_fenced_when_it_resumes(tmp_path):
 def test_a_paused_holder_is_fenced_hundreds_of_times(tmp_path):
     for trial in range(200):
         sigstop_trial(tmp_path, trial)
+
+
+def _slot_with_owner(owner_raw: bytes, generation: int = 1, token: int = 1) -> bytes:
+    import struct
+
+    from crc32c import crc32c
+
+    from fsstore.lease import _MAGIC, _SLOT, HELD, SLOT_SIZE
+
+    head = _SLOT.pack(_MAGIC, 1, 0, generation, token, HELD, time.time() + 60, time.time(),
+                      len(owner_raw))
+    body = (head + owner_raw).ljust(SLOT_SIZE - 4, b"\0")
+    return body + struct.pack("<I", crc32c(body))
+
+
+@pytest.mark.parametrize("owner, field", [
+    (b'{"host": "h", "pid": 1, "started": 5}', "started"),
+    (b'{"host": "h", "pid": "1"}', "pid"),
+    (b'{"host": "h", "pid": -1}', "pid"),
+    (b'{"host": "h", "pid": 99999999999999}', "pid"),
+    (b'{"host": ["h"], "pid": 1}', "host"),
+    (b'{"pid": 1}', "host"),
+    (b'{"host": "h", "pid": 1, "label": {"a": 1}}', "label"),
+    (b'["h", 1]', "object"),
+    (b"[" * 200 + b"]" * 200, "object"),
+])
+def test_a_lease_owner_that_does_not_fit_its_type_is_corruption_naming_the_field(
+        tmp_path, owner, field):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a").close()
+    path = os.path.join(store.path, "sessions", "a", "lease")
+    with open(path, "wb") as handle:
+        handle.write(b"\0" * lease_module.SLOT_SIZE + _slot_with_owner(owner))
+    with pytest.raises(fsstore.CorruptionError) as caught:
+        store.lease_info("a")
+    assert caught.value.path == path and field in str(caught.value)
+
+
+def test_an_owner_a_reader_would_refuse_is_refused_at_claim(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a").close()
+    before = tree_snapshot(store.path)
+    for owner in (LeaseOwner("h", 0, None), LeaseOwner("h", 2**40, None),
+                  LeaseOwner("h", 1, 5), LeaseOwner(5, 1, None)):  # type: ignore[arg-type]
+        with pytest.raises(fsstore.InvalidSetting):
+            store.claim_lease("a", owner=owner)
+    assert tree_snapshot(store.path) == before

@@ -599,3 +599,77 @@ def test_async_state_commit_and_checkpoint(store):
             assert await session.astate_at(1) == {}
 
     asyncio.run(main())
+
+
+# --- records and bodies a hand or a newer fsstore wrote ---------------------------------------
+
+
+@pytest.mark.parametrize("ops, field", [
+    ([["merge", 5]], "ops[0]"), ([["merge", [1]]], "ops[0]"), ([["set", 1, 2]], "ops[0]"),
+    ([["delete", b"k"]], "ops[0]"), ([["set", "k"]], "ops[0]"), ("x", "ops"),
+    ([["rename", "a", "b"]], "ops[0]"),
+])
+def test_a_state_record_that_does_not_fit_its_type_is_an_error_never_ignored(
+        store, ops, field):
+    from forge import append_raw
+
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+    append_raw(store, "s", [(STATE_RECORD, {"ops": ops})])
+    with pytest.raises(fsstore.FormatVersionError) as caught:
+        store.read_session("s").state()
+    assert field in str(caught.value) and "seq 2" in str(caught.value)
+
+
+def _rewrite_snapshot(path, change):
+    from fsstore import snapshot
+
+    file = snapshot.read(FileIO(), path)
+    body = dict(file.body)
+    change(body)
+    header = file.header
+    with open(path, "wb") as handle:
+        handle.write(snapshot.encode(header.kind, header.seq, header.log_start,
+                                     header.position, file.meta, body))
+
+
+@pytest.mark.parametrize("change, part", [
+    (lambda body: body.update(state={1: "a"}), "body"),
+    (lambda body: body.update(state=[1]), "body"),
+    (lambda body: body.update(commits=[["c", "x", 1]]), "body"),
+    (lambda body: body.update(queue=[[1, {"kind": "k"}]]), "queue"),
+    (lambda body: body["queue"][0][1].update(status="claimed"), "queue"),
+    (lambda body: body["queue"][0][1].update(priority="high"), "queue"),
+    (lambda body: body.update(queue=5), "queue"),
+    (lambda body: body["inputs"][0][1].update(status="consumed"), "inputs"),
+    (lambda body: body["inputs"][0][1].update(turn="1"), "inputs"),
+])
+def test_a_snapshot_body_that_does_not_fit_its_type_is_skipped_and_named(
+        store, change, part):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        session.queue.enqueue("job", {"n": 1})
+        session.inputs.submit("hello")
+        last = session.snapshot()
+    path = os.path.join(store.path, "sessions", "s", "state", f"{last:020d}.snap")
+    _rewrite_snapshot(path, change)
+    reader = store.read_session("s")
+    assert reader.state() == {"a": 1}
+    assert [w.payload for w in reader.queued_work()] == [{"n": 1}]
+    assert [i.payload for i in reader.turn_inputs()] == ["hello"]
+    (finding,) = reader.state_findings
+    assert finding.path == path and f"snapshot {part} is malformed" in finding.message
+
+
+def test_state_values_with_extension_types_are_refused_and_nothing_is_written(store):
+    import msgspec
+
+    with store.create_session("s") as session:
+        before = tree_snapshot(store.path)
+        for call in (lambda: session.set_state("k", msgspec.msgpack.Ext(5, b"abc")),
+                     lambda: session.merge_state({"k": [msgspec.msgpack.Ext(1, b"")]}),
+                     lambda: session.commit([], state_patch={"k": msgspec.Raw(b"\xc1")})):
+            with pytest.raises(fsstore.InvalidState):
+                call()
+        assert tree_snapshot(store.path) == before
+    assert store.read_session("s").state() == {}

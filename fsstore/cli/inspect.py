@@ -46,7 +46,7 @@ def run_ls(args: argparse.Namespace) -> int:
             info = store.read_session(session_id).info()
         except SessionNotFound:
             continue  # deleted meanwhile
-        except FsStoreError as exc:  # one damaged session does not hide the others
+        except (FsStoreError, OSError) as exc:  # one damaged session hides no other
             damaged += 1
             print(f"{session_id:<{width}}  {'?':>7}  damaged: {exc}")
             continue
