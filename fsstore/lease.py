@@ -198,12 +198,18 @@ class LeaseState(NamedTuple):
 NO_LEASE = LeaseState(0, 0, False, 0.0, 0.0, None, None)
 
 
-def encode_slot(generation: int, token: int, held: bool, expires_at: float,
-                acquired_at: float, owner: LeaseOwner) -> bytes:
+def encoded_owner(owner: LeaseOwner) -> bytes:
+    """The owner as a slot holds it; InvalidSetting for one a reader would refuse."""
     owner_raw = owner.to_json()
     if len(owner_raw) > MAX_OWNER_BYTES:
         raise InvalidSetting(f"lease owner encodes to {len(owner_raw)} bytes, over "
                              f"{MAX_OWNER_BYTES}; use a shorter label")
+    return owner_raw
+
+
+def encode_slot(generation: int, token: int, held: bool, expires_at: float,
+                acquired_at: float, owner: LeaseOwner) -> bytes:
+    owner_raw = encoded_owner(owner)
     head = _SLOT.pack(_MAGIC, LEASE_MAJOR, LEASE_MINOR, generation, token,
                       HELD if held else RELEASED, expires_at, acquired_at, len(owner_raw))
     body = (head + owner_raw).ljust(SLOT_SIZE - 4, b"\0")
@@ -569,6 +575,7 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
     back. With no lease file and a damaged token record, the last token is unknown:
     CorruptionError, until ``reset`` (``Store.reset_lease``)."""
     io, path = file.io, file.path
+    encoded_owner(owner)  # refuse an owner no reader could read before writing anything
     current = file.read()
     fd = file.fd()
     record = read_token_record(io, file.mutex.path, file.mutex.fd)

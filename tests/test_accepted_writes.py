@@ -149,7 +149,8 @@ Reader = Callable[[fsstore.Store], Any]
 
 
 def _last_events(n: int) -> Reader:
-    return lambda store: [e.data for e in store.read_session("s").events()][-n:]
+    return lambda store: [e.data for e in
+                          store.read_session("s").events(include_internal=True)][-n:]
 
 
 def append(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
