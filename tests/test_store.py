@@ -110,15 +110,15 @@ def test_a_lock_taken_on_a_lock_file_that_was_replaced_is_refused(store, monkeyp
     # away and a create made a new one, holds a lock on the old file: it must not write.
     store.create_session("s").close()
     lock_file = layout.writer_lock_path(store._session_path("s"))
-    real_stat = os.stat
+    real_lstat = os.lstat
 
     def stat_of_a_new_file(path, *args, **kwargs):
-        result = real_stat(path, *args, **kwargs)
+        result = real_lstat(path, *args, **kwargs)
         if path == lock_file:
             return os.stat_result((*result[:1], result.st_ino + 1, *result[2:]))
         return result
 
-    monkeypatch.setattr(os, "stat", stat_of_a_new_file)
+    monkeypatch.setattr(os, "lstat", stat_of_a_new_file)
     with pytest.raises(SessionNotFound, match="deleted and made again"):
         store.open_session("s")
     monkeypatch.undo()
