@@ -131,8 +131,8 @@ def safe_opener(path: str, flags: int) -> int:
 
 
 def open_folder(path: str) -> int:
-    """A descriptor on the store folder ``path`` (to list or fsync it), refusing a
-    symlink or anything but a folder."""
+    """A descriptor on the store folder ``path`` (to list it), refusing a symlink or
+    anything but a folder."""
     try:
         return os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
     except OSError as exc:
@@ -265,8 +265,13 @@ class FileIO:
             check_folder(path)
 
     def fsync_dir(self, path: str) -> None:
-        """Make the names in a folder durable (creates, renames, unlinks)."""
-        fd = open_folder(path)
+        """Make the names in a folder durable (creates, renames, unlinks). Follows a
+        symlink: the store root and its parent may be one, and an fsync reads and
+        writes nothing."""
+        try:
+            fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+        except OSError as exc:
+            raise os_error(exc, path, folder=True) from None
         try:
             os.fsync(fd)
         finally:
