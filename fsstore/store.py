@@ -6,6 +6,7 @@ the way git finds a repository; and ``verify``, the read-only check of everythin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -96,7 +97,12 @@ def open_store(
     manifest_path = layout.store_manifest_path(root)
     if not io.exists(manifest_path):
         if not create:
-            raise StoreNotFound(f"no fsstore store at {root} (no {layout.STORE_MANIFEST})")
+            interrupted = os.path.isdir(root) and _unfinished_creation(
+                io, root, [n for n in os.listdir(root) if not n.startswith(".")])
+            raise StoreNotFound(
+                f"no fsstore store at {root} (no {layout.STORE_MANIFEST})" + (
+                    "; its creation was interrupted: open_store(create=True) finishes it"
+                    if interrupted else ""))
         _create_store(io, root)
     manifest.read(io, manifest_path, manifest.STORE_FORMAT)
     # The root may sit under a symlink (/tmp -> /private/tmp); nothing below it may.
@@ -234,7 +240,16 @@ class Store:
             _create_log(self.io, layout.log_dir(temp))
 
         self._build_in_place(session_id, final, build)
-        return self.open_session(session_id, durability=durability)
+        try:
+            return self.open_session(session_id, durability=durability)
+        except SessionLocked:
+            raise  # another writer opened it first: it is theirs now
+        except BaseException:
+            # Its reader refuses what was written (a value validation let through):
+            # remove it rather than leave a session nobody can open.
+            with contextlib.suppress(FsStoreError, OSError):
+                self.delete_session(session_id, force=True)
+            raise
 
     def _build_in_place(self, session_id: str, final: str,
                         build: Callable[[str], None]) -> None:
