@@ -41,6 +41,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+#: Reads larger than this are bounded by the file's size first (one fstat).
+_CHECKED_READ = 1 << 20
 
 
 def _kind(mode: int) -> str:
@@ -189,7 +191,13 @@ class FileIO:
             offset += written
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
-        """Read up to ``size`` bytes at ``offset``; shorter only at the end of the file."""
+        """Read up to ``size`` bytes at ``offset``; shorter only at the end of the file.
+
+        A large ``size`` (often a length read from the file itself, which damage can make
+        huge) is first cut to what the file holds: os.pread allocates the whole size it
+        is asked for before reading."""
+        if size > _CHECKED_READ:
+            size = min(size, max(0, os.fstat(fd).st_size - offset))
         chunks = []
         while size > 0:
             chunk = os.pread(fd, size, offset)

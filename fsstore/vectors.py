@@ -645,8 +645,9 @@ def open_vectors(path: str, rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
     if size != offset + rows * dim * dtype.itemsize:
         raise CorruptionError(f"is {size} bytes; its header says "
                               f"{offset + rows * dim * dtype.itemsize}", path=path)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(rows, dim),
-                     order="F")
+    with open(path, "rb", opener=safe_opener) as handle:  # the file checked, not a swap
+        return np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=(rows, dim),
+                         order="F")
 
 
 def write_shard(io: FileIO, folder: str, name: str, vectors: np.ndarray, ids: Sequence[str],

@@ -400,3 +400,18 @@ def test_a_store_root_under_a_symlink_works(tmp_path):
     store.release_lease(again.claim_lease("s").lease)
     again.delete_session("s")
     assert again.verify() == []
+
+
+def test_a_read_asked_for_more_than_the_file_holds_allocates_only_what_is_there(
+        tmp_path, monkeypatch):
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    asked = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: asked.append(n) or real(fd, n, at))
+    io = FileIO()
+    fd = io.open(str(tmp_path / "f"), os.O_RDONLY)
+    try:
+        assert io.pread(fd, 4 << 30, 10) == b"x" * 90  # a forged 4 GiB length
+    finally:
+        io.close(fd)
+    assert max(asked) <= 90
