@@ -67,12 +67,14 @@ def _unsafe(path: str) -> UnsafePath:
                       path=path)
 
 
-def os_error(exc: OSError, path: str, *, folder: bool = False) -> Exception:
+def os_error(exc: OSError, path: str, *, folder: bool = False,
+             classify: bool = True) -> Exception:
     """The typed error for ``exc``, raised by a call on ``path`` (a store folder when
-    ``folder``): a symlink or a wrong kind of file is named as such; anything else keeps
-    its errno in a StoreFileNotFound, StoreFileExists or StoreIOError naming the path."""
-    if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR, errno.EISDIR, errno.ENXIO,
-                     errno.EOPNOTSUPP):
+    ``folder``): with ``classify`` (opens), a symlink or a wrong kind of file is named as
+    such; anything else keeps its errno in a StoreFileNotFound, StoreFileExists or
+    StoreIOError naming the path (so ``except OSError`` and errno checks still work)."""
+    if classify and exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR, errno.EISDIR,
+                                  errno.ENXIO, errno.EOPNOTSUPP):
         # O_NOFOLLOW reports a symlink as ELOOP (EMLINK on FreeBSD); O_DIRECTORY a file as
         # ENOTDIR; a write open of a folder is EISDIR, of a FIFO without reader ENXIO.
         try:
@@ -227,24 +229,42 @@ class FileIO:
 
     # --- names ---------------------------------------------------------------------------
 
+    # Errors of the calls on names keep their errno and builtin class (callers tell
+    # EEXIST or EXDEV apart), typed and naming the path.
+
     def mkdir(self, path: str) -> None:
-        os.mkdir(path)
+        try:
+            os.mkdir(path)
+        except OSError as exc:
+            raise os_error(exc, path, classify=False) from None
 
     def rename(self, src: str, dst: str) -> None:
         """Atomic rename. Replaces a file; fails on a non-empty folder."""
-        os.rename(src, dst)
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            raise os_error(exc, f"{src} -> {dst}", classify=False) from None
 
     def unlink(self, path: str) -> None:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise os_error(exc, path, classify=False) from None
 
     def link(self, src: str, dst: str) -> None:
         """A second name for a file (a hard link). Durable once ``dst``'s folder is fsynced."""
-        os.link(src, dst)
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            raise os_error(exc, f"{src} -> {dst}", classify=False) from None
 
     def rmtree(self, path: str) -> None:
         """Remove a folder and what it holds. A symlink in it is removed, never followed;
         a symlink in place of ``path`` itself is refused."""
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            raise os_error(exc, path, classify=False) from None
 
     def listdir(self, path: str) -> list[str]:
         """The names in the store folder ``path``; refuses a symlink or a file there."""

@@ -415,3 +415,21 @@ def test_a_read_asked_for_more_than_the_file_holds_allocates_only_what_is_there(
     finally:
         io.close(fd)
     assert max(asked) <= 90
+
+
+def test_errors_of_calls_on_names_are_typed_keep_their_errno_and_name_the_path(tmp_path):
+    io = FileIO()
+    (tmp_path / "d").mkdir()
+    with pytest.raises(StoreFileExists, match="d: already exists") as exists:
+        io.mkdir(str(tmp_path / "d"))
+    assert exists.value.errno == errno.EEXIST
+    with pytest.raises(StoreFileNotFound, match="missing -> ") as missing:
+        io.rename(str(tmp_path / "missing"), str(tmp_path / "other"))
+    assert isinstance(missing.value, FileNotFoundError)
+    with pytest.raises(StoreFileNotFound):
+        io.unlink(str(tmp_path / "missing"))
+    with pytest.raises(StoreIOError) as not_empty:
+        (tmp_path / "e").mkdir()
+        (tmp_path / "e" / "f").write_bytes(b"")
+        io.rename(str(tmp_path / "d"), str(tmp_path / "e"))
+    assert not_empty.value.errno == errno.ENOTEMPTY
