@@ -176,7 +176,8 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
 
 
 class Store:
-    """A store folder. Get one with :func:`open_store`."""
+    """A store folder. Get one with :func:`open_store`; use it as a context manager (or
+    call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
     def __init__(
         self, path: str, *, io: FileIO, durability: Durability, segment_size: int,
