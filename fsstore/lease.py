@@ -41,7 +41,7 @@ from .errors import (
     SessionLocked,
     SessionNotFound,
 )
-from .fsio import FileIO, open_regular
+from .fsio import FileIO, open_regular, os_error
 
 SLOT_SIZE = 512
 _SLOT = struct.Struct("<8sHHQQB3xddI")  # magic major minor generation token state expires
@@ -337,7 +337,7 @@ class SessionMutex:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
+                    raise os_error(exc, self.path, classify=False) from None
                 if time.monotonic() >= deadline:
                     raise SessionLocked(
                         f"session {self.session_id!r} is being written by another writer "
@@ -414,6 +414,7 @@ class WriterLock:
         self.path = path
         self.session_id = session_id
         self._fd: int | None = None
+        self._locked = False
 
     def acquire(self, timeout: float) -> None:
         """Take the lock, waiting up to ``timeout`` seconds (forever if negative); raises
@@ -428,7 +429,7 @@ class WriterLock:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     self.release()
-                    raise
+                    raise os_error(exc, self.path, classify=False) from None
                 if time.monotonic() >= deadline:
                     self.release()
                     raise SessionLocked(
@@ -441,6 +442,7 @@ class WriterLock:
             # that opened the lock file before the rename and waited would now hold a lock
             # on the deleted session: refuse it, or two writers could run (one on a new
             # session of the same id).
+            self._locked = True
             if _same_file(self._fd, self.path):
                 return
             self.release()
@@ -450,13 +452,19 @@ class WriterLock:
 
     @property
     def is_locked(self) -> bool:
-        return self._fd is not None
+        return self._locked
 
     def release(self) -> None:
-        """Unlock and close (closing the descriptor drops the flock)."""
+        """Unlock and close. Unlocked explicitly: a child forked meanwhile shares the
+        descriptor, and closing ours alone would leave the flock held."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)
+            try:
+                if self._locked:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                self._locked = False
+                os.close(fd)
 
 
 # --- leases ---------------------------------------------------------------------------------
