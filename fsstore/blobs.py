@@ -39,7 +39,7 @@ from .errors import (
     InvalidSetting,
     WriteFailed,
 )
-from .fsio import FileIO
+from .fsio import FileIO, safe_opener
 from .log import NO_LINK_ERRNOS
 
 BLOB_KEY = "fsstore.blob"
@@ -533,7 +533,7 @@ def _real_folder(path: str) -> bool:
 
 
 def _no_follow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    return safe_opener(path, flags)  # no symlink, no FIFO or device: a regular file
 
 
 def _content_size(path: str) -> int:

@@ -213,6 +213,44 @@ class CorruptionError(FsStoreError):
         self.offset = offset
 
 
+# --- Opening a store file or folder (any operation) --------------------------------------
+# Every open of a store file goes through ``fsio.FileIO.open``: it follows no symlink,
+# opens nothing but a regular file, and turns each OS error into one of these.
+
+
+class UnsafePath(CorruptionError):
+    """Returned when a symlink stands where a store file or folder should be. fsstore
+    never follows one (it could lead out of the store, or make a write land in another
+    file). Nothing is read or written through it: replace the link with the file or
+    folder it should be, or remove it."""
+
+
+class NotARegularFile(CorruptionError):
+    """Returned when something other than a regular file stands where a store file should
+    be (a folder, a FIFO, a device, a socket). Nothing is read or written: remove it, or
+    restore the file from a backup."""
+
+
+class NotAFolder(CorruptionError):
+    """Returned when a file (or anything but a folder) stands where a store folder should
+    be. Nothing is read or written: remove it, or restore the folder from a backup."""
+
+
+class StoreFileNotFound(FsStoreError, FileNotFoundError):
+    """Returned when a store file or folder an operation needs is missing. ``errno`` and
+    ``filename`` are those of the failed call."""
+
+
+class StoreFileExists(FsStoreError, FileExistsError):
+    """Returned when a file fsstore creates exclusively already exists."""
+
+
+class StoreIOError(FsStoreError, OSError):
+    """Returned when the OS refused to open a store file for any other reason (no
+    permission, too many open files, an I/O error). ``errno`` and ``filename`` are those
+    of the failed call."""
+
+
 class Finding(NamedTuple):
     """One line of a ``verify`` report. A ``problem`` is damage; a ``note`` is something
     a crash or an interrupted operation left that readers handle (a torn tail, a temp

@@ -223,6 +223,13 @@ def checkpoints_dir(session_path: str) -> str:
     return os.path.join(session_path, CHECKPOINTS_DIR)
 
 
+def session_folders(session_path: str) -> tuple[str, ...]:
+    """The session folder and the folders fsstore keeps in it (some may not exist yet)."""
+    return (session_path, log_dir(session_path), state_dir(session_path),
+            checkpoints_dir(session_path), blobs_dir(session_path),
+            vectors_dir(session_path))
+
+
 def checkpoint_path(session_path: str, checkpoint_id: str) -> str:
     """The file of a checkpoint; the id is checked before it becomes a path."""
     check_checkpoint_id(checkpoint_id)

@@ -49,7 +49,7 @@ from .errors import (
     SessionLocked,
     SessionNotFound,
 )
-from .fsio import FileIO
+from .fsio import FileIO, open_regular, os_error
 from .log import LogReader
 
 #: The log record a lease holder writes before its first write to a log with a token:
@@ -471,15 +471,12 @@ class SessionMutex:
         while True:
             if self._fd is None:
                 self.epoch += 1
-                try:
-                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                except FileNotFoundError:
-                    raise SessionNotFound(f"session {self.session_id!r} was deleted") from None
+                self._fd = _open_lock_file(self.path, self.session_id)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
+                    raise os_error(exc, self.path, classify=False) from None
                 if time.monotonic() >= deadline:
                     raise SessionLocked(
                         f"session {self.session_id!r} is being written by another writer "
@@ -488,11 +485,7 @@ class SessionMutex:
                 pause = min(pause * 2, 0.0001)
                 continue
             # A deleted and re-created session has a new lock file: lock that one.
-            try:
-                same = os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
+            if _same_file(self._fd, self.path):
                 return
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -517,8 +510,12 @@ class SessionMutex:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
 
-    def close(self) -> None:
+    def close(self, lease_file: LeaseFile | None = None) -> None:
+        """Close the lock file (and ``lease_file``, kept with it) once no thread of this
+        process is inside an operation; another process's flock is not waited for."""
         with self._threads:
+            if lease_file is not None:
+                lease_file.close()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -529,6 +526,90 @@ class SessionMutex:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _open_lock_file(path: str, session_id: str) -> int:
+    """Open (creating) a session's ``writer.lock`` as every store file is opened: never
+    through a symlink (a dangling one would otherwise create its target outside the
+    store), never a FIFO or a folder."""
+    try:
+        return open_regular(path, os.O_RDWR | os.O_CREAT)
+    except FileNotFoundError:
+        raise SessionNotFound(f"session {session_id!r} was deleted (no folder for "
+                              f"{path})") from None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether the open ``fd`` is still the file named ``path`` (lstat: a symlink put in
+    its place is another file)."""
+    held = os.fstat(fd)
+    try:
+        current = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+
+class WriterLock:
+    """``writer.lock`` held by one exclusive writer from :meth:`acquire` to
+    :meth:`release`, which may run on another thread (``Session.aclose``). The same
+    flock(2) :class:`SessionMutex` takes, so the two exclude each other."""
+
+    def __init__(self, path: str, session_id: str) -> None:
+        self.path = path
+        self.session_id = session_id
+        self._fd: int | None = None
+        self._locked = False
+
+    def acquire(self, timeout: float) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds (forever if negative); raises
+        SessionLocked if it did not come free, SessionNotFound if the session is gone."""
+        deadline = time.monotonic() + timeout if timeout >= 0 else math.inf
+        pause = 0.0005
+        while True:
+            if self._fd is None:
+                self._fd = _open_lock_file(self.path, self.session_id)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    self.release()
+                    raise os_error(exc, self.path, classify=False) from None
+                if time.monotonic() >= deadline:
+                    self.release()
+                    raise SessionLocked(
+                        f"session {self.session_id!r} is being written by another writer "
+                        f"(waited {timeout:g} s for {self.path})") from None
+                time.sleep(pause)  # an exclusive writer may hold it for hours: poll gently
+                pause = min(pause * 2, 0.02)
+                continue
+            # A delete renames the session folder away while holding this lock. A writer
+            # that opened the lock file before the rename and waited would now hold a lock
+            # on the deleted session: refuse it, or two writers could run (one on a new
+            # session of the same id).
+            self._locked = True
+            if _same_file(self._fd, self.path):
+                return
+            self.release()
+            if not os.path.isdir(os.path.dirname(self.path)):
+                raise SessionNotFound(f"session {self.session_id!r} was deleted")
+            raise SessionNotFound(f"session {self.session_id!r} was deleted and made again")
+
+    @property
+    def is_locked(self) -> bool:
+        return self._locked
+
+    def release(self) -> None:
+        """Unlock and close. Unlocked explicitly: a child forked meanwhile shares the
+        descriptor, and closing ours alone would leave the flock held."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                if self._locked:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                self._locked = False
+                os.close(fd)
 
 
 # --- leases ---------------------------------------------------------------------------------

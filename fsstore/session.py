@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
 
-import filelock
-
 from . import layout, manifest, snapshot, vectors
 from . import lease as lease_module
 from . import state as state_module
@@ -50,7 +48,7 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
-from .lease import Lease, LeaseFile, SessionMutex
+from .lease import Lease, LeaseFile, SessionMutex, WriterLock
 from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
@@ -133,6 +131,9 @@ class SessionInfo:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     parent: ForkOrigin | None = None
+    #: Why the session could not be read (``Store.list_sessions`` lists it anyway, with
+    #: what it could read); None for a readable session. ``fsstore verify`` says more.
+    damaged: str | None = None
 
 
 def _now_iso() -> str:
@@ -168,6 +169,7 @@ class SessionReader:
         self.io = io
         self.id = session_id
         self.path = path
+        io.check_folders(*layout.session_folders(path))  # no symlinked folder in a session
         manifest_path = layout.session_manifest_path(path)
         try:
             self._manifest = manifest.read(io, manifest_path, manifest.SESSION_FORMAT)
@@ -569,11 +571,12 @@ class Session(SessionReader):
         shared: bool = False,
     ) -> None:
         chosen = Durability.of(durability)
+        io.check_folders(path)  # before its writer.lock is opened through it
         self._lease = lease
         self._lock_timeout = lock_timeout
         self._mutex: SessionMutex | None = None
         self._lease_file: LeaseFile | None = None
-        self._lock: filelock.BaseFileLock | None = None
+        self._lock: WriterLock | None = None
         self._checked_depth = 0
         self._lease_logged: tuple[int, int] | None = None  # (token, log start) logged
         if lease is not None or shared:
@@ -1369,34 +1372,17 @@ def _kind_of(event: object, kind: str | None) -> str:
     return kind
 
 
-def acquire_writer_lock(path: str, session_id: str, timeout: float) -> filelock.BaseFileLock:
+def acquire_writer_lock(path: str, session_id: str, timeout: float) -> WriterLock:
+    """Hold the session's ``writer.lock`` exclusively (see ``lease.WriterLock``); the
+    lock file is opened as every store file is: never through a symlink."""
     lock_path = layout.writer_lock_path(path)
-
-    def same_file(fd: int) -> None:
-        # A delete renames the session folder away while holding this lock. A writer that
-        # opened the lock file before the rename and waited would now hold a lock on the
-        # deleted session: refuse it, or two writers could run (one on a new session of
-        # the same id).
-        held = os.fstat(fd)
-        try:
-            current = os.stat(lock_path)
-        except FileNotFoundError:
-            raise SessionNotFound(f"session {session_id!r} was deleted") from None
-        if (held.st_dev, held.st_ino) != (current.st_dev, current.st_ino):
-            raise SessionNotFound(f"session {session_id!r} was deleted and made again")
-
     if not os.path.isfile(layout.session_manifest_path(path)):
         raise SessionNotFound(f"no session {session_id!r} at {path}")
-    lock = filelock.FileLock(
-        lock_path, timeout=timeout, thread_local=False, preserve_lock_file=True,
-        fallback_to_soft=False, on_acquired=same_file,
-    )
+    lock = WriterLock(lock_path, session_id)
     try:
-        lock.acquire()
-    except filelock.Timeout:
+        lock.acquire(timeout)
+    except SessionLocked:
         raise SessionLocked(
             f"session {session_id!r} is open for writing by another writer (lock "
             f"{lock_path}); close it there, or pass lock_timeout=SECONDS to wait") from None
-    except FileNotFoundError:
-        raise SessionNotFound(f"session {session_id!r} was deleted") from None
     return lock

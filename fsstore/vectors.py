@@ -57,7 +57,7 @@ from .errors import (
     SessionClosed,
     WriteFailed,
 )
-from .fsio import FileIO
+from .fsio import FileIO, safe_opener
 from .log import (
     Durability,
     LogReader,
@@ -497,7 +497,7 @@ class _DocsFile:
 
     def __init__(self, path: str, rows: int) -> None:
         self.path = path
-        with open(path, "rb") as handle:
+        with open(path, "rb", opener=safe_opener) as handle:
             size = os.fstat(handle.fileno()).st_size
             raw = handle.read(DOCS_HEADER_SIZE)
             if len(raw) < DOCS_HEADER_SIZE:
@@ -620,7 +620,7 @@ def open_vectors(path: str, rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
     """Memory-map a shard's vectors, refusing anything but the expected plain array:
     a bounded header parsed without pickling, the dtype, Fortran order, the shape, and a
     file size that matches."""
-    with open(path, "rb") as handle:
+    with open(path, "rb", opener=safe_opener) as handle:
         try:
             version = np.lib.format.read_magic(handle)
             read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -645,8 +645,9 @@ def open_vectors(path: str, rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
     if size != offset + rows * dim * dtype.itemsize:
         raise CorruptionError(f"is {size} bytes; its header says "
                               f"{offset + rows * dim * dtype.itemsize}", path=path)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(rows, dim),
-                     order="F")
+    with open(path, "rb", opener=safe_opener) as handle:  # the file checked, not a swap
+        return np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=(rows, dim),
+                         order="F")
 
 
 def write_shard(io: FileIO, folder: str, name: str, vectors: np.ndarray, ids: Sequence[str],
@@ -695,7 +696,7 @@ def write_shard(io: FileIO, folder: str, name: str, vectors: np.ndarray, ids: Se
 def _file_crc(path: str) -> tuple[int, int]:
     """(size, crc32c) of a whole file."""
     crc, size = 0, 0
-    with open(path, "rb") as handle:
+    with open(path, "rb", opener=safe_opener) as handle:
         while chunk := handle.read(8 << 20):
             crc = crc32c(chunk, crc)
             size += len(chunk)
@@ -712,7 +713,8 @@ def _norms(vectors: np.ndarray) -> np.ndarray:
 def _read_deleted(path: str, rows: int) -> np.ndarray:
     """A shard's deleted rows: a 1-D uint32 .npy of ascending rows within the shard."""
     try:
-        deleted = np.load(path, allow_pickle=False, max_header_size=MAX_NPY_HEADER)
+        with open(path, "rb", opener=safe_opener) as handle:
+            deleted = np.load(handle, allow_pickle=False, max_header_size=MAX_NPY_HEADER)
     except FileNotFoundError:
         raise
     except (ValueError, OSError, EOFError) as exc:
@@ -1020,6 +1022,7 @@ class VectorCollection:
         self._failed: BaseException | None = None
         self._closed = False
         wal_path = os.path.join(path, layout.WAL_DIR)
+        io.check_folders(path, wal_path)  # never read or write through a symlinked folder
         if not writable:
             self._load_for_reading(wal_path)
             return
