@@ -652,6 +652,11 @@ def link_blobs(io: FileIO, source_session: str, dest_session: str) -> None:
                     io.mkdir(directory)
             made.add(folder)
         target = os.path.join(folder, os.path.basename(path))
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            # link() would link a symlink itself, and a folder cannot be linked or read:
+            # the fork would hold what no read of the parent accepts.
+            raise CorruptionError("not a regular file (a symlink or a folder): a fork does "
+                                  "not take it; fix or remove it first", path=path)
         try:
             io.link(path, target)
         except OSError as exc:

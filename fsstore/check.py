@@ -113,6 +113,11 @@ def check_session(reader: SessionReader) -> list[Finding]:
     manifest_path = layout.session_manifest_path(reader.path)
     with report.step(manifest_path, "reading the session manifest"):
         reader.info()  # title, tags, metadata, parent and the log's tail
+        named = reader._manifest.get("id")
+        if named is not None and named != reader.id:
+            report.add("problem", manifest_path, None, f"the manifest is session {named!r}'s, "
+                       f"in the folder of session {reader.id!r} (copied over it?); reads "
+                       "would show the other session's title, tags and metadata")
     log = reader._log
     with report.step(log.path, "checking the log"):
         report.findings.extend(log.check())
@@ -368,11 +373,20 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
             if not store.io.exists(sessions):
                 return [Finding("problem", sessions, None, "the sessions folder is missing")]
             for name in sorted(store.io.listdir(sessions)):
+                path = os.path.join(sessions, name)
                 if layout.is_scratch(name):
                     what = ("an interrupted delete" if name.startswith(layout.TRASH_PREFIX)
                             else "an interrupted create")
-                    report.add("note", os.path.join(sessions, name), None,
-                               f"left by {what}; safe to remove")
+                    report.add("note", path, None, f"left by {what}; safe to remove")
+                elif not _is_session_id(name):
+                    report.add("note", path, None, "not a session (the name is no session "
+                               "id); ignored")
+                elif not store.io.exists(layout.session_manifest_path(path)):
+                    # Sessions appear by the rename of a whole folder: one under a session
+                    # id without its manifest lost it afterwards, and no read lists it.
+                    report.add("problem", layout.session_manifest_path(path), None,
+                               "missing: the folder is a session's, but without its manifest "
+                               "no read lists or opens it; restore session.json from a backup")
             session_ids = store.session_ids()
     for session_id in session_ids or ():
         path = os.path.join(sessions, str(session_id))
@@ -384,3 +398,11 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
                 continue
             report.findings.extend(check_session(reader))
     return report.findings
+
+
+def _is_session_id(name: str) -> bool:
+    try:
+        layout.check_session_id(name)
+    except ValueError:
+        return False
+    return True

@@ -415,3 +415,15 @@ def test_verify_streams_a_stored_blob_in_bounded_memory(store):
     findings, peak = _verify_peak(store)
     assert findings == []
     assert peak < 8 << 20
+
+
+def test_a_fork_refuses_a_blob_that_is_not_a_regular_file(store):
+    with store.create_session("s") as session:
+        ref = session.blobs.put(b"will be a folder")
+        session.append({"f": ref})
+        path = session.blobs.stat(ref).path
+    os.unlink(path)
+    os.mkdir(path)
+    with pytest.raises(fsstore.CorruptionError, match="not a regular file"):
+        store.fork_session("s", "f")
+    assert not store.has_session("f")

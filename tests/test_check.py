@@ -197,3 +197,28 @@ def test_a_finding_made_from_an_error_message_shows_its_path_once():
     assert str(finding) == "problem: /s/x at byte 8: damaged"
     finding = fsstore.Finding("problem", "/s/x", None, "/s/x: damaged")
     assert str(finding) == "problem: /s/x: damaged"
+
+
+def test_verify_reports_a_session_folder_that_lost_its_manifest(store):
+    with store.create_session("a") as session:
+        session.append({"x": 1})
+    os.unlink(os.path.join(store.read_session("a").path, "session.json"))
+    assert store.session_ids() == []  # no read lists it any more
+    (problem,) = problems(store.verify())
+    assert problem.path.endswith(os.path.join("a", "session.json"))
+    assert "missing" in problem.message
+
+
+def test_verify_reports_a_manifest_copied_from_another_session(store):
+    for session_id in ("a", "b"):
+        with store.create_session(session_id, title=session_id):
+            pass
+    folder_a = store.read_session("a").path
+    folder_b = store.read_session("b").path
+    with open(os.path.join(folder_a, "session.json"), "rb") as handle:
+        copied = handle.read()
+    with open(os.path.join(folder_b, "session.json"), "wb") as handle:
+        handle.write(copied)
+    (problem,) = problems(store.verify())
+    assert problem.path == os.path.join(folder_b, "session.json")
+    assert "'a'" in problem.message
