@@ -144,12 +144,26 @@ KINDS: dict[str, Callable[[str], bool]] = {
     "writer_lock": lambda p: p.endswith("writer.lock"),
 }
 JSON_KINDS = {"store_manifest", "session_manifest", "collection_manifest"}
+#: Folder kinds: a folder missing, a file in its place, or a symlink to it moved outside.
+FOLDER_KINDS: dict[str, Callable[[str], bool]] = {
+    "sessions_folder": lambda p: p == "sessions",
+    "session_folder": lambda p: re.fullmatch(r"sessions/[^/]+", p) is not None,
+    "log_folder": lambda p: p.endswith("/log") and p.count("/") == 2,
+    "state_folder": lambda p: p.endswith("/state"),
+    "checkpoints_folder": lambda p: p.endswith("/checkpoints"),
+    "blobs_folder": lambda p: p.endswith("/blobs") or "/blobs/sha256" in p,
+    "collection_folder": lambda p: re.search(r"/vectors/[^/]+$", p) is not None,
+    "wal_folder": lambda p: p.endswith("/wal"),
+}
+KINDS.update(FOLDER_KINDS)
+FOLDER_MUTATIONS = {"remove", "file", "symlink_outside"}
 
 
 def files_of(root: str, kind: str) -> list[str]:
+    """The files (or, for a folder kind, the folders) of a kind, relative to root."""
     found = []
-    for folder, _, names in os.walk(root):
-        for name in names:
+    for folder, dirs, names in os.walk(root):
+        for name in dirs if kind in FOLDER_KINDS else names:
             rel = os.path.relpath(os.path.join(folder, name), root)
             if KINDS[kind](rel):
                 found.append(rel)
@@ -213,7 +227,15 @@ def m_append_junk(rng: random.Random, ctx: Case) -> None:
 
 
 def m_remove(rng: random.Random, ctx: Case) -> None:
-    os.unlink(ctx.target)
+    _remove_tree(ctx.target)
+
+
+def m_file(rng: random.Random, ctx: Case) -> None:
+    """A folder replaced by a file."""
+    if not os.path.isdir(ctx.target):
+        raise NotApplicable
+    shutil.rmtree(ctx.target)
+    _write(ctx.target, rng.randbytes(100))
 
 
 WRONG_VALUES: list[Any] = [5, -1, "x", [1], {}, None, True, 1e308, "", [[]], {"a": 1}]
@@ -308,6 +330,17 @@ def m_swap(rng: random.Random, ctx: Case) -> None:
 _NPY_SHAPE_FIELD = re.compile(rb"'shape': \(([0-9]+),")
 
 
+#: (offset, format) of length and count fields, per kind.
+LENGTH_FIELDS: dict[str, list[tuple[int, str]]] = {
+    "segment_sealed": [(68, "<I")], "segment_last": [(68, "<I")], "wal_segment": [(68, "<I")],
+    "snapshot": [(56, "<I"), (64, "<I")], "checkpoint": [(56, "<I"), (64, "<I")],
+    "blob_zst": [(4, "<Q")],
+    "shard_docs": [(8, "<Q"), (16, "<Q"), (24, "<Q"), (32, "<Q"), (40, "<Q")],
+    "lease": [(48, "<I"), (512 + 48, "<I")],
+}
+HUGE_LENGTH_KINDS = {*LENGTH_FIELDS, "shard_vectors", "deleted_rows"}
+
+
 def m_huge_length(rng: random.Random, ctx: Case) -> None:
     """A length or count field set far past the file: where each format keeps one."""
     data = bytearray(_read(ctx.target))
@@ -319,14 +352,7 @@ def m_huge_length(rng: random.Random, ctx: Case) -> None:
             raise NotApplicable
         _write(ctx.target, new)
         return
-    fields = {  # (offset, format) of a length or count
-        "segment_sealed": [(68, "<I")], "segment_last": [(68, "<I")],
-        "wal_segment": [(68, "<I")],
-        "snapshot": [(56, "<I"), (64, "<I")], "checkpoint": [(56, "<I"), (64, "<I")],
-        "blob_zst": [(4, "<Q")],
-        "shard_docs": [(8, "<Q"), (16, "<Q"), (24, "<Q"), (32, "<Q"), (40, "<Q")],
-        "lease": [(48, "<I"), (512 + 48, "<I")],
-    }.get(kind)
+    fields = LENGTH_FIELDS.get(kind)
     if not fields:
         raise NotApplicable
     offset, fmt = rng.choice(fields)
@@ -342,7 +368,7 @@ MUTATIONS: dict[str, Callable[[random.Random, Case], None]] = {
     "delete_bytes": m_delete_bytes, "append_junk": m_append_junk, "remove": m_remove,
     "json_type": m_json_type, "json_nest": m_json_nest, "folder": m_folder,
     "symlink_zero": m_symlink_zero, "symlink_outside": m_symlink_outside, "fifo": m_fifo,
-    "swap": m_swap, "huge_length": m_huge_length,
+    "swap": m_swap, "huge_length": m_huge_length, "file": m_file,
 }
 
 
@@ -636,7 +662,8 @@ def _release_fifos(fifos: list[str]) -> bool:
 #: reports the damage (a problem, or for a torn lease slot a note).
 FALLBACKS = {("lease", ""), ("checkpoint", "checkpoints"), ("checkpoint", "cli checkpoints")}
 #: Removing these is what a legitimate delete or prune does: nothing to detect.
-REMOVABLE = {"checkpoint", "snapshot", "tail_hint", "writer_lock"}
+REMOVABLE = {"checkpoint", "snapshot", "tail_hint", "writer_lock", "session_folder",
+             "checkpoints_folder", "collection_folder"}
 #: session.json is for people to read and edit (FORMAT.md section 2): bytes changed into
 #: other valid JSON of the right types are an edit, not damage a reader could detect.
 HAND_EDITS = {"bitflip", "truncate", "insert", "delete_bytes", "append_junk"}
@@ -708,10 +735,23 @@ def _session_of(name: str) -> str | None:
     return None
 
 
+def applies(kind: str, mutation: str) -> bool:
+    """Whether a mutation can be made to a kind at all (some seeds may still not apply)."""
+    if kind in FOLDER_KINDS:
+        return mutation in FOLDER_MUTATIONS
+    if mutation in ("json_type", "json_nest"):
+        return kind in JSON_KINDS
+    if mutation == "huge_length":
+        return kind in HUGE_LENGTH_KINDS
+    return mutation != "file"
+
+
 def run_case(pristine: Pristine, kind: str, mutation: str, seed: int
              ) -> tuple[Case, list[tuple[str, str, str]]] | None:
     """Copy the store, mutate one file, run everything; None when the mutation does not
     apply to this kind."""
+    if not applies(kind, mutation):
+        return None
     root = os.path.join(pristine.work, "store")
     outside = os.path.join(pristine.work, "outside")
     for path in (root, outside):
@@ -730,7 +770,7 @@ def run_case(pristine: Pristine, kind: str, mutation: str, seed: int
     except NotApplicable:
         return None
     rel = os.path.relpath(case.target, root).split(os.sep)
-    session = rel[1] if rel[0] == "sessions" else None
+    session = rel[1] if rel[0] == "sessions" and len(rel) > 1 else None
     # The other session's reads would only show that it is untouched: skipped, for time.
     ops = [op for op in operations(pristine, root)
            if session is None or _session_of(op[0]) in (None, session)]
@@ -803,6 +843,8 @@ _LEASE = "a removed or swapped lease file reads as another lease"
 _VERIFY_OK = "verify says OK"
 _NPY_HEADER = "a damaged .npy header raises tokenize.TokenError"
 _NPY_SHAPE = "a forged .npy shape makes numpy allocate it (MemoryError)"
+_NOT_FOLDER = "a file in place of a folder raises NotADirectoryError"
+_NO_LOG = "a missing log/ raises FileNotFoundError"
 _AND = "; "
 XFAIL: dict[tuple[str, str], str] = {
     ("checkpoint", "fifo"): _FIFO,
@@ -860,6 +902,21 @@ XFAIL: dict[tuple[str, str], str] = {
     ("wal_segment", "symlink_outside"): _OUTSIDE,
     ("wal_segment", "truncate"): _SHORTER_WAL + _AND + _VERIFY_OK,
     ("writer_lock", "symlink_zero"): _LOCK,
+    ("sessions_folder", "file"): _NOT_FOLDER,
+    ("sessions_folder", "symlink_outside"): _OUTSIDE,
+    ("session_folder", "file"): _NOT_FOLDER,
+    ("session_folder", "symlink_outside"): _OUTSIDE,
+    ("log_folder", "file"): _NOT_FOLDER,
+    ("log_folder", "symlink_outside"): _OUTSIDE,
+    ("state_folder", "file"): _NOT_FOLDER,
+    ("state_folder", "symlink_outside"): _OUTSIDE,
+    ("checkpoints_folder", "file"): _NOT_FOLDER,
+    ("checkpoints_folder", "symlink_outside"): _OUTSIDE,
+    ("collection_folder", "file"): _NOT_FOLDER,
+    ("collection_folder", "symlink_outside"): _OUTSIDE,
+    ("wal_folder", "file"): _NOT_FOLDER,
+    ("wal_folder", "symlink_outside"): _OUTSIDE,
+    ("log_folder", "remove"): _NO_LOG,
 }
 #: More classes seen over more seeds (the long run), besides those above.
 LONG_XFAIL: dict[tuple[str, str], str] = {
@@ -880,6 +937,8 @@ def _params(xfail: dict[tuple[str, str], str]) -> list[Any]:
     params = []
     for kind in KINDS:
         for mutation in MUTATIONS:
+            if not applies(kind, mutation):
+                continue
             marks = []
             if (kind, mutation) in xfail:
                 marks.append(pytest.mark.xfail(reason=xfail[(kind, mutation)], strict=False))
