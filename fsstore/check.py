@@ -378,10 +378,9 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
                     what = ("an interrupted delete" if name.startswith(layout.TRASH_PREFIX)
                             else "an interrupted create")
                     report.add("note", path, None, f"left by {what}; safe to remove")
-                elif not _is_session_id(name):
-                    report.add("note", path, None, "not a session (the name is no session "
-                               "id); ignored")
-                elif not store.io.exists(layout.session_manifest_path(path)):
+                elif (_is_session_id(name) and os.path.isdir(path)
+                      and not os.path.islink(path)
+                      and not store.io.exists(layout.session_manifest_path(path))):
                     # Sessions appear by the rename of a whole folder: one under a session
                     # id without its manifest lost it afterwards, and no read lists it.
                     report.add("problem", layout.session_manifest_path(path), None,
