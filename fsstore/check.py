@@ -14,8 +14,10 @@ reported as one too, so that one damaged file never hides the rest.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -109,6 +111,28 @@ class _Base(NamedTuple):
 
 def check_session(reader: SessionReader) -> list[Finding]:
     """Everything wrong with one session, read as every read would read it."""
+    with _quiet():
+        return _check_session(reader)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Reads log what they skip (a damaged snapshot); verify reports it as a finding, so
+    its own reads do not log it again. Only this thread's records are dropped."""
+    thread = threading.get_ident()
+
+    def other_threads(record: logging.LogRecord) -> bool:
+        return record.thread != thread
+
+    logger = logging.getLogger("fsstore")
+    logger.addFilter(other_threads)
+    try:
+        yield
+    finally:
+        logger.removeFilter(other_threads)
+
+
+def _check_session(reader: SessionReader) -> list[Finding]:
     report = Report()
     manifest_path = layout.session_manifest_path(reader.path)
     with report.step(manifest_path, "reading the session manifest"):

@@ -222,3 +222,16 @@ def test_verify_reports_a_manifest_copied_from_another_session(store):
     (problem,) = problems(store.verify())
     assert problem.path == os.path.join(folder_b, "session.json")
     assert "'a'" in problem.message
+
+
+def test_verify_reports_a_damaged_snapshot_once_without_logging_it(store, caplog):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        seq = session.snapshot()
+        path = os.path.join(session.path, "state", f"{seq:020d}.snap")
+    with open(path, "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\xff\xff")
+    (problem,) = problems(store.verify())
+    assert problem.path == path
+    assert not [r for r in caplog.records if r.name == "fsstore"]
