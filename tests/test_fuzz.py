@@ -52,6 +52,10 @@ from fuzzkit import (
 
 import fsstore
 
+#: The watch uses /proc, inotify and fork.
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fuzz harness needs Linux")
+
+
 # --- the tests -------------------------------------------------------------------------------
 
 
