@@ -76,7 +76,8 @@ _LOCK = "a symlinked writer.lock raises a bare OSError"
 _SHORTER_LOG = "damage to the last segment reads as a shorter log (torn tail or clean end)"
 _SHORTER_WAL = "damage to the write-ahead log reads as fewer documents (torn tail)"
 _OLDEST = "a missing oldest segment goes unnoticed"
-_TYPES = "a wrong-typed session.json field reads as other metadata"
+_TYPES = ("a wrong-typed session.json field reads as other metadata, or raises TypeError "
+          "or ValueError")
 _FOREIGN = "another session's session.json reads as this one's"
 _DOCS = "a flipped bit in a docs file changes search results"
 _LEASE = "a removed or swapped lease file reads as another lease"
@@ -85,6 +86,7 @@ _NPY_HEADER = "a damaged .npy header raises tokenize.TokenError"
 _NPY_SHAPE = "a forged .npy shape makes numpy allocate it (MemoryError)"
 _NOT_FOLDER = "a file in place of a folder raises NotADirectoryError"
 _NO_LOG = "a missing log/ raises FileNotFoundError"
+_SHARD_NAME = "a malformed shard name in collection.json raises ValueError"
 _AND = "; "
 XFAIL: dict[tuple[str, str], str] = {
     ("checkpoint", "fifo"): _FIFO,
@@ -170,6 +172,7 @@ LONG_XFAIL: dict[tuple[str, str], str] = {
     ("wal_segment", "delete_bytes"): _SHORTER_WAL + _AND + _VERIFY_OK,
     ("writer_lock", "folder"): _FOLDER,
     ("writer_lock", "symlink_outside"): _LOCK,
+    ("collection_manifest", "delete_bytes"): _SHARD_NAME,
 }
 
 
