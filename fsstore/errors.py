@@ -263,4 +263,9 @@ class Finding(NamedTuple):
 
     def __str__(self) -> str:
         where = self.path if self.offset is None else f"{self.path} at byte {self.offset}"
-        return f"{self.level}: {where}: {self.message}"
+        message = self.message
+        for named in (where + ": ", self.path + ": "):  # a message made from str(exc)
+            if message.startswith(named):
+                message = message[len(named):]
+                break
+        return f"{self.level}: {where}: {message}"

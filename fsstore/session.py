@@ -32,6 +32,7 @@ from .blobs import (
     find_refs,
     link_blobs,
 )
+from .check import check_session
 from .errors import (
     CheckpointExists,
     CheckpointNotFound,
@@ -272,61 +273,9 @@ class SessionReader:
         return read_turns(self._log.events(), include_internal)
 
     def verify(self) -> list[Finding]:
-        """Read everything and report each problem; changes nothing."""
-        findings = self._log.check()
-        try:
-            tail = self._log.tail()
-        except (CorruptionError, FormatVersionError, OSError):
-            tail = None
-        for seq in self._snapshots.seqs():
-            path = self._snapshots.file_path(seq)
-            try:
-                file = snapshot.read(self.io, path)
-            except (CorruptionError, FormatVersionError) as exc:
-                findings.append(Finding("problem", path, getattr(exc, "offset", None),
-                                        f"{_reason(exc)}; state loads skip this snapshot"))
-                continue
-            except FileNotFoundError:
-                continue
-            if tail is not None and file.header.log_start != tail.log_start:
-                findings.append(Finding("note", path, None, "snapshot of the log before a "
-                                        "clear; skipped, and pruned by the next snapshot"))
-            elif tail is not None and file.header.seq > tail.head:
-                findings.append(Finding("note", path, None, f"snapshot covers seq "
-                                        f"{file.header.seq}, past the end of the log "
-                                        f"({tail.head}): a crash took back records that were "
-                                        "not yet synced; state loads do not use it"))
-            elif tail is not None and not self._log.position_holds(file.header.position,
-                                                                   file.header.seq):
-                findings.append(Finding("note", path, None, "snapshot of records a crash took "
-                                        "back (others were written since); state loads skip "
-                                        "it, and the next snapshot prunes it"))
-        for checkpoint_id in self._checkpoints.ids():
-            path = self._checkpoints.file_path(checkpoint_id)
-            try:
-                snapshot.read(self.io, path)
-                self._checkpoints.info(checkpoint_id)  # its meta matches its name
-            except (CorruptionError, FormatVersionError) as exc:
-                findings.append(Finding("problem", path, getattr(exc, "offset", None),
-                                        _reason(exc)))
-            except FileNotFoundError:
-                continue
-        findings.extend(self.blobs.check(verify=True))
-        for name in vectors.collection_names(self.io, self.path):
-            findings.extend(vectors.check_collection(
-                self.io, os.path.join(layout.vectors_dir(self.path), name)))
-        findings.extend(lease_module.check(self.io, self.path))
-        for name in vectors.scratch_names(self.io, self.path):
-            findings.append(Finding("note", os.path.join(layout.vectors_dir(self.path), name),
-                                    None, "left by an interrupted create or drop of a "
-                                    "collection; the next create or drop removes it"))
-        for folder in (self._snapshots.path, self._checkpoints.path):
-            if self.io.exists(folder):
-                for name in sorted(self.io.listdir(folder)):
-                    if name.startswith(layout.TEMP_PREFIX):
-                        findings.append(Finding("note", os.path.join(folder, name), None,
-                                                "temp file of an interrupted write"))
-        return findings
+        """Read everything a read would read and report each problem; changes nothing and
+        never raises (see :mod:`fsstore.check`)."""
+        return check_session(self)
 
     # --- watching ---
 

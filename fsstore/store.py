@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from . import layout, manifest
 from . import lease as lease_module
+from .check import check_store
 from .errors import (
     CorruptionError,
     Finding,
@@ -669,41 +670,9 @@ class Store:
 
     def verify(self, session_ids: Iterable[str] | None = None) -> list[Finding]:
         """Read every file of the store (or of the given sessions) and report each
-        problem with its file and offset. Changes nothing."""
-        findings: list[Finding] = []
-        sessions = layout.sessions_dir(self.path)
-        if session_ids is None:
-            if not self.io.exists(sessions):
-                return [Finding("problem", sessions, None, "the sessions folder is missing")]
-            for name in sorted(self.io.listdir(sessions)):
-                if layout.is_scratch(name):
-                    what = ("an interrupted delete" if name.startswith(layout.TRASH_PREFIX)
-                            else "an interrupted create")
-                    findings.append(Finding("note", os.path.join(sessions, name), None,
-                                            f"left by {what}; safe to remove"))
-            session_ids = self.session_ids()
-        for session_id in session_ids:
-            path = self._session_path(session_id)
-            try:
-                reader = self.read_session(session_id)
-            except SessionNotFound:
-                findings.append(Finding("problem", path, None, "no such session"))
-                continue
-            except FsStoreError as exc:
-                findings.append(_finding(exc, layout.session_manifest_path(path)))
-                continue
-            try:
-                findings.extend(reader.verify())
-            except FsStoreError as exc:  # one damaged session never stops the check
-                findings.append(_finding(exc, path))
-        return findings
-
-
-def _finding(exc: FsStoreError, path: str) -> Finding:
-    """A problem finding for an error raised while reading ``path``."""
-    if isinstance(exc, CorruptionError):
-        return Finding("problem", exc.path, exc.offset, exc.reason)
-    return Finding("problem", path, None, str(exc))
+        problem with its file and offset. Changes nothing and never raises: a session
+        that cannot be read is a problem, and the check goes on with the next."""
+        return check_store(self, session_ids)
 
 
 def _damaged_info(session_id: str, path: str, reader: SessionReader | None,
