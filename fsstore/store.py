@@ -19,7 +19,6 @@ from . import layout, manifest
 from . import lease as lease_module
 from .check import check_store
 from .errors import (
-    CorruptionError,
     Finding,
     FsStoreError,
     InvalidSetting,
