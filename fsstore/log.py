@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 from crc32c import crc32c
@@ -47,12 +47,20 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
+from .identity import NO_UID, Identity
+from .nesting import MAX_NESTING, too_deep
 
 SEGMENT_MAGIC = b"\x89FSLOG\r\n"
 SEGMENT_MAJOR = 1
-SEGMENT_MINOR = 0
+SEGMENT_MINOR = 1
 _SEGMENT_HEADER = struct.Struct("<8sHHIQQQ20sI")
 SEGMENT_HEADER_SIZE = _SEGMENT_HEADER.size  # 64
+# Version 1.1 fills the 20 reserved bytes: the session's uid, a CRC of the fields that
+# never change (bytes 0-47), and the synced mark with its own CRC (docs/FORMAT.md 3.1).
+_IDENTITY = struct.Struct("<QI")  # uid, static_crc: bytes 40-51
+_MARK = struct.Struct("<II")  # synced_end, mark_crc: bytes 52-59
+_STATIC_END = 48  # bytes 0-47: magic .. uid
+_MARK_AT = 52
 
 _FRAME_HEADER = struct.Struct("<IIQII")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size  # 24
@@ -94,12 +102,14 @@ def refuse_msgpack_ext(code: int, data: memoryview) -> Any:
 
 
 _encoder = msgspec.msgpack.Encoder()
+# a turn is unsigned (docs/FORMAT.md, section 9): msgpack bounds it to 64 bits
+Turn = Annotated[int, msgspec.Meta(ge=0)]
 _decoder = msgspec.msgpack.Decoder(
-    type=tuple[float, int, list[tuple[str, Any]]], ext_hook=refuse_msgpack_ext
+    type=tuple[float, Turn, list[tuple[str, Any]]], ext_hook=refuse_msgpack_ext
 )
 # The tail of a log needs only the last event's kind: leave the other events undecoded,
 # so opening a session costs the same whatever the size of its last batch.
-_tail_decoder = msgspec.msgpack.Decoder(type=tuple[float, int, list[msgspec.Raw]])
+_tail_decoder = msgspec.msgpack.Decoder(type=tuple[float, Turn, list[msgspec.Raw]])
 _entry_kind_decoder = msgspec.msgpack.Decoder(type=tuple[str, msgspec.Raw])
 
 
@@ -168,10 +178,12 @@ def encode_frame(
     first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]], max_bytes: int
 ) -> bytes:
     """One frame holding ``entries`` as seqs ``first_seq ..``. Raises InvalidEvent when an
-    event cannot be encoded, RecordTooLarge when the payload exceeds ``max_bytes``."""
+    event cannot be encoded, or would not read back (the payload is checked with the
+    readers' own decoder and limits, so writer and readers cannot drift apart);
+    RecordTooLarge when the payload exceeds ``max_bytes``."""
     try:
         payload = _encoder.encode((ts, turn, entries))
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise InvalidEvent(f"event cannot be stored as msgpack: {exc}") from None
     length = len(payload)
     if length > max_bytes:
@@ -179,6 +191,11 @@ def encode_frame(
             f"batch of {len(entries)} event(s) encodes to {length} bytes, over the limit of "
             f"{max_bytes}; split the batch, or store large payloads as attachments"
         )
+    try:
+        decode_payload(memoryview(payload), len(entries), "(the batch being written)", 0)
+    except CorruptionError as exc:
+        raise InvalidEvent(f"event would not read back, so it is not stored: {exc.reason}"
+                           ) from None
     pad = -(FRAME_HEADER_SIZE + length) & 7
     body = b"".join((
         _FRAME_FIELDS.pack(length, first_seq, len(entries), FRAME_EVENTS),
@@ -190,11 +207,21 @@ def encode_frame(
     return _U32.pack(crc32c(body)) + body
 
 
-def encode_segment_header(first_seq: int, log_start: int) -> bytes:
-    body = _SEGMENT_HEADER.pack(
+def encode_segment_header(first_seq: int, log_start: int, uid: int = NO_UID) -> bytes:
+    """A new segment's header (version 1.1): its range, the session's uid, no synced
+    mark yet."""
+    fixed = _SEGMENT_HEADER.pack(
         SEGMENT_MAGIC, SEGMENT_MAJOR, SEGMENT_MINOR, SEGMENT_HEADER_SIZE,
         first_seq, log_start, time.time_ns(), bytes(20), 0,
-    )[:-4]
+    )[:40] + _IDENTITY.pack(uid, 0)[:8]
+    return mark_segment_header(fixed + _U32.pack(crc32c(fixed)), 0)
+
+
+def mark_segment_header(static: bytes, synced_end: int) -> bytes:
+    """The 64-byte header of a 1.1 segment whose first 52 bytes are ``static`` (never
+    rewritten with other values), with the synced mark ``synced_end``."""
+    mark = _U32.pack(synced_end)
+    body = static + mark + _U32.pack(crc32c(static[_STATIC_END:] + mark))
     return body + _U32.pack(crc32c(body))
 
 
@@ -203,9 +230,19 @@ class SegmentHeader:
     first_seq: int
     log_start: int
     created_ns: int
+    minor: int = 0
+    uid: int = NO_UID  # the session that wrote it (1.1); NO_UID in a 1.0 header
+    synced_end: int = 0  # a barrier made the frames before this offset durable (1.1)
+    static: bytes = b""  # the 52 bytes a writer keeps when it rewrites the mark (1.1)
 
 
 def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
+    """Check and decode a segment header.
+
+    A 1.1 header is rewritten in place by barriers (its synced mark). The bytes that
+    never change carry their own CRC, so a rewrite that tore (a crash, or a copy or a
+    reader that caught it half done) still leaves a readable header: the mark is then
+    taken as absent unless its own CRC holds, which claims less and is always safe."""
     if len(raw) < SEGMENT_HEADER_SIZE:
         raise CorruptionError("segment header is cut short", path=path, offset=0)
     magic, major, minor, header_size, first_seq, log_start, created_ns, _, crc = (
@@ -213,7 +250,11 @@ def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
     )
     if magic != SEGMENT_MAGIC:
         raise CorruptionError("not an fsstore segment (bad magic)", path=path, offset=0)
-    if crc32c(raw[: SEGMENT_HEADER_SIZE - 4]) != crc:
+    whole = crc32c(raw[: SEGMENT_HEADER_SIZE - 4]) == crc
+    uid, static_crc = _IDENTITY.unpack_from(raw, 40)
+    versioned = major == SEGMENT_MAJOR and minor >= 1
+    static_ok = versioned and crc32c(raw[:_STATIC_END]) == static_crc
+    if not whole and not static_ok:
         raise CorruptionError("segment header checksum mismatch", path=path, offset=0)
     if major > SEGMENT_MAJOR:
         raise FormatVersionError(
@@ -222,7 +263,37 @@ def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
         )
     if header_size != SEGMENT_HEADER_SIZE:
         raise CorruptionError(f"unexpected segment header size {header_size}", path=path, offset=0)
-    return SegmentHeader(first_seq, log_start, created_ns)
+    if log_start > first_seq or first_seq == 0:
+        raise CorruptionError(f"segment header says the log starts at seq {log_start}, after "
+                              f"its own first seq {first_seq}", path=path, offset=0)
+    if not versioned:
+        return SegmentHeader(first_seq, log_start, created_ns, minor)
+    if not static_ok:
+        raise CorruptionError("segment header checksum mismatch (its fixed fields)",
+                              path=path, offset=0)
+    synced_end, mark_crc = _MARK.unpack_from(raw, _MARK_AT)
+    if crc32c(raw[_STATIC_END:_MARK_AT + 4]) != mark_crc:
+        if whole:
+            raise CorruptionError("segment header's synced mark does not match its "
+                                  "checksum", path=path, offset=_MARK_AT)
+        synced_end = 0  # a torn rewrite of the mark: claim nothing
+    elif 0 < synced_end < SEGMENT_HEADER_SIZE:
+        raise CorruptionError(f"segment header's synced mark {synced_end} is out of range",
+                              path=path, offset=_MARK_AT)
+    return SegmentHeader(first_seq, log_start, created_ns, minor, uid, synced_end,
+                         bytes(raw[:_MARK_AT]))
+
+
+def check_synced(end: int, synced_end: int, path: str) -> None:
+    """Raise if the good records of a segment end (at ``end``) before what a barrier made
+    durable (``synced_end``, the header's mark): synced records are gone (zeroed, cut
+    off or damaged), which no crash can cause."""
+    if end < synced_end:
+        raise CorruptionError(
+            f"the segment's records end at byte {end}, but a barrier (finish_turn, sync, "
+            f"close or an fsync append) made them durable up to byte {synced_end}: "
+            "records that were synced are missing or damaged; restore the segment from a "
+            "backup", path=path, offset=end)
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -254,19 +325,21 @@ def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame |
     return _Frame(off, first_seq, count, view[start : start + length])
 
 
-def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame | None:
-    """A checksum-valid frame starting after ``off``: found by its trailer magic, so the
-    search runs at ``bytes.find`` speed rather than one Python step per byte."""
+def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int,
+                       min_seq: int = 0) -> _Frame | None:
+    """A checksum-valid frame of seq ``min_seq`` or later starting after ``off``, at any
+    byte offset (a byte inserted into or cut from a segment shifts every later frame off
+    the 8-byte grid). Found by its trailer magic, so the search runs at ``bytes.find``
+    speed rather than one Python step per byte."""
     pos = buf.find(TRAILER_MAGIC, off + FRAME_HEADER_SIZE + 4, limit)
     while pos != -1:
         end = pos + 4
-        if end % 8 == 0:
-            (frame_size,) = _U32.unpack_from(buf, end - TRAILER_SIZE)
-            start = end - frame_size
-            if off < start and start % 8 == 0:
-                frame = _parse_frame(buf, view, start, limit)
-                if frame is not None:
-                    return frame
+        (frame_size,) = _U32.unpack_from(buf, end - TRAILER_SIZE)
+        start = end - frame_size
+        if off < start and frame_size >= FRAME_HEADER_SIZE + TRAILER_SIZE:
+            frame = _parse_frame(buf, view, start, limit)
+            if frame is not None and frame.first_seq >= min_seq:
+                return frame
         pos = buf.find(TRAILER_MAGIC, pos + 1, limit)
     return None
 
@@ -275,16 +348,22 @@ def decode_payload(
     payload: memoryview, count: int, path: str, offset: int,
     decoder: msgspec.msgpack.Decoder = _decoder,
 ) -> tuple[float, int, list[Any]]:
-    """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload."""
+    """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload. Refuses (with
+    CorruptionError) what FORMAT.md says no writer writes: another shape, an extension
+    type, a negative turn, nesting deeper than MAX_NESTING, a wrong event count."""
     try:
         ts, turn, entries = decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
         # The checksum matched, so these bytes are what a writer wrote: not a torn write.
-        raise CorruptionError(f"record payload does not decode: {exc}", path=path,
-                              offset=offset) from None
+        reason = (f"nests deeper than {MAX_NESTING} levels" if isinstance(exc, RecursionError)
+                  else f"does not decode: {exc}")
+        raise CorruptionError(f"record payload {reason}", path=path, offset=offset) from None
     if len(entries) != count:
         raise CorruptionError(f"record holds {len(entries)} events, its header says "
                               f"{count}", path=path, offset=offset)
+    if decoder is _decoder and too_deep(payload, entries, MAX_NESTING - 1):
+        raise CorruptionError(f"record payload nests deeper than {MAX_NESTING} levels",
+                              path=path, offset=offset)
     return ts, turn, entries
 
 
@@ -317,7 +396,8 @@ class SegmentScan:
 
     def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
                  after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
-                 marker: bytes | None = None, segment: int | None = None) -> None:
+                 marker: bytes | None = None, segment: int | None = None,
+                 synced_end: int = 0) -> None:
         self.buf = buf
         self.path = path
         self.segment = expect_seq if segment is None else segment  # its first seq
@@ -331,6 +411,9 @@ class SegmentScan:
         # Frames whose payload lacks ``marker`` are checked but not decoded: a reader that
         # wants only the store's own records skips the rest at bytes.find speed.
         self.marker = marker
+        # A barrier made the records before this offset durable (the header's synced
+        # mark): a walk that ends before it found synced records missing or damaged.
+        self.synced_end = synced_end
         self.end = max(origin, SEGMENT_HEADER_SIZE)
         self.last: Event | None = None
         self.torn_at: int | None = None
@@ -346,6 +429,7 @@ class SegmentScan:
         buf, view, limit = self.buf, memoryview(self.buf), len(self.buf)
         unpack_header, checksum = _FRAME_HEADER.unpack_from, crc32c
         decode, new_event = _decoder.decode, tuple.__new__
+        nest_limit = MAX_NESTING - 1
         after_seq, expect = self.after_seq, self.expect_seq
         first_wanted, past_wanted = self.after_seq + 1, self.until_seq + 1
         marker, origin = self.marker, self.origin
@@ -377,11 +461,12 @@ class SegmentScan:
                     payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
                     try:
                         decoded = ts, turn, entries = decode(payload)
-                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError,
+                            RecursionError):
                         # raises, saying where
                         decode_payload(payload, count, self.path, origin + off)
                         raise
-                    if len(entries) != count:
+                    if len(entries) != count or too_deep(payload, entries, nest_limit):
                         decode_payload(payload, count, self.path, origin + off)
                     if seq >= first_wanted and expect <= past_wanted:  # the whole batch
                         for kind, data in entries:
@@ -405,12 +490,13 @@ class SegmentScan:
                 self.last = new_event(Event, (expect - 1, ts, turn, kind, data))
         if self.end < self.data_end:
             self._stopped_at(off, view)
+        check_synced(self.end, self.synced_end, self.path)
 
     def _stopped_at(self, off: int, view: memoryview) -> None:
         at = self.origin + off
         if not self.is_last:
             raise CorruptionError("damaged record in a sealed segment", path=self.path, offset=at)
-        later = _valid_frame_after(self.buf, view, off, len(self.buf))
+        later = _valid_frame_after(self.buf, view, off, len(self.buf), self.expect_seq)
         if later is not None:
             raise CorruptionError(
                 f"damaged record followed by a valid one (seq {later.first_seq} at byte "
@@ -464,9 +550,12 @@ class LogReader:
     invisible until all of it is there, because its checksum covers all of it.
     """
 
-    def __init__(self, io: FileIO, path: str) -> None:
+    def __init__(self, io: FileIO, path: str, identity: Identity | None = None) -> None:
         self.io = io
         self.path = path
+        # The session's uid and the uids it accepts (None: a session from before uids, or
+        # a log that is not a session's, such as a collection's write-ahead log).
+        self.identity = identity
         self._first_turns: dict[int, int | None] = {}
 
     def segment_path(self, first_seq: int) -> str:
@@ -483,26 +572,53 @@ class LogReader:
             raise CorruptionError("the log folder holds no segment", path=self.path)
         return firsts
 
+    def checked_header(self, raw: bytes, first_seq: int, path: str) -> SegmentHeader:
+        """Decode a segment's header and check it against the file's name and place: its
+        first seq is the one in its name, and it was written by this session or one it
+        descends from (its uid, section 3.1)."""
+        header = decode_segment_header(raw, path)
+        if header.first_seq != first_seq:
+            raise CorruptionError(f"segment header says first seq {header.first_seq}, its "
+                                  "name says otherwise", path=path, offset=0)
+        if self.identity is not None and header.minor >= 1:
+            self.identity.check(header.uid, "segment", path)
+        return header
+
     def read_header(self, first_seq: int) -> SegmentHeader:
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
-            header = decode_segment_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
+            raw = self.io.pread(fd, SEGMENT_HEADER_SIZE, 0)
         finally:
             self.io.close(fd)
-        if header.first_seq != first_seq:
-            raise CorruptionError(f"segment header says first seq {header.first_seq}, its "
-                                  "name says otherwise", path=path, offset=0)
-        return header
+        return self.checked_header(raw, first_seq, path)
 
     def live_segments(self) -> tuple[list[int], int]:
         """The segments of the log as the newest segment header defines it, and log_start.
-        Segments before log_start are what an interrupted clear left behind."""
-        firsts = self.list_segments()
-        log_start = self.read_header(firsts[-1]).log_start
-        return [s for s in firsts if s >= log_start], log_start
+        Segments before log_start are what an interrupted clear left behind. Raises
+        CorruptionError when the oldest live segment does not start at log_start: the
+        segments before it are missing."""
+        for _attempt in range(2):
+            firsts = self.list_segments()
+            log_start = self.read_header(firsts[-1]).log_start
+            live = [s for s in firsts if s >= log_start]
+            if live[0] == log_start:
+                return live, log_start
+            # A clear renames its segment in before it unlinks the old ones, so a listing
+            # taken while it unlinks can miss both: look once more before calling it damage.
+        raise CorruptionError(
+            f"the log starts at seq {log_start} (so its newest segment's header says), but "
+            f"its oldest segment starts at seq {live[0]}: the segments holding seqs "
+            f"{log_start} to {live[0] - 1} are missing; restore them from a backup",
+            path=self.segment_path(live[0]), offset=0)
 
     def read_segment(self, first_seq: int) -> bytes:
+        return self.load_segment(first_seq)[0]
+
+    def load_segment(self, first_seq: int) -> tuple[bytes, SegmentHeader]:
+        """A whole segment file and its checked header. One read: the header comes first
+        in it, so its synced mark never claims more than the frames read after it hold
+        (a writer writes the mark only after the frames are synced)."""
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
@@ -513,11 +629,14 @@ class LogReader:
             buf = self.io.pread(fd, size, 0)
         finally:
             self.io.close(fd)
-        header = decode_segment_header(buf, path)
-        if header.first_seq != first_seq:
-            raise CorruptionError(f"segment header says first seq {header.first_seq}",
-                                  path=path, offset=0)
-        return buf
+        return buf, self.checked_header(buf, first_seq, path)
+
+    def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
+                     until_seq: float = math.inf, marker: bytes | None = None) -> SegmentScan:
+        """A scan of one whole segment, checked against its header's synced mark."""
+        buf, header = self.load_segment(first_seq)
+        return SegmentScan(buf, self.segment_path(first_seq), first_seq, is_last, after_seq,
+                           until_seq, marker=marker, synced_end=header.synced_end)
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -580,10 +699,15 @@ class LogReader:
             if self.io.size(fd) > MAX_SEGMENT_FILE:
                 raise CorruptionError("segment file is larger than any writer makes; it is "
                                       "not read", path=path)
+            # The header first: its synced mark then never claims more than what is read
+            # after it holds (a writer marks only frames already synced).
+            header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
+                                         first_seq, path)
             data_end = _data_end(self.io, fd)
             if data_end <= SEGMENT_HEADER_SIZE:
+                check_synced(SEGMENT_HEADER_SIZE, header.synced_end, path)
                 return SegmentEnd(SEGMENT_HEADER_SIZE, first_seq, None)
-            if data_end % 8 == 0:
+            if data_end % 8 == 0 and data_end >= header.synced_end:
                 (frame_size,) = _U32.unpack(self.io.pread(fd, 4, data_end - TRAILER_SIZE))
                 start = data_end - frame_size
                 if start >= SEGMENT_HEADER_SIZE and start % 8 == 0:
@@ -594,7 +718,7 @@ class LogReader:
                                           _tail_of(frame._replace(offset=start), path))
         finally:
             self.io.close(fd)
-        scan = SegmentScan(self.read_segment(first_seq), path, first_seq, is_last=True)
+        scan = self.scan_segment(first_seq, is_last=True)
         for _ in scan:
             pass
         last = scan.last
@@ -618,14 +742,13 @@ class LogReader:
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=path, offset=0)
             try:
-                buf = self.read_segment(first)
+                scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
+                                         until_seq, marker)
             except FileNotFoundError:
                 return  # cleared by the writer meanwhile: what was read is a prefix
-            scan = SegmentScan(buf, path, first, position == len(segments) - 1,
-                               after_seq, until_seq, marker=marker)
             yield scan
             expect = scan.expect_seq
-            del scan, buf  # hold one segment in memory at a time
+            del scan  # hold one segment in memory at a time
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
@@ -689,21 +812,25 @@ class LogReader:
                 if size > MAX_SEGMENT_FILE:
                     raise CorruptionError(f"segment file of {size} bytes is larger than any "
                                           "writer makes; it is not read", path=path)
-                header = decode_segment_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
+                # the header before the frames (see load_segment)
+                header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), first,
+                                             path)
                 buf = self.io.pread(fd, size - offset, offset) if offset < size else b""
             finally:
                 self.io.close(fd)
-            if header.first_seq != first:
-                raise CorruptionError(f"segment header says first seq {header.first_seq}",
-                                      path=path, offset=0)
             scan = SegmentScan(buf, path, expect, True, after_seq, until_seq, origin=offset,
-                               marker=marker, segment=first)
+                               marker=marker, segment=first, synced_end=header.synced_end)
             yield scan
             if scan.expect_seq > until_seq:
                 return
             if scan.torn_at is not None and self.io.exists(self.segment_path(scan.expect_seq)):
                 raise CorruptionError("damaged record in a sealed segment", path=path,
                                       offset=scan.torn_at)
+            if scan.expect_seq == first:
+                # Nothing in this segment (an empty last segment, or one cut to its header):
+                # the next segment would be this one again. The caller compares where the
+                # scans ended with the log's head.
+                return
             first, offset, expect = scan.expect_seq, SEGMENT_HEADER_SIZE, scan.expect_seq
             del scan, buf
 
@@ -736,7 +863,9 @@ class LogReader:
         return turn
 
     def check(self) -> list[Finding]:
-        """Read every segment and report each problem with its file and offset."""
+        """Read every segment and report each problem with its file and offset: what any
+        read would refuse (damage, missing segments, synced records gone, another
+        session's segment), as a problem; what readers ignore, as a note."""
         findings: list[Finding] = []
         try:
             firsts = self.list_segments()
@@ -760,22 +889,34 @@ class LogReader:
             findings.append(Finding("note", self.segment_path(stale), None,
                                     "segment from before an interrupted clear; removed at "
                                     "the next rollover or clear"))
-        expect = live[0]
+        if live[0] != log_start:
+            findings.append(Finding(
+                "problem", self.segment_path(live[0]), 0,
+                f"the log starts at seq {log_start} (so its newest segment's header says), "
+                f"but its oldest segment starts at seq {live[0]}: the segments holding seqs "
+                f"{log_start} to {live[0] - 1} are missing"))
+        expect: int | None = live[0]
         for position, first in enumerate(live):
             path = self.segment_path(first)
-            if first != expect:
+            if expect is not None and first != expect:
                 findings.append(Finding("problem", path, 0,
                                         f"seq gap: segment starts at {first}, the previous one "
                                         f"ends at {expect - 1}"))
             is_last = position == len(live) - 1
             try:
-                scan = SegmentScan(self.read_segment(first), path, first, is_last)
+                scan = self.scan_segment(first, is_last)
                 for _ in scan:
                     pass
             except (CorruptionError, FormatVersionError) as exc:
                 offset = exc.offset if isinstance(exc, CorruptionError) else None
                 findings.append(Finding("problem", path, offset, _reason(exc)))
-                expect = first  # unknown; do not report a cascade of gaps
+                expect = None  # unknown; do not report a cascade of gaps
+                continue
+            except FileNotFoundError:
+                findings.append(Finding("problem", path, None,
+                                        "segment vanished while it was checked (a clear "
+                                        "meanwhile?); check again"))
+                expect = None
                 continue
             if scan.torn_at is not None:
                 findings.append(Finding(
@@ -836,6 +977,7 @@ class LogWriter:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         neutral_kinds: frozenset[str] = frozenset(),
+        identity: Identity | None = None,
     ) -> None:
         check_settings(segment_size, max_record_bytes)
         # Batches ending in a neutral kind leave last_turn and last_kind as they were:
@@ -843,7 +985,9 @@ class LogWriter:
         self.neutral_kinds = neutral_kinds
         self.io = io
         self.path = path
-        self.reader = LogReader(io, path)
+        self.reader = LogReader(io, path, identity)
+        # New segments carry the session's uid (none for a session from before uids).
+        self._uid = NO_UID if identity is None else identity.uid
         self.durability = durability
         self.segment_size = segment_size
         self.max_record_bytes = max_record_bytes
@@ -905,6 +1049,12 @@ class LogWriter:
         self._allocated = io.size(fd)
         self._written_end = end
         self.synced_head = self.head
+        # The synced mark of the active segment (1.1 segments only; an older one gets
+        # none until the next rollover): its fixed header bytes and the end it claims.
+        header = reader.read_header(first)
+        self._mark_static: bytes | None = header.static or None
+        self._marked_end = header.synced_end
+        self._mark_unsynced = False  # a mark was written since the last fdatasync
 
     def _last_significant(self, first: int, end: int) -> tuple[int, str] | None:
         """(turn, kind) of the last frame whose last record is not of a neutral kind,
@@ -976,6 +1126,8 @@ class LogWriter:
                 if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
                     self.synced_head = self.head
+                    self._mark_unsynced = False
+                    self._mark_synced(self._end)
                 elif self._grouped:
                     self._group_commit_after(len(entries))
             except OSError as exc:
@@ -1047,7 +1199,7 @@ class LogWriter:
                 except OSError as exc:
                     self._fail(exc)
                     return
-                target, fd = self.head, self._fd
+                target, fd, synced_end = self.head, self._fd, self._written_end
                 self._unsynced_records = 0
                 self._syncing = True
                 error: OSError | None = None
@@ -1064,6 +1216,12 @@ class LogWriter:
                     self._fail(error)
                     return
                 self.synced_head = max(self.synced_head, target)
+                if fd == self._fd:  # seal, clear and close wait for a sync in flight
+                    try:
+                        self._mark_synced(synced_end)
+                    except OSError as exc:
+                        self._fail(exc)
+                        return
 
     def _wait_for_sync(self) -> None:
         while self._syncing:
@@ -1091,10 +1249,30 @@ class LogWriter:
             self._write_pending()
             if self.synced_head != self.head:
                 self.io.fdatasync(self._fd)  # type: ignore[arg-type]
+                self._mark_unsynced = False
             self.synced_head = self.head
             self._unsynced_records = 0
+            self._mark_synced(self._written_end)
         except OSError as exc:
             raise self._fail(exc) from exc
+
+    def _mark_synced(self, end: int) -> None:
+        """Record in the active segment's header that its frames before ``end`` are
+        durable (docs/FORMAT.md, section 3.1), so that a reader can tell them missing.
+
+        Called only after the fdatasync that made them durable, and not synced itself:
+        the mark reaches the disk with the next barrier's fdatasync (or the kernel's
+        writeback). So it never claims frames a crash could take back, costs one 64-byte
+        pwrite and no fsync, and lags at most one barrier behind after a power loss.
+        Only the 12 bytes that change are written (the mark, its CRC, the header's CRC):
+        a write that tears or persists as garbage leaves the fixed fields and their CRC
+        whole, and a reader then takes the mark as absent."""
+        if self._mark_static is None or end <= max(self._marked_end, SEGMENT_HEADER_SIZE):
+            return
+        header = mark_segment_header(self._mark_static, end)
+        self.io.pwrite(self._fd, header[_MARK_AT:], _MARK_AT)  # type: ignore[arg-type]
+        self._marked_end = end
+        self._mark_unsynced = True
 
     def refresh(self) -> LogPosition | None:
         """Catch up with what other processes appended since this writer last wrote.
@@ -1232,7 +1410,7 @@ class LogWriter:
     def _start_segment(self, first_seq: int, log_start: int) -> None:
         """Create a segment whole under a temp name, then rename it in: a segment file
         never exists with a partial header."""
-        data = encode_segment_header(first_seq, log_start)
+        data = encode_segment_header(first_seq, log_start, self._uid)
         if self._preallocate:
             data += bytes(_PREALLOCATE_MIN)
         final = self.reader.segment_path(first_seq)
@@ -1247,6 +1425,7 @@ class LogWriter:
             raise
         self.io.fsync_dir(self.path)
         self._fd, self.segment = fd, first_seq
+        self._mark_static, self._marked_end = data[:_MARK_AT], SEGMENT_HEADER_SIZE
         self._last_crc = bytes(4)
         self._end = self._written_end = SEGMENT_HEADER_SIZE
         self._allocated = len(data)
@@ -1285,6 +1464,14 @@ class LogWriter:
                 if self._failed is None and self._fd is not None:
                     if self.durability.syncs:
                         self._sync_locked()
+                        if self._mark_unsynced:
+                            # a second fdatasync, at close only: the mark the last barrier
+                            # wrote reaches the disk too, without waiting for the next one
+                            self._mark_unsynced = False
+                            try:
+                                self.io.fdatasync(self._fd)
+                            except OSError as exc:
+                                raise self._fail(exc) from exc
                     else:
                         self._write_pending()
             finally:
@@ -1321,19 +1508,23 @@ class LogWriter:
 # --- forking -----------------------------------------------------------------------------
 
 # Errors of os.link that mean "this filesystem will not share the file": copy it instead.
-NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
-                   errno.ENOSYS}
+# docs/FORMAT.md section 13 lists the same names (tests/test_log.py checks it).
+NO_LINK_ERRNO_NAMES = ("EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP", "ENOSYS")
+NO_LINK_ERRNOS = frozenset(getattr(errno, name) for name in NO_LINK_ERRNO_NAMES
+                           if hasattr(errno, name))
 
 
-def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int) -> LogPosition:
+def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
+                    uid: int = NO_UID) -> LogPosition:
     """Fill ``dest`` (an empty folder) with a log whose history is ``source``'s up to and
     including ``at_seq``, and return the position right after ``at_seq`` in it.
 
     Sealed segments that lie wholly within the history are shared by hard link (copied
     where the filesystem refuses links): a sealed segment never changes again, and a
     link keeps its bytes alive when the source is cleared or deleted. The segment holding
-    ``at_seq`` is copied up to it, the batch it ends inside cut to its first events. All
-    of it is fsynced; the caller renames ``dest``'s session into place.
+    ``at_seq`` is copied up to it, the batch it ends inside cut to its first events,
+    under a new header carrying ``uid`` (the new session's). All of it is fsynced; the
+    caller renames ``dest``'s session into place.
     """
     segments, log_start = source.live_segments()
     position: LogPosition | None = None
@@ -1346,13 +1537,13 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int) -> Lo
             _link_or_copy(io, source, first, target)
             continue
         position = _copy_segment_prefix(io, source, first, target, at_seq, log_start,
-                                        is_last=following is None)
+                                        is_last=following is None, uid=uid)
         break
     if position is None:
         # The history ends where a segment ends (or is empty): start a fresh one after it.
         position = LogPosition(at_seq + 1, SEGMENT_HEADER_SIZE, 0)
         io.write_new(os.path.join(dest, layout.segment_name(at_seq + 1)),
-                     encode_segment_header(at_seq + 1, log_start))
+                     encode_segment_header(at_seq + 1, log_start, uid))
     write_tail_hint(io, dest, position.segment)
     io.fsync_dir(dest)
     return position
@@ -1369,7 +1560,7 @@ def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) ->
 
 
 def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,
-                         at_seq: int, log_start: int, is_last: bool) -> LogPosition:
+                         at_seq: int, log_start: int, is_last: bool, uid: int) -> LogPosition:
     path = source.segment_path(first_seq)
     buf = source.read_segment(first_seq)
     # Walk the frames up to at_seq without decoding them (all are before after_seq).
@@ -1379,7 +1570,8 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
     if scan.expect_seq <= at_seq:
         raise CorruptionError(f"the log ends at seq {scan.expect_seq - 1}, before seq {at_seq}",
                               path=path, offset=scan.end)
-    data = [encode_segment_header(first_seq, log_start), buf[SEGMENT_HEADER_SIZE : scan.end]]
+    data = [encode_segment_header(first_seq, log_start, uid),
+            buf[SEGMENT_HEADER_SIZE : scan.end]]
     if scan.expect_seq != at_seq + 1:
         # at_seq falls inside the batch at scan.end: keep that batch's first events only
         frame = _parse_frame(buf, memoryview(buf), scan.end, len(buf))
