@@ -77,7 +77,7 @@ def normalize_ops(ops: list[list[Any]]) -> list[list[Any]]:
             raise InvalidState("state keys must be strs")
     try:
         return _decoder.decode(_encoder.encode(ops))
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise InvalidState(f"state value cannot be stored as msgpack: {exc}") from None
 
 

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import errno
 import os
+import re
 import struct
+import subprocess
+import sys
+import threading
 import tracemalloc
 from pathlib import Path
 
 import msgpack
+import msgspec
 import pytest
 from conftest import msgpack_values
 from crc32c import crc32c
@@ -362,3 +368,358 @@ def test_a_missing_stale_or_bad_tail_hint_only_costs_a_listing(small_store, hint
         assert (session.head, session.current_turn) == (45, 3)
         assert session.append({"x": 1}) == 46
     assert [e.seq for e in reader.events()] == list(range(1, 47))
+
+
+# --- damage must never read as a clean end or as another session's data ------------------
+
+
+def multi_segment_session(small_store, session_id="s", turns=6):
+    """A finished multi-segment session (4 KiB segments): (session path, segment paths,
+    the events it holds)."""
+    with small_store.create_session(session_id) as session:
+        for turn in range(1, turns + 1):
+            session.append_many([{"turn": turn, "pad": "p" * 700}] * 2, turn=turn)
+            session.set_state("turn", turn)
+            session.finish_turn(turn)
+        path = session.path
+    files = segment_files_at(path)
+    assert len(files) >= 3
+    return path, files, list(small_store.read_session(session_id).events())
+
+
+def segment_files_at(session_path) -> list[str]:
+    log = layout.log_dir(session_path)
+    return [os.path.join(log, n) for n in sorted(os.listdir(log)) if n.endswith(".fslog")]
+
+
+@pytest.mark.parametrize("shift", ["insert", "delete"])
+def test_a_byte_inserted_or_removed_before_later_batches_is_corruption_not_a_torn_tail(
+    store, shift
+):
+    session, batches = write_batches(store, [1, 2, 1, 3, 1, 2])
+    (path,) = segment_files(session)
+    image = without_mark(path)  # no synced mark: only the frames after it can tell
+    last_start = batches[-2][1]
+    for offset in (batches[0][1] + 3, batches[1][1] + 17, batches[2][1] + 40, last_start - 5):
+        damaged = (image[:offset] + b"\x7f" + image[offset:] if shift == "insert"
+                   else image[:offset] + image[offset + 1:])
+        Path(path).write_bytes(damaged)
+        with pytest.raises(CorruptionError, match="followed by a valid one") as caught:
+            list(store.read_session("s").events())
+        assert caught.value.path == path and caught.value.offset <= offset
+        assert [f.level for f in store.verify()] == ["problem"]
+    # damage inside the last batch, with nothing valid after it, is still a torn tail
+    Path(path).write_bytes(image[:last_start + 9] + b"\x7f" + image[last_start + 9:])
+    assert [e.seq for e in store.read_session("s").events()] == list(range(1, 9))
+
+
+def test_synced_records_zeroed_after_finish_turn_are_corruption_not_a_clean_end(small_store):
+    path, files, _ = multi_segment_session(small_store)
+    last = files[-1]
+    data = bytearray(Path(last).read_bytes())
+    assert len(data) > SEGMENT_HEADER_SIZE
+    data[SEGMENT_HEADER_SIZE:] = bytes(len(data) - SEGMENT_HEADER_SIZE)
+    Path(last).write_bytes(bytes(data))
+    reader = small_store.read_session("s")
+    for read in (lambda: list(reader.events()), lambda: reader.head, reader.state,
+                 lambda: small_store.open_session("s")):
+        with pytest.raises(CorruptionError, match="made them durable") as caught:
+            read()
+        assert caught.value.path == last
+    (problem,) = [f for f in small_store.verify() if f.level == "problem"]
+    assert problem.path == last and "durable" in problem.message
+
+
+def test_an_fsync_append_is_marked_synced_and_a_flush_append_is_not(store):
+    for mode, detected in (("fsync", True), ("flush", False)):
+        # the process dies after its second append, before any barrier
+        code = (
+            "import os, fsstore\n"
+            f"store = fsstore.open_store({store.path!r})\n"
+            f"session = store.create_session({mode!r}, durability={mode!r})\n"
+            "session.append({'a': 1})\n"
+            "session.append({'b': 2})\n"
+            "os._exit(0)\n"
+        )
+        subprocess.run([sys.executable, "-c", code], timeout=120, check=True)
+        (path,) = segment_files_at(os.path.join(store.path, "sessions", mode))
+        image = Path(path).read_bytes().rstrip(b"\0")
+        second = len(image) - (len(image) - SEGMENT_HEADER_SIZE) // 2
+        Path(path).write_bytes(image[:second])  # the second frame lost, as a power loss may
+        if detected:
+            with pytest.raises(CorruptionError, match="made them durable"):
+                list(store.read_session(mode).events())
+        else:  # nothing synced it: losing it is what a power loss may do
+            assert [e.seq for e in store.read_session(mode).events()] == [1]
+
+
+def test_a_torn_or_garbage_rewrite_of_the_synced_mark_only_drops_the_mark(store):
+    session, _ = write_batches(store, [1, 2])
+    (path,) = segment_files(session)
+    image = Path(path).read_bytes()
+    assert decode_segment_header(image, path).synced_end == len(image)
+    for junk in (bytes(12), b"\xa5" * 12, image[52:58] + b"\x01" * 6):
+        Path(path).write_bytes(image[:52] + junk + image[64:])
+        header = decode_segment_header(Path(path).read_bytes(), path)
+        assert header.synced_end == 0 and header.first_seq == 1
+        assert [e.seq for e in store.read_session("s").events()] == [1, 2, 3]
+
+
+def test_a_segment_of_another_session_in_its_place_is_refused(small_store):
+    _, files, _ = multi_segment_session(small_store, "a")
+    _, other_files, _ = multi_segment_session(small_store, "b")
+    assert [os.path.basename(f) for f in files] == [os.path.basename(f) for f in other_files]
+    for index in (0, 1, len(files) - 1):
+        original = Path(files[index]).read_bytes()
+        Path(files[index]).write_bytes(Path(other_files[index]).read_bytes())
+        reader = small_store.read_session("a")
+        with pytest.raises(CorruptionError, match="belongs to another session") as caught:
+            list(reader.events())
+        assert caught.value.path == files[index]
+        assert any(f.level == "problem" and f.path == files[index]
+                   for f in small_store.verify())
+        Path(files[index]).write_bytes(original)
+    assert len(list(small_store.read_session("a").events())) > 0
+
+
+def test_a_fork_reads_the_segments_it_shares_with_its_deleted_ancestors(small_store):
+    _, files, events = multi_segment_session(small_store, "a")
+    small_store.fork_session("a", "b").close()
+    with small_store.fork_session("b", "c") as fork:
+        fork.append({"own": 1})
+    small_store.delete_session("a")
+    small_store.delete_session("b")
+    read = list(small_store.read_session("c").events())
+    assert read[:-1] == events and read[-1].data == {"own": 1}
+    assert [f for f in small_store.verify() if f.level == "problem"] == []
+
+
+def test_the_oldest_segment_deleted_is_corruption_not_a_shorter_log(small_store):
+    _, files, _ = multi_segment_session(small_store)
+    os.unlink(files[0])
+    reader = small_store.read_session("s")
+    with pytest.raises(CorruptionError, match="are missing") as caught:
+        list(reader.events())
+    assert caught.value.path == files[1]
+    with pytest.raises(CorruptionError, match="are missing"):
+        reader.state()
+    assert any(f.level == "problem" and "are missing" in f.message
+               for f in small_store.verify())
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["synced mark", "no mark (1.2)"])
+def test_a_sealed_segment_cut_to_its_header_ends_in_an_error_not_a_loop(small_store, marked):
+    path, files, _ = multi_segment_session(small_store)
+    with small_store.open_session("s") as session:
+        session.queue.enqueue("job", {"x": 1})
+        session.inputs.submit({"y": 2})
+    if not marked:  # as a segment written before marks: only the seq chain can tell
+        for file in segment_files_at(path):
+            without_mark(file)
+    os.truncate(files[0], SEGMENT_HEADER_SIZE)
+    code = (
+        "import sys, fsstore\n"
+        "from fsstore.cli import main\n"
+        f"store = fsstore.open_store({small_store.path!r}, create=False)\n"
+        "reader = store.read_session('s')\n"
+        "for read in (reader.state, reader.queued_work, reader.turn_inputs):\n"
+        "    try:\n"
+        "        read()\n"
+        "    except fsstore.CorruptionError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        sys.exit('no error from ' + read.__name__)\n"
+        "for command in ('state', 'queue', 'inputs'):\n"
+        f"    assert main(['--store', {small_store.path!r}, command, 's']) != 0, command\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_header_whose_log_start_is_after_its_first_seq_is_corruption(small_store):
+    _, files, _ = multi_segment_session(small_store)
+    data = bytearray(Path(files[-1]).read_bytes())
+    first = struct.unpack_from("<Q", data, 16)[0]
+    struct.pack_into("<Q", data, 24, first + 5)  # log_start
+    struct.pack_into("<I", data, 60, crc32c(bytes(data[:60])))
+    Path(files[-1]).write_bytes(bytes(data))
+    reader = small_store.read_session("s")
+    for read in (lambda: list(reader.events()), lambda: reader.head, reader.state):
+        with pytest.raises(CorruptionError, match="after its own first seq"):
+            read()
+    assert any(f.level == "problem" for f in small_store.verify())
+
+
+def rewrite_first_frame(path: str, payload: bytes) -> None:
+    """Replace a one-frame segment's frame by a checksum-valid one holding ``payload``."""
+    data = Path(path).read_bytes()
+    header = data[:SEGMENT_HEADER_SIZE]
+    length = len(payload)
+    pad = -(24 + length) & 7
+    body = struct.pack("<IQII", length, 1, 1, 1) + payload + bytes(pad)
+    body += struct.pack("<I", 24 + length + pad + 8) + b"FSE\n"
+    frame = struct.pack("<I", crc32c(body)) + body
+    Path(path).write_bytes(header[:52] + bytes(12) + header[64:] + frame)
+
+
+@pytest.mark.parametrize("payload", [
+    msgpack.packb([1.0, -1, [["message", {"a": 1}]]]),
+    b"\x93\xcb" + struct.pack(">d", 1.0) + b"\x01\x91\x92\xa7message" + b"\x91" * 100_000
+    + b"\xc0",
+    b"\x93\xcb" + struct.pack(">d", 1.0) + b"\x01\x91\x92\xa7message" + b"\x91" * 200
+    + b"\xc0",
+], ids=["turn -1", "nested 100000", "nested 200"])
+def test_a_checksum_valid_record_no_writer_writes_is_corruption(store, payload):
+    with store.create_session("s"):
+        pass
+    (path,) = segment_files_at(os.path.join(store.path, "sessions", "s"))
+    rewrite_first_frame(path, payload)
+    with pytest.raises(CorruptionError) as caught:
+        list(store.read_session("s").events())
+    assert caught.value.path == path and caught.value.offset == SEGMENT_HEADER_SIZE
+    assert [f.level for f in store.verify()] == ["problem"]
+
+
+def deep(levels: int):
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("value", [
+    msgspec.msgpack.Ext(5, b"abc"),
+    msgspec.Raw(b"\xc1"),
+    msgspec.Raw(b"\x01\x02"),
+    deep(200),
+    deep(5000),
+], ids=["ext", "raw junk", "raw two values", "nested 200", "nested 5000"])
+def test_the_writer_refuses_what_readers_would_refuse_and_writes_nothing(store, value):
+    with store.create_session("s") as session:
+        session.append({"ok": 1})
+        session.sync()
+        (path,) = segment_files_at(session.path)
+        before = Path(path).read_bytes()
+        for write in (lambda: session.append({"x": value}),
+                      lambda: session.set_state("k", value),
+                      lambda: session.commit([{"x": 1}], state_patch={"k": value}),
+                      lambda: session.queue.enqueue("job", value),
+                      lambda: session.inputs.submit(value)):
+            with pytest.raises((fsstore.InvalidEvent, fsstore.InvalidState)):
+                write()
+            assert session.head == 1
+        assert Path(path).read_bytes() == before
+        session.append({"still": "writable"})
+    assert [e.data for e in store.read_session("s").events()] == [{"ok": 1},
+                                                                 {"still": "writable"}]
+
+
+def test_deep_but_allowed_nesting_reads_back(store):
+    with store.create_session("s") as session:
+        session.append({"x": deep(120)})
+    ((event),) = list(store.read_session("s").events())
+    assert event.data == {"x": deep(120)}
+
+
+def test_the_errnos_a_fork_copies_on_are_the_ones_format_md_names():
+    text = (Path(__file__).parent.parent / "docs" / "FORMAT.md").read_text()
+    section = text[text.index("## 13. Forks"):text.index("## 14.")]
+    named = set(re.findall(r"`(E[A-Z]+)`", section))
+    assert named == set(fsstore.log.NO_LINK_ERRNO_NAMES)
+    numbers = {getattr(errno, name) for name in named if hasattr(errno, name)}
+    assert numbers == fsstore.log.NO_LINK_ERRNOS
+
+
+# --- every mutation of a real log reads as the original prefix or raises ------------------
+
+
+def _insert(data: bytes, at: int) -> bytes:
+    return data[:at] + b"\x5a" + data[at:]
+
+
+def _delete(data: bytes, at: int) -> bytes:
+    return data[:at] + data[at + 1:]
+
+
+def _mutate(kind: str, files: list[str], other_files: list[str]) -> None:
+    last, sealed = files[-1], files[0]
+    if kind.startswith(("insert:", "delete:")):
+        action, where, fraction = kind.split(":")
+        path = last if where == "last" else sealed
+        data = Path(path).read_bytes()
+        at = SEGMENT_HEADER_SIZE + int((len(data) - SEGMENT_HEADER_SIZE) * float(fraction))
+        Path(path).write_bytes(_insert(data, at) if action == "insert" else _delete(data, at))
+    elif kind == "zero last frames":
+        data = Path(last).read_bytes()
+        Path(last).write_bytes(data[:SEGMENT_HEADER_SIZE] + bytes(len(data) - SEGMENT_HEADER_SIZE))
+    elif kind.startswith("swap"):
+        index = 0 if kind.endswith("oldest") else -1
+        Path(files[index]).write_bytes(Path(other_files[index]).read_bytes())
+    elif kind == "delete oldest":
+        os.unlink(sealed)
+    elif kind == "cut sealed to header":
+        os.truncate(files[1], SEGMENT_HEADER_SIZE)
+    else:
+        raise AssertionError(kind)
+
+
+MUTATIONS = [f"{a}:{w}:{f}" for a in ("insert", "delete") for w in ("last", "sealed")
+             for f in ("0", "0.13", "0.5", "0.77", "0.999")] + [
+    "zero last frames", "swap oldest", "swap newest", "delete oldest", "cut sealed to header"]
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_every_mutation_of_a_real_log_reads_as_the_original_prefix_or_raises(
+    small_store, mutation
+):
+    path, files, events = multi_segment_session(small_store, "s")
+    _, other_files, _ = multi_segment_session(small_store, "other")
+    original = small_store.read_session("s")
+    states = {seq: original.state_at(seq) for seq in range(0, events[-1].seq + 1)}
+    turns = original.get_turns()
+    _mutate(mutation, files, other_files)
+
+    outcomes: dict[str, object] = {}
+
+    def read_all() -> None:
+        reader = small_store.read_session("s")
+        reads = {
+            "events": lambda: list(reader.events()),
+            "head": lambda: reader.head,
+            "state": lambda: (reader.head, reader.state()),
+            "turns": reader.get_turns,
+            "queue": reader.queued_work,
+            "inputs": reader.turn_inputs,
+        }
+        for name, read in reads.items():
+            try:
+                outcomes[name] = read()
+            except CorruptionError as exc:
+                outcomes[name] = exc
+        outcomes["verify"] = small_store.verify()
+
+    worker = threading.Thread(target=read_all, daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), f"{mutation}: a read did not end"
+    assert "verify" in outcomes, f"{mutation}: a read raised something untyped"
+    damaged = False
+    for name, outcome in outcomes.items():
+        if isinstance(outcome, CorruptionError):
+            damaged = True
+            continue
+        if name == "events":
+            assert outcome == events[:len(outcome)], mutation  # type: ignore[arg-type]
+        elif name == "head":
+            assert outcome in states, mutation
+        elif name == "state":
+            head, state = outcome  # type: ignore[misc]
+            assert state == states[head], mutation
+        elif name == "turns":
+            read_turns = outcome
+            assert all(t == o or (t.number == o.number and t.events == o.events[:len(t.events)])
+                       for t, o in zip(read_turns, turns, strict=False)), mutation  # type: ignore
+    problems = [f for f in outcomes["verify"] if f.level == "problem"]  # type: ignore
+    if damaged:
+        assert problems, f"{mutation}: reads raised but verify found no problem"
