@@ -375,16 +375,24 @@ def test_a_missing_stale_or_bad_tail_hint_only_costs_a_listing(small_store, hint
 
 def multi_segment_session(small_store, session_id="s", turns=6):
     """A finished multi-segment session (4 KiB segments): (session path, segment paths,
-    the events it holds)."""
+    the events it holds). After turn 2 the segment is rolled over and the state
+    snapshotted, so a snapshot's position is the start of the sealed segment
+    ``SNAPSHOT_SEGMENT`` of the list (state loads read from there)."""
     with small_store.create_session(session_id) as session:
         for turn in range(1, turns + 1):
             session.append_many([{"turn": turn, "pad": "p" * 700}] * 2, turn=turn)
             session.set_state("turn", turn)
             session.finish_turn(turn)
+            if turn == 2:
+                session._writer.roll_over()
+                session.snapshot()
         path = session.path
     files = segment_files_at(path)
-    assert len(files) >= 3
+    assert len(files) > SNAPSHOT_SEGMENT + 1
     return path, files, list(small_store.read_session(session_id).events())
+
+
+SNAPSHOT_SEGMENT = 1  # the index of the segment that starts at the snapshot's position
 
 
 def segment_files_at(session_path) -> list[str]:
@@ -502,7 +510,7 @@ def test_the_oldest_segment_deleted_is_corruption_not_a_shorter_log(small_store)
         list(reader.events())
     assert caught.value.path == files[1]
     with pytest.raises(CorruptionError, match="are missing"):
-        reader.state()
+        reader.get_turns()
     assert any(f.level == "problem" and "are missing" in f.message
                for f in small_store.verify())
 
@@ -516,7 +524,8 @@ def test_a_sealed_segment_cut_to_its_header_ends_in_an_error_not_a_loop(small_st
     if not marked:  # as a segment written before marks: only the seq chain can tell
         for file in segment_files_at(path):
             without_mark(file)
-    os.truncate(files[0], SEGMENT_HEADER_SIZE)
+    # the segment a snapshot starts from (the reads start there, not at the log start)
+    os.truncate(files[SNAPSHOT_SEGMENT], SEGMENT_HEADER_SIZE)
     code = (
         "import sys, fsstore\n"
         "from fsstore.cli import main\n"
@@ -659,7 +668,7 @@ def _mutate(kind: str, files: list[str], other_files: list[str]) -> None:
     elif kind == "delete oldest":
         os.unlink(sealed)
     elif kind == "cut sealed to header":
-        os.truncate(files[1], SEGMENT_HEADER_SIZE)
+        os.truncate(files[SNAPSHOT_SEGMENT], SEGMENT_HEADER_SIZE)
     else:
         raise AssertionError(kind)
 
@@ -709,10 +718,12 @@ def test_every_mutation_of_a_real_log_reads_as_the_original_prefix_or_raises(
         if isinstance(outcome, CorruptionError):
             damaged = True
             continue
+        # Every mutation here damages records a barrier made durable (the session was
+        # closed): a read must return all of them or raise, never a shorter history.
         if name == "events":
-            assert outcome == events[:len(outcome)], mutation  # type: ignore[arg-type]
+            assert outcome == events, mutation
         elif name == "head":
-            assert outcome in states, mutation
+            assert outcome == events[-1].seq, mutation
         elif name == "state":
             head, state = outcome  # type: ignore[misc]
             assert state == states[head], mutation
@@ -723,3 +734,19 @@ def test_every_mutation_of_a_real_log_reads_as_the_original_prefix_or_raises(
     problems = [f for f in outcomes["verify"] if f.level == "problem"]  # type: ignore
     if damaged:
         assert problems, f"{mutation}: reads raised but verify found no problem"
+
+
+def test_a_session_keeps_its_uid_through_metadata_updates_and_names_it_in_new_files(small_store):
+    with small_store.create_session("s") as session:
+        uid = session.identity.uid
+        session.update_metadata(title="renamed")
+        for turn in range(1, 4):
+            session.append_many([{"pad": "p" * 900}] * 3, turn=turn)
+        session.snapshot()
+    reader = small_store.read_session("s")
+    assert reader.identity.uid == uid and reader.title == "renamed"
+    for path in segment_files_at(reader.path):
+        assert decode_segment_header(Path(path).read_bytes(), path).uid == uid
+    (snap,) = os.listdir(os.path.join(reader.path, "state"))
+    meta = fsstore.snapshot.read(FileIO(), os.path.join(reader.path, "state", snap)).meta
+    assert meta["uid"] == fsstore.identity.to_text(uid)
