@@ -187,10 +187,15 @@ def encode_frame(
             f"{max_bytes}; split the batch, or store large payloads as attachments"
         )
     try:
-        decode_payload(memoryview(payload), len(entries), "(the batch being written)", 0)
+        decoded = decode_payload(payload, len(entries), "(the batch being written)", 0)[2]
     except CorruptionError as exc:
         raise InvalidEvent(f"event would not read back, so it is not stored: {exc.reason}"
                            ) from None
+    # Readers decode any depth their stack allows (and report deeper as damage); writers
+    # keep far below that, so that what they write reads back in any reader.
+    if too_deep(payload, decoded, MAX_NESTING - 1):
+        raise InvalidEvent(f"event nests arrays and maps deeper than {MAX_NESTING} levels "
+                           "(an event's data starts at level 4), so it is not stored")
     pad = -(FRAME_HEADER_SIZE + length) & 7
     body = b"".join((
         _FRAME_FIELDS.pack(length, first_seq, len(entries), FRAME_EVENTS),
@@ -251,25 +256,22 @@ def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int,
 
 
 def decode_payload(
-    payload: memoryview, count: int, path: str, offset: int,
+    payload: bytes | memoryview, count: int, path: str, offset: int,
     decoder: msgspec.msgpack.Decoder = _decoder,
 ) -> tuple[float, int, list[Any]]:
     """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload. Refuses (with
     CorruptionError) what FORMAT.md says no writer writes: another shape, an extension
-    type, a negative turn, nesting deeper than MAX_NESTING, a wrong event count."""
+    type, a negative turn, nesting too deep to decode, a wrong event count."""
     try:
         ts, turn, entries = decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
         # The checksum matched, so these bytes are what a writer wrote: not a torn write.
-        reason = (f"nests deeper than {MAX_NESTING} levels" if isinstance(exc, RecursionError)
+        reason = ("nests arrays and maps too deep to decode" if isinstance(exc, RecursionError)
                   else f"does not decode: {exc}")
         raise CorruptionError(f"record payload {reason}", path=path, offset=offset) from None
     if len(entries) != count:
         raise CorruptionError(f"record holds {len(entries)} events, its header says "
                               f"{count}", path=path, offset=offset)
-    if decoder is _decoder and too_deep(payload, entries, MAX_NESTING - 1):
-        raise CorruptionError(f"record payload nests deeper than {MAX_NESTING} levels",
-                              path=path, offset=offset)
     return ts, turn, entries
 
 
@@ -335,7 +337,6 @@ class SegmentScan:
         buf, view, limit = self.buf, memoryview(self.buf), len(self.buf)
         unpack_header, checksum = _FRAME_HEADER.unpack_from, crc32c
         decode, new_event = _decoder.decode, tuple.__new__
-        nest_limit = MAX_NESTING - 1
         after_seq, expect = self.after_seq, self.expect_seq
         first_wanted, past_wanted = self.after_seq + 1, self.until_seq + 1
         marker, origin = self.marker, self.origin
@@ -372,7 +373,7 @@ class SegmentScan:
                         # raises, saying where
                         decode_payload(payload, count, self.path, origin + off)
                         raise
-                    if len(entries) != count or too_deep(payload, entries, nest_limit):
+                    if len(entries) != count:
                         decode_payload(payload, count, self.path, origin + off)
                     if seq >= first_wanted and expect <= past_wanted:  # the whole batch
                         for kind, data in entries:

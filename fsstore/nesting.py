@@ -1,10 +1,10 @@
-"""How deep msgpack values may nest: one bound shared by every writer and reader.
+"""How deep msgpack values may nest (docs/FORMAT.md, section 9).
 
 msgspec decodes nested arrays and maps recursively, so a deep enough value raises
-``RecursionError``, at a depth that depends on how deep the caller's stack already is.
-A fixed bound, checked where values are read and where they are written, makes "what
-a writer accepts, every reader reads" hold whatever the stack (docs/FORMAT.md,
-section 9).
+``RecursionError``, at a depth that depends on how deep the caller's stack already is
+(about 1,000 levels less the caller's). Readers turn that into CorruptionError. Writers
+refuse values deeper than MAX_NESTING, far below it, so that what they write reads back
+in any reader; snapshot readers check the same bound (a snapshot is read rarely).
 
 The check costs one ``bytes.translate`` per value (C speed): a value cannot nest
 deeper than the number of bytes in it that could open an array or a map. Only a
