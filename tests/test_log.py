@@ -3,6 +3,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fsstore
-from fsstore import CorruptionError, FileIO, FormatVersionError, layout
+from fsstore import CorruptionError, FileIO, FormatVersionError, identity, layout
 from fsstore.log import (
     SEGMENT_HEADER_SIZE,
     LogReader,
@@ -748,3 +749,43 @@ def test_a_session_keeps_its_uid_through_metadata_updates_and_names_it_in_new_fi
     (snap,) = os.listdir(os.path.join(reader.path, "state"))
     meta = fsstore.snapshot.read(FileIO(), os.path.join(reader.path, "state", snap)).meta
     assert meta["uid"] == fsstore.identity.to_text(uid)
+
+
+def test_a_session_from_before_uids_reads_writes_and_forks_as_before(tmp_path):
+    """A 1.1 store: its sessions have no uid and 1.0 segment headers. New segments and
+    forks of them work, and the fork accepts the segments it shares."""
+    root = tmp_path / "store"
+    shutil.copytree(Path(__file__).parent.parent / "fixtures" / "v1.1" / "store", root)
+    store = fsstore.open_store(root, create=False, segment_size=4096)
+    session_id = "agent"
+    before = list(store.read_session(session_id).events())
+    with store.open_session(session_id) as session:
+        assert session.identity is None
+        for _ in range(3):
+            session.append_many([{"pad": "p" * 900}] * 3)
+        session._writer.roll_over()  # a 1.1 segment header with no uid
+        session.append({"after": "rollover"})
+    with store.fork_session(session_id, "child") as child:
+        assert child.identity is not None and identity.NO_UID in child.identity.accepted
+        child.append({"own": 1})
+    store.delete_session(session_id)
+    read = list(store.read_session("child").events())
+    assert read[:len(before)] == before and read[-1].data == {"own": 1}
+    assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+@pytest.mark.long
+def test_a_byte_inserted_or_removed_anywhere_in_a_synced_log_is_reported(small_store):
+    """The long version of the mutation test above: every byte offset of the last and of
+    a sealed segment, a byte inserted and a byte removed."""
+    _, files, events = multi_segment_session(small_store, "s")
+    for path in (files[-1], files[0]):
+        image = Path(path).read_bytes()
+        for at in range(SEGMENT_HEADER_SIZE, len(image)):
+            for damaged in (_insert(image, at), _delete(image, at)):
+                Path(path).write_bytes(damaged)
+                with pytest.raises(CorruptionError) as caught:
+                    list(small_store.read_session("s").events())
+                assert caught.value.path == path, at
+        Path(path).write_bytes(image)
+    assert list(small_store.read_session("s").events()) == events
