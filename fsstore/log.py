@@ -15,6 +15,12 @@ million.
 A writer in durability "fsync" preallocates zeros at the end of the active segment, so
 that an fdatasync does not also commit a size change, and cuts them off when it seals
 the segment.
+
+Damage never reads as a shorter or another history: the header (``segment_header.py``)
+names the session that wrote the segment and carries a synced mark, which a barrier
+moves after its fdatasync, so that synced records gone missing are reported; damage
+followed by a valid frame of a later seq, at any byte offset, is corruption, not a torn
+tail; and the oldest segment must start at the log start.
 """
 
 from __future__ import annotations
