@@ -176,12 +176,15 @@ class Durability:
 
 
 def encode_frame(
-    first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]], max_bytes: int
+    first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]], max_bytes: int,
+    *, check: bool = True,
 ) -> bytes:
     """One frame holding ``entries`` as seqs ``first_seq ..``. Raises InvalidEvent when an
     event cannot be encoded, or would not read back (the payload is checked with the
     readers' own decoder and limits, so writer and readers cannot drift apart);
-    RecordTooLarge when the payload exceeds ``max_bytes``."""
+    RecordTooLarge when the payload exceeds ``max_bytes``. ``check=False`` skips the
+    check, for entries just decoded from a valid frame (a fork re-encoding a batch an
+    older writer wrote, which may nest deeper than writers now allow)."""
     try:
         payload = _encoder.encode((ts, turn, entries))
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -192,16 +195,8 @@ def encode_frame(
             f"batch of {len(entries)} event(s) encodes to {length} bytes, over the limit of "
             f"{max_bytes}; split the batch, or store large payloads as attachments"
         )
-    try:
-        decoded = decode_payload(payload, len(entries), "(the batch being written)", 0)[2]
-    except CorruptionError as exc:
-        raise InvalidEvent(f"event would not read back, so it is not stored: {exc.reason}"
-                           ) from None
-    # Readers decode any depth their stack allows (and report deeper as damage); writers
-    # keep far below that, so that what they write reads back in any reader.
-    if too_deep(payload, decoded, MAX_NESTING - 1):
-        raise InvalidEvent(f"event nests arrays and maps deeper than {MAX_NESTING} levels "
-                           "(an event's data starts at level 4), so it is not stored")
+    if check:
+        _check_written(payload, len(entries))
     pad = -(FRAME_HEADER_SIZE + length) & 7
     body = b"".join((
         _FRAME_FIELDS.pack(length, first_seq, len(entries), FRAME_EVENTS),
@@ -211,6 +206,21 @@ def encode_frame(
     ))
     body += TRAILER_MAGIC
     return _U32.pack(crc32c(body)) + body
+
+
+def _check_written(payload: bytes, count: int) -> None:
+    """Refuse (InvalidEvent) a payload a reader would refuse, or nested deeper than
+    writers allow."""
+    try:
+        decoded = decode_payload(payload, count, "(the batch being written)", 0)[2]
+    except CorruptionError as exc:
+        raise InvalidEvent(f"event would not read back, so it is not stored: {exc.reason}"
+                           ) from None
+    # Readers decode any depth their stack allows (and report deeper as damage); writers
+    # keep far below that, so that what they write reads back in any reader.
+    if too_deep(payload, decoded, MAX_NESTING - 1):
+        raise InvalidEvent(f"event nests arrays and maps deeper than {MAX_NESTING} levels "
+                           "(an event's data starts at level 4), so it is not stored")
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -1491,7 +1501,8 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
         assert frame is not None  # the scan checked it
         ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset)
         kept = [tuple(entry) for entry in entries[: at_seq - frame.first_seq + 1]]
-        data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD))
+        data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD,
+                                 check=False))
     content = b"".join(data)
     io.write_new(target, content)
     (last_size,) = _U32.unpack_from(content, len(content) - TRAILER_SIZE)

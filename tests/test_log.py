@@ -789,3 +789,20 @@ def test_a_byte_inserted_or_removed_anywhere_in_a_synced_log_is_reported(small_s
                 assert caught.value.path == path, at
         Path(path).write_bytes(image)
     assert list(small_store.read_session("s").events()) == events
+
+
+def test_records_an_older_writer_nested_deeper_read_and_fork_as_before(store):
+    with store.create_session("s"):
+        pass
+    (path,) = segment_files_at(os.path.join(store.path, "sessions", "s"))
+    deep_data = {"x": deep(200)}  # accepted by writers before format 1.3
+    with pytest.raises(fsstore.InvalidEvent, match="deeper than 128"):
+        encode_frame(1, 1.0, 1, [("message", deep_data)], 1 << 20)
+    frame = encode_frame(1, 1.0, 1, [("message", deep_data), ("message", {"y": 1})], 1 << 20,
+                         check=False)
+    without_mark(path)
+    with open(path, "ab") as handle:
+        handle.write(frame)
+    assert [e.data for e in store.read_session("s").events()] == [deep_data, {"y": 1}]
+    with store.fork_session("s", "f", at_seq=1) as fork:  # re-encodes the batch's first event
+        assert [e.data for e in fork.events()] == [deep_data]
