@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -855,3 +856,26 @@ def test_copies_taken_while_a_writer_syncs_turns_read_as_a_prefix(tmp_path):
 @pytest.mark.long
 def test_many_copies_taken_while_a_writer_syncs_turns_read_as_a_prefix(tmp_path):
     _copies_during_writes(tmp_path, 300)
+
+
+@pytest.mark.parametrize("durability", [
+    fsstore.Durability("flush", group_commit_ms=5),
+    fsstore.Durability("none", group_commit_records=2),
+    fsstore.Durability("fsync"),
+], ids=["group ms", "group records", "fsync"])
+def test_every_kind_of_barrier_moves_the_synced_mark(store, durability):
+    with store.create_session("s", durability=durability) as session:
+        session.append_many([{"a": 1}, {"b": 2}])
+        session.append_many([{"c": 3}, {"d": 4}])
+        writer = session._writer
+        for _ in range(2000):  # the group-commit thread syncs on its own time
+            with writer.lock:
+                if writer.synced_head == writer.head:
+                    break
+            time.sleep(0.005)
+        (path,) = segment_files_at(session.path)
+        with writer.lock:
+            data = Path(path).read_bytes()
+        assert writer.synced_head == writer.head == 4
+        end = len(data.rstrip(b"\0"))
+        assert decode_segment_header(data, path).synced_end == end
