@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from . import layout, snapshot, vectors
+from . import layout, vectors
 from . import lease as lease_module
 from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
@@ -136,7 +136,6 @@ def _check_session(reader: SessionReader) -> list[Finding]:
     report = Report()
     manifest_path = layout.session_manifest_path(reader.path)
     with report.step(manifest_path, "reading the session manifest"):
-        reader.info()  # title, tags, metadata, parent and the log's tail
         named = reader._manifest.get("id")
         if named is not None and named != reader.id:
             report.add("problem", manifest_path, None, f"the manifest is session {named!r}'s, "
@@ -145,6 +144,8 @@ def _check_session(reader: SessionReader) -> list[Finding]:
     log = reader._log
     with report.step(log.path, "checking the log"):
         report.findings.extend(log.check())
+    with report.step(manifest_path, "reading the session info", known=report.problems()):
+        reader.info()  # title, tags, metadata, parent and the log's tail
     refs: dict[str, tuple[BlobRef, str, str]] = {}
     with report.step(log.path, "reading the events", known=report.problems()):
         _read_events(reader, refs, report)
@@ -232,7 +233,7 @@ def _check_snapshots(reader: SessionReader, report: Report) -> list[_Base]:
         path = snapshots.file_path(seq)
         with report.step(path, "reading the snapshot"):
             try:
-                file = snapshot.read(reader.io, path)
+                file = snapshots.read(path)
             except FileNotFoundError:
                 continue  # pruned meanwhile
             try:
@@ -280,7 +281,7 @@ def _check_checkpoints(reader: SessionReader, report: Report,
         with report.step(path, "reading the checkpoint"):
             try:
                 checkpoints.info(checkpoint_id)  # its meta matches its name
-                file = snapshot.read(reader.io, path)
+                file = checkpoints.read(path)
             except FileNotFoundError:
                 continue  # deleted meanwhile
             image = StateImage.from_file(file, reader._policy.commit_ids, path)

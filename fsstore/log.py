@@ -15,6 +15,12 @@ million.
 A writer in durability "fsync" preallocates zeros at the end of the active segment, so
 that an fdatasync does not also commit a size change, and cuts them off when it seals
 the segment.
+
+Damage never reads as a shorter or another history: the header (``segment_header.py``)
+names the session that wrote the segment and carries a synced mark, which a barrier
+moves after its fdatasync, so that synced records gone missing are reported; damage
+followed by a valid frame of a later seq, at any byte offset, is corruption, not a torn
+tail; and the oldest segment must start at the log start.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 from crc32c import crc32c
@@ -47,12 +53,15 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
-
-SEGMENT_MAGIC = b"\x89FSLOG\r\n"
-SEGMENT_MAJOR = 1
-SEGMENT_MINOR = 0
-_SEGMENT_HEADER = struct.Struct("<8sHHIQQQ20sI")
-SEGMENT_HEADER_SIZE = _SEGMENT_HEADER.size  # 64
+from .identity import NO_UID, Identity
+from .nesting import MAX_NESTING, too_deep
+from .segment_header import MARK_AT, check_synced, decode_segment_header, mark_segment_header
+from .segment_header import SEGMENT_HEADER_SIZE as SEGMENT_HEADER_SIZE
+from .segment_header import SEGMENT_MAGIC as SEGMENT_MAGIC
+from .segment_header import SEGMENT_MAJOR as SEGMENT_MAJOR
+from .segment_header import SEGMENT_MINOR as SEGMENT_MINOR
+from .segment_header import SegmentHeader as SegmentHeader
+from .segment_header import encode_segment_header as encode_segment_header
 
 _FRAME_HEADER = struct.Struct("<IIQII")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size  # 24
@@ -94,12 +103,14 @@ def refuse_msgpack_ext(code: int, data: memoryview) -> Any:
 
 
 _encoder = msgspec.msgpack.Encoder()
+# a turn is unsigned (docs/FORMAT.md, section 9): msgpack bounds it to 64 bits
+Turn = Annotated[int, msgspec.Meta(ge=0)]
 _decoder = msgspec.msgpack.Decoder(
-    type=tuple[float, int, list[tuple[str, Any]]], ext_hook=refuse_msgpack_ext
+    type=tuple[float, Turn, list[tuple[str, Any]]], ext_hook=refuse_msgpack_ext
 )
 # The tail of a log needs only the last event's kind: leave the other events undecoded,
 # so opening a session costs the same whatever the size of its last batch.
-_tail_decoder = msgspec.msgpack.Decoder(type=tuple[float, int, list[msgspec.Raw]])
+_tail_decoder = msgspec.msgpack.Decoder(type=tuple[float, Turn, list[msgspec.Raw]])
 _entry_kind_decoder = msgspec.msgpack.Decoder(type=tuple[str, msgspec.Raw])
 
 
@@ -165,13 +176,18 @@ class Durability:
 
 
 def encode_frame(
-    first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]], max_bytes: int
+    first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]], max_bytes: int,
+    *, check: bool = True,
 ) -> bytes:
     """One frame holding ``entries`` as seqs ``first_seq ..``. Raises InvalidEvent when an
-    event cannot be encoded, RecordTooLarge when the payload exceeds ``max_bytes``."""
+    event cannot be encoded, or would not read back (the payload is checked with the
+    readers' own decoder and limits, so writer and readers cannot drift apart);
+    RecordTooLarge when the payload exceeds ``max_bytes``. ``check=False`` skips the
+    check, for entries just decoded from a valid frame (a fork re-encoding a batch an
+    older writer wrote, which may nest deeper than writers now allow)."""
     try:
         payload = _encoder.encode((ts, turn, entries))
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise InvalidEvent(f"event cannot be stored as msgpack: {exc}") from None
     length = len(payload)
     if length > max_bytes:
@@ -179,6 +195,8 @@ def encode_frame(
             f"batch of {len(entries)} event(s) encodes to {length} bytes, over the limit of "
             f"{max_bytes}; split the batch, or store large payloads as attachments"
         )
+    if check:
+        _check_written(payload, len(entries))
     pad = -(FRAME_HEADER_SIZE + length) & 7
     body = b"".join((
         _FRAME_FIELDS.pack(length, first_seq, len(entries), FRAME_EVENTS),
@@ -190,39 +208,19 @@ def encode_frame(
     return _U32.pack(crc32c(body)) + body
 
 
-def encode_segment_header(first_seq: int, log_start: int) -> bytes:
-    body = _SEGMENT_HEADER.pack(
-        SEGMENT_MAGIC, SEGMENT_MAJOR, SEGMENT_MINOR, SEGMENT_HEADER_SIZE,
-        first_seq, log_start, time.time_ns(), bytes(20), 0,
-    )[:-4]
-    return body + _U32.pack(crc32c(body))
-
-
-@dataclass(frozen=True)
-class SegmentHeader:
-    first_seq: int
-    log_start: int
-    created_ns: int
-
-
-def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
-    if len(raw) < SEGMENT_HEADER_SIZE:
-        raise CorruptionError("segment header is cut short", path=path, offset=0)
-    magic, major, minor, header_size, first_seq, log_start, created_ns, _, crc = (
-        _SEGMENT_HEADER.unpack_from(raw)
-    )
-    if magic != SEGMENT_MAGIC:
-        raise CorruptionError("not an fsstore segment (bad magic)", path=path, offset=0)
-    if crc32c(raw[: SEGMENT_HEADER_SIZE - 4]) != crc:
-        raise CorruptionError("segment header checksum mismatch", path=path, offset=0)
-    if major > SEGMENT_MAJOR:
-        raise FormatVersionError(
-            f"{path}: segment format {major}.{minor} is newer than the "
-            f"{SEGMENT_MAJOR}.{SEGMENT_MINOR} this fsstore reads; upgrade fsstore to read it"
-        )
-    if header_size != SEGMENT_HEADER_SIZE:
-        raise CorruptionError(f"unexpected segment header size {header_size}", path=path, offset=0)
-    return SegmentHeader(first_seq, log_start, created_ns)
+def _check_written(payload: bytes, count: int) -> None:
+    """Refuse (InvalidEvent) a payload a reader would refuse, or nested deeper than
+    writers allow."""
+    try:
+        decoded = decode_payload(payload, count, "(the batch being written)", 0)[2]
+    except CorruptionError as exc:
+        raise InvalidEvent(f"event would not read back, so it is not stored: {exc.reason}"
+                           ) from None
+    # Readers decode any depth their stack allows (and report deeper as damage); writers
+    # keep far below that, so that what they write reads back in any reader.
+    if too_deep(payload, decoded, MAX_NESTING - 1):
+        raise InvalidEvent(f"event nests arrays and maps deeper than {MAX_NESTING} levels "
+                           "(an event's data starts at level 4), so it is not stored")
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -254,34 +252,39 @@ def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame |
     return _Frame(off, first_seq, count, view[start : start + length])
 
 
-def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame | None:
-    """A checksum-valid frame starting after ``off``: found by its trailer magic, so the
-    search runs at ``bytes.find`` speed rather than one Python step per byte."""
+def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int,
+                       min_seq: int = 0) -> _Frame | None:
+    """A checksum-valid frame of seq ``min_seq`` or later starting after ``off``, at any
+    byte offset (a byte inserted into or cut from a segment shifts every later frame off
+    the 8-byte grid). Found by its trailer magic, so the search runs at ``bytes.find``
+    speed rather than one Python step per byte."""
     pos = buf.find(TRAILER_MAGIC, off + FRAME_HEADER_SIZE + 4, limit)
     while pos != -1:
         end = pos + 4
-        if end % 8 == 0:
-            (frame_size,) = _U32.unpack_from(buf, end - TRAILER_SIZE)
-            start = end - frame_size
-            if off < start and start % 8 == 0:
-                frame = _parse_frame(buf, view, start, limit)
-                if frame is not None:
-                    return frame
+        (frame_size,) = _U32.unpack_from(buf, end - TRAILER_SIZE)
+        start = end - frame_size
+        if off < start and frame_size >= FRAME_HEADER_SIZE + TRAILER_SIZE:
+            frame = _parse_frame(buf, view, start, limit)
+            if frame is not None and frame.first_seq >= min_seq:
+                return frame
         pos = buf.find(TRAILER_MAGIC, pos + 1, limit)
     return None
 
 
 def decode_payload(
-    payload: memoryview, count: int, path: str, offset: int,
+    payload: bytes | memoryview, count: int, path: str, offset: int,
     decoder: msgspec.msgpack.Decoder = _decoder,
 ) -> tuple[float, int, list[Any]]:
-    """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload."""
+    """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload. Refuses (with
+    CorruptionError) what FORMAT.md says no writer writes: another shape, an extension
+    type, a negative turn, nesting too deep to decode, a wrong event count."""
     try:
         ts, turn, entries = decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
         # The checksum matched, so these bytes are what a writer wrote: not a torn write.
-        raise CorruptionError(f"record payload does not decode: {exc}", path=path,
-                              offset=offset) from None
+        reason = ("nests arrays and maps too deep to decode" if isinstance(exc, RecursionError)
+                  else f"does not decode: {exc}")
+        raise CorruptionError(f"record payload {reason}", path=path, offset=offset) from None
     if len(entries) != count:
         raise CorruptionError(f"record holds {len(entries)} events, its header says "
                               f"{count}", path=path, offset=offset)
@@ -317,7 +320,8 @@ class SegmentScan:
 
     def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
                  after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
-                 marker: bytes | None = None, segment: int | None = None) -> None:
+                 marker: bytes | None = None, segment: int | None = None,
+                 synced_end: int = 0) -> None:
         self.buf = buf
         self.path = path
         self.segment = expect_seq if segment is None else segment  # its first seq
@@ -331,6 +335,9 @@ class SegmentScan:
         # Frames whose payload lacks ``marker`` are checked but not decoded: a reader that
         # wants only the store's own records skips the rest at bytes.find speed.
         self.marker = marker
+        # A barrier made the records before this offset durable (the header's synced
+        # mark): a walk that ends before it found synced records missing or damaged.
+        self.synced_end = synced_end
         self.end = max(origin, SEGMENT_HEADER_SIZE)
         self.last: Event | None = None
         self.torn_at: int | None = None
@@ -377,7 +384,8 @@ class SegmentScan:
                     payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
                     try:
                         decoded = ts, turn, entries = decode(payload)
-                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError,
+                            RecursionError):
                         # raises, saying where
                         decode_payload(payload, count, self.path, origin + off)
                         raise
@@ -405,12 +413,13 @@ class SegmentScan:
                 self.last = new_event(Event, (expect - 1, ts, turn, kind, data))
         if self.end < self.data_end:
             self._stopped_at(off, view)
+        check_synced(self.end, self.synced_end, self.path)
 
     def _stopped_at(self, off: int, view: memoryview) -> None:
         at = self.origin + off
         if not self.is_last:
             raise CorruptionError("damaged record in a sealed segment", path=self.path, offset=at)
-        later = _valid_frame_after(self.buf, view, off, len(self.buf))
+        later = _valid_frame_after(self.buf, view, off, len(self.buf), self.expect_seq)
         if later is not None:
             raise CorruptionError(
                 f"damaged record followed by a valid one (seq {later.first_seq} at byte "
@@ -464,9 +473,12 @@ class LogReader:
     invisible until all of it is there, because its checksum covers all of it.
     """
 
-    def __init__(self, io: FileIO, path: str) -> None:
+    def __init__(self, io: FileIO, path: str, identity: Identity | None = None) -> None:
         self.io = io
         self.path = path
+        # The session's uid and the uids it accepts (None: a session from before uids, or
+        # a log that is not a session's, such as a collection's write-ahead log).
+        self.identity = identity
         self._first_turns: dict[int, int | None] = {}
 
     def segment_path(self, first_seq: int) -> str:
@@ -483,26 +495,53 @@ class LogReader:
             raise CorruptionError("the log folder holds no segment", path=self.path)
         return firsts
 
+    def checked_header(self, raw: bytes, first_seq: int, path: str) -> SegmentHeader:
+        """Decode a segment's header and check it against the file's name and place: its
+        first seq is the one in its name, and it was written by this session or one it
+        descends from (its uid, section 3.1)."""
+        header = decode_segment_header(raw, path)
+        if header.first_seq != first_seq:
+            raise CorruptionError(f"segment header says first seq {header.first_seq}, its "
+                                  "name says otherwise", path=path, offset=0)
+        if self.identity is not None and header.minor >= 1:
+            self.identity.check(header.uid, "segment", path)
+        return header
+
     def read_header(self, first_seq: int) -> SegmentHeader:
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
-            header = decode_segment_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
+            raw = self.io.pread(fd, SEGMENT_HEADER_SIZE, 0)
         finally:
             self.io.close(fd)
-        if header.first_seq != first_seq:
-            raise CorruptionError(f"segment header says first seq {header.first_seq}, its "
-                                  "name says otherwise", path=path, offset=0)
-        return header
+        return self.checked_header(raw, first_seq, path)
 
     def live_segments(self) -> tuple[list[int], int]:
         """The segments of the log as the newest segment header defines it, and log_start.
-        Segments before log_start are what an interrupted clear left behind."""
-        firsts = self.list_segments()
-        log_start = self.read_header(firsts[-1]).log_start
-        return [s for s in firsts if s >= log_start], log_start
+        Segments before log_start are what an interrupted clear left behind. Raises
+        CorruptionError when the oldest live segment does not start at log_start: the
+        segments before it are missing."""
+        for _attempt in range(2):
+            firsts = self.list_segments()
+            log_start = self.read_header(firsts[-1]).log_start
+            live = [s for s in firsts if s >= log_start]
+            if live[0] == log_start:
+                return live, log_start
+            # A clear renames its segment in before it unlinks the old ones, so a listing
+            # taken while it unlinks can miss both: look once more before calling it damage.
+        raise CorruptionError(
+            f"the log starts at seq {log_start} (so its newest segment's header says), but "
+            f"its oldest segment starts at seq {live[0]}: the segments holding seqs "
+            f"{log_start} to {live[0] - 1} are missing; restore them from a backup",
+            path=self.segment_path(live[0]), offset=0)
 
     def read_segment(self, first_seq: int) -> bytes:
+        return self.load_segment(first_seq)[0]
+
+    def load_segment(self, first_seq: int) -> tuple[bytes, SegmentHeader]:
+        """A whole segment file and its checked header. One read: the header comes first
+        in it, so its synced mark never claims more than the frames read after it hold
+        (a writer writes the mark only after the frames are synced)."""
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
@@ -513,11 +552,14 @@ class LogReader:
             buf = self.io.pread(fd, size, 0)
         finally:
             self.io.close(fd)
-        header = decode_segment_header(buf, path)
-        if header.first_seq != first_seq:
-            raise CorruptionError(f"segment header says first seq {header.first_seq}",
-                                  path=path, offset=0)
-        return buf
+        return buf, self.checked_header(buf, first_seq, path)
+
+    def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
+                     until_seq: float = math.inf, marker: bytes | None = None) -> SegmentScan:
+        """A scan of one whole segment, checked against its header's synced mark."""
+        buf, header = self.load_segment(first_seq)
+        return SegmentScan(buf, self.segment_path(first_seq), first_seq, is_last, after_seq,
+                           until_seq, marker=marker, synced_end=header.synced_end)
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -580,10 +622,15 @@ class LogReader:
             if self.io.size(fd) > MAX_SEGMENT_FILE:
                 raise CorruptionError("segment file is larger than any writer makes; it is "
                                       "not read", path=path)
+            # The header first: its synced mark then never claims more than what is read
+            # after it holds (a writer marks only frames already synced).
+            header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
+                                         first_seq, path)
             data_end = _data_end(self.io, fd)
             if data_end <= SEGMENT_HEADER_SIZE:
+                check_synced(SEGMENT_HEADER_SIZE, header.synced_end, path)
                 return SegmentEnd(SEGMENT_HEADER_SIZE, first_seq, None)
-            if data_end % 8 == 0:
+            if data_end % 8 == 0 and data_end >= header.synced_end:
                 (frame_size,) = _U32.unpack(self.io.pread(fd, 4, data_end - TRAILER_SIZE))
                 start = data_end - frame_size
                 if start >= SEGMENT_HEADER_SIZE and start % 8 == 0:
@@ -594,7 +641,7 @@ class LogReader:
                                           _tail_of(frame._replace(offset=start), path))
         finally:
             self.io.close(fd)
-        scan = SegmentScan(self.read_segment(first_seq), path, first_seq, is_last=True)
+        scan = self.scan_segment(first_seq, is_last=True)
         for _ in scan:
             pass
         last = scan.last
@@ -618,14 +665,13 @@ class LogReader:
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=path, offset=0)
             try:
-                buf = self.read_segment(first)
+                scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
+                                         until_seq, marker)
             except FileNotFoundError:
                 return  # cleared by the writer meanwhile: what was read is a prefix
-            scan = SegmentScan(buf, path, first, position == len(segments) - 1,
-                               after_seq, until_seq, marker=marker)
             yield scan
             expect = scan.expect_seq
-            del scan, buf  # hold one segment in memory at a time
+            del scan  # hold one segment in memory at a time
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
@@ -689,21 +735,25 @@ class LogReader:
                 if size > MAX_SEGMENT_FILE:
                     raise CorruptionError(f"segment file of {size} bytes is larger than any "
                                           "writer makes; it is not read", path=path)
-                header = decode_segment_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
+                # the header before the frames (see load_segment)
+                header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), first,
+                                             path)
                 buf = self.io.pread(fd, size - offset, offset) if offset < size else b""
             finally:
                 self.io.close(fd)
-            if header.first_seq != first:
-                raise CorruptionError(f"segment header says first seq {header.first_seq}",
-                                      path=path, offset=0)
             scan = SegmentScan(buf, path, expect, True, after_seq, until_seq, origin=offset,
-                               marker=marker, segment=first)
+                               marker=marker, segment=first, synced_end=header.synced_end)
             yield scan
             if scan.expect_seq > until_seq:
                 return
             if scan.torn_at is not None and self.io.exists(self.segment_path(scan.expect_seq)):
                 raise CorruptionError("damaged record in a sealed segment", path=path,
                                       offset=scan.torn_at)
+            if scan.expect_seq == first:
+                # Nothing in this segment (an empty last segment, or one cut to its header):
+                # the next segment would be this one again. The caller compares where the
+                # scans ended with the log's head.
+                return
             first, offset, expect = scan.expect_seq, SEGMENT_HEADER_SIZE, scan.expect_seq
             del scan, buf
 
@@ -736,7 +786,9 @@ class LogReader:
         return turn
 
     def check(self) -> list[Finding]:
-        """Read every segment and report each problem with its file and offset."""
+        """Read every segment and report each problem with its file and offset: what any
+        read would refuse (damage, missing segments, synced records gone, another
+        session's segment), as a problem; what readers ignore, as a note."""
         findings: list[Finding] = []
         try:
             firsts = self.list_segments()
@@ -760,22 +812,34 @@ class LogReader:
             findings.append(Finding("note", self.segment_path(stale), None,
                                     "segment from before an interrupted clear; removed at "
                                     "the next rollover or clear"))
-        expect = live[0]
+        if live[0] != log_start:
+            findings.append(Finding(
+                "problem", self.segment_path(live[0]), 0,
+                f"the log starts at seq {log_start} (so its newest segment's header says), "
+                f"but its oldest segment starts at seq {live[0]}: the segments holding seqs "
+                f"{log_start} to {live[0] - 1} are missing"))
+        expect: int | None = live[0]
         for position, first in enumerate(live):
             path = self.segment_path(first)
-            if first != expect:
+            if expect is not None and first != expect:
                 findings.append(Finding("problem", path, 0,
                                         f"seq gap: segment starts at {first}, the previous one "
                                         f"ends at {expect - 1}"))
             is_last = position == len(live) - 1
             try:
-                scan = SegmentScan(self.read_segment(first), path, first, is_last)
+                scan = self.scan_segment(first, is_last)
                 for _ in scan:
                     pass
             except (CorruptionError, FormatVersionError) as exc:
                 offset = exc.offset if isinstance(exc, CorruptionError) else None
                 findings.append(Finding("problem", path, offset, _reason(exc)))
-                expect = first  # unknown; do not report a cascade of gaps
+                expect = None  # unknown; do not report a cascade of gaps
+                continue
+            except FileNotFoundError:
+                findings.append(Finding("problem", path, None,
+                                        "segment vanished while it was checked (a clear "
+                                        "meanwhile?); check again"))
+                expect = None
                 continue
             if scan.torn_at is not None:
                 findings.append(Finding(
@@ -836,6 +900,7 @@ class LogWriter:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         neutral_kinds: frozenset[str] = frozenset(),
+        identity: Identity | None = None,
     ) -> None:
         check_settings(segment_size, max_record_bytes)
         # Batches ending in a neutral kind leave last_turn and last_kind as they were:
@@ -843,7 +908,9 @@ class LogWriter:
         self.neutral_kinds = neutral_kinds
         self.io = io
         self.path = path
-        self.reader = LogReader(io, path)
+        self.reader = LogReader(io, path, identity)
+        # New segments carry the session's uid (none for a session from before uids).
+        self._uid = NO_UID if identity is None else identity.uid
         self.durability = durability
         self.segment_size = segment_size
         self.max_record_bytes = max_record_bytes
@@ -908,6 +975,12 @@ class LogWriter:
         self._allocated = io.size(fd)
         self._written_end = end
         self.synced_head = self.head
+        # The synced mark of the active segment (1.1 segments only; an older one gets
+        # none until the next rollover): its fixed header bytes and the end it claims.
+        header = reader.read_header(first)
+        self._mark_static: bytes | None = header.static or None
+        self._marked_end = header.synced_end
+        self._mark_unsynced = False  # a mark was written since the last fdatasync
 
     def _last_significant(self, first: int, end: int) -> tuple[int, str, int] | None:
         """(turn, kind, last seq) of the last frame whose last record is not of a neutral kind,
@@ -980,6 +1053,8 @@ class LogWriter:
                 if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
                     self.synced_head = self.head
+                    self._mark_unsynced = False
+                    self._mark_synced(self._end)
                 elif self._grouped:
                     self._group_commit_after(len(entries))
             except OSError as exc:
@@ -1051,7 +1126,7 @@ class LogWriter:
                 except OSError as exc:
                     self._fail(exc)
                     return
-                target, fd = self.head, self._fd
+                target, fd, synced_end = self.head, self._fd, self._written_end
                 self._unsynced_records = 0
                 self._syncing = True
                 error: OSError | None = None
@@ -1068,6 +1143,12 @@ class LogWriter:
                     self._fail(error)
                     return
                 self.synced_head = max(self.synced_head, target)
+                if fd == self._fd:  # seal, clear and close wait for a sync in flight
+                    try:
+                        self._mark_synced(synced_end)
+                    except OSError as exc:
+                        self._fail(exc)
+                        return
 
     def _wait_for_sync(self) -> None:
         while self._syncing:
@@ -1095,10 +1176,30 @@ class LogWriter:
             self._write_pending()
             if self.synced_head != self.head:
                 self.io.fdatasync(self._fd)  # type: ignore[arg-type]
+                self._mark_unsynced = False
             self.synced_head = self.head
             self._unsynced_records = 0
+            self._mark_synced(self._written_end)
         except OSError as exc:
             raise self._fail(exc) from exc
+
+    def _mark_synced(self, end: int) -> None:
+        """Record in the active segment's header that its frames before ``end`` are
+        durable (docs/FORMAT.md, section 3.1), so that a reader can tell them missing.
+
+        Called only after the fdatasync that made them durable, and not synced itself:
+        the mark reaches the disk with the next barrier's fdatasync (or the kernel's
+        writeback). So it never claims frames a crash could take back, costs one 64-byte
+        pwrite and no fsync, and lags at most one barrier behind after a power loss.
+        Only the 12 bytes that change are written (the mark, its CRC, the header's CRC):
+        a write that tears or persists as garbage leaves the fixed fields and their CRC
+        whole, and a reader then takes the mark as absent."""
+        if self._mark_static is None or end <= max(self._marked_end, SEGMENT_HEADER_SIZE):
+            return
+        header = mark_segment_header(self._mark_static, end)
+        self.io.pwrite(self._fd, header[MARK_AT:], MARK_AT)  # type: ignore[arg-type]
+        self._marked_end = end
+        self._mark_unsynced = True
 
     def refresh(self) -> LogPosition | None:
         """Catch up with what other processes appended since this writer last wrote.
@@ -1237,7 +1338,7 @@ class LogWriter:
     def _start_segment(self, first_seq: int, log_start: int) -> None:
         """Create a segment whole under a temp name, then rename it in: a segment file
         never exists with a partial header."""
-        data = encode_segment_header(first_seq, log_start)
+        data = encode_segment_header(first_seq, log_start, self._uid)
         if self._preallocate:
             data += bytes(_PREALLOCATE_MIN)
         final = self.reader.segment_path(first_seq)
@@ -1252,6 +1353,7 @@ class LogWriter:
             raise
         self.io.fsync_dir(self.path)
         self._fd, self.segment = fd, first_seq
+        self._mark_static, self._marked_end = data[:MARK_AT], SEGMENT_HEADER_SIZE
         self._last_crc = bytes(4)
         self._end = self._written_end = SEGMENT_HEADER_SIZE
         self._allocated = len(data)
@@ -1291,6 +1393,14 @@ class LogWriter:
                 if self._failed is None and self._fd is not None:
                     if self.durability.syncs:
                         self._sync_locked()
+                        if self._mark_unsynced:
+                            # a second fdatasync, at close only: the mark the last barrier
+                            # wrote reaches the disk too, without waiting for the next one
+                            self._mark_unsynced = False
+                            try:
+                                self.io.fdatasync(self._fd)
+                            except OSError as exc:
+                                raise self._fail(exc) from exc
                     else:
                         self._write_pending()
             finally:
@@ -1327,19 +1437,23 @@ class LogWriter:
 # --- forking -----------------------------------------------------------------------------
 
 # Errors of os.link that mean "this filesystem will not share the file": copy it instead.
-NO_LINK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
-                   errno.ENOSYS}
+# docs/FORMAT.md section 13 lists the same names (tests/test_log.py checks it).
+NO_LINK_ERRNO_NAMES = ("EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP", "ENOSYS")
+NO_LINK_ERRNOS = frozenset(getattr(errno, name) for name in NO_LINK_ERRNO_NAMES
+                           if hasattr(errno, name))
 
 
-def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int) -> LogPosition:
+def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
+                    uid: int = NO_UID) -> LogPosition:
     """Fill ``dest`` (an empty folder) with a log whose history is ``source``'s up to and
     including ``at_seq``, and return the position right after ``at_seq`` in it.
 
     Sealed segments that lie wholly within the history are shared by hard link (copied
     where the filesystem refuses links): a sealed segment never changes again, and a
     link keeps its bytes alive when the source is cleared or deleted. The segment holding
-    ``at_seq`` is copied up to it, the batch it ends inside cut to its first events. All
-    of it is fsynced; the caller renames ``dest``'s session into place.
+    ``at_seq`` is copied up to it, the batch it ends inside cut to its first events,
+    under a new header carrying ``uid`` (the new session's). All of it is fsynced; the
+    caller renames ``dest``'s session into place.
     """
     segments, log_start = source.live_segments()
     position: LogPosition | None = None
@@ -1352,13 +1466,13 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int) -> Lo
             _link_or_copy(io, source, first, target)
             continue
         position = _copy_segment_prefix(io, source, first, target, at_seq, log_start,
-                                        is_last=following is None)
+                                        is_last=following is None, uid=uid)
         break
     if position is None:
         # The history ends where a segment ends (or is empty): start a fresh one after it.
         position = LogPosition(at_seq + 1, SEGMENT_HEADER_SIZE, 0)
         io.write_new(os.path.join(dest, layout.segment_name(at_seq + 1)),
-                     encode_segment_header(at_seq + 1, log_start))
+                     encode_segment_header(at_seq + 1, log_start, uid))
     write_tail_hint(io, dest, position.segment)
     io.fsync_dir(dest)
     return position
@@ -1375,7 +1489,7 @@ def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) ->
 
 
 def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,
-                         at_seq: int, log_start: int, is_last: bool) -> LogPosition:
+                         at_seq: int, log_start: int, is_last: bool, uid: int) -> LogPosition:
     path = source.segment_path(first_seq)
     buf = source.read_segment(first_seq)
     # Walk the frames up to at_seq without decoding them (all are before after_seq).
@@ -1385,14 +1499,16 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
     if scan.expect_seq <= at_seq:
         raise CorruptionError(f"the log ends at seq {scan.expect_seq - 1}, before seq {at_seq}",
                               path=path, offset=scan.end)
-    data = [encode_segment_header(first_seq, log_start), buf[SEGMENT_HEADER_SIZE : scan.end]]
+    data = [encode_segment_header(first_seq, log_start, uid),
+            buf[SEGMENT_HEADER_SIZE : scan.end]]
     if scan.expect_seq != at_seq + 1:
         # at_seq falls inside the batch at scan.end: keep that batch's first events only
         frame = _parse_frame(buf, memoryview(buf), scan.end, len(buf))
         assert frame is not None  # the scan checked it
         ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset)
         kept = [tuple(entry) for entry in entries[: at_seq - frame.first_seq + 1]]
-        data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD))
+        data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD,
+                                 check=False))
     content = b"".join(data)
     io.write_new(target, content)
     (last_size,) = _U32.unpack_from(content, len(content) - TRAILER_SIZE)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
 
-from . import layout, manifest, snapshot, vectors
+from . import identity, layout, manifest, vectors
 from . import lease as lease_module
 from . import state as state_module
 from .blobs import (
@@ -142,7 +142,8 @@ def _now_iso() -> str:
 
 
 def new_manifest(
-    session_id: str, title: str | None, tags: Iterable[str], metadata: Mapping[str, Any] | None
+    session_id: str, title: str | None, tags: Iterable[str], metadata: Mapping[str, Any] | None,
+    uid: identity.Identity | None = None,
 ) -> dict[str, Any]:
     """A new session's manifest. Raises InvalidMetadata, before anything is written, for
     a title, tags or metadata a reader would refuse (wrong types, not JSON, too deep, or
@@ -158,6 +159,7 @@ def new_manifest(
         "title": title,
         "tags": tags,
         "metadata": metadata,
+        **(uid or identity.Identity.of(identity.mint())).manifest_fields(),
     }
     return json.loads(manifest.encode(data))  # what a reader gets back: checked, as JSON
 
@@ -177,10 +179,13 @@ class SessionReader:
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} at {path}") from None
         self._meta = manifest.decode_session(self._manifest, manifest_path)
-        self._log = LogReader(io, layout.log_dir(path))
+        #: The session's uid and the uids of the files it may hold (None: created before
+        #: format 1.3): segments and snapshots of another session are refused.
+        self.identity = identity.from_manifest(self._manifest, manifest_path)
+        self._log = LogReader(io, layout.log_dir(path), self.identity)
         self._policy = snapshots or SnapshotPolicy()
-        self._snapshots = SnapshotDir(io, path)
-        self._checkpoints = CheckpointDir(io, path)
+        self._snapshots = SnapshotDir(io, path, self.identity)
+        self._checkpoints = CheckpointDir(io, path, self.identity)
         #: The session's attachments: get, open, exists, stat (and put, for a writer).
         self.blobs: BlobReader = BlobReader(io, path)
         #: What the last state load found wrong with snapshot files (they were skipped).
@@ -340,7 +345,7 @@ class SessionReader:
         for checkpoint_id in self._checkpoints.ids():
             path = self._checkpoints.file_path(checkpoint_id)
             try:
-                header = snapshot.read(self.io, path, with_body=False).header
+                header = self._checkpoints.read(path, with_body=False).header
             except (CorruptionError, FormatVersionError, FileNotFoundError):
                 continue  # a damaged one is no base; verify reports it
             if header.log_start == log_start:
@@ -394,13 +399,13 @@ class SessionReader:
         info = self.checkpoint_info(checkpoint_id)
         path = self._checkpoints.file_path(checkpoint_id)
         try:
-            return StateImage.from_file(snapshot.read(self.io, path), self._policy.commit_ids,
+            return StateImage.from_file(self._checkpoints.read(path), self._policy.commit_ids,
                                         path)
         except FileNotFoundError:
             raise CheckpointNotFound(
                 f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
         except CorruptionError as exc:
-            header = snapshot.read(self.io, path, with_body=False).header
+            header = self._checkpoints.read(path, with_body=False).header
             if header.log_start != self._log.tail().log_start:
                 raise
             loaded = self._load_state(info.seq)
@@ -413,13 +418,15 @@ class SessionReader:
     # --- forks ---
 
     def copy_history(self, dest: str, *, at_seq: int | None = None,
-                     at_checkpoint: str | None = None) -> ForkOrigin:
+                     at_checkpoint: str | None = None,
+                     uid: identity.Identity | None = None) -> ForkOrigin:
         """Write this session's history up to ``at_seq`` (default: the head), or up to
         the seq checkpoint ``at_checkpoint`` froze, into the folder ``dest`` as the
         ``log/`` and ``state/`` of a new session, and return where it ends.
 
         Sealed segments are shared by hard link, the rest copied (``log.copy_log_prefix``),
-        and the state there becomes the new session's snapshot. All of it is fsynced.
+        and the state there becomes the new session's snapshot. What is written anew
+        carries ``uid``, the new session's identity. All of it is fsynced.
         ``Store.fork_session`` builds a fork with it.
         """
         tail = self._log.tail()
@@ -437,12 +444,13 @@ class SessionReader:
         log_path = layout.log_dir(dest)
         self.io.mkdir(log_path)
         try:
-            position = copy_log_prefix(self.io, self._log, log_path, seq)
+            position = copy_log_prefix(self.io, self._log, log_path, seq,
+                                       identity.NO_UID if uid is None else uid.uid)
         except FileNotFoundError as exc:
             raise SeqOutOfRange(
                 f"session {self.id!r} was cleared or deleted while it was being forked "
                 f"({exc.filename}); retry") from None
-        SnapshotDir(self.io, dest).write(seq, tail.log_start, position, image.body())
+        SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
         link_blobs(self.io, self.path, dest)
         return ForkOrigin(self.id, seq, at_checkpoint)
 
@@ -552,7 +560,7 @@ class Session(SessionReader):
                 self._refuse_if_leased()
             self._writer = writer = LogWriter(
                 io, layout.log_dir(path), chosen, segment_size, max_record_bytes,
-                neutral_kinds=NEUTRAL_KINDS,
+                neutral_kinds=NEUTRAL_KINDS, identity=self.identity,
             )
             self._log = writer.reader
             self._store = store
@@ -1165,7 +1173,7 @@ class Session(SessionReader):
                     find_refs(event.data, referenced)
             for checkpoint_id in self._checkpoints.ids():
                 path = self._checkpoints.file_path(checkpoint_id)
-                find_refs(snapshot.read(self.io, path).body, referenced)
+                find_refs(self._checkpoints.read(path).body, referenced)
             return self.blobs.gc(referenced, grace=grace, dry_run=dry_run, verify=verify)
 
     # --- vector collections ---
@@ -1209,7 +1217,8 @@ class Session(SessionReader):
 
     @_writes()
     def copy_history(self, dest: str, *, at_seq: int | None = None,
-                     at_checkpoint: str | None = None) -> ForkOrigin:
+                     at_checkpoint: str | None = None,
+                     uid: identity.Identity | None = None) -> ForkOrigin:
         writer = self._writer
         with writer.lock:  # no clear or rollover in between
             writer.flush()
@@ -1217,7 +1226,8 @@ class Session(SessionReader):
                 # Seal the active segment, so that the whole history is in sealed
                 # segments, which are shared: nothing is copied.
                 writer.roll_over()
-            return super().copy_history(dest, at_seq=at_seq, at_checkpoint=at_checkpoint)
+            return super().copy_history(dest, at_seq=at_seq, at_checkpoint=at_checkpoint,
+                                        uid=uid)
 
     def fork(
         self, new_id: str | None = None, *, at_seq: int | None = None,

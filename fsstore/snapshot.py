@@ -32,11 +32,15 @@ from crc32c import crc32c
 from . import layout
 from .errors import CorruptionError, FormatVersionError, InvalidSetting, InvalidState
 from .fsio import FileIO
+from .identity import NO_UID, Identity
+from .identity import parse as parse_uid
+from .identity import to_text as uid_text
 from .log import LogPosition, refuse_msgpack_ext
+from .nesting import MAX_NESTING, too_deep
 
 SNAPSHOT_MAGIC = b"\x89FSSNAP\n"
 SNAPSHOT_MAJOR = 1
-SNAPSHOT_MINOR = 0
+SNAPSHOT_MINOR = 1  # 1.1: meta names the session ("uid")
 KIND_SNAPSHOT = 1
 KIND_CHECKPOINT = 2
 _HEADER = struct.Struct("<8sHHIQQQQQIIIIII")
@@ -49,6 +53,9 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 _decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
+#: A snapshot's meta and body nest at most this deep: the state's values come from
+#: records (at most MAX_NESTING deep, the values 6 levels down) and sit 2 levels down.
+MAX_SNAPSHOT_NESTING = MAX_NESTING + 8
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class SnapshotPolicy:
 
 
 class SnapshotHeader(NamedTuple):
+    minor: int
     kind: int
     seq: int  # the last seq the state covers
     log_start: int  # the log start of the history it was folded from
@@ -134,29 +142,65 @@ def decode_header(raw: bytes, path: str) -> SnapshotHeader:
     if meta_len > MAX_META_BYTES:
         raise CorruptionError(f"snapshot meta length {meta_len} is over the limit", path=path,
                               offset=0)
-    return SnapshotHeader(kind, seq, log_start, LogPosition(segment, offset, frame_crc),
-                          created_ns, meta_len, meta_crc, body_len, body_crc)
+    return SnapshotHeader(minor, kind, seq, log_start,
+                          LogPosition(segment, offset, frame_crc), created_ns, meta_len,
+                          meta_crc, body_len, body_crc)
 
 
 def _decode_map(raw: bytes, what: str, path: str, offset: int) -> dict[str, Any]:
     try:
         value = _decoder.decode(raw)
-    except (msgspec.DecodeError, ValueError) as exc:
-        raise CorruptionError(f"snapshot {what} does not decode: {exc}", path=path,
-                              offset=offset) from None
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        reason = (f"nests deeper than {MAX_SNAPSHOT_NESTING} levels"
+                  if isinstance(exc, RecursionError) else f"does not decode: {exc}")
+        raise CorruptionError(f"snapshot {what} {reason}", path=path, offset=offset) from None
     if not isinstance(value, dict):
         raise CorruptionError(f"snapshot {what} is not a map", path=path, offset=offset)
+    if too_deep(raw, value, MAX_SNAPSHOT_NESTING):
+        raise CorruptionError(f"snapshot {what} nests deeper than {MAX_SNAPSHOT_NESTING} "
+                              "levels", path=path, offset=offset)
     return value
 
 
-def read(io: FileIO, path: str, *, with_body: bool = True) -> SnapshotFile:
+def _check_place(header: SnapshotHeader, path: str) -> None:
+    """A snapshot's header must agree with its file's name and folder: ``state/SEQ20.snap``
+    holds a snapshot of seq SEQ20, ``checkpoints/ID.ckpt`` a checkpoint (whose meta names
+    ID, checked where checkpoints are listed)."""
+    folder, name = os.path.split(path)
+    folder = os.path.basename(folder)
+    if folder == layout.STATE_DIR and layout.snapshot_seqs([name]):
+        (seq,) = layout.snapshot_seqs([name])
+        if header.kind != KIND_SNAPSHOT or header.seq != seq:
+            raise CorruptionError(
+                f"the file is named after seq {seq}, but its header says a "
+                f"{'snapshot' if header.kind == KIND_SNAPSHOT else 'non-snapshot'} of seq "
+                f"{header.seq}: it was renamed or put here from elsewhere", path=path,
+                offset=0)
+    elif folder == layout.CHECKPOINTS_DIR and header.kind != KIND_CHECKPOINT:
+        raise CorruptionError("a file in checkpoints/ whose header is not a checkpoint's",
+                              path=path, offset=0)
+
+
+def _check_identity(header: SnapshotHeader, meta: dict[str, Any], path: str,
+                    identity: Identity | None) -> None:
+    """A 1.1 snapshot's meta names the session that wrote it; 1.0 ones carry nothing."""
+    if identity is None or header.minor < 1:
+        return
+    uid = parse_uid(meta["uid"], path) if "uid" in meta else NO_UID
+    identity.check(uid, "snapshot", path, HEADER_SIZE)
+
+
+def read(io: FileIO, path: str, *, with_body: bool = True,
+         identity: Identity | None = None) -> SnapshotFile:
     """Read and verify a snapshot or checkpoint file (only its header and meta when
-    ``with_body`` is False). Raises CorruptionError naming the file and offset, or
-    FileNotFoundError."""
+    ``with_body`` is False): its checksums, that its header agrees with its file name
+    and folder, and (given the session's ``identity``) that the session wrote it.
+    Raises CorruptionError naming the file and offset, or FileNotFoundError."""
     fd = io.open(path, os.O_RDONLY)
     try:
         size = io.size(fd)
         header = decode_header(io.pread(fd, HEADER_SIZE, 0), path)
+        _check_place(header, path)
         # Lengths are checked against the file's size before anything is allocated.
         expected = HEADER_SIZE + header.meta_len + header.body_len
         if size != expected:
@@ -170,6 +214,7 @@ def read(io: FileIO, path: str, *, with_body: bool = True) -> SnapshotFile:
     if crc32c(meta_raw) != header.meta_crc:
         raise CorruptionError("snapshot meta checksum mismatch", path=path, offset=HEADER_SIZE)
     meta = _decode_map(meta_raw, "meta", path, HEADER_SIZE)
+    _check_identity(header, meta, path, identity)
     body: dict[str, Any] = {}
     if with_body:
         body_offset = HEADER_SIZE + header.meta_len
@@ -186,10 +231,16 @@ def read(io: FileIO, path: str, *, with_body: bool = True) -> SnapshotFile:
 class SnapshotDir:
     """The ``state/`` folder of a session: snapshots named by the seq they cover."""
 
-    def __init__(self, io: FileIO, session_path: str) -> None:
+    def __init__(self, io: FileIO, session_path: str, identity: Identity | None = None) -> None:
         self.io = io
         self.session_path = session_path
         self.path = layout.state_dir(session_path)
+        #: the session's identity: written into each snapshot, checked on reads
+        self.identity = identity
+
+    def read(self, path: str, *, with_body: bool = True) -> SnapshotFile:
+        """Read and verify one of the session's snapshot or checkpoint files."""
+        return read(self.io, path, with_body=with_body, identity=self.identity)
 
     def file_path(self, seq: int) -> str:
         return os.path.join(self.path, layout.snapshot_name(seq))
@@ -206,7 +257,8 @@ class SnapshotDir:
         """Write a snapshot atomically (temp file, fsync, rename, fsync of the folder)."""
         ensure_dir(self.io, self.path)
         path = self.file_path(seq)
-        self.io.atomic_write(path, encode(KIND_SNAPSHOT, seq, log_start, position, {}, body))
+        meta = _identity_meta(self.identity)
+        self.io.atomic_write(path, encode(KIND_SNAPSHOT, seq, log_start, position, meta, body))
         return path
 
     def prune(self, keep: int) -> None:
@@ -258,10 +310,11 @@ class CheckpointInfo(NamedTuple):
 class CheckpointDir:
     """The ``checkpoints/`` folder of a session: one file per checkpoint, named by id."""
 
-    def __init__(self, io: FileIO, session_path: str) -> None:
+    def __init__(self, io: FileIO, session_path: str, identity: Identity | None = None) -> None:
         self.io = io
         self.path = layout.checkpoints_dir(session_path)
         self.session_path = session_path
+        self.identity = identity
 
     def file_path(self, checkpoint_id: str) -> str:
         return layout.checkpoint_path(self.session_path, checkpoint_id)
@@ -275,13 +328,18 @@ class CheckpointDir:
     def info(self, checkpoint_id: str) -> CheckpointInfo:
         """Read one checkpoint's header and meta (not its state)."""
         path = self.file_path(checkpoint_id)
-        return _checkpoint_info(checkpoint_id, read(self.io, path, with_body=False), path)
+        return _checkpoint_info(checkpoint_id, self.read(path, with_body=False), path)
+
+    def read(self, path: str, *, with_body: bool = True) -> SnapshotFile:
+        """Read and verify one of the session's checkpoint files."""
+        return read(self.io, path, with_body=with_body, identity=self.identity)
 
     def write(self, checkpoint_id: str, label: str | None, kind: str, seq: int, log_start: int,
               position: LogPosition, body: dict[str, Any]) -> CheckpointInfo:
         ensure_dir(self.io, self.path)
         created = time.time()
-        meta = {"id": checkpoint_id, "label": label, "kind": kind, "created": created}
+        meta = {"id": checkpoint_id, "label": label, "kind": kind, "created": created,
+                **_identity_meta(self.identity)}
         data = encode(KIND_CHECKPOINT, seq, log_start, position, meta, body)
         self.io.atomic_write(self.file_path(checkpoint_id), data)
         return CheckpointInfo(checkpoint_id, label, kind, seq, created)
@@ -289,6 +347,10 @@ class CheckpointDir:
     def delete(self, checkpoint_id: str) -> None:
         self.io.unlink(self.file_path(checkpoint_id))
         self.io.fsync_dir(self.path)
+
+
+def _identity_meta(identity: Identity | None) -> dict[str, Any]:
+    return {} if identity is None else {"uid": uid_text(identity.uid)}
 
 
 def _checkpoint_info(checkpoint_id: str, file: SnapshotFile, path: str) -> CheckpointInfo:

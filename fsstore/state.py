@@ -26,7 +26,7 @@ import msgspec
 from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, SeqOutOfRange
 from .fsio import FileIO
 from .log import Event, LogPosition, LogReader, refuse_msgpack_ext
-from .snapshot import SnapshotDir, SnapshotFile, read
+from .snapshot import SnapshotDir, SnapshotFile
 from .work import INPUT_RECORD, QUEUE_RECORD, InputState, RecordError, WorkState, decode_record
 
 logger = logging.getLogger("fsstore")
@@ -256,7 +256,7 @@ def _load_once(
     bases += [(seq, path) for seq, path in extra_bases if seq <= target]
     for _, path in sorted(bases, reverse=True):
         try:
-            file = read(io, path)
+            file = snapshots.read(path)
             image = StateImage.from_file(file, window, path)
         except FileNotFoundError:
             continue  # pruned meanwhile

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from . import layout, manifest
+from . import identity, layout, manifest
 from . import lease as lease_module
 from .check import check_store
 from .errors import (
@@ -237,9 +237,11 @@ class Store:
         if self.io.exists(final):
             raise SessionExists(f"session {session_id!r} already exists at {final}")
 
+        uid = identity.parse(data["uid"], final)
+
         def build(temp: str) -> None:
             manifest.write(self.io, layout.session_manifest_path(temp), data)
-            _create_log(self.io, layout.log_dir(temp))
+            _create_log(self.io, layout.log_dir(temp), uid)
 
         self._build_in_place(session_id, final, build)
         try:
@@ -438,14 +440,20 @@ class Store:
             except SessionLocked:
                 pass  # written elsewhere: fork from what is on disk, without a lock
         reader = source if source is not None else self.read_session(source_id)
+        # The fork writes under its own uid, and accepts its ancestors' segments, which it
+        # shares (a parent from before uids: segments without one).
+        ancestors = [identity.NO_UID] if reader.identity is None else reader.identity.lineage()
+        uid = identity.Identity.of(identity.mint(), ancestors)
 
         def build(temp: str) -> None:
-            origin = reader.copy_history(temp, at_seq=at_seq, at_checkpoint=at_checkpoint)
+            origin = reader.copy_history(temp, at_seq=at_seq, at_checkpoint=at_checkpoint,
+                                         uid=uid)
             data = new_manifest(
                 new_id,
                 reader.title if title is _UNSET else title,
                 reader.tags if tags is _UNSET else tags,
                 reader.metadata if metadata is _UNSET else metadata,
+                uid,
             )
             data["parent"] = {"id": origin.parent, "seq": origin.seq,
                               "checkpoint": origin.checkpoint,
@@ -711,11 +719,12 @@ def _close_kept(kept: dict[str, tuple[SessionMutex, LeaseFile]],
         mutex.close(file)
 
 
-def _create_log(io: FileIO, path: str) -> None:
-    """The log of a new session: one empty segment starting at seq 1. Written inside the
-    session's temp folder, which is renamed into place only once all of it is durable."""
+def _create_log(io: FileIO, path: str, uid: int) -> None:
+    """The log of a new session (whose uid is ``uid``): one empty segment starting at seq
+    1. Written inside the session's temp folder, which is renamed into place only once
+    all of it is durable."""
     io.mkdir(path)
-    io.write_new(os.path.join(path, layout.segment_name(1)), encode_segment_header(1, 1))
+    io.write_new(os.path.join(path, layout.segment_name(1)), encode_segment_header(1, 1, uid))
     write_tail_hint(io, path, 1)
 
 

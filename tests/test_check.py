@@ -219,9 +219,12 @@ def test_verify_reports_a_manifest_copied_from_another_session(store):
         copied = handle.read()
     with open(os.path.join(folder_b, "session.json"), "wb") as handle:
         handle.write(copied)
-    (problem,) = problems(store.verify())
-    assert problem.path == os.path.join(folder_b, "session.json")
+    found = problems(store.verify())
+    (problem,) = [p for p in found if p.path == os.path.join(folder_b, "session.json")]
     assert "'a'" in problem.message
+    # The copied manifest carries a's uid too, so b's own segment reads as a stranger's.
+    assert [p.path for p in found if p is not problem] == [
+        os.path.join(folder_b, "log", "00000000000000000001.fslog")]
 
 
 def test_verify_reports_a_damaged_snapshot_once_without_logging_it(store, caplog):

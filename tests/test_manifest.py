@@ -114,16 +114,16 @@ def test_wrong_typed_session_manifest_fields_are_corruption_naming_file_and_fiel
 
 def test_unknown_session_manifest_fields_are_kept_when_it_is_rewritten(tmp_path):
     store, path = _session_store(tmp_path)
-    _edit(path, lambda d: d.update(uid="u-1", later={"deep": [1, 2]}, version="1.9",
-                                   parent={"id": "b", "seq": 3, "uid": "u-0"}))
+    _edit(path, lambda d: d.update(sidecar="u-1", later={"deep": [1, 2]}, version="1.9",
+                                   parent={"id": "b", "seq": 3, "sidecar": "u-0"}))
     with store.open_session("a") as session:
         assert session.parent == fsstore.ForkOrigin("b", 3, None)
         session.update_metadata(title="new")
         session.save_session_with_updates([{"x": 1}], tags=["y"])
     with open(path) as handle:
         data = json.load(handle)
-    assert data["uid"] == "u-1" and data["later"] == {"deep": [1, 2]}
-    assert data["parent"]["uid"] == "u-0" and data["title"] == "new" and data["tags"] == ["y"]
+    assert data["sidecar"] == "u-1" and data["later"] == {"deep": [1, 2]}
+    assert data["parent"]["sidecar"] == "u-0" and data["title"] == "new" and data["tags"] == ["y"]
 
 
 @pytest.mark.parametrize("value", [

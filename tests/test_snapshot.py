@@ -8,6 +8,7 @@ import struct
 import msgpack
 import pytest
 from conftest import tree_snapshot
+from crc32c import crc32c
 
 import fsstore
 from fsstore import snapshot
@@ -215,3 +216,64 @@ def test_a_checkpoint_renamed_by_hand_is_left_out_and_reported(store):
     assert store.read_session("s").checkpoints() == []
     (finding,) = store.verify()
     assert finding.level == "problem" and finding.path.endswith("other.ckpt")
+
+
+# --- a snapshot names its seq and its session ---------------------------------------------
+
+
+def session_with_snapshots(store):
+    """A session with snapshots after seq 4 and seq 8; returns (states by seq, paths)."""
+    with store.create_session("s") as session:
+        for n in range(1, 9):
+            session.set_state("n", n)
+            if n in (4, 8):
+                session.snapshot()
+        path = session.path
+    state_dir = os.path.join(path, "state")
+    return {n: {"n": n} for n in range(1, 9)}, {
+        n: os.path.join(state_dir, fsstore.layout.snapshot_name(n)) for n in (4, 8)}
+
+
+def test_a_snapshot_whose_name_and_header_disagree_is_refused(store):
+    states, paths = session_with_snapshots(store)
+    with open(paths[8], "rb") as handle:
+        eight = handle.read()
+    with open(paths[4], "wb") as handle:  # the state at 8 under the name of seq 4
+        handle.write(eight)
+    with pytest.raises(fsstore.CorruptionError, match="named after seq 4"):
+        snapshot.read(FileIO(), paths[4])
+    reader = store.read_session("s")
+    assert reader.state_at(4) == states[4]  # not the state at 8: the log is replayed
+    (finding,) = reader.state_findings
+    assert finding.level == "problem" and finding.path == paths[4]
+    assert [f.path for f in store.verify() if f.level == "problem"] == [paths[4]]
+
+
+def test_a_snapshot_of_another_session_is_refused(store):
+    states, paths = session_with_snapshots(store)
+    file = snapshot.read(FileIO(), paths[8])
+    other = fsstore.identity.to_text(fsstore.identity.mint())
+    forged = snapshot.encode(snapshot.KIND_SNAPSHOT, 8, 1, file.header.position,
+                             {"uid": other}, {"state": {"forged": True}, "commits": []})
+    with open(paths[8], "wb") as handle:
+        handle.write(forged)
+    reader = store.read_session("s")
+    with pytest.raises(fsstore.CorruptionError, match="belongs to another session"):
+        snapshot.read(FileIO(), paths[8], identity=reader.identity)
+    assert reader.state() == states[8]
+    (finding,) = reader.state_findings
+    assert finding.level == "problem" and "another session" in finding.message
+    assert [f.path for f in store.verify() if f.level == "problem"] == [paths[8]]
+
+
+def test_deeply_nested_snapshot_bodies_are_corruption_not_a_recursion_error(tmp_path):
+    for depth in (snapshot.MAX_SNAPSHOT_NESTING + 1, 100_000):
+        body = b"\x82\xa5state\x81\xa1k" + b"\x91" * depth + b"\xc0" + b"\xa7commits\x90"
+        data = snapshot.encode(snapshot.KIND_SNAPSHOT, 3, 1, LogPosition(1, 64), {}, {})
+        header = bytearray(data[:snapshot.HEADER_SIZE])
+        meta = data[snapshot.HEADER_SIZE:snapshot.HEADER_SIZE + 1]
+        struct.pack_into("<II", header, 64, len(body), crc32c(body))
+        struct.pack_into("<I", header, 76, crc32c(bytes(header[:76])))
+        path = write_file(tmp_path, bytes(header) + meta + body)
+        with pytest.raises(fsstore.CorruptionError, match="nests deeper"):
+            snapshot.read(FileIO(), path)

@@ -468,7 +468,8 @@ def test_a_snapshot_past_the_end_of_the_log_is_not_trusted(store):
     with store.create_session("s") as session:
         session.set_state("a", 1)
         position = session._writer.position
-    SnapshotDir(FileIO(), os.path.join(store.path, "sessions", "s")).write(
+    SnapshotDir(FileIO(), os.path.join(store.path, "sessions", "s"),
+                store.read_session("s").identity).write(
         50, 1, position, {"state": {"forged": True}, "commits": []})
     assert store.read_session("s").state() == {"a": 1}
     (finding,) = store.verify()

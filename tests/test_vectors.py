@@ -771,7 +771,8 @@ def test_a_newer_collection_format_is_refused(store):
     with store.create_session("s") as session:
         session.create_collection("c", 2)
     path = os.path.join(collection_dir(store, "s", "c"), "collection.json")
-    text = Path(path).read_text().replace('"version": "1.2"', '"version": "2.0"')
+    version = fsstore.manifest.VERSION
+    text = Path(path).read_text().replace(f'"version": "{version}"', '"version": "2.0"')
     Path(path).write_text(text)
     with pytest.raises(fsstore.FormatVersionError):
         store.read_session("s").collection("c")
