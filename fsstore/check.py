@@ -367,7 +367,9 @@ def _check_collections(reader: SessionReader, report: Report) -> None:
 def _check_lease(reader: SessionReader, report: Report) -> None:
     path = layout.lease_path(reader.path)
     with report.step(path, "reading the lease"):
-        report.findings.extend(lease_module.check(reader.io, reader.path))
+        parent = reader.parent
+        report.findings.extend(lease_module.check(reader.io, reader.path,
+                                                  parent.seq if parent is not None else 0))
 
 
 def _check_leftovers(reader: SessionReader, report: Report) -> None:

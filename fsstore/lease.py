@@ -409,14 +409,15 @@ def read_token_record(io: FileIO, lock_path: str, fd: int | None = None) -> Toke
         io.close(handle)
 
 
-def tokens_in_log(io: FileIO, session_path: str) -> int:
-    """The highest token the session's lease records name (0: none). Reads the whole log,
-    but decodes only the frames holding a lease record."""
+def tokens_in_log(io: FileIO, session_path: str, after_seq: int = 0) -> int:
+    """The highest token the session's lease records after ``after_seq`` name (0: none).
+    Reads the whole log, but decodes only the frames holding a lease record."""
     best = 0
     reader = LogReader(io, layout.log_dir(session_path))
-    for scan in reader.scans(0, math.inf, LEASE_RECORD.encode()):
+    for scan in reader.scans(after_seq, math.inf, LEASE_RECORD.encode()):
         for event in scan:
-            if event.kind == LEASE_RECORD and isinstance(event.data, dict):
+            if (event.seq > after_seq and event.kind == LEASE_RECORD
+                    and isinstance(event.data, dict)):
                 token = event.data.get("token")
                 if isinstance(token, int) and not isinstance(token, bool):
                     best = max(best, token)
@@ -787,9 +788,10 @@ def needs_reset(io: FileIO, session_path: str, file: LeaseFile) -> bool:
     return record.unknown and current.generation == 0
 
 
-def check(io: FileIO, session_path: str) -> list[Finding]:
+def check(io: FileIO, session_path: str, forked_at: int = 0) -> list[Finding]:
     """What ``verify`` reports of a session's lease file and the token record in its
-    writer.lock. Reads only; takes no lock."""
+    writer.lock. Reads only; takes no lock. A fork's history up to ``forked_at`` holds
+    its parent's lease records, which say nothing of the fork's own lease file."""
     path = layout.lease_path(session_path)
     lock_path = layout.writer_lock_path(session_path)
     findings: list[Finding] = []
@@ -804,7 +806,7 @@ def check(io: FileIO, session_path: str) -> list[Finding]:
         return [Finding("problem", path, getattr(exc, "offset", None), reason)]
     missing = current.generation == 0 and not io.exists(path)
     try:
-        logged = tokens_in_log(io, session_path)
+        logged = tokens_in_log(io, session_path, forked_at)
     except (CorruptionError, FormatVersionError, OSError):
         logged = 0  # the log's own check reports it
     issued = max(record.token or 0, logged)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import pytest
 from conftest import tree_snapshot
 
 import fsstore
@@ -214,4 +215,55 @@ def test_the_committed_v1_2_work_store_hands_out_a_higher_token_and_claims_on(tm
         claim = session.queue.claim("worker-4", lease_ttl=60)
         assert claim is not None and claim.kind == "late"
         assert [i.payload for i in session.inputs.claim()] == ["arrived during turn 2"]
+    assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+FIXTURE_1_3 = os.path.join(ROOT, "fixtures", "v1.3")
+
+
+def test_the_committed_v1_3_store_reads_the_same_forever():
+    before = tree_snapshot(FIXTURE_1_3)
+    expected, store = open_fixture(FIXTURE_1_3)
+    for info in store.list_sessions():
+        want = expected[info.id]
+        reader = store.read_session(info.id)
+        assert info.damaged is None
+        assert reader.identity is not None and reader.identity.uid == want["uid"]
+        assert (None if info.parent is None else list(info.parent)) == want["parent"]
+        assert [json.loads(event_json(e)) for e in reader.events(include_internal=True)] == (
+            want["all_records"])
+        assert [[t.number, len(t.events), t.finished] for t in reader.get_turns()] == (
+            want["turns"])
+        assert [[c.id, c.kind, c.seq, reader.load_checkpoint(c.id)]
+                for c in reader.checkpoints()] == want["checkpoints"]
+        assert reader.state_findings == []
+    check_work_1_2(store, expected)  # the queue, the inputs and the lease token
+    assert store.verify() == []
+    assert tree_snapshot(FIXTURE_1_3) == before
+
+
+def test_the_committed_v1_3_store_refuses_a_segment_of_another_of_its_sessions(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_3, "store"), copy)
+    store = fsstore.open_store(copy, create=False)
+    last = sorted((copy / "sessions" / "child" / "log").glob("*.fslog"))[-1]
+    shutil.copyfile(copy / "sessions" / "grandchild" / "log" / last.name, last)
+    with pytest.raises(fsstore.CorruptionError, match="another session"):
+        list(store.read_session("child").events())
+    assert any(f.level == "problem" and f.path == str(last) for f in store.verify())
+
+
+def test_the_committed_v1_3_store_hands_out_a_higher_token_without_its_lease_file(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_3, "store"), copy)
+    expected, _ = open_fixture(FIXTURE_1_3)
+    store = fsstore.open_store(copy, create=False)
+    os.unlink(copy / "sessions" / "runtime" / "lease")  # the token record outlives it
+    outcome = store.claim_lease("runtime", "runtime-2", ttl=60)
+    assert outcome.lease is not None
+    assert outcome.lease.token > expected["runtime"]["lease"][0]
+    with store.open_session("runtime", lease=outcome.lease) as session:
+        session.append({"after": "restore"})
+    with store.open_session("grandchild") as session:
+        session.append({"more": 1})
     assert [f for f in store.verify() if f.level == "problem"] == []

@@ -523,3 +523,19 @@ def test_an_owner_a_reader_would_refuse_is_refused_at_claim(tmp_path):
         with pytest.raises(fsstore.InvalidSetting):
             store.claim_lease("a", owner=owner)
     assert tree_snapshot(store.path) == before
+
+
+def test_a_fork_of_a_leased_session_holds_its_parents_lease_records_without_a_problem(store):
+    store.create_session("a").close()
+    lease = store.claim_lease("a", "runtime-1", ttl=60).lease
+    assert lease is not None
+    with store.open_session("a", lease=lease) as session:
+        session.append({"leased": True})
+    store.release_lease(lease)
+    store.fork_session("a", "b").close()
+    assert [f for f in store.verify() if f.level == "problem"] == []
+    os.unlink(os.path.join(store.read_session("a").path, "lease"))
+    assert [f.path for f in store.verify() if f.level == "problem"] == [
+        os.path.join(store.read_session("a").path, "lease")]
+    claimed = store.claim_lease("b", "runtime-2", ttl=60).lease
+    assert claimed is not None and claimed.token > lease.token

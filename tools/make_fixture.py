@@ -208,26 +208,20 @@ def make_v1_2() -> None:
         handle.write("\n")
 
 
-def make_v1_2_work() -> None:
-    """Version 1.2 with what a multi-process session leaves: an execution lease file,
-    queue and turn-input records (claimed, completed, failed, consumed), and a snapshot
-    whose body holds the queue and the inputs."""
-    here = os.path.join(FIXTURES, "v1.2-work")
-    store_path = os.path.join(here, "store")
-    if os.path.exists(here):
-        shutil.rmtree(here)
-    store = fsstore.open_store(store_path, snapshots=fsstore.SnapshotPolicy(every_events=12))
-    ts = 1795260000.0
-    store.create_session("runtime", title="work").close()
-    outcome = store.claim_lease("runtime", fsstore.LeaseOwner("host-a", 4242, "boot:1",
-                                                             "runtime-1"), ttl=3600)
+def write_work_session(store: fsstore.Store, session_id: str, ts: float) -> None:
+    """What a multi-process session leaves: an execution lease (released: its token stays
+    in the lease file), queue and turn-input records (claimed, completed, failed,
+    consumed), and snapshots whose bodies hold the queue and the inputs."""
+    store.create_session(session_id, title="work").close()
+    outcome = store.claim_lease(session_id, fsstore.LeaseOwner("host-a", 4242, "boot:1",
+                                                               "runtime-1"), ttl=3600)
     assert outcome.lease is not None
-    with store.open_session("runtime", shared=True) as ingress:
+    with store.open_session(session_id, shared=True) as ingress:
         for i in range(4):
             ingress.queue.enqueue("job", {"n": i, "blob": bytes([i]) * 8}, priority=i % 2)
         ingress.inputs.submit("first input")
         ingress.inputs.submit({"text": "second", "files": ["a.py"]})
-    with store.open_session("runtime", lease=outcome.lease) as session:
+    with store.open_session(session_id, lease=outcome.lease) as session:
         claimed = session.inputs.claim()
         session.commit([{"role": "user", "content": [i.payload for i in claimed]}],
                        state_patch={"step": 1}, turn=1, ts=ts)
@@ -242,24 +236,85 @@ def make_v1_2_work() -> None:
                        state_patch={"step": 2}, turn=2, ts=ts + 1)
         session.snapshot()
         session.queue.enqueue("late", None, priority=9)
-    store.release_lease(outcome.lease)  # the token stays in the lease file
-    expected = {}
-    for info in store.list_sessions():
-        reader = store.read_session(info.id)
-        expected[info.id] = {
-            "head": info.head,
-            "events": [json.loads(event_json(e)) for e in reader.events()
-                       if not e.kind.startswith("fsstore.")],
-            "state": reader.state(),
-            "queue": [[w.id, w.kind, json.loads(json.dumps(w.payload, default=list)),
-                       w.priority, w.status, w.attempts] for w in reader.queued_work()],
-            "inputs": [[i.id, i.payload, i.status] for i in reader.turn_inputs()],
-            "lease": [store.lease_info(info.id).token, store.lease_info(info.id).held],
-        }
+    store.release_lease(outcome.lease)
+
+
+def work_expected(store: fsstore.Store, session_id: str) -> dict:
+    reader = store.read_session(session_id)
+    lease = store.lease_info(session_id)
+    return {
+        "head": reader.head,
+        "events": [json.loads(event_json(e)) for e in reader.events()
+                   if not e.kind.startswith("fsstore.")],
+        "state": reader.state(),
+        "queue": [[w.id, w.kind, json.loads(json.dumps(w.payload, default=list)),
+                   w.priority, w.status, w.attempts] for w in reader.queued_work()],
+        "inputs": [[i.id, i.payload, i.status] for i in reader.turn_inputs()],
+        "lease": [lease.token, lease.held],
+    }
+
+
+def remove_lock_files(store_path: str) -> None:
     for folder, _, files in os.walk(store_path):
         for name in files:
             if name == "writer.lock":
                 os.unlink(os.path.join(folder, name))
+
+
+def make_v1_2_work() -> None:
+    """Version 1.2 with a lease file, queue and input records, and snapshots that hold
+    them (see ``write_work_session``)."""
+    here = os.path.join(FIXTURES, "v1.2-work")
+    store_path = os.path.join(here, "store")
+    if os.path.exists(here):
+        shutil.rmtree(here)
+    store = fsstore.open_store(store_path, snapshots=fsstore.SnapshotPolicy(every_events=12))
+    write_work_session(store, "runtime", 1795260000.0)
+    expected = {info.id: work_expected(store, info.id) for info in store.list_sessions()}
+    remove_lock_files(store_path)
+    with open(os.path.join(here, "expected.json"), "w") as handle:
+        json.dump(expected, handle, indent=1, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+
+
+def make_v1_3() -> None:
+    """Version 1.3: sessions with a uid named by every segment and snapshot, synced marks
+    in segment headers, a fork of a fork (ancestor uids), a checkpoint and a blob, the
+    token record in writer.lock beside the lease file, and the records of no turn."""
+    here = os.path.join(FIXTURES, "v1.3")
+    store_path = os.path.join(here, "store")
+    if os.path.exists(here):
+        shutil.rmtree(here)
+    store = fsstore.open_store(store_path, segment_size=4096,
+                               snapshots=fsstore.SnapshotPolicy(every_events=12))
+    ts = 1795270000.0
+    write_work_session(store, "runtime", ts)
+    with store.open_session("runtime") as session:
+        image = session.blobs.put(b"a screenshot\n" * 300, "image/png")
+        for turn in range(3, 7):
+            session.commit([{"role": "user", "content": f"step {turn} " + "s" * 400},
+                            {"tool": "shot", "image": image}],
+                           state_patch={"step": turn}, turn=turn, ts=ts + turn)
+            session.finish_turn(checkpoint=turn == 4)
+        fork_at = session.head - 3
+    store.fork_session("runtime", "child", at_seq=fork_at).close()
+    with store.fork_session("child", "grandchild") as grandchild:
+        grandchild.append({"own": "grandchild"}, ts=ts + 20)
+        grandchild.finish_turn()
+    expected = {}
+    for info in store.list_sessions():
+        reader = store.read_session(info.id)
+        expected[info.id] = {
+            **work_expected(store, info.id),
+            "uid": reader.identity.uid if reader.identity else None,
+            "parent": None if info.parent is None else list(info.parent),
+            "turns": [[t.number, len(t.events), t.finished] for t in reader.get_turns()],
+            "all_records": [json.loads(event_json(e))
+                            for e in reader.events(include_internal=True)],
+            "checkpoints": [[c.id, c.kind, c.seq, reader.load_checkpoint(c.id)]
+                            for c in reader.checkpoints()],
+        }
+    # writer.lock stays: the runtime session's holds the token record (FORMAT 16.4).
     with open(os.path.join(here, "expected.json"), "w") as handle:
         json.dump(expected, handle, indent=1, sort_keys=True, ensure_ascii=False)
         handle.write("\n")
@@ -267,4 +322,4 @@ def make_v1_2_work() -> None:
 
 if __name__ == "__main__":
     {"v1": make_v1, "v1.1": make_v1_1, "v1.2": make_v1_2,
-     "v1.2-work": make_v1_2_work}[sys.argv[1]]()
+     "v1.2-work": make_v1_2_work, "v1.3": make_v1_3}[sys.argv[1]]()
