@@ -391,6 +391,7 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
     with the next."""
     report = Report()
     sessions = layout.sessions_dir(store.path)
+    not_folders: set[str] = set()
     if session_ids is None:
         with report.step(sessions, "listing the sessions"):
             if not store.io.exists(sessions):
@@ -401,15 +402,24 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
                     what = ("an interrupted delete" if name.startswith(layout.TRASH_PREFIX)
                             else "an interrupted create")
                     report.add("note", path, None, f"left by {what}; safe to remove")
-                elif (_is_session_id(name) and os.path.isdir(path)
-                      and not os.path.islink(path)
+                elif os.path.islink(path):
+                    not_folders.add(name)
+                    report.add("problem", path, None,
+                               "a symlink: fsstore never follows one inside a store, so no "
+                               "read opens it; put the session folder itself here")
+                elif _is_session_id(name) and not os.path.isdir(path):
+                    # Sync tools leave files here (desktop.ini, Thumbs.db): worth a note,
+                    # not a problem, as FORMAT section 1 says such names are no session.
+                    report.add("note", path, None, "not a folder, so not a session: ignored "
+                               "(a session folder replaced by a file would look the same)")
+                elif (_is_session_id(name)
                       and not store.io.exists(layout.session_manifest_path(path))):
                     # Sessions appear by the rename of a whole folder: one under a session
                     # id without its manifest lost it afterwards, and no read lists it.
                     report.add("problem", layout.session_manifest_path(path), None,
                                "missing: the folder is a session's, but without its manifest "
                                "no read lists or opens it; restore session.json from a backup")
-            session_ids = store.session_ids()
+            session_ids = [s for s in store.session_ids() if s not in not_folders]
     for session_id in session_ids or ():
         path = os.path.join(sessions, str(session_id))
         with report.step(layout.session_manifest_path(path), "opening the session"):

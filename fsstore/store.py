@@ -378,6 +378,7 @@ class Store:
         path = self._session_path(session_id)
         if not self.io.exists(layout.session_manifest_path(path)):
             raise SessionNotFound(f"no session {session_id!r} in {self.path}")
+        self.io.check_folders(path)  # O_NOFOLLOW on the lease file sees only its own name
         return lease_module.read_lease(self.io, layout.lease_path(path))
 
     def reset_lease(self, session_id: str, *, lock_timeout: float = 5.0) -> int:

@@ -238,3 +238,26 @@ def test_verify_reports_a_damaged_snapshot_once_without_logging_it(store, caplog
     (problem,) = problems(store.verify())
     assert problem.path == path
     assert not [r for r in caplog.records if r.name == "fsstore"]
+
+
+@pytest.mark.parametrize("replacement", ["file", "symlink"])
+def test_verify_notes_a_file_and_reports_a_symlink_where_a_session_folder_should_be(
+    store, tmp_path, replacement
+):
+    store.create_session("a").close()
+    store.create_session("b").close()
+    folder = store.read_session("b").path
+    os.rename(folder, tmp_path / "elsewhere")
+    if replacement == "file":
+        with open(folder, "wb") as handle:
+            handle.write(b"not a session")
+    else:
+        os.symlink(tmp_path / "elsewhere", folder)
+    findings = store.verify()
+    if replacement == "symlink":
+        (problem,) = problems(findings)
+        assert problem.path == folder and "symlink" in problem.message
+    else:
+        assert problems(findings) == []
+        (note,) = findings
+        assert note.path == folder and "not a folder" in note.message

@@ -433,3 +433,14 @@ def test_errors_of_calls_on_names_are_typed_keep_their_errno_and_name_the_path(t
         (tmp_path / "e" / "f").write_bytes(b"")
         io.rename(str(tmp_path / "d"), str(tmp_path / "e"))
     assert not_empty.value.errno == errno.ENOTEMPTY
+
+
+def test_lease_info_refuses_a_symlinked_session_folder(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    store.create_session("s").close()
+    store.release_lease(store.claim_lease("s", "runtime-1").lease)
+    folder = store.read_session("s").path
+    os.rename(folder, tmp_path / "outside")
+    os.symlink(tmp_path / "outside", folder)
+    with pytest.raises(UnsafePath):
+        store.lease_info("s")
