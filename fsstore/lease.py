@@ -248,8 +248,12 @@ def read_lease(io: FileIO, path: str, fd: int | None = None) -> LeaseState:
         return NO_LEASE
     except ValueError:
         raw = b"-" * (2 * SLOT_SIZE + 1)
-    if len(raw) > 2 * SLOT_SIZE:
-        raise CorruptionError("lease file is larger than two slots", path=path)
+    if len(raw) != 2 * SLOT_SIZE:
+        # The first claim creates the file whole (by rename) and slots are rewritten in
+        # place, so a file of any other size was cut or padded after it was written: a
+        # cut-off slot must not read as "never written" and hand back an older lease.
+        raise CorruptionError(f"lease file is {'larger' if len(raw) > 2 * SLOT_SIZE else 'smaller'}"
+                              f" than the {2 * SLOT_SIZE} bytes of its two slots", path=path)
     found: list[LeaseState] = []
     damaged = None
     why = ""
@@ -534,10 +538,16 @@ def _open_lock_file(path: str, session_id: str) -> int:
     through a symlink (a dangling one would otherwise create its target outside the
     store), never a FIFO or a folder."""
     try:
-        return open_regular(path, os.O_RDWR | os.O_CREAT)
+        fd = open_regular(path, os.O_RDWR)
     except FileNotFoundError:
-        raise SessionNotFound(f"session {session_id!r} was deleted (no folder for "
-                              f"{path})") from None
+        try:
+            fd = open_regular(path, os.O_RDWR | os.O_CREAT)
+        except FileNotFoundError:
+            raise SessionNotFound(f"session {session_id!r} was deleted (no folder for "
+                                  f"{path})") from None
+        # Its name must outlive a power loss: the token record (16.4) is kept in it.
+        FileIO().fsync_dir(os.path.dirname(path))
+    return fd
 
 
 def _same_file(fd: int, path: str) -> bool:

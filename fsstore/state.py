@@ -37,7 +37,6 @@ RECORD_MARKER = b"fsstore."
 #: The record kinds an image folds: the state, the work queue, the turn inputs.
 FOLDED_KINDS = frozenset((STATE_RECORD, QUEUE_RECORD, INPUT_RECORD))
 DEFAULT_COMMIT_ID_WINDOW = 10_000
-OPS = ("set", "delete", "merge")
 
 _encoder = msgspec.msgpack.Encoder()
 # No extension types: a reader refuses them (docs/FORMAT.md, section 3).

@@ -539,3 +539,18 @@ def test_a_fork_of_a_leased_session_holds_its_parents_lease_records_without_a_pr
         os.path.join(store.read_session("a").path, "lease")]
     claimed = store.claim_lease("b", "runtime-2", ttl=60).lease
     assert claimed is not None and claimed.token > lease.token
+
+
+@pytest.mark.parametrize("size", [512, 600, 1023, 1025])
+def test_a_lease_file_cut_or_padded_is_corruption_not_an_older_lease(store, size):
+    store.create_session("a").close()
+    for label in ("one", "two", "three"):  # generations 1..3: slot 1 holds the newest
+        lease = store.claim_lease("a", label, ttl=60).lease
+        assert lease is not None
+        store.release_lease(lease)
+    path = os.path.join(store.read_session("a").path, "lease")
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+    with pytest.raises(fsstore.CorruptionError, match="two slots"):
+        store.lease_info("a")
+    assert any(f.level == "problem" and f.path == path for f in store.verify())
