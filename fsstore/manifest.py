@@ -110,7 +110,10 @@ def loads(raw: bytes, path: str) -> Any:
             f"not valid JSON ({exc}); restore this manifest from a backup", path=path
         ) from None
     else:
-        depth = depth_of(data)
+        # Nothing nests deeper than it has opening brackets (counted at C speed), so the
+        # walk runs only for a manifest with more of them than the limit.
+        brackets = raw.count(b"[") + raw.count(b"{")
+        depth = depth_of(data) if brackets > MAX_DEPTH else brackets
     if depth < 0 or depth > MAX_DEPTH:
         raise CorruptionError(
             f"JSON nested more than the {MAX_DEPTH} levels a manifest may be; restore this "
