@@ -1,0 +1,113 @@
+"""Copies of a store (shutil.copytree, cp -r, tar) taken while a vector collection
+upserts, deletes, seals and merges: every copy opens, and its collection holds the
+documents of a prefix of the calls that includes every call that returned before the
+copy started (docs/FORMAT.md, section 15.8)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import threading
+
+import pytest
+from test_crash import apply_vector_op, random_vector_op, run_vector_op, vector_contents
+
+import fsstore
+from fsstore import vectors as vectors_module
+
+
+def copy_with_shutil(source, dest) -> None:
+    try:
+        shutil.copytree(source, dest)
+    except shutil.Error:
+        pass  # files removed while it copied: what it copied stays, as with cp
+
+
+def copy_with_cp(source, dest) -> None:
+    # cp exits 1 when a file it listed is gone before it copies it.
+    subprocess.run(["cp", "-r", str(source), str(dest)], stderr=subprocess.DEVNULL,
+                   check=False)
+
+
+def copy_with_tar(source, dest) -> None:
+    dest.mkdir()
+    pack = subprocess.Popen(["tar", "-C", str(source), "-cf", "-", "."],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    subprocess.run(["tar", "-C", str(dest), "-xf", "-"], stdin=pack.stdout, check=False,
+                   stderr=subprocess.DEVNULL)
+    assert pack.stdout is not None
+    pack.stdout.close()
+    pack.wait()
+
+
+COPIERS = {"copytree": copy_with_shutil, "cp": copy_with_cp, "tar": copy_with_tar}
+
+
+def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
+    root = tmp_path / "store"
+    session = fsstore.open_store(root).create_session("s")
+    collection = session.create_collection("c", 3)
+    rng = random.Random(seed)
+    models: list[dict] = [{}]  # models[k]: the documents after the first k calls
+    returned = [0]  # how many calls returned
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        index = 0
+        try:
+            while not stop.is_set():
+                op = random_vector_op(rng, index)
+                models.append(apply_vector_op(models[-1], op))  # before the call starts
+                run_vector_op(collection, op)
+                index += 1
+                returned[0] = index
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for trial in range(copies):
+            dest = tmp_path / f"copy-{trial}"
+            before = returned[0]  # calls that returned before the copy started
+            COPIERS[copier](root, dest)
+            copied = fsstore.open_store(dest, create=False)
+            found = vector_contents(copied.read_session("s").collection("c"))
+            # Upserts and deletes are single log batches, and seals, merges and bulk
+            # upserts single manifest replacements: the copy holds the state after some
+            # call, from the last that returned before it started to the one under way
+            # when it ended.
+            assert found in models[before:], (copier, trial, before, len(models))
+            assert all("bulk upsert" in f.message for f in copied.verify()
+                       if f.level == "problem")
+            with copied.open_session("s") as reopened:  # a writer opens it too
+                assert vector_contents(reopened.collection("c")) == found
+            shutil.rmtree(dest)
+            assert not failures, failures
+    finally:
+        stop.set()
+        writer.join()
+        session.close()
+    assert not failures, failures
+
+
+@pytest.fixture
+def busy_seals(monkeypatch):
+    """A seal every 4 documents, so that seals, merges and bulk upserts (10 documents)
+    never stop while the copies run."""
+    monkeypatch.setattr(vectors_module, "SEAL_ROWS", 4)
+
+
+@pytest.mark.parametrize("copier", sorted(COPIERS))
+def test_copies_taken_during_seals_and_merges_open_whole(tmp_path, busy_seals, copier):
+    copies_during_writes(tmp_path, copier, copies=25, seed=1)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", range(2, 6))
+@pytest.mark.parametrize("copier", sorted(COPIERS))
+def test_hundreds_of_copies_taken_during_seals_and_merges_open_whole(
+        tmp_path, busy_seals, copier, seed):
+    copies_during_writes(tmp_path, copier, copies=150, seed=seed)
