@@ -13,7 +13,10 @@ Writes go to the write-ahead log first and are searched from memory; every
 ``SEAL_ROWS`` documents they are sealed into a new shard, and shards of a size tier are
 merged ``TIER_FANOUT`` at a time. Every shard file is written whole under a temp name and
 renamed in; ``collection.json`` names the live files, so a crash leaves the last state
-it named, plus the log's records after it.
+it named, plus the log's records after it. The states it replaced stay pinned, and the
+files no state names stay on disk, for ``COPY_GRACE_SECONDS``: a copy of the folder taken
+meanwhile finds a whole state (section 15.8). The files themselves are decoded and
+checked in ``vector_files``; ``vector_check`` is the collection's part of ``verify``.
 
 Opening a collection memory-maps its shards (nothing is copied, nothing is read in
 proportion to their size) and replays the log, which sealing keeps short.
