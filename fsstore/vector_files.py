@@ -133,6 +133,7 @@ class CollectionManifest(msgspec.Struct, frozen=True):
     pinned: list[PinnedState] = []
     bulk: bool = False  # as PinnedState.bulk, for the current state
     retired: list[tuple[str, float]] = []  # files no state names, and since when
+    log_moved: float = 0.0  # when a commit last moved the start of wal/
 
     def retired_names(self) -> set[str]:
         return {name for name, _since in self.retired}
@@ -150,6 +151,8 @@ class CollectionManifest(msgspec.Struct, frozen=True):
             newer = state.generation
         if len(self.retired) > MAX_RETIRED:
             raise ValueError(f"more than {MAX_RETIRED} retired files")
+        if not math.isfinite(self.log_moved):
+            raise ValueError("log_moved is not a finite time")
         for name, since in self.retired:
             check_file_name(name)
             if not math.isfinite(since):

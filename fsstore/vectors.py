@@ -1134,21 +1134,29 @@ class VectorCollection:
                  for name in entry.files()}
         named |= {name for entry in shards for name in entry.files()}
         retired, expired = retire(before, named, now, COPY_GRACE_SECONDS)
+        # The log may start after the oldest state's wal_seq, at a segment that begins
+        # there (a seal starts one; older stores' logs may lack it: then earlier). The
+        # start moves at most once a grace period: the segments before the old start go
+        # when it moves again, and a copy holding a newest segment from before the first
+        # move may still read them.
+        oldest = min([wal.head, *(state.wal_seq for state in pins)]) + 1
+        firsts = [first for first in wal.reader.list_segments() if first <= oldest]
+        start = max(firsts, default=wal.log_start)
+        moved = before.log_moved
+        if start <= wal.log_start or 0 <= now - moved < COPY_GRACE_SECONDS:
+            start = wal.log_start
+        else:
+            moved = now
         data = encode_manifest(
             self._raw_manifest, shards=shards, generation=self._generation + 1,
             wal_seq=wal.head, next_shard=self._next_shard, version=manifest.VERSION,
-            pinned=pins, bulk=bulk, retired=retired)
+            pinned=pins, bulk=bulk, retired=retired, log_moved=moved)
         manifest.write(self.io, self.manifest_path, data)
         self._manifest = msgspec.convert(data, CollectionManifest)
         self._raw_manifest = data
         self._generation, self._wal_seq = self._generation + 1, wal.head
         self._state = self._manifest.states()[0]
         self._replay_until = None
-        # The log may start after the oldest pinned state's wal_seq, at a segment that
-        # begins there (a seal starts one; older stores' logs may lack it: then earlier).
-        oldest = min(state.wal_seq for state in self._manifest.states()) + 1
-        firsts = [first for first in wal.reader.list_segments() if first <= oldest]
-        start = max(firsts, default=wal.log_start)
         wal.roll_over(start if start > wal.log_start else None)
         self._unlink(expired)
 
