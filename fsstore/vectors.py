@@ -1315,19 +1315,35 @@ def _as_list(values: Any, what: str) -> list[Any]:
 # --- the vectors/ folder of a session ------------------------------------------------------
 
 
-def collection_names(io: FileIO, session_path: str) -> list[str]:
+def _vectors_names(io: FileIO, session_path: str) -> list[str]:
     folder = layout.vectors_dir(session_path)
     if not io.exists(folder):
         return []
-    return sorted(n for n in io.listdir(folder) if not layout.is_scratch(n))
+    try:
+        return io.listdir(folder)
+    except NotADirectoryError:
+        raise CorruptionError("a file where the session's vectors/ folder should be; "
+                              "remove it or restore the folder from a backup",
+                              path=folder) from None
+
+
+def collection_names(io: FileIO, session_path: str) -> list[str]:
+    """The collections of a session: the names in vectors/ that may name one."""
+    return sorted(n for n in _vectors_names(io, session_path) if not layout.is_scratch(n)
+                  and _is_collection_name(n))
+
+
+def _is_collection_name(name: str) -> bool:
+    try:
+        check_collection_name(name)
+    except InvalidCollection:
+        return False
+    return True
 
 
 def scratch_names(io: FileIO, session_path: str) -> list[str]:
     """Folders an interrupted create (``.tmp-``) or drop (``.trash-``) left in vectors/."""
-    folder = layout.vectors_dir(session_path)
-    if not io.exists(folder):
-        return []
-    return sorted(n for n in io.listdir(folder) if layout.is_scratch(n))
+    return sorted(n for n in _vectors_names(io, session_path) if layout.is_scratch(n))
 
 
 def _remove_scratch(io: FileIO, session_path: str) -> None:

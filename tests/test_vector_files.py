@@ -370,3 +370,15 @@ def test_whatever_upsert_accepts_reads_back_equal_after_reopening(tmp_path_facto
         assert doc.content == content
         assert same(doc.metadata, normal(metadata))
     assert problems(store) == []
+
+
+def test_a_file_in_place_of_the_vectors_folder_is_a_typed_error(store):
+    with store.create_session("s") as session:
+        session.create_collection("c", 2)
+    folder = os.path.join(store.path, "sessions", "s", "vectors")
+    os.rename(folder, folder + ".away")
+    with open(folder, "w") as handle:
+        handle.write("x")
+    with pytest.raises(CorruptionError) as raised:
+        store.read_session("s").collections()
+    assert raised.value.path == folder
