@@ -145,9 +145,11 @@ class InvalidFilter(InvalidQuery):
 
 
 class HeadConflict(FsStoreError, ValueError):
-    """Returned when a commit's ``expected_head`` is not the session's head: another
-    commit landed first (or the expected head is from the future). Nothing is written.
-    ``expected`` and ``actual`` say which; re-read the session and retry."""
+    """Returned when a commit's ``expected_revision`` or ``expected_head`` no longer
+    holds: something the session's history or state depends on changed since (another
+    commit landed, a turn finished, the log was cleared), or the expected head is from
+    the future. Queued work and turn inputs never cause it. Nothing is written.
+    ``expected`` and ``actual`` say which seqs; re-read the session and retry."""
 
     def __init__(self, message: str, *, expected: int, actual: int) -> None:
         super().__init__(message)
@@ -211,6 +213,44 @@ class CorruptionError(FsStoreError):
         self.offset = offset
 
 
+# --- Opening a store file or folder (any operation) --------------------------------------
+# Every open of a store file goes through ``fsio.FileIO.open``: it follows no symlink,
+# opens nothing but a regular file, and turns each OS error into one of these.
+
+
+class UnsafePath(CorruptionError):
+    """Returned when a symlink stands where a store file or folder should be. fsstore
+    never follows one (it could lead out of the store, or make a write land in another
+    file). Nothing is read or written through it: replace the link with the file or
+    folder it should be, or remove it."""
+
+
+class NotARegularFile(CorruptionError):
+    """Returned when something other than a regular file stands where a store file should
+    be (a folder, a FIFO, a device, a socket). Nothing is read or written: remove it, or
+    restore the file from a backup."""
+
+
+class NotAFolder(CorruptionError):
+    """Returned when a file (or anything but a folder) stands where a store folder should
+    be. Nothing is read or written: remove it, or restore the folder from a backup."""
+
+
+class StoreFileNotFound(FsStoreError, FileNotFoundError):
+    """Returned when a store file or folder an operation needs is missing. ``errno`` and
+    ``filename`` are those of the failed call."""
+
+
+class StoreFileExists(FsStoreError, FileExistsError):
+    """Returned when a file fsstore creates exclusively already exists."""
+
+
+class StoreIOError(FsStoreError, OSError):
+    """Returned when the OS refused to open a store file for any other reason (no
+    permission, too many open files, an I/O error). ``errno`` and ``filename`` are those
+    of the failed call."""
+
+
 class Finding(NamedTuple):
     """One line of a ``verify`` report. A ``problem`` is damage; a ``note`` is something
     a crash or an interrupted operation left that readers handle (a torn tail, a temp
@@ -223,4 +263,9 @@ class Finding(NamedTuple):
 
     def __str__(self) -> str:
         where = self.path if self.offset is None else f"{self.path} at byte {self.offset}"
-        return f"{self.level}: {where}: {self.message}"
+        message = self.message
+        for named in (where + ": ", self.path + ": "):  # a message made from str(exc)
+            if message.startswith(named):
+                message = message[len(named):]
+                break
+        return f"{self.level}: {where}: {message}"

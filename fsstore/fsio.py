@@ -8,14 +8,157 @@ write, lose an unsynced rename) or fail a call with ENOSPC or EIO.
 The model of the disk behind this seam is ALICE's (OSDI 2014): file data is durable once
 the file is fsynced; a new name (create or rename) is durable once its folder is fsynced;
 nothing else is ordered.
+
+Every store file is opened by :func:`open_regular` (``FileIO.open`` calls it): it never
+follows a symlink, opens nothing but a regular file (a FIFO cannot block it, a device
+cannot feed it endless bytes), and turns every OS error into a typed ``FsStoreError``
+naming the path. Folders are listed and fsynced the same way. A symlink higher up in a
+path is not seen by ``O_NOFOLLOW``: the code that opens a store, a session or a
+collection checks its folders once with :func:`check_folder` (the store root itself may
+sit under a symlink, such as ``/tmp -> /private/tmp``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import io as _io
 import os
 import shutil
+import stat
 
 from . import layout
+from .errors import (
+    NotAFolder,
+    NotARegularFile,
+    StoreFileExists,
+    StoreFileNotFound,
+    StoreIOError,
+    UnsafePath,
+)
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+#: Reads larger than this are bounded by the file's size first (one fstat).
+_CHECKED_READ = 1 << 20
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return "not a file"
+
+
+def _unsafe(path: str) -> UnsafePath:
+    return UnsafePath("is a symlink; fsstore follows none inside a store (it could lead "
+                      "out of it): replace it with the file or folder itself, or remove it",
+                      path=path)
+
+
+def os_error(exc: OSError, path: str, *, folder: bool = False,
+             classify: bool = True) -> Exception:
+    """The typed error for ``exc``, raised by a call on ``path`` (a store folder when
+    ``folder``): with ``classify`` (opens), a symlink or a wrong kind of file is named as
+    such; anything else keeps its errno in a StoreFileNotFound, StoreFileExists or
+    StoreIOError naming the path (so ``except OSError`` and errno checks still work)."""
+    if classify and exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR, errno.EISDIR,
+                                  errno.ENXIO, errno.EOPNOTSUPP):
+        # O_NOFOLLOW reports a symlink as ELOOP (EMLINK on FreeBSD); O_DIRECTORY a file as
+        # ENOTDIR; a write open of a folder is EISDIR, of a FIFO without reader ENXIO.
+        try:
+            info = os.lstat(path)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISLNK(info.st_mode):
+            return _unsafe(path)
+        if info is not None and folder and not stat.S_ISDIR(info.st_mode):
+            return NotAFolder(f"is {_kind(info.st_mode)}, where a folder should be; remove "
+                              "it or restore the folder from a backup", path=path)
+        if info is not None and not folder and not stat.S_ISREG(info.st_mode):
+            return NotARegularFile(f"is {_kind(info.st_mode)}, where a regular file should "
+                                   "be; remove it or restore the file from a backup",
+                                   path=path)
+        if exc.errno == errno.ENOTDIR:
+            return NotAFolder("a folder on this path is a file; restore the store's folders "
+                              "from a backup", path=path)
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:
+        error: OSError = StoreFileNotFound(exc.errno, f"{path}: no such file or folder")
+    elif exc.errno == errno.EEXIST:
+        error = StoreFileExists(exc.errno, f"{path}: already exists")
+    else:
+        error = StoreIOError(exc.errno or errno.EIO, f"{path}: {reason}; check the "
+                             "permissions and the disk")
+    error.filename = path
+    return error
+
+
+def open_regular(path: str, flags: int, mode: int = 0o644) -> int:
+    """Open the store file ``path`` and return its descriptor: without following a
+    symlink, without blocking on a FIFO, and only if it is a regular file. Raises
+    UnsafePath, NotARegularFile, or an OSError that is also an FsStoreError."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC, mode)
+    except OSError as exc:
+        raise os_error(exc, path) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFile(f"is {_kind(info.st_mode)}, where a regular file should be; "
+                                  "remove it or restore the file from a backup", path=path)
+        if _NONBLOCK:
+            # Opened non-blocking only so that a FIFO could not hang the open: a regular
+            # file ignores the flag, but clear it for filesystems that might not.
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & os.O_APPEND)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def safe_opener(path: str, flags: int) -> int:
+    """``open(path, "rb", opener=safe_opener)``: a Python file object opened as
+    :func:`open_regular` opens."""
+    return open_regular(path, flags)
+
+
+def open_folder(path: str) -> int:
+    """A descriptor on the store folder ``path`` (to list it), refusing a symlink or
+    anything but a folder."""
+    try:
+        return os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+    except OSError as exc:
+        raise os_error(exc, path, folder=True) from None
+
+
+def check_folder(path: str) -> bool:
+    """True if the store folder ``path`` is a folder, False if it is missing; raises
+    UnsafePath for a symlink and NotAFolder for anything else. One lstat: cheap enough
+    for every open of a store, session or collection."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise os_error(exc, path, folder=True) from None
+    if stat.S_ISDIR(info.st_mode):
+        return True
+    if stat.S_ISLNK(info.st_mode):
+        raise _unsafe(path)
+    raise NotAFolder(f"is {_kind(info.st_mode)}, where a folder should be; remove it or "
+                     "restore the folder from a backup", path=path)
 
 
 class FileIO:
@@ -24,7 +167,19 @@ class FileIO:
     # --- file descriptors ----------------------------------------------------------------
 
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
-        return os.open(path, flags | getattr(os, "O_CLOEXEC", 0), mode)
+        """Open a store file (see :func:`open_regular`: no symlink, no FIFO, no device, no
+        folder; every OS error typed and naming the path)."""
+        return open_regular(path, flags, mode)
+
+    def open_file(self, path: str) -> _io.BufferedReader:
+        """A store file opened for reading as a Python file object (for ``np.load``),
+        through :meth:`open`. Close it (``with``) like any file."""
+        fd = self.open(path, os.O_RDONLY)
+        try:
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def close(self, fd: int) -> None:
         os.close(fd)
@@ -38,7 +193,13 @@ class FileIO:
             offset += written
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
-        """Read up to ``size`` bytes at ``offset``; shorter only at the end of the file."""
+        """Read up to ``size`` bytes at ``offset``; shorter only at the end of the file.
+
+        A large ``size`` (often a length read from the file itself, which damage can make
+        huge) is first cut to what the file holds: os.pread allocates the whole size it
+        is asked for before reading."""
+        if size > _CHECKED_READ:
+            size = min(size, max(0, os.fstat(fd).st_size - offset))
         chunks = []
         while size > 0:
             chunk = os.pread(fd, size, offset)
@@ -68,32 +229,77 @@ class FileIO:
 
     # --- names ---------------------------------------------------------------------------
 
+    # Errors of the calls on names keep their errno and builtin class (callers tell
+    # EEXIST or EXDEV apart), typed and naming the path.
+
     def mkdir(self, path: str) -> None:
-        os.mkdir(path)
+        try:
+            os.mkdir(path)
+        except OSError as exc:
+            raise os_error(exc, path, classify=False) from None
 
     def rename(self, src: str, dst: str) -> None:
         """Atomic rename. Replaces a file; fails on a non-empty folder."""
-        os.rename(src, dst)
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            raise os_error(exc, f"{src} -> {dst}", classify=False) from None
 
     def unlink(self, path: str) -> None:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise os_error(exc, path, classify=False) from None
 
     def link(self, src: str, dst: str) -> None:
         """A second name for a file (a hard link). Durable once ``dst``'s folder is fsynced."""
-        os.link(src, dst)
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            raise os_error(exc, f"{src} -> {dst}", classify=False) from None
 
     def rmtree(self, path: str) -> None:
-        shutil.rmtree(path)
+        """Remove a folder and what it holds. A symlink in it is removed, never followed;
+        a symlink in place of ``path`` itself is refused."""
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            raise os_error(exc, path, classify=False) from None
 
     def listdir(self, path: str) -> list[str]:
-        return os.listdir(path)
+        """The names in the store folder ``path``; refuses a symlink or a file there."""
+        fd = open_folder(path)
+        try:
+            return os.listdir(fd)
+        except OSError as exc:
+            raise os_error(exc, path, folder=True) from None
+        finally:
+            os.close(fd)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(path)
+        """True if anything has the name ``path``, a dangling symlink included (opening
+        it is then refused, rather than taking the name for free)."""
+        return os.path.lexists(path)
+
+    def check_folder(self, path: str) -> bool:
+        """See :func:`check_folder`."""
+        return check_folder(path)
+
+    def check_folders(self, *paths: str) -> None:
+        """Refuse a symlink or a non-folder at any of ``paths`` (missing ones are fine):
+        called once where a store, a session or a collection is opened, so that no path
+        below it passes through a symlink (``O_NOFOLLOW`` sees only a path's last name)."""
+        for path in paths:
+            check_folder(path)
 
     def fsync_dir(self, path: str) -> None:
-        """Make the names in a folder durable (creates, renames, unlinks)."""
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        """Make the names in a folder durable (creates, renames, unlinks). Follows a
+        symlink: the store root and its parent may be one, and an fsync reads and
+        writes nothing."""
+        try:
+            fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+        except OSError as exc:
+            raise os_error(exc, path, folder=True) from None
         try:
             os.fsync(fd)
         finally:

@@ -67,31 +67,53 @@ TRASH_PREFIX = ".trash-"
 
 MAX_SESSION_ID = 128
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
+# Names Windows reserves for devices, in any case and with any extension ("con.txt"):
+# a store copied there could not hold a folder or file of that name.
+_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?\Z", re.IGNORECASE)
 
 
-def check_session_id(session_id: object) -> str:
+def check_session_id(session_id: object, *, new: bool = False) -> str:
     """Return ``session_id`` if it may name a session folder, else raise InvalidSessionId.
 
-    Allowed: 1 to 128 of ``A-Z a-z 0-9 . _ -``, not starting with a dot. This rules out
+    Any id: 1 to 128 of ``A-Z a-z 0-9 . _ -``, not starting with a dot. This rules out
     ``.``, ``..``, path separators, NUL bytes and hidden names, so an id can never reach
-    outside ``sessions/``.
+    outside ``sessions/``. Existing folders are read under this rule.
+
+    A ``new`` id (creating a session, a fork or a checkpoint) must also be a name every
+    platform a store may be copied to can hold: not one Windows reserves for devices
+    (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM0``-``COM9``, ``LPT0``-``LPT9``, in any case,
+    alone or before a dot, as in ``nul.txt``), and not ending in a dot (Windows drops
+    it). A leading ``-`` is allowed: on the command line, name such an id after ``--``
+    (``fsstore show -- -draft``).
     """
     if not isinstance(session_id, str):
         raise InvalidSessionId(f"session id must be a str, not {type(session_id).__name__}")
+    shown = session_id if len(session_id) <= 40 else session_id[:40] + "..."
     if not _SESSION_ID.match(session_id):
-        shown = session_id if len(session_id) <= 40 else session_id[:40] + "..."
         raise InvalidSessionId(
             f"invalid session id {shown!r}: use 1 to {MAX_SESSION_ID} characters from "
             "A-Z a-z 0-9 . _ - and do not start with a dot"
         )
+    if new and unsafe_on_windows(session_id):
+        raise InvalidSessionId(
+            f"invalid session id {shown!r}: Windows reserves device names (CON, PRN, AUX, "
+            "NUL, COM0-9, LPT0-9, with or without an extension) and drops a final dot, so a "
+            "copy of the store there would break; choose another id"
+        )
     return session_id
 
 
-def check_checkpoint_id(checkpoint_id: object) -> str:
+def unsafe_on_windows(name: str) -> bool:
+    """True for a name Windows cannot hold as a file or folder: a device name, alone or
+    before a dot, in any case; or a name ending in a dot or a space."""
+    return bool(_RESERVED.match(name)) or name.endswith((".", " "))
+
+
+def check_checkpoint_id(checkpoint_id: object, *, new: bool = False) -> str:
     """Return ``checkpoint_id`` if it may name a checkpoint file, else raise
     InvalidCheckpointId. The same rule as session ids."""
     try:
-        return check_session_id(checkpoint_id)
+        return check_session_id(checkpoint_id, new=new)
     except InvalidSessionId as exc:
         raise InvalidCheckpointId(str(exc).replace("session id", "checkpoint id")) from None
 
@@ -199,6 +221,13 @@ def is_shard_file(name: str) -> bool:
 
 def checkpoints_dir(session_path: str) -> str:
     return os.path.join(session_path, CHECKPOINTS_DIR)
+
+
+def session_folders(session_path: str) -> tuple[str, ...]:
+    """The session folder and the folders fsstore keeps in it (some may not exist yet)."""
+    return (session_path, log_dir(session_path), state_dir(session_path),
+            checkpoints_dir(session_path), blobs_dir(session_path),
+            vectors_dir(session_path))
 
 
 def checkpoint_path(session_path: str, checkpoint_id: str) -> str:

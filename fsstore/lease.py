@@ -14,6 +14,12 @@ The lease file holds two 512-byte slots, written alternately in place; a claim i
 fdatasynced before it returns (renewals and releases need not be: see ``renew``). A
 write torn by a crash damages only the slot being written; readers take the valid slot
 with the higher generation.
+
+Fencing must outlive the lease file: a lease file deleted, or restored from an older
+backup, must not make a claim hand out a token again. So before a claim writes a new
+token into the lease file, it writes it into ``writer.lock`` too (a token record of two
+alternating 32-byte slots, fdatasynced), a lease holder records its token in the log
+before its first write (``LEASE_RECORD``), and a claim issues a token above all of them.
 """
 
 from __future__ import annotations
@@ -28,21 +34,28 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
+import msgspec
 from crc32c import crc32c
 
 from . import layout
 from .errors import (
     CorruptionError,
+    Finding,
     FormatVersionError,
     InvalidSetting,
     LeaseLost,
     SessionLocked,
     SessionNotFound,
 )
-from .fsio import FileIO
+from .fsio import FileIO, open_regular, os_error
+from .log import LogReader
 
+#: The log record a lease holder writes before its first write to a log with a token:
+#: ``{"token": TOKEN}``. It belongs to no turn; claims and ``verify`` read it back when the
+#: lease file is gone.
+LEASE_RECORD = "fsstore.lease"
 SLOT_SIZE = 512
 _SLOT = struct.Struct("<8sHHQQB3xddI")  # magic major minor generation token state expires
 _MAGIC = b"FSLEASE1"  # acquired owner_len; then the owner as JSON; crc32c at the end
@@ -88,6 +101,18 @@ def _remember(cache: dict, key: object, value: object) -> None:
     cache[key] = value
 
 
+class OwnerRecord(msgspec.Struct, frozen=True):
+    """The typed decoder of a lease slot's owner JSON; unknown keys are ignored."""
+
+    host: str
+    pid: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]  # a pid os.kill can be asked of
+    started: str | None = None
+    label: str = ""
+
+
+_owner_decoder = msgspec.json.Decoder(OwnerRecord)
+
+
 @dataclass(frozen=True)
 class LeaseOwner:
     """Who holds (or wants) a lease: a host, a process (its pid and start time, so a
@@ -106,8 +131,15 @@ class LeaseOwner:
         return cls(socket.gethostname(), os.getpid(), started, str(label))
 
     def to_json(self) -> bytes:
+        """The owner as a lease slot holds it; InvalidSetting for an owner a reader would
+        refuse (see :class:`OwnerRecord`)."""
         raw = _ENCODED.get(self)
         if raw is None:
+            try:
+                msgspec.convert({"host": self.host, "pid": self.pid, "started": self.started,
+                                 "label": self.label}, OwnerRecord)
+            except msgspec.ValidationError as exc:
+                raise InvalidSetting(f"lease owner is not valid: {exc}") from None
             raw = json.dumps({"host": self.host, "pid": self.pid, "started": self.started,
                               "label": self.label}, ensure_ascii=False,
                              separators=(",", ":")).encode()
@@ -116,11 +148,15 @@ class LeaseOwner:
 
     @classmethod
     def from_json(cls, raw: bytes) -> LeaseOwner:
+        """Decode an owner through :class:`OwnerRecord`; ValueError naming the field when
+        it does not fit."""
         owner = _DECODED.get(raw)
         if owner is None:
-            data = json.loads(raw)
-            owner = cls(str(data["host"]), int(data["pid"]), data.get("started"),
-                        str(data.get("label", "")))
+            try:
+                record = _owner_decoder.decode(raw)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise ValueError(str(exc)) from None
+            owner = cls(record.host, record.pid, record.started, record.label)
             _remember(_DECODED, bytes(raw), owner)
         return owner
 
@@ -162,12 +198,18 @@ class LeaseState(NamedTuple):
 NO_LEASE = LeaseState(0, 0, False, 0.0, 0.0, None, None)
 
 
-def encode_slot(generation: int, token: int, held: bool, expires_at: float,
-                acquired_at: float, owner: LeaseOwner) -> bytes:
+def encoded_owner(owner: LeaseOwner) -> bytes:
+    """The owner as a slot holds it; InvalidSetting for one a reader would refuse."""
     owner_raw = owner.to_json()
     if len(owner_raw) > MAX_OWNER_BYTES:
         raise InvalidSetting(f"lease owner encodes to {len(owner_raw)} bytes, over "
                              f"{MAX_OWNER_BYTES}; use a shorter label")
+    return owner_raw
+
+
+def encode_slot(generation: int, token: int, held: bool, expires_at: float,
+                acquired_at: float, owner: LeaseOwner) -> bytes:
+    owner_raw = encoded_owner(owner)
     head = _SLOT.pack(_MAGIC, LEASE_MAJOR, LEASE_MINOR, generation, token,
                       HELD if held else RELEASED, expires_at, acquired_at, len(owner_raw))
     body = (head + owner_raw).ljust(SLOT_SIZE - 4, b"\0")
@@ -189,8 +231,9 @@ def _decode_slot(raw: bytes, path: str, offset: int) -> LeaseState:
         raise CorruptionError("lease slot is malformed", path=path, offset=offset)
     try:
         owner = LeaseOwner.from_json(raw[_SLOT.size:_SLOT.size + owner_len])
-    except (ValueError, KeyError, TypeError):
-        raise CorruptionError("lease owner is not readable", path=path, offset=offset) from None
+    except ValueError as exc:
+        raise CorruptionError(f"lease owner is not readable ({exc})", path=path,
+                              offset=offset) from None
     return LeaseState(generation, token, state == HELD, expires, acquired, owner, None)
 
 
@@ -209,17 +252,18 @@ def read_lease(io: FileIO, path: str, fd: int | None = None) -> LeaseState:
         raise CorruptionError("lease file is larger than two slots", path=path)
     found: list[LeaseState] = []
     damaged = None
+    why = ""
     for slot in (0, 1):
         chunk = raw[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE]
         if not chunk.strip(b"\0"):
             continue  # never written
         try:
             found.append(_decode_slot(chunk, path, slot * SLOT_SIZE))
-        except CorruptionError:
-            damaged = slot
+        except CorruptionError as exc:
+            damaged, why = slot, f" ({exc.reason})"
     if not found:
         raise CorruptionError(
-            "neither lease slot is valid, so the last fencing token is unknown; restore the "
+            f"neither lease slot is valid{why}, so the last fencing token is unknown; restore the "
             "file from a backup, or reset the lease (Store.reset_lease, `fsstore lease "
             "--reset`), which issues tokens above any a counter could have reached",
             path=path, offset=0 if damaged is None else damaged * SLOT_SIZE)
@@ -267,7 +311,11 @@ class LeaseFile:
         self._epoch = -1
 
     def fd(self) -> int | None:
-        """The open file, or None when there is none yet."""
+        """The open file, or None when there is none (yet, or any more)."""
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            # Deleted, or replaced by a rename (a reset, a restore): what the open file
+            # says is no longer the lease. One fstat, no path lookup.
+            self.close()
         if self._fd is None or self._epoch != self.mutex.epoch:
             self.close()
             try:
@@ -293,6 +341,97 @@ class LeaseFile:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             self.io.close(fd)
+
+
+# --- the token record in writer.lock -------------------------------------------------------
+
+_TOKEN = struct.Struct("<8sHHQQ")  # magic major minor generation token; then crc32c
+_TOKEN_MAGIC = b"FSTOKEN1"
+TOKEN_SLOT_SIZE = _TOKEN.size + 4  # 32
+TOKEN_RECORD_SIZE = 2 * TOKEN_SLOT_SIZE  # generations alternate slots, as in the lease
+
+
+class TokenRecord(NamedTuple):
+    """What ``writer.lock`` says of the fencing tokens issued: the highest one (None when
+    it holds none: no claim recorded one yet), the generation it was written under, and
+    a slot that failed its checks. One damaged slot costs a token: a torn write is the
+    newest, of a claim that never got to write the lease file, so the other slot holds
+    the last token issued, or the damaged one held one more; claims skip it. With both
+    damaged, the last token is ``unknown``."""
+
+    token: int | None
+    generation: int = 0
+    damaged_slot: int | None = None
+    unknown: bool = False
+
+
+def encode_token_slot(generation: int, token: int) -> bytes:
+    body = _TOKEN.pack(_TOKEN_MAGIC, LEASE_MAJOR, LEASE_MINOR, generation, token)
+    return body + struct.pack("<I", crc32c(body))
+
+
+def decode_token_record(raw: bytes, path: str) -> TokenRecord:
+    found: list[tuple[int, int]] = []
+    damaged: list[int] = []
+    for slot in (0, 1):
+        chunk = raw[slot * TOKEN_SLOT_SIZE:(slot + 1) * TOKEN_SLOT_SIZE]
+        if not chunk.strip(b"\0"):
+            continue  # never written (an empty lock file has no record yet)
+        if len(chunk) < TOKEN_SLOT_SIZE or chunk[:8] != _TOKEN_MAGIC or struct.unpack(
+                "<I", chunk[-4:])[0] != crc32c(chunk[:-4]):
+            damaged.append(slot)
+            continue
+        _, major, _, generation, token = _TOKEN.unpack(chunk[:_TOKEN.size])
+        if major > LEASE_MAJOR:
+            raise FormatVersionError(f"{path}: token record format {major} is newer than "
+                                     f"this fsstore reads ({LEASE_MAJOR}); upgrade fsstore")
+        found.append((generation, token))
+    damaged_slot = damaged[0] if damaged else None
+    if not found:
+        # Both slots damaged: the last token is unknown. One damaged and the other never
+        # written: the first record's write was torn, by a claim that never completed.
+        return TokenRecord(None, 0, damaged_slot, unknown=len(damaged) == 2)
+    generation, token = max(found)
+    return TokenRecord(token, generation, damaged_slot)
+
+
+def read_token_record(io: FileIO, lock_path: str, fd: int | None = None) -> TokenRecord:
+    """The token record of ``writer.lock`` (``fd``: the file, open already)."""
+    if fd is not None:
+        return decode_token_record(io.pread(fd, TOKEN_RECORD_SIZE, 0), lock_path)
+    try:
+        handle = io.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return TokenRecord(None)
+    try:
+        return decode_token_record(io.pread(handle, TOKEN_RECORD_SIZE, 0), lock_path)
+    finally:
+        io.close(handle)
+
+
+def tokens_in_log(io: FileIO, session_path: str) -> int:
+    """The highest token the session's lease records name (0: none). Reads the whole log,
+    but decodes only the frames holding a lease record."""
+    best = 0
+    reader = LogReader(io, layout.log_dir(session_path))
+    for scan in reader.scans(0, math.inf, LEASE_RECORD.encode()):
+        for event in scan:
+            if event.kind == LEASE_RECORD and isinstance(event.data, dict):
+                token = event.data.get("token")
+                if isinstance(token, int) and not isinstance(token, bool):
+                    best = max(best, token)
+    return best
+
+
+def _record_token(file: LeaseFile, record: TokenRecord, token: int) -> None:
+    """Write ``token`` into writer.lock, in the slot ``record``'s newest is not in, and
+    fdatasync it, before the lease file says it: then no later claim can issue it again,
+    whatever becomes of the lease file. A crash in between leaves the record ahead of
+    the lease file, which only skips a token."""
+    fd = file.mutex.fd
+    generation = record.generation + 1
+    file.io.pwrite(fd, encode_token_slot(generation, token), (generation % 2) * TOKEN_SLOT_SIZE)
+    file.io.fdatasync(fd)
 
 
 # --- the per-operation mutex -----------------------------------------------------------------
@@ -332,15 +471,12 @@ class SessionMutex:
         while True:
             if self._fd is None:
                 self.epoch += 1
-                try:
-                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                except FileNotFoundError:
-                    raise SessionNotFound(f"session {self.session_id!r} was deleted") from None
+                self._fd = _open_lock_file(self.path, self.session_id)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
+                    raise os_error(exc, self.path, classify=False) from None
                 if time.monotonic() >= deadline:
                     raise SessionLocked(
                         f"session {self.session_id!r} is being written by another writer "
@@ -349,17 +485,19 @@ class SessionMutex:
                 pause = min(pause * 2, 0.0001)
                 continue
             # A deleted and re-created session has a new lock file: lock that one.
-            try:
-                same = os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
+            if _same_file(self._fd, self.path):
                 return
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
             if not os.path.exists(os.path.dirname(self.path)):
                 raise SessionNotFound(f"session {self.session_id!r} was deleted")
+
+    @property
+    def fd(self) -> int:
+        """The lock file's descriptor; only while the mutex is held."""
+        assert self._fd is not None and self._depth
+        return self._fd
 
     @property
     def depth(self) -> int:
@@ -372,8 +510,12 @@ class SessionMutex:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
 
-    def close(self) -> None:
+    def close(self, lease_file: LeaseFile | None = None) -> None:
+        """Close the lock file (and ``lease_file``, kept with it) once no thread of this
+        process is inside an operation; another process's flock is not waited for."""
         with self._threads:
+            if lease_file is not None:
+                lease_file.close()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -384,6 +526,90 @@ class SessionMutex:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _open_lock_file(path: str, session_id: str) -> int:
+    """Open (creating) a session's ``writer.lock`` as every store file is opened: never
+    through a symlink (a dangling one would otherwise create its target outside the
+    store), never a FIFO or a folder."""
+    try:
+        return open_regular(path, os.O_RDWR | os.O_CREAT)
+    except FileNotFoundError:
+        raise SessionNotFound(f"session {session_id!r} was deleted (no folder for "
+                              f"{path})") from None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether the open ``fd`` is still the file named ``path`` (lstat: a symlink put in
+    its place is another file)."""
+    held = os.fstat(fd)
+    try:
+        current = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+
+class WriterLock:
+    """``writer.lock`` held by one exclusive writer from :meth:`acquire` to
+    :meth:`release`, which may run on another thread (``Session.aclose``). The same
+    flock(2) :class:`SessionMutex` takes, so the two exclude each other."""
+
+    def __init__(self, path: str, session_id: str) -> None:
+        self.path = path
+        self.session_id = session_id
+        self._fd: int | None = None
+        self._locked = False
+
+    def acquire(self, timeout: float) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds (forever if negative); raises
+        SessionLocked if it did not come free, SessionNotFound if the session is gone."""
+        deadline = time.monotonic() + timeout if timeout >= 0 else math.inf
+        pause = 0.0005
+        while True:
+            if self._fd is None:
+                self._fd = _open_lock_file(self.path, self.session_id)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    self.release()
+                    raise os_error(exc, self.path, classify=False) from None
+                if time.monotonic() >= deadline:
+                    self.release()
+                    raise SessionLocked(
+                        f"session {self.session_id!r} is being written by another writer "
+                        f"(waited {timeout:g} s for {self.path})") from None
+                time.sleep(pause)  # an exclusive writer may hold it for hours: poll gently
+                pause = min(pause * 2, 0.02)
+                continue
+            # A delete renames the session folder away while holding this lock. A writer
+            # that opened the lock file before the rename and waited would now hold a lock
+            # on the deleted session: refuse it, or two writers could run (one on a new
+            # session of the same id).
+            self._locked = True
+            if _same_file(self._fd, self.path):
+                return
+            self.release()
+            if not os.path.isdir(os.path.dirname(self.path)):
+                raise SessionNotFound(f"session {self.session_id!r} was deleted")
+            raise SessionNotFound(f"session {self.session_id!r} was deleted and made again")
+
+    @property
+    def is_locked(self) -> bool:
+        return self._locked
+
+    def release(self) -> None:
+        """Unlock and close. Unlocked explicitly: a child forked meanwhile shares the
+        descriptor, and closing ours alone would leave the flock held."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                if self._locked:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                self._locked = False
+                os.close(fd)
 
 
 # --- leases ---------------------------------------------------------------------------------
@@ -423,10 +649,33 @@ def check_ttl(ttl: object) -> float:
 
 
 def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> ClaimOutcome:
-    """Claim the lease; call with the session's mutex held."""
+    """Claim the lease; call with the session's mutex held.
+
+    The new token is above the lease file's and above the token record in writer.lock,
+    so a lease file deleted or restored from an older backup never makes a token come
+    back. With no lease file and a damaged token record, the last token is unknown:
+    CorruptionError, until ``reset`` (``Store.reset_lease``)."""
     io, path = file.io, file.path
+    encoded_owner(owner)  # refuse an owner no reader could read before writing anything
     current = file.read()
     fd = file.fd()
+    record = read_token_record(io, file.mutex.path, file.mutex.fd)
+    if record.unknown and fd is None:
+        raise CorruptionError(
+            "the lease file is missing and the token record in writer.lock is damaged, so "
+            "the last fencing token is unknown; restore the lease file from a backup, or "
+            "reset the lease (Store.reset_lease, `fsstore lease --reset`)",
+            path=file.mutex.path, offset=0)
+    # A damaged slot may have held one token more than the valid one (as in 16.3): skip it.
+    issued = (record.token or 0) + (1 if record.damaged_slot is not None else 0)
+    if fd is None:
+        # No lease file: new, deleted, or left out of a restore. The token record (or,
+        # without one, the log's lease records) says which tokens were issued.
+        issued = max(issued, tokens_in_log(io, os.path.dirname(path)))
+    if issued > current.token:
+        # The lease file is missing or older than the tokens issued: what it says of the
+        # holder is lost or stale. Fence everyone: a new token above all of them.
+        current = current._replace(held=False, owner=None)
     now = time.time()
     holder = current.owner
     if current.held and holder is not None and holder != owner:
@@ -441,7 +690,10 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
     else:
         # A slot that failed its checks may have held a token one above the valid one:
         # skip it, so that no token is ever handed out twice.
-        token = current.token + (2 if current.damaged_slot is not None else 1)
+        token = max(current.token + (2 if current.damaged_slot is not None else 1),
+                    issued + 1)
+    if token > issued:
+        _record_token(file, record, token)
     expires = now + ttl
     write_lease(io, path, current, token, True, expires,
                 current.acquired_at if token == current.token else now, owner, fd=fd)
@@ -454,6 +706,11 @@ def check_current(file: LeaseFile, lease: Lease) -> LeaseState:
     """Raise LeaseLost unless ``lease`` is the session's current, unexpired lease. Call
     with the session's mutex held: then nothing can change it before the write."""
     state = file.read()
+    record = read_token_record(file.io, file.mutex.path, file.mutex.fd)
+    if record.token is not None and record.token > state.token:
+        # The lease file is older than the tokens issued (restored from a backup): the
+        # holder it names may be long gone, or paused. Nobody passes until a new claim.
+        state = state._replace(held=False)
     if not state.held or state.token != lease.token:
         who = (f"{state.owner.label or 'pid ' + str(state.owner.pid)} (token {state.token})"
                if state.held and state.owner else "nobody")
@@ -501,13 +758,85 @@ def release(file: LeaseFile, lease: Lease) -> bool:
     return True
 
 
-def reset(io: FileIO, session_path: str, owner: LeaseOwner) -> int:
-    """Replace a lease file neither of whose slots is valid. The new token is the time in
-    microseconds, above any token a counter starting at 1 could have reached."""
+def reset(io: FileIO, session_path: str, owner: LeaseOwner,
+          file: LeaseFile | None = None) -> int:
+    """Replace a lease file neither of whose slots is valid (or a missing one, when the
+    token record in writer.lock is damaged). The new token is the time in microseconds,
+    above any token a counter starting at 1 could have reached; ``file`` (under the
+    mutex) records it in writer.lock too."""
     path = layout.lease_path(session_path)
     token = int(time.time() * 1_000_000)
+    if file is not None:  # a fresh token record: the new token, and the other slot empty
+        fd = file.mutex.fd
+        io.pwrite(fd, bytes(TOKEN_SLOT_SIZE) + encode_token_slot(1, token), 0)
+        io.fdatasync(fd)
     slot = encode_slot(2, token, False, time.time(), time.time(), owner)
     data = bytearray(2 * SLOT_SIZE)
     data[0:SLOT_SIZE] = slot
     io.atomic_write(path, bytes(data))
     return token
+
+
+def needs_reset(io: FileIO, session_path: str, file: LeaseFile) -> bool:
+    """Whether the last fencing token is unknown (see ``reset``); call under the mutex."""
+    try:
+        current = read_lease(io, layout.lease_path(session_path))
+    except CorruptionError:
+        return True
+    record = read_token_record(io, file.mutex.path, file.mutex.fd)
+    return record.unknown and current.generation == 0
+
+
+def check(io: FileIO, session_path: str) -> list[Finding]:
+    """What ``verify`` reports of a session's lease file and the token record in its
+    writer.lock. Reads only; takes no lock."""
+    path = layout.lease_path(session_path)
+    lock_path = layout.writer_lock_path(session_path)
+    findings: list[Finding] = []
+    try:
+        record = read_token_record(io, lock_path)
+    except FormatVersionError as exc:
+        return [Finding("problem", lock_path, 0, str(exc))]
+    try:
+        current = read_lease(io, path)
+    except (CorruptionError, FormatVersionError) as exc:
+        reason = exc.reason if isinstance(exc, CorruptionError) else str(exc)
+        return [Finding("problem", path, getattr(exc, "offset", None), reason)]
+    missing = current.generation == 0 and not io.exists(path)
+    try:
+        logged = tokens_in_log(io, session_path)
+    except (CorruptionError, FormatVersionError, OSError):
+        logged = 0  # the log's own check reports it
+    issued = max(record.token or 0, logged)
+    if current.damaged_slot is not None:
+        findings.append(Finding(
+            "note", path, current.damaged_slot * SLOT_SIZE,
+            "one lease slot is damaged (a torn write); the other is used, and the next "
+            "claim skips a token"))
+    if record.unknown:
+        findings.append(Finding(
+            "problem" if missing else "note", lock_path, 0,
+            "both slots of the fencing token record are damaged; "
+            + ("with the lease file missing, the last token is unknown: claims are refused "
+               "until the lease is reset (`fsstore lease --reset`)" if missing else
+               "the lease file's token is used, and the next claim rewrites the record")))
+    elif record.damaged_slot is not None:
+        findings.append(Finding(
+            "note", lock_path, record.damaged_slot * TOKEN_SLOT_SIZE,
+            "one slot of the fencing token record is damaged (a torn write); the other is "
+            "used, and the next claim rewrites it"))
+    if issued and missing and not record.unknown:
+        findings.append(Finding(
+            "problem", path, None,
+            f"the lease file is missing, though leases with tokens up to {issued} were "
+            "issued (the log or writer.lock records it): who holds the lease, and until "
+            f"when, is lost; holders are fenced, and the next claim issues token "
+            f"{issued + 1}"))
+    elif issued > current.token and not missing:
+        findings.append(Finding(
+            "problem", path, None,
+            f"the lease file says token {current.token}, but tokens up to {issued} were "
+            "issued (the log or writer.lock records it): it is older than the lease "
+            "(restored from a backup?); holders are fenced, and the next claim issues a "
+            "token above them"))
+    return findings

@@ -889,9 +889,12 @@ class LogWriter:
         self.head = found.next_seq - 1
         self.last_turn = found.last[1] if found.last else None
         self.last_kind = found.last[2] if found.last else None
+        # The seq of the last record not of a neutral kind (log_start - 1: none).
+        self.significant_head = self.head if found.last else self.log_start - 1
         if self.last_kind in self.neutral_kinds:
             significant = self._last_significant(first, end)
-            self.last_turn, self.last_kind = significant or (None, None)
+            self.last_turn, self.last_kind, self.significant_head = (
+                significant or (None, None, self.log_start - 1))
         fd = io.open(reader.segment_path(first), os.O_RDWR)
         try:
             # Only the last segment can be unfinished: a segment is sealed before its
@@ -909,8 +912,8 @@ class LogWriter:
         self._written_end = end
         self.synced_head = self.head
 
-    def _last_significant(self, first: int, end: int) -> tuple[int, str] | None:
-        """(turn, kind) of the last frame whose last record is not of a neutral kind,
+    def _last_significant(self, first: int, end: int) -> tuple[int, str, int] | None:
+        """(turn, kind, last seq) of the last frame whose last record is not of a neutral kind,
         walking back from ``end`` of segment ``first`` frame by frame (each frame ends in
         its size) and into earlier segments."""
         reader = self.reader
@@ -930,7 +933,7 @@ class LogWriter:
                                               offset=start)
                     _, turn, kind = _tail_of(frame._replace(offset=start), path)
                     if kind not in self.neutral_kinds:
-                        return turn, kind
+                        return turn, kind, frame.first_seq + frame.event_count - 1
                     pos = start
             finally:
                 self.io.close(fd)
@@ -976,6 +979,7 @@ class LogWriter:
                 self._last_crc = frame[:4]
                 if entries[-1][0] not in self.neutral_kinds:
                     self.last_turn, self.last_kind = turn, entries[-1][0]
+                    self.significant_head = self.head
                 if mode == "fsync":
                     self.io.fdatasync(self._fd)  # type: ignore[arg-type]
                     self.synced_head = self.head
@@ -1157,6 +1161,7 @@ class LogWriter:
             _, turn, kind = _tail_of(frame._replace(offset=self._end + frame.offset), path)
             if kind not in self.neutral_kinds:
                 self.last_turn, self.last_kind = turn, kind
+                self.significant_head = frame.first_seq + frame.event_count - 1
                 break
         self._last_crc = bytes(buf[frames[-1].offset:frames[-1].offset + 4])
         self.followed = [(frame, self._end + frame.offset) for frame in frames]
@@ -1288,6 +1293,7 @@ class LogWriter:
             self.synced_head = self.head
             self._unsynced_records = 0
             self.last_turn = self.last_kind = None
+            self.significant_head = self.head
 
     # --- lifecycle ---
 

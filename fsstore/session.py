@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import json
 import math
@@ -18,8 +19,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
-
-import filelock
 
 from . import layout, manifest, snapshot, vectors
 from . import lease as lease_module
@@ -33,13 +32,13 @@ from .blobs import (
     find_refs,
     link_blobs,
 )
+from .check import check_session
 from .errors import (
     CheckpointExists,
     CheckpointNotFound,
     CorruptionError,
     Finding,
     FormatVersionError,
-    HeadConflict,
     InvalidEvent,
     InvalidMetadata,
     InvalidSetting,
@@ -50,7 +49,7 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
-from .lease import Lease, LeaseFile, SessionMutex
+from .lease import Lease, LeaseFile, SessionMutex, WriterLock
 from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
@@ -68,14 +67,23 @@ from .snapshot import (
     SnapshotPolicy,
 )
 from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
+from .turns import (
+    NEUTRAL_KINDS,
+    RESERVED_KIND_PREFIX,
+    TURN_FINISHED,
+    Revision,
+    Turn,
+    callers_events,
+    check_expected,
+    check_revision_arg,
+    read_turn,
+    read_turns,
+    revision_of,
+)
 from .vectors import CollectionInfo, DistanceMetric, VectorCollection
 from .watch import LogCleared, Notifier, SessionWatcher
 from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
-#: Kinds starting with this are the store's own records; callers cannot append them.
-RESERVED_KIND_PREFIX = "fsstore."
-#: The record ``finish_turn`` appends: the turn's close barrier, visible in the log.
-TURN_FINISHED = "fsstore.turn_finished"
 #: The record ``save_session_with_updates`` ends its batch with: the new title, tags and
 #: metadata, so that they commit with the updates (session.json follows it).
 METADATA_RECORD = "fsstore.metadata"
@@ -84,17 +92,6 @@ MAX_COMMIT_ID = 256
 
 _UNSET: Any = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
-#: Record kinds from outside the session's turns: they do not move its current turn.
-NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD))
-
-
-class Turn(NamedTuple):
-    """A turn's events (without its ``fsstore.turn_finished`` record) and whether it was
-    finished."""
-
-    number: int
-    events: list[Event]
-    finished: bool
 
 
 class CommitResult(NamedTuple):
@@ -125,44 +122,34 @@ class SessionInfo:
     path: str
     created: float  # seconds since the epoch
     updated: float  # the later of the last event and the last metadata change
+    #: Records in the log since its start, the store's own records (state, queue, input,
+    #: lease, metadata, turn_finished) included: ``head - log_start + 1``, read from the tail of
+    #: the log without a scan. Count the caller's events with ``sum(1 for _ in
+    #: session.events())``.
     event_count: int
     head: int
     title: str | None
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     parent: ForkOrigin | None = None
+    #: Why the session could not be read (``Store.list_sessions`` lists it anyway, with
+    #: what it could read); None for a readable session. ``fsstore verify`` says more.
+    damaged: str | None = None
 
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _iso_to_epoch(value: object) -> float:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def _check_json(name: str, value: object) -> None:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMetadata(f"session {name} must be JSON-able: {exc}") from None
-
-
 def new_manifest(
     session_id: str, title: str | None, tags: Iterable[str], metadata: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    tags = list(tags)
-    metadata = dict(metadata or {})
-    if title is not None and not isinstance(title, str):
-        raise InvalidMetadata(f"session title must be a str, not {type(title).__name__}")
-    if not all(isinstance(tag, str) for tag in tags):
-        raise InvalidMetadata("session tags must all be strs")
-    _check_json("metadata", metadata)
+    """A new session's manifest. Raises InvalidMetadata, before anything is written, for
+    a title, tags or metadata a reader would refuse (wrong types, not JSON, too deep, or
+    a manifest over 1 MiB)."""
+    title, tags, metadata = manifest.check_metadata(title, tags, metadata)
     now = _now_iso()
-    return {
+    data = {
         "format": manifest.SESSION_FORMAT,
         "version": manifest.VERSION,
         "id": session_id,
@@ -172,6 +159,7 @@ def new_manifest(
         "tags": tags,
         "metadata": metadata,
     }
+    return json.loads(manifest.encode(data))  # what a reader gets back: checked, as JSON
 
 
 class SessionReader:
@@ -182,11 +170,13 @@ class SessionReader:
         self.io = io
         self.id = session_id
         self.path = path
+        io.check_folders(*layout.session_folders(path))  # no symlinked folder in a session
         manifest_path = layout.session_manifest_path(path)
         try:
             self._manifest = manifest.read(io, manifest_path, manifest.SESSION_FORMAT)
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} at {path}") from None
+        self._meta = manifest.decode_session(self._manifest, manifest_path)
         self._log = LogReader(io, layout.log_dir(path))
         self._policy = snapshots or SnapshotPolicy()
         self._snapshots = SnapshotDir(io, path)
@@ -200,23 +190,25 @@ class SessionReader:
 
     @property
     def title(self) -> str | None:
-        return self._manifest.get("title")
+        return self._meta.title
 
     @property
     def tags(self) -> list[str]:
-        return list(self._manifest.get("tags") or [])
+        return list(self._meta.tags or [])
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return dict(self._manifest.get("metadata") or {})
+        return copy.deepcopy(self._meta.metadata or {})
 
     def info(self) -> SessionInfo:
         tail = self._log.tail()
-        updated = _iso_to_epoch(self._manifest.get("updated"))
-        if tail.last_ts is not None:
+        path = layout.session_manifest_path(self.path)
+        updated = manifest.iso_to_epoch(self._meta.updated, path, "updated")
+        if tail.last_ts is not None and math.isfinite(tail.last_ts):
             updated = max(updated, tail.last_ts)
         return SessionInfo(
-            id=self.id, path=self.path, created=_iso_to_epoch(self._manifest.get("created")),
+            id=self.id, path=self.path,
+            created=manifest.iso_to_epoch(self._meta.created, path, "created"),
             updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
             tags=self.tags, metadata=self.metadata, parent=self.parent,
         )
@@ -224,140 +216,66 @@ class SessionReader:
     @property
     def parent(self) -> ForkOrigin | None:
         """Where this session was forked from; None if it was not."""
-        record = self._manifest.get("parent")
-        if not isinstance(record, dict):
+        record = self._meta.parent
+        if record is None:
             return None
-        return ForkOrigin(str(record.get("id")), int(record.get("seq", 0)),
-                          record.get("checkpoint"))
+        return ForkOrigin(record.id, record.seq, record.checkpoint)
 
     # --- events ---
 
     @property
     def head(self) -> int:
-        """The last seq written (0 for a session that never had an event)."""
+        """The last seq written (0 for a session that never had an event). Every record
+        moves it, queue and input records too: check commits against :attr:`revision`."""
         return self._log.tail().head
+
+    @property
+    def revision(self) -> Revision:
+        """The session's :class:`Revision`: it moves only with what the history and state
+        depend on, not with queue items or turn inputs. Read from the tail of the log;
+        when the log ends in queue or input records, the segments before are read back
+        to the last record that is neither."""
+        return revision_of(self._log)
 
     def _before_read(self) -> None:
         """Hook: a writer hands its buffered batches to the OS so it reads its own writes."""
 
     def events(
-        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
+        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None,
+        *, include_internal: bool = False,
     ) -> Iterator[Event]:
-        """Stream events with ``after_seq < seq <= until_seq`` in order, one segment in
-        memory at a time. Includes the store's own records (``fsstore.*`` kinds)."""
+        """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
+        most ``limit`` of them, one segment in memory at a time. With
+        ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
+        input, lease, metadata and turn_finished records) come too, for debugging and
+        export. A queue, input or lease record's ``turn`` is the turn current when it was
+        written; it belongs to no turn."""
         self._before_read()
-        return self._log.events(after_seq, until_seq, limit)
+        if include_internal:
+            return self._log.events(after_seq, until_seq, limit)
+        return callers_events(self._log.events(after_seq, until_seq), limit)
 
-    def get_turn(self, number: int) -> Turn | None:
-        """Turn ``number``'s events and whether it was finished; None if it has none.
+    def get_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        """Turn ``number``: the caller's events in it and whether it was finished; None
+        if no record belongs to it. Queue and input records belong to no turn, so they
+        never join a turn, finished or not. ``include_internal`` adds the turn's state and
+        metadata records (see :class:`Turn`).
 
         Turns never go backwards in a log, so the turn is found by a binary search over
         the first turn of each segment, then read from there.
         """
         self._before_read()
-        segments, _ = self._log.live_segments()
-        low, high = 0, len(segments)
-        while low < high:
-            middle = (low + high) // 2
-            first_turn = self._log.first_turn(segments[middle])
-            if first_turn is not None and first_turn < number:
-                low = middle + 1
-            else:
-                high = middle
-        start = segments[max(low - 1, 0)] - 1
-        events: list[Event] = []
-        finished = False
-        for event in self._log.events(after_seq=start):
-            if event.turn < number:
-                continue
-            if event.turn > number:
-                break
-            if event.kind == TURN_FINISHED:
-                finished = True
-            else:
-                events.append(event)
-        if not events and not finished:
-            return None
-        return Turn(number, events, finished)
+        return read_turn(self._log, number, include_internal)
 
-    def get_turns(self) -> list[Turn]:
-        """Every turn in log order."""
-        turns: list[Turn] = []
-        for event in self.events():
-            if not turns or turns[-1].number != event.turn:
-                turns.append(Turn(event.turn, [], False))
-            if event.kind == TURN_FINISHED:
-                turns[-1] = turns[-1]._replace(finished=True)
-            else:
-                turns[-1].events.append(event)
-        return turns
+    def get_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        """Every turn in log order (see :meth:`get_turn`)."""
+        self._before_read()
+        return read_turns(self._log.events(), include_internal)
 
     def verify(self) -> list[Finding]:
-        """Read everything and report each problem; changes nothing."""
-        findings = self._log.check()
-        try:
-            tail = self._log.tail()
-        except (CorruptionError, FormatVersionError, OSError):
-            tail = None
-        for seq in self._snapshots.seqs():
-            path = self._snapshots.file_path(seq)
-            try:
-                file = snapshot.read(self.io, path)
-            except (CorruptionError, FormatVersionError) as exc:
-                findings.append(Finding("problem", path, getattr(exc, "offset", None),
-                                        f"{_reason(exc)}; state loads skip this snapshot"))
-                continue
-            except FileNotFoundError:
-                continue
-            if tail is not None and file.header.log_start != tail.log_start:
-                findings.append(Finding("note", path, None, "snapshot of the log before a "
-                                        "clear; skipped, and pruned by the next snapshot"))
-            elif tail is not None and file.header.seq > tail.head:
-                findings.append(Finding("note", path, None, f"snapshot covers seq "
-                                        f"{file.header.seq}, past the end of the log "
-                                        f"({tail.head}): a crash took back records that were "
-                                        "not yet synced; state loads do not use it"))
-            elif tail is not None and not self._log.position_holds(file.header.position,
-                                                                   file.header.seq):
-                findings.append(Finding("note", path, None, "snapshot of records a crash took "
-                                        "back (others were written since); state loads skip "
-                                        "it, and the next snapshot prunes it"))
-        for checkpoint_id in self._checkpoints.ids():
-            path = self._checkpoints.file_path(checkpoint_id)
-            try:
-                snapshot.read(self.io, path)
-                self._checkpoints.info(checkpoint_id)  # its meta matches its name
-            except (CorruptionError, FormatVersionError) as exc:
-                findings.append(Finding("problem", path, getattr(exc, "offset", None),
-                                        _reason(exc)))
-            except FileNotFoundError:
-                continue
-        findings.extend(self.blobs.check(verify=True))
-        for name in vectors.collection_names(self.io, self.path):
-            findings.extend(vectors.check_collection(
-                self.io, os.path.join(layout.vectors_dir(self.path), name)))
-        lease_path = layout.lease_path(self.path)
-        try:
-            current = lease_module.read_lease(self.io, lease_path)
-            if current.damaged_slot is not None:
-                findings.append(Finding(
-                    "note", lease_path, current.damaged_slot * lease_module.SLOT_SIZE,
-                    "one lease slot is damaged (a torn write); the other is used, and the "
-                    "next claim skips a token"))
-        except (CorruptionError, FormatVersionError) as exc:
-            findings.append(Finding("problem", lease_path, getattr(exc, "offset", None),
-                                    _reason(exc)))
-        for name in vectors.scratch_names(self.io, self.path):
-            findings.append(Finding("note", os.path.join(layout.vectors_dir(self.path), name),
-                                    None, "left by an interrupted create or drop of a "
-                                    "collection; the next create or drop removes it"))
-        for folder in (self._snapshots.path, self._checkpoints.path):
-            if self.io.exists(folder):
-                for name in sorted(self.io.listdir(folder)):
-                    if name.startswith(layout.TEMP_PREFIX):
-                        findings.append(Finding("note", os.path.join(folder, name), None,
-                                                "temp file of an interrupted write"))
-        return findings
+        """Read everything a read would read and report each problem; changes nothing and
+        never raises (see :mod:`fsstore.check`)."""
+        return check_session(self)
 
     # --- watching ---
 
@@ -530,11 +448,11 @@ class SessionReader:
 
     # --- async ---
 
-    async def aget_turn(self, number: int) -> Turn | None:
-        return await asyncio.to_thread(self.get_turn, number)
+    async def aget_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        return await asyncio.to_thread(self.get_turn, number, include_internal=include_internal)
 
-    async def aget_turns(self) -> list[Turn]:
-        return await asyncio.to_thread(self.get_turns)
+    async def aget_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
 
     async def astate(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.state)
@@ -543,11 +461,13 @@ class SessionReader:
         return await asyncio.to_thread(self.state_at, seq)
 
     async def aevents(
-        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000
+        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000, *,
+        include_internal: bool = False,
     ) -> AsyncIterator[Event]:
         """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
         def read_batch(after: int) -> list[Event]:
-            return list(self.events(after, until_seq, batch))
+            return list(self.events(after, until_seq, batch,
+                                    include_internal=include_internal))
 
         while True:
             chunk = await asyncio.to_thread(read_batch, after_seq)
@@ -600,12 +520,14 @@ class Session(SessionReader):
         shared: bool = False,
     ) -> None:
         chosen = Durability.of(durability)
+        io.check_folders(path)  # before its writer.lock is opened through it
         self._lease = lease
         self._lock_timeout = lock_timeout
         self._mutex: SessionMutex | None = None
         self._lease_file: LeaseFile | None = None
-        self._lock: filelock.BaseFileLock | None = None
+        self._lock: WriterLock | None = None
         self._checked_depth = 0
+        self._lease_logged: tuple[int, int] | None = None  # (token, log start) logged
         if lease is not None or shared:
             if chosen.mode == "none" or chosen.grouped:
                 raise InvalidSetting(
@@ -687,7 +609,8 @@ class Session(SessionReader):
         mutex.acquire(self._lock_timeout)
         try:
             outermost = mutex.depth == 1
-            if fenced and not self._checked_depth:
+            fence = fenced and not self._checked_depth
+            if fence:
                 if self._lease is not None:
                     assert self._lease_file is not None
                     lease_module.check_current(self._lease_file, self._lease)
@@ -696,6 +619,8 @@ class Session(SessionReader):
                 self._checked_depth = mutex.depth
             if outermost:
                 self._catch_up()
+            if fence and self._lease is not None:
+                self._log_lease(self._lease.token)
             yield
             if outermost:
                 # Everything reaches the OS before the next writer reads the log.
@@ -704,6 +629,19 @@ class Session(SessionReader):
             if self._checked_depth == mutex.depth:
                 self._checked_depth = 0
             mutex.release()
+
+    def _log_lease(self, token: int) -> None:
+        """Before this handle's first fenced write to a log, record its lease token in the
+        log (section 16.4): the log then shows the leased writes and their highest token,
+        whatever becomes of the lease file. Once per handle and log (again after a clear)."""
+        writer = self._writer
+        with writer.lock:
+            if self._lease_logged == (token, writer.log_start):
+                return
+            writer.check_usable()
+            writer.append([(lease_module.LEASE_RECORD, {"token": token})],
+                          writer.last_turn or 0, time.time())
+            self._lease_logged = (token, writer.log_start)
 
     def _ingress(self, build: Callable[[StateImage, float], tuple[list[tuple[str, Any]],
                                                              Callable[[int], Any]]],
@@ -775,9 +713,28 @@ class Session(SessionReader):
     def durability(self) -> Durability:
         return self._writer.durability
 
+    def _fresh(self) -> contextlib.AbstractContextManager[None]:
+        """For a shared session, the mutex and a catch-up with what other processes
+        wrote: what a read of the head, the revision or the turn returns is current.
+        An exclusive writer is the only one, so its own view is current."""
+        if self._mutex is None or self.closed:
+            return contextlib.nullcontext()
+        return self._writing(False)
+
     @property
     def head(self) -> int:
-        return self._writer.head
+        """The last seq written. Every record moves it (queue and input records too);
+        for a shared session it is read after catching up with other writers."""
+        with self._fresh():
+            return self._writer.head
+
+    @property
+    def revision(self) -> Revision:
+        """See :attr:`SessionReader.revision`; kept by the writer in O(1), and for a
+        shared session read after catching up with other writers."""
+        with self._fresh():
+            writer = self._writer
+            return Revision(writer.log_start, writer.significant_head)
 
     @property
     def synced_head(self) -> int:
@@ -796,8 +753,9 @@ class Session(SessionReader):
 
     @property
     def current_turn(self) -> int | None:
-        """The turn of the last record, or None for an empty log."""
-        return self._writer.last_turn
+        """The turn of the last record that is not a queue or input record, or None."""
+        with self._fresh():
+            return self._writer.last_turn
 
     def _turn_finished(self) -> bool:
         return self._writer.last_kind == TURN_FINISHED
@@ -941,6 +899,9 @@ class Session(SessionReader):
         with writer.lock:
             fields = self._metadata_fields(title, tags, metadata)
             entries.append((METADATA_RECORD, {k: fields[k] for k in _METADATA_FIELDS}))
+            # Checked before the log write: a manifest a reader would refuse is refused
+            # here, with nothing written (metadata_seq's digits cannot tip it over).
+            self._encode_manifest(fields, metadata_seq=writer.head + len(entries))
             first = writer.append(entries, self._resolve_turn(turn), time.time())
             writer.sync()
             self._write_manifest(fields, metadata_seq=writer.head)
@@ -954,7 +915,10 @@ class Session(SessionReader):
             self.metadata if metadata is _UNSET else metadata,
         )
 
-    def _write_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:
+    def _encode_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None
+                         ) -> tuple[dict[str, Any], bytes]:
+        """The manifest with ``fields`` replaced, and its bytes; InvalidMetadata if a
+        reader would refuse it. Keys this version does not know are kept."""
         updated = dict(self._manifest)
         for key in (*_METADATA_FIELDS, "updated"):
             if key in fields:
@@ -962,8 +926,14 @@ class Session(SessionReader):
         if metadata_seq is not None:
             updated["metadata_seq"] = metadata_seq
         updated["version"] = manifest.VERSION
-        manifest.write(self.io, layout.session_manifest_path(self.path), updated)
-        self._manifest = updated
+        return updated, manifest.encode(updated)
+
+    def _write_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:
+        _, raw = self._encode_manifest(fields, metadata_seq)
+        path = layout.session_manifest_path(self.path)
+        self.io.atomic_write(path, raw)
+        self._manifest = json.loads(raw)  # exactly what a reader gets back
+        self._meta = manifest.decode_session(self._manifest, path)
 
     def _roll_metadata_forward(self) -> None:
         """Finish a ``save_session_with_updates`` that a crash cut off between its log
@@ -971,11 +941,19 @@ class Session(SessionReader):
         writer = self._writer
         if writer.last_kind != METADATA_RECORD:
             return
-        if int(self._manifest.get("metadata_seq") or 0) >= writer.head:
+        if (self._meta.metadata_seq or 0) >= writer.head:
             return
         record = next(iter(self._log.events(after_seq=writer.head - 1)))
-        fields = {k: record.data.get(k) for k in _METADATA_FIELDS}
-        self._write_manifest({**fields, "updated": _now_iso()}, metadata_seq=record.seq)
+        data = record.data if isinstance(record.data, dict) else {}
+        try:
+            title, tags, metadata = manifest.check_metadata(
+                data.get("title"), data.get("tags", ()), data.get("metadata"))
+        except InvalidMetadata as exc:
+            raise CorruptionError(f"{METADATA_RECORD} record at seq {record.seq} holds "
+                                  f"metadata a manifest cannot: {exc}",
+                                  path=self._log.path) from None
+        fields = {"title": title, "tags": tags, "metadata": metadata, "updated": _now_iso()}
+        self._write_manifest(fields, metadata_seq=record.seq)
 
     # --- state ---
 
@@ -1024,23 +1002,31 @@ class Session(SessionReader):
         self, events: Iterable[Mapping[str, Any]] = (), *,
         state_patch: Mapping[str, Any] | None = None, expected_head: int | None = None,
         commit_id: str | None = None, turn: int | None = None, kind: str | None = None,
-        ts: float | None = None,
+        ts: float | None = None, expected_revision: Revision | None = None,
     ) -> CommitResult:
         """Append ``events`` and apply ``state_patch`` (a JSON merge patch of the state)
         as one batch: after a crash all of it is there or none.
 
-        ``expected_head``: commit only if the head is still that seq, else raise
-        HeadConflict and write nothing. ``commit_id``: a commit under an id already
-        committed (among the last ``SnapshotPolicy.commit_ids``) writes nothing and
-        returns the first commit's result, with ``duplicate`` set.
+        ``expected_revision`` (from :attr:`revision`): commit only if the session's
+        revision is still that one, i.e. no caller event, state record, commit, finished
+        turn or metadata record was written since, and no clear happened; queue items and
+        turn inputs that arrived meanwhile do not count. Else raise HeadConflict and write
+        nothing. ``expected_head`` (a head, or a revision's seq, read earlier): the same
+        check by seq, which passes when nothing but queue and input records was written
+        after that seq; it cannot see a clear that left nothing after the old head, which
+        ``expected_revision`` does. ``commit_id``: a commit under an id already committed
+        (among the last ``SnapshotPolicy.commit_ids``) writes nothing and returns the
+        first commit's result, with ``duplicate`` set.
         """
         entries = [(_kind_of(event, kind), event) for event in events]
         ops = [] if state_patch is None else [["merge", state_patch]]
-        return self._commit(entries, ops, expected_head, commit_id, turn, ts)
+        return self._commit(entries, ops, expected_head, commit_id, turn, ts,
+                            expected_revision)
 
     def _commit(
         self, entries: list[tuple[str, Any]], ops: list[list[Any]], expected_head: int | None,
         commit_id: str | None, turn: int | None, ts: float | None,
+        expected_revision: Revision | None = None,
     ) -> CommitResult:
         if commit_id is not None and (not isinstance(commit_id, str) or not commit_id
                                       or len(commit_id) > MAX_COMMIT_ID):
@@ -1048,6 +1034,8 @@ class Session(SessionReader):
                                f"not {commit_id!r}")
         if expected_head is not None:
             _check_seq(expected_head, "expected_head")
+        if expected_revision is not None:
+            check_revision_arg(expected_revision)
         ops = normalize_ops(ops) if ops else ops
         stamp = time.time() if ts is None else float(ts)
         writer = self._writer
@@ -1059,12 +1047,8 @@ class Session(SessionReader):
                 return CommitResult(list(range(done.first_seq, done.last_seq)), done.last_seq,
                                     commit_id, True)
             head = writer.head
-            if expected_head is not None and expected_head != head:
-                when = "is ahead of" if expected_head > head else "is behind"
-                raise HeadConflict(
-                    f"session {self.id!r}: expected head {expected_head} {when} the head "
-                    f"{head}; nothing was written: re-read the session and retry",
-                    expected=expected_head, actual=head)
+            check_expected(self.id, Revision(writer.log_start, writer.significant_head), head,
+                           expected_head, expected_revision)
             count = len(entries)
             if ops or commit_id is not None:
                 record: dict[str, Any] = {"ops": ops}
@@ -1139,6 +1123,7 @@ class Session(SessionReader):
             raise InvalidMetadata(f"checkpoint label must be a str, not {type(label).__name__}")
         if checkpoint_id is None:
             checkpoint_id = layout.new_checkpoint_id()
+        layout.check_checkpoint_id(checkpoint_id, new=True)
         path = self._checkpoints.file_path(checkpoint_id)  # checks the id
         writer = self._writer
         with writer.lock:
@@ -1336,34 +1321,17 @@ def _kind_of(event: object, kind: str | None) -> str:
     return kind
 
 
-def acquire_writer_lock(path: str, session_id: str, timeout: float) -> filelock.BaseFileLock:
+def acquire_writer_lock(path: str, session_id: str, timeout: float) -> WriterLock:
+    """Hold the session's ``writer.lock`` exclusively (see ``lease.WriterLock``); the
+    lock file is opened as every store file is: never through a symlink."""
     lock_path = layout.writer_lock_path(path)
-
-    def same_file(fd: int) -> None:
-        # A delete renames the session folder away while holding this lock. A writer that
-        # opened the lock file before the rename and waited would now hold a lock on the
-        # deleted session: refuse it, or two writers could run (one on a new session of
-        # the same id).
-        held = os.fstat(fd)
-        try:
-            current = os.stat(lock_path)
-        except FileNotFoundError:
-            raise SessionNotFound(f"session {session_id!r} was deleted") from None
-        if (held.st_dev, held.st_ino) != (current.st_dev, current.st_ino):
-            raise SessionNotFound(f"session {session_id!r} was deleted and made again")
-
     if not os.path.isfile(layout.session_manifest_path(path)):
         raise SessionNotFound(f"no session {session_id!r} at {path}")
-    lock = filelock.FileLock(
-        lock_path, timeout=timeout, thread_local=False, preserve_lock_file=True,
-        fallback_to_soft=False, on_acquired=same_file,
-    )
+    lock = WriterLock(lock_path, session_id)
     try:
-        lock.acquire()
-    except filelock.Timeout:
+        lock.acquire(timeout)
+    except SessionLocked:
         raise SessionLocked(
             f"session {session_id!r} is open for writing by another writer (lock "
             f"{lock_path}); close it there, or pass lock_timeout=SECONDS to wait") from None
-    except FileNotFoundError:
-        raise SessionNotFound(f"session {session_id!r} was deleted") from None
     return lock

@@ -25,9 +25,9 @@ import msgspec
 
 from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, SeqOutOfRange
 from .fsio import FileIO
-from .log import Event, LogPosition, LogReader
+from .log import Event, LogPosition, LogReader, refuse_msgpack_ext
 from .snapshot import SnapshotDir, SnapshotFile, read
-from .work import INPUT_RECORD, QUEUE_RECORD, InputState, WorkState
+from .work import INPUT_RECORD, QUEUE_RECORD, InputState, RecordError, WorkState, decode_record
 
 logger = logging.getLogger("fsstore")
 
@@ -40,7 +40,8 @@ DEFAULT_COMMIT_ID_WINDOW = 10_000
 OPS = ("set", "delete", "merge")
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder()
+# No extension types: a reader refuses them (docs/FORMAT.md, section 3).
+_decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
 
 
 def copy_value(value: Any) -> Any:
@@ -77,8 +78,42 @@ def normalize_ops(ops: list[list[Any]]) -> list[list[Any]]:
             raise InvalidState("state keys must be strs")
     try:
         return _decoder.decode(_encoder.encode(ops))
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError) as exc:
         raise InvalidState(f"state value cannot be stored as msgpack: {exc}") from None
+
+
+# --- the typed decoders of state records and snapshot bodies --------------------------------
+
+
+class SetOp(msgspec.Struct, array_like=True, tag="set", frozen=True):
+    key: str
+    value: Any
+
+
+class DeleteOp(msgspec.Struct, array_like=True, tag="delete", frozen=True):
+    key: str
+
+
+class MergeOp(msgspec.Struct, array_like=True, tag="merge", frozen=True):
+    patch: dict[str, Any]
+
+
+class StateRecord(msgspec.Struct, frozen=True):
+    """An ``fsstore.state`` record's data; unknown keys are ignored."""
+
+    ops: list[SetOp | DeleteOp | MergeOp]
+    commit: str | None = None
+    events: int = 0
+
+
+class ImageBody(msgspec.Struct, frozen=True):
+    """What a snapshot or checkpoint body holds (docs/FORMAT.md, sections 11.1 and 17.1);
+    ``queue`` and ``inputs`` are decoded by their folds."""
+
+    state: dict[str, Any]
+    commits: list[tuple[str, int, int]] = []
+    queue: Any = None
+    inputs: Any = None
 
 
 class CommitRecord(NamedTuple):
@@ -133,15 +168,11 @@ class StateImage:
             if event.kind == INPUT_RECORD:
                 self.inputs.apply(event.seq, event.ts, data)
                 return
-            ops = data["ops"]
-            if not isinstance(ops, list) or not all(
-                    isinstance(op, list) and op and op[0] in OPS for op in ops):
-                raise ValueError("malformed ops")
-            self.apply_ops(ops)
-            commit_id = data.get("commit")
-            if commit_id is not None:
-                self.remember_commit(commit_id, event.seq - int(data.get("events", 0)),
-                                     event.seq)
+            record = decode_record(data, StateRecord)
+            self.apply_ops([[op.__struct_config__.tag, *msgspec.structs.astuple(op)]
+                            for op in record.ops])
+            if record.commit is not None:
+                self.remember_commit(record.commit, event.seq - record.events, event.seq)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             # A checksum-valid record a writer wrote, that this fsstore cannot apply.
             raise FormatVersionError(
@@ -160,19 +191,17 @@ class StateImage:
 
     @classmethod
     def from_file(cls, file: SnapshotFile, window: int, path: str) -> StateImage:
-        body = file.body
-        state, commits = body.get("state"), body.get("commits", [])
-        if not isinstance(state, dict) or not isinstance(commits, list):
-            raise CorruptionError("snapshot body lacks a state map", path=path)
+        part = "body"
         try:
-            triples = [(str(c), int(f), int(last)) for c, f, last in commits]
-            work = WorkState.from_body(body.get("queue"))
-            inputs = InputState.from_body(body.get("inputs"))
-        except (TypeError, ValueError, KeyError, AttributeError):
-            raise CorruptionError("snapshot commit, queue or input list is malformed",
-                                  path=path) from None
-        return cls(file.header.seq, file.header.log_start, window, state, triples, work,
-                   inputs)
+            body = decode_record(file.body, ImageBody)
+            part = "queue"
+            work = WorkState.from_body(body.queue)
+            part = "inputs"
+            inputs = InputState.from_body(body.inputs)
+        except RecordError as exc:
+            raise CorruptionError(f"snapshot {part} is malformed: {exc}", path=path) from None
+        return cls(file.header.seq, file.header.log_start, window, body.state,
+                   body.commits, work, inputs)
 
 class Loaded(NamedTuple):
     image: StateImage

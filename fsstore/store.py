@@ -6,18 +6,21 @@ the way git finds a repository; and ``verify``, the read-only check of everythin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from . import layout, manifest
 from . import lease as lease_module
+from .check import check_store
 from .errors import (
-    CorruptionError,
     Finding,
-    FormatVersionError,
+    FsStoreError,
     InvalidSetting,
     NotAStore,
     SeqOutOfRange,
@@ -94,30 +97,65 @@ def open_store(
     manifest_path = layout.store_manifest_path(root)
     if not io.exists(manifest_path):
         if not create:
-            raise StoreNotFound(f"no fsstore store at {root} (no {layout.STORE_MANIFEST})")
+            interrupted = os.path.isdir(root) and _unfinished_creation(
+                io, root, [n for n in os.listdir(root) if not n.startswith(".")])
+            raise StoreNotFound(
+                f"no fsstore store at {root} (no {layout.STORE_MANIFEST})" + (
+                    "; its creation was interrupted: open_store(create=True) finishes it"
+                    if interrupted else ""))
         _create_store(io, root)
-    manifest.read(io, manifest_path, manifest.STORE_FORMAT)
+    manifest.read_store(io, manifest_path)
+    # The root may sit under a symlink (/tmp -> /private/tmp); nothing below it may.
+    io.check_folders(layout.sessions_dir(root))
     return Store(root, io=io, durability=Durability.of(durability), segment_size=segment_size,
                  max_record_bytes=max_record_bytes, snapshots=snapshots or SnapshotPolicy(),
                  blob_compression=blob_compression)
 
 
 def _create_store(io: FileIO, root: str) -> None:
-    if os.path.exists(root) and not os.path.isdir(root):
+    """Make ``root`` a store: ``sessions/``, then ``fsstore.json`` renamed into place.
+
+    Until that rename the folder is no store. A crash (or kill -9) before it leaves a
+    folder holding only an empty ``sessions/`` (and perhaps a hidden temp file): nothing
+    else can make that, since no session can be created before the manifest exists, so
+    the next creation recognises it as its own leftover and finishes it.
+    """
+    if os.path.lexists(root) and not os.path.isdir(root):
         raise NotAStore(f"{root} is a file, not a folder; choose another path for the store")
-    if os.path.isdir(root) and [n for n in io.listdir(root) if not n.startswith(".")]:
-        raise NotAStore(
-            f"{root} holds files but is not an fsstore store; choose an empty or new folder")
-    os.makedirs(root, exist_ok=True)
+    if os.path.isdir(root):
+        # The root itself may be a symlink: list it by name.
+        names = [n for n in os.listdir(root) if not n.startswith(".")]
+        if names and not _unfinished_creation(io, root, names):
+            raise NotAStore(
+                f"{root} holds files but is not an fsstore store; choose an empty or new "
+                "folder")
+    else:
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+        try:
+            io.mkdir(root)
+        except FileExistsError:
+            pass  # another process is creating the same store
     try:
         io.mkdir(layout.sessions_dir(root))
     except FileExistsError:
-        pass  # another process is creating the same store
+        pass  # another process is creating the same store, or one was interrupted
     manifest.write(io, layout.store_manifest_path(root), {
         "format": manifest.STORE_FORMAT,
         "version": manifest.VERSION,
     })
     io.fsync_dir(os.path.dirname(root) or ".")
+
+
+def _unfinished_creation(io: FileIO, root: str, names: list[str]) -> bool:
+    """Whether ``root`` (no manifest, visible ``names``) is what an interrupted
+    ``open_store`` leaves: nothing but an empty ``sessions/`` folder."""
+    if names != [layout.SESSIONS_DIR]:
+        return False
+    sessions = layout.sessions_dir(root)
+    try:
+        return io.check_folder(sessions) and not io.listdir(sessions)
+    except FsStoreError:
+        return False
 
 
 def find_store(start: str | os.PathLike[str] | None = None) -> str:
@@ -138,7 +176,8 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
 
 
 class Store:
-    """A store folder. Get one with :func:`open_store`."""
+    """A store folder. Get one with :func:`open_store`; use it as a context manager (or
+    call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
     def __init__(
         self, path: str, *, io: FileIO, durability: Durability, segment_size: int,
@@ -151,12 +190,28 @@ class Store:
         self.max_record_bytes = max_record_bytes
         self.snapshots = snapshots
         self.blob_compression = blob_compression
-        # Per session: its mutex and lease file, kept open for the next lease call.
+        # Per session: its mutex and lease file, kept open for the next lease call (at
+        # most _KEPT_MUTEXES of them), closed by close() or when the Store is collected.
         self._mutexes: dict[str, tuple[SessionMutex, LeaseFile]] = {}
         self._mutex_guard = threading.Lock()
+        self._finalizer = weakref.finalize(self, _close_kept, self._mutexes,
+                                           self._mutex_guard)
 
     def __repr__(self) -> str:
         return f"<fsstore.Store {self.path!r}>"
+
+    def close(self) -> None:
+        """Close the descriptors the store keeps between lease calls (two per session
+        leased recently, for at most 16 sessions). Sessions opened from the store are
+        closed on their own. The store stays usable: a later lease call opens what it
+        needs again (close the store again afterwards)."""
+        _close_kept(self._mutexes, self._mutex_guard)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _session_path(self, session_id: str) -> str:
         return layout.session_dir(self.path, session_id)
@@ -176,6 +231,7 @@ class Store:
         for writing. It appears whole or not at all: it is built under a temp name and
         renamed into place."""
         session_id = layout.new_session_id() if session_id is None else session_id
+        layout.check_session_id(session_id, new=True)
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
         if self.io.exists(final):
@@ -186,7 +242,16 @@ class Store:
             _create_log(self.io, layout.log_dir(temp))
 
         self._build_in_place(session_id, final, build)
-        return self.open_session(session_id, durability=durability)
+        try:
+            return self.open_session(session_id, durability=durability)
+        except SessionLocked:
+            raise  # another writer opened it first: it is theirs now
+        except BaseException:
+            # Its reader refuses what was written (a value validation let through):
+            # remove it rather than leave a session nobody can open.
+            with contextlib.suppress(FsStoreError, OSError):
+                self.delete_session(session_id, force=True)
+            raise
 
     def _build_in_place(self, session_id: str, final: str,
                         build: Callable[[str], None]) -> None:
@@ -203,8 +268,13 @@ class Store:
             except OSError as exc:
                 raise SessionExists(f"session {session_id!r} already exists at {final}") from exc
         except BaseException:
-            if self.io.exists(temp):
-                self.io.rmtree(temp)
+            # Whatever refused the session (a bad value, a full disk), it leaves nothing:
+            # the caller's error is raised, not one from the clean-up.
+            try:
+                if self.io.exists(temp):
+                    self.io.rmtree(temp)
+            except OSError:
+                pass  # left as a temp folder: verify notes it, remove_leftovers removes it
             raise
         self.io.fsync_dir(sessions)
 
@@ -244,6 +314,7 @@ class Store:
         descriptor on writer.lock) is kept for the next call, for the few sessions a
         runtime works on."""
         path = self._session_path(session_id)
+        self.io.check_folders(path)  # its writer.lock and lease are opened through it
         with self._mutex_guard:
             kept = self._mutexes.pop(session_id, None)
             if kept is None:
@@ -252,20 +323,26 @@ class Store:
             self._mutexes[session_id] = kept  # most recently used last
             while len(self._mutexes) > _KEPT_MUTEXES:
                 mutex, file = self._mutexes.pop(next(iter(self._mutexes)))
-                with mutex:
-                    file.close()
-                mutex.close()
+                mutex.close(file)
         mutex, file = kept
         try:
-            mutex.acquire(lock_timeout)
-        except SessionNotFound:
-            raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
-        try:
-            if not self.io.exists(layout.session_manifest_path(path)):
-                raise SessionNotFound(f"no session {session_id!r} in {self.path}")
-            return action(path, file)
+            try:
+                mutex.acquire(lock_timeout)
+            except SessionNotFound:
+                raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
+            try:
+                if not self.io.exists(layout.session_manifest_path(path)):
+                    raise SessionNotFound(f"no session {session_id!r} in {self.path}")
+                return action(path, file)
+            finally:
+                mutex.release()
         finally:
-            mutex.release()
+            with self._mutex_guard:
+                evicted = self._mutexes.get(session_id) is not kept
+            if evicted:
+                # Evicted (or the store closed) while this call used it: it may have
+                # reopened its files, and nothing else will close them.
+                mutex.close(file)
 
     def claim_lease(self, session_id: str, owner: LeaseOwner | str | None = None, *,
                     ttl: float = 30.0, lock_timeout: float = 5.0) -> ClaimOutcome:
@@ -303,14 +380,13 @@ class Store:
 
     def reset_lease(self, session_id: str, *, lock_timeout: float = 5.0) -> int:
         """Replace a lease file neither of whose slots is valid (``lease_info`` raises
-        CorruptionError): the lease becomes free, and the next token is above any a
-        counter could have reached. Returns that floor. Refuses a readable file."""
+        CorruptionError), or a missing one whose last token writer.lock cannot tell
+        (claims raise CorruptionError): the lease becomes free, and the next token is
+        above any a counter could have reached. Returns that floor. Refuses otherwise."""
         def action(path: str, file: LeaseFile) -> int:
-            try:
-                lease_module.read_lease(self.io, layout.lease_path(path))
-            except CorruptionError:
+            if lease_module.needs_reset(self.io, path, file):
                 file.close()
-                return lease_module.reset(self.io, path, LeaseOwner.current("reset"))
+                return lease_module.reset(self.io, path, LeaseOwner.current("reset"), file)
             raise InvalidSetting(f"session {session_id!r}: the lease file is readable; "
                                  "nothing to reset")
         return self._leased(session_id, lock_timeout, action)
@@ -344,6 +420,7 @@ class Store:
         (``Session.fork`` passes it).
         """
         new_id = layout.new_session_id() if new_id is None else new_id
+        layout.check_session_id(new_id, new=True)
         final = self._session_path(new_id)  # checks the id before anything is touched
         if at_seq is not None and at_checkpoint is not None:
             raise InvalidSetting("fork at_seq or at_checkpoint, not both")
@@ -395,7 +472,7 @@ class Store:
             try:
                 parent_origin = self.read_session(origin.parent).parent
                 exists = True
-            except (SessionNotFound, CorruptionError, FormatVersionError):
+            except FsStoreError:  # deleted, or damaged: the chain stops there
                 parent_origin, exists = None, False
             ancestors.append(Relation(child, origin.parent, origin.seq, origin.checkpoint,
                                       exists))
@@ -404,8 +481,8 @@ class Store:
         for other in self.session_ids():
             try:
                 other_origin = self.read_session(other).parent
-            except (SessionNotFound, CorruptionError, FormatVersionError):
-                continue
+            except FsStoreError:
+                continue  # deleted meanwhile, or damaged (verify reports it)
             if other_origin is not None:
                 children.setdefault(other_origin.parent, []).append(Relation(
                     other, other_origin.parent, other_origin.seq, other_origin.checkpoint,
@@ -445,13 +522,22 @@ class Store:
 
     def list_sessions(self) -> list[SessionInfo]:
         """Id, times, event count and title of each session, from each session's manifest
-        and the end of its log: the cost does not grow with history."""
+        and the end of its log: the cost does not grow with history.
+
+        A session that cannot be read is listed anyway, with ``damaged`` saying why and
+        zeros where nothing could be read (its title, tags and times where its manifest
+        could be): one damaged session never hides the others."""
         infos = []
         for session_id in self.session_ids():
+            reader = None
             try:
-                infos.append(self.read_session(session_id).info())
+                reader = self.read_session(session_id)
+                infos.append(reader.info())
             except SessionNotFound:
                 continue  # deleted meanwhile
+            except FsStoreError as exc:
+                infos.append(_damaged_info(session_id, self._session_path(session_id),
+                                           reader, exc))
         return infos
 
     def search(
@@ -497,6 +583,10 @@ class Store:
                 continue  # deleted meanwhile
             except CollectionNotFound:
                 continue
+            except FsStoreError:
+                if explicit:
+                    raise
+                continue  # damaged: verify reports it; the other sessions are searched
             if used is None:
                 used = found.metric
             elif chosen is None and found.metric is not used:
@@ -509,6 +599,10 @@ class Store:
                            [found.search(query, k, metric=used, filter=conditions)])
             except InvalidQuery as exc:
                 raise type(exc)(f"session {session_id!r}: {exc}") from None
+            except FsStoreError:
+                if explicit:
+                    raise
+                continue  # damaged shards: as above
             tagged = [[r._replace(session_id=session_id) for r in rs] for rs in results]
             merged = tagged if merged is None else [a + b for a, b in zip(merged, tagged,
                                                                            strict=True)]
@@ -532,15 +626,24 @@ class Store:
             watcher.start(callback)
         return watcher
 
-    def delete_session(self, session_id: str, *, lock_timeout: float = 0.0) -> None:
+    def delete_session(self, session_id: str, *, lock_timeout: float = 0.0,
+                       force: bool = False) -> None:
         """Delete a session's whole folder. Waits up to ``lock_timeout`` for its writer to
-        close; raises SessionLocked otherwise. The folder is first renamed out of the
-        way, so a crash part way through never leaves half a session under its id."""
+        close; raises SessionLocked otherwise. Raises SessionLocked too while an owner
+        holds a live lease on it (one not expired, whose process is not known to be
+        gone), as ``open_session`` does, unless ``force`` is true; release the lease
+        first. The folder is first renamed out of the way, so a crash part way through
+        never leaves half a session under its id."""
         path = self._session_path(session_id)
+        self.io.check_folders(path)
         lock = acquire_writer_lock(path, session_id, lock_timeout)
         sessions = layout.sessions_dir(self.path)
         trash = os.path.join(sessions, layout.trash_name(session_id))
         try:
+            if not force:
+                # Under the writer lock, which every claim holds: no claim can land
+                # between this check and the rename.
+                _refuse_if_leased(self.io, path, session_id)
             self.io.rename(path, trash)
             self.io.fsync_dir(sessions)
         finally:
@@ -566,32 +669,46 @@ class Store:
 
     def verify(self, session_ids: Iterable[str] | None = None) -> list[Finding]:
         """Read every file of the store (or of the given sessions) and report each
-        problem with its file and offset. Changes nothing."""
-        findings: list[Finding] = []
-        sessions = layout.sessions_dir(self.path)
-        if session_ids is None:
-            if not self.io.exists(sessions):
-                return [Finding("problem", sessions, None, "the sessions folder is missing")]
-            for name in sorted(self.io.listdir(sessions)):
-                if layout.is_scratch(name):
-                    what = ("an interrupted delete" if name.startswith(layout.TRASH_PREFIX)
-                            else "an interrupted create")
-                    findings.append(Finding("note", os.path.join(sessions, name), None,
-                                            f"left by {what}; safe to remove"))
-            session_ids = self.session_ids()
-        for session_id in session_ids:
-            path = self._session_path(session_id)
-            try:
-                reader = self.read_session(session_id)
-            except SessionNotFound:
-                findings.append(Finding("problem", path, None, "no such session"))
-                continue
-            except (CorruptionError, FormatVersionError) as exc:
-                findings.append(Finding("problem", layout.session_manifest_path(path), None,
-                                        str(exc)))
-                continue
-            findings.extend(reader.verify())
-        return findings
+        problem with its file and offset. Changes nothing and never raises: a session
+        that cannot be read is a problem, and the check goes on with the next."""
+        return check_store(self, session_ids)
+
+
+def _damaged_info(session_id: str, path: str, reader: SessionReader | None,
+                  exc: FsStoreError) -> SessionInfo:
+    """What ``list_sessions`` says of a session it could not read: why, and what its
+    manifest says if it could be read."""
+    title, tags, metadata = None, [], {}
+    if reader is not None:
+        try:
+            title, tags, metadata = reader.title, reader.tags, reader.metadata
+        except (FsStoreError, TypeError, ValueError):
+            pass  # a wrong-typed field: the manifest says nothing usable
+    return SessionInfo(id=session_id, path=path, created=0.0, updated=0.0, event_count=0,
+                       head=0, title=title if isinstance(title, str) else None, tags=tags,
+                       metadata=metadata, damaged=str(exc))
+
+
+def _refuse_if_leased(io: FileIO, path: str, session_id: str) -> None:
+    current = lease_module.read_lease(io, layout.lease_path(path))
+    if (current.held and current.owner is not None and time.time() < current.expires_at
+            and current.owner.alive() is not False):
+        raise SessionLocked(
+            f"session {session_id!r} is leased to {current.owner.label or current.owner.pid}"
+            f" on {current.owner.host} until {current.expires_at:.3f} (token "
+            f"{current.token}); release the lease first, or pass force=True to delete it "
+            "anyway")
+
+
+def _close_kept(kept: dict[str, tuple[SessionMutex, LeaseFile]],
+                guard: threading.Lock) -> None:
+    """Close a Store's kept mutexes and lease files. No reference to the Store: it also
+    runs when the Store is garbage-collected."""
+    with guard:
+        entries = list(kept.values())
+        kept.clear()
+    for mutex, file in entries:
+        mutex.close(file)
 
 
 def _create_log(io: FileIO, path: str) -> None:

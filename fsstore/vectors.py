@@ -736,6 +736,7 @@ class VectorCollection:
         self._failed: BaseException | None = None
         self._closed = False
         wal_path = os.path.join(path, layout.WAL_DIR)
+        io.check_folders(path, wal_path)  # never read or write through a symlinked folder
         if not writable:
             self._load_for_reading(wal_path)
             return

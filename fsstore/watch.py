@@ -24,7 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import layout
-from .errors import InvalidSetting, SessionNotFound
+from .errors import FsStoreError, InvalidSetting, SessionNotFound
 from .log import SEGMENT_HEADER_SIZE, Event, LogReader, SegmentScan, decode_segment_header
 
 DEFAULT_POLL_INTERVAL = 1.0
@@ -394,6 +394,12 @@ class StoreWatcher(_Watcher):
                 tail = self._store.read_session(session_id)._log.tail()
             except (SessionNotFound, FileNotFoundError):
                 continue  # deleted meanwhile
+            except FsStoreError:
+                # Damaged (verify reports it): not announced while it cannot be read, and
+                # not announced as deleted either if it was seen before.
+                if session_id in self._known:
+                    heads[session_id] = self._known[session_id]
+                continue
             heads[session_id] = (tail.head, tail.log_start)
         return heads
 

@@ -20,9 +20,12 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+
+import msgspec
 
 from .errors import ClaimLost, InvalidEvent
+from .log import refuse_msgpack_ext
 
 QUEUE_RECORD = "fsstore.queue"
 INPUT_RECORD = "fsstore.input"
@@ -76,11 +79,144 @@ def _finite_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+# --- the typed decoders: one per kind of record and of folded item ---------------------------
+#
+# Records come from the log and items from snapshot bodies, so both may hold anything a
+# newer fsstore or a hand wrote: they are converted to these types before they are folded,
+# and a mismatch names the field (``RecordError``). Unknown keys are ignored, so a newer
+# minor version may add some.
+
+_Id = int
+
+
+class _QueueOp(msgspec.Struct, tag_field="op", frozen=True):
+    pass
+
+
+class Enqueue(_QueueOp, tag="enqueue", frozen=True):
+    kind: str
+    payload: Any = None
+    priority: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+
+class Claim(_QueueOp, tag="claim", frozen=True):
+    id: _Id
+    worker: str
+    expires: float
+
+
+class Complete(_QueueOp, tag="complete", frozen=True):
+    id: _Id
+    token: _Id | None = None
+
+
+class Release(_QueueOp, tag="release", frozen=True):
+    id: _Id
+    token: _Id | None = None
+
+
+class Fail(_QueueOp, tag="fail", frozen=True):
+    id: _Id
+    token: _Id | None = None
+    error: str | None = None
+    retry_at: float | None = None
+
+
+class Dead(_QueueOp, tag="dead", frozen=True):
+    id: _Id
+    reason: str | None = None
+
+
+class Purge(_QueueOp, tag="purge", frozen=True):
+    ids: list[_Id]
+
+
+QueueRecord = Enqueue | Claim | Complete | Release | Fail | Dead | Purge
+
+
+class _InputOp(msgspec.Struct, tag_field="op", frozen=True):
+    pass
+
+
+class Submit(_InputOp, tag="submit", frozen=True):
+    payload: Any = None
+
+
+class InputClaim(_InputOp, tag="claim", frozen=True):
+    ids: list[_Id]
+    turn: int
+
+
+class Consume(_InputOp, tag="consume", frozen=True):
+    ids: list[_Id]
+    turn: int
+
+
+class Prune(_InputOp, tag="prune", frozen=True):
+    ids: list[_Id]
+
+
+InputRecord = Submit | InputClaim | Consume | Prune
+
+
+class QueueItem(msgspec.Struct, frozen=True):
+    """A work item as a snapshot body holds it (docs/FORMAT.md, section 17.1)."""
+
+    kind: str
+    payload: Any
+    priority: int
+    max_attempts: int
+    attempts: int
+    status: Literal["ready", "claimed", "dead"]
+    worker: str | None
+    token: _Id | None
+    expires: float | None
+    not_before: float | None
+    error: str | None
+    enqueued: float
+
+    def __post_init__(self) -> None:
+        if self.status == CLAIMED and (self.expires is None or self.token is None
+                                       or self.worker is None):
+            raise ValueError("a claimed item lacks its claim's token, worker or expiry")
+
+
+class InputItem(msgspec.Struct, frozen=True):
+    """A turn input as a snapshot body holds it (docs/FORMAT.md, section 17.1)."""
+
+    payload: Any
+    status: Literal["pending", "claimed", "consumed"]
+    turn: int | None
+    submitted: float
+    consumed: float | None
+
+    def __post_init__(self) -> None:
+        if self.status != PENDING and self.turn is None:
+            raise ValueError("a claimed or consumed input lacks its turn")
+        if self.status == CONSUMED and self.consumed is None:
+            raise ValueError("a consumed input lacks its time")
+
+
+class RecordError(ValueError):
+    """A record or folded item that does not fit its type; the message names the field."""
+
+
+def decode_record(data: Any, schema: Any) -> Any:
+    """``data`` (a record's data, or a body) converted to ``schema``, or RecordError."""
+    try:
+        return msgspec.convert(data, schema)
+    except msgspec.ValidationError as exc:
+        raise RecordError(str(exc).replace("`$.", "`").replace("`$", "`")) from None
+
+
 _FoldT = TypeVar("_FoldT", bound="_Fold")
 
 
 class _Fold:
     """Items by id, folded from records; in a snapshot body as ``[[id, item], ...]``."""
+
+    body_type: Any = None  # list[tuple[int, the item's Struct]]
 
     def __init__(self, items: dict[int, dict[str, Any]] | None = None) -> None:
         self.items: dict[int, dict[str, Any]] = items or {}
@@ -90,13 +226,18 @@ class _Fold:
 
     @classmethod
     def from_body(cls: type[_FoldT], body: Any) -> _FoldT:
-        if not body:
+        """The fold a snapshot body holds; RecordError naming the field if it is not a
+        list of ``[id, item]`` pairs of this fold's item type."""
+        if body is None:
             return cls()
-        return cls({int(item_id): dict(item) for item_id, item in body})
+        pairs = decode_record(body, cls.body_type)
+        return cls({item_id: msgspec.structs.asdict(item) for item_id, item in pairs})
 
 
 class WorkState(_Fold):
     """The fold of ``fsstore.queue`` records: items by id, and indexes for claiming."""
+
+    body_type = list[tuple[_Id, QueueItem]]
 
     def __init__(self, items: dict[int, dict[str, Any]] | None = None) -> None:
         super().__init__(items)
@@ -115,51 +256,50 @@ class WorkState(_Fold):
         elif item["status"] == CLAIMED:
             heapq.heappush(self._claimed, (item["expires"], item_id))
 
-    def apply(self, seq: int, ts: float, data: dict[str, Any]) -> None:
-        op = data["op"]
-        if op == "enqueue":
-            item: dict[str, Any] = {"kind": str(data["kind"]), "payload": data.get("payload"),
-                    "priority": int(data.get("priority", 0)),
-                    "max_attempts": int(data.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
-                    "attempts": 0, "status": READY, "worker": None, "token": None,
-                    "expires": None, "not_before": None, "error": None, "enqueued": ts}
+    def apply(self, seq: int, ts: float, data: Any) -> None:
+        """Fold one ``fsstore.queue`` record; RecordError if it does not fit its type."""
+        record = decode_record(data, QueueRecord)
+        if isinstance(record, Enqueue):
+            item: dict[str, Any] = {
+                "kind": record.kind, "payload": record.payload, "priority": record.priority,
+                "max_attempts": record.max_attempts, "attempts": 0, "status": READY,
+                "worker": None, "token": None, "expires": None, "not_before": None,
+                "error": None, "enqueued": ts}
             self.items[seq] = item
             self._index(seq, item)
             return
-        if op == "purge":
-            for item_id in data["ids"]:
+        if isinstance(record, Purge):
+            for item_id in record.ids:
                 if self.items.get(item_id, {}).get("status") == DEAD:
                     del self.items[item_id]
             return
-        found = self.items.get(data["id"])
+        found = self.items.get(record.id)
         if found is None:
             return  # done or purged already: a record a replay need not apply
         item = found
-        if op == "claim":
-            item.update(status=CLAIMED, token=seq, worker=str(data["worker"]),
-                        expires=float(data["expires"]), attempts=item["attempts"] + 1,
+        if isinstance(record, Claim):
+            item.update(status=CLAIMED, token=seq, worker=record.worker,
+                        expires=record.expires, attempts=item["attempts"] + 1,
                         not_before=None)
-            heapq.heappush(self._claimed, (item["expires"], data["id"]))
-        elif op == "dead":
+            heapq.heappush(self._claimed, (item["expires"], record.id))
+        elif isinstance(record, Dead):
             item.update(status=DEAD, token=None, worker=None, expires=None,
-                        error=data.get("reason"))
-        elif data.get("token") != item["token"]:
+                        error=record.reason)
+        elif record.token != item["token"]:
             return  # of an earlier claim: writers refuse these, a replay ignores them
-        elif op == "complete":
-            del self.items[data["id"]]
-        elif op == "fail":
+        elif isinstance(record, Complete):
+            del self.items[record.id]
+        elif isinstance(record, Fail):
             exhausted = item["attempts"] >= item["max_attempts"]
             item.update(status=DEAD if exhausted else READY, token=None, worker=None,
-                        expires=None, error=data.get("error"),
-                        not_before=None if exhausted else _finite_or_none(data.get("retry_at")))
+                        expires=None, error=record.error,
+                        not_before=None if exhausted else _finite_or_none(record.retry_at))
             if not exhausted:
-                self._requeue(data["id"], item)
-        elif op == "release":
+                self._requeue(record.id, item)
+        else:
             item.update(status=READY, token=None, worker=None, expires=None,
                         attempts=max(item["attempts"] - 1, 0))
-            self._requeue(data["id"], item)
-        else:
-            raise ValueError(f"unknown queue operation {op!r}")
+            self._requeue(record.id, item)
 
     def _requeue(self, item_id: int, item: dict[str, Any]) -> None:
         if item["not_before"] is not None:
@@ -216,25 +356,25 @@ class WorkState(_Fold):
 class InputState(_Fold):
     """The fold of ``fsstore.input`` records: inputs by id, in arrival order."""
 
-    def apply(self, seq: int, ts: float, data: dict[str, Any]) -> None:
-        op = data["op"]
-        if op == "submit":
-            self.items[seq] = {"payload": data.get("payload"), "status": PENDING,
+    body_type = list[tuple[_Id, InputItem]]
+
+    def apply(self, seq: int, ts: float, data: Any) -> None:
+        """Fold one ``fsstore.input`` record; RecordError if it does not fit its type."""
+        record = decode_record(data, InputRecord)
+        if isinstance(record, Submit):
+            self.items[seq] = {"payload": record.payload, "status": PENDING,
                                "turn": None, "submitted": ts, "consumed": None}
             return
-        for item_id in data["ids"]:
+        for item_id in record.ids:
             item = self.items.get(item_id)
             if item is None:
                 continue
-            if op == "claim":
-                item.update(status=CLAIMED, turn=int(data["turn"]))
-            elif op == "consume":
-                item.update(status=CONSUMED, turn=int(data["turn"]), consumed=ts)
-            elif op == "prune":
-                if item["status"] == CONSUMED:
-                    del self.items[item_id]
-            else:
-                raise ValueError(f"unknown input operation {op!r}")
+            if isinstance(record, InputClaim):
+                item.update(status=CLAIMED, turn=record.turn)
+            elif isinstance(record, Consume):
+                item.update(status=CONSUMED, turn=record.turn, consumed=ts)
+            elif item["status"] == CONSUMED:  # prune
+                del self.items[item_id]
 
     def claimable(self, turn: int) -> list[int]:
         """What turn ``turn`` claims: every pending input, and every input an earlier (or
@@ -254,6 +394,8 @@ class InputState(_Fold):
 # --- the API, bound to a session ------------------------------------------------------------
 
 MAX_KIND = 256
+_payload_encoder = msgspec.msgpack.Encoder()
+_payload_decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
 
 
 class _Writer(Protocol):
@@ -300,6 +442,15 @@ def _claimed(work: WorkState, item_id: int, position: int, worker: str,
                        item["expires"], item["attempts"])
 
 
+def _stored(payload: Any, what: str) -> Any:
+    """``payload`` as the log will give it back (tuples become lists), so the fold in
+    memory is what a reader folds; InvalidEvent if msgpack cannot store it."""
+    try:
+        return _payload_decoder.decode(_payload_encoder.encode(payload))
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError) as exc:
+        raise InvalidEvent(f"{what} cannot be stored as msgpack: {exc}") from None
+
+
 def _check_int(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise InvalidEvent(f"{name} must be an int >= {low}, not {value!r}")
@@ -343,7 +494,8 @@ class WorkQueue:
             if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND:
                 raise InvalidEvent(f"a work item's kind is a str of 1 to {MAX_KIND} "
                                    f"characters, not {kind!r}")
-            records.append((QUEUE_RECORD, {"op": "enqueue", "kind": kind, "payload": payload,
+            records.append((QUEUE_RECORD, {"op": "enqueue", "kind": kind,
+                                           "payload": _stored(payload, "a work item's payload"),
                                            "priority": priority,
                                            "max_attempts": max_attempts}))
         if not records:
@@ -443,7 +595,7 @@ class TurnInputs:
 
     def submit(self, payload: Any) -> int:
         """Store ``payload`` as pending input; return its id. Durable when it returns."""
-        record = {"op": "submit", "payload": payload}
+        record = {"op": "submit", "payload": _stored(payload, "a turn input")}
 
         def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
             return [(INPUT_RECORD, record)], lambda first: first

@@ -378,3 +378,52 @@ def test_a_symlinked_blobs_folder_is_never_written_listed_or_collected_through(s
     assert victim.read_bytes() == b"not the session's"
     assert sorted(os.listdir(outside)) == ["sha256"]
     assert [f.level for f in store.verify()] == ["problem"]
+
+
+# --- verify --------------------------------------------------------------------------------
+
+def _verify_peak(store) -> tuple[list, int]:
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        findings = store.verify()
+        return findings, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_verify_streams_a_compressed_blob_in_bounded_memory(store):
+    size = 48 << 20  # compresses to a few KiB: what a forged header would claim costs memory
+    with store.create_session("s") as session:
+        ref = session.blobs.put(b"\x00" * size, "text/plain")
+        session.commit([{"f": ref}])
+        path = session.blobs.stat(ref).path
+    findings, peak = _verify_peak(store)
+    assert findings == []
+    assert peak < 8 << 20
+    with open(path, "r+b") as handle:  # the header claims 4 GiB; the frame holds 48 MiB
+        handle.write(struct.pack("<4sQ", ZSTD_MAGIC, 4 << 30))
+    findings, peak = _verify_peak(store)
+    assert {(f.level, f.path) for f in findings} == {("problem", path)}
+    assert peak < 8 << 20
+
+
+def test_verify_streams_a_stored_blob_in_bounded_memory(store):
+    with store.create_session("s") as session:
+        ref = session.blobs.put(os.urandom(24 << 20), compress=False)
+        session.commit([{"f": ref}])
+    findings, peak = _verify_peak(store)
+    assert findings == []
+    assert peak < 8 << 20
+
+
+def test_a_fork_refuses_a_blob_that_is_not_a_regular_file(store):
+    with store.create_session("s") as session:
+        ref = session.blobs.put(b"will be a folder")
+        session.append({"f": ref})
+        path = session.blobs.stat(ref).path
+    os.unlink(path)
+    os.mkdir(path)
+    with pytest.raises(fsstore.CorruptionError, match="not a regular file"):
+        store.fork_session("s", "f")
+    assert not store.has_session("f")

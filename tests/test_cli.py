@@ -28,9 +28,11 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     reader = store.read_session(session_id)
     turns = reader.get_turns()
     assert len(turns) == 3 and all(t.finished for t in turns)
-    kinds = {e.kind for t in turns for e in t.events}
-    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD,
-                     "fsstore.queue", "fsstore.input"}
+    assert {e.kind for t in turns for e in t.events} == {"message", "tool_call",
+                                                         "tool_result"}
+    # The queue item and the input arrived after the last turn finished: in no turn.
+    kinds = {e.kind for t in reader.get_turns(include_internal=True) for e in t.events}
+    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD}
     assert [w.kind for w in reader.queued_work()] == ["follow_up"]
     assert [i.status for i in reader.turn_inputs()] == ["pending"]
     assert not store.lease_info(session_id).held
@@ -56,7 +58,7 @@ def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     assert code == 0 and session_id in out and "Fix the failing billing date test" in out
 
     code, out, _ = run(capsys, "--store", store_path, "show", session_id)
-    assert code == 0 and "turn 1 (8 events, finished)" in out
+    assert code == 0 and "turn 1 (7 events, finished)" in out  # its state record is not shown
     assert "run_tests(" in out
     code, out, _ = run(capsys, "--store", store_path, "show", fork_id)
     assert f"forked from {session_id} at seq 9" in out
@@ -66,6 +68,11 @@ def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["seq"] for line in lines] == [3, 4, 5]
     assert set(lines[0]) == {"seq", "ts", "turn", "kind", "data"}
+    code, out, _ = run(capsys, "--store", store_path, "cat", session_id)
+    assert not [line for line in out.splitlines() if '"kind": "fsstore.' in line]
+    code, out, _ = run(capsys, "--store", store_path, "cat", session_id, "--all")
+    kinds = {json.loads(line)["kind"] for line in out.splitlines()}
+    assert {fsstore.TURN_FINISHED, fsstore.STATE_RECORD, "fsstore.queue"} <= kinds
 
     monkeypatch.chdir(os.path.join(store_path, "sessions"))  # found by walking up
     code, out, _ = run(capsys, "verify")
@@ -197,3 +204,134 @@ def test_tail_prints_the_last_events(tmp_path, capsys):
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0] == {"cleared": True, "log_start": 6} and lines[1]["seq"] == 6
 
+
+
+def _hostile_store(tmp_path):
+    """A store whose session ``odd`` holds checksum-valid records that JSON cannot print
+    as they are: NaN and infinite timestamps, bytes keys, int keys, NaN values, and a
+    state with a non-str key nested in a value."""
+    from forge import append_raw
+
+    store = fsstore.open_store(tmp_path / "s")
+    with store.create_session("odd", title="odd") as session:
+        session.append({"x": 1}, turn=1)
+    append_raw(store, "odd", [("event", {"x": 1})], ts=float("nan"))
+    append_raw(store, "odd", [("message", {"role": "user", "content": "hi"})],
+               ts=float("inf"))
+    append_raw(store, "odd", [("event", {b"k": 1, "y": {2: 3}, "z": float("nan")})],
+               ts=-1e300)
+    append_raw(store, "odd", [("event", [1, 2]), ("event", "text")], ts=1e20)
+    append_raw(store, "odd", [(fsstore.STATE_RECORD,
+                               {"ops": [["set", "k", {1: b"x", "n": float("-inf")}]]})])
+    append_raw(store, "odd", [
+        ("fsstore.queue", {"op": "enqueue", "kind": "k", "payload": {b"k": float("nan")},
+                           "priority": 0, "max_attempts": 3}),
+        ("fsstore.input", {"op": "submit", "payload": {1: b"x"}})])
+    store.create_session("far").close()
+    append_raw(store, "far", [("event", {})], ts=1e20)  # after the year 9999
+    return store
+
+
+@pytest.mark.parametrize("argv", [["ls"], ["show", "odd"], ["tail", "odd"],
+                                  ["tail", "odd", "--json"], ["cat", "odd"],
+                                  ["state", "odd"], ["queue", "odd"], ["inputs", "odd"]])
+def test_commands_print_every_checksum_valid_record(tmp_path, capsys, argv):
+    store = _hostile_store(tmp_path)
+    code, out, err = run(capsys, "--store", store.path, *argv)
+    assert code == 0 and err == ""
+    if argv[0] in ("cat", "state") or "--json" in argv:
+        text = "[" + ",".join(out.splitlines()) + "]" if argv[0] != "state" else out
+        json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+
+def test_cat_prints_what_json_cannot_hold_in_its_documented_form(tmp_path, capsys):
+    store = _hostile_store(tmp_path)
+    code, out, _ = run(capsys, "--store", store.path, "cat", "odd")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[1]["ts"] == {"$float": "nan"} and lines[2]["ts"] == {"$float": "inf"}
+    assert lines[3]["data"] == {"$map": [[{"$base64": "aw=="}, 1], ["y", {"$map": [[2, 3]]}],
+                                         ["z", {"$float": "nan"}]]}
+    code, out, _ = run(capsys, "--store", store.path, "state", "odd")
+    assert json.loads(out) == {"k": {"$map": [[1, {"$base64": "eA=="}],
+                                              ["n", {"$float": "-inf"}]]}}
+
+
+def test_an_unexpected_failure_is_one_typed_line_not_a_traceback(tmp_path, capsys,
+                                                                 monkeypatch):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a").close()
+
+    def broken(self):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(fsstore.SessionReader, "info", broken)
+    code, out, err = run(capsys, "--store", store.path, "show", "a")
+    assert code == 3 and err == "fsstore: internal error: RuntimeError: boom second line\n"
+    monkeypatch.setenv("FSSTORE_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        main(["--store", store.path, "show", "a"])
+
+
+def test_an_os_error_is_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a").close()
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", "/x/session.json")
+
+    monkeypatch.setattr(fsstore.SessionReader, "info", denied)
+    code, _, err = run(capsys, "--store", store.path, "show", "a")
+    assert code == 2 and err.startswith("fsstore: ") and "Permission denied" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_session_id_starting_with_a_dash_is_named_after_double_dash(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "s")
+    with store.create_session("-draft", title="dash") as session:
+        session.append({"x": 1})
+    code, out, _ = run(capsys, "--store", store.path, "show", "--", "-draft")
+    assert code == 0 and "session -draft: dash" in out
+    code, out, _ = run(capsys, "--store", store.path, "cat", "--after", "0", "--", "-draft")
+    assert code == 0 and json.loads(out)["data"] == {"x": 1}
+    code, out, _ = run(capsys, "--store", store.path, "fork", "--", "-draft", "-copy")
+    assert code == 0 and "-copy" in fsstore.open_store(store.path).session_ids()
+
+
+def test_ls_shows_a_session_with_a_wrong_typed_manifest_as_damaged(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("good", title="fine").close()
+    store.create_session("bad").close()
+    path = os.path.join(store.path, "sessions", "bad", "session.json")
+    with open(path) as handle:
+        data = json.load(handle)
+    data["tags"] = 5
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    code, out, _ = run(capsys, "ls", store.path)
+    assert code == 1 and "fine" in out and "damaged" in out and "tags" in out
+    code, _, err = run(capsys, "--store", store.path, "show", "bad")
+    assert code == 2 and "tags" in err and path in err and len(err.splitlines()) == 1
+
+
+def test_a_title_no_encoding_can_print_is_printed_escaped(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a", title="ok").close()
+    path = os.path.join(store.path, "sessions", "a", "session.json")
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, "w") as handle:  # a hand edit: JSON may escape a lone surrogate
+        handle.write(text.replace('"title": "ok"', '"title": "\\ud800 \\u00e9"'))
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONIOENCODING="ascii")
+    for command in (["ls"], ["show", "a"]):
+        done = subprocess.run([sys.executable, "-m", "fsstore", "--store", store.path,
+                               *command], capture_output=True, text=True, env=env)
+        assert done.returncode == 0 and done.stderr == ""
+        assert "\\ud800 \\xe9" in done.stdout
+
+
+def test_a_usage_error_is_one_line_with_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--store", str(tmp_path), "cat", "s", "--after", "x"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "invalid int value" in err and "--help" in err

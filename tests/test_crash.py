@@ -38,7 +38,7 @@ class Expectation:
 
     def check(self, dest: str, variant: str, synced: int, handed_to_os: bool) -> None:
         store = fsstore.open_store(dest, create=False)
-        events = list(store.read_session("s").events())
+        events = list(store.read_session("s").events(include_internal=True))
         seqs = [e.seq for e in events]
         assert seqs == list(range(1, len(seqs) + 1)), (variant, seqs)
         for event in events:
@@ -154,7 +154,8 @@ def test_a_crash_while_deleting_a_session_leaves_none_or_all_of_it(tmp_path):
     for dest in states:
         store = fsstore.open_store(dest, create=False)
         if "s" in store.session_ids():
-            assert [e.data["i"] for e in store.read_session("s").events()] == list(range(40))
+            reader = store.read_session("s")
+            assert [e.data["i"] for e in reader.events(include_internal=True)] == list(range(40))
         store.remove_leftovers()
         assert [f for f in store.verify() if f.level == "problem"] == []
     assert "s" not in fsstore.open_store(states[-1], create=False).session_ids()
@@ -173,7 +174,7 @@ def test_a_crash_while_clearing_leaves_the_old_log_or_an_empty_one(tmp_path):
     outcomes = set()
     for dest in crash_states_of(tmp_path, root, clear):
         store = fsstore.open_store(dest, create=False)
-        seqs = [e.seq for e in store.read_session("s").events()]
+        seqs = [e.seq for e in store.read_session("s").events(include_internal=True)]
         assert seqs in (list(range(1, 31)), [])
         outcomes.add(len(seqs))
         with store.open_session("s") as session:
@@ -230,7 +231,8 @@ def kill_9_trials(tmp_path, trials: int) -> None:
         with store.open_session("s") as session:  # opens, and recovers the tail
             head = session.head
         assert head >= max(acked, default=0), "an acknowledged (fsynced) batch was lost"
-        events = list(store.read_session("s").events(after_seq=max(checked - 5, 0)))
+        events = list(store.read_session("s").events(after_seq=max(checked - 5, 0),
+                                                     include_internal=True))
         assert [e.seq for e in events] == list(range(max(checked - 5, 0) + 1, head + 1))
         for event in events:
             assert event.kind == TURN_FINISHED or event.data["seq"] == event.seq
@@ -268,7 +270,7 @@ def check_state_of(store, session_id: str, after_seq: int = 0) -> list:
     from; every checkpoint taken after ``after_seq`` holds the fold up to its seq; every
     commit id after ``after_seq`` is remembered. Returns the events."""
     reader = store.read_session(session_id)
-    events = list(reader.events())
+    events = list(reader.events(include_internal=True))
     checkpoints = sorted((info.seq, info.id) for info in reader.checkpoints()
                          if info.seq > after_seq)
     assert all(seq <= reader.head for seq, _ in checkpoints)
@@ -366,7 +368,7 @@ def test_a_crash_while_forking_leaves_no_fork_or_a_whole_one(tmp_path, at):
             session.commit([{"i": i, "pad": "p" * 200}, {"j": i}], state_patch={"k": i})
         session.checkpoint(checkpoint_id="cp")
         session.commit([{"after": 1}], state_patch={"k": "after"})
-    parent_events = list(store.read_session("s").events())
+    parent_events = list(store.read_session("s").events(include_internal=True))
     options = {"head": {}, "inside a batch": {"at_seq": 47},
                "checkpoint": {"at_checkpoint": "cp"}}[at]
 
@@ -376,7 +378,7 @@ def test_a_crash_while_forking_leaves_no_fork_or_a_whole_one(tmp_path, at):
     whole = 0
     for dest in crash_states_of(tmp_path, root, fork):
         crashed = fsstore.open_store(dest, create=False)
-        assert list(crashed.read_session("s").events()) == parent_events
+        assert list(crashed.read_session("s").events(include_internal=True)) == parent_events
         check_state_of(crashed, "s")
         if "f" in crashed.session_ids():
             whole += 1
@@ -462,7 +464,7 @@ def check_blobs_of(store, session_id: str) -> set[str]:
     for hex_digest, _, _ in reader.blobs.digests():
         assert reader.blobs.get(f"sha256:{hex_digest}")  # verifies the digest
     referenced: set[str] = set()
-    for event in reader.events():
+    for event in reader.events(include_internal=True):
         find_refs(event.data, referenced)
     for digest in referenced:
         assert reader.blobs.exists(digest), digest

@@ -33,8 +33,10 @@ def test_the_committed_v1_store_reads_the_same_forever():
         assert (info.title, info.tags, info.metadata, info.event_count, info.head) == (
             want["title"], want["tags"], want["metadata"], want["event_count"], want["head"])
         reader = store.read_session(info.id)
-        assert [json.loads(event_json(e)) for e in reader.events()] == want["events"]
-        assert [[t.number, len(t.events), t.finished] for t in reader.get_turns()] == want["turns"]
+        everything = reader.events(include_internal=True)
+        assert [json.loads(event_json(e)) for e in everything] == want["events"]
+        turns = reader.get_turns(include_internal=True)
+        assert [[t.number, len(t.events), t.finished] for t in turns] == want["turns"]
     findings = store.verify()
     assert [f.level for f in findings] == ["note"]  # the torn tail of session "torn"
     assert "torn tail" in findings[0].message
@@ -78,7 +80,8 @@ def test_the_committed_v1_1_store_reads_the_same_forever():
             want["title"], want["tags"], want["metadata"], want["head"])
         assert (None if info.parent is None else list(info.parent)) == want["parent"]
         reader = store.read_session(info.id)
-        assert [json.loads(event_json(e)) for e in reader.events()] == want["events"]
+        everything = reader.events(include_internal=True)
+        assert [json.loads(event_json(e)) for e in everything] == want["events"]
         assert reader.state() == want["state"]
         assert reader.state_findings == []
         for seq, state in want["states_at"].items():
@@ -170,4 +173,45 @@ def test_the_committed_v1_2_store_takes_upserts_and_compacts(tmp_path):
     with store.open_session("memory") as session:
         session.collection("notes").upsert([fsstore.VectorDocument("doc-1", [0, 0, 0, 9])])
         assert session.collection("notes").get(["doc-1"])[0].embedding.tolist() == [0, 0, 0, 9]
+    assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+FIXTURE_1_2_WORK = os.path.join(ROOT, "fixtures", "v1.2-work")
+
+
+def check_work_1_2(store: fsstore.Store, expected: dict) -> None:
+    want = expected["runtime"]
+    reader = store.read_session("runtime")
+    assert reader.head == want["head"]
+    assert [json.loads(event_json(e)) for e in reader.events()
+            if not e.kind.startswith("fsstore.")] == want["events"]
+    assert reader.state() == want["state"]
+    assert [[w.id, w.kind, json.loads(json.dumps(w.payload, default=list)), w.priority,
+             w.status, w.attempts] for w in reader.queued_work()] == want["queue"]
+    assert [[i.id, i.payload, i.status] for i in reader.turn_inputs()] == want["inputs"]
+    lease = store.lease_info("runtime")
+    assert [lease.token, lease.held] == want["lease"]
+
+
+def test_the_committed_v1_2_work_store_reads_its_lease_queue_and_inputs_forever():
+    before = tree_snapshot(FIXTURE_1_2_WORK)
+    expected, store = open_fixture(FIXTURE_1_2_WORK)
+    check_work_1_2(store, expected)
+    # The same from the snapshots alone: the fold of the queue and inputs they hold.
+    assert store.read_session("runtime").state_at(12) == {"step": 1}
+    assert store.verify() == []
+    assert tree_snapshot(FIXTURE_1_2_WORK) == before
+
+
+def test_the_committed_v1_2_work_store_hands_out_a_higher_token_and_claims_on(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_2_WORK, "store"), copy)
+    expected, _ = open_fixture(FIXTURE_1_2_WORK)
+    store = fsstore.open_store(copy, create=False)
+    outcome = store.claim_lease("runtime", "runtime-2", ttl=60)
+    assert outcome.lease is not None and outcome.lease.token > expected["runtime"]["lease"][0]
+    with store.open_session("runtime", lease=outcome.lease) as session:
+        claim = session.queue.claim("worker-4", lease_ttl=60)
+        assert claim is not None and claim.kind == "late"
+        assert [i.payload for i in session.inputs.claim()] == ["arrived during turn 2"]
     assert [f for f in store.verify() if f.level == "problem"] == []

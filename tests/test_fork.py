@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def history(reader) -> list[tuple[int, int, str, object]]:
-    return [(e.seq, e.turn, e.kind, e.data) for e in reader.events()]
+    return [(e.seq, e.turn, e.kind, e.data) for e in reader.events(include_internal=True)]
 
 
 def fill(session, batches: int = 30) -> None:

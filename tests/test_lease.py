@@ -193,6 +193,131 @@ def test_a_newer_lease_format_is_refused(session_store):
         session_store.lease_info("s")
 
 
+# --- the lease file lost or restored --------------------------------------------------
+
+HOLDER_ON_CUE = """
+import sys, fsstore
+store = fsstore.open_store(sys.argv[1], create=False)
+outcome = store.claim_lease("s", "first-holder", ttl=3600)
+session = store.open_session("s", lease=outcome.lease, lock_timeout=30)
+print("READY", outcome.lease.token, flush=True)
+for line in sys.stdin:
+    try:
+        session.append({"by": "first-holder"})
+        print("WROTE", flush=True)
+    except fsstore.LeaseLost as exc:
+        print("FENCED", exc.token, exc.current, flush=True)
+"""
+
+
+def test_deleting_the_lease_file_never_hands_out_a_token_again(session_store):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER_ON_CUE, session_store.path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdin is not None and holder.stdout is not None
+
+    def holder_writes() -> list[str]:
+        holder.stdin.write("write\n")
+        holder.stdin.flush()
+        return holder.stdout.readline().split()
+
+    try:
+        assert holder.stdout.readline().split() == ["READY", "1"]
+        assert holder_writes() == ["WROTE"]
+        lease_file(session_store).unlink()
+        (finding,) = session_store.verify()
+        assert (finding.level, finding.path) == ("problem", str(lease_file(session_store)))
+        assert "missing" in finding.message and "up to 1" in finding.message
+        second = session_store.claim_lease("s", "second", ttl=30)
+        assert second.status == "acquired" and second.lease.token == 2
+        assert holder_writes() == ["FENCED", "1", "2"]
+        with session_store.open_session("s", lease=second.lease) as session:
+            session.append({"by": "second"})
+        assert holder_writes() == ["FENCED", "1", "2"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert session_store.verify() == []
+    events = session_store.read_session("s").events()
+    assert [e.data["by"] for e in events] == ["first-holder", "second"]
+
+
+def test_a_lease_file_restored_from_an_older_backup_never_hands_out_a_token_again(
+        session_store):
+    first = session_store.claim_lease("s", ELSEWHERE, ttl=0.05).lease
+    backup = lease_file(session_store).read_bytes()
+    time.sleep(0.1)
+    second = session_store.claim_lease("s", "me", ttl=30).lease
+    assert second.token == 2
+    with session_store.open_session("s", lease=second) as session:
+        session.append({"by": "second"})
+        restored = lease_file(session_store).with_name("restored")
+        restored.write_bytes(backup)
+        os.replace(restored, lease_file(session_store))  # a restore renames a file in
+        (finding,) = session_store.verify()
+        assert finding.level == "problem" and "older" in finding.message
+        before = tree_snapshot(session_store.path)
+        with pytest.raises(LeaseLost):
+            session.append({"by": "second, after the restore"})
+        assert tree_snapshot(session_store.path) == before
+    with pytest.raises(LeaseLost):
+        session_store.open_session("s", lease=first)  # the token the backup names
+    third = session_store.claim_lease("s", "third", ttl=30)
+    assert third.status == "acquired" and third.lease.token == 3
+    assert session_store.verify() == []
+
+
+def test_a_restore_without_the_lease_file_or_the_token_record_goes_on_from_the_log(
+        session_store):
+    for owner in ("first", "second"):
+        lease = session_store.claim_lease("s", owner, ttl=30).lease
+        with session_store.open_session("s", lease=lease) as session:
+            session.append({"by": owner})
+            session.append({"by": owner})  # one lease record per handle, not per write
+        session_store.release_lease(lease)
+    kinds = [e.kind for e in session_store.read_session("s").events(include_internal=True)]
+    assert kinds.count(lease_module.LEASE_RECORD) == 2
+    lease_file(session_store).unlink()
+    lease_file(session_store).with_name("writer.lock").write_bytes(b"")  # a fresh one
+    (finding,) = session_store.verify()
+    assert finding.path == str(lease_file(session_store)) and "up to 2" in finding.message
+    assert session_store.claim_lease("s", "third", ttl=30).lease.token == 3
+    assert session_store.verify() == []
+
+
+def test_a_lost_lease_file_and_a_damaged_token_record_refuse_claims_until_reset(
+        session_store):
+    for owner in ("v", "w"):  # two claims: both slots of the token record written
+        session_store.release_lease(session_store.claim_lease("s", owner, ttl=30).lease)
+    lock = lease_file(session_store).with_name("writer.lock")
+    raw = bytearray(lock.read_bytes())
+    assert len(raw) == lease_module.TOKEN_RECORD_SIZE
+    raw[20] ^= 0xFF  # the newest slot's token: a torn write is harmless
+    lock.write_bytes(bytes(raw))
+    (note,) = session_store.verify()
+    assert (note.level, note.path, note.offset) == ("note", str(lock), 0)
+    lease_file(session_store).unlink()
+    third = session_store.claim_lease("s", "x", ttl=30).lease
+    assert third.token == 3  # not 2 again: the damaged slot may have held it
+    session_store.release_lease(third)
+    lease_file(session_store).unlink()
+    raw = bytearray(lock.read_bytes())
+    raw[20] ^= 0xFF
+    raw[lease_module.TOKEN_SLOT_SIZE + 20] ^= 0xFF  # both slots now
+    lock.write_bytes(bytes(raw))
+    before = tree_snapshot(session_store.path)
+    with pytest.raises(CorruptionError, match="unknown") as raised:
+        session_store.claim_lease("s", "w", ttl=30)
+    assert raised.value.path == str(lock)
+    assert tree_snapshot(session_store.path) == before
+    (finding,) = session_store.verify()
+    assert (finding.level, finding.path) == ("problem", str(lock))
+    floor = session_store.reset_lease("s")
+    assert floor > 10**15
+    assert session_store.claim_lease("s", "w", ttl=30).lease.token == floor + 1
+    assert session_store.verify() == []
+
+
 # --- fencing ------------------------------------------------------------------------------
 
 
@@ -238,10 +363,14 @@ def test_a_lease_holder_sees_what_others_wrote_between_its_writes(session_store)
             ingress.queue.enqueue("wake", {"why": "timer"})
             ingress.inputs.submit("are you there?")
         runner.commit([{"n": 2}], state_patch={"count": 2})
-        assert runner.head == 6 and runner.state() == {"count": 2}
+        # seq 1 is the lease record its first write left (section 16.4)
+        assert runner.head == 7 and runner.state() == {"count": 2}
         assert [w.kind for w in runner.queue.items()] == ["wake"]
         assert [i.payload for i in runner.inputs.claim()] == ["are you there?"]
-    assert [e.seq for e in session_store.read_session("s").events()] == [1, 2, 3, 4, 5, 6, 7]
+    everything = session_store.read_session("s").events(include_internal=True)
+    assert [e.kind for e in everything] == [
+        lease_module.LEASE_RECORD, "event", fsstore.STATE_RECORD, "fsstore.queue",
+        "fsstore.input", "event", fsstore.STATE_RECORD, "fsstore.input"]  # the claim
 
 
 def test_an_exclusive_writer_and_a_lease_exclude_each_other(session_store):
@@ -347,3 +476,50 @@ def test_a_paused_holder_is_fenced_when_it_resumes(tmp_path):
 def test_a_paused_holder_is_fenced_hundreds_of_times(tmp_path):
     for trial in range(200):
         sigstop_trial(tmp_path, trial)
+
+
+def _slot_with_owner(owner_raw: bytes, generation: int = 1, token: int = 1) -> bytes:
+    import struct
+
+    from crc32c import crc32c
+
+    from fsstore.lease import _MAGIC, _SLOT, HELD, SLOT_SIZE
+
+    head = _SLOT.pack(_MAGIC, 1, 0, generation, token, HELD, time.time() + 60, time.time(),
+                      len(owner_raw))
+    body = (head + owner_raw).ljust(SLOT_SIZE - 4, b"\0")
+    return body + struct.pack("<I", crc32c(body))
+
+
+@pytest.mark.parametrize("owner, field", [
+    (b'{"host": "h", "pid": 1, "started": 5}', "started"),
+    (b'{"host": "h", "pid": "1"}', "pid"),
+    (b'{"host": "h", "pid": -1}', "pid"),
+    (b'{"host": "h", "pid": 99999999999999}', "pid"),
+    (b'{"host": ["h"], "pid": 1}', "host"),
+    (b'{"pid": 1}', "host"),
+    (b'{"host": "h", "pid": 1, "label": {"a": 1}}', "label"),
+    (b'["h", 1]', "object"),
+    (b"[" * 200 + b"]" * 200, "object"),
+])
+def test_a_lease_owner_that_does_not_fit_its_type_is_corruption_naming_the_field(
+        tmp_path, owner, field):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a").close()
+    path = os.path.join(store.path, "sessions", "a", "lease")
+    with open(path, "wb") as handle:
+        handle.write(b"\0" * lease_module.SLOT_SIZE + _slot_with_owner(owner))
+    with pytest.raises(fsstore.CorruptionError) as caught:
+        store.lease_info("a")
+    assert caught.value.path == path and field in str(caught.value)
+
+
+def test_an_owner_a_reader_would_refuse_is_refused_at_claim(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("a").close()
+    before = tree_snapshot(store.path)
+    for owner in (LeaseOwner("h", 0, None), LeaseOwner("h", 2**40, None),
+                  LeaseOwner("h", 1, 5), LeaseOwner(5, 1, None)):  # type: ignore[arg-type]
+        with pytest.raises(fsstore.InvalidSetting):
+            store.claim_lease("a", owner=owner)
+    assert tree_snapshot(store.path) == before

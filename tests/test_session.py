@@ -84,8 +84,72 @@ def test_turns_default_to_the_current_turn_and_move_on_after_finish(store):
     turns = reader.get_turns()
     assert [(t.number, [e.data["n"] for e in t.events], t.finished) for t in turns] == [
         (1, [1, 2], True), (2, [3], False)]
-    kinds = [e.kind for e in reader.events()]
+    assert [e.kind for e in reader.events()] == ["event"] * 3
+    kinds = [e.kind for e in reader.events(include_internal=True)]
     assert kinds == ["event", "event", TURN_FINISHED, "event"]
+
+
+def test_queue_and_input_records_never_join_a_turn_finished_or_not(store):
+    with store.create_session("s") as session:
+        session.queue.enqueue("early")  # before any turn: makes no turn 0
+        session.append({"n": 1})
+        session.finish_turn()
+        session.queue.enqueue("wake", {"why": "timer"})
+        session.inputs.submit("are you there?")
+    with store.open_session("s", shared=True) as ingress:
+        ingress.queue.enqueue("later")
+        ingress.inputs.submit("still there?")
+    reader = store.read_session("s")
+    assert reader.get_turn(0) is None
+    assert reader.get_turn(1) == fsstore.Turn(1, reader.get_turn(1).events, True)
+    assert [e.data for e in reader.get_turn(1).events] == [{"n": 1}]
+    assert [e.data for e in reader.get_turn(1, include_internal=True).events] == [{"n": 1}]
+    assert [(t.number, len(t.events), t.finished) for t in reader.get_turns()] == [(1, 1, True)]
+    with store.open_session("s") as session:
+        session.append({"n": 2})  # the next turn, whatever arrived after the finish
+        assert session.current_turn == 2
+    assert [e.data for e in reader.get_turn(1).events] == [{"n": 1}]
+    assert [(t.number, [e.data for e in t.events]) for t in reader.get_turns()] == [
+        (1, [{"n": 1}]), (2, [{"n": 2}])]
+
+
+def test_reads_return_the_callers_events_and_the_stores_own_records_only_when_asked(store):
+    with store.create_session("s") as session:
+        session.commit([{"n": 1}], state_patch={"plan": "x"})
+        session.queue.enqueue("job")
+        session.save_session_with_updates([{"n": 2}], title="t")
+        session.set_state("k", 1)
+        session.inputs.submit("hi")
+        session.finish_turn()
+        session.append({"n": 3})
+    reader = store.read_session("s")
+    assert [e.data for e in reader.events()] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert [e.data for e in reader.events(after_seq=1, limit=1)] == [{"n": 2}]
+    every = [e.kind for e in reader.events(include_internal=True)]
+    assert every == ["event", fsstore.STATE_RECORD, "fsstore.queue", "event",
+                     fsstore.METADATA_RECORD, fsstore.STATE_RECORD, "fsstore.input",
+                     TURN_FINISHED, "event"]
+    turn = reader.get_turn(1, include_internal=True)
+    assert [e.kind for e in turn.events] == ["event", fsstore.STATE_RECORD, "event",
+                                             fsstore.METADATA_RECORD, fsstore.STATE_RECORD]
+    assert [e.kind for e in reader.get_turn(1).events] == ["event", "event"]
+    assert reader.get_turns(include_internal=True)[0] == turn
+    info = reader.info()  # counts every record, the store's own included
+    assert info.event_count == len(every) == info.head
+
+
+def test_a_finished_turn_read_across_segments_stays_whole_while_ingress_arrives(small_store):
+    with small_store.create_session("s") as session:
+        session.append_many([{"i": i, "pad": "p" * 300} for i in range(8)])
+        session.finish_turn()
+        for i in range(30):
+            session.queue.enqueue("job", {"i": i, "pad": "q" * 300})
+        before = small_store.read_session("s").get_turn(1)
+        session.append({"next": 1})
+    reader = small_store.read_session("s")
+    assert reader.get_turn(1) == before and len(before.events) == 8 and before.finished
+    assert [e.data for e in reader.get_turn(2).events] == [{"next": 1}]
+    assert [t.number for t in reader.get_turns()] == [1, 2]
 
 
 def test_finish_turn_is_a_barrier_and_a_finished_turn_takes_no_more_events(store):
@@ -348,7 +412,8 @@ def test_async_variants_do_not_block_the_event_loop(store):
         turn = await session.aget_turn(1)
         assert turn is not None and turn.finished and len(turn.events) == 4
         assert len(await session.aget_turns()) == 1
-        seen = [event.seq async for event in session.aevents(batch=2)]
+        assert [event.seq async for event in session.aevents(batch=2)] == [1, 2, 3, 4]
+        seen = [event.seq async for event in session.aevents(batch=2, include_internal=True)]
         assert seen == [1, 2, 3, 4, 5]
         await session.aclear()
         await session.aclose()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import tree_snapshot
@@ -19,7 +21,7 @@ from fsstore.state import merge_patch
 def fold(reader) -> dict:
     """The state computed straight from the log, independently of fsstore's loader."""
     state: dict = {}
-    for event in reader.events():
+    for event in reader.events(include_internal=True):
         if event.kind != STATE_RECORD:
             continue
         for op in event.data["ops"]:
@@ -87,7 +89,7 @@ def test_state_reads_are_copies(store):
 def test_state_changes_are_log_records(store):
     with store.create_session("s") as session:
         seq = session.set_state("k", 1)
-        (event,) = session.events(after_seq=seq - 1)
+        (event,) = session.events(after_seq=seq - 1, include_internal=True)
         assert (event.seq, event.kind) == (seq, STATE_RECORD)
         assert event.data == {"ops": [["set", "k", 1]]}
 
@@ -131,7 +133,7 @@ def test_commit_writes_events_and_state_change_as_one_batch(store):
         session.append({"before": 1})
         result = session.commit([{"a": 1}, {"b": 2}], state_patch={"done": ["a", "b"]})
         assert result.seqs == [2, 3] and result.head == 4 and not result.duplicate
-        events = list(session.events())
+        events = list(session.events(include_internal=True))
         assert [e.kind for e in events[1:]] == ["event", "event", STATE_RECORD]
         assert len({e.ts for e in events[1:]}) == 1  # one frame: one timestamp
         assert session.state() == {"done": ["a", "b"]}
@@ -156,6 +158,95 @@ def test_commit_with_a_stale_or_future_head_conflicts_and_writes_nothing(store, 
         assert "head 3" in str(caught.value)
         assert tree_snapshot(store.path) == before
         assert session.head == 3 and session.state() == {}
+
+
+INGRESS = """
+import sys, fsstore
+store = fsstore.open_store(sys.argv[1], create=False)
+with store.open_session("s", shared=True) as session:
+    session.queue.enqueue("wake", {"from": "another process"})
+    session.inputs.submit("a user typed this meanwhile")
+"""
+
+
+def ingress_from_another_process(store) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", INGRESS, store.path], check=True, env=env)
+
+
+def test_queue_items_and_inputs_between_read_and_commit_do_not_conflict(store):
+    store.create_session("s").close()
+    with store.open_session("s", shared=True) as session:
+        session.commit([{"n": 1}], state_patch={"n": 1})
+        head, revision = session.head, session.revision
+        assert revision == fsstore.Revision(1, 2)
+        ingress_from_another_process(store)
+        assert session.head == head + 2 and session.revision == revision  # fresh, unmoved
+        session.commit([{"n": 2}], state_patch={"n": 2}, expected_head=head)
+        revision = session.revision
+        ingress_from_another_process(store)
+        with store.open_session("s", shared=True) as other:
+            other.queue.enqueue("from another handle")
+        session.commit([{"n": 3}], state_patch={"n": 3}, expected_revision=revision)
+        assert session.state() == {"n": 3}
+        head, revision = session.head, session.revision
+        with store.open_session("s", shared=True) as other:
+            other.commit([{"n": "other"}])  # a commit lands: both checks now conflict
+        for check in ({"expected_head": head}, {"expected_revision": revision}):
+            before = tree_snapshot(store.path)
+            with pytest.raises(fsstore.HeadConflict):
+                session.commit([{"n": 4}], **check)
+            assert tree_snapshot(store.path) == before
+    assert [e.data["n"] for e in store.read_session("s").events()] == [1, 2, 3, "other"]
+
+
+def test_a_shared_sessions_head_and_revision_are_fresh_without_a_write(store):
+    store.create_session("s").close()
+    with store.open_session("s", shared=True) as reader, \
+            store.open_session("s", shared=True) as writer:
+        writer.append({"n": 1})
+        assert (reader.head, reader.revision, reader.current_turn) == (1, (1, 1), 1)
+        writer.finish_turn()
+        writer.queue.enqueue("job")
+        assert (reader.head, reader.revision.seq) == (3, 2)
+        assert store.read_session("s").revision == reader.revision == writer.revision
+
+
+def test_the_revision_moves_with_history_state_and_clear_but_not_ingress(small_store):
+    with small_store.create_session("s") as session:
+        assert session.revision == (1, 0)
+        moves = [lambda: session.append({"x": 1}), lambda: session.set_state("k", 1),
+                 lambda: session.commit([], commit_id="c"), lambda: session.finish_turn(),
+                 lambda: session.save_session_with_updates(title="t"), session.clear]
+        for write in moves:
+            before = session.revision
+            write()
+            assert session.revision != before
+            assert session.revision.seq == session.head
+        revision = session.revision
+        for i in range(30):  # across segments: the reader walks back to find it
+            session.queue.enqueue("job", {"pad": "p" * 300, "i": i})
+            session.inputs.submit({"pad": "p" * 300})
+        assert session.revision == revision and session.head == revision.seq + 60
+        assert small_store.read_session("s").revision == revision
+        session.update_metadata(title="not history")  # session.json only
+        assert session.revision == revision
+    with small_store.open_session("s") as session:  # found again on open
+        assert session.revision == revision
+
+
+def test_a_clear_conflicts_with_a_revision_read_before_it(store):
+    with store.create_session("s") as session:
+        session.set_state("k", 1)
+        revision = session.revision
+        session.clear()
+        with pytest.raises(fsstore.HeadConflict, match="cleared"):
+            session.commit([], state_patch={"k": 2}, expected_revision=revision)
+        with pytest.raises(fsstore.SeqOutOfRange):
+            session.commit([], expected_revision=5)
+        session.commit([], state_patch={"k": 2}, expected_revision=session.revision)
+        assert session.state() == {"k": 2}
 
 
 def test_a_commit_id_is_stored_once(store):
@@ -238,7 +329,7 @@ def test_save_session_with_updates_commits_metadata_and_events_together(store):
         seqs = session.save_session_with_updates(
             [{"ctx": 1}, {"ctx": 2}], title="new", tags=["t"], metadata={"m": 1})
         assert seqs == [1, 2]
-        (record,) = session.events(after_seq=2)
+        (record,) = session.events(after_seq=2, include_internal=True)
         assert record.kind == fsstore.METADATA_RECORD
         assert record.data == {"title": "new", "tags": ["t"], "metadata": {"m": 1}}
     info = store.read_session("s").info()
@@ -478,7 +569,8 @@ def test_events_until_a_seq_inside_a_batch_stops_there_across_segments(small_sto
         for _ in range(10):
             session.append_many([{"pad": "x" * 300}] * 3)
         for until in range(31):
-            assert [e.seq for e in session.events(until_seq=until)] == list(range(1, until + 1))
+            seqs = [e.seq for e in session.events(until_seq=until, include_internal=True)]
+            assert seqs == list(range(1, until + 1))
 
 
 def test_a_segment_missing_after_the_snapshot_is_reported_not_skipped(small_store):
@@ -507,3 +599,77 @@ def test_async_state_commit_and_checkpoint(store):
             assert await session.astate_at(1) == {}
 
     asyncio.run(main())
+
+
+# --- records and bodies a hand or a newer fsstore wrote ---------------------------------------
+
+
+@pytest.mark.parametrize("ops, field", [
+    ([["merge", 5]], "ops[0]"), ([["merge", [1]]], "ops[0]"), ([["set", 1, 2]], "ops[0]"),
+    ([["delete", b"k"]], "ops[0]"), ([["set", "k"]], "ops[0]"), ("x", "ops"),
+    ([["rename", "a", "b"]], "ops[0]"),
+])
+def test_a_state_record_that_does_not_fit_its_type_is_an_error_never_ignored(
+        store, ops, field):
+    from forge import append_raw
+
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+    append_raw(store, "s", [(STATE_RECORD, {"ops": ops})])
+    with pytest.raises(fsstore.FormatVersionError) as caught:
+        store.read_session("s").state()
+    assert field in str(caught.value) and "seq 2" in str(caught.value)
+
+
+def _rewrite_snapshot(path, change):
+    from fsstore import snapshot
+
+    file = snapshot.read(FileIO(), path)
+    body = dict(file.body)
+    change(body)
+    header = file.header
+    with open(path, "wb") as handle:
+        handle.write(snapshot.encode(header.kind, header.seq, header.log_start,
+                                     header.position, file.meta, body))
+
+
+@pytest.mark.parametrize("change, part", [
+    (lambda body: body.update(state={1: "a"}), "body"),
+    (lambda body: body.update(state=[1]), "body"),
+    (lambda body: body.update(commits=[["c", "x", 1]]), "body"),
+    (lambda body: body.update(queue=[[1, {"kind": "k"}]]), "queue"),
+    (lambda body: body["queue"][0][1].update(status="claimed"), "queue"),
+    (lambda body: body["queue"][0][1].update(priority="high"), "queue"),
+    (lambda body: body.update(queue=5), "queue"),
+    (lambda body: body["inputs"][0][1].update(status="consumed"), "inputs"),
+    (lambda body: body["inputs"][0][1].update(turn="1"), "inputs"),
+])
+def test_a_snapshot_body_that_does_not_fit_its_type_is_skipped_and_named(
+        store, change, part):
+    with store.create_session("s") as session:
+        session.set_state("a", 1)
+        session.queue.enqueue("job", {"n": 1})
+        session.inputs.submit("hello")
+        last = session.snapshot()
+    path = os.path.join(store.path, "sessions", "s", "state", f"{last:020d}.snap")
+    _rewrite_snapshot(path, change)
+    reader = store.read_session("s")
+    assert reader.state() == {"a": 1}
+    assert [w.payload for w in reader.queued_work()] == [{"n": 1}]
+    assert [i.payload for i in reader.turn_inputs()] == ["hello"]
+    (finding,) = reader.state_findings
+    assert finding.path == path and f"snapshot {part} is malformed" in finding.message
+
+
+def test_state_values_with_extension_types_are_refused_and_nothing_is_written(store):
+    import msgspec
+
+    with store.create_session("s") as session:
+        before = tree_snapshot(store.path)
+        for call in (lambda: session.set_state("k", msgspec.msgpack.Ext(5, b"abc")),
+                     lambda: session.merge_state({"k": [msgspec.msgpack.Ext(1, b"")]}),
+                     lambda: session.commit([], state_patch={"k": msgspec.Raw(b"\xc1")})):
+            with pytest.raises(fsstore.InvalidState):
+                call()
+        assert tree_snapshot(store.path) == before
+    assert store.read_session("s").state() == {}

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import tree_snapshot
+from crashsim import VARIANTS, CrashSimIO
 from test_layout import HOSTILE_IDS
 
 import fsstore
@@ -110,15 +117,15 @@ def test_a_lock_taken_on_a_lock_file_that_was_replaced_is_refused(store, monkeyp
     # away and a create made a new one, holds a lock on the old file: it must not write.
     store.create_session("s").close()
     lock_file = layout.writer_lock_path(store._session_path("s"))
-    real_stat = os.stat
+    real_lstat = os.lstat
 
     def stat_of_a_new_file(path, *args, **kwargs):
-        result = real_stat(path, *args, **kwargs)
+        result = real_lstat(path, *args, **kwargs)
         if path == lock_file:
             return os.stat_result((*result[:1], result.st_ino + 1, *result[2:]))
         return result
 
-    monkeypatch.setattr(os, "stat", stat_of_a_new_file)
+    monkeypatch.setattr(os, "lstat", stat_of_a_new_file)
     with pytest.raises(SessionNotFound, match="deleted and made again"):
         store.open_session("s")
     monkeypatch.undo()
@@ -175,3 +182,221 @@ def test_every_error_is_an_fsstore_error_and_its_builtin():
     assert issubclass(InvalidSessionId, ValueError)
     assert issubclass(SessionLocked, TimeoutError)
     assert str(SessionNotFound("no session 'x'")) == "no session 'x'"
+
+
+# --- deleting a leased session ----------------------------------------------------------------
+
+
+def test_delete_refuses_a_session_with_a_live_lease_unless_forced(store):
+    store.create_session("s").close()
+    store.claim_lease("s", "worker", ttl=600)
+    before = tree_snapshot(store._session_path("s"))
+    with pytest.raises(SessionLocked, match="leased to worker.*force=True"):
+        store.delete_session("s")
+    assert tree_snapshot(store._session_path("s")) == before
+    store.delete_session("s", force=True)
+    assert not store.has_session("s")
+
+
+def test_delete_goes_ahead_once_the_lease_is_released_or_expired(store):
+    store.create_session("released").close()
+    store.create_session("expired").close()
+    store.release_lease(store.claim_lease("released").lease)
+    store.delete_session("released")
+    store.claim_lease("expired", ttl=0.001)
+    time.sleep(0.01)
+    store.delete_session("expired")
+    assert store.session_ids() == []
+
+
+# --- one damaged session never breaks the store -----------------------------------------------
+
+
+def _store_with_damaged_sessions(store):
+    """A readable session "good" (with a collection and a fork) beside three damaged ones:
+    garbage session.json, a garbage log segment header, a garbage collection.json."""
+    for name in ("good", "bad-manifest", "bad-log", "bad-collection"):
+        with store.create_session(name, title=name) as session:
+            session.append({"kind": "m", "text": name})
+            session.create_collection("v", 2).upsert(
+                [fsstore.VectorDocument(f"{name}-doc", [1.0, 0.5])])
+    store.fork_session("good", "fork").close()
+    path = store._session_path
+    with open(os.path.join(path("bad-manifest"), "session.json"), "wb") as handle:
+        handle.write(b"\x00garbage{")
+    segment = sorted(os.listdir(os.path.join(path("bad-log"), "log")))[0]
+    with open(os.path.join(path("bad-log"), "log", segment), "r+b") as handle:
+        handle.write(b"\xff" * 64)
+    with open(os.path.join(path("bad-collection"), "vectors", "v", "collection.json"),
+              "wb") as handle:
+        handle.write(b"[1, 2")
+
+
+def test_list_sessions_marks_a_damaged_session_and_lists_the_others(store):
+    _store_with_damaged_sessions(store)
+    infos = {info.id: info for info in store.list_sessions()}
+    assert sorted(infos) == ["bad-collection", "bad-log", "bad-manifest", "fork", "good"]
+    assert infos["good"].damaged is None and infos["good"].event_count == 1
+    assert infos["bad-collection"].damaged is None  # its events read fine
+    assert "session.json" in infos["bad-manifest"].damaged
+    assert ".fslog" in infos["bad-log"].damaged
+    assert infos["bad-log"].title == "bad-log"  # what its manifest says is kept
+
+
+def test_search_skips_a_damaged_session_unless_it_is_named(store):
+    _store_with_damaged_sessions(store)
+    found = store.search("v", [1.0, 0.5], k=10)
+    assert sorted(r.session_id for r in found) == ["bad-log", "good"]  # forks share no vectors
+    with pytest.raises(fsstore.CorruptionError, match="collection.json"):
+        store.search("v", [1.0, 0.5], sessions=["good", "bad-collection"])
+
+
+def test_lineage_and_verify_go_on_past_a_damaged_session(store):
+    _store_with_damaged_sessions(store)
+    assert [r.session for r in store.lineage("good").forks] == ["fork"]
+    findings = store.verify()
+    damaged = {f.path.split(os.sep + "sessions" + os.sep)[1].split(os.sep)[0]
+               for f in findings if f.level == "problem"}
+    assert damaged == {"bad-manifest", "bad-log", "bad-collection"}
+    assert all(isinstance(f, fsstore.Finding) for f in findings)
+
+
+# --- a store releases what it holds ------------------------------------------------------------
+
+
+def _open_descriptors() -> int:
+    # Collect first: objects left by earlier tests would otherwise close their
+    # descriptors in the middle of a count.
+    gc.collect()
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def five_sessions(tmp_path):
+    root = tmp_path / "store"
+    with fsstore.open_store(root) as store:
+        for i in range(5):
+            store.create_session(f"s{i}").close()
+    return root
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_closed_store_holds_no_descriptors(five_sessions):
+    before = _open_descriptors()
+    for _ in range(20):
+        with fsstore.open_store(five_sessions) as store:
+            for i in range(5):
+                store.release_lease(store.claim_lease(f"s{i}").lease)
+    assert _open_descriptors() == before
+    store.claim_lease("s0")  # a closed store still works, and is closed again
+    store.close()
+    assert _open_descriptors() == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_store_dropped_without_close_releases_its_descriptors(five_sessions):
+    before = _open_descriptors()
+    for _ in range(20):
+        store = fsstore.open_store(five_sessions)
+        for i in range(5):
+            store.release_lease(store.claim_lease(f"s{i}").lease)
+        del store
+        gc.collect()
+    assert _open_descriptors() == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_store_keeps_descriptors_for_a_bounded_number_of_sessions(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    for i in range(40):
+        store.create_session(f"s{i}").close()
+    before = _open_descriptors()
+    for i in range(40):
+        store.release_lease(store.claim_lease(f"s{i}").lease)
+    assert _open_descriptors() - before <= 2 * 16
+    store.close()
+    assert _open_descriptors() == before
+
+
+# --- creating a store is all or nothing ---------------------------------------------------------
+
+
+def test_a_crash_at_any_step_of_creating_a_store_leaves_a_store_or_nothing(tmp_path):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    io = CrashSimIO(str(parent))
+    states = []
+
+    def crash_here():
+        for variant in VARIANTS:
+            dest = tmp_path / f"crash{len(states)}"
+            io.materialize(str(dest), variant)
+            states.append(dest)
+
+    io.on_op = crash_here
+    fsstore.open_store(parent / "store", io=io)
+    assert len(states) >= 5 * len(VARIANTS)
+    for dest in states:
+        with pytest.raises(StoreNotFound) if not (dest / "store" / "fsstore.json").exists() \
+                else contextlib.nullcontext():
+            fsstore.open_store(dest / "store", create=False)
+        store = fsstore.open_store(dest / "store")
+        store.create_session("s").close()
+        assert store.verify() == []
+
+
+def test_a_store_killed_before_its_manifest_is_renamed_is_finished_by_the_next_open(tmp_path):
+    script = (
+        "import os, signal, sys\n"
+        "import fsstore\n"
+        "class KilledBeforeRename(fsstore.FileIO):\n"
+        "    def rename(self, src, dst):\n"
+        "        if dst.endswith('fsstore.json'):\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        super().rename(src, dst)\n"
+        "fsstore.open_store(sys.argv[1], io=KilledBeforeRename())\n")
+    root = tmp_path / "store"
+    done = subprocess.run([sys.executable, "-c", script, str(root)], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert not (root / "fsstore.json").exists() and (root / "sessions").is_dir()
+    with pytest.raises(StoreNotFound, match="creation was interrupted"):
+        fsstore.open_store(root, create=False)
+    store = fsstore.open_store(root)
+    store.create_session("s").close()
+    assert fsstore.open_store(root, create=False).session_ids() == ["s"]
+
+
+def test_a_folder_with_a_session_but_no_manifest_is_not_taken_for_a_leftover(tmp_path):
+    (tmp_path / "store" / "sessions" / "s").mkdir(parents=True)
+    with pytest.raises(NotAStore):
+        fsstore.open_store(tmp_path / "store")
+
+
+# --- creating a session leaves nothing when it fails ---------------------------------------------
+
+
+def test_a_create_session_failing_at_any_step_leaves_no_folder(tmp_path):
+    root = tmp_path / "store"
+    fsstore.open_store(root).close()
+    for step in range(1, 100):
+        io = CrashSimIO(str(root))
+        io.fail_at = step
+        store = fsstore.open_store(root, io=io)
+        try:
+            store.create_session("s").close()
+        except OSError:
+            assert os.listdir(root / "sessions") in ([], ["s"])  # ["s"]: failed after the rename
+            if os.listdir(root / "sessions"):
+                fsstore.open_store(root).delete_session("s")
+            continue
+        break
+    else:
+        raise AssertionError("create_session never succeeded")
+    assert step > 5
+
+
+def test_a_session_its_reader_would_refuse_is_not_left_behind(store):
+    with pytest.raises(fsstore.FsStoreError):
+        store.create_session("s", metadata={"big": "x" * (2 << 20)})
+    assert os.listdir(os.path.join(store.path, "sessions")) == []
+    assert store.list_sessions() == []

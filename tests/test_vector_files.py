@@ -182,7 +182,7 @@ def test_a_missing_or_folder_collection_manifest_is_typed_and_verified(damaged):
     os.rename(path, path + ".away")
     with pytest.raises(CollectionNotFound):
         damaged.read_session("s").collection("c")
-    assert [f.path for f in problems(damaged)] == [path]
+    assert path in [f.path for f in problems(damaged)]
     os.mkdir(path)
     with pytest.raises(CorruptionError) as raised:
         damaged.read_session("s").collection("c")

@@ -243,3 +243,28 @@ def test_store_watchers_started_and_stopped_leak_nothing(store):
             watcher.get(timeout=0)
     assert threading.active_count() == threads
     assert open_files() == files
+
+
+def test_a_store_watcher_goes_on_past_a_damaged_session(store):
+    for name in ("a", "b"):
+        store.create_session(name).close()
+    manifest = os.path.join(store._session_path("b"), "session.json")
+    with open(manifest, "rb") as handle:
+        good = handle.read()
+    with open(manifest, "wb") as handle:
+        handle.write(b"\x00garbage")
+    with store.watch(notifier=Deaf(), include_existing=True) as watcher:
+        assert watcher.poll() == [SessionChange("created", "a", 0, 1)]  # b is not announced
+        with store.open_session("a") as session:
+            session.append({"x": 1})
+        assert watcher.poll() == [SessionChange("changed", "a", 1, 1)]
+        with open(manifest, "wb") as handle:
+            handle.write(good)
+        assert watcher.poll() == [SessionChange("created", "b", 0, 1)]
+        # A known session that becomes unreadable is not taken for deleted.
+        log = os.path.join(store._session_path("a"), "log")
+        with open(os.path.join(log, sorted(os.listdir(log))[0]), "r+b") as handle:
+            handle.write(b"\xff" * 64)
+        assert watcher.poll() == []
+        store.create_session("c").close()
+        assert watcher.poll() == [SessionChange("created", "c", 0, 1)]

@@ -158,7 +158,7 @@ def test_the_queue_survives_reopen_snapshots_and_is_in_the_log(store):
             session.queue.complete(held._replace(token=held.token + 1))
         session.queue.complete(held)
         assert session.queue.claim("w", 30).id == ids[2]
-    kinds = [e.kind for e in store.read_session("s").events()]
+    kinds = [e.kind for e in store.read_session("s").events(include_internal=True)]
     assert set(kinds) == {"fsstore.queue"}
 
 
@@ -289,7 +289,7 @@ def completions_in_log(store) -> list[tuple[int, int]]:
     show here as a mismatch."""
     claims: dict[int, int] = {}
     done = []
-    for event in store.read_session("s").events():
+    for event in store.read_session("s").events(include_internal=True):
         if event.kind != "fsstore.queue":
             continue
         data = event.data
@@ -341,3 +341,78 @@ def test_workers_killed_at_random_many_times_lose_no_item(tmp_path, seed):
     queue_workers_trial(tmp_path, items=1000, kills=10, seed=seed)
 
 
+
+
+# --- records a hand or a newer fsstore wrote, and payloads ------------------------------------
+
+
+@pytest.mark.parametrize("kind, data, field", [
+    ("fsstore.queue", {"op": "claim", "id": "1", "worker": "w", "expires": 1.0}, "id"),
+    ("fsstore.queue", {"op": "enqueue", "kind": 5}, "kind"),
+    ("fsstore.queue", {"op": "enqueue", "kind": "k", "priority": True}, "priority"),
+    ("fsstore.queue", {"op": "fail", "id": 1, "token": 2, "error": {"x": 1}}, "error"),
+    ("fsstore.queue", {"op": "purge", "ids": 1}, "ids"),
+    ("fsstore.queue", {"op": "explode", "id": 1}, "op"),
+    ("fsstore.queue", ["enqueue"], "object"),
+    ("fsstore.input", {"op": "consume", "ids": [1], "turn": 1.5}, "turn"),
+    ("fsstore.input", {"op": "claim", "ids": ["1"], "turn": 1}, "ids[0]"),
+    ("fsstore.input", {"op": "prune"}, "ids"),
+])
+def test_a_queue_or_input_record_that_does_not_fit_its_type_is_a_typed_error(
+        store, kind, data, field):
+    from forge import append_raw
+
+    with store.create_session("s") as session:
+        session.queue.enqueue("job", 1)
+    append_raw(store, "s", [(kind, data)])
+    with pytest.raises(fsstore.FormatVersionError) as caught:
+        store.read_session("s").queued_work()
+    assert field in str(caught.value) and "seq 2" in str(caught.value)
+
+
+def test_payloads_read_back_as_the_log_gives_them_before_and_after_reopen(store):
+    with store.create_session("s") as session:
+        session.queue.enqueue("job", (1, (2, 3)))
+        session.inputs.submit({"t": (4,)})
+        assert session.queue.items()[0].payload == [1, [2, 3]]
+        assert session.inputs.items()[0].payload == {"t": [4]}
+    reader = store.read_session("s")
+    assert reader.queued_work()[0].payload == [1, [2, 3]]
+    assert reader.turn_inputs()[0].payload == {"t": [4]}
+
+
+def test_payloads_msgpack_cannot_give_back_are_refused_and_nothing_is_written(session):
+    import msgspec
+
+    before = tree_snapshot(session.path)
+    for payload in (msgspec.msgpack.Ext(5, b"abc"), {"x": [msgspec.msgpack.Ext(1, b"")]},
+                    msgspec.Raw(b"\xc1"), object(), 2**64):
+        with pytest.raises(fsstore.InvalidEvent):
+            session.queue.enqueue("job", payload)
+        with pytest.raises(fsstore.InvalidEvent):
+            session.inputs.submit(payload)
+    assert tree_snapshot(session.path) == before
+
+
+def test_the_snapshot_body_of_a_queue_and_inputs_is_the_worked_example_of_the_format():
+    import re
+
+    import msgspec
+
+    from fsstore.state import StateImage
+
+    with open(os.path.join(ROOT, "docs", "FORMAT.md")) as handle:
+        spec = handle.read()
+    section = spec[spec.index("### 17.1"):spec.index("## 18.")]
+    dump = section[section.index("Worked example"):]
+    dump = dump[dump.index("```") + 3:]
+    dump = dump[:dump.index("```")]
+    expected = bytes.fromhex("".join(re.findall(r"^[0-9a-f]{8}  ((?:[0-9a-f]{2} ?)+)", dump,
+                                                re.MULTILINE)))
+    image = StateImage(3, 1)
+    image.work.apply(2, 1795240001.5, {"op": "enqueue", "kind": "wake"})
+    image.inputs.apply(3, 1795240002.0, {"op": "submit", "payload": "hi"})
+    assert msgspec.msgpack.encode(image.body()) == expected
+    body = msgspec.msgpack.decode(expected)
+    assert fsstore.work.WorkState.from_body(body["queue"]).view(2).kind == "wake"
+    assert fsstore.work.InputState.from_body(body["inputs"]).view(3).payload == "hi"

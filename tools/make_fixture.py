@@ -68,8 +68,9 @@ def make_v1() -> None:
         expected[info.id] = {
             "title": info.title, "tags": info.tags, "metadata": info.metadata,
             "event_count": info.event_count, "head": info.head,
-            "events": [json.loads(event_json(e)) for e in reader.events()],
-            "turns": [[t.number, len(t.events), t.finished] for t in reader.get_turns()],
+            "events": [json.loads(event_json(e)) for e in reader.events(include_internal=True)],
+            "turns": [[t.number, len(t.events), t.finished]
+                      for t in reader.get_turns(include_internal=True)],
         }
     for folder, _, files in os.walk(store_path):
         for name in files:
@@ -124,7 +125,7 @@ def make_v1_1() -> None:
         expected[info.id] = {
             "title": info.title, "tags": info.tags, "metadata": info.metadata,
             "head": info.head, "parent": None if info.parent is None else list(info.parent),
-            "events": [json.loads(event_json(e)) for e in reader.events()],
+            "events": [json.loads(event_json(e)) for e in reader.events(include_internal=True)],
             "state": json.loads(json.dumps(reader.state(), default=list)),
             "states_at": {seq: reader.state_at(seq) for seq in range(0, info.head + 1, 5)},
             "checkpoints": [[c.id, c.label, c.kind, c.seq, reader.load_checkpoint(c.id)]
@@ -207,5 +208,63 @@ def make_v1_2() -> None:
         handle.write("\n")
 
 
+def make_v1_2_work() -> None:
+    """Version 1.2 with what a multi-process session leaves: an execution lease file,
+    queue and turn-input records (claimed, completed, failed, consumed), and a snapshot
+    whose body holds the queue and the inputs."""
+    here = os.path.join(FIXTURES, "v1.2-work")
+    store_path = os.path.join(here, "store")
+    if os.path.exists(here):
+        shutil.rmtree(here)
+    store = fsstore.open_store(store_path, snapshots=fsstore.SnapshotPolicy(every_events=12))
+    ts = 1795260000.0
+    store.create_session("runtime", title="work").close()
+    outcome = store.claim_lease("runtime", fsstore.LeaseOwner("host-a", 4242, "boot:1",
+                                                             "runtime-1"), ttl=3600)
+    assert outcome.lease is not None
+    with store.open_session("runtime", shared=True) as ingress:
+        for i in range(4):
+            ingress.queue.enqueue("job", {"n": i, "blob": bytes([i]) * 8}, priority=i % 2)
+        ingress.inputs.submit("first input")
+        ingress.inputs.submit({"text": "second", "files": ["a.py"]})
+    with store.open_session("runtime", lease=outcome.lease) as session:
+        claimed = session.inputs.claim()
+        session.commit([{"role": "user", "content": [i.payload for i in claimed]}],
+                       state_patch={"step": 1}, turn=1, ts=ts)
+        session.finish_turn()
+        first = session.queue.claim("worker-1", lease_ttl=3600)
+        second = session.queue.claim("worker-2", lease_ttl=3600)
+        session.queue.complete(first)
+        session.queue.fail(second, "flaky", retry_after=0.001)
+        session.queue.claim("worker-3", lease_ttl=3600)
+        session.inputs.submit("arrived during turn 2")
+        session.commit([{"role": "assistant", "content": "working"}],
+                       state_patch={"step": 2}, turn=2, ts=ts + 1)
+        session.snapshot()
+        session.queue.enqueue("late", None, priority=9)
+    store.release_lease(outcome.lease)  # the token stays in the lease file
+    expected = {}
+    for info in store.list_sessions():
+        reader = store.read_session(info.id)
+        expected[info.id] = {
+            "head": info.head,
+            "events": [json.loads(event_json(e)) for e in reader.events()
+                       if not e.kind.startswith("fsstore.")],
+            "state": reader.state(),
+            "queue": [[w.id, w.kind, json.loads(json.dumps(w.payload, default=list)),
+                       w.priority, w.status, w.attempts] for w in reader.queued_work()],
+            "inputs": [[i.id, i.payload, i.status] for i in reader.turn_inputs()],
+            "lease": [store.lease_info(info.id).token, store.lease_info(info.id).held],
+        }
+    for folder, _, files in os.walk(store_path):
+        for name in files:
+            if name == "writer.lock":
+                os.unlink(os.path.join(folder, name))
+    with open(os.path.join(here, "expected.json"), "w") as handle:
+        json.dump(expected, handle, indent=1, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+
+
 if __name__ == "__main__":
-    {"v1": make_v1, "v1.1": make_v1_1, "v1.2": make_v1_2}[sys.argv[1]]()
+    {"v1": make_v1, "v1.1": make_v1_1, "v1.2": make_v1_2,
+     "v1.2-work": make_v1_2_work}[sys.argv[1]]()

@@ -6,6 +6,7 @@ import argparse
 import base64
 import datetime
 import json
+import math
 from typing import Any
 
 from ..blobs import BLOB_KEY
@@ -28,42 +29,100 @@ def store_from(args: argparse.Namespace, explicit: str | None = None) -> Store:
     return open_store(path if path else find_store(), create=False)
 
 
-def json_default(value: Any) -> Any:
+#: Nesting deeper than this is printed as ``{"$deep": N}`` (N: the levels cut off).
+MAX_PRINT_DEPTH = 100
+
+
+def printable(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain JSON can hold it, so that printing it never fails. What JSON
+    has no form for is printed in a documented form (README, "The command line"):
+
+    - bytes: ``{"$base64": "..."}``
+    - a float that is NaN or infinite: ``{"$float": "nan" | "inf" | "-inf"}``
+    - a map with a key that is not a str: ``{"$map": [[key, value], ...]}``
+    - a date or time: its ISO 8601 text
+    - nesting deeper than 100 levels: ``{"$deep": levels cut off}``
+    - anything else: ``{"$repr": "..."}``
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": str(value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$base64": base64.b64encode(bytes(value)).decode()}
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
-    return repr(value)
+    if isinstance(value, (dict, list, tuple)):
+        if depth >= MAX_PRINT_DEPTH:
+            return {"$deep": _depth(value)}
+        if isinstance(value, dict):
+            if all(isinstance(key, str) for key in value):
+                return {key: printable(item, depth + 1) for key, item in value.items()}
+            return {"$map": [[printable(key, depth + 2), printable(item, depth + 2)]
+                             for key, item in value.items()]}
+        return [printable(item, depth + 1) for item in value]
+    return {"$repr": _short_repr(value)}
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = [*item.keys(), *item.values()]
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not stop a listing
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """JSON text of ``value`` through :func:`printable`: never fails."""
+    return json.dumps(printable(value), ensure_ascii=False, allow_nan=False, **options)
 
 
 def event_json(event: Event) -> str:
-    """One event as a JSON line: bytes become ``{"$base64": ...}``."""
-    return json.dumps(
-        {"seq": event.seq, "ts": event.ts, "turn": event.turn, "kind": event.kind,
-         "data": event.data},
-        default=json_default, ensure_ascii=False,
-    )
+    """One event as a JSON line, in the forms of :func:`printable`."""
+    return dumps({"seq": event.seq, "ts": event.ts, "turn": event.turn, "kind": event.kind,
+                  "data": event.data})
+
+
+def _time(ts: float, pattern: str) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(ts).strftime(pattern)
+    except (ValueError, OverflowError, OSError, TypeError):
+        return str(ts)  # NaN, infinite or out of the platform's range: the number itself
 
 
 def clock(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+    """``HH:MM:SS`` of a timestamp; the number itself when it is no time (NaN, inf)."""
+    return _time(ts, "%H:%M:%S")
 
 
 def when(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    """``YYYY-MM-DD HH:MM`` of a timestamp; the number itself when it is no time."""
+    return _time(ts, "%Y-%m-%d %H:%M")
 
 
 def summarize(data: Any, width: int = 100) -> str:
     """A one-line reading of an event: chat messages and tool calls by their usual keys,
     anything else as compact JSON."""
     text: str
-    if isinstance(data, dict):
+    if isinstance(data, dict) and all(isinstance(key, str) for key in data):
         if "role" in data and "content" in data:
             content = data["content"]
-            text = f"{data['role']}: {content if isinstance(content, str) else _compact(content)}"
+            text = f"{_compact(data['role'])}: {_compact(content)}"
         elif "name" in data and ("args" in data or "arguments" in data):
             arguments = data.get("args", data.get("arguments"))
-            text = f"{data['name']}({_compact(arguments)})"
+            text = f"{_compact(data['name'])}({_compact(arguments)})"
         elif "output" in data:
             text = f"-> {_compact(data['output'])}"
         else:
@@ -78,9 +137,9 @@ def _compact(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and BLOB_KEY in value:
-        return (f"[attachment {value.get('media_type') or ''} {value.get('size')} B "
-                f"{str(value[BLOB_KEY])[7:19]}]")
-    return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"))
+        return (f"[attachment {_compact(value.get('media_type') or '')} "
+                f"{_compact(value.get('size'))} B {_compact(value[BLOB_KEY])[7:19]}]")
+    return dumps(value, separators=(",", ":"))
 
 
 def human_bytes(size: float) -> str:

@@ -158,7 +158,7 @@ def run_demo(args: argparse.Namespace) -> int:
     info = reader.info()
     turns = reader.get_turns()
     kinds: dict[str, int] = {}
-    for event in reader.events():
+    for event in reader.events(include_internal=True):
         kinds[event.kind] = kinds.get(event.kind, 0) + 1
     log_dir = layout.log_dir(session.path)
     segments = sorted(name for name in os.listdir(log_dir) if name.endswith(layout.SEGMENT_SUFFIX))

@@ -26,6 +26,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     cat.add_argument("--after", type=int, default=0, metavar="SEQ",
                      help="only events after this seq")
     cat.add_argument("--limit", type=int, default=None, metavar="N", help="at most N events")
+    cat.add_argument("--all", action="store_true", dest="all_records",
+                     help="include the store's own records (fsstore.* kinds: state, queue, "
+                          "input, metadata, turn_finished)")
     cat.set_defaults(run=run_cat)
 
 
@@ -36,14 +39,14 @@ def run_ls(args: argparse.Namespace) -> int:
         print(f"no sessions in {store.path}")
         return 0
     width = max(len(session_id) for session_id in ids)
-    print(f"{'SESSION':<{width}}  {'EVENTS':>7}  {'CREATED':<16}  {'UPDATED':<16}  TITLE")
+    print(f"{'SESSION':<{width}}  {'RECORDS':>7}  {'CREATED':<16}  {'UPDATED':<16}  TITLE")
     damaged = 0
     for session_id in ids:
         try:
             info = store.read_session(session_id).info()
         except SessionNotFound:
             continue  # deleted meanwhile
-        except FsStoreError as exc:  # one damaged session does not hide the others
+        except (FsStoreError, OSError) as exc:  # one damaged session hides no other
             damaged += 1
             print(f"{session_id:<{width}}  {'?':>7}  damaged: {exc}")
             continue
@@ -63,7 +66,7 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"tags: {', '.join(info.tags)}")
     if info.parent is not None:
         print(f"forked from {info.parent.parent} at seq {info.parent.seq}")
-    print(f"{info.event_count} events, seq {info.head - info.event_count + 1}..{info.head}")
+    print(f"{info.event_count} records, seq {info.head - info.event_count + 1}..{info.head}")
     for turn in session.get_turns():
         state = "finished" if turn.finished else "not finished"
         print(f"\nturn {turn.number} ({len(turn.events)} events, {state})")
@@ -75,7 +78,8 @@ def run_show(args: argparse.Namespace) -> int:
 def run_cat(args: argparse.Namespace) -> int:
     store = store_from(args)
     write = sys.stdout.write
-    for event in store.read_session(args.session).events(args.after, limit=args.limit):
+    for event in store.read_session(args.session).events(
+            args.after, limit=args.limit, include_internal=args.all_records):
         write(event_json(event) + "\n")
     return 0
 

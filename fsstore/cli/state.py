@@ -4,11 +4,10 @@ its checkpoints, its forks and its attachments."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..blobs import DEFAULT_GRACE_SECONDS
-from ._common import add_command, human_bytes, json_default, store_from, when
+from ._common import add_command, dumps, human_bytes, store_from, when
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -53,7 +52,7 @@ def run_state(args: argparse.Namespace) -> int:
         state = reader.state_at(args.at)
     else:
         state = reader.state()
-    print(json.dumps(state, default=json_default, ensure_ascii=False, indent=2, sort_keys=True))
+    print(dumps(state, indent=2, sort_keys=True))
     for finding in reader.state_findings:
         print(f"fsstore: {finding}", file=sys.stderr)
     return 0

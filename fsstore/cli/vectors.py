@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from ..errors import InvalidQuery
-from ._common import add_command, human_bytes, store_from
+from ._common import add_command, dumps, human_bytes, store_from, summarize
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -78,10 +78,8 @@ def run_search(args: argparse.Namespace) -> int:
                            filter=conditions, sessions=args.session)
     for result in results:
         if args.json:
-            print(json.dumps(result._asdict(), ensure_ascii=False))
+            print(dumps(result._asdict()))
             continue
-        content = " ".join((result.content or "").split())
-        if len(content) > 70:
-            content = content[:67] + "..."
+        content = summarize(result.content or "", 70)
         print(f"{result.score:9.4f}  {result.session_id}:{result.id}  {content}")
     return 0

@@ -9,7 +9,7 @@ import sys
 
 from ..log import Event
 from ..watch import LogCleared
-from ._common import add_command, clock, event_json, store_from, summarize
+from ._common import add_command, clock, dumps, event_json, store_from, summarize
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -73,7 +73,7 @@ def run_watch(args: argparse.Namespace) -> int:
     try:
         for change in watcher:
             if args.json:
-                print(json.dumps(change._asdict()), flush=True)
+                print(dumps(change._asdict()), flush=True)
             else:
                 head = "" if change.head is None else f" head {change.head}"
                 print(f"{change.kind:<8} {change.session_id}{head}", flush=True)

@@ -4,10 +4,9 @@ the work queued for it, and the input waiting for its next turn."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from ._common import add_command, json_default, store_from, when
+from ._common import add_command, dumps, store_from, summarize, when
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -61,11 +60,11 @@ def run_queue(args: argparse.Namespace) -> int:
     print(f"{'ID':>8} {'STATUS':<8} {'PRIO':>4} {'TRIES':>5} {'ENQUEUED':<16} {'KIND':<16} "
           "PAYLOAD / WORKER / ERROR")
     for item in items:
-        detail = json.dumps(item.payload, default=json_default, ensure_ascii=False)[:40]
+        detail = dumps(item.payload)[:40]
         if item.status == "claimed":
             detail += f"  by {item.worker}"
         if item.error:
-            detail += f"  ({item.error[:40]})"
+            detail += f"  ({summarize(item.error, 40)})"
         print(f"{item.id:>8} {item.status:<8} {item.priority:>4} "
               f"{item.attempts}/{item.max_attempts:<3} {when(item.enqueued_at):<16} "
               f"{item.kind[:16]:<16} {detail}")
@@ -79,7 +78,7 @@ def run_inputs(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':>8} {'STATUS':<9} {'TURN':>5} {'SUBMITTED':<16} PAYLOAD")
     for item in items:
-        payload = json.dumps(item.payload, default=json_default, ensure_ascii=False)[:60]
+        payload = dumps(item.payload)[:60]
         turn = "-" if item.turn is None else str(item.turn)
         print(f"{item.id:>8} {item.status:<9} {turn:>5} {when(item.submitted_at):<16} "
               f"{payload}")

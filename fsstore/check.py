@@ -1,0 +1,427 @@
+"""``verify``: the read-only check of a session or a store, composed of each artifact's
+own check (docs/FORMAT.md, section 7.4).
+
+A check reads what every read would read, the way that read would read it, and turns
+each failure into a :class:`Finding`: the log's framing and every event decoded; the
+state, the work queue and the turn inputs folded from the whole log and compared with
+every snapshot and checkpoint that claims to hold the same fold; every blob reference
+of the log and of the checkpoints resolved; every blob hashed as a stream; every
+vector collection opened; the lease read. It never writes and never raises: a typed
+error is a problem of the file it names, and any other exception (a bug in fsstore) is
+reported as one too, so that one damaged file never hides the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
+
+from . import layout, snapshot, vectors
+from . import lease as lease_module
+from .blobs import BLOB_KEY, BlobRef
+from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
+from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
+
+if TYPE_CHECKING:
+    from .session import SessionReader
+    from .store import Store
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class Report:
+    """Findings gathered step by step; :meth:`step` turns whatever a step raises into a
+    finding of the path it was reading, so the check goes on with the next step."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+
+    def add(self, level: str, path: str, offset: int | None, message: str) -> None:
+        self.findings.append(Finding(level, path, offset, message))
+
+    def problems(self) -> set[tuple[str, int | None]]:
+        return {(f.path, f.offset) for f in self.findings if f.level == "problem"}
+
+    @contextlib.contextmanager
+    def step(self, path: str, what: str, *, known: set[tuple[str, int | None]] | None = None
+             ) -> Iterator[None]:
+        """Run a step; an error becomes a problem of ``path`` (or of the file the error
+        names), unless ``known`` already holds a problem at that place (the same damage
+        seen again by a later step)."""
+        try:
+            yield
+        except Exception as exc:  # verify never raises: every failure is a finding
+            finding = finding_of(exc, path, what)
+            if known is None or (finding.path, finding.offset) not in known:
+                self.findings.append(finding)
+
+
+def finding_of(exc: BaseException, path: str, what: str) -> Finding:
+    """The problem an exception raised while ``what`` (reading ``path``) stands for. The
+    message never repeats the path the finding already names."""
+    if isinstance(exc, CorruptionError):
+        return Finding("problem", exc.path, exc.offset, exc.reason)
+    if isinstance(exc, FsStoreError):
+        return Finding("problem", path, getattr(exc, "offset", None),
+                       strip_path(str(exc), path))
+    if isinstance(exc, OSError):
+        where = exc.filename if isinstance(exc.filename, str) else path
+        return Finding("problem", where, None,
+                       f"{what}: {exc.strerror or type(exc).__name__}")
+    if isinstance(exc, RecursionError):
+        return Finding("problem", path, None, f"{what}: nested too deeply to read")
+    if isinstance(exc, MemoryError):
+        return Finding("problem", path, None, f"{what}: needs more memory than there is")
+    # Not an error fsstore raises on purpose: a bug to fix where it was raised. It is
+    # still only a finding, so one bad file never stops the check of the others.
+    return Finding("problem", path, None, f"{what} failed with {type(exc).__name__}: "
+                   f"{strip_path(str(exc), path)} (an fsstore bug: please report it)")
+
+
+def strip_path(message: str, path: str) -> str:
+    """``message`` without a leading ``path:`` or ``path at byte N:``."""
+    if message.startswith(path):
+        rest = message[len(path):]
+        if rest.startswith(": "):
+            return rest[2:]
+        if rest.startswith(" at byte "):
+            head, sep, tail = rest.partition(": ")
+            if sep and head[len(" at byte "):].isdigit():
+                return tail
+    return message
+
+
+# --- a session -------------------------------------------------------------------------
+
+
+class _Base(NamedTuple):
+    """A snapshot or checkpoint that claims to hold the fold of the log up to ``seq``."""
+
+    seq: int
+    path: str
+    image: StateImage
+
+
+def check_session(reader: SessionReader) -> list[Finding]:
+    """Everything wrong with one session, read as every read would read it."""
+    with _quiet():
+        return _check_session(reader)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Reads log what they skip (a damaged snapshot); verify reports it as a finding, so
+    its own reads do not log it again. Only this thread's records are dropped."""
+    thread = threading.get_ident()
+
+    def other_threads(record: logging.LogRecord) -> bool:
+        return record.thread != thread
+
+    logger = logging.getLogger("fsstore")
+    logger.addFilter(other_threads)
+    try:
+        yield
+    finally:
+        logger.removeFilter(other_threads)
+
+
+def _check_session(reader: SessionReader) -> list[Finding]:
+    report = Report()
+    manifest_path = layout.session_manifest_path(reader.path)
+    with report.step(manifest_path, "reading the session manifest"):
+        reader.info()  # title, tags, metadata, parent and the log's tail
+        named = reader._manifest.get("id")
+        if named is not None and named != reader.id:
+            report.add("problem", manifest_path, None, f"the manifest is session {named!r}'s, "
+                       f"in the folder of session {reader.id!r} (copied over it?); reads "
+                       "would show the other session's title, tags and metadata")
+    log = reader._log
+    with report.step(log.path, "checking the log"):
+        report.findings.extend(log.check())
+    refs: dict[str, tuple[BlobRef, str, str]] = {}
+    with report.step(log.path, "reading the events", known=report.problems()):
+        _read_events(reader, refs, report)
+    bases = _check_snapshots(reader, report)
+    bases += _check_checkpoints(reader, report, refs)
+    with report.step(log.path, "folding the state", known=report.problems()):
+        _check_fold(reader, bases, report)
+    with report.step(log.path, "loading the state", known=report.problems()):
+        reader.state()
+        reader.queued_work()
+        reader.turn_inputs()
+    blobs_path = layout.blobs_dir(reader.path)
+    with report.step(blobs_path, "resolving blob references"):
+        _check_refs(reader, refs, report)
+    with report.step(blobs_path, "checking the blobs"):
+        report.findings.extend(reader.blobs.check(verify=True))
+    _check_collections(reader, report)
+    _check_lease(reader, report)
+    _check_leftovers(reader, report)
+    return report.findings
+
+
+def _read_events(reader: SessionReader, refs: dict[str, tuple[BlobRef, str, str]],
+                 report: Report) -> None:
+    """Decode every event as ``events()`` does, and gather its blob references."""
+    for scan in reader._log.scans(0, math.inf):
+        for event in scan:
+            _gather_refs(event.data, f"the event at seq {event.seq}", scan.path, refs,
+                         report)
+
+
+def _gather_refs(value: Any, where: str, path: str,
+                 refs: dict[str, tuple[BlobRef, str, str]], report: Report) -> None:
+    """Every map holding the key ``fsstore.blob``, at any depth (as gc finds them): a
+    well-formed one is a reference to resolve, the first per digest and size kept."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if BLOB_KEY in item:
+                try:
+                    ref = BlobRef.parse(item)
+                except InvalidBlobRef as exc:
+                    report.add("note", path, None, f"{where} holds a map with the key "
+                               f"{BLOB_KEY!r} that is not a blob reference ({exc}); reads of "
+                               "it as one fail, gc ignores it")
+                else:
+                    refs.setdefault(f"{ref.digest}/{ref.size}", (ref, where, path))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _check_refs(reader: SessionReader, refs: dict[str, tuple[BlobRef, str, str]],
+                report: Report) -> None:
+    """Each referenced blob must be there, with the size its reference gives."""
+    for ref, where, path in refs.values():
+        with report.step(path, f"resolving {ref.digest}"):
+            if not reader.blobs.exists(ref):
+                folder = os.path.join(layout.blobs_dir(reader.path), "sha256", ref.hex[:2])
+                report.add("problem", path, None, f"{where} refers to blob {ref.digest}, "
+                           f"which the session does not hold (no {ref.hex} or "
+                           f"{ref.hex}.zst in {folder}); reads of it raise BlobNotFound")
+                continue
+            stat = reader.blobs.stat(ref)
+            if ref.size >= 0 and stat.ref.size != ref.size:
+                report.add("problem", stat.path, None, f"blob holds {stat.ref.size} bytes; "
+                           f"{where} in {path} refers to it with size {ref.size}, so reads "
+                           "of it raise")
+
+
+def _check_snapshots(reader: SessionReader, report: Report) -> list[_Base]:
+    """Each snapshot decoded as a state load decodes it; those a load would use are
+    returned, to be compared with the fold of the log."""
+    bases: list[_Base] = []
+    snapshots = reader._snapshots
+    seqs: list[int] = []
+    with report.step(snapshots.path, "listing the snapshots"):
+        seqs = snapshots.seqs()
+    try:
+        tail = reader._log.tail()
+    except Exception:  # the log's own check reported it
+        tail = None
+    for seq in seqs:
+        path = snapshots.file_path(seq)
+        with report.step(path, "reading the snapshot"):
+            try:
+                file = snapshot.read(reader.io, path)
+            except FileNotFoundError:
+                continue  # pruned meanwhile
+            try:
+                image = StateImage.from_file(file, reader._policy.commit_ids, path)
+            except FsStoreError as exc:
+                report.findings.append(finding_of(exc, path, "reading the snapshot"))
+                continue
+            header = file.header
+            if header.seq != seq:
+                report.add("problem", path, 0, f"the file is named after seq {seq} but holds "
+                           f"the state at seq {header.seq}; state loads would return the "
+                           "wrong state")
+            elif tail is not None and header.log_start != tail.log_start:
+                report.add("note", path, None, "snapshot of the log before a clear; skipped, "
+                           "and pruned by the next snapshot")
+            elif tail is not None and header.seq > tail.head:
+                report.add("note", path, None, f"snapshot covers seq {header.seq}, past the "
+                           f"end of the log ({tail.head}): a crash took back records that "
+                           "were not yet synced; state loads do not use it")
+            elif tail is not None and not reader._log.position_holds(header.position,
+                                                                     header.seq):
+                report.add("note", path, None, "snapshot of records a crash took back "
+                           "(others were written since); state loads skip it, and the next "
+                           "snapshot prunes it")
+            elif tail is not None:
+                bases.append(_Base(header.seq, path, image))
+    return bases
+
+
+def _check_checkpoints(reader: SessionReader, report: Report,
+                       refs: dict[str, tuple[BlobRef, str, str]]) -> list[_Base]:
+    """Each checkpoint read as ``checkpoints()`` and ``load_checkpoint`` read it; its
+    blob references gathered; those of the current log returned for the comparison."""
+    bases: list[_Base] = []
+    checkpoints = reader._checkpoints
+    ids: list[str] = []
+    with report.step(checkpoints.path, "listing the checkpoints"):
+        ids = checkpoints.ids()
+    try:
+        tail = reader._log.tail()
+    except Exception:
+        tail = None
+    for checkpoint_id in ids:
+        path = checkpoints.file_path(checkpoint_id)
+        with report.step(path, "reading the checkpoint"):
+            try:
+                checkpoints.info(checkpoint_id)  # its meta matches its name
+                file = snapshot.read(reader.io, path)
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            image = StateImage.from_file(file, reader._policy.commit_ids, path)
+            _gather_refs(file.body, f"checkpoint {checkpoint_id!r}", path, refs, report)
+            header = file.header
+            if (tail is not None and header.log_start == tail.log_start
+                    and header.seq <= tail.head
+                    and reader._log.position_holds(header.position, header.seq)):
+                bases.append(_Base(header.seq, path, image))
+    return bases
+
+
+def _check_fold(reader: SessionReader, bases: list[_Base], report: Report) -> None:
+    """Fold every state, queue and input record of the log from its start, as a read with
+    no snapshot would, and compare the fold with each snapshot and checkpoint at its seq:
+    one that differs would make reads return other data than the log holds."""
+    log = reader._log
+    _, log_start, end = log.locate_tail()
+    head = end.next_seq - 1
+    image = StateImage(log_start - 1, log_start, reader._policy.commit_ids)
+    for base in sorted(bases, key=lambda b: b.seq):
+        if base.seq < image.seq:
+            continue
+        _fold(log, image, base.seq)
+        for what, folded, stored in (
+                ("state", image.state, base.image.state),
+                ("work queue", image.work.body(), base.image.work.body()),
+                ("turn inputs", image.inputs.body(), base.image.inputs.body())):
+            if not _same(folded, stored):
+                report.add("problem", base.path, None, f"its {what} differs from the fold "
+                           f"of the log up to seq {base.seq}: reads that start from it would "
+                           "return other data than the log holds")
+    _fold(log, image, head)
+
+
+def _fold(log: Any, image: StateImage, target: int) -> None:
+    if image.seq >= target:
+        return
+    reached = image.seq
+    for scan in log.scans(image.seq, target, RECORD_MARKER):
+        for event in scan:
+            if event.kind in FOLDED_KINDS:
+                image.apply(event, scan.path)
+        reached = scan.expect_seq - 1
+    if reached < target:
+        raise CorruptionError(f"the log ends at seq {reached}, before seq {target} that its "
+                              "tail or a snapshot names: a segment is missing", path=log.path)
+    image.seq = target
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    try:  # NaN is not equal to itself, but is the same stored value
+        return bool(_encoder.encode(a) == _encoder.encode(b))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _check_collections(reader: SessionReader, report: Report) -> None:
+    """Each vector collection's files by its own check, then opened as a read opens it."""
+    folder = layout.vectors_dir(reader.path)
+    names: list[str] = []
+    with report.step(folder, "listing the vector collections"):
+        names = vectors.collection_names(reader.io, reader.path)
+        for name in vectors.scratch_names(reader.io, reader.path):
+            report.add("note", os.path.join(folder, name), None, "left by an interrupted "
+                       "create or drop of a collection; the next create or drop removes it")
+    for name in names:
+        path = os.path.join(folder, name)
+        with report.step(path, "checking the collection"):
+            report.findings.extend(vectors.check_collection(reader.io, path))
+        with report.step(path, "opening the collection", known=report.problems()):
+            collection = reader.collection(name)
+            try:
+                collection.info()
+            finally:
+                close = getattr(collection, "close", None)
+                if close is not None:
+                    close()
+
+
+def _check_lease(reader: SessionReader, report: Report) -> None:
+    path = layout.lease_path(reader.path)
+    with report.step(path, "reading the lease"):
+        report.findings.extend(lease_module.check(reader.io, reader.path))
+
+
+def _check_leftovers(reader: SessionReader, report: Report) -> None:
+    for folder in (reader._snapshots.path, reader._checkpoints.path):
+        with report.step(folder, "listing the folder"):
+            if reader.io.exists(folder):
+                for name in sorted(reader.io.listdir(folder)):
+                    if name.startswith(layout.TEMP_PREFIX):
+                        report.add("note", os.path.join(folder, name), None,
+                                   "temp file of an interrupted write")
+
+
+# --- a store ---------------------------------------------------------------------------
+
+
+def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[Finding]:
+    """Everything wrong with the store's sessions (all, or those given), one session
+    after the other: a session that cannot be opened is a problem, and the check goes on
+    with the next."""
+    report = Report()
+    sessions = layout.sessions_dir(store.path)
+    if session_ids is None:
+        with report.step(sessions, "listing the sessions"):
+            if not store.io.exists(sessions):
+                return [Finding("problem", sessions, None, "the sessions folder is missing")]
+            for name in sorted(store.io.listdir(sessions)):
+                path = os.path.join(sessions, name)
+                if layout.is_scratch(name):
+                    what = ("an interrupted delete" if name.startswith(layout.TRASH_PREFIX)
+                            else "an interrupted create")
+                    report.add("note", path, None, f"left by {what}; safe to remove")
+                elif (_is_session_id(name) and os.path.isdir(path)
+                      and not os.path.islink(path)
+                      and not store.io.exists(layout.session_manifest_path(path))):
+                    # Sessions appear by the rename of a whole folder: one under a session
+                    # id without its manifest lost it afterwards, and no read lists it.
+                    report.add("problem", layout.session_manifest_path(path), None,
+                               "missing: the folder is a session's, but without its manifest "
+                               "no read lists or opens it; restore session.json from a backup")
+            session_ids = store.session_ids()
+    for session_id in session_ids or ():
+        path = os.path.join(sessions, str(session_id))
+        with report.step(layout.session_manifest_path(path), "opening the session"):
+            try:
+                reader = store.read_session(session_id)
+            except KeyError:  # SessionNotFound
+                report.add("problem", path, None, "no such session")
+                continue
+            report.findings.extend(check_session(reader))
+    return report.findings
+
+
+def _is_session_id(name: str) -> bool:
+    try:
+        layout.check_session_id(name)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,44 @@
+"""Forge checksum-valid records, as a hand or a newer fsstore could write them.
+
+The frame is built from docs/FORMAT.md (section 3), not with fsstore's writer, so that
+the writer's own checks (which refuse such values) do not stand in the way: readers must
+cope with whatever a valid frame holds.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import msgspec
+from crc32c import crc32c
+
+import fsstore
+from fsstore import layout
+
+
+def frame(first_seq: int, ts: float, turn: int, entries: list[tuple[str, Any]]) -> bytes:
+    payload = msgspec.msgpack.encode([ts, turn, [list(entry) for entry in entries]])
+    pad = -(24 + len(payload)) & 7
+    body = (struct.pack("<IQII", len(payload), first_seq, len(entries), 1) + payload
+            + b"\0" * pad + struct.pack("<I", 24 + len(payload) + pad + 8) + b"FSE\n")
+    return struct.pack("<I", crc32c(body)) + body
+
+
+def append_raw(store: fsstore.Store, session_id: str, entries: list[tuple[str, Any]], *,
+               ts: float = 1795240001.5, turn: int | None = None) -> int:
+    """Append one frame of ``entries`` to a closed session's last segment; return the seq
+    of its first entry."""
+    reader = store.read_session(session_id)
+    head = reader.head
+    last_turn = max((event.turn for event in reader.events()), default=1)
+    log = layout.log_dir(os.path.join(store.path, "sessions", session_id))
+    last = os.path.join(log, layout.segment_name(max(layout.segment_seqs(os.listdir(log)))))
+    with open(last, "rb") as handle:
+        data = handle.read()
+    end = max(64, len(data.rstrip(b"\0")))
+    with open(last, "r+b") as handle:
+        handle.seek(end)
+        handle.write(frame(head + 1, ts, last_turn if turn is None else turn, entries))
+    return head + 1

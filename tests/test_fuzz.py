@@ -1,0 +1,275 @@
+"""Hostile files: every file kind of a store, mutated, read by every public read and every
+command. Each must end in the original data or a typed error (FsStoreError; for a command,
+an exit code and a message without a traceback), within a time and a memory bound.
+
+One real store is built with every file kind (store manifest, session.json with a fork
+parent, sealed and last log segments, tail hints, snapshots and checkpoints, blobs stored
+as they are and zstd-compressed, a vector collection with shards, deleted rows and a
+write-ahead log, lease files, queue and input records). Each case copies it, applies one
+mutation to one file or folder, and runs every read in a watched child (tests/fuzzkit.py):
+a read blocked on a FIFO, reading /dev/zero, looping, using too much memory or opening a
+file outside the store through a symlink is a failure, as is a read that returns other data
+than was written, and a verify that says OK while reads fail. Not run: ``demo`` (it writes
+a new store elsewhere), ``watch`` and ``tail -f`` (they follow until stopped).
+
+Run one file kind and mutation::
+
+    pytest tests/test_fuzz.py -k "segment_last-truncate"
+    python tests/test_fuzz.py segment_last truncate 20     # 20 seeds, a summary per class
+
+The default run tries each file kind with each mutation once; ``--long`` runs many seeds of
+each. Failure classes seen today (other changes are closing them) are marked xfail.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from fuzzkit import (
+    KINDS,
+    MUTATIONS,
+    PARENT,
+    READ_BOUND,
+    STUCK_AFTER,
+    Case,
+    Pristine,
+    applies,
+    bytes_read,
+    files_of,
+    make_pristine,
+    release_fifos,
+    run_case,
+    waits_on_a_pipe,
+)
+
+import fsstore
+
+#: The watch uses /proc, inotify and fork.
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fuzz harness needs Linux")
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
+    return make_pristine(str(tmp_path_factory.mktemp("fuzz")))
+
+
+#: Failure classes seen on today's code, per (kind, mutation), with what goes wrong. Other
+#: changes (log framing, a safe open in fsio, typed JSON decoders, vector files) are closing
+#: them: remove an entry once its case passes.
+_FIFO = "a FIFO blocks readers"
+_OUTSIDE = "readers follow a symlink out of the store"
+_FOLDER = "a folder in place of a file raises IsADirectoryError"
+_NESTED = "deeply nested JSON raises RecursionError"
+_ZERO = "verify reads a shard symlinked to /dev/zero forever"
+_LOCK = "a symlinked writer.lock raises a bare OSError"
+_SHORTER_LOG = "damage to the last segment reads as a shorter log (torn tail or clean end)"
+_SHORTER_WAL = "damage to the write-ahead log reads as fewer documents (torn tail)"
+_OLDEST = "a missing oldest segment goes unnoticed"
+_TYPES = ("a wrong-typed session.json field reads as other metadata, or raises TypeError "
+          "or ValueError")
+_FOREIGN = "another session's session.json reads as this one's"
+_DOCS = "a flipped bit in a docs file changes search results"
+_LEASE = "a removed or swapped lease file reads as another lease"
+_VERIFY_OK = "verify says OK"
+_NPY_HEADER = "a damaged .npy header raises tokenize.TokenError"
+_NPY_SHAPE = "a forged .npy shape makes numpy allocate it (MemoryError)"
+_NOT_FOLDER = "a file in place of a folder raises NotADirectoryError"
+_NO_LOG = "a missing log/ raises FileNotFoundError"
+_SHARD_NAME = "a malformed shard name in collection.json raises ValueError"
+_AND = "; "
+XFAIL: dict[tuple[str, str], str] = {
+    ("checkpoint", "fifo"): _FIFO,
+    ("checkpoint", "folder"): _FOLDER,
+    ("checkpoint", "symlink_outside"): _OUTSIDE,
+    ("collection_manifest", "fifo"): _FIFO,
+    ("collection_manifest", "folder"): _FOLDER,
+    ("collection_manifest", "json_nest"): _NESTED,
+    ("collection_manifest", "symlink_outside"): _OUTSIDE,
+    ("deleted_rows", "fifo"): _FIFO,
+    ("deleted_rows", "symlink_outside"): _OUTSIDE,
+    ("lease", "fifo"): _FIFO,
+    ("lease", "remove"): _LEASE + _AND + _VERIFY_OK,
+    ("lease", "swap"): _LEASE + _AND + _VERIFY_OK,
+    ("lease", "symlink_outside"): _OUTSIDE,
+    ("segment_last", "delete_bytes"): _SHORTER_LOG + _AND + _VERIFY_OK,
+    ("segment_last", "fifo"): _FIFO,
+    ("segment_last", "folder"): _FOLDER,
+    ("segment_last", "insert"): _SHORTER_LOG + _AND + _VERIFY_OK,
+    ("segment_last", "symlink_outside"): _OUTSIDE,
+    ("segment_last", "truncate"): _SHORTER_LOG + _AND + _VERIFY_OK,
+    ("segment_sealed", "fifo"): _FIFO,
+    ("segment_sealed", "folder"): _FOLDER,
+    ("segment_sealed", "remove"): _OLDEST + _AND + _VERIFY_OK,
+    ("segment_sealed", "symlink_outside"): _OUTSIDE,
+    ("session_manifest", "fifo"): _FIFO,
+    ("session_manifest", "folder"): _FOLDER,
+    ("session_manifest", "json_nest"): _NESTED,
+    ("session_manifest", "json_type"): _TYPES + _AND + _VERIFY_OK,
+    ("session_manifest", "swap"): _FOREIGN,
+    ("session_manifest", "symlink_outside"): _OUTSIDE,
+    ("shard_docs", "bitflip"): _DOCS,
+    ("shard_docs", "fifo"): _FIFO,
+    ("shard_docs", "folder"): _FOLDER,
+    ("shard_docs", "symlink_outside"): _OUTSIDE,
+    ("shard_docs", "symlink_zero"): _ZERO,
+    ("shard_vectors", "fifo"): _FIFO,
+    ("shard_vectors", "folder"): _FOLDER,
+    ("shard_vectors", "symlink_outside"): _OUTSIDE,
+    ("shard_vectors", "symlink_zero"): _ZERO,
+    ("snapshot", "fifo"): _FIFO,
+    ("snapshot", "folder"): _FOLDER,
+    ("snapshot", "symlink_outside"): _OUTSIDE,
+    ("store_manifest", "fifo"): _FIFO,
+    ("store_manifest", "folder"): _FOLDER,
+    ("store_manifest", "json_nest"): _NESTED,
+    ("store_manifest", "symlink_outside"): _OUTSIDE,
+    ("tail_hint", "fifo"): _FIFO,
+    ("tail_hint", "symlink_outside"): _OUTSIDE,
+    ("wal_segment", "bitflip"): _SHORTER_WAL + _AND + _VERIFY_OK,
+    ("wal_segment", "fifo"): _FIFO,
+    ("wal_segment", "folder"): _FOLDER,
+    ("wal_segment", "huge_length"): _SHORTER_WAL + _AND + _VERIFY_OK,
+    ("wal_segment", "insert"): _SHORTER_WAL + _AND + _VERIFY_OK,
+    ("wal_segment", "symlink_outside"): _OUTSIDE,
+    ("wal_segment", "truncate"): _SHORTER_WAL + _AND + _VERIFY_OK,
+    ("writer_lock", "symlink_zero"): _LOCK,
+    ("sessions_folder", "file"): _NOT_FOLDER,
+    ("sessions_folder", "symlink_outside"): _OUTSIDE,
+    ("session_folder", "file"): _NOT_FOLDER,
+    ("session_folder", "symlink_outside"): _OUTSIDE,
+    ("log_folder", "file"): _NOT_FOLDER,
+    ("log_folder", "symlink_outside"): _OUTSIDE,
+    ("state_folder", "file"): _NOT_FOLDER,
+    ("state_folder", "symlink_outside"): _OUTSIDE,
+    ("checkpoints_folder", "file"): _NOT_FOLDER,
+    ("checkpoints_folder", "symlink_outside"): _OUTSIDE,
+    ("collection_folder", "file"): _NOT_FOLDER,
+    ("collection_folder", "symlink_outside"): _OUTSIDE,
+    ("wal_folder", "file"): _NOT_FOLDER,
+    ("wal_folder", "symlink_outside"): _OUTSIDE,
+    ("log_folder", "remove"): _NO_LOG,
+}
+#: More classes seen over more seeds (the long run), besides those above.
+LONG_XFAIL: dict[tuple[str, str], str] = {
+    **XFAIL,
+    ("deleted_rows", "bitflip"): _NPY_HEADER,
+    ("deleted_rows", "huge_length"): _NPY_SHAPE,
+    ("deleted_rows", "insert"): _NPY_HEADER,
+    ("segment_last", "remove"): _SHORTER_LOG + _AND + _VERIFY_OK,
+    ("shard_vectors", "bitflip"): _NPY_HEADER,
+    ("shard_vectors", "delete_bytes"): _NPY_HEADER,
+    ("wal_segment", "delete_bytes"): _SHORTER_WAL + _AND + _VERIFY_OK,
+    ("writer_lock", "folder"): _FOLDER,
+    ("writer_lock", "symlink_outside"): _LOCK,
+    ("collection_manifest", "delete_bytes"): _SHARD_NAME,
+}
+
+
+def _params(xfail: dict[tuple[str, str], str]) -> list[Any]:
+    params = []
+    for kind in KINDS:
+        for mutation in MUTATIONS:
+            if not applies(kind, mutation):
+                continue
+            marks = []
+            if (kind, mutation) in xfail:
+                marks.append(pytest.mark.xfail(reason=xfail[(kind, mutation)], strict=False))
+            params.append(pytest.param(kind, mutation, marks=marks, id=f"{kind}-{mutation}"))
+    return params
+
+
+def _check(pristine: Pristine, tmp_path: Any, kind: str, mutation: str,
+           seeds: range) -> None:
+    failures = []
+    ran = 0
+    for seed in seeds:
+        outcome = run_case(pristine, kind, mutation, seed)
+        if outcome is None:
+            continue
+        ran += 1
+        case, found = outcome
+        failures += [f"{case.name}: {op}: {what}: {detail}" for op, what, detail in found]
+    if not ran:
+        pytest.skip(f"{mutation} does not apply to {kind}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("kind,mutation", _params(XFAIL))
+def test_a_mutated_file_reads_as_the_original_or_a_typed_error(pristine, tmp_path, kind,
+                                                               mutation):
+    _check(pristine, tmp_path, kind, mutation, range(1))
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("kind,mutation", _params(LONG_XFAIL))
+def test_many_mutations_of_each_file_read_as_the_original_or_a_typed_error(
+        pristine, tmp_path, kind, mutation):
+    _check(pristine, tmp_path, kind, mutation, range(1, 41))
+
+
+SUBPROCESS_CASES = [("segment_last", "fifo"), ("shard_vectors", "symlink_zero"),
+                    ("session_manifest", "json_nest"), ("segment_sealed", "truncate")]
+
+
+@pytest.mark.parametrize("kind,mutation", [
+    pytest.param(k, m, id=f"{k}-{m}",
+                 marks=[pytest.mark.xfail(reason=XFAIL[(k, m)], strict=False)]
+                 if (k, m) in XFAIL else []) for k, m in SUBPROCESS_CASES])
+def test_commands_in_their_own_process_end_with_a_message_not_a_traceback(
+        pristine, tmp_path, kind, mutation):
+    root = os.path.join(str(tmp_path), "store")
+    shutil.copytree(pristine.root, root, symlinks=True)
+    os.mkdir(os.path.join(str(tmp_path), "outside"))
+    case = Case(kind, mutation, 0, root, os.path.join(str(tmp_path), "outside"))
+    rng = random.Random(f"{kind}/{mutation}/0")
+    case.target = os.path.join(root, rng.choice(files_of(root, kind)))
+    MUTATIONS[mutation](rng, case)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(fsstore.__file__)))]
+        + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    failures = []
+    for argv in (["verify"], ["cat", PARENT], ["state", PARENT], ["ls"]):
+        process = subprocess.Popen([sys.executable, "-m", "fsstore", "--store", root, *argv],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                   preexec_fn=_limit_memory)
+        started, blocked = time.monotonic(), False
+        while process.poll() is None:
+            time.sleep(0.005)
+            if case.fifos and waits_on_a_pipe(process.pid):
+                blocked = release_fifos(case.fifos) or blocked
+            read = bytes_read(process.pid)
+            if read > READ_BOUND or time.monotonic() - started > STUCK_AFTER:
+                process.kill()
+                failures.append(f"{argv}: still running after reading {read >> 20} MiB; "
+                                "killed")
+                break
+        out, err = process.communicate()
+        text = err.decode(errors="replace")
+        if blocked:
+            failures.append(f"{argv}: blocked on a FIFO")
+        if "Traceback" in text or process.returncode not in (0, 1, 2):
+            failures.append(f"{argv}: exit {process.returncode}: {text[-500:]}")
+    assert not failures, "\n".join(failures)
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))
+
+
+
+
+if __name__ == "__main__":
+    from fuzzkit import by_hand
+
+    by_hand(sys.argv[1:])
