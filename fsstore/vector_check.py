@@ -18,6 +18,7 @@ from .vector_files import (
     decode_record,
     file_crc,
     missing_are_newest,
+    newer_than,
     open_vectors,
     read_deleted,
     read_manifest,
@@ -59,6 +60,15 @@ def _check(io: FileIO, path: str) -> list[Finding]:
     except (FsStoreError, OSError) as exc:
         return [_problem(exc, manifest_path)]
     findings: list[Finding] = []
+    try:
+        newer = newer_than(decoded, io.listdir(path))
+    except (FsStoreError, OSError) as exc:
+        return [_problem(exc, path)]
+    if newer:
+        return [Finding("problem", manifest_path, None, f"older than the files beside it "
+                        f"({', '.join(newer[:3])} and others its writer had not made yet): "
+                        "a restored or foreign collection.json; restore the matching one "
+                        "from a backup")]
     wal_path = os.path.join(path, layout.WAL_DIR)
     reader = LogReader(io, wal_path)
     try:
@@ -136,16 +146,12 @@ def _readable_state(io: FileIO, path: str, decoded: CollectionManifest, log_star
         if state.wal_seq + 1 >= log_start and state.wal_seq <= head and \
                 _whole(io, path, state):
             if any(s.bulk for s in states[:index]):
-                level, what = "problem", ("documents a bulk upsert wrote after it are in "
-                                          "missing files: restore them from a backup")
-            else:
-                level, what = "note", ("which holds the same documents; the next seal "
-                                       "rewrites the manifest")
+                break  # readers refuse: the documents of a bulk upsert are missing
             return state, [Finding(
-                level, os.path.join(path, name), None,
+                "note", os.path.join(path, name), None,
                 f"missing, as in a copy taken while a seal or merge wrote it: readers use "
-                f"the pinned state of generation {state.generation}, {what}")
-                for name in missing]
+                f"the pinned state of generation {state.generation}, which holds the same "
+                "documents; the next seal rewrites the manifest") for name in missing]
     return current, []
 
 

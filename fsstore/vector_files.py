@@ -262,6 +262,25 @@ def pin_states(current: CollectionManifest, now: float, grace: float) -> list[Pi
     return pins[:MAX_PINNED]
 
 
+def newer_than(manifest: CollectionManifest, names: Iterable[str]) -> list[str]:
+    """The shard files among ``names`` that no writer of ``manifest`` could have made yet:
+    a shard number above ``next_shard`` or a deleted-rows generation above the next
+    generation. Beside them, ``collection.json`` is older than the folder (restored from
+    an older backup, or another collection's): reading it would drop documents."""
+    found = []
+    for name in names:
+        try:
+            check_file_name(name)
+        except ValueError:
+            continue
+        if int(name[:layout.SHARD_DIGITS]) > manifest.next_shard or (
+                name.endswith(layout.DELETED_SUFFIX) and int(
+                    name[layout.SHARD_DIGITS + 1:2 * layout.SHARD_DIGITS + 1])
+                > manifest.generation + 1):
+            found.append(name)
+    return sorted(found)
+
+
 def missing_are_newest(present: Iterable[str], missing: Iterable[str]) -> bool:
     """Whether every file in ``missing`` was made after every shard file in ``present``,
     so that it is in a copy of the folder taken during a seal or merge: such a copy lists

@@ -75,6 +75,7 @@ from .vector_files import (
     encode_manifest,
     encode_npy,
     missing_are_newest,
+    newer_than,
     norms_of,
     open_vectors,
     pin_states,
@@ -747,11 +748,6 @@ class VectorCollection:
         try:
             self._open_state(self._wal.log_start, self._wal.head)
             self._replay(self._wal.reader)
-            if self._replay_until is not None and self._replay_until < self._wal.head:
-                # A copy that missed a bulk upsert's files: its state ends before it. Say
-                # so on disk before accepting writes, which the log would put after
-                # records no reader replays.
-                self._guarded(self._seal)
         except BaseException:
             self._wal.close()
             raise
@@ -780,8 +776,13 @@ class VectorCollection:
         log records are kept until no such copy can be under way, section 15.8). Every
         whole state holds the same documents once the log after it is replayed. Damage
         (a file that is there but wrong) is never skipped over."""
+        newer = newer_than(self._manifest, self.io.listdir(self.path))
+        if newer:
+            raise CorruptionError(
+                f"older than the files beside it ({', '.join(newer[:3])} and others its "
+                "writer had not made yet): a restored or foreign collection.json; restore "
+                "the matching one from a backup", path=self.manifest_path)
         first_problem: CorruptionError | None = None
-        until = None  # a state skipped that a bulk upsert made ends the replay there
         for state in self._manifest.states():
             problem = None
             if state.wal_seq + 1 < log_start:
@@ -807,11 +808,15 @@ class VectorCollection:
             if problem is not None:
                 first_problem = first_problem or problem
                 if state.bulk:
-                    # The log after an earlier state lacks this bulk upsert's documents:
-                    # the prefix an earlier state gives ends before it.
-                    until = state.wal_seq
+                    # An earlier state and the log after it lack this bulk upsert's
+                    # documents: reading it would drop them. (A copy taken while the
+                    # bulk upsert committed lands here too: take it again.)
+                    raise CorruptionError(
+                        f"{first_problem.reason}; the documents of a bulk upsert are in "
+                        "its missing files (in a copy taken while it committed, copy "
+                        "again)", path=first_problem.path) from None
                 continue
-            self._shards, self._wal_seq, self._replay_until = shards, state.wal_seq, until
+            self._shards, self._wal_seq = shards, state.wal_seq
             self._state = state
             self._unsealed = _Unsealed(self.dim, self._dtype)
             return
@@ -848,7 +853,7 @@ class VectorCollection:
                               path=self.manifest_path)
 
     def _replay(self, reader: LogReader) -> None:
-        for event in reader.events(after_seq=self._wal_seq, until_seq=self._replay_until):
+        for event in reader.events(after_seq=self._wal_seq):
             try:
                 record = decode_record(event.kind, event.data,
                                        self.dim * self._dtype.itemsize)
@@ -1157,7 +1162,6 @@ class VectorCollection:
         self._raw_manifest = data
         self._generation, self._wal_seq = self._generation + 1, wal.head
         self._state = self._manifest.states()[0]
-        self._replay_until = None
         wal.roll_over(start if start > wal.log_start else None)
         self._unlink(expired)
 

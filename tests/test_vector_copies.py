@@ -14,6 +14,7 @@ import pytest
 from test_crash import VECTOR_IDS, apply_vector_op, run_vector_op, vector_contents
 
 import fsstore
+from fsstore import CorruptionError
 from fsstore import vectors as vectors_module
 
 
@@ -64,6 +65,7 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
     collection = session.create_collection("c", 3)
     rng = random.Random(seed)
     models: list[dict] = [{}]  # models[k]: the documents after the first k calls
+    bulk: list[bool] = []  # bulk[k]: whether call k is a bulk upsert
     returned = [0]  # how many calls returned
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -73,6 +75,7 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
         try:
             while not stop.is_set():
                 op = random_op(rng, index)
+                bulk.append(op[0] == "upsert" and len(op[1]) >= vectors_module.SEAL_ROWS)
                 models.append(apply_vector_op(models[-1], op))  # before the call starts
                 run_vector_op(collection, op)
                 index += 1
@@ -87,8 +90,17 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
             dest = tmp_path / f"copy-{trial}"
             before = returned[0]  # calls that returned before the copy started
             COPIERS[copier](root, dest)
+            during = len(models)  # calls started before the copy ended
             copied = fsstore.open_store(dest, create=False)
-            found = vector_contents(copied.read_session("s").collection("c"))
+            try:
+                found = vector_contents(copied.read_session("s").collection("c"))
+            except CorruptionError as exc:
+                # The one case a copy may not open (FORMAT.md 15.8): it missed the files
+                # of a bulk upsert that committed while it ran. It never reads wrong.
+                assert "bulk upsert" in str(exc), exc
+                assert any(bulk[before:during]), (before, during)
+                shutil.rmtree(dest)
+                continue
             # Upserts and deletes are single log batches, and seals, merges and bulk
             # upserts single manifest replacements: the copy holds the state after some
             # call, from the last that returned before it started to the one under way
