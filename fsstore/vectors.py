@@ -1153,10 +1153,28 @@ class VectorCollection:
             start = wal.log_start
         else:
             moved = now
-        data = encode_manifest(
-            self._raw_manifest, shards=shards, generation=self._generation + 1,
-            wal_seq=wal.head, next_shard=self._next_shard, version=manifest.VERSION,
-            pinned=pins, bulk=bulk, retired=retired, log_moved=moved)
+        while True:
+            data = encode_manifest(
+                self._raw_manifest, shards=shards, generation=self._generation + 1,
+                wal_seq=wal.head, next_shard=self._next_shard, version=manifest.VERSION,
+                pinned=pins, bulk=bulk, retired=retired, log_moved=moved)
+            if len(manifest.encode(data)) <= manifest.MAX_MANIFEST_BYTES // 2 or not (
+                    retired or len(pins) > 1):
+                break
+            # Heavy churn: keep the manifest well within what readers take, at the cost
+            # of the copy guarantee (section 15.8): the oldest retired files go now,
+            # then the oldest pins.
+            if retired:
+                cut = max(1, len(retired) // 2)
+                expired += [name for name, _since in retired[:cut]]
+                retired = retired[cut:]
+            else:
+                dropped, pins = pins[-1], pins[:-1]
+                still = {name for state in pins for entry in state.shards
+                         for name in entry.files()}
+                still |= {name for entry in shards for name in entry.files()}
+                expired += [name for entry in dropped.shards for name in entry.files()
+                            if name not in still]
         manifest.write(self.io, self.manifest_path, data)
         self._manifest = msgspec.convert(data, CollectionManifest)
         self._raw_manifest = data

@@ -137,3 +137,22 @@ def test_copies_taken_during_seals_and_merges_open_whole(tmp_path, busy_seals, c
 def test_hundreds_of_copies_taken_during_seals_and_merges_open_whole(
         tmp_path, busy_seals, copier, seed):
     copies_during_writes(tmp_path, copier, copies=150, seed=seed)
+
+
+def test_heavy_churn_keeps_the_collection_manifest_within_what_readers_take(
+        tmp_path, busy_seals, monkeypatch):
+    from fsstore import manifest
+    monkeypatch.setattr(manifest, "MAX_MANIFEST_BYTES", 24 << 10)
+    store = fsstore.open_store(tmp_path / "store")
+    rng = random.Random(3)
+    model: dict = {}
+    with store.create_session("s") as session:
+        collection = session.create_collection("c", 3)
+        for index in range(400):
+            op = random_op(rng, index)
+            model = apply_vector_op(model, op)
+            run_vector_op(collection, op)
+    path = tmp_path / "store" / "sessions" / "s" / "vectors" / "c" / "collection.json"
+    assert path.stat().st_size <= 12 << 10
+    assert vector_contents(store.read_session("s").collection("c")) == model
+    assert [f for f in store.verify() if f.level == "problem"] == []
