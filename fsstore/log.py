@@ -949,6 +949,9 @@ class LogWriter:
         log. (Leftovers of an interrupted clear or rollover wait for the next one.)"""
         io, reader = self.io, self.reader
         first, self.log_start, found = reader.locate_tail()
+        # Segments before this start are removed at the next rollover or clear; after a
+        # roll_over that moves the start, only those before the start it replaced.
+        self._kept_start = self.log_start
         end = found.end
         self.head = found.next_seq - 1
         self.last_turn = found.last[1] if found.last else None
@@ -1292,20 +1295,33 @@ class LogWriter:
                 self._last_crc = self.io.pread(fd, 4, self._end - size)
             return LogPosition(self.segment, self._end, _U32.unpack(self._last_crc)[0])
 
-    def roll_over(self) -> None:
-        """Seal the active segment now, if it holds any record, and start the next one."""
+    def roll_over(self, log_start: int | None = None) -> None:
+        """Seal the active segment now, if it holds any record, and start the next one.
+
+        ``log_start``, the first seq of a segment from the current start on (or the next
+        seq), moves the start of the log there: readers skip the segments before it.
+        Those stay on disk until the start moves again, because a copy of the folder
+        taken meanwhile may hold a newest segment from before the move, which still
+        needs them."""
         with self.lock:
             self.check_usable()
-            if self._end > SEGMENT_HEADER_SIZE:
+            moved = log_start is not None and log_start != self.log_start
+            if moved and not (self.log_start < log_start and (  # type: ignore[operator]
+                    log_start == self.head + 1 or log_start in self.reader.list_segments())):
+                raise ValueError(f"{self.path}: log start {log_start} is not a segment "
+                                 f"after the current start {self.log_start}")
+            if self._end > SEGMENT_HEADER_SIZE or moved:
                 try:
-                    self._roll_over()
+                    self._roll_over(log_start if moved else None)
                 except OSError as exc:
                     raise self._fail(exc) from exc
 
-    def _roll_over(self) -> None:
+    def _roll_over(self, log_start: int | None = None) -> None:
         self._seal()
+        if log_start is not None:
+            self._kept_start, self.log_start = self.log_start, log_start
         self._start_segment(self.head + 1, self.log_start)
-        self._remove_leftovers(self.log_start)
+        self._remove_leftovers(self._kept_start)
 
     def _remove_leftovers(self, log_start: int) -> None:
         """Unlink segments before ``log_start`` (an interrupted clear left them; readers
@@ -1375,7 +1391,7 @@ class LogWriter:
                 self._remove_leftovers(start)
             except OSError as exc:
                 raise self._fail(exc) from exc
-            self.log_start = start
+            self.log_start = self._kept_start = start
             self.synced_head = self.head
             self._unsynced_records = 0
             self.last_turn = self.last_kind = None

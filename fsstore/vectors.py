@@ -13,7 +13,10 @@ Writes go to the write-ahead log first and are searched from memory; every
 ``SEAL_ROWS`` documents they are sealed into a new shard, and shards of a size tier are
 merged ``TIER_FANOUT`` at a time. Every shard file is written whole under a temp name and
 renamed in; ``collection.json`` names the live files, so a crash leaves the last state
-it named, plus the log's records after it.
+it named, plus the log's records after it. The states it replaced stay pinned, and the
+files no state names stay on disk, for ``COPY_GRACE_SECONDS``: a copy of the folder taken
+meanwhile finds a whole state (section 15.8). The files themselves are decoded and
+checked in ``vector_files``; ``vector_check`` is the collection's part of ``verify``.
 
 Opening a collection memory-maps its shards (nothing is copied, nothing is read in
 proportion to their size) and replays the log, which sealing keeps short.
@@ -28,28 +31,22 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import math
-import mmap
 import os
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
-from crc32c import crc32c
 
 from . import layout, manifest
 from .errors import (
     CollectionExists,
     CollectionNotFound,
     CorruptionError,
-    Finding,
-    FormatVersionError,
     InvalidCollection,
     InvalidDocument,
     InvalidFilter,
@@ -57,33 +54,44 @@ from .errors import (
     SessionClosed,
     WriteFailed,
 )
-from .fsio import FileIO, safe_opener
-from .log import (
-    Durability,
-    LogReader,
-    LogWriter,
-    encode_segment_header,
-    refuse_msgpack_ext,
-    write_tail_hint,
+from .fsio import FileIO
+from .log import Durability, LogReader, LogWriter, encode_segment_header, write_tail_hint
+from .vector_check import check_collection as check_collection
+from .vector_files import (
+    COLLECTION_FORMAT,
+    COPY_GRACE_SECONDS,
+    DTYPES,
+    MAX_DIM,
+    MAX_ID_BYTES,
+    CollectionManifest,
+    DeleteRecord,
+    DocsFile,
+    PinnedState,
+    ShardEntry,
+    check_value,
+    decode_content,
+    decode_metadata,
+    decode_record,
+    encode_manifest,
+    encode_npy,
+    missing_are_newest,
+    newer_than,
+    norms_of,
+    open_vectors,
+    pin_states,
+    read_deleted,
+    read_manifest,
+    retire,
+    write_shard,
 )
-
-COLLECTION_FORMAT = "fsstore-collection"
 
 SEAL_ROWS = 4096  # documents held in the log (and memory) before they become a shard
 SEAL_BYTES = 8 << 20  # log bytes, likewise; an upsert this big is written as a shard
 TIER_FANOUT = 4  # shards of one size tier merged at once
-MAX_DIM = 65536
-MAX_ID_BYTES = 1024
 MAX_DOC_BYTES = 4 << 20  # content and metadata of one document, encoded
-MAX_NPY_HEADER = 4096
 CHUNK_ROWS = 16384  # rows scored per BLAS call: the scores stay in cache
 
-DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
-
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
-_NONE = _encoder.encode(None)
-_EMPTY_MAP = _encoder.encode({})
 
 
 class DistanceMetric(str, enum.Enum):
@@ -232,6 +240,8 @@ def _validate(doc: VectorDocument | Mapping[str, Any], dim: int, dtype: np.dtype
         raise InvalidDocument(f"document {doc_id!r}: embedding must be one vector")
     if doc.content is not None and not isinstance(doc.content, str):
         raise InvalidDocument(f"document {doc_id!r}: content must be a str or None")
+    if doc.content is not None:
+        check_value(doc.content, f"document {doc_id!r} content")
     metadata = doc.metadata if doc.metadata is not None else {}
     if not isinstance(metadata, Mapping):
         raise InvalidDocument(f"document {doc_id!r}: metadata must be a dict")
@@ -239,9 +249,13 @@ def _validate(doc: VectorDocument | Mapping[str, Any], dim: int, dtype: np.dtype
         if not isinstance(key, str) or key.startswith("$"):
             raise InvalidDocument(f"document {doc_id!r}: metadata key {key!r} must be a "
                                   "str not starting with '$' (reserved for filters)")
+    metadata = dict(metadata)
+    # Only what reads back equal: a reader refuses extension types, msgspec.Raw would be
+    # written unchecked, and nesting is bounded (vector_files.check_value).
+    check_value(metadata, f"document {doc_id!r} metadata")
     try:
         content = _encoder.encode(doc.content)
-        meta = _encoder.encode(dict(metadata))
+        meta = _encoder.encode(metadata)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidDocument(f"document {doc_id!r}: metadata cannot be stored as msgpack "
                               f"({exc})") from None
@@ -258,10 +272,6 @@ def check_k(k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidQuery(f"k must be an int >= 1, not {k!r}")
     return k
-
-
-def _id_hash(doc_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
 
 
 # --- filters -------------------------------------------------------------------------------
@@ -447,316 +457,23 @@ class _RowSource:
         return cached
 
 
-# --- shard files ---------------------------------------------------------------------------
-
-_DOCS_MAGIC = b"\x89FSVDOC\n"
-_DOCS_HEADER = struct.Struct("<8sHHIQQQQ12xI")  # ... reserved, header crc
-DOCS_HEADER_SIZE = _DOCS_HEADER.size  # 64
-DOCS_MAJOR, DOCS_MINOR = 1, 0
-
-
-def _docs_layout(rows: int, ids: int, content: int, meta: int) -> dict[str, tuple[int, int]]:
-    """Offset and length of each section of a docs file."""
-    sections = [("hashes", 8 * rows), ("seq", 8 * rows), ("turn", 8 * rows),
-                ("id_offsets", 8 * (rows + 1)), ("content_offsets", 8 * (rows + 1)),
-                ("meta_offsets", 8 * (rows + 1)), ("norms", 4 * rows),
-                ("hash_rows", 4 * rows), ("ids", ids), ("content", content), ("meta", meta)]
-    result, offset = {}, DOCS_HEADER_SIZE
-    for name, length in sections:
-        result[name] = (offset, length)
-        offset += length
-    result["end"] = (offset, 0)
-    return result
-
-
-def _offsets(parts: Sequence[bytes]) -> np.ndarray:
-    offsets = np.zeros(len(parts) + 1, dtype="<u8")
-    np.cumsum([len(p) for p in parts], out=offsets[1:])
-    return offsets
-
-
-def encode_docs(ids: Sequence[str], norms: np.ndarray, seqs: np.ndarray, turns: np.ndarray,
-                contents: Sequence[bytes], metas: Sequence[bytes]) -> bytes:
-    rows = len(ids)
-    id_bytes = [i.encode() for i in ids]
-    hashes = np.array([_id_hash(i) for i in ids], dtype="<u8")
-    order = np.argsort(hashes, kind="stable")
-    parts = [hashes[order].tobytes(), np.asarray(seqs, "<i8").tobytes(),
-             np.asarray(turns, "<i8").tobytes(), _offsets(id_bytes).tobytes(),
-             _offsets(contents).tobytes(), _offsets(metas).tobytes(),
-             np.asarray(norms, "<f4").tobytes(), order.astype("<u4").tobytes(),
-             b"".join(id_bytes), b"".join(contents), b"".join(metas)]
-    head = _DOCS_HEADER.pack(_DOCS_MAGIC, DOCS_MAJOR, DOCS_MINOR, 0, rows,
-                             len(parts[8]), len(parts[9]), len(parts[10]), 0)
-    head = head[:-4] + struct.pack("<I", crc32c(head[:-4]))
-    return head + b"".join(parts)
-
-
-class _DocsFile:
-    """A memory-mapped docs file: sections are numpy views, nothing is read up front."""
-
-    def __init__(self, path: str, rows: int) -> None:
-        self.path = path
-        with open(path, "rb", opener=safe_opener) as handle:
-            size = os.fstat(handle.fileno()).st_size
-            raw = handle.read(DOCS_HEADER_SIZE)
-            if len(raw) < DOCS_HEADER_SIZE:
-                raise CorruptionError(f"docs file of {size} bytes is shorter than its "
-                                      "header", path=path, offset=0)
-            magic, major, _minor, _flags, count, ids, content, meta, crc = \
-                _DOCS_HEADER.unpack(raw)
-            if magic != _DOCS_MAGIC:
-                raise CorruptionError("not a docs file (bad magic)", path=path, offset=0)
-            if crc != crc32c(raw[:-4]):
-                raise CorruptionError("docs header checksum mismatch", path=path, offset=60)
-            if major > DOCS_MAJOR:
-                raise FormatVersionError(f"{path}: docs format {major} is newer than this "
-                                         f"fsstore reads ({DOCS_MAJOR}); upgrade fsstore")
-            if count != rows:
-                raise CorruptionError(f"holds {count} ids but its shard has {rows} rows",
-                                      path=path, offset=16)
-            self.sections = _docs_layout(rows, ids, content, meta)
-            if self.sections["end"][0] != size:
-                raise CorruptionError(f"is {size} bytes; its header says "
-                                      f"{self.sections['end'][0]}", path=path)
-            self._map = mmap.mmap(handle.fileno(), size, prot=mmap.PROT_READ)
-        self.rows = rows
-        self.hashes = self._array("hashes", "<u8")
-        self.seq = self._array("seq", "<i8")
-        self.turn = self._array("turn", "<i8")
-        self.id_offsets = self._array("id_offsets", "<u8")
-        self.content_offsets = self._array("content_offsets", "<u8")
-        self.meta_offsets = self._array("meta_offsets", "<u8")
-        self.norms = self._array("norms", "<f4")
-        self.hash_rows = self._array("hash_rows", "<u4")
-
-    def _array(self, name: str, dtype: str) -> np.ndarray:
-        offset, length = self.sections[name]
-        return np.frombuffer(self._map, dtype=dtype, count=length // np.dtype(dtype).itemsize,
-                             offset=offset)
-
-    _OFFSETS = {"ids": "id_offsets", "content": "content_offsets", "meta": "meta_offsets"}
-
-    def raw(self, section: str, row: int) -> bytes:
-        """The bytes of ``row`` in the ``ids``, ``content`` or ``meta`` section."""
-        table = self._OFFSETS[section]
-        start, length = self.sections[section]
-        begin, end = getattr(self, table)[row:row + 2].tolist()
-        if not begin <= end <= length:
-            raise CorruptionError(f"row {row}: {section} offsets {begin}..{end} outside the "
-                                  f"{length}-byte section", path=self.path,
-                                  offset=self.sections[table][0] + 8 * row)
-        return self._map[start + begin:start + end]
-
-    def id_of(self, row: int) -> str:
-        raw = self.raw("ids", row)
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            raise CorruptionError(f"row {row}: id is not UTF-8", path=self.path) from None
-
-    def decoded(self, section: str, row: int) -> Any:
-        raw = self.raw(section, row)
-        if raw == _NONE:  # most documents: no content, or no metadata
-            return None
-        if raw == _EMPTY_MAP:
-            return {}
-        try:
-            return _decoder.decode(raw)
-        except (msgspec.DecodeError, ValueError) as exc:
-            offsets = getattr(self, self._OFFSETS[section])
-            raise CorruptionError(f"row {row}: {section} does not decode ({exc})",
-                                  path=self.path,
-                                  offset=self.sections[section][0] + int(offsets[row])) from None
-
-    def find(self, doc_id: str) -> int | None:
-        return self.find_hashed(doc_id, _id_hash(doc_id))
-
-    def find_hashed(self, doc_id: str, key: int) -> int | None:
-        hashes = self.hashes
-        position = int(np.searchsorted(hashes, np.uint64(key)))
-        while position < self.rows and int(hashes[position]) == key:
-            row = int(self.hash_rows[position])
-            if row >= self.rows:
-                raise CorruptionError(f"hash index names row {row} of {self.rows}",
-                                      path=self.path)
-            if self.id_of(row) == doc_id:
-                return row
-            position += 1
-        return None
-
-    def check(self) -> list[str]:
-        """Structural checks that need the whole file (verify)."""
-        problems = []
-        for section, name in self._OFFSETS.items():
-            offsets = getattr(self, name)
-            length = self.sections[section][1]
-            if offsets[0] != 0 or np.any(np.diff(offsets.astype(np.int64)) < 0) or \
-                    offsets[-1] != length:
-                problems.append(f"{name} are not ascending within the section")
-        if np.any(self.hashes[1:] < self.hashes[:-1]) or \
-                np.any(self.hash_rows >= self.rows):
-            problems.append("the id hash index is not sorted or names rows it lacks")
-        return problems
-
-
-def _npy_header(dtype: np.dtype, rows: int, dim: int) -> bytes:
-    buffer = _BytesSink()
-    np.lib.format.write_array_header_1_0(buffer, {
-        "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": True,
-        "shape": (rows, dim)})
-    return buffer.data
-
-
-class _BytesSink:
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-
-def open_vectors(path: str, rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
-    """Memory-map a shard's vectors, refusing anything but the expected plain array:
-    a bounded header parsed without pickling, the dtype, Fortran order, the shape, and a
-    file size that matches."""
-    with open(path, "rb", opener=safe_opener) as handle:
-        try:
-            version = np.lib.format.read_magic(handle)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"npy version {version}")
-            shape, fortran, found = read(handle, max_header_size=MAX_NPY_HEADER)
-        except (ValueError, SyntaxError, TypeError, EOFError) as exc:
-            raise CorruptionError(f"not a readable .npy header ({exc})", path=path,
-                                  offset=0) from None
-        offset = handle.tell()
-        size = os.fstat(handle.fileno()).st_size
-    if found.hasobject:
-        raise CorruptionError("holds an object array; fsstore never unpickles", path=path)
-    if found != dtype:
-        raise CorruptionError(f"holds {found}; the collection stores {dtype}", path=path)
-    if shape != (rows, dim):
-        raise CorruptionError(f"has shape {shape}; the collection expects ({rows}, {dim})",
-                              path=path)
-    if not fortran:
-        raise CorruptionError("is in C order; shards are Fortran (column) order", path=path)
-    if size != offset + rows * dim * dtype.itemsize:
-        raise CorruptionError(f"is {size} bytes; its header says "
-                              f"{offset + rows * dim * dtype.itemsize}", path=path)
-    with open(path, "rb", opener=safe_opener) as handle:  # the file checked, not a swap
-        return np.memmap(handle, dtype=dtype, mode="r", offset=offset, shape=(rows, dim),
-                         order="F")
-
-
-def write_shard(io: FileIO, folder: str, name: str, vectors: np.ndarray, ids: Sequence[str],
-                seqs: np.ndarray, turns: np.ndarray, contents: Sequence[bytes],
-                metas: Sequence[bytes]) -> dict[str, Any]:
-    """Write a shard's two files under temp names, fsync them, rename them in and fsync
-    the folder. Returns its entry for ``collection.json``. Nothing names the files yet:
-    until the manifest does, a crash leaves only leftovers the next writer removes."""
-    rows, dim = vectors.shape
-    norms = _norms(vectors)
-    docs = encode_docs(ids, norms, seqs, turns, contents, metas)
-    vec_name, docs_name = layout.shard_vectors_name(name), layout.shard_docs_name(name)
-    vec_temp = os.path.join(folder, layout.temp_name(vec_name))
-    docs_temp = os.path.join(folder, layout.temp_name(docs_name))
-    header = _npy_header(vectors.dtype, rows, dim)
-    fd = io.open(vec_temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        io.pwrite(fd, header, 0)
-        # Column order: transpose a block of rows at a time, so that no whole transposed
-        # copy of a large shard is ever held in memory.
-        block = max(1, (8 << 20) // (dim * vectors.itemsize))
-        column_bytes = rows * vectors.itemsize
-        for start in range(0, rows, block):
-            part = np.ascontiguousarray(vectors[start:start + block].T)
-            if rows <= block:
-                io.pwrite(fd, part.data, len(header))
-                crc = crc32c(part.data, crc32c(header))
-                break
-            for column in range(dim):
-                io.pwrite(fd, part[column].data, len(header) + column * column_bytes
-                          + start * vectors.itemsize)
-        else:
-            crc = _file_crc(vec_temp)[1]
-        io.fsync(fd)
-    finally:
-        io.close(fd)
-    io.write_new(docs_temp, docs)
-    io.rename(vec_temp, os.path.join(folder, vec_name))
-    io.rename(docs_temp, os.path.join(folder, docs_name))
-    io.fsync_dir(folder)
-    return {"name": name, "rows": rows, "vectors_bytes": len(header) + rows * dim *
-            vectors.itemsize, "vectors_crc": crc, "docs_bytes": len(docs),
-            "docs_crc": crc32c(docs), "deleted": None, "deleted_rows": 0}
-
-
-def _file_crc(path: str) -> tuple[int, int]:
-    """(size, crc32c) of a whole file."""
-    crc, size = 0, 0
-    with open(path, "rb", opener=safe_opener) as handle:
-        while chunk := handle.read(8 << 20):
-            crc = crc32c(chunk, crc)
-            size += len(chunk)
-    return size, crc
-
-
-def _norms(vectors: np.ndarray) -> np.ndarray:
-    if not len(vectors):
-        return np.zeros(0, dtype=np.float32)
-    return np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)).astype(
-        np.float32)
-
-
-def _read_deleted(path: str, rows: int) -> np.ndarray:
-    """A shard's deleted rows: a 1-D uint32 .npy of ascending rows within the shard."""
-    try:
-        with open(path, "rb", opener=safe_opener) as handle:
-            deleted = np.load(handle, allow_pickle=False, max_header_size=MAX_NPY_HEADER)
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise CorruptionError(f"not a readable .npy file ({exc})", path=path) from None
-    if deleted.dtype != np.dtype("<u4") or deleted.ndim != 1:
-        raise CorruptionError(f"holds {deleted.dtype} {deleted.shape}; deleted rows are a "
-                              "1-D uint32 array", path=path)
-    if len(deleted) and (deleted[-1] >= rows or np.any(np.diff(deleted.astype(np.int64)) <= 0)):
-        raise CorruptionError(f"deleted rows are not ascending within the shard's {rows}",
-                              path=path)
-    return deleted
-
-
-def _encode_npy(array: np.ndarray) -> bytes:
-    sink = _BytesSink()
-    np.lib.format.write_array(sink, array, allow_pickle=False)
-    return sink.data
-
-
 class _Shard(_RowSource):
     """A live shard: its vectors and docs memory-mapped, its deleted rows in memory."""
 
-    def __init__(self, folder: str, entry: Mapping[str, Any], dim: int, dtype: np.dtype,
-                 manifest_path: str) -> None:
+    def __init__(self, io: FileIO, folder: str, entry: ShardEntry, dim: int,
+                 dtype: np.dtype) -> None:
         super().__init__()
-        try:
-            self.name = layout.check_shard_name(entry["name"])
-            self.size = self.rows = int(entry["rows"])
-            self.entry = dict(entry)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptionError(f"a shard entry is malformed ({exc!r})",
-                                  path=manifest_path) from None
+        self.name = entry.name  # checked against the layout rules when decoded
+        self.size = self.rows = entry.rows
+        self.entry = entry
         self.vectors_path = os.path.join(folder, layout.shard_vectors_name(self.name))
         self.docs_path = os.path.join(folder, layout.shard_docs_name(self.name))
-        self.vectors = open_vectors(self.vectors_path, self.rows, dim, dtype)
-        self.docs = _DocsFile(self.docs_path, self.rows)
+        self.vectors = open_vectors(io, self.vectors_path, self.rows, dim, dtype)
+        self.docs = DocsFile(io, self.docs_path, self.rows)
         self.dead: np.ndarray | None = None
         self.dead_count = 0
-        deleted = entry.get("deleted")
-        if deleted is not None:
-            rows = _read_deleted(os.path.join(folder, layout.check_deleted_name(deleted)),
-                                 self.rows)
+        if entry.deleted is not None:
+            rows = read_deleted(io, os.path.join(folder, entry.deleted), self.rows)
             if len(rows):
                 self.dead = np.zeros(self.rows, dtype=bool)
                 self.dead[rows] = True
@@ -786,8 +503,7 @@ class _Shard(_RowSource):
         return self.docs.seq if name == "seq" else self.docs.turn
 
     def metadata_of(self, row: int) -> dict[str, Any]:
-        value = self.docs.decoded("meta", row)
-        return value if isinstance(value, dict) else {}
+        return self.docs.decoded("meta", row)
 
     def norms(self) -> np.ndarray:
         return self.docs.norms
@@ -835,7 +551,7 @@ class _Unsealed(_RowSource):
                 new[:size] = old[:size]
                 setattr(self, name, new)
         self.vectors[size] = row.vector
-        self._norms[size] = _norms(row.vector[None, :])[0]
+        self._norms[size] = norms_of(row.vector[None, :])[0]
         self.seq[size], self.turn[size], self.alive[size] = row.seq, row.turn, True
         self.ids.append(row.id)
         self.contents.append(row.content)
@@ -867,8 +583,7 @@ class _Unsealed(_RowSource):
         return (self.seq if name == "seq" else self.turn)[:self.size]
 
     def metadata_of(self, row: int) -> dict[str, Any]:
-        value = _decoder.decode(self.metas[row])
-        return value if isinstance(value, dict) else {}
+        return decode_metadata(self.metas[row])  # checked when written or replayed
 
     def norms(self) -> np.ndarray:
         return self._norms[:self.size]
@@ -883,7 +598,7 @@ class _Unsealed(_RowSource):
         seq, turn = int(self.seq[row]), int(self.turn[row])
         return VectorDocument(
             self.ids[row], self.vectors[row].copy() if with_embedding else None,
-            _decoder.decode(self.contents[row]), self.metadata_of(row),
+            decode_content(self.contents[row]), self.metadata_of(row),
             None if seq < 0 else seq, None if turn < 0 else turn)
 
 
@@ -1028,16 +743,10 @@ class VectorCollection:
             return
         self._read_manifest()
         self._remove_leftovers()
-        try:
-            self._shards = self._open_shards()
-        except FileNotFoundError as exc:
-            raise CorruptionError("missing, though the manifest names it; restore it from "
-                                  "a backup", path=str(exc.filename)) from None
         self._wal = LogWriter(io, wal_path, durability or Durability())
-        self._unsealed = _Unsealed(self.dim, self._dtype)
         self._dirty: set[str] = set()  # shards with deletes not yet in a deleted file
         try:
-            self._check_wal_start(self._wal.log_start)
+            self._open_state(self._wal.log_start, self._wal.head)
             self._replay(self._wal.reader)
         except BaseException:
             self._wal.close()
@@ -1047,55 +756,96 @@ class VectorCollection:
 
     def _read_manifest(self) -> None:
         try:
-            data = manifest.read(self.io, self.manifest_path, COLLECTION_FORMAT)
+            decoded, raw = read_manifest(self.io, self.manifest_path)
         except FileNotFoundError:
-            raise CollectionNotFound(f"no vector collection at {self.path}") from None
-        try:
-            self.name = str(data["name"])
-            self.dim = int(data["dim"])
-            self.dtype = str(data["dtype"])
-            self._dtype = DTYPES[self.dtype]
-            self.metric = DistanceMetric(data["metric"])
-            self._generation = int(data["generation"])
-            self._wal_seq = int(data["wal_seq"])
-            self._next_shard = int(data["next_shard"])
-            if not isinstance(data["shards"], list) or not 1 <= self.dim <= MAX_DIM:
-                raise ValueError("bad shards or dim")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptionError(f"malformed collection manifest ({exc!r})",
-                                  path=self.manifest_path) from None
-        self._manifest = data
+            raise CollectionNotFound(f"no vector collection at {self.path} (its "
+                                     f"{layout.COLLECTION_MANIFEST} is missing)") from None
+        self._manifest, self._raw_manifest = decoded, raw
+        self.name = decoded.name
+        self.dim = decoded.dim
+        self.dtype = decoded.dtype
+        self._dtype = DTYPES[self.dtype]
+        self.metric = DistanceMetric(decoded.metric)
+        self._generation = decoded.generation
+        self._next_shard = decoded.next_shard
 
-    def _open_shards(self) -> list[_Shard]:
-        return [_Shard(self.path, entry, self.dim, self._dtype, self.manifest_path)
-                for entry in self._manifest["shards"]]
-
-    def _check_wal_start(self, log_start: int) -> None:
-        # A seal writes the manifest before it clears the log, so the log never starts
-        # after the first seq the manifest leaves to it.
-        if log_start > self._wal_seq + 1:
+    def _open_state(self, log_start: int, head: int) -> None:
+        """Open the shards of the newest state of the manifest that is whole here: the
+        current one, or else a pinned earlier one (a copy of the folder taken during a
+        seal or merge may lack the current state's new files; a pinned state's files and
+        log records are kept until no such copy can be under way, section 15.8). Every
+        whole state holds the same documents once the log after it is replayed. Damage
+        (a file that is there but wrong) is never skipped over."""
+        newer = newer_than(self._manifest, self.io.listdir(self.path))
+        if newer:
             raise CorruptionError(
-                f"the log starts at seq {log_start} but this manifest covers only up to "
-                f"{self._wal_seq}: records in between are missing", path=self.manifest_path)
+                f"older than the files beside it ({', '.join(newer[:3])} and others its "
+                "writer had not made yet): a restored or foreign collection.json; restore "
+                "the matching one from a backup", path=self.manifest_path)
+        first_problem: CorruptionError | None = None
+        for state in self._manifest.states():
+            problem = None
+            if state.wal_seq + 1 < log_start:
+                problem = CorruptionError(
+                    f"the log starts at seq {log_start} but the state of generation "
+                    f"{state.generation} covers only up to {state.wal_seq}: records in "
+                    "between are missing", path=self.manifest_path)
+            elif state.wal_seq > head:
+                problem = CorruptionError(
+                    f"the log ends at seq {head} but the state of generation "
+                    f"{state.generation} covers up to {state.wal_seq}: its last records "
+                    "are missing", path=self.manifest_path)
+            else:
+                try:
+                    shards = [_Shard(self.io, self.path, entry, self.dim, self._dtype)
+                              for entry in state.shards]
+                except FileNotFoundError as exc:
+                    problem = CorruptionError("missing, though the manifest names it; "
+                                              "restore it from a backup",
+                                              path=str(exc.filename))
+                    if first_problem is None and not self._copy_artefact(state):
+                        raise problem from None
+            if problem is not None:
+                first_problem = first_problem or problem
+                if state.bulk:
+                    # An earlier state and the log after it lack this bulk upsert's
+                    # documents: reading it would drop them. (A copy taken while the
+                    # bulk upsert committed lands here too: take it again.)
+                    raise CorruptionError(
+                        f"{first_problem.reason}; the documents of a bulk upsert are in "
+                        "its missing files (in a copy taken while it committed, copy "
+                        "again)", path=first_problem.path) from None
+                continue
+            self._shards, self._wal_seq = shards, state.wal_seq
+            self._state = state
+            self._unsealed = _Unsealed(self.dim, self._dtype)
+            return
+        assert first_problem is not None
+        raise first_problem
+
+    def _copy_artefact(self, state: PinnedState) -> bool:
+        """Whether the files of ``state`` that are missing are all newer than every shard
+        file here, as in a copy taken during a seal or merge; else they are damage."""
+        names = self.io.listdir(self.path)
+        missing = [name for entry in state.shards for name in entry.files()
+                   if name not in names]
+        return missing_are_newest(names, missing)
 
     def _load_for_reading(self, wal_path: str) -> None:
-        # A writer may seal or merge meanwhile: it removes shard files and clears the log
-        # only after the manifest that stops naming them. Seeing either, read again.
+        # A writer may seal or merge meanwhile and remove files (once no state names
+        # them) or move the log's start; seeing either, read again.
         for attempt in range(5):
             self._read_manifest()
             generation = self._generation
             try:
-                self._shards = self._open_shards()
                 reader = LogReader(self.io, wal_path)
-                if reader.live_segments()[1] > self._wal_seq + 1:
-                    raise FileNotFoundError
-                self._unsealed = _Unsealed(self.dim, self._dtype)
+                tail = reader.tail()
+                self._open_state(tail.log_start, tail.head)
                 self._replay(reader)
                 self._read_manifest()
-            except FileNotFoundError as exc:
+            except (FileNotFoundError, CorruptionError):
                 if attempt == 4:
-                    raise CorruptionError("missing, though the manifest names it; restore "
-                                          "it from a backup", path=str(exc.filename)) from None
+                    raise
                 continue
             if self._generation == generation:
                 return
@@ -1104,32 +854,27 @@ class VectorCollection:
 
     def _replay(self, reader: LogReader) -> None:
         for event in reader.events(after_seq=self._wal_seq):
-            data = event.data
             try:
-                if event.kind == "upsert":
-                    vector = np.frombuffer(data["v"], dtype=self._dtype)
-                    if vector.shape != (self.dim,):
-                        raise ValueError(f"vector of {vector.size} values")
-                    self._apply_upsert(_Row(data["id"], vector, data["c"], data["m"],
-                                            data["s"], data["t"]))
-                elif event.kind == "delete":
-                    for doc_id in data["ids"]:
-                        self._apply_delete(doc_id)
-                else:
-                    raise ValueError(f"unknown record kind {event.kind!r}")
-            except (KeyError, TypeError, ValueError) as exc:
+                record = decode_record(event.kind, event.data,
+                                       self.dim * self._dtype.itemsize)
+                if isinstance(record, DeleteRecord):
+                    for doc_id in record.ids:
+                        self._apply_delete(check_id(doc_id, ValueError))
+                    continue
+                vector = np.frombuffer(record.v, dtype=self._dtype)
+                if vector.shape != (self.dim,):
+                    raise ValueError(f"vector of {vector.size} values")
+                self._apply_upsert(_Row(check_id(record.id, ValueError), vector, record.c,
+                                        record.m, record.s, record.t))
+            except ValueError as exc:
                 raise CorruptionError(f"log record {event.seq} is malformed ({exc})",
                                       path=reader.path) from None
 
     def _remove_leftovers(self) -> None:
-        """Unlink files no manifest names: a seal or merge a crash interrupted, shards a
-        merge replaced, deleted files superseded. Only a writer does this."""
-        keep = {layout.COLLECTION_MANIFEST, layout.WAL_DIR}
-        for entry in self._manifest["shards"]:
-            keep.add(layout.shard_vectors_name(entry.get("name", "")))
-            keep.add(layout.shard_docs_name(entry.get("name", "")))
-            if entry.get("deleted"):
-                keep.add(entry["deleted"])
+        """Unlink files no state of the manifest names: a seal or merge a crash
+        interrupted, files a copy caught after the manifest it holds. Only a writer does
+        this."""
+        keep = self._manifest.named_files() | self._manifest.retired_names()
         removed = False
         for name in self.io.listdir(self.path):
             if name not in keep and (layout.is_shard_file(name) or
@@ -1370,25 +1115,85 @@ class VectorCollection:
         self._next_shard += 1
         return name
 
-    def _commit(self, shards: list[dict[str, Any]]) -> None:
-        """Replace collection.json: the one step that makes a seal or merge visible."""
-        assert self._wal is not None
-        data = dict(self._manifest, shards=shards, generation=self._generation + 1,
-                    wal_seq=self._wal.head, next_shard=self._next_shard,
-                    version=manifest.VERSION)
-        manifest.write(self.io, self.manifest_path, data)
-        self._manifest, self._generation, self._wal_seq = data, data["generation"], \
-            data["wal_seq"]
+    def _commit(self, shards: list[ShardEntry], bulk: bool = False) -> None:
+        """Replace collection.json: the one step that makes a seal or merge visible.
 
-    def _deleted_entries(self) -> dict[str, dict[str, Any]]:
+        Then start a new log segment (so that a replay after this manifest's ``wal_seq``
+        reads one seal's worth of log), and remove the files no state names any more.
+        The state this manifest replaces stays pinned (its files, and the log after its
+        ``wal_seq``) for a grace period when the newest pin is that old: a copy of the
+        folder taken meanwhile may hold an older ``collection.json`` or miss the new
+        files, and must still find a whole state (section 15.8)."""
+        wal = self._wal
+        assert wal is not None
+        before = self._manifest
+        if self._state.generation != before.generation:
+            # Opened on an earlier state (a copy lacking the current one's files): that
+            # is the state this manifest replaces.
+            before = msgspec.structs.replace(
+                before, shards=self._state.shards, wal_seq=self._state.wal_seq,
+                bulk=self._state.bulk,
+                pinned=[p for p in before.pinned if p.generation < self._state.generation])
+        now = time.time()
+        pins = pin_states(before, now, COPY_GRACE_SECONDS)
+        named = {name for state in [*pins] for entry in state.shards
+                 for name in entry.files()}
+        named |= {name for entry in shards for name in entry.files()}
+        retired, expired = retire(before, named, now, COPY_GRACE_SECONDS)
+        # The log may start after the oldest state's wal_seq, at a segment that begins
+        # there (a seal starts one; older stores' logs may lack it: then earlier). The
+        # start moves at most once a grace period: the segments before the old start go
+        # when it moves again, and a copy holding a newest segment from before the first
+        # move may still read them.
+        oldest = min([wal.head, *(state.wal_seq for state in pins)]) + 1
+        firsts = [first for first in wal.reader.list_segments() if first <= oldest]
+        start = max(firsts, default=wal.log_start)
+        moved = before.log_moved
+        if start <= wal.log_start or 0 <= now - moved < COPY_GRACE_SECONDS:
+            start = wal.log_start
+        else:
+            moved = now
+        while True:
+            data = encode_manifest(
+                self._raw_manifest, shards=shards, generation=self._generation + 1,
+                wal_seq=wal.head, next_shard=self._next_shard, version=manifest.VERSION,
+                pinned=pins, bulk=bulk, retired=retired, log_moved=moved)
+            if len(manifest.encode(data)) <= manifest.MAX_MANIFEST_BYTES // 2 or not (
+                    retired or len(pins) > 1):
+                break
+            # Heavy churn: keep the manifest well within what readers take, at the cost
+            # of the copy guarantee (section 15.8): the oldest retired files go now,
+            # then the oldest pins.
+            if retired:
+                cut = max(1, len(retired) // 2)
+                expired += [name for name, _since in retired[:cut]]
+                retired = retired[cut:]
+            else:
+                dropped, pins = pins[-1], pins[:-1]
+                still = {name for state in pins for entry in state.shards
+                         for name in entry.files()}
+                still |= {name for entry in shards for name in entry.files()}
+                expired += [name for entry in dropped.shards for name in entry.files()
+                            if name not in still]
+        manifest.write(self.io, self.manifest_path, data)
+        self._manifest = msgspec.convert(data, CollectionManifest)
+        self._raw_manifest = data
+        self._generation, self._wal_seq = self._generation + 1, wal.head
+        self._state = self._manifest.states()[0]
+        wal.roll_over(start if start > wal.log_start else None)
+        self._unlink(expired)
+
+    def _deleted_entries(self) -> dict[str, ShardEntry]:
         """Write a new deleted-rows file for each shard with new deletes."""
         updated = {}
-        for shard in self._shards:
+        # In shard order: a copy's reader tells files made later by their names.
+        for shard in sorted(self._shards, key=lambda shard: shard.name):
             if shard.name in self._dirty and shard.dead is not None:
                 name = layout.deleted_name(shard.name, self._generation + 1)
                 rows = np.flatnonzero(shard.dead).astype("<u4")
-                self.io.atomic_write(os.path.join(self.path, name), _encode_npy(rows))
-                updated[shard.name] = dict(shard.entry, deleted=name, deleted_rows=len(rows))
+                self.io.atomic_write(os.path.join(self.path, name), encode_npy(rows))
+                updated[shard.name] = msgspec.structs.replace(
+                    shard.entry, deleted=name, deleted_rows=len(rows))
         return updated
 
     def _seal(self) -> None:
@@ -1407,29 +1212,25 @@ class VectorCollection:
                 [unsealed.ids[r] for r in rows], unsealed.seq[rows], unsealed.turn[rows],
                 [unsealed.contents[r] for r in rows], [unsealed.metas[r] for r in rows])
         self._commit_shards(new_shard)
-        wal.clear()  # after the manifest that covers it; a replay skips what it covers
         self._unsealed = _Unsealed(self.dim, self._dtype)
 
-    def _commit_shards(self, new_shard: dict[str, Any] | None) -> None:
+    def _commit_shards(self, new_shard: ShardEntry | None, bulk: bool = False) -> None:
         """Write a deleted-rows file for each shard with new deletes, and name them (and
-        ``new_shard``, a shard just written) in one manifest; then drop the files the
-        manifest no longer names."""
+        ``new_shard``, a shard just written) in one manifest."""
         updated = self._deleted_entries()
-        old_deleted = [s.entry.get("deleted") for s in self._shards if s.name in updated]
-        entries = [updated.get(s.name, dict(s.entry)) for s in self._shards]
-        self._commit(entries if new_shard is None else [*entries, new_shard])
+        entries = [updated.get(s.name, s.entry) for s in self._shards]
+        self._commit(entries if new_shard is None else [*entries, new_shard], bulk)
         for shard in self._shards:
             if shard.name in updated:
                 shard.entry = updated[shard.name]
         if new_shard is not None:
-            self._shards.append(_Shard(self.path, new_shard, self.dim, self._dtype,
-                                       self.manifest_path))
+            self._shards.append(_Shard(self.io, self.path, new_shard, self.dim,
+                                       self._dtype))
         self._dirty.clear()
-        self._unlink([name for name in old_deleted if name])
 
     def _unlink(self, names: Iterable[str]) -> None:
         removed = False
-        for name in names:
+        for name in sorted(names):
             try:
                 self.io.unlink(os.path.join(self.path, name))
                 removed = True
@@ -1475,24 +1276,17 @@ class VectorCollection:
                 contents.append(bytes(docs.raw("content", row)))
                 metas.append(bytes(docs.raw("meta", row)))
         names = {s.name for s in group}
-        entries = [dict(s.entry) for s in self._shards if s.name not in names]
+        entries = [s.entry for s in self._shards if s.name not in names]
         merged = None
         if ids:
             merged = write_shard(self.io, self.path, self._shard_name(),
                                  np.concatenate(vectors), ids, np.concatenate(seqs),
                                  np.concatenate(turns), contents, metas)
             entries.append(merged)
-        self._commit(entries)
+        self._commit(entries)  # removes the group's files once no state names them
         self._shards = [s for s in self._shards if s.name not in names]
         if merged is not None:
-            self._shards.append(_Shard(self.path, merged, self.dim, self._dtype,
-                                       self.manifest_path))
-        dropped = []
-        for shard in group:
-            dropped += [os.path.basename(shard.vectors_path), os.path.basename(shard.docs_path)]
-            if shard.entry.get("deleted"):
-                dropped.append(shard.entry["deleted"])
-        self._unlink(dropped)
+            self._shards.append(_Shard(self.io, self.path, merged, self.dim, self._dtype))
 
     def _upsert_as_shard(self, batch: list[_Row]) -> None:
         """A large upsert skips the log: seal what is pending, write the batch as a shard
@@ -1514,7 +1308,7 @@ class VectorCollection:
         for shard, position in replaced:
             shard.kill(position)
             self._dirty.add(shard.name)
-        self._commit_shards(entry)
+        self._commit_shards(entry, bulk=True)
         while (group := self._merge_candidates()):
             self._merge(group)
 
@@ -1532,66 +1326,6 @@ class VectorCollection:
         return f"<VectorCollection {self.path} dim={self.dim} {self.metric.value}>"
 
 
-def check_collection(io: FileIO, path: str) -> list[Finding]:
-    """Read every file of the collection at ``path`` whole and report each problem:
-    shard files missing, damaged (size or crc32c differs from the manifest's record) or
-    malformed, a damaged log, files no manifest names. Changes nothing."""
-    manifest_path = os.path.join(path, layout.COLLECTION_MANIFEST)
-    try:
-        data = manifest.read(io, manifest_path, COLLECTION_FORMAT)
-        dim, dtype = int(data["dim"]), DTYPES[data["dtype"]]
-        shards = list(data["shards"])
-    except (CorruptionError, FormatVersionError) as exc:
-        return [Finding("problem", manifest_path, getattr(exc, "offset", None), str(exc))]
-    except (KeyError, TypeError, ValueError) as exc:
-        return [Finding("problem", manifest_path, None, f"malformed manifest ({exc!r})")]
-    findings: list[Finding] = []
-    live = {layout.COLLECTION_MANIFEST, layout.WAL_DIR}
-    for entry in shards:
-        name = str(entry.get("name", ""))
-        damaged = False
-        for file, size_key, crc_key in (
-                (layout.shard_vectors_name(name), "vectors_bytes", "vectors_crc"),
-                (layout.shard_docs_name(name), "docs_bytes", "docs_crc")):
-            live.add(file)
-            file_path = os.path.join(path, file)
-            try:
-                size, crc = _file_crc(file_path)
-            except FileNotFoundError:
-                findings.append(Finding("problem", file_path, None, "missing, though the "
-                                        "manifest names it; restore it from a backup"))
-                damaged = True
-                continue
-            if size != entry.get(size_key) or crc != entry.get(crc_key):
-                findings.append(Finding("problem", file_path, None, f"{size} bytes with "
-                                        f"crc32c {crc:#010x}; the manifest recorded "
-                                        f"{entry.get(size_key)} bytes, crc32c "
-                                        f"{entry.get(crc_key)}: damaged; restore it from a "
-                                        "backup"))
-                damaged = True
-        if entry.get("deleted"):
-            live.add(str(entry["deleted"]))
-        if damaged:
-            continue
-        try:
-            shard = _Shard(path, entry, dim, dtype, manifest_path)
-            for problem in shard.docs.check():
-                findings.append(Finding("problem", shard.docs_path, None, problem))
-        except (CorruptionError, FormatVersionError) as exc:
-            findings.append(Finding("problem", getattr(exc, "path", path),
-                                    getattr(exc, "offset", None), str(exc)))
-        except FileNotFoundError as exc:
-            findings.append(Finding("problem", str(exc.filename), None, "missing, though the "
-                                    "manifest names it"))
-    findings.extend(LogReader(io, os.path.join(path, layout.WAL_DIR)).check())
-    for name in sorted(io.listdir(path)):
-        if name not in live:
-            findings.append(Finding("note", os.path.join(path, name), None,
-                                    "not named by the manifest (left by an interrupted seal "
-                                    "or merge); the next writer removes it"))
-    return findings
-
-
 def _as_list(values: Any, what: str) -> list[Any]:
     if isinstance(values, (str, bytes, Mapping, VectorDocument)):
         raise InvalidQuery(f"{what} must be a list, not a single {type(values).__name__}")
@@ -1604,19 +1338,35 @@ def _as_list(values: Any, what: str) -> list[Any]:
 # --- the vectors/ folder of a session ------------------------------------------------------
 
 
-def collection_names(io: FileIO, session_path: str) -> list[str]:
+def _vectors_names(io: FileIO, session_path: str) -> list[str]:
     folder = layout.vectors_dir(session_path)
     if not io.exists(folder):
         return []
-    return sorted(n for n in io.listdir(folder) if not layout.is_scratch(n))
+    try:
+        return io.listdir(folder)
+    except NotADirectoryError:
+        raise CorruptionError("a file where the session's vectors/ folder should be; "
+                              "remove it or restore the folder from a backup",
+                              path=folder) from None
+
+
+def collection_names(io: FileIO, session_path: str) -> list[str]:
+    """The collections of a session: the names in vectors/ that may name one."""
+    return sorted(n for n in _vectors_names(io, session_path) if not layout.is_scratch(n)
+                  and _is_collection_name(n))
+
+
+def _is_collection_name(name: str) -> bool:
+    try:
+        check_collection_name(name)
+    except InvalidCollection:
+        return False
+    return True
 
 
 def scratch_names(io: FileIO, session_path: str) -> list[str]:
     """Folders an interrupted create (``.tmp-``) or drop (``.trash-``) left in vectors/."""
-    folder = layout.vectors_dir(session_path)
-    if not io.exists(folder):
-        return []
-    return sorted(n for n in io.listdir(folder) if layout.is_scratch(n))
+    return sorted(n for n in _vectors_names(io, session_path) if layout.is_scratch(n))
 
 
 def _remove_scratch(io: FileIO, session_path: str) -> None:

@@ -3,6 +3,7 @@ computation, filters, shards, merges, damage and hostile input."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -563,7 +564,32 @@ def test_deletes_are_tombstones_until_a_merge_drops_them(store, small_shards):
         collection.compact()
         info = collection.info()
         assert (info.deleted, info.shards, info.count) == (0, 1, 38)
-        assert not any(n.endswith(".del.npy") for n in os.listdir(folder))
+        # Kept for copies under way (FORMAT.md 15.8), until a commit after the grace.
+        retired = [n for n in os.listdir(folder) if n.endswith(".del.npy")]
+        manifest = json.loads(Path(folder, "collection.json").read_text())
+        assert set(retired) <= {name for name, _since in manifest["retired"]}
+
+
+def test_files_no_state_names_are_removed_by_the_first_commit_after_the_grace(
+        store, small_shards, monkeypatch):
+    with store.create_session("s") as session:
+        collection = session.create_collection("c", 2)
+        collection.upsert(docs_of(np.ones((40, 2))))
+        collection.delete(["d1", "d2"])
+        collection.compact()
+        folder = collection_dir(store, "s", "c")
+        before = set(os.listdir(folder))
+        monkeypatch.setattr(vectors_module, "COPY_GRACE_SECONDS", 0.0)
+        collection.upsert([VectorDocument("x", [1, 1])])
+        collection.flush()
+        manifest = json.loads(Path(folder, "collection.json").read_text())
+        kept = {n for n in os.listdir(folder) if n.endswith((".npy", ".docs"))}
+        named = {name for entry in manifest["shards"] for name in
+                 (entry["name"] + ".vec.npy", entry["name"] + ".docs", entry["deleted"])}
+        named |= {name for state in manifest["pinned"] for entry in state["shards"] for name in
+                  (entry["name"] + ".vec.npy", entry["name"] + ".docs", entry["deleted"])}
+        named |= {name for name, _since in manifest["retired"]}
+        assert kept <= named and before - set(os.listdir(folder))
 
 
 def test_a_shard_a_quarter_deleted_is_rewritten(store, small_shards):
@@ -600,7 +626,8 @@ def test_opening_a_collection_maps_its_shard_without_reading_it(store):
     collection = store.read_session("s").collection("c")
     read = int(bytes_read()) - before
     assert read < 1 << 20, read  # the shard is 20 MB
-    assert isinstance(collection._shards[0].vectors, np.memmap)
+    vectors = collection._shards[0].vectors
+    assert not vectors.flags.owndata and not vectors.flags.writeable  # a read-only map
     assert collection.search(matrix[5], 1)[0].id == "d5"
 
 
