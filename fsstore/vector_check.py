@@ -52,6 +52,10 @@ def _reason(exc: Exception) -> str:
 
 def _check(io: FileIO, path: str) -> list[Finding]:
     manifest_path = os.path.join(path, layout.COLLECTION_MANIFEST)
+    try:  # as a reader does: nothing is read through a symlinked folder
+        io.check_folders(path, os.path.join(path, layout.WAL_DIR))
+    except FsStoreError as exc:
+        return [_problem(exc, path)]
     try:
         decoded, _raw = read_manifest(io, manifest_path)
     except FileNotFoundError:
