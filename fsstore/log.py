@@ -977,12 +977,16 @@ class LogWriter:
         self._last_crc: bytes | None = None  # of the frame ending at _end; read when asked
         self._allocated = io.size(fd)
         self._written_end = end
-        self.synced_head = self.head
         # The synced mark of the active segment (1.1 segments only; an older one gets
         # none until the next rollover): its fixed header bytes and the end it claims.
         header = reader.read_header(first)
         self._mark_static: bytes | None = header.static or None
         self._marked_end = header.synced_end
+        # Frames past the mark may be in the page cache only (a writer killed before its
+        # barrier, or one in flush mode that never had one): they count as unsynced, so
+        # the next barrier fdatasyncs them before it writes a mark claiming them. Earlier
+        # segments were fsynced when they were sealed.
+        self.synced_head = self.head if header.synced_end >= end else first - 1
         self._mark_unsynced = False  # a mark was written since the last fdatasync
 
     def _last_significant(self, first: int, end: int) -> tuple[int, str, int] | None:

@@ -464,6 +464,60 @@ def test_an_fsync_append_is_marked_synced_and_a_flush_append_is_not(store):
             assert [e.seq for e in store.read_session(mode).events()] == [1]
 
 
+class MarkSpyIO(FileIO):
+    """Records each fdatasync and each rewrite of a synced mark, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def fdatasync(self, fd: int) -> None:
+        self.calls.append("fdatasync")
+        super().fdatasync(fd)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        if offset == 52:  # MARK_AT: the synced mark, its crc and the header crc
+            self.calls.append("mark")
+        super().pwrite(fd, data, offset)
+
+
+@pytest.mark.parametrize("how", ["sync", "checkpoint", "shared refresh"])
+def test_frames_a_killed_writer_left_unsynced_are_fdatasynced_before_a_mark_claims_them(
+        tmp_path, how):
+    root = str(tmp_path / "store")
+    if how == "shared refresh":
+        store = fsstore.open_store(root, durability="flush", io=(spy := MarkSpyIO()))
+        store.create_session("s").close()
+        reopened = store.open_session("s", shared=True)
+        assert reopened.synced_head == reopened.head == 0
+    # a flush-mode writer appends after its last barrier, then is killed
+    # (the shared one rolls over, so the other writer has to find the tail again)
+    code = (
+        "import os, fsstore\n"
+        f"store = fsstore.open_store({root!r}, durability='flush', segment_size=4096)\n"
+        "session = store.open_session('s', shared=True) if "
+        f"{how == 'shared refresh'} else store.create_session('s')\n"
+        "session.sync()\n"
+        "session.append({'a': 'x' * 3000}); session.append({'b': 'x' * 3000})\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], timeout=120, check=True)
+    if how != "shared refresh":
+        store = fsstore.open_store(root, durability="flush", io=(spy := MarkSpyIO()))
+        reopened = store.open_session("s")
+        assert reopened.synced_head < reopened.head  # nothing says they reached the disk
+    spy.calls.clear()
+    if how == "checkpoint":
+        reopened.checkpoint()
+    else:
+        reopened.sync()  # a shared writer first catches up: it finds the tail again
+    assert reopened.head == reopened.synced_head == 2
+    # the frames are made durable first; only then does a mark claim them
+    assert spy.calls[:2] == ["fdatasync", "mark"]
+    reopened.close()
+    assert spy.calls[-1] == "fdatasync"  # close makes the mark durable too
+
+
 def test_a_torn_or_garbage_rewrite_of_the_synced_mark_only_drops_the_mark(store):
     session, _ = write_batches(store, [1, 2])
     (path,) = segment_files(session)
