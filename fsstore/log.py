@@ -1436,6 +1436,11 @@ class LogWriter:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def failed(self) -> bool:
+        """Whether a write or sync failed: the writer accepts nothing more."""
+        return self._failed is not None
+
     def check_usable(self) -> None:
         if self._failed is not None:
             raise WriteFailed(

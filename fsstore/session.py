@@ -612,6 +612,7 @@ class Session(SessionReader):
     def _writing(self, fenced: bool) -> Iterator[None]:
         mutex = self._mutex
         if mutex is None:
+            self._roll_metadata_forward()  # one comparison unless a manifest write failed
             yield
             return
         mutex.acquire(self._lock_timeout)
@@ -627,6 +628,9 @@ class Session(SessionReader):
                 self._checked_depth = mutex.depth
             if outermost:
                 self._catch_up()
+                # Metadata another writer (or this one) committed to the log but not to
+                # session.json is rolled forward before anything is appended after it.
+                self._roll_metadata_forward()
             if fence and self._lease is not None:
                 self._log_lease(self._lease.token)
             yield
@@ -915,7 +919,16 @@ class Session(SessionReader):
             self._write_manifest(fields, metadata_seq=writer.head)
         return list(range(first, first + len(entries) - 1))
 
+    def _reload_manifest(self) -> None:
+        path = layout.session_manifest_path(self.path)
+        self._manifest = manifest.read(self.io, path, manifest.SESSION_FORMAT)
+        self._meta = manifest.decode_session(self._manifest, path)
+
     def _metadata_fields(self, title: Any, tags: Any, metadata: Any) -> dict[str, Any]:
+        if self._mutex is not None:
+            # Other shared writers may have changed session.json since this one read it:
+            # the fields not given keep their current values, not this writer's copy.
+            self._reload_manifest()
         return new_manifest(
             self.id,
             self.title if title is _UNSET else title,
@@ -944,24 +957,46 @@ class Session(SessionReader):
         self._meta = manifest.decode_session(self._manifest, path)
 
     def _roll_metadata_forward(self) -> None:
-        """Finish a ``save_session_with_updates`` that a crash cut off between its log
-        write and its manifest write: then its metadata record is the log's last."""
+        """Finish a ``save_session_with_updates`` cut off between its log write and its
+        manifest write (by a crash, or a manifest write that failed): its metadata record
+        is then the log's last record that is not a queue, input or lease record (those
+        come from outside the turns and may follow it), and its seq is after
+        ``metadata_seq``. Runs at open and at the start of each write operation, after a
+        shared writer caught up (``_writing``), so that no append lands before it: a
+        writer already open, or the one whose manifest write failed, rolls it forward
+        too (section 12.3 of docs/FORMAT.md)."""
         writer = self._writer
-        if writer.last_kind != METADATA_RECORD:
-            return
-        if (self._meta.metadata_seq or 0) >= writer.head:
-            return
-        record = next(iter(self._log.events(after_seq=writer.head - 1)))
-        data = record.data if isinstance(record.data, dict) else {}
-        try:
-            title, tags, metadata = manifest.check_metadata(
-                data.get("title"), data.get("tags", ()), data.get("metadata"))
-        except InvalidMetadata as exc:
-            raise CorruptionError(f"{METADATA_RECORD} record at seq {record.seq} holds "
-                                  f"metadata a manifest cannot: {exc}",
-                                  path=self._log.path) from None
-        fields = {"title": title, "tags": tags, "metadata": metadata, "updated": _now_iso()}
-        self._write_manifest(fields, metadata_seq=record.seq)
+        with writer.lock:
+            if writer.last_kind != METADATA_RECORD or writer.closed or writer.failed:
+                return  # the common case: one comparison
+            seq = writer.significant_head
+            if (self._meta.metadata_seq or 0) >= seq:
+                return
+            # Another writer may have rewritten session.json since this one read it (a
+            # shared session): only a manifest still behind the record is rolled forward.
+            self._reload_manifest()
+            if (self._meta.metadata_seq or 0) >= seq:
+                return
+            writer.flush()
+            record = next(iter(self._log.events(after_seq=seq - 1, until_seq=seq)), None)
+            if record is None or record.seq != seq or record.kind != METADATA_RECORD:
+                raise CorruptionError(f"the log's {METADATA_RECORD} record at seq {seq} "
+                                      "cannot be read back", path=self._log.path)
+            if not isinstance(record.data, dict):
+                raise CorruptionError(f"{METADATA_RECORD} record at seq {seq} holds "
+                                      f"{type(record.data).__name__}, not a map of the "
+                                      "metadata fields", path=self._log.path)
+            data = record.data
+            try:
+                title, tags, metadata = manifest.check_metadata(
+                    data.get("title"), data.get("tags", ()), data.get("metadata"))
+            except InvalidMetadata as exc:
+                raise CorruptionError(f"{METADATA_RECORD} record at seq {seq} holds "
+                                      f"metadata a manifest cannot: {exc}",
+                                      path=self._log.path) from None
+            fields = {"title": title, "tags": tags, "metadata": metadata,
+                      "updated": _now_iso()}
+            self._write_manifest(fields, metadata_seq=seq)
 
     # --- state ---
 
@@ -1310,10 +1345,6 @@ def _check_seq(seq: object, name: str = "seq") -> int:
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise SeqOutOfRange(f"{name} must be an int >= 0, not {seq!r}")
     return seq
-
-
-def _reason(exc: Exception) -> str:
-    return exc.reason if isinstance(exc, CorruptionError) else str(exc)
 
 
 def _kind_of(event: object, kind: str | None) -> str:

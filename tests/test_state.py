@@ -4,9 +4,11 @@ loading from snapshots plus the log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import tree_snapshot
@@ -352,6 +354,90 @@ def test_a_crash_between_the_log_and_the_manifest_is_rolled_forward(store, monke
     with store.open_session("s"):
         pass
     assert store.read_session("s").title == "new"
+
+
+def _manifest_write_fails(monkeypatch, exc: BaseException) -> None:
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(fsstore.Session, "_write_manifest", fail)
+
+
+ENQUEUE = {"op": "enqueue", "kind": "job", "payload": {"n": 1}, "priority": 0,
+           "max_attempts": 3}
+
+
+def test_metadata_a_crash_left_before_queue_records_is_rolled_forward_from_its_record(
+        store, monkeypatch):
+    session = store.create_session("s", title="old", tags=["a"], metadata={"k": 1})
+    _manifest_write_fails(monkeypatch, KeyboardInterrupt())  # the process dies there
+    with pytest.raises(KeyboardInterrupt):
+        session.save_session_with_updates([{"ctx": 1}], title="new", metadata={"k": 2})
+    monkeypatch.undo()
+    # queue, input and lease records may follow it (an earlier fsstore appended them
+    # before rolling forward): the metadata record is the last of the other records
+    writer = session._writer
+    writer.append([("fsstore.queue", ENQUEUE)], writer.last_turn or 0, time.time())
+    writer.append([("fsstore.lease", {"token": 1})], writer.last_turn or 0, time.time())
+    writer.close()
+    session._lock.release()
+    with store.open_session("s") as reopened:
+        assert (reopened.title, reopened.tags, reopened.metadata) == ("new", ["a"], {"k": 2})
+        assert [item.payload for item in reopened.queue.items()] == [{"n": 1}]
+    with open(os.path.join(store.path, "sessions", "s", "session.json")) as file:
+        manifest = json.load(file)
+    assert manifest["metadata_seq"] == 2
+
+
+@pytest.mark.parametrize("write", ["enqueue", "append", "submit input"])
+def test_a_failed_manifest_write_is_rolled_forward_before_the_writers_next_write(
+        store, monkeypatch, write):
+    session = store.create_session("s", title="old", metadata={"k": 1})
+    _manifest_write_fails(monkeypatch, OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        session.save_session_with_updates([{"ctx": 1}], title="new", metadata={"k": 2})
+    monkeypatch.undo()
+    if write == "enqueue":
+        session.queue.enqueue("job", {"n": 1})
+    elif write == "append":
+        session.append({"later": 1})
+    else:
+        session.inputs.submit({"text": "hi"})
+    assert (store.read_session("s").title, session.metadata) == ("new", {"k": 2})
+    session.close()
+    reopened = store.open_session("s")
+    assert (reopened.title, reopened.metadata) == ("new", {"k": 2})
+    reopened.close()
+
+
+def test_metadata_another_shared_writer_committed_is_rolled_forward_by_one_already_open(
+        store, monkeypatch):
+    store.create_session("s", title="old", metadata={"k": 1}).close()
+    first = store.open_session("s", shared=True)
+    second = store.open_session("s", shared=True)
+    _manifest_write_fails(monkeypatch, OSError(28, "No space left on device"))
+    with pytest.raises(OSError):
+        second.save_session_with_updates([{"ctx": 1}], title="new", metadata={"k": 2})
+    monkeypatch.undo()
+    first.append({"later": 1})  # opened before the metadata record was written
+    assert (store.read_session("s").title, first.title) == ("new", "new")
+    # the second writer's own update keeps the fields it does not give as they are now
+    second.update_metadata(tags=["t"])
+    first.close()
+    second.close()
+    info = store.read_session("s").info()
+    assert (info.title, info.tags, info.metadata) == ("new", ["t"], {"k": 2})
+
+
+def test_a_metadata_record_whose_data_is_not_a_map_is_corruption(store):
+    session = store.create_session("s", title="old")
+    writer = session._writer
+    writer.append([(fsstore.METADATA_RECORD, ["new"])], 1, time.time())
+    writer.close()
+    session._lock.release()
+    with pytest.raises(fsstore.CorruptionError, match="not a map"):
+        store.open_session("s")
+    assert store.read_session("s").title == "old"
 
 
 def test_bad_metadata_in_save_session_with_updates_writes_nothing(store):
