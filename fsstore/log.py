@@ -1403,14 +1403,16 @@ class LogWriter:
 
     # --- lifecycle ---
 
-    def close(self) -> None:
-        """Sync what the durability mode promises at close, and release the file."""
+    def close(self, sync: bool = True) -> None:
+        """Sync what the durability mode promises at close, and release the file. With
+        ``sync`` false, the file is released with nothing written to it (a shared writer
+        that could not take the session's mutex, so may hold a segment since sealed)."""
         with self.lock:
             if self._closed:
                 return
             self._wait_for_sync()
             try:
-                if self._failed is None and self._fd is not None:
+                if self._failed is None and self._fd is not None and sync:
                     if self.durability.syncs:
                         self._sync_locked()
                         if self._mark_unsynced:

@@ -1279,11 +1279,22 @@ class Session(SessionReader):
     # --- lifecycle ---
 
     def close(self) -> None:
-        """Sync as the durability mode promises and release the writer lock."""
+        """Sync as the durability mode promises and release the writer lock.
+
+        A shared session closes under the mutex, after catching up with the log (waiting
+        for the mutex as its writes do, ``lock_timeout``): another writer may have sealed
+        the segment this one has open (a rollover, or the seal a fork does first) or
+        cleared the log, and a sealed segment, perhaps hard-linked into a fork, is never
+        written again; the sync and its synced mark go to the segment that is active now.
+        If the mutex cannot be had, the session is closed without that sync (its batches
+        were handed to the OS when each write returned) and SessionLocked is raised."""
         try:
             for opened in self._collections.values():
                 opened.close()
-            self._writer.close()
+            if self._mutex is None:
+                self._writer.close()
+            else:
+                self._close_shared(self._mutex)
         finally:
             if self._lock is not None and self._lock.is_locked:
                 self._lock.release()
@@ -1291,6 +1302,27 @@ class Session(SessionReader):
                 if self._lease_file is not None:
                     self._lease_file.close()
                 self._mutex.close()
+
+    def _close_shared(self, mutex: SessionMutex) -> None:
+        writer = self._writer
+        if writer.closed:
+            return
+        try:
+            mutex.acquire(self._lock_timeout)
+        except SessionNotFound:
+            writer.close(sync=False)  # deleted: nothing of it is left to make durable
+            return
+        except BaseException:
+            writer.close(sync=False)  # without the mutex, write nothing to the log
+            raise
+        try:
+            try:
+                if not writer.failed:
+                    writer.refresh()  # onto the active segment, if it moved
+            finally:
+                writer.close()
+        finally:
+            mutex.release()
 
     @property
     def closed(self) -> bool:

@@ -554,3 +554,46 @@ def test_a_lease_file_cut_or_padded_is_corruption_not_an_older_lease(store, size
     with pytest.raises(fsstore.CorruptionError, match="two slots"):
         store.lease_info("a")
     assert any(f.level == "problem" and f.path == path for f in store.verify())
+
+
+@pytest.mark.parametrize("sealer", ["fork", "rollover", "clear"])
+def test_a_shared_writer_closing_after_another_sealed_its_segment_leaves_that_segment_alone(
+        tmp_path, sealer):
+    store = fsstore.open_store(tmp_path / "store", durability="flush", segment_size=4096)
+    store.create_session("s").close()
+    log = os.path.join(store.path, "sessions", "s", "log")
+    segment = os.path.join(log, "00000000000000000001.fslog")
+    kept = str(tmp_path / "kept.fslog")
+    os.link(segment, kept)  # as a fork's link would: it outlives a clear too
+    first = store.open_session("s", shared=True)
+    first.append({"x": 1})
+    first.append({"x": 2})  # handed to the OS, not synced: close would sync them
+    if sealer == "fork":
+        store.fork_session("s", "f").close()  # seals the segment, links it into the fork
+    else:
+        with store.open_session("s", shared=True) as second:
+            if sealer == "rollover":
+                second.append({"pad": "x" * 2000})
+                second.append({"pad": "x" * 3000})  # starts the next segment
+            else:
+                second.clear()
+    sealed = Path(kept).read_bytes()
+    first.close()
+    assert Path(kept).read_bytes() == sealed  # a sealed segment is never written again
+    assert [f for f in store.verify() if f.level == "problem"] == []
+    reopened = store.open_session("s")
+    assert reopened.synced_head == reopened.head  # close synced the active segment
+    reopened.close()
+
+
+def test_a_shared_writer_that_cannot_take_the_mutex_closes_without_writing(session_store):
+    shared = session_store.open_session("s", shared=True, lock_timeout=0.05)
+    shared.append({"x": 1})
+    segment = os.path.join(session_store.path, "sessions", "s", "log",
+                           "00000000000000000001.fslog")
+    before = Path(segment).read_bytes()
+    with session_store.open_session("s"):  # an exclusive writer holds the mutex
+        with pytest.raises(SessionLocked):
+            shared.close()
+        assert shared.closed and Path(segment).read_bytes() == before
+    shared.close()  # closed already: nothing more to do
