@@ -1123,8 +1123,12 @@ class Session(SessionReader):
         # The append that got here has succeeded: a failed snapshot (a cache) must not
         # turn it into an error. A failed log sync has failed the writer, so the next
         # call reports that.
+        # Called inside that write (under the mutex, caught up with the log), and not
+        # fenced again: a snapshot is a cache of the log, not a write of events or state,
+        # so queue and input ingress from a shared writer without the lease takes them
+        # too, rather than have the lease refuse (and the log warn) every N records.
         try:
-            self.snapshot()
+            self._snapshot()
         except (OSError, CorruptionError, FormatVersionError) as exc:
             state_module.logger.warning("session %r: automatic snapshot failed: %s",
                                         self.id, exc)
@@ -1139,6 +1143,9 @@ class Session(SessionReader):
         folded up to, and a load uses it only while the log holds that very frame. A crash
         that takes back unsynced records leaves the snapshot ahead of the log, and unused.
         """
+        return self._snapshot()
+
+    def _snapshot(self) -> int:
         writer = self._writer
         with writer.lock:
             image = self._loaded()

@@ -597,3 +597,22 @@ def test_a_shared_writer_that_cannot_take_the_mutex_closes_without_writing(sessi
             shared.close()
         assert shared.closed and Path(segment).read_bytes() == before
     shared.close()  # closed already: nothing more to do
+
+
+def test_ingress_without_the_lease_takes_its_automatic_snapshots_unfenced(tmp_path, caplog):
+    store = fsstore.open_store(tmp_path / "store",
+                               snapshots=fsstore.SnapshotPolicy(every_events=3))
+    store.create_session("s").close()
+    assert store.claim_lease("s", "agent-1", ttl=60).status == "acquired"
+    with store.open_session("s", shared=True) as ingress, caplog.at_level("WARNING"):
+        for index in range(5):
+            ingress.queue.enqueue("job", {"i": index})
+        assert not [r for r in caplog.records if "snapshot failed" in r.getMessage()]
+        assert os.listdir(os.path.join(store.path, "sessions", "s", "state")) == [
+            "00000000000000000003.snap"]
+        # explicit writes of events, state and snapshots stay fenced
+        for write in (lambda: ingress.append({"no": "lease"}),
+                      lambda: ingress.set_state("k", 1), ingress.snapshot):
+            with pytest.raises(SessionLocked, match="leased"):
+                write()
+    assert [w.payload["i"] for w in store.read_session("s").queued_work()] == [0, 1, 2, 3, 4]
