@@ -74,6 +74,9 @@ _LEASE_SWAP = ("another session's lease file swapped in reads as this session's:
                "writer.lock keeps tokens from going back)")
 _NEWEST_GONE = ("the newest segment deleted whole reads as a shorter log: no other file "
                 "records how far the log reached")
+_FORK_MANIFEST = ("a fork's session.json swapped into its parent's folder reads as the "
+                  "parent's manifest (the fork's uid accepts its ancestors' segments); "
+                  "verify reports it (the manifest names another session)")
 XFAIL: dict[tuple[str, str], str] = {
     ("shard_docs", "bitflip"): _SHARD_BYTES,
     ("lease", "swap"): _LEASE_SWAP,
@@ -83,6 +86,7 @@ LONG_XFAIL: dict[tuple[str, str], str] = {
     **XFAIL,
     ("shard_vectors", "bitflip"): _SHARD_BYTES,
     ("segment_last", "remove"): _NEWEST_GONE,
+    ("session_manifest", "swap"): _FORK_MANIFEST,
 }
 
 
