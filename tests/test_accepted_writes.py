@@ -262,19 +262,6 @@ SESSION_CALLS = {f.__name__: f for f in (
 # Calls whose values go to a writer another part of fsstore owns: the log's (events) and
 # the vectors' (documents). Until those writers refuse what their readers refuse, hazard
 # values (Ext, Raw, nesting past the recursion limit) are accepted and then unreadable.
-HAZARD_ELSEWHERE = {
-    "append": "the log writer does not yet refuse msgpack Ext/Raw values or over-deep events",
-    "append_many": "the log writer does not yet refuse msgpack Ext/Raw values or over-deep "
-                   "events",
-    "commit_events": "the log writer does not yet refuse msgpack Ext/Raw values or over-deep "
-                     "events",
-    "save_updates": "the log writer does not yet refuse msgpack Ext/Raw values or over-deep "
-                    "events",
-    "upsert": "the vector writer does not yet refuse msgpack Ext/Raw values or over-deep "
-              "document metadata",
-}
-
-
 def check_session_call(name: str, value: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "store")
@@ -332,14 +319,10 @@ def test_create_session_metadata_reads_back_or_changes_nothing(long_run):
     check()
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason=HAZARD_ELSEWHERE[name]))
-    if name in HAZARD_ELSEWHERE else name for name in sorted(SESSION_CALLS)])
+@pytest.mark.parametrize("name", sorted(SESSION_CALLS))
 def test_extension_types_raw_msgpack_and_deep_nesting_are_refused_or_read_back(
         name, long_run):
-    # Not shrunk: the calls marked xfail fail until their writers are fixed, and
-    # shrinking their failures would cost most of this file's time.
-    @_examples(long_run, 5, shrink=name not in HAZARD_ELSEWHERE)
+    @_examples(long_run, 5)
     @given(hazard_values)
     def check(value: Any) -> None:
         check_session_call(name, value)
