@@ -204,10 +204,24 @@ class RecordError(ValueError):
 
 def decode_record(data: Any, schema: Any) -> Any:
     """``data`` (a record's data, or a body) converted to ``schema``, or RecordError."""
+    if isinstance(schema, type) and issubclass(schema, msgspec.Struct):
+        try:
+            return msgspec.convert(data, schema)
+        except msgspec.ValidationError as exc:
+            raise RecordError(str(exc).replace("`$.", "`").replace("`$", "`")) from None
     try:
-        return msgspec.convert(data, schema)
+        return msgspec.convert({"value": data}, _holder(schema)).value
     except msgspec.ValidationError as exc:
-        raise RecordError(str(exc).replace("`$.", "`").replace("`$", "`")) from None
+        raise RecordError(str(exc).replace("`$.value.", "`").replace("`$.value", "`")
+                          ) from None
+
+
+@functools.cache
+def _holder(schema: Any) -> Any:
+    """A Struct holding one ``schema`` value: msgspec keeps what it learned of a Struct's
+    types, but works a union or a generic out again on every convert (6 us against
+    0.2 us for a queue record)."""
+    return msgspec.defstruct("Holder", [("value", schema)])
 
 
 _FoldT = TypeVar("_FoldT", bound="_Fold")
