@@ -40,7 +40,7 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO, safe_opener
-from .log import NO_LINK_ERRNOS
+from .log_writer import NO_LINK_ERRNOS
 
 BLOB_KEY = "fsstore.blob"
 #: The bytes a frame holding a BlobRef contains, so scans can skip frames without one.

@@ -56,9 +56,8 @@ from .log import (
     Durability,
     Event,
     LogReader,
-    LogWriter,
-    copy_log_prefix,
 )
+from .log_writer import LogWriter, copy_log_prefix
 from .snapshot import (
     CHECKPOINT_KINDS,
     CheckpointDir,

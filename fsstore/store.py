@@ -43,10 +43,9 @@ from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
     Durability,
-    check_settings,
     encode_segment_header,
-    write_tail_hint,
 )
+from .log_writer import check_settings, write_tail_hint
 from .session import (
     Session,
     SessionInfo,

@@ -55,7 +55,8 @@ from .errors import (
     WriteFailed,
 )
 from .fsio import FileIO
-from .log import Durability, LogReader, LogWriter, encode_segment_header, write_tail_hint
+from .log import Durability, LogReader, encode_segment_header
+from .log_writer import LogWriter, write_tail_hint
 from .vector_check import check_collection as check_collection
 from .vector_files import (
     COLLECTION_FORMAT,

@@ -29,8 +29,8 @@ from fsstore.log import (
     decode_segment_header,
     encode_frame,
     encode_segment_header,
-    mark_segment_header,
 )
+from fsstore.segment_header import mark_segment_header
 
 
 def segment_files(session) -> list[str]:
@@ -690,9 +690,9 @@ def test_the_errnos_a_fork_copies_on_are_the_ones_format_md_names():
     text = (Path(__file__).parent.parent / "docs" / "FORMAT.md").read_text()
     section = text[text.index("## 13. Forks"):text.index("## 14.")]
     named = set(re.findall(r"`(E[A-Z]+)`", section))
-    assert named == set(fsstore.log.NO_LINK_ERRNO_NAMES)
+    assert named == set(fsstore.log_writer.NO_LINK_ERRNO_NAMES)
     numbers = {getattr(errno, name) for name in named if hasattr(errno, name)}
-    assert numbers == fsstore.log.NO_LINK_ERRNOS
+    assert numbers == fsstore.log_writer.NO_LINK_ERRNOS
 
 
 # --- every mutation of a real log reads as the original prefix or raises ------------------

@@ -25,7 +25,8 @@ from fsstore import (
     VectorDocument,
 )
 from fsstore.fsio import FileIO
-from fsstore.log import Durability, LogWriter
+from fsstore.log import Durability
+from fsstore.log_writer import LogWriter
 
 IDS = [f"d{i}" for i in range(12)]
 

@@ -1,0 +1,729 @@
+"""Writing the segmented append log: appends, barriers and group commit, rollover and
+sealing, clear, recovery of a torn tail by the next writer, following what other shared
+writers appended, and the copy of a log prefix a fork makes.
+
+The format and the reader are in ``log.py``; docs/FORMAT.md has the grammar and the
+damage rules. Comments here say why each step is ordered as it is around crashes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from . import layout
+from .errors import (
+    CorruptionError,
+    InvalidSetting,
+    SessionClosed,
+    WriteFailed,
+)
+from .fsio import FileIO
+from .identity import NO_UID, Identity
+from .log import (
+    _BUFFER_LIMIT,
+    _FOLLOW_CHUNK,
+    _PREALLOCATE_MAX,
+    _PREALLOCATE_MIN,
+    _U32,
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_SEGMENT_SIZE,
+    FRAME_HEADER_SIZE,
+    MAX_FRAME_PAYLOAD,
+    MAX_SEGMENT_SIZE,
+    TRAILER_SIZE,
+    Durability,
+    Event,
+    LogPosition,
+    LogReader,
+    SegmentScan,
+    _data_end,
+    _Frame,
+    _parse_frame,
+    _tail_of,
+    decode_payload,
+    encode_frame,
+)
+from .segment_header import (
+    MARK_AT,
+    SEGMENT_HEADER_SIZE,
+    encode_segment_header,
+    mark_segment_header,
+)
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def write_tail_hint(io: FileIO, log_path: str, first_seq: int) -> None:
+    """Name the newest segment in ``tail.hint``, so that opening the log need not list
+    it. Only a hint: readers check it (see ``LogReader.locate_tail``)."""
+    name = layout.segment_name(first_seq) + "\n"
+    io.atomic_write(layout.tail_hint_path(log_path), name.encode())
+
+
+def check_settings(segment_size: int, max_record_bytes: int) -> None:
+    if not 0 < max_record_bytes <= MAX_FRAME_PAYLOAD:
+        raise InvalidSetting(f"max_record_bytes must be in 1..{MAX_FRAME_PAYLOAD}, not "
+                             f"{max_record_bytes}")
+    if not 4096 <= segment_size <= MAX_SEGMENT_SIZE:
+        raise InvalidSetting(f"segment_size must be from 4096 to {MAX_SEGMENT_SIZE} bytes, not "
+                             f"{segment_size}")
+
+
+class LogWriter:
+    """The one writer of a log (the session's writer lock sees to it that there is only
+    one). Thread-safe: every call takes ``self.lock``."""
+
+    def __init__(
+        self,
+        io: FileIO,
+        path: str,
+        durability: Durability,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        neutral_kinds: frozenset[str] = frozenset(),
+        identity: Identity | None = None,
+    ) -> None:
+        check_settings(segment_size, max_record_bytes)
+        # Batches ending in a neutral kind leave last_turn and last_kind as they were:
+        # the session's queue and input records come from outside its turns.
+        self.neutral_kinds = neutral_kinds
+        self.io = io
+        self.path = path
+        self.reader = LogReader(io, path, identity)
+        # New segments carry the session's uid (none for a session from before uids).
+        self._uid = NO_UID if identity is None else identity.uid
+        self.durability = durability
+        self.segment_size = segment_size
+        self.max_record_bytes = max_record_bytes
+        self.lock = threading.RLock()
+        # Preallocation pays when every append fsyncs: an overwrite of space the file
+        # already has needs no size change committed. Group commit syncs too rarely for
+        # it to matter, and extending the file would hold up appends.
+        self._mode = durability.mode
+        self._preallocate = durability.mode == "fsync"
+        self._grouped = durability.grouped
+        self._group_interval = (durability.group_commit_ms or 0) / 1000
+        self._fd: int | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._unsynced_records = 0
+        self._unsynced_since = 0.0
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._syncing = False
+        self.recovered_torn_tail: str | None = None
+        self.bytes_appended = 0  # log bytes this writer wrote (snapshot policies use it)
+        # The frames the last refresh read forward, or None when it relocated the tail.
+        self.followed: list[tuple[_Frame, int]] | None = None
+        self._recover()
+        self._syncer: threading.Thread | None = None
+        self._wake = threading.Condition(self.lock)
+        if durability.group_commit_ms is not None:
+            self._syncer = threading.Thread(
+                target=self._group_commit_loop, name=f"fsstore-sync {path}", daemon=True)
+            self._syncer.start()
+
+    # --- state after recovery ---
+
+    def _recover(self) -> None:
+        """Find the end of the log and set aside a torn tail, reading only the end of the
+        log. (Leftovers of an interrupted clear or rollover wait for the next one.)"""
+        io, reader = self.io, self.reader
+        first, self.log_start, found = reader.locate_tail()
+        # Segments before this start are removed at the next rollover or clear; after a
+        # roll_over that moves the start, only those before the start it replaced.
+        self._kept_start = self.log_start
+        end = found.end
+        self.head = found.next_seq - 1
+        self.last_turn = found.last[1] if found.last else None
+        self.last_kind = found.last[2] if found.last else None
+        # The seq of the last record not of a neutral kind (log_start - 1: none).
+        self.significant_head = self.head if found.last else self.log_start - 1
+        if self.last_kind in self.neutral_kinds:
+            significant = self._last_significant(first, end)
+            self.last_turn, self.last_kind, self.significant_head = (
+                significant or (None, None, self.log_start - 1))
+        fd = io.open(reader.segment_path(first), os.O_RDWR)
+        try:
+            # Only the last segment can be unfinished: a segment is sealed before its
+            # successor is created.
+            data_end = _data_end(io, fd)
+            if data_end > end:
+                # segment_end walked the segment and found nothing valid past `end`.
+                self._set_aside_torn_tail(fd, first, end, data_end)
+        except BaseException:
+            io.close(fd)
+            raise
+        self._fd, self._end, self.segment = fd, end, first
+        self._last_crc: bytes | None = None  # of the frame ending at _end; read when asked
+        self._allocated = io.size(fd)
+        self._written_end = end
+        # The synced mark of the active segment (1.1 segments only; an older one gets
+        # none until the next rollover): its fixed header bytes and the end it claims.
+        header = reader.read_header(first)
+        self._mark_static: bytes | None = header.static or None
+        self._marked_end = header.synced_end
+        # Frames past the mark may be in the page cache only (a writer killed before its
+        # barrier, or one in flush mode that never had one): they count as unsynced, so
+        # the next barrier fdatasyncs them before it writes a mark claiming them. Earlier
+        # segments were fsynced when they were sealed.
+        self.synced_head = self.head if header.synced_end >= end else first - 1
+        self._mark_unsynced = False  # a mark was written since the last fdatasync
+
+    def _last_significant(self, first: int, end: int) -> tuple[int, str, int] | None:
+        """(turn, kind, last seq) of the last frame whose last record is not of a neutral kind,
+        walking back from ``end`` of segment ``first`` frame by frame (each frame ends in
+        its size) and into earlier segments."""
+        reader = self.reader
+        segments = [s for s in reader.live_segments()[0] if s <= first]
+        for segment in reversed(segments):
+            path = reader.segment_path(segment)
+            fd = self.io.open(path, os.O_RDONLY)
+            try:
+                pos = end if segment == first else _data_end(self.io, fd)
+                while pos > SEGMENT_HEADER_SIZE:
+                    (size,) = _U32.unpack(self.io.pread(fd, 4, pos - TRAILER_SIZE))
+                    start = pos - size
+                    raw = self.io.pread(fd, size, start) if start >= SEGMENT_HEADER_SIZE else b""
+                    frame = _parse_frame(raw, memoryview(raw), 0, len(raw)) if raw else None
+                    if frame is None:
+                        raise CorruptionError("damaged record in the log", path=path,
+                                              offset=start)
+                    _, turn, kind = _tail_of(frame._replace(offset=start), path)
+                    if kind not in self.neutral_kinds:
+                        return turn, kind, frame.first_seq + frame.event_count - 1
+                    pos = start
+            finally:
+                self.io.close(fd)
+        return None
+
+    def _set_aside_torn_tail(self, fd: int, first_seq: int, end: int, data_end: int) -> None:
+        """Copy the torn bytes to a ``.torn`` file beside the segment, then cut them off.
+        Nothing is thrown away unseen: ``fsstore verify`` lists the file."""
+        raw = self.io.pread(fd, data_end - end, end)
+        target = os.path.join(self.path, layout.torn_tail_name(first_seq, end))
+        self.io.atomic_write(target, raw)
+        self.io.truncate(fd, end)
+        self.io.fsync(fd)
+        self.recovered_torn_tail = target
+
+    # --- appending ---
+
+    def append(self, entries: Sequence[tuple[str, Any]], turn: int, ts: float) -> int:
+        """Write one batch as one frame; return its first seq."""
+        with self.lock:
+            if self._failed is not None or self._closed:
+                self.check_usable()
+            first = self.head + 1
+            frame = encode_frame(first, ts, turn, entries, self.max_record_bytes)
+            try:
+                size = len(frame)
+                if self._end + size > self.segment_size and self._end > SEGMENT_HEADER_SIZE:
+                    self._roll_over()
+                mode = self._mode
+                if mode == "none":
+                    self._pending.append(frame)
+                    self._pending_bytes += size
+                    self._end += size
+                    if self._pending_bytes >= _BUFFER_LIMIT:
+                        self._write_pending()
+                else:
+                    if self._preallocate and self._end + size > self._allocated:
+                        self._extend(self._end + size)
+                    self.io.pwrite(self._fd, frame, self._end)  # type: ignore[arg-type]
+                    self._end = self._written_end = self._end + size
+                self.head += len(entries)
+                self.bytes_appended += size
+                self._last_crc = frame[:4]
+                if entries[-1][0] not in self.neutral_kinds:
+                    self.last_turn, self.last_kind = turn, entries[-1][0]
+                    self.significant_head = self.head
+                if mode == "fsync":
+                    self.io.fdatasync(self._fd)  # type: ignore[arg-type]
+                    self.synced_head = self.head
+                    self._mark_unsynced = False
+                    self._mark_synced(self._end)
+                elif self._grouped:
+                    self._group_commit_after(len(entries))
+            except OSError as exc:
+                raise self._fail(exc) from exc
+            return first
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            if self._preallocate and self._written_end + len(data) > self._allocated:
+                self._extend(self._written_end + len(data))
+            self.io.pwrite(self._fd, data, self._written_end)  # type: ignore[arg-type]
+            self._written_end += len(data)
+
+    def _extend(self, needed: int) -> None:
+        """Preallocate zeros so that later fdatasyncs overwrite space the file already has
+        and need not commit a size change each time."""
+        grow = min(max(self._allocated, _PREALLOCATE_MIN), _PREALLOCATE_MAX)
+        target = max(needed, min(self._allocated + grow, max(self.segment_size, needed)))
+        zeros = bytes(min(target - self._allocated, _PREALLOCATE_MAX))
+        pos = self._allocated
+        while pos < target:
+            chunk = zeros[: target - pos]
+            self.io.pwrite(self._fd, chunk, pos)  # type: ignore[arg-type]
+            pos += len(chunk)
+        self.io.fdatasync(self._fd)  # type: ignore[arg-type]
+        self._allocated = target
+
+    def _group_commit_after(self, records: int) -> None:
+        first = self._unsynced_records == 0
+        if first:
+            self._unsynced_since = time.monotonic()
+        self._unsynced_records += records
+        limit_records = self.durability.group_commit_records
+        if limit_records is not None and self._unsynced_records >= limit_records:
+            if self._syncer is None:
+                self._sync_locked()
+            else:
+                self._wake.notify_all()
+        elif first and self._syncer is not None:
+            self._wake.notify_all()
+        elif self._syncer is None:
+            return
+        elif time.monotonic() - self._unsynced_since >= self._group_interval:
+            self._wake.notify_all()  # the syncer is late (say the GIL was busy): nudge it
+
+    def _group_commit_loop(self) -> None:
+        """The group-commit thread: every ``group_commit_ms`` that has unsynced appends,
+        write them out under the lock, then fdatasync *outside* it, so appends go on
+        while the disk works. Whatever touches the file descriptor exclusively (seal,
+        clear, close) first waits for a sync in flight."""
+        assert self.durability.group_commit_ms is not None
+        interval = self.durability.group_commit_ms / 1000
+        limit_records = self.durability.group_commit_records
+        with self.lock:
+            while not self._closed and self._failed is None:
+                if self._unsynced_records == 0:
+                    self._wake.wait()
+                    continue
+                remaining = self._unsynced_since + interval - time.monotonic()
+                if remaining > 0 and not (
+                        limit_records is not None and self._unsynced_records >= limit_records):
+                    self._wake.wait(remaining)
+                    continue
+                try:
+                    self._write_pending()
+                except OSError as exc:
+                    self._fail(exc)
+                    return
+                target, fd, synced_end = self.head, self._fd, self._written_end
+                self._unsynced_records = 0
+                self._syncing = True
+                error: OSError | None = None
+                self.lock.release()
+                try:
+                    self.io.fdatasync(fd)  # type: ignore[arg-type]
+                except OSError as exc:
+                    error = exc
+                finally:
+                    self.lock.acquire()
+                    self._syncing = False
+                    self._wake.notify_all()
+                if error is not None:
+                    self._fail(error)
+                    return
+                self.synced_head = max(self.synced_head, target)
+                if fd == self._fd:  # seal, clear and close wait for a sync in flight
+                    try:
+                        self._mark_synced(synced_end)
+                    except OSError as exc:
+                        self._fail(exc)
+                        return
+
+    def _wait_for_sync(self) -> None:
+        while self._syncing:
+            self._wake.wait()
+
+    # --- barriers ---
+
+    def flush(self) -> None:
+        """Hand buffered batches (durability ``none``) to the OS."""
+        with self.lock:
+            self.check_usable()
+            try:
+                self._write_pending()
+            except OSError as exc:
+                raise self._fail(exc) from exc
+
+    def sync(self) -> None:
+        """Make everything appended so far durable."""
+        with self.lock:
+            self.check_usable()
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        try:
+            self._write_pending()
+            if self.synced_head != self.head:
+                self.io.fdatasync(self._fd)  # type: ignore[arg-type]
+                self._mark_unsynced = False
+            self.synced_head = self.head
+            self._unsynced_records = 0
+            self._mark_synced(self._written_end)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def _mark_synced(self, end: int) -> None:
+        """Record in the active segment's header that its frames before ``end`` are
+        durable (docs/FORMAT.md, section 3.1), so that a reader can tell them missing.
+
+        Called only after the fdatasync that made them durable, and not synced itself:
+        the mark reaches the disk with the next barrier's fdatasync (or the kernel's
+        writeback). So it never claims frames a crash could take back, costs one 64-byte
+        pwrite and no fsync, and lags at most one barrier behind after a power loss.
+        Only the 12 bytes that change are written (the mark, its CRC, the header's CRC):
+        a write that tears or persists as garbage leaves the fixed fields and their CRC
+        whole, and a reader then takes the mark as absent."""
+        if self._mark_static is None or end <= max(self._marked_end, SEGMENT_HEADER_SIZE):
+            return
+        header = mark_segment_header(self._mark_static, end)
+        self.io.pwrite(self._fd, header[MARK_AT:], MARK_AT)  # type: ignore[arg-type]
+        self._marked_end = end
+        self._mark_unsynced = True
+
+    def refresh(self) -> LogPosition | None:
+        """Catch up with what other processes appended since this writer last wrote.
+        Returns None if the log did not move, else where it ended before (the boundary
+        after the old head), from which the new records can be read.
+
+        Shared writers (docs/FORMAT.md, section 16) take the session's mutex for each
+        operation and call this first: another holder of the mutex may have appended
+        frames, rolled the segment over, or cleared the log.
+        Reads 8 bytes and looks up one name when nothing moved."""
+        with self.lock:
+            self.check_usable()
+            self._write_pending()
+            fd = self._fd
+            assert fd is not None
+            try:
+                probe = self.io.pread(fd, 8, self._end)
+                grown = probe != bytes(len(probe))
+                if not grown and not self.io.exists(self.reader.segment_path(self.head + 1)):
+                    return None
+                before = self.position
+                self.followed = []
+                if grown and self._follow(fd) and not self.io.exists(
+                        self.reader.segment_path(self.head + 1)):
+                    return before
+                self._fd = None
+                self.io.close(fd)
+                appended = self.bytes_appended
+                self._recover()
+                self.bytes_appended = appended
+                self.followed = None
+            except OSError as exc:
+                raise self._fail(exc) from exc
+            return before
+
+    def _follow(self, fd: int) -> bool:
+        """Take in the frames other writers appended to this segment after our end, read
+        forward from it (the common case under a shared lock: no re-listing, and no stat
+        of the segment, which would slow its next fdatasync). False when what follows is
+        not whole frames then zeros or the end: then ``refresh`` finds the tail afresh."""
+        buf = self.io.pread(fd, _FOLLOW_CHUNK, self._end)
+        view = memoryview(buf)
+        path = self.reader.segment_path(self.segment)
+        off, head, frames = 0, self.head, []
+        while True:
+            frame = _parse_frame(buf, view, off, len(buf))
+            if frame is None or frame.first_seq != head + 1:
+                break
+            frames.append(frame)
+            head += frame.event_count
+            off += ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+        # Whole frames, then zeros or the end of the file: a frame (torn or cut off by the
+        # chunk) would begin with its non-zero checksum and length.
+        if not frames or buf[off:off + 8].strip(b"\0"):
+            return False
+        for frame in reversed(frames):
+            _, turn, kind = _tail_of(frame._replace(offset=self._end + frame.offset), path)
+            if kind not in self.neutral_kinds:
+                self.last_turn, self.last_kind = turn, kind
+                self.significant_head = frame.first_seq + frame.event_count - 1
+                break
+        self._last_crc = bytes(buf[frames[-1].offset:frames[-1].offset + 4])
+        self.followed = [(frame, self._end + frame.offset) for frame in frames]
+        self._end = self._written_end = self._end + off
+        self._allocated = max(self._allocated, self._end)
+        self.head = head
+        return True
+
+    def followed_events(self) -> Iterator[Event]:
+        """The events the last ``refresh`` took in by reading forward (empty when it had
+        to find the tail afresh: then read them with ``LogReader.scans_from``)."""
+        path = self.reader.segment_path(self.segment)
+        for frame, offset in self.followed or ():
+            ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, offset)
+            for index, (kind, data) in enumerate(entries):
+                yield Event(frame.first_seq + index, ts, turn, kind, data)
+
+    # --- segments ---
+
+    @property
+    def position(self) -> LogPosition:
+        """Where the next frame goes: the boundary right after ``head``."""
+        with self.lock:
+            if self._end == SEGMENT_HEADER_SIZE:
+                return LogPosition(self.segment, self._end)
+            if self._last_crc is None:  # the frame recovery found: read its crc field
+                fd = self._fd
+                assert fd is not None
+                (size,) = _U32.unpack(self.io.pread(fd, 4, self._end - TRAILER_SIZE))
+                self._last_crc = self.io.pread(fd, 4, self._end - size)
+            return LogPosition(self.segment, self._end, _U32.unpack(self._last_crc)[0])
+
+    def roll_over(self, log_start: int | None = None) -> None:
+        """Seal the active segment now, if it holds any record, and start the next one.
+
+        ``log_start``, the first seq of a segment from the current start on (or the next
+        seq), moves the start of the log there: readers skip the segments before it.
+        Those stay on disk until the start moves again, because a copy of the folder
+        taken meanwhile may hold a newest segment from before the move, which still
+        needs them."""
+        with self.lock:
+            self.check_usable()
+            moved = log_start is not None and log_start != self.log_start
+            if moved and not (self.log_start < log_start and (  # type: ignore[operator]
+                    log_start == self.head + 1 or log_start in self.reader.list_segments())):
+                raise ValueError(f"{self.path}: log start {log_start} is not a segment "
+                                 f"after the current start {self.log_start}")
+            if self._end > SEGMENT_HEADER_SIZE or moved:
+                try:
+                    self._roll_over(log_start if moved else None)
+                except OSError as exc:
+                    raise self._fail(exc) from exc
+
+    def _roll_over(self, log_start: int | None = None) -> None:
+        self._seal()
+        if log_start is not None:
+            self._kept_start, self.log_start = self.log_start, log_start
+        self._start_segment(self.head + 1, self.log_start)
+        self._remove_leftovers(self._kept_start)
+
+    def _remove_leftovers(self, log_start: int) -> None:
+        """Unlink segments before ``log_start`` (an interrupted clear left them; readers
+        ignore them) and temp files (an interrupted segment create left them)."""
+        names = self.io.listdir(self.path)
+        leftovers = [self.reader.segment_path(s) for s in layout.segment_seqs(names)
+                     if s < log_start]
+        leftovers += [os.path.join(self.path, name) for name in names
+                      if name.startswith(layout.TEMP_PREFIX)]
+        for path in leftovers:
+            self.io.unlink(path)
+        if leftovers:
+            self.io.fsync_dir(self.path)
+
+    def _seal(self) -> None:
+        """Make the active segment final: data durable, preallocated zeros cut off. A crash
+        in between leaves zeros or not; both read the same."""
+        self._wait_for_sync()
+        fd = self._fd
+        assert fd is not None
+        self._write_pending()
+        if self._allocated > self._end:
+            self.io.truncate(fd, self._end)
+        self.io.fsync(fd)
+        self.synced_head = self.head
+        self._unsynced_records = 0
+        self._fd = None
+        self.io.close(fd)
+
+    def _start_segment(self, first_seq: int, log_start: int) -> None:
+        """Create a segment whole under a temp name, then rename it in: a segment file
+        never exists with a partial header."""
+        data = encode_segment_header(first_seq, log_start, self._uid)
+        if self._preallocate:
+            data += bytes(_PREALLOCATE_MIN)
+        final = self.reader.segment_path(first_seq)
+        temp = os.path.join(self.path, layout.temp_name(layout.segment_name(first_seq)))
+        fd = self.io.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        try:
+            self.io.pwrite(fd, data, 0)
+            self.io.fsync(fd)
+            self.io.rename(temp, final)
+        except BaseException:
+            self.io.close(fd)
+            raise
+        self.io.fsync_dir(self.path)
+        self._fd, self.segment = fd, first_seq
+        self._mark_static, self._marked_end = data[:MARK_AT], SEGMENT_HEADER_SIZE
+        self._last_crc = bytes(4)
+        self._end = self._written_end = SEGMENT_HEADER_SIZE
+        self._allocated = len(data)
+        write_tail_hint(self.io, self.path, first_seq)
+
+    def clear(self) -> None:
+        """Empty the log. Seqs go on from the old head: a new segment whose header says the
+        log starts at ``head + 1`` is made durable first, then the old segments go."""
+        with self.lock:
+            self.check_usable()
+            self._wait_for_sync()
+            try:
+                self._write_pending()
+                fd, self._fd = self._fd, None
+                assert fd is not None
+                self.io.close(fd)
+                start = self.head + 1
+                self._start_segment(start, start)
+                self._remove_leftovers(start)
+            except OSError as exc:
+                raise self._fail(exc) from exc
+            self.log_start = self._kept_start = start
+            self.synced_head = self.head
+            self._unsynced_records = 0
+            self.last_turn = self.last_kind = None
+            self.significant_head = self.head
+
+    # --- lifecycle ---
+
+    def close(self, sync: bool = True) -> None:
+        """Sync what the durability mode promises at close, and release the file. With
+        ``sync`` false, the file is released with nothing written to it (a shared writer
+        that could not take the session's mutex, so may hold a segment since sealed)."""
+        with self.lock:
+            if self._closed:
+                return
+            self._wait_for_sync()
+            try:
+                if self._failed is None and self._fd is not None and sync:
+                    if self.durability.syncs:
+                        self._sync_locked()
+                        if self._mark_unsynced:
+                            # a second fdatasync, at close only: the mark the last barrier
+                            # wrote reaches the disk too, without waiting for the next one
+                            self._mark_unsynced = False
+                            try:
+                                self.io.fdatasync(self._fd)
+                            except OSError as exc:
+                                raise self._fail(exc) from exc
+                    else:
+                        self._write_pending()
+            finally:
+                self._closed = True
+                self._wake.notify_all()
+                if self._fd is not None:
+                    fd, self._fd = self._fd, None
+                    self.io.close(fd)
+        if self._syncer is not None and self._syncer is not threading.current_thread():
+            self._syncer.join()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write or sync failed: the writer accepts nothing more."""
+        return self._failed is not None
+
+    def check_usable(self) -> None:
+        if self._failed is not None:
+            raise WriteFailed(
+                f"{self.path}: an earlier write failed ({self._failed}); reopen the session")
+        if self._closed:
+            raise SessionClosed(f"{self.path}: the session is closed")
+
+    def _fail(self, exc: OSError) -> WriteFailed:
+        """A failed write or fsync ends this writer: the OS may have dropped the pages, so
+        nothing after it could be trusted. Reopening recovers the durable prefix."""
+        self._failed = exc
+        self._pending.clear()
+        error = WriteFailed(f"{self.path}: write failed ({exc.strerror or exc}); the batch was "
+                            "not acknowledged and nothing more is accepted: reopen the session")
+        error.errno = exc.errno
+        return error
+
+
+# --- forking -----------------------------------------------------------------------------
+
+# Errors of os.link that mean "this filesystem will not share the file": copy it instead.
+# docs/FORMAT.md section 13 lists the same names (tests/test_log.py checks it).
+NO_LINK_ERRNO_NAMES = ("EXDEV", "EPERM", "EMLINK", "ENOTSUP", "EOPNOTSUPP", "ENOSYS")
+NO_LINK_ERRNOS = frozenset(getattr(errno, name) for name in NO_LINK_ERRNO_NAMES
+                           if hasattr(errno, name))
+
+
+def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
+                    uid: int = NO_UID) -> LogPosition:
+    """Fill ``dest`` (an empty folder) with a log whose history is ``source``'s up to and
+    including ``at_seq``, and return the position right after ``at_seq`` in it.
+
+    Sealed segments that lie wholly within the history are shared by hard link (copied
+    where the filesystem refuses links): a sealed segment never changes again, and a
+    link keeps its bytes alive when the source is cleared or deleted. The segment holding
+    ``at_seq`` is copied up to it, the batch it ends inside cut to its first events,
+    under a new header carrying ``uid`` (the new session's). All of it is fsynced; the
+    caller renames ``dest``'s session into place.
+    """
+    segments, log_start = source.live_segments()
+    position: LogPosition | None = None
+    for index, first in enumerate(segments):
+        if first > at_seq:
+            break
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        target = os.path.join(dest, layout.segment_name(first))
+        if following is not None and following <= at_seq + 1:
+            _link_or_copy(io, source, first, target)
+            continue
+        position = _copy_segment_prefix(io, source, first, target, at_seq, log_start,
+                                        is_last=following is None, uid=uid)
+        break
+    if position is None:
+        # The history ends where a segment ends (or is empty): start a fresh one after it.
+        position = LogPosition(at_seq + 1, SEGMENT_HEADER_SIZE, 0)
+        io.write_new(os.path.join(dest, layout.segment_name(at_seq + 1)),
+                     encode_segment_header(at_seq + 1, log_start, uid))
+    write_tail_hint(io, dest, position.segment)
+    io.fsync_dir(dest)
+    return position
+
+
+def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) -> None:
+    try:
+        io.link(source.segment_path(first_seq), target)
+        return
+    except OSError as exc:
+        if exc.errno not in NO_LINK_ERRNOS:
+            raise
+    io.write_new(target, source.read_segment(first_seq))
+
+
+def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,
+                         at_seq: int, log_start: int, is_last: bool, uid: int) -> LogPosition:
+    path = source.segment_path(first_seq)
+    buf = source.read_segment(first_seq)
+    # Walk the frames up to at_seq without decoding them (all are before after_seq).
+    scan = SegmentScan(buf, path, first_seq, is_last, after_seq=at_seq, until_seq=at_seq)
+    for _ in scan:
+        pass
+    if scan.expect_seq <= at_seq:
+        raise CorruptionError(f"the log ends at seq {scan.expect_seq - 1}, before seq {at_seq}",
+                              path=path, offset=scan.end)
+    data = [encode_segment_header(first_seq, log_start, uid),
+            buf[SEGMENT_HEADER_SIZE : scan.end]]
+    if scan.expect_seq != at_seq + 1:
+        # at_seq falls inside the batch at scan.end: keep that batch's first events only
+        frame = _parse_frame(buf, memoryview(buf), scan.end, len(buf))
+        assert frame is not None  # the scan checked it
+        ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset)
+        kept = [tuple(entry) for entry in entries[: at_seq - frame.first_seq + 1]]
+        data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD,
+                                 check=False))
+    content = b"".join(data)
+    io.write_new(target, content)
+    (last_size,) = _U32.unpack_from(content, len(content) - TRAILER_SIZE)
+    (last_crc,) = _U32.unpack_from(content, len(content) - last_size)
+    return LogPosition(first_seq, len(content), last_crc)
