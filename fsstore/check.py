@@ -27,6 +27,7 @@ from . import layout, vectors
 from . import lease as lease_module
 from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
+from .log import LogTail
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
 
 if TYPE_CHECKING:
@@ -149,8 +150,12 @@ def _check_session(reader: SessionReader) -> list[Finding]:
     refs: dict[str, tuple[BlobRef, str, str]] = {}
     with report.step(log.path, "reading the events", known=report.problems()):
         _read_events(reader, refs, report)
-    bases = _check_snapshots(reader, report)
-    bases += _check_checkpoints(reader, report, refs)
+    try:
+        tail: LogTail | None = reader._log.tail()
+    except Exception:  # the log's own check reported it
+        tail = None
+    bases = _check_snapshots(reader, report, tail)
+    bases += _check_checkpoints(reader, report, refs, tail)
     with report.step(log.path, "folding the state", known=report.problems()):
         _check_fold(reader, bases, report)
     with report.step(log.path, "loading the state", known=report.problems()):
@@ -217,7 +222,8 @@ def _check_refs(reader: SessionReader, refs: dict[str, tuple[BlobRef, str, str]]
                            "of it raise")
 
 
-def _check_snapshots(reader: SessionReader, report: Report) -> list[_Base]:
+def _check_snapshots(reader: SessionReader, report: Report, tail: LogTail | None
+                     ) -> list[_Base]:
     """Each snapshot decoded as a state load decodes it; those a load would use are
     returned, to be compared with the fold of the log."""
     bases: list[_Base] = []
@@ -225,10 +231,6 @@ def _check_snapshots(reader: SessionReader, report: Report) -> list[_Base]:
     seqs: list[int] = []
     with report.step(snapshots.path, "listing the snapshots"):
         seqs = snapshots.seqs()
-    try:
-        tail = reader._log.tail()
-    except Exception:  # the log's own check reported it
-        tail = None
     for seq in seqs:
         path = snapshots.file_path(seq)
         with report.step(path, "reading the snapshot"):
@@ -264,7 +266,8 @@ def _check_snapshots(reader: SessionReader, report: Report) -> list[_Base]:
 
 
 def _check_checkpoints(reader: SessionReader, report: Report,
-                       refs: dict[str, tuple[BlobRef, str, str]]) -> list[_Base]:
+                       refs: dict[str, tuple[BlobRef, str, str]], tail: LogTail | None
+                       ) -> list[_Base]:
     """Each checkpoint read as ``checkpoints()`` and ``load_checkpoint`` read it; its
     blob references gathered; those of the current log returned for the comparison."""
     bases: list[_Base] = []
@@ -272,10 +275,6 @@ def _check_checkpoints(reader: SessionReader, report: Report,
     ids: list[str] = []
     with report.step(checkpoints.path, "listing the checkpoints"):
         ids = checkpoints.ids()
-    try:
-        tail = reader._log.tail()
-    except Exception:
-        tail = None
     for checkpoint_id in ids:
         path = checkpoints.file_path(checkpoint_id)
         with report.step(path, "reading the checkpoint"):
