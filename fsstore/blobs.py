@@ -58,7 +58,7 @@ COMPRESSIBLE = ("text/", "application/json", "application/xml", "application/x-n
                 "image/svg+xml", "application/csv")
 
 
-class BlobRef(dict):
+class BlobRef(dict[str, Any]):
     """A reference to a blob: ``{"fsstore.blob": "sha256:HEX", "size": N, "media_type": T}``.
 
     It is a dict, so it goes into events, state and checkpoints as it is, and reads back

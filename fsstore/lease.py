@@ -34,7 +34,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 from crc32c import crc32c
@@ -95,7 +95,7 @@ _ENCODED: dict[LeaseOwner, bytes] = {}
 _DECODED: dict[bytes, LeaseOwner] = {}
 
 
-def _remember(cache: dict, key: object, value: object) -> None:
+def _remember(cache: dict[Any, Any], key: object, value: object) -> None:
     if len(cache) >= 64:
         cache.clear()
     cache[key] = value

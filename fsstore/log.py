@@ -268,7 +268,7 @@ def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int,
 
 def decode_payload(
     payload: bytes | memoryview, count: int, path: str, offset: int,
-    decoder: msgspec.msgpack.Decoder = _decoder,
+    decoder: msgspec.msgpack.Decoder[Any] = _decoder,
 ) -> tuple[float, int, list[Any]]:
     """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload. Refuses (with
     CorruptionError) what FORMAT.md says no writer writes: another shape, an extension

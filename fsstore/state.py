@@ -76,7 +76,8 @@ def normalize_ops(ops: list[list[Any]]) -> list[list[Any]]:
         if name == "merge" and not all(isinstance(k, str) for k in op[1]):
             raise InvalidState("state keys must be strs")
     try:
-        return _decoder.decode(_encoder.encode(ops))
+        normalized: list[list[Any]] = _decoder.decode(_encoder.encode(ops))
+        return normalized
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError) as exc:
         raise InvalidState(f"state value cannot be stored as msgpack: {exc}") from None
 

@@ -15,7 +15,8 @@ from ..store import Store, find_store, open_store
 
 
 def add_command(
-    commands: Any, name: str, help: str, example: str, description: str | None = None
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str,
+    example: str, description: str | None = None,
 ) -> argparse.ArgumentParser:
     return commands.add_parser(
         name, help=help, description=description or help,

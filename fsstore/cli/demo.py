@@ -40,7 +40,7 @@ billing/tests/test_dates.py:14: ValueError
 '''
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = add_command(
         commands, "demo", "record a sample agent session into a store and describe it",
         "fsstore demo /tmp/agent-store && fsstore --store /tmp/agent-store ls",

@@ -9,7 +9,7 @@ from ..errors import FsStoreError, SessionNotFound
 from ._common import add_command, clock, event_json, store_from, summarize, when
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls = add_command(commands, "ls", "list the sessions of a store",
                      "fsstore ls ./fsstore-demo")
     ls.add_argument("path", nargs="?", metavar="STORE", help="the store (default: see --store)")

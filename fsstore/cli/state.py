@@ -10,7 +10,7 @@ from ..blobs import DEFAULT_GRACE_SECONDS
 from ._common import add_command, dumps, human_bytes, store_from, when
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     state = add_command(commands, "state", "print a session's state as JSON (now, or at a seq)",
                         "fsstore state SESSION --at 120 | jq .plan")
     state.add_argument("session", metavar="SESSION")
@@ -100,7 +100,7 @@ def run_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_gc(commands: argparse._SubParsersAction) -> None:
+def register_gc(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gc = add_command(commands, "gc", "remove a session's attachments that nothing refers to",
                      "fsstore gc SESSION --dry-run")
     gc.add_argument("session", metavar="SESSION")

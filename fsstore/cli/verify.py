@@ -8,7 +8,7 @@ import argparse
 from ._common import add_command, store_from
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify = add_command(
         commands, "verify", "check every file of a store or session; changes nothing",
         "fsstore verify && echo store is sound",

@@ -12,7 +12,7 @@ from ..watch import LogCleared
 from ._common import add_command, clock, dumps, event_json, store_from, summarize
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tail = add_command(commands, "tail", "print a session's last events; with -f, follow it",
                        "fsstore tail SESSION -f --json | jq .kind")
     tail.add_argument("session", metavar="SESSION")

@@ -9,7 +9,7 @@ import time
 from ._common import add_command, dumps, store_from, summarize, when
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lease = add_command(commands, "lease", "show who holds a session's execution lease",
                         "fsstore lease SESSION")
     lease.add_argument("session", metavar="SESSION")
