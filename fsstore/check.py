@@ -31,7 +31,7 @@ from .log import LogTail
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
 
 if TYPE_CHECKING:
-    from .session import SessionReader
+    from .session_reader import SessionReader
     from .store import Store
 
 _encoder = msgspec.msgpack.Encoder()

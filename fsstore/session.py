@@ -1,96 +1,87 @@
-"""One session folder: its manifest, its log and its writer lock, composed.
+"""One session folder, written: where the session's parts meet.
 
-:class:`SessionReader` reads without locks, from any process, while a writer appends.
-:class:`Session` is the one writer: it holds the session's writer lock for as long as it
-is open, so a second writer in any thread or process is refused (or waits).
+:class:`SessionReader` (``session_reader.py``) reads without locks, from any process,
+while a writer appends. :class:`Session` is the one writer: it holds the session's
+writer lock for as long as it is open, so a second writer in any thread or process is
+refused (or waits), or, shared, takes it for each write. It composes the log writer, the
+state image with its snapshots and checkpoints, the attachments, the vector collections,
+the work queue and the turn inputs; who may write and when is ``writer_access.py``, the
+title, tags and metadata in session.json are ``session_metadata.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import functools
-import json
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from . import identity, layout, manifest, vectors
-from . import lease as lease_module
+from . import identity, layout, vectors
 from . import state as state_module
-from .blobs import (
-    BLOB_MARKER,
-    DEFAULT_GRACE_SECONDS,
-    BlobReader,
-    BlobStore,
-    GcReport,
-    find_refs,
-    link_blobs,
-)
-from .check import check_session
+from .blobs import BLOB_MARKER, DEFAULT_GRACE_SECONDS, BlobStore, GcReport, find_refs
 from .errors import (
     CheckpointExists,
     CheckpointNotFound,
     CorruptionError,
-    Finding,
     FormatVersionError,
     InvalidEvent,
     InvalidMetadata,
     InvalidSetting,
     SeqOutOfRange,
-    SessionLocked,
-    SessionNotFound,
     TurnError,
     WriteFailed,
 )
 from .fsio import FileIO
-from .lease import Lease, LeaseFile, SessionMutex, WriterLock
-from .log import (
-    DEFAULT_MAX_RECORD_BYTES,
-    DEFAULT_SEGMENT_SIZE,
-    Durability,
-    Event,
-    LogReader,
-)
-from .log_writer import LogWriter, copy_log_prefix
-from .snapshot import (
-    CHECKPOINT_KINDS,
-    CheckpointDir,
-    CheckpointInfo,
-    SnapshotDir,
-    SnapshotPolicy,
-)
-from .state import STATE_RECORD, Loaded, StateImage, copy_value, normalize_ops
+from .lease import Lease
+from .log import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, Durability
+from .log_writer import LogWriter
+from .session_metadata import METADATA_FIELDS, METADATA_RECORD, UNSET
+from .session_reader import ForkOrigin, SessionInfo, SessionReader, check_seq
+from .snapshot import CHECKPOINT_KINDS, CheckpointInfo, SnapshotPolicy
+from .state import STATE_RECORD, StateImage, copy_value, normalize_ops
 from .turns import (
     NEUTRAL_KINDS,
     RESERVED_KIND_PREFIX,
     TURN_FINISHED,
     Revision,
     Turn,
-    callers_events,
     check_expected,
     check_revision_arg,
-    read_turn,
-    read_turns,
-    revision_of,
 )
-from .vectors import CollectionInfo, DistanceMetric, VectorCollection
-from .watch import LogCleared, Notifier, SessionWatcher
-from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
+from .vectors import DistanceMetric, VectorCollection
+from .work import INPUT_RECORD, QUEUE_RECORD, Build, TurnInputs, WorkQueue
+from .writer_access import WriterAccess
 
-#: The record ``save_session_with_updates`` ends its batch with: the new title, tags and
-#: metadata, so that they commit with the updates (session.json follows it).
-METADATA_RECORD = "fsstore.metadata"
+__all__ = [
+    # defined here
+    "CommitResult", "Session",
+    # the package takes these from here too (``fsstore.SessionReader``, ...)
+    "METADATA_RECORD", "TURN_FINISHED", "ForkOrigin", "Revision", "SessionInfo",
+    "SessionReader", "Turn",
+]
+
 DEFAULT_KIND = "event"
 MAX_COMMIT_ID = 256
 
-_UNSET: Any = object()
-_F = TypeVar("_F", bound=Callable[..., Any])
+_UNSET: Any = UNSET
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+_Method = Callable[Concatenate["Session", _P], _T]
+
+
+class SessionForker(Protocol):
+    """What a Session needs of the store that opened it: to fork it (a ``Store`` is
+    one; see ``Store.fork_session``)."""
+
+    def fork_session(
+        self, source_id: str, new_id: str | None = None, *, at_seq: int | None = None,
+        at_checkpoint: str | None = None, title: str | None = ...,
+        tags: Iterable[str] = ..., metadata: Mapping[str, Any] = ...,
+        durability: Durability | str | None = None, source: Session | None = None,
+    ) -> Session: ...
 
 
 class CommitResult(NamedTuple):
@@ -104,396 +95,17 @@ class CommitResult(NamedTuple):
     duplicate: bool = False
 
 
-class ForkOrigin(NamedTuple):
-    """Where a forked session came from: its parent, and the parent's seq (and
-    checkpoint, if it was forked at one) its history ends at."""
-
-    parent: str
-    seq: int
-    checkpoint: str | None
 
 
-@dataclass(frozen=True)
-class SessionInfo:
-    """What ``Store.list_sessions`` says of a session, read without scanning its log."""
-
-    id: str
-    path: str
-    created: float  # seconds since the epoch
-    updated: float  # the later of the last event and the last metadata change
-    #: Records in the log since its start, the store's own records (state, queue, input,
-    #: lease, metadata, turn_finished) included: ``head - log_start + 1``, read from the tail of
-    #: the log without a scan. Count the caller's events with ``sum(1 for _ in
-    #: session.events())``.
-    event_count: int
-    head: int
-    title: str | None
-    tags: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    parent: ForkOrigin | None = None
-    #: Why the session could not be read (``Store.list_sessions`` lists it anyway, with
-    #: what it could read); None for a readable session. ``fsstore verify`` says more.
-    damaged: str | None = None
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def new_manifest(
-    session_id: str, title: str | None, tags: Iterable[str], metadata: Mapping[str, Any] | None,
-    uid: identity.Identity | None = None,
-) -> dict[str, Any]:
-    """A new session's manifest. Raises InvalidMetadata, before anything is written, for
-    a title, tags or metadata a reader would refuse (wrong types, not JSON, too deep, or
-    a manifest over 1 MiB)."""
-    title, tags, metadata = manifest.check_metadata(title, tags, metadata)
-    now = _now_iso()
-    data = {
-        "format": manifest.SESSION_FORMAT,
-        "version": manifest.VERSION,
-        "id": session_id,
-        "created": now,
-        "updated": now,
-        "title": title,
-        "tags": tags,
-        "metadata": metadata,
-        **(uid or identity.Identity.of(identity.mint())).manifest_fields(),
-    }
-    return json.loads(manifest.encode(data))  # what a reader gets back: checked, as JSON
-
-
-class SessionReader:
-    """Read access to one session: its metadata, events and turns. Takes no lock."""
-
-    def __init__(self, io: FileIO, path: str, session_id: str,
-                 snapshots: SnapshotPolicy | None = None) -> None:
-        self.io = io
-        self.id = session_id
-        self.path = path
-        io.check_folders(*layout.session_folders(path))  # no symlinked folder in a session
-        manifest_path = layout.session_manifest_path(path)
-        try:
-            self._manifest = manifest.read(io, manifest_path, manifest.SESSION_FORMAT)
-        except FileNotFoundError:
-            raise SessionNotFound(f"no session {session_id!r} at {path}") from None
-        self._meta = manifest.decode_session(self._manifest, manifest_path)
-        #: The session's uid and the uids of the files it may hold (None: created before
-        #: format 1.3): segments and snapshots of another session are refused.
-        self.identity = identity.from_manifest(self._manifest, manifest_path)
-        self._log = LogReader(io, layout.log_dir(path), self.identity)
-        self._policy = snapshots or SnapshotPolicy()
-        self._snapshots = SnapshotDir(io, path, self.identity)
-        self._checkpoints = CheckpointDir(io, path, self.identity)
-        #: The session's attachments: get, open, exists, stat (and put, for a writer).
-        self.blobs: BlobReader = BlobReader(io, path)
-        #: What the last state load found wrong with snapshot files (they were skipped).
-        self.state_findings: list[Finding] = []
-
-    # --- metadata ---
-
-    @property
-    def title(self) -> str | None:
-        return self._meta.title
-
-    @property
-    def tags(self) -> list[str]:
-        return list(self._meta.tags or [])
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return copy.deepcopy(self._meta.metadata or {})
-
-    def info(self) -> SessionInfo:
-        tail = self._log.tail()
-        path = layout.session_manifest_path(self.path)
-        updated = manifest.iso_to_epoch(self._meta.updated, path, "updated")
-        if tail.last_ts is not None and math.isfinite(tail.last_ts):
-            updated = max(updated, tail.last_ts)
-        return SessionInfo(
-            id=self.id, path=self.path,
-            created=manifest.iso_to_epoch(self._meta.created, path, "created"),
-            updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
-            tags=self.tags, metadata=self.metadata, parent=self.parent,
-        )
-
-    @property
-    def parent(self) -> ForkOrigin | None:
-        """Where this session was forked from; None if it was not."""
-        record = self._meta.parent
-        if record is None:
-            return None
-        return ForkOrigin(record.id, record.seq, record.checkpoint)
-
-    # --- events ---
-
-    @property
-    def head(self) -> int:
-        """The last seq written (0 for a session that never had an event). Every record
-        moves it, queue and input records too: check commits against :attr:`revision`."""
-        return self._log.tail().head
-
-    @property
-    def revision(self) -> Revision:
-        """The session's :class:`Revision`: it moves only with what the history and state
-        depend on, not with queue items or turn inputs. Read from the tail of the log;
-        when the log ends in queue or input records, the segments before are read back
-        to the last record that is neither."""
-        return revision_of(self._log)
-
-    def _before_read(self) -> None:
-        """Hook: a writer hands its buffered batches to the OS so it reads its own writes."""
-
-    def events(
-        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None,
-        *, include_internal: bool = False,
-    ) -> Iterator[Event]:
-        """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
-        most ``limit`` of them, one segment in memory at a time. With
-        ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
-        input, lease, metadata and turn_finished records) come too, for debugging and
-        export. A queue, input or lease record's ``turn`` is the turn current when it was
-        written; it belongs to no turn."""
-        self._before_read()
-        if include_internal:
-            return self._log.events(after_seq, until_seq, limit)
-        return callers_events(self._log.events(after_seq, until_seq), limit)
-
-    def get_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
-        """Turn ``number``: the caller's events in it and whether it was finished; None
-        if no record belongs to it. Queue and input records belong to no turn, so they
-        never join a turn, finished or not. ``include_internal`` adds the turn's state and
-        metadata records (see :class:`Turn`).
-
-        Turns never go backwards in a log, so the turn is found by a binary search over
-        the first turn of each segment, then read from there.
-        """
-        self._before_read()
-        return read_turn(self._log, number, include_internal)
-
-    def get_turns(self, *, include_internal: bool = False) -> list[Turn]:
-        """Every turn in log order (see :meth:`get_turn`)."""
-        self._before_read()
-        return read_turns(self._log.events(), include_internal)
-
-    def verify(self) -> list[Finding]:
-        """Read everything a read would read and report each problem; changes nothing and
-        never raises (see :mod:`fsstore.check`)."""
-        return check_session(self)
-
-    # --- watching ---
-
-    def watch(self, after_seq: int = 0, *, poll_interval: float = 1.0,
-              callback: Callable[[Event | LogCleared], object] | None = None,
-              notifier: Notifier | None = None) -> SessionWatcher:
-        """Follow the session: every event after ``after_seq``, exactly once and in order,
-        as it is written, from any process; a :class:`LogCleared` when the log is
-        cleared. Iterate the watcher (blocking; ``async for`` works too), call its
-        ``get(timeout)``, or pass ``callback`` to have a thread deliver to it. Close it
-        when done. Filesystem events wake it; every ``poll_interval`` seconds it reads
-        again anyway, so a lost event only delays a delivery."""
-        watcher = SessionWatcher(self._log, self.id, after_seq, poll_interval=poll_interval,
-                                 notifier=notifier)
-        if callback is not None:
-            watcher.start(callback)
-        return watcher
-
-    # --- queued work and turn inputs ---
-
-    def queued_work(self, status: str | None = None) -> list[QueuedWork]:
-        """The session's work queue as the log has it (ready, claimed, dead items)."""
-        work = self._load_state().image.work
-        return [work.view(i) for i in sorted(work.items)
-                if status is None or work.items[i]["status"] == status]
-
-    def turn_inputs(self, status: str | None = None) -> list[TurnInput]:
-        """The session's turn inputs as the log has them, in arrival order."""
-        inputs = self._load_state().image.inputs
-        return [inputs.view(i) for i in inputs.items
-                if status is None or inputs.items[i]["status"] == status]
-
-    # --- vector collections ---
-
-    def collections(self) -> list[CollectionInfo]:
-        """Each vector collection's name, dimension, dtype, metric, count and bytes."""
-        return [self.collection(name).info()
-                for name in vectors.collection_names(self.io, self.path)]
-
-    def collection(self, name: str) -> VectorCollection:
-        """The vector collection ``name``, as it is now (read-only: searches and gets)."""
-        name = vectors.check_collection_name(name)
-        return VectorCollection(self.io, os.path.join(layout.vectors_dir(self.path), name))
-
-    # --- state ---
-
-    def _load_state(self, until_seq: int | None = None, *, past: bool = False) -> Loaded:
-        self._before_read()
-        loaded = state_module.load(
-            self.io, self._log, self._snapshots, until_seq=until_seq,
-            window=self._policy.commit_ids,
-            extra_bases=self._checkpoint_bases() if past else (),
-        )
-        self.state_findings = loaded.findings
-        return loaded
-
-    def _checkpoint_bases(self) -> list[tuple[int, str]]:
-        """Checkpoints of the log as it stands (not of the log before a clear), as bases
-        for a state in the past."""
-        log_start = self._log.tail().log_start
-        bases = []
-        for checkpoint_id in self._checkpoints.ids():
-            path = self._checkpoints.file_path(checkpoint_id)
-            try:
-                header = self._checkpoints.read(path, with_body=False).header
-            except (CorruptionError, FormatVersionError, FileNotFoundError):
-                continue  # a damaged one is no base; verify reports it
-            if header.log_start == log_start:
-                bases.append((header.seq, path))
-        return bases
-
-    def state(self) -> dict[str, Any]:
-        """The whole state at the head: the newest sound snapshot plus a replay of the
-        state records after it. A copy: changing it changes nothing stored."""
-        return self._load_state().image.state
-
-    def get_state(self, key: str, default: Any = None) -> Any:
-        """One key of the state (a copy), or ``default``."""
-        return self.state().get(key, default)
-
-    def state_at(self, seq: int) -> dict[str, Any]:
-        """The state as it was right after ``seq`` (0 or ``log_start - 1``: before any
-        event). Starts from the newest snapshot or checkpoint at or before ``seq``."""
-        _check_seq(seq)
-        return self._load_state(seq, past=True).image.state
-
-    # --- checkpoints ---
-
-    def checkpoints(self) -> list[CheckpointInfo]:
-        """Every checkpoint (id, label, kind, seq, created), oldest first. A damaged
-        checkpoint file is left out and logged; ``verify`` reports it."""
-        infos = []
-        for checkpoint_id in self._checkpoints.ids():
-            try:
-                infos.append(self._checkpoints.info(checkpoint_id))
-            except FileNotFoundError:
-                continue
-            except (CorruptionError, FormatVersionError) as exc:
-                state_module.logger.warning("checkpoint skipped: %s", exc)
-        return sorted(infos, key=lambda info: (info.seq, info.created, info.id))
-
-    def checkpoint_info(self, checkpoint_id: str) -> CheckpointInfo:
-        try:
-            return self._checkpoints.info(checkpoint_id)
-        except FileNotFoundError:
-            raise CheckpointNotFound(
-                f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
-
-    def load_checkpoint(self, checkpoint_id: str) -> dict[str, Any]:
-        """The state a checkpoint froze. A checkpoint whose state is damaged is never
-        trusted: its state is rebuilt from the log when the log still holds that history
-        (reported in ``state_findings``), else CorruptionError is raised."""
-        return self._checkpoint_image(checkpoint_id).state
-
-    def _checkpoint_image(self, checkpoint_id: str) -> StateImage:
-        info = self.checkpoint_info(checkpoint_id)
-        path = self._checkpoints.file_path(checkpoint_id)
-        try:
-            return StateImage.from_file(self._checkpoints.read(path), self._policy.commit_ids,
-                                        path)
-        except FileNotFoundError:
-            raise CheckpointNotFound(
-                f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
-        except CorruptionError as exc:
-            header = self._checkpoints.read(path, with_body=False).header
-            if header.log_start != self._log.tail().log_start:
-                raise
-            loaded = self._load_state(info.seq)
-            self.state_findings = [*loaded.findings, Finding(
-                "problem", path, exc.offset, f"{exc.reason}; the state was rebuilt from "
-                "the log")]
-            state_module.logger.warning("%s", self.state_findings[-1])
-            return loaded.image
-
-    # --- forks ---
-
-    def copy_history(self, dest: str, *, at_seq: int | None = None,
-                     at_checkpoint: str | None = None,
-                     uid: identity.Identity | None = None) -> ForkOrigin:
-        """Write this session's history up to ``at_seq`` (default: the head), or up to
-        the seq checkpoint ``at_checkpoint`` froze, into the folder ``dest`` as the
-        ``log/`` and ``state/`` of a new session, and return where it ends.
-
-        Sealed segments are shared by hard link, the rest copied (``log.copy_log_prefix``),
-        and the state there becomes the new session's snapshot. What is written anew
-        carries ``uid``, the new session's identity. All of it is fsynced.
-        ``Store.fork_session`` builds a fork with it.
-        """
-        tail = self._log.tail()
-        if at_checkpoint is not None:
-            image = self._checkpoint_image(at_checkpoint)
-            if image.log_start != tail.log_start:
-                raise SeqOutOfRange(
-                    f"session {self.id!r} was cleared after checkpoint {at_checkpoint!r}: "
-                    "the history up to it is gone, so it cannot be forked (load_checkpoint "
-                    "still returns its state)")
-            seq = image.seq
-        else:
-            seq = tail.head if at_seq is None else at_seq
-            image = self._load_state(seq, past=True).image
-        log_path = layout.log_dir(dest)
-        self.io.mkdir(log_path)
-        try:
-            position = copy_log_prefix(self.io, self._log, log_path, seq,
-                                       identity.NO_UID if uid is None else uid.uid)
-        except FileNotFoundError as exc:
-            raise SeqOutOfRange(
-                f"session {self.id!r} was cleared or deleted while it was being forked "
-                f"({exc.filename}); retry") from None
-        SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
-        link_blobs(self.io, self.path, dest)
-        return ForkOrigin(self.id, seq, at_checkpoint)
-
-    # --- async ---
-
-    async def aget_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
-        return await asyncio.to_thread(self.get_turn, number, include_internal=include_internal)
-
-    async def aget_turns(self, *, include_internal: bool = False) -> list[Turn]:
-        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
-
-    async def astate(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self.state)
-
-    async def astate_at(self, seq: int) -> dict[str, Any]:
-        return await asyncio.to_thread(self.state_at, seq)
-
-    async def aevents(
-        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000, *,
-        include_internal: bool = False,
-    ) -> AsyncIterator[Event]:
-        """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
-        def read_batch(after: int) -> list[Event]:
-            return list(self.events(after, until_seq, batch,
-                                    include_internal=include_internal))
-
-        while True:
-            chunk = await asyncio.to_thread(read_batch, after_seq)
-            for event in chunk:
-                yield event
-            if len(chunk) < batch:
-                return
-            after_seq = chunk[-1].seq
-
-
-def _writes(fenced: bool = True) -> Callable[[_F], _F]:
+def _writes(fenced: bool = True) -> Callable[[_Method[_P, _T]], _Method[_P, _T]]:
     """Run a Session method as one write operation: for a shared session, under the
     session's mutex, after the fence (when ``fenced``) and a catch-up with the log."""
-    def wrap(method: _F) -> _F:
-        @functools.wraps(method)
-        def run(self: Session, *args: Any, **kwargs: Any) -> Any:
-            with self._writing(fenced):
+    def wrap(method: _Method[_P, _T]) -> _Method[_P, _T]:
+        def run(self: Session, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+            with self._access.writing(fenced):
                 return method(self, *args, **kwargs)
-        return run  # type: ignore[return-value]
+        functools.update_wrapper(run, method)  # its name, docstring and signature
+        return run
     return wrap
 
 
@@ -521,46 +133,24 @@ class Session(SessionReader):
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         lock_timeout: float = 0.0,
         snapshots: SnapshotPolicy | None = None,
-        store: Any = None,
+        store: SessionForker | None = None,
         blob_compression: str = "auto",
         lease: Lease | None = None,
         shared: bool = False,
     ) -> None:
         chosen = Durability.of(durability)
         io.check_folders(path)  # before its writer.lock is opened through it
-        self._lease = lease
-        self._lock_timeout = lock_timeout
-        self._mutex: SessionMutex | None = None
-        self._lease_file: LeaseFile | None = None
-        self._lock: WriterLock | None = None
-        self._checked_depth = 0
-        self._lease_logged: tuple[int, int] | None = None  # (token, log start) logged
-        if lease is not None or shared:
-            if chosen.mode == "none" or chosen.grouped:
-                raise InvalidSetting(
-                    "a shared session hands every write to the OS before it lets another "
-                    "writer in: use durability 'flush' or 'fsync', without group commit")
-            if lease is not None and lease.session_id != session_id:
-                raise InvalidSetting(f"that lease is for session {lease.session_id!r}, not "
-                                     f"{session_id!r}")
-            if not os.path.isfile(layout.session_manifest_path(path)):
-                raise SessionNotFound(f"no session {session_id!r} at {path}")
-            self._mutex = SessionMutex(layout.writer_lock_path(path), session_id)
-            self._lease_file = LeaseFile(io, path, self._mutex)
-            self._mutex.acquire(lock_timeout)
-        else:
-            self._lock = acquire_writer_lock(path, session_id, lock_timeout)
+        #: Who may write, and when: the exclusive writer lock, or the shared mutex.
+        self._access = access = WriterAccess(io, path, session_id, chosen, lease, shared,
+                                             lock_timeout)
         try:
             super().__init__(io, path, session_id, snapshots)
-            if lease is not None:
-                assert self._lease_file is not None
-                lease_module.check_current(self._lease_file, lease)
-            elif self._mutex is None:
-                self._refuse_if_leased()
+            access.check_opened()
             self._writer = writer = LogWriter(
                 io, layout.log_dir(path), chosen, segment_size, max_record_bytes,
                 neutral_kinds=NEUTRAL_KINDS, identity=self.identity,
             )
+            access.attach(writer, self)
             self._log = writer.reader
             self._store = store
             self.blobs: BlobStore = BlobStore(io, path, blob_compression)
@@ -579,89 +169,23 @@ class Session(SessionReader):
         except BaseException:
             if hasattr(self, "_writer"):
                 self._writer.close()
-            if self._lock is not None:
-                self._lock.release()
-            if self._mutex is not None:
-                self._mutex.release()
-                if self._lease_file is not None:
-                    self._lease_file.close()
-                self._mutex.close()
+            access.abandon()
             raise
-        if self._mutex is not None:
-            self._mutex.release()
+        access.opened()
         #: The session's queue of work: enqueue, claim, complete, fail, release.
         self.queue = WorkQueue(self)
         #: User input that arrives while a turn runs: submit, then claim in the next turn.
         self.inputs = TurnInputs(self)
 
-    # --- shared writing ---
+    # --- queue and input ingress (``work.IngressHost``: internal, for WorkQueue and
+    # TurnInputs) ---
 
-    def _refuse_if_leased(self) -> None:
-        file = self._lease_file
-        current = (lease_module.read_lease(self.io, layout.lease_path(self.path))
-                   if file is None else file.read())
-        if current.held and current.owner is not None and time.time() < current.expires_at \
-                and current.owner.alive() is not False:
-            raise SessionLocked(
-                f"session {self.id!r} is leased to {current.owner.label or current.owner.pid}"
-                f" on {current.owner.host} until {current.expires_at:.3f} (token "
-                f"{current.token}); claim the lease (Store.claim_lease) to write")
-
-    @contextlib.contextmanager
-    def _writing(self, fenced: bool) -> Iterator[None]:
-        mutex = self._mutex
-        if mutex is None:
-            self._roll_metadata_forward()  # one comparison unless a manifest write failed
-            yield
-            return
-        mutex.acquire(self._lock_timeout)
-        try:
-            outermost = mutex.depth == 1
-            fence = fenced and not self._checked_depth
-            if fence:
-                if self._lease is not None:
-                    assert self._lease_file is not None
-                    lease_module.check_current(self._lease_file, self._lease)
-                else:
-                    self._refuse_if_leased()
-                self._checked_depth = mutex.depth
-            if outermost:
-                self._catch_up()
-                # Metadata another writer (or this one) committed to the log but not to
-                # session.json is rolled forward before anything is appended after it.
-                self._roll_metadata_forward()
-            if fence and self._lease is not None:
-                self._log_lease(self._lease.token)
-            yield
-            if outermost:
-                # Everything reaches the OS before the next writer reads the log.
-                self._writer.flush()
-        finally:
-            if self._checked_depth == mutex.depth:
-                self._checked_depth = 0
-            mutex.release()
-
-    def _log_lease(self, token: int) -> None:
-        """Before this handle's first fenced write to a log, record its lease token in the
-        log (section 16.4): the log then shows the leased writes and their highest token,
-        whatever becomes of the lease file. Once per handle and log (again after a clear)."""
-        writer = self._writer
-        with writer.lock:
-            if self._lease_logged == (token, writer.log_start):
-                return
-            writer.check_usable()
-            writer.append([(lease_module.LEASE_RECORD, {"token": token})],
-                          writer.last_turn or 0, time.time())
-            self._lease_logged = (token, writer.log_start)
-
-    def _ingress(self, build: Callable[[StateImage, float], tuple[list[tuple[str, Any]],
-                                                             Callable[[int], Any]]],
-                 *, fenced: bool) -> Any:
+    def _ingress(self, build: Build[_T], *, fenced: bool) -> _T:
         """One queue or input operation: under the mutex, with the image caught up,
         ``build`` decides the records (or raises); they are appended as one batch, made
         durable, and folded; ``build``'s second result turns the first seq into the
         answer."""
-        with self._writing(fenced):
+        with self._access.writing(fenced):
             writer = self._writer
             with writer.lock:
                 writer.check_usable()
@@ -677,6 +201,9 @@ class Session(SessionReader):
                 if self._snapshot_due():
                     self._auto_snapshot()
                 return finish(first)
+
+    def _inputs_claimed(self, turn: int, ids: list[int]) -> None:
+        self._claimed_inputs = (turn, ids)  # finish_turn consumes them
 
     def _fold(self, first: int, entries: list[tuple[str, Any]], ts: float) -> None:
         """Fold appended queue and input records into the loaded image."""
@@ -696,7 +223,8 @@ class Session(SessionReader):
             return self._loaded()
 
     def _catch_up(self) -> None:
-        """Fold in what other writers appended since this one last held the mutex."""
+        """Fold in what other writers appended since this one last held the mutex
+        (``writer_access.GuardedWriter``: the shared writer's guard calls it)."""
         writer = self._writer
         with writer.lock:
             head = writer.head
@@ -724,26 +252,18 @@ class Session(SessionReader):
     def durability(self) -> Durability:
         return self._writer.durability
 
-    def _fresh(self) -> contextlib.AbstractContextManager[None]:
-        """For a shared session, the mutex and a catch-up with what other processes
-        wrote: what a read of the head, the revision or the turn returns is current.
-        An exclusive writer is the only one, so its own view is current."""
-        if self._mutex is None or self.closed:
-            return contextlib.nullcontext()
-        return self._writing(False)
-
     @property
     def head(self) -> int:
         """The last seq written. Every record moves it (queue and input records too);
         for a shared session it is read after catching up with other writers."""
-        with self._fresh():
+        with self._access.fresh():
             return self._writer.head
 
     @property
     def revision(self) -> Revision:
         """See :attr:`SessionReader.revision`; kept by the writer in O(1), and for a
         shared session read after catching up with other writers."""
-        with self._fresh():
+        with self._access.fresh():
             writer = self._writer
             return Revision(writer.log_start, writer.significant_head)
 
@@ -765,7 +285,7 @@ class Session(SessionReader):
     @property
     def current_turn(self) -> int | None:
         """The turn of the last record that is not a queue or input record, or None."""
-        with self._fresh():
+        with self._access.fresh():
             return self._writer.last_turn
 
     def _turn_finished(self) -> bool:
@@ -888,8 +408,9 @@ class Session(SessionReader):
         metadata: Mapping[str, Any] = _UNSET,
     ) -> None:
         """Replace the given fields of the session manifest, atomically."""
+        file = self._manifest_file
         with self._writer.lock:
-            self._write_manifest(self._metadata_fields(title, tags, metadata))
+            file.write(file.fields(title, tags, metadata, reload=self._access.shared))
 
     @_writes()
     def save_session_with_updates(
@@ -906,96 +427,22 @@ class Session(SessionReader):
         session rewrites it from that record.
         """
         entries = [(_kind_of(event, kind), event) for event in updates]
-        writer = self._writer
+        writer, file = self._writer, self._manifest_file
         with writer.lock:
-            fields = self._metadata_fields(title, tags, metadata)
-            entries.append((METADATA_RECORD, {k: fields[k] for k in _METADATA_FIELDS}))
+            fields = file.fields(title, tags, metadata, reload=self._access.shared)
+            entries.append((METADATA_RECORD, {k: fields[k] for k in METADATA_FIELDS}))
             # Checked before the log write: a manifest a reader would refuse is refused
             # here, with nothing written (metadata_seq's digits cannot tip it over).
-            self._encode_manifest(fields, metadata_seq=writer.head + len(entries))
+            file.encode(fields, metadata_seq=writer.head + len(entries))
             first = writer.append(entries, self._resolve_turn(turn), time.time())
             writer.sync()
-            self._write_manifest(fields, metadata_seq=writer.head)
+            file.write(fields, metadata_seq=writer.head)
         return list(range(first, first + len(entries) - 1))
 
-    def _reload_manifest(self) -> None:
-        path = layout.session_manifest_path(self.path)
-        self._manifest = manifest.read(self.io, path, manifest.SESSION_FORMAT)
-        self._meta = manifest.decode_session(self._manifest, path)
-
-    def _metadata_fields(self, title: Any, tags: Any, metadata: Any) -> dict[str, Any]:
-        if self._mutex is not None:
-            # Other shared writers may have changed session.json since this one read it:
-            # the fields not given keep their current values, not this writer's copy.
-            self._reload_manifest()
-        return new_manifest(
-            self.id,
-            self.title if title is _UNSET else title,
-            self.tags if tags is _UNSET else tags,
-            self.metadata if metadata is _UNSET else metadata,
-        )
-
-    def _encode_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None
-                         ) -> tuple[dict[str, Any], bytes]:
-        """The manifest with ``fields`` replaced, and its bytes; InvalidMetadata if a
-        reader would refuse it. Keys this version does not know are kept."""
-        updated = dict(self._manifest)
-        for key in (*_METADATA_FIELDS, "updated"):
-            if key in fields:
-                updated[key] = fields[key]
-        if metadata_seq is not None:
-            updated["metadata_seq"] = metadata_seq
-        updated["version"] = manifest.VERSION
-        return updated, manifest.encode(updated)
-
-    def _write_manifest(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:
-        _, raw = self._encode_manifest(fields, metadata_seq)
-        path = layout.session_manifest_path(self.path)
-        self.io.atomic_write(path, raw)
-        self._manifest = json.loads(raw)  # exactly what a reader gets back
-        self._meta = manifest.decode_session(self._manifest, path)
-
     def _roll_metadata_forward(self) -> None:
-        """Finish a ``save_session_with_updates`` cut off between its log write and its
-        manifest write (by a crash, or a manifest write that failed): its metadata record
-        is then the log's last record that is not a queue, input or lease record (those
-        come from outside the turns and may follow it), and its seq is after
-        ``metadata_seq``. Runs at open and at the start of each write operation, after a
-        shared writer caught up (``_writing``), so that no append lands before it: a
-        writer already open, or the one whose manifest write failed, rolls it forward
-        too (section 12.3 of docs/FORMAT.md)."""
-        writer = self._writer
-        with writer.lock:
-            if writer.last_kind != METADATA_RECORD or writer.closed or writer.failed:
-                return  # the common case: one comparison
-            seq = writer.significant_head
-            if (self._meta.metadata_seq or 0) >= seq:
-                return
-            # Another writer may have rewritten session.json since this one read it (a
-            # shared session): only a manifest still behind the record is rolled forward.
-            self._reload_manifest()
-            if (self._meta.metadata_seq or 0) >= seq:
-                return
-            writer.flush()
-            record = next(iter(self._log.events(after_seq=seq - 1, until_seq=seq)), None)
-            if record is None or record.seq != seq or record.kind != METADATA_RECORD:
-                raise CorruptionError(f"the log's {METADATA_RECORD} record at seq {seq} "
-                                      "cannot be read back", path=self._log.path)
-            if not isinstance(record.data, dict):
-                raise CorruptionError(f"{METADATA_RECORD} record at seq {seq} holds "
-                                      f"{type(record.data).__name__}, not a map of the "
-                                      "metadata fields", path=self._log.path)
-            data = record.data
-            try:
-                title, tags, metadata = manifest.check_metadata(
-                    data.get("title"), data.get("tags", ()), data.get("metadata"))
-            except InvalidMetadata as exc:
-                raise CorruptionError(f"{METADATA_RECORD} record at seq {seq} holds "
-                                      f"metadata a manifest cannot: {exc}",
-                                      path=self._log.path) from None
-            fields = {"title": title, "tags": tags, "metadata": metadata,
-                      "updated": _now_iso()}
-            self._write_manifest(fields, metadata_seq=seq)
+        """See ``ManifestFile.roll_forward``: at open, and at the start of each write
+        operation (``WriterAccess.writing`` calls it)."""
+        self._manifest_file.roll_forward(self._writer)
 
     # --- state ---
 
@@ -1012,7 +459,8 @@ class Session(SessionReader):
     @_writes(fenced=False)
     def state(self) -> dict[str, Any]:
         with self._writer.lock:
-            return copy_value(self._loaded().state)
+            state: dict[str, Any] = copy_value(self._loaded().state)
+            return state
 
     @_writes(fenced=False)
     def get_state(self, key: str, default: Any = None) -> Any:
@@ -1075,7 +523,7 @@ class Session(SessionReader):
             raise InvalidEvent(f"commit_id must be a str of 1 to {MAX_COMMIT_ID} characters, "
                                f"not {commit_id!r}")
         if expected_head is not None:
-            _check_seq(expected_head, "expected_head")
+            check_seq(expected_head, "expected_head")
         if expected_revision is not None:
             check_revision_arg(expected_revision)
         ops = normalize_ops(ops) if ops else ops
@@ -1240,7 +688,7 @@ class Session(SessionReader):
                 opened = self._collections[name] = VectorCollection(
                     self.io, os.path.join(layout.vectors_dir(self.path), name),
                     durability=self._writer.durability, writable=True,
-                    guard=lambda: self._writing(True))
+                    guard=lambda: self._access.writing(True))
             return opened
 
     @_writes()
@@ -1297,38 +745,9 @@ class Session(SessionReader):
         try:
             for opened in self._collections.values():
                 opened.close()
-            if self._mutex is None:
-                self._writer.close()
-            else:
-                self._close_shared(self._mutex)
+            self._access.close_writer()
         finally:
-            if self._lock is not None and self._lock.is_locked:
-                self._lock.release()
-            if self._mutex is not None:
-                if self._lease_file is not None:
-                    self._lease_file.close()
-                self._mutex.close()
-
-    def _close_shared(self, mutex: SessionMutex) -> None:
-        writer = self._writer
-        if writer.closed:
-            return
-        try:
-            mutex.acquire(self._lock_timeout)
-        except SessionNotFound:
-            writer.close(sync=False)  # deleted: nothing of it is left to make durable
-            return
-        except BaseException:
-            writer.close(sync=False)  # without the mutex, write nothing to the log
-            raise
-        try:
-            try:
-                if not writer.failed:
-                    writer.refresh()  # onto the active segment, if it moved
-            finally:
-                writer.close()
-        finally:
-            mutex.release()
+            self._access.release()
 
     @property
     def closed(self) -> bool:
@@ -1376,13 +795,6 @@ class Session(SessionReader):
         await self.aclose()
 
 
-_METADATA_FIELDS = ("title", "tags", "metadata")
-
-
-def _check_seq(seq: object, name: str = "seq") -> int:
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise SeqOutOfRange(f"{name} must be an int >= 0, not {seq!r}")
-    return seq
 
 
 def _kind_of(event: object, kind: str | None) -> str:
@@ -1398,19 +810,3 @@ def _kind_of(event: object, kind: str | None) -> str:
             f"kind {kind!r} is not allowed: kinds must be non-empty and not start with "
             f"{RESERVED_KIND_PREFIX!r} (reserved for the store's own records)")
     return kind
-
-
-def acquire_writer_lock(path: str, session_id: str, timeout: float) -> WriterLock:
-    """Hold the session's ``writer.lock`` exclusively (see ``lease.WriterLock``); the
-    lock file is opened as every store file is: never through a symlink."""
-    lock_path = layout.writer_lock_path(path)
-    if not os.path.isfile(layout.session_manifest_path(path)):
-        raise SessionNotFound(f"no session {session_id!r} at {path}")
-    lock = WriterLock(lock_path, session_id)
-    try:
-        lock.acquire(timeout)
-    except SessionLocked:
-        raise SessionLocked(
-            f"session {session_id!r} is open for writing by another writer (lock "
-            f"{lock_path}); close it there, or pass lock_timeout=SECONDS to wait") from None
-    return lock

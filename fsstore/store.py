@@ -13,14 +13,16 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from . import identity, layout, manifest
 from . import lease as lease_module
 from .check import check_store
 from .errors import (
+    CollectionNotFound,
     Finding,
     FsStoreError,
+    InvalidQuery,
     InvalidSetting,
     NotAStore,
     SeqOutOfRange,
@@ -43,29 +45,26 @@ from .log import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
     Durability,
+    LogTail,
     encode_segment_header,
 )
 from .log_writer import check_settings, write_tail_hint
-from .session import (
-    Session,
-    SessionInfo,
-    SessionReader,
-    acquire_writer_lock,
-    new_manifest,
-)
+from .session import Session
+from .session_metadata import new_manifest
+from .session_reader import SessionInfo, SessionReader
 from .snapshot import SnapshotPolicy
 from .vectors import (
-    CollectionNotFound,
     DistanceMetric,
-    InvalidQuery,
     VectorFilter,
     VectorSearchResult,
     check_collection_name,
     check_k,
 )
 from .watch import Notifier, SessionChange, StoreWatcher
+from .writer_access import acquire_writer_lock
 
 _UNSET: Any = object()
+_T = TypeVar("_T")
 
 STORE_ENV = "FSSTORE_STORE"
 _KEPT_MUTEXES = 16
@@ -310,7 +309,8 @@ class Store:
 
     # --- execution leases ---
 
-    def _leased(self, session_id: str, lock_timeout: float, action: Any) -> Any:
+    def _leased(self, session_id: str, lock_timeout: float,
+                action: Callable[[str, LeaseFile], _T]) -> _T:
         """Run ``action(session_path)`` under the session's mutex. The mutex (an open
         descriptor on writer.lock) is kept for the next call, for the few sessions a
         runtime works on."""
@@ -397,6 +397,10 @@ class Store:
         """Open a session for reading, without a lock, alongside any writer."""
         return SessionReader(self.io, self._session_path(session_id), session_id,
                              self.snapshots)
+
+    def _log_tail(self, session_id: str) -> LogTail:
+        """Where a session's log ends now, read without a scan (``watch.WatchedStore``)."""
+        return self.read_session(session_id)._log.tail()
 
     def fork_session(
         self, source_id: str, new_id: str | None = None, *, at_seq: int | None = None,

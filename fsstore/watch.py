@@ -25,7 +25,8 @@ from watchdog.observers import Observer
 
 from . import layout
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
-from .log import SEGMENT_HEADER_SIZE, Event, LogReader, SegmentScan, decode_segment_header
+from .log import SEGMENT_HEADER_SIZE, Event, LogReader, LogTail, SegmentScan
+from .segment_header import decode_segment_header
 
 DEFAULT_POLL_INTERVAL = 1.0
 
@@ -374,10 +375,25 @@ _READ_CHUNK = 64 << 10
 # --- a whole store -------------------------------------------------------------------------
 
 
+class WatchedStore(Protocol):
+    """What a :class:`StoreWatcher` needs of a store (a ``Store`` is one): the folder
+    its sessions are in, their ids, and where a session's log ends now."""
+
+    @property
+    def path(self) -> str: ...
+
+    def session_ids(self) -> list[str]: ...
+
+    def _log_tail(self, session_id: str) -> LogTail:
+        """The end of the session's log, read without a scan; SessionNotFound (or
+        FileNotFoundError) once it is gone, another FsStoreError while it is damaged.
+        Internal to the package: not public API."""
+
+
 class StoreWatcher(_Watcher):
     """Delivers :class:`SessionChange` notifications for the sessions of a store."""
 
-    def __init__(self, store: Any, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
+    def __init__(self, store: WatchedStore, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
                  notifier: Notifier | None = None, include_existing: bool = False) -> None:
         self._store = store
         self._known: dict[str, tuple[int, int]] = {}
@@ -391,7 +407,7 @@ class StoreWatcher(_Watcher):
         heads = {}
         for session_id in self._store.session_ids():
             try:
-                tail = self._store.read_session(session_id)._log.tail()
+                tail = self._store._log_tail(session_id)
             except (SessionNotFound, FileNotFoundError):
                 continue  # deleted meanwhile
             except FsStoreError:

@@ -412,22 +412,48 @@ _payload_encoder = msgspec.msgpack.Encoder()
 _payload_decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
 
 
-class _Writer(Protocol):
-    """What the API needs of a Session (see ``Session._ingress``)."""
+class Folds(Protocol):
+    """The fold the queue and the inputs read and change (``state.StateImage`` is one)."""
 
-    def _ingress(self, build: Callable[[Any, float], tuple[list[tuple[str, Any]],
-                                                           Callable[[int], Any]]],
-                 *, fenced: bool) -> Any: ...
+    @property
+    def work(self) -> WorkState: ...
 
-    def _view(self) -> Any: ...
+    @property
+    def inputs(self) -> InputState: ...
 
-    def _resolve_turn(self, turn: int | None) -> int: ...
 
-    _claimed_inputs: tuple[int, list[int]] | None
+_T = TypeVar("_T")
+Records = list[tuple[str, Any]]
+
+#: What an operation hands :meth:`IngressHost._ingress`: given the fold caught up with the
+#: log and the time now, the records to append (or raise), and what turns the first seq
+#: of the appended batch (0 when there are no records) into the operation's answer.
+Build = Callable[[Folds, float], tuple[Records, Callable[[int], _T]]]
+
+
+class IngressHost(Protocol):
+    """What :class:`WorkQueue` and :class:`TurnInputs` need of a session writer (a
+    ``Session`` is one). Internal to the package: these are not public API."""
+
+    def _ingress(self, build: Build[_T], *, fenced: bool) -> _T:
+        """One queue or input operation, as one write of the session: ``build``'s records
+        appended as one batch under the session's mutex, made durable (fsynced) and
+        folded before it returns. ``fenced``: a lease held elsewhere refuses it."""
+
+    def _view(self) -> Folds:
+        """The fold, caught up with the log."""
+
+    def _resolve_turn(self, turn: int | None) -> int:
+        """With None: the turn the session is running (the current turn, or the next one
+        if the current one is finished)."""
+
+    def _inputs_claimed(self, turn: int, ids: list[int]) -> None:
+        """``turn`` claimed the inputs ``ids``: finishing it consumes them."""
 
 
 def _claim_next(work: WorkState, entries: list[tuple[str, Any]], now: float, worker: str,
-                ttl: float, kinds: frozenset[str] | None) -> Callable[[int], Any]:
+                ttl: float, kinds: frozenset[str] | None
+                ) -> Callable[[int], ClaimedWork | None]:
     """Add to ``entries`` the records of claiming the next item (and of dead-lettering
     items whose claims kept expiring); return what turns the batch's first seq into the
     claim (None when nothing was claimable)."""
@@ -489,7 +515,7 @@ class WorkQueue:
     expired ``max_attempts`` times becomes ``dead`` (kept until ``purge``).
     """
 
-    def __init__(self, session: _Writer) -> None:
+    def __init__(self, session: IngressHost) -> None:
         self._session = session
 
     def enqueue(self, kind: str, payload: Any = None, *, priority: int = 0,
@@ -515,7 +541,7 @@ class WorkQueue:
         if not records:
             return []
 
-        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+        def build(image: Folds, now: float) -> tuple[Records, Callable[[int], list[int]]]:
             return records, lambda first: list(range(first, first + len(records)))
         return self._session._ingress(build, fenced=False)
 
@@ -528,17 +554,21 @@ class WorkQueue:
         ttl = _check_seconds(lease_ttl, "lease_ttl")
         wanted = None if kinds is None else frozenset(kinds)
 
-        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+        def build(image: Folds, now: float) -> tuple[Records, Callable[[int], ClaimedWork | None]]:
             entries: list[tuple[str, Any]] = []
             return entries, _claim_next(image.work, entries, now, worker, ttl, wanted)
         return self._session._ingress(build, fenced=False)
 
     def _settle(self, claim: ClaimedWork, record: dict[str, Any],
-                then: tuple[float, frozenset[str] | None] | None = None) -> Any:
+                then: tuple[float, frozenset[str] | None] | None = None
+                ) -> str | ClaimedWork | None:
+        """Settle ``claim`` with ``record``; return the item's status after it, or with
+        ``then`` (a claim's ttl and kinds), the claim that follows in the same batch."""
         if not isinstance(claim, ClaimedWork):
             raise InvalidEvent(f"expected a ClaimedWork, not {type(claim).__name__}")
 
-        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+        def build(image: Folds, now: float
+                  ) -> tuple[Records, Callable[[int], str | ClaimedWork | None]]:
             work: WorkState = image.work
             item = work.items.get(claim.id)
             if item is None or item["token"] != claim.token:
@@ -549,7 +579,8 @@ class WorkQueue:
             settle = {**record, "id": claim.id, "token": claim.token}
             entries: list[tuple[str, Any]] = [(QUEUE_RECORD, settle)]
             if then is None:
-                return entries, lambda first: work.items.get(claim.id, {}).get("status", "done")
+                return entries, lambda first: str(work.items.get(claim.id, {}).get("status",
+                                                                                    "done"))
             # Settled in the image now, so that the claim in the same batch sees it; the
             # fold of the appended batch settles it again, which changes nothing.
             work.apply(0, now, settle)
@@ -565,8 +596,10 @@ class WorkQueue:
         """``complete`` this claim and ``claim`` the next item for the same worker, in
         one durable step (one batch, one fsync): what a worker's loop does."""
         ttl = _check_seconds(lease_ttl, "lease_ttl")
-        return self._settle(claim, {"op": "complete"},
-                            (ttl, None if kinds is None else frozenset(kinds)))
+        claimed = self._settle(claim, {"op": "complete"},
+                               (ttl, None if kinds is None else frozenset(kinds)))
+        assert not isinstance(claimed, str)  # with ``then``, _settle returns the next claim
+        return claimed
 
     def fail(self, claim: ClaimedWork, error: str = "", *,
              retry_after: float | None = None) -> str:
@@ -590,7 +623,7 @@ class WorkQueue:
 
     def purge(self) -> int:
         """Remove the dead items; return how many."""
-        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+        def build(image: Folds, now: float) -> tuple[Records, Callable[[int], int]]:
             dead = [i for i, item in image.work.items.items() if item["status"] == DEAD]
             if not dead:
                 return [], lambda first: 0
@@ -604,14 +637,14 @@ class TurnInputs:
     finishing that turn marks them consumed by it. Inputs a turn claimed but never
     consumed (it crashed, or ended unfinished) are claimed again by the next claim."""
 
-    def __init__(self, session: _Writer) -> None:
+    def __init__(self, session: IngressHost) -> None:
         self._session = session
 
     def submit(self, payload: Any) -> int:
         """Store ``payload`` as pending input; return its id. Durable when it returns."""
         record = {"op": "submit", "payload": _stored(payload, "a turn input")}
 
-        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+        def build(image: Folds, now: float) -> tuple[Records, Callable[[int], int]]:
             return [(INPUT_RECORD, record)], lambda first: first
         return self._session._ingress(build, fenced=False)
 
@@ -620,14 +653,14 @@ class TurnInputs:
         turn, or the next one if it is finished), in arrival order."""
         session = self._session
 
-        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+        def build(image: Folds, now: float) -> tuple[Records, Callable[[int], list[TurnInput]]]:
             turn = session._resolve_turn(None)
             ids = image.inputs.claimable(turn)
             if not ids:
                 return [], lambda first: []
 
             def finish(first: int) -> list[TurnInput]:
-                session._claimed_inputs = (turn, ids)  # finish_turn consumes them
+                session._inputs_claimed(turn, ids)  # finish_turn consumes them
                 return [image.inputs.view(i) for i in ids]
             return [(INPUT_RECORD, {"op": "claim", "ids": ids, "turn": turn})], finish
         return session._ingress(build, fenced=True)
@@ -643,7 +676,7 @@ class TurnInputs:
         inputs (the log keeps their records until a clear); return how many."""
         keep = _check_seconds(retention, "retention") if retention else 0.0
 
-        def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
+        def build(image: Folds, now: float) -> tuple[Records, Callable[[int], int]]:
             old = [i for i, item in image.inputs.items.items()
                    if item["status"] == CONSUMED and item["consumed"] <= now - keep]
             if not old:

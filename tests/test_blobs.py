@@ -345,7 +345,7 @@ def test_random_puts_commits_crashes_and_gcs_never_lose_a_referenced_blob(tmp_pa
         elif action == "crash":
             # a killed writer: nothing it held in memory survives, its refs included
             session._writer.close()
-            session._lock.release()
+            session._access.lock.release()
             session = store.open_session("s")
             put = []
         elif action == "gc":

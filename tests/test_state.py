@@ -344,12 +344,12 @@ def test_a_crash_between_the_log_and_the_manifest_is_rolled_forward(store, monke
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies before session.json is rewritten
 
-    monkeypatch.setattr(fsstore.Session, "_write_manifest", crash)
+    monkeypatch.setattr(fsstore.session_metadata.ManifestFile, "write", crash)
     with pytest.raises(KeyboardInterrupt):
         session.save_session_with_updates([{"ctx": 1}], title="new")
     monkeypatch.undo()
     session._writer.close()
-    session._lock.release()
+    session._access.lock.release()
     assert store.read_session("s").title == "old"
     with store.open_session("s"):
         pass
@@ -360,7 +360,7 @@ def _manifest_write_fails(monkeypatch, exc: BaseException) -> None:
     def fail(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(fsstore.Session, "_write_manifest", fail)
+    monkeypatch.setattr(fsstore.session_metadata.ManifestFile, "write", fail)
 
 
 ENQUEUE = {"op": "enqueue", "kind": "job", "payload": {"n": 1}, "priority": 0,
@@ -380,7 +380,7 @@ def test_metadata_a_crash_left_before_queue_records_is_rolled_forward_from_its_r
     writer.append([("fsstore.queue", ENQUEUE)], writer.last_turn or 0, time.time())
     writer.append([("fsstore.lease", {"token": 1})], writer.last_turn or 0, time.time())
     writer.close()
-    session._lock.release()
+    session._access.lock.release()
     with store.open_session("s") as reopened:
         assert (reopened.title, reopened.tags, reopened.metadata) == ("new", ["a"], {"k": 2})
         assert [item.payload for item in reopened.queue.items()] == [{"n": 1}]
@@ -434,7 +434,7 @@ def test_a_metadata_record_whose_data_is_not_a_map_is_corruption(store):
     writer = session._writer
     writer.append([(fsstore.METADATA_RECORD, ["new"])], 1, time.time())
     writer.close()
-    session._lock.release()
+    session._access.lock.release()
     with pytest.raises(fsstore.CorruptionError, match="not a map"):
         store.open_session("s")
     assert store.read_session("s").title == "old"

@@ -1,0 +1,402 @@
+"""Read access to one session folder: its manifest, log, state, checkpoints, vector
+collections and attachments, composed, without any lock.
+
+:class:`SessionReader` reads from any process while a writer appends; the writer,
+:class:`~fsstore.session.Session`, extends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from . import identity, layout, manifest, vectors
+from . import state as state_module
+from .blobs import BlobReader, link_blobs
+from .check import check_session
+from .errors import (
+    CheckpointNotFound,
+    CorruptionError,
+    Finding,
+    FormatVersionError,
+    SeqOutOfRange,
+)
+from .fsio import FileIO
+from .log import Event, LogReader
+from .log_writer import copy_log_prefix
+from .session_metadata import ManifestFile
+from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
+from .state import Loaded, StateImage
+from .turns import Revision, Turn, callers_events, read_turn, read_turns, revision_of
+from .vectors import CollectionInfo, VectorCollection
+from .watch import LogCleared, Notifier, SessionWatcher
+from .work import QueuedWork, TurnInput
+
+
+class ForkOrigin(NamedTuple):
+    """Where a forked session came from: its parent, and the parent's seq (and
+    checkpoint, if it was forked at one) its history ends at."""
+
+    parent: str
+    seq: int
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What ``Store.list_sessions`` says of a session, read without scanning its log."""
+
+    id: str
+    path: str
+    created: float  # seconds since the epoch
+    updated: float  # the later of the last event and the last metadata change
+    #: Records in the log since its start, the store's own records (state, queue, input,
+    #: lease, metadata, turn_finished) included: ``head - log_start + 1``, read from the tail of
+    #: the log without a scan. Count the caller's events with ``sum(1 for _ in
+    #: session.events())``.
+    event_count: int
+    head: int
+    title: str | None
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parent: ForkOrigin | None = None
+    #: Why the session could not be read (``Store.list_sessions`` lists it anyway, with
+    #: what it could read); None for a readable session. ``fsstore verify`` says more.
+    damaged: str | None = None
+
+
+class SessionReader:
+    """Read access to one session: its metadata, events and turns. Takes no lock."""
+
+    def __init__(self, io: FileIO, path: str, session_id: str,
+                 snapshots: SnapshotPolicy | None = None) -> None:
+        self.io = io
+        self.id = session_id
+        self.path = path
+        io.check_folders(*layout.session_folders(path))  # no symlinked folder in a session
+        self._manifest_file = ManifestFile(io, path, session_id)
+        #: The session's uid and the uids of the files it may hold (None: created before
+        #: format 1.3): segments and snapshots of another session are refused.
+        self.identity = identity.from_manifest(self._manifest, self._manifest_file.path)
+        self._log = LogReader(io, layout.log_dir(path), self.identity)
+        self._policy = snapshots or SnapshotPolicy()
+        self._snapshots = SnapshotDir(io, path, self.identity)
+        self._checkpoints = CheckpointDir(io, path, self.identity)
+        #: The session's attachments: get, open, exists, stat (and put, for a writer).
+        self.blobs: BlobReader = BlobReader(io, path)
+        #: What the last state load found wrong with snapshot files (they were skipped).
+        self.state_findings: list[Finding] = []
+
+    # --- metadata ---
+
+    @property
+    def _manifest(self) -> dict[str, Any]:
+        """session.json as last read (or written, by a writer): all of it."""
+        return self._manifest_file.raw
+
+    @property
+    def _meta(self) -> manifest.SessionManifest:
+        return self._manifest_file.meta
+
+    @property
+    def title(self) -> str | None:
+        return self._meta.title
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._meta.tags or [])
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return copy.deepcopy(self._meta.metadata or {})
+
+    def info(self) -> SessionInfo:
+        tail = self._log.tail()
+        path = layout.session_manifest_path(self.path)
+        updated = manifest.iso_to_epoch(self._meta.updated, path, "updated")
+        if tail.last_ts is not None and math.isfinite(tail.last_ts):
+            updated = max(updated, tail.last_ts)
+        return SessionInfo(
+            id=self.id, path=self.path,
+            created=manifest.iso_to_epoch(self._meta.created, path, "created"),
+            updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
+            tags=self.tags, metadata=self.metadata, parent=self.parent,
+        )
+
+    @property
+    def parent(self) -> ForkOrigin | None:
+        """Where this session was forked from; None if it was not."""
+        record = self._meta.parent
+        if record is None:
+            return None
+        return ForkOrigin(record.id, record.seq, record.checkpoint)
+
+    # --- events ---
+
+    @property
+    def head(self) -> int:
+        """The last seq written (0 for a session that never had an event). Every record
+        moves it, queue and input records too: check commits against :attr:`revision`."""
+        return self._log.tail().head
+
+    @property
+    def revision(self) -> Revision:
+        """The session's :class:`Revision`: it moves only with what the history and state
+        depend on, not with queue items or turn inputs. Read from the tail of the log;
+        when the log ends in queue or input records, the segments before are read back
+        to the last record that is neither."""
+        return revision_of(self._log)
+
+    def _before_read(self) -> None:
+        """Hook: a writer hands its buffered batches to the OS so it reads its own writes."""
+
+    def events(
+        self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None,
+        *, include_internal: bool = False,
+    ) -> Iterator[Event]:
+        """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
+        most ``limit`` of them, one segment in memory at a time. With
+        ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
+        input, lease, metadata and turn_finished records) come too, for debugging and
+        export. A queue, input or lease record's ``turn`` is the turn current when it was
+        written; it belongs to no turn."""
+        self._before_read()
+        if include_internal:
+            return self._log.events(after_seq, until_seq, limit)
+        return callers_events(self._log.events(after_seq, until_seq), limit)
+
+    def get_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        """Turn ``number``: the caller's events in it and whether it was finished; None
+        if no record belongs to it. Queue and input records belong to no turn, so they
+        never join a turn, finished or not. ``include_internal`` adds the turn's state and
+        metadata records (see :class:`Turn`).
+
+        Turns never go backwards in a log, so the turn is found by a binary search over
+        the first turn of each segment, then read from there.
+        """
+        self._before_read()
+        return read_turn(self._log, number, include_internal)
+
+    def get_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        """Every turn in log order (see :meth:`get_turn`)."""
+        self._before_read()
+        return read_turns(self._log.events(), include_internal)
+
+    def verify(self) -> list[Finding]:
+        """Read everything a read would read and report each problem; changes nothing and
+        never raises (see :mod:`fsstore.check`)."""
+        return check_session(self)
+
+    # --- watching ---
+
+    def watch(self, after_seq: int = 0, *, poll_interval: float = 1.0,
+              callback: Callable[[Event | LogCleared], object] | None = None,
+              notifier: Notifier | None = None) -> SessionWatcher:
+        """Follow the session: every event after ``after_seq``, exactly once and in order,
+        as it is written, from any process; a :class:`LogCleared` when the log is
+        cleared. Iterate the watcher (blocking; ``async for`` works too), call its
+        ``get(timeout)``, or pass ``callback`` to have a thread deliver to it. Close it
+        when done. Filesystem events wake it; every ``poll_interval`` seconds it reads
+        again anyway, so a lost event only delays a delivery."""
+        watcher = SessionWatcher(self._log, self.id, after_seq, poll_interval=poll_interval,
+                                 notifier=notifier)
+        if callback is not None:
+            watcher.start(callback)
+        return watcher
+
+    # --- queued work and turn inputs ---
+
+    def queued_work(self, status: str | None = None) -> list[QueuedWork]:
+        """The session's work queue as the log has it (ready, claimed, dead items)."""
+        work = self._load_state().image.work
+        return [work.view(i) for i in sorted(work.items)
+                if status is None or work.items[i]["status"] == status]
+
+    def turn_inputs(self, status: str | None = None) -> list[TurnInput]:
+        """The session's turn inputs as the log has them, in arrival order."""
+        inputs = self._load_state().image.inputs
+        return [inputs.view(i) for i in inputs.items
+                if status is None or inputs.items[i]["status"] == status]
+
+    # --- vector collections ---
+
+    def collections(self) -> list[CollectionInfo]:
+        """Each vector collection's name, dimension, dtype, metric, count and bytes."""
+        return [self.collection(name).info()
+                for name in vectors.collection_names(self.io, self.path)]
+
+    def collection(self, name: str) -> VectorCollection:
+        """The vector collection ``name``, as it is now (read-only: searches and gets)."""
+        name = vectors.check_collection_name(name)
+        return VectorCollection(self.io, os.path.join(layout.vectors_dir(self.path), name))
+
+    # --- state ---
+
+    def _load_state(self, until_seq: int | None = None, *, past: bool = False) -> Loaded:
+        self._before_read()
+        loaded = state_module.load(
+            self.io, self._log, self._snapshots, until_seq=until_seq,
+            window=self._policy.commit_ids,
+            extra_bases=self._checkpoint_bases() if past else (),
+        )
+        self.state_findings = loaded.findings
+        return loaded
+
+    def _checkpoint_bases(self) -> list[tuple[int, str]]:
+        """Checkpoints of the log as it stands (not of the log before a clear), as bases
+        for a state in the past."""
+        log_start = self._log.tail().log_start
+        bases = []
+        for checkpoint_id in self._checkpoints.ids():
+            path = self._checkpoints.file_path(checkpoint_id)
+            try:
+                header = self._checkpoints.read(path, with_body=False).header
+            except (CorruptionError, FormatVersionError, FileNotFoundError):
+                continue  # a damaged one is no base; verify reports it
+            if header.log_start == log_start:
+                bases.append((header.seq, path))
+        return bases
+
+    def state(self) -> dict[str, Any]:
+        """The whole state at the head: the newest sound snapshot plus a replay of the
+        state records after it. A copy: changing it changes nothing stored."""
+        return self._load_state().image.state
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        """One key of the state (a copy), or ``default``."""
+        return self.state().get(key, default)
+
+    def state_at(self, seq: int) -> dict[str, Any]:
+        """The state as it was right after ``seq`` (0 or ``log_start - 1``: before any
+        event). Starts from the newest snapshot or checkpoint at or before ``seq``."""
+        check_seq(seq)
+        return self._load_state(seq, past=True).image.state
+
+    # --- checkpoints ---
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Every checkpoint (id, label, kind, seq, created), oldest first. A damaged
+        checkpoint file is left out and logged; ``verify`` reports it."""
+        infos = []
+        for checkpoint_id in self._checkpoints.ids():
+            try:
+                infos.append(self._checkpoints.info(checkpoint_id))
+            except FileNotFoundError:
+                continue
+            except (CorruptionError, FormatVersionError) as exc:
+                state_module.logger.warning("checkpoint skipped: %s", exc)
+        return sorted(infos, key=lambda info: (info.seq, info.created, info.id))
+
+    def checkpoint_info(self, checkpoint_id: str) -> CheckpointInfo:
+        try:
+            return self._checkpoints.info(checkpoint_id)
+        except FileNotFoundError:
+            raise CheckpointNotFound(
+                f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
+
+    def load_checkpoint(self, checkpoint_id: str) -> dict[str, Any]:
+        """The state a checkpoint froze. A checkpoint whose state is damaged is never
+        trusted: its state is rebuilt from the log when the log still holds that history
+        (reported in ``state_findings``), else CorruptionError is raised."""
+        return self._checkpoint_image(checkpoint_id).state
+
+    def _checkpoint_image(self, checkpoint_id: str) -> StateImage:
+        info = self.checkpoint_info(checkpoint_id)
+        path = self._checkpoints.file_path(checkpoint_id)
+        try:
+            return StateImage.from_file(self._checkpoints.read(path), self._policy.commit_ids,
+                                        path)
+        except FileNotFoundError:
+            raise CheckpointNotFound(
+                f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
+        except CorruptionError as exc:
+            header = self._checkpoints.read(path, with_body=False).header
+            if header.log_start != self._log.tail().log_start:
+                raise
+            loaded = self._load_state(info.seq)
+            self.state_findings = [*loaded.findings, Finding(
+                "problem", path, exc.offset, f"{exc.reason}; the state was rebuilt from "
+                "the log")]
+            state_module.logger.warning("%s", self.state_findings[-1])
+            return loaded.image
+
+    # --- forks ---
+
+    def copy_history(self, dest: str, *, at_seq: int | None = None,
+                     at_checkpoint: str | None = None,
+                     uid: identity.Identity | None = None) -> ForkOrigin:
+        """Write this session's history up to ``at_seq`` (default: the head), or up to
+        the seq checkpoint ``at_checkpoint`` froze, into the folder ``dest`` as the
+        ``log/`` and ``state/`` of a new session, and return where it ends.
+
+        Sealed segments are shared by hard link, the rest copied (``log.copy_log_prefix``),
+        and the state there becomes the new session's snapshot. What is written anew
+        carries ``uid``, the new session's identity. All of it is fsynced.
+        ``Store.fork_session`` builds a fork with it.
+        """
+        tail = self._log.tail()
+        if at_checkpoint is not None:
+            image = self._checkpoint_image(at_checkpoint)
+            if image.log_start != tail.log_start:
+                raise SeqOutOfRange(
+                    f"session {self.id!r} was cleared after checkpoint {at_checkpoint!r}: "
+                    "the history up to it is gone, so it cannot be forked (load_checkpoint "
+                    "still returns its state)")
+            seq = image.seq
+        else:
+            seq = tail.head if at_seq is None else at_seq
+            image = self._load_state(seq, past=True).image
+        log_path = layout.log_dir(dest)
+        self.io.mkdir(log_path)
+        try:
+            position = copy_log_prefix(self.io, self._log, log_path, seq,
+                                       identity.NO_UID if uid is None else uid.uid)
+        except FileNotFoundError as exc:
+            raise SeqOutOfRange(
+                f"session {self.id!r} was cleared or deleted while it was being forked "
+                f"({exc.filename}); retry") from None
+        SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
+        link_blobs(self.io, self.path, dest)
+        return ForkOrigin(self.id, seq, at_checkpoint)
+
+    # --- async ---
+
+    async def aget_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
+        return await asyncio.to_thread(self.get_turn, number, include_internal=include_internal)
+
+    async def aget_turns(self, *, include_internal: bool = False) -> list[Turn]:
+        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
+
+    async def astate(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.state)
+
+    async def astate_at(self, seq: int) -> dict[str, Any]:
+        return await asyncio.to_thread(self.state_at, seq)
+
+    async def aevents(
+        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000, *,
+        include_internal: bool = False,
+    ) -> AsyncIterator[Event]:
+        """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
+        def read_batch(after: int) -> list[Event]:
+            return list(self.events(after, until_seq, batch,
+                                    include_internal=include_internal))
+
+        while True:
+            chunk = await asyncio.to_thread(read_batch, after_seq)
+            for event in chunk:
+                yield event
+            if len(chunk) < batch:
+                return
+            after_seq = chunk[-1].seq
+
+
+def check_seq(seq: object, name: str = "seq") -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise SeqOutOfRange(f"{name} must be an int >= 0, not {seq!r}")
+    return seq
