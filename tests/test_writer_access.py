@@ -1,0 +1,68 @@
+"""Who may write a session, and when (fsstore/writer_access.py): the exclusive lock, the
+shared mutex, and what an open that fails lets go of."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import pytest
+
+import fsstore
+from fsstore.lease import LeaseOwner
+from fsstore.writer_access import acquire_writer_lock
+
+ELSEWHERE = LeaseOwner("another-host", 4242, None, "remote")
+
+
+def _lock_is_free(store: fsstore.Store, session_id: str = "s") -> bool:
+    path = os.path.join(store.path, "sessions", session_id)
+    try:
+        acquire_writer_lock(path, session_id, 0).release()
+    except fsstore.SessionLocked:
+        return False
+    return True
+
+
+def test_an_exclusive_open_refused_by_a_lease_leaves_the_lock_free(store):
+    store.create_session("s").close()
+    store.claim_lease("s", ELSEWHERE, ttl=30)
+    with pytest.raises(fsstore.SessionLocked, match="leased to"):
+        store.open_session("s")  # refused under the lock, after taking it
+    assert _lock_is_free(store)
+
+
+def test_a_shared_open_refused_by_a_lost_lease_leaves_the_mutex_free(store):
+    store.create_session("s").close()
+    lease = store.claim_lease("s", "me", ttl=30).lease
+    store.release_lease(lease)
+    store.claim_lease("s", ELSEWHERE, ttl=30)
+    with pytest.raises(fsstore.LeaseLost):
+        store.open_session("s", lease=lease)  # refused under the mutex, after taking it
+    assert _lock_is_free(store)
+
+
+def test_an_exclusive_writer_holds_the_lock_until_it_closes(store):
+    session = store.create_session("s")
+    assert not _lock_is_free(store)
+    session.close()
+    assert _lock_is_free(store)
+
+
+def test_a_shared_writer_takes_the_lock_only_inside_a_write(store):
+    store.create_session("s").close()
+    with store.open_session("s", shared=True) as session:
+        assert _lock_is_free(store)
+        seen = []
+        with session._access.writing(fenced=False):
+            seen.append(_lock_is_free(store))
+        assert seen == [False]
+        session.queue.enqueue("job")
+        assert _lock_is_free(store)
+
+
+def test_write_methods_keep_their_names_docstrings_and_signatures():
+    append = fsstore.Session.append
+    assert append.__name__ == "append"
+    assert append.__doc__ and "Append one event" in append.__doc__
+    assert list(inspect.signature(append).parameters) == ["self", "event", "turn", "kind", "ts"]
