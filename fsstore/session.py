@@ -95,8 +95,6 @@ class CommitResult(NamedTuple):
     duplicate: bool = False
 
 
-
-
 def _writes(fenced: bool = True) -> Callable[[_Method[_P, _T]], _Method[_P, _T]]:
     """Run a Session method as one write operation: for a shared session, under the
     session's mutex, after the fence (when ``fenced``) and a catch-up with the log."""
@@ -793,8 +791,6 @@ class Session(SessionReader):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
 
 
 def _kind_of(event: object, kind: str | None) -> str:
