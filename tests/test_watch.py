@@ -268,3 +268,86 @@ def test_a_store_watcher_goes_on_past_a_damaged_session(store):
         assert watcher.poll() == []
         store.create_session("c").close()
         assert watcher.poll() == [SessionChange("created", "c", 0, 1)]
+
+
+# --- where hints come from ---------------------------------------------------------------
+
+from fsstore import watch as watch_module  # noqa: E402
+
+
+def _hinted_by(notifier, folder) -> bool:
+    """Whether a file written in ``folder`` wakes ``notifier`` (waiting at most 30 s)."""
+    with open(os.path.join(folder, "touched"), "ab") as handle:
+        handle.write(b"x")
+    return notifier.wait(30)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_a_session_watcher_on_linux_takes_its_hints_from_inotify_through_libc(store):
+    store.create_session("s").close()
+    reader = store.read_session("s")
+    notifier = watch_module._notifier_for(reader._log.path)
+    try:
+        assert isinstance(notifier, watch_module.InotifyNotifier)
+        assert _hinted_by(notifier, reader._log.path)
+    finally:
+        notifier.close()
+    with reader.watch(poll_interval=3600) as watcher:  # a hint, not a re-read, finds it
+        assert isinstance(watcher._notifier, watch_module.InotifyNotifier)
+        assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
+        with store.open_session("s") as session:
+            session.append({"n": 1})
+        assert [e.data for e in watcher.get(timeout=30)] == [{"n": 1}]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_the_inotify_descriptor_is_not_inherited_by_child_processes(tmp_path):
+    notifier = watch_module.InotifyNotifier([str(tmp_path)])
+    try:
+        assert os.get_inheritable(notifier._fd) is False
+    finally:
+        notifier.close()
+
+
+def test_inotify_refusing_a_folder_closes_what_it_opened(tmp_path):
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
+
+    before = open_files()
+    with pytest.raises(OSError) as raised:
+        watch_module.InotifyNotifier([str(tmp_path / "missing")])
+    assert str(tmp_path / "missing") in str(raised.value)
+    assert open_files() == before
+
+
+def _no_libc_inotify() -> None:
+    raise AttributeError("inotify_init1")  # a libc (or a binding) without the call
+
+
+def _out_of_instances() -> None:
+    raise OSError(24, "inotify_init1 failed: Too many open files")
+
+
+@pytest.mark.parametrize("failure", ["not linux", "no inotify in libc", "out of instances"])
+def test_without_inotify_a_watcher_falls_back_to_watchdog_and_still_notices_changes(
+        store, monkeypatch, failure):
+    if failure == "not linux":
+        monkeypatch.setattr(watch_module, "_libc", None)
+        monkeypatch.setattr(watch_module.sys, "platform", "darwin")
+    else:
+        monkeypatch.setattr(watch_module, "_inotify_libc",
+                            _no_libc_inotify if "libc" in failure else _out_of_instances)
+    store.create_session("s").close()
+    reader = store.read_session("s")
+    notifier = watch_module._notifier_for(reader._log.path)
+    try:
+        assert isinstance(notifier, watch_module.WatchdogNotifier)
+        assert _hinted_by(notifier, reader._log.path)
+    finally:
+        notifier.close()
+    with reader.watch(poll_interval=3600) as watcher:  # only a hint can find it in time
+        assert isinstance(watcher._notifier, watch_module.WatchdogNotifier)
+        assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
+        with store.open_session("s") as session:
+            session.append({"n": 1})
+        assert [e.data for e in watcher.get(timeout=30)] == [{"n": 1}]
