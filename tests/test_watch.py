@@ -276,7 +276,8 @@ from fsstore import watch as watch_module  # noqa: E402
 
 
 def _hinted_by(notifier, folder) -> bool:
-    """Whether a file written in ``folder`` wakes ``notifier`` (waiting at most 30 s)."""
+    """Whether a file written in ``folder`` wakes ``notifier`` (waiting at most 30 s): a
+    hint, since ``wait`` is True only when hinted."""
     with open(os.path.join(folder, "touched"), "ab") as handle:
         handle.write(b"x")
     return notifier.wait(30)
@@ -292,7 +293,7 @@ def test_a_session_watcher_on_linux_takes_its_hints_from_inotify_through_libc(st
         assert _hinted_by(notifier, reader._log.path)
     finally:
         notifier.close()
-    with reader.watch(poll_interval=3600) as watcher:  # a hint, not a re-read, finds it
+    with reader.watch(poll_interval=3600) as watcher:
         assert isinstance(watcher._notifier, watch_module.InotifyNotifier)
         assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
         with store.open_session("s") as session:
@@ -345,7 +346,7 @@ def test_without_inotify_a_watcher_falls_back_to_watchdog_and_still_notices_chan
         assert _hinted_by(notifier, reader._log.path)
     finally:
         notifier.close()
-    with reader.watch(poll_interval=3600) as watcher:  # only a hint can find it in time
+    with reader.watch(poll_interval=3600) as watcher:
         assert isinstance(watcher._notifier, watch_module.WatchdogNotifier)
         assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
         with store.open_session("s") as session:
