@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
 
-from . import identity, layout, manifest, vectors
+from . import clock, identity, layout, manifest, vectors
 from . import lease as lease_module
 from . import state as state_module
 from .blobs import (
@@ -600,7 +600,7 @@ class Session(SessionReader):
         file = self._lease_file
         current = (lease_module.read_lease(self.io, layout.lease_path(self.path))
                    if file is None else file.read())
-        if current.held and current.owner is not None and time.time() < current.expires_at \
+        if current.held and current.owner is not None and clock.now() < current.expires_at \
                 and current.owner.alive() is not False:
             raise SessionLocked(
                 f"session {self.id!r} is leased to {current.owner.label or current.owner.pid}"
@@ -666,7 +666,7 @@ class Session(SessionReader):
             with writer.lock:
                 writer.check_usable()
                 image = self._loaded()
-                now = time.time()
+                now = clock.now()
                 entries, finish = build(image, now)
                 if not entries:
                     return finish(0)
