@@ -10,21 +10,16 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 from crashsim import VARIANTS, CrashSimIO
+from procs import run_and_kill
 
 import fsstore
 from fsstore import TURN_FINISHED
 from fsstore.blobs import find_refs
 from fsstore.state import merge_patch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Expectation:
@@ -201,22 +196,6 @@ CHILD = textwrap.dedent("""
         sys.stdout.write(f"ACK {session.head} END\\n")
         sys.stdout.flush()
 """)
-
-
-def run_and_kill(script: str, args: list[str], delay: float) -> list[list[str]]:
-    """Run a writer child until it prints READY, let it work ``delay`` seconds, kill -9 it.
-    Returns the lines it printed whole, split, without their END mark (a kill can cut
-    the last line short: only whole lines were acknowledged)."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                             text=True, env=env)
-    assert child.stdout is not None
-    ready = child.stdout.readline()
-    assert ready.startswith("READY"), ready
-    time.sleep(delay)
-    child.send_signal(signal.SIGKILL)
-    output, _ = child.communicate()
-    return [line.split()[:-1] for line in output.splitlines() if line.endswith(" END")]
 
 
 def kill_9_trials(tmp_path, trials: int) -> None:
@@ -656,24 +635,21 @@ def test_every_power_loss_state_of_many_vector_workloads_is_a_whole_state(
     vector_workload(tmp_path, durability, seed=seed, steps=80)
 
 
-CHILD_VECTORS = textwrap.dedent("""
-    import json, random, sys
-    import fsstore
+def vector_child(root: str, seed: str) -> None:
+    """A child process's loop: random vector operations, each announced before it runs
+    and acknowledged after, until it is killed."""
     from fsstore import vectors
     vectors.SEAL_ROWS = 4
-    sys.path.insert(0, sys.argv[3])
-    from test_crash import random_vector_op, run_vector_op
-    store = fsstore.open_store(sys.argv[1])
+    store = fsstore.open_store(root)
     session = store.open_session("s", lock_timeout=30)
     collection = session.collection("c")
-    rng = random.Random(int(sys.argv[2]))
+    rng = random.Random(int(seed))
     print("READY", flush=True)
     for index in range(10**9):
         op = random_vector_op(rng, index)
         print("DO", json.dumps(op, separators=(",", ":")), "END", flush=True)
         run_vector_op(collection, op)
         print("ACK", index, "END", flush=True)
-""")
 
 
 def kill_9_vector_trials(tmp_path, trials: int) -> None:
@@ -682,10 +658,8 @@ def kill_9_vector_trials(tmp_path, trials: int) -> None:
         session.create_collection("c", 3)
     rng = random.Random(11)
     model: dict = {}
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
     for trial in range(trials):
-        lines = run_and_kill(CHILD_VECTORS, [str(root), str(trial), tests_dir],
-                             rng.uniform(0.05, 0.3))
+        lines = run_and_kill(vector_child, [root, trial], rng.uniform(0.05, 0.3))
         ops = [json.loads(line[1]) for line in lines if line[0] == "DO"]
         acked = sum(1 for line in lines if line[0] == "ACK")
         for op in ops[:acked]:
