@@ -117,6 +117,21 @@ class Child:
         self.lines.append(line)
         return line
 
+    def drain(self) -> list[str]:
+        """The lines already read from the child and not yet returned, without waiting."""
+        drained = []
+        while not self._eof:
+            try:
+                line = self._stdout.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._eof = True
+                break
+            drained.append(line[:-1] if line.endswith("\n") else line)
+        self.lines += drained
+        return drained
+
     def wait_for(self, prefix: str = "READY", timeout: float = TIMEOUT) -> list[str]:
         """Read on until a line starting with ``prefix``; return it split. Fails if the
         child ends first or nothing comes for ``timeout`` seconds."""
