@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import textwrap
 import threading
 import time
 
 import pytest
+from procs import run
 
 import fsstore
 from fsstore import LogCleared, SessionChange
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+from fsstore import watch as watch_module
 
 
 class Deaf:
@@ -64,9 +62,8 @@ def test_every_event_from_another_process_arrives_once_in_order_and_batches_whol
     store.create_session("s").close()
     hint = Deaf() if notifier == "deaf" else None
     with store.read_session("s").watch(poll_interval=0.05, notifier=hint) as watcher:
-        writer = subprocess.run([sys.executable, "-c", WRITER, store.path, "300"],
-                                capture_output=True, text=True, env=ENV, timeout=120)
-        total = int(writer.stdout)
+        (total_line,) = run(WRITER, store.path, 300)
+        total = int(total_line)
         found = collect(watcher, total)
     assert [e.data["n"] for e in found] == list(range(total))  # once, in order
     assert [e.seq for e in found] == list(range(1, total + 1))
@@ -271,8 +268,6 @@ def test_a_store_watcher_goes_on_past_a_damaged_session(store):
 
 
 # --- where hints come from ---------------------------------------------------------------
-
-from fsstore import watch as watch_module  # noqa: E402
 
 
 def _hinted_by(notifier, folder) -> bool:
