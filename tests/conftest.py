@@ -20,10 +20,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the long torture tests (thousands of crash trials)")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "long: long torture runs; run with --long")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--long"):
         return

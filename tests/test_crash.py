@@ -220,10 +220,12 @@ def kill_9_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path):
     kill_9_trials(tmp_path, trials=8)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_thousands_of_times_loses_nothing_acknowledged(tmp_path):
     kill_9_trials(tmp_path, trials=1000)
@@ -425,10 +427,12 @@ def kill_9_state_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_during_commits_checkpoints_and_forks_loses_nothing_acknowledged(tmp_path):
     kill_9_state_trials(tmp_path, trials=6)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_commits_checkpoints_and_forks(tmp_path):
     kill_9_state_trials(tmp_path, trials=300)
@@ -517,10 +521,12 @@ def kill_9_blob_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_during_puts_and_gcs_never_loses_a_referenced_blob(tmp_path):
     kill_9_blob_trials(tmp_path, trials=6)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_puts_and_gcs(tmp_path):
     kill_9_blob_trials(tmp_path, trials=300)
@@ -675,10 +681,12 @@ def kill_9_vector_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_during_upserts_and_compactions_leaves_a_whole_collection(tmp_path):
     kill_9_vector_trials(tmp_path, trials=6)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_upserts_and_compactions(tmp_path):
     kill_9_vector_trials(tmp_path, trials=300)

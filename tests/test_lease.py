@@ -473,11 +473,13 @@ def sigstop_trial(tmp_path, clock, trial: int) -> None:
     assert events[-1].data.get("last") is True
 
 
+@pytest.mark.stress
 def test_a_paused_holder_is_fenced_when_it_resumes(tmp_path, clock):
     for trial in range(3):
         sigstop_trial(tmp_path, clock, trial)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_a_paused_holder_is_fenced_hundreds_of_times(tmp_path, clock):
     for trial in range(200):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from procs import Child, run
 
 import fsstore
@@ -35,6 +36,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.stress
 def test_a_reader_in_another_process_always_sees_a_prefix_of_whole_batches(tmp_path):
     store = fsstore.open_store(tmp_path / "store", segment_size=16384)
     writer = store.create_session("s")

@@ -56,6 +56,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.stress
 @pytest.mark.parametrize("notifier", ["watchdog", "deaf"])
 def test_every_event_from_another_process_arrives_once_in_order_and_batches_whole(
         store, notifier):

@@ -333,14 +333,17 @@ def queue_workers_trial(tmp_path, items: int, kills: int, seed: int) -> None:
     assert [f for f in store.verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_four_worker_processes_complete_every_item_exactly_once(tmp_path):
     queue_workers_trial(tmp_path, items=300, kills=0, seed=1)
 
 
+@pytest.mark.stress
 def test_workers_killed_at_random_lose_no_item(tmp_path):
     queue_workers_trial(tmp_path, items=300, kills=3, seed=2)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 @pytest.mark.parametrize("seed", range(3, 23))
 def test_workers_killed_at_random_many_times_lose_no_item(tmp_path, seed):
