@@ -723,7 +723,7 @@ def test_a_crash_while_creating_or_dropping_a_collection_leaves_none_or_all_of_i
 # --- leases and the work queue ------------------------------------------------------------
 
 
-def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path):
+def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path, clock):
     root = tmp_path / "store"
     fsstore.open_store(root).create_session("s").close()
     io = CrashSimIO(str(root))
@@ -732,6 +732,7 @@ def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path
     crashes = [0]
 
     def crash_here() -> None:
+        clock.advance(1)  # the copy is opened after the crashed holder's lease ended
         for variant in VARIANTS:
             dest = str(tmp_path / f"crash-{crashes[0]}")
             io.materialize(dest, variant, random.Random(crashes[0]))
@@ -748,12 +749,13 @@ def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path
     io.on_op = crash_here
     for index in range(6):
         owner = fsstore.LeaseOwner("far", 1, None, f"w{index}")
-        lease = store.claim_lease("s", owner, ttl=0.001).lease
+        lease = store.claim_lease("s", owner, ttl=1).lease
         acknowledged["token"] = lease.token
         if index % 2:
             store.release_lease(lease)
         else:
-            store.renew_lease(lease, ttl=0.001)
+            store.renew_lease(lease, ttl=1)
+        clock.advance(1)  # expired: the next owner takes it over
     io.on_op = None
     assert crashes[0] > 20
 
