@@ -39,7 +39,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 from crc32c import crc32c
 
-from . import layout
+from . import clock, layout
 from .errors import (
     CorruptionError,
     Finding,
@@ -687,7 +687,7 @@ def claim(file: LeaseFile, session_id: str, owner: LeaseOwner, ttl: float) -> Cl
         # The lease file is missing or older than the tokens issued: what it says of the
         # holder is lost or stale. Fence everyone: a new token above all of them.
         current = current._replace(held=False, owner=None)
-    now = time.time()
+    now = clock.now()
     holder = current.owner
     if current.held and holder is not None and holder != owner:
         alive = holder.alive()
@@ -729,9 +729,9 @@ def check_current(file: LeaseFile, lease: Lease) -> LeaseState:
                         f"longer current (held by {who}); nothing was written: claim the "
                         "lease again and reopen the session", token=lease.token,
                         current=state.token)
-    if time.time() >= state.expires_at:
+    if clock.now() >= state.expires_at:
         raise LeaseLost(f"session {lease.session_id!r}: lease token {lease.token} expired "
-                        f"{time.time() - state.expires_at:.3f} s ago; nothing was written: "
+                        f"{clock.now() - state.expires_at:.3f} s ago; nothing was written: "
                         "renew it (if nobody took it over) and retry", token=lease.token,
                         current=state.token)
     return state
@@ -746,7 +746,7 @@ def renew(file: LeaseFile, lease: Lease, ttl: float | None) -> Lease:
     if not state.held or state.token != lease.token:
         check_current(file, lease)  # raises, saying who holds it
     span = lease.ttl if ttl is None else check_ttl(ttl)
-    expires = time.time() + span
+    expires = clock.now() + span
     # Not fsynced: only a power loss or an OS crash could take a renewal back, and either
     # ends every process on this host that could hold the lease. A lost renewal at worst
     # lets the lease expire sooner; it never lets a token be handed out twice.
@@ -764,7 +764,7 @@ def release(file: LeaseFile, lease: Lease) -> bool:
         return False
     # Not fsynced either: a release a crash takes back leaves a lease held by a process
     # that is gone (taken over at once on this host) or one that expires.
-    write_lease(io, path, state, state.token, False, time.time(), state.acquired_at,
+    write_lease(io, path, state, state.token, False, clock.now(), state.acquired_at,
                 lease.owner, durable=False, fd=fd)
     return True
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from . import identity, layout, vectors
+from . import clock, identity, layout, vectors
 from . import state as state_module
 from .blobs import BLOB_MARKER, DEFAULT_GRACE_SECONDS, BlobStore, GcReport, find_refs
 from .errors import (
@@ -188,7 +188,7 @@ class Session(SessionReader):
             with writer.lock:
                 writer.check_usable()
                 image = self._loaded()
-                now = time.time()
+                now = clock.now()
                 entries, finish = build(image, now)
                 if not entries:
                     return finish(0)

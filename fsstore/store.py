@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
 
-from . import identity, layout, manifest
+from . import clock, identity, layout, manifest
 from . import lease as lease_module
 from .check import check_store
 from .errors import (
@@ -703,7 +702,7 @@ def _damaged_info(session_id: str, path: str, reader: SessionReader | None,
 
 def _refuse_if_leased(io: FileIO, path: str, session_id: str) -> None:
     current = lease_module.read_lease(io, layout.lease_path(path))
-    if (current.held and current.owner is not None and time.time() < current.expires_at
+    if (current.held and current.owner is not None and clock.now() < current.expires_at
             and current.owner.alive() is not False):
         raise SessionLocked(
             f"session {session_id!r} is leased to {current.owner.label or current.owner.pid}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 import select
 import sys
@@ -102,35 +103,68 @@ class WatchdogNotifier:
             self._observer.join()
 
 
+# inotify(7) through libc's own wrappers: a documented Linux interface whose flag values
+# are kernel ABI (include/uapi/linux/inotify.h), so no release of a Python package can
+# change them under a watcher.
+_IN_MODIFY = 0x00000002
+_IN_CLOSE_WRITE = 0x00000008
+_IN_MOVED_TO = 0x00000080
+_IN_CREATE = 0x00000100
+_IN_DELETE = 0x00000200
+_CHANGES = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_CREATE | _IN_MOVED_TO | _IN_DELETE
+
+
+class _Libc(NamedTuple):
+    inotify_init1: Callable[[int], int]
+    inotify_add_watch: Callable[[int, bytes, int], int]
+
+
+_libc: _Libc | None = None
+
+
+def _inotify_libc() -> _Libc:
+    """libc's ``inotify_init1`` and ``inotify_add_watch``, with their C types declared.
+    Raises OSError where there are none (not Linux, or a libc without them)."""
+    global _libc
+    if _libc is None:
+        if not sys.platform.startswith("linux"):
+            raise OSError(errno.ENOSYS, f"inotify is Linux only, not {sys.platform}")
+        libc = ctypes.CDLL(None, use_errno=True)  # the libc this process already runs on
+        try:
+            init1, add_watch = libc.inotify_init1, libc.inotify_add_watch
+        except AttributeError:
+            raise OSError(errno.ENOSYS, "this libc has no inotify_init1") from None
+        init1.argtypes, init1.restype = [ctypes.c_int], ctypes.c_int
+        add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        add_watch.restype = ctypes.c_int
+        _libc = _Libc(init1, add_watch)
+    return _libc
+
+
 class InotifyNotifier:
-    """Hints read straight from an inotify descriptor of its own (Linux), made with
-    watchdog's inotify bindings: the waiting thread sleeps in ``select`` on it, so a hint
-    costs two system calls, with no thread between the kernel and the watcher. Only
-    changes are asked for: a watcher reading the log opens its files, and opens must not
-    wake it. A queue overflow is a hint like any other."""
+    """Hints read straight from an inotify descriptor of its own (Linux, through libc):
+    the waiting thread sleeps in ``select`` on it, so a hint costs two system calls, with
+    no thread between the kernel and the watcher. Only changes are asked for: a watcher
+    reading the log opens its files, and opens must not wake it. A queue overflow is a
+    hint like any other. Raises OSError when inotify is not to be had (not Linux, out of
+    instances or watches): :func:`_notifier_for` then falls back to watchdog's observer."""
 
     def __init__(self, folders: Iterable[str]) -> None:
-        from watchdog.observers.inotify_c import (
-            InotifyConstants,
-            inotify_add_watch,
-            inotify_init,
-        )
-
-        fd = inotify_init()
+        libc = _inotify_libc()
+        # Close-on-exec: a child process spawned meanwhile must not keep the watches alive.
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init failed")
+            error = ctypes.get_errno()
+            raise OSError(error, f"inotify_init1 failed: {os.strerror(error)}")
         self._fd: int | None = fd
-        os.set_blocking(fd, False)
         # close() writes here, so that a thread waiting in select wakes at once.
         self._wake_read, self._wake_write = os.pipe()
-        mask = (InotifyConstants.IN_MODIFY | InotifyConstants.IN_CLOSE_WRITE
-                | InotifyConstants.IN_CREATE | InotifyConstants.IN_MOVED_TO
-                | InotifyConstants.IN_DELETE)
         for folder in folders:
-            if inotify_add_watch(fd, os.fsencode(folder), mask) < 0:
+            if libc.inotify_add_watch(fd, os.fsencode(folder), _CHANGES) < 0:
                 error = ctypes.get_errno()
                 self.close()
-                raise OSError(error, f"inotify_add_watch failed on {folder}")
+                raise OSError(error, f"inotify_add_watch failed: {os.strerror(error)}",
+                              folder)
 
     def wait(self, timeout: float) -> bool:
         fd = self._fd
@@ -160,13 +194,12 @@ class InotifyNotifier:
 
 
 def _notifier_for(folder: str) -> Notifier:
-    """The cheapest hints this platform has: watchdog's shared inotify reader on Linux,
-    else a watchdog observer."""
-    if sys.platform.startswith("linux"):
-        try:
-            return InotifyNotifier([folder])
-        except (ImportError, OSError):
-            pass  # no inotify, or out of inotify instances: watchdog's observer
+    """The cheapest hints this platform has: an inotify descriptor of the watcher's own
+    on Linux, else (or when inotify fails for any reason) a watchdog observer."""
+    try:
+        return InotifyNotifier([folder])
+    except (OSError, AttributeError):
+        pass  # not Linux, no inotify, out of inotify instances or watches
     return WatchdogNotifier([folder])
 
 

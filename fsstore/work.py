@@ -18,12 +18,12 @@ from __future__ import annotations
 import functools
 import heapq
 import math
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
+from . import clock
 from .errors import ClaimLost, InvalidEvent
 from .log import refuse_msgpack_ext
 
@@ -608,7 +608,7 @@ class WorkQueue:
         item's status now."""
         record: dict[str, Any] = {"op": "fail", "error": str(error)[:4096]}
         if retry_after is not None:
-            record["retry_at"] = time.time() + _check_seconds(retry_after, "retry_after")
+            record["retry_at"] = clock.now() + _check_seconds(retry_after, "retry_after")
         return str(self._settle(claim, record))
 
     def release(self, claim: ClaimedWork) -> None:

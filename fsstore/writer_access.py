@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Protocol
 
-from . import layout
+from . import clock, layout
 from . import lease as lease_module
 from .errors import InvalidSetting, SessionLocked, SessionNotFound
 from .fsio import FileIO
@@ -140,7 +140,7 @@ class WriterAccess:
         file = self.lease_file
         current = (lease_module.read_lease(self.io, layout.lease_path(self.path))
                    if file is None else file.read())
-        if current.held and current.owner is not None and time.time() < current.expires_at \
+        if current.held and current.owner is not None and clock.now() < current.expires_at \
                 and current.owner.alive() is not False:
             raise SessionLocked(
                 f"session {self.session_id!r} is leased to "

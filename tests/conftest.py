@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import strategies as st
@@ -9,15 +12,12 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(__file__))  # tests import crashsim
 
 import fsstore  # noqa: E402
+from fsstore import clock as clock_module  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true",
                      help="run the long torture tests (thousands of crash trials)")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "long: long torture runs; run with --long")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -32,6 +32,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def long_run(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--long"))
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it: ``advance`` instead of a sleep past
+    a lease's or a claim's expiry. It starts at the wall time in whole seconds (so whole
+    advances add up exactly), since other processes may read what it stamps."""
+
+    def __init__(self) -> None:
+        self._now = float(int(time.time()))
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move on ``seconds`` (>= 0); the new time."""
+        assert seconds >= 0, "a clock never goes back"
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """Lease and work-claim expiry in this process follow a :class:`FakeClock`."""
+    fake = FakeClock()
+    previous = clock_module.use(fake)
+    try:
+        yield fake
+    finally:
+        clock_module.use(previous)
 
 
 @pytest.fixture

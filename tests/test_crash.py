@@ -10,21 +10,16 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 from crashsim import VARIANTS, CrashSimIO
+from procs import run_and_kill
 
 import fsstore
 from fsstore import TURN_FINISHED
 from fsstore.blobs import find_refs
 from fsstore.state import merge_patch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Expectation:
@@ -203,22 +198,6 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def run_and_kill(script: str, args: list[str], delay: float) -> list[list[str]]:
-    """Run a writer child until it prints READY, let it work ``delay`` seconds, kill -9 it.
-    Returns the lines it printed whole, split, without their END mark (a kill can cut
-    the last line short: only whole lines were acknowledged)."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                             text=True, env=env)
-    assert child.stdout is not None
-    ready = child.stdout.readline()
-    assert ready.startswith("READY"), ready
-    time.sleep(delay)
-    child.send_signal(signal.SIGKILL)
-    output, _ = child.communicate()
-    return [line.split()[:-1] for line in output.splitlines() if line.endswith(" END")]
-
-
 def kill_9_trials(tmp_path, trials: int) -> None:
     root = tmp_path / "store"
     fsstore.open_store(root).create_session("s").close()
@@ -241,10 +220,12 @@ def kill_9_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path):
     kill_9_trials(tmp_path, trials=8)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_thousands_of_times_loses_nothing_acknowledged(tmp_path):
     kill_9_trials(tmp_path, trials=1000)
@@ -446,10 +427,12 @@ def kill_9_state_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_during_commits_checkpoints_and_forks_loses_nothing_acknowledged(tmp_path):
     kill_9_state_trials(tmp_path, trials=6)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_commits_checkpoints_and_forks(tmp_path):
     kill_9_state_trials(tmp_path, trials=300)
@@ -538,10 +521,12 @@ def kill_9_blob_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_during_puts_and_gcs_never_loses_a_referenced_blob(tmp_path):
     kill_9_blob_trials(tmp_path, trials=6)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_puts_and_gcs(tmp_path):
     kill_9_blob_trials(tmp_path, trials=300)
@@ -656,24 +641,21 @@ def test_every_power_loss_state_of_many_vector_workloads_is_a_whole_state(
     vector_workload(tmp_path, durability, seed=seed, steps=80)
 
 
-CHILD_VECTORS = textwrap.dedent("""
-    import json, random, sys
-    import fsstore
+def vector_child(root: str, seed: str) -> None:
+    """A child process's loop: random vector operations, each announced before it runs
+    and acknowledged after, until it is killed."""
     from fsstore import vectors
     vectors.SEAL_ROWS = 4
-    sys.path.insert(0, sys.argv[3])
-    from test_crash import random_vector_op, run_vector_op
-    store = fsstore.open_store(sys.argv[1])
+    store = fsstore.open_store(root)
     session = store.open_session("s", lock_timeout=30)
     collection = session.collection("c")
-    rng = random.Random(int(sys.argv[2]))
+    rng = random.Random(int(seed))
     print("READY", flush=True)
     for index in range(10**9):
         op = random_vector_op(rng, index)
         print("DO", json.dumps(op, separators=(",", ":")), "END", flush=True)
         run_vector_op(collection, op)
         print("ACK", index, "END", flush=True)
-""")
 
 
 def kill_9_vector_trials(tmp_path, trials: int) -> None:
@@ -682,10 +664,8 @@ def kill_9_vector_trials(tmp_path, trials: int) -> None:
         session.create_collection("c", 3)
     rng = random.Random(11)
     model: dict = {}
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
     for trial in range(trials):
-        lines = run_and_kill(CHILD_VECTORS, [str(root), str(trial), tests_dir],
-                             rng.uniform(0.05, 0.3))
+        lines = run_and_kill(vector_child, [root, trial], rng.uniform(0.05, 0.3))
         ops = [json.loads(line[1]) for line in lines if line[0] == "DO"]
         acked = sum(1 for line in lines if line[0] == "ACK")
         for op in ops[:acked]:
@@ -701,10 +681,12 @@ def kill_9_vector_trials(tmp_path, trials: int) -> None:
     assert [f for f in fsstore.open_store(root).verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_kill_9_during_upserts_and_compactions_leaves_a_whole_collection(tmp_path):
     kill_9_vector_trials(tmp_path, trials=6)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 def test_kill_9_hundreds_of_times_during_upserts_and_compactions(tmp_path):
     kill_9_vector_trials(tmp_path, trials=300)
@@ -741,7 +723,7 @@ def test_a_crash_while_creating_or_dropping_a_collection_leaves_none_or_all_of_i
 # --- leases and the work queue ------------------------------------------------------------
 
 
-def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path):
+def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path, clock):
     root = tmp_path / "store"
     fsstore.open_store(root).create_session("s").close()
     io = CrashSimIO(str(root))
@@ -750,6 +732,7 @@ def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path
     crashes = [0]
 
     def crash_here() -> None:
+        clock.advance(1)  # the copy is opened after the crashed holder's lease ended
         for variant in VARIANTS:
             dest = str(tmp_path / f"crash-{crashes[0]}")
             io.materialize(dest, variant, random.Random(crashes[0]))
@@ -766,12 +749,13 @@ def test_every_power_loss_state_of_lease_claims_hands_out_rising_tokens(tmp_path
     io.on_op = crash_here
     for index in range(6):
         owner = fsstore.LeaseOwner("far", 1, None, f"w{index}")
-        lease = store.claim_lease("s", owner, ttl=0.001).lease
+        lease = store.claim_lease("s", owner, ttl=1).lease
         acknowledged["token"] = lease.token
         if index % 2:
             store.release_lease(lease)
         else:
-            store.renew_lease(lease, ttl=0.001)
+            store.renew_lease(lease, ttl=1)
+        clock.advance(1)  # expired: the next owner takes it over
     io.on_op = None
     assert crashes[0] > 20
 

@@ -4,19 +4,18 @@ and how leases and the writer lock work as one mechanism."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import signal
 import time
 from pathlib import Path
 
 import pytest
 from conftest import tree_snapshot
+from procs import Child, run
 
 import fsstore
 from fsstore import CorruptionError, LeaseLost, LeaseOwner, SessionLocked
 from fsstore import lease as lease_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ELSEWHERE = LeaseOwner("another-host", 4242, None, "remote")
 
 
@@ -32,9 +31,8 @@ def lease_file(store, session_id="s") -> Path:
 
 def dead_owner(label: str = "dead") -> LeaseOwner:
     """An owner on this host whose process has exited."""
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
-    return LeaseOwner(LeaseOwner.current().host, int(child.stdout), None, label)
+    (pid,) = run("import os; print(os.getpid())")
+    return LeaseOwner(LeaseOwner.current().host, int(pid), None, label)
 
 
 # --- claims -------------------------------------------------------------------------------
@@ -58,12 +56,32 @@ def test_a_live_holders_lease_is_reported_held(session_store):
     assert outcome.lease is None
 
 
-def test_an_expired_lease_is_taken_over_with_a_higher_token(session_store):
-    session_store.claim_lease("s", ELSEWHERE, ttl=0.05)
-    time.sleep(0.1)
+def test_an_expired_lease_is_taken_over_with_a_higher_token(session_store, clock):
+    session_store.claim_lease("s", ELSEWHERE, ttl=5)
+    clock.advance(5)
     outcome = session_store.claim_lease("s", "me", ttl=10)
     assert outcome.status == "taken_over"
     assert outcome.previous == ELSEWHERE and outcome.lease.token == 2
+
+
+def test_a_lease_is_held_until_the_clock_reaches_its_expiry_and_fences_from_then(
+        session_store, clock):
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=10).lease
+    assert lease.expires_at == clock() + 10
+    session = session_store.open_session("s", lease=lease)
+    clock.advance(9)
+    assert session_store.claim_lease("s", "me", ttl=10).status == "held"
+    session.append({"n": 1})
+    with session_store.open_session("s", shared=True) as shared, \
+            pytest.raises(SessionLocked, match="leased"):
+        shared.append({"no": "lease"})
+    clock.advance(1)
+    with pytest.raises(LeaseLost, match="expired"):
+        session.append({"n": 2})
+    session.close()
+    with session_store.open_session("s", shared=True) as shared:
+        shared.append({"after": "expiry"})  # nobody holds a lease now
+    assert session_store.claim_lease("s", "me", ttl=10).status == "taken_over"
 
 
 def test_a_dead_holders_lease_is_taken_over_before_it_expires(session_store):
@@ -90,20 +108,20 @@ def test_claiming_again_renews_with_the_same_token(session_store):
     assert again.lease.expires_at > first.expires_at
 
 
-def test_renew_extends_and_release_frees(session_store):
-    lease = session_store.claim_lease("s", "w", ttl=0.05).lease
-    time.sleep(0.1)  # expired, but nobody took it: it can be renewed
+def test_renew_extends_and_release_frees(session_store, clock):
+    lease = session_store.claim_lease("s", "w", ttl=5).lease
+    clock.advance(6)  # expired, but nobody took it: it can be renewed
     renewed = session_store.renew_lease(lease, ttl=20)
-    assert renewed.token == lease.token and renewed.expires_at > time.time() + 19
+    assert renewed.token == lease.token and renewed.expires_at == clock() + 20
     assert session_store.release_lease(renewed) is True
     assert session_store.release_lease(renewed) is False
     assert not session_store.lease_info("s").held
     assert session_store.claim_lease("s", ELSEWHERE, ttl=5).lease.token == 2
 
 
-def test_renewing_a_lease_taken_over_raises_lease_lost(session_store):
-    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.05).lease
-    time.sleep(0.1)
+def test_renewing_a_lease_taken_over_raises_lease_lost(session_store, clock):
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=5).lease
+    clock.advance(5)
     session_store.claim_lease("s", "me", ttl=10)
     with pytest.raises(LeaseLost) as raised:
         session_store.renew_lease(lease)
@@ -138,17 +156,17 @@ def test_a_lease_on_a_missing_session_raises(store):
 # --- the lease file ----------------------------------------------------------------------
 
 
-def test_a_torn_newest_slot_falls_back_and_never_reuses_a_token(session_store):
-    session_store.claim_lease("s", ELSEWHERE, ttl=0.01)
-    time.sleep(0.02)
-    second = session_store.claim_lease("s", "me", ttl=0.01).lease  # generation 2: slot 0
+def test_a_torn_newest_slot_falls_back_and_never_reuses_a_token(session_store, clock):
+    session_store.claim_lease("s", ELSEWHERE, ttl=1)
+    clock.advance(1)
+    second = session_store.claim_lease("s", "me", ttl=1).lease  # generation 2: slot 0
     path = lease_file(session_store)
     raw = bytearray(path.read_bytes())
     raw[100] ^= 0xFF  # tear the newest slot
     path.write_bytes(bytes(raw))
     info = session_store.lease_info("s")
     assert info.damaged_slot == 0 and info.token == 1
-    time.sleep(0.02)
+    clock.advance(1)
     third = session_store.claim_lease("s", "me", ttl=10).lease
     # The damaged slot might have held token 2 (it did): skip it.
     assert third.token == second.token + 1 == 3
@@ -211,42 +229,30 @@ for line in sys.stdin:
 
 
 def test_deleting_the_lease_file_never_hands_out_a_token_again(session_store):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER_ON_CUE, session_store.path],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    assert holder.stdin is not None and holder.stdout is not None
-
-    def holder_writes() -> list[str]:
-        holder.stdin.write("write\n")
-        holder.stdin.flush()
-        return holder.stdout.readline().split()
-
-    try:
-        assert holder.stdout.readline().split() == ["READY", "1"]
-        assert holder_writes() == ["WROTE"]
+    with Child.script(HOLDER_ON_CUE, session_store.path, stdin=True) as holder:
+        assert holder.wait_for("READY") == ["READY", "1"]
+        assert holder.ask("write") == ["WROTE"]
         lease_file(session_store).unlink()
         (finding,) = session_store.verify()
         assert (finding.level, finding.path) == ("problem", str(lease_file(session_store)))
         assert "missing" in finding.message and "up to 1" in finding.message
         second = session_store.claim_lease("s", "second", ttl=30)
         assert second.status == "acquired" and second.lease.token == 2
-        assert holder_writes() == ["FENCED", "1", "2"]
+        assert holder.ask("write") == ["FENCED", "1", "2"]
         with session_store.open_session("s", lease=second.lease) as session:
             session.append({"by": "second"})
-        assert holder_writes() == ["FENCED", "1", "2"]
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
+        assert holder.ask("write") == ["FENCED", "1", "2"]
+        holder.finish()
     assert session_store.verify() == []
     events = session_store.read_session("s").events()
     assert [e.data["by"] for e in events] == ["first-holder", "second"]
 
 
 def test_a_lease_file_restored_from_an_older_backup_never_hands_out_a_token_again(
-        session_store):
-    first = session_store.claim_lease("s", ELSEWHERE, ttl=0.05).lease
+        session_store, clock):
+    first = session_store.claim_lease("s", ELSEWHERE, ttl=5).lease
     backup = lease_file(session_store).read_bytes()
-    time.sleep(0.1)
+    clock.advance(5)
     second = session_store.claim_lease("s", "me", ttl=30).lease
     assert second.token == 2
     with session_store.open_session("s", lease=second) as session:
@@ -321,13 +327,13 @@ def test_a_lost_lease_file_and_a_damaged_token_record_refuse_claims_until_reset(
 # --- fencing ------------------------------------------------------------------------------
 
 
-def test_writes_carry_the_lease_and_a_taken_over_one_writes_nothing(session_store):
-    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.3).lease
+def test_writes_carry_the_lease_and_a_taken_over_one_writes_nothing(session_store, clock):
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=30).lease
     session = session_store.open_session("s", lease=lease)
     session.append({"by": "first"})
     memory = session.create_collection("memory", 2)
     memory.upsert([fsstore.VectorDocument("a", [1, 0])])
-    time.sleep(0.35)
+    clock.advance(30)
     with pytest.raises(LeaseLost, match="expired"):
         session.append({"by": "first, expired"})
     taken = session_store.claim_lease("s", "second", ttl=10)
@@ -397,9 +403,9 @@ def test_a_lease_for_another_session_or_mode_none_is_refused(session_store):
         session_store.open_session("t", lease=lease, durability="none")
 
 
-def test_a_stale_lease_cannot_open_the_session(session_store):
-    lease = session_store.claim_lease("s", ELSEWHERE, ttl=0.05).lease
-    time.sleep(0.1)
+def test_a_stale_lease_cannot_open_the_session(session_store, clock):
+    lease = session_store.claim_lease("s", ELSEWHERE, ttl=5).lease
+    clock.advance(5)
     session_store.claim_lease("s", "me", ttl=5)
     with pytest.raises(LeaseLost):
         session_store.open_session("s", lease=lease)
@@ -427,38 +433,38 @@ while True:
 """
 
 
-def sigstop_trial(tmp_path, trial: int) -> None:
-    import signal
+def sigstop_trial(tmp_path, clock, trial: int) -> None:
     root = tmp_path / f"store-{trial}"
     store = fsstore.open_store(root)
     store.create_session("s").close()
-    ttl = 0.3
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(root), str(ttl)],
-                              stdout=subprocess.PIPE, text=True, env=env)
-    assert holder.stdout is not None
-    ready = holder.stdout.readline().split()
-    assert ready[0] == "READY", ready
-    while holder.stdout.readline().split()[0] != "WROTE":
-        pass
-    for _ in range(20):
-        holder.send_signal(signal.SIGSTOP)  # paused between writes, or inside one
-        time.sleep(ttl + 0.1)
-        try:
-            outcome = store.claim_lease("s", "successor", ttl=30, lock_timeout=0.5)
-            break
-        except SessionLocked:
-            # Paused inside a write, holding the session's mutex: nobody can claim until
-            # that write (begun under a valid lease) ends. Let it run on, and try again.
-            holder.send_signal(signal.SIGCONT)
-            time.sleep(0.01)
-    assert outcome.status == "taken_over", outcome
-    with store.open_session("s", lease=outcome.lease, lock_timeout=5) as successor:
-        successor.append({"by": "successor"})
-        holder.send_signal(signal.SIGCONT)
-        out, _ = holder.communicate(timeout=30)
-        successor.append({"by": "successor", "last": True})
-    fenced = [line.split() for line in out.splitlines() if line.startswith("FENCED")]
+    # The holder's lease is long on the wall clock, so it cannot expire before the holder
+    # has even started (as a short one did on a busy machine); this process's clock, the
+    # successor's, is moved past its end instead of sleeping.
+    ttl = 3600
+    with Child.script(HOLDER, root, ttl) as holder:
+        holder.wait_for("READY")
+        holder.wait_for("WROTE")
+        clock.advance(max(store.lease_info("s").expires_at - clock(), 0) + 1)
+        for _ in range(20):
+            holder.signal(signal.SIGSTOP)  # paused between writes, or inside one
+            try:
+                outcome = store.claim_lease("s", "successor", ttl=30, lock_timeout=0.5)
+                break
+            except SessionLocked:
+                # Paused inside a write, holding the session's mutex: nobody can claim
+                # until that write (begun under a valid lease) ends. Let it run on past
+                # it (a line printed after the SIGCONT: the ones before are drained; the
+                # claim waited long enough for them all to arrive), and try again.
+                holder.drain()
+                holder.signal(signal.SIGCONT)
+                holder.wait_for("WROTE")
+        assert outcome.status == "taken_over", outcome
+        with store.open_session("s", lease=outcome.lease, lock_timeout=5) as successor:
+            successor.append({"by": "successor"})
+            holder.signal(signal.SIGCONT)
+            out = holder.finish()
+            successor.append({"by": "successor", "last": True})
+    fenced = [line.split() for line in out if line.startswith("FENCED")]
     assert fenced and int(fenced[0][1]) < int(fenced[0][2]), out
     events = [e for e in store.read_session("s").events() if e.kind == "event"]
     first_successor = next(i for i, e in enumerate(events) if e.data["by"] == "successor")
@@ -467,15 +473,17 @@ def sigstop_trial(tmp_path, trial: int) -> None:
     assert events[-1].data.get("last") is True
 
 
-def test_a_paused_holder_is_fenced_when_it_resumes(tmp_path):
+@pytest.mark.stress
+def test_a_paused_holder_is_fenced_when_it_resumes(tmp_path, clock):
     for trial in range(3):
-        sigstop_trial(tmp_path, trial)
+        sigstop_trial(tmp_path, clock, trial)
 
 
+@pytest.mark.stress
 @pytest.mark.long
-def test_a_paused_holder_is_fenced_hundreds_of_times(tmp_path):
+def test_a_paused_holder_is_fenced_hundreds_of_times(tmp_path, clock):
     for trial in range(200):
-        sigstop_trial(tmp_path, trial)
+        sigstop_trial(tmp_path, clock, trial)
 
 
 def _slot_with_owner(owner_raw: bytes, generation: int = 1, token: int = 1) -> bytes:

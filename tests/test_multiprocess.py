@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
-import fsstore
+import pytest
+from procs import Child, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+import fsstore
 
 READER = textwrap.dedent("""
     import sys, fsstore
@@ -39,31 +36,29 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.stress
 def test_a_reader_in_another_process_always_sees_a_prefix_of_whole_batches(tmp_path):
     store = fsstore.open_store(tmp_path / "store", segment_size=16384)
     writer = store.create_session("s")
     total_batches = 400
     sizes = [1 + (index * 7) % 5 for index in range(total_batches)]
     total = sum(sizes)
-    reader = subprocess.Popen([sys.executable, "-c", READER, store.path, str(total)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    assert reader.stdout is not None and reader.stdout.readline().strip() == "READY"
-    for index, size in enumerate(sizes):
-        first = writer.head + 1
-        writer.append_many([{"seq": first + j, "first": first, "size": size, "pad": "x" * 200}
-                            for j in range(size)])
-        if index == total_batches // 2:
-            # Wait until the reader has seen part of the log, so reads and appends overlap.
-            while True:
-                line = reader.stdout.readline()
-                assert line, reader.communicate()[1]
-                if 0 < int(line.split()[1]) < total:
-                    break
-    writer.close()
-    out, err = reader.communicate(timeout=120)
-    assert reader.returncode == 0, err
-    assert out.splitlines()[-1].split()[0] == "DONE"
-    assert int(out.splitlines()[-1].split()[2]) == total
+    with Child.script(READER, store.path, total) as reader:
+        reader.wait_for("READY")
+        for index, size in enumerate(sizes):
+            first = writer.head + 1
+            writer.append_many([{"seq": first + j, "first": first, "size": size,
+                                 "pad": "x" * 200} for j in range(size)])
+            if index == total_batches // 2:
+                # Wait until the reader has seen part of the log, so reads and appends
+                # overlap.
+                while not 0 < int(reader.wait_for("SEEN")[1]) < total:
+                    pass
+        writer.close()
+        lines = reader.finish()
+        assert reader.returncode == 0, reader.describe()
+    assert lines[-1].split()[0] == "DONE"
+    assert int(lines[-1].split()[2]) == total
 
 
 WRITER = textwrap.dedent("""
@@ -81,10 +76,7 @@ WRITER = textwrap.dedent("""
 def test_a_second_writer_process_is_refused_while_the_first_holds_the_session(tmp_path):
     store = fsstore.open_store(tmp_path / "store")
     session = store.create_session("s")
-    result = subprocess.run([sys.executable, "-c", WRITER, store.path], capture_output=True,
-                            text=True, env=ENV, timeout=60)
-    assert result.stdout.startswith("LOCKED") and "open for writing" in result.stdout
+    (answer,) = run(WRITER, store.path)
+    assert answer.startswith("LOCKED") and "open for writing" in answer
     session.close()
-    result = subprocess.run([sys.executable, "-c", WRITER, store.path], capture_output=True,
-                            text=True, env=ENV, timeout=60)
-    assert result.stdout.startswith("OPENED")
+    assert run(WRITER, store.path) == ["OPENED"]

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import textwrap
 import threading
 import time
 
 import pytest
+from procs import run
 
 import fsstore
 from fsstore import LogCleared, SessionChange
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+from fsstore import watch as watch_module
 
 
 class Deaf:
@@ -58,15 +56,15 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.stress
 @pytest.mark.parametrize("notifier", ["watchdog", "deaf"])
 def test_every_event_from_another_process_arrives_once_in_order_and_batches_whole(
         store, notifier):
     store.create_session("s").close()
     hint = Deaf() if notifier == "deaf" else None
     with store.read_session("s").watch(poll_interval=0.05, notifier=hint) as watcher:
-        writer = subprocess.run([sys.executable, "-c", WRITER, store.path, "300"],
-                                capture_output=True, text=True, env=ENV, timeout=120)
-        total = int(writer.stdout)
+        (total_line,) = run(WRITER, store.path, 300)
+        total = int(total_line)
         found = collect(watcher, total)
     assert [e.data["n"] for e in found] == list(range(total))  # once, in order
     assert [e.seq for e in found] == list(range(1, total + 1))
@@ -268,3 +266,85 @@ def test_a_store_watcher_goes_on_past_a_damaged_session(store):
         assert watcher.poll() == []
         store.create_session("c").close()
         assert watcher.poll() == [SessionChange("created", "c", 0, 1)]
+
+
+# --- where hints come from ---------------------------------------------------------------
+
+
+def _hinted_by(notifier, folder) -> bool:
+    """Whether a file written in ``folder`` wakes ``notifier`` (waiting at most 30 s): a
+    hint, since ``wait`` is True only when hinted."""
+    with open(os.path.join(folder, "touched"), "ab") as handle:
+        handle.write(b"x")
+    return notifier.wait(30)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_a_session_watcher_on_linux_takes_its_hints_from_inotify_through_libc(store):
+    store.create_session("s").close()
+    reader = store.read_session("s")
+    notifier = watch_module._notifier_for(reader._log.path)
+    try:
+        assert isinstance(notifier, watch_module.InotifyNotifier)
+        assert _hinted_by(notifier, reader._log.path)
+    finally:
+        notifier.close()
+    with reader.watch(poll_interval=3600) as watcher:
+        assert isinstance(watcher._notifier, watch_module.InotifyNotifier)
+        assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
+        with store.open_session("s") as session:
+            session.append({"n": 1})
+        assert [e.data for e in watcher.get(timeout=30)] == [{"n": 1}]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_the_inotify_descriptor_is_not_inherited_by_child_processes(tmp_path):
+    notifier = watch_module.InotifyNotifier([str(tmp_path)])
+    try:
+        assert os.get_inheritable(notifier._fd) is False
+    finally:
+        notifier.close()
+
+
+def test_inotify_refusing_a_folder_closes_what_it_opened(tmp_path):
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
+
+    before = open_files()
+    with pytest.raises(OSError) as raised:
+        watch_module.InotifyNotifier([str(tmp_path / "missing")])
+    assert str(tmp_path / "missing") in str(raised.value)
+    assert open_files() == before
+
+
+def _no_libc_inotify() -> None:
+    raise AttributeError("inotify_init1")  # a libc (or a binding) without the call
+
+
+def _out_of_instances() -> None:
+    raise OSError(24, "inotify_init1 failed: Too many open files")
+
+
+@pytest.mark.parametrize("failure", ["not linux", "no inotify in libc", "out of instances"])
+def test_without_inotify_a_watcher_falls_back_to_watchdog_and_still_notices_changes(
+        store, monkeypatch, failure):
+    if failure == "not linux":
+        monkeypatch.setattr(watch_module, "_libc", None)
+        monkeypatch.setattr(watch_module.sys, "platform", "darwin")
+    else:
+        monkeypatch.setattr(watch_module, "_inotify_libc",
+                            _no_libc_inotify if "libc" in failure else _out_of_instances)
+    store.create_session("s").close()
+    reader = store.read_session("s")
+    notifier = watch_module._notifier_for(reader._log.path)
+    try:
+        assert isinstance(notifier, watch_module.WatchdogNotifier)
+        assert _hinted_by(notifier, reader._log.path)
+    finally:
+        notifier.close()
+    with reader.watch(poll_interval=3600) as watcher:
+        assert isinstance(watcher._notifier, watch_module.WatchdogNotifier)
+        assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
+        with store.open_session("s") as session:
+            session.append({"n": 1})
+        assert [e.data for e in watcher.get(timeout=30)] == [{"n": 1}]

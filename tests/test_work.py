@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
 from conftest import tree_snapshot
+from procs import Child
 
 import fsstore
 from fsstore import ClaimLost
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 @pytest.fixture
@@ -75,10 +73,13 @@ def test_kinds_select_what_a_worker_takes(session):
     assert session.queue.claim("mailer", 30, kinds={"email"}).payload == 1
 
 
-def test_an_expired_claim_is_claimable_again_and_the_old_claim_is_lost(session):
+def test_an_expired_claim_is_claimable_again_and_the_old_claim_is_lost(session, clock):
     session.queue.enqueue("job", "x")
-    first = session.queue.claim("slow", 0.05)
-    time.sleep(0.1)
+    first = session.queue.claim("slow", 5)
+    assert first.expires_at == clock() + 5
+    clock.advance(4)
+    assert session.queue.claim("fast", 30) is None  # not expired yet
+    clock.advance(1)
     second = session.queue.claim("fast", 30)
     assert second.id == first.id and second.attempt == 2
     before = tree_snapshot(session.path)
@@ -106,26 +107,28 @@ def test_failures_retry_until_the_limit_then_the_item_is_dead(session):
     assert session.queue.purge() == 1 and session.queue.items() == []
 
 
-def test_claims_that_keep_expiring_end_in_the_dead_letters(session):
+def test_claims_that_keep_expiring_end_in_the_dead_letters(session, clock):
     session.queue.enqueue("job", "kills its worker", max_attempts=2)
-    session.queue.claim("w1", 0.01)
-    time.sleep(0.02)
-    session.queue.claim("w2", 0.01)
-    time.sleep(0.02)
+    session.queue.claim("w1", 1)
+    clock.advance(1)
+    session.queue.claim("w2", 1)
+    clock.advance(1)
     assert session.queue.claim("w3", 30) is None
     (dead,) = session.queue.items()
     assert dead.status == "dead" and "expired 2 times" in dead.error
 
 
-def test_a_retry_can_wait_and_a_release_does_not_count(session):
+def test_a_retry_can_wait_and_a_release_does_not_count(session, clock):
     session.queue.enqueue("job", "later")
     claim = session.queue.claim("w", 30)
     session.queue.release(claim)
     claim = session.queue.claim("w", 30)
     assert claim.attempt == 1
-    assert session.queue.fail(claim, "not yet", retry_after=0.2) == "ready"
+    assert session.queue.fail(claim, "not yet", retry_after=20) == "ready"
     assert session.queue.claim("w", 30) is None
-    time.sleep(0.25)
+    clock.advance(19)
+    assert session.queue.claim("w", 30) is None
+    clock.advance(1)
     assert session.queue.claim("w", 30).attempt == 2
 
 
@@ -212,15 +215,17 @@ def test_inputs_a_crashed_turn_claimed_are_claimed_again(store):
         assert session.inputs.items()[0].status == "consumed"
 
 
-def test_consumed_inputs_are_pruned_after_their_retention(session):
+def test_consumed_inputs_are_pruned_after_their_retention(session, clock):
     session.append({"x": 1})
     session.inputs.submit("old")
     session.inputs.claim()
     session.finish_turn()
     session.inputs.submit("pending")
     assert session.inputs.prune(retention=3600) == 0
-    time.sleep(0.02)
-    assert session.inputs.prune(retention=0.01) == 1
+    # A turn's records are stamped with the wall time; the fake clock started at the wall
+    # time (in whole seconds) and stood still since.
+    clock.advance(3660)
+    assert session.inputs.prune(retention=3600) == 1
     assert [i.payload for i in session.inputs.items()] == ["pending"]
 
 
@@ -276,10 +281,10 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def start_worker(root, name: str, claim_ttl: float) -> subprocess.Popen:
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(root), name, str(claim_ttl)],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
-    assert worker.stdout is not None and worker.stdout.readline().strip() == "READY"
+def start_worker(workers: contextlib.ExitStack, root, name: str,
+                 claim_ttl: float) -> Child:
+    worker = workers.enter_context(Child.script(WORKER, root, name, claim_ttl))
+    worker.wait_for("READY")
     return worker
 
 
@@ -307,16 +312,17 @@ def queue_workers_trial(tmp_path, items: int, kills: int, seed: int) -> None:
     with store.create_session("s") as session:
         ids = session.queue.enqueue_many([("job", n) for n in range(items)], max_attempts=100)
     rng = random.Random(seed)
-    workers = {f"w{n}": start_worker(root, f"w{n}", 0.5) for n in range(4)}
-    for kill in range(kills):
-        time.sleep(rng.uniform(0.05, 0.3))
-        name = rng.choice(sorted(workers))
-        workers[name].send_signal(signal.SIGKILL)
-        workers[name].wait()
-        workers[f"{name}-{kill}"] = start_worker(root, f"{name}-{kill}", 0.5)
-        del workers[name]
-    for worker in workers.values():
-        worker.wait(timeout=300)
+    # Claims of 0.5 s on the wall clock, as the workers are other processes: a killed
+    # worker's items go to the others when its claims expire.
+    with contextlib.ExitStack() as reaper:
+        workers = {f"w{n}": start_worker(reaper, root, f"w{n}", 0.5) for n in range(4)}
+        for kill in range(kills):
+            time.sleep(rng.uniform(0.05, 0.3))  # the moment of the kill: random
+            name = rng.choice(sorted(workers))
+            workers.pop(name).kill9()
+            workers[f"{name}-{kill}"] = start_worker(reaper, root, f"{name}-{kill}", 0.5)
+        for worker in workers.values():
+            worker.finish(timeout=300)
     done = completions_in_log(store)
     # every item completed, by a claim that held it; and nothing left in the queue
     assert sorted({item for item, _ in done}) == ids
@@ -327,14 +333,17 @@ def queue_workers_trial(tmp_path, items: int, kills: int, seed: int) -> None:
     assert [f for f in store.verify() if f.level == "problem"] == []
 
 
+@pytest.mark.stress
 def test_four_worker_processes_complete_every_item_exactly_once(tmp_path):
     queue_workers_trial(tmp_path, items=300, kills=0, seed=1)
 
 
+@pytest.mark.stress
 def test_workers_killed_at_random_lose_no_item(tmp_path):
     queue_workers_trial(tmp_path, items=300, kills=3, seed=2)
 
 
+@pytest.mark.stress
 @pytest.mark.long
 @pytest.mark.parametrize("seed", range(3, 23))
 def test_workers_killed_at_random_many_times_lose_no_item(tmp_path, seed):
