@@ -79,7 +79,12 @@ from .turns import (
     read_turns,
     revision_of,
 )
-from .vectors import CollectionInfo, DistanceMetric, VectorCollection
+from .vectors import (
+    CollectionInfo,
+    DistanceMetric,
+    VectorCollection,
+    VectorCollectionReader,
+)
 from .watch import LogCleared, Notifier, SessionWatcher
 from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
 
@@ -319,10 +324,11 @@ class SessionReader:
         return [self.collection(name).info()
                 for name in vectors.collection_names(self.io, self.path)]
 
-    def collection(self, name: str) -> VectorCollection:
+    def collection(self, name: str) -> VectorCollectionReader:
         """The vector collection ``name``, as it is now (read-only: searches and gets)."""
         name = vectors.check_collection_name(name)
-        return VectorCollection(self.io, os.path.join(layout.vectors_dir(self.path), name))
+        return VectorCollectionReader(self.io,
+                                      os.path.join(layout.vectors_dir(self.path), name))
 
     # --- state ---
 
@@ -1239,8 +1245,7 @@ class Session(SessionReader):
             if opened is None:
                 opened = self._collections[name] = VectorCollection(
                     self.io, os.path.join(layout.vectors_dir(self.path), name),
-                    durability=self._writer.durability, writable=True,
-                    guard=lambda: self._writing(True))
+                    durability=self._writer.durability, guard=lambda: self._writing(True))
             return opened
 
     @_writes()

@@ -19,8 +19,10 @@ from . import identity, layout, manifest
 from . import lease as lease_module
 from .check import check_store
 from .errors import (
+    CollectionNotFound,
     Finding,
     FsStoreError,
+    InvalidQuery,
     InvalidSetting,
     NotAStore,
     SeqOutOfRange,
@@ -55,9 +57,7 @@ from .session import (
 )
 from .snapshot import SnapshotPolicy
 from .vectors import (
-    CollectionNotFound,
     DistanceMetric,
-    InvalidQuery,
     VectorFilter,
     VectorSearchResult,
     check_collection_name,

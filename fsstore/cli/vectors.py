@@ -11,7 +11,7 @@ from ..errors import InvalidQuery
 from ._common import add_command, dumps, human_bytes, store_from, summarize
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     collections = add_command(
         commands, "collections", "list a session's vector collections",
         "fsstore collections SESSION")
