@@ -81,8 +81,8 @@ class VectorCollectionReader:
                     name=name, obj=self)
             if name == "flush":
                 raise AttributeError(
-                    f"{type(self).__name__} has no flush(); seal() seals the unsealed "
-                    "documents into a shard", name=name, obj=self)
+                    f"{type(self).__name__} has no flush(): a writer's seal() seals the "
+                    "logged documents into a shard", name=name, obj=self)
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}",
                                  name=name, obj=self)
 

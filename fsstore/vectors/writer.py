@@ -385,6 +385,8 @@ class VectorCollection(VectorCollectionReader):
     # --- lifecycle ---
 
     def close(self) -> None:
+        """Close the write-ahead log (what was written stays durable as the session's
+        durability mode says); later calls raise SessionClosed."""
         with self._lock:
             if self._closed:
                 return
