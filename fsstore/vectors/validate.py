@@ -107,7 +107,7 @@ def validate_document(doc: VectorDocument | Mapping[str, Any], dim: int, dtype: 
                                   "str not starting with '$' (reserved for filters)")
     metadata = dict(metadata)
     # Only what reads back equal: a reader refuses extension types, msgspec.Raw would be
-    # written unchecked, and nesting is bounded (vector_files.check_value).
+    # written unchecked, and nesting is bounded (shard_files.check_value).
     check_value(metadata, f"document {doc_id!r} metadata")
     try:
         content = _encoder.encode(doc.content)
