@@ -685,7 +685,7 @@ class Session(SessionReader):
             if opened is None:
                 opened = self._collections[name] = VectorCollection(
                     self.io, os.path.join(layout.vectors_dir(self.path), name),
-                    durability=self._writer.durability, writable=True,
+                    durability=self._writer.durability,
                     guard=lambda: self._access.writing(True))
             return opened
 

@@ -33,7 +33,7 @@ from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
 from .state import Loaded, StateImage
 from .turns import Revision, Turn, callers_events, read_turn, read_turns, revision_of
-from .vectors import CollectionInfo, VectorCollection
+from .vectors import CollectionInfo, VectorCollectionReader
 from .watch import LogCleared, Notifier, SessionWatcher
 from .work import QueuedWork, TurnInput
 
@@ -230,10 +230,11 @@ class SessionReader:
         return [self.collection(name).info()
                 for name in vectors.collection_names(self.io, self.path)]
 
-    def collection(self, name: str) -> VectorCollection:
+    def collection(self, name: str) -> VectorCollectionReader:
         """The vector collection ``name``, as it is now (read-only: searches and gets)."""
         name = vectors.check_collection_name(name)
-        return VectorCollection(self.io, os.path.join(layout.vectors_dir(self.path), name))
+        return VectorCollectionReader(self.io,
+                                      os.path.join(layout.vectors_dir(self.path), name))
 
     # --- state ---
 

@@ -92,7 +92,7 @@ def build_store(root: str) -> None:
                                 "content": f"doc {i}", "metadata": {"i": i}}
                                for i in range(20)])
             collection.delete(["d1", "d9"])
-            collection.flush()  # a shard, and its deleted rows
+            collection.seal()  # a shard, and its deleted rows
             collection.upsert([{"id": "late", "embedding": [0.1, 0.2, 0.3, 0.4]}])  # the WAL
             s.snapshot()  # with the queue and the inputs
             s.checkpoint("end")

@@ -563,7 +563,7 @@ def random_vector_op(rng: random.Random, index: int) -> list:
                             f"c{index}", {"i": index}] for _ in range(size)]]
     if choice < 0.8:
         return ["delete", rng.sample(VECTOR_IDS, rng.randint(1, 3))]
-    return [rng.choice(["flush", "compact", "sync"])]
+    return [rng.choice(["seal", "compact", "sync"])]
 
 
 def run_vector_op(collection, op: list) -> None:
@@ -619,7 +619,7 @@ def vector_workload(tmp_path, durability: str, seed: int, steps: int) -> int:
     for index, op in enumerate(ops):
         run_vector_op(collection, op)
         progress["done"] = index + 1
-        if durability == "fsync" or op[0] in ("flush", "compact", "sync") or (
+        if durability == "fsync" or op[0] in ("seal", "compact", "sync") or (
                 op[0] == "upsert" and len(op[1]) >= 4):
             progress["durable"] = index + 1
     io.on_op = None

@@ -1,4 +1,4 @@
-"""The one lint entry point: ruff over the code and tests, mypy over the package."""
+"""The one lint entry point: ruff over the code and tests, mypy (strict) over the package."""
 
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ def test_mypy_finds_nothing():
 
 
 MAX_MODULE_LINES = 1000
-# vectors.py becomes a package of smaller modules in another change; the merge that
-# brings it removes this exception.
-KNOWN_LONG_MODULES = {os.path.join("fsstore", "vectors.py")}
 
 
 def test_every_module_of_the_package_stays_under_a_thousand_lines():
@@ -36,20 +33,6 @@ def test_every_module_of_the_package_stays_under_a_thousand_lines():
             path = os.path.join(folder, name)
             with open(path, encoding="utf-8") as file:
                 count = sum(1 for _ in file)
-            relative = os.path.relpath(path, ROOT)
-            if count > MAX_MODULE_LINES and relative not in KNOWN_LONG_MODULES:
-                too_long.append(f"{relative}: {count} lines")
+            if count > MAX_MODULE_LINES:
+                too_long.append(f"{os.path.relpath(path, ROOT)}: {count} lines")
     assert not too_long, "split these along their seams: " + ", ".join(too_long)
-
-
-# Until the package's mypy settings turn strict on (then test_mypy_finds_nothing covers
-# it): every module but the vector ones, which another change makes strict-clean.
-STRICT_PENDING = ("fsstore/vectors.py", "fsstore/vector_files.py", "fsstore/vector_check.py")
-
-
-def test_mypy_strict_finds_nothing_outside_the_vector_modules():
-    result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "fsstore"], cwd=ROOT,
-                            capture_output=True, text=True)
-    errors = [line for line in result.stdout.splitlines()
-              if ": error:" in line and not line.startswith(STRICT_PENDING)]
-    assert not errors, "\n".join(errors)

@@ -48,7 +48,7 @@ COPIERS = {"copytree": copy_with_shutil, "cp": copy_with_cp, "tar": copy_with_ta
 
 def random_op(rng: random.Random, index: int) -> list:
     """Mostly small upserts and deletes (a seal every 4 documents, merges after), a bulk
-    upsert (written straight to a shard) now and then, and flushes and compactions. Each
+    upsert (written straight to a shard) now and then, and seals and compactions. Each
     bulk upsert pins a state for the grace period: the format keeps at most 64 pinned."""
     choice = rng.random()
     if choice < 0.6 or choice > 0.97:
@@ -57,7 +57,7 @@ def random_op(rng: random.Random, index: int) -> list:
                             f"c{index}", {"i": index}] for _ in range(size)]]
     if choice < 0.85:
         return ["delete", rng.sample(VECTOR_IDS, rng.randint(1, 3))]
-    return [rng.choice(["flush", "compact", "sync"])]
+    return [rng.choice(["seal", "compact", "sync"])]
 
 
 def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:

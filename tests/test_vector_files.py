@@ -47,9 +47,9 @@ def damaged(store):
         collection = session.create_collection("c", 3)
         collection.upsert([VectorDocument(i, [n, 1, 2], content=f"t{n}", metadata={"n": n})
                            for n, i in enumerate(IDS[:10])])
-        collection.flush()
+        collection.seal()
         collection.delete(["d1", "d2"])
-        collection.flush()
+        collection.seal()
         collection.upsert([VectorDocument("d10", [1, 1, 1]), VectorDocument("d11", [2, 2, 2])])
     return store
 
@@ -364,7 +364,7 @@ def test_whatever_upsert_accepts_reads_back_equal_after_reopening(tmp_path_facto
         except InvalidDocument:
             assert tree_snapshot(root) == before
             return
-        collection.flush()
+        collection.seal()
     for reopened in (store.read_session("s").collection("c"),
                      store.open_session("s").collection("c")):
         [doc] = reopened.get(["a"])

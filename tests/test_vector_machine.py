@@ -67,8 +67,8 @@ class VectorMachine(RuleBasedStateMachine):
             self.model.pop(doc_id, None)
 
     @rule()
-    def flush(self):
-        self.collection.flush()
+    def seal(self):
+        self.collection.seal()
 
     @rule()
     def compact(self):

@@ -430,7 +430,7 @@ def test_filters_select_by_metadata_and_linked_event(store, small_shards, condit
     with store.create_session("s") as session:
         collection = session.create_collection("c", 2)
         collection.upsert(FILTER_DOCS[:3])
-        collection.flush()  # a shard, and the rest in the log
+        collection.seal()  # a shard, and the rest in the log
         collection.upsert(FILTER_DOCS[3:])
         for source in (collection, store.read_session("s").collection("c")):
             got = source.search([1, 0], 10, filter=conditions)
@@ -557,7 +557,7 @@ def test_deletes_are_tombstones_until_a_merge_drops_them(store, small_shards):
         collection = session.create_collection("c", 2)
         collection.upsert(docs_of(np.ones((40, 2))))
         collection.delete(["d1", "d2"])
-        collection.flush()
+        collection.seal()
         folder = collection_dir(store, "s", "c")
         assert any(n.endswith(".del.npy") for n in os.listdir(folder))
         assert collection.info().deleted == 2
@@ -581,7 +581,7 @@ def test_files_no_state_names_are_removed_by_the_first_commit_after_the_grace(
         before = set(os.listdir(folder))
         monkeypatch.setattr(vectors_module, "COPY_GRACE_SECONDS", 0.0)
         collection.upsert([VectorDocument("x", [1, 1])])
-        collection.flush()
+        collection.seal()
         manifest = json.loads(Path(folder, "collection.json").read_text())
         kept = {n for n in os.listdir(folder) if n.endswith((".npy", ".docs"))}
         named = {name for entry in manifest["shards"] for name in
@@ -597,7 +597,7 @@ def test_a_shard_a_quarter_deleted_is_rewritten(store, small_shards):
         collection = session.create_collection("c", 2)
         collection.upsert(docs_of(np.ones((40, 2))))
         collection.delete([f"d{i}" for i in range(11)])
-        collection.flush()
+        collection.seal()
         info = collection.info()
         assert (info.deleted, info.count) == (0, 29)
 
@@ -805,14 +805,32 @@ def test_a_newer_collection_format_is_refused(store):
         store.read_session("s").collection("c")
 
 
-def test_a_reader_collection_refuses_writes(store):
+def test_a_reader_collection_has_no_write_methods(store):
     with store.create_session("s") as session:
-        session.create_collection("c", 2)
+        session.create_collection("c", 2).upsert([VectorDocument("a", [1, 2])])
+    before = tree_snapshot(store.path)
     collection = store.read_session("s").collection("c")
-    with pytest.raises(InvalidCollection, match="reading"):
-        collection.upsert([VectorDocument("a", [1, 2])])
-    with pytest.raises(InvalidCollection):
+    assert type(collection) is fsstore.VectorCollectionReader
+    assert not isinstance(collection, fsstore.VectorCollection)
+    for name in ("upsert", "delete", "sync", "seal", "compact"):
+        assert not hasattr(collection, name)
+        assert not hasattr(fsstore.VectorCollectionReader, name)
+    with pytest.raises(AttributeError, match="open for reading.*open the session for writing"):
+        collection.upsert([VectorDocument("b", [1, 2])])
+    with pytest.raises(AttributeError, match=r"has no delete\(\)"):
         collection.delete(["a"])
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        collection.nonsense  # noqa: B018
+    assert collection.count() == 1 and tree_snapshot(store.path) == before
+
+
+def test_a_writer_collection_is_a_reader_with_write_methods(store):
+    with store.create_session("s") as session:
+        collection = session.create_collection("c", 2)
+        assert type(collection) is fsstore.VectorCollection
+        assert isinstance(collection, fsstore.VectorCollectionReader)
+        assert session.collection("c") is collection
+    assert not hasattr(fsstore.VectorCollection, "flush")  # renamed seal(): one meaning
 
 
 def test_a_closed_session_closes_its_collections(store):

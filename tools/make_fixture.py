@@ -190,7 +190,7 @@ def make_v1_2() -> None:
         half.upsert([fsstore.VectorDocument(f"doc-{i}", [i, -i, 0.125, 3.5])
                      for i in range(12)])
         half.delete(["doc-0"])
-        half.flush()  # the delete goes to a deleted-rows file
+        half.seal()  # the delete goes to a deleted-rows file
         half.upsert([fsstore.VectorDocument("doc-20", [2, 2, 2, 2], content="in the log")])
     collections = {}
     reader = store.read_session("memory")

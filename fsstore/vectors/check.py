@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import os
 
-from . import layout
-from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
-from .fsio import FileIO
-from .log import LogReader
-from .vector_files import (
-    DTYPES,
+from .. import layout
+from ..errors import CorruptionError, Finding, FormatVersionError, FsStoreError
+from ..fsio import FileIO
+from ..log import LogReader
+from .collection_file import (
     CollectionManifest,
-    DocsFile,
     PinnedState,
-    decode_record,
-    file_crc,
     missing_are_newest,
     newer_than,
+    read_manifest,
+)
+from .shard_files import (
+    DTYPES,
+    DocsFile,
+    decode_record,
+    file_crc,
     open_vectors,
     read_deleted,
-    read_manifest,
 )
 
 _ROWS_CHECKED = 1 << 22  # rows of a shard whose ids, content and metadata are decoded
