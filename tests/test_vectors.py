@@ -454,8 +454,8 @@ def test_a_narrow_filter_over_a_large_shard_gathers_the_rows_it_needs(store):
 
 @pytest.mark.parametrize("conditions", [
     {"role": {"$regex": "u.*"}}, {"$id": "a"}, {"n": {"$gt": "3"}}, {"n": {"$gt": True}},
-    {"n": {"$gt": float("nan")}}, {"n": {"$in": "abc"}}, {"n": {"$in": [[1]]}},
-    {"n": [1, 2]}, {"$seq": "5"}, {"$turn": {"$in": [1.5]}}, {"n": {}}, {3: 1}, "role"])
+    {"n": {"$gt": float("nan")}}, {"n": {"$in": "abc"}}, {"n": {"$in": [[[1]]]}},
+    {"n": [{"a": 1}]}, {"$seq": "5"}, {"$turn": {"$in": [1.5]}}, {"n": {}}, {3: 1}, "role"])
 def test_bad_filters_raise_typed_errors(store, conditions):
     with store.create_session("s") as session:
         collection = session.create_collection("c", 2)
