@@ -6,10 +6,10 @@ The language is the one LangChain and LangGraph users pass to Chroma and to Lang
 Where those two differ, the choice and the reason are written at :class:`VectorFilter`.
 
 A filter sees rows only through :class:`RowSource`: a shard or the unsealed rows hand
-it, per metadata key, a column built by :func:`build_metadata_column`. Every distinct
-value of the key gets a small int code (dictionary encoding), so equality, membership,
-``$exists`` and ``$contains`` are numpy comparisons over the codes, whatever the values'
-types; ranges compare a float64 column. Nothing is decoded per row at search time.
+it, per metadata key, a column built by :func:`build_metadata_column`: the numbers as
+float64, and a small int code per row for everything else (dictionary encoding: one code
+per distinct str, list, ...), so every operator is a numpy comparison over the two
+arrays, whatever the values' types. Nothing is decoded per row at search time.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ BoolArray = npt.NDArray[np.bool_]
 ValueKey = tuple[str, Any]
 # One metadata key over a set of rows: the numbers as float64 (NaN in the other rows),
 # each row's value code (-1 where the key is absent), and the code of each distinct
-# value, by value_key.
+# value, by value_key. Numbers share one code (_NUMBER) and are told apart by the float
+# column, so that a column of distinct timestamps costs no table; only ints that float64
+# cannot hold exactly get codes of their own, so that equality stays exact.
 MetadataColumn = tuple[FloatArray, CodeArray, dict[ValueKey, int]]
 
 LINKS = ("$seq", "$turn")
@@ -50,6 +52,8 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 _NONE: ValueKey = ("n", None)
 _OPAQUE: ValueKey = ("o", None)  # a map or bytes: present, equal to nothing a filter names
+_NUMBER: ValueKey = ("f", None)  # a number held exactly by the float column
+_EXACT = 2**53  # ints up to this size are exact in float64
 
 
 class RowSource(Protocol):
@@ -91,7 +95,7 @@ def value_key(value: object) -> ValueKey | None:
     if isinstance(value, str):
         return ("s", value)
     if isinstance(value, (list, tuple)):
-        return ("l", tuple(_element_key(item) for item in value))
+        return ("l", tuple(map(_element_key, value)))
     if isinstance(value, (dict, bytes)):
         return _OPAQUE
     return None
@@ -100,6 +104,8 @@ def value_key(value: object) -> ValueKey | None:
 def _element_key(value: object) -> ValueKey:
     # A filter names flat lists of scalars only, so a list nested in a list (or a map in
     # one) can never be matched: it needs no key of its own.
+    if type(value) is str:
+        return ("s", value)
     if isinstance(value, (list, tuple, dict, bytes)):
         return _OPAQUE
     key = value_key(value)
@@ -140,17 +146,60 @@ def build_metadata_column(values: Iterable[Any], size: int) -> MetadataColumn:
     """The column of one metadata key from its value in each of ``size`` rows, in row
     order. A value metadata cannot hold (the caller's marker of an absent key: msgpack
     decodes to None, bool, int, float, str, bytes, list and dict only) is absent."""
-    numbers: FloatArray = np.full(size, np.nan, dtype=np.float64)
-    codes: CodeArray = np.full(size, -1, dtype=np.int32)
     table = ValueTable()
+    codes = [-1] * size
+    number_rows: list[int] = []
+    number_values: list[float] = []
+    number = -1
+    # The common types first, without value_key's tuple: this loop runs once per row of
+    # a shard (the column is kept), but it is what a first filtered search waits for.
     for row, value in enumerate(values):
-        key = value_key(value)
+        kind = type(value)
+        if kind is float or (kind is int and -_EXACT <= value <= _EXACT):
+            number_rows.append(row)
+            number_values.append(value)
+            if number < 0:
+                number = table.setdefault(_NUMBER, len(table))
+            codes[row] = number
+            continue
+        key = ("s", value) if kind is str else value_key(value)
         if key is None:
             continue
+        if key[0] == "#":  # an int float64 would round: equality needs its own code
+            number_rows.append(row)
+            number_values.append(float(value))  # ranges compare in float64
         codes[row] = table.setdefault(key, len(table))
-        if key[0] == "#":
-            numbers[row] = value
-    return numbers, codes, table
+    numbers: FloatArray = np.full(size, np.nan, dtype=np.float64)
+    numbers[number_rows] = number_values
+    return numbers, np.array(codes, dtype=np.int32), table
+
+
+class _Wanted:
+    """The values an equality names: the keys of the coded ones (strs, lists, ..., and
+    every number, for the ints a column codes) and the numbers the float column holds
+    exactly as floats."""
+
+    __slots__ = ("keys", "floats")
+
+    def __init__(self, keys: Sequence[ValueKey]) -> None:
+        self.keys = tuple(dict.fromkeys(keys))
+        floats = []
+        for kind, value in self.keys:
+            if kind == "#":
+                try:
+                    if float(value) == value:  # exact: no float equals 2**53 + 1
+                        floats.append(float(value))
+                except OverflowError:  # an int no float reaches
+                    pass
+        self.floats: FloatArray = np.array(floats, dtype=np.float64)
+
+    def mask(self, numbers: FloatArray, codes: CodeArray,
+             table: dict[ValueKey, int]) -> BoolArray:
+        hit = _isin(codes, [table[key] for key in self.keys if key in table])
+        number = table.get(_NUMBER)
+        if number is not None and len(self.floats):
+            hit |= (codes == number) & _isin(numbers, self.floats)
+        return hit
 
 
 # --- the filter tree -------------------------------------------------------------------
@@ -198,12 +247,12 @@ def _range_mask(op: str, column: npt.NDArray[Any], operand: float | int) -> Bool
         return np.asarray(column <= operand, dtype=np.bool_)
 
 
-def _isin(codes: npt.NDArray[Any], wanted: Sequence[int] | npt.NDArray[Any]) -> BoolArray:
+def _isin(column: npt.NDArray[Any], wanted: Sequence[int] | npt.NDArray[Any]) -> BoolArray:
     if len(wanted) == 0:
-        return np.zeros(len(codes), dtype=np.bool_)
+        return np.zeros(len(column), dtype=np.bool_)
     if len(wanted) == 1:
-        return np.asarray(codes == wanted[0], dtype=np.bool_)
-    return np.isin(codes, np.asarray(wanted))
+        return np.asarray(column == wanted[0], dtype=np.bool_)
+    return np.isin(column, np.asarray(wanted))
 
 
 class _Metadata(_Node):
@@ -224,8 +273,8 @@ class _Metadata(_Node):
             return present if self.operand else ~present
         if op == "$contains":
             hit = _isin(codes, _containing(table, self.operand))
-        else:  # $eq, $in: operand is a tuple of value keys
-            hit = _isin(codes, [table[key] for key in self.operand if key in table])
+        else:  # $eq, $in
+            hit = self.operand.mask(numbers, codes, table)
         return ~hit if op != self.op else hit
 
 
@@ -331,8 +380,8 @@ def _condition(key: str, op: Any, operand: Any, path: str) -> _Node:
     if link:
         ints = [_link_value(value, key, op, path) for value in values]
         return _Link(key, op, np.array(ints, dtype=np.int64))
-    keys = tuple(dict.fromkeys(_equality_key(value, key, op, path) for value in values))
-    return _Metadata(key, op, keys)
+    return _Metadata(key, op, _Wanted([_equality_key(value, key, op, path)
+                                       for value in values]))
 
 
 def _parse(spec: Any, path: str, depth: int) -> _Node:

@@ -250,14 +250,23 @@ def test_a_narrow_contains_filter_over_a_large_shard_finds_its_rows(store):
 
 def test_a_column_counts_only_metadata_values_as_present():
     absent = object()  # how a row source marks a row without the key
-    numbers, codes, table = build_metadata_column(
-        [1, absent, "1", True, None, [1], {"a": 1}, b"x", 1.0, float("nan")], 10)
-    assert codes[1] == -1 and (codes[[0, 2, 3, 4, 5, 6, 7, 8, 9]] >= 0).all()
-    assert codes[0] == codes[8]  # 1 and 1.0: one value
-    assert len({codes[0], codes[2], codes[3], codes[5]}) == 4  # 1, "1", True, [1]: four
+    values = [1, absent, "1", True, None, [1], {"a": 1}, b"x", 1.0, float("nan"), BIG, BIG]
+    numbers, codes, table = build_metadata_column(values, len(values))
+    assert codes[1] == -1 and (np.delete(codes, 1) >= 0).all()
+    assert codes[0] == codes[8] == codes[9]  # numbers float64 holds: told apart by value
+    assert len({codes[0], codes[2], codes[3], codes[4], codes[5], codes[6], codes[10]}) == 7
     assert codes[6] == codes[7]  # a map and bytes: equal to nothing named, one code
-    assert numbers[0] == 1 and np.isnan(numbers[[1, 2, 3, 4, 5, 9]]).all()
+    assert codes[10] == codes[11]  # an int float64 would round: a code of its own
+    assert (numbers[[0, 8]] == 1).all() and numbers[10] == float(BIG)
+    assert np.isnan(numbers[[1, 2, 3, 4, 5, 6, 7, 9]]).all()
     assert len(table) == 7
+
+
+def test_a_column_of_distinct_numbers_needs_one_table_entry():
+    values = [i / 7 for i in range(1000)]
+    numbers, codes, table = build_metadata_column(values, len(values))
+    assert len(table) == 1 and (codes == 0).all()
+    assert numbers.tolist() == values
 
 
 # --- malformed filters --------------------------------------------------------------------
