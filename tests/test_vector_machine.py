@@ -29,7 +29,9 @@ DOCUMENTS = st.builds(
         "n": st.integers(0, 9)}),
     seq=st.none() | st.integers(0, 30), turn=st.none() | st.integers(0, 4))
 FILTERS = [None, {"color": "red"}, {"n": {"$gte": 4}}, {"$turn": {"$in": [1, 2]}},
-           {"color": {"$in": [True, None]}, "$seq": {"$lt": 15}}]
+           {"color": {"$in": [True, None]}, "$seq": {"$lt": 15}},
+           {"color": {"$ne": "red"}, "n": {"$exists": True}},
+           {"$or": [{"color": {"$nin": ["blue", None]}}, {"$turn": {"$exists": False}}]}]
 
 
 class VectorMachine(RuleBasedStateMachine):

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import layout
 from ..fsio import FileIO
-from .filters import _metadata_column
+from .filters import build_metadata_column as _metadata_column
 from .shard_files import (
     DocsFile,
     ShardEntry,
