@@ -103,7 +103,7 @@ def build(store, documents, split):
     collection = session.create_collection("c", 2)
     if split:
         collection.upsert(documents[:split])
-        collection.flush()
+        collection.seal()
     if documents[split:]:
         collection.upsert(documents[split:])
     return session, collection
@@ -239,7 +239,7 @@ def test_a_narrow_contains_filter_over_a_large_shard_finds_its_rows(store):
     with store.create_session("s") as session:
         collection = session.create_collection("c", 2)
         collection.upsert(docs)
-        collection.flush()
+        collection.seal()
         assert collection.info().shards == 1
         wanted = sorted(f"d{i}" for i in range(7, 3000, 500))
         assert matching(collection, {"tags": {"$contains": "t7"}}) == wanted
