@@ -246,15 +246,30 @@ class SessionReader:
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None,
-        *, include_internal: bool = False,
+        *, last: int | None = None, include_internal: bool = False,
     ) -> Iterator[Event]:
         """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
         most ``limit`` of them, one segment in memory at a time. With
         ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
         input, lease, metadata and turn_finished records) come too, for debugging and
         export. A queue, input or lease record's ``turn`` is the turn current when it was
-        written; it belongs to no turn."""
+        written; it belongs to no turn.
+
+        ``last=N`` gives the last N of those events instead of the first ones (still in
+        seq order), read from the end of the log: the head need not be known, and a small
+        N reads the last segment or two however long the log is. With ``until_seq`` it
+        pages backwards (the N events up to a seq); ``after_seq`` bounds how far back it
+        reads. ``limit`` and ``last`` are the two ends of the same range: pass one."""
+        if last is not None:
+            if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+                raise InvalidSetting(f"last must be an int >= 0, not {last!r}")
+            if limit is not None:
+                raise InvalidSetting("events() takes limit (the first N events) or last (the "
+                                     "last N), not both")
         self._before_read()
+        if last is not None:
+            keep = None if include_internal else _is_callers
+            return iter(self._log.last_events(last, after_seq, until_seq, keep))
         if include_internal:
             return self._log.events(after_seq, until_seq, limit)
         return callers_events(self._log.events(after_seq, until_seq), limit)
@@ -1377,6 +1392,11 @@ class Session(SessionReader):
 
 
 _METADATA_FIELDS = ("title", "tags", "metadata")
+
+
+def _is_callers(event: Event) -> bool:
+    """Whether an event is the caller's, not one of the store's own records."""
+    return not event.kind.startswith(RESERVED_KIND_PREFIX)
 
 
 def _check_seq(seq: object, name: str = "seq") -> int:
