@@ -7,7 +7,6 @@ is open, so a second writer in any thread or process is refused (or waits).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import functools
@@ -15,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
@@ -23,6 +22,7 @@ from typing import Any, NamedTuple, TypeVar
 from . import identity, layout, manifest, vectors
 from . import lease as lease_module
 from . import state as state_module
+from .aio import UNSET, AsyncSessionMixin, AsyncSessionReaderMixin
 from .blobs import (
     BLOB_MARKER,
     DEFAULT_GRACE_SECONDS,
@@ -81,7 +81,14 @@ from .turns import (
 )
 from .vectors import CollectionInfo, DistanceMetric, VectorCollection
 from .watch import LogCleared, Notifier, SessionWatcher
-from .work import INPUT_RECORD, QUEUE_RECORD, QueuedWork, TurnInput, TurnInputs, WorkQueue
+from .work import (
+    INPUT_RECORD,
+    QUEUE_RECORD,
+    TurnInputs,
+    TurnInputsReader,
+    WorkQueue,
+    WorkQueueReader,
+)
 
 #: The record ``save_session_with_updates`` ends its batch with: the new title, tags and
 #: metadata, so that they commit with the updates (session.json follows it).
@@ -89,7 +96,7 @@ METADATA_RECORD = "fsstore.metadata"
 DEFAULT_KIND = "event"
 MAX_COMMIT_ID = 256
 
-_UNSET: Any = object()
+_UNSET: Any = UNSET  # a method's and its async twin's default (see fsstore.aio)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -163,7 +170,7 @@ def new_manifest(
     return json.loads(manifest.encode(data))  # what a reader gets back: checked, as JSON
 
 
-class SessionReader:
+class SessionReader(AsyncSessionReaderMixin):
     """Read access to one session: its metadata, events and turns. Takes no lock."""
 
     def __init__(self, io: FileIO, path: str, session_id: str,
@@ -189,6 +196,10 @@ class SessionReader:
         self.blobs: BlobReader = BlobReader(io, path)
         #: What the last state load found wrong with snapshot files (they were skipped).
         self.state_findings: list[Finding] = []
+        #: The session's queue of work, as the log has it: ``queue.items(status)``.
+        self.queue: WorkQueueReader = WorkQueueReader(self)
+        #: The session's turn inputs, as the log has them: ``inputs.items(status)``.
+        self.inputs: TurnInputsReader = TurnInputsReader(self)
 
     # --- metadata ---
 
@@ -315,17 +326,9 @@ class SessionReader:
 
     # --- queued work and turn inputs ---
 
-    def queued_work(self, status: str | None = None) -> list[QueuedWork]:
-        """The session's work queue as the log has it (ready, claimed, dead items)."""
-        work = self._load_state().image.work
-        return [work.view(i) for i in sorted(work.items)
-                if status is None or work.items[i]["status"] == status]
-
-    def turn_inputs(self, status: str | None = None) -> list[TurnInput]:
-        """The session's turn inputs as the log has them, in arrival order."""
-        inputs = self._load_state().image.inputs
-        return [inputs.view(i) for i in inputs.items
-                if status is None or inputs.items[i]["status"] == status]
+    def _view(self) -> StateImage:
+        """The image the queue and the inputs list from: loaded afresh by a reader."""
+        return self._load_state().image
 
     # --- vector collections ---
 
@@ -468,37 +471,6 @@ class SessionReader:
         link_blobs(self.io, self.path, dest)
         return ForkOrigin(self.id, seq, at_checkpoint)
 
-    # --- async ---
-
-    async def aget_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
-        return await asyncio.to_thread(self.get_turn, number, include_internal=include_internal)
-
-    async def aget_turns(self, *, include_internal: bool = False) -> list[Turn]:
-        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
-
-    async def astate(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self.state)
-
-    async def astate_at(self, seq: int) -> dict[str, Any]:
-        return await asyncio.to_thread(self.state_at, seq)
-
-    async def aevents(
-        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000, *,
-        include_internal: bool = False,
-    ) -> AsyncIterator[Event]:
-        """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
-        def read_batch(after: int) -> list[Event]:
-            return list(self.events(after, until_seq, batch,
-                                    include_internal=include_internal))
-
-        while True:
-            chunk = await asyncio.to_thread(read_batch, after_seq)
-            for event in chunk:
-                yield event
-            if len(chunk) < batch:
-                return
-            after_seq = chunk[-1].seq
-
 
 def _writes(fenced: bool = True) -> Callable[[_F], _F]:
     """Run a Session method as one write operation: for a shared session, under the
@@ -512,7 +484,7 @@ def _writes(fenced: bool = True) -> Callable[[_F], _F]:
     return wrap
 
 
-class Session(SessionReader):
+class Session(SessionReader, AsyncSessionMixin):
     """The writer of one session. Open it with ``Store.open_session`` or
     ``Store.create_session``; close it (or use ``with``) to release the writer lock.
 
@@ -605,9 +577,9 @@ class Session(SessionReader):
         if self._mutex is not None:
             self._mutex.release()
         #: The session's queue of work: enqueue, claim, complete, fail, release.
-        self.queue = WorkQueue(self)
+        self.queue: WorkQueue = WorkQueue(self)
         #: User input that arrives while a turn runs: submit, then claim in the next turn.
-        self.inputs = TurnInputs(self)
+        self.inputs: TurnInputs = TurnInputs(self)
 
     # --- shared writing ---
 
@@ -1359,36 +1331,6 @@ class Session(SessionReader):
         return f"<fsstore.Session {self.id!r} head={self.head} path={self.path!r}>"
 
     # --- async ---
-
-    async def aappend(self, event: Mapping[str, Any], **options: Any) -> int:
-        return await asyncio.to_thread(self.append, event, **options)
-
-    async def aappend_many(self, events: Iterable[Mapping[str, Any]], **options: Any) -> list[int]:
-        events = list(events)
-        return await asyncio.to_thread(self.append_many, events, **options)
-
-    async def afinish_turn(self, turn: int | None = None) -> None:
-        await asyncio.to_thread(self.finish_turn, turn)
-
-    async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
-
-    async def acommit(self, events: Iterable[Mapping[str, Any]] = (),
-                      **options: Any) -> CommitResult:
-        events = list(events)
-        return await asyncio.to_thread(self.commit, events, **options)
-
-    async def acheckpoint(self, label: str | None = None, **options: Any) -> CheckpointInfo:
-        return await asyncio.to_thread(self.checkpoint, label, **options)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
-
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 _METADATA_FIELDS = ("title", "tags", "metadata")

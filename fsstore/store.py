@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from . import identity, layout, manifest
 from . import lease as lease_module
+from .aio import UNSET, AsyncStoreMixin
 from .check import check_store
 from .errors import (
     Finding,
@@ -65,7 +66,7 @@ from .vectors import (
 )
 from .watch import Notifier, SessionChange, StoreWatcher
 
-_UNSET: Any = object()
+_UNSET: Any = UNSET  # a method's and its async twin's default (see fsstore.aio)
 
 STORE_ENV = "FSSTORE_STORE"
 _KEPT_MUTEXES = 16
@@ -174,7 +175,7 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
         folder = parent
 
 
-class Store:
+class Store(AsyncStoreMixin):
     """A store folder. Get one with :func:`open_store`; use it as a context manager (or
     call :meth:`close`) to close the descriptors it keeps between lease calls."""
 

@@ -43,6 +43,7 @@ import msgspec
 import numpy as np
 
 from . import layout, manifest
+from .aio import AsyncVectorCollectionMixin
 from .errors import (
     CollectionExists,
     CollectionNotFound,
@@ -715,7 +716,7 @@ def _search_rows(source: _RowSource, queries: np.ndarray, k: int, metric: Distan
 # --- the collection ----------------------------------------------------------------------
 
 
-class VectorCollection:
+class VectorCollection(AsyncVectorCollectionMixin):
     """One vector collection of a session. A writer's collection (from
     ``Session.collection``) takes upserts and deletes; a reader's (from
     ``SessionReader.collection``) sees the collection as it was when opened.

@@ -24,6 +24,12 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
+from .aio import (
+    AsyncTurnInputsMixin,
+    AsyncTurnInputsReaderMixin,
+    AsyncWorkQueueMixin,
+    AsyncWorkQueueReaderMixin,
+)
 from .errors import ClaimLost, InvalidEvent
 from .log import refuse_msgpack_ext
 
@@ -412,6 +418,13 @@ _payload_encoder = msgspec.msgpack.Encoder()
 _payload_decoder = msgspec.msgpack.Decoder(ext_hook=refuse_msgpack_ext)
 
 
+class _Source(Protocol):
+    """What a listing needs of a session, reader or writer: its state image, caught up
+    with the log."""
+
+    def _view(self) -> Any: ...
+
+
 class _Writer(Protocol):
     """What the API needs of a Session (see ``Session._ingress``)."""
 
@@ -478,7 +491,22 @@ def _check_seconds(value: Any, name: str) -> float:
     return float(value)
 
 
-class WorkQueue:
+class WorkQueueReader(AsyncWorkQueueReaderMixin):
+    """A session's queue of work as its log has it: what ``SessionReader.queue`` lists
+    (a writer's ``queue`` is a :class:`WorkQueue`, which also changes it)."""
+
+    def __init__(self, session: _Source) -> None:
+        self._session = session
+
+    def items(self, status: str | None = None) -> list[QueuedWork]:
+        """The items in the queue (ready, claimed, dead; or those of ``status``), oldest
+        first."""
+        work: WorkState = self._session._view().work
+        return [work.view(i) for i in sorted(work.items)
+                if status is None or work.items[i]["status"] == status]
+
+
+class WorkQueue(WorkQueueReader, AsyncWorkQueueMixin):
     """A session's queue of work (wake-ups, commands), shared by every process that
     opens the session: the records are in its log, and every operation is durable
     (fsynced) when it returns.
@@ -489,8 +517,10 @@ class WorkQueue:
     expired ``max_attempts`` times becomes ``dead`` (kept until ``purge``).
     """
 
+    _session: _Writer
+
     def __init__(self, session: _Writer) -> None:
-        self._session = session
+        super().__init__(session)
 
     def enqueue(self, kind: str, payload: Any = None, *, priority: int = 0,
                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
@@ -582,12 +612,6 @@ class WorkQueue:
         """Give the item back unworked: claimable again, the attempt not counted."""
         self._settle(claim, {"op": "release"})
 
-    def items(self, status: str | None = None) -> list[QueuedWork]:
-        """The items in the queue (ready, claimed, dead), oldest first."""
-        work: WorkState = self._session._view().work
-        return [work.view(i) for i in sorted(work.items)
-                if status is None or work.items[i]["status"] == status]
-
     def purge(self) -> int:
         """Remove the dead items; return how many."""
         def build(image: Any, now: float) -> tuple[list[tuple[str, Any]], Callable[[int], Any]]:
@@ -598,14 +622,31 @@ class WorkQueue:
         return self._session._ingress(build, fenced=False)
 
 
-class TurnInputs:
+class TurnInputsReader(AsyncTurnInputsReaderMixin):
+    """A session's turn inputs as its log has them: what ``SessionReader.inputs`` lists
+    (a writer's ``inputs`` are :class:`TurnInputs`, which also change them)."""
+
+    def __init__(self, session: _Source) -> None:
+        self._session = session
+
+    def items(self, status: str | None = None) -> list[TurnInput]:
+        """The inputs the log holds (pending, claimed, consumed; or those of
+        ``status``), in arrival order."""
+        inputs: InputState = self._session._view().inputs
+        return [inputs.view(i) for i in inputs.items
+                if status is None or inputs.items[i]["status"] == status]
+
+
+class TurnInputs(TurnInputsReader, AsyncTurnInputsMixin):
     """User input that arrives while a turn runs: ``submit`` stores it durably as
     pending; the next turn's ``claim`` takes every pending input in arrival order;
     finishing that turn marks them consumed by it. Inputs a turn claimed but never
     consumed (it crashed, or ended unfinished) are claimed again by the next claim."""
 
+    _session: _Writer
+
     def __init__(self, session: _Writer) -> None:
-        self._session = session
+        super().__init__(session)
 
     def submit(self, payload: Any) -> int:
         """Store ``payload`` as pending input; return its id. Durable when it returns."""
@@ -631,12 +672,6 @@ class TurnInputs:
                 return [image.inputs.view(i) for i in ids]
             return [(INPUT_RECORD, {"op": "claim", "ids": ids, "turn": turn})], finish
         return session._ingress(build, fenced=True)
-
-    def items(self, status: str | None = None) -> list[TurnInput]:
-        """The inputs the log holds (pending, claimed, consumed), in arrival order."""
-        inputs: InputState = self._session._view().inputs
-        return [inputs.view(i) for i in inputs.items
-                if status is None or inputs.items[i]["status"] == status]
 
     def prune(self, retention: float = 7 * 24 * 3600.0) -> int:
         """Drop consumed inputs older than ``retention`` seconds from the session's
