@@ -20,6 +20,7 @@ a segmented msgpack append log (docs/FORMAT.md)::
         print(event.seq, event.turn, event.kind, event.data)
 """
 
+from .aio import aopen_store
 from .blobs import BlobRef, BlobStat, GcReport
 from .errors import (
     BlobNotFound,
@@ -89,7 +90,15 @@ from .vectors import (
     VectorSearchResult,
 )
 from .watch import LogCleared, SessionChange, SessionWatcher, StoreWatcher
-from .work import ClaimedWork, QueuedWork, TurnInput, TurnInputs, WorkQueue
+from .work import (
+    ClaimedWork,
+    QueuedWork,
+    TurnInput,
+    TurnInputs,
+    TurnInputsReader,
+    WorkQueue,
+    WorkQueueReader,
+)
 
 __version__ = "0.1.0"
 
@@ -167,13 +176,16 @@ __all__ = [
     "TurnError",
     "TurnInput",
     "TurnInputs",
+    "TurnInputsReader",
     "UnsafePath",
     "VectorCollection",
     "VectorDocument",
     "VectorFilter",
     "VectorSearchResult",
     "WorkQueue",
+    "WorkQueueReader",
     "WriteFailed",
     "find_store",
+    "aopen_store",
     "open_store",
 ]

@@ -22,6 +22,8 @@ import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
+from .errors import InvalidSetting
+
 if TYPE_CHECKING:
     import io as _io
     from typing import TypeAlias
@@ -261,8 +263,6 @@ class AsyncSessionReaderMixin:
         """Like ``events``, as an async iterator: it reads ``batch`` events at a time in a
         worker thread (all ``last`` of them at once), so one segment at most is held."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            from .errors import InvalidSetting
-
             raise InvalidSetting(f"batch must be an int >= 1, not {batch!r}")
         if last is not None:
             found = await asyncio.to_thread(lambda: list(self.events(
