@@ -180,3 +180,14 @@ def test_aevents_last_gives_the_same_events(long_store):
         return [e async for e in reader.aevents(last=7, include_internal=True)]
 
     assert asyncio.run(read()) == list(reader.events(last=7, include_internal=True))
+
+
+def test_fsstore_tail_starts_with_the_last_records_of_a_long_log(long_store, capsys):
+    import json
+
+    from fsstore.cli import main
+
+    _long_session(long_store, turns=30)
+    want = [e.seq for e in long_store.read_session("s").events(last=4, include_internal=True)]
+    assert main(["--store", long_store.path, "tail", "s", "-n", "4", "--json"]) == 0
+    assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == want
