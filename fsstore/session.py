@@ -279,7 +279,9 @@ class SessionReader(AsyncSessionReaderMixin):
                                      "last N), not both")
         self._before_read()
         if last is not None:
-            keep = None if include_internal else _is_callers
+            def callers(event: Event) -> bool:
+                return not event.kind.startswith(RESERVED_KIND_PREFIX)
+            keep = None if include_internal else callers
             return iter(self._log.last_events(last, after_seq, until_seq, keep))
         if include_internal:
             return self._log.events(after_seq, until_seq, limit)
@@ -1330,15 +1332,8 @@ class Session(SessionReader, AsyncSessionMixin):
     def __repr__(self) -> str:
         return f"<fsstore.Session {self.id!r} head={self.head} path={self.path!r}>"
 
-    # --- async ---
-
 
 _METADATA_FIELDS = ("title", "tags", "metadata")
-
-
-def _is_callers(event: Event) -> bool:
-    """Whether an event is the caller's, not one of the store's own records."""
-    return not event.kind.startswith(RESERVED_KIND_PREFIX)
 
 
 def _check_seq(seq: object, name: str = "seq") -> int:
