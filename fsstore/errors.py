@@ -12,7 +12,10 @@ not valid Unicode): split between ``TypeError`` and ``ValueError`` by class, a c
 could not know which ``except`` catches a refused argument. What the family shares is
 what the caller does about it: nothing was read or written, and the same call fails the
 same way until the argument changes. ``ValueError`` is what most of the family already
-was, and what the standard library raises for a value its callee cannot take.
+was, and what the standard library raises for a value its callee cannot take. Refusals
+that depend on the session as it is, not on the argument alone (``TurnError``,
+``SeqOutOfRange``, ``HeadConflict``), are not in the family: the same call may succeed
+once the session has moved on.
 """
 
 from __future__ import annotations
@@ -128,8 +131,9 @@ class SessionLocked(FsStoreError, TimeoutError):
 
 class InvalidSetting(InvalidInput):
     """Raised when a store or session setting is out of range (durability mode, segment
-    size, record limit, poll interval, a lease that is not the session's). Nothing is
-    opened or written: fix the setting."""
+    size, record limit, poll interval, a lease that is not the session's), or an option
+    of a read is (``events(last=)`` below 0 or with ``limit``, ``aevents``' ``batch``).
+    Nothing is opened or written: fix the setting."""
 
 
 # --- Writing ----------------------------------------------------------------------------
