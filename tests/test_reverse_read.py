@@ -191,3 +191,34 @@ def test_fsstore_tail_starts_with_the_last_records_of_a_long_log(long_store, cap
     want = [e.seq for e in long_store.read_session("s").events(last=4, include_internal=True)]
     assert main(["--store", long_store.path, "tail", "s", "-n", "4", "--json"]) == 0
     assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == want
+
+
+def test_last_beside_a_writer_that_rolls_over_and_clears_is_always_a_run_of_the_log(
+        long_store):
+    import threading
+
+    with long_store.create_session("s") as session:
+        session.append({"n": 0})
+    reader = long_store.read_session("s")
+    done = threading.Event()
+
+    def write():
+        with long_store.open_session("s") as writer:
+            for round_ in range(30):
+                for i in range(20):
+                    writer.append({"n": i, "pad": "w" * 400})
+                if round_ % 10 == 9:
+                    writer.clear()
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    reads = 0
+    try:
+        while not done.is_set() or reads < 5:
+            got = [e.seq for e in reader.events(last=6, include_internal=True)]
+            if got:  # empty right after a clear
+                assert got == list(range(got[0], got[0] + len(got))), got
+            reads += 1
+    finally:
+        thread.join()
