@@ -20,6 +20,7 @@ a segmented msgpack append log (docs/FORMAT.md)::
         print(event.seq, event.turn, event.kind, event.data)
 """
 
+from .aio import aopen_store
 from .blobs import BlobRef, BlobStat, GcReport
 from .errors import (
     BlobNotFound,
@@ -39,6 +40,7 @@ from .errors import (
     InvalidDocument,
     InvalidEvent,
     InvalidFilter,
+    InvalidInput,
     InvalidMetadata,
     InvalidQuery,
     InvalidSessionId,
@@ -89,7 +91,15 @@ from .vectors import (
     VectorSearchResult,
 )
 from .watch import LogCleared, SessionChange, SessionWatcher, StoreWatcher
-from .work import ClaimedWork, QueuedWork, TurnInput, TurnInputs, WorkQueue
+from .work import (
+    ClaimedWork,
+    QueuedWork,
+    TurnInput,
+    TurnInputs,
+    TurnInputsReader,
+    WorkQueue,
+    WorkQueueReader,
+)
 
 __version__ = "0.1.0"
 
@@ -127,6 +137,7 @@ __all__ = [
     "InvalidDocument",
     "InvalidEvent",
     "InvalidFilter",
+    "InvalidInput",
     "InvalidMetadata",
     "InvalidQuery",
     "InvalidSessionId",
@@ -166,6 +177,7 @@ __all__ = [
     "TurnError",
     "TurnInput",
     "TurnInputs",
+    "TurnInputsReader",
     "UnsafePath",
     "VectorCollection",
     "VectorCollectionReader",
@@ -173,7 +185,9 @@ __all__ = [
     "VectorFilter",
     "VectorSearchResult",
     "WorkQueue",
+    "WorkQueueReader",
     "WriteFailed",
     "find_store",
+    "aopen_store",
     "open_store",
 ]

@@ -31,6 +31,7 @@ from typing import IO, Any, NamedTuple
 import zstandard
 
 from . import layout
+from .aio import AsyncBlobReaderMixin, AsyncBlobStoreMixin
 from .errors import (
     BlobNotFound,
     CorruptionError,
@@ -150,7 +151,7 @@ class GcReport(NamedTuple):
     dry_run: bool
 
 
-class BlobReader:
+class BlobReader(AsyncBlobReaderMixin):
     """Reads a session's blobs; every read verifies the digest. Takes no lock."""
 
     def __init__(self, io: FileIO, session_path: str) -> None:
@@ -314,7 +315,7 @@ class BlobReader:
                 size += count
 
 
-class BlobStore(BlobReader):
+class BlobStore(BlobReader, AsyncBlobStoreMixin):
     """A session writer's blobs: :meth:`put` and :meth:`gc` besides the reads.
 
     The writer remembers the blobs it put that no commit may have referenced yet; gc

@@ -160,8 +160,8 @@ def _check_session(reader: SessionReader) -> list[Finding]:
         _check_fold(reader, bases, report)
     with report.step(log.path, "loading the state", known=report.problems()):
         reader.state()
-        reader.queued_work()
-        reader.turn_inputs()
+        reader.queue.items()
+        reader.inputs.items()
     blobs_path = layout.blobs_dir(reader.path)
     with report.step(blobs_path, "resolving blob references"):
         _check_refs(reader, refs, report)

@@ -3,6 +3,19 @@
 Grouped by when they happen. Each leaf also subclasses the builtin it resembles, so
 ``except KeyError`` or ``except FileNotFoundError`` keep working for callers that do not
 know fsstore. Every message names the path or value involved and what to do about it.
+
+Arguments fsstore refuses form one family, :class:`InvalidInput`, and it is a
+``ValueError``, all of it. Some of those refusals are of a wrong type (an event that is
+not a dict) and some of a wrong value (a kind that is too long, an embedding of the
+wrong dimension), and the same check often finds either (a title that is not a str, or
+not valid Unicode): split between ``TypeError`` and ``ValueError`` by class, a caller
+could not know which ``except`` catches a refused argument. What the family shares is
+what the caller does about it: nothing was read or written, and the same call fails the
+same way until the argument changes. ``ValueError`` is what most of the family already
+was, and what the standard library raises for a value its callee cannot take. Refusals
+that depend on the session as it is, not on the argument alone (``TurnError``,
+``SeqOutOfRange``, ``HeadConflict``), are not in the family: the same call may succeed
+once the session has moved on.
 """
 
 from __future__ import annotations
@@ -11,141 +24,170 @@ from typing import NamedTuple
 
 
 class FsStoreError(Exception):
-    """Root of every error fsstore raises on purpose."""
+    """Root of every error fsstore raises on purpose: ``except fsstore.FsStoreError``
+    catches each of the classes below, and nothing fsstore did not mean to raise."""
+
+
+class InvalidInput(FsStoreError, ValueError):
+    """Raised when an argument is refused before anything is read or written: its type,
+    its value or its size is not what the call takes. The subclasses say which argument;
+    the message names it. Nothing changed: fix the argument (retrying the same call fails
+    the same way)."""
 
 
 # --- Opening a store or a session -------------------------------------------------------
 
 
 class StoreNotFound(FsStoreError, FileNotFoundError):
-    """Returned when a folder is not a store and creating one was not asked for."""
+    """Raised when a folder is not a store and creating one was not asked for
+    (``open_store(path, create=False)``). Nothing is created: check the path, or open it
+    with ``create=True``; the message says when an interrupted creation can be finished."""
 
 
 class NotAStore(FsStoreError, ValueError):
-    """Returned when a folder holds other files but no store manifest: fsstore will not
-    turn an arbitrary folder into a store."""
+    """Raised when a folder holds other files but no store manifest: fsstore will not
+    turn an arbitrary folder into a store. Nothing is written: point at the store's own
+    folder, or at an empty or new one to create a store there."""
 
 
 class FormatVersionError(FsStoreError, ValueError):
-    """Returned when a file was written by a newer major format version than this
+    """Raised when a file was written by a newer major format version than this
     fsstore reads. Nothing is read or changed; upgrade fsstore to open it."""
 
 
-class InvalidSessionId(FsStoreError, ValueError):
-    """Returned when a session id is not allowed (see ``layout.check_session_id``).
-    Nothing on disk is touched."""
+class InvalidSessionId(InvalidInput):
+    """Raised when a session id is not allowed (see ``layout.check_session_id``).
+    Nothing on disk is touched: use 1 to 128 of ``A-Z a-z 0-9 . _ -``, not starting with
+    a dot."""
 
 
 class SessionNotFound(FsStoreError, KeyError):
-    """Returned when a session id names no session in the store."""
+    """Raised when a session id names no session in the store (it was never created,
+    or was deleted). Check ``Store.has_session`` or ``list_sessions``, or create it."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 
-class InvalidCheckpointId(FsStoreError, ValueError):
-    """Returned when a checkpoint id is not allowed (the session id rule). Nothing on disk
-    is touched."""
+class InvalidCheckpointId(InvalidInput):
+    """Raised when a checkpoint id is not allowed (the session id rule). Nothing on disk
+    is touched: choose an id by that rule, or let ``checkpoint`` make one."""
 
 
 class CheckpointNotFound(FsStoreError, KeyError):
-    """Returned when a checkpoint id names no checkpoint of the session."""
+    """Raised when a checkpoint id names no checkpoint of the session (never made, or
+    deleted). ``checkpoints()`` lists those it has."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
 class CheckpointExists(FsStoreError, FileExistsError):
-    """Returned when creating a checkpoint under an id the session already has."""
+    """Raised when creating a checkpoint under an id the session already has. Nothing is
+    written: choose another id, or delete the old checkpoint first."""
 
 
-class InvalidBlobRef(FsStoreError, ValueError):
-    """Returned when a blob reference is malformed: not ``sha256:`` and 64 lowercase hex
-    digits, a bad size, or not a reference at all. Nothing is read or written."""
+class InvalidBlobRef(InvalidInput):
+    """Raised when a blob reference is malformed: not ``sha256:`` and 64 lowercase hex
+    digits, a bad size, or not a reference at all. Nothing is read or written: pass the
+    ``BlobRef`` (or its ``sha256:`` string) that ``blobs.put`` returned."""
 
 
 class BlobNotFound(FsStoreError, FileNotFoundError):
-    """Returned when a well-formed blob reference names no blob of the session."""
+    """Raised when a well-formed blob reference names no blob of the session: it was put
+    in another session, or collected by ``gc`` once no event referred to it."""
 
 
-class InvalidCollection(FsStoreError, ValueError):
-    """Returned when a vector collection's name, dimension, dtype or metric is not one
+class InvalidCollection(InvalidInput):
+    """Raised when a vector collection's name, dimension, dtype or metric is not one
     fsstore accepts, or when a reader's collection is asked to change. Nothing is
-    written."""
+    written: fix the argument, or open the collection through a writing ``Session``."""
 
 
 class CollectionNotFound(FsStoreError, KeyError):
-    """Returned when a session has no vector collection of that name."""
+    """Raised when a session has no vector collection of that name. ``collections()``
+    lists those it has; ``create_collection`` makes one."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
 class CollectionExists(FsStoreError, FileExistsError):
-    """Returned when creating a vector collection whose name is taken."""
+    """Raised when creating a vector collection whose name is taken. Nothing is written:
+    open it with ``collection(name)``, or drop it first."""
 
 
 class SessionExists(FsStoreError, FileExistsError):
-    """Returned when creating a session under an id that is already taken."""
+    """Raised when creating (or forking to) a session under an id that is already taken.
+    Nothing is written: open that session, or choose another id."""
 
 
 class SessionLocked(FsStoreError, TimeoutError):
-    """Returned when another writer (thread or process) holds the session's writer lock
-    and it did not come free within the timeout the caller chose."""
+    """Raised when another writer (thread or process) holds the session's writer lock
+    and it did not come free within the timeout the caller chose, or another owner holds
+    a live lease on it. Nothing is written: retry later, wait longer (``lock_timeout=``),
+    or share the session (``shared=True``, a lease)."""
 
 
-class InvalidSetting(FsStoreError, ValueError):
-    """Returned when a store or session setting is out of range (durability mode, segment
-    size, record limit). Nothing is opened or written."""
+class InvalidSetting(InvalidInput):
+    """Raised when a store or session setting is out of range (durability mode, segment
+    size, record limit, poll interval, a lease that is not the session's), or an option
+    of a read is (``events(last=)`` below 0 or with ``limit``, ``aevents``' ``batch``).
+    Nothing is opened or written: fix the setting."""
 
 
 # --- Writing ----------------------------------------------------------------------------
 
 
-class InvalidEvent(FsStoreError, TypeError):
-    """Returned when an event is not a msgpack-able dict, or its kind or turn is not
-    allowed. Nothing is written."""
+class InvalidEvent(InvalidInput):
+    """Raised when an event is not a msgpack-able dict, or its kind or turn is not
+    allowed (and for a queued item's or a turn input's payload, kind or numbers that are
+    not). Nothing is written: fix the event."""
 
 
-class InvalidMetadata(FsStoreError, TypeError):
-    """Returned when a session's title, tags or metadata are not what a JSON manifest can
-    hold (a str title, str tags, a JSON-able dict). Nothing is written."""
+class InvalidMetadata(InvalidInput):
+    """Raised when a session's title, tags or metadata are not what a JSON manifest can
+    hold (a str title, str tags, a JSON-able dict). Nothing is written: convert the value
+    to JSON types first."""
 
 
-class RecordTooLarge(FsStoreError, ValueError):
-    """Returned when a batch encodes to more bytes than the session's record limit.
+class RecordTooLarge(InvalidInput):
+    """Raised when a batch encodes to more bytes than the session's record limit.
     Nothing is written; store large payloads as attachments instead."""
 
 
 class TurnError(FsStoreError, ValueError):
-    """Returned when appending to a turn that is finished, or to a turn older than the
-    current one. Nothing is written."""
+    """Raised when appending to a turn that is finished, or to a turn older than the
+    current one. Nothing is written: append to the current turn (``turn=None``) or a
+    later one; turns only go forward."""
 
 
-class InvalidState(FsStoreError, TypeError):
-    """Returned when a state change is not what a session's state can hold: a key that is
+class InvalidState(InvalidInput):
+    """Raised when a state change is not what a session's state can hold: a key that is
     not a str, a value msgpack cannot store, a merge patch on a non-dict. Nothing is
-    written."""
+    written: fix the value."""
 
 
-class InvalidDocument(FsStoreError, ValueError):
-    """Returned when a vector document is not what a collection stores: an id that is
+class InvalidDocument(InvalidInput):
+    """Raised when a vector document is not what a collection stores: an id that is
     not a non-empty str, an embedding of the wrong dimension or with NaN or infinite
-    values, metadata msgpack cannot store. Nothing of the call is written."""
+    values, metadata msgpack cannot store. Nothing of the call is written: fix the
+    document and upsert again."""
 
 
-class InvalidQuery(FsStoreError, ValueError):
-    """Returned when a vector search is asked wrongly: a query of the wrong dimension or
-    with NaN or infinite values, k < 1, an unknown metric, a zero query under cosine."""
+class InvalidQuery(InvalidInput):
+    """Raised when a vector search is asked wrongly: a query of the wrong dimension or
+    with NaN or infinite values, k < 1, an unknown metric, a zero query under cosine.
+    Nothing is searched: fix the query."""
 
 
 class InvalidFilter(InvalidQuery):
-    """Returned when a search filter has an unknown operator or an operand of the wrong
-    type; the message names the key."""
+    """Raised when a search filter has an unknown operator or an operand of the wrong
+    type; the message names the key. Nothing is searched: fix the filter."""
 
 
 class HeadConflict(FsStoreError, ValueError):
-    """Returned when a commit's ``expected_revision`` or ``expected_head`` no longer
+    """Raised when a commit's ``expected_revision`` or ``expected_head`` no longer
     holds: something the session's history or state depends on changed since (another
     commit landed, a turn finished, the log was cleared), or the expected head is from
     the future. Queued work and turn inputs never cause it. Nothing is written.
@@ -158,7 +200,7 @@ class HeadConflict(FsStoreError, ValueError):
 
 
 class LeaseLost(FsStoreError, PermissionError):
-    """Returned when a write carries a lease that is no longer the session's current one
+    """Raised when a write carries a lease that is no longer the session's current one
     (another owner took it over) or that has expired. Nothing is written. ``token`` is
     the lease's fencing token, ``current`` the session's now. Claim the lease again and
     reopen the session: what was written meanwhile may have changed it."""
@@ -170,22 +212,24 @@ class LeaseLost(FsStoreError, PermissionError):
 
 
 class ClaimLost(FsStoreError, PermissionError):
-    """Returned when completing, failing or releasing a queued item whose claim is no
+    """Raised when completing, failing or releasing a queued item whose claim is no
     longer this claim: it expired and the item was claimed again, or it is done. Nothing
     is written."""
 
 
 class SeqOutOfRange(FsStoreError, ValueError):
-    """Returned when a seq asked for (``state_at``, ``fork``) is after the head, or
-    before the history the log still holds (it was cleared). Nothing is written."""
+    """Raised when a seq asked for (``state_at``, ``fork``) is after the head, or
+    before the history the log still holds (it was cleared). Nothing is written: ask for
+    a seq between the log's start and its head (``info()`` says both)."""
 
 
 class SessionClosed(FsStoreError, ValueError):
-    """Returned when a closed session is used."""
+    """Raised when a closed session is used (after ``close``, or after a failed write
+    closed it). Open the session again."""
 
 
 class WriteFailed(FsStoreError, OSError):
-    """Returned when the disk refused a write or an fsync (disk full, I/O error).
+    """Raised when the disk refused a write or an fsync (disk full, I/O error).
 
     The batch was not acknowledged. The session is closed at once: after a failed fsync
     the kernel may have dropped the unwritten pages, so retrying on the same file could
@@ -198,7 +242,7 @@ class WriteFailed(FsStoreError, OSError):
 
 
 class CorruptionError(FsStoreError):
-    """Returned when a file holds damaged bytes that are not a torn tail: a checksum
+    """Raised when a file holds damaged bytes that are not a torn tail: a checksum
     mismatch followed by valid records, a damaged sealed segment, a broken manifest.
 
     ``path`` and ``offset`` say where. Nothing is repaired: restore the file from a
@@ -219,36 +263,39 @@ class CorruptionError(FsStoreError):
 
 
 class UnsafePath(CorruptionError):
-    """Returned when a symlink stands where a store file or folder should be. fsstore
+    """Raised when a symlink stands where a store file or folder should be. fsstore
     never follows one (it could lead out of the store, or make a write land in another
     file). Nothing is read or written through it: replace the link with the file or
     folder it should be, or remove it."""
 
 
 class NotARegularFile(CorruptionError):
-    """Returned when something other than a regular file stands where a store file should
+    """Raised when something other than a regular file stands where a store file should
     be (a folder, a FIFO, a device, a socket). Nothing is read or written: remove it, or
     restore the file from a backup."""
 
 
 class NotAFolder(CorruptionError):
-    """Returned when a file (or anything but a folder) stands where a store folder should
+    """Raised when a file (or anything but a folder) stands where a store folder should
     be. Nothing is read or written: remove it, or restore the folder from a backup."""
 
 
 class StoreFileNotFound(FsStoreError, FileNotFoundError):
-    """Returned when a store file or folder an operation needs is missing. ``errno`` and
-    ``filename`` are those of the failed call."""
+    """Raised when a store file or folder an operation needs is missing (removed from
+    outside, or by a concurrent delete). ``errno`` and ``filename`` are those of the
+    failed call: restore the file, or run ``fsstore verify`` to see what else is gone."""
 
 
 class StoreFileExists(FsStoreError, FileExistsError):
-    """Returned when a file fsstore creates exclusively already exists."""
+    """Raised when a file fsstore creates exclusively already exists (another process
+    made it first, or a crash left it). The message names it: retry, or remove a file
+    ``fsstore verify`` reports as left over."""
 
 
 class StoreIOError(FsStoreError, OSError):
-    """Returned when the OS refused to open a store file for any other reason (no
+    """Raised when the OS refused to open a store file for any other reason (no
     permission, too many open files, an I/O error). ``errno`` and ``filename`` are those
-    of the failed call."""
+    of the failed call: fix what the OS reports and retry."""
 
 
 class Finding(NamedTuple):

@@ -26,12 +26,13 @@ tail; and the oldest segment must start at the log start.
 from __future__ import annotations
 
 import bisect
+import collections
 import heapq
 import itertools
 import math
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
@@ -75,6 +76,8 @@ DEFAULT_SEGMENT_SIZE = 4 << 20
 MAX_SEGMENT_SIZE = 1 << 30
 #: No writer makes a larger segment file (the size, one frame past it, preallocation).
 MAX_SEGMENT_FILE = MAX_SEGMENT_SIZE + MAX_FRAME_PAYLOAD + (1 << 20)
+#: How often ``LogReader.last_events`` starts again when a clear removes what it reads.
+_REREADS_AFTER_CLEAR = 3
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
 _PREALLOCATE_MIN = 64 << 10
 _PREALLOCATE_MAX = 1 << 20
@@ -676,6 +679,63 @@ class LogReader:
         until = math.inf if until_seq is None else until_seq
         events = itertools.chain.from_iterable(self.scans(after_seq, until))
         return events if limit is None else itertools.islice(events, max(limit, 0))
+
+    def last_events(
+        self, count: int, after_seq: int = 0, until_seq: int | None = None,
+        keep: Callable[[Event], bool] | None = None,
+    ) -> list[Event]:
+        """The last ``count`` events with ``after_seq < seq <= until_seq`` (of those,
+        only the ones ``keep`` accepts, when given), in seq order. Read from the end: the
+        segment holding ``until_seq`` (the newest, by default) first, then the one before
+        it, until ``count`` are found; a small ``count`` reads the last segment or two
+        however long the log is.
+
+        Each segment is checked as a forward read checks it: damage raises
+        CorruptionError naming the file and offset, the newest segment may end in a torn
+        tail (a writer died, or is writing), and each segment must end where the one
+        after it begins. A clear that removes the segments while they are read makes it
+        read the new log from its end."""
+        if count <= 0:
+            return []
+        until = math.inf if until_seq is None else until_seq
+        for attempt in range(_REREADS_AFTER_CLEAR + 1):
+            try:
+                return self._last_events(count, after_seq, until, keep)
+            except FileNotFoundError:
+                # A clear renamed a new segment in and unlinked the ones listed: what was
+                # read belongs to the log before it. The last try lets the error out.
+                if attempt == _REREADS_AFTER_CLEAR:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _last_events(self, count: int, after_seq: int, until: float,
+                     keep: Callable[[Event], bool] | None) -> list[Event]:
+        segments, _ = self.live_segments()
+        position = bisect.bisect_right(segments, until) - 1
+        found: list[list[Event]] = []  # newest segment's events first
+        wanted = count
+        later: int | None = None  # first seq of the segment read just before (the next one)
+        while position >= 0 and wanted > 0:
+            first = segments[position]
+            if later is not None and later - 1 <= after_seq:
+                break  # this segment and all before it are at or before after_seq
+            scan_after = after_seq
+            if keep is None and later is not None:
+                # Every seq counts: the wanted ones are the last ``wanted`` before ``later``
+                # (and at most ``until``); frames before them are checked, not decoded.
+                scan_after = max(after_seq, int(min(until, later - 1)) - wanted)
+            scan = self.scan_segment(first, position == len(segments) - 1, scan_after, until)
+            tail: collections.deque[Event] = collections.deque(maxlen=wanted)
+            tail.extend(scan if keep is None else filter(keep, scan))
+            if later is not None and scan.expect_seq != later and until >= later:
+                raise CorruptionError(
+                    f"segment starts at seq {later} but the one before ends at seq "
+                    f"{scan.expect_seq - 1}", path=self.segment_path(later), offset=0)
+            found.append(list(tail))
+            wanted -= len(tail)
+            later = first
+            position -= 1
+        return [event for events in reversed(found) for event in events]
 
     def position_holds(self, position: LogPosition, seq: int) -> bool:
         """Whether ``position`` is the boundary right after ``seq`` in this log: the frame

@@ -11,7 +11,6 @@ title, tags and metadata in session.json are ``session_metadata.py``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import os
@@ -21,6 +20,7 @@ from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from . import clock, identity, layout, vectors
 from . import state as state_module
+from .aio import AsyncSessionMixin
 from .blobs import BLOB_MARKER, DEFAULT_GRACE_SECONDS, BlobStore, GcReport, find_refs
 from .errors import (
     CheckpointExists,
@@ -107,7 +107,7 @@ def _writes(fenced: bool = True) -> Callable[[_Method[_P, _T]], _Method[_P, _T]]
     return wrap
 
 
-class Session(SessionReader):
+class Session(SessionReader, AsyncSessionMixin):
     """The writer of one session. Open it with ``Store.open_session`` or
     ``Store.create_session``; close it (or use ``with``) to release the writer lock.
 
@@ -171,9 +171,9 @@ class Session(SessionReader):
             raise
         access.opened()
         #: The session's queue of work: enqueue, claim, complete, fail, release.
-        self.queue = WorkQueue(self)
+        self.queue: WorkQueue = WorkQueue(self)
         #: User input that arrives while a turn runs: submit, then claim in the next turn.
-        self.inputs = TurnInputs(self)
+        self.inputs: TurnInputs = TurnInputs(self)
 
     # --- queue and input ingress (``work.IngressHost``: internal, for WorkQueue and
     # TurnInputs) ---
@@ -759,38 +759,6 @@ class Session(SessionReader):
 
     def __repr__(self) -> str:
         return f"<fsstore.Session {self.id!r} head={self.head} path={self.path!r}>"
-
-    # --- async ---
-
-    async def aappend(self, event: Mapping[str, Any], **options: Any) -> int:
-        return await asyncio.to_thread(self.append, event, **options)
-
-    async def aappend_many(self, events: Iterable[Mapping[str, Any]], **options: Any) -> list[int]:
-        events = list(events)
-        return await asyncio.to_thread(self.append_many, events, **options)
-
-    async def afinish_turn(self, turn: int | None = None) -> None:
-        await asyncio.to_thread(self.finish_turn, turn)
-
-    async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
-
-    async def acommit(self, events: Iterable[Mapping[str, Any]] = (),
-                      **options: Any) -> CommitResult:
-        events = list(events)
-        return await asyncio.to_thread(self.commit, events, **options)
-
-    async def acheckpoint(self, label: str | None = None, **options: Any) -> CheckpointInfo:
-        return await asyncio.to_thread(self.checkpoint, label, **options)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
-
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 def _kind_of(event: object, kind: str | None) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from . import aio as _aio
 from . import identity, layout, manifest
 from .errors import CorruptionError, InvalidMetadata, SessionNotFound
 from .fsio import FileIO
@@ -24,7 +25,7 @@ METADATA_RECORD = "fsstore.metadata"
 METADATA_FIELDS = ("title", "tags", "metadata")
 
 #: A metadata field not given (keeps its current value).
-UNSET: Any = object()
+UNSET: Any = _aio.UNSET  # shared with the async twins, whose defaults must be this object
 
 
 def now_iso() -> str:

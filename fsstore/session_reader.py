@@ -7,16 +7,16 @@ collections and attachments, composed, without any lock.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import identity, layout, manifest, vectors
 from . import state as state_module
+from .aio import AsyncSessionReaderMixin
 from .blobs import BlobReader, link_blobs
 from .check import check_session
 from .errors import (
@@ -24,6 +24,7 @@ from .errors import (
     CorruptionError,
     Finding,
     FormatVersionError,
+    InvalidSetting,
     SeqOutOfRange,
 )
 from .fsio import FileIO
@@ -32,10 +33,18 @@ from .log_writer import copy_log_prefix
 from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
 from .state import Loaded, StateImage
-from .turns import Revision, Turn, callers_events, read_turn, read_turns, revision_of
+from .turns import (
+    RESERVED_KIND_PREFIX,
+    Revision,
+    Turn,
+    callers_events,
+    read_turn,
+    read_turns,
+    revision_of,
+)
 from .vectors import CollectionInfo, VectorCollectionReader
 from .watch import LogCleared, Notifier, SessionWatcher
-from .work import QueuedWork, TurnInput
+from .work import TurnInputsReader, WorkQueueReader
 
 
 class ForkOrigin(NamedTuple):
@@ -70,7 +79,7 @@ class SessionInfo:
     damaged: str | None = None
 
 
-class SessionReader:
+class SessionReader(AsyncSessionReaderMixin):
     """Read access to one session: its metadata, events and turns. Takes no lock."""
 
     def __init__(self, io: FileIO, path: str, session_id: str,
@@ -91,6 +100,10 @@ class SessionReader:
         self.blobs: BlobReader = BlobReader(io, path)
         #: What the last state load found wrong with snapshot files (they were skipped).
         self.state_findings: list[Finding] = []
+        #: The session's queue of work, as the log has it: ``queue.items(status)``.
+        self.queue: WorkQueueReader = WorkQueueReader(self)
+        #: The session's turn inputs, as the log has them: ``inputs.items(status)``.
+        self.inputs: TurnInputsReader = TurnInputsReader(self)
 
     # --- metadata ---
 
@@ -157,15 +170,32 @@ class SessionReader:
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None,
-        *, include_internal: bool = False,
+        *, last: int | None = None, include_internal: bool = False,
     ) -> Iterator[Event]:
         """Stream the caller's events with ``after_seq < seq <= until_seq`` in order, at
         most ``limit`` of them, one segment in memory at a time. With
         ``include_internal``, the store's own records (``fsstore.*`` kinds: state, queue,
         input, lease, metadata and turn_finished records) come too, for debugging and
         export. A queue, input or lease record's ``turn`` is the turn current when it was
-        written; it belongs to no turn."""
+        written; it belongs to no turn.
+
+        ``last=N`` gives the last N of those events instead of the first ones (still in
+        seq order), read from the end of the log: the head need not be known, and a small
+        N reads the last segment or two however long the log is. With ``until_seq`` it
+        pages backwards (the N events up to a seq); ``after_seq`` bounds how far back it
+        reads. ``limit`` and ``last`` are the two ends of the same range: pass one."""
+        if last is not None:
+            if isinstance(last, bool) or not isinstance(last, int) or last < 0:
+                raise InvalidSetting(f"last must be an int >= 0, not {last!r}")
+            if limit is not None:
+                raise InvalidSetting("events() takes limit (the first N events) or last (the "
+                                     "last N), not both")
         self._before_read()
+        if last is not None:
+            def callers(event: Event) -> bool:
+                return not event.kind.startswith(RESERVED_KIND_PREFIX)
+            keep = None if include_internal else callers
+            return iter(self._log.last_events(last, after_seq, until_seq, keep))
         if include_internal:
             return self._log.events(after_seq, until_seq, limit)
         return callers_events(self._log.events(after_seq, until_seq), limit)
@@ -211,17 +241,9 @@ class SessionReader:
 
     # --- queued work and turn inputs ---
 
-    def queued_work(self, status: str | None = None) -> list[QueuedWork]:
-        """The session's work queue as the log has it (ready, claimed, dead items)."""
-        work = self._load_state().image.work
-        return [work.view(i) for i in sorted(work.items)
-                if status is None or work.items[i]["status"] == status]
-
-    def turn_inputs(self, status: str | None = None) -> list[TurnInput]:
-        """The session's turn inputs as the log has them, in arrival order."""
-        inputs = self._load_state().image.inputs
-        return [inputs.view(i) for i in inputs.items
-                if status is None or inputs.items[i]["status"] == status]
+    def _view(self) -> StateImage:
+        """The fold the queue and the inputs list from: loaded afresh by a reader."""
+        return self._load_state().image
 
     # --- vector collections ---
 
@@ -364,37 +386,6 @@ class SessionReader:
         SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
         link_blobs(self.io, self.path, dest)
         return ForkOrigin(self.id, seq, at_checkpoint)
-
-    # --- async ---
-
-    async def aget_turn(self, number: int, *, include_internal: bool = False) -> Turn | None:
-        return await asyncio.to_thread(self.get_turn, number, include_internal=include_internal)
-
-    async def aget_turns(self, *, include_internal: bool = False) -> list[Turn]:
-        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
-
-    async def astate(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self.state)
-
-    async def astate_at(self, seq: int) -> dict[str, Any]:
-        return await asyncio.to_thread(self.state_at, seq)
-
-    async def aevents(
-        self, after_seq: int = 0, until_seq: int | None = None, batch: int = 1000, *,
-        include_internal: bool = False,
-    ) -> AsyncIterator[Event]:
-        """Like :meth:`events`; reads ``batch`` events at a time in a worker thread."""
-        def read_batch(after: int) -> list[Event]:
-            return list(self.events(after, until_seq, batch,
-                                    include_internal=include_internal))
-
-        while True:
-            chunk = await asyncio.to_thread(read_batch, after_seq)
-            for event in chunk:
-                yield event
-            if len(chunk) < batch:
-                return
-            after_seq = chunk[-1].seq
 
 
 def check_seq(seq: object, name: str = "seq") -> int:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from . import clock, identity, layout, manifest
 from . import lease as lease_module
+from .aio import UNSET, AsyncStoreMixin
 from .check import check_store
 from .errors import (
     CollectionNotFound,
@@ -58,11 +59,12 @@ from .vectors import (
     VectorSearchResult,
     check_collection_name,
     check_k,
+    check_score_bound,
 )
 from .watch import Notifier, SessionChange, StoreWatcher
 from .writer_access import acquire_writer_lock
 
-_UNSET: Any = object()
+_UNSET: Any = UNSET  # a method's and its async twin's default (see fsstore.aio)
 _T = TypeVar("_T")
 
 STORE_ENV = "FSSTORE_STORE"
@@ -172,7 +174,7 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
         folder = parent
 
 
-class Store:
+class Store(AsyncStoreMixin):
     """A store folder. Get one with :func:`open_store`; use it as a context manager (or
     call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
@@ -555,31 +557,38 @@ class Store:
         self, collection: str, query: Any, k: int = 10, *,
         metric: DistanceMetric | str | None = None,
         filter: VectorFilter | Mapping[str, Any] | None = None,
+        min_score: float | None = None, max_distance: float | None = None,
         sessions: Iterable[str] | None = None,
     ) -> list[VectorSearchResult]:
         """Search the vector collection ``collection`` of every session that has one (or
         of ``sessions``), and merge: the ``k`` nearest over all of them, best first, each
-        naming its ``session_id``. Arguments as ``VectorCollection.search``; the
-        collections must agree on the metric unless ``metric`` is given. Reads without
-        locks."""
-        return self._search(collection, query, False, k, metric, filter, sessions)[0]
+        naming its ``session_id``. Arguments as ``VectorCollection.search`` (the score
+        bounds included); the collections must agree on the metric unless ``metric`` is
+        given. Reads without locks."""
+        return self._search(collection, query, False, k, metric, filter, sessions,
+                            {"min_score": min_score, "max_distance": max_distance})[0]
 
     def search_batch(
         self, collection: str, queries: Any, k: int = 10, *,
         metric: DistanceMetric | str | None = None,
         filter: VectorFilter | Mapping[str, Any] | None = None,
+        min_score: float | None = None, max_distance: float | None = None,
         sessions: Iterable[str] | None = None,
     ) -> list[list[VectorSearchResult]]:
         """``search`` for each row of the 2-D ``queries``: one list per query."""
-        return self._search(collection, queries, True, k, metric, filter, sessions)
+        return self._search(collection, queries, True, k, metric, filter, sessions,
+                            {"min_score": min_score, "max_distance": max_distance})
 
     def _search(self, collection: str, query: Any, batch: bool, k: int,
                 metric: DistanceMetric | str | None,
                 filter: VectorFilter | Mapping[str, Any] | None,
-                sessions: Iterable[str] | None) -> list[list[VectorSearchResult]]:
+                sessions: Iterable[str] | None, bounds: dict[str, float | None]
+                ) -> list[list[VectorSearchResult]]:
         name = check_collection_name(collection)
         check_k(k)
         chosen = None if metric is None else DistanceMetric.of(metric)
+        if chosen is not None:  # refused before any session is read
+            check_score_bound(chosen, bounds["min_score"], bounds["max_distance"])
         conditions = VectorFilter.of(filter)
         explicit = sessions is not None
         ids = list(sessions) if sessions is not None else self.session_ids()
@@ -605,9 +614,9 @@ class Store:
                     f"collection {name!r} uses metric {found.metric.value} in session "
                     f"{session_id!r} but {used.value} elsewhere; pass metric= to compare")
             try:
-                results = (found.search_batch(query, k, metric=used, filter=conditions)
+                results = (found.search_batch(query, k, metric=used, filter=conditions, **bounds)
                            if batch else
-                           [found.search(query, k, metric=used, filter=conditions)])
+                           [found.search(query, k, metric=used, filter=conditions, **bounds)])
             except InvalidQuery as exc:
                 raise type(exc)(f"session {session_id!r}: {exc}") from None
             except FsStoreError:

@@ -24,6 +24,12 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from . import clock
+from .aio import (
+    AsyncTurnInputsMixin,
+    AsyncTurnInputsReaderMixin,
+    AsyncWorkQueueMixin,
+    AsyncWorkQueueReaderMixin,
+)
 from .errors import ClaimLost, InvalidEvent
 from .log import refuse_msgpack_ext
 
@@ -431,7 +437,15 @@ Records = list[tuple[str, Any]]
 Build = Callable[[Folds, float], tuple[Records, Callable[[int], _T]]]
 
 
-class IngressHost(Protocol):
+class FoldSource(Protocol):
+    """What a listing needs of a session, reader or writer: the fold, caught up with the
+    log (a reader loads it afresh)."""
+
+    def _view(self) -> Folds:
+        """The fold, caught up with the log."""
+
+
+class IngressHost(FoldSource, Protocol):
     """What :class:`WorkQueue` and :class:`TurnInputs` need of a session writer (a
     ``Session`` is one). Internal to the package: these are not public API."""
 
@@ -439,9 +453,6 @@ class IngressHost(Protocol):
         """One queue or input operation, as one write of the session: ``build``'s records
         appended as one batch under the session's mutex, made durable (fsynced) and
         folded before it returns. ``fenced``: a lease held elsewhere refuses it."""
-
-    def _view(self) -> Folds:
-        """The fold, caught up with the log."""
 
     def _resolve_turn(self, turn: int | None) -> int:
         """With None: the turn the session is running (the current turn, or the next one
@@ -504,7 +515,22 @@ def _check_seconds(value: Any, name: str) -> float:
     return float(value)
 
 
-class WorkQueue:
+class WorkQueueReader(AsyncWorkQueueReaderMixin):
+    """A session's queue of work as its log has it: what ``SessionReader.queue`` lists
+    (a writer's ``queue`` is a :class:`WorkQueue`, which also changes it)."""
+
+    def __init__(self, session: FoldSource) -> None:
+        self._session = session
+
+    def items(self, status: str | None = None) -> list[QueuedWork]:
+        """The items in the queue (ready, claimed, dead; or those of ``status``), oldest
+        first."""
+        work: WorkState = self._session._view().work
+        return [work.view(i) for i in sorted(work.items)
+                if status is None or work.items[i]["status"] == status]
+
+
+class WorkQueue(WorkQueueReader, AsyncWorkQueueMixin):
     """A session's queue of work (wake-ups, commands), shared by every process that
     opens the session: the records are in its log, and every operation is durable
     (fsynced) when it returns.
@@ -515,8 +541,10 @@ class WorkQueue:
     expired ``max_attempts`` times becomes ``dead`` (kept until ``purge``).
     """
 
+    _session: IngressHost
+
     def __init__(self, session: IngressHost) -> None:
-        self._session = session
+        super().__init__(session)
 
     def enqueue(self, kind: str, payload: Any = None, *, priority: int = 0,
                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
@@ -615,12 +643,6 @@ class WorkQueue:
         """Give the item back unworked: claimable again, the attempt not counted."""
         self._settle(claim, {"op": "release"})
 
-    def items(self, status: str | None = None) -> list[QueuedWork]:
-        """The items in the queue (ready, claimed, dead), oldest first."""
-        work: WorkState = self._session._view().work
-        return [work.view(i) for i in sorted(work.items)
-                if status is None or work.items[i]["status"] == status]
-
     def purge(self) -> int:
         """Remove the dead items; return how many."""
         def build(image: Folds, now: float) -> tuple[Records, Callable[[int], int]]:
@@ -631,14 +653,31 @@ class WorkQueue:
         return self._session._ingress(build, fenced=False)
 
 
-class TurnInputs:
+class TurnInputsReader(AsyncTurnInputsReaderMixin):
+    """A session's turn inputs as its log has them: what ``SessionReader.inputs`` lists
+    (a writer's ``inputs`` are :class:`TurnInputs`, which also change them)."""
+
+    def __init__(self, session: FoldSource) -> None:
+        self._session = session
+
+    def items(self, status: str | None = None) -> list[TurnInput]:
+        """The inputs the log holds (pending, claimed, consumed; or those of
+        ``status``), in arrival order."""
+        inputs: InputState = self._session._view().inputs
+        return [inputs.view(i) for i in inputs.items
+                if status is None or inputs.items[i]["status"] == status]
+
+
+class TurnInputs(TurnInputsReader, AsyncTurnInputsMixin):
     """User input that arrives while a turn runs: ``submit`` stores it durably as
     pending; the next turn's ``claim`` takes every pending input in arrival order;
     finishing that turn marks them consumed by it. Inputs a turn claimed but never
     consumed (it crashed, or ended unfinished) are claimed again by the next claim."""
 
+    _session: IngressHost
+
     def __init__(self, session: IngressHost) -> None:
-        self._session = session
+        super().__init__(session)
 
     def submit(self, payload: Any) -> int:
         """Store ``payload`` as pending input; return its id. Durable when it returns."""
@@ -664,12 +703,6 @@ class TurnInputs:
                 return [image.inputs.view(i) for i in ids]
             return [(INPUT_RECORD, {"op": "claim", "ids": ids, "turn": turn})], finish
         return session._ingress(build, fenced=True)
-
-    def items(self, status: str | None = None) -> list[TurnInput]:
-        """The inputs the log holds (pending, claimed, consumed), in arrival order."""
-        inputs: InputState = self._session._view().inputs
-        return [inputs.view(i) for i in inputs.items
-                if status is None or inputs.items[i]["status"] == status]
 
     def prune(self, retention: float = 7 * 24 * 3600.0) -> int:
         """Drop consumed inputs older than ``retention`` seconds from the session's

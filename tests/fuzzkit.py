@@ -399,8 +399,8 @@ def operations(pristine: Pristine, root: str) -> list[tuple[str, Callable[[], An
             (f"{sid}.state_at", lambda r=reader: [r().state_at(s) for s in (0, 3, 7, 12)],
              True),
             (f"{sid}.checkpoints", lambda r=reader: r().checkpoints(), True),
-            (f"{sid}.queued_work", lambda r=reader: r().queued_work(), True),
-            (f"{sid}.turn_inputs", lambda r=reader: r().turn_inputs(), True),
+            (f"{sid}.queued_work", lambda r=reader: r().queue.items(), True),
+            (f"{sid}.turn_inputs", lambda r=reader: r().inputs.items(), True),
             (f"{sid}.collections", lambda r=reader: [dataclasses.replace(c, bytes=0) for c in
                                                      r().collections()], True),
             (f"{sid}.search", lambda r=reader: r().collection("mem").search(

@@ -222,7 +222,7 @@ def save_updates(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
 
 def enqueue(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
     session.queue.enqueue_many([("job", value), ("job", [value])])
-    return (lambda store: [w.payload for w in store.read_session("s").queued_work()],
+    return (lambda store: [w.payload for w in store.read_session("s").queue.items()],
             [value, [value]])
 
 
@@ -234,14 +234,14 @@ def queue_cycle(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
     session.queue.fail(claim, text)
 
     def read(store: fsstore.Store) -> Any:
-        (item,) = store.read_session("s").queued_work()
+        (item,) = store.read_session("s").queue.items()
         return [item.kind, item.payload, item.error, item.attempts]
     return read, [text, value, text[:4096], 1]
 
 
 def submit_input(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:
     session.inputs.submit(value)
-    return lambda store: [i.payload for i in store.read_session("s").turn_inputs()], [value]
+    return lambda store: [i.payload for i in store.read_session("s").inputs.items()], [value]
 
 
 def upsert(session: fsstore.Session, value: Any) -> tuple[Reader, Any]:

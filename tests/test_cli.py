@@ -33,8 +33,8 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     # The queue item and the input arrived after the last turn finished: in no turn.
     kinds = {e.kind for t in reader.get_turns(include_internal=True) for e in t.events}
     assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD}
-    assert [w.kind for w in reader.queued_work()] == ["follow_up"]
-    assert [i.status for i in reader.turn_inputs()] == ["pending"]
+    assert [w.kind for w in reader.queue.items()] == ["follow_up"]
+    assert [i.status for i in reader.inputs.items()] == ["pending"]
     assert not store.lease_info(session_id).held
     assert [c.name for c in reader.collections()] == ["memory"]
     assert reader.state()["files_changed"] == ["billing/dates.py", "CHANGELOG.md"]

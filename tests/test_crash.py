@@ -768,7 +768,7 @@ def test_every_power_loss_state_of_queue_operations_is_one_they_made(tmp_path):
         "s", shared=True)
 
     def queue_view(reader) -> list:
-        return [(w.id, w.status, w.attempts) for w in reader.queued_work()]
+        return [(w.id, w.status, w.attempts) for w in reader.queue.items()]
 
     seen: list[tuple[str, list]] = []
     crashes = [0]

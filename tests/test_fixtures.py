@@ -188,8 +188,8 @@ def check_work_1_2(store: fsstore.Store, expected: dict) -> None:
             if not e.kind.startswith("fsstore.")] == want["events"]
     assert reader.state() == want["state"]
     assert [[w.id, w.kind, json.loads(json.dumps(w.payload, default=list)), w.priority,
-             w.status, w.attempts] for w in reader.queued_work()] == want["queue"]
-    assert [[i.id, i.payload, i.status] for i in reader.turn_inputs()] == want["inputs"]
+             w.status, w.attempts] for w in reader.queue.items()] == want["queue"]
+    assert [[i.id, i.payload, i.status] for i in reader.inputs.items()] == want["inputs"]
     lease = store.lease_info("runtime")
     assert [lease.token, lease.held] == want["lease"]
 

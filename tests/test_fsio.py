@@ -230,7 +230,7 @@ def _read_everything(root):
         reader.info, lambda: list(reader.events()), reader.state, reader.get_turns,
         lambda: [reader.load_checkpoint(c.id) for c in reader.checkpoints()],
         lambda: reader.collection("v").search([1, 2, 3, 4], 2),
-        reader.queued_work, store.list_sessions, lambda: store.lease_info("s"),
+        reader.queue.items, store.list_sessions, lambda: store.lease_info("s"),
         lambda: store.search("v", [1, 2, 3, 4], 2),
     ]
     for read in reads:

@@ -623,4 +623,4 @@ def test_ingress_without_the_lease_takes_its_automatic_snapshots_unfenced(tmp_pa
                       lambda: ingress.set_state("k", 1), ingress.snapshot):
             with pytest.raises(SessionLocked, match="leased"):
                 write()
-    assert [w.payload["i"] for w in store.read_session("s").queued_work()] == [0, 1, 2, 3, 4]
+    assert [w.payload["i"] for w in store.read_session("s").queue.items()] == [0, 1, 2, 3, 4]

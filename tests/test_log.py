@@ -588,13 +588,13 @@ def test_a_sealed_segment_cut_to_its_header_ends_in_an_error_not_a_loop(small_st
         "from fsstore.cli import main\n"
         f"store = fsstore.open_store({small_store.path!r}, create=False)\n"
         "reader = store.read_session('s')\n"
-        "for read in (reader.state, reader.queued_work, reader.turn_inputs):\n"
+        "for read in (reader.state, reader.queue.items, reader.inputs.items):\n"
         "    try:\n"
         "        read()\n"
         "    except fsstore.CorruptionError:\n"
         "        pass\n"
         "    else:\n"
-        "        sys.exit('no error from ' + read.__name__)\n"
+        "        sys.exit('no error from ' + read.__qualname__)\n"
         "for command in ('state', 'queue', 'inputs'):\n"
         f"    assert main(['--store', {small_store.path!r}, command, 's']) != 0, command\n"
     )
@@ -753,8 +753,8 @@ def test_every_mutation_of_a_real_log_reads_as_the_original_prefix_or_raises(
             "head": lambda: reader.head,
             "state": lambda: (reader.head, reader.state()),
             "turns": reader.get_turns,
-            "queue": reader.queued_work,
-            "inputs": reader.turn_inputs,
+            "queue": reader.queue.items,
+            "inputs": reader.inputs.items,
         }
         for name, read in reads.items():
             try:

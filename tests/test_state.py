@@ -742,8 +742,8 @@ def test_a_snapshot_body_that_does_not_fit_its_type_is_skipped_and_named(
     _rewrite_snapshot(path, change)
     reader = store.read_session("s")
     assert reader.state() == {"a": 1}
-    assert [w.payload for w in reader.queued_work()] == [{"n": 1}]
-    assert [i.payload for i in reader.turn_inputs()] == ["hello"]
+    assert [w.payload for w in reader.queue.items()] == [{"n": 1}]
+    assert [i.payload for i in reader.inputs.items()] == ["hello"]
     (finding,) = reader.state_findings
     assert finding.path == path and f"snapshot {part} is malformed" in finding.message
 

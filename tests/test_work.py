@@ -375,7 +375,7 @@ def test_a_queue_or_input_record_that_does_not_fit_its_type_is_a_typed_error(
         session.queue.enqueue("job", 1)
     append_raw(store, "s", [(kind, data)])
     with pytest.raises(fsstore.FormatVersionError) as caught:
-        store.read_session("s").queued_work()
+        store.read_session("s").queue.items()
     assert field in str(caught.value) and "seq 2" in str(caught.value)
 
 
@@ -386,8 +386,8 @@ def test_payloads_read_back_as_the_log_gives_them_before_and_after_reopen(store)
         assert session.queue.items()[0].payload == [1, [2, 3]]
         assert session.inputs.items()[0].payload == {"t": [4]}
     reader = store.read_session("s")
-    assert reader.queued_work()[0].payload == [1, [2, 3]]
-    assert reader.turn_inputs()[0].payload == {"t": [4]}
+    assert reader.queue.items()[0].payload == [1, [2, 3]]
+    assert reader.inputs.items()[0].payload == {"t": [4]}
 
 
 def test_payloads_msgpack_cannot_give_back_are_refused_and_nothing_is_written(session):

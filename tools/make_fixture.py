@@ -248,8 +248,8 @@ def work_expected(store: fsstore.Store, session_id: str) -> dict:
                    if not e.kind.startswith("fsstore.")],
         "state": reader.state(),
         "queue": [[w.id, w.kind, json.loads(json.dumps(w.payload, default=list)),
-                   w.priority, w.status, w.attempts] for w in reader.queued_work()],
-        "inputs": [[i.id, i.payload, i.status] for i in reader.turn_inputs()],
+                   w.priority, w.status, w.attempts] for w in reader.queue.items()],
+        "inputs": [[i.id, i.payload, i.status] for i in reader.inputs.items()],
         "lease": [lease.token, lease.held],
     }
 

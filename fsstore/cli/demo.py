@@ -185,8 +185,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  memory:   {remembered} messages embedded in a vector collection; asked "
           f"{question!r},\n            recall finds turn {best.turn}: {recalled!r}...")
     print(f"  lease:    token {claim.lease.token} ({claim.status}, released); "
-          f"{len(reader.queued_work())} work item queued, "
-          f"{len(reader.turn_inputs('pending'))} input pending for the next turn")
+          f"{len(reader.queue.items())} work item queued, "
+          f"{len(reader.inputs.items('pending'))} input pending for the next turn")
     print(f"  sessions: {len(store.session_ids())} in this store")
     print("\nLook at it:")
     store_arg = f"--store {os.path.relpath(store.path)}"

@@ -50,8 +50,12 @@ def run_tail(args: argparse.Namespace) -> int:
     if args.after is not None:
         after = args.after
     else:
-        tail = reader.info()
-        after = max(tail.head - max(args.lines, 0), tail.head - tail.event_count)
+        # The last N records (the store's own too, as the watcher delivers them), read
+        # from the end of the log; then everything after them.
+        after = reader.head
+        for event in reader.events(until_seq=after, last=max(args.lines, 0),
+                                   include_internal=True):
+            _print(event, args.json)
     watcher = reader.watch(after_seq=after, poll_interval=0.5)
     try:
         for item in watcher.poll():

@@ -53,7 +53,7 @@ def run_lease(args: argparse.Namespace) -> int:
 
 
 def run_queue(args: argparse.Namespace) -> int:
-    items = store_from(args).read_session(args.session).queued_work(args.status)
+    items = store_from(args).read_session(args.session).queue.items(args.status)
     if not items:
         print(f"{args.session}: no queued work" + (f" {args.status}" if args.status else ""))
         return 0
@@ -72,7 +72,7 @@ def run_queue(args: argparse.Namespace) -> int:
 
 
 def run_inputs(args: argparse.Namespace) -> int:
-    items = store_from(args).read_session(args.session).turn_inputs(args.status)
+    items = store_from(args).read_session(args.session).inputs.items(args.status)
     if not items:
         print(f"{args.session}: no turn inputs" + (f" {args.status}" if args.status else ""))
         return 0

@@ -46,7 +46,7 @@ from .types import (
     VectorDocument,
     VectorSearchResult,
 )
-from .validate import check_collection_name, check_id, check_k
+from .validate import check_collection_name, check_id, check_k, check_score_bound
 from .writer import SEAL_BYTES, SEAL_ROWS, TIER_FANOUT, VectorCollection
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "check_collection_name",
     "check_id",
     "check_k",
+    "check_score_bound",
     "collection_names",
     "create_collection",
     "drop_collection",

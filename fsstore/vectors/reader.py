@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import layout
+from ..aio import AsyncVectorCollectionReaderMixin
 from ..errors import CollectionNotFound, CorruptionError, InvalidQuery, SessionClosed
 from ..fsio import FileIO
 from ..log import LogReader
@@ -38,7 +39,7 @@ from .validate import Row, as_list, as_vectors, check_id, check_k, check_score_b
 _WRITE_METHODS = frozenset({"upsert", "delete", "sync", "seal", "compact"})
 
 
-class VectorCollectionReader:
+class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
     """One vector collection of a session, open for reading (from
     ``SessionReader.collection``): search, get, count and info over the collection as
     it was when opened. It has no write methods; :class:`VectorCollection`, a writer's

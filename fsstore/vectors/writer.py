@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 from .. import layout, manifest
+from ..aio import AsyncVectorCollectionMixin
 from ..errors import WriteFailed
 from ..fsio import FileIO
 from ..log import Durability
@@ -44,7 +45,7 @@ SEAL_BYTES = 8 << 20  # log bytes, likewise; an upsert this big is written as a 
 TIER_FANOUT = 4  # shards of one size tier merged at once
 
 
-class VectorCollection(VectorCollectionReader):
+class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
     """One vector collection of a session, open for writing (from ``Session.collection``
     or ``create_collection``): everything the reader does, and upserts, deletes, seals
     and compactions. Searches see every write that returned.
