@@ -425,7 +425,7 @@ def attachment_rows(root: str, events: list, quick: bool) -> None:
 VECTOR_DIM = 384
 
 
-def build_collection(root: str, name: str, matrix) -> fsstore.Store:
+def build_collection(root: str, name: str, matrix: Any) -> fsstore.Store:
     """A store whose session "s" holds ``matrix`` as collection "c" (metric dot, the
     metric of faiss's IndexFlatIP), written in bulk upserts of 100k."""
     store = fsstore.open_store(os.path.join(root, name))
