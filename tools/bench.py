@@ -5,7 +5,9 @@
 
 Every figure is the median of interleaved repetitions in one run on this machine; the
 ratios between rows are what carries over to another machine, not the absolute numbers.
-A program, not a test: nothing here asserts a time.
+Vector search contenders (fsstore, faiss on 1 and on all threads) are each measured in a
+process of their own, so that OpenMP and BLAS threads one leaves spinning do not slow the
+next; this process never loads faiss. A program, not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
