@@ -3,12 +3,14 @@ documentation cannot drift from the API.
 
 How a file's examples run: every ```python block of one file, in order, in one fresh
 interpreter (a subprocess, with this checkout first on PYTHONPATH) whose working folder
-is an empty temporary folder, each block executed in the namespace the blocks before it
-left. A README reads as one story: later sections use the store and the session the
-first example made, as a reader trying them one after another would, so a later block
-may use the names of earlier ones; one session per file keeps that without markers on
-every block. The first block that raises fails the test, naming FILE:LINE of its
-opening fence, with a traceback that points into the file's own lines.
+is a fresh temporary folder (holding only READER_FILES below), each block executed in the
+namespace the blocks before it left. A README reads as one story: later sections use the
+store and the session the first example made, as a reader trying them one after another
+would, so a later block may use the names of earlier ones; one interpreter per file
+keeps that without a marker on every block. A block may ``await`` at its top level (it
+then runs in ``asyncio.run``), as the async API's examples do. The first block that
+raises fails the test, naming FILE:LINE of its opening fence, with a traceback that
+points into the file's own lines; the blocks after it do not run.
 
 Two HTML comments, invisible on a rendered page, say more about the block after them:
 
@@ -42,7 +44,7 @@ MARKER = re.compile(r"^<!--\s*([\w-]+)\s*(?::(.*?))?\s*-->\s*$")
 READER_FILES = {"screen.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4}
 
 RUNNER = r"""
-import contextlib, io, json, sys, traceback
+import ast, asyncio, contextlib, inspect, io, json, sys, traceback
 path, blocks, report = json.load(sys.stdin)
 namespace = {"__name__": "__main__"}
 results = []
@@ -51,9 +53,12 @@ for line, code in blocks:
     out = io.StringIO()
     try:
         # Padded so that the code's line numbers are the file's.
-        compiled = compile("\n" * line + code, path, "exec")
+        compiled = compile("\n" * line + code, path, "exec",
+                           flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         with contextlib.redirect_stdout(out):
-            exec(compiled, namespace)
+            result = eval(compiled, namespace)
+            if inspect.iscoroutine(result):  # the block awaits at its top level
+                asyncio.run(result)
     except BaseException as error:
         shown = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
         results.append({"line": line, "stdout": out.getvalue(), "error": "".join(shown)})
@@ -64,7 +69,6 @@ with open(report, "w") as handle:
     json.dump(results, handle)
 # Watchers or stores an example left open must not hold the interpreter at exit.
 import os
-import pathlib
 os._exit(0)
 """
 
@@ -155,9 +159,9 @@ def documented_files() -> list[str]:
             if "```python" in open(p, encoding="utf-8").read()]
 
 
-@pytest.mark.parametrize("name", documented_files())
-def test_documented_python_examples_run(name: str, tmp_path: pathlib.Path) -> None:
-    path = os.path.join(ROOT, name)
+def run_examples(name: str, path: str, tmp_path: pathlib.Path) -> str | None:
+    """Run the Python examples of the file at ``path`` (called ``name`` in messages) as
+    the module docstring says; what went wrong, or None."""
     with open(path, encoding="utf-8") as handle:
         blocks = python_blocks(name, handle.read())
     folder, report = tmp_path / "examples", tmp_path / "report.json"
@@ -174,19 +178,63 @@ def test_documented_python_examples_run(name: str, tmp_path: pathlib.Path) -> No
             capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired as timeout:
         started = re.findall(r"running (\d+)", str(timeout.stderr or ""))
-        pytest.fail(f"{name}:{started[-1] if started else '?'}: the example did not finish "
-                    "in 120 s")
-    assert result.returncode == 0 and report.exists(), (
-        f"{name}: the examples' interpreter failed:\n{result.stderr}")
+        return f"{name}:{started[-1] if started else '?'}: the example did not finish in 120 s"
+    if result.returncode != 0 or not report.exists():
+        return f"{name}: the examples' interpreter failed:\n{result.stderr}"
     outcomes = json.loads(report.read_text())
     for block, outcome in zip(run, outcomes, strict=False):  # up to the first failure
         if "error" in outcome:
-            pytest.fail(f"{name}:{block.line}: the example raised:\n{outcome['error']}"
-                        f"\nits output:\n{outcome['stdout']}", pytrace=False)
+            return (f"{name}:{block.line}: the example raised:\n{outcome['error']}"
+                    f"its output:\n{outcome['stdout']}")
         if block.output is not None and not output_matches(block.output, outcome["stdout"]):
-            pytest.fail(f"{name}:{block.line}: the example printed\n{outcome['stdout']}\n"
-                        f"where the file shows\n{block.output}", pytrace=False)
+            return (f"{name}:{block.line}: the example printed\n{outcome['stdout']}\n"
+                    f"where the file shows\n{block.output}")
     assert len(outcomes) == len(run)
+    return None
+
+
+@pytest.mark.parametrize("name", documented_files())
+def test_documented_python_examples_run(name: str, tmp_path: pathlib.Path) -> None:
+    failure = run_examples(name, os.path.join(ROOT, name), tmp_path)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+def examples_of(text: str, tmp_path: pathlib.Path) -> str | None:
+    path = tmp_path / "X.md"
+    path.write_text(text)
+    return run_examples("X.md", str(path), tmp_path)
+
+
+def test_later_blocks_use_what_earlier_ones_made_in_a_fresh_folder(
+        tmp_path: pathlib.Path) -> None:
+    text = ("```python\nimport os\nfound = os.listdir('.')\nopen('a', 'w').close()\n```\n"
+            "prose\n```python\nassert found == ['screen.png'], found\n"
+            "assert os.path.exists('a')\n```\n")
+    assert examples_of(text, tmp_path) is None
+
+
+def test_failing_example_is_named_by_its_line_and_later_ones_do_not_run(
+        tmp_path: pathlib.Path) -> None:
+    text = ("```python\nx = 1\n```\n\n```python\nx = 2\nraise KeyError('boom')\n```\n"
+            "```python\nraise SystemExit('never')\n```\n")
+    failure = examples_of(text, tmp_path)
+    assert failure is not None and failure.startswith("X.md:5: the example raised")
+    assert 'X.md", line 7' in failure and "raise KeyError('boom')" in failure
+    assert "never" not in failure
+
+
+def test_top_level_await_runs_and_not_run_blocks_do_not(tmp_path: pathlib.Path) -> None:
+    text = ("```python\nimport asyncio\nawait asyncio.sleep(0)\nprint('awaited')\n```\n"
+            "<!-- output -->\n```text\nawaited\n```\n"
+            "<!-- not-run: shows a failure -->\n```python\nraise SystemExit(1)\n```\n")
+    assert examples_of(text, tmp_path) is None
+
+
+def test_output_that_differs_fails(tmp_path: pathlib.Path) -> None:
+    text = "```python\nprint('one')\n```\n<!-- output -->\n```text\ntwo\n```\n"
+    failure = examples_of(text, tmp_path)
+    assert failure is not None and failure.startswith("X.md:1: the example printed\none")
 
 
 # --- the rules of the markers ------------------------------------------------------------
