@@ -472,8 +472,11 @@ def search_contender(contender: str, threads: int, folder: str, matrix_path: str
     if contender == "fsstore":
         collection = fsstore.open_store(folder, create=False).read_session("s").collection("c")
 
-        def one(query: Any) -> list[str]:
-            return [hit.id for hit in collection.search(query, 10)]
+        def one(query: Any) -> Any:
+            return collection.search(query, 10)
+
+        def ids(found: Any) -> list[str]:
+            return [hit.id for hit in found]
 
         def batch() -> object:
             return collection.search_batch(queries, 10)
@@ -485,12 +488,15 @@ def search_contender(contender: str, threads: int, folder: str, matrix_path: str
         index = faiss.IndexFlatIP(queries.shape[1])
         index.add(np.load(matrix_path, mmap_mode="r"))  # copied into the index
 
-        def one(query: Any) -> list[str]:
-            return [f"d{i}" for i in index.search(query[None, :], 10)[1][0]]
+        def one(query: Any) -> Any:
+            return index.search(query[None, :], 10)
+
+        def ids(found: Any) -> list[str]:
+            return [f"d{i}" for i in found[1][0]]
 
         def batch() -> object:
             return index.search(queries, 10)
-    result["top10"] = one(queries[0])
+    result["top10"] = ids(one(queries[0]))
     for query in queries[1:4]:  # the first calls page in the shards and start the threads
         one(query)
     batch()
