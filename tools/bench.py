@@ -5,14 +5,18 @@
 
 Every figure is the median of interleaved repetitions in one run on this machine; the
 ratios between rows are what carries over to another machine, not the absolute numbers.
-A program, not a test: nothing here asserts a time.
+Vector search contenders (fsstore, faiss on 1 and on all threads) are each measured in a
+process of their own, so that OpenMP and BLAS threads one leaves spinning do not slow the
+next; this process never loads faiss. A program, not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gc
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -24,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -422,7 +427,7 @@ def attachment_rows(root: str, events: list, quick: bool) -> None:
 VECTOR_DIM = 384
 
 
-def build_collection(root: str, name: str, matrix) -> fsstore.Store:
+def build_collection(root: str, name: str, matrix: Any) -> fsstore.Store:
     """A store whose session "s" holds ``matrix`` as collection "c" (metric dot, the
     metric of faiss's IndexFlatIP), written in bulk upserts of 100k."""
     store = fsstore.open_store(os.path.join(root, name))
@@ -435,109 +440,160 @@ def build_collection(root: str, name: str, matrix) -> fsstore.Store:
     return store
 
 
-def interleaved_ms(runs: dict[str, Callable[[int], object]], repeats: int,
-                   warm: int) -> dict[str, float]:
-    """Median milliseconds of each run, interleaved; each repetition gets its own index
-    (the query it uses). Each timed call follows ``warm`` untimed ones of the same run:
-    BLAS and OpenMP threads spin for a while after a call, and a run timed right after
-    another library's would pay for that library's spinning threads."""
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    for repeat in range(repeats):
-        for name, run in runs.items():
-            for _ in range(warm):
-                run(repeat + 1)
-            start = time.perf_counter()
-            run(repeat)
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in samples.items()}
+def spawned(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` run in a fresh interpreter (multiprocessing's spawn start method), and
+    its result. The process has exited when this returns, and the OpenMP and BLAS threads
+    it started with it: threads a contender leaves spinning for a while after its last
+    call must not be charged to the next contender (on 2 cores, faiss's idle OpenMP
+    threads made fsstore's single query 40 times slower)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
 
 
-def measure_search(collection, index, queries, threads: int, repeats: int,
-                   batch_repeats: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median ms of one query and of a batch of 64: fsstore, faiss on 1 and on
-    ``threads`` threads, interleaved. Checks first that both find the same top 10."""
-    import faiss
-
-    def run_faiss(batch: bool, using: int) -> Callable[[int], object]:
-        def run(repeat: int) -> object:
-            faiss.omp_set_num_threads(using)
-            return index.search(queries if batch else queries[repeat % 64][None, :], 10)
-        return run
-
-    expected = [f"d{i}" for i in run_faiss(False, 1)(0)[1][0]]
-    assert [r.id for r in collection.search(queries[0], 10)] == expected
-    single = interleaved_ms({
-        "fsstore": lambda repeat: collection.search(queries[repeat % 64], 10),
-        "faiss 1": run_faiss(False, 1), f"faiss {threads}": run_faiss(False, threads),
-    }, repeats, warm=3)
-    batches = interleaved_ms({
-        "fsstore": lambda repeat: collection.search_batch(queries, 10),
-        "faiss 1": run_faiss(True, 1), f"faiss {threads}": run_faiss(True, threads),
-    }, batch_repeats, warm=1)
-    return single, batches
+def faiss_probe() -> tuple[str, int] | None:
+    """faiss's version and its default thread count, or None when it is not installed;
+    asked in a process of its own, so that this process never loads OpenMP."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss.__version__, faiss.omp_get_max_threads()
 
 
-def search_child(folder: str) -> None:
-    """Print the peak RSS (KiB) of a fresh process that opens the collection in
-    ``folder`` and searches it, single queries and a batch, and the collection's bytes."""
-    import numpy as np
-    store = fsstore.open_store(folder, create=False)
-    collection = store.read_session("s").collection("c")
-    queries = np.random.default_rng(5).standard_normal((64, VECTOR_DIM), dtype=np.float32)
-    for query in queries[:5]:
-        collection.search(query, 10)
-    collection.search_batch(queries, 10)
-    print(_status_kib("VmHWM"), collection.info().bytes)
+def search_contender(contender: str, threads: int, folder: str, matrix_path: str,
+                     queries: Any, first: int, repeats: int, batches: int) -> dict[str, Any]:
+    """Run in a spawned process: one contender ("fsstore", or "faiss" on ``threads``
+    threads) alone. Warms up, then times ``repeats`` single queries (query ``first``
+    onwards, modulo 64) and ``batches`` batches of all 64 queries, one after another.
+    Returns the samples in seconds, the ids of query 0's top 10 (checked against the
+    other contenders'), and for fsstore its peak RSS in KiB and the collection's bytes."""
+    result: dict[str, Any] = {}
+    if contender == "fsstore":
+        collection = fsstore.open_store(folder, create=False).read_session("s").collection("c")
+
+        def one(query: Any) -> Any:
+            return collection.search(query, 10)
+
+        def ids(found: Any) -> list[str]:
+            return [hit.id for hit in found]
+
+        def batch() -> object:
+            return collection.search_batch(queries, 10)
+        result["bytes"] = collection.info().bytes
+    else:
+        import faiss
+        import numpy as np
+        faiss.omp_set_num_threads(threads)
+        index = faiss.IndexFlatIP(queries.shape[1])
+        index.add(np.load(matrix_path, mmap_mode="r"))  # copied into the index
+
+        def one(query: Any) -> Any:
+            return index.search(query[None, :], 10)
+
+        def ids(found: Any) -> list[str]:
+            return [f"d{i}" for i in found[1][0]]
+
+        def batch() -> object:
+            return index.search(queries, 10)
+    result["top10"] = ids(one(queries[0]))
+    for query in queries[1:4]:  # the first calls page in the shards and start the threads
+        one(query)
+    batch()
+    single = []
+    for repeat in range(first, first + repeats):
+        query = queries[repeat % len(queries)]
+        start = time.perf_counter()
+        one(query)
+        single.append(time.perf_counter() - start)
+    batched = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        batch()
+        batched.append(time.perf_counter() - start)
+    result["single"], result["batch"] = single, batched
+    result["peak_kib"] = _status_kib("VmHWM")
+    return result
+
+
+def measure_search(folder: str, matrix_path: str, queries: Any, contenders: list[str],
+                   threads: int, rounds: int, repeats: int,
+                   batches: int) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Median ms of one query and of a batch of 64 for each contender ("fsstore",
+    "faiss 1", "faiss T"), each measured in ``rounds`` processes of its own, one
+    contender after another in each round (so that a busy moment of the machine does
+    not fall on one contender only); and what fsstore's processes reported. Checks that
+    every contender finds the same top 10."""
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"single": [], "batch": []} for name in contenders}
+    fsstore_report: dict[str, Any] = {"peak_kib": 0}
+    expected = None  # query 0's top 10, as the first process found it
+    for round_ in range(rounds):
+        for name in contenders:
+            contender, _, using = name.partition(" ")
+            report = spawned(search_contender, contender, int(using or threads), folder,
+                             matrix_path, queries, round_ * repeats, repeats, batches)
+            samples[name]["single"] += report["single"]
+            samples[name]["batch"] += report["batch"]
+            if contender == "fsstore":
+                fsstore_report = {**report,
+                                  "peak_kib": max(report["peak_kib"], fsstore_report["peak_kib"])}
+            expected = expected or report["top10"]
+            assert report["top10"] == expected, (name, report["top10"], expected)
+
+    def median_ms(kind: str) -> dict[str, float]:
+        return {name: statistics.median(s[kind]) * 1000 for name, s in samples.items()}
+    return median_ms("single"), median_ms("batch"), fsstore_report
 
 
 def vector_rows(root: str, quick: bool) -> None:
     import numpy as np
-    try:
-        import faiss
-    except ImportError:
-        print("\nVector search: faiss-cpu is not installed (pip install -e '.[bench]'); "
-              "skipped")
-        return
+    probe = spawned(faiss_probe)
     sizes = (10_000, 50_000) if quick else (10_000, 100_000, 1_000_000)
-    threads = faiss.omp_get_max_threads()
-    repeats, batch_repeats = (15, 3) if quick else (31, 5)
+    # per process: single queries and batches; then processes per contender
+    repeats, batches, rounds = (5, 1, 3) if quick else (11, 2, 3)
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((64, VECTOR_DIM), dtype=np.float32)
-    print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; faiss-cpu "
-          f"{faiss.__version__} IndexFlatIP (in memory) with 1 and {threads} threads; "
-          f"median of {repeats} interleaved queries, {batch_repeats} batches")
+    setting = (f"median of {repeats * rounds} queries and {batches * rounds} batches of 64, "
+               f"from {rounds} processes per contender and N, each contender alone in its "
+               "process")
+    if probe is None:
+        print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; {setting}. "
+              "faiss-cpu is not installed (pip install -e '.[bench]'): fsstore alone")
+        threads, contenders = 1, ["fsstore"]
+    else:
+        version, threads = probe
+        print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; faiss-cpu "
+              f"{version} IndexFlatIP (in memory) with 1 and {threads} threads; {setting}")
+        contenders = ["fsstore", "faiss 1", f"faiss {threads}"]
+    faiss_names = contenders[1:]
     for count in sizes:
         matrix = rng.standard_normal((count, VECTOR_DIM), dtype=np.float32)
-        store = build_collection(root, f"vectors-{count}", matrix)
-        collection = store.read_session("s").collection("c")
-        index = faiss.IndexFlatIP(VECTOR_DIM)
-        index.add(matrix)
+        matrix_path = os.path.join(root, f"vectors-{count}.npy")
+        np.save(matrix_path, matrix)  # memory-mapped by each faiss process
+        build_collection(root, f"vectors-{count}", matrix)
         del matrix
-
-        single, batches = measure_search(collection, index, queries, threads, repeats,
-                                         batch_repeats)
-        faiss.omp_set_num_threads(threads)
-        best_single = min(single["faiss 1"], single[f"faiss {threads}"])
-        best_batch = min(batches["faiss 1"], batches[f"faiss {threads}"])
+        folder = os.path.join(root, f"vectors-{count}")
+        single, batch, report = measure_search(folder, matrix_path, queries, contenders,
+                                               threads, rounds, repeats, batches)
+        os.remove(matrix_path)
         print(f"  N = {count:,}")
+        best_single = min((single[name] for name in faiss_names), default=None)
+        best_batch = min((batch[name] for name in faiss_names), default=None)
         row("    one query, fsstore (memory-mapped shard)", f"{single['fsstore']:.3f} ms",
-            ratio(single["fsstore"], best_single, "faiss's best time"))
-        for name in ("faiss 1", f"faiss {threads}"):
+            ratio(single["fsstore"], best_single, "faiss's best time") if best_single else "")
+        for name in faiss_names:
             row(f"      {name} thread(s)", f"{single[name]:.3f} ms")
-        row("    batch of 64, fsstore", f"{64000 / batches['fsstore']:,.0f} q/s",
-            ratio(best_batch, batches["fsstore"], "faiss's best throughput"))
-        for name in ("faiss 1", f"faiss {threads}"):
-            row(f"      {name} thread(s)", f"{64000 / batches[name]:,.0f} q/s")
-        del index, collection
+        row("    batch of 64, fsstore", f"{64000 / batch['fsstore']:,.0f} q/s",
+            ratio(best_batch, batch["fsstore"], "faiss's best throughput") if best_batch else "")
+        for name in faiss_names:
+            row(f"      {name} thread(s)", f"{64000 / batch[name]:,.0f} q/s")
         if count == sizes[-1]:
-            folder = os.path.join(root, f"vectors-{count}")
-            result = subprocess.run([sys.executable, __file__, "--search-child", folder],
-                                    capture_output=True, text=True, check=True)
-            peak, on_disk = (int(v) for v in result.stdout.split())
+            peak, on_disk = report["peak_kib"], report["bytes"]
             row(f"    peak RSS of a process searching {count:,}", f"{peak / 1024:,.0f} MiB",
                 ratio(peak * 1024, on_disk, f"the collection on disk ({on_disk >> 20:,} MiB)"))
         if count != 100_000 and count != sizes[-1]:
-            shutil.rmtree(os.path.join(root, f"vectors-{count}"))
+            shutil.rmtree(folder)
 
     base = 100_000 if 100_000 in sizes else sizes[-1]
     folder = os.path.join(root, f"vectors-{base}")
@@ -844,16 +900,12 @@ def main() -> None:
                         help="only the lease and work queue rows")
     parser.add_argument("--replay-child", nargs=2, metavar=("NAME", "FOLDER"),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--search-child", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--watch-only", action="store_true",
                         help="only the change notification rows")
     parser.add_argument("--watch-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replay_child:
         replay_child(*args.replay_child)
-        return
-    if args.search_child:
-        search_child(args.search_child)
         return
     if args.watch_child:
         watch_child(*args.watch_child)
