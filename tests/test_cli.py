@@ -335,3 +335,16 @@ def test_a_usage_error_is_one_line_with_exit_2(tmp_path, capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "invalid int value" in err and "--help" in err
+
+
+def test_search_keeps_results_within_a_score_bound(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "s")
+    with store.create_session("a") as session:
+        session.create_collection("c", 2, metric="dot").upsert(
+            [fsstore.VectorDocument("x", [1, 0]), fsstore.VectorDocument("y", [0.5, 0])])
+    code, out, _ = run(capsys, "--store", str(tmp_path / "s"), "search", "c", "--vector",
+                       "[1, 0]", "--min-score", "0.75")
+    assert code == 0 and "a:x" in out and "a:y" not in out
+    code, _, err = run(capsys, "--store", str(tmp_path / "s"), "search", "c", "--vector",
+                       "[1, 0]", "--max-distance", "0.5")
+    assert code == 2 and "max_distance does not apply to metric dot" in err

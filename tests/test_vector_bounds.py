@@ -240,3 +240,23 @@ def test_tuning_the_package_reaches_the_module_that_reads_it(monkeypatch):
     monkeypatch.setattr(vectors_module, "CHUNK_ROWS", 5)
     assert (writer.SEAL_ROWS, kernel.CHUNK_ROWS) == (3, 5)
     assert fsstore.vectors.SEAL_ROWS == 3
+
+
+def test_a_search_across_sessions_keeps_the_bound_in_every_session(store):
+    for session_id, vectors in (("a", [[1, 0], [0.6, 0.8]]), ("b", [[0.8, 0.6], [0, 1]])):
+        with store.create_session(session_id) as session:
+            session.create_collection("c", 2, metric="dot").upsert(docs_of(np.array(vectors)))
+    found = store.search("c", [1, 0], 10, min_score=0.7)
+    assert [(r.session_id, round(r.score, 6)) for r in found] == [("a", 1.0), ("b", 0.8)]
+    [batch] = store.search_batch("c", [[1, 0]], 10, min_score=0.7)
+    assert batch == found
+    assert store.search("c", [1, 0], 10, min_score=1.5) == []
+
+
+def test_a_bad_bound_across_sessions_is_refused_naming_the_session(store):
+    with store.create_session("a") as session:
+        session.create_collection("c", 2, metric="dot").upsert(docs_of(np.eye(2)))
+    with pytest.raises(InvalidQuery, match="session 'a'.*max_distance"):
+        store.search("c", [1, 0], 3, max_distance=1.0)
+    with pytest.raises(InvalidQuery, match="min_score must be a number"):
+        store.search("c", [1, 0], 3, metric="dot", min_score=float("nan"))

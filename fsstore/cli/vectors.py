@@ -34,6 +34,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         help="default: the collection's")
     search.add_argument("--filter", metavar="JSON", default=None,
                         help='conditions on metadata, "$seq" or "$turn" (see VectorFilter)')
+    bound = search.add_mutually_exclusive_group()
+    bound.add_argument("--min-score", type=float, default=None, metavar="SCORE",
+                       help="keep results scoring at least SCORE (cosine, dot)")
+    bound.add_argument("--max-distance", type=float, default=None, metavar="DISTANCE",
+                       help="keep results at most DISTANCE away (euclidean)")
     search.add_argument("--session", action="append", default=None, metavar="SESSION",
                         help="search only this session (repeatable)")
     search.add_argument("--json", action="store_true", help="one JSON object per result")
@@ -75,7 +80,8 @@ def run_search(args: argparse.Namespace) -> int:
         query = _json_arg(args.vector, "--vector")
     conditions: Any = None if args.filter is None else _json_arg(args.filter, "--filter")
     results = store.search(args.collection, query, args.k, metric=args.metric,
-                           filter=conditions, sessions=args.session)
+                           filter=conditions, min_score=args.min_score,
+                           max_distance=args.max_distance, sessions=args.session)
     for result in results:
         if args.json:
             print(dumps(result._asdict()))
