@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import InvalidSetting
+from .unset import UNSET
 
 if TYPE_CHECKING:
     import io as _io
@@ -31,10 +32,9 @@ if TYPE_CHECKING:
     from .blobs import BlobReader, BlobRef, BlobStat, BlobStore, GcReport
     from .errors import Finding
     from .fsio import FileIO
-    from .identity import Identity
     from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
     from .log import Durability, Event
-    from .session import CommitResult, ForkOrigin, Session, SessionInfo, SessionReader
+    from .session import CommitResult, Session, SessionInfo, SessionReader
     from .snapshot import CheckpointInfo, SnapshotPolicy
     from .store import Lineage, Store
     from .turns import Revision, Turn
@@ -56,11 +56,6 @@ if TYPE_CHECKING:
         WorkQueue,
         WorkQueueReader,
     )
-
-#: The default of the arguments for which "not given" differs from None (a fork's title,
-#: tags and metadata: the parent's unless given). A method and its twin must share the
-#: object, so it is defined here, below both; ``session`` and ``store`` import it.
-UNSET: Any = object()
 
 #: How many events ``aevents`` reads in one trip to a worker thread.
 DEFAULT_BATCH = 1000
@@ -251,9 +246,35 @@ class _SessionReaderLike(Protocol):
     def checkpoints(self) -> list[CheckpointInfo]: ...
     def checkpoint_info(self, checkpoint_id: str) -> CheckpointInfo: ...
     def load_checkpoint(self, checkpoint_id: str) -> dict[str, Any]: ...
-    def copy_history(self, dest: str, *, at_seq: int | None = ...,
-                     at_checkpoint: str | None = ...,
-                     uid: Identity | None = ...) -> ForkOrigin: ...
+
+
+async def _read_events(reader: _SessionReaderLike, after_seq: int, until_seq: int | None,
+                       limit: int | None, last: int | None, include_internal: bool,
+                       batch: int) -> AsyncIterator[Event]:
+    """``aevents``' iterator, its arguments checked."""
+    if last is not None:
+        found = await asyncio.to_thread(lambda: list(reader.events(
+            after_seq, until_seq, limit, last=last, include_internal=include_internal)))
+        for event in found:
+            yield event
+        return
+    left = limit
+
+    def read(after: int, count: int) -> list[Event]:
+        return list(reader.events(after, until_seq, count, include_internal=include_internal))
+
+    while True:
+        count = batch if left is None else min(batch, left)
+        if count <= 0:
+            return
+        chunk = await asyncio.to_thread(read, after_seq, count)
+        for event in chunk:
+            yield event
+        if left is not None:
+            left -= len(chunk)
+        if len(chunk) < count:
+            return
+        after_seq = chunk[-1].seq
 
 
 class AsyncSessionReaderMixin:
@@ -262,39 +283,21 @@ class AsyncSessionReaderMixin:
     async def ainfo(self: _SessionReaderLike) -> SessionInfo:
         return await asyncio.to_thread(self.info)
 
-    async def aevents(
+    def aevents(
         self: _SessionReaderLike, after_seq: int = 0, until_seq: int | None = None,
         limit: int | None = None, *, last: int | None = None, include_internal: bool = False,
         batch: int = DEFAULT_BATCH,
     ) -> AsyncIterator[Event]:
         """Like ``events``, as an async iterator: it reads ``batch`` events at a time in a
-        worker thread (all ``last`` of them at once), so one segment at most is held."""
+        worker thread (all ``last`` of them at once), so one segment at most is held. Its
+        arguments are refused at the call, as ``events`` refuses them, not at the first
+        ``async for``."""
+        from .session_reader import check_events_args  # imports this module
+
+        check_events_args(after_seq, until_seq, limit, last)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidSetting(f"batch must be an int >= 1, not {batch!r}")
-        if last is not None:
-            found = await asyncio.to_thread(lambda: list(self.events(
-                after_seq, until_seq, limit, last=last, include_internal=include_internal)))
-            for event in found:
-                yield event
-            return
-        left = limit
-
-        def read(after: int, count: int) -> list[Event]:
-            return list(self.events(after, until_seq, count,
-                                    include_internal=include_internal))
-
-        while True:
-            count = batch if left is None else min(batch, left)
-            if count <= 0:
-                return
-            chunk = await asyncio.to_thread(read, after_seq, count)
-            for event in chunk:
-                yield event
-            if len(chunk) < count:
-                return
-            after_seq = chunk[-1].seq
-            if left is not None:
-                left -= len(chunk)
+        return _read_events(self, after_seq, until_seq, limit, last, include_internal, batch)
 
     async def aget_turn(self: _SessionReaderLike, number: int, *,
                         include_internal: bool = False) -> Turn | None:
@@ -332,12 +335,6 @@ class AsyncSessionReaderMixin:
     async def aload_checkpoint(self: _SessionReaderLike, checkpoint_id: str) -> dict[str, Any]:
         return await asyncio.to_thread(self.load_checkpoint, checkpoint_id)
 
-    async def acopy_history(self: _SessionReaderLike, dest: str, *, at_seq: int | None = None,
-                            at_checkpoint: str | None = None,
-                            uid: Identity | None = None) -> ForkOrigin:
-        return await asyncio.to_thread(self.copy_history, dest, at_seq=at_seq,
-                                       at_checkpoint=at_checkpoint, uid=uid)
-
 
 class _SessionLike(_SessionReaderLike, Protocol):
     def collection(self, name: str) -> VectorCollection: ...
@@ -373,7 +370,9 @@ class _SessionLike(_SessionReaderLike, Protocol):
                           metric: DistanceMetric | str = ...) -> VectorCollection: ...
     def drop_collection(self, name: str) -> None: ...
     def fork(self, new_id: str | None = ..., *, at_seq: int | None = ...,
-             at_checkpoint: str | None = ..., **options: Any) -> Session: ...
+             at_checkpoint: str | None = ..., title: str | None = ...,
+             tags: Iterable[str] = ..., metadata: Mapping[str, Any] = ...,
+             durability: Durability | str | None = ...) -> Session: ...
     def close(self) -> None: ...
 
 
@@ -469,10 +468,14 @@ class AsyncSessionMixin(AsyncSessionReaderMixin):
     async def adrop_collection(self: _SessionLike, name: str) -> None:
         await asyncio.to_thread(self.drop_collection, name)
 
-    async def afork(self: _SessionLike, new_id: str | None = None, *, at_seq: int | None = None,
-                    at_checkpoint: str | None = None, **options: Any) -> Session:
+    async def afork(self: _SessionLike, new_id: str | None = None, *,
+                    at_seq: int | None = None, at_checkpoint: str | None = None,
+                    title: str | None = UNSET, tags: Iterable[str] = UNSET,
+                    metadata: Mapping[str, Any] = UNSET,
+                    durability: Durability | str | None = None) -> Session:
         return await asyncio.to_thread(self.fork, new_id, at_seq=at_seq,
-                                       at_checkpoint=at_checkpoint, **options)
+                                       at_checkpoint=at_checkpoint, title=title, tags=tags,
+                                       metadata=metadata, durability=durability)
 
     async def aclose(self: _SessionLike) -> None:
         await asyncio.to_thread(self.close)

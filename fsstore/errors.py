@@ -223,6 +223,12 @@ class SeqOutOfRange(FsStoreError, ValueError):
     a seq between the log's start and its head (``info()`` says both)."""
 
 
+class InvalidSeq(InvalidInput, SeqOutOfRange):
+    """Raised when a seq argument (``state_at``, ``events``, ``fork``'s ``at_seq``,
+    ``expected_head``) is not an int >= 0: no session has it. A refused argument, and
+    still a :class:`SeqOutOfRange` for callers that catch that. Pass an int >= 0."""
+
+
 class SessionClosed(FsStoreError, ValueError):
     """Raised when a closed session is used (after ``close``, or after a failed write
     closed it). Open the session again."""

@@ -38,7 +38,7 @@ from .fsio import FileIO
 from .lease import Lease
 from .log import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, Durability
 from .log_writer import LogWriter
-from .session_metadata import METADATA_FIELDS, METADATA_RECORD, UNSET
+from .session_metadata import METADATA_FIELDS, METADATA_RECORD
 from .session_reader import ForkOrigin, SessionInfo, SessionReader, check_seq
 from .snapshot import CHECKPOINT_KINDS, CheckpointInfo, SnapshotPolicy
 from .state import STATE_RECORD, StateImage, copy_value, normalize_ops
@@ -51,6 +51,7 @@ from .turns import (
     check_expected,
     check_revision_arg,
 )
+from .unset import UNSET
 from .vectors import DistanceMetric, VectorCollection
 from .work import INPUT_RECORD, QUEUE_RECORD, Build, TurnInputs, WorkQueue
 from .writer_access import WriterAccess
@@ -66,7 +67,6 @@ __all__ = [
 DEFAULT_KIND = "event"
 MAX_COMMIT_ID = 256
 
-_UNSET: Any = UNSET
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 _Method = Callable[Concatenate["Session", _P], _T]
@@ -402,8 +402,8 @@ class Session(SessionReader, AsyncSessionMixin):
 
     @_writes()
     def update_metadata(
-        self, *, title: str | None = _UNSET, tags: Iterable[str] = _UNSET,
-        metadata: Mapping[str, Any] = _UNSET,
+        self, *, title: str | None = UNSET, tags: Iterable[str] = UNSET,
+        metadata: Mapping[str, Any] = UNSET,
     ) -> None:
         """Replace the given fields of the session manifest, atomically."""
         file = self._manifest_file
@@ -412,8 +412,8 @@ class Session(SessionReader, AsyncSessionMixin):
 
     @_writes()
     def save_session_with_updates(
-        self, updates: Iterable[Mapping[str, Any]] = (), *, title: str | None = _UNSET,
-        tags: Iterable[str] = _UNSET, metadata: Mapping[str, Any] = _UNSET,
+        self, updates: Iterable[Mapping[str, Any]] = (), *, title: str | None = UNSET,
+        tags: Iterable[str] = UNSET, metadata: Mapping[str, Any] = UNSET,
         turn: int | None = None, kind: str | None = None,
     ) -> list[int]:
         """Append ``updates`` and replace the given metadata fields in one atomic step;
@@ -703,7 +703,7 @@ class Session(SessionReader, AsyncSessionMixin):
     # --- fork ---
 
     @_writes()
-    def copy_history(self, dest: str, *, at_seq: int | None = None,
+    def _copy_history(self, dest: str, *, at_seq: int | None = None,
                      at_checkpoint: str | None = None,
                      uid: identity.Identity | None = None) -> ForkOrigin:
         writer = self._writer
@@ -713,20 +713,23 @@ class Session(SessionReader, AsyncSessionMixin):
                 # Seal the active segment, so that the whole history is in sealed
                 # segments, which are shared: nothing is copied.
                 writer.roll_over()
-            return super().copy_history(dest, at_seq=at_seq, at_checkpoint=at_checkpoint,
+            return super()._copy_history(dest, at_seq=at_seq, at_checkpoint=at_checkpoint,
                                         uid=uid)
 
     def fork(
         self, new_id: str | None = None, *, at_seq: int | None = None,
-        at_checkpoint: str | None = None, **options: Any,
+        at_checkpoint: str | None = None, title: str | None = UNSET,
+        tags: Iterable[str] = UNSET, metadata: Mapping[str, Any] = UNSET,
+        durability: Durability | str | None = None,
     ) -> Session:
         """Fork this session: see ``Store.fork_session``. Returns the new session, open
-        for writing."""
+        for writing; its title, tags and metadata are this session's unless given."""
         if self._store is None:
             raise InvalidSetting("this session was not opened through a Store; use "
                                  "Store.fork_session")
         return self._store.fork_session(self.id, new_id, at_seq=at_seq,
-                                        at_checkpoint=at_checkpoint, source=self, **options)
+                                        at_checkpoint=at_checkpoint, title=title, tags=tags,
+                                        metadata=metadata, durability=durability, source=self)
 
     # --- lifecycle ---
 

@@ -13,19 +13,17 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from . import aio as _aio
 from . import identity, layout, manifest
 from .errors import CorruptionError, InvalidMetadata, SessionNotFound
 from .fsio import FileIO
 from .log_writer import LogWriter
+from .unset import UNSET
 
 #: The record ``save_session_with_updates`` ends its batch with: the new title, tags and
 #: metadata, so that they commit with the updates (session.json follows it).
 METADATA_RECORD = "fsstore.metadata"
 METADATA_FIELDS = ("title", "tags", "metadata")
 
-#: A metadata field not given (keeps its current value).
-UNSET: Any = _aio.UNSET  # shared with the async twins, whose defaults must be this object
 
 
 def now_iso() -> str:

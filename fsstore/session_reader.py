@@ -24,6 +24,7 @@ from .errors import (
     CorruptionError,
     Finding,
     FormatVersionError,
+    InvalidSeq,
     InvalidSetting,
     SeqOutOfRange,
 )
@@ -183,13 +184,11 @@ class SessionReader(AsyncSessionReaderMixin):
         seq order), read from the end of the log: the head need not be known, and a small
         N reads the last segment or two however long the log is. With ``until_seq`` it
         pages backwards (the N events up to a seq); ``after_seq`` bounds how far back it
-        reads. ``limit`` and ``last`` are the two ends of the same range: pass one."""
-        if last is not None:
-            if isinstance(last, bool) or not isinstance(last, int) or last < 0:
-                raise InvalidSetting(f"last must be an int >= 0, not {last!r}")
-            if limit is not None:
-                raise InvalidSetting("events() takes limit (the first N events) or last (the "
-                                     "last N), not both")
+        reads. ``limit`` and ``last`` are the two ends of the same range: pass one.
+
+        Refused before anything is read: a seq that is not an int >= 0 (InvalidSeq), a
+        ``limit`` or ``last`` that is not (InvalidSetting), or both of them."""
+        check_events_args(after_seq, until_seq, limit, last)
         self._before_read()
         if last is not None:
             def callers(event: Event) -> bool:
@@ -350,7 +349,7 @@ class SessionReader(AsyncSessionReaderMixin):
 
     # --- forks ---
 
-    def copy_history(self, dest: str, *, at_seq: int | None = None,
+    def _copy_history(self, dest: str, *, at_seq: int | None = None,
                      at_checkpoint: str | None = None,
                      uid: identity.Identity | None = None) -> ForkOrigin:
         """Write this session's history up to ``at_seq`` (default: the head), or up to
@@ -388,7 +387,23 @@ class SessionReader(AsyncSessionReaderMixin):
         return ForkOrigin(self.id, seq, at_checkpoint)
 
 
+def check_events_args(after_seq: object, until_seq: object, limit: object,
+                      last: object) -> None:
+    """What ``events()`` (and ``aevents``, before its first read) refuses."""
+    check_seq(after_seq, "after_seq")
+    if until_seq is not None:
+        check_seq(until_seq, "until_seq")
+    for name, count in (("limit", limit), ("last", last)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 0):
+            raise InvalidSetting(f"{name} must be an int >= 0 or None, not {count!r}")
+    if limit is not None and last is not None:
+        raise InvalidSetting("events() takes limit (the first N events) or last (the last N), "
+                             "not both")
+
+
 def check_seq(seq: object, name: str = "seq") -> int:
+    """``seq`` if it is an int >= 0 (a seq some session may have); InvalidSeq if not."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise SeqOutOfRange(f"{name} must be an int >= 0, not {seq!r}")
+        raise InvalidSeq(f"{name} must be an int >= 0, not {seq!r}")
     return seq

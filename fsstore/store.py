@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from . import clock, identity, layout, manifest
 from . import lease as lease_module
-from .aio import UNSET, AsyncStoreMixin
+from .aio import AsyncStoreMixin
 from .check import check_store
 from .errors import (
     CollectionNotFound,
@@ -25,7 +25,6 @@ from .errors import (
     InvalidQuery,
     InvalidSetting,
     NotAStore,
-    SeqOutOfRange,
     SessionExists,
     SessionLocked,
     SessionNotFound,
@@ -51,8 +50,9 @@ from .log import (
 from .log_writer import check_settings, write_tail_hint
 from .session import Session
 from .session_metadata import new_manifest
-from .session_reader import SessionInfo, SessionReader
+from .session_reader import SessionInfo, SessionReader, check_seq
 from .snapshot import SnapshotPolicy
+from .unset import UNSET
 from .vectors import (
     DistanceMetric,
     VectorFilter,
@@ -64,7 +64,6 @@ from .vectors import (
 from .watch import Notifier, SessionChange, StoreWatcher
 from .writer_access import acquire_writer_lock
 
-_UNSET: Any = UNSET  # a method's and its async twin's default (see fsstore.aio)
 _T = TypeVar("_T")
 
 STORE_ENV = "FSSTORE_STORE"
@@ -405,8 +404,8 @@ class Store(AsyncStoreMixin):
 
     def fork_session(
         self, source_id: str, new_id: str | None = None, *, at_seq: int | None = None,
-        at_checkpoint: str | None = None, title: str | None = _UNSET,
-        tags: Iterable[str] = _UNSET, metadata: Mapping[str, Any] = _UNSET,
+        at_checkpoint: str | None = None, title: str | None = UNSET,
+        tags: Iterable[str] = UNSET, metadata: Mapping[str, Any] = UNSET,
         durability: Durability | str | None = None, source: Session | None = None,
     ) -> Session:
         """Create session ``new_id`` whose history is ``source_id``'s up to ``at_seq``
@@ -433,9 +432,8 @@ class Store(AsyncStoreMixin):
             raise InvalidSetting("fork at_seq or at_checkpoint, not both")
         if at_checkpoint is not None:
             layout.check_checkpoint_id(at_checkpoint)
-        if at_seq is not None and (isinstance(at_seq, bool) or not isinstance(at_seq, int)
-                                   or at_seq < 0):
-            raise SeqOutOfRange(f"at_seq must be an int >= 0, not {at_seq!r}")
+        if at_seq is not None:
+            check_seq(at_seq, "at_seq")
         if self.io.exists(final):
             raise SessionExists(f"session {new_id!r} already exists at {final}")
         owner = None
@@ -451,13 +449,13 @@ class Store(AsyncStoreMixin):
         uid = identity.Identity.of(identity.mint(), ancestors)
 
         def build(temp: str) -> None:
-            origin = reader.copy_history(temp, at_seq=at_seq, at_checkpoint=at_checkpoint,
+            origin = reader._copy_history(temp, at_seq=at_seq, at_checkpoint=at_checkpoint,
                                          uid=uid)
             data = new_manifest(
                 new_id,
-                reader.title if title is _UNSET else title,
-                reader.tags if tags is _UNSET else tags,
-                reader.metadata if metadata is _UNSET else metadata,
+                reader.title if title is UNSET else title,
+                reader.tags if tags is UNSET else tags,
+                reader.metadata if metadata is UNSET else metadata,
                 uid,
             )
             data["parent"] = {"id": origin.parent, "seq": origin.seq,
@@ -587,8 +585,11 @@ class Store(AsyncStoreMixin):
         name = check_collection_name(collection)
         check_k(k)
         chosen = None if metric is None else DistanceMetric.of(metric)
-        if chosen is not None:  # refused before any session is read
-            check_score_bound(chosen, bounds["min_score"], bounds["max_distance"])
+        min_score, max_distance = bounds["min_score"], bounds["max_distance"]
+        # The bounds' numbers are refused before any session is read, found or not; whether
+        # a bound fits the metric waits for the metric, when the collections give it.
+        check_score_bound(chosen or (DistanceMetric.EUCLIDEAN if max_distance is not None
+                                     else DistanceMetric.COSINE), min_score, max_distance)
         conditions = VectorFilter.of(filter)
         explicit = sessions is not None
         ids = list(sessions) if sessions is not None else self.session_ids()
@@ -609,6 +610,7 @@ class Store(AsyncStoreMixin):
                 continue  # damaged: verify reports it; the other sessions are searched
             if used is None:
                 used = found.metric
+                check_score_bound(used, min_score, max_distance)
             elif chosen is None and found.metric is not used:
                 raise InvalidQuery(
                     f"collection {name!r} uses metric {found.metric.value} in session "

@@ -30,7 +30,7 @@ from .aio import (
     AsyncWorkQueueMixin,
     AsyncWorkQueueReaderMixin,
 )
-from .errors import ClaimLost, InvalidEvent
+from .errors import ClaimLost, InvalidEvent, InvalidSetting
 from .log import refuse_msgpack_ext
 
 QUEUE_RECORD = "fsstore.queue"
@@ -511,7 +511,7 @@ def _check_int(value: Any, name: str, low: int) -> int:
 def _check_seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             0 < value < 10**9):
-        raise InvalidEvent(f"{name} must be a positive number of seconds, not {value!r}")
+        raise InvalidSetting(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)
 
 

@@ -44,7 +44,11 @@ def twin_name(name: str) -> str:
 
 
 def is_async(function: object) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+    """A coroutine function, or a function that returns an async iterator (``aevents``
+    checks its arguments at the call, then hands back its async generator)."""
+    returns = getattr(function, "__annotations__", {}).get("return", "")
+    return (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+            or str(returns).startswith("AsyncIterator["))
 
 
 def public_methods(cls: type) -> dict[str, object]:
@@ -222,3 +226,36 @@ def test_aevents_refuses_a_batch_below_one(store):
 
     with pytest.raises(fsstore.InvalidSetting, match="batch"):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("arguments, error", [
+    ({"batch": 0}, fsstore.InvalidSetting),
+    ({"last": -1}, fsstore.InvalidSetting),
+    ({"limit": "3"}, fsstore.InvalidSetting),
+    ({"after_seq": -1}, fsstore.InvalidSeq),
+    ({"until_seq": "5"}, fsstore.InvalidSeq),
+])
+def test_aevents_refuses_its_arguments_at_the_call_as_events_does(store, arguments, error):
+    with store.create_session("s") as session:
+        session.append({"n": 1})
+    reader = store.read_session("s")
+    with pytest.raises(error):
+        reader.aevents(**arguments)  # no ``async for`` needed to be told
+    if "batch" not in arguments:
+        with pytest.raises(error):
+            reader.events(**arguments)
+
+
+def test_a_fork_twin_takes_the_forks_named_arguments(store):
+    with store.create_session("s", title="parent", tags=["t"]) as session:
+        session.append({"n": 1})
+
+        async def main():
+            child = await session.afork("c", title="child")
+            child.close()
+
+        asyncio.run(main())
+        with pytest.raises(TypeError):
+            session.fork("d", bogus=1)  # spelled out: a misspelt option is not swallowed
+    reader = store.read_session("c")
+    assert (reader.title, reader.tags) == ("child", ["t"])

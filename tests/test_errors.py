@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import fsstore
 from fsstore import errors
 
@@ -49,3 +51,28 @@ def test_a_refused_event_state_and_title_are_caught_as_value_error(store):
                 assert isinstance(exc, fsstore.InvalidInput)
             else:
                 raise AssertionError("not refused")
+
+
+def test_a_seq_argument_no_session_can_have_is_refused_input_and_still_out_of_range(store):
+    with store.create_session("s") as session:
+        session.append({"n": 1})
+        for seq in (-1, "1", True, 1.0):
+            with pytest.raises(fsstore.InvalidSeq) as caught:
+                session.state_at(seq)
+            assert isinstance(caught.value, fsstore.InvalidInput)
+            assert isinstance(caught.value, fsstore.SeqOutOfRange)
+        for arguments in ({"after_seq": -1}, {"until_seq": 1.5}):
+            with pytest.raises(fsstore.InvalidSeq):
+                session.events(**arguments)
+        with pytest.raises(fsstore.InvalidSetting, match="limit"):
+            session.events(limit=-1)
+        with pytest.raises(fsstore.InvalidSeq, match="at_seq"):
+            store.fork_session("s", "c", at_seq=-1)
+
+
+def test_a_bad_number_of_seconds_for_the_queue_is_a_refused_setting(store):
+    with store.create_session("s") as session:
+        for call in (lambda: session.queue.claim("w", lease_ttl=-1),
+                     lambda: session.inputs.prune(-5)):
+            with pytest.raises(fsstore.InvalidSetting, match="seconds"):
+                call()

@@ -253,10 +253,14 @@ def test_a_search_across_sessions_keeps_the_bound_in_every_session(store):
     assert store.search("c", [1, 0], 10, min_score=1.5) == []
 
 
-def test_a_bad_bound_across_sessions_is_refused_naming_the_session(store):
+def test_a_bad_bound_across_sessions_is_refused_before_any_session_is_searched(store):
     with store.create_session("a") as session:
         session.create_collection("c", 2, metric="dot").upsert(docs_of(np.eye(2)))
-    with pytest.raises(InvalidQuery, match="session 'a'.*max_distance"):
+    with pytest.raises(InvalidQuery, match="^max_distance does not apply to metric dot"):
         store.search("c", [1, 0], 3, max_distance=1.0)
     with pytest.raises(InvalidQuery, match="min_score must be a number"):
         store.search("c", [1, 0], 3, metric="dot", min_score=float("nan"))
+    for arguments in ({"min_score": "high"}, {"max_distance": -1},
+                      {"min_score": 0.5, "max_distance": 1.0}):
+        with pytest.raises(InvalidQuery):  # whether or not a session has the collection
+            store.search("absent", [1, 0], 3, **arguments)
