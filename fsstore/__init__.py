@@ -20,7 +20,7 @@ a segmented msgpack append log (docs/FORMAT.md)::
         print(event.seq, event.turn, event.kind, event.data)
 """
 
-from .aio import aopen_store
+from .aio import afind_store, aopen_store
 from .blobs import BlobRef, BlobStat, GcReport
 from .errors import (
     BlobNotFound,
@@ -190,6 +190,7 @@ __all__ = [
     "WorkQueueReader",
     "WriteFailed",
     "find_store",
+    "afind_store",
     "aopen_store",
     "open_store",
 ]

@@ -18,6 +18,7 @@ that the twin's parameters are the method's.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
@@ -88,7 +89,15 @@ async def aopen_store(
         blob_compression=blob_compression, io=io)
 
 
+async def afind_store(start: str | os.PathLike[str] | None = None) -> str:
+    """:func:`fsstore.find_store` in a worker thread (it walks up the folders)."""
+    from .store import find_store  # the store module imports this one
+
+    return await asyncio.to_thread(find_store, start)
+
+
 class _StoreLike(Protocol):
+    def close(self) -> None: ...
     def claim_lease(self, session_id: str, owner: LeaseOwner | str | None = ..., *,
                     ttl: float = ..., lock_timeout: float = ...) -> ClaimOutcome: ...
     def create_session(self, session_id: str | None = ..., *, title: str | None = ...,
@@ -128,8 +137,18 @@ class _StoreLike(Protocol):
     def verify(self, session_ids: Iterable[str] | None = ...) -> list[Finding]: ...
 
 
+_StoreT = TypeVar("_StoreT", bound=_StoreLike)
+
+
 class AsyncStoreMixin:
-    """``Store``'s async twins: each ``aNAME`` runs ``NAME`` in a worker thread."""
+    """``Store``'s async twins: each ``aNAME`` runs ``NAME`` in a worker thread.
+    ``async with store`` closes it, as ``with`` does."""
+
+    async def __aenter__(self: _StoreT) -> _StoreT:
+        return self
+
+    async def __aexit__(self: _StoreLike, *exc_info: object) -> None:
+        self.close()  # closes handles, does no I/O that waits
 
     async def aclaim_lease(self: _StoreLike, session_id: str,
                            owner: LeaseOwner | str | None = None, *, ttl: float = 30.0,
@@ -231,6 +250,10 @@ class AsyncStoreMixin:
 
 
 class _SessionReaderLike(Protocol):
+    @property
+    def head(self) -> int: ...
+    @property
+    def revision(self) -> Revision: ...
     def info(self) -> SessionInfo: ...
     def events(self, after_seq: int = ..., until_seq: int | None = ...,
                limit: int | None = ..., *, last: int | None = ...,
@@ -251,34 +274,31 @@ class _SessionReaderLike(Protocol):
 async def _read_events(reader: _SessionReaderLike, after_seq: int, until_seq: int | None,
                        limit: int | None, last: int | None, include_internal: bool,
                        batch: int) -> AsyncIterator[Event]:
-    """``aevents``' iterator, its arguments checked."""
-    if last is not None:
-        found = await asyncio.to_thread(lambda: list(reader.events(
-            after_seq, until_seq, limit, last=last, include_internal=include_internal)))
-        for event in found:
-            yield event
-        return
-    left = limit
-
-    def read(after: int, count: int) -> list[Event]:
-        return list(reader.events(after, until_seq, count, include_internal=include_internal))
-
+    """``aevents``' iterator, its arguments checked: the one iterator ``events`` returns,
+    advanced ``batch`` events at a time in a worker thread. One iterator, not a new read
+    per batch: what it yields is what ``events`` yields (a prefix of the log as it was,
+    never a jump into a log a clear started meanwhile)."""
+    events = await asyncio.to_thread(reader.events, after_seq, until_seq, limit, last=last,
+                                     include_internal=include_internal)
     while True:
-        count = batch if left is None else min(batch, left)
-        if count <= 0:
-            return
-        chunk = await asyncio.to_thread(read, after_seq, count)
+        chunk = await asyncio.to_thread(lambda: list(itertools.islice(events, batch)))
         for event in chunk:
             yield event
-        if left is not None:
-            left -= len(chunk)
-        if len(chunk) < count:
+        if len(chunk) < batch:
             return
-        after_seq = chunk[-1].seq
 
 
 class AsyncSessionReaderMixin:
     """``SessionReader``'s async twins (a ``Session`` has them too)."""
+
+    async def ahead(self: _SessionReaderLike) -> int:
+        """The twin of the ``head`` property: it reads the log's tail (and a shared
+        writer's waits for the session's mutex)."""
+        return await asyncio.to_thread(lambda: self.head)
+
+    async def arevision(self: _SessionReaderLike) -> Revision:
+        """The twin of the ``revision`` property, which reads the log like ``head``."""
+        return await asyncio.to_thread(lambda: self.revision)
 
     async def ainfo(self: _SessionReaderLike) -> SessionInfo:
         return await asyncio.to_thread(self.info)
@@ -337,6 +357,8 @@ class AsyncSessionReaderMixin:
 
 
 class _SessionLike(_SessionReaderLike, Protocol):
+    @property
+    def current_turn(self) -> int | None: ...
     def collection(self, name: str) -> VectorCollection: ...
     def append(self, event: Mapping[str, Any], *, turn: int | None = ...,
                kind: str | None = ..., ts: float | None = ...) -> int: ...
@@ -381,6 +403,11 @@ _Closing = TypeVar("_Closing", bound=_SessionLike)
 
 class AsyncSessionMixin(AsyncSessionReaderMixin):
     """``Session``'s async twins, the reader's included; ``async with`` closes it."""
+
+    async def acurrent_turn(self: _SessionLike) -> int | None:
+        """The twin of the ``current_turn`` property (a shared writer's waits for the
+        session's mutex and catches up with the log)."""
+        return await asyncio.to_thread(lambda: self.current_turn)
 
     async def acollection(self: _SessionLike, name: str) -> VectorCollection:
         return await asyncio.to_thread(self.collection, name)

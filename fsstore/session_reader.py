@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -189,6 +190,10 @@ class SessionReader(AsyncSessionReaderMixin):
         Refused before anything is read: a seq that is not an int >= 0 (InvalidSeq), a
         ``limit`` or ``last`` that is not (InvalidSetting), or both of them."""
         check_events_args(after_seq, until_seq, limit, last)
+        # A count past any log means "all of them"; numbers past sys.maxsize overflow islice
+        # and deque.
+        limit = None if limit is None else min(limit, sys.maxsize)
+        last = None if last is None else min(last, sys.maxsize)
         self._before_read()
         if last is not None:
             def callers(event: Event) -> bool:

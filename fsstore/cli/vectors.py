@@ -64,6 +64,8 @@ def _json_arg(text: str, what: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidQuery(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidQuery(f"{what} nests too deep to read: flatten it") from None
 
 
 def run_search(args: argparse.Namespace) -> int:
