@@ -23,6 +23,13 @@ NOT_BLOCKING = {
     "SessionReader.watch": "returns a watcher, itself an async iterator (`async for`)",
 }
 
+#: Properties that read the disk or wait for a lock: each has a twin ``aNAME()``. (The
+#: other properties answer from memory.)
+BLOCKING_PROPERTIES = {
+    "SessionReader": {"head", "revision"},  # read the log's tail
+    "Session": {"head", "revision", "current_turn"},  # a shared writer's wait for the mutex
+}
+
 #: Parameters an iterator's twin adds: how much it reads in one trip to a worker thread.
 TWIN_ONLY_PARAMETERS = {"aevents": {"batch"}}
 
@@ -87,8 +94,17 @@ def surface_problems(cls: type) -> list[str]:
         if parameters(method) != parameters(twin, drop=extra):
             problems.append(f"{cls.__name__}.{twin_name(name)}{inspect.signature(twin)} is "
                             f"not {name}{inspect.signature(method)}")
+    properties = {name for name in dir(cls)
+                  if isinstance(inspect.getattr_static(cls, name), property)}
+    for name in sorted(BLOCKING_PROPERTIES.get(cls.__name__, set())):
+        assert name in properties, f"{cls.__name__}.{name} is no longer a property"
+        twin = methods.get(twin_name(name))
+        if twin is None or not is_async(twin) or parameters(twin):
+            problems.append(f"{cls.__name__}.{name} reads the disk: it needs a twin "
+                            f"{twin_name(name)}() taking no arguments")
     for name, twin in sorted(methods.items()):
-        if is_async(twin) and not any(twin_name(n) == name for n in methods if n != name):
+        if is_async(twin) and not any(twin_name(n) == name for n in {*methods, *properties}
+                                      if n != name):
             problems.append(f"{cls.__name__}.{name} is the twin of no method")
     return problems
 
@@ -115,6 +131,9 @@ def test_the_surface_check_finds_a_method_without_a_twin_and_a_twin_that_drifted
 def test_open_store_has_an_async_twin_with_its_parameters():
     assert parameters(fsstore.open_store) == parameters(fsstore.aopen_store)
     assert inspect.iscoroutinefunction(fsstore.aopen_store)
+    assert parameters(fsstore.find_store) == parameters(fsstore.afind_store)
+    assert inspect.iscoroutinefunction(fsstore.afind_store)
+    assert inspect.iscoroutinefunction(fsstore.afind_store)
 
 
 def test_every_allowlisted_method_exists_and_says_why():
@@ -259,3 +278,51 @@ def test_a_fork_twin_takes_the_forks_named_arguments(store):
             session.fork("d", bogus=1)  # spelled out: a misspelt option is not swallowed
     reader = store.read_session("c")
     assert (reader.title, reader.tags) == ("child", ["t"])
+
+
+def test_aevents_is_one_read_and_stops_at_a_prefix_when_the_log_is_cleared(store):
+    with store.create_session("s") as session:
+        session.append_many([{"i": i, "pad": "x" * 40} for i in range(200)])
+        reader = store.read_session("s")
+
+        async def main():
+            seen = []
+            async for event in reader.aevents(batch=10):
+                seen.append(event)
+                if len(seen) == 10:  # between two batches
+                    session.clear()
+                    session.append_many([{"after": j} for j in range(3)])
+            return seen
+
+        seen = asyncio.run(main())
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    assert all("i" in e.data for e in seen)  # nothing of the log the clear started
+
+
+def test_properties_that_read_the_disk_have_async_twins(store):
+    with store.create_session("s") as session:
+        session.append({"n": 1})
+        session.finish_turn()
+
+        async def main():
+            reader = store.read_session("s")
+            return (await reader.ahead(), await reader.arevision(), await session.ahead(),
+                    await session.acurrent_turn(), await fsstore.afind_store(store.path))
+
+        head, revision, writer_head, turn, found = asyncio.run(main())
+        assert turn == session.current_turn == 1
+    assert (head, revision, writer_head, turn) == (store.read_session("s").head,
+                                                   store.read_session("s").revision, 2, 1)
+    assert found == store.path
+
+
+def test_a_store_closes_at_the_end_of_async_with(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(fsstore.Store, "close", lambda self: closed.append(self))
+
+    async def main():
+        async with await fsstore.aopen_store(tmp_path / "s") as store:
+            (await store.acreate_session("a")).close()
+        return store
+
+    assert closed == [asyncio.run(main())]

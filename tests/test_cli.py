@@ -348,3 +348,13 @@ def test_search_keeps_results_within_a_score_bound(tmp_path, capsys):
     code, _, err = run(capsys, "--store", str(tmp_path / "s"), "search", "c", "--vector",
                        "[1, 0]", "--max-distance", "0.5")
     assert code == 2 and "max_distance does not apply to metric dot" in err
+
+
+def test_search_refuses_a_filter_too_deep_to_read_in_one_line(tmp_path, capsys):
+    store = fsstore.open_store(tmp_path / "s")
+    with store.create_session("a") as session:
+        session.create_collection("c", 2).upsert([fsstore.VectorDocument("x", [1, 0])])
+    deep = "[" * 100_000 + "]" * 100_000
+    code, _, err = run(capsys, "--store", str(tmp_path / "s"), "search", "c", "--vector",
+                       "[1, 0]", "--filter", deep)
+    assert code == 2 and "--filter nests too deep" in err

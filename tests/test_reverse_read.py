@@ -222,3 +222,12 @@ def test_last_beside_a_writer_that_rolls_over_and_clears_is_always_a_run_of_the_
             reads += 1
     finally:
         thread.join()
+
+
+def test_a_count_past_any_log_means_every_event(store):
+    with store.create_session("s") as session:
+        session.append_many([{"n": n} for n in range(5)])
+        everything = [e.seq for e in session.events()]
+        for huge in (2**63, 10**30):
+            assert [e.seq for e in session.events(last=huge)] == everything
+            assert [e.seq for e in session.events(limit=huge)] == everything
