@@ -67,7 +67,8 @@ from .errors import (
 )
 from .fsio import FileIO
 from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
-from .log import Durability, Event
+from .log_format import Event
+from .log_writer import Durability
 from .session import (
     METADATA_RECORD,
     TURN_FINISHED,

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from .errors import Finding
     from .fsio import FileIO
     from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
-    from .log import Durability, Event
+    from .log_format import Event
+    from .log_writer import Durability
     from .session import CommitResult, Session, SessionInfo, SessionReader
     from .snapshot import CheckpointInfo, SnapshotPolicy
     from .store import Lineage, Store

@@ -1,20 +1,14 @@
-"""The segmented msgpack append log: a session's authoritative history.
+"""Reading the segmented append log: a session's authoritative history.
 
-Format (docs/FORMAT.md has the grammar, a worked hex example and the damage rules)::
+A :class:`LogReader` finds a log's segments (the newest segment header says where the
+log starts), reads them forwards one at a time (:meth:`LogReader.events`) or from the end
+(:meth:`LogReader.last_events`), finds the end of the log without scanning the history
+(:meth:`LogReader.tail`), and checks the whole log (:meth:`LogReader.check`). It takes
+no locks and reads alongside a writer in any process.
 
-    segment = header(64 bytes) frame* zero*
-    frame   = crc:u32 length:u32 first_seq:u64 count:u32 type:u32   (24 bytes)
-              payload(length bytes)  zero-pad to 8  frame_size:u32 "FSE\\n"
-
-One frame holds one batch, so a batch is atomic: its checksum covers all of it (every
-byte after the crc field). The trailer repeats the frame size and ends in a non-zero
-byte, so the last frame of a segment is found from the end of its data without reading
-the segment from the start: opening a session costs the same for 10 events as for 10
-million.
-
-A writer in durability "fsync" preallocates zeros at the end of the active segment, so
-that an fdatasync does not also commit a size change, and cuts them off when it seals
-the segment.
+The frame format and the parse of one segment's bytes are in ``log_format.py``, the
+segment header in ``segment_header.py``, the writer in ``log_writer.py``; docs/FORMAT.md
+has the grammar and the damage rules.
 
 Damage never reads as a shorter or another history: the header (``segment_header.py``)
 names the session that wrote the segment and carries a synced mark, which a barrier
@@ -31,402 +25,36 @@ import heapq
 import itertools
 import math
 import os
-import struct
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, NamedTuple
-
-import msgspec
-from crc32c import crc32c
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from . import layout
-from .errors import (
-    CorruptionError,
-    Finding,
-    FormatVersionError,
-    InvalidEvent,
-    InvalidSetting,
-    RecordTooLarge,
-)
+from .errors import CorruptionError, Finding, FormatVersionError
 from .fsio import FileIO
 from .identity import Identity
-from .nesting import MAX_NESTING, too_deep
-from .segment_header import SEGMENT_HEADER_SIZE as SEGMENT_HEADER_SIZE
-from .segment_header import SEGMENT_MAGIC as SEGMENT_MAGIC
-from .segment_header import SEGMENT_MAJOR as SEGMENT_MAJOR
-from .segment_header import SEGMENT_MINOR as SEGMENT_MINOR
-from .segment_header import SegmentHeader as SegmentHeader
-from .segment_header import check_synced, decode_segment_header
-from .segment_header import encode_segment_header as encode_segment_header
+from .log_format import (
+    _FRAME_HEADER,
+    _PREALLOCATE_MAX,
+    _U32,
+    FRAME_HEADER_SIZE,
+    MAX_FRAME_PAYLOAD,
+    MAX_SEGMENT_FILE,
+    TRAILER_SIZE,
+    Event,
+    SegmentScan,
+    _parse_frame,
+    _tail_of,
+    decode_payload,
+)
+from .segment_header import (
+    SEGMENT_HEADER_SIZE,
+    SegmentHeader,
+    check_synced,
+    decode_segment_header,
+)
 
-_FRAME_HEADER = struct.Struct("<IIQII")
-FRAME_HEADER_SIZE = _FRAME_HEADER.size  # 24
-_TRAILER = struct.Struct("<I4s")
-TRAILER_SIZE = _TRAILER.size  # 8
-TRAILER_MAGIC = b"FSE\n"
-FRAME_EVENTS = 1
-_FRAME_FIELDS = struct.Struct("<IQII")  # the frame header after its crc
-_U32 = struct.Struct("<I")
-_ZEROS = bytes(8)
-
-#: No frame payload may exceed this; a larger length field is damage, so a corrupt
-#: length can never make a reader allocate more.
-MAX_FRAME_PAYLOAD = 64 << 20
-DEFAULT_SEGMENT_SIZE = 4 << 20
-MAX_SEGMENT_SIZE = 1 << 30
-#: No writer makes a larger segment file (the size, one frame past it, preallocation).
-MAX_SEGMENT_FILE = MAX_SEGMENT_SIZE + MAX_FRAME_PAYLOAD + (1 << 20)
 #: How often ``LogReader.last_events`` starts again when a clear removes what it reads.
 _REREADS_AFTER_CLEAR = 3
-DEFAULT_MAX_RECORD_BYTES = 16 << 20
-_PREALLOCATE_MIN = 64 << 10
-_PREALLOCATE_MAX = 1 << 20
-_BUFFER_LIMIT = 64 << 10  # durability "none" hands batches to the OS in chunks this big
-_FOLLOW_CHUNK = 64 << 10  # a shared writer reads what others appended this much at a time
-
-
-class Event(NamedTuple):
-    """One stored event."""
-
-    seq: int
-    ts: float
-    turn: int
-    kind: str
-    data: Any
-
-
-def refuse_msgpack_ext(code: int, data: memoryview) -> Any:
-    """msgspec ext_hook: stored values hold no msgpack extension types (no pickles)."""
-    raise ValueError(f"msgpack extension type {code} is not allowed")
-
-
-_encoder = msgspec.msgpack.Encoder()
-# a turn is unsigned (docs/FORMAT.md, section 9): msgpack bounds it to 64 bits
-Turn = Annotated[int, msgspec.Meta(ge=0)]
-_decoder = msgspec.msgpack.Decoder(
-    type=tuple[float, Turn, list[tuple[str, Any]]], ext_hook=refuse_msgpack_ext
-)
-# The tail of a log needs only the last event's kind: leave the other events undecoded,
-# so opening a session costs the same whatever the size of its last batch.
-_tail_decoder = msgspec.msgpack.Decoder(type=tuple[float, Turn, list[msgspec.Raw]])
-_entry_kind_decoder = msgspec.msgpack.Decoder(type=tuple[str, msgspec.Raw])
-
-
-# --- durability --------------------------------------------------------------------------
-
-DURABILITY_MODES = ("fsync", "flush", "none")
-
-
-@dataclass(frozen=True)
-class Durability:
-    """When appended batches reach the disk.
-
-    ``mode``:
-      - ``"fsync"``: each append call is fdatasynced before it returns;
-      - ``"flush"`` (default): each append call is handed to the OS before it returns
-        (survives the process being killed); fsync at ``finish_turn``, ``sync`` and close;
-      - ``"none"``: batches are buffered in the process and handed to the OS in 64 KiB
-        chunks, at ``finish_turn``, ``sync`` and close; never fsynced, unless with group
-        commit.
-
-    Group commit (``group_commit_ms``, ``group_commit_records``), with ``"flush"`` or
-    ``"none"``: when that many milliseconds have passed since the oldest unsynced append,
-    or that many records are unsynced, whatever is buffered is written and fsynced, by the
-    appending thread or a background one. ``finish_turn`` then fsyncs too.
-    """
-
-    mode: str = "flush"
-    group_commit_ms: float | None = None
-    group_commit_records: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in DURABILITY_MODES:
-            raise InvalidSetting(
-                f"durability mode must be one of {DURABILITY_MODES}, not {self.mode!r}")
-        grouped = self.group_commit_ms is not None or self.group_commit_records is not None
-        if grouped and self.mode == "fsync":
-            raise InvalidSetting("group commit goes with durability mode 'flush' or 'none', "
-                                 "not 'fsync' (which already syncs every append)")
-        if self.group_commit_ms is not None and not self.group_commit_ms > 0:
-            raise InvalidSetting("group_commit_ms must be > 0")
-        if self.group_commit_records is not None and self.group_commit_records < 1:
-            raise InvalidSetting("group_commit_records must be >= 1")
-
-    @classmethod
-    def of(cls, value: Durability | str | None) -> Durability:
-        if value is None:
-            return cls()
-        if isinstance(value, Durability):
-            return value
-        return cls(mode=value)
-
-    @property
-    def grouped(self) -> bool:
-        return self.group_commit_ms is not None or self.group_commit_records is not None
-
-    @property
-    def syncs(self) -> bool:
-        """Whether barriers (finish_turn, close) fsync: all but plain ``"none"``."""
-        return self.mode != "none" or self.grouped
-
-
-# --- encoding ----------------------------------------------------------------------------
-
-
-def encode_frame(
-    first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]], max_bytes: int,
-    *, check: bool = True,
-) -> bytes:
-    """One frame holding ``entries`` as seqs ``first_seq ..``. Raises InvalidEvent when an
-    event cannot be encoded, or would not read back (the payload is checked with the
-    readers' own decoder and limits, so writer and readers cannot drift apart);
-    RecordTooLarge when the payload exceeds ``max_bytes``. ``check=False`` skips the
-    check, for entries just decoded from a valid frame (a fork re-encoding a batch an
-    older writer wrote, which may nest deeper than writers now allow)."""
-    try:
-        payload = _encoder.encode((ts, turn, entries))
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise InvalidEvent(f"event cannot be stored as msgpack: {exc}") from None
-    length = len(payload)
-    if length > max_bytes:
-        raise RecordTooLarge(
-            f"batch of {len(entries)} event(s) encodes to {length} bytes, over the limit of "
-            f"{max_bytes}; split the batch, or store large payloads as attachments"
-        )
-    if check:
-        _check_written(payload, len(entries))
-    pad = -(FRAME_HEADER_SIZE + length) & 7
-    body = b"".join((
-        _FRAME_FIELDS.pack(length, first_seq, len(entries), FRAME_EVENTS),
-        payload,
-        _ZEROS[:pad],
-        _U32.pack(FRAME_HEADER_SIZE + length + pad + TRAILER_SIZE),
-    ))
-    body += TRAILER_MAGIC
-    return _U32.pack(crc32c(body)) + body
-
-
-def _check_written(payload: bytes, count: int) -> None:
-    """Refuse (InvalidEvent) a payload a reader would refuse, or nested deeper than
-    writers allow."""
-    try:
-        decoded = decode_payload(payload, count, "(the batch being written)", 0)[2]
-    except CorruptionError as exc:
-        raise InvalidEvent(f"event would not read back, so it is not stored: {exc.reason}"
-                           ) from None
-    # Readers decode any depth their stack allows (and report deeper as damage); writers
-    # keep far below that, so that what they write reads back in any reader.
-    if too_deep(payload, decoded, MAX_NESTING - 1):
-        raise InvalidEvent(f"event nests arrays and maps deeper than {MAX_NESTING} levels "
-                           "(an event's data starts at level 4), so it is not stored")
-
-
-# --- parsing -----------------------------------------------------------------------------
-
-
-class _Frame(NamedTuple):
-    offset: int
-    first_seq: int
-    event_count: int
-    payload: memoryview
-
-
-def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame | None:
-    """The checksum-valid frame starting at ``off``, or None."""
-    if off + FRAME_HEADER_SIZE + TRAILER_SIZE > limit:
-        return None
-    crc, length, first_seq, count, _ = _FRAME_HEADER.unpack_from(buf, off)
-    if length > MAX_FRAME_PAYLOAD or count == 0:
-        return None
-    end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
-    if end > limit:
-        return None
-    frame_size, magic = _TRAILER.unpack_from(buf, end - TRAILER_SIZE)
-    if magic != TRAILER_MAGIC or frame_size != end - off:
-        return None
-    if crc32c(view[off + 4 : end]) != crc:
-        return None
-    start = off + FRAME_HEADER_SIZE
-    return _Frame(off, first_seq, count, view[start : start + length])
-
-
-def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int,
-                       min_seq: int = 0) -> _Frame | None:
-    """A checksum-valid frame of seq ``min_seq`` or later starting after ``off``, at any
-    byte offset (a byte inserted into or cut from a segment shifts every later frame off
-    the 8-byte grid). Found by its trailer magic, so the search runs at ``bytes.find``
-    speed rather than one Python step per byte."""
-    pos = buf.find(TRAILER_MAGIC, off + FRAME_HEADER_SIZE + 4, limit)
-    while pos != -1:
-        end = pos + 4
-        (frame_size,) = _U32.unpack_from(buf, end - TRAILER_SIZE)
-        start = end - frame_size
-        if off < start and frame_size >= FRAME_HEADER_SIZE + TRAILER_SIZE:
-            frame = _parse_frame(buf, view, start, limit)
-            if frame is not None and frame.first_seq >= min_seq:
-                return frame
-        pos = buf.find(TRAILER_MAGIC, pos + 1, limit)
-    return None
-
-
-def decode_payload(
-    payload: bytes | memoryview, count: int, path: str, offset: int,
-    decoder: msgspec.msgpack.Decoder[Any] = _decoder,
-) -> tuple[float, int, list[Any]]:
-    """(ts, turn, [(kind, data), ...]) of a checksum-valid frame's payload. Refuses (with
-    CorruptionError) what FORMAT.md says no writer writes: another shape, an extension
-    type, a negative turn, nesting too deep to decode, a wrong event count."""
-    try:
-        ts, turn, entries = decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
-        # The checksum matched, so these bytes are what a writer wrote: not a torn write.
-        reason = ("nests arrays and maps too deep to decode" if isinstance(exc, RecursionError)
-                  else f"does not decode: {exc}")
-        raise CorruptionError(f"record payload {reason}", path=path, offset=offset) from None
-    if len(entries) != count:
-        raise CorruptionError(f"record holds {len(entries)} events, its header says "
-                              f"{count}", path=path, offset=offset)
-    return ts, turn, entries
-
-
-def _tail_of(frame: _Frame, path: str) -> tuple[float, int, str]:
-    ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset,
-                                       _tail_decoder)
-    try:
-        kind, _ = _entry_kind_decoder.decode(entries[-1])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CorruptionError(f"record payload does not decode: {exc}", path=path,
-                              offset=frame.offset) from None
-    return ts, turn, kind
-
-
-class SegmentScan:
-    """Reads the events of one segment image, checking checksums and seq order.
-
-    Iterating yields each :class:`Event` with ``after_seq < seq <= until_seq``; frames
-    wholly before ``after_seq`` are checked but not decoded. Afterwards ``end`` is the
-    offset after the last good frame, ``expect_seq`` the seq after its last event, and
-    ``last`` that event (None if its frame was skipped). Damage is classified when the
-    walk stops:
-
-    - a torn tail: the bytes after the last good frame of the *last* segment hold no
-      checksum-valid frame. A writer died mid-append; readers stop there, and ``torn_at``
-      says where. Not an error.
-    - anything else (damage in a sealed segment, a bad frame followed by a good one, a
-      good frame with the wrong seq) raises CorruptionError naming the file and offset.
-    """
-
-    def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
-                 after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
-                 marker: bytes | None = None, segment: int | None = None,
-                 synced_end: int = 0) -> None:
-        self.buf = buf
-        self.path = path
-        self.segment = expect_seq if segment is None else segment  # its first seq
-        self.expect_seq = expect_seq
-        self.is_last = is_last
-        self.after_seq = after_seq
-        self.until_seq = until_seq
-        # ``buf`` holds the file from byte ``origin`` on (the whole segment when 0, with its
-        # header); the walk starts at the first frame in it. Offsets reported are the file's.
-        self.origin = origin
-        # Frames whose payload lacks ``marker`` are checked but not decoded: a reader that
-        # wants only the store's own records skips the rest at bytes.find speed.
-        self.marker = marker
-        # A barrier made the records before this offset durable (the header's synced
-        # mark): a walk that ends before it found synced records missing or damaged.
-        self.synced_end = synced_end
-        self.end = max(origin, SEGMENT_HEADER_SIZE)
-        self.last: Event | None = None
-        self.torn_at: int | None = None
-
-    @property
-    def data_end(self) -> int:
-        return self.origin + len(self.buf.rstrip(b"\0"))
-
-    def __iter__(self) -> Iterator[Event]:
-        # The hot path of every read. The frame checks are those of _parse_frame, inlined
-        # with the decoding into one loop, and the state kept in locals: a call, a
-        # generator hop or an attribute write per frame costs as much as the checksum.
-        buf, view, limit = self.buf, memoryview(self.buf), len(self.buf)
-        unpack_header, checksum = _FRAME_HEADER.unpack_from, crc32c
-        decode, new_event = _decoder.decode, tuple.__new__
-        after_seq, expect = self.after_seq, self.expect_seq
-        first_wanted, past_wanted = self.after_seq + 1, self.until_seq + 1
-        marker, origin = self.marker, self.origin
-        off = self.end - origin
-        decoded = None
-        try:
-            while off + FRAME_HEADER_SIZE + TRAILER_SIZE <= limit:
-                crc, length, seq, count, frame_type = unpack_header(buf, off)
-                if length > MAX_FRAME_PAYLOAD or count == 0:
-                    break
-                end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
-                # The checksum covers the trailer too, so a frame that passes it has the
-                # trailer _parse_frame checks: no need to unpack it here.
-                if end > limit or checksum(view[off + 4 : end]) != crc:
-                    break
-                if seq != expect:
-                    raise CorruptionError(
-                        f"record has seq {seq}, expected {expect} (duplicated, reordered or "
-                        "stale record)", path=self.path, offset=origin + off)
-                if frame_type != FRAME_EVENTS:
-                    raise FormatVersionError(
-                        f"{self.path}: record type {frame_type} at byte {origin + off} is "
-                        "unknown to this fsstore; upgrade fsstore to read it")
-                if seq >= past_wanted:
-                    return  # ``end`` and ``expect_seq`` stay at this frame: the boundary
-                expect = seq + count
-                if expect > first_wanted and (marker is None or buf.find(
-                        marker, off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + length) >= 0):
-                    payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
-                    try:
-                        decoded = ts, turn, entries = decode(payload)
-                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError,
-                            RecursionError):
-                        # raises, saying where
-                        decode_payload(payload, count, self.path, origin + off)
-                        raise
-                    if len(entries) != count:
-                        decode_payload(payload, count, self.path, origin + off)
-                    if seq >= first_wanted and expect <= past_wanted:  # the whole batch
-                        for kind, data in entries:
-                            yield new_event(Event, (seq, ts, turn, kind, data))
-                            seq += 1
-                    else:
-                        for kind, data in entries:
-                            if seq >= past_wanted:
-                                return
-                            if seq > after_seq:
-                                yield new_event(Event, (seq, ts, turn, kind, data))
-                            seq += 1
-                else:
-                    decoded = None  # not decoded: `last` cannot describe it
-                off = end
-        finally:
-            self.expect_seq, self.end = expect, origin + off
-            if decoded is not None:
-                ts, turn, entries = decoded
-                kind, data = entries[-1]
-                self.last = new_event(Event, (expect - 1, ts, turn, kind, data))
-        if self.end < self.data_end:
-            self._stopped_at(off, view)
-        check_synced(self.end, self.synced_end, self.path)
-
-    def _stopped_at(self, off: int, view: memoryview) -> None:
-        at = self.origin + off
-        if not self.is_last:
-            raise CorruptionError("damaged record in a sealed segment", path=self.path, offset=at)
-        later = _valid_frame_after(self.buf, view, off, len(self.buf), self.expect_seq)
-        if later is not None:
-            raise CorruptionError(
-                f"damaged record followed by a valid one (seq {later.first_seq} at byte "
-                f"{self.origin + later.offset}); {later.offset - off} bytes cannot be read",
-                path=self.path, offset=at)
-        self.torn_at = at
-
-
-# --- reading -----------------------------------------------------------------------------
 
 
 class SegmentEnd(NamedTuple):

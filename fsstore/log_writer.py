@@ -1,9 +1,10 @@
-"""Writing the segmented append log: appends, barriers and group commit, rollover and
-sealing, clear, recovery of a torn tail by the next writer, following what other shared
-writers appended, and the copy of a log prefix a fork makes.
+"""Writing the segmented append log: the durability settings, appends, barriers and group
+commit, rollover and sealing, clear, recovery of a torn tail by the next writer, following
+what other shared writers appended, and the copy of a log prefix a fork makes.
 
-The format and the reader are in ``log.py``; docs/FORMAT.md has the grammar and the
-damage rules. Comments here say why each step is ordered as it is around crashes.
+The frame format is in ``log_format.py``, the reader in ``log.py``; docs/FORMAT.md has
+the grammar and the damage rules. Comments here say why each step is ordered as it is
+around crashes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import layout
@@ -24,9 +26,8 @@ from .errors import (
 )
 from .fsio import FileIO
 from .identity import NO_UID, Identity
-from .log import (
-    _BUFFER_LIMIT,
-    _FOLLOW_CHUNK,
+from .log import LogPosition, LogReader, _data_end
+from .log_format import (
     _PREALLOCATE_MAX,
     _PREALLOCATE_MIN,
     _U32,
@@ -36,12 +37,8 @@ from .log import (
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_SIZE,
     TRAILER_SIZE,
-    Durability,
     Event,
-    LogPosition,
-    LogReader,
     SegmentScan,
-    _data_end,
     _Frame,
     _parse_frame,
     _tail_of,
@@ -54,6 +51,68 @@ from .segment_header import (
     encode_segment_header,
     mark_segment_header,
 )
+
+_BUFFER_LIMIT = 64 << 10  # durability "none" hands batches to the OS in chunks this big
+_FOLLOW_CHUNK = 64 << 10  # a shared writer reads what others appended this much at a time
+
+
+# --- durability --------------------------------------------------------------------------
+
+DURABILITY_MODES = ("fsync", "flush", "none")
+
+
+@dataclass(frozen=True)
+class Durability:
+    """When appended batches reach the disk.
+
+    ``mode``:
+      - ``"fsync"``: each append call is fdatasynced before it returns;
+      - ``"flush"`` (default): each append call is handed to the OS before it returns
+        (survives the process being killed); fsync at ``finish_turn``, ``sync`` and close;
+      - ``"none"``: batches are buffered in the process and handed to the OS in 64 KiB
+        chunks, at ``finish_turn``, ``sync`` and close; never fsynced, unless with group
+        commit.
+
+    Group commit (``group_commit_ms``, ``group_commit_records``), with ``"flush"`` or
+    ``"none"``: when that many milliseconds have passed since the oldest unsynced append,
+    or that many records are unsynced, whatever is buffered is written and fsynced, by the
+    appending thread or a background one. ``finish_turn`` then fsyncs too.
+    """
+
+    mode: str = "flush"
+    group_commit_ms: float | None = None
+    group_commit_records: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in DURABILITY_MODES:
+            raise InvalidSetting(
+                f"durability mode must be one of {DURABILITY_MODES}, not {self.mode!r}")
+        grouped = self.group_commit_ms is not None or self.group_commit_records is not None
+        if grouped and self.mode == "fsync":
+            raise InvalidSetting("group commit goes with durability mode 'flush' or 'none', "
+                                 "not 'fsync' (which already syncs every append)")
+        if self.group_commit_ms is not None and not self.group_commit_ms > 0:
+            raise InvalidSetting("group_commit_ms must be > 0")
+        if self.group_commit_records is not None and self.group_commit_records < 1:
+            raise InvalidSetting("group_commit_records must be >= 1")
+
+    @classmethod
+    def of(cls, value: Durability | str | None) -> Durability:
+        if value is None:
+            return cls()
+        if isinstance(value, Durability):
+            return value
+        return cls(mode=value)
+
+    @property
+    def grouped(self) -> bool:
+        return self.group_commit_ms is not None or self.group_commit_records is not None
+
+    @property
+    def syncs(self) -> bool:
+        """Whether barriers (finish_turn, close) fsync: all but plain ``"none"``."""
+        return self.mode != "none" or self.grouped
+
 
 # --- writing -----------------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ from .errors import (
 )
 from .fsio import FileIO
 from .lease import Lease
-from .log import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, Durability
-from .log_writer import LogWriter
+from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE
+from .log_writer import Durability, LogWriter
 from .session_metadata import METADATA_FIELDS, METADATA_RECORD
 from .session_reader import ForkOrigin, SessionInfo, SessionReader, check_seq
 from .snapshot import CHECKPOINT_KINDS, CheckpointInfo, SnapshotPolicy

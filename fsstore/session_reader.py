@@ -30,7 +30,8 @@ from .errors import (
     SeqOutOfRange,
 )
 from .fsio import FileIO
-from .log import Event, LogReader
+from .log import LogReader
+from .log_format import Event
 from .log_writer import copy_log_prefix
 from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy

@@ -35,7 +35,8 @@ from .fsio import FileIO
 from .identity import NO_UID, Identity
 from .identity import parse as parse_uid
 from .identity import to_text as uid_text
-from .log import LogPosition, refuse_msgpack_ext
+from .log import LogPosition
+from .log_format import refuse_msgpack_ext
 from .nesting import MAX_NESTING, too_deep
 
 SNAPSHOT_MAGIC = b"\x89FSSNAP\n"

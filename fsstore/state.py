@@ -25,7 +25,8 @@ import msgspec
 
 from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, SeqOutOfRange
 from .fsio import FileIO
-from .log import Event, LogPosition, LogReader, refuse_msgpack_ext
+from .log import LogPosition, LogReader
+from .log_format import Event, refuse_msgpack_ext
 from .snapshot import SnapshotDir, SnapshotFile
 from .work import INPUT_RECORD, QUEUE_RECORD, InputState, RecordError, WorkState, decode_record
 

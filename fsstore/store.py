@@ -40,14 +40,10 @@ from .lease import (
     SessionMutex,
     check_ttl,
 )
-from .log import (
-    DEFAULT_MAX_RECORD_BYTES,
-    DEFAULT_SEGMENT_SIZE,
-    Durability,
-    LogTail,
-    encode_segment_header,
-)
-from .log_writer import check_settings, write_tail_hint
+from .log import LogTail
+from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE
+from .log_writer import Durability, check_settings, write_tail_hint
+from .segment_header import encode_segment_header
 from .session import Session
 from .session_metadata import new_manifest
 from .session_reader import SessionInfo, SessionReader, check_seq

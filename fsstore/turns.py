@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 from .errors import HeadConflict, SeqOutOfRange
 from .lease import LEASE_RECORD
-from .log import Event, LogReader
+from .log import LogReader
+from .log_format import Event
 from .work import INPUT_RECORD, QUEUE_RECORD
 
 #: Kinds starting with this are the store's own records; callers cannot append them.

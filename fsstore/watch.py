@@ -26,8 +26,9 @@ from watchdog.observers import Observer
 
 from . import layout
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
-from .log import SEGMENT_HEADER_SIZE, Event, LogReader, LogTail, SegmentScan
-from .segment_header import decode_segment_header
+from .log import LogReader, LogTail
+from .log_format import Event, SegmentScan
+from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
 
 DEFAULT_POLL_INTERVAL = 1.0
 

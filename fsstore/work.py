@@ -31,7 +31,7 @@ from .aio import (
     AsyncWorkQueueReaderMixin,
 )
 from .errors import ClaimLost, InvalidEvent, InvalidSetting
-from .log import refuse_msgpack_ext
+from .log_format import refuse_msgpack_ext
 
 QUEUE_RECORD = "fsstore.queue"
 INPUT_RECORD = "fsstore.input"

@@ -23,8 +23,7 @@ from . import lease as lease_module
 from .errors import InvalidSetting, SessionLocked, SessionNotFound
 from .fsio import FileIO
 from .lease import Lease, LeaseFile, SessionMutex, WriterLock
-from .log import Durability
-from .log_writer import LogWriter
+from .log_writer import Durability, LogWriter
 
 
 class GuardedWriter(Protocol):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import re
@@ -22,15 +23,14 @@ from hypothesis import strategies as st
 
 import fsstore
 from fsstore import CorruptionError, FileIO, FormatVersionError, identity, layout
-from fsstore.log import (
+from fsstore.log import LogReader
+from fsstore.log_format import SegmentScan, encode_frame
+from fsstore.segment_header import (
     SEGMENT_HEADER_SIZE,
-    LogReader,
-    SegmentScan,
     decode_segment_header,
-    encode_frame,
     encode_segment_header,
+    mark_segment_header,
 )
-from fsstore.segment_header import mark_segment_header
 
 
 def segment_files(session) -> list[str]:
@@ -693,6 +693,22 @@ def test_the_errnos_a_fork_copies_on_are_the_ones_format_md_names():
     assert named == set(fsstore.log_writer.NO_LINK_ERRNO_NAMES)
     numbers = {getattr(errno, name) for name in named if hasattr(errno, name)}
     assert numbers == fsstore.log_writer.NO_LINK_ERRNOS
+
+
+def _package_imports(module: str) -> set[str]:
+    """The fsstore modules ``module`` imports, anywhere in its source."""
+    path = Path(fsstore.__file__).parent / f"{module}.py"
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            imported.update([node.module] if node.module else [a.name for a in node.names])
+    return imported
+
+
+def test_the_log_format_knows_nothing_of_the_reader_and_the_reader_nothing_of_the_writer():
+    assert not _package_imports("log_format") & {"log", "log_writer"}
+    assert "log_writer" not in _package_imports("log")
+    assert "log_format" in _package_imports("log")
 
 
 # --- every mutation of a real log reads as the original prefix or raises ------------------

@@ -185,7 +185,7 @@ def test_turns_stay_ordered_when_a_crash_left_an_empty_last_segment(small_store)
     log = os.path.join(small_store.path, "sessions", "s", "log")
     with open(os.path.join(log, fsstore.layout.segment_name(head + 1)), "wb") as handle:
         uid = small_store.read_session("s").identity.uid
-        handle.write(fsstore.log.encode_segment_header(head + 1, 1, uid))
+        handle.write(fsstore.segment_header.encode_segment_header(head + 1, 1, uid))
     reader = small_store.read_session("s")
     info = reader.info()
     assert info.head == head and info.event_count == head

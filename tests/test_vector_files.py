@@ -25,8 +25,7 @@ from fsstore import (
     VectorDocument,
 )
 from fsstore.fsio import FileIO
-from fsstore.log import Durability
-from fsstore.log_writer import LogWriter
+from fsstore.log_writer import Durability, LogWriter
 
 IDS = [f"d{i}" for i in range(12)]
 

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from ..blobs import BLOB_KEY
-from ..log import Event
+from ..log_format import Event
 from ..store import Store, find_store, open_store
 
 

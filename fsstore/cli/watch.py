@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from ..log import Event
+from ..log_format import Event
 from ..watch import LogCleared
 from ._common import add_command, clock, dumps, event_json, store_from, summarize
 

@@ -16,8 +16,8 @@ from ..errors import (
     WriteFailed,
 )
 from ..fsio import FileIO
-from ..log import encode_segment_header
 from ..log_writer import write_tail_hint
+from ..segment_header import encode_segment_header
 from .collection_file import COLLECTION_FORMAT
 from .shard_files import DTYPES, MAX_DIM
 from .types import DistanceMetric

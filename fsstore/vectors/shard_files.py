@@ -32,7 +32,7 @@ from crc32c import crc32c
 from .. import layout
 from ..errors import CorruptionError, FormatVersionError, InvalidDocument
 from ..fsio import FileIO
-from ..log import refuse_msgpack_ext
+from ..log_format import refuse_msgpack_ext
 
 MAX_DIM = 65536
 MAX_NPY_HEADER = 4096

@@ -25,8 +25,7 @@ from .. import layout, manifest
 from ..aio import AsyncVectorCollectionMixin
 from ..errors import WriteFailed
 from ..fsio import FileIO
-from ..log import Durability
-from ..log_writer import LogWriter
+from ..log_writer import Durability, LogWriter
 from .collection_file import (
     COPY_GRACE_SECONDS,
     CollectionManifest,
