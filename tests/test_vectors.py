@@ -30,7 +30,7 @@ from fsstore import (
     InvalidQuery,
     VectorDocument,
 )
-from fsstore import vectors as vectors_module
+from fsstore.vectors import tuning
 
 METRICS = ("cosine", "dot", "euclidean")
 
@@ -39,8 +39,8 @@ METRICS = ("cosine", "dot", "euclidean")
 def small_shards(monkeypatch):
     """Seal every 8 documents and score 16 rows per block, so that a few dozen documents
     cross shards, merges and blocks."""
-    monkeypatch.setattr(vectors_module, "SEAL_ROWS", 8)
-    monkeypatch.setattr(vectors_module, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(tuning, "SEAL_ROWS", 8)
+    monkeypatch.setattr(tuning, "CHUNK_ROWS", 16)
 
 
 def docs_of(matrix, prefix="d", **fields):
@@ -511,7 +511,7 @@ def test_size_tiers_keep_the_shard_count_logarithmic(store, small_shards):
         for i in range(600):
             collection.upsert([VectorDocument(f"d{i}", [i, 1])])
             counts.append(collection.info().shards)
-        assert max(counts) <= 3 * (vectors_module.TIER_FANOUT - 1) + 1
+        assert max(counts) <= 3 * (tuning.TIER_FANOUT - 1) + 1
         assert collection.count() == 600
         assert [d.id for d in collection.get(["d0", "d599"])] == ["d0", "d599"]
 
@@ -543,7 +543,7 @@ def test_files_no_state_names_are_removed_by_the_first_commit_after_the_grace(
         collection.compact()
         folder = collection_dir(store, "s", "c")
         before = set(os.listdir(folder))
-        monkeypatch.setattr(vectors_module, "COPY_GRACE_SECONDS", 0.0)
+        monkeypatch.setattr(tuning, "COPY_GRACE_SECONDS", 0.0)
         collection.upsert([VectorDocument("x", [1, 1])])
         collection.seal()
         manifest = json.loads(Path(folder, "collection.json").read_text())

@@ -12,11 +12,9 @@ import math
 
 import numpy as np
 
+from . import tuning
 from .rows import _RowSource
 from .types import DistanceMetric
-
-CHUNK_ROWS = 16384  # rows scored per BLAS call: the scores stay in cache
-
 
 
 def _floor(scores: np.ndarray, k: int) -> np.ndarray | None:
@@ -54,8 +52,8 @@ def _top_k(matrix: np.ndarray, queries: np.ndarray, k: int, metric: DistanceMetr
     threshold = np.full(count, -np.inf, dtype=np.float32)
     single = count == 1
     query = queries[0]
-    for start in range(0, rows, CHUNK_ROWS):
-        end = min(start + CHUNK_ROWS, rows)
+    for start in range(0, rows, tuning.CHUNK_ROWS):
+        end = min(start + tuning.CHUNK_ROWS, rows)
         block = matrix[:, start:end]
         if convert:
             block = block.astype(np.float32)

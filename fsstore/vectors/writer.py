@@ -7,7 +7,8 @@ merged ``TIER_FANOUT`` at a time. Every shard file is written whole under a temp
 renamed in; ``collection.json`` names the live files, so a crash leaves the last state
 it named, plus the log's records after it. The states it replaced stay pinned, and the
 files no state names stay on disk, for ``COPY_GRACE_SECONDS``: a copy of the folder taken
-meanwhile finds a whole state (section 15.8).
+meanwhile finds a whole state (section 15.8). The three sizes and the period are read
+from :mod:`fsstore.vectors.tuning` at call time.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from ..errors import WriteFailed
 from ..fsio import FileIO
 from ..log import Durability
 from ..log_writer import LogWriter
+from . import tuning
 from .collection_file import (
-    COPY_GRACE_SECONDS,
     CollectionManifest,
     encode_manifest,
     pin_states,
@@ -39,10 +40,6 @@ from .rows import _Shard, _Unsealed
 from .shard_files import ShardEntry, encode_npy, write_shard
 from .types import VectorDocument
 from .validate import Row, as_list, check_id, validate_document
-
-SEAL_ROWS = 4096  # documents held in the log (and memory) before they become a shard
-SEAL_BYTES = 8 << 20  # log bytes, likewise; an upsert this big is written as a shard
-TIER_FANOUT = 4  # shards of one size tier merged at once
 
 
 class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
@@ -114,7 +111,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
             batch = list(rows.values())
             size = sum(r.vector.nbytes + len(r.content) + len(r.metadata) + len(r.id)
                        for r in batch)
-            if len(batch) >= SEAL_ROWS or size >= SEAL_BYTES:
+            if len(batch) >= tuning.SEAL_ROWS or size >= tuning.SEAL_BYTES:
                 self._guarded(self._upsert_as_shard, batch)
             else:
                 wal = self._wal
@@ -123,8 +120,10 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                             for r in batch], 0, time.time())
                 for row in batch:
                     self._apply_upsert(row)
-                self._unsealed.log_bytes += size
-                if self._unsealed.size >= SEAL_ROWS or self._unsealed.log_bytes >= SEAL_BYTES:
+                unsealed = self._unsealed
+                unsealed.log_bytes += size
+                if (unsealed.size >= tuning.SEAL_ROWS
+                        or unsealed.log_bytes >= tuning.SEAL_BYTES):
                     self._guarded(self._seal_and_merge)
             return len(batch)
 
@@ -141,7 +140,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
             wal.append([("delete", {"ids": present})], 0, time.time())
             for doc_id in present:
                 self._apply_delete(doc_id)
-            if self._unsealed.size >= SEAL_ROWS:
+            if self._unsealed.size >= tuning.SEAL_ROWS:
                 self._guarded(self._seal_and_merge)
             return len(present)
 
@@ -207,11 +206,11 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 bulk=self._state.bulk,
                 pinned=[p for p in before.pinned if p.generation < self._state.generation])
         now = time.time()
-        pins = pin_states(before, now, COPY_GRACE_SECONDS)
+        pins = pin_states(before, now, tuning.COPY_GRACE_SECONDS)
         named = {name for state in [*pins] for entry in state.shards
                  for name in entry.files()}
         named |= {name for entry in shards for name in entry.files()}
-        retired, expired = retire(before, named, now, COPY_GRACE_SECONDS)
+        retired, expired = retire(before, named, now, tuning.COPY_GRACE_SECONDS)
         # The log may start after the oldest state's wal_seq, at a segment that begins
         # there (a seal starts one; older stores' logs may lack it: then earlier). The
         # start moves at most once a grace period: the segments before the old start go
@@ -221,7 +220,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         firsts = [first for first in wal.reader.list_segments() if first <= oldest]
         start = max(firsts, default=wal.log_start)
         moved = before.log_moved
-        if start <= wal.log_start or 0 <= now - moved < COPY_GRACE_SECONDS:
+        if start <= wal.log_start or 0 <= now - moved < tuning.COPY_GRACE_SECONDS:
             start = wal.log_start
         else:
             moved = now
@@ -325,10 +324,10 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         tiers: dict[int, list[_Shard]] = {}
         for shard in self._shards:
             tier = 0
-            while shard.live >= SEAL_ROWS * TIER_FANOUT ** (tier + 1):
+            while shard.live >= tuning.SEAL_ROWS * tuning.TIER_FANOUT ** (tier + 1):
                 tier += 1
             tiers.setdefault(tier, []).append(shard)
-            if len(tiers[tier]) == TIER_FANOUT:
+            if len(tiers[tier]) == tuning.TIER_FANOUT:
                 return tiers[tier]
         return []
 
