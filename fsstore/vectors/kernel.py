@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import tuning
-from .rows import _RowSource
+from .rows import RowSource
 from .types import DistanceMetric
 
 
@@ -108,7 +108,7 @@ def reported_score(metric: DistanceMetric, key: float, query_norm: float) -> flo
     return key
 
 
-def search_rows(source: _RowSource, queries: np.ndarray, k: int, metric: DistanceMetric,
+def search_rows(source: RowSource, queries: np.ndarray, k: int, metric: DistanceMetric,
                  allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top k of one row source, under an optional mask of allowed rows."""
     aux = source.aux(metric)

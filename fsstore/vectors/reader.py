@@ -30,7 +30,7 @@ from .collection_file import (
 )
 from .filters import VectorFilter
 from .kernel import reported_score, search_rows
-from .rows import _RowSource, _Shard, _Unsealed
+from .rows import RowSource, Shard, UnsealedRows
 from .shard_files import DTYPES, DeleteRecord, decode_record
 from .types import CollectionInfo, DistanceMetric, VectorDocument, VectorSearchResult
 from .validate import Row, as_list, as_vectors, check_id, check_k, check_score_bound
@@ -57,10 +57,10 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
     _raw_manifest: dict[str, Any]
     _generation: int
     _next_shard: int
-    _shards: list[_Shard]
+    _shards: list[Shard]
     _wal_seq: int
     _state: PinnedState
-    _unsealed: _Unsealed
+    _unsealed: UnsealedRows
 
     def __init__(self, io: FileIO, path: str) -> None:
         self.io = io
@@ -135,7 +135,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                     "are missing", path=self.manifest_path)
             else:
                 try:
-                    shards = [_Shard(self.io, self.path, entry, self.dim, self._dtype)
+                    shards = [Shard(self.io, self.path, entry, self.dim, self._dtype)
                               for entry in state.shards]
                 except FileNotFoundError as exc:
                     problem = CorruptionError("missing, though the manifest names it; "
@@ -156,7 +156,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                 continue
             self._shards, self._wal_seq = shards, state.wal_seq
             self._state = state
-            self._unsealed = _Unsealed(self.dim, self._dtype)
+            self._unsealed = UnsealedRows(self.dim, self._dtype)
             return
         assert first_problem is not None
         raise first_problem
@@ -212,7 +212,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         self._apply_delete(row.id)
         self._unsealed.add(row)
 
-    def _apply_delete(self, doc_id: str) -> _Shard | None:
+    def _apply_delete(self, doc_id: str) -> Shard | None:
         """Drop ``doc_id`` from memory; the shard it was deleted from, if any."""
         if self._unsealed.kill(doc_id):
             return None
@@ -225,7 +225,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
 
     # --- reading ---
 
-    def _sources(self) -> list[_RowSource]:
+    def _sources(self) -> list[RowSource]:
         return [*self._shards, self._unsealed]
 
     def count(self) -> int:
@@ -247,7 +247,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                                   sum(s.dead_count for s in self._shards),
                                   self._unsealed.live)
 
-    def _locate(self, doc_id: str) -> tuple[_RowSource, int] | None:
+    def _locate(self, doc_id: str) -> tuple[RowSource, int] | None:
         row = self._unsealed.index.get(doc_id)
         if row is not None:
             return self._unsealed, row
@@ -350,7 +350,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         return results
 
     @staticmethod
-    def _result(source: _RowSource, row: int, score: float) -> VectorSearchResult:
+    def _result(source: RowSource, row: int, score: float) -> VectorSearchResult:
         document = source.document(row, with_embedding=False)
         return VectorSearchResult(document.id, score, document.content, document.metadata,
                                   document.seq, document.turn)

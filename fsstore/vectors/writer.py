@@ -36,7 +36,7 @@ from .collection_file import (
     retire,
 )
 from .reader import VectorCollectionReader
-from .rows import _Shard, _Unsealed
+from .rows import Shard, UnsealedRows
 from .shard_files import ShardEntry, encode_npy, write_shard
 from .types import VectorDocument
 from .validate import Row, as_list, check_id, validate_document
@@ -144,7 +144,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 self._guarded(self._seal_and_merge)
             return len(present)
 
-    def _apply_delete(self, doc_id: str) -> _Shard | None:
+    def _apply_delete(self, doc_id: str) -> Shard | None:
         shard = super()._apply_delete(doc_id)
         if shard is not None:
             self._dirty.add(shard.name)
@@ -282,7 +282,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 [unsealed.ids[r] for r in rows], unsealed.seq[rows], unsealed.turn[rows],
                 [unsealed.contents[r] for r in rows], [unsealed.metas[r] for r in rows])
         self._commit_shards(new_shard)
-        self._unsealed = _Unsealed(self.dim, self._dtype)
+        self._unsealed = UnsealedRows(self.dim, self._dtype)
 
     def _commit_shards(self, new_shard: ShardEntry | None, bulk: bool = False) -> None:
         """Write a deleted-rows file for each shard with new deletes, and name them (and
@@ -294,7 +294,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
             if shard.name in updated:
                 shard.entry = updated[shard.name]
         if new_shard is not None:
-            self._shards.append(_Shard(self.io, self.path, new_shard, self.dim,
+            self._shards.append(Shard(self.io, self.path, new_shard, self.dim,
                                        self._dtype))
         self._dirty.clear()
 
@@ -314,14 +314,14 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         while (group := self._merge_candidates()):
             self._merge(group)
 
-    def _merge_candidates(self) -> list[_Shard]:
+    def _merge_candidates(self) -> list[Shard]:
         """Shards to merge next: any shard a quarter deleted (rewritten alone), else the
         oldest ``TIER_FANOUT`` shards of one size tier (tier t: live rows below
         SEAL_ROWS * 4^(t+1)), which keeps the shard count logarithmic."""
         for shard in self._shards:
             if shard.dead_count * 4 > shard.rows:
                 return [shard]
-        tiers: dict[int, list[_Shard]] = {}
+        tiers: dict[int, list[Shard]] = {}
         for shard in self._shards:
             tier = 0
             while shard.live >= tuning.SEAL_ROWS * tuning.TIER_FANOUT ** (tier + 1):
@@ -331,7 +331,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 return tiers[tier]
         return []
 
-    def _merge(self, group: list[_Shard]) -> None:
+    def _merge(self, group: list[Shard]) -> None:
         """Write the live rows of ``group`` as one shard and drop the group's files."""
         vectors, ids, seqs, turns, contents, metas = [], [], [], [], [], []
         for shard in group:
@@ -356,13 +356,13 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         self._commit(entries)  # removes the group's files once no state names them
         self._shards = [s for s in self._shards if s.name not in names]
         if merged is not None:
-            self._shards.append(_Shard(self.io, self.path, merged, self.dim, self._dtype))
+            self._shards.append(Shard(self.io, self.path, merged, self.dim, self._dtype))
 
     def _upsert_as_shard(self, batch: list[Row]) -> None:
         """A large upsert skips the log: seal what is pending, write the batch as a shard
         and its replacements as deleted rows, and name both in one manifest."""
         self._seal()
-        replaced: list[tuple[_Shard, int]] = []
+        replaced: list[tuple[Shard, int]] = []
         for row in batch:
             for shard in self._shards:
                 found = shard.find(row.id)
