@@ -807,6 +807,33 @@ def test_a_closed_session_closes_its_collections(store):
         collection.search([1, 2], 1)
 
 
+
+READS = {
+    "search": lambda c: c.search([1, 2], 1),
+    "search_batch": lambda c: c.search_batch([[1, 2]], 1),
+    "get": lambda c: c.get(["a"]),
+    "count": lambda c: c.count(),
+    "info": lambda c: c.info(),
+}
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("opened_for", ["writing", "reading"])
+def test_every_read_of_a_closed_collection_raises_session_closed(store, read, opened_for):
+    with store.create_session("s") as session:
+        session.create_collection("c", 2).upsert([VectorDocument("a", [1, 2])])
+    if opened_for == "writing":
+        session = store.open_session("s")
+        collection = session.collection("c")
+        session.close()
+    else:
+        collection = store.read_session("s").collection("c")
+        collection.close()
+    with pytest.raises(fsstore.SessionClosed, match="closed"):
+        READS[read](collection)
+    assert store.read_session("s").collection("c").get(["a"])[0] is not None
+
+
 # --- across sessions ----------------------------------------------------------------------
 
 

@@ -231,10 +231,14 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
     def count(self) -> int:
         """Live documents."""
         with self._lock:
+            self._check_open()
             return sum(s.live for s in self._shards) + self._unsealed.live
 
     def info(self) -> CollectionInfo:
+        """The collection's name, dimension, dtype, metric, count, bytes on disk, shards,
+        deleted rows not yet merged away, and documents not yet sealed."""
         with self._lock:
+            self._check_open()
             size = 0
             for folder, _dirs, files in os.walk(self.path):
                 for name in files:
@@ -261,6 +265,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         """The documents with these ids, in order; None where there is none."""
         ids = [check_id(i, InvalidQuery) for i in as_list(ids, "ids")]
         with self._lock:
+            self._check_open()
             result: list[VectorDocument | None] = []
             for doc_id in ids:
                 place = self._locate(doc_id)
@@ -356,6 +361,9 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                                   document.seq, document.turn)
 
     def _check_open(self) -> None:
+        # Every public read checks it: once its session let the collection go, another
+        # writer may change the folder, and an answer from the state held here would be
+        # stale without saying so.
         if self._closed:
             raise SessionClosed(f"{self.path}: the collection's session is closed")
 
