@@ -807,7 +807,6 @@ def test_a_closed_session_closes_its_collections(store):
         collection.search([1, 2], 1)
 
 
-
 READS = {
     "search": lambda c: c.search([1, 2], 1),
     "search_batch": lambda c: c.search_batch([[1, 2]], 1),
