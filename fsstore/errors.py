@@ -100,8 +100,8 @@ class BlobNotFound(FsStoreError, FileNotFoundError):
 
 class InvalidCollection(InvalidInput):
     """Raised when a vector collection's name, dimension, dtype or metric is not one
-    fsstore accepts, or when a reader's collection is asked to change. Nothing is
-    written: fix the argument, or open the collection through a writing ``Session``."""
+    fsstore accepts. Nothing is written: fix the argument. (A reader's collection has
+    no write methods: asking one for ``upsert`` raises AttributeError.)"""
 
 
 class CollectionNotFound(FsStoreError, KeyError):

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsstore
-from fsstore import vectors as vectors_module
 from fsstore.cli import main as cli_main
+from fsstore.vectors import tuning
 
 #: An operation the kernel shows waiting on a FIFO (or, where /proc does not say, still
 #: running after this long while the store holds one) is blocked on it: the FIFO is then
@@ -68,8 +68,8 @@ class Pristine:
 
 def build_store(root: str) -> None:
     """A store with every file kind fsstore writes."""
-    seal_rows = vectors_module.SEAL_ROWS
-    vectors_module.SEAL_ROWS = 8  # shards from a few documents
+    seal_rows = tuning.SEAL_ROWS
+    tuning.SEAL_ROWS = 8  # shards from a few documents
     try:
         store = fsstore.open_store(root, segment_size=4096)
         with store.create_session(PARENT, title="parent", tags=["a", "b"],
@@ -105,7 +105,7 @@ def build_store(root: str) -> None:
         store.release_lease(outcome.lease)
         store.claim_lease(CHILD, "tester", ttl=7 * 86400)
     finally:
-        vectors_module.SEAL_ROWS = seal_rows
+        tuning.SEAL_ROWS = seal_rows
 
 
 #: File kinds: a name, and a test of a path relative to the store root.

@@ -578,8 +578,8 @@ def run_vector_op(collection, op: list) -> None:
 
 @pytest.fixture
 def vector_seals(monkeypatch):
-    from fsstore import vectors
-    monkeypatch.setattr(vectors, "SEAL_ROWS", 4)
+    from fsstore.vectors import tuning
+    monkeypatch.setattr(tuning, "SEAL_ROWS", 4)
 
 
 def vector_workload(tmp_path, durability: str, seed: int, steps: int) -> int:
@@ -644,8 +644,8 @@ def test_every_power_loss_state_of_many_vector_workloads_is_a_whole_state(
 def vector_child(root: str, seed: str) -> None:
     """A child process's loop: random vector operations, each announced before it runs
     and acknowledged after, until it is killed."""
-    from fsstore import vectors
-    vectors.SEAL_ROWS = 4
+    from fsstore.vectors import tuning
+    tuning.SEAL_ROWS = 4
     store = fsstore.open_store(root)
     session = store.open_session("s", lock_timeout=30)
     collection = session.collection("c")

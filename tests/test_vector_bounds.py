@@ -12,13 +12,13 @@ from test_vectors import METRICS, collection_dir, docs_of, reference_score
 
 import fsstore
 from fsstore import InvalidQuery, SessionClosed, VectorDocument
-from fsstore import vectors as vectors_module
+from fsstore.vectors import tuning
 
 
 @pytest.fixture
 def small_shards(monkeypatch):
-    monkeypatch.setattr(vectors_module, "SEAL_ROWS", 8)
-    monkeypatch.setattr(vectors_module, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(tuning, "SEAL_ROWS", 8)
+    monkeypatch.setattr(tuning, "CHUNK_ROWS", 16)
 
 
 def bound_of(metric, value):
@@ -214,14 +214,14 @@ def test_seal_with_nothing_logged_changes_nothing(store):
 def test_seal_merges_the_shards_of_a_full_tier(store, small_shards):
     with store.create_session("s") as session:
         collection = session.create_collection("c", 2)
-        for round_ in range(vectors_module.TIER_FANOUT - 1):
+        for round_ in range(tuning.TIER_FANOUT - 1):
             collection.upsert([VectorDocument(f"r{round_}", [round_, 1])])
             collection.seal()
-        assert collection.info().shards == vectors_module.TIER_FANOUT - 1
+        assert collection.info().shards == tuning.TIER_FANOUT - 1
         collection.upsert([VectorDocument("last", [9, 1])])
         collection.seal()  # the tier is full: its shards become one
         assert collection.info().shards == 1
-        assert collection.count() == vectors_module.TIER_FANOUT
+        assert collection.count() == tuning.TIER_FANOUT
 
 
 def test_seal_after_the_session_closed_raises_session_closed(store):
@@ -234,12 +234,17 @@ def test_seal_after_the_session_closed_raises_session_closed(store):
     assert store.read_session("s").collection("c").info().unsealed == 2
 
 
-def test_tuning_the_package_reaches_the_module_that_reads_it(monkeypatch):
-    from fsstore.vectors import kernel, writer
-    monkeypatch.setattr(vectors_module, "SEAL_ROWS", 3)
-    monkeypatch.setattr(vectors_module, "CHUNK_ROWS", 5)
-    assert (writer.SEAL_ROWS, kernel.CHUNK_ROWS) == (3, 5)
-    assert fsstore.vectors.SEAL_ROWS == 3
+def test_patching_tuning_changes_when_the_next_upsert_seals(store, monkeypatch):
+    # The sizes are read from fsstore.vectors.tuning at call time, and only there: the
+    # package itself defines none, so an assignment to it cannot look like it worked.
+    assert not hasattr(fsstore.vectors, "SEAL_ROWS")
+    with store.create_session("s") as session:
+        collection = session.create_collection("c", 2)
+        collection.upsert(docs_of(np.ones((3, 2)), prefix="a"))
+        assert (collection.info().shards, collection.info().unsealed) == (0, 3)
+        monkeypatch.setattr(tuning, "SEAL_ROWS", 3)
+        collection.upsert(docs_of(np.ones((1, 2)), prefix="b"))
+        assert (collection.info().shards, collection.info().unsealed) == (1, 0)
 
 
 def test_a_search_across_sessions_keeps_the_bound_in_every_session(store):

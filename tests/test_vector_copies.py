@@ -16,7 +16,7 @@ from test_crash import VECTOR_IDS, apply_vector_op, run_vector_op, vector_conten
 
 import fsstore
 from fsstore import CorruptionError
-from fsstore import vectors as vectors_module
+from fsstore.vectors import tuning
 
 
 def copy_with_shutil(source, dest) -> None:
@@ -77,7 +77,7 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
         try:
             while not stop.is_set():
                 op = random_op(rng, index)
-                bulk.append(op[0] == "upsert" and len(op[1]) >= vectors_module.SEAL_ROWS)
+                bulk.append(op[0] == "upsert" and len(op[1]) >= tuning.SEAL_ROWS)
                 models.append(apply_vector_op(models[-1], op))  # before the call starts
                 run_vector_op(collection, op)
                 index += 1
@@ -132,7 +132,7 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
 def busy_seals(monkeypatch):
     """A seal every 4 documents, so that seals, merges and bulk upserts (10 documents)
     never stop while the copies run."""
-    monkeypatch.setattr(vectors_module, "SEAL_ROWS", 4)
+    monkeypatch.setattr(tuning, "SEAL_ROWS", 4)
 
 
 @pytest.mark.parametrize("copier", sorted(COPIERS))

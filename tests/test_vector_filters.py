@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import fsstore
 from fsstore import InvalidFilter, VectorDocument, VectorFilter
-from fsstore import vectors as vectors_module
+from fsstore.vectors import tuning
 from fsstore.vectors.filters import MAX_FILTER_DEPTH, build_metadata_column
 
 # --- a reference evaluator, written without fsstore's code ------------------------------
@@ -84,8 +84,8 @@ def same_value(stored, wanted):
 
 @pytest.fixture
 def small_shards(monkeypatch):
-    monkeypatch.setattr(vectors_module, "SEAL_ROWS", 8)
-    monkeypatch.setattr(vectors_module, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(tuning, "SEAL_ROWS", 8)
+    monkeypatch.setattr(tuning, "CHUNK_ROWS", 16)
 
 
 def matching(source, conditions):

@@ -16,7 +16,7 @@ from test_vectors import METRICS, assert_agrees
 
 import fsstore
 from fsstore import VectorDocument
-from fsstore import vectors as vectors_module
+from fsstore.vectors import tuning
 
 DIM = 4
 IDS = st.sampled_from([f"d{i}" for i in range(40)])
@@ -37,8 +37,8 @@ FILTERS = [None, {"color": "red"}, {"n": {"$gte": 4}}, {"$turn": {"$in": [1, 2]}
 class VectorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.saved = (vectors_module.SEAL_ROWS, vectors_module.CHUNK_ROWS)
-        vectors_module.SEAL_ROWS, vectors_module.CHUNK_ROWS = 6, 8
+        self.saved = (tuning.SEAL_ROWS, tuning.CHUNK_ROWS)
+        tuning.SEAL_ROWS, tuning.CHUNK_ROWS = 6, 8
         self.root = tempfile.mkdtemp()
         self.store = fsstore.open_store(self.root)
         self.session = self.store.create_session("s")
@@ -47,7 +47,7 @@ class VectorMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.session.close()
-        vectors_module.SEAL_ROWS, vectors_module.CHUNK_ROWS = self.saved
+        tuning.SEAL_ROWS, tuning.CHUNK_ROWS = self.saved
         shutil.rmtree(self.root)
 
     @rule(doc=DOCUMENTS)

@@ -30,7 +30,7 @@ from fsstore import (
     InvalidQuery,
     VectorDocument,
 )
-from fsstore import vectors as vectors_module
+from fsstore.vectors import tuning
 
 METRICS = ("cosine", "dot", "euclidean")
 
@@ -39,8 +39,8 @@ METRICS = ("cosine", "dot", "euclidean")
 def small_shards(monkeypatch):
     """Seal every 8 documents and score 16 rows per block, so that a few dozen documents
     cross shards, merges and blocks."""
-    monkeypatch.setattr(vectors_module, "SEAL_ROWS", 8)
-    monkeypatch.setattr(vectors_module, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(tuning, "SEAL_ROWS", 8)
+    monkeypatch.setattr(tuning, "CHUNK_ROWS", 16)
 
 
 def docs_of(matrix, prefix="d", **fields):
@@ -511,7 +511,7 @@ def test_size_tiers_keep_the_shard_count_logarithmic(store, small_shards):
         for i in range(600):
             collection.upsert([VectorDocument(f"d{i}", [i, 1])])
             counts.append(collection.info().shards)
-        assert max(counts) <= 3 * (vectors_module.TIER_FANOUT - 1) + 1
+        assert max(counts) <= 3 * (tuning.TIER_FANOUT - 1) + 1
         assert collection.count() == 600
         assert [d.id for d in collection.get(["d0", "d599"])] == ["d0", "d599"]
 
@@ -543,7 +543,7 @@ def test_files_no_state_names_are_removed_by_the_first_commit_after_the_grace(
         collection.compact()
         folder = collection_dir(store, "s", "c")
         before = set(os.listdir(folder))
-        monkeypatch.setattr(vectors_module, "COPY_GRACE_SECONDS", 0.0)
+        monkeypatch.setattr(tuning, "COPY_GRACE_SECONDS", 0.0)
         collection.upsert([VectorDocument("x", [1, 1])])
         collection.seal()
         manifest = json.loads(Path(folder, "collection.json").read_text())
@@ -805,6 +805,32 @@ def test_a_closed_session_closes_its_collections(store):
         collection.upsert([VectorDocument("a", [1, 2])])
     with pytest.raises(fsstore.SessionClosed):
         collection.search([1, 2], 1)
+
+
+READS = {
+    "search": lambda c: c.search([1, 2], 1),
+    "search_batch": lambda c: c.search_batch([[1, 2]], 1),
+    "get": lambda c: c.get(["a"]),
+    "count": lambda c: c.count(),
+    "info": lambda c: c.info(),
+}
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("opened_for", ["writing", "reading"])
+def test_every_read_of_a_closed_collection_raises_session_closed(store, read, opened_for):
+    with store.create_session("s") as session:
+        session.create_collection("c", 2).upsert([VectorDocument("a", [1, 2])])
+    if opened_for == "writing":
+        session = store.open_session("s")
+        collection = session.collection("c")
+        session.close()
+    else:
+        collection = store.read_session("s").collection("c")
+        collection.close()
+    with pytest.raises(fsstore.SessionClosed, match="closed"):
+        READS[read](collection)
+    assert store.read_session("s").collection("c").get(["a"])[0] is not None
 
 
 # --- across sessions ----------------------------------------------------------------------

@@ -516,6 +516,18 @@ def search_contender(contender: str, threads: int, folder: str, matrix_path: str
     return result
 
 
+def search_contenders(faiss_threads: int | None) -> list[str]:
+    """The vector search contenders: fsstore, and faiss (when ``faiss_threads``, its
+    OpenMP thread count, is given) on one thread and on all of them. On a one-core
+    machine the two faiss runs are one: measured twice under one name, their samples
+    would merge into a median of neither."""
+    if faiss_threads is None:
+        return ["fsstore"]
+    if faiss_threads == 1:
+        return ["fsstore", "faiss 1"]
+    return ["fsstore", "faiss 1", f"faiss {faiss_threads}"]
+
+
 def measure_search(folder: str, matrix_path: str, queries: Any, contenders: list[str],
                    threads: int, rounds: int, repeats: int,
                    batches: int) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
@@ -524,6 +536,7 @@ def measure_search(folder: str, matrix_path: str, queries: Any, contenders: list
     contender after another in each round (so that a busy moment of the machine does
     not fall on one contender only); and what fsstore's processes reported. Checks that
     every contender finds the same top 10."""
+    assert len(set(contenders)) == len(contenders), contenders  # one sample list each
     samples: dict[str, dict[str, list[float]]] = {
         name: {"single": [], "batch": []} for name in contenders}
     fsstore_report: dict[str, Any] = {"peak_kib": 0}
@@ -560,12 +573,13 @@ def vector_rows(root: str, quick: bool) -> None:
     if probe is None:
         print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; {setting}. "
               "faiss-cpu is not installed (pip install -e '.[bench]'): fsstore alone")
-        threads, contenders = 1, ["fsstore"]
+        threads = 1
     else:
         version, threads = probe
+        on = "1 thread" if threads == 1 else f"1 and {threads} threads"
         print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; faiss-cpu "
-              f"{version} IndexFlatIP (in memory) with 1 and {threads} threads; {setting}")
-        contenders = ["fsstore", "faiss 1", f"faiss {threads}"]
+              f"{version} IndexFlatIP (in memory) with {on}; {setting}")
+    contenders = search_contenders(None if probe is None else threads)
     faiss_names = contenders[1:]
     for count in sizes:
         matrix = rng.standard_normal((count, VECTOR_DIM), dtype=np.float32)

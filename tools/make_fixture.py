@@ -166,13 +166,13 @@ FIXTURE_IDS = [f"doc-{i}" for i in range(40)]
 def make_v1_2() -> None:
     """Version 1.2: vector collections with shards, deleted rows, a merge and documents
     still in the write-ahead log; float32 and float16."""
-    from fsstore import vectors
+    from fsstore.vectors import tuning
 
     here = os.path.join(FIXTURES, "v1.2")
     store_path = os.path.join(here, "store")
     if os.path.exists(here):
         shutil.rmtree(here)
-    vectors.SEAL_ROWS = 8  # small seals and merges; the format does not depend on it
+    tuning.SEAL_ROWS = 8  # small seals and merges; the format does not depend on it
     store = fsstore.open_store(store_path)
     with store.create_session("memory", title="vectors") as session:
         session.commit([{"role": "user", "content": "remember this"}])

@@ -19,6 +19,8 @@ The package, one concern a module:
 - ``shard_files``: a shard's files, the stored values and the log's records;
 - ``rows``: the row sources search reads (a shard, the unsealed rows);
 - ``kernel``: the exact top-k search over a row source;
+- ``tuning``: the seal and merge sizes, the copy grace period and the search block size,
+  read at call time (tests and tools patch them there);
 - ``reader``: ``VectorCollectionReader``, opening, get and search;
 - ``writer``: ``VectorCollection``, the reader plus upserts, deletes, seals and merges;
 - ``check``: the collection's part of ``verify``;
@@ -27,16 +29,11 @@ The package, one concern a module:
 
 from __future__ import annotations
 
-import sys
-import types as _types
-from typing import Any
-
-from . import kernel, writer
+from . import tuning
 from .check import check_collection
-from .collection_file import COLLECTION_FORMAT, COPY_GRACE_SECONDS
+from .collection_file import COLLECTION_FORMAT
 from .filters import VectorFilter
 from .folders import collection_names, create_collection, drop_collection, scratch_names
-from .kernel import CHUNK_ROWS
 from .reader import VectorCollectionReader
 from .shard_files import DTYPES, MAX_DIM, MAX_ID_BYTES
 from .types import (
@@ -47,19 +44,14 @@ from .types import (
     VectorSearchResult,
 )
 from .validate import check_collection_name, check_id, check_k, check_score_bound
-from .writer import SEAL_BYTES, SEAL_ROWS, TIER_FANOUT, VectorCollection
+from .writer import VectorCollection
 
 __all__ = [
-    "CHUNK_ROWS",
     "COLLECTION_FORMAT",
-    "COPY_GRACE_SECONDS",
     "DTYPES",
     "MAX_DIM",
     "MAX_DOC_BYTES",
     "MAX_ID_BYTES",
-    "SEAL_BYTES",
-    "SEAL_ROWS",
-    "TIER_FANOUT",
     "CollectionInfo",
     "DistanceMetric",
     "VectorCollection",
@@ -76,23 +68,5 @@ __all__ = [
     "create_collection",
     "drop_collection",
     "scratch_names",
+    "tuning",
 ]
-
-# Tests and tools tune these on the package (``vectors.SEAL_ROWS = 8`` for small seals).
-# Each is read by the module named here, so an assignment to the package is passed on
-# to it; without this it would change a copy nobody reads, silently.
-_TUNED_IN: dict[str, _types.ModuleType] = {
-    "SEAL_ROWS": writer, "SEAL_BYTES": writer, "TIER_FANOUT": writer,
-    "COPY_GRACE_SECONDS": writer, "CHUNK_ROWS": kernel,
-}
-
-
-class _Package(_types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        owner = _TUNED_IN.get(name)
-        if owner is not None:
-            setattr(owner, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -18,9 +18,6 @@ from ..fsio import FileIO
 from .shard_files import MAX_DIM, ShardEntry
 
 COLLECTION_FORMAT = "fsstore-collection"
-#: How long files and log records a seal or merge stops naming stay on disk (seconds),
-#: so that a copy of the folder taken meanwhile (cp -r, tar) still holds a whole state.
-COPY_GRACE_SECONDS = 600.0
 MAX_PINNED = 64  # earlier states named in collection.json
 MAX_RETIRED = 8192  # files kept for copies after no state names them
 

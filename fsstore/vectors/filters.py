@@ -5,25 +5,29 @@ The language is the one LangChain and LangGraph users pass to Chroma and to Lang
 ``BaseStore.search(filter=)`` (docs/FORMAT.md, section 15.6, and :class:`VectorFilter`).
 Where those two differ, the choice and the reason are written at :class:`VectorFilter`.
 
-A filter sees rows only through :class:`RowSource`: a shard or the unsealed rows hand
-it, per metadata key, a column built by :func:`build_metadata_column`: the numbers as
-float64, and a small int code per row for everything else (dictionary encoding: one code
-per distinct str, list, ...), so every operator is a numpy comparison over the two
-arrays, whatever the values' types. Nothing is decoded per row at search time.
+A filter sees rows only through :class:`~fsstore.vectors.rows.RowSource` (its
+``link_column`` and ``metadata_column``): a shard or the unsealed rows hand it, per
+metadata key, a column built by :func:`build_metadata_column`: the numbers as float64,
+and a small int code per row for everything else (dictionary encoding: one code per
+distinct str, list, ...), so every operator is a numpy comparison over the two arrays,
+whatever the values' types. Nothing is decoded per row at search time.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidFilter
 
-__all__ = ["MAX_FILTER_DEPTH", "MetadataColumn", "RowSource", "ValueTable", "VectorFilter",
+if TYPE_CHECKING:  # rows builds its columns with build_metadata_column
+    from .rows import RowSource
+
+__all__ = ["MAX_FILTER_DEPTH", "MetadataColumn", "ValueTable", "VectorFilter",
            "build_metadata_column", "value_key"]
 
 MAX_FILTER_DEPTH = 32  # nested $and / $or: far past any real filter, short of the stack
@@ -33,12 +37,6 @@ CodeArray = npt.NDArray[np.int32]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 ValueKey = tuple[str, Any]
-# One metadata key over a set of rows: the numbers as float64 (NaN in the other rows),
-# each row's value code (-1 where the key is absent), and the code of each distinct
-# value, by value_key. Numbers share one code (_NUMBER) and are told apart by the float
-# column, so that a column of distinct timestamps costs no table; only ints that float64
-# cannot hold exactly get codes of their own, so that equality stays exact.
-MetadataColumn = tuple[FloatArray, CodeArray, dict[ValueKey, int]]
 
 LINKS = ("$seq", "$turn")
 LOGICAL = ("$and", "$or")
@@ -54,25 +52,6 @@ _NONE: ValueKey = ("n", None)
 _OPAQUE: ValueKey = ("o", None)  # a map or bytes: present, equal to nothing a filter names
 _NUMBER: ValueKey = ("f", None)  # a number held exactly by the float column
 _EXACT = 2**53  # ints up to this size are exact in float64
-
-
-class RowSource(Protocol):
-    """What a filter needs of a set of rows (a shard, or the unsealed rows)."""
-
-    @property
-    def size(self) -> int:
-        """The number of rows; every column has this length."""
-        ...
-
-    def link_column(self, name: str) -> IntArray:
-        """The linked event's ``seq`` or ``turn`` (``name`` without the ``$``) of every
-        row; -1 where the row has none."""
-        ...
-
-    def metadata_column(self, key: str) -> MetadataColumn:
-        """The column of one metadata key, as :func:`build_metadata_column` builds it
-        from the rows' metadata (a row source may cache it: rows never change under it)."""
-        ...
 
 
 # --- values and columns ----------------------------------------------------------------
@@ -135,11 +114,12 @@ class ValueTable(dict[ValueKey, int]):
 _NO_CODES: CodeArray = np.zeros(0, dtype=np.int32)
 
 
-def _containing(table: dict[ValueKey, int], element: ValueKey) -> CodeArray:
-    if isinstance(table, ValueTable):
-        return table.containing(element)
-    codes = [code for key, code in table.items() if key[0] == "l" and element in key[1]]
-    return np.array(codes, dtype=np.int32)
+# One metadata key over a set of rows: the numbers as float64 (NaN in the other rows),
+# each row's value code (-1 where the key is absent), and the code of each distinct
+# value, by value_key. Numbers share one code (_NUMBER) and are told apart by the float
+# column, so that a column of distinct timestamps costs no table; only ints that float64
+# cannot hold exactly get codes of their own, so that equality stays exact.
+MetadataColumn = tuple[FloatArray, CodeArray, ValueTable]
 
 
 def build_metadata_column(values: Iterable[Any], size: int) -> MetadataColumn:
@@ -194,7 +174,7 @@ class _Wanted:
         self.floats: FloatArray = np.array(floats, dtype=np.float64)
 
     def mask(self, numbers: FloatArray, codes: CodeArray,
-             table: dict[ValueKey, int]) -> BoolArray:
+             table: ValueTable) -> BoolArray:
         hit = _isin(codes, [table[key] for key in self.keys if key in table])
         number = table.get(_NUMBER)
         if number is not None and len(self.floats):
@@ -272,7 +252,7 @@ class _Metadata(_Node):
             present = np.asarray(codes >= 0, dtype=np.bool_)
             return present if self.operand else ~present
         if op == "$contains":
-            hit = _isin(codes, _containing(table, self.operand))
+            hit = _isin(codes, table.containing(self.operand))
         else:  # $eq, $in
             hit = self.operand.mask(numbers, codes, table)
         return ~hit if op != self.op else hit

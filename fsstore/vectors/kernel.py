@@ -12,11 +12,9 @@ import math
 
 import numpy as np
 
-from .rows import _RowSource
+from . import tuning
+from .rows import RowSource
 from .types import DistanceMetric
-
-CHUNK_ROWS = 16384  # rows scored per BLAS call: the scores stay in cache
-
 
 
 def _floor(scores: np.ndarray, k: int) -> np.ndarray | None:
@@ -54,8 +52,8 @@ def _top_k(matrix: np.ndarray, queries: np.ndarray, k: int, metric: DistanceMetr
     threshold = np.full(count, -np.inf, dtype=np.float32)
     single = count == 1
     query = queries[0]
-    for start in range(0, rows, CHUNK_ROWS):
-        end = min(start + CHUNK_ROWS, rows)
+    for start in range(0, rows, tuning.CHUNK_ROWS):
+        end = min(start + tuning.CHUNK_ROWS, rows)
         block = matrix[:, start:end]
         if convert:
             block = block.astype(np.float32)
@@ -110,7 +108,7 @@ def reported_score(metric: DistanceMetric, key: float, query_norm: float) -> flo
     return key
 
 
-def search_rows(source: _RowSource, queries: np.ndarray, k: int, metric: DistanceMetric,
+def search_rows(source: RowSource, queries: np.ndarray, k: int, metric: DistanceMetric,
                  allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top k of one row source, under an optional mask of allowed rows."""
     aux = source.aux(metric)

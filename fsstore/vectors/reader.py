@@ -30,7 +30,7 @@ from .collection_file import (
 )
 from .filters import VectorFilter
 from .kernel import reported_score, search_rows
-from .rows import _RowSource, _Shard, _Unsealed
+from .rows import RowSource, Shard, UnsealedRows
 from .shard_files import DTYPES, DeleteRecord, decode_record
 from .types import CollectionInfo, DistanceMetric, VectorDocument, VectorSearchResult
 from .validate import Row, as_list, as_vectors, check_id, check_k, check_score_bound
@@ -57,10 +57,10 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
     _raw_manifest: dict[str, Any]
     _generation: int
     _next_shard: int
-    _shards: list[_Shard]
+    _shards: list[Shard]
     _wal_seq: int
     _state: PinnedState
-    _unsealed: _Unsealed
+    _unsealed: UnsealedRows
 
     def __init__(self, io: FileIO, path: str) -> None:
         self.io = io
@@ -135,7 +135,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                     "are missing", path=self.manifest_path)
             else:
                 try:
-                    shards = [_Shard(self.io, self.path, entry, self.dim, self._dtype)
+                    shards = [Shard(self.io, self.path, entry, self.dim, self._dtype)
                               for entry in state.shards]
                 except FileNotFoundError as exc:
                     problem = CorruptionError("missing, though the manifest names it; "
@@ -156,7 +156,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                 continue
             self._shards, self._wal_seq = shards, state.wal_seq
             self._state = state
-            self._unsealed = _Unsealed(self.dim, self._dtype)
+            self._unsealed = UnsealedRows(self.dim, self._dtype)
             return
         assert first_problem is not None
         raise first_problem
@@ -212,7 +212,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         self._apply_delete(row.id)
         self._unsealed.add(row)
 
-    def _apply_delete(self, doc_id: str) -> _Shard | None:
+    def _apply_delete(self, doc_id: str) -> Shard | None:
         """Drop ``doc_id`` from memory; the shard it was deleted from, if any."""
         if self._unsealed.kill(doc_id):
             return None
@@ -225,16 +225,20 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
 
     # --- reading ---
 
-    def _sources(self) -> list[_RowSource]:
+    def _sources(self) -> list[RowSource]:
         return [*self._shards, self._unsealed]
 
     def count(self) -> int:
         """Live documents."""
         with self._lock:
+            self._check_open()
             return sum(s.live for s in self._shards) + self._unsealed.live
 
     def info(self) -> CollectionInfo:
+        """The collection's name, dimension, dtype, metric, count, bytes on disk, shards,
+        deleted rows not yet merged away, and documents not yet sealed."""
         with self._lock:
+            self._check_open()
             size = 0
             for folder, _dirs, files in os.walk(self.path):
                 for name in files:
@@ -247,7 +251,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                                   sum(s.dead_count for s in self._shards),
                                   self._unsealed.live)
 
-    def _locate(self, doc_id: str) -> tuple[_RowSource, int] | None:
+    def _locate(self, doc_id: str) -> tuple[RowSource, int] | None:
         row = self._unsealed.index.get(doc_id)
         if row is not None:
             return self._unsealed, row
@@ -261,6 +265,7 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         """The documents with these ids, in order; None where there is none."""
         ids = [check_id(i, InvalidQuery) for i in as_list(ids, "ids")]
         with self._lock:
+            self._check_open()
             result: list[VectorDocument | None] = []
             for doc_id in ids:
                 place = self._locate(doc_id)
@@ -350,12 +355,15 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         return results
 
     @staticmethod
-    def _result(source: _RowSource, row: int, score: float) -> VectorSearchResult:
+    def _result(source: RowSource, row: int, score: float) -> VectorSearchResult:
         document = source.document(row, with_embedding=False)
         return VectorSearchResult(document.id, score, document.content, document.metadata,
                                   document.seq, document.turn)
 
     def _check_open(self) -> None:
+        # Every public read checks it: once its session let the collection go, another
+        # writer may change the folder, and an answer from the state held here would be
+        # stale without saying so.
         if self._closed:
             raise SessionClosed(f"{self.path}: the collection's session is closed")
 

@@ -1,10 +1,11 @@
 """The row sources a search reads: a live shard (memory-mapped) and the unsealed rows of
 the write-ahead log (in memory). Filters and the search kernel see both through
-:class:`_RowSource`: a row count, each row's links, metadata and norm, and the vectors
+:class:`RowSource`: a row count, each row's links, metadata and norm, and the vectors
 as a (dim, rows) matrix."""
 
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from .. import layout
 from ..fsio import FileIO
-from .filters import build_metadata_column as _metadata_column
+from .filters import BoolArray, IntArray, MetadataColumn, build_metadata_column
 from .shard_files import (
     DocsFile,
     ShardEntry,
@@ -26,47 +27,55 @@ from .types import DistanceMetric, VectorDocument
 from .validate import Row
 
 
-class _RowSource:
-    """What filters and search need of a set of rows (a shard, or the unsealed rows)."""
+class RowSource(abc.ABC):
+    """What filters and search need of a set of rows (a shard, or the unsealed rows).
 
-    size: int
+    The metadata columns and the metric factors are built on first use and kept: a
+    shard never changes, and the unsealed rows drop them when they do."""
+
+    size: int  # the number of rows; every column has this length
 
     def __init__(self) -> None:
-        self._columns: dict[str, tuple[np.ndarray, np.ndarray, dict[tuple[str, Any], int]]] = {}
+        self._columns: dict[str, MetadataColumn] = {}
         self._aux: dict[str, np.ndarray] = {}
 
-    def link_column(self, name: str) -> np.ndarray:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def link_column(self, name: str) -> IntArray:
+        """The linked event's ``seq`` or ``turn`` (``name`` without the ``$``) of every
+        row; -1 where the row has none."""
 
+    @abc.abstractmethod
     def metadata_of(self, row: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """The decoded metadata of one row."""
 
+    @abc.abstractmethod
     def norms(self) -> np.ndarray:
-        raise NotImplementedError
+        """The L2 norm of every row's vector (float32)."""
 
-    def dead_rows(self) -> np.ndarray | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def dead_rows(self) -> BoolArray | None:
+        """A mask of the deleted rows, or None when there are none."""
 
+    @abc.abstractmethod
     def matrix(self) -> np.ndarray:
         """The vectors as (dim, rows)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of ``rows`` as (dim, len(rows))."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def document(self, row: int, with_embedding: bool = True) -> VectorDocument:
-        raise NotImplementedError
+        """One row as a document."""
 
-    def metadata_column(self, key: str
-                        ) -> tuple[np.ndarray, np.ndarray, dict[tuple[str, Any], int]]:
-        # Built on first use and kept: a shard never changes, and the unsealed rows drop
-        # their cache when they do.
+    def metadata_column(self, key: str) -> MetadataColumn:
+        """The column of one metadata key over the rows, as
+        :func:`~fsstore.vectors.filters.build_metadata_column` builds it."""
         column = self._columns.get(key)
         if column is None:
             missing = object()
             values = (self.metadata_of(row).get(key, missing) for row in range(self.size))
-            column = self._columns[key] = _metadata_column(values, self.size)
+            column = self._columns[key] = build_metadata_column(values, self.size)
         return column
 
     def aux(self, metric: DistanceMetric) -> np.ndarray | None:
@@ -85,7 +94,7 @@ class _RowSource:
         return cached
 
 
-class _Shard(_RowSource):
+class Shard(RowSource):
     """A live shard: its vectors and docs memory-mapped, its deleted rows in memory."""
 
     def __init__(self, io: FileIO, folder: str, entry: ShardEntry, dim: int,
@@ -118,7 +127,7 @@ class _Shard(_RowSource):
             self.dead[row] = True
             self.dead_count += 1
 
-    def dead_rows(self) -> np.ndarray | None:
+    def dead_rows(self) -> BoolArray | None:
         return self.dead if self.dead_count else None
 
     def find(self, doc_id: str) -> int | None:
@@ -127,7 +136,7 @@ class _Shard(_RowSource):
             return None
         return row
 
-    def link_column(self, name: str) -> np.ndarray:
+    def link_column(self, name: str) -> IntArray:
         return self.docs.seq if name == "seq" else self.docs.turn
 
     def metadata_of(self, row: int) -> dict[str, Any]:
@@ -156,7 +165,7 @@ class _Shard(_RowSource):
             None if seq < 0 else seq, None if turn < 0 else turn)
 
 
-class _Unsealed(_RowSource):
+class UnsealedRows(RowSource):
     """The documents in the log since the last seal, held in memory in arrays that grow."""
 
     def __init__(self, dim: int, dtype: np.dtype) -> None:
@@ -209,10 +218,10 @@ class _Unsealed(_RowSource):
     def live(self) -> int:
         return len(self.index)
 
-    def dead_rows(self) -> np.ndarray | None:
+    def dead_rows(self) -> BoolArray | None:
         return None if self.live == self.size else ~self.alive[:self.size]
 
-    def link_column(self, name: str) -> np.ndarray:
+    def link_column(self, name: str) -> IntArray:
         return (self.seq if name == "seq" else self.turn)[:self.size]
 
     def metadata_of(self, row: int) -> dict[str, Any]:

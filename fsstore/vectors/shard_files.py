@@ -296,6 +296,7 @@ def read_npy_header(io: FileIO, fd: int, size: int, path: str
 def id_hash(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
 
+
 _DOCS_MAGIC = b"\x89FSVDOC\n"
 _DOCS_HEADER = struct.Struct("<8sHHIQQQQ12xI")  # ... reserved, header crc
 DOCS_HEADER_SIZE = _DOCS_HEADER.size  # 64

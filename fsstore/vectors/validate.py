@@ -19,6 +19,7 @@ from .types import MAX_DOC_BYTES, DistanceMetric, VectorDocument
 
 _encoder = msgspec.msgpack.Encoder()
 
+
 def check_collection_name(name: object) -> str:
     """Collection names follow the session id rule (they name a folder)."""
     try:
@@ -128,7 +129,6 @@ def check_k(k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidQuery(f"k must be an int >= 1, not {k!r}")
     return k
-
 
 
 def as_list(values: Any, what: str) -> list[Any]:

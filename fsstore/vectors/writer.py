@@ -7,7 +7,8 @@ merged ``TIER_FANOUT`` at a time. Every shard file is written whole under a temp
 renamed in; ``collection.json`` names the live files, so a crash leaves the last state
 it named, plus the log's records after it. The states it replaced stay pinned, and the
 files no state names stay on disk, for ``COPY_GRACE_SECONDS``: a copy of the folder taken
-meanwhile finds a whole state (section 15.8).
+meanwhile finds a whole state (section 15.8). The three sizes and the period are read
+from :mod:`fsstore.vectors.tuning` at call time.
 """
 
 from __future__ import annotations
@@ -26,22 +27,18 @@ from ..aio import AsyncVectorCollectionMixin
 from ..errors import WriteFailed
 from ..fsio import FileIO
 from ..log_writer import Durability, LogWriter
+from . import tuning
 from .collection_file import (
-    COPY_GRACE_SECONDS,
     CollectionManifest,
     encode_manifest,
     pin_states,
     retire,
 )
 from .reader import VectorCollectionReader
-from .rows import _Shard, _Unsealed
+from .rows import Shard, UnsealedRows
 from .shard_files import ShardEntry, encode_npy, write_shard
 from .types import VectorDocument
 from .validate import Row, as_list, check_id, validate_document
-
-SEAL_ROWS = 4096  # documents held in the log (and memory) before they become a shard
-SEAL_BYTES = 8 << 20  # log bytes, likewise; an upsert this big is written as a shard
-TIER_FANOUT = 4  # shards of one size tier merged at once
 
 
 class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
@@ -113,7 +110,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
             batch = list(rows.values())
             size = sum(r.vector.nbytes + len(r.content) + len(r.metadata) + len(r.id)
                        for r in batch)
-            if len(batch) >= SEAL_ROWS or size >= SEAL_BYTES:
+            if len(batch) >= tuning.SEAL_ROWS or size >= tuning.SEAL_BYTES:
                 self._guarded(self._upsert_as_shard, batch)
             else:
                 wal = self._wal
@@ -122,8 +119,10 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                             for r in batch], 0, time.time())
                 for row in batch:
                     self._apply_upsert(row)
-                self._unsealed.log_bytes += size
-                if self._unsealed.size >= SEAL_ROWS or self._unsealed.log_bytes >= SEAL_BYTES:
+                unsealed = self._unsealed
+                unsealed.log_bytes += size
+                if (unsealed.size >= tuning.SEAL_ROWS
+                        or unsealed.log_bytes >= tuning.SEAL_BYTES):
                     self._guarded(self._seal_and_merge)
             return len(batch)
 
@@ -140,11 +139,11 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
             wal.append([("delete", {"ids": present})], 0, time.time())
             for doc_id in present:
                 self._apply_delete(doc_id)
-            if self._unsealed.size >= SEAL_ROWS:
+            if self._unsealed.size >= tuning.SEAL_ROWS:
                 self._guarded(self._seal_and_merge)
             return len(present)
 
-    def _apply_delete(self, doc_id: str) -> _Shard | None:
+    def _apply_delete(self, doc_id: str) -> Shard | None:
         shard = super()._apply_delete(doc_id)
         if shard is not None:
             self._dirty.add(shard.name)
@@ -206,11 +205,11 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 bulk=self._state.bulk,
                 pinned=[p for p in before.pinned if p.generation < self._state.generation])
         now = time.time()
-        pins = pin_states(before, now, COPY_GRACE_SECONDS)
+        pins = pin_states(before, now, tuning.COPY_GRACE_SECONDS)
         named = {name for state in [*pins] for entry in state.shards
                  for name in entry.files()}
         named |= {name for entry in shards for name in entry.files()}
-        retired, expired = retire(before, named, now, COPY_GRACE_SECONDS)
+        retired, expired = retire(before, named, now, tuning.COPY_GRACE_SECONDS)
         # The log may start after the oldest state's wal_seq, at a segment that begins
         # there (a seal starts one; older stores' logs may lack it: then earlier). The
         # start moves at most once a grace period: the segments before the old start go
@@ -220,7 +219,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         firsts = [first for first in wal.reader.list_segments() if first <= oldest]
         start = max(firsts, default=wal.log_start)
         moved = before.log_moved
-        if start <= wal.log_start or 0 <= now - moved < COPY_GRACE_SECONDS:
+        if start <= wal.log_start or 0 <= now - moved < tuning.COPY_GRACE_SECONDS:
             start = wal.log_start
         else:
             moved = now
@@ -282,7 +281,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 [unsealed.ids[r] for r in rows], unsealed.seq[rows], unsealed.turn[rows],
                 [unsealed.contents[r] for r in rows], [unsealed.metas[r] for r in rows])
         self._commit_shards(new_shard)
-        self._unsealed = _Unsealed(self.dim, self._dtype)
+        self._unsealed = UnsealedRows(self.dim, self._dtype)
 
     def _commit_shards(self, new_shard: ShardEntry | None, bulk: bool = False) -> None:
         """Write a deleted-rows file for each shard with new deletes, and name them (and
@@ -294,7 +293,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
             if shard.name in updated:
                 shard.entry = updated[shard.name]
         if new_shard is not None:
-            self._shards.append(_Shard(self.io, self.path, new_shard, self.dim,
+            self._shards.append(Shard(self.io, self.path, new_shard, self.dim,
                                        self._dtype))
         self._dirty.clear()
 
@@ -314,24 +313,24 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         while (group := self._merge_candidates()):
             self._merge(group)
 
-    def _merge_candidates(self) -> list[_Shard]:
+    def _merge_candidates(self) -> list[Shard]:
         """Shards to merge next: any shard a quarter deleted (rewritten alone), else the
         oldest ``TIER_FANOUT`` shards of one size tier (tier t: live rows below
         SEAL_ROWS * 4^(t+1)), which keeps the shard count logarithmic."""
         for shard in self._shards:
             if shard.dead_count * 4 > shard.rows:
                 return [shard]
-        tiers: dict[int, list[_Shard]] = {}
+        tiers: dict[int, list[Shard]] = {}
         for shard in self._shards:
             tier = 0
-            while shard.live >= SEAL_ROWS * TIER_FANOUT ** (tier + 1):
+            while shard.live >= tuning.SEAL_ROWS * tuning.TIER_FANOUT ** (tier + 1):
                 tier += 1
             tiers.setdefault(tier, []).append(shard)
-            if len(tiers[tier]) == TIER_FANOUT:
+            if len(tiers[tier]) == tuning.TIER_FANOUT:
                 return tiers[tier]
         return []
 
-    def _merge(self, group: list[_Shard]) -> None:
+    def _merge(self, group: list[Shard]) -> None:
         """Write the live rows of ``group`` as one shard and drop the group's files."""
         vectors, ids, seqs, turns, contents, metas = [], [], [], [], [], []
         for shard in group:
@@ -356,13 +355,13 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         self._commit(entries)  # removes the group's files once no state names them
         self._shards = [s for s in self._shards if s.name not in names]
         if merged is not None:
-            self._shards.append(_Shard(self.io, self.path, merged, self.dim, self._dtype))
+            self._shards.append(Shard(self.io, self.path, merged, self.dim, self._dtype))
 
     def _upsert_as_shard(self, batch: list[Row]) -> None:
         """A large upsert skips the log: seal what is pending, write the batch as a shard
         and its replacements as deleted rows, and name both in one manifest."""
         self._seal()
-        replaced: list[tuple[_Shard, int]] = []
+        replaced: list[tuple[Shard, int]] = []
         for row in batch:
             for shard in self._shards:
                 found = shard.find(row.id)
