@@ -269,3 +269,14 @@ def test_a_bad_bound_across_sessions_is_refused_before_any_session_is_searched(s
                       {"min_score": 0.5, "max_distance": 1.0}):
         with pytest.raises(InvalidQuery):  # whether or not a session has the collection
             store.search("absent", [1, 0], 3, **arguments)
+
+
+@pytest.mark.parametrize("bound", [10**400, -10**400])
+def test_a_bound_past_floats_range_is_refused(store, bound):
+    with store.create_session("s") as session:
+        collection = session.create_collection("c", 2, metric="dot")
+        collection.upsert(docs_of(np.eye(2)))
+        with pytest.raises(InvalidQuery, match="within float's range"):
+            collection.search([1, 0], 3, min_score=bound)
+    with pytest.raises(InvalidQuery, match="within float's range"):
+        store.search("c", [1, 0], 3, min_score=bound)

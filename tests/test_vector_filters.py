@@ -473,3 +473,27 @@ def test_filters_agree_with_the_reference_evaluator(tmp_path_factory, small_shar
 def test_filters_agree_with_the_reference_evaluator_long(tmp_path_factory, small_shards,
                                                          docs, deletes, filters):
     agreement(docs, deletes, filters, tmp_path_factory)
+
+
+def test_numpy_scalars_in_a_filter_are_the_numbers_they_hold(store):
+    with store.create_session("s") as session:
+        collection = session.create_collection("c", 2)
+        collection.upsert([VectorDocument("x", [1, 0], metadata={"n": 3, "t": ["a"]}),
+                           VectorDocument("y", [0, 1], metadata={"n": 4, "t": ["b"]})])
+        for conditions in ({"n": np.int64(3)}, {"n": {"$lt": np.float32(3.5)}},
+                           {"n": {"$in": [np.int32(3), np.int8(9)]}},
+                           {"t": {"$contains": np.str_("a")}},
+                           {"n": {"$exists": np.bool_(True)}, "t": ["a"]}):
+            assert [r.id for r in collection.search([1, 0], 5, filter=conditions)] == ["x"]
+
+
+@pytest.mark.parametrize("op", ["$eq", "$in", "$gt", "$exists", "$contains"])
+def test_an_operand_nested_thousands_deep_is_refused_in_a_short_message(op):
+    deep: list = []
+    inner = deep
+    for _ in range(5000):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(InvalidFilter) as caught:
+        VectorFilter({"n": {op: deep}})
+    assert len(str(caught.value)) < 300

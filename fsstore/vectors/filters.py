@@ -16,6 +16,7 @@ whatever the values' types. Nothing is decoded per row at search time.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -281,8 +282,29 @@ class _Link(_Node):
 _SCALARS = "a str, number, bool or None"
 
 
+# Values in messages are shown cut short and a few levels deep: a hostile operand (a list
+# nested thousands deep, a megabyte string) must give a short InvalidFilter, not a
+# RecursionError from repr or a message the size of the filter.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 80, 80
+
+
+def _shown(value: object) -> str:
+    return _SHOWN.repr(value)
+
+
+def _plain(operand: Any) -> Any:
+    """A numpy scalar as the Python value it holds (``np.int64(3)`` is 3), in a list
+    operand too: filters are often built from numpy results."""
+    if isinstance(operand, np.generic):
+        return operand.item()
+    if isinstance(operand, (list, tuple)):
+        return [item.item() if isinstance(item, np.generic) else item for item in operand]
+    return operand
+
+
 def _where(key: str, path: str) -> str:
-    return f"filter on {key!r}" + (f" (in {path})" if path else "")
+    return f"filter on {_shown(key)}" + (f" (in {path})" if path else "")
 
 
 def _scalar_key(value: Any, key: str, op: str, path: str, what: str) -> ValueKey:
@@ -293,7 +315,7 @@ def _scalar_key(value: Any, key: str, op: str, path: str, what: str) -> ValueKey
         found = value_key(value)
         assert found is not None
         return found
-    raise InvalidFilter(f"{_where(key, path)}: {op} takes {what}, not {value!r}")
+    raise InvalidFilter(f"{_where(key, path)}: {op} takes {what}, not {_shown(value)}")
 
 
 def _equality_key(value: Any, key: str, op: str, path: str) -> ValueKey:
@@ -310,7 +332,7 @@ def _link_value(value: Any, key: str, op: str, path: str) -> int:
         number = int(value)
     if number is None or not _INT64[0] <= number <= _INT64[1]:
         raise InvalidFilter(f"{_where(key, path)}: {op} compares the linked event's "
-                            f"{key[1:]}, an int; not {value!r}")
+                            f"{key[1:]}, an int; not {_shown(value)}")
     return number
 
 
@@ -319,7 +341,7 @@ def _values(operand: Any, key: str, op: str, path: str) -> list[Any]:
         return [operand]
     if not isinstance(operand, (list, tuple, set, frozenset)):
         raise InvalidFilter(f"{_where(key, path)}: {op} takes a list of values, not "
-                            f"{operand!r}")
+                            f"{_shown(operand)}")
     return list(operand)
 
 
@@ -331,21 +353,22 @@ def _number(operand: Any, key: str, op: str, path: str) -> float | int:
         except OverflowError:  # an int past float's range
             pass
     raise InvalidFilter(f"{_where(key, path)}: {op} takes a finite number (an int or a "
-                        f"float, not a bool or a str), not {operand!r}")
+                        f"float, not a bool or a str), not {_shown(operand)}")
 
 
 def _condition(key: str, op: Any, operand: Any, path: str) -> _Node:
+    operand = _plain(operand)
     link = key in LINKS
     allowed = _LINK_OPERATORS if link else OPERATORS
     if op not in allowed:
         hint = (" ($contains tests list-valued metadata, not the linked event)"
                 if link and op in _CONTAINS else "")
-        raise InvalidFilter(f"{_where(key, path)}: unknown operator {op!r}{hint}; use "
+        raise InvalidFilter(f"{_where(key, path)}: unknown operator {_shown(op)}{hint}; use "
                             f"one of {', '.join(allowed)}")
     if op == "$exists":
         if not isinstance(operand, bool):
             raise InvalidFilter(f"{_where(key, path)}: $exists takes True or False, not "
-                                f"{operand!r}")
+                                f"{_shown(operand)}")
         return _Link(key, op, operand) if link else _Metadata(key, op, operand)
     if op in _RANGE:
         number = _number(operand, key, op, path)
@@ -378,12 +401,12 @@ def _parse(spec: Any, path: str, depth: int) -> _Node:
                                     f"{MAX_FILTER_DEPTH} levels deep; flatten it")
             if not isinstance(value, (list, tuple)) or not value:
                 raise InvalidFilter(f"filter: {at} takes a non-empty list of filters "
-                                    f"(mappings), not {value!r}")
+                                    f"(mappings), not {_shown(value)}")
             children = [_parse(item, f"{at}[{i}]", depth + 1) for i, item in enumerate(value)]
             parts.append(_All(children) if key == "$and" else _Any(children))
             continue
         if not isinstance(key, str) or (key.startswith("$") and key not in LINKS):
-            raise InvalidFilter(f"filter key {key!r}{f' (in {path})' if path else ''}: "
+            raise InvalidFilter(f"filter key {_shown(key)}{f' (in {path})' if path else ''}: "
                                 "use a metadata key (a str), or one of "
                                 f"{', '.join(LINKS + LOGICAL)}")
         if not isinstance(value, Mapping):
@@ -394,7 +417,7 @@ def _parse(spec: Any, path: str, depth: int) -> _Node:
                                 f"({', '.join(OPERATORS)}) or a value to equal")
         for op, operand in value.items():
             if isinstance(op, str) and not op.startswith("$"):
-                raise InvalidFilter(f"{_where(key, path)}: {op!r} is not an operator "
+                raise InvalidFilter(f"{_where(key, path)}: {_shown(op)} is not an operator "
                                     "(maps in metadata are not matched field by field); "
                                     f"use one of {', '.join(OPERATORS)}")
             parts.append(_condition(key, op, operand, path))

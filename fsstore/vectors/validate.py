@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -162,9 +163,14 @@ def check_score_bound(metric: DistanceMetric, min_score: object, max_distance: o
     for name, value in (("min_score", min_score), ("max_distance", max_distance)):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
-                math.isnan(float(value)):
-            raise InvalidQuery(f"{name} must be a number (not NaN) or None, not {value!r}")
+        try:
+            usable = not isinstance(value, bool) and isinstance(value, numbers.Real) and \
+                not math.isnan(float(value))
+        except OverflowError:  # an int past float's range: no score reaches it
+            usable = False
+        if not usable:
+            raise InvalidQuery(f"{name} must be a number (not NaN) within float's range, "
+                               f"or None; not {reprlib.repr(value)}")
     if min_score is not None and metric.lower_is_better:
         raise InvalidQuery(f"min_score does not apply to metric {metric.value}: its score is "
                            "a distance, lower is better; use max_distance")
