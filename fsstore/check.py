@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -27,11 +27,12 @@ from . import layout, vectors
 from . import lease as lease_module
 from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
-from .log import LogTail
+from .log import LogReader, LogTail
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
 
 if TYPE_CHECKING:
     from .session_reader import SessionReader
+    from .snapshot import CheckpointDir, SnapshotDir
     from .store import Store
 
 _encoder = msgspec.msgpack.Encoder()
@@ -110,10 +111,22 @@ class _Base(NamedTuple):
     image: StateImage
 
 
-def check_session(reader: SessionReader) -> list[Finding]:
-    """Everything wrong with one session, read as every read would read it."""
+class SessionParts(NamedTuple):
+    """The parts of a session a check reads below its public reads, as the
+    ``SessionReader`` it checks holds them (``SessionReader.verify`` builds this)."""
+
+    manifest: Mapping[str, Any]  # session.json, as the reader read it
+    log: LogReader
+    snapshots: SnapshotDir
+    checkpoints: CheckpointDir
+    commit_ids: int  # the snapshot policy's window of remembered commit ids
+
+
+def check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
+    """Everything wrong with one session, read as every read would read it: through
+    ``reader``'s public reads, and ``parts``, the reader's own files."""
     with _quiet():
-        return _check_session(reader)
+        return _check_session(reader, parts)
 
 
 @contextlib.contextmanager
@@ -133,31 +146,31 @@ def _quiet() -> Iterator[None]:
         logger.removeFilter(other_threads)
 
 
-def _check_session(reader: SessionReader) -> list[Finding]:
+def _check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
     report = Report()
     manifest_path = layout.session_manifest_path(reader.path)
     with report.step(manifest_path, "reading the session manifest"):
-        named = reader._manifest.get("id")
+        named = parts.manifest.get("id")
         if named is not None and named != reader.id:
             report.add("problem", manifest_path, None, f"the manifest is session {named!r}'s, "
                        f"in the folder of session {reader.id!r} (copied over it?); reads "
                        "would show the other session's title, tags and metadata")
-    log = reader._log
+    log = parts.log
     with report.step(log.path, "checking the log"):
         report.findings.extend(log.check())
     with report.step(manifest_path, "reading the session info", known=report.problems()):
         reader.info()  # title, tags, metadata, parent and the log's tail
     refs: dict[str, tuple[BlobRef, str, str]] = {}
     with report.step(log.path, "reading the events", known=report.problems()):
-        _read_events(reader, refs, report)
+        _read_events(log, refs, report)
     try:
-        tail: LogTail | None = reader._log.tail()
+        tail: LogTail | None = log.tail()
     except Exception:  # the log's own check reported it
         tail = None
-    bases = _check_snapshots(reader, report, tail)
-    bases += _check_checkpoints(reader, report, refs, tail)
+    bases = _check_snapshots(parts, report, tail)
+    bases += _check_checkpoints(parts, report, refs, tail)
     with report.step(log.path, "folding the state", known=report.problems()):
-        _check_fold(reader, bases, report)
+        _check_fold(parts, bases, report)
     with report.step(log.path, "loading the state", known=report.problems()):
         reader.state()
         reader.queue.items()
@@ -169,14 +182,14 @@ def _check_session(reader: SessionReader) -> list[Finding]:
         report.findings.extend(reader.blobs.check(verify=True))
     _check_collections(reader, report)
     _check_lease(reader, report)
-    _check_leftovers(reader, report)
+    _check_leftovers(reader, parts, report)
     return report.findings
 
 
-def _read_events(reader: SessionReader, refs: dict[str, tuple[BlobRef, str, str]],
+def _read_events(log: LogReader, refs: dict[str, tuple[BlobRef, str, str]],
                  report: Report) -> None:
     """Decode every event as ``events()`` does, and gather its blob references."""
-    for scan in reader._log.scans(0, math.inf):
+    for scan in log.scans(0, math.inf):
         for event in scan:
             _gather_refs(event.data, f"the event at seq {event.seq}", scan.path, refs,
                          report)
@@ -222,12 +235,12 @@ def _check_refs(reader: SessionReader, refs: dict[str, tuple[BlobRef, str, str]]
                            "of it raise")
 
 
-def _check_snapshots(reader: SessionReader, report: Report, tail: LogTail | None
+def _check_snapshots(parts: SessionParts, report: Report, tail: LogTail | None
                      ) -> list[_Base]:
     """Each snapshot decoded as a state load decodes it; those a load would use are
     returned, to be compared with the fold of the log."""
     bases: list[_Base] = []
-    snapshots = reader._snapshots
+    snapshots = parts.snapshots
     seqs: list[int] = []
     with report.step(snapshots.path, "listing the snapshots"):
         seqs = snapshots.seqs()
@@ -239,7 +252,7 @@ def _check_snapshots(reader: SessionReader, report: Report, tail: LogTail | None
             except FileNotFoundError:
                 continue  # pruned meanwhile
             try:
-                image = StateImage.from_file(file, reader._policy.commit_ids, path)
+                image = StateImage.from_file(file, parts.commit_ids, path)
             except FsStoreError as exc:
                 report.findings.append(finding_of(exc, path, "reading the snapshot"))
                 continue
@@ -255,8 +268,8 @@ def _check_snapshots(reader: SessionReader, report: Report, tail: LogTail | None
                 report.add("note", path, None, f"snapshot covers seq {header.seq}, past the "
                            f"end of the log ({tail.head}): a crash took back records that "
                            "were not yet synced; state loads do not use it")
-            elif tail is not None and not reader._log.position_holds(header.position,
-                                                                     header.seq):
+            elif tail is not None and not parts.log.position_holds(header.position,
+                                                                   header.seq):
                 report.add("note", path, None, "snapshot of records a crash took back "
                            "(others were written since); state loads skip it, and the next "
                            "snapshot prunes it")
@@ -265,13 +278,13 @@ def _check_snapshots(reader: SessionReader, report: Report, tail: LogTail | None
     return bases
 
 
-def _check_checkpoints(reader: SessionReader, report: Report,
+def _check_checkpoints(parts: SessionParts, report: Report,
                        refs: dict[str, tuple[BlobRef, str, str]], tail: LogTail | None
                        ) -> list[_Base]:
     """Each checkpoint read as ``checkpoints()`` and ``load_checkpoint`` read it; its
     blob references gathered; those of the current log returned for the comparison."""
     bases: list[_Base] = []
-    checkpoints = reader._checkpoints
+    checkpoints = parts.checkpoints
     ids: list[str] = []
     with report.step(checkpoints.path, "listing the checkpoints"):
         ids = checkpoints.ids()
@@ -283,24 +296,24 @@ def _check_checkpoints(reader: SessionReader, report: Report,
                 file = checkpoints.read(path)
             except FileNotFoundError:
                 continue  # deleted meanwhile
-            image = StateImage.from_file(file, reader._policy.commit_ids, path)
+            image = StateImage.from_file(file, parts.commit_ids, path)
             _gather_refs(file.body, f"checkpoint {checkpoint_id!r}", path, refs, report)
             header = file.header
             if (tail is not None and header.log_start == tail.log_start
                     and header.seq <= tail.head
-                    and reader._log.position_holds(header.position, header.seq)):
+                    and parts.log.position_holds(header.position, header.seq)):
                 bases.append(_Base(header.seq, path, image))
     return bases
 
 
-def _check_fold(reader: SessionReader, bases: list[_Base], report: Report) -> None:
+def _check_fold(parts: SessionParts, bases: list[_Base], report: Report) -> None:
     """Fold every state, queue and input record of the log from its start, as a read with
     no snapshot would, and compare the fold with each snapshot and checkpoint at its seq:
     one that differs would make reads return other data than the log holds."""
-    log = reader._log
+    log = parts.log
     _, log_start, end = log.locate_tail()
     head = end.next_seq - 1
-    image = StateImage(log_start - 1, log_start, reader._policy.commit_ids)
+    image = StateImage(log_start - 1, log_start, parts.commit_ids)
     for base in sorted(bases, key=lambda b: b.seq):
         if base.seq < image.seq:
             continue
@@ -316,7 +329,7 @@ def _check_fold(reader: SessionReader, bases: list[_Base], report: Report) -> No
     _fold(log, image, head)
 
 
-def _fold(log: Any, image: StateImage, target: int) -> None:
+def _fold(log: LogReader, image: StateImage, target: int) -> None:
     if image.seq >= target:
         return
     reached = image.seq
@@ -371,8 +384,8 @@ def _check_lease(reader: SessionReader, report: Report) -> None:
                                                   parent.seq if parent is not None else 0))
 
 
-def _check_leftovers(reader: SessionReader, report: Report) -> None:
-    for folder in (reader._snapshots.path, reader._checkpoints.path):
+def _check_leftovers(reader: SessionReader, parts: SessionParts, report: Report) -> None:
+    for folder in (parts.snapshots.path, parts.checkpoints.path):
         with report.step(folder, "listing the folder"):
             if reader.io.exists(folder):
                 for name in sorted(reader.io.listdir(folder)):
@@ -427,7 +440,7 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
             except KeyError:  # SessionNotFound
                 report.add("problem", path, None, "no such session")
                 continue
-            report.findings.extend(check_session(reader))
+            report.findings.extend(reader.verify())
     return report.findings
 
 

@@ -148,7 +148,8 @@ class Session(SessionReader, AsyncSessionMixin):
                 io, layout.log_dir(path), chosen, segment_size, max_record_bytes,
                 neutral_kinds=NEUTRAL_KINDS, identity=self.identity,
             )
-            access.attach(writer, self)
+            access.attach(writer, catch_up=self._catch_up,
+                          roll_forward=self._roll_metadata_forward)
             self._log = writer.reader
             self._store = store
             self.blobs: BlobStore = BlobStore(io, path, blob_compression)
@@ -170,13 +171,13 @@ class Session(SessionReader, AsyncSessionMixin):
             access.abandon()
             raise
         access.opened()
+        ingress = SessionIngress(self)
         #: The session's queue of work: enqueue, claim, complete, fail, release.
-        self.queue: WorkQueue = WorkQueue(self)
+        self.queue: WorkQueue = WorkQueue(ingress)
         #: User input that arrives while a turn runs: submit, then claim in the next turn.
-        self.inputs: TurnInputs = TurnInputs(self)
+        self.inputs: TurnInputs = TurnInputs(ingress)
 
-    # --- queue and input ingress (``work.IngressHost``: internal, for WorkQueue and
-    # TurnInputs) ---
+    # --- queue and input ingress (what ``SessionIngress`` runs) ---
 
     def _ingress(self, build: Build[_T], *, fenced: bool) -> _T:
         """One queue or input operation: under the mutex, with the image caught up,
@@ -222,7 +223,7 @@ class Session(SessionReader, AsyncSessionMixin):
 
     def _catch_up(self) -> None:
         """Fold in what other writers appended since this one last held the mutex
-        (``writer_access.GuardedWriter``: the shared writer's guard calls it)."""
+        (``WriterAccess.writing`` calls it for a shared writer)."""
         writer = self._writer
         with writer.lock:
             head = writer.head
@@ -762,6 +763,27 @@ class Session(SessionReader, AsyncSessionMixin):
 
     def __repr__(self) -> str:
         return f"<fsstore.Session {self.id!r} head={self.head} path={self.path!r}>"
+
+
+class SessionIngress:
+    """A session's side of its queue and inputs (``work.Ingress``): what
+    :class:`WorkQueue` and :class:`TurnInputs` write and read through. Internal to the
+    package: it runs the session's own ingress, under its writer access."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def view(self) -> StateImage:
+        return self._session._view()
+
+    def run(self, build: Build[_T], *, fenced: bool) -> _T:
+        return self._session._ingress(build, fenced=fenced)
+
+    def running_turn(self) -> int:
+        return self._session._resolve_turn(None)
+
+    def inputs_claimed(self, turn: int, ids: list[int]) -> None:
+        self._session._inputs_claimed(turn, ids)
 
 
 def _kind_of(event: object, kind: str | None) -> str:

@@ -19,7 +19,7 @@ from . import identity, layout, manifest, vectors
 from . import state as state_module
 from .aio import AsyncSessionReaderMixin
 from .blobs import BlobReader, link_blobs
-from .check import check_session
+from .check import SessionParts, check_session
 from .errors import (
     CheckpointNotFound,
     CorruptionError,
@@ -30,7 +30,7 @@ from .errors import (
     SeqOutOfRange,
 )
 from .fsio import FileIO
-from .log import LogReader
+from .log import LogReader, LogTail
 from .log_format import Event
 from .log_writer import copy_log_prefix
 from .session_metadata import ManifestFile
@@ -103,10 +103,11 @@ class SessionReader(AsyncSessionReaderMixin):
         self.blobs: BlobReader = BlobReader(io, path)
         #: What the last state load found wrong with snapshot files (they were skipped).
         self.state_findings: list[Finding] = []
+        folds = _ReaderFolds(self)
         #: The session's queue of work, as the log has it: ``queue.items(status)``.
-        self.queue: WorkQueueReader = WorkQueueReader(self)
+        self.queue: WorkQueueReader = WorkQueueReader(folds)
         #: The session's turn inputs, as the log has them: ``inputs.items(status)``.
-        self.inputs: TurnInputsReader = TurnInputsReader(self)
+        self.inputs: TurnInputsReader = TurnInputsReader(folds)
 
     # --- metadata ---
 
@@ -159,6 +160,14 @@ class SessionReader(AsyncSessionReaderMixin):
         """The last seq written (0 for a session that never had an event). Every record
         moves it, queue and input records too: check commits against :attr:`revision`."""
         return self._log.tail().head
+
+    @property
+    def log_tail(self) -> LogTail:
+        """What the end of the log says now, read from its last segment without a scan:
+        the head, the log's start (where a clear moved it), and the time, turn and kind
+        of the last record (the store's own records included)."""
+        self._before_read()
+        return self._log.tail()
 
     @property
     def revision(self) -> Revision:
@@ -225,7 +234,9 @@ class SessionReader(AsyncSessionReaderMixin):
     def verify(self) -> list[Finding]:
         """Read everything a read would read and report each problem; changes nothing and
         never raises (see :mod:`fsstore.check`)."""
-        return check_session(self)
+        parts = SessionParts(self._manifest, self._log, self._snapshots, self._checkpoints,
+                             self._policy.commit_ids)
+        return check_session(self, parts)
 
     # --- watching ---
 
@@ -391,6 +402,27 @@ class SessionReader(AsyncSessionReaderMixin):
         SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
         link_blobs(self.io, self.path, dest)
         return ForkOrigin(self.id, seq, at_checkpoint)
+
+
+class _ReaderFolds:
+    """What a reader's queue and inputs list from (``work.FoldSource``): the fold of
+    the log, loaded afresh for each listing (a writer's is its own, kept current)."""
+
+    def __init__(self, reader: SessionReader) -> None:
+        self._reader = reader
+
+    def view(self) -> StateImage:
+        return self._reader._view()
+
+
+def copy_history(reader: SessionReader, dest: str, *, at_seq: int | None = None,
+                 at_checkpoint: str | None = None,
+                 uid: identity.Identity | None = None) -> ForkOrigin:
+    """``reader``'s history written into the folder ``dest`` as a new session's ``log/``
+    and ``state/`` (see ``SessionReader._copy_history``; a writer seals its active
+    segment first, when that spares a copy): what ``Store.fork_session`` builds a fork
+    with. Internal to the package: not public API."""
+    return reader._copy_history(dest, at_seq=at_seq, at_checkpoint=at_checkpoint, uid=uid)
 
 
 def check_events_args(after_seq: object, until_seq: object, limit: object,

@@ -40,13 +40,12 @@ from .lease import (
     SessionMutex,
     check_ttl,
 )
-from .log import LogTail
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE
 from .log_writer import Durability, check_settings, write_tail_hint
 from .segment_header import encode_segment_header
 from .session import Session
 from .session_metadata import new_manifest
-from .session_reader import SessionInfo, SessionReader, check_seq
+from .session_reader import SessionInfo, SessionReader, check_seq, copy_history
 from .snapshot import SnapshotPolicy
 from .unset import UNSET
 from .vectors import (
@@ -394,10 +393,6 @@ class Store(AsyncStoreMixin):
         return SessionReader(self.io, self._session_path(session_id), session_id,
                              self.snapshots)
 
-    def _log_tail(self, session_id: str) -> LogTail:
-        """Where a session's log ends now, read without a scan (``watch.WatchedStore``)."""
-        return self.read_session(session_id)._log.tail()
-
     def fork_session(
         self, source_id: str, new_id: str | None = None, *, at_seq: int | None = None,
         at_checkpoint: str | None = None, title: str | None = UNSET,
@@ -445,8 +440,8 @@ class Store(AsyncStoreMixin):
         uid = identity.Identity.of(identity.mint(), ancestors)
 
         def build(temp: str) -> None:
-            origin = reader._copy_history(temp, at_seq=at_seq, at_checkpoint=at_checkpoint,
-                                         uid=uid)
+            origin = copy_history(reader, temp, at_seq=at_seq, at_checkpoint=at_checkpoint,
+                                  uid=uid)
             data = new_manifest(
                 new_id,
                 reader.title if title is UNSET else title,

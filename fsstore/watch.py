@@ -409,19 +409,26 @@ _READ_CHUNK = 64 << 10
 # --- a whole store -------------------------------------------------------------------------
 
 
+class WatchedSession(Protocol):
+    """What a :class:`StoreWatcher` reads of each session (a ``SessionReader`` is one)."""
+
+    @property
+    def log_tail(self) -> LogTail:
+        """The end of the session's log, read without a scan; SessionNotFound (or
+        FileNotFoundError) once it is gone, another FsStoreError while it is damaged."""
+
+
 class WatchedStore(Protocol):
     """What a :class:`StoreWatcher` needs of a store (a ``Store`` is one): the folder
-    its sessions are in, their ids, and where a session's log ends now."""
+    its sessions are in, their ids, and a reader of each (``read_session``, which
+    raises SessionNotFound once the session is gone)."""
 
     @property
     def path(self) -> str: ...
 
     def session_ids(self) -> list[str]: ...
 
-    def _log_tail(self, session_id: str) -> LogTail:
-        """The end of the session's log, read without a scan; SessionNotFound (or
-        FileNotFoundError) once it is gone, another FsStoreError while it is damaged.
-        Internal to the package: not public API."""
+    def read_session(self, session_id: str) -> WatchedSession: ...
 
 
 class StoreWatcher(_Watcher):
@@ -441,7 +448,7 @@ class StoreWatcher(_Watcher):
         heads = {}
         for session_id in self._store.session_ids():
             try:
-                tail = self._store._log_tail(session_id)
+                tail = self._store.read_session(session_id).log_tail
             except (SessionNotFound, FileNotFoundError):
                 continue  # deleted meanwhile
             except FsStoreError:

@@ -431,34 +431,35 @@ class Folds(Protocol):
 _T = TypeVar("_T")
 Records = list[tuple[str, Any]]
 
-#: What an operation hands :meth:`IngressHost._ingress`: given the fold caught up with the
-#: log and the time now, the records to append (or raise), and what turns the first seq
-#: of the appended batch (0 when there are no records) into the operation's answer.
+#: What an operation hands :meth:`Ingress.run`: given the fold caught up with the log
+#: and the time now, the records to append (or raise), and what turns the first seq of
+#: the appended batch (0 when there are no records) into the operation's answer.
 Build = Callable[[Folds, float], tuple[Records, Callable[[int], _T]]]
 
 
 class FoldSource(Protocol):
-    """What a listing needs of a session, reader or writer: the fold, caught up with the
-    log (a reader loads it afresh)."""
+    """What a listing (:class:`WorkQueueReader`, :class:`TurnInputsReader`) needs of a
+    session: the fold, caught up with the log (a reader loads it afresh)."""
 
-    def _view(self) -> Folds:
+    def view(self) -> Folds:
         """The fold, caught up with the log."""
 
 
-class IngressHost(FoldSource, Protocol):
-    """What :class:`WorkQueue` and :class:`TurnInputs` need of a session writer (a
-    ``Session`` is one). Internal to the package: these are not public API."""
+class Ingress(FoldSource, Protocol):
+    """What :class:`WorkQueue` and :class:`TurnInputs` need of a session writer: its
+    writes of queue and input records. A ``Session`` hands them one of its own
+    (``session.SessionIngress``)."""
 
-    def _ingress(self, build: Build[_T], *, fenced: bool) -> _T:
+    def run(self, build: Build[_T], *, fenced: bool) -> _T:
         """One queue or input operation, as one write of the session: ``build``'s records
         appended as one batch under the session's mutex, made durable (fsynced) and
         folded before it returns. ``fenced``: a lease held elsewhere refuses it."""
 
-    def _resolve_turn(self, turn: int | None) -> int:
-        """With None: the turn the session is running (the current turn, or the next one
-        if the current one is finished)."""
+    def running_turn(self) -> int:
+        """The turn the session is running: the current turn, or the next one if the
+        current one is finished."""
 
-    def _inputs_claimed(self, turn: int, ids: list[int]) -> None:
+    def inputs_claimed(self, turn: int, ids: list[int]) -> None:
         """``turn`` claimed the inputs ``ids``: finishing it consumes them."""
 
 
@@ -519,13 +520,13 @@ class WorkQueueReader(AsyncWorkQueueReaderMixin):
     """A session's queue of work as its log has it: what ``SessionReader.queue`` lists
     (a writer's ``queue`` is a :class:`WorkQueue`, which also changes it)."""
 
-    def __init__(self, session: FoldSource) -> None:
-        self._session = session
+    def __init__(self, source: FoldSource) -> None:
+        self._source = source
 
     def items(self, status: str | None = None) -> list[QueuedWork]:
         """The items in the queue (ready, claimed, dead; or those of ``status``), oldest
         first."""
-        work: WorkState = self._session._view().work
+        work: WorkState = self._source.view().work
         return [work.view(i) for i in sorted(work.items)
                 if status is None or work.items[i]["status"] == status]
 
@@ -541,10 +542,9 @@ class WorkQueue(WorkQueueReader, AsyncWorkQueueMixin):
     expired ``max_attempts`` times becomes ``dead`` (kept until ``purge``).
     """
 
-    _session: IngressHost
-
-    def __init__(self, session: IngressHost) -> None:
-        super().__init__(session)
+    def __init__(self, ingress: Ingress) -> None:
+        super().__init__(ingress)
+        self._ingress = ingress
 
     def enqueue(self, kind: str, payload: Any = None, *, priority: int = 0,
                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
@@ -571,7 +571,7 @@ class WorkQueue(WorkQueueReader, AsyncWorkQueueMixin):
 
         def build(image: Folds, now: float) -> tuple[Records, Callable[[int], list[int]]]:
             return records, lambda first: list(range(first, first + len(records)))
-        return self._session._ingress(build, fenced=False)
+        return self._ingress.run(build, fenced=False)
 
     def claim(self, worker: str, lease_ttl: float, *,
               kinds: Iterable[str] | None = None) -> ClaimedWork | None:
@@ -585,7 +585,7 @@ class WorkQueue(WorkQueueReader, AsyncWorkQueueMixin):
         def build(image: Folds, now: float) -> tuple[Records, Callable[[int], ClaimedWork | None]]:
             entries: list[tuple[str, Any]] = []
             return entries, _claim_next(image.work, entries, now, worker, ttl, wanted)
-        return self._session._ingress(build, fenced=False)
+        return self._ingress.run(build, fenced=False)
 
     def _settle(self, claim: ClaimedWork, record: dict[str, Any],
                 then: tuple[float, frozenset[str] | None] | None = None
@@ -613,7 +613,7 @@ class WorkQueue(WorkQueueReader, AsyncWorkQueueMixin):
             # fold of the appended batch settles it again, which changes nothing.
             work.apply(0, now, settle)
             return entries, _claim_next(work, entries, now, claim.worker, then[0], then[1])
-        return self._session._ingress(build, fenced=False)
+        return self._ingress.run(build, fenced=False)
 
     def complete(self, claim: ClaimedWork) -> None:
         """The item is done: it leaves the queue."""
@@ -650,20 +650,20 @@ class WorkQueue(WorkQueueReader, AsyncWorkQueueMixin):
             if not dead:
                 return [], lambda first: 0
             return [(QUEUE_RECORD, {"op": "purge", "ids": dead})], lambda first: len(dead)
-        return self._session._ingress(build, fenced=False)
+        return self._ingress.run(build, fenced=False)
 
 
 class TurnInputsReader(AsyncTurnInputsReaderMixin):
     """A session's turn inputs as its log has them: what ``SessionReader.inputs`` lists
     (a writer's ``inputs`` are :class:`TurnInputs`, which also change them)."""
 
-    def __init__(self, session: FoldSource) -> None:
-        self._session = session
+    def __init__(self, source: FoldSource) -> None:
+        self._source = source
 
     def items(self, status: str | None = None) -> list[TurnInput]:
         """The inputs the log holds (pending, claimed, consumed; or those of
         ``status``), in arrival order."""
-        inputs: InputState = self._session._view().inputs
+        inputs: InputState = self._source.view().inputs
         return [inputs.view(i) for i in inputs.items
                 if status is None or inputs.items[i]["status"] == status]
 
@@ -674,10 +674,9 @@ class TurnInputs(TurnInputsReader, AsyncTurnInputsMixin):
     finishing that turn marks them consumed by it. Inputs a turn claimed but never
     consumed (it crashed, or ended unfinished) are claimed again by the next claim."""
 
-    _session: IngressHost
-
-    def __init__(self, session: IngressHost) -> None:
-        super().__init__(session)
+    def __init__(self, ingress: Ingress) -> None:
+        super().__init__(ingress)
+        self._ingress = ingress
 
     def submit(self, payload: Any) -> int:
         """Store ``payload`` as pending input; return its id. Durable when it returns."""
@@ -685,24 +684,24 @@ class TurnInputs(TurnInputsReader, AsyncTurnInputsMixin):
 
         def build(image: Folds, now: float) -> tuple[Records, Callable[[int], int]]:
             return [(INPUT_RECORD, record)], lambda first: first
-        return self._session._ingress(build, fenced=False)
+        return self._ingress.run(build, fenced=False)
 
     def claim(self) -> list[TurnInput]:
         """Claim every pending input for the turn this session is running (the current
         turn, or the next one if it is finished), in arrival order."""
-        session = self._session
+        ingress = self._ingress
 
         def build(image: Folds, now: float) -> tuple[Records, Callable[[int], list[TurnInput]]]:
-            turn = session._resolve_turn(None)
+            turn = ingress.running_turn()
             ids = image.inputs.claimable(turn)
             if not ids:
                 return [], lambda first: []
 
             def finish(first: int) -> list[TurnInput]:
-                session._inputs_claimed(turn, ids)  # finish_turn consumes them
+                ingress.inputs_claimed(turn, ids)  # finish_turn consumes them
                 return [image.inputs.view(i) for i in ids]
             return [(INPUT_RECORD, {"op": "claim", "ids": ids, "turn": turn})], finish
-        return session._ingress(build, fenced=True)
+        return ingress.run(build, fenced=True)
 
     def prune(self, retention: float = 7 * 24 * 3600.0) -> int:
         """Drop consumed inputs older than ``retention`` seconds from the session's
@@ -715,4 +714,4 @@ class TurnInputs(TurnInputsReader, AsyncTurnInputsMixin):
             if not old:
                 return [], lambda first: 0
             return [(INPUT_RECORD, {"op": "prune", "ids": old})], lambda first: len(old)
-        return self._session._ingress(build, fenced=False)
+        return self._ingress.run(build, fenced=False)

@@ -7,7 +7,7 @@ write of events, state or collections by the lease's token (docs/FORMAT.md, sect
 
 A :class:`~fsstore.session.Session` holds one :class:`WriterAccess` and runs each write
 operation inside :meth:`WriterAccess.writing`, which calls back into the session only
-through :class:`GuardedWriter`.
+through the two steps it was handed (:meth:`WriterAccess.attach`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
 
 from . import clock, layout
 from . import lease as lease_module
@@ -24,20 +23,6 @@ from .errors import InvalidSetting, SessionLocked, SessionNotFound
 from .fsio import FileIO
 from .lease import Lease, LeaseFile, SessionMutex, WriterLock
 from .log_writer import Durability, LogWriter
-
-
-class GuardedWriter(Protocol):
-    """What :class:`WriterAccess` needs of the session whose writes it guards (a
-    ``Session``): two steps run at the start of each write operation. Internal to the
-    package: neither is public API."""
-
-    def _catch_up(self) -> None:
-        """Fold in what other writers appended since this one last held the mutex (the
-        log writer has not been refreshed yet)."""
-
-    def _roll_metadata_forward(self) -> None:
-        """Finish a metadata update a crash (or a failed manifest write) cut off between
-        its log write and its manifest write, before anything is appended after it."""
 
 
 def acquire_writer_lock(path: str, session_id: str, timeout: float) -> WriterLock:
@@ -63,7 +48,8 @@ class WriterAccess:
 
     Made before the session opens its log, holding the lock (or the mutex) through the
     open: :meth:`check_opened` refuses a leased session, :meth:`attach` hands over the
-    log writer and the session, then :meth:`opened` (or, on failure, :meth:`abandon`).
+    log writer and the session's catch-up and roll-forward steps, then :meth:`opened`
+    (or, on failure, :meth:`abandon`).
     """
 
     def __init__(self, io: FileIO, path: str, session_id: str, durability: Durability,
@@ -78,8 +64,9 @@ class WriterAccess:
         self.lock: WriterLock | None = None
         self._checked_depth = 0
         self._lease_logged: tuple[int, int] | None = None  # (token, log start) logged
-        self._writer: LogWriter  # set by attach()
-        self._host: GuardedWriter
+        self._writer: LogWriter  # set by attach(), as are the two steps below
+        self._catch_up: Callable[[], None]
+        self._roll_forward: Callable[[], None]
         if lease is not None or shared:
             if durability.mode == "none" or durability.grouped:
                 raise InvalidSetting(
@@ -112,10 +99,17 @@ class WriterAccess:
         elif self.mutex is None:
             self.refuse_if_leased()
 
-    def attach(self, writer: LogWriter, host: GuardedWriter) -> None:
-        """The session's log writer, and the session itself, once they exist."""
+    def attach(self, writer: LogWriter, *, catch_up: Callable[[], None],
+               roll_forward: Callable[[], None]) -> None:
+        """The session's log writer, once it exists, and the two steps a write operation
+        starts with: ``catch_up`` folds in what other writers appended since this one
+        last held the mutex (the log writer has not been refreshed yet; shared writers
+        only); ``roll_forward`` finishes a metadata update a crash (or a failed manifest
+        write) cut off between its log write and its manifest write, before anything is
+        appended after it."""
         self._writer = writer
-        self._host = host
+        self._catch_up = catch_up
+        self._roll_forward = roll_forward
 
     def opened(self) -> None:
         """The session is open: a shared writer lets the mutex go until its first write."""
@@ -155,7 +149,7 @@ class WriterAccess:
         the log; everything reaches the OS before the mutex is let go. Re-entrant."""
         mutex = self.mutex
         if mutex is None:
-            self._host._roll_metadata_forward()  # one comparison unless a manifest write failed
+            self._roll_forward()  # one comparison unless a manifest write failed
             yield
             return
         mutex.acquire(self.lock_timeout)
@@ -170,10 +164,10 @@ class WriterAccess:
                     self.refuse_if_leased()
                 self._checked_depth = mutex.depth
             if outermost:
-                self._host._catch_up()
+                self._catch_up()
                 # Metadata another writer (or this one) committed to the log but not to
                 # session.json is rolled forward before anything is appended after it.
-                self._host._roll_metadata_forward()
+                self._roll_forward()
             if fence and self.lease is not None:
                 self.log_lease(self.lease.token)
             yield

@@ -72,6 +72,19 @@ def test_seqs_are_gapless_and_monotonic_across_batches_and_reopens(store):
         assert session.append_many([{"a": i} for i in range(3)]) == [4, 5, 6]
 
 
+def test_the_log_tail_says_where_the_log_ends_and_starts_for_readers_and_writers(store):
+    with store.create_session("s") as session:
+        session.append({"x": 1}, turn=3)
+        session.inputs.submit("hi")
+        assert session.log_tail[:2] == (2, 1)  # a writer reads its own writes
+        assert session.log_tail.last_turn == 3
+        assert session.log_tail.last_kind == "fsstore.input"
+        session.clear()
+        reader = store.read_session("s")
+        assert (reader.log_tail.head, reader.log_tail.log_start) == (2, 3)
+        assert reader.log_tail.event_count == 0
+
+
 def test_turns_default_to_the_current_turn_and_move_on_after_finish(store):
     with store.create_session("s") as session:
         assert session.current_turn is None

@@ -200,6 +200,33 @@ def test_the_store_watcher_reports_the_existing_sessions_when_asked(store):
         assert watcher.get(timeout=1) == [SessionChange("created", "a", 0, 1)]
 
 
+class PublicReads:
+    """A store as a StoreWatcher may use it: its path, session ids and readers only."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    @property
+    def path(self) -> str:
+        return self._store.path
+
+    def session_ids(self) -> list[str]:
+        return self._store.session_ids()
+
+    def read_session(self, session_id: str):
+        return self._store.read_session(session_id)
+
+
+def test_a_store_watcher_reads_the_store_through_its_public_reads_only(store):
+    store.create_session("a").close()
+    watcher = watch_module.StoreWatcher(PublicReads(store), poll_interval=0.05,
+                                        notifier=Deaf())
+    with watcher:
+        with store.open_session("a") as session:
+            session.append({"x": 1})
+        assert collect(watcher, 1) == [SessionChange("changed", "a", 1, 1)]
+
+
 def test_bad_watch_settings_are_refused(store):
     store.create_session("s").close()
     reader = store.read_session("s")
