@@ -33,6 +33,11 @@ class Deaf:
         self.closed.set()
 
 
+def open_files() -> int:
+    """How many descriptors this process has open (0 where /proc does not say)."""
+    return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
+
+
 def collect(watcher, count: int, timeout: float = 30.0) -> list:
     found: list = []
     deadline = time.monotonic() + timeout
@@ -159,10 +164,6 @@ def test_the_iterator_the_async_iterator_and_the_callback(store):
 def test_starting_and_stopping_a_thousand_watchers_leaks_nothing(store):
     store.create_session("s").close()
     reader = store.read_session("s")
-
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
-
     for _ in range(5):  # watchdog's first start sets up what it keeps
         reader.watch().close()
     threads, files = threading.active_count(), open_files()
@@ -232,9 +233,6 @@ def test_a_watched_session_forked_and_rolled_over_delivers_everything(store):
 
 
 def test_store_watchers_started_and_stopped_leak_nothing(store):
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
-
     store.watch().close()
     threads, files = threading.active_count(), open_files()
     for _ in range(100):
@@ -382,6 +380,30 @@ def test_closing_a_watcher_whose_callback_thread_waits_closes_its_descriptors(st
     assert not watcher._thread.is_alive()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_closing_a_watcher_whose_async_iterator_waits_ends_it_and_closes_its_descriptors(
+        store):
+    store.create_session("s").close()
+    before = inotify_descriptors()
+
+    async def main() -> None:
+        watcher = store.read_session("s").watch(poll_interval=3600)
+        notifier = watcher._notifier
+
+        async def follow() -> list:
+            return [item async for item in watcher]
+
+        following = asyncio.ensure_future(follow())
+        while notifier._waiters == 0:  # until its worker thread waits for a hint
+            await asyncio.sleep(0.001)
+        await watcher.aclose()
+        assert await following == []  # the worker thread was woken, and the loop ended
+        assert notifier.closed
+
+    asyncio.run(main())
+    assert inotify_descriptors() == before
+
+
 class _CloseFirst:
     """A lock that lets ``watcher.close`` run to its end (in another thread) just before
     it is first taken: a close landing between a get's check and its read."""
@@ -413,9 +435,6 @@ def test_a_get_that_a_close_overtakes_does_not_open_the_log_again(store):
 
 
 def test_inotify_refusing_a_folder_closes_what_it_opened(tmp_path):
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
-
     before = open_files()
     with pytest.raises(OSError) as raised:
         watch_module.InotifyNotifier([str(tmp_path / "missing")])
