@@ -3,11 +3,11 @@
 Filesystem events are only hints. A session watcher reads them from an inotify
 descriptor of its own, through libc (on Linux), and falls back to watchdog's observer
 where inotify is not to be had; a store watcher uses the observer. inotify drops events
-when its queue overflows, and watchdog drops them silently. So a watcher never trusts them
-for content. Each hint (and, failing hints, each ``poll_interval``) makes it re-read the log
-from the position after the last event it delivered. What it reads is what any reader
-reads: whole, checksum-valid batches, in seq order, so a batch is delivered whole and a
-torn tail being written is never delivered until it is complete.
+when its queue overflows, and watchdog drops them silently. So a watcher never trusts
+them for content. Each hint (and, failing hints, each ``poll_interval``) makes it re-read
+the log from the position after the last event it delivered. What it reads is what any
+reader reads: whole, checksum-valid batches, in seq order, so a batch is delivered whole
+and a torn tail being written is never delivered until it is complete.
 """
 
 from __future__ import annotations
@@ -181,10 +181,8 @@ class InotifyNotifier:
 
     def wait(self, timeout: float) -> bool:
         with self._lock:
-            if self._closing:
-                closed = True
-            else:
-                closed = False
+            closed = self._closing
+            if not closed:
                 self._waiters += 1  # from here on, close() leaves the descriptors open
         if closed:
             time.sleep(timeout)  # closed: no hint will ever come
@@ -324,7 +322,8 @@ class _Watcher(AsyncWatcherMixin):
         self._thread.start()
 
     def close(self) -> None:
-        """Stop: iterators end, the callback thread and the observer are joined."""
+        """Stop: iterators end, the callback thread and the observer are joined (an
+        iterator's worker thread lets go of the notifier as it wakes, at once)."""
         self._closed.set()
         self._notifier.close()
         thread = self._thread
