@@ -772,3 +772,47 @@ if TYPE_CHECKING:
             store, reader, session, blob_reader, blobs, queue_reader, queue, inputs_reader,
             inputs, collection_reader, collection)
         del checked
+
+
+# --- watchers -------------------------------------------------------------------------------
+
+
+class _WatcherLike(Protocol):
+    def get(self, timeout: float | None = ...) -> list[Any]: ...
+    def poll(self) -> list[Any]: ...
+    def close(self) -> None: ...
+
+
+_Watching = TypeVar("_Watching", bound=_WatcherLike)
+
+
+class AsyncWatcherMixin:
+    """A watcher's async twins (``SessionWatcher``, ``StoreWatcher``): ``get`` waits for
+    hints, ``poll`` reads the log or lists the sessions, ``close`` joins the callback
+    thread; ``async with`` closes it. ``async for`` is the watcher's own ``__aiter__``."""
+
+    async def aget(self: _WatcherLike, timeout: float | None = None) -> list[Any]:
+        return await asyncio.to_thread(self.get, timeout)
+
+    async def apoll(self: _WatcherLike) -> list[Any]:
+        return await asyncio.to_thread(self.poll)
+
+    async def aclose(self: _WatcherLike) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def __aenter__(self: _Watching) -> _Watching:
+        return self
+
+    async def __aexit__(self: _WatcherLike, *exc_info: object) -> None:
+        await asyncio.to_thread(self.close)
+
+
+if TYPE_CHECKING:
+    from .watch import SessionWatcher, StoreWatcher
+
+    def _watcher_conformance(session_watcher: SessionWatcher,
+                             store_watcher: StoreWatcher) -> None:
+        """Never called: mypy checks here that both watchers have, as ``_WatcherLike``
+        spells them, the methods their twins call."""
+        checked: tuple[_WatcherLike, _WatcherLike] = (session_watcher, store_watcher)
+        del checked

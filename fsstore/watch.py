@@ -1,11 +1,13 @@
 """Change notifications: follow a session's log, or a store's sessions, from any process.
 
-Filesystem events (inotify, through watchdog) are only hints: inotify drops events when
-its queue overflows, and watchdog drops them silently. So a watcher never trusts them for
-content. Each hint (and, failing hints, each ``poll_interval``) makes it re-read the log
-from the position after the last event it delivered. What it reads is what any reader
-reads: whole, checksum-valid batches, in seq order, so a batch is delivered whole and a
-torn tail being written is never delivered until it is complete.
+Filesystem events are only hints. A session watcher reads them from an inotify
+descriptor of its own, through libc (on Linux), and falls back to watchdog's observer
+where inotify is not to be had; a store watcher uses the observer. inotify drops events
+when its queue overflows, and watchdog drops them silently. So a watcher never trusts
+them for content. Each hint (and, failing hints, each ``poll_interval``) makes it re-read
+the log from the position after the last event it delivered. What it reads is what any
+reader reads: whole, checksum-valid batches, in seq order, so a batch is delivered whole
+and a torn tail being written is never delivered until it is complete.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import layout
+from .aio import AsyncWatcherMixin
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
 from .log import LogReader, LogTail
 from .log_format import Event, SegmentScan
@@ -148,7 +151,12 @@ class InotifyNotifier:
     no thread between the kernel and the watcher. Only changes are asked for: a watcher
     reading the log opens its files, and opens must not wake it. A queue overflow is a
     hint like any other. Raises OSError when inotify is not to be had (not Linux, out of
-    instances or watches): :func:`_notifier_for` then falls back to watchdog's observer."""
+    instances or watches): :func:`_notifier_for` then falls back to watchdog's observer.
+
+    ``close`` may come from any thread while others wait (a watcher's callback thread,
+    the worker thread of its async iterator): it wakes them, and the descriptors are
+    closed by whoever leaves last, so a thread still in ``wait`` never selects on, or
+    reads, a descriptor number the process has meanwhile given to another file."""
 
     def __init__(self, folders: Iterable[str]) -> None:
         libc = _inotify_libc()
@@ -157,9 +165,14 @@ class InotifyNotifier:
         if fd < 0:
             error = ctypes.get_errno()
             raise OSError(error, f"inotify_init1 failed: {os.strerror(error)}")
-        self._fd: int | None = fd
-        # close() writes here, so that a thread waiting in select wakes at once.
+        self._fd = fd
+        # close() writes here, so that a thread waiting in select wakes at once (and any
+        # later select too: the byte is never read).
         self._wake_read, self._wake_write = os.pipe()
+        self._lock = threading.Lock()
+        self._waiters = 0  # threads between entering wait and leaving it
+        self._closing = False  # close() was called: no new waits, descriptors on the way out
+        self._released = False  # the descriptors are closed
         for folder in folders:
             if libc.inotify_add_watch(fd, os.fsencode(folder), _CHANGES) < 0:
                 error = ctypes.get_errno()
@@ -168,30 +181,59 @@ class InotifyNotifier:
                               folder)
 
     def wait(self, timeout: float) -> bool:
-        fd = self._fd
-        if fd is None:
-            time.sleep(timeout)
+        with self._lock:
+            closed = self._closing
+            if not closed:
+                self._waiters += 1  # from here on, close() leaves the descriptors open
+        if closed:
+            time.sleep(timeout)  # closed: no hint will ever come
             return False
         try:
-            ready, _, _ = select.select([fd, self._wake_read], [], [], timeout)
-        except (OSError, ValueError):  # closed meanwhile
-            return False
-        if fd not in ready:
-            return False
+            return self._wait(timeout)
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                last_out = self._closing and self._waiters == 0
+            if last_out:
+                self._release()
+
+    def _wait(self, timeout: float) -> bool:
+        """Select and drain; only while counted in ``_waiters`` (the descriptors stay open)."""
+        ready, _, _ = select.select([self._fd, self._wake_read], [], [], timeout)
+        if self._fd not in ready or self._wake_read in ready:
+            return False  # timed out, or woken by close
         try:
-            while os.read(fd, 65536):  # drain: one hint for everything so far
+            while os.read(self._fd, 65536):  # drain: one hint for everything so far
                 pass
-        except (BlockingIOError, OSError):
-            pass
+        except BlockingIOError:
+            pass  # drained (the descriptor is non-blocking)
         return True
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
+        """Wake every waiting thread; the descriptors are closed now if none waits, else
+        by the last one to leave ``wait`` (at once: the wake-up is immediate)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
             os.write(self._wake_write, b"x")
-            os.close(fd)  # removes its watches
-            os.close(self._wake_write)
-            os.close(self._wake_read)
+            last_out = self._waiters == 0
+        if last_out:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        os.close(self._fd)  # removes its watches
+        os.close(self._wake_write)
+        os.close(self._wake_read)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the descriptors are closed (after ``close``, once no thread waits)."""
+        return self._released
 
 
 def _notifier_for(folder: str) -> Notifier:
@@ -213,8 +255,9 @@ def _check_interval(value: object) -> float:
     return float(value)
 
 
-class _Watcher:
-    """What both watchers share: waiting for hints, iterators, a callback thread."""
+class _Watcher(AsyncWatcherMixin):
+    """What both watchers share: waiting for hints, iterators, a callback thread, and the
+    async twins of the blocking calls (``aget``, ``apoll``, ``aclose``, ``async with``)."""
 
     def __init__(self, notifier: Notifier, poll_interval: float) -> None:
         self._notifier = notifier
@@ -237,6 +280,11 @@ class _Watcher:
         while not self._closed.is_set():
             if not skip:
                 with self._reading:
+                    # Checked again under the lock close() takes: a close between the
+                    # loop's check and here has let go of the segment, which a poll
+                    # would open again, and nothing would ever close.
+                    if self._closed.is_set():
+                        break
                     found = self.poll()
                 if found:
                     return found
@@ -275,7 +323,8 @@ class _Watcher:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop: iterators end, the callback thread and the observer are joined."""
+        """Stop: iterators end, the callback thread and the observer are joined (an
+        iterator's worker thread lets go of the notifier as it wakes, at once)."""
         self._closed.set()
         self._notifier.close()
         thread = self._thread

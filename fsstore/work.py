@@ -372,7 +372,6 @@ class WorkState(_Fold):
                           item["enqueued"])
 
 
-
 class InputState(_Fold):
     """The fold of ``fsstore.input`` records: inputs by id, in arrival order."""
 
@@ -408,7 +407,6 @@ class InputState(_Fold):
         item = self.items[item_id]
         return TurnInput(item_id, item["payload"], item["status"], item["turn"],
                          item["submitted"], item["consumed"])
-
 
 
 # --- the API, bound to a session ------------------------------------------------------------

@@ -235,10 +235,13 @@ def run_and_kill(child: str | Callable[..., object], args: Iterable[object], del
         return whole_lines(child.kill9())
 
 
-def run(script: str, *args: object, timeout: float = TIMEOUT) -> list[str]:
-    """Run a child to its end; fail (with its stderr) unless it exits 0. Its lines."""
+def run(script: str, *args: object, timeout: float = TIMEOUT,
+        returncode: int = 0) -> list[str]:
+    """Run a child to its end; fail (with its stderr) unless it exits with ``returncode``
+    (0; ``-signal.SIGKILL`` for a child that kill -9s itself at a chosen step). Its lines."""
     with Child.script(script, *args) as child:
         lines = child.finish(timeout)
-        if child.returncode != 0:
-            raise ChildFailed(f"exited {child.returncode}\n{child.describe()}")
+        if child.returncode != returncode:
+            raise ChildFailed(f"exited {child.returncode}, not {returncode}\n"
+                              f"{child.describe()}")
         return lines

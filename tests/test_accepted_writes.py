@@ -259,6 +259,8 @@ SESSION_CALLS = {f.__name__: f for f in (
     append, append_many, commit, commit_events, commit_state_only, set_state, merge_state,
     update_metadata, save_metadata, save_updates, enqueue, queue_cycle, submit_input,
     upsert)}
+
+
 # Calls whose values go to a writer another part of fsstore owns: the log's (events) and
 # the vectors' (documents). Until those writers refuse what their readers refuse, hazard
 # values (Ext, Raw, nesting past the recursion limit) are accepted and then unreadable.

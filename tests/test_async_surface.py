@@ -10,17 +10,23 @@ import keyword
 import pytest
 
 import fsstore
-from fsstore import vectors
+from fsstore import SessionChange
 from fsstore.blobs import BlobReader, BlobStore
 from fsstore.session import Session, SessionReader
 from fsstore.store import Store
+from fsstore.vectors import VectorCollection, VectorCollectionReader
+from fsstore.watch import SessionWatcher, StoreWatcher
 from fsstore.work import TurnInputs, TurnInputsReader, WorkQueue, WorkQueueReader
 
-#: Public methods that never block, so need no twin; each with the reason.
+#: Public methods that never block, so need no twin; each with the reason. Keyed by the
+#: class that has the method (inherited ones too), so each class says why for itself.
 NOT_BLOCKING = {
     "Store.close": "closes the descriptors the store keeps; takes no lock, writes nothing",
     "Store.watch": "returns a watcher, itself an async iterator (`async for`)",
     "SessionReader.watch": "returns a watcher, itself an async iterator (`async for`)",
+    "Session.watch": "returns a watcher, itself an async iterator (`async for`)",
+    "SessionWatcher.start": "starts the callback thread and returns; the calls are in it",
+    "StoreWatcher.start": "starts the callback thread and returns; the calls are in it",
 }
 
 #: Properties that read the disk or wait for a lock: each has a twin ``aNAME()``. (The
@@ -33,15 +39,9 @@ BLOCKING_PROPERTIES = {
 #: Parameters an iterator's twin adds: how much it reads in one trip to a worker thread.
 TWIN_ONLY_PARAMETERS = {"aevents": {"batch"}}
 
-SPLIT = hasattr(vectors, "VectorCollectionReader")
-_VECTOR_CLASSES = [
-    pytest.param(getattr(vectors, name), id=name, marks=() if SPLIT else pytest.mark.xfail(
-        strict=True, reason="the async mixins are written for the reader and writer classes "
-        "(seal, min_score=); today's VectorCollection has flush and no min_score"))
-    for name in ("VectorCollectionReader", "VectorCollection") if hasattr(vectors, name)
-]
 CLASSES = [Store, SessionReader, Session, BlobReader, BlobStore, WorkQueueReader, WorkQueue,
-           TurnInputsReader, TurnInputs]
+           TurnInputsReader, TurnInputs, VectorCollectionReader, VectorCollection,
+           SessionWatcher, StoreWatcher]
 
 
 def twin_name(name: str) -> str:
@@ -84,7 +84,7 @@ def surface_problems(cls: type) -> list[str]:
     for name, method in sorted(methods.items()):
         if is_async(method):
             continue
-        if method.__qualname__ in NOT_BLOCKING:
+        if f"{cls.__name__}.{name}" in NOT_BLOCKING:
             continue
         twin = methods.get(twin_name(name))
         if twin is None or not is_async(twin):
@@ -109,8 +109,7 @@ def surface_problems(cls: type) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("cls", [*CLASSES, *_VECTOR_CLASSES],
-                         ids=lambda c: getattr(c, "__name__", str(c)))
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_every_blocking_public_method_has_an_async_twin_with_its_parameters(cls):
     assert surface_problems(cls) == []
 
@@ -233,6 +232,28 @@ def test_twins_run_their_method_in_a_worker_thread(tmp_path, monkeypatch):
 
     loop_thread = asyncio.run(main())
     assert len(seen) == 1 and seen[0] is not loop_thread
+
+
+def test_watcher_twins_wait_read_and_close_without_blocking_the_loop(store):
+    store.create_session("s").close()
+
+    async def main():
+        reader = await store.aread_session("s")
+        async with reader.watch(poll_interval=0.05) as events, \
+                store.watch(poll_interval=0.05) as sessions:
+            assert await events.apoll() == [] and await sessions.apoll() == []
+            waiting = asyncio.ensure_future(events.aget(timeout=30))
+            await asyncio.sleep(0)  # the get is under way in its thread
+            async with await store.aopen_session("s") as session:
+                await session.aappend({"n": 1})
+            assert [e.data for e in await waiting] == [{"n": 1}]
+            assert await sessions.aget(timeout=30) == [SessionChange("changed", "s", 1, 1)]
+        assert events.closed and sessions.closed
+        watcher = reader.watch(poll_interval=0.05)
+        await watcher.aclose()
+        assert watcher.closed
+
+    asyncio.run(main())
 
 
 def test_aevents_refuses_a_batch_below_one(store):

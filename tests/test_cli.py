@@ -205,7 +205,6 @@ def test_tail_prints_the_last_events(tmp_path, capsys):
     assert lines[0] == {"cleared": True, "log_start": 6} and lines[1]["seq"] == 6
 
 
-
 def _hostile_store(tmp_path):
     """A store whose session ``odd`` holds checksum-valid records that JSON cannot print
     as they are: NaN and infinite timestamps, bytes keys, int keys, NaN values, and a

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 from conftest import tree_snapshot
+from procs import Child
 
 import fsstore
 from fsstore.fsio import FileIO
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def history(reader) -> list[tuple[int, int, str, object]]:
@@ -160,27 +156,26 @@ def test_a_fork_without_a_writer_in_hand_opens_the_parent_itself(store):
         assert history(child) == history(store.read_session("a"))
 
 
+HOLDER = """
+import sys, fsstore
+session = fsstore.open_store(sys.argv[1]).open_session("a")
+print("HOLDING", flush=True)
+sys.stdin.read()
+"""
+
+
 def test_a_fork_of_a_session_written_by_another_process_copies_the_open_segment(tmp_path):
     root = tmp_path / "store"
     store = fsstore.open_store(root, segment_size=4096)
     with store.create_session("a") as parent:
         fill(parent, 10)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent("""
-            import sys, fsstore
-            session = fsstore.open_store(sys.argv[1]).open_session("a")
-            print("HOLDING", flush=True)
-            sys.stdin.read()
-        """), str(root)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT))
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "HOLDING"
+    with Child.script(HOLDER, root, stdin=True) as holder:
+        holder.wait_for("HOLDING")
         with store.fork_session("a", "b") as child:
             assert history(child) == history(store.read_session("a"))
             assert child.state() == {"last": 9}
-    finally:
-        holder.communicate("")
+        holder.finish()  # stdin closed: the holder exits, its session left open
+        assert holder.returncode == 0, holder.describe()
     assert [f for f in store.verify() if f.level == "problem"] == []
 
 

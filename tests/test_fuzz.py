@@ -181,8 +181,6 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))
 
 
-
-
 if __name__ == "__main__":
     from fuzzkit import by_hand
 

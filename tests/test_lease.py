@@ -414,7 +414,16 @@ def test_a_stale_lease_cannot_open_the_session(session_store, clock):
 # --- across processes: a paused holder comes back --------------------------------------
 
 HOLDER = """
-import sys, time, fsstore
+import signal, sys, time, fsstore
+resumed = 0  # SIGCONTs so far: each WROTE line says how many came before it
+
+
+def count_resume(signum, frame):
+    global resumed
+    resumed += 1
+
+
+signal.signal(signal.SIGCONT, count_resume)
 store = fsstore.open_store(sys.argv[1], create=False)
 outcome = store.claim_lease("s", "paused-holder", ttl=float(sys.argv[2]))
 assert outcome.status in ("acquired", "taken_over"), outcome
@@ -428,7 +437,7 @@ while True:
     except fsstore.LeaseLost as exc:
         print("FENCED", exc.token, exc.current, n, flush=True)
         break
-    print("WROTE", n, flush=True)
+    print("WROTE", n, resumed, flush=True)
     time.sleep(0.002)
 """
 
@@ -445,6 +454,7 @@ def sigstop_trial(tmp_path, clock, trial: int) -> None:
         holder.wait_for("READY")
         holder.wait_for("WROTE")
         clock.advance(max(store.lease_info("s").expires_at - clock(), 0) + 1)
+        resumes = 0
         for _ in range(20):
             holder.signal(signal.SIGSTOP)  # paused between writes, or inside one
             try:
@@ -453,11 +463,13 @@ def sigstop_trial(tmp_path, clock, trial: int) -> None:
             except SessionLocked:
                 # Paused inside a write, holding the session's mutex: nobody can claim
                 # until that write (begun under a valid lease) ends. Let it run on past
-                # it (a line printed after the SIGCONT: the ones before are drained; the
-                # claim waited long enough for them all to arrive), and try again.
-                holder.drain()
+                # it, and try again. A WROTE line counting this SIGCONT was printed after
+                # the resume, so after that write ended; lines printed before the pause
+                # count fewer, and are passed over.
+                resumes += 1
                 holder.signal(signal.SIGCONT)
-                holder.wait_for("WROTE")
+                while int(holder.wait_for("WROTE")[2]) < resumes:
+                    pass
         assert outcome.status == "taken_over", outcome
         with store.open_session("s", lease=outcome.lease, lock_timeout=5) as successor:
             successor.append({"by": "successor"})

@@ -7,7 +7,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -20,6 +19,7 @@ from conftest import msgpack_values
 from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procs import Child, run
 
 import fsstore
 from fsstore import CorruptionError, FileIO, FormatVersionError, identity, layout
@@ -452,7 +452,7 @@ def test_an_fsync_append_is_marked_synced_and_a_flush_append_is_not(store):
             "session.append({'b': 2})\n"
             "os._exit(0)\n"
         )
-        subprocess.run([sys.executable, "-c", code], timeout=120, check=True)
+        run(code)
         (path,) = segment_files_at(os.path.join(store.path, "sessions", mode))
         image = Path(path).read_bytes().rstrip(b"\0")
         second = len(image) - (len(image) - SEGMENT_HEADER_SIZE) // 2
@@ -501,7 +501,7 @@ def test_frames_a_killed_writer_left_unsynced_are_fdatasynced_before_a_mark_clai
         "session.append({'a': 'x' * 3000}); session.append({'b': 'x' * 3000})\n"
         "os._exit(0)\n"
     )
-    subprocess.run([sys.executable, "-c", code], timeout=120, check=True)
+    run(code)
     if how != "shared refresh":
         store = fsstore.open_store(root, durability="flush", io=(spy := MarkSpyIO()))
         reopened = store.open_session("s")
@@ -598,9 +598,7 @@ def test_a_sealed_segment_cut_to_its_header_ends_in_an_error_not_a_loop(small_st
         "for command in ('state', 'queue', 'inputs'):\n"
         f"    assert main(['--store', {small_store.path!r}, command, 's']) != 0, command\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True,
-                          text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run(code)  # fails with the child's stderr unless it exits 0, and ends a loop in time
 
 
 def test_a_header_whose_log_start_is_after_its_first_seq_is_corruption(small_store):
@@ -880,42 +878,51 @@ def test_records_an_older_writer_nested_deeper_read_and_fork_as_before(store):
         assert [e.data for e in fork.events()] == [deep_data]
 
 
+TURN_WRITER = """
+import os, sys, fsstore
+store = fsstore.open_store(sys.argv[1], segment_size=4096)
+session = store.open_session("s")
+print("READY", flush=True)
+turn = 0
+while not os.path.exists(sys.argv[2]):
+    turn += 1
+    session.append_many([{"pad": "p" * 300}] * 2, turn=turn)
+    session.finish_turn(turn)
+    if turn % 40 == 0:
+        session.clear()
+session.close()
+"""
+
+
 def _copies_during_writes(tmp_path, copies: int) -> None:
     root = tmp_path / "store"
     store = fsstore.open_store(root, segment_size=4096)
     store.create_session("s").close()
     stop = tmp_path / "stop"
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import os, fsstore\n"
-        f"store = fsstore.open_store({str(root)!r}, segment_size=4096)\n"
-        "session = store.open_session('s')\n"
-        "turn = 0\n"
-        f"while not os.path.exists({str(stop)!r}):\n"
-        "    turn += 1\n"
-        "    session.append_many([{'pad': 'p' * 300}] * 2, turn=turn)\n"
-        "    session.finish_turn(turn)\n"
-        "    if turn % 40 == 0:\n"
-        "        session.clear()\n"
-        "session.close()\n")])
-    try:
-        for index in range(copies):
-            dest = tmp_path / f"copy-{index}"
-            # Temp files may vanish mid-copy; the copy tools then skip them, as backups do.
-            if index % 2:
-                subprocess.run(["cp", "-r", str(root), str(dest)], stderr=subprocess.DEVNULL)
-            else:
-                try:
-                    shutil.copytree(root, dest)
-                except shutil.Error:
-                    pass
-            reader = fsstore.open_store(dest, create=False).read_session("s")
-            seqs = [event.seq for event in reader.events(include_internal=True)]
-            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True
-            assert reader.state() is not None
-            shutil.rmtree(dest)
-    finally:
-        stop.touch()
-        writer.wait(60)
+    with Child.script(TURN_WRITER, root, stop) as writer:
+        writer.wait_for("READY")
+        try:
+            for index in range(copies):
+                dest = tmp_path / f"copy-{index}"
+                # Temp files may vanish mid-copy; the copy tools then skip them, as
+                # backups do.
+                if index % 2:
+                    subprocess.run(["cp", "-r", str(root), str(dest)],
+                                   stderr=subprocess.DEVNULL)
+                else:
+                    try:
+                        shutil.copytree(root, dest)
+                    except shutil.Error:
+                        pass
+                reader = fsstore.open_store(dest, create=False).read_session("s")
+                seqs = [event.seq for event in reader.events(include_internal=True)]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True
+                assert reader.state() is not None
+                shutil.rmtree(dest)
+        finally:
+            stop.touch()
+        writer.finish()
+        assert writer.returncode == 0, writer.describe()
 
 
 def test_copies_taken_while_a_writer_syncs_turns_read_as_a_prefix(tmp_path):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import math
 import os
 import threading
@@ -24,6 +25,7 @@ from fsstore import (
     TurnError,
     WriteFailed,
 )
+from fsstore import lease as lease_module
 
 events_strategy = st.dictionaries(st.text(max_size=10), msgpack_values, max_size=6)
 
@@ -350,20 +352,43 @@ def test_a_second_writer_is_refused_in_the_same_process_and_from_another_thread(
     store.open_session("s").close()
 
 
-def test_a_waiting_writer_gets_the_session_once_the_first_closes(store):
+class _RefusalSpy:
+    """The fcntl module, but telling when a flock(2) was refused: a writer is then
+    waiting for the lock, not just about to ask for it."""
+
+    def __init__(self) -> None:
+        self.refused = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(fcntl, name)
+
+    def flock(self, fd: int, operation: int) -> None:
+        try:
+            fcntl.flock(fd, operation)
+        except BlockingIOError:
+            self.refused.set()
+            raise
+
+
+def test_a_waiting_writer_gets_the_session_once_the_first_closes(store, monkeypatch):
     session = store.create_session("s")
     session.append({"from": "first"})
+    spy = _RefusalSpy()
+    monkeypatch.setattr(lease_module, "fcntl", spy)
     got = []
 
     def waiter():
-        with store.open_session("s", lock_timeout=30) as second:
+        with store.open_session("s", lock_timeout=60) as second:
             got.append(second.append({"from": "second"}))
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    time.sleep(0.05)
-    session.close()
-    thread.join()
+    try:
+        assert spy.refused.wait(60)  # the second writer was turned away: it waits now
+        assert got == []
+    finally:
+        session.close()
+        thread.join()
     assert got == [2]
 
 

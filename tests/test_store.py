@@ -5,13 +5,11 @@ import gc
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from conftest import tree_snapshot
 from crashsim import VARIANTS, CrashSimIO
+from procs import run
 from test_layout import HOSTILE_IDS
 
 import fsstore
@@ -198,13 +196,15 @@ def test_delete_refuses_a_session_with_a_live_lease_unless_forced(store):
     assert not store.has_session("s")
 
 
-def test_delete_goes_ahead_once_the_lease_is_released_or_expired(store):
+def test_delete_goes_ahead_once_the_lease_is_released_or_expired(store, clock):
     store.create_session("released").close()
     store.create_session("expired").close()
     store.release_lease(store.claim_lease("released").lease)
     store.delete_session("released")
-    store.claim_lease("expired", ttl=0.001)
-    time.sleep(0.01)
+    store.claim_lease("expired", "worker", ttl=30)
+    with pytest.raises(SessionLocked, match="leased to worker"):
+        store.delete_session("expired")
+    clock.advance(30)  # the lease's end: from here on it is expired
     store.delete_session("expired")
     assert store.session_ids() == []
 
@@ -356,8 +356,7 @@ def test_a_store_killed_before_its_manifest_is_renamed_is_finished_by_the_next_o
         "        super().rename(src, dst)\n"
         "fsstore.open_store(sys.argv[1], io=KilledBeforeRename())\n")
     root = tmp_path / "store"
-    done = subprocess.run([sys.executable, "-c", script, str(root)], check=False)
-    assert done.returncode == -signal.SIGKILL
+    run(script, root, returncode=-signal.SIGKILL)
     assert not (root / "fsstore.json").exists() and (root / "sessions").is_dir()
     with pytest.raises(StoreNotFound, match="creation was interrupted"):
         fsstore.open_store(root, create=False)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 
 import pytest
 from procs import run
@@ -30,6 +31,11 @@ class Deaf:
 
     def close(self) -> None:
         self.closed.set()
+
+
+def open_files() -> int:
+    """How many descriptors this process has open (0 where /proc does not say)."""
+    return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
 
 
 def collect(watcher, count: int, timeout: float = 30.0) -> list:
@@ -158,10 +164,6 @@ def test_the_iterator_the_async_iterator_and_the_callback(store):
 def test_starting_and_stopping_a_thousand_watchers_leaks_nothing(store):
     store.create_session("s").close()
     reader = store.read_session("s")
-
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
-
     for _ in range(5):  # watchdog's first start sets up what it keeps
         reader.watch().close()
     threads, files = threading.active_count(), open_files()
@@ -258,9 +260,6 @@ def test_a_watched_session_forked_and_rolled_over_delivers_everything(store):
 
 
 def test_store_watchers_started_and_stopped_leak_nothing(store):
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
-
     store.watch().close()
     threads, files = threading.active_count(), open_files()
     for _ in range(100):
@@ -306,22 +305,28 @@ def _hinted_by(notifier, folder) -> bool:
     return notifier.wait(30)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
-def test_a_session_watcher_on_linux_takes_its_hints_from_inotify_through_libc(store):
+def _hints_come_from(kind: type, store) -> None:
+    """A session watcher's hints come from a notifier of ``kind``, which a change wakes;
+    and a watcher that has caught up waits for that hint (not its hour-long interval)."""
     store.create_session("s").close()
     reader = store.read_session("s")
     notifier = watch_module._notifier_for(reader._log.path)
     try:
-        assert isinstance(notifier, watch_module.InotifyNotifier)
+        assert isinstance(notifier, kind)
         assert _hinted_by(notifier, reader._log.path)
     finally:
         notifier.close()
     with reader.watch(poll_interval=3600) as watcher:
-        assert isinstance(watcher._notifier, watch_module.InotifyNotifier)
+        assert isinstance(watcher._notifier, kind)
         assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
         with store.open_session("s") as session:
             session.append({"n": 1})
         assert [e.data for e in watcher.get(timeout=30)] == [{"n": 1}]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_a_session_watcher_on_linux_takes_its_hints_from_inotify_through_libc(store):
+    _hints_come_from(watch_module.InotifyNotifier, store)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
@@ -333,10 +338,130 @@ def test_the_inotify_descriptor_is_not_inherited_by_child_processes(tmp_path):
         notifier.close()
 
 
-def test_inotify_refusing_a_folder_closes_what_it_opened(tmp_path):
-    def open_files() -> int:
-        return len(os.listdir("/proc/self/fd")) if os.path.exists("/proc/self/fd") else 0
+def inotify_descriptors() -> int:
+    """How many inotify descriptors this process has open."""
+    folder = "/proc/self/fd"
+    found = 0
+    for name in os.listdir(folder):
+        try:
+            found += os.readlink(os.path.join(folder, name)) == "anon_inode:inotify"
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return found
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_a_notifier_closed_under_a_waiting_thread_never_touches_a_reused_descriptor(
+        tmp_path, monkeypatch):
+    before = inotify_descriptors()
+    notifier = watch_module.InotifyNotifier([str(tmp_path)])
+    own = (notifier._fd, notifier._wake_read, notifier._wake_write)
+    selecting, go = threading.Event(), threading.Event()
+    real_select = watch_module.select.select
+
+    def paused_select(*args):
+        # The waiting thread holds the descriptors' numbers and is about to select on
+        # them: it stops here until close() has run and other files were opened.
+        selecting.set()
+        go.wait()
+        return real_select(*args)
+
+    monkeypatch.setattr(watch_module, "select", types.SimpleNamespace(select=paused_select))
+    hinted: list[bool] = []
+    waiter = threading.Thread(target=lambda: hinted.append(notifier.wait(60)))
+    waiter.start()
+    opened: list[int] = []
+    try:
+        assert selecting.wait(60)
+        notifier.close()
+        # Files opened now take the lowest free numbers: the notifier's own, had close
+        # freed them under the waiter. Always readable, so a select on them returns at
+        # once, and a read would move their offset.
+        data = tmp_path / "data"
+        data.write_bytes(b"another file of this process")
+        while not opened or opened[-1] < max(own):
+            opened.append(os.open(data, os.O_RDONLY))
+        go.set()
+        waiter.join(60)
+        assert not waiter.is_alive()
+        assert hinted == [False]  # woken by close: no hint
+        assert [os.lseek(fd, 0, os.SEEK_CUR) for fd in opened] == [0] * len(opened)
+    finally:
+        go.set()
+        for fd in opened:
+            os.close(fd)
+    assert notifier.closed and inotify_descriptors() == before  # the waiter closed them
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_closing_a_watcher_whose_callback_thread_waits_closes_its_descriptors(store):
+    store.create_session("s").close()
+    before = inotify_descriptors()
+    watcher = store.read_session("s").watch(poll_interval=3600, callback=lambda event: None)
+    notifier = watcher._notifier
+    assert isinstance(notifier, watch_module.InotifyNotifier)
+    while notifier._waiters == 0:  # until the callback thread waits for a hint
+        time.sleep(0.001)
+    watcher.close()
+    assert notifier.closed and inotify_descriptors() == before
+    assert not watcher._thread.is_alive()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_closing_a_watcher_whose_async_iterator_waits_ends_it_and_closes_its_descriptors(
+        store):
+    store.create_session("s").close()
+    before = inotify_descriptors()
+
+    async def main() -> None:
+        watcher = store.read_session("s").watch(poll_interval=3600)
+        notifier = watcher._notifier
+
+        async def follow() -> list:
+            return [item async for item in watcher]
+
+        following = asyncio.ensure_future(follow())
+        while notifier._waiters == 0:  # until its worker thread waits for a hint
+            await asyncio.sleep(0.001)
+        await watcher.aclose()
+        assert await following == []  # the worker thread was woken, and the loop ended
+        assert notifier.closed
+
+    asyncio.run(main())
+    assert inotify_descriptors() == before
+
+
+class _CloseFirst:
+    """A lock that lets ``watcher.close`` run to its end (in another thread) just before
+    it is first taken: a close landing between a get's check and its read."""
+
+    def __init__(self, watcher) -> None:
+        self.watcher = watcher
+        self.lock = threading.Lock()
+        self.armed = True
+
+    def __enter__(self) -> None:
+        if self.armed:
+            self.armed = False
+            closing = threading.Thread(target=self.watcher.close)
+            closing.start()
+            closing.join()
+        self.lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lock.release()
+
+
+def test_a_get_that_a_close_overtakes_does_not_open_the_log_again(store):
+    with store.create_session("s") as session:
+        session.append({"n": 1})
+    watcher = store.read_session("s").watch(notifier=Deaf())
+    watcher._reading = _CloseFirst(watcher)
+    assert watcher.get(timeout=0) == []
+    assert watcher.closed and watcher._fd is None  # no segment left open by nobody
+
+
+def test_inotify_refusing_a_folder_closes_what_it_opened(tmp_path):
     before = open_files()
     with pytest.raises(OSError) as raised:
         watch_module.InotifyNotifier([str(tmp_path / "missing")])
@@ -361,17 +486,4 @@ def test_without_inotify_a_watcher_falls_back_to_watchdog_and_still_notices_chan
     else:
         monkeypatch.setattr(watch_module, "_inotify_libc",
                             _no_libc_inotify if "libc" in failure else _out_of_instances)
-    store.create_session("s").close()
-    reader = store.read_session("s")
-    notifier = watch_module._notifier_for(reader._log.path)
-    try:
-        assert isinstance(notifier, watch_module.WatchdogNotifier)
-        assert _hinted_by(notifier, reader._log.path)
-    finally:
-        notifier.close()
-    with reader.watch(poll_interval=3600) as watcher:
-        assert isinstance(watcher._notifier, watch_module.WatchdogNotifier)
-        assert watcher.get(timeout=0) == []  # caught up: the next get waits for a hint
-        with store.open_session("s") as session:
-            session.append({"n": 1})
-        assert [e.data for e in watcher.get(timeout=30)] == [{"n": 1}]
+    _hints_come_from(watch_module.WatchdogNotifier, store)

@@ -350,8 +350,6 @@ def test_workers_killed_at_random_many_times_lose_no_item(tmp_path, seed):
     queue_workers_trial(tmp_path, items=1000, kills=10, seed=seed)
 
 
-
-
 # --- records a hand or a newer fsstore wrote, and payloads ------------------------------------
 
 
