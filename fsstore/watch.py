@@ -84,7 +84,8 @@ class _Hint(FileSystemEventHandler):
 
 
 class WatchdogNotifier:
-    """Hints from watchdog's observer (inotify on Linux) on some folders."""
+    """Hints from watchdog's observer (inotify on Linux) on some folders. Raises OSError
+    when the observer cannot watch them (on Linux: out of inotify instances or watches)."""
 
     def __init__(self, folders: Iterable[str], *, recursive: bool = False,
                  directories: bool = False) -> None:
@@ -92,9 +93,13 @@ class WatchdogNotifier:
         self._observer = Observer()
         handler = _Hint(self._event, directories)
         self._handler = handler
-        for folder in folders:
-            self._observer.schedule(handler, folder, recursive=recursive)
-        self._observer.start()
+        try:
+            for folder in folders:
+                self._observer.schedule(handler, folder, recursive=recursive)
+            self._observer.start()
+        except BaseException:
+            self.close()
+            raise
 
     def wait(self, timeout: float) -> bool:
         hinted = self._event.wait(timeout)
@@ -105,6 +110,22 @@ class WatchdogNotifier:
         self._observer.stop()
         if self._observer.is_alive():
             self._observer.join()
+
+
+class PollingNotifier:
+    """No hints at all: a watcher with it reads every ``poll_interval``. The last
+    resort, when neither inotify nor watchdog's observer can watch (out of inotify
+    instances: 128 per user by default, one per session watcher)."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self._closed.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 # inotify(7) through libc's own wrappers: a documented Linux interface whose flag values
@@ -168,7 +189,11 @@ class InotifyNotifier:
         self._fd = fd
         # close() writes here, so that a thread waiting in select wakes at once (and any
         # later select too: the byte is never read).
-        self._wake_read, self._wake_write = os.pipe()
+        try:
+            self._wake_read, self._wake_write = os.pipe()
+        except BaseException:
+            os.close(fd)  # an inotify instance is a scarce, per-user resource (128)
+            raise
         self._lock = threading.Lock()
         self._waiters = 0  # threads between entering wait and leaving it
         self._closing = False  # close() was called: no new waits, descriptors on the way out
@@ -238,12 +263,23 @@ class InotifyNotifier:
 
 def _notifier_for(folder: str) -> Notifier:
     """The cheapest hints this platform has: an inotify descriptor of the watcher's own
-    on Linux, else (or when inotify fails for any reason) a watchdog observer."""
+    on Linux, else (or when inotify fails for any reason) a watchdog observer, else
+    (when that fails too) none: the watcher polls."""
     try:
         return InotifyNotifier([folder])
     except (OSError, AttributeError):
         pass  # not Linux, no inotify, out of inotify instances or watches
-    return WatchdogNotifier([folder])
+    return _observer_or_polling([folder])
+
+
+def _observer_or_polling(folders: list[str], *, recursive: bool = False,
+                         directories: bool = False) -> Notifier:
+    try:
+        return WatchdogNotifier(folders, recursive=recursive, directories=directories)
+    except OSError:
+        # On Linux the observer is inotify too: out of instances or watches, hints are
+        # not to be had, and the watcher reads every poll_interval instead.
+        return PollingNotifier()
 
 
 # --- one session ---------------------------------------------------------------------------
@@ -373,10 +409,11 @@ class SessionWatcher(_Watcher):
         if self._fd is None and not self._find(found):
             return found
         while True:
-            before = len(found)
             self._read_on(found)
-            if len(found) > before:
-                return found  # still writing here: the next wake-up reads on
+            # A segment is named after its first seq, so a segment named after the next
+            # seq means this one is finished: read on there now, whether or not this read
+            # found anything (the hint that woke this read may have been the rollover's
+            # only one, and the events after it would wait for the next write).
             following = self._log.segment_path(self.last_seq + 1)
             if self._segment == self.last_seq + 1 or not self._io.exists(following):
                 return found
@@ -488,8 +525,8 @@ class StoreWatcher(_Watcher):
         self._store = store
         self._known: dict[str, tuple[int, int]] = {}
         sessions = layout.sessions_dir(store.path)
-        super().__init__(notifier or WatchdogNotifier([sessions], recursive=True,
-                                                      directories=True), poll_interval)
+        super().__init__(notifier or _observer_or_polling([sessions], recursive=True,
+                                                          directories=True), poll_interval)
         if not include_existing:
             self._known = self._heads()
 

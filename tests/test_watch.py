@@ -487,3 +487,48 @@ def test_without_inotify_a_watcher_falls_back_to_watchdog_and_still_notices_chan
         monkeypatch.setattr(watch_module, "_inotify_libc",
                             _no_libc_inotify if "libc" in failure else _out_of_instances)
     _hints_come_from(watch_module.WatchdogNotifier, store)
+
+
+def test_events_past_a_rollover_come_with_those_before_it(tmp_path):
+    store = fsstore.open_store(tmp_path / "s", segment_size=4096)
+    store.create_session("s").close()
+    with store.read_session("s").watch(poll_interval=3600) as watcher:
+        assert watcher.get(timeout=0) == []
+        with store.open_session("s") as session:
+            seqs = [session.append({"i": i, "pad": "x" * 500}) for i in range(10)]
+        assert len(os.listdir(fsstore.layout.log_dir(session.path))) > 1  # it rolled over
+        # The hint wakes one read, which delivers them all: none of them waits for
+        # another hint (the rollover's was used up) or for the hour-long interval.
+        assert [e.seq for e in watcher.get(timeout=30)] == seqs
+
+
+def _observer_refuses(*args, **kwargs):
+    raise OSError(24, "inotify instance limit reached")
+
+
+def test_when_no_hints_can_be_had_a_watcher_polls_and_still_notices_changes(
+        store, monkeypatch):
+    monkeypatch.setattr(watch_module, "_inotify_libc", _out_of_instances)
+    monkeypatch.setattr(watch_module, "Observer", _observer_refuses)
+    store.create_session("s").close()
+    with store.read_session("s").watch(poll_interval=0.05) as watcher, \
+            store.watch(poll_interval=0.05) as store_watcher:
+        assert isinstance(watcher._notifier, watch_module.PollingNotifier)
+        assert isinstance(store_watcher._notifier, watch_module.PollingNotifier)
+        with store.open_session("s") as session:
+            session.append({"n": 1})
+        assert [e.data for e in collect(watcher, 1)] == [{"n": 1}]
+        assert [c.kind for c in collect(store_watcher, 1)] == ["changed"]
+
+
+def test_an_inotify_notifier_that_cannot_make_its_pipe_closes_its_instance(
+        tmp_path, monkeypatch):
+    before = open_files()
+
+    def no_pipe():
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(watch_module.os, "pipe", no_pipe)
+    with pytest.raises(OSError):
+        watch_module.InotifyNotifier([str(tmp_path)])
+    assert open_files() == before
