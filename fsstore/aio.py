@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import InvalidSetting
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         VectorFilter,
         VectorSearchResult,
     )
+    from .watch import Notifier, SessionChange, StoreWatcher
     from .work import (
         ClaimedWork,
         QueuedWork,
@@ -99,6 +100,10 @@ async def afind_store(start: str | os.PathLike[str] | None = None) -> str:
 
 class _StoreLike(Protocol):
     def close(self) -> None: ...
+    def watch(self, *, poll_interval: float = ...,
+              callback: Callable[[SessionChange], object] | None = ...,
+              include_existing: bool = ..., notifier: Notifier | None = ...
+              ) -> StoreWatcher: ...
     def claim_lease(self, session_id: str, owner: LeaseOwner | str | None = ..., *,
                     ttl: float = ..., lock_timeout: float = ...) -> ClaimOutcome: ...
     def create_session(self, session_id: str | None = ..., *, title: str | None = ...,
@@ -150,6 +155,15 @@ class AsyncStoreMixin:
 
     async def __aexit__(self: _StoreLike, *exc_info: object) -> None:
         self.close()  # closes handles, does no I/O that waits
+
+    async def awatch(self: _StoreLike, *, poll_interval: float = 1.0,
+                     callback: Callable[[SessionChange], object] | None = None,
+                     include_existing: bool = False, notifier: Notifier | None = None
+                     ) -> StoreWatcher:
+        """The twin of ``watch``, which reads the head of every session as it starts."""
+        return await asyncio.to_thread(self.watch, poll_interval=poll_interval,
+                                       callback=callback, include_existing=include_existing,
+                                       notifier=notifier)
 
     async def aclaim_lease(self: _StoreLike, session_id: str,
                            owner: LeaseOwner | str | None = None, *, ttl: float = 30.0,
@@ -808,7 +822,7 @@ class AsyncWatcherMixin:
 
 
 if TYPE_CHECKING:
-    from .watch import SessionWatcher, StoreWatcher
+    from .watch import SessionWatcher
 
     def _watcher_conformance(session_watcher: SessionWatcher,
                              store_watcher: StoreWatcher) -> None:

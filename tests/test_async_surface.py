@@ -22,7 +22,6 @@ from fsstore.work import TurnInputs, TurnInputsReader, WorkQueue, WorkQueueReade
 #: class that has the method (inherited ones too), so each class says why for itself.
 NOT_BLOCKING = {
     "Store.close": "closes the descriptors the store keeps; takes no lock, writes nothing",
-    "Store.watch": "returns a watcher, itself an async iterator (`async for`)",
     "SessionReader.watch": "returns a watcher, itself an async iterator (`async for`)",
     "Session.watch": "returns a watcher, itself an async iterator (`async for`)",
     "SessionWatcher.start": "starts the callback thread and returns; the calls are in it",
@@ -347,3 +346,14 @@ def test_a_store_closes_at_the_end_of_async_with(tmp_path, monkeypatch):
         return store
 
     assert closed == [asyncio.run(main())]
+
+
+def test_a_store_watcher_starts_in_a_worker_thread(store):
+    store.create_session("s").close()
+
+    async def main():
+        watcher = await store.awatch(include_existing=True, poll_interval=0.05)
+        async with watcher:
+            return await watcher.aget(timeout=5)
+
+    assert [(c.kind, c.session_id) for c in asyncio.run(main())] == [("created", "s")]
