@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .errors import Finding
     from .fsio import FileIO
     from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
+    from .log import LogTail
     from .log_format import Event
     from .log_writer import Durability
     from .session import CommitResult, Session, SessionInfo, SessionReader
@@ -268,6 +269,8 @@ class _SessionReaderLike(Protocol):
     @property
     def head(self) -> int: ...
     @property
+    def log_tail(self) -> LogTail: ...
+    @property
     def revision(self) -> Revision: ...
     def info(self) -> SessionInfo: ...
     def events(self, after_seq: int = ..., until_seq: int | None = ...,
@@ -310,6 +313,10 @@ class AsyncSessionReaderMixin:
         """The twin of the ``head`` property: it reads the log's tail (and a shared
         writer's waits for the session's mutex)."""
         return await asyncio.to_thread(lambda: self.head)
+
+    async def alog_tail(self: _SessionReaderLike) -> LogTail:
+        """The twin of the ``log_tail`` property, which reads the log's last segment."""
+        return await asyncio.to_thread(lambda: self.log_tail)
 
     async def arevision(self: _SessionReaderLike) -> Revision:
         """The twin of the ``revision`` property, which reads the log like ``head``."""

@@ -31,8 +31,8 @@ NOT_BLOCKING = {
 #: Properties that read the disk or wait for a lock: each has a twin ``aNAME()``. (The
 #: other properties answer from memory.)
 BLOCKING_PROPERTIES = {
-    "SessionReader": {"head", "revision"},  # read the log's tail
-    "Session": {"head", "revision", "current_turn"},  # a shared writer's wait for the mutex
+    "SessionReader": {"head", "revision", "log_tail"},  # read the log's tail
+    "Session": {"head", "revision", "log_tail", "current_turn"},  # and wait for the mutex
 }
 
 #: Parameters an iterator's twin adds: how much it reads in one trip to a worker thread.
@@ -326,6 +326,7 @@ def test_properties_that_read_the_disk_have_async_twins(store):
 
         async def main():
             reader = store.read_session("s")
+            assert (await reader.alog_tail()).head == reader.head
             return (await reader.ahead(), await reader.arevision(), await session.ahead(),
                     await session.acurrent_turn(), await fsstore.afind_store(store.path))
 
