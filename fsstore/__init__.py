@@ -67,6 +67,7 @@ from .errors import (
 )
 from .fsio import FileIO
 from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
+from .lineage import Lineage, Relation, RelationKind
 from .log_format import Event
 from .log_writer import Durability
 from .session import (
@@ -80,9 +81,10 @@ from .session import (
     SessionReader,
     Turn,
 )
+from .session_reader import SpawnOrigin
 from .snapshot import CheckpointInfo, SnapshotPolicy
 from .state import STATE_RECORD
-from .store import Lineage, Relation, Store, find_store, open_store
+from .store import Store, find_store, open_store
 from .vectors import (
     CollectionInfo,
     DistanceMetric,
@@ -157,6 +159,7 @@ __all__ = [
     "QueuedWork",
     "RecordTooLarge",
     "Relation",
+    "RelationKind",
     "Revision",
     "InvalidSeq",
     "SeqOutOfRange",
@@ -168,6 +171,7 @@ __all__ = [
     "SessionLocked",
     "SessionNotFound",
     "SessionReader",
+    "SpawnOrigin",
     "SessionWatcher",
     "SnapshotPolicy",
     "Store",

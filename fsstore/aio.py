@@ -34,12 +34,13 @@ if TYPE_CHECKING:
     from .errors import Finding
     from .fsio import FileIO
     from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
+    from .lineage import Lineage
     from .log import LogTail
     from .log_format import Event
     from .log_writer import Durability
     from .session import CommitResult, Session, SessionInfo, SessionReader
     from .snapshot import CheckpointInfo, SnapshotPolicy
-    from .store import Lineage, Store
+    from .store import Store
     from .turns import Revision, Turn
     from .vectors import (
         CollectionInfo,
@@ -109,7 +110,8 @@ class _StoreLike(Protocol):
                     ttl: float = ..., lock_timeout: float = ...) -> ClaimOutcome: ...
     def create_session(self, session_id: str | None = ..., *, title: str | None = ...,
                        tags: Iterable[str] = ..., metadata: Mapping[str, Any] | None = ...,
-                       durability: Durability | str | None = ...) -> Session: ...
+                       durability: Durability | str | None = ...,
+                       spawned_by: str | None = ..., at_seq: int | None = ...) -> Session: ...
     def delete_session(self, session_id: str, *, lock_timeout: float = ...,
                        force: bool = ...) -> None: ...
     def fork_session(self, source_id: str, new_id: str | None = ..., *,
@@ -175,10 +177,12 @@ class AsyncStoreMixin:
     async def acreate_session(
         self: _StoreLike, session_id: str | None = None, *, title: str | None = None,
         tags: Iterable[str] = (), metadata: Mapping[str, Any] | None = None,
-        durability: Durability | str | None = None,
+        durability: Durability | str | None = None, spawned_by: str | None = None,
+        at_seq: int | None = None,
     ) -> Session:
         return await asyncio.to_thread(self.create_session, session_id, title=title,
-                                       tags=tags, metadata=metadata, durability=durability)
+                                       tags=tags, metadata=metadata, durability=durability,
+                                       spawned_by=spawned_by, at_seq=at_seq)
 
     async def adelete_session(self: _StoreLike, session_id: str, *, lock_timeout: float = 0.0,
                               force: bool = False) -> None:

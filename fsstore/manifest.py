@@ -23,12 +23,12 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from . import layout
+from . import identity, layout
 from .errors import CorruptionError, FormatVersionError, InvalidMetadata, InvalidSessionId
 from .fsio import FileIO
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 3
+FORMAT_MINOR = 4
 VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 STORE_FORMAT = "fsstore-store"
@@ -62,6 +62,18 @@ class ParentRecord(msgspec.Struct, frozen=True):
     forked: str | None = None
 
 
+class SpawnRecord(msgspec.Struct, frozen=True):
+    """The ``spawned_by`` of a spawned session's manifest (format 1.4): the session
+    whose turn started it, the parent's seq it hangs from (and that record's turn), and
+    the parent's uid, which tells the parent from a later session under the same id."""
+
+    id: str
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    turn: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    uid: str | None = None
+    spawned: str | None = None
+
+
 class SessionManifest(msgspec.Struct, frozen=True):
     """``session.json``: the fields this version reads, typed. Unknown fields are
     ignored here and kept in the file (a reader accepts any minor version)."""
@@ -76,6 +88,7 @@ class SessionManifest(msgspec.Struct, frozen=True):
     metadata: dict[str, Any] | None = None
     metadata_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
     parent: ParentRecord | None = None
+    spawned_by: SpawnRecord | None = None
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -176,13 +189,23 @@ def decode_session(data: Mapping[str, Any], path: str) -> SessionManifest:
     decoded = decode_as(data, SessionManifest, path)
     for name in ("created", "updated"):
         iso_to_epoch(getattr(decoded, name), path, name)
-    if decoded.parent is not None:
+    for name, record in (("parent", decoded.parent), ("spawned_by", decoded.spawned_by)):
+        if record is None:
+            continue
         try:
-            layout.check_session_id(decoded.parent.id)
+            layout.check_session_id(record.id)
         except InvalidSessionId:
             raise CorruptionError(
-                f"field parent.id: {decoded.parent.id!r} is not a session id; fix it by hand "
+                f"field {name}.id: {record.id!r} is not a session id; fix it by hand "
                 "or restore this manifest from a backup", path=path) from None
+    if decoded.spawned_by is not None and decoded.spawned_by.uid is not None:
+        try:
+            identity.parse(decoded.spawned_by.uid, path)
+        except CorruptionError:
+            raise CorruptionError(
+                f"field spawned_by.uid: {decoded.spawned_by.uid[:40]!r} is not 16 lowercase "
+                "hex digits; fix it by hand or restore this manifest from a backup",
+                path=path) from None
     return decoded
 
 

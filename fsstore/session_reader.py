@@ -59,6 +59,16 @@ class ForkOrigin(NamedTuple):
     checkpoint: str | None
 
 
+class SpawnOrigin(NamedTuple):
+    """Which session spawned this one (a sub-agent started in one of its turns): the
+    parent, the parent's seq it was spawned at, and the turn of the parent's record
+    there (None when no record of a turn is there: seq 0, or a cleared history)."""
+
+    parent: str
+    seq: int
+    turn: int | None
+
+
 @dataclass(frozen=True)
 class SessionInfo:
     """What ``Store.list_sessions`` says of a session, read without scanning its log."""
@@ -80,6 +90,7 @@ class SessionInfo:
     #: Why the session could not be read (``Store.list_sessions`` lists it anyway, with
     #: what it could read); None for a readable session. ``fsstore verify`` says more.
     damaged: str | None = None
+    spawned_by: SpawnOrigin | None = None
 
 
 class SessionReader(AsyncSessionReaderMixin):
@@ -143,6 +154,7 @@ class SessionReader(AsyncSessionReaderMixin):
             created=manifest.iso_to_epoch(self._meta.created, path, "created"),
             updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
             tags=self.tags, metadata=self.metadata, parent=self.parent,
+            spawned_by=self.spawned_by,
         )
 
     @property
@@ -152,6 +164,14 @@ class SessionReader(AsyncSessionReaderMixin):
         if record is None:
             return None
         return ForkOrigin(record.id, record.seq, record.checkpoint)
+
+    @property
+    def spawned_by(self) -> SpawnOrigin | None:
+        """Which session spawned this one, and where; None if none did."""
+        record = self._meta.spawned_by
+        if record is None:
+            return None
+        return SpawnOrigin(record.id, record.seq, record.turn)
 
     # --- events ---
 

@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from . import clock, identity, layout, manifest
 from . import lease as lease_module
@@ -40,6 +40,7 @@ from .lease import (
     SessionMutex,
     check_ttl,
 )
+from .lineage import Lineage, read_lineage, spawn_record
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE
 from .log_writer import Durability, check_settings, write_tail_hint
 from .segment_header import encode_segment_header
@@ -219,14 +220,27 @@ class Store(AsyncStoreMixin):
         tags: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
         durability: Durability | str | None = None,
+        spawned_by: str | None = None,
+        at_seq: int | None = None,
     ) -> Session:
         """Create a session (with a fresh time-ordered id if none is given) and open it
         for writing. It appears whole or not at all: it is built under a temp name and
-        renamed into place."""
+        renamed into place.
+
+        ``spawned_by`` names the session whose turn started this one (a sub-agent), and
+        ``at_seq`` the parent's seq it starts from (default: the parent's head now). The
+        new session records both, with the turn of the parent's record at ``at_seq``,
+        in its own manifest; nothing is written to the parent (see :meth:`lineage`).
+        Refused before anything is written: a parent that is not there
+        (SessionNotFound), an ``at_seq`` without ``spawned_by`` (InvalidSetting), one
+        that is not an int >= 0 (InvalidSeq) or is after the parent's head
+        (SeqOutOfRange)."""
         session_id = layout.new_session_id() if session_id is None else session_id
         layout.check_session_id(session_id, new=True)
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
+        if spawned_by is not None or at_seq is not None:
+            data["spawned_by"] = spawn_record(self.read_session, spawned_by, at_seq)
         if self.io.exists(final):
             raise SessionExists(f"session {session_id!r} already exists at {final}")
 
@@ -463,42 +477,19 @@ class Store(AsyncStoreMixin):
         return self.open_session(new_id, durability=durability)
 
     def lineage(self, session_id: str) -> Lineage:
-        """A session's ancestors (its parent first) and every session forked from it or
-        from its forks (breadth first), each as a :class:`Relation`."""
-        reader = self.read_session(session_id)
-        ancestors: list[Relation] = []
-        seen = {session_id}
-        child, origin = session_id, reader.parent
-        while origin is not None and origin.parent not in seen:
-            seen.add(origin.parent)
-            try:
-                parent_origin = self.read_session(origin.parent).parent
-                exists = True
-            except FsStoreError:  # deleted, or damaged: the chain stops there
-                parent_origin, exists = None, False
-            ancestors.append(Relation(child, origin.parent, origin.seq, origin.checkpoint,
-                                      exists))
-            child, origin = origin.parent, parent_origin
-        children: dict[str, list[Relation]] = {}
-        for other in self.session_ids():
-            try:
-                other_origin = self.read_session(other).parent
-            except FsStoreError:
-                continue  # deleted meanwhile, or damaged (verify reports it)
-            if other_origin is not None:
-                children.setdefault(other_origin.parent, []).append(Relation(
-                    other, other_origin.parent, other_origin.seq, other_origin.checkpoint,
-                    True))
-        forks: list[Relation] = []
-        queue, visited = [session_id], {session_id}
-        while queue:
-            current = queue.pop(0)
-            for relation in sorted(children.get(current, []), key=lambda r: r.session):
-                if relation.session not in visited:
-                    visited.add(relation.session)
-                    forks.append(relation)
-                    queue.append(relation.session)
-        return Lineage(session_id, ancestors, forks)
+        """Where a session sits in the graph of forks and spawned sessions: its
+        ancestors (its own edge first), its descendants, and the whole tree under the
+        topmost ancestor, each edge a :class:`Relation` with its kind (forked or spawned)
+        and the parent's seq it hangs from. Read from the manifests alone, never a log;
+        an edge to a deleted parent is kept, with ``parent_exists`` False. Raises
+        SessionNotFound for a session that is not there."""
+        path = layout.session_manifest_path(self._session_path(session_id))
+        try:
+            manifest.decode_session(manifest.read(self.io, path, manifest.SESSION_FORMAT),
+                                    path)
+        except FileNotFoundError:
+            raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
+        return read_lineage(self.io, self.path, self.session_ids(), session_id)
 
     def has_session(self, session_id: str) -> bool:
         path = self._session_path(session_id)
@@ -731,20 +722,3 @@ def _create_log(io: FileIO, path: str, uid: int) -> None:
     io.mkdir(path)
     io.write_new(os.path.join(path, layout.segment_name(1)), encode_segment_header(1, 1, uid))
     write_tail_hint(io, path, 1)
-
-
-class Relation(NamedTuple):
-    """One fork: ``session`` was forked from ``parent`` at the parent's ``seq`` (at
-    ``checkpoint``, if given). ``parent_exists`` is False once the parent was deleted."""
-
-    session: str
-    parent: str
-    seq: int
-    checkpoint: str | None
-    parent_exists: bool
-
-
-class Lineage(NamedTuple):
-    session: str
-    ancestors: list[Relation]  # this session's fork first, then its parent's, ...
-    forks: list[Relation]  # every descendant, breadth first

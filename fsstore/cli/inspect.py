@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..errors import FsStoreError, SessionNotFound
+from ..lineage import Relation, RelationKind
 from ._common import add_command, clock, event_json, store_from, summarize, when
 
 
@@ -15,7 +16,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ls.add_argument("path", nargs="?", metavar="STORE", help="the store (default: see --store)")
     ls.set_defaults(run=run_ls)
 
-    show = add_command(commands, "show", "print a session's turns and events for reading",
+    show = add_command(commands, "show", "print a session's turns and events, and the "
+                       "sessions spawned in each turn, for reading",
                        "fsstore --store ./fsstore-demo show 20261121T055212Z-3fa9c2d1")
     show.add_argument("session", metavar="SESSION")
     show.set_defaults(run=run_show)
@@ -66,12 +68,28 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"tags: {', '.join(info.tags)}")
     if info.parent is not None:
         print(f"forked from {info.parent.parent} at seq {info.parent.seq}")
+    if info.spawned_by is not None:
+        in_turn = "" if info.spawned_by.turn is None else f" (turn {info.spawned_by.turn})"
+        print(f"spawned by {info.spawned_by.parent} at seq {info.spawned_by.seq}{in_turn}")
     print(f"{info.event_count} records, seq {info.head - info.event_count + 1}..{info.head}")
+    # The sessions this one spawned, from their manifests: each under the turn it
+    # records (the turn of this session's record at the seq it was spawned at).
+    spawned: dict[int | None, list[Relation]] = {}
+    for child in store.lineage(args.session).children:
+        if child.kind is RelationKind.SPAWNED:
+            spawned.setdefault(child.turn, []).append(child)
     for turn in session.get_turns():
         state = "finished" if turn.finished else "not finished"
         print(f"\nturn {turn.number} ({len(turn.events)} events, {state})")
         for event in turn.events:
             print(f"  #{event.seq:<6} {clock(event.ts)}  {event.kind:<12} {summarize(event.data)}")
+        for child in spawned.pop(turn.number, []):
+            print(f"  spawned {child.session} at seq {child.seq}")
+    rest = [child for children in spawned.values() for child in children]
+    if rest:
+        print("\nspawned outside the turns above")
+        for child in sorted(rest, key=lambda r: (r.seq, r.session)):
+            print(f"  spawned {child.session} at seq {child.seq}")
     return 0
 
 

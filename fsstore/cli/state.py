@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from ..blobs import DEFAULT_GRACE_SECONDS
+from ..lineage import Lineage, Relation
 from ._common import add_command, dumps, human_bytes, store_from, when
 
 
@@ -37,8 +38,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     fork.add_argument("--title", default=None, help="the new session's title")
     fork.set_defaults(run=run_fork)
 
-    lineage = add_command(commands, "lineage", "show the sessions a session was forked from, "
-                          "and its forks", "fsstore lineage SESSION")
+    lineage = add_command(commands, "lineage", "draw the tree of sessions forked or spawned "
+                          "from one another that a session belongs to",
+                          "fsstore lineage SESSION")
     lineage.add_argument("session", metavar="SESSION")
     lineage.set_defaults(run=run_lineage)
     register_gc(commands)
@@ -85,19 +87,40 @@ def run_fork(args: argparse.Namespace) -> int:
 
 def run_lineage(args: argparse.Namespace) -> int:
     lineage = store_from(args).lineage(args.session)
-    print(args.session)
-    for relation in lineage.ancestors:
-        gone = "" if relation.parent_exists else " (deleted)"
-        print(f"  {relation.session} was forked from {relation.parent}{gone} at seq "
-              f"{relation.seq}")
-    depth = {args.session: 0}
-    for relation in lineage.forks:
-        depth[relation.session] = depth[relation.parent] + 1
-        print(f"  {'  ' * depth[relation.session]}fork {relation.session} "
-              f"(from {relation.parent} at seq {relation.seq})")
-    if not lineage.ancestors and not lineage.forks:
-        print("  no parent and no forks")
+    for line in draw_lineage(lineage):
+        print(line)
     return 0
+
+
+def draw_lineage(lineage: Lineage) -> list[str]:
+    """The tree of ``lineage`` from its root, one line per session: how each came from
+    its parent (forked or spawned), at which of the parent's seqs (and turn, or
+    checkpoint), the asked-for session marked."""
+    root_gone = bool(lineage.ancestors) and not lineage.ancestors[-1].parent_exists
+    lines = [lineage.root + (" (deleted)" if root_gone else "")
+             + ("  <- this session" if lineage.root == lineage.session else "")]
+    below: dict[str, list[Relation]] = {}
+    for relation in lineage.tree:
+        below.setdefault(relation.parent, []).append(relation)
+
+    def draw(parent: str, prefix: str) -> None:
+        edges = below.get(parent, [])
+        for number, edge in enumerate(edges):
+            last = number == len(edges) - 1
+            where = f"at seq {edge.seq}"
+            if edge.turn is not None:
+                where += f", turn {edge.turn}"
+            if edge.checkpoint is not None:
+                where += f", checkpoint {edge.checkpoint}"
+            mark = "  <- this session" if edge.session == lineage.session else ""
+            lines.append(f"{prefix}{'`-- ' if last else '|-- '}{edge.session} "
+                         f"({edge.kind.value} {where}){mark}")
+            draw(edge.session, prefix + ("    " if last else "|   "))
+
+    draw(lineage.root, "")
+    if len(lines) == 1:
+        lines.append("  no parent, no forks and no spawned sessions")
+    return lines
 
 
 def register_gc(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

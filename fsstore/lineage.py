@@ -1,0 +1,192 @@
+"""The session graph: which session was forked or spawned from which (docs/FORMAT.md,
+section 13.1).
+
+Every edge is recorded in the child's ``session.json`` only: ``parent`` for a fork,
+``spawned_by`` for a session a sub-agent started in one of the parent's turns (format
+1.4). Making a child writes nothing to its parent, and deleting the parent leaves the
+child whole: its edge then points at a session that is gone, and the graph says so.
+The graph is read from the manifests alone (never a log), one small JSON file per
+session.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import identity, layout, manifest
+from .errors import FsStoreError, InvalidSessionId, InvalidSetting, SeqOutOfRange
+from .fsio import FileIO
+from .session_reader import check_seq
+
+if TYPE_CHECKING:
+    from .session_reader import SessionReader
+
+
+class RelationKind(str, enum.Enum):
+    """How a session came from its parent."""
+
+    FORKED = "forked"  # shares the parent's history up to ``seq`` (section 13)
+    SPAWNED = "spawned"  # a new history, started at the parent's ``seq`` (section 13.1)
+
+
+class Relation(NamedTuple):
+    """One edge of the graph: ``session`` was forked or spawned (``kind``) from
+    ``parent`` at the parent's ``seq`` (a fork: at ``checkpoint``, if given; a spawn: in
+    the parent's ``turn``, if known). ``parent_exists`` is False once the parent was
+    deleted (or another session took its id: a spawn records the parent's uid)."""
+
+    session: str
+    parent: str
+    seq: int
+    checkpoint: str | None
+    parent_exists: bool
+    kind: RelationKind = RelationKind.FORKED
+    turn: int | None = None
+
+
+class Lineage(NamedTuple):
+    """A session's place in the graph. ``ancestors``: its own edge first, then its
+    parent's, up to the first session with no parent (or a parent that is gone).
+    ``descendants``: every session forked or spawned from it or from those, breadth
+    first. ``root``: the top of the ancestors (``session`` itself when it has no parent;
+    perhaps a deleted session). ``tree``: every edge below ``root``, breadth first, so
+    the whole family, siblings and cousins included."""
+
+    session: str
+    ancestors: list[Relation]
+    descendants: list[Relation]
+    root: str
+    tree: list[Relation]
+
+    @property
+    def parent(self) -> Relation | None:
+        """This session's own edge (None for a session nobody forked or spawned)."""
+        return self.ancestors[0] if self.ancestors else None
+
+    @property
+    def children(self) -> list[Relation]:
+        """The sessions forked or spawned from this one directly."""
+        return [r for r in self.descendants if r.parent == self.session]
+
+    @property
+    def forks(self) -> list[Relation]:
+        """The descendants that are forks (of this session or of a descendant)."""
+        return [r for r in self.descendants if r.kind is RelationKind.FORKED]
+
+    @property
+    def spawned(self) -> list[Relation]:
+        """The descendants that were spawned (by this session or by a descendant)."""
+        return [r for r in self.descendants if r.kind is RelationKind.SPAWNED]
+
+
+class _Manifests:
+    """Every readable session manifest of a store, as edges by child and by parent."""
+
+    def __init__(self, io: FileIO, root: str, session_ids: Iterable[str]) -> None:
+        uids: dict[str, str | None] = {}
+        recorded: list[tuple[Relation, str | None]] = []  # each edge, and a spawn's uid
+        for session_id in session_ids:
+            path = layout.session_manifest_path(layout.session_dir(root, session_id))
+            try:
+                data = manifest.read(io, path, manifest.SESSION_FORMAT)
+                meta = manifest.decode_session(data, path)
+            except (FsStoreError, OSError):
+                continue  # deleted meanwhile, or damaged: verify reports it
+            uid = data.get("uid")
+            uids[session_id] = uid if isinstance(uid, str) else None
+            if meta.parent is not None:
+                recorded.append((Relation(session_id, meta.parent.id, meta.parent.seq,
+                                          meta.parent.checkpoint, True), None))
+            if meta.spawned_by is not None:
+                spawn = meta.spawned_by
+                recorded.append((Relation(session_id, spawn.id, spawn.seq, None, True,
+                                          RelationKind.SPAWNED, spawn.turn), spawn.uid))
+        self.edges: dict[str, list[Relation]] = {}  # by child: a fork's edge first
+        self.children: dict[str, list[Relation]] = {}  # by parent, in seq order
+        for edge, parent_uid in recorded:
+            # A spawn records its parent's uid: a session created later under a deleted
+            # parent's id is not taken for the parent.
+            exists = edge.parent in uids and (
+                parent_uid is None or uids[edge.parent] in (None, parent_uid))
+            edge = edge._replace(parent_exists=exists)
+            self.edges.setdefault(edge.session, []).append(edge)
+            self.children.setdefault(edge.parent, []).append(edge)
+        for edges in self.children.values():
+            edges.sort(key=lambda r: (r.seq, r.session))
+
+
+def read_lineage(io: FileIO, root: str, session_ids: Iterable[str],
+                 session_id: str) -> Lineage:
+    """The lineage of ``session_id`` among the sessions ``session_ids`` of the store at
+    ``root``, from their manifests (see :meth:`fsstore.Store.lineage`)."""
+    graph = _Manifests(io, root, session_ids)
+    ancestors: list[Relation] = []
+    seen = {session_id}
+    current = session_id
+    while True:
+        edges = graph.edges.get(current, [])
+        if not edges or edges[0].parent in seen:
+            break  # no parent, or a cycle a hand edit made: stop where it closes
+        edge = edges[0]  # a fork's edge, should a hand edit record both
+        ancestors.append(edge)
+        seen.add(edge.parent)
+        current = edge.parent
+        if not edge.parent_exists:
+            break  # the parent is gone: its own parent is not known
+    return Lineage(session_id, ancestors, _below(graph, session_id), current,
+                   _below(graph, current))
+
+
+def _below(graph: _Manifests, top: str) -> list[Relation]:
+    """Every edge under ``top``, breadth first, each session once."""
+    found: list[Relation] = []
+    queue, visited = [top], {top}
+    while queue:
+        current = queue.pop(0)
+        for edge in graph.children.get(current, []):
+            if edge.session not in visited:
+                visited.add(edge.session)
+                found.append(edge)
+                queue.append(edge.session)
+    return found
+
+
+def spawn_record(read_session: Callable[[str], SessionReader], parent_id: object,
+                 at_seq: object) -> dict[str, Any]:
+    """The ``spawned_by`` of a session spawned by ``parent_id`` at its ``at_seq`` (None:
+    its head now), checked against the parent: InvalidSetting for an ``at_seq`` without
+    a parent, InvalidSessionId, SessionNotFound, InvalidSeq, or SeqOutOfRange for a seq
+    outside the parent's log (before its start, when it was cleared, or after its
+    head). Reads the parent (its manifest and the end of its log), writes nothing."""
+    if parent_id is None:
+        raise InvalidSetting("at_seq is the parent's seq a spawned session starts at: pass "
+                             "spawned_by=PARENT_ID with it")
+    if not isinstance(parent_id, str):
+        raise InvalidSessionId(f"spawned_by must be a session id (a str), not "
+                               f"{type(parent_id).__name__}")
+    layout.check_session_id(parent_id)
+    if at_seq is not None:
+        check_seq(at_seq, "at_seq")
+    parent = read_session(parent_id)  # SessionNotFound when it is not there
+    tail = parent.log_tail
+    seq = tail.head if at_seq is None else at_seq
+    assert isinstance(seq, int)
+    if not tail.log_start - 1 <= seq <= tail.head:
+        raise SeqOutOfRange(
+            f"at_seq {seq} is outside session {parent_id!r}'s log (seqs {tail.log_start - 1}"
+            f"..{tail.head}, at {parent.path}); spawn at a seq in that range, or leave "
+            "at_seq out to spawn at its head")
+    turn = None
+    if seq == tail.head:
+        turn = tail.last_turn
+    elif seq >= tail.log_start:
+        found = next(iter(parent.events(seq - 1, seq, include_internal=True)), None)
+        turn = found.turn if found is not None and found.seq == seq else None
+    record: dict[str, Any] = {"id": parent_id, "seq": seq, "turn": turn,
+                              "spawned": datetime.now(timezone.utc).isoformat()}
+    if parent.identity is not None:
+        record["uid"] = identity.to_text(parent.identity.uid)
+    return record
