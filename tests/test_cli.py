@@ -168,9 +168,9 @@ def test_state_checkpoints_fork_and_lineage_commands(tmp_path, capsys):
     assert code == 0 and "forked s at seq 2 into t" in out
     assert store.read_session("t").title == "T"
     code, out, _ = run(capsys, *where, "lineage", "t")
-    assert "t was forked from s at seq 2" in out
+    assert out.splitlines() == ["s", "`-- t (forked at seq 2, checkpoint cp)  <- this session"]
     code, out, _ = run(capsys, *where, "lineage", "s")
-    assert "fork t (from s at seq 2)" in out
+    assert out.splitlines() == ["s  <- this session", "`-- t (forked at seq 2, checkpoint cp)"]
     code, _, err = run(capsys, *where, "fork", "s", "t")
     assert code == 2 and "already exists" in err
     code, _, err = run(capsys, *where, "state", "s", "--at", "99")
