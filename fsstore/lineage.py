@@ -89,8 +89,10 @@ class _Manifests:
         uids: dict[str, str | None] = {}
         recorded: list[tuple[Relation, str | None]] = []  # each edge, and a spawn's uid
         for session_id in session_ids:
-            path = layout.session_manifest_path(layout.session_dir(root, session_id))
+            folder = layout.session_dir(root, session_id)
+            path = layout.session_manifest_path(folder)
             try:
+                io.check_folders(folder)  # a symlinked session folder is read by no one
                 data = manifest.read(io, path, manifest.SESSION_FORMAT)
                 meta = manifest.decode_session(data, path)
             except (FsStoreError, OSError):

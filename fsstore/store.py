@@ -483,7 +483,9 @@ class Store(AsyncStoreMixin):
         and the parent's seq it hangs from. Read from the manifests alone, never a log;
         an edge to a deleted parent is kept, with ``parent_exists`` False. Raises
         SessionNotFound for a session that is not there."""
-        path = layout.session_manifest_path(self._session_path(session_id))
+        folder = self._session_path(session_id)
+        path = layout.session_manifest_path(folder)
+        self.io.check_folders(folder)  # a symlinked session folder is read by no one
         try:
             manifest.decode_session(manifest.read(self.io, path, manifest.SESSION_FORMAT),
                                     path)

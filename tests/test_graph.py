@@ -314,3 +314,16 @@ def test_show_lists_the_sessions_spawned_in_each_turn(store, capsys):
     assert "spawned f" not in out  # a fork is not spawned
     code, out = run(capsys, "--store", store.path, "show", "g")
     assert "spawned by f at seq 3 (turn 2)" in out
+
+
+def test_lineage_reads_no_manifest_through_a_symlinked_session_folder(store, tmp_path):
+    store.create_session("p").close()
+    outside = tmp_path / "outside"
+    shutil.copytree(os.path.join(store.path, "sessions", "p"), outside)
+    record = json.loads((outside / "session.json").read_text())
+    record.update(id="c", spawned_by={"id": "p", "seq": 0})
+    (outside / "session.json").write_text(json.dumps(record))
+    os.symlink(outside, os.path.join(store.path, "sessions", "c"))
+    with pytest.raises(fsstore.CorruptionError):
+        store.lineage("c")
+    assert store.lineage("p").tree == []  # the symlinked child is not taken for a session
