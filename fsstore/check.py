@@ -450,7 +450,7 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
 def _check_workspaces(store: Store, report: Report) -> None:
     """Each workspace file read as every read reads it (damage is a problem); a member
     whose session does not exist is a note: reads leave it out, and
-    ``remove_from_workspace`` removes it (docs/FORMAT.md, section 18)."""
+    ``remove_from_workspace`` removes it (docs/FORMAT.md, section 19)."""
     folder = layout.workspaces_dir(store.path)
     workspaces = store._workspaces()
     with report.step(folder, "listing the workspaces"):

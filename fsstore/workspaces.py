@@ -1,7 +1,7 @@
 """Workspaces: named groups of a store's sessions, each session with a role.
 
 One small JSON file per workspace, ``workspaces/WORKSPACE_ID.json`` at the store root
-(docs/FORMAT.md, section 18): pretty-printed with sorted keys so that git diffs stay
+(docs/FORMAT.md, section 19): pretty-printed with sorted keys so that git diffs stay
 small, replaced atomically (temp file, fsync, rename, fsync of the folder), so a reader
 sees the old file or the new one, never a torn one, and takes no lock.
 
