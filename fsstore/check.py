@@ -29,6 +29,7 @@ from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
 from .log import LogReader, LogTail
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
+from .workspaces import Workspaces
 
 if TYPE_CHECKING:
     from .session_reader import SessionReader
@@ -452,7 +453,7 @@ def _check_workspaces(store: Store, report: Report) -> None:
     whose session does not exist is a note: reads leave it out, and
     ``remove_from_workspace`` removes it (docs/FORMAT.md, section 19)."""
     folder = layout.workspaces_dir(store.path)
-    workspaces = store._workspaces()
+    workspaces = Workspaces(store.io, store.path, store.has_session, store.session_ids)
     with report.step(folder, "listing the workspaces"):
         if not store.io.check_folder(folder):
             return  # no workspace was ever made

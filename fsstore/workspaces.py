@@ -228,14 +228,14 @@ def read_file(io: FileIO, path: str, workspace_id: str) -> tuple[dict[str, Any],
     return data, decoded
 
 
-def _encode(data: dict[str, Any]) -> bytes:
-    """The file's bytes; InvalidWorkspace if a reader would refuse them (too big)."""
+def _encode(data: dict[str, Any], field: str) -> bytes:
+    """The file's bytes; InvalidWorkspace naming ``field`` (what the call changes) if a
+    reader would refuse them (too big)."""
     try:
         return manifest.encode(data)
     except InvalidMetadata as exc:
-        raise InvalidWorkspace(str(exc).replace("manifest", "workspace file"),
-                               field="sessions" if "bytes" in str(exc) else "metadata"
-                               ) from None
+        raise InvalidWorkspace(f"{field}: " + str(exc).replace("manifest", "workspace file"),
+                               field=field) from None
 
 
 def _workspace(path: str, decoded: _WorkspaceFile,
@@ -370,7 +370,7 @@ class Workspaces:
             "metadata": _check_metadata(metadata), "created": now, "updated": now,
             "sessions": {},
         }
-        raw = _encode(data)
+        raw = _encode(data, "metadata")
         if self.io.exists(path):  # checked again under the lock; this one writes nothing
             raise WorkspaceExists(f"workspace {workspace_id!r} already exists at {path}")
         if not self._folder_exists():
@@ -385,8 +385,8 @@ class Workspaces:
             self.io.atomic_write(path, raw)
         return self.get(workspace_id)
 
-    def _change(self, workspace_id: str, change: Callable[[dict[str, Any], _WorkspaceFile],
-                                                          bool]) -> Workspace:
+    def _change(self, workspace_id: str, field: str,
+                change: Callable[[dict[str, Any], _WorkspaceFile], bool]) -> Workspace:
         """Read the workspace under the lock, let ``change`` edit its dict (returning
         whether anything changed), and replace the file. Unknown keys are kept."""
         path = self._path(workspace_id)
@@ -397,7 +397,7 @@ class Workspaces:
             data, decoded = read_file(self.io, path, workspace_id)
             if change(data, decoded):
                 data["updated"] = _now()
-                self.io.atomic_write(path, _encode(data))
+                self.io.atomic_write(path, _encode(data, field))
                 decoded = manifest.decode_as(data, _WorkspaceFile, path)
         return _workspace(path, decoded, self._exists)
 
@@ -415,7 +415,8 @@ class Workspaces:
             data.update(fields)
             return bool(fields)
 
-        return self._change(workspace_id, change)
+        field = "metadata" if "metadata" in fields else next(iter(fields), "name")
+        return self._change(workspace_id, field, change)
 
     def delete(self, workspace_id: str) -> None:
         path = self._path(workspace_id)
@@ -449,7 +450,7 @@ class Workspaces:
                                 session_id: {"role": stored, "added": _now()}}
             return True
 
-        return self._change(workspace_id, change)
+        return self._change(workspace_id, "sessions", change)
 
     def set_role(self, workspace_id: str, session_id: str, role: SessionRole | str
                  ) -> Workspace:
@@ -470,7 +471,7 @@ class Workspaces:
                                 session_id: {**data["sessions"][session_id], "role": stored}}
             return True
 
-        return self._change(workspace_id, change)
+        return self._change(workspace_id, "sessions", change)
 
     def remove(self, workspace_id: str, session_id: str) -> Workspace:
         self._path(workspace_id)
@@ -485,7 +486,7 @@ class Workspaces:
             data["sessions"] = {k: v for k, v in data["sessions"].items() if k != session_id}
             return True
 
-        return self._change(workspace_id, change)
+        return self._change(workspace_id, "sessions", change)
 
     def dangling(self, workspace_id: str) -> tuple[str, list[str]]:
         """The path of a workspace file and its members whose session does not exist
