@@ -47,6 +47,8 @@ from .errors import (
     InvalidSessionId,
     InvalidSetting,
     InvalidState,
+    InvalidWorkspace,
+    InvalidWorkspaceId,
     LeaseLost,
     NotAFolder,
     NotARegularFile,
@@ -63,6 +65,11 @@ from .errors import (
     StoreNotFound,
     TurnError,
     UnsafePath,
+    WorkspaceExists,
+    WorkspaceLocked,
+    WorkspaceMemberExists,
+    WorkspaceMemberNotFound,
+    WorkspaceNotFound,
     WriteFailed,
 )
 from .fsio import FileIO
@@ -104,6 +111,7 @@ from .work import (
     WorkQueue,
     WorkQueueReader,
 )
+from .workspaces import SessionRole, Workspace, WorkspaceMember
 
 __version__ = "0.1.0"
 
@@ -193,6 +201,16 @@ __all__ = [
     "VectorSearchResult",
     "WorkQueue",
     "WorkQueueReader",
+    "Workspace",
+    "WorkspaceExists",
+    "WorkspaceLocked",
+    "WorkspaceMember",
+    "WorkspaceMemberExists",
+    "WorkspaceMemberNotFound",
+    "WorkspaceNotFound",
+    "InvalidWorkspace",
+    "InvalidWorkspaceId",
+    "SessionRole",
     "WriteFailed",
     "find_store",
     "afind_store",

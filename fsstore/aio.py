@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import InvalidSetting
 from .unset import UNSET
+from .workspaces import SessionRole
 
 if TYPE_CHECKING:
     import io as _io
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
         WorkQueue,
         WorkQueueReader,
     )
+    from .workspaces import Workspace, WorkspaceMember
 
 #: How many events ``aevents`` reads in one trip to a worker thread.
 DEFAULT_BATCH = 1000
@@ -144,6 +146,22 @@ class _StoreLike(Protocol):
                      ) -> list[list[VectorSearchResult]]: ...
     def session_ids(self) -> list[str]: ...
     def verify(self, session_ids: Iterable[str] | None = ...) -> list[Finding]: ...
+    def create_workspace(self, workspace_id: str | None = ..., *, name: str | None = ...,
+                         description: str = ..., metadata: Mapping[str, Any] | None = ...
+                         ) -> Workspace: ...
+    def workspace(self, workspace_id: str) -> Workspace: ...
+    def update_workspace(self, workspace_id: str, *, name: str = ..., description: str = ...,
+                         metadata: Mapping[str, Any] = ...) -> Workspace: ...
+    def list_workspaces(self) -> list[Workspace]: ...
+    def delete_workspace(self, workspace_id: str) -> None: ...
+    def add_to_workspace(self, workspace_id: str, session_id: str,
+                         role: SessionRole | str = ...) -> Workspace: ...
+    def set_workspace_role(self, workspace_id: str, session_id: str,
+                           role: SessionRole | str) -> Workspace: ...
+    def remove_from_workspace(self, workspace_id: str, session_id: str) -> Workspace: ...
+    def workspace_sessions(self, workspace_id: str, role: SessionRole | str | None = ...
+                           ) -> list[WorkspaceMember]: ...
+    def session_workspaces(self, session_id: str) -> dict[str, str]: ...
 
 
 _StoreT = TypeVar("_StoreT", bound=_StoreLike)
@@ -199,6 +217,51 @@ class AsyncStoreMixin:
         return await asyncio.to_thread(
             self.fork_session, source_id, new_id, at_seq=at_seq, at_checkpoint=at_checkpoint,
             title=title, tags=tags, metadata=metadata, durability=durability, source=source)
+
+    # --- workspaces ---
+
+    async def acreate_workspace(
+        self: _StoreLike, workspace_id: str | None = None, *, name: str | None = None,
+        description: str = "", metadata: Mapping[str, Any] | None = None,
+    ) -> Workspace:
+        return await asyncio.to_thread(self.create_workspace, workspace_id, name=name,
+                                       description=description, metadata=metadata)
+
+    async def aworkspace(self: _StoreLike, workspace_id: str) -> Workspace:
+        return await asyncio.to_thread(self.workspace, workspace_id)
+
+    async def aupdate_workspace(self: _StoreLike, workspace_id: str, *, name: str = UNSET,
+                                description: str = UNSET,
+                                metadata: Mapping[str, Any] = UNSET) -> Workspace:
+        return await asyncio.to_thread(self.update_workspace, workspace_id, name=name,
+                                       description=description, metadata=metadata)
+
+    async def alist_workspaces(self: _StoreLike) -> list[Workspace]:
+        return await asyncio.to_thread(self.list_workspaces)
+
+    async def adelete_workspace(self: _StoreLike, workspace_id: str) -> None:
+        await asyncio.to_thread(self.delete_workspace, workspace_id)
+
+    async def aadd_to_workspace(self: _StoreLike, workspace_id: str, session_id: str,
+                                role: SessionRole | str = SessionRole.RELATED) -> Workspace:
+        return await asyncio.to_thread(self.add_to_workspace, workspace_id, session_id, role)
+
+    async def aset_workspace_role(self: _StoreLike, workspace_id: str, session_id: str,
+                                  role: SessionRole | str) -> Workspace:
+        return await asyncio.to_thread(self.set_workspace_role, workspace_id, session_id,
+                                       role)
+
+    async def aremove_from_workspace(self: _StoreLike, workspace_id: str,
+                                     session_id: str) -> Workspace:
+        return await asyncio.to_thread(self.remove_from_workspace, workspace_id, session_id)
+
+    async def aworkspace_sessions(self: _StoreLike, workspace_id: str,
+                                  role: SessionRole | str | None = None
+                                  ) -> list[WorkspaceMember]:
+        return await asyncio.to_thread(self.workspace_sessions, workspace_id, role)
+
+    async def asession_workspaces(self: _StoreLike, session_id: str) -> dict[str, str]:
+        return await asyncio.to_thread(self.session_workspaces, session_id)
 
     async def ahas_session(self: _StoreLike, session_id: str) -> bool:
         return await asyncio.to_thread(self.has_session, session_id)

@@ -29,6 +29,7 @@ from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
 from .log import LogReader, LogTail
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
+from .workspaces import Workspaces
 
 if TYPE_CHECKING:
     from .session_reader import SessionReader
@@ -404,6 +405,7 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
     report = Report()
     sessions = layout.sessions_dir(store.path)
     not_folders: set[str] = set()
+    whole_store = session_ids is None  # workspaces are checked with the whole store only
     if session_ids is None:
         with report.step(sessions, "listing the sessions"):
             if not store.io.exists(sessions):
@@ -441,7 +443,40 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
                 report.add("problem", path, None, "no such session")
                 continue
             report.findings.extend(reader.verify())
+    if whole_store:
+        _check_workspaces(store, report)
     return report.findings
+
+
+def _check_workspaces(store: Store, report: Report) -> None:
+    """Each workspace file read as every read reads it (damage is a problem); a member
+    whose session does not exist is a note: reads leave it out, and
+    ``remove_from_workspace`` removes it (docs/FORMAT.md, section 19)."""
+    folder = layout.workspaces_dir(store.path)
+    workspaces = Workspaces(store.io, store.path, store.has_session, store.session_ids)
+    with report.step(folder, "listing the workspaces"):
+        if not store.io.check_folder(folder):
+            return  # no workspace was ever made
+        names = sorted(store.io.listdir(folder))
+        ids = set(layout.workspace_ids(names))
+        for name in names:
+            path = os.path.join(folder, name)
+            if layout.is_scratch(name):
+                report.add("note", path, None, "left by an interrupted workspace write; "
+                           "safe to remove")
+            elif name == layout.WORKSPACE_LOCK:
+                continue
+            elif name[: -len(layout.WORKSPACE_SUFFIX)] not in ids:
+                report.add("note", path, None, "not a workspace file name: ignored")
+            else:
+                workspace_id = name[: -len(layout.WORKSPACE_SUFFIX)]
+                with report.step(path, "reading the workspace"):
+                    _path, missing = workspaces.dangling(workspace_id)
+                    for session_id in missing:
+                        report.add("note", path, None,
+                                   f"member {session_id!r} names no session (deleted?): "
+                                   "workspace reads leave it out; remove it with `fsstore "
+                                   f"workspace remove {workspace_id} {session_id}`")
 
 
 def _is_session_id(name: str) -> bool:

@@ -244,6 +244,60 @@ class WriteFailed(FsStoreError, OSError):
     """
 
 
+# --- Workspaces -------------------------------------------------------------------------
+
+
+class InvalidWorkspaceId(InvalidInput):
+    """Raised when a workspace id is not allowed (the session id rule, see
+    ``layout.check_workspace_id``). Nothing on disk is touched: use 1 to 128 of
+    ``A-Z a-z 0-9 . _ -``, not starting with a dot."""
+
+
+class InvalidWorkspace(InvalidInput):
+    """Raised when a workspace's name, description, metadata or a member's role is not
+    what a workspace file holds (a str name, JSON metadata, a role that is a known
+    ``SessionRole`` or a short custom name), or the change would make the file larger
+    than a reader accepts. ``field`` names the argument. Nothing is written: fix it."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class WorkspaceNotFound(FsStoreError, KeyError):
+    """Raised when a workspace id names no workspace of the store (never created, or
+    deleted). ``Store.list_workspaces`` lists those it has; nothing was written."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkspaceExists(FsStoreError, FileExistsError):
+    """Raised when creating a workspace under an id the store already has. Nothing is
+    written: update that workspace, or choose another id."""
+
+
+class WorkspaceMemberNotFound(FsStoreError, KeyError):
+    """Raised when changing the role of, or removing, a session that is not a member of
+    the workspace. Nothing is written: ``Store.workspace_sessions`` lists its members."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkspaceMemberExists(FsStoreError, FileExistsError):
+    """Raised when adding a session to a workspace it is already a member of under
+    another role. Nothing is written: change its role with ``set_workspace_role``.
+    (Adding it again with the role it has changes nothing and is no error.)"""
+
+
+class WorkspaceLocked(FsStoreError, TimeoutError):
+    """Raised when another process (or thread) held the store's workspace lock
+    (``workspaces/lock``) longer than the call's ``lock_timeout``. Workspace writes hold
+    it only for a read, a change and a rename: retry, or wait longer. Nothing is
+    written."""
+
+
 # --- Reading ----------------------------------------------------------------------------
 
 

@@ -4,6 +4,9 @@ A store on disk (see docs/FORMAT.md)::
 
     STORE/
       fsstore.json                    store manifest
+      workspaces/
+        WORKSPACE_ID.json             a workspace: name, metadata, member sessions by role
+        lock                          the workspace writers' lock (flock; left on disk)
       sessions/
         SESSION_ID/
           session.json                session manifest: title, tags, metadata
@@ -35,7 +38,7 @@ import secrets
 import time
 from collections.abc import Iterable
 
-from .errors import InvalidCheckpointId, InvalidSessionId
+from .errors import InvalidCheckpointId, InvalidSessionId, InvalidWorkspaceId
 
 STORE_MANIFEST = "fsstore.json"
 SESSIONS_DIR = "sessions"
@@ -59,6 +62,9 @@ VECTORS_SUFFIX = ".vec.npy"
 DOCS_SUFFIX = ".docs"
 DELETED_SUFFIX = ".del.npy"
 SEQ_DIGITS = 20  # enough for any u64 seq, so names sort in log order
+WORKSPACES_DIR = "workspaces"
+WORKSPACE_SUFFIX = ".json"
+WORKSPACE_LOCK = "lock"
 
 # Names that start with a dot are fsstore's own scratch space: temp files awaiting a
 # rename, sessions being created or deleted. No session id can start with one.
@@ -118,12 +124,43 @@ def check_checkpoint_id(checkpoint_id: object, *, new: bool = False) -> str:
         raise InvalidCheckpointId(str(exc).replace("session id", "checkpoint id")) from None
 
 
+def check_workspace_id(workspace_id: object, *, new: bool = False) -> str:
+    """Return ``workspace_id`` if it may name a workspace file, else raise
+    InvalidWorkspaceId. The same rule as session ids."""
+    try:
+        return check_session_id(workspace_id, new=new)
+    except InvalidSessionId as exc:
+        raise InvalidWorkspaceId(str(exc).replace("session id", "workspace id")) from None
+
+
 def new_session_id() -> str:
     """A fresh id that sorts by creation time: ``20261121T055212Z-3fa9c2d1``."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 new_checkpoint_id = new_session_id
+
+
+def workspaces_dir(root: str) -> str:
+    return os.path.join(root, WORKSPACES_DIR)
+
+
+def workspace_path(root: str, workspace_id: str) -> str:
+    """The file of a workspace; the id is checked before it becomes a path."""
+    check_workspace_id(workspace_id)
+    return os.path.join(root, WORKSPACES_DIR, workspace_id + WORKSPACE_SUFFIX)
+
+
+def workspace_ids(names: Iterable[str]) -> list[str]:
+    """The workspace ids of the file names among ``names``, sorted (temp files, the
+    lock and foreign names are none)."""
+    ids = []
+    for name in names:
+        if name.endswith(WORKSPACE_SUFFIX):
+            stem = name[: -len(WORKSPACE_SUFFIX)]
+            if _SESSION_ID.match(stem):
+                ids.append(stem)
+    return sorted(ids)
 
 
 def store_manifest_path(root: str) -> str:

@@ -58,6 +58,7 @@ from .vectors import (
     check_score_bound,
 )
 from .watch import Notifier, SessionChange, StoreWatcher
+from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
 from .writer_access import acquire_writer_lock
 
 _T = TypeVar("_T")
@@ -670,6 +671,70 @@ class Store(AsyncStoreMixin):
                     continue  # a concurrent delete is finishing it
                 removed.append(path)
         return removed
+
+    # --- workspaces (fsstore/workspaces.py) ---
+
+    def _workspaces(self) -> Workspaces:
+        return Workspaces(self.io, self.path, self.has_session, self.session_ids)
+
+    def create_workspace(self, workspace_id: str | None = None, *, name: str | None = None,
+                         description: str = "", metadata: Mapping[str, Any] | None = None
+                         ) -> Workspace:
+        """Create an empty workspace (with a fresh time-ordered id if none is given;
+        ``name`` defaults to the id). Raises WorkspaceExists if the id is taken,
+        InvalidWorkspaceId or InvalidWorkspace (naming the field) for a refused argument;
+        nothing is written then."""
+        return self._workspaces().create(workspace_id, name, description, metadata)
+
+    def workspace(self, workspace_id: str) -> Workspace:
+        """A workspace: its name, description, metadata, times and members (the sessions
+        that exist, sorted by id). Raises WorkspaceNotFound, or CorruptionError naming a
+        damaged file."""
+        return self._workspaces().get(workspace_id)
+
+    def update_workspace(self, workspace_id: str, *, name: str = UNSET,
+                         description: str = UNSET,
+                         metadata: Mapping[str, Any] = UNSET) -> Workspace:
+        """Replace a workspace's name, description or metadata (those given; metadata
+        whole, not merged) and return it."""
+        return self._workspaces().update(workspace_id, name, description, metadata)
+
+    def list_workspaces(self) -> list[Workspace]:
+        """Every workspace of the store, sorted by id (members as :meth:`workspace`).
+        A damaged workspace file raises CorruptionError naming it."""
+        return self._workspaces().every()
+
+    def delete_workspace(self, workspace_id: str) -> None:
+        """Delete a workspace (its sessions are untouched). Raises WorkspaceNotFound."""
+        self._workspaces().delete(workspace_id)
+
+    def add_to_workspace(self, workspace_id: str, session_id: str,
+                         role: SessionRole | str = SessionRole.RELATED) -> Workspace:
+        """Add a session to a workspace with a role (a :class:`SessionRole` or a custom
+        role str). Adding it again with the same role changes nothing; with another role
+        raises WorkspaceMemberExists. Raises SessionNotFound for a session that does not
+        exist, WorkspaceNotFound, InvalidWorkspace (field ``role``)."""
+        return self._workspaces().add(workspace_id, session_id, role)
+
+    def set_workspace_role(self, workspace_id: str, session_id: str,
+                           role: SessionRole | str) -> Workspace:
+        """Change a member's role. Raises WorkspaceMemberNotFound if it is no member."""
+        return self._workspaces().set_role(workspace_id, session_id, role)
+
+    def remove_from_workspace(self, workspace_id: str, session_id: str) -> Workspace:
+        """Remove a member (one whose session was deleted too). Raises
+        WorkspaceMemberNotFound if it is no member."""
+        return self._workspaces().remove(workspace_id, session_id)
+
+    def workspace_sessions(self, workspace_id: str, role: SessionRole | str | None = None
+                           ) -> list[WorkspaceMember]:
+        """The members of a workspace that exist (of ``role`` only, if given)."""
+        return self._workspaces().sessions(workspace_id, role)
+
+    def session_workspaces(self, session_id: str) -> dict[str, str]:
+        """The workspaces a session is in, by id, each with its role there. Raises
+        SessionNotFound for a session that does not exist."""
+        return self._workspaces().of_session(session_id)
 
     # --- checking ---
 
