@@ -107,7 +107,10 @@ class _Manifests:
                 recorded.append((Relation(session_id, spawn.id, spawn.seq, None, True,
                                           RelationKind.SPAWNED, spawn.turn), spawn.uid))
         self.edges: dict[str, list[Relation]] = {}  # by child: a fork's edge first
-        self.children: dict[str, list[Relation]] = {}  # by parent, in seq order
+        self.children: dict[str, list[Relation]] = {}  # by live parent, in seq order
+        # By the id of a parent that is gone: edges that hang from no session now (a
+        # session created later under that id is not their parent).
+        self.orphans: dict[str, list[Relation]] = {}
         for edge, parent_uid in recorded:
             # A spawn records its parent's uid: a session created later under a deleted
             # parent's id is not taken for the parent.
@@ -115,9 +118,11 @@ class _Manifests:
                 parent_uid is None or uids[edge.parent] in (None, parent_uid))
             edge = edge._replace(parent_exists=exists)
             self.edges.setdefault(edge.session, []).append(edge)
-            self.children.setdefault(edge.parent, []).append(edge)
-        for edges in self.children.values():
-            edges.sort(key=lambda r: (r.seq, r.session))
+            below = self.children if exists else self.orphans
+            below.setdefault(edge.parent, []).append(edge)
+        for by_parent in (self.children, self.orphans):
+            for edges in by_parent.values():
+                edges.sort(key=lambda r: (r.seq, r.session))
 
 
 def read_lineage(io: FileIO, root: str, session_ids: Iterable[str],
@@ -138,17 +143,22 @@ def read_lineage(io: FileIO, root: str, session_ids: Iterable[str],
         current = edge.parent
         if not edge.parent_exists:
             break  # the parent is gone: its own parent is not known
+    # A root that is gone (deleted, or its id taken by a session created later) has, as
+    # its tree, the sessions that still hang from it.
+    gone = bool(ancestors) and not ancestors[-1].parent_exists
     return Lineage(session_id, ancestors, _below(graph, session_id), current,
-                   _below(graph, current))
+                   _below(graph, current, gone))
 
 
-def _below(graph: _Manifests, top: str) -> list[Relation]:
-    """Every edge under ``top``, breadth first, each session once."""
+def _below(graph: _Manifests, top: str, gone: bool = False) -> list[Relation]:
+    """Every edge under ``top``, breadth first, each session once; under a ``top`` that
+    is ``gone``, starting from the edges that hang from its id."""
     found: list[Relation] = []
     queue, visited = [top], {top}
     while queue:
         current = queue.pop(0)
-        for edge in graph.children.get(current, []):
+        below = graph.orphans if gone and current == top else graph.children
+        for edge in below.get(current, []):
             if edge.session not in visited:
                 visited.add(edge.session)
                 found.append(edge)

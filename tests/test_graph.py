@@ -152,6 +152,10 @@ def test_a_session_created_later_under_a_deleted_parents_id_is_not_taken_for_it(
     store.delete_session("p")
     store.create_session("p").close()  # a new session, a new uid
     assert store.lineage("c").parent.parent_exists is False
+    # Nor are the old session's children the new one's; they still hang from the id.
+    new = store.lineage("p")
+    assert (new.children, new.descendants, new.tree) == ([], [], [])
+    assert [r.session for r in store.lineage("c").tree] == ["c"]
 
 
 @pytest.mark.parametrize("spawned_by, at_seq, error", [
