@@ -658,10 +658,12 @@ class Store(AsyncStoreMixin):
         self.io.rmtree(trash)
 
     def remove_leftovers(self) -> list[str]:
-        """Remove what interrupted deletes left (``sessions/.trash-*``); return the paths.
-        Safe at any time: a trash folder is no longer any session."""
+        """Remove what interrupted deletes left (``sessions/.trash-*``) and the temp
+        files of interrupted workspace writes (``workspaces/.tmp-*``); return the paths.
+        Safe at any time: a trash folder is no longer any session, and workspace temp
+        files are removed under the lock their writers hold until they rename."""
         sessions = layout.sessions_dir(self.path)
-        removed = []
+        removed = self._workspaces().remove_leftovers()
         for name in self.io.listdir(sessions):
             if name.startswith(layout.TRASH_PREFIX):
                 path = os.path.join(sessions, name)

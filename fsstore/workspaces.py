@@ -488,6 +488,23 @@ class Workspaces:
 
         return self._change(workspace_id, "sessions", change)
 
+    def remove_leftovers(self) -> list[str]:
+        """Remove the temp files writes a crash interrupted left in the folder; return
+        their paths. Under the lock: a temp file of a write in progress is the writer's
+        until its rename, which happens under the lock too."""
+        if not self._folder_exists():
+            return []
+        removed = []
+        with _locked(self.folder, LOCK_TIMEOUT):
+            for name in self.io.listdir(self.folder):
+                if name.startswith(layout.TEMP_PREFIX):
+                    path = os.path.join(self.folder, name)
+                    self.io.unlink(path)
+                    removed.append(path)
+            if removed:
+                self.io.fsync_dir(self.folder)
+        return removed
+
     def dangling(self, workspace_id: str) -> tuple[str, list[str]]:
         """The path of a workspace file and its members whose session does not exist
         (for ``verify``); raises what :func:`read_file` raises."""

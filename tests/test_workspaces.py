@@ -349,13 +349,15 @@ def test_a_symlink_in_place_of_the_folder_is_refused(store, tmp_path):
                for f in store.verify())
 
 
-def test_verify_notes_a_temp_file_a_crash_left(store):
+def test_verify_notes_a_temp_file_a_crash_left_and_remove_leftovers_removes_it(store):
     store.create_workspace("w")
     leftover = os.path.join(store.path, "workspaces", ".tmp-w.json-0123abcd")
     with open(leftover, "w") as handle:
         handle.write("{")
     assert store.workspace("w").id == "w"
     assert [(f.level, f.path) for f in store.verify()] == [("note", leftover)]
+    assert store.remove_leftovers() == [leftover]  # what verify notes, this removes
+    assert store.verify() == [] and store.workspace("w").id == "w"
 
 
 # --- crashes --------------------------------------------------------------------------------
