@@ -110,10 +110,23 @@ def depth_of(value: object) -> int:
     return deepest
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A key given twice would leave the first value silently unread (and a rewrite
+    # would drop it for good): damage, reported.
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        keys = [key for key, _ in pairs]
+        twice = next(key for index, key in enumerate(keys) if key in keys[:index])
+        raise ValueError(f"key {twice!r} appears twice in one object")
+    return data
+
+
 def loads(raw: bytes, path: str) -> Any:
-    """Parse manifest JSON, refusing nesting deeper than MAX_DEPTH (CorruptionError)."""
+    """Parse manifest JSON, refusing nesting deeper than MAX_DEPTH and keys given twice
+    in one object (CorruptionError). NaN and Infinity are read: writers before 1.1 could
+    leave them (section 2)."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_unique_keys)
     except RecursionError:
         # json's scanner gives up cleanly at the interpreter's recursion limit.
         data = None

@@ -275,3 +275,23 @@ def test_a_metadata_record_is_rolled_forward_when_it_is_sound(tmp_path):
     store.open_session("a").close()
     reader = store.read_session("a")
     assert (reader.title, reader.tags, reader.metadata) == ("new", ["y"], {"k": 2})
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda text: text.replace('"tags": []', '"tags": [], "title": "again"'), "twice"),
+    (lambda text: text.replace('"metadata": {}', '"metadata": {"x": {"a": 1, "a": 2}}'),
+     "twice"),
+])
+def test_a_manifest_no_writer_makes_is_damage_reported_not_half_read(tmp_path, edit, reason):
+    # A key given twice would be read as its last value, and lost at the next rewrite.
+    store = fsstore.open_store(tmp_path / "s")
+    store.create_session("s").close()
+    path = os.path.join(store.path, "sessions", "s", "session.json")
+    with open(path) as handle:
+        text = handle.read()
+    assert edit(text) != text
+    with open(path, "w") as handle:
+        handle.write(edit(text))
+    with pytest.raises(CorruptionError, match=reason):
+        store.read_session("s")
+    assert any(f.level == "problem" and f.path == path for f in store.verify())
