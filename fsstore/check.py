@@ -444,6 +444,12 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
                 continue
             report.findings.extend(reader.verify())
     if whole_store:
+        from .lineage import graph_findings  # it imports session_reader, which imports this
+
+        with report.step(sessions, "reading the session graph"):
+            report.findings.extend(graph_findings(
+                store.io, store.path, session_ids or (),
+                lambda parent: store.read_session(parent).head))
         _check_workspaces(store, report)
     return report.findings
 

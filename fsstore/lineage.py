@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import identity, layout, manifest
-from .errors import FsStoreError, InvalidSessionId, InvalidSetting, SeqOutOfRange
+from .errors import Finding, FsStoreError, InvalidSessionId, InvalidSetting, SeqOutOfRange
 from .fsio import FileIO
 from .session_reader import check_seq
 
@@ -164,6 +164,45 @@ def _below(graph: _Manifests, top: str, gone: bool = False) -> list[Relation]:
                 found.append(edge)
                 queue.append(edge.session)
     return found
+
+
+def graph_findings(io: FileIO, root: str, session_ids: Iterable[str],
+                   head_of: Callable[[str], int]) -> list[Finding]:
+    """What ``verify`` reports of the graph of the sessions ``session_ids``: a session
+    whose parents lead back to it (a cycle only a hand edit makes), and a spawn at a seq
+    past its parent's head (``head_of``: the head of a session's log). A parent that is
+    gone is no finding: deleting a parent leaves its children whole by design."""
+    graph = _Manifests(io, root, session_ids)
+    findings = []
+    for session_id, edges in sorted(graph.edges.items()):
+        path = layout.session_manifest_path(layout.session_dir(root, session_id))
+        seen = {session_id}
+        current = edges
+        while current and current[0].parent_exists:
+            parent = current[0].parent
+            if parent == session_id:
+                findings.append(Finding(
+                    "problem", path, None,
+                    "its parents lead back to it (a cycle: only a hand edit makes one); "
+                    "fix parent or spawned_by in the manifests of the cycle"))
+                break
+            if parent in seen:
+                break  # a cycle above this session: reported at the sessions in it
+            seen.add(parent)
+            current = graph.edges.get(parent, [])
+        for edge in edges:
+            if edge.kind is not RelationKind.SPAWNED or not edge.parent_exists:
+                continue
+            try:
+                head = head_of(edge.parent)
+            except (FsStoreError, OSError):
+                continue  # the parent's own check reports it
+            if edge.seq > head:
+                findings.append(Finding(
+                    "problem", path, None,
+                    f"field spawned_by.seq: {edge.seq} is past the head ({head}) of its "
+                    f"parent {edge.parent!r}; a spawn is made at a seq its parent has"))
+    return findings
 
 
 def spawn_record(read_session: Callable[[str], SessionReader], parent_id: object,

@@ -331,3 +331,37 @@ def test_lineage_reads_no_manifest_through_a_symlinked_session_folder(store, tmp
     with pytest.raises(fsstore.CorruptionError):
         store.lineage("c")
     assert store.lineage("p").tree == []  # the symlinked child is not taken for a session
+
+
+def _edit_manifest(store, session_id, change):
+    path = os.path.join(store.path, "sessions", session_id, "session.json")
+    with open(path) as handle:
+        data = json.load(handle)
+    change(data)
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    return path
+
+
+def test_verify_reports_a_hand_made_cycle_and_a_spawn_past_its_parents_head(store):
+    with store.create_session("p") as parent:
+        parent.append({"n": 1})
+    store.create_session("a", spawned_by="p").close()
+    store.create_session("b", spawned_by="a").close()
+    store.create_session("c", spawned_by="p").close()
+    assert [f for f in store.verify() if f.level == "problem"] == []
+    cycle = _edit_manifest(store, "a", lambda d: d["spawned_by"].update(id="b", uid=None, seq=0))
+    late = _edit_manifest(store, "c", lambda d: d["spawned_by"].update(seq=10**9))
+    problems = {(f.path, f.message.split(":")[0]) for f in store.verify()
+                if f.level == "problem"}
+    assert (cycle, "its parents lead back to it (a cycle") in problems
+    assert (late, "field spawned_by.seq") in problems
+    assert len(problems) == 3  # a and b are each in the cycle; c is past p's head
+    assert [r.parent for r in store.lineage("b").ancestors] == ["a"]  # stops at the cycle
+
+
+def test_a_deleted_parent_is_no_finding(store):
+    store.create_session("p").close()
+    store.create_session("c", spawned_by="p").close()
+    store.delete_session("p")
+    assert store.verify() == []
