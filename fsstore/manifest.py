@@ -235,16 +235,18 @@ def iso_to_epoch(value: str | None, path: str, name: str) -> float:
                               path=path) from None
 
 
-def check_version(version: object, path: str) -> None:
-    """Accept ``MAJOR.MINOR`` with a major this code reads; refuse a newer one."""
+def check_version(version: object, path: str, *, major_read: int = FORMAT_MAJOR,
+                  current: str = VERSION, what: str = "format") -> None:
+    """Accept ``MAJOR.MINOR`` with a major this code reads (``major_read``: the store's
+    format by default, or another file's, named by ``what``); refuse a newer one."""
     try:
         major_text, minor_text = str(version).split(".")
         major, _minor = int(major_text), int(minor_text)
     except ValueError:
         raise CorruptionError(f"unreadable format version {version!r}", path=path) from None
-    if major > FORMAT_MAJOR:
+    if major > major_read:
         raise FormatVersionError(
-            f"{path}: written by format version {version}, newer than the {VERSION} this "
+            f"{path}: written by {what} version {version}, newer than the {current} this "
             "fsstore reads; upgrade fsstore to open it (nothing was changed)"
         )
     if major < 1:

@@ -37,7 +37,6 @@ import msgspec
 from . import layout, manifest
 from .errors import (
     CorruptionError,
-    FormatVersionError,
     FsStoreError,
     InvalidMetadata,
     InvalidSessionId,
@@ -167,21 +166,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _check_version(version: object, path: str) -> None:
-    try:
-        major_text, minor_text = str(version).split(".")
-        major, _minor = int(major_text), int(minor_text)
-    except ValueError:
-        raise CorruptionError(f"unreadable format version {version!r}", path=path) from None
-    if major > WORKSPACE_MAJOR:
-        raise FormatVersionError(
-            f"{path}: written by workspace format version {version}, newer than the "
-            f"{WORKSPACE_VERSION} this fsstore reads; upgrade fsstore to open it (nothing "
-            "was changed)")
-    if major < 1:
-        raise CorruptionError(f"unknown format version {version!r}", path=path)
-
-
 def read_file(io: FileIO, path: str, workspace_id: str) -> tuple[dict[str, Any],
                                                                   _WorkspaceFile]:
     """Read and check one workspace file: all of it (unknown keys kept, for a rewrite)
@@ -202,7 +186,8 @@ def read_file(io: FileIO, path: str, workspace_id: str) -> tuple[dict[str, Any],
     if not isinstance(data, dict) or data.get("format") != WORKSPACE_FORMAT:
         raise CorruptionError(f'not a workspace file (no "format": "{WORKSPACE_FORMAT}"); '
                               "restore it from a backup or remove it", path=path)
-    _check_version(data.get("version"), path)
+    manifest.check_version(data.get("version"), path, major_read=WORKSPACE_MAJOR,
+                           current=WORKSPACE_VERSION, what="workspace format")
     decoded = manifest.decode_as(data, _WorkspaceFile, path)
 
     def damaged(message: str) -> CorruptionError:

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 from conftest import tree_snapshot
-from crashsim import VARIANTS, CrashSimIO
 from procs import Child
+from test_crash import crash_states_of
 
 import fsstore
 from fsstore import workspaces as workspaces_module
@@ -361,21 +361,6 @@ def test_verify_notes_a_temp_file_a_crash_left_and_remove_leftovers_removes_it(s
 
 
 # --- crashes --------------------------------------------------------------------------------
-
-
-def crash_states_of(tmp_path, root, action):
-    io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
-    action(fsstore.open_store(root, io=io))
-    return states
 
 
 def test_a_crash_while_creating_or_changing_a_workspace_leaves_the_old_file_or_the_new(
