@@ -23,7 +23,7 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     code, out, _ = run(capsys, "demo", str(tmp_path / "demo"))
     assert code == 0
     store = fsstore.open_store(tmp_path / "demo", create=False)
-    session_id, fork_id = store.session_ids()
+    session_id, fork_id, sub_id = store.session_ids()
     assert f"Recorded session {session_id}" in out and "turns:    3, all finished: True" in out
     reader = store.read_session(session_id)
     turns = reader.get_turns()
@@ -47,12 +47,21 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     attached = [fsstore.BlobRef.parse(o) for o in outputs if isinstance(o, dict)]
     assert len(attached) == 2 and b"FAILURES" in reader.blobs.get(attached[0])
     assert "attachments: 2 tool outputs" in out
+    # A sub-agent spawned in turn 1, and a workspace holding the three sessions.
+    spawned = store.read_session(sub_id).spawned_by
+    assert (spawned.parent, spawned.turn) == (session_id, 1)
+    assert [e.kind for e in store.read_session(sub_id).events()][-1] == "message"
+    assert [r.session for r in store.lineage(session_id).children] == [sub_id, fork_id]
+    assert {m.session_id: m.role for m in store.workspace_sessions("billing-date-fix")} == {
+        session_id: "primary", fork_id: "related", sub_id: "sub-agent"}
+    assert f"sub-agent: {sub_id}, spawned in turn 1" in out
+    assert store.verify() == []
 
 
 def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     run(capsys, "demo", str(tmp_path / "demo"))
     store_path = str(tmp_path / "demo")
-    session_id, fork_id = fsstore.open_store(store_path).session_ids()
+    session_id, fork_id, _sub_id = fsstore.open_store(store_path).session_ids()
 
     code, out, _ = run(capsys, "ls", store_path)
     assert code == 0 and session_id in out and "Fix the failing billing date test" in out

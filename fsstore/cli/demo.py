@@ -12,7 +12,8 @@ import numpy as np
 
 from .. import layout
 from ..session import Session
-from ..store import open_store
+from ..store import Store, open_store
+from ..workspaces import SessionRole
 from ._common import add_command, human_bytes
 
 DEFAULT_PATH = "fsstore-demo"
@@ -104,6 +105,29 @@ def record_demo_session(session: Session) -> None:
     session.finish_turn()
 
 
+def record_sub_agent(store: Store, session: Session) -> Session:
+    """A sub-agent the agent started in turn 1 to find the callers of parse_date: a
+    session of its own, spawned at the seq of the turn it was started in (nothing is
+    written to the parent). Returned closed."""
+    started_at = next(e.seq for e in session.events()
+                      if e.kind == "tool_call" and e.data["name"] == "read_file")
+    sub = store.create_session(f"{session.id}-callers", spawned_by=session.id,
+                               at_seq=started_at, tags=["demo", "sub-agent"],
+                               title="Sub-agent: find the callers of parse_date")
+    with sub:
+        sub.append({"role": "user", "content": "List every caller of "
+                    "billing.dates.parse_date."}, kind="message")
+        sub.append({"id": "call_0001", "name": "grep",
+                    "args": {"pattern": "parse_date(", "path": "."}}, kind="tool_call")
+        sub.append({"call_id": "call_0001", "ok": True,
+                    "output": "billing/export.py:88\nbilling/import.py:41"}, kind="tool_result")
+        sub.append({"role": "assistant", "content": "Two callers: billing/export.py:88 and "
+                    "billing/import.py:41; both pass export dates.", "model": "local-coder-8b",
+                    "usage": {"input_tokens": 388, "output_tokens": 24}}, kind="message")
+        sub.finish_turn()
+    return sub
+
+
 EMBEDDING_DIM = 64
 
 
@@ -146,6 +170,14 @@ def run_demo(args: argparse.Namespace) -> int:
         fork = session.fork(f"{session.id}-alt", at_checkpoint=diagnosed.id,
                             title="Fix the failing billing date test: another approach")
         fork.close()
+        sub = record_sub_agent(store, session)
+    # One workspace groups the task's sessions, each with its part in it.
+    workspace = store.create_workspace(
+        "billing-date-fix", name="Fix the failing billing date test",
+        description="The session, the approach tried from its diagnosis, and its sub-agent.")
+    store.add_to_workspace(workspace.id, session.id, SessionRole.PRIMARY)
+    store.add_to_workspace(workspace.id, fork.id, SessionRole.RELATED)
+    store.add_to_workspace(workspace.id, sub.id, "sub-agent")
     # A runtime drives the session under an execution lease: work queued for it and user
     # input that arrives meanwhile wait in the log for the next turn.
     claim = store.claim_lease(session.id, "demo-runtime", ttl=60)
@@ -187,6 +219,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  lease:    token {claim.lease.token} ({claim.status}, released); "
           f"{len(reader.queue.items())} work item queued, "
           f"{len(reader.inputs.items('pending'))} input pending for the next turn")
+    spawned = store.read_session(sub.id).spawned_by
+    assert spawned is not None
+    print(f"  sub-agent: {sub.id}, spawned in turn {spawned.turn} at seq {spawned.seq}")
+    print(f"  workspace: {workspace.id} groups the {len(store.workspace_sessions(workspace.id))}"
+          " sessions (primary, related, sub-agent)")
     print(f"  sessions: {len(store.session_ids())} in this store")
     print("\nLook at it:")
     store_arg = f"--store {os.path.relpath(store.path)}"
@@ -195,6 +232,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  fsstore {store_arg} cat {info.id} | head -3")
     print(f"  fsstore {store_arg} state {info.id}")
     print(f"  fsstore {store_arg} lineage {info.id}")
+    print(f"  fsstore {store_arg} workspace show {workspace.id}")
     print(f"  fsstore {store_arg} collections {info.id}")
     print(f"  fsstore {store_arg} queue {info.id}")
     print(f"  fsstore {store_arg} inputs {info.id}")
