@@ -366,3 +366,22 @@ def test_search_refuses_a_filter_too_deep_to_read_in_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "--store", str(tmp_path / "s"), "search", "c", "--vector",
                        "[1, 0]", "--filter", deep)
     assert code == 2 and "--filter nests too deep" in err
+
+
+def test_control_characters_a_store_holds_print_escaped_not_raw(tmp_path, capsys):
+    # An escape sequence or a newline in a title, a name or an event must neither drive
+    # the terminal nor fake a line of a listing.
+    store = fsstore.open_store(tmp_path / "s")
+    evil = "evil\x1b[31mRED\nfake-row  99"
+    with store.create_session("a", title=evil, tags=["t\x07"]) as session:
+        session.append({"role": "user", "content": evil}, kind="message")
+    store.create_workspace("w", name=evil, description=evil)
+    outputs = []
+    for argv in (["ls"], ["show", "a"], ["workspace", "show", "w"], ["workspace", "ls"]):
+        code, out, _ = run(capsys, "--store", str(tmp_path / "s"), *argv)
+        assert code == 0
+        outputs.append(out)
+    printed = "".join(outputs)
+    assert "\x1b" not in printed and "\x07" not in printed and "fake-row" in printed
+    assert not any(line.startswith("fake-row") for line in printed.splitlines())
+    assert "\\x1b[31mRED\\nfake-row" in outputs[0]

@@ -113,6 +113,17 @@ def when(ts: float) -> str:
     return _time(ts, "%Y-%m-%d %H:%M")
 
 
+def plain(text: object) -> str:
+    """``text`` safe to print on a terminal: control and other non-printing characters
+    (an escape sequence, a newline in a title) shown escaped (``\\x1b``, ``\\n``), so
+    that what a store holds can neither fake lines of a listing nor drive the terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 def summarize(data: Any, width: int = 100) -> str:
     """A one-line reading of an event: chat messages and tool calls by their usual keys,
     anything else as compact JSON."""
@@ -130,7 +141,7 @@ def summarize(data: Any, width: int = 100) -> str:
             text = _compact(data)
     else:
         text = _compact(data)
-    text = " ".join(text.split())
+    text = plain(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

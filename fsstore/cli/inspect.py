@@ -7,7 +7,7 @@ import sys
 
 from ..errors import FsStoreError, SessionNotFound
 from ..lineage import Relation, RelationKind
-from ._common import add_command, clock, event_json, store_from, summarize, when
+from ._common import add_command, clock, event_json, plain, store_from, summarize, when
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +53,7 @@ def run_ls(args: argparse.Namespace) -> int:
             print(f"{session_id:<{width}}  {'?':>7}  damaged: {exc}")
             continue
         print(f"{info.id:<{width}}  {info.event_count:>7}  {when(info.created):<16}  "
-              f"{when(info.updated):<16}  {info.title or ''}")
+              f"{when(info.updated):<16}  {plain(info.title or '')}")
     if damaged:
         print(f"{damaged} damaged session(s): run `fsstore verify` for details")
     return 1 if damaged else 0
@@ -63,9 +63,9 @@ def run_show(args: argparse.Namespace) -> int:
     store = store_from(args)
     session = store.read_session(args.session)
     info = session.info()
-    print(f"session {info.id}" + (f": {info.title}" if info.title else ""))
+    print(f"session {info.id}" + (f": {plain(info.title)}" if info.title else ""))
     if info.tags:
-        print(f"tags: {', '.join(info.tags)}")
+        print(f"tags: {plain(', '.join(info.tags))}")
     if info.parent is not None:
         print(f"forked from {info.parent.parent} at seq {info.parent.seq}")
     if info.spawned_by is not None:
@@ -82,7 +82,8 @@ def run_show(args: argparse.Namespace) -> int:
         state = "finished" if turn.finished else "not finished"
         print(f"\nturn {turn.number} ({len(turn.events)} events, {state})")
         for event in turn.events:
-            print(f"  #{event.seq:<6} {clock(event.ts)}  {event.kind:<12} {summarize(event.data)}")
+            print(f"  #{event.seq:<6} {clock(event.ts)}  {plain(event.kind):<12} "
+                  f"{summarize(event.data)}")
         for child in spawned.pop(turn.number, []):
             print(f"  spawned {child.session} at seq {child.seq}")
     rest = [child for children in spawned.values() for child in children]

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from ..workspaces import Workspace
-from ._common import add_command, dumps, store_from, when
+from ._common import add_command, dumps, plain, store_from, when
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,9 +89,9 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _print(workspace: Workspace) -> None:
-    print(f"{workspace.id}: {workspace.name}")
+    print(f"{workspace.id}: {plain(workspace.name)}")
     if workspace.description:
-        print(f"  {workspace.description}")
+        print(f"  {plain(workspace.description)}")
     if workspace.metadata:
         print(f"  metadata {dumps(workspace.metadata, sort_keys=True)}")
     print(f"  created {when(workspace.created)}, updated {when(workspace.updated)}")
@@ -147,7 +147,7 @@ def run_ls(args: argparse.Namespace) -> int:
     print(f"{'WORKSPACE':<{width}}  {'SESSIONS':>8}  {'UPDATED':<16}  NAME")
     for workspace in workspaces:
         print(f"{workspace.id:<{width}}  {len(workspace.members):>8}  "
-              f"{when(workspace.updated):<16}  {workspace.name}")
+              f"{when(workspace.updated):<16}  {plain(workspace.name)}")
     return 0
 
 
