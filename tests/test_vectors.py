@@ -874,3 +874,25 @@ def test_store_search_refuses_mixed_metrics_unless_one_is_given(store):
 
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("POSIX only", allow_module_level=True)
+
+
+def test_a_reader_outlasts_a_writer_that_changes_the_collection_during_many_reads(
+        store, monkeypatch):
+    from fsstore.vectors.reader import VectorCollectionReader
+
+    with store.create_session("s") as session:
+        writer = session.create_collection("c", 2)
+        writer.upsert([VectorDocument("d0", [1, 0])])
+        replay = VectorCollectionReader._replay
+        collisions = []
+
+        def colliding_replay(self, reader):
+            if len(collisions) < 12:  # a seal inside each of the first 12 reads
+                collisions.append(len(collisions))
+                writer.upsert([VectorDocument(f"d{len(collisions)}", [1, 0])])
+                writer.seal()
+            return replay(self, reader)
+
+        monkeypatch.setattr(VectorCollectionReader, "_replay", colliding_replay)
+        reader = store.read_session("s").collection("c")
+        assert len(collisions) == 12 and reader.count() == 13

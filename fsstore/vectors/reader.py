@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,9 @@ from .validate import Row, as_list, as_vectors, check_id, check_k, check_score_b
 
 #: What a writer has and a reader lacks; a reader names them when one is asked for.
 _WRITE_METHODS = frozenset({"upsert", "delete", "sync", "seal", "compact"})
+
+
+_READ_ATTEMPTS = 30  # reads of a collection a writer keeps changing (see _load_for_reading)
 
 
 class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
@@ -171,8 +175,14 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
 
     def _load_for_reading(self, wal_path: str) -> None:
         # A writer may seal or merge meanwhile and remove files (once no state names
-        # them) or move the log's start; seeing either, read again.
-        for attempt in range(5):
+        # them) or move the log's start; seeing either, read again. A writer sealing
+        # continuously can change the collection inside every read on a busy machine:
+        # the reads back off (up to about a second in all) so that one fits between two
+        # seals, rather than failing a reader of a collection that is only busy. What
+        # fails while the collection did not change is damage: raised at once.
+        for attempt in range(_READ_ATTEMPTS):
+            if attempt:
+                time.sleep(min(0.0005 * 2 ** attempt, 0.05))
             self._read_manifest()
             generation = self._generation
             try:
@@ -180,11 +190,12 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                 tail = reader.tail()
                 self._open_state(tail.log_start, tail.head)
                 self._replay(reader)
-                self._read_manifest()
             except (FileNotFoundError, CorruptionError):
-                if attempt == 4:
+                self._read_manifest()
+                if self._generation == generation or attempt == _READ_ATTEMPTS - 1:
                     raise
                 continue
+            self._read_manifest()
             if self._generation == generation:
                 return
         raise CorruptionError("the collection kept changing while being read; try again",
