@@ -178,8 +178,9 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         # them) or move the log's start; seeing either, read again. A writer sealing
         # continuously can change the collection inside every read on a busy machine:
         # the reads back off (up to about a second in all) so that one fits between two
-        # seals, rather than failing a reader of a collection that is only busy. What
-        # fails while the collection did not change is damage: raised at once.
+        # seals, rather than failing a reader of a collection that is only busy. A read
+        # that fails is tried five times at most.
+        failures = 0
         for attempt in range(_READ_ATTEMPTS):
             if attempt:
                 time.sleep(min(0.0005 * 2 ** attempt, 0.05))
@@ -190,12 +191,12 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                 tail = reader.tail()
                 self._open_state(tail.log_start, tail.head)
                 self._replay(reader)
-            except (FileNotFoundError, CorruptionError):
                 self._read_manifest()
-                if self._generation == generation or attempt == _READ_ATTEMPTS - 1:
+            except (FileNotFoundError, CorruptionError):
+                failures += 1
+                if failures == 5 or attempt == _READ_ATTEMPTS - 1:
                     raise
                 continue
-            self._read_manifest()
             if self._generation == generation:
                 return
         raise CorruptionError("the collection kept changing while being read; try again",
