@@ -244,6 +244,37 @@ class WriteFailed(FsStoreError, OSError):
     """
 
 
+# --- Messages ---------------------------------------------------------------------------
+
+
+class InvalidMessage(InvalidInput):
+    """Raised when a message is not what the messages API stores: an unknown role or
+    part type, a field of the wrong type, metadata that is not JSON, an inline file over
+    ``INLINE_FILE_LIMIT`` (put it in a blob and give its ``BlobRef``), or a tool result
+    whose call id no earlier tool call has (pass ``orphan=True`` on the part to store it
+    anyway). ``field`` names the field (``parts[2].call_id``). Nothing is written: fix
+    the message."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class MessageNotFound(FsStoreError, KeyError):
+    """Raised when a message id names no message of the session (never appended, or
+    deleted; ``history(id)`` still lists a deleted one's versions). Nothing was
+    written."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MessageExists(FsStoreError, FileExistsError):
+    """Raised when appending a message under an id the session already has (or had:
+    ids are never reused, not even after a delete). Nothing is written: edit that
+    message, or leave the id out and let the store make one."""
+
+
 # --- Workspaces -------------------------------------------------------------------------
 
 
