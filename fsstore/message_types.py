@@ -20,7 +20,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import msgspec
 
@@ -156,7 +156,7 @@ class DataPart(_Part, tag="data"):
     data: Any = None
 
 
-MessagePart = Union[TextPart, ReasoningPart, ToolCallPart, ToolResultPart, FilePart, DataPart]
+MessagePart = TextPart | ReasoningPart | ToolCallPart | ToolResultPart | FilePart | DataPart
 
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -209,7 +209,7 @@ class StoredMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _stored_decoder = msgspec.msgpack.Decoder(StoredMessage, ext_hook=refuse_msgpack_ext)
-_ID = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_ID_LENGTH)
+_ID = re.compile(r"[^\x00-\x1f\x7f]{1," + str(MAX_ID_LENGTH) + "}")
 _PATH = re.compile(r"at `\$\.?(.*)`$")
 
 
