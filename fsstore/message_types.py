@@ -38,7 +38,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 Finish = Literal["stop", "length", "tool_calls", "content_filter", "error", "other"]
 
 
-class MessageRole(enum.StrEnum):
+class MessageRole(str, enum.Enum):
     """Who wrote a message. The values are the strs a message's ``role`` holds."""
 
     SYSTEM = "system"
@@ -47,7 +47,7 @@ class MessageRole(enum.StrEnum):
     TOOL = "tool"
 
 
-class FinishReason(enum.StrEnum):
+class FinishReason(str, enum.Enum):
     """Why a model stopped writing a message."""
 
     STOP = "stop"
