@@ -41,6 +41,7 @@ from .errors import (
     InvalidEvent,
     InvalidFilter,
     InvalidInput,
+    InvalidMessage,
     InvalidMetadata,
     InvalidQuery,
     InvalidSeq,
@@ -50,6 +51,8 @@ from .errors import (
     InvalidWorkspace,
     InvalidWorkspaceId,
     LeaseLost,
+    MessageExists,
+    MessageNotFound,
     NotAFolder,
     NotARegularFile,
     NotAStore,
@@ -77,6 +80,23 @@ from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
 from .lineage import Lineage, Relation, RelationKind
 from .log_format import Event
 from .log_writer import Durability
+from .message_types import (
+    INLINE_FILE_LIMIT,
+    CostInfo,
+    DataPart,
+    FilePart,
+    FinishReason,
+    Message,
+    MessageMetadata,
+    MessagePart,
+    MessageRole,
+    ReasoningPart,
+    TextPart,
+    TokenUsage,
+    ToolCallPart,
+    ToolResultPart,
+)
+from .messages import MESSAGE_RECORD, Messages, MessagesReader, MessageVersion
 from .session import (
     METADATA_RECORD,
     TURN_FINISHED,
@@ -92,6 +112,7 @@ from .session_reader import SpawnOrigin
 from .snapshot import CheckpointInfo, SnapshotPolicy
 from .state import STATE_RECORD
 from .store import Store, find_store, open_store
+from .usage import ExecutionStats, UsageTotals
 from .vectors import (
     CollectionInfo,
     DistanceMetric,
@@ -216,4 +237,27 @@ __all__ = [
     "afind_store",
     "aopen_store",
     "open_store",
+    "INLINE_FILE_LIMIT",
+    "MESSAGE_RECORD",
+    "CostInfo",
+    "DataPart",
+    "ExecutionStats",
+    "FilePart",
+    "FinishReason",
+    "InvalidMessage",
+    "Message",
+    "MessageExists",
+    "MessageMetadata",
+    "MessageNotFound",
+    "MessagePart",
+    "MessageRole",
+    "MessageVersion",
+    "Messages",
+    "MessagesReader",
+    "ReasoningPart",
+    "TextPart",
+    "TokenUsage",
+    "ToolCallPart",
+    "ToolResultPart",
+    "UsageTotals",
 ]

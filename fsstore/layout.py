@@ -12,6 +12,7 @@ A store on disk (see docs/FORMAT.md)::
           session.json                session manifest: title, tags, metadata
           writer.lock                 the writer lock (flock; left on disk)
           lease                       the execution lease: owner, fencing token, expiry
+          messages.idx                where each message record is (a cache of the log)
           log/
             00000000000000000001.fslog   segments, named by their first seq
             00000000000000004711.fslog
@@ -45,6 +46,7 @@ SESSIONS_DIR = "sessions"
 SESSION_MANIFEST = "session.json"
 WRITER_LOCK = "writer.lock"
 LEASE_FILE = "lease"
+MESSAGE_INDEX = "messages.idx"
 LOG_DIR = "log"
 SEGMENT_SUFFIX = ".fslog"
 TORN_SUFFIX = ".torn"
@@ -177,6 +179,10 @@ def session_dir(root: str, session_id: str) -> str:
 
 def session_manifest_path(session_path: str) -> str:
     return os.path.join(session_path, SESSION_MANIFEST)
+
+
+def message_index_path(session_path: str) -> str:
+    return os.path.join(session_path, MESSAGE_INDEX)
 
 
 def writer_lock_path(session_path: str) -> str:

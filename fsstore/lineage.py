@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from . import identity, layout, manifest
 from .errors import Finding, FsStoreError, InvalidSessionId, InvalidSetting, SeqOutOfRange
 from .fsio import FileIO
-from .session_reader import check_seq
+from .log_format import check_seq
 
 if TYPE_CHECKING:
     from .session_reader import SessionReader

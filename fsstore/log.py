@@ -26,7 +26,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import layout
 from .errors import CorruptionError, Finding, FormatVersionError
@@ -440,6 +440,52 @@ class LogReader:
             first, offset, expect = scan.expect_seq, SEGMENT_HEADER_SIZE, scan.expect_seq
             del scan, buf
 
+    def read_frames(self, first_seq: int, start: int, end: int) -> list[Frame]:
+        """The frames in bytes ``start`` to ``end`` of segment ``first_seq``, decoded, in
+        one read: what the message index points at. Raises CorruptionError naming the
+        file and offset when those bytes are not whole checksum-valid frames (the
+        caller's positions are wrong, or the segment is damaged), FileNotFoundError when
+        the segment is gone (a clear)."""
+        path = self.segment_path(first_seq)
+        fd = self.io.open(path, os.O_RDONLY)
+        try:
+            raw = self.io.pread(fd, end - start, start) if end > start else b""
+        finally:
+            self.io.close(fd)
+        frames = list(_walk_frames(raw, path, start, first_seq))
+        if len(raw) != end - start or sum(frame.size for frame in frames) != end - start:
+            walked = start + sum(frame.size for frame in frames)
+            raise CorruptionError(f"no whole record at byte {walked} (bytes {start} to {end} "
+                                  "were expected to hold whole records)", path=path,
+                                  offset=walked)
+        return frames
+
+    def frames_from(self, position: LogPosition, marker: bytes | None = None
+                    ) -> Iterator[Frame]:
+        """The frames from ``position`` (a frame boundary) to the end of the log, segment
+        after segment, decoding only those whose payload holds ``marker``. Stops at the
+        first bytes that are not a whole checksum-valid frame of the next seq: a torn
+        tail, or damage, which the checked reads (``events``, ``check``) report."""
+        segment, offset, _ = position
+        while True:
+            path = self.segment_path(segment)
+            try:
+                fd = self.io.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                size = min(self.io.size(fd), MAX_SEGMENT_FILE)
+                raw = self.io.pread(fd, size - offset, offset) if offset < size else b""
+            finally:
+                self.io.close(fd)
+            next_seq = None
+            for frame in _walk_frames(raw, path, offset, segment, marker):
+                next_seq = frame.first_seq + frame.event_count
+                yield frame
+            if next_seq is None or not self.io.exists(self.segment_path(next_seq)):
+                return
+            segment, offset = next_seq, SEGMENT_HEADER_SIZE
+
     def first_turn(self, first_seq: int) -> int | None:
         """The turn of a segment's first record, None if it has none yet. Cached: a
         record, once written, never changes."""
@@ -531,6 +577,41 @@ class LogReader:
                     "mid-append); readers ignore it, the next writer sets it aside"))
             expect = scan.expect_seq
         return findings
+
+
+class Frame(NamedTuple):
+    """One frame read at a known place: segment ``segment``, bytes ``offset`` to
+    ``offset + size``; ``entries`` is None when it was not decoded."""
+
+    segment: int
+    offset: int
+    size: int
+    first_seq: int
+    event_count: int
+    ts: float
+    turn: int
+    entries: list[tuple[str, Any]] | None
+
+
+def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
+                 marker: bytes | None = None) -> Iterator[Frame]:
+    """The whole checksum-valid frames at the start of ``raw`` (file bytes from
+    ``origin``), until the first bytes that are not one."""
+    view, off, limit = memoryview(raw), 0, len(raw)
+    expect: int | None = None
+    while True:
+        frame = _parse_frame(raw, view, off, limit)
+        if frame is None or (expect is not None and frame.first_seq != expect):
+            return
+        size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+        ts, turn, entries = 0.0, 0, None
+        if marker is None or raw.find(marker, off + FRAME_HEADER_SIZE, off + size) >= 0:
+            ts, turn, entries = decode_payload(frame.payload, frame.event_count, path,
+                                               origin + off)
+        yield Frame(segment, origin + off, size, frame.first_seq, frame.event_count, ts,
+                    turn, entries)
+        expect = frame.first_seq + frame.event_count
+        off += size
 
 
 def _reason(exc: Exception) -> str:

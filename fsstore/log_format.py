@@ -32,7 +32,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 from crc32c import crc32c
 
-from .errors import CorruptionError, FormatVersionError, InvalidEvent, RecordTooLarge
+from .errors import CorruptionError, FormatVersionError, InvalidEvent, InvalidSeq, RecordTooLarge
 from .nesting import MAX_NESTING, too_deep
 from .segment_header import SEGMENT_HEADER_SIZE, check_synced
 
@@ -339,3 +339,10 @@ class SegmentScan:
                 f"{self.origin + later.offset}); {later.offset - off} bytes cannot be read",
                 path=self.path, offset=at)
         self.torn_at = at
+
+
+def check_seq(seq: object, name: str = "seq") -> int:
+    """``seq`` if it is an int >= 0 (a seq some session may have); InvalidSeq if not."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise InvalidSeq(f"{name} must be an int >= 0, not {seq!r}")
+    return seq

@@ -299,6 +299,8 @@ class LogWriter:
                 self.head += len(entries)
                 self.bytes_appended += size
                 self._last_crc = frame[:4]
+                #: Where the last batch went: (segment, byte offset, size).
+                self.last_frame = (self.segment, self._end - size, size)
                 if entries[-1][0] not in self.neutral_kinds:
                     self.last_turn, self.last_kind = turn, entries[-1][0]
                     self.significant_head = self.head
@@ -543,6 +545,18 @@ class LogWriter:
                 (size,) = _U32.unpack(self.io.pread(fd, 4, self._end - TRAILER_SIZE))
                 self._last_crc = self.io.pread(fd, 4, self._end - size)
             return LogPosition(self.segment, self._end, _U32.unpack(self._last_crc)[0])
+
+    def position_of_last_frame(self) -> tuple[int, int, int] | None:
+        """(segment, byte offset, size) of the active segment's last frame; None while
+        it has none."""
+        with self.lock:
+            if self._end == SEGMENT_HEADER_SIZE:
+                return None
+            self._write_pending()
+            fd = self._fd
+            assert fd is not None
+            (size,) = _U32.unpack(self.io.pread(fd, 4, self._end - TRAILER_SIZE))
+            return self.segment, self._end - size, size
 
     def roll_over(self, log_start: int | None = None) -> None:
         """Seal the active segment now, if it holds any record, and start the next one.

@@ -11,11 +11,13 @@ title, tags and metadata in session.json are ``session_metadata.py``.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from . import clock, identity, layout, vectors
@@ -27,6 +29,7 @@ from .errors import (
     CheckpointNotFound,
     CorruptionError,
     FormatVersionError,
+    FsStoreError,
     InvalidEvent,
     InvalidMetadata,
     InvalidSetting,
@@ -36,13 +39,17 @@ from .errors import (
 )
 from .fsio import FileIO
 from .lease import Lease
-from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE
+from .log import Frame
+from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, LogWriter
+from .message_index import MessageIndex
+from .messages import Messages, message_rows
 from .session_metadata import METADATA_FIELDS, METADATA_RECORD
-from .session_reader import ForkOrigin, SessionInfo, SessionReader, check_seq
+from .session_reader import ForkOrigin, SessionInfo, SessionReader
 from .snapshot import CHECKPOINT_KINDS, CheckpointInfo, SnapshotPolicy
 from .state import STATE_RECORD, StateImage, copy_value, normalize_ops
 from .turns import (
+    MESSAGE_RECORD,
     NEUTRAL_KINDS,
     RESERVED_KIND_PREFIX,
     TURN_FINISHED,
@@ -52,6 +59,7 @@ from .turns import (
     check_revision_arg,
 )
 from .unset import UNSET
+from .usage import UsageFold
 from .vectors import DistanceMetric, VectorCollection
 from .work import INPUT_RECORD, QUEUE_RECORD, Build, TurnInputs, WorkQueue
 from .writer_access import WriterAccess
@@ -176,6 +184,8 @@ class Session(SessionReader, AsyncSessionMixin):
         self.queue: WorkQueue = WorkQueue(ingress)
         #: User input that arrives while a turn runs: submit, then claim in the next turn.
         self.inputs: TurnInputs = TurnInputs(ingress)
+        #: The session's conversation: append, edit and delete messages, and read them.
+        self.messages: Messages = Messages(SessionMessages(self))
 
     # --- queue and input ingress (what ``SessionIngress`` runs) ---
 
@@ -204,8 +214,10 @@ class Session(SessionReader, AsyncSessionMixin):
     def _inputs_claimed(self, turn: int, ids: list[int]) -> None:
         self._claimed_inputs = (turn, ids)  # finish_turn consumes them
 
-    def _fold(self, first: int, entries: list[tuple[str, Any]], ts: float) -> None:
-        """Fold appended queue and input records into the loaded image."""
+    def _fold(self, first: int, entries: list[tuple[str, Any]], ts: float,
+              turn: int = 0) -> None:
+        """Fold appended queue, input, message and turn_finished records into the
+        loaded image."""
         image = self._image
         if image is None:
             return
@@ -214,6 +226,65 @@ class Session(SessionReader, AsyncSessionMixin):
                 image.work.apply(first + offset, ts, data)
             elif kind == INPUT_RECORD:
                 image.inputs.apply(first + offset, ts, data)
+            elif kind == MESSAGE_RECORD:
+                image.usage.apply(ts, turn, data)
+            elif kind == TURN_FINISHED:
+                image.usage.turn_finished(ts, turn)
+
+    # --- messages (what ``messages.Messages`` writes and reads through) ---
+
+    @contextlib.contextmanager
+    def _message_index(self) -> Iterator[MessageIndex]:
+        """The message index, under the writer's lock, brought up to the log: rows the
+        file lacks (a crash fell between a batch and its rows) are written."""
+        with self._access.writing(False), self._writer.lock:
+            yield self._fresh_message_index()
+
+    def _fresh_message_index(self) -> MessageIndex:
+        writer = self._writer
+        writer.check_usable()
+        writer.flush()
+        index = self._message_index_file
+        index.refresh(writer.head, writer.log_start, writer=True)
+        return index
+
+    @_writes()
+    def _append_messages(
+        self, build: Callable[[MessageIndex], list[dict[str, Any]]], turn: int | None,
+    ) -> tuple[int, float, int]:
+        """Append the message records ``build`` makes from the fresh index (it raises
+        to refuse them, before anything is written) as one batch, then their index rows;
+        return the first seq, the batch's ts and its turn."""
+        writer = self._writer
+        with writer.lock:
+            index = self._fresh_message_index()
+            entries = [(MESSAGE_RECORD, record) for record in build(index)]
+            number = self._resolve_turn(turn)
+            stamp = time.time()
+            first = writer.append(entries, number, stamp)
+            # The rows point at the frame: it must be in the segment file before they
+            # are (durability "none" buffers frames in memory).
+            writer.flush()
+            segment, offset, size = writer.last_frame
+            frame = Frame(segment, offset, size, first, len(entries), stamp, number, None)
+            try:
+                index.add_rows(message_rows(index, first, entries, frame), write=True)
+            except OSError as exc:
+                # The batch is in the log, which is the authority: the next refresh
+                # indexes it from there.
+                state_module.logger.warning("session %r: message index write failed: %s",
+                                            self.id, exc)
+                index.forget()
+            self._fold(first, entries, stamp, number)
+            if self._snapshot_due():
+                self._auto_snapshot()
+            return first, stamp, number
+
+    def _usage_fold(self, at_seq: int | None) -> UsageFold:
+        if at_seq is None:
+            with self._access.writing(False), self._writer.lock:
+                return copy.deepcopy(self._loaded().usage)  # appends go on meanwhile
+        return super()._usage_fold(at_seq)
 
     @_writes(fenced=False)
     def _view(self) -> StateImage:
@@ -369,8 +440,9 @@ class Session(SessionReader, AsyncSessionMixin):
                                                    "turn": number}))
                 entries.append((TURN_FINISHED, {}))
                 stamp = time.time()
-                first = self._writer.append(entries, self._resolve_turn(number), stamp)
-                self._fold(first, entries, stamp)
+                resolved = self._resolve_turn(number)
+                first = self._writer.append(entries, resolved, stamp)
+                self._fold(first, entries, stamp, resolved)
                 self._claimed_inputs = None
             if self.durability.syncs:
                 self._writer.sync()
@@ -747,9 +819,30 @@ class Session(SessionReader, AsyncSessionMixin):
         try:
             for opened in self._collections.values():
                 opened.close()
+            self._mark_messages_indexed()
             self._access.close_writer()
         finally:
+            self._message_index_file.close()
             self._access.release()
+
+    def _mark_messages_indexed(self) -> None:
+        """Let the message index say it covers the log up to the head, so that readers
+        need not read the records after the last message to learn they hold none. A
+        cache: a failure is logged, not raised."""
+        writer = self._writer
+        index = self._message_index_file
+        if writer.closed or writer.failed or index.row_count == 0:
+            return
+        try:
+            with self._access.writing(False), writer.lock:
+                index = self._fresh_message_index()
+                last = writer.position_of_last_frame()
+                if last is not None and writer.head > index.last_seq:
+                    segment, offset, size = last
+                    index.mark(writer.head, Frame(segment, offset, size, 0, 0, 0.0, 0, None))
+        except (OSError, FsStoreError) as exc:
+            state_module.logger.warning("session %r: message index mark failed: %s",
+                                        self.id, exc)
 
     @property
     def closed(self) -> bool:
@@ -763,6 +856,22 @@ class Session(SessionReader, AsyncSessionMixin):
 
     def __repr__(self) -> str:
         return f"<fsstore.Session {self.id!r} head={self.head} path={self.path!r}>"
+
+
+class SessionMessages:
+    """A session's side of its messages (``messages.MessageWriterHost``): what
+    :class:`Messages` writes and reads through. Internal."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def index(self) -> contextlib.AbstractContextManager[MessageIndex]:
+        return self._session._message_index()
+
+    def append_records(
+        self, build: Callable[[MessageIndex], list[dict[str, Any]]], turn: int | None,
+    ) -> tuple[int, float, int]:
+        return self._session._append_messages(build, turn)
 
 
 class SessionIngress:

@@ -7,6 +7,7 @@ collections and attachments, composed, without any lock.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 from . import identity, layout, manifest, vectors
 from . import state as state_module
 from .aio import AsyncSessionReaderMixin
+from .aio_messages import AsyncUsageMixin
 from .blobs import BlobReader, link_blobs
 from .check import SessionParts, check_session
 from .errors import (
@@ -25,26 +27,29 @@ from .errors import (
     CorruptionError,
     Finding,
     FormatVersionError,
-    InvalidSeq,
     InvalidSetting,
     SeqOutOfRange,
 )
 from .fsio import FileIO
+from .identity import NO_UID
 from .log import LogReader, LogTail
-from .log_format import Event
+from .log_format import Event, check_seq
 from .log_writer import copy_log_prefix
+from .message_index import MessageIndex
+from .messages import MessagesReader
 from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
 from .state import Loaded, StateImage
 from .turns import (
-    RESERVED_KIND_PREFIX,
     Revision,
     Turn,
     callers_events,
+    is_callers,
     read_turn,
     read_turns,
     revision_of,
 )
+from .usage import ExecutionStats, UsageFold, UsageTotals, check_usage_by
 from .vectors import CollectionInfo, VectorCollectionReader
 from .watch import LogCleared, Notifier, SessionWatcher
 from .work import TurnInputsReader, WorkQueueReader
@@ -93,7 +98,7 @@ class SessionInfo:
     spawned_by: SpawnOrigin | None = None
 
 
-class SessionReader(AsyncSessionReaderMixin):
+class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin):
     """Read access to one session: its metadata, events and turns. Takes no lock."""
 
     def __init__(self, io: FileIO, path: str, session_id: str,
@@ -119,6 +124,10 @@ class SessionReader(AsyncSessionReaderMixin):
         self.queue: WorkQueueReader = WorkQueueReader(folds)
         #: The session's turn inputs, as the log has them: ``inputs.items(status)``.
         self.inputs: TurnInputsReader = TurnInputsReader(folds)
+        self._message_index_file = MessageIndex(
+            io, path, self._log, NO_UID if self.identity is None else self.identity.uid)
+        #: The session's conversation: ``messages.last(50)``, ``messages.get(id)``, ...
+        self.messages: MessagesReader = MessagesReader(ReaderMessages(self))
 
     # --- metadata ---
 
@@ -227,7 +236,7 @@ class SessionReader(AsyncSessionReaderMixin):
         self._before_read()
         if last is not None:
             def callers(event: Event) -> bool:
-                return not event.kind.startswith(RESERVED_KIND_PREFIX)
+                return is_callers(event.kind)
             keep = None if include_internal else callers
             return iter(self._log.last_events(last, after_seq, until_seq, keep))
         if include_internal:
@@ -274,6 +283,35 @@ class SessionReader(AsyncSessionReaderMixin):
         if callback is not None:
             watcher.start(callback)
         return watcher
+
+    # --- messages ---
+
+    @contextlib.contextmanager
+    def _message_index(self) -> Iterator[MessageIndex]:
+        """The message index, brought up to the log's end (``messages.py`` reads it)."""
+        self._before_read()
+        tail = self._log.tail()
+        index = self._message_index_file
+        index.refresh(tail.head, tail.log_start, writer=False)
+        yield index
+
+    def usage(self, *, by: str | None = None, at_seq: int | None = None
+              ) -> dict[str, UsageTotals]:
+        """Tokens and cost of the session's messages: all under ``""``, or keyed by
+        ``by="model"`` or ``by="day"`` (UTC). A fold of the log kept in snapshots, so it
+        costs a state load. ``at_seq`` as for ``state_at``."""
+        check_usage_by(by)
+        return self._usage_fold(at_seq).totals(by)
+
+    def stats(self, *, at_seq: int | None = None) -> ExecutionStats:
+        """The session's execution statistics: messages by role, tool calls and tool
+        errors, tokens and cost, finished turns and their wall time."""
+        return self._usage_fold(at_seq).stats()
+
+    def _usage_fold(self, at_seq: int | None) -> UsageFold:
+        if at_seq is None:
+            return self._load_state().image.usage
+        return self._load_state(check_seq(at_seq, "at_seq"), past=True).image.usage
 
     # --- queued work and turn inputs ---
 
@@ -435,6 +473,16 @@ class _ReaderFolds:
         return self._reader._view()
 
 
+class ReaderMessages:
+    """A reader's side of its messages (``messages.MessageHost``). Internal."""
+
+    def __init__(self, reader: SessionReader) -> None:
+        self._reader = reader
+
+    def index(self) -> contextlib.AbstractContextManager[MessageIndex]:
+        return self._reader._message_index()
+
+
 def copy_history(reader: SessionReader, dest: str, *, at_seq: int | None = None,
                  at_checkpoint: str | None = None,
                  uid: identity.Identity | None = None) -> ForkOrigin:
@@ -458,10 +506,3 @@ def check_events_args(after_seq: object, until_seq: object, limit: object,
     if limit is not None and last is not None:
         raise InvalidSetting("events() takes limit (the first N events) or last (the last N), "
                              "not both")
-
-
-def check_seq(seq: object, name: str = "seq") -> int:
-    """``seq`` if it is an int >= 0 (a seq some session may have); InvalidSeq if not."""
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise InvalidSeq(f"{name} must be an int >= 0, not {seq!r}")
-    return seq

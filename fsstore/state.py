@@ -28,6 +28,8 @@ from .fsio import FileIO
 from .log import LogPosition, LogReader
 from .log_format import Event, refuse_msgpack_ext
 from .snapshot import SnapshotDir, SnapshotFile
+from .turns import MESSAGE_RECORD, TURN_FINISHED
+from .usage import UsageBody, UsageFold
 from .work import INPUT_RECORD, QUEUE_RECORD, InputState, RecordError, WorkState, decode_record
 
 logger = logging.getLogger("fsstore")
@@ -35,8 +37,10 @@ logger = logging.getLogger("fsstore")
 STATE_RECORD = "fsstore.state"
 #: Frames holding none of the store's own records are skipped unread by a state replay.
 RECORD_MARKER = b"fsstore."
-#: The record kinds an image folds: the state, the work queue, the turn inputs.
-FOLDED_KINDS = frozenset((STATE_RECORD, QUEUE_RECORD, INPUT_RECORD))
+#: The record kinds an image folds: the state, the work queue, the turn inputs, and the
+#: usage of messages and turns.
+FOLDED_KINDS = frozenset((STATE_RECORD, QUEUE_RECORD, INPUT_RECORD, MESSAGE_RECORD,
+                          TURN_FINISHED))
 DEFAULT_COMMIT_ID_WINDOW = 10_000
 
 _encoder = msgspec.msgpack.Encoder()
@@ -115,6 +119,7 @@ class ImageBody(msgspec.Struct, frozen=True):
     commits: list[tuple[str, int, int]] = []
     queue: Any = None
     inputs: Any = None
+    usage: UsageBody | None = None
 
 
 class CommitRecord(NamedTuple):
@@ -124,12 +129,13 @@ class CommitRecord(NamedTuple):
 
 class StateImage:
     """The fold of a log's records up to ``seq``: the state, the ids of the last
-    ``window`` commits, the work queue and the turn inputs."""
+    ``window`` commits, the work queue, the turn inputs and the messages' usage."""
 
     def __init__(self, seq: int, log_start: int, window: int = DEFAULT_COMMIT_ID_WINDOW,
                  state: dict[str, Any] | None = None,
                  commits: Iterable[tuple[str, int, int]] = (),
-                 work: WorkState | None = None, inputs: InputState | None = None) -> None:
+                 work: WorkState | None = None, inputs: InputState | None = None,
+                 usage: UsageFold | None = None) -> None:
         self.seq = seq
         self.log_start = log_start
         self.window = window
@@ -138,6 +144,7 @@ class StateImage:
             (cid, CommitRecord(first, last)) for cid, first, last in commits)
         self.work = work or WorkState()
         self.inputs = inputs or InputState()
+        self.usage = usage or UsageFold()
 
     def apply_ops(self, ops: list[list[Any]]) -> None:
         """Apply normalised ops (see :func:`normalize_ops`)."""
@@ -169,6 +176,12 @@ class StateImage:
             if event.kind == INPUT_RECORD:
                 self.inputs.apply(event.seq, event.ts, data)
                 return
+            if event.kind == MESSAGE_RECORD:
+                self.usage.apply(event.ts, event.turn, data)
+                return
+            if event.kind == TURN_FINISHED:
+                self.usage.turn_finished(event.ts, event.turn)
+                return
             record = decode_record(data, StateRecord)
             self.apply_ops([[op.__struct_config__.tag, *msgspec.structs.astuple(op)]
                             for op in record.ops])
@@ -188,6 +201,8 @@ class StateImage:
             body["queue"] = self.work.body()
         if self.inputs.items:
             body["inputs"] = self.inputs.body()
+        if not self.usage.is_empty():
+            body["usage"] = self.usage.body()
         return body
 
     @classmethod
@@ -199,10 +214,11 @@ class StateImage:
             work = WorkState.from_body(body.queue)
             part = "inputs"
             inputs = InputState.from_body(body.inputs)
+            usage = UsageFold.from_body(body.usage)
         except RecordError as exc:
             raise CorruptionError(f"snapshot {part} is malformed: {exc}", path=path) from None
         return cls(file.header.seq, file.header.log_start, window, body.state,
-                   body.commits, work, inputs)
+                   body.commits, work, inputs, usage)
 
 class Loaded(NamedTuple):
     image: StateImage

@@ -41,12 +41,12 @@ from .lease import (
     check_ttl,
 )
 from .lineage import Lineage, read_lineage, spawn_record
-from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE
+from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, check_settings, write_tail_hint
 from .segment_header import encode_segment_header
 from .session import Session
 from .session_metadata import new_manifest
-from .session_reader import SessionInfo, SessionReader, check_seq, copy_history
+from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
 from .unset import UNSET
 from .vectors import (

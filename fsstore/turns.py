@@ -24,6 +24,15 @@ from .work import INPUT_RECORD, QUEUE_RECORD
 RESERVED_KIND_PREFIX = "fsstore."
 #: The record ``finish_turn`` appends: the turn's close barrier, visible in the log.
 TURN_FINISHED = "fsstore.turn_finished"
+#: A message of the messages API (``messages.py``): the store writes it, so that it
+#: always fits its schema, but it is the caller's content, and reads return it.
+MESSAGE_RECORD = "fsstore.message"
+
+
+def is_callers(kind: str) -> bool:
+    """Whether a record of ``kind`` is the caller's: an event it appended, or a
+    message; not one of the store's own records."""
+    return not kind.startswith(RESERVED_KIND_PREFIX) or kind == MESSAGE_RECORD
 #: Record kinds from outside the session's turns: they belong to no turn, do not move
 #: its current turn, and do not move the revision a commit is checked against.
 NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, LEASE_RECORD))
@@ -54,7 +63,7 @@ class Revision(NamedTuple):
 
 def callers_events(events: Iterable[Event], limit: int | None) -> Iterator[Event]:
     """The events whose kind is not the store's own, at most ``limit`` of them."""
-    found = (event for event in events if not event.kind.startswith(RESERVED_KIND_PREFIX))
+    found = (event for event in events if is_callers(event.kind))
     return found if limit is None else itertools.islice(found, max(limit, 0))
 
 
@@ -85,7 +94,7 @@ def read_turn(log: LogReader, number: int, include_internal: bool) -> Turn | Non
         found = True
         if kind == TURN_FINISHED:
             finished = True
-        elif include_internal or not kind.startswith(RESERVED_KIND_PREFIX):
+        elif include_internal or is_callers(kind):
             events.append(event)
     return Turn(number, events, finished) if found else None
 
@@ -101,7 +110,7 @@ def read_turns(events: Iterable[Event], include_internal: bool) -> list[Turn]:
             turns.append(Turn(event.turn, [], False))
         if kind == TURN_FINISHED:
             turns[-1] = turns[-1]._replace(finished=True)
-        elif include_internal or not kind.startswith(RESERVED_KIND_PREFIX):
+        elif include_internal or is_callers(kind):
             turns[-1].events.append(event)
     return turns
 

@@ -12,6 +12,7 @@ import pytest
 import fsstore
 from fsstore import SessionChange
 from fsstore.blobs import BlobReader, BlobStore
+from fsstore.messages import Messages, MessagesReader
 from fsstore.session import Session, SessionReader
 from fsstore.store import Store
 from fsstore.vectors import VectorCollection, VectorCollectionReader
@@ -26,6 +27,8 @@ NOT_BLOCKING = {
     "Session.watch": "returns a watcher, itself an async iterator (`async for`)",
     "SessionWatcher.start": "starts the callback thread and returns; the calls are in it",
     "StoreWatcher.start": "starts the callback thread and returns; the calls are in it",
+    "MessagesReader.__iter__": "a protocol method: use aall() for the messages",
+    "MessagesReader.__len__": "a protocol method: use acount()",
 }
 
 #: Properties that read the disk or wait for a lock: each has a twin ``aNAME()``. (The
@@ -40,7 +43,7 @@ TWIN_ONLY_PARAMETERS = {"aevents": {"batch"}}
 
 CLASSES = [Store, SessionReader, Session, BlobReader, BlobStore, WorkQueueReader, WorkQueue,
            TurnInputsReader, TurnInputs, VectorCollectionReader, VectorCollection,
-           SessionWatcher, StoreWatcher]
+           SessionWatcher, StoreWatcher, MessagesReader, Messages]
 
 
 def twin_name(name: str) -> str:

@@ -1,0 +1,596 @@
+"""The message index: where each message record of a session's log is.
+
+``messages.idx`` in a session folder is a cache of the log, never its authority: a
+header, then one fixed-size row per message record (and per tool call a message
+holds), in seq order. A row names the record's seq, the frame holding it (segment,
+offset, size), a 64-bit hash of the message id (or call id), the row of the message's
+first version and the number of live messages after it. So reading the last N
+messages reads the last rows and their frames, whatever the length of the history, and
+a message is found by id through a sorted array of the hashes, not by a scan
+(docs/FORMAT.md, section 20.3).
+
+The writer appends a frame's rows right after the frame is in its segment file, in one
+write, the last row flagged: a crash leaves rows for a prefix of the message records,
+the last group whole or cut (a cut group is dropped when read). The rows are not
+synced: after a power loss the index may be behind the log (it is caught up by reading
+the log after its last row) or ahead of it (rows whose frames the log does not hold are
+found by checking the last row against its frame, and dropped). Every read checks the
+record a row points at: its seq, its kind and its id hash. A header that does not match
+the log (another session, a log start moved by a clear) makes the writer write the
+index anew from the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from crc32c import crc32c
+
+from . import layout
+from .errors import CorruptionError
+from .fsio import FileIO
+from .log import Frame, LogPosition, LogReader
+from .segment_header import SEGMENT_HEADER_SIZE
+from .turns import MESSAGE_RECORD
+
+#: The bytes every message record's payload holds: frames without them are not decoded.
+MESSAGE_MARKER = MESSAGE_RECORD.encode()
+INDEX_NAME = layout.MESSAGE_INDEX
+
+MAGIC = b"\x89FSMIDX\n"
+HEADER = struct.Struct("<8sHHIQQI4x")  # magic major minor row_size uid log_start crc
+ROW = struct.Struct("<QQQQQIIB3xI")  # seq segment hash target live offset size op crc
+ROW_CHECKED = ROW.size - 4
+VERSION = (1, 0)
+
+ADD, EDIT, DELETE, CALL, MARK = 1, 2, 3, 4, 5
+#: Set on the last row a frame gives: rows after the last flagged one were cut by a crash.
+GROUP_END = 0x80
+
+_ROW_DTYPE = np.dtype([("seq", "<u8"), ("segment", "<u8"), ("hash", "<u8"),
+                       ("target", "<u8"), ("live", "<u8"), ("offset", "<u4"),
+                       ("size", "<u4"), ("op", "u1"), ("pad", "V3"), ("crc", "<u4")])
+assert _ROW_DTYPE.itemsize == ROW.size
+#: Rows appended since the sorted hashes were built, kept in a dict until this many.
+_UNSORTED_LIMIT = 50_000
+
+
+class Row(NamedTuple):
+    """One index row. ``op`` is ADD, EDIT, DELETE, CALL or MARK (without GROUP_END)."""
+
+    seq: int
+    segment: int
+    hash: int
+    target: int
+    live: int
+    offset: int
+    size: int
+    op: int
+    group_end: bool = True
+
+    def pack(self) -> bytes:
+        body = ROW.pack(self.seq, self.segment, self.hash, self.target, self.live,
+                        self.offset, self.size, self.op | (GROUP_END if self.group_end else 0),
+                        0)[:ROW_CHECKED]
+        return body + struct.pack("<I", crc32c(body))
+
+
+def message_hash(message_id: str) -> int:
+    """The 64-bit hash a row keeps of a message id."""
+    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(),
+                          "little")
+
+
+def call_hash(call_id: str) -> int:
+    """The 64-bit hash a row keeps of a tool call id (another hash than a message id's,
+    so that the two never meet)."""
+    return int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8,
+                                          person=b"fsstore.call").digest(), "little")
+
+
+def encode_header(uid: int, log_start: int) -> bytes:
+    body = HEADER.pack(MAGIC, *VERSION, ROW.size, uid, log_start, 0)
+    return body[:32] + struct.pack("<I", crc32c(body[:32])) + bytes(4)
+
+
+def _unpack_row(raw: bytes | memoryview, path: str, offset: int) -> Row:
+    fields = ROW.unpack(raw)
+    if crc32c(raw[:ROW_CHECKED]) != fields[-1]:
+        raise CorruptionError("message index row fails its checksum", path=path, offset=offset)
+    seq, segment, hashed, target, live, offset, size, op, _ = fields
+    return Row(seq, segment, hashed, target, live, offset, size, op & ~GROUP_END,
+               bool(op & GROUP_END))
+
+
+class RowsFor(NamedTuple):
+    """What a message record adds to the index: the rows, and the live count after."""
+
+    rows: list[Row]
+    live: int
+
+
+class MessageIndex:
+    """One session's message index, as a reader or the writer sees it.
+
+    ``refresh`` brings it up to the log: it (re)opens the file when it was replaced,
+    drops rows the log does not hold, and indexes message records the rows do not cover
+    yet (the writer writes their rows to the file; a reader keeps them in memory).
+    ``resolve`` turns a record's id into rows; the messages API (``messages.py``) reads
+    the records."""
+
+    def __init__(self, io: FileIO, session_path: str, log: LogReader, uid: int) -> None:
+        self.io = io
+        self.path = layout.message_index_path(session_path)
+        self.log = log
+        self.uid = uid
+        self._fd: int | None = None
+        self._file_key: tuple[int, int] | None = None
+        self._log_start: int | None = None
+        self._file_rows = 0  # checked rows in the file
+        self._extra: list[Row] = []  # rows a reader made from the log, not in the file
+        # The log is indexed up to this frame boundary: message records before it have
+        # rows; ``_covered_seq`` is the last seq before it.
+        self._covered: LogPosition | None = None
+        self._covered_seq = 0
+        self._last: Row | None = None
+        self._lookup: _Lookup | None = None
+        self._written_rows: list[Row] = []  # by the writer, for its lookup
+
+    # --- the file ---
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.io.close(self._fd)
+        self._fd = self._file_key = None
+
+    def forget(self) -> None:
+        """Drop what is known, so that the next refresh reads the file and the log
+        afresh (a read found a row the log does not hold)."""
+        self.close()
+        self._log_start = None
+
+    def _open(self) -> bool:
+        """Open the file if it exists; True when it is another file than before."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            if self._fd is not None:
+                self.close()
+                return True
+            return self._file_key is None and self._log_start is None
+        key = (st.st_dev, st.st_ino)
+        if key == self._file_key:
+            return False
+        self.close()
+        try:
+            self._fd = self.io.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return True
+        self._file_key = key
+        return True
+
+    def _header_ok(self, log_start: int) -> bool:
+        fd = self._fd
+        if fd is None:
+            return False
+        raw = self.io.pread(fd, HEADER.size, 0)
+        if len(raw) != HEADER.size:
+            return False
+        magic, major, _minor, row_size, uid, start, crc = HEADER.unpack(raw)
+        return bool(magic == MAGIC and crc32c(raw[:32]) == crc and major == VERSION[0]
+                and row_size == ROW.size and uid == self.uid and start == log_start)
+
+    def _reset(self, log_start: int) -> None:
+        self._log_start = log_start
+        self._file_rows = 0
+        self._extra = []
+        self._covered = None
+        self._covered_seq = log_start - 1
+        self._last = None
+        self._lookup = None
+        self._written_rows = []
+
+    def create(self, log_start: int) -> None:
+        """Write an empty index for a log starting at ``log_start`` (the writer, when
+        the file is missing, damaged or of another log). Replaced by a rename, so a
+        reader holding the old file reads it whole, then sees the new one."""
+        self.io.atomic_write(self.path, encode_header(self.uid, log_start))
+        self._open()
+        self._reset(log_start)
+
+    @property
+    def file_size(self) -> int:
+        return 0 if self._fd is None else self.io.size(self._fd)
+
+    # --- bringing it up to the log ---
+
+    def refresh(self, head: int, log_start: int, *, writer: bool) -> None:
+        """Bring the index up to ``head``: rows for every message record up to it."""
+        replaced = self._open()
+        if replaced or self._log_start != log_start:
+            self._reset(log_start)
+            if not self._header_ok(log_start):
+                if writer:
+                    self.create(log_start)
+                else:
+                    self.close()
+            else:
+                self._load_file_rows(writer)
+        elif self._fd is not None:
+            self._read_new_file_rows()
+        if self._covered_seq < head:
+            self._catch_up(head, writer)
+
+    def _load_file_rows(self, writer: bool) -> None:
+        """Take the file's rows: up to the last flagged one whose record the log holds."""
+        count = max(self.file_size - HEADER.size, 0) // ROW.size
+        while count > 0:
+            last = self._read_row(count - 1)
+            if last.group_end and self._holds(last):
+                break
+            # A cut group, or rows past what the log holds (a power loss took back its
+            # tail, or the log was copied before the index): keep the longest prefix
+            # that ends a group the log holds.
+            count = self._good_prefix(count)
+        if writer and self.file_size != HEADER.size + count * ROW.size:
+            assert self._fd is not None
+            self.io.truncate(self._fd, HEADER.size + count * ROW.size)
+        self._file_rows = count
+        if count:
+            self._take_last(self._read_row(count - 1))
+
+    def _good_prefix(self, count: int) -> int:
+        """The longest prefix of the first ``count`` rows that ends with a flagged row
+        the log holds (rows are in seq order, so those the log holds are a prefix)."""
+        low, high = 0, count - 1  # the answer is a row count in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            row = self._read_row(middle - 1)
+            if self._holds(row):
+                low = middle
+            else:
+                high = middle - 1
+        while low > 0 and not self._read_row(low - 1).group_end:
+            low -= 1
+        return low
+
+    def _holds(self, row: Row) -> bool:
+        try:
+            self.check_record(row, self._frame_of(row))
+        except (CorruptionError, FileNotFoundError, OSError):
+            return False
+        else:
+            return True
+
+    def _read_new_file_rows(self) -> None:
+        count = max(self.file_size - HEADER.size, 0) // ROW.size
+        if count <= self._file_rows:
+            return
+        rows = self.read_rows(self._file_rows, count)
+        while rows and not rows[-1].group_end:  # a group being written: not yet
+            rows.pop()
+        if not rows:
+            return
+        if self._lookup is not None:
+            if self._extra:
+                self._lookup.rebuild_needed = True
+            else:
+                self._lookup.note(rows, self._file_rows)
+        self._file_rows += len(rows)
+        if self._extra:
+            # The writer wrote rows for what this reader indexed itself: take the file's,
+            # and read the log after them again in case they do not cover all of it.
+            self._extra = []
+            self._covered_seq = 0
+        self._take_last(rows[-1])
+
+    def _take_last(self, row: Row) -> None:
+        self._last = row
+        self._covered = LogPosition(row.segment, row.offset + row.size)
+        # The frame may hold records after the row's: they are not messages (a frame's
+        # message records all get rows), and the seq only bounds what is covered.
+        self._covered_seq = max(self._covered_seq, row.seq)
+
+    def _catch_up(self, head: int, writer: bool) -> None:
+        """Index the message records after the covered position, up to the log's end."""
+        assert self._log_start is not None
+        start = self._covered or LogPosition(self._log_start, SEGMENT_HEADER_SIZE)
+        made: list[Row] = []
+        last_frame: Frame | None = None
+        for frame in self.log.frames_from(start, MESSAGE_MARKER):
+            last_frame = frame
+            if frame.entries is None:
+                continue
+            for index, (kind, data) in enumerate(frame.entries):
+                if kind != MESSAGE_RECORD:
+                    continue
+                seq = frame.first_seq + index
+                try:
+                    made.extend(self.rows_for(seq, data, frame, pending=made).rows)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise CorruptionError(
+                        f"message record at seq {seq} cannot be indexed ({exc!r}): it was "
+                        "written by a newer fsstore, or by hand", path=frame_path(
+                            self.log, frame), offset=frame.offset) from None
+            if made and not made[-1].group_end:
+                made[-1] = made[-1]._replace(group_end=True)
+        if made:
+            self.add_rows(made, write=writer)
+        if last_frame is not None:
+            self._covered = LogPosition(last_frame.segment, last_frame.offset + last_frame.size)
+            self._covered_seq = last_frame.first_seq + last_frame.event_count - 1
+        self._covered_seq = max(self._covered_seq, head)
+
+    # --- rows ---
+
+    @property
+    def row_count(self) -> int:
+        return self._file_rows + len(self._extra)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last row (0 when there is none)."""
+        return 0 if self._last is None else self._last.seq
+
+    @property
+    def live(self) -> int:
+        """Live messages at the end of the index."""
+        return 0 if self._last is None else self._last.live
+
+    def read_rows(self, start: int, stop: int) -> list[Row]:
+        """Rows ``start`` to ``stop`` (file rows and a reader's own), checked."""
+        stop = min(stop, self.row_count)
+        if start >= stop:
+            return []
+        rows: list[Row] = []
+        file_stop = min(stop, self._file_rows)
+        if start < file_stop:
+            assert self._fd is not None
+            offset = HEADER.size + start * ROW.size
+            raw = self.io.pread(self._fd, (file_stop - start) * ROW.size, offset)
+            if len(raw) != (file_stop - start) * ROW.size:
+                raise CorruptionError("message index is shorter than it was", path=self.path,
+                                      offset=offset + len(raw))
+            view = memoryview(raw)
+            for index in range(file_stop - start):
+                at = index * ROW.size
+                rows.append(_unpack_row(view[at : at + ROW.size], self.path, offset + at))
+        if stop > self._file_rows:
+            rows.extend(self._extra[max(start - self._file_rows, 0) : stop - self._file_rows])
+        return rows
+
+    def _read_row(self, number: int) -> Row:
+        assert self._fd is not None
+        offset = HEADER.size + number * ROW.size
+        raw = self.io.pread(self._fd, ROW.size, offset)
+        if len(raw) != ROW.size:
+            raise CorruptionError("message index row is cut short", path=self.path,
+                                  offset=offset)
+        return _unpack_row(raw, self.path, offset)
+
+    def row(self, number: int) -> Row:
+        return self.read_rows(number, number + 1)[0]
+
+    def rows_through(self, seq: int) -> int:
+        """How many rows have a seq <= ``seq`` (rows are in seq order)."""
+        low, high = 0, self.row_count
+        while low < high:
+            middle = (low + high) // 2
+            if self.row(middle).seq <= seq:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def add_rows(self, rows: Sequence[Row], *, write: bool) -> None:
+        """Take rows made for records now in the log: the writer writes them to the file
+        (one write, so a crash cuts at most the last group), a reader keeps them."""
+        if not rows:
+            return
+        if write:
+            assert self._fd is not None and not self._extra
+            self.io.pwrite(self._fd, b"".join(row.pack() for row in rows),
+                           HEADER.size + self._file_rows * ROW.size)
+            self._file_rows += len(rows)
+        else:
+            self._extra.extend(rows)
+        if self._lookup is not None:
+            self._lookup.note(rows, self.row_count - len(rows))
+        self._take_last(rows[-1])
+
+    def rows_for(self, seq: int, data: Any, frame: Frame | None,
+                 pending: Sequence[Row] = ()) -> RowsFor:
+        """The rows a message record at ``seq`` adds (``frame`` where it is; None while
+        it is not written yet: the caller fills the place in). ``pending`` are rows made
+        before it that are not added yet. Raises ValueError for a record that is not a
+        message record's shape."""
+        op_name = data["op"]
+        live = pending[-1].live if pending else self.live
+        number = self.row_count + len(pending)
+        segment, offset, size = (frame.segment, frame.offset, frame.size) if frame else (0, 0, 0)
+        rows: list[Row] = []
+        if op_name == "add":
+            message = data["message"]
+            live += 1
+            rows.append(Row(seq, segment, message_hash(message["id"]), number, live, offset,
+                            size, ADD, False))
+            target = number
+        elif op_name in ("edit", "delete"):
+            message_id = data["message"]["id"] if op_name == "edit" else data["id"]
+            hashed = message_hash(message_id)
+            target = self.first_row(hashed, pending)
+            if op_name == "delete":
+                live -= 1
+            rows.append(Row(seq, segment, hashed, target, live, offset, size,
+                            EDIT if op_name == "edit" else DELETE, False))
+            message = data.get("message")
+        else:
+            raise ValueError(f"unknown message op {op_name!r}")
+        for part in (message or {}).get("parts", ()):
+            if isinstance(part, dict) and part.get("type") == "tool_call":
+                rows.append(Row(seq, segment, call_hash(part["call_id"]), target, live,
+                                offset, size, CALL, False))
+        rows[-1] = rows[-1]._replace(group_end=True)
+        return RowsFor(rows, live)
+
+    def first_row(self, hashed: int, pending: Sequence[Row] = ()) -> int:
+        """The ADD row of the message whose id hashes to ``hashed`` (the first: a
+        writer never adds an id twice)."""
+        for index, row in enumerate(pending):
+            if row.hash == hashed and row.op == ADD:
+                return self.row_count + index
+        for number in self.find(hashed):
+            if self.row(number).op == ADD:
+                return number
+        raise KeyError(hashed)
+
+    # --- finding by hash ---
+
+    def find(self, hashed: int) -> list[int]:
+        """Numbers of the rows with hash ``hashed``, ascending (message rows and call rows
+        have hashes apart)."""
+        lookup = self._lookup
+        if lookup is None or lookup.rebuild_needed:
+            lookup = self._lookup = _Lookup.build(self)
+        return lookup.find(hashed)
+
+    # --- records ---
+
+    def _frame_of(self, row: Row) -> Frame:
+        frames = self.log.read_frames(row.segment, row.offset, row.offset + row.size)
+        return frames[0]
+
+    def frames(self, rows: Iterable[Row]) -> dict[tuple[int, int], Frame]:
+        """The frames of ``rows``, read in as few reads as runs of adjacent frames allow."""
+        wanted = sorted({(row.segment, row.offset, row.size) for row in rows})
+        found: dict[tuple[int, int], Frame] = {}
+        run: list[tuple[int, int, int]] = []
+        for place in wanted + [(-1, -1, 0)]:
+            if run and (place[0] != run[-1][0] or place[1] > run[-1][1] + run[-1][2] + 65536):
+                segment, start = run[0][0], run[0][1]
+                end = run[-1][1] + run[-1][2]
+                for frame in self._read_span(segment, start, end, run):
+                    found[(frame.segment, frame.offset)] = frame
+                run = []
+            run.append(place)
+        return found
+
+    def _read_span(self, segment: int, start: int, end: int,
+                   run: list[tuple[int, int, int]]) -> Iterator[Frame]:
+        try:
+            return iter(self.log.read_frames(segment, start, end))
+        except CorruptionError:
+            # The gaps between the wanted frames may hold damage no wanted frame has:
+            # read the wanted ones alone, so that only their own damage is reported.
+            return (self.log.read_frames(segment, offset, offset + size)[0]
+                    for segment, offset, size in run)
+
+    def check_record(self, row: Row, frame: Frame) -> tuple[Any, float, int]:
+        """The record ``row`` points at in ``frame``: (data, ts, turn). Raises
+        CorruptionError when the frame does not hold the row's record (a stale or
+        damaged index)."""
+        index = row.seq - frame.first_seq
+        entries = frame.entries
+        if entries is None or not 0 <= index < frame.event_count:
+            raise self._stale(row, "holds no such seq")
+        kind, data = entries[index]
+        if row.op == MARK:
+            return None, frame.ts, frame.turn
+        if kind != MESSAGE_RECORD or not isinstance(data, dict):
+            raise self._stale(row, f"is a {kind!r} record, not a message record")
+        try:
+            if row.op == CALL:
+                found = any(call_hash(part["call_id"]) == row.hash
+                            for part in data["message"]["parts"]
+                            if part.get("type") == "tool_call")
+            else:
+                message_id = data["id"] if data["op"] == "delete" else data["message"]["id"]
+                found = message_hash(message_id) == row.hash
+        except (KeyError, TypeError, AttributeError):
+            found = False
+        if not found:
+            raise self._stale(row, "holds another message")
+        return data, frame.ts, frame.turn
+
+    def _stale(self, row: Row, what: str) -> CorruptionError:
+        return CorruptionError(
+            f"message index row for seq {row.seq} points at segment "
+            f"{layout.segment_name(row.segment)} byte {row.offset}, which {what}: the index "
+            f"is damaged or stale; delete {INDEX_NAME} and the session's writer makes it "
+            "again from the log", path=self.path)
+
+    def mark(self, head: int, frame: Frame) -> None:
+        """The writer, closing: record that the log is indexed up to ``head`` (a MARK
+        row at the frame holding it), so that a reader need not read the log after the
+        last message to know it holds no message."""
+        if self._last is None or head <= self._last.seq or self._fd is None:
+            return
+        if not frame.segment <= head:
+            return
+        row = Row(head, frame.segment, 0, 0, self.live, frame.offset, frame.size, MARK)
+        self.add_rows([row], write=True)
+
+
+def frame_path(log: LogReader, frame: Frame) -> str:
+    return log.segment_path(frame.segment)
+
+
+class _Lookup:
+    """The rows' hashes, sorted, for finding a row by hash in O(log n); rows added
+    since are kept in a dict until there are many."""
+
+    def __init__(self, hashes: np.ndarray, order: np.ndarray, covered: int) -> None:
+        self.hashes = hashes
+        self.order = order
+        self.covered = covered
+        self.recent: dict[int, list[int]] = {}
+        self.rebuild_needed = False
+
+    @classmethod
+    def build(cls, index: MessageIndex) -> _Lookup:
+        count = index._file_rows
+        if count and index._fd is not None:
+            raw = index.io.pread(index._fd, count * ROW.size, HEADER.size)
+            if len(raw) != count * ROW.size:
+                raise CorruptionError("message index is shorter than it was",
+                                      path=index.path, offset=HEADER.size + len(raw))
+            table = np.frombuffer(raw, dtype=_ROW_DTYPE)
+            _check_rows(raw, table["crc"], index.path)
+            hashes = table["hash"].copy()
+            ops = table["op"] & ~np.uint8(GROUP_END)
+            hashes[ops == MARK] = 0  # a MARK row names no message
+        else:
+            hashes = np.zeros(0, dtype=np.uint64)
+        order = np.argsort(hashes, kind="stable")
+        lookup = cls(hashes[order], order, count)
+        lookup.note(index._extra, count)
+        return lookup
+
+    def note(self, rows: Sequence[Row], first_number: int) -> None:
+        for offset, row in enumerate(rows):
+            if row.op != MARK:
+                self.recent.setdefault(row.hash, []).append(first_number + offset)
+        if sum(map(len, self.recent.values())) > _UNSORTED_LIMIT:
+            self.rebuild_needed = True
+
+    def find(self, hashed: int) -> list[int]:
+        key = np.uint64(hashed)
+        low = int(np.searchsorted(self.hashes, key, "left"))
+        high = int(np.searchsorted(self.hashes, key, "right"))
+        found = sorted(int(number) for number in self.order[low:high])
+        return found + self.recent.get(hashed, [])
+
+
+def _check_rows(raw: bytes, crcs: np.ndarray, path: str) -> None:
+    view = memoryview(raw)
+    size, checked = ROW.size, ROW_CHECKED
+    for number, crc in enumerate(crcs.tolist()):
+        at = number * size
+        if crc32c(view[at : at + checked]) != crc:
+            raise CorruptionError("message index row fails its checksum", path=path,
+                                  offset=HEADER.size + at)
