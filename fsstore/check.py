@@ -28,6 +28,7 @@ from . import lease as lease_module
 from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
 from .log import LogReader, LogTail
+from .message_index import MessageIndex, check_index
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
 from .workspaces import Workspaces
 
@@ -121,6 +122,7 @@ class SessionParts(NamedTuple):
     snapshots: SnapshotDir
     checkpoints: CheckpointDir
     commit_ids: int  # the snapshot policy's window of remembered commit ids
+    messages: MessageIndex
 
 
 def check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
@@ -168,6 +170,10 @@ def _check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
         tail: LogTail | None = log.tail()
     except Exception:  # the log's own check reported it
         tail = None
+    if tail is not None:
+        with report.step(parts.messages.path, "checking the message index",
+                         known=report.problems()):
+            report.findings.extend(check_index(parts.messages, tail.head, tail.log_start))
     bases = _check_snapshots(parts, report, tail)
     bases += _check_checkpoints(parts, report, refs, tail)
     with report.step(log.path, "folding the state", known=report.problems()):

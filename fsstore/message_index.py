@@ -28,11 +28,12 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
 from crc32c import crc32c
 
 from . import layout
-from .errors import CorruptionError
+from .errors import CorruptionError, Finding
 from .fsio import FileIO
 from .log import Frame, LogPosition, LogReader
 from .segment_header import SEGMENT_HEADER_SIZE
@@ -123,9 +124,12 @@ class MessageIndex:
     ``resolve`` turns a record's id into rows; the messages API (``messages.py``) reads
     the records."""
 
-    def __init__(self, io: FileIO, session_path: str, log: LogReader, uid: int) -> None:
+    def __init__(self, io: FileIO, session_path: str, log: LogReader, uid: int, *,
+                 use_file: bool = True) -> None:
         self.io = io
         self.path = layout.message_index_path(session_path)
+        #: False: index the log in memory only, never opening the file (``check``).
+        self.use_file = use_file
         self.log = log
         self.uid = uid
         self._fd: int | None = None
@@ -156,6 +160,8 @@ class MessageIndex:
 
     def _open(self) -> bool:
         """Open the file if it exists; True when it is another file than before."""
+        if not self.use_file:
+            return self._log_start is None
         try:
             st = os.stat(self.path, follow_symlinks=False)
         except FileNotFoundError:
@@ -538,6 +544,94 @@ class MessageIndex:
 
 def frame_path(log: LogReader, frame: Frame) -> str:
     return log.segment_path(frame.segment)
+
+
+def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]:
+    """What is wrong with a session's message index (``verify``): compared with the
+    rows the log gives. Rows that disagree with the log are problems (reads would
+    refuse them); an index behind or ahead of the log, or of another log, is a note
+    (the writer makes it good when it next writes messages)."""
+    findings: list[Finding] = []
+    path = index.path
+    if not os.path.lexists(path):
+        return findings
+    built = MessageIndex(index.io, os.path.dirname(path), index.log, index.uid,
+                         use_file=False)
+    built.refresh(head, log_start, writer=False)
+    expected = [row for row in built.read_rows(0, built.row_count) if row.op != MARK]
+    for row in expected:
+        if row.op in (ADD, EDIT):
+            frame = index.log.read_frames(row.segment, row.offset, row.offset + row.size)[0]
+            data = built.check_record(row, frame)[0]
+            problem = _schema_problem(data)
+            if problem:
+                findings.append(Finding("problem", index.log.segment_path(row.segment),
+                                        row.offset, f"message record at seq {row.seq} "
+                                        f"does not fit the message schema: {problem}"))
+    raw = index.io.read_file(path, 1 << 40)
+    if len(raw) < HEADER.size:
+        findings.append(Finding("problem", path, 0, "message index is shorter than its "
+                                "header; the session's writer makes it again"))
+        return findings
+    magic, major, _minor, row_size, uid, start, crc = HEADER.unpack(raw[:HEADER.size])
+    if magic != MAGIC or crc32c(raw[:32]) != crc or row_size != ROW.size:
+        findings.append(Finding("problem", path, 0, "message index header is damaged; the "
+                                "session's writer makes the index again from the log"))
+        return findings
+    if major != VERSION[0]:
+        findings.append(Finding("problem", path, 0, f"message index of major version "
+                                f"{major}, which this fsstore does not read"))
+        return findings
+    if uid != index.uid or start != log_start:
+        findings.append(Finding("note", path, 0, "message index is of another log (a clear, "
+                                "or a copy of another session): unused; the writer makes "
+                                "it again"))
+        return findings
+    rows: list[Row] = []
+    for number in range((len(raw) - HEADER.size) // ROW.size):
+        at = HEADER.size + number * ROW.size
+        try:
+            row = _unpack_row(raw[at : at + ROW.size], path, at)
+        except CorruptionError as exc:
+            findings.append(Finding("problem", path, at, exc.reason))
+            return findings
+        if row.op != MARK:
+            rows.append(row)
+        elif row.seq > head:
+            findings.append(Finding("note", path, at, f"message index says the log holds "
+                                    f"seq {row.seq}, past its head {head}: unused"))
+    for number, (row, want) in enumerate(zip(rows, expected, strict=False)):
+        if row != want:
+            findings.append(Finding(
+                "problem", path, None, f"message index row {number} says {_describe(row)}, "
+                f"the log says {_describe(want)}; delete {INDEX_NAME} and the writer makes "
+                "it again"))
+            return findings
+    if len(rows) < len(expected):
+        findings.append(Finding("note", path, None, f"message index has rows for "
+                                f"{len(rows)} of the log's {len(expected)} message rows; "
+                                "reads index the rest from the log, the writer writes them"))
+    elif len(rows) > len(expected):
+        extra = len(rows) - len(expected)
+        findings.append(Finding("note", path, None, f"message index has {extra} row(s) past "
+                                "what the log holds (a crash took back the log's tail): "
+                                "unused"))
+    return findings
+
+
+def _describe(row: Row) -> str:
+    return (f"seq {row.seq} op {row.op} at segment {row.segment} byte {row.offset} "
+            f"(hash {row.hash:016x}, first row {row.target}, {row.live} live)")
+
+
+def _schema_problem(data: Any) -> str | None:
+    from .message_types import StoredMessage  # the schema, only for this check
+
+    try:
+        msgspec.convert(data["message"], StoredMessage)
+    except (msgspec.ValidationError, KeyError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 class _Lookup:

@@ -264,7 +264,7 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin):
         """Read everything a read would read and report each problem; changes nothing and
         never raises (see :mod:`fsstore.check`)."""
         parts = SessionParts(self._manifest, self._log, self._snapshots, self._checkpoints,
-                             self._policy.commit_ids)
+                             self._policy.commit_ids, self._message_index_file)
         return check_session(self, parts)
 
     # --- watching ---
