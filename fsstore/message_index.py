@@ -125,11 +125,14 @@ class MessageIndex:
     the records."""
 
     def __init__(self, io: FileIO, session_path: str, log: LogReader, uid: int, *,
-                 use_file: bool = True) -> None:
+                 use_file: bool = True, writable: bool = False) -> None:
         self.io = io
         self.path = layout.message_index_path(session_path)
         #: False: index the log in memory only, never opening the file (``check``).
         self.use_file = use_file
+        #: The writer's index opens the file for writing; a reader's only reads it (a
+        #: store on read-only media reads as well as any).
+        self.writable = writable
         self.log = log
         self.uid = uid
         self._fd: int | None = None
@@ -174,7 +177,7 @@ class MessageIndex:
             return False
         self.close()
         try:
-            self._fd = self.io.open(self.path, os.O_RDWR)
+            self._fd = self.io.open(self.path, os.O_RDWR if self.writable else os.O_RDONLY)
         except FileNotFoundError:
             return True
         self._file_key = key

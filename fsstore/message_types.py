@@ -18,6 +18,7 @@ import enum
 import math
 import re
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -213,10 +214,18 @@ _ID = re.compile(r"[^\x00-\x1f\x7f]{1," + str(MAX_ID_LENGTH) + "}")
 _PATH = re.compile(r"at `\$\.?(.*)`$")
 
 
+_id_lock = threading.Lock()
+_last_stamp = 0
+
+
 def new_message_id() -> str:
-    """A fresh id: ``msg_``, 12 hex digits of milliseconds, 16 random hex digits; ids
-    made later sort later."""
-    return f"msg_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+    """A fresh id: ``msg_``, 15 hex digits of time (milliseconds, times 4096, plus a
+    counter within the millisecond) and 12 random hex digits; in a process, ids made
+    later sort later."""
+    global _last_stamp
+    with _id_lock:
+        _last_stamp = stamp = max((time.time_ns() // 1_000_000) << 12, _last_stamp + 1)
+    return f"msg_{stamp:015x}{secrets.token_hex(6)}"
 
 
 def check_id(value: object, field: str = "id") -> str:

@@ -159,6 +159,9 @@ class Session(SessionReader, AsyncSessionMixin):
             access.attach(writer, catch_up=self._catch_up,
                           roll_forward=self._roll_metadata_forward)
             self._log = writer.reader
+            self._message_index_file = MessageIndex(
+                io, path, self._log, identity.NO_UID if self.identity is None
+                else self.identity.uid, writable=True)
             self._store = store
             self.blobs: BlobStore = BlobStore(io, path, blob_compression)
             # The state is loaded on first use (most appends never need it); until then
