@@ -23,7 +23,6 @@ from fsstore import (
     TextPart,
     TokenUsage,
     ToolCallPart,
-    ToolResultPart,
 )
 from fsstore.message_index import ROW, message_hash
 
