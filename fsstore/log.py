@@ -440,19 +440,21 @@ class LogReader:
             first, offset, expect = scan.expect_seq, SEGMENT_HEADER_SIZE, scan.expect_seq
             del scan, buf
 
-    def read_frames(self, first_seq: int, start: int, end: int) -> list[Frame]:
-        """The frames in bytes ``start`` to ``end`` of segment ``first_seq``, decoded, in
-        one read: what the message index points at. Raises CorruptionError naming the
-        file and offset when those bytes are not whole checksum-valid frames (the
-        caller's positions are wrong, or the segment is damaged), FileNotFoundError when
-        the segment is gone (a clear)."""
+    def read_frames(self, first_seq: int, start: int, end: int, *, decode: bool = True
+                    ) -> list[Frame]:
+        """The frames in bytes ``start`` to ``end`` of segment ``first_seq``, in one read:
+        what the message index points at. Each is checksum-checked; with ``decode``
+        false its payload is left for the caller to decode (``Frame.payload``). Raises
+        CorruptionError naming the file and offset when those bytes are not whole
+        checksum-valid frames (the caller's positions are wrong, or the segment is
+        damaged), FileNotFoundError when the segment is gone (a clear)."""
         path = self.segment_path(first_seq)
         fd = self.io.open(path, os.O_RDONLY)
         try:
             raw = self.io.pread(fd, end - start, start) if end > start else b""
         finally:
             self.io.close(fd)
-        frames = list(_walk_frames(raw, path, start, first_seq))
+        frames = list(_walk_frames(raw, path, start, first_seq, decode=decode))
         if len(raw) != end - start or sum(frame.size for frame in frames) != end - start:
             walked = start + sum(frame.size for frame in frames)
             raise CorruptionError(f"no whole record at byte {walked} (bytes {start} to {end} "
@@ -465,7 +467,9 @@ class LogReader:
         """The frames from ``position`` (a frame boundary) to the end of the log, segment
         after segment, decoding only those whose payload holds ``marker``. Stops at the
         first bytes that are not a whole checksum-valid frame of the next seq: a torn
-        tail, or damage, which the checked reads (``events``, ``check``) report."""
+        tail, or damage, which the checked reads (``events``, ``check``) report. Reads a
+        segment in growing chunks, so that a look for new frames at the end of the log
+        reads a few KiB, not the zeros a writer preallocated after it."""
         segment, offset, _ = position
         while True:
             path = self.segment_path(segment)
@@ -473,15 +477,26 @@ class LogReader:
                 fd = self.io.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 return
+            next_seq = None
             try:
                 size = min(self.io.size(fd), MAX_SEGMENT_FILE)
-                raw = self.io.pread(fd, size - offset, offset) if offset < size else b""
+                chunk = _FIRST_CHUNK
+                while offset < size:
+                    raw = self.io.pread(fd, min(chunk, size - offset), offset)
+                    frames = list(_walk_frames(raw, path, offset, segment, marker))
+                    if frames and next_seq is not None and frames[0].first_seq != next_seq:
+                        frames = []
+                    for frame in frames:
+                        next_seq = frame.first_seq + frame.event_count
+                        yield frame
+                    walked = sum(frame.size for frame in frames)
+                    if walked == 0 and (len(raw) >= MAX_FRAME_PAYLOAD or
+                                        offset + len(raw) >= size or not _holds_more(raw)):
+                        break  # no whole frame here: the end of the log, or damage
+                    offset += walked
+                    chunk = min(chunk * 4 if walked == 0 else max(chunk, walked), 1 << 26)
             finally:
                 self.io.close(fd)
-            next_seq = None
-            for frame in _walk_frames(raw, path, offset, segment, marker):
-                next_seq = frame.first_seq + frame.event_count
-                yield frame
             if next_seq is None or not self.io.exists(self.segment_path(next_seq)):
                 return
             segment, offset = next_seq, SEGMENT_HEADER_SIZE
@@ -591,10 +606,25 @@ class Frame(NamedTuple):
     ts: float
     turn: int
     entries: list[tuple[str, Any]] | None
+    payload: memoryview | None = None  # the undecoded payload, when not decoded
+
+
+#: What ``frames_from`` reads of a segment first: enough for a few small frames.
+_FIRST_CHUNK = 16 * 1024
+
+
+def _holds_more(raw: bytes) -> bool:
+    """Whether bytes where no whole frame starts may hold the start of a longer one: a
+    frame header with a length (else they are zeros a writer preallocated, or damage)."""
+    if len(raw) < FRAME_HEADER_SIZE:
+        return False
+    _, length, _, count, _ = _FRAME_HEADER.unpack_from(raw)
+    fits = length + FRAME_HEADER_SIZE <= len(raw) - TRAILER_SIZE
+    return bool(0 < length <= MAX_FRAME_PAYLOAD and count > 0 and not fits)
 
 
 def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
-                 marker: bytes | None = None) -> Iterator[Frame]:
+                 marker: bytes | None = None, *, decode: bool = True) -> Iterator[Frame]:
     """The whole checksum-valid frames at the start of ``raw`` (file bytes from
     ``origin``), until the first bytes that are not one."""
     view, off, limit = memoryview(raw), 0, len(raw)
@@ -605,11 +635,15 @@ def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
             return
         size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
         ts, turn, entries = 0.0, 0, None
-        if marker is None or raw.find(marker, off + FRAME_HEADER_SIZE, off + size) >= 0:
-            ts, turn, entries = decode_payload(frame.payload, frame.event_count, path,
-                                               origin + off)
-        yield Frame(segment, origin + off, size, frame.first_seq, frame.event_count, ts,
-                    turn, entries)
+        if not decode:
+            yield Frame(segment, origin + off, size, frame.first_seq, frame.event_count, ts,
+                        turn, None, frame.payload)
+        else:
+            if marker is None or raw.find(marker, off + FRAME_HEADER_SIZE, off + size) >= 0:
+                ts, turn, entries = decode_payload(frame.payload, frame.event_count, path,
+                                                   origin + off)
+            yield Frame(segment, origin + off, size, frame.first_seq, frame.event_count, ts,
+                        turn, entries)
         expect = frame.first_seq + frame.event_count
         off += size
 

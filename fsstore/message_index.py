@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -36,6 +36,15 @@ from . import layout
 from .errors import CorruptionError, Finding
 from .fsio import FileIO
 from .log import Frame, LogPosition, LogReader
+from .log_format import (
+    _FRAME_HEADER as _FRAME_FIELDS,
+)
+from .log_format import (
+    FRAME_HEADER_SIZE,
+    TRAILER_SIZE,
+    refuse_msgpack_ext,
+)
+from .message_types import MessageRecord, ToolCallPart
 from .segment_header import SEGMENT_HEADER_SIZE
 from .turns import MESSAGE_RECORD
 
@@ -53,10 +62,18 @@ ADD, EDIT, DELETE, CALL, MARK = 1, 2, 3, 4, 5
 #: Set on the last row a frame gives: rows after the last flagged one were cut by a crash.
 GROUP_END = 0x80
 
+_entries_decoder = msgspec.msgpack.Decoder(
+    tuple[float, int, list[tuple[str, msgspec.Raw]]], ext_hook=refuse_msgpack_ext)
+_record_decoder = msgspec.msgpack.Decoder(MessageRecord, ext_hook=refuse_msgpack_ext)
+_messages_decoder = msgspec.msgpack.Decoder(
+    tuple[float, int, list[tuple[Literal["fsstore.message"], MessageRecord]]],
+    ext_hook=refuse_msgpack_ext)
 _ROW_DTYPE = np.dtype([("seq", "<u8"), ("segment", "<u8"), ("hash", "<u8"),
                        ("target", "<u8"), ("live", "<u8"), ("offset", "<u4"),
                        ("size", "<u4"), ("op", "u1"), ("pad", "V3"), ("crc", "<u4")])
 assert _ROW_DTYPE.itemsize == ROW.size
+#: Message records a process keeps decoded, per session (the oldest go first).
+_CACHED_RECORDS = 2048
 #: Rows appended since the sorted hashes were built, kept in a dict until this many.
 _UNSORTED_LIMIT = 50_000
 
@@ -108,6 +125,23 @@ def _unpack_row(raw: bytes | memoryview, path: str, offset: int) -> Row:
                bool(op & GROUP_END))
 
 
+class RecordFrame(NamedTuple):
+    """A frame read for its message records: checksum-checked, its payload split into
+    (kind, undecoded data) entries."""
+
+    segment: int
+    offset: int
+    first_seq: int
+    ts: float
+    turn: int
+    entries: list[tuple[str, msgspec.Raw]]
+
+
+#: A frame's ts, turn, first seq and (kind, data) entries: data decoded as a message
+#: record, or left as msgspec.Raw.
+_SplitFrame = tuple[float, int, int, list[tuple[str, Any]]]
+
+
 class RowsFor(NamedTuple):
     """What a message record adds to the index: the rows, and the live count after."""
 
@@ -147,6 +181,10 @@ class MessageIndex:
         self._last: Row | None = None
         self._lookup: _Lookup | None = None
         self._written_rows: list[Row] = []  # by the writer, for its lookup
+        # Records read lately, by the row that found them (its place, seq and hash): a
+        # record once written never changes while its segment and row exist, and a
+        # cleared or replaced log or index drops them all (``_reset``).
+        self._cache: dict[Row, tuple[MessageRecord, float, int]] = {}
 
     # --- the file ---
 
@@ -203,6 +241,7 @@ class MessageIndex:
         self._last = None
         self._lookup = None
         self._written_rows = []
+        self._cache = {}
 
     def create(self, log_start: int) -> None:
         """Write an empty index for a log starting at ``log_start`` (the writer, when
@@ -218,10 +257,25 @@ class MessageIndex:
 
     # --- bringing it up to the log ---
 
-    def refresh(self, head: int, log_start: int, *, writer: bool) -> None:
-        """Bring the index up to ``head``: rows for every message record up to it."""
+    def refresh(self, head: int | None = None, log_start: int | None = None, *,
+                writer: bool) -> None:
+        """Bring the index up to the log: rows for every message record up to ``head``.
+
+        The writer knows its head and log start. A reader passes neither: it reads the
+        log's tail when it first reads (or the index was replaced), and after that only
+        looks for frames after the ones it has covered, which costs a few small reads
+        however long the log; a covered segment gone means the log was cleared, and
+        the index is read afresh."""
         replaced = self._open()
-        if replaced or self._log_start != log_start:
+        if not replaced and self._log_start is not None and head is None:
+            start = self._covered
+            if start is not None and not self.io.exists(self.log.segment_path(start.segment)):
+                replaced = True  # cleared meanwhile: its segments are gone
+        if replaced or self._log_start is None or (
+                log_start is not None and self._log_start != log_start):
+            if log_start is None:
+                tail = self.log.tail()
+                head, log_start = tail.head, tail.log_start
             self._reset(log_start)
             if not self._header_ok(log_start):
                 if writer:
@@ -232,7 +286,7 @@ class MessageIndex:
                 self._load_file_rows(writer)
         elif self._fd is not None:
             self._read_new_file_rows()
-        if self._covered_seq < head:
+        if head is None or self._covered_seq < head:
             self._catch_up(head, writer)
 
     def _load_file_rows(self, writer: bool) -> None:
@@ -268,14 +322,6 @@ class MessageIndex:
             low -= 1
         return low
 
-    def _holds(self, row: Row) -> bool:
-        try:
-            self.check_record(row, self._frame_of(row))
-        except (CorruptionError, FileNotFoundError, OSError):
-            return False
-        else:
-            return True
-
     def _read_new_file_rows(self) -> None:
         count = max(self.file_size - HEADER.size, 0) // ROW.size
         if count <= self._file_rows:
@@ -305,7 +351,7 @@ class MessageIndex:
         # message records all get rows), and the seq only bounds what is covered.
         self._covered_seq = max(self._covered_seq, row.seq)
 
-    def _catch_up(self, head: int, writer: bool) -> None:
+    def _catch_up(self, head: int | None, writer: bool) -> None:
         """Index the message records after the covered position, up to the log's end."""
         assert self._log_start is not None
         start = self._covered or LogPosition(self._log_start, SEGMENT_HEADER_SIZE)
@@ -333,7 +379,8 @@ class MessageIndex:
         if last_frame is not None:
             self._covered = LogPosition(last_frame.segment, last_frame.offset + last_frame.size)
             self._covered_seq = last_frame.first_seq + last_frame.event_count - 1
-        self._covered_seq = max(self._covered_seq, head)
+        if head is not None:
+            self._covered_seq = max(self._covered_seq, head)
 
     # --- rows ---
 
@@ -365,10 +412,15 @@ class MessageIndex:
             if len(raw) != (file_stop - start) * ROW.size:
                 raise CorruptionError("message index is shorter than it was", path=self.path,
                                       offset=offset + len(raw))
-            view = memoryview(raw)
-            for index in range(file_stop - start):
-                at = index * ROW.size
-                rows.append(_unpack_row(view[at : at + ROW.size], self.path, offset + at))
+            # The hot loop of every read: the row checks inlined, no call per row.
+            view, size, checked, make = memoryview(raw), ROW.size, ROW_CHECKED, tuple.__new__
+            for index, fields in enumerate(ROW.iter_unpack(raw)):
+                at = index * size
+                if crc32c(view[at : at + checked]) != fields[8]:
+                    raise CorruptionError("message index row fails its checksum",
+                                          path=self.path, offset=offset + at)
+                op = fields[7]
+                rows.append(make(Row, (*fields[:7], op & ~GROUP_END, op >= GROUP_END)))
         if stop > self._file_rows:
             rows.extend(self._extra[max(start - self._file_rows, 0) : stop - self._file_rows])
         return rows
@@ -470,61 +522,187 @@ class MessageIndex:
 
     # --- records ---
 
-    def _frame_of(self, row: Row) -> Frame:
-        frames = self.log.read_frames(row.segment, row.offset, row.offset + row.size)
-        return frames[0]
-
-    def frames(self, rows: Iterable[Row]) -> dict[tuple[int, int], Frame]:
-        """The frames of ``rows``, read in as few reads as runs of adjacent frames allow."""
+    def frames(self, rows: Iterable[Row]) -> dict[tuple[int, int], RecordFrame]:
+        """The frames of ``rows`` by (segment, offset), read in as few reads as runs of
+        adjacent frames allow, checksum-checked, their payloads split into records but
+        the records not decoded (``record`` decodes the one a row names)."""
         wanted = sorted({(row.segment, row.offset, row.size) for row in rows})
-        found: dict[tuple[int, int], Frame] = {}
+        found: dict[tuple[int, int], RecordFrame] = {}
         run: list[tuple[int, int, int]] = []
-        for place in wanted + [(-1, -1, 0)]:
+        for place in [*wanted, (-1, -1, 0)]:
             if run and (place[0] != run[-1][0] or place[1] > run[-1][1] + run[-1][2] + 65536):
-                segment, start = run[0][0], run[0][1]
-                end = run[-1][1] + run[-1][2]
-                for frame in self._read_span(segment, start, end, run):
+                for frame in self._read_run(run):
                     found[(frame.segment, frame.offset)] = frame
                 run = []
             run.append(place)
         return found
 
-    def _read_span(self, segment: int, start: int, end: int,
-                   run: list[tuple[int, int, int]]) -> Iterator[Frame]:
+    def _read_run(self, run: list[tuple[int, int, int]]) -> list[RecordFrame]:
+        segment, start = run[0][0], run[0][1]
+        end = run[-1][1] + run[-1][2]
         try:
-            return iter(self.log.read_frames(segment, start, end))
+            frames = self.log.read_frames(segment, start, end, decode=False)
         except CorruptionError:
             # The gaps between the wanted frames may hold damage no wanted frame has:
             # read the wanted ones alone, so that only their own damage is reported.
-            return (self.log.read_frames(segment, offset, offset + size)[0]
-                    for segment, offset, size in run)
+            frames = [self.log.read_frames(segment, offset, offset + size, decode=False)[0]
+                      for segment, offset, size in run]
+        wanted = {offset for _, offset, _ in run}
+        return [self._split(frame) for frame in frames if frame.offset in wanted]
 
-    def check_record(self, row: Row, frame: Frame) -> tuple[Any, float, int]:
-        """The record ``row`` points at in ``frame``: (data, ts, turn). Raises
-        CorruptionError when the frame does not hold the row's record (a stale or
-        damaged index)."""
-        index = row.seq - frame.first_seq
-        entries = frame.entries
-        if entries is None or not 0 <= index < frame.event_count:
-            raise self._stale(row, "holds no such seq")
-        kind, data = entries[index]
-        if row.op == MARK:
-            return None, frame.ts, frame.turn
-        if kind != MESSAGE_RECORD or not isinstance(data, dict):
-            raise self._stale(row, f"is a {kind!r} record, not a message record")
+    def _split(self, frame: Frame) -> RecordFrame:
+        assert frame.payload is not None
         try:
-            if row.op == CALL:
-                found = any(call_hash(part["call_id"]) == row.hash
-                            for part in data["message"]["parts"]
-                            if part.get("type") == "tool_call")
+            ts, turn, entries = _entries_decoder.decode(frame.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise CorruptionError(f"record payload does not decode: {exc}",
+                                  path=self.log.segment_path(frame.segment),
+                                  offset=frame.offset) from None
+        if len(entries) != frame.event_count:
+            raise CorruptionError(f"record holds {len(entries)} events, its header says "
+                                  f"{frame.event_count}", path=self.log.segment_path(
+                                      frame.segment), offset=frame.offset)
+        return RecordFrame(frame.segment, frame.offset, frame.first_seq, ts, turn, entries)
+
+    def records(self, rows: Sequence[Row]) -> list[tuple[MessageRecord, float, int]]:
+        """The message records ``rows`` point at, with their frames' ts and turn: the
+        reads' fast path. The frames are read in one read per run of nearby frames of a
+        segment, and each is checked where the row says it is: its checksum, its seq
+        range and its size, then the record (kind, schema, id hash) as ``record``
+        checks it."""
+        found: list[tuple[MessageRecord, float, int] | None] = [None] * len(rows)
+        cache = self._cache
+        missing = []
+        for number, row in enumerate(rows):
+            hit = cache.get(row)
+            if hit is None:
+                missing.append(number)
             else:
-                message_id = data["id"] if data["op"] == "delete" else data["message"]["id"]
-                found = message_hash(message_id) == row.hash
-        except (KeyError, TypeError, AttributeError):
-            found = False
+                found[number] = hit
+        order = sorted(missing, key=lambda n: (rows[n].segment, rows[n].offset))
+        start = 0
+        while start < len(order):
+            first = rows[order[start]]
+            stop, end = start + 1, first.offset + first.size
+            while stop < len(order):
+                row = rows[order[stop]]
+                if row.segment != first.segment or row.offset > end + 65536:
+                    break
+                end = max(end, row.offset + row.size)
+                stop += 1
+            path = self.log.segment_path(first.segment)
+            fd = self.io.open(path, os.O_RDONLY)
+            try:
+                buf = self.io.pread(fd, end - first.offset, first.offset)
+            finally:
+                self.io.close(fd)
+            view = memoryview(buf)
+            decoded: dict[int, _SplitFrame] = {}
+            for number in order[start:stop]:
+                row = rows[number]
+                at = row.offset - first.offset
+                frame = decoded.get(at)
+                if frame is None:
+                    frame = decoded[at] = self._frame_at(row, buf, view, at, path)
+                ts, turn, first_seq, entries = frame
+                found[number] = cache[row] = (
+                    self._decode_record(row, entries[row.seq - first_seq], path, row.offset),
+                    ts, turn)
+            start = stop
+        while len(cache) > _CACHED_RECORDS:
+            del cache[next(iter(cache))]
+        return [item for item in found if item is not None]
+
+    def _frame_at(self, row: Row, buf: bytes, view: memoryview, at: int, path: str
+                  ) -> _SplitFrame:
+        """The frame a row names, at ``at`` in ``buf``, checked and split."""
+        if at + row.size > len(buf) or row.size < FRAME_HEADER_SIZE + TRAILER_SIZE:
+            raise self._stale(row, "is past the end of the segment")
+        crc, length, first_seq, count, _ = _FRAME_FIELDS.unpack_from(buf, at)
+        if (((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE != row.size
+                or crc32c(view[at + 4 : at + row.size]) != crc):
+            raise self._stale(row, "is not a whole record of that size")
+        if not first_seq <= row.seq < first_seq + count:
+            raise self._stale(row, "holds no such seq")
+        payload = view[at + FRAME_HEADER_SIZE : at + FRAME_HEADER_SIZE + length]
+        entries: list[tuple[str, Any]]
+        try:
+            # Most frames that hold messages hold only messages: decode them in one go;
+            # a frame with other records too is split first, each record decoded alone.
+            ts, turn, entries = _messages_decoder.decode(payload)  # type: ignore[assignment]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            try:
+                ts, turn, entries = _entries_decoder.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise CorruptionError(f"record payload does not decode: {exc}", path=path,
+                                      offset=row.offset) from None
+        if len(entries) != count:
+            raise CorruptionError(f"record holds {len(entries)} events, its header says "
+                                  f"{count}", path=path, offset=row.offset)
+        return ts, turn, first_seq, entries
+
+    def _decode_record(self, row: Row, entry: tuple[str, Any], path: str,
+                       offset: int) -> MessageRecord:
+        kind, raw = entry
+        if kind != MESSAGE_RECORD:
+            raise self._stale(row, f"is a {kind!r} record, not a message record")
+        if isinstance(raw, MessageRecord):
+            record = raw
+        else:
+            try:
+                record = _record_decoder.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                raise CorruptionError(
+                    f"message record at seq {row.seq} does not fit the message schema "
+                    f"({exc}): written by a newer fsstore, or by hand", path=path,
+                    offset=offset) from None
+        if row.op == CALL:
+            found = record.message is not None and any(
+                isinstance(part, ToolCallPart) and call_hash(part.call_id) == row.hash
+                for part in record.message.parts)
+        else:
+            found = message_hash(record.message_id) == row.hash
         if not found:
             raise self._stale(row, "holds another message")
-        return data, frame.ts, frame.turn
+        return record
+
+    def record(self, row: Row, frame: RecordFrame) -> tuple[MessageRecord, float, int]:
+        """The message record ``row`` points at in ``frame``, decoded through the message
+        schema, with the frame's ts and turn. Raises CorruptionError when the frame does
+        not hold the row's record (a stale or damaged index), or the record does not fit
+        the schema."""
+        index = row.seq - frame.first_seq
+        if not 0 <= index < len(frame.entries):
+            raise self._stale(row, "holds no such seq")
+        kind, raw = frame.entries[index]
+        if kind != MESSAGE_RECORD:
+            raise self._stale(row, f"is a {kind!r} record, not a message record")
+        try:
+            record = _record_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            raise CorruptionError(
+                f"message record at seq {row.seq} does not fit the message schema ({exc}): "
+                "written by a newer fsstore, or by hand",
+                path=self.log.segment_path(frame.segment), offset=frame.offset) from None
+        if row.op == CALL:
+            found = record.message is not None and any(
+                isinstance(part, ToolCallPart) and call_hash(part.call_id) == row.hash
+                for part in record.message.parts)
+        else:
+            found = message_hash(record.message_id) == row.hash
+        if not found:
+            raise self._stale(row, "holds another message")
+        return record, frame.ts, frame.turn
+
+    def _holds(self, row: Row) -> bool:
+        """Whether the log holds the record ``row`` names, where it says."""
+        try:
+            frame = self.frames([row])[(row.segment, row.offset)]
+            if row.op != MARK:
+                self.record(row, frame)
+            return frame.first_seq <= row.seq < frame.first_seq + len(frame.entries)
+        except (CorruptionError, FileNotFoundError, OSError, KeyError):
+            return False
 
     def _stale(self, row: Row, what: str) -> CorruptionError:
         return CorruptionError(
@@ -562,15 +740,12 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
                          use_file=False)
     built.refresh(head, log_start, writer=False)
     expected = [row for row in built.read_rows(0, built.row_count) if row.op != MARK]
+    frames = built.frames(expected)
     for row in expected:
-        if row.op in (ADD, EDIT):
-            frame = index.log.read_frames(row.segment, row.offset, row.offset + row.size)[0]
-            data = built.check_record(row, frame)[0]
-            problem = _schema_problem(data)
-            if problem:
-                findings.append(Finding("problem", index.log.segment_path(row.segment),
-                                        row.offset, f"message record at seq {row.seq} "
-                                        f"does not fit the message schema: {problem}"))
+        try:
+            built.record(row, frames[(row.segment, row.offset)])
+        except CorruptionError as exc:
+            findings.append(Finding("problem", exc.path, exc.offset, exc.reason))
     raw = index.io.read_file(path, 1 << 40)
     if len(raw) < HEADER.size:
         findings.append(Finding("problem", path, 0, "message index is shorter than its "
@@ -625,16 +800,6 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
 def _describe(row: Row) -> str:
     return (f"seq {row.seq} op {row.op} at segment {row.segment} byte {row.offset} "
             f"(hash {row.hash:016x}, first row {row.target}, {row.live} live)")
-
-
-def _schema_problem(data: Any) -> str | None:
-    from .message_types import StoredMessage  # the schema, only for this check
-
-    try:
-        msgspec.convert(data["message"], StoredMessage)
-    except (msgspec.ValidationError, KeyError, TypeError) as exc:
-        return str(exc)
-    return None
 
 
 class _Lookup:

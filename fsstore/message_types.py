@@ -208,6 +208,31 @@ class StoredMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     metadata: MessageMetadata = msgspec.field(default_factory=MessageMetadata)
 
 
+class MessageRecord(msgspec.Struct):
+    """An ``fsstore.message`` record's data, as reads decode it (docs/FORMAT.md, section
+    20.1); ``was`` is left to the usage fold, unknown keys are ignored."""
+
+    op: Literal["add", "edit", "delete"]
+    message: StoredMessage | None = None
+    id: str | None = None
+    version: int = 1
+
+    @property
+    def message_id(self) -> str:
+        if self.message is not None:
+            return self.message.id
+        if self.id is None:
+            raise ValueError(f"a {self.op} record names no message")
+        return self.id
+
+    def __post_init__(self) -> None:
+        if (self.message is None) != (self.op == "delete"):
+            raise ValueError(f"a {self.op} record holds "
+                             f"{'no' if self.message is None else 'a'} message")
+        if self.op == "delete" and self.id is None:
+            raise ValueError("a delete record names no message id")
+
+
 _encoder = msgspec.msgpack.Encoder()
 _stored_decoder = msgspec.msgpack.Decoder(StoredMessage, ext_hook=refuse_msgpack_ext)
 _ID = re.compile(r"[^\x00-\x1f\x7f]{1," + str(MAX_ID_LENGTH) + "}")

@@ -152,12 +152,11 @@ class MessagesReader(AsyncMessagesReaderMixin):
             frames = index.frames(rows)
             versions = []
             for row in rows:
-                data, ts, turn = index.check_record(row, frames[(row.segment, row.offset)])
+                record, ts, turn = index.record(row, frames[(row.segment, row.offset)])
                 message = None
-                if row.op != DELETE:
-                    stored = _stored(data["message"], index, row)
-                    message = to_message(stored, seq=row.seq, turn=turn, created=ts,
-                                         updated=ts, version=int(data.get("version", 1)))
+                if record.message is not None:
+                    message = to_message(record.message, seq=row.seq, turn=turn, created=ts,
+                                         updated=ts, version=record.version)
                 versions.append(MessageVersion(_OPS[row.op], row.seq, ts, turn, message))
             return versions
         return self._retrying(read)
@@ -229,9 +228,9 @@ class MessagesReader(AsyncMessagesReaderMixin):
             first = rows[number]
             if first.op != ADD:
                 continue
-            data, _, _ = index.check_record(first, index.frames([first])[
+            record, _, _ = index.record(first, index.frames([first])[
                 (first.segment, first.offset)])
-            if data["message"]["id"] != message_id:
+            if record.message_id != message_id:
                 continue  # another id with the same 64-bit hash
             latest = max((row for n, row in rows.items() if row.target == number
                           and row.op in (ADD, EDIT, DELETE)), key=lambda row: row.seq)
@@ -309,21 +308,15 @@ class MessagesReader(AsyncMessagesReaderMixin):
         return messages
 
     def _build(self, index: MessageIndex, found: Sequence[_Found]) -> list[Message]:
-        wanted = [item.latest for item in found]
-        wanted += [item.first for item in found if item.latest is not item.first]
-        frames = index.frames(wanted)
+        edited = [item.first for item in found if item.latest is not item.first]
+        read = index.records([item.latest for item in found] + edited)
+        created = iter(read[len(found):])
         messages = []
-        for item in found:
-            latest = item.latest
-            data, ts, turn = index.check_record(latest, frames[(latest.segment,
-                                                                latest.offset)])
-            created = ts
-            if item.latest is not item.first:
-                _, created, _ = index.check_record(
-                    item.first, frames[(item.first.segment, item.first.offset)])
-            stored = _stored(data["message"], index, latest)
-            messages.append(to_message(stored, seq=latest.seq, turn=turn, created=created,
-                                       updated=ts, version=int(data.get("version", 1))))
+        for item, (record, ts, turn) in zip(found, read, strict=False):
+            first_ts = next(created)[1] if item.latest is not item.first else ts
+            assert record.message is not None  # a deleted message is not built
+            messages.append(to_message(record.message, seq=item.latest.seq, turn=turn,
+                                       created=first_ts, updated=ts, version=record.version))
         return messages
 
 
@@ -415,9 +408,10 @@ class Messages(MessagesReader, AsyncMessagesMixin):
             raise MessageNotFound(f"session has no message {message_id!r}"
                                   + ("" if found is None else " (it was deleted)"))
         latest = found.latest
-        data, _, _ = index.check_record(latest, index.frames([latest])[(latest.segment,
-                                                                        latest.offset)])
-        return data["message"], int(data.get("version", 1))
+        record, _, _ = index.record(latest, index.frames([latest])[(latest.segment,
+                                                                    latest.offset)])
+        assert record.message is not None
+        return _plain(record.message), record.version
 
 
 def message_rows(index: MessageIndex, first: int, entries: Sequence[tuple[str, Any]],
@@ -452,20 +446,12 @@ def _call_exists(index: MessageIndex, call_id: str) -> bool:
         row = index.row(number)
         if row.op != CALL:
             continue
-        data, _, _ = index.check_record(row, index.frames([row])[(row.segment, row.offset)])
-        if any(part.get("type") == "tool_call" and part.get("call_id") == call_id
-               for part in data["message"]["parts"]):
+        record, _, _ = index.record(row, index.frames([row])[(row.segment, row.offset)])
+        if record.message is not None and any(
+                isinstance(part, ToolCallPart) and part.call_id == call_id
+                for part in record.message.parts):
             return True
     return False
-
-
-def _stored(data: Any, index: MessageIndex, row: Row) -> StoredMessage:
-    try:
-        return msgspec.convert(data, StoredMessage)
-    except msgspec.ValidationError as exc:
-        raise CorruptionError(f"message record at seq {row.seq} does not fit the message "
-                              f"schema ({exc}): written by a newer fsstore, or by hand",
-                              path=index.log.path) from None
 
 
 def _plain(stored: StoredMessage) -> dict[str, Any]:

@@ -290,9 +290,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin):
     def _message_index(self) -> Iterator[MessageIndex]:
         """The message index, brought up to the log's end (``messages.py`` reads it)."""
         self._before_read()
-        tail = self._log.tail()
         index = self._message_index_file
-        index.refresh(tail.head, tail.log_start, writer=False)
+        index.refresh(writer=False)
         yield index
 
     def usage(self, *, by: str | None = None, at_seq: int | None = None
