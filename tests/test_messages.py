@@ -8,6 +8,8 @@ import struct
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fsstore
 from fsstore import (
@@ -23,6 +25,7 @@ from fsstore import (
     TextPart,
     TokenUsage,
     ToolCallPart,
+    ToolResultPart,
 )
 from fsstore.message_index import ROW, message_hash
 
@@ -394,3 +397,86 @@ def test_index_rows_are_fixed_size_and_hash_the_id(store):
     assert (len(raw) - 40) % ROW.size == 0
     fields = ROW.unpack(raw[40 : 40 + ROW.size])
     assert fields[0] == 1 and fields[2] == message_hash("m1")
+
+
+# --- random messages through the store ------------------------------------------------
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**53, 2**53),
+                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+json_value = st.recursive(json_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8)
+json_map = st.dictionaries(st.text(max_size=8), json_value, max_size=3)
+ids = st.text(st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)), min_size=1,
+              max_size=12).filter(lambda t: "\x7f" not in t)
+parts = st.one_of(
+    st.builds(TextPart, text=st.text(max_size=40), provider_metadata=json_map),
+    st.builds(ReasoningPart, text=st.text(max_size=40),
+              signature=st.one_of(st.none(), st.text(max_size=20), st.binary(max_size=20)),
+              redacted=st.booleans()),
+    st.builds(ToolCallPart, call_id=ids, name=st.text(max_size=10), arguments=json_value),
+    st.builds(ToolResultPart, call_id=ids, output=json_value, is_error=st.booleans(),
+              name=st.one_of(st.none(), st.text(max_size=10)), orphan=st.just(True)),
+    st.builds(FilePart, media_type=st.sampled_from(["image/png", "text/plain"]),
+              name=st.one_of(st.none(), st.text(max_size=10)),
+              data=st.binary(max_size=64)),
+    st.builds(FilePart, media_type=st.just("image/png"), url=st.text(min_size=1, max_size=30)),
+    st.builds(DataPart, name=st.text(max_size=10), data=json_value),
+)
+metadata = st.builds(
+    MessageMetadata, model=st.one_of(st.none(), st.sampled_from(["a", "b"])),
+    provider=st.one_of(st.none(), st.text(max_size=8)),
+    finish_reason=st.one_of(st.none(), st.sampled_from(
+        ["stop", "length", "tool_calls", "content_filter", "error", "other"])),
+    usage=st.one_of(st.none(), st.builds(TokenUsage, input=st.integers(0, 10**6),
+                                         output=st.integers(0, 10**6),
+                                         reasoning=st.integers(0, 1000))),
+    cost=st.one_of(st.none(), st.builds(CostInfo, amount=st.floats(0, 10),
+                                        currency=st.sampled_from(["USD", "EUR"]))),
+    latency=st.one_of(st.none(), st.floats(0, 100)), extra=json_map)
+messages = st.builds(Message, role=st.sampled_from(["system", "user", "assistant", "tool"]),
+                     parts=st.lists(parts, max_size=4), metadata=metadata)
+
+
+def content(message: Message) -> tuple:
+    return (message.id, message.role, message.parts, message.metadata)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(messages, min_size=1, max_size=3), min_size=1, max_size=4),
+       edits=st.lists(st.tuples(st.integers(0, 100), messages), max_size=2),
+       delete=st.one_of(st.none(), st.integers(0, 100)))
+def test_random_messages_read_back_after_reopen_fork_and_checkpoint(tmp_path_factory, batches,
+                                                                      edits, delete):
+    root = tmp_path_factory.mktemp("store")
+    store = fsstore.open_store(root, create=True)
+    expected: dict[str, Message] = {}
+    order: list[str] = []
+    with store.create_session("s") as session:
+        for batch in batches:
+            for stored in session.messages.append_many(batch):
+                expected[stored.id] = stored
+                order.append(stored.id)
+        checkpoint = session.checkpoint()
+        at_checkpoint = [content(expected[i]) for i in order]
+        for position, message in edits:
+            target = order[position % len(order)]
+            message.id = target
+            expected[target] = session.messages.edit(message)
+        if delete is not None:
+            gone = order[delete % len(order)]
+            session.messages.delete(gone)
+            order.remove(gone)
+        session.fork("child")
+    for reader in (store.read_session("s"), store.read_session("child")):
+        assert [content(m) for m in reader.messages.all()] == [
+            content(expected[i]) for i in order]
+        assert [content(m) for m in reader.messages.last(2)] == [
+            content(expected[i]) for i in order[-2:]]
+        assert reader.messages.count() == len(order)
+        for message_id in order:
+            assert content(reader.messages.get(message_id)) == content(expected[message_id])
+        assert [content(m) for m in reader.messages.all(at_seq=checkpoint.seq)] == \
+            at_checkpoint
+        assert reader.verify() == []
