@@ -271,7 +271,8 @@ class Session(SessionReader, AsyncSessionMixin):
             segment, offset, size = writer.last_frame
             frame = Frame(segment, offset, size, first, len(entries), stamp, number, None)
             try:
-                index.add_rows(message_rows(index, first, entries, frame), write=True)
+                index.add_rows(message_rows(index, first, entries, frame), write=True,
+                               defer=not self._access.shared)
             except OSError as exc:
                 # The batch is in the log, which is the authority: the next refresh
                 # indexes it from there.
@@ -840,7 +841,9 @@ class Session(SessionReader, AsyncSessionMixin):
             with self._access.writing(False), writer.lock:
                 index = self._fresh_message_index()
                 last = writer.position_of_last_frame()
-                if last is not None and writer.head > index.last_seq:
+                if last is None:
+                    index.write_rows()
+                else:
                     segment, offset, size = last
                     index.mark(writer.head, Frame(segment, offset, size, 0, 0, 0.0, 0, None))
         except (OSError, FsStoreError) as exc:
