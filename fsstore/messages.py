@@ -21,7 +21,13 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from .aio_messages import AsyncMessagesMixin, AsyncMessagesReaderMixin
-from .errors import CorruptionError, InvalidMessage, MessageExists, MessageNotFound
+from .errors import (
+    CorruptionError,
+    InvalidMessage,
+    MessageExists,
+    MessageNotFound,
+    SeqOutOfRange,
+)
 from .log import Frame
 from .log_format import check_seq
 from .message_index import (
@@ -216,9 +222,18 @@ class MessagesReader(AsyncMessagesReaderMixin):
 
     @staticmethod
     def _rows(index: MessageIndex, at_seq: int | None) -> int:
+        """How many rows a read as of ``at_seq`` uses; SeqOutOfRange for a seq outside
+        the history the log holds (as ``state_at``)."""
         if at_seq is None:
             return index.row_count
-        return index.rows_through(check_seq(at_seq, "at_seq"))
+        check_seq(at_seq, "at_seq")
+        tail = index.log.tail()
+        if not tail.log_start - 1 <= at_seq <= tail.head:
+            raise SeqOutOfRange(
+                f"{index.log.path}: seq {at_seq} is outside the history the log holds "
+                f"({tail.log_start - 1} to {tail.head}); seqs before {tail.log_start} were "
+                "cleared")
+        return index.rows_through(at_seq)
 
     def _find(self, index: MessageIndex, message_id: str, total: int) -> _Found | None:
         hashed = message_hash(message_id)

@@ -131,6 +131,10 @@ def test_an_edit_supersedes_and_a_delete_hides_while_history_keeps_every_version
         assert session.messages.get("b", at_seq=3).text == "two"
         assert session.messages.count(at_seq=3) == 3
         assert session.messages.count(at_seq=0) == 0
+        with pytest.raises(fsstore.SeqOutOfRange):
+            session.messages.last(5, at_seq=session.head + 1)
+        with pytest.raises(fsstore.InvalidSeq):
+            session.messages.get("b", at_seq=-1)
         with pytest.raises(MessageNotFound):
             session.messages.edit(text("user", "x", id="c"))
         with pytest.raises(MessageNotFound):
