@@ -295,7 +295,10 @@ class MessageIndex:
         """Take the file's rows: up to the last flagged one whose record the log holds."""
         count = max(self.file_size - HEADER.size, 0) // ROW.size
         while count > 0:
-            last = self._read_row(count - 1)
+            last = self._row_or_none(count - 1)
+            if last is None:
+                count -= 1  # a row cut by a crash mid-write (or damaged: verify says)
+                continue
             if last.group_end and self._holds(last):
                 break
             # A cut group, or rows past what the log holds (a power loss took back its
@@ -315,20 +318,39 @@ class MessageIndex:
         low, high = 0, count - 1  # the answer is a row count in [low, high]
         while low < high:
             middle = (low + high + 1) // 2
-            row = self._read_row(middle - 1)
-            if self._holds(row):
+            row = self._row_or_none(middle - 1)
+            if row is not None and self._holds(row):
                 low = middle
             else:
                 high = middle - 1
-        while low > 0 and not self._read_row(low - 1).group_end:
+        while low > 0:
+            row = self._row_or_none(low - 1)
+            if row is not None and row.group_end:
+                break
             low -= 1
         return low
+
+    def _row_or_none(self, number: int) -> Row | None:
+        try:
+            return self._read_row(number)
+        except CorruptionError:
+            return None
 
     def _read_new_file_rows(self) -> None:
         count = max(self.file_size - HEADER.size, 0) // ROW.size
         if count <= self._file_rows:
             return
-        rows = self.read_rows(self._file_rows, count)
+        assert self._fd is not None
+        offset = HEADER.size + self._file_rows * ROW.size
+        raw = self.io.pread(self._fd, (count - self._file_rows) * ROW.size, offset)
+        rows = []
+        for at in range(0, len(raw) - ROW.size + 1, ROW.size):
+            # A group being written may be read half written: its rows are taken once
+            # whole (their checksums pass) and flagged at the end.
+            try:
+                rows.append(_unpack_row(raw[at : at + ROW.size], self.path, offset + at))
+            except CorruptionError:
+                break
         while rows and not rows[-1].group_end:  # a group being written: not yet
             rows.pop()
         if not rows:

@@ -484,3 +484,29 @@ def test_random_messages_read_back_after_reopen_fork_and_checkpoint(tmp_path_fac
         assert [content(m) for m in reader.messages.all(at_seq=checkpoint.seq)] == \
             at_checkpoint
         assert reader.verify() == []
+
+
+@pytest.mark.parametrize("cut", ["half a row", "a torn last row", "the last group cut"])
+def test_an_index_cut_by_a_crash_reads_as_the_log_says(store, cut):
+    with store.create_session("s") as session:
+        for number in range(6):
+            session.messages.append({"role": "assistant", "id": f"m{number}", "parts": [
+                {"type": "tool_call", "call_id": f"c{number}", "name": "ls"}]})
+    path = os.path.join(store.read_session("s").path, "messages.idx")
+    with open(path, "r+b") as file:
+        size = os.path.getsize(path)
+        if cut == "half a row":
+            file.truncate(size - ROW.size // 2)
+        elif cut == "a torn last row":
+            file.seek(size - 10)
+            file.write(b"\xff" * 10)
+        else:  # the message row of the last group kept, its call row lost
+            file.truncate(size - ROW.size)
+    reader = store.read_session("s")
+    assert [m.id for m in reader.messages.last(10)] == [f"m{n}" for n in range(6)]
+    assert reader.messages.get("m5").tool_calls[0].call_id == "c5"
+    with store.open_session("s") as session:  # the writer makes the index good again
+        session.messages.append({"role": "tool", "parts": [
+            {"type": "tool_result", "call_id": "c5", "output": "ok"}]})
+    assert store.read_session("s").verify() == []
+    assert store.read_session("s").messages.count() == 7
