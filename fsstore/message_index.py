@@ -157,8 +157,8 @@ class MessageIndex:
     ``refresh`` brings it up to the log: it (re)opens the file when it was replaced,
     drops rows the log does not hold, and indexes message records the rows do not cover
     yet (the writer writes their rows to the file; a reader keeps them in memory).
-    ``resolve`` turns a record's id into rows; the messages API (``messages.py``) reads
-    the records."""
+    ``find`` turns a hash into rows, ``records`` reads the records rows name; the
+    messages API (``messages.py``) is built on them."""
 
     def __init__(self, io: FileIO, session_path: str, log: LogReader, uid: int, *,
                  use_file: bool = True, writable: bool = False) -> None:
@@ -175,14 +175,15 @@ class MessageIndex:
         self._file_key: tuple[int, int] | None = None
         self._log_start: int | None = None
         self._file_rows = 0  # checked rows in the file
-        self._extra: list[Row] = []  # rows a reader made from the log, not in the file
+        # Rows not in the file: a reader's, made from the log; the writer's, not written
+        # yet (``add_rows``).
+        self._extra: list[Row] = []
         # The log is indexed up to this frame boundary: message records before it have
         # rows; ``_covered_seq`` is the last seq before it.
         self._covered: LogPosition | None = None
         self._covered_seq = 0
         self._last: Row | None = None
         self._lookup: _Lookup | None = None
-        self._written_rows: list[Row] = []  # by the writer, for its lookup
         # Records read lately, by the row that found them (its place, seq and hash): a
         # record once written never changes while its segment and row exist, and a
         # cleared or replaced log or index drops them all (``_reset``).
@@ -242,7 +243,6 @@ class MessageIndex:
         self._covered_seq = log_start - 1
         self._last = None
         self._lookup = None
-        self._written_rows = []
         self._cache = {}
 
     def create(self, log_start: int) -> None:
@@ -270,8 +270,8 @@ class MessageIndex:
         the index is read afresh."""
         replaced = self._open()
         if not replaced and self._log_start is not None and head is None:
-            start = self._covered
-            if start is not None and not self.io.exists(self.log.segment_path(start.segment)):
+            segment = self._log_start if self._covered is None else self._covered.segment
+            if not self.io.exists(self.log.segment_path(segment)):
                 replaced = True  # cleared meanwhile: its segments are gone
         if replaced or self._log_start is None or (
                 log_start is not None and self._log_start != log_start):

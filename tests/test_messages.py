@@ -510,3 +510,18 @@ def test_an_index_cut_by_a_crash_reads_as_the_log_says(store, cut):
             {"type": "tool_result", "call_id": "c5", "output": "ok"}]})
     assert store.read_session("s").verify() == []
     assert store.read_session("s").messages.count() == 7
+
+
+def test_a_reader_that_has_seen_no_message_sees_the_messages_after_a_clear(store):
+    with store.create_session("s") as session:
+        session.append({"plain": 1})
+        reader = store.read_session("s")
+        assert reader.messages.count() == 0
+        session.clear()
+        session.messages.append(text("user", "after the clear", id="a"))
+        assert [m.text for m in reader.messages.last(5)] == ["after the clear"]
+        session.messages.append(text("user", "more", id="b"))
+        assert reader.messages.count() == 2
+        session.clear()
+        assert reader.messages.count() == 0
+        assert reader.messages.last(5) == []
