@@ -60,7 +60,14 @@ def random_op(rng: random.Random, index: int) -> list:
     return [rng.choice(["seal", "compact", "sync"])]
 
 
-def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
+def copies_during_writes(tmp_path, copier, copies: int, seed: int,
+                         ops_per_copy: int) -> None:
+    """Take ``copies`` copies while a writer thread works, and check each. The writer
+    gets ``ops_per_copy`` more calls as each copy starts: left free, it would run on while
+    each copy lasts, and every copy would last longer than the one before (a copy's time
+    grows with the files, and the files with the calls made while it copied) until the
+    collection passed the limits section 15.8 sets (64 pins, a 512 KiB manifest) within
+    a minute or never, as the threads happened to share the CPU."""
     root = tmp_path / "store"
     session = fsstore.open_store(root).create_session("s")
     collection = session.create_collection("c", 3)
@@ -69,13 +76,20 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
     models: list[dict] = [{}]  # models[k]: the documents after the first k calls
     bulk: list[bool] = []  # bulk[k]: whether call k is a bulk upsert
     returned = [0]  # how many calls returned
+    allowed = [0]  # how many calls the writer may have started
+    turn = threading.Condition()
     stop = threading.Event()
     failures: list[BaseException] = []
 
     def write() -> None:
         index = 0
         try:
-            while not stop.is_set():
+            while True:
+                with turn:
+                    while not stop.is_set() and index >= allowed[0]:
+                        turn.wait()
+                    if stop.is_set():
+                        return
                 op = random_op(rng, index)
                 bulk.append(op[0] == "upsert" and len(op[1]) >= tuning.SEAL_ROWS)
                 models.append(apply_vector_op(models[-1], op))  # before the call starts
@@ -92,6 +106,9 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
             dest = tmp_path / f"copy-{trial}"
             before = returned[0]  # calls that returned before the copy started
             manifest_before = os.stat(manifest).st_ino
+            with turn:
+                allowed[0] += ops_per_copy
+                turn.notify_all()
             COPIERS[copier](root, dest)
             during = len(models)  # calls started before the copy ended
             copied = fsstore.open_store(dest, create=False)
@@ -122,7 +139,9 @@ def copies_during_writes(tmp_path, copier, copies: int, seed: int) -> None:
             shutil.rmtree(dest)
             assert not failures, failures
     finally:
-        stop.set()
+        with turn:
+            stop.set()
+            turn.notify_all()
         writer.join()
         session.close()
     assert not failures, failures
@@ -137,7 +156,7 @@ def busy_seals(monkeypatch):
 
 @pytest.mark.parametrize("copier", sorted(COPIERS))
 def test_copies_taken_during_seals_and_merges_open_whole(tmp_path, busy_seals, copier):
-    copies_during_writes(tmp_path, copier, copies=25, seed=1)
+    copies_during_writes(tmp_path, copier, copies=25, seed=1, ops_per_copy=24)
 
 
 @pytest.mark.long
@@ -145,7 +164,7 @@ def test_copies_taken_during_seals_and_merges_open_whole(tmp_path, busy_seals, c
 @pytest.mark.parametrize("copier", sorted(COPIERS))
 def test_hundreds_of_copies_taken_during_seals_and_merges_open_whole(
         tmp_path, busy_seals, copier, seed):
-    copies_during_writes(tmp_path, copier, copies=150, seed=seed)
+    copies_during_writes(tmp_path, copier, copies=150, seed=seed, ops_per_copy=8)
 
 
 def test_heavy_churn_keeps_the_collection_manifest_within_what_readers_take(
@@ -165,3 +184,35 @@ def test_heavy_churn_keeps_the_collection_manifest_within_what_readers_take(
     assert path.stat().st_size <= 12 << 10
     assert vector_contents(store.read_session("s").collection("c")) == model
     assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+def test_a_copy_whose_log_is_older_than_a_seal_that_made_no_file_verifies_clean(tmp_path):
+    # A copier lists and copies wal/ before it gets to collection.json (tar, cp and
+    # copytree go in readdir order). In between, documents are upserted and deleted
+    # again, and a seal commits them: it writes no shard and no deleted-rows file, so the
+    # copy misses none of the current state's files, only the log records it covers.
+    root = tmp_path / "store"
+    folder = root / "sessions" / "s" / "vectors" / "c"
+    with fsstore.open_store(root).create_session("s") as session:
+        collection = session.create_collection("c", 3)
+        collection.upsert([fsstore.VectorDocument("a", [1, 0, 0], content="A")])
+        collection.seal()
+        expected = vector_contents(collection)
+        shutil.copytree(folder / "wal", tmp_path / "early-wal")  # the copier, early
+        files = set(os.listdir(folder))
+        collection.upsert([fsstore.VectorDocument("b", [0, 1, 0], content="B")])
+        collection.delete(["b"])
+        collection.seal()
+        assert set(os.listdir(folder)) == files  # the seal made no file
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    copied_wal = copy / "sessions" / "s" / "vectors" / "c" / "wal"
+    shutil.rmtree(copied_wal)
+    shutil.copytree(tmp_path / "early-wal", copied_wal)
+    copied = fsstore.open_store(copy, create=False)
+    assert vector_contents(copied.read_session("s").collection("c")) == expected
+    findings = [f for f in copied.verify() if f.path.startswith(str(copied_wal.parent))]
+    assert [f for f in findings if f.level == "problem"] == []
+    assert any("before collection.json" in f.message for f in findings), findings
+    with copied.open_session("s") as reopened:
+        assert vector_contents(reopened.collection("c")) == expected

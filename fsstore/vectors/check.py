@@ -140,24 +140,38 @@ def _whole(io: FileIO, path: str, state: PinnedState) -> bool:
 def _readable_state(io: FileIO, path: str, decoded: CollectionManifest, log_start: int,
                     head: int | None) -> tuple[PinnedState, list[Finding]]:
     """The state a reader opens (section 15.8): the current one, unless files of it are
-    missing and a pinned earlier state is whole, as in a copy taken during a seal."""
+    missing, or the log ends before its ``wal_seq``, and a pinned earlier state is whole,
+    as in a copy taken during a seal."""
     states = decoded.states()
     current = states[0]
     names = io.listdir(path)
     missing = [name for entry in current.shards for name in entry.files()
                if name not in names]
-    if not missing or head is None or not missing_are_newest(names, missing):
+    # A copy may take wal/ before collection.json: its log then ends before the current
+    # state's wal_seq. A seal whose documents were all deleted again before it ran makes
+    # no file, so nothing of the state is missing: readers still take the pinned state
+    # (as they do for any state the log does not reach), and so does verify.
+    log_short = head is not None and current.wal_seq > head
+    if head is None or not (log_short or (missing and missing_are_newest(names, missing))):
         return current, []
     for index, state in enumerate(states[1:], 1):
         if state.wal_seq + 1 >= log_start and state.wal_seq <= head and \
                 _whole(io, path, state):
             if any(s.bulk for s in states[:index]):
                 break  # readers refuse: the documents of a bulk upsert are missing
-            return state, [Finding(
+            notes = [Finding(
                 "note", os.path.join(path, name), None,
                 f"missing, as in a copy taken while a seal or merge wrote it: readers use "
                 f"the pinned state of generation {state.generation}, which holds the same "
                 "documents; the next seal rewrites the manifest") for name in missing]
+            if log_short:
+                notes.append(Finding(
+                    "note", os.path.join(path, layout.WAL_DIR), None,
+                    f"ends at seq {head}, before the {current.wal_seq} the manifest's "
+                    "shards hold, as in a copy that took wal/ before collection.json: "
+                    f"readers use the pinned state of generation {state.generation} and "
+                    "the log after it; the next seal rewrites the manifest"))
+            return state, notes
     return current, []
 
 
