@@ -659,3 +659,19 @@ def test_importing_fsstore_does_not_import_the_converters() -> None:
     code = "import sys, fsstore; assert 'fsstore.convert' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": ROOT}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_results_in_an_assistant_message_go_after_it_where_each_format_wants_them() -> None:
+    [message] = from_ui_messages([UI_CASES[1][0]])
+    chat = to_openai_chat([message])
+    assert [m["role"] for m in chat] == ["assistant", "tool", "tool", "tool"]
+    assert [c["id"] for c in chat[0]["tool_calls"]] == ["call_1", "call_2", "call_3", "call_4"]
+    assert chat[1] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    _, anthropic = to_anthropic([message])
+    assert [m["role"] for m in anthropic] == ["assistant", "user"]
+    assert [b["type"] for b in anthropic[0]["content"]] == ["tool_use"] * 4
+    assert [b["tool_use_id"] for b in anthropic[1]["content"]] == ["call_1", "call_3", "call_4"]
+    assert anthropic[1]["content"][1]["is_error"] is True
+    back = from_anthropic(anthropic)
+    assert [m.role for m in back] == ["assistant", "tool"]
+    assert back[1].tool_results[0].name == "getWeatherInformation"

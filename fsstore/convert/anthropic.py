@@ -88,9 +88,17 @@ def to_anthropic(messages: Iterable[Message | Mapping[str, Any]]
             continue
         content = [block for number, part in enumerate(message.parts)
                    if (block := _block_out(part, f"{where}.parts[{number}]")) is not None]
-        role = "assistant" if message.role == "assistant" else "user"
-        out.append({**kept(message.metadata.extra, KEY), "role": role,
-                    "content": _plain(content)})
+        extras = kept(message.metadata.extra, KEY)
+        if message.role != "assistant":
+            out.append({**extras, "role": "user", "content": _plain(content)})
+            continue
+        # Results an assistant message holds (as a UIMessage's tool parts do) go in a
+        # user message after it, where the API wants tool_result blocks.
+        results = [block for block in content if block["type"] == "tool_result"]
+        content = [block for block in content if block["type"] != "tool_result"]
+        out.append({**extras, "role": "assistant", "content": _plain(content)})
+        if results:
+            out.append({"role": "user", "content": results})
     system: System = None
     if blocks:
         system = blocks[0]["text"] if len(blocks) == 1 and blocks[0].keys() == {

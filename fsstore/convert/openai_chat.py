@@ -73,13 +73,12 @@ def to_openai_chat(messages: Iterable[Message | Mapping[str, Any]]) -> list[Json
         where = f"messages[{index}]"
         extras = kept(message.metadata.extra, KEY)
         if message.role == "tool":
-            for part in message.parts:
-                if isinstance(part, ToolResultPart):
-                    out.append({**extras, **kept(part.provider_metadata, KEY), "role": "tool",
-                                "tool_call_id": part.call_id,
-                                "content": output_out(part.output)})
+            out.extend(_results_out(message.parts, extras))
         elif message.role == "assistant":
             out.append(_assistant_out(message, extras, where))
+            # Results an assistant message holds (as a UIMessage's tool parts do) go
+            # after it, as the tool messages Chat wants.
+            out.extend(_results_out(message.parts, {}))
         else:
             role = "developer" if (message.role == "system"
                                    and extras.get("role") == "developer") else message.role
@@ -88,6 +87,12 @@ def to_openai_chat(messages: Iterable[Message | Mapping[str, Any]]) -> list[Json
             out.append({**extras, "role": role,
                         "content": _plain([c for c in content if c is not None])})
     return out
+
+
+def _results_out(parts: list[MessagePart], extras: JsonDict) -> list[JsonDict]:
+    return [{**extras, **kept(part.provider_metadata, KEY), "role": "tool",
+             "tool_call_id": part.call_id, "content": output_out(part.output)}
+            for part in parts if isinstance(part, ToolResultPart)]
 
 
 def _plain(content: list[JsonDict]) -> str | list[JsonDict]:
