@@ -675,3 +675,42 @@ def test_results_in_an_assistant_message_go_after_it_where_each_format_wants_the
     back = from_anthropic(anthropic)
     assert [m.role for m in back] == ["assistant", "tool"]
     assert back[1].tool_results[0].name == "getWeatherInformation"
+
+
+def test_ui_metadata_that_is_not_an_object_is_kept_as_given() -> None:
+    case = [{"id": "m1", "role": "user", "parts": [], "metadata": "from-a-form"}]
+    assert to_ui_messages(from_ui_messages(case)) == case
+
+
+def test_bytes_signature_goes_out_as_base64_text() -> None:
+    message = Message(role="assistant", parts=[ReasoningPart(text="t", signature=b"\x00\xff")])
+    _, [converted] = to_anthropic([message])
+    assert converted["content"] == [{"type": "thinking", "thinking": "t", "signature": "AP8="}]
+    [item] = to_openai_responses([message])
+    assert item["encrypted_content"] == "AP8="
+    assert from_ui_messages(to_ui_messages([message]))[0].parts == message.parts
+
+
+def test_messages_out_may_be_dicts_of_their_fields_and_are_checked() -> None:
+    assert to_openai_chat([{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]) == [
+        {"role": "user", "content": "hi"}]
+    with pytest.raises(InvalidMessage) as caught:
+        to_openai_chat([{"role": "user"}, {"role": "robot", "parts": []}])
+    assert caught.value.field == "messages[1].role"
+
+
+def test_ui_reasoning_signature_of_the_ai_sdk_providers_reaches_anthropic() -> None:
+    [message] = from_ui_messages(UI_CASES[3])
+    reasoning = message.parts[0]
+    assert isinstance(reasoning, ReasoningPart) and reasoning.signature == "ErUBCkYIBxgCIkD..."
+    _, [converted] = to_anthropic([message])
+    assert converted["content"][0] == {"type": "thinking", "signature": "ErUBCkYIBxgCIkD...",
+                                       "thinking": "The user asks about the weather."}
+    redacted = [{"id": "m", "role": "assistant", "parts": [{
+        "type": "reasoning", "text": "", "providerMetadata": {
+            "anthropic": {"redactedData": "EmwKAhgB"}}}]}]
+    [message] = from_ui_messages(redacted)
+    assert message.parts == [ReasoningPart(text="", signature="EmwKAhgB", redacted=True,
+                                           provider_metadata=redacted[0]["parts"][0][
+                                               "providerMetadata"])]
+    assert to_ui_messages([message]) == redacted

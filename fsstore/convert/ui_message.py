@@ -112,12 +112,13 @@ def _part_out(part: MessagePart, field: str) -> JsonDict | None:
         return {**extras, "type": "text", "text": part.text, **_provider(part)}
     if isinstance(part, ReasoningPart):
         own: JsonDict = {}
-        if isinstance(part.signature, bytes):
-            own["signatureBase64"] = base64.b64encode(part.signature).decode("ascii")
-        elif part.signature is not None:
-            own["signature"] = part.signature
-        if part.redacted:
-            own["redacted"] = True
+        if (part.signature, part.redacted) != _sdk_signature(part.provider_metadata):
+            if isinstance(part.signature, bytes):
+                own["signatureBase64"] = base64.b64encode(part.signature).decode("ascii")
+            else:
+                own["signature"] = part.signature
+            if part.redacted:
+                own["redacted"] = True
         return {**extras, "type": "reasoning", "text": part.text, **_provider(part, **own)}
     if isinstance(part, FilePart):
         out = {**extras, "type": "file", "mediaType": part.media_type,
@@ -234,8 +235,11 @@ def _part_in(part: JsonDict, field: str) -> list[MessagePart]:
         if isinstance(own.get("signatureBase64"), str):
             signature = decode_base64(own["signatureBase64"],
                                       f"{field}.providerMetadata.{OWN}.signatureBase64")
+        redacted = own.get("redacted") is True
+        if not own:
+            signature, redacted = _sdk_signature(metadata)
         return [ReasoningPart(text=need_str(part.get("text"), f"{field}.text"),
-                              signature=signature, redacted=own.get("redacted") is True,
+                              signature=signature, redacted=redacted,
                               provider_metadata=keep(metadata, KEY, rest(
                                   part, {"type", "text", "providerMetadata"})))]
     if kind == "file":
@@ -251,6 +255,23 @@ def _part_in(part: JsonDict, field: str) -> list[MessagePart]:
         return [DataPart(name=kind[len("data-"):], data=part.get("data"),
                          provider_metadata=keep(None, KEY, rest(part, {"type", "data"})))]
     return [DataPart(name=f"{KEY}.{kind}", data=part)]  # source-url, step-start, ...
+
+
+def _sdk_signature(metadata: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """The reasoning signature the AI SDK's providers keep in a part's providerMetadata
+    (Anthropic's signature or redactedData, OpenAI's reasoningEncryptedContent), and
+    whether it is redacted thinking: a reasoning part read from an AI SDK app keeps its
+    signature when written to Anthropic or the Responses API."""
+    anthropic = metadata.get("anthropic")
+    if isinstance(anthropic, Mapping):
+        if isinstance(anthropic.get("signature"), str):
+            return anthropic["signature"], False
+        if isinstance(anthropic.get("redactedData"), str):
+            return anthropic["redactedData"], True
+    openai = metadata.get("openai")
+    if isinstance(openai, Mapping) and isinstance(openai.get("reasoningEncryptedContent"), str):
+        return openai["reasoningEncryptedContent"], False
+    return None, False
 
 
 def _tool_in(part: JsonDict, field: str, kind: str) -> list[MessagePart]:
