@@ -746,9 +746,11 @@ class Store(AsyncStoreMixin):
         """Tokens and cost of the store's messages: each session's ``usage()`` summed,
         all under ``""``, or keyed by ``by="model"``, ``"session"`` or ``"day"`` (UTC).
         ``sessions`` limits it to those ids (SessionNotFound for one that is not
-        there). Costs a state load per session (the folds are kept in snapshots). A
-        session that cannot be read is left out and named, with why, in the result's
-        ``skipped``: one damaged session hides no other."""
+        there). Each message counts once: a fork whose parent is summed too counts only
+        what came after its fork point. Costs a state load per session (the folds are
+        kept in snapshots), and one more per fork. A session that cannot be read is
+        left out and named, with why, in the result's ``skipped``: one damaged session
+        hides no other."""
         return store_usage(self, by, sessions)
 
     # --- checking ---

@@ -2,8 +2,12 @@
 summed.
 
 Each session's fold is kept in its snapshots, so summing a store costs a state load per
-session, never a read of the histories. One damaged session hides no other: it is
-left out of the sums and named, with why, in :attr:`StoreUsage.skipped`.
+session, never a read of the histories. A fork shares its parent's history up to its
+fork point, and its fold counts that history's messages too: so that the store counts
+each message once, a fork whose parent is summed too counts only what came after the
+fork point (its fold, less its fold at that seq). A spawned session has a history of
+its own and counts whole. One damaged session hides no other: it is left out of the
+sums and named, with why, in :attr:`StoreUsage.skipped`.
 """
 
 from __future__ import annotations
@@ -51,15 +55,17 @@ def store_usage(store: Store, by: str | None = None,
                              f"pass [{sessions!r}]")
     explicit = sessions is not None
     ids = list(dict.fromkeys(sessions)) if sessions is not None else store.session_ids()
+    summed = set(ids)
     result = StoreUsage()
     for session_id in ids:
         try:
             reader = store.read_session(session_id)
-            if by == "session":
-                found = reader.usage()
-            else:
-                check_usage_by(by)
-                found = reader.usage(by=by)
+            grouping = None if by == "session" else by
+            check_usage_by(grouping)
+            found = reader.usage(by=grouping)
+            origin = reader.parent
+            if found and origin is not None and origin.parent in summed:
+                found = _after(found, reader.usage(by=grouping, at_seq=origin.seq))
         except SessionNotFound:
             if explicit:
                 raise
@@ -73,3 +79,21 @@ def store_usage(store: Store, by: str | None = None,
             group = session_id if by == "session" else key
             result.setdefault(group, UsageTotals()).add(totals)
     return result
+
+
+def _after(total: dict[str, UsageTotals], inherited: dict[str, UsageTotals]
+           ) -> dict[str, UsageTotals]:
+    """What a fork spent after its fork point: its totals less the inherited ones, the
+    groups that come to nothing left out."""
+    own: dict[str, UsageTotals] = {}
+    for key, totals in total.items():
+        left = UsageTotals()
+        left.add(totals)
+        if key in inherited:
+            left.add(inherited[key], -1)
+        # Float costs subtracted may leave a residue of rounding where nothing was spent.
+        left.cost = {currency: amount for currency, amount in left.cost.items()
+                     if abs(amount) > 1e-12}
+        if not left.is_empty():
+            own[key] = left
+    return own

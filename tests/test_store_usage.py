@@ -95,3 +95,26 @@ def test_store_ausage_is_the_twin_of_usage(store):
     usage = asyncio.run(main())
     assert isinstance(usage["big"], UsageTotals) and usage["big"].input == 100
     assert usage == store.usage(by="model", sessions=["a"])
+
+
+def test_a_fork_counts_only_what_came_after_its_fork_point(store):
+    with store.open_session("a") as session:
+        fork = session.fork("a-fork")
+    with fork:
+        fork.messages.append(assistant("big", 1000, 100, 2.0))
+    by_session = store.usage(by="session")
+    assert by_session["a"].input == 120 and by_session["a-fork"].input == 1000
+    assert by_session["a-fork"].cost == {"USD": 2.0}
+    assert store.usage()[""].input == 425 + 1000  # the shared history counted once
+    by_model = store.usage(by="model")
+    assert (by_model["big"].input, by_model["small"].input) == (1400, 25)
+    # Alone, or with its parent left out, a fork counts its whole history.
+    assert store.usage(sessions=["a-fork"])[""].input == 1120
+
+
+def test_a_fork_without_spend_of_its_own_adds_nothing(store):
+    store.fork_session("b", "b-fork").close()
+    assert "b-fork" not in store.usage(by="session")
+    assert store.usage()[""].input == 425
+    store.delete_session("b")
+    assert store.usage(by="session")["b-fork"].input == 305  # its history is only there
