@@ -112,6 +112,7 @@ from .session_reader import SpawnOrigin
 from .snapshot import CheckpointInfo, SnapshotPolicy
 from .state import STATE_RECORD
 from .store import Store, find_store, open_store
+from .store_usage import StoreUsage
 from .usage import ExecutionStats, UsageTotals
 from .vectors import (
     CollectionInfo,
@@ -260,4 +261,5 @@ __all__ = [
     "ToolCallPart",
     "ToolResultPart",
     "UsageTotals",
+    "StoreUsage",
 ]

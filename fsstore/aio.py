@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .session import CommitResult, Session, SessionInfo, SessionReader
     from .snapshot import CheckpointInfo, SnapshotPolicy
     from .store import Store
+    from .store_usage import StoreUsage
     from .turns import Revision, Turn
     from .vectors import (
         CollectionInfo,
@@ -162,6 +163,8 @@ class _StoreLike(Protocol):
     def workspace_sessions(self, workspace_id: str, role: SessionRole | str | None = ...
                            ) -> list[WorkspaceMember]: ...
     def session_workspaces(self, session_id: str) -> dict[str, str]: ...
+    def usage(self, *, by: str | None = ..., sessions: Iterable[str] | None = ...
+              ) -> StoreUsage: ...
 
 
 _StoreT = TypeVar("_StoreT", bound=_StoreLike)
@@ -327,6 +330,11 @@ class AsyncStoreMixin:
     async def averify(self: _StoreLike, session_ids: Iterable[str] | None = None
                       ) -> list[Finding]:
         return await asyncio.to_thread(self.verify, session_ids)
+
+    async def ausage(self: _StoreLike, *, by: str | None = None,
+                     sessions: Iterable[str] | None = None) -> StoreUsage:
+        chosen = None if sessions is None else list(sessions)  # read here, not in a thread
+        return await asyncio.to_thread(lambda: self.usage(by=by, sessions=chosen))
 
 
 # --- sessions -------------------------------------------------------------------------------

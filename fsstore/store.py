@@ -48,6 +48,7 @@ from .session import Session
 from .session_metadata import new_manifest
 from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
+from .store_usage import StoreUsage, store_usage
 from .unset import UNSET
 from .vectors import (
     DistanceMetric,
@@ -737,6 +738,20 @@ class Store(AsyncStoreMixin):
         """The workspaces a session is in, by id, each with its role there. Raises
         SessionNotFound for a session that does not exist."""
         return self._workspaces().of_session(session_id)
+
+    # --- usage ---
+
+    def usage(self, *, by: str | None = None, sessions: Iterable[str] | None = None
+              ) -> StoreUsage:
+        """Tokens and cost of the store's messages: each session's ``usage()`` summed,
+        all under ``""``, or keyed by ``by="model"``, ``"session"`` or ``"day"`` (UTC).
+        ``sessions`` limits it to those ids (SessionNotFound for one that is not
+        there). Each message counts once: a fork whose parent is summed too counts only
+        what came after its fork point. Costs a state load per session (the folds are
+        kept in snapshots), and one more per fork. A session that cannot be read is
+        left out and named, with why, in the result's ``skipped``: one damaged session
+        hides no other."""
+        return store_usage(self, by, sessions)
 
     # --- checking ---
 

@@ -28,11 +28,10 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     reader = store.read_session(session_id)
     turns = reader.get_turns()
     assert len(turns) == 3 and all(t.finished for t in turns)
-    assert {e.kind for t in turns for e in t.events} == {"message", "tool_call",
-                                                         "tool_result"}
+    assert {e.kind for t in turns for e in t.events} == {fsstore.MESSAGE_RECORD}
     # The queue item and the input arrived after the last turn finished: in no turn.
     kinds = {e.kind for t in reader.get_turns(include_internal=True) for e in t.events}
-    assert kinds == {"message", "tool_call", "tool_result", fsstore.STATE_RECORD}
+    assert kinds == {fsstore.MESSAGE_RECORD, fsstore.STATE_RECORD}
     assert [w.kind for w in reader.queue.items()] == ["follow_up"]
     assert [i.status for i in reader.inputs.items()] == ["pending"]
     assert not store.lease_info(session_id).held
@@ -43,14 +42,15 @@ def test_demo_records_a_multi_turn_session_and_describes_it(tmp_path, capsys):
     assert fork.parent == fsstore.ForkOrigin(session_id, checkpoint.seq, checkpoint.id)
     assert fork.state() == reader.load_checkpoint(checkpoint.id)
     assert fork.get_turns() == reader.get_turns()[:1]
-    outputs = [e.data["output"] for e in reader.events() if e.kind == "tool_result"]
-    attached = [fsstore.BlobRef.parse(o) for o in outputs if isinstance(o, dict)]
+    files = [part for m in reader.messages.all() for part in m.parts
+             if isinstance(part, fsstore.FilePart)]
+    attached = [fsstore.BlobRef.parse(part.blob) for part in files]
     assert len(attached) == 2 and b"FAILURES" in reader.blobs.get(attached[0])
     assert "attachments: 2 tool outputs" in out
     # A sub-agent spawned in turn 1, and a workspace holding the three sessions.
     spawned = store.read_session(sub_id).spawned_by
     assert (spawned.parent, spawned.turn) == (session_id, 1)
-    assert [e.kind for e in store.read_session(sub_id).events()][-1] == "message"
+    assert [e.kind for e in store.read_session(sub_id).events()][-1] == fsstore.MESSAGE_RECORD
     assert [r.session for r in store.lineage(session_id).children] == [sub_id, fork_id]
     assert {m.session_id: m.role for m in store.workspace_sessions("billing-date-fix")} == {
         session_id: "primary", fork_id: "related", sub_id: "sub-agent"}
@@ -67,10 +67,11 @@ def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     assert code == 0 and session_id in out and "Fix the failing billing date test" in out
 
     code, out, _ = run(capsys, "--store", store_path, "show", session_id)
-    assert code == 0 and "turn 1 (7 events, finished)" in out  # its state record is not shown
+    assert code == 0 and "turn 1 (6 events, finished)" in out  # its state record is not shown
     assert "run_tests(" in out
     code, out, _ = run(capsys, "--store", store_path, "show", fork_id)
-    assert f"forked from {session_id} at seq 9" in out
+    (checkpoint,) = fsstore.open_store(store_path).read_session(session_id).checkpoints()
+    assert f"forked from {session_id} at seq {checkpoint.seq}" in out
 
     code, out, _ = run(capsys, "--store", store_path, "cat", session_id, "--after", "2",
                        "--limit", "3")
@@ -78,7 +79,8 @@ def test_ls_show_cat_and_verify_read_a_store(tmp_path, capsys, monkeypatch):
     assert [line["seq"] for line in lines] == [3, 4, 5]
     assert set(lines[0]) == {"seq", "ts", "turn", "kind", "data"}
     code, out, _ = run(capsys, "--store", store_path, "cat", session_id)
-    assert not [line for line in out.splitlines() if '"kind": "fsstore.' in line]
+    kinds = {json.loads(line)["kind"] for line in out.splitlines()}
+    assert kinds == {fsstore.MESSAGE_RECORD}  # the store's own records only with --all
     code, out, _ = run(capsys, "--store", store_path, "cat", session_id, "--all")
     kinds = {json.loads(line)["kind"] for line in out.splitlines()}
     assert {fsstore.TURN_FINISHED, fsstore.STATE_RECORD, "fsstore.queue"} <= kinds

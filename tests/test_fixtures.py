@@ -267,3 +267,141 @@ def test_the_committed_v1_3_store_hands_out_a_higher_token_without_its_lease_fil
     with store.open_session("grandchild") as session:
         session.append({"more": 1})
     assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+FIXTURE_1_5 = os.path.join(ROOT, "fixtures", "v1.5")
+
+
+def test_the_committed_v1_5_store_reads_its_records_the_same_forever():
+    before = tree_snapshot(FIXTURE_1_5)
+    expected, store = open_fixture(FIXTURE_1_5)
+    for info in store.list_sessions():
+        want = expected[info.id]
+        reader = store.read_session(info.id)
+        assert info.damaged is None and info.head == want["head"]
+        assert [json.loads(event_json(e)) for e in reader.events(include_internal=True)] == (
+            want["all_records"])
+        assert [[t.number, len(t.events), t.finished] for t in reader.get_turns()] == (
+            want["turns"])
+        assert [[c.id, c.kind, c.seq] for c in reader.checkpoints()] == want["checkpoints"]
+    assert store.verify() == []
+    assert tree_snapshot(FIXTURE_1_5) == before
+
+
+def test_the_committed_v1_5_store_reads_its_messages_the_same_forever():
+    before = tree_snapshot(FIXTURE_1_5)
+    _, store = open_fixture(FIXTURE_1_5)
+    chat = store.read_session("chat")
+    assert chat.messages.count() == 8
+    assert [m.id for m in chat.messages.last(3)] == ["a3", "t2", "u3"]
+    assert [m.id for m in chat.messages.all()] == ["u1", "a1", "t1", "a2", "u2", "a3", "t2",
+                                                    "u3"]
+    assert [m.id for m in chat.messages.page(before="u2", limit=2)] == ["t1", "a2"]
+    assert [m.id for m in chat.messages.page(after="s1", limit=1)] == ["a3"]  # a deleted cursor
+
+    user = chat.messages.get("u1")
+    assert (user.role, user.seq, user.turn, user.version, user.created) == (
+        "user", 1, 1, 1, 1795280000.0)
+    assert user.parts == [fsstore.TextPart(text="Why does deploy.sh fail? ✓"), fsstore.FilePart(
+        media_type="image/png", name="screen.png", data=b"\x89PNG\r\n\x1a\n" + bytes(range(32)))]
+    reply = chat.messages.get("a1")
+    reasoning, text, read, run = reply.parts
+    assert reasoning == fsstore.ReasoningPart(text="read it first", signature=b"\x00sig\xff")
+    assert text.text == "Reading the script and running it."
+    assert (read.call_id, read.name, read.arguments) == ("c1", "read_file", {"path": "deploy.sh"})
+    assert run.provider_metadata == {"item": "fc_1"} and run.arguments == {
+        "cmd": ["sh", "deploy.sh"]}
+    assert reply.metadata == fsstore.MessageMetadata(
+        model="model-a", provider="prov-a", finish_reason="tool_calls",
+        usage=fsstore.TokenUsage(input=1000, output=50, cached_input=400, cache_write=100,
+                                 reasoning=20),
+        cost=fsstore.CostInfo(amount=0.25, currency="USD"), latency=1.5,
+        extra={"request": "req-1"})
+    results = chat.messages.get("t1")
+    assert [(r.call_id, r.output, r.is_error) for r in results.tool_results] == [
+        ("c1", "#!/bin/sh\ncd $1\n", False), ("c2", {"exit": 1}, True)]
+    log = results.parts[2]
+    assert chat.blobs.get(log.blob) == b"deploy: line 3: $1: unbound variable\n" * 40
+    diagnosis = chat.messages.get("a2").parts
+    assert diagnosis[1] == fsstore.DataPart(name="diagnosis", data={"line": 3, "fix": "quote"})
+    assert diagnosis[2].url == "https://example.com/sh"
+    assert chat.messages.get("t2").tool_results[0].orphan
+
+    edited = chat.messages.get("a3")
+    assert (edited.text, edited.version, edited.seq, edited.created, edited.updated) == (
+        "Fixed: $1 is quoted and checked.", 2, 9, 1795366405.0, 1795366420.0)
+    assert edited.metadata.cost == fsstore.CostInfo(amount=0.5, currency="EUR")
+    assert [(v.op, v.seq, v.message.text) for v in chat.messages.history("a3")] == [
+        ("add", 8, "Fixing"), ("edit", 9, "Fixed: $1 is quoted and checked.")]
+    assert [(v.op, v.seq) for v in chat.messages.history("s1")] == [("add", 7), ("delete", 10)]
+    with pytest.raises(fsstore.MessageNotFound, match="deleted"):
+        chat.messages.get("s1")
+    # as the checkpoint saw the conversation
+    assert [m.id for m in chat.messages.last(10, at_seq=5)] == ["u1", "a1", "t1", "a2"]
+    assert chat.messages.get("s1", at_seq=7).text == "a note, deleted"
+    assert tree_snapshot(FIXTURE_1_5) == before
+
+
+def test_the_committed_v1_5_store_reads_its_usage_stats_graph_and_workspace_forever():
+    before = tree_snapshot(FIXTURE_1_5)
+    _, store = open_fixture(FIXTURE_1_5)
+    chat = store.read_session("chat")
+    totals = fsstore.UsageTotals
+    model_a = totals(input=2500, output=90, cached_input=400, cache_write=100, reasoning=20,
+                     messages=2, cost={"USD": 0.625})
+    model_b = totals(input=200, output=60, messages=1, cost={"EUR": 0.5})
+    assert chat.usage(by="model") == {"model-a": model_a, "model-b": model_b}
+    assert chat.usage(by="day") == {"2026-11-21": model_a, "2026-11-22": model_b}
+    assert chat.usage() == {"": totals(input=2700, output=150, cached_input=400,
+                                       cache_write=100, reasoning=20, messages=3,
+                                       cost={"USD": 0.625, "EUR": 0.5})}
+    assert chat.usage(at_seq=5) == {"": model_a}
+    assert chat.stats() == fsstore.ExecutionStats(
+        messages_by_role={"assistant": 3, "tool": 2, "user": 3}, tool_calls=2,
+        tool_errors=1, usage=chat.usage()[""], turns=2, turn_seconds=40.0,
+        longest_turn_seconds=30.0)
+    helper = store.read_session("helper")
+    assert helper.stats().turns == 1 and helper.stats().turn_seconds == 5.0
+    fork = store.read_session("chat-fork")
+    assert [m.id for m in fork.messages.all()] == ["u1", "a1", "t1", "a2", "f1"]
+    assert fork.usage()[""].cost == {"USD": 0.65625}
+    # the store counts the history the fork shares with chat once
+    assert {sid: (t.input, t.cost) for sid, t in store.usage(by="session").items()} == {
+        "chat": (2700, {"USD": 0.625, "EUR": 0.5}), "chat-fork": (100, {"USD": 0.03125}),
+        "helper": (300, {"USD": 0.0625})}
+    assert store.usage(by="model")["model-b"] == totals(input=500, output=90, messages=2,
+                                                        cost={"EUR": 0.5, "USD": 0.0625})
+
+    assert helper.spawned_by == fsstore.SpawnOrigin("chat", 2, 1)
+    assert fork.parent == fsstore.ForkOrigin("chat", 5, "cp-diagnosed")
+    lineage = store.lineage("chat")
+    assert [(r.session, r.parent, r.kind.value, r.seq, r.turn, r.checkpoint)
+            for r in lineage.tree] == [("helper", "chat", "spawned", 2, 1, None),
+                                       ("chat-fork", "chat", "forked", 5, None, "cp-diagnosed")]
+    workspace = store.workspace("deploy-fix")
+    assert (workspace.name, workspace.description, workspace.metadata) == (
+        "Fix deploy", "three sessions", {"team": "ops"})
+    assert {m.session_id: m.role for m in store.workspace_sessions("deploy-fix")} == {
+        "chat": "primary", "chat-fork": "related", "helper": "sub-agent"}
+    assert store.session_workspaces("helper") == {"deploy-fix": "sub-agent"}
+    assert store.verify() == []
+    assert tree_snapshot(FIXTURE_1_5) == before
+
+
+def test_the_committed_v1_5_store_takes_messages_edits_and_deletes(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_5, "store"), copy)
+    store = fsstore.open_store(copy, create=False)
+    with store.open_session("chat") as chat:
+        with pytest.raises(fsstore.MessageExists):  # ids are never reused, deleted ones too
+            chat.messages.append({"id": "s1", "role": "user"})
+        chat.messages.append({"id": "t3", "role": "tool", "parts": [
+            {"type": "tool_result", "call_id": "c1", "output": "again"}]})  # c1 is found
+        chat.messages.edit({"id": "u3", "role": "user",
+                            "parts": [{"type": "text", "text": "Thanks!"}]})
+        chat.messages.delete("a2")
+        assert [m.id for m in chat.messages.last(3)] == ["t2", "u3", "t3"]
+        assert chat.messages.get("u3").version == 2
+        assert chat.stats().messages_by_role == {"assistant": 2, "tool": 3, "user": 3}
+        assert chat.usage()[""].input == 2700  # a deleted message stays spent
+    assert [f for f in store.verify() if f.level == "problem"] == []

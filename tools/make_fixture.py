@@ -9,11 +9,14 @@ one to make a test pass.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -320,6 +323,174 @@ def make_v1_3() -> None:
         handle.write("\n")
 
 
+#: The modules that stamp manifests and workspace files with ``datetime.now``.
+_DATETIME_USERS = ("lineage", "session_metadata", "store", "workspaces")
+
+
+class FixedClock:
+    """Wall time for what a fixture writes. The messages API and ``finish_turn`` stamp
+    records with ``time.time()`` and take no ts, segment headers and snapshots carry
+    ``time.time_ns()``, manifests and workspace files ``datetime.now``: the fixture sets
+    the time before each write, so its records, usage by day, turn wall times and file
+    times are the same each time it is made. Session uids, random otherwise, are counted
+    up from a fixed number: the files come out the same byte for byte."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self._real = time.time, time.time_ns
+        self._datetimes: dict[str, type] = {}
+        self._mint = fsstore.identity.mint
+        self._uids = iter(range(0x5EED_0000_0000_0001, 0x5EED_0000_0000_1000))
+
+    def __enter__(self) -> FixedClock:
+        clock = self
+
+        class FixedDatetime(datetime.datetime):
+            @classmethod
+            def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+                return datetime.datetime.fromtimestamp(clock.now, tz)
+
+        time.time = lambda: self.now
+        time.time_ns = lambda: round(self.now * 1e9)
+        fsstore.identity.mint = lambda: next(self._uids)
+        for name in _DATETIME_USERS:
+            module = importlib.import_module(f"fsstore.{name}")
+            self._datetimes[name] = module.datetime
+            module.datetime = FixedDatetime
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        time.time, time.time_ns = self._real
+        fsstore.identity.mint = self._mint
+        for name, real in self._datetimes.items():
+            importlib.import_module(f"fsstore.{name}").datetime = real
+
+
+def _assistant(model: str, provider: str, parts: list, tokens: dict, cost: float,
+               currency: str = "USD", **fields: object) -> dict:
+    return {"role": "assistant", "parts": parts, "metadata": {
+        "model": model, "provider": provider, "usage": tokens,
+        "cost": {"amount": cost, "currency": currency}, **fields}}
+
+
+def write_message_sessions(store: fsstore.Store, ts: float) -> None:
+    """A conversation with every kind of part, an edit, a delete, an orphan result, usage
+    and cost on two models and two days, two finished turns and an open one, a
+    checkpoint and a snapshot; a sub-agent spawned in its first turn; a fork at the
+    checkpoint; a workspace of the three."""
+    text = fsstore.TextPart
+    with FixedClock(ts) as clock, store.create_session(
+            "chat", title="messages ✓", tags=["v1.5"]) as chat:
+        chat.messages.append({"id": "u1", "role": "user", "parts": [
+            {"type": "text", "text": "Why does deploy.sh fail? ✓"},
+            {"type": "file", "media_type": "image/png", "name": "screen.png",
+             "data": b"\x89PNG\r\n\x1a\n" + bytes(range(32))}]})
+        clock.now = ts + 1
+        chat.messages.append(_assistant("model-a", "prov-a", [
+            {"type": "reasoning", "text": "read it first", "signature": b"\x00sig\xff"},
+            {"type": "text", "text": "Reading the script and running it."},
+            {"type": "tool_call", "call_id": "c1", "name": "read_file",
+             "arguments": {"path": "deploy.sh"}},
+            {"type": "tool_call", "call_id": "c2", "name": "run", "arguments": {
+                "cmd": ["sh", "deploy.sh"]}, "provider_metadata": {"item": "fc_1"}},
+        ], {"input": 1000, "output": 50, "cached_input": 400, "cache_write": 100,
+            "reasoning": 20}, 0.25, finish_reason="tool_calls", latency=1.5,
+            extra={"request": "req-1"}) | {"id": "a1"})
+        clock.now = ts + 2
+        log = chat.blobs.put(b"deploy: line 3: $1: unbound variable\n" * 40, "text/plain")
+        chat.messages.append({"id": "t1", "role": "tool", "parts": [
+            {"type": "tool_result", "call_id": "c1", "name": "read_file",
+             "output": "#!/bin/sh\ncd $1\n"},
+            {"type": "tool_result", "call_id": "c2", "name": "run", "output": {"exit": 1},
+             "is_error": True},
+            {"type": "file", "media_type": "text/plain", "name": "run.log", "blob": log}]})
+        clock.now = ts + 4
+        chat.messages.append(_assistant("model-a", "prov-a", [
+            text(text="Line 3 uses $1 unquoted and unset."),
+            {"type": "data", "name": "diagnosis", "data": {"line": 3, "fix": "quote"}},
+            {"type": "file", "media_type": "text/html", "url": "https://example.com/sh"},
+        ], {"input": 1500, "output": 40}, 0.375, finish_reason="stop") | {"id": "a2"})
+        clock.now = ts + 10
+        chat.finish_turn()
+        chat.checkpoint("diagnosed", checkpoint_id="cp-diagnosed")
+
+        day2 = ts + 86400
+        clock.now = day2
+        chat.messages.append({"id": "u2", "role": "user",
+                              "parts": [{"type": "text", "text": "Fix it."}]})
+        chat.messages.append({"id": "s1", "role": "system",
+                              "parts": [{"type": "text", "text": "a note, deleted"}]})
+        clock.now = day2 + 5
+        chat.messages.append(_assistant("model-b", "prov-b", [text(text="Fixing")],
+                                        {"input": 200}, 0.125, "EUR") | {"id": "a3"})
+        clock.now = day2 + 20
+        chat.messages.edit(_assistant("model-b", "prov-b", [
+            text(text="Fixed: $1 is quoted and checked.")],
+            {"input": 200, "output": 60}, 0.5, "EUR", finish_reason="stop") | {"id": "a3"})
+        chat.messages.delete("s1")
+        chat.messages.append({"id": "t2", "role": "tool", "parts": [
+            {"type": "tool_result", "call_id": "gone", "output": "late", "orphan": True}]})
+        clock.now = day2 + 30
+        chat.finish_turn()
+        chat.snapshot()
+        clock.now = day2 + 40
+        chat.messages.append({"id": "u3", "role": "user",
+                              "parts": [{"type": "text", "text": "Thanks."}]})  # turn 3, open
+        spawn_at = chat.messages.get("a1").seq
+
+        clock.now = ts + 3
+        with store.create_session("helper", spawned_by="chat", at_seq=spawn_at,
+                                  title="sub-agent") as helper:
+            helper.messages.append({"id": "h1", "role": "user", "parts": [
+                {"type": "text", "text": "Find the callers of deploy.sh."}]})
+            clock.now = ts + 6
+            helper.messages.append(_assistant("model-b", "prov-b", [
+                text(text="One: ci.yml.")], {"input": 300, "output": 30}, 0.0625,
+                finish_reason="stop") | {"id": "h2"})
+            clock.now = ts + 8
+            helper.finish_turn()
+
+        clock.now = day2 + 50
+        with store.fork_session("chat", "chat-fork", at_checkpoint="cp-diagnosed") as fork:
+            fork.messages.append(_assistant("model-a", "prov-a", [text(text="Or: set -u.")],
+                                            {"input": 100, "output": 10}, 0.03125)
+                                 | {"id": "f1"})
+            clock.now = day2 + 55
+            fork.finish_turn()
+        clock.now = day2 + 60
+        store.create_workspace("deploy-fix", name="Fix deploy", description="three sessions",
+                               metadata={"team": "ops"})
+        store.add_to_workspace("deploy-fix", "chat", fsstore.SessionRole.PRIMARY)
+        store.add_to_workspace("deploy-fix", "helper", "sub-agent")
+        store.add_to_workspace("deploy-fix", "chat-fork", fsstore.SessionRole.RELATED)
+
+
+def make_v1_5() -> None:
+    """Version 1.5: messages (every part kind, an edit, a delete, usage and cost on two
+    models) with their index and usage fold in a snapshot and a checkpoint, a spawned
+    session (1.4), a fork, and a workspace (see ``write_message_sessions``)."""
+    here = os.path.join(FIXTURES, "v1.5")
+    store_path = os.path.join(here, "store")
+    if os.path.exists(here):
+        shutil.rmtree(here)
+    store = fsstore.open_store(store_path)
+    write_message_sessions(store, 1795280000.0)
+    expected = {}
+    for info in store.list_sessions():
+        reader = store.read_session(info.id)
+        expected[info.id] = {
+            "head": info.head,
+            "all_records": [json.loads(event_json(e))
+                            for e in reader.events(include_internal=True)],
+            "turns": [[t.number, len(t.events), t.finished] for t in reader.get_turns()],
+            "checkpoints": [[c.id, c.kind, c.seq] for c in reader.checkpoints()],
+        }
+    remove_lock_files(store_path)
+    with open(os.path.join(here, "expected.json"), "w") as handle:
+        json.dump(expected, handle, indent=1, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+
+
 if __name__ == "__main__":
     {"v1": make_v1, "v1.1": make_v1_1, "v1.2": make_v1_2,
-     "v1.2-work": make_v1_2_work, "v1.3": make_v1_3}[sys.argv[1]]()
+     "v1.2-work": make_v1_2_work, "v1.3": make_v1_3, "v1.5": make_v1_5}[sys.argv[1]]()

@@ -7,14 +7,31 @@ import argparse
 import hashlib
 import os
 import re
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import layout
+from ..message_types import (
+    CostInfo,
+    DataPart,
+    FilePart,
+    Finish,
+    Message,
+    MessageMetadata,
+    MessagePart,
+    ReasoningPart,
+    TextPart,
+    TokenUsage,
+    ToolCallPart,
+    ToolResultPart,
+)
 from ..session import Session
 from ..store import Store, open_store
 from ..workspaces import SessionRole
 from ._common import add_command, human_bytes
+from .usage import cost_text, tokens_text
 
 DEFAULT_PATH = "fsstore-demo"
 
@@ -45,85 +62,164 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     demo = add_command(
         commands, "demo", "record a sample agent session into a store and describe it",
         "fsstore demo /tmp/agent-store && fsstore --store /tmp/agent-store ls",
-        description="Record a realistic multi-turn coding-agent session (user prompts, "
-                    "assistant replies, tool calls and their results, finished turns) into "
+        description="Record a realistic multi-turn coding-agent session (messages: user "
+                    "prompts, assistant replies with reasoning, tool calls and their "
+                    "results, models, token usage and cost; finished turns; a fork, a "
+                    "spawned sub-agent and a workspace) into "
                     f"PATH (default ./{DEFAULT_PATH}), then print what is on disk.")
     demo.add_argument("path", nargs="?", default=None, metavar="PATH",
                       help=f"the store to record into (default: ./{DEFAULT_PATH})")
     demo.set_defaults(run=run_demo)
 
 
+#: The models of the demo, with their prices in USD per million tokens: input, cached
+#: input, output. Illustrative: fsstore stores the cost a caller gives it.
+AGENT_MODEL = ("claude-sonnet-4", "anthropic", (3.00, 0.30, 15.00))
+SUB_AGENT_MODEL = ("gpt-4.1-mini", "openai", (0.40, 0.10, 1.60))
+
+
+def _meta(model: tuple[str, str, tuple[float, float, float]], tokens_in: int,
+          tokens_out: int, *, cached: int = 0, reasoning: int = 0, latency: float,
+          finish: Finish = "stop") -> MessageMetadata:
+    """An assistant message's metadata: its model, why it stopped, its tokens and what
+    they cost at the model's prices."""
+    name, provider, (price_in, price_cached, price_out) = model
+    cost = ((tokens_in - cached) * price_in + cached * price_cached
+            + tokens_out * price_out) / 1_000_000
+    return MessageMetadata(
+        model=name, provider=provider, finish_reason=finish,
+        usage=TokenUsage(input=tokens_in, output=tokens_out, cached_input=cached,
+                         reasoning=reasoning),
+        cost=CostInfo(amount=round(cost, 6), currency="USD"), latency=latency)
+
+
+class _Agent:
+    """Writes a session's conversation through the messages API, as an agent loop would:
+    the user's message, the model's replies (with tool calls, reasoning and usage), and
+    each tool's result in a message of its own."""
+
+    def __init__(self, session: Session, model: tuple[str, str, tuple[float, float, float]]
+                 ) -> None:
+        self.session = session
+        self.model = model
+        self.calls = 0
+
+    def user(self, text: str) -> Message:
+        return self.session.messages.append(Message.of_text("user", text))
+
+    def reply(self, text: str, tokens: tuple[int, int], *, cached: int = 0,
+              thinking: str | None = None, latency: float = 1.0,
+              calls: Sequence[tuple[str, dict[str, Any]]] = ()) -> tuple[Message, list[str]]:
+        """An assistant message: its reasoning, its text and its tool calls (it stops
+        for them when it makes any); returns it and the call ids."""
+        parts: list[MessagePart] = []
+        if thinking:
+            parts.append(ReasoningPart(text=thinking, signature=f"sig-{len(thinking)}"))
+        if text:
+            parts.append(TextPart(text=text))
+        ids = []
+        for name, arguments in calls:
+            self.calls += 1
+            ids.append(f"call_{self.calls:04d}")
+            parts.append(ToolCallPart(call_id=ids[-1], name=name, arguments=arguments))
+        metadata = _meta(self.model, *tokens, cached=cached,
+                         reasoning=len(thinking or "") // 4, latency=latency,
+                         finish="tool_calls" if calls else "stop")
+        return self.session.messages.append(Message(role="assistant", parts=parts,
+                                                    metadata=metadata)), ids
+
+    def tool(self, call_id: str, name: str, output: str, *, ok: bool = True,
+             file_name: str | None = None, media_type: str = "text/plain") -> Message:
+        """A tool's result. A long output goes to an attachment (a blob), referenced by a
+        file part; the result holds its first line."""
+        parts: list[MessagePart] = []
+        result: Any = output
+        if len(output) > 200:
+            ref = self.session.blobs.put(output.encode(), media_type)
+            result = {"summary": output.strip().splitlines()[-1].strip("= "),
+                      "lines": output.count("\n"), "attached": file_name}
+            parts.append(FilePart(media_type=media_type, name=file_name, blob=ref))
+        parts.insert(0, ToolResultPart(call_id=call_id, name=name, output=result,
+                                       is_error=not ok))
+        return self.session.messages.append(Message(role="tool", parts=parts))
+
+
 def record_demo_session(session: Session) -> None:
-    """Three turns of a coding agent fixing a failing test."""
-    model = {"model": "local-coder-8b", "temperature": 0.2}
-
-    def message(role: str, content: str, **extra: object) -> None:
-        session.append({"role": role, "content": content, **extra}, kind="message")
-
-    def tool(name: str, args: dict[str, object], output: str, ok: bool = True) -> None:
-        call_id = f"call_{session.head + 1:04d}"
-        session.append({"id": call_id, "name": name, "args": args}, kind="tool_call")
-        result: object = output
-        if len(output) > 200:  # long outputs go to an attachment, referenced from the log
-            result = session.blobs.put(output.encode(), "text/plain")
-        session.append({"call_id": call_id, "ok": ok, "output": result}, kind="tool_result")
-
-    message("user", "CI fails on the billing tests since this morning. Can you find out why?")
-    message("assistant", "I'll run the billing tests first to see the failure.",
-            usage={"input_tokens": 812, "output_tokens": 31}, **model)
-    tool("run_tests", {"path": "billing/tests", "args": ["-x", "-q"]}, _FAILURE, ok=False)
-    tool("read_file", {"path": "billing/dates.py"}, _SOURCE)
-    # The reply and the agent's working state change commit together, or not at all.
-    session.commit([{"role": "assistant", "content": (
-        "parse_date only knows two patterns; the new export sends ISO week dates "
-        "(2026-W47-3), which neither matches. Adding '%G-W%V-%u' fixes it."),
-        "usage": {"input_tokens": 2210, "output_tokens": 64}, **model}], kind="message",
-        state_patch={"diagnosis": "ISO week dates are not parsed",
-                     "plan": ["add the '%G-W%V-%u' pattern", "run the billing tests"]})
+    """Three turns of a coding agent fixing a failing test, recorded as messages."""
+    agent = _Agent(session, AGENT_MODEL)
+    agent.user("CI fails on the billing tests since this morning. Can you find out why?")
+    _, (run,) = agent.reply(
+        "I'll run the billing tests first to see the failure.", (812, 31),
+        thinking="The user reports a CI failure in billing; reproduce it before reading "
+                 "any code.", latency=1.4, calls=[("run_tests", {
+                     "path": "billing/tests", "args": ["-x", "-q"]})])
+    agent.tool(run, "run_tests", _FAILURE, ok=False, file_name="pytest-output.txt")
+    _, (read,) = agent.reply("", (1604, 28), cached=812, latency=0.9, calls=[
+        ("read_file", {"path": "billing/dates.py"})])
+    agent.tool(read, "read_file", _SOURCE, file_name="billing/dates.py",
+               media_type="text/x-python")
+    agent.reply("parse_date only knows two patterns; the new export sends ISO week dates "
+                "(2026-W47-3), which neither matches. Adding '%G-W%V-%u' fixes it.",
+                (2210, 64), cached=1604, latency=2.1,
+                thinking="%G-W%V-%u is the ISO week pattern strptime understands.")
+    session.merge_state({"diagnosis": "ISO week dates are not parsed",
+                         "plan": ["add the '%G-W%V-%u' pattern", "run the billing tests"]})
     session.finish_turn(checkpoint=True)  # a point to come back to, or to fork from
 
-    message("user", "Go ahead and fix it, and keep the error message as it is.")
+    agent.user("Go ahead and fix it, and keep the error message as it is.")
     patch = ('-    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):\n'
              '+    for pattern in ("%Y-%m-%d", "%d/%m/%Y", "%G-W%V-%u"):\n')
-    tool("apply_patch", {"path": "billing/dates.py", "patch": patch}, "patched 1 hunk")
-    tool("run_tests", {"path": "billing/tests", "args": ["-q"]}, "42 passed in 0.81s")
-    session.commit([{"role": "assistant", "content": "Fixed: ISO week dates now parse, and "
-                     "all 42 billing tests pass.", "usage": {"input_tokens": 2630,
-                                                              "output_tokens": 22}, **model}],
-                   kind="message", state_patch={"plan": [], "files_changed": [
-                       "billing/dates.py"], "tests": "42 passed"})
+    _, (fix,) = agent.reply("", (2350, 90), cached=2210, latency=1.7, calls=[
+        ("apply_patch", {"path": "billing/dates.py", "patch": patch})])
+    agent.tool(fix, "apply_patch", "patched 1 hunk")
+    _, (test,) = agent.reply("", (2470, 25), cached=2350, latency=0.8, calls=[
+        ("run_tests", {"path": "billing/tests", "args": ["-q"]})])
+    agent.tool(test, "run_tests", "42 passed in 0.81s")
+    # The answer is saved while it streams, then edited into its final form, with its
+    # usage: an edit supersedes the message, and its usage counts once.
+    draft, _ = agent.reply("Fixed: ISO week dates now", (2530, 0), cached=2470, latency=0.2)
+    session.messages.edit(Message(
+        id=draft.id, role="assistant", parts=[
+            TextPart(text="Fixed: ISO week dates now parse, and all 42 billing tests pass."),
+            DataPart(name="test_report", data={"passed": 42, "failed": 0,
+                                               "path": "billing/tests"})],
+        metadata=_meta(AGENT_MODEL, 2530, 22, cached=2470, latency=1.1)))
+    session.merge_state({"plan": [], "files_changed": ["billing/dates.py"],
+                         "tests": "42 passed"})
     session.finish_turn()
 
-    message("user", "Thanks. Add a changelog entry too.")
+    agent.user("Thanks. Add a changelog entry too.")
     entry = "- Billing exports: accept ISO week dates such as 2026-W47-3.\n"
-    tool("read_file", {"path": "CHANGELOG.md", "lines": [1, 12]},
-         "# Changelog\n\n## Unreleased\n\n## 3.4.0\n- Faster invoice rendering.\n")
-    tool("apply_patch", {"path": "CHANGELOG.md", "patch": f"+{entry}"}, "patched 1 hunk")
-    message("assistant", "Added under 'Unreleased'.",
-            usage={"input_tokens": 2901, "output_tokens": 12}, **model)
+    _, (look,) = agent.reply("", (2610, 30), cached=2530, latency=0.7, calls=[
+        ("read_file", {"path": "CHANGELOG.md", "lines": [1, 12]})])
+    agent.tool(look, "read_file",
+               "# Changelog\n\n## Unreleased\n\n## 3.4.0\n- Faster invoice rendering.\n")
+    _, (write,) = agent.reply("", (2700, 41), cached=2610, latency=0.9, calls=[
+        ("apply_patch", {"path": "CHANGELOG.md", "patch": f"+{entry}"})])
+    agent.tool(write, "apply_patch", "patched 1 hunk")
+    agent.reply("Added under 'Unreleased'.", (2901, 12), cached=2700, latency=0.6)
     session.merge_state({"files_changed": ["billing/dates.py", "CHANGELOG.md"]})
     session.finish_turn()
 
 
 def record_sub_agent(store: Store, session: Session) -> Session:
-    """A sub-agent the agent started in turn 1 to find the callers of parse_date: a
-    session of its own, spawned at the seq of the turn it was started in (nothing is
-    written to the parent). Returned closed."""
-    started_at = next(e.seq for e in session.events()
-                      if e.kind == "tool_call" and e.data["name"] == "read_file")
+    """A sub-agent the agent started in turn 1 to find the callers of parse_date, on
+    another model: a session of its own, spawned at the seq of the message that read
+    the file (nothing is written to the parent). Returned closed."""
+    started_at = next(m.seq for m in session.messages.all()
+                      if any(call.name == "read_file" for call in m.tool_calls))
+    assert started_at is not None
     sub = store.create_session(f"{session.id}-callers", spawned_by=session.id,
                                at_seq=started_at, tags=["demo", "sub-agent"],
                                title="Sub-agent: find the callers of parse_date")
     with sub:
-        sub.append({"role": "user", "content": "List every caller of "
-                    "billing.dates.parse_date."}, kind="message")
-        sub.append({"id": "call_0001", "name": "grep",
-                    "args": {"pattern": "parse_date(", "path": "."}}, kind="tool_call")
-        sub.append({"call_id": "call_0001", "ok": True,
-                    "output": "billing/export.py:88\nbilling/import.py:41"}, kind="tool_result")
-        sub.append({"role": "assistant", "content": "Two callers: billing/export.py:88 and "
-                    "billing/import.py:41; both pass export dates.", "model": "local-coder-8b",
-                    "usage": {"input_tokens": 388, "output_tokens": 24}}, kind="message")
+        agent = _Agent(sub, SUB_AGENT_MODEL)
+        agent.user("List every caller of billing.dates.parse_date.")
+        _, (grep,) = agent.reply("", (388, 24), latency=0.5, calls=[
+            ("grep", {"pattern": "parse_date(", "path": "."})])
+        agent.tool(grep, "grep", "billing/export.py:88\nbilling/import.py:41")
+        agent.reply("Two callers: billing/export.py:88 and billing/import.py:41; both pass "
+                    "export dates.", (455, 31), cached=388, latency=0.6)
         sub.finish_turn()
     return sub
 
@@ -142,16 +238,14 @@ def toy_embedding(text: str) -> np.ndarray:
 
 
 def remember_messages(session: Session) -> int:
-    """Put every chat message of the session in its "memory" collection, linked to its
-    event, so the agent can recall by meaning later."""
+    """Put the text of every user and assistant message in the session's "memory"
+    collection, linked to its message's seq, so the agent can recall by meaning later."""
     memory = session.create_collection("memory", EMBEDDING_DIM, metric="cosine")
     documents = [
-        {"id": f"m{event.seq}", "embedding": toy_embedding(event.data["content"]),
-         "content": event.data["content"], "metadata": {"role": event.data["role"]},
-         "seq": event.seq, "turn": event.turn}
-        for event in session.events()
-        if isinstance(event.data, dict) and isinstance(event.data.get("content"), str)
-        and "role" in event.data]
+        {"id": f"m{message.seq}", "embedding": toy_embedding(message.text),
+         "content": message.text, "metadata": {"role": message.role, "message": message.id},
+         "seq": message.seq, "turn": message.turn}
+        for message in session.messages.all() if message.text]
     memory.upsert(documents)
     return len(documents)
 
@@ -210,6 +304,13 @@ def run_demo(args: argparse.Namespace) -> int:
     stored = sum(os.path.getsize(path) for _, path, _ in blobs)
     print(f"  attachments: {len(blobs)} tool outputs, {human_bytes(stored)} on disk "
           "(zstd), in blobs/")
+    stats = reader.stats()
+    print(f"  messages: {stats.messages} ("
+          + ", ".join(f"{count} {role}" for role, count in stats.messages_by_role.items())
+          + f"), {stats.tool_calls} tool calls ({stats.tool_errors} failed), one edited")
+    spent = store.usage(by="model")
+    print(f"  usage:    {tokens_text(spent.total)}, {cost_text(spent.total.cost)}, on "
+          f"{len(spent)} models ({', '.join(spent)})")
     question = "which dates does the parser fail on?"
     (best,) = store.search("memory", toy_embedding(question), 1,
                            filter={"role": "assistant"})
@@ -230,6 +331,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  fsstore {store_arg} ls")
     print(f"  fsstore {store_arg} show {info.id}")
     print(f"  fsstore {store_arg} cat {info.id} | head -3")
+    print(f"  fsstore {store_arg} usage --by model")
     print(f"  fsstore {store_arg} state {info.id}")
     print(f"  fsstore {store_arg} lineage {info.id}")
     print(f"  fsstore {store_arg} workspace show {workspace.id}")

@@ -7,7 +7,9 @@ import sys
 
 from ..errors import FsStoreError, SessionNotFound
 from ..lineage import Relation, RelationKind
+from ..turns import MESSAGE_RECORD
 from ._common import add_command, clock, event_json, plain, store_from, summarize, when
+from .conversation import Conversation, totals_lines, usage_line
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,8 +18,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ls.add_argument("path", nargs="?", metavar="STORE", help="the store (default: see --store)")
     ls.set_defaults(run=run_ls)
 
-    show = add_command(commands, "show", "print a session's turns and events, and the "
-                       "sessions spawned in each turn, for reading",
+    show = add_command(commands, "show", "print a session's turns and events (messages with "
+                       "their parts, tool calls with their results, usage and cost), the "
+                       "sessions spawned in each turn, and the session's totals, for reading",
                        "fsstore --store ./fsstore-demo show 20261121T055212Z-3fa9c2d1")
     show.add_argument("session", metavar="SESSION")
     show.set_defaults(run=run_show)
@@ -78,12 +81,20 @@ def run_show(args: argparse.Namespace) -> int:
     for child in store.lineage(args.session).children:
         if child.kind is RelationKind.SPAWNED:
             spawned.setdefault(child.turn, []).append(child)
-    for turn in session.get_turns():
+    turns = session.get_turns()
+    conversation = Conversation(event for turn in turns for event in turn.events)
+    for turn in turns:
         state = "finished" if turn.finished else "not finished"
         print(f"\nturn {turn.number} ({len(turn.events)} events, {state})")
         for event in turn.events:
-            print(f"  #{event.seq:<6} {clock(event.ts)}  {plain(event.kind):<12} "
-                  f"{summarize(event.data)}")
+            if event.kind == MESSAGE_RECORD:
+                print("\n".join(conversation.lines(event)))
+            else:
+                print(f"  #{event.seq:<6} {clock(event.ts)}  {plain(event.kind):<12} "
+                      f"{summarize(event.data)}")
+        spent = conversation.turn_usage(turn.events)
+        if not spent.is_empty():
+            print(f"  turn usage: {usage_line(spent)}")
         for child in spawned.pop(turn.number, []):
             print(f"  spawned {child.session} at seq {child.seq}")
     rest = [child for children in spawned.values() for child in children]
@@ -91,6 +102,8 @@ def run_show(args: argparse.Namespace) -> int:
         print("\nspawned outside the turns above")
         for child in sorted(rest, key=lambda r: (r.seq, r.session)):
             print(f"  spawned {child.session} at seq {child.seq}")
+    for line in totals_lines(session):
+        print(line)
     return 0
 
 
