@@ -72,31 +72,33 @@ class AsyncMessagesReaderMixin:
 
 
 class _WriterLike(Protocol):
-    def append(self, message: Message | Mapping[str, Any], *, turn: int | None = ...
-               ) -> Message: ...
+    def append(self, message: Message | Mapping[str, Any], *, turn: int | None = ...,
+               ts: float | None = ...) -> Message: ...
     def append_many(self, messages: Iterable[Message | Mapping[str, Any]], *,
-                    turn: int | None = ...) -> list[Message]: ...
-    def edit(self, message: Message | Mapping[str, Any], *, turn: int | None = ...
-             ) -> Message: ...
-    def delete(self, message_id: str, *, turn: int | None = ...) -> int: ...
+                    turn: int | None = ..., ts: float | None = ...) -> list[Message]: ...
+    def edit(self, message: Message | Mapping[str, Any], *, turn: int | None = ...,
+             ts: float | None = ...) -> Message: ...
+    def delete(self, message_id: str, *, turn: int | None = ...,
+               ts: float | None = ...) -> int: ...
 
 
 class AsyncMessagesMixin:
     """``Messages``' twins for its writes."""
 
     async def aappend(self: _WriterLike, message: Message | Mapping[str, Any], *,
-                      turn: int | None = None) -> Message:
-        return await asyncio.to_thread(lambda: self.append(message, turn=turn))
+                      turn: int | None = None, ts: float | None = None) -> Message:
+        return await asyncio.to_thread(lambda: self.append(message, turn=turn, ts=ts))
 
     async def aappend_many(self: _WriterLike,
                            messages: Iterable[Message | Mapping[str, Any]], *,
-                           turn: int | None = None) -> list[Message]:
+                           turn: int | None = None, ts: float | None = None) -> list[Message]:
         batch = list(messages)  # an iterator is read here, not in the worker thread
-        return await asyncio.to_thread(lambda: self.append_many(batch, turn=turn))
+        return await asyncio.to_thread(lambda: self.append_many(batch, turn=turn, ts=ts))
 
     async def aedit(self: _WriterLike, message: Message | Mapping[str, Any], *,
-                    turn: int | None = None) -> Message:
-        return await asyncio.to_thread(lambda: self.edit(message, turn=turn))
+                    turn: int | None = None, ts: float | None = None) -> Message:
+        return await asyncio.to_thread(lambda: self.edit(message, turn=turn, ts=ts))
 
-    async def adelete(self: _WriterLike, message_id: str, *, turn: int | None = None) -> int:
-        return await asyncio.to_thread(lambda: self.delete(message_id, turn=turn))
+    async def adelete(self: _WriterLike, message_id: str, *, turn: int | None = None,
+                      ts: float | None = None) -> int:
+        return await asyncio.to_thread(lambda: self.delete(message_id, turn=turn, ts=ts))

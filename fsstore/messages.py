@@ -87,6 +87,7 @@ class MessageWriterHost(MessageHost, Protocol):
 
     def append_records(
         self, build: Callable[[MessageIndex], list[dict[str, Any]]], turn: int | None,
+        ts: float | None,
     ) -> tuple[int, float, int]: ...
 
 
@@ -342,16 +343,16 @@ class Messages(MessagesReader, AsyncMessagesMixin):
         super().__init__(host)
         self._writer_host = host
 
-    def append(self, message: Message | Mapping[str, Any], *, turn: int | None = None
-               ) -> Message:
+    def append(self, message: Message | Mapping[str, Any], *, turn: int | None = None,
+               ts: float | None = None) -> Message:
         """Append one message (a Message, or a dict of its fields); return it as stored
-        (its id made when it had none, its seq and turn). ``turn`` as for
+        (its id made when it had none, its seq and turn). ``turn`` and ``ts`` as for
         ``Session.append``. Refused with nothing written: InvalidMessage (a field named),
         MessageExists."""
-        return self.append_many([message], turn=turn)[0]
+        return self.append_many([message], turn=turn, ts=ts)[0]
 
     def append_many(self, messages: Iterable[Message | Mapping[str, Any]], *,
-                    turn: int | None = None) -> list[Message]:
+                    turn: int | None = None, ts: float | None = None) -> list[Message]:
         """Append messages as one batch: after a crash all of them are there or none.
         A tool result may answer a tool call earlier in the batch."""
         prepared = [(check_message(message), _given_id(message)) for message in messages]
@@ -375,13 +376,13 @@ class Messages(MessagesReader, AsyncMessagesMixin):
                 records.append({"op": "add", "message": _plain(stored)})
             return records
 
-        first, ts, used_turn = self._writer_host.append_records(build, turn)
-        return [to_message(stored, seq=first + offset, turn=used_turn, created=ts,
-                           updated=ts, version=1)
+        first, stamp, used_turn = self._writer_host.append_records(build, turn, ts)
+        return [to_message(stored, seq=first + offset, turn=used_turn, created=stamp,
+                           updated=stamp, version=1)
                 for offset, (stored, _) in enumerate(prepared)]
 
-    def edit(self, message: Message | Mapping[str, Any], *, turn: int | None = None
-             ) -> Message:
+    def edit(self, message: Message | Mapping[str, Any], *, turn: int | None = None,
+             ts: float | None = None) -> Message:
         """Replace message ``message.id`` by a new version (role, parts and metadata as
         given); both stay in the history. MessageNotFound when there is no such message
         (or it was deleted)."""
@@ -400,11 +401,12 @@ class Messages(MessagesReader, AsyncMessagesMixin):
             return [{"op": "edit", "message": _plain(stored), "version": version + 1,
                      "was": account_record(old)}]
 
-        first, ts, used_turn = self._writer_host.append_records(build, turn)
-        return to_message(stored, seq=first, turn=used_turn, created=None, updated=ts,
+        first, stamp, used_turn = self._writer_host.append_records(build, turn, ts)
+        return to_message(stored, seq=first, turn=used_turn, created=None, updated=stamp,
                           version=version + 1)
 
-    def delete(self, message_id: str, *, turn: int | None = None) -> int:
+    def delete(self, message_id: str, *, turn: int | None = None,
+               ts: float | None = None) -> int:
         """Delete message ``message_id`` (a tombstone record; its versions stay in the
         history); return the record's seq. MessageNotFound when there is no such
         message, or it was deleted already."""
@@ -414,7 +416,7 @@ class Messages(MessagesReader, AsyncMessagesMixin):
             old, _ = self._current(index, message_id)
             return [{"op": "delete", "id": message_id, "was": account_record(old)}]
 
-        return self._writer_host.append_records(build, turn)[0]
+        return self._writer_host.append_records(build, turn, ts)[0]
 
     def _current(self, index: MessageIndex, message_id: str) -> tuple[dict[str, Any], int]:
         """The stored map of the newest version of ``message_id`` and its version."""

@@ -254,6 +254,7 @@ class Session(SessionReader, AsyncSessionMixin):
     @_writes()
     def _append_messages(
         self, build: Callable[[MessageIndex], list[dict[str, Any]]], turn: int | None,
+        ts: float | None = None,
     ) -> tuple[int, float, int]:
         """Append the message records ``build`` makes from the fresh index (it raises
         to refuse them, before anything is written) as one batch, then their index rows;
@@ -263,7 +264,7 @@ class Session(SessionReader, AsyncSessionMixin):
             index = self._fresh_message_index()
             entries = [(MESSAGE_RECORD, record) for record in build(index)]
             number = self._resolve_turn(turn)
-            stamp = time.time()
+            stamp = time.time() if ts is None else _check_ts(ts)
             first = writer.append(entries, number, stamp)
             # The rows point at the frame: it must be in the segment file before they
             # are (durability "none" buffers frames in memory).
@@ -876,8 +877,9 @@ class SessionMessages:
 
     def append_records(
         self, build: Callable[[MessageIndex], list[dict[str, Any]]], turn: int | None,
+        ts: float | None,
     ) -> tuple[int, float, int]:
-        return self._session._append_messages(build, turn)
+        return self._session._append_messages(build, turn, ts)
 
 
 class SessionIngress:
@@ -914,3 +916,9 @@ def _kind_of(event: object, kind: str | None) -> str:
             f"kind {kind!r} is not allowed: kinds must be non-empty and not start with "
             f"{RESERVED_KIND_PREFIX!r} (reserved for the store's own records)")
     return kind
+
+
+def _check_ts(ts: object) -> float:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise InvalidEvent(f"ts must be a finite number of seconds since the epoch, not {ts!r}")
+    return float(ts)

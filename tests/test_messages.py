@@ -79,6 +79,15 @@ def test_a_message_reads_back_with_every_kind_of_part_and_its_metadata(store):
     assert back.created == back.updated
 
 
+def test_a_message_may_be_given_its_time(store):
+    with store.create_session("s") as session:
+        first = session.messages.append(text("user", "then"), ts=1_700_000_000.5)
+        assert first.created == 1_700_000_000.5
+        session.messages.edit(text("user", "later", id=first.id), ts=1_700_000_100.0)
+    back = store.read_session("s").messages.get(first.id)
+    assert (back.created, back.updated) == (1_700_000_000.5, 1_700_000_100.0)
+
+
 def test_ids_are_made_when_left_out_and_sort_in_the_order_they_were_made(store):
     with store.create_session("s") as session:
         made = session.messages.append_many([text("user", "a"), text("assistant", "b")])
@@ -210,6 +219,8 @@ def test_bad_messages_are_refused_naming_the_field_and_nothing_is_written(store)
         session.messages.edit(text("user", "no id"))
     with pytest.raises(InvalidMessage):
         session.messages.last(-1)
+    with pytest.raises(fsstore.InvalidEvent):
+        session.messages.append(text("user", "when?"), ts=float("nan"))
     assert folder_bytes(session.path) == before
     assert session.messages.count() == 1
     session.close()
