@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import msgspec
@@ -125,18 +125,6 @@ def _unpack_row(raw: bytes | memoryview, path: str, offset: int) -> Row:
     seq, segment, hashed, target, live, offset, size, op, _ = fields
     return Row(seq, segment, hashed, target, live, offset, size, op & ~GROUP_END,
                bool(op & GROUP_END))
-
-
-class RecordFrame(NamedTuple):
-    """A frame read for its message records: checksum-checked, its payload split into
-    (kind, undecoded data) entries."""
-
-    segment: int
-    offset: int
-    first_seq: int
-    ts: float
-    turn: int
-    entries: list[tuple[str, msgspec.Raw]]
 
 
 #: A frame's ts, turn, first seq and (kind, data) entries: data decoded as a message
@@ -557,48 +545,6 @@ class MessageIndex:
 
     # --- records ---
 
-    def frames(self, rows: Iterable[Row]) -> dict[tuple[int, int], RecordFrame]:
-        """The frames of ``rows`` by (segment, offset), read in as few reads as runs of
-        adjacent frames allow, checksum-checked, their payloads split into records but
-        the records not decoded (``record`` decodes the one a row names)."""
-        wanted = sorted({(row.segment, row.offset, row.size) for row in rows})
-        found: dict[tuple[int, int], RecordFrame] = {}
-        run: list[tuple[int, int, int]] = []
-        for place in [*wanted, (-1, -1, 0)]:
-            if run and (place[0] != run[-1][0] or place[1] > run[-1][1] + run[-1][2] + 65536):
-                for frame in self._read_run(run):
-                    found[(frame.segment, frame.offset)] = frame
-                run = []
-            run.append(place)
-        return found
-
-    def _read_run(self, run: list[tuple[int, int, int]]) -> list[RecordFrame]:
-        segment, start = run[0][0], run[0][1]
-        end = run[-1][1] + run[-1][2]
-        try:
-            frames = self.log.read_frames(segment, start, end, decode=False)
-        except CorruptionError:
-            # The gaps between the wanted frames may hold damage no wanted frame has:
-            # read the wanted ones alone, so that only their own damage is reported.
-            frames = [self.log.read_frames(segment, offset, offset + size, decode=False)[0]
-                      for segment, offset, size in run]
-        wanted = {offset for _, offset, _ in run}
-        return [self._split(frame) for frame in frames if frame.offset in wanted]
-
-    def _split(self, frame: Frame) -> RecordFrame:
-        assert frame.payload is not None
-        try:
-            ts, turn, entries = _entries_decoder.decode(frame.payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise CorruptionError(f"record payload does not decode: {exc}",
-                                  path=self.log.segment_path(frame.segment),
-                                  offset=frame.offset) from None
-        if len(entries) != frame.event_count:
-            raise CorruptionError(f"record holds {len(entries)} events, its header says "
-                                  f"{frame.event_count}", path=self.log.segment_path(
-                                      frame.segment), offset=frame.offset)
-        return RecordFrame(frame.segment, frame.offset, frame.first_seq, ts, turn, entries)
-
     def records(self, rows: Sequence[Row]) -> list[tuple[MessageRecord, float, int]]:
         """The message records ``rows`` point at, with their frames' ts and turn: the
         reads' fast path. The frames are read in one read per run of nearby frames of a
@@ -701,42 +647,16 @@ class MessageIndex:
             raise self._stale(row, "holds another message")
         return record
 
-    def record(self, row: Row, frame: RecordFrame) -> tuple[MessageRecord, float, int]:
-        """The message record ``row`` points at in ``frame``, decoded through the message
-        schema, with the frame's ts and turn. Raises CorruptionError when the frame does
-        not hold the row's record (a stale or damaged index), or the record does not fit
-        the schema."""
-        index = row.seq - frame.first_seq
-        if not 0 <= index < len(frame.entries):
-            raise self._stale(row, "holds no such seq")
-        kind, raw = frame.entries[index]
-        if kind != MESSAGE_RECORD:
-            raise self._stale(row, f"is a {kind!r} record, not a message record")
-        try:
-            record = _record_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise CorruptionError(
-                f"message record at seq {row.seq} does not fit the message schema ({exc}): "
-                "written by a newer fsstore, or by hand",
-                path=self.log.segment_path(frame.segment), offset=frame.offset) from None
-        if row.op == CALL:
-            found = record.message is not None and any(
-                isinstance(part, ToolCallPart) and call_hash(part.call_id) == row.hash
-                for part in record.message.parts)
-        else:
-            found = message_hash(record.message_id) == row.hash
-        if not found:
-            raise self._stale(row, "holds another message")
-        return record, frame.ts, frame.turn
-
     def _holds(self, row: Row) -> bool:
         """Whether the log holds the record ``row`` names, where it says."""
         try:
-            frame = self.frames([row])[(row.segment, row.offset)]
             if row.op != MARK:
-                self.record(row, frame)
-            return frame.first_seq <= row.seq < frame.first_seq + len(frame.entries)
-        except (CorruptionError, FileNotFoundError, OSError, KeyError):
+                self.records([row])
+                return True
+            frame = self.log.read_frames(row.segment, row.offset, row.offset + row.size,
+                                         decode=False)[0]
+            return frame.first_seq <= row.seq < frame.first_seq + frame.event_count
+        except (CorruptionError, OSError):
             return False
 
     def _stale(self, row: Row, what: str) -> CorruptionError:
@@ -774,10 +694,9 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
                          use_file=False)
     built.refresh(head, log_start, writer=False)
     expected = [row for row in built.read_rows(0, built.row_count) if row.op != MARK]
-    frames = built.frames(expected)
     for row in expected:
         try:
-            built.record(row, frames[(row.segment, row.offset)])
+            built.records([row])
         except CorruptionError as exc:
             findings.append(Finding("problem", exc.path, exc.offset, exc.reason))
     raw = index.io.read_file(path, 1 << 40)

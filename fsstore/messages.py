@@ -156,10 +156,8 @@ class MessagesReader(AsyncMessagesReaderMixin):
             if found is None:
                 raise MessageNotFound(f"session has no message {message_id!r}")
             rows = self._versions(index, found.first.hash, found.number, total)
-            frames = index.frames(rows)
             versions = []
-            for row in rows:
-                record, ts, turn = index.record(row, frames[(row.segment, row.offset)])
+            for row, (record, ts, turn) in zip(rows, index.records(rows), strict=True):
                 message = None
                 if record.message is not None:
                     message = to_message(record.message, seq=row.seq, turn=turn, created=ts,
@@ -244,8 +242,7 @@ class MessagesReader(AsyncMessagesReaderMixin):
             first = rows[number]
             if first.op != ADD:
                 continue
-            record, _, _ = index.record(first, index.frames([first])[
-                (first.segment, first.offset)])
+            record = index.records([first])[0][0]
             if record.message_id != message_id:
                 continue  # another id with the same 64-bit hash
             latest = max((row for n, row in rows.items() if row.target == number
@@ -425,8 +422,7 @@ class Messages(MessagesReader, AsyncMessagesMixin):
             raise MessageNotFound(f"session has no message {message_id!r}"
                                   + ("" if found is None else " (it was deleted)"))
         latest = found.latest
-        record, _, _ = index.record(latest, index.frames([latest])[(latest.segment,
-                                                                    latest.offset)])
+        record = index.records([latest])[0][0]
         assert record.message is not None
         return _plain(record.message), record.version
 
@@ -463,7 +459,7 @@ def _call_exists(index: MessageIndex, call_id: str) -> bool:
         row = index.row(number)
         if row.op != CALL:
             continue
-        record, _, _ = index.record(row, index.frames([row])[(row.segment, row.offset)])
+        record = index.records([row])[0][0]
         if record.message is not None and any(
                 isinstance(part, ToolCallPart) and part.call_id == call_id
                 for part in record.message.parts):

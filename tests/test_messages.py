@@ -352,17 +352,22 @@ def test_the_index_is_made_from_the_log_when_it_is_missing(store):
     assert store.read_session("s").verify() == []
 
 
+class CountingIO(fsstore.FileIO):
+    """The I/O seam, counting the bytes each read returns (in ``read``, shared)."""
+
+    read: list[int] = []
+
+    def pread(self, fd, size, offset):
+        data = super().pread(fd, size, offset)
+        self.read.append(len(data))
+        return data
+
+
 def test_reading_the_last_messages_reads_as_much_of_a_long_session_as_of_a_short_one(
         tmp_path):
     """The cost of last(50) follows 50, not the history (FORMAT.md 20.3): count the bytes
     read through the I/O seam."""
-    read = []
-
-    class CountingIO(fsstore.FileIO):
-        def pread(self, fd, size, offset):
-            data = super().pread(fd, size, offset)
-            read.append(len(data))
-            return data
+    read = CountingIO.read
 
     counts = {}
     for size in (200, 4000):
@@ -381,13 +386,7 @@ def test_reading_the_last_messages_reads_as_much_of_a_long_session_as_of_a_short
 
 
 def test_get_by_id_does_not_read_the_log_beyond_the_message(store):
-    read = []
-
-    class CountingIO(fsstore.FileIO):
-        def pread(self, fd, size, offset):
-            data = super().pread(fd, size, offset)
-            read.append(len(data))
-            return data
+    read = CountingIO.read
 
     with store.create_session("s") as session:
         for start in range(0, 3000, 10):

@@ -19,10 +19,9 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
-from bench import ratio, row  # type: ignore[import-not-found]
+from bench import median_ms, ratio, row  # type: ignore[import-not-found]
 
 import fsstore
 
@@ -148,15 +147,6 @@ def _relabel(message: dict[str, Any], lap: int) -> dict[str, Any]:
     parts = [dict(part, call_id=f"{part['call_id']}_{lap}") if "call_id" in part else part
              for part in message["parts"]]
     return {**message, "parts": parts}
-
-
-def median_ms(fn: Callable[[], object], times: int) -> float:
-    samples = []
-    for _ in range(times):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
 
 
 def message_rows(root: str, quick: bool) -> None:
