@@ -157,6 +157,9 @@ class MessageIndex:
         #: The writer's index opens the file for writing; a reader's only reads it (a
         #: store on read-only media reads as well as any).
         self.writable = writable
+        #: An exclusive writer's: no one else writes or replaces the file while it holds
+        #: the writer lock, so it need not look whether the file was replaced.
+        self.owned = False
         self.log = log
         self.uid = uid
         self._fd: int | None = None
@@ -194,6 +197,8 @@ class MessageIndex:
         """Open the file if it exists; True when it is another file than before."""
         if not self.use_file:
             return self._log_start is None
+        if self.owned and self._fd is not None:
+            return False
         try:
             st = os.stat(self.path, follow_symlinks=False)
         except FileNotFoundError:
@@ -238,6 +243,7 @@ class MessageIndex:
         the file is missing, damaged or of another log). Replaced by a rename, so a
         reader holding the old file reads it whole, then sees the new one."""
         self.io.atomic_write(self.path, encode_header(self.uid, log_start))
+        self.close()
         self._open()
         self._reset(log_start)
 
@@ -764,6 +770,7 @@ class _Lookup:
         self.order = order
         self.covered = covered
         self.recent: dict[int, list[int]] = {}
+        self.recent_rows = 0
         self.rebuild_needed = False
 
     @classmethod
@@ -790,7 +797,8 @@ class _Lookup:
         for offset, row in enumerate(rows):
             if row.op != MARK:
                 self.recent.setdefault(row.hash, []).append(first_number + offset)
-        if sum(map(len, self.recent.values())) > _UNSORTED_LIMIT:
+                self.recent_rows += 1
+        if self.recent_rows > _UNSORTED_LIMIT:
             self.rebuild_needed = True
 
     def find(self, hashed: int) -> list[int]:

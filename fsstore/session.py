@@ -162,6 +162,7 @@ class Session(SessionReader, AsyncSessionMixin):
             self._message_index_file = MessageIndex(
                 io, path, self._log, identity.NO_UID if self.identity is None
                 else self.identity.uid, writable=True)
+            self._message_index_file.owned = not access.shared
             self._store = store
             self.blobs: BlobStore = BlobStore(io, path, blob_compression)
             # The state is loaded on first use (most appends never need it); until then

@@ -17,6 +17,7 @@ costs a snapshot load and the records after it, not the history. It counts:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -100,7 +101,13 @@ def check_usage_by(by: object) -> None:
 
 
 def day_of(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d")
+    """The UTC date of ``ts``, ``YYYY-MM-DD``."""
+    return _day_of_epoch_day(int(ts // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _day_of_epoch_day(day: int) -> str:
+    return (_dt.date(1970, 1, 1) + _dt.timedelta(days=day)).isoformat()
 
 
 def account(message: Mapping[str, Any]) -> _Account:
