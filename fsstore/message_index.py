@@ -74,6 +74,8 @@ _ROW_DTYPE = np.dtype([("seq", "<u8"), ("segment", "<u8"), ("hash", "<u8"),
 assert _ROW_DTYPE.itemsize == ROW.size
 #: Rows an exclusive writer holds before it writes them (see ``MessageIndex.add_rows``).
 DEFERRED_ROWS = 256
+#: Tool call ids an index remembers as indexed, without a lookup.
+_RECENT_CALLS = 4096
 #: Message records a process keeps decoded, per session (the oldest go first).
 _CACHED_RECORDS = 2048
 #: Rows appended since the sorted hashes were built, kept in a dict until this many.
@@ -179,6 +181,9 @@ class MessageIndex:
         # record once written never changes while its segment and row exist, and a
         # cleared or replaced log or index drops them all (``_reset``).
         self._cache: dict[Row, tuple[MessageRecord, float, int]] = {}
+        #: Tool call ids of records this process indexed lately: a tool result that
+        #: answers one needs no lookup (the index has its CALL row).
+        self.recent_calls: dict[str, None] = {}
 
     # --- the file ---
 
@@ -237,6 +242,7 @@ class MessageIndex:
         self._last = None
         self._lookup = None
         self._cache = {}
+        self.recent_calls = {}
 
     def create(self, log_start: int) -> None:
         """Write an empty index for a log starting at ``log_start`` (the writer, when
@@ -280,7 +286,7 @@ class MessageIndex:
                     self.close()
             else:
                 self._load_file_rows(writer)
-        elif self._fd is not None:
+        elif self._fd is not None and not self.owned:
             self._read_new_file_rows()
         if head is None or self._covered_seq < head:
             self._catch_up(head, writer)
@@ -525,6 +531,9 @@ class MessageIndex:
             if isinstance(part, dict) and part.get("type") == "tool_call":
                 rows.append(Row(seq, segment, call_hash(part["call_id"]), target, live,
                                 offset, size, CALL, False))
+                self.recent_calls[part["call_id"]] = None
+        while len(self.recent_calls) > _RECENT_CALLS:
+            del self.recent_calls[next(iter(self.recent_calls))]
         rows[-1] = rows[-1]._replace(group_end=True)
         return RowsFor(rows, live)
 

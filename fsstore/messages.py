@@ -454,6 +454,8 @@ def _check_results(index: MessageIndex, stored: StoredMessage, calls: set[str],
 
 
 def _call_exists(index: MessageIndex, call_id: str) -> bool:
+    if call_id in index.recent_calls:
+        return True
     hashed = call_hash(call_id)
     for number in index.find(hashed):
         row = index.row(number)

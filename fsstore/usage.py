@@ -141,10 +141,11 @@ def account_record(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tokens(usage: Mapping[str, Any]) -> UsageTotals:
-    totals = UsageTotals()
-    for name in TOKEN_FIELDS:
-        setattr(totals, name, int(usage.get(name, 0)))
-    return totals
+    get = usage.get
+    return UsageTotals(input=int(get("input", 0)), output=int(get("output", 0)),
+                       cached_input=int(get("cached_input", 0)),
+                       cache_write=int(get("cache_write", 0)),
+                       reasoning=int(get("reasoning", 0)))
 
 
 def _from_was(was: Mapping[str, Any]) -> _Account:
