@@ -1456,3 +1456,29 @@ def test_usage_by_day_never_goes_negative_when_an_edit_crosses_midnight(tmp_path
         days = session.usage(by="day")
     assert all(totals.input >= 0 and all(v >= 0 for v in totals.cost.values())
                for totals in days.values()), days
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: messages reads at a seq the log does not hold answer as if it did: before a "
+    "clear's new log start all(at_seq=) gives [] and count 0 (the messages then were "
+    "cleared), past the head it gives today's messages, where state_at() and stats() "
+    "raise SeqOutOfRange; MessagesReader._rows (messages.py:222) checks only at_seq's "
+    "type (check_seq), not that it lies between the log start - 1 and the head"))
+@pytest.mark.parametrize("where", ["before the log start", "past the head"])
+def test_messages_at_a_seq_the_log_does_not_hold_are_refused_as_state_at_is(tmp_path,
+                                                                           where):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("s") as session:
+        conversation(session, 2)
+        session.clear()
+        conversation(session, 1, prefix="after")
+        at = 3 if where == "before the log start" else session.head + 10
+    reader = store.read_session("s")
+    with pytest.raises(fsstore.SeqOutOfRange):
+        reader.state_at(at)
+    with pytest.raises(fsstore.SeqOutOfRange):
+        reader.stats(at_seq=at)
+    for read in (lambda: reader.messages.all(at_seq=at), lambda: reader.messages.count(
+            at_seq=at), lambda: reader.messages.last(5, at_seq=at)):
+        with pytest.raises(fsstore.SeqOutOfRange):
+            read()
