@@ -257,7 +257,7 @@ def test_every_crash_state_of_a_message_workload_across_segments_reads_the_logs_
     "BUG: rows_for (message_index.py:444) flags the last row of every message record, "
     "and message_rows (messages.py) keeps those flags, so a frame of two messages has two "
     "flagged rows; a torn index write that kept only the first is taken as covering the "
-    "whole frame (_take_last, message_index.py:293) and the second message is never "
+    "whole frame (_take_last, message_index.py:298) and the second message is never "
     "indexed"))
 def test_a_torn_index_write_that_kept_the_first_rows_of_a_batch_loses_no_message(tmp_path):
     store = fsstore.open_store(tmp_path / "store")
@@ -507,7 +507,7 @@ def test_damage_in_a_sealed_segment_never_shortens_the_conversation_silently(tmp
 @pytest.mark.xfail(strict=True, reason=(
     "BUG: damage to the frame of the index's last message (not a torn tail: records "
     "follow it) makes that message silently vanish, and the writer then accepts its id "
-    "again: _load_file_rows/_holds (message_index.py:239, 265) take an unreadable frame "
+    "again: _load_file_rows/_holds (message_index.py:239, 268) take an unreadable frame "
     "for one a power loss took back and drop its row, then _catch_up stops silently at "
     "the damage (frames_from) and marks the log covered"))
 def test_damage_to_the_last_messages_record_never_makes_it_vanish(tmp_path):
