@@ -44,6 +44,7 @@ from .log_format import (
     SegmentScan,
     _parse_frame,
     _tail_of,
+    _valid_frame_after,
     decode_payload,
 )
 from .segment_header import (
@@ -462,14 +463,20 @@ class LogReader:
                                   offset=walked)
         return frames
 
-    def frames_from(self, position: LogPosition, marker: bytes | None = None
-                    ) -> Iterator[Frame]:
+    def frames_from(self, position: LogPosition, marker: bytes | None = None,
+                    next_seq: int | None = None) -> Iterator[Frame]:
         """The frames from ``position`` (a frame boundary) to the end of the log, segment
-        after segment, decoding only those whose payload holds ``marker``. Stops at the
-        first bytes that are not a whole checksum-valid frame of the next seq: a torn
-        tail, or damage, which the checked reads (``events``, ``check``) report. Reads a
-        segment in growing chunks, so that a look for new frames at the end of the log
-        reads a few KiB, not the zeros a writer preallocated after it."""
+        after segment, decoding only those whose payload holds ``marker``. ``next_seq``
+        is the seq after the frame that ends at ``position``, when the caller knows it:
+        where the log goes on when that frame ended its segment.
+
+        Stops at the end of the log, and at a torn tail (bytes that are no whole frame
+        at the end of the newest segment, with no valid frame after them). Damage, bytes
+        that are no frame in a sealed segment or followed by a valid frame, raises
+        CorruptionError naming the file and offset, as ``events`` does: what it returns
+        is a prefix of the log, never a part with a hole. Reads a segment in growing
+        chunks, so that a look for new frames at the end of the log reads a few KiB,
+        not the zeros a writer preallocated after it."""
         segment, offset, _ = position
         while True:
             path = self.segment_path(segment)
@@ -477,7 +484,6 @@ class LogReader:
                 fd = self.io.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 return
-            next_seq = None
             try:
                 size = min(self.io.size(fd), MAX_SEGMENT_FILE)
                 chunk = _FIRST_CHUNK
@@ -485,21 +491,50 @@ class LogReader:
                     raw = self.io.pread(fd, min(chunk, size - offset), offset)
                     frames = list(_walk_frames(raw, path, offset, segment, marker))
                     if frames and next_seq is not None and frames[0].first_seq != next_seq:
-                        frames = []
+                        raise CorruptionError(
+                            f"record has seq {frames[0].first_seq}, expected {next_seq}",
+                            path=path, offset=offset)
                     for frame in frames:
                         next_seq = frame.first_seq + frame.event_count
                         yield frame
                     walked = sum(frame.size for frame in frames)
-                    if walked == 0 and (len(raw) >= MAX_FRAME_PAYLOAD or
-                                        offset + len(raw) >= size or not _holds_more(raw)):
-                        break  # no whole frame here: the end of the log, or damage
+                    if walked == 0:
+                        if _holds_more(raw) and len(raw) < size - offset:
+                            chunk *= 4  # a frame longer than what was read: read more
+                            continue
+                        sealed = next_seq is not None and self.io.exists(
+                            self.segment_path(next_seq))
+                        if sealed or raw.rstrip(b"\0"):  # more than the zeros of the end
+                            self._check_stop(fd, path, offset, size, next_seq)
+                        break
                     offset += walked
-                    chunk = min(chunk * 4 if walked == 0 else max(chunk, walked), 1 << 26)
+                    chunk = min(max(chunk, walked), 1 << 26)
             finally:
                 self.io.close(fd)
-            if next_seq is None or not self.io.exists(self.segment_path(next_seq)):
+            # An empty segment (its header only) gives no frame: the next seq is its own
+            # first seq, and the log ends there.
+            if (next_seq is None or next_seq <= segment
+                    or not self.io.exists(self.segment_path(next_seq))):
                 return
             segment, offset = next_seq, SEGMENT_HEADER_SIZE
+
+    def _check_stop(self, fd: int, path: str, offset: int, size: int,
+                    next_seq: int | None) -> None:
+        """``frames_from`` found no whole frame at ``offset``: the end of the log or a
+        torn tail, unless the log goes on after it (damage)."""
+        if next_seq is not None and self.io.exists(self.segment_path(next_seq)):
+            if _data_end(self.io, fd) > offset:
+                raise CorruptionError("damaged record in a sealed segment", path=path,
+                                      offset=offset)
+            return
+        rest = self.io.pread(fd, size - offset, offset)
+        if not rest.rstrip(b"\0"):
+            return  # the end of the log: nothing, or zeros a writer preallocated
+        later = _valid_frame_after(rest, memoryview(rest), 0, len(rest))
+        if later is not None:
+            raise CorruptionError(
+                f"damaged record followed by a valid one (seq {later.first_seq} at byte "
+                f"{offset + later.offset})", path=path, offset=offset)
 
     def first_turn(self, first_seq: int) -> int | None:
         """The turn of a segment's first record, None if it has none yet. Cached: a

@@ -40,7 +40,9 @@ from .log_format import (
     _FRAME_HEADER as _FRAME_FIELDS,
 )
 from .log_format import (
+    _TRAILER,
     FRAME_HEADER_SIZE,
+    TRAILER_MAGIC,
     TRAILER_SIZE,
     refuse_msgpack_ext,
 )
@@ -134,13 +136,6 @@ def _unpack_row(raw: bytes | memoryview, path: str, offset: int) -> Row:
 _SplitFrame = tuple[float, int, int, list[tuple[str, Any]]]
 
 
-class RowsFor(NamedTuple):
-    """What a message record adds to the index: the rows, and the live count after."""
-
-    rows: list[Row]
-    live: int
-
-
 class MessageIndex:
     """One session's message index, as a reader or the writer sees it.
 
@@ -175,6 +170,10 @@ class MessageIndex:
         # rows; ``_covered_seq`` is the last seq before it.
         self._covered: LogPosition | None = None
         self._covered_seq = 0
+        self._needs_file = False  # the writer makes the file at its first write
+        self._passed_size = -1  # a file size whose new rows a reader found not to hold
+        self._cut_to: int | None = None  # the writer cuts the file there at its next write
+        self._covered_next: int | None = None
         self._last: Row | None = None
         self._lookup: _Lookup | None = None
         # Records read lately, by the row that found them (its place, seq and hash): a
@@ -235,23 +234,29 @@ class MessageIndex:
 
     def _reset(self, log_start: int) -> None:
         self._log_start = log_start
+        self._needs_file = False
+        self._passed_size = -1
+        self._cut_to = None
         self._file_rows = 0
         self._extra = []
         self._covered = None
+        self._covered_next = None
         self._covered_seq = log_start - 1
         self._last = None
         self._lookup = None
         self._cache = {}
         self.recent_calls = {}
 
-    def create(self, log_start: int) -> None:
-        """Write an empty index for a log starting at ``log_start`` (the writer, when
-        the file is missing, damaged or of another log). Replaced by a rename, so a
+    def _make_file(self) -> None:
+        """Write an empty index for the log (the writer, when the file is missing,
+        damaged or of another log), to hold the rows it has. Replaced by a rename, so a
         reader holding the old file reads it whole, then sees the new one."""
-        self.io.atomic_write(self.path, encode_header(self.uid, log_start))
+        assert self._log_start is not None
+        self.io.atomic_write(self.path, encode_header(self.uid, self._log_start))
         self.close()
         self._open()
-        self._reset(log_start)
+        self._file_rows = 0
+        self._needs_file = False
 
     @property
     def file_size(self) -> int:
@@ -280,10 +285,10 @@ class MessageIndex:
                 head, log_start = tail.head, tail.log_start
             self._reset(log_start)
             if not self._header_ok(log_start):
-                if writer:
-                    self.create(log_start)
-                else:
-                    self.close()
+                # The writer makes the file when it first has rows to write: a refused
+                # write changes nothing on disk.
+                self.close()
+                self._needs_file = writer
             else:
                 self._load_file_rows(writer)
         elif self._fd is not None and not self.owned:
@@ -306,8 +311,9 @@ class MessageIndex:
             # that ends a group the log holds.
             count = self._good_prefix(count)
         if writer and self.file_size != HEADER.size + count * ROW.size:
-            assert self._fd is not None
-            self.io.truncate(self._fd, HEADER.size + count * ROW.size)
+            # Rows the log does not hold are cut off at the writer's next write (not
+            # now: a refused write changes nothing on disk).
+            self._cut_to = HEADER.size + count * ROW.size
         self._file_rows = count
         if count:
             self._take_last(self._read_row(count - 1))
@@ -337,8 +343,12 @@ class MessageIndex:
             return None
 
     def _read_new_file_rows(self) -> None:
-        count = max(self.file_size - HEADER.size, 0) // ROW.size
-        if count <= self._file_rows:
+        """Take the rows a writer added to the file since, once whole and once the log
+        holds the last of them: rows past what the log holds (dropped when the file was
+        loaded) are not taken back in, until the writer has written over them."""
+        size = self.file_size
+        count = max(size - HEADER.size, 0) // ROW.size
+        if count <= self._file_rows or size == self._passed_size:
             return
         assert self._fd is not None
         offset = HEADER.size + self._file_rows * ROW.size
@@ -354,6 +364,10 @@ class MessageIndex:
         while rows and not rows[-1].group_end:  # a group being written: not yet
             rows.pop()
         if not rows:
+            return
+        before = self._row_or_none(self._file_rows - 1) if self._file_rows else None
+        if (before is not None and rows[0].seq < before.seq) or not self._holds(rows[-1]):
+            self._passed_size = size  # not (yet) rows of this log: the log has the truth
             return
         if self._lookup is not None:
             if self._extra:
@@ -371,6 +385,7 @@ class MessageIndex:
     def _take_last(self, row: Row) -> None:
         self._last = row
         self._covered = LogPosition(row.segment, row.offset + row.size)
+        self._covered_next = None  # the seq after the row's frame, learnt when needed
         # The frame may hold records after the row's: they are not messages (a frame's
         # message records all get rows), and the seq only bounds what is covered.
         self._covered_seq = max(self._covered_seq, row.seq)
@@ -379,9 +394,16 @@ class MessageIndex:
         """Index the message records after the covered position, up to the log's end."""
         assert self._log_start is not None
         start = self._covered or LogPosition(self._log_start, SEGMENT_HEADER_SIZE)
+        if self._covered is not None and self._covered_next is None and self._last is not None:
+            # Where the log goes on when the covered frame ends its segment: the segment
+            # named after the seq past that frame.
+            last = self._last
+            frame = self.log.read_frames(last.segment, last.offset, last.offset + last.size,
+                                         decode=False)[0]
+            self._covered_next = frame.first_seq + frame.event_count
         made: list[Row] = []
         last_frame: Frame | None = None
-        for frame in self.log.frames_from(start, MESSAGE_MARKER):
+        for frame in self.log.frames_from(start, MESSAGE_MARKER, self._covered_next):
             last_frame = frame
             if frame.entries is None:
                 continue
@@ -390,7 +412,7 @@ class MessageIndex:
                     continue
                 seq = frame.first_seq + index
                 try:
-                    made.extend(self.rows_for(seq, data, frame, pending=made).rows)
+                    made.extend(self.rows_for(seq, data, frame, pending=made))
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise CorruptionError(
                         f"message record at seq {seq} cannot be indexed ({exc!r}): it was "
@@ -403,6 +425,7 @@ class MessageIndex:
         if last_frame is not None:
             self._covered = LogPosition(last_frame.segment, last_frame.offset + last_frame.size)
             self._covered_seq = last_frame.first_seq + last_frame.event_count - 1
+            self._covered_next = self._covered_seq + 1
         if head is not None:
             self._covered_seq = max(self._covered_seq, head)
 
@@ -436,15 +459,26 @@ class MessageIndex:
             if len(raw) != (file_stop - start) * ROW.size:
                 raise CorruptionError("message index is shorter than it was", path=self.path,
                                       offset=offset + len(raw))
-            # The hot loop of every read: the row checks inlined, no call per row.
+            # The hot loop of every read: the row checks inlined, no call per row. A row
+            # with a good checksum must also be in its place: in seq order, and an ADD
+            # row names itself as its message's first row (any other row an earlier one).
             view, size, checked, make = memoryview(raw), ROW.size, ROW_CHECKED, tuple.__new__
+            previous = 0
             for index, fields in enumerate(ROW.iter_unpack(raw)):
                 at = index * size
                 if crc32c(view[at : at + checked]) != fields[8]:
                     raise CorruptionError("message index row fails its checksum",
                                           path=self.path, offset=offset + at)
-                op = fields[7]
-                rows.append(make(Row, (*fields[:7], op & ~GROUP_END, op >= GROUP_END)))
+                op, number, target, seq = fields[7] & ~GROUP_END, start + index, fields[3], \
+                    fields[0]
+                if (seq < previous or (target != number if op == ADD
+                                       else op != MARK and target >= number)):
+                    raise CorruptionError(
+                        f"message index row {number} is out of place (seq {seq}, first row "
+                        f"{target}): the index is damaged; delete {INDEX_NAME} and the "
+                        "writer makes it again", path=self.path, offset=offset + at)
+                previous = seq
+                rows.append(make(Row, (*fields[:7], op, fields[7] >= GROUP_END)))
         if stop > self._file_rows:
             rows.extend(self._extra[max(start - self._file_rows, 0) : stop - self._file_rows])
         return rows
@@ -491,20 +525,28 @@ class MessageIndex:
             self.write_rows()
 
     def write_rows(self) -> None:
-        """The writer: write the rows it holds to the file."""
-        if not self._extra or self._fd is None:
+        """The writer: write the rows it holds to the file (making the file first, or
+        cutting off rows the log does not hold, when a refresh found that needed)."""
+        if not self._extra:
             return
+        if self._needs_file:
+            self._make_file()
+        if self._fd is None:
+            return
+        if self._cut_to is not None:
+            self.io.truncate(self._fd, self._cut_to)
+            self._cut_to = None
         rows, self._extra = self._extra, []
         self.io.pwrite(self._fd, b"".join(row.pack() for row in rows),
                        HEADER.size + self._file_rows * ROW.size)
         self._file_rows += len(rows)
 
     def rows_for(self, seq: int, data: Any, frame: Frame | None,
-                 pending: Sequence[Row] = ()) -> RowsFor:
-        """The rows a message record at ``seq`` adds (``frame`` where it is; None while
-        it is not written yet: the caller fills the place in). ``pending`` are rows made
-        before it that are not added yet. Raises ValueError for a record that is not a
-        message record's shape."""
+                 pending: Sequence[Row] = ()) -> list[Row]:
+        """The rows a message record at ``seq`` adds (``frame`` where it is), none of
+        them flagged: the caller flags the last row of the frame's rows. ``pending`` are
+        rows made before it that are not added yet. Raises ValueError for a record that
+        is not a message record's shape."""
         op_name = data["op"]
         live = pending[-1].live if pending else self.live
         number = self.row_count + len(pending)
@@ -534,8 +576,7 @@ class MessageIndex:
                 self.recent_calls[part["call_id"]] = None
         while len(self.recent_calls) > _RECENT_CALLS:
             del self.recent_calls[next(iter(self.recent_calls))]
-        rows[-1] = rows[-1]._replace(group_end=True)
-        return RowsFor(rows, live)
+        return rows
 
     def first_row(self, hashed: int, pending: Sequence[Row] = ()) -> int:
         """The ADD row of the message whose id hashes to ``hashed`` (the first: a
@@ -615,8 +656,17 @@ class MessageIndex:
         if at + row.size > len(buf) or row.size < FRAME_HEADER_SIZE + TRAILER_SIZE:
             raise self._stale(row, "is past the end of the segment")
         crc, length, first_seq, count, _ = _FRAME_FIELDS.unpack_from(buf, at)
-        if (((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE != row.size
-                or crc32c(view[at + 4 : at + row.size]) != crc):
+        end = at + row.size
+        if crc32c(view[at + 4 : end]) != crc:
+            frame_size, magic = _TRAILER.unpack_from(buf, end - TRAILER_SIZE)
+            if magic == TRAILER_MAGIC and frame_size == row.size:
+                # A frame's bounds where the row says, its checksum wrong: the log's
+                # record is damaged, not the index.
+                raise CorruptionError(f"damaged record (seq {row.seq}'s frame fails its "
+                                      "checksum); restore the segment from a backup",
+                                      path=path, offset=row.offset)
+            raise self._stale(row, "is not a whole record of that size")
+        if ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE != row.size:
             raise self._stale(row, "is not a whole record of that size")
         if not first_seq <= row.seq < first_seq + count:
             raise self._stale(row, "holds no such seq")
@@ -734,20 +784,33 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
                                 "it again"))
         return findings
     rows: list[Row] = []
-    for number in range((len(raw) - HEADER.size) // ROW.size):
+    place: dict[int, int] = {}  # a file row's number -> its number among the non-MARK rows
+    count = (len(raw) - HEADER.size) // ROW.size
+    for number in range(count):
         at = HEADER.size + number * ROW.size
         try:
             row = _unpack_row(raw[at : at + ROW.size], path, at)
         except CorruptionError as exc:
-            findings.append(Finding("problem", path, at, exc.reason))
-            return findings
+            later = any(_intact(raw, HEADER.size + n * ROW.size) for n in range(number + 1,
+                                                                               count))
+            if later:
+                findings.append(Finding("problem", path, at, exc.reason))
+                return findings
+            else:
+                findings.append(Finding("note", path, at, "message index ends in rows a "
+                                        "crash cut while they were written: unused"))
+            break
         if row.op != MARK:
+            place[number] = len(rows)
             rows.append(row)
         elif row.seq > head:
             findings.append(Finding("note", path, at, f"message index says the log holds "
                                     f"seq {row.seq}, past its head {head}: unused"))
     for number, (row, want) in enumerate(zip(rows, expected, strict=False)):
-        if row != want:
+        # MARK rows take row numbers in the file but not in the rows made from the log;
+        # the group flags say where a write ended, not what a record is.
+        found = row._replace(target=place.get(row.target, -1), group_end=True)
+        if found != want._replace(group_end=True):
             findings.append(Finding(
                 "problem", path, None, f"message index row {number} says {_describe(row)}, "
                 f"the log says {_describe(want)}; delete {INDEX_NAME} and the writer makes "
@@ -763,6 +826,14 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
                                 "what the log holds (a crash took back the log's tail): "
                                 "unused"))
     return findings
+
+
+def _intact(raw: bytes, at: int) -> bool:
+    try:
+        _unpack_row(raw[at : at + ROW.size], "", at)
+    except CorruptionError:
+        return False
+    return True
 
 
 def _describe(row: Row) -> str:
@@ -794,6 +865,7 @@ class _Lookup:
             _check_rows(raw, table["crc"], index.path)
             hashes = table["hash"].copy()
             ops = table["op"] & ~np.uint8(GROUP_END)
+            _check_places(table, ops, index.path)
             hashes[ops == MARK] = 0  # a MARK row names no message
         else:
             hashes = np.zeros(0, dtype=np.uint64)
@@ -816,6 +888,24 @@ class _Lookup:
         high = int(np.searchsorted(self.hashes, key, "right"))
         found = sorted(int(number) for number in self.order[low:high])
         return found + self.recent.get(hashed, [])
+
+
+def _check_places(table: np.ndarray, ops: np.ndarray, path: str) -> None:
+    """Rows with good checksums must be in their places, as ``read_rows`` checks them:
+    in seq order, each ADD row naming itself as its message's first row, every other
+    row but MARK an earlier one."""
+    numbers = np.arange(len(table), dtype=np.uint64)
+    seqs, targets = table["seq"], table["target"]
+    wrong = np.zeros(len(table), dtype=bool)
+    wrong[1:] |= seqs[1:] < seqs[:-1]
+    wrong |= (ops == ADD) & (targets != numbers)
+    wrong |= (ops != ADD) & (ops != MARK) & (targets >= numbers)
+    if wrong.any():
+        number = int(np.argmax(wrong))
+        raise CorruptionError(
+            f"message index row {number} is out of place (seq {int(seqs[number])}, first "
+            f"row {int(targets[number])}): the index is damaged; delete {INDEX_NAME} and "
+            "the writer makes it again", path=path, offset=HEADER.size + number * ROW.size)
 
 
 def _check_rows(raw: bytes, crcs: np.ndarray, path: str) -> None:

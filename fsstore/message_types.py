@@ -34,6 +34,11 @@ from .log_format import refuse_msgpack_ext
 INLINE_FILE_LIMIT = 64 * 1024
 #: Longest message or call id, in characters.
 MAX_ID_LENGTH = 256
+#: Most tokens one count of a message's usage may say (a trillion): the usage fold sums
+#: them in msgpack's 64-bit integers, which this keeps far from overflowing.
+MAX_TOKENS = 10**12
+#: Largest cost of one message, either way.
+MAX_COST = 1e12
 
 Role = Literal["system", "user", "assistant", "tool"]
 Finish = Literal["stop", "length", "tool_calls", "content_filter", "error", "other"]
@@ -235,8 +240,11 @@ class MessageRecord(msgspec.Struct):
 
 _encoder = msgspec.msgpack.Encoder()
 _stored_decoder = msgspec.msgpack.Decoder(StoredMessage, ext_hook=refuse_msgpack_ext)
-_ID = re.compile(r"[^\x00-\x1f\x7f]{1," + str(MAX_ID_LENGTH) + "}")
-_PATH = re.compile(r"at `\$\.?(.*)`$")
+# No C0 or C1 control characters (U+0000-U+001F, U+007F-U+009F): an id is printed by
+# listings, and C1 holds the 8-bit terminal escape (U+009B).
+_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1," + str(MAX_ID_LENGTH) + "}")
+# msgspec names the place "at `$.a.b`", or for a map key "at `key` in `$.a.b`".
+_PATH = re.compile(r"at `(?:key` in `)?\$\.?([^`]*)`$")
 
 
 _id_lock = threading.Lock()
@@ -255,11 +263,20 @@ def new_message_id() -> str:
 
 def check_id(value: object, field: str = "id") -> str:
     """A message or call id: a str of 1 to 256 characters, no control characters."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
+    if (not isinstance(value, str) or not _ID.fullmatch(value)
+            or not value.isprintable() and _has_surrogate(value)):
         raise InvalidMessage(
             f"{field} must be a str of 1 to {MAX_ID_LENGTH} characters without control "
-            f"characters, not {_short(value)}", field=field)
+            f"characters or lone surrogates, not {_short(value)}", field=field)
     return value
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def check_message(message: Message | Mapping[str, Any], *, given_id: bool = True
@@ -352,12 +369,16 @@ def _check_metadata(metadata: MessageMetadata) -> None:
     usage = metadata.usage
     if usage is not None:
         for name in ("input", "output", "cached_input", "cache_write", "reasoning"):
-            if getattr(usage, name) < 0:
-                raise InvalidMessage(f"metadata.usage.{name} must be >= 0, not "
-                                     f"{getattr(usage, name)}", field=f"metadata.usage.{name}")
-    if metadata.cost is not None and not math.isfinite(metadata.cost.amount):
-        raise InvalidMessage(f"metadata.cost.amount must be a finite number, not "
-                             f"{metadata.cost.amount}", field="metadata.cost.amount")
+            count = getattr(usage, name)
+            if not 0 <= count <= MAX_TOKENS:
+                raise InvalidMessage(
+                    f"metadata.usage.{name} must be from 0 to {MAX_TOKENS}, not {count}",
+                    field=f"metadata.usage.{name}")
+    cost = metadata.cost
+    if cost is not None and not (math.isfinite(cost.amount) and abs(cost.amount) <= MAX_COST):
+        raise InvalidMessage(f"metadata.cost.amount must be a finite number of at most "
+                             f"{MAX_COST:g} either way, not {cost.amount}",
+                             field="metadata.cost.amount")
     latency = metadata.latency
     if latency is not None and not (math.isfinite(latency) and latency >= 0):
         raise InvalidMessage(f"metadata.latency must be a finite number of seconds >= 0, "

@@ -393,10 +393,10 @@ class Messages(MessagesReader, AsyncMessagesMixin):
 
         def build(index: MessageIndex) -> list[dict[str, Any]]:
             nonlocal version
-            old, version = self._current(index, stored.id)
+            old, version, old_ts = self._current(index, stored.id)
             _check_results(index, stored, set(), "message")
             return [{"op": "edit", "message": _plain(stored), "version": version + 1,
-                     "was": account_record(old)}]
+                     "was": account_record(old, old_ts)}]
 
         first, stamp, used_turn = self._writer_host.append_records(build, turn, ts)
         return to_message(stored, seq=first, turn=used_turn, created=None, updated=stamp,
@@ -410,21 +410,23 @@ class Messages(MessagesReader, AsyncMessagesMixin):
         check_id(message_id)
 
         def build(index: MessageIndex) -> list[dict[str, Any]]:
-            old, _ = self._current(index, message_id)
-            return [{"op": "delete", "id": message_id, "was": account_record(old)}]
+            old, _, old_ts = self._current(index, message_id)
+            return [{"op": "delete", "id": message_id, "was": account_record(old, old_ts)}]
 
         return self._writer_host.append_records(build, turn, ts)[0]
 
-    def _current(self, index: MessageIndex, message_id: str) -> tuple[dict[str, Any], int]:
-        """The stored map of the newest version of ``message_id`` and its version."""
+    def _current(self, index: MessageIndex, message_id: str
+                 ) -> tuple[dict[str, Any], int, float]:
+        """The stored map of the newest version of ``message_id``, its version and
+        when it was written."""
         found = self._find(index, message_id, index.row_count)
         if found is None or found.latest.op == DELETE:
             raise MessageNotFound(f"session has no message {message_id!r}"
                                   + ("" if found is None else " (it was deleted)"))
         latest = found.latest
-        record = index.records([latest])[0][0]
+        record, ts, _ = index.records([latest])[0]
         assert record.message is not None
-        return _plain(record.message), record.version
+        return _plain(record.message), record.version, ts
 
 
 def message_rows(index: MessageIndex, first: int, entries: Sequence[tuple[str, Any]],
@@ -433,7 +435,10 @@ def message_rows(index: MessageIndex, first: int, entries: Sequence[tuple[str, A
     rows: list[Row] = []
     for offset, (kind, data) in enumerate(entries):
         if kind == MESSAGE_RECORD:
-            rows.extend(index.rows_for(first + offset, data, frame, pending=rows).rows)
+            rows.extend(index.rows_for(first + offset, data, frame, pending=rows))
+    if rows:
+        # One flag, on the frame's last row: rows cut after it are a group a crash cut.
+        rows[-1] = rows[-1]._replace(group_end=True)
     return rows
 
 

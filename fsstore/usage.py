@@ -5,9 +5,9 @@ The fold is kept in snapshots and checkpoints (the body key ``usage``), so readi
 costs a snapshot load and the records after it, not the history. It counts:
 
 - tokens and cost by model and by day (UTC) of the record: what was spent. An edit
-  replaces the old version's usage with the new one's (a message saved while it
-  streamed and edited when done counts once); a delete keeps it (the call was paid
-  for).
+  replaces the old version's usage (taken back from the day it was booked on) with
+  the new one's (a message saved while it streamed and edited when done counts once);
+  a delete keeps it (the call was paid for).
 - the live messages by role, their tool calls and tool results with errors: the
   conversation as it is, so an edit and a delete change them.
 - finished turns and their wall time: from the first message of a turn to its
@@ -131,13 +131,14 @@ def account(message: Mapping[str, Any]) -> _Account:
                     errors)
 
 
-def account_record(message: Mapping[str, Any]) -> dict[str, Any]:
+def account_record(message: Mapping[str, Any], ts: float) -> dict[str, Any]:
     """The ``was`` map an edit or delete record holds: what the version it replaces
-    counted for (docs/FORMAT.md, section 20.1)."""
+    (written at ``ts``) counted for, and on which day (docs/FORMAT.md, section 20.1)."""
     acct = account(message)
     return {"role": acct.role, "model": acct.model,
             "usage": msgspec.structs.asdict(acct.usage),
-            "tool_calls": acct.tool_calls, "tool_errors": acct.tool_errors}
+            "tool_calls": acct.tool_calls, "tool_errors": acct.tool_errors,
+            "day": day_of(ts)}
 
 
 def _tokens(usage: Mapping[str, Any]) -> UsageTotals:
@@ -186,7 +187,10 @@ class UsageFold:
         if op == "add":
             self._book(account(data["message"]), day, 1)
         elif op == "edit":
-            self._book(_from_was(data["was"]), day, -1)
+            # The old version's usage is taken back from the day it was booked on (a
+            # record from before "day" was kept: the edit's day).
+            was = data["was"]
+            self._book(_from_was(was), str(was.get("day") or day), -1)
             self._book(account(data["message"]), day, 1)
         elif op == "delete":
             self._book(_from_was(data["was"]), day, -1, spend=False)

@@ -421,7 +421,7 @@ json_value = st.recursive(json_leaf, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=8)
 json_map = st.dictionaries(st.text(max_size=8), json_value, max_size=3)
-ids = st.text(st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)), min_size=1,
+ids = st.text(st.characters(min_codepoint=0x20, blacklist_categories=("Cs", "Cc")), min_size=1,
               max_size=12).filter(lambda t: "\x7f" not in t)
 parts = st.one_of(
     st.builds(TextPart, text=st.text(max_size=40), provider_metadata=json_map),

@@ -78,7 +78,10 @@ def power_loss_copy(tmp_path, synced_rounds: int, unsynced_rounds: int) -> fssto
     conversation made durable (finish_turn), ``unsynced_rounds`` more handed to the OS
     only. The frames after the synced mark are what a power loss may take back."""
     store = fsstore.open_store(tmp_path / "store")
-    with store.create_session("s") as session:
+    store.create_session("s").close()
+    # A shared writer writes each batch's index rows at once (an exclusive one holds
+    # them until it has 256 or closes), so the copy has rows for the unsynced frames.
+    with store.open_session("s", shared=True) as session:
         conversation(session, synced_rounds)
         session.messages.edit(text("user", "edited", "m1u"))
         session.finish_turn()
@@ -207,9 +210,9 @@ def power_loss_workload(tmp_path, durability: str, seed: int, steps: int,
 def test_every_power_loss_state_of_a_message_workload_reads_the_logs_messages(
         tmp_path, durability):
     # Unsynced writes kept (a killed process) or lost (a power loss), in one segment:
-    # the variants and the rollovers that fail are the xfail tests below.
+    # the variants and the rollovers are the tests below.
     assert power_loss_workload(tmp_path, durability, seed=1, steps=14,
-                               variants=("lost", "kept")) > 40
+                               variants=("lost", "kept")) > 25
 
 
 @pytest.mark.long
@@ -220,30 +223,14 @@ def test_every_power_loss_state_of_many_message_workloads_reads_the_logs_message
     power_loss_workload(tmp_path, durability, seed=seed, steps=60, variants=("lost", "kept"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: rows_for (message_index.py:444) flags the last row of every message record, "
-    "not of every frame; a torn index write that keeps the rows of the first records of "
-    "a batch ends on a flagged row, taken as covering the whole frame, so the batch's "
-    "later messages are never indexed (reads miss them)"))
 def test_every_torn_index_write_of_a_message_workload_reads_the_logs_messages(tmp_path):
     power_loss_workload(tmp_path, "fsync", seed=1, steps=14, variants=("torn",))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a power loss that leaves other bytes (zeros, garbage) in the index's unsynced "
-    "last rows makes every message read raise CorruptionError, the writer's too; "
-    "_load_file_rows (message_index.py:223) reads the last row with its checksum check "
-    "instead of treating a bad tail as a torn one"))
 def test_every_garbled_index_write_of_a_message_workload_reads_the_logs_messages(tmp_path):
     power_loss_workload(tmp_path, "flush", seed=1, steps=14, variants=("garbage",))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: LogReader.frames_from (log.py:485) stops when its start position is the end of "
-    "a segment, though the next segment exists; the index's catch-up starts there "
-    "whenever a crash fell between a frame that opened a new segment and its rows, and "
-    "marks the whole log covered (message_index.py:333): those messages are never "
-    "indexed"))
 def test_every_crash_state_of_a_message_workload_across_segments_reads_the_logs_messages(
         tmp_path):
     power_loss_workload(tmp_path, "flush", seed=1, steps=14, variants=("kept",),
@@ -253,12 +240,6 @@ def test_every_crash_state_of_a_message_workload_across_segments_reads_the_logs_
 # --- the crash states above that fail, reduced to one case each ------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: rows_for (message_index.py:444) flags the last row of every message record, "
-    "and message_rows (messages.py) keeps those flags, so a frame of two messages has two "
-    "flagged rows; a torn index write that kept only the first is taken as covering the "
-    "whole frame (_take_last, message_index.py:298) and the second message is never "
-    "indexed"))
 def test_a_torn_index_write_that_kept_the_first_rows_of_a_batch_loses_no_message(tmp_path):
     store = fsstore.open_store(tmp_path / "store")
     with store.create_session("s") as session:
@@ -270,12 +251,6 @@ def test_a_torn_index_write_that_kept_the_first_rows_of_a_batch_loses_no_message
     assert [entry[0] for entry in check_reads(store.read_session("s"))] == ["a", "b", "c"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: LogReader.frames_from (log.py:485) returns when no frame follows its start "
-    "position in that segment, even when the next segment exists; MessageIndex._catch_up "
-    "starts at the end of the last indexed frame, which is the end of a segment after a "
-    "rollover, then marks the log covered up to its head (message_index.py:333): a "
-    "message whose rows a crash lost, first in a new segment, is never indexed"))
 def test_a_message_opening_a_new_segment_whose_rows_a_crash_lost_is_read(tmp_path):
     store = fsstore.open_store(tmp_path / "store", segment_size=4096)
     log = os.path.join(tmp_path, "store", "sessions", "s", "log")
@@ -294,12 +269,6 @@ def test_a_message_opening_a_new_segment_whose_rows_a_crash_lost_is_read(tmp_pat
             writer.messages.append(text("user", "again", f"m{number - 1}"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a power loss that leaves zeros (or other bytes) in the index's unsynced last "
-    "rows makes every message read raise CorruptionError, the writer's included, until "
-    "the file is deleted by hand: MessageIndex._load_file_rows (message_index.py:239) "
-    "reads the last row through _read_row, whose checksum failure is raised, where a "
-    "cut group is dropped; the index is a cache whose tail a crash may garble"))
 def test_zeros_a_power_loss_left_at_the_end_of_the_index_are_dropped_as_a_torn_tail(
         tmp_path):
     store = written_session(tmp_path)
@@ -309,12 +278,6 @@ def test_zeros_a_power_loss_left_at_the_end_of_the_index_are_dropped_as_a_torn_t
     writes_again_and_verifies_clean(store)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a read refused for a damaged last index row is not refused again: "
-    "MessageIndex.refresh (message_index.py:222) has set _log_start before "
-    "_load_file_rows raises, so the next refresh skips the file's check, takes none of "
-    "its rows and indexes the log instead; a writer then rewrites the rows from the "
-    "file's start and leaves the damaged ones after its own"))
 def test_a_read_refused_for_a_damaged_last_index_row_is_refused_again(tmp_path):
     store = written_session(tmp_path)
     path = index_path(store)
@@ -331,11 +294,6 @@ def test_a_read_refused_for_a_damaged_last_index_row_is_refused_again(tmp_path):
         assert outcomes[0] == log_messages(reader)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: verify reports a problem on a healthy session whose writer closed after plain "
-    "events (leaving a MARK row) and later appended messages: check_index "
-    "(message_index.py:604) compares the file's rows, MARK rows left out, with rows built "
-    "from the log without MARK rows, but a row's 'first row' field counts the MARK rows"))
 def test_verify_finds_nothing_wrong_after_a_writer_closed_past_its_last_message(tmp_path):
     store = fsstore.open_store(tmp_path / "store")
     with store.create_session("s") as session:
@@ -416,11 +374,6 @@ def reads_right_or_refuse(reader: fsstore.SessionReader) -> None:
         assert got == want
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: two index rows swapped (checksums valid) make all() give a message the "
-    "'created' time of the other: MessagesReader._build (messages.py:322) takes it from "
-    "the row at the message's place without checking that row names the same message "
-    "(its hash) as the newest version's row"))
 def test_index_rows_swapped_with_valid_checksums_never_give_a_wrong_message(tmp_path):
     store = written_session(tmp_path)
     path = index_path(store)
@@ -441,11 +394,6 @@ def test_index_rows_swapped_with_valid_checksums_never_give_a_wrong_message(tmp_
     writes_again_and_verifies_clean(store)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an index row overwritten by a copy of its neighbour (valid checksum) makes "
-    "all() raise KeyError, not CorruptionError: MessagesReader._all (messages.py:304) "
-    "looks up newest[number] for an ADD row whose 'first row' field is not its own "
-    "number; a row's checksum does not cover its place and reads do not check it"))
 def test_an_index_row_overwritten_by_a_copy_of_its_neighbour_is_never_followed(tmp_path):
     store = written_session(tmp_path)
     path = index_path(store)
@@ -484,13 +432,6 @@ def test_a_damaged_message_record_is_reported_naming_its_segment(tmp_path):
     assert any(f.level == "problem" and f.path == segment for f in store.verify())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with no index rows for them (the index deleted, as the errors advise, or of "
-    "another log), messages after damage in a sealed segment silently vanish: all() and "
-    "count() give the messages before it, get() says MessageNotFound, while events() "
-    "raises CorruptionError. MessageIndex._catch_up (message_index.py:311) reads with "
-    "LogReader.frames_from, which stops at damage by design, then takes the log as "
-    "indexed up to its head (message_index.py:333)"))
 def test_damage_in_a_sealed_segment_never_shortens_the_conversation_silently(tmp_path):
     store = written_session(tmp_path, segment_size=4096)
     segment, at = segment_of(store, b"question 1 ")
@@ -504,12 +445,6 @@ def test_damage_in_a_sealed_segment_never_shortens_the_conversation_silently(tmp
         raises_corruption(read, segment, None)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: damage to the frame of the index's last message (not a torn tail: records "
-    "follow it) makes that message silently vanish, and the writer then accepts its id "
-    "again: _load_file_rows/_holds (message_index.py:239, 268) take an unreadable frame "
-    "for one a power loss took back and drop its row, then _catch_up stops silently at "
-    "the damage (frames_from) and marks the log covered"))
 def test_damage_to_the_last_messages_record_never_makes_it_vanish(tmp_path):
     store = fsstore.open_store(tmp_path / "store")
     with store.create_session("s") as session:
@@ -596,7 +531,9 @@ def dying_message_writer(root: str, where: str) -> None:
     from fsstore.fsio import FileIO
 
     store = fsstore.open_store(root)
-    session = store.open_session("s")
+    # Shared: a shared writer writes each batch's index rows at once (an exclusive one
+    # holds them until it has 256 or closes).
+    session = store.open_session("s", shared=True)
     session.messages.append(text("user", "one", "one"))
     session.messages.append(text("user", "two", "two"))
     real_pwrite = FileIO.pwrite
@@ -688,17 +625,15 @@ class FullDiskIO(fsstore.FileIO):
         super().pwrite(fd, data, offset)
 
 
-@pytest.mark.parametrize("batch", [1, pytest.param(3, marks=pytest.mark.xfail(
-    strict=True, reason=(
-        "BUG: after a short index write on a full disk (no crash), the running writer "
-        "loses the batch's later messages from the index: the half written ends on a row "
-        "flagged by rows_for (message_index.py:444, a flag per record, not per frame), "
-        "which the reload after forget() takes as covering the whole frame")))],
+@pytest.mark.parametrize("batch", [1, 3],
     ids=["one message", "three messages"])
 def test_a_full_disk_while_writing_index_rows_loses_no_message(tmp_path, batch):
     io = FullDiskIO()
     store = fsstore.open_store(tmp_path / "store", io=io)
-    with store.create_session("s") as session:
+    store.create_session("s").close()
+    # Shared: its index rows are written with each batch (an exclusive writer holds
+    # them until it has 256 or closes).
+    with store.open_session("s", shared=True) as session:
         conversation(session, 2)
         io.armed = True
         stored = session.messages.append_many(
