@@ -35,11 +35,11 @@ from langgraph.checkpoint.base import (
     CheckpointMetadata,
     CheckpointTuple,
     PendingWrite,
-    SerializerProtocol,
     get_checkpoint_id,
     get_checkpoint_metadata,
     writes_sort_key,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .. import layout
 from ..errors import InvalidSetting, SessionExists, SessionNotFound
@@ -279,7 +279,7 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         if seqs[0] != thread.seq + 1:
             self._catch_up(thread)  # another process wrote between: read it all in order
             return
-        for seq, record in zip(seqs, records):
+        for seq, record in zip(seqs, records, strict=True):
             thread.seq = seq
             thread.fold(record["kind"], record)
 
@@ -342,7 +342,7 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
                 and (ns, channel, base) in thread.values and self.tails_ok is not False):
             old = self._resolve(thread, ns, channel, base)
             if (isinstance(old, list) and len(value) >= len(old)
-                    and all(a is b or a == b for a, b in zip(old, value))):
+                    and all(a is b or a == b for a, b in zip(old, value, strict=False))):
                 type_, data = self.serde.dumps_typed(value[len(old):])
                 if self.tails_ok is None:
                     # Whether this serializer reads a list back as the same list: only
