@@ -105,7 +105,8 @@ def _graph(saver: Any) -> Any:
 
     # The functional form: this module's annotations are strings, which LangGraph could
     # not resolve for a class defined inside a function.
-    State = TypedDict("State", {"messages": Annotated[list[AnyMessage], add_messages]})
+    State = TypedDict(  # noqa: UP013
+        "State", {"messages": Annotated[list[AnyMessage], add_messages]})
 
     def agent(state: Any) -> dict[str, Any]:
         return {"messages": [AIMessage(content="ok " * 300)]}
