@@ -10,5 +10,7 @@ on-disk layout.
 from __future__ import annotations
 
 from .langgraph_checkpoint import FsstoreSaver, session_id_for, thread_session_id
+from .langgraph_store import FsstoreStore, store_session_id
 
-__all__ = ["FsstoreSaver", "session_id_for", "thread_session_id"]
+__all__ = ["FsstoreSaver", "FsstoreStore", "session_id_for", "store_session_id",
+           "thread_session_id"]
