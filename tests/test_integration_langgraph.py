@@ -312,3 +312,23 @@ def test_async_methods_run_in_a_worker_thread(saver, monkeypatch):
 def test_import_fsstore_does_not_import_langgraph():
     code = "import sys, fsstore; sys.exit('langgraph' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_thread_deleted_and_made_again_elsewhere_is_read_afresh(tmp_path):
+    with FsstoreSaver(tmp_path / "s") as one, FsstoreSaver(tmp_path / "s") as two:
+        put(one, "t", {"n": 1}, {"n": "1"})
+        two.delete_thread("t")
+        put(two, "t", {"n": 2}, {"n": "2"})  # as many records as the first thread had
+        assert one.get_tuple(generate_config("t")).checkpoint["channel_values"] == {"n": 2}
+
+
+def test_a_tail_whose_base_is_missing_is_reported_as_damage(saver):
+    put(saver, "t", {"items": [1]}, {"items": "1"})
+    with saver.store.open_session(thread_session_id("t"), shared=True) as session:
+        session.append({"kind": "langgraph.value", "ns": "", "ch": "items", "v": "2",
+                        "t": "msgpack", "b": b"\x91\x02", "base": "0"})
+        session.append({"kind": "langgraph.checkpoint", "ns": "", "id": "2" * 36,
+                        "parent": None, "t": "msgpack", "b": b"\x80", "mt": "msgpack",
+                        "mb": b"\x80", "cv": {"items": "2"}, "run": None})
+    with pytest.raises(fsstore.CorruptionError, match="version '0'"):
+        saver.get_tuple(generate_config("t"))

@@ -42,7 +42,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .. import layout
-from ..errors import InvalidSetting, SessionExists, SessionNotFound
+from ..errors import CorruptionError, InvalidSetting, SessionExists, SessionNotFound
 from ..session import Session
 from ..store import Store, open_store
 
@@ -114,6 +114,7 @@ class _Thread:
 
     thread_id: str
     session: Session
+    folder: int  # the inode of the session's folder: another one under the id is news
     seq: int = 0
     checkpoints: dict[str, dict[str, _Checkpoint]] = field(default_factory=dict)
     latest: dict[str, str] = field(default_factory=dict)
@@ -217,25 +218,35 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
     def _thread(self, thread_id: str, *, create: bool) -> _Thread | None:
         """The thread's index, caught up with its log; None when it has no session (and
         ``create`` is false). Call under ``self.lock``."""
+        session_id = thread_session_id(thread_id)
+        folder = self._folder(session_id)
         thread = self.threads.get(thread_id)
         if thread is not None:
             self.threads.move_to_end(thread_id)
-            try:
-                self._catch_up(thread)
-                return thread
-            except SessionNotFound:
-                self._forget(thread_id)  # deleted by another saver or process
-        session_id = thread_session_id(thread_id)
+            if thread.folder == folder:
+                try:
+                    self._catch_up(thread)
+                    return thread
+                except SessionNotFound:
+                    pass
+            # Deleted by another saver or process (and maybe made again): start afresh.
+            self._forget(thread_id)
         session = self._open(session_id, thread_id, create=create)
         if session is None:
             return None
-        thread = _Thread(thread_id, session)
+        thread = _Thread(thread_id, session, self._folder(session_id))
         self.threads[thread_id] = thread
         while len(self.threads) > _MAX_THREADS:
             _, evicted = self.threads.popitem(last=False)
             evicted.session.close()
         self._catch_up(thread)
         return thread
+
+    def _folder(self, session_id: str) -> int:
+        try:
+            return os.stat(layout.session_dir(self.store.path, session_id)).st_ino
+        except FileNotFoundError:
+            return 0
 
     def _open(self, session_id: str, thread_id: str, *, create: bool) -> Session | None:
         if not self.store.has_session(session_id):
@@ -264,7 +275,7 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         head = thread.session.head
         if head < thread.seq:
             # The log went back (the session was deleted and made again): read it afresh.
-            fresh = _Thread(thread.thread_id, thread.session)
+            fresh = _Thread(thread.thread_id, thread.session, thread.folder)
             thread.__dict__.update(fresh.__dict__)
         if head == thread.seq:
             return
@@ -312,7 +323,13 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         start: tuple[Any, ...] | None = None
         current = key
         while True:
-            value = thread.values[current]
+            value = thread.values.get(current)
+            if value is None:
+                raise CorruptionError(
+                    f"thread {thread.thread_id!r}: channel {channel!r} at version "
+                    f"{version!r} extends version {current[2]!r}, which the log does not "
+                    "hold (damaged or edited); fsstore verify checks the log",
+                    path=thread.session.path)
             if not value.extends:
                 break
             chain.append(value)
