@@ -332,3 +332,33 @@ def test_a_tail_whose_base_is_missing_is_reported_as_damage(saver):
                         "mb": b"\x80", "cv": {"items": "2"}, "run": None})
     with pytest.raises(fsstore.CorruptionError, match="version '0'"):
         saver.get_tuple(generate_config("t"))
+
+
+def test_a_list_of_items_that_do_not_compare_is_stored_whole(saver):
+    import numpy as np
+
+    first = put(saver, "t", {"arrays": [np.zeros(2)]}, {"arrays": "1"})
+    put(saver, "t", {"arrays": [np.ones(2), np.ones(3)]}, {"arrays": "2"}, parent=first)
+    assert ["base" in r for r in records(saver, "t", "langgraph.value")] == [False, False]
+    (a, b) = saver.get_tuple(generate_config("t")).checkpoint["channel_values"]["arrays"]
+    assert a.tolist() == [1, 1] and b.tolist() == [1, 1, 1]
+
+
+def test_subgraph_checkpoints_live_in_their_namespaces(saver):
+    def inner(state: State) -> State:
+        return {"messages": [AIMessage(content="from the subgraph")]}
+
+    sub = StateGraph(State)
+    sub.add_node("inner", inner)
+    sub.add_edge(START, "inner")
+    sub.add_edge("inner", END)
+    builder = StateGraph(State)
+    builder.add_node("sub", sub.compile())
+    builder.add_edge(START, "sub")
+    builder.add_edge("sub", END)
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "nested"}}
+    assert contents(graph.invoke({"messages": [HumanMessage("go")]}, config)) == [
+        "go", "from the subgraph"]
+    namespaces = {t.config["configurable"]["checkpoint_ns"] for t in saver.list(config)}
+    assert "" in namespaces and any(ns.startswith("sub:") for ns in namespaces)

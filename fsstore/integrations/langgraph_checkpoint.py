@@ -164,6 +164,17 @@ class _Thread:
             self.decoded.popitem(last=False)
 
 
+def _starts_with(value: list[Any], head: list[Any]) -> bool:
+    """Whether ``value`` is ``head`` followed by more items (compared by identity first:
+    LangGraph's reducers keep the old items' objects)."""
+    if len(value) < len(head):
+        return False
+    try:
+        return all(a is b or bool(a == b) for a, b in zip(head, value, strict=False))
+    except Exception:  # items whose == raises or is not a bool (numpy arrays): store whole
+        return False
+
+
 class FsstoreSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer (``BaseCheckpointSaver``) that keeps each thread in an
     fsstore session::
@@ -358,14 +369,14 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         if (type(value) is list and base is not None and base != version
                 and (ns, channel, base) in thread.values and self.tails_ok is not False):
             old = self._resolve(thread, ns, channel, base)
-            if (isinstance(old, list) and len(value) >= len(old)
-                    and all(a is b or a == b for a, b in zip(old, value, strict=False))):
+            if isinstance(old, list) and _starts_with(value, old):
                 type_, data = self.serde.dumps_typed(value[len(old):])
                 if self.tails_ok is None:
                     # Whether this serializer reads a list back as the same list: only
                     # then can a value be rebuilt from its tails.
                     back = self.serde.loads_typed((type_, data))
-                    self.tails_ok = isinstance(back, list) and back == value[len(old):]
+                    self.tails_ok = isinstance(back, list) and _starts_with(
+                        back, value[len(old):]) and len(back) == len(value) - len(old)
                 if self.tails_ok:
                     record.update(t=type_, b=data, base=base)
                     thread.remember((ns, channel, version), tuple(value))
