@@ -362,3 +362,32 @@ def test_subgraph_checkpoints_live_in_their_namespaces(saver):
         "go", "from the subgraph"]
     namespaces = {t.config["configurable"]["checkpoint_ns"] for t in saver.list(config)}
     assert "" in namespaces and any(ns.startswith("sub:") for ns in namespaces)
+
+
+def test_prune_keeps_what_a_delta_channel_is_rebuilt_from(saver):
+    from langgraph.channels import DeltaChannel
+
+    def extend(state: list[str], writes: list[Any]) -> list[str]:
+        out = list(state)
+        for write in writes:
+            out.extend(write if isinstance(write, list) else [write])
+        return out
+
+    Logged = TypedDict(  # noqa: UP013 - a class here could not resolve its annotations
+        "Logged", {"log": Annotated[list, DeltaChannel(extend, snapshot_frequency=3)]})
+
+    def node(state: dict[str, Any]) -> dict[str, Any]:
+        return {"log": [f"n{len(state['log'])}"]}
+
+    builder = StateGraph(Logged)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "delta"}}
+    for turn in range(5):
+        graph.invoke({"log": [f"in{turn}"]}, config)
+    before = graph.get_state(config).values
+    saver.prune(["delta"])
+    assert 1 < len(list(saver.list(config))) < 15  # the snapshot's descendants stay
+    assert graph.get_state(config).values == before

@@ -588,9 +588,10 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: keep only each namespace's latest checkpoint (and its
-        writes) of each thread; ``delete``: delete the threads. Pruned checkpoints are
-        gone from every read, but their bytes stay in the log until the thread is
-        deleted."""
+        writes) of each thread, and the ancestors a DeltaChannel of it is rebuilt from
+        (back to the nearest one holding a value for each); ``delete``: delete the
+        threads. Pruned checkpoints are gone from every read, but their bytes stay in the
+        log until the thread is deleted."""
         if strategy not in ("keep_latest", "delete"):
             raise InvalidSetting(f"prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
         for thread_id in thread_ids:
@@ -601,10 +602,37 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
                 thread = self._thread(str(thread_id), create=False)
                 if thread is None:
                     continue
+                kept = {(ns, cid) for ns, latest in thread.latest.items()
+                        for cid in self._delta_chain(thread, ns, latest)}
                 doomed = [[ns, cid] for ns, by_id in thread.checkpoints.items()
-                          for cid in by_id if cid != thread.latest.get(ns)]
+                          for cid in by_id if (ns, cid) not in kept]
                 if doomed:
                     self._append(thread, [{"kind": DELETE, "ckpts": doomed}])
+
+    def _delta_chain(self, thread: _Thread, ns: str, cid: str) -> Sequence[str]:
+        """``cid`` and the ancestors its DeltaChannels are rebuilt from: a DeltaChannel
+        (named in the metadata's ``counters_since_delta_snapshot``) stores no value at
+        most steps, and is rebuilt from the writes of the ancestors back to the nearest
+        one that stores a value (a snapshot) for it."""
+        checkpoints = thread.checkpoints.get(ns, {})
+        metadata = self.serde.loads_typed(checkpoints[cid].meta)
+        counters = metadata.get("counters_since_delta_snapshot") if isinstance(
+            metadata, dict) else None
+        chain = [cid]
+        pending = set(counters) if isinstance(counters, dict) else set()
+        current: str | None = cid
+        while pending and current is not None:
+            stored = checkpoints.get(current)
+            if stored is None:
+                break
+            for channel in list(pending):
+                value = thread.values.get((ns, channel, stored.versions.get(channel)))
+                if value is not None and value.type != "empty":
+                    pending.discard(channel)
+            current = stored.parent
+            if pending and current is not None:
+                chain += [current]
+        return chain
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A version that sorts after ``current``, with a random part: two branches of a
