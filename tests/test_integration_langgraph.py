@@ -391,3 +391,9 @@ def test_prune_keeps_what_a_delta_channel_is_rebuilt_from(saver):
     saver.prune(["delta"])
     assert 1 < len(list(saver.list(config))) < 15  # the snapshot's descendants stay
     assert graph.get_state(config).values == before
+
+
+def test_threads_take_the_durability_given(tmp_path):
+    with FsstoreSaver(tmp_path / "s", durability="fsync") as saver:
+        put(saver, "t", {"n": 1}, {"n": "1"})
+        assert saver.threads["t"].session.durability == fsstore.Durability("fsync")

@@ -43,6 +43,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .. import layout
 from ..errors import CorruptionError, InvalidSetting, SessionExists, SessionNotFound
+from ..log_writer import Durability
 from ..session import Session
 from ..store import Store, open_store
 
@@ -186,15 +187,18 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             graph.invoke(inputs, {"configurable": {"thread_id": "chat-1"}})
 
     ``store`` is a :class:`fsstore.Store` or a path (opened, and created if missing;
-    closed by :meth:`close`). The whole sync and async API is here, with the optional
+    closed by :meth:`close`); ``durability`` that of the threads' sessions (default:
+    the store's, see README "Durability"). The whole sync and async API is here, with the optional
     ``delete_for_runs``, ``copy_thread`` (an fsstore fork: no history is copied) and
     ``prune``. Sessions are opened shared, so several processes may use one thread;
     async methods run the sync ones in a worker thread.
     """
 
     def __init__(self, store: Store | str | os.PathLike[str], *,
-                 serde: SerializerProtocol | None = None) -> None:
+                 serde: SerializerProtocol | None = None,
+                 durability: Durability | str | None = None) -> None:
         super().__init__(serde=serde)
+        self.durability = durability
         self.owns_store = not isinstance(store, Store)
         self.store: Store = open_store(store) if not isinstance(store, Store) else store
         self.lock = threading.RLock()
@@ -270,7 +274,8 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             except SessionExists:
                 pass  # another process created it first: it is the same thread
         try:
-            return self.store.open_session(session_id, shared=True)
+            return self.store.open_session(session_id, shared=True,
+                                           durability=self.durability)
         except SessionNotFound:
             if create:
                 raise
