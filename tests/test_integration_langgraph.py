@@ -250,6 +250,7 @@ def test_a_thread_id_never_reaches_a_path(saver, thread_id):
     assert os.listdir(os.path.join(saver.store.path, "sessions")) == [session_id]
     assert saver.store.read_session(session_id).metadata == {
         "framework": "langgraph", "framework_id": thread_id, "kind": "thread"}
+    assert saver.store.read_session(session_id).title.startswith("LangGraph thread ")
     (listed,) = saver.list(None)
     assert listed.config["configurable"]["thread_id"] == thread_id
 

@@ -165,6 +165,12 @@ class _Thread:
             self.decoded.popitem(last=False)
 
 
+def session_title(kind: str, framework_id: str) -> str:
+    """A session title for listings (``fsstore ls``): the id, cut short if long."""
+    shown = framework_id if len(framework_id) <= 80 else framework_id[:77] + "..."
+    return f"LangGraph {kind} {shown}"
+
+
 def _starts_with(value: list[Any], head: list[Any]) -> bool:
     """Whether ``value`` is ``head`` followed by more items (compared by identity first:
     LangGraph's reducers keep the old items' objects)."""
@@ -268,9 +274,10 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             if not create:
                 return None
             try:
-                self.store.create_session(session_id, metadata={
-                    "framework": FRAMEWORK, "framework_id": thread_id,
-                    "kind": "thread"}).close()
+                self.store.create_session(session_id, title=session_title("thread", thread_id),
+                                          metadata={"framework": FRAMEWORK,
+                                                    "framework_id": thread_id,
+                                                    "kind": "thread"}).close()
             except SessionExists:
                 pass  # another process created it first: it is the same thread
         try:
@@ -587,7 +594,7 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
                 raise SessionExists(
                     f"thread {target!r} exists (session {target_id!r} in {self.store.path});"
                     " delete_thread it first to copy onto it")
-            thread.session.fork(target_id, metadata={
+            thread.session.fork(target_id, title=session_title("thread", target), metadata={
                 "framework": FRAMEWORK, "framework_id": target, "kind": "thread",
                 "copied_from": source}).close()
 

@@ -45,7 +45,7 @@ from ..errors import CollectionNotFound, SessionExists
 from ..session import Session
 from ..store import Store, open_store
 from ..vectors import VectorDocument
-from .langgraph_checkpoint import FRAMEWORK, session_id_for
+from .langgraph_checkpoint import FRAMEWORK, session_id_for, session_title
 
 __all__ = ["FsstoreStore", "store_session_id"]
 
@@ -111,6 +111,25 @@ def _operator(value: Any, op: str, arg: Any) -> bool:
     raise ValueError(f"unsupported filter operator {op!r}: use $eq, $ne, $gt, $gte, $lt, $lte")
 
 
+class _Items:
+    """The items as one batch reads them: a key at a time (``get_state``, no copy of
+    the rest), or all of them, copied once, for searches and listings."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.whole: dict[str, Any] | None = None
+
+    def get(self, state_key: str) -> Any:
+        if self.whole is not None:
+            return self.whole.get(state_key)
+        return self.session.get_state(state_key)
+
+    def all(self) -> dict[str, Any]:
+        if self.whole is None:
+            self.whole = self.session.state()
+        return self.whole
+
+
 class FsstoreStore(BaseStore):
     """LangGraph's ``BaseStore`` over one fsstore session::
 
@@ -144,7 +163,7 @@ class FsstoreStore(BaseStore):
         self.lock = threading.RLock()
         session_id = store_session_id(name)
         try:
-            self.store.create_session(session_id, metadata={
+            self.store.create_session(session_id, title=session_title("store", name), metadata={
                 "framework": FRAMEWORK, "framework_id": name, "kind": "store"}).close()
         except SessionExists:
             pass
@@ -223,7 +242,7 @@ class FsstoreStore(BaseStore):
     def _run(self, ops: list[Op], texts: list[str], vectors: list[list[float]],
              query_vectors: dict[str, list[float]]) -> list[Result]:
         with self.lock:
-            state = self.session.state()
+            state = _Items(self.session)
             now = clock.now()
             refreshed: dict[str, Any] = {}
             results: list[Result] = []
@@ -252,7 +271,7 @@ class FsstoreStore(BaseStore):
             record[_EXPIRES] = now + record[_TTL] * 60
             refreshed[state_key] = record
 
-    def _get(self, state: dict[str, Any], op: GetOp, now: float,
+    def _get(self, state: _Items, op: GetOp, now: float,
              refreshed: dict[str, Any]) -> Item | None:
         state_key = _state_key(op.namespace, op.key)
         record = state.get(state_key)
@@ -262,12 +281,12 @@ class FsstoreStore(BaseStore):
         return Item(value=record[_VALUE], key=record[_KEY], namespace=tuple(record[_NS]),
                     created_at=_time(record[_CREATED]), updated_at=_time(record[_UPDATED]))
 
-    def _search(self, state: dict[str, Any], op: SearchOp, now: float,
+    def _search(self, state: _Items, op: SearchOp, now: float,
                 refreshed: dict[str, Any],
                 query_vectors: dict[str, list[float]]) -> list[SearchItem]:
         prefix = tuple(op.namespace_prefix)
         chosen: dict[str, list[Any]] = {}
-        for state_key, record in state.items():
+        for state_key, record in state.all().items():
             if (tuple(record[_NS][:len(prefix)]) == prefix and self._live(record, now)
                     and all(_compare(record[_VALUE].get(k), v)
                             for k, v in (op.filter or {}).items())):
@@ -302,9 +321,9 @@ class FsstoreStore(BaseStore):
                 score=score))
         return found
 
-    def _namespaces(self, state: dict[str, Any], op: ListNamespacesOp,
+    def _namespaces(self, state: _Items, op: ListNamespacesOp,
                     now: float) -> list[tuple[str, ...]]:
-        found = {tuple(r[_NS]) for r in state.values() if self._live(r, now)}
+        found = {tuple(r[_NS]) for r in state.all().values() if self._live(r, now)}
         if op.match_conditions:
             found = {ns for ns in found if all(_matches(c, ns) for c in op.match_conditions)}
         if op.max_depth is not None:
@@ -313,7 +332,7 @@ class FsstoreStore(BaseStore):
 
     # --- writes ---
 
-    def _put(self, state: dict[str, Any], puts: dict[tuple[tuple[str, ...], str], PutOp],
+    def _put(self, state: _Items, puts: dict[tuple[tuple[str, ...], str], PutOp],
              vectors: Iterable[list[float]], now: float, patch: dict[str, Any]) -> None:
         """Apply the puts (and the TTL refreshes in ``patch``) as one state record.
         Vectors go first: a crash between leaves vectors of no item (ignored, and
