@@ -179,9 +179,18 @@ def test_a_grown_list_is_stored_as_the_tail_it_added(saver):
     assert max(len(r["b"]) for r in stored[1:]) < 1_000  # two short messages each
     assert saver.get_tuple(generate_config("t")).checkpoint["channel_values"][
         "messages"] == messages
+    history = [t.checkpoint["channel_values"]["messages"] for t in saver.list(
+        generate_config("t"))]
+    assert [len(m) for m in history] == list(range(120, 98, -2))
     with FsstoreSaver(saver.store.path) as fresh:  # rebuilt from the tails alone
         assert fresh.get_tuple(generate_config("t")).checkpoint["channel_values"][
             "messages"] == messages
+        assert [t.checkpoint["channel_values"]["messages"] for t in fresh.list(
+            generate_config("t"))] == history
+    # A value read back is the caller's to change: the next read is as stored.
+    saver.get_tuple(generate_config("t")).checkpoint["channel_values"]["messages"].clear()
+    assert saver.get_tuple(generate_config("t")).checkpoint["channel_values"][
+        "messages"] == messages
 
 
 def test_a_list_changed_other_than_by_appending_is_stored_whole(saver):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import random
 import re
@@ -60,7 +61,7 @@ DELETE = "langgraph.delete"
 
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,30}")
 _MAX_THREADS = 64  # threads whose index (and shared session handle) stay in memory
-_DECODED = 16  # decoded list values kept per thread, to extend without decoding again
+_DECODED = 4096  # decoded list versions kept per thread (each a length into shared items)
 
 
 def session_id_for(kind: str, framework_id: str) -> str:
@@ -121,7 +122,9 @@ class _Thread:
     latest: dict[str, str] = field(default_factory=dict)
     values: dict[tuple[str, str, Any], _Value] = field(default_factory=dict)
     writes: dict[tuple[str, str], dict[tuple[str, int], _Write]] = field(default_factory=dict)
-    decoded: OrderedDict[tuple[str, str, Any], tuple[Any, ...]] = field(
+    # Decoded list values: (items, length), the value being items[:length]; the
+    # versions of one growing list share their items (see ``_grow``).
+    decoded: OrderedDict[tuple[str, str, Any], tuple[list[Any], int]] = field(
         default_factory=OrderedDict)
 
     def fold(self, kind: str, data: Any) -> None:
@@ -158,8 +161,8 @@ class _Thread:
                         self.latest.pop(ns, None)
                         self.checkpoints.pop(ns, None)
 
-    def remember(self, key: tuple[str, str, Any], value: tuple[Any, ...]) -> None:
-        self.decoded[key] = value
+    def remember(self, key: tuple[str, str, Any], items: list[Any], length: int) -> None:
+        self.decoded[key] = (items, length)
         self.decoded.move_to_end(key)
         while len(self.decoded) > _DECODED:
             self.decoded.popitem(last=False)
@@ -171,15 +174,26 @@ def session_title(kind: str, framework_id: str) -> str:
     return f"LangGraph {kind} {shown}"
 
 
-def _starts_with(value: list[Any], head: list[Any]) -> bool:
-    """Whether ``value`` is ``head`` followed by more items (compared by identity first:
-    LangGraph's reducers keep the old items' objects)."""
-    if len(value) < len(head):
+def _starts_with(value: list[Any], items: list[Any], length: int) -> bool:
+    """Whether ``value`` is ``items[:length]`` followed by more items (compared by
+    identity first: LangGraph's reducers keep the old items' objects)."""
+    if len(value) < length:
         return False
     try:
-        return all(a is b or bool(a == b) for a, b in zip(head, value, strict=False))
+        return all(a is b or bool(a == b) for a, b in zip(
+            itertools.islice(items, length), value, strict=False))
     except Exception:  # items whose == raises or is not a bool (numpy arrays): store whole
         return False
+
+
+def _grow(items: list[Any], length: int, tail: list[Any]) -> list[Any]:
+    """``items[:length] + tail``, in ``items`` itself when ``length`` is its end: the
+    versions of a growing list share one list, each knowing its length. A list is only
+    ever appended to, so each length still reads the items it had."""
+    if length == len(items):
+        items.extend(tail)
+        return items
+    return items[:length] + tail
 
 
 class FsstoreSaver(BaseCheckpointSaver[str]):
@@ -336,14 +350,27 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
     # --- values ---
 
     def _resolve(self, thread: _Thread, ns: str, channel: str, version: Any) -> Any:
-        """The value of ``channel`` at ``version``, following tails back to a whole
-        value (or to a value decoded before)."""
+        """The value of ``channel`` at ``version`` (a list of its own: the caller may
+        change it)."""
+        entry = self._decoded(thread, ns, channel, version)
+        if entry is None:
+            value = thread.values[(ns, channel, version)]
+            return self.serde.loads_typed((value.type, value.data))
+        items, length = entry
+        return items[:length]
+
+    def _decoded(self, thread: _Thread, ns: str, channel: str,
+                 version: Any) -> tuple[list[Any], int] | None:
+        """The list value of ``channel`` at ``version`` as the decoded cache holds it,
+        following tails back to a whole value or to one decoded before (None for a value
+        that is not a list)."""
         key = (ns, channel, version)
-        cached = thread.decoded.get(key)
-        if cached is not None:
-            return list(cached)
-        chain: list[_Value] = []
-        start: tuple[Any, ...] | None = None
+        hit = thread.decoded.get(key)
+        if hit is not None:
+            thread.decoded.move_to_end(key)
+            return hit
+        chain: list[tuple[tuple[str, str, Any], _Value]] = []
+        start: tuple[list[Any], int] | None = None
         current = key
         while True:
             value = thread.values.get(current)
@@ -355,24 +382,29 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
                     path=thread.session.path)
             if not value.extends:
                 break
-            chain.append(value)
+            chain.append((current, value))
             current = (ns, channel, value.base)
             start = thread.decoded.get(current)
             if start is not None:
                 break
         if start is None:
             whole = self.serde.loads_typed((value.type, value.data))
-            if not chain:
-                if isinstance(whole, list):
-                    thread.remember(key, tuple(whole))
-                return whole
-            items = list(whole)
+            if not isinstance(whole, list):
+                if chain:
+                    raise CorruptionError(
+                        f"thread {thread.thread_id!r}: channel {channel!r} at version "
+                        f"{version!r} extends version {current[2]!r}, which is not a list",
+                        path=thread.session.path)
+                return None
+            items, length = whole, len(whole)
+            thread.remember(current, items, length)
         else:
-            items = list(start)
-        for tail in reversed(chain):
-            items.extend(self.serde.loads_typed((tail.type, tail.data)))
-        thread.remember(key, tuple(items))
-        return items
+            items, length = start
+        for known, tail in reversed(chain):
+            items = _grow(items, length, self.serde.loads_typed((tail.type, tail.data)))
+            length = len(items)
+            thread.remember(known, items, length)
+        return items, length
 
     def _value_record(self, thread: _Thread, ns: str, channel: str, version: Any,
                       value: Any, parent: _Checkpoint | None) -> dict[str, Any]:
@@ -380,22 +412,25 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         base = None if parent is None else parent.versions.get(channel)
         if (type(value) is list and base is not None and base != version
                 and (ns, channel, base) in thread.values and self.tails_ok is not False):
-            old = self._resolve(thread, ns, channel, base)
-            if isinstance(old, list) and _starts_with(value, old):
-                type_, data = self.serde.dumps_typed(value[len(old):])
+            entry = self._decoded(thread, ns, channel, base)
+            if entry is not None and _starts_with(value, *entry):
+                items, length = entry
+                tail = value[length:]
+                type_, data = self.serde.dumps_typed(tail)
                 if self.tails_ok is None:
                     # Whether this serializer reads a list back as the same list: only
                     # then can a value be rebuilt from its tails.
                     back = self.serde.loads_typed((type_, data))
-                    self.tails_ok = isinstance(back, list) and _starts_with(
-                        back, value[len(old):]) and len(back) == len(value) - len(old)
+                    self.tails_ok = (isinstance(back, list) and len(back) == len(tail)
+                                     and _starts_with(back, tail, len(tail)))
                 if self.tails_ok:
                     record.update(t=type_, b=data, base=base)
-                    thread.remember((ns, channel, version), tuple(value))
+                    items = _grow(items, length, tail)
+                    thread.remember((ns, channel, version), items, len(items))
                     return record
         type_, data = self.serde.dumps_typed(value)
         if type(value) is list:
-            thread.remember((ns, channel, version), tuple(value))
+            thread.remember((ns, channel, version), list(value), len(value))
         record.update(t=type_, b=data)
         return record
 
