@@ -407,3 +407,24 @@ def test_threads_take_the_durability_given(tmp_path):
     with FsstoreSaver(tmp_path / "s", durability="fsync") as saver:
         put(saver, "t", {"n": 1}, {"n": "1"})
         assert saver.threads["t"].session.durability == fsstore.Durability("fsync")
+
+
+def test_another_process_continues_a_thread(saver):
+    first = put(saver, "shared", {"messages": ["a"]}, {"messages": "1"})
+    child = """
+import sys
+from langgraph.checkpoint.conformance.test_utils import (
+    generate_checkpoint, generate_config, generate_metadata)
+from fsstore.integrations.langgraph import FsstoreSaver
+with FsstoreSaver(sys.argv[1]) as saver:
+    parent = saver.get_tuple(generate_config("shared"))
+    config = generate_config("shared", checkpoint_id=parent.config["configurable"]["checkpoint_id"])
+    checkpoint = generate_checkpoint(channel_values={"messages": ["a", "b"]})
+    checkpoint["channel_versions"] = {"messages": "2"}
+    saver.put(config, checkpoint, generate_metadata(step=1), {"messages": "2"})
+"""
+    subprocess.run([sys.executable, "-c", child, saver.store.path], check=True)
+    latest = saver.get_tuple(generate_config("shared"))
+    assert latest.checkpoint["channel_values"] == {"messages": ["a", "b"]}
+    assert latest.parent_config == first
+    assert records(saver, "shared", "langgraph.value")[-1]["base"] == "1"
