@@ -428,3 +428,18 @@ with FsstoreSaver(sys.argv[1]) as saver:
     assert latest.checkpoint["channel_values"] == {"messages": ["a", "b"]}
     assert latest.parent_config == first
     assert records(saver, "shared", "langgraph.value")[-1]["base"] == "1"
+
+
+def test_a_refused_put_writes_nothing(saver):
+    first = put(saver, "t", {"items": [1]}, {"items": "1"})
+    head = saver.store.read_session(thread_session_id("t")).head
+
+    class Unserializable:
+        pass
+
+    with pytest.raises(Exception):  # noqa: B017 - the serializer's own error
+        put(saver, "t", {"items": [1, 2], "bad": Unserializable()},
+            {"items": "2", "bad": "2"}, parent=first)
+    assert saver.store.read_session(thread_session_id("t")).head == head
+    assert ("", "items", "2") not in saver.threads["t"].decoded
+    assert saver.get_tuple(generate_config("t")).checkpoint["channel_values"] == {"items": [1]}

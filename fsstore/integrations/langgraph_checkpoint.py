@@ -207,10 +207,10 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             graph.invoke(inputs, {"configurable": {"thread_id": "chat-1"}})
 
     ``store`` is a :class:`fsstore.Store` or a path (opened, and created if missing;
-    closed by :meth:`close`); ``durability`` that of the threads' sessions (default:
-    the store's, see README "Durability"). The whole sync and async API is here, with the optional
-    ``delete_for_runs``, ``copy_thread`` (an fsstore fork: no history is copied) and
-    ``prune``. Sessions are opened shared, so several processes may use one thread;
+    closed by :meth:`close`); ``durability`` is that of the threads' sessions (default:
+    the store's; README, "Durability"). The whole sync and async API is here, with the
+    optional ``delete_for_runs``, ``copy_thread`` (an fsstore fork: no history is
+    copied) and ``prune``. Sessions are opened shared, so several processes may use one thread;
     async methods run the sync ones in a worker thread.
     """
 
@@ -544,19 +544,27 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             parent = (None if parent_id is None
                       else thread.checkpoints.get(ns, {}).get(parent_id))
             records = []
-            for channel, version in new_versions.items():
-                if channel in values:
-                    records.append(self._value_record(thread, ns, channel, version,
-                                                      values[channel], parent))
-                else:
-                    records.append({"kind": VALUE, "ns": ns, "ch": channel, "v": version,
-                                    "t": "empty", "b": b""})
-            records.append({
-                "kind": CHECKPOINT, "ns": ns, "id": checkpoint["id"], "parent": parent_id,
-                "t": type_, "b": data, "mt": meta[0], "mb": meta[1], "cv": versions,
-                "run": run if isinstance(run, str) else None,
-            })
-            self._append(thread, records)
+            try:
+                for channel, version in new_versions.items():
+                    if channel in values:
+                        records.append(self._value_record(thread, ns, channel, version,
+                                                          values[channel], parent))
+                    else:
+                        records.append({"kind": VALUE, "ns": ns, "ch": channel,
+                                        "v": version, "t": "empty", "b": b""})
+                records.append({
+                    "kind": CHECKPOINT, "ns": ns, "id": checkpoint["id"],
+                    "parent": parent_id, "t": type_, "b": data, "mt": meta[0],
+                    "mb": meta[1], "cv": versions, "run": run if isinstance(run, str) else None,
+                })
+                self._append(thread, records)
+            except BaseException:
+                # Refused (a value the serializer or the log would not take): nothing was
+                # written, so nothing of it may stay in the decoded cache either.
+                for channel, version in new_versions.items():
+                    if (ns, channel, version) not in thread.values:
+                        thread.decoded.pop((ns, channel, version), None)
+                raise
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
                                  "checkpoint_id": checkpoint["id"]}}
 
