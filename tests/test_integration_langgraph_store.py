@@ -71,8 +71,9 @@ def test_items_live_in_the_state_of_one_session_and_survive_reopening(memory):
     assert len(reader.state()) == 1
     with FsstoreStore(memory.store.path) as again:
         assert again.get(("a:b/c", "/"), "../key").value == {"n": 1}
-    with FsstoreStore(memory.store.path, name="other") as other:
+    with FsstoreStore(memory.store.path, name="other", durability="fsync") as other:
         assert other.get(("a:b/c", "/"), "../key") is None
+        assert other.session.durability == fsstore.Durability("fsync")
 
 
 def test_search_filters_by_prefix_and_value_newest_first(memory, clock):

@@ -42,6 +42,7 @@ from langgraph.store.base import (
 
 from .. import clock
 from ..errors import CollectionNotFound, SessionExists
+from ..log_writer import Durability
 from ..session import Session
 from ..store import Store, open_store
 from ..vectors import VectorDocument
@@ -143,15 +144,17 @@ class FsstoreStore(BaseStore):
     session each). ``index``: ``dims``, ``embed`` (LangChain ``Embeddings``, a function of
     a list of texts, or ``"provider:model"``) and ``fields`` (paths into the value,
     default the whole value). ``ttl``: LangGraph's ``TTLConfig`` (``default_ttl`` in
-    minutes, ``refresh_on_read``). Values are what msgpack holds (tuples come back as
-    lists). Async methods run the sync path in a worker thread, embedding excepted,
-    which uses the embedder's async API.
+    minutes, ``refresh_on_read``). ``durability`` is the session's (default: the
+    store's). Values are what msgpack holds (tuples come back as lists). Async methods
+    run the sync path in a worker thread, embedding excepted, which uses the embedder's
+    async API.
     """
 
     supports_ttl = True
 
     def __init__(self, store: Store | str | os.PathLike[str], *, name: str = "default",
-                 index: IndexConfig | None = None, ttl: TTLConfig | None = None) -> None:
+                 index: IndexConfig | None = None, ttl: TTLConfig | None = None,
+                 durability: Durability | str | None = None) -> None:
         self.owns_store = not isinstance(store, Store)
         self.store: Store = open_store(store) if not isinstance(store, Store) else store
         self.name = name
@@ -167,7 +170,8 @@ class FsstoreStore(BaseStore):
                 "framework": FRAMEWORK, "framework_id": name, "kind": "store"}).close()
         except SessionExists:
             pass
-        self.session: Session = self.store.open_session(session_id, shared=True)
+        self.session: Session = self.store.open_session(session_id, shared=True,
+                                                        durability=durability)
 
     def close(self) -> None:
         """Close the store's session (and the fsstore store, if this opened it)."""
@@ -194,7 +198,7 @@ class FsstoreStore(BaseStore):
                    if texts and self.embeddings else [])
         query_vectors = {q: self.embeddings.embed_query(q)
                          for q in queries} if self.embeddings else {}
-        return self._run(ops, texts, vectors, query_vectors)
+        return self._run(ops, vectors, query_vectors)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         ops = list(ops)
@@ -206,7 +210,7 @@ class FsstoreStore(BaseStore):
                 vectors = await self.embeddings.aembed_documents(texts)
             found = await asyncio.gather(*(self.embeddings.aembed_query(q) for q in queries))
             query_vectors = dict(zip(queries, found, strict=True))
-        return await asyncio.to_thread(self._run, ops, texts, vectors, query_vectors)
+        return await asyncio.to_thread(self._run, ops, vectors, query_vectors)
 
     def _texts_of(self, op: PutOp) -> list[tuple[str, str]]:
         """(path, text) pairs of a put to embed."""
@@ -239,7 +243,7 @@ class FsstoreStore(BaseStore):
                 puts[(tuple(op.namespace), op.key)] = op
         return puts
 
-    def _run(self, ops: list[Op], texts: list[str], vectors: list[list[float]],
+    def _run(self, ops: list[Op], vectors: list[list[float]],
              query_vectors: dict[str, list[float]]) -> list[Result]:
         with self.lock:
             state = _Items(self.session)
