@@ -1,0 +1,1 @@
+"""Adapters that plug fsstore into agent frameworks' storage interfaces (optional extras)."""
