@@ -325,4 +325,12 @@ def from_fsstore(message: Message) -> BaseMessage:
     overrides = extra.get("fields")
     if isinstance(overrides, Mapping):
         fields.update(overrides)
-    return _CLASSES[message_type](**fields)
+    cls = _CLASSES[message_type]
+    built = cls(**fields)
+    if overrides is not None and any(value != fields[name] for name, value in built
+                                     if name in fields):
+        # The fields are those of a message LangChain validated already, but some
+        # validators are not idempotent (a chunk rebuilds its tool calls from its
+        # tool call chunks, dropping an invalid call's error): take them as they are.
+        return cls.model_construct(**fields)
+    return built

@@ -46,8 +46,8 @@ class FsstoreVectorStore(VectorStore):
     Scores: ``similarity_search_with_score`` gives the metric's own score (cosine
     similarity or dot product, higher is better; euclidean distance, lower is better);
     ``similarity_search_with_relevance_scores`` maps it to 0..1, higher is better.
-    Vector stores on one name in one process share the collection; write it from one
-    process at a time."""
+    Vector stores on one name in one process share the collection; use a name from one
+    process at a time (a collection's writer keeps its view in memory)."""
 
     def __init__(self, embedding: Embeddings, store: Store | str | os.PathLike[str],
                  name: str = "default", *, metric: DistanceMetric | str = "cosine") -> None:
