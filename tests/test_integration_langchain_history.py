@@ -284,3 +284,17 @@ def test_two_processes_append_to_one_history(tmp_path) -> None:
         history.add_message(HumanMessage("parent again"))
         assert [m.content for m in history.messages] == [
             "from the parent", "from the child", "parent again"]
+
+
+def test_twenty_concurrent_async_adds_lose_nothing(tmp_path) -> None:
+    async def run() -> list[BaseMessage]:
+        with FsstoreChatMessageHistory("busy", tmp_path) as history:
+            await asyncio.gather(*(history.aadd_messages([HumanMessage(f"q{n}"),
+                                                          AIMessage(f"a{n}")])
+                                   for n in range(20)))
+            return await history.aget_messages()
+    got = asyncio.run(run())
+    assert sorted(m.content for m in got) == sorted(
+        [f"q{n}" for n in range(20)] + [f"a{n}" for n in range(20)])
+    pairs = [(got[i].content, got[i + 1].content) for i in range(0, 40, 2)]
+    assert all(q[1:] == a[1:] for q, a in pairs)  # each batch stays whole and in order
