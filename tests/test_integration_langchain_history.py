@@ -25,6 +25,7 @@ from langchain_core.messages import (  # noqa: E402
     FunctionMessage,
     HumanMessage,
     HumanMessageChunk,
+    RemoveMessage,
     SystemMessage,
     ToolMessage,
 )
@@ -128,7 +129,8 @@ def test_a_value_json_cannot_hold_exactly_is_refused_and_nothing_written(tmp_pat
         history.add_message(HumanMessage("kept"))
         for bad in (HumanMessage("x", additional_kwargs={"pair": (1, 2)}),
                     AIMessage("x", response_metadata={"raw": b"\x00"}),
-                    ToolMessage("x", tool_call_id="c", artifact={1, 2})):
+                    ToolMessage("x", tool_call_id="c", artifact={1, 2}),
+                    RemoveMessage(id="m1")):  # a command to LangGraph, not a message
             with pytest.raises(fsstore.InvalidMessage):
                 history.add_messages([HumanMessage("batched"), bad])
         assert history.messages == [HumanMessage("kept")]
@@ -265,6 +267,12 @@ def test_hostile_ids_never_reach_a_path(tmp_path, hostile: str) -> None:
     info = {info.id: info for info in store.list_sessions()}[session_id]
     assert info.metadata["framework_id"] == hostile
     assert info.metadata["framework"] == "langchain"
+
+
+def test_import_fsstore_imports_no_langchain() -> None:
+    code = ("import sys, fsstore, fsstore.integrations\n"
+            "assert not [m for m in sys.modules if m.startswith('langchain')], sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_different_ids_and_kinds_get_different_sessions() -> None:
