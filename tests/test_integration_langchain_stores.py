@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -198,3 +200,14 @@ def test_euclidean_scores_are_distances(tmp_path) -> None:
         scored = vectors.similarity_search_with_score("a", k=2)
         assert [(doc.id, round(score, 4)) for doc, score in scored] == [("1", 0.0),
                                                                         ("2", 1.4142)]
+
+
+def test_a_store_sees_what_another_process_wrote(tmp_path) -> None:
+    code = ("import sys\nfrom fsstore.integrations.langchain import FsstoreByteStore\n"
+            "with FsstoreByteStore(sys.argv[1], 'n') as kv:\n"
+            "    kv.mset([('child', b'1')]); kv.mdelete(['parent'])\n")
+    with FsstoreByteStore(tmp_path, "n") as kv:
+        kv.mset([("parent", b"0")])
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+        assert kv.mget(["parent", "child"]) == [None, b"1"]
+        assert list(kv.yield_keys()) == ["child"]
