@@ -176,11 +176,21 @@ def test_messages_other_code_appended_read_back_by_role(tmp_path) -> None:
                 {"type": "tool_call", "call_id": "c1", "name": "f", "arguments": {"x": 1}}]})
             session.messages.append({"role": "tool", "id": "t1", "parts": [
                 {"type": "tool_result", "call_id": "c1", "output": "42"}]})
+            session.messages.append({"role": "assistant", "id": "a2", "parts": [
+                {"type": "tool_call", "call_id": "c2", "name": "f", "arguments": {}},
+                {"type": "tool_call", "call_id": "c3", "name": "g", "arguments": {}}]})
+            session.messages.append({"role": "tool", "id": "t2", "parts": [
+                {"type": "tool_result", "call_id": "c2", "output": "two", "is_error": True},
+                {"type": "tool_result", "call_id": "c3", "output": ["three"]}]})
         assert history.messages == [
             HumanMessage("hello", id="u1"),
             AIMessage("calling", id="a1", tool_calls=[{"name": "f", "args": {"x": 1},
                                                        "id": "c1"}]),
             ToolMessage("42", tool_call_id="c1", id="t1"),
+            AIMessage("", id="a2", tool_calls=[{"name": "f", "args": {}, "id": "c2"},
+                                               {"name": "g", "args": {}, "id": "c3"}]),
+            ToolMessage("two", tool_call_id="c2", id="t2", status="error"),
+            ToolMessage(["three"], tool_call_id="c3", id="t2"),
         ]
         assert from_fsstore(store.read_session(history.fsstore_session_id)
                             .messages.get("u1")) == HumanMessage("hello", id="u1")

@@ -15,7 +15,7 @@ from ..message_types import Message, ToolResultPart, new_message_id
 from ..session import Session
 from ..store import Store
 from .langchain_common import SessionHandle, as_store
-from .langchain_messages import from_fsstore, to_fsstore
+from .langchain_messages import history_messages, to_fsstore
 
 __all__ = ["FsstoreChatMessageHistory"]
 
@@ -47,11 +47,11 @@ class FsstoreChatMessageHistory(BaseChatMessageHistory):
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """Every message of the history, oldest first."""
         stored = self._handle.run(lambda session: session.messages.all())
-        return [from_fsstore(message) for message in stored]
+        return history_messages(stored)
 
     async def aget_messages(self) -> list[BaseMessage]:
         stored = await self._handle.arun(lambda session: session.messages.all())
-        return [from_fsstore(message) for message in stored]
+        return history_messages(stored)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` as one batch (all of them or, after a crash, none).

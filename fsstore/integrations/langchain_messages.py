@@ -63,7 +63,7 @@ from ..message_types import (
     to_message,
 )
 
-__all__ = ["from_fsstore", "to_fsstore"]
+__all__ = ["from_fsstore", "history_messages", "to_fsstore"]
 
 #: The key of ``metadata.extra`` that holds what the mapping does not carry.
 EXTRA_KEY = "langchain"
@@ -334,3 +334,21 @@ def from_fsstore(message: Message) -> BaseMessage:
         # tool call chunks, dropping an invalid call's error): take them as they are.
         return cls.model_construct(**fields)
     return built
+
+
+def history_messages(messages: list[Message]) -> list[BaseMessage]:
+    """The LangChain history of fsstore ``messages``: each as :func:`from_fsstore`
+    gives it, except that a tool message other code appended with several tool results
+    (as the converters make of an Anthropic user turn) becomes one ``ToolMessage`` per
+    result, as LangChain keeps them."""
+    history: list[BaseMessage] = []
+    for message in messages:
+        results = message.tool_results
+        if (message.role == "tool" and len(results) > 1
+                and EXTRA_KEY not in message.metadata.extra):
+            history.extend(from_fsstore(Message(id=message.id, role="tool", parts=[result],
+                                                metadata=message.metadata))
+                           for result in results)
+        else:
+            history.append(from_fsstore(message))
+    return history
