@@ -24,7 +24,7 @@ from fsstore.message_types import (
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 ident = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF,
-                                       blacklist_characters="\x7f"), min_size=1,
+                                       blacklist_categories=("Cc",)), min_size=1,
                 max_size=8)
 json_scalar = (st.none() | st.booleans() | st.integers(-2**53, 2**53)
                | st.floats(allow_nan=False, allow_infinity=False) | text)
