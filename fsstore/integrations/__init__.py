@@ -1,0 +1,1 @@
+"""Adapters that plug fsstore into agent frameworks, one module per framework."""
