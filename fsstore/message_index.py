@@ -845,6 +845,9 @@ class _Lookup:
         self.order = order
         self.covered = covered
         self.recent: dict[int, list[int]] = {}
+        #: How many row numbers ``recent`` holds: counted as they come, since summing the
+        #: lists on every append made each append cost O(rows appended since the build).
+        self.recent_rows = 0
         self.rebuild_needed = False
 
     @classmethod
@@ -871,7 +874,8 @@ class _Lookup:
         for offset, row in enumerate(rows):
             if row.op != MARK:
                 self.recent.setdefault(row.hash, []).append(first_number + offset)
-        if sum(map(len, self.recent.values())) > _UNSORTED_LIMIT:
+                self.recent_rows += 1
+        if self.recent_rows > _UNSORTED_LIMIT:
             self.rebuild_needed = True
 
     def find(self, hashed: int) -> list[int]:

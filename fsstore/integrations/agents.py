@@ -74,7 +74,7 @@ from ..session import Session
 from ..store import Store, open_store
 
 __all__ = ["FRAMEWORK", "ITEM_KEY", "KIND", "FsstoreSession", "agent_sessions",
-           "item_message", "message_items", "session_id_for"]
+           "item_message", "items_of", "message_items", "session_id_for"]
 
 #: The kind of framework id :func:`session_id_for` maps here: the prefix of the fsstore
 #: session ids of the SDK's sessions.
@@ -85,6 +85,7 @@ FRAMEWORK = "openai-agents"
 ITEM_KEY = "openai_agents_item"
 
 _T = TypeVar("_T")
+_json_decode = msgspec.json.Decoder().decode
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,15}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Characters of the framework id kept readable in the session id.
@@ -172,6 +173,12 @@ def message_items(message: Message) -> list[Any]:
     raw = message.metadata.extra.get(ITEM_KEY)
     if isinstance(raw, str):
         try:
+            # msgspec reads JSON about twice as fast as json and gives the same values;
+            # what it refuses (NaN, a lone surrogate, which json.dumps writes) json reads.
+            return [_json_decode(raw)]
+        except (msgspec.DecodeError, UnicodeEncodeError):
+            pass
+        try:
             return [json.loads(raw)]
         except ValueError:
             pass  # not JSON: read the message itself, as for one written another way
@@ -179,6 +186,11 @@ def message_items(message: Message) -> list[Any]:
         return to_openai_responses([message])
     except InvalidMessage:
         return []  # a blob file part, which the converter does not read
+
+
+def items_of(messages: list[Message]) -> list[Any]:
+    """The items of ``messages``, in order, as :func:`message_items` gives them."""
+    return [item for message in messages for item in message_items(message)]
 
 
 def _as_orphans(message: Message) -> Message:
@@ -314,7 +326,7 @@ class FsstoreSession:
     def _get_items(self, limit: int | None) -> list[Any]:
         messages = self.session().messages
         if limit is None or limit < 0:  # SQLite's LIMIT takes a negative one as none
-            return [item for message in messages.all() for item in message_items(message)]
+            return items_of(messages.all())
         if limit == 0:
             return []
         # Each message holds one item, unless it was written another way: read more
@@ -322,7 +334,7 @@ class FsstoreSession:
         window = limit
         while True:
             found = messages.last(window)
-            items = [item for message in found for item in message_items(message)]
+            items = items_of(found)
             if len(items) >= limit or len(found) < window:
                 return items[-limit:]
             window *= 2

@@ -1,0 +1,120 @@
+"""FsstoreSession (fsstore.integrations.agents) beside the OpenAI Agents SDK's SQLiteSession.
+
+    python3 tools/bench.py --agents-only           # 1,000 adds, 10 laps; reads at 10k items
+    python3 tools/bench.py --agents-only --quick   # 300 adds, 3 laps
+
+Each session holds the same conversation (bench_messages.conversation's items) of 10,000
+items; each reads its last 50 (``get_items(limit=50)``), then adds one item per
+``add_items`` call, through the SDK's own async calls. SQLiteSession runs in WAL mode,
+synchronous FULL (its default): every ``add_items`` is a durable commit, so FsstoreSession
+is compared at the same durability (``fsync``), and also shown at the store's default
+(``flush``: survives a killed process, not a power loss). FsstoreSession opens its session
+shared by default (any number of objects and processes on one id); ``shared=False`` is the
+one-writer mode. A program, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from bench import ratio, row  # type: ignore[import-not-found]
+from bench_messages import (  # type: ignore[import-not-found]
+    _sqlite_session,
+    conversation,
+    median_ms,
+)
+
+import fsstore
+
+#: Items in each session before the adds and reads are measured.
+SIZE = 10_000
+
+#: (label, FsstoreSession settings): durability, shared.
+CONTENDERS = {
+    "FsstoreSession, fsync": ("fsync", True),
+    "FsstoreSession, flush": ("flush", True),
+    "FsstoreSession shared=False, fsync": ("fsync", False),
+    "FsstoreSession shared=False, flush": ("flush", False),
+}
+
+
+def fill(session: Any, items: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+    """The conversation, added in batches of 1,000 (the rows do not depend on how)."""
+    for start in range(0, len(items), 1000):
+        loop.run_until_complete(session.add_items(items[start:start + 1000]))
+
+
+def open_contender(name: str, folder: str) -> Any:
+    if name == "SQLiteSession":
+        return _sqlite_session(folder)
+    from fsstore.integrations.agents import FsstoreSession
+
+    durability, shared = CONTENDERS[name]
+    store = fsstore.open_store(os.path.join(folder, "fsstore"), durability=durability)
+    return FsstoreSession("bench", store, shared=shared)
+
+
+def add_rate(session: Any, items: list[dict[str, Any]],
+             loop: asyncio.AbstractEventLoop) -> float:
+    """Items a second, one per ``add_items`` call, each durable when the call returns
+    (at the session's durability)."""
+    gc.collect()
+    start = time.perf_counter()
+    for item in items:
+        loop.run_until_complete(session.add_items([item]))
+    return len(items) / (time.perf_counter() - start)
+
+
+def agents_rows(root: str, quick: bool) -> None:
+    try:
+        import agents  # noqa: F401
+    except ImportError:
+        print("\nAgents SDK sessions: skipped (pip install 'fsstore[agents]')")
+        return
+    adds, laps, reads = (300, 3, 200) if quick else (1_000, 10, 1_000)
+    items = [item for _, item in conversation(SIZE + adds)]
+    held, added = items[:SIZE], items[SIZE:]
+    names = ["SQLiteSession", *CONTENDERS]
+    print("\nThe OpenAI Agents SDK's session memory: FsstoreSession beside SQLiteSession "
+          "(WAL, synchronous FULL)")
+    loop = asyncio.new_event_loop()
+    sessions = {}
+    try:
+        for name in names:
+            folder = tempfile.mkdtemp(dir=root)
+            sessions[name] = open_contender(name, folder)
+            fill(sessions[name], held, loop)
+        print(f"\nget_items(limit=50) at {SIZE:,} items, median ms of {reads} calls")
+        read_ms = {}
+        for name in names:
+            session = sessions[name]
+            assert len(loop.run_until_complete(session.get_items(limit=50))) == 50
+            read_ms[name] = median_ms(lambda s=session: loop.run_until_complete(
+                s.get_items(limit=50)), reads)
+        for name in CONTENDERS:
+            row(f"{name}: get_items(limit=50)", f"{read_ms[name]:.3f} ms",
+                ratio(read_ms[name], read_ms["SQLiteSession"], "SQLiteSession's time"))
+        row("  SQLiteSession: get_items(limit=50)", f"{read_ms['SQLiteSession']:.3f} ms")
+
+        print(f"\nadd_items([item]) to those sessions, {adds:,} calls a lap, median of {laps} "
+              "laps")
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(laps):  # laps interleaved, so a busy moment hits every contender
+            for name in names:
+                rates[name].append(add_rate(sessions[name], added, loop))
+        rate = {name: statistics.median(values) for name, values in rates.items()}
+        sqlite = rate["SQLiteSession"]
+        for name in CONTENDERS:
+            row(f"{name}: add_items([item])", f"{rate[name]:,.0f}/s",
+                ratio(rate[name], sqlite, "SQLiteSession"))
+        row("  SQLiteSession: add_items([item])", f"{sqlite:,.0f}/s")
+    finally:
+        for session in sessions.values():
+            session.close()
+        loop.close()
