@@ -132,14 +132,31 @@ def test_session_settings_give_the_default_limit_and_an_argument_overrides_it(st
     run(check())
 
 
-def test_an_empty_session_reads_empty_and_pops_none(store):
+def test_an_empty_session_reads_empty_pops_none_and_reads_create_nothing(store):
     async def check():
         with FsstoreSession("empty", store) as session:
             assert await session.get_items() == []
             assert await session.get_items(5) == []
             assert await session.pop_item() is None
+            await session.clear_session()
             await session.add_items([])
+            assert store.session_ids() == []
+            await session.add_items(ITEMS[:1])
+            assert store.session_ids() == [session.fsstore_id]
+            assert await session.pop_item() == ITEMS[0]
+            assert await session.get_items() == []
     run(check())
+
+
+def test_a_store_path_is_opened_on_first_use(tmp_path):
+    async def check():
+        with FsstoreSession("by path", str(tmp_path / "new-store")) as session:
+            assert not (tmp_path / "new-store").exists()  # building it touches nothing
+            await session.add_items(ITEMS[:2])
+            assert await session.get_items() == ITEMS[:2]
+    run(check())
+    store = fsstore.open_store(tmp_path / "new-store", create=False)
+    assert agent_sessions(store) == {"by path": session_id_for("agents", "by path")}
 
 
 def test_an_item_json_cannot_hold_is_refused_and_nothing_is_written(store):

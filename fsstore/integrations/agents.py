@@ -208,10 +208,11 @@ class FsstoreSession:
 
     ``session_id`` is the SDK's id (any str); ``store`` an open :class:`~fsstore.Store`
     or the path of one (created if missing). The fsstore session
-    (:func:`session_id_for` ``("agents", session_id)``) is created on first use, and
-    opened shared (other ``FsstoreSession`` objects and processes write in turn, waiting
-    up to ``lock_timeout`` seconds, default 10, for each other); ``shared=False`` opens
-    it exclusively instead, for one writer that holds it until :meth:`close`.
+    (:func:`session_id_for` ``("agents", session_id)``) is created by the first
+    ``add_items`` (reads of an id that has none create nothing), and opened shared:
+    other ``FsstoreSession`` objects and processes write in turn, waiting up to
+    ``lock_timeout`` seconds (default 10) for each other. ``shared=False`` opens it
+    exclusively instead, for one writer that holds it until :meth:`close`.
     ``durability`` as for ``open_session`` (a shared session takes ``"flush"`` or
     ``"fsync"``); ``session_settings`` (a ``SessionSettings`` or a dict of its fields)
     gives the default ``limit`` of :meth:`get_items`, as for ``SQLiteSession``.
@@ -276,11 +277,26 @@ class FsstoreSession:
     def session(self) -> Session:
         """The fsstore session the items are in, opened (and created) if need be. It
         blocks: call it from a worker thread in async code."""
+        session = self._opened(create=True)
+        assert session is not None
+        return session
+
+    def _opened(self, *, create: bool) -> Session | None:
+        """The fsstore session, opened if need be; when it does not exist yet, created
+        (``create``: a write) or None (a read: reading creates nothing)."""
         with self._open_lock:
             self._check_open()
             if self._session is None:
-                self._session = self._open()
+                store = self._store_object()
+                if not create and not store.has_session(self.fsstore_id):
+                    return None
+                self._session = self._open(store)
             return self._session
+
+    def _store_object(self) -> Store:
+        if not isinstance(self._store, Store):
+            self._store = open_store(self._store)
+        return self._store
 
     def close(self) -> None:
         """Close the fsstore session (and nothing else: a store given by the caller
@@ -304,10 +320,9 @@ class FsstoreSession:
             raise SessionClosed(f"FsstoreSession {self.session_id!r} (fsstore session "
                                 f"{self.fsstore_id!r}) is closed: make a new one")
 
-    def _open(self) -> Session:
-        store = self._store if isinstance(self._store, Store) else open_store(self._store)
+    def _open(self, store: Store) -> Session:
         metadata = {"framework": FRAMEWORK, "framework_id": self.session_id}
-        while True:
+        for _ in range(3):
             try:
                 return store.open_session(self.fsstore_id, durability=self._durability,
                                           lock_timeout=self._lock_timeout,
@@ -322,9 +337,15 @@ class FsstoreSession:
             if not self._shared:
                 return created
             created.close()
+        # A folder that is there without its session.json: neither opens nor is made.
+        return store.open_session(self.fsstore_id, durability=self._durability,
+                                  lock_timeout=self._lock_timeout, shared=self._shared)
 
     def _get_items(self, limit: int | None) -> list[Any]:
-        messages = self.session().messages
+        session = self._opened(create=False)
+        if session is None:
+            return []
+        messages = session.messages
         if limit is None or limit < 0:  # SQLite's LIMIT takes a negative one as none
             return items_of(messages.all())
         if limit == 0:
@@ -352,7 +373,10 @@ class FsstoreSession:
             messages.append_many([_as_orphans(message) for message in batch])
 
     def _pop_item(self) -> Any:
-        messages = self.session().messages
+        session = self._opened(create=False)
+        if session is None:
+            return None
+        messages = session.messages
         while True:
             popped = messages.pop()
             if popped is None:
@@ -362,7 +386,9 @@ class FsstoreSession:
                 return items[-1]
 
     def _clear(self) -> None:
-        self.session().clear()
+        session = self._opened(create=False)
+        if session is not None:
+            session.clear()
 
 
 async def _finish(awaitable: Awaitable[_T]) -> _T:
