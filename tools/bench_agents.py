@@ -45,19 +45,28 @@ CONTENDERS = {
 
 
 def fill(session: Any, items: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
-    """The conversation, added in batches of 1,000 (the rows do not depend on how)."""
-    for start in range(0, len(items), 1000):
-        loop.run_until_complete(session.add_items(items[start:start + 1000]))
+    """The conversation, added four items a call, as a Runner's turns add them (a batch
+    is one frame of the log, and reads decode whole frames)."""
+    for start in range(0, len(items), 4):
+        loop.run_until_complete(session.add_items(items[start:start + 4]))
 
 
-def open_contender(name: str, folder: str) -> Any:
+def open_contender(name: str, folder: str, items: list[dict[str, Any]],
+                   loop: asyncio.AbstractEventLoop) -> Any:
+    """Contender ``name``'s session, holding ``items`` (fsstore's added at durability
+    flush, then reopened at the contender's: the rows are the same)."""
     if name == "SQLiteSession":
-        return _sqlite_session(folder)
+        session = _sqlite_session(folder)
+        fill(session, items, loop)
+        return session
     from fsstore.integrations.agents import FsstoreSession
 
     durability, shared = CONTENDERS[name]
-    store = fsstore.open_store(os.path.join(folder, "fsstore"), durability=durability)
-    return FsstoreSession("bench", store, shared=shared)
+    path = os.path.join(folder, "fsstore")
+    with FsstoreSession("bench", fsstore.open_store(path), shared=False) as filling:
+        fill(filling, items, loop)
+    return FsstoreSession("bench", fsstore.open_store(path, durability=durability),
+                          shared=shared)
 
 
 def add_rate(session: Any, items: list[dict[str, Any]],
@@ -77,7 +86,7 @@ def agents_rows(root: str, quick: bool) -> None:
     except ImportError:
         print("\nAgents SDK sessions: skipped (pip install 'fsstore[agents]')")
         return
-    adds, laps, reads = (300, 3, 200) if quick else (1_000, 10, 1_000)
+    adds, laps, reads, whole = (300, 3, 200, 5) if quick else (1_000, 10, 1_000, 15)
     items = [item for _, item in conversation(SIZE + adds)]
     held, added = items[:SIZE], items[SIZE:]
     names = ["SQLiteSession", *CONTENDERS]
@@ -88,8 +97,7 @@ def agents_rows(root: str, quick: bool) -> None:
     try:
         for name in names:
             folder = tempfile.mkdtemp(dir=root)
-            sessions[name] = open_contender(name, folder)
-            fill(sessions[name], held, loop)
+            sessions[name] = open_contender(name, folder, held, loop)
         print(f"\nget_items(limit=50) at {SIZE:,} items, median ms of {reads} calls")
         read_ms = {}
         for name in names:
@@ -101,6 +109,15 @@ def agents_rows(root: str, quick: bool) -> None:
             row(f"{name}: get_items(limit=50)", f"{read_ms[name]:.3f} ms",
                 ratio(read_ms[name], read_ms["SQLiteSession"], "SQLiteSession's time"))
         row("  SQLiteSession: get_items(limit=50)", f"{read_ms['SQLiteSession']:.3f} ms")
+
+        # What a Runner reads each turn when no limit is set: the whole conversation.
+        print(f"\nget_items() (every item) at {SIZE:,} items, median ms of {whole} calls")
+        all_ms = {name: median_ms(lambda s=sessions[name]: loop.run_until_complete(
+            s.get_items()), whole) for name in names}
+        for name in CONTENDERS:
+            row(f"{name}: get_items()", f"{all_ms[name]:.1f} ms",
+                ratio(all_ms[name], all_ms["SQLiteSession"], "SQLiteSession's time"))
+        row("  SQLiteSession: get_items()", f"{all_ms['SQLiteSession']:.1f} ms")
 
         print(f"\nadd_items([item]) to those sessions, {adds:,} calls a lap, median of {laps} "
               "laps")
