@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import threading
 
 import pytest
@@ -245,6 +246,99 @@ def test_messages_written_another_way_read_as_their_responses_items(store):
             assert await session.get_items(1) == items[1:]
             assert (await session.pop_item())["content"][0]["text"] == "hello"
             assert await session.get_items() == ITEMS[:1]
+    run(check())
+
+
+def test_random_calls_from_two_sessions_on_one_id_read_as_sqlite_session_does(
+        store, tmp_path):
+    """Two FsstoreSessions on one id (each keeps a copy of what it read, brought up to
+    date before each read) against one SQLiteSession given the same calls."""
+    rng = random.Random(15)
+    model = SQLiteSession("model", str(tmp_path / "model.db"))
+
+    async def check():
+        with FsstoreSession("random", store) as one, FsstoreSession("random", store) as two:
+            counter = 0
+            for step in range(300):
+                ours = rng.choice((one, two))
+                action = rng.random()
+                if action < 0.35:
+                    items = []
+                    for _ in range(rng.randint(1, 4)):
+                        items.append(dict(rng.choice(ITEMS)))
+                        items[-1]["n"] = counter  # every item told apart
+                        counter += 1
+                    await ours.add_items(items)
+                    await model.add_items(items)
+                elif action < 0.5:
+                    assert await ours.pop_item() == await model.pop_item(), step
+                elif action < 0.53:
+                    await ours.clear_session()
+                    await model.clear_session()
+                else:
+                    limit = rng.choice((None, None, 1, 3, 50))
+                    assert await ours.get_items(limit) == await model.get_items(limit), step
+            assert await one.get_items() == await two.get_items() == await model.get_items()
+    run(check())
+    model.close()
+
+
+def test_a_session_that_read_everything_sees_what_another_writer_did_since(store):
+    async def check():
+        with FsstoreSession("copy", store) as reader, FsstoreSession("copy", store) as other:
+            await other.add_items(ITEMS[:4])
+            assert await reader.get_items() == ITEMS[:4]   # makes its copy
+            await other.add_items(ITEMS[4:6])
+            assert await reader.get_items(limit=3) == ITEMS[3:6]
+            assert await other.pop_item() == ITEMS[5]
+            await other.add_items(ITEMS[6:7])  # as many messages as before the pop
+            assert await reader.get_items() == ITEMS[:5] + ITEMS[6:7]
+            other.session().messages.append(
+                {"role": "assistant", "parts": [{"type": "text", "text": "by hand"}]})
+            assert (await reader.get_items(limit=1))[0]["content"][0]["text"] == "by hand"
+            await other.clear_session()
+            assert await reader.get_items() == []
+            await other.add_items(ITEMS[:2])
+            assert await reader.get_items() == ITEMS[:2]
+            assert await reader.pop_item() == ITEMS[1]
+            assert await reader.get_items() == await other.get_items() == ITEMS[:1]
+    run(check())
+
+
+def test_a_copy_takes_its_own_adds_only_when_nothing_else_was_written(store, monkeypatch):
+    async def check():
+        with FsstoreSession("own", store) as one, FsstoreSession("own", store) as two:
+            await one.add_items(ITEMS[:3])
+            assert await one.get_items() == ITEMS[:3]  # one has a copy now
+            await one.add_items(ITEMS[3:4])            # taken into the copy
+            assert await one.get_items() == ITEMS[:4]
+            await two.clear_session()                  # a clear takes no seq
+            await one.add_items(ITEMS[4:5])
+            assert await one.get_items() == ITEMS[4:5]
+            # Another writer adds right after one's batch, before one looks again.
+            messages = one.session().messages
+            append_many = messages.append_many
+
+            def and_then_two(batch, **kwargs):
+                stored = append_many(batch, **kwargs)
+                two._add_items([ITEMS[6]])
+                return stored
+            monkeypatch.setattr(messages, "append_many", and_then_two)
+            await one.add_items(ITEMS[5:6])
+            monkeypatch.undo()
+            assert await one.get_items() == ITEMS[4:7]
+            assert await one.get_items(limit=2) == ITEMS[5:7]
+    run(check())
+
+
+def test_items_read_twice_are_objects_of_their_own(store):
+    async def check():
+        with FsstoreSession("fresh", store) as session:
+            await session.add_items(ITEMS[:2])
+            first = await session.get_items()
+            first[0]["content"] = "changed by the caller"
+            assert await session.get_items() == ITEMS[:2]
+            assert (await session.get_items(limit=1))[0] is not first[1]
     run(check())
 
 

@@ -72,6 +72,7 @@ from ..message_types import (
 )
 from ..session import Session
 from ..store import Store, open_store
+from .agents_cache import ItemCache
 
 __all__ = ["FRAMEWORK", "ITEM_KEY", "KIND", "FsstoreSession", "agent_sessions",
            "item_message", "items_of", "message_items", "session_id_for"]
@@ -173,19 +174,36 @@ def message_items(message: Message) -> list[Any]:
     raw = message.metadata.extra.get(ITEM_KEY)
     if isinstance(raw, str):
         try:
-            # msgspec reads JSON about twice as fast as json and gives the same values;
-            # what it refuses (NaN, a lone surrogate, which json.dumps writes) json reads.
-            return [_json_decode(raw)]
-        except (msgspec.DecodeError, UnicodeEncodeError):
-            pass
-        try:
-            return [json.loads(raw)]
+            return [_decode_text(raw)]
         except ValueError:
             pass  # not JSON: read the message itself, as for one written another way
     try:
         return to_openai_responses([message])
     except InvalidMessage:
         return []  # a blob file part, which the converter does not read
+
+
+def _decode_text(text: str) -> Any:
+    """An item's JSON text read back: msgspec reads JSON about twice as fast as json
+    and gives the same values; what it refuses (NaN, a lone surrogate, which json.dumps
+    writes) json reads. ValueError for text that is not JSON."""
+    try:
+        return _json_decode(text)
+    except (msgspec.DecodeError, UnicodeEncodeError):
+        return json.loads(text)
+
+
+def _item_texts(message: Message) -> list[str]:
+    """The JSON texts of a message's items (:func:`message_items`), for the copy."""
+    raw = message.metadata.extra.get(ITEM_KEY)
+    if isinstance(raw, str):
+        try:
+            _decode_text(raw)
+        except ValueError:
+            pass
+        else:
+            return [raw]
+    return [json.dumps(item) for item in message_items(message)]
 
 
 def items_of(messages: list[Message]) -> list[Any]:
@@ -241,6 +259,8 @@ class FsstoreSession:
         self._session: Session | None = None
         self._open_lock = threading.Lock()
         self._closed = False
+        #: The items read so far, kept up to date (agents_cache.py).
+        self._cache = ItemCache(_item_texts)
 
     def __repr__(self) -> str:
         return f"<fsstore FsstoreSession {self.session_id!r} -> {self.fsstore_id!r}>"
@@ -304,6 +324,7 @@ class FsstoreSession:
         with self._open_lock:
             self._closed = True
             session, self._session = self._session, None
+        self._cache.forget()
         if session is not None:
             session.close()
 
@@ -346,10 +367,15 @@ class FsstoreSession:
         if session is None:
             return []
         messages = session.messages
-        if limit is None or limit < 0:  # SQLite's LIMIT takes a negative one as none
-            return items_of(messages.all())
         if limit == 0:
             return []
+        if limit is not None and limit < 0:  # SQLite's LIMIT takes a negative one as none
+            limit = None
+        texts = self._cache.texts(session, limit)
+        if texts is not None:
+            return [_decode_text(text) for text in texts]
+        if limit is None:
+            return items_of(messages.all())
         # Each message holds one item, unless it was written another way: read more
         # messages while those give too few.
         window = limit
@@ -362,15 +388,16 @@ class FsstoreSession:
 
     def _add_items(self, items: list[Any]) -> None:
         batch = [item_message(item, position) for position, item in enumerate(items)]
-        messages = self.session().messages
+        session = self.session()
         try:
-            messages.append_many(batch)
+            stored = session.messages.append_many(batch)
         except InvalidMessage as exc:
             if not exc.field.endswith("call_id"):
                 raise
             # A tool result whose call the session does not hold (popped, cleared, or
             # never added): the SDK stores it anyway, so it is stored as an orphan.
-            messages.append_many([_as_orphans(message) for message in batch])
+            stored = session.messages.append_many([_as_orphans(message) for message in batch])
+        self._cache.appended(session, stored)
 
     def _pop_item(self) -> Any:
         session = self._opened(create=False)
@@ -381,6 +408,7 @@ class FsstoreSession:
             popped = messages.pop()
             if popped is None:
                 return None
+            self._cache.popped(str(popped.id))
             items = message_items(popped)
             if items:  # a message written another way may convert to no item
                 return items[-1]
@@ -389,6 +417,7 @@ class FsstoreSession:
         session = self._opened(create=False)
         if session is not None:
             session.clear()
+            self._cache.forget()
 
 
 async def _finish(awaitable: Awaitable[_T]) -> _T:
