@@ -37,7 +37,7 @@ from ..session import Session
 from ..turns import Revision
 
 #: Messages a copy may hold: a longer session is read from the store each time.
-LIMIT = 200_000
+LIMIT = 50_000
 
 
 class ItemCache:
