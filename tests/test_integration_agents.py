@@ -20,7 +20,7 @@ from procs import Child  # noqa: E402
 
 import fsstore  # noqa: E402
 from fsstore import layout  # noqa: E402
-from fsstore.errors import InvalidMessage, SessionClosed  # noqa: E402
+from fsstore.errors import InvalidMessage, InvalidMetadata, SessionClosed  # noqa: E402
 from fsstore.integrations.agents import (  # noqa: E402
     ITEM_KEY,
     FsstoreSession,
@@ -357,7 +357,10 @@ def test_any_sdk_id_maps_to_a_session_inside_the_store(store, hostile):
         with FsstoreSession(hostile, store) as session:
             await session.add_items(ITEMS[:1])
             assert session.fsstore_id == session_id
-    if hostile == "\ud800":  # a lone surrogate: mapped, but JSON metadata cannot hold it
+    if hostile == "\ud800":  # a lone surrogate: mapped, but the metadata cannot hold it
+        with pytest.raises(InvalidMetadata, match="framework_id"):
+            run(check())
+        assert store.session_ids() == []
         return
     run(check())
     assert os.path.isdir(os.path.join(store.path, "sessions", session_id))
