@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -16,7 +18,7 @@ pytest.importorskip("agents")
 from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
 from agents.memory import Session, SessionSettings, SQLiteSession  # noqa: E402
 from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
-from procs import Child  # noqa: E402
+from procs import Child, child_env  # noqa: E402
 
 import fsstore  # noqa: E402
 from fsstore import layout  # noqa: E402
@@ -70,6 +72,14 @@ def sessions(store, tmp_path):
     yield ours, theirs
     ours.close()
     theirs.close()
+
+
+def test_importing_fsstore_imports_no_framework():
+    code = ("import sys, fsstore, fsstore.convert, fsstore.integrations; "
+            "print(sorted(m for m in ('agents', 'openai') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(), timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 # --- the protocol -----------------------------------------------------------------------
