@@ -481,6 +481,74 @@ def test_two_processes_on_one_id_lose_nothing(store):
     check_batches(run(read()), {"p1": count, "p2": count, "here": 10})
 
 
+def add_and_pop_child(store_path: str, writer: str, count: str) -> None:
+    """A child process: ``count`` times, add a batch of two to "popping" as ``writer``,
+    and every other time pop an item; print what it popped."""
+    store = fsstore.open_store(store_path)
+
+    async def main() -> None:
+        with FsstoreSession("popping", store) as session:
+            print("READY", flush=True)
+            for number in range(int(count)):
+                await session.add_items(batch(writer, number))
+                if number % 2:
+                    popped = await session.pop_item()
+                    print("POPPED", popped["content"] if popped else "-", flush=True)
+    asyncio.run(main())
+    print("DONE END", flush=True)
+
+
+def test_two_processes_adding_and_popping_never_pop_one_item_twice(store):
+    count = 30
+    with Child.function(add_and_pop_child, store.path, "p1", count) as one, \
+            Child.function(add_and_pop_child, store.path, "p2", count) as two:
+        one.wait_for("READY")
+        two.wait_for("READY")
+        lines = one.finish() + two.finish()
+    popped = [line.split()[1] for line in lines if line.startswith("POPPED")]
+    assert len(popped) == count and "-" not in popped
+
+    async def read() -> list:
+        with FsstoreSession("popping", store) as session:
+            return [item["content"] for item in await session.get_items()]
+    left = run(read())
+    added = [item["content"] for writer in ("p1", "p2") for number in range(count)
+             for item in batch(writer, number)]
+    assert sorted(left + popped) == sorted(added)  # each item popped once or left, once
+    assert len(set(popped)) == len(popped)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", range(5))
+def test_long_random_calls_from_two_sessions_read_as_sqlite_session_does(
+        store, tmp_path, seed):
+    rng = random.Random(seed)
+    model = SQLiteSession("model", str(tmp_path / "model.db"))
+
+    async def check():
+        with FsstoreSession("long", store) as one, FsstoreSession("long", store) as two:
+            counter = 0
+            for step in range(3000):
+                ours = rng.choice((one, two))
+                action = rng.random()
+                if action < 0.4:
+                    items = [{"role": "user", "content": str(counter + k)}
+                             for k in range(rng.randint(1, 6))]
+                    counter += len(items)
+                    await ours.add_items(items)
+                    await model.add_items(items)
+                elif action < 0.55:
+                    assert await ours.pop_item() == await model.pop_item(), step
+                elif action < 0.56:
+                    await ours.clear_session()
+                    await model.clear_session()
+                else:
+                    limit = rng.choice((None, 1, 7, 50, -1, 0))
+                    assert await ours.get_items(limit) == await model.get_items(limit), step
+    run(check())
+    model.close()
+
+
 # --- the event loop ---------------------------------------------------------------------
 
 
