@@ -341,6 +341,30 @@ def test_a_copy_takes_its_own_adds_only_when_nothing_else_was_written(store, mon
     run(check())
 
 
+def test_a_limited_read_copies_only_the_newest_messages_and_sees_every_change(store):
+    items = [{"role": "user", "content": str(number)} for number in range(400)]
+    model = list(items)
+
+    async def check():
+        with FsstoreSession("long", store) as reader, FsstoreSession("long", store) as other:
+            await other.add_items(items)
+            assert await reader.get_items(limit=10) == model[-10:]
+            assert len(reader._cache._texts) == 128  # the newest messages, not all 400
+            for _ in range(3):
+                assert await other.pop_item() == model.pop()
+            await other.add_items([{"role": "user", "content": "a"}])
+            model.append({"role": "user", "content": "a"})
+            assert await reader.get_items(limit=10) == model[-10:]
+            # A delete of an old message, by hand: the count no longer adds up.
+            oldest = other.session().messages.page(limit=1)[0]
+            other.session().messages.delete(str(oldest.id))
+            del model[0]
+            assert await reader.get_items(limit=200) == model[-200:]
+            assert await reader.get_items() == model
+            assert await reader.get_items(limit=3) == model[-3:]
+    run(check())
+
+
 def test_items_read_twice_are_objects_of_their_own(store):
     async def check():
         with FsstoreSession("fresh", store) as session:
