@@ -80,6 +80,26 @@ def add_rate(session: Any, items: list[dict[str, Any]],
     return len(items) / (time.perf_counter() - start)
 
 
+def first_read(name: str, folder: str, loop: asyncio.AbstractEventLoop, times: int) -> float:
+    """Median ms of the first ``get_items(limit=50)`` of a session object just made on
+    contender ``name``'s session (made and closed untimed)."""
+    samples = []
+    for _ in range(times):
+        if name == "SQLiteSession":
+            session = _sqlite_session(folder)
+        else:
+            from fsstore.integrations.agents import FsstoreSession
+
+            durability, shared = CONTENDERS[name]
+            store = fsstore.open_store(os.path.join(folder, "fsstore"), durability=durability)
+            session = FsstoreSession("bench", store, shared=shared)
+        start = time.perf_counter()
+        loop.run_until_complete(session.get_items(limit=50))
+        samples.append(time.perf_counter() - start)
+        session.close()
+    return statistics.median(samples) * 1000
+
+
 def read_after_adds(session: Any, items: list[dict[str, Any]],
                     loop: asyncio.AbstractEventLoop) -> float:
     """Median ms of ``get_items(limit=50)`` run right after each ``add_items([item])``
@@ -99,20 +119,31 @@ def agents_rows(root: str, quick: bool) -> None:
     except ImportError:
         print("\nAgents SDK sessions: skipped (pip install 'fsstore[agents]')")
         return
-    adds, laps, reads, whole = (300, 3, 200, 5) if quick else (1_000, 10, 1_000, 15)
+    adds, laps, reads, whole, fresh = ((300, 3, 200, 5, 15) if quick
+                                       else (1_000, 10, 1_000, 15, 50))
     items = [item for _, item in conversation(SIZE + adds)]
     held, added = items[:SIZE], items[SIZE:]
     names = ["SQLiteSession", *CONTENDERS]
     print("\nThe OpenAI Agents SDK's session memory: FsstoreSession beside SQLiteSession "
           "(WAL, synchronous FULL)")
     loop = asyncio.new_event_loop()
-    sessions = {}
+    sessions: dict[str, Any] = {}
+    folders: dict[str, str] = {}
     try:
         for name in names:
-            folder = tempfile.mkdtemp(dir=root)
+            folders[name] = folder = tempfile.mkdtemp(dir=root)
             sessions[name] = open_contender(name, folder, held, loop)
-        print(f"\nget_items(limit=50) at {SIZE:,} items, median ms of {reads} calls (each "
-              "FsstoreSession's first reads: it has read no whole session yet)")
+        print(f"\nget_items(limit=50) at {SIZE:,} items, the first call of a session object "
+              f"just made (FsstoreSession: opening, then reading the newest messages into "
+              f"its copy), median ms of {fresh} objects")
+        first = {name: first_read(name, folders[name], loop, fresh) for name in names}
+        for name in CONTENDERS:
+            row(f"{name}: first get_items(limit=50)", f"{first[name]:.3f} ms",
+                ratio(first[name], first["SQLiteSession"], "SQLiteSession's time"))
+        row("  SQLiteSession: first get_items(limit=50)", f"{first['SQLiteSession']:.3f} ms")
+
+        print(f"\nget_items(limit=50) at {SIZE:,} items, median ms of {reads} calls (the "
+              "first made FsstoreSession's copy of the newest messages)")
         read_ms = {}
         for name in names:
             session = sessions[name]
