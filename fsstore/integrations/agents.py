@@ -29,10 +29,10 @@ over the messages of one fsstore session (docs/INTEGRATIONS.md, "OpenAI Agents S
 - **Several writers.** The fsstore session is opened shared (``open_session(...,
   shared=True)``): two ``FsstoreSession`` objects on one id, in one process or in
   several, write in turn, each write one operation under the session's mutex.
-- **Reads.** ``get_items(limit)`` reads the last messages from the message index; once
-  an FsstoreSession has read the whole session it keeps the items' texts and brings them
-  up to date before each read (``agents_cache.py``), as a ``Runner`` without a limit
-  reads the whole session every turn.
+- **Reads.** An FsstoreSession keeps the texts of the items it read (the newest
+  messages, or all of them once it read the whole session) and brings them up to date
+  before each read through the session's revision and message index
+  (``agents_cache.py``): a ``Runner`` reads the session at every turn.
 - **The event loop.** Each call runs its blocking part in a worker thread
   (``asyncio.to_thread``); a write that was started finishes even if the caller is
   cancelled, and the cancellation is raised after it (as ``SQLiteSession`` does).
