@@ -80,6 +80,7 @@ class _WriterLike(Protocol):
              ts: float | None = ...) -> Message: ...
     def delete(self, message_id: str, *, turn: int | None = ...,
                ts: float | None = ...) -> int: ...
+    def pop(self, *, turn: int | None = ..., ts: float | None = ...) -> Message | None: ...
 
 
 class AsyncMessagesMixin:
@@ -102,3 +103,7 @@ class AsyncMessagesMixin:
     async def adelete(self: _WriterLike, message_id: str, *, turn: int | None = None,
                       ts: float | None = None) -> int:
         return await asyncio.to_thread(lambda: self.delete(message_id, turn=turn, ts=ts))
+
+    async def apop(self: _WriterLike, *, turn: int | None = None, ts: float | None = None
+                   ) -> Message | None:
+        return await asyncio.to_thread(lambda: self.pop(turn=turn, ts=ts))

@@ -850,6 +850,8 @@ class _Lookup:
         self.order = order
         self.covered = covered
         self.recent: dict[int, list[int]] = {}
+        #: How many row numbers ``recent`` holds: counted as they come, since summing the
+        #: lists on every append made each append cost O(rows appended since the build).
         self.recent_rows = 0
         self.rebuild_needed = False
 

@@ -415,6 +415,28 @@ class Messages(MessagesReader, AsyncMessagesMixin):
 
         return self._writer_host.append_records(build, turn, ts)[0]
 
+    def pop(self, *, turn: int | None = None, ts: float | None = None) -> Message | None:
+        """Delete the newest message (a tombstone, as :meth:`delete`) and return it as it
+        was; None when the session holds none. The read and the delete are one write
+        operation, so two callers, in any threads or processes, never pop the same
+        message, and none pops a message appended after the one it read."""
+        popped: list[Message] = []
+
+        def build(index: MessageIndex) -> list[dict[str, Any]]:
+            newest = self._last(index, 1, None)
+            if not newest:
+                raise _NothingToPop
+            popped.append(newest[0])
+            old, _, old_ts = self._current(index, str(newest[0].id))
+            return [{"op": "delete", "id": newest[0].id,
+                     "was": account_record(old, old_ts)}]
+
+        try:
+            self._writer_host.append_records(build, turn, ts)
+        except _NothingToPop:
+            return None
+        return popped[0]
+
     def _current(self, index: MessageIndex, message_id: str
                  ) -> tuple[dict[str, Any], int, float]:
         """The stored map of the newest version of ``message_id``, its version and
@@ -427,6 +449,11 @@ class Messages(MessagesReader, AsyncMessagesMixin):
         record, ts, _ = index.records([latest])[0]
         assert record.message is not None
         return _plain(record.message), record.version, ts
+
+
+class _NothingToPop(Exception):
+    """Raised by ``pop``'s build, under the lock, when there is no message: nothing is
+    written."""
 
 
 def message_rows(index: MessageIndex, first: int, entries: Sequence[tuple[str, Any]],

@@ -1,1 +1,2 @@
-"""Adapters that plug fsstore into agent frameworks' storage interfaces (optional extras)."""
+"""Adapters that plug fsstore into agent frameworks' storage interfaces, one module per
+framework, each an optional extra (docs/INTEGRATIONS.md)."""
