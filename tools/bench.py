@@ -902,8 +902,8 @@ def watch_rows(root: str, quick: bool) -> None:
 
 
 def main() -> None:
-    from bench_langgraph import langgraph_rows  # it imports this module's helpers
     from bench_agents import agents_rows  # it imports this module's helpers
+    from bench_langgraph import langgraph_rows  # it imports this module's helpers
     from bench_messages import message_rows  # it imports this module's helpers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
