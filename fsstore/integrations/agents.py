@@ -41,10 +41,8 @@ over the messages of one fsstore session (docs/INTEGRATIONS.md, "OpenAI Agents S
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import re
 import threading
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
@@ -60,12 +58,10 @@ from agents.memory.session_settings import (
 from ..convert import from_openai_responses, to_openai_responses
 from ..errors import (
     InvalidMessage,
-    InvalidSessionId,
     SessionClosed,
     SessionExists,
     SessionNotFound,
 )
-from ..layout import check_session_id
 from ..log_writer import Durability
 from ..message_types import (
     Message,
@@ -76,6 +72,7 @@ from ..message_types import (
 )
 from ..session import Session
 from ..store import Store, open_store
+from ._ids import session_id_for
 from .agents_cache import ItemCache
 
 __all__ = ["FRAMEWORK", "ITEM_KEY", "KIND", "FsstoreSession", "agent_sessions",
@@ -91,28 +88,6 @@ ITEM_KEY = "openai_agents_item"
 
 _T = TypeVar("_T")
 _json_decode = msgspec.json.Decoder().decode
-_KIND = re.compile(r"[a-z][a-z0-9_]{0,15}")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: Characters of the framework id kept readable in the session id.
-_READABLE = 40
-
-
-def session_id_for(kind: str, framework_id: str) -> str:
-    """The fsstore session id of a framework's id ``framework_id`` (any str):
-    ``KIND-READABLE-DIGEST``, where READABLE is up to 40 characters of the id with every
-    run of characters a session id cannot hold made ``_``, and DIGEST the first 32 hex
-    digits of SHA-256 of ``kind``, a NUL and the id (UTF-8). Two ids never share a
-    session id unless their digests collide; the id itself never reaches a path."""
-    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
-        raise InvalidSessionId(f"kind must be 1 to 16 of a-z 0-9 _ starting with a letter, "
-                               f"not {kind!r}")
-    if not isinstance(framework_id, str):
-        raise InvalidSessionId(f"a {kind} id must be a str, not "
-                               f"{type(framework_id).__name__}")
-    digest = hashlib.sha256(f"{kind}\x00{framework_id}".encode("utf-8", "surrogatepass"))
-    readable = _UNSAFE.sub("_", framework_id)[:_READABLE].strip("._-")
-    session_id = "-".join(filter(None, (kind, readable, digest.hexdigest()[:32])))
-    return check_session_id(session_id, new=True)
 
 
 def agent_sessions(store: Store) -> dict[str, str]:

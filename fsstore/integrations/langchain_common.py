@@ -12,9 +12,7 @@ the original id is kept in the session's metadata (``{"framework": "langchain",
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -22,36 +20,16 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .. import layout
-from ..errors import InvalidInput, InvalidSetting, SessionClosed, SessionExists
+from ..errors import InvalidInput, SessionClosed, SessionExists
 from ..log_format import refuse_msgpack_ext
 from ..session import Session
 from ..store import Store, open_store
+from ._ids import session_id_for
 
 __all__ = ["FRAMEWORK", "SessionHandle", "session_id_for"]
 
 FRAMEWORK = "langchain"
 _T = TypeVar("_T")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-#: Characters of the id kept readable in the session id (the digest makes it unique).
-_FRAGMENT = 40
-
-
-def session_id_for(kind: str, framework_id: str) -> str:
-    """The fsstore session id that holds LangChain object ``framework_id`` of ``kind``
-    (``"lc-chat"``, ``"lc-kv"``, ``"lc-vectors"``): ``KIND.FRAGMENT.DIGEST``, stable
-    across processes, never a path. Two different ids (or kinds) never share a
-    session: the digest is 32 hex digits of SHA-256 over the kind and the whole id."""
-    if not isinstance(framework_id, str):
-        raise InvalidSetting(f"a LangChain id must be a str, not {type(framework_id).__name__}")
-    if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", kind):
-        raise InvalidSetting(f"kind must be 1 to 31 of a-z 0-9 -, starting with a letter, "
-                             f"not {kind!r}")
-    digest = hashlib.sha256(
-        kind.encode() + b"\0" + framework_id.encode("utf-8", "surrogatepass")).hexdigest()
-    fragment = _UNSAFE.sub("_", framework_id)[:_FRAGMENT].strip("_") or "_"
-    session_id = f"{kind}.{fragment}.{digest[:32]}"
-    return layout.check_session_id(session_id, new=True)
 
 
 def as_store(store: Store | str | os.PathLike[str]) -> Store:

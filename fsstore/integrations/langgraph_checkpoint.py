@@ -16,11 +16,9 @@ never deserializes it; only the configured serializer does.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import os
 import random
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -47,6 +45,7 @@ from ..errors import CorruptionError, InvalidSetting, SessionExists, SessionNotF
 from ..log_writer import Durability
 from ..session import Session
 from ..store import Store, open_store
+from ._ids import session_id_for
 
 __all__ = ["FsstoreSaver", "session_id_for", "thread_session_id"]
 
@@ -59,23 +58,8 @@ VALUE = "langgraph.value"
 WRITES = "langgraph.writes"
 DELETE = "langgraph.delete"
 
-_KIND = re.compile(r"[a-z][a-z0-9-]{0,30}")
 _MAX_THREADS = 64  # threads whose index (and shared session handle) stay in memory
 _DECODED = 4096  # decoded list versions kept per thread (each a length into shared items)
-
-
-def session_id_for(kind: str, framework_id: str) -> str:
-    """The fsstore session id for a framework's id: ``KIND-`` and the SHA-256 of the id.
-
-    Framework ids are arbitrary strings (colons, slashes, ``..``); only this digest ever
-    reaches a path. The original id is kept in the session's metadata
-    (``{"framework": ..., "framework_id": ...}``), which is how listings find it."""
-    if not _KIND.fullmatch(kind):
-        raise InvalidSetting(f"session id kind {kind!r}: use a-z, 0-9 and - (at most 31)")
-    if not isinstance(framework_id, str):
-        raise InvalidSetting(f"framework id must be a str, not {type(framework_id).__name__}")
-    digest = hashlib.sha256(framework_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return layout.check_session_id(f"{kind}-{digest}", new=True)
 
 
 def thread_session_id(thread_id: str) -> str:
