@@ -416,8 +416,8 @@ class MessageIndex:
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise CorruptionError(
                         f"message record at seq {seq} cannot be indexed ({exc!r}): it was "
-                        "written by a newer fsstore, or by hand", path=frame_path(
-                            self.log, frame), offset=frame.offset) from None
+                        "written by a newer fsstore, or by hand",
+                        path=self.log.segment_path(frame.segment), offset=frame.offset) from None
             if made and not made[-1].group_end:
                 made[-1] = made[-1]._replace(group_end=True)
         if made:
@@ -740,10 +740,6 @@ class MessageIndex:
             row = Row(head, frame.segment, 0, 0, self.live, frame.offset, frame.size, MARK)
             self.add_rows([row], write=False)
         self.write_rows()
-
-
-def frame_path(log: LogReader, frame: Frame) -> str:
-    return log.segment_path(frame.segment)
 
 
 def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]:
