@@ -45,6 +45,7 @@ from .common import (
     opt_str,
     output_out,
     parse_data_url,
+    plain_content,
     rest,
     signature_text,
     stored_messages,
@@ -90,13 +91,13 @@ def to_anthropic(messages: Iterable[Message | Mapping[str, Any]]
                    if (block := _block_out(part, f"{where}.parts[{number}]")) is not None]
         extras = kept(message.metadata.extra, KEY)
         if message.role != "assistant":
-            out.append({**extras, "role": "user", "content": _plain(content)})
+            out.append({**extras, "role": "user", "content": plain_content(content)})
             continue
         # Results an assistant message holds (as a UIMessage's tool parts do) go in a
         # user message after it, where the API wants tool_result blocks.
         results = [block for block in content if block["type"] == "tool_result"]
         content = [block for block in content if block["type"] != "tool_result"]
-        out.append({**extras, "role": "assistant", "content": _plain(content)})
+        out.append({**extras, "role": "assistant", "content": plain_content(content)})
         if results:
             out.append({"role": "user", "content": results})
     system: System = None
@@ -104,14 +105,6 @@ def to_anthropic(messages: Iterable[Message | Mapping[str, Any]]
         system = blocks[0]["text"] if len(blocks) == 1 and blocks[0].keys() == {
             "type", "text"} else blocks
     return system, out
-
-
-def _plain(content: list[JsonDict]) -> str | list[JsonDict]:
-    """A lone text block without extras is written as a plain str, as most callers do."""
-    if len(content) == 1 and content[0].keys() == {"type", "text"} \
-            and content[0]["type"] == "text":
-        return str(content[0]["text"])
-    return content
 
 
 def _block_out(part: MessagePart, field: str) -> JsonDict | None:

@@ -274,3 +274,11 @@ def stored_messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[Mes
         out.append(to_message(stored) if given is not None else
                    Message(role=stored.role, parts=stored.parts, metadata=stored.metadata))
     return out
+
+
+def plain_content(content: list[JsonDict]) -> str | list[JsonDict]:
+    """A lone text block without extras, written as a plain str, as most callers do."""
+    if len(content) == 1 and content[0].keys() == {"type", "text"} \
+            and content[0]["type"] == "text":
+        return str(content[0]["text"])
+    return content

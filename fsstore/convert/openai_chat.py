@@ -46,6 +46,7 @@ from .common import (
     opt_str,
     output_out,
     parse_data_url,
+    plain_content,
     rest,
     stored_messages,
 )
@@ -85,7 +86,7 @@ def to_openai_chat(messages: Iterable[Message | Mapping[str, Any]]) -> list[Json
             content = [_part_out(part, f"{where}.parts[{number}]")
                        for number, part in enumerate(message.parts)]
             out.append({**extras, "role": role,
-                        "content": _plain([c for c in content if c is not None])})
+                        "content": plain_content([c for c in content if c is not None])})
     return out
 
 
@@ -93,14 +94,6 @@ def _results_out(parts: list[MessagePart], extras: JsonDict) -> list[JsonDict]:
     return [{**extras, **kept(part.provider_metadata, KEY), "role": "tool",
              "tool_call_id": part.call_id, "content": output_out(part.output)}
             for part in parts if isinstance(part, ToolResultPart)]
-
-
-def _plain(content: list[JsonDict]) -> str | list[JsonDict]:
-    """A lone text part without extras is written as a plain str, as most callers do."""
-    if len(content) == 1 and content[0].keys() == {"type", "text"} \
-            and content[0]["type"] == "text":
-        return str(content[0]["text"])
-    return content
 
 
 def _part_out(part: MessagePart, field: str) -> JsonDict | None:
@@ -154,7 +147,7 @@ def _assistant_out(message: Message, extras: JsonDict, where: str) -> JsonDict:
             elif part.name == f"{KEY}.tool_call":
                 calls.append(dict(part.data))
     out: JsonDict = {**extras, "role": "assistant",
-                     "content": _plain(content) if content else None}
+                     "content": plain_content(content) if content else None}
     if refusals:
         out["refusal"] = "\n".join(refusals)
     if calls:
