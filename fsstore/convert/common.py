@@ -23,7 +23,14 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NoReturn
 
 from ..errors import InvalidMessage
-from ..message_types import INLINE_FILE_LIMIT, FilePart, Message, check_message, to_message
+from ..message_types import (
+    INLINE_FILE_LIMIT,
+    FilePart,
+    Message,
+    TokenUsage,
+    check_message,
+    to_message,
+)
 
 JsonDict = dict[str, Any]
 
@@ -282,3 +289,22 @@ def plain_content(content: list[JsonDict]) -> str | list[JsonDict]:
             and content[0]["type"] == "text":
         return str(content[0]["text"])
     return content
+
+
+def usage_in(value: Any, keys: tuple[str, str, str, str]) -> TokenUsage | None:
+    """An OpenAI response's ``usage`` (Chat Completions and Responses name the same counts
+    differently: ``keys`` are its input, output, input-details and output-details keys),
+    checked field by field."""
+    if value is None:
+        return None
+    input_key, output_key, input_details, output_details = keys
+    usage = need_dict(value, "response.usage")
+    inputs = need_dict(usage.get(input_details) or {}, f"response.usage.{input_details}")
+    outputs = need_dict(usage.get(output_details) or {}, f"response.usage.{output_details}")
+    return TokenUsage(
+        input=need_int(usage.get(input_key, 0), f"response.usage.{input_key}"),
+        output=need_int(usage.get(output_key, 0), f"response.usage.{output_key}"),
+        cached_input=need_int(inputs.get("cached_tokens") or 0,
+                              f"response.usage.{input_details}.cached_tokens"),
+        reasoning=need_int(outputs.get("reasoning_tokens") or 0,
+                           f"response.usage.{output_details}.reasoning_tokens"))

@@ -39,7 +39,6 @@ from .common import (
     keep,
     kept,
     need_dict,
-    need_int,
     need_list,
     need_str,
     need_type,
@@ -49,6 +48,7 @@ from .common import (
     plain_content,
     rest,
     stored_messages,
+    usage_in,
 )
 
 KEY = "openai_chat"
@@ -284,17 +284,5 @@ def from_openai_chat_completion(response: Mapping[str, Any], *, choice: int = 0)
 
 
 def _usage_in(value: Any) -> TokenUsage | None:
-    if value is None:
-        return None
-    usage = need_dict(value, "response.usage")
-    prompt = need_dict(usage.get("prompt_tokens_details") or {},
-                       "response.usage.prompt_tokens_details")
-    completion = need_dict(usage.get("completion_tokens_details") or {},
-                           "response.usage.completion_tokens_details")
-    return TokenUsage(
-        input=need_int(usage.get("prompt_tokens", 0), "response.usage.prompt_tokens"),
-        output=need_int(usage.get("completion_tokens", 0), "response.usage.completion_tokens"),
-        cached_input=need_int(prompt.get("cached_tokens") or 0,
-                              "response.usage.prompt_tokens_details.cached_tokens"),
-        reasoning=need_int(completion.get("reasoning_tokens") or 0,
-                           "response.usage.completion_tokens_details.reasoning_tokens"))
+    return usage_in(value, ("prompt_tokens", "completion_tokens", "prompt_tokens_details",
+                            "completion_tokens_details"))

@@ -42,7 +42,6 @@ from .common import (
     keep,
     kept,
     need_dict,
-    need_int,
     need_list,
     need_str,
     need_type,
@@ -52,6 +51,7 @@ from .common import (
     rest,
     signature_text,
     stored_messages,
+    usage_in,
 )
 
 KEY = "openai_responses"
@@ -380,17 +380,5 @@ def _finish(body: JsonDict, parts: list[MessagePart]) -> Finish | None:
 
 
 def _usage_in(value: Any) -> TokenUsage | None:
-    if value is None:
-        return None
-    usage = need_dict(value, "response.usage")
-    inputs = need_dict(usage.get("input_tokens_details") or {},
-                       "response.usage.input_tokens_details")
-    outputs = need_dict(usage.get("output_tokens_details") or {},
-                        "response.usage.output_tokens_details")
-    return TokenUsage(
-        input=need_int(usage.get("input_tokens", 0), "response.usage.input_tokens"),
-        output=need_int(usage.get("output_tokens", 0), "response.usage.output_tokens"),
-        cached_input=need_int(inputs.get("cached_tokens") or 0,
-                              "response.usage.input_tokens_details.cached_tokens"),
-        reasoning=need_int(outputs.get("reasoning_tokens") or 0,
-                           "response.usage.output_tokens_details.reasoning_tokens"))
+    return usage_in(value, ("input_tokens", "output_tokens", "input_tokens_details",
+                            "output_tokens_details"))
