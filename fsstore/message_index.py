@@ -510,10 +510,8 @@ class MessageIndex:
         """Take rows made for records now in the log. A reader keeps them in memory. The
         writer writes them to the file in one write (so a crash cuts at most the last
         group); with ``defer`` (an exclusive writer, the only one to write the file) it
-        keeps them until ``DEFERRED_ROWS`` wait, or ``write_rows``: a write that grows
-        the file makes the log's next fdatasync commit the file system's journal too
-        (about 1 ms, against 0.1 ms), so a writer that syncs each append grows the index
-        once per many appends. Rows not written yet are what a reader, or the next
+        keeps them until ``DEFERRED_ROWS`` wait, or ``write_rows``: one write of the
+        index per many appends. Rows not written yet are what a reader, or the next
         writer after a crash, makes from the log after the last row."""
         if not rows:
             return
