@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
+from typing_extensions import Self
 
 from ..errors import InvalidInput, SessionClosed, SessionExists
 from ..log_format import refuse_msgpack_ext
@@ -48,6 +49,23 @@ class _Shared:
 
 _registry: dict[tuple[str, str], _Shared] = {}
 _registry_lock = threading.Lock()
+
+
+class HandleOwner:
+    """What the LangChain adapters share: a ``_handle`` to their session, let go of by
+    ``close`` (or a ``with`` block); the object is unusable after."""
+
+    _handle: SessionHandle
+
+    def close(self) -> None:
+        """Let go of the session's files; the object is unusable after."""
+        self._handle.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class SessionHandle:

@@ -14,7 +14,7 @@ from ..errors import InvalidMessage, MessageExists
 from ..message_types import Message, ToolResultPart, new_message_id
 from ..session import Session
 from ..store import Store
-from .langchain_common import SessionHandle, as_store
+from .langchain_common import HandleOwner, SessionHandle, as_store
 from .langchain_messages import history_messages, to_fsstore
 
 __all__ = ["FsstoreChatMessageHistory"]
@@ -23,7 +23,7 @@ KIND = "lc-chat"
 _WHERE = re.compile(r"^messages\[(\d+)\]")
 
 
-class FsstoreChatMessageHistory(BaseChatMessageHistory):
+class FsstoreChatMessageHistory(HandleOwner, BaseChatMessageHistory):
     """The chat history of LangChain session ``session_id`` (any str), kept in the store
     ``store`` (a :class:`~fsstore.Store` or a path) as the messages of the session
     ``session_id_for("lc-chat", session_id)``. Every message reads back equal to the
@@ -72,15 +72,6 @@ class FsstoreChatMessageHistory(BaseChatMessageHistory):
 
     async def aclear(self) -> None:
         await self._handle.arun(lambda session: session.clear())
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> FsstoreChatMessageHistory:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _convert(messages: Sequence[BaseMessage]) -> list[tuple[BaseMessage, Message]]:

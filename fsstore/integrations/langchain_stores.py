@@ -18,19 +18,25 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.stores import BaseStore
-from typing_extensions import Self
 
 from ..errors import InvalidState
 from ..session import Session
 from ..store import Store
-from .langchain_common import SessionHandle, as_store, check_keys, decode, exact_msgpack
+from .langchain_common import (
+    HandleOwner,
+    SessionHandle,
+    as_store,
+    check_keys,
+    decode,
+    exact_msgpack,
+)
 
 __all__ = ["FsstoreByteStore", "FsstoreStore"]
 
 KIND = "lc-kv"
 
 
-class _StateStore:
+class _StateStore(HandleOwner):
     """What both stores share: keys, deletes, and values as stored (bytes) in and out.
     Listed first among the bases so that its methods win over BaseStore's defaults."""
 
@@ -76,16 +82,6 @@ class _StateStore:
         _check_prefix(prefix)
         for key in await self._handle.arun(lambda session: _keys(session, prefix)):
             yield key
-
-    def close(self) -> None:
-        """Let go of the session's files; the store is unusable after."""
-        self._handle.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _values(session: Session, keys: list[str]) -> list[bytes | None]:

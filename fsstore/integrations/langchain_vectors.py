@@ -21,13 +21,12 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
-from typing_extensions import Self
 
 from ..errors import CollectionNotFound, InvalidDocument, InvalidSetting
 from ..session import Session
 from ..store import Store
 from ..vectors import DistanceMetric, VectorCollection, VectorDocument, VectorSearchResult
-from .langchain_common import SessionHandle, as_store, exact_msgpack
+from .langchain_common import HandleOwner, SessionHandle, as_store, exact_msgpack
 
 __all__ = ["FsstoreVectorStore"]
 
@@ -36,7 +35,7 @@ KIND = "lc-vectors"
 COLLECTION = "langchain"
 
 
-class FsstoreVectorStore(VectorStore):
+class FsstoreVectorStore(HandleOwner, VectorStore):
     """A LangChain vector store named ``name`` (any str) in the store ``store`` (a
     :class:`~fsstore.Store` or a path): the collection ``langchain`` of the session
     ``session_id_for("lc-vectors", name)``, embedded by ``embedding``. The collection
@@ -64,16 +63,6 @@ class FsstoreVectorStore(VectorStore):
     def fsstore_session_id(self) -> str:
         """The id of the fsstore session that holds this vector store."""
         return self._handle.session_id
-
-    def close(self) -> None:
-        """Let go of the session's files; the vector store is unusable after."""
-        self._handle.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # --- writes ---
 
