@@ -1,4 +1,4 @@
-"""Framework ids to fsstore session ids, for every adapter.
+"""Framework ids to fsstore session ids, and their sessions made, for every adapter.
 
 A framework's ids (LangGraph thread ids, Agents SDK session ids, LangChain session ids,
 namespaces and names) are arbitrary strs: colons, slashes, ``..``, control characters.
@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidSessionId
+from ..errors import InvalidSessionId, SessionExists, SessionLocked
 from ..layout import check_session_id
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,30}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
@@ -37,3 +42,17 @@ def session_id_for(kind: str, framework_id: str) -> str:
     readable = _UNSAFE.sub("_", framework_id)[:_READABLE].strip("_")
     return check_session_id("-".join(filter(None, (kind, readable,
                                                    digest.hexdigest()[:32]))), new=True)
+
+
+def ensure_session(store: Store, session_id: str, *, metadata: Mapping[str, Any],
+                   title: str | None = None) -> None:
+    """Make session ``session_id`` unless it is there; the adapters then open it
+    shared. ``create_session`` opens what it makes exclusively: another process that
+    made it first (SessionExists), or opened it shared between its making and that open
+    (SessionLocked), leaves the same session there, which is all that is asked."""
+    if store.has_session(session_id):
+        return
+    try:
+        store.create_session(session_id, title=title, metadata=metadata).close()
+    except (SessionExists, SessionLocked):
+        pass

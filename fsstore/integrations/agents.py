@@ -59,8 +59,6 @@ from ..convert import from_openai_responses, to_openai_responses
 from ..errors import (
     InvalidMessage,
     SessionClosed,
-    SessionExists,
-    SessionNotFound,
 )
 from ..log_writer import Durability
 from ..message_types import (
@@ -72,7 +70,7 @@ from ..message_types import (
 )
 from ..session import Session
 from ..store import Store, open_store
-from ._ids import session_id_for
+from ._ids import ensure_session, session_id_for
 from .agents_cache import ItemCache
 
 __all__ = ["FRAMEWORK", "ITEM_KEY", "KIND", "FsstoreSession", "agent_sessions",
@@ -321,23 +319,8 @@ class FsstoreSession:
                                 f"{self.fsstore_id!r}) is closed: make a new one")
 
     def _open(self, store: Store) -> Session:
-        metadata = {"framework": FRAMEWORK, "framework_id": self.session_id}
-        for _ in range(3):
-            try:
-                return store.open_session(self.fsstore_id, durability=self._durability,
-                                          lock_timeout=self._lock_timeout,
-                                          shared=self._shared)
-            except SessionNotFound:
-                pass
-            try:
-                created = store.create_session(self.fsstore_id, metadata=metadata,
-                                               durability=self._durability)
-            except SessionExists:
-                continue  # another writer created it first: open theirs
-            if not self._shared:
-                return created
-            created.close()
-        # A folder that is there without its session.json: neither opens nor is made.
+        ensure_session(store, self.fsstore_id,
+                       metadata={"framework": FRAMEWORK, "framework_id": self.session_id})
         return store.open_session(self.fsstore_id, durability=self._durability,
                                   lock_timeout=self._lock_timeout, shared=self._shared)
 

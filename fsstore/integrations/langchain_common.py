@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 import msgspec
 from typing_extensions import Self
 
-from ..errors import InvalidInput, SessionClosed, SessionExists
+from ..errors import InvalidInput, SessionClosed
 from ..log_format import refuse_msgpack_ext
 from ..session import Session
 from ..store import Store, open_store
-from ._ids import session_id_for
+from ._ids import ensure_session, session_id_for
 
 __all__ = ["FRAMEWORK", "SessionHandle", "session_id_for"]
 
@@ -93,14 +93,10 @@ class SessionHandle:
 
     def _open(self, kind: str) -> Session:
         store = self.store
-        if not store.has_session(self.session_id):
-            try:
-                store.create_session(
-                    self.session_id, title=f"LangChain {kind[3:]} {self.framework_id[:60]}",
-                    metadata={"framework": FRAMEWORK, "framework_kind": kind,
-                              "framework_id": self.framework_id}).close()
-            except SessionExists:
-                pass  # another process created it first: the same session
+        ensure_session(store, self.session_id,
+                       title=f"LangChain {kind[3:]} {self.framework_id[:60]}",
+                       metadata={"framework": FRAMEWORK, "framework_kind": kind,
+                                 "framework_id": self.framework_id})
         return store.open_session(self.session_id, shared=True)
 
     def run(self, call: Callable[[Session], _T]) -> _T:

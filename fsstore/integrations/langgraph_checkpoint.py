@@ -45,7 +45,7 @@ from ..errors import CorruptionError, InvalidSetting, SessionExists, SessionNotF
 from ..log_writer import Durability
 from ..session import Session
 from ..store import Store, open_store
-from ._ids import session_id_for
+from ._ids import ensure_session, session_id_for
 
 __all__ = ["FsstoreSaver", "session_id_for", "thread_session_id"]
 
@@ -271,13 +271,9 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         if not self.store.has_session(session_id):
             if not create:
                 return None
-            try:
-                self.store.create_session(session_id, title=session_title("thread", thread_id),
-                                          metadata={"framework": FRAMEWORK,
-                                                    "framework_id": thread_id,
-                                                    "kind": "thread"}).close()
-            except SessionExists:
-                pass  # another process created it first: it is the same thread
+            ensure_session(self.store, session_id, title=session_title("thread", thread_id),
+                           metadata={"framework": FRAMEWORK, "framework_id": thread_id,
+                                     "kind": "thread"})
         try:
             return self.store.open_session(session_id, shared=True,
                                            durability=self.durability)

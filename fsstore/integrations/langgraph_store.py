@@ -41,11 +41,12 @@ from langgraph.store.base import (
 )
 
 from .. import clock
-from ..errors import CollectionNotFound, SessionExists
+from ..errors import CollectionNotFound
 from ..log_writer import Durability
 from ..session import Session
 from ..store import Store, open_store
 from ..vectors import VectorDocument
+from ._ids import ensure_session
 from .langgraph_checkpoint import FRAMEWORK, session_id_for, session_title
 
 __all__ = ["FsstoreStore", "store_session_id"]
@@ -165,11 +166,8 @@ class FsstoreStore(BaseStore):
                        for p in ((index or {}).get("fields") or ["$"])]
         self.lock = threading.RLock()
         session_id = store_session_id(name)
-        try:
-            self.store.create_session(session_id, title=session_title("store", name), metadata={
-                "framework": FRAMEWORK, "framework_id": name, "kind": "store"}).close()
-        except SessionExists:
-            pass
+        ensure_session(self.store, session_id, title=session_title("store", name), metadata={
+            "framework": FRAMEWORK, "framework_id": name, "kind": "store"})
         self.session: Session = self.store.open_session(session_id, shared=True,
                                                         durability=durability)
 
