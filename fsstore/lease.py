@@ -333,11 +333,11 @@ class LeaseFile:
         """The lease state; reopens once when what the open file holds is unreadable
         (another process may have reset the lease, replacing the file)."""
         fd = self.fd()
+        if fd is None:
+            return NO_LEASE  # no file when fd() looked: not looked up a second time
         try:
             return read_lease(self.io, self.path, fd)
         except CorruptionError:
-            if fd is None:
-                raise
             self.close()
             return read_lease(self.io, self.path, self.fd())
 

@@ -34,6 +34,7 @@ from .errors import (
     InvalidMetadata,
     InvalidSetting,
     SeqOutOfRange,
+    SessionNotFound,
     TurnError,
     WriteFailed,
 )
@@ -465,6 +466,14 @@ class Session(SessionReader, AsyncSessionMixin):
         for opened in list(self._collections.values()):
             opened.sync()
 
+    def operation(self) -> contextlib.AbstractContextManager[None]:
+        """Several calls as one operation: for a shared session the mutex is taken, and
+        the handle caught up with other writers, once for all of them, so they see each
+        other's writes and nothing of another writer's between them (and cost one
+        catch-up, not one each). Re-entrant. An exclusive session's calls need it not
+        (it is the only writer), and get a no-op. Keep it short: other writers wait."""
+        return self._access.fresh()
+
     @_writes()
     def clear(self) -> None:
         """Empty the log, and with it the state (the fold of the log); the session, its
@@ -848,6 +857,8 @@ class Session(SessionReader, AsyncSessionMixin):
                 else:
                     segment, offset, size = last
                     index.mark(writer.head, Frame(segment, offset, size, 0, 0, 0.0, 0, None))
+        except SessionNotFound:
+            return  # deleted meanwhile: no index is left to mark
         except (OSError, FsStoreError) as exc:
             state_module.logger.warning("session %r: message index mark failed: %s",
                                         self.id, exc)

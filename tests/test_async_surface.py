@@ -29,6 +29,9 @@ NOT_BLOCKING = {
     "StoreWatcher.start": "starts the callback thread and returns; the calls are in it",
     "MessagesReader.__iter__": "a protocol method: use aall() for the messages",
     "MessagesReader.__len__": "a protocol method: use acount()",
+    "Session.operation": "returns a context manager for calls made in one thread (the "
+                         "mutex is the entering thread's): async code enters it in the "
+                         "worker thread that makes the calls",
 }
 
 #: Properties that read the disk or wait for a lock: each has a twin ``aNAME()``. (The

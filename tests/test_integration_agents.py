@@ -4,12 +4,14 @@ over an fsstore session's messages, held to what the SDK's own SQLiteSession doe
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -22,11 +24,19 @@ from procs import Child, child_env  # noqa: E402
 
 import fsstore  # noqa: E402
 from fsstore import layout  # noqa: E402
-from fsstore.errors import InvalidMessage, InvalidMetadata, SessionClosed  # noqa: E402
+from fsstore.errors import (  # noqa: E402
+    InvalidMessage,
+    InvalidMetadata,
+    RecordTooLarge,
+    SessionClosed,
+)
+from fsstore.integrations import agents as agents_module  # noqa: E402
+from fsstore.integrations import agents_pool  # noqa: E402
 from fsstore.integrations.agents import (  # noqa: E402
     ITEM_KEY,
     FsstoreSession,
     agent_sessions,
+    item_message,
     session_id_for,
 )
 
@@ -61,7 +71,14 @@ def run(coro):
 
 @pytest.fixture
 def store(tmp_path):
-    return fsstore.open_store(tmp_path / "store")
+    yield fsstore.open_store(tmp_path / "store")
+    agents_pool.close_idle()
+
+
+def other_writer(store):
+    """A Store object of its own on ``store``'s folder: FsstoreSession objects made on
+    it share nothing in this process with those made on ``store``, as if in another."""
+    return fsstore.open_store(store.path)
 
 
 @pytest.fixture
@@ -295,7 +312,8 @@ def test_random_calls_from_two_sessions_on_one_id_read_as_sqlite_session_does(
 
 def test_a_session_that_read_everything_sees_what_another_writer_did_since(store):
     async def check():
-        with FsstoreSession("copy", store) as reader, FsstoreSession("copy", store) as other:
+        with FsstoreSession("copy", store) as reader, \
+                FsstoreSession("copy", other_writer(store)) as other:
             await other.add_items(ITEMS[:4])
             assert await reader.get_items() == ITEMS[:4]   # makes its copy
             await other.add_items(ITEMS[4:6])
@@ -315,9 +333,10 @@ def test_a_session_that_read_everything_sees_what_another_writer_did_since(store
     run(check())
 
 
-def test_a_copy_takes_its_own_adds_only_when_nothing_else_was_written(store, monkeypatch):
+def test_a_copy_takes_its_own_adds_and_sees_what_another_writer_did_after_them(store):
     async def check():
-        with FsstoreSession("own", store) as one, FsstoreSession("own", store) as two:
+        with FsstoreSession("own", store) as one, \
+                FsstoreSession("own", other_writer(store)) as two:
             await one.add_items(ITEMS[:3])
             assert await one.get_items() == ITEMS[:3]  # one has a copy now
             await one.add_items(ITEMS[3:4])            # taken into the copy
@@ -325,17 +344,9 @@ def test_a_copy_takes_its_own_adds_only_when_nothing_else_was_written(store, mon
             await two.clear_session()                  # a clear takes no seq
             await one.add_items(ITEMS[4:5])
             assert await one.get_items() == ITEMS[4:5]
-            # Another writer adds right after one's batch, before one looks again.
-            messages = one.session().messages
-            append_many = messages.append_many
-
-            def and_then_two(batch, **kwargs):
-                stored = append_many(batch, **kwargs)
-                two._add_items([ITEMS[6]])
-                return stored
-            monkeypatch.setattr(messages, "append_many", and_then_two)
             await one.add_items(ITEMS[5:6])
-            monkeypatch.undo()
+            # Another writer adds right after one's batch, before one looks again.
+            two.session().messages.append_many([item_message(ITEMS[6])])
             assert await one.get_items() == ITEMS[4:7]
             assert await one.get_items(limit=2) == ITEMS[5:7]
     run(check())
@@ -346,10 +357,12 @@ def test_a_limited_read_copies_only_the_newest_messages_and_sees_every_change(st
     model = list(items)
 
     async def check():
-        with FsstoreSession("long", store) as reader, FsstoreSession("long", store) as other:
+        with FsstoreSession("long", store) as reader, \
+                FsstoreSession("long", other_writer(store)) as other:
             await other.add_items(items)
             assert await reader.get_items(limit=10) == model[-10:]
-            assert len(reader._cache._texts) == 128  # the newest messages, not all 400
+            # The newest messages, eight more than asked for, not all 400.
+            assert len(reader._held.cache._texts) == 18
             for _ in range(3):
                 assert await other.pop_item() == model.pop()
             await other.add_items([{"role": "user", "content": "a"}])
@@ -425,6 +438,178 @@ def test_two_sessions_on_one_id_in_one_process_both_work(store):
             await two.add_items(ITEMS[:1])
             assert await one.get_items() == ITEMS[:1]
     run(check())
+
+
+def test_sessions_on_one_store_and_id_share_one_opened_session(store):
+    async def check():
+        with FsstoreSession("twin", store) as one, FsstoreSession("twin", store) as two, \
+                FsstoreSession("twin", other_writer(store)) as apart:
+            await one.add_items(ITEMS[:1])
+            assert await two.get_items() == await apart.get_items() == ITEMS[:1]
+            assert one.session() is two.session()
+            assert apart.session() is not one.session()
+    run(check())
+
+
+def test_a_session_let_go_is_kept_open_for_the_next_object_on_its_id(store):
+    async def check():
+        with FsstoreSession("again", store) as first:
+            await first.add_items(ITEMS[:2])
+            assert await first.get_items() == ITEMS[:2]
+            opened = first.session()
+        assert not opened.closed
+        with FsstoreSession("again", store) as second:
+            assert await second.get_items() == ITEMS[:2]
+            assert second.session() is opened
+        # Beyond IDLE sessions let go, the least recently used is closed.
+        for number in range(agents_pool.IDLE):
+            with FsstoreSession(f"other {number}", store) as other:
+                await other.add_items(ITEMS[:1])
+        assert opened.closed
+        with FsstoreSession("again", store) as third:
+            assert await third.get_items() == ITEMS[:2]
+    run(check())
+
+
+def test_a_session_collected_unclosed_lets_go(store):
+    async def use():
+        session = FsstoreSession("dropped", store)
+        await session.add_items(ITEMS[:1])
+        return session.session()
+    opened = run(use())
+    gc.collect()
+    assert not any(held.session is opened for held in agents_pool._in_use.values())
+    agents_pool.close_idle()
+    assert opened.closed
+
+
+def test_a_session_deleted_meanwhile_is_opened_afresh(store):
+    async def check():
+        with FsstoreSession("gone", store) as session:
+            await session.add_items(ITEMS[:2])
+            assert await session.get_items() == ITEMS[:2]
+            store.delete_session(session.fsstore_id)
+            assert await session.get_items() == []
+            await session.add_items(ITEMS[2:3])
+            assert await session.get_items() == ITEMS[2:3]
+            kept = session.session()
+        # Let go, then deleted and made again elsewhere: the idle one is not used.
+        store.delete_session(session.fsstore_id)
+        with FsstoreSession("gone", other_writer(store)) as elsewhere:
+            await elsewhere.add_items(ITEMS[3:4])
+        with FsstoreSession("gone", store) as later:
+            assert await later.get_items() == ITEMS[3:4]
+            await later.add_items(ITEMS[4:5])
+            assert later.session() is not kept
+        with FsstoreSession("gone", other_writer(store)) as check:
+            assert await check.get_items() == ITEMS[3:5]
+    run(check())
+
+
+def test_concurrent_add_items_go_to_the_log_as_one_batch(store, monkeypatch):
+    gate = threading.Event()
+    original = agents_module._add
+    batches = []
+
+    def first_waits(opened, messages):
+        gate.wait(30)
+        original(opened, messages)
+
+    async def check():
+        with FsstoreSession("group", store) as session:
+            await session.add_items(ITEMS[:1])  # opened
+            monkeypatch.setattr(agents_module, "_add", first_waits)
+            messages = session.session().messages
+            append_many = messages.append_many
+
+            def counted(batch, **kwargs):
+                batches.append(len(batch))
+                return append_many(batch, **kwargs)
+            monkeypatch.setattr(messages, "append_many", counted)
+            first = asyncio.ensure_future(session.add_items(batch("first", 0)))
+            await asyncio.sleep(0.05)  # its write waits at the gate
+            rest = asyncio.gather(*(session.add_items(batch(f"w{number}", 0))
+                                    for number in range(20)))
+            await asyncio.sleep(0.05)
+            gate.set()
+            await first
+            await rest
+            items = await session.get_items()
+        check_batches(items[1:], {"first": 1, **{f"w{number}": 1 for number in range(20)}})
+    run(check())
+    assert batches == [2, 40]  # the first alone, then the twenty queued behind it
+
+
+def test_a_refused_call_among_concurrent_ones_is_the_only_one_refused(tmp_path, monkeypatch):
+    store = fsstore.open_store(tmp_path / "small", max_record_bytes=4096)
+    gate = threading.Event()
+    original = agents_module._add
+
+    def first_waits(opened, messages):
+        gate.wait(30)
+        original(opened, messages)
+
+    async def check():
+        with FsstoreSession("refused", store) as session:
+            await session.add_items(ITEMS[:1])
+            monkeypatch.setattr(agents_module, "_add", first_waits)
+            first = asyncio.ensure_future(session.add_items(batch("first", 0)))
+            await asyncio.sleep(0.05)
+            calls = [batch("a", 0), [{"role": "user", "content": "x" * 10_000}],
+                     [{"role": "user", "content": object()}], batch("b", 0)]
+            rest = asyncio.gather(*(session.add_items(items) for items in calls),
+                                  return_exceptions=True)
+            await asyncio.sleep(0.05)
+            gate.set()
+            await first
+            results = await rest
+            assert results[0] is None and results[3] is None
+            assert isinstance(results[1], RecordTooLarge)
+            assert isinstance(results[2], InvalidMessage)
+            items = await session.get_items()
+        check_batches(items[1:], {"first": 1, "a": 1, "b": 1})
+    run(check())
+    agents_pool.close_idle()
+
+
+def add_after_fork(store) -> None:
+    async def main() -> None:
+        with FsstoreSession("forked", store) as session:
+            await session.add_items(batch("child", 0))
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_opens_the_session_for_itself(store):
+    async def parent_adds(number):
+        with FsstoreSession("forked", store) as session:
+            await session.add_items(batch("parent", number))
+    run(parent_adds(0))  # the parent holds the session open, idle
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            add_after_fork(store)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung")
+    assert os.waitstatus_to_exitcode(status) == 0
+    run(parent_adds(1))
+
+    async def read():
+        with FsstoreSession("forked", other_writer(store)) as session:
+            return await session.get_items()
+    check_batches(run(read()), {"parent": 2, "child": 1})
 
 
 def batch(writer: str, number: int, size: int = 2) -> list[dict]:
@@ -579,13 +764,13 @@ def test_long_random_calls_from_two_sessions_read_as_sqlite_session_does(
 def test_every_call_runs_its_blocking_part_off_the_event_loop(store, monkeypatch):
     loop_thread = threading.get_ident()
     seen = []
-    for name in ("_get_items", "_add_items", "_pop_item", "_clear"):
-        method = getattr(FsstoreSession, name)
+    for name in ("_read_items", "_add", "_pop", "_clear"):
+        function = getattr(agents_module, name)
 
-        def spy(self, *args, method=method, name=name):
+        def spy(*args, function=function, name=name):
             seen.append((name, threading.get_ident() != loop_thread))
-            return method(self, *args)
-        monkeypatch.setattr(FsstoreSession, name, spy)
+            return function(*args)
+        monkeypatch.setattr(agents_module, name, spy)
 
     async def check():
         with FsstoreSession("loop", store) as session:
@@ -594,21 +779,21 @@ def test_every_call_runs_its_blocking_part_off_the_event_loop(store, monkeypatch
             await session.pop_item()
             await session.clear_session()
     run(check())
-    assert seen == [("_add_items", True), ("_get_items", True), ("_pop_item", True),
+    assert seen == [("_add", True), ("_read_items", True), ("_pop", True),
                     ("_clear", True)]
 
 
-def test_a_cancelled_add_items_finishes_its_write_before_raising(store):
+def test_a_cancelled_add_items_finishes_its_write_before_raising(store, monkeypatch):
     gate = threading.Event()
-    original = FsstoreSession._add_items
+    original = agents_module._add
 
-    def slow(self, items):
+    def slow(opened, batch):
         gate.wait(30)
-        original(self, items)
+        original(opened, batch)
+    monkeypatch.setattr(agents_module, "_add", slow)
 
     async def check():
         with FsstoreSession("cancel", store) as session:
-            session._add_items = slow.__get__(session)
             task = asyncio.ensure_future(session.add_items(ITEMS[:1]))
             await asyncio.sleep(0.01)
             task.cancel()

@@ -61,6 +61,31 @@ def test_a_shared_writer_takes_the_lock_only_inside_a_write(store):
         assert _lock_is_free(store)
 
 
+def test_an_operation_holds_a_shared_sessions_lock_across_its_calls(store):
+    store.create_session("s").close()
+    with store.open_session("s", shared=True) as session:
+        with session.operation():
+            session.append({"kind": "note", "n": 1})
+            assert not _lock_is_free(store)  # no other writer between the two calls
+            session.append({"kind": "note", "n": 2})
+            with session.operation():  # re-entrant
+                assert session.head == 2
+        assert _lock_is_free(store)
+    with store.open_session("s") as exclusive, exclusive.operation():
+        exclusive.append({"kind": "note", "n": 3})  # the only writer: nothing to take
+
+
+def test_a_shared_writer_of_a_deleted_session_closes_quietly(store, caplog):
+    store.create_session("s").close()
+    session = store.open_session("s", shared=True)
+    session.messages.append({"role": "user", "parts": [{"type": "text", "text": "hi"}]})
+    store.delete_session("s")
+    with caplog.at_level("WARNING"):
+        session.close()
+    assert session.closed
+    assert caplog.records == []  # nothing of it is left to mark: no warning
+
+
 def test_write_methods_keep_their_names_docstrings_and_signatures():
     append = fsstore.Session.append
     assert append.__name__ == "append"

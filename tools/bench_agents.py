@@ -80,9 +80,15 @@ def add_rate(session: Any, items: list[dict[str, Any]],
     return len(items) / (time.perf_counter() - start)
 
 
-def first_read(name: str, folder: str, loop: asyncio.AbstractEventLoop, times: int) -> float:
+def first_read(name: str, folder: str, loop: asyncio.AbstractEventLoop, times: int,
+               store: Any = None) -> float:
     """Median ms of the first ``get_items(limit=50)`` of a session object just made on
-    contender ``name``'s session (made and closed untimed)."""
+    contender ``name``'s session (made and closed untimed): FsstoreSession's on
+    ``store`` (an open Store, as a server keeps one: the objects made before it left
+    their opened session and copy for the next), or on a Store object of its own each
+    time (as a new process does: opened and read afresh)."""
+    from fsstore.integrations import agents_pool
+
     samples = []
     for _ in range(times):
         if name == "SQLiteSession":
@@ -91,13 +97,30 @@ def first_read(name: str, folder: str, loop: asyncio.AbstractEventLoop, times: i
             from fsstore.integrations.agents import FsstoreSession
 
             durability, shared = CONTENDERS[name]
-            store = fsstore.open_store(os.path.join(folder, "fsstore"), durability=durability)
-            session = FsstoreSession("bench", store, shared=shared)
+            if store is None:
+                agents_pool.close_idle()  # nothing kept from the object before
+            own = store or fsstore.open_store(os.path.join(folder, "fsstore"),
+                                              durability=durability)
+            session = FsstoreSession("bench", own, shared=shared)
         start = time.perf_counter()
         loop.run_until_complete(session.get_items(limit=50))
         samples.append(time.perf_counter() - start)
         session.close()
     return statistics.median(samples) * 1000
+
+
+def concurrent_rate(session: Any, items: list[dict[str, Any]],
+                    loop: asyncio.AbstractEventLoop, width: int) -> float:
+    """Items a second, added by ``width`` concurrent ``add_items([item])`` calls at a
+    time (``asyncio.gather``), as the tasks of one process writing one session do."""
+    async def crowd(some: list[dict[str, Any]]) -> None:
+        await asyncio.gather(*(session.add_items([item]) for item in some))
+
+    gc.collect()
+    start = time.perf_counter()
+    for begin in range(0, len(items), width):
+        loop.run_until_complete(crowd(items[begin:begin + width]))
+    return len(items) / (time.perf_counter() - start)
 
 
 def read_after_adds(session: Any, items: list[dict[str, Any]],
@@ -134,12 +157,22 @@ def agents_rows(root: str, quick: bool) -> None:
             folders[name] = folder = tempfile.mkdtemp(dir=root)
             sessions[name] = open_contender(name, folder, held, loop)
         print(f"\nget_items(limit=50) at {SIZE:,} items, the first call of a session object "
-              f"just made (FsstoreSession: opening, then reading the newest messages into "
-              f"its copy), median ms of {fresh} objects")
+              f"just made, median ms of {fresh} objects; FsstoreSession on a Store of its "
+              "own each time (a new process: opening, then reading the newest messages)")
         first = {name: first_read(name, folders[name], loop, fresh) for name in names}
         for name in CONTENDERS:
             row(f"{name}: first get_items(limit=50)", f"{first[name]:.3f} ms",
                 ratio(first[name], first["SQLiteSession"], "SQLiteSession's time"))
+        row("  SQLiteSession: first get_items(limit=50)", f"{first['SQLiteSession']:.3f} ms")
+        print("\nThe same, each FsstoreSession made on one open Store (a server's object per "
+              "request: the session its predecessor opened is kept open for it)")
+        for name in CONTENDERS:
+            durability = CONTENDERS[name][0]
+            kept = fsstore.open_store(os.path.join(folders[name], "fsstore"),
+                                      durability=durability)
+            warm = first_read(name, folders[name], loop, fresh, kept)
+            row(f"{name}: first get_items(limit=50)", f"{warm:.3f} ms",
+                ratio(warm, first["SQLiteSession"], "SQLiteSession's time"))
         row("  SQLiteSession: first get_items(limit=50)", f"{first['SQLiteSession']:.3f} ms")
 
         print(f"\nget_items(limit=50) at {SIZE:,} items, median ms of {reads} calls (the "
@@ -187,6 +220,21 @@ def agents_rows(root: str, quick: bool) -> None:
             row(f"{name}: add_items([item])", f"{rate[name]:,.0f}/s",
                 ratio(rate[name], sqlite, "SQLiteSession"))
         row("  SQLiteSession: add_items([item])", f"{sqlite:,.0f}/s")
+
+        width = 20
+        print(f"\nadd_items([item]) by {width} concurrent calls at a time, {adds:,} items a "
+              f"lap, median of {laps} laps (FsstoreSession writes the calls queued behind "
+              "one write as one batch: one fdatasync)")
+        crowd: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(laps):
+            for name in names:
+                crowd[name].append(concurrent_rate(sessions[name], added, loop, width))
+        together = {name: statistics.median(values) for name, values in crowd.items()}
+        for name in CONTENDERS:
+            row(f"{name}: {width} concurrent add_items", f"{together[name]:,.0f}/s",
+                ratio(together[name], together["SQLiteSession"], "SQLiteSession"))
+        row(f"  SQLiteSession: {width} concurrent add_items",
+            f"{together['SQLiteSession']:,.0f}/s")
 
         # As a Runner with a limit reads: the read right after each add.
         print(f"\nget_items(limit=50) right after an add_items([item]), median ms of {adds} "

@@ -27,24 +27,27 @@ over the messages of one fsstore session (docs/INTEGRATIONS.md, "OpenAI Agents S
   metadata (``{"framework": "openai-agents", "framework_id": id}``);
   :func:`agent_sessions` lists them.
 - **Several writers.** The fsstore session is opened shared (``open_session(...,
-  shared=True)``): two ``FsstoreSession`` objects on one id, in one process or in
-  several, write in turn, each write one operation under the session's mutex.
-- **Reads.** An FsstoreSession keeps the texts of the items it read (the newest
-  messages, or all of them once it read the whole session) and brings them up to date
-  before each read through the session's revision and message index
-  (``agents_cache.py``): a ``Runner`` reads the session at every turn.
-- **The event loop.** Each call runs its blocking part in a worker thread
-  (``asyncio.to_thread``); a write that was started finishes even if the caller is
-  cancelled, and the cancellation is raised after it (as ``SQLiteSession`` does).
+  shared=True)``): processes write in turn, each write one operation under the
+  session's mutex. Within a process, the objects on one id share one opened session,
+  its copy of the items read and its queue of writes, which writes concurrent
+  ``add_items`` calls as one batch (``agents_pool.py``).
+- **Reads.** The items read are kept as JSON texts and brought up to date before each
+  read through the session's revision and message index (``agents_cache.py``): a
+  ``Runner`` reads the session at every turn.
+- **The event loop.** Each call runs its blocking part in a worker thread; a write
+  that was started finishes even if the caller is cancelled, and the cancellation is
+  raised after it (as ``SQLiteSession`` does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import threading
-from collections.abc import Awaitable, Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -56,10 +59,7 @@ from agents.memory.session_settings import (
 )
 
 from ..convert import from_openai_responses, to_openai_responses
-from ..errors import (
-    InvalidMessage,
-    SessionClosed,
-)
+from ..errors import InvalidMessage, SessionClosed, SessionNotFound
 from ..log_writer import Durability
 from ..message_types import (
     Message,
@@ -70,8 +70,9 @@ from ..message_types import (
 )
 from ..session import Session
 from ..store import Store, open_store
+from . import agents_pool
 from ._ids import ensure_session, session_id_for
-from .agents_cache import ItemCache
+from .agents_pool import Opened
 
 __all__ = ["FRAMEWORK", "ITEM_KEY", "KIND", "FsstoreSession", "agent_sessions",
            "item_message", "items_of", "message_items", "session_id_for"]
@@ -205,15 +206,18 @@ class FsstoreSession:
     or the path of one (created if missing). The fsstore session
     (:func:`session_id_for` ``("agents", session_id)``) is created by the first
     ``add_items`` (reads of an id that has none create nothing), and opened shared:
-    other ``FsstoreSession`` objects and processes write in turn, waiting up to
-    ``lock_timeout`` seconds (default 10) for each other. ``shared=False`` opens it
-    exclusively instead, for one writer that holds it until :meth:`close`.
-    ``durability`` as for ``open_session`` (a shared session takes ``"flush"`` or
-    ``"fsync"``); ``session_settings`` (a ``SessionSettings`` or a dict of its fields)
-    gives the default ``limit`` of :meth:`get_items`, as for ``SQLiteSession``.
+    other processes write in turn, waiting up to ``lock_timeout`` seconds (default 10)
+    for each other, and the FsstoreSession objects of one process on one id share one
+    opened session, its copy of the items read and its queue of writes
+    (``agents_pool.py``). ``shared=False`` opens it exclusively instead, for one writer
+    that holds it until :meth:`close`. ``durability`` as for ``open_session`` (a shared
+    session takes ``"flush"`` or ``"fsync"``); ``session_settings`` (a
+    ``SessionSettings`` or a dict of its fields) gives the default ``limit`` of
+    :meth:`get_items`, as for ``SQLiteSession``.
 
     Nothing is opened until the first call, in a worker thread: building one blocks
-    nothing. Close it with :meth:`close` (or ``with``)."""
+    nothing. Close it with :meth:`close` (or ``with``); one that is collected unclosed
+    lets go of its session then."""
 
     session_settings: SessionSettings | None = None
 
@@ -233,11 +237,10 @@ class FsstoreSession:
         self._shared = shared
         self._durability = durability
         self._lock_timeout = lock_timeout
-        self._session: Session | None = None
+        self._held: Opened | None = None
+        self._let_go: weakref.finalize[Any, FsstoreSession] | None = None
         self._open_lock = threading.Lock()
         self._closed = False
-        #: The items read so far, kept up to date (agents_cache.py).
-        self._cache = ItemCache(_item_texts)
 
     def __repr__(self) -> str:
         return f"<fsstore FsstoreSession {self.session_id!r} -> {self.fsstore_id!r}>"
@@ -258,52 +261,40 @@ class FsstoreSession:
         if not items:
             return
         batch = list(items)  # the caller's list may change once this returns
-        await _finish(asyncio.to_thread(self._add_items, batch))
+
+        def prepare() -> list[Message]:
+            return [item_message(item, position) for position, item in enumerate(batch)]
+
+        await self._write(_add, prepare)
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Delete the newest item (a tombstone: the history keeps it) and return it;
         None when the session is empty."""
-        return await _finish(asyncio.to_thread(self._pop_item))
+        return await self._write(_pop, create=False)
 
     async def clear_session(self) -> None:
         """Remove every item: the session's log is cleared (``Session.clear``)."""
-        await _finish(asyncio.to_thread(self._clear))
+        await self._write(_clear, create=False)
 
     # --- the rest ---
 
     def session(self) -> Session:
         """The fsstore session the items are in, opened (and created) if need be. It
         blocks: call it from a worker thread in async code."""
-        session = self._opened(create=True)
-        assert session is not None
-        return session
-
-    def _opened(self, *, create: bool) -> Session | None:
-        """The fsstore session, opened if need be; when it does not exist yet, created
-        (``create``: a write) or None (a read: reading creates nothing)."""
-        with self._open_lock:
-            self._check_open()
-            if self._session is None:
-                store = self._store_object()
-                if not create and not store.has_session(self.fsstore_id):
-                    return None
-                self._session = self._open(store)
-            return self._session
-
-    def _store_object(self) -> Store:
-        if not isinstance(self._store, Store):
-            self._store = open_store(self._store)
-        return self._store
+        opened = self._opened(create=True)
+        assert opened is not None
+        return opened.session
 
     def close(self) -> None:
-        """Close the fsstore session (and nothing else: a store given by the caller
-        stays open). Later calls raise SessionClosed."""
+        """Let go of the fsstore session: an exclusive one is closed; a shared one is
+        kept open a while for the next FsstoreSession on this id in this process
+        (``agents_pool.py``). A store given by the caller stays open. Later calls raise
+        SessionClosed."""
         with self._open_lock:
             self._closed = True
-            session, self._session = self._session, None
-        self._cache.forget()
-        if session is not None:
-            session.close()
+            self._held, let_go, self._let_go = None, self._let_go, None
+        if let_go is not None:
+            let_go()
 
     def __enter__(self) -> FsstoreSession:
         return self
@@ -311,46 +302,119 @@ class FsstoreSession:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # --- how (each in a worker thread) ---
+    # --- how ---
 
     def _check_open(self) -> None:
         if self._closed:
             raise SessionClosed(f"FsstoreSession {self.session_id!r} (fsstore session "
                                 f"{self.fsstore_id!r}) is closed: make a new one")
 
-    def _open(self, store: Store) -> Session:
-        ensure_session(store, self.fsstore_id,
-                       metadata={"framework": FRAMEWORK, "framework_id": self.session_id})
-        return store.open_session(self.fsstore_id, durability=self._durability,
-                                  lock_timeout=self._lock_timeout, shared=self._shared)
+    def _opened(self, *, create: bool) -> Opened | None:
+        """The opened session, taken if need be (blocks); when the fsstore session does
+        not exist yet, created (``create``: a write) or None (a read creates nothing)."""
+        with self._open_lock:
+            self._check_open()
+            if self._held is None:
+                store = self._store_object()
+                if not create and not store.has_session(self.fsstore_id):
+                    return None
+                self._held = self._take(store)
+            return self._held
+
+    def _store_object(self) -> Store:
+        if not isinstance(self._store, Store):
+            self._store = open_store(self._store)
+        return self._store
+
+    def _take(self, store: Store) -> Opened:
+        def open_session() -> Session:
+            ensure_session(store, self.fsstore_id, metadata={
+                "framework": FRAMEWORK, "framework_id": self.session_id})
+            return store.open_session(self.fsstore_id, durability=self._durability,
+                                      lock_timeout=self._lock_timeout, shared=self._shared)
+
+        if self._shared:
+            key = (store, self.fsstore_id, self._durability, self._lock_timeout)
+            opened = agents_pool.take(key, open_session, _item_texts)
+            self._let_go = weakref.finalize(self, agents_pool.give_back, opened)
+        else:
+            opened = Opened(None, open_session(), _item_texts)
+            self._let_go = weakref.finalize(self, opened.session.close)
+        return opened
+
+    def _forget(self, opened: Opened) -> None:
+        """``opened`` names a session that was deleted: the next call opens afresh."""
+        agents_pool.discard(opened)
+        with self._open_lock:
+            if self._held is opened:
+                self._held, let_go, self._let_go = None, self._let_go, None
+            else:
+                let_go = None
+        if let_go is not None:
+            let_go()
+
+    async def _write(self, run: Callable[[Opened, list[Message] | None], _T],
+                     prepare: Callable[[], list[Message]] | None = None, *,
+                     create: bool = True) -> _T:
+        """Queue one write on the opened session (opened first in a worker thread, the
+        first time) and await it; a session deleted meanwhile is opened afresh once."""
+        for attempt in range(2):
+            opened = self._held
+            if opened is None:
+                opened = await asyncio.to_thread(self._opened, create=create)
+                if opened is None:
+                    return None  # type: ignore[return-value]  # no session: nothing to pop
+            future = opened.submit(functools.partial(run, opened), prepare)
+            try:
+                return await _finish(asyncio.wrap_future(future))
+            except SessionNotFound:
+                if attempt:
+                    raise
+                self._forget(opened)
+        raise AssertionError("unreachable")
 
     def _get_items(self, limit: int | None) -> list[Any]:
-        session = self._opened(create=False)
-        if session is None:
-            return []
-        messages = session.messages
-        if limit == 0:
-            return []
-        if limit is not None and limit < 0:  # SQLite's LIMIT takes a negative one as none
-            limit = None
-        texts = self._cache.texts(session, limit)
-        if texts is not None:
-            return [_decode_text(text) for text in texts]
-        if limit is None:
-            return items_of(messages.all())
-        # Each message holds one item, unless it was written another way: read more
-        # messages while those give too few.
-        window = limit
-        while True:
-            found = messages.last(window)
-            items = items_of(found)
-            if len(items) >= limit or len(found) < window:
-                return items[-limit:]
-            window *= 2
+        for attempt in range(2):
+            opened = self._opened(create=False)
+            if opened is None or limit == 0:
+                return []
+            try:
+                return _read_items(opened, limit)
+            except SessionNotFound:
+                if attempt:
+                    raise
+                self._forget(opened)
+        raise AssertionError("unreachable")
 
-    def _add_items(self, items: list[Any]) -> None:
-        batch = [item_message(item, position) for position, item in enumerate(items)]
-        session = self.session()
+
+def _read_items(opened: Opened, limit: int | None) -> list[Any]:
+    if limit is not None and limit < 0:  # SQLite's LIMIT takes a negative one as none
+        limit = None
+    session = opened.session
+    with session.operation():  # one catch-up with other writers for all the copy reads
+        texts = opened.cache.texts(session, limit)
+    if texts is not None:
+        return [_decode_text(text) for text in texts]
+    messages = session.messages
+    if limit is None:
+        return items_of(messages.all())
+    # Each message holds one item, unless it was written another way: read more
+    # messages while those give too few.
+    window = limit
+    while True:
+        found = messages.last(window)
+        items = items_of(found)
+        if len(items) >= limit or len(found) < window:
+            return items[-limit:]
+        window *= 2
+
+
+def _add(opened: Opened, batch: list[Message] | None) -> None:
+    assert batch is not None
+    session = opened.session
+    # One operation: the copy learns of the batch with nothing of another writer's
+    # between them, and without a catch-up of its own.
+    with session.operation():
         try:
             stored = session.messages.append_many(batch)
         except InvalidMessage as exc:
@@ -359,42 +423,38 @@ class FsstoreSession:
             # A tool result whose call the session does not hold (popped, cleared, or
             # never added): the SDK stores it anyway, so it is stored as an orphan.
             stored = session.messages.append_many([_as_orphans(message) for message in batch])
-        self._cache.appended(session, stored)
+        opened.cache.appended(session, stored)
 
-    def _pop_item(self) -> Any:
-        session = self._opened(create=False)
-        if session is None:
+
+def _pop(opened: Opened, _: list[Message] | None) -> Any:
+    messages = opened.session.messages
+    while True:
+        popped = messages.pop()
+        if popped is None:
             return None
-        messages = session.messages
-        while True:
-            popped = messages.pop()
-            if popped is None:
-                return None
-            self._cache.popped(str(popped.id))
-            items = message_items(popped)
-            if items:  # a message written another way may convert to no item
-                return items[-1]
-
-    def _clear(self) -> None:
-        session = self._opened(create=False)
-        if session is not None:
-            session.clear()
-            self._cache.forget()
+        opened.cache.popped(str(popped.id))
+        items = message_items(popped)
+        if items:  # a message written another way may convert to no item
+            return items[-1]
 
 
-async def _finish(awaitable: Awaitable[_T]) -> _T:
+def _clear(opened: Opened, _: list[Message] | None) -> None:
+    opened.session.clear()
+    opened.cache.forget()
+
+
+async def _finish(future: asyncio.Future[_T]) -> _T:
     """Await a write to its end even when the caller is cancelled meanwhile (its worker
     thread goes on regardless), then raise the cancellation: the caller never sees a
     cancelled write that then lands."""
-    task = asyncio.ensure_future(awaitable)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError as exc:
-            cancelled = cancelled or exc
-    if cancelled is not None:
-        if not task.cancelled():
-            task.exception()  # retrieved, so that it is not reported as never retrieved
-        raise cancelled
-    return task.result()
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.wait({future})
+            except asyncio.CancelledError:
+                pass
+        if not future.cancelled():
+            future.exception()  # retrieved, so that it is not reported as never retrieved
+        raise

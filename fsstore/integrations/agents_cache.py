@@ -24,9 +24,9 @@ up to date, at a cost that follows what changed:
   never edits, but another writer of the session's messages may. Such an edit is seen
   once the copy is read again (after any delete or clear, or by a new FsstoreSession).
 
-A read of the last ``n`` items reads only the newest messages into the copy (twice as
-many as asked, at least 64, more while they give too few items), so a limited read of
-a long session never reads all of it. Every read decodes the texts anew, so callers get
+A read of the last ``n`` items reads only the newest messages into the copy (eight more
+than asked, twice as many while they give too few items), so a limited read of a long
+session never reads all of it. Every read decodes the texts anew, so callers get
 objects of their own, as from ``SQLiteSession``. A copy holds at most ``LIMIT``
 messages: a longer session's whole reads are not kept.
 """
@@ -43,8 +43,9 @@ from ..turns import Revision
 
 #: Messages a copy may hold.
 LIMIT = 50_000
-#: Fewest messages a limited read puts in the copy.
-_FIRST_WINDOW = 64
+#: Messages beyond those asked for that a limited read puts in the copy, so that a few
+#: pops do not send the next read back to the log.
+_SLACK = 8
 
 
 class ItemCache:
@@ -129,12 +130,12 @@ class ItemCache:
         messages' holding ``n`` items; None when a whole read disagrees with the count
         read before it (a message came or went meanwhile)."""
         messages = session.messages
-        if n is None or count <= 2 * max(n, _FIRST_WINDOW):
+        window = n + _SLACK if n is not None else count
+        if n is None or count <= window:
             everything = messages.all()
             if len(everything) != count:
                 return None
             return [(str(m.id), self._texts_of(m)) for m in everything]
-        window = 2 * max(n, _FIRST_WINDOW)
         while True:
             newest = messages.last(window)
             found = [(str(m.id), self._texts_of(m)) for m in newest]
