@@ -24,6 +24,7 @@ from langgraph.checkpoint.conformance.test_utils import (  # noqa: E402
     generate_config,
     generate_metadata,
 )
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.graph.message import add_messages  # noqa: E402
 from langgraph.types import Command, interrupt  # noqa: E402
@@ -200,6 +201,92 @@ def test_a_list_changed_other_than_by_appending_is_stored_whole(saver):
     assert ["base" in r for r in stored] == [False, False]
     assert saver.get_tuple(generate_config("t")).checkpoint["channel_values"] == {
         "items": [1, 9, 3, 4]}
+
+
+def test_a_message_a_node_changes_in_place_is_stored_changed_and_history_kept(tmp_path):
+    def edit_first(state: State) -> State:
+        state["messages"][0].content += "+edited"  # in place: discouraged, but legal
+        return {"messages": [AIMessage("reply")]}
+
+    builder = StateGraph(State)
+    builder.add_node("edit", edit_first)
+    builder.add_edge(START, "edit")
+    builder.add_edge("edit", END)
+    config = {"configurable": {"thread_id": "t"}}
+
+    def history(saver: Any) -> list[list[str]]:
+        graph = builder.compile(checkpointer=saver)
+        return [contents(snapshot.values) if snapshot.values else []
+                for snapshot in graph.get_state_history(config)]
+
+    seen = []
+    for saver in (InMemorySaver(), FsstoreSaver(tmp_path / "store")):
+        graph = builder.compile(checkpointer=saver)
+        # durability="sync": each checkpoint is saved before the next node runs (with
+        # "async", a node may change a message while a slower saver still writes it).
+        graph.invoke({"messages": [HumanMessage("hi", id="h1")]}, config, durability="sync")
+        graph.invoke({"messages": [HumanMessage("again", id="h2")]}, config,
+                     durability="sync")
+        seen.append(history(saver))
+        if isinstance(saver, FsstoreSaver):
+            saver.close()
+    assert seen[0][0] == ["hi+edited+edited", "reply", "again", "reply"]
+    assert seen[1] == seen[0]
+    with FsstoreSaver(tmp_path / "store") as reopened:
+        assert history(reopened) == seen[0]
+
+
+def test_a_value_read_back_and_changed_in_place_changes_nothing_stored(saver):
+    messages = [HumanMessage("one", id="1"), AIMessage("two", id="2")]
+    parent = put(saver, "t", {"messages": list(messages)}, {"messages": "1"})
+    read = saver.get_tuple(generate_config("t")).checkpoint["channel_values"]["messages"]
+    read[1].additional_kwargs["nested"] = ["changed"]  # inside a field: still its own
+    again = saver.get_tuple(generate_config("t")).checkpoint["channel_values"]["messages"]
+    assert again == messages
+    read[1].additional_kwargs.clear()
+    read[0].content = "changed by the caller"
+    put(saver, "t", {"messages": read + [HumanMessage("three", id="3")]}, {"messages": "2"},
+        parent=parent)
+    history = [t.checkpoint["channel_values"]["messages"] for t in saver.list(
+        generate_config("t"))]
+    assert [m.content for m in history[1]] == ["one", "two"]
+    assert [m.content for m in history[0]] == ["changed by the caller", "two", "three"]
+    with FsstoreSaver(saver.store.path) as fresh:
+        assert [[m.content for m in t.checkpoint["channel_values"]["messages"]]
+                for t in fresh.list(generate_config("t"))] == [
+            ["changed by the caller", "two", "three"], ["one", "two"]]
+
+
+def test_a_list_that_equals_its_base_only_loosely_is_stored_whole(saver):
+    parent = put(saver, "t", {"xs": [True, 1.0, -0.0, {"b": 2, "a": 1}]}, {"xs": "1"})
+    grown = [1, 1, 0.0, {"a": 1, "b": 2}, "new"]  # == the base plus one, but not alike
+    put(saver, "t", {"xs": grown}, {"xs": "2"}, parent=parent)
+    assert ["base" in r for r in records(saver, "t", "langgraph.value")] == [False, False]
+    with FsstoreSaver(saver.store.path) as fresh:
+        read = fresh.get_tuple(generate_config("t")).checkpoint["channel_values"]["xs"]
+    assert [type(x) for x in read] == [int, int, float, dict, str]
+    assert list(read[3]) == ["a", "b"] and str(read[2]) == "0.0"
+
+
+def test_an_entrypoint_given_a_list_runs_twice_on_one_thread(saver):
+    from langgraph.func import entrypoint
+
+    @entrypoint(checkpointer=saver)
+    def echo(items: list[str]) -> list[str]:
+        return items
+
+    config = {"configurable": {"thread_id": "t"}}
+    assert echo.invoke(["a"], config) == ["a"]
+    assert echo.invoke(["a", "b"], config) == ["a", "b"]  # its input's base was empty
+
+
+def test_list_of_every_thread_is_newest_first_across_threads(saver):
+    for thread_id in ("zzz-old", "aaa-old", "zzz-new", "aaa-new"):
+        put(saver, thread_id, {"x": 1}, {"x": "1"})
+    listed = [t.config["configurable"]["thread_id"] for t in saver.list(None)]
+    assert listed == ["aaa-new", "zzz-new", "aaa-old", "zzz-old"]
+    assert [t.config["configurable"]["thread_id"] for t in saver.list(None, limit=2)] == [
+        "aaa-new", "zzz-new"]
 
 
 def test_each_channel_value_is_stored_once_per_version(saver):

@@ -6,10 +6,11 @@ None of them ever reaches a path. Each maps to ``KIND-READABLE-DIGEST``: the ada
 kind (``lg-thread``, ``agents``, ``lc-chat``, ...), up to 40 characters of the id with
 every run of characters a session id cannot hold made ``_`` (for a person reading
 ``fsstore ls``), and the first 32 hex digits of SHA-256 over the kind, a NUL and the id
-(UTF-8; lone surrogates kept as they are), so two ids, or one id of two kinds, never
-share a session unless their digests collide. The id itself is kept in the session's
-metadata, ``{"framework": ..., "framework_id": ...}``, which is how listings find it
-(docs/INTEGRATIONS.md).
+(UTF-8), so two ids, or one id of two kinds, never share a session unless their
+digests collide. The id itself is kept in the session's metadata, ``{"framework": ...,
+"framework_id": ...}``, which is how listings find it (docs/INTEGRATIONS.md). An id
+holding a lone surrogate (not text UTF-8 can hold) still maps to a digest, but metadata
+cannot keep it: making its session raises InvalidMetadata, and nothing is written.
 """
 
 from __future__ import annotations

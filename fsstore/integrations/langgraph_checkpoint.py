@@ -16,7 +16,9 @@ never deserializes it; only the configured serializer does.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
+import math
 import os
 import random
 import threading
@@ -39,6 +41,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from pydantic import BaseModel
 
 from .. import layout
 from ..errors import CorruptionError, InvalidSetting, SessionExists, SessionNotFound
@@ -159,15 +162,65 @@ def session_title(kind: str, framework_id: str) -> str:
 
 
 def _starts_with(value: list[Any], items: list[Any], length: int) -> bool:
-    """Whether ``value`` is ``items[:length]`` followed by more items (compared by
-    identity first: LangGraph's reducers keep the old items' objects)."""
+    """Whether ``value`` is ``items[:length]`` followed by more items. ``items`` are the
+    saver's own decoded copies (never handed to a caller), so an item the caller changed
+    in place compares unlike its stored version; :func:`_same` is strict about types."""
     if len(value) < length:
         return False
     try:
-        return all(a is b or bool(a == b) for a, b in zip(
-            itertools.islice(items, length), value, strict=False))
+        return all(map(_same, itertools.islice(items, length), value))
     except Exception:  # items whose == raises or is not a bool (numpy arrays): store whole
         return False
+
+
+_SCALARS = (str, bytes, int, bool, type(None))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether ``b`` reads back as ``a`` would: ``==`` that also tells ``True`` from
+    ``1``, ``1.0`` from ``1``, ``-0.0`` from ``0.0`` and the key orders of dicts apart,
+    in lists, tuples and dicts at any depth. Other objects (LangChain's messages, which
+    are pydantic models, among them) must be of one type and ``==``."""
+    if a is b:
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind in _SCALARS:
+        return bool(a == b)
+    if kind is float:
+        return (a == b and math.copysign(1.0, a) == math.copysign(1.0, b)) or (
+            a != a and b != b)
+    if kind is list or kind is tuple:
+        return len(a) == len(b) and all(map(_same, a, b))
+    if kind is dict:
+        return (len(a) == len(b) and all(map(_same, a, b))
+                and all(_same(a[key], b[key]) for key in a))
+    return bool(a == b)
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a decoded value sharing nothing that can change with it: what
+    ``copy.deepcopy`` gives, in about two thirds of its time for LangChain's messages
+    (pydantic models of plain data: each copied with ``model_copy``, then its fields).
+    A decoded value holds no object twice, so no memo is needed."""
+    kind = type(value)
+    if kind in _SCALARS or kind is float:
+        return value
+    if kind is list:
+        return [_copied(item) for item in value]
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is tuple:
+        return tuple(_copied(item) for item in value)
+    if isinstance(value, BaseModel):
+        copy_ = value.model_copy()
+        fields = copy_.__dict__
+        for name, item in fields.items():
+            if type(item) not in _SCALARS:
+                fields[name] = _copied(item)
+        return copy_
+    return copy.deepcopy(value)
 
 
 def _grow(items: list[Any], length: int, tail: list[Any]) -> list[Any]:
@@ -330,14 +383,30 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
     # --- values ---
 
     def _resolve(self, thread: _Thread, ns: str, channel: str, version: Any) -> Any:
-        """The value of ``channel`` at ``version`` (a list of its own: the caller may
-        change it)."""
+        """The value of ``channel`` at ``version``: objects of the caller's own, which it
+        may change in place (LangGraph hands them to nodes) without changing what the
+        saver keeps or compares the next version with."""
         entry = self._decoded(thread, ns, channel, version)
-        if entry is None:
-            value = thread.values[(ns, channel, version)]
+        value = thread.values[(ns, channel, version)]
+        if entry is None or not value.extends:
             return self.serde.loads_typed((value.type, value.data))
         items, length = entry
-        return items[:length]
+        try:
+            return [_copied(item) for item in itertools.islice(items, length)]
+        except Exception:  # an object deepcopy cannot copy: rebuild from the log's bytes
+            return self._rebuilt(thread, ns, channel, version)
+
+    def _rebuilt(self, thread: _Thread, ns: str, channel: str, version: Any) -> list[Any]:
+        """The list value at ``version`` decoded afresh from its stored tails."""
+        tails = []
+        value = thread.values[(ns, channel, version)]
+        while value.extends:
+            tails.append(value)
+            value = thread.values[(ns, channel, value.base)]
+        items: list[Any] = self.serde.loads_typed((value.type, value.data))
+        for tail in reversed(tails):
+            items.extend(self.serde.loads_typed((tail.type, tail.data)))
+        return items
 
     def _decoded(self, thread: _Thread, ns: str, channel: str,
                  version: Any) -> tuple[list[Any], int] | None:
@@ -390,27 +459,32 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
                       value: Any, parent: _Checkpoint | None) -> dict[str, Any]:
         record: dict[str, Any] = {"kind": VALUE, "ns": ns, "ch": channel, "v": version}
         base = None if parent is None else parent.versions.get(channel)
-        if (type(value) is list and base is not None and base != version
-                and (ns, channel, base) in thread.values and self.tails_ok is not False):
+        stored = None if base is None else thread.values.get((ns, channel, base))
+        if (type(value) is list and stored is not None and stored.type != "empty"
+                and base != version and self.tails_ok is not False):
             entry = self._decoded(thread, ns, channel, base)
             if entry is not None and _starts_with(value, *entry):
                 items, length = entry
                 tail = value[length:]
                 type_, data = self.serde.dumps_typed(tail)
+                # The saver keeps what the log will hold, decoded: never the caller's
+                # objects, which it may change in place after this put.
+                back = self.serde.loads_typed((type_, data))
                 if self.tails_ok is None:
                     # Whether this serializer reads a list back as the same list: only
                     # then can a value be rebuilt from its tails.
-                    back = self.serde.loads_typed((type_, data))
                     self.tails_ok = (isinstance(back, list) and len(back) == len(tail)
                                      and _starts_with(back, tail, len(tail)))
                 if self.tails_ok:
                     record.update(t=type_, b=data, base=base)
-                    items = _grow(items, length, tail)
+                    items = _grow(items, length, back)
                     thread.remember((ns, channel, version), items, len(items))
                     return record
         type_, data = self.serde.dumps_typed(value)
         if type(value) is list:
-            thread.remember((ns, channel, version), list(value), len(value))
+            back = self.serde.loads_typed((type_, data))
+            if isinstance(back, list):
+                thread.remember((ns, channel, version), back, len(back))
         record.update(t=type_, b=data)
         return record
 
@@ -476,25 +550,28 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         with self.lock:
             thread_ids = ([str(configurable["thread_id"])] if config
                           else self._thread_ids())
-            found: list[CheckpointTuple] = []
+            # Newest first across threads too: checkpoint ids are time-ordered (uuid6).
+            rows: list[tuple[str, str, str]] = []
             for thread_id in thread_ids:
-                if limit is not None and len(found) >= limit:
-                    break
                 thread = self._thread(thread_id, create=False)
                 if thread is None:
                     continue
-                rows = [(cid, ns) for ns, by_id in thread.checkpoints.items()
-                        if ns_only is None or ns == ns_only for cid in by_id]
-                for cid, ns in sorted(rows, reverse=True):
-                    if limit is not None and len(found) >= limit:
-                        break
-                    if (cid_only and cid != cid_only) or (before_id and cid >= before_id):
+                rows.extend((cid, thread_id, ns) for ns, by_id in thread.checkpoints.items()
+                            if ns_only is None or ns == ns_only for cid in by_id
+                            if not (cid_only and cid != cid_only)
+                            and not (before_id and cid >= before_id))
+            found: list[CheckpointTuple] = []
+            for cid, thread_id, ns in sorted(rows, reverse=True):
+                if limit is not None and len(found) >= limit:
+                    break
+                thread = self._thread(thread_id, create=False)
+                if thread is None or cid not in thread.checkpoints.get(ns, {}):
+                    continue  # deleted meanwhile, by another process
+                if filter:
+                    metadata = self.serde.loads_typed(thread.checkpoints[ns][cid].meta)
+                    if not all(metadata.get(k) == v for k, v in filter.items()):
                         continue
-                    if filter:
-                        metadata = self.serde.loads_typed(thread.checkpoints[ns][cid].meta)
-                        if not all(metadata.get(k) == v for k, v in filter.items()):
-                            continue
-                    found.append(self._tuple(thread, ns, cid))
+                found.append(self._tuple(thread, ns, cid))
         yield from found
 
     # --- writes ---
