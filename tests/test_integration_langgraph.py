@@ -335,6 +335,21 @@ def test_a_repeated_task_write_is_stored_once_and_special_channels_replace(saver
                                      ("task-2", INTERRUPT, "ask")])
 
 
+def test_a_task_write_another_saver_stored_meanwhile_is_not_stored_again(tmp_path):
+    with FsstoreSaver(tmp_path / "s") as one, FsstoreSaver(tmp_path / "s") as two:
+        config = put(one, "t", {}, {})
+        dumps = one.serde.dumps_typed
+
+        def and_meanwhile(value: Any) -> Any:
+            if value == "mine":  # the other saver stores the same (task, idx) first
+                two.put_writes(config, [("a", "theirs")], "task-1")
+            return dumps(value)
+        one.serde.dumps_typed = and_meanwhile
+        one.put_writes(config, [("a", "mine")], "task-1")
+        assert len(records(one, "t", "langgraph.writes")) == 1
+        assert one.get_tuple(config).pending_writes == [("task-1", "a", "theirs")]
+
+
 # --- thread ids ---
 
 @pytest.mark.parametrize("thread_id", ["../../etc/passwd", "a/b:c", "NUL", "\x00", "é" * 300])

@@ -639,20 +639,23 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         thread_id = str(configurable["thread_id"])
         ns = configurable.get("checkpoint_ns", "")
         cid = configurable["checkpoint_id"]
+        serialized = [(WRITES_IDX_MAP.get(channel, idx), channel, *self.serde.dumps_typed(value))
+                      for idx, (channel, value) in enumerate(writes)]
         with self.lock:
             thread = self._thread(thread_id, create=True)
             assert thread is not None
-            stored = thread.writes.get((ns, cid), {})
-            entries = []
-            for idx, (channel, value) in enumerate(writes):
-                index = WRITES_IDX_MAP.get(channel, idx)
-                if index >= 0 and (task_id, index) in stored:
-                    continue
-                type_, data = self.serde.dumps_typed(value)
-                entries.append([index, channel, type_, data])
-            if entries:
-                self._append(thread, [{"kind": WRITES, "ns": ns, "cp": cid, "task": task_id,
-                                       "path": task_path, "w": entries}])
+            # The check and the append are one operation under the session's mutex: a
+            # write another process stored meanwhile is seen, and not stored again.
+            with thread.session.operation():
+                self._catch_up(thread)
+                stored = thread.writes.get((ns, cid), {})
+                entries = [[index, channel, type_, data]
+                           for index, channel, type_, data in serialized
+                           if index < 0 or (task_id, index) not in stored]
+                if entries:
+                    self._append(thread, [{"kind": WRITES, "ns": ns, "cp": cid,
+                                           "task": task_id, "path": task_path,
+                                           "w": entries}])
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete the thread: its whole session folder."""
