@@ -289,6 +289,28 @@ def test_list_of_every_thread_is_newest_first_across_threads(saver):
         "aaa-new", "zzz-new"]
 
 
+def test_value_bytes_beyond_the_budget_are_read_back_from_the_log(saver, monkeypatch):
+    from fsstore.integrations import langgraph_checkpoint
+
+    monkeypatch.setattr(langgraph_checkpoint, "_HELD_BYTES", 50_000)
+    states = [{"step": step, "blob": "x" * 20_000 + str(step)} for step in range(8)]
+    parent = None
+    for step, state in enumerate(states):
+        parent = put(saver, "t", {"state": state, "log": [f"m{n}" for n in range(step + 1)]},
+                     {"state": str(step + 1), "log": str(step + 1)}, parent=parent)
+    thread = saver.threads["t"]
+    assert thread.held_bytes <= 50_000 + 21_000  # the budget, and the newest value
+    history = [t.checkpoint["channel_values"] for t in saver.list(generate_config("t"))]
+    assert [h["state"] for h in history] == states[::-1]
+    assert [h["log"] for h in history] == [[f"m{n}" for n in range(k)]
+                                           for k in range(8, 0, -1)]
+    assert thread.held_bytes <= 50_000 + 21_000
+    with FsstoreSaver(saver.store.path) as fresh:  # a log read from the start
+        assert [t.checkpoint["channel_values"] for t in fresh.list(
+            generate_config("t"))] == history
+        assert fresh.threads["t"].held_bytes <= 50_000 + 21_000
+
+
 def test_each_channel_value_is_stored_once_per_version(saver):
     config = generate_config("t")
     checkpoint = generate_checkpoint(channel_values={"a": "A", "b": "B"})

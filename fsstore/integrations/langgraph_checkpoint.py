@@ -63,6 +63,9 @@ DELETE = "langgraph.delete"
 
 _MAX_THREADS = 64  # threads whose index (and shared session handle) stay in memory
 _DECODED = 4096  # decoded list versions kept per thread (each a length into shared items)
+#: Bytes of stored values a saver keeps in memory, over all its threads; the others are
+#: read back from the log when needed.
+_HELD_BYTES = 64 << 20
 
 
 def thread_session_id(thread_id: str) -> str:
@@ -83,9 +86,10 @@ class _Checkpoint:
 @dataclass
 class _Value:
     type: str
-    data: bytes
+    data: bytes | None  # None: not kept in memory; the log has it, in the record at seq
     extends: bool  # data is the tail appended to the value at version ``base``
     base: Any = None
+    seq: int = 0
 
 
 @dataclass
@@ -113,13 +117,18 @@ class _Thread:
     # versions of one growing list share their items (see ``_grow``).
     decoded: OrderedDict[tuple[str, str, Any], tuple[list[Any], int]] = field(
         default_factory=OrderedDict)
+    # The values whose bytes are in memory, least recently used first, with their sizes.
+    held: OrderedDict[tuple[str, str, Any], int] = field(default_factory=OrderedDict)
+    held_bytes: int = 0
 
     def fold(self, kind: str, data: Any) -> None:
         if kind == VALUE:
             key = (data["ns"], data["ch"], data["v"])
             if key in self.values:
                 self.decoded.pop(key, None)  # a version stored again: the newest counts
-            self.values[key] = _Value(data["t"], data["b"], "base" in data, data.get("base"))
+            value = self.values[key] = _Value(data["t"], data["b"], "base" in data,
+                                              data.get("base"), self.seq)
+            self.hold(key, value)
         elif kind == CHECKPOINT:
             ns, cid = data["ns"], data["id"]
             self.checkpoints.setdefault(ns, {})[cid] = _Checkpoint(
@@ -147,6 +156,24 @@ class _Thread:
                     else:
                         self.latest.pop(ns, None)
                         self.checkpoints.pop(ns, None)
+
+    def hold(self, key: tuple[str, str, Any], value: _Value) -> None:
+        """``value``'s bytes are in memory, and the most recently used."""
+        assert value.data is not None
+        self.held_bytes += len(value.data) - self.held.pop(key, 0)
+        self.held[key] = len(value.data)
+
+    def release_oldest(self) -> bool:
+        """Let go of the bytes of the least recently used value (they stay in the log);
+        False when only the newest is left."""
+        if len(self.held) <= 1:
+            return False
+        key, size = self.held.popitem(last=False)
+        self.held_bytes -= size
+        value = self.values.get(key)
+        if value is not None:
+            value.data = None
+        return True
 
     def remember(self, key: tuple[str, str, Any], items: list[Any], length: int) -> None:
         self.decoded[key] = (items, length)
@@ -298,6 +325,7 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             if thread.folder == folder:
                 try:
                     self._catch_up(thread)
+                    self._trim()
                     return thread
                 except SessionNotFound:
                     pass
@@ -312,7 +340,44 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             _, evicted = self.threads.popitem(last=False)
             evicted.session.close()
         self._catch_up(thread)
+        self._trim()
         return thread
+
+    def _trim(self) -> None:
+        """Keep the value bytes held in memory within ``_HELD_BYTES``: let go of those of
+        the least recently used threads first, oldest values first. (They are read back
+        from the log, by seq, when needed again.)"""
+        total = sum(thread.held_bytes for thread in self.threads.values())
+        for thread in list(self.threads.values()):  # least recently used first
+            while total > _HELD_BYTES:
+                before = thread.held_bytes
+                if not thread.release_oldest():
+                    break
+                total -= before - thread.held_bytes
+            if total <= _HELD_BYTES:
+                return
+
+    def _value_bytes(self, thread: _Thread, key: tuple[str, str, Any]) -> bytes:
+        """The stored bytes of the value at ``key``, read back from the log if they are
+        not in memory."""
+        value = thread.values[key]
+        if value.data is None:
+            value.data = self._read_value(thread, key, value)
+        thread.hold(key, value)
+        return value.data
+
+    def _read_value(self, thread: _Thread, key: tuple[str, str, Any],
+                    value: _Value) -> bytes:
+        for event in thread.session.events(after_seq=value.seq - 1, until_seq=value.seq):
+            data = event.data
+            if event.kind == VALUE and (data["ns"], data["ch"], data["v"]) == key:
+                stored: bytes = data["b"]
+                return stored
+        raise CorruptionError(
+            f"thread {thread.thread_id!r}: channel {key[1]!r} at version {key[2]!r} is no "
+            f"longer the record at seq {value.seq}, where it was read before (the log "
+            "was changed under the saver); fsstore verify checks the log",
+            path=thread.session.path)
 
     def _folder(self, session_id: str) -> int:
         try:
@@ -352,6 +417,8 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         for event in thread.session.events(after_seq=thread.seq, until_seq=head):
             thread.seq = event.seq
             thread.fold(event.kind, event.data)
+            while thread.held_bytes > _HELD_BYTES and thread.release_oldest():
+                pass  # a long log read from the start holds no more than the budget
         thread.seq = head
 
     def _append(self, thread: _Thread, records: list[dict[str, Any]]) -> None:
@@ -387,9 +454,10 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         may change in place (LangGraph hands them to nodes) without changing what the
         saver keeps or compares the next version with."""
         entry = self._decoded(thread, ns, channel, version)
-        value = thread.values[(ns, channel, version)]
+        key = (ns, channel, version)
+        value = thread.values[key]
         if entry is None or not value.extends:
-            return self.serde.loads_typed((value.type, value.data))
+            return self.serde.loads_typed((value.type, self._value_bytes(thread, key)))
         items, length = entry
         try:
             return [_copied(item) for item in itertools.islice(items, length)]
@@ -399,13 +467,16 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
     def _rebuilt(self, thread: _Thread, ns: str, channel: str, version: Any) -> list[Any]:
         """The list value at ``version`` decoded afresh from its stored tails."""
         tails = []
-        value = thread.values[(ns, channel, version)]
+        key = (ns, channel, version)
+        value = thread.values[key]
         while value.extends:
-            tails.append(value)
-            value = thread.values[(ns, channel, value.base)]
-        items: list[Any] = self.serde.loads_typed((value.type, value.data))
-        for tail in reversed(tails):
-            items.extend(self.serde.loads_typed((tail.type, tail.data)))
+            tails.append((key, value))
+            key = (ns, channel, value.base)
+            value = thread.values[key]
+        items: list[Any] = self.serde.loads_typed((value.type, self._value_bytes(thread, key)))
+        for tail_key, tail in reversed(tails):
+            items.extend(self.serde.loads_typed((tail.type,
+                                                 self._value_bytes(thread, tail_key))))
         return items
 
     def _decoded(self, thread: _Thread, ns: str, channel: str,
@@ -437,7 +508,7 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
             if start is not None:
                 break
         if start is None:
-            whole = self.serde.loads_typed((value.type, value.data))
+            whole = self.serde.loads_typed((value.type, self._value_bytes(thread, current)))
             if not isinstance(whole, list):
                 if chain:
                     raise CorruptionError(
@@ -450,7 +521,8 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         else:
             items, length = start
         for known, tail in reversed(chain):
-            items = _grow(items, length, self.serde.loads_typed((tail.type, tail.data)))
+            items = _grow(items, length, self.serde.loads_typed(
+                (tail.type, self._value_bytes(thread, known))))
             length = len(items)
             thread.remember(known, items, length)
         return items, length
