@@ -60,6 +60,10 @@ _FOLLOW_CHUNK = 64 << 10  # a shared writer reads what others appended this much
 
 DURABILITY_MODES = ("fsync", "flush", "none")
 
+#: Written after the last frame of a segment a clear left behind (FORMAT 5.3): no frame
+#: starts with it, so a shared writer's refresh reading it finds the log afresh.
+CLEARED_MARK = b"\xff" * 8
+
 
 @dataclass(frozen=True)
 class Durability:
@@ -648,9 +652,18 @@ class LogWriter:
                 self._write_pending()
                 fd, self._fd = self._fd, None
                 assert fd is not None
-                self.io.close(fd)
+                end = self._end
                 start = self.head + 1
-                self._start_segment(start, start)
+                try:
+                    self._start_segment(start, start)
+                    # The old segment is a leftover now (before the log start: readers
+                    # ignore it). Bytes that are no frame after its last one tell a
+                    # shared writer that still has it open to find the log afresh: its
+                    # next refresh reads them where it expects zeros or frames (FORMAT
+                    # 5.3). Only then do the old segments go.
+                    self.io.pwrite(fd, CLEARED_MARK, end)
+                finally:
+                    self.io.close(fd)
                 self._remove_leftovers(start)
             except OSError as exc:
                 raise self._fail(exc) from exc

@@ -80,6 +80,9 @@ class WriterAccess:
             self.mutex = SessionMutex(layout.writer_lock_path(path), session_id)
             self.lease_file = LeaseFile(io, path, self.mutex)
             self.mutex.acquire(lock_timeout)
+            #: The lock file this handle opened the session under: another one under the
+            #: name means the session was deleted and made again (SessionMutex.epoch).
+            self._epoch = self.mutex.epoch
         else:
             self.lock = acquire_writer_lock(path, session_id, lock_timeout)
 
@@ -154,6 +157,7 @@ class WriterAccess:
             return
         mutex.acquire(self.lock_timeout)
         try:
+            self._check_same_session(mutex)
             outermost = mutex.depth == 1
             fence = fenced and not self._checked_depth
             if fence:
@@ -178,6 +182,17 @@ class WriterAccess:
             if self._checked_depth == mutex.depth:
                 self._checked_depth = 0
             mutex.release()
+
+    def _check_same_session(self, mutex: SessionMutex) -> None:
+        """The mutex was taken on a lock file other than the one this handle opened the
+        session under: the session was deleted and made again meanwhile. Its log, index
+        and state are another session's, and this handle's descriptors name files that
+        are gone: writing through them would lose the write. SessionNotFound: open the
+        session again."""
+        if mutex.epoch != self._epoch:
+            raise SessionNotFound(
+                f"session {self.session_id!r} was deleted (and made again) since this "
+                f"handle opened it ({self.path}); open it again")
 
     def log_lease(self, token: int) -> None:
         """Before this handle's first fenced write to a log, record its lease token in the
@@ -222,6 +237,10 @@ class WriterAccess:
         except BaseException:
             writer.close(sync=False)  # without the mutex, write nothing to the log
             raise
+        if mutex.epoch != self._epoch:  # deleted and made again: nothing of it is left
+            mutex.release()
+            writer.close(sync=False)
+            return
         try:
             try:
                 if not writer.failed:

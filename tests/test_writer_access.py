@@ -86,6 +86,45 @@ def test_a_shared_writer_of_a_deleted_session_closes_quietly(store, caplog):
     assert caplog.records == []  # nothing of it is left to mark: no warning
 
 
+def _text(session: fsstore.Session, text: str) -> None:
+    session.messages.append({"role": "user", "parts": [{"type": "text", "text": text}]})
+
+
+def _texts(session: fsstore.SessionReader) -> list[str]:
+    return [message.parts[0].text for message in session.messages.all()]
+
+
+def test_a_shared_writer_appends_where_readers_look_after_another_cleared_twice(store):
+    other = fsstore.open_store(store.path)
+    store.create_session("s").close()
+    clearing = store.open_session("s", shared=True)
+    late = other.open_session("s", shared=True)
+    _text(clearing, "p0")
+    clearing.clear()
+    _text(clearing, "p1")
+    clearing.clear()  # the segment that followed the late writer's one is gone too
+    _text(late, "q1")
+    assert late.revision == (3, 3)
+    clearing.close()
+    late.close()
+    assert _texts(fsstore.open_store(store.path).read_session("s")) == ["q1"]
+
+
+def test_a_shared_writer_of_a_session_deleted_and_made_again_writes_nothing(store):
+    store.create_session("s").close()
+    stale = store.open_session("s", shared=True)
+    _text(stale, "old")
+    store.delete_session("s")
+    store.create_session("s").close()
+    with pytest.raises(fsstore.SessionNotFound, match="made again"):
+        _text(stale, "lost?")
+    stale.close()
+    assert _texts(store.read_session("s")) == []
+    with store.open_session("s", shared=True) as fresh:
+        _text(fresh, "new")
+    assert _texts(store.read_session("s")) == ["new"]
+
+
 def test_write_methods_keep_their_names_docstrings_and_signatures():
     append = fsstore.Session.append
     assert append.__name__ == "append"
