@@ -4,6 +4,7 @@ over an fsstore session's messages, held to what the SDK's own SQLiteSession doe
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import json
 import os
@@ -29,6 +30,7 @@ from fsstore.errors import (  # noqa: E402
     InvalidMetadata,
     RecordTooLarge,
     SessionClosed,
+    WriteFailed,
 )
 from fsstore.integrations import agents as agents_module  # noqa: E402
 from fsstore.integrations import agents_pool  # noqa: E402
@@ -572,6 +574,63 @@ def test_a_refused_call_among_concurrent_ones_is_the_only_one_refused(tmp_path, 
     agents_pool.close_idle()
 
 
+def test_objects_on_one_store_path_share_one_opened_session(tmp_path):
+    path = str(tmp_path / "by-path")
+
+    async def check():
+        with FsstoreSession("p", path) as one, FsstoreSession("p", path + "/.") as two:
+            await one.add_items(ITEMS[:1])
+            assert await two.get_items() == ITEMS[:1]
+            assert one.session() is two.session()
+    run(check())
+
+
+def test_objects_sharing_a_session_deleted_elsewhere_both_write_to_the_new_one(store):
+    async def check():
+        with FsstoreSession("split", store) as one, FsstoreSession("split", store) as two:
+            await one.add_items(batch("one", 0))
+            assert await two.get_items() == batch("one", 0)
+            other_writer(store).delete_session(one.fsstore_id)
+            await one.add_items(batch("one", 1))  # makes the session again
+            await two.add_items(batch("two", 0))  # its opened session is the old one
+            await one.add_items(batch("one", 2))
+            expected = batch("one", 1) + batch("two", 0) + batch("one", 2)
+            assert await one.get_items() == await two.get_items() == expected
+        with FsstoreSession("split", other_writer(store)) as fresh:
+            assert await fresh.get_items() == expected
+    run(check())
+
+
+class SegmentFullIO(fsstore.FileIO):
+    """Plain I/O whose next write to a log segment, once armed, fails with ENOSPC."""
+
+    armed = False
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        if self.armed and os.readlink(f"/proc/self/fd/{fd}").endswith(".fslog"):
+            self.armed = False
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().pwrite(fd, data, offset)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors by /proc")
+def test_a_write_the_disk_refused_leaves_no_broken_session_for_the_next_call(tmp_path):
+    io = SegmentFullIO()
+    store = fsstore.open_store(tmp_path / "full", io=io)
+
+    async def check():
+        with FsstoreSession("full", store) as session:
+            await session.add_items(ITEMS[:1])
+            io.armed = True
+            with pytest.raises(WriteFailed):
+                await session.add_items(ITEMS[1:2])
+            assert await session.get_items() == ITEMS[:1]  # opened afresh
+            await session.add_items(ITEMS[2:3])
+        with FsstoreSession("full", store) as later:
+            assert await later.get_items() == [ITEMS[0], ITEMS[2]]
+    run(check())
+
+
 def add_after_fork(store) -> None:
     async def main() -> None:
         with FsstoreSession("forked", store) as session:
@@ -585,11 +644,17 @@ def test_a_forked_child_opens_the_session_for_itself(store):
         with FsstoreSession("forked", store) as session:
             await session.add_items(batch("parent", number))
     run(parent_adds(0))  # the parent holds the session open, idle
+    made_before = FsstoreSession("forked", store)
+    run(made_before.get_items())  # holds the parent's opened session
     pid = os.fork()
     if pid == 0:  # the child
         code = 1
         try:
             add_after_fork(store)
+
+            async def with_the_parents_object():
+                await made_before.add_items(batch("child", 1))
+            asyncio.run(with_the_parents_object())
             code = 0
         finally:
             os._exit(code)
@@ -605,11 +670,12 @@ def test_a_forked_child_opens_the_session_for_itself(store):
         pytest.fail("the child hung")
     assert os.waitstatus_to_exitcode(status) == 0
     run(parent_adds(1))
+    made_before.close()
 
     async def read():
         with FsstoreSession("forked", other_writer(store)) as session:
             return await session.get_items()
-    check_batches(run(read()), {"parent": 2, "child": 1})
+    check_batches(run(read()), {"parent": 2, "child": 2})
 
 
 def batch(writer: str, number: int, size: int = 2) -> list[dict]:

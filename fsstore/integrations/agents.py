@@ -59,7 +59,7 @@ from agents.memory.session_settings import (
 )
 
 from ..convert import from_openai_responses, to_openai_responses
-from ..errors import InvalidMessage, SessionClosed, SessionNotFound
+from ..errors import InvalidMessage, SessionClosed, SessionNotFound, WriteFailed
 from ..log_writer import Durability
 from ..message_types import (
     Message,
@@ -234,6 +234,9 @@ class FsstoreSession:
         self.session_settings = (coerce_session_settings(session_settings)
                                  if session_settings is not None else SessionSettings())
         self._store = store
+        # Objects given one store path share what they open, as those given one Store.
+        self._store_key: Any = (None if isinstance(store, Store)
+                                else os.path.realpath(os.fspath(store)))
         self._shared = shared
         self._durability = durability
         self._lock_timeout = lock_timeout
@@ -309,9 +312,24 @@ class FsstoreSession:
             raise SessionClosed(f"FsstoreSession {self.session_id!r} (fsstore session "
                                 f"{self.fsstore_id!r}) is closed: make a new one")
 
+    def _current(self) -> Opened | None:
+        """The opened session this object holds, unless it was opened by another process
+        (this one was made by fork): its descriptors and locks are the parent's, so it
+        is left to the parent, and opened afresh here."""
+        opened = self._held
+        if opened is not None and opened.pid != os.getpid():
+            with self._open_lock:
+                if self._held is opened:
+                    self._held, let_go, self._let_go = None, self._let_go, None
+                    if let_go is not None:
+                        let_go.detach()
+            return None
+        return opened
+
     def _opened(self, *, create: bool) -> Opened | None:
         """The opened session, taken if need be (blocks); when the fsstore session does
         not exist yet, created (``create``: a write) or None (a read creates nothing)."""
+        self._current()
         with self._open_lock:
             self._check_open()
             if self._held is None:
@@ -334,7 +352,8 @@ class FsstoreSession:
                                       lock_timeout=self._lock_timeout, shared=self._shared)
 
         if self._shared:
-            key = (store, self.fsstore_id, self._durability, self._lock_timeout)
+            key = (self._store_key or store, self.fsstore_id, self._durability,
+                   self._lock_timeout)
             opened = agents_pool.take(key, open_session, _item_texts)
             self._let_go = weakref.finalize(self, agents_pool.give_back, opened)
         else:
@@ -359,7 +378,7 @@ class FsstoreSession:
         """Queue one write on the opened session (opened first in a worker thread, the
         first time) and await it; a session deleted meanwhile is opened afresh once."""
         for attempt in range(2):
-            opened = self._held
+            opened = self._current()
             if opened is None:
                 opened = await asyncio.to_thread(self._opened, create=create)
                 if opened is None:
@@ -368,9 +387,15 @@ class FsstoreSession:
             try:
                 return await _finish(asyncio.wrap_future(future))
             except SessionNotFound:
+                self._forget(opened)
                 if attempt:
                     raise
+            except WriteFailed:
+                # The disk refused a write: this opened session takes no more. The next
+                # call, of any object, opens the session afresh (recovery keeps the
+                # durable prefix).
                 self._forget(opened)
+                raise
         raise AssertionError("unreachable")
 
     def _get_items(self, limit: int | None) -> list[Any]:
@@ -381,9 +406,12 @@ class FsstoreSession:
             try:
                 return _read_items(opened, limit)
             except SessionNotFound:
+                self._forget(opened)
                 if attempt:
                     raise
+            except WriteFailed:
                 self._forget(opened)
+                raise
         raise AssertionError("unreachable")
 
 

@@ -77,6 +77,8 @@ class Opened:
         self.session = session
         self.cache = ItemCache(texts_of)
         self.users = 0
+        #: The process that opened it: a child made by fork must open its own.
+        self.pid = os.getpid()
         self._queue: list[_Write] = []
         self._draining = False
         self._lock = threading.Lock()
@@ -175,7 +177,8 @@ def take(key: Hashable, open_session: Callable[[], Session],
         found = _in_use.get(key)
         if found is None:
             found = _idle.pop(key, None)
-            if found is not None and not _same_session(found.session):
+            if found is not None and (found.session.closed
+                                      or not _same_session(found.session)):
                 stale, found = found, None
         if found is not None:
             _in_use[key] = found
@@ -233,11 +236,9 @@ def close_idle() -> None:
 
 def _close(opened: Opened) -> None:
     session = opened.session
-    if not _same_session(session) and os.path.exists(session.path):
-        # Deleted and made again: closing syncs and marks under the session's lock file,
-        # which is now the new session's. Its descriptors are left to the process's end.
-        return
     try:
+        # A session deleted, or deleted and made again, closes without writing (a shared
+        # writer writes nothing under a lock file other than its own).
         session.close()
     except (OSError, FsStoreError):
         pass  # deleted or damaged meanwhile: nothing of it is left to keep
