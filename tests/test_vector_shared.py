@@ -100,8 +100,9 @@ def test_a_collection_another_writer_dropped_is_reported_and_one_made_again_is_r
 def upsert_child(store_path: str, writer: str, count: str) -> None:
     """A child process: ``count`` upserts of one document each (and a delete of every
     fifth, of the document before it) to the collection "c" of the shared session "s",
-    sealing every 8 documents."""
+    sealing every 8 documents, merging two shards at a time and compacting every 50."""
     tuning.SEAL_ROWS = 8
+    tuning.TIER_FANOUT = 2
     store = fsstore.open_store(store_path)
     with store.open_session("s", shared=True) as session:
         collection = session.collection("c")
@@ -110,11 +111,13 @@ def upsert_child(store_path: str, writer: str, count: str) -> None:
             collection.upsert([doc(f"{writer}-{number}", number)])
             if number % 5 == 4:
                 collection.delete([f"{writer}-{number - 1}"])
+            if number % 50 == 49:
+                collection.compact()
     print("DONE END", flush=True)
 
 
-def test_two_processes_upserting_one_collection_lose_nothing(store):
-    count = 40
+@pytest.mark.parametrize("count", [40, pytest.param(1000, marks=pytest.mark.long)])
+def test_two_processes_upserting_one_collection_lose_nothing(store, count):
     with store.create_session("s") as session:
         session.create_collection("c", 4)
     with Child.function(upsert_child, store.path, "p1", count) as first, \
