@@ -777,7 +777,7 @@ class Session(SessionReader, AsyncSessionMixin):
                     guard=lambda: self._access.writing(True),
                     # Shared: other writers' upserts, deletes and seals are taken in
                     # before each call, under the mutex (VectorCollection.catch_up).
-                    shared=self._access.fresh if self._access.shared else None)
+                    shared=self._access.locked if self._access.shared else None)
                 return opened
         # One opened earlier may since have been dropped by another writer: say so.
         opened.catch_up()
