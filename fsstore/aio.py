@@ -828,6 +828,7 @@ class _VectorCollectionLike(_VectorCollectionReaderLike, Protocol):
     def sync(self) -> None: ...
     def compact(self) -> None: ...
     def seal(self) -> None: ...
+    def catch_up(self) -> None: ...
 
 
 class AsyncVectorCollectionMixin(AsyncVectorCollectionReaderMixin):
@@ -851,6 +852,9 @@ class AsyncVectorCollectionMixin(AsyncVectorCollectionReaderMixin):
 
     async def aseal(self: _VectorCollectionLike) -> None:
         await asyncio.to_thread(self.seal)
+
+    async def acatch_up(self: _VectorCollectionLike) -> None:
+        await asyncio.to_thread(self.catch_up)
 
 
 if TYPE_CHECKING:

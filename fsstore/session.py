@@ -774,8 +774,14 @@ class Session(SessionReader, AsyncSessionMixin):
                 opened = self._collections[name] = VectorCollection(
                     self.io, os.path.join(layout.vectors_dir(self.path), name),
                     durability=self._writer.durability,
-                    guard=lambda: self._access.writing(True))
-            return opened
+                    guard=lambda: self._access.writing(True),
+                    # Shared: other writers' upserts, deletes and seals are taken in
+                    # before each call, under the mutex (VectorCollection.catch_up).
+                    shared=self._access.locked if self._access.shared else None)
+                return opened
+        # One opened earlier may since have been dropped by another writer: say so.
+        opened.catch_up()
+        return opened
 
     @_writes()
     def drop_collection(self, name: str) -> None:

@@ -207,6 +207,19 @@ class WriterAccess:
                           writer.last_turn or 0, time.time())
             self._lease_logged = (token, writer.log_start)
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The shared mutex alone (waiting up to ``lock_timeout``): no fence, and no
+        catch-up with the session's log, for what reads only other files under it (a
+        shared vector collection catching up with its own). Re-entrant."""
+        mutex = self.mutex
+        assert mutex is not None, "only a shared session has a mutex to take"
+        mutex.acquire(self.lock_timeout)
+        try:
+            yield
+        finally:
+            mutex.release()
+
     def fresh(self) -> contextlib.AbstractContextManager[None]:
         """For a shared session, the mutex and a catch-up with what other processes
         wrote: what a read of the head, the revision or the turn returns is current.

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from procs import Child
 
 pytest.importorskip("langchain_core")
 
@@ -211,3 +212,78 @@ def test_a_store_sees_what_another_process_wrote(tmp_path) -> None:
         subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
         assert kv.mget(["parent", "child"]) == [None, b"1"]
         assert list(kv.yield_keys()) == ["child"]
+
+
+# --- several writers on one vector store name ---
+
+
+def test_two_vector_store_objects_on_one_name_see_and_keep_each_others_documents(
+        tmp_path) -> None:
+    with FsstoreVectorStore(AxisEmbeddings(), tmp_path, "kb") as one, \
+            FsstoreVectorStore(AxisEmbeddings(), fsstore.open_store(tmp_path), "kb") as two:
+        for number in range(3):
+            one.add_texts(["a"], ids=[f"one-{number}"])
+            two.add_texts(["b"], ids=[f"two-{number}"])
+        two.delete(["one-0"])
+        for vectors in (one, two):
+            found = vectors.similarity_search("b", k=3)
+            assert sorted(str(doc.id) for doc in found) == ["two-0", "two-1", "two-2"]
+            assert len(vectors.similarity_search("a", k=10)) == 5
+    assert stored_ids(tmp_path, "kb") == ["one-1", "one-2", "two-0", "two-1", "two-2"]
+
+
+def add_texts_child(store_path: str, writer: str, count: str) -> None:
+    """A child process: ``count`` adds, one document each, to the vector store "shared"."""
+    with FsstoreVectorStore(AxisEmbeddings(), store_path, name="shared") as vectors:
+        print("READY", flush=True)
+        for number in range(int(count)):
+            vectors.add_texts([f"a b{number % 3}"], [{"w": writer}], ids=[f"{writer}-{number}"])
+    print("DONE END", flush=True)
+
+
+def stored_ids(store_path: object, name: str) -> list[str]:
+    """The ids in the vector store's collection, as a reader of the disk finds them."""
+    store = fsstore.open_store(str(store_path))
+    collection = store.read_session(session_id_for("lc-vectors", name)).collection("langchain")
+    return sorted(hit.id for hit in collection.search([1.0] + [0.0] * 7,
+                                                      k=max(collection.count(), 1)))
+
+
+def test_two_processes_adding_to_one_vector_store_lose_no_document(tmp_path) -> None:
+    count = 20
+    with FsstoreVectorStore(AxisEmbeddings(), tmp_path, name="shared") as here:
+        here.add_texts(["a"], ids=["first"])  # the collection exists before they start
+        with Child.function(add_texts_child, tmp_path, "p1", count) as one, \
+                Child.function(add_texts_child, tmp_path, "p2", count) as two:
+            one.wait_for("READY")
+            two.wait_for("READY")
+            for number in range(5):  # this process adds too, meanwhile
+                here.add_texts(["a c"], ids=[f"here-{number}"])
+            one.wait_for("DONE")
+            two.wait_for("DONE")
+            one.finish()
+            two.finish()
+        expected = sorted([f"p{w}-{n}" for w in (1, 2) for n in range(count)]
+                          + [f"here-{n}" for n in range(5)] + ["first"])
+        # This object sees what the others wrote, by id and by search.
+        assert sorted(str(doc.id) for doc in here.get_by_ids(expected)) == expected
+        found = here.similarity_search("a", k=100, filter={"w": "p2"})
+        assert sorted(str(doc.id) for doc in found) == sorted(f"p2-{n}" for n in range(count))
+    assert stored_ids(tmp_path, "shared") == expected
+
+
+def test_a_vector_store_emptied_by_another_process_keeps_the_documents_added_after(
+        tmp_path) -> None:
+    code = ("import sys\nfrom fsstore.integrations.langchain import FsstoreVectorStore\n"
+            "from test_integration_langchain_stores import AxisEmbeddings\n"
+            "with FsstoreVectorStore(AxisEmbeddings(), sys.argv[1], 'kb') as vectors:\n"
+            "    vectors.delete()\n")
+    with FsstoreVectorStore(AxisEmbeddings(), tmp_path, "kb") as vectors:
+        vectors.add_texts(["a", "b"], ids=["1", "2"])
+        with Child.script(code, tmp_path) as child:
+            child.finish()
+            assert child.returncode == 0, child.describe()
+        assert vectors.get_by_ids(["1", "2"]) == []
+        vectors.add_texts(["c"], ids=["3"])
+        assert [doc.id for doc in vectors.similarity_search("c", k=5)] == ["3"]
+    assert stored_ids(tmp_path, "kb") == ["3"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from procs import Child
 
 pytest.importorskip("langgraph.store.base")
 
@@ -38,10 +39,12 @@ def embed(texts: list[str]) -> list[list[float]]:
     return vectors
 
 
+INDEX: Any = {"dims": len(WORDS) + 1, "embed": embed, "fields": ["text"]}
+
+
 @pytest.fixture
 def memory(tmp_path):
-    with FsstoreStore(tmp_path / "store", index={"dims": len(WORDS) + 1, "embed": embed,
-                                                 "fields": ["text"]}) as memory:
+    with FsstoreStore(tmp_path / "store", index=INDEX) as memory:
         yield memory
 
 
@@ -169,3 +172,68 @@ def test_async_calls_and_a_graph_that_remembers(memory, tmp_path):
                            {"configurable": {"thread_id": "t"}})
     assert out["text"] == "short answers"
     assert memory.get(("users", "ada"), "last").value == {"text": "coffee"}
+
+
+# --- several writers on one store name ---
+
+
+def scored_keys(memory: FsstoreStore, query: str) -> dict[str, float | None]:
+    return {item.key: item.score for item in memory.search(("w",), query=query, limit=100)}
+
+
+def test_two_store_objects_on_one_name_keep_every_items_vectors(tmp_path):
+    path = tmp_path / "store"
+    with FsstoreStore(path, name="mem", index=INDEX) as one, \
+            FsstoreStore(path, name="mem", index=INDEX) as two:
+        for number in range(3):
+            one.put(("w",), f"one-{number}", {"text": "coffee morning"})
+            two.put(("w",), f"two-{number}", {"text": "tea morning"})
+        for memory in (one, two):
+            found = scored_keys(memory, "morning")
+            assert len(found) == 6 and None not in found.values()
+            assert list(scored_keys(memory, "coffee"))[:3] == sorted(
+                f"one-{n}" for n in range(3))
+        # A put of one object replaces the vectors the other wrote for that key.
+        one.put(("w",), "two-0", {"text": "deploy script"})
+        assert list(scored_keys(two, "deploy script"))[0] == "two-0"
+        two.delete(("w",), "one-1")
+        assert "one-1" not in scored_keys(one, "coffee")
+    with FsstoreStore(path, name="mem", index=INDEX) as reopened:
+        found = scored_keys(reopened, "morning")
+        assert len(found) == 5 and None not in found.values()
+        reader = reopened.store.read_session(store_session_id("mem"))
+        assert reader.collection("memory").count() == 5
+
+
+def put_items_child(store_path: str, writer: str, count: str) -> None:
+    """A child process: ``count`` puts, one item each, to the store "mem"."""
+    with FsstoreStore(store_path, name="mem", index=INDEX) as memory:
+        print("READY", flush=True)
+        for number in range(int(count)):
+            memory.put(("w",), f"{writer}-{number}", {"text": "deploy script"})
+    print("DONE END", flush=True)
+
+
+def test_two_processes_on_one_store_keep_every_items_vectors(tmp_path):
+    path, count = tmp_path / "store", 15
+    with FsstoreStore(path, name="mem", index=INDEX) as here:
+        with Child.function(put_items_child, path, "p1", count) as first, \
+                Child.function(put_items_child, path, "p2", count) as second:
+            first.wait_for("READY")
+            second.wait_for("READY")
+            for number in range(5):  # this process puts too, meanwhile
+                here.put(("w",), f"here-{number}", {"text": "coffee"})
+            first.wait_for("DONE")
+            second.wait_for("DONE")
+            first.finish()
+            second.finish()
+        # What this object sees, and what a fresh one reads from the disk.
+        expected = {f"{w}-{n}" for w in ("p1", "p2") for n in range(count)}
+        expected |= {f"here-{n}" for n in range(5)}
+        found = scored_keys(here, "deploy script")
+        assert set(found) == expected and None not in found.values()
+    with FsstoreStore(path, name="mem", index=INDEX) as reopened:
+        found = scored_keys(reopened, "deploy script")
+        assert set(found) == expected and None not in found.values()
+        reader = reopened.store.read_session(store_session_id("mem"))
+        assert reader.collection("memory").count() == len(expected)

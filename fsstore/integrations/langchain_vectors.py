@@ -6,6 +6,13 @@ non-empty str: ids are never paths), its ``page_content`` the content, its metad
 metadata, stored and given back exactly (a value that would not read back equal is
 refused). Search is fsstore's exact search; ``filter=`` takes its filter operators
 (``$eq``, ``$in``, ``$gte``, ``$and``, ...), the ones Chroma takes.
+
+Several writers: vector stores on one name in one process share one open session, hence
+one collection writer; in several processes, each opens the session shared, and its
+collection takes in what the others wrote before every call, under the session's mutex
+(``VectorCollection.catch_up``), so every process sees and keeps every document. A
+collection another process dropped (``delete()`` without ids) is made again at the next
+add.
 """
 
 from __future__ import annotations
@@ -45,8 +52,9 @@ class FsstoreVectorStore(HandleOwner, VectorStore):
     Scores: ``similarity_search_with_score`` gives the metric's own score (cosine
     similarity or dot product, higher is better; euclidean distance, lower is better);
     ``similarity_search_with_relevance_scores`` maps it to 0..1, higher is better.
-    Vector stores on one name in one process share the collection; use a name from one
-    process at a time (a collection's writer keeps its view in memory)."""
+    Vector stores on one name share the collection: in one process through one open
+    session, across processes through the session's mutex, each call catching up with
+    what the others wrote."""
 
     def __init__(self, embedding: Embeddings, store: Store | str | os.PathLike[str],
                  name: str = "default", *, metric: DistanceMetric | str = "cosine") -> None:
@@ -120,8 +128,9 @@ class FsstoreVectorStore(HandleOwner, VectorStore):
 
     def _delete(self, session: Session, ids: list[str] | None) -> bool:
         if ids is None:
-            if self._collection(session) is not None:
-                session.drop_collection(COLLECTION)
+            with session.operation():  # no other process's drop between look and drop
+                if self._collection(session) is not None:
+                    session.drop_collection(COLLECTION)
             return True
         ids = _check_ids(ids)
         collection = self._collection(session)
@@ -227,6 +236,13 @@ class FsstoreVectorStore(HandleOwner, VectorStore):
 
     def _mmr(self, session: Session, embedding: Sequence[float], k: int, fetch_k: int,
              lambda_mult: float, filter: Any) -> list[Document]:
+        # One operation: no other process's delete between the search and the get of
+        # the hits' vectors.
+        with session.operation():
+            return self._mmr_of(session, embedding, k, fetch_k, lambda_mult, filter)
+
+    def _mmr_of(self, session: Session, embedding: Sequence[float], k: int, fetch_k: int,
+                lambda_mult: float, filter: Any) -> list[Document]:
         hits = self._search(session, embedding, max(fetch_k, k), filter)
         if not hits:
             return []
@@ -259,12 +275,14 @@ class FsstoreVectorStore(HandleOwner, VectorStore):
                     ) -> VectorCollection | None:
         """The collection; made with ``create_dim`` dimensions when it is not there
         and a dimension is given, else None when it is not there."""
-        try:
-            return session.collection(COLLECTION)
-        except CollectionNotFound:
-            if create_dim is None:
-                return None
-        return session.create_collection(COLLECTION, dim=create_dim, metric=self.metric)
+        # One operation: another process cannot make it between the look and the make.
+        with session.operation():
+            try:
+                return session.collection(COLLECTION)
+            except CollectionNotFound:
+                if create_dim is None:
+                    return None
+            return session.create_collection(COLLECTION, dim=create_dim, metric=self.metric)
 
 
 def _document(hit: VectorSearchResult) -> Document:

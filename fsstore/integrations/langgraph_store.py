@@ -8,6 +8,13 @@ embedded into the session's vector collection ``memory``, and ``search(query=...
 ranks by cosine similarity there. TTLs (in minutes, as LangGraph counts them) are kept
 with each item, on fsstore's clock (wall time): reads leave expired items out,
 ``sweep_ttl`` deletes them.
+
+Several writers: the session is opened shared, so any number of stores on one name, in
+one process or in several, read and write it side by side. Each batch is one operation
+of the session (its mutex held, caught up with the other writers' items and vectors), so
+its reads, the vectors it replaces and the state it writes are of one moment, and no
+writer's vectors are lost to another's view of the collection (fsstore's shared
+collections catch up before every call: ``VectorCollection.catch_up``).
 """
 
 from __future__ import annotations
@@ -148,7 +155,8 @@ class FsstoreStore(BaseStore):
     minutes, ``refresh_on_read``). ``durability`` is the session's (default: the
     store's). Values are what msgpack holds (tuples come back as lists). Async methods
     run the sync path in a worker thread, embedding excepted, which uses the embedder's
-    async API.
+    async API. Stores on one name, in this process or others, share its items and
+    vectors: each batch runs under the session's mutex, after catching up.
     """
 
     supports_ttl = True
@@ -243,7 +251,9 @@ class FsstoreStore(BaseStore):
 
     def _run(self, ops: list[Op], vectors: list[list[float]],
              query_vectors: dict[str, list[float]]) -> list[Result]:
-        with self.lock:
+        # One operation: another writer's put cannot fall between this batch's reads,
+        # the stale vectors it finds and the state it writes.
+        with self.lock, self.session.operation():
             state = _Items(self.session)
             now = clock.now()
             refreshed: dict[str, Any] = {}
@@ -383,7 +393,7 @@ class FsstoreStore(BaseStore):
 
     def sweep_ttl(self) -> int:
         """Delete the items whose TTL ran out (and their vectors); return how many."""
-        with self.lock:
+        with self.lock, self.session.operation():
             now = clock.now()
             doomed = {k: r for k, r in self.session.state().items() if not self._live(r, now)}
             stale = [i for r in doomed.values() for i in r[_VECTORS]]

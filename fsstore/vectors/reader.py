@@ -202,8 +202,11 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         raise CorruptionError("the collection kept changing while being read; try again",
                               path=self.manifest_path)
 
-    def _replay(self, reader: LogReader) -> None:
-        for event in reader.events(after_seq=self._wal_seq):
+    def _replay(self, reader: LogReader, after_seq: int | None = None) -> None:
+        """Apply the log's records after ``after_seq`` (default: those after the state's
+        ``wal_seq``, which its shards do not hold)."""
+        for event in reader.events(after_seq=self._wal_seq if after_seq is None
+                                   else after_seq):
             try:
                 record = decode_record(event.kind, event.data,
                                        self.dim * self._dtype.itemsize)

@@ -5,7 +5,9 @@ Writes go to the write-ahead log first and are searched from memory; every
 ``SEAL_ROWS`` documents they are sealed into a new shard, and shards of a size tier are
 merged ``TIER_FANOUT`` at a time. Every shard file is written whole under a temp name and
 renamed in; ``collection.json`` names the live files, so a crash leaves the last state
-it named, plus the log's records after it. The states it replaced stay pinned, and the
+it named, plus the log's records after it. In a shared session (several writers, one at a
+time under the session's mutex) each call first catches up with what the others wrote
+(:meth:`VectorCollection.catch_up`). The states it replaced stay pinned, and the
 files no state names stay on disk, for ``COPY_GRACE_SECONDS``: a copy of the folder taken
 meanwhile finds a whole state (section 15.8). The three sizes and the period are read
 from :mod:`fsstore.vectors.tuning` at call time.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -34,10 +36,11 @@ from .collection_file import (
     pin_states,
     retire,
 )
+from .filters import VectorFilter
 from .reader import VectorCollectionReader
 from .rows import Shard, UnsealedRows
 from .shard_files import ShardEntry, encode_npy, write_shard
-from .types import VectorDocument
+from .types import CollectionInfo, DistanceMetric, VectorDocument, VectorSearchResult
 from .validate import Row, as_list, check_id, validate_document
 
 
@@ -46,6 +49,11 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
     or ``create_collection``): everything the reader does, and upserts, deletes, seals
     and compactions. Searches see every write that returned.
 
+    With ``shared`` (a shared session's mutex, without the fence) the collection has
+    other writers, in this process or others, each writing under that mutex: every call,
+    read or write, takes the mutex and first catches up with what they wrote
+    (:meth:`catch_up`), so no write of one is lost to another's view of the collection.
+
     Thread-safe: calls are serialised.
     """
 
@@ -53,13 +61,27 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
 
     def __init__(self, io: FileIO, path: str, *, durability: Durability | None = None,
                  guard: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+                 shared: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
                  ) -> None:
         # Each write runs inside guard(): a shared session's mutex and lease fence.
         self._guard = guard or contextlib.nullcontext
+        # Each read of a shared collection runs inside shared(): the mutex alone.
+        self._shared = shared
         self._durability = durability or Durability()
         self._failed: BaseException | None = None
         self._dirty: set[str] = set()  # shards with deletes not yet in a deleted file
+        # Shared: collection.json as this writer last read or wrote it, held open so
+        # that its inode stays this file's (a replacement, or a drop and re-create, of
+        # the collection then always shows as another inode at the path).
+        self._seen_fd: int | None = None
+        self._stale = False  # a reopen failed: the view in memory is not the disk's
         super().__init__(io, path)
+        if shared is not None:
+            try:
+                self._remember_manifest()
+            except BaseException:
+                self._wal.close(sync=False)
+                raise
 
     def _open(self, wal_path: str) -> None:
         self._read_manifest()
@@ -86,13 +108,112 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         if removed:
             self.io.fsync_dir(self.path)
 
+    # --- other writers (a shared session) ---
+
+    def catch_up(self) -> None:
+        """Take in what other writers of a shared session did to the collection since
+        this object last looked (every call does this first; this is for a caller that
+        wants to know now). Raises CollectionNotFound if another writer dropped it; a
+        collection dropped and created again is read afresh. Nothing for a collection of
+        an exclusive session, which has no other writer."""
+        with self._fresh():
+            pass
+
+    @contextlib.contextmanager
+    def _fresh(self) -> Iterator[None]:
+        """A read: for a shared collection, under the mutex and caught up."""
+        if self._shared is None:
+            yield
+            return
+        with self._shared(), self._lock:
+            self._check_open()
+            self._catch_up()
+            yield
+
+    def _remember_manifest(self) -> None:
+        fd = self.io.open(self.manifest_path, os.O_RDONLY)
+        if self._seen_fd is not None:
+            self.io.close(self._seen_fd)
+        self._seen_fd = fd
+
+    def _manifest_replaced(self) -> bool:
+        """Whether collection.json is no longer the file this writer last read or wrote
+        (a seal, merge or compaction of another writer, or a drop)."""
+        assert self._seen_fd is not None
+        try:
+            now = os.stat(self.manifest_path)
+        except FileNotFoundError:
+            return True
+        seen = os.fstat(self._seen_fd)
+        return (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino)
+
+    def _catch_up(self) -> None:
+        """Under the shared mutex: fold in what other writers did since this one last
+        held it. Without it, this writer's next append would reuse the seqs of theirs in
+        the log, its seals would leave their documents out, and searches would miss them.
+        Records appended to the log (the common case) are replayed from where this view
+        ended; anything else (a new collection.json, the log moved or cleared, the
+        collection dropped or re-created) reopens the collection from the disk."""
+        if self._shared is None:
+            return
+        if self._stale or self._manifest_replaced():
+            self._reopen()
+            return
+        wal = self._wal
+        head, start = wal.head, wal.log_start
+        if wal.refresh() is None:
+            return
+        if wal.log_start != start or wal.head < head:
+            self._reopen()
+            return
+        self._replay(wal.reader, after_seq=head)
+
+    def _reopen(self) -> None:
+        """Read the collection afresh from the disk (under the shared mutex). Every
+        write of this object is already on disk: a shared session hands each to the OS
+        before it lets the mutex go. Raises CollectionNotFound if it was dropped; until
+        a reopen succeeds, every call tries again (and fails) rather than act on a
+        stale view."""
+        self._stale = True
+        self._wal.close(sync=False)
+        self._dirty = set()
+        self._open(os.path.join(self.path, layout.WAL_DIR))
+        try:
+            self._remember_manifest()
+        except BaseException:
+            self._wal.close(sync=False)
+            raise
+        self._stale = False
+
+    def get(self, ids: Iterable[str]) -> list[VectorDocument | None]:
+        with self._fresh():
+            return super().get(ids)
+
+    def count(self) -> int:
+        with self._fresh():
+            return super().count()
+
+    def info(self) -> CollectionInfo:
+        with self._fresh():
+            return super().info()
+
+    def _search(self, queries: np.ndarray, k: int, metric: DistanceMetric | str | None,
+                filter: VectorFilter | Mapping[str, Any] | None,
+                min_score: float | None, max_distance: float | None,
+                ) -> list[list[VectorSearchResult]]:
+        with self._fresh():
+            return super()._search(queries, k, metric, filter, min_score, max_distance)
+
     # --- writing ---
 
     def _check_writable(self) -> None:
+        """Every write starts here, inside ``guard()`` and the lock: the collection must
+        be open and unfailed, and a shared one is caught up with the other writers."""
         self._check_open()
         if self._failed is not None:
             raise WriteFailed(f"{self.path}: an earlier write failed ({self._failed}); "
                               "reopen the session")
+        self._catch_up()
 
     def upsert(self, documents: Iterable[VectorDocument | Mapping[str, Any]]) -> int:
         """Add documents, replacing any with the same id (the last of a repeated id wins).
@@ -246,6 +367,8 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 expired += [name for entry in dropped.shards for name in entry.files()
                             if name not in still]
         manifest.write(self.io, self.manifest_path, data)
+        if self._shared is not None:
+            self._remember_manifest()  # this writer's own commit is no news to it
         self._manifest = msgspec.convert(data, CollectionManifest)
         self._raw_manifest = data
         self._generation, self._wal_seq = self._generation + 1, wal.head
@@ -390,4 +513,10 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
             if self._closed:
                 return
             super().close()
-            self._wal.close()
+            if self._seen_fd is not None:
+                self.io.close(self._seen_fd)
+                self._seen_fd = None
+            # Shared: every write already reached the OS (or the disk) when it returned,
+            # and the segment held open may since have been sealed by another writer,
+            # which must never be written again (not even a synced mark).
+            self._wal.close(sync=self._shared is None)
