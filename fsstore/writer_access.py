@@ -216,6 +216,7 @@ class WriterAccess:
         assert mutex is not None, "only a shared session has a mutex to take"
         mutex.acquire(self.lock_timeout)
         try:
+            self._check_same_session(mutex)
             yield
         finally:
             mutex.release()
