@@ -223,6 +223,14 @@ def _same(a: Any, b: Any) -> bool:
     if kind is dict:
         return (len(a) == len(b) and all(map(_same, a, b))
                 and all(_same(a[key], b[key]) for key in a))
+    if isinstance(a, BaseModel):
+        # What pydantic's == compares, without its Python-level steps: the fields (in
+        # __dict__), extra and private attributes. Any difference stores the list whole,
+        # which is never wrong.
+        return bool(a.__dict__ == b.__dict__
+                    and (a.__pydantic_extra__ or {}) == (b.__pydantic_extra__ or {})
+                    and getattr(a, "__pydantic_private__", None)
+                    == getattr(b, "__pydantic_private__", None))
     return bool(a == b)
 
 
