@@ -214,7 +214,7 @@ class LogReader:
         (no hint, a stale or unreadable one, an empty newest segment) the folder is
         listed.
         """
-        hinted = self._hinted_segment()
+        hinted = self.hinted_segment()
         if hinted is not None:
             try:
                 log_start = self.read_header(hinted).log_start
@@ -233,7 +233,8 @@ class LogReader:
             end = end._replace(last=self.segment_end(segments[-2]).last)
         return segments[-1], log_start, end
 
-    def _hinted_segment(self) -> int | None:
+    def hinted_segment(self) -> int | None:
+        """The segment ``tail.hint`` names, None when it names none (missing, unreadable)."""
         try:
             raw = self.io.read_file(layout.tail_hint_path(self.path), 64)
         except (OSError, ValueError):

@@ -60,10 +60,6 @@ _FOLLOW_CHUNK = 64 << 10  # a shared writer reads what others appended this much
 
 DURABILITY_MODES = ("fsync", "flush", "none")
 
-#: Written after the last frame of a segment a clear left behind (FORMAT 5.3): no frame
-#: starts with it, so a shared writer's refresh reading it finds the log afresh.
-CLEARED_MARK = b"\xff" * 8
-
 
 @dataclass(frozen=True)
 class Durability:
@@ -466,8 +462,8 @@ class LogWriter:
 
         Shared writers (docs/FORMAT.md, section 16) take the session's mutex for each
         operation and call this first: another holder of the mutex may have appended
-        frames, rolled the segment over, or cleared the log.
-        Reads 8 bytes and looks up one name when nothing moved."""
+        frames, rolled the segment over, sealed it for a fork, or cleared the log.
+        Reads 8 bytes and ``tail.hint``, and looks up one name, when nothing moved."""
         with self.lock:
             self.check_usable()
             self._write_pending()
@@ -476,11 +472,18 @@ class LogWriter:
             try:
                 probe = self.io.pread(fd, 8, self._end)
                 grown = probe != bytes(len(probe))
-                if not grown and not self.io.exists(self.reader.segment_path(self.head + 1)):
+                # Every rollover, fork seal and clear names its new segment in tail.hint
+                # under the mutex. One that names another segment means this one is no
+                # longer the active one, even when nothing follows it (sealed) or the
+                # segment that followed it is gone again (cleared): find the log afresh,
+                # never append to a segment no reader looks at or a fork shares.
+                current = self.reader.hinted_segment() == self.segment
+                if current and not grown and not self.io.exists(
+                        self.reader.segment_path(self.head + 1)):
                     return None
                 before = self.position
                 self.followed = []
-                if grown and self._follow(fd) and not self.io.exists(
+                if current and grown and self._follow(fd) and not self.io.exists(
                         self.reader.segment_path(self.head + 1)):
                     return before
                 self._fd = None
@@ -489,6 +492,10 @@ class LogWriter:
                 self._recover()
                 self.bytes_appended = appended
                 self.followed = None
+                if self.reader.hinted_segment() != self.segment:
+                    # Stale or missing (a crash after a rename, an old store): named again,
+                    # so that the next operation takes the quick way.
+                    write_tail_hint(self.io, self.path, self.segment)
             except OSError as exc:
                 raise self._fail(exc) from exc
             return before
@@ -652,18 +659,9 @@ class LogWriter:
                 self._write_pending()
                 fd, self._fd = self._fd, None
                 assert fd is not None
-                end = self._end
+                self.io.close(fd)
                 start = self.head + 1
-                try:
-                    self._start_segment(start, start)
-                    # The old segment is a leftover now (before the log start: readers
-                    # ignore it). Bytes that are no frame after its last one tell a
-                    # shared writer that still has it open to find the log afresh: its
-                    # next refresh reads them where it expects zeros or frames (FORMAT
-                    # 5.3). Only then do the old segments go.
-                    self.io.pwrite(fd, CLEARED_MARK, end)
-                finally:
-                    self.io.close(fd)
+                self._start_segment(start, start)
                 self._remove_leftovers(start)
             except OSError as exc:
                 raise self._fail(exc) from exc

@@ -110,6 +110,38 @@ def test_a_shared_writer_appends_where_readers_look_after_another_cleared_twice(
     assert _texts(fsstore.open_store(store.path).read_session("s")) == ["q1"]
 
 
+def test_a_shared_writer_finds_the_log_after_another_sealed_its_segment_for_a_fork(store):
+    other = fsstore.open_store(store.path)
+    store.create_session("s").close()
+    late = store.open_session("s", shared=True)
+    forking = other.open_session("s", shared=True)
+    late.append({"kind": "note", "t": "a0"})
+    forking.fork("f").close()  # seals the segment late has open; the fork links it
+    forking.append({"kind": "note", "t": "b1"})
+    forking.clear()  # the segment that followed it is gone too
+    late.append({"kind": "note", "t": "a2"})
+    late.clear()
+    late.append({"kind": "note", "t": "a3"})
+    late.close()
+    forking.close()
+    fresh = fsstore.open_store(store.path)
+    assert [e.data["t"] for e in fresh.read_session("s").events()] == ["a3"]
+    assert [e.data["t"] for e in fresh.read_session("f").events()] == ["a0"]
+    assert fresh.verify() == []
+
+
+def test_a_shared_writer_renames_a_stale_tail_hint_and_appends_at_the_tail(store):
+    store.create_session("s").close()
+    with store.open_session("s", shared=True) as session:
+        session.append({"kind": "note", "t": "one"})
+        hint = os.path.join(store.path, "sessions", "s", "log", "tail.hint")
+        os.unlink(hint)  # as a crash between a segment's rename and the hint's leaves it
+        session.append({"kind": "note", "t": "two"})
+        assert os.path.exists(hint)
+        session.append({"kind": "note", "t": "three"})
+    assert [e.data["t"] for e in store.read_session("s").events()] == ["one", "two", "three"]
+
+
 def test_a_shared_writer_of_a_session_deleted_and_made_again_writes_nothing(store):
     store.create_session("s").close()
     stale = store.open_session("s", shared=True)
