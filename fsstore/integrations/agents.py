@@ -386,16 +386,9 @@ class FsstoreSession:
             future = opened.submit(functools.partial(run, opened), prepare)
             try:
                 return await _finish(asyncio.wrap_future(future))
-            except SessionNotFound:
-                self._forget(opened)
-                if attempt:
+            except (SessionNotFound, WriteFailed) as exc:
+                if not self._retries(opened, exc, attempt):
                     raise
-            except WriteFailed:
-                # The disk refused a write: this opened session takes no more. The next
-                # call, of any object, opens the session afresh (recovery keeps the
-                # durable prefix).
-                self._forget(opened)
-                raise
         raise AssertionError("unreachable")
 
     def _get_items(self, limit: int | None) -> list[Any]:
@@ -405,14 +398,19 @@ class FsstoreSession:
                 return []
             try:
                 return _read_items(opened, limit)
-            except SessionNotFound:
-                self._forget(opened)
-                if attempt:
+            except (SessionNotFound, WriteFailed) as exc:
+                if not self._retries(opened, exc, attempt):
                     raise
-            except WriteFailed:
-                self._forget(opened)
-                raise
         raise AssertionError("unreachable")
+
+    def _retries(self, opened: Opened, exc: Exception, attempt: int) -> bool:
+        """A call through ``opened`` failed with ``exc``: let go of it, so that the next
+        call (of any object) opens the session afresh; whether to retry now. A deleted
+        session is retried once (a read finds nothing, a write makes it again); a write
+        the disk refused (WriteFailed) is not acknowledged and not retried (recovery at
+        the next open keeps the durable prefix)."""
+        self._forget(opened)
+        return isinstance(exc, SessionNotFound) and attempt == 0
 
 
 def _read_items(opened: Opened, limit: int | None) -> list[Any]:
