@@ -1,8 +1,9 @@
-"""FsstoreSession's copy of the items it has read (fsstore.integrations.agents).
+"""The copy of the items read that FsstoreSession objects keep (fsstore.integrations.agents;
+one per opened session, shared by the objects of a process on one id: agents_pool.py).
 
 A ``Runner`` reads the session at every turn: the whole of it unless a limit is set.
 Decoding whole messages each time costs far more than decoding the items' JSON texts
-alone, so an FsstoreSession keeps the items it read as JSON text, in message order: the
+alone, so the copy keeps the items read as JSON text, in message order: the
 newest messages of the session (all of them once it has read the whole session), with
 the number of messages older than those (``base``). Before each read it brings the copy
 up to date, at a cost that follows what changed:
