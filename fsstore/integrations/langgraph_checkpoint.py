@@ -461,11 +461,12 @@ class FsstoreSaver(BaseCheckpointSaver[str]):
         """The value of ``channel`` at ``version``: objects of the caller's own, which it
         may change in place (LangGraph hands them to nodes) without changing what the
         saver keeps or compares the next version with."""
-        entry = self._decoded(thread, ns, channel, version)
         key = (ns, channel, version)
         value = thread.values[key]
-        if entry is None or not value.extends:
+        if not value.extends:  # stored whole: decoded once, for the caller alone
             return self.serde.loads_typed((value.type, self._value_bytes(thread, key)))
+        entry = self._decoded(thread, ns, channel, version)
+        assert entry is not None  # a tail's value is a list (or _decoded raised)
         items, length = entry
         try:
             return [_copied(item) for item in itertools.islice(items, length)]
