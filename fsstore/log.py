@@ -47,6 +47,7 @@ from .log_format import (
     _valid_frame_after,
     decode_payload,
 )
+from .segment_file import ChunkCache, SegmentFile, open_compacted
 from .segment_header import (
     SEGMENT_HEADER_SIZE,
     SegmentHeader,
@@ -107,6 +108,8 @@ class LogReader:
         # a log that is not a session's, such as a collection's write-ahead log).
         self.identity = identity
         self._first_turns: dict[int, int | None] = {}
+        self._chunks = ChunkCache()  # decompressed chunks of compacted segments
+        self._merged_into: dict[int, int] = {}  # merged segment -> its compacted file
 
     def segment_path(self, first_seq: int) -> str:
         return os.path.join(self.path, layout.segment_name(first_seq))
@@ -130,7 +133,7 @@ class LogReader:
         if header.first_seq != first_seq:
             raise CorruptionError(f"segment header says first seq {header.first_seq}, its "
                                   "name says otherwise", path=path, offset=0)
-        if self.identity is not None and header.minor >= 1:
+        if self.identity is not None and header.has_uid:
             self.identity.check(header.uid, "segment", path)
         return header
 
@@ -162,31 +165,98 @@ class LogReader:
             f"{log_start} to {live[0] - 1} are missing; restore them from a backup",
             path=self.segment_path(live[0]), offset=0)
 
+    def open_segment(self, first_seq: int) -> SegmentFile:
+        """The segment ``first_seq`` opened for reading, its header checked (against its
+        name and this session's identity): a plain segment file, a compacted one, or
+        the part of a compacted file that a compaction merged that segment into (from
+        that segment's first frame to the end of the file). FileNotFoundError when no
+        file holds it (a clear removed it)."""
+        path = self.segment_path(first_seq)
+        try:
+            fd = self.io.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return self._open_merged(first_seq)
+        return self._open_fd(fd, path, first_seq, first_seq)
+
+    def _open_fd(self, fd: int, path: str, file_first: int, first_seq: int) -> SegmentFile:
+        try:
+            header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
+                                         file_first, path)
+            if header.compacted:
+                return open_compacted(self.io, fd, path, header, first_seq, self._chunks)
+            if first_seq != file_first:
+                raise FileNotFoundError(f"{path} holds no segment {first_seq}")
+            return SegmentFile(self.io, fd, path, header, first_seq)
+        except BaseException:
+            self.io.close(fd)
+            raise
+
+    def holds_segment(self, first_seq: int) -> bool:
+        """Whether the log still holds segment ``first_seq``: as a file, or merged into a
+        compacted one (remembered, so that a check costs two ``lstat`` calls)."""
+        if self.io.exists(self.segment_path(first_seq)):
+            return True
+        holder = self._merged_into.get(first_seq)
+        if holder is not None and self.io.exists(self.segment_path(holder)):
+            return True
+        try:
+            with self.open_segment(first_seq) as segment:
+                self._merged_into[first_seq] = segment.header.first_seq
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _open_merged(self, first_seq: int) -> SegmentFile:
+        """A segment a compaction merged into the compacted file before it: the file
+        named after the greatest first seq below ``first_seq`` holds it, if any does."""
+        try:
+            firsts = [s for s in layout.segment_seqs(self.io.listdir(self.path))
+                      if s < first_seq]
+        except FileNotFoundError:
+            firsts = []
+        if not firsts:
+            raise FileNotFoundError(f"{self.segment_path(first_seq)}: no such segment")
+        path = self.segment_path(firsts[-1])
+        return self._open_fd(self.io.open(path, os.O_RDONLY), path, firsts[-1], first_seq)
+
     def read_segment(self, first_seq: int) -> bytes:
         return self.load_segment(first_seq)[0]
 
-    def load_segment(self, first_seq: int) -> tuple[bytes, SegmentHeader]:
-        """A whole segment file and its checked header. One read: the header comes first
-        in it, so its synced mark never claims more than the frames read after it hold
-        (a writer writes the mark only after the frames are synced)."""
+    def raw_segment(self, first_seq: int) -> bytes:
+        """The bytes of the segment file named ``first_seq`` as they are on disk
+        (compressed, for a compacted one): what a copy of the file holds."""
         path = self.segment_path(first_seq)
-        fd = self.io.open(path, os.O_RDONLY)
-        try:
-            size = self.io.size(fd)
-            if size > MAX_SEGMENT_FILE:
-                raise CorruptionError(f"segment file of {size} bytes is larger than any writer "
-                                      "makes; it is not read", path=path)
-            buf = self.io.pread(fd, size, 0)
-        finally:
-            self.io.close(fd)
-        return buf, self.checked_header(buf, first_seq, path)
+        return self.io.read_file(path, MAX_SEGMENT_FILE)
+
+    def load_segment(self, first_seq: int) -> tuple[bytes, SegmentHeader]:
+        """A whole segment and its checked header: for a compacted segment, its logical
+        bytes (the header, then its frames as a plain segment holds them). One read of a
+        plain file: the header comes first in it, so its synced mark never claims more
+        than the frames read after it hold (a writer writes the mark only after the
+        frames are synced)."""
+        with self.open_segment(first_seq) as segment:
+            return self._load(segment)
+
+    def _load(self, segment: SegmentFile) -> tuple[bytes, SegmentHeader]:
+        if segment.size > MAX_SEGMENT_FILE:
+            raise CorruptionError(f"segment file of {segment.size} bytes is larger than any "
+                                  "writer makes; it is not read", path=segment.path)
+        buf = segment.read_all()
+        if segment.compacted:
+            return buf, segment.scan_header
+        # the header as read with the frames (its mark), not as read before them
+        return buf, self.checked_header(buf, segment.first_seq, segment.path)
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None) -> SegmentScan:
-        """A scan of one whole segment, checked against its header's synced mark."""
-        buf, header = self.load_segment(first_seq)
-        return SegmentScan(buf, self.segment_path(first_seq), first_seq, is_last, after_seq,
-                           until_seq, marker=marker, synced_end=header.synced_end)
+        """A scan of one whole segment, checked against its header's synced mark. A
+        compacted segment is sealed: it never ends in a torn tail."""
+        with self.open_segment(first_seq) as segment:
+            buf, header = self._load(segment)
+            members, path = segment.members_after, segment.path
+        return SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
+                           until_seq, marker=marker, synced_end=header.synced_end,
+                           members=members)
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -244,31 +314,26 @@ class LogReader:
     def segment_end(self, first_seq: int) -> SegmentEnd:
         """Where a segment's good data ends, found from the end of its data when that end
         is a whole frame (the common case), else by walking the segment from its start."""
-        path = self.segment_path(first_seq)
-        fd = self.io.open(path, os.O_RDONLY)
-        try:
-            if self.io.size(fd) > MAX_SEGMENT_FILE:
+        # The header first (open_segment reads it): its synced mark then never claims
+        # more than what is read after it holds (a writer marks only frames already synced).
+        with self.open_segment(first_seq) as segment:
+            path, header = segment.path, segment.scan_header
+            if segment.size > MAX_SEGMENT_FILE:
                 raise CorruptionError("segment file is larger than any writer makes; it is "
                                       "not read", path=path)
-            # The header first: its synced mark then never claims more than what is read
-            # after it holds (a writer marks only frames already synced).
-            header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
-                                         first_seq, path)
-            data_end = _data_end(self.io, fd)
+            data_end = segment.data_end()
             if data_end <= SEGMENT_HEADER_SIZE:
                 check_synced(SEGMENT_HEADER_SIZE, header.synced_end, path)
                 return SegmentEnd(SEGMENT_HEADER_SIZE, first_seq, None)
             if data_end % 8 == 0 and data_end >= header.synced_end:
-                (frame_size,) = _U32.unpack(self.io.pread(fd, 4, data_end - TRAILER_SIZE))
+                (frame_size,) = _U32.unpack(segment.pread(4, data_end - TRAILER_SIZE))
                 start = data_end - frame_size
                 if start >= SEGMENT_HEADER_SIZE and start % 8 == 0:
-                    raw = self.io.pread(fd, frame_size, start)
+                    raw = segment.pread(frame_size, start)
                     frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
                     if frame is not None and frame.first_seq >= first_seq:
                         return SegmentEnd(data_end, frame.first_seq + frame.event_count,
                                           _tail_of(frame._replace(offset=start), path))
-        finally:
-            self.io.close(fd)
         scan = self.scan_segment(first_seq, is_last=True)
         for _ in scan:
             pass
@@ -279,26 +344,33 @@ class LogReader:
     def scans(self, after_seq: int = 0, until_seq: float = math.inf,
               marker: bytes | None = None) -> Iterator[SegmentScan]:
         """A scan of each live segment from the one holding ``after_seq + 1`` on. Each must
-        be iterated to its end before the next is asked for (seqs are checked across)."""
+        be iterated to its end before the next is asked for (seqs are checked across).
+
+        A compaction may merge segments while they are read: a segment whose file is
+        gone is read from the compacted file that holds it now, and a file of a segment
+        merged into the one just read (left by a compaction that was interrupted, or that
+        is still unlinking them) holds frames already read, and is passed over."""
         segments, log_start = self.live_segments()
         index = max(bisect.bisect_right(segments, max(after_seq + 1, log_start)) - 1, 0)
         expect = segments[index]
+        merged: tuple[int, ...] = ()
         for position in range(index, len(segments)):
             first = segments[position]
-            path = self.segment_path(first)
             if first > until_seq or expect > until_seq:
                 return
+            if first < expect and first in merged:
+                continue
             if first != expect:
                 raise CorruptionError(
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
-                    path=path, offset=0)
+                    path=self.segment_path(first), offset=0)
             try:
                 scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
                                          until_seq, marker)
             except FileNotFoundError:
                 return  # cleared by the writer meanwhile: what was read is a prefix
             yield scan
-            expect = scan.expect_seq
+            expect, merged = scan.expect_seq, scan.members
             del scan  # hold one segment in memory at a time
 
     def events(
@@ -354,7 +426,10 @@ class LogReader:
                 # Every seq counts: the wanted ones are the last ``wanted`` before ``later``
                 # (and at most ``until``); frames before them are checked, not decoded.
                 scan_after = max(after_seq, int(min(until, later - 1)) - wanted)
-            scan = self.scan_segment(first, position == len(segments) - 1, scan_after, until)
+            # a compacted file may hold the segments after it too: read it up to ``later``
+            scan_until = until if later is None else min(until, later - 1)
+            scan = self.scan_segment(first, position == len(segments) - 1, scan_after,
+                                     scan_until)
             tail: collections.deque[Event] = collections.deque(maxlen=wanted)
             tail.extend(scan if keep is None else filter(keep, scan))
             if later is not None and scan.expect_seq != later and until >= later:
@@ -378,21 +453,18 @@ class LogReader:
             return first == seq + 1
         if offset < SEGMENT_HEADER_SIZE or offset % 8 or first > seq:
             return False
-        path = self.segment_path(first)
         try:
-            fd = self.io.open(path, os.O_RDONLY)
+            segment = self.open_segment(first)
         except FileNotFoundError:
             return False
-        try:
-            if offset > self.io.size(fd):
+        with segment:
+            if offset > segment.size:
                 return False
-            (frame_size,) = _U32.unpack(self.io.pread(fd, 4, offset - TRAILER_SIZE))
+            (frame_size,) = _U32.unpack(segment.pread(4, offset - TRAILER_SIZE))
             start = offset - frame_size
             if start < SEGMENT_HEADER_SIZE or start % 8 or frame_size > MAX_FRAME_PAYLOAD:
                 return False
-            raw = self.io.pread(fd, frame_size, start)
-        finally:
-            self.io.close(fd)
+            raw = segment.pread(frame_size, start)
         frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
         return (frame is not None and frame.first_seq + frame.event_count - 1 == seq
                 and _U32.unpack_from(raw)[0] == frame_crc)
@@ -410,24 +482,20 @@ class LogReader:
         first, offset, _ = position
         expect = after_seq + 1
         while True:
-            path = self.segment_path(first)
             try:
-                fd = self.io.open(path, os.O_RDONLY)
+                segment = self.open_segment(first)
             except FileNotFoundError:
                 return
-            try:
-                size = self.io.size(fd)
+            with segment:
+                path, size, header = segment.path, segment.size, segment.scan_header
                 if size > MAX_SEGMENT_FILE:
                     raise CorruptionError(f"segment file of {size} bytes is larger than any "
                                           "writer makes; it is not read", path=path)
                 # the header before the frames (see load_segment)
-                header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0), first,
-                                             path)
-                buf = self.io.pread(fd, size - offset, offset) if offset < size else b""
-            finally:
-                self.io.close(fd)
-            scan = SegmentScan(buf, path, expect, True, after_seq, until_seq, origin=offset,
-                               marker=marker, segment=first, synced_end=header.synced_end)
+                buf = segment.pread(size - offset, offset) if offset < size else b""
+            scan = SegmentScan(buf, path, expect, not header.compacted, after_seq, until_seq,
+                               origin=offset, marker=marker, segment=first,
+                               synced_end=header.synced_end)
             yield scan
             if scan.expect_seq > until_seq:
                 return
@@ -450,12 +518,9 @@ class LogReader:
         CorruptionError naming the file and offset when those bytes are not whole
         checksum-valid frames (the caller's positions are wrong, or the segment is
         damaged), FileNotFoundError when the segment is gone (a clear)."""
-        path = self.segment_path(first_seq)
-        fd = self.io.open(path, os.O_RDONLY)
-        try:
-            raw = self.io.pread(fd, end - start, start) if end > start else b""
-        finally:
-            self.io.close(fd)
+        with self.open_segment(first_seq) as segment:
+            path = segment.path
+            raw = segment.pread(end - start, start) if end > start else b""
         frames = list(_walk_frames(raw, path, start, first_seq, decode=decode))
         if len(raw) != end - start or sum(frame.size for frame in frames) != end - start:
             walked = start + sum(frame.size for frame in frames)
@@ -480,16 +545,16 @@ class LogReader:
         not the zeros a writer preallocated after it."""
         segment, offset, _ = position
         while True:
-            path = self.segment_path(segment)
             try:
-                fd = self.io.open(path, os.O_RDONLY)
+                opened = self.open_segment(segment)
             except FileNotFoundError:
                 return
+            path = opened.path
             try:
-                size = min(self.io.size(fd), MAX_SEGMENT_FILE)
+                size = min(opened.size, MAX_SEGMENT_FILE)
                 chunk = _FIRST_CHUNK
                 while offset < size:
-                    raw = self.io.pread(fd, min(chunk, size - offset), offset)
+                    raw = opened.pread(min(chunk, size - offset), offset)
                     frames = list(_walk_frames(raw, path, offset, segment, marker))
                     if frames and next_seq is not None and frames[0].first_seq != next_seq:
                         raise CorruptionError(
@@ -505,30 +570,52 @@ class LogReader:
                             continue
                         sealed = next_seq is not None and self.io.exists(
                             self.segment_path(next_seq))
-                        if sealed or raw.rstrip(b"\0"):  # more than the zeros of the end
-                            self._check_stop(fd, path, offset, size, next_seq)
+                        if sealed or opened.compacted or raw.rstrip(b"\0"):
+                            # more than the zeros of the end
+                            self._check_stop(opened, offset, size, next_seq)
                         break
                     offset += walked
                     chunk = min(max(chunk, walked), 1 << 26)
             finally:
-                self.io.close(fd)
+                opened.close()
             # An empty segment (its header only) gives no frame: the next seq is its own
             # first seq, and the log ends there.
             if (next_seq is None or next_seq <= segment
-                    or not self.io.exists(self.segment_path(next_seq))):
+                    or not self.goes_on(opened, next_seq)):
                 return
             segment, offset = next_seq, SEGMENT_HEADER_SIZE
 
-    def _check_stop(self, fd: int, path: str, offset: int, size: int,
+    def goes_on(self, segment: SegmentFile, next_seq: int) -> bool:
+        """Whether the log goes on at ``next_seq`` after ``segment``, read to its end.
+
+        A segment file named ``next_seq`` says so. Without one, the log ends there,
+        unless a compaction merged the segment just read (a leftover file, read before
+        it went) and the next one into a compacted file: it unlinks the merged files in
+        seq order, so when the next one is gone and the one just read is still there,
+        the next one was never merged: the log ends."""
+        if self.io.exists(self.segment_path(next_seq)):
+            return True
+        if segment.compacted or self.io.exists(segment.path):
+            return False
+        try:
+            self.open_segment(next_seq).close()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _check_stop(self, segment: SegmentFile, offset: int, size: int,
                     next_seq: int | None) -> None:
         """``frames_from`` found no whole frame at ``offset``: the end of the log or a
-        torn tail, unless the log goes on after it (damage)."""
-        if next_seq is not None and self.io.exists(self.segment_path(next_seq)):
-            if _data_end(self.io, fd) > offset:
+        torn tail, unless the log goes on after it (damage). A compacted segment is
+        sealed, and ends in its last frame."""
+        path = segment.path
+        if segment.compacted or (next_seq is not None
+                                 and self.io.exists(self.segment_path(next_seq))):
+            if segment.data_end() > offset:
                 raise CorruptionError("damaged record in a sealed segment", path=path,
                                       offset=offset)
             return
-        rest = self.io.pread(fd, size - offset, offset)
+        rest = segment.pread(size - offset, offset)
         if not rest.rstrip(b"\0"):
             return  # the end of the log: nothing, or zeros a writer preallocated
         later = _valid_frame_after(rest, memoryview(rest), 0, len(rest))
@@ -542,22 +629,20 @@ class LogReader:
         record, once written, never changes."""
         if first_seq in self._first_turns:
             return self._first_turns[first_seq]
-        path = self.segment_path(first_seq)
         try:
-            fd = self.io.open(path, os.O_RDONLY)
+            segment = self.open_segment(first_seq)
         except FileNotFoundError:
             return None
-        try:
-            fields = self.io.pread(fd, FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE)
+        with segment:
+            path = segment.path
+            fields = segment.pread(FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE)
             if len(fields) < FRAME_HEADER_SIZE:
                 return None
             length = _FRAME_HEADER.unpack(fields)[1]
             size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
             # a damaged length must not make us allocate it: read no more than the file has
-            size = min(size, self.io.size(fd) - SEGMENT_HEADER_SIZE)
-            raw = self.io.pread(fd, size, SEGMENT_HEADER_SIZE)
-        finally:
-            self.io.close(fd)
+            size = min(size, segment.size - SEGMENT_HEADER_SIZE)
+            raw = segment.pread(size, SEGMENT_HEADER_SIZE)
         frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
         if frame is None:
             return None  # empty, or being written; a full read reports any damage

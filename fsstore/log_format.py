@@ -234,7 +234,7 @@ class SegmentScan:
     def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
                  after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
                  marker: bytes | None = None, segment: int | None = None,
-                 synced_end: int = 0) -> None:
+                 synced_end: int = 0, members: tuple[int, ...] = ()) -> None:
         self.buf = buf
         self.path = path
         self.segment = expect_seq if segment is None else segment  # its first seq
@@ -251,6 +251,9 @@ class SegmentScan:
         # A barrier made the records before this offset durable (the header's synced
         # mark): a walk that ends before it found synced records missing or damaged.
         self.synced_end = synced_end
+        # Segments merged into this (compacted) one after its start: files still under
+        # their names are leftovers of the merge, holding the same frames.
+        self.members = members
         self.end = max(origin, SEGMENT_HEADER_SIZE)
         self.last: Event | None = None
         self.torn_at: int | None = None

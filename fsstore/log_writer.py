@@ -241,14 +241,15 @@ class LogWriter:
         reader = self.reader
         segments = [s for s in reader.live_segments()[0] if s <= first]
         for segment in reversed(segments):
-            path = reader.segment_path(segment)
-            fd = self.io.open(path, os.O_RDONLY)
-            try:
-                pos = end if segment == first else _data_end(self.io, fd)
+            # a compacted file holds the segments merged into it after its own: read it
+            # back from where the segment after it starts
+            with reader.open_segment(segment) as opened:
+                path = opened.path
+                pos = end if segment == first else opened.data_end()
                 while pos > SEGMENT_HEADER_SIZE:
-                    (size,) = _U32.unpack(self.io.pread(fd, 4, pos - TRAILER_SIZE))
+                    (size,) = _U32.unpack(opened.pread(4, pos - TRAILER_SIZE))
                     start = pos - size
-                    raw = self.io.pread(fd, size, start) if start >= SEGMENT_HEADER_SIZE else b""
+                    raw = opened.pread(size, start) if start >= SEGMENT_HEADER_SIZE else b""
                     frame = _parse_frame(raw, memoryview(raw), 0, len(raw)) if raw else None
                     if frame is None:
                         raise CorruptionError("damaged record in the log", path=path,
@@ -257,8 +258,6 @@ class LogWriter:
                     if kind not in self.neutral_kinds:
                         return turn, kind, frame.first_seq + frame.event_count - 1
                     pos = start
-            finally:
-                self.io.close(fd)
         return None
 
     def _set_aside_torn_tail(self, fd: int, first_seq: int, end: int, data_end: int) -> None:
@@ -782,7 +781,7 @@ def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) ->
     except OSError as exc:
         if exc.errno not in NO_LINK_ERRNOS:
             raise
-    io.write_new(target, source.read_segment(first_seq))
+    io.write_new(target, source.raw_segment(first_seq))
 
 
 def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,

@@ -276,7 +276,7 @@ class MessageIndex:
         replaced = self._open()
         if not replaced and self._log_start is not None and head is None:
             segment = self._log_start if self._covered is None else self._covered.segment
-            if not self.io.exists(self.log.segment_path(segment)):
+            if not self.log.holds_segment(segment):
                 replaced = True  # cleared meanwhile: its segments are gone
         if replaced or self._log_start is None or (
                 log_start is not None and self._log_start != log_start):
@@ -625,12 +625,9 @@ class MessageIndex:
                     break
                 end = max(end, row.offset + row.size)
                 stop += 1
-            path = self.log.segment_path(first.segment)
-            fd = self.io.open(path, os.O_RDONLY)
-            try:
-                buf = self.io.pread(fd, end - first.offset, first.offset)
-            finally:
-                self.io.close(fd)
+            with self.log.open_segment(first.segment) as segment:
+                path = segment.path
+                buf = segment.pread(end - first.offset, first.offset)
             view = memoryview(buf)
             decoded: dict[int, _SplitFrame] = {}
             for number in order[start:stop]:

@@ -24,6 +24,9 @@ from .identity import NO_UID
 SEGMENT_MAGIC = b"\x89FSLOG\r\n"
 SEGMENT_MAJOR = 1
 SEGMENT_MINOR = 1
+#: A compacted segment (format 1.6, FORMAT.md 3.2): sealed frames, zstd-compressed.
+COMPACTED_MAJOR = 2
+COMPACTED_MINOR = 0
 _SEGMENT_HEADER = struct.Struct("<8sHHIQQQ20sI")
 SEGMENT_HEADER_SIZE = _SEGMENT_HEADER.size  # 64
 # Version 1.1 fills the 20 reserved bytes: the session's uid, a CRC of the fields that
@@ -33,6 +36,8 @@ _MARK = struct.Struct("<II")  # synced_end, mark_crc: bytes 52-59
 _STATIC_END = 48  # bytes 0-47: magic .. uid
 MARK_AT = 52
 _U32 = struct.Struct("<I")
+# A compacted header's bytes 40-59: uid, plain_end, member count, chunk count.
+_COMPACTED = struct.Struct("<QIII")
 
 
 def encode_segment_header(first_seq: int, log_start: int, uid: int = NO_UID) -> bytes:
@@ -53,6 +58,16 @@ def mark_segment_header(static: bytes, synced_end: int) -> bytes:
     return body + _U32.pack(crc32c(body))
 
 
+def encode_compacted_header(first_seq: int, log_start: int, uid: int, plain_end: int,
+                            members: int, chunks: int) -> bytes:
+    """The header of a compacted segment (version 2.0, FORMAT.md 3.2)."""
+    body = _SEGMENT_HEADER.pack(
+        SEGMENT_MAGIC, COMPACTED_MAJOR, COMPACTED_MINOR, SEGMENT_HEADER_SIZE,
+        first_seq, log_start, time.time_ns(), bytes(20), 0,
+    )[:40] + _COMPACTED.pack(uid, plain_end, members, chunks)
+    return body + _U32.pack(crc32c(body))
+
+
 @dataclass(frozen=True)
 class SegmentHeader:
     first_seq: int
@@ -62,6 +77,17 @@ class SegmentHeader:
     uid: int = NO_UID  # the session that wrote it (1.1); NO_UID in a 1.0 header
     synced_end: int = 0  # a barrier made the frames before this offset durable (1.1)
     static: bytes = b""  # the 52 bytes a writer keeps when it rewrites the mark (1.1)
+    # A compacted segment (2.0): its logical size and table lengths; ``raw`` the header.
+    compacted: bool = False
+    plain_end: int = 0
+    members: int = 0
+    chunks: int = 0
+    raw: bytes = b""
+
+    @property
+    def has_uid(self) -> bool:
+        """Whether the header names the session that wrote it (1.1 and compacted)."""
+        return self.compacted or self.minor >= 1
 
 
 def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
@@ -79,6 +105,9 @@ def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
     if magic != SEGMENT_MAGIC:
         raise CorruptionError("not an fsstore segment (bad magic)", path=path, offset=0)
     whole = crc32c(raw[: SEGMENT_HEADER_SIZE - 4]) == crc
+    if major == COMPACTED_MAJOR and whole:
+        return _decode_compacted(raw, first_seq, log_start, created_ns, minor, header_size,
+                                 path)
     uid, static_crc = _IDENTITY.unpack_from(raw, 40)
     versioned = major == SEGMENT_MAJOR and minor >= 1
     static_ok = versioned and crc32c(raw[:_STATIC_END]) == static_crc
@@ -87,8 +116,8 @@ def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
     if major > SEGMENT_MAJOR:
         raise FormatVersionError(
             f"{path}: segment format {major}.{minor} is newer than the "
-            f"{SEGMENT_MAJOR}.{SEGMENT_MINOR} this fsstore reads; upgrade fsstore to read it"
-        )
+            f"{COMPACTED_MAJOR}.{COMPACTED_MINOR} this fsstore reads; upgrade fsstore to "
+            "read it")
     if header_size != SEGMENT_HEADER_SIZE:
         raise CorruptionError(f"unexpected segment header size {header_size}", path=path, offset=0)
     if log_start > first_seq or first_seq == 0:
@@ -110,6 +139,23 @@ def decode_segment_header(raw: bytes, path: str) -> SegmentHeader:
                               path=path, offset=MARK_AT)
     return SegmentHeader(first_seq, log_start, created_ns, minor, uid, synced_end,
                          bytes(raw[:MARK_AT]))
+
+
+def _decode_compacted(raw: bytes, first_seq: int, log_start: int, created_ns: int,
+                      minor: int, header_size: int, path: str) -> SegmentHeader:
+    """A compacted header whose CRC holds (it is written once, never rewritten)."""
+    if header_size != SEGMENT_HEADER_SIZE:
+        raise CorruptionError(f"unexpected segment header size {header_size}", path=path, offset=0)
+    if log_start > first_seq or first_seq == 0:
+        raise CorruptionError(f"segment header says the log starts at seq {log_start}, after "
+                              f"its own first seq {first_seq}", path=path, offset=0)
+    uid, plain_end, members, chunks = _COMPACTED.unpack_from(raw, 40)
+    if plain_end <= SEGMENT_HEADER_SIZE:
+        raise CorruptionError(f"compacted segment header says it holds {plain_end} bytes",
+                              path=path, offset=48)
+    # the whole data of a sealed segment was synced before it was compacted
+    return SegmentHeader(first_seq, log_start, created_ns, minor, uid, plain_end, b"",
+                         True, plain_end, members, chunks, bytes(raw[:SEGMENT_HEADER_SIZE]))
 
 
 def check_synced(end: int, synced_end: int, path: str) -> None:

@@ -19,9 +19,17 @@ from typing import Any, NamedTuple
 from . import identity, layout, manifest, vectors
 from . import state as state_module
 from .aio import AsyncSessionReaderMixin
+from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
 from .blobs import BlobReader, link_blobs
 from .check import SessionParts, check_session
+from .compaction import (
+    DEFAULT_LEVEL,
+    DEFAULT_TARGET_BYTES,
+    CompactReport,
+    compact_log,
+    log_folder_lock,
+)
 from .errors import (
     CheckpointNotFound,
     CorruptionError,
@@ -98,7 +106,11 @@ class SessionInfo:
     spawned_by: SpawnOrigin | None = None
 
 
-class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin):
+#: How long a fork waits for a compaction of its parent to end.
+_FORK_WAITS_FOR_COMPACTION = 60.0
+
+
+class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMaintenanceMixin):
     """Read access to one session: its metadata, events and turns. Takes no lock."""
 
     def __init__(self, io: FileIO, path: str, session_id: str,
@@ -266,6 +278,24 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin):
         parts = SessionParts(self._manifest, self._log, self._snapshots, self._checkpoints,
                              self._policy.commit_ids, self._message_index_file)
         return check_session(self, parts)
+
+    # --- maintenance ---
+
+    def compact(self, *, dry_run: bool = False, target_bytes: int = DEFAULT_TARGET_BYTES,
+                level: int = DEFAULT_LEVEL, lock_timeout: float = 0.0) -> CompactReport:
+        """Rewrite the log's sealed segments zstd-compressed, merging consecutive ones
+        into files of about ``target_bytes`` of records, and return a report (bytes
+        before and after). Every record, seq and recorded place stays as it was; only
+        the files change (docs/FORMAT.md, section 5.5). Works beside a writer, in any
+        process, without its lock: the active segment is never touched. Another
+        compaction of the session running raises SessionLocked (after ``lock_timeout``
+        seconds). With ``dry_run`` nothing changes and the report counts the files it
+        would write. Damage in a sealed segment raises CorruptionError naming it, and
+        that segment stays as it is."""
+        return compact_log(self.io, self._log, self.path,
+                           NO_UID if self.identity is None else self.identity.uid,
+                           target_bytes=target_bytes, level=level, dry_run=dry_run,
+                           lock_timeout=lock_timeout)
 
     # --- watching ---
 
@@ -450,8 +480,10 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin):
         log_path = layout.log_dir(dest)
         self.io.mkdir(log_path)
         try:
-            position = copy_log_prefix(self.io, self._log, log_path, seq,
-                                       identity.NO_UID if uid is None else uid.uid)
+            # a compaction must not unlink a segment while it is linked here
+            with log_folder_lock(self._log.path, _FORK_WAITS_FOR_COMPACTION):
+                position = copy_log_prefix(self.io, self._log, log_path, seq,
+                                           identity.NO_UID if uid is None else uid.uid)
         except FileNotFoundError as exc:
             raise SeqOutOfRange(
                 f"session {self.id!r} was cleared or deleted while it was being forked "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -17,7 +18,9 @@ from typing import Any, TypeVar
 from . import clock, identity, layout, manifest
 from . import lease as lease_module
 from .aio import AsyncStoreMixin
+from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .check import check_store
+from .compaction import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES, CompactReport
 from .errors import (
     CollectionNotFound,
     Finding,
@@ -171,7 +174,7 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
         folder = parent
 
 
-class Store(AsyncStoreMixin):
+class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
     """A store folder. Get one with :func:`open_store`; use it as a context manager (or
     call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
@@ -752,6 +755,37 @@ class Store(AsyncStoreMixin):
         left out and named, with why, in the result's ``skipped``: one damaged session
         hides no other."""
         return store_usage(self, by, sessions)
+
+    # --- maintenance ---
+
+    def compact(self, session_ids: Iterable[str] | None = None, *, dry_run: bool = False,
+                target_bytes: int = DEFAULT_TARGET_BYTES, level: int = DEFAULT_LEVEL,
+                lock_timeout: float = 0.0,
+                progress: Callable[[str], object] | None = None) -> CompactReport:
+        """Compact every session (or those given): ``SessionReader.compact`` for each,
+        summed, with each session's report in ``parts``. A session that cannot be
+        compacted (damage, another compaction running) is left as it is and named in
+        ``skipped`` with why; one such session stops no other. ``progress`` is called
+        with each session id before it is compacted."""
+        report = CompactReport(dry_run=dry_run)
+        started = time.monotonic()
+        for session_id in (self.session_ids() if session_ids is None else session_ids):
+            if progress is not None:
+                progress(session_id)
+            try:
+                part = self.read_session(session_id).compact(
+                    dry_run=dry_run, target_bytes=target_bytes, level=level,
+                    lock_timeout=lock_timeout)
+            except SessionNotFound:
+                if session_ids is not None:
+                    raise
+                continue  # deleted meanwhile
+            except FsStoreError as exc:
+                report.skipped[session_id] = str(exc)
+                continue
+            report.add(session_id, part)
+        report.seconds = round(time.monotonic() - started, 6)
+        return report
 
     # --- checking ---
 

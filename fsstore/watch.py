@@ -31,7 +31,8 @@ from .aio import AsyncWatcherMixin
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
 from .log import LogReader, LogTail
 from .log_format import Event, SegmentScan
-from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
+from .segment_file import SegmentFile
+from .segment_header import SEGMENT_HEADER_SIZE
 
 DEFAULT_POLL_INTERVAL = 1.0
 
@@ -396,7 +397,7 @@ class SessionWatcher(_Watcher):
         self.last_seq = after_seq
         self._log = log
         self._io = log.io
-        self._fd: int | None = None  # the segment followed, and where its data read ends
+        self._file: SegmentFile | None = None  # the segment followed, where its read ends
         self._segment = 0
         self._offset = 0
         self._next_seq = 0
@@ -406,7 +407,7 @@ class SessionWatcher(_Watcher):
     def poll(self) -> list[Event | LogCleared]:
         """Read what was written after the last delivered event, without waiting."""
         found: list[Event | LogCleared] = []
-        if self._fd is None and not self._find(found):
+        if self._file is None and not self._find(found):
             return found
         while True:
             self._read_on(found)
@@ -414,8 +415,9 @@ class SessionWatcher(_Watcher):
             # seq means this one is finished: read on there now, whether or not this read
             # found anything (the hint that woke this read may have been the rollover's
             # only one, and the events after it would wait for the next write).
-            following = self._log.segment_path(self.last_seq + 1)
-            if self._segment == self.last_seq + 1 or not self._io.exists(following):
+            assert self._file is not None
+            if (self._segment == self.last_seq + 1
+                    or not self._log.goes_on(self._file, self.last_seq + 1)):
                 return found
             # The writer went on in a segment named after the next seq (a rollover, or a
             # clear: its header says where the log starts now).
@@ -438,31 +440,27 @@ class SessionWatcher(_Watcher):
         return first is not None and self._open(first, found)
 
     def _open(self, first: int, found: list[Event | LogCleared]) -> bool:
-        path = self._log.segment_path(first)
         try:
-            fd = self._io.open(path, os.O_RDONLY)
+            # a segment a compaction merged into a compacted file is read from there
+            segment = self._log.open_segment(first)
         except FileNotFoundError:
             return False
-        try:
-            header = decode_segment_header(self._io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
-        except BaseException:
-            self._io.close(fd)
-            raise
+        header = segment.header
         if self._log_start is not None and header.log_start > self._log_start:
             found.append(LogCleared(self.session_id, header.log_start))
             self.last_seq = max(self.last_seq, header.log_start - 1)
         self._log_start = header.log_start
-        self._fd, self._segment, self._offset = fd, first, SEGMENT_HEADER_SIZE
+        self._file, self._segment, self._offset = segment, first, SEGMENT_HEADER_SIZE
         self._next_seq = first  # the seq of the frame at _offset
         return True
 
     def _read_on(self, found: list[Event | LogCleared]) -> None:
         """The whole frames after the current offset of the segment followed."""
-        assert self._fd is not None
-        path = self._log.segment_path(self._segment)
+        assert self._file is not None
+        path = self._file.path
         chunk = _READ_CHUNK
         while True:
-            buf = self._io.pread(self._fd, chunk, self._offset)
+            buf = self._file.pread(chunk, self._offset)
             self._caught_up = len(buf) < chunk
             if not buf.strip(b"\0"):
                 return
@@ -479,9 +477,9 @@ class SessionWatcher(_Watcher):
             # else: loop, reading on from the new offset
 
     def _close_segment(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            self._io.close(fd)
+        if self._file is not None:
+            segment, self._file = self._file, None
+            segment.close()
 
     def close(self) -> None:
         super().close()

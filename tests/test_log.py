@@ -218,7 +218,7 @@ def test_a_segment_of_a_newer_major_version_is_refused(store):
     session, _ = write_batches(store, [1])
     (path,) = segment_files(session)
     data = bytearray(Path(path).read_bytes())
-    struct.pack_into("<H", data, 8, 2)
+    struct.pack_into("<H", data, 8, 3)  # 2 is a compacted segment
     body = data[: SEGMENT_HEADER_SIZE - 4]
     struct.pack_into("<I", data, SEGMENT_HEADER_SIZE - 4, crc32c(body))
     Path(path).write_bytes(bytes(data))

@@ -458,7 +458,7 @@ def test_a_get_that_a_close_overtakes_does_not_open_the_log_again(store):
     watcher = store.read_session("s").watch(notifier=Deaf())
     watcher._reading = _CloseFirst(watcher)
     assert watcher.get(timeout=0) == []
-    assert watcher.closed and watcher._fd is None  # no segment left open by nobody
+    assert watcher.closed and watcher._file is None  # no segment left open by nobody
 
 
 def test_inotify_refusing_a_folder_closes_what_it_opened(tmp_path):

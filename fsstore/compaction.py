@@ -1,0 +1,314 @@
+"""Compaction: a log's sealed segments rewritten zstd-compressed, small ones merged
+(docs/FORMAT.md, section 5.5).
+
+A compaction never touches the active (newest) segment, never holds the writer lock,
+and never changes a frame: a compacted file holds the very frames of the segments it
+replaces, so every seq, checksum and recorded place (a snapshot's position, a row of
+the message index) stays valid. It works beside a writer appending in any process, and
+beside readers, who see every event once and in order (``log.LogReader.scans``).
+
+Per group of sealed segments it:
+
+1. reads them through the reader (every frame checked) and builds the compacted file
+   in the session folder as ``.tmp-compact-HEX8``, outside ``log/`` (whose temp files a
+   writer removes at its next rollover);
+2. reads that file back, decompressing every chunk, and compares it with the frames it
+   was made from; fsyncs it;
+3. renames it over the group's first segment (an atomic replace) and fsyncs ``log/``;
+4. unlinks the group's other segments, in seq order, and fsyncs ``log/``.
+
+A crash before step 3 leaves the log as it was and a temp file (removed by vacuum). A
+crash after it leaves the other segments as *leftovers*: files holding the same frames
+as the compacted file that merged them. Readers pass over them; the next compaction
+unlinks them; verify lists them as notes. A reader that had a replaced file open keeps
+reading it: a file is replaced by rename and unlinked, never written in place. A fork
+sharing a segment by hard link keeps its own name for the old file.
+
+Compactions of one session serialise on an ``flock`` of its ``log/`` folder, which a
+fork also takes while it links the parent's segments (a fork must not link a file a
+compaction is about to unlink).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import layout
+from .errors import CorruptionError, SessionLocked
+from .fsio import FileIO
+from .identity import NO_UID
+from .log import LogReader
+from .log_format import SegmentScan
+from .segment_file import SegmentFile, encode_compacted, open_compacted
+from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
+
+#: Sealed segments are merged into files of about this many plain bytes.
+DEFAULT_TARGET_BYTES = 4 << 20
+#: zstd level: 3 compresses a log about 3.5x at about 250 MB/s (docs/PERFORMANCE facts).
+DEFAULT_LEVEL = 3
+TEMP_PREFIX = ".tmp-compact-"
+
+
+@dataclass
+class CompactReport:
+    """What a compaction did (or, with ``dry_run``, would do), for one session or, summed,
+    a store. Bytes are those of the segment files on disk; ``plain_bytes`` the frames
+    they hold (what a reader decompresses)."""
+
+    sessions: int = 0
+    segments_before: int = 0
+    segments_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    plain_bytes: int = 0
+    files_written: int = 0
+    leftovers_removed: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    # per session id (a store's compaction): that session's report
+    parts: dict[str, CompactReport] = field(default_factory=dict)
+    # sessions a store compaction could not compact, with why (nothing changed in them)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """Bytes before over bytes after (1.0 when nothing changed)."""
+        return self.bytes_before / self.bytes_after if self.bytes_after else 1.0
+
+    def add(self, session_id: str, part: CompactReport) -> None:
+        self.parts[session_id] = part
+        self.sessions += 1
+        for name in ("segments_before", "segments_after", "bytes_before", "bytes_after",
+                     "plain_bytes", "files_written", "leftovers_removed"):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form: the totals, the ratio, and each session's part."""
+        out: dict[str, Any] = {
+            name: getattr(self, name) for name in (
+                "sessions", "segments_before", "segments_after", "bytes_before",
+                "bytes_after", "plain_bytes", "files_written", "leftovers_removed",
+                "seconds", "dry_run")}
+        out["ratio"] = round(self.ratio, 3)
+        if self.parts:
+            out["parts"] = {sid: part.to_dict() for sid, part in self.parts.items()}
+        if self.skipped:
+            out["skipped"] = dict(self.skipped)
+        return out
+
+
+@contextlib.contextmanager
+def log_folder_lock(log_path: str, timeout: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the ``log/`` folder: what compactions of one
+    session, and forks of it, serialise on. Waits up to ``timeout`` seconds, then raises
+    SessionLocked. The kernel releases it when the process dies."""
+    fd = os.open(log_path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise SessionLocked(
+                        f"{log_path}: another compaction or a fork of this session is "
+                        f"running; try again when it ends (waited {timeout:g} s)") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@dataclass
+class _Source:
+    """A sealed segment file as compaction sees it."""
+
+    first: int
+    disk_bytes: int
+    plain_bytes: int  # its frames' bytes
+    compacted: bool
+    members: tuple[int, ...]  # the segments it holds (itself first)
+
+
+def compact_log(io: FileIO, reader: LogReader, session_path: str, uid: int = NO_UID, *,
+                target_bytes: int = DEFAULT_TARGET_BYTES, level: int = DEFAULT_LEVEL,
+                dry_run: bool = False, lock_timeout: float = 0.0) -> CompactReport:
+    """Compact the sealed segments of the log ``reader`` reads (see the module's
+    docstring), and return what it did. ``uid`` is the session's (written into the
+    compacted headers). With ``dry_run`` nothing is written: the report counts the
+    files it would write and their plain bytes, not their compressed size."""
+    started = time.monotonic()
+    report = CompactReport(dry_run=dry_run)
+    with log_folder_lock(reader.path, lock_timeout):
+        sources, leftovers = _sealed_sources(reader)
+        files = reader.list_segments()
+        report.segments_before = len(files)
+        report.bytes_before = sum(_file_size(io, reader.segment_path(s)) for s in files)
+        report.segments_after = len(files)
+        report.bytes_after = report.bytes_before
+        if not dry_run:
+            for first in leftovers:  # of a compaction that was interrupted
+                _unlink(io, reader.segment_path(first))
+            if leftovers:
+                io.fsync_dir(reader.path)
+        report.leftovers_removed = len(leftovers)
+        report.segments_after -= len(leftovers)
+        report.bytes_after -= sum(_file_size(io, reader.segment_path(s)) for s in leftovers
+                                  ) if dry_run else 0
+        for group in _groups(sources, target_bytes):
+            if len(group) == 1 and group[0].compacted:
+                continue
+            report.files_written += 1
+            report.plain_bytes += sum(source.plain_bytes for source in group)
+            report.segments_after -= len(group) - 1
+            if dry_run:
+                continue
+            written = _compact_group(io, reader, session_path, group, uid, level)
+            report.bytes_after += written - sum(source.disk_bytes for source in group)
+        if not dry_run:
+            report.bytes_after = sum(_file_size(io, reader.segment_path(s))
+                                     for s in reader.list_segments())
+            report.segments_after = len(reader.list_segments())
+    report.seconds = round(time.monotonic() - started, 6)
+    return report
+
+
+def _sealed_sources(reader: LogReader) -> tuple[list[_Source], list[int]]:
+    """The sealed segment files of the live log (every one but the newest), and the
+    leftovers among them: files of segments already merged into a compacted file."""
+    segments, _ = reader.live_segments()
+    sources: list[_Source] = []
+    leftovers: list[int] = []
+    merged: set[int] = set()
+    for first in segments[:-1]:
+        if first in merged:
+            leftovers.append(first)
+            continue
+        with reader.open_segment(first) as segment:
+            members = _members(segment)
+            sources.append(_Source(first, _file_size(reader.io, segment.path),
+                                   segment.size - SEGMENT_HEADER_SIZE, segment.compacted,
+                                   members))
+        merged.update(members[1:])
+    return sources, leftovers
+
+
+def _members(segment: SegmentFile) -> tuple[int, ...]:
+    if segment.tables is None:
+        return (segment.first_seq,)
+    return tuple(member.first_seq for member in segment.tables.members)
+
+
+def _groups(sources: list[_Source], target_bytes: int) -> list[list[_Source]]:
+    """Consecutive sealed segments merged while they fit in ``target_bytes`` together:
+    a segment as large as the target stays alone (and is only compressed)."""
+    groups: list[list[_Source]] = []
+    for source in sources:
+        if groups and sum(s.plain_bytes for s in groups[-1]) + source.plain_bytes <= target_bytes:
+            groups[-1].append(source)
+        else:
+            groups.append([source])
+    return groups
+
+
+def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list[_Source],
+                   uid: int, level: int) -> int:
+    """Write one compacted file for ``group`` and put it in place; return its size."""
+    members: list[tuple[int, bytes]] = []
+    expect = group[0].first
+    for source in group:
+        buf, header = reader.load_segment(source.first)
+        path = reader.segment_path(source.first)
+        # every frame checked, and the seqs continuous across the group
+        scan = SegmentScan(buf, path, expect, False, after_seq=2**64,
+                           synced_end=header.synced_end)
+        for _ in scan:
+            pass
+        if scan.end != len(buf.rstrip(b"\0")) or scan.expect_seq == expect:
+            raise CorruptionError("sealed segment does not end in a whole record; it is "
+                                  "not compacted (run fsstore verify)", path=path,
+                                  offset=scan.end)
+        starts = source.members
+        offsets = _member_offsets(reader, source, buf)
+        for index, member_first in enumerate(starts):
+            end = offsets[index + 1] if index + 1 < len(offsets) else scan.end
+            members.append((member_first, bytes(buf[offsets[index]:end])))
+        expect = scan.expect_seq
+    first = group[0].first
+    log_start = reader.read_header(first).log_start
+    data = encode_compacted(first, log_start, uid, members, level)
+    temp = os.path.join(session_path, TEMP_PREFIX + secrets.token_hex(4))
+    io.write_new(temp, data)
+    try:
+        _verify_written(io, temp, first, members)
+        final = reader.segment_path(first)
+        io.rename(temp, final)
+    except BaseException:
+        _unlink(io, temp)
+        raise
+    io.fsync_dir(reader.path)
+    # The compacted file holds them now: unlink the others, in seq order (a reader that
+    # finds the next one gone while the one it read is still there takes it that the
+    # log ends: LogReader.goes_on).
+    for source in group[1:]:
+        _unlink(io, reader.segment_path(source.first))
+    if len(group) > 1:
+        io.fsync_dir(reader.path)
+    return len(data)
+
+
+def _member_offsets(reader: LogReader, source: _Source, buf: bytes) -> list[int]:
+    """Where each segment held by ``source`` starts in its bytes."""
+    if not source.compacted:
+        return [SEGMENT_HEADER_SIZE]
+    with reader.open_segment(source.first) as segment:
+        assert segment.tables is not None
+        return [member.start for member in segment.tables.members]
+
+
+def _verify_written(io: FileIO, path: str, first: int, members: list[tuple[int, bytes]]
+                    ) -> None:
+    """Read a compacted file back as a reader will, and compare it with its source."""
+    fd = io.open(path, os.O_RDONLY)
+    header = decode_segment_header(io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
+    with open_compacted(io, fd, path, header, first, None) as segment:
+        plain = segment.read_all()[SEGMENT_HEADER_SIZE:]
+        held = tuple(m.first_seq for m in segment.tables.members) if segment.tables else ()
+    if plain != b"".join(frames for _, frames in members) or held != tuple(
+            member for member, _ in members):
+        raise CorruptionError("the compacted file does not read back as the segments it "
+                              "was made from; nothing was replaced", path=path)
+
+
+def _file_size(io: FileIO, path: str) -> int:
+    try:
+        fd = io.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        return io.size(fd)
+    finally:
+        io.close(fd)
+
+
+def _unlink(io: FileIO, path: str) -> None:
+    try:
+        io.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def is_compaction_temp(name: str) -> bool:
+    """A compaction's temp file in a session folder (``.tmp-compact-HEX8``)."""
+    return name.startswith(TEMP_PREFIX) and layout.is_scratch(name)

@@ -1,0 +1,317 @@
+"""Segment files as readers see them: plain segments and compacted ones (docs/FORMAT.md,
+section 3.2).
+
+A *compacted* segment (segment header major version 2) is what compaction makes of
+sealed segments: their frames, byte for byte, zstd-compressed in independent chunks,
+and possibly several segments merged into one file. Readers see its *logical* bytes:
+the header followed by the frames exactly as a plain segment would hold them, so every
+parse, checksum and seq check of the log applies unchanged. Each merged segment stays a
+*member* of the file under its own first seq, so a place in the log recorded before the
+merge (a snapshot's position, a row of the message index: a segment's first seq and a
+byte offset in it) keeps naming the same frame: it is read at the member's start in the
+file plus its offset.
+
+A :class:`SegmentFile` is one segment opened for reading: a plain file read with
+``pread``, or a compacted file whose chunks are decompressed as they are read.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import struct
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import zstandard
+from crc32c import crc32c
+
+from .errors import CorruptionError
+from .fsio import FileIO
+from .log_format import MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE
+from .segment_header import (
+    COMPACTED_MAJOR,
+    SEGMENT_HEADER_SIZE,
+    SegmentHeader,
+    encode_compacted_header,
+)
+
+_MEMBER = struct.Struct("<QII")  # first_seq, start (logical offset), reserved
+_CHUNK = struct.Struct("<IIII")  # plain_start, plain_size, packed_size, packed_crc
+_TABLES_END = struct.Struct("<II")  # tables_crc, reserved
+#: A chunk holds whole frames, about this many plain bytes (one frame may be larger).
+CHUNK_BYTES = 1 << 20
+#: The most plain bytes one chunk may hold: one largest frame, or CHUNK_BYTES of frames.
+MAX_CHUNK_PLAIN = MAX_FRAME_PAYLOAD + (1 << 20)
+#: A reader refuses tables longer than this (no writer makes them).
+MAX_TABLE_ENTRIES = 1 << 20
+#: Decompressed chunks a reader keeps (per LogReader), for reads at known places.
+_CACHED_CHUNKS = 8
+
+
+class Member(NamedTuple):
+    first_seq: int  # the first seq of the segment it was
+    start: int  # where its frames start in the file's logical bytes
+
+
+class Chunk(NamedTuple):
+    plain_start: int
+    plain_size: int
+    packed_at: int  # where its compressed bytes start in the file
+    packed_size: int
+    packed_crc: int
+
+
+class CompactedTables(NamedTuple):
+    members: list[Member]
+    chunks: list[Chunk]
+
+
+def encode_compacted(first_seq: int, log_start: int, uid: int,
+                     members: Sequence[tuple[int, bytes]], level: int = 3) -> bytes:
+    """A compacted segment file holding ``members``: (first seq, the frames of that
+    segment, the bytes after its header up to its last frame), in seq order."""
+    plain: list[bytes] = []
+    table: list[Member] = []
+    at = SEGMENT_HEADER_SIZE
+    for member_first, frames in members:
+        table.append(Member(member_first, at))
+        plain.append(frames)
+        at += len(frames)
+    plain_end = at
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    chunks: list[tuple[int, int, bytes]] = []
+    data = b"".join(plain)
+    off = 0
+    for start, end in _chunk_bounds(data):
+        packed = compressor.compress(data[start:end])
+        chunks.append((SEGMENT_HEADER_SIZE + start, end - start, packed))
+        off = end
+    assert off == len(data)
+    tables = b"".join(_MEMBER.pack(m.first_seq, m.start, 0) for m in table) + b"".join(
+        _CHUNK.pack(start, size, len(packed), crc32c(packed)) for start, size, packed in chunks)
+    header = encode_compacted_header(first_seq, log_start, uid, plain_end, len(table),
+                                     len(chunks))
+    return b"".join([header, tables, _TABLES_END.pack(crc32c(tables), 0),
+                     *(packed for _, _, packed in chunks)])
+
+
+def _chunk_bounds(data: bytes) -> list[tuple[int, int]]:
+    """Chunk limits at frame boundaries: each frame ends in its size (the u32 before its
+    last 4 bytes), so the frames are walked from their sizes without decoding them."""
+    bounds: list[tuple[int, int]] = []
+    start = off = 0
+    view = memoryview(data)
+    while off < len(data):
+        (length,) = struct.unpack_from("<I", view, off + 4)
+        off += ((24 + length + 7) & ~7) + 8
+        if off - start >= CHUNK_BYTES:
+            bounds.append((start, off))
+            start = off
+    if start < len(data):
+        bounds.append((start, len(data)))
+    return bounds
+
+
+def decode_tables(raw: bytes, header: SegmentHeader, path: str, file_size: int
+                  ) -> CompactedTables:
+    """The member and chunk tables of a compacted segment (``raw``: the file's bytes from
+    its start, at least through the tables), checked against its header and size."""
+    members, count = header.members, header.chunks
+    entries = members + count
+    tables_end = SEGMENT_HEADER_SIZE + entries * 16
+    if not 0 < members <= entries <= MAX_TABLE_ENTRIES or len(raw) < tables_end + 8:
+        raise CorruptionError("compacted segment's tables are cut short or too long",
+                              path=path, offset=SEGMENT_HEADER_SIZE)
+    tables = raw[SEGMENT_HEADER_SIZE:tables_end]
+    tables_crc, _ = _TABLES_END.unpack_from(raw, tables_end)
+    if crc32c(tables) != tables_crc:
+        raise CorruptionError("compacted segment's tables do not match their checksum",
+                              path=path, offset=SEGMENT_HEADER_SIZE)
+    member_list = [Member(*_MEMBER.unpack_from(tables, 16 * i)[:2]) for i in range(members)]
+    for index, member in enumerate(member_list):
+        if index == 0:
+            bad = member.first_seq != header.first_seq or member.start != SEGMENT_HEADER_SIZE
+        else:
+            before = member_list[index - 1]
+            bad = (member.first_seq <= before.first_seq or member.start <= before.start
+                   or member.start >= header.plain_end)
+        if bad:
+            raise CorruptionError(f"compacted segment's member {index} is out of order",
+                                  path=path, offset=SEGMENT_HEADER_SIZE + 16 * index)
+    chunk_list: list[Chunk] = []
+    plain_at, packed_at = SEGMENT_HEADER_SIZE, tables_end + 8
+    for index in range(count):
+        start, size, packed_size, packed_crc = _CHUNK.unpack_from(tables, 16 * (members + index))
+        if start != plain_at or not 0 < size <= MAX_CHUNK_PLAIN or packed_size == 0:
+            raise CorruptionError(f"compacted segment's chunk {index} is out of place",
+                                  path=path, offset=SEGMENT_HEADER_SIZE + 16 * (members + index))
+        chunk_list.append(Chunk(start, size, packed_at, packed_size, packed_crc))
+        plain_at += size
+        packed_at += packed_size
+    if plain_at != header.plain_end or packed_at != file_size:
+        raise CorruptionError(
+            f"compacted segment's chunks hold {plain_at} plain bytes in a file of "
+            f"{file_size} bytes; its header says {header.plain_end} plain bytes and "
+            f"the chunks {packed_at} bytes of file", path=path, offset=0)
+    return CompactedTables(member_list, chunk_list)
+
+
+class ChunkCache:
+    """The last few decompressed chunks of compacted segments a reader read, so that
+    reads at known places (the message index) do not decompress a chunk each time.
+    Keyed by the file's identity: a compacted file never changes once it has its name."""
+
+    def __init__(self) -> None:
+        self._chunks: collections.OrderedDict[tuple[int, ...], bytes] = (
+            collections.OrderedDict())
+
+    def get(self, key: tuple[int, ...]) -> bytes | None:
+        found = self._chunks.get(key)
+        if found is not None:
+            self._chunks.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[int, ...], plain: bytes) -> None:
+        self._chunks[key] = plain
+        while len(self._chunks) > _CACHED_CHUNKS:
+            self._chunks.popitem(last=False)
+
+
+class SegmentFile:
+    """One segment opened for reading, plain or compacted, under the first seq it was
+    asked for. Offsets are those of the segment as a plain file: ``pread(n, 64)`` reads
+    its first frame. For a member of a merged compacted file, the view starts at the
+    member (its frames, then those of the members after it in the same file)."""
+
+    def __init__(self, io: FileIO, fd: int, path: str, header: SegmentHeader,
+                 first_seq: int, tables: CompactedTables | None = None,
+                 base: int = SEGMENT_HEADER_SIZE, cache: ChunkCache | None = None,
+                 identity: tuple[int, ...] = ()) -> None:
+        self.io = io
+        self.fd = fd
+        self.path = path
+        self.header = header
+        self.first_seq = first_seq
+        self.tables = tables
+        # The view's byte 64 is byte ``base`` of the file's logical bytes.
+        self._shift = base - SEGMENT_HEADER_SIZE
+        self._cache = cache
+        self._identity = identity
+        if tables is None:
+            self.size = io.size(fd)
+        else:
+            self.size = header.plain_end - self._shift
+
+    @property
+    def compacted(self) -> bool:
+        return self.tables is not None
+
+    @property
+    def scan_header(self) -> SegmentHeader:
+        """The header a scan of this view checks against: a compacted file was synced
+        whole before it got its name, so its mark claims every frame in the view."""
+        if self.tables is None:
+            return self.header
+        return dataclasses.replace(self.header, synced_end=self.size)
+
+    @property
+    def members_after(self) -> tuple[int, ...]:
+        """First seqs of the segments merged into this file after the view's start: a
+        file of that name is a leftover of the merge (the same frames), not the next
+        segment."""
+        if self.tables is None:
+            return ()
+        start = self._shift + SEGMENT_HEADER_SIZE
+        return tuple(m.first_seq for m in self.tables.members if m.start > start)
+
+    def close(self) -> None:
+        self.io.close(self.fd)
+
+    def __enter__(self) -> SegmentFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` of the segment; shorter only at its end."""
+        if self.tables is None:
+            return self.io.pread(self.fd, size, offset)
+        if offset < SEGMENT_HEADER_SIZE:
+            head = self.header.raw[offset:SEGMENT_HEADER_SIZE]
+            rest = self.pread(size - len(head), SEGMENT_HEADER_SIZE) if size > len(head) else b""
+            return head[:size] + rest
+        start = offset + self._shift
+        end = min(start + size, self.header.plain_end)
+        if end <= start:
+            return b""
+        parts = []
+        for chunk in self.tables.chunks:
+            chunk_end = chunk.plain_start + chunk.plain_size
+            if chunk_end <= start or chunk.plain_start >= end:
+                continue
+            plain = self._chunk(chunk)
+            parts.append(plain[max(start, chunk.plain_start) - chunk.plain_start:
+                               min(end, chunk_end) - chunk.plain_start])
+        return b"".join(parts)
+
+    def read_all(self) -> bytes:
+        """The whole segment: its header, then every frame from the view's start on."""
+        return self.pread(self.size, 0)
+
+    def data_end(self) -> int:
+        """Offset just past the last non-zero byte (a compacted file ends in a frame)."""
+        if self.tables is not None:
+            return self.size
+        from .log import _data_end  # the one walk back over preallocated zeros
+        return _data_end(self.io, self.fd)
+
+    def _chunk(self, chunk: Chunk) -> bytes:
+        key = (*self._identity, chunk.plain_start)
+        if self._cache is not None:
+            found = self._cache.get(key)
+            if found is not None:
+                return found
+        packed = self.io.pread(self.fd, chunk.packed_size, chunk.packed_at)
+        if len(packed) != chunk.packed_size or crc32c(packed) != chunk.packed_crc:
+            raise CorruptionError("compacted chunk does not match its checksum",
+                                  path=self.path, offset=chunk.packed_at)
+        try:
+            plain = zstandard.ZstdDecompressor().decompress(
+                packed, max_output_size=chunk.plain_size)
+        except zstandard.ZstdError as exc:
+            raise CorruptionError(f"compacted chunk does not decompress: {exc}",
+                                  path=self.path, offset=chunk.packed_at) from None
+        if len(plain) != chunk.plain_size:
+            raise CorruptionError(
+                f"compacted chunk decompresses to {len(plain)} bytes, its table says "
+                f"{chunk.plain_size}", path=self.path, offset=chunk.packed_at)
+        if self._cache is not None:
+            self._cache.put(key, plain)
+        return plain
+
+
+def open_compacted(io: FileIO, fd: int, path: str, header: SegmentHeader, first_seq: int,
+                   cache: ChunkCache | None) -> SegmentFile:
+    """A compacted file opened under ``first_seq``: its own first seq, or a member's."""
+    size = io.size(fd)
+    if size > MAX_SEGMENT_FILE or header.plain_end > MAX_SEGMENT_FILE:
+        raise CorruptionError(f"compacted segment of {size} bytes ({header.plain_end} plain) "
+                              "is larger than any writer makes; it is not read", path=path)
+    head = io.pread(fd, SEGMENT_HEADER_SIZE + 16 * (header.members + header.chunks) + 8, 0)
+    tables = decode_tables(head, header, path, size)
+    base = SEGMENT_HEADER_SIZE
+    if first_seq != header.first_seq:
+        found = [m for m in tables.members if m.first_seq == first_seq]
+        if not found:
+            raise FileNotFoundError(f"{path} holds no segment {first_seq}")
+        base = found[0].start
+    info = os.fstat(fd)
+    identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return SegmentFile(io, fd, path, header, first_seq, tables, base, cache, identity)
+
+
+__all__ = ["COMPACTED_MAJOR", "ChunkCache", "SegmentFile", "encode_compacted",
+           "open_compacted"]
