@@ -55,6 +55,8 @@ from .segment_header import (
     decode_segment_header,
 )
 
+#: How many files back a segment merged into a compacted file is looked for.
+_MERGE_LOOKBACK = 1024
 #: How often ``LogReader.last_events`` starts again when a clear removes what it reads.
 _REREADS_AFTER_CLEAR = 3
 
@@ -206,6 +208,17 @@ class LogReader:
             return False
         return True
 
+    def file_place(self, segment: int) -> tuple[int, int]:
+        """Where segment ``segment`` is: the first seq of the compacted file a compaction
+        merged it into (even while its own file is still there, a leftover) and what to
+        add to an offset in it to get one in that file's logical bytes; else itself and
+        0. The same for every place naming one frame, merged or not (FORMAT.md 3.2)."""
+        try:
+            with self._open_merged(segment) as holder:
+                return holder.header.first_seq, holder.file_offset(0)
+        except FileNotFoundError:
+            return segment, 0
+
     def _open_merged(self, first_seq: int) -> SegmentFile:
         """A segment a compaction merged into the compacted file before it: the file
         named after the greatest first seq below ``first_seq`` holds it, if any does."""
@@ -214,10 +227,24 @@ class LogReader:
                       if s < first_seq]
         except FileNotFoundError:
             firsts = []
-        if not firsts:
-            raise FileNotFoundError(f"{self.segment_path(first_seq)}: no such segment")
-        path = self.segment_path(firsts[-1])
-        return self._open_fd(self.io.open(path, os.O_RDONLY), path, firsts[-1], first_seq)
+        # Plain files between the compacted file and this segment are leftovers of the
+        # same merge (a compaction interrupted before it unlinked them): look past them.
+        for holder in reversed(firsts[-_MERGE_LOOKBACK:]):
+            path = self.segment_path(holder)
+            try:
+                fd = self.io.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # unlinked meanwhile: a leftover
+            try:
+                compacted = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
+                                                holder, path).compacted
+            except BaseException:
+                self.io.close(fd)
+                raise
+            if compacted:
+                return self._open_fd(fd, path, holder, first_seq)
+            self.io.close(fd)
+        raise FileNotFoundError(f"{self.segment_path(first_seq)}: no such segment")
 
     def read_segment(self, first_seq: int) -> bytes:
         return self.load_segment(first_seq)[0]
@@ -684,8 +711,15 @@ class LogReader:
                 f"but its oldest segment starts at seq {live[0]}: the segments holding seqs "
                 f"{log_start} to {live[0] - 1} are missing"))
         expect: int | None = live[0]
+        merged: tuple[int, ...] = ()
         for position, first in enumerate(live):
             path = self.segment_path(first)
+            if expect is not None and first < expect and first in merged:
+                findings.append(Finding("note", path, None,
+                                        "segment merged into a compacted file by a compaction "
+                                        "that was interrupted; readers pass over it, the next "
+                                        "compaction removes it"))
+                continue
             if expect is not None and first != expect:
                 findings.append(Finding("problem", path, 0,
                                         f"seq gap: segment starts at {first}, the previous one "
@@ -711,7 +745,7 @@ class LogReader:
                     "note", path, scan.torn_at,
                     f"torn tail of {scan.data_end - scan.torn_at} bytes (a writer stopped "
                     "mid-append); readers ignore it, the next writer sets it aside"))
-            expect = scan.expect_seq
+            expect, merged = scan.expect_seq, scan.members
         return findings
 
 

@@ -774,6 +774,7 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
                                 "or a copy of another session): unused; the writer makes "
                                 "it again"))
         return findings
+    files: dict[int, tuple[int, int]] = {}  # segment -> (its file, offset shift)
     rows: list[Row] = []
     place: dict[int, int] = {}  # a file row's number -> its number among the non-MARK rows
     count = (len(raw) - HEADER.size) // ROW.size
@@ -801,7 +802,9 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
         # MARK rows take row numbers in the file but not in the rows made from the log;
         # the group flags say where a write ended, not what a record is.
         found = row._replace(target=place.get(row.target, -1), group_end=True)
-        if found != want._replace(group_end=True):
+        want = want._replace(group_end=True)
+        if found != want and _placed(index.log, found, files) != _placed(index.log, want,
+                                                                         files):
             findings.append(Finding(
                 "problem", path, None, f"message index row {number} says {_describe(row)}, "
                 f"the log says {_describe(want)}; delete {INDEX_NAME} and the writer makes "
@@ -817,6 +820,16 @@ def check_index(index: MessageIndex, head: int, log_start: int) -> list[Finding]
                                 "what the log holds (a crash took back the log's tail): "
                                 "unused"))
     return findings
+
+
+def _placed(log: LogReader, row: Row, files: dict[int, tuple[int, int]]) -> Row:
+    """``row`` with its place in the file that holds its frame: a row written before a
+    compaction names the segment merged into a compacted file, one made after it the
+    compacted file (FORMAT.md 3.2). Both name the same frame."""
+    if row.segment not in files:
+        files[row.segment] = log.file_place(row.segment)
+    segment, shift = files[row.segment]
+    return row._replace(segment=segment, offset=row.offset + shift)
 
 
 def _intact(raw: bytes, at: int) -> bool:

@@ -257,6 +257,10 @@ class SegmentFile:
                                min(end, chunk_end) - chunk.plain_start])
         return b"".join(parts)
 
+    def file_offset(self, offset: int) -> int:
+        """The offset in the file's logical bytes of the view's ``offset``."""
+        return offset + self._shift
+
     def read_all(self) -> bytes:
         """The whole segment: its header, then every frame from the view's start on."""
         return self.pread(self.size, 0)
