@@ -25,7 +25,9 @@ import heapq
 import itertools
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from . import layout
@@ -275,15 +277,21 @@ class LogReader:
         return buf, self.checked_header(buf, segment.first_seq, segment.path)
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
-                     until_seq: float = math.inf, marker: bytes | None = None) -> SegmentScan:
+                     until_seq: float = math.inf, marker: bytes | None = None,
+                     loaded: _Loaded | None = None) -> SegmentScan:
         """A scan of one whole segment, checked against its header's synced mark. A
         compacted segment is sealed: it never ends in a torn tail."""
-        with self.open_segment(first_seq) as segment:
-            buf, header = self._load(segment)
-            members, path = segment.members_after, segment.path
-        return SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
+        buf, header, members, path = loaded or self._load_whole(first_seq)
+        scan = SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
                            until_seq, marker=marker, synced_end=header.synced_end,
                            members=members)
+        scan.compacted = header.compacted
+        return scan
+
+    def _load_whole(self, first_seq: int) -> _Loaded:
+        with self.open_segment(first_seq) as segment:
+            buf, header = self._load(segment)
+            return _Loaded(buf, header, segment.members_after, segment.path)
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -381,6 +389,7 @@ class LogReader:
         index = max(bisect.bisect_right(segments, max(after_seq + 1, log_start)) - 1, 0)
         expect = segments[index]
         merged: tuple[int, ...] = ()
+        ahead: tuple[int, Future[_Loaded]] | None = None
         for position in range(index, len(segments)):
             first = segments[position]
             if first > until_seq or expect > until_seq:
@@ -392,13 +401,19 @@ class LogReader:
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=self.segment_path(first), offset=0)
             try:
+                loaded = _collect(ahead, first)
+                ahead = None
                 scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
-                                         until_seq, marker)
+                                         until_seq, marker, loaded=loaded)
             except FileNotFoundError:
                 return  # cleared by the writer meanwhile: what was read is a prefix
+            if scan.compacted and position + 1 < len(segments):
+                # Decompress the next segment in a thread while this one is read: the
+                # replay of a compacted log then costs about what a plain one does.
+                ahead = segments[position + 1], _prefetch(self, segments[position + 1])
             yield scan
             expect, merged = scan.expect_seq, scan.members
-            del scan  # hold one segment in memory at a time
+            del scan  # hold one segment in memory at a time (and the next, decompressing)
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
@@ -747,6 +762,39 @@ class LogReader:
                     "mid-append); readers ignore it, the next writer sets it aside"))
             expect, merged = scan.expect_seq, scan.members
         return findings
+
+
+class _Loaded(NamedTuple):
+    buf: bytes
+    header: SegmentHeader
+    members: tuple[int, ...]
+    path: str
+
+
+_prefetcher: tuple[int, ThreadPoolExecutor] | None = None
+_prefetcher_lock = threading.Lock()
+
+
+def _prefetch(reader: LogReader, first_seq: int) -> Future[_Loaded]:
+    """Load segment ``first_seq`` in the background (one shared thread; made again in a
+    forked child, where the parent's thread does not run)."""
+    global _prefetcher
+    with _prefetcher_lock:
+        if _prefetcher is None or _prefetcher[0] != os.getpid():
+            _prefetcher = (os.getpid(), ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="fsstore-prefetch"))
+        return _prefetcher[1].submit(reader._load_whole, first_seq)
+
+
+def _collect(ahead: tuple[int, Future[_Loaded]] | None, first_seq: int) -> _Loaded | None:
+    """What a prefetch loaded, when it loaded ``first_seq``; None to load it anew (also
+    when the prefetch failed: the load in the caller's thread raises what it raises)."""
+    if ahead is None or ahead[0] != first_seq:
+        return None
+    try:
+        return ahead[1].result()
+    except Exception:
+        return None
 
 
 class Frame(NamedTuple):

@@ -254,6 +254,7 @@ class SegmentScan:
         # Segments merged into this (compacted) one after its start: files still under
         # their names are leftovers of the merge, holding the same frames.
         self.members = members
+        self.compacted = False  # read from a compacted segment (set by the reader)
         self.end = max(origin, SEGMENT_HEADER_SIZE)
         self.last: Event | None = None
         self.torn_at: int | None = None

@@ -28,7 +28,7 @@ from .errors import CorruptionError, FormatVersionError, InvalidMetadata, Invali
 from .fsio import FileIO
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 5
+FORMAT_MINOR = 6
 VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 STORE_FORMAT = "fsstore-store"

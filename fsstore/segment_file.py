@@ -21,6 +21,7 @@ import collections
 import dataclasses
 import os
 import struct
+import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -263,7 +264,18 @@ class SegmentFile:
 
     def read_all(self) -> bytes:
         """The whole segment: its header, then every frame from the view's start on."""
-        return self.pread(self.size, 0)
+        if self.tables is None:
+            return self.io.pread(self.fd, self.size, 0)
+        start = self._shift + SEGMENT_HEADER_SIZE
+        parts = [self.header.raw]
+        for chunk in self.tables.chunks:
+            chunk_end = chunk.plain_start + chunk.plain_size
+            if chunk_end > start:
+                # a whole read: decompressed without the cache, which it would only churn
+                plain = self._chunk(chunk, cache=False)
+                parts.append(plain if chunk.plain_start >= start else
+                             plain[start - chunk.plain_start:])
+        return b"".join(parts)
 
     def data_end(self) -> int:
         """Offset just past the last non-zero byte (a compacted file ends in a frame)."""
@@ -272,9 +284,9 @@ class SegmentFile:
         from .log import _data_end  # the one walk back over preallocated zeros
         return _data_end(self.io, self.fd)
 
-    def _chunk(self, chunk: Chunk) -> bytes:
+    def _chunk(self, chunk: Chunk, cache: bool = True) -> bytes:
         key = (*self._identity, chunk.plain_start)
-        if self._cache is not None:
+        if cache and self._cache is not None:
             found = self._cache.get(key)
             if found is not None:
                 return found
@@ -283,8 +295,7 @@ class SegmentFile:
             raise CorruptionError("compacted chunk does not match its checksum",
                                   path=self.path, offset=chunk.packed_at)
         try:
-            plain = zstandard.ZstdDecompressor().decompress(
-                packed, max_output_size=chunk.plain_size)
+            plain = _decompressor().decompress(packed, max_output_size=chunk.plain_size)
         except zstandard.ZstdError as exc:
             raise CorruptionError(f"compacted chunk does not decompress: {exc}",
                                   path=self.path, offset=chunk.packed_at) from None
@@ -292,9 +303,22 @@ class SegmentFile:
             raise CorruptionError(
                 f"compacted chunk decompresses to {len(plain)} bytes, its table says "
                 f"{chunk.plain_size}", path=self.path, offset=chunk.packed_at)
-        if self._cache is not None:
+        if cache and self._cache is not None:
             self._cache.put(key, plain)
         return plain
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: one is reused (making one per chunk costs more than a
+    small chunk's decompression), but not shared, as python-zstandard's are not safe to
+    use from two threads at once."""
+    found: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if found is None:
+        found = _local.decompressor = zstandard.ZstdDecompressor()
+    return found
 
 
 def open_compacted(io: FileIO, fd: int, path: str, header: SegmentHeader, first_seq: int,

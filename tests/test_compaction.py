@@ -11,6 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zstandard
+from crashsim import VARIANTS, CrashSimIO
 from crc32c import crc32c
 
 import fsstore
@@ -18,8 +19,6 @@ from fsstore import compaction
 from fsstore.cli import main
 from fsstore.errors import CorruptionError, SessionLocked
 from fsstore.segment_header import SEGMENT_HEADER_SIZE
-
-from crashsim import VARIANTS, CrashSimIO
 
 TEXT = "the deploy script fails on a path with spaces; quote $1 and retry " * 4
 

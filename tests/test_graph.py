@@ -44,7 +44,7 @@ def test_a_spawned_session_records_its_parent_and_writes_nothing_to_the_parent(s
         child.append({"step": 1})
     assert tree_snapshot(os.path.join(store.path, "sessions", "p")) == before
     record = manifest_of(store, "c")
-    assert record["version"] == "1.5"
+    assert record["version"] == "1.6"
     assert {k: record["spawned_by"][k] for k in ("id", "seq", "turn", "uid")} == {
         "id": "p", "seq": 3, "turn": 2, "uid": manifest_of(store, "p")["uid"]}
     infos = {info.id: info for info in store.list_sessions()}

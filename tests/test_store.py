@@ -29,7 +29,7 @@ from fsstore.log import LogReader
 def test_open_store_creates_a_store_with_a_diffable_manifest(tmp_path):
     store = fsstore.open_store(tmp_path / "new" / "store")
     text = (tmp_path / "new" / "store" / "fsstore.json").read_text()
-    assert json.loads(text) == {"format": "fsstore-store", "version": "1.5"}
+    assert json.loads(text) == {"format": "fsstore-store", "version": "1.6"}
     assert text.endswith("\n") and store.session_ids() == []
     assert fsstore.open_store(tmp_path / "new" / "store").path == store.path
 
