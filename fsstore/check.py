@@ -29,7 +29,7 @@ from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
 from .log import LogReader, LogTail
 from .message_index import MessageIndex, check_index
-from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
+from .state import FOLDED_KINDS, RECORD_MARKER, StateImage, start_image
 from .workspaces import Workspaces
 
 if TYPE_CHECKING:
@@ -320,7 +320,7 @@ def _check_fold(parts: SessionParts, bases: list[_Base], report: Report) -> None
     log = parts.log
     _, log_start, end = log.locate_tail()
     head = end.next_seq - 1
-    image = StateImage(log_start - 1, log_start, parts.commit_ids)
+    image = start_image(log, log_start, parts.commit_ids)
     for base in sorted(bases, key=lambda b: b.seq):
         if base.seq < image.seq:
             continue

@@ -187,12 +187,14 @@ def compact_log(io: FileIO, reader: LogReader, session_path: str, uid: int = NO_
 def _sealed_sources(reader: LogReader) -> tuple[list[_Source], list[int]]:
     """The sealed segment files of the live log (every one but the newest), and the
     leftovers among them: files of segments already merged into a compacted file."""
-    segments, _ = reader.live_segments()
+    segments, log_start = reader.live_segments()
     sources: list[_Source] = []
     leftovers: list[int] = []
     merged: set[int] = set()
+    base = reader.base_of(log_start)
+    dropped = log_start if base is None else base.seq  # files up to it: retention's
     for first in segments[:-1]:
-        if first in merged:
+        if first in merged or log_start < first <= dropped:
             leftovers.append(first)
             continue
         with reader.open_segment(first) as segment:
@@ -232,7 +234,8 @@ def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list
         path = reader.segment_path(source.first)
         # every frame checked, and the seqs continuous across the group
         scan = SegmentScan(buf, path, expect, False, after_seq=2**64,
-                           synced_end=header.synced_end)
+                           synced_end=header.synced_end,
+                           allow_base=header.compacted and source.first == header.log_start)
         for _ in scan:
             pass
         if scan.end != len(buf.rstrip(b"\0")) or scan.expect_seq == expect:

@@ -36,15 +36,19 @@ from .fsio import FileIO
 from .identity import Identity
 from .log_format import (
     _FRAME_HEADER,
+    FRAME_BASE,
     _PREALLOCATE_MAX,
     _U32,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_FILE,
     TRAILER_SIZE,
+    Base,
     Event,
     SegmentScan,
     _parse_frame,
+    base_misplaced,
+    decode_base,
     _tail_of,
     _valid_frame_after,
     decode_payload,
@@ -114,6 +118,8 @@ class LogReader:
         self._first_turns: dict[int, int | None] = {}
         self._chunks = ChunkCache()  # decompressed chunks of compacted segments
         self._merged_into: dict[int, int] = {}  # merged segment -> its compacted file
+        # the base of the log start's file, by that file's identity (FORMAT.md 3.3)
+        self._bases: dict[int, tuple[tuple[int, ...], Base | None]] = {}
 
     def segment_path(self, first_seq: int) -> str:
         return os.path.join(self.path, layout.segment_name(first_seq))
@@ -248,6 +254,42 @@ class LogReader:
             self.io.close(fd)
         raise FileNotFoundError(f"{self.segment_path(first_seq)}: no such segment")
 
+    def history_base(self) -> Base | None:
+        """The base frame the log starts with (FORMAT.md 3.3): where retention dropped
+        the history before it, with the state image there; None when nothing was
+        dropped. Read from the log start's file once per file (cached by its identity)."""
+        return self.base_of(self.live_segments()[1])
+
+    def base_of(self, log_start: int) -> Base | None:
+        """The base at the start of the file named ``log_start`` (see history_base)."""
+        try:
+            segment = self.open_segment(log_start)
+        except FileNotFoundError:
+            return None
+        with segment:
+            if not _may_hold_base(segment.header, segment.first_seq):
+                return None
+            key = (segment.io.size(segment.fd), *segment.identity)
+            cached = self._bases.get(log_start)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            fields = segment.pread(FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE)
+            base: Base | None = None
+            if (len(fields) == FRAME_HEADER_SIZE
+                    and _FRAME_HEADER.unpack(fields)[4] == FRAME_BASE):
+                length = _FRAME_HEADER.unpack(fields)[1]
+                size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+                raw = segment.pread(min(size, segment.size), SEGMENT_HEADER_SIZE)
+                frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
+                if frame is None or frame.first_seq != log_start:
+                    raise CorruptionError("damaged record in a sealed segment",
+                                          path=segment.path, offset=SEGMENT_HEADER_SIZE)
+                base = Base(log_start + frame.event_count - 1,
+                            decode_base(frame.payload, segment.path, SEGMENT_HEADER_SIZE),
+                            segment.path, SEGMENT_HEADER_SIZE)
+            self._bases[log_start] = (key, base)
+            return base
+
     def read_segment(self, first_seq: int) -> bytes:
         return self.load_segment(first_seq)[0]
 
@@ -284,7 +326,7 @@ class LogReader:
         buf, header, members, path = loaded or self._load_whole(first_seq)
         scan = SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
                            until_seq, marker=marker, synced_end=header.synced_end,
-                           members=members)
+                           members=members, allow_base=_may_hold_base(header, first_seq))
         scan.compacted = header.compacted
         return scan
 
@@ -387,14 +429,22 @@ class LogReader:
         is still unlinking them) holds frames already read, and is passed over."""
         segments, log_start = self.live_segments()
         index = max(bisect.bisect_right(segments, max(after_seq + 1, log_start)) - 1, 0)
+        if index > 0:
+            # Files of history that retention dropped may still be there (a retention
+            # interrupted before it unlinked them): start after the base, not in them.
+            base = self.base_of(log_start)
+            if base is not None and after_seq < base.seq:
+                after_seq = base.seq
+                index = max(bisect.bisect_right(segments, after_seq + 1) - 1, 0)
         expect = segments[index]
         merged: tuple[int, ...] = ()
+        passed_over = False  # the file just read was compacted: lower files are leftovers
         ahead: tuple[int, Future[_Loaded]] | None = None
         for position in range(index, len(segments)):
             first = segments[position]
             if first > until_seq or expect > until_seq:
                 return
-            if first < expect and first in merged:
+            if first < expect and (first in merged or passed_over):
                 continue
             if first != expect:
                 raise CorruptionError(
@@ -406,13 +456,19 @@ class LogReader:
                 scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
                                          until_seq, marker, loaded=loaded)
             except FileNotFoundError:
-                return  # cleared by the writer meanwhile: what was read is a prefix
+                # Cleared by the writer meanwhile (what was read is a prefix), or dropped
+                # by a retention: then the log goes on after its base.
+                base = self.base_of(log_start) if first > log_start else None
+                if base is None or base.seq < first:
+                    return
+                expect, merged, passed_over = base.seq + 1, (), True
+                continue
             if scan.compacted and position + 1 < len(segments):
                 # Decompress the next segment in a thread while this one is read: the
                 # replay of a compacted log then costs about what a plain one does.
                 ahead = segments[position + 1], _prefetch(self, segments[position + 1])
             yield scan
-            expect, merged = scan.expect_seq, scan.members
+            expect, merged, passed_over = scan.expect_seq, scan.members, scan.compacted
             del scan  # hold one segment in memory at a time (and the next, decompressing)
 
     def events(
@@ -454,7 +510,10 @@ class LogReader:
 
     def _last_events(self, count: int, after_seq: int, until: float,
                      keep: Callable[[Event], bool] | None) -> list[Event]:
-        segments, _ = self.live_segments()
+        segments, log_start = self.live_segments()
+        if len(segments) > 1:
+            base = self.base_of(log_start)  # nothing before it is read (dropped history)
+            after_seq = after_seq if base is None else max(after_seq, base.seq)
         position = bisect.bisect_right(segments, until) - 1
         found: list[list[Event]] = []  # newest segment's events first
         wanted = count
@@ -537,7 +596,8 @@ class LogReader:
                 buf = segment.pread(size - offset, offset) if offset < size else b""
             scan = SegmentScan(buf, path, expect, not header.compacted, after_seq, until_seq,
                                origin=offset, marker=marker, segment=first,
-                               synced_end=header.synced_end)
+                               synced_end=header.synced_end,
+                               allow_base=_may_hold_base(header, first))
             yield scan
             if scan.expect_seq > until_seq:
                 return
@@ -688,6 +748,10 @@ class LogReader:
         frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
         if frame is None:
             return None  # empty, or being written; a full read reports any damage
+        if frame.frame_type == FRAME_BASE:
+            turn = decode_base(frame.payload, path, SEGMENT_HEADER_SIZE).turn
+            self._first_turns[first_seq] = turn
+            return turn
         turn = decode_payload(frame.payload, frame.event_count, path, SEGMENT_HEADER_SIZE)[1]
         self._first_turns[first_seq] = turn
         return turn
@@ -727,13 +791,17 @@ class LogReader:
                 f"{log_start} to {live[0] - 1} are missing"))
         expect: int | None = live[0]
         merged: tuple[int, ...] = ()
+        dropped = False  # the file just read starts with a base (retention)
+        passed_over = False  # the file just read was compacted
         for position, first in enumerate(live):
             path = self.segment_path(first)
-            if expect is not None and first < expect and first in merged:
-                findings.append(Finding("note", path, None,
-                                        "segment merged into a compacted file by a compaction "
-                                        "that was interrupted; readers pass over it, the next "
-                                        "compaction removes it"))
+            if expect is not None and first < expect and (first in merged or passed_over):
+                findings.append(Finding("note", path, None, (
+                    "segment of history dropped by a retention that was interrupted; "
+                    "readers pass over it, the next retention or compaction removes it")
+                    if dropped and first not in merged else (
+                    "segment merged into a compacted file by a compaction that was "
+                    "interrupted; readers pass over it, the next compaction removes it")))
                 continue
             if expect is not None and first != expect:
                 findings.append(Finding("problem", path, 0,
@@ -761,7 +829,14 @@ class LogReader:
                     f"torn tail of {scan.data_end - scan.torn_at} bytes (a writer stopped "
                     "mid-append); readers ignore it, the next writer sets it aside"))
             expect, merged = scan.expect_seq, scan.members
+            passed_over, dropped = scan.compacted, scan.base is not None
         return findings
+
+
+def _may_hold_base(header: SegmentHeader, first_seq: int) -> bool:
+    """Whether a base frame may start this view of a segment: the compacted file the log
+    started with when it was written, read from its start (FORMAT.md 3.3)."""
+    return bool(header.compacted and first_seq == header.first_seq == header.log_start)
 
 
 class _Loaded(NamedTuple):
@@ -838,7 +913,14 @@ def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
             return
         size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
         ts, turn, entries = 0.0, 0, None
-        if not decode:
+        if frame.frame_type == FRAME_BASE:
+            # the base of a log retention shortened: no events, only where they go on
+            if origin + off != SEGMENT_HEADER_SIZE:
+                raise base_misplaced(path, origin + off)
+            base = decode_base(frame.payload, path, origin + off)
+            yield Frame(segment, origin + off, size, frame.first_seq, frame.event_count,
+                        base.ts, base.turn, None, None if decode else frame.payload)
+        elif not decode:
             yield Frame(segment, origin + off, size, frame.first_seq, frame.event_count, ts,
                         turn, None, frame.payload)
         else:

@@ -42,6 +42,9 @@ _TRAILER = struct.Struct("<I4s")
 TRAILER_SIZE = _TRAILER.size  # 8
 TRAILER_MAGIC = b"FSE\n"
 FRAME_EVENTS = 1
+#: A base frame (FORMAT.md 3.3): the snapshot that replaces the history retention
+#: dropped; only ever the first frame of a compacted segment starting the log.
+FRAME_BASE = 2
 _FRAME_FIELDS = struct.Struct("<IQII")  # the frame header after its crc
 _U32 = struct.Struct("<I")
 _ZEROS = bytes(8)
@@ -144,13 +147,14 @@ class _Frame(NamedTuple):
     first_seq: int
     event_count: int
     payload: memoryview
+    frame_type: int = FRAME_EVENTS
 
 
 def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame | None:
     """The checksum-valid frame starting at ``off``, or None."""
     if off + FRAME_HEADER_SIZE + TRAILER_SIZE > limit:
         return None
-    crc, length, first_seq, count, _ = _FRAME_HEADER.unpack_from(buf, off)
+    crc, length, first_seq, count, frame_type = _FRAME_HEADER.unpack_from(buf, off)
     if length > MAX_FRAME_PAYLOAD or count == 0:
         return None
     end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
@@ -162,7 +166,7 @@ def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame |
     if crc32c(view[off + 4 : end]) != crc:
         return None
     start = off + FRAME_HEADER_SIZE
-    return _Frame(off, first_seq, count, view[start : start + length])
+    return _Frame(off, first_seq, count, view[start : start + length], frame_type)
 
 
 def _valid_frame_after(buf: bytes, view: memoryview, off: int, limit: int,
@@ -205,6 +209,9 @@ def decode_payload(
 
 
 def _tail_of(frame: _Frame, path: str) -> tuple[float, int, str]:
+    if frame.frame_type == FRAME_BASE:
+        base = decode_base(frame.payload, path, frame.offset)
+        return base.ts, base.turn, base.kind
     ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset,
                                        _tail_decoder)
     try:
@@ -213,6 +220,72 @@ def _tail_of(frame: _Frame, path: str) -> tuple[float, int, str]:
         raise CorruptionError(f"record payload does not decode: {exc}", path=path,
                               offset=frame.offset) from None
     return ts, turn, kind
+
+
+# --- base frames (FORMAT.md 3.3) ------------------------------------------------------
+
+
+class BaseRecord(msgspec.Struct, frozen=True):
+    """A base frame's payload: the state image at the last seq it covers (``image``, as
+    ``StateImage.body()`` gives it, left encoded until asked for) and the ts, turn and
+    kind of that seq's record."""
+
+    image: msgspec.Raw
+    ts: float
+    turn: Turn
+    kind: str
+
+
+_base_decoder = msgspec.msgpack.Decoder(BaseRecord, ext_hook=refuse_msgpack_ext)
+
+
+class Base(NamedTuple):
+    """The base a log starts with: seqs ``log_start`` to ``seq`` were dropped by
+    retention, and ``record`` holds the state image at ``seq``."""
+
+    seq: int
+    record: BaseRecord
+    path: str
+    offset: int
+
+    def image_body(self) -> Any:
+        """The image, decoded (CorruptionError, naming the file, when it does not)."""
+        try:
+            return msgspec.msgpack.decode(self.record.image, ext_hook=refuse_msgpack_ext)
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            raise CorruptionError(f"base record's image does not decode: {exc}",
+                                  path=self.path, offset=self.offset) from None
+
+
+def decode_base(payload: bytes | memoryview, path: str, offset: int) -> BaseRecord:
+    """A checksum-valid base frame's payload, or CorruptionError."""
+    try:
+        return _base_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
+        raise CorruptionError(f"base record payload does not decode: {exc}", path=path,
+                              offset=offset) from None
+
+
+def encode_base_frame(first_seq: int, last_seq: int, image: dict[str, Any], ts: float,
+                      turn: int, kind: str) -> bytes:
+    """The base frame standing for seqs ``first_seq`` to ``last_seq``."""
+    payload = _encoder.encode({"image": image, "ts": ts, "turn": turn, "kind": kind})
+    length = len(payload)
+    if length > MAX_FRAME_PAYLOAD:
+        raise RecordTooLarge(f"the state image encodes to {length} bytes, over the "
+                             f"{MAX_FRAME_PAYLOAD} a record may hold")
+    pad = -(FRAME_HEADER_SIZE + length) & 7
+    body = b"".join((
+        _FRAME_FIELDS.pack(length, first_seq, last_seq - first_seq + 1, FRAME_BASE),
+        payload, _ZEROS[:pad],
+        _U32.pack(FRAME_HEADER_SIZE + length + pad + TRAILER_SIZE), TRAILER_MAGIC))
+    return _U32.pack(crc32c(body)) + body
+
+
+def base_misplaced(path: str, offset: int) -> CorruptionError:
+    return CorruptionError("base record (of history dropped by retention) where none may "
+                           "be: it is allowed only as the first record of the compacted "
+                           "segment the log starts with", path=path, offset=offset)
 
 
 class SegmentScan:
@@ -234,7 +307,8 @@ class SegmentScan:
     def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
                  after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
                  marker: bytes | None = None, segment: int | None = None,
-                 synced_end: int = 0, members: tuple[int, ...] = ()) -> None:
+                 synced_end: int = 0, members: tuple[int, ...] = (),
+                 allow_base: bool = False) -> None:
         self.buf = buf
         self.path = path
         self.segment = expect_seq if segment is None else segment  # its first seq
@@ -255,6 +329,10 @@ class SegmentScan:
         # their names are leftovers of the merge, holding the same frames.
         self.members = members
         self.compacted = False  # read from a compacted segment (set by the reader)
+        # Whether a base frame may start the segment (the compacted segment the log
+        # starts with, read from its start), and the base found there.
+        self.allow_base = allow_base
+        self.base: Base | None = None
         self.end = max(origin, SEGMENT_HEADER_SIZE)
         self.last: Event | None = None
         self.torn_at: int | None = None
@@ -289,6 +367,20 @@ class SegmentScan:
                     raise CorruptionError(
                         f"record has seq {seq}, expected {expect} (duplicated, reordered or "
                         "stale record)", path=self.path, offset=origin + off)
+                if frame_type == FRAME_BASE:
+                    if not (self.allow_base and origin + off == SEGMENT_HEADER_SIZE):
+                        raise base_misplaced(self.path, origin + off)
+                    if seq >= past_wanted:
+                        return
+                    payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
+                    record = decode_base(payload, self.path, origin + off)
+                    expect = seq + count
+                    self.base = Base(expect - 1, record, self.path, origin + off)
+                    decoded = None
+                    self.last = new_event(Event, (expect - 1, record.ts, record.turn,
+                                                  record.kind, None))
+                    off = end
+                    continue
                 if frame_type != FRAME_EVENTS:
                     raise FormatVersionError(
                         f"{self.path}: record type {frame_type} at byte {origin + off} is "
@@ -328,6 +420,8 @@ class SegmentScan:
                 ts, turn, entries = decoded
                 kind, data = entries[-1]
                 self.last = new_event(Event, (expect - 1, ts, turn, kind, data))
+            elif self.last is not None and self.last.seq != expect - 1:
+                self.last = None  # the base, with frames after it not decoded
         if self.end < self.data_end:
             self._stopped_at(off, view)
         check_synced(self.end, self.synced_end, self.path)

@@ -21,6 +21,7 @@ from . import layout
 from .errors import (
     CorruptionError,
     InvalidSetting,
+    SeqOutOfRange,
     SessionClosed,
     WriteFailed,
 )
@@ -45,6 +46,7 @@ from .log_format import (
     decode_payload,
     encode_frame,
 )
+from .segment_file import encode_compacted
 from .segment_header import (
     MARK_AT,
     SEGMENT_HEADER_SIZE,
@@ -752,6 +754,14 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
     caller renames ``dest``'s session into place.
     """
     segments, log_start = source.live_segments()
+    base = source.base_of(log_start)
+    if base is not None:
+        if at_seq < base.seq:
+            raise SeqOutOfRange(
+                f"{source.path}: the history up to seq {base.seq} was dropped by retention; "
+                f"there is no history to fork at seq {at_seq}")
+        # files of the dropped history a retention left (interrupted): never linked
+        segments = [s for s in segments if s == log_start or s > base.seq]
     position: LogPosition | None = None
     for index, first in enumerate(segments):
         if first > at_seq:
@@ -787,9 +797,10 @@ def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) ->
 def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,
                          at_seq: int, log_start: int, is_last: bool, uid: int) -> LogPosition:
     path = source.segment_path(first_seq)
-    buf = source.read_segment(first_seq)
+    buf, header = source.load_segment(first_seq)
     # Walk the frames up to at_seq without decoding them (all are before after_seq).
-    scan = SegmentScan(buf, path, first_seq, is_last, after_seq=at_seq, until_seq=at_seq)
+    scan = SegmentScan(buf, path, first_seq, is_last, after_seq=at_seq, until_seq=at_seq,
+                       allow_base=first_seq == log_start and header.compacted)
     for _ in scan:
         pass
     if scan.expect_seq <= at_seq:
@@ -806,7 +817,12 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
         data.append(encode_frame(frame.first_seq, ts, turn, kept, MAX_FRAME_PAYLOAD,
                                  check=False))
     content = b"".join(data)
-    io.write_new(target, content)
+    if scan.base is not None:
+        # A base frame lives only in a compacted file (FORMAT.md 3.3): the prefix is one.
+        io.write_new(target, encode_compacted(first_seq, log_start, uid,
+                                              [(first_seq, content[SEGMENT_HEADER_SIZE:])]))
+    else:
+        io.write_new(target, content)
     (last_size,) = _U32.unpack_from(content, len(content) - TRAILER_SIZE)
     (last_crc,) = _U32.unpack_from(content, len(content) - last_size)
     return LogPosition(first_seq, len(content), last_crc)

@@ -89,6 +89,8 @@ class SessionManifest(msgspec.Struct, frozen=True):
     metadata_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
     parent: ParentRecord | None = None
     spawned_by: SpawnRecord | None = None
+    #: the retention policy ``fsstore vacuum`` applies (``RetentionPolicy.to_manifest``)
+    retention: dict[str, Any] | None = None
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -206,6 +206,13 @@ class SegmentFile:
             self.size = header.plain_end - self._shift
 
     @property
+    def identity(self) -> tuple[int, ...]:
+        """The compacted file's (device, inode, size, mtime): it never changes once it has
+        its name, so what was read of it can be kept under this key. Empty for a plain
+        segment."""
+        return self._identity
+
+    @property
     def compacted(self) -> bool:
         return self.tables is not None
 

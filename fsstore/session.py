@@ -43,6 +43,7 @@ from .lease import Lease
 from .log import Frame
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, LogWriter
+from .retention import RetainReport, RetentionPolicy, retain_log
 from .message_index import MessageIndex
 from .messages import Messages, message_rows
 from .session_metadata import METADATA_FIELDS, METADATA_RECORD
@@ -487,6 +488,37 @@ class Session(SessionReader, AsyncSessionMixin):
             self._snapshots.prune(0)
             self._image = StateImage(writer.head, writer.log_start, self._policy.commit_ids)
             self._snapshot_seq, self._snapshot_bytes = writer.head, writer.bytes_appended
+
+    @_writes()
+    def retain(self, *, keep_turns: int | None = None, keep_since: float | None = None,
+               keep: str = "all", dry_run: bool = False,
+               policy: RetentionPolicy | None = None) -> RetainReport:
+        """Drop old history by a retention policy (``policy``, or the rules given; see
+        :class:`RetentionPolicy`) and return what was dropped. The state, queue, inputs,
+        usage totals and checkpoints stay exact; the history before the first segment
+        kept is replaced by its state image (docs/FORMAT.md, section 5.6), so
+        :attr:`history_start` moves and seqs go on. Waits for the writer lock (it runs
+        in the writer). With ``dry_run`` nothing changes. Durable when it returns."""
+        if policy is None:
+            policy = RetentionPolicy(keep_turns, keep_since, keep)
+        writer = self._writer
+        with writer.lock:
+            report = retain_log(self.io, writer, self._snapshots, self.path,
+                                identity.NO_UID if self.identity is None else self.identity.uid,
+                                policy, self._policy.commit_ids, dry_run=dry_run)
+            if report.seqs_dropped and not dry_run:
+                self._message_index_file.forget()  # its rows name dropped files
+        return report
+
+    @_writes(fenced=False)
+    def set_retention(self, policy: RetentionPolicy | None) -> None:
+        """Keep ``policy`` in the session manifest (None removes it): what
+        ``Store.apply_retention`` (and ``fsstore vacuum``) applies."""
+        file = self._manifest_file
+        with self._writer.lock:
+            if self._access.shared:
+                file.reload()
+            file.write({"retention": None if policy is None else policy.to_manifest()})
 
     @_writes()
     def update_metadata(

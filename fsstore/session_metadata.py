@@ -96,6 +96,10 @@ class ManifestFile:
         for key in (*METADATA_FIELDS, "updated"):
             if key in fields:
                 updated[key] = fields[key]
+        if "retention" in fields:  # None removes the policy
+            updated["retention"] = fields["retention"]
+            if fields["retention"] is None:
+                del updated["retention"]
         if metadata_seq is not None:
             updated["metadata_seq"] = metadata_seq
         updated["version"] = manifest.VERSION

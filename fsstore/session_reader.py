@@ -46,6 +46,7 @@ from .log_writer import copy_log_prefix
 from .message_index import MessageIndex
 from .messages import MessagesReader
 from .session_metadata import ManifestFile
+from .retention import RetentionPolicy
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
 from .state import Loaded, StateImage
 from .turns import (
@@ -104,6 +105,9 @@ class SessionInfo:
     #: what it could read); None for a readable session. ``fsstore verify`` says more.
     damaged: str | None = None
     spawned_by: SpawnOrigin | None = None
+    #: The first seq of the history the log holds: the log start, or the seq after the
+    #: history retention dropped (``SessionReader.history_start``). 0: unknown.
+    history_start: int = 0
 
 
 #: How long a fork waits for a compaction of its parent to end.
@@ -166,6 +170,7 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
     def info(self) -> SessionInfo:
         tail = self._log.tail()
+        start = self._history_start(tail.log_start)
         path = layout.session_manifest_path(self.path)
         updated = manifest.iso_to_epoch(self._meta.updated, path, "updated")
         if tail.last_ts is not None and math.isfinite(tail.last_ts):
@@ -173,10 +178,29 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         return SessionInfo(
             id=self.id, path=self.path,
             created=manifest.iso_to_epoch(self._meta.created, path, "created"),
-            updated=updated, event_count=tail.event_count, head=tail.head, title=self.title,
-            tags=self.tags, metadata=self.metadata, parent=self.parent,
-            spawned_by=self.spawned_by,
+            updated=updated, event_count=tail.head - start + 1, head=tail.head,
+            title=self.title, tags=self.tags, metadata=self.metadata, parent=self.parent,
+            spawned_by=self.spawned_by, history_start=start,
         )
+
+    @property
+    def history_start(self) -> int:
+        """The first seq of the history the log holds: where ``events()`` starts. The
+        log start, or, when retention dropped older history, the seq after it."""
+        self._before_read()
+        return self._history_start(self._log.tail().log_start)
+
+    def _history_start(self, log_start: int) -> int:
+        base = self._log.base_of(log_start)
+        return log_start if base is None else base.seq + 1
+
+    @property
+    def retention(self) -> RetentionPolicy | None:
+        """The retention policy kept in the session manifest, None if none is."""
+        value = self._meta.retention
+        if value is None:
+            return None
+        return RetentionPolicy.from_manifest(value, layout.session_manifest_path(self.path))
 
     @property
     def parent(self) -> ForkOrigin | None:

@@ -26,7 +26,7 @@ import msgspec
 from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, SeqOutOfRange
 from .fsio import FileIO
 from .log import LogPosition, LogReader
-from .log_format import Event, refuse_msgpack_ext
+from .log_format import Base, Event, refuse_msgpack_ext
 from .snapshot import SnapshotDir, SnapshotFile
 from .turns import MESSAGE_RECORD, TURN_FINISHED
 from .usage import UsageBody, UsageFold
@@ -220,6 +220,41 @@ class StateImage:
         return cls(file.header.seq, file.header.log_start, window, body.state,
                    body.commits, work, inputs, usage)
 
+    @classmethod
+    def from_base(cls, base: Base, log_start: int, window: int) -> StateImage:
+        """The image a base frame holds: the state at ``base.seq`` (FORMAT.md 3.3)."""
+        part = "image"
+        try:
+            body = decode_record(base.image_body(), ImageBody)
+            part = "queue"
+            work = WorkState.from_body(body.queue)
+            part = "inputs"
+            inputs = InputState.from_body(body.inputs)
+            usage = UsageFold.from_body(body.usage)
+        except RecordError as exc:
+            raise CorruptionError(f"base record's {part} is malformed: {exc}", path=base.path,
+                                  offset=base.offset) from None
+        return cls(base.seq, log_start, window, body.state, body.commits, work, inputs, usage)
+
+
+def start_image(reader: LogReader, log_start: int, window: int) -> StateImage:
+    """The image a fold from the log start starts from: the empty state before the log
+    start, or the image of the base frame the log starts with when retention dropped
+    the history before it."""
+    base = reader.base_of(log_start)
+    if base is None:
+        return StateImage(log_start - 1, log_start, window)
+    return StateImage.from_base(base, log_start, window)
+
+
+def dropped_before(reader: LogReader, log_start: int, seq: int) -> None:
+    """Raise SeqOutOfRange when the state at ``seq`` is in history retention dropped."""
+    base = reader.base_of(log_start)
+    if base is not None and seq < base.seq:
+        raise SeqOutOfRange(
+            f"{reader.path}: the history up to seq {base.seq} was dropped by retention "
+            f"(it starts at seq {base.seq + 1}); the state at seq {seq} is gone")
+
 class Loaded(NamedTuple):
     image: StateImage
     findings: list[Finding]  # the snapshots skipped, and why
@@ -268,9 +303,13 @@ def _load_once(
         raise SeqOutOfRange(
             f"{reader.path}: seq {target} is outside the history the log holds "
             f"({log_start - 1} to {head}); seqs before {log_start} were cleared")
+    dropped_before(reader, log_start, target)
+    base = reader.base_of(log_start)
+    floor = log_start - 1 if base is None else base.seq  # no image before it is usable
     findings: list[Finding] = []
-    bases = [(seq, snapshots.file_path(seq)) for seq in snapshots.seqs() if seq <= target]
-    bases += [(seq, path) for seq, path in extra_bases if seq <= target]
+    bases = [(seq, snapshots.file_path(seq)) for seq in snapshots.seqs()
+             if floor <= seq <= target]
+    bases += [(seq, path) for seq, path in extra_bases if floor <= seq <= target]
     for _, path in sorted(bases, reverse=True):
         try:
             file = snapshots.read(path)
@@ -295,7 +334,7 @@ def _load_once(
             continue
         _replay(reader, image, position, target)
         return Loaded(image, _logged(findings))
-    image = StateImage(log_start - 1, log_start, window)
+    image = start_image(reader, log_start, window)
     _replay(reader, image, None, target)
     return Loaded(image, _logged(findings))
 
