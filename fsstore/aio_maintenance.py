@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .compaction import CompactReport
+    from .retention import RetainReport, RetentionPolicy
 
 
 class _CompactingReader(Protocol):
@@ -22,8 +23,49 @@ class _CompactingStore(Protocol):
                 lock_timeout: float = ...) -> CompactReport: ...
 
 
+class _RetainingSession(Protocol):
+    def retain(self, *, keep_turns: int | None = ..., keep_since: float | None = ...,
+               keep: str = ..., dry_run: bool = ...,
+               policy: RetentionPolicy | None = ...) -> RetainReport: ...
+
+    def set_retention(self, policy: RetentionPolicy | None) -> None: ...
+
+
+class _RetainingStore(Protocol):
+    def retain(self, session_id: str, *, keep_turns: int | None = ...,
+               keep_since: float | None = ..., keep: str = ..., dry_run: bool = ...,
+               lock_timeout: float = ...) -> RetainReport: ...
+
+    def apply_retention(self, session_ids: Iterable[str] | None = ..., *,
+                        dry_run: bool = ..., lock_timeout: float = ...) -> RetainReport: ...
+
+
+class AsyncSessionMaintenanceMixin:
+    """``Session``'s maintenance twins (retention)."""
+
+    async def aretain(self: _RetainingSession, *, keep_turns: int | None = None,
+                      keep_since: float | None = None, keep: str = "all",
+                      dry_run: bool = False, policy: RetentionPolicy | None = None
+                      ) -> RetainReport:
+        return await asyncio.to_thread(lambda: self.retain(
+            keep_turns=keep_turns, keep_since=keep_since, keep=keep, dry_run=dry_run,
+            policy=policy))
+
+    async def aset_retention(self: _RetainingSession, policy: RetentionPolicy | None
+                             ) -> None:
+        await asyncio.to_thread(self.set_retention, policy)
+
+
+class _HistoryReader(Protocol):
+    @property
+    def history_start(self) -> int: ...
+
+
 class AsyncReaderMaintenanceMixin:
     """``SessionReader``'s maintenance twins."""
+
+    async def ahistory_start(self: _HistoryReader) -> int:
+        return await asyncio.to_thread(lambda: self.history_start)
 
     async def acompact(self: _CompactingReader, *, dry_run: bool = False,
                        target_bytes: int = 4 << 20, level: int = 3,
@@ -42,3 +84,18 @@ class AsyncStoreMaintenanceMixin:
         return await asyncio.to_thread(lambda: self.compact(
             session_ids, dry_run=dry_run, target_bytes=target_bytes, level=level,
             lock_timeout=lock_timeout))
+
+    async def aretain(self: _RetainingStore, session_id: str, *,
+                      keep_turns: int | None = None, keep_since: float | None = None,
+                      keep: str = "all", dry_run: bool = False,
+                      lock_timeout: float = 0.0) -> RetainReport:
+        return await asyncio.to_thread(lambda: self.retain(
+            session_id, keep_turns=keep_turns, keep_since=keep_since, keep=keep,
+            dry_run=dry_run, lock_timeout=lock_timeout))
+
+    async def aapply_retention(self: _RetainingStore,
+                               session_ids: Iterable[str] | None = None, *,
+                               dry_run: bool = False, lock_timeout: float = 0.0
+                               ) -> RetainReport:
+        return await asyncio.to_thread(lambda: self.apply_retention(
+            session_ids, dry_run=dry_run, lock_timeout=lock_timeout))

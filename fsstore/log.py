@@ -36,9 +36,9 @@ from .fsio import FileIO
 from .identity import Identity
 from .log_format import (
     _FRAME_HEADER,
-    FRAME_BASE,
     _PREALLOCATE_MAX,
     _U32,
+    FRAME_BASE,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_FILE,
@@ -47,10 +47,10 @@ from .log_format import (
     Event,
     SegmentScan,
     _parse_frame,
-    base_misplaced,
-    decode_base,
     _tail_of,
     _valid_frame_after,
+    base_misplaced,
+    decode_base,
     decode_payload,
 )
 from .segment_file import ChunkCache, SegmentFile, open_compacted
@@ -697,7 +697,15 @@ class LogReader:
         the next one was never merged: the log ends."""
         if self.io.exists(self.segment_path(next_seq)):
             return True
-        if segment.compacted or self.io.exists(segment.path):
+        gone = not self.io.exists(segment.path)
+        header = segment.header
+        if gone or (not segment.compacted and segment.first_seq == header.log_start):
+            # Dropped by a retention meanwhile (unlinked, or the log start's file,
+            # replaced by the base): the log goes on after the base.
+            base = self.history_base()
+            if base is not None and base.seq >= next_seq - 1 >= segment.first_seq:
+                return True
+        if segment.compacted or not gone:
             return False
         try:
             self.open_segment(next_seq).close()

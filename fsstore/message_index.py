@@ -559,7 +559,16 @@ class MessageIndex:
         elif op_name in ("edit", "delete"):
             message_id = data["message"]["id"] if op_name == "edit" else data["id"]
             hashed = message_hash(message_id)
-            target = self.first_row(hashed, pending)
+            try:
+                target = self.first_row(hashed, pending)
+            except KeyError:
+                # A message added in history retention dropped (FORMAT.md 5.6): its edit
+                # starts it afresh, as its first version; its delete leaves nothing.
+                if self.log.history_base() is None:
+                    raise
+                if op_name == "delete":
+                    return []
+                return self.rows_for(seq, {**data, "op": "add"}, frame, pending)
             if op_name == "delete":
                 live -= 1
             rows.append(Row(seq, segment, hashed, target, live, offset, size,

@@ -23,8 +23,10 @@ compactions and forks take too. Its steps, each durable before the next:
    readers see the base; the files of seqs up to ``B`` still there are *leftovers*,
    passed over by every reader (they follow a compacted file that covers them);
 5. unlink those files in seq order, fsync ``log/``;
-6. unlink the snapshots at or before ``B`` (the base supersedes them) and replace the
-   message index with an empty one, which the writer fills again from the log.
+6. unlink the snapshots at or before ``B`` (the base supersedes them).
+
+Before step 3, the message index is replaced by an empty one (its rows point into the
+files to drop), which the writer fills again from the log.
 
 A crash before step 4 leaves the log as it was (and a temp file vacuum removes); after
 it, leftovers that the next retention or compaction removes, or snapshots that loads
@@ -248,6 +250,12 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
             report.seconds = round(time.monotonic() - started, 6)
             return report
         image = load(io, reader, snapshots, until_seq=last_dropped, window=window).image
+        # Rows of the message index point into the files to drop: before they go, an
+        # empty index (a new file, so that readers holding the old one start afresh),
+        # which the writer fills again from the log.
+        index_path = os.path.join(session_path, INDEX_NAME)
+        if io.exists(index_path):
+            io.atomic_write(index_path, encode_header(uid, log_start))
         record = next(f.end.last for f in reversed(files[:cut]) if f.end.last is not None)
         written = _write_base(io, reader, session_path, log_start, last_dropped, image,
                               record, uid)
@@ -262,11 +270,6 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
         _unlink(io, snapshots.file_path(seq))
     if doomed_snapshots:
         io.fsync_dir(snapshots.path)
-    # Rows of the index point into dropped files: an empty index (a new file, so that
-    # readers holding the old one start afresh) is filled again from the log.
-    index_path = os.path.join(session_path, INDEX_NAME)
-    if io.exists(index_path):
-        io.atomic_write(index_path, encode_header(uid, log_start))
     reader._first_turns.pop(log_start, None)
     report.seconds = round(time.monotonic() - started, 6)
     return report

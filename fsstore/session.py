@@ -23,6 +23,7 @@ from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 from . import clock, identity, layout, vectors
 from . import state as state_module
 from .aio import AsyncSessionMixin
+from .aio_maintenance import AsyncSessionMaintenanceMixin
 from .blobs import BLOB_MARKER, DEFAULT_GRACE_SECONDS, BlobStore, GcReport, find_refs
 from .errors import (
     CheckpointExists,
@@ -43,9 +44,9 @@ from .lease import Lease
 from .log import Frame
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, LogWriter
-from .retention import RetainReport, RetentionPolicy, retain_log
 from .message_index import MessageIndex
 from .messages import Messages, message_rows
+from .retention import RetainReport, RetentionPolicy, retain_log
 from .session_metadata import METADATA_FIELDS, METADATA_RECORD
 from .session_reader import ForkOrigin, SessionInfo, SessionReader
 from .snapshot import CHECKPOINT_KINDS, CheckpointInfo, SnapshotPolicy
@@ -117,7 +118,7 @@ def _writes(fenced: bool = True) -> Callable[[_Method[_P, _T]], _Method[_P, _T]]
     return wrap
 
 
-class Session(SessionReader, AsyncSessionMixin):
+class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
     """The writer of one session. Open it with ``Store.open_session`` or
     ``Store.create_session``; close it (or use ``with``) to release the writer lock.
 

@@ -45,8 +45,8 @@ from .log_format import Event, check_seq
 from .log_writer import copy_log_prefix
 from .message_index import MessageIndex
 from .messages import MessagesReader
-from .session_metadata import ManifestFile
 from .retention import RetentionPolicy
+from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
 from .state import Loaded, StateImage
 from .turns import (

@@ -46,6 +46,7 @@ from .lease import (
 from .lineage import Lineage, read_lineage, spawn_record
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, check_settings, write_tail_hint
+from .retention import RetainReport
 from .segment_header import encode_segment_header
 from .session import Session
 from .session_metadata import new_manifest
@@ -776,6 +777,41 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
                 part = self.read_session(session_id).compact(
                     dry_run=dry_run, target_bytes=target_bytes, level=level,
                     lock_timeout=lock_timeout)
+            except SessionNotFound:
+                if session_ids is not None:
+                    raise
+                continue  # deleted meanwhile
+            except FsStoreError as exc:
+                report.skipped[session_id] = str(exc)
+                continue
+            report.add(session_id, part)
+        report.seconds = round(time.monotonic() - started, 6)
+        return report
+
+    def retain(self, session_id: str, *, keep_turns: int | None = None,
+               keep_since: float | None = None, keep: str = "all", dry_run: bool = False,
+               lock_timeout: float = 0.0) -> RetainReport:
+        """``Session.retain`` on session ``session_id``, opened for it (SessionLocked
+        when its writer lock does not come free within ``lock_timeout`` seconds)."""
+        with self.open_session(session_id, lock_timeout=lock_timeout) as session:
+            return session.retain(keep_turns=keep_turns, keep_since=keep_since, keep=keep,
+                                  dry_run=dry_run)
+
+    def apply_retention(self, session_ids: Iterable[str] | None = None, *,
+                        dry_run: bool = False, lock_timeout: float = 0.0) -> RetainReport:
+        """Apply each session's retention policy (``Session.set_retention``) to every
+        session that has one (or to those given), summed, with each session's report in
+        ``parts``. A session that cannot be retained now (its writer is open elsewhere,
+        damage) is left as it is and named in ``skipped`` with why."""
+        report = RetainReport(dry_run=dry_run)
+        started = time.monotonic()
+        for session_id in (self.session_ids() if session_ids is None else session_ids):
+            try:
+                policy = self.read_session(session_id).retention
+                if policy is None:
+                    continue
+                with self.open_session(session_id, lock_timeout=lock_timeout) as session:
+                    part = session.retain(policy=policy, dry_run=dry_run)
             except SessionNotFound:
                 if session_ids is not None:
                     raise

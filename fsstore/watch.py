@@ -422,7 +422,7 @@ class SessionWatcher(_Watcher):
             # The writer went on in a segment named after the next seq (a rollover, or a
             # clear: its header says where the log starts now).
             self._close_segment()
-            if not self._open(self.last_seq + 1, found):
+            if not self._open(self.last_seq + 1, found) and not self._find(found):
                 return found
 
     def _find(self, found: list[Event | LogCleared]) -> bool:
@@ -435,6 +435,12 @@ class SessionWatcher(_Watcher):
         if log_start > self.last_seq + 1:
             found.append(LogCleared(self.session_id, log_start))
             self.last_seq = log_start - 1
+        base = self._log.base_of(log_start)
+        if base is not None:
+            # History retention dropped (FORMAT.md 5.6) is passed over, and so are the
+            # files of it still there (a retention unlinking them, or interrupted).
+            self.last_seq = max(self.last_seq, base.seq)
+            segments = [s for s in segments if s == log_start or s > base.seq]
         holding = [s for s in segments if s <= self.last_seq + 1]
         first = holding[-1] if holding else (segments[0] if segments else None)
         return first is not None and self._open(first, found)
@@ -464,8 +470,11 @@ class SessionWatcher(_Watcher):
             self._caught_up = len(buf) < chunk
             if not buf.strip(b"\0"):
                 return
+            header = self._file.header
             scan = SegmentScan(buf, path, self._next_seq, True, self.last_seq,
-                               origin=self._offset, segment=self._segment)
+                               origin=self._offset, segment=self._segment,
+                               allow_base=bool(header.compacted and self._segment
+                                               == header.first_seq == header.log_start))
             for event in scan:
                 found.append(event)
                 self.last_seq = event.seq
