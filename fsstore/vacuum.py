@@ -293,7 +293,7 @@ def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
     try:
         gc = target.gc(grace, dry_run)
         removed["orphaned_blobs"] = Removed(gc.reclaimed, gc.reclaimed_bytes)
-        findings.extend(gc.damaged)
+        findings.extend(f for f in gc.damaged if f.level == "problem")
     except (FsStoreError, OSError) as exc:
         findings.append(_problem(exc, layout.blobs_dir(target.path),
                                  "attachments left alone (gc stopped)"))
