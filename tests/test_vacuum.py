@@ -409,6 +409,31 @@ def test_a_store_vacuum_skips_a_session_leased_to_another_owner(tmp_path):
     assert set(report.skipped) == {"s"} and "leased" in report.skipped["s"]
 
 
+def test_the_lease_holder_vacuums_its_shared_session(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    store.create_session("s").close()
+    lease = store.claim_lease("s", "worker-1", ttl=60).lease
+    with store.open_session("s", lease=lease) as session:
+        temp = touch(os.path.join(session.path, ".tmp-a-1234"))
+        assert session.vacuum().paths() == [temp]
+    assert store.vacuum().skipped.keys() == {"s"}  # still leased: its holder's to vacuum
+
+
+def test_the_async_twins_vacuum(tmp_path):
+    import asyncio
+
+    async def both():
+        store = fsstore.open_store(tmp_path / "store")
+        async with await store.acreate_session("s") as session:
+            temp = touch(os.path.join(session.path, ".tmp-a-1234"))
+            dry = await session.avacuum(dry_run=True)
+        report = await store.avacuum(["s"])
+        return temp, dry, report
+
+    temp, dry, report = asyncio.run(both())
+    assert dry.paths() == [temp] and report.paths() == [temp] and not os.path.exists(temp)
+
+
 def test_a_writer_vacuuming_between_appends_of_other_threads_loses_nothing(tmp_path):
     policy = SnapshotPolicy(every_events=7, every_bytes=None, keep=1)
     store = fsstore.open_store(tmp_path / "store", segment_size=4096, snapshots=policy)
@@ -460,14 +485,18 @@ def crash_states_of_vacuum(tmp_path, littered: Littered) -> list[str]:
 
 def check_crash_states(tmp_path, littered: Littered, *, vectors: bool) -> int:
     states = crash_states_of_vacuum(tmp_path, littered)
+    doomed = [os.path.relpath(p, littered.root) for p in littered.session_doomed()["snapshots"]]
+    left = set()
     for dest in states:
         littered_copy = Littered.__new__(Littered)
         littered_copy.__dict__.update(littered.__dict__, root=dest)
         store = fsstore.open_store(dest, create=False)
         events = store.read_session("s").events(include_internal=True)
         assert [e.seq for e in events][-1] == littered.head
+        left.add(sum(os.path.exists(os.path.join(dest, p)) for p in doomed))
         check_whole(store, littered_copy, vectors=vectors)
         shutil.rmtree(dest)
+    assert len(left) > 2  # crashes before, amid and after the snapshots' removal
     return len(states)
 
 
