@@ -284,7 +284,7 @@ def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
     now = time.time()
     findings: list[Finding] = []
     plan: list[_Item] = []
-    for step in (_log_leftovers, _snapshots, _temp_files, _vector_files):
+    for step in (_log_leftovers, _torn_files, _snapshots, _temp_files, _vector_files):
         try:
             plan += step(target, now, grace, torn_grace, findings)
         except (FsStoreError, OSError) as exc:
@@ -325,11 +325,17 @@ def _log_leftovers(target: SessionVacuum, now: float, grace: float, torn_grace: 
              for first in layout.segment_seqs(names) if first < log_start]
     items += [_item("log_leftovers", os.path.join(log.path, name)) for name in names
               if name.startswith(layout.TEMP_PREFIX)]
-    for name in names:
-        path = os.path.join(log.path, name)
-        if name.endswith(layout.TORN_SUFFIX) and _older(path, now, torn_grace):
-            items.append(_item("torn_files", path))
     return items
+
+
+def _torn_files(target: SessionVacuum, now: float, grace: float, torn_grace: float,
+                findings: list[Finding]) -> list[_Item]:
+    """``log/*.torn`` files older than ``torn_grace``: bytes a writer set aside when it
+    cut a torn tail off (section 7.1), kept that long for a look."""
+    folder = target.log.path
+    return [_item("torn_files", os.path.join(folder, name)) for name in _names(target.io, folder)
+            if name.endswith(layout.TORN_SUFFIX)
+            and _older(os.path.join(folder, name), now, torn_grace)]
 
 
 def _snapshots(target: SessionVacuum, now: float, grace: float, torn_grace: float,
