@@ -12,8 +12,8 @@ import msgpack
 import pytest
 import zstandard
 from crashsim import VARIANTS, CrashSimIO
-from procs import Child
 from crc32c import crc32c
+from procs import Child
 
 import fsstore
 from fsstore import compaction

@@ -14,9 +14,22 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import FsStoreError
-from . import compact, demo, inspect, state, usage, vectors, verify, watch, work, workspace
+from . import (
+    compact,
+    demo,
+    inspect,
+    maintenance,
+    state,
+    usage,
+    vectors,
+    verify,
+    watch,
+    work,
+    workspace,
+)
 
-GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact)
+GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
+          maintenance)
 
 
 class _Parser(argparse.ArgumentParser):
