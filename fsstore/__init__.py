@@ -114,6 +114,7 @@ from .state import STATE_RECORD
 from .store import Store, find_store, open_store
 from .store_usage import StoreUsage
 from .usage import ExecutionStats, UsageTotals
+from .vacuum import VacuumReport
 from .vectors import (
     CollectionInfo,
     DistanceMetric,
@@ -262,4 +263,5 @@ __all__ = [
     "ToolResultPart",
     "UsageTotals",
     "StoreUsage",
+    "VacuumReport",
 ]

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .store import Store
     from .store_usage import StoreUsage
     from .turns import Revision, Turn
+    from .vacuum import VacuumReport
     from .vectors import (
         CollectionInfo,
         DistanceMetric,
@@ -165,6 +166,9 @@ class _StoreLike(Protocol):
     def session_workspaces(self, session_id: str) -> dict[str, str]: ...
     def usage(self, *, by: str | None = ..., sessions: Iterable[str] | None = ...
               ) -> StoreUsage: ...
+    def vacuum(self, session_ids: Iterable[str] | None = ..., *, dry_run: bool = ...,
+               grace: float = ..., torn_grace: float = ..., lock_timeout: float = ...,
+               on_session: Callable[[str], object] | None = ...) -> VacuumReport: ...
 
 
 _StoreT = TypeVar("_StoreT", bound=_StoreLike)
@@ -294,6 +298,14 @@ class AsyncStoreMixin:
 
     async def aremove_leftovers(self: _StoreLike) -> list[str]:
         return await asyncio.to_thread(self.remove_leftovers)
+
+    async def avacuum(self: _StoreLike, session_ids: Iterable[str] | None = None, *,
+                      dry_run: bool = False, grace: float = 3600.0,
+                      torn_grace: float = 604800.0, lock_timeout: float = 0.0,
+                      on_session: Callable[[str], object] | None = None) -> VacuumReport:
+        return await asyncio.to_thread(self.vacuum, session_ids, dry_run=dry_run, grace=grace,
+                                       torn_grace=torn_grace, lock_timeout=lock_timeout,
+                                       on_session=on_session)
 
     async def arenew_lease(self: _StoreLike, lease: Lease, *, ttl: float | None = None,
                            lock_timeout: float = 5.0) -> Lease:
@@ -485,6 +497,8 @@ class _SessionLike(_SessionReaderLike, Protocol):
     def delete_checkpoint(self, checkpoint_id: str) -> None: ...
     def gc(self, *, grace: float = ..., dry_run: bool = ..., verify: bool = ...
            ) -> GcReport: ...
+    def vacuum(self, *, dry_run: bool = ..., grace: float = ..., torn_grace: float = ...
+               ) -> VacuumReport: ...
     def create_collection(self, name: str, dim: int, *, dtype: str = ...,
                           metric: DistanceMetric | str = ...) -> VectorCollection: ...
     def drop_collection(self, name: str) -> None: ...
@@ -582,6 +596,11 @@ class AsyncSessionMixin(AsyncSessionReaderMixin):
     async def agc(self: _SessionLike, *, grace: float = 3600.0, dry_run: bool = False,
                   verify: bool = False) -> GcReport:
         return await asyncio.to_thread(self.gc, grace=grace, dry_run=dry_run, verify=verify)
+
+    async def avacuum(self: _SessionLike, *, dry_run: bool = False, grace: float = 3600.0,
+                      torn_grace: float = 604800.0) -> VacuumReport:
+        return await asyncio.to_thread(self.vacuum, dry_run=dry_run, grace=grace,
+                                       torn_grace=torn_grace)
 
     async def acreate_collection(self: _SessionLike, name: str, dim: int, *,
                                  dtype: str = "float32",

@@ -4,7 +4,7 @@ other twin in ``aio.py``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -19,8 +19,8 @@ class _CompactingReader(Protocol):
 
 class _CompactingStore(Protocol):
     def compact(self, session_ids: Iterable[str] | None = ..., *, dry_run: bool = ...,
-                target_bytes: int = ..., level: int = ...,
-                lock_timeout: float = ...) -> CompactReport: ...
+                target_bytes: int = ..., level: int = ..., lock_timeout: float = ...,
+                progress: Callable[[str], object] | None = ...) -> CompactReport: ...
 
 
 class _RetainingSession(Protocol):
@@ -80,10 +80,11 @@ class AsyncStoreMaintenanceMixin:
 
     async def acompact(self: _CompactingStore, session_ids: Iterable[str] | None = None, *,
                        dry_run: bool = False, target_bytes: int = 4 << 20, level: int = 3,
-                       lock_timeout: float = 0.0) -> CompactReport:
+                       lock_timeout: float = 0.0,
+                       progress: Callable[[str], object] | None = None) -> CompactReport:
         return await asyncio.to_thread(lambda: self.compact(
             session_ids, dry_run=dry_run, target_bytes=target_bytes, level=level,
-            lock_timeout=lock_timeout))
+            lock_timeout=lock_timeout, progress=progress))
 
     async def aretain(self: _RetainingStore, session_id: str, *,
                       keep_turns: int | None = None, keep_since: float | None = None,

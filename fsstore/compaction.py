@@ -217,11 +217,14 @@ def _groups(sources: list[_Source], target_bytes: int) -> list[list[_Source]]:
     a segment as large as the target stays alone (and is only compressed)."""
     groups: list[list[_Source]] = []
     for source in sources:
-        if groups and sum(s.plain_bytes for s in groups[-1]) + source.plain_bytes <= target_bytes:
+        if source.plain_bytes == 0:
+            groups.append([])  # an empty segment (no writer seals one) ends a run
+        elif groups and groups[-1] and sum(
+                s.plain_bytes for s in groups[-1]) + source.plain_bytes <= target_bytes:
             groups[-1].append(source)
         else:
             groups.append([source])
-    return groups
+    return [group for group in groups if group]
 
 
 def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list[_Source],

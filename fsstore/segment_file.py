@@ -167,17 +167,20 @@ class ChunkCache:
     def __init__(self) -> None:
         self._chunks: collections.OrderedDict[tuple[int, ...], bytes] = (
             collections.OrderedDict())
+        self._lock = threading.Lock()  # a reader may be used from several threads
 
     def get(self, key: tuple[int, ...]) -> bytes | None:
-        found = self._chunks.get(key)
-        if found is not None:
-            self._chunks.move_to_end(key)
-        return found
+        with self._lock:
+            found = self._chunks.get(key)
+            if found is not None:
+                self._chunks.move_to_end(key)
+            return found
 
     def put(self, key: tuple[int, ...], plain: bytes) -> None:
-        self._chunks[key] = plain
-        while len(self._chunks) > _CACHED_CHUNKS:
-            self._chunks.popitem(last=False)
+        with self._lock:
+            self._chunks[key] = plain
+            while len(self._chunks) > _CACHED_CHUNKS:
+                self._chunks.popitem(last=False)
 
 
 class SegmentFile:
@@ -200,10 +203,15 @@ class SegmentFile:
         self._shift = base - SEGMENT_HEADER_SIZE
         self._cache = cache
         self._identity = identity
-        if tables is None:
-            self.size = io.size(fd)
-        else:
-            self.size = header.plain_end - self._shift
+        self._size = None if tables is None else header.plain_end - self._shift
+
+    @property
+    def size(self) -> int:
+        """The segment's size: a plain file's, taken when first asked (reads at known
+        places need none), or a compacted view's logical size."""
+        if self._size is None:
+            self._size = self.io.size(self.fd)
+        return self._size
 
     @property
     def identity(self) -> tuple[int, ...]:

@@ -63,6 +63,7 @@ from .turns import (
 )
 from .unset import UNSET
 from .usage import UsageFold
+from .vacuum import DEFAULT_TORN_GRACE_SECONDS, SessionVacuum, VacuumReport, vacuum_session
 from .vectors import DistanceMetric, VectorCollection
 from .work import INPUT_RECORD, QUEUE_RECORD, Build, TurnInputs, WorkQueue
 from .writer_access import WriterAccess
@@ -783,6 +784,25 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                 path = self._checkpoints.file_path(checkpoint_id)
                 find_refs(self._checkpoints.read(path).body, referenced)
             return self.blobs.gc(referenced, grace=grace, dry_run=dry_run, verify=verify)
+
+    @_writes()
+    def vacuum(self, *, dry_run: bool = False, grace: float = DEFAULT_GRACE_SECONDS,
+               torn_grace: float = DEFAULT_TORN_GRACE_SECONDS) -> VacuumReport:
+        """Remove what the session no longer needs and report it by kind (see
+        ``fsstore.vacuum``): superseded and unusable snapshots, leftovers of interrupted
+        clears and writes, temp and trash files older than ``grace`` seconds, torn tails
+        set aside longer than ``torn_grace`` (a week), vector files no manifest needs,
+        and the attachments ``gc`` removes. Runs under the writer lock: no write of this
+        session lands meanwhile. With ``dry_run`` the same report, and nothing removed."""
+        writer = self._writer
+        with writer.lock:
+            writer.flush()  # what position_holds reads is in the file
+            target = SessionVacuum(
+                self.io, self.path, self.id, self._log, writer.head, self._snapshots,
+                self._policy.keep, frozenset(self._collections),
+                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run))
+            return vacuum_session(target, dry_run=dry_run, grace=grace,
+                                  torn_grace=torn_grace)
 
     # --- vector collections ---
 

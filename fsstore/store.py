@@ -54,6 +54,7 @@ from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
 from .store_usage import StoreUsage, store_usage
 from .unset import UNSET
+from .vacuum import DEFAULT_GRACE_SECONDS, DEFAULT_TORN_GRACE_SECONDS, VacuumReport, vacuum_store
 from .vectors import (
     DistanceMetric,
     VectorFilter,
@@ -678,6 +679,21 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
                     continue  # a concurrent delete is finishing it
                 removed.append(path)
         return removed
+
+    def vacuum(self, session_ids: Iterable[str] | None = None, *, dry_run: bool = False,
+               grace: float = DEFAULT_GRACE_SECONDS,
+               torn_grace: float = DEFAULT_TORN_GRACE_SECONDS, lock_timeout: float = 0.0,
+               on_session: Callable[[str], object] | None = None) -> VacuumReport:
+        """Vacuum every session (or those named: SessionNotFound, before anything is
+        removed, for one that is not there), then the store's leftovers; return the
+        store's report, with each session's part (see ``fsstore.vacuum``). Each session
+        is opened as its writer, waiting up to ``lock_timeout`` for its lock: one another
+        writer holds, or another owner leases, is skipped and named in ``skipped`` (its
+        writer may vacuum it with ``Session.vacuum``). ``on_session(id)`` is called after
+        each session. With ``dry_run`` the same report, and nothing removed."""
+        return vacuum_store(self, session_ids, dry_run=dry_run, grace=grace,
+                            torn_grace=torn_grace, lock_timeout=lock_timeout,
+                            on_session=on_session)
 
     # --- workspaces (fsstore/workspaces.py) ---
 

@@ -13,6 +13,7 @@ import pytest
 import zstandard
 from crashsim import VARIANTS, CrashSimIO
 from crc32c import crc32c
+from procs import Child
 
 import fsstore
 from fsstore import compaction
@@ -311,3 +312,34 @@ def test_the_command_compacts_and_reports_bytes(tmp_path, capsys):
     assert report["bytes_after"] < report["bytes_before"] and report["sessions"] == 1
     assert main(["--store", store.path, "compact"]) == 0
     assert "->" in capsys.readouterr().out
+
+
+def writing_child(root: str, count: str) -> None:
+    """A writer in another process: appends ``count`` records, rolling over often."""
+    store = fsstore.open_store(root, create=False, segment_size=8192)
+    with store.open_session("s") as session:
+        print("READY", flush=True)
+        for index in range(int(count)):
+            session.append({"i": index, "pad": TEXT}, kind="note", turn=1000 + index)
+    print("DONE END", flush=True)
+
+
+def test_compaction_beside_a_writer_in_another_process_loses_and_repeats_nothing(tmp_path):
+    root = tmp_path / "store"
+    build(root, turns=10)
+    store = fsstore.open_store(root, create=False)
+    start = store.read_session("s").head
+    with Child.function(writing_child, str(root), 400) as child:
+        child.wait_for("READY")
+        compactions = 0
+        while child.process.poll() is None:
+            store.compact()
+            compactions += 1
+            seqs = [e.seq for e in store.read_session("s").events(include_internal=True)]
+            assert seqs == list(range(1, len(seqs) + 1))  # a prefix, without a hole
+        assert "DONE END" in child.finish()
+    store.compact()
+    notes = [e.data["i"] for e in store.read_session("s").events() if e.kind == "note"]
+    assert notes == list(range(400)) and compactions > 1
+    assert store.read_session("s").head == start + 400
+    assert problems(store) == []

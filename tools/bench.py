@@ -37,6 +37,7 @@ import msgspec  # noqa: E402
 
 import fsstore  # noqa: E402
 from fsstore import Durability  # noqa: E402
+from fsstore.vacuum import KINDS as VACUUM_KINDS  # noqa: E402
 
 GROUP_MS = 10
 WORDS = (  # noqa: SIM905
@@ -901,6 +902,76 @@ def watch_rows(root: str, quick: bool) -> None:
         f"delay median {median * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
 
 
+def vacuum_rows(root: str, quick: bool) -> None:
+    """Vacuum: one session littered with what a vacuum removes, then a store of many small
+    sessions with nothing to remove (the fixed cost per session)."""
+    snapshots, temps, orphans, stale = (300, 300, 300, 100) if quick else (2000, 2000, 2000, 500)
+    print(f"\nVacuum: one session holding {snapshots:,} superseded snapshots, {temps:,} temp "
+          f"files, {orphans:,} orphaned blobs, {stale} segments before its log start and "
+          f"{stale} old torn tails")
+    folder = os.path.join(root, "vacuum")
+    policy = fsstore.SnapshotPolicy(every_events=None, every_bytes=None, keep=10**6)
+    store = fsstore.open_store(folder, segment_size=4096, snapshots=policy)
+    old = time.time() - 30 * 24 * 3600
+    with store.create_session("s") as session:
+        log = os.path.join(session.path, "log")
+        for n in range(stale * 2):  # a segment of 4 KiB holds about two batches
+            session.append_many([{"n": n, "i": i, "pad": "p" * 400} for i in range(4)])
+        aside = {name: open(os.path.join(log, name), "rb").read()  # noqa: SIM115
+                 for name in os.listdir(log) if name.endswith(".fslog")}
+        session.clear()
+        for n in range(snapshots):
+            session.append({"n": n})
+            session.snapshot()
+    with store.open_session("s") as session:  # orphans of a writer now gone
+        refs = [session.blobs.put(f"orphan {n}".encode()) for n in range(orphans)]
+    for name, data in sorted(aside.items())[:stale]:
+        with open(os.path.join(log, name), "wb") as handle:
+            handle.write(data)
+    for n in range(stale):
+        path = os.path.join(log, f"{n + 1:020d}@64.torn")
+        with open(path, "wb") as handle:
+            handle.write(b"t" * 100)
+        os.utime(path, (old, old))
+    spots = [session.path, *(os.path.join(session.path, d) for d in ("state", "blobs"))]
+    for n in range(temps):
+        path = os.path.join(spots[n % len(spots)], f".tmp-leftover-{n:08x}")
+        with open(path, "wb") as handle:
+            handle.write(b"x" * 100)
+        os.utime(path, (old, old))
+    for ref in refs:
+        path = os.path.join(session.path, "blobs", "sha256", ref.hex[:2], ref.hex)
+        os.utime(path, (old, old))
+    store = fsstore.open_store(folder, snapshots=fsstore.SnapshotPolicy(
+        every_events=None, every_bytes=None))
+    with store.open_session("s") as session:
+        dry = median_ms(lambda: session.vacuum(dry_run=True), 3)
+        started = time.perf_counter()
+        report = session.vacuum()
+        real = (time.perf_counter() - started) * 1000
+        clean = median_ms(session.vacuum, 3)
+    row("dry run (plan only)", f"{dry:,.0f} ms", f"{report.count:,} files and folders, "
+        f"{report.bytes / 2**20:.1f} MiB")
+    row("vacuum", f"{real:,.0f} ms", f"{report.count / real * 1000:,.0f} removals/s")
+    for kind in VACUUM_KINDS:
+        if report.removed[kind].count:
+            row(f"  {kind}", f"{report.removed[kind].count:,}")
+    row("vacuum again (nothing left)", f"{clean:,.1f} ms")
+
+    sessions = 200 if quick else 1000
+    folder = os.path.join(root, "vacuum-store")
+    store = fsstore.open_store(folder)
+    for n in range(sessions):
+        with store.create_session(f"s{n:05d}") as session:
+            session.append_many([{"n": i, "pad": "p" * 200} for i in range(100)])
+    started = time.perf_counter()
+    report = store.vacuum()
+    seconds = time.perf_counter() - started
+    assert len(report.sessions) == sessions and report.count == 0
+    row(f"store vacuum, {sessions:,} sessions of 100 events, nothing to remove",
+        f"{seconds * 1000:,.0f} ms", f"{sessions / seconds:,.0f} sessions/s")
+
+
 def main() -> None:
     from bench_agents import agents_rows  # it imports this module's helpers
     from bench_langgraph import langgraph_rows  # it imports this module's helpers
@@ -930,6 +1001,8 @@ def main() -> None:
                         help="only the Agents SDK session rows (FsstoreSession, SQLiteSession)")
     parser.add_argument("--maintenance-only", action="store_true",
                         help="only the maintenance rows (compaction)")
+    parser.add_argument("--vacuum-only", action="store_true",
+                        help="only the vacuum rows")
     args = parser.parse_args()
     if args.replay_child:
         replay_child(*args.replay_child)
@@ -938,14 +1011,16 @@ def main() -> None:
         watch_child(*args.watch_child)
         return
     if (args.vectors_only or args.leases_only or args.watch_only or args.messages_only
-            or args.langgraph_only or args.agents_only or args.maintenance_only):
+            or args.langgraph_only or args.agents_only or args.maintenance_only
+            or args.vacuum_only):
         root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
         section = (vector_rows if args.vectors_only else
                    lease_and_queue_rows if args.leases_only else
                    message_rows if args.messages_only else
                    langgraph_rows if args.langgraph_only else
                    agents_rows if args.agents_only else
-                   maintenance_rows if args.maintenance_only else watch_rows)
+                   maintenance_rows if args.maintenance_only else
+                   vacuum_rows if args.vacuum_only else watch_rows)
         try:
             section(root, args.quick)
         finally:
@@ -1117,6 +1192,7 @@ def main() -> None:
         langgraph_rows(root, quick=args.quick)
         agents_rows(root, quick=args.quick)
         maintenance_rows(root, quick=args.quick)
+        vacuum_rows(root, quick=args.quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

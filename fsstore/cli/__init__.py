@@ -18,6 +18,7 @@ from . import (
     compact,
     demo,
     inspect,
+    maintenance,
     retain,
     state,
     usage,
@@ -28,7 +29,8 @@ from . import (
     workspace,
 )
 
-GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact, retain)
+GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
+          maintenance, retain)
 
 
 class _Parser(argparse.ArgumentParser):
