@@ -35,13 +35,14 @@ skip. Either way the session opens, verifies, and reads the same state.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -57,6 +58,9 @@ from .segment_file import encode_compacted, open_compacted
 from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
 from .snapshot import SnapshotDir
 from .state import StateImage, load
+
+if TYPE_CHECKING:
+    from .vacuum import VacuumReport
 
 KEEP_CHOICES = ("all", "state")
 
@@ -321,6 +325,14 @@ def _unlink(io: FileIO, path: str) -> None:
         io.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def with_dropped_history(report: VacuumReport, retained: RetainReport) -> VacuumReport:
+    """A session's vacuum report with what its retention policy dropped, as the kind
+    ``dropped_history`` (the segment files removed, the bytes freed)."""
+    from .vacuum import Removed  # vacuum imports the session, which imports this
+    dropped = Removed(retained.segments_removed, retained.bytes_freed)
+    return dataclasses.replace(report, removed={**report.removed, "dropped_history": dropped})
 
 
 def describe(report: RetainReport) -> str:

@@ -46,7 +46,7 @@ from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_se
 from .log_writer import Durability, LogWriter
 from .message_index import MessageIndex
 from .messages import Messages, message_rows
-from .retention import RetainReport, RetentionPolicy, retain_log
+from .retention import RetainReport, RetentionPolicy, retain_log, with_dropped_history
 from .session_metadata import METADATA_FIELDS, METADATA_RECORD
 from .session_reader import ForkOrigin, SessionInfo, SessionReader
 from .snapshot import CHECKPOINT_KINDS, CheckpointInfo, SnapshotPolicy
@@ -495,12 +495,10 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
     def retain(self, *, keep_turns: int | None = None, keep_since: float | None = None,
                keep: str = "all", dry_run: bool = False,
                policy: RetentionPolicy | None = None) -> RetainReport:
-        """Drop old history by a retention policy (``policy``, or the rules given; see
-        :class:`RetentionPolicy`) and return what was dropped. The state, queue, inputs,
-        usage totals and checkpoints stay exact; the history before the first segment
-        kept is replaced by its state image (docs/FORMAT.md, section 5.6), so
-        :attr:`history_start` moves and seqs go on. Waits for the writer lock (it runs
-        in the writer). With ``dry_run`` nothing changes. Durable when it returns."""
+        """Drop old history by ``policy`` (or the rules given: :class:`RetentionPolicy`)
+        and report it. State, queue, inputs, usage and checkpoints stay exact; the
+        dropped history becomes its state image (docs/FORMAT.md 5.6), seqs go on and
+        :attr:`history_start` moves. ``dry_run`` changes nothing. Durable on return."""
         if policy is None:
             policy = RetentionPolicy(keep_turns, keep_since, keep)
         writer = self._writer
@@ -514,8 +512,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
 
     @_writes(fenced=False)
     def set_retention(self, policy: RetentionPolicy | None) -> None:
-        """Keep ``policy`` in the session manifest (None removes it): what
-        ``Store.apply_retention`` (and ``fsstore vacuum``) applies."""
+        """Keep ``policy`` in the manifest (None removes it), for ``vacuum``."""
         file = self._manifest_file
         with self._writer.lock:
             if self._access.shared:
@@ -796,13 +793,16 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         session lands meanwhile. With ``dry_run`` the same report, and nothing removed."""
         writer = self._writer
         with writer.lock:
+            policy = self.retention  # the manifest's retention policy first (5.6)
+            retained = self.retain(policy=policy, dry_run=dry_run) if policy else None
             writer.flush()  # what position_holds reads is in the file
             target = SessionVacuum(
                 self.io, self.path, self.id, self._log, writer.head, self._snapshots,
                 self._policy.keep, frozenset(self._collections),
                 lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run))
-            return vacuum_session(target, dry_run=dry_run, grace=grace,
-                                  torn_grace=torn_grace)
+            report = vacuum_session(target, dry_run=dry_run, grace=grace,
+                                    torn_grace=torn_grace)
+        return report if retained is None else with_dropped_history(report, retained)
 
     # --- vector collections ---
 

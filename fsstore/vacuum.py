@@ -76,7 +76,7 @@ LOG_RECORD_KINDS = ("queue_records", "input_records", "message_tombstones")
 
 #: Every kind a report holds, in the order a vacuum works through them.
 KINDS = ("log_leftovers", "torn_files", "snapshots", "temp_files", "trash_folders",
-         "vector_files", "orphaned_blobs", *LOG_RECORD_KINDS)
+         "vector_files", "orphaned_blobs", *LOG_RECORD_KINDS, "dropped_history")
 
 
 @dataclass(frozen=True)

@@ -146,9 +146,23 @@ def test_a_policy_kept_in_the_manifest_is_applied_later(tmp_path):
         session.set_retention(fsstore.retention.RetentionPolicy(keep_turns=3))
     raw = json.loads((Path(store.path) / "sessions" / "s" / "session.json").read_text())
     assert raw["retention"] == {"keep": "all", "keep_turns": 3}
-    report = store.apply_retention()
-    assert report.sessions == 1 and report.seqs_dropped > 0
+    assert store.apply_retention(dry_run=True).seqs_dropped > 0
+    vacuumed = store.vacuum()
+    assert vacuumed.removed["dropped_history"].count > 0
+    assert store.read_session("s").history_start > 1
     assert store.apply_retention().seqs_dropped == 0  # applied already
+    assert problems(store) == []
+
+
+def test_show_and_cat_say_where_the_history_starts(tmp_path, capsys):
+    store = build(tmp_path / "store", turns=12)
+    start = store.retain("s", keep_turns=2).history_start
+    assert main(["--store", store.path, "show", "s"]) == 0
+    assert f"history starts at seq {start}" in capsys.readouterr().out
+    assert main(["--store", store.path, "cat", "s", "--all"]) == 0
+    out = capsys.readouterr()
+    assert f"history starts at seq {start}" in out.err
+    assert json.loads(out.out.splitlines()[0])["seq"] == start
 
 
 def test_forks_of_a_retained_session_start_at_or_after_the_base(tmp_path):

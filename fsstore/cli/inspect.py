@@ -75,6 +75,9 @@ def run_show(args: argparse.Namespace) -> int:
         in_turn = "" if info.spawned_by.turn is None else f" (turn {info.spawned_by.turn})"
         print(f"spawned by {info.spawned_by.parent} at seq {info.spawned_by.seq}{in_turn}")
     print(f"{info.event_count} records, seq {info.head - info.event_count + 1}..{info.head}")
+    if info.history_start > session.log_tail.log_start:
+        print(f"history starts at seq {info.history_start} (older history dropped by "
+              "retention)")
     # The sessions this one spawned, from their manifests: each under the turn it
     # records (the turn of this session's record at the seq it was spawned at).
     spawned: dict[int | None, list[Relation]] = {}
@@ -110,7 +113,13 @@ def run_show(args: argparse.Namespace) -> int:
 def run_cat(args: argparse.Namespace) -> int:
     store = store_from(args)
     write = sys.stdout.write
-    for event in store.read_session(args.session).events(
+    session = store.read_session(args.session)
+    start = session.history_start
+    if start > session.log_tail.log_start and args.after < start - 1:
+        # on stderr: stdout stays JSON lines
+        print(f"fsstore: history starts at seq {start} (older history dropped by "
+              "retention)", file=sys.stderr)
+    for event in session.events(
             args.after, limit=args.limit, include_internal=args.all_records):
         write(event_json(event) + "\n")
     return 0
