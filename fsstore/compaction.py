@@ -238,7 +238,8 @@ def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list
         # every frame checked, and the seqs continuous across the group
         scan = SegmentScan(buf, path, expect, False, after_seq=2**64,
                            synced_end=header.synced_end,
-                           allow_base=header.compacted and source.first == header.log_start)
+                           allow_base=source.first == header.log_start
+                           and reader.base_of(source.first) is not None)
         for _ in scan:
             pass
         if scan.end != len(buf.rstrip(b"\0")) or scan.expect_seq == expect:

@@ -267,28 +267,36 @@ class LogReader:
         except FileNotFoundError:
             return None
         with segment:
-            if not _may_hold_base(segment.header, segment.first_seq):
-                return None
+            if not (segment.starts_with_base
+                    and _may_hold_base(segment.header, segment.first_seq)):
+                return None  # known from the member table: nothing decompressed
             key = (segment.io.size(segment.fd), *segment.identity)
             cached = self._bases.get(log_start)
             if cached is not None and cached[0] == key:
                 return cached[1]
             fields = segment.pread(FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE)
-            base: Base | None = None
-            if (len(fields) == FRAME_HEADER_SIZE
-                    and _FRAME_HEADER.unpack(fields)[4] == FRAME_BASE):
-                length = _FRAME_HEADER.unpack(fields)[1]
-                size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
-                raw = segment.pread(min(size, segment.size), SEGMENT_HEADER_SIZE)
-                frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
-                if frame is None or frame.first_seq != log_start:
-                    raise CorruptionError("damaged record in a sealed segment",
-                                          path=segment.path, offset=SEGMENT_HEADER_SIZE)
-                base = Base(log_start + frame.event_count - 1,
-                            decode_base(frame.payload, segment.path, SEGMENT_HEADER_SIZE),
-                            segment.path, SEGMENT_HEADER_SIZE)
+            if (len(fields) < FRAME_HEADER_SIZE
+                    or _FRAME_HEADER.unpack(fields)[4] != FRAME_BASE):
+                raise CorruptionError("compacted segment's member table says it starts "
+                                      "with a base record, but it does not",
+                                      path=segment.path, offset=SEGMENT_HEADER_SIZE)
+            length = _FRAME_HEADER.unpack(fields)[1]
+            size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+            raw = segment.pread(min(size, segment.size), SEGMENT_HEADER_SIZE)
+            frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
+            if frame is None or frame.first_seq != log_start:
+                raise CorruptionError("damaged record in a sealed segment",
+                                      path=segment.path, offset=SEGMENT_HEADER_SIZE)
+            base = Base(log_start + frame.event_count - 1,
+                        decode_base(frame.payload, segment.path, SEGMENT_HEADER_SIZE),
+                        segment.path, SEGMENT_HEADER_SIZE)
             self._bases[log_start] = (key, base)
             return base
+
+    def forget_first_turn(self, first_seq: int) -> None:
+        """Drop the cached first turn of segment ``first_seq``: retention replaced its
+        first record by a base frame."""
+        self._first_turns.pop(first_seq, None)
 
     def read_segment(self, first_seq: int) -> bytes:
         return self.load_segment(first_seq)[0]
@@ -323,17 +331,19 @@ class LogReader:
                      loaded: _Loaded | None = None) -> SegmentScan:
         """A scan of one whole segment, checked against its header's synced mark. A
         compacted segment is sealed: it never ends in a torn tail."""
-        buf, header, members, path = loaded or self._load_whole(first_seq)
+        buf, header, members, path, base_first = loaded or self._load_whole(first_seq)
         scan = SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
                            until_seq, marker=marker, synced_end=header.synced_end,
-                           members=members, allow_base=_may_hold_base(header, first_seq))
+                           members=members,
+                           allow_base=base_first and _may_hold_base(header, first_seq))
         scan.compacted = header.compacted
         return scan
 
     def _load_whole(self, first_seq: int) -> _Loaded:
         with self.open_segment(first_seq) as segment:
             buf, header = self._load(segment)
-            return _Loaded(buf, header, segment.members_after, segment.path)
+            return _Loaded(buf, header, segment.members_after, segment.path,
+                           segment.starts_with_base)
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -511,15 +521,16 @@ class LogReader:
     def _last_events(self, count: int, after_seq: int, until: float,
                      keep: Callable[[Event], bool] | None) -> list[Event]:
         segments, log_start = self.live_segments()
-        if len(segments) > 1:
-            base = self.base_of(log_start)  # nothing before it is read (dropped history)
-            after_seq = after_seq if base is None else max(after_seq, base.seq)
         position = bisect.bisect_right(segments, until) - 1
+        looked = False  # for a base (dropped history is never read), once a sealed file is
         found: list[list[Event]] = []  # newest segment's events first
         wanted = count
         later: int | None = None  # first seq of the segment read just before (the next one)
         while position >= 0 and wanted > 0:
             first = segments[position]
+            if not looked and first > log_start and position < len(segments) - 1:
+                base, looked = self.base_of(log_start), True
+                after_seq = after_seq if base is None else max(after_seq, base.seq)
             if later is not None and later - 1 <= after_seq:
                 break  # this segment and all before it are at or before after_seq
             scan_after = after_seq
@@ -597,7 +608,8 @@ class LogReader:
             scan = SegmentScan(buf, path, expect, not header.compacted, after_seq, until_seq,
                                origin=offset, marker=marker, segment=first,
                                synced_end=header.synced_end,
-                               allow_base=_may_hold_base(header, first))
+                               allow_base=segment.starts_with_base
+                               and _may_hold_base(header, first))
             yield scan
             if scan.expect_seq > until_seq:
                 return
@@ -852,6 +864,7 @@ class _Loaded(NamedTuple):
     header: SegmentHeader
     members: tuple[int, ...]
     path: str
+    base_first: bool = False
 
 
 _prefetcher: tuple[int, ThreadPoolExecutor] | None = None

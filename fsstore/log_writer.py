@@ -800,7 +800,8 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
     buf, header = source.load_segment(first_seq)
     # Walk the frames up to at_seq without decoding them (all are before after_seq).
     scan = SegmentScan(buf, path, first_seq, is_last, after_seq=at_seq, until_seq=at_seq,
-                       allow_base=first_seq == log_start and header.compacted)
+                       allow_base=first_seq == log_start and header.compacted
+                       and source.base_of(log_start) is not None)
     for _ in scan:
         pass
     if scan.expect_seq <= at_seq:

@@ -274,7 +274,7 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
         _unlink(io, snapshots.file_path(seq))
     if doomed_snapshots:
         io.fsync_dir(snapshots.path)
-    reader._first_turns.pop(log_start, None)
+    reader.forget_first_turn(log_start)
     report.seconds = round(time.monotonic() - started, 6)
     return report
 

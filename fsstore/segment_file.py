@@ -67,6 +67,12 @@ class Chunk(NamedTuple):
 class CompactedTables(NamedTuple):
     members: list[Member]
     chunks: list[Chunk]
+    #: the first member starts with a base frame (FORMAT.md 3.3): flag 1 of its entry
+    base_first: bool = False
+
+
+#: A member table entry's flag: the member starts with a base frame (only the first).
+MEMBER_BASE = 1
 
 
 def encode_compacted(first_seq: int, log_start: int, uid: int,
@@ -76,6 +82,8 @@ def encode_compacted(first_seq: int, log_start: int, uid: int,
     plain: list[bytes] = []
     table: list[Member] = []
     at = SEGMENT_HEADER_SIZE
+    # a base frame (type 2) first: flagged, so that readers know without decompressing
+    base_first = bool(members) and struct.unpack_from("<I", members[0][1], 20)[0] == 2
     for member_first, frames in members:
         table.append(Member(member_first, at))
         plain.append(frames)
@@ -90,7 +98,8 @@ def encode_compacted(first_seq: int, log_start: int, uid: int,
         chunks.append((SEGMENT_HEADER_SIZE + start, end - start, packed))
         off = end
     assert off == len(data)
-    tables = b"".join(_MEMBER.pack(m.first_seq, m.start, 0) for m in table) + b"".join(
+    tables = b"".join(_MEMBER.pack(m.first_seq, m.start, MEMBER_BASE if i == 0 and base_first
+                                   else 0) for i, m in enumerate(table)) + b"".join(
         _CHUNK.pack(start, size, len(packed), crc32c(packed)) for start, size, packed in chunks)
     header = encode_compacted_header(first_seq, log_start, uid, plain_end, len(table),
                                      len(chunks))
@@ -130,7 +139,13 @@ def decode_tables(raw: bytes, header: SegmentHeader, path: str, file_size: int
     if crc32c(tables) != tables_crc:
         raise CorruptionError("compacted segment's tables do not match their checksum",
                               path=path, offset=SEGMENT_HEADER_SIZE)
-    member_list = [Member(*_MEMBER.unpack_from(tables, 16 * i)[:2]) for i in range(members)]
+    entries_raw = [_MEMBER.unpack_from(tables, 16 * i) for i in range(members)]
+    member_list = [Member(first, start) for first, start, _ in entries_raw]
+    for index, (_, _, flags) in enumerate(entries_raw):
+        if flags & ~MEMBER_BASE or (flags and index):
+            raise CorruptionError(f"compacted segment's member {index} has flags {flags} "
+                                  "that no writer sets", path=path,
+                                  offset=SEGMENT_HEADER_SIZE + 16 * index)
     for index, member in enumerate(member_list):
         if index == 0:
             bad = member.first_seq != header.first_seq or member.start != SEGMENT_HEADER_SIZE
@@ -156,7 +171,7 @@ def decode_tables(raw: bytes, header: SegmentHeader, path: str, file_size: int
             f"compacted segment's chunks hold {plain_at} plain bytes in a file of "
             f"{file_size} bytes; its header says {header.plain_end} plain bytes and "
             f"the chunks {packed_at} bytes of file", path=path, offset=0)
-    return CompactedTables(member_list, chunk_list)
+    return CompactedTables(member_list, chunk_list, bool(entries_raw[0][2] & MEMBER_BASE))
 
 
 class ChunkCache:
@@ -219,6 +234,13 @@ class SegmentFile:
         its name, so what was read of it can be kept under this key. Empty for a plain
         segment."""
         return self._identity
+
+    @property
+    def starts_with_base(self) -> bool:
+        """Whether this view starts with a base frame, so its member table says: a
+        compacted file read from its start, whose first member is flagged."""
+        return bool(self.tables is not None and self.tables.base_first
+                    and self._shift == 0)
 
     @property
     def compacted(self) -> bool:

@@ -473,8 +473,8 @@ class SessionWatcher(_Watcher):
             header = self._file.header
             scan = SegmentScan(buf, path, self._next_seq, True, self.last_seq,
                                origin=self._offset, segment=self._segment,
-                               allow_base=bool(header.compacted and self._segment
-                                               == header.first_seq == header.log_start))
+                               allow_base=self._file.starts_with_base
+                               and self._segment == header.log_start)
             for event in scan:
                 found.append(event)
                 self.last_seq = event.seq

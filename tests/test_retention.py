@@ -314,3 +314,36 @@ def test_a_base_with_a_bad_image_or_missing_is_damage(tmp_path):
     with pytest.raises(CorruptionError):
         list(store.read_session("s").events())
     assert any("missing" in f.message for f in problems(store))
+
+
+def test_a_second_base_frame_in_the_base_file_is_damage(tmp_path):
+    store, base_path = _retained(tmp_path)
+    reader = store.read_session("s")
+    start, uid = reader.history_start, reader.identity.uid
+    first = encode_base_frame(1, start - 2, {"state": {}, "commits": []}, 1.0, 1, "note")
+    second = encode_base_frame(start - 1, start - 1, {"state": {}, "commits": []}, 1.0, 1,
+                               "note")
+    base_path.write_bytes(encode_compacted(1, 1, uid, [(1, first + second)]))
+    with pytest.raises(CorruptionError) as caught:
+        list(store.read_session("s").events(include_internal=True))
+    assert caught.value.path == str(base_path)
+    assert caught.value.offset == SEGMENT_HEADER_SIZE + len(first)
+    assert any(f.offset == SEGMENT_HEADER_SIZE + len(first) for f in problems(store))
+
+
+def test_a_base_file_whose_member_table_disagrees_with_its_first_frame_is_damage(tmp_path):
+    store, base_path = _retained(tmp_path)
+    good = base_path.read_bytes()
+    for flags in (0, 3):  # the base unflagged; a flag no writer sets
+        raw = bytearray(good)
+        struct.pack_into("<I", raw, SEGMENT_HEADER_SIZE + 12, flags)  # member 0's flags
+        struct.pack_into("<I", raw, SEGMENT_HEADER_SIZE + 32,
+                         crc32c(bytes(raw[SEGMENT_HEADER_SIZE:SEGMENT_HEADER_SIZE + 32])))
+        base_path.write_bytes(bytes(raw))
+        with pytest.raises(CorruptionError) as caught:
+            list(store.read_session("s").events(include_internal=True))
+        assert caught.value.path == str(base_path)
+        assert any(f.path == str(base_path) for f in problems(store))
+    base_path.write_bytes(good)
+    assert problems(store) == []
+
