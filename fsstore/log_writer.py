@@ -34,6 +34,7 @@ from .log_format import (
     _U32,
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
+    FRAME_BASE,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_SIZE,
@@ -257,7 +258,9 @@ class LogWriter:
                         raise CorruptionError("damaged record in the log", path=path,
                                               offset=start)
                     _, turn, kind = _tail_of(frame._replace(offset=start), path)
-                    if kind not in self.neutral_kinds:
+                    # a base frame stands for the dropped history, state changes and all:
+                    # significant whatever its last record's kind (turns.revision_of too)
+                    if kind not in self.neutral_kinds or frame.frame_type == FRAME_BASE:
                         return turn, kind, frame.first_seq + frame.event_count - 1
                     pos = start
         return None

@@ -265,6 +265,9 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
                               record, uid)
         # The commit point passed: the files below are leftovers. Unlinked in seq order
         # (a reader that finds one gone goes on after the base: LogReader.scans).
+        # The base stands for the dropped history: significant (turns.revision_of), as
+        # a writer opened now finds it.
+        writer.significant_head = max(writer.significant_head, last_dropped)
         for first in sorted(doomed):
             _unlink(io, reader.segment_path(first))
         if doomed:

@@ -131,7 +131,8 @@ def revision_of(log: LogReader) -> Revision:
         if found is not None:
             return Revision(log_start, found)
         bound = first - 1
-    return Revision(log_start, log_start - 1)
+    base = log.base_of(log_start)  # the dropped history it stands for counts (5.6)
+    return Revision(log_start, log_start - 1 if base is None else base.seq)
 
 
 def check_revision_arg(expected: object) -> None:

@@ -114,6 +114,23 @@ def test_keeping_only_the_state_drops_the_whole_history_and_seqs_go_on(tmp_path)
     assert reader.messages.count() == 0 if hasattr(reader.messages, "count") else True
 
 
+def test_a_log_ending_in_queue_records_keeps_its_revision_and_turn_after_a_retention(
+        tmp_path):
+    store = build(tmp_path / "store", turns=10)
+    with store.open_session("s") as session:
+        session.queue.enqueue("job", {"last": True})
+        before, turn = session.revision, session.current_turn
+        session.retain(keep="state")
+        # the base stands for the dropped history: the revision is at it (FORMAT.md 5.6)
+        revision = session.revision
+        assert revision.seq == session.head and revision.seq >= before.seq
+    with store.open_session("s") as session:
+        assert session.revision == store.read_session("s").revision == revision
+        assert session.current_turn == turn
+        session.commit([], state_patch={"after": 1}, expected_revision=revision)
+        assert session.state()["after"] == 1
+
+
 def test_keeping_what_is_newer_than_a_time_keeps_those_records(tmp_path):
     store = build(tmp_path / "store", turns=30)
     full = everything(store.read_session("s"))
