@@ -798,7 +798,11 @@ def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) ->
 
 
 def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: str,
-                         at_seq: int, log_start: int, is_last: bool, uid: int) -> LogPosition:
+                         at_seq: int, log_start: int, is_last: bool, uid: int
+                         ) -> LogPosition | None:
+    """The segment ``first_seq`` copied up to ``at_seq`` into ``target``; the position
+    after ``at_seq`` there, or None when the copy is sealed (a compacted prefix starting
+    with a base frame): the caller starts a new segment after it."""
     path = source.segment_path(first_seq)
     buf, header = source.load_segment(first_seq)
     # Walk the frames up to at_seq without decoding them (all are before after_seq).
@@ -822,11 +826,12 @@ def _copy_segment_prefix(io: FileIO, source: LogReader, first_seq: int, target: 
                                  check=False))
     content = b"".join(data)
     if scan.base is not None:
-        # A base frame lives only in a compacted file (FORMAT.md 3.3): the prefix is one.
+        # A base frame lives only in a compacted file (FORMAT.md 3.3): the prefix is one,
+        # sealed, and the fork's writer appends in a segment after it.
         io.write_new(target, encode_compacted(first_seq, log_start, uid,
                                               [(first_seq, content[SEGMENT_HEADER_SIZE:])]))
-    else:
-        io.write_new(target, content)
+        return None
+    io.write_new(target, content)
     (last_size,) = _U32.unpack_from(content, len(content) - TRAILER_SIZE)
     (last_crc,) = _U32.unpack_from(content, len(content) - last_size)
     return LogPosition(first_seq, len(content), last_crc)

@@ -229,6 +229,14 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
         base = reader.base_of(log_start)
         before = log_start if base is None else base.seq + 1
         report.history_start_before = report.history_start = before
+        if not dry_run:
+            # files an interrupted retention left (its base is in place): unlinked now
+            stale = [s for s in leftovers if base is not None and s <= base.seq]
+            for first in stale:
+                _unlink(io, reader.segment_path(first))
+            if stale:
+                io.fsync_dir(reader.path)
+            leftovers = [s for s in leftovers if s not in stale]
         cut = _cut(files, policy)
         if dry_run and policy.keep == "state" and files[-1].end.next_seq > files[-1].first:
             # the roll-over a real run makes first: the active segment would go too

@@ -215,6 +215,20 @@ def test_reopening_compacting_and_clearing_after_a_retention(tmp_path):
     assert problems(store) == []
 
 
+def test_a_fork_inside_a_compacted_file_that_starts_with_the_base(tmp_path):
+    store = build(tmp_path / "store", turns=30)
+    start = store.retain("s", keep_turns=12).history_start
+    store.compact(target_bytes=1 << 20)  # the base file merged with what follows it
+    reader = store.read_session("s")
+    assert len(segment_names(store)) == 2
+    seq = start + 5
+    with store.fork_session("s", "f", at_seq=seq) as fork:
+        assert fork.history_start == start and fork.state() == reader.state_at(seq)
+        assert everything(fork) == [e for e in everything(reader) if e[0] <= seq]
+        fork.append({"x": 1}, kind="note")
+    assert problems(store) == []
+
+
 def test_an_edit_or_delete_of_a_dropped_message_reads(tmp_path):
     store = build(tmp_path / "store", turns=12)
     with store.open_session("s") as session:
@@ -259,6 +273,7 @@ def test_every_crash_state_of_a_retention_opens_whole(tmp_path):
             session.append({"x": 1}, kind="note", turn=99)
         store.retain("s", keep_turns=4)
         assert everything(store.read_session("s"))[:-1] == retained, dest
+        assert [f for f in store.verify() if "retention" in f.message] == [], dest
         assert problems(store) == [], dest
 
 
