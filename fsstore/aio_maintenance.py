@@ -19,7 +19,7 @@ class _CompactingReader(Protocol):
 class _CompactingStore(Protocol):
     def compact(self, session_ids: Iterable[str] | None = ..., *, dry_run: bool = ...,
                 target_bytes: int = ..., level: int = ..., lock_timeout: float = ...,
-                progress: Callable[[str], object] | None = ...) -> CompactReport: ...
+                on_session: Callable[[str], object] | None = ...) -> CompactReport: ...
 
 
 class AsyncReaderMaintenanceMixin:
@@ -39,7 +39,7 @@ class AsyncStoreMaintenanceMixin:
     async def acompact(self: _CompactingStore, session_ids: Iterable[str] | None = None, *,
                        dry_run: bool = False, target_bytes: int = 4 << 20, level: int = 3,
                        lock_timeout: float = 0.0,
-                       progress: Callable[[str], object] | None = None) -> CompactReport:
+                       on_session: Callable[[str], object] | None = None) -> CompactReport:
         return await asyncio.to_thread(lambda: self.compact(
             session_ids, dry_run=dry_run, target_bytes=target_bytes, level=level,
-            lock_timeout=lock_timeout, progress=progress))
+            lock_timeout=lock_timeout, on_session=on_session))

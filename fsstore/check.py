@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -404,10 +404,11 @@ def _check_leftovers(reader: SessionReader, parts: SessionParts, report: Report)
 # --- a store ---------------------------------------------------------------------------
 
 
-def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[Finding]:
+def check_store(store: Store, session_ids: Iterable[str] | None = None,
+                on_session: Callable[[str], object] | None = None) -> list[Finding]:
     """Everything wrong with the store's sessions (all, or those given), one session
     after the other: a session that cannot be opened is a problem, and the check goes on
-    with the next."""
+    with the next. ``on_session`` is called with each session id once it is checked."""
     report = Report()
     sessions = layout.sessions_dir(store.path)
     not_folders: set[str] = set()
@@ -449,6 +450,8 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
                 report.add("problem", path, None, "no such session")
                 continue
             report.findings.extend(reader.verify())
+        if on_session is not None:
+            on_session(str(session_id))
     if whole_store:
         from .lineage import graph_findings  # it imports session_reader, which imports this
 

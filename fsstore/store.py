@@ -777,17 +777,15 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
     def compact(self, session_ids: Iterable[str] | None = None, *, dry_run: bool = False,
                 target_bytes: int = DEFAULT_TARGET_BYTES, level: int = DEFAULT_LEVEL,
                 lock_timeout: float = 0.0,
-                progress: Callable[[str], object] | None = None) -> CompactReport:
+                on_session: Callable[[str], object] | None = None) -> CompactReport:
         """Compact every session (or those given): ``SessionReader.compact`` for each,
         summed, with each session's report in ``parts``. A session that cannot be
         compacted (damage, another compaction running) is left as it is and named in
-        ``skipped`` with why; one such session stops no other. ``progress`` is called
-        with each session id before it is compacted."""
+        ``skipped`` with why; one such session stops no other. ``on_session`` is called
+        with each session id once it is done (a progress bar's step)."""
         report = CompactReport(dry_run=dry_run)
         started = time.monotonic()
         for session_id in (self.session_ids() if session_ids is None else session_ids):
-            if progress is not None:
-                progress(session_id)
             try:
                 part = self.read_session(session_id).compact(
                     dry_run=dry_run, target_bytes=target_bytes, level=level,
@@ -798,18 +796,24 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
                 continue  # deleted meanwhile
             except FsStoreError as exc:
                 report.skipped[session_id] = str(exc)
-                continue
-            report.add(session_id, part)
+            else:
+                report.add(session_id, part)
+            finally:
+                if on_session is not None:
+                    on_session(session_id)
         report.seconds = round(time.monotonic() - started, 6)
         return report
 
     # --- checking ---
 
-    def verify(self, session_ids: Iterable[str] | None = None) -> list[Finding]:
+    def verify(self, session_ids: Iterable[str] | None = None, *,
+               on_session: Callable[[str], object] | None = None) -> list[Finding]:
         """Read every file of the store (or of the given sessions) and report each
         problem with its file and offset. Changes nothing and never raises: a session
-        that cannot be read is a problem, and the check goes on with the next."""
-        return check_store(self, session_ids)
+        that cannot be read is a problem, and the check goes on with the next.
+        ``on_session`` is called with each session id once it is checked (a progress
+        bar's step)."""
+        return check_store(self, session_ids, on_session)
 
 
 def _damaged_info(session_id: str, path: str, reader: SessionReader | None,
