@@ -407,8 +407,11 @@ class _Walk:
 
     # -- one segment image --
 
-    def walk(self, buf: bytes, path: str, segment: int, *, is_last: bool, synced_end: int,
-             image: bool) -> None:
+    def walk(self, buf: bytes, path: str, segment: int, *, is_last: bool,
+             synced_end: int | None, image: bool) -> None:
+        """Walk one segment image. ``synced_end`` is its header's synced mark, None when
+        the header is damaged (then what ends the newest segment cannot be told a torn
+        append: it is reported as lost, since it may have been synced)."""
         view, limit = memoryview(buf), len(buf)
         data_end = _data_end(buf)
         off = SEGMENT_HEADER_SIZE
@@ -460,7 +463,7 @@ class _Walk:
                 self.keep(segment, off, size, first, count)
             self.expect = max(self.expect, first + count)
             off += size
-        if is_last and off < synced_end:
+        if is_last and synced_end is not None and off < synced_end:
             self._lost_at_end(path, off, f"no record from here, but a barrier made the "
                               f"records up to byte {synced_end} durable (the segment's "
                               "synced mark): synced records are missing", image)
@@ -468,19 +471,24 @@ class _Walk:
             self.note(path, off, limit - off, MISSING, "zeros where records should be (a "
                       "sealed segment ends in its last record)", image=image)
 
-    def _bad_bytes(self, path: str, off: int, stop: int, *, is_last: bool, synced_end: int,
-                   image: bool) -> None:
-        if is_last and off >= synced_end:
+    def _bad_bytes(self, path: str, off: int, stop: int, *, is_last: bool,
+                   synced_end: int | None, image: bool) -> None:
+        if not is_last:
+            self.note(path, off, stop - off, DAMAGED, f"{stop - off} bytes that are no valid "
+                      "record", image=image)
+        elif synced_end is None:
+            self._lost_at_end(path, off, f"{stop - off} bytes that are no valid record at "
+                              "the end of a segment whose header is damaged, so its synced "
+                              "mark is unknown: a torn append, or synced records damaged",
+                              image, length=stop - off)
+        elif off >= synced_end:
             self.note(path, off, stop - off, TORN_TAIL, "bytes that are no whole record "
                       "after the last one (a writer stopped mid-append): never acknowledged "
                       "as durable", image=image, closed=True)
-        elif is_last:
+        else:
             self._lost_at_end(path, off, f"damaged records with no valid record after them, "
                               f"before the segment's synced mark (byte {synced_end}): "
                               f"{stop - off} bytes cannot be read", image, length=stop - off)
-        else:
-            self.note(path, off, stop - off, DAMAGED, f"{stop - off} bytes that are no valid "
-                      "record", image=image)
 
     def _lost_at_end(self, path: str, off: int, reason: str, image: bool,
                      length: int = 0) -> None:
@@ -556,21 +564,20 @@ def _read_segment(walk: _Walk, source: _Source, first: int, *, is_last: bool) ->
         return
     major = _header_major(raw)
     if major is not None and major > SEGMENT_MAJOR:
-        del raw
         try:
-            raw, header = source.log.load_segment(first)
-        except FormatVersionError as exc:
-            walk.whole_file(path, NEWER_KIND, f"cannot read: a newer segment kind ({_why(exc)})",
-                            is_last=is_last)
+            image, header = source.log.load_segment(first)
+        except FormatVersionError as exc:  # its checksums hold: a kind this fsstore lacks
+            walk.whole_file(path, NEWER_KIND, f"cannot read: a newer segment kind "
+                            f"({_why(exc)})", is_last=is_last)
             return
-        except (FsStoreError, OSError) as exc:
-            walk.whole_file(path, DAMAGED, f"a compacted segment that cannot be read: "
-                            f"{_why(exc)}", is_last=is_last)
+        except (FsStoreError, OSError):
+            pass  # a damaged header (a flipped version byte?): read as any damaged one
+        else:
+            source.compacted.add(first)
+            walk.walk(image, path, first, is_last=is_last, synced_end=header.synced_end,
+                      image=True)
             return
-        source.compacted.add(first)
-        walk.walk(raw, path, first, is_last=is_last, synced_end=header.synced_end, image=True)
-        return
-    synced_end = 0
+    synced_end: int | None = None
     try:
         header = decode_segment_header(raw, path)
         if header.first_seq != first:
