@@ -26,6 +26,7 @@ import fsstore
 from fsstore import FileIO, layout
 from fsstore.cli import main
 from fsstore.cli._common import event_json
+from fsstore.log import LogReader
 from fsstore.log_format import _parse_frame
 from fsstore.repair import Gap, plan_repair
 from fsstore.salvage import (
@@ -37,9 +38,10 @@ from fsstore.salvage import (
     TORN_TAIL,
     UNDECODABLE,
     SalvageReport,
+    SeqRange,
     salvage_session,
 )
-from fsstore.segment_header import SEGMENT_HEADER_SIZE
+from fsstore.segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
 
 BATCHES = 60
 
@@ -292,14 +294,21 @@ def test_another_sessions_segment_in_its_place_is_reported_and_not_read(small_st
     assert [(d.kind, d.path) for d in report.problems] == [(FOREIGN, files[1])]
 
 
+def as_major_2(segment: bytes) -> bytes:
+    """The segment with a header of major version 2 (the compacted kind), checksums
+    made to hold."""
+    data = bytearray(segment)
+    data[8:10] = (2).to_bytes(2, "little")
+    data[48:52] = struct.pack("<I", crc32c(bytes(data[:48])))  # static_crc
+    data[56:60] = struct.pack("<I", crc32c(bytes(data[48:56])))  # mark_crc
+    data[60:64] = struct.pack("<I", crc32c(bytes(data[:60])))  # header_crc
+    return bytes(data)
+
+
 def test_a_segment_of_a_newer_kind_is_reported_as_unreadable_until_fsstore_reads_it(
         small_store):
     path, files, frames, events = build(small_store)
-    data = bytearray(Path(files[1]).read_bytes())
-    data[8:10] = (2).to_bytes(2, "little")  # major version 2: a compacted segment
-    data[44:48] = struct.pack("<I", crc32c(bytes(data[:40]) + bytes(data[40:44])))
-    data[60:64] = struct.pack("<I", crc32c(bytes(data[:60])))
-    Path(files[1]).write_bytes(bytes(data))
+    Path(files[1]).write_bytes(as_major_2(Path(files[1]).read_bytes()))
     report = salvage(small_store)
     kinds = [d.kind for d in report.problems]
     assert kinds == [NEWER_KIND], report.summary_lines()
@@ -569,3 +578,54 @@ def test_a_crash_during_the_copy_aside_leaves_the_session_whole_and_no_partial_c
                     content = (session / aside / copied["path"]).read_bytes()
                     assert content == session_files[copied["path"]]
                     assert hashlib.sha256(content).hexdigest() == copied["sha256"]
+
+
+def test_a_compacted_segment_is_read_through_the_log_reader_once_it_reads_it(
+        small_store, monkeypatch):
+    path, files, frames, events = build(small_store)
+    original = Path(files[1]).read_bytes()
+    Path(files[1]).write_bytes(as_major_2(original))
+    first = int(os.path.basename(files[1])[:20])
+    real = LogReader.load_segment
+
+    def load_segment(self: LogReader, first_seq: int):  # the image of a compacted segment
+        if first_seq == first:
+            return original, decode_segment_header(original, files[1])
+        return real(self, first_seq)
+
+    monkeypatch.setattr(LogReader, "load_segment", load_segment)
+    report = salvage(small_store)
+    assert report.clean and report.saved == [SeqRange(1, events[-1].seq)]
+    assert list(report.events()) == events
+    # damage inside the image is reported at the image's offsets
+    frame = middle(frames, files[1])
+    damaged = bytearray(original)
+    damaged[frame.offset + 30] ^= 1
+    original = bytes(damaged)
+    report = salvage(small_store)
+    [damage] = report.problems
+    assert (damage.offset, damage.image) == (frame.offset, True)
+    assert seqs_of(report.lost) == set(frame.seqs)
+    assert "decompressed image" in damage.where()
+
+
+def test_a_damaged_manifest_still_salvages_the_log_and_is_listed(small_store):
+    path, files, frames, events = build(small_store)
+    Path(path, "session.json").write_text("{not json")
+    report = salvage(small_store)
+    assert [e.seq for e in report.events()] == [e.seq for e in events]
+    [finding] = report.files
+    assert finding.path == os.path.join(path, "session.json") and "backup" in finding.remedy
+
+
+def test_a_session_without_a_log_folder_salvages_nothing_and_says_so(small_store):
+    path, files, _, _ = build(small_store)
+    for file in files:
+        os.unlink(file)
+    os.unlink(os.path.join(layout.log_dir(path), "tail.hint"))
+    os.rmdir(layout.log_dir(path))
+    report = salvage(small_store)
+    assert report.saved == [] and not report.clean
+    assert report.problems[0].path == layout.log_dir(path)
+    assert list(report.events()) == []
+    json.dumps(report.to_dict(events=True))
