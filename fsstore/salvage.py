@@ -330,6 +330,9 @@ class _Seqs:
         return index + 1 < len(self.starts) and self.starts[index + 1] < end
 
     def add(self, first: int, end: int) -> None:
+        if self.ends and self.ends[-1] == first:  # the common case: the next seqs
+            self.ends[-1] = end
+            return
         index = bisect.bisect_left(self.starts, first)
         if index > 0 and self.ends[index - 1] >= first:  # touches the range before
             index -= 1
@@ -368,11 +371,9 @@ class _Damage(NamedTuple):
 class _Walk:
     """The first pass: every segment file, frame by frame, resynchronising after damage."""
 
-    def __init__(self, source: _Source, identity: Identity | None) -> None:
-        self.source = source
-        self.identity = identity
+    def __init__(self) -> None:
         self.saved = _Seqs()
-        self.runs: list[_Run] = []
+        self.runs: list[list[int]] = []  # _Run fields, the last one growing
         self.damage: list[tuple[_Damage, int | None]] = []  # closed: (damage, to_seq)
         self.open: list[_Damage] = []  # awaiting the next good frame
         self.expect = 0
@@ -398,11 +399,10 @@ class _Walk:
     def keep(self, segment: int, offset: int, size: int, first: int, count: int) -> None:
         end_seq = first + count
         last = self.runs[-1] if self.runs else None
-        if (last is not None and last.segment == segment and last.end == offset
-                and last.end_seq == first):
-            self.runs[-1] = last._replace(end=offset + size, end_seq=end_seq)
+        if last is not None and last[0] == segment and last[2] == offset and last[4] == first:
+            last[2], last[4] = offset + size, end_seq
         else:
-            self.runs.append(_Run(segment, offset, offset + size, first, end_seq))
+            self.runs.append([segment, offset, offset + size, first, end_seq])
         self.saved.add(first, end_seq)
 
     # -- one segment image --
@@ -430,7 +430,8 @@ class _Walk:
             first, count = frame.first_seq, frame.event_count
             seqs = SeqRange(first, first + count - 1)
             frame_type = _FRAME_HEADER.unpack_from(buf, off)[4]
-            if self.saved.overlaps(first, first + count):
+            # Every saved seq is before ``expect``: only an earlier frame can repeat one.
+            if first < self.expect and self.saved.overlaps(first, first + count):
                 self.note(path, off, size, DUPLICATE, f"a valid record of seqs {seqs}, which "
                           "an earlier record holds (duplicated or stale): the first copy "
                           "is kept", image=image, closed=True)
@@ -509,7 +510,7 @@ def salvage_log(io: FileIO, log_path: str, identity: Identity | None = None,
     writes; raises nothing for damage (only for a log folder it cannot list)."""
     log = LogReader(io, log_path, identity)
     source = _Source(io, log)
-    walk = _Walk(source, identity)
+    walk = _Walk()
     try:
         firsts = layout.segment_seqs(io.listdir(log_path))
         why = "holds no segment"
@@ -640,7 +641,7 @@ def _report(walk: _Walk, source: _Source, log_path: str, log_start: int, end: in
         causes = tuple(item.where() for (d, to_seq) in walk.damage
                        if to_seq == end and d.from_seq >= end for item in (d.item,))
         lost_ranges.append(LostRange(end, None, causes or ("the end of the newest segment",)))
-    runs = sorted(walk.runs, key=lambda r: r.first_seq)
+    runs = sorted((_Run(*fields) for fields in walk.runs), key=lambda r: r.first_seq)
     return SalvageReport(log_path, log_start, end - 1, walk.saved.ranges(), lost_ranges,
                          damaged, session=session, _runs=runs, _source=source)
 
