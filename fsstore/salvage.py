@@ -78,7 +78,8 @@ class SeqRange(NamedTuple):
 
 class LostRange(NamedTuple):
     """Seqs ``first`` to ``last`` that no valid frame holds, with where they were lost
-    (``causes``: "PATH at byte N" of each damaged range that could have held them).
+    (``causes``: "PATH at byte N" of each damaged range that could have held them; none
+    when no damaged bytes are where they belong, as for a deleted segment).
     ``last`` is None for records lost at the end of the log, whose count is unknown:
     synced records gone from the end of the newest segment."""
 
@@ -90,6 +91,16 @@ class LostRange(NamedTuple):
         if self.last is None:
             return f"{self.first} and after (how many is unknown)"
         return str(SeqRange(self.first, self.last))
+
+    def explain(self) -> str:
+        """Where they were lost, for people."""
+        if self.causes:
+            return "at " + "; ".join(self.causes)
+        if self.last is None:
+            return "at the end of the newest segment"
+        return ("no damaged bytes where they belong: a segment file holding them is "
+                f"missing ({layout.segment_name(self.first)}?), or records were cut out "
+                "whole")
 
 
 @dataclass(frozen=True)
@@ -229,8 +240,8 @@ class SalvageReport:
         out: dict[str, Any] = {
             "session": self.session, "log": self.log_path, "log_start": self.log_start,
             "head": self.head, "saved": [list(r) for r in self.saved],
-            "lost": [{"first": r.first, "last": r.last, "causes": list(r.causes)}
-                     for r in self.lost],
+            "lost": [{"first": r.first, "last": r.last, "causes": list(r.causes),
+                      "explanation": r.explain()} for r in self.lost],
             "saved_count": self.saved_count, "lost_count": self.lost_count,
             "open_end": self.open_end, "damaged": damaged,
             "files": [f.to_dict() for f in self.files], "clean": self.clean,
@@ -246,7 +257,7 @@ class SalvageReport:
         lines = [f"salvage of {self.log_path}: {self.saved_count} record(s) saved (seqs "
                  f"{saved})"]
         if self.lost:
-            lost = "; ".join(f"{r} (at {', '.join(r.causes)})" for r in self.lost)
+            lost = "; ".join(f"{r} ({r.explain()})" for r in self.lost)
             lines.append(f"lost: {self.lost_count} record(s): seq(s) {lost}")
         else:
             lines.append("lost: none")
@@ -634,13 +645,11 @@ def _report(walk: _Walk, source: _Source, log_path: str, log_start: int, end: in
     lost_ranges = []
     for a, b in gaps:
         causes = tuple(dict.fromkeys(where for lo, hi, where in windows if lo < b and hi > a))
-        lost_ranges.append(LostRange(a, b - 1, causes or (
-            "no damaged bytes where they belong: a segment file holding them is missing, "
-            "or records were cut out whole",)))
+        lost_ranges.append(LostRange(a, b - 1, causes))
     if walk.open_end:
         causes = tuple(item.where() for (d, to_seq) in walk.damage
                        if to_seq == end and d.from_seq >= end for item in (d.item,))
-        lost_ranges.append(LostRange(end, None, causes or ("the end of the newest segment",)))
+        lost_ranges.append(LostRange(end, None, causes))
     runs = sorted((_Run(*fields) for fields in walk.runs), key=lambda r: r.first_seq)
     return SalvageReport(log_path, log_start, end - 1, walk.saved.ranges(), lost_ranges,
                          damaged, session=session, _runs=runs, _source=source)
