@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .compaction import CompactReport
+    from .repair_log import RepairReport
 
 
 class _CompactingReader(Protocol):
@@ -20,6 +21,8 @@ class _CompactingStore(Protocol):
     def compact(self, session_ids: Iterable[str] | None = ..., *, dry_run: bool = ...,
                 target_bytes: int = ..., level: int = ..., lock_timeout: float = ...,
                 on_session: Callable[[str], object] | None = ...) -> CompactReport: ...
+    def repair(self, session_id: str, *, dry_run: bool = ...,
+               lock_timeout: float = ...) -> RepairReport: ...
 
 
 class AsyncReaderMaintenanceMixin:
@@ -43,3 +46,8 @@ class AsyncStoreMaintenanceMixin:
         return await asyncio.to_thread(lambda: self.compact(
             session_ids, dry_run=dry_run, target_bytes=target_bytes, level=level,
             lock_timeout=lock_timeout, on_session=on_session))
+
+    async def arepair(self: _CompactingStore, session_id: str, *, dry_run: bool = False,
+                      lock_timeout: float = 0.0) -> RepairReport:
+        return await asyncio.to_thread(lambda: self.repair(
+            session_id, dry_run=dry_run, lock_timeout=lock_timeout))

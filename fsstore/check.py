@@ -30,6 +30,7 @@ from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
 from .log import LogReader, LogTail
 from .message_index import MessageIndex, check_index
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage
+from .turns import LOST_RECORD
 from .workspaces import Workspaces
 
 if TYPE_CHECKING:
@@ -321,34 +322,45 @@ def _check_fold(parts: SessionParts, bases: list[_Base], report: Report) -> None
     _, log_start, end = log.locate_tail()
     head = end.next_seq - 1
     image = StateImage(log_start - 1, log_start, parts.commit_ids)
+    lost = False  # a repair replaced lost records before this point (FORMAT 7.6)
     for base in sorted(bases, key=lambda b: b.seq):
         if base.seq < image.seq:
             continue
-        _fold(log, image, base.seq)
+        lost = _fold(log, image, base.seq) or lost
         for what, folded, stored in (
                 ("state", image.state, base.image.state),
                 ("work queue", image.work.body(), base.image.work.body()),
                 ("turn inputs", image.inputs.body(), base.image.inputs.body())):
-            if not _same(folded, stored):
+            if _same(folded, stored):
+                continue
+            if lost:
+                report.add("note", base.path, None, f"its {what} differs from the fold of "
+                           f"the log up to seq {base.seq}, which lost records before it (a "
+                           "repair): it holds what they did; the log does not")
+            else:
                 report.add("problem", base.path, None, f"its {what} differs from the fold "
                            f"of the log up to seq {base.seq}: reads that start from it would "
                            "return other data than the log holds")
     _fold(log, image, head)
 
 
-def _fold(log: LogReader, image: StateImage, target: int) -> None:
+def _fold(log: LogReader, image: StateImage, target: int) -> bool:
+    """Fold the log into ``image`` up to ``target``; whether it met a lost record."""
     if image.seq >= target:
-        return
-    reached = image.seq
+        return False
+    reached, lost = image.seq, False
     for scan in log.scans(image.seq, target, RECORD_MARKER):
         for event in scan:
             if event.kind in FOLDED_KINDS:
                 image.apply(event, scan.path)
+            elif event.kind == LOST_RECORD:
+                lost = True
         reached = scan.expect_seq - 1
     if reached < target:
         raise CorruptionError(f"the log ends at seq {reached}, before seq {target} that its "
                               "tail or a snapshot names: a segment is missing", path=log.path)
     image.seq = target
+    return lost
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import clock, identity, layout, manifest
 from . import lease as lease_module
@@ -65,6 +65,9 @@ from .vectors import (
 from .watch import Notifier, SessionChange, StoreWatcher
 from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
 from .writer_access import acquire_writer_lock
+
+if TYPE_CHECKING:
+    from .repair_log import RepairReport
 
 _T = TypeVar("_T")
 
@@ -803,6 +806,18 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
                     on_session(session_id)
         report.seconds = round(time.monotonic() - started, 6)
         return report
+
+    def repair(self, session_id: str, *, dry_run: bool = False,
+               lock_timeout: float = 0.0) -> RepairReport:
+        """Rewrite a damaged session so that it verifies (docs/FORMAT.md, 7.6): every
+        damaged file is first copied into ``SESSION/.repair-STAMP/``, every record that
+        still verifies is kept, and each lost seq becomes an ``fsstore.lost`` record, so
+        seqs are never reused. Explicit, never automatic; takes the writer lock
+        (SessionLocked while a writer has it open, after ``lock_timeout``). With
+        ``dry_run`` nothing changes: the report says what would be saved and lost."""
+        from .repair_log import repair_session  # salvage and repair: only when asked
+
+        return repair_session(self, session_id, dry_run=dry_run, lock_timeout=lock_timeout)
 
     # --- checking ---
 

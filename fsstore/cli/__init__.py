@@ -19,6 +19,7 @@ from . import (
     demo,
     inspect,
     maintenance,
+    repair,
     state,
     usage,
     vectors,
@@ -29,7 +30,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance)
+          maintenance, repair)
 
 
 class _Parser(argparse.ArgumentParser):
