@@ -905,6 +905,7 @@ def main() -> None:
     from bench_agents import agents_rows  # it imports this module's helpers
     from bench_langgraph import langgraph_rows  # it imports this module's helpers
     from bench_messages import message_rows  # it imports this module's helpers
+    from bench_stats import stats_rows  # it imports this module's helpers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
@@ -927,6 +928,8 @@ def main() -> None:
                         help="only the LangGraph checkpointer rows (beside SqliteSaver)")
     parser.add_argument("--agents-only", action="store_true",
                         help="only the Agents SDK session rows (FsstoreSession, SQLiteSession)")
+    parser.add_argument("--stats-only", action="store_true",
+                        help="only the store stats rows (stores of 1,000 and 10,000 sessions)")
     args = parser.parse_args()
     if args.replay_child:
         replay_child(*args.replay_child)
@@ -935,13 +938,14 @@ def main() -> None:
         watch_child(*args.watch_child)
         return
     if (args.vectors_only or args.leases_only or args.watch_only or args.messages_only
-            or args.langgraph_only or args.agents_only):
+            or args.langgraph_only or args.agents_only or args.stats_only):
         root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
         section = (vector_rows if args.vectors_only else
                    lease_and_queue_rows if args.leases_only else
                    message_rows if args.messages_only else
                    langgraph_rows if args.langgraph_only else
-                   agents_rows if args.agents_only else watch_rows)
+                   agents_rows if args.agents_only else
+                   stats_rows if args.stats_only else watch_rows)
         try:
             section(root, args.quick)
         finally:
@@ -1112,6 +1116,7 @@ def main() -> None:
         message_rows(root, quick=args.quick)
         langgraph_rows(root, quick=args.quick)
         agents_rows(root, quick=args.quick)
+        stats_rows(root, quick=args.quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
