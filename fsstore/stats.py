@@ -13,7 +13,8 @@ What is read, so that a store of 10,000 sessions answers in about a second:
   the newest snapshot's body, and the log after that snapshot only. It gives the state's
   keys, the queue and the inputs by status and the live messages (the usage fold,
   section 20.4);
-- the lease file, and each vector collection's ``collection.json``.
+- the lease file, and each vector collection (opened as a reader opens it: its
+  manifest, its shards and the write-ahead log since its last seal).
 
 No history is read from its start: a session's log is only scanned when its records are
 counted by kind (``events_by_kind=True``, ``fsstore stats SESSION --kinds``), which is
@@ -35,7 +36,7 @@ import msgspec
 
 from . import identity, layout
 from . import state as state_module
-from .errors import FsStoreError, SessionNotFound
+from .errors import CollectionNotFound, FsStoreError, SessionNotFound
 from .fsio import FileIO, FolderEntry
 from .lease import read_lease
 from .log import LogReader, SegmentEnd
@@ -44,7 +45,7 @@ from .session_metadata import ManifestFile
 from .snapshot import SnapshotDir
 from .state import StateImage
 from .turns import NEUTRAL_KINDS, TURN_FINISHED
-from .vectors.collection_file import read_manifest
+from .vectors import VectorCollectionReader
 from .work import CLAIMED, CONSUMED, DEAD, PENDING, READY
 
 QUEUE_STATUSES = (READY, CLAIMED, DEAD)
@@ -127,9 +128,8 @@ class SessionStats(_Result, frozen=True, kw_only=True):
     blobs: int
     blob_bytes: int
     collections: int
-    #: Vector documents in sealed shards, as the collections' manifests say (documents
-    #: upserted since the last seal are in the collection's write-ahead log, not yet
-    #: counted here).
+    #: Live vector documents of all collections (each collection is opened: its manifest,
+    #: its shards' headers and ids, and its write-ahead log since the last seal).
     vector_documents: int
     #: Queue items by status (``ready``, ``claimed``, ``dead``; completed items leave the
     #: queue) and turn inputs by status (``pending``, ``claimed``, ``consumed``).
@@ -424,10 +424,13 @@ def session_stats(source: StatsSource, *, events_by_kind: bool = False,
     documents = 0
     for folder in listing.collections:
         try:
-            decoded, _ = read_manifest(io, os.path.join(folder, layout.COLLECTION_MANIFEST))
-        except FileNotFoundError:
+            collection = VectorCollectionReader(io, folder)
+        except CollectionNotFound:
             continue  # dropped meanwhile
-        documents += sum(shard.rows - shard.deleted_rows for shard in decoded.shards)
+        try:
+            documents += collection.count()
+        finally:
+            collection.close()
     image = source.load_image()
     lease = read_lease(io, layout.lease_path(path))
     holder = None

@@ -14,9 +14,21 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import FsStoreError
-from . import demo, inspect, state, usage, vectors, verify, watch, work, workspace
+from . import (
+    demo,
+    inspect,
+    maintenance_stats,
+    state,
+    usage,
+    vectors,
+    verify,
+    watch,
+    work,
+    workspace,
+)
 
-GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify)
+GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify,
+          maintenance_stats)
 
 
 class _Parser(argparse.ArgumentParser):
