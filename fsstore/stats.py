@@ -38,7 +38,7 @@ from . import identity, layout
 from . import state as state_module
 from .errors import CollectionNotFound, FsStoreError, SessionNotFound
 from .fsio import FileIO, FolderEntry
-from .lease import read_lease
+from .lease import NO_LEASE, read_lease
 from .log import LogReader, SegmentEnd
 from .segment_header import SegmentHeader
 from .session_metadata import ManifestFile
@@ -342,7 +342,10 @@ class _Listing:
         self.collections: list[str] = []
         #: Names of the session's folders that are something else (a symlink, a file).
         self.not_folders: list[str] = []
+        #: The names in the session folder.
+        self.names: set[str] = set()
         for entry in _entries(io, path) if path is not None else ():
+            self.names.add(entry.name)
             folder = os.path.join(path or "", entry.name)
             if entry.kind != "folder" and entry.name in _FOLDER_KINDS:
                 self.not_folders.append(folder)
@@ -432,7 +435,9 @@ def session_stats(source: StatsSource, *, events_by_kind: bool = False,
         finally:
             collection.close()
     image = source.load_image()
-    lease = read_lease(io, layout.lease_path(path))
+    # A session that never had a lease has no lease file: not even an open is spent.
+    lease = (read_lease(io, layout.lease_path(path)) if layout.LEASE_FILE in listing.names
+             else NO_LEASE)
     holder = None
     if lease.held and lease.owner is not None:
         holder = lease.owner.label or f"{lease.owner.pid}@{lease.owner.host}"

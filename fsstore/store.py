@@ -765,9 +765,10 @@ class Store(AsyncStoreMixin, AsyncStoreStatsMixin):
 
         Never reads a history: each session costs a listing of its folders, a header
         read per segment, the end of its log, its state at the head (the newest
-        snapshot and the log after it) and its lease file, so a store of 10,000 small
-        sessions answers in about a second. Records by kind are counted per session
-        only (``session_stats(events_by_kind=True)``)."""
+        snapshot and the log after it) and its lease file: a few hundred microseconds
+        for a short session, whatever the length of its history (``tools/bench.py
+        --stats-only``). Records by kind are counted per session only
+        (``session_stats(events_by_kind=True)``)."""
         return store_stats(self.io, self.path, self.session_ids())
 
     def disk_usage(self) -> DiskUsage:
