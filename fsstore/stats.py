@@ -3,7 +3,8 @@ turns, messages, segments, snapshots, checkpoints, attachments, vectors, queue i
 turn inputs there are, who holds the lease, when the history starts and ends, and the
 bytes each kind of file takes (``fsstore stats``, ``fsstore du``).
 
-What is read, so that a store of 10,000 sessions answers in about a second:
+What is read of each session, so that the cost of a store's count follows the number
+of its sessions and segments, never the length of their histories:
 
 - each folder of a session is listed once, with the size of each file (``FileIO.entries``);
 - each segment's first 64 bytes (its header: a major version 2 is a compacted segment),
