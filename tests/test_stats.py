@@ -302,6 +302,8 @@ def test_stats_command_prints_a_table_and_json(tmp_path, capsys):
     assert "records by kind:" in out and "fsstore.queue" in out and "tool_call" in out
     status, out, _ = run_cli(capsys, *where, "stats", "a", "--json")
     assert json.loads(out) == store.read_session("a").session_stats().to_dict()
+    status, out, err = run_cli(capsys, *where, "stats", "--kinds")
+    assert status == 2 and "name the SESSION" in err and not out
 
 
 def test_stats_and_du_commands_name_a_damaged_session_and_exit_1(tmp_path, capsys):

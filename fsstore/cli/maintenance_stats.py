@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import InvalidSetting
 from ..stats import BYTE_KINDS, DamagedSession, SessionStats, StoreStats
 from ._common import add_command, dumps, human_bytes, plain, store_from, when
 
@@ -51,6 +52,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    if args.kinds and args.session is None:
+        raise InvalidSetting("--kinds reads a whole log, so it counts one session's records: "
+                             "name the SESSION (fsstore stats SESSION --kinds)")
     store = store_from(args)
     if args.session is not None:
         found = store.read_session(args.session).session_stats(events_by_kind=args.kinds)
