@@ -262,6 +262,11 @@ class _CountingLog(LogReader):
         header = None if self._fresh else self.headers.get(first_seq)
         return header if header is not None else super().read_header(first_seq)
 
+    def reset(self) -> None:
+        """Forget what the last count found: the next count lists and reads afresh."""
+        self.listed, self.headers, self.snapshot_names = [], {}, []
+        self._kept, self._handed, self._fresh = None, False, False
+
     def locate_tail(self) -> tuple[int, int, SegmentEnd]:
         if self._kept is not None and not self._handed:
             self._handed = True  # the count's tail, handed to the state load once
@@ -308,6 +313,7 @@ class _Tally:
     def __init__(self, seen: set[tuple[int, int]] | None) -> None:
         self.bytes = dict.fromkeys(BYTE_KINDS, 0)
         self.seen = seen
+        self.added: list[tuple[int, int]] = []  # what this tally put in ``seen``
 
     def add(self, kind: str, entry: FolderEntry) -> int:
         """Count ``entry`` under ``kind``; return the bytes counted (0 for a file that
@@ -316,6 +322,7 @@ class _Tally:
             if entry.inode in self.seen:
                 return 0
             self.seen.add(entry.inode)
+            self.added.append(entry.inode)
         self.bytes[kind] += entry.size
         return entry.size
 
@@ -407,12 +414,33 @@ def disk_usage(io: FileIO, path: str, seen: set[tuple[int, int]] | None = None
     return ByteCounts(**_Listing(io, path, seen).tally.bytes)
 
 
+#: How many times a count starts again when a file it listed is removed meanwhile.
+_RECOUNTS = 3
+
+
 def session_stats(source: StatsSource, *, events_by_kind: bool = False,
                   seen: set[tuple[int, int]] | None = None) -> SessionStats:
     """See ``SessionReader.session_stats``. ``seen``: the hard-linked files counted
     already (a store's totals)."""
+    for attempt in range(_RECOUNTS):
+        listing = _Listing(source.io, source.path, seen)
+        try:
+            return _count(source, listing, events_by_kind)
+        except FileNotFoundError:
+            # A file the listing named was removed before it was read: a writer's clear
+            # or a snapshot prune (readers take no lock). Count again from a new
+            # listing, the bytes counted so far taken back.
+            if seen is not None:
+                seen.difference_update(listing.tally.added)
+            if attempt == _RECOUNTS - 1:
+                raise
+            if isinstance(source.log, _CountingLog):
+                source.log.reset()
+    raise AssertionError("unreachable")
+
+
+def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> SessionStats:
     io, path = source.io, source.path
-    listing = _Listing(io, path, seen)
     # Nothing is read through a symlink in place of a session's folder: refused, as
     # every reader refuses it (UnsafePath, NotAFolder).
     io.check_folders(*listing.not_folders)
@@ -479,7 +507,12 @@ def _heads(io: FileIO, log: LogReader, names: list[str]
         if first is None:
             continue  # tail.hint, a torn tail set aside, a temp file
         path = log.segment_path(first)
-        raw = _read(io, path, _HEADER + _FRAME_HEADER.size)
+        try:
+            raw = _read(io, path, _HEADER + _FRAME_HEADER.size)
+        except FileNotFoundError:
+            # Removed since the listing: a writer's clear unlinking the segments before
+            # its new log start (readers take no lock). It is in the log no more.
+            continue
         try:
             header: SegmentHeader | None = log.checked_header(raw[:_HEADER], first, path)
         except FsStoreError:
@@ -560,6 +593,8 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str]) -> StoreStats
         except SessionNotFound:
             continue  # deleted meanwhile: it is no longer in the store
         except (FsStoreError, OSError, ValueError) as exc:
+            if not io.exists(layout.session_manifest_path(path)):
+                continue  # deleted while it was counted
             # One damaged session hides no other: it is named, with why, and the rest
             # are counted.
             damaged.append(DamagedSession(id=session_id, path=_damaged_path(exc) or path,

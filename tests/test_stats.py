@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import struct
+import threading
 
 import pytest
 
@@ -349,3 +350,39 @@ def test_async_twins_give_the_same_counts(tmp_path):
         assert await store.adisk_usage() == store.disk_usage()
 
     asyncio.run(main_())
+
+
+def test_store_stats_beside_a_writer_that_rolls_over_snapshots_and_clears(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    session = store.create_session("busy")
+    stop = threading.Event()
+    written = [0]
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            written[0] = n
+            session.append({"text": "y" * 200, "n": n})
+            if n % 7 == 0:
+                session.set_state(f"k{n % 5}", n)
+            if n % 40 == 0:
+                session.snapshot()
+            if n % 250 == 0:
+                session.clear()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        rounds = 0
+        while rounds < 20 or (written[0] < 600 and rounds < 5000):  # two clears, at least
+            rounds += 1
+            found = store.stats()
+            assert found.damaged == [] and found.sessions == 1
+            (busy,) = found.per_session
+            assert busy.records == busy.head - busy.log_start + 1
+            assert busy.state_keys <= 5
+    finally:
+        stop.set()
+        writer.join()
+        session.close()
