@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import struct
+import sys
 import threading
 
 import pytest
@@ -386,3 +387,24 @@ def test_store_stats_beside_a_writer_that_rolls_over_snapshots_and_clears(tmp_pa
         stop.set()
         writer.join()
         session.close()
+
+
+def test_the_benchmarks_copied_sessions_count_as_the_one_written_through_the_api(tmp_path):
+    tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+    sys.path.insert(0, tools)
+    try:
+        import bench_stats
+    finally:
+        sys.path.remove(tools)
+    store = fsstore.open_store(tmp_path / "store")
+    template = bench_stats.template_session(store)
+    bench_stats.fill(store, template, 3)
+    found = store.stats()
+    assert found.sessions == 3 and found.damaged == []
+    written, *copies = found.per_session[::-1]  # "template" sorts after "s000001"
+    assert written.id == "template" and [c.id for c in copies] == ["s000002", "s000001"]
+    for copy in copies:
+        # All but the manifest's bytes (a shorter id) are the written session's.
+        assert {**copy.to_dict(), "bytes": copy.bytes.log} == {
+            **written.to_dict(), "id": copy.id, "path": copy.path, "bytes": written.bytes.log}
+        assert store.read_session(copy.id).verify() == []
