@@ -19,6 +19,7 @@ from . import clock, identity, layout, manifest
 from . import lease as lease_module
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
+from .aio_stats import AsyncStoreStatsMixin
 from .check import check_store
 from .compaction import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES, CompactReport
 from .errors import (
@@ -51,6 +52,7 @@ from .session import Session
 from .session_metadata import new_manifest
 from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
+from .stats import DiskUsage, StoreStats, store_disk_usage, store_stats
 from .store_usage import StoreUsage, store_usage
 from .unset import UNSET
 from .vacuum import DEFAULT_GRACE_SECONDS, DEFAULT_TORN_GRACE_SECONDS, VacuumReport, vacuum_store
@@ -178,7 +180,7 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
         folder = parent
 
 
-class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
+class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     """A store folder. Get one with :func:`open_store`; use it as a context manager (or
     call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
@@ -818,6 +820,43 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
         from .repair_log import repair_session  # salvage and repair: only when asked
 
         return repair_session(self, session_id, dry_run=dry_run, lock_timeout=lock_timeout)
+
+    # --- counts (fsstore/stats.py) ---
+
+    def stats(self) -> StoreStats:
+        """Counts and sizes of every session, summed, with each session's own
+        (``per_session``, see ``SessionReader.session_stats``) and the sessions that
+        could not be read (``damaged``, each with its path and why: one damaged session
+        hides no other, and this never raises for one). ``to_dict()`` gives JSON.
+
+        Never reads a history: each session costs a listing of its folders, a header
+        read per segment, the end of its log, its state at the head (the newest
+        snapshot and the log after it) and its lease file: a few hundred microseconds
+        for a short session, whatever the length of its history (``tools/bench.py
+        --stats-only``). Records by kind are counted per session only
+        (``session_stats(events_by_kind=True)``)."""
+        return store_stats(self.io, self.path, self.session_ids())
+
+    def disk_usage(self) -> DiskUsage:
+        """The bytes each session takes, by kind of file (log, snapshots, checkpoints,
+        blobs, vectors, index, other), largest session first, and the store's totals:
+        one listing of each folder, nothing read. A file shared by hard link (a fork's
+        segments and attachments) counts once. A session whose folders cannot be listed
+        is named in ``damaged``."""
+        return store_disk_usage(self.io, self.path, self.session_ids())
+
+    def key_count(self) -> int:
+        """The keys in the states of all sessions, summed (``SessionReader.key_count``
+        of each): what post-cortex's ``get_key_count`` answers. A session that cannot
+        be read is left out (``stats().damaged`` names it). Costs a state load per
+        session."""
+        total = 0
+        for session_id in self.session_ids():
+            try:
+                total += self.read_session(session_id).key_count()
+            except (FsStoreError, OSError):
+                continue  # deleted meanwhile, or damaged: stats() names it
+        return total
 
     # --- checking ---
 

@@ -19,6 +19,7 @@ from . import (
     demo,
     inspect,
     maintenance,
+    maintenance_stats,
     repair,
     state,
     usage,
@@ -30,7 +31,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, repair)
+          maintenance, maintenance_stats, repair)
 
 
 class _Parser(argparse.ArgumentParser):
