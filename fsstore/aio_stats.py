@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class AsyncSessionStatsMixin:
 
 
 class _StoreLike(Protocol):
-    def stats(self) -> StoreStats: ...
+    def stats(self, *, on_session: Callable[[str], object] | None = ...) -> StoreStats: ...
     def disk_usage(self) -> DiskUsage: ...
     def key_count(self) -> int: ...
 
@@ -35,8 +36,9 @@ class _StoreLike(Protocol):
 class AsyncStoreStatsMixin:
     """``Store.stats``, ``disk_usage`` and ``key_count``'s twins."""
 
-    async def astats(self: _StoreLike) -> StoreStats:
-        return await asyncio.to_thread(self.stats)
+    async def astats(self: _StoreLike, *, on_session: Callable[[str], object] | None = None
+                     ) -> StoreStats:
+        return await asyncio.to_thread(lambda: self.stats(on_session=on_session))
 
     async def adisk_usage(self: _StoreLike) -> DiskUsage:
         return await asyncio.to_thread(self.disk_usage)

@@ -581,12 +581,15 @@ def _scan(log: LogReader) -> tuple[dict[str, int], int]:
     return dict(sorted(kinds.items())), len(turns)
 
 
-def store_stats(io: FileIO, root: str, session_ids: Iterable[str]) -> StoreStats:
+def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
+                on_session: Callable[[str], object] | None = None) -> StoreStats:
     """See ``Store.stats``."""
     seen: set[tuple[int, int]] = set()
     found: list[SessionStats] = []
     damaged: list[DamagedSession] = []
     for session_id in session_ids:
+        if on_session is not None:
+            on_session(session_id)
         path = layout.session_dir(root, session_id)
         try:
             found.append(session_stats(folder_source(io, path, session_id), seen=seen))

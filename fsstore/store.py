@@ -823,7 +823,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
 
     # --- counts (fsstore/stats.py) ---
 
-    def stats(self) -> StoreStats:
+    def stats(self, *, on_session: Callable[[str], object] | None = None) -> StoreStats:
         """Counts and sizes of every session, summed, with each session's own
         (``per_session``, see ``SessionReader.session_stats``) and the sessions that
         could not be read (``damaged``, each with its path and why: one damaged session
@@ -834,8 +834,9 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         snapshot and the log after it) and its lease file: a few hundred microseconds
         for a short session, whatever the length of its history (``tools/bench.py
         --stats-only``). Records by kind are counted per session only
-        (``session_stats(events_by_kind=True)``)."""
-        return store_stats(self.io, self.path, self.session_ids())
+        (``session_stats(events_by_kind=True)``). ``on_session`` is called with each
+        session id as it is counted (a progress bar's step)."""
+        return store_stats(self.io, self.path, self.session_ids(), on_session)
 
     def disk_usage(self) -> DiskUsage:
         """The bytes each session takes, by kind of file (log, snapshots, checkpoints,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from ..errors import InvalidSetting
 from ..stats import BYTE_KINDS, DamagedSession, SessionStats, StoreStats
 from ._common import add_command, dumps, human_bytes, plain, store_from, when
+from ._progress import progress
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,7 +65,8 @@ def run_stats(args: argparse.Namespace) -> int:
             for line in session_lines(found):
                 print(line)
         return 0
-    totals = store.stats()
+    with progress(len(store.session_ids()), "stats", unit="session") as bar:
+        totals = store.stats(on_session=lambda _: bar.update(1))
     if args.json:
         print(dumps(totals.to_dict(), indent=2))
     else:
