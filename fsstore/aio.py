@@ -147,7 +147,8 @@ class _StoreLike(Protocol):
                      sessions: Iterable[str] | None = ...
                      ) -> list[list[VectorSearchResult]]: ...
     def session_ids(self) -> list[str]: ...
-    def verify(self, session_ids: Iterable[str] | None = ...) -> list[Finding]: ...
+    def verify(self, session_ids: Iterable[str] | None = ..., *,
+               on_session: Callable[[str], object] | None = ...) -> list[Finding]: ...
     def create_workspace(self, workspace_id: str | None = ..., *, name: str | None = ...,
                          description: str = ..., metadata: Mapping[str, Any] | None = ...
                          ) -> Workspace: ...
@@ -339,9 +340,10 @@ class AsyncStoreMixin:
     async def asession_ids(self: _StoreLike) -> list[str]:
         return await asyncio.to_thread(self.session_ids)
 
-    async def averify(self: _StoreLike, session_ids: Iterable[str] | None = None
-                      ) -> list[Finding]:
-        return await asyncio.to_thread(self.verify, session_ids)
+    async def averify(self: _StoreLike, session_ids: Iterable[str] | None = None, *,
+                      on_session: Callable[[str], object] | None = None) -> list[Finding]:
+        return await asyncio.to_thread(
+            lambda: self.verify(session_ids, on_session=on_session))
 
     async def ausage(self: _StoreLike, *, by: str | None = None,
                      sessions: Iterable[str] | None = None) -> StoreUsage:

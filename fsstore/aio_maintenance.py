@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .compaction import CompactReport
+    from .repair_log import RepairReport
     from .retention import RetainReport, RetentionPolicy
 
 
@@ -20,7 +21,9 @@ class _CompactingReader(Protocol):
 class _CompactingStore(Protocol):
     def compact(self, session_ids: Iterable[str] | None = ..., *, dry_run: bool = ...,
                 target_bytes: int = ..., level: int = ..., lock_timeout: float = ...,
-                progress: Callable[[str], object] | None = ...) -> CompactReport: ...
+                on_session: Callable[[str], object] | None = ...) -> CompactReport: ...
+    def repair(self, session_id: str, *, dry_run: bool = ...,
+               lock_timeout: float = ...) -> RepairReport: ...
 
 
 class _RetainingSession(Protocol):
@@ -81,10 +84,10 @@ class AsyncStoreMaintenanceMixin:
     async def acompact(self: _CompactingStore, session_ids: Iterable[str] | None = None, *,
                        dry_run: bool = False, target_bytes: int = 4 << 20, level: int = 3,
                        lock_timeout: float = 0.0,
-                       progress: Callable[[str], object] | None = None) -> CompactReport:
+                       on_session: Callable[[str], object] | None = None) -> CompactReport:
         return await asyncio.to_thread(lambda: self.compact(
             session_ids, dry_run=dry_run, target_bytes=target_bytes, level=level,
-            lock_timeout=lock_timeout, progress=progress))
+            lock_timeout=lock_timeout, on_session=on_session))
 
     async def aretain(self: _RetainingStore, session_id: str, *,
                       keep_turns: int | None = None, keep_since: float | None = None,
@@ -100,3 +103,8 @@ class AsyncStoreMaintenanceMixin:
                                ) -> RetainReport:
         return await asyncio.to_thread(lambda: self.apply_retention(
             session_ids, dry_run=dry_run, lock_timeout=lock_timeout))
+
+    async def arepair(self: _CompactingStore, session_id: str, *, dry_run: bool = False,
+                      lock_timeout: float = 0.0) -> RepairReport:
+        return await asyncio.to_thread(lambda: self.repair(
+            session_id, dry_run=dry_run, lock_timeout=lock_timeout))

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -30,6 +30,7 @@ from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
 from .log import LogReader, LogTail
 from .message_index import MessageIndex, check_index
 from .state import FOLDED_KINDS, RECORD_MARKER, StateImage, start_image
+from .turns import LOST_RECORD
 from .workspaces import Workspaces
 
 if TYPE_CHECKING:
@@ -321,34 +322,45 @@ def _check_fold(parts: SessionParts, bases: list[_Base], report: Report) -> None
     _, log_start, end = log.locate_tail()
     head = end.next_seq - 1
     image = start_image(log, log_start, parts.commit_ids)
+    lost = False  # a repair replaced lost records before this point (FORMAT 7.6)
     for base in sorted(bases, key=lambda b: b.seq):
         if base.seq < image.seq:
             continue
-        _fold(log, image, base.seq)
+        lost = _fold(log, image, base.seq) or lost
         for what, folded, stored in (
                 ("state", image.state, base.image.state),
                 ("work queue", image.work.body(), base.image.work.body()),
                 ("turn inputs", image.inputs.body(), base.image.inputs.body())):
-            if not _same(folded, stored):
+            if _same(folded, stored):
+                continue
+            if lost:
+                report.add("note", base.path, None, f"its {what} differs from the fold of "
+                           f"the log up to seq {base.seq}, which lost records before it (a "
+                           "repair): it holds what they did; the log does not")
+            else:
                 report.add("problem", base.path, None, f"its {what} differs from the fold "
                            f"of the log up to seq {base.seq}: reads that start from it would "
                            "return other data than the log holds")
     _fold(log, image, head)
 
 
-def _fold(log: LogReader, image: StateImage, target: int) -> None:
+def _fold(log: LogReader, image: StateImage, target: int) -> bool:
+    """Fold the log into ``image`` up to ``target``; whether it met a lost record."""
     if image.seq >= target:
-        return
-    reached = image.seq
+        return False
+    reached, lost = image.seq, False
     for scan in log.scans(image.seq, target, RECORD_MARKER):
         for event in scan:
             if event.kind in FOLDED_KINDS:
                 image.apply(event, scan.path)
+            elif event.kind == LOST_RECORD:
+                lost = True
         reached = scan.expect_seq - 1
     if reached < target:
         raise CorruptionError(f"the log ends at seq {reached}, before seq {target} that its "
                               "tail or a snapshot names: a segment is missing", path=log.path)
     image.seq = target
+    return lost
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -404,10 +416,11 @@ def _check_leftovers(reader: SessionReader, parts: SessionParts, report: Report)
 # --- a store ---------------------------------------------------------------------------
 
 
-def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[Finding]:
+def check_store(store: Store, session_ids: Iterable[str] | None = None,
+                on_session: Callable[[str], object] | None = None) -> list[Finding]:
     """Everything wrong with the store's sessions (all, or those given), one session
     after the other: a session that cannot be opened is a problem, and the check goes on
-    with the next."""
+    with the next. ``on_session`` is called with each session id once it is checked."""
     report = Report()
     sessions = layout.sessions_dir(store.path)
     not_folders: set[str] = set()
@@ -449,6 +462,8 @@ def check_store(store: Store, session_ids: Iterable[str] | None = None) -> list[
                 report.add("problem", path, None, "no such session")
                 continue
             report.findings.extend(reader.verify())
+        if on_session is not None:
+            on_session(str(session_id))
     if whole_store:
         from .lineage import graph_findings  # it imports session_reader, which imports this
 

@@ -337,7 +337,7 @@ class CorruptionError(FsStoreError):
     mismatch followed by valid records, a damaged sealed segment, a broken manifest.
 
     ``path`` and ``offset`` say where. Nothing is repaired: restore the file from a
-    backup, or copy what reads cleanly with ``fsstore cat``.
+    backup, or read what still verifies with ``fsstore cat --salvage``.
     """
 
     def __init__(self, message: str, *, path: str, offset: int | None = None) -> None:

@@ -26,6 +26,7 @@ import io as _io
 import os
 import shutil
 import stat
+from typing import NamedTuple
 
 from . import layout
 from .errors import (
@@ -161,6 +162,17 @@ def check_folder(path: str) -> bool:
                      "restore the folder from a backup", path=path)
 
 
+class FolderEntry(NamedTuple):
+    """A name in a folder, as :meth:`FileIO.entries` lists it."""
+
+    name: str
+    kind: str  # "file", "folder" or "other" (a symlink, FIFO, socket or device: not followed)
+    size: int  # bytes of a file; 0 otherwise
+    #: (device, inode) of a file with more than one name (a hard link a fork shares), so
+    #: that a total counts it once; None for a file with one name, and for the rest.
+    inode: tuple[int, int] | None = None
+
+
 class FileIO:
     """Plain POSIX I/O. One instance may be shared by any number of stores and threads."""
 
@@ -271,6 +283,34 @@ class FileIO:
         fd = open_folder(path)
         try:
             return os.listdir(fd)
+        except OSError as exc:
+            raise os_error(exc, path, folder=True) from None
+        finally:
+            os.close(fd)
+
+    def entries(self, path: str) -> list[FolderEntry]:
+        """The names in the store folder ``path`` with the kind and size of each, as
+        ``lstat`` says (a symlink is reported, never followed): a listing and one stat per
+        file, for totals of bytes. Refuses a symlink or a file at ``path``, as
+        :meth:`listdir` does; a name removed while it is listed is left out."""
+        fd = open_folder(path)
+        try:
+            found = []
+            with os.scandir(fd) as names:
+                for entry in names:
+                    if entry.is_dir(follow_symlinks=False):
+                        found.append(FolderEntry(entry.name, "folder", 0))
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed meanwhile (a rename into place, a prune)
+                    if not stat.S_ISREG(info.st_mode):
+                        found.append(FolderEntry(entry.name, "other", 0))
+                    else:
+                        shared = (info.st_dev, info.st_ino) if info.st_nlink > 1 else None
+                        found.append(FolderEntry(entry.name, "file", info.st_size, shared))
+            return found
         except OSError as exc:
             raise os_error(exc, path, folder=True) from None
         finally:

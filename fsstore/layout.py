@@ -72,6 +72,10 @@ WORKSPACE_LOCK = "lock"
 # rename, sessions being created or deleted. No session id can start with one.
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
+# Not scratch: where a repair copies a session's damaged files before it changes them,
+# kept until someone removes it (docs/FORMAT.md, sections 1 and 7.5).
+REPAIR_PREFIX = ".repair-"
+REPAIR_RECORD = "repair.json"
 
 MAX_SESSION_ID = 128
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
@@ -325,6 +329,14 @@ def torn_tail_name(first_seq: int, offset: int) -> str:
 
 def temp_name(final_name: str) -> str:
     return f"{TEMP_PREFIX}{final_name}-{secrets.token_hex(4)}"
+
+
+def repair_dir_name(when: float, attempt: int = 1) -> str:
+    """The folder in a session where a repair started at ``when`` (seconds since the
+    epoch) copies the damaged files: ``.repair-YYYYmmddTHHMMSSZ``, with ``-N`` after it
+    for the Nth repair of the same second."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    return f"{REPAIR_PREFIX}{stamp}" + (f"-{attempt}" if attempt > 1 else "")
 
 
 def trash_name(session_id: str) -> str:

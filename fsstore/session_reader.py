@@ -21,6 +21,7 @@ from . import state as state_module
 from .aio import AsyncSessionReaderMixin
 from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
+from .aio_stats import AsyncSessionStatsMixin
 from .blobs import BlobReader, link_blobs
 from .check import SessionParts, check_session
 from .compaction import (
@@ -49,6 +50,7 @@ from .retention import RetentionPolicy
 from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
 from .state import Loaded, StateImage
+from .stats import SessionStats, StatsSource, session_stats
 from .turns import (
     Revision,
     Turn,
@@ -114,7 +116,8 @@ class SessionInfo:
 _FORK_WAITS_FOR_COMPACTION = 60.0
 
 
-class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMaintenanceMixin):
+class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMaintenanceMixin,
+                    AsyncSessionStatsMixin):
     """Read access to one session: its metadata, events and turns. Takes no lock."""
 
     def __init__(self, io: FileIO, path: str, session_id: str,
@@ -365,6 +368,33 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         if at_seq is None:
             return self._load_state().image.usage
         return self._load_state(check_seq(at_seq, "at_seq"), past=True).image.usage
+
+    # --- counts (fsstore/stats.py) ---
+
+    def session_stats(self, *, events_by_kind: bool = False) -> SessionStats:
+        """Counts and sizes of the session, for a host to chart (a
+        :class:`~fsstore.stats.SessionStats`; ``to_dict()`` gives JSON): records, turns,
+        messages, state keys, segments (sealed, compacted) and the bytes of the log,
+        snapshots, checkpoints, attachments and their bytes, vector collections and
+        documents, queue items and turn inputs by status, the lease holder, the times of
+        the first and last records, and the bytes by kind of file.
+
+        Read from the session's folder listings, segment headers, the end of the log and
+        the state at the head (the newest snapshot and the log after it), never the
+        whole history, so the cost does not grow with it. ``events_by_kind=True`` also
+        counts the records by kind and the turns holding a record: that reads the whole
+        log."""
+        return session_stats(self._stats_source(), events_by_kind=events_by_kind)
+
+    def key_count(self) -> int:
+        """The number of keys in the session's state at the head (``state()``'s keys):
+        what post-cortex's ``get_key_count`` answers for a store of keys. Not events,
+        messages or queue items: those are in :meth:`session_stats`. Costs a state load."""
+        return len(self._view().state)
+
+    def _stats_source(self) -> StatsSource:
+        self._before_read()
+        return StatsSource(self.io, self.path, self.id, self.title, self._log, self._view)
 
     # --- queued work and turn inputs ---
 

@@ -13,12 +13,13 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import clock, identity, layout, manifest
 from . import lease as lease_module
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
+from .aio_stats import AsyncStoreStatsMixin
 from .check import check_store
 from .compaction import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES, CompactReport
 from .errors import (
@@ -52,6 +53,7 @@ from .session import Session
 from .session_metadata import new_manifest
 from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
+from .stats import DiskUsage, StoreStats, store_disk_usage, store_stats
 from .store_usage import StoreUsage, store_usage
 from .unset import UNSET
 from .vacuum import DEFAULT_GRACE_SECONDS, DEFAULT_TORN_GRACE_SECONDS, VacuumReport, vacuum_store
@@ -66,6 +68,9 @@ from .vectors import (
 from .watch import Notifier, SessionChange, StoreWatcher
 from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
 from .writer_access import acquire_writer_lock
+
+if TYPE_CHECKING:
+    from .repair_log import RepairReport
 
 _T = TypeVar("_T")
 
@@ -176,7 +181,7 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
         folder = parent
 
 
-class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
+class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     """A store folder. Get one with :func:`open_store`; use it as a context manager (or
     call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
@@ -778,17 +783,15 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
     def compact(self, session_ids: Iterable[str] | None = None, *, dry_run: bool = False,
                 target_bytes: int = DEFAULT_TARGET_BYTES, level: int = DEFAULT_LEVEL,
                 lock_timeout: float = 0.0,
-                progress: Callable[[str], object] | None = None) -> CompactReport:
+                on_session: Callable[[str], object] | None = None) -> CompactReport:
         """Compact every session (or those given): ``SessionReader.compact`` for each,
         summed, with each session's report in ``parts``. A session that cannot be
         compacted (damage, another compaction running) is left as it is and named in
-        ``skipped`` with why; one such session stops no other. ``progress`` is called
-        with each session id before it is compacted."""
+        ``skipped`` with why; one such session stops no other. ``on_session`` is called
+        with each session id once it is done (a progress bar's step)."""
         report = CompactReport(dry_run=dry_run)
         started = time.monotonic()
         for session_id in (self.session_ids() if session_ids is None else session_ids):
-            if progress is not None:
-                progress(session_id)
             try:
                 part = self.read_session(session_id).compact(
                     dry_run=dry_run, target_bytes=target_bytes, level=level,
@@ -799,8 +802,11 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
                 continue  # deleted meanwhile
             except FsStoreError as exc:
                 report.skipped[session_id] = str(exc)
-                continue
-            report.add(session_id, part)
+            else:
+                report.add(session_id, part)
+            finally:
+                if on_session is not None:
+                    on_session(session_id)
         report.seconds = round(time.monotonic() - started, 6)
         return report
 
@@ -839,13 +845,66 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin):
         report.seconds = round(time.monotonic() - started, 6)
         return report
 
+    def repair(self, session_id: str, *, dry_run: bool = False,
+               lock_timeout: float = 0.0) -> RepairReport:
+        """Rewrite a damaged session so that it verifies (docs/FORMAT.md, 7.6): every
+        damaged file is first copied into ``SESSION/.repair-STAMP/``, every record that
+        still verifies is kept, and each lost seq becomes an ``fsstore.lost`` record, so
+        seqs are never reused. Explicit, never automatic; takes the writer lock
+        (SessionLocked while a writer has it open, after ``lock_timeout``). With
+        ``dry_run`` nothing changes: the report says what would be saved and lost."""
+        from .repair_log import repair_session  # salvage and repair: only when asked
+
+        return repair_session(self, session_id, dry_run=dry_run, lock_timeout=lock_timeout)
+
+    # --- counts (fsstore/stats.py) ---
+
+    def stats(self, *, on_session: Callable[[str], object] | None = None) -> StoreStats:
+        """Counts and sizes of every session, summed, with each session's own
+        (``per_session``, see ``SessionReader.session_stats``) and the sessions that
+        could not be read (``damaged``, each with its path and why: one damaged session
+        hides no other, and this never raises for one). ``to_dict()`` gives JSON.
+
+        Never reads a history: each session costs a listing of its folders, a header
+        read per segment, the end of its log, its state at the head (the newest
+        snapshot and the log after it) and its lease file: a few hundred microseconds
+        for a short session, whatever the length of its history (``tools/bench.py
+        --stats-only``). Records by kind are counted per session only
+        (``session_stats(events_by_kind=True)``). ``on_session`` is called with each
+        session id as it is counted (a progress bar's step)."""
+        return store_stats(self.io, self.path, self.session_ids(), on_session)
+
+    def disk_usage(self) -> DiskUsage:
+        """The bytes each session takes, by kind of file (log, snapshots, checkpoints,
+        blobs, vectors, index, other), largest session first, and the store's totals:
+        one listing of each folder, nothing read. A file shared by hard link (a fork's
+        segments and attachments) counts once. A session whose folders cannot be listed
+        is named in ``damaged``."""
+        return store_disk_usage(self.io, self.path, self.session_ids())
+
+    def key_count(self) -> int:
+        """The keys in the states of all sessions, summed (``SessionReader.key_count``
+        of each): what post-cortex's ``get_key_count`` answers. A session that cannot
+        be read is left out (``stats().damaged`` names it). Costs a state load per
+        session."""
+        total = 0
+        for session_id in self.session_ids():
+            try:
+                total += self.read_session(session_id).key_count()
+            except (FsStoreError, OSError):
+                continue  # deleted meanwhile, or damaged: stats() names it
+        return total
+
     # --- checking ---
 
-    def verify(self, session_ids: Iterable[str] | None = None) -> list[Finding]:
+    def verify(self, session_ids: Iterable[str] | None = None, *,
+               on_session: Callable[[str], object] | None = None) -> list[Finding]:
         """Read every file of the store (or of the given sessions) and report each
         problem with its file and offset. Changes nothing and never raises: a session
-        that cannot be read is a problem, and the check goes on with the next."""
-        return check_store(self, session_ids)
+        that cannot be read is a problem, and the check goes on with the next.
+        ``on_session`` is called with each session id once it is checked (a progress
+        bar's step)."""
+        return check_store(self, session_ids, on_session)
 
 
 def _damaged_info(session_id: str, path: str, reader: SessionReader | None,

@@ -35,7 +35,9 @@ def is_callers(kind: str) -> bool:
     return not kind.startswith(RESERVED_KIND_PREFIX) or kind == MESSAGE_RECORD
 #: Record kinds from outside the session's turns: they belong to no turn, do not move
 #: its current turn, and do not move the revision a commit is checked against.
-NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, LEASE_RECORD))
+#: The record a repair writes for each seq it found lost (docs/FORMAT.md 7.6): of no turn.
+LOST_RECORD = "fsstore.lost"
+NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, LEASE_RECORD, LOST_RECORD))
 
 
 class Turn(NamedTuple):

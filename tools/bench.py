@@ -977,6 +977,7 @@ def main() -> None:
     from bench_langgraph import langgraph_rows  # it imports this module's helpers
     from bench_maintenance import maintenance_rows  # it imports this module's helpers
     from bench_messages import message_rows  # it imports this module's helpers
+    from bench_stats import stats_rows  # it imports this module's helpers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
@@ -1003,6 +1004,8 @@ def main() -> None:
                         help="only the maintenance rows (compaction)")
     parser.add_argument("--vacuum-only", action="store_true",
                         help="only the vacuum rows")
+    parser.add_argument("--stats-only", action="store_true",
+                        help="only the store stats rows (stores of 1,000 and 10,000 sessions)")
     args = parser.parse_args()
     if args.replay_child:
         replay_child(*args.replay_child)
@@ -1012,7 +1015,7 @@ def main() -> None:
         return
     if (args.vectors_only or args.leases_only or args.watch_only or args.messages_only
             or args.langgraph_only or args.agents_only or args.maintenance_only
-            or args.vacuum_only):
+            or args.vacuum_only or args.stats_only):
         root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
         section = (vector_rows if args.vectors_only else
                    lease_and_queue_rows if args.leases_only else
@@ -1020,7 +1023,8 @@ def main() -> None:
                    langgraph_rows if args.langgraph_only else
                    agents_rows if args.agents_only else
                    maintenance_rows if args.maintenance_only else
-                   vacuum_rows if args.vacuum_only else watch_rows)
+                   vacuum_rows if args.vacuum_only else
+                   stats_rows if args.stats_only else watch_rows)
         try:
             section(root, args.quick)
         finally:
@@ -1193,6 +1197,7 @@ def main() -> None:
         agents_rows(root, quick=args.quick)
         maintenance_rows(root, quick=args.quick)
         vacuum_rows(root, quick=args.quick)
+        stats_rows(root, quick=args.quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

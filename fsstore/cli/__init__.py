@@ -19,6 +19,8 @@ from . import (
     demo,
     inspect,
     maintenance,
+    maintenance_stats,
+    repair,
     retain,
     state,
     usage,
@@ -30,7 +32,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, retain)
+          maintenance, maintenance_stats, repair, retain)
 
 
 class _Parser(argparse.ArgumentParser):

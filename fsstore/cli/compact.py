@@ -7,6 +7,7 @@ import json
 
 from ..compaction import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES, CompactReport
 from ._common import add_command, store_from
+from ._progress import progress
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,8 +30,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_compact(args: argparse.Namespace) -> int:
     store = store_from(args)
-    report = store.compact(args.sessions or None, dry_run=args.dry_run,
-                           target_bytes=args.target_bytes, level=args.level)
+    named = list(args.sessions) or None
+    total = len(named) if named is not None else len(store.session_ids())
+    with progress(total, "compact", unit="session") as bar:
+        report = store.compact(named, dry_run=args.dry_run, target_bytes=args.target_bytes,
+                               level=args.level, on_session=lambda _: bar.update(1))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -8,6 +8,7 @@ import sys
 from ..errors import FsStoreError, SessionNotFound
 from ..lineage import Relation, RelationKind
 from ..turns import MESSAGE_RECORD
+from . import salvage
 from ._common import add_command, clock, event_json, plain, store_from, summarize, when
 from .conversation import Conversation, totals_lines, usage_line
 
@@ -34,6 +35,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cat.add_argument("--all", action="store_true", dest="all_records",
                      help="include the store's own records (fsstore.* kinds: state, queue, "
                           "input, metadata, turn_finished)")
+    cat.add_argument("--salvage", action="store_true",
+                     help="read a damaged session: every record that still verifies, past "
+                          "the damage; what was lost and where to stderr; changes nothing")
     cat.set_defaults(run=run_cat)
 
 
@@ -111,6 +115,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_cat(args: argparse.Namespace) -> int:
+    if args.salvage:
+        return salvage.run_cat_salvage(args)
     store = store_from(args)
     write = sys.stdout.write
     session = store.read_session(args.session)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import add_command, store_from
+from ._progress import progress
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +23,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_verify(args: argparse.Namespace) -> int:
     store = store_from(args)
-    findings = store.verify([args.session] if args.session else None)
+    named = [args.session] if args.session else None
+    total = 1 if named else len(store.session_ids())
+    with progress(total, "verify", unit="session") as bar:
+        findings = store.verify(named, on_session=lambda _: bar.update(1))
     for finding in findings:
         print(finding)
     problems = sum(1 for f in findings if f.level == "problem")

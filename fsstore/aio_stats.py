@@ -1,0 +1,47 @@
+"""The async twins of the counts of a session and of a store (``stats.py``; see
+``aio.py``): each runs its blocking call in a worker thread, with the same parameters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .stats import DiskUsage, SessionStats, StoreStats
+
+
+class _SessionLike(Protocol):
+    def session_stats(self, *, events_by_kind: bool = ...) -> SessionStats: ...
+    def key_count(self) -> int: ...
+
+
+class AsyncSessionStatsMixin:
+    """``SessionReader.session_stats`` and ``key_count``'s twins."""
+
+    async def asession_stats(self: _SessionLike, *, events_by_kind: bool = False
+                             ) -> SessionStats:
+        return await asyncio.to_thread(lambda: self.session_stats(events_by_kind=events_by_kind))
+
+    async def akey_count(self: _SessionLike) -> int:
+        return await asyncio.to_thread(self.key_count)
+
+
+class _StoreLike(Protocol):
+    def stats(self, *, on_session: Callable[[str], object] | None = ...) -> StoreStats: ...
+    def disk_usage(self) -> DiskUsage: ...
+    def key_count(self) -> int: ...
+
+
+class AsyncStoreStatsMixin:
+    """``Store.stats``, ``disk_usage`` and ``key_count``'s twins."""
+
+    async def astats(self: _StoreLike, *, on_session: Callable[[str], object] | None = None
+                     ) -> StoreStats:
+        return await asyncio.to_thread(lambda: self.stats(on_session=on_session))
+
+    async def adisk_usage(self: _StoreLike) -> DiskUsage:
+        return await asyncio.to_thread(self.disk_usage)
+
+    async def akey_count(self: _StoreLike) -> int:
+        return await asyncio.to_thread(self.key_count)

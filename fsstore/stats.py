@@ -1,0 +1,669 @@
+"""Counts and sizes of a session and of a store, for a host to chart: how many records,
+turns, messages, segments, snapshots, checkpoints, attachments, vectors, queue items and
+turn inputs there are, who holds the lease, when the history starts and ends, and the
+bytes each kind of file takes (``fsstore stats``, ``fsstore du``).
+
+What is read of each session, so that the cost of a store's count follows the number
+of its sessions and segments, never the length of their histories:
+
+- each folder of a session is listed once, with the size of each file (``FileIO.entries``);
+- each segment's first 64 bytes (its header: a major version 2 is a compacted segment),
+  the end of the newest segment (``LogReader.tail``: the head, the log start, the newest
+  record's time and turn) and the first frame of the oldest live segment (its time);
+- the state at the head, as every state read loads it (docs/FORMAT.md, section 11.4):
+  the newest snapshot's body, and the log after that snapshot only. It gives the state's
+  keys, the queue and the inputs by status and the live messages (the usage fold,
+  section 20.4);
+- the lease file, and each vector collection (opened as a reader opens it: its
+  manifest, its shards and the write-ahead log since its last seal).
+
+No history is read from its start: a session's log is only scanned when its records are
+counted by kind (``events_by_kind=True``, ``fsstore stats SESSION --kinds``), which is
+offered for one session, never for a store. Every result is a frozen msgspec Struct with
+``to_dict()``, plain JSON a host can turn into metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import msgspec
+
+from . import identity, layout
+from . import state as state_module
+from .errors import CollectionNotFound, FsStoreError, SessionNotFound
+from .fsio import FileIO, FolderEntry
+from .lease import NO_LEASE, read_lease
+from .log import LogReader, SegmentEnd
+from .segment_header import SegmentHeader
+from .session_metadata import ManifestFile
+from .snapshot import SnapshotDir
+from .state import StateImage
+from .turns import NEUTRAL_KINDS, TURN_FINISHED
+from .vectors import VectorCollectionReader
+from .work import CLAIMED, CONSUMED, DEAD, PENDING, READY
+
+QUEUE_STATUSES = (READY, CLAIMED, DEAD)
+INPUT_STATUSES = (PENDING, CLAIMED, CONSUMED)
+
+#: The kinds of bytes ``fsstore du`` tells apart, in the order it prints them.
+BYTE_KINDS = ("log", "snapshots", "checkpoints", "blobs", "vectors", "index", "other")
+#: A segment header's major version (the u16 at byte 8): 2 is a compacted segment.
+_MAJOR = struct.Struct("<H")
+_COMPACTED_MAJOR = 2
+_HEADER = 64  # a segment header's size
+_FRAME_HEADER = struct.Struct("<IIQII")  # crc, length, first_seq, count, type: 24 bytes
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}(\.zst)?\Z")
+_FOLDER_KINDS = {layout.LOG_DIR: "log", layout.STATE_DIR: "snapshots",
+                 layout.CHECKPOINTS_DIR: "checkpoints", layout.BLOBS_DIR: "blobs",
+                 layout.VECTORS_DIR: "vectors"}
+
+
+class _Result(msgspec.Struct, frozen=True, kw_only=True):
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (dicts, lists, str, int, float, None), for ``json.dumps``."""
+        found: dict[str, Any] = msgspec.to_builtins(self)
+        return found
+
+
+class ByteCounts(_Result, frozen=True, kw_only=True):
+    """Bytes on disk by kind of file: the log's segments (``log``), the state snapshots
+    (``snapshots``), checkpoints, attachments (``blobs``), vector collections
+    (``vectors``), the message index (``index``) and the rest (``other``: manifests, the
+    lock and lease files, leftovers of interrupted writes)."""
+
+    log: int = 0
+    snapshots: int = 0
+    checkpoints: int = 0
+    blobs: int = 0
+    vectors: int = 0
+    index: int = 0
+    other: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, kind) for kind in BYTE_KINDS)
+
+    def largest_first(self) -> list[tuple[str, int]]:
+        """``(kind, bytes)`` pairs, largest first (ties in ``BYTE_KINDS`` order)."""
+        return sorted(((kind, getattr(self, kind)) for kind in BYTE_KINDS),
+                      key=lambda pair: -pair[1])
+
+
+class SessionStats(_Result, frozen=True, kw_only=True):
+    """What ``SessionReader.session_stats`` counts. Counts that need a scan of the log
+    (``events_by_kind``, ``turn_count``) are None unless asked for."""
+
+    id: str
+    path: str
+    title: str | None
+    #: Records in the log since its start, the store's own (state, queue, input, lease,
+    #: message, metadata, turn_finished) included: ``head - log_start + 1``.
+    records: int
+    head: int
+    log_start: int
+    #: The newest turn's number (0 before any). Turns are numbered from 1 and go up by
+    #: one per finished turn unless the caller numbers them, so this is the number of
+    #: turns begun; ``turn_count`` (with ``events_by_kind``) counts the turns that hold a
+    #: record.
+    turns: int
+    #: Messages not deleted (the messages API; the usage fold, FORMAT.md section 20.4).
+    messages: int
+    #: Keys of the state at the head: what ``key_count()`` answers.
+    state_keys: int
+    #: Live segments (those from the log start on), those sealed (every one but the
+    #: newest), and those compacted (segment major version 2), with all the bytes of
+    #: ``log/``.
+    segments: int
+    sealed_segments: int
+    compressed_segments: int
+    log_bytes: int
+    snapshots: int
+    checkpoints: int
+    blobs: int
+    blob_bytes: int
+    collections: int
+    #: Live vector documents of all collections (each collection is opened: its manifest,
+    #: its shards' headers and ids, and its write-ahead log since the last seal).
+    vector_documents: int
+    #: Queue items by status (``ready``, ``claimed``, ``dead``; completed items leave the
+    #: queue) and turn inputs by status (``pending``, ``claimed``, ``consumed``).
+    queue: dict[str, int]
+    inputs: dict[str, int]
+    #: Who holds the execution lease (its label, else ``pid@host``), None when it is
+    #: free; ``lease_live``: held and not expired.
+    lease_holder: str | None
+    lease_live: bool
+    lease_token: int
+    lease_expires: float | None
+    #: The time (seconds since the epoch) of the first record since the log start and
+    #: of the last one; None for an empty log.
+    oldest_event: float | None
+    newest_event: float | None
+    bytes: ByteCounts
+    #: Records by kind (the store's own included), and the turns that hold a record of a
+    #: kind other than queue, input and lease records: only with ``events_by_kind``.
+    events_by_kind: dict[str, int] | None = None
+    turn_count: int | None = None
+
+
+class DamagedSession(_Result, frozen=True, kw_only=True):
+    """A session that could not be read, with where and why (``fsstore verify`` says
+    more)."""
+
+    id: str
+    path: str
+    reason: str
+
+
+#: The SessionStats fields a store sums.
+_SUMMED = ("records", "turns", "messages", "state_keys", "segments", "sealed_segments",
+           "compressed_segments", "log_bytes", "snapshots", "checkpoints", "blobs",
+           "blob_bytes", "collections", "vector_documents")
+
+
+class StoreStats(_Result, frozen=True, kw_only=True):
+    """What ``Store.stats`` counts: the sessions' counts summed, each session's own, and
+    the sessions that could not be read. A file shared by hard link between sessions (a
+    fork's segments and attachments) counts once in ``bytes`` and ``log_bytes``/
+    ``blob_bytes``, for the first session (by id) that holds it."""
+
+    sessions: int
+    records: int
+    turns: int
+    messages: int
+    state_keys: int
+    segments: int
+    sealed_segments: int
+    compressed_segments: int
+    log_bytes: int
+    snapshots: int
+    checkpoints: int
+    blobs: int
+    blob_bytes: int
+    collections: int
+    vector_documents: int
+    queue: dict[str, int]
+    inputs: dict[str, int]
+    #: Sessions whose lease is held and not expired.
+    leased: int
+    oldest_event: float | None
+    newest_event: float | None
+    bytes: ByteCounts
+    per_session: list[SessionStats]
+    damaged: list[DamagedSession]
+
+    @property
+    def key_count(self) -> int:
+        return self.state_keys
+
+
+class SessionBytes(_Result, frozen=True, kw_only=True):
+    """One session's line of ``Store.disk_usage``."""
+
+    id: str
+    total: int
+    bytes: ByteCounts
+
+
+class DiskUsage(_Result, frozen=True, kw_only=True):
+    """What ``Store.disk_usage`` finds: the bytes of each session by kind, largest
+    first, the store's totals by kind, and the bytes outside the sessions
+    (``outside_sessions``: the store manifest, workspaces, the leftovers of interrupted
+    creates and deletes). A file shared by hard link counts once, for the first session
+    (by id) that holds it; ``total`` includes ``outside_sessions``."""
+
+    total: int
+    bytes: ByteCounts
+    outside_sessions: int
+    sessions: list[SessionBytes]
+    damaged: list[DamagedSession]
+
+
+class StatsSource(NamedTuple):
+    """What a session gives ``session_stats``: its folder, manifest fields, log reader,
+    and a loader of its state at the head (``SessionReader`` builds it)."""
+
+    io: FileIO
+    path: str
+    session_id: str
+    title: str | None
+    log: LogReader
+    load_image: Callable[[], StateImage]
+
+
+class _CountingLog(LogReader):
+    """The log reader of one count of a session (``Store.stats``): it takes the segment
+    names from the folder listing the count made, the segment headers it read, and the
+    end of the log it found, so the state load that follows reads neither again. Once the
+    load looks again (a writer cleared the log meanwhile), everything is read afresh."""
+
+    def __init__(self, io: FileIO, path: str, accepted: identity.Identity | None) -> None:
+        super().__init__(io, path, accepted)
+        self.listed: list[int] = []
+        self.headers: dict[int, SegmentHeader] = {}
+        self.snapshot_names: list[str] = []
+        self._kept: tuple[int, int, SegmentEnd] | None = None
+        self._handed = False
+        self._fresh = False
+
+    def list_segments(self) -> list[int]:
+        if self.listed and not self._fresh:
+            return list(self.listed)
+        return super().list_segments()
+
+    def read_header(self, first_seq: int) -> SegmentHeader:
+        header = None if self._fresh else self.headers.get(first_seq)
+        return header if header is not None else super().read_header(first_seq)
+
+    def reset(self) -> None:
+        """Forget what the last count found: the next count lists and reads afresh."""
+        self.listed, self.headers, self.snapshot_names = [], {}, []
+        self._kept, self._handed, self._fresh = None, False, False
+
+    def locate_tail(self) -> tuple[int, int, SegmentEnd]:
+        if self._kept is not None and not self._handed:
+            self._handed = True  # the count's tail, handed to the state load once
+            return self._kept
+        if self._kept is not None:
+            self._fresh = True
+        self._kept = super().locate_tail()
+        return self._kept
+
+
+class _ListedSnapshots(SnapshotDir):
+    """A session's ``state/`` as the count listed it."""
+
+    def __init__(self, io: FileIO, path: str, accepted: identity.Identity | None,
+                 log: _CountingLog) -> None:
+        super().__init__(io, path, accepted)
+        self._log = log
+
+    def seqs(self) -> list[int]:
+        return layout.snapshot_seqs(self._log.snapshot_names)
+
+
+def folder_source(io: FileIO, path: str, session_id: str) -> StatsSource:
+    """What ``session_stats`` reads of the session folder ``path``, without the rest of
+    a ``SessionReader``: its manifest (title, identity), its log, and its state loaded
+    as a reader loads it (the newest snapshot, then the log after it). Raises
+    SessionNotFound when the folder holds no session."""
+    io.check_folder(path)  # the folders in it are checked by their listing
+    manifest = ManifestFile(io, path, session_id)
+    accepted = identity.from_manifest(manifest.raw, manifest.path)
+    log = _CountingLog(io, layout.log_dir(path), accepted)
+    snapshots = _ListedSnapshots(io, path, accepted, log)
+
+    def load_image() -> StateImage:
+        return state_module.load(io, log, snapshots).image
+
+    return StatsSource(io, path, session_id, manifest.meta.title, log, load_image)
+
+
+class _Tally:
+    """Bytes by kind, counting a file shared by hard link once (``seen`` is kept across
+    sessions by a store's totals)."""
+
+    def __init__(self, seen: set[tuple[int, int]] | None) -> None:
+        self.bytes = dict.fromkeys(BYTE_KINDS, 0)
+        self.seen = seen
+        self.added: list[tuple[int, int]] = []  # what this tally put in ``seen``
+
+    def add(self, kind: str, entry: FolderEntry) -> int:
+        """Count ``entry`` under ``kind``; return the bytes counted (0 for a file that
+        another session counted already)."""
+        if entry.inode is not None and self.seen is not None:
+            if entry.inode in self.seen:
+                return 0
+            self.seen.add(entry.inode)
+            self.added.append(entry.inode)
+        self.bytes[kind] += entry.size
+        return entry.size
+
+
+def _entries(io: FileIO, path: str) -> list[FolderEntry]:
+    try:
+        return io.entries(path)
+    except FileNotFoundError:
+        return []  # a folder made when first needed (state/, blobs/, ...)
+
+
+class _Listing:
+    """One listing of each folder of a session: the bytes by kind, and the names the
+    counts need."""
+
+    def __init__(self, io: FileIO, path: str | None, seen: set[tuple[int, int]] | None
+                 ) -> None:
+        """List the session folder ``path`` (None: list nothing yet, see ``_walk``)."""
+        self.io = io
+        self.tally = _Tally(seen)
+        self.segments: list[str] = []
+        self.snapshots: list[str] = []
+        self.checkpoints: list[str] = []
+        self.blobs = self.blob_bytes = 0
+        self.collections: list[str] = []
+        #: Names of the session's folders that are something else (a symlink, a file).
+        self.not_folders: list[str] = []
+        #: The names in the session folder.
+        self.names: set[str] = set()
+        for entry in _entries(io, path) if path is not None else ():
+            self.names.add(entry.name)
+            folder = os.path.join(path or "", entry.name)
+            if entry.kind != "folder" and entry.name in _FOLDER_KINDS:
+                self.not_folders.append(folder)
+            if entry.kind == "folder" and entry.name in _FOLDER_KINDS:
+                kind = _FOLDER_KINDS[entry.name]
+                if kind == "log":
+                    self.segments = self._files(folder, kind)
+                elif kind == "snapshots":
+                    self.snapshots = self._files(folder, kind)
+                elif kind == "checkpoints":
+                    self.checkpoints = self._files(folder, kind)
+                elif kind == "blobs":
+                    self._walk(folder, kind)
+                else:
+                    self._vectors(folder)
+            elif entry.kind == "folder":
+                self._walk(folder, "other")
+            elif entry.kind == "file":
+                self.tally.add("index" if entry.name == layout.MESSAGE_INDEX else "other",
+                               entry)
+
+    def _files(self, folder: str, kind: str) -> list[str]:
+        """Count the files of ``folder`` (and anything under it) as ``kind``; return the
+        names of its files."""
+        names = []
+        for entry in _entries(self.io, folder):
+            if entry.kind == "file":
+                self.tally.add(kind, entry)
+                names.append(entry.name)
+            elif entry.kind == "folder":
+                self._walk(os.path.join(folder, entry.name), kind)
+        return names
+
+    def _walk(self, folder: str, kind: str) -> None:
+        for entry in _entries(self.io, folder):
+            if entry.kind == "folder":
+                self._walk(os.path.join(folder, entry.name), kind)
+            elif entry.kind == "file":
+                counted = self.tally.add(kind, entry)
+                if kind == "blobs" and _BLOB_NAME.match(entry.name):
+                    self.blobs += 1
+                    self.blob_bytes += counted
+
+    def _vectors(self, folder: str) -> None:
+        for entry in _entries(self.io, folder):
+            if entry.kind == "folder":
+                self._walk(os.path.join(folder, entry.name), "vectors")
+                if not layout.is_scratch(entry.name):  # not one being created or dropped
+                    self.collections.append(os.path.join(folder, entry.name))
+            elif entry.kind == "file":
+                self.tally.add("vectors", entry)
+
+
+def disk_usage(io: FileIO, path: str, seen: set[tuple[int, int]] | None = None
+               ) -> ByteCounts:
+    """The bytes of a session folder by kind, from one listing of each of its folders
+    (nothing is read). ``seen``: hard-linked files counted already."""
+    return ByteCounts(**_Listing(io, path, seen).tally.bytes)
+
+
+#: How many times a count starts again when a file it listed is removed meanwhile.
+_RECOUNTS = 3
+
+
+def session_stats(source: StatsSource, *, events_by_kind: bool = False,
+                  seen: set[tuple[int, int]] | None = None) -> SessionStats:
+    """See ``SessionReader.session_stats``. ``seen``: the hard-linked files counted
+    already (a store's totals)."""
+    for attempt in range(_RECOUNTS):
+        listing = _Listing(source.io, source.path, seen)
+        try:
+            return _count(source, listing, events_by_kind)
+        except FileNotFoundError:
+            # A file the listing named was removed before it was read: a writer's clear
+            # or a snapshot prune (readers take no lock). Count again from a new
+            # listing, the bytes counted so far taken back.
+            if seen is not None:
+                seen.difference_update(listing.tally.added)
+            if attempt == _RECOUNTS - 1:
+                raise
+            if isinstance(source.log, _CountingLog):
+                source.log.reset()
+    raise AssertionError("unreachable")
+
+
+def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> SessionStats:
+    io, path = source.io, source.path
+    # Nothing is read through a symlink in place of a session's folder: refused, as
+    # every reader refuses it (UnsafePath, NotAFolder).
+    io.check_folders(*listing.not_folders)
+    log = source.log
+    heads = _heads(io, log, listing.segments)
+    if isinstance(log, _CountingLog):
+        log.listed = sorted(heads)
+        log.headers = {first: header for first, (_, header) in heads.items()
+                       if header is not None}
+        log.snapshot_names = listing.snapshots
+    tail = log.tail()
+    segments = _segments(log, heads, tail.log_start, tail.head)
+    documents = 0
+    for folder in listing.collections:
+        try:
+            collection = VectorCollectionReader(io, folder)
+        except CollectionNotFound:
+            continue  # dropped meanwhile
+        try:
+            documents += collection.count()
+        finally:
+            collection.close()
+    image = source.load_image()
+    # A session that never had a lease has no lease file: not even an open is spent.
+    lease = (read_lease(io, layout.lease_path(path)) if layout.LEASE_FILE in listing.names
+             else NO_LEASE)
+    holder = None
+    if lease.held and lease.owner is not None:
+        holder = lease.owner.label or f"{lease.owner.pid}@{lease.owner.host}"
+    kinds, turn_count = _scan(source.log) if events_by_kind else (None, None)
+    return SessionStats(
+        id=source.session_id, path=path, title=source.title, records=tail.event_count,
+        head=tail.head, log_start=tail.log_start, turns=tail.last_turn or 0,
+        messages=sum(image.usage.roles.values()), state_keys=len(image.state),
+        segments=segments.live, sealed_segments=max(segments.live - 1, 0),
+        compressed_segments=segments.compressed, log_bytes=listing.tally.bytes["log"],
+        snapshots=len(layout.snapshot_seqs(listing.snapshots)),
+        checkpoints=len(layout.checkpoint_ids(listing.checkpoints)),
+        blobs=listing.blobs, blob_bytes=listing.blob_bytes,
+        collections=len(listing.collections), vector_documents=documents,
+        queue=_by_status(QUEUE_STATUSES, image.work.items.values()),
+        inputs=_by_status(INPUT_STATUSES, image.inputs.items.values()),
+        lease_holder=holder, lease_live=holder is not None and time.time() < lease.expires_at,
+        lease_token=lease.token, lease_expires=lease.expires_at if holder else None,
+        oldest_event=segments.oldest_ts, newest_event=_finite(tail.last_ts),
+        bytes=ByteCounts(**listing.tally.bytes), events_by_kind=kinds,
+        turn_count=turn_count)
+
+
+class _Segments(NamedTuple):
+    live: int
+    compressed: int
+    oldest_ts: float | None
+
+
+def _heads(io: FileIO, log: LogReader, names: list[str]
+           ) -> dict[int, tuple[bytes, SegmentHeader | None]]:
+    """The first bytes of each segment in ``names``: its header and the header of its
+    first frame (one read), with the header decoded and checked when it can be (a
+    damaged one is left for the log reader to report, a compacted one to read)."""
+    heads = {}
+    for name in names:
+        first = layout.parse_segment_name(name)
+        if first is None:
+            continue  # tail.hint, a torn tail set aside, a temp file
+        path = log.segment_path(first)
+        try:
+            raw = _read(io, path, _HEADER + _FRAME_HEADER.size)
+        except FileNotFoundError:
+            # Removed since the listing: a writer's clear unlinking the segments before
+            # its new log start (readers take no lock). It is in the log no more.
+            continue
+        try:
+            header: SegmentHeader | None = log.checked_header(raw[:_HEADER], first, path)
+        except FsStoreError:
+            header = None
+        heads[first] = (raw, header)
+    return heads
+
+
+def _segments(log: LogReader, heads: dict[int, tuple[bytes, SegmentHeader | None]],
+              log_start: int, head: int) -> _Segments:
+    """Count the live segments (those from the log start on) and those compacted (a
+    header of major version 2), and find the time of the log's first record."""
+    live, compressed, oldest = 0, 0, None
+    for first, (raw, _) in sorted(heads.items()):
+        if first < log_start:
+            continue  # what an interrupted clear left
+        live += 1
+        major = _MAJOR.unpack_from(raw, 8)[0] if len(raw) >= 10 else 0
+        if major == _COMPACTED_MAJOR:
+            compressed += 1
+        if first == log_start and head >= log_start:
+            oldest = _first_ts(log, first, raw, major)
+    return _Segments(live, compressed, oldest)
+
+
+def _first_ts(log: LogReader, first: int, raw: bytes, major: int) -> float | None:
+    """The time of the first record of segment ``first`` (the oldest live one): read
+    from its first frame (one read of it) in a segment of major version 1, through the
+    log reader otherwise (a compacted segment is read whole)."""
+    if major != 1 or len(raw) < _HEADER + _FRAME_HEADER.size:
+        event = next(iter(log.events(first - 1, limit=1)), None)
+        return None if event is None else _finite(event.ts)
+    length = _FRAME_HEADER.unpack_from(raw, _HEADER)[1]
+    size = ((_FRAME_HEADER.size + length + 7) & ~7) + 8
+    frames = log.read_frames(first, _HEADER, _HEADER + size)
+    return _finite(frames[0].ts) if frames else None
+
+
+def _read(io: FileIO, path: str, size: int) -> bytes:
+    fd = io.open(path, os.O_RDONLY)
+    try:
+        return io.pread(fd, size, 0)
+    finally:
+        io.close(fd)
+
+
+def _by_status(statuses: tuple[str, ...], items: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys(statuses, 0)
+    for item in items:
+        counts[item["status"]] = counts.get(item["status"], 0) + 1
+    return counts
+
+
+def _finite(ts: float | None) -> float | None:
+    return ts if ts is not None and math.isfinite(ts) else None
+
+
+def _scan(log: LogReader) -> tuple[dict[str, int], int]:
+    """Records by kind, and the turns holding a record: a read of the whole log."""
+    kinds: dict[str, int] = {}
+    turns: set[int] = set()
+    for event in log.events():
+        kinds[event.kind] = kinds.get(event.kind, 0) + 1
+        if event.kind not in NEUTRAL_KINDS and event.kind != TURN_FINISHED:
+            turns.add(event.turn)
+    return dict(sorted(kinds.items())), len(turns)
+
+
+def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
+                on_session: Callable[[str], object] | None = None) -> StoreStats:
+    """See ``Store.stats``."""
+    seen: set[tuple[int, int]] = set()
+    found: list[SessionStats] = []
+    damaged: list[DamagedSession] = []
+    for session_id in session_ids:
+        if on_session is not None:
+            on_session(session_id)
+        path = layout.session_dir(root, session_id)
+        try:
+            found.append(session_stats(folder_source(io, path, session_id), seen=seen))
+        except SessionNotFound:
+            continue  # deleted meanwhile: it is no longer in the store
+        except (FsStoreError, OSError, ValueError) as exc:
+            if not io.exists(layout.session_manifest_path(path)):
+                continue  # deleted while it was counted
+            # One damaged session hides no other: it is named, with why, and the rest
+            # are counted.
+            damaged.append(DamagedSession(id=session_id, path=_damaged_path(exc) or path,
+                                          reason=" ".join(str(exc).split())
+                                          or type(exc).__name__))
+    return _summed(found, damaged)
+
+
+def _damaged_path(exc: BaseException) -> str:
+    return str(getattr(exc, "path", None) or getattr(exc, "filename", None) or "")
+
+
+def _summed(found: list[SessionStats], damaged: list[DamagedSession]) -> StoreStats:
+    totals = {name: sum(getattr(s, name) for s in found) for name in _SUMMED}
+    queue = dict.fromkeys(QUEUE_STATUSES, 0)
+    inputs = dict.fromkeys(INPUT_STATUSES, 0)
+    for session in found:
+        for status, count in session.queue.items():
+            queue[status] = queue.get(status, 0) + count
+        for status, count in session.inputs.items():
+            inputs[status] = inputs.get(status, 0) + count
+    oldest = [s.oldest_event for s in found if s.oldest_event is not None]
+    newest = [s.newest_event for s in found if s.newest_event is not None]
+    sizes = ByteCounts(**{kind: sum(getattr(s.bytes, kind) for s in found)
+                          for kind in BYTE_KINDS})
+    return StoreStats(
+        sessions=len(found) + len(damaged), **totals, queue=queue, inputs=inputs,
+        leased=sum(1 for s in found if s.lease_live),
+        oldest_event=min(oldest, default=None), newest_event=max(newest, default=None),
+        bytes=sizes, per_session=found, damaged=damaged)
+
+
+def store_disk_usage(io: FileIO, root: str, session_ids: Iterable[str]) -> DiskUsage:
+    """See ``Store.disk_usage``."""
+    seen: set[tuple[int, int]] = set()
+    rows: list[SessionBytes] = []
+    damaged: list[DamagedSession] = []
+    ids = set()
+    for session_id in session_ids:
+        path = layout.session_dir(root, session_id)
+        ids.add(session_id)
+        try:
+            io.check_folders(*layout.session_folders(path))
+            counts = disk_usage(io, path, seen)
+        except (FsStoreError, OSError) as exc:
+            damaged.append(DamagedSession(id=session_id, path=_damaged_path(exc) or path,
+                                          reason=" ".join(str(exc).split())))
+            continue
+        rows.append(SessionBytes(id=session_id, total=counts.total, bytes=counts))
+    rows.sort(key=lambda row: (-row.total, row.id))
+    outside = _Listing(io, None, seen)  # a tally of the files outside the sessions
+    for entry in _entries(io, root):
+        if entry.kind == "file":
+            outside.tally.add("other", entry)
+        elif entry.kind == "folder" and entry.name != layout.SESSIONS_DIR:
+            outside._walk(os.path.join(root, entry.name), "other")
+    sessions = layout.sessions_dir(root)
+    for entry in _entries(io, sessions):
+        if entry.name in ids:
+            continue
+        if entry.kind == "file":
+            outside.tally.add("other", entry)
+        elif entry.kind == "folder":  # a session being created or deleted
+            outside._walk(os.path.join(sessions, entry.name), "other")
+    sizes = ByteCounts(**{kind: sum(getattr(r.bytes, kind) for r in rows)
+                          for kind in BYTE_KINDS})
+    extra = outside.tally.bytes["other"]
+    return DiskUsage(total=sizes.total + extra, bytes=sizes, outside_sessions=extra,
+                     sessions=rows, damaged=damaged)
