@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout, manifest
-from .errors import FsStoreError, SessionNotFound
+from .errors import FormatVersionError, FsStoreError, SessionNotFound
 from .identity import NO_UID, from_manifest
+from .log import LogReader
 from .log_format import DEFAULT_MAX_RECORD_BYTES, Event, encode_frame
 from .repair import Gap, RepairPlan, plan_repair
 from .salvage import LostRange, SeqRange
@@ -90,6 +91,7 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
         plan = plan_repair(store, session_id)
         report = RepairReport(session_id, plan.saved, plan.lost, aside=plan.aside)
         if plan.needed:
+            _refuse_retained(store, path)
             _rewrite(store, path, plan, report)
             report.repaired = True
         else:
@@ -98,6 +100,22 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
         lock.release()
     report.seconds = round(time.monotonic() - started, 6)
     return report
+
+
+def _refuse_retained(store: Store, path: str) -> None:
+    """A rewrite would write the saved records as events and lose the base frame that
+    stands for the history retention dropped (FORMAT.md 3.3), and with it the state:
+    refused, changing nothing, until repair rewrites base frames too."""
+    try:
+        base = LogReader(store.io, layout.log_dir(path)).history_base()
+    except (FsStoreError, OSError):
+        return  # the base itself is damaged or missing: nothing of it to keep
+    if base is not None:
+        raise FormatVersionError(
+            f"{base.path}: the log starts with a base record (history up to seq "
+            f"{base.seq} was dropped by retention), which this fsstore's repair cannot "
+            "rewrite; nothing was changed: copy the damaged files aside and restore them "
+            "from a backup")
 
 
 def _known_head(store: Store, path: str, saved: list[SeqRange],

@@ -40,6 +40,7 @@ from .identity import Identity
 from .log import LogReader
 from .log_format import (
     _FRAME_HEADER,
+    FRAME_BASE,
     FRAME_EVENTS,
     FRAME_HEADER_SIZE,
     MAX_SEGMENT_FILE,
@@ -497,7 +498,10 @@ class _Walk:
                 off += size
                 continue
             bad = None
-            if frame_type != FRAME_EVENTS:
+            if (frame_type == FRAME_BASE and image and off == SEGMENT_HEADER_SIZE
+                    and first == segment):
+                pass  # the base of a log retention shortened (FORMAT.md 3.3): no events
+            elif frame_type != FRAME_EVENTS:
                 bad = (UNKNOWN_TYPE, f"record type {frame_type} is unknown to this fsstore "
                        "(written by a newer one?); upgrade fsstore to read it")
             else:
@@ -724,7 +728,7 @@ def _run_events(buf: bytes, path: str, run: _Run, after_seq: int) -> Iterator[Ev
                                   path=path, offset=off)
         size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
         expect = frame.first_seq + frame.event_count
-        if expect > after_seq + 1:
+        if expect > after_seq + 1 and frame.frame_type != FRAME_BASE:  # a base: no events
             ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, off)
             for index, (kind, data) in enumerate(entries):
                 seq = frame.first_seq + index

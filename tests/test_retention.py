@@ -382,3 +382,17 @@ def test_a_base_file_whose_member_table_disagrees_with_its_first_frame_is_damage
     base_path.write_bytes(good)
     assert problems(store) == []
 
+
+
+def test_repair_finds_a_retained_session_whole_and_refuses_to_rewrite_its_base(tmp_path):
+    store, base_path = _retained(tmp_path)
+    report = store.repair("s", dry_run=True)
+    assert report.lost == [] and not store.repair("s").repaired
+    later = log_dir(store) / segment_names(store)[1]
+    raw = bytearray(later.read_bytes())
+    raw[200] ^= 0xFF
+    later.write_bytes(bytes(raw))
+    before = {name: (log_dir(store) / name).read_bytes() for name in segment_names(store)}
+    with pytest.raises(fsstore.errors.FormatVersionError, match="base record"):
+        store.repair("s")
+    assert {n: (log_dir(store) / n).read_bytes() for n in segment_names(store)} == before
