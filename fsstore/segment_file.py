@@ -129,8 +129,8 @@ def decode_tables(raw: bytes, header: SegmentHeader, path: str, file_size: int
     tables_crc, reserved = _TABLES_END.unpack_from(raw, tables_end)
     # the reserved word is outside the CRC: zero, or a flipped bit would go unseen
     if crc32c(tables) != tables_crc or reserved != 0:
-        raise CorruptionError("compacted segment's tables do not match their checksum (or the reserved word "
-                              "after it is not 0)",
+        raise CorruptionError("compacted segment's tables do not match their checksum "
+                              "(or the reserved word after it is not 0)",
                               path=path, offset=SEGMENT_HEADER_SIZE)
     member_list = [Member(*_MEMBER.unpack_from(tables, 16 * i)[:2]) for i in range(members)]
     for index, member in enumerate(member_list):
