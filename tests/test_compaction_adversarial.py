@@ -415,3 +415,28 @@ def test_crash_states_of_a_compaction_beside_a_writer_open_whole(tmp_path):
 @pytest.mark.long
 def test_every_crash_state_of_a_compaction_beside_a_writer_opens_whole(tmp_path):
     crash_states_of_compaction_beside_a_writer(tmp_path, every=1)
+
+
+# --- two compactions at once -------------------------------------------------------
+
+
+def test_two_compactions_of_one_session_from_two_threads_lose_nothing(tmp_path):
+    store = build(tmp_path / "store", turns=30)
+    before = picture(store.read_session("s"))
+    outcomes: list[object] = []
+
+    def run(target: int) -> None:
+        try:
+            outcomes.append(store.read_session("s").compact(target_bytes=target,
+                                                            lock_timeout=30))
+        except SessionLocked as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in (1, 20_000, 1 << 22)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 3
+    assert picture(store.read_session("s")) == before
+    assert problems(store) == []
