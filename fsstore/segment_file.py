@@ -135,9 +135,11 @@ def decode_tables(raw: bytes, header: SegmentHeader, path: str, file_size: int
         raise CorruptionError("compacted segment's tables are cut short or too long",
                               path=path, offset=SEGMENT_HEADER_SIZE)
     tables = raw[SEGMENT_HEADER_SIZE:tables_end]
-    tables_crc, _ = _TABLES_END.unpack_from(raw, tables_end)
-    if crc32c(tables) != tables_crc:
-        raise CorruptionError("compacted segment's tables do not match their checksum",
+    tables_crc, reserved = _TABLES_END.unpack_from(raw, tables_end)
+    # the reserved word is outside the CRC: zero, or a flipped bit would go unseen
+    if crc32c(tables) != tables_crc or reserved != 0:
+        raise CorruptionError("compacted segment's tables do not match their checksum "
+                              "(or the reserved word after it is not 0)",
                               path=path, offset=SEGMENT_HEADER_SIZE)
     entries_raw = [_MEMBER.unpack_from(tables, 16 * i) for i in range(members)]
     member_list = [Member(first, start) for first, start, _ in entries_raw]
@@ -332,6 +334,14 @@ class SegmentFile:
             raise CorruptionError("compacted chunk does not match its checksum",
                                   path=self.path, offset=chunk.packed_at)
         try:
+            # zstd allocates the size a frame's header claims before it decompresses:
+            # damage there must not make a reader allocate gigabytes (a writer always
+            # records the size, which is the table's)
+            claimed = zstandard.frame_content_size(packed)
+            if claimed != chunk.plain_size:
+                raise CorruptionError(
+                    f"compacted chunk says it decompresses to {claimed} bytes, its table "
+                    f"says {chunk.plain_size}", path=self.path, offset=chunk.packed_at)
             plain = _decompressor().decompress(packed, max_output_size=chunk.plain_size)
         except zstandard.ZstdError as exc:
             raise CorruptionError(f"compacted chunk does not decompress: {exc}",
