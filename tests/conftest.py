@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests import crashsim
 
+import runlength  # noqa: E402
+
 import fsstore  # noqa: E402
 from fsstore import clock as clock_module  # noqa: E402
 
@@ -21,6 +23,10 @@ from fsstore import clock as clock_module  # noqa: E402
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true",
                      help="run the long torture tests (thousands of crash trials)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    runlength.LONG = bool(config.getoption("--long"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
