@@ -19,7 +19,8 @@ Run one file kind and mutation::
 
 The default run tries each file kind with each mutation once, two cases at a time where
 there are two cores (the cases are found first, then judged one test each); ``--long``
-runs many seeds of each. Failure classes seen today (other changes are closing them) are marked xfail.
+runs many seeds of each. Failure classes seen today (other changes are closing them) are
+marked xfail.
 """
 
 from __future__ import annotations
