@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
 from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests import crashsim
+
+import runlength  # noqa: E402
 
 import fsstore  # noqa: E402
 from fsstore import clock as clock_module  # noqa: E402
@@ -20,6 +25,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the long torture tests (thousands of crash trials)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    runlength.LONG = bool(config.getoption("--long"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--long"):
         return
@@ -27,6 +36,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "long" in item.keywords:
             item.add_marker(skip)
+
+
+#: tests/test_lint.py's mypy run (strict, cold in a fresh checkout: most of half a minute on
+#: one core), started when the test is collected: the test run itself keeps one core busy, so
+#: on a machine with two the check costs the run next to nothing. The test waits for it.
+_MYPY = pytest.StashKey[tuple[subprocess.Popen[bytes], IO[bytes]]]()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    wanted = any(item.nodeid.endswith("test_lint.py::test_mypy_finds_nothing")
+                 and not item.get_closest_marker("skip") for item in session.items)
+    if wanted and not session.config.option.collectonly:
+        # A file, not a pipe: mypy never blocks on it. Closed by pytest_unconfigure.
+        output = tempfile.TemporaryFile()  # noqa: SIM115
+        process = subprocess.Popen([sys.executable, "-m", "mypy"], cwd=ROOT, stdout=output,
+                                   stderr=subprocess.STDOUT)
+        session.config.stash[_MYPY] = (process, output)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    started = config.stash.get(_MYPY, None)
+    if started is None:
+        return
+    process, output = started
+    if process.poll() is None:  # the run stopped early (-x) or skipped the test
+        process.kill()
+        process.wait()
+    output.close()
+
+
+@pytest.fixture
+def mypy_result(request: pytest.FixtureRequest) -> tuple[int, str]:
+    """mypy's exit code and output for this checkout (the run started at collection)."""
+    started = request.config.stash.get(_MYPY, None)
+    if started is None:
+        result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
+                                text=True)
+        return result.returncode, result.stdout + result.stderr
+    process, output = started
+    code = process.wait()
+    output.seek(0)
+    return code, output.read().decode(errors="replace")
 
 
 @pytest.fixture

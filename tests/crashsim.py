@@ -10,6 +10,9 @@ folders are tracked by inode, so a folder renamed after it was fsynced keeps its
   - ``"garbage"``: that, with the last unsynced write replaced by random bytes;
   - ``"kept"``: everything written (what a killed process leaves: the OS had it all).
 
+``materialize_unseen`` writes a state only if it was not written before with the same
+context, so a test judges each distinct state once.
+
 It can also fail the n-th mutating call with an OSError (ENOSPC, EIO), tearing a write
 first, and calls ``on_op`` after every mutating call so a test can crash "there".
 """
@@ -17,6 +20,7 @@ first, and calls ``on_op`` after every mutating call so a test can crash "there"
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 import stat
@@ -39,6 +43,7 @@ class CrashSimIO(FileIO):
         self.fail_at: int | None = None
         self.fail_errno = errno.ENOSPC
         self.on_op: Callable[[], None] | None = None
+        self.seen: set[bytes] = set()  # states materialize_unseen wrote
         self._snapshot_existing(root)
 
     def _snapshot_existing(self, folder: str) -> None:
@@ -156,9 +161,36 @@ class CrashSimIO(FileIO):
 
     def materialize(self, dest: str, variant: str, rng: random.Random | None = None) -> None:
         """Write the crash state ``variant`` of the tree under ``root`` into ``dest``."""
+        _write_tree(dest, self.crash_state(variant, rng))
+
+    def materialize_unseen(self, dest: str, variant: str, rng: random.Random | None = None,
+                           context: object = None) -> bool:
+        """Like :meth:`materialize`, unless this same state was already written with an
+        equal ``context`` (what the caller's judgement of a state depends on besides its
+        files): then nothing is written and the answer is False. Most I/O calls leave most
+        variants as they were (a write changes no durable byte until its fsync), and a
+        state judged once with the same expectations would be judged the same again."""
+        state = self.crash_state(variant, rng)
+        digest = hashlib.sha256(repr(context).encode())
+        for path, content in sorted(state.items()):
+            digest.update(b"\0%d\0%s\0" % (len(path), path.encode()))
+            digest.update(b"D" if content is None else b"F%d:" % len(content))
+            digest.update(content or b"")
+        key = digest.digest()
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        _write_tree(dest, state)
+        return True
+
+    def crash_state(self, variant: str, rng: random.Random | None = None
+                    ) -> dict[str, bytes | None]:
+        """The crash state ``variant``: every path under ``root`` (relative, with ``/``)
+        and its content, None for a folder."""
+        state: dict[str, bytes | None] = {}
         if variant == "kept":
-            _copy_tree(self.root, dest)
-            return
+            _read_tree(self.root, "", state)
+            return state
         rng = rng or random.Random(0)
         # The last unsynced write of the whole tree is the one torn or garbled.
         last = None
@@ -166,15 +198,16 @@ class CrashSimIO(FileIO):
             for index, (kind, _, _) in enumerate(writes):
                 if kind == "write":
                     last = (ino, index)
-        self._build(self.root_ino, dest, variant, last, rng)
+        self._build(self.root_ino, "", variant, last, rng, state)
+        return state
 
-    def _build(self, dir_ino: int, dest: str, variant: str, last: tuple[int, int] | None,
-               rng: random.Random) -> None:
-        os.makedirs(dest, exist_ok=True)
+    def _build(self, dir_ino: int, prefix: str, variant: str, last: tuple[int, int] | None,
+               rng: random.Random, state: dict[str, bytes | None]) -> None:
         for name, (ino, is_dir) in self.entries.get(dir_ino, {}).items():
-            path = os.path.join(dest, name)
+            path = prefix + name
             if is_dir:
-                self._build(ino, path, variant, last, rng)
+                state[path] = None
+                self._build(ino, path + "/", variant, last, rng, state)
                 continue
             content = bytearray(self.data.get(ino, b""))
             writes = self.unsynced.get(ino, [])
@@ -188,8 +221,7 @@ class CrashSimIO(FileIO):
                     _apply(content, kind, offset, data)
                     if last == (ino, index):
                         break
-            with open(path, "wb") as handle:
-                handle.write(content)
+            state[path] = bytes(content)
 
 
 def _apply(content: bytearray, kind: str, offset: int, data: bytes) -> None:
@@ -201,12 +233,23 @@ def _apply(content: bytearray, kind: str, offset: int, data: bytes) -> None:
     content[offset : offset + len(data)] = data
 
 
-def _copy_tree(src: str, dest: str) -> None:
-    os.makedirs(dest, exist_ok=True)
-    for name in os.listdir(src):
-        path = os.path.join(src, name)
+def _read_tree(folder: str, prefix: str, state: dict[str, bytes | None]) -> None:
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
         if os.path.isdir(path):
-            _copy_tree(path, os.path.join(dest, name))
+            state[prefix + name] = None
+            _read_tree(path, prefix + name + "/", state)
         else:
-            with open(path, "rb") as source, open(os.path.join(dest, name), "wb") as target:
-                target.write(source.read())
+            with open(path, "rb") as source:
+                state[prefix + name] = source.read()
+
+
+def _write_tree(dest: str, state: dict[str, bytes | None]) -> None:
+    os.makedirs(dest, exist_ok=True)
+    for path, content in state.items():  # a folder comes before what it holds
+        target = os.path.join(dest, *path.split("/"))
+        if content is None:
+            os.makedirs(target, exist_ok=True)
+        else:
+            with open(target, "wb") as handle:
+                handle.write(content)

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import resource
@@ -786,18 +787,66 @@ def make_pristine(base: str) -> Pristine:
     work = os.path.join(base, "work")
     os.mkdir(work)
     pristine = Pristine(root, work, checkpoints, refs, {})
-    # What each read returns from the untouched store, twice: what varies is not compared.
+    _expect(pristine)
+    return pristine
+
+
+def _expect(pristine: Pristine) -> None:
+    """What each read returns from the untouched store copied to the work folder, run
+    twice: what varies is not compared."""
     runs = []
     for _ in range(2):
-        copy = os.path.join(work, "store")
+        copy = os.path.join(pristine.work, "store")
         if os.path.lexists(copy):
             _remove_tree(copy)
-        shutil.copytree(root, copy, symlinks=True)
+        shutil.copytree(pristine.root, copy, symlinks=True)
         runs.append(run_ops(operations(pristine, copy), [], None))
     for name, (outcome, detail) in runs[0].items():
         assert outcome == "ok", f"{name} fails on the untouched store: {detail}"
         pristine.expected[name] = detail if runs[1][name] == (outcome, detail) else ""
-    return pristine
+
+
+def with_work(pristine: Pristine, work: str) -> Pristine:
+    """The same pristine store with its cases copied to another folder, ``work`` (made
+    here), and what its reads return there (a read may return its path)."""
+    os.mkdir(work)
+    other = Pristine(pristine.root, work, pristine.checkpoints, pristine.blob_refs, {})
+    _expect(other)
+    return other
+
+
+CaseKey = tuple[str, str, int]  # kind, mutation, seed
+Outcome = tuple[Case, list[tuple[str, str, str]]] | None  # what run_case returns
+
+
+def run_cases(pristines: list[Pristine], keys: list[CaseKey]) -> dict[CaseKey, Outcome]:
+    """:func:`run_case` for every key, ``len(pristines)`` cases at a time (each pristine
+    has its own work folder): the first share here, each other in a forked worker. A
+    case a worker did not report (it died) is missing from the answer."""
+    shares = [keys[index::len(pristines)] for index in range(len(pristines))]
+    workers = []
+    for pristine, share in zip(pristines[1:], shares[1:], strict=True):
+        report = tempfile.TemporaryFile()  # noqa: SIM115 (read and closed below)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                found = {key: run_case(pristine, *key) for key in share}
+                pickle.dump(found, report)
+                report.flush()
+            except BaseException:  # noqa: BLE001 (the parent sees the cases missing)
+                code = 3
+            finally:
+                os._exit(code)
+        workers.append((pid, report))
+    results = {key: run_case(pristines[0], *key) for key in shares[0]}
+    for pid, report in workers:
+        os.waitpid(pid, 0)
+        with report:
+            report.seek(0)
+            with contextlib.suppress(EOFError, pickle.UnpicklingError):
+                results.update(pickle.load(report))
+    return results
 
 
 # --- by hand ---------------------------------------------------------------------------------

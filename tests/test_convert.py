@@ -20,6 +20,7 @@ from convert_strategies import (
     ui_conversations,
 )
 from hypothesis import HealthCheck, given, settings
+from runlength import examples
 
 from fsstore.convert import (
     from_anthropic,
@@ -48,7 +49,7 @@ from fsstore.message_types import (
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = settings(max_examples=100, deadline=None,
+EXAMPLES = settings(max_examples=examples(50, 100), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PDF = base64.b64encode(b"%PDF-1.7 a small pdf").decode()
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n a small png").decode()

@@ -850,10 +850,11 @@ def test_every_call_runs_its_blocking_part_off_the_event_loop(store, monkeypatch
 
 
 def test_a_cancelled_add_items_finishes_its_write_before_raising(store, monkeypatch):
-    gate = threading.Event()
+    gate, writing = threading.Event(), threading.Event()
     original = agents_module._add
 
     def slow(opened, batch):
+        writing.set()
         gate.wait(30)
         original(opened, batch)
     monkeypatch.setattr(agents_module, "_add", slow)
@@ -861,7 +862,8 @@ def test_a_cancelled_add_items_finishes_its_write_before_raising(store, monkeypa
     async def check():
         with FsstoreSession("cancel", store) as session:
             task = asyncio.ensure_future(session.add_items(ITEMS[:1]))
-            await asyncio.sleep(0.01)
+            while not writing.is_set():  # cancelled once its write is under way
+                await asyncio.sleep(0.001)
             task.cancel()
             await asyncio.sleep(0.01)
             assert not task.done()  # it waits for the write

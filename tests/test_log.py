@@ -20,6 +20,7 @@ from crc32c import crc32c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from procs import Child, run
+from runlength import examples
 
 import fsstore
 from fsstore import CorruptionError, FileIO, FormatVersionError, identity, layout
@@ -325,7 +326,7 @@ def test_segments_are_plain_msgpack_for_any_reader(store):
     assert entries[0][1]["i"] == 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(75, 150), deadline=None)
 @given(st.lists(st.lists(st.tuples(st.text(min_size=1, max_size=6), msgpack_values), min_size=1,
                          max_size=4), min_size=1, max_size=6))
 def test_frames_round_trip_through_the_scanner(batches):

@@ -10,6 +10,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runlength import examples
 
 import fsstore
 from fsstore import (
@@ -456,7 +457,7 @@ def content(message: Message) -> tuple:
     return (message.id, message.role, message.parts, message.metadata)
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(20, 40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(messages, min_size=1, max_size=3), min_size=1, max_size=4),
        edits=st.lists(st.tuples(st.integers(0, 100), messages), max_size=2),

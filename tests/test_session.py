@@ -13,6 +13,7 @@ from conftest import msgpack_values, tree_snapshot
 from crashsim import CrashSimIO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runlength import examples
 
 import fsstore
 from fsstore import (
@@ -30,7 +31,7 @@ from fsstore import lease as lease_module
 events_strategy = st.dictionaries(st.text(max_size=10), msgpack_values, max_size=6)
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=examples(30, 60), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(events_strategy, min_size=1, max_size=5), min_size=1, max_size=8),
        durability=st.sampled_from(["fsync", "flush", "none"]))

@@ -206,7 +206,7 @@ class StateMachine(RuleBasedStateMachine):
             assert reader.load_checkpoint(checkpoint_id) == state
 
 
-StateMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=30,
+StateMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30,
                                           deadline=None)
 test_state_machine = StateMachine.TestCase
 

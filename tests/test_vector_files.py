@@ -15,6 +15,7 @@ import pytest
 from conftest import tree_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runlength import examples
 
 import fsstore
 from fsstore import (
@@ -346,7 +347,7 @@ hostile_values = st.recursive(
     max_leaves=12)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(30, 60), deadline=None, suppress_health_check=list(HealthCheck))
 @given(metadata=st.dictionaries(st.text(max_size=5).filter(lambda k: not k.startswith("$")),
                                 hostile_values, max_size=3),
        content=st.none() | st.text(), depth=st.integers(1, 70))

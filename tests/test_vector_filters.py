@@ -456,7 +456,7 @@ def agreement(docs, deletes, filters, tmp_path_factory):
     shutil.rmtree(root)
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(docs=documents(), deletes=st.integers(0, 4),
        filters=st.lists(FILTERS, min_size=1, max_size=6))

@@ -17,6 +17,7 @@ from conftest import tree_snapshot
 from crc32c import crc32c
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runlength import examples
 from test_vector_filters import reference_match as reference_matches
 
 import fsstore
@@ -455,7 +456,7 @@ FILTER_CHOICES = st.sampled_from([None, {"color": "red"}, {"color": {"$in": [1, 
                                   {"$turn": 2}, {"color": 0, "n": {"$gt": 1}}])
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=examples(30, 60), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=collections_and_queries(), metric=st.sampled_from(METRICS),
        k=st.integers(1, 12), conditions=FILTER_CHOICES, deletes=st.integers(0, 10))

@@ -161,13 +161,15 @@ def test_the_iterator_the_async_iterator_and_the_callback(store):
     assert seen == [0, 1, 2, 3]
 
 
-def test_starting_and_stopping_a_thousand_watchers_leaks_nothing(store):
+def test_starting_and_stopping_hundreds_of_watchers_leaks_nothing(store, long_run):
     store.create_session("s").close()
     reader = store.read_session("s")
     for _ in range(5):  # watchdog's first start sets up what it keeps
         reader.watch().close()
     threads, files = threading.active_count(), open_files()
-    for _ in range(1000):
+    # Counts are compared exactly, so one thread or descriptor left per watcher shows at
+    # any count: 200 by default, a thousand with --long.
+    for _ in range(1000 if long_run else 200):
         watcher = reader.watch(poll_interval=0.05)
         watcher.get(timeout=0)
         watcher.close()
