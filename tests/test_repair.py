@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from crashsim import VARIANTS, CrashSimIO
+from crashsim import CrashSimIO
 
 import fsstore
 from fsstore.cli import main
@@ -129,15 +129,7 @@ def test_every_crash_state_of_a_repair_opens_and_a_second_repair_finishes_it(tmp
     flip(files[2], 200)
     expect = store.repair("s", dry_run=True)
     io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path)
     fsstore.open_store(root, io=io, create=False).repair("s")
     io.on_op = None
     assert len(states) > 10

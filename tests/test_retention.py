@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from crashsim import VARIANTS, CrashSimIO
+from crashsim import CrashSimIO
 from crc32c import crc32c
 
 import fsstore
@@ -251,15 +251,7 @@ def test_every_crash_state_of_a_retention_opens_whole(tmp_path, policy):
     reader = fsstore.open_store(root, create=False).read_session("s")
     full, before = everything(reader), folds(reader)
     io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path)
     report = fsstore.open_store(root, io=io, create=False).retain("s", **policy)
     io.on_op = None
     assert len(states) > 10 and report.seqs_dropped > 0
