@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,11 +71,13 @@ class RepairReport:
 
 
 def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
-                   lock_timeout: float = 0.0) -> RepairReport:
+                   lock_timeout: float = 0.0,
+                   on_segment: Callable[[int], object] | None = None) -> RepairReport:
     """Repair session ``session_id`` (see the module docstring) and report what was saved
     and lost. With ``dry_run`` nothing is written or copied: the report says what a
     repair would save and lose. Raises SessionLocked while a writer has it open (after
-    ``lock_timeout`` seconds), SessionNotFound when there is no such session."""
+    ``lock_timeout`` seconds), SessionNotFound when there is no such session.
+    ``on_segment`` is called with each segment's name once salvage has read it."""
     started = time.monotonic()
     path = layout.session_dir(store.path, session_id)
     if not store.io.exists(layout.session_manifest_path(path)):
@@ -84,11 +87,12 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
         if dry_run:
             from .salvage import salvage_session
 
-            salvaged = salvage_session(store.io, path, session_id, check_files=False)
+            salvaged = salvage_session(store.io, path, session_id, check_files=False,
+                                       on_segment=on_segment)
             return RepairReport(session_id, salvaged.saved, salvaged.lost, dry_run=True,
                                 head=_known_head(store, path, salvaged.saved, salvaged.lost),
                                 seconds=round(time.monotonic() - started, 6))
-        plan = plan_repair(store, session_id)
+        plan = plan_repair(store, session_id, on_segment=on_segment)
         report = RepairReport(session_id, plan.saved, plan.lost, aside=plan.aside)
         if plan.needed:
             _refuse_retained(store, path)

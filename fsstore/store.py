@@ -858,17 +858,20 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         report.seconds = round(time.monotonic() - started, 6)
         return report
 
-    def repair(self, session_id: str, *, dry_run: bool = False,
-               lock_timeout: float = 0.0) -> RepairReport:
+    def repair(self, session_id: str, *, dry_run: bool = False, lock_timeout: float = 0.0,
+               on_segment: Callable[[int], object] | None = None) -> RepairReport:
         """Rewrite a damaged session so that it verifies (docs/FORMAT.md, 7.6): every
         damaged file is first copied into ``SESSION/.repair-STAMP/``, every record that
         still verifies is kept, and each lost seq becomes an ``fsstore.lost`` record, so
         seqs are never reused. Explicit, never automatic; takes the writer lock
         (SessionLocked while a writer has it open, after ``lock_timeout``). With
-        ``dry_run`` nothing changes: the report says what would be saved and lost."""
+        ``dry_run`` nothing changes: the report says what would be saved and lost.
+        ``on_segment`` is called with each segment's name (its first seq) once it is read
+        (a progress bar's step)."""
         from .repair_log import repair_session  # salvage and repair: only when asked
 
-        return repair_session(self, session_id, dry_run=dry_run, lock_timeout=lock_timeout)
+        return repair_session(self, session_id, dry_run=dry_run, lock_timeout=lock_timeout,
+                              on_segment=on_segment)
 
     # --- counts (fsstore/stats.py) ---
 

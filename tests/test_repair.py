@@ -153,3 +153,21 @@ def test_the_command_shows_the_plan_and_repairs_only_with_yes(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["repaired"] and report["lost"]
     assert main(["--store", store.path, "verify"]) == 0
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_repair_steps_once_per_segment_for_a_progress_bar(tmp_path, dry_run):
+    store, files = build(tmp_path / "store")
+    flip(files[2], 200)
+    steps: list[int] = []
+    store.repair("s", dry_run=dry_run, on_segment=steps.append)
+    assert steps == [int(Path(f).name.split(".")[0]) for f in files]
+
+
+def test_repair_on_a_terminal_draws_a_bar_as_long_as_the_log(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    store, files = build(tmp_path / "store")
+    flip(files[2], 200)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert main(["--store", str(tmp_path / "store"), "repair", "s"]) == 1
+    assert f"/{len(files)} " in capsys.readouterr().err
