@@ -331,19 +331,24 @@ class LogReader:
                      loaded: _Loaded | None = None) -> SegmentScan:
         """A scan of one whole segment, checked against its header's synced mark. A
         compacted segment is sealed: it never ends in a torn tail."""
-        buf, header, members, path, base_first = loaded or self._load_whole(first_seq)
+        buf, header, members, path, base_first, more = loaded or self._load_whole(first_seq)
         scan = SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
                            until_seq, marker=marker, synced_end=header.synced_end,
                            members=members,
-                           allow_base=base_first and _may_hold_base(header, first_seq))
+                           allow_base=base_first and _may_hold_base(header, first_seq),
+                           origin=SEGMENT_HEADER_SIZE if header.compacted else 0, more=more)
         scan.compacted = header.compacted
         return scan
 
     def _load_whole(self, first_seq: int) -> _Loaded:
         with self.open_segment(first_seq) as segment:
+            if segment.compacted:
+                # its frames as they decompress, chunk by chunk, never joined (a copy)
+                first, *more = segment.frame_chunks() or [b""]
+                return _Loaded(first, segment.scan_header, segment.members_after,
+                               segment.path, segment.starts_with_base, tuple(more))
             buf, header = self._load(segment)
-            return _Loaded(buf, header, segment.members_after, segment.path,
-                           segment.starts_with_base)
+            return _Loaded(buf, header, (), segment.path)
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -860,11 +865,15 @@ def _may_hold_base(header: SegmentHeader, first_seq: int) -> bool:
 
 
 class _Loaded(NamedTuple):
+    """A segment read whole: a plain one's file in ``buf``; a compacted view's frames,
+    from byte 64 of the view on, in ``buf`` and the pieces in ``more`` after it."""
+
     buf: bytes
     header: SegmentHeader
     members: tuple[int, ...]
     path: str
     base_first: bool = False
+    more: tuple[bytes, ...] = ()
 
 
 _prefetcher: tuple[int, ThreadPoolExecutor] | None = None

@@ -17,6 +17,7 @@ A :class:`SegmentFile` is one segment opened for reading: a plain file read with
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import os
@@ -284,18 +285,7 @@ class SegmentFile:
             rest = self.pread(size - len(head), SEGMENT_HEADER_SIZE) if size > len(head) else b""
             return head[:size] + rest
         start = offset + self._shift
-        end = min(start + size, self.header.plain_end)
-        if end <= start:
-            return b""
-        parts = []
-        for chunk in self.tables.chunks:
-            chunk_end = chunk.plain_start + chunk.plain_size
-            if chunk_end <= start or chunk.plain_start >= end:
-                continue
-            plain = self._chunk(chunk)
-            parts.append(plain[max(start, chunk.plain_start) - chunk.plain_start:
-                               min(end, chunk_end) - chunk.plain_start])
-        return b"".join(parts)
+        return b"".join(self._plain(start, min(start + size, self.header.plain_end)))
 
     def file_offset(self, offset: int) -> int:
         """The offset in the file's logical bytes of the view's ``offset``."""
@@ -305,16 +295,18 @@ class SegmentFile:
         """The whole segment: its header, then every frame from the view's start on."""
         if self.tables is None:
             return self.io.pread(self.fd, self.size, 0)
-        start = self._shift + SEGMENT_HEADER_SIZE
-        parts = [self.header.raw]
-        for chunk in self.tables.chunks:
-            chunk_end = chunk.plain_start + chunk.plain_size
-            if chunk_end > start:
-                # a whole read: decompressed without the cache, which it would only churn
-                plain = self._chunk(chunk, cache=False)
-                parts.append(plain if chunk.plain_start >= start else
-                             plain[start - chunk.plain_start:])
-        return b"".join(parts)
+        return b"".join([self.header.raw, *self.frame_chunks()])
+
+    def frame_chunks(self) -> list[bytes]:
+        """A compacted view's frames, from its start on, as its chunks decompress (the
+        first cut to start at the view's start): one after the other they are the bytes
+        after the header that ``read_all`` joins into one copy. Each holds whole frames
+        (FORMAT.md 3.2), so a scan walks them without joining them. Read in one ``pread``
+        and not kept in the cache, which a whole read would only churn."""
+        if self.tables is None:
+            raise ValueError(f"{self.path} is not a compacted segment")
+        return self._plain(self._shift + SEGMENT_HEADER_SIZE, self.header.plain_end,
+                           whole=True)
 
     def data_end(self) -> int:
         """Offset just past the last non-zero byte (a compacted file ends in a frame)."""
@@ -323,14 +315,56 @@ class SegmentFile:
         from .log import _data_end  # the one walk back over preallocated zeros
         return _data_end(self.io, self.fd)
 
-    def _chunk(self, chunk: Chunk, cache: bool = True) -> bytes:
+    def _plain(self, start: int, end: int, whole: bool = False) -> list[bytes]:
+        """The logical bytes ``start`` to ``end`` of a compacted file, one piece per chunk
+        they touch. ``whole``: a read of many chunks, their compressed bytes read in one
+        ``pread`` and the chunks not cached; else each chunk read alone, through the cache
+        (a read at a known place, whose chunk the next read likely needs again)."""
+        assert self.tables is not None
+        if end <= start:
+            return []
+        chunks = self.tables.chunks
+        index = max(bisect.bisect_right(chunks, start, key=_plain_start) - 1, 0)
+        touched = []
+        while index < len(chunks) and chunks[index].plain_start < end:
+            touched.append(chunks[index])
+            index += 1
+        packed: memoryview | None = None
+        if whole and touched:
+            at = touched[0].packed_at
+            packed = memoryview(self.io.pread(
+                self.fd, touched[-1].packed_at + touched[-1].packed_size - at, at))
+        parts = []
+        for chunk in touched:
+            if packed is None:
+                plain = self._chunk(chunk)
+            else:
+                at = chunk.packed_at - touched[0].packed_at
+                plain = self._decompress(chunk, packed[at:at + chunk.packed_size])
+            low = max(start, chunk.plain_start) - chunk.plain_start
+            high = min(end, chunk.plain_start + chunk.plain_size) - chunk.plain_start
+            parts.append(plain if low == 0 and high == len(plain) else plain[low:high])
+        return parts
+
+    def _chunk(self, chunk: Chunk) -> bytes:
+        """One chunk, decompressed, through the cache."""
         key = (*self._identity, chunk.plain_start)
-        if cache and self._cache is not None:
+        if self._cache is not None:
             found = self._cache.get(key)
             if found is not None:
                 return found
-        packed = self.io.pread(self.fd, chunk.packed_size, chunk.packed_at)
-        if len(packed) != chunk.packed_size or crc32c(packed) != chunk.packed_crc:
+        plain = self._decompress(chunk, self.io.pread(self.fd, chunk.packed_size,
+                                                      chunk.packed_at))
+        if self._cache is not None:
+            self._cache.put(key, plain)
+        return plain
+
+    def _decompress(self, chunk: Chunk, packed: bytes | memoryview) -> bytes:
+        """A chunk's compressed bytes (``packed``, as read), checked and decompressed."""
+        # the checksum in this thread, holding the GIL (some tens of microseconds): a
+        # reader decompressing ahead in a thread would otherwise wait for the GIL again
+        # after it, for as long as the thread reading events keeps it (milliseconds)
+        if len(packed) != chunk.packed_size or crc32c(packed, 0, 0) != chunk.packed_crc:
             raise CorruptionError("compacted chunk does not match its checksum",
                                   path=self.path, offset=chunk.packed_at)
         try:
@@ -350,9 +384,11 @@ class SegmentFile:
             raise CorruptionError(
                 f"compacted chunk decompresses to {len(plain)} bytes, its table says "
                 f"{chunk.plain_size}", path=self.path, offset=chunk.packed_at)
-        if cache and self._cache is not None:
-            self._cache.put(key, plain)
         return plain
+
+
+def _plain_start(chunk: Chunk) -> int:
+    return chunk.plain_start
 
 
 _local = threading.local()
