@@ -25,13 +25,12 @@ import heapq
 import itertools
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 from . import layout
-from .errors import CorruptionError, Finding, FormatVersionError
+from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
 from .fsio import FileIO
 from .identity import Identity
 from .log_format import (
@@ -53,7 +52,14 @@ from .log_format import (
     decode_base,
     decode_payload,
 )
-from .segment_file import ChunkCache, SegmentFile, open_compacted
+from .segment_file import (
+    ChunkCache,
+    LoadedSegment,
+    SegmentFile,
+    decompress_chunks,
+    open_compacted,
+    read_ahead,
+)
 from .segment_header import (
     SEGMENT_HEADER_SIZE,
     SegmentHeader,
@@ -328,27 +334,36 @@ class LogReader:
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None,
-                     loaded: _Loaded | None = None) -> SegmentScan:
+                     loaded: LoadedSegment | None = None) -> SegmentScan:
         """A scan of one whole segment, checked against its header's synced mark. A
         compacted segment is sealed: it never ends in a torn tail."""
-        buf, header, members, path, base_first, more = loaded or self._load_whole(first_seq)
+        buf, header, members, path, base_first, more, origin = (
+            loaded or self._load_whole(first_seq))
         scan = SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
                            until_seq, marker=marker, synced_end=header.synced_end,
                            members=members,
                            allow_base=base_first and _may_hold_base(header, first_seq),
-                           origin=SEGMENT_HEADER_SIZE if header.compacted else 0, more=more)
+                           origin=origin, more=more)
         scan.compacted = header.compacted
         return scan
 
-    def _load_whole(self, first_seq: int) -> _Loaded:
+    def _load_whole(self, first_seq: int) -> LoadedSegment:
         with self.open_segment(first_seq) as segment:
             if segment.compacted:
-                # its frames as they decompress, chunk by chunk, never joined (a copy)
-                first, *more = segment.frame_chunks() or [b""]
-                return _Loaded(first, segment.scan_header, segment.members_after,
-                               segment.path, segment.starts_with_base, tuple(more))
+                packed = segment.read_packed()
+                return LoadedSegment.compacted(segment, packed, decompress_chunks(packed))
             buf, header = self._load(segment)
-            return _Loaded(buf, header, (), segment.path)
+            return LoadedSegment(buf, header, (), segment.path)
+
+    def _read_ahead(self, first_seq: int) -> tuple[int, Future[LoadedSegment]] | None:
+        """Segment ``first_seq``, when compacted, read here and decompressed in a thread
+        (``read_ahead``); None when it is not compacted, or cannot be read: then it is
+        read when it is wanted, and what that raises is raised."""
+        try:
+            with self.open_segment(first_seq) as segment:
+                return (first_seq, read_ahead(segment)) if segment.compacted else None
+        except (OSError, FsStoreError):
+            return None
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -454,7 +469,7 @@ class LogReader:
         expect = segments[index]
         merged: tuple[int, ...] = ()
         passed_over = False  # the file just read was compacted: lower files are leftovers
-        ahead: tuple[int, Future[_Loaded]] | None = None
+        ahead: tuple[int, Future[LoadedSegment]] | None = None
         for position in range(index, len(segments)):
             first = segments[position]
             if first > until_seq or expect > until_seq:
@@ -481,7 +496,7 @@ class LogReader:
             if scan.compacted and position + 1 < len(segments):
                 # Decompress the next segment in a thread while this one is read: the
                 # replay of a compacted log then costs about what a plain one does.
-                ahead = segments[position + 1], _prefetch(self, segments[position + 1])
+                ahead = self._read_ahead(segments[position + 1])
             yield scan
             expect, merged, passed_over = scan.expect_seq, scan.members, scan.compacted
             del scan  # hold one segment in memory at a time (and the next, decompressing)
@@ -864,36 +879,10 @@ def _may_hold_base(header: SegmentHeader, first_seq: int) -> bool:
     return bool(header.compacted and first_seq == header.first_seq == header.log_start)
 
 
-class _Loaded(NamedTuple):
-    """A segment read whole: a plain one's file in ``buf``; a compacted view's frames,
-    from byte 64 of the view on, in ``buf`` and the pieces in ``more`` after it."""
-
-    buf: bytes
-    header: SegmentHeader
-    members: tuple[int, ...]
-    path: str
-    base_first: bool = False
-    more: tuple[bytes, ...] = ()
-
-
-_prefetcher: tuple[int, ThreadPoolExecutor] | None = None
-_prefetcher_lock = threading.Lock()
-
-
-def _prefetch(reader: LogReader, first_seq: int) -> Future[_Loaded]:
-    """Load segment ``first_seq`` in the background (one shared thread; made again in a
-    forked child, where the parent's thread does not run)."""
-    global _prefetcher
-    with _prefetcher_lock:
-        if _prefetcher is None or _prefetcher[0] != os.getpid():
-            _prefetcher = (os.getpid(), ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="fsstore-prefetch"))
-        return _prefetcher[1].submit(reader._load_whole, first_seq)
-
-
-def _collect(ahead: tuple[int, Future[_Loaded]] | None, first_seq: int) -> _Loaded | None:
-    """What a prefetch loaded, when it loaded ``first_seq``; None to load it anew (also
-    when the prefetch failed: the load in the caller's thread raises what it raises)."""
+def _collect(ahead: tuple[int, Future[LoadedSegment]] | None, first_seq: int
+             ) -> LoadedSegment | None:
+    """What a read ahead loaded, when it loaded ``first_seq``; None to load it anew (also
+    when it failed: the load in the caller's thread raises what it raises)."""
     if ahead is None or ahead[0] != first_seq:
         return None
     try:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
 from crc32c import crc32c
@@ -304,17 +304,20 @@ class SegmentScan:
       good frame with the wrong seq) raises CorruptionError naming the file and offset.
     """
 
-    def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
+    def __init__(self, buf: bytes | memoryview, path: str, expect_seq: int, is_last: bool,
                  after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
                  marker: bytes | None = None, segment: int | None = None,
                  synced_end: int = 0, members: tuple[int, ...] = (),
-                 allow_base: bool = False, more: Sequence[bytes] = ()) -> None:
-        self.buf = buf
+                 allow_base: bool = False,
+                 more: Sequence[bytes | memoryview] = ()) -> None:
         # The bytes after ``buf``, in pieces each starting where the one before ends: the
         # decompressed chunks of a compacted segment, walked one after the other rather
         # than joined into one copy. A chunk holds whole frames (FORMAT.md 3.2), so no
         # frame starts in one piece and ends in the next: one that would is damage.
         self.more = more
+        if marker is not None:  # searched with bytes.find
+            buf, self.more = bytes(buf), [bytes(piece) for piece in more]
+        self.buf = buf
         self.path = path
         self.segment = expect_seq if segment is None else segment  # its first seq
         self.expect_seq = expect_seq
@@ -345,8 +348,10 @@ class SegmentScan:
     @property
     def data_end(self) -> int:
         pieces = [self.buf, *self.more]
-        return (self.origin + sum(len(piece) for piece in pieces[:-1])
-                + len(pieces[-1].rstrip(b"\0")))
+        last = pieces[-1]
+        if last and last[-1] == 0:  # zeros a writer preallocated (a copy of the last piece)
+            last = bytes(last).rstrip(b"\0")
+        return self.origin + sum(len(piece) for piece in pieces[:-1]) + len(last)
 
     def __iter__(self) -> Iterator[Event]:
         # The hot path of every read. The frame checks are those of _parse_frame, inlined
@@ -397,8 +402,9 @@ class SegmentScan:
                     if seq >= past_wanted:
                         return  # ``end`` and ``expect_seq`` stay at this frame: the boundary
                     expect = seq + count
-                    if expect > first_wanted and (marker is None or buf.find(
-                            marker, off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + length) >= 0):
+                    if expect > first_wanted and (marker is None or cast(bytes, buf).find(
+                            marker, off + FRAME_HEADER_SIZE,
+                            off + FRAME_HEADER_SIZE + length) >= 0):
                         payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
                         try:
                             decoded = ts, turn, entries = decode(payload)
@@ -441,13 +447,14 @@ class SegmentScan:
             self._stopped_at(buf, origin, off)
         check_synced(self.end, self.synced_end, self.path)
 
-    def _stopped_at(self, buf: bytes, origin: int, off: int) -> None:
+    def _stopped_at(self, buf: bytes | memoryview, origin: int, off: int) -> None:
         """The walk found no whole frame at byte ``off`` of the piece ``buf`` (which holds
         the file from byte ``origin``): damage, or the torn tail of the last segment (read
         whole, in one piece)."""
         at = origin + off
         if not self.is_last:
             raise CorruptionError("damaged record in a sealed segment", path=self.path, offset=at)
+        buf = bytes(buf)  # searched with bytes.find (a plain segment's is bytes: no copy)
         later = _valid_frame_after(buf, memoryview(buf), off, len(buf), self.expect_seq)
         if later is not None:
             raise CorruptionError(

@@ -24,6 +24,7 @@ import os
 import struct
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import zstandard
@@ -295,18 +296,30 @@ class SegmentFile:
         """The whole segment: its header, then every frame from the view's start on."""
         if self.tables is None:
             return self.io.pread(self.fd, self.size, 0)
-        return b"".join([self.header.raw, *self.frame_chunks()])
+        packed = self.read_packed()
+        pieces = decompress_chunks(packed)
+        if pieces:
+            pieces[0] = memoryview(pieces[0])[packed.skip:]
+        return b"".join([self.header.raw, *pieces])
 
-    def frame_chunks(self) -> list[bytes]:
-        """A compacted view's frames, from its start on, as its chunks decompress (the
-        first cut to start at the view's start): one after the other they are the bytes
-        after the header that ``read_all`` joins into one copy. Each holds whole frames
-        (FORMAT.md 3.2), so a scan walks them without joining them. Read in one ``pread``
-        and not kept in the cache, which a whole read would only churn."""
+    def read_packed(self) -> PackedChunks:
+        """A compacted view's chunks as the file holds them, read in one ``pread`` and
+        each checked (its checksum, the size its zstd header claims), for
+        :func:`decompress_chunks` to decompress, in this thread or another."""
         if self.tables is None:
             raise ValueError(f"{self.path} is not a compacted segment")
-        return self._plain(self._shift + SEGMENT_HEADER_SIZE, self.header.plain_end,
-                           whole=True)
+        start = self._shift + SEGMENT_HEADER_SIZE
+        chunks = self._chunks_between(start, self.header.plain_end)
+        if not chunks:
+            return PackedChunks(self.path, [], [], 0)
+        at = chunks[0].packed_at
+        raw = memoryview(self.io.pread(
+            self.fd, chunks[-1].packed_at + chunks[-1].packed_size - at, at))
+        packed = [raw[chunk.packed_at - at:chunk.packed_at - at + chunk.packed_size]
+                  for chunk in chunks]
+        for chunk, data in zip(chunks, packed, strict=True):
+            _check_packed(chunk, data, self.path)
+        return PackedChunks(self.path, chunks, packed, start - chunks[0].plain_start)
 
     def data_end(self) -> int:
         """Offset just past the last non-zero byte (a compacted file ends in a frame)."""
@@ -315,32 +328,24 @@ class SegmentFile:
         from .log import _data_end  # the one walk back over preallocated zeros
         return _data_end(self.io, self.fd)
 
-    def _plain(self, start: int, end: int, whole: bool = False) -> list[bytes]:
-        """The logical bytes ``start`` to ``end`` of a compacted file, one piece per chunk
-        they touch. ``whole``: a read of many chunks, their compressed bytes read in one
-        ``pread`` and the chunks not cached; else each chunk read alone, through the cache
-        (a read at a known place, whose chunk the next read likely needs again)."""
+    def _chunks_between(self, start: int, end: int) -> list[Chunk]:
+        """The chunks holding logical bytes ``start`` to ``end`` of a compacted file."""
         assert self.tables is not None
-        if end <= start:
-            return []
         chunks = self.tables.chunks
         index = max(bisect.bisect_right(chunks, start, key=_plain_start) - 1, 0)
-        touched = []
-        while index < len(chunks) and chunks[index].plain_start < end:
-            touched.append(chunks[index])
+        found = []
+        while index < len(chunks) and chunks[index].plain_start < end and start < end:
+            found.append(chunks[index])
             index += 1
-        packed: memoryview | None = None
-        if whole and touched:
-            at = touched[0].packed_at
-            packed = memoryview(self.io.pread(
-                self.fd, touched[-1].packed_at + touched[-1].packed_size - at, at))
+        return found
+
+    def _plain(self, start: int, end: int) -> list[bytes]:
+        """The logical bytes ``start`` to ``end`` of a compacted file, one piece per chunk
+        they touch, each chunk read through the cache (a read at a known place, whose
+        chunk the next read likely needs again)."""
         parts = []
-        for chunk in touched:
-            if packed is None:
-                plain = self._chunk(chunk)
-            else:
-                at = chunk.packed_at - touched[0].packed_at
-                plain = self._decompress(chunk, packed[at:at + chunk.packed_size])
+        for chunk in self._chunks_between(start, end):
+            plain = self._chunk(chunk)
             low = max(start, chunk.plain_start) - chunk.plain_start
             high = min(end, chunk.plain_start + chunk.plain_size) - chunk.plain_start
             parts.append(plain if low == 0 and high == len(plain) else plain[low:high])
@@ -353,38 +358,131 @@ class SegmentFile:
             found = self._cache.get(key)
             if found is not None:
                 return found
-        plain = self._decompress(chunk, self.io.pread(self.fd, chunk.packed_size,
-                                                      chunk.packed_at))
+        packed = self.io.pread(self.fd, chunk.packed_size, chunk.packed_at)
+        _check_packed(chunk, packed, self.path)
+        plain = _decompress(chunk, packed, self.path)
         if self._cache is not None:
             self._cache.put(key, plain)
         return plain
 
-    def _decompress(self, chunk: Chunk, packed: bytes | memoryview) -> bytes:
-        """A chunk's compressed bytes (``packed``, as read), checked and decompressed."""
-        # the checksum in this thread, holding the GIL (some tens of microseconds): a
-        # reader decompressing ahead in a thread would otherwise wait for the GIL again
-        # after it, for as long as the thread reading events keeps it (milliseconds)
-        if len(packed) != chunk.packed_size or crc32c(packed, 0, 0) != chunk.packed_crc:
-            raise CorruptionError("compacted chunk does not match its checksum",
-                                  path=self.path, offset=chunk.packed_at)
+
+class LoadedSegment(NamedTuple):
+    """A segment read whole for a scan: a plain one's file in ``buf``; a compacted
+    view's frames as they decompress, chunk by chunk (never joined: a copy), in ``buf``
+    and ``more``, ``buf`` holding the view from byte ``origin`` on (its first chunk may
+    start before the view: a scan starts at byte 64)."""
+
+    buf: bytes | memoryview
+    header: SegmentHeader
+    members: tuple[int, ...]
+    path: str
+    base_first: bool = False
+    more: tuple[bytes | memoryview, ...] = ()
+    origin: int = 0
+
+    @classmethod
+    def compacted(cls, segment: SegmentFile, packed: PackedChunks,
+                  pieces: list[bytes | memoryview]) -> LoadedSegment:
+        """A compacted ``segment``'s view, its chunks ``packed`` decompressed (``pieces``)."""
+        first, *more = pieces or [b""]
+        return cls(first, segment.scan_header, segment.members_after, segment.path,
+                   segment.starts_with_base, tuple(more), SEGMENT_HEADER_SIZE - packed.skip)
+
+
+_ahead: tuple[int, ThreadPoolExecutor] | None = None
+_ahead_lock = threading.Lock()
+
+
+def read_ahead(segment: SegmentFile) -> Future[LoadedSegment]:
+    """The compacted ``segment``'s view, read here and decompressed in the background,
+    while the caller reads the segment before it: the replay of a compacted log then
+    costs about what a plain one does, when a core is free. Only the decompression runs
+    in the thread (one shared thread; made again in a forked child, where the parent's
+    thread does not run): zstd releases the GIL while it works, and the reads and checks
+    stay here, where each would make the thread wait for the GIL again."""
+    global _ahead
+    packed = segment.read_packed()
+    with _ahead_lock:
+        if _ahead is None or _ahead[0] != os.getpid():
+            _ahead = (os.getpid(), ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="fsstore-prefetch"))
+        return _ahead[1].submit(_decompressed, segment, packed)
+
+
+def _decompressed(segment: SegmentFile, packed: PackedChunks) -> LoadedSegment:
+    return LoadedSegment.compacted(segment, packed, decompress_chunks(packed))
+
+
+class PackedChunks(NamedTuple):
+    """Chunks of a compacted file read and checked, not yet decompressed."""
+
+    path: str
+    chunks: list[Chunk]
+    packed: list[memoryview]  # each chunk's compressed bytes
+    skip: int  # bytes of the first chunk before the view's start
+
+
+def decompress_chunks(packed: PackedChunks) -> list[bytes | memoryview]:
+    """The chunks of ``packed`` decompressed, each ``bytes`` or a read-only memoryview
+    of its ``plain_size`` bytes. With python-zstandard's C backend all of them decompress in one
+    call that releases the GIL once: a thread decompressing ahead of a reader then waits
+    for the GIL once per segment, not once per chunk (each wait lasts as long as the
+    reader's thread keeps the GIL, up to the interpreter's switch interval, 5 ms)."""
+    chunks, path = packed.chunks, packed.path
+    if len(chunks) > 1 and _MULTI:
+        sizes = struct.pack(f"<{len(chunks)}Q", *(chunk.plain_size for chunk in chunks))
         try:
-            # zstd allocates the size a frame's header claims before it decompresses:
-            # damage there must not make a reader allocate gigabytes (a writer always
-            # records the size, which is the table's)
-            claimed = zstandard.frame_content_size(packed)
-            if claimed != chunk.plain_size:
-                raise CorruptionError(
-                    f"compacted chunk says it decompresses to {claimed} bytes, its table "
-                    f"says {chunk.plain_size}", path=self.path, offset=chunk.packed_at)
-            plain = _decompressor().decompress(packed, max_output_size=chunk.plain_size)
-        except zstandard.ZstdError as exc:
-            raise CorruptionError(f"compacted chunk does not decompress: {exc}",
-                                  path=self.path, offset=chunk.packed_at) from None
-        if len(plain) != chunk.plain_size:
-            raise CorruptionError(
-                f"compacted chunk decompresses to {len(plain)} bytes, its table says "
-                f"{chunk.plain_size}", path=self.path, offset=chunk.packed_at)
-        return plain
+            frames: list[bytes | bytearray | memoryview] = list(packed.packed)
+            found = _decompressor().multi_decompress_to_buffer(frames,
+                                                               decompressed_sizes=sizes)
+        except zstandard.ZstdError:
+            pass  # decompressed one by one below, to name the chunk that fails
+        else:
+            # the sizes were given, and each chunk's zstd header claims its own (checked):
+            # a chunk decompressing to another size fails above
+            # (a buffer segment holds its part of one buffer for them all: typeshed
+            # does not know it has the buffer protocol)
+            pieces: list[bytes | memoryview] = [memoryview(found[index])  # type: ignore[arg-type]
+                                                for index in range(len(chunks))]
+            if [len(piece) for piece in pieces] == [c.plain_size for c in chunks]:
+                return pieces
+    return [_decompress(chunk, data, path) for chunk, data in
+            zip(chunks, packed.packed, strict=True)]
+
+
+def _check_packed(chunk: Chunk, packed: bytes | memoryview, path: str) -> None:
+    """Refuse a chunk's compressed bytes whose checksum fails, or whose zstd header claims
+    another size than the table's: zstd allocates the size a frame's header claims before
+    it decompresses, and damage there must not make a reader allocate gigabytes (a writer
+    always records the size, which is the table's)."""
+    # the checksum holding the GIL (some tens of microseconds): released, a thread
+    # decompressing ahead would wait for the GIL again after it (see decompress_chunks)
+    if len(packed) != chunk.packed_size or crc32c(packed, 0, 0) != chunk.packed_crc:
+        raise CorruptionError("compacted chunk does not match its checksum",
+                              path=path, offset=chunk.packed_at)
+    try:
+        claimed = zstandard.frame_content_size(packed)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(f"compacted chunk does not decompress: {exc}",
+                              path=path, offset=chunk.packed_at) from None
+    if claimed != chunk.plain_size:
+        raise CorruptionError(
+            f"compacted chunk says it decompresses to {claimed} bytes, its table "
+            f"says {chunk.plain_size}", path=path, offset=chunk.packed_at)
+
+
+def _decompress(chunk: Chunk, packed: bytes | memoryview, path: str) -> bytes:
+    """A chunk's checked compressed bytes (see _check_packed), decompressed."""
+    try:
+        plain = _decompressor().decompress(packed, max_output_size=chunk.plain_size)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(f"compacted chunk does not decompress: {exc}",
+                              path=path, offset=chunk.packed_at) from None
+    if len(plain) != chunk.plain_size:
+        raise CorruptionError(
+            f"compacted chunk decompresses to {len(plain)} bytes, its table says "
+            f"{chunk.plain_size}", path=path, offset=chunk.packed_at)
+    return plain
 
 
 def _plain_start(chunk: Chunk) -> int:
@@ -392,6 +490,8 @@ def _plain_start(chunk: Chunk) -> int:
 
 
 _local = threading.local()
+#: python-zstandard's C backend decompresses many frames in one call (not its cffi one).
+_MULTI = zstandard.backend == "cext"
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -424,5 +524,5 @@ def open_compacted(io: FileIO, fd: int, path: str, header: SegmentHeader, first_
     return SegmentFile(io, fd, path, header, first_seq, tables, base, cache, identity)
 
 
-__all__ = ["COMPACTED_MAJOR", "ChunkCache", "SegmentFile", "encode_compacted",
-           "open_compacted"]
+__all__ = ["COMPACTED_MAJOR", "ChunkCache", "LoadedSegment", "PackedChunks", "SegmentFile",
+           "decompress_chunks", "encode_compacted", "open_compacted", "read_ahead"]
