@@ -35,7 +35,6 @@ from .fsio import FileIO
 from .identity import Identity
 from .log_format import (
     _FRAME_HEADER,
-    _PREALLOCATE_MAX,
     _U32,
     FRAME_BASE,
     FRAME_HEADER_SIZE,
@@ -474,7 +473,7 @@ class LogReader:
             first = segments[position]
             if first > until_seq or expect > until_seq:
                 return
-            if first < expect and (first in merged or passed_over):
+            if _passed_over(first, expect, merged, passed_over):
                 continue
             if first != expect:
                 raise CorruptionError(
@@ -835,7 +834,7 @@ class LogReader:
         passed_over = False  # the file just read was compacted
         for position, first in enumerate(live):
             path = self.segment_path(first)
-            if expect is not None and first < expect and (first in merged or passed_over):
+            if _passed_over(first, expect, merged, passed_over):
                 findings.append(Finding("note", path, None, (
                     "segment of history dropped by a retention that was interrupted; "
                     "readers pass over it, the next retention or compaction removes it")
@@ -871,6 +870,14 @@ class LogReader:
             expect, merged = scan.expect_seq, scan.members
             passed_over, dropped = scan.compacted, scan.base is not None
         return findings
+
+
+def _passed_over(first: int, expect: int | None, merged: tuple[int, ...],
+                 after_compacted: bool) -> bool:
+    """Whether readers pass over the file of segment ``first``, met where the log goes
+    on at ``expect``: a leftover of a merge (a segment merged into the file just read, or
+    any file below ``expect`` after a compacted one), or of an interrupted retention."""
+    return expect is not None and first < expect and (first in merged or after_compacted)
 
 
 def _may_hold_base(header: SegmentHeader, first_seq: int) -> bool:
@@ -954,18 +961,3 @@ def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
 
 def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, CorruptionError) else str(exc)
-
-
-def _data_end(io: FileIO, fd: int) -> int:
-    """Offset just past the last non-zero byte: the end of the data when the file ends in
-    preallocated zeros. Reads backwards over the zeros only."""
-    pos = io.size(fd)
-    chunk = 4096  # a sealed segment ends in data: one small read answers
-    while pos > SEGMENT_HEADER_SIZE:
-        start = max(SEGMENT_HEADER_SIZE, pos - chunk)
-        stripped = io.pread(fd, pos - start, start).rstrip(b"\0")
-        if stripped:
-            return start + len(stripped)
-        pos = start
-        chunk = min(chunk * 4, _PREALLOCATE_MAX)
-    return SEGMENT_HEADER_SIZE

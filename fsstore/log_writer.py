@@ -27,7 +27,7 @@ from .errors import (
 )
 from .fsio import FileIO
 from .identity import NO_UID, Identity
-from .log import LogPosition, LogReader, _data_end
+from .log import LogPosition, LogReader
 from .log_format import (
     _PREALLOCATE_MAX,
     _PREALLOCATE_MIN,
@@ -47,7 +47,7 @@ from .log_format import (
     decode_payload,
     encode_frame,
 )
-from .segment_file import encode_compacted
+from .segment_file import encode_compacted, file_data_end
 from .segment_header import (
     MARK_AT,
     SEGMENT_HEADER_SIZE,
@@ -214,7 +214,7 @@ class LogWriter:
         try:
             # Only the last segment can be unfinished: a segment is sealed before its
             # successor is created.
-            data_end = _data_end(io, fd)
+            data_end = file_data_end(io, fd)
             if data_end > end:
                 # segment_end walked the segment and found nothing valid past `end`.
                 self._set_aside_torn_tail(fd, first, end, data_end)

@@ -32,7 +32,7 @@ from crc32c import crc32c
 
 from .errors import CorruptionError
 from .fsio import FileIO
-from .log_format import MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE
+from .log_format import _PREALLOCATE_MAX, MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE
 from .segment_header import (
     COMPACTED_MAJOR,
     SEGMENT_HEADER_SIZE,
@@ -325,8 +325,7 @@ class SegmentFile:
         """Offset just past the last non-zero byte (a compacted file ends in a frame)."""
         if self.tables is not None:
             return self.size
-        from .log import _data_end  # the one walk back over preallocated zeros
-        return _data_end(self.io, self.fd)
+        return file_data_end(self.io, self.fd)
 
     def _chunks_between(self, start: int, end: int) -> list[Chunk]:
         """The chunks holding logical bytes ``start`` to ``end`` of a compacted file."""
@@ -485,6 +484,21 @@ def _decompress(chunk: Chunk, packed: bytes | memoryview, path: str) -> bytes:
     return plain
 
 
+def file_data_end(io: FileIO, fd: int) -> int:
+    """Offset just past the last non-zero byte: the end of the data when the file ends in
+    preallocated zeros. Reads backwards over the zeros only."""
+    pos = io.size(fd)
+    chunk = 4096  # a sealed segment ends in data: one small read answers
+    while pos > SEGMENT_HEADER_SIZE:
+        start = max(SEGMENT_HEADER_SIZE, pos - chunk)
+        stripped = io.pread(fd, pos - start, start).rstrip(b"\0")
+        if stripped:
+            return start + len(stripped)
+        pos = start
+        chunk = min(chunk * 4, _PREALLOCATE_MAX)
+    return SEGMENT_HEADER_SIZE
+
+
 def _plain_start(chunk: Chunk) -> int:
     return chunk.plain_start
 
@@ -525,4 +539,4 @@ def open_compacted(io: FileIO, fd: int, path: str, header: SegmentHeader, first_
 
 
 __all__ = ["COMPACTED_MAJOR", "ChunkCache", "LoadedSegment", "PackedChunks", "SegmentFile",
-           "decompress_chunks", "encode_compacted", "open_compacted", "read_ahead"]
+           "decompress_chunks", "encode_compacted", "file_data_end", "open_compacted", "read_ahead"]
