@@ -68,6 +68,8 @@ from .segment_header import (
 
 #: How many files back a segment merged into a compacted file is looked for.
 _MERGE_LOOKBACK = 1024
+#: How many compacted segments a replay decompresses ahead, in a thread, of the one it reads.
+READ_AHEAD = 2
 #: How often ``LogReader.last_events`` starts again when a clear removes what it reads.
 _REREADS_AFTER_CLEAR = 3
 
@@ -354,13 +356,13 @@ class LogReader:
             buf, header = self._load(segment)
             return LoadedSegment(buf, header, (), segment.path)
 
-    def _read_ahead(self, first_seq: int) -> tuple[int, Future[LoadedSegment]] | None:
+    def _read_ahead(self, first_seq: int) -> Future[LoadedSegment] | None:
         """Segment ``first_seq``, when compacted, read here and decompressed in a thread
         (``read_ahead``); None when it is not compacted, or cannot be read: then it is
         read when it is wanted, and what that raises is raised."""
         try:
             with self.open_segment(first_seq) as segment:
-                return (first_seq, read_ahead(segment)) if segment.compacted else None
+                return read_ahead(segment) if segment.compacted else None
         except (OSError, FsStoreError):
             return None
 
@@ -468,7 +470,7 @@ class LogReader:
         expect = segments[index]
         merged: tuple[int, ...] = ()
         passed_over = False  # the file just read was compacted: lower files are leftovers
-        ahead: tuple[int, Future[LoadedSegment]] | None = None
+        ahead: dict[int, Future[LoadedSegment]] = {}  # segments being read ahead
         for position in range(index, len(segments)):
             first = segments[position]
             if first > until_seq or expect > until_seq:
@@ -480,8 +482,7 @@ class LogReader:
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=self.segment_path(first), offset=0)
             try:
-                loaded = _collect(ahead, first)
-                ahead = None
+                loaded = _collect(ahead.pop(first, None))
                 scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
                                          until_seq, marker, loaded=loaded)
             except FileNotFoundError:
@@ -492,13 +493,18 @@ class LogReader:
                     return
                 expect, merged, passed_over = base.seq + 1, (), True
                 continue
-            if scan.compacted and position + 1 < len(segments):
-                # Decompress the next segment in a thread while this one is read: the
+            if scan.compacted:
+                # Decompress the next segments in a thread while this one is read: the
                 # replay of a compacted log then costs about what a plain one does.
-                ahead = self._read_ahead(segments[position + 1])
+                for later in segments[position + 1:position + 1 + READ_AHEAD]:
+                    if later not in ahead:
+                        found = self._read_ahead(later)
+                        if found is None:
+                            break
+                        ahead[later] = found
             yield scan
             expect, merged, passed_over = scan.expect_seq, scan.members, scan.compacted
-            del scan  # hold one segment in memory at a time (and the next, decompressing)
+            del scan  # hold one segment in memory at a time (and those read ahead)
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
@@ -886,14 +892,13 @@ def _may_hold_base(header: SegmentHeader, first_seq: int) -> bool:
     return bool(header.compacted and first_seq == header.first_seq == header.log_start)
 
 
-def _collect(ahead: tuple[int, Future[LoadedSegment]] | None, first_seq: int
-             ) -> LoadedSegment | None:
-    """What a read ahead loaded, when it loaded ``first_seq``; None to load it anew (also
-    when it failed: the load in the caller's thread raises what it raises)."""
-    if ahead is None or ahead[0] != first_seq:
+def _collect(ahead: Future[LoadedSegment] | None) -> LoadedSegment | None:
+    """What a read ahead loaded; None to load it anew (also when it failed: the load in
+    the caller's thread raises what it raises)."""
+    if ahead is None:
         return None
     try:
-        return ahead[1].result()
+        return ahead.result()
     except Exception:
         return None
 
