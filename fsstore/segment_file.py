@@ -12,7 +12,9 @@ byte offset in it) keeps naming the same frame: it is read at the member's start
 file plus its offset.
 
 A :class:`SegmentFile` is one segment opened for reading: a plain file read with
-``pread``, or a compacted file whose chunks are decompressed as they are read.
+``pread``, or a compacted file whose chunks are decompressed as they are read. A replay
+reads the next compacted segments ahead (:func:`read_ahead`): their compressed chunks
+read and checked in the reader's thread, decompressed in a background one.
 """
 
 from __future__ import annotations
@@ -305,7 +307,8 @@ class SegmentFile:
     def read_packed(self) -> PackedChunks:
         """A compacted view's chunks as the file holds them, read in one ``pread`` and
         each checked (its checksum, the size its zstd header claims), for
-        :func:`decompress_chunks` to decompress, in this thread or another."""
+        :func:`decompress_chunks` to decompress, in this thread or another; not through
+        the cache, which a whole read would only churn."""
         if self.tables is None:
             raise ValueError(f"{self.path} is not a compacted segment")
         start = self._shift + SEGMENT_HEADER_SIZE
@@ -331,9 +334,11 @@ class SegmentFile:
         """The chunks holding logical bytes ``start`` to ``end`` of a compacted file."""
         assert self.tables is not None
         chunks = self.tables.chunks
+        if end <= start:
+            return []
         index = max(bisect.bisect_right(chunks, start, key=_plain_start) - 1, 0)
         found = []
-        while index < len(chunks) and chunks[index].plain_start < end and start < end:
+        while index < len(chunks) and chunks[index].plain_start < end:
             found.append(chunks[index])
             index += 1
         return found
