@@ -476,6 +476,7 @@ class LogReader:
             if first > until_seq or expect > until_seq:
                 return
             if _passed_over(first, expect, merged, passed_over):
+                ahead.pop(first, None)  # a leftover read ahead: its frames were read
                 continue
             if first != expect:
                 raise CorruptionError(
