@@ -25,18 +25,16 @@ import heapq
 import itertools
 import math
 import os
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 from . import layout
-from .errors import CorruptionError, Finding, FormatVersionError
+from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
 from .fsio import FileIO
 from .identity import Identity
 from .log_format import (
     _FRAME_HEADER,
-    _PREALLOCATE_MAX,
     _U32,
     FRAME_BASE,
     FRAME_HEADER_SIZE,
@@ -53,7 +51,14 @@ from .log_format import (
     decode_base,
     decode_payload,
 )
-from .segment_file import ChunkCache, SegmentFile, open_compacted
+from .segment_file import (
+    ChunkCache,
+    LoadedSegment,
+    SegmentFile,
+    decompress_chunks,
+    open_compacted,
+    read_ahead,
+)
 from .segment_header import (
     SEGMENT_HEADER_SIZE,
     SegmentHeader,
@@ -63,6 +68,8 @@ from .segment_header import (
 
 #: How many files back a segment merged into a compacted file is looked for.
 _MERGE_LOOKBACK = 1024
+#: How many compacted segments a replay decompresses ahead, in a thread, of the one it reads.
+READ_AHEAD = 2
 #: How often ``LogReader.last_events`` starts again when a clear removes what it reads.
 _REREADS_AFTER_CLEAR = 3
 
@@ -328,22 +335,36 @@ class LogReader:
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None,
-                     loaded: _Loaded | None = None) -> SegmentScan:
+                     loaded: LoadedSegment | None = None) -> SegmentScan:
         """A scan of one whole segment, checked against its header's synced mark. A
         compacted segment is sealed: it never ends in a torn tail."""
-        buf, header, members, path, base_first = loaded or self._load_whole(first_seq)
+        buf, header, members, path, base_first, more, origin = (
+            loaded or self._load_whole(first_seq))
         scan = SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
                            until_seq, marker=marker, synced_end=header.synced_end,
                            members=members,
-                           allow_base=base_first and _may_hold_base(header, first_seq))
+                           allow_base=base_first and _may_hold_base(header, first_seq),
+                           origin=origin, more=more)
         scan.compacted = header.compacted
         return scan
 
-    def _load_whole(self, first_seq: int) -> _Loaded:
+    def _load_whole(self, first_seq: int) -> LoadedSegment:
         with self.open_segment(first_seq) as segment:
+            if segment.compacted:
+                packed = segment.read_packed()
+                return LoadedSegment.compacted(segment, packed, decompress_chunks(packed))
             buf, header = self._load(segment)
-            return _Loaded(buf, header, segment.members_after, segment.path,
-                           segment.starts_with_base)
+            return LoadedSegment(buf, header, (), segment.path)
+
+    def _read_ahead(self, first_seq: int) -> Future[LoadedSegment] | None:
+        """Segment ``first_seq``, when compacted, read here and decompressed in a thread
+        (``read_ahead``); None when it is not compacted, or cannot be read: then it is
+        read when it is wanted, and what that raises is raised."""
+        try:
+            with self.open_segment(first_seq) as segment:
+                return read_ahead(segment) if segment.compacted else None
+        except (OSError, FsStoreError):
+            return None
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -449,20 +470,20 @@ class LogReader:
         expect = segments[index]
         merged: tuple[int, ...] = ()
         passed_over = False  # the file just read was compacted: lower files are leftovers
-        ahead: tuple[int, Future[_Loaded]] | None = None
+        ahead: dict[int, Future[LoadedSegment]] = {}  # segments being read ahead
         for position in range(index, len(segments)):
             first = segments[position]
             if first > until_seq or expect > until_seq:
                 return
-            if first < expect and (first in merged or passed_over):
+            if _passed_over(first, expect, merged, passed_over):
+                ahead.pop(first, None)  # a leftover read ahead: its frames were read
                 continue
             if first != expect:
                 raise CorruptionError(
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=self.segment_path(first), offset=0)
             try:
-                loaded = _collect(ahead, first)
-                ahead = None
+                loaded = _collect(ahead.pop(first, None))
                 scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
                                          until_seq, marker, loaded=loaded)
             except FileNotFoundError:
@@ -473,13 +494,18 @@ class LogReader:
                     return
                 expect, merged, passed_over = base.seq + 1, (), True
                 continue
-            if scan.compacted and position + 1 < len(segments):
-                # Decompress the next segment in a thread while this one is read: the
+            if scan.compacted:
+                # Decompress the next segments in a thread while this one is read: the
                 # replay of a compacted log then costs about what a plain one does.
-                ahead = segments[position + 1], _prefetch(self, segments[position + 1])
+                for later in segments[position + 1:position + 1 + READ_AHEAD]:
+                    if later not in ahead:
+                        found = self._read_ahead(later)
+                        if found is None:
+                            break
+                        ahead[later] = found
             yield scan
             expect, merged, passed_over = scan.expect_seq, scan.members, scan.compacted
-            del scan  # hold one segment in memory at a time (and the next, decompressing)
+            del scan  # hold one segment in memory at a time (and those read ahead)
 
     def events(
         self, after_seq: int = 0, until_seq: int | None = None, limit: int | None = None
@@ -815,7 +841,7 @@ class LogReader:
         passed_over = False  # the file just read was compacted
         for position, first in enumerate(live):
             path = self.segment_path(first)
-            if expect is not None and first < expect and (first in merged or passed_over):
+            if _passed_over(first, expect, merged, passed_over):
                 findings.append(Finding("note", path, None, (
                     "segment of history dropped by a retention that was interrupted; "
                     "readers pass over it, the next retention or compaction removes it")
@@ -853,42 +879,27 @@ class LogReader:
         return findings
 
 
+def _passed_over(first: int, expect: int | None, merged: tuple[int, ...],
+                 after_compacted: bool) -> bool:
+    """Whether readers pass over the file of segment ``first``, met where the log goes
+    on at ``expect``: a leftover of a merge (a segment merged into the file just read, or
+    any file below ``expect`` after a compacted one), or of an interrupted retention."""
+    return expect is not None and first < expect and (first in merged or after_compacted)
+
+
 def _may_hold_base(header: SegmentHeader, first_seq: int) -> bool:
     """Whether a base frame may start this view of a segment: the compacted file the log
     started with when it was written, read from its start (FORMAT.md 3.3)."""
     return bool(header.compacted and first_seq == header.first_seq == header.log_start)
 
 
-class _Loaded(NamedTuple):
-    buf: bytes
-    header: SegmentHeader
-    members: tuple[int, ...]
-    path: str
-    base_first: bool = False
-
-
-_prefetcher: tuple[int, ThreadPoolExecutor] | None = None
-_prefetcher_lock = threading.Lock()
-
-
-def _prefetch(reader: LogReader, first_seq: int) -> Future[_Loaded]:
-    """Load segment ``first_seq`` in the background (one shared thread; made again in a
-    forked child, where the parent's thread does not run)."""
-    global _prefetcher
-    with _prefetcher_lock:
-        if _prefetcher is None or _prefetcher[0] != os.getpid():
-            _prefetcher = (os.getpid(), ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="fsstore-prefetch"))
-        return _prefetcher[1].submit(reader._load_whole, first_seq)
-
-
-def _collect(ahead: tuple[int, Future[_Loaded]] | None, first_seq: int) -> _Loaded | None:
-    """What a prefetch loaded, when it loaded ``first_seq``; None to load it anew (also
-    when the prefetch failed: the load in the caller's thread raises what it raises)."""
-    if ahead is None or ahead[0] != first_seq:
+def _collect(ahead: Future[LoadedSegment] | None) -> LoadedSegment | None:
+    """What a read ahead loaded; None to load it anew (also when it failed: the load in
+    the caller's thread raises what it raises)."""
+    if ahead is None:
         return None
     try:
-        return ahead[1].result()
+        return ahead.result()
     except Exception:
         return None
 
@@ -956,18 +967,3 @@ def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
 
 def _reason(exc: Exception) -> str:
     return exc.reason if isinstance(exc, CorruptionError) else str(exc)
-
-
-def _data_end(io: FileIO, fd: int) -> int:
-    """Offset just past the last non-zero byte: the end of the data when the file ends in
-    preallocated zeros. Reads backwards over the zeros only."""
-    pos = io.size(fd)
-    chunk = 4096  # a sealed segment ends in data: one small read answers
-    while pos > SEGMENT_HEADER_SIZE:
-        start = max(SEGMENT_HEADER_SIZE, pos - chunk)
-        stripped = io.pread(fd, pos - start, start).rstrip(b"\0")
-        if stripped:
-            return start + len(stripped)
-        pos = start
-        chunk = min(chunk * 4, _PREALLOCATE_MAX)
-    return SEGMENT_HEADER_SIZE

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
 from crc32c import crc32c
@@ -304,11 +304,19 @@ class SegmentScan:
       good frame with the wrong seq) raises CorruptionError naming the file and offset.
     """
 
-    def __init__(self, buf: bytes, path: str, expect_seq: int, is_last: bool,
+    def __init__(self, buf: bytes | memoryview, path: str, expect_seq: int, is_last: bool,
                  after_seq: int = 0, until_seq: float = math.inf, *, origin: int = 0,
                  marker: bytes | None = None, segment: int | None = None,
                  synced_end: int = 0, members: tuple[int, ...] = (),
-                 allow_base: bool = False) -> None:
+                 allow_base: bool = False,
+                 more: Sequence[bytes | memoryview] = ()) -> None:
+        # The bytes after ``buf``, in pieces each starting where the one before ends: the
+        # decompressed chunks of a compacted segment, walked one after the other rather
+        # than joined into one copy. A chunk holds whole frames (FORMAT.md 3.2), so no
+        # frame starts in one piece and ends in the next: one that would is damage.
+        self.more = more
+        if marker is not None:  # searched with bytes.find
+            buf, self.more = bytes(buf), [bytes(piece) for piece in more]
         self.buf = buf
         self.path = path
         self.segment = expect_seq if segment is None else segment  # its first seq
@@ -339,81 +347,94 @@ class SegmentScan:
 
     @property
     def data_end(self) -> int:
-        return self.origin + len(self.buf.rstrip(b"\0"))
+        pieces = [self.buf, *self.more]
+        last = pieces[-1]
+        if last and last[-1] == 0:  # zeros a writer preallocated (a copy of the last piece)
+            last = bytes(last).rstrip(b"\0")
+        return self.origin + sum(len(piece) for piece in pieces[:-1]) + len(last)
 
     def __iter__(self) -> Iterator[Event]:
         # The hot path of every read. The frame checks are those of _parse_frame, inlined
         # with the decoding into one loop, and the state kept in locals: a call, a
         # generator hop or an attribute write per frame costs as much as the checksum.
-        buf, view, limit = self.buf, memoryview(self.buf), len(self.buf)
         unpack_header, checksum = _FRAME_HEADER.unpack_from, crc32c
         decode, new_event = _decoder.decode, tuple.__new__
         after_seq, expect = self.after_seq, self.expect_seq
         first_wanted, past_wanted = self.after_seq + 1, self.until_seq + 1
         marker, origin = self.marker, self.origin
+        buf, pieces = self.buf, iter(self.more)
         off = self.end - origin
         decoded = None
         try:
-            while off + FRAME_HEADER_SIZE + TRAILER_SIZE <= limit:
-                crc, length, seq, count, frame_type = unpack_header(buf, off)
-                if length > MAX_FRAME_PAYLOAD or count == 0:
-                    break
-                end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
-                # The checksum covers the trailer too, so a frame that passes it has the
-                # trailer _parse_frame checks: no need to unpack it here.
-                if end > limit or checksum(view[off + 4 : end]) != crc:
-                    break
-                if seq != expect:
-                    raise CorruptionError(
-                        f"record has seq {seq}, expected {expect} (duplicated, reordered or "
-                        "stale record)", path=self.path, offset=origin + off)
-                if frame_type == FRAME_BASE:
-                    if not (self.allow_base and origin + off == SEGMENT_HEADER_SIZE):
-                        raise base_misplaced(self.path, origin + off)
+            while True:
+                view, limit = memoryview(buf), len(buf)
+                while off + FRAME_HEADER_SIZE + TRAILER_SIZE <= limit:
+                    crc, length, seq, count, frame_type = unpack_header(buf, off)
+                    if length > MAX_FRAME_PAYLOAD or count == 0:
+                        break
+                    end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+                    # The checksum covers the trailer too, so a frame that passes it has the
+                    # trailer _parse_frame checks: no need to unpack it here.
+                    if end > limit or checksum(view[off + 4 : end]) != crc:
+                        break
+                    if seq != expect:
+                        raise CorruptionError(
+                            f"record has seq {seq}, expected {expect} (duplicated, reordered or "
+                            "stale record)", path=self.path, offset=origin + off)
+                    if frame_type == FRAME_BASE:
+                        if not (self.allow_base and origin + off == SEGMENT_HEADER_SIZE):
+                            raise base_misplaced(self.path, origin + off)
+                        if seq >= past_wanted:
+                            return
+                        payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
+                        record = decode_base(payload, self.path, origin + off)
+                        expect = seq + count
+                        self.base = Base(expect - 1, record, self.path, origin + off)
+                        decoded = None
+                        self.last = new_event(Event, (expect - 1, record.ts, record.turn,
+                                                      record.kind, None))
+                        off = end
+                        continue
+                    if frame_type != FRAME_EVENTS:
+                        raise FormatVersionError(
+                            f"{self.path}: record type {frame_type} at byte {origin + off} is "
+                            "unknown to this fsstore; upgrade fsstore to read it")
                     if seq >= past_wanted:
-                        return
-                    payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
-                    record = decode_base(payload, self.path, origin + off)
+                        return  # ``end`` and ``expect_seq`` stay at this frame: the boundary
                     expect = seq + count
-                    self.base = Base(expect - 1, record, self.path, origin + off)
-                    decoded = None
-                    self.last = new_event(Event, (expect - 1, record.ts, record.turn,
-                                                  record.kind, None))
-                    off = end
-                    continue
-                if frame_type != FRAME_EVENTS:
-                    raise FormatVersionError(
-                        f"{self.path}: record type {frame_type} at byte {origin + off} is "
-                        "unknown to this fsstore; upgrade fsstore to read it")
-                if seq >= past_wanted:
-                    return  # ``end`` and ``expect_seq`` stay at this frame: the boundary
-                expect = seq + count
-                if expect > first_wanted and (marker is None or buf.find(
-                        marker, off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + length) >= 0):
-                    payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
-                    try:
-                        decoded = ts, turn, entries = decode(payload)
-                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError,
-                            RecursionError):
-                        # raises, saying where
-                        decode_payload(payload, count, self.path, origin + off)
-                        raise
-                    if len(entries) != count:
-                        decode_payload(payload, count, self.path, origin + off)
-                    if seq >= first_wanted and expect <= past_wanted:  # the whole batch
-                        for kind, data in entries:
-                            yield new_event(Event, (seq, ts, turn, kind, data))
-                            seq += 1
-                    else:
-                        for kind, data in entries:
-                            if seq >= past_wanted:
-                                return
-                            if seq > after_seq:
+                    if expect > first_wanted and (marker is None or cast(bytes, buf).find(
+                            marker, off + FRAME_HEADER_SIZE,
+                            off + FRAME_HEADER_SIZE + length) >= 0):
+                        payload = view[off + FRAME_HEADER_SIZE : off + FRAME_HEADER_SIZE + length]
+                        try:
+                            decoded = ts, turn, entries = decode(payload)
+                        except (msgspec.DecodeError, msgspec.ValidationError, ValueError,
+                                RecursionError):
+                            # raises, saying where
+                            decode_payload(payload, count, self.path, origin + off)
+                            raise
+                        if len(entries) != count:
+                            decode_payload(payload, count, self.path, origin + off)
+                        if seq >= first_wanted and expect <= past_wanted:  # the whole batch
+                            for kind, data in entries:
                                 yield new_event(Event, (seq, ts, turn, kind, data))
-                            seq += 1
-                else:
-                    decoded = None  # not decoded: `last` cannot describe it
-                off = end
+                                seq += 1
+                        else:
+                            for kind, data in entries:
+                                if seq >= past_wanted:
+                                    return
+                                if seq > after_seq:
+                                    yield new_event(Event, (seq, ts, turn, kind, data))
+                                seq += 1
+                    else:
+                        decoded = None  # not decoded: `last` cannot describe it
+                    off = end
+                if off != limit:
+                    break  # no whole frame at ``off``: the end, or damage
+                following = next(pieces, None)
+                if following is None:
+                    break
+                origin, off, buf = origin + limit, 0, following
         finally:
             self.expect_seq, self.end = expect, origin + off
             if decoded is not None:
@@ -423,18 +444,22 @@ class SegmentScan:
             elif self.last is not None and self.last.seq != expect - 1:
                 self.last = None  # the base, with frames after it not decoded
         if self.end < self.data_end:
-            self._stopped_at(off, view)
+            self._stopped_at(buf, origin, off)
         check_synced(self.end, self.synced_end, self.path)
 
-    def _stopped_at(self, off: int, view: memoryview) -> None:
-        at = self.origin + off
+    def _stopped_at(self, buf: bytes | memoryview, origin: int, off: int) -> None:
+        """The walk found no whole frame at byte ``off`` of the piece ``buf`` (which holds
+        the file from byte ``origin``): damage, or the torn tail of the last segment (read
+        whole, in one piece)."""
+        at = origin + off
         if not self.is_last:
             raise CorruptionError("damaged record in a sealed segment", path=self.path, offset=at)
-        later = _valid_frame_after(self.buf, view, off, len(self.buf), self.expect_seq)
+        buf = bytes(buf)  # searched with bytes.find (a plain segment's is bytes: no copy)
+        later = _valid_frame_after(buf, memoryview(buf), off, len(buf), self.expect_seq)
         if later is not None:
             raise CorruptionError(
                 f"damaged record followed by a valid one (seq {later.first_seq} at byte "
-                f"{self.origin + later.offset}); {later.offset - off} bytes cannot be read",
+                f"{origin + later.offset}); {later.offset - off} bytes cannot be read",
                 path=self.path, offset=at)
         self.torn_at = at
 

@@ -27,7 +27,7 @@ from .errors import (
 )
 from .fsio import FileIO
 from .identity import NO_UID, Identity
-from .log import LogPosition, LogReader, _data_end
+from .log import LogPosition, LogReader
 from .log_format import (
     _PREALLOCATE_MAX,
     _PREALLOCATE_MIN,
@@ -47,7 +47,7 @@ from .log_format import (
     decode_payload,
     encode_frame,
 )
-from .segment_file import encode_compacted
+from .segment_file import encode_compacted, file_data_end
 from .segment_header import (
     MARK_AT,
     SEGMENT_HEADER_SIZE,
@@ -214,7 +214,7 @@ class LogWriter:
         try:
             # Only the last segment can be unfinished: a segment is sealed before its
             # successor is created.
-            data_end = _data_end(io, fd)
+            data_end = file_data_end(io, fd)
             if data_end > end:
                 # segment_end walked the segment and found nothing valid past `end`.
                 self._set_aside_torn_tail(fd, first, end, data_end)
@@ -765,6 +765,7 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
                 f"there is no history to fork at seq {at_seq}")
         # files of the dropped history a retention left (interrupted): never linked
         segments = [s for s in segments if s == log_start or s > base.seq]
+    segments = _without_leftovers(source, segments, at_seq)
     position: LogPosition | None = None
     for index, first in enumerate(segments):
         if first > at_seq:
@@ -785,6 +786,28 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
     write_tail_hint(io, dest, position.segment)
     io.fsync_dir(dest)
     return position
+
+
+def _without_leftovers(source: LogReader, segments: list[int], at_seq: int) -> list[int]:
+    """``segments`` (up to the first after ``at_seq``) without the files of segments a
+    compaction merged into a compacted file before them (leftovers of a compaction
+    interrupted before it unlinked them, as readers pass over them): the compacted file
+    holds their frames, so the history up to ``at_seq`` ends in it when ``at_seq`` is in
+    one of them, and only a copy of its prefix ends where it was asked."""
+    kept: list[int] = []
+    merged: set[int] = set()
+    for first in segments:
+        if first in merged:
+            continue
+        kept.append(first)
+        if first > at_seq:
+            break
+        try:
+            with source.open_segment(first) as segment:
+                merged.update(segment.members_after)
+        except FileNotFoundError:
+            pass  # unlinked meanwhile (a compaction finishing): the copy reports it
+    return kept
 
 
 def _link_or_copy(io: FileIO, source: LogReader, first_seq: int, target: str) -> None:

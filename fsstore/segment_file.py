@@ -12,17 +12,21 @@ byte offset in it) keeps naming the same frame: it is read at the member's start
 file plus its offset.
 
 A :class:`SegmentFile` is one segment opened for reading: a plain file read with
-``pread``, or a compacted file whose chunks are decompressed as they are read.
+``pread``, or a compacted file whose chunks are decompressed as they are read. A replay
+reads the next compacted segments ahead (:func:`read_ahead`): their compressed chunks
+read and checked in the reader's thread, decompressed in a background one.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import os
 import struct
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import zstandard
@@ -30,7 +34,7 @@ from crc32c import crc32c
 
 from .errors import CorruptionError
 from .fsio import FileIO
-from .log_format import MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE
+from .log_format import _PREALLOCATE_MAX, MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE
 from .segment_header import (
     COMPACTED_MAJOR,
     SEGMENT_HEADER_SIZE,
@@ -284,18 +288,7 @@ class SegmentFile:
             rest = self.pread(size - len(head), SEGMENT_HEADER_SIZE) if size > len(head) else b""
             return head[:size] + rest
         start = offset + self._shift
-        end = min(start + size, self.header.plain_end)
-        if end <= start:
-            return b""
-        parts = []
-        for chunk in self.tables.chunks:
-            chunk_end = chunk.plain_start + chunk.plain_size
-            if chunk_end <= start or chunk.plain_start >= end:
-                continue
-            plain = self._chunk(chunk)
-            parts.append(plain[max(start, chunk.plain_start) - chunk.plain_start:
-                               min(end, chunk_end) - chunk.plain_start])
-        return b"".join(parts)
+        return b"".join(self._plain(start, min(start + size, self.header.plain_end)))
 
     def file_offset(self, offset: int) -> int:
         """The offset in the file's logical bytes of the view's ``offset``."""
@@ -305,57 +298,219 @@ class SegmentFile:
         """The whole segment: its header, then every frame from the view's start on."""
         if self.tables is None:
             return self.io.pread(self.fd, self.size, 0)
+        packed = self.read_packed()
+        pieces = decompress_chunks(packed)
+        if pieces:
+            pieces[0] = memoryview(pieces[0])[packed.skip:]
+        return b"".join([self.header.raw, *pieces])
+
+    def read_packed(self) -> PackedChunks:
+        """A compacted view's chunks as the file holds them, read in one ``pread`` and
+        each checked (its checksum, the size its zstd header claims), for
+        :func:`decompress_chunks` to decompress, in this thread or another; not through
+        the cache, which a whole read would only churn."""
+        if self.tables is None:
+            raise ValueError(f"{self.path} is not a compacted segment")
         start = self._shift + SEGMENT_HEADER_SIZE
-        parts = [self.header.raw]
-        for chunk in self.tables.chunks:
-            chunk_end = chunk.plain_start + chunk.plain_size
-            if chunk_end > start:
-                # a whole read: decompressed without the cache, which it would only churn
-                plain = self._chunk(chunk, cache=False)
-                parts.append(plain if chunk.plain_start >= start else
-                             plain[start - chunk.plain_start:])
-        return b"".join(parts)
+        chunks = self._chunks_between(start, self.header.plain_end)
+        if not chunks:
+            return PackedChunks(self.path, [], [], 0)
+        at = chunks[0].packed_at
+        raw = memoryview(self.io.pread(
+            self.fd, chunks[-1].packed_at + chunks[-1].packed_size - at, at))
+        packed = [raw[chunk.packed_at - at:chunk.packed_at - at + chunk.packed_size]
+                  for chunk in chunks]
+        for chunk, data in zip(chunks, packed, strict=True):
+            _check_packed(chunk, data, self.path)
+        return PackedChunks(self.path, chunks, packed, start - chunks[0].plain_start)
 
     def data_end(self) -> int:
         """Offset just past the last non-zero byte (a compacted file ends in a frame)."""
         if self.tables is not None:
             return self.size
-        from .log import _data_end  # the one walk back over preallocated zeros
-        return _data_end(self.io, self.fd)
+        return file_data_end(self.io, self.fd)
 
-    def _chunk(self, chunk: Chunk, cache: bool = True) -> bytes:
+    def _chunks_between(self, start: int, end: int) -> list[Chunk]:
+        """The chunks holding logical bytes ``start`` to ``end`` of a compacted file."""
+        assert self.tables is not None
+        chunks = self.tables.chunks
+        if end <= start:
+            return []
+        index = max(bisect.bisect_right(chunks, start, key=_plain_start) - 1, 0)
+        found = []
+        while index < len(chunks) and chunks[index].plain_start < end:
+            found.append(chunks[index])
+            index += 1
+        return found
+
+    def _plain(self, start: int, end: int) -> list[bytes]:
+        """The logical bytes ``start`` to ``end`` of a compacted file, one piece per chunk
+        they touch, each chunk read through the cache (a read at a known place, whose
+        chunk the next read likely needs again)."""
+        parts = []
+        for chunk in self._chunks_between(start, end):
+            plain = self._chunk(chunk)
+            low = max(start, chunk.plain_start) - chunk.plain_start
+            high = min(end, chunk.plain_start + chunk.plain_size) - chunk.plain_start
+            parts.append(plain if low == 0 and high == len(plain) else plain[low:high])
+        return parts
+
+    def _chunk(self, chunk: Chunk) -> bytes:
+        """One chunk, decompressed, through the cache."""
         key = (*self._identity, chunk.plain_start)
-        if cache and self._cache is not None:
+        if self._cache is not None:
             found = self._cache.get(key)
             if found is not None:
                 return found
         packed = self.io.pread(self.fd, chunk.packed_size, chunk.packed_at)
-        if len(packed) != chunk.packed_size or crc32c(packed) != chunk.packed_crc:
-            raise CorruptionError("compacted chunk does not match its checksum",
-                                  path=self.path, offset=chunk.packed_at)
-        try:
-            # zstd allocates the size a frame's header claims before it decompresses:
-            # damage there must not make a reader allocate gigabytes (a writer always
-            # records the size, which is the table's)
-            claimed = zstandard.frame_content_size(packed)
-            if claimed != chunk.plain_size:
-                raise CorruptionError(
-                    f"compacted chunk says it decompresses to {claimed} bytes, its table "
-                    f"says {chunk.plain_size}", path=self.path, offset=chunk.packed_at)
-            plain = _decompressor().decompress(packed, max_output_size=chunk.plain_size)
-        except zstandard.ZstdError as exc:
-            raise CorruptionError(f"compacted chunk does not decompress: {exc}",
-                                  path=self.path, offset=chunk.packed_at) from None
-        if len(plain) != chunk.plain_size:
-            raise CorruptionError(
-                f"compacted chunk decompresses to {len(plain)} bytes, its table says "
-                f"{chunk.plain_size}", path=self.path, offset=chunk.packed_at)
-        if cache and self._cache is not None:
+        _check_packed(chunk, packed, self.path)
+        plain = _decompress(chunk, packed, self.path)
+        if self._cache is not None:
             self._cache.put(key, plain)
         return plain
 
 
+class LoadedSegment(NamedTuple):
+    """A segment read whole for a scan: a plain one's file in ``buf``; a compacted
+    view's frames as they decompress, chunk by chunk (never joined: a copy), in ``buf``
+    and ``more``, ``buf`` holding the view from byte ``origin`` on (its first chunk may
+    start before the view: a scan starts at byte 64)."""
+
+    buf: bytes | memoryview
+    header: SegmentHeader
+    members: tuple[int, ...]
+    path: str
+    base_first: bool = False
+    more: tuple[bytes | memoryview, ...] = ()
+    origin: int = 0
+
+    @classmethod
+    def compacted(cls, segment: SegmentFile, packed: PackedChunks,
+                  pieces: list[bytes | memoryview]) -> LoadedSegment:
+        """A compacted ``segment``'s view, its chunks ``packed`` decompressed (``pieces``)."""
+        first, *more = pieces or [b""]
+        return cls(first, segment.scan_header, segment.members_after, segment.path,
+                   segment.starts_with_base, tuple(more), SEGMENT_HEADER_SIZE - packed.skip)
+
+
+_ahead: tuple[int, ThreadPoolExecutor] | None = None
+_ahead_lock = threading.Lock()
+
+
+def read_ahead(segment: SegmentFile) -> Future[LoadedSegment]:
+    """The compacted ``segment``'s view, read here and decompressed in the background,
+    while the caller reads the segment before it: the replay of a compacted log then
+    costs about what a plain one does, when a core is free. Only the decompression runs
+    in the thread (one shared thread; made again in a forked child, where the parent's
+    thread does not run): zstd releases the GIL while it works, and the reads and checks
+    stay here, where each would make the thread wait for the GIL again."""
+    global _ahead
+    packed = segment.read_packed()
+    with _ahead_lock:
+        if _ahead is None or _ahead[0] != os.getpid():
+            _ahead = (os.getpid(), ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="fsstore-prefetch"))
+        return _ahead[1].submit(_decompressed, segment, packed)
+
+
+def _decompressed(segment: SegmentFile, packed: PackedChunks) -> LoadedSegment:
+    return LoadedSegment.compacted(segment, packed, decompress_chunks(packed))
+
+
+class PackedChunks(NamedTuple):
+    """Chunks of a compacted file read and checked, not yet decompressed."""
+
+    path: str
+    chunks: list[Chunk]
+    packed: list[memoryview]  # each chunk's compressed bytes
+    skip: int  # bytes of the first chunk before the view's start
+
+
+def decompress_chunks(packed: PackedChunks) -> list[bytes | memoryview]:
+    """The chunks of ``packed`` decompressed, each ``bytes`` or a read-only memoryview
+    of its ``plain_size`` bytes. With python-zstandard's C backend all of them decompress in one
+    call that releases the GIL once: a thread decompressing ahead of a reader then waits
+    for the GIL once per segment, not once per chunk (each wait lasts as long as the
+    reader's thread keeps the GIL, up to the interpreter's switch interval, 5 ms)."""
+    chunks, path = packed.chunks, packed.path
+    if len(chunks) > 1 and _MULTI:
+        sizes = struct.pack(f"<{len(chunks)}Q", *(chunk.plain_size for chunk in chunks))
+        try:
+            frames: list[bytes | bytearray | memoryview] = list(packed.packed)
+            found = _decompressor().multi_decompress_to_buffer(frames,
+                                                               decompressed_sizes=sizes)
+        except zstandard.ZstdError:
+            pass  # decompressed one by one below, to name the chunk that fails
+        else:
+            # the sizes were given, and each chunk's zstd header claims its own (checked):
+            # a chunk decompressing to another size fails above
+            # (a buffer segment holds its part of one buffer for them all: typeshed
+            # does not know it has the buffer protocol)
+            pieces: list[bytes | memoryview] = [memoryview(found[index])  # type: ignore[arg-type]
+                                                for index in range(len(chunks))]
+            if [len(piece) for piece in pieces] == [c.plain_size for c in chunks]:
+                return pieces
+    return [_decompress(chunk, data, path) for chunk, data in
+            zip(chunks, packed.packed, strict=True)]
+
+
+def _check_packed(chunk: Chunk, packed: bytes | memoryview, path: str) -> None:
+    """Refuse a chunk's compressed bytes whose checksum fails, or whose zstd header claims
+    another size than the table's: zstd allocates the size a frame's header claims before
+    it decompresses, and damage there must not make a reader allocate gigabytes (a writer
+    always records the size, which is the table's)."""
+    # the checksum holding the GIL (some tens of microseconds): released, a thread
+    # decompressing ahead would wait for the GIL again after it (see decompress_chunks)
+    if len(packed) != chunk.packed_size or crc32c(packed, 0, 0) != chunk.packed_crc:
+        raise CorruptionError("compacted chunk does not match its checksum",
+                              path=path, offset=chunk.packed_at)
+    try:
+        claimed = zstandard.frame_content_size(packed)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(f"compacted chunk does not decompress: {exc}",
+                              path=path, offset=chunk.packed_at) from None
+    if claimed != chunk.plain_size:
+        raise CorruptionError(
+            f"compacted chunk says it decompresses to {claimed} bytes, its table "
+            f"says {chunk.plain_size}", path=path, offset=chunk.packed_at)
+
+
+def _decompress(chunk: Chunk, packed: bytes | memoryview, path: str) -> bytes:
+    """A chunk's checked compressed bytes (see _check_packed), decompressed."""
+    try:
+        plain = _decompressor().decompress(packed, max_output_size=chunk.plain_size)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(f"compacted chunk does not decompress: {exc}",
+                              path=path, offset=chunk.packed_at) from None
+    if len(plain) != chunk.plain_size:
+        raise CorruptionError(
+            f"compacted chunk decompresses to {len(plain)} bytes, its table says "
+            f"{chunk.plain_size}", path=path, offset=chunk.packed_at)
+    return plain
+
+
+def file_data_end(io: FileIO, fd: int) -> int:
+    """Offset just past the last non-zero byte: the end of the data when the file ends in
+    preallocated zeros. Reads backwards over the zeros only."""
+    pos = io.size(fd)
+    chunk = 4096  # a sealed segment ends in data: one small read answers
+    while pos > SEGMENT_HEADER_SIZE:
+        start = max(SEGMENT_HEADER_SIZE, pos - chunk)
+        stripped = io.pread(fd, pos - start, start).rstrip(b"\0")
+        if stripped:
+            return start + len(stripped)
+        pos = start
+        chunk = min(chunk * 4, _PREALLOCATE_MAX)
+    return SEGMENT_HEADER_SIZE
+
+
+def _plain_start(chunk: Chunk) -> int:
+    return chunk.plain_start
+
+
 _local = threading.local()
+#: python-zstandard's C backend decompresses many frames in one call (not its cffi one).
+_MULTI = zstandard.backend == "cext"
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -388,5 +543,5 @@ def open_compacted(io: FileIO, fd: int, path: str, header: SegmentHeader, first_
     return SegmentFile(io, fd, path, header, first_seq, tables, base, cache, identity)
 
 
-__all__ = ["COMPACTED_MAJOR", "ChunkCache", "SegmentFile", "encode_compacted",
-           "open_compacted"]
+__all__ = ["COMPACTED_MAJOR", "ChunkCache", "LoadedSegment", "PackedChunks", "SegmentFile",
+           "decompress_chunks", "encode_compacted", "file_data_end", "open_compacted", "read_ahead"]

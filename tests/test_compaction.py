@@ -16,7 +16,7 @@ from crc32c import crc32c
 from procs import Child
 
 import fsstore
-from fsstore import compaction
+from fsstore import compaction, segment_file
 from fsstore.cli import main
 from fsstore.errors import CorruptionError, SessionLocked
 from fsstore.segment_header import SEGMENT_HEADER_SIZE
@@ -335,3 +335,132 @@ def test_compaction_beside_a_writer_in_another_process_loses_and_repeats_nothing
     assert notes == list(range(400)) and compactions > 1
     assert store.read_session("s").head == start + 400
     assert problems(store) == []
+
+
+# --- replay of compacted files: chunks read one after the other, decompressed ahead ---
+
+
+def many_chunks(tmp_path: Path, monkeypatch) -> tuple[fsstore.Store, list[tuple]]:
+    """A session compacted into several files of many small chunks each (chunks of about
+    2 KiB instead of 1 MiB): a replay reads the files after the first ahead."""
+    store = build(tmp_path / "store", turns=80)
+    before = everything(store.read_session("s"))
+    monkeypatch.setattr(segment_file, "CHUNK_BYTES", 2048)
+    store.compact(target_bytes=12_000)
+    monkeypatch.undo()
+    return store, before
+
+
+def chunk_entries(data: bytes) -> list[tuple[int, int, int, int, int]]:
+    """(plain_start, plain_size, packed_at, packed_size, packed_crc) of each chunk."""
+    members, chunks = struct.unpack_from("<II", data, 52)
+    at = SEGMENT_HEADER_SIZE + 16 * members
+    packed_at = SEGMENT_HEADER_SIZE + 16 * (members + chunks) + 8
+    found = []
+    for index in range(chunks):
+        start, size, packed_size, crc = struct.unpack_from("<IIII", data, at + 16 * index)
+        found.append((start, size, packed_at, packed_size, crc))
+        packed_at += packed_size
+    return found
+
+
+@pytest.mark.parametrize("one_call", [True, False], ids=["one-call", "chunk-by-chunk"])
+def test_a_replay_of_many_compacted_files_of_many_chunks_reads_every_record(
+        tmp_path, monkeypatch, one_call):
+    """The chunks decompressed in one call (python-zstandard's C backend) or one by one
+    (its cffi backend), ahead in a thread, and walked without being joined."""
+    store, before = many_chunks(tmp_path, monkeypatch)
+    compacted = segment_names(store)[:-1]
+    assert len(compacted) >= 3
+    assert all(len(chunk_entries((Path(store.path) / "sessions" / "s" / "log" / name)
+                                 .read_bytes())) > 3 for name in compacted)
+    monkeypatch.setattr(segment_file, "_MULTI", one_call and segment_file._MULTI)
+    ahead = []
+    real = segment_file.read_ahead
+    monkeypatch.setattr(segment_file, "read_ahead",
+                        lambda segment: ahead.append(segment.first_seq) or real(segment))
+    monkeypatch.setattr("fsstore.log.read_ahead", segment_file.read_ahead)
+    reader = store.read_session("s")
+    assert everything(reader) == before
+    assert len(ahead) >= len(compacted) - 1
+    half = len(before) // 2
+    assert [e.seq for e in reader.events(after_seq=half, limit=5, include_internal=True)
+            ] == list(range(half + 1, half + 6))
+    assert problems(store) == []
+
+
+@pytest.mark.parametrize("damage", ["checksum", "zstd"])
+def test_damage_to_a_compacted_file_read_ahead_is_reported_with_its_chunk(
+        tmp_path, monkeypatch, damage):
+    """A chunk of the second compacted file (decompressed in the background while the
+    first is read): its checksum fails, or it is no zstd frame under a checksum that
+    holds. The replay raises naming the file and the chunk, as a read of that file
+    alone does."""
+    store, _ = many_chunks(tmp_path, monkeypatch)
+    path = Path(store.path) / "sessions" / "s" / "log" / segment_names(store)[1]
+    data = bytearray(path.read_bytes())
+    _, size, packed_at, packed_size, _ = chunk_entries(bytes(data))[2]
+    if damage == "checksum":
+        data[packed_at + packed_size // 2] ^= 0x20
+    else:
+        # a zstd frame claiming the right size, its body garbage, its checksum made to hold
+        members, chunks = struct.unpack_from("<II", data, 52)
+        head = zstandard.ZstdCompressor(write_content_size=True).compress(bytes(size))[:6]
+        data[packed_at:packed_at + packed_size] = head + b"\xff" * (packed_size - 6)
+        entry = SEGMENT_HEADER_SIZE + 16 * (members + 2)
+        struct.pack_into("<I", data, entry + 12, crc32c(bytes(
+            data[packed_at:packed_at + packed_size])))
+        tables_end = SEGMENT_HEADER_SIZE + 16 * (members + chunks)
+        struct.pack_into("<I", data, tables_end,
+                         crc32c(bytes(data[SEGMENT_HEADER_SIZE:tables_end])))
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match="compacted chunk") as caught:
+        list(store.read_session("s").events())
+    assert (caught.value.path, caught.value.offset) == (str(path), packed_at)
+    found = problems(store)
+    assert [(f.path, f.offset) for f in found] == [(str(path), packed_at)]
+
+
+def test_a_chunk_that_ends_inside_a_frame_is_damage(tmp_path, monkeypatch):
+    """Chunks hold whole frames (FORMAT.md 3.2): a reader walks them one after the other,
+    and a frame cut between two of them is damage, reported where it starts."""
+    store = build(tmp_path / "store", turns=40)
+    before = everything(store.read_session("s"))
+    real = segment_file._chunk_bounds
+    monkeypatch.setattr(segment_file, "_chunk_bounds", lambda data: [
+        (start, end) for bound in real(data) for start, end in (
+            [(bound[0], bound[0] + 100), (bound[0] + 100, bound[1])]
+            if bound[1] - bound[0] > 200 else [bound])])
+    store.compact()
+    monkeypatch.undo()
+    path = Path(store.path) / "sessions" / "s" / "log" / segment_names(store)[0]
+    with pytest.raises(CorruptionError, match="damaged record") as caught:
+        list(store.read_session("s").events())
+    assert (caught.value.path, caught.value.offset) == (str(path), SEGMENT_HEADER_SIZE)
+    assert [f.path for f in problems(store)] == [str(path)]
+    assert len(before) > 100
+
+
+def test_a_segment_merged_into_a_compacted_file_scans_from_its_own_first_record(
+        tmp_path, monkeypatch):
+    """A member's view starting inside a chunk: its scan starts at the member's first
+    frame and reads the members after it in the same file; a whole read of it holds
+    the same bytes as the file from there."""
+    store = build(tmp_path / "store", turns=80)
+    before = everything(store.read_session("s"))
+    monkeypatch.setattr(segment_file, "CHUNK_BYTES", 3000)
+    store.compact(target_bytes=1 << 20)
+    log = store.read_session("s")._log
+    first_file = int(segment_names(store)[0].split(".")[0])
+    with log.open_segment(first_file) as segment:
+        assert segment.tables is not None
+        starts = {chunk.plain_start for chunk in segment.tables.chunks}
+        inside = [m for m in segment.tables.members if m.start not in starts]
+        last = segment.tables.members[-1].first_seq
+    member = inside[len(inside) // 2]
+    scan = log.scan_segment(member.first_seq, is_last=False)
+    events = [tuple(event) for event in scan]
+    assert events == before[member.first_seq - 1:scan.expect_seq - 1]
+    assert scan.expect_seq > last
+    assert log.read_segment(member.first_seq)[SEGMENT_HEADER_SIZE:] == log.read_segment(
+        first_file)[member.start:]

@@ -196,20 +196,20 @@ def test_every_byte_flip_in_a_compacted_files_header_and_tables_is_reported(tmp_
 # --- forks -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "log_writer.copy_log_prefix links the compacted file (whose members run past at_seq) "
-    "because the next file, a leftover, starts at or before at_seq + 1, then copies the "
-    "leftover's prefix as the fork's active segment: readers take it as a leftover of "
-    "the merge and read the compacted file's frames past at_seq instead"))
+@pytest.mark.parametrize("place", [(1, -1), (1, 0), (1, 2), (2, -1), (2, 3)])
 def test_a_fork_inside_a_leftover_of_an_interrupted_merge_ends_where_it_was_asked(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, place):
+    """At, just before and inside the second and third segment files, leftovers merged
+    into the first: the fork holds the history up to at_seq, not the compacted file's
+    frames after it."""
     store = build(tmp_path / "store", turns=40)
     before = everything(store.read_session("s"))
     interrupted(store, monkeypatch)
     names = segment_names(store)
-    # a seq inside the second segment file, a leftover merged into the first
-    second = int(names[1].split(".")[0])
-    at_seq = second + 2
+    index, shift = place
+    with store.read_session("s")._log.open_segment(int(names[0].split(".")[0])) as merged:
+        assert int(names[index].split(".")[0]) in merged.members_after
+    at_seq = int(names[index].split(".")[0]) + shift
     store.fork_session("s", "f", at_seq=at_seq).close()
     assert everything(store.read_session("f")) == before[:at_seq]
     with store.open_session("f") as session:

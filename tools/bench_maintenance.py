@@ -72,7 +72,7 @@ def compaction_rows(root: str, quick: bool) -> None:
     runs = {"plain": lambda: _replay(plain), "compacted": lambda: _replay(packed),
             "sqlite": lambda: sqlite_replay(plain), "jsonl": lambda: jsonl_replay(
                 __import__("json").loads)(plain)}
-    for _ in range(3):
+    for _ in range(5):  # interleaved, the median of each: a busy machine skews single runs
         for name, run in runs.items():
             start = time.perf_counter()
             assert run() == count
