@@ -789,7 +789,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         ``fsstore.vacuum``): superseded and unusable snapshots, leftovers of interrupted
         clears and writes, temp and trash files older than ``grace`` seconds, torn tails
         set aside longer than ``torn_grace`` (a week), vector files no manifest needs,
-        and the attachments ``gc`` removes. Runs under the writer lock: no write of this
+        the attachments ``gc`` removes, and the queue and input records of done work
+        (replaced by markers, docs/FORMAT.md 17.2). Runs under the writer lock: no write of this
         session lands meanwhile. With ``dry_run`` the same report, and nothing removed."""
         writer = self._writer
         with writer.lock:
@@ -799,7 +800,10 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             target = SessionVacuum(
                 self.io, self.path, self.id, self._log, writer.head, self._snapshots,
                 self._policy.keep, frozenset(self._collections),
-                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run))
+                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run),
+                identity.NO_UID if self.identity is None else self.identity.uid,
+                self._policy.commit_ids, self._checkpoints, self._loaded, writer.sync,
+                self._snapshot)
             report = vacuum_session(target, dry_run=dry_run, grace=grace,
                                     torn_grace=torn_grace)
         return report if retained is None else with_dropped_history(report, retained)
