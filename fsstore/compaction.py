@@ -37,7 +37,7 @@ import fcntl
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,32 @@ DEFAULT_TARGET_BYTES = 4 << 20
 #: zstd level: 3 compresses a log about 3.5x at about 250 MB/s (docs/PERFORMANCE facts).
 DEFAULT_LEVEL = 3
 TEMP_PREFIX = ".tmp-compact-"
+
+
+def add_part(total: Any, session_id: str, part: Any, summed: Iterable[str]) -> None:
+    """Add the report of one session to a store's ``total`` (a ``CompactReport`` or a
+    ``RetainReport``): kept under ``parts``, counted in ``sessions``, and each field
+    named in ``summed`` added up."""
+    total.parts[session_id] = part
+    total.sessions += 1
+    for name in summed:
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
+def report_dict(report: Any, fields: Iterable[str], **more: Any) -> dict[str, Any]:
+    """A report as plain JSON-ready values: ``fields``, then ``more``, then each
+    session's part (``parts``) and the sessions skipped, when there are any."""
+    out: dict[str, Any] = {name: getattr(report, name) for name in fields}
+    out.update(more)
+    if report.parts:
+        out["parts"] = {sid: part.to_dict() for sid, part in report.parts.items()}
+    if report.skipped:
+        out["skipped"] = dict(report.skipped)
+    return out
+
+
+_SUMMED = ("segments_before", "segments_after", "bytes_before", "bytes_after", "plain_bytes",
+           "files_written", "leftovers_removed")
 
 
 @dataclass
@@ -84,25 +110,12 @@ class CompactReport:
         return self.bytes_before / self.bytes_after if self.bytes_after else 1.0
 
     def add(self, session_id: str, part: CompactReport) -> None:
-        self.parts[session_id] = part
-        self.sessions += 1
-        for name in ("segments_before", "segments_after", "bytes_before", "bytes_after",
-                     "plain_bytes", "files_written", "leftovers_removed"):
-            setattr(self, name, getattr(self, name) + getattr(part, name))
+        add_part(self, session_id, part, _SUMMED)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form: the totals, the ratio, and each session's part."""
-        out: dict[str, Any] = {
-            name: getattr(self, name) for name in (
-                "sessions", "segments_before", "segments_after", "bytes_before",
-                "bytes_after", "plain_bytes", "files_written", "leftovers_removed",
-                "seconds", "dry_run")}
-        out["ratio"] = round(self.ratio, 3)
-        if self.parts:
-            out["parts"] = {sid: part.to_dict() for sid, part in self.parts.items()}
-        if self.skipped:
-            out["skipped"] = dict(self.skipped)
-        return out
+        return report_dict(self, ("sessions", *_SUMMED, "seconds", "dry_run"),
+                           ratio=round(self.ratio, 3))
 
 
 @contextlib.contextmanager

@@ -70,8 +70,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS", "DEFAULT_TORN_GRACE_SECONDS", "KINDS", "LOG_RECORD_KINDS",
-    "Removed", "SessionVacuum", "VacuumReport", "reclaim_log_records", "vacuum_session",
-    "vacuum_store",
+    "Removed", "SessionVacuum", "VacuumReport", "reclaim_log_records", "tree_bytes",
+    "vacuum_session", "vacuum_store",
 ]
 
 #: ``log/*.torn`` files (bytes a writer set aside) are kept this long: a week.
@@ -188,8 +188,9 @@ def _older(path: str, now: float, grace: float) -> bool:
         return False
 
 
-def _size(path: str) -> int:
-    """The bytes of a file, or of the files in a folder (links not followed)."""
+def tree_bytes(path: str) -> int:
+    """The bytes of a file, or of the files in a folder (links not followed); 0 when
+    it is gone."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -208,7 +209,7 @@ def _size(path: str) -> int:
 
 def _item(kind: str, path: str) -> _Item:
     folder = os.path.isdir(path) and not os.path.islink(path)
-    return _Item(kind, path, _size(path), folder)
+    return _Item(kind, path, tree_bytes(path), folder)
 
 
 def _names(io: FileIO, folder: str) -> list[str]:
