@@ -22,8 +22,8 @@ class _CompactingStore(Protocol):
     def compact(self, session_ids: Iterable[str] | None = ..., *, dry_run: bool = ...,
                 target_bytes: int = ..., level: int = ..., lock_timeout: float = ...,
                 on_session: Callable[[str], object] | None = ...) -> CompactReport: ...
-    def repair(self, session_id: str, *, dry_run: bool = ...,
-               lock_timeout: float = ...) -> RepairReport: ...
+    def repair(self, session_id: str, *, dry_run: bool = ..., lock_timeout: float = ...,
+               on_segment: Callable[[int], object] | None = ...) -> RepairReport: ...
 
 
 class _RetainingSession(Protocol):
@@ -105,6 +105,7 @@ class AsyncStoreMaintenanceMixin:
             session_ids, dry_run=dry_run, lock_timeout=lock_timeout))
 
     async def arepair(self: _CompactingStore, session_id: str, *, dry_run: bool = False,
-                      lock_timeout: float = 0.0) -> RepairReport:
+                      lock_timeout: float = 0.0,
+                      on_segment: Callable[[int], object] | None = None) -> RepairReport:
         return await asyncio.to_thread(lambda: self.repair(
-            session_id, dry_run=dry_run, lock_timeout=lock_timeout))
+            session_id, dry_run=dry_run, lock_timeout=lock_timeout, on_segment=on_segment))

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -110,14 +110,16 @@ class RepairPlan:
                 "report": self.report.to_dict()}
 
 
-def plan_repair(store: Store, session_id: str, *, now: float | None = None) -> RepairPlan:
+def plan_repair(store: Store, session_id: str, *, now: float | None = None,
+                on_segment: Callable[[int], object] | None = None) -> RepairPlan:
     """Salvage session ``session_id`` and copy every damaged file it names aside, into
     ``SESSION/.repair-YYYYmmddTHHMMSSZ/`` (``now``, default the current time, names it);
     return the plan. Changes no file of the session and takes no lock: a writer may go
     on meanwhile, and the rewrite checks the copies still match. Raises SessionNotFound
-    when there is no such session folder."""
+    when there is no such session folder. ``on_segment`` is called with each segment's
+    name once salvage has read it."""
     path = layout.session_dir(store.path, session_id)
-    report = salvage_session(store.io, path, session_id)
+    report = salvage_session(store.io, path, session_id, on_segment=on_segment)
     plan = RepairPlan(session_id, path, report)
     if report.clean:
         return plan

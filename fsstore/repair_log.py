@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,11 +71,13 @@ class RepairReport:
 
 
 def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
-                   lock_timeout: float = 0.0) -> RepairReport:
+                   lock_timeout: float = 0.0,
+                   on_segment: Callable[[int], object] | None = None) -> RepairReport:
     """Repair session ``session_id`` (see the module docstring) and report what was saved
     and lost. With ``dry_run`` nothing is written or copied: the report says what a
     repair would save and lose. Raises SessionLocked while a writer has it open (after
-    ``lock_timeout`` seconds), SessionNotFound when there is no such session."""
+    ``lock_timeout`` seconds), SessionNotFound when there is no such session.
+    ``on_segment`` is called with each segment's name once salvage has read it."""
     started = time.monotonic()
     path = layout.session_dir(store.path, session_id)
     if not store.io.exists(layout.session_manifest_path(path)):
@@ -84,14 +87,14 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
         if dry_run:
             from .salvage import salvage_session
 
-            salvaged = salvage_session(store.io, path, session_id, check_files=False)
+            salvaged = salvage_session(store.io, path, session_id, check_files=False,
+                                       on_segment=on_segment)
             return RepairReport(session_id, salvaged.saved, salvaged.lost, dry_run=True,
                                 head=_known_head(store, path, salvaged.saved, salvaged.lost),
                                 seconds=round(time.monotonic() - started, 6))
-        plan = plan_repair(store, session_id)
+        plan = plan_repair(store, session_id, on_segment=on_segment)
         report = RepairReport(session_id, plan.saved, plan.lost, aside=plan.aside)
         if plan.needed:
-            _refuse_retained(store, path)
             _rewrite(store, path, plan, report)
             report.repaired = True
         else:
@@ -102,10 +105,11 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
     return report
 
 
-def _refuse_retained(store: Store, path: str) -> None:
-    """A rewrite would write the saved records as events and lose the base frame that
-    stands for the history retention dropped (FORMAT.md 3.3), and with it the state:
-    refused, changing nothing, until repair rewrites base frames too."""
+def _refuse_rewriting_a_base(store: Store, path: str) -> None:
+    """A rewrite of the log's first file would write its saved records as events and
+    lose the base frame that stands for the history retention dropped (FORMAT.md 3.3),
+    and with it the state: refused, changing nothing. Damage in later files is repaired
+    as in any log; the first file is kept as it is."""
     try:
         base = LogReader(store.io, layout.log_dir(path)).history_base()
     except (FsStoreError, OSError):
@@ -152,6 +156,7 @@ def _rewrite(store: Store, path: str, plan: RepairPlan, report: RepairReport) ->
     records = list(_with_lost_tail(plan, head))
     damaged = set(plan.report.damaged_files())
     first_lost = min((r.first for r in plan.lost), default=head + 1)
+    rewrites: list[tuple[str, int, int, list[Event | Gap]]] = []
     for index, first in enumerate(files):
         end = files[index + 1] if index + 1 < len(files) else head + 1
         segment_path = os.path.join(log_path, layout.segment_name(first))
@@ -159,6 +164,10 @@ def _rewrite(store: Store, path: str, plan: RepairPlan, report: RepairReport) ->
         if segment_path not in damaged and not any(isinstance(r, Gap) for r in held) and (
                 io.exists(segment_path)):
             continue
+        if first == log_start:
+            _refuse_rewriting_a_base(store, path)
+        rewrites.append((segment_path, first, end, held))
+    for segment_path, first, end, held in rewrites:
         io.atomic_write(segment_path, _segment(first, log_start, uid, held, first, end))
         report.replaced.append(segment_path)
     hint = layout.tail_hint_path(log_path)

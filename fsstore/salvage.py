@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -566,11 +566,14 @@ class _Walk:
 
 
 def salvage_log(io: FileIO, log_path: str, identity: Identity | None = None,
-                *, session: str | None = None) -> SalvageReport:
+                *, session: str | None = None,
+                on_segment: Callable[[int], object] | None = None) -> SalvageReport:
     """Read every segment file of the log folder ``log_path`` and report what still
     verifies (see the module docstring). ``identity`` is the session's (its manifest's
-    uid and ancestors): a segment another session wrote is reported, not read. Never
-    writes; raises nothing for damage (only for a log folder it cannot list)."""
+    uid and ancestors): a segment another session wrote is reported, not read.
+    ``on_segment`` is called with each live segment's name (its first seq) once it is
+    read (a progress bar's step). Never writes; raises nothing for damage (only for a
+    log folder it cannot list)."""
     log = LogReader(io, log_path, identity)
     source = _Source(io, log)
     walk = _Walk()
@@ -601,6 +604,8 @@ def salvage_log(io: FileIO, log_path: str, identity: Identity | None = None,
         else:
             walk.close(first)
         _read_segment(walk, source, first, is_last=is_last)
+        if on_segment is not None:
+            on_segment(first)
     end = max(walk.expect, live[-1])
     walk.close(end)
     return _report(walk, source, log_path, log_start, end, session)
@@ -752,12 +757,13 @@ _REMEDIES = (
 
 
 def salvage_session(io: FileIO, session_path: str, session_id: str, *,
-                    check_files: bool = True) -> SalvageReport:
+                    check_files: bool = True,
+                    on_segment: Callable[[int], object] | None = None) -> SalvageReport:
     """The salvage report of a session folder: its log as :func:`salvage_log` reads it,
     with the session's identity when its manifest reads; with ``check_files``, also every
     other damaged file ``SessionReader.verify`` finds (snapshots, checkpoints, the
-    message index, blobs, ...). Never writes. Raises SessionNotFound when there is no
-    session folder."""
+    message index, blobs, ...). ``on_segment`` as for :func:`salvage_log`. Never
+    writes. Raises SessionNotFound when there is no session folder."""
     from .session_reader import SessionReader  # it imports much of the package
 
     if not io.check_folder(session_path):
@@ -777,7 +783,7 @@ def salvage_session(io: FileIO, session_path: str, session_id: str, *,
                                  _remedy(os.path.basename(path))))
     identity = None if reader is None else reader.identity
     log_path = layout.log_dir(session_path)
-    report = salvage_log(io, log_path, identity, session=session_id)
+    report = salvage_log(io, log_path, identity, session=session_id, on_segment=on_segment)
     if check_files and reader is not None:
         files.extend(_other_damage(reader.verify(), log_path))
     report.files = files

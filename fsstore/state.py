@@ -229,34 +229,32 @@ class StateImage:
 
     @classmethod
     def from_file(cls, file: SnapshotFile, window: int, path: str) -> StateImage:
-        part = "body"
-        try:
-            body = decode_record(file.body, ImageBody)
-            part = "queue"
-            work = WorkState.from_body(body.queue)
-            part = "inputs"
-            inputs = InputState.from_body(body.inputs)
-            usage = UsageFold.from_body(body.usage)
-        except RecordError as exc:
-            raise CorruptionError(f"snapshot {part} is malformed: {exc}", path=path) from None
-        return cls(file.header.seq, file.header.log_start, window, body.state,
-                   body.commits, work, inputs, usage)
+        return cls._from_body(file.body, file.header.seq, file.header.log_start, window,
+                              "snapshot", "body", path=path)
 
     @classmethod
     def from_base(cls, base: Base, log_start: int, window: int) -> StateImage:
         """The image a base frame holds: the state at ``base.seq`` (FORMAT.md 3.3)."""
-        part = "image"
+        return cls._from_body(base.image_body(), base.seq, log_start, window,
+                              "base record's", "image", path=base.path,
+                              offset=base.offset)
+
+    @classmethod
+    def _from_body(cls, data: Any, seq: int, log_start: int, window: int, what: str,
+                   part: str, *, path: str, offset: int | None = None) -> StateImage:
+        """The image ``data`` (a snapshot's body, a base frame's image) holds;
+        CorruptionError naming the part of ``what`` that is malformed."""
         try:
-            body = decode_record(base.image_body(), ImageBody)
+            body = decode_record(data, ImageBody)
             part = "queue"
             work = WorkState.from_body(body.queue)
             part = "inputs"
             inputs = InputState.from_body(body.inputs)
             usage = UsageFold.from_body(body.usage)
         except RecordError as exc:
-            raise CorruptionError(f"base record's {part} is malformed: {exc}", path=base.path,
-                                  offset=base.offset) from None
-        return cls(base.seq, log_start, window, body.state, body.commits, work, inputs, usage)
+            raise CorruptionError(f"{what} {part} is malformed: {exc}", path=path,
+                                  offset=offset) from None
+        return cls(seq, log_start, window, body.state, body.commits, work, inputs, usage)
 
 
 def start_image(reader: LogReader, log_start: int, window: int) -> StateImage:

@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import clock, identity, layout, manifest
 from . import lease as lease_module
@@ -73,6 +73,18 @@ if TYPE_CHECKING:
     from .repair_log import RepairReport
 
 _T = TypeVar("_T")
+
+
+class _SessionsReport(Protocol):
+    """A report summed over sessions (compaction's, retention's)."""
+
+    skipped: dict[str, str]
+    seconds: float
+
+    def add(self, session_id: str, part: Any) -> None: ...
+
+
+_ReportT = TypeVar("_ReportT", bound=_SessionsReport)
 
 STORE_ENV = "FSSTORE_STORE"
 _KEPT_MUTEXES = 16
@@ -789,26 +801,12 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         compacted (damage, another compaction running) is left as it is and named in
         ``skipped`` with why; one such session stops no other. ``on_session`` is called
         with each session id once it is done (a progress bar's step)."""
-        report = CompactReport(dry_run=dry_run)
-        started = time.monotonic()
-        for session_id in (self.session_ids() if session_ids is None else session_ids):
-            try:
-                part = self.read_session(session_id).compact(
-                    dry_run=dry_run, target_bytes=target_bytes, level=level,
-                    lock_timeout=lock_timeout)
-            except SessionNotFound:
-                if session_ids is not None:
-                    raise
-                continue  # deleted meanwhile
-            except FsStoreError as exc:
-                report.skipped[session_id] = str(exc)
-            else:
-                report.add(session_id, part)
-            finally:
-                if on_session is not None:
-                    on_session(session_id)
-        report.seconds = round(time.monotonic() - started, 6)
-        return report
+        return self._each_session(
+            session_ids, CompactReport(dry_run=dry_run),
+            lambda session_id: self.read_session(session_id).compact(
+                dry_run=dry_run, target_bytes=target_bytes, level=level,
+                lock_timeout=lock_timeout),
+            on_session)
 
     def retain(self, session_id: str, *, keep_turns: int | None = None,
                keep_since: float | None = None, keep: str = "all", dry_run: bool = False,
@@ -825,15 +823,26 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         session that has one (or to those given), summed, with each session's report in
         ``parts``. A session that cannot be retained now (its writer is open elsewhere,
         damage) is left as it is and named in ``skipped`` with why."""
-        report = RetainReport(dry_run=dry_run)
+        def retain(session_id: str) -> RetainReport | None:
+            policy = self.read_session(session_id).retention
+            if policy is None:
+                return None
+            with self.open_session(session_id, lock_timeout=lock_timeout) as session:
+                return session.retain(policy=policy, dry_run=dry_run)
+
+        return self._each_session(session_ids, RetainReport(dry_run=dry_run), retain)
+
+    def _each_session(self, session_ids: Iterable[str] | None, report: _ReportT,
+                      work: Callable[[str], Any],
+                      on_session: Callable[[str], object] | None = None) -> _ReportT:
+        """``report`` with ``work(session_id)`` added for every session (or those given;
+        a None answer adds nothing), and the seconds it took. A session deleted meanwhile
+        is passed over unless it was named; one whose work raises another FsStoreError is
+        left as it is and named in ``report.skipped`` with why."""
         started = time.monotonic()
         for session_id in (self.session_ids() if session_ids is None else session_ids):
             try:
-                policy = self.read_session(session_id).retention
-                if policy is None:
-                    continue
-                with self.open_session(session_id, lock_timeout=lock_timeout) as session:
-                    part = session.retain(policy=policy, dry_run=dry_run)
+                part = work(session_id)
             except SessionNotFound:
                 if session_ids is not None:
                     raise
@@ -841,21 +850,28 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
             except FsStoreError as exc:
                 report.skipped[session_id] = str(exc)
                 continue
-            report.add(session_id, part)
+            finally:
+                if on_session is not None:
+                    on_session(session_id)
+            if part is not None:
+                report.add(session_id, part)
         report.seconds = round(time.monotonic() - started, 6)
         return report
 
-    def repair(self, session_id: str, *, dry_run: bool = False,
-               lock_timeout: float = 0.0) -> RepairReport:
+    def repair(self, session_id: str, *, dry_run: bool = False, lock_timeout: float = 0.0,
+               on_segment: Callable[[int], object] | None = None) -> RepairReport:
         """Rewrite a damaged session so that it verifies (docs/FORMAT.md, 7.6): every
         damaged file is first copied into ``SESSION/.repair-STAMP/``, every record that
         still verifies is kept, and each lost seq becomes an ``fsstore.lost`` record, so
         seqs are never reused. Explicit, never automatic; takes the writer lock
         (SessionLocked while a writer has it open, after ``lock_timeout``). With
-        ``dry_run`` nothing changes: the report says what would be saved and lost."""
+        ``dry_run`` nothing changes: the report says what would be saved and lost.
+        ``on_segment`` is called with each segment's name (its first seq) once it is read
+        (a progress bar's step)."""
         from .repair_log import repair_session  # salvage and repair: only when asked
 
-        return repair_session(self, session_id, dry_run=dry_run, lock_timeout=lock_timeout)
+        return repair_session(self, session_id, dry_run=dry_run, lock_timeout=lock_timeout,
+                              on_segment=on_segment)
 
     # --- counts (fsstore/stats.py) ---
 

@@ -163,6 +163,21 @@ class CrashSimIO(FileIO):
         """Write the crash state ``variant`` of the tree under ``root`` into ``dest``."""
         _write_tree(dest, self.crash_state(variant, rng))
 
+    def record_states(self, dest_root: str | os.PathLike[str]) -> list[str]:
+        """From now on, at every I/O call, materialize each variant of the crash state
+        into a new folder ``state-N`` under ``dest_root``; the answer is the list of those
+        folders, filled as the I/O goes on. Set ``on_op = None`` to stop."""
+        states: list[str] = []
+
+        def crash_here() -> None:
+            for variant in VARIANTS:
+                dest = os.path.join(dest_root, f"state-{len(states)}")
+                self.materialize(dest, variant)
+                states.append(dest)
+
+        self.on_op = crash_here
+        return states
+
     def materialize_unseen(self, dest: str, variant: str, rng: random.Random | None = None,
                            context: object = None) -> bool:
         """Like :meth:`materialize`, unless this same state was already written with an

@@ -1,24 +1,24 @@
-"""tools/bench.py: the parts that decide what is measured (the timings themselves are
-never asserted)."""
+"""tools/bench.py's vector rows (tools/bench_vectors.py): the parts that decide what is
+measured (the timings themselves are never asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
+import sys
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "tools", "bench.py")
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("fsstore_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, TOOLS)  # bench_vectors imports bench's helpers
+    try:
+        return importlib.import_module("bench_vectors")
+    finally:
+        sys.path.remove(TOOLS)
 
 
 @pytest.mark.parametrize("threads", [None, 1, 2, 8])

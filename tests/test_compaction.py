@@ -11,7 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zstandard
-from crashsim import VARIANTS, CrashSimIO
+from crashsim import CrashSimIO
 from crc32c import crc32c
 from procs import Child
 
@@ -281,15 +281,7 @@ def test_every_crash_state_of_a_compaction_opens_whole(tmp_path):
     build(root, turns=24)
     expect = everything(fsstore.open_store(root, create=False).read_session("s"))
     io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path)
     fsstore.open_store(root, io=io, create=False).compact()
     io.on_op = None
     assert len(states) > 20

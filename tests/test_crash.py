@@ -114,15 +114,7 @@ def crash_states_of(tmp_path, root, action) -> list[str]:
     """Run ``action(store)`` through a CrashSimIO and return a crash state after every
     I/O call (all variants), each as a folder to inspect."""
     io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path)
     action(fsstore.open_store(root, io=io))
     return states
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from crashsim import VARIANTS, CrashSimIO
+from crashsim import CrashSimIO
 
 import fsstore
 from fsstore.cli import main
@@ -129,15 +129,7 @@ def test_every_crash_state_of_a_repair_opens_and_a_second_repair_finishes_it(tmp
     flip(files[2], 200)
     expect = store.repair("s", dry_run=True)
     io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path)
     fsstore.open_store(root, io=io, create=False).repair("s")
     io.on_op = None
     assert len(states) > 10
@@ -161,3 +153,21 @@ def test_the_command_shows_the_plan_and_repairs_only_with_yes(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["repaired"] and report["lost"]
     assert main(["--store", store.path, "verify"]) == 0
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_repair_steps_once_per_segment_for_a_progress_bar(tmp_path, dry_run):
+    store, files = build(tmp_path / "store")
+    flip(files[2], 200)
+    steps: list[int] = []
+    store.repair("s", dry_run=dry_run, on_segment=steps.append)
+    assert steps == [int(Path(f).name.split(".")[0]) for f in files]
+
+
+def test_repair_on_a_terminal_draws_a_bar_as_long_as_the_log(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    store, files = build(tmp_path / "store")
+    flip(files[2], 200)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert main(["--store", str(tmp_path / "store"), "repair", "s"]) == 1
+    assert f"/{len(files)} " in capsys.readouterr().err

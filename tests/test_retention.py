@@ -8,12 +8,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from crashsim import VARIANTS, CrashSimIO
+from crashsim import CrashSimIO
 from crc32c import crc32c
 
 import fsstore
 from fsstore.cli import main
 from fsstore.errors import CorruptionError, SeqOutOfRange
+from fsstore.log import LogReader
 from fsstore.log_format import encode_base_frame
 from fsstore.segment_file import encode_compacted
 from fsstore.segment_header import SEGMENT_HEADER_SIZE
@@ -251,15 +252,7 @@ def test_every_crash_state_of_a_retention_opens_whole(tmp_path, policy):
     reader = fsstore.open_store(root, create=False).read_session("s")
     full, before = everything(reader), folds(reader)
     io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path)
     report = fsstore.open_store(root, io=io, create=False).retain("s", **policy)
     io.on_op = None
     assert len(states) > 10 and report.seqs_dropped > 0
@@ -384,15 +377,54 @@ def test_a_base_file_whose_member_table_disagrees_with_its_first_frame_is_damage
 
 
 
-def test_repair_finds_a_retained_session_whole_and_refuses_to_rewrite_its_base(tmp_path):
+def test_repair_of_a_retained_session_keeps_its_base_and_rewrites_later_damage(tmp_path):
     store, base_path = _retained(tmp_path)
     report = store.repair("s", dry_run=True)
     assert report.lost == [] and not store.repair("s").repaired
+    reader = store.read_session("s")
+    start, base = reader.history_start, base_path.read_bytes()
     later = log_dir(store) / segment_names(store)[1]
     raw = bytearray(later.read_bytes())
     raw[200] ^= 0xFF
     later.write_bytes(bytes(raw))
+    report = store.repair("s")
+    assert report.repaired and report.lost and str(later) in report.replaced
+    assert base_path.read_bytes() == base  # the file with the base is kept as it was
+    reader = store.read_session("s")
+    assert reader.history_start == start
+    lost = [e.seq for e in reader.events(include_internal=True) if e.kind == "fsstore.lost"]
+    assert lost == [s for r in report.lost for s in range(r.first, r.last + 1)]
+    assert problems(store) == []
+
+
+def test_repair_refuses_to_rewrite_the_file_that_holds_a_base_changing_no_segment(
+        tmp_path, monkeypatch):
+    store, base_path = _retained(tmp_path)
+    with store.open_session("s") as session:
+        session.append_many([{"more": n, "text": TEXT} for n in range(40)])
+        session.append({"last": True})  # in a segment after the merged ones
+    monkeypatch.setattr("fsstore.segment_file.CHUNK_BYTES", 2048)  # several chunks
+    store.compact()  # what followed the base is merged into its file
+    raw = bytearray(base_path.read_bytes())
+    raw[-100] ^= 0xFF  # in its last chunk: the base, in the first, still reads
+    base_path.write_bytes(bytes(raw))
+    assert LogReader(store.io, str(log_dir(store))).history_base() is not None  # reads
     before = {name: (log_dir(store) / name).read_bytes() for name in segment_names(store)}
     with pytest.raises(fsstore.errors.FormatVersionError, match="base record"):
-        store.repair("s")
+        store.repair("s")  # the lost records would be written into the base's file
     assert {n: (log_dir(store) / n).read_bytes() for n in segment_names(store)} == before
+
+
+def test_repair_of_a_retained_session_whose_base_no_longer_reads_loses_its_seqs(tmp_path):
+    store, base_path = _retained(tmp_path)
+    start = store.read_session("s").history_start
+    raw = bytearray(base_path.read_bytes())
+    raw[-40] ^= 0xFF  # the base file's one chunk: the base with it
+    base_path.write_bytes(bytes(raw))
+    report = store.repair("s")
+    assert report.repaired and [(r.first, r.last) for r in report.lost] == [(1, start - 1)]
+    reader = store.read_session("s")
+    assert reader.history_start == 1  # no base any more: lost records stand for it
+    lost = [e.seq for e in reader.events(include_internal=True) if e.kind == "fsstore.lost"]
+    assert lost == list(range(1, start))
+    assert problems(store) == []

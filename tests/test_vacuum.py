@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from crashsim import VARIANTS, CrashSimIO
+from crashsim import CrashSimIO
 
 import fsstore
 from fsstore import SnapshotPolicy, snapshot
@@ -496,15 +496,7 @@ def crash_states_of_vacuum(tmp_path, littered: Littered) -> list[str]:
     call it makes, each variant."""
     io = CrashSimIO(littered.root)
     session = littered.store(io=io).open_session("s")
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path)
     report = session.vacuum()
     io.on_op = None
     session.close()

@@ -13,10 +13,8 @@ next; this process never loads faiss. A program, not a test: nothing here assert
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import gc
 import json
-import multiprocessing
 import os
 import random
 import resource
@@ -28,7 +26,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -423,377 +420,6 @@ def attachment_rows(root: str, events: list, quick: bool) -> None:
         f"{real * 1000:,.0f} ms", f"(dry run {dry * 1000:,.0f} ms)")
 
 
-# --- vector search ---------------------------------------------------------------------
-
-VECTOR_DIM = 384
-
-
-def build_collection(root: str, name: str, matrix: Any) -> fsstore.Store:
-    """A store whose session "s" holds ``matrix`` as collection "c" (metric dot, the
-    metric of faiss's IndexFlatIP), written in bulk upserts of 100k."""
-    store = fsstore.open_store(os.path.join(root, name))
-    with store.create_session("s") as session:
-        collection = session.create_collection("c", VECTOR_DIM, metric="dot")
-        for start in range(0, len(matrix), 100_000):
-            part = matrix[start:start + 100_000]
-            collection.upsert([fsstore.VectorDocument(f"d{start + i}", row)
-                               for i, row in enumerate(part)])
-    return store
-
-
-def spawned(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` run in a fresh interpreter (multiprocessing's spawn start method), and
-    its result. The process has exited when this returns, and the OpenMP and BLAS threads
-    it started with it: threads a contender leaves spinning for a while after its last
-    call must not be charged to the next contender (on 2 cores, faiss's idle OpenMP
-    threads made fsstore's single query 40 times slower)."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(fn, *args).result()
-
-
-def faiss_probe() -> tuple[str, int] | None:
-    """faiss's version and its default thread count, or None when it is not installed;
-    asked in a process of its own, so that this process never loads OpenMP."""
-    try:
-        import faiss
-    except ImportError:
-        return None
-    return faiss.__version__, faiss.omp_get_max_threads()
-
-
-def search_contender(contender: str, threads: int, folder: str, matrix_path: str,
-                     queries: Any, first: int, repeats: int, batches: int) -> dict[str, Any]:
-    """Run in a spawned process: one contender ("fsstore", or "faiss" on ``threads``
-    threads) alone. Warms up, then times ``repeats`` single queries (query ``first``
-    onwards, modulo 64) and ``batches`` batches of all 64 queries, one after another.
-    Returns the samples in seconds, the ids of query 0's top 10 (checked against the
-    other contenders'), and for fsstore its peak RSS in KiB and the collection's bytes."""
-    result: dict[str, Any] = {}
-    if contender == "fsstore":
-        collection = fsstore.open_store(folder, create=False).read_session("s").collection("c")
-
-        def one(query: Any) -> Any:
-            return collection.search(query, 10)
-
-        def ids(found: Any) -> list[str]:
-            return [hit.id for hit in found]
-
-        def batch() -> object:
-            return collection.search_batch(queries, 10)
-        result["bytes"] = collection.info().bytes
-    else:
-        import faiss
-        import numpy as np
-        faiss.omp_set_num_threads(threads)
-        index = faiss.IndexFlatIP(queries.shape[1])
-        index.add(np.load(matrix_path, mmap_mode="r"))  # copied into the index
-
-        def one(query: Any) -> Any:
-            return index.search(query[None, :], 10)
-
-        def ids(found: Any) -> list[str]:
-            return [f"d{i}" for i in found[1][0]]
-
-        def batch() -> object:
-            return index.search(queries, 10)
-    result["top10"] = ids(one(queries[0]))
-    for query in queries[1:4]:  # the first calls page in the shards and start the threads
-        one(query)
-    batch()
-    single = []
-    for repeat in range(first, first + repeats):
-        query = queries[repeat % len(queries)]
-        start = time.perf_counter()
-        one(query)
-        single.append(time.perf_counter() - start)
-    batched = []
-    for _ in range(batches):
-        start = time.perf_counter()
-        batch()
-        batched.append(time.perf_counter() - start)
-    result["single"], result["batch"] = single, batched
-    result["peak_kib"] = _status_kib("VmHWM")
-    return result
-
-
-def search_contenders(faiss_threads: int | None) -> list[str]:
-    """The vector search contenders: fsstore, and faiss (when ``faiss_threads``, its
-    OpenMP thread count, is given) on one thread and on all of them. On a one-core
-    machine the two faiss runs are one: measured twice under one name, their samples
-    would merge into a median of neither."""
-    if faiss_threads is None:
-        return ["fsstore"]
-    if faiss_threads == 1:
-        return ["fsstore", "faiss 1"]
-    return ["fsstore", "faiss 1", f"faiss {faiss_threads}"]
-
-
-def measure_search(folder: str, matrix_path: str, queries: Any, contenders: list[str],
-                   threads: int, rounds: int, repeats: int,
-                   batches: int) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
-    """Median ms of one query and of a batch of 64 for each contender ("fsstore",
-    "faiss 1", "faiss T"), each measured in ``rounds`` processes of its own, one
-    contender after another in each round (so that a busy moment of the machine does
-    not fall on one contender only); and what fsstore's processes reported. Checks that
-    every contender finds the same top 10."""
-    assert len(set(contenders)) == len(contenders), contenders  # one sample list each
-    samples: dict[str, dict[str, list[float]]] = {
-        name: {"single": [], "batch": []} for name in contenders}
-    fsstore_report: dict[str, Any] = {"peak_kib": 0}
-    expected = None  # query 0's top 10, as the first process found it
-    for round_ in range(rounds):
-        for name in contenders:
-            contender, _, using = name.partition(" ")
-            report = spawned(search_contender, contender, int(using or threads), folder,
-                             matrix_path, queries, round_ * repeats, repeats, batches)
-            samples[name]["single"] += report["single"]
-            samples[name]["batch"] += report["batch"]
-            if contender == "fsstore":
-                fsstore_report = {**report,
-                                  "peak_kib": max(report["peak_kib"], fsstore_report["peak_kib"])}
-            expected = expected or report["top10"]
-            assert report["top10"] == expected, (name, report["top10"], expected)
-
-    def median_ms(kind: str) -> dict[str, float]:
-        return {name: statistics.median(s[kind]) * 1000 for name, s in samples.items()}
-    return median_ms("single"), median_ms("batch"), fsstore_report
-
-
-def vector_rows(root: str, quick: bool) -> None:
-    import numpy as np
-    probe = spawned(faiss_probe)
-    sizes = (10_000, 50_000) if quick else (10_000, 100_000, 1_000_000)
-    # per process: single queries and batches; then processes per contender
-    repeats, batches, rounds = (5, 1, 3) if quick else (11, 2, 3)
-    rng = np.random.default_rng(0)
-    queries = rng.standard_normal((64, VECTOR_DIM), dtype=np.float32)
-    setting = (f"median of {repeats * rounds} queries and {batches * rounds} batches of 64, "
-               f"from {rounds} processes per contender and N, each contender alone in its "
-               "process")
-    if probe is None:
-        print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; {setting}. "
-              "faiss-cpu is not installed (pip install -e '.[bench]'): fsstore alone")
-        threads = 1
-    else:
-        version, threads = probe
-        on = "1 thread" if threads == 1 else f"1 and {threads} threads"
-        print(f"\nExact top-10 search, {VECTOR_DIM}-dim float32, metric dot; faiss-cpu "
-              f"{version} IndexFlatIP (in memory) with {on}; {setting}")
-    contenders = search_contenders(None if probe is None else threads)
-    faiss_names = contenders[1:]
-    for count in sizes:
-        matrix = rng.standard_normal((count, VECTOR_DIM), dtype=np.float32)
-        matrix_path = os.path.join(root, f"vectors-{count}.npy")
-        np.save(matrix_path, matrix)  # memory-mapped by each faiss process
-        build_collection(root, f"vectors-{count}", matrix)
-        del matrix
-        folder = os.path.join(root, f"vectors-{count}")
-        single, batch, report = measure_search(folder, matrix_path, queries, contenders,
-                                               threads, rounds, repeats, batches)
-        os.remove(matrix_path)
-        print(f"  N = {count:,}")
-        best_single = min((single[name] for name in faiss_names), default=None)
-        best_batch = min((batch[name] for name in faiss_names), default=None)
-        row("    one query, fsstore (memory-mapped shard)", f"{single['fsstore']:.3f} ms",
-            ratio(single["fsstore"], best_single, "faiss's best time") if best_single else "")
-        for name in faiss_names:
-            row(f"      {name} thread(s)", f"{single[name]:.3f} ms")
-        row("    batch of 64, fsstore", f"{64000 / batch['fsstore']:,.0f} q/s",
-            ratio(best_batch, batch["fsstore"], "faiss's best throughput") if best_batch else "")
-        for name in faiss_names:
-            row(f"      {name} thread(s)", f"{64000 / batch[name]:,.0f} q/s")
-        if count == sizes[-1]:
-            peak, on_disk = report["peak_kib"], report["bytes"]
-            row(f"    peak RSS of a process searching {count:,}", f"{peak / 1024:,.0f} MiB",
-                ratio(peak * 1024, on_disk, f"the collection on disk ({on_disk >> 20:,} MiB)"))
-        if count != 100_000 and count != sizes[-1]:
-            shutil.rmtree(folder)
-
-    base = 100_000 if 100_000 in sizes else sizes[-1]
-    folder = os.path.join(root, f"vectors-{base}")
-    docs = [fsstore.VectorDocument(f"new{i}", row)
-            for i, row in enumerate(rng.standard_normal((10_000, VECTOR_DIM),
-                                                        dtype=np.float32))]
-    print(f"\nUpserting 10,000 documents one call each into a {base:,}-document collection")
-    for mode in ("flush", "fsync"):
-        store = fsstore.open_store(folder, durability=mode)
-        with store.open_session("s") as session:
-            collection = session.collection("c")
-            start = time.perf_counter()
-            for doc in docs:
-                collection.upsert([doc])
-            elapsed = time.perf_counter() - start
-            info = collection.info()
-            collection.delete([d.id for d in docs])
-        row(f"  durability {mode!r}", f"{elapsed:.2f} s",
-            f"{len(docs) / elapsed:,.0f}/s; then {info.shards} shards, {info.unsealed} "
-            "unsealed")
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-# --- leases and the work queue ----------------------------------------------------------
-
-SQLITE_QUEUE = """
-CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY, kind TEXT, payload BLOB,
-    status TEXT, worker TEXT, expires REAL, attempts INTEGER DEFAULT 0);
-CREATE INDEX IF NOT EXISTS ready ON queue (status, id);
-CREATE TABLE IF NOT EXISTS lease (session TEXT PRIMARY KEY, owner TEXT, token INTEGER,
-    expires REAL, held INTEGER);
-"""
-
-
-def sqlite_connect(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=60)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(SQLITE_QUEUE)
-    return db
-
-
-def sqlite_lease_cycle(db: sqlite3.Connection) -> None:
-    """The same claim (a token bump) and release, as SQLite transactions."""
-    db.execute("BEGIN IMMEDIATE")
-    row = db.execute("SELECT token, held, expires FROM lease WHERE session='s'").fetchone()
-    token = (row[0] if row else 0) + 1
-    db.execute("INSERT OR REPLACE INTO lease VALUES ('s', 'me', ?, ?, 1)",
-               (token, time.time() + 30))
-    db.execute("COMMIT")
-    db.execute("UPDATE lease SET held=0 WHERE session='s' AND token=?", (token,))
-
-
-QUEUE_WORKER = """
-import sqlite3, sys, time
-sys.path.insert(0, sys.argv[4])
-import fsstore
-kind, path, name = sys.argv[1], sys.argv[2], sys.argv[3]
-done = 0
-if kind == "fsstore":
-    session = fsstore.open_store(path, create=False).open_session(
-        "s", shared=True, lock_timeout=60, durability="fsync")
-    print("READY", flush=True)
-    claim = None
-    while True:
-        if claim is None:
-            claim = session.queue.claim(name, 30)
-            if claim is None:
-                time.sleep(0.001)
-                continue
-        if claim.kind == "stop":
-            session.queue.complete(claim)
-            break
-        done += 1
-        claim = session.queue.complete_and_claim(claim, 30)  # one durable step
-else:
-    db = sqlite3.connect(path, isolation_level=None, timeout=60)
-    db.execute("PRAGMA synchronous=FULL")
-    print("READY", flush=True)
-    while True:
-        db.execute("BEGIN IMMEDIATE")
-        row = db.execute("SELECT id, kind FROM queue WHERE status='ready' ORDER BY id "
-                         "LIMIT 1").fetchone()
-        if row is None:
-            db.execute("COMMIT")
-            time.sleep(0.001)
-            continue
-        db.execute("UPDATE queue SET status='claimed', worker=?, expires=?, "
-                   "attempts=attempts+1 WHERE id=?", (name, time.time() + 30, row[0]))
-        db.execute("COMMIT")
-        db.execute("UPDATE queue SET status='done' WHERE id=? AND worker=?", (row[0], name))
-        if row[1] == "stop":
-            break
-        done += 1
-print("DONE", done, flush=True)
-"""
-
-
-def queue_run(kind: str, root: str, items: int, workers: int) -> float:
-    """Items per second, end to end: from the first enqueue (batches of 100, each
-    durable) until ``workers`` processes have claimed and completed every item."""
-    folder = tempfile.mkdtemp(dir=root)
-    tools = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if kind == "fsstore":
-        store = fsstore.open_store(folder, durability="fsync")
-        store.create_session("s").close()
-        path = folder
-    else:
-        path = os.path.join(folder, "queue.db")
-        sqlite_connect(path).close()
-    procs = [subprocess.Popen([sys.executable, "-c", QUEUE_WORKER, kind, path, f"w{n}",
-                               tools], stdout=subprocess.PIPE, text=True)
-             for n in range(workers)]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
-    start = time.perf_counter()
-    batches = [[("job", {"n": n}) for n in range(start_, min(start_ + 100, items))]
-               for start_ in range(0, items, 100)]
-    stops = [("stop", None)] * workers
-    if kind == "fsstore":
-        with store.open_session("s", shared=True, durability="fsync") as session:
-            for batch in batches:
-                session.queue.enqueue_many(batch)
-            session.queue.enqueue_many(stops, priority=-1)
-    else:
-        db = sqlite_connect(path)
-        for batch in [*batches, stops]:
-            db.execute("BEGIN")
-            db.executemany("INSERT INTO queue (kind, payload, status) VALUES (?, ?, 'ready')",
-                           [(k, json.dumps(p)) for k, p in batch])
-            db.execute("COMMIT")
-        db.close()
-    total = 0
-    for proc in procs:
-        out, _ = proc.communicate(timeout=600)
-        total += int(out.split()[-1])
-    elapsed = time.perf_counter() - start
-    assert total == items, (kind, total, items)
-    shutil.rmtree(folder)
-    return items / elapsed
-
-
-def lease_and_queue_rows(root: str, quick: bool) -> None:
-    store = fsstore.open_store(os.path.join(root, "leases"))
-    store.create_session("s").close()
-    owner = fsstore.LeaseOwner.current("bench")
-    db = sqlite_connect(os.path.join(root, "leases.db"))
-
-    def fsstore_cycle() -> None:
-        store.release_lease(store.claim_lease("s", owner, ttl=30).lease)
-
-    cycles = 300 if quick else 1000
-    for _ in range(20):
-        fsstore_cycle()
-        sqlite_lease_cycle(db)
-    samples: dict[str, list[float]] = {"fsstore": [], "sqlite": []}
-    # Interleaved in blocks of 50: each store's fsyncs follow its own, as in a runtime
-    # that claims and releases, rather than the other's.
-    for _ in range(cycles // 50):
-        for name, run in (("fsstore", fsstore_cycle), ("sqlite", lambda: sqlite_lease_cycle(db))):
-            for _ in range(50):
-                start = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - start)
-    medians = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
-    p99 = {k: sorted(v)[int(len(v) * 0.99)] * 1e6 for k, v in samples.items()}
-    print(f"\nExecution lease, claim + release, uncontended (the claim fdatasynced), "
-          f"{cycles} cycles")
-    row("fsstore claim_lease + release_lease", f"{medians['fsstore']:.0f} us",
-        f"p99 {p99['fsstore']:.0f} us",
-        ratio(medians["fsstore"], medians["sqlite"], "SQLite's time"))
-    row("  SQLite WAL FULL: token bump + release", f"{medians['sqlite']:.0f} us",
-        f"p99 {p99['sqlite']:.0f} us")
-
-    items = 2000 if quick else 10_000
-    rates = median_rate({"fsstore": lambda: queue_run("fsstore", root, items, 4),
-                         "sqlite": lambda: queue_run("sqlite", root, items, 4)},
-                        1 if quick else 3)
-    print(f"\nWork queue, 4 worker processes, {items:,} items enqueued in batches of 100; "
-          "each claim and each completion durable")
-    row("fsstore complete_and_claim, durability fsync", f"{rates['fsstore']:,.0f} items/s",
-        ratio(rates["fsstore"], rates["sqlite"], "SQLite"))
-    row("  SQLite WAL FULL: claim, then complete", f"{rates['sqlite']:,.0f} items/s")
-
-
 # --- change notifications ----------------------------------------------------------------
 
 def watch_child(folder: str, mode: str, seconds: str) -> None:
@@ -973,11 +599,27 @@ def vacuum_rows(root: str, quick: bool) -> None:
 
 
 def main() -> None:
-    from bench_agents import agents_rows  # it imports this module's helpers
-    from bench_langgraph import langgraph_rows  # it imports this module's helpers
-    from bench_maintenance import maintenance_rows  # it imports this module's helpers
-    from bench_messages import message_rows  # it imports this module's helpers
-    from bench_stats import stats_rows  # it imports this module's helpers
+    # The sections' modules import this module's helpers, so they are imported here.
+    from bench_agents import agents_rows
+    from bench_langgraph import langgraph_rows
+    from bench_leases import lease_and_queue_rows
+    from bench_maintenance import maintenance_rows
+    from bench_messages import message_rows
+    from bench_stats import stats_rows
+    from bench_vectors import vector_rows
+
+    # (flag, rows, what the flag's help names)
+    sections: list[tuple[str, Callable[[str, bool], None], str]] = [
+        ("vectors", vector_rows, "the vector search rows"),
+        ("leases", lease_and_queue_rows, "the lease and work queue rows"),
+        ("watch", watch_rows, "the change notification rows"),
+        ("messages", message_rows, "the messages rows (beside the Agents SDK's SQLiteSession)"),
+        ("langgraph", langgraph_rows, "the LangGraph checkpointer rows (beside SqliteSaver)"),
+        ("agents", agents_rows, "the Agents SDK session rows (FsstoreSession, SQLiteSession)"),
+        ("maintenance", maintenance_rows, "the maintenance rows (compaction)"),
+        ("vacuum", vacuum_rows, "the vacuum rows"),
+        ("stats", stats_rows, "the store stats rows (stores of 1,000 and 10,000 sessions)"),
+    ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k events, fewer repeats")
@@ -985,27 +627,11 @@ def main() -> None:
     parser.add_argument("--open-events", type=int, default=None,
                         help="events in the big session whose open time is measured (1M)")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
-    parser.add_argument("--vectors-only", action="store_true",
-                        help="only the vector search rows")
-    parser.add_argument("--leases-only", action="store_true",
-                        help="only the lease and work queue rows")
     parser.add_argument("--replay-child", nargs=2, metavar=("NAME", "FOLDER"),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--watch-only", action="store_true",
-                        help="only the change notification rows")
     parser.add_argument("--watch-child", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--messages-only", action="store_true",
-                        help="only the messages rows (beside the Agents SDK's SQLiteSession)")
-    parser.add_argument("--langgraph-only", action="store_true",
-                        help="only the LangGraph checkpointer rows (beside SqliteSaver)")
-    parser.add_argument("--agents-only", action="store_true",
-                        help="only the Agents SDK session rows (FsstoreSession, SQLiteSession)")
-    parser.add_argument("--maintenance-only", action="store_true",
-                        help="only the maintenance rows (compaction)")
-    parser.add_argument("--vacuum-only", action="store_true",
-                        help="only the vacuum rows")
-    parser.add_argument("--stats-only", action="store_true",
-                        help="only the store stats rows (stores of 1,000 and 10,000 sessions)")
+    for flag, _rows, what in sections:
+        parser.add_argument(f"--{flag}-only", action="store_true", help=f"only {what}")
     args = parser.parse_args()
     if args.replay_child:
         replay_child(*args.replay_child)
@@ -1013,20 +639,12 @@ def main() -> None:
     if args.watch_child:
         watch_child(*args.watch_child)
         return
-    if (args.vectors_only or args.leases_only or args.watch_only or args.messages_only
-            or args.langgraph_only or args.agents_only or args.maintenance_only
-            or args.vacuum_only or args.stats_only):
+    chosen = [rows for flag, rows, _what in sections if getattr(args, f"{flag}_only")]
+    if chosen:
         root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
-        section = (vector_rows if args.vectors_only else
-                   lease_and_queue_rows if args.leases_only else
-                   message_rows if args.messages_only else
-                   langgraph_rows if args.langgraph_only else
-                   agents_rows if args.agents_only else
-                   maintenance_rows if args.maintenance_only else
-                   vacuum_rows if args.vacuum_only else
-                   stats_rows if args.stats_only else watch_rows)
         try:
-            section(root, args.quick)
+            for rows in chosen:
+                rows(root, args.quick)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         return

@@ -1,4 +1,4 @@
-"""Progress bars for the long commands (vacuum; later compact, verify, repair, stats).
+"""Progress bars for the long commands: compact, vacuum, verify, stats, repair.
 
 A bar is drawn on stderr when stderr is a terminal and ``tqdm`` is installed (the
 ``progress`` extra: ``pip install fsstore[progress]``); in a pipe, a log file or without

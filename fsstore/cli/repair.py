@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
+from .. import layout
 from ..repair_log import RepairReport
 from ._common import add_command, store_from
+from ._progress import progress
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +30,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_repair(args: argparse.Namespace) -> int:
     store = store_from(args)
-    report = store.repair(args.session, dry_run=not args.yes, lock_timeout=args.wait)
+    with progress(_segment_count(store.path, args.session), "repair", unit="segment") as bar:
+        report = store.repair(args.session, dry_run=not args.yes, lock_timeout=args.wait,
+                              on_segment=lambda _first: bar.update(1))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
@@ -35,6 +40,16 @@ def run_repair(args: argparse.Namespace) -> int:
     if report.dry_run:
         return 1 if report.lost else 0
     return 0
+
+
+def _segment_count(store_path: str, session_id: str) -> int | None:
+    """The segment files of the session's log (the bar's length); None (a bar without a
+    length) when its log folder cannot be listed: repair says why."""
+    try:
+        names = os.listdir(layout.log_dir(layout.session_dir(store_path, session_id)))
+    except (OSError, ValueError):
+        return None
+    return len(layout.segment_seqs(names))
 
 
 def _print(report: RepairReport) -> None:
