@@ -12,11 +12,11 @@ import os
 import shutil
 from pathlib import Path
 
-from crashsim import VARIANTS, CrashSimIO
+from crashsim import CrashSimIO
 from procs import Child
 
 import fsstore
-from fsstore import SnapshotPolicy, state
+from fsstore import SnapshotPolicy, compaction, reclaim, state
 from fsstore.fsio import FileIO
 from fsstore.log import LogReader
 from fsstore.snapshot import SnapshotDir
@@ -285,15 +285,7 @@ def test_every_crash_state_of_a_reclaiming_vacuum_opens_and_folds_the_same(tmp_p
     before = fold(root)
     head = open_store(root).read_session("s").head
     io = CrashSimIO(str(root))
-    states: list[str] = []
-
-    def crash_here() -> None:
-        for variant in VARIANTS:
-            dest = str(tmp_path / f"state-{len(states)}")
-            io.materialize(dest, variant)
-            states.append(dest)
-
-    io.on_op = crash_here
+    states = io.record_states(tmp_path / "states")
     with open_store(root, io=io).open_session("s") as session:
         report = session.vacuum()
     io.on_op = None
@@ -352,3 +344,39 @@ def test_a_reader_in_another_process_folds_the_same_during_reclaims(tmp_path):
     assert not any("DIFFERS" in line for line in out), out
     assert any(line.startswith("LOADS") for line in out), out
     assert reclaimed > 50
+
+
+def log_files(root) -> dict[str, bytes]:
+    log = Path(root) / "sessions" / "s" / "log"
+    return {p.name: p.read_bytes() for p in log.iterdir() if p.name.endswith(".fslog")}
+
+
+def test_a_compaction_holding_the_log_folder_stops_the_reclaim_and_changes_no_file(
+        tmp_path, monkeypatch):
+    store = build(tmp_path / "store", rounds=2)
+    files = log_files(store.path)
+    monkeypatch.setattr(reclaim, "LOCK_TIMEOUT", 0.05)
+    log = os.path.join(store.path, "sessions", "s", "log")
+    with compaction.log_folder_lock(log, 0), open_store(store.path).open_session(
+            "s") as session:
+        report = session.vacuum()
+    assert report.removed["queue_records"].count == 0
+    assert [f.message for f in report.findings if "compaction" in f.message]
+    assert log_files(store.path) == files
+
+
+def test_a_damaged_checkpoint_stops_the_reclaim_and_changes_no_file(tmp_path):
+    store = build(tmp_path / "store", rounds=2)
+    with open_store(store.path).open_session("s") as session:
+        session.checkpoint(checkpoint_id="c1")
+    files = log_files(store.path)
+    path = os.path.join(store.path, "sessions", "s", "checkpoints")
+    (name,) = [n for n in os.listdir(path) if not n.startswith(".")]
+    data = bytearray(Path(path, name).read_bytes())
+    data[-3] ^= 0xFF
+    Path(path, name).write_bytes(bytes(data))
+    with open_store(store.path).open_session("s") as session:
+        report = session.vacuum()
+    assert report.removed["queue_records"].count == 0
+    assert any("items to keep are unknown" in f.message for f in report.findings)
+    assert log_files(store.path) == files
