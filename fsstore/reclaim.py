@@ -8,8 +8,9 @@ was pruned have left the fold, but their records stay in the log. A vacuum
 1. ``P`` is the head. The items to keep are those of the fold at ``P`` (ready, claimed,
    dead, pending, consumed), of the base frame retention wrote (3.3) and of every
    checkpoint: a fold starting from one of those images needs every record after it.
-   A ``fsstore.queue`` or ``fsstore.input`` record of a sealed segment is reclaimable
-   when every item it names is none of those (an enqueue or a submit names itself).
+   A ``fsstore.queue`` or ``fsstore.input`` record of a sealed segment before ``P``'s
+   frame is reclaimable when every item it names is none of those (an enqueue or a
+   submit names itself).
 2. Before the first file changes: the log is synced, a snapshot at ``P`` is written
    (unless the newest is at ``P``), and the snapshots before it are removed: a load
    that started from one would fall back to the log start (``state.load``), and
@@ -263,10 +264,10 @@ def _replace(frames: bytes, keep: _Keep, head: int, out: Reclaimed,
         size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
         start = off + FRAME_HEADER_SIZE
         payload = view[start:start + length]
-        if frame_type == FRAME_EVENTS and any(frames.find(kind, start, start + length) != -1
-                                              for kind in _KINDS):
-            frame = _frame_with_markers(payload, first_seq, count, size, keep, head, out,
-                                        lost)
+        # The frame ending at P stays: a snapshot at P may name it (its position).
+        if (frame_type == FRAME_EVENTS and first_seq + count - 1 < head
+                and any(frames.find(kind, start, start + length) != -1 for kind in _KINDS)):
+            frame = _frame_with_markers(payload, first_seq, count, size, keep, out, lost)
             if frame is not None:
                 parts.append(frames[done:off])
                 parts.append(frame)
@@ -279,7 +280,7 @@ def _replace(frames: bytes, keep: _Keep, head: int, out: Reclaimed,
 
 
 def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: int,
-                        keep: _Keep, head: int, out: Reclaimed, lost: dict[str, int]
+                        keep: _Keep, out: Reclaimed, lost: dict[str, int]
                         ) -> bytes | None:
     """The frame of ``payload`` with its reclaimable records replaced by markers, padded
     to ``size`` bytes; None when none is reclaimable (or the markers would not fit)."""
@@ -293,7 +294,7 @@ def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: i
     replaced: list[tuple[int, str, int]] = []  # (index, report kind, bytes)
     for index, entry in enumerate(raw):
         seq = first_seq + index
-        marker = None if seq > head else _marker_for(entry, seq, keep)
+        marker = _marker_for(entry, seq, keep)
         if marker is not None:
             entries[index] = marker[1]
             replaced.append((index, marker[0], len(entry)))

@@ -785,13 +785,11 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
     @_writes()
     def vacuum(self, *, dry_run: bool = False, grace: float = DEFAULT_GRACE_SECONDS,
                torn_grace: float = DEFAULT_TORN_GRACE_SECONDS) -> VacuumReport:
-        """Remove what the session no longer needs and report it by kind (see
-        ``fsstore.vacuum``): superseded and unusable snapshots, leftovers of interrupted
-        clears and writes, temp and trash files older than ``grace`` seconds, torn tails
-        set aside longer than ``torn_grace`` (a week), vector files no manifest needs,
-        the attachments ``gc`` removes, and the queue and input records of done work
-        (replaced by markers, docs/FORMAT.md 17.2). Runs under the writer lock: no write of this
-        session lands meanwhile. With ``dry_run`` the same report, and nothing removed."""
+        """Remove what the session no longer needs and report it by kind (``fsstore.vacuum``):
+        old snapshots, leftovers of interrupted clears and writes, temp and trash files
+        older than ``grace`` s, torn tails older than ``torn_grace`` (a week), vector files
+        no manifest needs, orphaned attachments, the log records of done work (FORMAT 17.2).
+        Under the writer lock. With ``dry_run`` the same report, and nothing removed."""
         writer = self._writer
         with writer.lock:
             policy = self.retention  # the manifest's retention policy first (5.6)
