@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import shutil
 from pathlib import Path
 
+import pytest
 from crashsim import CrashSimIO
 from procs import Child
 
@@ -380,3 +382,71 @@ def test_a_damaged_checkpoint_stops_the_reclaim_and_changes_no_file(tmp_path):
     assert report.removed["queue_records"].count == 0
     assert any("items to keep are unknown" in f.message for f in report.findings)
     assert log_files(store.path) == files
+
+
+def random_work(session, rng: random.Random, claims: list) -> None:
+    """One random queue, input, state or filler operation."""
+    op = rng.randrange(10)
+    if op == 0:
+        session.queue.enqueue_many([("job", {"n": rng.randrange(100)})
+                                    for _ in range(rng.randrange(1, 6))],
+                                   max_attempts=rng.choice([1, 2, 3]))
+    elif op in (1, 2):
+        claim = session.queue.claim("w", 600)
+        if claim is not None:
+            claims.append(claim)
+    elif op in (3, 4) and claims:
+        claim = claims.pop(rng.randrange(len(claims)))
+        action = rng.choice(["complete", "complete", "fail", "release"])
+        try:
+            if action == "fail":
+                session.queue.fail(claim, "no")
+            else:
+                getattr(session.queue, action)(claim)
+        except fsstore.errors.ClaimLost:
+            pass
+    elif op == 5:
+        session.queue.purge()
+    elif op == 6:
+        session.inputs.submit({"n": rng.randrange(100)})
+    elif op == 7:
+        session.inputs.claim()
+        if rng.random() < 0.7:
+            session.finish_turn()
+    elif op == 8:
+        session.inputs.prune(0)
+        session.set_state(f"k{rng.randrange(5)}", rng.randrange(100))
+    else:
+        fill(session, rng.randrange(1, 6))
+
+
+def check_random_vacuums(root, seed: int, steps: int) -> None:
+    rng = random.Random(seed)
+    store = fsstore.open_store(root, segment_size=4096, snapshots=SnapshotPolicy(
+        every_events=rng.choice([None, 50]), every_bytes=None, keep=2))
+    reclaimed = 0
+    with store.create_session("s") as session:
+        session.set_state("k0", 0)
+        claims: list = []
+        for step in range(steps):
+            random_work(session, rng, claims)
+            if step % 40 == 39:
+                before = fold(root)
+                report = session.vacuum()
+                assert report.findings == ()
+                reclaimed += report.removed["queue_records"].count
+                assert image_parts(session._loaded()) == before, (seed, step)
+                assert fold(root) == before, (seed, step)
+                assert fold(root, snapshots=False) == before, (seed, step)
+    assert problems(store) == []
+    assert reclaimed > 0
+
+
+def test_random_work_between_vacuums_folds_the_same_after_each(tmp_path):
+    check_random_vacuums(tmp_path / "store", 1, 240)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", range(2, 22))
+def test_random_work_between_vacuums_folds_the_same_after_each_long(tmp_path, seed):
+    check_random_vacuums(tmp_path / "store", seed, 1200)
