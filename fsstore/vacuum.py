@@ -89,7 +89,8 @@ KINDS = ("log_leftovers", "torn_files", "snapshots", "temp_files", "trash_folder
 class Removed:
     """What a vacuum removed of one kind (or, in a dry run, would remove): how many
     files or folders, their bytes (a folder's: the files in it), and their paths (none
-    for blobs, which the gc counts)."""
+    for blobs, which the gc counts). For log records: how many were reclaimed, and how
+    many bytes the log files shrank by."""
 
     count: int = 0
     bytes: int = 0
@@ -126,7 +127,7 @@ class VacuumReport:
 
     @property
     def count(self) -> int:
-        """Files and folders removed, of every kind."""
+        """Files and folders removed, and log records reclaimed, of every kind."""
         return sum(removed.count for removed in self.removed.values())
 
     @property

@@ -90,7 +90,7 @@ def run_vacuum(args: argparse.Namespace) -> int:
 
 def _print_report(report: VacuumReport, root: str) -> None:
     verb = "would remove" if report.dry_run else "removed"
-    print(f"{verb} {report.count} files and folders, {human_bytes(report.bytes)}"
+    print(f"{verb} {report.count} files, folders and log records, {human_bytes(report.bytes)}"
           f" ({report.seconds:.2f} s)")
     for kind in KINDS:
         item = report.removed[kind]
