@@ -47,7 +47,7 @@ from .compaction import (
     sealed_sources,
     write_group,
 )
-from .errors import Finding, FsStoreError
+from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
 from .fsio import FileIO
 from .log import LogReader
 from .log_format import (
@@ -183,9 +183,9 @@ def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
             continue
         members = group_members(reader, [source])
         changed: list[tuple[int, bytes]] = []
-        lost: dict[str, int] = {}
+        lost: dict[str, list[int]] = {}  # report kind: [records, their bytes]
         for first, frames in members:
-            changed.append((first, _replace(frames, keep, target.head, out, lost)))
+            changed.append((first, _replace(frames, keep, target.head, lost)))
         if not lost:
             continue
         if not dry_run and not prepared:
@@ -225,35 +225,40 @@ def _prepare(target: ReclaimTarget, out: Reclaimed) -> None:
 
 
 def _older_snapshots(target: ReclaimTarget) -> list[tuple[str, int]]:
+    """The snapshots before ``P`` (path, size). A damaged one, or one of a newer format,
+    stays, as every vacuum leaves it (the snapshot step reports it; loads skip it)."""
     found = []
     for seq in target.snapshots.seqs():
         if seq < target.head:
             path = target.snapshots.file_path(seq)
             try:
+                target.snapshots.read(path, with_body=False)
                 found.append((path, os.path.getsize(path)))
-            except FileNotFoundError:
+            except (FileNotFoundError, CorruptionError, FormatVersionError):
                 continue
     return found
 
 
-def _share(out: Reclaimed, lost: dict[str, int], source: Source, written: int) -> None:
+def _share(out: Reclaimed, lost: dict[str, list[int]], source: Source, written: int
+           ) -> None:
     """Count the records replaced in one file, and share the bytes it shrank by between
     the kinds, by the bytes of the records each lost."""
     saved = source.disk_bytes - written
-    total = sum(lost.values())
+    total = sum(nbytes for _records, nbytes in lost.values())
     kinds = sorted(lost)
     given = 0
     for index, kind in enumerate(kinds):
-        share = saved - given if index == len(kinds) - 1 else saved * lost[kind] // total
+        records, nbytes = lost[kind]
+        share = saved - given if index == len(kinds) - 1 else saved * nbytes // total
+        out.records[kind] += records
         out.bytes[kind] += share
         given += share
 
 
-def _replace(frames: bytes, keep: _Keep, head: int, out: Reclaimed,
-             lost: dict[str, int]) -> bytes:
+def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]]) -> bytes:
     """``frames`` (one segment's, checked) with the reclaimable records of each frame
     replaced by markers, each frame at its old size; ``frames`` itself when nothing
-    changed. Counts the records replaced in ``out`` and their bytes in ``lost``."""
+    changed. Counts the records replaced, and their bytes, in ``lost``."""
     if not any(kind in frames for kind in _KINDS):
         return frames  # no queue or input record at all: nothing to decode
     parts: list[bytes] = []
@@ -267,7 +272,7 @@ def _replace(frames: bytes, keep: _Keep, head: int, out: Reclaimed,
         # The frame ending at P stays: a snapshot at P may name it (its position).
         if (frame_type == FRAME_EVENTS and first_seq + count - 1 < head
                 and any(frames.find(kind, start, start + length) != -1 for kind in _KINDS)):
-            frame = _frame_with_markers(payload, first_seq, count, size, keep, out, lost)
+            frame = _frame_with_markers(payload, first_seq, count, size, keep, lost)
             if frame is not None:
                 parts.append(frames[done:off])
                 parts.append(frame)
@@ -280,8 +285,7 @@ def _replace(frames: bytes, keep: _Keep, head: int, out: Reclaimed,
 
 
 def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: int,
-                        keep: _Keep, out: Reclaimed, lost: dict[str, int]
-                        ) -> bytes | None:
+                        keep: _Keep, lost: dict[str, list[int]]) -> bytes | None:
     """The frame of ``payload`` with its reclaimable records replaced by markers, padded
     to ``size`` bytes; None when none is reclaimable (or the markers would not fit)."""
     try:
@@ -304,8 +308,9 @@ def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: i
     if frame is None:
         return None  # keeping the records is always correct (section 17.2)
     for _index, kind, nbytes in replaced:
-        out.records[kind] += 1
-        lost[kind] = lost.get(kind, 0) + nbytes
+        tally = lost.setdefault(kind, [0, 0])
+        tally[0] += 1
+        tally[1] += nbytes
     return frame
 
 
