@@ -450,3 +450,23 @@ def test_random_work_between_vacuums_folds_the_same_after_each(tmp_path):
 @pytest.mark.parametrize("seed", range(2, 22))
 def test_random_work_between_vacuums_folds_the_same_after_each_long(tmp_path, seed):
     check_random_vacuums(tmp_path / "store", seed, 1200)
+
+
+def test_a_damaged_older_snapshot_stays_and_is_reported_while_the_others_go(tmp_path):
+    store = build(tmp_path / "store", rounds=2)
+    with open_store(store.path).open_session("s") as session:
+        older = [session.snapshot()]
+        session.append({"more": 1})
+        older.append(session.snapshot())
+        session.append({"more": 2})
+    snaps = SnapshotDir(FileIO(), os.path.join(store.path, "sessions", "s"))
+    damaged = Path(snaps.file_path(older[0]))
+    data = bytearray(damaged.read_bytes())
+    data[10] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with open_store(store.path).open_session("s") as session:
+        report = session.vacuum()
+    assert report.removed["queue_records"].count > 0
+    assert damaged.exists() and any(f.path == str(damaged) for f in report.findings)
+    assert not os.path.exists(snaps.file_path(older[1]))
+    assert fold(store.path)[1:3] == fold(store.path, snapshots=False)[1:3]
