@@ -37,7 +37,7 @@ import fcntl
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,32 @@ DEFAULT_TARGET_BYTES = 4 << 20
 #: zstd level: 3 compresses a log about 3.5x at about 250 MB/s (docs/PERFORMANCE facts).
 DEFAULT_LEVEL = 3
 TEMP_PREFIX = ".tmp-compact-"
+
+
+def add_part(total: Any, session_id: str, part: Any, summed: Iterable[str]) -> None:
+    """Add the report of one session to a store's ``total`` (a ``CompactReport`` or a
+    ``RetainReport``): kept under ``parts``, counted in ``sessions``, and each field
+    named in ``summed`` added up."""
+    total.parts[session_id] = part
+    total.sessions += 1
+    for name in summed:
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
+def report_dict(report: Any, fields: Iterable[str], **more: Any) -> dict[str, Any]:
+    """A report as plain JSON-ready values: ``fields``, then ``more``, then each
+    session's part (``parts``) and the sessions skipped, when there are any."""
+    out: dict[str, Any] = {name: getattr(report, name) for name in fields}
+    out.update(more)
+    if report.parts:
+        out["parts"] = {sid: part.to_dict() for sid, part in report.parts.items()}
+    if report.skipped:
+        out["skipped"] = dict(report.skipped)
+    return out
+
+
+_SUMMED = ("segments_before", "segments_after", "bytes_before", "bytes_after", "plain_bytes",
+           "files_written", "leftovers_removed")
 
 
 @dataclass
@@ -84,25 +110,12 @@ class CompactReport:
         return self.bytes_before / self.bytes_after if self.bytes_after else 1.0
 
     def add(self, session_id: str, part: CompactReport) -> None:
-        self.parts[session_id] = part
-        self.sessions += 1
-        for name in ("segments_before", "segments_after", "bytes_before", "bytes_after",
-                     "plain_bytes", "files_written", "leftovers_removed"):
-            setattr(self, name, getattr(self, name) + getattr(part, name))
+        add_part(self, session_id, part, _SUMMED)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form: the totals, the ratio, and each session's part."""
-        out: dict[str, Any] = {
-            name: getattr(self, name) for name in (
-                "sessions", "segments_before", "segments_after", "bytes_before",
-                "bytes_after", "plain_bytes", "files_written", "leftovers_removed",
-                "seconds", "dry_run")}
-        out["ratio"] = round(self.ratio, 3)
-        if self.parts:
-            out["parts"] = {sid: part.to_dict() for sid, part in self.parts.items()}
-        if self.skipped:
-            out["skipped"] = dict(self.skipped)
-        return out
+        return report_dict(self, ("sessions", *_SUMMED, "seconds", "dry_run"),
+                           ratio=round(self.ratio, 3))
 
 
 @contextlib.contextmanager
@@ -131,8 +144,8 @@ def log_folder_lock(log_path: str, timeout: float) -> Iterator[None]:
 
 
 @dataclass
-class _Source:
-    """A sealed segment file as compaction sees it."""
+class Source:
+    """A sealed segment file as compaction (and a reclaim) sees it."""
 
     first: int
     disk_bytes: int
@@ -151,7 +164,7 @@ def compact_log(io: FileIO, reader: LogReader, session_path: str, uid: int = NO_
     started = time.monotonic()
     report = CompactReport(dry_run=dry_run)
     with log_folder_lock(reader.path, lock_timeout):
-        sources, leftovers = _sealed_sources(reader)
+        sources, leftovers = sealed_sources(reader)
         files = reader.list_segments()
         report.segments_before = len(files)
         report.bytes_before = sum(_file_size(io, reader.segment_path(s)) for s in files)
@@ -184,11 +197,11 @@ def compact_log(io: FileIO, reader: LogReader, session_path: str, uid: int = NO_
     return report
 
 
-def _sealed_sources(reader: LogReader) -> tuple[list[_Source], list[int]]:
+def sealed_sources(reader: LogReader) -> tuple[list[Source], list[int]]:
     """The sealed segment files of the live log (every one but the newest), and the
     leftovers among them: files of segments already merged into a compacted file."""
     segments, log_start = reader.live_segments()
-    sources: list[_Source] = []
+    sources: list[Source] = []
     leftovers: list[int] = []
     merged: set[int] = set()
     base = reader.base_of(log_start)
@@ -199,7 +212,7 @@ def _sealed_sources(reader: LogReader) -> tuple[list[_Source], list[int]]:
             continue
         with reader.open_segment(first) as segment:
             members = _members(segment)
-            sources.append(_Source(first, _file_size(reader.io, segment.path),
+            sources.append(Source(first, _file_size(reader.io, segment.path),
                                    segment.size - SEGMENT_HEADER_SIZE, segment.compacted,
                                    members))
         merged.update(members[1:])
@@ -212,10 +225,10 @@ def _members(segment: SegmentFile) -> tuple[int, ...]:
     return tuple(member.first_seq for member in segment.tables.members)
 
 
-def _groups(sources: list[_Source], target_bytes: int) -> list[list[_Source]]:
+def _groups(sources: list[Source], target_bytes: int) -> list[list[Source]]:
     """Consecutive sealed segments merged while they fit in ``target_bytes`` together:
     a segment as large as the target stays alone (and is only compressed)."""
-    groups: list[list[_Source]] = []
+    groups: list[list[Source]] = []
     for source in sources:
         if source.plain_bytes == 0:
             groups.append([])  # an empty segment (no writer seals one) ends a run
@@ -227,9 +240,16 @@ def _groups(sources: list[_Source], target_bytes: int) -> list[list[_Source]]:
     return [group for group in groups if group]
 
 
-def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list[_Source],
+def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list[Source],
                    uid: int, level: int) -> int:
     """Write one compacted file for ``group`` and put it in place; return its size."""
+    return write_group(io, reader, session_path, group, group_members(reader, group), uid,
+                       level)
+
+
+def group_members(reader: LogReader, group: list[Source]) -> list[tuple[int, bytes]]:
+    """The frames of the segments ``group``'s files hold, as (first seq, frames) in seq
+    order, every frame checked and the seqs continuous across the group."""
     members: list[tuple[int, bytes]] = []
     expect = group[0].first
     for source in group:
@@ -252,6 +272,16 @@ def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list
             end = offsets[index + 1] if index + 1 < len(offsets) else scan.end
             members.append((member_first, bytes(buf[offsets[index]:end])))
         expect = scan.expect_seq
+    return members
+
+
+def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[Source],
+                members: list[tuple[int, bytes]], uid: int, level: int = DEFAULT_LEVEL
+                ) -> int:
+    """Steps 1 to 4 of the module's docstring for ``members`` (the frames of ``group``,
+    or a reclaim's rewrite of them, ``reclaim.py``): the compacted file written in the
+    session folder, read back and compared, renamed over the group's first file; then
+    the group's other files unlinked. Returns the new file's size."""
     first = group[0].first
     log_start = reader.read_header(first).log_start
     data = encode_compacted(first, log_start, uid, members, level)
@@ -275,7 +305,7 @@ def _compact_group(io: FileIO, reader: LogReader, session_path: str, group: list
     return len(data)
 
 
-def _member_offsets(reader: LogReader, source: _Source, buf: bytes) -> list[int]:
+def _member_offsets(reader: LogReader, source: Source, buf: bytes) -> list[int]:
     """Where each segment held by ``source`` starts in its bytes."""
     if not source.compacted:
         return [SEGMENT_HEADER_SIZE]

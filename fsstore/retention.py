@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .compaction import TEMP_PREFIX, log_folder_lock
+from .compaction import TEMP_PREFIX, add_part, log_folder_lock, report_dict
 from .errors import CorruptionError, InvalidSetting
 from .fsio import FileIO
 from .log import LogReader, SegmentEnd
@@ -141,21 +141,14 @@ class RetainReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def add(self, session_id: str, part: RetainReport) -> None:
-        self.parts[session_id] = part
-        self.sessions += 1
-        for name in ("seqs_dropped", "segments_removed", "bytes_freed", "snapshots_removed"):
-            setattr(self, name, getattr(self, name) + getattr(part, name))
+        add_part(self, session_id, part,
+                 ("seqs_dropped", "segments_removed", "bytes_freed", "snapshots_removed"))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
-        out: dict[str, Any] = {name: getattr(self, name) for name in (
+        return report_dict(self, (
             "sessions", "seqs_dropped", "history_start_before", "history_start",
-            "segments_removed", "bytes_freed", "snapshots_removed", "seconds", "dry_run")}
-        if self.parts:
-            out["parts"] = {sid: part.to_dict() for sid, part in self.parts.items()}
-        if self.skipped:
-            out["skipped"] = dict(self.skipped)
-        return out
+            "segments_removed", "bytes_freed", "snapshots_removed", "seconds", "dry_run"))
 
 
 @dataclass

@@ -785,12 +785,11 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
     @_writes()
     def vacuum(self, *, dry_run: bool = False, grace: float = DEFAULT_GRACE_SECONDS,
                torn_grace: float = DEFAULT_TORN_GRACE_SECONDS) -> VacuumReport:
-        """Remove what the session no longer needs and report it by kind (see
-        ``fsstore.vacuum``): superseded and unusable snapshots, leftovers of interrupted
-        clears and writes, temp and trash files older than ``grace`` seconds, torn tails
-        set aside longer than ``torn_grace`` (a week), vector files no manifest needs,
-        and the attachments ``gc`` removes. Runs under the writer lock: no write of this
-        session lands meanwhile. With ``dry_run`` the same report, and nothing removed."""
+        """Remove what the session no longer needs and report it by kind (``fsstore.vacuum``):
+        old snapshots, leftovers of interrupted clears and writes, temp and trash files
+        older than ``grace`` s, torn tails older than ``torn_grace`` (a week), vector files
+        no manifest needs, orphaned attachments, the log records of done work (FORMAT 17.2).
+        Under the writer lock. With ``dry_run`` the same report, and nothing removed."""
         writer = self._writer
         with writer.lock:
             policy = self.retention  # the manifest's retention policy first (5.6)
@@ -799,7 +798,10 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             target = SessionVacuum(
                 self.io, self.path, self.id, self._log, writer.head, self._snapshots,
                 self._policy.keep, frozenset(self._collections),
-                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run))
+                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run),
+                identity.NO_UID if self.identity is None else self.identity.uid,
+                self._policy.commit_ids, self._checkpoints, self._loaded, writer.sync,
+                self._snapshot)
             report = vacuum_session(target, dry_run=dry_run, grace=grace,
                                     torn_grace=torn_grace)
         return report if retained is None else with_dropped_history(report, retained)

@@ -28,7 +28,7 @@ from .fsio import FileIO
 from .log import LogPosition, LogReader
 from .log_format import Base, Event, refuse_msgpack_ext
 from .snapshot import SnapshotDir, SnapshotFile
-from .turns import MESSAGE_RECORD, TURN_FINISHED
+from .turns import MESSAGE_RECORD, RECLAIMED_RECORD, TURN_FINISHED
 from .usage import UsageBody, UsageFold
 from .work import INPUT_RECORD, QUEUE_RECORD, InputState, RecordError, WorkState, decode_record
 
@@ -37,10 +37,10 @@ logger = logging.getLogger("fsstore")
 STATE_RECORD = "fsstore.state"
 #: Frames holding none of the store's own records are skipped unread by a state replay.
 RECORD_MARKER = b"fsstore."
-#: The record kinds an image folds: the state, the work queue, the turn inputs, and the
-#: usage of messages and turns.
+#: The record kinds an image folds: the state, the work queue, the turn inputs, the
+#: usage of messages and turns, and the markers of reclaimed queue and input records.
 FOLDED_KINDS = frozenset((STATE_RECORD, QUEUE_RECORD, INPUT_RECORD, MESSAGE_RECORD,
-                          TURN_FINISHED))
+                          TURN_FINISHED, RECLAIMED_RECORD))
 DEFAULT_COMMIT_ID_WINDOW = 10_000
 
 _encoder = msgspec.msgpack.Encoder()
@@ -122,6 +122,15 @@ class ImageBody(msgspec.Struct, frozen=True):
     usage: UsageBody | None = None
 
 
+class ReclaimedRecord(msgspec.Struct, frozen=True):
+    """An ``fsstore.reclaimed`` marker's data (docs/FORMAT.md, section 17.2): the ids of
+    the done queue items or turn inputs the record it replaced named. Other keys (the
+    ``pad`` that keeps the frame's size) are ignored."""
+
+    queue: list[int] = []
+    inputs: list[int] = []
+
+
 class CommitRecord(NamedTuple):
     first_seq: int
     last_seq: int
@@ -182,6 +191,9 @@ class StateImage:
             if event.kind == TURN_FINISHED:
                 self.usage.turn_finished(event.ts, event.turn)
                 return
+            if event.kind == RECLAIMED_RECORD:
+                self.retire(decode_record(data, ReclaimedRecord))
+                return
             record = decode_record(data, StateRecord)
             self.apply_ops([[op.__struct_config__.tag, *msgspec.structs.astuple(op)]
                             for op in record.ops])
@@ -192,6 +204,16 @@ class StateImage:
             raise FormatVersionError(
                 f"{path}: {event.kind} record at seq {event.seq} cannot be applied ({exc}); "
                 "it was written by a newer fsstore, or by hand") from None
+
+    def retire(self, marker: ReclaimedRecord) -> None:
+        """Drop the items a reclaimed record named: they were done (gone from the fold)
+        when a vacuum reclaimed it. A fold that still holds one read a record of it
+        from before the rewrite (a reader racing the vacuum, or an image older than
+        it), and would miss the record that finished it (section 17.2)."""
+        for item_id in marker.queue:
+            self.work.items.pop(item_id, None)
+        for item_id in marker.inputs:
+            self.inputs.items.pop(item_id, None)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -272,16 +294,35 @@ def load(
     checkpoints, for a state in the past.
     """
     bases = list(extra_bases)
-    for _ in range(3):
+    moves = 0
+    newer_than: int | None = None
+    while True:
         try:
-            return _load_once(io, reader, snapshots, until_seq, window, bases)
+            return _load_once(io, reader, snapshots, until_seq, window, bases, newer_than)
         except _LogMoved as moved:
             # The log ended before its tail said: a writer cleared it meanwhile (a
             # reader takes no lock), or a segment is missing. Look again.
             short = moved
+            moves += 1
+            if moves == 3:
+                break
+        except _TooOld as too_old:
+            # A vacuum reclaimed records after the image started from (section 17.2):
+            # only a newer image, or the log start, folds to what the log says. Each
+            # retry starts later, and the fold from the log start never raises this.
+            newer_than = too_old.seq
     raise CorruptionError(
         f"the log ends at seq {short.reached} while its tail says {short.target}: a "
         "segment is missing", path=short.path)
+
+
+class _TooOld(Exception):
+    """A fold from the snapshot or checkpoint at ``seq`` met an ``fsstore.reclaimed``
+    marker after it: the image may hold work whose finishing record was reclaimed."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(seq)
+        self.seq = seq
 
 
 class _LogMoved(Exception):
@@ -292,7 +333,7 @@ class _LogMoved(Exception):
 
 def _load_once(
     io: FileIO, reader: LogReader, snapshots: SnapshotDir, until_seq: int | None,
-    window: int, extra_bases: list[tuple[int, str]],
+    window: int, extra_bases: list[tuple[int, str]], newer_than: int | None = None,
 ) -> Loaded:
     _, log_start, end = reader.locate_tail()
     head = end.next_seq - 1
@@ -304,6 +345,8 @@ def _load_once(
     dropped_before(reader, log_start, target)
     base = reader.base_of(log_start)
     floor = log_start - 1 if base is None else base.seq  # no image before it is usable
+    if newer_than is not None:
+        floor = max(floor, newer_than + 1)  # those up to it are older than a reclaim
     findings: list[Finding] = []
     bases = [(seq, snapshots.file_path(seq)) for seq in snapshots.seqs()
              if floor <= seq <= target]
@@ -330,7 +373,7 @@ def _load_once(
                 f"seq {image.seq} it was folded up to (a crash took back records that were "
                 "not yet synced, and others were written since)"))
             continue
-        _replay(reader, image, position, target)
+        _replay(reader, image, position, target, started_at=image.seq)
         return Loaded(image, _logged(findings))
     image = start_image(reader, log_start, window)
     _replay(reader, image, None, target)
@@ -346,9 +389,11 @@ def catch_up(reader: LogReader, image: StateImage, position: LogPosition, seq: i
 
 
 def _replay(reader: LogReader, image: StateImage, position: LogPosition | None,
-            target: int) -> None:
+            target: int, started_at: int | None = None) -> None:
     """Fold the state records after ``image.seq`` up to ``target`` into ``image``, reading
-    from ``position`` (the boundary after ``image.seq``) when given, else by seq."""
+    from ``position`` (the boundary after ``image.seq``) when given, else by seq.
+    ``started_at``: the seq of the snapshot or checkpoint the image was read from; a
+    reclaimed marker after it raises _TooOld (a load then starts from a newer one)."""
     if image.seq == target:
         return
     if position is not None:
@@ -359,6 +404,8 @@ def _replay(reader: LogReader, image: StateImage, position: LogPosition | None,
     for scan in scans:
         for event in scan:
             if event.kind in FOLDED_KINDS:
+                if started_at is not None and event.kind == RECLAIMED_RECORD:
+                    raise _TooOld(started_at)
                 image.apply(event, scan.path)
         reached, path = scan.expect_seq - 1, scan.path
     if reached < target:

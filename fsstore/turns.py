@@ -37,7 +37,11 @@ def is_callers(kind: str) -> bool:
 #: its current turn, and do not move the revision a commit is checked against.
 #: The record a repair writes for each seq it found lost (docs/FORMAT.md 7.6): of no turn.
 LOST_RECORD = "fsstore.lost"
-NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, LEASE_RECORD, LOST_RECORD))
+#: The record a vacuum puts in place of a queue or input record of done work
+#: (docs/FORMAT.md 17.2): of no turn, like the record it replaces.
+RECLAIMED_RECORD = "fsstore.reclaimed"
+NEUTRAL_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, LEASE_RECORD, LOST_RECORD,
+                           RECLAIMED_RECORD))
 
 
 class Turn(NamedTuple):

@@ -19,9 +19,13 @@ of the :class:`VacuumReport` (docs/FORMAT.md, section 7.5):
   grace period (section 15.8);
 - ``orphaned_blobs``: the attachments ``Session.gc`` removes.
 
-``queue_records``, ``input_records`` and ``message_tombstones`` live inside the log; they
-are reclaimed only by rewriting it, which :func:`reclaim_log_records` leaves for log
-rewriting to fill in. They are always reported, as 0 until then.
+``queue_records`` and ``input_records`` live inside the log: the records of done work
+(completed items, purged dead letters, pruned consumed inputs) in sealed segments are
+replaced by ``fsstore.reclaimed`` markers, their files rewritten by compaction's
+crash-safe path (``reclaim.py``; FORMAT.md 17.2). It runs first, since it writes a
+snapshot at the head and removes the older ones (counted as ``snapshots``). The count
+is of records, the bytes are how much the files rewritten shrank.
+``message_tombstones`` (deleted messages past retention) is not reclaimed yet: always 0.
 
 A store's vacuum (``Store.vacuum``) vacuums each session in turn, opening it as its
 writer (a session another writer holds, or an owner leases, is skipped and named in
@@ -56,7 +60,9 @@ from .errors import (
 )
 from .fsio import FileIO
 from .log import LogReader
-from .snapshot import SnapshotDir
+from .reclaim import RECLAIM_KINDS, Reclaimed, ReclaimTarget, reclaim_records
+from .snapshot import CheckpointDir, SnapshotDir
+from .state import StateImage
 from .vectors.collection_file import read_manifest
 
 if TYPE_CHECKING:
@@ -64,14 +70,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS", "DEFAULT_TORN_GRACE_SECONDS", "KINDS", "LOG_RECORD_KINDS",
-    "Removed", "SessionVacuum", "VacuumReport", "reclaim_log_records", "vacuum_session",
-    "vacuum_store",
+    "Removed", "SessionVacuum", "VacuumReport", "reclaim_log_records", "tree_bytes",
+    "vacuum_session", "vacuum_store",
 ]
 
 #: ``log/*.torn`` files (bytes a writer set aside) are kept this long: a week.
 DEFAULT_TORN_GRACE_SECONDS = 7 * 24 * 3600.0
 
-#: What a vacuum reclaims by rewriting the log (not done yet: always 0).
+#: What a vacuum reclaims by rewriting the log (``message_tombstones``: not yet, always 0).
 LOG_RECORD_KINDS = ("queue_records", "input_records", "message_tombstones")
 
 #: Every kind a report holds, in the order a vacuum works through them.
@@ -83,7 +89,8 @@ KINDS = ("log_leftovers", "torn_files", "snapshots", "temp_files", "trash_folder
 class Removed:
     """What a vacuum removed of one kind (or, in a dry run, would remove): how many
     files or folders, their bytes (a folder's: the files in it), and their paths (none
-    for blobs, which the gc counts)."""
+    for blobs, which the gc counts). For log records: how many were reclaimed, and how
+    many bytes the log files shrank by."""
 
     count: int = 0
     bytes: int = 0
@@ -120,7 +127,7 @@ class VacuumReport:
 
     @property
     def count(self) -> int:
-        """Files and folders removed, of every kind."""
+        """Files and folders removed, and log records reclaimed, of every kind."""
         return sum(removed.count for removed in self.removed.values())
 
     @property
@@ -182,8 +189,9 @@ def _older(path: str, now: float, grace: float) -> bool:
         return False
 
 
-def _size(path: str) -> int:
-    """The bytes of a file, or of the files in a folder (links not followed)."""
+def tree_bytes(path: str) -> int:
+    """The bytes of a file, or of the files in a folder (links not followed); 0 when
+    it is gone."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -202,7 +210,7 @@ def _size(path: str) -> int:
 
 def _item(kind: str, path: str) -> _Item:
     folder = os.path.isdir(path) and not os.path.islink(path)
-    return _Item(kind, path, _size(path), folder)
+    return _Item(kind, path, tree_bytes(path), folder)
 
 
 def _names(io: FileIO, folder: str) -> list[str]:
@@ -261,7 +269,10 @@ def _problem(exc: BaseException, path: str, what: str) -> Finding:
 class SessionVacuum(NamedTuple):
     """What a session's writer hands its vacuum (``Session.vacuum`` builds it, under the
     writer lock): the session, its log and snapshots as the writer sees them, the
-    collections it has open (their own writers tidy their folders), and its blob gc."""
+    collections it has open (their own writers tidy their folders), its blob gc, and
+    what a reclaim of log records needs (``reclaim.ReclaimTarget``): the session's uid,
+    its commit-id window, its checkpoints, the fold at the head, a sync of the log and
+    a snapshot at the head."""
 
     io: FileIO
     path: str
@@ -272,6 +283,12 @@ class SessionVacuum(NamedTuple):
     keep: int
     open_collections: frozenset[str]
     gc: Callable[[float, bool], GcReport]
+    uid: int
+    window: int
+    checkpoints: CheckpointDir
+    fold: Callable[[], StateImage]
+    sync: Callable[[], None]
+    snapshot: Callable[[], int]
 
 
 def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
@@ -283,13 +300,18 @@ def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
     _check_grace(torn_grace, "torn_grace")
     now = time.time()
     findings: list[Finding] = []
+    reclaimed = reclaim_log_records(target, dry_run)
+    findings += reclaimed.findings
+    gone = [_Item("snapshots", path, size, False) for path, size in reclaimed.snapshots]
     plan: list[_Item] = []
     for step in (_log_leftovers, _torn_files, _snapshots, _temp_files, _vector_files):
         try:
             plan += step(target, now, grace, torn_grace, findings)
         except (FsStoreError, OSError) as exc:
             findings.append(_problem(exc, target.path, f"{step.__name__[1:]} left alone"))
-    removed = _tally(plan if dry_run else _remove(target.io, plan, findings))
+    if dry_run:  # a real reclaim removed them before the snapshots were listed
+        plan = [item for item in plan if item.path not in {i.path for i in gone}]
+    removed = _tally(gone + (plan if dry_run else _remove(target.io, plan, findings)))
     try:
         gc = target.gc(grace, dry_run)
         removed["orphaned_blobs"] = Removed(gc.reclaimed, gc.reclaimed_bytes)
@@ -297,16 +319,20 @@ def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
     except (FsStoreError, OSError) as exc:
         findings.append(_problem(exc, layout.blobs_dir(target.path),
                                  "attachments left alone (gc stopped)"))
-    removed.update(reclaim_log_records(target, dry_run))
+    for kind in RECLAIM_KINDS.values():
+        removed[kind] = Removed(reclaimed.records[kind], reclaimed.bytes[kind])
     return VacuumReport(dry_run, removed, time.monotonic() - started, tuple(findings),
                         target.session_id)
 
 
-def reclaim_log_records(target: SessionVacuum, dry_run: bool) -> dict[str, Removed]:
-    """The hook for what only a rewrite of the log reclaims: queue and input records
-    that are done with, and messages deleted (tombstoned) past retention. The log is not
-    rewritten yet, so each is 0."""
-    return {kind: Removed() for kind in LOG_RECORD_KINDS}
+def reclaim_log_records(target: SessionVacuum, dry_run: bool) -> Reclaimed:
+    """What only a rewrite of the log reclaims: the queue and input records of done
+    work (``reclaim.py``). Messages deleted (tombstoned) past retention are not
+    reclaimed yet."""
+    return reclaim_records(ReclaimTarget(
+        target.io, target.path, target.log, target.head, target.uid, target.window,
+        target.snapshots, target.checkpoints, target.fold, target.sync, target.snapshot),
+        dry_run=dry_run)
 
 
 def _check_grace(value: float, name: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import fsstore
-from fsstore.turns import LOST_RECORD
+from fsstore.turns import LOST_RECORD, RECLAIMED_RECORD
 from fsstore.work import INPUT_RECORD, QUEUE_RECORD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +92,8 @@ def folds(store: fsstore.Store) -> tuple:
 
 def kept_by_vacuum(found: list[tuple]) -> list[tuple]:
     """The records a vacuum keeps as they were: all but the queue's and the inputs' (it
-    may reclaim those of finished work)."""
-    return [r for r in found if r[1] not in (QUEUE_RECORD, INPUT_RECORD)]
+    replaces those of finished work by markers, docs/FORMAT.md 17.2)."""
+    return [r for r in found if r[3] not in (QUEUE_RECORD, INPUT_RECORD, RECLAIMED_RECORD)]
 
 
 def problems(store: fsstore.Store) -> list:

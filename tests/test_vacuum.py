@@ -295,13 +295,42 @@ def test_a_store_report_adds_up_its_sessions_and_its_own_leftovers(tmp_path):
     assert report.to_dict(paths=True)["removed"]["snapshots"]["paths"]
 
 
-def test_log_records_are_a_hook_reported_as_zero(tmp_path):
-    with fsstore.open_store(tmp_path / "store").create_session("s") as session:
+def test_log_records_of_live_work_stay_and_message_tombstones_are_reported_as_zero(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    with store.create_session("s") as session:
         session.queue.enqueue("job", {"n": 1})
+        session.inputs.submit({"n": 2})
+        session.append_many([{"pad": "p" * 300} for _ in range(30)])  # sealed now
         report = session.vacuum()
     for kind in LOG_RECORD_KINDS:
         assert report.removed[kind].count == 0 and report.removed[kind].bytes == 0
         assert report.to_dict()["removed"][kind] == {"count": 0, "bytes": 0}
+
+
+def test_a_store_vacuum_reports_the_queue_and_input_records_its_sessions_reclaimed(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    for name in ("a", "b"):
+        with store.create_session(name) as session:
+            session.queue.enqueue_many([("job", {"n": n}) for n in range(5)])
+            for _ in range(5):
+                session.queue.complete(session.queue.claim("w", 60))
+            session.inputs.submit({"text": "hi"})
+            session.append({"turn": 1}, turn=1)
+            session.inputs.claim()
+            session.finish_turn()
+            session.inputs.prune(0)
+            session.append_many([{"pad": "p" * 300} for _ in range(30)])
+    dry = store.vacuum(dry_run=True)
+    report = store.vacuum()
+    for kind, records in (("queue_records", 15), ("input_records", 4)):
+        assert report.sessions["a"].removed[kind].count == records, kind
+        assert report.removed[kind].count == 2 * records
+        assert report.removed[kind].bytes == sum(
+            part.removed[kind].bytes for part in report.sessions.values())
+        assert dry.removed[kind] == report.removed[kind]
+    assert report.removed["queue_records"].bytes > 0
+    assert store.read_session("a").queue.items() == []
+    assert problems(store) == []
 
 
 def test_a_clean_session_has_nothing_to_remove(tmp_path):

@@ -1,5 +1,6 @@
 """tools/bench.py's maintenance rows: compaction (throughput, compression ratio, replay of
-a compacted session) beside the sizes and replay of the same events in SQLite and JSONL.
+a compacted session) beside the sizes and replay of the same events in SQLite and JSONL;
+vacuum of a session whose queue holds 100k records of consumed work.
 
     python3 tools/bench.py --maintenance-only [--quick]
 """
@@ -87,5 +88,56 @@ def compaction_rows(root: str, quick: bool) -> None:
     shutil.rmtree(packed, ignore_errors=True)
 
 
+def _consumed_queue(session: fsstore.Session, items: int, batch: int) -> None:
+    """``items`` work items enqueued, claimed and completed: three records each, written
+    a batch (one frame) of each kind at a time through the session's own ingress, so the
+    log is what workers would leave, built in seconds rather than an fsync per call."""
+    for start in range(0, items, batch):
+        count = min(batch, items - start)
+
+        def enqueue(image, now, count=count):
+            return [("fsstore.queue", {"op": "enqueue", "kind": "job", "payload": {"n": n},
+                                       "priority": 0, "max_attempts": 3})
+                    for n in range(count)], lambda seq: seq
+        first = session._ingress(enqueue, fenced=False)
+
+        def claim(image, now, first=first, count=count):
+            return [("fsstore.queue", {"op": "claim", "id": first + n, "worker": "w",
+                                       "expires": now + 600}) for n in range(count)], (
+                lambda seq: seq)
+        token = session._ingress(claim, fenced=False)
+
+        def complete(image, now, first=first, token=token, count=count):
+            return [("fsstore.queue", {"op": "complete", "id": first + n, "token": token + n})
+                    for n in range(count)], lambda seq: seq
+        session._ingress(complete, fenced=False)
+
+
+def vacuum_rows(root: str, quick: bool) -> None:
+    records = 10_000 if quick else 100_000
+    store = fsstore.open_store(os.path.join(root, "vacuum"), segment_size=256 << 10)
+    with store.create_session("queue") as session:
+        _consumed_queue(session, records // 3 + 1, 1000)
+        session.queue.enqueue("live", {"still": "ready"})  # one item stays
+        head = session.head
+    log = os.path.join(store.path, "sessions", "queue", "log")
+    before = _folder_bytes(log)
+    with store.open_session("queue") as session:  # the state loaded by the vacuum
+        started = time.perf_counter()
+        report = session.vacuum()
+        seconds = time.perf_counter() - started
+        assert [item.kind for item in session.queue.items()] == ["live"]
+    after = _folder_bytes(log)
+    reclaimed = report.removed["queue_records"].count
+    print(f"\nvacuum: a session of {head:,} queue records of consumed work "
+          "(enqueue, claim, complete), 256 KiB segments")
+    row("records reclaimed", f"{reclaimed:,}", f"{reclaimed / seconds:,.0f} records/s")
+    row("log bytes, before -> after", f"{before / 1e6:.2f} -> {after / 1e6:.2f} MB",
+        ratio(before, after, "smaller"))
+    row("Session.vacuum()", f"{seconds:.2f} s", "opened afresh: loads the state first")
+    shutil.rmtree(os.path.join(root, "vacuum"), ignore_errors=True)
+
+
 def maintenance_rows(root: str, quick: bool) -> None:
     compaction_rows(root, quick)
+    vacuum_rows(root, quick)

@@ -13,7 +13,13 @@ import sys
 from .. import layout
 from ..errors import FsStoreError, SessionNotFound
 from ..store import Store
-from ..vacuum import DEFAULT_GRACE_SECONDS, DEFAULT_TORN_GRACE_SECONDS, KINDS, VacuumReport
+from ..vacuum import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_TORN_GRACE_SECONDS,
+    KINDS,
+    VacuumReport,
+    tree_bytes,
+)
 from ._common import add_command, dumps, human_bytes, plain, store_from
 from ._progress import progress
 
@@ -84,7 +90,7 @@ def run_vacuum(args: argparse.Namespace) -> int:
 
 def _print_report(report: VacuumReport, root: str) -> None:
     verb = "would remove" if report.dry_run else "removed"
-    print(f"{verb} {report.count} files and folders, {human_bytes(report.bytes)}"
+    print(f"{verb} {report.count} files, folders and log records, {human_bytes(report.bytes)}"
           f" ({report.seconds:.2f} s)")
     for kind in KINDS:
         item = report.removed[kind]
@@ -123,14 +129,7 @@ def run_rm(args: argparse.Namespace) -> int:
 
 def _describe(store: Store, session_id: str) -> str:
     """A session's event count, title and bytes on disk, for the plan of ``rm``."""
-    path = layout.session_dir(store.path, session_id)
-    size = 0
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                size += os.lstat(os.path.join(folder, name)).st_size
-            except FileNotFoundError:
-                continue
+    size = tree_bytes(layout.session_dir(store.path, session_id))
     try:
         info = store.read_session(session_id).info()
         what = f"{info.event_count:,} events"

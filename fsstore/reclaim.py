@@ -1,0 +1,374 @@
+"""Reclaim: the queue and input records of done work replaced in a session's log by
+``fsstore.reclaimed`` markers (docs/FORMAT.md, section 17.2).
+
+A work item that was completed, a dead letter that was purged and a consumed input that
+was pruned have left the fold, but their records stay in the log. A vacuum
+(``Session.vacuum``, under the writer lock) reclaims them:
+
+1. ``P`` is the head. The items to keep are those of the fold at ``P`` (ready, claimed,
+   dead, pending, consumed), of the base frame retention wrote (3.3) and of every
+   checkpoint: a fold starting from one of those images needs every record after it.
+   A ``fsstore.queue`` or ``fsstore.input`` record of a sealed segment before ``P``'s
+   frame is reclaimable when every item it names is none of those (an enqueue or a
+   submit names itself).
+2. Before the first file changes: the log is synced, a snapshot at ``P`` is written
+   (unless the newest is at ``P``), and the snapshots before it are removed: a load
+   that started from one would fall back to the log start (``state.load``), and
+   ``verify`` would find it holds items the log no longer shows.
+3. The sealed files that hold reclaimable records are rewritten, newest first, by
+   compaction's crash-safe path (``compaction.write_group``: a temp file, read back and
+   compared, renamed over the old name). Each record becomes a marker of the same seq,
+   in the same frame, so the frame keeps its ts and turn; the frame is padded to its old
+   size, so every frame of the file keeps its place (snapshot positions, message-index
+   rows and readers' positions stay valid), and its checksum is new.
+
+A marker names the items of the record it replaced (``{"queue": [ids]}`` or
+``{"inputs": [ids]}``), and a fold that meets one drops those items: a reader that read
+a record of an item before a rewrite and its marker after it (any mix of old and new
+files) still folds to the state at ``P``. A crash between two renames leaves such a mix
+on disk, which folds the same way; the next vacuum finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgspec
+
+from .compaction import (
+    DEFAULT_LEVEL,
+    Source,
+    group_members,
+    log_folder_lock,
+    sealed_sources,
+    write_group,
+)
+from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
+from .fsio import FileIO
+from .log import LogReader
+from .log_format import (
+    FRAME_EVENTS,
+    FRAME_HEADER_SIZE,
+    MAX_FRAME_PAYLOAD,
+    TRAILER_SIZE,
+    encode_frame,
+    refuse_msgpack_ext,
+)
+from .segment_file import encode_compacted
+from .snapshot import CheckpointDir, SnapshotDir
+from .state import StateImage, start_image
+from .turns import RECLAIMED_RECORD
+from .work import (
+    INPUT_RECORD,
+    QUEUE_RECORD,
+    Enqueue,
+    InputRecord,
+    Purge,
+    QueueRecord,
+    Submit,
+)
+
+__all__ = ["RECLAIM_KINDS", "Reclaimed", "ReclaimTarget", "reclaim_records"]
+
+#: The report kind (``VacuumReport``) of each record kind a reclaim replaces.
+RECLAIM_KINDS = {QUEUE_RECORD: "queue_records", INPUT_RECORD: "input_records"}
+#: The key of a marker's data naming the items of the record it replaced.
+_MARKER_KEY = {QUEUE_RECORD: "queue", INPUT_RECORD: "inputs"}
+#: The vacuum waits this long for a compaction or fork of the session to end.
+LOCK_TIMEOUT = 60.0
+
+# The frame header of log_format.py (docs/FORMAT.md, section 3): crc, length, first
+# seq, event count, frame type.
+_FRAME_HEADER = struct.Struct("<IIQII")
+_payload_decoder = msgspec.msgpack.Decoder(type=tuple[float, int, list[msgspec.Raw]],
+                                           ext_hook=refuse_msgpack_ext)
+_entry_decoder = msgspec.msgpack.Decoder(type=tuple[str, msgspec.Raw])
+_queue_decoder = msgspec.msgpack.Decoder(type=QueueRecord, ext_hook=refuse_msgpack_ext)
+_input_decoder = msgspec.msgpack.Decoder(type=InputRecord, ext_hook=refuse_msgpack_ext)
+_encoder = msgspec.msgpack.Encoder()
+_KINDS = tuple(kind.encode() for kind in RECLAIM_KINDS)
+
+
+class ReclaimTarget(NamedTuple):
+    """What a session's writer hands a reclaim, under its writer lock: the log and its
+    head ``P``, the fold at ``P``, the snapshots and checkpoints, and how to sync the
+    log and write a snapshot at ``P`` (returning its seq)."""
+
+    io: FileIO
+    path: str
+    log: LogReader
+    head: int
+    uid: int
+    window: int
+    snapshots: SnapshotDir
+    checkpoints: CheckpointDir
+    fold: Callable[[], StateImage]
+    sync: Callable[[], None]
+    snapshot: Callable[[], int]
+
+
+@dataclass
+class Reclaimed:
+    """What a reclaim replaced (or, in a dry run, would replace): records by report
+    kind, the bytes the log files shrank by (shared between the kinds by the bytes of
+    the records each lost), the files rewritten, and the snapshots removed (path, size)."""
+
+    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        RECLAIM_KINDS.values(), 0))
+    bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        RECLAIM_KINDS.values(), 0))
+    files: int = 0
+    snapshots: list[tuple[str, int]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def reclaim_records(target: ReclaimTarget, *, dry_run: bool = False,
+                    level: int = DEFAULT_LEVEL) -> Reclaimed:
+    """Reclaim the records of done work in the sealed files of ``target``'s log (see
+    the module's docstring). Problems that stop it (a damaged checkpoint, a file that
+    does not read back) are findings; whatever was rewritten before stays, whole."""
+    out = Reclaimed()
+    try:
+        keep = _kept_items(target)
+    except (FsStoreError, OSError) as exc:
+        out.findings.append(_finding(exc, target.path, "queue and input records left in "
+                                     "place: the items to keep are unknown"))
+        return out
+    try:
+        with log_folder_lock(target.log.path, LOCK_TIMEOUT):
+            _rewrite(target, keep, out, dry_run, level)
+    except (FsStoreError, OSError) as exc:
+        out.findings.append(_finding(exc, target.log.path, "reclaim of queue and input "
+                                     "records stopped"))
+    return out
+
+
+class _Keep(NamedTuple):
+    queue: frozenset[int]
+    inputs: frozenset[int]
+
+
+def _kept_items(target: ReclaimTarget) -> _Keep:
+    """The ids of the items a fold may hold: those of the fold at ``P``, of the base
+    frame and of every checkpoint."""
+    images = [target.fold()]
+    _live, log_start = target.log.live_segments()
+    if target.log.base_of(log_start) is not None:
+        images.append(start_image(target.log, log_start, target.window))
+    checkpoints = target.checkpoints
+    for checkpoint_id in checkpoints.ids():
+        path = checkpoints.file_path(checkpoint_id)
+        try:
+            file = checkpoints.read(path)
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        images.append(StateImage.from_file(file, target.window, path))
+    return _Keep(frozenset(i for image in images for i in image.work.items),
+                 frozenset(i for image in images for i in image.inputs.items))
+
+
+def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
+             level: int) -> None:
+    reader = target.log
+    sources, _leftovers = sealed_sources(reader)
+    prepared = False
+    # Newest first: a reader going forward that reads a file written by this reclaim
+    # reads every later file as written by it too.
+    for source in reversed(sources):
+        if source.plain_bytes == 0:
+            continue
+        members = group_members(reader, [source])
+        changed: list[tuple[int, bytes]] = []
+        lost: dict[str, list[int]] = {}  # report kind: [records, their bytes]
+        for first, frames in members:
+            changed.append((first, _replace(frames, keep, target.head, lost)))
+        if not lost:
+            continue
+        if not dry_run and not prepared:
+            _prepare(target, out)
+            prepared = True
+        elif dry_run and not prepared:
+            out.snapshots = _older_snapshots(target)
+            prepared = True
+        if dry_run:
+            log_start = reader.read_header(source.first).log_start
+            written = len(encode_compacted(source.first, log_start, target.uid, changed,
+                                           level))
+        else:
+            written = write_group(target.io, reader, target.path, [source], changed,
+                                  target.uid, level)
+        out.files += 1
+        _share(out, lost, source, written)
+
+
+def _prepare(target: ReclaimTarget, out: Reclaimed) -> None:
+    """Step 2 of the module's docstring: what must be durable before a file changes."""
+    target.sync()
+    older = _older_snapshots(target)
+    seqs = target.snapshots.seqs()
+    if not seqs or seqs[-1] < target.head:
+        target.snapshot()
+    removed = []
+    for path, size in older:
+        try:
+            target.io.unlink(path)
+        except FileNotFoundError:
+            pass  # the snapshot just written pruned it (SnapshotPolicy.keep)
+        removed.append((path, size))
+    if removed:
+        target.io.fsync_dir(target.snapshots.path)
+    out.snapshots = removed
+
+
+def _older_snapshots(target: ReclaimTarget) -> list[tuple[str, int]]:
+    """The snapshots before ``P`` (path, size). A damaged one, or one of a newer format,
+    stays, as every vacuum leaves it (the snapshot step reports it; loads skip it)."""
+    found = []
+    for seq in target.snapshots.seqs():
+        if seq < target.head:
+            path = target.snapshots.file_path(seq)
+            try:
+                target.snapshots.read(path, with_body=False)
+                found.append((path, os.path.getsize(path)))
+            except (FileNotFoundError, CorruptionError, FormatVersionError):
+                continue
+    return found
+
+
+def _share(out: Reclaimed, lost: dict[str, list[int]], source: Source, written: int
+           ) -> None:
+    """Count the records replaced in one file, and share the bytes it shrank by between
+    the kinds, by the bytes of the records each lost."""
+    saved = source.disk_bytes - written
+    total = sum(nbytes for _records, nbytes in lost.values())
+    kinds = sorted(lost)
+    given = 0
+    for index, kind in enumerate(kinds):
+        records, nbytes = lost[kind]
+        share = saved - given if index == len(kinds) - 1 else saved * nbytes // total
+        out.records[kind] += records
+        out.bytes[kind] += share
+        given += share
+
+
+def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]]) -> bytes:
+    """``frames`` (one segment's, checked) with the reclaimable records of each frame
+    replaced by markers, each frame at its old size; ``frames`` itself when nothing
+    changed. Counts the records replaced, and their bytes, in ``lost``."""
+    if not any(kind in frames for kind in _KINDS):
+        return frames  # no queue or input record at all: nothing to decode
+    parts: list[bytes] = []
+    off = done = 0
+    view = memoryview(frames)
+    while off + FRAME_HEADER_SIZE <= len(frames):
+        _crc, length, first_seq, count, frame_type = _FRAME_HEADER.unpack_from(frames, off)
+        size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+        start = off + FRAME_HEADER_SIZE
+        payload = view[start:start + length]
+        # The frame ending at P stays: a snapshot at P may name it (its position).
+        if (frame_type == FRAME_EVENTS and first_seq + count - 1 < head
+                and any(frames.find(kind, start, start + length) != -1 for kind in _KINDS)):
+            frame = _frame_with_markers(payload, first_seq, count, size, keep, lost)
+            if frame is not None:
+                parts.append(frames[done:off])
+                parts.append(frame)
+                done = off + size
+        off += size
+    if not parts:
+        return frames
+    parts.append(frames[done:])
+    return b"".join(parts)
+
+
+def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: int,
+                        keep: _Keep, lost: dict[str, list[int]]) -> bytes | None:
+    """The frame of ``payload`` with its reclaimable records replaced by markers, padded
+    to ``size`` bytes; None when none is reclaimable (or the markers would not fit)."""
+    try:
+        ts, turn, raw = _payload_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # the scan decodes what it reads: this frame has another shape
+    if len(raw) != count:
+        return None
+    entries: list[Any] = list(raw)
+    replaced: list[tuple[int, str, int]] = []  # (index, report kind, bytes)
+    for index, entry in enumerate(raw):
+        seq = first_seq + index
+        marker = _marker_for(entry, seq, keep)
+        if marker is not None:
+            entries[index] = marker[1]
+            replaced.append((index, marker[0], len(entry)))
+    if not replaced:
+        return None
+    frame = _padded_frame(first_seq, ts, turn, entries, size, replaced[0][0])
+    if frame is None:
+        return None  # keeping the records is always correct (section 17.2)
+    for _index, kind, nbytes in replaced:
+        tally = lost.setdefault(kind, [0, 0])
+        tally[0] += 1
+        tally[1] += nbytes
+    return frame
+
+
+def _marker_for(entry: msgspec.Raw, seq: int, keep: _Keep
+                ) -> tuple[str, tuple[str, dict[str, Any]]] | None:
+    """(the report kind, the marker) replacing the record ``entry`` at ``seq``, or None
+    when it stays: it is not a queue or input record, it does not decode as one (a
+    newer fsstore's, or a hand's), or it names an item to keep."""
+    try:
+        kind, data = _entry_decoder.decode(entry)
+        if kind == QUEUE_RECORD:
+            record = _queue_decoder.decode(data)
+            ids = ([seq] if isinstance(record, Enqueue) else list(record.ids)
+                   if isinstance(record, Purge) else [record.id])
+            kept = keep.queue
+        elif kind == INPUT_RECORD:
+            found = _input_decoder.decode(data)
+            ids = [seq] if isinstance(found, Submit) else list(found.ids)
+            kept = keep.inputs
+        else:
+            return None
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
+    if any(item_id in kept for item_id in ids):
+        return None
+    return RECLAIM_KINDS[kind], (RECLAIMED_RECORD, {_MARKER_KEY[kind]: ids})
+
+
+def _str_header(n: int) -> int:
+    """The bytes of a msgpack str header for a string of ``n`` bytes."""
+    return 1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5
+
+
+def _padded_frame(first_seq: int, ts: float, turn: int, entries: list[Any], size: int,
+                  pad_at: int) -> bytes | None:
+    """``entries`` encoded as a frame of exactly ``size`` bytes: the marker at
+    ``pad_at`` gains a ``pad`` string of spaces to fill what the records left. None
+    when the entries do not fit."""
+    # A frame of payload length L is ((24 + L + 7) & ~7) + 8 bytes: L in [lo, hi].
+    hi = size - FRAME_HEADER_SIZE - TRAILER_SIZE
+    lo = hi - 7
+    length = len(_encoder.encode((ts, turn, entries)))
+    if length > hi:
+        return None
+    if length < lo:
+        # "pad" (4 bytes) and the string's header and bytes; the map stays a fixmap
+        need = range(lo - length, hi - length + 1)
+        fill = next((n for n in range(max(need.start - 9, 0), need.stop)
+                     if 4 + _str_header(n) + n in need), None)
+        if fill is None:
+            return None
+        kind, data = entries[pad_at]
+        entries = [*entries[:pad_at], (kind, {**data, "pad": " " * fill}),
+                   *entries[pad_at + 1:]]
+    frame = encode_frame(first_seq, ts, turn, entries, MAX_FRAME_PAYLOAD, check=False)
+    return frame if len(frame) == size else None
+
+
+def _finding(exc: BaseException, path: str, what: str) -> Finding:
+    return Finding("problem", getattr(exc, "path", None) or path,
+                   getattr(exc, "offset", None), f"{what}: {exc}")
