@@ -26,9 +26,8 @@ from typing import NamedTuple
 
 from .errors import CorruptionError
 from .fsio import FileIO
+from .textconv import TEXTCONV_COMMAND
 
-#: What git runs for a file of the ``fsstore`` diff driver (with the file's path after it).
-TEXTCONV_COMMAND = "fsstore textconv"
 CONFIG_KEY = "diff.fsstore.textconv"
 BEGIN = "# >>> fsstore git-setup: fsstore's lines, kept by `fsstore git-setup`; yours go " \
         "outside this block"

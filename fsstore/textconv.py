@@ -61,6 +61,8 @@ from .segment_header import (
     decode_segment_header,
 )
 
+#: What git runs for a file of the ``fsstore`` diff driver (with the file's path after it).
+TEXTCONV_COMMAND = "fsstore textconv"
 #: Text blobs and unknown text files larger than this print their first bytes only.
 MAX_TEXT_BYTES = 1 << 20
 #: Files read whole (manifests, hints, lock files) are refused past this size.
@@ -791,4 +793,4 @@ _RENDERERS: dict[str, Callable[[FileIO, str, int], Iterator[str]]] = {
     "token": _token, "lock": _lock, "torn": _torn, "json": _json, "other": _other,
 }
 
-__all__ = ["MAX_TEXT_BYTES", "Damage", "kind_of", "lines"]
+__all__ = ["MAX_TEXT_BYTES", "TEXTCONV_COMMAND", "Damage", "kind_of", "lines"]

@@ -7,7 +7,7 @@ import shutil
 import sys
 
 from .. import textconv
-from ..git_setup import TEXTCONV_COMMAND, git_setup
+from ..textconv import TEXTCONV_COMMAND
 from ._common import add_command, store_from
 
 
@@ -55,6 +55,8 @@ def run_textconv(args: argparse.Namespace) -> int:
 
 
 def run_git_setup(args: argparse.Namespace) -> int:
+    from ..git_setup import git_setup  # runs git: not imported by every command's start
+
     store = store_from(args)
     report = git_setup(store.path, command=args.command, configure=not args.print_only)
     for line in report.lines():
