@@ -34,31 +34,38 @@ BEGIN = "# >>> fsstore git-setup: fsstore's lines, kept by `fsstore git-setup`; 
 END = "# <<< fsstore git-setup"
 
 _ROUTED = "diff=fsstore merge=binary -text"
+# Patterns are anchored in the store folder (a pattern with a slash is), so that files
+# beside a store, when its folder holds more than the store, are left alone.
 #: (pattern, why): every file an fsstore store holds, by kind (docs/FORMAT.md, section 1).
 ATTRIBUTES = (
-    ("*.fslog", "log and write-ahead log segments: JSON lines, one event a line"),
-    ("*.torn", "bytes a writer set aside from a torn tail"),
-    ("*.snap", "state snapshots: sorted JSON"),
-    ("*.ckpt", "checkpoints: sorted JSON"),
-    ("*.npy", "vector shards and their deleted rows: a summary"),
-    ("*.docs", "the documents of a vector shard: one a line"),
-    ("sessions/*/blobs/**", "attachments: digest, media type, and the text of text ones"),
-    ("lease", "execution leases: sorted JSON"),
-    ("*.json", "manifests (fsstore.json, session.json, collection.json, workspaces)"),
-    ("messages.idx", "the message index (ignored below), should you track it"),
-    ("tail.hint", "the tail hint (ignored below)"),
-    ("writer.lock", "the writer lock (ignored below)"),
+    ("sessions/**/*.fslog", "log and write-ahead log segments: JSON lines, one event a line"),
+    ("sessions/**/*.torn", "bytes a writer set aside from a torn tail"),
+    ("sessions/**/*.snap", "state snapshots: sorted JSON"),
+    ("sessions/**/*.ckpt", "checkpoints: sorted JSON"),
+    ("sessions/**/*.npy", "vector shards and their deleted rows: a summary"),
+    ("sessions/**/*.docs", "the documents of a vector shard: one a line"),
+    ("sessions/**/blobs/**", "attachments: digest, media type, and the text of text ones"),
+    ("sessions/**/lease", "execution leases: sorted JSON"),
+    ("/fsstore.json", "the store manifest: sorted JSON"),
+    ("/workspaces/*.json", "workspaces: sorted JSON"),
+    ("sessions/**/*.json", "session and collection manifests, repair records: sorted JSON"),
+    ("sessions/**/messages.idx", "the message index (ignored below), should you track it"),
+    ("sessions/**/tail.hint", "the tail hint (ignored below)"),
+    ("sessions/**/writer.lock", "the writer lock (ignored below)"),
 )
 #: (pattern, why): files that change without carrying history; a clone does without them.
 IGNORED = (
-    ("writer.lock", "the writer lock: a file to lock (its token record is kept in the "
-     "lease file and the log too)"),
+    ("/sessions/*/writer.lock", "the writer lock: a file to lock (its token record is kept "
+     "in the lease file and the log too)"),
     ("/workspaces/lock", "the workspace writers' lock"),
-    ("tail.hint", "names the newest segment: a hint, checked before use, rewritten at "
-     "each new segment"),
-    ("messages.idx", "a cache of the log, rewritten as it grows; rebuilt when missing"),
-    (".tmp-*", "writes awaiting their rename (a crash may leave them)"),
-    (".trash-*", "sessions and collections being deleted"),
+    ("/sessions/**/tail.hint", "names the newest segment: a hint, checked before use, "
+     "rewritten at each new segment"),
+    ("/sessions/*/messages.idx", "a cache of the log, rewritten as it grows; rebuilt when "
+     "missing"),
+    ("/.tmp-*", "writes awaiting their rename (a crash may leave them)"),
+    ("/workspaces/.tmp-*", "(the same)"),
+    ("/sessions/**/.tmp-*", "(the same)"),
+    ("/sessions/**/.trash-*", "sessions and collections being deleted"),
 )
 
 

@@ -164,6 +164,7 @@ def test_every_kind_of_file_is_routed_and_volatile_ones_are_ignored(tmp_path, ca
     repo = new_repo(tmp_path / "repo")
     store = build(repo / "agents")
     (Path(store.path) / "sessions" / "s" / "state" / ".tmp-x.snap-0badcafe").write_bytes(b"")
+    (Path(store.path) / "notes.json").write_text("{}\n")  # the user's, beside the store
     assert setup(store) == 0
     capsys.readouterr()
     files = sorted(str(p.relative_to(repo)) for p in Path(store.path).rglob("*")
@@ -171,7 +172,8 @@ def test_every_kind_of_file_is_routed_and_volatile_ones_are_ignored(tmp_path, ca
     ignored = set(git(repo, "check-ignore", "--no-index", *files).splitlines())
     volatile = ("writer.lock", "tail.hint", "messages.idx", "workspaces/lock")
     assert ignored == {f for f in files if f.endswith(volatile) or "/.tmp-" in f}
-    tracked = [f for f in files if f not in ignored]
+    tracked = [f for f in files if f not in ignored and not f.endswith("notes.json")]
+    assert "diff: unspecified" in git(repo, "check-attr", "diff", "--", "agents/notes.json")
     assert any(f.endswith("/lease") for f in tracked)  # it holds the fencing tokens
     attributes = git(repo, "check-attr", "diff", "merge", "text", "--", *tracked).splitlines()
     for path in tracked:

@@ -252,6 +252,23 @@ def test_cli_prints_utf8_lines_and_a_missing_file_is_an_error(rich, capsys, tmp_
     assert err.startswith("fsstore: ") and err.count("\n") == 1
 
 
+def test_the_committed_fixtures_of_every_format_version_print_without_damage():
+    fixtures = Path(ROOT) / "fixtures"
+    for path in sorted(p for p in fixtures.rglob("*") if p.is_file()):
+        found = damage_of(text(path))
+        if path.parts[-3:-1] == ("torn", "log") and path.suffix == ".fslog":  # v1's, torn
+            assert [d["kind"] for d in found] == ["torn tail"], path
+        else:
+            assert found == [], path
+    for store_path in sorted(fixtures.glob("*/store")):
+        store = fsstore.open_store(store_path, create=False)
+        for session_id in store.session_ids():
+            printed = [line for path in segments(store, session_id) for line in text(path)]
+            reader = store.read_session(session_id)
+            assert events_of(printed) == [event_json(e) for e in
+                                          reader.events(include_internal=True)], session_id
+
+
 # --- damage --------------------------------------------------------------------------------
 
 
