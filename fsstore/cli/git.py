@@ -18,10 +18,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "JSON, a vector shard or blob as a summary; what git diff shows (see "
         "fsstore git-setup)",
         "fsstore textconv sessions/S/log/00000000000000000001.fslog | jq -c .data",
-        description="Print the fsstore file FILE as text (docs/FORMAT.md, section 21). "
-        "Damage is printed as {\"damage\": ...} lines naming the file and byte offset, "
-        "and the exit status is still 0 (git diff must not stop at a damaged file); 2 "
-        "when FILE cannot be opened. Reads only.")
+        description="Print the fsstore file FILE as text (docs/FORMAT.md, section 21).\n"
+        "Damage is printed as {\"damage\": ...} lines naming the file and byte offset,\n"
+        "and the exit status is still 0 (git diff must not stop at a damaged file);\n"
+        "2 when FILE cannot be opened. Reads only.")
     command.add_argument("file", metavar="FILE", help="a file of a store (any kind)")
     command.set_defaults(run=run_textconv)
 
@@ -30,11 +30,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "git log -p and git show print its files as text: writes .gitattributes and "
         ".gitignore in the store folder and sets git config diff.fsstore.textconv",
         "cd my-repo && fsstore --store agent-sessions git-setup",
-        description="Write .gitattributes (every fsstore file through diff=fsstore, "
-        "merge=binary, -text) and .gitignore (lock files, the tail hint, the message "
-        "index, scratch files) in the store folder, and set `git config "
-        f"diff.fsstore.textconv \"{TEXTCONV_COMMAND}\"` in its repository. Lines outside "
-        "fsstore's block in those files are kept; running it again changes nothing.")
+        description="Write .gitattributes (every fsstore file through diff=fsstore,\n"
+        "merge=binary, -text) and .gitignore (lock files, the tail hint, the message\n"
+        "index, scratch files) in the store folder, and set\n"
+        f"  git config diff.fsstore.textconv \"{TEXTCONV_COMMAND}\"\n"
+        "in its repository. Lines outside fsstore's block in those files are kept;\n"
+        "running it again changes nothing.")
     setup.add_argument("--print", action="store_true", dest="print_only",
                        help="do not run git: print the git config line to run instead")
     setup.add_argument("--command", default=TEXTCONV_COMMAND, metavar="CMD",
