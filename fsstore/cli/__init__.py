@@ -17,6 +17,7 @@ from ..errors import FsStoreError
 from . import (
     compact,
     demo,
+    git,
     inspect,
     maintenance,
     maintenance_stats,
@@ -32,7 +33,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, maintenance_stats, repair, retain)
+          maintenance, maintenance_stats, repair, retain, git)
 
 
 class _Parser(argparse.ArgumentParser):
