@@ -383,6 +383,13 @@ class StoreFileExists(FsStoreError, FileExistsError):
     ``fsstore verify`` reports as left over."""
 
 
+class GitSetupError(FsStoreError, OSError):
+    """Raised when ``fsstore git-setup`` cannot use git: git is not installed, the store
+    is not inside a git work tree (checked before anything is written), or ``git
+    config`` failed. The message says which: install git, run ``git init``, or set the
+    line ``fsstore git-setup --print`` prints by hand."""
+
+
 class StoreIOError(FsStoreError, OSError):
     """Raised when the OS refused to open a store file for any other reason (no
     permission, too many open files, an I/O error). ``errno`` and ``filename`` are those

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from typing import NamedTuple
 
-from .errors import CorruptionError
+from .errors import CorruptionError, GitSetupError
 from .fsio import FileIO
 from .textconv import TEXTCONV_COMMAND
 
@@ -124,7 +124,7 @@ def git_setup(root: str, *, command: str = TEXTCONV_COMMAND, configure: bool = T
     """Set up the store at ``root`` for git (see the module docstring). With
     ``configure`` false, git is not run: the report's ``config_line`` says what to run.
 
-    Raises FileNotFoundError when ``configure`` is true and ``root`` is not inside a git
+    Raises GitSetupError when ``configure`` is true and ``root`` is not inside a git
     work tree (or git is not installed), before anything is written; CorruptionError when
     a file's block is not whole (nothing written)."""
     io = io or FileIO()
@@ -159,7 +159,7 @@ def git_setup(root: str, *, command: str = TEXTCONV_COMMAND, configure: bool = T
 def _git(root: str, *args: str) -> subprocess.CompletedProcess[str]:
     git = shutil.which("git")
     if git is None:
-        raise FileNotFoundError("git is not installed (not on PATH); install it, or run "
+        raise GitSetupError("git is not installed (not on PATH); install it, or run "
                                 "`fsstore git-setup --print` and set the line it prints")
     return subprocess.run([git, "-C", root, *args], capture_output=True, text=True,
                           check=False)
@@ -168,7 +168,7 @@ def _git(root: str, *args: str) -> subprocess.CompletedProcess[str]:
 def _check_work_tree(root: str) -> None:
     found = _git(root, "rev-parse", "--is-inside-work-tree")
     if found.returncode != 0 or found.stdout.strip() != "true":
-        raise FileNotFoundError(f"{root} is not inside a git work tree; run `git init` "
+        raise GitSetupError(f"{root} is not inside a git work tree; run `git init` "
                                 "there (or in a folder above it) first")
 
 
@@ -178,7 +178,7 @@ def _set_config(root: str, command: str) -> bool:
         return False
     done = _git(root, "config", "--local", CONFIG_KEY, command)
     if done.returncode != 0:
-        raise OSError(f"git config {CONFIG_KEY} failed in {root}: "
+        raise GitSetupError(f"git config {CONFIG_KEY} failed in {root}: "
                       f"{done.stderr.strip() or done.returncode}")
     return True
 

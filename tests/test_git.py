@@ -16,7 +16,7 @@ from test_textconv import build
 import fsstore
 from fsstore.cli import main
 from fsstore.cli._common import event_json
-from fsstore.git_setup import BEGIN, END
+from fsstore.git_setup import BEGIN, END, git_setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: What the test repositories' git runs per file: this checkout's fsstore.
@@ -188,6 +188,8 @@ def test_print_runs_no_git_and_outside_a_work_tree_nothing_is_written(tmp_path, 
     err = capsys.readouterr().err
     assert "not inside a git work tree" in err and err.count("\n") == 1
     assert not Path(store.path, ".gitattributes").exists()
+    with pytest.raises(fsstore.GitSetupError, match="git init"):
+        git_setup(store.path)
     assert main(["--store", store.path, "git-setup", "--print"]) == 0
     out = capsys.readouterr().out
     assert "git config diff.fsstore.textconv 'fsstore textconv'" in out
