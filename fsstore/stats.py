@@ -25,10 +25,12 @@ offered for one session, never for a store. Every result is a frozen msgspec Str
 
 from __future__ import annotations
 
+import _io
 import math
 import os
 import re
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -37,11 +39,12 @@ import msgspec
 
 from . import identity, layout
 from . import state as state_module
-from .errors import CollectionNotFound, FsStoreError, SessionNotFound
+from .errors import CollectionNotFound, CorruptionError, FsStoreError, SessionNotFound
 from .fsio import FileIO, FolderEntry
 from .lease import NO_LEASE, read_lease
 from .log import LogReader, SegmentEnd
-from .segment_header import SegmentHeader
+from .log_format import Base
+from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader
 from .session_metadata import ManifestFile
 from .snapshot import SnapshotDir
 from .state import StateImage
@@ -238,11 +241,115 @@ class StatsSource(NamedTuple):
     load_image: Callable[[], StateImage]
 
 
+#: A file of at most this many bytes is read whole by a count, at its first read.
+_WHOLE_FILE = 256 << 10
+
+
+class _CountIO(FileIO):
+    """The reads of one count of a session (``Store.stats``): each file is opened once
+    and, when small, read whole at its first read, so the manifest, the segments, the
+    snapshot and the lease file cost one open and one read each however many times the
+    log reader, the state load and the count look at them. A file keeps the bytes it
+    had at that read for the rest of the count, as an open descriptor would keep a file
+    a writer replaced meanwhile. A sealed segment (``in_parts``) is read only where it
+    is asked for: its header, and its first frame for the oldest one. Everything else
+    (listings, stats) goes to ``base``, the store's FileIO; ``release`` closes what the
+    count opened."""
+
+    def __init__(self, base: FileIO) -> None:
+        self.base = base
+        self._fds: dict[str, int] = {}  # path -> its descriptor, open until ``release``
+        self._mine: set[int] = set()
+        self._read: dict[int, bytes] = {}  # descriptor -> the file's bytes, read whole
+        self._lock = threading.Lock()  # the log reader may load a segment in a thread
+        self._names: dict[str, list[str]] = {}  # folder -> the names the count listed
+        #: Files read only in the parts asked for (a count's sealed segments).
+        self.in_parts: set[str] = set()
+        self._parts: set[int] = set()
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        if flags != os.O_RDONLY:
+            return self.base.open(path, flags, mode)  # a count never writes; kept honest
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None:
+                fd = self._fds[path] = self.base.open(path, flags, mode)
+                self._mine.add(fd)
+                if path in self.in_parts:
+                    self._parts.add(fd)
+            return fd
+
+    def close(self, fd: int) -> None:
+        if fd not in self._mine:
+            self.base.close(fd)  # closed by ``release`` otherwise
+
+    def afresh(self) -> None:
+        """Open, read and list each file and folder again when next asked for (the files
+        read so far stay open until ``release``: a reader may still hold one)."""
+        with self._lock:
+            self._fds, self._read, self._names = {}, {}, {}
+
+    def release(self) -> None:
+        """Close every file the count opened, and forget what it read."""
+        with self._lock:
+            fds, self._mine, self._fds, self._read = self._mine, set(), {}, {}
+            self._names = {}
+            self._parts = set()
+        for fd in fds:
+            self.base.close(fd)
+
+    def _whole(self, fd: int) -> bytes | None:
+        found = self._read.get(fd)
+        if found is None and fd in self._mine and fd not in self._parts:
+            size = self.base.size(fd)
+            if size <= _WHOLE_FILE:
+                found = self._read[fd] = self.base.pread(fd, size, 0)
+        return found
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        whole = self._whole(fd)
+        if whole is None:
+            return self.base.pread(fd, size, offset)
+        return whole[offset:offset + size]
+
+    def size(self, fd: int) -> int:
+        whole = self._whole(fd)
+        return self.base.size(fd) if whole is None else len(whole)
+
+    def open_file(self, path: str) -> _io.BufferedReader:
+        return self.base.open_file(path)
+
+    def listdir(self, path: str) -> list[str]:
+        names = self._names.get(path)
+        return self.base.listdir(path) if names is None else list(names)
+
+    def entries(self, path: str) -> list[FolderEntry]:
+        found = self.base.entries(path)
+        self._names[path] = [entry.name for entry in found]  # the log reader's listdir
+        return found
+
+    def exists(self, path: str) -> bool:
+        return self.base.exists(path)
+
+    def check_folder(self, path: str) -> bool:
+        return self.base.check_folder(path)
+
+    def check_folders(self, *paths: str) -> None:
+        self.base.check_folders(*paths)
+
+
+class _Recount(FileNotFoundError):
+    """What a count listed is gone: a writer cleared the log meanwhile."""
+
+
 class _CountingLog(LogReader):
     """The log reader of one count of a session (``Store.stats``): it takes the segment
-    names from the folder listing the count made, the segment headers it read, and the
-    end of the log it found, so the state load that follows reads neither again. Once the
-    load looks again (a writer cleared the log meanwhile), everything is read afresh."""
+    names from the folder listing the count made (the newest of them in place of
+    ``tail.hint``), the segment headers it read, and the end of the log it found, so the
+    state load that follows reads neither again; a header is decoded once per count,
+    and whether the log starts with a base looked up once. Once the load looks again (a
+    writer cleared or compacted the log meanwhile), everything is read afresh, the files
+    too (``_CountIO.afresh``)."""
 
     def __init__(self, io: FileIO, path: str, accepted: identity.Identity | None) -> None:
         super().__init__(io, path, accepted)
@@ -252,20 +359,55 @@ class _CountingLog(LogReader):
         self._kept: tuple[int, int, SegmentEnd] | None = None
         self._handed = False
         self._fresh = False
+        self._decoded: dict[tuple[int, str, bytes], SegmentHeader] = {}
+        self._base_of: dict[int, Base | None] = {}
 
     def list_segments(self) -> list[int]:
         if self.listed and not self._fresh:
             return list(self.listed)
         return super().list_segments()
 
+    def live_segments(self) -> tuple[list[int], int]:
+        try:
+            return super().live_segments()
+        except CorruptionError:
+            if self._fresh or not self.listed:
+                raise  # listed afresh, twice: the segments are missing
+        # The count's listing was taken while a writer's clear unlinked the old segments,
+        # before its new segment showed: the listing is of no log. Count again from a
+        # new one, unless a fresh look finds the segments missing too (damage).
+        self._fresh = True
+        if isinstance(self.io, _CountIO):
+            self.io.afresh()
+        super().live_segments()
+        raise _Recount(f"{self.path}: the log changed while it was counted")
+
+    def hinted_segment(self) -> int | None:
+        if self.listed and not self._fresh:
+            return self.listed[-1]  # the newest segment, as the count's listing found it
+        return super().hinted_segment()
+
     def read_header(self, first_seq: int) -> SegmentHeader:
         header = None if self._fresh else self.headers.get(first_seq)
         return header if header is not None else super().read_header(first_seq)
+
+    def checked_header(self, raw: bytes, first_seq: int, path: str) -> SegmentHeader:
+        key = (first_seq, path, bytes(raw[:SEGMENT_HEADER_SIZE]))
+        header = self._decoded.get(key)
+        if header is None:
+            header = self._decoded[key] = super().checked_header(raw, first_seq, path)
+        return header
+
+    def base_of(self, log_start: int) -> Base | None:
+        if log_start not in self._base_of:
+            self._base_of[log_start] = super().base_of(log_start)
+        return self._base_of[log_start]
 
     def reset(self) -> None:
         """Forget what the last count found: the next count lists and reads afresh."""
         self.listed, self.headers, self.snapshot_names = [], {}, []
         self._kept, self._handed, self._fresh = None, False, False
+        self._base_of = {}
 
     def locate_tail(self) -> tuple[int, int, SegmentEnd]:
         if self._kept is not None and not self._handed:
@@ -273,6 +415,9 @@ class _CountingLog(LogReader):
             return self._kept
         if self._kept is not None:
             self._fresh = True
+            self._base_of = {}
+            if isinstance(self.io, _CountIO):
+                self.io.afresh()
         self._kept = super().locate_tail()
         return self._kept
 
@@ -436,6 +581,8 @@ def session_stats(source: StatsSource, *, events_by_kind: bool = False,
                 raise
             if isinstance(source.log, _CountingLog):
                 source.log.reset()
+            if isinstance(source.io, _CountIO):
+                source.io.release()  # read the files afresh too
     raise AssertionError("unreachable")
 
 
@@ -445,6 +592,9 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
     # every reader refuses it (UnsafePath, NotAFolder).
     io.check_folders(*listing.not_folders)
     log = source.log
+    if isinstance(io, _CountIO):
+        io.in_parts = {log.segment_path(first)
+                       for first in layout.segment_seqs(listing.segments)[:-1]}
     heads = _heads(io, log, listing.segments)
     if isinstance(log, _CountingLog):
         log.listed = sorted(heads)
@@ -456,7 +606,9 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
     documents = 0
     for folder in listing.collections:
         try:
-            collection = VectorCollectionReader(io, folder)
+            # the store's own FileIO: a collection keeps files open (numpy) past a count
+            collection = VectorCollectionReader(io.base if isinstance(io, _CountIO) else io,
+                                                folder)
         except CollectionNotFound:
             continue  # dropped meanwhile
         try:
@@ -539,13 +691,26 @@ def _segments(log: LogReader, heads: dict[int, tuple[bytes, SegmentHeader | None
 
 
 def _first_ts(log: LogReader, first: int, raw: bytes, major: int) -> float | None:
-    """The time of the first record of segment ``first`` (the oldest live one): read
-    from its first frame (one read of it) in a segment of major version 1, through the
-    log reader otherwise (a compacted segment is read whole)."""
-    if major != 1 or len(raw) < _HEADER + _FRAME_HEADER.size:
-        event = next(iter(log.events(first - 1, limit=1)), None)
-        return None if event is None else _finite(event.ts)
-    length = _FRAME_HEADER.unpack_from(raw, _HEADER)[1]
+    """The time of the first record of segment ``first`` (the oldest live one), from
+    its first frame: read at byte 64 of a plain segment (whose first bytes ``raw``
+    hold its length), and of a compacted one (one chunk decompressed, which the state
+    load then finds in the log reader's cache). A compacted file that starts with a
+    base (retention) is read through the log reader: its first record follows the
+    base."""
+    if major == 1:
+        if len(raw) < _HEADER + _FRAME_HEADER.size:
+            return None  # no frame yet
+        fields = raw[_HEADER:]
+    else:
+        with log.open_segment(first) as segment:
+            if segment.starts_with_base or not segment.compacted:
+                fields = b""
+            else:
+                fields = segment.pread(_FRAME_HEADER.size, _HEADER)
+        if len(fields) < _FRAME_HEADER.size:
+            event = next(iter(log.events(first - 1, limit=1)), None)
+            return None if event is None else _finite(event.ts)
+    length = _FRAME_HEADER.unpack_from(fields)[1]
     size = ((_FRAME_HEADER.size + length + 7) & ~7) + 8
     frames = log.read_frames(first, _HEADER, _HEADER + size)
     return _finite(frames[0].ts) if frames else None
@@ -591,8 +756,10 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
         if on_session is not None:
             on_session(session_id)
         path = layout.session_dir(root, session_id)
+        count_io = _CountIO(io)
         try:
-            found.append(session_stats(folder_source(io, path, session_id), seen=seen))
+            found.append(session_stats(folder_source(count_io, path, session_id),
+                                       seen=seen))
         except SessionNotFound:
             continue  # deleted meanwhile: it is no longer in the store
         except (FsStoreError, OSError, ValueError) as exc:
@@ -603,6 +770,8 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
             damaged.append(DamagedSession(id=session_id, path=_damaged_path(exc) or path,
                                           reason=" ".join(str(exc).split())
                                           or type(exc).__name__))
+        finally:
+            count_io.release()
     return _summed(found, damaged)
 
 
