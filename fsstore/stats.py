@@ -26,6 +26,7 @@ offered for one session, never for a store. Every result is a frozen msgspec Str
 from __future__ import annotations
 
 import _io
+import errno
 import math
 import os
 import re
@@ -262,7 +263,7 @@ class _CountIO(FileIO):
         self._mine: set[int] = set()
         self._read: dict[int, bytes] = {}  # descriptor -> the file's bytes, read whole
         self._lock = threading.Lock()  # the log reader may load a segment in a thread
-        self._names: dict[str, list[str]] = {}  # folder -> the names the count listed
+        self._names: dict[str, set[str]] = {}  # folder -> the names the count listed
         #: Files read only in the parts asked for (a count's sealed segments).
         self.in_parts: set[str] = set()
         self._parts: set[int] = set()
@@ -273,6 +274,13 @@ class _CountIO(FileIO):
         with self._lock:
             fd = self._fds.get(path)
             if fd is None:
+                folder, name = os.path.split(path)
+                listed = self._names.get(folder)
+                if listed is not None and name not in listed:
+                    # Not in the count's listing of its folder: a segment merged into a
+                    # compacted file, looked for under its own name first. A file made
+                    # since the listing is after what the count reads.
+                    raise FileNotFoundError(errno.ENOENT, f"{path}: no such file")
                 fd = self._fds[path] = self.base.open(path, flags, mode)
                 self._mine.add(fd)
                 if path in self.in_parts:
@@ -325,7 +333,7 @@ class _CountIO(FileIO):
 
     def entries(self, path: str) -> list[FolderEntry]:
         found = self.base.entries(path)
-        self._names[path] = [entry.name for entry in found]  # the log reader's listdir
+        self._names[path] = {entry.name for entry in found}  # the log reader's listdir
         return found
 
     def exists(self, path: str) -> bool:
