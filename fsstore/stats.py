@@ -346,10 +346,6 @@ class _CountIO(FileIO):
         self.base.check_folders(*paths)
 
 
-class _Recount(FileNotFoundError):
-    """What a count listed is gone: a writer cleared the log meanwhile."""
-
-
 class _CountingLog(LogReader):
     """The log reader of one count of a session (``Store.stats``): it takes the segment
     names from the folder listing the count made (the newest of them in place of
@@ -374,21 +370,6 @@ class _CountingLog(LogReader):
         if self.listed and not self._fresh:
             return list(self.listed)
         return super().list_segments()
-
-    def live_segments(self) -> tuple[list[int], int]:
-        try:
-            return super().live_segments()
-        except CorruptionError:
-            if self._fresh or not self.listed:
-                raise  # listed afresh, twice: the segments are missing
-        # The count's listing was taken while a writer's clear unlinked the old segments,
-        # before its new segment showed: the listing is of no log. Count again from a
-        # new one, unless a fresh look finds the segments missing too (damage).
-        self._fresh = True
-        if isinstance(self.io, _CountIO):
-            self.io.afresh()
-        super().live_segments()
-        raise _Recount(f"{self.path}: the log changed while it was counted")
 
     def hinted_segment(self) -> int | None:
         if self.listed and not self._fresh:
@@ -583,15 +564,32 @@ def session_stats(source: StatsSource, *, events_by_kind: bool = False,
             # A file the listing named was removed before it was read: a writer's clear
             # or a snapshot prune (readers take no lock). Count again from a new
             # listing, the bytes counted so far taken back.
-            if seen is not None:
-                seen.difference_update(listing.tally.added)
             if attempt == _RECOUNTS - 1:
                 raise
-            if isinstance(source.log, _CountingLog):
-                source.log.reset()
-            if isinstance(source.io, _CountIO):
-                source.io.release()  # read the files afresh too
+        except CorruptionError:
+            # The log read as damaged: really so, or the listing was taken while a
+            # writer's clear unlinked its segments (a listing is not atomic: it can hold
+            # some of them and not others, nor the new one). Damage only when the log
+            # folder still holds what was listed.
+            if attempt == _RECOUNTS - 1 or not _log_moved(source, listing):
+                raise
+        if seen is not None:
+            seen.difference_update(listing.tally.added)
+        if isinstance(source.log, _CountingLog):
+            source.log.reset()
+        if isinstance(source.io, _CountIO):
+            source.io.release()  # read the files afresh too
     raise AssertionError("unreachable")
+
+
+def _log_moved(source: StatsSource, listing: _Listing) -> bool:
+    """Whether the segments in the log folder are no longer those ``listing`` found."""
+    io = source.io.base if isinstance(source.io, _CountIO) else source.io
+    try:
+        now = io.listdir(layout.log_dir(source.path))
+    except FileNotFoundError:
+        return False
+    return layout.segment_seqs(now) != layout.segment_seqs(listing.segments)
 
 
 def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> SessionStats:
