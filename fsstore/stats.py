@@ -56,8 +56,6 @@ from .work import CLAIMED, CONSUMED, DEAD, PENDING, READY
 QUEUE_STATUSES = (READY, CLAIMED, DEAD)
 INPUT_STATUSES = (PENDING, CLAIMED, CONSUMED)
 
-#: The kinds of bytes ``fsstore du`` tells apart, in the order it prints them.
-BYTE_KINDS = ("log", "snapshots", "checkpoints", "blobs", "vectors", "index", "other")
 #: A segment header's major version (the u16 at byte 8): 2 is a compacted segment.
 _MAJOR = struct.Struct("<H")
 _COMPACTED_MAJOR = 2
@@ -100,18 +98,16 @@ class ByteCounts(_Result, frozen=True, kw_only=True):
                       key=lambda pair: -pair[1])
 
 
-class SessionStats(_Result, frozen=True, kw_only=True):
-    """What ``SessionReader.session_stats`` counts. Counts that need a scan of the log
-    (``events_by_kind``, ``turn_count``) are None unless asked for."""
+#: The kinds of bytes ``fsstore du`` tells apart, in the order it prints them.
+BYTE_KINDS: tuple[str, ...] = ByteCounts.__struct_fields__
 
-    id: str
-    path: str
-    title: str | None
+
+class _Counts(_Result, frozen=True, kw_only=True):
+    """The counts of a session that a store sums (``SessionStats``, ``StoreStats``)."""
+
     #: Records in the log since its start, the store's own (state, queue, input, lease,
     #: message, metadata, turn_finished) included: ``head - log_start + 1``.
     records: int
-    head: int
-    log_start: int
     #: The newest turn's number (0 before any). Turns are numbered from 1 and go up by
     #: one per finished turn unless the caller numbers them, so this is the number of
     #: turns begun; ``turn_count`` (with ``events_by_kind``) counts the turns that hold a
@@ -136,6 +132,17 @@ class SessionStats(_Result, frozen=True, kw_only=True):
     #: Live vector documents of all collections (each collection is opened: its manifest,
     #: its shards' headers and ids, and its write-ahead log since the last seal).
     vector_documents: int
+
+
+class SessionStats(_Counts, frozen=True, kw_only=True):
+    """What ``SessionReader.session_stats`` counts. Counts that need a scan of the log
+    (``events_by_kind``, ``turn_count``) are None unless asked for."""
+
+    id: str
+    path: str
+    title: str | None
+    head: int
+    log_start: int
     #: Queue items by status (``ready``, ``claimed``, ``dead``; completed items leave the
     #: queue) and turn inputs by status (``pending``, ``claimed``, ``consumed``).
     queue: dict[str, int]
@@ -166,33 +173,13 @@ class DamagedSession(_Result, frozen=True, kw_only=True):
     reason: str
 
 
-#: The SessionStats fields a store sums.
-_SUMMED = ("records", "turns", "messages", "state_keys", "segments", "sealed_segments",
-           "compressed_segments", "log_bytes", "snapshots", "checkpoints", "blobs",
-           "blob_bytes", "collections", "vector_documents")
-
-
-class StoreStats(_Result, frozen=True, kw_only=True):
+class StoreStats(_Counts, frozen=True, kw_only=True):
     """What ``Store.stats`` counts: the sessions' counts summed, each session's own, and
     the sessions that could not be read. A file shared by hard link between sessions (a
     fork's segments and attachments) counts once in ``bytes`` and ``log_bytes``/
     ``blob_bytes``, for the first session (by id) that holds it."""
 
     sessions: int
-    records: int
-    turns: int
-    messages: int
-    state_keys: int
-    segments: int
-    sealed_segments: int
-    compressed_segments: int
-    log_bytes: int
-    snapshots: int
-    checkpoints: int
-    blobs: int
-    blob_bytes: int
-    collections: int
-    vector_documents: int
     queue: dict[str, int]
     inputs: dict[str, int]
     #: Sessions whose lease is held and not expired.
@@ -786,7 +773,8 @@ def _damaged_path(exc: BaseException) -> str:
 
 
 def _summed(found: list[SessionStats], damaged: list[DamagedSession]) -> StoreStats:
-    totals = {name: sum(getattr(s, name) for s in found) for name in _SUMMED}
+    totals = {name: sum(getattr(s, name) for s in found)
+              for name in _Counts.__struct_fields__}
     queue = dict.fromkeys(QUEUE_STATUSES, 0)
     inputs = dict.fromkeys(INPUT_STATUSES, 0)
     for session in found:
