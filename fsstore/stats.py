@@ -43,12 +43,12 @@ from . import state as state_module
 from .errors import CollectionNotFound, CorruptionError, FsStoreError, SessionNotFound
 from .fsio import FileIO, FolderEntry
 from .lease import NO_LEASE, read_lease
-from .log import LogReader, SegmentEnd
-from .log_format import Base
+from .log import LogReader, LogTail, SegmentEnd
+from .log_format import Base, SegmentScan
 from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader
 from .session_metadata import ManifestFile
 from .snapshot import SnapshotDir
-from .state import StateImage
+from .state import FOLDED_KINDS, StateImage
 from .turns import NEUTRAL_KINDS, TURN_FINISHED
 from .vectors import VectorCollectionReader
 from .work import CLAIMED, CONSUMED, DEAD, PENDING, READY
@@ -594,8 +594,13 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
         log.headers = {first: header for first, (_, header) in heads.items()
                        if header is not None}
         log.snapshot_names = listing.snapshots
-    tail = log.tail()
-    segments = _segments(log, heads, tail.log_start, tail.head)
+    found = (_one_pass(log, heads, listing.snapshots) if isinstance(log, _CountingLog)
+             else None)
+    if found is None:
+        tail = log.tail()
+        segments = _segments(log, heads, tail.log_start, tail.head)
+    else:
+        tail, segments, _ = found
     documents = 0
     for folder in listing.collections:
         try:
@@ -608,7 +613,7 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
             documents += collection.count()
         finally:
             collection.close()
-    image = source.load_image()
+    image = source.load_image() if found is None else found[2]
     # A session that never had a lease has no lease file: not even an open is spent.
     lease = (read_lease(io, layout.lease_path(path)) if layout.LEASE_FILE in listing.names
              else NO_LEASE)
@@ -633,6 +638,39 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
         oldest_event=segments.oldest_ts, newest_event=_finite(tail.last_ts),
         bytes=ByteCounts(**listing.tally.bytes), events_by_kind=kinds,
         turn_count=turn_count)
+
+
+def _one_pass(log: _CountingLog, heads: dict[int, tuple[bytes, SegmentHeader | None]],
+              snapshots: list[str]) -> tuple[LogTail, _Segments, StateImage] | None:
+    """The end of the log, its segment counts and its state, in one read and one walk of
+    its only segment, when the log is one plain segment and no snapshot: the state is
+    then the fold of the whole log, so the state load would read the segment whole
+    anyway, and the walk finds the first record's time and the last record as the tail
+    and the first frame's reads would. What it gives is theirs: the same checks run
+    (checksums, seqs, the synced mark; a torn tail is the end). None otherwise."""
+    if not heads or layout.snapshot_seqs(snapshots):
+        return None
+    newest = max(heads)
+    header = heads[newest][1]
+    if header is None or header.compacted or header.log_start != newest:
+        return None  # older live segments, a compacted one, or a damaged header
+    buf, header = log.load_segment(newest)  # the header as read with the frames
+    if header.compacted or header.log_start != newest:
+        return None  # replaced since its header was read: the general way copes
+    path = log.segment_path(newest)
+    scan = SegmentScan(buf, path, newest, True, newest - 1, synced_end=header.synced_end)
+    image = StateImage(newest - 1, newest)
+    first_ts = None
+    for event in scan:
+        if first_ts is None:
+            first_ts = event.ts
+        if event.kind in FOLDED_KINDS:
+            image.apply(event, path)
+    image.seq = head = scan.expect_seq - 1
+    last = scan.last
+    tail = LogTail(head, newest, *((None, None, None) if last is None
+                                   else (last.ts, last.turn, last.kind)))
+    return tail, _Segments(1, 0, _finite(first_ts)), image
 
 
 class _Segments(NamedTuple):

@@ -423,8 +423,8 @@ def _agent_turns(session: fsstore.Session, turns: range) -> None:
 def varied_store(path: object) -> fsstore.Store:
     """Sessions of every shape a count meets: snapshots, queue items in every status,
     inputs, deleted messages, several sealed segments with no snapshot, compacted
-    segments, a retained log, a cleared one, an empty one, and one whose writer is open
-    (its newest segment preallocated)."""
+    segments, a retained log, a cleared one, an empty one, one ending in a torn tail, and
+    one whose writer is open (its newest segment preallocated)."""
     store = fsstore.open_store(path, segment_size=8192, durability="fsync")
     built(store, "built").close()
     with store.create_session("plain") as session:  # sealed segments, no snapshot
@@ -450,6 +450,11 @@ def varied_store(path: object) -> fsstore.Store:
         session.clear()
         _agent_turns(session, range(5, 7))
     store.create_session("empty").close()
+    with store.create_session("torn") as session:
+        _agent_turns(session, range(1, 3))
+        segment = os.path.join(session.path, "log", layout.segment_name(1))
+    with open(segment, "ab") as file:  # a writer killed mid-append: a torn tail
+        file.write(struct.pack("<IIQII", 0, 500, 99, 1, 1) + b"partial")
     return store
 
 
@@ -469,6 +474,7 @@ def test_store_stats_count_each_session_as_its_own_full_count_does(tmp_path):
     assert by_id["plain"].sealed_segments >= 2 and by_id["plain"].snapshots == 0
     assert store.read_session("retained").history_start > 1
     assert by_id["cleared"].log_start > 1 and by_id["empty"].records == 0
+    assert by_id["torn"].records == by_id["torn"].head == 10
     assert by_id["built"].queue == {"ready": 1, "claimed": 1, "dead": 1}
 
 
@@ -489,7 +495,7 @@ def test_store_stats_open_each_file_of_a_session_once(tmp_path):
     store = fsstore.open_store(tmp_path / "store", io=io)
     io.opened.clear()
     found = store.stats()
-    assert found.damaged == [] and found.sessions == 6
+    assert found.damaged == [] and found.sessions == 7
     # (a vector collection is opened as its reader opens it: not counted here)
     opened = {path: n for path, n in io.opened.items() if "/vectors/" not in path}
     assert opened and max(opened.values()) == 1, opened
