@@ -17,6 +17,13 @@ of its sessions and segments, never the length of their histories:
 - the lease file, and each vector collection (opened as a reader opens it: its
   manifest, its shards and the write-ahead log since its last seal).
 
+A store's count (``Store.stats``) opens each file of a session once and reads a small
+one whole at its first read (``_CountIO``), takes the segment names and headers from
+its own listing and reads, and walks a log of one plain segment and no snapshot once
+for its end, its first record's time and its state (``_one_pass``). What it reports is
+what ``session_stats`` of each session reports (a test compares them on sessions of
+every shape).
+
 No history is read from its start: a session's log is only scanned when its records are
 counted by kind (``events_by_kind=True``, ``fsstore stats SESSION --kinds``), which is
 offered for one session, never for a store. Every result is a frozen msgspec Struct with
