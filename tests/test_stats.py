@@ -389,7 +389,7 @@ def test_store_stats_beside_a_writer_that_rolls_over_snapshots_and_clears(tmp_pa
         session.close()
 
 
-def test_the_benchmarks_copied_sessions_count_as_the_one_written_through_the_api(tmp_path):
+def test_the_benchmarks_copied_sessions_count_as_the_ones_written_through_the_api(tmp_path):
     tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
     sys.path.insert(0, tools)
     try:
@@ -397,17 +397,20 @@ def test_the_benchmarks_copied_sessions_count_as_the_one_written_through_the_api
     finally:
         sys.path.remove(tools)
     store = fsstore.open_store(tmp_path / "store")
-    template = bench_stats.template_session(store)
-    bench_stats.fill(store, template, 3)
+    shapes = bench_stats.templates(store, str(tmp_path))
+    bench_stats.fill(store, shapes, 2 + len(shapes))  # two of the shapes are in the store
     found = store.stats()
-    assert found.sessions == 3 and found.damaged == []
-    written, *copies = found.per_session[::-1]  # "template" sorts after "s000001"
-    assert written.id == "template" and [c.id for c in copies] == ["s000002", "s000001"]
-    for copy in copies:
+    assert found.sessions == 6 and found.damaged == []
+    counted = {s.id: s for s in found.per_session}
+    for number in range(2, 6):
+        copy, folder = counted[f"s{number:06d}"], shapes[number % len(shapes)]
+        written = fsstore.open_store(os.path.dirname(os.path.dirname(folder))).read_session(
+            os.path.basename(folder)).session_stats()
         # All but the manifest's bytes (a shorter id) are the written session's.
         assert {**copy.to_dict(), "bytes": copy.bytes.log} == {
             **written.to_dict(), "id": copy.id, "path": copy.path, "bytes": written.bytes.log}
         assert store.read_session(copy.id).verify() == []
+    assert counted["s000003"].compressed_segments == 1 and counted["s000002"].snapshots == 1
 
 
 def _agent_turns(session: fsstore.Session, turns: range) -> None:
@@ -499,3 +502,4 @@ def test_store_stats_open_each_file_of_a_session_once(tmp_path):
     # (a vector collection is opened as its reader opens it: not counted here)
     opened = {path: n for path, n in io.opened.items() if "/vectors/" not in path}
     assert opened and max(opened.values()) == 1, opened
+
