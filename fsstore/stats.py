@@ -254,6 +254,7 @@ class _CountIO(FileIO):
     def __init__(self, base: FileIO) -> None:
         self.base = base
         self._fds: dict[str, int] = {}  # path -> its descriptor, open until ``release``
+        self._released = False
         self._mine: set[int] = set()
         self._read: dict[int, bytes] = {}  # descriptor -> the file's bytes, read whole
         self._lock = threading.Lock()  # the log reader may load a segment in a thread
@@ -263,8 +264,10 @@ class _CountIO(FileIO):
         self._parts: set[int] = set()
 
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
-        if flags != os.O_RDONLY:
-            return self.base.open(path, flags, mode)  # a count never writes; kept honest
+        if flags != os.O_RDONLY or self._released:
+            # A count never writes. After ``release``, what a log reader's thread still
+            # loads (a prefetch the count did not wait for) opens and closes its own.
+            return self.base.open(path, flags, mode)
         with self._lock:
             fd = self._fds.get(path)
             if fd is None:
@@ -292,10 +295,11 @@ class _CountIO(FileIO):
             self._fds, self._read, self._names = {}, {}, {}
 
     def release(self) -> None:
-        """Close every file the count opened, and forget what it read."""
+        """Close every file the count opened, and forget what it read: the count is
+        over."""
         with self._lock:
             fds, self._mine, self._fds, self._read = self._mine, set(), {}, {}
-            self._names = {}
+            self._names, self._released = {}, True
             self._parts = set()
         for fd in fds:
             self.base.close(fd)
@@ -572,7 +576,7 @@ def session_stats(source: StatsSource, *, events_by_kind: bool = False,
         if isinstance(source.log, _CountingLog):
             source.log.reset()
         if isinstance(source.io, _CountIO):
-            source.io.release()  # read the files afresh too
+            source.io.afresh()  # read the files afresh too
     raise AssertionError("unreachable")
 
 
