@@ -17,6 +17,13 @@ of its sessions and segments, never the length of their histories:
 - the lease file, and each vector collection (opened as a reader opens it: its
   manifest, its shards and the write-ahead log since its last seal).
 
+A store's count (``Store.stats``) opens each file of a session once and reads a small
+one whole at its first read (``_CountIO``), takes the segment names and headers from
+its own listing and reads, and walks a log of one plain segment and no snapshot once
+for its end, its first record's time and its state (``_one_pass``). What it reports is
+what ``session_stats`` of each session reports (a test compares them on sessions of
+every shape).
+
 No history is read from its start: a session's log is only scanned when its records are
 counted by kind (``events_by_kind=True``, ``fsstore stats SESSION --kinds``), which is
 offered for one session, never for a store. Every result is a frozen msgspec Struct with
@@ -25,10 +32,13 @@ offered for one session, never for a store. Every result is a frozen msgspec Str
 
 from __future__ import annotations
 
+import _io
+import errno
 import math
 import os
 import re
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -37,14 +47,15 @@ import msgspec
 
 from . import identity, layout
 from . import state as state_module
-from .errors import CollectionNotFound, FsStoreError, SessionNotFound
+from .errors import CollectionNotFound, CorruptionError, FsStoreError, SessionNotFound
 from .fsio import FileIO, FolderEntry
 from .lease import NO_LEASE, read_lease
-from .log import LogReader, SegmentEnd
-from .segment_header import SegmentHeader
+from .log import LogReader, LogTail, SegmentEnd
+from .log_format import Base, SegmentScan
+from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader
 from .session_metadata import ManifestFile
 from .snapshot import SnapshotDir
-from .state import StateImage
+from .state import FOLDED_KINDS, StateImage
 from .turns import NEUTRAL_KINDS, TURN_FINISHED
 from .vectors import VectorCollectionReader
 from .work import CLAIMED, CONSUMED, DEAD, PENDING, READY
@@ -52,8 +63,6 @@ from .work import CLAIMED, CONSUMED, DEAD, PENDING, READY
 QUEUE_STATUSES = (READY, CLAIMED, DEAD)
 INPUT_STATUSES = (PENDING, CLAIMED, CONSUMED)
 
-#: The kinds of bytes ``fsstore du`` tells apart, in the order it prints them.
-BYTE_KINDS = ("log", "snapshots", "checkpoints", "blobs", "vectors", "index", "other")
 #: A segment header's major version (the u16 at byte 8): 2 is a compacted segment.
 _MAJOR = struct.Struct("<H")
 _COMPACTED_MAJOR = 2
@@ -96,18 +105,16 @@ class ByteCounts(_Result, frozen=True, kw_only=True):
                       key=lambda pair: -pair[1])
 
 
-class SessionStats(_Result, frozen=True, kw_only=True):
-    """What ``SessionReader.session_stats`` counts. Counts that need a scan of the log
-    (``events_by_kind``, ``turn_count``) are None unless asked for."""
+#: The kinds of bytes ``fsstore du`` tells apart, in the order it prints them.
+BYTE_KINDS: tuple[str, ...] = ByteCounts.__struct_fields__
 
-    id: str
-    path: str
-    title: str | None
+
+class _Counts(_Result, frozen=True, kw_only=True):
+    """The counts of a session that a store sums (``SessionStats``, ``StoreStats``)."""
+
     #: Records in the log since its start, the store's own (state, queue, input, lease,
     #: message, metadata, turn_finished) included: ``head - log_start + 1``.
     records: int
-    head: int
-    log_start: int
     #: The newest turn's number (0 before any). Turns are numbered from 1 and go up by
     #: one per finished turn unless the caller numbers them, so this is the number of
     #: turns begun; ``turn_count`` (with ``events_by_kind``) counts the turns that hold a
@@ -132,6 +139,17 @@ class SessionStats(_Result, frozen=True, kw_only=True):
     #: Live vector documents of all collections (each collection is opened: its manifest,
     #: its shards' headers and ids, and its write-ahead log since the last seal).
     vector_documents: int
+
+
+class SessionStats(_Counts, frozen=True, kw_only=True):
+    """What ``SessionReader.session_stats`` counts. Counts that need a scan of the log
+    (``events_by_kind``, ``turn_count``) are None unless asked for."""
+
+    id: str
+    path: str
+    title: str | None
+    head: int
+    log_start: int
     #: Queue items by status (``ready``, ``claimed``, ``dead``; completed items leave the
     #: queue) and turn inputs by status (``pending``, ``claimed``, ``consumed``).
     queue: dict[str, int]
@@ -162,33 +180,13 @@ class DamagedSession(_Result, frozen=True, kw_only=True):
     reason: str
 
 
-#: The SessionStats fields a store sums.
-_SUMMED = ("records", "turns", "messages", "state_keys", "segments", "sealed_segments",
-           "compressed_segments", "log_bytes", "snapshots", "checkpoints", "blobs",
-           "blob_bytes", "collections", "vector_documents")
-
-
-class StoreStats(_Result, frozen=True, kw_only=True):
+class StoreStats(_Counts, frozen=True, kw_only=True):
     """What ``Store.stats`` counts: the sessions' counts summed, each session's own, and
     the sessions that could not be read. A file shared by hard link between sessions (a
     fork's segments and attachments) counts once in ``bytes`` and ``log_bytes``/
     ``blob_bytes``, for the first session (by id) that holds it."""
 
     sessions: int
-    records: int
-    turns: int
-    messages: int
-    state_keys: int
-    segments: int
-    sealed_segments: int
-    compressed_segments: int
-    log_bytes: int
-    snapshots: int
-    checkpoints: int
-    blobs: int
-    blob_bytes: int
-    collections: int
-    vector_documents: int
     queue: dict[str, int]
     inputs: dict[str, int]
     #: Sessions whose lease is held and not expired.
@@ -238,11 +236,122 @@ class StatsSource(NamedTuple):
     load_image: Callable[[], StateImage]
 
 
+#: A file of at most this many bytes is read whole by a count, at its first read.
+_WHOLE_FILE = 256 << 10
+
+
+class _CountIO(FileIO):
+    """The reads of one count of a session (``Store.stats``): each file is opened once
+    and, when small, read whole at its first read, so the manifest, the segments, the
+    snapshot and the lease file cost one open and one read each however many times the
+    log reader, the state load and the count look at them. A file keeps the bytes it
+    had at that read for the rest of the count, as an open descriptor would keep a file
+    a writer replaced meanwhile. A sealed segment (``in_parts``) is read only where it
+    is asked for: its header, and its first frame for the oldest one. Everything else
+    (listings, stats) goes to ``base``, the store's FileIO; ``release`` closes what the
+    count opened."""
+
+    def __init__(self, base: FileIO) -> None:
+        self.base = base
+        self._fds: dict[str, int] = {}  # path -> its descriptor, open until ``release``
+        self._released = False
+        self._mine: set[int] = set()
+        self._read: dict[int, bytes] = {}  # descriptor -> the file's bytes, read whole
+        self._lock = threading.Lock()  # the log reader may load a segment in a thread
+        self._names: dict[str, set[str]] = {}  # folder -> the names the count listed
+        #: Files read only in the parts asked for (a count's sealed segments).
+        self.in_parts: set[str] = set()
+        self._parts: set[int] = set()
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        if flags != os.O_RDONLY or self._released:
+            # A count never writes. After ``release``, what a log reader's thread still
+            # loads (a prefetch the count did not wait for) opens and closes its own.
+            return self.base.open(path, flags, mode)
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None:
+                folder, name = os.path.split(path)
+                listed = self._names.get(folder)
+                if listed is not None and name not in listed:
+                    # Not in the count's listing of its folder: a segment merged into a
+                    # compacted file, looked for under its own name first. A file made
+                    # since the listing is after what the count reads.
+                    raise FileNotFoundError(errno.ENOENT, f"{path}: no such file")
+                fd = self._fds[path] = self.base.open(path, flags, mode)
+                self._mine.add(fd)
+                if path in self.in_parts:
+                    self._parts.add(fd)
+            return fd
+
+    def close(self, fd: int) -> None:
+        if fd not in self._mine:
+            self.base.close(fd)  # closed by ``release`` otherwise
+
+    def afresh(self) -> None:
+        """Open, read and list each file and folder again when next asked for (the files
+        read so far stay open until ``release``: a reader may still hold one)."""
+        with self._lock:
+            self._fds, self._read, self._names = {}, {}, {}
+
+    def release(self) -> None:
+        """Close every file the count opened, and forget what it read: the count is
+        over."""
+        with self._lock:
+            fds, self._mine, self._fds, self._read = self._mine, set(), {}, {}
+            self._names, self._released = {}, True
+            self._parts = set()
+        for fd in fds:
+            self.base.close(fd)
+
+    def _whole(self, fd: int) -> bytes | None:
+        found = self._read.get(fd)
+        if found is None and fd in self._mine and fd not in self._parts:
+            size = self.base.size(fd)
+            if size <= _WHOLE_FILE:
+                found = self._read[fd] = self.base.pread(fd, size, 0)
+        return found
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        whole = self._whole(fd)
+        if whole is None:
+            return self.base.pread(fd, size, offset)
+        return whole[offset:offset + size]
+
+    def size(self, fd: int) -> int:
+        whole = self._whole(fd)
+        return self.base.size(fd) if whole is None else len(whole)
+
+    def open_file(self, path: str) -> _io.BufferedReader:
+        return self.base.open_file(path)
+
+    def listdir(self, path: str) -> list[str]:
+        names = self._names.get(path)
+        return self.base.listdir(path) if names is None else list(names)
+
+    def entries(self, path: str) -> list[FolderEntry]:
+        found = self.base.entries(path)
+        self._names[path] = {entry.name for entry in found}  # the log reader's listdir
+        return found
+
+    def exists(self, path: str) -> bool:
+        return self.base.exists(path)
+
+    def check_folder(self, path: str) -> bool:
+        return self.base.check_folder(path)
+
+    def check_folders(self, *paths: str) -> None:
+        self.base.check_folders(*paths)
+
+
 class _CountingLog(LogReader):
     """The log reader of one count of a session (``Store.stats``): it takes the segment
-    names from the folder listing the count made, the segment headers it read, and the
-    end of the log it found, so the state load that follows reads neither again. Once the
-    load looks again (a writer cleared the log meanwhile), everything is read afresh."""
+    names from the folder listing the count made (the newest of them in place of
+    ``tail.hint``), the segment headers it read, and the end of the log it found, so the
+    state load that follows reads neither again; a header is decoded once per count,
+    and whether the log starts with a base looked up once. Once the load looks again (a
+    writer cleared or compacted the log meanwhile), everything is read afresh, the files
+    too (``_CountIO.afresh``)."""
 
     def __init__(self, io: FileIO, path: str, accepted: identity.Identity | None) -> None:
         super().__init__(io, path, accepted)
@@ -252,20 +361,40 @@ class _CountingLog(LogReader):
         self._kept: tuple[int, int, SegmentEnd] | None = None
         self._handed = False
         self._fresh = False
+        self._decoded: dict[tuple[int, str, bytes], SegmentHeader] = {}
+        self._base_of: dict[int, Base | None] = {}
 
     def list_segments(self) -> list[int]:
         if self.listed and not self._fresh:
             return list(self.listed)
         return super().list_segments()
 
+    def hinted_segment(self) -> int | None:
+        if self.listed and not self._fresh:
+            return self.listed[-1]  # the newest segment, as the count's listing found it
+        return super().hinted_segment()
+
     def read_header(self, first_seq: int) -> SegmentHeader:
         header = None if self._fresh else self.headers.get(first_seq)
         return header if header is not None else super().read_header(first_seq)
+
+    def checked_header(self, raw: bytes, first_seq: int, path: str) -> SegmentHeader:
+        key = (first_seq, path, bytes(raw[:SEGMENT_HEADER_SIZE]))
+        header = self._decoded.get(key)
+        if header is None:
+            header = self._decoded[key] = super().checked_header(raw, first_seq, path)
+        return header
+
+    def base_of(self, log_start: int) -> Base | None:
+        if log_start not in self._base_of:
+            self._base_of[log_start] = super().base_of(log_start)
+        return self._base_of[log_start]
 
     def reset(self) -> None:
         """Forget what the last count found: the next count lists and reads afresh."""
         self.listed, self.headers, self.snapshot_names = [], {}, []
         self._kept, self._handed, self._fresh = None, False, False
+        self._base_of = {}
 
     def locate_tail(self) -> tuple[int, int, SegmentEnd]:
         if self._kept is not None and not self._handed:
@@ -273,6 +402,9 @@ class _CountingLog(LogReader):
             return self._kept
         if self._kept is not None:
             self._fresh = True
+            self._base_of = {}
+            if isinstance(self.io, _CountIO):
+                self.io.afresh()
         self._kept = super().locate_tail()
         return self._kept
 
@@ -430,13 +562,32 @@ def session_stats(source: StatsSource, *, events_by_kind: bool = False,
             # A file the listing named was removed before it was read: a writer's clear
             # or a snapshot prune (readers take no lock). Count again from a new
             # listing, the bytes counted so far taken back.
-            if seen is not None:
-                seen.difference_update(listing.tally.added)
             if attempt == _RECOUNTS - 1:
                 raise
-            if isinstance(source.log, _CountingLog):
-                source.log.reset()
+        except CorruptionError:
+            # The log read as damaged: really so, or the listing was taken while a
+            # writer's clear unlinked its segments (a listing is not atomic: it can hold
+            # some of them and not others, nor the new one). Damage only when the log
+            # folder still holds what was listed.
+            if attempt == _RECOUNTS - 1 or not _log_moved(source, listing):
+                raise
+        if seen is not None:
+            seen.difference_update(listing.tally.added)
+        if isinstance(source.log, _CountingLog):
+            source.log.reset()
+        if isinstance(source.io, _CountIO):
+            source.io.afresh()  # read the files afresh too
     raise AssertionError("unreachable")
+
+
+def _log_moved(source: StatsSource, listing: _Listing) -> bool:
+    """Whether the segments in the log folder are no longer those ``listing`` found."""
+    io = source.io.base if isinstance(source.io, _CountIO) else source.io
+    try:
+        now = io.listdir(layout.log_dir(source.path))
+    except FileNotFoundError:
+        return False
+    return layout.segment_seqs(now) != layout.segment_seqs(listing.segments)
 
 
 def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> SessionStats:
@@ -445,25 +596,35 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
     # every reader refuses it (UnsafePath, NotAFolder).
     io.check_folders(*listing.not_folders)
     log = source.log
+    if isinstance(io, _CountIO):
+        io.in_parts = {log.segment_path(first)
+                       for first in layout.segment_seqs(listing.segments)[:-1]}
     heads = _heads(io, log, listing.segments)
     if isinstance(log, _CountingLog):
         log.listed = sorted(heads)
         log.headers = {first: header for first, (_, header) in heads.items()
                        if header is not None}
         log.snapshot_names = listing.snapshots
-    tail = log.tail()
-    segments = _segments(log, heads, tail.log_start, tail.head)
+    found = (_one_pass(log, heads, listing.snapshots) if isinstance(log, _CountingLog)
+             else None)
+    if found is None:
+        tail = log.tail()
+        segments = _segments(log, heads, tail.log_start, tail.head)
+    else:
+        tail, segments, _ = found
     documents = 0
     for folder in listing.collections:
         try:
-            collection = VectorCollectionReader(io, folder)
+            # the store's own FileIO: a collection keeps files open (numpy) past a count
+            collection = VectorCollectionReader(io.base if isinstance(io, _CountIO) else io,
+                                                folder)
         except CollectionNotFound:
             continue  # dropped meanwhile
         try:
             documents += collection.count()
         finally:
             collection.close()
-    image = source.load_image()
+    image = source.load_image() if found is None else found[2]
     # A session that never had a lease has no lease file: not even an open is spent.
     lease = (read_lease(io, layout.lease_path(path)) if layout.LEASE_FILE in listing.names
              else NO_LEASE)
@@ -488,6 +649,39 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
         oldest_event=segments.oldest_ts, newest_event=_finite(tail.last_ts),
         bytes=ByteCounts(**listing.tally.bytes), events_by_kind=kinds,
         turn_count=turn_count)
+
+
+def _one_pass(log: _CountingLog, heads: dict[int, tuple[bytes, SegmentHeader | None]],
+              snapshots: list[str]) -> tuple[LogTail, _Segments, StateImage] | None:
+    """The end of the log, its segment counts and its state, in one read and one walk of
+    its only segment, when the log is one plain segment and no snapshot: the state is
+    then the fold of the whole log, so the state load would read the segment whole
+    anyway, and the walk finds the first record's time and the last record as the tail
+    and the first frame's reads would. What it gives is theirs: the same checks run
+    (checksums, seqs, the synced mark; a torn tail is the end). None otherwise."""
+    if not heads or layout.snapshot_seqs(snapshots):
+        return None
+    newest = max(heads)
+    header = heads[newest][1]
+    if header is None or header.compacted or header.log_start != newest:
+        return None  # older live segments, a compacted one, or a damaged header
+    buf, header = log.load_segment(newest)  # the header as read with the frames
+    if header.compacted or header.log_start != newest:
+        return None  # replaced since its header was read: the general way copes
+    path = log.segment_path(newest)
+    scan = SegmentScan(buf, path, newest, True, newest - 1, synced_end=header.synced_end)
+    image = StateImage(newest - 1, newest)
+    first_ts = None
+    for event in scan:
+        if first_ts is None:
+            first_ts = event.ts
+        if event.kind in FOLDED_KINDS:
+            image.apply(event, path)
+    image.seq = head = scan.expect_seq - 1
+    last = scan.last
+    tail = LogTail(head, newest, *((None, None, None) if last is None
+                                   else (last.ts, last.turn, last.kind)))
+    return tail, _Segments(1, 0, _finite(first_ts)), image
 
 
 class _Segments(NamedTuple):
@@ -539,13 +733,26 @@ def _segments(log: LogReader, heads: dict[int, tuple[bytes, SegmentHeader | None
 
 
 def _first_ts(log: LogReader, first: int, raw: bytes, major: int) -> float | None:
-    """The time of the first record of segment ``first`` (the oldest live one): read
-    from its first frame (one read of it) in a segment of major version 1, through the
-    log reader otherwise (a compacted segment is read whole)."""
-    if major != 1 or len(raw) < _HEADER + _FRAME_HEADER.size:
-        event = next(iter(log.events(first - 1, limit=1)), None)
-        return None if event is None else _finite(event.ts)
-    length = _FRAME_HEADER.unpack_from(raw, _HEADER)[1]
+    """The time of the first record of segment ``first`` (the oldest live one), from
+    its first frame: read at byte 64 of a plain segment (whose first bytes ``raw``
+    hold its length), and of a compacted one (one chunk decompressed, which the state
+    load then finds in the log reader's cache). A compacted file that starts with a
+    base (retention) is read through the log reader: its first record follows the
+    base."""
+    if major == 1:
+        if len(raw) < _HEADER + _FRAME_HEADER.size:
+            return None  # no frame yet
+        fields = raw[_HEADER:]
+    else:
+        with log.open_segment(first) as segment:
+            if segment.starts_with_base or not segment.compacted:
+                fields = b""
+            else:
+                fields = segment.pread(_FRAME_HEADER.size, _HEADER)
+        if len(fields) < _FRAME_HEADER.size:
+            event = next(iter(log.events(first - 1, limit=1)), None)
+            return None if event is None else _finite(event.ts)
+    length = _FRAME_HEADER.unpack_from(fields)[1]
     size = ((_FRAME_HEADER.size + length + 7) & ~7) + 8
     frames = log.read_frames(first, _HEADER, _HEADER + size)
     return _finite(frames[0].ts) if frames else None
@@ -591,8 +798,10 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
         if on_session is not None:
             on_session(session_id)
         path = layout.session_dir(root, session_id)
+        count_io = _CountIO(io)
         try:
-            found.append(session_stats(folder_source(io, path, session_id), seen=seen))
+            found.append(session_stats(folder_source(count_io, path, session_id),
+                                       seen=seen))
         except SessionNotFound:
             continue  # deleted meanwhile: it is no longer in the store
         except (FsStoreError, OSError, ValueError) as exc:
@@ -603,6 +812,8 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
             damaged.append(DamagedSession(id=session_id, path=_damaged_path(exc) or path,
                                           reason=" ".join(str(exc).split())
                                           or type(exc).__name__))
+        finally:
+            count_io.release()
     return _summed(found, damaged)
 
 
@@ -611,7 +822,8 @@ def _damaged_path(exc: BaseException) -> str:
 
 
 def _summed(found: list[SessionStats], damaged: list[DamagedSession]) -> StoreStats:
-    totals = {name: sum(getattr(s, name) for s in found) for name in _SUMMED}
+    totals = {name: sum(getattr(s, name) for s in found)
+              for name in _Counts.__struct_fields__}
     queue = dict.fromkeys(QUEUE_STATUSES, 0)
     inputs = dict.fromkeys(INPUT_STATUSES, 0)
     for session in found:

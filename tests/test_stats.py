@@ -389,7 +389,7 @@ def test_store_stats_beside_a_writer_that_rolls_over_snapshots_and_clears(tmp_pa
         session.close()
 
 
-def test_the_benchmarks_copied_sessions_count_as_the_one_written_through_the_api(tmp_path):
+def test_the_benchmarks_copied_sessions_count_as_the_ones_written_through_the_api(tmp_path):
     tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
     sys.path.insert(0, tools)
     try:
@@ -397,14 +397,109 @@ def test_the_benchmarks_copied_sessions_count_as_the_one_written_through_the_api
     finally:
         sys.path.remove(tools)
     store = fsstore.open_store(tmp_path / "store")
-    template = bench_stats.template_session(store)
-    bench_stats.fill(store, template, 3)
+    shapes = bench_stats.templates(store, str(tmp_path))
+    bench_stats.fill(store, shapes, 2 + len(shapes))  # two of the shapes are in the store
     found = store.stats()
-    assert found.sessions == 3 and found.damaged == []
-    written, *copies = found.per_session[::-1]  # "template" sorts after "s000001"
-    assert written.id == "template" and [c.id for c in copies] == ["s000002", "s000001"]
-    for copy in copies:
+    assert found.sessions == 6 and found.damaged == []
+    counted = {s.id: s for s in found.per_session}
+    for number in range(2, 6):
+        copy, folder = counted[f"s{number:06d}"], shapes[number % len(shapes)]
+        written = fsstore.open_store(os.path.dirname(os.path.dirname(folder))).read_session(
+            os.path.basename(folder)).session_stats()
         # All but the manifest's bytes (a shorter id) are the written session's.
         assert {**copy.to_dict(), "bytes": copy.bytes.log} == {
             **written.to_dict(), "id": copy.id, "path": copy.path, "bytes": written.bytes.log}
         assert store.read_session(copy.id).verify() == []
+    assert counted["s000003"].compressed_segments == 1 and counted["s000002"].snapshots == 1
+
+
+def _agent_turns(session: fsstore.Session, turns: range) -> None:
+    for turn in turns:
+        session.messages.append({"id": f"u{turn}", "role": "user", "content": "x" * 200})
+        session.append({"tool": "grep", "n": turn}, kind="tool_call")
+        session.messages.append({"id": f"a{turn}", "role": "assistant", "content": "done",
+                                 "metadata": {"model": "m", "usage": {"input": 9}}})
+        session.merge_state({f"k{turn % 7}": turn, "counters": {"turn": turn}})
+        session.finish_turn(turn)
+
+
+def varied_store(path: object) -> fsstore.Store:
+    """Sessions of every shape a count meets: snapshots, queue items in every status,
+    inputs, deleted messages, several sealed segments with no snapshot, compacted
+    segments, a retained log, a cleared one, an empty one, one ending in a torn tail, and
+    one whose writer is open (its newest segment preallocated)."""
+    store = fsstore.open_store(path, segment_size=8192, durability="fsync")
+    built(store, "built").close()
+    with store.create_session("plain") as session:  # sealed segments, no snapshot
+        _agent_turns(session, range(1, 40))
+        session.messages.delete("u3")
+        session.queue.enqueue("job")
+    with store.create_session("compacted") as session:
+        _agent_turns(session, range(1, 40))
+        session.snapshot()
+        _agent_turns(session, range(40, 50))
+        session.messages.delete("a41")
+    store.compact(["compacted"])
+    with store.open_session("compacted") as session:
+        _agent_turns(session, range(50, 53))
+    with store.create_session("retained") as session:
+        _agent_turns(session, range(1, 40))
+        session.inputs.submit("later")
+        session.snapshot()
+        assert session.retain(keep_turns=5).seqs_dropped > 0
+        _agent_turns(session, range(40, 42))
+    with store.create_session("cleared") as session:
+        _agent_turns(session, range(1, 5))
+        session.clear()
+        _agent_turns(session, range(5, 7))
+    store.create_session("empty").close()
+    with store.create_session("torn") as session:
+        _agent_turns(session, range(1, 3))
+        segment = os.path.join(session.path, "log", layout.segment_name(1))
+    with open(segment, "ab") as file:  # a writer killed mid-append: a torn tail
+        file.write(struct.pack("<IIQII", 0, 500, 99, 1, 1) + b"partial")
+    return store
+
+
+def test_store_stats_count_each_session_as_its_own_full_count_does(tmp_path):
+    store = varied_store(tmp_path / "store")
+    with store.create_session("open") as writing:
+        _agent_turns(writing, range(1, 6))
+        writing.queue.enqueue("job")
+        found = store.stats()
+        assert found.damaged == []
+        assert [s.id for s in found.per_session] == sorted(store.session_ids())
+        for counted in found.per_session:
+            alone = store.read_session(counted.id).session_stats()
+            assert counted == alone, counted.id
+    by_id = {s.id: s for s in found.per_session}
+    assert by_id["compacted"].compressed_segments >= 1
+    assert by_id["plain"].sealed_segments >= 2 and by_id["plain"].snapshots == 0
+    assert store.read_session("retained").history_start > 1
+    assert by_id["cleared"].log_start > 1 and by_id["empty"].records == 0
+    assert by_id["torn"].records == by_id["torn"].head == 10
+    assert by_id["built"].queue == {"ready": 1, "claimed": 1, "dead": 1}
+
+
+class OpeningIO(FileIO):
+    """Counts the opens of each file."""
+
+    def __init__(self) -> None:
+        self.opened: collections.Counter[str] = collections.Counter()
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        self.opened[path] += 1
+        return super().open(path, flags, mode)
+
+
+def test_store_stats_open_each_file_of_a_session_once(tmp_path):
+    varied_store(tmp_path / "store")
+    io = OpeningIO()
+    store = fsstore.open_store(tmp_path / "store", io=io)
+    io.opened.clear()
+    found = store.stats()
+    assert found.damaged == [] and found.sessions == 7
+    # (a vector collection is opened as its reader opens it: not counted here)
+    opened = {path: n for path, n in io.opened.items() if "/vectors/" not in path}
+    assert opened and max(opened.values()) == 1, opened
+

@@ -124,6 +124,23 @@ def _pairs(pairs: list[tuple[str, str]]) -> list[str]:
     return [f"{label:<{width}}  {value}" for label, value in pairs]
 
 
+def _counts(found: SessionStats | StoreStats) -> list[tuple[str, str]]:
+    """The lines a session's counts and a store's have alike."""
+    return [
+        ("messages", f"{found.messages:,}"),
+        ("state keys", f"{found.state_keys:,}"),
+        ("segments", f"{found.segments:,} ({found.sealed_segments:,} sealed, "
+                     f"{found.compressed_segments:,} compacted), {human_bytes(found.log_bytes)}"),
+        ("snapshots", f"{found.snapshots:,}, {human_bytes(found.bytes.snapshots)}"),
+        ("checkpoints", f"{found.checkpoints:,}, {human_bytes(found.bytes.checkpoints)}"),
+        ("attachments", f"{found.blobs:,}, {human_bytes(found.blob_bytes)}"),
+        ("vectors", f"{found.collections:,} collections, {found.vector_documents:,} "
+                    f"documents, {human_bytes(found.bytes.vectors)}"),
+        ("queue", _statuses(found.queue)),
+        ("inputs", _statuses(found.inputs)),
+    ]
+
+
 def session_lines(found: SessionStats) -> list[str]:
     """``fsstore stats SESSION``: one line per count."""
     lease = "free"
@@ -136,17 +153,7 @@ def session_lines(found: SessionStats) -> list[str]:
         ("records", f"{found.records:,} (seqs {found.log_start:,} to {found.head:,})"),
         ("turns", f"{found.turns:,}" + ("" if found.turn_count is None
                                          else f" ({found.turn_count:,} hold records)")),
-        ("messages", f"{found.messages:,}"),
-        ("state keys", f"{found.state_keys:,}"),
-        ("segments", f"{found.segments:,} ({found.sealed_segments:,} sealed, "
-                     f"{found.compressed_segments:,} compacted), {human_bytes(found.log_bytes)}"),
-        ("snapshots", f"{found.snapshots:,}, {human_bytes(found.bytes.snapshots)}"),
-        ("checkpoints", f"{found.checkpoints:,}, {human_bytes(found.bytes.checkpoints)}"),
-        ("attachments", f"{found.blobs:,}, {human_bytes(found.blob_bytes)}"),
-        ("vectors", f"{found.collections:,} collections, {found.vector_documents:,} "
-                    f"documents, {human_bytes(found.bytes.vectors)}"),
-        ("queue", _statuses(found.queue)),
-        ("inputs", _statuses(found.inputs)),
+        *_counts(found),
         ("lease", lease),
         ("first record", _time(found.oldest_event)),
         ("last record", _time(found.newest_event)),
@@ -168,17 +175,7 @@ def store_lines(found: StoreStats, *, each: bool = False) -> list[str]:
                                                if found.damaged else "")),
         ("records", f"{found.records:,}"),
         ("turns", f"{found.turns:,}"),
-        ("messages", f"{found.messages:,}"),
-        ("state keys", f"{found.state_keys:,}"),
-        ("segments", f"{found.segments:,} ({found.sealed_segments:,} sealed, "
-                     f"{found.compressed_segments:,} compacted), {human_bytes(found.log_bytes)}"),
-        ("snapshots", f"{found.snapshots:,}, {human_bytes(found.bytes.snapshots)}"),
-        ("checkpoints", f"{found.checkpoints:,}, {human_bytes(found.bytes.checkpoints)}"),
-        ("attachments", f"{found.blobs:,}, {human_bytes(found.blob_bytes)}"),
-        ("vectors", f"{found.collections:,} collections, {found.vector_documents:,} "
-                    f"documents, {human_bytes(found.bytes.vectors)}"),
-        ("queue", _statuses(found.queue)),
-        ("inputs", _statuses(found.inputs)),
+        *_counts(found),
         ("leased", f"{found.leased:,} sessions"),
         ("first record", _time(found.oldest_event)),
         ("last record", _time(found.newest_event)),
