@@ -27,25 +27,25 @@ from fsstore.work import INPUT_RECORD, QUEUE_RECORD
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "the deploy script fails on a path with spaces; quote $1 and retry " * 3
 
-#: The operation a child runs on session "s" of the store at argv[1], after printing GO
-#: (as :func:`run` does).
+#: Each operation, as the statement that runs it on ``store``.
+OPERATIONS = {
+    "compact": "store.compact()",
+    "retain": "store.retain('s', keep_turns=5)",
+    "vacuum": "store.vacuum()",
+    "repair": "store.repair('s')",
+}
+OPS = tuple(OPERATIONS)
+
+#: The child: prints GO, then runs the operation argv[2] on the store at argv[1].
 CHILD = """
 import sys
 import fsstore
 store = fsstore.open_store(sys.argv[1], create=False)
-op = sys.argv[2]
+statement = sys.argv[2]
 print("GO", flush=True)
-if op == "compact":
-    store.compact()
-elif op == "retain":
-    store.retain("s", keep_turns=5)
-elif op == "vacuum":
-    store.vacuum()
-elif op == "repair":
-    store.repair("s")
+exec(statement)
 """
 
-OPS = ("compact", "retain", "vacuum", "repair")
 
 
 def build(root: Path, op: str) -> None:
@@ -103,7 +103,7 @@ def problems(store: fsstore.Store) -> list:
 def run_child(store_path: Path, op: str, kill_after: float) -> None:
     """Run ``op`` in a child and kill it (SIGKILL) ``kill_after`` seconds after it
     starts the operation."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(store_path), op],
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(store_path), OPERATIONS[op]],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     assert child.stdout is not None
@@ -169,14 +169,7 @@ def run(store_path: Path, op: str) -> float:
     """``op`` run to its end in this process; how long it took."""
     store = fsstore.open_store(store_path, create=False)
     started = time.perf_counter()
-    if op == "compact":
-        store.compact()
-    elif op == "retain":
-        store.retain("s", keep_turns=5)
-    elif op == "vacuum":
-        store.vacuum()
-    else:
-        store.repair("s")
+    exec(OPERATIONS[op], {"store": store})
     return time.perf_counter() - started
 
 
