@@ -293,3 +293,15 @@ def test_every_crash_state_of_a_redacting_vacuum_opens_and_reads_the_same(tmp_pa
         assert view(dest) == before
         shutil.rmtree(dest)
     assert len(redacted) > 1  # crashes before and after the rewrites
+
+
+def test_a_fork_made_before_the_vacuum_keeps_the_content(tmp_path):
+    root = tmp_path / "store"
+    store = build(root)
+    store.fork_session("s", "f")
+    history = store.read_session("f").messages.history("gone-1")
+    report = vacuum(root)
+    assert report.removed["message_tombstones"].count == 4
+    again = open_store(root).read_session("f").messages.history("gone-1")
+    assert again == history and again[0].message.text == SECRET.format(1)
+    assert problems(root) == []
