@@ -805,7 +805,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                 self._snapshot)
             report = vacuum_session(target, dry_run=dry_run, grace=grace,
                                     torn_grace=torn_grace, message_grace=message_grace)
-            self._message_index_file.forget()  # its cache may hold records now redacted
+            self._message_index_file.renew(report.messages_redacted > 0)
         return report if retained is None else with_dropped_history(report, retained)
 
     # --- vector collections ---

@@ -137,6 +137,11 @@ class VacuumReport:
         return sum(removed.count for removed in self.removed.values())
 
     @property
+    def messages_redacted(self) -> int:
+        """Messages whose content this vacuum removed from the log (0 in a dry run)."""
+        return 0 if self.dry_run else self.removed["message_tombstones"].count
+
+    @property
     def bytes(self) -> int:
         """Bytes removed, of every kind."""
         return sum(removed.bytes for removed in self.removed.values())

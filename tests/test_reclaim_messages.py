@@ -181,6 +181,17 @@ def test_the_writer_that_vacuumed_reads_the_redacted_versions(tmp_path):
         "after", "more"]
 
 
+def test_a_reader_that_read_a_message_before_the_vacuum_reads_it_redacted_after(tmp_path):
+    root = tmp_path / "store"
+    build(root)
+    reader = open_store(root).read_session("s")
+    assert reader.messages.history("gone-1")[0].message.text == SECRET.format(1)
+    vacuum(root)
+    first = reader.messages.history("gone-1")[0].message
+    assert first.redacted and first.text == ""
+    assert [m.id for m in reader.messages.last(2)] == ["keep-2", "after"]
+
+
 def test_ids_of_reclaimed_messages_are_never_reused(tmp_path):
     root = tmp_path / "store"
     build(root)
