@@ -169,7 +169,8 @@ class _StoreLike(Protocol):
               ) -> StoreUsage: ...
     def vacuum(self, session_ids: Iterable[str] | None = ..., *, dry_run: bool = ...,
                grace: float = ..., torn_grace: float = ..., lock_timeout: float = ...,
-               on_session: Callable[[str], object] | None = ...) -> VacuumReport: ...
+               on_session: Callable[[str], object] | None = ...,
+               message_grace: float = ...) -> VacuumReport: ...
 
 
 _StoreT = TypeVar("_StoreT", bound=_StoreLike)
@@ -303,10 +304,11 @@ class AsyncStoreMixin:
     async def avacuum(self: _StoreLike, session_ids: Iterable[str] | None = None, *,
                       dry_run: bool = False, grace: float = 3600.0,
                       torn_grace: float = 604800.0, lock_timeout: float = 0.0,
-                      on_session: Callable[[str], object] | None = None) -> VacuumReport:
+                      on_session: Callable[[str], object] | None = None,
+                      message_grace: float = 0.0) -> VacuumReport:
         return await asyncio.to_thread(self.vacuum, session_ids, dry_run=dry_run, grace=grace,
                                        torn_grace=torn_grace, lock_timeout=lock_timeout,
-                                       on_session=on_session)
+                                       on_session=on_session, message_grace=message_grace)
 
     async def arenew_lease(self: _StoreLike, lease: Lease, *, ttl: float | None = None,
                            lock_timeout: float = 5.0) -> Lease:
@@ -499,8 +501,8 @@ class _SessionLike(_SessionReaderLike, Protocol):
     def delete_checkpoint(self, checkpoint_id: str) -> None: ...
     def gc(self, *, grace: float = ..., dry_run: bool = ..., verify: bool = ...
            ) -> GcReport: ...
-    def vacuum(self, *, dry_run: bool = ..., grace: float = ..., torn_grace: float = ...
-               ) -> VacuumReport: ...
+    def vacuum(self, *, dry_run: bool = ..., grace: float = ..., torn_grace: float = ...,
+               message_grace: float = ...) -> VacuumReport: ...
     def create_collection(self, name: str, dim: int, *, dtype: str = ...,
                           metric: DistanceMetric | str = ...) -> VectorCollection: ...
     def drop_collection(self, name: str) -> None: ...
@@ -600,9 +602,10 @@ class AsyncSessionMixin(AsyncSessionReaderMixin):
         return await asyncio.to_thread(self.gc, grace=grace, dry_run=dry_run, verify=verify)
 
     async def avacuum(self: _SessionLike, *, dry_run: bool = False, grace: float = 3600.0,
-                      torn_grace: float = 604800.0) -> VacuumReport:
+                      torn_grace: float = 604800.0, message_grace: float = 0.0
+                      ) -> VacuumReport:
         return await asyncio.to_thread(self.vacuum, dry_run=dry_run, grace=grace,
-                                       torn_grace=torn_grace)
+                                       torn_grace=torn_grace, message_grace=message_grace)
 
     async def acreate_collection(self: _SessionLike, name: str, dim: int, *,
                                  dtype: str = "float32",

@@ -197,6 +197,21 @@ class MessageIndex:
         self.close()
         self._log_start = None
 
+    def renew(self, redacted: bool) -> None:
+        """The writer, after a vacuum: drop what is known (its records read lately may
+        be ones the vacuum redacted). When it ``redacted`` records, also write the rows
+        it holds and replace the file by a copy of it (a rename): a reader in another
+        process then sees a new file and drops the records it holds too (20.3)."""
+        if redacted and self.use_file and self.writable:
+            self.write_rows()
+            try:
+                raw = self.io.read_file(self.path, 1 << 40)
+            except FileNotFoundError:
+                raw = None  # no file yet: no reader holds one
+            if raw is not None:
+                self.io.atomic_write(self.path, raw)
+        self.forget()
+
     def _open(self) -> bool:
         """Open the file if it exists; True when it is another file than before."""
         if not self.use_file:

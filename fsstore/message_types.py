@@ -171,7 +171,10 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     Give ``role`` and ``parts`` (and ``metadata``); ``id`` is made when left out. The
     fields after ``metadata`` are filled by reads and ignored when appending: the seq
     and turn of the message's latest version, when it was first appended and when last
-    changed (seconds since the epoch), and its version (1, then one more per edit)."""
+    changed (seconds since the epoch), and its version (1, then one more per edit).
+    ``redacted`` is True for a version of a deleted message whose content a vacuum
+    reclaimed (docs/FORMAT.md, section 20.1): its parts are gone (empty), its id, role
+    and the metadata usage needs (model, provider, usage, cost) stay."""
 
     role: Role
     parts: list[MessagePart] = msgspec.field(default_factory=list)
@@ -182,6 +185,7 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     created: float | None = None
     updated: float | None = None
     version: int | None = None
+    redacted: bool = False
 
     @property
     def text(self) -> str:
@@ -215,12 +219,14 @@ class StoredMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class MessageRecord(msgspec.Struct):
     """An ``fsstore.message`` record's data, as reads decode it (docs/FORMAT.md, section
-    20.1); ``was`` is left to the usage fold, unknown keys are ignored."""
+    20.1); ``was`` is left to the usage fold, unknown keys are ignored. ``redacted``
+    marks a record a vacuum rewrote without the message's content (``reclaim_messages``)."""
 
     op: Literal["add", "edit", "delete"]
     message: StoredMessage | None = None
     id: str | None = None
     version: int = 1
+    redacted: bool = False
 
     @property
     def message_id(self) -> str:
@@ -321,8 +327,11 @@ def check_message(message: Message | Mapping[str, Any], *, given_id: bool = True
 
 
 def to_message(stored: StoredMessage, **store_fields: Any) -> Message:
-    """The Message a read returns for a stored message."""
-    return Message(id=stored.id, role=stored.role, parts=stored.parts,
+    """The Message a read returns for a stored message. A redacted one
+    (``redacted=True`` given) has no parts: the tool-call stubs its record keeps for
+    the usage fold and the index are not content."""
+    parts = [] if store_fields.get("redacted") else stored.parts
+    return Message(id=stored.id, role=stored.role, parts=parts,
                    metadata=stored.metadata, **store_fields)
 
 

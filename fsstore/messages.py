@@ -64,7 +64,8 @@ _FIRST_CHUNK = 64
 
 class MessageVersion(NamedTuple):
     """One version of a message: ``op`` is ``"add"``, ``"edit"`` or ``"delete"``;
-    ``message`` is None for a delete."""
+    ``message`` is None for a delete. A version of a deleted message a vacuum
+    reclaimed has a ``message`` with ``redacted=True`` and no parts."""
 
     op: str
     seq: int
@@ -161,7 +162,8 @@ class MessagesReader(AsyncMessagesReaderMixin):
                 message = None
                 if record.message is not None:
                     message = to_message(record.message, seq=row.seq, turn=turn, created=ts,
-                                         updated=ts, version=record.version)
+                                         updated=ts, version=record.version,
+                                         redacted=record.redacted)
                 versions.append(MessageVersion(_OPS[row.op], row.seq, ts, turn, message))
             return versions
         return self._retrying(read)
@@ -329,7 +331,8 @@ class MessagesReader(AsyncMessagesReaderMixin):
             first_ts = next(created)[1] if item.latest is not item.first else ts
             assert record.message is not None  # a deleted message is not built
             messages.append(to_message(record.message, seq=item.latest.seq, turn=turn,
-                                       created=first_ts, updated=ts, version=record.version))
+                                       created=first_ts, updated=ts, version=record.version,
+                                       redacted=record.redacted))
         return messages
 
 

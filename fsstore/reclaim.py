@@ -22,6 +22,11 @@ was pruned have left the fold, but their records stay in the log. A vacuum
    size, so every frame of the file keeps its place (snapshot positions, message-index
    rows and readers' positions stay valid), and its checksum is new.
 
+Deleted messages are reclaimed in the same rewrite (``reclaim_messages.py``): the add
+and edit records of a message deleted at ``P`` (its delete at least ``message_grace``
+seconds old, the message live at no checkpoint) become redacted message records, in
+frames of their old size too. The delete (the tombstone) stays: the id stays taken.
+
 A marker names the items of the record it replaced (``{"queue": [ids]}`` or
 ``{"inputs": [ids]}``), and a fold that meets one drops those items: a reader that read
 a record of an item before a rewrite and its marker after it (any mix of old and new
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -58,10 +64,11 @@ from .log_format import (
     encode_frame,
     refuse_msgpack_ext,
 )
+from .reclaim_messages import MESSAGE_MARKER, reclaimable_messages, redact
 from .segment_file import encode_compacted
 from .snapshot import CheckpointDir, SnapshotDir
 from .state import StateImage, start_image
-from .turns import RECLAIMED_RECORD
+from .turns import MESSAGE_RECORD, RECLAIMED_RECORD
 from .work import (
     INPUT_RECORD,
     QUEUE_RECORD,
@@ -74,8 +81,10 @@ from .work import (
 
 __all__ = ["RECLAIM_KINDS", "Reclaimed", "ReclaimTarget", "reclaim_records"]
 
-#: The report kind (``VacuumReport``) of each record kind a reclaim replaces.
-RECLAIM_KINDS = {QUEUE_RECORD: "queue_records", INPUT_RECORD: "input_records"}
+#: The report kind (``VacuumReport``) of each record kind a reclaim replaces (message
+#: records are redacted, and counted by message, not by record).
+RECLAIM_KINDS = {QUEUE_RECORD: "queue_records", INPUT_RECORD: "input_records",
+                 MESSAGE_RECORD: "message_tombstones"}
 #: The key of a marker's data naming the items of the record it replaced.
 _MARKER_KEY = {QUEUE_RECORD: "queue", INPUT_RECORD: "inputs"}
 #: The vacuum waits this long for a compaction or fork of the session to end.
@@ -90,7 +99,7 @@ _entry_decoder = msgspec.msgpack.Decoder(type=tuple[str, msgspec.Raw])
 _queue_decoder = msgspec.msgpack.Decoder(type=QueueRecord, ext_hook=refuse_msgpack_ext)
 _input_decoder = msgspec.msgpack.Decoder(type=InputRecord, ext_hook=refuse_msgpack_ext)
 _encoder = msgspec.msgpack.Encoder()
-_KINDS = tuple(kind.encode() for kind in RECLAIM_KINDS)
+_KINDS = (QUEUE_RECORD.encode(), INPUT_RECORD.encode())
 
 
 class ReclaimTarget(NamedTuple):
@@ -114,8 +123,9 @@ class ReclaimTarget(NamedTuple):
 @dataclass
 class Reclaimed:
     """What a reclaim replaced (or, in a dry run, would replace): records by report
-    kind, the bytes the log files shrank by (shared between the kinds by the bytes of
-    the records each lost), the files rewritten, and the snapshots removed (path, size)."""
+    kind (for ``message_tombstones``: the messages redacted), the bytes the log files
+    shrank by (shared between the kinds by the bytes of the records each lost), the
+    files rewritten, and the snapshots removed (path, size)."""
 
     records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         RECLAIM_KINDS.values(), 0))
@@ -124,35 +134,56 @@ class Reclaimed:
     files: int = 0
     snapshots: list[tuple[str, int]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    messages: set[str] = field(default_factory=set)
 
 
 def reclaim_records(target: ReclaimTarget, *, dry_run: bool = False,
-                    level: int = DEFAULT_LEVEL) -> Reclaimed:
-    """Reclaim the records of done work in the sealed files of ``target``'s log (see
-    the module's docstring). Problems that stop it (a damaged checkpoint, a file that
-    does not read back) are findings; whatever was rewritten before stays, whole."""
+                    level: int = DEFAULT_LEVEL, message_grace: float = 0.0,
+                    now: float | None = None) -> Reclaimed:
+    """Reclaim the records of done work and of messages deleted at least
+    ``message_grace`` seconds before ``now`` in the sealed files of ``target``'s log
+    (see the module's docstring). Problems that stop it (a damaged checkpoint, a file
+    that does not read back) are findings; whatever was rewritten before stays, whole."""
     out = Reclaimed()
     try:
-        keep = _kept_items(target)
+        queue, inputs = _kept_items(target)
     except (FsStoreError, OSError) as exc:
         out.findings.append(_finding(exc, target.path, "queue and input records left in "
                                      "place: the items to keep are unknown"))
         return out
+    deleted_before = (time.time() if now is None else now) - message_grace
+    try:
+        messages = reclaimable_messages(target.log, target.head, target.checkpoints,
+                                        deleted_before)
+    except (FsStoreError, OSError) as exc:
+        out.findings.append(_finding(exc, target.path, "deleted messages left in place: "
+                                     "the messages to keep are unknown"))
+        messages = frozenset()
+    plan = _Keep(queue, inputs, messages)
     try:
         with log_folder_lock(target.log.path, LOCK_TIMEOUT):
-            _rewrite(target, keep, out, dry_run, level)
+            _rewrite(target, plan, out, dry_run, level)
     except (FsStoreError, OSError) as exc:
-        out.findings.append(_finding(exc, target.log.path, "reclaim of queue and input "
-                                     "records stopped"))
+        out.findings.append(_finding(exc, target.log.path, "reclaim of queue, input and "
+                                     "message records stopped"))
+    out.records[RECLAIM_KINDS[MESSAGE_RECORD]] = len(out.messages)
     return out
 
 
 class _Keep(NamedTuple):
+    """The queue and input items to keep, and the deleted messages to redact."""
+
     queue: frozenset[int]
     inputs: frozenset[int]
+    messages: frozenset[str] = frozenset()
+
+    @property
+    def markers(self) -> tuple[bytes, ...]:
+        """The bytes a frame holding a record to replace holds."""
+        return _KINDS + (MESSAGE_MARKER,) if self.messages else _KINDS
 
 
-def _kept_items(target: ReclaimTarget) -> _Keep:
+def _kept_items(target: ReclaimTarget) -> tuple[frozenset[int], frozenset[int]]:
     """The ids of the items a fold may hold: those of the fold at ``P``, of the base
     frame and of every checkpoint."""
     images = [target.fold()]
@@ -167,8 +198,8 @@ def _kept_items(target: ReclaimTarget) -> _Keep:
         except FileNotFoundError:
             continue  # deleted meanwhile
         images.append(StateImage.from_file(file, target.window, path))
-    return _Keep(frozenset(i for image in images for i in image.work.items),
-                 frozenset(i for image in images for i in image.inputs.items))
+    return (frozenset(i for image in images for i in image.work.items),
+            frozenset(i for image in images for i in image.inputs.items))
 
 
 def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
@@ -184,8 +215,9 @@ def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
         members = group_members(reader, [source])
         changed: list[tuple[int, bytes]] = []
         lost: dict[str, list[int]] = {}  # report kind: [records, their bytes]
+        redacted: set[str] = set()
         for first, frames in members:
-            changed.append((first, _replace(frames, keep, target.head, lost)))
+            changed.append((first, _replace(frames, keep, target.head, lost, redacted)))
         if not lost:
             continue
         if not dry_run and not prepared:
@@ -202,6 +234,7 @@ def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
             written = write_group(target.io, reader, target.path, [source], changed,
                                   target.uid, level)
         out.files += 1
+        out.messages |= redacted
         _share(out, lost, source, written)
 
 
@@ -250,17 +283,21 @@ def _share(out: Reclaimed, lost: dict[str, list[int]], source: Source, written: 
     for index, kind in enumerate(kinds):
         records, nbytes = lost[kind]
         share = saved - given if index == len(kinds) - 1 else saved * nbytes // total
-        out.records[kind] += records
+        if kind != RECLAIM_KINDS[MESSAGE_RECORD]:  # messages: counted by id
+            out.records[kind] += records
         out.bytes[kind] += share
         given += share
 
 
-def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]]) -> bytes:
+def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]],
+             redacted: set[str]) -> bytes:
     """``frames`` (one segment's, checked) with the reclaimable records of each frame
-    replaced by markers, each frame at its old size; ``frames`` itself when nothing
-    changed. Counts the records replaced, and their bytes, in ``lost``."""
-    if not any(kind in frames for kind in _KINDS):
-        return frames  # no queue or input record at all: nothing to decode
+    replaced by markers (or redacted), each frame at its old size; ``frames`` itself
+    when nothing changed. Counts the records replaced, and their bytes, in ``lost``,
+    and adds the ids of the messages redacted to ``redacted``."""
+    markers = keep.markers
+    if not any(kind in frames for kind in markers):
+        return frames  # no record of a kind to replace at all: nothing to decode
     parts: list[bytes] = []
     off = done = 0
     view = memoryview(frames)
@@ -271,8 +308,9 @@ def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]]) 
         payload = view[start:start + length]
         # The frame ending at P stays: a snapshot at P may name it (its position).
         if (frame_type == FRAME_EVENTS and first_seq + count - 1 < head
-                and any(frames.find(kind, start, start + length) != -1 for kind in _KINDS)):
-            frame = _frame_with_markers(payload, first_seq, count, size, keep, lost)
+                and any(frames.find(kind, start, start + length) != -1 for kind in markers)):
+            frame = _frame_with_markers(payload, first_seq, count, size, keep, lost,
+                                        redacted)
             if frame is not None:
                 parts.append(frames[done:off])
                 parts.append(frame)
@@ -285,7 +323,8 @@ def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]]) 
 
 
 def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: int,
-                        keep: _Keep, lost: dict[str, list[int]]) -> bytes | None:
+                        keep: _Keep, lost: dict[str, list[int]], redacted: set[str]
+                        ) -> bytes | None:
     """The frame of ``payload`` with its reclaimable records replaced by markers, padded
     to ``size`` bytes; None when none is reclaimable (or the markers would not fit)."""
     try:
@@ -296,12 +335,20 @@ def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: i
         return None
     entries: list[Any] = list(raw)
     replaced: list[tuple[int, str, int]] = []  # (index, report kind, bytes)
+    ids: list[str] = []
     for index, entry in enumerate(raw):
         seq = first_seq + index
         marker = _marker_for(entry, seq, keep)
         if marker is not None:
             entries[index] = marker[1]
             replaced.append((index, marker[0], len(entry)))
+            continue
+        redaction = _redaction_for(entry, keep.messages)
+        if redaction is not None:
+            entries[index] = redaction
+            saved = len(entry) - len(_encoder.encode(redaction))
+            replaced.append((index, RECLAIM_KINDS[MESSAGE_RECORD], max(saved, 1)))
+            ids.append(redaction[1]["message"]["id"])
     if not replaced:
         return None
     frame = _padded_frame(first_seq, ts, turn, entries, size, replaced[0][0])
@@ -311,7 +358,24 @@ def _frame_with_markers(payload: memoryview, first_seq: int, count: int, size: i
         tally = lost.setdefault(kind, [0, 0])
         tally[0] += 1
         tally[1] += nbytes
+    redacted.update(ids)
     return frame
+
+
+def _redaction_for(entry: msgspec.Raw, reclaimable: frozenset[str]
+                   ) -> tuple[str, dict[str, Any]] | None:
+    """The redacted record replacing the message record ``entry``, or None when it
+    stays (``reclaim_messages.redact``)."""
+    if not reclaimable:
+        return None
+    try:
+        kind, data = _entry_decoder.decode(entry)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if kind != MESSAGE_RECORD:
+        return None
+    redacted = redact(data, reclaimable)
+    return None if redacted is None else (MESSAGE_RECORD, redacted)
 
 
 def _marker_for(entry: msgspec.Raw, seq: int, keep: _Keep

@@ -784,12 +784,13 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
 
     @_writes()
     def vacuum(self, *, dry_run: bool = False, grace: float = DEFAULT_GRACE_SECONDS,
-               torn_grace: float = DEFAULT_TORN_GRACE_SECONDS) -> VacuumReport:
+               torn_grace: float = DEFAULT_TORN_GRACE_SECONDS, message_grace: float = 0.0
+               ) -> VacuumReport:
         """Remove what the session no longer needs and report it by kind (``fsstore.vacuum``):
-        old snapshots, leftovers of interrupted clears and writes, temp and trash files
-        older than ``grace`` s, torn tails older than ``torn_grace`` (a week), vector files
-        no manifest needs, orphaned attachments, the log records of done work (FORMAT 17.2).
-        Under the writer lock. With ``dry_run`` the same report, and nothing removed."""
+        old snapshots, leftovers of interrupted writes, temp and trash files older than
+        ``grace`` s, torn tails older than ``torn_grace``, unneeded vector files, orphaned
+        attachments, records of done work, content of messages deleted ``message_grace``
+        s ago (FORMAT 17.2). Under the writer lock. ``dry_run`` removes nothing."""
         writer = self._writer
         with writer.lock:
             policy = self.retention  # the manifest's retention policy first (5.6)
@@ -803,7 +804,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                 self._policy.commit_ids, self._checkpoints, self._loaded, writer.sync,
                 self._snapshot)
             report = vacuum_session(target, dry_run=dry_run, grace=grace,
-                                    torn_grace=torn_grace)
+                                    torn_grace=torn_grace, message_grace=message_grace)
+            self._message_index_file.renew(report.messages_redacted > 0)
         return report if retained is None else with_dropped_history(report, retained)
 
     # --- vector collections ---

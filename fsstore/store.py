@@ -700,17 +700,19 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     def vacuum(self, session_ids: Iterable[str] | None = None, *, dry_run: bool = False,
                grace: float = DEFAULT_GRACE_SECONDS,
                torn_grace: float = DEFAULT_TORN_GRACE_SECONDS, lock_timeout: float = 0.0,
-               on_session: Callable[[str], object] | None = None) -> VacuumReport:
+               on_session: Callable[[str], object] | None = None,
+               message_grace: float = 0.0) -> VacuumReport:
         """Vacuum every session (or those named: SessionNotFound, before anything is
         removed, for one that is not there), then the store's leftovers; return the
         store's report, with each session's part (see ``fsstore.vacuum``). Each session
         is opened as its writer, waiting up to ``lock_timeout`` for its lock: one another
         writer holds, or another owner leases, is skipped and named in ``skipped`` (its
         writer may vacuum it with ``Session.vacuum``). ``on_session(id)`` is called after
-        each session. With ``dry_run`` the same report, and nothing removed."""
+        each session. Messages deleted at least ``message_grace`` s ago lose their
+        content (FORMAT 17.2). With ``dry_run`` the same report, and nothing removed."""
         return vacuum_store(self, session_ids, dry_run=dry_run, grace=grace,
                             torn_grace=torn_grace, lock_timeout=lock_timeout,
-                            on_session=on_session)
+                            on_session=on_session, message_grace=message_grace)
 
     # --- workspaces (fsstore/workspaces.py) ---
 

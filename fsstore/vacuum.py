@@ -25,7 +25,12 @@ replaced by ``fsstore.reclaimed`` markers, their files rewritten by compaction's
 crash-safe path (``reclaim.py``; FORMAT.md 17.2). It runs first, since it writes a
 snapshot at the head and removes the older ones (counted as ``snapshots``). The count
 is of records, the bytes are how much the files rewritten shrank.
-``message_tombstones`` (deleted messages past retention) is not reclaimed yet: always 0.
+``message_tombstones`` are the messages deleted at least ``message_grace`` seconds
+before the vacuum (0 by default: every message deleted before it) and live at no
+checkpoint: the same rewrite replaces their add and edit records by redacted records
+(``reclaim_messages.py``), which keep only what the usage fold and the message index
+read; the delete (the tombstone) stays, so the id is never reused. The count is of
+messages, the bytes are the log's, as for queue records.
 
 A store's vacuum (``Store.vacuum``) vacuums each session in turn, opening it as its
 writer (a session another writer holds, or an owner leases, is skipped and named in
@@ -77,7 +82,8 @@ __all__ = [
 #: ``log/*.torn`` files (bytes a writer set aside) are kept this long: a week.
 DEFAULT_TORN_GRACE_SECONDS = 7 * 24 * 3600.0
 
-#: What a vacuum reclaims by rewriting the log (``message_tombstones``: not yet, always 0).
+#: What a vacuum reclaims by rewriting the log (``message_tombstones``: deleted messages
+#: whose content it redacted).
 LOG_RECORD_KINDS = ("queue_records", "input_records", "message_tombstones")
 
 #: Every kind a report holds, in the order a vacuum works through them.
@@ -129,6 +135,11 @@ class VacuumReport:
     def count(self) -> int:
         """Files and folders removed, and log records reclaimed, of every kind."""
         return sum(removed.count for removed in self.removed.values())
+
+    @property
+    def messages_redacted(self) -> int:
+        """Messages whose content this vacuum removed from the log (0 in a dry run)."""
+        return 0 if self.dry_run else self.removed["message_tombstones"].count
 
     @property
     def bytes(self) -> int:
@@ -293,14 +304,16 @@ class SessionVacuum(NamedTuple):
 
 def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
                    grace: float = DEFAULT_GRACE_SECONDS,
-                   torn_grace: float = DEFAULT_TORN_GRACE_SECONDS) -> VacuumReport:
+                   torn_grace: float = DEFAULT_TORN_GRACE_SECONDS,
+                   message_grace: float = 0.0) -> VacuumReport:
     """Vacuum one session (see the module docstring); the caller holds its writer lock."""
     started = time.monotonic()
     _check_grace(grace, "grace")
     _check_grace(torn_grace, "torn_grace")
+    _check_grace(message_grace, "message_grace")
     now = time.time()
     findings: list[Finding] = []
-    reclaimed = reclaim_log_records(target, dry_run)
+    reclaimed = reclaim_log_records(target, dry_run, message_grace, now)
     findings += reclaimed.findings
     gone = [_Item("snapshots", path, size, False) for path, size in reclaimed.snapshots]
     plan: list[_Item] = []
@@ -325,14 +338,15 @@ def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
                         target.session_id)
 
 
-def reclaim_log_records(target: SessionVacuum, dry_run: bool) -> Reclaimed:
+def reclaim_log_records(target: SessionVacuum, dry_run: bool, message_grace: float = 0.0,
+                        now: float | None = None) -> Reclaimed:
     """What only a rewrite of the log reclaims: the queue and input records of done
-    work (``reclaim.py``). Messages deleted (tombstoned) past retention are not
-    reclaimed yet."""
+    work, and the content of messages deleted at least ``message_grace`` seconds
+    before ``now`` (``reclaim.py``)."""
     return reclaim_records(ReclaimTarget(
         target.io, target.path, target.log, target.head, target.uid, target.window,
         target.snapshots, target.checkpoints, target.fold, target.sync, target.snapshot),
-        dry_run=dry_run)
+        dry_run=dry_run, message_grace=message_grace, now=now)
 
 
 def _check_grace(value: float, name: str) -> None:
@@ -462,13 +476,15 @@ class _StoreLike(Protocol):
 def vacuum_store(store: _StoreLike, session_ids: Iterable[str] | None = None, *,
                  dry_run: bool = False, grace: float = DEFAULT_GRACE_SECONDS,
                  torn_grace: float = DEFAULT_TORN_GRACE_SECONDS, lock_timeout: float = 0.0,
-                 on_session: Callable[[str], object] | None = None) -> VacuumReport:
+                 on_session: Callable[[str], object] | None = None,
+                 message_grace: float = 0.0) -> VacuumReport:
     """Vacuum every session of ``store`` (or those named), then the store's own
     leftovers (see the module docstring). ``on_session(id)`` is called after each
     session (a progress bar's step)."""
     started = time.monotonic()
     _check_grace(grace, "grace")
     _check_grace(torn_grace, "torn_grace")
+    _check_grace(message_grace, "message_grace")
     explicit = session_ids is not None
     ids = list(dict.fromkeys(session_ids)) if session_ids is not None else store.session_ids()
     if explicit:
@@ -481,7 +497,8 @@ def vacuum_store(store: _StoreLike, session_ids: Iterable[str] | None = None, *,
     for session_id in ids:
         try:
             with store.open_session(session_id, lock_timeout=lock_timeout) as session:
-                part = session.vacuum(dry_run=dry_run, grace=grace, torn_grace=torn_grace)
+                part = session.vacuum(dry_run=dry_run, grace=grace, torn_grace=torn_grace,
+                                      message_grace=message_grace)
             parts[session_id] = part
             findings.extend(part.findings)
         except SessionNotFound:

@@ -46,6 +46,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     vacuum.add_argument("--torn-grace", type=float, default=DEFAULT_TORN_GRACE_SECONDS,
                         metavar="SECONDS", help="keep .torn files younger than this "
                         "(default: a week)")
+    vacuum.add_argument("--message-grace", type=float, default=0.0, metavar="SECONDS",
+                        help="redact the content of messages deleted at least this long "
+                        "ago (default 0: every message deleted before the vacuum)")
     vacuum.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait this long for each session's writer lock (default 0)")
     vacuum.add_argument("--json", action="store_true",
@@ -75,7 +78,8 @@ def run_vacuum(args: argparse.Namespace) -> int:
     with progress(total, "vacuum", unit="session") as bar:
         report = store.vacuum(named, dry_run=dry_run, grace=args.grace,
                               torn_grace=args.torn_grace, lock_timeout=args.wait,
-                              on_session=lambda _session_id: bar.update(1))
+                              on_session=lambda _session_id: bar.update(1),
+                              message_grace=args.message_grace)
     if args.json:
         print(dumps(report.to_dict(paths=True), indent=2))
     else:
