@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 
 import pytest
 from conftest import tree_snapshot
@@ -404,4 +405,48 @@ def test_the_committed_v1_5_store_takes_messages_edits_and_deletes(tmp_path):
         assert chat.messages.get("u3").version == 2
         assert chat.stats().messages_by_role == {"assistant": 2, "tool": 3, "user": 3}
         assert chat.usage()[""].input == 2700  # a deleted message stays spent
+    assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+FIXTURE_1_6 = os.path.join(ROOT, "fixtures", "v1.6")
+
+
+def maintained(store: fsstore.Store, session_id: str) -> dict:
+    """What tools/make_fixture.py recorded of each session: read the same way."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import make_fixture
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tools"))
+    found: dict = make_fixture.maintained_expected(store, session_id)
+    return found
+
+
+def test_the_committed_v1_6_store_reads_its_maintained_sessions_the_same_forever():
+    before = tree_snapshot(FIXTURE_1_6)
+    expected, store = open_fixture(FIXTURE_1_6)
+    for session_id, want in expected.items():
+        assert maintained(store, session_id) == want, session_id
+    stats = store.read_session("compacted").session_stats()
+    assert stats.compressed_segments >= 1 and stats.segments > stats.compressed_segments
+    assert expected["retained"]["history_start"] > 1
+    assert any(r["kind"] == "fsstore.lost" for r in expected["repaired"]["all_records"])
+    assert [f for f in store.verify() if f.level == "problem"] == []
+    assert tree_snapshot(FIXTURE_1_6) == before
+
+
+def test_the_committed_v1_6_store_takes_appends_compaction_and_retention(tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(os.path.join(FIXTURE_1_6, "store"), copy)
+    expected, _ = open_fixture(FIXTURE_1_6)
+    store = fsstore.open_store(copy, create=False)
+    for session_id in store.session_ids():
+        with store.open_session(session_id) as session:
+            assert session.append({"new": True}) == expected[session_id]["head"] + 1
+    store.compact()
+    store.retain("compacted", keep_turns=2)
+    for session_id, want in expected.items():
+        reader = store.read_session(session_id)
+        assert reader.state() == want["state"], session_id
+        assert [[i.id, i.payload, i.status] for i in reader.inputs.items()] == want["inputs"]
     assert [f for f in store.verify() if f.level == "problem"] == []

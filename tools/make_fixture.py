@@ -20,6 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import msgspec  # noqa: E402
+
 import fsstore  # noqa: E402
 from fsstore.cli._common import event_json  # noqa: E402
 
@@ -491,6 +493,99 @@ def make_v1_5() -> None:
         handle.write("\n")
 
 
+
+def maintained_expected(store: fsstore.Store, session_id: str) -> dict:
+    reader = store.read_session(session_id)
+    return {
+        "head": reader.head,
+        "history_start": reader.history_start,
+        "all_records": [json.loads(event_json(e)) for e in reader.events(include_internal=True)],
+        "turns": [[t.number, len(t.events), t.finished] for t in reader.get_turns()],
+        "checkpoints": [[c.id, c.kind, c.seq] for c in reader.checkpoints()],
+        "state": reader.state(),
+        "queue": [[w.id, w.kind, w.payload, w.status, w.attempts] for w in reader.queue.items()],
+        "inputs": [[i.id, i.payload, i.status] for i in reader.inputs.items()],
+        "messages": [m.id for m in reader.messages.all()],
+        "usage": json.loads(json.dumps(msgspec.to_builtins(reader.usage()))),
+    }
+
+
+def _maintained_turns(session: fsstore.Session, turns: int, ts: float) -> None:
+    """Turns of messages with usage, tool events, state, queue work done and pending,
+    inputs, a snapshot now and then and a checkpoint."""
+    for turn in range(1, turns + 1):
+        at = ts + turn * 10
+        session.messages.append({
+            "id": f"m{turn}", "role": "assistant", "created": at,
+            "parts": [{"type": "text", "text": f"step {turn}: " + "the same words " * 12}],
+            "metadata": {"model": "model-a", "usage": {"input": 100 * turn, "output": 7}}},
+            turn=turn, ts=at)
+        session.append({"tool": "read_file", "args": {"path": f"f{turn}.py"},
+                        "output": bytes(range(64)) * 4}, kind="tool", turn=turn, ts=at + 1)
+        session.commit([], state_patch={"turn": turn, "notes": {str(turn): "n" * 30}},
+                       turn=turn, ts=at + 2)
+        if turn % 3 == 0:
+            session.queue.enqueue("job", {"turn": turn})
+            claim = session.queue.claim("worker", 3600)
+            if claim is not None and turn % 2 == 0:
+                session.queue.complete(claim)
+        if turn % 5 == 0:
+            session.inputs.submit({"turn": turn})
+        if turn % 8 == 0:
+            session.snapshot()
+        if turn == 6:
+            session.checkpoint(checkpoint_id="six")
+        session.finish_turn(turn)
+
+
+def make_v1_6() -> None:
+    """Version 1.6: compacted segments (merged members, zstd chunks) with plain segments
+    written after them, a fork of a compacted session, a retained session that starts
+    with a base frame, a repaired session holding ``fsstore.lost`` records, and a
+    vacuumed session whose done work's records are ``fsstore.reclaimed`` markers and
+    whose deleted message is redacted."""
+    here = os.path.join(FIXTURES, "v1.6")
+    store_path = os.path.join(here, "store")
+    if os.path.exists(here):
+        shutil.rmtree(here)
+    ts = 1795300000.0
+    store = fsstore.open_store(store_path, segment_size=4096)
+    with store.create_session("compacted", title="compacted") as session:
+        _maintained_turns(session, 30, ts)
+    report = store.compact(["compacted"])
+    assert report.segments_after < report.segments_before
+    with store.open_session("compacted") as session:
+        session.append({"after": "compaction"}, turn=31, ts=ts + 400)
+        session.fork("compacted-fork", at_seq=40).close()
+    with store.create_session("retained", title="retained") as session:
+        _maintained_turns(session, 30, ts)
+        assert session.retain(keep_turns=4).seqs_dropped > 0
+    with store.create_session("repaired", title="repaired") as session:
+        for n in range(60):
+            session.append({"n": n, "text": "x" * 120}, turn=n // 6 + 1, ts=ts + n)
+    log = os.path.join(store_path, "sessions", "repaired", "log")
+    segment = os.path.join(log, sorted(os.listdir(log))[2])
+    with open(segment, "r+b") as handle:
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    assert store.repair("repaired").lost
+    with store.create_session("reclaimed", title="reclaimed") as session:
+        _maintained_turns(session, 30, ts)
+        session.messages.delete("m8", turn=31, ts=ts + 399)  # after the checkpoint
+        session.append({"after": "the work"}, turn=31, ts=ts + 400)  # seals the rest
+        report = session.vacuum()
+        assert report.removed["queue_records"].count > 0
+        assert report.removed["message_tombstones"].count == 1
+    expected = {info.id: maintained_expected(store, info.id) for info in store.list_sessions()}
+    remove_lock_files(store_path)
+    with open(os.path.join(here, "expected.json"), "w") as handle:
+        json.dump(expected, handle, indent=1, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+
+
 if __name__ == "__main__":
     {"v1": make_v1, "v1.1": make_v1_1, "v1.2": make_v1_2,
-     "v1.2-work": make_v1_2_work, "v1.3": make_v1_3, "v1.5": make_v1_5}[sys.argv[1]]()
+     "v1.2-work": make_v1_2_work, "v1.3": make_v1_3, "v1.5": make_v1_5,
+     "v1.6": make_v1_6}[sys.argv[1]]()
