@@ -344,3 +344,14 @@ def test_git_setup_ignores_the_cache(tmp_path):
     from fsstore.git_setup import IGNORED
 
     assert ("/" + layout.STATS_CACHE) in [pattern for pattern, _ in IGNORED]
+
+
+def test_stamps_cover_every_name_under_a_folder_and_follow_no_symlink(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_bytes(b"xyz")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_bytes(b"s")
+    os.symlink(tmp_path / "outside", tmp_path / "a" / "link")
+    stamps = {stamp[0]: stamp for stamp in fsstore.fsio.FileIO().stamps(str(tmp_path / "a"))}
+    assert sorted(stamps) == ["", "b", "b/f", "link"]
+    assert stamps["b/f"][3] == 3
