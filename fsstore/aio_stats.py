@@ -28,7 +28,8 @@ class AsyncSessionStatsMixin:
 
 
 class _StoreLike(Protocol):
-    def stats(self, *, on_session: Callable[[str], object] | None = ...) -> StoreStats: ...
+    def stats(self, *, on_session: Callable[[str], object] | None = ...,
+              use_cache: bool = ...) -> StoreStats: ...
     def disk_usage(self) -> DiskUsage: ...
     def key_count(self) -> int: ...
 
@@ -36,9 +37,10 @@ class _StoreLike(Protocol):
 class AsyncStoreStatsMixin:
     """``Store.stats``, ``disk_usage`` and ``key_count``'s twins."""
 
-    async def astats(self: _StoreLike, *, on_session: Callable[[str], object] | None = None
-                     ) -> StoreStats:
-        return await asyncio.to_thread(lambda: self.stats(on_session=on_session))
+    async def astats(self: _StoreLike, *, on_session: Callable[[str], object] | None = None,
+                     use_cache: bool = True) -> StoreStats:
+        return await asyncio.to_thread(lambda: self.stats(on_session=on_session,
+                                                          use_cache=use_cache))
 
     async def adisk_usage(self: _StoreLike) -> DiskUsage:
         return await asyncio.to_thread(self.disk_usage)

@@ -316,6 +316,36 @@ class FileIO:
         finally:
             os.close(fd)
 
+    def stamps(self, path: str) -> list[tuple[str, int, int, int, int, int]]:
+        """``(name, mode, mtime_ns, size, inode, links)`` of the folder ``path`` (name
+        ``""``, its device number in place of its links) and of every name under it
+        (``a/b`` for a name in a subfolder), as ``lstat`` says: a symlink is stamped,
+        never followed. What a cache compares to tell whether a folder changed (the
+        stats cache); a name removed while it is listed is left out. Raises
+        FileNotFoundError when ``path`` is gone."""
+        info = os.lstat(path)
+        found = [("", info.st_mode, info.st_mtime_ns, info.st_size, info.st_ino,
+                  info.st_dev)]
+        folders = [("", path)]
+        while folders:
+            prefix, folder = folders.pop()
+            try:
+                scan = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed meanwhile: its parent's stamp changed too
+            with scan:
+                for entry in scan:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    name = prefix + entry.name
+                    found.append((name, info.st_mode, info.st_mtime_ns, info.st_size,
+                                  info.st_ino, info.st_nlink))
+                    if stat.S_ISDIR(info.st_mode):
+                        folders.append((name + "/", entry.path))
+        return found
+
     def exists(self, path: str) -> bool:
         """True if anything has the name ``path``, a dangling symlink included (opening
         it is then refused, rather than taking the name for free)."""

@@ -62,6 +62,8 @@ IGNORED = (
      "rewritten at each new segment"),
     ("/sessions/*/messages.idx", "a cache of the log, rewritten as it grows; rebuilt when "
      "missing"),
+    ("/.stats-cache", "what the last `fsstore stats` counted: a cache, rebuilt when "
+     "missing"),
     ("/.tmp-*", "writes awaiting their rename (a crash may leave them)"),
     ("/workspaces/.tmp-*", "(the same)"),
     ("/sessions/**/.tmp-*", "(the same)"),

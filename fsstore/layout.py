@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from .errors import InvalidCheckpointId, InvalidSessionId, InvalidWorkspaceId
 
 STORE_MANIFEST = "fsstore.json"
+STATS_CACHE = ".stats-cache"  # a cache, deleted at any time (FORMAT 7.7)
 SESSIONS_DIR = "sessions"
 SESSION_MANIFEST = "session.json"
 WRITER_LOCK = "writer.lock"

@@ -446,8 +446,11 @@ class _Tally:
         self.bytes = dict.fromkeys(BYTE_KINDS, 0)
         self.seen = seen
         self.added: list[tuple[int, int]] = []  # what this tally put in ``seen``
+        #: The files with more than one name it counted: (inode, kind, bytes, whether an
+        #: attachment), so that a cached count can be summed as this one was.
+        self.shared: list[SharedFile] = []
 
-    def add(self, kind: str, entry: FolderEntry) -> int:
+    def add(self, kind: str, entry: FolderEntry, blob: bool = False) -> int:
         """Count ``entry`` under ``kind``; return the bytes counted (0 for a file that
         another session counted already)."""
         if entry.inode is not None and self.seen is not None:
@@ -455,8 +458,19 @@ class _Tally:
                 return 0
             self.seen.add(entry.inode)
             self.added.append(entry.inode)
+            self.shared.append(SharedFile(entry.inode, kind, entry.size, blob))
         self.bytes[kind] += entry.size
         return entry.size
+
+
+class SharedFile(NamedTuple):
+    """A file a session's count found with more than one name (a hard link a fork
+    shares), as ``_Tally`` counted it."""
+
+    inode: tuple[int, int]
+    kind: str
+    size: int
+    blob: bool  # an attachment: counted in ``blob_bytes`` too
 
 
 def _entries(io: FileIO, path: str) -> list[FolderEntry]:
@@ -524,8 +538,9 @@ class _Listing:
             if entry.kind == "folder":
                 self._walk(os.path.join(folder, entry.name), kind)
             elif entry.kind == "file":
-                counted = self.tally.add(kind, entry)
-                if kind == "blobs" and _BLOB_NAME.match(entry.name):
+                blob = kind == "blobs" and _BLOB_NAME.match(entry.name) is not None
+                counted = self.tally.add(kind, entry, blob)
+                if blob:
                     self.blobs += 1
                     self.blob_bytes += counted
 
@@ -551,13 +566,17 @@ _RECOUNTS = 3
 
 
 def session_stats(source: StatsSource, *, events_by_kind: bool = False,
-                  seen: set[tuple[int, int]] | None = None) -> SessionStats:
+                  seen: set[tuple[int, int]] | None = None,
+                  shared: list[SharedFile] | None = None) -> SessionStats:
     """See ``SessionReader.session_stats``. ``seen``: the hard-linked files counted
-    already (a store's totals)."""
+    already (a store's totals); ``shared``: given, gets those this count counted."""
     for attempt in range(_RECOUNTS):
         listing = _Listing(source.io, source.path, seen)
         try:
-            return _count(source, listing, events_by_kind)
+            found = _count(source, listing, events_by_kind)
+            if shared is not None:
+                shared.extend(listing.tally.shared)
+            return found
         except FileNotFoundError:
             # A file the listing named was removed before it was read: a writer's clear
             # or a snapshot prune (readers take no lock). Count again from a new
@@ -797,31 +816,43 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
     for session_id in session_ids:
         if on_session is not None:
             on_session(session_id)
-        path = layout.session_dir(root, session_id)
-        count_io = _CountIO(io)
-        try:
-            found.append(session_stats(folder_source(count_io, path, session_id),
-                                       seen=seen))
-        except SessionNotFound:
-            continue  # deleted meanwhile: it is no longer in the store
-        except (FsStoreError, OSError, ValueError) as exc:
-            if not io.exists(layout.session_manifest_path(path)):
-                continue  # deleted while it was counted
-            # One damaged session hides no other: it is named, with why, and the rest
-            # are counted.
-            damaged.append(DamagedSession(id=session_id, path=_damaged_path(exc) or path,
-                                          reason=" ".join(str(exc).split())
-                                          or type(exc).__name__))
-        finally:
-            count_io.release()
-    return _summed(found, damaged)
+        counted = count_session(io, root, session_id, seen)
+        if isinstance(counted, SessionStats):
+            found.append(counted)
+        elif counted is not None:
+            damaged.append(counted)
+    return summed(found, damaged)
+
+
+def count_session(io: FileIO, root: str, session_id: str, seen: set[tuple[int, int]],
+                  shared: list[SharedFile] | None = None
+                  ) -> SessionStats | DamagedSession | None:
+    """One session's line of ``Store.stats``: its counts, or why it cannot be read, or
+    None when it is gone (deleted meanwhile). ``seen`` and ``shared``: see
+    ``session_stats``."""
+    path = layout.session_dir(root, session_id)
+    count_io = _CountIO(io)
+    try:
+        return session_stats(folder_source(count_io, path, session_id), seen=seen,
+                             shared=shared)
+    except SessionNotFound:
+        return None  # deleted meanwhile: it is no longer in the store
+    except (FsStoreError, OSError, ValueError) as exc:
+        if not io.exists(layout.session_manifest_path(path)):
+            return None  # deleted while it was counted
+        # One damaged session hides no other: it is named, with why, and the rest
+        # are counted.
+        return DamagedSession(id=session_id, path=_damaged_path(exc) or path,
+                              reason=" ".join(str(exc).split()) or type(exc).__name__)
+    finally:
+        count_io.release()
 
 
 def _damaged_path(exc: BaseException) -> str:
     return str(getattr(exc, "path", None) or getattr(exc, "filename", None) or "")
 
 
-def _summed(found: list[SessionStats], damaged: list[DamagedSession]) -> StoreStats:
+def summed(found: list[SessionStats], damaged: list[DamagedSession]) -> StoreStats:
     totals = {name: sum(getattr(s, name) for s in found)
               for name in _Counts.__struct_fields__}
     queue = dict.fromkeys(QUEUE_STATUSES, 0)

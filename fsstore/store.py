@@ -877,7 +877,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
 
     # --- counts (fsstore/stats.py) ---
 
-    def stats(self, *, on_session: Callable[[str], object] | None = None) -> StoreStats:
+    def stats(self, *, on_session: Callable[[str], object] | None = None,
+              use_cache: bool = True) -> StoreStats:
         """Counts and sizes of every session, summed, with each session's own
         (``per_session``, see ``SessionReader.session_stats``) and the sessions that
         could not be read (``damaged``, each with its path and why: one damaged session
@@ -889,8 +890,16 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         for a short session, whatever the length of its history (``tools/bench.py
         --stats-only``). Records by kind are counted per session only
         (``session_stats(events_by_kind=True)``). ``on_session`` is called with each
-        session id as it is counted (a progress bar's step)."""
-        return store_stats(self.io, self.path, self.session_ids(), on_session)
+        session id as it is counted (a progress bar's step).
+
+        ``use_cache``: a session unchanged since the last count is answered from the
+        store's stats cache (``.stats-cache``, fsstore/stats_cache.py): the same counts,
+        for a walk of its folders' stamps; False counts every session afresh."""
+        if not use_cache:
+            return store_stats(self.io, self.path, self.session_ids(), on_session)
+        from .stats_cache import cached_store_stats
+
+        return cached_store_stats(self.io, self.path, self.session_ids(), on_session)[0]
 
     def disk_usage(self) -> DiskUsage:
         """The bytes each session takes, by kind of file (log, snapshots, checkpoints,

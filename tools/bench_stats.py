@@ -21,7 +21,9 @@ The store's other sessions are copies of those folders under new ids (each manif
 rewritten with its id): what ``stats`` reads of each (listings, headers, the end of the
 log, the state) is the same as for a session written through the API, and building
 10,000 of them takes seconds, not minutes. Timed with a warm page cache, in this
-process. A program, not a test: nothing here asserts a time.
+process. ``Store.stats`` is timed cold (``use_cache=False``: every session counted) and
+warm (every session answered from the store's stats cache, fsstore/stats_cache.py).
+A program, not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 from bench import row  # type: ignore[import-not-found]
 
 import fsstore
+from fsstore import stats_cache
 
 
 def _short_run(session: fsstore.Session, turns: int, first: int = 1) -> None:
@@ -145,12 +148,29 @@ def stats_rows(root: str, quick: bool) -> None:
         start = time.perf_counter()
         fill(store, shapes, size)
         built = time.perf_counter() - start
-        store.stats()  # warm the page cache
-        found = store.stats()
+        store.stats(use_cache=False)  # warm the page cache
+        found = store.stats(use_cache=False)
         assert found.sessions == size and not found.damaged, found.damaged
+        seconds = timed(lambda: store.stats(use_cache=False), 3)
+        row(f"Store.stats(), {size:,} sessions, cold", f"{seconds:.3f} s",
+            f"{seconds / size * 1e6:.0f} us a session, no stats cache "
+            f"(built in {built:.1f} s)")
+        # A session changed in the last SETTLED seconds is never cached (the racy
+        # rule): wait until the sessions just written are that old.
+        time.sleep(stats_cache.SETTLED / 1e9)
+        start = time.perf_counter()
+        stats_cache.cached_store_stats(store.io, store.path, store.session_ids())
+        seconds = time.perf_counter() - start
+        row(f"Store.stats(), {size:,} sessions, first", f"{seconds:.3f} s",
+            f"{seconds / size * 1e6:.0f} us a session, counting each and writing the "
+            "stats cache")
+        cached, use = stats_cache.cached_store_stats(store.io, store.path,
+                                                     store.session_ids())
+        assert use.hits == size and cached == found, use
         seconds = timed(store.stats, 3)
-        row(f"Store.stats(), {size:,} sessions", f"{seconds:.3f} s",
-            f"{seconds / size * 1e6:.0f} us a session (built in {built:.1f} s)")
+        row(f"Store.stats(), {size:,} sessions, warm", f"{seconds:.3f} s",
+            f"{seconds / size * 1e6:.0f} us a session, every one answered from the stats "
+            f"cache ({os.path.getsize(stats_cache.cache_path(store.path)) / 1e6:.1f} MB)")
         seconds = timed(store.disk_usage, 3)
         row(f"Store.disk_usage(), {size:,} sessions", f"{seconds:.3f} s",
             f"{seconds / size * 1e6:.0f} us a session")

@@ -25,7 +25,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                     "items and turn inputs by status, leases, and the times of the first "
                     "and last records. Read from folder listings, segment headers, the "
                     "end of each log and each state (the newest snapshot and the log "
-                    "after it), never a whole history. A session that cannot be read is "
+                    "after it), never a whole history; a session unchanged since the last count "
+                    "is answered from the store's stats cache (--no-cache: count it "
+                    "afresh). A session that cannot be read is "
                     "named on stderr (exit status 1); the others are counted.")
     stats.add_argument("session", nargs="?", default=None, metavar="SESSION",
                        help="only this session (default: the whole store)")
@@ -34,6 +36,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                             "(reads its whole log)")
     stats.add_argument("--sessions", action="store_true",
                        help="without SESSION: also print one line per session")
+    stats.add_argument("--no-cache", action="store_true",
+                       help="without SESSION: count every session afresh, not answering "
+                            "unchanged ones from the store's stats cache (.stats-cache)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(run=run_stats)
 
@@ -66,7 +71,8 @@ def run_stats(args: argparse.Namespace) -> int:
                 print(line)
         return 0
     with progress(len(store.session_ids()), "stats", unit="session") as bar:
-        totals = store.stats(on_session=lambda _: bar.update(1))
+        totals = store.stats(on_session=lambda _: bar.update(1),
+                             use_cache=not args.no_cache)
     if args.json:
         print(dumps(totals.to_dict(), indent=2))
     else:
