@@ -388,6 +388,14 @@ class FileIO:
         finally:
             self.close(fd)
 
+    def read_head(self, path: str, count: int) -> bytes:
+        """The first ``count`` bytes of ``path`` (fewer when it is shorter)."""
+        fd = self.open(path, os.O_RDONLY)
+        try:
+            return self.pread(fd, count, 0)
+        finally:
+            self.close(fd)
+
     def write_new(self, path: str, data: bytes) -> None:
         """Create ``path`` (it must not exist) holding ``data``, fsynced. Its name is
         durable once its folder is fsynced. A failure removes what it created."""

@@ -721,7 +721,7 @@ def _heads(io: FileIO, log: LogReader, names: list[str]
             continue  # tail.hint, a torn tail set aside, a temp file
         path = log.segment_path(first)
         try:
-            raw = _read(io, path, _HEADER + _FRAME_HEADER.size)
+            raw = io.read_head(path, _HEADER + _FRAME_HEADER.size)
         except FileNotFoundError:
             # Removed since the listing: a writer's clear unlinking the segments before
             # its new log start (readers take no lock). It is in the log no more.
@@ -775,14 +775,6 @@ def _first_ts(log: LogReader, first: int, raw: bytes, major: int) -> float | Non
     size = ((_FRAME_HEADER.size + length + 7) & ~7) + 8
     frames = log.read_frames(first, _HEADER, _HEADER + size)
     return _finite(frames[0].ts) if frames else None
-
-
-def _read(io: FileIO, path: str, size: int) -> bytes:
-    fd = io.open(path, os.O_RDONLY)
-    try:
-        return io.pread(fd, size, 0)
-    finally:
-        io.close(fd)
 
 
 def _by_status(statuses: tuple[str, ...], items: Iterable[dict[str, Any]]) -> dict[str, int]:

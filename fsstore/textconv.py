@@ -556,7 +556,7 @@ def _docs(io: FileIO, path: str, size: int) -> Iterator[str]:
     from .vectors.shard_files import _DOCS_HEADER, DocsFile, file_crc
 
     _, crc = file_crc(io, path)
-    head = _read_head(io, path, _DOCS_HEADER.size)
+    head = io.read_head(path, _DOCS_HEADER.size)
     rows = _DOCS_HEADER.unpack(head)[4] if len(head) == _DOCS_HEADER.size else 0
     yield _dumps({"fsstore": "documents", "bytes": size, "crc32c": crc, "rows": rows},
                  sort_keys=True)
@@ -577,14 +577,6 @@ def _docs(io: FileIO, path: str, size: int) -> Iterator[str]:
             yield Damage(path, exc.offset, exc.reason).line()
             continue
         yield _dumps(item)
-
-
-def _read_head(io: FileIO, path: str, count: int) -> bytes:
-    fd = io.open(path, os.O_RDONLY)
-    try:
-        return io.pread(fd, count, 0)
-    finally:
-        io.close(fd)
 
 
 # --- the message index (FORMAT.md 20.3) ----------------------------------------------------
@@ -673,7 +665,7 @@ def _lease(io: FileIO, path: str, size: int) -> Iterator[str]:
 def _token(io: FileIO, path: str, size: int) -> Iterator[str]:
     from .lease import TOKEN_RECORD_SIZE, TOKEN_SLOT_SIZE, decode_token_record
 
-    head = _read_head(io, path, TOKEN_RECORD_SIZE)
+    head = io.read_head(path, TOKEN_RECORD_SIZE)
     try:
         record = decode_token_record(head, path)
     except FormatVersionError as exc:
