@@ -388,6 +388,25 @@ class FileIO:
         finally:
             self.close(fd)
 
+    def file_size(self, path: str) -> int:
+        """The size of file ``path``; 0 when there is none (removed meanwhile)."""
+        try:
+            fd = self.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0
+        try:
+            return self.size(fd)
+        finally:
+            self.close(fd)
+
+    def unlink_if_there(self, path: str) -> None:
+        """Unlink ``path``; nothing when it is already gone (a crash or another process
+        removed it first). Any other failure raises."""
+        try:
+            self.unlink(path)
+        except FileNotFoundError:
+            pass
+
     def read_head(self, path: str, count: int) -> bytes:
         """The first ``count`` bytes of ``path`` (fewer when it is shorter)."""
         fd = self.open(path, os.O_RDONLY)

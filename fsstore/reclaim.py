@@ -247,10 +247,8 @@ def _prepare(target: ReclaimTarget, out: Reclaimed) -> None:
         target.snapshot()
     removed = []
     for path, size in older:
-        try:
-            target.io.unlink(path)
-        except FileNotFoundError:
-            pass  # the snapshot just written pruned it (SnapshotPolicy.keep)
+        # gone already when the snapshot just written pruned it (SnapshotPolicy.keep)
+        target.io.unlink_if_there(path)
         removed.append((path, size))
     if removed:
         target.io.fsync_dir(target.snapshots.path)

@@ -195,16 +195,6 @@ def _cut(files: list[_File], policy: RetentionPolicy) -> int:
     return min(cuts)
 
 
-def _size(io: FileIO, path: str) -> int:
-    try:
-        fd = io.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return 0
-    try:
-        return io.size(fd)
-    finally:
-        io.close(fd)
-
 
 def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_path: str,
                uid: int, policy: RetentionPolicy, window: int, *, dry_run: bool = False,
@@ -226,7 +216,7 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
             # files an interrupted retention left (its base is in place): unlinked now
             stale = [s for s in leftovers if base is not None and s <= base.seq]
             for first in stale:
-                _unlink(io, reader.segment_path(first))
+                io.unlink_if_there(reader.segment_path(first))
             if stale:
                 io.fsync_dir(reader.path)
             leftovers = [s for s in leftovers if s not in stale]
@@ -247,7 +237,7 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
         report.history_start = last_dropped + 1
         report.seqs_dropped = last_dropped + 1 - before
         report.segments_removed = len(doomed)
-        old_bytes = sum(_size(io, reader.segment_path(s)) for s in [log_start, *doomed])
+        old_bytes = sum(io.file_size(reader.segment_path(s)) for s in [log_start, *doomed])
         doomed_snapshots = [s for s in snapshots.seqs() if s <= last_dropped]
         report.snapshots_removed = len(doomed_snapshots)
         if dry_run:
@@ -270,12 +260,12 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
         # a writer opened now finds it.
         writer.significant_head = max(writer.significant_head, last_dropped)
         for first in sorted(doomed):
-            _unlink(io, reader.segment_path(first))
+            io.unlink_if_there(reader.segment_path(first))
         if doomed:
             io.fsync_dir(reader.path)
     report.bytes_freed = old_bytes - written
     for seq in doomed_snapshots:
-        _unlink(io, snapshots.file_path(seq))
+        io.unlink_if_there(snapshots.file_path(seq))
     if doomed_snapshots:
         io.fsync_dir(snapshots.path)
     reader.forget_first_turn(log_start)
@@ -298,7 +288,7 @@ def _write_base(io: FileIO, reader: LogReader, session_path: str, log_start: int
         _verify_base(io, temp, log_start, frame, body, image.window)
         io.rename(temp, reader.segment_path(log_start))
     except BaseException:
-        _unlink(io, temp)
+        io.unlink_if_there(temp)
         raise
     io.fsync_dir(reader.path)  # the commit point
     return len(data)
@@ -323,12 +313,6 @@ def _verify_base(io: FileIO, path: str, log_start: int, frame: bytes, body: dict
         raise CorruptionError("the base file's image does not read back as the state it "
                               "was made from; nothing was dropped", path=path)
 
-
-def _unlink(io: FileIO, path: str) -> None:
-    try:
-        io.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def with_dropped_history(report: VacuumReport, retained: RetainReport) -> VacuumReport:
