@@ -530,12 +530,16 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             seq = image.seq
         else:
             seq = tail.head if at_seq is None else at_seq
-            image = self._load_state(seq, past=True).image
+            image = None
         log_path = layout.log_dir(dest)
         self.io.mkdir(log_path)
         try:
-            # a compaction must not unlink a segment while it is linked here
+            # A compaction must not unlink a segment while it is linked here, and a
+            # vacuum's reclaim must not rewrite the files between the fold and the links:
+            # the fork's snapshot is the fold of the very files it links.
             with log_folder_lock(self._log.path, _FORK_WAITS_FOR_COMPACTION):
+                if image is None:
+                    image = self._load_state(seq, past=True).image
                 position = copy_log_prefix(self.io, self._log, log_path, seq,
                                            identity.NO_UID if uid is None else uid.uid)
         except FileNotFoundError as exc:

@@ -470,3 +470,54 @@ def test_a_damaged_older_snapshot_stays_and_is_reported_while_the_others_go(tmp_
     assert damaged.exists() and any(f.path == str(damaged) for f in report.findings)
     assert not os.path.exists(snaps.file_path(older[1]))
     assert fold(store.path)[1:3] == fold(store.path, snapshots=False)[1:3]
+
+
+VACUUM_ON_SIGNAL = """
+import os, sys, time, fsstore
+store = fsstore.open_store(sys.argv[1], create=False)
+session = store.open_session("s")
+print("READY", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+report = session.vacuum()
+print("VACUUMED", report.removed["queue_records"].count, flush=True)
+session.close()
+"""
+
+
+def test_a_fork_racing_a_vacuum_in_another_process_folds_the_files_it_links(
+        tmp_path, monkeypatch):
+    """A fork by a reader (the writer is open in another process) folds its snapshot
+    from the very files it links: a vacuum that rewrites them between the two is held
+    off by the log folder lock, so the fork's snapshot and its log agree."""
+    from fsstore import session_reader
+
+    root = tmp_path / "store"
+    store = fsstore.open_store(root, segment_size=4096,
+                               snapshots=SnapshotPolicy(every_events=None, every_bytes=None))
+    with store.create_session("s") as session:
+        session.queue.enqueue("job", {"n": 1})
+        session.append_many([{"pad": "filler " * 40, "i": i} for i in range(10)])
+        fork_at = session.head
+        claim = session.queue.claim("w", 600)
+        assert claim is not None
+        session.queue.complete(claim)
+        session.append_many([{"pad": "filler " * 40, "i": i} for i in range(30)])
+    go = tmp_path / "go"
+    with Child.script(VACUUM_ON_SIGNAL, root, go) as writer:
+        writer.wait_for("READY")
+        real = session_reader.log_folder_lock
+
+        def vacuum_first(path, timeout):  # the vacuum runs just before the fork links
+            go.touch()
+            writer.wait_for("VACUUMED")
+            return real(path, timeout)
+
+        monkeypatch.setattr(session_reader, "log_folder_lock", vacuum_first)
+        store.fork_session("s", "f", at_seq=fork_at).close()
+        writer.finish()
+    assert [f for f in store.verify() if f.level == "problem"] == []
+    fork = store.read_session("f")
+    from_snapshot = [(w.id, w.status) for w in fork.queue.items()]
+    shutil.rmtree(root / "sessions" / "f" / "state")  # a cache: the log alone says the same
+    assert [(w.id, w.status) for w in store.read_session("f").queue.items()] == from_snapshot
