@@ -20,7 +20,9 @@ was pruned have left the fold, but their records stay in the log. A vacuum
    compared, renamed over the old name). Each record becomes a marker of the same seq,
    in the same frame, so the frame keeps its ts and turn; the frame is padded to its old
    size, so every frame of the file keeps its place (snapshot positions, message-index
-   rows and readers' positions stay valid), and its checksum is new.
+   rows and readers' positions stay valid), and its checksum is new. The frame ending at
+   ``P`` and each frame ending at a checkpoint's seq stay as they are: a snapshot or
+   checkpoint position names them with their checksum.
 
 Deleted messages are reclaimed in the same rewrite (``reclaim_messages.py``): the add
 and edit records of a message deleted at ``P`` (its delete at least ``message_grace``
@@ -146,10 +148,10 @@ def reclaim_records(target: ReclaimTarget, *, dry_run: bool = False,
     that does not read back) are findings; whatever was rewritten before stays, whole."""
     out = Reclaimed()
     try:
-        queue, inputs = _kept_items(target)
+        queue, inputs, pinned = _kept_items(target)
     except (FsStoreError, OSError) as exc:
-        out.findings.append(_finding(exc, target.path, "queue and input records left in "
-                                     "place: the items to keep are unknown"))
+        out.findings.append(_finding(exc, target.path, "queue, input and message records "
+                                     "left in place: what the checkpoints hold is unknown"))
         return out
     deleted_before = (time.time() if now is None else now) - message_grace
     try:
@@ -159,7 +161,7 @@ def reclaim_records(target: ReclaimTarget, *, dry_run: bool = False,
         out.findings.append(_finding(exc, target.path, "deleted messages left in place: "
                                      "the messages to keep are unknown"))
         messages = frozenset()
-    plan = _Keep(queue, inputs, messages)
+    plan = _Keep(queue, inputs, messages, pinned)
     try:
         with log_folder_lock(target.log.path, LOCK_TIMEOUT):
             _rewrite(target, plan, out, dry_run, level)
@@ -171,11 +173,13 @@ def reclaim_records(target: ReclaimTarget, *, dry_run: bool = False,
 
 
 class _Keep(NamedTuple):
-    """The queue and input items to keep, and the deleted messages to redact."""
+    """The queue and input items to keep, the deleted messages to redact, and the seqs
+    a checkpoint's position names (the frames ending there stay as they are)."""
 
     queue: frozenset[int]
     inputs: frozenset[int]
     messages: frozenset[str] = frozenset()
+    pinned: frozenset[int] = frozenset()
 
     @property
     def markers(self) -> tuple[bytes, ...]:
@@ -183,14 +187,16 @@ class _Keep(NamedTuple):
         return _KINDS + (MESSAGE_MARKER,) if self.messages else _KINDS
 
 
-def _kept_items(target: ReclaimTarget) -> tuple[frozenset[int], frozenset[int]]:
+def _kept_items(target: ReclaimTarget
+                ) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
     """The ids of the items a fold may hold: those of the fold at ``P``, of the base
-    frame and of every checkpoint."""
+    frame and of every checkpoint; and the checkpoints' seqs."""
     images = [target.fold()]
     _live, log_start = target.log.live_segments()
     if target.log.base_of(log_start) is not None:
         images.append(start_image(target.log, log_start, target.window))
     checkpoints = target.checkpoints
+    pinned = set()
     for checkpoint_id in checkpoints.ids():
         path = checkpoints.file_path(checkpoint_id)
         try:
@@ -198,8 +204,9 @@ def _kept_items(target: ReclaimTarget) -> tuple[frozenset[int], frozenset[int]]:
         except FileNotFoundError:
             continue  # deleted meanwhile
         images.append(StateImage.from_file(file, target.window, path))
+        pinned.add(file.header.seq)
     return (frozenset(i for image in images for i in image.work.items),
-            frozenset(i for image in images for i in image.inputs.items))
+            frozenset(i for image in images for i in image.inputs.items), frozenset(pinned))
 
 
 def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
@@ -304,8 +311,10 @@ def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]],
         size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
         start = off + FRAME_HEADER_SIZE
         payload = view[start:start + length]
-        # The frame ending at P stays: a snapshot at P may name it (its position).
-        if (frame_type == FRAME_EVENTS and first_seq + count - 1 < head
+        # The frame ending at P stays, and each frame ending at a checkpoint's seq: a
+        # snapshot at P or the checkpoint names it (its position, with its crc).
+        last = first_seq + count - 1
+        if (frame_type == FRAME_EVENTS and last < head and last not in keep.pinned
                 and any(frames.find(kind, start, start + length) != -1 for kind in markers)):
             frame = _frame_with_markers(payload, first_seq, count, size, keep, lost,
                                         redacted)

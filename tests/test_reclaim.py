@@ -380,7 +380,7 @@ def test_a_damaged_checkpoint_stops_the_reclaim_and_changes_no_file(tmp_path):
     with open_store(store.path).open_session("s") as session:
         report = session.vacuum()
     assert report.removed["queue_records"].count == 0
-    assert any("items to keep are unknown" in f.message for f in report.findings)
+    assert any("what the checkpoints hold is unknown" in f.message for f in report.findings)
     assert log_files(store.path) == files
 
 
@@ -521,3 +521,26 @@ def test_a_fork_racing_a_vacuum_in_another_process_folds_the_files_it_links(
     from_snapshot = [(w.id, w.status) for w in fork.queue.items()]
     shutil.rmtree(root / "sessions" / "f" / "state")  # a cache: the log alone says the same
     assert [(w.id, w.status) for w in store.read_session("f").queue.items()] == from_snapshot
+
+
+def test_a_checkpoint_taken_right_after_done_work_keeps_its_position(tmp_path):
+    """The frame ending at a checkpoint's seq is named by the checkpoint's position (with
+    its crc): a vacuum leaves it as it is, so loading at the checkpoint still starts
+    from it, with no note of a log that no longer holds its record."""
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096,
+                               snapshots=SnapshotPolicy(every_events=None, every_bytes=None))
+    with store.create_session("s") as session:
+        session.set_state("k", 1)
+        session.queue.enqueue("job", {"x": 1})
+        claim = session.queue.claim("w", 600)
+        assert claim is not None
+        session.queue.complete(claim)  # the frame ending at the checkpoint's seq
+        session.checkpoint(checkpoint_id="c1")
+        at = session.head
+        session.append_many([{"pad": "filler " * 40, "i": i} for i in range(30)])
+        report = session.vacuum()
+    assert report.removed["queue_records"].count == 2  # the enqueue and the claim
+    reader = store.read_session("s")
+    assert reader.state_at(at) == {"k": 1} and reader.state_findings == []
+    assert store.verify() == [] or all(f.level == "note" and "skipped" not in f.message
+                                       for f in store.verify())
