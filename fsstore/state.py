@@ -376,8 +376,65 @@ def _load_once(
         _replay(reader, image, position, target, started_at=image.seq)
         return Loaded(image, _logged(findings))
     image = start_image(reader, log_start, window)
+    if target < head:
+        refuse_inside_reclaimed_work(reader, image.seq, target, head)
     _replay(reader, image, None, target)
     return Loaded(image, _logged(findings))
+
+
+def refuse_inside_reclaimed_work(reader: LogReader, start: int, target: int,
+                                 head: int) -> None:
+    """Raise SeqOutOfRange when the state at ``target`` (folded from the log start, whose
+    image is at ``start``) would miss work a vacuum reclaimed that was still open at
+    ``target``: an item named by a reclaimed marker up to ``target`` and by a record
+    after it (section 17.2). A fold from a snapshot or a checkpoint never meets this:
+    the checkpoints' items keep their records, and the snapshots before a reclaim's
+    head are removed."""
+    named: set[tuple[str, int]] = set()
+    for scan in reader.scans(start, target, RECLAIMED_RECORD.encode()):
+        for event in scan:
+            if event.kind == RECLAIMED_RECORD and event.seq <= target:
+                try:
+                    marker = decode_record(event.data, ReclaimedRecord)
+                except RecordError:
+                    continue  # the fold reports it
+                named.update((QUEUE_RECORD, item) for item in marker.queue)
+                named.update((INPUT_RECORD, item) for item in marker.inputs)
+    if not named:
+        return
+    for scan in reader.scans(target, head, RECORD_MARKER):
+        for event in scan:
+            if event.seq <= target or event.kind not in _WORK_KINDS:
+                continue
+            for found in _items_named(event):
+                if found in named:
+                    raise SeqOutOfRange(
+                        f"{reader.path}: the state at seq {target} is gone: a vacuum "
+                        f"reclaimed the records of work still open there ({found[0]} item "
+                        f"{found[1]}, finished later); read it at a checkpoint, or at a "
+                        "seq where that work had not begun or had ended")
+
+
+_WORK_KINDS = frozenset((QUEUE_RECORD, INPUT_RECORD, RECLAIMED_RECORD))
+
+
+def _items_named(event: Event) -> list[tuple[str, int]]:
+    """The queue items or turn inputs a record of work (or a marker) names."""
+    data = event.data
+    if event.kind == RECLAIMED_RECORD:
+        try:
+            marker = decode_record(data, ReclaimedRecord)
+        except RecordError:
+            return []  # the fold reports it
+        return ([(QUEUE_RECORD, i) for i in marker.queue]
+                + [(INPUT_RECORD, i) for i in marker.inputs])
+    if not isinstance(data, dict):
+        return []
+    ids = data.get("ids")
+    if isinstance(ids, list):
+        return [(event.kind, i) for i in ids if isinstance(i, int)]
+    item = data.get("id")
+    return [(event.kind, item)] if isinstance(item, int) else []
 
 
 def catch_up(reader: LogReader, image: StateImage, position: LogPosition, seq: int,

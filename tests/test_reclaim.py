@@ -207,9 +207,10 @@ def test_a_load_from_a_snapshot_older_than_the_reclaim_falls_back_and_folds_the_
     held = state.StateImage.from_file(snaps.read(old_path), 10_000, old_path)
     assert set(held.work.items) == set(ids)  # the snapshot holds the done items
     assert fold(root) == before  # from the newer snapshot
-    # inside the reclaimed range a read does not see the done items (not from the old
-    # snapshot, which holds them: from the log start)
-    assert fold(root, until_seq=old + 1)[1] == {}
+    # inside the reclaimed range, where the items were still open, a read is refused
+    # (not from the old snapshot, which holds them: from the log start, which lacks them)
+    with pytest.raises(fsstore.SeqOutOfRange, match="reclaimed"):
+        fold(root, until_seq=old + 1)
     for seq in snaps.seqs():
         if seq != old:
             os.unlink(snaps.file_path(seq))
@@ -489,7 +490,7 @@ def test_a_fork_racing_a_vacuum_in_another_process_folds_the_files_it_links(
         tmp_path, monkeypatch):
     """A fork by a reader (the writer is open in another process) folds its snapshot
     from the very files it links: a vacuum that rewrites them between the two is held
-    off by the log folder lock, so the fork's snapshot and its log agree."""
+    off by the log folder lock, so the fork never gets a snapshot its log contradicts."""
     from fsstore import session_reader
 
     root = tmp_path / "store"
@@ -514,13 +515,14 @@ def test_a_fork_racing_a_vacuum_in_another_process_folds_the_files_it_links(
             return real(path, timeout)
 
         monkeypatch.setattr(session_reader, "log_folder_lock", vacuum_first)
-        store.fork_session("s", "f", at_seq=fork_at).close()
+        # folded from the files the vacuum wrote: the job was open at the fork's seq and
+        # its records are reclaimed, so the fork is refused (not made with a snapshot
+        # its own log contradicts)
+        with pytest.raises(fsstore.SeqOutOfRange, match="reclaimed"):
+            store.fork_session("s", "f", at_seq=fork_at)
         writer.finish()
+    assert not store.has_session("f")
     assert [f for f in store.verify() if f.level == "problem"] == []
-    fork = store.read_session("f")
-    from_snapshot = [(w.id, w.status) for w in fork.queue.items()]
-    shutil.rmtree(root / "sessions" / "f" / "state")  # a cache: the log alone says the same
-    assert [(w.id, w.status) for w in store.read_session("f").queue.items()] == from_snapshot
 
 
 def test_a_checkpoint_taken_right_after_done_work_keeps_its_position(tmp_path):
@@ -544,3 +546,45 @@ def test_a_checkpoint_taken_right_after_done_work_keeps_its_position(tmp_path):
     assert reader.state_at(at) == {"k": 1} and reader.state_findings == []
     assert store.verify() == [] or all(f.level == "note" and "skipped" not in f.message
                                        for f in store.verify())
+
+
+def test_a_state_or_fork_inside_reclaimed_open_work_is_refused_elsewhere_it_reads(tmp_path):
+    """A past state folded from the log start would miss work a vacuum reclaimed that
+    was still open at that seq: refused (SeqOutOfRange), changing nothing; before the
+    work began, after it ended and at a checkpoint it reads as before the vacuum."""
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096,
+                               snapshots=SnapshotPolicy(every_events=None, every_bytes=None))
+    pad = [{"pad": "filler " * 40, "i": i} for i in range(10)]
+    with store.create_session("s") as session:
+        session.set_state("k", 1)
+        before_work = session.head
+        session.queue.enqueue("job", {"x": 1})
+        session.inputs.submit({"in": 1})
+        session.append_many(pad)
+        session.checkpoint(checkpoint_id="c1")  # holds the job: its records stay
+        session.queue.enqueue("later", {"x": 2})
+        session.append_many(pad)
+        open_work = session.head  # "later" is open here
+        for _ in range(2):
+            claim = session.queue.claim("w", 600)
+            assert claim is not None
+            session.queue.complete(claim)
+        session.set_state("k", 2)
+        after_work = session.head
+        session.append_many(pad * 3)
+    reader = store.read_session("s")
+    expect = {seq: reader.state_at(seq) for seq in (before_work, after_work)}
+    with store.open_session("s") as session:
+        assert session.vacuum().removed["queue_records"].count > 0
+    reader = store.read_session("s")
+    with pytest.raises(fsstore.SeqOutOfRange, match="reclaimed"):
+        reader.state_at(open_work)
+    with pytest.raises(fsstore.SeqOutOfRange, match="reclaimed"):
+        store.fork_session("s", "f", at_seq=open_work)
+    assert not store.has_session("f")
+    assert {seq: reader.state_at(seq) for seq in expect} == expect == {
+        before_work: {"k": 1}, after_work: {"k": 2}}
+    store.fork_session("s", "at-checkpoint", at_checkpoint="c1").close()
+    fork = store.read_session("at-checkpoint")
+    assert [w.kind for w in fork.queue.items()] == ["job"]
+    assert [f for f in store.verify() if f.level == "problem"] == []
