@@ -104,10 +104,12 @@ _encoder = msgspec.msgpack.Encoder()
 _KINDS = (QUEUE_RECORD.encode(), INPUT_RECORD.encode())
 
 
-class ReclaimTarget(NamedTuple):
+@dataclass(frozen=True)
+class ReclaimTarget:
     """What a session's writer hands a reclaim, under its writer lock: the log and its
     head ``P``, the fold at ``P``, the snapshots and checkpoints, and how to sync the
-    log and write a snapshot at ``P`` (returning its seq)."""
+    log and write a snapshot at ``P`` (returning its seq). A vacuum's target
+    (``vacuum.SessionVacuum``) is one."""
 
     io: FileIO
     path: str

@@ -796,13 +796,12 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             policy = self.retention  # the manifest's retention policy first (5.6)
             retained = self.retain(policy=policy, dry_run=dry_run) if policy else None
             writer.flush()  # what position_holds reads is in the file
+            uid = identity.NO_UID if self.identity is None else self.identity.uid
             target = SessionVacuum(
-                self.io, self.path, self.id, self._log, writer.head, self._snapshots,
-                self._policy.keep, frozenset(self._collections),
-                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run),
-                identity.NO_UID if self.identity is None else self.identity.uid,
-                self._policy.commit_ids, self._checkpoints, self._loaded, writer.sync,
-                self._snapshot)
+                self.io, self.path, self._log, writer.head, uid, self._policy.commit_ids,
+                self._snapshots, self._checkpoints, self._loaded, writer.sync,
+                self._snapshot, self.id, self._policy.keep, frozenset(self._collections),
+                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run))
             report = vacuum_session(target, dry_run=dry_run, grace=grace,
                                     torn_grace=torn_grace, message_grace=message_grace)
             self._message_index_file.renew(report.messages_redacted > 0)

@@ -64,10 +64,7 @@ from .errors import (
     SessionNotFound,
 )
 from .fsio import FileIO
-from .log import LogReader
 from .reclaim import RECLAIM_KINDS, Reclaimed, ReclaimTarget, reclaim_records
-from .snapshot import CheckpointDir, SnapshotDir
-from .state import StateImage
 from .vectors.collection_file import read_manifest
 
 if TYPE_CHECKING:
@@ -277,29 +274,18 @@ def _problem(exc: BaseException, path: str, what: str) -> Finding:
 # --- a session ------------------------------------------------------------------------------
 
 
-class SessionVacuum(NamedTuple):
+@dataclass(frozen=True)
+class SessionVacuum(ReclaimTarget):
     """What a session's writer hands its vacuum (``Session.vacuum`` builds it, under the
-    writer lock): the session, its log and snapshots as the writer sees them, the
-    collections it has open (their own writers tidy their folders), its blob gc, and
-    what a reclaim of log records needs (``reclaim.ReclaimTarget``): the session's uid,
-    its commit-id window, its checkpoints, the fold at the head, a sync of the log and
-    a snapshot at the head."""
+    writer lock): what a reclaim of log records needs (``reclaim.ReclaimTarget``: the
+    log and snapshots as the writer sees them, ...), and the session's id, how many
+    snapshots to keep, the collections it has open (their own writers tidy their
+    folders) and its blob gc."""
 
-    io: FileIO
-    path: str
     session_id: str
-    log: LogReader
-    head: int
-    snapshots: SnapshotDir
     keep: int
     open_collections: frozenset[str]
     gc: Callable[[float, bool], GcReport]
-    uid: int
-    window: int
-    checkpoints: CheckpointDir
-    fold: Callable[[], StateImage]
-    sync: Callable[[], None]
-    snapshot: Callable[[], int]
 
 
 def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
@@ -343,10 +329,7 @@ def reclaim_log_records(target: SessionVacuum, dry_run: bool, message_grace: flo
     """What only a rewrite of the log reclaims: the queue and input records of done
     work, and the content of messages deleted at least ``message_grace`` seconds
     before ``now`` (``reclaim.py``)."""
-    return reclaim_records(ReclaimTarget(
-        target.io, target.path, target.log, target.head, target.uid, target.window,
-        target.snapshots, target.checkpoints, target.fold, target.sync, target.snapshot),
-        dry_run=dry_run, message_grace=message_grace, now=now)
+    return reclaim_records(target, dry_run=dry_run, message_grace=message_grace, now=now)
 
 
 def _check_grace(value: float, name: str) -> None:
