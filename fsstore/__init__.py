@@ -40,6 +40,7 @@ from .errors import (
     InvalidCollection,
     InvalidDocument,
     InvalidEvent,
+    InvalidExport,
     InvalidFilter,
     InvalidInput,
     InvalidMessage,
@@ -76,7 +77,9 @@ from .errors import (
     WorkspaceNotFound,
     WriteFailed,
 )
+from .export import ExportReport, export_sessions
 from .fsio import FileIO
+from .importer import ImportReport, import_sessions
 from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
 from .lineage import Lineage, Relation, RelationKind
 from .log_format import Event
@@ -173,6 +176,11 @@ __all__ = [
     "InvalidCollection",
     "InvalidDocument",
     "InvalidEvent",
+    "InvalidExport",
+    "ExportReport",
+    "ImportReport",
+    "export_sessions",
+    "import_sessions",
     "InvalidFilter",
     "InvalidInput",
     "InvalidMetadata",

@@ -396,6 +396,24 @@ class StoreIOError(FsStoreError, OSError):
     of the failed call: fix what the OS reports and retry."""
 
 
+# --- Importing an export file --------------------------------------------------------------
+
+
+class InvalidExport(FsStoreError, ValueError):
+    """Raised when ``fsstore import`` reads a file that is not a whole, unchanged export
+    (docs/FORMAT.md, section 22): cut off, lines reordered, duplicated or missing, a
+    value edited by hand, a newer major version. ``path`` and ``line`` say where (line 1
+    is the header). Nothing was written to the store: export the sessions again, or
+    restore the file from where it was copied."""
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        where = path if line is None else f"{path} line {line}"
+        super().__init__(f"{where}: {message}")
+        self.reason = message
+        self.path = path
+        self.line = line
+
+
 class Finding(NamedTuple):
     """One line of a ``verify`` report. A ``problem`` is damage; a ``note`` is something
     a crash or an interrupted operation left that readers handle (a torn tail, a temp

@@ -17,6 +17,7 @@ from ..errors import FsStoreError
 from . import (
     compact,
     demo,
+    export,
     git,
     inspect,
     maintenance,
@@ -33,7 +34,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, maintenance_stats, repair, retain, git)
+          maintenance, maintenance_stats, repair, retain, git, export)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,100 @@
+"""``fsstore export`` and ``fsstore import``: sessions out to a file and back, exactly."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import add_command
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = add_command(
+        commands, "export", "write sessions (or the whole store, --all) as JSON lines that "
+        "fsstore import recreates exactly: events with their seqs, turns and times, state, "
+        "checkpoints, blobs, vector collections, workspaces",
+        "fsstore export --all -o store.jsonl.zst",
+        description="Write SESSION... (or every session and workspace, --all) as an export\n"
+        "file (docs/FORMAT.md, section 22) to -o FILE, or stdout. A FILE ending in .zst,\n"
+        "or --zstd, is zstd-compressed. --blobs beside writes attachments as files in\n"
+        "FILE.blobs/ instead of inline. --format parquet writes Parquet to the folder\n"
+        "given by -o (or the first argument) instead.")
+    command.add_argument("sessions", nargs="*", metavar="SESSION", help="the sessions")
+    command.add_argument("--all", action="store_true", help="every session and workspace")
+    command.add_argument("-o", "--output", metavar="FILE",
+                         help="where to write (default: stdout; a DIR for --format parquet)")
+    command.add_argument("--zstd", action="store_true", help="compress with zstandard")
+    command.add_argument("--blobs", choices=("inline", "beside"), default="inline",
+                         help="attachments inline in base64 (default) or as files in "
+                              "FILE.blobs/")
+    command.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
+                         help="jsonl (default): an export file import reads back; parquet: "
+                              "hive-partitioned Parquet for DuckDB, Polars, Spark")
+    command.set_defaults(run=run_export)
+
+    imports = add_command(
+        commands, "import", "recreate the sessions of an export file in the store (a new "
+        "store at --store PATH if none is there): same events, seqs, state, checkpoints, "
+        "blobs, vectors",
+        "fsstore --store restored import store.jsonl.zst",
+        description="Recreate the sessions of FILE (written by fsstore export). The file\n"
+        "is checked whole first: one cut off, reordered or edited is refused, naming the\n"
+        "line, and nothing is written. A session the store already has is refused\n"
+        "unless --rename-to or --replace.")
+    imports.add_argument("file", metavar="FILE", help="an export file (plain or .zst)")
+    imports.add_argument("--rename-to", action="append", default=[], metavar="[OLD=]NEW",
+                         help="import under another id: NEW when FILE holds one session, "
+                              "else OLD=NEW (repeatable)")
+    imports.add_argument("--replace", action="store_true",
+                         help="replace sessions the store already has")
+    imports.set_defaults(run=run_import)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..errors import InvalidSetting
+    from ._common import store_from
+
+    store = store_from(args)
+    if args.all == bool(args.sessions) and args.format == "jsonl":
+        raise InvalidSetting("name the sessions to export, or --all (not both)")
+    if args.format == "parquet":
+        from ..parquet_export import export_parquet
+
+        sessions = list(args.sessions)
+        out_dir = args.output
+        if out_dir is None:
+            if not sessions:
+                raise InvalidSetting("--format parquet needs a folder: -o DIR")
+            out_dir = sessions.pop(0)
+        report = export_parquet(store, out_dir, None if args.all else sessions or None)
+        print(str(report))
+        return 0
+    from ..export import export_sessions
+
+    ids = None if args.all else args.sessions
+    if args.output is None:
+        report = export_sessions(store, sys.stdout.buffer, ids, blobs=args.blobs,
+                                 compress=args.zstd)
+        sys.stdout.buffer.flush()
+        print(str(report), file=sys.stderr)
+    else:
+        report = export_sessions(store, args.output, ids, blobs=args.blobs,
+                                 compress=True if args.zstd else None)
+        print(str(report))
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ..importer import import_sessions
+    from ..store import find_store, open_store
+
+    store = open_store(args.store, create=True) if args.store else open_store(
+        find_store(), create=False)
+    rename: str | dict[str, str] | None = None
+    if len(args.rename_to) == 1 and "=" not in args.rename_to[0]:
+        rename = args.rename_to[0]
+    elif args.rename_to:
+        rename = dict(item.split("=", 1) for item in args.rename_to)
+    report = import_sessions(store, args.file, rename=rename, replace=args.replace)
+    print(str(report))
+    return 0

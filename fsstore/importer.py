@@ -1,0 +1,569 @@
+"""``fsstore import``: sessions recreated from an export file (docs/FORMAT.md, section
+22) with the same events, seqs, turns, timestamps, state, checkpoints, blobs and vectors.
+
+Each session is built in a temp folder inside the store (``sessions/.tmp-ID-XXXX``,
+which no listing takes for a session, and which a crash leaves as scratch, as with
+``create_session``) by the engine's own writers: the log writer appends each exported
+frame as one frame with its seq, ts and turn; a retained log gets its base frame back as
+retention writes it; checkpoints keep their ids, labels, kinds and times. Only when the
+trailer has proved the file whole are the folders renamed into place, so a file that is
+cut off, reordered, duplicated or edited leaves nothing behind (InvalidExport, naming
+the line).
+
+What is not kept as it was: the files that hold it (segments are written anew, in
+plain segments of the default size; snapshots are replaced by one at the head; vector
+documents are upserted, shards built anew), the message index and stats cache (caches,
+rebuilt when read), and leases (an execution lease belongs to a running process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import identity, layout, manifest
+from .errors import (
+    FsStoreError,
+    InvalidExport,
+    InvalidSetting,
+    SessionExists,
+    WorkspaceMemberExists,
+    WorkspaceNotFound,
+)
+from .export_format import FORMAT_NAME, check_version, from_json, unseal
+from .log import LogPosition, LogReader
+from .log_format import encode_base_frame
+from .log_writer import Durability, LogWriter, write_tail_hint
+from .segment_header import SEGMENT_HEADER_SIZE, encode_segment_header
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .vectors import VectorCollection, VectorDocument
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_DOCUMENT_BATCH = 1024
+# The order of a session's lines: each line's rank may not be below the one before it.
+_RANKS = {"base": 1, "frame": 2, "state": 3, "checkpoint": 4, "blob": 5, "collection": 6,
+          "document": 6, "end": 7}
+
+
+@dataclass
+class ImportReport:
+    """What :func:`import_sessions` recreated."""
+
+    path: str
+    sessions: int = 0
+    events: int = 0
+    checkpoints: int = 0
+    blobs: int = 0
+    documents: int = 0
+    workspaces: int = 0
+    lines: int = 0
+    seconds: float = 0.0
+    #: the ids the sessions have in the store, in file order
+    session_ids: list[str] = field(default_factory=list)
+    #: exported id -> id in the store, for the sessions imported under another id
+    renamed: dict[str, str] = field(default_factory=dict)
+    #: ids whose existing session was replaced
+    replaced: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = (f"imported {self.sessions} sessions ({self.events} events, "
+                f"{self.checkpoints} checkpoints, {self.blobs} blobs, {self.documents} vector "
+                f"documents, {self.workspaces} workspaces) from {self.path} in "
+                f"{self.seconds:.2f} s")
+        for old, new in self.renamed.items():
+            text += f"\n  {old} -> {new}"
+        for replaced in self.replaced:
+            text += f"\n  replaced {replaced}"
+        return text
+
+
+def import_sessions(store: Store, path: str | os.PathLike[str], *,
+                    rename: str | Mapping[str, str] | None = None,
+                    replace: bool = False) -> ImportReport:
+    """Recreate in ``store`` the sessions (and workspace memberships) of the export file
+    ``path`` written by :func:`fsstore.export_sessions` (plain or zstd-compressed, told
+    by its first bytes): the same events, seqs, turns, timestamps, state, checkpoints,
+    blobs and vector documents.
+
+    A session whose id the store already has is refused (SessionExists, before anything
+    is written) unless ``replace`` (the existing one is deleted, once the new one is
+    built whole) or ``rename`` gives it another id: a str when the file holds one
+    session, else a mapping of exported id to new id. A renamed session gets a new uid.
+
+    The whole file is checked as it is read (each line's crc and number, seqs, counts,
+    the trailer's checksum): a file cut off, reordered, duplicated or edited raises
+    InvalidExport naming the line, and nothing is written to the store. Returns an
+    :class:`ImportReport`.
+    """
+    started = time.monotonic()
+    path = os.fspath(path)
+    if isinstance(rename, str):
+        renames: Mapping[str, str] | str | None = rename
+    elif rename is None:
+        renames = None
+    else:
+        renames = dict(rename)
+    job = _Import(store, path, renames, replace)
+    try:
+        with _lines(path) as lines:
+            job.read(lines)
+        job.finish()
+    finally:
+        job.clean_up()
+    job.report.seconds = time.monotonic() - started
+    return job.report
+
+
+@contextlib.contextmanager
+def _lines(path: str) -> Iterator[Iterator[bytes]]:
+    with open(path, "rb") as raw:
+        head = raw.read(4)
+        raw.seek(0)
+        if head == _ZSTD_MAGIC:
+            import zstandard
+
+            stream: Any = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            import io
+
+            yield iter(io.BufferedReader(stream, 1 << 20))
+        else:
+            yield iter(raw)
+
+
+class _Import:
+    def __init__(self, store: Store, path: str, rename: Mapping[str, str] | str | None,
+                 replace: bool) -> None:
+        self.store = store
+        self.io = store.io
+        self.path = path
+        self.rename = rename
+        self.replace = replace
+        self.report = ImportReport(path)
+        self.builds: list[_SessionBuild] = []
+        self.workspaces: list[dict[str, Any]] = []
+        self.digest = hashlib.sha256()
+        self.events = 0
+
+    def fail(self, message: str, line: int | None) -> InvalidExport:
+        return InvalidExport(message, path=self.path, line=line)
+
+    def read(self, lines: Iterator[bytes]) -> None:
+        number = 0
+        build: _SessionBuild | None = None
+        trailer = False
+        try:
+            for raw in lines:
+                number += 1
+                if trailer:
+                    raise self.fail("more lines after the trailer (two exports joined?)",
+                                    number)
+                if not raw.endswith(b"\n"):
+                    raise self.fail("the line is cut off (no newline at its end): the file "
+                                    "is truncated", number)
+                fields = unseal(raw[:-1], self.path, number)
+                kind = fields["type"]
+                if number == 1:
+                    self._header(fields)
+                elif kind == "trailer":
+                    if build is not None:
+                        raise self.fail(f"session {build.source_id!r} has no end line", number)
+                    self._trailer(fields, number)
+                    trailer = True
+                elif kind == "session":
+                    if build is not None:
+                        raise self.fail(f"session {build.source_id!r} has no end line", number)
+                    build = self._session(fields, number)
+                elif kind == "workspace":
+                    if build is not None:
+                        raise self.fail("a workspace line inside a session", number)
+                    self.workspaces.append(fields)
+                elif build is not None and kind in _RANKS:
+                    build.line(fields, number)
+                    if kind == "end":
+                        build = None
+                else:
+                    raise self.fail(f"a {kind!r} line where none may be", number)
+                self.digest.update(raw)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise self.fail(f"a field is missing or of the wrong type ({exc!r})",
+                            number) from None
+        self.report.lines = number
+        if number == 0:
+            raise self.fail("the file is empty: no export header", None)
+        if not trailer:
+            raise self.fail(f"the file ends after line {number} without its trailer: it "
+                            "was cut off", number + 1)
+
+    def _header(self, fields: dict[str, Any]) -> None:
+        if fields["type"] != "header" or fields.get("format") != FORMAT_NAME:
+            raise self.fail(f"not an export file: line 1 is no {FORMAT_NAME} header", 1)
+        check_version(fields.get("version"), self.path)
+
+    def _target(self, source_id: str, number: int) -> str:
+        if isinstance(self.rename, str):
+            if self.builds:
+                raise InvalidSetting(f"{self.path} holds more than one session: give rename "
+                                     "as a mapping of exported id to new id")
+            return self.rename
+        if self.rename is not None:
+            return self.rename.get(source_id, source_id)
+        return source_id
+
+    def _session(self, fields: dict[str, Any], number: int) -> _SessionBuild:
+        source_id = fields["id"]
+        try:
+            layout.check_session_id(source_id)
+        except FsStoreError as exc:
+            raise self.fail(str(exc), number) from None
+        target = self._target(source_id, number)
+        layout.check_session_id(target, new=target != source_id)
+        if any(b.target_id == target for b in self.builds):
+            raise self.fail(f"session {target!r} appears twice", number)
+        if self.store.has_session(target) and not self.replace:
+            raise SessionExists(f"session {target!r} already exists in {self.store.path}: "
+                                "import it under another id (rename) or replace it")
+        build = _SessionBuild(self, fields, source_id, target, number)
+        self.builds.append(build)
+        return build
+
+    def _trailer(self, fields: dict[str, Any], number: int) -> None:
+        if fields.get("lines") != number:
+            raise self.fail(f"the trailer counts {fields.get('lines')} lines, the file has "
+                            f"{number}", number)
+        if fields.get("sessions") != len(self.builds) or fields.get("events") != self.events:
+            raise self.fail("the trailer's session or event count does not match the lines",
+                            number)
+        if fields.get("sha256") != self.digest.hexdigest():
+            raise self.fail("the SHA-256 of the lines does not match the trailer's: the "
+                            "file was changed after the export", number)
+
+    def finish(self) -> None:
+        """Put the built sessions in place, then the workspace memberships."""
+        sessions = layout.sessions_dir(self.store.path)
+        for build in self.builds:
+            final = layout.session_dir(self.store.path, build.target_id)
+            if self.io.exists(final):
+                if not self.replace:
+                    raise SessionExists(f"session {build.target_id!r} already exists at "
+                                        f"{final} (made while this import ran)")
+                self.store.delete_session(build.target_id)
+                self.report.replaced.append(build.target_id)
+            assert build.temp is not None
+            self.io.rename(build.temp, final)
+            self.io.fsync_dir(sessions)
+            build.temp = None
+            report = self.report
+            report.sessions += 1
+            report.session_ids.append(build.target_id)
+            if build.target_id != build.source_id:
+                report.renamed[build.source_id] = build.target_id
+            report.events += build.events
+            report.checkpoints += build.checkpoints
+            report.blobs += build.blobs
+            report.documents += build.documents
+        targets = {b.source_id: b.target_id for b in self.builds}
+        for fields in self.workspaces:
+            self._workspace(fields, targets)
+
+    def _workspace(self, fields: dict[str, Any], targets: dict[str, str]) -> None:
+        workspace_id = fields["id"]
+        try:
+            self.store.workspace(workspace_id)
+        except WorkspaceNotFound:
+            self.store.create_workspace(
+                workspace_id, name=fields.get("name"), description=fields.get("description", ""),
+                metadata=from_json(fields.get("metadata") or {}, self.path, 0))
+        for member, role in fields.get("members", {}).items():
+            if member not in targets:
+                continue
+            try:
+                self.store.add_to_workspace(workspace_id, targets[member], role)
+            except WorkspaceMemberExists:
+                self.store.set_workspace_role(workspace_id, targets[member], role)
+        self.report.workspaces += 1
+
+    def clean_up(self) -> None:
+        """Remove the temp folders of sessions not put in place (a refused file)."""
+        for build in self.builds:
+            build.abandon()
+
+
+class _SessionBuild:
+    """One session being built in its temp folder."""
+
+    def __init__(self, job: _Import, fields: dict[str, Any], source_id: str, target_id: str,
+                 number: int) -> None:
+        self.job = job
+        self.io = io = job.io
+        self.source_id, self.target_id = source_id, target_id
+        self.log_start = _int(fields["log_start"], 1, "log_start", job, number)
+        self.head = _int(fields["head"], self.log_start - 1, "head", job, number)
+        data = from_json(fields["manifest"], job.path, number)
+        if not isinstance(data, dict) or data.get("id") != source_id:
+            raise job.fail(f"the manifest is not session {source_id!r}'s", number)
+        if target_id != source_id:
+            # Another session: another uid (segments are told apart by it), same lineage.
+            data["id"] = target_id
+            old = identity.from_manifest(data, job.path)
+            ancestors = [] if old is None else sorted(old.accepted - {old.uid})
+            data.update(identity.Identity.of(identity.mint(), ancestors).manifest_fields())
+        sessions = layout.sessions_dir(job.store.path)
+        self.temp: str | None = os.path.join(sessions, layout.temp_name(target_id))
+        io.mkdir(self.temp)
+        path = layout.session_manifest_path(self.temp)
+        manifest.write(io, path, data)
+        self.identity = identity.from_manifest(data, path)
+        self.uid = identity.NO_UID if self.identity is None else self.identity.uid
+        self.log_path = layout.log_dir(self.temp)
+        io.mkdir(self.log_path)
+        self.writer: LogWriter | None = None
+        self.rank = 0
+        self.positions: dict[int, LogPosition] = {}
+        self.folded = False  # the state line was read and checked
+        self.collection: VectorCollection | None = None
+        self.pending: list[VectorDocument] = []
+        self.events = self.frames = self.checkpoints = self.blobs = self.documents = 0
+
+    def line(self, fields: dict[str, Any], number: int) -> None:
+        kind = fields["type"]
+        rank = _RANKS[kind]
+        if rank < self.rank or (kind == "base" and self.rank > 0) or (
+                kind == "document" and self.collection is None):
+            raise self.job.fail(f"a {kind!r} line out of place: lines were reordered", number)
+        if rank > 2 and self.writer is None:
+            self._start_log(None, number)
+        self.rank = rank
+        getattr(self, "_" + kind)(fields, number)
+
+    # --- the log ---
+
+    def _start_log(self, base: dict[str, Any] | None, number: int) -> None:
+        io, start, uid = self.io, self.log_start, self.uid
+        reader = LogReader(io, self.log_path, self.identity)
+        first = start
+        if base is not None:
+            from .segment_file import encode_compacted
+
+            last = _int(base["last"], start, "last", self.job, number)
+            if base["first"] != start or last > self.head:
+                raise self.job.fail("the base does not start at the log start, or ends "
+                                    "after the head", number)
+            image = from_json(base["image"], self.job.path, number)
+            frame = encode_base_frame(start, last, image, float(base["ts"]),
+                                      _int(base["turn"], 0, "turn", self.job, number),
+                                      str(base["kind"]))
+            io.write_new(reader.segment_path(start),
+                         encode_compacted(start, start, uid, [(start, frame)]))
+            first = last + 1
+            crc = int.from_bytes(frame[:4], "little")
+            self.positions[last] = LogPosition(start, SEGMENT_HEADER_SIZE + len(frame), crc)
+        io.write_new(reader.segment_path(first), encode_segment_header(first, start, uid))
+        write_tail_hint(io, self.log_path, first)
+        self.writer = LogWriter(io, self.log_path, Durability("none"), identity=self.identity)
+
+    def _base(self, fields: dict[str, Any], number: int) -> None:
+        self._start_log(fields, number)
+
+    def _frame(self, fields: dict[str, Any], number: int) -> None:
+        if self.writer is None:
+            self._start_log(None, number)
+        writer = self.writer
+        assert writer is not None
+        seq = fields["seq"]
+        if seq != writer.head + 1:
+            raise self.job.fail(f"the batch starts at seq {seq}, expected {writer.head + 1}: "
+                                "lines were reordered, duplicated or left out", number)
+        records = fields["records"]
+        if not isinstance(records, list) or not records:
+            raise self.job.fail("a batch without records", number)
+        entries = [(str(kind), from_json(data, self.job.path, number)) for kind, data in records]
+        if not isinstance(fields["ts"], (int, float)) or isinstance(fields["ts"], bool):
+            raise self.job.fail("ts is no number", number)
+        try:
+            writer.append(entries, _int(fields["turn"], 0, "turn", self.job, number),
+                          float(fields["ts"]))
+        except FsStoreError as exc:
+            raise self.job.fail(f"the batch cannot be written ({exc})", number) from None
+        if writer.head > self.head:
+            raise self.job.fail(f"the batch goes past the head {self.head}", number)
+        self.positions[writer.head] = writer.position
+        self.frames += 1
+        self.events += len(entries)
+        self.job.events += len(entries)
+
+    def _state(self, fields: dict[str, Any], number: int) -> None:
+        writer = self.writer
+        assert writer is not None
+        if writer.head != self.head or fields["seq"] != self.head:
+            raise self.job.fail(f"the log ends at seq {writer.head}, the session's head is "
+                                f"{self.head}: batches are missing", number)
+        writer.sync()
+        writer.close()
+        from . import state as state_module
+        from .snapshot import SnapshotDir
+
+        assert self.temp is not None
+        snapshots = SnapshotDir(self.io, self.temp, self.identity)
+        reader = LogReader(self.io, self.log_path, self.identity)
+        loaded = state_module.load(self.io, reader, snapshots)
+        body = loaded.image.body()
+        expected = from_json(fields["image"], self.job.path, number)
+        if _normal(body) != _normal(expected):
+            raise self.job.fail("the state the batches fold to is not the exported state: "
+                                "a record was edited", number)
+        position = self.positions.get(self.head)
+        if position is not None:
+            snapshots.write(self.head, self.log_start, position, body)
+        self.folded = True
+
+    def _checkpoint(self, fields: dict[str, Any], number: int) -> None:
+        from .snapshot import KIND_CHECKPOINT, encode, ensure_dir
+
+        assert self.temp is not None
+        checkpoint_id = fields["id"]
+        layout.check_checkpoint_id(checkpoint_id)
+        seq = _int(fields["seq"], 0, "seq", self.job, number)
+        log_start = _int(fields["log_start"], 1, "log_start", self.job, number)
+        position = self.positions.get(seq) if log_start == self.log_start else None
+        if position is None:
+            position = LogPosition(*(int(v) for v in fields["position"]))
+        meta: dict[str, Any] = {"id": checkpoint_id, "label": fields["label"],
+                                "kind": fields["kind"], "created": float(fields["created"])}
+        if self.identity is not None:
+            meta["uid"] = identity.to_text(self.identity.uid)
+        body = from_json(fields["state"], self.job.path, number)
+        folder = layout.checkpoints_dir(self.temp)
+        ensure_dir(self.io, folder)
+        self.io.write_new(layout.checkpoint_path(self.temp, checkpoint_id),
+                          encode(KIND_CHECKPOINT, seq, log_start, position, meta, body))
+        self.checkpoints += 1
+
+    # --- blobs and vectors ---
+
+    def _blob(self, fields: dict[str, Any], number: int) -> None:
+        import base64
+
+        from .blobs import BlobStore
+
+        assert self.temp is not None
+        digest = fields["digest"]
+        if "data" in fields:
+            try:
+                data = base64.b64decode(fields["data"], validate=True)
+            except ValueError:
+                raise self.job.fail("the blob's data is no base64", number) from None
+        else:
+            data = self._blob_beside(str(fields["file"]), number)
+        ref = BlobStore(self.io, self.temp).put(data, compress=bool(fields["compressed"]))
+        if ref.digest != digest or ref.size != fields["size"]:
+            raise self.job.fail(f"the blob's bytes are not {digest}", number)
+        self.blobs += 1
+
+    def _blob_beside(self, name: str, number: int) -> bytes:
+        folder = os.path.basename(self.job.path) + ".blobs"
+        parts = name.split("/")
+        if len(parts) != 2 or parts[1] in ("", ".", "..") or "\\" in name:
+            raise self.job.fail(f"blob file {name!r} is not a file of {folder}/", number)
+        path = os.path.join(os.path.dirname(os.path.abspath(self.job.path)), folder, parts[1])
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise self.job.fail(f"blob file {path} cannot be read ({exc.strerror}): copy the "
+                                f"folder {folder} along with the export file", number) from None
+
+    def _collection(self, fields: dict[str, Any], number: int) -> None:
+        from .vectors import VectorCollection, create_collection
+
+        assert self.temp is not None
+        self._flush_documents()
+        name = fields["name"]
+        create_collection(self.io, self.temp, name, fields["dim"], fields["dtype"],
+                          fields["metric"])
+        self.collection = VectorCollection(
+            self.io, os.path.join(layout.vectors_dir(self.temp), name))
+
+    def _document(self, fields: dict[str, Any], number: int) -> None:
+        import base64
+
+        import numpy as np
+
+        from .vectors import VectorDocument
+
+        collection = self.collection
+        assert collection is not None
+        if fields["collection"] != collection.name:
+            raise self.job.fail(f"a document of collection {fields['collection']!r} after "
+                                f"collection {collection.name!r}'s line", number)
+        vector = np.frombuffer(base64.b64decode(fields["embedding"], validate=True),
+                               dtype=np.dtype(collection.dtype).newbyteorder("<"))
+        if vector.shape != (collection.dim,):
+            raise self.job.fail(f"the embedding has {vector.size} values, not "
+                                f"{collection.dim}", number)
+        metadata = from_json(fields["metadata"], self.job.path, number)
+        self.pending.append(VectorDocument(fields["id"], vector, fields["content"], metadata,
+                                           fields["seq"], fields["turn"]))
+        if len(self.pending) >= _DOCUMENT_BATCH:
+            self._flush_documents()
+        self.documents += 1
+
+    def _flush_documents(self) -> None:
+        if self.pending:
+            assert self.collection is not None
+            self.collection.upsert(self.pending)
+            self.pending = []
+
+    def _end(self, fields: dict[str, Any], number: int) -> None:
+        if not self.folded:
+            raise self.job.fail("the session has no state line", number)
+        self._flush_documents()
+        if self.collection is not None:
+            self.collection.close()
+            self.collection = None
+        counts = {"frames": self.frames, "events": self.events,
+                  "checkpoints": self.checkpoints, "blobs": self.blobs,
+                  "documents": self.documents}
+        for key, value in counts.items():
+            if fields.get(key) != value:
+                raise self.job.fail(f"the end line counts {fields.get(key)} {key}, the "
+                                    f"session's lines hold {value}: lines were left out",
+                                    number)
+        if fields.get("session") != self.source_id:
+            raise self.job.fail(f"the end line is not session {self.source_id!r}'s", number)
+        assert self.temp is not None
+        for folder, _dirs, _files in os.walk(self.temp):
+            self.io.fsync_dir(folder)
+
+    def abandon(self) -> None:
+        if self.writer is not None and not self.writer.closed:
+            self.writer.close(sync=False)
+        if self.collection is not None:
+            with contextlib.suppress(Exception):
+                self.collection.close()
+        if self.temp is not None and self.io.exists(self.temp):
+            with contextlib.suppress(OSError):
+                self.io.rmtree(self.temp)
+            self.temp = None
+
+
+def _int(value: object, least: int, name: str, job: _Import, number: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise job.fail(f"{name} is {value!r}, not an int >= {least}", number)
+    return value
+
+
+def _normal(value: Any) -> Any:
+    """``value`` as msgpack decodes it (tuples become lists), for comparing."""
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(value))
+
+
+__all__ = ["ImportReport", "import_sessions"]
