@@ -74,6 +74,9 @@ def build_rich(root) -> fsstore.Store:
         s.messages.append(fsstore.Message.of_text("user", "secret", id="gone"))
         s.messages.delete("gone", ts=time.time() - 7200)
         s.finish_turn()
+        for n in range(30):  # past the segment size: what vacuum rewrites is sealed
+            s.append({"pad": "p" * 300, "n": n})
+        s.finish_turn()
         s.vacuum(grace=0, message_grace=0)
     store.create_workspace("team", name="Team", metadata={"q": 3})
     store.add_to_workspace("team", "rich", "primary")
