@@ -399,7 +399,7 @@ class StoreIOError(FsStoreError, OSError):
 # --- Importing an export file --------------------------------------------------------------
 
 
-class InvalidExport(FsStoreError, ValueError):
+class InvalidExport(InvalidInput):
     """Raised when ``fsstore import`` reads a file that is not a whole, unchanged export
     (docs/FORMAT.md, section 22): cut off, lines reordered, duplicated or missing, a
     value edited by hand, a newer major version. ``path`` and ``line`` say where (line 1

@@ -183,12 +183,15 @@ def _output(out: str | os.PathLike[str] | IO[bytes], path: str | None,
 
 def _export_session(store: Store, reader: SessionReader, lines: _Lines,
                     report: ExportReport, blob_dir: str | None) -> None:
+    from .session_reader import ExportView
+
     tail = reader.log_tail
     head, log_start = tail.head, tail.log_start
     counts = {"frames": 0, "events": 0, "checkpoints": 0, "blobs": 0, "documents": 0}
-    lines.write("session", id=reader.id, manifest=to_json(reader._manifest),
+    view = ExportView(reader)
+    lines.write("session", id=reader.id, manifest=to_json(view.manifest()),
                 log_start=log_start, head=head, workspaces=store.session_workspaces(reader.id))
-    log = reader._log
+    log = view.log()
     base = log.history_base()
     if base is not None:
         lines.write("base", first=log_start, last=base.seq, ts=base.record.ts,
@@ -214,12 +217,12 @@ def _export_session(store: Store, reader: SessionReader, lines: _Lines,
     if expect != head + 1:
         raise CorruptionError(f"the log ends at seq {expect - 1}, its tail says {head}: run "
                               "fsstore verify", path=log.path)
-    image = reader._load_state(head).image
+    image = view.image(head)
     lines.write("state", seq=head, image=to_json(image.body()))
     for info in reader.checkpoints():
         if info.seq > head:
             continue  # made after the head this export read
-        file = reader._checkpoints.read(reader._checkpoints.file_path(info.id))
+        file = view.checkpoint_file(info.id)
         position = file.header.position
         lines.write("checkpoint", id=info.id, label=info.label, kind=info.kind,
                     created=info.created, seq=info.seq, log_start=file.header.log_start,
@@ -268,24 +271,21 @@ def _export_collection(reader: SessionReader, name: str, lines: _Lines) -> int:
 
     import numpy as np
 
+    from .vectors.reader import live_documents
+
     collection = reader.collection(name)
     try:
         dtype = np.dtype(collection.dtype).newbyteorder("<")
         lines.write("collection", name=name, dim=collection.dim, dtype=collection.dtype,
                     metric=collection.metric.value)
         count = 0
-        for source in collection._sources():
-            dead = source.dead_rows()
-            for row in range(source.size):
-                if dead is not None and dead[row]:
-                    continue
-                doc = source.document(row)
-                vector = np.asarray(doc.embedding).astype(dtype, copy=False)
-                lines.write("document", collection=name, id=doc.id,
-                            embedding=base64.b64encode(vector.tobytes()).decode("ascii"),
-                            content=doc.content, metadata=to_json(doc.metadata),
-                            seq=doc.seq, turn=doc.turn)
-                count += 1
+        for doc in live_documents(collection):
+            vector = np.asarray(doc.embedding).astype(dtype, copy=False)
+            lines.write("document", collection=name, id=doc.id,
+                        embedding=base64.b64encode(vector.tobytes()).decode("ascii"),
+                        content=doc.content, metadata=to_json(doc.metadata),
+                        seq=doc.seq, turn=doc.turn)
+            count += 1
         return count
     finally:
         collection.close()

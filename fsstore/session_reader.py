@@ -48,7 +48,7 @@ from .message_index import MessageIndex
 from .messages import MessagesReader
 from .retention import RetentionPolicy
 from .session_metadata import ManifestFile
-from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
+from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotFile, SnapshotPolicy
 from .state import Loaded, StateImage
 from .stats import SessionStats, StatsSource, session_stats
 from .turns import (
@@ -570,6 +570,28 @@ class ReaderMessages:
 
     def index(self) -> contextlib.AbstractContextManager[MessageIndex]:
         return self._reader._message_index()
+
+
+class ExportView:
+    """What ``fsstore export`` reads of a session besides its public reads: the manifest
+    as it is on disk, the log's frames, the state image at a seq and checkpoint files.
+    Internal to the package: not public API."""
+
+    def __init__(self, reader: SessionReader) -> None:
+        self._reader = reader
+
+    def manifest(self) -> dict[str, Any]:
+        return dict(self._reader._manifest)
+
+    def log(self) -> LogReader:
+        return self._reader._log
+
+    def image(self, seq: int) -> StateImage:
+        return self._reader._load_state(seq).image
+
+    def checkpoint_file(self, checkpoint_id: str) -> SnapshotFile:
+        checkpoints = self._reader._checkpoints
+        return checkpoints.read(checkpoints.file_path(checkpoint_id))
 
 
 def copy_history(reader: SessionReader, dest: str, *, at_seq: int | None = None,

@@ -10,7 +10,6 @@ import os
 import time
 
 import msgspec
-import numpy as np
 import pytest
 from crc32c import crc32c
 from hypothesis import HealthCheck, given, settings
@@ -108,7 +107,9 @@ def assert_same(source: fsstore.Store, dest: fsstore.Store, sid: str, new_id: st
         (c.name, c.dim, c.dtype, c.metric, c.count) for c in b.collections()]
     for info in a.collections():
         ids = [f"d{i}" for i in range(5)] + ["h"]
-        for x, y in zip(a.collection(info.name).get(ids), b.collection(info.name).get(ids)):
+        pairs = zip(a.collection(info.name).get(ids), b.collection(info.name).get(ids),
+                    strict=True)
+        for x, y in pairs:
             assert (x is None) == (y is None)
             if x is not None:
                 assert x.embedding.tobytes() == y.embedding.tobytes()

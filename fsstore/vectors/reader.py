@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -391,3 +391,13 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path} dim={self.dim} {self.metric.value}>"
+
+
+def live_documents(collection: VectorCollectionReader) -> Iterator[VectorDocument]:
+    """Every live document of ``collection``, its embedding as stored (its dtype), shard
+    by shard then the unsealed ones: what ``fsstore export`` writes. Internal."""
+    for source in collection._sources():
+        dead = source.dead_rows()
+        for row in range(source.size):
+            if dead is None or not dead[row]:
+                yield source.document(row)
