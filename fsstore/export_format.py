@@ -31,6 +31,7 @@ import math
 import re
 from typing import Any
 
+import msgspec
 from crc32c import crc32c
 
 from .errors import InvalidExport
@@ -43,6 +44,8 @@ FORMAT_MAJOR = 1
 
 _CRC_TAIL = re.compile(rb',"crc":"([0-9a-f]{8})"\}\Z')
 _CRC_TAIL_SIZE = len(',"crc":"00000000"}')
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
 
 
 # --- values --------------------------------------------------------------------------------
@@ -107,8 +110,9 @@ def _tagged(tag: str, item: Any, path: str, line: int) -> Any:
 def seal(fields: dict[str, Any]) -> bytes:
     """One line of an export file: ``fields`` (its ``n`` and ``type`` first) as compact
     JSON, its CRC appended, and a newline."""
-    text = json.dumps(fields, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode("utf-8")
+    # msgspec writes the shortest text that reads back as the same float, and UTF-8 as
+    # it is; to_json has already put what JSON cannot hold in its exact forms.
+    text = _json_encode(fields)
     return b'%s,"crc":"%08x"}\n' % (text[:-1], crc32c(text))
 
 
@@ -124,8 +128,8 @@ def unseal(raw: bytes, path: str, line: int) -> dict[str, Any]:
         raise InvalidExport("the line's crc does not match its text: it was edited or "
                             "damaged after the export", path=path, line=line)
     try:
-        fields = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        fields = _json_decode(text)
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise InvalidExport(f"the line is no JSON ({exc})", path=path, line=line) from None
     if not isinstance(fields, dict) or not isinstance(fields.get("type"), str):
         raise InvalidExport("the line is no JSON object with a \"type\"", path=path, line=line)

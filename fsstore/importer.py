@@ -187,13 +187,17 @@ class _Import:
                         raise self.fail("a workspace line inside a session", number)
                     self.workspaces.append(fields)
                 elif build is not None and kind in _RANKS:
-                    build.line(fields, number)
+                    # No '"$' in the line: no value in it is in a tagged form (each tag is
+                    # a key starting with "$"), so its JSON values are the values.
+                    build.line(fields, number, b'"$' not in raw)
                     if kind == "end":
                         build = None
                 else:
                     raise self.fail(f"a {kind!r} line where none may be", number)
                 self.digest.update(raw)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, FsStoreError):
+                raise
             raise self.fail(f"a field is missing or of the wrong type ({exc!r})",
                             number) from None
         self.report.lines = number
@@ -333,7 +337,7 @@ class _SessionBuild:
         self.pending: list[VectorDocument] = []
         self.events = self.frames = self.checkpoints = self.blobs = self.documents = 0
 
-    def line(self, fields: dict[str, Any], number: int) -> None:
+    def line(self, fields: dict[str, Any], number: int, plain: bool = False) -> None:
         kind = fields["type"]
         rank = _RANKS[kind]
         if rank < self.rank or (kind == "base" and self.rank > 0) or (
@@ -342,7 +346,10 @@ class _SessionBuild:
         if rank > 2 and self.writer is None:
             self._start_log(None, number)
         self.rank = rank
-        getattr(self, "_" + kind)(fields, number)
+        if kind == "frame":
+            self._frame(fields, number, plain)
+        else:
+            getattr(self, "_" + kind)(fields, number)
 
     # --- the log ---
 
@@ -373,7 +380,7 @@ class _SessionBuild:
     def _base(self, fields: dict[str, Any], number: int) -> None:
         self._start_log(fields, number)
 
-    def _frame(self, fields: dict[str, Any], number: int) -> None:
+    def _frame(self, fields: dict[str, Any], number: int, plain: bool) -> None:
         if self.writer is None:
             self._start_log(None, number)
         writer = self.writer
@@ -385,7 +392,12 @@ class _SessionBuild:
         records = fields["records"]
         if not isinstance(records, list) or not records:
             raise self.job.fail("a batch without records", number)
-        entries = [(str(kind), from_json(data, self.job.path, number)) for kind, data in records]
+        if plain:
+            entries = [(kind, data) for kind, data in records]
+        else:
+            entries = [(kind, from_json(data, self.job.path, number)) for kind, data in records]
+        if not all(isinstance(kind, str) for kind, _ in entries):
+            raise self.job.fail("a record's kind is no str", number)
         if not isinstance(fields["ts"], (int, float)) or isinstance(fields["ts"], bool):
             raise self.job.fail("ts is no number", number)
         try:

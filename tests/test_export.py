@@ -295,3 +295,12 @@ def test_values_json_cannot_hold_read_back_equal():
     with pytest.raises(fsstore.InvalidExport, match="line 7"):
         from_json({"$nope": 1}, "f", 7)
     assert crc32c(b"") == 0
+
+
+def test_a_line_of_the_wrong_shape_with_a_valid_crc_is_refused(small, tmp_path):
+    fields = json.loads(small[2])
+    fields.pop("crc")
+    assert fields["type"] == "frame"
+    fields["records"] = [["event"]]
+    error = _refused(tmp_path, b"".join([*small[:2], seal(fields), *small[3:]]))
+    assert error.line == 3
