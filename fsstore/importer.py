@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -128,15 +128,27 @@ def _lines(path: str) -> Iterator[Iterator[bytes]]:
     with open(path, "rb") as raw:
         head = raw.read(4)
         raw.seek(0)
-        if head == _ZSTD_MAGIC:
-            import zstandard
+        yield _unzstd_lines(raw) if head == _ZSTD_MAGIC else iter(raw)
 
-            stream: Any = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-            import io
 
-            yield iter(io.BufferedReader(stream, 1 << 20))
-        else:
-            yield iter(raw)
+def _unzstd_lines(raw: IO[bytes]) -> Iterator[bytes]:
+    """The lines of a zstd-compressed export, as they decompress. A stream cut off
+    before its frame ends gives a last line without a newline (refused as cut off),
+    even where the cut fell between lines."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    rest = b""
+    while not decompressor.eof:
+        chunk = raw.read(1 << 20)
+        if not chunk:
+            break
+        rest += decompressor.decompress(chunk)
+        *whole, rest = rest.split(b"\n")
+        for line in whole:
+            yield line + b"\n"
+    if rest or not decompressor.eof or decompressor.unused_data or raw.read(1):
+        yield rest  # no newline: the file was cut off, or more follows the frame
 
 
 class _Import:

@@ -304,3 +304,12 @@ def test_a_line_of_the_wrong_shape_with_a_valid_crc_is_refused(small, tmp_path):
     fields["records"] = [["event"]]
     error = _refused(tmp_path, b"".join([*small[:2], seal(fields), *small[3:]]))
     assert error.line == 3
+
+
+def test_a_cut_zstd_file_is_refused_as_cut_off(small, tmp_path):
+    import zstandard
+
+    packed = zstandard.ZstdCompressor().compress(b"".join(small))
+    for cut in (len(packed) // 3, len(packed) - 2):
+        error = _refused(tmp_path, packed[:cut], "cut off")
+        assert error.line is not None
