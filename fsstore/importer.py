@@ -39,7 +39,7 @@ from .errors import (
 )
 from .export_format import FORMAT_NAME, check_version, from_json, unseal
 from .log import LogPosition, LogReader
-from .log_format import encode_base_frame
+from .log_format import MAX_FRAME_PAYLOAD, encode_base_frame
 from .log_writer import Durability, LogWriter, write_tail_hint
 from .segment_header import SEGMENT_HEADER_SIZE, encode_segment_header
 
@@ -161,7 +161,7 @@ class _Import:
         self.replace = replace
         self.report = ImportReport(path)
         self.builds: list[_SessionBuild] = []
-        self.workspaces: list[dict[str, Any]] = []
+        self.workspaces: list[tuple[dict[str, Any], int]] = []
         self.digest = hashlib.sha256()
         self.events = 0
 
@@ -197,7 +197,7 @@ class _Import:
                 elif kind == "workspace":
                     if build is not None:
                         raise self.fail("a workspace line inside a session", number)
-                    self.workspaces.append(fields)
+                    self.workspaces.append((fields, number))
                 elif build is not None and kind in _RANKS:
                     # No '"$' in the line: no value in it is in a tagged form (each tag is
                     # a key starting with "$"), so its JSON values are the values.
@@ -287,17 +287,18 @@ class _Import:
             report.blobs += build.blobs
             report.documents += build.documents
         targets = {b.source_id: b.target_id for b in self.builds}
-        for fields in self.workspaces:
-            self._workspace(fields, targets)
+        for fields, number in self.workspaces:
+            self._workspace(fields, number, targets)
 
-    def _workspace(self, fields: dict[str, Any], targets: dict[str, str]) -> None:
+    def _workspace(self, fields: dict[str, Any], number: int,
+                   targets: dict[str, str]) -> None:
         workspace_id = fields["id"]
         try:
             self.store.workspace(workspace_id)
         except WorkspaceNotFound:
             self.store.create_workspace(
                 workspace_id, name=fields.get("name"), description=fields.get("description", ""),
-                metadata=from_json(fields.get("metadata") or {}, self.path, 0))
+                metadata=from_json(fields.get("metadata") or {}, self.path, number))
         for member, role in fields.get("members", {}).items():
             if member not in targets:
                 continue
@@ -387,7 +388,11 @@ class _SessionBuild:
             self.positions[last] = LogPosition(start, SEGMENT_HEADER_SIZE + len(frame), crc)
         io.write_new(reader.segment_path(first), encode_segment_header(first, start, uid))
         write_tail_hint(io, self.log_path, first)
-        self.writer = LogWriter(io, self.log_path, Durability("none"), identity=self.identity)
+        # The store's segment size; any record the format allows (the exporting store's
+        # limit may have been higher than this one's: its records are history).
+        self.writer = LogWriter(io, self.log_path, Durability("none"),
+                                segment_size=self.job.store.segment_size,
+                                max_record_bytes=MAX_FRAME_PAYLOAD, identity=self.identity)
 
     def _base(self, fields: dict[str, Any], number: int) -> None:
         self._start_log(fields, number)

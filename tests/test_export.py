@@ -313,3 +313,38 @@ def test_a_cut_zstd_file_is_refused_as_cut_off(small, tmp_path):
     for cut in (len(packed) // 3, len(packed) - 2):
         error = _refused(tmp_path, packed[:cut], "cut off")
         assert error.line is not None
+
+
+def test_an_export_taken_while_a_writer_appends_imports_a_prefix_of_whole_batches(tmp_path):
+    import threading
+
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    writer = store.create_session("live")
+    writer.append_many([{"n": 0}, {"n": 0}])
+    stop = threading.Event()
+
+    def append() -> None:
+        n = 0
+        while not stop.is_set() and n < 3000:
+            n += 1
+            writer.commit([{"n": n}, {"n": n}], state_patch={"n": n})
+
+    thread = threading.Thread(target=append)
+    thread.start()
+    try:
+        for round_ in range(3):
+            out = tmp_path / f"live-{round_}.jsonl"
+            fsstore.export_sessions(store, out, ["live"])
+            dest = fsstore.open_store(tmp_path / f"dest-{round_}")
+            fsstore.import_sessions(dest, out)
+            copy = dest.read_session("live")
+            records = list(copy.events(include_internal=True))
+            assert [e.seq for e in records] == list(range(1, copy.head + 1))
+            events = [e.data["n"] for e in copy.events()]
+            assert events[::2] == events[1::2]  # whole batches
+            assert copy.state().get("n", 0) == events[-1]
+            assert [f for f in copy.verify() if f.kind == "problem"] == []
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
