@@ -346,3 +346,25 @@ def test_an_export_taken_while_a_writer_appends_imports_a_prefix_of_whole_batche
         stop.set()
         thread.join()
         writer.close()
+
+
+def test_empty_cleared_and_state_only_sessions_round_trip_and_take_new_writes(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    store.create_session("empty").close()
+    with store.create_session("cleared") as writer:
+        writer.append({"a": 1})
+        writer.clear()
+    with store.create_session("state-only") as writer:
+        for turn in range(20):
+            writer.commit([{"pad": "x" * 300}], state_patch={"t": turn})
+            writer.finish_turn()
+        writer.retain(keep="state")
+        assert writer.history_start == writer.head + 1  # no history left, only its image
+    fsstore.export_sessions(store, tmp_path / "x.jsonl")
+    dest = fsstore.open_store(tmp_path / "dest")
+    fsstore.import_sessions(dest, tmp_path / "x.jsonl")
+    for sid in store.session_ids():
+        assert_same(store, dest, sid)
+        head = dest.read_session(sid).head
+        with dest.open_session(sid) as writer:
+            assert writer.append({"more": 1}) == head + 1
