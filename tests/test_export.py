@@ -368,3 +368,28 @@ def test_empty_cleared_and_state_only_sessions_round_trip_and_take_new_writes(tm
         head = dest.read_session(sid).head
         with dest.open_session(sid) as writer:
             assert writer.append({"more": 1}) == head + 1
+
+
+def test_a_crash_during_an_import_leaves_each_session_whole_or_absent(tmp_path):
+    from crashsim import CrashSimIO
+
+    source = fsstore.open_store(tmp_path / "source")
+    with source.create_session("a") as writer:
+        writer.append({"x": b"1"})
+        writer.commit([{"y": 2}], state_patch={"k": "v"})
+        writer.checkpoint(checkpoint_id="c")
+        writer.blobs.put(b"attached")
+    fsstore.export_sessions(source, tmp_path / "a.jsonl")
+    root = tmp_path / "store"
+    fsstore.open_store(root)
+    io = CrashSimIO(str(root))
+    states = io.record_states(tmp_path / "states")
+    fsstore.import_sessions(fsstore.open_store(root, io=io), tmp_path / "a.jsonl")
+    io.on_op = None
+    whole = 0
+    for dest in states:
+        store = fsstore.open_store(dest, create=False)
+        if "a" in store.session_ids():
+            whole += 1
+            assert_same(source, store, "a")
+    assert 0 < whole < len(states)
