@@ -45,11 +45,12 @@ def _tool(source: str) -> ModuleType:
     return module
 
 
-def import_source(store: Store, source: str, path: str | os.PathLike[str] | None = None,
+def import_source(store: Store | None, source: str, path: str | os.PathLike[str] | None = None,
                   *, dry_run: bool = False, memo: Memo | None = None) -> ImportReport:
     """Import the transcripts of tool ``source`` (``claude-code`` or ``codex``) under
     ``path`` (a folder, or one ``.jsonl`` file; default: the tool's own folder) into
-    ``store``. With ``dry_run``, nothing is written: the report says what would be.
+    ``store``. With ``dry_run``, nothing is written: the report says what would be
+    (``store`` may then be None: a store that does not exist yet).
     A file that cannot be imported is reported (``action="failed"``), never stops
     the others. Raises TranscriptNotFound when ``path`` holds no transcript folder or
     file, InvalidSetting for an unknown source."""
@@ -65,7 +66,7 @@ def import_source(store: Store, source: str, path: str | os.PathLike[str] | None
             report.files.append(FileReport(source=file, session="", action="failed",
                                            note=f"{type(exc).__name__}: {exc}"))
             continue
-        report.files.append(import_file(store, tool, found, dry_run=dry_run,  # type: ignore[arg-type]
+        report.files.append(import_file(store, tool, found, dry_run=dry_run,
                                         memo=memo))
     return report
 

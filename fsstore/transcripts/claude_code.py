@@ -36,7 +36,6 @@ from .common import (
     FinishTurn,
     Line,
     Output,
-    RawEvent,
     blobify,
     raw_record,
     remember,
@@ -237,9 +236,9 @@ class ClaudeCodeMapper:
                 return out
         except InvalidMessage as exc:
             self._close(out)
-            out.append(raw_record(RAW_KIND, line, record, ts, self.blobs,
-                                  None))
-            out[-1].data["error"] = f"not a message fsstore stores: {exc}"[:400]
+            event = raw_record(RAW_KIND, line, record, ts, self.blobs)
+            event.data["error"] = f"not a message fsstore stores: {exc}"[:400]
+            out.append(event)
             return out
         if kind == "summary":
             self.summary = short_text(record.get("summary")) or self.summary
@@ -281,7 +280,7 @@ class ClaudeCodeMapper:
             # usage is the same usage again, counted once.
             parts = blobify(Message(role="assistant", parts=converted.parts),
                             self.blobs).parts
-            self._note_calls(parts, self.open.message.id)
+            self._note_calls(parts, self.open.message.id or self.open.key)
             previous = self.open.message.metadata
             finish = converted.metadata.finish_reason or previous.finish_reason
             self.open.message = Message(

@@ -207,7 +207,8 @@ class CodexMapper:
         return self.first_prompt, tags, metadata
 
     def _meta(self, meta: dict[str, Any]) -> None:
-        git = meta.get("git") if isinstance(meta.get("git"), dict) else {}
+        found = meta.get("git")
+        git: dict[str, Any] = found if isinstance(found, dict) else {}
         source = meta.get("source")
         sub = source.get("subagent") if isinstance(source, dict) else None
         spawn = sub.get("thread_spawn") if isinstance(sub, dict) else None

@@ -323,8 +323,8 @@ def _block_blobs(block: Any, blobs: Blobs) -> Any:
     if not (isinstance(source, dict) and source.get("type") == "base64"
             and isinstance(source.get("data"), str)):
         return block
-    media = source.get("media_type") if isinstance(source.get("media_type"), str) \
-        else "application/octet-stream"
+    given = source.get("media_type")
+    media = given if isinstance(given, str) else "application/octet-stream"
     try:
         data = base64.b64decode(source["data"], validate=True)
     except (binascii.Error, ValueError):

@@ -184,7 +184,7 @@ class Memo:
         self.hashers: dict[str, tuple[int, Any]] = {}
 
 
-def import_file(store: Store, tool: Tool, source: Any, *, dry_run: bool = False,
+def import_file(store: Store | None, tool: Tool, source: Any, *, dry_run: bool = False,
                 memo: Memo | None = None) -> FileReport:
     """Import (or in a dry run, count) the new lines of one transcript."""
     report = FileReport(source=source.path, session=source.session_id)
@@ -202,7 +202,7 @@ def _candidates(source: Any) -> Iterable[str]:
         yield f"{source.session_id[:120]}-r{number}"
 
 
-def _import(store: Store, tool: Tool, source: Any, report: FileReport, dry_run: bool,
+def _import(store: Store | None, tool: Tool, source: Any, report: FileReport, dry_run: bool,
             memo: Memo | None) -> None:
     stat = os.stat(source.path)
     changed: list[str] = []
@@ -210,7 +210,7 @@ def _import(store: Store, tool: Tool, source: Any, report: FileReport, dry_run: 
     cursor: dict[str, Any] | None = None
     hasher: Any = None
     for candidate in _candidates(source):
-        if not store.has_session(candidate):
+        if store is None or not store.has_session(candidate):
             target = candidate
             break
         found = store.read_session(candidate).metadata.get(CURSOR_KEY)
@@ -231,6 +231,8 @@ def _import(store: Store, tool: Tool, source: Any, report: FileReport, dry_run: 
                        f"imported into {changed[-1]} (kept as it was): imported whole")
     if cursor is not None and hasher is not None and stat.st_size == cursor["bytes"]:
         return  # unchanged
+    if store is None and not dry_run:
+        raise ValueError("only a dry run goes without a store")
     run = _Run(store, tool, source, report, dry_run, target, cursor, hasher)
     run.go()
     if memo is not None and not dry_run:
@@ -259,7 +261,7 @@ def _same_prefix(path: str, stat: os.stat_result, cursor: dict[str, Any],
 class _Run:
     """One import of a file's new lines into one session."""
 
-    def __init__(self, store: Store, tool: Tool, source: Any, report: FileReport,
+    def __init__(self, store: Store | None, tool: Tool, source: Any, report: FileReport,
                  dry_run: bool, target: str, cursor: dict[str, Any] | None, hasher: Any
                  ) -> None:
         self.store, self.tool, self.source, self.report = store, tool, source, report
@@ -272,7 +274,8 @@ class _Run:
         state = cursor.get("state") if cursor else None
         self.mapper = tool.make_mapper(source, Blobs(self._put, self._message),
                                        state if isinstance(state, dict) else None)
-        self.skip, self.resume_at = 0, None
+        self.skip: int = 0
+        self.resume_at: int | None = None
 
     # --- what the mapper may use ---
 
@@ -345,6 +348,7 @@ class _Run:
             self.report.raw += 1
 
     def _open(self) -> Session:
+        assert self.store is not None and not self.dry_run
         if self.session is None:
             if self.store.has_session(self.target):
                 self.session = self.store.open_session(self.target, durability="none")
@@ -359,6 +363,7 @@ class _Run:
         metadata = {**metadata, CURSOR_KEY: self._cursor(0, 0, empty, 0)}
         if spawned_by is None and self.source.parent is not None:
             metadata["parent_session"] = self.source.parent  # not imported (yet)
+        assert self.store is not None
         session = self.store.create_session(self.target, title=title, tags=tags,
                                             metadata=metadata, durability="none",
                                             spawned_by=spawned_by, at_seq=at_seq)
@@ -366,6 +371,7 @@ class _Run:
         return session
 
     def _spawn_origin(self) -> tuple[str | None, int | None]:
+        assert self.store is not None
         parent = self.source.parent
         if parent is None or not self.store.has_session(parent):
             return None, None
@@ -414,13 +420,13 @@ class _Run:
         seq = self.cursor.get("seq")
         if not isinstance(seq, int):
             return
-        count, chunk = 0, None
+        count, chunk = 0, 0
         for event in self.session.events(after_seq=seq):
             value = _chunk_of(event.kind, event.data, self.mapper.raw_kind)
             if value is not None:
                 count += 1
                 chunk = value
-        if count and chunk is not None and chunk > self.consumed:
+        if count and chunk > self.consumed:
             self.skip, self.resume_at = count, chunk
 
     # --- writing ---
@@ -471,7 +477,7 @@ class _Run:
             return
         except (InvalidMessage, MessageExists):
             pass  # one of them: appended one by one below, each mended or kept raw
-        for item, message in zip(batch, messages):
+        for item, message in zip(batch, messages, strict=True):
             _append_one(session, message, item, self.mapper.raw_kind, chunk, self.report)
 
 
