@@ -61,13 +61,21 @@ def import_source(store: Store | None, source: str, path: str | os.PathLike[str]
     report = ImportReport(tool=source, root=os.path.abspath(root), dry_run=dry_run)
     for file in files:
         try:
+            stat = os.stat(file)
+            key = (stat.st_size, stat.st_mtime_ns)
+            known = memo.seen.get(file) if memo is not None else None
+            if known is not None and known[0] == key:
+                report.files.append(FileReport(source=file, session=known[1]))
+                continue
             found = tool.source_of(file, base)
         except OSError as exc:
             report.files.append(FileReport(source=file, session="", action="failed",
                                            note=f"{type(exc).__name__}: {exc}"))
             continue
-        report.files.append(import_file(store, tool, found, dry_run=dry_run,
-                                        memo=memo))
+        entry = import_file(store, tool, found, dry_run=dry_run, memo=memo)
+        report.files.append(entry)
+        if memo is not None and entry.action != "failed" and not dry_run:
+            memo.seen[file] = (key, entry.session)
     return report
 
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..blobs import BlobRef
-from ..errors import FsStoreError, InvalidMessage, MessageExists
+from ..errors import FsStoreError, InvalidInput, InvalidMessage, MessageExists
 from ..message_types import Message, ToolResultPart
 from ..session import Session
 from ..store import Store
@@ -182,6 +182,9 @@ class Memo:
 
     def __init__(self) -> None:
         self.hashers: dict[str, tuple[int, Any]] = {}
+        #: Each file's (size, mtime_ns) when last imported, and its session: a file
+        #: that has neither grown nor been touched is not opened again.
+        self.seen: dict[str, tuple[tuple[int, int], str]] = {}
 
 
 def import_file(store: Store | None, tool: Tool, source: Any, *, dry_run: bool = False,
@@ -296,15 +299,24 @@ class _Run:
     # --- the run ---
 
     def go(self) -> None:
-        if self.cursor is not None and not self.dry_run:
-            self._open()
-            self._find_unrecorded()
+        try:
+            self._go()
+        finally:
+            if self.session is not None:
+                self.session.close()
+
+    def _go(self) -> None:
         reader = LineReader(self.source.path, self.consumed, self.lines + 1,
                             self.reader_hasher)
         outputs: list[Output] = []
         count = size = 0
         last: Line | None = None
         for line in reader:
+            if last is None and self.cursor is not None and not self.dry_run:
+                # Opened (locked) only when there is a new line: a torn line alone, as
+                # a --follow sees it mostly, costs no open.
+                self._open()
+                self._find_unrecorded()
             record, error = (None, "longer than the line limit") if line.data is None \
                 else parse_json_line(line.data)
             if error is not None:
@@ -322,8 +334,6 @@ class _Run:
             self._chunk(outputs, last, reader.hasher, count, size)
         self.reader_hasher = reader.hasher
         self.report.torn = os.path.getsize(self.source.path) > self.consumed
-        if self.session is not None:
-            self.session.close()
 
     def _chunk(self, outputs: list[Output], last: Line, hasher: Any, count: int,
                size: int) -> None:
@@ -466,16 +476,25 @@ class _Run:
                 except (InvalidMessage, MessageExists, KeyError) as exc:
                     self.report.note = f"line {output.line}: message not completed: {exc}"
             elif isinstance(output, RawEvent):
-                session.append({**output.data, "chunk": chunk}, kind=output.kind,
-                               ts=output.ts)
+                self._raw(session, output, chunk)
         add_batch()
+
+    def _raw(self, session: Session, output: RawEvent, chunk: int) -> None:
+        try:
+            session.append({**output.data, "chunk": chunk}, kind=output.kind, ts=output.ts)
+        except InvalidInput as exc:
+            # A record msgpack cannot hold (nesting, an int past 64 bits): its place and
+            # why, so the line is not retried forever.
+            session.append({"line": output.line, "chunk": chunk,
+                            "error": f"not storable: {exc}"[:400]},
+                           kind=output.kind, ts=output.ts)
 
     def _add(self, session: Session, batch: list[AddMessage], chunk: int) -> None:
         messages = [_with_provenance(a.message, a.line, chunk) for a in batch]
         try:
             session.messages.append_many(messages, ts=batch[0].ts)
             return
-        except (InvalidMessage, MessageExists):
+        except (InvalidInput, MessageExists):
             pass  # one of them: appended one by one below, each mended or kept raw
         for item, message in zip(batch, messages, strict=True):
             _append_one(session, message, item, self.mapper.raw_kind, chunk, self.report)
@@ -490,7 +509,7 @@ def _append_one(session: Session, message: Message, item: AddMessage, raw_kind: 
         try:
             session.messages.append(mend(message), ts=item.ts)
             return
-        except (InvalidMessage, MessageExists) as exc:
+        except (InvalidInput, MessageExists) as exc:
             error = exc
     # Never lose a line over one message the store refuses: kept as a raw event.
     report.messages -= 1
