@@ -279,14 +279,24 @@ class _Run:
                                        state if isinstance(state, dict) else None)
         self.skip: int = 0
         self.resume_at: int | None = None
+        # Blobs put in this run, by digest: a transcript that holds the same image or
+        # output again costs no second write (and fsync) of the same bytes.
+        self.blob_refs: dict[str, dict[str, Any]] = {}
 
     # --- what the mapper may use ---
 
     def _put(self, data: bytes, media_type: str) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        known = self.blob_refs.get(f"{digest} {media_type}")
+        if known is not None:
+            return dict(known)
         if self.dry_run:
-            return dict(BlobRef("sha256:" + hashlib.sha256(data).hexdigest(), len(data),
-                                media_type))
-        return dict(self._open().blobs.put(data, media_type))
+            ref = dict(BlobRef("sha256:" + digest, len(data), media_type))
+        else:
+            ref = dict(self._open().blobs.put(data, media_type))
+        if len(self.blob_refs) < 4096:
+            self.blob_refs[f"{digest} {media_type}"] = ref
+        return dict(ref)
 
     def _message(self, message_id: str) -> Message | None:
         if self.dry_run or self.session is None:
