@@ -66,10 +66,10 @@ class LineReader:
     ``data=None``, never held in memory."""
 
     def __init__(self, path: str, start: int, number: int, hasher: Any,
-                 max_line: int = MAX_LINE_BYTES) -> None:
+                 max_line: int | None = None) -> None:
         self.path, self.start, self.number = path, start, number
         self.hasher = hasher
-        self.max_line = max_line
+        self.max_line = MAX_LINE_BYTES if max_line is None else max_line
 
     def __iter__(self) -> Iterator[Line]:
         with open(self.path, "rb") as file:
