@@ -260,29 +260,39 @@ def test_a_changed_transcript_is_imported_whole_into_a_new_session(
     assert import_claude_code(store, path).files[0].action == "unchanged"
 
 
+CRASHES = [("codex", "2025/10", 2, 4), ("codex", "2025/10", 3, 4), ("codex", "2025/10", 3, 3),
+           ("claude-code", "-home-ada-src-shop/8a4e0b19-7c2d-4f3e-b6a5-91d0c3e2f7b4.jsonl",
+            2, 2),
+           # A response over lines 4 to 6, a chunk a line: the crash falls in its middle.
+           ("claude-code", "-home-ada-src-shop/3f1c2a7e-5b0d-4e8a-9c61-2d7f4b8e1a90.jsonl",
+            5, 1)]
+
+
+@pytest.mark.parametrize("tool,first,crash_at,chunk", CRASHES)
 def test_a_crash_between_a_chunk_and_its_record_imports_each_line_once(
-        store: fsstore.Store, sources: str, tmp_path: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = os.path.join(sources, "codex")
+        store: fsstore.Store, sources: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+        tool: str, first: str, crash_at: int, chunk: int) -> None:
+    from fsstore.transcripts import import_source
+    folder = os.path.join(sources, tool)
     clean = fsstore.open_store(str(tmp_path / "clean"))
-    monkeypatch.setattr(importer, "CHUNK_LINES", 4)
-    import_codex(clean, folder)
+    monkeypatch.setattr(importer, "CHUNK_LINES", chunk)
+    import_source(clean, tool, folder)
     real = importer._Run._record
     calls = {"n": 0}
 
     def crash_on_second(self: Any, last: Any, hasher: Any) -> None:
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == crash_at:
             if self.session is not None:
                 self.session.close()
             raise OSError("power cut")  # the chunk's records are in, its end is not
         real(self, last, hasher)
 
     monkeypatch.setattr(importer._Run, "_record", crash_on_second)
-    report = import_codex(store, os.path.join(folder, "2025", "10"))
+    report = import_source(store, tool, os.path.join(folder, first))
     assert [f.action for f in report.files] == ["failed"]
     monkeypatch.setattr(importer._Run, "_record", real)
-    import_codex(store, folder)
+    import_source(store, tool, folder)
     assert fingerprint(store) == fingerprint(clean)
 
 
@@ -324,6 +334,41 @@ def test_ids_from_a_transcript_become_session_ids_only_through_the_allowlist(
     assert session_id_for("cc", "a/b") != session_id_for("cc", "ab")
     red = store.read_session("cc-CON")
     assert red.title == "[31mred"  # the escape character is not kept
+
+
+def test_odd_lines_are_kept_as_raw_events_and_never_stop_an_import(
+        store: fsstore.Store, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsstore.transcripts import common
+    monkeypatch.setattr(common, "MAX_LINE_BYTES", 2000)
+    folder = tmp_path / "odd" / "p"
+    folder.mkdir(parents=True)
+    lines = [
+        # A result whose call was on a line lost to a crash: stored as an orphan.
+        {"type": "user", "uuid": "r1", "message": {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_gone", "content": "ok"}]}},
+        # Usage fsstore refuses (negative): the line is a raw event with the error.
+        {"type": "assistant", "uuid": "a1", "message": {
+            "id": "msg_bad", "role": "assistant", "content": [{"type": "text", "text": "x"}],
+            "usage": {"input_tokens": -5, "output_tokens": 1}}},
+        # A number msgpack cannot hold.
+        {"type": "file-history-snapshot", "size": 2 ** 70},
+        {"type": "progress", "data": "y" * 5000},  # over the (patched) line limit
+        [1, 2, 3],
+        {"type": "user", "uuid": "u2", "message": {"role": "user", "content": "still here"}},
+    ]
+    (folder / "odd.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = import_claude_code(store, str(tmp_path / "odd"))
+    entry = report.files[0]
+    assert entry.action == "created" and entry.malformed == [4, 5]
+    session = store.read_session("cc-odd")
+    assert [m.id for m in session.messages.all()] == ["r1", "u2"]
+    assert session.messages.get("r1").parts[0].orphan
+    raws = {r["line"]: r for r in raw_events(store, "cc-odd", "claude_code.raw")}
+    assert sorted(raws) == [2, 3, 4, 5]
+    assert "not a message" in raws[2]["error"] and "not storable" in raws[3]["error"]
+    assert raws[4]["bytes"] == 5000 + len('{"type": "progress", "data": ""}') + 1
+    assert "a JSON list" in raws[5]["error"]
+    assert import_claude_code(store, str(tmp_path / "odd")).files[0].action == "unchanged"
 
 
 def test_the_line_reader_leaves_a_torn_line_and_skips_an_oversize_one(tmp_path: Any) -> None:

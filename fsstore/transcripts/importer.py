@@ -301,8 +301,12 @@ class _Run:
     def _message(self, message_id: str) -> Message | None:
         if self.dry_run or self.session is None:
             return None
+        # Mapping a chunk again after a crash: the message as the cursor left it, not
+        # as the chunk's own (skipped) edit made it.
+        at_seq = self.cursor.get("seq") if self.resume_at is not None and self.cursor \
+            else None
         try:
-            return self.session.messages.get(message_id)
+            return self.session.messages.get(message_id, at_seq=at_seq)
         except (FsStoreError, KeyError):
             return None
 
