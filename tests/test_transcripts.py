@@ -94,6 +94,10 @@ def test_claude_code_lines_become_messages_in_turns_with_usage_counted_once(
     assert old.blobs.get(image.blob)[:4] == b"\x89PNG"
     # A prompt starts a turn; the image pasted after the first prompt stays in it.
     assert [messages[i].turn for i in ("u-0001", "u-0002", "u-0009")] == [1, 1, 2]
+    # Finished at the time of the turn's last line (09:01:00), not when imported.
+    stats = old.stats()
+    assert (stats.turns, stats.turn_seconds) == (1, 60.0)
+    assert (stats.tool_calls, stats.tool_errors) == (1, 1)
     # isMeta notes and the malformed line are raw events, the latter with its error.
     raws = raw_events(store, CC_OLD, "claude_code.raw")
     assert [r["line"] for r in raws] == [7, 10]

@@ -181,6 +181,8 @@ class ClaudeCodeMapper:
         self.open: _Open | None = None
         self.open_id: str | None = state.get("open_id")
         self.open_key: str | None = state.get("open_key")
+        self.last_ts: float | None = state.get("last_ts")
+        self.turn_end: float | None = None
 
     # --- the importer's side ---
 
@@ -190,7 +192,8 @@ class ClaudeCodeMapper:
                 "first_prompt": self.first_prompt, "version": self.version,
                 "cwd": self.cwd, "branches": self.branches, "boundary": self.boundary,
                 "open_id": self.open.message.id if self.open else self.open_id,
-                "open_key": self.open.key if self.open else self.open_key}
+                "open_key": self.open.key if self.open else self.open_key,
+                "last_ts": self.last_ts}
 
     def facts(self) -> tuple[str | None, list[str], dict[str, Any]]:
         tags = ["claude-code"]
@@ -220,9 +223,13 @@ class ClaudeCodeMapper:
              ) -> list[Output]:
         out: list[Output] = []
         if record is None:
-            out.append(raw_record(RAW_KIND, line, None, None, self.blobs, error))
+            out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
             return out
-        ts = timestamp(record.get("timestamp"))
+        stamp = timestamp(record.get("timestamp"))
+        # A line without a time (a snapshot, a note) takes the last one before it.
+        self.turn_end, ts = self.last_ts, stamp if stamp is not None else self.last_ts
+        if stamp is not None:
+            self.last_ts = stamp
         self._note(record)
         kind = record.get("type")
         try:
@@ -335,7 +342,7 @@ class ClaudeCodeMapper:
                                   metadata=MessageMetadata(extra=extra)), self.blobs)
         prompt = converted.role == "user" and not record.get("isSidechain")
         if prompt and not self.prompt:
-            out.append(FinishTurn())
+            out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
             if self.first_prompt is None:
                 self.first_prompt = short_text(message.text)
         out.append(AddMessage(message, ts, line.number, prompt=prompt))

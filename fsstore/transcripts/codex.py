@@ -180,11 +180,14 @@ class CodexMapper:
             self._meta(source.meta)
         self.open: _Open | None = None
         self.open_id: str | None = state.get("open_id")
+        self.last_ts: float | None = state.get("last_ts")
+        self.turn_end: float | None = None
 
     def state(self) -> dict[str, Any]:
         return {"names": self.names, "model": self.model, "total": self.total,
                 "prompt": self.prompt, "first_prompt": self.first_prompt, "meta": self.meta,
-                "open_id": self.open.message.id if self.open else self.open_id}
+                "open_id": self.open.message.id if self.open else self.open_id,
+                "last_ts": self.last_ts}
 
     def facts(self) -> tuple[str | None, list[str], dict[str, Any]]:
         tags = ["codex"]
@@ -236,9 +239,13 @@ class CodexMapper:
              ) -> list[Output]:
         out: list[Output] = []
         if record is None:
-            out.append(raw_record(RAW_KIND, line, None, None, self.blobs, error))
+            out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
             return out
-        ts = timestamp(record.get("timestamp"))
+        stamp = timestamp(record.get("timestamp"))
+        # A line without a time (a snapshot, a note) takes the last one before it.
+        self.turn_end, ts = self.last_ts, stamp if stamp is not None else self.last_ts
+        if stamp is not None:
+            self.last_ts = stamp
         kind, payload = record.get("type"), record.get("payload")
         if kind not in _ENVELOPE or not isinstance(payload, dict):
             # Before 0.3x: bare items, the bare meta object, record_type lines.
@@ -284,7 +291,7 @@ class CodexMapper:
                               metadata=message.metadata)
             prompt = role == "user" and not message.text.lstrip().startswith(_CONTEXT)
             if prompt and not self.prompt:
-                out.append(FinishTurn())
+                out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
             if prompt and self.first_prompt is None:
                 self.first_prompt = short_text(message.text)
             out.append(AddMessage(blobify(message, self.blobs), ts, line.number, prompt))

@@ -222,7 +222,10 @@ class RawEvent(NamedTuple):
 
 
 class FinishTurn(NamedTuple):
-    """Close the current turn (a user prompt follows)."""
+    """Close the current turn (a user prompt follows) at ``ts``: the time of the
+    turn's last line."""
+
+    ts: float | None = None
 
 
 Output = AddMessage | EditMessage | RawEvent | FinishTurn

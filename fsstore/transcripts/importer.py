@@ -471,7 +471,7 @@ class _Run:
                 if not skipping:
                     add_batch()
                     if session.current_turn is not None:
-                        session.finish_turn()
+                        session.finish_turn(ts=output.ts)
                 continue
             if skipping:
                 skipped += 1
