@@ -319,6 +319,8 @@ def test_ids_from_a_transcript_become_session_ids_only_through_the_allowlist(
     agent = {"type": "user", "sessionId": "../../../etc/passwd", "agentId": "../x\x00y",
              "uuid": "a\nb", "message": {"role": "user", "content": "hi"}}
     (folder / "proj" / "agent-1.jsonl").write_text(json.dumps(agent) + "\n")
+    os.mkfifo(folder / "proj" / "fifo.jsonl")  # would block a read forever: skipped
+    os.symlink("/etc/hostname", folder / "proj" / "link.jsonl")  # a link: skipped
     (folder / "proj" / "CON.jsonl").write_text(json.dumps(
         {"type": "user", "message": {"role": "user", "content": "\x1b[31mred"}}) + "\n")
     rollout = tmp_path / "codex" / "rollout-x.jsonl"

@@ -37,6 +37,7 @@ from .common import (
     Line,
     Output,
     blobify,
+    is_plain_file,
     raw_record,
     remember,
     session_id_for,
@@ -86,8 +87,7 @@ def discover(root: str) -> list[str]:
             dirs[:] = []
         dirs.sort()
         found.extend(os.path.join(folder, name) for name in files
-                     if name.endswith(".jsonl") and not os.path.islink(
-                         os.path.join(folder, name)))
+                     if name.endswith(".jsonl") and is_plain_file(os.path.join(folder, name)))
     return sorted(found, key=lambda path: (_is_agent(path), path))
 
 

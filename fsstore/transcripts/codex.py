@@ -45,6 +45,7 @@ from .common import (
     Line,
     Output,
     blobify,
+    is_plain_file,
     raw_record,
     remember,
     session_id_for,
@@ -102,7 +103,7 @@ def discover(root: str) -> list[str]:
             dirs[:] = []
         found.extend(os.path.join(folder, name) for name in files
                      if name.startswith("rollout-") and name.endswith(".jsonl")
-                     and not os.path.islink(os.path.join(folder, name)))
+                     and is_plain_file(os.path.join(folder, name)))
     return sorted(found)
 
 

@@ -16,7 +16,9 @@ import binascii
 import datetime
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -112,6 +114,15 @@ class LineReader:
                     dropped += len(rest)
                 else:
                     pending += rest
+
+
+def is_plain_file(path: str) -> bool:
+    """A regular file, not a link: a FIFO named ``x.jsonl`` would block a read forever,
+    and a link could lead anywhere."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def hash_prefix(path: str, size: int) -> tuple[Any, bool]:
