@@ -264,7 +264,9 @@ def test_a_changed_transcript_is_imported_whole_into_a_new_session(
     assert import_claude_code(store, path).files[0].action == "unchanged"
 
 
-CRASHES = [("codex", "2025/10", 2, 4), ("codex", "2025/10", 3, 4), ("codex", "2025/10", 3, 3),
+# (tool, the file first imported, the chunk record that crashes, lines a chunk)
+CRASHES = [("codex", "2025/10", 1, 4), ("codex", "2025/10", 2, 4), ("codex", "2025/10", 3, 4),
+           ("codex", "2025/10", 3, 3),
            ("claude-code", "-home-ada-src-shop/8a4e0b19-7c2d-4f3e-b6a5-91d0c3e2f7b4.jsonl",
             2, 2),
            # A response over lines 4 to 6, a chunk a line: the crash falls in its middle.
