@@ -18,6 +18,7 @@ from typing import Any
 #: The first positional arguments of ``fsstore import`` this module handles.
 SOURCE_NAMES = ("claude-code", "codex")
 
+#: Examples for the ``import`` command's help epilog (the command shows them at merge).
 EXAMPLES = """\
 examples:
   fsstore import claude-code                  # ~/.claude/projects, every session
