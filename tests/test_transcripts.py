@@ -138,9 +138,11 @@ def test_claude_code_sub_agents_are_sessions_spawned_at_their_task_call(
     assert "sub-agent" in beside.tags and beside.metadata["agent_id"] == "5e6f7a8b"
     assert [m.role for m in beside.messages.all()] == ["user", "assistant", "tool",
                                                        "assistant"]
-    # A sub-agent whose call the parent does not name: spawned at the parent's head.
+    # A sub-agent whose call the parent does not name: spawned at the parent's last
+    # message from before its first line (14:00:04): the Task call's, here too.
     nested = store.read_session(f"{CC_NEW}-agent-a1b2c3d")
-    assert nested.spawned_by is not None and nested.spawned_by.parent == CC_NEW
+    assert nested.spawned_by is not None
+    assert (nested.spawned_by.parent, nested.spawned_by.seq) == (CC_NEW, task.seq)
     lineage = store.lineage(CC_NEW)
     assert {r.session for r in lineage.children} == {f"{CC_NEW}-agent-5e6f7a8b",
                                                      f"{CC_NEW}-agent-a1b2c3d"}
@@ -194,6 +196,8 @@ def test_codex_legacy_rollouts_and_sub_agents(store: fsstore.Store, sources: str
                                                        "assistant"]
     sub = store.read_session(CX_SUB)
     assert sub.spawned_by is not None and sub.spawned_by.parent == CX_MAIN
+    last = store.read_session(CX_MAIN).messages.last(1)[0]
+    assert sub.spawned_by.seq == last.seq  # its last message from before the sub-agent
     assert sub.metadata["forked_from_session"] == CX_MAIN
     assert sub.metadata["agent_nickname"] == "reviewer"
     assert [m.role for m in sub.messages.all()] == ["system", "user", "assistant"]

@@ -61,7 +61,8 @@ def default_root() -> str:
 class ClaudeSource(NamedTuple):
     """A Claude Code transcript: its file, the tool's session id (``PARENT-agent-ID``
     for a sub-agent), the fsstore session id, and for a sub-agent the parent's
-    fsstore session id and the agent id its Task call's result names."""
+    fsstore session id, the agent id its Task call's result names and the time of its
+    first line."""
 
     path: str
     tool_id: str
@@ -69,6 +70,7 @@ class ClaudeSource(NamedTuple):
     parent: str | None
     spawn_key: str | None
     project: str | None
+    started: float | None = None
 
 
 def discover(root: str) -> list[str]:
@@ -117,7 +119,7 @@ def source_of(path: str, root: str) -> ClaudeSource:
     tool_id = f"{parent_id}-agent-{agent}" if parent_id else f"agent-{agent}"
     parent = session_id_for(PREFIX, parent_id) if parent_id else None
     return ClaudeSource(path, tool_id, session_id_for(PREFIX, tool_id), parent, agent,
-                        _project(folder, root))
+                        _project(folder, root), timestamp(first.get("timestamp")))
 
 
 def _project(folder: str, root: str) -> str | None:

@@ -77,7 +77,7 @@ def default_root() -> str:
 
 class CodexSource(NamedTuple):
     """A Codex rollout: its file, Codex's session (thread) id, the fsstore session id,
-    and for a sub-agent the parent's fsstore session id."""
+    and for a sub-agent the parent's fsstore session id and when it started."""
 
     path: str
     tool_id: str
@@ -85,6 +85,7 @@ class CodexSource(NamedTuple):
     parent: str | None
     spawn_key: str | None
     meta: dict[str, Any]
+    started: float | None = None
 
 
 def discover(root: str) -> list[str]:
@@ -133,7 +134,8 @@ def source_of(path: str, root: str) -> CodexSource:
         tool_id = found[-1] if found else os.path.basename(path)[:-len(".jsonl")]
     parent_id = _spawned_by(meta)
     parent = session_id_for(PREFIX, parent_id) if parent_id else None
-    return CodexSource(path, tool_id, session_id_for(PREFIX, tool_id), parent, None, meta)
+    return CodexSource(path, tool_id, session_id_for(PREFIX, tool_id), parent, None, meta,
+                       timestamp(meta.get("timestamp")))
 
 
 def _spawned_by(meta: dict[str, Any]) -> str | None:
@@ -146,7 +148,7 @@ def _spawned_by(meta: dict[str, Any]) -> str | None:
 
 def spawn_point(state: dict[str, Any], key: str) -> str | None:
     """Codex rollouts do not name the call that spawned a sub-agent: it is spawned at
-    the parent's head when it is imported."""
+    the parent's last message from before it started."""
     return None
 
 

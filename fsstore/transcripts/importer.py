@@ -146,6 +146,7 @@ class Source(Protocol):
     session_id: str
     parent: str | None
     spawn_key: str | None
+    started: float | None
 
 
 class Mapper(Protocol):
@@ -410,6 +411,11 @@ class _Run:
                     at_seq = reader.messages.get(message_id).seq
                 except (FsStoreError, KeyError):
                     at_seq = None
+        if at_seq is None and self.source.started is not None:
+            # No call names it: the parent's last message from before it started.
+            earlier = [m.seq for m in reader.messages.all()
+                       if m.created is not None and m.created <= self.source.started]
+            at_seq = earlier[-1] if earlier and earlier[-1] is not None else None
         return parent, at_seq
 
     def _cursor(self, consumed: int, lines: int, digest: str, seq: int | None,
