@@ -246,6 +246,8 @@ def test_a_grown_transcript_gets_its_new_lines_and_its_torn_line_once_whole(
     assert completed.metadata.finish_reason == "stop"
     assert session.usage()[""].output == 80 + 30 + 15  # the edit counts its usage once
     assert session.messages.get("n-0011").turn == completed.turn + 1
+    # The new line names another session id: a resumed conversation, recorded.
+    assert session.metadata["related_sessions"] == ["cc-8a4e0b19"]
     assert import_claude_code(store, path).files[0].action == "unchanged"
 
 
@@ -421,6 +423,27 @@ def test_run_import_source_prints_what_it_imports(
     assert {row["action"] for row in rows} == {"unchanged"} and rows[0]["torn"]
     with pytest.raises(fsstore.TranscriptNotFound):
         run_import_source("claude-code", str(tmp_path / "none"), parse(["--store", target]))
+
+
+def test_run_import_source_follows_until_interrupted(
+        tmp_path: Any, sources: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsstore.transcripts as transcripts
+    from fsstore.cli.transcripts import run_import_source
+    seen: list[dict[str, Any]] = []
+
+    def follow(store: Any, source: str, path: Any, *, poll_interval: float,
+               on_report: Any) -> None:
+        seen.append({"source": source, "interval": poll_interval})
+        on_report(transcripts.import_source(store, source, path))
+        on_report(transcripts.import_source(store, source, path))  # nothing new: quiet
+
+    monkeypatch.setattr(transcripts, "follow", follow)
+    args = parse(["--store", str(tmp_path / "s"), "--follow", "--poll-interval", "0.5"])
+    assert run_import_source("codex", os.path.join(sources, "codex"), args) == 0
+    assert seen == [{"source": "codex", "interval": 0.5}]
+    captured = capsys.readouterr()
+    assert captured.out.count("codex: imported") == 1 and "mirroring" in captured.err
 
 
 # --- following a writer -------------------------------------------------------------------

@@ -179,6 +179,7 @@ class ClaudeCodeMapper:
         self.version: str | None = state.get("version")
         self.cwd: str | None = state.get("cwd")
         self.branches: list[str] = list(state.get("branches") or [])
+        self.related: list[str] = list(state.get("related") or [])
         self.boundary: dict[str, Any] | None = state.get("boundary")
         self.open: _Open | None = None
         self.open_id: str | None = state.get("open_id")
@@ -193,6 +194,7 @@ class ClaudeCodeMapper:
                 "prompt": self.prompt, "summary": self.summary,
                 "first_prompt": self.first_prompt, "version": self.version,
                 "cwd": self.cwd, "branches": self.branches, "boundary": self.boundary,
+                "related": self.related,
                 "open_id": self.open.message.id if self.open else self.open_id,
                 "open_key": self.open.key if self.open else self.open_key,
                 "last_ts": self.last_ts}
@@ -214,6 +216,8 @@ class ClaudeCodeMapper:
             metadata["cwd"] = self.cwd
         if self.source.spawn_key:
             metadata["agent_id"] = self.source.spawn_key
+        if self.related:
+            metadata["related_sessions"] = self.related
         return self.summary or self.first_prompt, tags, metadata
 
     def flush(self) -> list[Output]:
@@ -269,6 +273,13 @@ class ClaudeCodeMapper:
             self.version = version
         if self.cwd is None and isinstance(record.get("cwd"), str):
             self.cwd = record["cwd"][:1000]
+        other = record.get("sessionId")
+        if isinstance(other, str) and other != self.source.tool_id \
+                and not self.source.spawn_key and len(self.related) < 8:
+            # Lines of another session in this file: a resumed or continued one.
+            related = session_id_for(PREFIX, other)
+            if related not in self.related:
+                self.related.append(related)
         branch = short_text(record.get("gitBranch"), 100)
         if branch and branch not in self.branches and len(self.branches) < 8:
             self.branches.append(branch)
