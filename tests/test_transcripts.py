@@ -408,6 +408,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def test_import_source_options_join_a_parser_that_has_some_of_them() -> None:
+    from fsstore.cli.transcripts import add_import_source_arguments
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dry-run", action="store_true", help="the command's own")
+    add_import_source_arguments(parser)
+    args = parser.parse_args(["--dry-run", "--follow"])
+    assert (args.dry_run, args.follow, args.poll_interval, args.json) == (True, True, 1.0,
+                                                                          False)
+
+
 def test_run_import_source_prints_what_it_imports(
         tmp_path: Any, sources: str, capsys: pytest.CaptureFixture[str]) -> None:
     from fsstore.cli.transcripts import run_import_source

@@ -29,18 +29,25 @@ examples:
 
 def add_import_source_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of a transcript import to ``parser``: ``--dry-run``,
-    ``--follow``, ``--poll-interval`` and ``--json``."""
-    parser.add_argument("--dry-run", action="store_true",
+    ``--follow``, ``--poll-interval`` and ``--json``. An option the parser has already
+    (the ``import`` command's own ``--dry-run`` or ``--json``) is left as it is:
+    :func:`run_import_source` reads them by their names (``dry_run``, ``json``,
+    ``follow``, ``poll_interval``), each optional."""
+    def add_argument(flag: str, **options: Any) -> None:
+        if flag not in parser._option_string_actions:
+            parser.add_argument(flag, **options)
+
+    add_argument("--dry-run", action="store_true",
                         help="print what would be imported (sessions, messages, bytes) "
                              "and write nothing")
-    parser.add_argument("--follow", action="store_true",
+    add_argument("--follow", action="store_true",
                         help="after importing, keep watching the folder and append new "
                              "lines as the tool writes them, each exactly once, until "
                              "interrupted (Ctrl-C)")
-    parser.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
+    add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
                         help="with --follow: re-scan at least this often when no change "
                              "was notified (default: 1)")
-    parser.add_argument("--json", action="store_true",
+    add_argument("--json", action="store_true",
                         help="print each transcript's result as one JSON line")
 
 
@@ -88,7 +95,8 @@ def run_import_source(source: str, path: str | None, args: argparse.Namespace) -
 
         print(f"fsstore: mirroring {source} sessions into {store.path} (Ctrl-C stops)",
               file=sys.stderr, flush=True)
-        follow(store, source, path, poll_interval=args.poll_interval, on_report=on_report)
+        follow(store, source, path, poll_interval=getattr(args, "poll_interval", 1.0),
+               on_report=on_report)
         return 1 if failed else 0
     show(import_source(store, source, path, dry_run=dry_run))
     return 1 if failed else 0
