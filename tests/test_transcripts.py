@@ -17,6 +17,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import fsstore
 from fsstore.blobs import BLOB_KEY
@@ -251,6 +253,41 @@ def test_a_grown_transcript_gets_its_new_lines_and_its_torn_line_once_whole(
     assert import_claude_code(store, path).files[0].action == "unchanged"
 
 
+GROWN = ["claude-code/-home-ada-src-shop/3f1c2a7e-5b0d-4e8a-9c61-2d7f4b8e1a90.jsonl",
+         "claude-code/-home-ada-src-shop/8a4e0b19-7c2d-4f3e-b6a5-91d0c3e2f7b4.jsonl",
+         "codex/2025/10/29/rollout-2025-10-29T00-59-38-019a2d7a-41c4-78b1-b7cc-a45d62a89cd5.jsonl"]
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(GROWN), cuts=st.lists(st.floats(0, 1), min_size=1, max_size=6))
+# A first run that reads only the summary line creates the session with no output: the
+# first prompt is in turn 1 all the same.
+@example(name=GROWN[0], cuts=[0.0625])
+def test_a_transcript_imported_as_it_grows_is_the_transcript_imported_whole(
+        tmp_path_factory: pytest.TempPathFactory, name: str, cuts: list[float]) -> None:
+    from fsstore.transcripts import import_source
+    tool = name.split("/")[0]
+    with open(os.path.join(FIXTURES, name), "rb") as file:
+        data = file.read()
+    root = tmp_path_factory.mktemp("grow")
+    whole, grown = fsstore.open_store(str(root / "whole")), fsstore.open_store(
+        str(root / "grown"))
+    folder = root / "src" / os.path.dirname(name)
+    folder.mkdir(parents=True)
+    path = folder / os.path.basename(name)
+    path.write_bytes(data)
+    import_source(whole, tool, str(path))
+    path.write_bytes(b"")
+    # The tool writes it in pieces, cut anywhere (mid-line too); each piece imported.
+    for cut in sorted(int(len(data) * c) for c in cuts) + [len(data)]:
+        with open(path, "r+b") as file:
+            file.seek(0, os.SEEK_END)
+            file.write(data[file.tell():max(cut, file.tell())])
+        import_source(grown, tool, str(path))
+    assert fingerprint(grown) == fingerprint(whole)
+
+
 def test_a_changed_transcript_is_imported_whole_into_a_new_session(
         store: fsstore.Store, sources: str) -> None:
     path = os.path.join(sources, "claude-code", "-home-ada-src-shop",
@@ -271,8 +308,7 @@ def test_a_changed_transcript_is_imported_whole_into_a_new_session(
 
 
 # (tool, the file first imported, the chunk record that crashes, lines a chunk)
-CRASHES = [("codex", "2025/10", 1, 4), ("codex", "2025/10", 2, 4), ("codex", "2025/10", 3, 4),
-           ("codex", "2025/10", 3, 3),
+CRASHES = [("codex", "2025/10", 1, 4), ("codex", "2025/10", 2, 4), ("codex", "2025/10", 3, 3),
            ("claude-code", "-home-ada-src-shop/8a4e0b19-7c2d-4f3e-b6a5-91d0c3e2f7b4.jsonl",
             2, 2),
            # A response over lines 4 to 6, a chunk a line: the crash falls in its middle.
@@ -288,7 +324,7 @@ def test_a_crash_between_a_chunk_and_its_record_imports_each_line_once(
     folder = os.path.join(sources, tool)
     clean = fsstore.open_store(str(tmp_path / "clean"))
     monkeypatch.setattr(importer, "CHUNK_LINES", chunk)
-    import_source(clean, tool, folder)
+    import_source(clean, tool, os.path.join(folder, first))
     real = importer._Run._record
     calls = {"n": 0}
 
@@ -304,7 +340,7 @@ def test_a_crash_between_a_chunk_and_its_record_imports_each_line_once(
     report = import_source(store, tool, os.path.join(folder, first))
     assert [f.action for f in report.files] == ["failed"]
     monkeypatch.setattr(importer._Run, "_record", real)
-    import_source(store, tool, folder)
+    import_source(store, tool, os.path.join(folder, first))
     assert fingerprint(store) == fingerprint(clean)
 
 

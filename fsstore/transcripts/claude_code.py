@@ -186,6 +186,7 @@ class ClaudeCodeMapper:
         self.open_key: str | None = state.get("open_key")
         self.last_ts: float | None = state.get("last_ts")
         self.turn_end: float | None = None
+        self.started = bool(state.get("started"))
 
     # --- the importer's side ---
 
@@ -197,7 +198,7 @@ class ClaudeCodeMapper:
                 "related": self.related,
                 "open_id": self.open.message.id if self.open else self.open_id,
                 "open_key": self.open.key if self.open else self.open_key,
-                "last_ts": self.last_ts}
+                "last_ts": self.last_ts, "started": self.started}
 
     def facts(self) -> tuple[str | None, list[str], dict[str, Any]]:
         tags = ["claude-code"]
@@ -227,6 +228,14 @@ class ClaudeCodeMapper:
 
     def feed(self, line: Line, record: dict[str, Any] | None, error: str | None
              ) -> list[Output]:
+        out = self._feed(line, record, error)
+        # A turn is closed only once the session holds something: a session created
+        # by a chunk of no output (its metadata record is in turn 1) starts the same.
+        self.started = self.started or bool(out)
+        return out
+
+    def _feed(self, line: Line, record: dict[str, Any] | None, error: str | None
+              ) -> list[Output]:
         out: list[Output] = []
         if record is None:
             out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
@@ -354,10 +363,10 @@ class ClaudeCodeMapper:
         message = blobify(Message(role=converted.role, parts=converted.parts, id=message_id,
                                   metadata=MessageMetadata(extra=extra)), self.blobs)
         prompt = converted.role == "user" and not record.get("isSidechain")
-        if prompt and not self.prompt:
+        if prompt and not self.prompt and (self.started or out):
             out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
-            if self.first_prompt is None:
-                self.first_prompt = short_text(message.text)
+        if prompt and self.first_prompt is None:
+            self.first_prompt = short_text(message.text)
         out.append(AddMessage(message, ts, line.number, prompt=prompt))
         self.prompt = prompt
 

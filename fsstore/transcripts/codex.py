@@ -185,12 +185,13 @@ class CodexMapper:
         self.open_id: str | None = state.get("open_id")
         self.last_ts: float | None = state.get("last_ts")
         self.turn_end: float | None = None
+        self.started = bool(state.get("started"))
 
     def state(self) -> dict[str, Any]:
         return {"names": self.names, "model": self.model, "total": self.total,
                 "prompt": self.prompt, "first_prompt": self.first_prompt, "meta": self.meta,
                 "open_id": self.open.message.id if self.open else self.open_id,
-                "last_ts": self.last_ts}
+                "last_ts": self.last_ts, "started": self.started}
 
     def facts(self) -> tuple[str | None, list[str], dict[str, Any]]:
         tags = ["codex"]
@@ -240,6 +241,14 @@ class CodexMapper:
 
     def feed(self, line: Line, record: dict[str, Any] | None, error: str | None
              ) -> list[Output]:
+        out = self._feed(line, record, error)
+        # A turn is closed only once the session holds something: a session created
+        # by a chunk of no output (its metadata record is in turn 1) starts the same.
+        self.started = self.started or bool(out)
+        return out
+
+    def _feed(self, line: Line, record: dict[str, Any] | None, error: str | None
+              ) -> list[Output]:
         out: list[Output] = []
         if record is None:
             out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
@@ -293,7 +302,7 @@ class CodexMapper:
                               id=message.id or f"codex-L{line.number}",
                               metadata=message.metadata)
             prompt = role == "user" and not message.text.lstrip().startswith(_CONTEXT)
-            if prompt and not self.prompt:
+            if prompt and not self.prompt and (self.started or out):
                 out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
             if prompt and self.first_prompt is None:
                 self.first_prompt = short_text(message.text)
