@@ -344,6 +344,63 @@ def test_a_crash_between_a_chunk_and_its_record_imports_each_line_once(
     assert fingerprint(store) == fingerprint(clean)
 
 
+LEGACY_ROLLOUT = "codex/2025/08/14/rollout-2025-08-14T10-02-11-5973b6c0-94b8-487b-a530-" \
+    "2aeb6098ae0e.jsonl"
+
+
+def power_loss_states_of_an_import(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                   stride: int, name: str = LEGACY_ROLLOUT) -> int:
+    """Import a rollout through the crash simulator; at every ``stride``-th I/O call,
+    build each state a power loss could leave, import again there, and compare with an
+    import that never crashed. The number of states judged."""
+    import random
+
+    from crashsim import VARIANTS, CrashSimIO
+
+    from fsstore.transcripts import import_source
+    monkeypatch.setattr(importer, "CHUNK_LINES", 3)
+    tool, path = name.split("/")[0], os.path.join(FIXTURES, name)
+    clean = fsstore.open_store(str(tmp_path / "clean"))
+    import_source(clean, tool, path)
+    expected = fingerprint(clean)
+    root = tmp_path / "store"
+    fsstore.open_store(str(root))
+    io = CrashSimIO(str(root))
+    calls, judged = [0], [0]
+
+    def crash_here() -> None:
+        calls[0] += 1
+        if calls[0] % stride:
+            return
+        for variant in VARIANTS:
+            dest = str(tmp_path / f"crash-{calls[0]}-{variant}")
+            if not io.materialize_unseen(dest, variant, random.Random(calls[0])):
+                continue
+            judged[0] += 1
+            again = fsstore.open_store(dest, create=False)
+            report = import_source(again, tool, path)
+            assert not [f for f in report.files if f.action == "failed"], report.describe()
+            assert fingerprint(again) == expected, (calls[0], variant)
+            shutil.rmtree(dest)
+
+    io.on_op = crash_here
+    import_source(fsstore.open_store(str(root), io=io), tool, path)
+    io.on_op = None
+    return judged[0]
+
+
+def test_every_power_loss_state_of_an_import_imports_each_line_once_when_run_again(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert power_loss_states_of_an_import(tmp_path, monkeypatch, stride=7) > 10
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("name", [LEGACY_ROLLOUT, GROWN[0], GROWN[2]])
+def test_every_power_loss_state_of_an_import_at_every_call(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    power_loss_states_of_an_import(tmp_path, monkeypatch, stride=1, name=name)
+
+
 def test_a_dry_run_counts_and_writes_nothing(store: fsstore.Store, sources: str) -> None:
     dry = import_codex(store, os.path.join(sources, "codex"), dry_run=True)
     assert store.session_ids() == [] and dry.dry_run

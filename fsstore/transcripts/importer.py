@@ -22,6 +22,7 @@ wrote it, and the mapper's state (what a line may need of earlier ones). A run:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -278,6 +279,9 @@ class _Run:
         state = cursor.get("state") if cursor else None
         self.mapper = tool.make_mapper(source, Blobs(self._put, self._message),
                                        state if isinstance(state, dict) else None)
+        # A session is created while its first chunk is written: its first cursor (0
+        # bytes read) must hold the state before that chunk, not the one mapping it.
+        self.start_state = json.loads(json.dumps(self.mapper.state()))
         self.skip: int = 0
         self.resume_at: int | None = None
         # Blobs put in this run, by digest: a transcript that holds the same image or
@@ -385,7 +389,8 @@ class _Run:
         title, tags, metadata = self.mapper.facts()
         spawned_by, at_seq = self._spawn_origin()
         empty = hashlib.sha256().hexdigest()
-        metadata = {**metadata, CURSOR_KEY: self._cursor(0, 0, empty, 0)}
+        metadata = {**metadata, CURSOR_KEY: self._cursor(0, 0, empty, 0,
+                                                         state=self.start_state)}
         if spawned_by is None and self.source.parent is not None:
             metadata["parent_session"] = self.source.parent  # not imported (yet)
         assert self.store is not None
@@ -419,11 +424,12 @@ class _Run:
         return parent, at_seq
 
     def _cursor(self, consumed: int, lines: int, digest: str, seq: int | None,
-                mtime_ns: int | None = None) -> dict[str, Any]:
+                mtime_ns: int | None = None, state: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
         return {"tool": self.tool.NAME, "source": self.source.path,
                 "tool_session_id": self.source.tool_id, "bytes": consumed, "lines": lines,
                 "sha256": digest, "mtime_ns": mtime_ns, "seq": seq,
-                "state": self.mapper.state()}
+                "state": self.mapper.state() if state is None else state}
 
     def _record(self, last: Line, hasher: Any) -> None:
         """Record how far the source was read, with the session's title, tags and
