@@ -478,6 +478,36 @@ def test_odd_lines_are_kept_as_raw_events_and_never_stop_an_import(
     assert import_claude_code(store, str(tmp_path / "odd")).files[0].action == "unchanged"
 
 
+def test_what_an_import_keeps_between_runs_stays_small_whatever_the_transcript_says(
+        store: fsstore.Store, tmp_path: Any) -> None:
+    claude = tmp_path / "claude" / "p"
+    claude.mkdir(parents=True)
+    calls = [{"type": "assistant", "uuid": f"a{n}", "message": {
+        "id": f"msg_{n}", "role": "assistant", "content": [
+            {"type": "tool_use", "id": f"toolu_{n}", "name": "T" * 10_000, "input": {}}]}}
+        for n in range(300)]
+    (claude / "big.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls))
+    rollout = tmp_path / "codex" / "rollout-x.jsonl"
+    rollout.parent.mkdir()
+    junk = {f"k{n}": n for n in range(50_000)}
+    rollout.write_text("".join(json.dumps(line) + "\n" for line in [
+        {"type": "session_meta", "payload": {"id": "x1", "cli_version": "v" * 10_000}},
+        {"type": "response_item", "payload": {"type": "message", "role": "assistant",
+                                              "content": [{"type": "output_text",
+                                                           "text": "hi"}]}},
+        {"type": "event_msg", "payload": {"type": "token_count", "info": {
+            "total_token_usage": {"input_tokens": 5, **junk},
+            "last_token_usage": {"input_tokens": 5}}}}]))
+    assert {f.action for f in import_claude_code(store, str(tmp_path / "claude")).files} \
+        == {"created"}
+    assert {f.action for f in import_codex(store, str(tmp_path / "codex")).files} \
+        == {"created"}
+    for session_id in ("cc-big", "codex-x1"):
+        manifest = os.path.join(str(store.path), "sessions", session_id, "session.json")
+        assert os.path.getsize(manifest) < 64 << 10
+    assert store.read_session("codex-x1").messages.all()[0].metadata.usage.input == 5
+
+
 def test_the_line_reader_leaves_a_torn_line_and_skips_an_oversize_one(tmp_path: Any) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"a":1}\n' + b"x" * 50 + b"\n" + b'{"b":2}\n{"c":')

@@ -68,6 +68,8 @@ _CONTEXT = ("<environment_context>", "<user_instructions>", "# AGENTS.md", "<INS
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{12}")
 _MAX_DEPTH = 4  # sessions/YYYY/MM/DD/rollout.jsonl
+_TOTALS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens",
+           "total_tokens")
 
 
 def default_root() -> str:
@@ -394,6 +396,8 @@ class CodexMapper:
         if not isinstance(info, dict):
             return True  # no counts yet (rate limits only)
         total = info.get("total_token_usage")
+        if isinstance(total, dict):  # its counts only: the rest is kept between runs
+            total = {key: total[key] for key in _TOTALS if isinstance(total.get(key), int)}
         if isinstance(total, dict) and total == self.total:
             return True  # the previous totals again
         usage = _usage(info.get("last_token_usage"))
@@ -401,8 +405,7 @@ class CodexMapper:
             usage = _usage({key: _count(total, key) - _count(self.total or {}, key)
                             for key in total})
         if isinstance(total, dict):
-            self.total = {key: value for key, value in total.items()
-                          if isinstance(value, int)}
+            self.total = total
         if usage is None:
             return True
         if self.open is None and self.open_id is not None:

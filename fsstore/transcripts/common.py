@@ -195,7 +195,11 @@ def timestamp(value: object) -> float | None:
 
 
 def remember(mapping: dict[str, Any], key: str, value: Any) -> None:
-    """Put ``key`` in a bounded map kept between runs, forgetting the oldest entry."""
+    """Put ``key`` in a bounded map kept between runs, forgetting the oldest entry. A
+    key or str value over 256 characters is not kept: the manifest that keeps the map
+    must stay far below its 1 MiB."""
+    if len(key) > 256 or (isinstance(value, str) and len(value) > 256):
+        return
     mapping.pop(key, None)
     mapping[key] = value
     while len(mapping) > MAX_REMEMBERED:
