@@ -150,6 +150,29 @@ def test_claude_code_sub_agents_are_sessions_spawned_at_their_task_call(
                                                      f"{CC_NEW}-agent-a1b2c3d"}
 
 
+def test_claude_code_sidechain_lines_in_a_session_file_are_a_spawned_session(
+        store: fsstore.Store, sources: str) -> None:
+    path = os.path.join(sources, "claude-code", "-home-ada-src-shop",
+                        "c5d6e7f8-0a1b-4c2d-8e3f-405162738495.jsonl")
+    report = import_claude_code(store, path)
+    main, side = "cc-c5d6e7f8-0a1b-4c2d-8e3f-405162738495", \
+        "cc-c5d6e7f8-0a1b-4c2d-8e3f-405162738495-sidechains"
+    assert [(f.session, f.action) for f in report.files] == [(main, "created"),
+                                                             (side, "created")]
+    assert "from 1 transcripts" in report.describe()
+    parent, child = store.read_session(main), store.read_session(side)
+    assert [m.id for m in parent.messages.all()] == ["m-1", "msg_M1", "m-3", "msg_M2"]
+    assert [m.id for m in child.messages.all()] == ["x-1", "msg_X1", "x-3", "msg_X2"]
+    task = parent.messages.get("msg_M1")
+    assert child.spawned_by is not None
+    assert (child.spawned_by.parent, child.spawned_by.seq) == (main, task.seq)
+    assert child.title == "grep for requests" and "sub-agent" in child.tags
+    assert child.metadata["sidechains"] is True
+    assert store.usage()[""].messages == 4  # each response counted once, in one session
+    again = import_claude_code(store, path)
+    assert [f.action for f in again.files] == ["unchanged", "unchanged"]
+
+
 # --- Codex --------------------------------------------------------------------------------
 
 
@@ -255,7 +278,8 @@ def test_a_grown_transcript_gets_its_new_lines_and_its_torn_line_once_whole(
 
 GROWN = ["claude-code/-home-ada-src-shop/3f1c2a7e-5b0d-4e8a-9c61-2d7f4b8e1a90.jsonl",
          "claude-code/-home-ada-src-shop/8a4e0b19-7c2d-4f3e-b6a5-91d0c3e2f7b4.jsonl",
-         "codex/2025/10/29/rollout-2025-10-29T00-59-38-019a2d7a-41c4-78b1-b7cc-a45d62a89cd5.jsonl"]
+         "codex/2025/10/29/rollout-2025-10-29T00-59-38-019a2d7a-41c4-78b1-b7cc-a45d62a89cd5.jsonl",
+         "claude-code/-home-ada-src-shop/c5d6e7f8-0a1b-4c2d-8e3f-405162738495.jsonl"]
 
 
 @settings(max_examples=6, deadline=None,
@@ -395,7 +419,7 @@ def test_every_power_loss_state_of_an_import_imports_each_line_once_when_run_aga
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("name", [LEGACY_ROLLOUT, GROWN[0], GROWN[2]])
+@pytest.mark.parametrize("name", [LEGACY_ROLLOUT, GROWN[0], GROWN[2], GROWN[3]])
 def test_every_power_loss_state_of_an_import_at_every_call(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     power_loss_states_of_an_import(tmp_path, monkeypatch, stride=1, name=name)

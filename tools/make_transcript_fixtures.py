@@ -34,6 +34,7 @@ def write(path: str, text: str) -> None:
 CC_PROJECT = "-home-ada-src-shop"
 CC_OLD = "3f1c2a7e-5b0d-4e8a-9c61-2d7f4b8e1a90"   # 1.0.x: costUSD, split lines, error
 CC_NEW = "8a4e0b19-7c2d-4f3e-b6a5-91d0c3e2f7b4"   # 2.0.x: Task sub-agents, compaction
+CC_SIDE = "c5d6e7f8-0a1b-4c2d-8e3f-405162738495"  # 1.0.x: a Task's sidechain in the file
 
 
 def cc_base(session: str, version: str, uuid: str, parent: str | None, ts: str,
@@ -181,6 +182,46 @@ def claude_new() -> str:
     torn = line({**cc_base(s, v, "n-0010", "n-0009", "2025-10-20T14:11:06.000Z",
                            type="assistant"), "message": {"id": "msg_02Kz"}})
     return "".join(out) + torn[:70]
+
+
+def claude_sidechain() -> str:
+    """A 1.0.x session whose Task sub-agent wrote its lines into the same file, marked
+    ``isSidechain`` (before sub-agents had files of their own)."""
+    s, v = CC_SIDE, "1.0.24"
+
+    def assistant(uuid: str, parent: str, ts: str, mid: str, content: list[Any],
+                  side: bool = False, stop: str = "tool_use") -> str:
+        return line({**cc_base(s, v, uuid, parent, ts, type="assistant", isSidechain=side),
+                     "requestId": f"req_{mid}", "message": {
+                         "id": mid, "type": "message", "role": "assistant",
+                         "model": "claude-sonnet-4-20250514", "stop_reason": stop,
+                         "content": content,
+                         "usage": {"input_tokens": 100, "output_tokens": 10}}})
+
+    def user(uuid: str, parent: str | None, ts: str, content: Any,
+             side: bool = False) -> str:
+        return line({**cc_base(s, v, uuid, parent, ts, type="user", isSidechain=side),
+                     "message": {"role": "user", "content": content}})
+
+    t = "2025-06-12T08:00:"
+    return "".join([
+        user("m-1", None, t + "00.000Z", "Which files import requests?"),
+        assistant("m-2", "m-1", t + "02.000Z", "msg_M1", [
+            {"type": "tool_use", "id": "toolu_T1", "name": "Task",
+             "input": {"description": "find imports", "prompt": "grep for requests"}}]),
+        user("x-1", None, t + "03.000Z", "grep for requests", side=True),
+        assistant("x-2", "x-1", t + "04.000Z", "msg_X1", [
+            {"type": "tool_use", "id": "toolu_X1", "name": "Grep",
+             "input": {"pattern": "import requests"}}], side=True),
+        user("x-3", "x-2", t + "05.000Z", [{"type": "tool_result", "tool_use_id": "toolu_X1",
+                                            "content": "api.py"}], side=True),
+        assistant("x-4", "x-3", t + "06.000Z", "msg_X2", [
+            {"type": "text", "text": "Only api.py."}], side=True, stop="end_turn"),
+        user("m-3", "m-2", t + "07.000Z", [{"type": "tool_result", "tool_use_id": "toolu_T1",
+                                            "content": "Only api.py."}]),
+        assistant("m-4", "m-3", t + "08.000Z", "msg_M2", [
+            {"type": "text", "text": "api.py imports requests."}], stop="end_turn"),
+    ])
 
 
 def claude_agent(agent: str, session: str, version: str) -> str:
@@ -367,6 +408,7 @@ def main(root: str) -> None:
     base = os.path.join(root, "claude-code", CC_PROJECT)
     write(os.path.join(base, f"{CC_OLD}.jsonl"), claude_old())
     write(os.path.join(base, f"{CC_NEW}.jsonl"), claude_new())
+    write(os.path.join(base, f"{CC_SIDE}.jsonl"), claude_sidechain())
     # 2.0.x wrote agent files beside the session; later versions in <session>/subagents/.
     write(os.path.join(base, "agent-5e6f7a8b.jsonl"), claude_agent("5e6f7a8b", CC_NEW,
                                                                     "2.0.14"))

@@ -79,8 +79,10 @@ def run_import_source(source: str, path: str | None, args: argparse.Namespace) -
             import json
             for found in report.files:
                 if found.action != "unchanged" or found.torn:
-                    print(json.dumps({**vars(found), "tool": report.tool,
-                                      "dry_run": report.dry_run}), flush=True)
+                    row = {key: value for key, value in vars(found).items()
+                           if key != "related"}
+                    print(json.dumps({**row, "tool": report.tool, "dry_run": report.dry_run}),
+                          flush=True)
         else:
             print(report.describe(), flush=True)
 

@@ -74,6 +74,9 @@ def import_source(store: Store | None, source: str, path: str | os.PathLike[str]
             continue
         entry = import_file(store, tool, found, dry_run=dry_run, memo=memo)
         report.files.append(entry)
+        for related in entry.related:
+            report.files.append(import_file(store, tool, related, dry_run=dry_run,
+                                            memo=memo))
         if memo is not None and entry.action != "failed" and not dry_run:
             memo.seen[file] = (key, entry.session)
     return report

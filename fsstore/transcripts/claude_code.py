@@ -62,7 +62,8 @@ class ClaudeSource(NamedTuple):
     """A Claude Code transcript: its file, the tool's session id (``PARENT-agent-ID``
     for a sub-agent), the fsstore session id, and for a sub-agent the parent's
     fsstore session id, the agent id its Task call's result names and the time of its
-    first line."""
+    first line. ``sidechains``: the sub-agent lines (``isSidechain``) of a session file
+    that holds them beside its own (versions before sub-agents had files)."""
 
     path: str
     tool_id: str
@@ -71,6 +72,7 @@ class ClaudeSource(NamedTuple):
     spawn_key: str | None
     project: str | None
     started: float | None = None
+    sidechains: bool = False
 
 
 def discover(root: str) -> list[str]:
@@ -138,6 +140,22 @@ def _first_record(path: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def sidechain_source(source: ClaudeSource) -> ClaudeSource:
+    """The session of the sub-agent lines a session file holds (``cc-ID-sidechains``),
+    spawned by the file's own session: the file is read once for each, each with its
+    own cursor."""
+    tool_id = f"{source.tool_id}-sidechains"
+    return ClaudeSource(source.path, tool_id, session_id_for(PREFIX, tool_id),
+                        source.session_id, None, source.project, None, True)
+
+
+def related_sources(source: ClaudeSource, state: dict[str, Any]) -> list[ClaudeSource]:
+    """The sources a file's import found beside its own session: its sidechains."""
+    if source.sidechains or source.spawn_key or not state.get("sidechain"):
+        return []
+    return [sidechain_source(source)]
+
+
 def spawn_point(state: dict[str, Any], key: str) -> str | None:
     """The id of the parent's message holding the Task call whose result named sub-agent
     ``key``, from the parent's mapper state."""
@@ -187,6 +205,8 @@ class ClaudeCodeMapper:
         self.last_ts: float | None = state.get("last_ts")
         self.turn_end: float | None = None
         self.started = bool(state.get("started"))
+        self.sidechain = bool(state.get("sidechain"))
+        self.first_ts: float | None = state.get("first_ts")
 
     # --- the importer's side ---
 
@@ -198,7 +218,8 @@ class ClaudeCodeMapper:
                 "related": self.related,
                 "open_id": self.open.message.id if self.open else self.open_id,
                 "open_key": self.open.key if self.open else self.open_key,
-                "last_ts": self.last_ts, "started": self.started}
+                "last_ts": self.last_ts, "started": self.started,
+                "sidechain": self.sidechain, "first_ts": self.first_ts}
 
     def facts(self) -> tuple[str | None, list[str], dict[str, Any]]:
         tags = ["claude-code"]
@@ -207,7 +228,7 @@ class ClaudeCodeMapper:
         if project:
             tags.append(f"project:{project}")
         tags.extend(f"branch:{branch}" for branch in self.branches)
-        if self.source.spawn_key:
+        if self.source.spawn_key or self.source.sidechains:
             tags.append("sub-agent")
         metadata: dict[str, Any] = {"tool": NAME, "tool_session_id": self.source.tool_id,
                                     "source": self.source.path}
@@ -219,6 +240,8 @@ class ClaudeCodeMapper:
             metadata["agent_id"] = self.source.spawn_key
         if self.related:
             metadata["related_sessions"] = self.related
+        if self.source.sidechains:
+            metadata["sidechains"] = True
         return self.summary or self.first_prompt, tags, metadata
 
     def flush(self) -> list[Output]:
@@ -237,10 +260,18 @@ class ClaudeCodeMapper:
     def _feed(self, line: Line, record: dict[str, Any] | None, error: str | None
               ) -> list[Output]:
         out: list[Output] = []
+        side = bool(record.get("isSidechain")) if record is not None else False
+        if self.source.sidechains and not side:
+            return out  # the session's own line: its session has it
+        if side and not self.source.sidechains and not self.source.spawn_key:
+            self.sidechain = True
+            return out  # a sub-agent's line: the sidechains session has it
         if record is None:
             out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
             return out
         stamp = timestamp(record.get("timestamp"))
+        if self.first_ts is None:
+            self.first_ts = stamp
         # A line without a time (a snapshot, a note) takes the last one before it.
         self.turn_end, ts = self.last_ts, stamp if stamp is not None else self.last_ts
         if stamp is not None:
@@ -283,8 +314,8 @@ class ClaudeCodeMapper:
         if self.cwd is None and isinstance(record.get("cwd"), str):
             self.cwd = record["cwd"][:1000]
         other = record.get("sessionId")
-        if isinstance(other, str) and other != self.source.tool_id \
-                and not self.source.spawn_key and len(self.related) < 8:
+        if isinstance(other, str) and other != self.source.tool_id and not (
+                self.source.spawn_key or self.source.sidechains) and len(self.related) < 8:
             # Lines of another session in this file: a resumed or continued one.
             related = session_id_for(PREFIX, other)
             if related not in self.related:
@@ -362,7 +393,9 @@ class ClaudeCodeMapper:
                 extra[EXTRA_KEY]["tool_use_result"] = result
         message = blobify(Message(role=converted.role, parts=converted.parts, id=message_id,
                                   metadata=MessageMetadata(extra=extra)), self.blobs)
-        prompt = converted.role == "user" and not record.get("isSidechain")
+        # A sub-agent's prompt is a prompt in the sub-agent's own session only.
+        prompt = converted.role == "user" and (not record.get("isSidechain") or bool(
+            self.source.sidechains or self.source.spawn_key))
         if prompt and not self.prompt and (self.started or out):
             out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
         if prompt and self.first_prompt is None:

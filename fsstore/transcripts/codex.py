@@ -148,6 +148,11 @@ def _spawned_by(meta: dict[str, Any]) -> str | None:
     return parent if isinstance(parent, str) and parent else None
 
 
+def related_sources(source: CodexSource, state: dict[str, Any]) -> list[CodexSource]:
+    """A rollout holds one session: none."""
+    return []
+
+
 def spawn_point(state: dict[str, Any], key: str) -> str | None:
     """Codex rollouts do not name the call that spawned a sub-agent: it is spawned at
     the parent's last message from before it started."""

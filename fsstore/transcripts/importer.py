@@ -81,6 +81,9 @@ class FileReport:
     torn: bool = False
     spawned_by: str | None = None
     note: str | None = None
+    #: Sources found beside this file's own session (Claude Code's in-file
+    #: sidechains), which the import takes next.
+    related: list[Any] = field(default_factory=list, repr=False)
 
     def describe(self) -> str:
         """One line for people: what happened, counts, and anything to know."""
@@ -120,7 +123,11 @@ class ImportReport:
 
     @property
     def bytes(self) -> int:
-        return sum(f.bytes for f in self.files)
+        """Bytes read, each transcript's once (a file of two sessions is read twice)."""
+        read: dict[str, int] = {}
+        for f in self.files:
+            read[f.source] = max(read.get(f.source, 0), f.bytes)
+        return sum(read.values())
 
     @property
     def malformed(self) -> int:
@@ -133,7 +140,8 @@ class ImportReport:
         failed = sum(1 for f in self.files if f.action == "failed")
         verb = "would import" if self.dry_run else "imported"
         lines.append(f"{self.tool}: {verb} {self.messages} messages, {self.bytes} bytes "
-                     f"from {len(self.files)} transcripts ({self.sessions} new sessions, "
+                     f"from {len({f.source for f in self.files})} transcripts "
+                     f"({self.sessions} new sessions, "
                      f"{unchanged} unchanged, {failed} failed, {self.malformed} malformed "
                      "lines)")
         return "\n".join(lines)
@@ -176,6 +184,8 @@ class Tool(Protocol):
                     ) -> Mapper: ...
 
     def spawn_point(self, parent: dict[str, Any], key: str) -> str | None: ...
+
+    def related_sources(self, source: Any, state: dict[str, Any]) -> list[Any]: ...
 
 
 class Memo:
@@ -235,11 +245,15 @@ def _import(store: Store | None, tool: Tool, source: Any, report: FileReport, dr
         report.note = (f"the part of the transcript read before changed since it was "
                        f"imported into {changed[-1]} (kept as it was): imported whole")
     if cursor is not None and hasher is not None and stat.st_size == cursor["bytes"]:
+        state = cursor.get("state")
+        report.related = tool.related_sources(source, state if isinstance(state, dict)
+                                              else {})
         return  # unchanged
     if store is None and not dry_run:
         raise ValueError("only a dry run goes without a store")
     run = _Run(store, tool, source, report, dry_run, target, cursor, hasher)
     run.go()
+    report.related = tool.related_sources(source, run.mapper.state())
     if memo is not None and not dry_run:
         memo.hashers[source.path] = (run.consumed, run.reader_hasher.copy())
     if report.lines:
@@ -416,10 +430,13 @@ class _Run:
                     at_seq = reader.messages.get(message_id).seq
                 except (FsStoreError, KeyError):
                     at_seq = None
-        if at_seq is None and self.source.started is not None:
+        started = self.source.started
+        if started is None:
+            started = getattr(self.mapper, "first_ts", None)
+        if at_seq is None and started is not None:
             # No call names it: the parent's last message from before it started.
             earlier = [m.seq for m in reader.messages.all()
-                       if m.created is not None and m.created <= self.source.started]
+                       if m.created is not None and m.created <= started]
             at_seq = earlier[-1] if earlier and earlier[-1] is not None else None
         return parent, at_seq
 
