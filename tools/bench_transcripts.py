@@ -53,6 +53,8 @@ def _template(tool: str) -> list[str]:
     for path in sorted(_files(folder)):
         if tool == "codex" and "019a2d7a" not in path:
             continue  # the 0.46 rollout only: one shape of first line for every copy
+        if "c5d6e7f8" in path:
+            continue  # in-file sidechains (old versions): a second session of each file
         if "agent-" not in os.path.basename(path):
             lines.extend(line for line in _whole_lines(path) if '"session_meta"' not in line)
     return lines
