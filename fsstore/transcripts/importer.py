@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..blobs import BlobRef
-from ..errors import FsStoreError, InvalidInput, InvalidMessage, MessageExists
+from ..errors import FsStoreError, InvalidInput, MessageExists
 from ..message_types import Message, ToolResultPart
 from ..session import Session
 from ..store import Store
@@ -516,8 +516,14 @@ class _Run:
                 message = _with_provenance(output.message, output.line, chunk)
                 try:
                     session.messages.edit(message, ts=output.ts)
-                except (InvalidMessage, MessageExists, KeyError) as exc:
-                    self.report.note = f"line {output.line}: message not completed: {exc}"
+                except (InvalidInput, MessageExists, KeyError) as exc:
+                    # One record for each output, whatever happens: what a crash
+                    # recovery counts on. The line is kept, raw, with why.
+                    self.report.edits -= 1
+                    self.report.raw += 1
+                    session.append({"line": output.line, "chunk": chunk,
+                                    "error": f"message {message.id} not completed: {exc}"
+                                    [:400]}, kind=self.mapper.raw_kind, ts=output.ts)
             elif isinstance(output, RawEvent):
                 self._raw(session, output, chunk)
         add_batch()
