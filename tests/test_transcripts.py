@@ -312,6 +312,37 @@ def test_a_transcript_imported_as_it_grows_is_the_transcript_imported_whole(
     assert fingerprint(grown) == fingerprint(whole)
 
 
+def test_an_import_racing_another_on_the_same_transcript_imports_each_line_once(
+        store: fsstore.Store, sources: str, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsstore.transcripts import import_source
+    path = os.path.join(sources, GROWN[2])
+    with open(path, "rb") as file:
+        data = file.read()
+    cut = data.index(b"\n", len(data) // 3) + 1
+    with open(path, "wb") as file:
+        file.write(data[:cut])
+    import_source(store, "codex", path)
+    with open(path, "wb") as file:
+        file.write(data)
+    monkeypatch.setattr(importer, "CHUNK_LINES", 2)
+    real_open = importer._Run._open
+    raced = []
+
+    def open_after_another_import(self: Any) -> Any:
+        if not raced:  # the other import reads the same cursor and gets the lock first
+            raced.append(True)
+            import_source(store, "codex", path)
+        return real_open(self)
+
+    monkeypatch.setattr(importer._Run, "_open", open_after_another_import)
+    report = import_source(store, "codex", path)
+    assert raced and [f.action for f in report.files] == ["unchanged"]
+    clean = fsstore.open_store(str(tmp_path / "clean"))
+    import_source(clean, "codex", path)
+    assert fingerprint(store) == fingerprint(clean)
+
+
 def test_a_changed_transcript_is_imported_whole_into_a_new_session(
         store: fsstore.Store, sources: str) -> None:
     path = os.path.join(sources, "claude-code", "-home-ada-src-shop",

@@ -17,6 +17,9 @@ wrote it, and the mapper's state (what a line may need of earlier ones). A run:
    those records after the recorded seq, maps the same chunk again from the same state
    (mapping is deterministic) and skips as many outputs as are already there. So each
    line is imported exactly once.
+4. Two imports of one transcript at once (a ``--follow`` and a manual run): the
+   session's writer lock orders them; the second, finding under the lock a cursor
+   other than the one it read, starts again from the new one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..blobs import BlobRef
-from ..errors import FsStoreError, InvalidInput, MessageExists
+from ..errors import FsStoreError, InvalidInput, MessageExists, SessionExists
 from ..message_types import Message, ToolResultPart
 from ..session import Session
 from ..store import Store
@@ -202,13 +205,27 @@ class Memo:
 def import_file(store: Store | None, tool: Tool, source: Any, *, dry_run: bool = False,
                 memo: Memo | None = None) -> FileReport:
     """Import (or in a dry run, count) the new lines of one transcript."""
-    report = FileReport(source=source.path, session=source.session_id)
-    try:
-        _import(store, tool, source, report, dry_run, memo)
-    except (FsStoreError, OSError) as exc:
-        report.action = "failed"
-        report.note = f"{type(exc).__name__}: {exc}"
+    for _attempt in range(_ATTEMPTS):
+        report = FileReport(source=source.path, session=source.session_id)
+        try:
+            _import(store, tool, source, report, dry_run, memo)
+        except (_CursorMoved, SessionExists):
+            continue  # another import wrote the session meanwhile: start again from it
+        except (FsStoreError, OSError) as exc:
+            report.action = "failed"
+            report.note = f"{type(exc).__name__}: {exc}"
+        return report
+    report.action = "failed"
+    report.note = "another import kept writing its session: run again"
     return report
+
+
+_ATTEMPTS = 3
+
+
+class _CursorMoved(Exception):
+    """The session's cursor is not the one the run planned from: another import wrote
+    it between the read and the writer lock."""
 
 
 def _candidates(source: Any) -> Iterable[str]:
@@ -347,8 +364,11 @@ class _Run:
         for line in reader:
             if last is None and self.cursor is not None and not self.dry_run:
                 # Opened (locked) only when there is a new line: a torn line alone, as
-                # a --follow sees it mostly, costs no open.
-                self._open()
+                # a --follow sees it mostly, costs no open. Under the lock the cursor
+                # must be the one read before it: else another import moved it (or a
+                # crash left it in the log only, which opening rolled forward).
+                if self._open().metadata.get(CURSOR_KEY) != self.cursor:
+                    raise _CursorMoved
                 self._find_unrecorded()
             record, error = (None, "longer than the line limit") if line.data is None \
                 else parse_json_line(line.data)
