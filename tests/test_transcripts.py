@@ -690,3 +690,16 @@ def test_follow_mirrors_the_lines_a_writer_process_appends_exactly_once(
     assert sum(r.files[0].lines for r in reports if r.files) == count
     assert session.metadata["transcript"]["bytes"] == os.path.getsize(path)
     time.sleep(0)
+
+
+def test_finish_turn_stamps_its_record_at_the_time_given(store: fsstore.Store) -> None:
+    with store.create_session("timed") as session:
+        session.messages.append({"role": "user", "parts": [{"type": "text", "text": "hi"}]},
+                                ts=1_000.0)
+        with pytest.raises(fsstore.InvalidEvent):
+            session.finish_turn(ts=float("nan"))  # refused, nothing written
+        session.finish_turn(ts=1_090.5)
+    finished = [e for e in store.read_session("timed").events(include_internal=True)
+                if e.kind == "fsstore.turn_finished"]
+    assert [e.ts for e in finished] == [1_090.5]
+    assert store.read_session("timed").stats().turn_seconds == 90.5
