@@ -38,17 +38,17 @@ def add_import_source_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, **options)
 
     add_argument("--dry-run", action="store_true",
-                        help="print what would be imported (sessions, messages, bytes) "
-                             "and write nothing")
+                 help="print what would be imported (sessions, messages, bytes) "
+                      "and write nothing")
     add_argument("--follow", action="store_true",
-                        help="after importing, keep watching the folder and append new "
-                             "lines as the tool writes them, each exactly once, until "
-                             "interrupted (Ctrl-C)")
+                 help="after importing, keep watching the folder and append new "
+                      "lines as the tool writes them, each exactly once, until "
+                      "interrupted (Ctrl-C)")
     add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
-                        help="with --follow: re-scan at least this often when no change "
-                             "was notified (default: 1)")
+                 help="with --follow: re-scan at least this often when no change "
+                      "was notified (default: 1)")
     add_argument("--json", action="store_true",
-                        help="print each transcript's result as one JSON line")
+                 help="print each transcript's result as one JSON line")
 
 
 def run_import_source(source: str, path: str | None, args: argparse.Namespace) -> int:
