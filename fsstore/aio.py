@@ -477,7 +477,8 @@ class _SessionLike(_SessionReaderLike, Protocol):
                kind: str | None = ..., ts: float | None = ...) -> int: ...
     def append_many(self, events: Iterable[Mapping[str, Any]], *, turn: int | None = ...,
                     kind: str | None = ..., ts: float | None = ...) -> list[int]: ...
-    def finish_turn(self, turn: int | None = ..., *, checkpoint: bool = ...) -> None: ...
+    def finish_turn(self, turn: int | None = ..., *, checkpoint: bool = ...,
+                    ts: float | None = ...) -> None: ...
     def sync(self) -> None: ...
     def clear(self) -> None: ...
     def update_metadata(self, *, title: str | None = ..., tags: Iterable[str] = ...,
@@ -538,8 +539,8 @@ class AsyncSessionMixin(AsyncSessionReaderMixin):
         return await asyncio.to_thread(self.append_many, events, turn=turn, kind=kind, ts=ts)
 
     async def afinish_turn(self: _SessionLike, turn: int | None = None, *,
-                           checkpoint: bool = False) -> None:
-        await asyncio.to_thread(self.finish_turn, turn, checkpoint=checkpoint)
+                           checkpoint: bool = False, ts: float | None = None) -> None:
+        await asyncio.to_thread(self.finish_turn, turn, checkpoint=checkpoint, ts=ts)
 
     async def async_(self: _SessionLike) -> None:
         """The twin of ``sync`` (``async`` is a keyword)."""

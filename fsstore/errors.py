@@ -269,6 +269,13 @@ class MessageNotFound(FsStoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class TranscriptNotFound(FsStoreError, FileNotFoundError):
+    """Raised when an import of Claude Code or Codex sessions (``fsstore.transcripts``)
+    is given a path that is neither a transcript file nor a folder holding any. Nothing
+    is written: pass the tool's sessions folder (``~/.claude/projects``,
+    ``~/.codex/sessions``) or one ``.jsonl`` transcript."""
+
+
 class MessageExists(FsStoreError, FileExistsError):
     """Raised when appending a message under an id the session already has (or had:
     ids are never reused, not even after a delete). Nothing is written: edit that

@@ -430,11 +430,13 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         return list(range(first, first + len(entries)))
 
     @_writes()
-    def finish_turn(self, turn: int | None = None, *, checkpoint: bool = False) -> None:
+    def finish_turn(self, turn: int | None = None, *, checkpoint: bool = False,
+                    ts: float | None = None) -> None:
         """Close a turn: record that it is finished and make everything appended so far
         durable (fsync; with plain durability ``none`` only handed to the OS). Finishing
         the current turn again does nothing more than the barrier. With ``checkpoint``,
-        also freeze the state under a checkpoint of kind ``"turn"``."""
+        also freeze the state under a checkpoint of kind ``"turn"``. ``ts`` (default
+        now) stamps the record: an import gives the time the turn ended at its source."""
         with self._writer.lock:
             current = self._writer.last_turn
             number = current if turn is None else turn
@@ -449,7 +451,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                     entries.append((INPUT_RECORD, {"op": "consume", "ids": claimed[1],
                                                    "turn": number}))
                 entries.append((TURN_FINISHED, {}))
-                stamp = time.time()
+                stamp = time.time() if ts is None else _check_ts(ts)
                 resolved = self._resolve_turn(number)
                 first = self._writer.append(entries, resolved, stamp)
                 self._fold(first, entries, stamp, resolved)

@@ -607,6 +607,7 @@ def main() -> None:
     from bench_maintenance import maintenance_rows
     from bench_messages import message_rows
     from bench_stats import stats_rows
+    from bench_transcripts import transcript_rows
     from bench_vectors import vector_rows
 
     # (flag, rows, what the flag's help names)
@@ -621,6 +622,7 @@ def main() -> None:
         ("vacuum", vacuum_rows, "the vacuum rows"),
         ("stats", stats_rows, "the store stats rows (stores of 1,000 and 10,000 sessions)"),
         ("export", export_rows, "the export and import rows (beside sqlite3's .dump)"),
+        ("transcripts", transcript_rows, "the Claude Code and Codex transcript import rows"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import transcripts
 from ._common import add_command
 
 
@@ -35,18 +36,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     imports = add_command(
         commands, "import", "recreate the sessions of an export file in the store (a new "
         "store at --store PATH if none is there): same events, seqs, state, checkpoints, "
-        "blobs, vectors",
+        "blobs, vectors; or import the sessions of Claude Code or Codex",
         "fsstore --store restored import store.jsonl.zst",
         description="Recreate the sessions of FILE (written by fsstore export). The file\n"
         "is checked whole first: one cut off, reordered or edited is refused, naming the\n"
         "line, and nothing is written. A session the store already has is refused\n"
-        "unless --rename-to or --replace.")
-    imports.add_argument("file", metavar="FILE", help="an export file (plain or .zst)")
+        "unless --rename-to or --replace.\n\n"
+        "fsstore import claude-code [PATH] and fsstore import codex [PATH] import the\n"
+        "transcripts of those tools instead (an export file named like one is given as\n"
+        "./claude-code or ./codex).")
+    imports.epilog = f"{imports.epilog}\n{transcripts.EXAMPLES}"
+    imports.add_argument("file", metavar="FILE",
+                         help="an export file (plain or .zst), or claude-code or codex")
+    imports.add_argument("path", metavar="PATH", nargs="?",
+                         help="claude-code, codex: the transcripts' folder or one "
+                              "transcript (default: the tool's own folder)")
     imports.add_argument("--rename-to", action="append", default=[], metavar="[OLD=]NEW",
                          help="import under another id: NEW when FILE holds one session, "
                               "else OLD=NEW (repeatable)")
     imports.add_argument("--replace", action="store_true",
                          help="replace sessions the store already has")
+    transcripts.add_import_source_arguments(imports)
     imports.set_defaults(run=run_import)
 
 
@@ -85,6 +95,19 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from ..errors import InvalidSetting
+
+    if args.file in transcripts.SOURCE_NAMES:
+        if args.rename_to or args.replace:
+            raise InvalidSetting(f"--rename-to and --replace are for export files, not "
+                                 f"{args.file} transcripts")
+        return transcripts.run_import_source(args.file, args.path, args)
+    if args.path is not None:
+        raise InvalidSetting(f"import of an export file takes one FILE; {args.path!r} is "
+                             "one too many")
+    if args.dry_run or args.follow or args.json:
+        raise InvalidSetting("--dry-run, --follow and --json are for claude-code and "
+                             "codex transcripts, not export files")
     from ..importer import import_sessions
     from ..store import find_store, open_store
 

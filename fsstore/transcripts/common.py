@@ -1,0 +1,351 @@
+"""What the importers of Claude Code and Codex transcripts share: reading a JSONL file
+line by line (a torn last line left for later, an oversized line skipped with its size),
+session ids made from a tool's ids through the session-id allowlist, bounded text, and
+the outputs a mapper gives the importer (docs/CONVERTERS.md, "Claude Code and Codex
+transcripts").
+
+Transcripts come from outside: nothing in them becomes a path (ids pass
+``layout.check_session_id`` or are replaced by a hash), every text kept in a manifest
+is cut to a bound, and a line that does not parse is kept as a raw event, never fatal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import msgspec
+
+from .. import layout
+from ..convert.common import parse_data_url
+from ..errors import InvalidSessionId
+from ..message_types import FilePart, Message, MessagePart, TextPart, ToolResultPart
+
+#: A line longer than this is not parsed: it becomes a raw event of its size and hash.
+MAX_LINE_BYTES = 32 << 20
+#: A tool output (or a text) longer than this many bytes goes to a blob.
+LONG_OUTPUT_BYTES = 16 << 10
+#: A raw record whose JSON is longer than this goes to a blob, the event keeping its type.
+LONG_RAW_BYTES = 64 << 10
+#: Titles, tags and short texts kept in a manifest are cut to this many characters.
+MAX_TEXT = 200
+#: How many entries the maps a mapper keeps between runs (tool names by call id, ...)
+#: hold at most: the manifest that keeps them is bounded.
+MAX_REMEMBERED = 256
+#: Lines read before the importer writes what it has and records how far it read.
+CHUNK_LINES = 4096
+CHUNK_BYTES = 16 << 20
+
+_READ_SIZE = 1 << 20
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Line(NamedTuple):
+    """One complete line of a transcript: its 1-based ``number``, the byte offsets of
+    its ``start`` and of its ``end`` (after the newline), and its bytes without the
+    newline (None for a line over MAX_LINE_BYTES, skipped unread)."""
+
+    number: int
+    start: int
+    end: int
+    data: bytes | None
+
+
+class LineReader:
+    """The complete lines of a file from a byte offset, each byte of them fed to
+    ``hasher`` (so that it holds the hash of the prefix read so far). A last line
+    without its newline is torn (the tool is writing it): it is not given, and not
+    hashed, so the next run reads it whole. A line over ``max_line`` bytes is given with
+    ``data=None``, never held in memory."""
+
+    def __init__(self, path: str, start: int, number: int, hasher: Any,
+                 max_line: int | None = None) -> None:
+        self.path, self.start, self.number = path, start, number
+        self.hasher = hasher
+        self.max_line = MAX_LINE_BYTES if max_line is None else max_line
+
+    def __iter__(self) -> Iterator[Line]:
+        with open(self.path, "rb") as file:
+            file.seek(self.start)
+            pending = bytearray()
+            line_start = self.start
+            skipping: Any = None  # the hash of an oversize line's bytes dropped so far
+            dropped = 0
+            while chunk := file.read(_READ_SIZE):
+                begin = 0
+                while (cut := chunk.find(b"\n", begin)) >= 0:
+                    piece = chunk[begin:cut + 1]
+                    begin = cut + 1
+                    if skipping is not None:
+                        skipping.update(piece)
+                        self.hasher = skipping
+                        data = None
+                        length = dropped + len(piece)
+                    else:
+                        self.hasher.update(pending)
+                        self.hasher.update(piece)
+                        length = len(pending) + len(piece)
+                        data = bytes(pending) + piece[:-1] if length <= self.max_line else None
+                    end = line_start + length
+                    yield Line(self.number, line_start, end, data)
+                    self.number += 1
+                    line_start = end
+                    pending.clear()
+                    skipping, dropped = None, 0
+                rest = chunk[begin:]
+                if skipping is None and len(pending) + len(rest) > self.max_line:
+                    # Hashed on a copy: if the line never ends, the prefix hash must not
+                    # hold its bytes.
+                    skipping = self.hasher.copy()
+                    skipping.update(pending)
+                    dropped = len(pending)
+                    pending.clear()
+                if skipping is not None:
+                    skipping.update(rest)
+                    dropped += len(rest)
+                else:
+                    pending += rest
+
+
+def is_plain_file(path: str) -> bool:
+    """A regular file, not a link: a FIFO named ``x.jsonl`` would block a read forever,
+    and a link could lead anywhere."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def hash_prefix(path: str, size: int) -> tuple[Any, bool]:
+    """A sha256 fed with the first ``size`` bytes of ``path``, and False when the file
+    is shorter than that now."""
+    hasher = hashlib.sha256()
+    left = size
+    with open(path, "rb") as file:
+        while left:
+            chunk = file.read(min(_READ_SIZE, left))
+            if not chunk:
+                return hasher, False
+            hasher.update(chunk)
+            left -= len(chunk)
+    return hasher, True
+
+
+def parse_json_line(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object of a line, or None and why it is not one."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return None, f"not JSON: {str(exc)[:MAX_TEXT]}"
+    if not isinstance(value, dict):
+        return None, f"a JSON {type(value).__name__}, not an object"
+    return value, None
+
+
+def session_id_for(prefix: str, tool_id: str, suffix: str = "") -> str:
+    """The fsstore session id of a tool's session id: ``PREFIX-ID`` when ``ID`` is made of
+    the allowed characters and short enough, else ``PREFIX-`` and the allowed part with
+    a hash of the whole, so that two different tool ids never meet (the allowlist of
+    ``layout.check_session_id`` is the only way from a transcript to a path)."""
+    clean = _UNSAFE_ID.sub("", tool_id)
+    room = layout.MAX_SESSION_ID - len(prefix) - len(suffix) - 1
+    if clean != tool_id or not clean or len(clean) > room:
+        digest = hashlib.sha256(tool_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        clean = f"{clean[:max(0, room - 17)]}-{digest}".lstrip("-")
+    session_id = f"{prefix}-{clean}{suffix}"
+    try:
+        return layout.check_session_id(session_id, new=True)
+    except InvalidSessionId:
+        digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{prefix}-{digest[:32]}{suffix}"
+
+
+def short_text(value: object, limit: int = MAX_TEXT) -> str | None:
+    """A str safe for a title or a tag: control characters as spaces, lone surrogates
+    replaced, whitespace collapsed, at most ``limit`` characters; None for no text."""
+    if not isinstance(value, str):
+        return None
+    text = value.encode("utf-8", "replace").decode("utf-8")
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    if not text:
+        return None
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def timestamp(value: object) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time (``2025-07-01T09:00:00.000Z``)."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        stamp = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+    return stamp.timestamp()
+
+
+def remember(mapping: dict[str, Any], key: str, value: Any) -> None:
+    """Put ``key`` in a bounded map kept between runs, forgetting the oldest entry. A
+    key or str value over 256 characters is not kept: the manifest that keeps the map
+    must stay far below its 1 MiB."""
+    if len(key) > 256 or (isinstance(value, str) and len(value) > 256):
+        return
+    mapping.pop(key, None)
+    mapping[key] = value
+    while len(mapping) > MAX_REMEMBERED:
+        del mapping[next(iter(mapping))]
+
+
+# --- what a mapper gives the importer ---------------------------------------------------
+
+
+class AddMessage(NamedTuple):
+    """Append ``message`` (its id set); ``prompt`` when it is a user prompt, which
+    starts a turn."""
+
+    message: Message
+    ts: float | None
+    line: int
+    prompt: bool = False
+
+
+class EditMessage(NamedTuple):
+    """Replace message ``message.id`` (an earlier output added it) with this version."""
+
+    message: Message
+    ts: float | None
+    line: int
+
+
+class RawEvent(NamedTuple):
+    """Append an event of ``kind`` (``claude_code.raw``, ``codex.raw``) holding ``data``."""
+
+    kind: str
+    data: dict[str, Any]
+    ts: float | None
+    line: int
+
+
+class FinishTurn(NamedTuple):
+    """Close the current turn (a user prompt follows) at ``ts``: the time of the
+    turn's last line."""
+
+    ts: float | None = None
+
+
+Output = AddMessage | EditMessage | RawEvent | FinishTurn
+
+
+class Blobs(NamedTuple):
+    """What a mapper may do besides giving outputs: put bytes in a blob (returns the
+    BlobRef dict; in a dry run, the ref without writing) and read a message it added
+    in an earlier run (None when there is none, or in a dry run)."""
+
+    put: Callable[[bytes, str], dict[str, Any]]
+    message: Callable[[str], Message | None]
+
+
+def raw_record(kind: str, line: Line, record: dict[str, Any] | None, ts: float | None,
+               blobs: Blobs, error: str | None = None) -> RawEvent:
+    """A raw event of a line: the record as it is (or, over LONG_RAW_BYTES, a blob of
+    the line and the record's type); a line that is not a JSON object keeps the error
+    and the first bytes of the line."""
+    data: dict[str, Any] = {"line": line.number, "offset": line.start}
+    if error is not None:
+        data["error"] = error
+        if line.data is None:
+            data["bytes"] = line.end - line.start
+        else:
+            data["text"] = line.data[:MAX_TEXT * 8].decode("utf-8", "replace")
+        return RawEvent(kind, data, ts, line.number)
+    assert line.data is not None
+    if len(line.data) > LONG_RAW_BYTES:
+        data["type"] = short_text(record.get("type")) if record else None
+        data["blob"] = blobs.put(line.data, "application/json")
+    else:
+        data["record"] = record
+    return RawEvent(kind, data, ts, line.number)
+
+
+# --- blobs of long outputs and files ----------------------------------------------------
+
+#: A text part longer than this many bytes becomes a text/plain file part in a blob.
+LONG_TEXT_BYTES = 1 << 20
+_PREVIEW = 400
+
+
+def blobify(message: Message, blobs: Blobs) -> Message:
+    """``message`` with its files in blobs (inline bytes and base64 ``data:`` URLs), its
+    tool outputs over LONG_OUTPUT_BYTES in a blob (the output is then the BlobRef, and
+    the part's ``provider_metadata.transcript`` keeps a preview and the size), and texts
+    over LONG_TEXT_BYTES as text/plain file parts: records stay small, and a transcript's
+    images and logs are stored once, verified, and collected like any attachment."""
+    parts: list[MessagePart] = []
+    for part in message.parts:
+        if isinstance(part, FilePart) and part.blob is None:
+            data = part.data
+            if data is None and part.url is not None:
+                parsed = parse_data_url(part.url)
+                data = parsed[1] if parsed else None
+            if data is not None:
+                part = FilePart(media_type=part.media_type, name=part.name,
+                                blob=blobs.put(data, part.media_type),
+                                provider_metadata=part.provider_metadata)
+        elif isinstance(part, ToolResultPart):
+            part = _result_blobs(part, blobs)
+        elif isinstance(part, TextPart) and len(part.text) > LONG_TEXT_BYTES // 4:
+            data = part.text.encode("utf-8", "surrogatepass")
+            if len(data) > LONG_TEXT_BYTES:
+                part = FilePart(media_type="text/plain", blob=blobs.put(data, "text/plain"),
+                                provider_metadata=part.provider_metadata)
+        parts.append(part)
+    return Message(role=message.role, parts=parts, id=message.id, metadata=message.metadata)
+
+
+def _result_blobs(part: ToolResultPart, blobs: Blobs) -> ToolResultPart:
+    output = part.output
+    if isinstance(output, list):
+        output = [_block_blobs(block, blobs) for block in output]
+        data = json.dumps(output, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        if len(data) <= LONG_OUTPUT_BYTES:
+            return msgspec.structs.replace(part, output=output)
+        preview, media = data[:_PREVIEW].decode("utf-8", "replace"), "application/json"
+    elif isinstance(output, str) and len(output) > LONG_OUTPUT_BYTES // 4:
+        data = output.encode("utf-8", "surrogatepass")
+        if len(data) <= LONG_OUTPUT_BYTES:
+            return part
+        preview, media = output[:_PREVIEW], "text/plain"
+    else:
+        return part
+    kept = {**part.provider_metadata,
+            "transcript": {"preview": preview, "bytes": len(data), "media_type": media}}
+    return msgspec.structs.replace(part, output=blobs.put(data, media),
+                                   provider_metadata=kept)
+
+
+def _block_blobs(block: Any, blobs: Blobs) -> Any:
+    """An Anthropic image block of a tool result, its base64 data in a blob."""
+    if not (isinstance(block, dict) and block.get("type") == "image"):
+        return block
+    source = block.get("source")
+    if not (isinstance(source, dict) and source.get("type") == "base64"
+            and isinstance(source.get("data"), str)):
+        return block
+    given = source.get("media_type")
+    media = given if isinstance(given, str) else "application/octet-stream"
+    try:
+        data = base64.b64decode(source["data"], validate=True)
+    except (binascii.Error, ValueError):
+        return block
+    return {**block, "source": {"type": "blob", "media_type": media,
+                                "blob": blobs.put(data, media)}}
