@@ -3,9 +3,10 @@ other twin in ``aio.py``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
+
+from .aio import to_thread
 
 if TYPE_CHECKING:
     from .compaction import CompactReport
@@ -50,13 +51,13 @@ class AsyncSessionMaintenanceMixin:
                       keep_since: float | None = None, keep: str = "all",
                       dry_run: bool = False, policy: RetentionPolicy | None = None
                       ) -> RetainReport:
-        return await asyncio.to_thread(lambda: self.retain(
+        return await to_thread(lambda: self.retain(
             keep_turns=keep_turns, keep_since=keep_since, keep=keep, dry_run=dry_run,
             policy=policy))
 
     async def aset_retention(self: _RetainingSession, policy: RetentionPolicy | None
                              ) -> None:
-        await asyncio.to_thread(self.set_retention, policy)
+        await to_thread(self.set_retention, policy)
 
 
 class _HistoryReader(Protocol):
@@ -68,12 +69,12 @@ class AsyncReaderMaintenanceMixin:
     """``SessionReader``'s maintenance twins."""
 
     async def ahistory_start(self: _HistoryReader) -> int:
-        return await asyncio.to_thread(lambda: self.history_start)
+        return await to_thread(lambda: self.history_start)
 
     async def acompact(self: _CompactingReader, *, dry_run: bool = False,
                        target_bytes: int = 4 << 20, level: int = 3,
                        lock_timeout: float = 0.0) -> CompactReport:
-        return await asyncio.to_thread(lambda: self.compact(
+        return await to_thread(lambda: self.compact(
             dry_run=dry_run, target_bytes=target_bytes, level=level,
             lock_timeout=lock_timeout))
 
@@ -85,7 +86,7 @@ class AsyncStoreMaintenanceMixin:
                        dry_run: bool = False, target_bytes: int = 4 << 20, level: int = 3,
                        lock_timeout: float = 0.0,
                        on_session: Callable[[str], object] | None = None) -> CompactReport:
-        return await asyncio.to_thread(lambda: self.compact(
+        return await to_thread(lambda: self.compact(
             session_ids, dry_run=dry_run, target_bytes=target_bytes, level=level,
             lock_timeout=lock_timeout, on_session=on_session))
 
@@ -93,7 +94,7 @@ class AsyncStoreMaintenanceMixin:
                       keep_turns: int | None = None, keep_since: float | None = None,
                       keep: str = "all", dry_run: bool = False,
                       lock_timeout: float = 0.0) -> RetainReport:
-        return await asyncio.to_thread(lambda: self.retain(
+        return await to_thread(lambda: self.retain(
             session_id, keep_turns=keep_turns, keep_since=keep_since, keep=keep,
             dry_run=dry_run, lock_timeout=lock_timeout))
 
@@ -101,11 +102,11 @@ class AsyncStoreMaintenanceMixin:
                                session_ids: Iterable[str] | None = None, *,
                                dry_run: bool = False, lock_timeout: float = 0.0
                                ) -> RetainReport:
-        return await asyncio.to_thread(lambda: self.apply_retention(
+        return await to_thread(lambda: self.apply_retention(
             session_ids, dry_run=dry_run, lock_timeout=lock_timeout))
 
     async def arepair(self: _CompactingStore, session_id: str, *, dry_run: bool = False,
                       lock_timeout: float = 0.0,
                       on_segment: Callable[[int], object] | None = None) -> RepairReport:
-        return await asyncio.to_thread(lambda: self.repair(
+        return await to_thread(lambda: self.repair(
             session_id, dry_run=dry_run, lock_timeout=lock_timeout, on_segment=on_segment))

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+from .aio import to_thread
 
 if TYPE_CHECKING:
     from .stats import DiskUsage, SessionStats, StoreStats
@@ -21,10 +22,10 @@ class AsyncSessionStatsMixin:
 
     async def asession_stats(self: _SessionLike, *, events_by_kind: bool = False
                              ) -> SessionStats:
-        return await asyncio.to_thread(lambda: self.session_stats(events_by_kind=events_by_kind))
+        return await to_thread(lambda: self.session_stats(events_by_kind=events_by_kind))
 
     async def akey_count(self: _SessionLike) -> int:
-        return await asyncio.to_thread(self.key_count)
+        return await to_thread(self.key_count)
 
 
 class _StoreLike(Protocol):
@@ -39,11 +40,11 @@ class AsyncStoreStatsMixin:
 
     async def astats(self: _StoreLike, *, on_session: Callable[[str], object] | None = None,
                      use_cache: bool = True) -> StoreStats:
-        return await asyncio.to_thread(lambda: self.stats(on_session=on_session,
+        return await to_thread(lambda: self.stats(on_session=on_session,
                                                           use_cache=use_cache))
 
     async def adisk_usage(self: _StoreLike) -> DiskUsage:
-        return await asyncio.to_thread(self.disk_usage)
+        return await to_thread(self.disk_usage)
 
     async def akey_count(self: _StoreLike) -> int:
-        return await asyncio.to_thread(self.key_count)
+        return await to_thread(self.key_count)

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout
+from .defaults import DEFAULT_LEVEL as DEFAULT_LEVEL  # re-exported: the default lives there
+from .defaults import DEFAULT_TARGET_BYTES as DEFAULT_TARGET_BYTES
 from .errors import CorruptionError, SessionLocked
 from .fsio import FileIO
 from .identity import NO_UID
@@ -50,10 +52,6 @@ from .log_format import SegmentScan
 from .segment_file import SegmentFile, encode_compacted, open_compacted
 from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
 
-#: Sealed segments are merged into files of about this many plain bytes.
-DEFAULT_TARGET_BYTES = 4 << 20
-#: zstd level: 3 compresses a log about 3.5x at about 250 MB/s (docs/PERFORMANCE facts).
-DEFAULT_LEVEL = 3
 TEMP_PREFIX = ".tmp-compact-"
 
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
-from crc32c import crc32c
 
 from . import clock, layout
+from .checksum import crc32c
 from .errors import (
     CorruptionError,
     Finding,

@@ -14,16 +14,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import identity, layout, manifest, vectors
+from . import identity, layout, manifest
 from . import state as state_module
 from .aio import AsyncSessionReaderMixin
 from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
 from .aio_stats import AsyncSessionStatsMixin
 from .blobs import BlobReader, link_blobs
-from .check import SessionParts, check_session
 from .compaction import (
     DEFAULT_LEVEL,
     DEFAULT_TARGET_BYTES,
@@ -46,11 +45,9 @@ from .log_format import Event, check_seq
 from .log_writer import copy_log_prefix
 from .message_index import MessageIndex
 from .messages import MessagesReader
-from .retention import RetentionPolicy
 from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
 from .state import Loaded, StateImage
-from .stats import SessionStats, StatsSource, session_stats
 from .turns import (
     Revision,
     Turn,
@@ -61,9 +58,15 @@ from .turns import (
     revision_of,
 )
 from .usage import ExecutionStats, UsageFold, UsageTotals, check_usage_by
-from .vectors import CollectionInfo, VectorCollectionReader
-from .watch import LogCleared, Notifier, SessionWatcher
 from .work import TurnInputsReader, WorkQueueReader
+
+# Imported where used, not here: a program that reads events (``fsstore cat``, run per
+# file by git) must not pay for checks, counts, vectors (numpy) or watching.
+if TYPE_CHECKING:
+    from .retention import RetentionPolicy
+    from .stats import SessionStats, StatsSource
+    from .vectors import CollectionInfo, VectorCollectionReader
+    from .watch import LogCleared, Notifier, SessionWatcher
 
 
 class ForkOrigin(NamedTuple):
@@ -203,6 +206,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         value = self._meta.retention
         if value is None:
             return None
+        from .retention import RetentionPolicy
+
         return RetentionPolicy.from_manifest(value, layout.session_manifest_path(self.path))
 
     @property
@@ -302,6 +307,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
     def verify(self) -> list[Finding]:
         """Read everything a read would read and report each problem; changes nothing and
         never raises (see :mod:`fsstore.check`)."""
+        from .check import SessionParts, check_session
+
         parts = SessionParts(self._manifest, self._log, self._snapshots, self._checkpoints,
                              self._policy.commit_ids, self._message_index_file)
         return check_session(self, parts)
@@ -335,6 +342,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         ``get(timeout)``, or pass ``callback`` to have a thread deliver to it. Close it
         when done. Filesystem events wake it; every ``poll_interval`` seconds it reads
         again anyway, so a lost event only delays a delivery."""
+        from .watch import SessionWatcher
+
         watcher = SessionWatcher(self._log, self.id, after_seq, poll_interval=poll_interval,
                                  notifier=notifier)
         if callback is not None:
@@ -384,6 +393,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         whole history, so the cost does not grow with it. ``events_by_kind=True`` also
         counts the records by kind and the turns holding a record: that reads the whole
         log."""
+        from .stats import session_stats
+
         return session_stats(self._stats_source(), events_by_kind=events_by_kind)
 
     def key_count(self) -> int:
@@ -393,6 +404,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         return len(self._view().state)
 
     def _stats_source(self) -> StatsSource:
+        from .stats import StatsSource
+
         self._before_read()
         return StatsSource(self.io, self.path, self.id, self.title, self._log, self._view)
 
@@ -406,14 +419,18 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
     def collections(self) -> list[CollectionInfo]:
         """Each vector collection's name, dimension, dtype, metric, count and bytes."""
+        from . import vectors
+
         return [self.collection(name).info()
                 for name in vectors.collection_names(self.io, self.path)]
 
     def collection(self, name: str) -> VectorCollectionReader:
         """The vector collection ``name``, as it is now (read-only: searches and gets)."""
+        from . import vectors
+
         name = vectors.check_collection_name(name)
-        return VectorCollectionReader(self.io,
-                                      os.path.join(layout.vectors_dir(self.path), name))
+        return vectors.VectorCollectionReader(
+            self.io, os.path.join(layout.vectors_dir(self.path), name))
 
     # --- state ---
 

@@ -32,9 +32,9 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from crc32c import crc32c
-
 from . import layout
+from .checksum import crc32c
+from .defaults import TEXTCONV_COMMAND
 from .errors import CorruptionError, FormatVersionError, FsStoreError
 from .fsio import FileIO
 from .identity import to_text as uid_text
@@ -61,8 +61,6 @@ from .segment_header import (
     decode_segment_header,
 )
 
-#: What git runs for a file of the ``fsstore`` diff driver (with the file's path after it).
-TEXTCONV_COMMAND = "fsstore textconv"
 #: Text blobs and unknown text files larger than this print their first bytes only.
 MAX_TEXT_BYTES = 1 << 20
 #: Files read whole (manifests, hints, lock files) are refused past this size.

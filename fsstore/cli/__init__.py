@@ -2,15 +2,21 @@
 
 Every command finds its store the way git finds a repository: ``--store PATH``, else
 ``$FSSTORE_STORE``, else the current folder or its nearest parent holding a store.
+
+A command module imports only argparse-light modules at its top, and fsstore's engine
+inside its run functions (see ``_common.py``): every run builds every command's parser.
+A new group is one more module in the import list and in ``GROUPS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import io
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from ..errors import FsStoreError
@@ -54,9 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "folder or its nearest parent that is a store)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for group in GROUPS:
-        group.register(commands)
+    with _translations_cached():
+        for group in GROUPS:
+            group.register(commands)
     return parser
+
+
+@contextlib.contextmanager
+def _translations_cached() -> Iterator[None]:
+    """argparse looks each of its messages up in the locale's message catalogs as it
+    builds a parser, a few stat calls per message and more than a hundred messages for
+    fsstore's commands: about half the cost of building them, paid by every run. While
+    they are built, each message is looked up once (the same translations)."""
+    namespace = vars(argparse)
+    lookup = namespace["_"]
+    namespace["_"] = functools.lru_cache(maxsize=None)(lookup)
+    try:
+        yield
+    finally:
+        namespace["_"] = lookup
 
 
 def command_names() -> list[str]:
