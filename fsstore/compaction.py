@@ -35,7 +35,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -283,6 +282,8 @@ def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[So
     first = group[0].first
     log_start = reader.read_header(first).log_start
     data = encode_compacted(first, log_start, uid, members, level)
+    import secrets  # here: it loads OpenSSL (hashlib), which readers never need
+
     temp = os.path.join(session_path, TEMP_PREFIX + secrets.token_hex(4))
     io.write_new(temp, data)
     try:

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import identity, layout, manifest
-from . import state as state_module
 from .aio import AsyncSessionReaderMixin
 from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
 from .aio_stats import AsyncSessionStatsMixin
-from .blobs import BlobReader, link_blobs
 from .compaction import (
     DEFAULT_LEVEL,
     DEFAULT_TARGET_BYTES,
@@ -43,11 +43,8 @@ from .identity import NO_UID
 from .log import LogReader, LogTail
 from .log_format import Event, check_seq
 from .log_writer import copy_log_prefix
-from .message_index import MessageIndex
-from .messages import MessagesReader
 from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotPolicy
-from .state import Loaded, StateImage
 from .turns import (
     Revision,
     Turn,
@@ -57,16 +54,21 @@ from .turns import (
     read_turns,
     revision_of,
 )
-from .usage import ExecutionStats, UsageFold, UsageTotals, check_usage_by
-from .work import TurnInputsReader, WorkQueueReader
 
 # Imported where used, not here: a program that reads events (``fsstore cat``, run per
-# file by git) must not pay for checks, counts, vectors (numpy) or watching.
+# file by git) must not pay for state folds, messages, checks, counts, vectors (numpy)
+# or watching.
 if TYPE_CHECKING:
+    from .blobs import BlobReader
+    from .message_index import MessageIndex
+    from .messages import MessagesReader
     from .retention import RetentionPolicy
+    from .state import Loaded, StateImage
     from .stats import SessionStats, StatsSource
+    from .usage import ExecutionStats, UsageFold, UsageTotals
     from .vectors import CollectionInfo, VectorCollectionReader
     from .watch import LogCleared, Notifier, SessionWatcher
+    from .work import TurnInputsReader, WorkQueueReader
 
 
 class ForkOrigin(NamedTuple):
@@ -117,6 +119,8 @@ class SessionInfo:
 
 #: How long a fork waits for a compaction of its parent to end.
 _FORK_WAITS_FOR_COMPACTION = 60.0
+#: Held while a reader makes its message index on first use (see _message_index_file).
+_INDEX_MADE = threading.Lock()
 
 
 class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMaintenanceMixin,
@@ -137,19 +141,53 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         self._policy = snapshots or SnapshotPolicy()
         self._snapshots = SnapshotDir(io, path, self.identity)
         self._checkpoints = CheckpointDir(io, path, self.identity)
-        #: The session's attachments: get, open, exists, stat (and put, for a writer).
-        self.blobs: BlobReader = BlobReader(io, path)
         #: What the last state load found wrong with snapshot files (they were skipped).
         self.state_findings: list[Finding] = []
-        folds = _ReaderFolds(self)
-        #: The session's queue of work, as the log has it: ``queue.items(status)``.
-        self.queue: WorkQueueReader = WorkQueueReader(folds)
-        #: The session's turn inputs, as the log has them: ``inputs.items(status)``.
-        self.inputs: TurnInputsReader = TurnInputsReader(folds)
-        self._message_index_file = MessageIndex(
-            io, path, self._log, NO_UID if self.identity is None else self.identity.uid)
-        #: The session's conversation: ``messages.last(50)``, ``messages.get(id)``, ...
-        self.messages: MessagesReader = MessagesReader(ReaderMessages(self))
+
+    # The attachments, queue, inputs and conversation are made on first use (a writer
+    # sets its own in __init__), so that reading events imports none of their modules.
+
+    @functools.cached_property
+    def blobs(self) -> BlobReader:
+        """The session's attachments: get, open, exists, stat (and put, for a writer)."""
+        from .blobs import BlobReader
+
+        return BlobReader(self.io, self.path)
+
+    @functools.cached_property
+    def queue(self) -> WorkQueueReader:
+        """The session's queue of work, as the log has it: ``queue.items(status)``."""
+        from .work import WorkQueueReader
+
+        return WorkQueueReader(_ReaderFolds(self))
+
+    @functools.cached_property
+    def inputs(self) -> TurnInputsReader:
+        """The session's turn inputs, as the log has them: ``inputs.items(status)``."""
+        from .work import TurnInputsReader
+
+        return TurnInputsReader(_ReaderFolds(self))
+
+    @functools.cached_property
+    def messages(self) -> MessagesReader:
+        """The session's conversation: ``messages.last(50)``, ``messages.get(id)``, ..."""
+        from .messages import MessagesReader
+
+        return MessagesReader(ReaderMessages(self))
+
+    @functools.cached_property
+    def _message_index_file(self) -> MessageIndex:
+        from .message_index import MessageIndex
+
+        # Made once under a lock: two threads' first reads must share the one index (it
+        # keeps its file open), and cached_property does not lock on every Python.
+        with _INDEX_MADE:
+            found: MessageIndex | None = self.__dict__.get("_message_index_file")
+            if found is None:
+                found = self.__dict__["_message_index_file"] = MessageIndex(
+                    self.io, self.path, self._log,
+                    NO_UID if self.identity is None else self.identity.uid)
+            return found
 
     # --- metadata ---
 
@@ -365,6 +403,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         """Tokens and cost of the session's messages: all under ``""``, or keyed by
         ``by="model"`` or ``by="day"`` (UTC). A fold of the log kept in snapshots, so it
         costs a state load. ``at_seq`` as for ``state_at``."""
+        from .usage import check_usage_by
+
         check_usage_by(by)
         return self._usage_fold(at_seq).totals(by)
 
@@ -435,6 +475,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
     # --- state ---
 
     def _load_state(self, until_seq: int | None = None, *, past: bool = False) -> Loaded:
+        from . import state as state_module
+
         self._before_read()
         loaded = state_module.load(
             self.io, self._log, self._snapshots, until_seq=until_seq,
@@ -486,7 +528,9 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             except FileNotFoundError:
                 continue
             except (CorruptionError, FormatVersionError) as exc:
-                state_module.logger.warning("checkpoint skipped: %s", exc)
+                from .state import logger
+
+                logger.warning("checkpoint skipped: %s", exc)
         return sorted(infos, key=lambda info: (info.seq, info.created, info.id))
 
     def checkpoint_info(self, checkpoint_id: str) -> CheckpointInfo:
@@ -503,6 +547,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         return self._checkpoint_image(checkpoint_id).state
 
     def _checkpoint_image(self, checkpoint_id: str) -> StateImage:
+        from .state import StateImage, logger
+
         info = self.checkpoint_info(checkpoint_id)
         path = self._checkpoints.file_path(checkpoint_id)
         try:
@@ -519,7 +565,7 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             self.state_findings = [*loaded.findings, Finding(
                 "problem", path, exc.offset, f"{exc.reason}; the state was rebuilt from "
                 "the log")]
-            state_module.logger.warning("%s", self.state_findings[-1])
+            logger.warning("%s", self.state_findings[-1])
             return loaded.image
 
     # --- forks ---
@@ -564,6 +610,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
                 f"session {self.id!r} was cleared or deleted while it was being forked "
                 f"({exc.filename}); retry") from None
         SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
+        from .blobs import link_blobs
+
         link_blobs(self.io, self.path, dest)
         return ForkOrigin(self.id, seq, at_checkpoint)
 

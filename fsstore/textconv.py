@@ -24,7 +24,6 @@ git diff of a plain segment does not pay for them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -408,6 +407,8 @@ def _blob(io: FileIO, path: str, size: int) -> Iterator[str]:
     hex_digest, compressed = match.group(1), match.group(2) is not None
     info: dict[str, Any] = {"fsstore": "blob", "digest": f"sha256:{hex_digest}",
                             "stored": "zstd" if compressed else "plain"}
+    import hashlib  # here: OpenSSL loads in ~10 ms, and a segment needs none of it
+
     hasher = hashlib.sha256()
     kept = bytearray()
     damage: Damage | None = None
@@ -691,6 +692,8 @@ def _torn(io: FileIO, path: str, size: int) -> Iterator[str]:
 
 
 def _sha256(io: FileIO, path: str) -> str:
+    import hashlib
+
     hasher = hashlib.sha256()
     with io.open_file(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
