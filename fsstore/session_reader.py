@@ -23,13 +23,7 @@ from .aio import AsyncSessionReaderMixin
 from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
 from .aio_stats import AsyncSessionStatsMixin
-from .compaction import (
-    DEFAULT_LEVEL,
-    DEFAULT_TARGET_BYTES,
-    CompactReport,
-    compact_log,
-    log_folder_lock,
-)
+from .defaults import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES
 from .errors import (
     CheckpointNotFound,
     CorruptionError,
@@ -60,6 +54,7 @@ from .turns import (
 # or watching.
 if TYPE_CHECKING:
     from .blobs import BlobReader
+    from .compaction import CompactReport
     from .message_index import MessageIndex
     from .messages import MessagesReader
     from .retention import RetentionPolicy
@@ -364,6 +359,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         seconds). With ``dry_run`` nothing changes and the report counts the files it
         would write. Damage in a sealed segment raises CorruptionError naming it, and
         that segment stays as it is."""
+        from .compaction import compact_log
+
         return compact_log(self.io, self._log, self.path,
                            NO_UID if self.identity is None else self.identity.uid,
                            target_bytes=target_bytes, level=level, dry_run=dry_run,
@@ -582,6 +579,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         carries ``uid``, the new session's identity. All of it is fsynced.
         ``Store.fork_session`` builds a fork with it.
         """
+        from . import compaction  # its folder lock, looked up when it is taken
+
         tail = self._log.tail()
         if at_checkpoint is not None:
             image = self._checkpoint_image(at_checkpoint)
@@ -600,7 +599,7 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             # A compaction must not unlink a segment while it is linked here, and a
             # vacuum's reclaim must not rewrite the files between the fold and the links:
             # the fork's snapshot is the fold of the very files it links.
-            with log_folder_lock(self._log.path, _FORK_WAITS_FOR_COMPACTION):
+            with compaction.log_folder_lock(self._log.path, _FORK_WAITS_FOR_COMPACTION):
                 if image is None:
                     image = self._load_state(seq, past=True).image
                 position = copy_log_prefix(self.io, self._log, log_path, seq,

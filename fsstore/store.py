@@ -20,8 +20,12 @@ from . import lease as lease_module
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .aio_stats import AsyncStoreStatsMixin
-from .compaction import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES, CompactReport
-from .defaults import DEFAULT_GRACE_SECONDS, DEFAULT_TORN_GRACE_SECONDS
+from .defaults import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_LEVEL,
+    DEFAULT_TARGET_BYTES,
+    DEFAULT_TORN_GRACE_SECONDS,
+)
 from .errors import (
     CollectionNotFound,
     Finding,
@@ -55,9 +59,9 @@ from .unset import UNSET
 from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
 from .writer_access import acquire_writer_lock
 
-# Imported where used, not here: a program that only reads sessions (``fsstore cat``, run
-# per file by git) must not pay for the writer, vectors (numpy), watching, maintenance.
+# Imported where used: reading a session (``fsstore cat``) needs none of these modules.
 if TYPE_CHECKING:
+    from .compaction import CompactReport
     from .repair_log import RepairReport
     from .retention import RetainReport
     from .session import Session
@@ -809,6 +813,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         compacted (damage, another compaction running) is left as it is and named in
         ``skipped`` with why; one such session stops no other. ``on_session`` is called
         with each session id once it is done (a progress bar's step)."""
+        from .compaction import CompactReport
+
         return self._each_session(
             session_ids, CompactReport(dry_run=dry_run),
             lambda session_id: self.read_session(session_id).compact(
