@@ -7,6 +7,7 @@ module at the top of a module these commands load fails here, naming it."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import pytest
 
 import fsstore
+from fsstore.cli import _command_in, build_parser, command_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "fsstore")
@@ -224,3 +226,30 @@ def test_command_modules_import_the_engine_inside_their_run_functions():
             problems.append(f"fsstore/__init__.py imports .{module} at its top")
     assert problems == [], "import these inside the functions that use them: " + "; ".join(
         problems)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_a_command_parser_built_alone_is_the_one_built_with_all_the_others():
+    """A run builds only its command's parser: each command's help and parsing are what
+    the whole parser gives."""
+    full = _subparsers(build_parser())
+    assert sorted(full) == command_names()
+    for name, whole in full.items():
+        alone = _subparsers(build_parser(name))
+        assert name in alone and len(alone) < len(full), name
+        assert alone[name].format_help() == whole.format_help(), name
+    parsed = build_parser("cat").parse_args(["--store", "x", "cat", "s1", "--limit", "3"])
+    assert parsed == build_parser().parse_args(["--store", "x", "cat", "s1", "--limit", "3"])
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["cat", "s1"], "cat"), (["--store", "x", "ls"], "ls"), (["--store=x", "ls"], "ls"),
+    (["workspace", "ls"], "workspace"), (["--help"], None), (["--sto", "x", "ls"], None),
+    ([], None), (["--store"], None),
+])
+def test_the_command_of_a_run_is_its_first_word_after_the_global_options(argv, command):
+    assert _command_in(argv) == command
