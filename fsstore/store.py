@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import clock, identity, layout, manifest
-from . import lease as lease_module
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .aio_stats import AsyncStoreStatsMixin
@@ -39,16 +38,7 @@ from .errors import (
     StoreNotFound,
 )
 from .fsio import FileIO
-from .lease import (
-    ClaimOutcome,
-    Lease,
-    LeaseFile,
-    LeaseOwner,
-    LeaseState,
-    SessionMutex,
-    check_ttl,
-)
-from .lineage import Lineage, read_lineage, spawn_record
+from .lazy import LazyModule
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, check_settings, write_tail_hint
 from .segment_header import encode_segment_header
@@ -57,11 +47,14 @@ from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
 from .unset import UNSET
 from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
-from .writer_access import acquire_writer_lock
 
 # Imported where used: reading a session (``fsstore cat``) needs none of these modules.
 if TYPE_CHECKING:
+    from . import lease as lease_module
+    from . import lineage as lineage_module
     from .compaction import CompactReport
+    from .lease import ClaimOutcome, Lease, LeaseFile, LeaseOwner, LeaseState, SessionMutex
+    from .lineage import Lineage
     from .repair_log import RepairReport
     from .retention import RetainReport
     from .session import Session
@@ -70,6 +63,9 @@ if TYPE_CHECKING:
     from .vacuum import VacuumReport
     from .vectors import DistanceMetric, VectorFilter, VectorSearchResult
     from .watch import Notifier, SessionChange, StoreWatcher
+else:
+    lease_module = LazyModule("fsstore.lease")
+    lineage_module = LazyModule("fsstore.lineage")
 
 _T = TypeVar("_T")
 
@@ -263,7 +259,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
         if spawned_by is not None or at_seq is not None:
-            data["spawned_by"] = spawn_record(self.read_session, spawned_by, at_seq)
+            data["spawned_by"] = lineage_module.spawn_record(self.read_session, spawned_by, at_seq)
         if self.io.exists(final):
             raise SessionExists(f"session {session_id!r} already exists at {final}")
 
@@ -353,8 +349,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         with self._mutex_guard:
             kept = self._mutexes.pop(session_id, None)
             if kept is None:
-                mutex = SessionMutex(layout.writer_lock_path(path), session_id)
-                kept = (mutex, LeaseFile(self.io, path, mutex))
+                mutex = lease_module.SessionMutex(layout.writer_lock_path(path), session_id)
+                kept = (mutex, lease_module.LeaseFile(self.io, path, mutex))
             self._mutexes[session_id] = kept  # most recently used last
             while len(self._mutexes) > _KEPT_MUTEXES:
                 mutex, file = self._mutexes.pop(next(iter(self._mutexes)))
@@ -389,8 +385,9 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         ``held`` (by whom, until when). The new fencing token is durable before this
         returns, and is greater than every token handed out before.
         """
-        who = owner if isinstance(owner, LeaseOwner) else LeaseOwner.current(owner or "")
-        span = check_ttl(ttl)
+        owners = lease_module.LeaseOwner
+        who = owner if isinstance(owner, owners) else owners.current(owner or "")
+        span = lease_module.check_ttl(ttl)
         return self._leased(session_id, lock_timeout,
                             lambda path, file: lease_module.claim(file, session_id, who, span))
 
@@ -422,7 +419,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         def action(path: str, file: LeaseFile) -> int:
             if lease_module.needs_reset(self.io, path, file):
                 file.close()
-                return lease_module.reset(self.io, path, LeaseOwner.current("reset"), file)
+                return lease_module.reset(self.io, path, lease_module.LeaseOwner.current("reset"),
+                                          file)
             raise InvalidSetting(f"session {session_id!r}: the lease file is readable; "
                                  "nothing to reset")
         return self._leased(session_id, lock_timeout, action)
@@ -516,7 +514,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                                     path)
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
-        return read_lineage(self.io, self.path, self.session_ids(), session_id)
+        return lineage_module.read_lineage(self.io, self.path, self.session_ids(), session_id)
 
     def has_session(self, session_id: str) -> bool:
         path = self._session_path(session_id)
@@ -672,6 +670,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         never leaves half a session under its id."""
         path = self._session_path(session_id)
         self.io.check_folders(path)
+        from .writer_access import acquire_writer_lock
+
         lock = acquire_writer_lock(path, session_id, lock_timeout)
         sessions = layout.sessions_dir(self.path)
         trash = os.path.join(sessions, layout.trash_name(session_id))

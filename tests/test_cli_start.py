@@ -97,7 +97,8 @@ def test_reading_a_session_loads_neither_the_writer_nor_vectors_nor_watching(sma
     engine = run_fresh(root, *argv)["engine"]
     assert isinstance(engine, list)
     for module in ("fsstore.session", "fsstore.vectors", "fsstore.watch", "fsstore.check",
-                   "fsstore.stats", "fsstore.messages", "fsstore.state", "fsstore.vacuum"):
+                   "fsstore.stats", "fsstore.messages", "fsstore.state", "fsstore.vacuum",
+                   "fsstore.lease", "fsstore.lineage"):
         assert module not in engine
 
 
@@ -253,3 +254,19 @@ def test_a_command_parser_built_alone_is_the_one_built_with_all_the_others():
 ])
 def test_the_command_of_a_run_is_its_first_word_after_the_global_options(argv, command):
     assert _command_in(argv) == command
+
+
+def test_a_lazy_module_reads_each_attribute_from_the_module_as_it_is_now(monkeypatch):
+    from fsstore import lease
+    from fsstore.lazy import LazyModule
+
+    lazy = LazyModule("fsstore.lease")
+    assert lazy.read_lease is lease.read_lease
+
+    def patched(*args: object) -> None:
+        return None
+
+    monkeypatch.setattr(lease, "read_lease", patched)
+    assert lazy.read_lease is patched
+    with pytest.raises(AttributeError):
+        _ = lazy.no_such_name
