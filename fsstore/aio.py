@@ -20,13 +20,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import InvalidSetting
+from .lazy import LazyModule
 from .unset import UNSET
 from .workspaces import SessionRole
 
 if TYPE_CHECKING:
+    import asyncio
     import io as _io
     from typing import TypeAlias
 
@@ -64,6 +66,10 @@ if TYPE_CHECKING:
         WorkQueueReader,
     )
     from .workspaces import Workspace, WorkspaceMember
+else:
+    # Imported by the first twin that runs, not with fsstore: a command run once per file
+    # (``fsstore cat``) must not pay for asyncio, and a coroutine runs where it is loaded.
+    asyncio = LazyModule("asyncio")
 
 #: How many events ``aevents`` reads in one trip to a worker thread.
 DEFAULT_BATCH = 1000
@@ -74,19 +80,6 @@ if TYPE_CHECKING:
 
 
 # --- the store ------------------------------------------------------------------------------
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-async def to_thread(function: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-    """``asyncio.to_thread``, with asyncio imported when a twin first runs rather than
-    when fsstore is imported: a command run once per file (``fsstore cat``) must not
-    pay for asyncio, and a coroutine only ever runs where asyncio is already loaded."""
-    import asyncio
-
-    return await asyncio.to_thread(function, *args, **kwargs)
-
 
 
 async def aopen_store(
@@ -103,7 +96,7 @@ async def aopen_store(
     """:func:`fsstore.open_store` in a worker thread."""
     from .store import open_store  # the store module imports this one
 
-    return await to_thread(
+    return await asyncio.to_thread(
         open_store, path, create=create, durability=durability, segment_size=segment_size,
         max_record_bytes=max_record_bytes, snapshots=snapshots,
         blob_compression=blob_compression, io=io)
@@ -113,7 +106,7 @@ async def afind_store(start: str | os.PathLike[str] | None = None) -> str:
     """:func:`fsstore.find_store` in a worker thread (it walks up the folders)."""
     from .store import find_store  # the store module imports this one
 
-    return await to_thread(find_store, start)
+    return await asyncio.to_thread(find_store, start)
 
 
 class _StoreLike(Protocol):
@@ -203,15 +196,15 @@ class AsyncStoreMixin:
                      include_existing: bool = False, notifier: Notifier | None = None
                      ) -> StoreWatcher:
         """The twin of ``watch``, which reads the head of every session as it starts."""
-        return await to_thread(self.watch, poll_interval=poll_interval,
-                               callback=callback, include_existing=include_existing,
-                               notifier=notifier)
+        return await asyncio.to_thread(self.watch, poll_interval=poll_interval,
+                                       callback=callback, include_existing=include_existing,
+                                       notifier=notifier)
 
     async def aclaim_lease(self: _StoreLike, session_id: str,
                            owner: LeaseOwner | str | None = None, *, ttl: float = 30.0,
                            lock_timeout: float = 5.0) -> ClaimOutcome:
-        return await to_thread(self.claim_lease, session_id, owner, ttl=ttl,
-                               lock_timeout=lock_timeout)
+        return await asyncio.to_thread(self.claim_lease, session_id, owner, ttl=ttl,
+                                       lock_timeout=lock_timeout)
 
     async def acreate_session(
         self: _StoreLike, session_id: str | None = None, *, title: str | None = None,
@@ -219,14 +212,14 @@ class AsyncStoreMixin:
         durability: Durability | str | None = None, spawned_by: str | None = None,
         at_seq: int | None = None,
     ) -> Session:
-        return await to_thread(self.create_session, session_id, title=title,
-                               tags=tags, metadata=metadata, durability=durability,
-                               spawned_by=spawned_by, at_seq=at_seq)
+        return await asyncio.to_thread(self.create_session, session_id, title=title,
+                                       tags=tags, metadata=metadata, durability=durability,
+                                       spawned_by=spawned_by, at_seq=at_seq)
 
     async def adelete_session(self: _StoreLike, session_id: str, *, lock_timeout: float = 0.0,
                               force: bool = False) -> None:
-        await to_thread(self.delete_session, session_id, lock_timeout=lock_timeout,
-                        force=force)
+        await asyncio.to_thread(self.delete_session, session_id, lock_timeout=lock_timeout,
+                                force=force)
 
     async def afork_session(
         self: _StoreLike, source_id: str, new_id: str | None = None, *,
@@ -235,7 +228,7 @@ class AsyncStoreMixin:
         metadata: Mapping[str, Any] = UNSET, durability: Durability | str | None = None,
         source: Session | None = None,
     ) -> Session:
-        return await to_thread(
+        return await asyncio.to_thread(
             self.fork_session, source_id, new_id, at_seq=at_seq, at_checkpoint=at_checkpoint,
             title=title, tags=tags, metadata=metadata, durability=durability, source=source)
 
@@ -245,91 +238,91 @@ class AsyncStoreMixin:
         self: _StoreLike, workspace_id: str | None = None, *, name: str | None = None,
         description: str = "", metadata: Mapping[str, Any] | None = None,
     ) -> Workspace:
-        return await to_thread(self.create_workspace, workspace_id, name=name,
-                               description=description, metadata=metadata)
+        return await asyncio.to_thread(self.create_workspace, workspace_id, name=name,
+                                       description=description, metadata=metadata)
 
     async def aworkspace(self: _StoreLike, workspace_id: str) -> Workspace:
-        return await to_thread(self.workspace, workspace_id)
+        return await asyncio.to_thread(self.workspace, workspace_id)
 
     async def aupdate_workspace(self: _StoreLike, workspace_id: str, *, name: str = UNSET,
                                 description: str = UNSET,
                                 metadata: Mapping[str, Any] = UNSET) -> Workspace:
-        return await to_thread(self.update_workspace, workspace_id, name=name,
-                               description=description, metadata=metadata)
+        return await asyncio.to_thread(self.update_workspace, workspace_id, name=name,
+                                       description=description, metadata=metadata)
 
     async def alist_workspaces(self: _StoreLike) -> list[Workspace]:
-        return await to_thread(self.list_workspaces)
+        return await asyncio.to_thread(self.list_workspaces)
 
     async def adelete_workspace(self: _StoreLike, workspace_id: str) -> None:
-        await to_thread(self.delete_workspace, workspace_id)
+        await asyncio.to_thread(self.delete_workspace, workspace_id)
 
     async def aadd_to_workspace(self: _StoreLike, workspace_id: str, session_id: str,
                                 role: SessionRole | str = SessionRole.RELATED) -> Workspace:
-        return await to_thread(self.add_to_workspace, workspace_id, session_id, role)
+        return await asyncio.to_thread(self.add_to_workspace, workspace_id, session_id, role)
 
     async def aset_workspace_role(self: _StoreLike, workspace_id: str, session_id: str,
                                   role: SessionRole | str) -> Workspace:
-        return await to_thread(self.set_workspace_role, workspace_id, session_id,
-                               role)
+        return await asyncio.to_thread(self.set_workspace_role, workspace_id, session_id,
+                                       role)
 
     async def aremove_from_workspace(self: _StoreLike, workspace_id: str,
                                      session_id: str) -> Workspace:
-        return await to_thread(self.remove_from_workspace, workspace_id, session_id)
+        return await asyncio.to_thread(self.remove_from_workspace, workspace_id, session_id)
 
     async def aworkspace_sessions(self: _StoreLike, workspace_id: str,
                                   role: SessionRole | str | None = None
                                   ) -> list[WorkspaceMember]:
-        return await to_thread(self.workspace_sessions, workspace_id, role)
+        return await asyncio.to_thread(self.workspace_sessions, workspace_id, role)
 
     async def asession_workspaces(self: _StoreLike, session_id: str) -> dict[str, str]:
-        return await to_thread(self.session_workspaces, session_id)
+        return await asyncio.to_thread(self.session_workspaces, session_id)
 
     async def ahas_session(self: _StoreLike, session_id: str) -> bool:
-        return await to_thread(self.has_session, session_id)
+        return await asyncio.to_thread(self.has_session, session_id)
 
     async def alease_info(self: _StoreLike, session_id: str) -> LeaseState:
-        return await to_thread(self.lease_info, session_id)
+        return await asyncio.to_thread(self.lease_info, session_id)
 
     async def alineage(self: _StoreLike, session_id: str) -> Lineage:
-        return await to_thread(self.lineage, session_id)
+        return await asyncio.to_thread(self.lineage, session_id)
 
     async def alist_sessions(self: _StoreLike) -> list[SessionInfo]:
-        return await to_thread(self.list_sessions)
+        return await asyncio.to_thread(self.list_sessions)
 
     async def aopen_session(
         self: _StoreLike, session_id: str, *, durability: Durability | str | None = None,
         lock_timeout: float | None = None, lease: Lease | None = None, shared: bool = False,
     ) -> Session:
-        return await to_thread(self.open_session, session_id, durability=durability,
-                               lock_timeout=lock_timeout, lease=lease, shared=shared)
+        return await asyncio.to_thread(self.open_session, session_id, durability=durability,
+                                       lock_timeout=lock_timeout, lease=lease, shared=shared)
 
     async def aread_session(self: _StoreLike, session_id: str) -> SessionReader:
-        return await to_thread(self.read_session, session_id)
+        return await asyncio.to_thread(self.read_session, session_id)
 
     async def arelease_lease(self: _StoreLike, lease: Lease, *,
                              lock_timeout: float = 5.0) -> bool:
-        return await to_thread(self.release_lease, lease, lock_timeout=lock_timeout)
+        return await asyncio.to_thread(self.release_lease, lease, lock_timeout=lock_timeout)
 
     async def aremove_leftovers(self: _StoreLike) -> list[str]:
-        return await to_thread(self.remove_leftovers)
+        return await asyncio.to_thread(self.remove_leftovers)
 
     async def avacuum(self: _StoreLike, session_ids: Iterable[str] | None = None, *,
                       dry_run: bool = False, grace: float = 3600.0,
                       torn_grace: float = 604800.0, lock_timeout: float = 0.0,
                       on_session: Callable[[str], object] | None = None,
                       message_grace: float = 0.0) -> VacuumReport:
-        return await to_thread(self.vacuum, session_ids, dry_run=dry_run, grace=grace,
-                               torn_grace=torn_grace, lock_timeout=lock_timeout,
-                               on_session=on_session, message_grace=message_grace)
+        return await asyncio.to_thread(self.vacuum, session_ids, dry_run=dry_run, grace=grace,
+                                       torn_grace=torn_grace, lock_timeout=lock_timeout,
+                                       on_session=on_session, message_grace=message_grace)
 
     async def arenew_lease(self: _StoreLike, lease: Lease, *, ttl: float | None = None,
                            lock_timeout: float = 5.0) -> Lease:
-        return await to_thread(self.renew_lease, lease, ttl=ttl,
-                               lock_timeout=lock_timeout)
+        return await asyncio.to_thread(self.renew_lease, lease, ttl=ttl,
+                                       lock_timeout=lock_timeout)
 
     async def areset_lease(self: _StoreLike, session_id: str, *,
                            lock_timeout: float = 5.0) -> int:
-        return await to_thread(self.reset_lease, session_id, lock_timeout=lock_timeout)
+        return await asyncio.to_thread(self.reset_lease, session_id, lock_timeout=lock_timeout)
 
     async def asearch(
         self: _StoreLike, collection: str, query: Any, k: int = 10, *,
@@ -337,9 +330,9 @@ class AsyncStoreMixin:
         min_score: float | None = None, max_distance: float | None = None,
         sessions: Iterable[str] | None = None,
     ) -> list[VectorSearchResult]:
-        return await to_thread(self.search, collection, query, k, metric=metric,
-                               filter=filter, min_score=min_score,
-                               max_distance=max_distance, sessions=sessions)
+        return await asyncio.to_thread(self.search, collection, query, k, metric=metric,
+                                       filter=filter, min_score=min_score,
+                                       max_distance=max_distance, sessions=sessions)
 
     async def asearch_batch(
         self: _StoreLike, collection: str, queries: Any, k: int = 10, *,
@@ -347,22 +340,22 @@ class AsyncStoreMixin:
         min_score: float | None = None, max_distance: float | None = None,
         sessions: Iterable[str] | None = None,
     ) -> list[list[VectorSearchResult]]:
-        return await to_thread(self.search_batch, collection, queries, k,
-                               metric=metric, filter=filter, min_score=min_score,
-                               max_distance=max_distance, sessions=sessions)
+        return await asyncio.to_thread(self.search_batch, collection, queries, k,
+                                       metric=metric, filter=filter, min_score=min_score,
+                                       max_distance=max_distance, sessions=sessions)
 
     async def asession_ids(self: _StoreLike) -> list[str]:
-        return await to_thread(self.session_ids)
+        return await asyncio.to_thread(self.session_ids)
 
     async def averify(self: _StoreLike, session_ids: Iterable[str] | None = None, *,
                       on_session: Callable[[str], object] | None = None) -> list[Finding]:
-        return await to_thread(
+        return await asyncio.to_thread(
             lambda: self.verify(session_ids, on_session=on_session))
 
     async def ausage(self: _StoreLike, *, by: str | None = None,
                      sessions: Iterable[str] | None = None) -> StoreUsage:
         chosen = None if sessions is None else list(sessions)  # read here, not in a thread
-        return await to_thread(lambda: self.usage(by=by, sessions=chosen))
+        return await asyncio.to_thread(lambda: self.usage(by=by, sessions=chosen))
 
 
 # --- sessions -------------------------------------------------------------------------------
@@ -399,10 +392,10 @@ async def _read_events(reader: _SessionReaderLike, after_seq: int, until_seq: in
     advanced ``batch`` events at a time in a worker thread. One iterator, not a new read
     per batch: what it yields is what ``events`` yields (a prefix of the log as it was,
     never a jump into a log a clear started meanwhile)."""
-    events = await to_thread(reader.events, after_seq, until_seq, limit, last=last,
-                             include_internal=include_internal)
+    events = await asyncio.to_thread(reader.events, after_seq, until_seq, limit, last=last,
+                                     include_internal=include_internal)
     while True:
-        chunk = await to_thread(lambda: list(itertools.islice(events, batch)))
+        chunk = await asyncio.to_thread(lambda: list(itertools.islice(events, batch)))
         for event in chunk:
             yield event
         if len(chunk) < batch:
@@ -415,18 +408,18 @@ class AsyncSessionReaderMixin:
     async def ahead(self: _SessionReaderLike) -> int:
         """The twin of the ``head`` property: it reads the log's tail (and a shared
         writer's waits for the session's mutex)."""
-        return await to_thread(lambda: self.head)
+        return await asyncio.to_thread(lambda: self.head)
 
     async def alog_tail(self: _SessionReaderLike) -> LogTail:
         """The twin of the ``log_tail`` property, which reads the log's last segment."""
-        return await to_thread(lambda: self.log_tail)
+        return await asyncio.to_thread(lambda: self.log_tail)
 
     async def arevision(self: _SessionReaderLike) -> Revision:
         """The twin of the ``revision`` property, which reads the log like ``head``."""
-        return await to_thread(lambda: self.revision)
+        return await asyncio.to_thread(lambda: self.revision)
 
     async def ainfo(self: _SessionReaderLike) -> SessionInfo:
-        return await to_thread(self.info)
+        return await asyncio.to_thread(self.info)
 
     def aevents(
         self: _SessionReaderLike, after_seq: int = 0, until_seq: int | None = None,
@@ -446,39 +439,39 @@ class AsyncSessionReaderMixin:
 
     async def aget_turn(self: _SessionReaderLike, number: int, *,
                         include_internal: bool = False) -> Turn | None:
-        return await to_thread(self.get_turn, number,
-                               include_internal=include_internal)
+        return await asyncio.to_thread(self.get_turn, number,
+                                       include_internal=include_internal)
 
     async def aget_turns(self: _SessionReaderLike, *,
                          include_internal: bool = False) -> list[Turn]:
-        return await to_thread(self.get_turns, include_internal=include_internal)
+        return await asyncio.to_thread(self.get_turns, include_internal=include_internal)
 
     async def averify(self: _SessionReaderLike) -> list[Finding]:
-        return await to_thread(self.verify)
+        return await asyncio.to_thread(self.verify)
 
     async def acollections(self: _SessionReaderLike) -> list[CollectionInfo]:
-        return await to_thread(self.collections)
+        return await asyncio.to_thread(self.collections)
 
     async def acollection(self: _SessionReaderLike, name: str) -> VectorCollectionReader:
-        return await to_thread(self.collection, name)
+        return await asyncio.to_thread(self.collection, name)
 
     async def astate(self: _SessionReaderLike) -> dict[str, Any]:
-        return await to_thread(self.state)
+        return await asyncio.to_thread(self.state)
 
     async def aget_state(self: _SessionReaderLike, key: str, default: Any = None) -> Any:
-        return await to_thread(self.get_state, key, default)
+        return await asyncio.to_thread(self.get_state, key, default)
 
     async def astate_at(self: _SessionReaderLike, seq: int) -> dict[str, Any]:
-        return await to_thread(self.state_at, seq)
+        return await asyncio.to_thread(self.state_at, seq)
 
     async def acheckpoints(self: _SessionReaderLike) -> list[CheckpointInfo]:
-        return await to_thread(self.checkpoints)
+        return await asyncio.to_thread(self.checkpoints)
 
     async def acheckpoint_info(self: _SessionReaderLike, checkpoint_id: str) -> CheckpointInfo:
-        return await to_thread(self.checkpoint_info, checkpoint_id)
+        return await asyncio.to_thread(self.checkpoint_info, checkpoint_id)
 
     async def aload_checkpoint(self: _SessionReaderLike, checkpoint_id: str) -> dict[str, Any]:
-        return await to_thread(self.load_checkpoint, checkpoint_id)
+        return await asyncio.to_thread(self.load_checkpoint, checkpoint_id)
 
 
 class _SessionLike(_SessionReaderLike, Protocol):
@@ -534,36 +527,36 @@ class AsyncSessionMixin(AsyncSessionReaderMixin):
     async def acurrent_turn(self: _SessionLike) -> int | None:
         """The twin of the ``current_turn`` property (a shared writer's waits for the
         session's mutex and catches up with the log)."""
-        return await to_thread(lambda: self.current_turn)
+        return await asyncio.to_thread(lambda: self.current_turn)
 
     async def acollection(self: _SessionLike, name: str) -> VectorCollection:
-        return await to_thread(self.collection, name)
+        return await asyncio.to_thread(self.collection, name)
 
     async def aappend(self: _SessionLike, event: Mapping[str, Any], *, turn: int | None = None,
                       kind: str | None = None, ts: float | None = None) -> int:
-        return await to_thread(self.append, event, turn=turn, kind=kind, ts=ts)
+        return await asyncio.to_thread(self.append, event, turn=turn, kind=kind, ts=ts)
 
     async def aappend_many(self: _SessionLike, events: Iterable[Mapping[str, Any]], *,
                            turn: int | None = None, kind: str | None = None,
                            ts: float | None = None) -> list[int]:
         events = list(events)  # a generator is drained here, not in the worker thread
-        return await to_thread(self.append_many, events, turn=turn, kind=kind, ts=ts)
+        return await asyncio.to_thread(self.append_many, events, turn=turn, kind=kind, ts=ts)
 
     async def afinish_turn(self: _SessionLike, turn: int | None = None, *,
                            checkpoint: bool = False) -> None:
-        await to_thread(self.finish_turn, turn, checkpoint=checkpoint)
+        await asyncio.to_thread(self.finish_turn, turn, checkpoint=checkpoint)
 
     async def async_(self: _SessionLike) -> None:
         """The twin of ``sync`` (``async`` is a keyword)."""
-        await to_thread(self.sync)
+        await asyncio.to_thread(self.sync)
 
     async def aclear(self: _SessionLike) -> None:
-        await to_thread(self.clear)
+        await asyncio.to_thread(self.clear)
 
     async def aupdate_metadata(self: _SessionLike, *, title: str | None = UNSET,
                                tags: Iterable[str] = UNSET,
                                metadata: Mapping[str, Any] = UNSET) -> None:
-        await to_thread(self.update_metadata, title=title, tags=tags, metadata=metadata)
+        await asyncio.to_thread(self.update_metadata, title=title, tags=tags, metadata=metadata)
 
     async def asave_session_with_updates(
         self: _SessionLike, updates: Iterable[Mapping[str, Any]] = (), *,
@@ -571,19 +564,19 @@ class AsyncSessionMixin(AsyncSessionReaderMixin):
         metadata: Mapping[str, Any] = UNSET, turn: int | None = None, kind: str | None = None,
     ) -> list[int]:
         updates = list(updates)
-        return await to_thread(self.save_session_with_updates, updates, title=title,
-                               tags=tags, metadata=metadata, turn=turn, kind=kind)
+        return await asyncio.to_thread(self.save_session_with_updates, updates, title=title,
+                                       tags=tags, metadata=metadata, turn=turn, kind=kind)
 
     async def aset_state(self: _SessionLike, key: str, value: Any, *,
                          turn: int | None = None) -> int:
-        return await to_thread(self.set_state, key, value, turn=turn)
+        return await asyncio.to_thread(self.set_state, key, value, turn=turn)
 
     async def adelete_state(self: _SessionLike, key: str, *, turn: int | None = None) -> int:
-        return await to_thread(self.delete_state, key, turn=turn)
+        return await asyncio.to_thread(self.delete_state, key, turn=turn)
 
     async def amerge_state(self: _SessionLike, patch: Mapping[str, Any], *,
                            key: str | None = None, turn: int | None = None) -> int:
-        return await to_thread(self.merge_state, patch, key=key, turn=turn)
+        return await asyncio.to_thread(self.merge_state, patch, key=key, turn=turn)
 
     async def acommit(
         self: _SessionLike, events: Iterable[Mapping[str, Any]] = (), *,
@@ -592,59 +585,59 @@ class AsyncSessionMixin(AsyncSessionReaderMixin):
         ts: float | None = None, expected_revision: Revision | None = None,
     ) -> CommitResult:
         events = list(events)
-        return await to_thread(
+        return await asyncio.to_thread(
             self.commit, events, state_patch=state_patch, expected_head=expected_head,
             commit_id=commit_id, turn=turn, kind=kind, ts=ts,
             expected_revision=expected_revision)
 
     async def asnapshot(self: _SessionLike) -> int:
-        return await to_thread(self.snapshot)
+        return await asyncio.to_thread(self.snapshot)
 
     async def acheckpoint(self: _SessionLike, label: str | None = None, *,
                           kind: str = "manual",
                           checkpoint_id: str | None = None) -> CheckpointInfo:
-        return await to_thread(self.checkpoint, label, kind=kind,
-                               checkpoint_id=checkpoint_id)
+        return await asyncio.to_thread(self.checkpoint, label, kind=kind,
+                                       checkpoint_id=checkpoint_id)
 
     async def adelete_checkpoint(self: _SessionLike, checkpoint_id: str) -> None:
-        await to_thread(self.delete_checkpoint, checkpoint_id)
+        await asyncio.to_thread(self.delete_checkpoint, checkpoint_id)
 
     async def agc(self: _SessionLike, *, grace: float = 3600.0, dry_run: bool = False,
                   verify: bool = False) -> GcReport:
-        return await to_thread(self.gc, grace=grace, dry_run=dry_run, verify=verify)
+        return await asyncio.to_thread(self.gc, grace=grace, dry_run=dry_run, verify=verify)
 
     async def avacuum(self: _SessionLike, *, dry_run: bool = False, grace: float = 3600.0,
                       torn_grace: float = 604800.0, message_grace: float = 0.0
                       ) -> VacuumReport:
-        return await to_thread(self.vacuum, dry_run=dry_run, grace=grace,
-                               torn_grace=torn_grace, message_grace=message_grace)
+        return await asyncio.to_thread(self.vacuum, dry_run=dry_run, grace=grace,
+                                       torn_grace=torn_grace, message_grace=message_grace)
 
     async def acreate_collection(self: _SessionLike, name: str, dim: int, *,
                                  dtype: str = "float32",
                                  metric: DistanceMetric | str = "cosine") -> VectorCollection:
-        return await to_thread(self.create_collection, name, dim, dtype=dtype,
-                               metric=metric)
+        return await asyncio.to_thread(self.create_collection, name, dim, dtype=dtype,
+                                       metric=metric)
 
     async def adrop_collection(self: _SessionLike, name: str) -> None:
-        await to_thread(self.drop_collection, name)
+        await asyncio.to_thread(self.drop_collection, name)
 
     async def afork(self: _SessionLike, new_id: str | None = None, *,
                     at_seq: int | None = None, at_checkpoint: str | None = None,
                     title: str | None = UNSET, tags: Iterable[str] = UNSET,
                     metadata: Mapping[str, Any] = UNSET,
                     durability: Durability | str | None = None) -> Session:
-        return await to_thread(self.fork, new_id, at_seq=at_seq,
-                               at_checkpoint=at_checkpoint, title=title, tags=tags,
-                               metadata=metadata, durability=durability)
+        return await asyncio.to_thread(self.fork, new_id, at_seq=at_seq,
+                                       at_checkpoint=at_checkpoint, title=title, tags=tags,
+                                       metadata=metadata, durability=durability)
 
     async def aclose(self: _SessionLike) -> None:
-        await to_thread(self.close)
+        await asyncio.to_thread(self.close)
 
     async def __aenter__(self: _Closing) -> _Closing:
         return self
 
     async def __aexit__(self: _SessionLike, *exc_info: object) -> None:
-        await to_thread(self.close)
+        await asyncio.to_thread(self.close)
 
 
 # --- attachments ----------------------------------------------------------------------------
@@ -664,29 +657,29 @@ class AsyncBlobReaderMixin:
     """``BlobReader``'s async twins (a session's ``blobs``)."""
 
     async def aexists(self: _BlobReaderLike, ref: object) -> bool:
-        return await to_thread(self.exists, ref)
+        return await asyncio.to_thread(self.exists, ref)
 
     async def astat(self: _BlobReaderLike, ref: object) -> BlobStat:
-        return await to_thread(self.stat, ref)
+        return await asyncio.to_thread(self.stat, ref)
 
     async def aopen(self: _BlobReaderLike, ref: object) -> _io.RawIOBase:
         """The opened file; its reads block (read it with ``asyncio.to_thread``, or use
         ``aget`` for a small blob)."""
-        return await to_thread(self.open, ref)
+        return await asyncio.to_thread(self.open, ref)
 
     async def aget(self: _BlobReaderLike, ref: object) -> bytes:
-        return await to_thread(self.get, ref)
+        return await asyncio.to_thread(self.get, ref)
 
     async def adigests(self: _BlobReaderLike) -> AsyncIterator[tuple[str, str, bool]]:
         """Like ``digests``; the folder is listed in a worker thread."""
-        for found in await to_thread(lambda: list(self.digests())):
+        for found in await asyncio.to_thread(lambda: list(self.digests())):
             yield found
 
     async def acheck(self: _BlobReaderLike, verify: bool = True) -> list[Finding]:
-        return await to_thread(self.check, verify)
+        return await asyncio.to_thread(self.check, verify)
 
     async def averify_blob(self: _BlobReaderLike, ref: object) -> int:
-        return await to_thread(self.verify_blob, ref)
+        return await asyncio.to_thread(self.verify_blob, ref)
 
 
 class _BlobStoreLike(_BlobReaderLike, Protocol):
@@ -701,13 +694,13 @@ class AsyncBlobStoreMixin(AsyncBlobReaderMixin):
 
     async def aput(self: _BlobStoreLike, source: _Source, media_type: str | None = None, *,
                    compress: bool | None = None) -> BlobRef:
-        return await to_thread(self.put, source, media_type, compress=compress)
+        return await asyncio.to_thread(self.put, source, media_type, compress=compress)
 
     async def agc(self: _BlobStoreLike, referenced: Iterable[str], *, grace: float = 3600.0,
                   dry_run: bool = False, verify: bool = False) -> GcReport:
         referenced = list(referenced)
-        return await to_thread(self.gc, referenced, grace=grace, dry_run=dry_run,
-                               verify=verify)
+        return await asyncio.to_thread(self.gc, referenced, grace=grace, dry_run=dry_run,
+                                       verify=verify)
 
 
 # --- queued work and turn inputs ------------------------------------------------------------
@@ -721,7 +714,7 @@ class AsyncWorkQueueReaderMixin:
     """The async twin of a session's ``queue.items``."""
 
     async def aitems(self: _WorkQueueReaderLike, status: str | None = None) -> list[QueuedWork]:
-        return await to_thread(self.items, status)
+        return await asyncio.to_thread(self.items, status)
 
 
 class _WorkQueueLike(_WorkQueueReaderLike, Protocol):
@@ -745,35 +738,35 @@ class AsyncWorkQueueMixin(AsyncWorkQueueReaderMixin):
 
     async def aenqueue(self: _WorkQueueLike, kind: str, payload: Any = None, *,
                        priority: int = 0, max_attempts: int = 3) -> int:
-        return await to_thread(self.enqueue, kind, payload, priority=priority,
-                               max_attempts=max_attempts)
+        return await asyncio.to_thread(self.enqueue, kind, payload, priority=priority,
+                                       max_attempts=max_attempts)
 
     async def aenqueue_many(self: _WorkQueueLike, items: Iterable[tuple[str, Any]], *,
                             priority: int = 0, max_attempts: int = 3) -> list[int]:
         items = list(items)
-        return await to_thread(self.enqueue_many, items, priority=priority,
-                               max_attempts=max_attempts)
+        return await asyncio.to_thread(self.enqueue_many, items, priority=priority,
+                                       max_attempts=max_attempts)
 
     async def aclaim(self: _WorkQueueLike, worker: str, lease_ttl: float, *,
                      kinds: Iterable[str] | None = None) -> ClaimedWork | None:
-        return await to_thread(self.claim, worker, lease_ttl, kinds=kinds)
+        return await asyncio.to_thread(self.claim, worker, lease_ttl, kinds=kinds)
 
     async def acomplete(self: _WorkQueueLike, claim: ClaimedWork) -> None:
-        await to_thread(self.complete, claim)
+        await asyncio.to_thread(self.complete, claim)
 
     async def acomplete_and_claim(self: _WorkQueueLike, claim: ClaimedWork, lease_ttl: float,
                                   *, kinds: Iterable[str] | None = None) -> ClaimedWork | None:
-        return await to_thread(self.complete_and_claim, claim, lease_ttl, kinds=kinds)
+        return await asyncio.to_thread(self.complete_and_claim, claim, lease_ttl, kinds=kinds)
 
     async def afail(self: _WorkQueueLike, claim: ClaimedWork, error: str = "", *,
                     retry_after: float | None = None) -> str:
-        return await to_thread(self.fail, claim, error, retry_after=retry_after)
+        return await asyncio.to_thread(self.fail, claim, error, retry_after=retry_after)
 
     async def arelease(self: _WorkQueueLike, claim: ClaimedWork) -> None:
-        await to_thread(self.release, claim)
+        await asyncio.to_thread(self.release, claim)
 
     async def apurge(self: _WorkQueueLike) -> int:
-        return await to_thread(self.purge)
+        return await asyncio.to_thread(self.purge)
 
 
 class _TurnInputsReaderLike(Protocol):
@@ -784,7 +777,7 @@ class AsyncTurnInputsReaderMixin:
     """The async twin of a session's ``inputs.items``."""
 
     async def aitems(self: _TurnInputsReaderLike, status: str | None = None) -> list[TurnInput]:
-        return await to_thread(self.items, status)
+        return await asyncio.to_thread(self.items, status)
 
 
 class _TurnInputsLike(_TurnInputsReaderLike, Protocol):
@@ -797,13 +790,13 @@ class AsyncTurnInputsMixin(AsyncTurnInputsReaderMixin):
     """``TurnInputs``' async twins (a writer's ``inputs``)."""
 
     async def asubmit(self: _TurnInputsLike, payload: Any) -> int:
-        return await to_thread(self.submit, payload)
+        return await asyncio.to_thread(self.submit, payload)
 
     async def aclaim(self: _TurnInputsLike) -> list[TurnInput]:
-        return await to_thread(self.claim)
+        return await asyncio.to_thread(self.claim)
 
     async def aprune(self: _TurnInputsLike, retention: float = 7 * 24 * 3600.0) -> int:
-        return await to_thread(self.prune, retention)
+        return await asyncio.to_thread(self.prune, retention)
 
 
 # --- vector collections ---------------------------------------------------------------------
@@ -831,31 +824,31 @@ class AsyncVectorCollectionReaderMixin:
         metric: DistanceMetric | str | None = None, filter: _Filter = None,
         min_score: float | None = None, max_distance: float | None = None,
     ) -> list[VectorSearchResult]:
-        return await to_thread(self.search, query, k, metric=metric, filter=filter,
-                               min_score=min_score, max_distance=max_distance)
+        return await asyncio.to_thread(self.search, query, k, metric=metric, filter=filter,
+                                       min_score=min_score, max_distance=max_distance)
 
     async def asearch_batch(
         self: _VectorCollectionReaderLike, queries: Any, k: int = 10, *,
         metric: DistanceMetric | str | None = None, filter: _Filter = None,
         min_score: float | None = None, max_distance: float | None = None,
     ) -> list[list[VectorSearchResult]]:
-        return await to_thread(self.search_batch, queries, k, metric=metric,
-                               filter=filter, min_score=min_score,
-                               max_distance=max_distance)
+        return await asyncio.to_thread(self.search_batch, queries, k, metric=metric,
+                                       filter=filter, min_score=min_score,
+                                       max_distance=max_distance)
 
     async def aget(self: _VectorCollectionReaderLike, ids: Iterable[str]
                    ) -> list[VectorDocument | None]:
         ids = list(ids)
-        return await to_thread(self.get, ids)
+        return await asyncio.to_thread(self.get, ids)
 
     async def acount(self: _VectorCollectionReaderLike) -> int:
-        return await to_thread(self.count)
+        return await asyncio.to_thread(self.count)
 
     async def ainfo(self: _VectorCollectionReaderLike) -> CollectionInfo:
-        return await to_thread(self.info)
+        return await asyncio.to_thread(self.info)
 
     async def aclose(self: _VectorCollectionReaderLike) -> None:
-        await to_thread(self.close)
+        await asyncio.to_thread(self.close)
 
 
 class _VectorCollectionLike(_VectorCollectionReaderLike, Protocol):
@@ -873,24 +866,24 @@ class AsyncVectorCollectionMixin(AsyncVectorCollectionReaderMixin):
     async def aupsert(self: _VectorCollectionLike,
                       documents: Iterable[VectorDocument | Mapping[str, Any]]) -> int:
         documents = list(documents)
-        return await to_thread(self.upsert, documents)
+        return await asyncio.to_thread(self.upsert, documents)
 
     async def adelete(self: _VectorCollectionLike, ids: Iterable[str]) -> int:
         ids = list(ids)
-        return await to_thread(self.delete, ids)
+        return await asyncio.to_thread(self.delete, ids)
 
     async def async_(self: _VectorCollectionLike) -> None:
         """The twin of ``sync`` (``async`` is a keyword)."""
-        await to_thread(self.sync)
+        await asyncio.to_thread(self.sync)
 
     async def acompact(self: _VectorCollectionLike) -> None:
-        await to_thread(self.compact)
+        await asyncio.to_thread(self.compact)
 
     async def aseal(self: _VectorCollectionLike) -> None:
-        await to_thread(self.seal)
+        await asyncio.to_thread(self.seal)
 
     async def acatch_up(self: _VectorCollectionLike) -> None:
-        await to_thread(self.catch_up)
+        await asyncio.to_thread(self.catch_up)
 
 
 if TYPE_CHECKING:
@@ -928,19 +921,19 @@ class AsyncWatcherMixin:
     thread; ``async with`` closes it. ``async for`` is the watcher's own ``__aiter__``."""
 
     async def aget(self: _WatcherLike, timeout: float | None = None) -> list[Any]:
-        return await to_thread(self.get, timeout)
+        return await asyncio.to_thread(self.get, timeout)
 
     async def apoll(self: _WatcherLike) -> list[Any]:
-        return await to_thread(self.poll)
+        return await asyncio.to_thread(self.poll)
 
     async def aclose(self: _WatcherLike) -> None:
-        await to_thread(self.close)
+        await asyncio.to_thread(self.close)
 
     async def __aenter__(self: _Watching) -> _Watching:
         return self
 
     async def __aexit__(self: _WatcherLike, *exc_info: object) -> None:
-        await to_thread(self.close)
+        await asyncio.to_thread(self.close)
 
 
 if TYPE_CHECKING:

@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from .aio import to_thread
+from .lazy import LazyModule
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .compaction import CompactReport
     from .repair_log import RepairReport
     from .retention import RetainReport, RetentionPolicy
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first twin that runs (aio.py)
 
 
 class _CompactingReader(Protocol):
@@ -51,13 +55,13 @@ class AsyncSessionMaintenanceMixin:
                       keep_since: float | None = None, keep: str = "all",
                       dry_run: bool = False, policy: RetentionPolicy | None = None
                       ) -> RetainReport:
-        return await to_thread(lambda: self.retain(
+        return await asyncio.to_thread(lambda: self.retain(
             keep_turns=keep_turns, keep_since=keep_since, keep=keep, dry_run=dry_run,
             policy=policy))
 
     async def aset_retention(self: _RetainingSession, policy: RetentionPolicy | None
                              ) -> None:
-        await to_thread(self.set_retention, policy)
+        await asyncio.to_thread(self.set_retention, policy)
 
 
 class _HistoryReader(Protocol):
@@ -69,12 +73,12 @@ class AsyncReaderMaintenanceMixin:
     """``SessionReader``'s maintenance twins."""
 
     async def ahistory_start(self: _HistoryReader) -> int:
-        return await to_thread(lambda: self.history_start)
+        return await asyncio.to_thread(lambda: self.history_start)
 
     async def acompact(self: _CompactingReader, *, dry_run: bool = False,
                        target_bytes: int = 4 << 20, level: int = 3,
                        lock_timeout: float = 0.0) -> CompactReport:
-        return await to_thread(lambda: self.compact(
+        return await asyncio.to_thread(lambda: self.compact(
             dry_run=dry_run, target_bytes=target_bytes, level=level,
             lock_timeout=lock_timeout))
 
@@ -86,7 +90,7 @@ class AsyncStoreMaintenanceMixin:
                        dry_run: bool = False, target_bytes: int = 4 << 20, level: int = 3,
                        lock_timeout: float = 0.0,
                        on_session: Callable[[str], object] | None = None) -> CompactReport:
-        return await to_thread(lambda: self.compact(
+        return await asyncio.to_thread(lambda: self.compact(
             session_ids, dry_run=dry_run, target_bytes=target_bytes, level=level,
             lock_timeout=lock_timeout, on_session=on_session))
 
@@ -94,7 +98,7 @@ class AsyncStoreMaintenanceMixin:
                       keep_turns: int | None = None, keep_since: float | None = None,
                       keep: str = "all", dry_run: bool = False,
                       lock_timeout: float = 0.0) -> RetainReport:
-        return await to_thread(lambda: self.retain(
+        return await asyncio.to_thread(lambda: self.retain(
             session_id, keep_turns=keep_turns, keep_since=keep_since, keep=keep,
             dry_run=dry_run, lock_timeout=lock_timeout))
 
@@ -102,11 +106,11 @@ class AsyncStoreMaintenanceMixin:
                                session_ids: Iterable[str] | None = None, *,
                                dry_run: bool = False, lock_timeout: float = 0.0
                                ) -> RetainReport:
-        return await to_thread(lambda: self.apply_retention(
+        return await asyncio.to_thread(lambda: self.apply_retention(
             session_ids, dry_run=dry_run, lock_timeout=lock_timeout))
 
     async def arepair(self: _CompactingStore, session_id: str, *, dry_run: bool = False,
                       lock_timeout: float = 0.0,
                       on_segment: Callable[[int], object] | None = None) -> RepairReport:
-        return await to_thread(lambda: self.repair(
+        return await asyncio.to_thread(lambda: self.repair(
             session_id, dry_run=dry_run, lock_timeout=lock_timeout, on_segment=on_segment))

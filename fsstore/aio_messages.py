@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .aio import to_thread
+from .lazy import LazyModule
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .message_types import Message
     from .messages import MessageVersion
     from .usage import ExecutionStats, UsageTotals
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first twin that runs (aio.py)
 
 
 class _UsageLike(Protocol):
@@ -25,10 +29,10 @@ class AsyncUsageMixin:
 
     async def ausage(self: _UsageLike, *, by: str | None = None, at_seq: int | None = None
                      ) -> dict[str, UsageTotals]:
-        return await to_thread(lambda: self.usage(by=by, at_seq=at_seq))
+        return await asyncio.to_thread(lambda: self.usage(by=by, at_seq=at_seq))
 
     async def astats(self: _UsageLike, *, at_seq: int | None = None) -> ExecutionStats:
-        return await to_thread(lambda: self.stats(at_seq=at_seq))
+        return await asyncio.to_thread(lambda: self.stats(at_seq=at_seq))
 
 
 class _ReaderLike(Protocol):
@@ -46,30 +50,30 @@ class AsyncMessagesReaderMixin:
     """``MessagesReader``'s twins."""
 
     async def acount(self: _ReaderLike, *, at_seq: int | None = None) -> int:
-        return await to_thread(lambda: self.count(at_seq=at_seq))
+        return await asyncio.to_thread(lambda: self.count(at_seq=at_seq))
 
     async def alast(self: _ReaderLike, n: int = 50, *, at_seq: int | None = None
                     ) -> list[Message]:
-        return await to_thread(lambda: self.last(n, at_seq=at_seq))
+        return await asyncio.to_thread(lambda: self.last(n, at_seq=at_seq))
 
     async def aget(self: _ReaderLike, message_id: str, *, at_seq: int | None = None
                    ) -> Message:
-        return await to_thread(lambda: self.get(message_id, at_seq=at_seq))
+        return await asyncio.to_thread(lambda: self.get(message_id, at_seq=at_seq))
 
     async def aexists(self: _ReaderLike, message_id: str, *, at_seq: int | None = None
                       ) -> bool:
-        return await to_thread(lambda: self.exists(message_id, at_seq=at_seq))
+        return await asyncio.to_thread(lambda: self.exists(message_id, at_seq=at_seq))
 
     async def ahistory(self: _ReaderLike, message_id: str) -> list[MessageVersion]:
-        return await to_thread(self.history, message_id)
+        return await asyncio.to_thread(self.history, message_id)
 
     async def apage(self: _ReaderLike, *, before: str | None = None, after: str | None = None,
                     limit: int = 50, at_seq: int | None = None) -> list[Message]:
-        return await to_thread(
+        return await asyncio.to_thread(
             lambda: self.page(before=before, after=after, limit=limit, at_seq=at_seq))
 
     async def aall(self: _ReaderLike, *, at_seq: int | None = None) -> list[Message]:
-        return await to_thread(lambda: self.all(at_seq=at_seq))
+        return await asyncio.to_thread(lambda: self.all(at_seq=at_seq))
 
 
 class _WriterLike(Protocol):
@@ -89,22 +93,22 @@ class AsyncMessagesMixin:
 
     async def aappend(self: _WriterLike, message: Message | Mapping[str, Any], *,
                       turn: int | None = None, ts: float | None = None) -> Message:
-        return await to_thread(lambda: self.append(message, turn=turn, ts=ts))
+        return await asyncio.to_thread(lambda: self.append(message, turn=turn, ts=ts))
 
     async def aappend_many(self: _WriterLike,
                            messages: Iterable[Message | Mapping[str, Any]], *,
                            turn: int | None = None, ts: float | None = None) -> list[Message]:
         batch = list(messages)  # an iterator is read here, not in the worker thread
-        return await to_thread(lambda: self.append_many(batch, turn=turn, ts=ts))
+        return await asyncio.to_thread(lambda: self.append_many(batch, turn=turn, ts=ts))
 
     async def aedit(self: _WriterLike, message: Message | Mapping[str, Any], *,
                     turn: int | None = None, ts: float | None = None) -> Message:
-        return await to_thread(lambda: self.edit(message, turn=turn, ts=ts))
+        return await asyncio.to_thread(lambda: self.edit(message, turn=turn, ts=ts))
 
     async def adelete(self: _WriterLike, message_id: str, *, turn: int | None = None,
                       ts: float | None = None) -> int:
-        return await to_thread(lambda: self.delete(message_id, turn=turn, ts=ts))
+        return await asyncio.to_thread(lambda: self.delete(message_id, turn=turn, ts=ts))
 
     async def apop(self: _WriterLike, *, turn: int | None = None, ts: float | None = None
                    ) -> Message | None:
-        return await to_thread(lambda: self.pop(turn=turn, ts=ts))
+        return await asyncio.to_thread(lambda: self.pop(turn=turn, ts=ts))

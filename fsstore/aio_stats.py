@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .aio import to_thread
+from .lazy import LazyModule
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .stats import DiskUsage, SessionStats, StoreStats
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first twin that runs (aio.py)
 
 
 class _SessionLike(Protocol):
@@ -22,10 +26,10 @@ class AsyncSessionStatsMixin:
 
     async def asession_stats(self: _SessionLike, *, events_by_kind: bool = False
                              ) -> SessionStats:
-        return await to_thread(lambda: self.session_stats(events_by_kind=events_by_kind))
+        return await asyncio.to_thread(lambda: self.session_stats(events_by_kind=events_by_kind))
 
     async def akey_count(self: _SessionLike) -> int:
-        return await to_thread(self.key_count)
+        return await asyncio.to_thread(self.key_count)
 
 
 class _StoreLike(Protocol):
@@ -40,11 +44,11 @@ class AsyncStoreStatsMixin:
 
     async def astats(self: _StoreLike, *, on_session: Callable[[str], object] | None = None,
                      use_cache: bool = True) -> StoreStats:
-        return await to_thread(lambda: self.stats(on_session=on_session,
+        return await asyncio.to_thread(lambda: self.stats(on_session=on_session,
                                                           use_cache=use_cache))
 
     async def adisk_usage(self: _StoreLike) -> DiskUsage:
-        return await to_thread(self.disk_usage)
+        return await asyncio.to_thread(self.disk_usage)
 
     async def akey_count(self: _StoreLike) -> int:
-        return await to_thread(self.key_count)
+        return await asyncio.to_thread(self.key_count)

@@ -1,10 +1,15 @@
 """A module imported on its first use rather than by the module that names it.
 
 ``fsstore cat`` and ``fsstore ls`` (run per file by git, per session by shell loops) read
-sessions through :class:`~fsstore.store.Store`, whose lease and lineage calls need modules
-a read never uses. The store names them through a :class:`LazyModule` (and, for type
-checkers, through an ordinary import under ``TYPE_CHECKING``), so that they are imported
-by the first lease or lineage call instead.
+sessions through :class:`~fsstore.store.Store`, whose lease and lineage calls, and whose
+async twins (asyncio), need modules a read never uses. Those modules are named through a
+:class:`LazyModule` (and, for type checkers, through an ordinary import under
+``TYPE_CHECKING``), so that the first call that uses one imports it::
+
+    if TYPE_CHECKING:
+        import asyncio
+    else:
+        asyncio = LazyModule("asyncio")
 """
 
 from __future__ import annotations

@@ -24,16 +24,21 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import layout
-from .aio import AsyncWatcherMixin, to_thread
+from .aio import AsyncWatcherMixin
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
+from .lazy import LazyModule
 from .log import LogReader, LogTail
 from .log_format import Event, SegmentScan
 from .segment_file import SegmentFile
 from .segment_header import SEGMENT_HEADER_SIZE
 
 if TYPE_CHECKING:
+    import asyncio
+
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers.api import BaseObserver
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first async iteration
 
 DEFAULT_POLL_INTERVAL = 1.0
 
@@ -359,7 +364,7 @@ class _Watcher(AsyncWatcherMixin):
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         while not self._closed.is_set():
-            found = await to_thread(self.get, self._interval)
+            found = await asyncio.to_thread(self.get, self._interval)
             for item in found:
                 yield item
 
