@@ -17,17 +17,18 @@ that the twin's parameters are the method's.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import InvalidSetting
+from .lazy import LazyModule
 from .unset import UNSET
 from .workspaces import SessionRole
 
 if TYPE_CHECKING:
+    import asyncio
     import io as _io
     from typing import TypeAlias
 
@@ -65,6 +66,10 @@ if TYPE_CHECKING:
         WorkQueueReader,
     )
     from .workspaces import Workspace, WorkspaceMember
+else:
+    # Imported by the first twin that runs, not with fsstore: a command run once per file
+    # (``fsstore cat``) must not pay for asyncio, and a coroutine runs where it is loaded.
+    asyncio = LazyModule("asyncio")
 
 #: How many events ``aevents`` reads in one trip to a worker thread.
 DEFAULT_BATCH = 1000

@@ -3,14 +3,19 @@ other twin in ``aio.py``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from .lazy import LazyModule
+
 if TYPE_CHECKING:
+    import asyncio
+
     from .compaction import CompactReport
     from .repair_log import RepairReport
     from .retention import RetainReport, RetentionPolicy
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first twin that runs (aio.py)
 
 
 class _CompactingReader(Protocol):

@@ -3,14 +3,19 @@ each runs its blocking call in a worker thread, with the same parameters."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .lazy import LazyModule
+
 if TYPE_CHECKING:
+    import asyncio
+
     from .message_types import Message
     from .messages import MessageVersion
     from .usage import ExecutionStats, UsageTotals
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first twin that runs (aio.py)
 
 
 class _UsageLike(Protocol):

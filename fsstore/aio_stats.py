@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from .lazy import LazyModule
+
 if TYPE_CHECKING:
+    import asyncio
+
     from .stats import DiskUsage, SessionStats, StoreStats
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first twin that runs (aio.py)
 
 
 class _SessionLike(Protocol):

@@ -25,13 +25,11 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any, NamedTuple
-
-import zstandard
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from . import layout
 from .aio import AsyncBlobReaderMixin, AsyncBlobStoreMixin
+from .defaults import DEFAULT_GRACE_SECONDS as DEFAULT_GRACE_SECONDS  # re-exported
 from .errors import (
     BlobNotFound,
     CorruptionError,
@@ -43,6 +41,9 @@ from .errors import (
 from .fsio import FileIO, safe_opener
 from .log_writer import NO_LINK_ERRNOS
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
 BLOB_KEY = "fsstore.blob"
 #: The bytes a frame holding a BlobRef contains, so scans can skip frames without one.
 BLOB_MARKER = BLOB_KEY.encode()
@@ -52,7 +53,6 @@ CHUNK = 1 << 20
 ZSTD_SUFFIX = ".zst"
 ZSTD_MAGIC = b"FSZ1"
 _ZSTD_HEADER = struct.Struct("<4sQ")
-DEFAULT_GRACE_SECONDS = 3600.0
 #: Media types compressed when compression is "auto": text, and structured text.
 COMPRESSIBLE = ("text/", "application/json", "application/xml", "application/x-ndjson",
                 "application/javascript", "application/x-yaml", "application/yaml",
@@ -211,6 +211,8 @@ class BlobReader(AsyncBlobReaderMixin):
             if compressed:
                 size = _content_size(path)
                 handle.seek(_ZSTD_HEADER.size)
+                import zstandard  # here: a store whose blobs are plain never loads it
+
                 raw: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
                     handle, read_across_frames=False, closefd=True)
             else:
@@ -376,6 +378,8 @@ class BlobStore(BlobReader, AsyncBlobStoreMixin):
             # A compressed blob starts with the size of the original bytes, written last
             # (it is known only at the end of the stream): reads bound decompression by it.
             offset = _ZSTD_HEADER.size if compressed else 0
+            import zstandard
+
             compressor = (zstandard.ZstdCompressor(level=self.level).compressobj()
                           if compressed else None)
             while True:
@@ -500,7 +504,21 @@ class BlobStore(BlobReader, AsyncBlobStoreMixin):
                         young, damaged, dry_run)
 
 
-_HASH_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsstore-hash")
+_hash_workers: ThreadPoolExecutor | None = None
+_hash_workers_lock = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    """The threads that hash large puts, started by the first one (not at import: a
+    program that only reads needs neither them nor concurrent.futures)."""
+    global _hash_workers
+    with _hash_workers_lock:
+        if _hash_workers is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _hash_workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsstore-hash")
+        return _hash_workers
+
 _INLINE_HASH = 64 << 10
 
 
@@ -521,7 +539,7 @@ class _BackgroundHash:
         if len(chunk) < _INLINE_HASH:
             self._hasher.update(chunk)
         else:
-            self._pending = _HASH_WORKERS.submit(self._hasher.update, chunk)
+            self._pending = _hash_pool().submit(self._hasher.update, chunk)
 
     def hexdigest(self) -> str:
         if self._pending is not None:
@@ -601,6 +619,8 @@ class _VerifyingReader(_io.RawIOBase):
         # Never ask for more than one byte past the recorded size: a decompression bomb
         # is stopped there, before it produces more.
         want = min(len(view), self._size - self._read + 1)
+        import zstandard  # loaded already: this reader's stream is zstandard's
+
         try:
             chunk = self._raw.read(want)
         except zstandard.ZstdError as exc:

@@ -35,13 +35,14 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout
+from .defaults import DEFAULT_LEVEL as DEFAULT_LEVEL  # re-exported: the default lives there
+from .defaults import DEFAULT_TARGET_BYTES as DEFAULT_TARGET_BYTES
 from .errors import CorruptionError, SessionLocked
 from .fsio import FileIO
 from .identity import NO_UID
@@ -50,10 +51,6 @@ from .log_format import SegmentScan
 from .segment_file import SegmentFile, encode_compacted, open_compacted
 from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
 
-#: Sealed segments are merged into files of about this many plain bytes.
-DEFAULT_TARGET_BYTES = 4 << 20
-#: zstd level: 3 compresses a log about 3.5x at about 250 MB/s (docs/PERFORMANCE facts).
-DEFAULT_LEVEL = 3
 TEMP_PREFIX = ".tmp-compact-"
 
 
@@ -285,6 +282,8 @@ def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[So
     first = group[0].first
     log_start = reader.read_header(first).log_start
     data = encode_compacted(first, log_start, uid, members, level)
+    import secrets  # here: it loads OpenSSL (hashlib), which readers never need
+
     temp = os.path.join(session_path, TEMP_PREFIX + secrets.token_hex(4))
     io.write_new(temp, data)
     try:

@@ -14,7 +14,6 @@ of another session put in its place. Files written before uids existed (format
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,8 @@ NO_UID = 0
 
 def mint() -> int:
     """A new random uid (never NO_UID)."""
+    import secrets  # here: it loads OpenSSL (hashlib), which readers never need
+
     return secrets.randbits(64) or 1
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable
 
@@ -142,6 +141,8 @@ def check_workspace_id(workspace_id: object, *, new: bool = False) -> str:
 
 def new_session_id() -> str:
     """A fresh id that sorts by creation time: ``20261121T055212Z-3fa9c2d1``."""
+    import secrets  # here: it loads OpenSSL (hashlib), which readers never need
+
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
@@ -329,6 +330,8 @@ def torn_tail_name(first_seq: int, offset: int) -> str:
 
 
 def temp_name(final_name: str) -> str:
+    import secrets
+
     return f"{TEMP_PREFIX}{final_name}-{secrets.token_hex(4)}"
 
 
@@ -341,6 +344,8 @@ def repair_dir_name(when: float, attempt: int = 1) -> str:
 
 
 def trash_name(session_id: str) -> str:
+    import secrets
+
     return f"{TRASH_PREFIX}{session_id}-{secrets.token_hex(4)}"
 
 

@@ -29,7 +29,6 @@ import fcntl
 import json
 import math
 import os
-import socket
 import struct
 import threading
 import time
@@ -37,9 +36,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
-from crc32c import crc32c
 
 from . import clock, layout
+from .checksum import crc32c
 from .errors import (
     CorruptionError,
     Finding,
@@ -51,11 +50,8 @@ from .errors import (
 )
 from .fsio import FileIO, open_regular, os_error
 from .log import LogReader
+from .turns import LEASE_RECORD as LEASE_RECORD  # the record a claim writes (FORMAT 4)
 
-#: The log record a lease holder writes before its first write to a log with a token:
-#: ``{"token": TOKEN}``. It belongs to no turn; claims and ``verify`` read it back when the
-#: lease file is gone.
-LEASE_RECORD = "fsstore.lease"
 SLOT_SIZE = 512
 _SLOT = struct.Struct("<8sHHQQB3xddI")  # magic major minor generation token state expires
 _MAGIC = b"FSLEASE1"  # acquired owner_len; then the owner as JSON; crc32c at the end
@@ -128,6 +124,8 @@ class LeaseOwner:
         """This process, under ``label``."""
         start, boot = _process_start(os.getpid()), _boot_id()
         started = f"{boot}:{start}" if start is not None and boot is not None else None
+        import socket  # here: readers of a store never name a host
+
         return cls(socket.gethostname(), os.getpid(), started, str(label))
 
     def to_json(self) -> bytes:
@@ -163,6 +161,8 @@ class LeaseOwner:
     def alive(self) -> bool | None:
         """True or False when this host can tell (same host: is that very process still
         running); None for another host, where only the lease's expiry counts."""
+        import socket
+
         if self.host != socket.gethostname():
             return None
         try:

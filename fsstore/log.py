@@ -26,8 +26,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import layout
 from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
@@ -65,6 +64,9 @@ from .segment_header import (
     check_synced,
     decode_segment_header,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 #: How many files back a segment merged into a compacted file is looked for.
 _MERGE_LOOKBACK = 1024

@@ -30,8 +30,8 @@ from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, NamedTuple, cast
 
 import msgspec
-from crc32c import crc32c
 
+from .checksum import crc32c
 from .errors import CorruptionError, FormatVersionError, InvalidEvent, InvalidSeq, RecordTooLarge
 from .nesting import MAX_NESTING, too_deep
 from .segment_header import SEGMENT_HEADER_SIZE, check_synced

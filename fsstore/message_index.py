@@ -22,17 +22,17 @@ index anew from the log.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import msgspec
-import numpy as np
-from crc32c import crc32c
 
 from . import layout
+from .checksum import crc32c
 from .errors import CorruptionError, Finding
 from .fsio import FileIO
 from .log import Frame, LogPosition, LogReader
@@ -49,6 +49,9 @@ from .log_format import (
 from .message_types import MessageRecord, ToolCallPart
 from .segment_header import SEGMENT_HEADER_SIZE
 from .turns import MESSAGE_RECORD
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The bytes every message record's payload holds: frames without them are not decoded.
 MESSAGE_MARKER = MESSAGE_RECORD.encode()
@@ -70,10 +73,22 @@ _record_decoder = msgspec.msgpack.Decoder(MessageRecord, ext_hook=refuse_msgpack
 _messages_decoder = msgspec.msgpack.Decoder(
     tuple[float, int, list[tuple[Literal["fsstore.message"], MessageRecord]]],
     ext_hook=refuse_msgpack_ext)
-_ROW_DTYPE = np.dtype([("seq", "<u8"), ("segment", "<u8"), ("hash", "<u8"),
-                       ("target", "<u8"), ("live", "<u8"), ("offset", "<u4"),
-                       ("size", "<u4"), ("op", "u1"), ("pad", "V3"), ("crc", "<u4")])
-assert _ROW_DTYPE.itemsize == ROW.size
+
+
+@functools.cache
+def _row_dtype() -> np.dtype[Any]:
+    """A row as numpy reads a table of them (numpy is imported by the first lookup by id,
+    not by every reader of a session)."""
+    import numpy as np
+
+    found: np.dtype[Any] = np.dtype([
+        ("seq", "<u8"), ("segment", "<u8"), ("hash", "<u8"), ("target", "<u8"),
+        ("live", "<u8"), ("offset", "<u4"), ("size", "<u4"), ("op", "u1"), ("pad", "V3"),
+        ("crc", "<u4")])
+    assert found.itemsize == ROW.size
+    return found
+
+
 #: Rows an exclusive writer holds before it writes them (see ``MessageIndex.add_rows``).
 DEFERRED_ROWS = 256
 #: Tool call ids an index remembers as indexed, without a lookup.
@@ -885,13 +900,15 @@ class _Lookup:
 
     @classmethod
     def build(cls, index: MessageIndex) -> _Lookup:
+        import numpy as np
+
         count = index._file_rows
         if count and index._fd is not None:
             raw = index.io.pread(index._fd, count * ROW.size, HEADER.size)
             if len(raw) != count * ROW.size:
                 raise CorruptionError("message index is shorter than it was",
                                       path=index.path, offset=HEADER.size + len(raw))
-            table = np.frombuffer(raw, dtype=_ROW_DTYPE)
+            table = np.frombuffer(raw, dtype=_row_dtype())
             _check_rows(raw, table["crc"], index.path)
             hashes = table["hash"].copy()
             ops = table["op"] & ~np.uint8(GROUP_END)
@@ -913,6 +930,8 @@ class _Lookup:
             self.rebuild_needed = True
 
     def find(self, hashed: int) -> list[int]:
+        import numpy as np
+
         key = np.uint64(hashed)
         low = int(np.searchsorted(self.hashes, key, "left"))
         high = int(np.searchsorted(self.hashes, key, "right"))
@@ -924,6 +943,8 @@ def _check_places(table: np.ndarray, ops: np.ndarray, path: str) -> None:
     """Rows with good checksums must be in their places, as ``read_rows`` checks them:
     in seq order, each ADD row naming itself as its message's first row, every other
     row but MARK an earlier one."""
+    import numpy as np
+
     numbers = np.arange(len(table), dtype=np.uint64)
     seqs, targets = table["seq"], table["target"]
     wrong = np.zeros(len(table), dtype=bool)

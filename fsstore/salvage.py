@@ -30,10 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import zstandard
-from crc32c import crc32c
-
 from . import layout
+from .checksum import crc32c
 from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError, SessionNotFound
 from .fsio import FileIO
 from .identity import Identity
@@ -334,6 +332,8 @@ def _compacted_image(raw: bytes, path: str) -> tuple[bytes, SegmentHeader, list[
     header = decode_segment_header(raw, path)
     tables = decode_tables(raw, header, path, len(raw))
     parts, bad = [header.raw], []
+    import zstandard  # here: a log without compacted segments never needs it
+
     decompressor = zstandard.ZstdDecompressor()
     for chunk in tables.chunks:
         packed = raw[chunk.packed_at:chunk.packed_at + chunk.packed_size]

@@ -26,12 +26,9 @@ import os
 import struct
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import zstandard
-from crc32c import crc32c
-
+from .checksum import crc32c
 from .errors import CorruptionError
 from .fsio import FileIO
 from .log_format import _PREALLOCATE_MAX, MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE
@@ -41,6 +38,11 @@ from .segment_header import (
     SegmentHeader,
     encode_compacted_header,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import zstandard
 
 _MEMBER = struct.Struct("<QII")  # first_seq, start (logical offset), reserved
 _CHUNK = struct.Struct("<IIII")  # plain_start, plain_size, packed_size, packed_crc
@@ -93,6 +95,8 @@ def encode_compacted(first_seq: int, log_start: int, uid: int,
         plain.append(frames)
         at += len(frames)
     plain_end = at
+    import zstandard  # here, not at the top: a reader of plain segments never needs it
+
     compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
     chunks: list[tuple[int, int, bytes]] = []
     data = b"".join(plain)
@@ -404,6 +408,8 @@ def read_ahead(segment: SegmentFile) -> Future[LoadedSegment]:
     in the thread (one shared thread; made again in a forked child, where the parent's
     thread does not run): zstd releases the GIL while it works, and the reads and checks
     stay here, where each would make the thread wait for the GIL again."""
+    from concurrent.futures import ThreadPoolExecutor
+
     global _ahead
     packed = segment.read_packed()
     with _ahead_lock:
@@ -432,8 +438,10 @@ def decompress_chunks(packed: PackedChunks) -> list[bytes | memoryview]:
     call that releases the GIL once: a thread decompressing ahead of a reader then waits
     for the GIL once per segment, not once per chunk (each wait lasts as long as the
     reader's thread keeps the GIL, up to the interpreter's switch interval, 5 ms)."""
+    import zstandard
+
     chunks, path = packed.chunks, packed.path
-    if len(chunks) > 1 and _MULTI:
+    if len(chunks) > 1 and _multi():
         sizes = struct.pack(f"<{len(chunks)}Q", *(chunk.plain_size for chunk in chunks))
         try:
             frames: list[bytes | bytearray | memoryview] = list(packed.packed)
@@ -461,6 +469,8 @@ def _check_packed(chunk: Chunk, packed: bytes | memoryview, path: str) -> None:
     always records the size, which is the table's)."""
     # the checksum holding the GIL (some tens of microseconds): released, a thread
     # decompressing ahead would wait for the GIL again after it (see decompress_chunks)
+    import zstandard
+
     if len(packed) != chunk.packed_size or crc32c(packed, 0, 0) != chunk.packed_crc:
         raise CorruptionError("compacted chunk does not match its checksum",
                               path=path, offset=chunk.packed_at)
@@ -477,6 +487,8 @@ def _check_packed(chunk: Chunk, packed: bytes | memoryview, path: str) -> None:
 
 def _decompress(chunk: Chunk, packed: bytes | memoryview, path: str) -> bytes:
     """A chunk's checked compressed bytes (see _check_packed), decompressed."""
+    import zstandard
+
     try:
         plain = _decompressor().decompress(packed, max_output_size=chunk.plain_size)
     except zstandard.ZstdError as exc:
@@ -509,8 +521,19 @@ def _plain_start(chunk: Chunk) -> int:
 
 
 _local = threading.local()
-#: python-zstandard's C backend decompresses many frames in one call (not its cffi one).
-_MULTI = zstandard.backend == "cext"
+#: Whether python-zstandard's C backend is the one loaded: it decompresses many frames in
+#: one call (its cffi one does not). None until a compacted read first asks (zstandard is
+#: imported then, not by every reader).
+_MULTI: bool | None = None
+
+
+def _multi() -> bool:
+    global _MULTI
+    if _MULTI is None:
+        import zstandard
+
+        _MULTI = zstandard.backend == "cext"
+    return _MULTI
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -519,6 +542,8 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     use from two threads at once."""
     found: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
     if found is None:
+        import zstandard
+
         found = _local.decompressor = zstandard.ZstdDecompressor()
     return found
 

@@ -16,8 +16,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from crc32c import crc32c
-
+from .checksum import crc32c
 from .errors import CorruptionError, FormatVersionError
 from .identity import NO_UID
 

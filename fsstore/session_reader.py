@@ -9,28 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import identity, layout, manifest, vectors
-from . import state as state_module
+from . import identity, layout, manifest
 from .aio import AsyncSessionReaderMixin
 from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
 from .aio_stats import AsyncSessionStatsMixin
-from .blobs import BlobReader, link_blobs
-from .check import SessionParts, check_session
-from .compaction import (
-    DEFAULT_LEVEL,
-    DEFAULT_TARGET_BYTES,
-    CompactReport,
-    compact_log,
-    log_folder_lock,
-)
+from .defaults import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES
 from .errors import (
     CheckpointNotFound,
     CorruptionError,
@@ -44,13 +37,8 @@ from .identity import NO_UID
 from .log import LogReader, LogTail
 from .log_format import Event, check_seq
 from .log_writer import copy_log_prefix
-from .message_index import MessageIndex
-from .messages import MessagesReader
-from .retention import RetentionPolicy
 from .session_metadata import ManifestFile
 from .snapshot import CheckpointDir, CheckpointInfo, SnapshotDir, SnapshotFile, SnapshotPolicy
-from .state import Loaded, StateImage
-from .stats import SessionStats, StatsSource, session_stats
 from .turns import (
     Revision,
     Turn,
@@ -60,10 +48,22 @@ from .turns import (
     read_turns,
     revision_of,
 )
-from .usage import ExecutionStats, UsageFold, UsageTotals, check_usage_by
-from .vectors import CollectionInfo, VectorCollectionReader
-from .watch import LogCleared, Notifier, SessionWatcher
-from .work import TurnInputsReader, WorkQueueReader
+
+# Imported where used, not here: a program that reads events (``fsstore cat``, run per
+# file by git) must not pay for state folds, messages, checks, counts, vectors (numpy)
+# or watching.
+if TYPE_CHECKING:
+    from .blobs import BlobReader
+    from .compaction import CompactReport
+    from .message_index import MessageIndex
+    from .messages import MessagesReader
+    from .retention import RetentionPolicy
+    from .state import Loaded, StateImage
+    from .stats import SessionStats, StatsSource
+    from .usage import ExecutionStats, UsageFold, UsageTotals
+    from .vectors import CollectionInfo, VectorCollectionReader
+    from .watch import LogCleared, Notifier, SessionWatcher
+    from .work import TurnInputsReader, WorkQueueReader
 
 
 class ForkOrigin(NamedTuple):
@@ -114,6 +114,8 @@ class SessionInfo:
 
 #: How long a fork waits for a compaction of its parent to end.
 _FORK_WAITS_FOR_COMPACTION = 60.0
+#: Held while a reader makes its message index on first use (see _message_index_file).
+_INDEX_MADE = threading.Lock()
 
 
 class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMaintenanceMixin,
@@ -134,19 +136,53 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         self._policy = snapshots or SnapshotPolicy()
         self._snapshots = SnapshotDir(io, path, self.identity)
         self._checkpoints = CheckpointDir(io, path, self.identity)
-        #: The session's attachments: get, open, exists, stat (and put, for a writer).
-        self.blobs: BlobReader = BlobReader(io, path)
         #: What the last state load found wrong with snapshot files (they were skipped).
         self.state_findings: list[Finding] = []
-        folds = _ReaderFolds(self)
-        #: The session's queue of work, as the log has it: ``queue.items(status)``.
-        self.queue: WorkQueueReader = WorkQueueReader(folds)
-        #: The session's turn inputs, as the log has them: ``inputs.items(status)``.
-        self.inputs: TurnInputsReader = TurnInputsReader(folds)
-        self._message_index_file = MessageIndex(
-            io, path, self._log, NO_UID if self.identity is None else self.identity.uid)
-        #: The session's conversation: ``messages.last(50)``, ``messages.get(id)``, ...
-        self.messages: MessagesReader = MessagesReader(ReaderMessages(self))
+
+    # The attachments, queue, inputs and conversation are made on first use (a writer
+    # sets its own in __init__), so that reading events imports none of their modules.
+
+    @functools.cached_property
+    def blobs(self) -> BlobReader:
+        """The session's attachments: get, open, exists, stat (and put, for a writer)."""
+        from .blobs import BlobReader
+
+        return BlobReader(self.io, self.path)
+
+    @functools.cached_property
+    def queue(self) -> WorkQueueReader:
+        """The session's queue of work, as the log has it: ``queue.items(status)``."""
+        from .work import WorkQueueReader
+
+        return WorkQueueReader(_ReaderFolds(self))
+
+    @functools.cached_property
+    def inputs(self) -> TurnInputsReader:
+        """The session's turn inputs, as the log has them: ``inputs.items(status)``."""
+        from .work import TurnInputsReader
+
+        return TurnInputsReader(_ReaderFolds(self))
+
+    @functools.cached_property
+    def messages(self) -> MessagesReader:
+        """The session's conversation: ``messages.last(50)``, ``messages.get(id)``, ..."""
+        from .messages import MessagesReader
+
+        return MessagesReader(ReaderMessages(self))
+
+    @functools.cached_property
+    def _message_index_file(self) -> MessageIndex:
+        from .message_index import MessageIndex
+
+        # Made once under a lock: two threads' first reads must share the one index (it
+        # keeps its file open), and cached_property does not lock on every Python.
+        with _INDEX_MADE:
+            found: MessageIndex | None = self.__dict__.get("_message_index_file")
+            if found is None:
+                found = self.__dict__["_message_index_file"] = MessageIndex(
+                    self.io, self.path, self._log,
+                    NO_UID if self.identity is None else self.identity.uid)
+            return found
 
     # --- metadata ---
 
@@ -203,6 +239,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         value = self._meta.retention
         if value is None:
             return None
+        from .retention import RetentionPolicy
+
         return RetentionPolicy.from_manifest(value, layout.session_manifest_path(self.path))
 
     @property
@@ -302,6 +340,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
     def verify(self) -> list[Finding]:
         """Read everything a read would read and report each problem; changes nothing and
         never raises (see :mod:`fsstore.check`)."""
+        from .check import SessionParts, check_session
+
         parts = SessionParts(self._manifest, self._log, self._snapshots, self._checkpoints,
                              self._policy.commit_ids, self._message_index_file)
         return check_session(self, parts)
@@ -319,6 +359,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         seconds). With ``dry_run`` nothing changes and the report counts the files it
         would write. Damage in a sealed segment raises CorruptionError naming it, and
         that segment stays as it is."""
+        from .compaction import compact_log
+
         return compact_log(self.io, self._log, self.path,
                            NO_UID if self.identity is None else self.identity.uid,
                            target_bytes=target_bytes, level=level, dry_run=dry_run,
@@ -335,6 +377,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         ``get(timeout)``, or pass ``callback`` to have a thread deliver to it. Close it
         when done. Filesystem events wake it; every ``poll_interval`` seconds it reads
         again anyway, so a lost event only delays a delivery."""
+        from .watch import SessionWatcher
+
         watcher = SessionWatcher(self._log, self.id, after_seq, poll_interval=poll_interval,
                                  notifier=notifier)
         if callback is not None:
@@ -356,6 +400,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         """Tokens and cost of the session's messages: all under ``""``, or keyed by
         ``by="model"`` or ``by="day"`` (UTC). A fold of the log kept in snapshots, so it
         costs a state load. ``at_seq`` as for ``state_at``."""
+        from .usage import check_usage_by
+
         check_usage_by(by)
         return self._usage_fold(at_seq).totals(by)
 
@@ -384,6 +430,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         whole history, so the cost does not grow with it. ``events_by_kind=True`` also
         counts the records by kind and the turns holding a record: that reads the whole
         log."""
+        from .stats import session_stats
+
         return session_stats(self._stats_source(), events_by_kind=events_by_kind)
 
     def key_count(self) -> int:
@@ -393,6 +441,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         return len(self._view().state)
 
     def _stats_source(self) -> StatsSource:
+        from .stats import StatsSource
+
         self._before_read()
         return StatsSource(self.io, self.path, self.id, self.title, self._log, self._view)
 
@@ -406,18 +456,24 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
     def collections(self) -> list[CollectionInfo]:
         """Each vector collection's name, dimension, dtype, metric, count and bytes."""
+        from . import vectors
+
         return [self.collection(name).info()
                 for name in vectors.collection_names(self.io, self.path)]
 
     def collection(self, name: str) -> VectorCollectionReader:
         """The vector collection ``name``, as it is now (read-only: searches and gets)."""
+        from . import vectors
+
         name = vectors.check_collection_name(name)
-        return VectorCollectionReader(self.io,
-                                      os.path.join(layout.vectors_dir(self.path), name))
+        return vectors.VectorCollectionReader(
+            self.io, os.path.join(layout.vectors_dir(self.path), name))
 
     # --- state ---
 
     def _load_state(self, until_seq: int | None = None, *, past: bool = False) -> Loaded:
+        from . import state as state_module
+
         self._before_read()
         loaded = state_module.load(
             self.io, self._log, self._snapshots, until_seq=until_seq,
@@ -469,7 +525,9 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             except FileNotFoundError:
                 continue
             except (CorruptionError, FormatVersionError) as exc:
-                state_module.logger.warning("checkpoint skipped: %s", exc)
+                from .state import logger
+
+                logger.warning("checkpoint skipped: %s", exc)
         return sorted(infos, key=lambda info: (info.seq, info.created, info.id))
 
     def checkpoint_info(self, checkpoint_id: str) -> CheckpointInfo:
@@ -486,6 +544,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         return self._checkpoint_image(checkpoint_id).state
 
     def _checkpoint_image(self, checkpoint_id: str) -> StateImage:
+        from .state import StateImage, logger
+
         info = self.checkpoint_info(checkpoint_id)
         path = self._checkpoints.file_path(checkpoint_id)
         try:
@@ -502,7 +562,7 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             self.state_findings = [*loaded.findings, Finding(
                 "problem", path, exc.offset, f"{exc.reason}; the state was rebuilt from "
                 "the log")]
-            state_module.logger.warning("%s", self.state_findings[-1])
+            logger.warning("%s", self.state_findings[-1])
             return loaded.image
 
     # --- forks ---
@@ -519,6 +579,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         carries ``uid``, the new session's identity. All of it is fsynced.
         ``Store.fork_session`` builds a fork with it.
         """
+        from . import compaction  # its folder lock, looked up when it is taken
+
         tail = self._log.tail()
         if at_checkpoint is not None:
             image = self._checkpoint_image(at_checkpoint)
@@ -537,7 +599,7 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             # A compaction must not unlink a segment while it is linked here, and a
             # vacuum's reclaim must not rewrite the files between the fold and the links:
             # the fork's snapshot is the fold of the very files it links.
-            with log_folder_lock(self._log.path, _FORK_WAITS_FOR_COMPACTION):
+            with compaction.log_folder_lock(self._log.path, _FORK_WAITS_FOR_COMPACTION):
                 if image is None:
                     image = self._load_state(seq, past=True).image
                 position = copy_log_prefix(self.io, self._log, log_path, seq,
@@ -547,6 +609,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
                 f"session {self.id!r} was cleared or deleted while it was being forked "
                 f"({exc.filename}); retry") from None
         SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
+        from .blobs import link_blobs
+
         link_blobs(self.io, self.path, dest)
         return ForkOrigin(self.id, seq, at_checkpoint)
 

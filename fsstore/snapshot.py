@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
-from crc32c import crc32c
 
 from . import layout
+from .checksum import crc32c
 from .errors import CorruptionError, FormatVersionError, InvalidSetting, InvalidState
 from .fsio import FileIO
 from .identity import NO_UID, Identity

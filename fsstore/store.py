@@ -16,12 +16,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import clock, identity, layout, manifest
-from . import lease as lease_module
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .aio_stats import AsyncStoreStatsMixin
-from .check import check_store
-from .compaction import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES, CompactReport
+from .defaults import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_LEVEL,
+    DEFAULT_TARGET_BYTES,
+    DEFAULT_TORN_GRACE_SECONDS,
+)
 from .errors import (
     CollectionNotFound,
     Finding,
@@ -35,42 +38,34 @@ from .errors import (
     StoreNotFound,
 )
 from .fsio import FileIO
-from .lease import (
-    ClaimOutcome,
-    Lease,
-    LeaseFile,
-    LeaseOwner,
-    LeaseState,
-    SessionMutex,
-    check_ttl,
-)
-from .lineage import Lineage, read_lineage, spawn_record
+from .lazy import LazyModule
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, check_settings, write_tail_hint
-from .retention import RetainReport
 from .segment_header import encode_segment_header
-from .session import Session
 from .session_metadata import new_manifest
 from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
-from .stats import DiskUsage, StoreStats, store_disk_usage, store_stats
-from .store_usage import StoreUsage, store_usage
 from .unset import UNSET
-from .vacuum import DEFAULT_GRACE_SECONDS, DEFAULT_TORN_GRACE_SECONDS, VacuumReport, vacuum_store
-from .vectors import (
-    DistanceMetric,
-    VectorFilter,
-    VectorSearchResult,
-    check_collection_name,
-    check_k,
-    check_score_bound,
-)
-from .watch import Notifier, SessionChange, StoreWatcher
 from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
-from .writer_access import acquire_writer_lock
 
+# Imported where used: reading a session (``fsstore cat``) needs none of these modules.
 if TYPE_CHECKING:
+    from . import lease as lease_module
+    from . import lineage as lineage_module
+    from .compaction import CompactReport
+    from .lease import ClaimOutcome, Lease, LeaseFile, LeaseOwner, LeaseState, SessionMutex
+    from .lineage import Lineage
     from .repair_log import RepairReport
+    from .retention import RetainReport
+    from .session import Session
+    from .stats import DiskUsage, StoreStats
+    from .store_usage import StoreUsage
+    from .vacuum import VacuumReport
+    from .vectors import DistanceMetric, VectorFilter, VectorSearchResult
+    from .watch import Notifier, SessionChange, StoreWatcher
+else:
+    lease_module = LazyModule("fsstore.lease")
+    lineage_module = LazyModule("fsstore.lineage")
 
 _T = TypeVar("_T")
 
@@ -264,7 +259,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
         if spawned_by is not None or at_seq is not None:
-            data["spawned_by"] = spawn_record(self.read_session, spawned_by, at_seq)
+            data["spawned_by"] = lineage_module.spawn_record(self.read_session, spawned_by, at_seq)
         if self.io.exists(final):
             raise SessionExists(f"session {session_id!r} already exists at {final}")
 
@@ -332,6 +327,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         """
         if lock_timeout is None:
             lock_timeout = 10.0 if lease is not None or shared else 0.0
+        from .session import Session
+
         return Session(
             self.io, self._session_path(session_id), session_id,
             durability=self.durability if durability is None else durability,
@@ -352,8 +349,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         with self._mutex_guard:
             kept = self._mutexes.pop(session_id, None)
             if kept is None:
-                mutex = SessionMutex(layout.writer_lock_path(path), session_id)
-                kept = (mutex, LeaseFile(self.io, path, mutex))
+                mutex = lease_module.SessionMutex(layout.writer_lock_path(path), session_id)
+                kept = (mutex, lease_module.LeaseFile(self.io, path, mutex))
             self._mutexes[session_id] = kept  # most recently used last
             while len(self._mutexes) > _KEPT_MUTEXES:
                 mutex, file = self._mutexes.pop(next(iter(self._mutexes)))
@@ -388,8 +385,9 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         ``held`` (by whom, until when). The new fencing token is durable before this
         returns, and is greater than every token handed out before.
         """
-        who = owner if isinstance(owner, LeaseOwner) else LeaseOwner.current(owner or "")
-        span = check_ttl(ttl)
+        owners = lease_module.LeaseOwner
+        who = owner if isinstance(owner, owners) else owners.current(owner or "")
+        span = lease_module.check_ttl(ttl)
         return self._leased(session_id, lock_timeout,
                             lambda path, file: lease_module.claim(file, session_id, who, span))
 
@@ -421,7 +419,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         def action(path: str, file: LeaseFile) -> int:
             if lease_module.needs_reset(self.io, path, file):
                 file.close()
-                return lease_module.reset(self.io, path, LeaseOwner.current("reset"), file)
+                return lease_module.reset(self.io, path, lease_module.LeaseOwner.current("reset"),
+                                          file)
             raise InvalidSetting(f"session {session_id!r}: the lease file is readable; "
                                  "nothing to reset")
         return self._leased(session_id, lock_timeout, action)
@@ -515,7 +514,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                                     path)
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
-        return read_lineage(self.io, self.path, self.session_ids(), session_id)
+        return lineage_module.read_lineage(self.io, self.path, self.session_ids(), session_id)
 
     def has_session(self, session_id: str) -> bool:
         path = self._session_path(session_id)
@@ -590,15 +589,18 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                 filter: VectorFilter | Mapping[str, Any] | None,
                 sessions: Iterable[str] | None, bounds: dict[str, float | None]
                 ) -> list[list[VectorSearchResult]]:
-        name = check_collection_name(collection)
-        check_k(k)
+        from . import vectors
+        from .vectors import DistanceMetric
+
+        name = vectors.check_collection_name(collection)
+        vectors.check_k(k)
         chosen = None if metric is None else DistanceMetric.of(metric)
         min_score, max_distance = bounds["min_score"], bounds["max_distance"]
         # The bounds' numbers are refused before any session is read, found or not; whether
         # a bound fits the metric waits for the metric, when the collections give it.
-        check_score_bound(chosen or (DistanceMetric.EUCLIDEAN if max_distance is not None
-                                     else DistanceMetric.COSINE), min_score, max_distance)
-        conditions = VectorFilter.of(filter)
+        vectors.check_score_bound(chosen or (DistanceMetric.EUCLIDEAN if max_distance is not None
+                                             else DistanceMetric.COSINE), min_score, max_distance)
+        conditions = vectors.VectorFilter.of(filter)
         explicit = sessions is not None
         ids = list(sessions) if sessions is not None else self.session_ids()
         merged: list[list[VectorSearchResult]] | None = None
@@ -618,7 +620,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                 continue  # damaged: verify reports it; the other sessions are searched
             if used is None:
                 used = found.metric
-                check_score_bound(used, min_score, max_distance)
+                vectors.check_score_bound(used, min_score, max_distance)
             elif chosen is None and found.metric is not used:
                 raise InvalidQuery(
                     f"collection {name!r} uses metric {found.metric.value} in session "
@@ -650,6 +652,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         created, changed (with their new head), cleared and deleted, from any process.
         Used like ``SessionReader.watch``; with ``include_existing`` the sessions already
         there are announced as created first."""
+        from .watch import StoreWatcher
+
         watcher = StoreWatcher(self, poll_interval=poll_interval, notifier=notifier,
                                include_existing=include_existing)
         if callback is not None:
@@ -666,6 +670,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         never leaves half a session under its id."""
         path = self._session_path(session_id)
         self.io.check_folders(path)
+        from .writer_access import acquire_writer_lock
+
         lock = acquire_writer_lock(path, session_id, lock_timeout)
         sessions = layout.sessions_dir(self.path)
         trash = os.path.join(sessions, layout.trash_name(session_id))
@@ -710,6 +716,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         writer may vacuum it with ``Session.vacuum``). ``on_session(id)`` is called after
         each session. Messages deleted at least ``message_grace`` s ago lose their
         content (FORMAT 17.2). With ``dry_run`` the same report, and nothing removed."""
+        from .vacuum import vacuum_store
+
         return vacuum_store(self, session_ids, dry_run=dry_run, grace=grace,
                             torn_grace=torn_grace, lock_timeout=lock_timeout,
                             on_session=on_session, message_grace=message_grace)
@@ -790,6 +798,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         kept in snapshots), and one more per fork. A session that cannot be read is
         left out and named, with why, in the result's ``skipped``: one damaged session
         hides no other."""
+        from .store_usage import store_usage
+
         return store_usage(self, by, sessions)
 
     # --- maintenance ---
@@ -803,6 +813,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         compacted (damage, another compaction running) is left as it is and named in
         ``skipped`` with why; one such session stops no other. ``on_session`` is called
         with each session id once it is done (a progress bar's step)."""
+        from .compaction import CompactReport
+
         return self._each_session(
             session_ids, CompactReport(dry_run=dry_run),
             lambda session_id: self.read_session(session_id).compact(
@@ -831,6 +843,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                 return None
             with self.open_session(session_id, lock_timeout=lock_timeout) as session:
                 return session.retain(policy=policy, dry_run=dry_run)
+
+        from .retention import RetainReport
 
         return self._each_session(session_ids, RetainReport(dry_run=dry_run), retain)
 
@@ -896,6 +910,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         store's stats cache (``.stats-cache``, fsstore/stats_cache.py): the same counts,
         for a walk of its folders' stamps; False counts every session afresh."""
         if not use_cache:
+            from .stats import store_stats
+
             return store_stats(self.io, self.path, self.session_ids(), on_session)
         from .stats_cache import cached_store_stats
 
@@ -907,6 +923,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         one listing of each folder, nothing read. A file shared by hard link (a fork's
         segments and attachments) counts once. A session whose folders cannot be listed
         is named in ``damaged``."""
+        from .stats import store_disk_usage
+
         return store_disk_usage(self.io, self.path, self.session_ids())
 
     def key_count(self) -> int:
@@ -931,6 +949,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         that cannot be read is a problem, and the check goes on with the next.
         ``on_session`` is called with each session id once it is checked (a progress
         bar's step)."""
+        from .check import check_store
+
         return check_store(self, session_ids, on_session)
 
 

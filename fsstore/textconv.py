@@ -24,7 +24,6 @@ git diff of a plain segment does not pay for them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,9 +31,9 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from crc32c import crc32c
-
 from . import layout
+from .checksum import crc32c
+from .defaults import TEXTCONV_COMMAND
 from .errors import CorruptionError, FormatVersionError, FsStoreError
 from .fsio import FileIO
 from .identity import to_text as uid_text
@@ -61,8 +60,6 @@ from .segment_header import (
     decode_segment_header,
 )
 
-#: What git runs for a file of the ``fsstore`` diff driver (with the file's path after it).
-TEXTCONV_COMMAND = "fsstore textconv"
 #: Text blobs and unknown text files larger than this print their first bytes only.
 MAX_TEXT_BYTES = 1 << 20
 #: Files read whole (manifests, hints, lock files) are refused past this size.
@@ -410,6 +407,8 @@ def _blob(io: FileIO, path: str, size: int) -> Iterator[str]:
     hex_digest, compressed = match.group(1), match.group(2) is not None
     info: dict[str, Any] = {"fsstore": "blob", "digest": f"sha256:{hex_digest}",
                             "stored": "zstd" if compressed else "plain"}
+    import hashlib  # here: OpenSSL loads in ~10 ms, and a segment needs none of it
+
     hasher = hashlib.sha256()
     kept = bytearray()
     damage: Damage | None = None
@@ -693,6 +692,8 @@ def _torn(io: FileIO, path: str, size: int) -> Iterator[str]:
 
 
 def _sha256(io: FileIO, path: str) -> str:
+    import hashlib
+
     hasher = hashlib.sha256()
     with io.open_file(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

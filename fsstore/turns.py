@@ -15,10 +15,8 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from .errors import HeadConflict, SeqOutOfRange
-from .lease import LEASE_RECORD
 from .log import LogReader
 from .log_format import Event
-from .work import INPUT_RECORD, QUEUE_RECORD
 
 #: Kinds starting with this are the store's own records; callers cannot append them.
 RESERVED_KIND_PREFIX = "fsstore."
@@ -33,6 +31,14 @@ def is_callers(kind: str) -> bool:
     """Whether a record of ``kind`` is the caller's: an event it appended, or a
     message; not one of the store's own records."""
     return not kind.startswith(RESERVED_KIND_PREFIX) or kind == MESSAGE_RECORD
+#: The records of queued work and of turn inputs (``work.py``, docs/FORMAT.md 12).
+QUEUE_RECORD = "fsstore.queue"
+INPUT_RECORD = "fsstore.input"
+#: The log record a lease holder writes before its first write to a log with a token:
+#: ``{"token": TOKEN}``. It belongs to no turn; claims and ``verify`` read it back when the
+#: lease file is gone (``lease.py``). These three are defined here with the other kinds,
+#: so that reading a log's turns imports neither module.
+LEASE_RECORD = "fsstore.lease"
 #: Record kinds from outside the session's turns: they belong to no turn, do not move
 #: its current turn, and do not move the revision a commit is checked against.
 #: The record a repair writes for each seq it found lost (docs/FORMAT.md 7.6): of no turn.

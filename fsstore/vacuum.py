@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import layout, vectors
 from .blobs import DEFAULT_GRACE_SECONDS, GcReport
+from .defaults import DEFAULT_TORN_GRACE_SECONDS
 from .errors import (
     CorruptionError,
     Finding,
@@ -75,9 +76,6 @@ __all__ = [
     "Removed", "SessionVacuum", "VacuumReport", "reclaim_log_records", "tree_bytes",
     "vacuum_session", "vacuum_store",
 ]
-
-#: ``log/*.torn`` files (bytes a writer set aside) are kept this long: a week.
-DEFAULT_TORN_GRACE_SECONDS = 7 * 24 * 3600.0
 
 #: What a vacuum reclaims by rewriting the log (``message_tombstones``: deleted messages
 #: whose content it redacted).

@@ -12,27 +12,33 @@ and a torn tail being written is never delivered until it is complete.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import errno
+import functools
 import os
 import select
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any, NamedTuple, Protocol
-
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import layout
 from .aio import AsyncWatcherMixin
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
+from .lazy import LazyModule
 from .log import LogReader, LogTail
 from .log_format import Event, SegmentScan
 from .segment_file import SegmentFile
 from .segment_header import SEGMENT_HEADER_SIZE
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers.api import BaseObserver
+else:
+    asyncio = LazyModule("asyncio")  # imported by the first async iteration
 
 DEFAULT_POLL_INTERVAL = 1.0
 
@@ -68,20 +74,36 @@ class Notifier(Protocol):
     def close(self) -> None: ...
 
 
-class _Hint(FileSystemEventHandler):
-    # Only changes. A watcher reading the log opens its files: were opens and reads
-    # hints, each read would wake the watcher to read again.
-    CHANGES = frozenset(("modified", "created", "moved", "deleted", "closed"))
+@functools.cache
+def _hint_class() -> Callable[[threading.Event, bool], FileSystemEventHandler]:
+    # watchdog (and its observer thread machinery) is imported by the first watcher that
+    # uses it, not by every program that imports fsstore to read a session.
+    from watchdog.events import FileSystemEventHandler
 
-    def __init__(self, event: threading.Event, directories: bool) -> None:
-        self.event = event
-        self.directories = directories
+    class _Hint(FileSystemEventHandler):
+        # Only changes. A watcher reading the log opens its files: were opens and reads
+        # hints, each read would wake the watcher to read again.
+        CHANGES = frozenset(("modified", "created", "moved", "deleted", "closed"))
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        # A change to a file also reports its folder as modified: a session watcher
-        # needs only the file's. A store watcher wants folders too (sessions are folders).
-        if event.event_type in self.CHANGES and (self.directories or not event.is_directory):
-            self.event.set()
+        def __init__(self, event: threading.Event, directories: bool) -> None:
+            self.event = event
+            self.directories = directories
+
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            # A change to a file also reports its folder as modified: a session watcher
+            # needs only the file's. A store watcher wants folders too (sessions are
+            # folders).
+            if event.event_type in self.CHANGES and (self.directories
+                                                     or not event.is_directory):
+                self.event.set()
+
+    return _Hint
+
+
+def _new_observer() -> BaseObserver:
+    from watchdog.observers import Observer  # here: see _hint_class
+
+    return Observer()
 
 
 class WatchdogNotifier:
@@ -91,8 +113,8 @@ class WatchdogNotifier:
     def __init__(self, folders: Iterable[str], *, recursive: bool = False,
                  directories: bool = False) -> None:
         self._event = threading.Event()
-        self._observer = Observer()
-        handler = _Hint(self._event, directories)
+        self._observer = _new_observer()
+        handler = _hint_class()(self._event, directories)
         self._handler = handler
         try:
             for folder in folders:

@@ -32,9 +32,8 @@ from .aio import (
 )
 from .errors import ClaimLost, InvalidEvent, InvalidSetting
 from .log_format import refuse_msgpack_ext
-
-QUEUE_RECORD = "fsstore.queue"
-INPUT_RECORD = "fsstore.input"
+from .turns import INPUT_RECORD as INPUT_RECORD  # the kinds of work's records (FORMAT 12)
+from .turns import QUEUE_RECORD as QUEUE_RECORD
 
 READY, CLAIMED, DEAD = "ready", "claimed", "dead"
 PENDING, CONSUMED = "pending", "consumed"

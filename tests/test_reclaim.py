@@ -491,7 +491,6 @@ def test_a_fork_racing_a_vacuum_in_another_process_folds_the_files_it_links(
     """A fork by a reader (the writer is open in another process) folds its snapshot
     from the very files it links: a vacuum that rewrites them between the two is held
     off by the log folder lock, so the fork never gets a snapshot its log contradicts."""
-    from fsstore import session_reader
 
     root = tmp_path / "store"
     store = fsstore.open_store(root, segment_size=4096,
@@ -507,14 +506,14 @@ def test_a_fork_racing_a_vacuum_in_another_process_folds_the_files_it_links(
     go = tmp_path / "go"
     with Child.script(VACUUM_ON_SIGNAL, root, go) as writer:
         writer.wait_for("READY")
-        real = session_reader.log_folder_lock
+        real = compaction.log_folder_lock
 
         def vacuum_first(path, timeout):  # the vacuum runs just before the fork links
             go.touch()
             writer.wait_for("VACUUMED")
             return real(path, timeout)
 
-        monkeypatch.setattr(session_reader, "log_folder_lock", vacuum_first)
+        monkeypatch.setattr(compaction, "log_folder_lock", vacuum_first)
         # folded from the files the vacuum wrote: the job was open at the fork's seq and
         # its records are reclaimed, so the fork is refused (not made with a snapshot
         # its own log contradicts)

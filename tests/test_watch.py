@@ -511,7 +511,7 @@ def _observer_refuses(*args, **kwargs):
 def test_when_no_hints_can_be_had_a_watcher_polls_and_still_notices_changes(
         store, monkeypatch):
     monkeypatch.setattr(watch_module, "_inotify_libc", _out_of_instances)
-    monkeypatch.setattr(watch_module, "Observer", _observer_refuses)
+    monkeypatch.setattr(watch_module, "_new_observer", _observer_refuses)
     store.create_session("s").close()
     with store.read_session("s").watch(poll_interval=0.05) as watcher, \
             store.watch(poll_interval=0.05) as store_watcher:

@@ -601,6 +601,7 @@ def vacuum_rows(root: str, quick: bool) -> None:
 def main() -> None:
     # The sections' modules import this module's helpers, so they are imported here.
     from bench_agents import agents_rows
+    from bench_cli import cli_rows
     from bench_export import export_rows
     from bench_langgraph import langgraph_rows
     from bench_leases import lease_and_queue_rows
@@ -623,6 +624,7 @@ def main() -> None:
         ("stats", stats_rows, "the store stats rows (stores of 1,000 and 10,000 sessions)"),
         ("export", export_rows, "the export and import rows (beside sqlite3's .dump)"),
         ("transcripts", transcript_rows, "the Claude Code and Codex transcript import rows"),
+        ("cli", cli_rows, "the command line start rows (fsstore --help, textconv, cat, ls)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -820,6 +822,7 @@ def main() -> None:
         maintenance_rows(root, quick=args.quick)
         vacuum_rows(root, quick=args.quick)
         stats_rows(root, quick=args.quick)
+        cli_rows(root, quick=args.quick)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

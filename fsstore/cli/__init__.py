@@ -2,16 +2,23 @@
 
 Every command finds its store the way git finds a repository: ``--store PATH``, else
 ``$FSSTORE_STORE``, else the current folder or its nearest parent holding a store.
+
+A command module imports only argparse-light modules at its top, and fsstore's engine
+inside its run functions (see ``_common.py``): every run imports every command module.
+A new group is one more module in the import list and in ``GROUPS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import io
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
+from typing import Any, NoReturn, cast
 
 from ..errors import FsStoreError
 from . import (
@@ -44,7 +51,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command``, of that command alone when one group
+    defines it (a run needs no other's arguments: ``fsstore cat`` builds ``cat``'s)."""
     parser = _Parser(
         prog="fsstore",
         description="A filesystem-native append-log store for AI agent sessions.",
@@ -55,9 +64,64 @@ def build_parser() -> argparse.ArgumentParser:
                              "folder or its nearest parent that is a store)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for group in GROUPS:
-        group.register(commands)
+    groups: tuple[ModuleType, ...] = GROUPS
+    if command is not None:
+        owners = tuple(group for group in GROUPS if command in _command_names(group))
+        groups = owners if len(owners) == 1 else GROUPS
+    with _translations_cached():
+        for group in groups:
+            group.register(commands)
     return parser
+
+
+class _Recorder:
+    """Stands in for argparse's objects while a group's ``register`` runs only to name
+    its commands: every call is taken, and nothing is built."""
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self._names = names
+
+    def add_parser(self, name: str, *args: object, **kwargs: object) -> _Recorder:
+        if self._names is not None:  # a command; not one of a command's own subcommands
+            self._names.append(name)
+        return _Recorder()
+
+    def __getattr__(self, name: str) -> Callable[..., _Recorder]:
+        return lambda *args, **kwargs: _Recorder()
+
+
+def _command_names(group: ModuleType) -> list[str]:
+    """The commands ``group`` registers."""
+    names: list[str] = []
+    group.register(cast(Any, _Recorder(names)))
+    return names
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs: its first word after the global options; None when in
+    doubt (``--help``, an abbreviated option), and then every command's parser is built."""
+    words = iter(argv)
+    for word in words:
+        if word == "--store":
+            next(words, None)
+        elif not word.startswith("--store="):
+            return None if word.startswith("-") else word
+    return None
+
+
+@contextlib.contextmanager
+def _translations_cached() -> Iterator[None]:
+    """argparse looks each of its messages up in the locale's message catalogs as it
+    builds a parser, a few stat calls per message and more than a hundred messages for
+    fsstore's commands: about half the cost of building them, paid by every run. While
+    they are built, each message is looked up once (the same translations)."""
+    namespace = vars(argparse)
+    lookup = namespace["_"]
+    namespace["_"] = functools.lru_cache(maxsize=None)(lookup)
+    try:
+        yield
+    finally:
+        namespace["_"] = lookup
 
 
 def command_names() -> list[str]:
@@ -81,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # title on an ASCII console) is printed escaped, never a crash.
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_in(words)).parse_args(words)
     try:
         return int(args.run(args) or 0)
     except BrokenPipeError:  # `fsstore cat S | head`

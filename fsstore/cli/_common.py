@@ -1,4 +1,11 @@
-"""What the commands share: finding the store, and printing events for people and tools."""
+"""What the commands share: finding the store, and printing events for people and tools.
+
+Fast start: ``fsstore`` builds its parser from every command module on each run, and git
+runs ``fsstore textconv`` once per file, so the modules of this package import only
+argparse-light standard modules at their top. fsstore's engine (and through it msgspec,
+numpy, zstandard, watchdog) is imported inside the functions that run a command;
+tests/test_cli_start.py checks that the quick commands load none of the heavy ones.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,11 @@ import base64
 import datetime
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..blobs import BLOB_KEY
-from ..log_format import Event
-from ..store import Store, find_store, open_store
+if TYPE_CHECKING:
+    from ..log_format import Event
+    from ..store import Store
 
 
 def add_command(
@@ -26,6 +33,8 @@ def add_command(
 
 def store_from(args: argparse.Namespace, explicit: str | None = None) -> Store:
     """The store a command means (see the module docstring of fsstore.cli)."""
+    from ..store import find_store, open_store
+
     path = explicit or args.store
     return open_store(path if path else find_store(), create=False)
 
@@ -148,6 +157,8 @@ def summarize(data: Any, width: int = 100) -> str:
 def _compact(value: Any) -> str:
     if isinstance(value, str):
         return value
+    from ..blobs import BLOB_KEY
+
     if isinstance(value, dict) and BLOB_KEY in value:
         return (f"[attachment {_compact(value.get('media_type') or '')} "
                 f"{_compact(value.get('size'))} B {_compact(value[BLOB_KEY])[7:19]}]")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from ..compaction import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES, CompactReport
+from ..defaults import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES
 from ._common import add_command, store_from
 from ._progress import progress
+
+if TYPE_CHECKING:
+    from ..compaction import CompactReport
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

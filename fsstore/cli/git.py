@@ -6,8 +6,7 @@ import argparse
 import shutil
 import sys
 
-from .. import textconv
-from ..textconv import TEXTCONV_COMMAND
+from ..defaults import TEXTCONV_COMMAND
 from ._common import add_command, store_from
 
 
@@ -46,6 +45,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_textconv(args: argparse.Namespace) -> int:
+    from .. import textconv
+
     out = sys.stdout.buffer
     # UTF-8 whatever the locale, so that git compares the same bytes on every machine; a
     # str no valid UTF-8 holds (a lone surrogate in a hand-edited manifest) is escaped.

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import FsStoreError, SessionNotFound
-from ..lineage import Relation, RelationKind
-from ..turns import MESSAGE_RECORD
-from . import salvage
 from ._common import add_command, clock, event_json, plain, store_from, summarize, when
-from .conversation import Conversation, totals_lines, usage_line
+
+if TYPE_CHECKING:
+    from ..lineage import Relation
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,6 +67,10 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from ..lineage import RelationKind
+    from ..turns import MESSAGE_RECORD
+    from .conversation import Conversation, totals_lines, usage_line
+
     store = store_from(args)
     session = store.read_session(args.session)
     info = session.info()
@@ -116,6 +120,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_cat(args: argparse.Namespace) -> int:
     if args.salvage:
+        from . import salvage
+
         return salvage.run_cat_salvage(args)
     store = store_from(args)
     write = sys.stdout.write

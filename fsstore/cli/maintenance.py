@@ -9,19 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from .. import layout
+from ..defaults import DEFAULT_GRACE_SECONDS, DEFAULT_TORN_GRACE_SECONDS
 from ..errors import FsStoreError, SessionNotFound
-from ..store import Store
-from ..vacuum import (
-    DEFAULT_GRACE_SECONDS,
-    DEFAULT_TORN_GRACE_SECONDS,
-    KINDS,
-    VacuumReport,
-    tree_bytes,
-)
 from ._common import add_command, dumps, human_bytes, plain, store_from
 from ._progress import progress
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from ..vacuum import VacuumReport
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,6 +94,8 @@ def _print_report(report: VacuumReport, root: str) -> None:
     verb = "would remove" if report.dry_run else "removed"
     print(f"{verb} {report.count} files, folders and log records, {human_bytes(report.bytes)}"
           f" ({report.seconds:.2f} s)")
+    from ..vacuum import KINDS
+
     for kind in KINDS:
         item = report.removed[kind]
         if item.count:
@@ -133,6 +133,8 @@ def run_rm(args: argparse.Namespace) -> int:
 
 def _describe(store: Store, session_id: str) -> str:
     """A session's event count, title and bytes on disk, for the plan of ``rm``."""
+    from ..vacuum import tree_bytes
+
     size = tree_bytes(layout.session_dir(store.path, session_id))
     try:
         info = store.read_session(session_id).info()

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidSetting
-from ..stats import BYTE_KINDS, DamagedSession, SessionStats, StoreStats
 from ._common import add_command, dumps, human_bytes, plain, store_from, when
 from ._progress import progress
+
+if TYPE_CHECKING:
+    from ..stats import DamagedSession, SessionStats, StoreStats
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +86,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_du(args: argparse.Namespace) -> int:
+    from ..stats import BYTE_KINDS
+
     store = store_from(args)
     found = store.disk_usage()
     rows = found.sessions if args.top is None else found.sessions[:max(args.top, 0)]

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
 from .. import layout
-from ..repair_log import RepairReport
 from ._common import add_command, store_from
 from ._progress import progress
+
+if TYPE_CHECKING:
+    from ..repair_log import RepairReport
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,7 +7,6 @@ import json
 from datetime import datetime
 
 from ..errors import InvalidSetting
-from ..retention import RetentionPolicy, describe
 from ._common import add_command, store_from
 
 
@@ -35,6 +34,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_retain(args: argparse.Namespace) -> int:
+    from ..retention import RetentionPolicy, describe
+
     since = None
     if args.keep_since is not None:
         try:

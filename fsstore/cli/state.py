@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from ..blobs import DEFAULT_GRACE_SECONDS
-from ..lineage import Lineage, Relation
+from ..defaults import DEFAULT_GRACE_SECONDS
 from ._common import add_command, dumps, human_bytes, store_from, when
+
+if TYPE_CHECKING:
+    from ..lineage import Lineage, Relation
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -34,8 +34,10 @@ def add_import_source_arguments(parser: argparse.ArgumentParser) -> None:
     :func:`run_import_source` reads them by their names (``dry_run``, ``json``,
     ``follow``, ``poll_interval``), each optional."""
     def add_argument(flag: str, **options: Any) -> None:
-        if flag not in parser._option_string_actions:
+        try:
             parser.add_argument(flag, **options)
+        except argparse.ArgumentError:
+            pass  # the command has this option of its own
 
     add_argument("--dry-run", action="store_true",
                  help="print what would be imported (sessions, messages, bytes) "

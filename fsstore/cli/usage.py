@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..usage import TOKEN_FIELDS, UsageTotals
 from ._common import add_command, dumps, plain, store_from
+
+if TYPE_CHECKING:
+    from ..usage import UsageTotals
 
 #: The table's columns: a heading and the UsageTotals field it shows.
 COLUMNS = (("INPUT", "input"), ("OUTPUT", "output"), ("CACHED", "cached_input"),
@@ -58,6 +60,8 @@ def run_usage(args: argparse.Namespace) -> int:
 
 def totals_json(totals: UsageTotals) -> dict[str, Any]:
     """A UsageTotals as JSON: every token count, the total tokens, messages, cost."""
+    from ..usage import TOKEN_FIELDS
+
     found: dict[str, Any] = {name: getattr(totals, name) for name in TOKEN_FIELDS}
     found.update(total_tokens=totals.total_tokens, messages=totals.messages,
                  cost=dict(sorted(totals.cost.items())))
@@ -67,6 +71,8 @@ def totals_json(totals: UsageTotals) -> dict[str, Any]:
 def usage_table(groups: dict[str, UsageTotals], by: str | None, scope: str) -> list[str]:
     """The aligned table of ``groups``: one row each (``scope`` names the one row of
     ``by=None``), and a total row when there are several."""
+    from ..usage import UsageTotals
+
     rows = [[_label(key, by, scope), *_cells(totals)] for key, totals in groups.items()]
     if len(rows) > 1:
         rows.append(["total", *_cells(UsageTotals.summed(groups.values()))])

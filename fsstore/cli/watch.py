@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from ..log_format import Event
-from ..watch import LogCleared
 from ._common import add_command, clock, dumps, event_json, store_from, summarize
+
+if TYPE_CHECKING:
+    from ..log_format import Event
+    from ..watch import LogCleared
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +36,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _print(item: Event | LogCleared, as_json: bool) -> None:
+    from ..watch import LogCleared
+
     if isinstance(item, LogCleared):
         if as_json:
             print(json.dumps({"cleared": True, "log_start": item.log_start}), flush=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..workspaces import Workspace
 from ._common import add_command, dumps, plain, store_from, when
+
+if TYPE_CHECKING:
+    from ..workspaces import Workspace
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -27,9 +27,9 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from crc32c import crc32c
 
 from .. import layout
+from ..checksum import crc32c
 from ..errors import CorruptionError, FormatVersionError, InvalidDocument
 from ..fsio import FileIO
 from ..log_format import refuse_msgpack_ext
