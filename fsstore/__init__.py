@@ -21,6 +21,7 @@ a segmented msgpack append log (docs/FORMAT.md)::
 """
 
 from .aio import afind_store, aopen_store
+from .backup import BackupReport, backup_store, verify_backup
 from .blobs import BlobRef, BlobStat, GcReport
 from .errors import (
     BlobNotFound,
@@ -35,6 +36,7 @@ from .errors import (
     FsStoreError,
     GitSetupError,
     HeadConflict,
+    InvalidBackupDest,
     InvalidBlobRef,
     InvalidCheckpointId,
     InvalidCollection,
@@ -143,6 +145,7 @@ __all__ = [
     "METADATA_RECORD",
     "STATE_RECORD",
     "TURN_FINISHED",
+    "BackupReport",
     "BlobNotFound",
     "BlobRef",
     "BlobStat",
@@ -168,6 +171,7 @@ __all__ = [
     "GitSetupError",
     "GcReport",
     "HeadConflict",
+    "InvalidBackupDest",
     "InvalidBlobRef",
     "InvalidCheckpointId",
     "InvalidCollection",
@@ -240,6 +244,7 @@ __all__ = [
     "find_store",
     "afind_store",
     "aopen_store",
+    "backup_store",
     "open_store",
     "INLINE_FILE_LIMIT",
     "MESSAGE_RECORD",
@@ -266,4 +271,5 @@ __all__ = [
     "UsageTotals",
     "StoreUsage",
     "VacuumReport",
+    "verify_backup",
 ]

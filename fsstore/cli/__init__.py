@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from ..errors import FsStoreError
 from . import (
+    backup,
     compact,
     demo,
     git,
@@ -33,7 +34,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, maintenance_stats, repair, retain, git)
+          maintenance, maintenance_stats, repair, retain, git, backup)
 
 
 class _Parser(argparse.ArgumentParser):
