@@ -192,6 +192,7 @@ class _Copier:
         self.copied: dict[tuple[int, int, int, int], tuple[str, str]] = {}
         self.root = ""
         self.moved: dict[str, str] = {}  # a session copy's build folder -> its final one
+        self.unsynced: list[str] = []  # files written, to fsync before the copy is used
         self.references: list[str] = []
         self._newest: dict[str, str | None] = {}
 
@@ -273,9 +274,9 @@ class _Copier:
                     break  # cut short meanwhile (a seal cuts preallocated zeros)
                 self.io.pwrite(out, chunk, offset)
                 offset += len(chunk)
-            self.io.fsync(out)
         finally:
             self.io.close(out)
+        self.unsynced.append(target)
         self.report.files_copied += 1
         self.report.bytes_copied += offset
         if whole and offset == size:
@@ -283,9 +284,46 @@ class _Copier:
                 self.root, relative)
 
     def write(self, target: str, data: bytes) -> None:
-        self.io.write_new(target, data)
+        self.write_unsynced(target, data)
         self.report.files_copied += 1
         self.report.bytes_copied += len(data)
+
+    def write_unsynced(self, target: str, data: bytes) -> None:
+        out = self.io.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            self.io.pwrite(out, data, 0)
+        finally:
+            self.io.close(out)
+        self.unsynced.append(target)
+
+    def reuse_exact(self, relative: str, data: bytes, target: str) -> bool:
+        """Link a reference file holding exactly ``data`` (the newest segment of a
+        session that did not change since the reference was copied)."""
+        for root in self.references:
+            path = os.path.join(root, relative)
+            try:
+                if os.lstat(path).st_size != len(data) or self.io.read_file(
+                        path, len(data)) != data:
+                    continue
+            except (OSError, FsStoreError, ValueError):
+                continue
+            if self._link(path, target):
+                self.report.files_linked += 1
+                self.report.bytes_linked += len(data)
+                return True
+        return False
+
+    def sync(self) -> None:
+        """fsync every file written since the last call. Deferred to the end of a
+        session's copy: the kernel writes them back meanwhile, and one fsync after
+        another then waits far less than an fsync after each write would."""
+        for path in self.unsynced:
+            fd = self.io.open(path, os.O_RDONLY)
+            try:
+                self.io.fsync(fd)
+            finally:
+                self.io.close(fd)
+        self.unsynced.clear()
 
     def take_path(self, source: str, target: str, relative: str, **how: Any) -> bool:
         """:meth:`take` of the file at ``source``; False when it is gone."""
@@ -358,7 +396,11 @@ class _SessionCopy:
             pass
         else:
             self.copier.write(layout.lease_path(self.target), lease)
-        io.write_new(layout.writer_lock_path(self.target), b"")
+        self.copier.write_unsynced(layout.writer_lock_path(self.target), b"")
+        if type(io) is FileIO and _syncfs(self.target):
+            self.copier.unsynced.clear()  # one call made every file and folder durable
+            return
+        self.copier.sync()
         for folder in reversed(self.folders):
             io.fsync_dir(folder)
 
@@ -445,7 +487,8 @@ class _SessionCopy:
             end = len(data.rstrip(b"\0")) if len(data) > _SEGMENT_HEADER else _SEGMENT_HEADER
             self.copier.write(target, data[:max(end, _SEGMENT_HEADER)])
             return scan.expect_seq - 1
-        self.copier.write(target, data[:end])
+        if not self.copier.reuse_exact(self._relative(target), data[:end], target):
+            self.copier.write(target, data[:end])
         return scan.expect_seq - 1
 
     # --- checkpoints, snapshots ---
@@ -556,6 +599,25 @@ class _SessionCopy:
             self.copy_log(os.path.join(relative, layout.WAL_DIR), lock=False)
 
 
+def _syncfs(path: str) -> bool:
+    """``syncfs(2)`` of the filesystem holding ``path`` (Linux): every file and folder
+    written there made durable in one call, where an fsync of each of a session's files
+    and folders waits for each in turn (about 5x slower for a first backup). False where
+    there is no such call, or it failed: then each is fsynced."""
+    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return False
+    import ctypes
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return bool(syncfs(fd) == 0)
+    finally:
+        os.close(fd)
+
+
 def _log_start(header: bytes, path: str) -> int:
     from .segment_header import decode_segment_header
     return decode_segment_header(header, path).log_start
@@ -663,6 +725,7 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
                                           f"{secrets.token_hex(4)}")
         io.mkdir(temp)
         copier.root = temp
+        copier.unsynced.clear()
         try:
             copy = _SessionCopy(io, copier, source, temp)
             copy.run()
@@ -679,9 +742,10 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
                 if problems:
                     raise CorruptionError(f"the copy does not verify: {problems[0]}",
                                           path=temp)
-        except _Changed as exc:
+        except (_Changed, FileNotFoundError) as exc:
+            # a file listed went away before it was read (a clear, a dropped collection)
             io.rmtree(temp)
-            why = str(exc)
+            why = " ".join(str(exc).split())
             continue
         except SessionNotFound:
             io.rmtree(temp)

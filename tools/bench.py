@@ -601,6 +601,7 @@ def vacuum_rows(root: str, quick: bool) -> None:
 def main() -> None:
     # The sections' modules import this module's helpers, so they are imported here.
     from bench_agents import agents_rows
+    from bench_backup import backup_rows
     from bench_langgraph import langgraph_rows
     from bench_leases import lease_and_queue_rows
     from bench_maintenance import maintenance_rows
@@ -619,6 +620,7 @@ def main() -> None:
         ("maintenance", maintenance_rows, "the maintenance rows (compaction)"),
         ("vacuum", vacuum_rows, "the vacuum rows"),
         ("stats", stats_rows, "the store stats rows (stores of 1,000 and 10,000 sessions)"),
+        ("backup", backup_rows, "the backup rows (first and incremental, beside cp -r)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
