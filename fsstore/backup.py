@@ -663,9 +663,14 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     record: dict[str, Any] = previous if previous is not None else {
         "format": BACKUP_FORMAT, "version": BACKUP_VERSION, "sessions": {}}
     record.update(complete=False, started=_now(), finished=None, source=store.path)
-    if not os.path.isdir(dest):
-        io.mkdir(dest)
-        io.fsync_dir(os.path.dirname(dest))
+    missing = []
+    folder = dest
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):  # DEST, and the folders above it that are missing
+        io.mkdir(folder)
+        io.fsync_dir(os.path.dirname(folder))
     _write_backup_manifest(io, dest, record)
     sessions_dir = layout.sessions_dir(dest)
     if not os.path.isdir(sessions_dir):
