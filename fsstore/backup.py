@@ -683,13 +683,23 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
         io.atomic_write(manifest_path, store_manifest)
 
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
-    for name in leftovers:  # an interrupted backup's builds: never whole
-        if name.startswith(layout.TEMP_PREFIX):
+    for name in leftovers:
+        if name.startswith(layout.TEMP_PREFIX):  # an interrupted backup's build: never whole
             io.rmtree(os.path.join(sessions_dir, name))
+        # A previous copy renamed aside by a backup killed before it renamed the new one
+        # in: whole (only a removal's trash is removed file by file, and it is named
+        # apart), so it is put back.
+        session_id = _trashed_id(name)
+        if session_id is not None and not os.path.lexists(
+                os.path.join(sessions_dir, session_id)):
+            io.rename(os.path.join(sessions_dir, name),
+                      os.path.join(sessions_dir, session_id))
+            io.fsync_dir(sessions_dir)
+    leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
     copier = _Copier(io, report)
     for session_id in ids:
         trashed = [os.path.join(sessions_dir, n) for n in leftovers
-                   if n.startswith(f"{layout.TRASH_PREFIX}{session_id}-")]
+                   if _trashed_id(n) == session_id]
         copier.references = [os.path.join(sessions_dir, session_id), *trashed,
                              *(os.path.join(root, layout.SESSIONS_DIR, session_id)
                                for root in references)]
@@ -782,8 +792,23 @@ def _put_in_place(io: FileIO, sessions_dir: str, session_id: str, temp: str) -> 
     io.fsync_dir(sessions_dir)
 
 
+def _trashed_id(name: str) -> str | None:
+    """The session whose previous copy ``.trash-ID-HEX8`` is; None for other names."""
+    if not name.startswith(layout.TRASH_PREFIX) or name[-9:-8] != "-":
+        return None
+    session_id = name[len(layout.TRASH_PREFIX):-9]
+    try:
+        int(name[-8:], 16)
+        return layout.check_session_id(session_id)
+    except ValueError:
+        return None
+
+
 def _remove(io: FileIO, sessions_dir: str, name: str) -> None:
-    trash = os.path.join(sessions_dir, layout.trash_name(name))
+    """Remove DEST's copy of a session the store no longer holds. Its trash name is
+    not a previous copy's (``.trash-.removed-...``: no session id starts with a dot), so
+    a removal cut short is never put back."""
+    trash = os.path.join(sessions_dir, layout.trash_name(".removed-" + name))
     io.rename(os.path.join(sessions_dir, name), trash)
     io.fsync_dir(sessions_dir)
     io.rmtree(trash)

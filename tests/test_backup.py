@@ -292,6 +292,7 @@ fsstore.backup_store(store, sys.argv[2])
 def test_a_backup_killed_midway_leaves_a_usable_backup_marked_incomplete(tmp_path, step):
     store = fsstore.open_store(tmp_path / "store", segment_size=4096)
     fill(store, "s", 80)
+    fill(store, "t", 3)
     dest = tmp_path / "backup"
     fsstore.backup_store(store, dest)
     fill(store, "s", 20, start=80)
@@ -310,6 +311,9 @@ def test_a_backup_killed_midway_leaves_a_usable_backup_marked_incomplete(tmp_pat
     else:
         trash = next((dest / "sessions").glob(".trash-s-*"))
         assert (trash / "session.json").exists() and not (dest / "sessions/s").exists()
+        # any next backup, even of another session, puts the previous copy back
+        assert fsstore.backup_store(store, dest, ["t"]).failed == {}
+        assert check_copy(dest) == 80
     # the next backup finishes the job, taking what it can from what is there
     report = fsstore.backup_store(store, dest)
     assert report.failed == {} and report.files_linked > 0
@@ -324,6 +328,6 @@ def test_the_backup_command_reports_and_exits_zero(tmp_path, capsys):
     assert main(["--store", str(tmp_path / "store"), "backup", str(tmp_path / "b")]) == 0
     assert "backed up 1 session into" in capsys.readouterr().out
     assert main(["--store", str(tmp_path / "store"), "backup", str(tmp_path / "b"), "s",
-                 "--json"]) == 0
+                 "--json", "--verify-copies"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["heads"] == {"s": 3 * (BATCH + 1)} and report["complete"]
