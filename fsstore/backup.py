@@ -689,11 +689,9 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
         # A previous copy renamed aside by a backup killed before it renamed the new one
         # in: whole (only a removal's trash is removed file by file, and it is named
         # apart), so it is put back.
-        session_id = _trashed_id(name)
-        if session_id is not None and not os.path.lexists(
-                os.path.join(sessions_dir, session_id)):
-            io.rename(os.path.join(sessions_dir, name),
-                      os.path.join(sessions_dir, session_id))
+        aside = _trashed_id(name)
+        if aside is not None and not os.path.lexists(os.path.join(sessions_dir, aside)):
+            io.rename(os.path.join(sessions_dir, name), os.path.join(sessions_dir, aside))
             io.fsync_dir(sessions_dir)
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
     copier = _Copier(io, report)
