@@ -27,8 +27,9 @@ snapshots, blobs and vector collections agree with that prefix. Per session:
    the lease file's token, section 16.4). ``messages.idx`` and ``tail.hint`` are caches
    and are left out: a reader lists ``log/``, a writer rebuilds the index.
 
-The copy is built as ``DEST/sessions/.tmp-ID-HEX8/``, every file fsynced, checked (its
-head read back; the whole of ``verify`` with ``verify=True``), and then put in place of
+The copy is built as ``DEST/sessions/.tmp-ID-HEX8/``, made durable (one ``syncfs`` of
+DEST's filesystem where Linux has it, else an fsync of each file and folder), checked
+(its head read back; the whole of ``verify`` with ``verify=True``), and then put in place of
 the previous copy by two renames (the old one to ``.trash-ID-HEX8``, removed after).
 ``DEST/.fsstore-backup.json`` records each session's head and whether the last backup
 completed: it says ``"complete": false`` from the first write of a backup to its last.
@@ -242,32 +243,26 @@ class _Copier:
     # --- copying ---
 
     def take(self, fd: int, target: str, relative: str, *, head_bytes: int = 0,
-             sealed_segment: bool = False, size: int | None = None,
-             prefix: bytes | None = None) -> None:
-        """Make ``target`` a copy of the open source file ``fd`` (its first ``size``
-        bytes; all of it by default): linked from a reference or an earlier copy of the
-        same file when one holds it, else copied and fsynced. ``head_bytes``: how many
-        first bytes a reference must share (for files whose names a rewrite reuses)."""
+             sealed_segment: bool = False) -> None:
+        """Make ``target`` a copy of the open source file ``fd``: linked from a reference
+        or from an earlier copy of the same file when one holds it, else copied (and
+        fsynced with the rest of the session's copy). ``head_bytes``: how many first
+        bytes a reference must share (for files whose names a rewrite reuses)."""
         info = os.fstat(fd)
-        whole = size is None or size == info.st_size
-        size = info.st_size if size is None else size
-        if whole:
-            head = self.io.pread(fd, head_bytes, 0) if head_bytes else None
-            found = self.reuse(relative, size, head, sealed_segment)
-            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            if found is None and key in self.copied:
-                root, path = self.copied[key]
-                found = os.path.join(self.moved.get(root, root), path)
-            if found is not None and self._link(found, target):
-                self.report.files_linked += 1
-                self.report.bytes_linked += size
-                return
+        size = info.st_size
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        head = self.io.pread(fd, head_bytes, 0) if head_bytes else None
+        found = self.reuse(relative, size, head, sealed_segment)
+        if found is None and key in self.copied:
+            root, path = self.copied[key]
+            found = os.path.join(self.moved.get(root, root), path)
+        if found is not None and self._link(found, target):
+            self.report.files_linked += 1
+            self.report.bytes_linked += size
+            return
         out = self.io.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             offset = 0
-            if prefix is not None:  # bytes already read (a segment's header)
-                self.io.pwrite(out, prefix, 0)
-                offset = len(prefix)
             while offset < size:
                 chunk = self.io.pread(fd, min(_CHUNK, size - offset), offset)
                 if not chunk:
@@ -279,9 +274,8 @@ class _Copier:
         self.unsynced.append(target)
         self.report.files_copied += 1
         self.report.bytes_copied += offset
-        if whole and offset == size:
-            self.copied[(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)] = (
-                self.root, relative)
+        if offset == size:
+            self.copied[key] = (self.root, relative)
 
     def write(self, target: str, data: bytes) -> None:
         self.write_unsynced(target, data)
