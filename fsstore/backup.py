@@ -637,7 +637,8 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     is not put in place and the session is named in ``failed``.
 
     Raises InvalidBackupDest (nothing written) when ``dest`` is inside the store, holds
-    it, or is a folder that is neither empty nor a backup; SessionNotFound for a named
+    it, or is a folder that is neither empty nor a backup, or ``link_dest`` is no
+    backup; SessionNotFound for a named
     session the store does not hold.
     """
     started = time.monotonic()
@@ -646,6 +647,10 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     report = BackupReport(dest)
     previous = _check_dest(io, store.path, dest)
     references = [] if link_dest is None else [os.path.abspath(os.fspath(link_dest))]
+    for root in references:
+        if not os.path.isdir(layout.sessions_dir(root)):
+            raise InvalidBackupDest(f"{root}: --link-dest is not a backup (no sessions "
+                                    "folder); name an earlier backup, or leave it out")
     whole = session_ids is None
     ids = store.session_ids() if session_ids is None else list(dict.fromkeys(session_ids))
     for session_id in ids:

@@ -240,6 +240,8 @@ def test_a_backup_folder_inside_the_store_or_holding_it_is_refused(tmp_path):
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
     with pytest.raises(fsstore.SessionNotFound):
         fsstore.backup_store(store, tmp_path / "b", ["nope"])
+    with pytest.raises(fsstore.InvalidBackupDest, match="--link-dest is not a backup"):
+        fsstore.backup_store(store, tmp_path / "b", link_dest=tmp_path / "typo")
     assert not (tmp_path / "b").exists()
 
 
