@@ -333,3 +333,30 @@ def test_the_backup_command_reports_and_exits_zero(tmp_path, capsys):
                  "--json", "--verify-copies"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["heads"] == {"s": 3 * (BATCH + 1)} and report["complete"]
+
+
+def test_a_collection_with_sealed_shards_is_backed_up_whole_and_its_shards_linked_again(
+        tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("s") as session:
+        memory = session.create_collection("memory", dim=2)
+        for start in range(0, 30, 10):  # three shards, then documents in the log only
+            memory.upsert([fsstore.VectorDocument(f"d{k}", [1.0, float(k)])
+                           for k in range(start, start + 10)])
+            memory.seal()
+        memory.delete(["d3"])
+        memory.upsert([fsstore.VectorDocument("late", [0.0, 1.0])])
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    assert [f for f in fsstore.verify_backup(dest) if f.level == "problem"] == []
+    copy = fsstore.open_store(dest).read_session("s").collection("memory")
+    original = store.read_session("s").collection("memory")
+    assert copy.count() == original.count() == 30
+    assert copy.get(["d3", "late", "d29"])[0] is None
+    assert [h.id for h in copy.search([1.0, 0.5], k=5)] == \
+        [h.id for h in original.search([1.0, 0.5], k=5)]
+    shards = sorted(p.name for p in (dest / "sessions/s/vectors/memory").iterdir()
+                    if p.name.endswith((".npy", ".docs")))
+    assert shards  # sealed shard files were copied
+    again = fsstore.backup_store(store, dest)
+    assert again.files_linked >= len(shards)
