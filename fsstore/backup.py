@@ -70,6 +70,10 @@ BACKUP_VERSION = "1.0"
 #: How long a backup waits for the ``log/`` folder lock of a session (a compaction of a
 #: large log holds it for its whole run), in seconds.
 LOCK_WAIT = 60.0
+#: A session none of whose files changed for this long (ns) before a backup began has
+#: its folder's fingerprint recorded, so that the next backup can tell it did not change
+#: since and leave its copy as it is (FORMAT 7.7, "racy stamps").
+QUIET_NS = 3_000_000_000
 #: How often a session is copied again when its files changed under the copy (a clear
 #: unlinked a listed segment, a collection's shard went before it was opened).
 ATTEMPTS = 5
@@ -99,6 +103,8 @@ class BackupReport:
     files_linked: int = 0
     bytes_linked: int = 0
     seconds: float = 0.0
+    # sessions whose folder and copy did not change since the last backup: left as they were
+    unchanged: int = 0
     # per session backed up: the seq its copy ends at (the copy's head)
     heads: dict[str, int] = field(default_factory=dict)
     # sessions DEST held that the store no longer does (a whole-store backup removes them)
@@ -115,7 +121,8 @@ class BackupReport:
         return {"dest": self.dest, "sessions": self.sessions, "complete": self.complete,
                 "files_copied": self.files_copied, "bytes_copied": self.bytes_copied,
                 "files_linked": self.files_linked, "bytes_linked": self.bytes_linked,
-                "seconds": self.seconds, "heads": dict(self.heads),
+                "seconds": self.seconds, "unchanged": self.unchanged,
+                "heads": dict(self.heads),
                 "removed": list(self.removed), "failed": dict(self.failed)}
 
 
@@ -700,7 +707,8 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
         copier.references = [os.path.join(sessions_dir, session_id), *trashed,
                              *(os.path.join(root, layout.SESSIONS_DIR, session_id)
                                for root in references)]
-        entry = _backup_session(store, copier, sessions_dir, session_id, verify, report)
+        entry = _backup_session(store, copier, sessions_dir, session_id, verify, report,
+                                record["sessions"].get(session_id))
         if entry is not None:
             record["sessions"][session_id] = entry
     if whole:
@@ -724,13 +732,48 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     return report
 
 
+def _stamps(io: FileIO, path: str) -> tuple[str, int]:
+    """A fingerprint of a folder: a hash of the ``lstat`` stamps (name, mode, mtime, size,
+    inode) of every name in it, as the stats cache takes them (FORMAT 7.7) but without
+    link counts, which change when another name of a file goes (an earlier backup
+    deleted, a fork's copy rebuilt); and its newest mtime (ns). ("", 0) when it is gone."""
+    import hashlib
+    try:
+        stamps = sorted(stamp[:5] for stamp in io.stamps(path))
+    except FileNotFoundError:
+        return "", 0
+    digest = hashlib.blake2b(repr(stamps).encode(), digest_size=16).hexdigest()
+    return digest, max(stamp[2] for stamp in stamps)
+
+
+def _unchanged(io: FileIO, source: str, copy: str, entry: Any) -> tuple[str, int] | None:
+    """Whether the session's copy in DEST is still what the last backup made of the
+    session as it still is: both folders' fingerprints are the ones recorded then. Returns
+    the source's fingerprint and newest mtime when it is not (None when it is)."""
+    stamps = _stamps(io, source)
+    if (isinstance(entry, dict) and isinstance(entry.get("fingerprints"), list)
+            and entry["fingerprints"] == [stamps[0], _stamps(io, copy)[0]]
+            and stamps[0]):
+        return None
+    return stamps
+
+
 def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id: str,
-                    verify: bool, report: BackupReport) -> dict[str, Any] | None:
+                    verify: bool, report: BackupReport,
+                    entry: Any = None) -> dict[str, Any] | None:
     """Copy one session into DEST and put it in place; its manifest entry, or None when
-    it was not backed up (named in ``report.failed``)."""
+    it was not backed up (named in ``report.failed``). A session whose folder and copy
+    did not change since the last backup (``entry``, its record) is left as it is."""
     from .log import LogReader
     io = store.io
     source = layout.session_dir(store.path, session_id)
+    final = os.path.join(sessions_dir, session_id)
+    started = time.time_ns()
+    stamps = _unchanged(io, source, final, entry)
+    if stamps is None:
+        report.unchanged += 1
+        report.heads[session_id] = int(entry["head"])
+        return dict(entry)
     why = ""
     for _attempt in range(ATTEMPTS):
         temp = os.path.join(sessions_dir, f"{layout.TEMP_PREFIX}{session_id}-"
@@ -773,7 +816,13 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
         _put_in_place(io, sessions_dir, session_id, temp)
         copier.moved[temp] = os.path.join(sessions_dir, session_id)
         report.heads[session_id] = copy.head
-        return {"head": copy.head, "log_start": copy.log_start, "backed_up": _now()}
+        made = {"head": copy.head, "log_start": copy.log_start, "backed_up": _now()}
+        # Recorded only when no file of the session changed in the QUIET_NS before the
+        # backup began: a change in the same tick of the file system's clock as the
+        # stamp before it would leave the stamp as it was (the stats cache's rule).
+        if stamps[0] and stamps[1] < started - QUIET_NS:
+            made["fingerprints"] = [stamps[0], _stamps(io, final)[0]]
+        return made
     report.failed[session_id] = f"its files kept changing under the copy ({why})"
     return None
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from procs import Child
 from test_copies_during_writes import BATCH, check_copy
 
 import fsstore
+import fsstore.backup
 from fsstore.backup import BACKUP_MANIFEST
 from fsstore.cli import main
 
@@ -360,3 +362,30 @@ def test_a_collection_with_sealed_shards_is_backed_up_whole_and_its_shards_linke
     assert shards  # sealed shard files were copied
     again = fsstore.backup_store(store, dest)
     assert again.files_linked >= len(shards)
+
+
+def test_a_session_unchanged_since_the_last_backup_is_left_as_it_is(tmp_path, monkeypatch):
+    # No quiet time needed before the fingerprint is trusted (it guards against a change
+    # in the same tick as the stamp before it; the test waits between writes instead).
+    monkeypatch.setattr(fsstore.backup, "QUIET_NS", 0)
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    fill(store, "idle", 60)
+    fill(store, "busy", 10)
+    dest = tmp_path / "backup"
+    time.sleep(0.05)
+    fsstore.backup_store(store, dest)
+    copy = dest / "sessions" / "idle"
+    inode = copy.stat().st_ino
+    time.sleep(0.05)
+    fill(store, "busy", 2, start=10)
+    report = fsstore.backup_store(store, dest)
+    assert report.unchanged == 1 and report.heads == {"idle": 60 * (BATCH + 1),
+                                                      "busy": 12 * (BATCH + 1)}
+    assert copy.stat().st_ino == inode  # not rebuilt
+    assert check_copy(dest) == 0 and [
+        f for f in fsstore.verify_backup(dest) if f.level == "problem"] == []
+    # a copy changed by hand is made again
+    (copy / "checkpoints" / "c50.ckpt").unlink()
+    report = fsstore.backup_store(store, dest)
+    assert report.unchanged == 1  # busy, this time
+    assert (copy / "checkpoints" / "c50.ckpt").exists()

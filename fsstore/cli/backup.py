@@ -67,7 +67,8 @@ def run_backup(args: argparse.Namespace) -> int:
         print(f"backed up {report.sessions} session{'s' if report.sessions != 1 else ''} "
               f"into {report.dest}: {report.files_copied} files copied "
               f"({report.bytes_copied / mib:.1f} MiB), {report.files_linked} linked "
-              f"({report.bytes_linked / mib:.1f} MiB) in {report.seconds:.2f} s")
+              f"({report.bytes_linked / mib:.1f} MiB), {report.unchanged} sessions "
+              f"unchanged, in {report.seconds:.2f} s")
         for session_id in report.removed:
             print(f"removed {session_id} (no longer in the store)")
         for session_id, why in sorted(report.failed.items()):
