@@ -38,21 +38,21 @@ __version__ = "0.1.0"
 #: module (inside fsstore) -> the public names it defines
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "aio": ("afind_store", "aopen_store"),
+    "backup": ("BackupReport", "backup_store", "verify_backup"),
     "blobs": ("BlobRef", "BlobStat", "GcReport"),
     "errors": (
         "BlobNotFound", "CheckpointExists", "CheckpointNotFound", "ClaimLost", "CollectionExists",
         "CollectionNotFound", "CorruptionError", "Finding", "FormatVersionError", "FsStoreError",
-        "GitSetupError", "HeadConflict", "InvalidBlobRef", "InvalidCheckpointId",
-        "InvalidCollection", "InvalidDocument", "InvalidEvent", "InvalidExport", "InvalidFilter",
-        "InvalidInput",
-        "InvalidMessage", "InvalidMetadata", "InvalidQuery", "InvalidSeq", "InvalidSessionId",
-        "InvalidSetting", "InvalidState", "InvalidWorkspace", "InvalidWorkspaceId", "LeaseLost",
-        "MessageExists", "MessageNotFound", "NotAFolder", "NotARegularFile", "NotAStore",
-        "RecordTooLarge", "SeqOutOfRange", "SessionClosed", "SessionExists", "SessionLocked",
-        "SessionNotFound", "StoreFileExists", "StoreFileNotFound", "StoreIOError",
-        "StoreNotFound", "TranscriptNotFound", "TurnError", "UnsafePath", "WorkspaceExists",
-        "WorkspaceLocked",
-        "WorkspaceMemberExists", "WorkspaceMemberNotFound", "WorkspaceNotFound", "WriteFailed",
+        "GitSetupError", "HeadConflict", "InvalidBackupDest", "InvalidBlobRef",
+        "InvalidCheckpointId", "InvalidCollection", "InvalidDocument", "InvalidEvent",
+        "InvalidExport", "InvalidFilter", "InvalidInput", "InvalidMessage", "InvalidMetadata",
+        "InvalidQuery", "InvalidSeq", "InvalidSessionId", "InvalidSetting", "InvalidState",
+        "InvalidWorkspace", "InvalidWorkspaceId", "LeaseLost", "MessageExists", "MessageNotFound",
+        "NotAFolder", "NotARegularFile", "NotAStore", "RecordTooLarge", "SeqOutOfRange",
+        "SessionClosed", "SessionExists", "SessionLocked", "SessionNotFound", "StoreFileExists",
+        "StoreFileNotFound", "StoreIOError", "StoreNotFound", "TranscriptNotFound", "TurnError",
+        "UnsafePath", "WorkspaceExists", "WorkspaceLocked", "WorkspaceMemberExists",
+        "WorkspaceMemberNotFound", "WorkspaceNotFound", "WriteFailed",
     ),
     "export": ("ExportReport", "export_sessions"),
     "fsio": ("FileIO",),
@@ -94,6 +94,7 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 
 if TYPE_CHECKING:
     from .aio import afind_store, aopen_store
+    from .backup import BackupReport, backup_store, verify_backup
     from .blobs import BlobRef, BlobStat, GcReport
     from .errors import (
         BlobNotFound,
@@ -108,6 +109,7 @@ if TYPE_CHECKING:
         FsStoreError,
         GitSetupError,
         HeadConflict,
+        InvalidBackupDest,
         InvalidBlobRef,
         InvalidCheckpointId,
         InvalidCollection,
@@ -230,6 +232,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BackupReport",
     "BlobNotFound",
     "BlobRef",
     "BlobStat",
@@ -263,6 +266,7 @@ __all__ = [
     "HeadConflict",
     "INLINE_FILE_LIMIT",
     "ImportReport",
+    "InvalidBackupDest",
     "InvalidBlobRef",
     "InvalidCheckpointId",
     "InvalidCollection",
@@ -358,8 +362,10 @@ __all__ = [
     "WriteFailed",
     "afind_store",
     "aopen_store",
+    "backup_store",
     "export_sessions",
     "find_store",
     "import_sessions",
     "open_store",
+    "verify_backup",
 ]

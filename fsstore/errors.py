@@ -390,6 +390,13 @@ class StoreFileExists(FsStoreError, FileExistsError):
     ``fsstore verify`` reports as left over."""
 
 
+class InvalidBackupDest(InvalidInput):
+    """Raised when a backup's destination cannot hold one: it is inside the store, the
+    store is inside it, or it is a folder that is neither empty nor an earlier backup
+    (no ``.fsstore-backup.json``). Nothing is written: choose a new or empty folder, or
+    an earlier backup of the store."""
+
+
 class GitSetupError(FsStoreError, OSError):
     """Raised when ``fsstore git-setup`` cannot use git: git is not installed, the store
     is not inside a git work tree (checked before anything is written), or ``git

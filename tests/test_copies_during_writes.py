@@ -1,4 +1,4 @@
-"""A plain copy of a store (cp -r, tar, a file-by-file copy) taken while a writer works at
+"""A plain copy of a store (cp -r, tar, rsync -a, a file-by-file copy) taken while a writer works at
 full speed (appends, rollovers, commits, checkpoints, forks) opens, verifies, and holds
 in each session a prefix of whole batches whose state agrees with it.
 
@@ -45,6 +45,9 @@ def copy_store(kind: str, source: Path, dest: Path) -> None:
     mid-copy (temp files renamed or removed meanwhile) are skipped, as the tools do."""
     if kind == "cp":
         subprocess.run(["cp", "-r", str(source), str(dest)], stderr=subprocess.DEVNULL)
+    elif kind == "rsync":
+        # exit 24: some files vanished while rsync read the folder (temp files renamed)
+        subprocess.run(["rsync", "-a", f"{source}/", f"{dest}/"], stderr=subprocess.DEVNULL)
     elif kind == "tar":
         archive = dest.with_suffix(".tar")
         # GNU tar warns of files that changed or vanished while it read them, and goes on
@@ -83,7 +86,8 @@ def check_copy(dest: Path) -> int:
     return held
 
 
-def copies_during_writes(tmp_path: Path, copies: int) -> None:
+def copies_during_writes(tmp_path: Path, copies: int,
+                         kinds: tuple[str, ...] = ("cp", "tar", "copytree")) -> None:
     root = tmp_path / "store"
     fsstore.open_store(root, segment_size=4096).create_session("s").close()
     stop = tmp_path / "stop"
@@ -92,7 +96,7 @@ def copies_during_writes(tmp_path: Path, copies: int) -> None:
         writer.wait_for("READY")
         try:
             for index in range(copies):
-                kind = ("cp", "tar", "copytree")[index % 3]
+                kind = kinds[index % len(kinds)]
                 dest = tmp_path / f"copy-{index}"
                 copy_store(kind, root, dest)
                 seen.append(check_copy(dest))
@@ -111,3 +115,18 @@ def test_copies_taken_during_commits_checkpoints_and_forks_hold_whole_batches(tm
 @pytest.mark.long
 def test_many_copies_taken_during_commits_checkpoints_and_forks_hold_whole_batches(tmp_path):
     copies_during_writes(tmp_path, 40)
+
+
+needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None,
+                                 reason="rsync is not installed (apt-get install rsync)")
+
+
+@needs_rsync
+def test_rsync_copies_taken_during_commits_checkpoints_and_forks_hold_whole_batches(tmp_path):
+    copies_during_writes(tmp_path, 4, ("rsync",))
+
+
+@needs_rsync
+@pytest.mark.long
+def test_many_rsync_copies_taken_during_writes_hold_whole_batches(tmp_path):
+    copies_during_writes(tmp_path, 30, ("rsync",))

@@ -601,6 +601,7 @@ def vacuum_rows(root: str, quick: bool) -> None:
 def main() -> None:
     # The sections' modules import this module's helpers, so they are imported here.
     from bench_agents import agents_rows
+    from bench_backup import backup_rows
     from bench_cli import cli_rows
     from bench_export import export_rows
     from bench_langgraph import langgraph_rows
@@ -625,6 +626,7 @@ def main() -> None:
         ("export", export_rows, "the export and import rows (beside sqlite3's .dump)"),
         ("transcripts", transcript_rows, "the Claude Code and Codex transcript import rows"),
         ("cli", cli_rows, "the command line start rows (fsstore --help, textconv, cat, ls)"),
+        ("backup", backup_rows, "the backup rows (first and incremental, beside cp -r)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

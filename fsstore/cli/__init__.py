@@ -22,6 +22,7 @@ from typing import Any, NoReturn, cast
 
 from ..errors import FsStoreError
 from . import (
+    backup,
     compact,
     demo,
     export,
@@ -41,7 +42,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, maintenance_stats, repair, retain, git, export)
+          maintenance, maintenance_stats, repair, retain, git, export, backup)
 
 
 class _Parser(argparse.ArgumentParser):
