@@ -256,8 +256,8 @@ def _export_session(store: Store, reader: SessionReader, lines: _Lines,
 def _write_beside(blob_dir: str, hex_digest: str, data: bytes) -> None:
     os.makedirs(blob_dir, exist_ok=True)
     target = os.path.join(blob_dir, hex_digest)
-    if os.path.exists(target) and os.path.getsize(target) == len(data):
-        return  # content-addressed: the same bytes (the importer checks the digest)
+    # Always written anew, never kept because a file of that name and size is there:
+    # a stale or edited file would make the export one no import takes.
     temp = os.path.join(blob_dir, layout.TEMP_PREFIX + hex_digest)
     with open(temp, "wb") as handle:
         handle.write(data)

@@ -612,12 +612,11 @@ class _SessionBuild:
                 fields["label"] is None or isinstance(fields["label"], str)):
             raise job.fail("the checkpoint's kind or label is not one a checkpoint has",
                            number)
+        values = fields["position"]
+        if not isinstance(values, list) or len(values) != 3:
+            raise job.fail("the checkpoint's position is no [segment, offset, crc]", number)
         position = self.positions.get(seq) if log_start == self.log_start else None
         if position is None:
-            values = fields["position"]
-            if not isinstance(values, list) or len(values) != 3:
-                raise job.fail("the checkpoint's position is no [segment, offset, crc]",
-                               number)
             position = LogPosition(*(_int(v, 0, "position", job, number) for v in values))
         meta: dict[str, Any] = {"id": checkpoint_id, "label": fields["label"],
                                 "kind": fields["kind"],

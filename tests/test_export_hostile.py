@@ -1,0 +1,286 @@
+"""fsstore import against crafted export files (fsstore/importer.py, FORMAT 22): lines
+whose crcs and trailer are valid but whose values are hostile are refused as
+InvalidExport naming the line, with the store's files as they were."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import fsstore
+from fsstore import importer
+from fsstore.export_format import seal
+
+
+def reseal(lines: list[dict[str, Any]]) -> bytes:
+    """``lines`` (fields without their crc) sealed and numbered anew, with the trailer's
+    line count and SHA-256 recomputed: a file only its values can betray."""
+    out, digest = [], hashlib.sha256()
+    for number, fields in enumerate(lines, 1):
+        fields = {**fields, "n": number}
+        if fields["type"] == "trailer":
+            fields.update(lines=number, sha256=digest.hexdigest())
+        line = seal(fields)
+        digest.update(line)
+        out.append(line)
+    return b"".join(out)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> list[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("hostile")
+    store = fsstore.open_store(base / "store")
+    with store.create_session("a") as s:
+        s.append({"x": b"1"})
+        s.finish_turn()
+        s.commit([{"y": 2}], state_patch={"k": "v"})
+        s.checkpoint(checkpoint_id="c")
+        s.blobs.put(b"blob")
+        s.create_collection("m", dim=2).upsert([fsstore.VectorDocument("d", [1, 2])])
+    with store.create_session("b") as s:
+        s.append_many([{"z": n} for n in range(3)])
+    store.create_workspace("team")
+    store.add_to_workspace("team", "a", "primary")
+    fsstore.export_sessions(store, base / "x.jsonl")
+    lines = [json.loads(line) for line in (base / "x.jsonl").read_bytes().splitlines()]
+    for fields in lines:
+        fields.pop("crc")
+    return lines
+
+
+def _snapshot(root) -> dict[str, bytes | None]:
+    found: dict[str, bytes | None] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(folder, name), root)] = None
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, root)] = handle.read()
+    return found
+
+
+def _line(lines: list[dict[str, Any]], kind: str, index: int = 0) -> dict[str, Any]:
+    return [fields for fields in lines if fields["type"] == kind][index]
+
+
+def _refused(tmp_path, data: bytes, name: str = "crafted.jsonl",
+             store: fsstore.Store | None = None) -> fsstore.InvalidExport:
+    path = tmp_path / name
+    path.write_bytes(data)
+    store = store or fsstore.open_store(tmp_path / "dest")
+    before = _snapshot(store.path)
+    with pytest.raises(fsstore.InvalidExport) as caught:
+        fsstore.import_sessions(store, path)
+    assert _snapshot(store.path) == before  # listing and bytes, no temp folder left
+    assert caught.value.path == str(path)
+    return caught.value
+
+
+def _crafted(exported, change: Callable[[list[dict[str, Any]]], object]) -> bytes:
+    lines = json.loads(json.dumps(exported))
+    change(lines)
+    return reseal(lines)
+
+
+def test_the_reseal_helper_makes_a_file_the_import_takes(exported, tmp_path):
+    (tmp_path / "ok.jsonl").write_bytes(_crafted(exported, lambda lines: None))
+    report = fsstore.import_sessions(fsstore.open_store(tmp_path / "dest"),
+                                     tmp_path / "ok.jsonl")
+    assert report.session_ids == ["a", "b"] and report.workspaces == 1
+
+
+def _number_of(exported, kind: str) -> int:
+    return _line(exported, kind)["n"]
+
+
+@pytest.mark.parametrize("change", [
+    {"seq": 99},  # past the head
+    {"log_start": 7},  # a log the session never had
+    {"created": "nan"},  # a str float() would take
+    {"kind": "sneaky"},
+    {"position": [1, 2]},
+    {"id": "../x"},
+    {"state": {"k": "forged"}},  # at the head: not the head's state
+])
+def test_a_checkpoint_the_session_never_had_is_refused_naming_its_line(exported, tmp_path,
+                                                                        change):
+    error = _refused(tmp_path, _crafted(exported,
+                                        lambda lines: _line(lines, "checkpoint").update(change)))
+    assert error.line == _number_of(exported, "checkpoint")
+
+
+def test_a_checkpoint_given_twice_is_refused(exported, tmp_path):
+    def twice(lines):
+        at = lines.index(_line(lines, "checkpoint"))
+        lines.insert(at, dict(lines[at]))
+        _line(lines, "end").update(checkpoints=2)
+
+    error = _refused(tmp_path, _crafted(exported, twice))
+    assert "twice" in error.reason
+
+
+@pytest.mark.parametrize("change", [
+    {"members": []},
+    {"members": {"a": "primary", "not-in-file": "related"}},
+    {"members": {"a": "no role!"}},
+    {"id": "../ws"},
+    {"metadata": {"k": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[
+        ]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}},
+])
+def test_a_bad_workspace_line_is_refused_before_any_session_is_put_in_place(
+        exported, tmp_path, change):
+    error = _refused(tmp_path, _crafted(exported,
+                                        lambda lines: _line(lines, "workspace").update(change)))
+    assert error.line == _number_of(exported, "workspace")
+
+
+@pytest.mark.parametrize("change", [
+    {"parent": "../../etc"},
+    {"parent": {"id": "../../etc", "seq": 1}},
+    {"title": 5},
+    {"tags": "x"},
+    {"metadata": {"deep": json.loads("[" * 70 + "]" * 70)}},
+])
+def test_a_manifest_no_session_can_have_is_refused_leaving_no_temp_folder(
+        exported, tmp_path, change):
+    error = _refused(tmp_path, _crafted(
+        exported, lambda lines: _line(lines, "session")["manifest"].update(change)))
+    assert error.line == 2
+
+
+def _nan_embedding(lines):
+    _line(lines, "document")["embedding"] = base64.b64encode(
+        struct.pack("<2f", float("nan"), 1.0)).decode()
+
+
+@pytest.mark.parametrize(("kind", "change"), [
+    ("collection", lambda fields: fields.update(name="../../x")),
+    ("document", lambda fields: fields.update(id=5)),
+    ("document", lambda fields: fields.update(seq="x")),
+    ("session", lambda fields: fields.update(log_start=2**70, head=2**70)),
+    ("frame", lambda fields: fields.update(ts="1")),
+    ("frame", lambda fields: fields.update(ts=float("inf"))),
+])
+def test_values_the_engine_refuses_are_invalid_export_naming_a_line(exported, tmp_path,
+                                                                     kind, change):
+    error = _refused(tmp_path, _crafted(exported, lambda lines: change(_line(lines, kind))))
+    assert error.line is not None and error.line >= _number_of(exported, kind)
+
+
+def test_a_nan_embedding_is_refused_as_invalid_export(exported, tmp_path):
+    error = _refused(tmp_path, _crafted(exported, _nan_embedding))
+    assert error.line is not None and "NaN" in error.reason
+
+
+def test_turns_that_go_backwards_are_refused(exported, tmp_path):
+    def backwards(lines):
+        frames = [fields for fields in lines if fields["type"] == "frame"]
+        frames[0]["turn"] = frames[1]["turn"] + 1
+
+    error = _refused(tmp_path, _crafted(exported, backwards))
+    assert "turn" in error.reason
+
+
+def test_an_over_long_line_is_refused_naming_it_before_it_is_held(exported, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setattr(importer, "MAX_LINE_BYTES", 1 << 16)
+    good = _crafted(exported, lambda lines: None).splitlines(keepends=True)
+    error = _refused(tmp_path, good[0] + b"x" * (1 << 20))  # no newline
+    assert error.line == 2 and "longer than" in error.reason
+    # a line within the limit is read as before
+    error = _refused(tmp_path, good[0] + b"x" * 100 + b"\n")
+    assert error.line == 2 and "longer than" not in error.reason
+
+
+def test_a_zstd_bomb_is_refused_with_bounded_memory(exported, tmp_path, monkeypatch):
+    import tracemalloc
+
+    import zstandard
+
+    monkeypatch.setattr(importer, "MAX_LINE_BYTES", 1 << 20)
+    header = _crafted(exported, lambda lines: None).splitlines(keepends=True)[0]
+    compressor = zstandard.ZstdCompressor(level=19).compressobj()
+    bomb = compressor.compress(header)
+    zeros = b"\0" * (1 << 20)
+    for _ in range(256):  # 256 MiB of one line, some kilobytes compressed
+        bomb += compressor.compress(zeros)
+    bomb += compressor.flush()
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        error = _refused(tmp_path, bomb, "bomb.jsonl.zst")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.line == 2 and "longer than" in error.reason
+    assert peak < 64 << 20
+
+
+def test_a_beside_blob_that_is_a_symlink_or_of_another_size_is_refused(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("a") as s:
+        ref = s.blobs.put(b"the blob")
+    out = tmp_path / "x.jsonl"
+    fsstore.export_sessions(store, out, blobs="beside")
+    blob = tmp_path / "x.jsonl.blobs" / ref.digest.split(":")[1]
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"the blob")  # the same bytes: only the link betrays it
+    blob.unlink()
+    blob.symlink_to(secret)
+    dest = fsstore.open_store(tmp_path / "dest")
+    before = _snapshot(dest.path)
+    with pytest.raises(fsstore.InvalidExport, match="line 4"):
+        fsstore.import_sessions(dest, out)
+    blob.unlink()
+    blob.write_bytes(b"the blob and more")
+    with pytest.raises(fsstore.InvalidExport, match="line 4"):
+        fsstore.import_sessions(dest, out)
+    assert _snapshot(dest.path) == before
+
+
+def test_an_export_beside_rewrites_a_stale_blob_file_of_the_same_size(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("a") as s:
+        ref = s.blobs.put(b"the blob")
+    out = tmp_path / "x.jsonl"
+    folder = tmp_path / "x.jsonl.blobs"
+    folder.mkdir()
+    (folder / ref.digest.split(":")[1]).write_bytes(b"XXX blob")
+    fsstore.export_sessions(store, out, blobs="beside")
+    dest = fsstore.open_store(tmp_path / "dest")
+    fsstore.import_sessions(dest, out)
+    assert dest.read_session("a").blobs.get(ref) == b"the blob"
+
+
+def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_open(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    for sid in ("a", "b"):
+        with store.create_session(sid) as s:
+            s.append({"new": sid})
+    fsstore.export_sessions(store, tmp_path / "x.jsonl")
+    dest = fsstore.open_store(tmp_path / "dest")
+    for sid in ("a", "b"):
+        with dest.create_session(sid) as s:
+            s.append({"old": sid})
+    writer = dest.open_session("b")
+    try:
+        before = _snapshot(dest.path)
+        with pytest.raises(fsstore.SessionLocked):
+            fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
+        after = _snapshot(dest.path)
+        assert after == before  # "a" not replaced either
+        assert writer.append({"still": "writing"}) == 2
+    finally:
+        writer.close()
+    report = fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
+    assert report.replaced == ["a", "b"]
+    assert [e.data for e in dest.read_session("b").events()] == [{"new": "b"}]
+    assert not [n for n in os.listdir(dest.path + "/sessions") if n.startswith(".")]
