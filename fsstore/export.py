@@ -110,6 +110,11 @@ def export_sessions(store: Store, out: str | os.PathLike[str] | IO[bytes],
     if blobs == "beside" and path is None:
         raise InvalidSetting("blobs='beside' needs a file to write beside: give a path, "
                              "not a file object (or stdout)")
+    if path is not None and (os.path.isdir(path) or not os.path.isdir(
+            os.path.dirname(os.path.abspath(path)))):
+        # Refused before anything is written (the temp file, the blobs beside it).
+        raise InvalidSetting(f"cannot write the export to {path}: it is a folder, or the "
+                             "folder it would be in does not exist")
     if compress is None:
         compress = path is not None and path.endswith(_ZSTD_SUFFIXES)
     report = ExportReport(path)

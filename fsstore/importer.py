@@ -125,6 +125,9 @@ def import_sessions(store: Store, path: str | os.PathLike[str], *,
         renames = None
     else:
         renames = dict(rename)
+    # The new ids are the caller's, refused as such before the file is read.
+    for new_id in [renames] if isinstance(renames, str) else (renames or {}).values():
+        layout.check_session_id(new_id, new=True)
     job = _Import(store, path, renames, replace)
     try:
         with _lines(path) as lines:
@@ -139,8 +142,8 @@ def import_sessions(store: Store, path: str | os.PathLike[str], *,
 @contextlib.contextmanager
 def _lines(path: str) -> Iterator[Iterator[bytes]]:
     with open(path, "rb") as raw:
-        head = raw.read(4)
-        raw.seek(0)
+        # Peeked, not read and sought back: the file may be a pipe (/dev/stdin).
+        head = raw.peek(4)[:4]
         chunks = _unzstd_chunks(raw) if head == _ZSTD_MAGIC else _plain_chunks(raw)
         yield _split_lines(chunks, path)
 

@@ -284,3 +284,47 @@ def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_ope
     assert report.replaced == ["a", "b"]
     assert [e.data for e in dest.read_session("b").events()] == [{"new": "b"}]
     assert not [n for n in os.listdir(dest.path + "/sessions") if n.startswith(".")]
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def _fsstore(*args: str, stdin: bytes = b"") -> tuple[int, bytes, str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "fsstore", *args], input=stdin,
+                          capture_output=True, timeout=120, check=False)
+    return done.returncode, done.stdout, done.stderr.decode()
+
+
+def test_cli_imports_an_export_piped_to_it(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("a") as s:
+        s.append_many([{"n": n} for n in range(50)])
+    for flags in ([], ["--zstd"]):
+        code, out, _ = _fsstore("--store", str(store.path), "export", "a", *flags)
+        assert code == 0
+        dest = tmp_path / f"dest{len(flags)}"
+        code, _, err = _fsstore("--store", str(dest), "import", "/dev/stdin", stdin=out)
+        assert (code, err) == (0, "")
+        assert fsstore.open_store(dest).read_session("a").head == 50
+
+
+def test_cli_export_onto_a_folder_is_refused_with_nothing_written(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    store.create_session("a").close()
+    (tmp_path / "out").mkdir()
+    before = sorted(os.listdir(tmp_path))
+    code, _, err = _fsstore("--store", str(store.path), "export", "a", "-o",
+                            str(tmp_path / "out"))
+    assert code != 0 and str(tmp_path / "out") in err and len(err.splitlines()) == 1
+    assert ".tmp-" not in err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_bad_new_id_is_refused_as_the_callers_before_the_file_is_read(tmp_path):
+    with pytest.raises(fsstore.InvalidSessionId) as caught:
+        fsstore.import_sessions(fsstore.open_store(tmp_path / "dest"), tmp_path / "absent",
+                                rename={"a": "../x"})
+    assert not isinstance(caught.value, fsstore.InvalidExport)
