@@ -5,6 +5,7 @@ InvalidExport naming the line, with the store's files as they were."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fsstore
 from fsstore import importer
@@ -328,3 +331,106 @@ def test_a_bad_new_id_is_refused_as_the_callers_before_the_file_is_read(tmp_path
         fsstore.import_sessions(fsstore.open_store(tmp_path / "dest"), tmp_path / "absent",
                                 rename={"a": "../x"})
     assert not isinstance(caught.value, fsstore.InvalidExport)
+
+
+# --- exactness -----------------------------------------------------------------------------
+
+_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
+            | st.binary(max_size=8))
+_keys = st.text(max_size=4) | st.integers(-5, 5) | st.sampled_from(["$base64", "$map", "$x"])
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    _keys, inner, max_size=3), max_leaves=6)
+_operations = st.lists(st.one_of(
+    st.tuples(st.just("append"), _values),
+    st.tuples(st.just("commit"), st.dictionaries(st.text(min_size=1, max_size=4), _values,
+                                                 max_size=2)),
+    st.tuples(st.just("turn"), st.none()),
+    st.tuples(st.just("checkpoint"), st.none() | st.text(max_size=6)),
+    st.tuples(st.just("blob"), st.binary(max_size=300)),
+    st.tuples(st.just("message"), st.text(max_size=10)),
+    st.tuples(st.just("delete"), st.none()),
+    st.tuples(st.just("work"), st.integers(0, 2)),
+    st.tuples(st.just("input"), _values),
+    st.tuples(st.just("vector"), st.lists(st.floats(-1e4, 1e4, width=16), min_size=3,
+                                          max_size=3)),
+    st.tuples(st.just("meta"), st.text(max_size=6)),
+    st.tuples(st.just("clear"), st.none()),
+), min_size=1, max_size=14)
+
+
+def _build(store: fsstore.Store, operations) -> None:
+    with store.create_session("p", title="t", tags=["x"]) as s:
+        half = s.create_collection("half", dim=3, dtype="float16")
+        full = s.create_collection("full", dim=3, metric="euclidean")
+        for step, (kind, value) in enumerate(operations):
+            if kind == "append":
+                s.append({"v": value}, kind="event")
+            elif kind == "commit":
+                s.commit([{"step": step}], state_patch=value)
+            elif kind == "turn":
+                with contextlib.suppress(fsstore.TurnError):  # none begun since a clear
+                    s.finish_turn()
+            elif kind == "checkpoint":
+                s.checkpoint(value, checkpoint_id=f"c{step}")
+            elif kind == "blob":
+                s.blobs.put(value, compress=step % 2 == 0)
+            elif kind == "message":
+                s.messages.append(fsstore.Message.of_text("user", value, id=f"m{step}"))
+            elif kind == "delete" and s.messages.count():
+                s.messages.pop()
+            elif kind == "work":
+                s.queue.enqueue("job", {"step": step})
+                if value and (claim := s.queue.claim("w", 600)) is not None:
+                    (s.queue.complete if value == 1 else s.queue.release)(claim)
+            elif kind == "input":
+                s.inputs.submit(value)
+            elif kind == "vector":
+                for collection in (half, full):
+                    collection.upsert([fsstore.VectorDocument(
+                        f"d{step}", value, content=str(step), metadata={"s": step},
+                        seq=step, turn=step)])
+            elif kind == "meta":
+                s.update_metadata(title=value or None, tags=[value], metadata={"m": value})
+            elif kind == "clear":
+                s.clear()
+
+
+def _everything(store: fsstore.Store) -> bytes:
+    import msgspec
+
+    r = store.read_session("p")
+    parts: list[Any] = [list(r.events(include_internal=True)), r.head, r.history_start,
+                        r.log_tail.log_start, r.state(), r.title, r.tags, r.metadata,
+                        r.parent, r.checkpoints(), r.messages.all(),
+                        [(q.id, q.status, q.payload) for q in r.queue.items()],
+                        [(i.id, i.status, i.payload) for i in r.inputs.items()]]
+    parts += [r.load_checkpoint(info.id) for info in r.checkpoints()]
+    for digest, _, compressed in sorted(r.blobs.digests()):
+        parts.append((digest, compressed, r.blobs.get(fsstore.BlobRef("sha256:" + digest, -1))))
+    for info in r.collections():
+        parts.append((info.name, info.dim, info.dtype, str(info.metric), info.count))
+        from fsstore.vectors.reader import live_documents
+
+        collection = r.collection(info.name)
+        try:
+            for doc in sorted(live_documents(collection), key=lambda d: d.id):
+                parts.append((doc.id, doc.embedding.dtype.str, doc.embedding.tobytes(),
+                               doc.content, doc.metadata, doc.seq, doc.turn))
+        finally:
+            collection.close()
+    return msgspec.msgpack.encode(parts, enc_hook=repr)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(operations=_operations, zstd=st.booleans(), beside=st.booleans())
+def test_any_session_round_trips_exactly(tmp_path_factory, operations, zstd, beside):
+    base = tmp_path_factory.mktemp("exact")
+    source = fsstore.open_store(base / "source", segment_size=4096)
+    _build(source, operations)
+    out = base / ("p.jsonl.zst" if zstd else "p.jsonl")
+    fsstore.export_sessions(source, out, blobs="beside" if beside else "inline")
+    dest = fsstore.open_store(base / "dest")
+    fsstore.import_sessions(dest, out)
+    assert _everything(dest) == _everything(source)
+    assert [f for f in dest.read_session("p").verify() if f.kind == "problem"] == []
