@@ -34,6 +34,7 @@ import msgspec
 from . import identity, layout, manifest
 from .errors import (
     CorruptionError,
+    FormatVersionError,
     FsStoreError,
     InvalidExport,
     InvalidInput,
@@ -582,7 +583,14 @@ class _SessionBuild:
         assert self.temp is not None
         snapshots = SnapshotDir(self.io, self.temp, self.identity)
         reader = LogReader(self.io, self.log_path, self.identity)
-        loaded = state_module.load(self.io, reader, snapshots)
+        try:
+            loaded = state_module.load(self.io, reader, snapshots)
+        except (FormatVersionError, CorruptionError) as exc:
+            # A crafted store record (fsstore.state, .queue, .message...) the fold cannot
+            # apply: the file's fault, said at this line, not as damage in a temp folder.
+            reason = getattr(exc, "reason", None) or str(exc).split(": ", 1)[-1]
+            raise self.job.fail(f"the batches do not fold to a state: {reason}",
+                                number) from None
         body = loaded.image.body()
         expected = from_json(fields["image"], self.job.path, number)
         if _normal(body) != _normal(expected):

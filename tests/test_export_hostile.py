@@ -183,6 +183,19 @@ def test_a_nan_embedding_is_refused_as_invalid_export(exported, tmp_path):
     assert error.line is not None and "NaN" in error.reason
 
 
+@pytest.mark.parametrize(("kind", "data"), [
+    ("fsstore.message", {"junk": 1}),
+    ("fsstore.queue", [1, 2]),
+    ("fsstore.input", None),
+    ("fsstore.state", "not ops"),
+])
+def test_a_store_record_the_fold_cannot_apply_is_refused_at_the_state_line(
+        exported, tmp_path, kind, data):
+    error = _refused(tmp_path, _crafted(
+        exported, lambda lines: _line(lines, "frame").update(records=[[kind, data]])))
+    assert error.line == _number_of(exported, "state") and ".tmp-" not in str(error)
+
+
 def test_turns_that_go_backwards_are_refused(exported, tmp_path):
     def backwards(lines):
         frames = [fields for fields in lines if fields["type"] == "frame"]
