@@ -482,6 +482,7 @@ class _SessionBuild:
         self.folded = False  # the state line was read and checked
         self.body: dict[str, Any] = {}  # the state at the head, once folded
         self.checkpoint_paths: set[str] = set()
+        self.collections: set[str] = set()
         self.pending: list[VectorDocument] = []
         self.events = self.frames = self.checkpoints = self.blobs = self.documents = 0
 
@@ -665,7 +666,9 @@ class _SessionBuild:
         else:
             size = _int(fields["size"], 0, "size", self.job, number)
             data = self._blob_beside(str(fields["file"]), size, number)
-        ref = BlobStore(self.io, self.temp).put(data, compress=bool(fields["compressed"]))
+        if not isinstance(fields["compressed"], bool):
+            raise self.job.fail("the blob's \"compressed\" is no true or false", number)
+        ref = BlobStore(self.io, self.temp).put(data, compress=fields["compressed"])
         if ref.digest != digest or ref.size != fields["size"]:
             raise self.job.fail(f"the blob's bytes are not {digest}", number)
         self.blobs += 1
@@ -696,6 +699,9 @@ class _SessionBuild:
         assert self.temp is not None
         self._flush_documents()
         name = fields["name"]
+        if name in self.collections:
+            raise self.job.fail(f"collection {name!r} appears twice", number)
+        self.collections.add(name)
         create_collection(self.io, self.temp, name, fields["dim"], fields["dtype"],
                           fields["metric"])
         self.collection = VectorCollection(

@@ -196,6 +196,21 @@ def test_a_store_record_the_fold_cannot_apply_is_refused_at_the_state_line(
     assert error.line == _number_of(exported, "state") and ".tmp-" not in str(error)
 
 
+def test_a_collection_given_twice_is_refused_naming_its_line(exported, tmp_path):
+    def twice(lines):
+        at = lines.index(_line(lines, "collection"))
+        lines.insert(at + 2, dict(lines[at]))
+
+    error = _refused(tmp_path, _crafted(exported, twice))
+    assert "twice" in error.reason and error.line == _number_of(exported, "collection") + 2
+
+
+def test_a_blob_compressed_flag_that_is_no_bool_is_refused(exported, tmp_path):
+    error = _refused(tmp_path, _crafted(
+        exported, lambda lines: _line(lines, "blob").update(compressed="yes")))
+    assert error.line == _number_of(exported, "blob")
+
+
 def test_turns_that_go_backwards_are_refused(exported, tmp_path):
     def backwards(lines):
         frames = [fields for fields in lines if fields["type"] == "frame"]
