@@ -528,3 +528,19 @@ def test_an_import_killed_at_any_point_leaves_whole_sessions(tmp_path):
 @pytest.mark.long
 def test_an_import_killed_at_many_points_leaves_whole_sessions(tmp_path):
     _kill_during_imports(tmp_path, rounds=25)
+
+
+def test_cli_import_refused_into_a_new_store_leaves_no_store_behind(exported, tmp_path,
+                                                                    capsys):
+    from fsstore.cli import main
+
+    crafted = tmp_path / "crafted.jsonl"
+    crafted.write_bytes(_crafted(exported, lambda lines: _line(lines, "checkpoint").update(
+        seq=99)))
+    assert main(["--store", str(tmp_path / "new"), "import", str(crafted)]) != 0
+    err = capsys.readouterr().err
+    assert f"{crafted} line {_number_of(exported, 'checkpoint')}:" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+    assert main(["--store", str(tmp_path / "new"), "import", str(tmp_path / "absent")]) != 0
+    assert not (tmp_path / "new").exists()
