@@ -211,6 +211,34 @@ def test_a_blob_compressed_flag_that_is_no_bool_is_refused(exported, tmp_path):
     assert error.line == _number_of(exported, "blob")
 
 
+def _with_deep_value(exported, kind: str, depth: int) -> bytes:
+    """The export with a value nested ``depth`` deep in the first ``kind`` line's map
+    (its ``image``, ``state`` or ``metadata``), sealed by hand: too deep for seal()."""
+    from crc32c import crc32c
+
+    field = {"state": "image", "checkpoint": "state", "workspace": "metadata"}[kind]
+    lines = json.loads(json.dumps(exported))
+    _line(lines, kind)[field] = {"deep": "@DEEP@"}
+    out, digest = [], hashlib.sha256()
+    for number, fields in enumerate(lines, 1):
+        fields = {**fields, "n": number}
+        if fields["type"] == "trailer":
+            fields.update(lines=number, sha256=digest.hexdigest())
+        text = json.dumps(fields, separators=(",", ":")).encode().replace(
+            b'"@DEEP@"', b"[" * depth + b"]" * depth)
+        line = b'%s,"crc":"%08x"}\n' % (text[:-1], crc32c(text))
+        digest.update(line)
+        out.append(line)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("kind", ["state", "checkpoint", "workspace"])
+@pytest.mark.parametrize("depth", [900, 300_000])
+def test_deeply_nested_values_are_refused_as_invalid_export(exported, tmp_path, kind, depth):
+    error = _refused(tmp_path, _with_deep_value(exported, kind, depth))
+    assert error.line == _number_of(exported, kind)
+
+
 def test_turns_that_go_backwards_are_refused(exported, tmp_path):
     def backwards(lines):
         frames = [fields for fields in lines if fields["type"] == "frame"]
