@@ -483,6 +483,9 @@ class _SessionBuild:
         self.body: dict[str, Any] = {}  # the state at the head, once folded
         self.checkpoint_paths: set[str] = set()
         self.collections: set[str] = set()
+        self.fold_from = self.log_start - 1  # the first seq whose state a fold can give
+        # (seq, line, _digest of its state, path) of each checkpoint the log folds to
+        self.to_check: list[tuple[int, int, bytes, str]] = []
         self.pending: list[VectorDocument] = []
         self.events = self.frames = self.checkpoints = self.blobs = self.documents = 0
 
@@ -521,6 +524,7 @@ class _SessionBuild:
             io.write_new(reader.segment_path(start),
                          encode_compacted(start, start, uid, [(start, frame)]))
             first = last + 1
+            self.fold_from = last
             self.turn = base["turn"]
             crc = int.from_bytes(frame[:4], "little")
             self.positions[last] = LogPosition(start, SEGMENT_HEADER_SIZE + len(frame), crc)
@@ -594,7 +598,7 @@ class _SessionBuild:
                                 number) from None
         body = loaded.image.body()
         expected = from_json(fields["image"], self.job.path, number)
-        if _normal(body) != _normal(expected):
+        if _digest(body) != _digest(expected):
             raise self.job.fail("the state the batches fold to is not the exported state: "
                                 "a record was edited", number)
         position = self.positions.get(self.head)
@@ -610,7 +614,8 @@ class _SessionBuild:
         job = self.job
         checkpoint_id = fields["id"]
         layout.check_checkpoint_id(checkpoint_id)
-        if layout.checkpoint_path(self.temp, checkpoint_id) in self.checkpoint_paths:
+        path = layout.checkpoint_path(self.temp, checkpoint_id)
+        if path in self.checkpoint_paths:
             raise job.fail(f"checkpoint {checkpoint_id!r} appears twice", number)
         seq = _int(fields["seq"], 0, "seq", job, number)
         log_start = _int(fields["log_start"], 1, "log_start", job, number)
@@ -638,14 +643,23 @@ class _SessionBuild:
         body = from_json(fields["state"], self.job.path, number)
         if not isinstance(body, dict):
             raise job.fail("the checkpoint's state is no map", number)
-        if seq == self.head and log_start == self.log_start and _normal(body) != _normal(
+        if seq == self.head and log_start == self.log_start and _digest(body) != _digest(
                 self.body):
             raise job.fail("the checkpoint at the head holds another state than the head's",
                            number)
+        from .state import StateImage
+
+        try:  # the body a reader will take for an image (its queue, inputs, usage)
+            StateImage._from_body(body, seq, log_start, 1, "checkpoint", "body",
+                                  path=job.path)
+        except CorruptionError as exc:
+            raise job.fail(exc.reason, number) from None
+        if log_start == self.log_start and seq >= self.fold_from:
+            self.to_check.append((seq, number, _digest(body["state"]), path))
         folder = layout.checkpoints_dir(self.temp)
         ensure_dir(self.io, folder)
-        self.checkpoint_paths.add(layout.checkpoint_path(self.temp, checkpoint_id))
-        self.io.write_new(layout.checkpoint_path(self.temp, checkpoint_id),
+        self.checkpoint_paths.add(path)
+        self.io.write_new(path,
                           encode(KIND_CHECKPOINT, seq, log_start, position, meta, body))
         self.checkpoints += 1
 
@@ -740,6 +754,7 @@ class _SessionBuild:
     def _end(self, fields: dict[str, Any], number: int) -> None:
         if not self.folded:
             raise self.job.fail("the session has no state line", number)
+        self._check_checkpoints()
         self._flush_documents()
         if self.collection is not None:
             self.collection.close()
@@ -757,6 +772,27 @@ class _SessionBuild:
         assert self.temp is not None
         for folder, _dirs, _files in os.walk(self.temp):
             self.io.fsync_dir(folder)
+
+    def _check_checkpoints(self) -> None:
+        """Refuse a checkpoint whose state is not the fold of the log at its seq: a
+        reader starts ``state_at`` and forks from checkpoints, so a forged one would
+        read as history. Only the state is compared: a vacuum (17.2) can leave a
+        checkpoint's work and usage different from what the log folds to now. One fold
+        in all: each checkpoint checked is the start of the fold to the next."""
+        from . import state as state_module
+        from .snapshot import SnapshotDir
+
+        assert self.temp is not None
+        snapshots = SnapshotDir(self.io, self.temp, self.identity)
+        reader = LogReader(self.io, self.log_path, self.identity)
+        bases: list[tuple[int, str]] = []
+        for seq, number, digest, path in sorted(self.to_check):
+            loaded = state_module.load(self.io, reader, snapshots, until_seq=seq,
+                                       extra_bases=bases)
+            if _digest(loaded.image.state) != digest:
+                raise self.job.fail(f"the checkpoint's state is not the state the log "
+                                    f"folds to at seq {seq}", number)
+            bases = [(seq, path)]
 
     def abandon(self) -> None:
         if self.writer is not None and not self.writer.closed:
@@ -783,6 +819,25 @@ def _time(value: object, name: str, job: _Import, number: int) -> float:
             value):
         raise job.fail(f"{name} is {value!r}, not a number of seconds", number)
     return float(value)
+
+
+def _digest(value: Any) -> bytes:
+    """The SHA-256 of ``value`` as msgpack holds it, in a form where two values have the
+    same one when they read back equal: maps in any key order, every NaN alike (an
+    export writes each NaN as "nan", whatever its bits), True not 1. To compare values
+    without keeping them."""
+    return hashlib.sha256(msgspec.msgpack.encode(_canonical(_normal(value)))).digest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ["m", sorted([msgspec.msgpack.encode(_canonical(key)), _canonical(item)]
+                            for key, item in value.items())]
+    if isinstance(value, list):
+        return ["l", [_canonical(item) for item in value]]
+    if isinstance(value, float) and math.isnan(value):
+        return ["nan"]
+    return msgspec.msgpack.encode(value)
 
 
 def _normal(value: Any) -> Any:

@@ -120,6 +120,56 @@ def test_a_checkpoint_the_session_never_had_is_refused_naming_its_line(exported,
     assert error.line == _number_of(exported, "checkpoint")
 
 
+def _with_checkpoints(tmp_path) -> list[dict[str, Any]]:
+    """An export of a session with checkpoints inside its log: one taken with work open
+    whose records a vacuum has since reclaimed, one after, and one at the head."""
+    store = fsstore.open_store(tmp_path / "ckpt-store", segment_size=4096)
+    with store.create_session("s") as s:
+        s.commit([{"n": 0}], state_patch={"k": 0, "nan": float("nan")})
+        s.queue.enqueue("job", {"n": 1})
+        claim = s.queue.claim("w", 600)
+        s.checkpoint(checkpoint_id="open-work")
+        s.queue.complete(claim)
+        s.commit([{"n": 1}], state_patch={"k": 1})
+        s.checkpoint(checkpoint_id="middle")
+        for n in range(30):  # past the segment size: what vacuum rewrites is sealed
+            s.commit([{"pad": "p" * 300}], state_patch={"k": n + 2})
+        s.finish_turn()
+        s.vacuum(grace=0)
+        s.checkpoint(checkpoint_id="head")
+    fsstore.export_sessions(store, tmp_path / "ckpt.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "ckpt.jsonl").read_bytes().splitlines()]
+    for fields in lines:
+        fields.pop("crc")
+    return lines
+
+
+def test_checkpoints_inside_the_log_and_a_nan_in_the_state_import(tmp_path):
+    lines = _with_checkpoints(tmp_path)
+    (tmp_path / "ok.jsonl").write_bytes(reseal(lines))
+    dest = fsstore.open_store(tmp_path / "dest")
+    fsstore.import_sessions(dest, tmp_path / "ok.jsonl")
+    copy = dest.read_session("s")
+    assert [c.id for c in copy.checkpoints()] == ["open-work", "middle", "head"]
+    assert copy.state_at(copy.checkpoint_info("middle").seq)["k"] == 1
+
+
+@pytest.mark.parametrize("which", ["open-work", "middle"])
+def test_a_checkpoint_whose_state_the_log_does_not_fold_to_is_refused(tmp_path, which):
+    lines = _with_checkpoints(tmp_path)
+    line = [f for f in lines if f["type"] == "checkpoint" and f["id"] == which][0]
+    line["state"]["state"]["k"] = "forged"
+    error = _refused(tmp_path, reseal(lines))
+    assert error.line == line["n"] and "folds to" in error.reason
+
+
+def test_a_checkpoint_whose_body_is_no_image_is_refused(tmp_path):
+    lines = _with_checkpoints(tmp_path)
+    line = [f for f in lines if f["type"] == "checkpoint"][0]
+    line["state"]["queue"] = "not a queue"
+    assert _refused(tmp_path, reseal(lines)).line == line["n"]
+
+
 def test_a_checkpoint_given_twice_is_refused(exported, tmp_path):
     def twice(lines):
         at = lines.index(_line(lines, "checkpoint"))
