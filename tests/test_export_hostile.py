@@ -622,3 +622,22 @@ def test_cli_import_refused_into_a_new_store_leaves_no_store_behind(exported, tm
     assert not (tmp_path / "new").exists()
     assert main(["--store", str(tmp_path / "new"), "import", str(tmp_path / "absent")]) != 0
     assert not (tmp_path / "new").exists()
+
+
+def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_leased(
+        tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    for sid in ("a", "b"):
+        with store.create_session(sid) as s:
+            s.append({"new": sid})
+    fsstore.export_sessions(store, tmp_path / "x.jsonl")
+    dest = fsstore.open_store(tmp_path / "dest")
+    for sid in ("a", "b"):
+        with dest.create_session(sid) as s:
+            s.append({"old": sid})
+    lease = dest.claim_lease("b", "worker", ttl=600)
+    before = _snapshot(dest.path)
+    with pytest.raises(fsstore.SessionLocked, match="leased"):
+        fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
+    assert _snapshot(dest.path) == before
+    assert lease is not None
