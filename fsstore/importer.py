@@ -609,6 +609,8 @@ class _SessionBuild:
 
     def _checkpoint(self, fields: dict[str, Any], number: int) -> None:
         from .snapshot import CHECKPOINT_KINDS, KIND_CHECKPOINT, encode, ensure_dir
+        from .snapshot import read as read_snapshot
+        from .state import StateImage
 
         assert self.temp is not None
         job = self.job
@@ -647,20 +649,17 @@ class _SessionBuild:
                 self.body):
             raise job.fail("the checkpoint at the head holds another state than the head's",
                            number)
-        from .state import StateImage
-
-        try:  # the body a reader will take for an image (its queue, inputs, usage)
-            StateImage._from_body(body, seq, log_start, 1, "checkpoint", "body",
-                                  path=job.path)
-        except CorruptionError as exc:
-            raise job.fail(exc.reason, number) from None
-        if log_start == self.log_start and seq >= self.fold_from:
-            self.to_check.append((seq, number, _digest(body["state"]), path))
         folder = layout.checkpoints_dir(self.temp)
         ensure_dir(self.io, folder)
         self.checkpoint_paths.add(path)
         self.io.write_new(path,
                           encode(KIND_CHECKPOINT, seq, log_start, position, meta, body))
+        try:  # read back as a reader takes it: an image (its queue, inputs, usage)
+            StateImage.from_file(read_snapshot(self.io, path), 1, path)
+        except CorruptionError as exc:
+            raise job.fail(exc.reason, number) from None
+        if log_start == self.log_start and seq >= self.fold_from:
+            self.to_check.append((seq, number, _digest(body["state"]), path))
         self.checkpoints += 1
 
     # --- blobs and vectors ---
