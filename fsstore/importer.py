@@ -354,19 +354,24 @@ class _Import:
         try:
             for build in self.builds:
                 final = layout.session_dir(self.store.path, build.target_id)
-                lock = locks.pop(build.target_id, None)
-                if lock is not None:
+                assert build.temp is not None
+                if build.target_id not in locks:
+                    self.io.rename(build.temp, final)
+                else:
                     # Under its writer lock, taken for every replaced session before any
                     # was touched: no writer can open it between the check and the rename.
-                    trash.append(os.path.join(sessions, layout.trash_name(build.target_id)))
-                    self.io.rename(final, trash[-1])
+                    old = os.path.join(sessions, layout.trash_name(build.target_id))
+                    self.io.rename(final, old)
+                    try:
+                        self.io.rename(build.temp, final)
+                    except BaseException:
+                        self.io.rename(old, final)  # the old session back, as it was
+                        raise
+                    trash.append(old)
                     self.report.replaced.append(build.target_id)
-                assert build.temp is not None
-                self.io.rename(build.temp, final)
+                    locks.pop(build.target_id).release()
                 self.io.fsync_dir(sessions)
                 build.temp = None
-                if lock is not None:
-                    lock.release()
                 self._count(build)
         finally:
             for lock in locks.values():

@@ -641,3 +641,25 @@ def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_lea
         fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
     assert _snapshot(dest.path) == before
     assert lease is not None
+
+
+def test_a_replace_whose_rename_fails_puts_the_old_session_back(tmp_path, monkeypatch):
+    store = fsstore.open_store(tmp_path / "store")
+    with store.create_session("a") as s:
+        s.append({"new": 1})
+    fsstore.export_sessions(store, tmp_path / "x.jsonl")
+    dest = fsstore.open_store(tmp_path / "dest")
+    with dest.create_session("a") as s:
+        s.append({"old": 1})
+    before = _snapshot(dest.path)
+    rename = dest.io.rename
+
+    def failing(source: str, target: str) -> None:
+        if os.path.basename(source).startswith(".tmp-"):
+            raise OSError(28, "No space left on device")
+        rename(source, target)
+
+    monkeypatch.setattr(dest.io, "rename", failing)
+    with pytest.raises(OSError):
+        fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
+    assert _snapshot(dest.path) == before
