@@ -110,6 +110,11 @@ def export_sessions(store: Store, out: str | os.PathLike[str] | IO[bytes],
     if blobs == "beside" and path is None:
         raise InvalidSetting("blobs='beside' needs a file to write beside: give a path, "
                              "not a file object (or stdout)")
+    if path is not None and (os.path.isdir(path) or not os.path.isdir(
+            os.path.dirname(os.path.abspath(path)))):
+        # Refused before anything is written (the temp file, the blobs beside it).
+        raise InvalidSetting(f"cannot write the export to {path}: it is a folder, or the "
+                             "folder it would be in does not exist")
     if compress is None:
         compress = path is not None and path.endswith(_ZSTD_SUFFIXES)
     report = ExportReport(path)
@@ -256,8 +261,8 @@ def _export_session(store: Store, reader: SessionReader, lines: _Lines,
 def _write_beside(blob_dir: str, hex_digest: str, data: bytes) -> None:
     os.makedirs(blob_dir, exist_ok=True)
     target = os.path.join(blob_dir, hex_digest)
-    if os.path.exists(target) and os.path.getsize(target) == len(data):
-        return  # content-addressed: the same bytes (the importer checks the digest)
+    # Always written anew, never kept because a file of that name and size is there:
+    # a stale or edited file would make the export one no import takes.
     temp = os.path.join(blob_dir, layout.TEMP_PREFIX + hex_digest)
     with open(temp, "wb") as handle:
         handle.write(data)

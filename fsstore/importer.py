@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
+import stat
+import struct
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,8 +33,11 @@ import msgspec
 
 from . import identity, layout, manifest
 from .errors import (
+    CorruptionError,
+    FormatVersionError,
     FsStoreError,
     InvalidExport,
+    InvalidInput,
     InvalidSetting,
     SessionExists,
     WorkspaceMemberExists,
@@ -48,6 +54,14 @@ if TYPE_CHECKING:
     from .vectors import VectorCollection, VectorDocument
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: The longest line an import reads (its newline included): past it the file is refused
+#: naming the line, so a crafted line (or a small zstd file that expands to gigabytes)
+#: cannot fill memory. The longest line an export writes is a batch of records of up to
+#: MAX_FRAME_PAYLOAD bytes in JSON, where a byte can take six (``\u0000``).
+MAX_LINE_BYTES = 6 * MAX_FRAME_PAYLOAD + (1 << 20)
+# Compressed bytes fed to the decompressor at a time: zstd expands a byte to at most
+# about 32 KiB (runs of one byte), so one call gives at most some 16 MiB.
+_ZSTD_FEED = 512
 _DOCUMENT_BATCH = 1024
 # The order of a session's lines: each line's rank may not be below the one before it.
 _RANKS = {"base": 1, "frame": 2, "state": 3, "checkpoint": 4, "blob": 5, "collection": 6,
@@ -112,6 +126,9 @@ def import_sessions(store: Store, path: str | os.PathLike[str], *,
         renames = None
     else:
         renames = dict(rename)
+    # The new ids are the caller's, refused as such before the file is read.
+    for new_id in [renames] if isinstance(renames, str) else (renames or {}).values():
+        layout.check_session_id(new_id, new=True)
     job = _Import(store, path, renames, replace)
     try:
         with _lines(path) as lines:
@@ -126,29 +143,60 @@ def import_sessions(store: Store, path: str | os.PathLike[str], *,
 @contextlib.contextmanager
 def _lines(path: str) -> Iterator[Iterator[bytes]]:
     with open(path, "rb") as raw:
-        head = raw.read(4)
-        raw.seek(0)
-        yield _unzstd_lines(raw) if head == _ZSTD_MAGIC else iter(raw)
+        # Peeked, not read and sought back: the file may be a pipe (/dev/stdin).
+        head = raw.peek(4)[:4]
+        chunks = _unzstd_chunks(raw) if head == _ZSTD_MAGIC else _plain_chunks(raw)
+        yield _split_lines(chunks, path)
 
 
-def _unzstd_lines(raw: IO[bytes]) -> Iterator[bytes]:
-    """The lines of a zstd-compressed export, as they decompress. A stream cut off
-    before its frame ends gives a last line without a newline (refused as cut off),
-    even where the cut fell between lines."""
+def _plain_chunks(raw: IO[bytes]) -> Iterator[bytes]:
+    while chunk := raw.read(1 << 20):
+        yield chunk
+
+
+def _unzstd_chunks(raw: IO[bytes]) -> Iterator[bytes]:
+    """The bytes of a zstd-compressed export, as they decompress, a bounded amount at a
+    time. A stream cut off before its frame ends gives a last line without a newline
+    (refused as cut off), even where the cut fell between lines."""
     import zstandard
 
     decompressor = zstandard.ZstdDecompressor().decompressobj()
-    rest = b""
     while not decompressor.eof:
-        chunk = raw.read(1 << 20)
+        chunk = raw.read(_ZSTD_FEED)
         if not chunk:
             break
-        rest += decompressor.decompress(chunk)
-        *whole, rest = rest.split(b"\n")
-        for line in whole:
-            yield line + b"\n"
-    if rest or not decompressor.eof or decompressor.unused_data or raw.read(1):
-        yield rest  # no newline: the file was cut off, or more follows the frame
+        out = decompressor.decompress(chunk)
+        if out:
+            yield out
+    if not decompressor.eof or decompressor.unused_data or raw.read(1):
+        yield b"\0"  # no newline: the file was cut off, or more follows the frame
+
+
+def _split_lines(chunks: Iterator[bytes], path: str) -> Iterator[bytes]:
+    """The lines of ``chunks``, each with its newline (a last line without one is cut
+    off); InvalidExport naming the line for one longer than MAX_LINE_BYTES, found before
+    more of it is held."""
+    pieces: list[bytes] = []
+    held = 0
+    number = 0
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if held + end + 1 - start > MAX_LINE_BYTES:
+                break
+            pieces.append(chunk[start:end + 1])
+            number += 1
+            yield b"".join(pieces)
+            pieces, held, start = [], 0, end + 1
+        held += len(chunk) - start
+        if held > MAX_LINE_BYTES:
+            raise InvalidExport(f"the line is longer than {MAX_LINE_BYTES} bytes, more than "
+                                "any export writes: the file is damaged or no export",
+                                path=path, line=number + 1)
+        if start < len(chunk):
+            pieces.append(chunk[start:])
+    if pieces:
+        yield b"".join(pieces)
 
 
 class _Import:
@@ -197,7 +245,7 @@ class _Import:
                 elif kind == "workspace":
                     if build is not None:
                         raise self.fail("a workspace line inside a session", number)
-                    self.workspaces.append((fields, number))
+                    self.workspaces.append((self._check_workspace(fields, number), number))
                 elif build is not None and kind in _RANKS:
                     # No '"$' in the line: no value in it is in a tagged form (each tag is
                     # a key starting with "$"), so its JSON values are the values.
@@ -207,11 +255,20 @@ class _Import:
                 else:
                     raise self.fail(f"a {kind!r} line where none may be", number)
                 self.digest.update(raw)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        except (InvalidExport, InvalidSetting, SessionExists):
+            raise
+        except InvalidInput as exc:
+            # The engine's own checks (ids, names, nesting, documents) refusing a value of
+            # the file: said as the file's fault, at its line.
+            raise self.fail(str(exc), number) from None
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError,
+                RecursionError, struct.error) as exc:
+            # A crafted line: a field missing, of the wrong type, too deep for Python's
+            # stack, or a number too big for the on-disk fields.
             if isinstance(exc, FsStoreError):
                 raise
-            raise self.fail(f"a field is missing or of the wrong type ({exc!r})",
-                            number) from None
+            raise self.fail(f"a field is missing or of the wrong type "
+                            f"({type(exc).__name__}: {str(exc)[:200]})", number) from None
         self.report.lines = number
         if number == 0:
             raise self.fail("the file is empty: no export header", None)
@@ -247,9 +304,36 @@ class _Import:
         if self.store.has_session(target) and not self.replace:
             raise SessionExists(f"session {target!r} already exists in {self.store.path}: "
                                 "import it under another id (rename) or replace it")
-        build = _SessionBuild(self, fields, source_id, target, number)
-        self.builds.append(build)
+        build = _SessionBuild(self, source_id, target)
+        self.builds.append(build)  # before its temp folder is made: clean_up removes it
+        build.start(fields, number)
         return build
+
+    def _check_workspace(self, fields: dict[str, Any], number: int) -> dict[str, Any]:
+        """The workspace line's fields, checked as the store will take them, so that a
+        refusal comes before any session is put in place: its id, name, description and
+        metadata, and members that are sessions of this file (an export writes no
+        other) with valid roles."""
+        from .workspaces import _check_metadata, _check_text, check_role
+
+        layout.check_workspace_id(fields["id"])
+        name = fields.get("name")
+        if name is not None:
+            _check_text(name, "name")
+        description = _check_text(fields.get("description", ""), "description")
+        metadata = _check_metadata(from_json(fields.get("metadata") or {}, self.path,
+                                             number))
+        members = fields.get("members", {})
+        if not isinstance(members, dict):
+            raise self.fail("the workspace's members are no map of session id to role", number)
+        exported = {b.source_id for b in self.builds}
+        for member, role in members.items():
+            if member not in exported:
+                raise self.fail(f"workspace member {member!r} is no session of the file",
+                                number)
+            check_role(role)
+        return {"id": fields["id"], "name": name, "description": description,
+                "metadata": metadata, "members": members}
 
     def _trailer(self, fields: dict[str, Any], number: int) -> None:
         if fields.get("lines") != number:
@@ -265,30 +349,73 @@ class _Import:
     def finish(self) -> None:
         """Put the built sessions in place, then the workspace memberships."""
         sessions = layout.sessions_dir(self.store.path)
-        for build in self.builds:
-            final = layout.session_dir(self.store.path, build.target_id)
-            if self.io.exists(final):
-                if not self.replace:
-                    raise SessionExists(f"session {build.target_id!r} already exists at "
-                                        f"{final} (made while this import ran)")
-                self.store.delete_session(build.target_id)
-                self.report.replaced.append(build.target_id)
-            assert build.temp is not None
-            self.io.rename(build.temp, final)
-            self.io.fsync_dir(sessions)
-            build.temp = None
-            report = self.report
-            report.sessions += 1
-            report.session_ids.append(build.target_id)
-            if build.target_id != build.source_id:
-                report.renamed[build.source_id] = build.target_id
-            report.events += build.events
-            report.checkpoints += build.checkpoints
-            report.blobs += build.blobs
-            report.documents += build.documents
+        locks = self._lock_replaced()
+        trash: list[str] = []
+        try:
+            for build in self.builds:
+                final = layout.session_dir(self.store.path, build.target_id)
+                assert build.temp is not None
+                if build.target_id not in locks:
+                    self.io.rename(build.temp, final)
+                else:
+                    # Under its writer lock, taken for every replaced session before any
+                    # was touched: no writer can open it between the check and the rename.
+                    old = os.path.join(sessions, layout.trash_name(build.target_id))
+                    self.io.rename(final, old)
+                    try:
+                        self.io.rename(build.temp, final)
+                    except BaseException:
+                        self.io.rename(old, final)  # the old session back, as it was
+                        raise
+                    trash.append(old)
+                    self.report.replaced.append(build.target_id)
+                    locks.pop(build.target_id).release()
+                self.io.fsync_dir(sessions)
+                build.temp = None
+                self._count(build)
+        finally:
+            for lock in locks.values():
+                lock.release()
+        for path in trash:
+            self.io.rmtree(path)
         targets = {b.source_id: b.target_id for b in self.builds}
         for fields, number in self.workspaces:
             self._workspace(fields, number, targets)
+
+    def _lock_replaced(self) -> dict[str, Any]:
+        """The writer locks of the sessions this import replaces, all taken before any is
+        replaced: one open for writing or leased (SessionLocked), or one that exists
+        without ``replace`` (SessionExists), refuses the import with nothing changed."""
+        from .store import _refuse_if_leased
+        from .writer_access import acquire_writer_lock
+
+        locks: dict[str, Any] = {}
+        try:
+            for build in self.builds:
+                final = layout.session_dir(self.store.path, build.target_id)
+                if not self.io.exists(final):
+                    continue
+                if not self.replace:
+                    raise SessionExists(f"session {build.target_id!r} already exists at "
+                                        f"{final} (made while this import ran)")
+                locks[build.target_id] = acquire_writer_lock(final, build.target_id, 0.0)
+                _refuse_if_leased(self.io, final, build.target_id)
+        except BaseException:
+            for lock in locks.values():
+                lock.release()
+            raise
+        return locks
+
+    def _count(self, build: _SessionBuild) -> None:
+        report = self.report
+        report.sessions += 1
+        report.session_ids.append(build.target_id)
+        if build.target_id != build.source_id:
+            report.renamed[build.source_id] = build.target_id
+        report.events += build.events
+        report.checkpoints += build.checkpoints
+        report.blobs += build.blobs
+        report.documents += build.documents
 
     def _workspace(self, fields: dict[str, Any], number: int,
                    targets: dict[str, str]) -> None:
@@ -297,11 +424,9 @@ class _Import:
             self.store.workspace(workspace_id)
         except WorkspaceNotFound:
             self.store.create_workspace(
-                workspace_id, name=fields.get("name"), description=fields.get("description", ""),
-                metadata=from_json(fields.get("metadata") or {}, self.path, number))
-        for member, role in fields.get("members", {}).items():
-            if member not in targets:
-                continue
+                workspace_id, name=fields["name"], description=fields["description"],
+                metadata=fields["metadata"])
+        for member, role in fields["members"].items():
             try:
                 self.store.add_to_workspace(workspace_id, targets[member], role)
             except WorkspaceMemberExists:
@@ -317,24 +442,38 @@ class _Import:
 class _SessionBuild:
     """One session being built in its temp folder."""
 
-    def __init__(self, job: _Import, fields: dict[str, Any], source_id: str, target_id: str,
-                 number: int) -> None:
+    def __init__(self, job: _Import, source_id: str, target_id: str) -> None:
         self.job = job
-        self.io = io = job.io
+        self.io = job.io
         self.source_id, self.target_id = source_id, target_id
+        self.temp: str | None = None
+        self.writer: LogWriter | None = None
+        self.collection: VectorCollection | None = None
+
+    def start(self, fields: dict[str, Any], number: int) -> None:
+        """Check the session line and make the temp folder with its manifest."""
+        job, io = self.job, self.io
         self.log_start = _int(fields["log_start"], 1, "log_start", job, number)
         self.head = _int(fields["head"], self.log_start - 1, "head", job, number)
         data = from_json(fields["manifest"], job.path, number)
-        if not isinstance(data, dict) or data.get("id") != source_id:
-            raise job.fail(f"the manifest is not session {source_id!r}'s", number)
-        if target_id != source_id:
+        if not isinstance(data, dict) or data.get("id") != self.source_id:
+            raise job.fail(f"the manifest is not session {self.source_id!r}'s", number)
+        # The manifest as a session's reader will check it (its fields' types, a parent
+        # that is a session id, title, tags and metadata), refused here at its line.
+        try:
+            manifest.decode_session(data, job.path)
+        except CorruptionError as exc:
+            raise job.fail(f"the manifest is not one a session can have ({exc})",
+                           number) from None
+        manifest.check_metadata(data.get("title"), data.get("tags", []), data.get("metadata"))
+        if self.target_id != self.source_id:
             # Another session: another uid (segments are told apart by it), same lineage.
-            data["id"] = target_id
+            data["id"] = self.target_id
             old = identity.from_manifest(data, job.path)
             ancestors = [] if old is None else sorted(old.accepted - {old.uid})
             data.update(identity.Identity.of(identity.mint(), ancestors).manifest_fields())
         sessions = layout.sessions_dir(job.store.path)
-        self.temp: str | None = os.path.join(sessions, layout.temp_name(target_id))
+        self.temp = os.path.join(sessions, layout.temp_name(self.target_id))
         io.mkdir(self.temp)
         path = layout.session_manifest_path(self.temp)
         manifest.write(io, path, data)
@@ -342,11 +481,16 @@ class _SessionBuild:
         self.uid = identity.NO_UID if self.identity is None else self.identity.uid
         self.log_path = layout.log_dir(self.temp)
         io.mkdir(self.log_path)
-        self.writer: LogWriter | None = None
         self.rank = 0
+        self.turn = 0  # of the last batch: turns only go forward
         self.positions: dict[int, LogPosition] = {}
         self.folded = False  # the state line was read and checked
-        self.collection: VectorCollection | None = None
+        self.body: dict[str, Any] = {}  # the state at the head, once folded
+        self.checkpoint_paths: set[str] = set()
+        self.collections: set[str] = set()
+        self.fold_from = self.log_start - 1  # the first seq whose state a fold can give
+        # (seq, line, _digest of its state, path) of each checkpoint the log folds to
+        self.to_check: list[tuple[int, int, bytes, str]] = []
         self.pending: list[VectorDocument] = []
         self.events = self.frames = self.checkpoints = self.blobs = self.documents = 0
 
@@ -378,12 +522,15 @@ class _SessionBuild:
                 raise self.job.fail("the base does not start at the log start, or ends "
                                     "after the head", number)
             image = from_json(base["image"], self.job.path, number)
-            frame = encode_base_frame(start, last, image, float(base["ts"]),
+            frame = encode_base_frame(start, last, image, _time(base["ts"], "ts", self.job,
+                                                                 number),
                                       _int(base["turn"], 0, "turn", self.job, number),
                                       str(base["kind"]))
             io.write_new(reader.segment_path(start),
                          encode_compacted(start, start, uid, [(start, frame)]))
             first = last + 1
+            self.fold_from = last
+            self.turn = base["turn"]
             crc = int.from_bytes(frame[:4], "little")
             self.positions[last] = LogPosition(start, SEGMENT_HEADER_SIZE + len(frame), crc)
         io.write_new(reader.segment_path(first), encode_segment_header(first, start, uid))
@@ -415,11 +562,14 @@ class _SessionBuild:
             entries = [(kind, from_json(data, self.job.path, number)) for kind, data in records]
         if not all(isinstance(kind, str) for kind, _ in entries):
             raise self.job.fail("a record's kind is no str", number)
-        if not isinstance(fields["ts"], (int, float)) or isinstance(fields["ts"], bool):
-            raise self.job.fail("ts is no number", number)
+        ts = _time(fields["ts"], "ts", self.job, number)
+        turn = _int(fields["turn"], 0, "turn", self.job, number)
+        if turn < self.turn:
+            raise self.job.fail(f"the batch is in turn {turn}, after one in turn {self.turn}: "
+                                "turns only go forward", number)
+        self.turn = turn
         try:
-            writer.append(entries, _int(fields["turn"], 0, "turn", self.job, number),
-                          float(fields["ts"]))
+            writer.append(entries, turn, ts)
         except FsStoreError as exc:
             raise self.job.fail(f"the batch cannot be written ({exc})", number) from None
         if writer.head > self.head:
@@ -443,37 +593,78 @@ class _SessionBuild:
         assert self.temp is not None
         snapshots = SnapshotDir(self.io, self.temp, self.identity)
         reader = LogReader(self.io, self.log_path, self.identity)
-        loaded = state_module.load(self.io, reader, snapshots)
+        try:
+            loaded = state_module.load(self.io, reader, snapshots)
+        except (FormatVersionError, CorruptionError) as exc:
+            # A crafted store record (fsstore.state, .queue, .message...) the fold cannot
+            # apply: the file's fault, said at this line, not as damage in a temp folder.
+            reason = getattr(exc, "reason", None) or str(exc).split(": ", 1)[-1]
+            raise self.job.fail(f"the batches do not fold to a state: {reason}",
+                                number) from None
         body = loaded.image.body()
         expected = from_json(fields["image"], self.job.path, number)
-        if _normal(body) != _normal(expected):
+        if _digest(body) != _digest(expected):
             raise self.job.fail("the state the batches fold to is not the exported state: "
                                 "a record was edited", number)
         position = self.positions.get(self.head)
         if position is not None:
             snapshots.write(self.head, self.log_start, position, body)
+        self.body = body
         self.folded = True
 
     def _checkpoint(self, fields: dict[str, Any], number: int) -> None:
-        from .snapshot import KIND_CHECKPOINT, encode, ensure_dir
+        from .snapshot import CHECKPOINT_KINDS, KIND_CHECKPOINT, encode, ensure_dir
+        from .snapshot import read as read_snapshot
+        from .state import StateImage
 
         assert self.temp is not None
+        job = self.job
         checkpoint_id = fields["id"]
         layout.check_checkpoint_id(checkpoint_id)
-        seq = _int(fields["seq"], 0, "seq", self.job, number)
-        log_start = _int(fields["log_start"], 1, "log_start", self.job, number)
+        path = layout.checkpoint_path(self.temp, checkpoint_id)
+        if path in self.checkpoint_paths:
+            raise job.fail(f"checkpoint {checkpoint_id!r} appears twice", number)
+        seq = _int(fields["seq"], 0, "seq", job, number)
+        log_start = _int(fields["log_start"], 1, "log_start", job, number)
+        # A checkpoint freezes a state the session had: at or before its head, and in
+        # this log (from its start) or in one a clear ended (before it).
+        if seq > self.head or log_start > self.log_start or seq < log_start - 1:
+            raise job.fail(f"the checkpoint is at seq {seq} of the log from {log_start}, "
+                           f"which the session (log from {self.log_start}, head {self.head}) "
+                           "never had", number)
+        if fields["kind"] not in CHECKPOINT_KINDS or not (
+                fields["label"] is None or isinstance(fields["label"], str)):
+            raise job.fail("the checkpoint's kind or label is not one a checkpoint has",
+                           number)
+        values = fields["position"]
+        if not isinstance(values, list) or len(values) != 3:
+            raise job.fail("the checkpoint's position is no [segment, offset, crc]", number)
         position = self.positions.get(seq) if log_start == self.log_start else None
         if position is None:
-            position = LogPosition(*(int(v) for v in fields["position"]))
+            position = LogPosition(*(_int(v, 0, "position", job, number) for v in values))
         meta: dict[str, Any] = {"id": checkpoint_id, "label": fields["label"],
-                                "kind": fields["kind"], "created": float(fields["created"])}
+                                "kind": fields["kind"],
+                                "created": _time(fields["created"], "created", job, number)}
         if self.identity is not None:
             meta["uid"] = identity.to_text(self.identity.uid)
         body = from_json(fields["state"], self.job.path, number)
+        if not isinstance(body, dict):
+            raise job.fail("the checkpoint's state is no map", number)
+        if seq == self.head and log_start == self.log_start and _digest(body) != _digest(
+                self.body):
+            raise job.fail("the checkpoint at the head holds another state than the head's",
+                           number)
         folder = layout.checkpoints_dir(self.temp)
         ensure_dir(self.io, folder)
-        self.io.write_new(layout.checkpoint_path(self.temp, checkpoint_id),
+        self.checkpoint_paths.add(path)
+        self.io.write_new(path,
                           encode(KIND_CHECKPOINT, seq, log_start, position, meta, body))
+        try:  # read back as a reader takes it: an image (its queue, inputs, usage)
+            StateImage.from_file(read_snapshot(self.io, path), 1, path)
+        except CorruptionError as exc:
+            raise job.fail(exc.reason, number) from None
+        if log_start == self.log_start and seq >= self.fold_from:
+            self.to_check.append((seq, number, _digest(body["state"]), path))
         self.checkpoints += 1
 
     # --- blobs and vectors ---
@@ -491,21 +682,31 @@ class _SessionBuild:
             except ValueError:
                 raise self.job.fail("the blob's data is no base64", number) from None
         else:
-            data = self._blob_beside(str(fields["file"]), number)
-        ref = BlobStore(self.io, self.temp).put(data, compress=bool(fields["compressed"]))
+            size = _int(fields["size"], 0, "size", self.job, number)
+            data = self._blob_beside(str(fields["file"]), size, number)
+        if not isinstance(fields["compressed"], bool):
+            raise self.job.fail("the blob's \"compressed\" is no true or false", number)
+        ref = BlobStore(self.io, self.temp).put(data, compress=fields["compressed"])
         if ref.digest != digest or ref.size != fields["size"]:
             raise self.job.fail(f"the blob's bytes are not {digest}", number)
         self.blobs += 1
 
-    def _blob_beside(self, name: str, number: int) -> bytes:
+    def _blob_beside(self, name: str, size: int, number: int) -> bytes:
         folder = os.path.basename(self.job.path) + ".blobs"
         parts = name.split("/")
         if len(parts) != 2 or parts[1] in ("", ".", "..") or "\\" in name:
             raise self.job.fail(f"blob file {name!r} is not a file of {folder}/", number)
         path = os.path.join(os.path.dirname(os.path.abspath(self.job.path)), folder, parts[1])
         try:
-            with open(path, "rb") as handle:
-                return handle.read()
+            # Never through a symlink, nor a fifo or device (a crafted folder could point
+            # a name anywhere), and no more bytes than the line says (memory).
+            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(handle, "rb") as file:
+                info = os.fstat(file.fileno())
+                if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+                    raise self.job.fail(f"blob file {path} is not a file of the {size} bytes "
+                                        "its line says", number)
+                return file.read(size + 1)
         except OSError as exc:
             raise self.job.fail(f"blob file {path} cannot be read ({exc.strerror}): copy the "
                                 f"folder {folder} along with the export file", number) from None
@@ -516,6 +717,9 @@ class _SessionBuild:
         assert self.temp is not None
         self._flush_documents()
         name = fields["name"]
+        if name in self.collections:
+            raise self.job.fail(f"collection {name!r} appears twice", number)
+        self.collections.add(name)
         create_collection(self.io, self.temp, name, fields["dim"], fields["dtype"],
                           fields["metric"])
         self.collection = VectorCollection(
@@ -554,6 +758,7 @@ class _SessionBuild:
     def _end(self, fields: dict[str, Any], number: int) -> None:
         if not self.folded:
             raise self.job.fail("the session has no state line", number)
+        self._check_checkpoints()
         self._flush_documents()
         if self.collection is not None:
             self.collection.close()
@@ -572,6 +777,27 @@ class _SessionBuild:
         for folder, _dirs, _files in os.walk(self.temp):
             self.io.fsync_dir(folder)
 
+    def _check_checkpoints(self) -> None:
+        """Refuse a checkpoint whose state is not the fold of the log at its seq: a
+        reader starts ``state_at`` and forks from checkpoints, so a forged one would
+        read as history. Only the state is compared: a vacuum (17.2) can leave a
+        checkpoint's work and usage different from what the log folds to now. One fold
+        in all: each checkpoint checked is the start of the fold to the next."""
+        from . import state as state_module
+        from .snapshot import SnapshotDir
+
+        assert self.temp is not None
+        snapshots = SnapshotDir(self.io, self.temp, self.identity)
+        reader = LogReader(self.io, self.log_path, self.identity)
+        bases: list[tuple[int, str]] = []
+        for seq, number, digest, path in sorted(self.to_check):
+            loaded = state_module.load(self.io, reader, snapshots, until_seq=seq,
+                                       extra_bases=bases)
+            if _digest(loaded.image.state) != digest:
+                raise self.job.fail(f"the checkpoint's state is not the state the log "
+                                    f"folds to at seq {seq}", number)
+            bases = [(seq, path)]
+
     def abandon(self) -> None:
         if self.writer is not None and not self.writer.closed:
             self.writer.close(sync=False)
@@ -588,6 +814,34 @@ def _int(value: object, least: int, name: str, job: _Import, number: int) -> int
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise job.fail(f"{name} is {value!r}, not an int >= {least}", number)
     return value
+
+
+def _time(value: object, name: str, job: _Import, number: int) -> float:
+    """A time field: a finite number (seconds since the epoch), not a str that float()
+    would also take."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value):
+        raise job.fail(f"{name} is {value!r}, not a number of seconds", number)
+    return float(value)
+
+
+def _digest(value: Any) -> bytes:
+    """The SHA-256 of ``value`` as msgpack holds it, in a form where two values have the
+    same one when they read back equal: maps in any key order, every NaN alike (an
+    export writes each NaN as "nan", whatever its bits), True not 1. To compare values
+    without keeping them."""
+    return hashlib.sha256(msgspec.msgpack.encode(_canonical(_normal(value)))).digest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ["m", sorted([msgspec.msgpack.encode(_canonical(key)), _canonical(item)]
+                            for key, item in value.items())]
+    if isinstance(value, list):
+        return ["l", [_canonical(item) for item in value]]
+    if isinstance(value, float) and math.isnan(value):
+        return ["nan"]
+    return msgspec.msgpack.encode(value)
 
 
 def _normal(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import transcripts
@@ -111,6 +112,9 @@ def run_import(args: argparse.Namespace) -> int:
     from ..importer import import_sessions
     from ..store import find_store, open_store
 
+    # A store this command makes is removed again if the import is refused: a refused
+    # import leaves the disk as it was, with no empty store where there was none.
+    made = bool(args.store) and not os.path.lexists(args.store)
     store = open_store(args.store, create=True) if args.store else open_store(
         find_store(), create=False)
     rename: str | dict[str, str] | None = None
@@ -118,6 +122,13 @@ def run_import(args: argparse.Namespace) -> int:
         rename = args.rename_to[0]
     elif args.rename_to:
         rename = dict(item.split("=", 1) for item in args.rename_to)
-    report = import_sessions(store, args.file, rename=rename, replace=args.replace)
+    try:
+        report = import_sessions(store, args.file, rename=rename, replace=args.replace)
+    except BaseException:
+        if made:
+            import shutil
+
+            shutil.rmtree(args.store, ignore_errors=True)
+        raise
     print(str(report))
     return 0
