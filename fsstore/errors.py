@@ -186,6 +186,19 @@ class InvalidFilter(InvalidQuery):
     type; the message names the key. Nothing is searched: fix the filter."""
 
 
+class InvalidSql(InvalidInput):
+    """Raised when ``fsstore sql`` (``fsstore.sql.query``) is given a query DuckDB
+    refuses (a syntax error, an unknown table or column); the message is DuckDB's.
+    Nothing is written: the tables are ``events``, ``messages``, ``current_messages``,
+    ``tool_calls`` and ``usage`` (README, "Parquet and SQL")."""
+
+
+class MissingExtra(FsStoreError, ImportError):
+    """Raised when a feature needs an optional dependency that is not installed
+    (pyarrow for the Parquet export, duckdb for ``fsstore sql``); the message names
+    the extra to install, ``pip install 'fsstore[parquet]'``. Nothing was written."""
+
+
 class HeadConflict(FsStoreError, ValueError):
     """Raised when a commit's ``expected_revision`` or ``expected_head`` no longer
     holds: something the session's history or state depends on changed since (another
