@@ -609,6 +609,46 @@ def _export_session(store: Store, folder: _Folder, state: dict[str, dict[str, An
     return total
 
 
+def arrow_tables(store: Store, session_ids: Iterable[str] | None = None, *,
+                 part_events: int = PART_EVENTS) -> dict[str, Any]:
+    """The four tables of an export, built in memory from the logs (no folder), each a
+    pyarrow Table with a ``session`` column first: what ``fsstore sql --direct`` queries.
+    A session that cannot be read raises (there is no report to name it in)."""
+    pa = require_pyarrow()
+    schemas = _schemas(pa)
+    ids = list(session_ids) if session_ids is not None else store.session_ids()
+    found: dict[str, list[Any]] = {table: [] for table in TABLES}
+
+    def add(table: str, session_id: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            built = _table(pa, schemas[table], rows)
+            found[table].append(built.add_column(
+                0, "session", pa.array([session_id] * len(rows), pa.string())))
+
+    for session_id in ids:
+        reader = store.read_session(session_id)
+        parent = reader.parent
+        rows = _SessionRows(parent.seq if parent is not None else 0)
+        events = reader.events(reader.history_start - 1, include_internal=True)
+        for chunk in _chunks(events, part_events):
+            rows.events, rows.usage = [], []
+            for event in chunk:
+                rows.add(event)
+            add("events", session_id, rows.events)
+            add("usage", session_id, rows.usage)
+        for table, apply, new in (("messages", _apply_messages, rows.messages),
+                                  ("tool_calls", _apply_calls, rows.calls)):
+            view: dict[str, dict[str, Any]] = {}
+            apply(view, new)
+            add(table, session_id, list(view.values()))
+    tables = {}
+    for table in TABLES:
+        empty = schemas[table].insert(0, pa.field("session", pa.string()))
+        tables[table] = (pa.concat_tables(found[table]) if found[table]
+                         else empty.empty_table())
+    return tables
+
+
 def _chunks(events: Iterator[Event], size: int) -> Iterator[list[Event]]:
     chunk: list[Event] = []
     for event in events:

@@ -23,6 +23,7 @@ from . import (
     maintenance_stats,
     repair,
     retain,
+    sql,
     state,
     usage,
     vectors,
@@ -33,7 +34,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, maintenance_stats, repair, retain, git)
+          maintenance, maintenance_stats, repair, retain, git, sql)
 
 
 class _Parser(argparse.ArgumentParser):
