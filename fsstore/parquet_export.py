@@ -44,6 +44,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from . import layout
 from .errors import CorruptionError, FsStoreError, MissingExtra, SessionNotFound
 from .log_format import Event
@@ -66,6 +68,9 @@ _MAX_STATE_BYTES = 1 << 30
 _PART = "part-{:05d}.parquet"
 #: The one file of a session's messages and tool_calls.
 _VIEW_PART = _PART.format(0)
+
+_COMPACT = (",", ":")
+_encode_json = msgspec.json.Encoder().encode
 
 _TOKEN_COLUMNS = tuple(f"{name}_tokens" for name in TOKEN_FIELDS)
 
@@ -124,11 +129,47 @@ def _json(value: Any) -> str:
     # The forms `fsstore cat` prints (bytes as {"$base64": ...}): one encoding of stored
     # values for every way out of the store. Plain JSON values (most of them) skip the walk.
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=_COMPACT)
     except (TypeError, ValueError, RecursionError):
-        from .cli._common import dumps
+        from .cli._common import printable
 
-        return dumps(value)
+        return json.dumps(printable(value), ensure_ascii=False, allow_nan=False,
+                          separators=_COMPACT)
+
+
+def _parts_json(parts: Any) -> str:
+    """JSON of a message's parts, which the writer checked (message_types.check_message):
+    JSON values and finite numbers but for a file part's ``data`` and a reasoning part's
+    ``signature``, which may be bytes. Without those, msgspec encodes them the same as
+    :func:`_json`, ten times faster; with them, :func:`_json`."""
+    if isinstance(parts, list) and not any(
+            isinstance(part, dict) and (isinstance(part.get("data"), bytes)
+                                        or isinstance(part.get("signature"), bytes))
+            for part in parts):
+        try:
+            return _msgspec_json(parts)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return _json(parts)
+
+
+def _record_json(data: dict[str, Any]) -> str:
+    """JSON of a message record's data (as :func:`_parts_json`)."""
+    message = data.get("message")
+    parts = message.get("parts") if isinstance(message, dict) else None
+    if parts is None or isinstance(parts, list) and not any(
+            isinstance(part, dict) and (isinstance(part.get("data"), bytes)
+                                        or isinstance(part.get("signature"), bytes))
+            for part in parts):
+        try:
+            return _msgspec_json(data)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return _json(data)
+
+
+def _msgspec_json(value: Any) -> str:
+    return _encode_json(value).decode()
 
 
 # --- the schemas --------------------------------------------------------------------------
@@ -212,26 +253,74 @@ def _usage_columns(metadata: dict[str, Any]) -> dict[str, Any]:
     return columns
 
 
+class _EventColumns:
+    """The events of one part, column by column (a dict per row costs twice as much):
+    the columns every record has, and the message columns of the message records."""
+
+    def __init__(self) -> None:
+        self.seq: list[int] = []
+        self.ts: list[float] = []
+        self.turn: list[int] = []
+        self.kind: list[str] = []
+        self.data: list[str] = []
+        self.messages: list[tuple[int, dict[str, Any]]] = []  # (row, its message columns)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def table(self, pa: Any, schema: Any, fork_seq: int) -> Any:
+        import pyarrow.compute as pc
+
+        seq = pa.array(self.seq, pa.int64())
+        ts = pa.array(self.ts, pa.float64())
+        # NaN, infinite or out-of-range times have no timestamp: null.
+        usable = pc.and_(pc.is_finite(ts), pc.less(pc.abs(ts), 2.0**52))
+        micros = pc.round(pc.multiply(pc.if_else(usable, ts, pa.scalar(None, pa.float64())),
+                                      1_000_000.0))
+        columns: dict[str, Any] = {
+            "seq": seq, "ts": ts, "time": pc.cast(micros, pa.int64()).cast(schema.field(
+                "time").type), "turn": pa.array(self.turn, pa.int64()),
+            "kind": pa.array(self.kind, pa.string()),
+            "data": pa.array(self.data, pa.string()),
+            "inherited": pc.less_equal(seq, pa.scalar(fork_seq, pa.int64()))}
+        count = len(self.seq)
+        for name in schema.names:
+            if name not in columns:
+                values: list[Any] = [None] * count
+                for number, row in self.messages:
+                    values[number] = row.get(name)
+                columns[name] = pa.array(values, schema.field(name).type)
+        return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
 class _SessionRows:
     """The rows one export of one session builds: event and usage rows for the parts
     being written, and the updates of its messages and tool calls."""
 
     def __init__(self, fork_seq: int) -> None:
         self.fork_seq = fork_seq
-        self.events: list[dict[str, Any]] = []
+        self.events = _EventColumns()
         self.usage: list[dict[str, Any]] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, dict[str, Any]] = {}
         self.views_changed = False
 
+    def next_part(self) -> None:
+        self.events, self.usage = _EventColumns(), []
+
     def add(self, event: Event) -> None:
-        inherited = event.seq <= self.fork_seq
-        row: dict[str, Any] = {"seq": event.seq, "ts": event.ts, "time": _time(event.ts),
-                               "turn": event.turn, "kind": event.kind,
-                               "data": _json(event.data), "inherited": inherited}
-        self.events.append(row)
+        events = self.events
+        events.seq.append(event.seq)
+        events.ts.append(event.ts)
+        events.turn.append(event.turn)
+        events.kind.append(event.kind)
         if event.kind == MESSAGE_RECORD and isinstance(event.data, dict):
-            self._message(event, row, inherited)
+            events.data.append(_record_json(event.data))
+            row: dict[str, Any] = {}
+            events.messages.append((len(events.seq) - 1, row))
+            self._message(event, row, event.seq <= self.fork_seq)
+        else:
+            events.data.append(_json(event.data))
 
     def _message(self, event: Event, row: dict[str, Any], inherited: bool) -> None:
         data = event.data
@@ -297,14 +386,13 @@ class _SessionRows:
             else:
                 self.messages[message_id] = {"op": "delete", "seq": event.seq,
                                              "updated": stamp}
-            for call in self.calls.values():
-                if call.get("message_id") == message_id:
-                    call["deleted"] = True
-            # The calls of a message exported before are marked when the rows are read back.
-            self.calls[f"\0{message_id}"] = {"delete_of": message_id, "seq": event.seq}
+            self._drop(message_id, set(), event.seq)
             return
         if not isinstance(message, dict):
             return
+        if op == "edit":
+            self._drop(message_id, {part.get("call_id") for part in message.get("parts") or ()
+                                    if isinstance(part, dict)}, event.seq)
         if prior is not None and prior.get("first_seq") is not None:
             created, first = prior["created"], prior["first_seq"]
         else:
@@ -313,7 +401,7 @@ class _SessionRows:
         parts = message.get("parts") or []
         self.messages[message_id] = {
             "op": op, "id": message_id, "role": message.get("role"), "text": _text(parts),
-            "content": _json(parts), "model": metadata.get("model"),
+            "content": _parts_json(parts), "model": metadata.get("model"),
             "provider": metadata.get("provider"),
             "finish_reason": metadata.get("finish_reason"), **_usage_columns(metadata),
             "version": int(data.get("version", 1)), "first_seq": first, "seq": event.seq,
@@ -335,6 +423,31 @@ class _SessionRows:
                     result=_json(part.get("output")), is_error=bool(part.get("is_error")),
                     result_message_id=message_id, result_seq=event.seq,
                     result_ts=event.ts)
+
+
+    def _drop(self, message_id: str, keep: set[Any], seq: int) -> None:
+        """A delete or edit at ``seq``: the calls and results of the message's older
+        version that are not in ``keep`` leave the conversation. The rows of earlier
+        exports get the same when they are read back (the marker)."""
+        marker = {"drop": message_id, "keep": keep, "seq": seq}
+        _drop_calls(self.calls, marker)
+        self.calls[f"\0{message_id}\0{seq}"] = marker
+
+
+def _drop_calls(rows: dict[str, dict[str, Any]], marker: dict[str, Any]) -> None:
+    """Mark the calls a delete or edit took out of the conversation ``deleted``, and clear
+    the results it took out (as the usage fold takes them out of ``stats()``)."""
+    for key, row in rows.items():
+        if "drop" in row or key in marker["keep"]:
+            continue
+        if row.get("message_id") == marker["drop"] and (row.get("seq") or 0) < marker["seq"]:
+            row["deleted"] = True
+        if (row.get("result_message_id") == marker["drop"]
+                and (row.get("result_seq") or 0) < marker["seq"]):
+            row.update(dict.fromkeys(_RESULT_COLUMNS))
+
+
+_RESULT_COLUMNS = ("result", "is_error", "result_message_id", "result_seq", "result_ts")
 
 
 def row_id(data: dict[str, Any]) -> str | None:
@@ -362,23 +475,24 @@ def _apply_messages(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any
 
 
 def _apply_calls(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> None:
+    """As :func:`_apply_messages`, for the calls: each side of a row (the call, its
+    result) is taken from a record newer than the one it holds; then the deletes and
+    edits of this export take calls and results out."""
     for key, change in new.items():
-        if "delete_of" in change:
-            for row in old.values():
-                if (row.get("message_id") == change["delete_of"]
-                        and (row.get("seq") or 0) < change["seq"]):
-                    row["deleted"] = True
+        if "drop" in change:
             continue
         row = old.setdefault(key, {"call_id": key})
-        if "seq" in change and (row.get("seq") or 0) < change["seq"]:
-            row.update({k: v for k, v in change.items() if not k.startswith("result")
-                        and k != "is_error"})
+        if change.get("seq") is not None and (row.get("seq") or 0) < change["seq"]:
+            row.update({k: v for k, v in change.items() if k not in _RESULT_COLUMNS})
             row.setdefault("deleted", False)
-        if "result_seq" in change and (row.get("result_seq") or 0) < change["result_seq"]:
-            row.update({k: v for k, v in change.items() if k.startswith("result")
-                        or k == "is_error"})
+        if (change.get("result_seq") is not None
+                and (row.get("result_seq") or 0) < change["result_seq"]):
+            row.update({k: v for k, v in change.items() if k in _RESULT_COLUMNS})
         if change.get("deleted"):
             row["deleted"] = True
+    for change in new.values():
+        if "drop" in change:
+            _drop_calls(old, change)
 
 
 # --- the folder ---------------------------------------------------------------------------
@@ -587,11 +701,11 @@ def _export_session(store: Store, folder: _Folder, state: dict[str, dict[str, An
     rows = _SessionRows(fork_seq)  # its messages and calls gather over the chunks
     events = reader.events(seq, now["head"], include_internal=True)
     for chunk in _chunks(events, part_events):
-        rows.events, rows.usage = [], []
+        rows.next_part()
         for event in chunk:
             rows.add(event)
         name = _PART.format(part)
-        folder.write_part(pa, _table(pa, schemas["events"], rows.events),
+        folder.write_part(pa, rows.events.table(pa, schemas["events"], fork_seq),
                           os.path.join(folder.partition("events", session_id), name))
         report.files += 1
         if rows.usage:
@@ -631,10 +745,12 @@ def arrow_tables(store: Store, session_ids: Iterable[str] | None = None, *,
         rows = _SessionRows(parent.seq if parent is not None else 0)
         events = reader.events(reader.history_start - 1, include_internal=True)
         for chunk in _chunks(events, part_events):
-            rows.events, rows.usage = [], []
+            rows.next_part()
             for event in chunk:
                 rows.add(event)
-            add("events", session_id, rows.events)
+            events = rows.events.table(pa, schemas["events"], rows.fork_seq)
+            found["events"].append(events.add_column(
+                0, "session", pa.array([session_id] * len(events), pa.string())))
             add("usage", session_id, rows.usage)
         for table, apply, new in (("messages", _apply_messages, rows.messages),
                                   ("tool_calls", _apply_calls, rows.calls)):

@@ -605,6 +605,7 @@ def main() -> None:
     from bench_leases import lease_and_queue_rows
     from bench_maintenance import maintenance_rows
     from bench_messages import message_rows
+    from bench_parquet import parquet_rows
     from bench_stats import stats_rows
     from bench_vectors import vector_rows
 
@@ -619,6 +620,7 @@ def main() -> None:
         ("maintenance", maintenance_rows, "the maintenance rows (compaction)"),
         ("vacuum", vacuum_rows, "the vacuum rows"),
         ("stats", stats_rows, "the store stats rows (stores of 1,000 and 10,000 sessions)"),
+        ("parquet", parquet_rows, "the Parquet export and fsstore sql rows (1M events)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
