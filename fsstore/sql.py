@@ -109,7 +109,9 @@ class Catalog:
             relation = self.connection.sql(sql)
             if relation is None:  # a statement that returns no rows (SET, CREATE ...)
                 return require_pyarrow().table({})
-            return relation.to_arrow_table()
+            # duckdb 1.x calls it arrow(); 2.0 to_arrow_table()
+            convert = getattr(relation, "to_arrow_table", None) or relation.arrow
+            return convert()
         except duckdb.Error as exc:
             raise InvalidSql(f"DuckDB refused the query: {' '.join(str(exc).split())}"
                              ) from None
