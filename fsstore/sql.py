@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .errors import FsStoreError, InvalidSql, MissingExtra
+from .errors import InvalidSql, MissingExtra, SkippedSessions
 from .parquet_export import TABLES, ParquetExportReport, export_parquet, require_pyarrow
 
 if TYPE_CHECKING:
@@ -157,16 +157,3 @@ def query(store: Store, sql: str, *, cache_dir: str | os.PathLike[str] | None = 
         if catalog.report is not None and catalog.report.skipped:
             raise SkippedSessions(catalog.report.skipped, table)
         return table
-
-
-class SkippedSessions(FsStoreError):
-    """Raised by ``query`` when sessions that cannot be read were left out of its
-    tables: ``skipped`` maps each to why (``fsstore verify`` says more), ``table`` is the
-    answer without them. Nothing was written to the store."""
-
-    def __init__(self, skipped: dict[str, str], table: Any) -> None:
-        names = "; ".join(f"{sid}: {why}" for sid, why in sorted(skipped.items()))
-        super().__init__(f"{len(skipped)} sessions cannot be read and were left out of "
-                         f"the tables (run `fsstore verify`): {names}")
-        self.skipped = skipped
-        self.table = table

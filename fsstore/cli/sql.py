@@ -37,13 +37,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_sql(args: argparse.Namespace) -> int:
     from .. import sql as fsql
+    from ..errors import SkippedSessions
     from ._common import dumps, plain, store_from
 
     store = store_from(args)
     skipped: dict[str, str] = {}
     try:
         table = fsql.query(store, args.query, cache_dir=args.cache, direct=args.direct)
-    except fsql.SkippedSessions as exc:
+    except SkippedSessions as exc:
         table, skipped = exc.table, exc.skipped
     names = list(table.column_names)
     rows = table.to_pylist()
