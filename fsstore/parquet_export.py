@@ -597,14 +597,16 @@ def _part_number(name: str) -> int | None:
 def _identity(reader: SessionReader) -> dict[str, Any]:
     info = reader.info()
     uid = reader.identity.uid if reader.identity is not None else None
+    tail = reader.log_tail
     return {"uid": None if uid is None else f"{uid:016x}", "created": info.created,
-            "log_start": reader.log_tail.log_start, "history_start": info.history_start,
-            "head": info.head}
+            "log_start": tail.log_start, "history_start": info.history_start,
+            "head": tail.head, "last_ts": tail.last_ts}
 
 
-def _why_again(reader: SessionReader, before: dict[str, Any], now: dict[str, Any]
-               ) -> str | None:
-    """Why the session must be exported from scratch; None when it can go on."""
+def _why_again(before: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why the session must be exported from scratch, as far as its manifest and the end
+    of its log tell; None when it can go on. (When the log grew, the record at the last
+    exported seq is checked as the export reads it.)"""
     if before.get("uid") != now["uid"] or before.get("created") != now["created"]:
         return "the session was deleted and created again"
     if before.get("log_start") != now["log_start"]:
@@ -614,11 +616,12 @@ def _why_again(reader: SessionReader, before: dict[str, Any], now: dict[str, Any
     seq = int(before.get("seq", 0))
     if now["head"] < seq:
         return f"its log ends at seq {now['head']}, before the {seq} exported"
-    if seq >= now["history_start"]:
-        found = next(reader.events(seq - 1, seq, include_internal=True), None)
-        if found is None or found.ts != before.get("ts"):
-            return f"its record at seq {seq} is not the one exported"
+    if now["head"] == seq >= now["history_start"] and now["last_ts"] != before.get("ts"):
+        return _NOT_THE_ONE.format(seq)
     return None
+
+
+_NOT_THE_ONE = "its record at seq {} is not the one exported"
 
 
 def export_parquet(store: Store, out_dir: str | os.PathLike[str],
@@ -649,8 +652,9 @@ def export_parquet(store: Store, out_dir: str | os.PathLike[str],
     state = folder.load_state()
     report = ParquetExportReport(out_dir=folder.root)
     schemas = _schemas(pa)
+    partitioned = folder.partitioned_sessions()
     if not explicit:
-        gone = (set(state) | folder.partitioned_sessions()) - set(ids)
+        gone = (set(state) | partitioned) - set(ids)
         if gone:
             for session_id in gone:
                 state.pop(session_id, None)
@@ -661,7 +665,7 @@ def export_parquet(store: Store, out_dir: str | os.PathLike[str],
     for session_id in ids:
         try:
             written = _export_session(store, folder, state, session_id, schemas, pa,
-                                      report, part_events)
+                                      report, part_events, partitioned)
         except SessionNotFound:
             if explicit:
                 raise
@@ -678,28 +682,42 @@ def export_parquet(store: Store, out_dir: str | os.PathLike[str],
 
 def _export_session(store: Store, folder: _Folder, state: dict[str, dict[str, Any]],
                     session_id: str, schemas: dict[str, Any], pa: Any,
-                    report: ParquetExportReport, part_events: int) -> int:
+                    report: ParquetExportReport, part_events: int,
+                    partitioned: set[str]) -> int:
     reader = store.read_session(session_id)
     now = _identity(reader)
     before = state.get(session_id)
-    why = None if before is None else _why_again(reader, before, now)
-    fresh = before is None or why is not None
-    if why is not None or (before is None and session_id in folder.partitioned_sessions()):
+    why = None if before is None else _why_again(before, now)
+    events: Iterator[Event] = iter(())
+    if before is not None and why is None:
+        seq = int(before["seq"])
+        if seq < now["history_start"]:
+            events = reader.events(seq, now["head"], include_internal=True)
+        elif now["head"] > seq:
+            # Read from the last exported record: it must still be the one exported.
+            events = reader.events(seq - 1, now["head"], include_internal=True)
+            first = next(events, None)
+            if first is None or first.seq != seq or first.ts != before.get("ts"):
+                why = _NOT_THE_ONE.format(seq)
+    if why is not None or (before is None and session_id in partitioned):
         # Forget the session in the state before its files go: a crash in between
         # leaves a state that makes the next export start it from scratch too.
         report.rebuilt[session_id] = why or "no export state for its files"
         state.pop(session_id, None)
         folder.save_state(state)
         folder.remove_session(session_id)
-    entry = {"seq": now["history_start"] - 1, "ts": None, "next_part": 0} if fresh else before
-    assert entry is not None
-    folder.remove_leftovers(session_id, int(entry["next_part"]))
+        before = None
+    if before is None:
+        entry: dict[str, Any] = {"seq": now["history_start"] - 1, "ts": None, "next_part": 0}
+        events = reader.events(entry["seq"], now["head"], include_internal=True)
+    else:
+        entry = before
+        folder.remove_leftovers(session_id, int(entry["next_part"]))
     parent = reader.parent
     fork_seq = parent.seq if parent is not None else 0
     seq, ts, part = int(entry["seq"]), entry.get("ts"), int(entry["next_part"])
     total = 0
     rows = _SessionRows(fork_seq)  # its messages and calls gather over the chunks
-    events = reader.events(seq, now["head"], include_internal=True)
     for chunk in _chunks(events, part_events):
         rows.next_part()
         for event in chunk:
@@ -780,24 +798,26 @@ def _table(pa: Any, schema: Any, rows: list[dict[str, Any]]) -> Any:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _read_view(pa: Any, path: str, key: str) -> dict[str, dict[str, Any]]:
+def _read_view(folder: _Folder, pa: Any, path: str, key: str) -> dict[str, dict[str, Any]]:
+    """The rows of a session's messages or tool_calls file, by key; timestamps as
+    microseconds (a datetime per row would cost more than the rest of the read)."""
     import pyarrow.parquet as pq
 
     if not os.path.exists(path):
         return {}
     try:
-        rows = pq.read_table(path).to_pylist()
+        data = folder.io.read_file(path, folder.io.file_size(path))
+        table = pq.read_table(pa.BufferReader(data))
+        for number, column in enumerate(table.schema):
+            if pa.types.is_timestamp(column.type):
+                table = table.set_column(number, column.name,
+                                         table.column(number).cast(pa.int64()))
+        rows = table.to_pylist()
     except (OSError, pa.ArrowException) as exc:
         raise CorruptionError(f"the exported file cannot be read ({exc}): remove the "
                               "export folder's files of the session (or the folder) and "
                               "export again", path=path) from None
-    found = {}
-    for row in rows:
-        for column in ("created", "updated", "time"):
-            if row.get(column) is not None:
-                row[column] = _time(row[column].timestamp())
-        found[row[key]] = row
-    return found
+    return {row[key]: row for row in rows}
 
 
 def _write_views(folder: _Folder, session_id: str, views: _SessionRows,
@@ -808,11 +828,10 @@ def _write_views(folder: _Folder, session_id: str, views: _SessionRows,
     for table, key, apply, new in (("messages", "id", _apply_messages, views.messages),
                                    ("tool_calls", "call_id", _apply_calls, views.calls)):
         path = os.path.join(folder.partition(table, session_id), _VIEW_PART)
-        rows = _read_view(pa, path, key)
+        rows = _read_view(folder, pa, path, key)
         apply(rows, new)
-        order = "first_seq" if table == "messages" else "seq"
-        ordered = sorted(rows.values(), key=lambda row: (row.get(order) or 0,
-                                                           str(row.get(key))))
+        # In the order each message or call first came: the file's rows, then the new.
+        ordered = list(rows.values())
         if not ordered and not os.path.exists(path):
             continue
         folder.write_part(pa, _table(pa, schemas[table], ordered), path)

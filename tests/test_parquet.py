@@ -276,11 +276,15 @@ def test_a_cleared_session_is_exported_again_from_scratch(store, tmp_path):
         (head, "note")]
 
 
-def test_a_log_restored_to_an_older_copy_is_exported_again(store, tmp_path):
+@pytest.mark.parametrize("grown", [False, True], ids=["same-head", "grown-since"])
+def test_a_log_restored_to_an_older_copy_is_exported_again(store, tmp_path, grown):
     export_parquet(store, tmp_path / "out")
     state = tmp_path / "out" / STATE_NAME
     # The record at the last exported seq is not the one exported (a different ts).
     state.write_text(state.read_text().replace('"ts": ', '"ts": 1', 1))
+    if grown:
+        with store.open_session("alpha") as session:
+            session.append({"n": 1}, kind="note")
     report = export_parquet(store, tmp_path / "out")
     assert len(report.rebuilt) == 1 and "is not the one exported" in next(
         iter(report.rebuilt.values()))
