@@ -70,6 +70,7 @@ _PART = "part-{:05d}.parquet"
 _VIEW_PART = _PART.format(0)
 
 _COMPACT = (",", ":")
+_USAGE_COLUMNS = (*(f"{name}_tokens" for name in TOKEN_FIELDS), "cost", "currency")
 _encode_json = msgspec.json.Encoder().encode
 
 _TOKEN_COLUMNS = tuple(f"{name}_tokens" for name in TOKEN_FIELDS)
@@ -334,7 +335,7 @@ class _SessionRows:
             row.update(role=message.get("role"), text=_text(message.get("parts")),
                        model=metadata.get("model"), **_usage_columns(metadata))
         self._ledger(event, data, inherited)
-        self._view(event, data, inherited)
+        self._view(event, data, inherited, row)
 
     def _ledger(self, event: Event, data: dict[str, Any], inherited: bool) -> None:
         """What the record books in the usage fold (usage.py): an add its usage; an edit
@@ -373,7 +374,10 @@ class _SessionRows:
                     "messages": acct.usage.messages if number == 0 else 0,
                     "cost": amount, "currency": currency})
 
-    def _view(self, event: Event, data: dict[str, Any], inherited: bool) -> None:
+    def _view(self, event: Event, data: dict[str, Any], inherited: bool,
+              columns: dict[str, Any]) -> None:
+        """Update the session's messages and calls by a message record (``columns``: its
+        event row's message columns, made once)."""
         op, message = data.get("op"), data.get("message")
         message_id = row_id(data)
         if message_id is None:
@@ -400,10 +404,11 @@ class _SessionRows:
         metadata = message.get("metadata") or {}
         parts = message.get("parts") or []
         self.messages[message_id] = {
-            "op": op, "id": message_id, "role": message.get("role"), "text": _text(parts),
+            "op": op, "id": message_id, "role": columns["role"], "text": columns["text"],
             "content": _parts_json(parts), "model": metadata.get("model"),
             "provider": metadata.get("provider"),
-            "finish_reason": metadata.get("finish_reason"), **_usage_columns(metadata),
+            "finish_reason": metadata.get("finish_reason"),
+            **{name: columns[name] for name in _USAGE_COLUMNS},
             "version": int(data.get("version", 1)), "first_seq": first, "seq": event.seq,
             "turn": event.turn, "created": created, "updated": stamp, "deleted": False,
             "redacted": bool(data.get("redacted")),
