@@ -35,6 +35,7 @@ Needs pyarrow (``pip install 'fsstore[parquet]'``), imported here only when used
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -654,6 +655,28 @@ def export_parquet(store: Store, out_dir: str | os.PathLike[str],
             raise SessionNotFound(f"{layout.session_dir(store.path, session_id)}: no "
                                   f"session {session_id!r} in the store to export")
     folder = _Folder(store, out_dir)
+    folder.ensure(folder.root)
+    with _folder_lock(folder.root):
+        return _export(store, folder, ids, explicit, pa, part_events, started)
+
+
+@contextlib.contextmanager
+def _folder_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the export folder: two exports into one folder
+    (two ``fsstore sql`` of one store) would write the same parts. The kernel releases
+    it when the process dies."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _export(store: Store, folder: _Folder, ids: list[str], explicit: bool, pa: Any,
+            part_events: int, started: float) -> ParquetExportReport:
     state = folder.load_state()
     report = ParquetExportReport(out_dir=folder.root)
     schemas = _schemas(pa)

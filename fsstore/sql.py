@@ -14,7 +14,7 @@ README).
 The cache is ``$FSSTORE_SQL_CACHE``, else ``$XDG_CACHE_HOME/fsstore/sql`` (or
 ``~/.cache/fsstore/sql``), a folder per store (named after a hash of the store's real
 path), or ``cache_dir`` given. It is only a cache: deleting it costs one full export.
-Queries of one store serialise their cache update on an ``flock`` of the cache folder.
+Queries of one store serialise their cache update on the export's ``flock`` of it.
 
 Needs duckdb and pyarrow (``pip install 'fsstore[sql]'``), imported here only when used.
 """
@@ -31,9 +31,6 @@ from .parquet_export import TABLES, ParquetExportReport, export_parquet, require
 
 if TYPE_CHECKING:
     from .store import Store
-
-_LOCK_NAME = "_lock"
-
 
 def require_duckdb() -> Any:
     """The duckdb module; MissingExtra naming the extra when it is not installed."""
@@ -76,7 +73,7 @@ class Catalog:
             else:
                 folder = os.fspath(cache_dir) if cache_dir is not None else (
                     default_cache_dir(store))
-                self.report = _refresh(store, folder, sessions)
+                self.report = export_parquet(store, folder, sessions)
                 self._views(folder)
         except BaseException:
             self.connection.close()
@@ -124,21 +121,6 @@ class Catalog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _refresh(store: Store, folder: str, sessions: Iterable[str] | None
-             ) -> ParquetExportReport:
-    """Bring the cache up to the store under an flock of its folder: two queries of one
-    store at once would otherwise write the same parts."""
-    import fcntl
-
-    os.makedirs(folder, exist_ok=True)
-    fd = os.open(os.path.join(folder, _LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return export_parquet(store, folder, sessions)
-    finally:
-        os.close(fd)
 
 
 def query(store: Store, sql: str, *, cache_dir: str | os.PathLike[str] | None = None,
