@@ -71,6 +71,16 @@ def store(tmp_path):
         yield opened
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A store and its export, for the tests that only read them."""
+    folder = tmp_path_factory.mktemp("shared")
+    with fsstore.open_store(str(folder / "store")) as opened:
+        build(opened)
+        export_parquet(opened, folder / "out")
+        yield opened, folder / "out"
+
+
 def sql(folder, query, *, rows=True):
     """Run ``query`` with each table a view over the folder (DuckDB, as README shows)."""
     con = duckdb.connect()
@@ -93,10 +103,10 @@ def all_rows(folder, table):
 # --- the answers ---------------------------------------------------------------------------
 
 
-def test_events_per_kind_match_the_session_stats(store, tmp_path):
-    export_parquet(store, tmp_path / "out")
+def test_events_per_kind_match_the_session_stats(shared):
+    store, out = shared
     found = {(s, k): n for s, k, n in sql(
-        tmp_path / "out", "SELECT session, kind, count(*) FROM events GROUP BY ALL")}
+        out, "SELECT session, kind, count(*) FROM events GROUP BY ALL")}
     expected = {}
     for session_id in store.session_ids():
         kinds = store.read_session(session_id).session_stats(events_by_kind=True)
@@ -104,9 +114,9 @@ def test_events_per_kind_match_the_session_stats(store, tmp_path):
     assert found == expected
 
 
-def test_every_record_is_exported_as_the_log_holds_it(store, tmp_path):
-    export_parquet(store, tmp_path / "out")
-    rows = sql(tmp_path / "out", "SELECT seq, ts, turn, kind, data FROM events "
+def test_every_record_is_exported_as_the_log_holds_it(shared):
+    store, out = shared
+    rows = sql(out, "SELECT seq, ts, turn, kind, data FROM events "
                "WHERE session = 'beta' ORDER BY seq")
     events = list(store.read_session("beta").events(include_internal=True))
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
@@ -115,10 +125,10 @@ def test_every_record_is_exported_as_the_log_holds_it(store, tmp_path):
     assert '"blob":{"$base64":"AP8="}' in blob  # bytes in the form `fsstore cat` prints
 
 
-def test_tokens_and_cost_by_model_match_store_usage(store, tmp_path):
-    export_parquet(store, tmp_path / "out")
+def test_tokens_and_cost_by_model_match_store_usage(shared):
+    store, out = shared
     # A fork's history up to its fork point is its parent's: counted once, as Store.usage.
-    found = sql(tmp_path / "out", """
+    found = sql(out, """
         SELECT model, sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),
                sum(messages), sum(cost)
         FROM usage WHERE NOT inherited GROUP BY model ORDER BY model""")
@@ -131,9 +141,9 @@ def test_tokens_and_cost_by_model_match_store_usage(store, tmp_path):
         assert cost == pytest.approx(totals.cost.get("USD", 0.0))
 
 
-def test_cost_by_month_matches_store_usage_by_day(store, tmp_path):
-    export_parquet(store, tmp_path / "out")
-    found = dict(sql(tmp_path / "out", """
+def test_cost_by_month_matches_store_usage_by_day(shared):
+    store, out = shared
+    found = dict(sql(out, """
         SELECT strftime(day, '%Y-%m') AS month, sum(cost) FROM usage
         WHERE NOT inherited GROUP BY month"""))
     expected: dict[str, float] = {}
@@ -144,9 +154,9 @@ def test_cost_by_month_matches_store_usage_by_day(store, tmp_path):
         assert cost == pytest.approx(expected[month])
 
 
-def test_tool_error_rates_match_the_session_stats(store, tmp_path):
-    export_parquet(store, tmp_path / "out")
-    found = {s: (calls, errors) for s, calls, errors in sql(tmp_path / "out", """
+def test_tool_error_rates_match_the_session_stats(shared):
+    store, out = shared
+    found = {s: (calls, errors) for s, calls, errors in sql(out, """
         SELECT session, count(*), count(*) FILTER (WHERE is_error) FROM tool_calls
         WHERE NOT deleted GROUP BY session""")}
     for session_id in store.session_ids():
@@ -154,10 +164,10 @@ def test_tool_error_rates_match_the_session_stats(store, tmp_path):
         assert found[session_id] == (stats.tool_calls, stats.tool_errors), session_id
 
 
-def test_messages_are_the_messages_api_view(store, tmp_path):
-    export_parquet(store, tmp_path / "out")
+def test_messages_are_the_messages_api_view(shared):
+    store, out = shared
     for session_id in store.session_ids():
-        live = sql(tmp_path / "out", f"""
+        live = sql(out, f"""
             SELECT id, role, text, version, epoch(created), epoch(updated) FROM messages
             WHERE session = '{session_id}' AND NOT deleted ORDER BY first_seq""")
         messages = store.read_session(session_id).messages.all()
@@ -165,23 +175,23 @@ def test_messages_are_the_messages_api_view(store, tmp_path):
             (m.id, m.role, m.text, m.version) for m in messages]
         assert [(r[4], r[5]) for r in live] == [
             pytest.approx((m.created, m.updated)) for m in messages]
-    [(deleted, text)] = sql(tmp_path / "out", "SELECT id, text FROM messages WHERE deleted "
+    [(deleted, text)] = sql(out, "SELECT id, text FROM messages WHERE deleted "
                             "AND session = 'alpha'")
     assert (deleted, text) == ("u3", "step 3")
 
 
-def test_polars_reads_the_same_folder_as_duckdb(store, tmp_path):
+def test_polars_reads_the_same_folder_as_duckdb(shared):
+    store, out = shared
     polars = pytest.importorskip("polars")
-    export_parquet(store, tmp_path / "out")
-    frame = polars.scan_parquet(str(tmp_path / "out" / "usage"), hive_partitioning=True)
+    frame = polars.scan_parquet(str(out / "usage"), hive_partitioning=True)
     by_model = (frame.filter(~polars.col("inherited")).group_by("model")
                 .agg(polars.col("output_tokens").sum()).sort("model").collect())
     assert list(by_model.iter_rows()) == sql(
-        tmp_path / "out", "SELECT model, sum(output_tokens) FROM usage WHERE NOT inherited "
+        out, "SELECT model, sum(output_tokens) FROM usage WHERE NOT inherited "
         "GROUP BY model ORDER BY model")
-    events = polars.scan_parquet(str(tmp_path / "out" / "events"), hive_partitioning=True)
+    events = polars.scan_parquet(str(out / "events"), hive_partitioning=True)
     assert events.select(polars.len()).collect().item() == sql(
-        tmp_path / "out", "SELECT count(*) FROM events")[0][0]
+        out, "SELECT count(*) FROM events")[0][0]
 
 
 # --- incremental ---------------------------------------------------------------------------
@@ -352,8 +362,8 @@ def test_without_pyarrow_the_error_names_the_extra(monkeypatch):
     assert issubclass(MissingExtra, ImportError)
 
 
-def test_times_are_utc_timestamps_and_days_dates(store, tmp_path):
-    export_parquet(store, tmp_path / "out")
-    [(time, day)] = sql(tmp_path / "out", "SELECT epoch(time), strftime(day, '%Y-%m-%d') "
+def test_times_are_utc_timestamps_and_days_dates(shared):
+    store, out = shared
+    [(time, day)] = sql(out, "SELECT epoch(time), strftime(day, '%Y-%m-%d') "
                         "FROM usage WHERE session = 'beta' AND message_id = 'a1'")
     assert (time, day) == (T0 + 3.5 * DAY, "2026-02-03")
