@@ -128,15 +128,13 @@ class ParquetExportReport:
 
 
 def _json(value: Any) -> str:
-    # The forms `fsstore cat` prints (bytes as {"$base64": ...}): one encoding of stored
-    # values for every way out of the store. Plain JSON values (most of them) skip the walk.
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=_COMPACT)
-    except (TypeError, ValueError, RecursionError):
-        from .cli._common import printable
+    """JSON text of a stored value in the forms `fsstore cat` prints (bytes as
+    ``{"$base64": ...}``, a map with keys that are not str as ``{"$map": ...}``): one
+    encoding of stored values for every way out of the store."""
+    from .cli._common import printable
 
-        return json.dumps(printable(value), ensure_ascii=False, allow_nan=False,
-                          separators=_COMPACT)
+    return json.dumps(printable(value), ensure_ascii=False, allow_nan=False,
+                      separators=_COMPACT)
 
 
 def _parts_json(parts: Any) -> str:
@@ -698,7 +696,9 @@ def _export(store: Store, folder: _Folder, ids: list[str], explicit: bool, pa: A
             if explicit:
                 raise
             continue  # deleted meanwhile
-        except (FsStoreError, OSError) as exc:
+        except (FsStoreError, OSError, OverflowError, pa.ArrowException) as exc:
+            # Damage (or a number Parquet's int64 cannot hold): left out and named, the
+            # session's files as the last export left them.
             report.skipped[session_id] = " ".join(str(exc).split()) or type(exc).__name__
             continue
         report.exported[session_id] = written

@@ -44,7 +44,8 @@ def run_turns(session: fsstore.Session, first: int, count: int, *, start: float 
              "parts": [{"type": "tool_result", "call_id": call, "output": {"n": turn},
                         "is_error": turn % 3 == 0}]},
         ], ts=ts)
-        session.append({"tool": "grep", "blob": b"\x00\xff"}, kind="tool_event", ts=ts)
+        session.append({"tool": "grep", "blob": b"\x00\xff", "codes": {7: "seven"}},
+                       kind="tool_event", ts=ts)
         session.finish_turn()
 
 
@@ -122,7 +123,8 @@ def test_every_record_is_exported_as_the_log_holds_it(shared):
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
         (e.seq, e.ts, e.turn, e.kind) for e in events]
     blob = next(r[4] for r in rows if r[3] == "tool_event")
-    assert '"blob":{"$base64":"AP8="}' in blob  # bytes in the form `fsstore cat` prints
+    # What JSON has no form for, in the forms `fsstore cat` prints.
+    assert '"blob":{"$base64":"AP8="}' in blob and '"codes":{"$map":[[7,"seven"]]}' in blob
 
 
 def test_tokens_and_cost_by_model_match_store_usage(shared):
