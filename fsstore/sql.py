@@ -80,7 +80,7 @@ class Catalog:
             raise
 
     def _views(self, folder: str) -> None:
-        from .parquet_export import _schemas
+        from .parquet_rows import table_schemas
 
         pa = require_pyarrow()
         for table in TABLES:
@@ -89,7 +89,7 @@ class Catalog:
                 name.endswith(".parquet") for part in os.listdir(root)
                 for name in os.listdir(os.path.join(root, part)))
             if not has_files:
-                schema = _schemas(pa)[table].insert(0, pa.field("session", pa.string()))
+                schema = table_schemas(pa)[table].insert(0, pa.field("session", pa.string()))
                 self.connection.register(table, schema.empty_table())
                 continue
             pattern = os.path.join(root, "*", "*.parquet").replace("'", "''")
