@@ -447,26 +447,36 @@ def _table(pa: Any, schema: Any, rows: list[dict[str, Any]]) -> Any:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _read_view(folder: _Folder, pa: Any, path: str, key: str) -> dict[str, dict[str, Any]]:
-    """The rows of a session's messages or tool_calls file, by key; timestamps as
-    microseconds (a datetime per row would cost more than the rest of the read)."""
+def _read_view(folder: _Folder, pa: Any, path: str, schema: Any, key: str,
+               new: dict[str, dict[str, Any]]) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """A session's messages or tool_calls file, read back as the rows this export's
+    changes (``new``) leave as they are (an Arrow table: they never go through Python)
+    and the rows they touch, by key, timestamps as microseconds."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if not os.path.exists(path):
-        return {}
+        return schema.empty_table(), {}
     try:
         data = folder.io.read_file(path, folder.io.file_size(path))
-        table = pq.read_table(pa.BufferReader(data))
-        for number, column in enumerate(table.schema):
-            if pa.types.is_timestamp(column.type):
-                table = table.set_column(number, column.name,
-                                         table.column(number).cast(pa.int64()))
-        rows = table.to_pylist()
+        table = pq.read_table(pa.BufferReader(data)).cast(schema)
     except (OSError, pa.ArrowException) as exc:
         raise CorruptionError(f"the exported file cannot be read ({exc}): remove the "
                               "export folder's files of the session (or the folder) and "
                               "export again", path=path) from None
-    return {row[key]: row for row in rows}
+    keys = pa.array([k for k, change in new.items() if "drop" not in change], pa.string())
+    touched = pc.is_in(table.column(key), value_set=keys)
+    dropped = pa.array([change["drop"] for change in new.values() if "drop" in change],
+                       pa.string())
+    if len(dropped):  # a delete or edit takes calls or results of its message out
+        for column in ("message_id", "result_message_id"):
+            touched = pc.or_(touched, pc.is_in(table.column(column), value_set=dropped))
+    touched = pc.fill_null(touched, False)
+    rows = table.filter(touched)
+    for number, column in enumerate(rows.schema):
+        if pa.types.is_timestamp(column.type):
+            rows = rows.set_column(number, column.name, rows.column(number).cast(pa.int64()))
+    return table.filter(pc.invert(touched)), {row[key]: row for row in rows.to_pylist()}
 
 
 def _write_views(folder: _Folder, session_id: str, views: SessionRows,
@@ -477,12 +487,12 @@ def _write_views(folder: _Folder, session_id: str, views: SessionRows,
     for table, key, apply, new in (("messages", "id", apply_messages, views.messages),
                                    ("tool_calls", "call_id", apply_calls, views.calls)):
         path = os.path.join(folder.partition(table, session_id), _VIEW_PART)
-        rows = _read_view(folder, pa, path, key)
+        kept, rows = _read_view(folder, pa, path, schemas[table], key, new)
         apply(rows, new)
-        # In the order each message or call first came: the file's rows, then the new.
-        ordered = list(rows.values())
-        if not ordered and not os.path.exists(path):
+        if not rows and not len(kept) and not os.path.exists(path):
             continue
-        folder.write_part(pa, _table(pa, schemas[table], ordered), path)
+        # The rows left as they were, then the rows changed or new.
+        whole = pa.concat_tables([kept, _table(pa, schemas[table], list(rows.values()))])
+        folder.write_part(pa, whole, path)
         written += 1
     return written
