@@ -8,6 +8,8 @@ import os
 import sys
 
 import pytest
+import runlength
+from crashsim import CrashSimIO
 
 import fsstore
 from fsstore.errors import MissingExtra, SessionNotFound
@@ -369,3 +371,32 @@ def test_times_are_utc_timestamps_and_days_dates(shared):
     [(time, day)] = sql(out, "SELECT epoch(time), strftime(day, '%Y-%m-%d') "
                         "FROM usage WHERE session = 'beta' AND message_id = 'a1'")
     assert (time, day) == (T0 + 3.5 * DAY, "2026-02-03")
+
+
+# --- crashes ---------------------------------------------------------------------------------
+
+
+def test_every_crash_state_of_an_export_is_made_good_by_the_next(tmp_path):
+    """A crash at any I/O call of an incremental export (what was not fsynced lost, torn,
+    garbled or kept) leaves a folder the next export turns into what a fresh one writes."""
+    root = tmp_path / "root"
+    with fsstore.open_store(str(root / "store")) as store:
+        build(store)
+        export_parquet(store, root / "out")
+        with store.open_session("beta") as session:
+            run_turns(session, 5, 1, start=T0 + 3 * DAY)
+            session.messages.delete("a1")
+        export_parquet(store, tmp_path / "fresh")
+    expected = {table: all_rows(tmp_path / "fresh", table) for table in
+                ("events", "messages", "tool_calls", "usage")}
+    io = CrashSimIO(str(root))
+    states = io.record_states(tmp_path / "states")
+    export_parquet(fsstore.open_store(str(root / "store"), io=io, create=False), root / "out")
+    io.on_op = None
+    assert len(states) > 20
+    # Every state with --long; a spread of them (each variant) in the default run.
+    for dest in states if runlength.LONG else states[::7]:
+        with fsstore.open_store(os.path.join(dest, "store"), create=False) as copy:
+            export_parquet(copy, os.path.join(dest, "out"))
+        for table, rows in expected.items():
+            assert all_rows(os.path.join(dest, "out"), table) == rows, (dest, table)
