@@ -23,7 +23,8 @@ counted twice.
 
 The state file names, per session, the last seq exported with its ts, and the session's
 identity: its uid and creation time (a session deleted and created again under the same
-id), its log start (a ``clear``) and the first seq its history holds (``retain``). When
+id), its log start (a ``clear``), the first seq its history holds (``retain``) and the
+inode of its ``messages.idx`` (which a vacuum that redacts deleted messages replaces). When
 any of them changed, the log holds less than was exported, or the record at the last
 exported seq is not the one exported (a store restored from an older backup), the
 session's folders are removed and it is exported again from scratch. A session that
@@ -223,9 +224,15 @@ def _identity(reader: SessionReader) -> dict[str, Any]:
     info = reader.info()
     uid = reader.identity.uid if reader.identity is not None else None
     tail = reader.log_tail
+    try:
+        # A vacuum that redacts deleted messages (and nothing else a log's export keeps
+        # up with) replaces messages.idx by a copy (docs/FORMAT.md, 20.3): a new inode.
+        index: int | None = os.lstat(layout.message_index_path(reader.path)).st_ino
+    except FileNotFoundError:
+        index = None
     return {"uid": None if uid is None else f"{uid:016x}", "created": info.created,
             "log_start": tail.log_start, "history_start": info.history_start,
-            "head": tail.head, "last_ts": tail.last_ts}
+            "index": index, "head": tail.head, "last_ts": tail.last_ts}
 
 
 def _why_again(before: dict[str, Any], now: dict[str, Any]) -> str | None:
@@ -238,6 +245,9 @@ def _why_again(before: dict[str, Any], now: dict[str, Any]) -> str | None:
         return "its log was cleared"
     if before.get("history_start") != now["history_start"]:
         return "retention dropped older history"
+    if before.get("index") is not None and before.get("index") != now["index"]:
+        return ("its message index was replaced (a vacuum redacted deleted messages, or "
+                "the index was made anew)")
     seq = int(before.get("seq", 0))
     if now["head"] < seq:
         return f"its log ends at seq {now['head']}, before the {seq} exported"
@@ -385,7 +395,7 @@ def _export_session(store: Store, folder: _Folder, state: dict[str, dict[str, An
     if rows.views_changed:
         report.files += _write_views(folder, session_id, rows, schemas, pa)
     state[session_id] = {**{k: now[k] for k in ("uid", "created", "log_start",
-                                                "history_start")},
+                                                "history_start", "index")},
                          "seq": seq, "ts": ts, "next_part": part}
     return total
 
@@ -489,9 +499,8 @@ def _write_views(folder: _Folder, session_id: str, views: SessionRows,
         path = os.path.join(folder.partition(table, session_id), _VIEW_PART)
         kept, rows = _read_view(folder, pa, path, schemas[table], key, new)
         apply(rows, new)
-        if not rows and not len(kept) and not os.path.exists(path):
-            continue
-        # The rows left as they were, then the rows changed or new.
+        # The rows left as they were, then the rows changed or new. (A session with
+        # messages has both files, even one without calls: a reader's glob finds them.)
         whole = pa.concat_tables([kept, _table(pa, schemas[table], list(rows.values()))])
         folder.write_part(pa, whole, path)
         written += 1
