@@ -186,6 +186,33 @@ class InvalidFilter(InvalidQuery):
     type; the message names the key. Nothing is searched: fix the filter."""
 
 
+class InvalidSql(InvalidInput):
+    """Raised when ``fsstore sql`` (``fsstore.sql.query``) is given a query DuckDB
+    refuses (a syntax error, an unknown table or column); the message is DuckDB's.
+    Nothing is written: the tables are ``events``, ``messages``, ``tool_calls`` and
+    ``usage`` (README, "Parquet and SQL")."""
+
+
+class MissingExtra(FsStoreError, ImportError):
+    """Raised when a feature needs an optional dependency that is not installed
+    (pyarrow for the Parquet export, duckdb for ``fsstore sql``); the message names
+    the extra to install, ``pip install 'fsstore[parquet]'``. Nothing was written."""
+
+
+class SkippedSessions(FsStoreError):
+    """Raised when sessions that cannot be read were left out of the tables
+    ``fsstore.sql.query`` queried: ``skipped`` maps each to why (``fsstore verify`` says more),
+    ``table`` is the answer without them, so no answer is short without saying so.
+    Nothing was written to the store."""
+
+    def __init__(self, skipped: dict[str, str], table: object) -> None:
+        names = "; ".join(f"{sid}: {why}" for sid, why in sorted(skipped.items()))
+        super().__init__(f"{len(skipped)} sessions cannot be read and were left out of "
+                         f"the tables (run `fsstore verify`): {names}")
+        self.skipped = skipped
+        self.table = table
+
+
 class HeadConflict(FsStoreError, ValueError):
     """Raised when a commit's ``expected_revision`` or ``expected_head`` no longer
     holds: something the session's history or state depends on changed since (another

@@ -608,6 +608,7 @@ def main() -> None:
     from bench_leases import lease_and_queue_rows
     from bench_maintenance import maintenance_rows
     from bench_messages import message_rows
+    from bench_parquet import parquet_rows
     from bench_stats import stats_rows
     from bench_transcripts import transcript_rows
     from bench_vectors import vector_rows
@@ -627,6 +628,7 @@ def main() -> None:
         ("transcripts", transcript_rows, "the Claude Code and Codex transcript import rows"),
         ("cli", cli_rows, "the command line start rows (fsstore --help, textconv, cat, ls)"),
         ("backup", backup_rows, "the backup rows (first and incremental, beside cp -r)"),
+        ("parquet", parquet_rows, "the Parquet export and fsstore sql rows (1M events)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

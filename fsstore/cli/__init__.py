@@ -32,6 +32,7 @@ from . import (
     maintenance_stats,
     repair,
     retain,
+    sql,
     state,
     usage,
     vectors,
@@ -42,7 +43,7 @@ from . import (
 )
 
 GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, maintenance_stats, repair, retain, git, export, backup)
+          maintenance, maintenance_stats, repair, retain, git, export, backup, sql)
 
 
 class _Parser(argparse.ArgumentParser):

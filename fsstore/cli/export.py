@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from . import transcripts
 from ._common import add_command
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,20 +70,10 @@ def run_export(args: argparse.Namespace) -> int:
     from ._common import store_from
 
     store = store_from(args)
-    if args.all == bool(args.sessions) and args.format == "jsonl":
-        raise InvalidSetting("name the sessions to export, or --all (not both)")
     if args.format == "parquet":
-        from ..parquet_export import export_parquet
-
-        sessions = list(args.sessions)
-        out_dir = args.output
-        if out_dir is None:
-            if not sessions:
-                raise InvalidSetting("--format parquet needs a folder: -o DIR")
-            out_dir = sessions.pop(0)
-        report = export_parquet(store, out_dir, None if args.all else sessions or None)
-        print(str(report))
-        return 0
+        return _export_parquet(store, args)
+    if args.all == bool(args.sessions):
+        raise InvalidSetting("name the sessions to export, or --all (not both)")
     from ..export import export_sessions
 
     ids = None if args.all else args.sessions
@@ -92,6 +86,25 @@ def run_export(args: argparse.Namespace) -> int:
         report = export_sessions(store, args.output, ids, blobs=args.blobs,
                                  compress=True if args.zstd else None)
         print(str(report))
+    return 0
+
+
+def _export_parquet(store: Store, args: argparse.Namespace) -> int:
+    from ..errors import InvalidSetting
+    from ..parquet_export import export_parquet
+
+    sessions = list(args.sessions)
+    out_dir = args.output
+    if out_dir is None:
+        if not sessions:
+            raise InvalidSetting("--format parquet needs a folder: fsstore export --format "
+                                 "parquet DIR --all")
+        out_dir = sessions.pop(0)
+    if args.all == bool(sessions):
+        raise InvalidSetting("name the sessions to export to Parquet, or --all (not both)")
+    if args.zstd or args.blobs != "inline":
+        raise InvalidSetting("--zstd and --blobs are for export files, not --format parquet")
+    print(str(export_parquet(store, out_dir, None if args.all else sessions)))
     return 0
 
 
