@@ -207,3 +207,28 @@ def test_a_block_that_is_not_whole_is_refused_and_nothing_is_written(tmp_path, c
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(["git", "-C", str(repo), "config", "--get", "diff.fsstore.textconv"],
                        check=True, capture_output=True)
+
+
+def test_a_backup_committed_to_git_shows_the_events_since_the_last_backup(tmp_path, capsys):
+    """README, "What a commit captures": a backup is a consistent point to commit while
+    the agent keeps writing, and a second backup into the work tree shows as added lines."""
+    store = fsstore.open_store(tmp_path / "live")
+    session = store.create_session("s")  # open for writing throughout
+    session.append({"role": "user", "content": "hello"}, kind="message")
+    session.finish_turn()
+    repo = new_repo(tmp_path / "repo")
+    dest = str(repo / "agents")
+    fsstore.backup_store(store, dest)
+    assert main(["--store", dest, "git-setup", "--command", COMMAND]) == 0
+    capsys.readouterr()
+    commit(repo, "first backup")
+    head = store.read_session("s").head
+    session.append({"role": "assistant", "content": "hi", "raw": b"\x00"}, kind="message")
+    session.finish_turn()
+    fsstore.backup_store(store, dest)
+    expected = [event_json(e) for e in
+                store.read_session("s").events(after_seq=head, include_internal=True)]
+    added, removed = added_and_removed(git(repo, "diff"), "/log/")
+    assert (added, removed) == (expected, []) and len(expected) == 2
+    assert "Binary files" not in git(repo, "diff")
+    session.close()
