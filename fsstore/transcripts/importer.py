@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..blob_batch import BlobBatch
 from ..blobs import BlobRef
 from ..errors import FsStoreError, InvalidInput, MessageExists, SessionExists
 from ..message_types import Message, ToolResultPart
@@ -304,6 +305,8 @@ class _Run:
         self.dry_run, self.target = dry_run, target
         self.cursor = cursor
         self.session: Session | None = None
+        # The chunk's blobs, made durable together before the chunk's first record.
+        self.batch: BlobBatch | None = None
         self.consumed = cursor["bytes"] if cursor else 0
         self.lines = cursor.get("lines", 0) if cursor else 0
         self.reader_hasher: Any = hasher if hasher is not None else hashlib.sha256()
@@ -329,7 +332,9 @@ class _Run:
         if self.dry_run:
             ref = dict(BlobRef("sha256:" + digest, len(data), media_type))
         else:
-            ref = dict(self._open().blobs.put(data, media_type))
+            if self.batch is None:
+                self.batch = BlobBatch(self._open().blobs)
+            ref = dict(self.batch.put(data, media_type))
         if len(self.blob_refs) < 4096:
             self.blob_refs[f"{digest} {media_type}"] = ref
         return dict(ref)
@@ -352,6 +357,8 @@ class _Run:
         try:
             self._go()
         finally:
+            if self.batch is not None:
+                self.batch.discard()  # blobs no record refers to (an error stopped it)
             if self.session is not None:
                 self.session.close()
 
@@ -506,6 +513,10 @@ class _Run:
 
     def _write(self, outputs: list[Output], chunk: int) -> None:
         session = self._open()
+        if self.batch is not None:
+            # Every blob the chunk's records refer to is durable before the first of
+            # them is written: a crash never leaves a record of a blob that is lost.
+            self.batch.commit()
         skipped = 0
         batch: list[AddMessage] = []
 
