@@ -127,11 +127,9 @@ class ImportReport:
 
     @property
     def bytes(self) -> int:
-        """Bytes read, each transcript's once (a file of two sessions is read twice)."""
-        read: dict[str, int] = {}
-        for f in self.files:
-            read[f.source] = max(read.get(f.source, 0), f.bytes)
-        return sum(read.values())
+        """Bytes of the lines imported (or, in a dry run, to import): a file of two
+        sessions (Claude Code's in-file sidechains) counts each line in one of them."""
+        return sum(f.bytes for f in self.files)
 
     @property
     def malformed(self) -> int:
@@ -198,9 +196,9 @@ class Memo:
 
     def __init__(self) -> None:
         self.hashers: dict[str, tuple[int, Any]] = {}
-        #: Each file's (size, mtime_ns) when last imported, and its session: a file
+        #: Each file's (size, mtime_ns, inode) when last imported, and its session: a file
         #: that has neither grown nor been touched is not opened again.
-        self.seen: dict[str, tuple[tuple[int, int], str]] = {}
+        self.seen: dict[str, tuple[tuple[int, int, int], str]] = {}
 
 
 def import_file(store: Store | None, tool: Tool, source: Any, *, dry_run: bool = False,
@@ -274,7 +272,9 @@ def _import(store: Store | None, tool: Tool, source: Any, report: FileReport, dr
     report.related = tool.related_sources(source, run.mapper.state())
     if memo is not None and not dry_run:
         memo.hashers[source.path] = (run.consumed, run.reader_hasher.copy())
-    if report.lines:
+    if report.lines or (cursor is None and run.consumed):
+        # (A new session whose lines all went to the file's other session is still
+        # made: it holds the cursor.)
         report.action = "reimported" if changed else ("appended" if cursor else "created")
 
 
@@ -285,8 +285,11 @@ def _same_prefix(path: str, stat: os.stat_result, cursor: dict[str, Any],
     size = cursor.get("bytes")
     if not isinstance(size, int) or size < 0 or stat.st_size < size:
         return None
-    if stat.st_size == size and stat.st_mtime_ns == cursor.get("mtime_ns"):
-        return hashlib.sha256()  # untouched since: not read at all
+    if stat.st_size == size and stat.st_mtime_ns == cursor.get("mtime_ns") \
+            and stat.st_ino == cursor.get("ino"):
+        # Untouched since: not read at all. (The inode too: a file replaced by another
+        # of the same size, its mtime kept, as ``cp -p`` or ``rsync -a`` do, is hashed.)
+        return hashlib.sha256()
     if memo is not None and path in memo.hashers and memo.hashers[path][0] == size:
         return memo.hashers[path][1].copy()
     hasher, whole = hash_prefix(path, size)
@@ -316,6 +319,7 @@ class _Run:
         # A session is created while its first chunk is written: its first cursor (0
         # bytes read) must hold the state before that chunk, not the one mapping it.
         self.start_state = json.loads(json.dumps(self.mapper.state()))
+        self.reader: LineReader | None = None
         self.skip: int = 0
         self.resume_at: int | None = None
         # Blobs put in this run, by digest: a transcript that holds the same image or
@@ -365,6 +369,7 @@ class _Run:
     def _go(self) -> None:
         reader = LineReader(self.source.path, self.consumed, self.lines + 1,
                             self.reader_hasher)
+        self.reader = reader
         outputs: list[Output] = []
         count = size = 0
         last: Line | None = None
@@ -379,9 +384,15 @@ class _Run:
                 self._find_unrecorded()
             record, error = (None, "longer than the line limit") if line.data is None \
                 else parse_json_line(line.data)
-            if error is not None:
-                self.report.malformed.append(line.number)
+            foreign = getattr(self.mapper, "foreign_lines", 0)
             outputs.extend(self.mapper.feed(line, record, error))
+            if getattr(self.mapper, "foreign_lines", 0) == foreign:
+                # This session's line (not one the file's other session takes): what
+                # its report counts, so a file's sessions add up to the file.
+                self.report.lines += 1
+                self.report.bytes += line.end - line.start
+                if error is not None:
+                    self.report.malformed.append(line.number)
             count += 1
             size += line.end - line.start
             last = line
@@ -398,8 +409,6 @@ class _Run:
     def _chunk(self, outputs: list[Output], last: Line, hasher: Any, count: int,
                size: int) -> None:
         outputs = outputs + self.mapper.flush()
-        self.report.lines += count
-        self.report.bytes += size
         if self.dry_run:
             for output in outputs:
                 self._count(output)
@@ -468,11 +477,11 @@ class _Run:
         return parent, at_seq
 
     def _cursor(self, consumed: int, lines: int, digest: str, seq: int | None,
-                mtime_ns: int | None = None, state: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+                mtime_ns: int | None = None, state: dict[str, Any] | None = None,
+                ino: int | None = None) -> dict[str, Any]:
         return {"tool": self.tool.NAME, "source": self.source.path,
                 "tool_session_id": self.source.tool_id, "bytes": consumed, "lines": lines,
-                "sha256": digest, "mtime_ns": mtime_ns, "seq": seq,
+                "sha256": digest, "mtime_ns": mtime_ns, "ino": ino, "seq": seq,
                 "state": self.mapper.state() if state is None else state}
 
     def _record(self, last: Line, hasher: Any) -> None:
@@ -486,8 +495,12 @@ class _Run:
         seq = session.head + 1
         kept = {key: value for key, value in session.metadata.items()
                 if key in ("parent_session",)}
+        # The size, mtime and inode let the next run skip the hash only when they are
+        # the file's that was read: one replaced meanwhile gets no mtime (hashed).
+        same = stat.st_size == last.end and self.reader is not None \
+            and stat.st_ino == self.reader.inode
         cursor = self._cursor(last.end, last.number, hasher.hexdigest(), seq,
-                              stat.st_mtime_ns if stat.st_size == last.end else None)
+                              stat.st_mtime_ns if same else None, ino=stat.st_ino)
         session.save_session_with_updates(
             [], title=title if title is not None else session.title, tags=tags,
             metadata={**metadata, **kept, CURSOR_KEY: cursor})
