@@ -258,3 +258,27 @@ def test_a_blob_batch_commits_by_itself_when_it_holds_many(
     batch.discard()
     session.close()
     shutil.rmtree(session.path, ignore_errors=True)
+
+
+# --- records the store refuses --------------------------------------------------------------
+
+
+def test_a_record_or_message_the_store_refuses_is_kept_whole_in_a_blob(
+        store: fsstore.Store, tmp_path: Any) -> None:
+    deep = json.loads('{"a":' * 300 + "1" + "}" * 300)  # JSON parses it; msgpack won't
+    path = write(tmp_path / "p" / "11111111-2222-4333-8444-555555555555.jsonl", [
+        claude_line("user", "u-1", "00", {"role": "user", "content": "hi"}),
+        claude_line("assistant", "a-1", "01", {
+            "id": "msg_D", "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "X", "input": deep}]}),
+        # A lone surrogate (valid JSON escape) in a message: refused by msgpack.
+        claude_line("user", "\ud800u", "02", {"role": "user", "content": "lone"}),
+    ])
+    report = import_claude_code(store, path)
+    assert [f.action for f in report.files] == ["created"]
+    reader = store.read_session("cc-11111111-2222-4333-8444-555555555555")
+    raw = {e.data["line"]: e.data for e in reader.events() if e.kind == "claude_code.raw"}
+    assert set(raw) == {2, 3}
+    kept = {line: json.loads(reader.blobs.get(data["kept"])) for line, data in raw.items()}
+    assert json.dumps(deep) in json.dumps(kept[2])
+    assert "lone" in json.dumps(kept[3])

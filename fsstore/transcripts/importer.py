@@ -566,8 +566,10 @@ class _Run:
                     self.report.edits -= 1
                     self.report.raw += 1
                     session.append({"line": output.line, "chunk": chunk,
-                                    "error": f"message {message.id} not completed: {exc}"
-                                    [:400]}, kind=self.mapper.raw_kind, ts=output.ts)
+                                    "error": _text(f"message {message.id} not completed: "
+                                                   f"{exc}"),
+                                    **_kept(session, msgspec.to_builtins(message))},
+                                   kind=self.mapper.raw_kind, ts=output.ts)
             elif isinstance(output, RawEvent):
                 self._raw(session, output, chunk)
         add_batch()
@@ -576,10 +578,12 @@ class _Run:
         try:
             session.append({**output.data, "chunk": chunk}, kind=output.kind, ts=output.ts)
         except InvalidInput as exc:
-            # A record msgpack cannot hold (nesting, an int past 64 bits): its place and
-            # why, so the line is not retried forever.
+            # A record msgpack cannot hold (nesting, an int past 64 bits, a lone
+            # surrogate): its place and why, so the line is not retried forever, and
+            # the record itself as JSON in a blob, so it is not lost.
             session.append({"line": output.line, "chunk": chunk,
-                            "error": f"not storable: {exc}"[:400]},
+                            "error": _text(f"not storable: {exc}"),
+                            **_kept(session, output.data.get("record"))},
                            kind=output.kind, ts=output.ts)
 
     def _add(self, session: Session, batch: list[AddMessage], chunk: int) -> None:
@@ -607,8 +611,28 @@ def _append_one(session: Session, message: Message, item: AddMessage, raw_kind: 
     # Never lose a line over one message the store refuses: kept as a raw event.
     report.messages -= 1
     report.raw += 1
-    session.append({"line": item.line, "chunk": chunk, "error": str(error)[:400],
-                    "role": message.role}, kind=raw_kind, ts=item.ts)
+    session.append({"line": item.line, "chunk": chunk, "error": _text(str(error)),
+                    "role": message.role, **_kept(session, msgspec.to_builtins(message))},
+                   kind=raw_kind, ts=item.ts)
+
+
+def _text(text: str) -> str:
+    """An error for a raw event: bounded, and storable (a lone surrogate of the
+    transcript's replaced)."""
+    return text[:400].encode("utf-8", "replace").decode("utf-8")
+
+
+def _kept(session: Session, value: Any) -> dict[str, Any]:
+    """``{"kept": REF}``: ``value`` (a record or message the store refused) as JSON in
+    a blob (lone surrogates escaped, so it always encodes), or nothing when even that
+    fails (nesting deeper than the JSON encoder goes): a refused line is not lost."""
+    if value is None:
+        return {}
+    try:
+        data = json.dumps(value, ensure_ascii=True, default=repr).encode("ascii")
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return {"kept": dict(session.blobs.put(data, "application/json"))}
 
 
 def _as_orphans(message: Message) -> Message:
