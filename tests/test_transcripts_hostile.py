@@ -282,3 +282,21 @@ def test_a_record_or_message_the_store_refuses_is_kept_whole_in_a_blob(
     kept = {line: json.loads(reader.blobs.get(data["kept"])) for line, data in raw.items()}
     assert json.dumps(deep) in json.dumps(kept[2])
     assert "lone" in json.dumps(kept[3])
+
+
+def test_a_followed_transcript_replaced_by_a_longer_one_is_imported_anew(
+        store: fsstore.Store, tmp_path: Any) -> None:
+    from fsstore.transcripts.importer import Memo
+    name = "11111111-2222-4333-8444-555555555555"
+    path = write(tmp_path / "p" / f"{name}.jsonl",
+                 [claude_line("user", "u-1", "00", {"role": "user", "content": "first"})])
+    memo = Memo()  # what a --follow keeps between reads
+    import_source(store, "claude-code", path, memo=memo)
+    other = write(tmp_path / "q" / f"{name}.jsonl", [
+        claude_line("user", "u-1", "00", {"role": "user", "content": "FIRST"}),
+        claude_line("user", "u-2", "01", {"role": "user", "content": "second"})])
+    os.replace(other, path)
+    report = import_source(store, "claude-code", path, memo=memo)
+    assert [(f.action, f.session) for f in report.files] == [("reimported", f"cc-{name}-r2")]
+    assert [m.text for m in store.read_session(f"cc-{name}-r2").messages.all()] == \
+        ["FIRST", "second"]

@@ -195,7 +195,10 @@ class Memo:
     bytes it consumed, so a grown file is not hashed from the start again."""
 
     def __init__(self) -> None:
-        self.hashers: dict[str, tuple[int, Any]] = {}
+        #: Each file's (bytes consumed, inode read, hash of those bytes). Used only for
+        #: the same inode: a file replaced (renamed over) is hashed again. An in-place
+        #: rewrite of the same inode is found by the next import without ``--follow``.
+        self.hashers: dict[str, tuple[int, int | None, Any]] = {}
         #: Each file's (size, mtime_ns, inode) when last imported, and its session: a file
         #: that has neither grown nor been touched is not opened again.
         self.seen: dict[str, tuple[tuple[int, int, int], str]] = {}
@@ -271,7 +274,8 @@ def _import(store: Store | None, tool: Tool, source: Any, report: FileReport, dr
     run.go()
     report.related = tool.related_sources(source, run.mapper.state())
     if memo is not None and not dry_run:
-        memo.hashers[source.path] = (run.consumed, run.reader_hasher.copy())
+        inode = run.reader.inode if run.reader is not None else stat.st_ino
+        memo.hashers[source.path] = (run.consumed, inode, run.reader_hasher.copy())
     if report.lines or (cursor is None and run.consumed):
         # (A new session whose lines all went to the file's other session is still
         # made: it holds the cursor.)
@@ -290,8 +294,9 @@ def _same_prefix(path: str, stat: os.stat_result, cursor: dict[str, Any],
         # Untouched since: not read at all. (The inode too: a file replaced by another
         # of the same size, its mtime kept, as ``cp -p`` or ``rsync -a`` do, is hashed.)
         return hashlib.sha256()
-    if memo is not None and path in memo.hashers and memo.hashers[path][0] == size:
-        return memo.hashers[path][1].copy()
+    known = memo.hashers.get(path) if memo is not None else None
+    if known is not None and known[0] == size and known[1] == stat.st_ino:
+        return known[2].copy()
     hasher, whole = hash_prefix(path, size)
     if not whole or hasher.hexdigest() != cursor.get("sha256"):
         return None
