@@ -1,7 +1,7 @@
 """fsstore/transcripts against hostile and odd transcripts: files swapped under the
 import, same-size replacements, split responses whose usage differs, token totals that
 go backwards, and the report of a file holding two sessions. Also the blob batch an
-import writes its attachments with (fsstore/blob_batch.py)."""
+import writes its attachments with (fsstore/blobs.py, BlobBatch)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import fsstore
-from fsstore.blob_batch import BlobBatch
+from fsstore.blobs import BlobBatch
 from fsstore.transcripts import claude_code, import_claude_code, import_codex, import_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,8 +248,8 @@ def test_a_blob_batch_stores_its_blobs_on_commit_and_removes_them_on_discard(
 
 def test_a_blob_batch_commits_by_itself_when_it_holds_many(
         store: fsstore.Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fsstore import blob_batch
-    monkeypatch.setattr(blob_batch, "MAX_STAGED", 2)
+    from fsstore import blobs
+    monkeypatch.setattr(blobs, "MAX_STAGED", 2)
     session = store.create_session("s")
     batch = BlobBatch(session.blobs)
     first = batch.put(b"one", None)

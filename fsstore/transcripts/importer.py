@@ -33,8 +33,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..blob_batch import BlobBatch
-from ..blobs import BlobRef
+from ..blobs import BlobBatch, BlobRef
 from ..errors import FsStoreError, InvalidInput, MessageExists, SessionExists
 from ..message_types import Message, ToolResultPart
 from ..session import Session
