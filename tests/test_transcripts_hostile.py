@@ -300,3 +300,22 @@ def test_a_followed_transcript_replaced_by_a_longer_one_is_imported_anew(
     assert [(f.action, f.session) for f in report.files] == [("reimported", f"cc-{name}-r2")]
     assert [m.text for m in store.read_session(f"cc-{name}-r2").messages.all()] == \
         ["FIRST", "second"]
+
+
+def test_the_sidechains_of_a_changed_transcript_are_spawned_by_its_new_session(
+        store: fsstore.Store, tmp_path: Any) -> None:
+    source = os.path.join(FIXTURES, "claude-code", "-home-ada-src-shop", f"{SIDECHAINS}.jsonl")
+    path = str(tmp_path / "p" / f"{SIDECHAINS}.jsonl")
+    os.makedirs(os.path.dirname(path))
+    shutil.copy(source, path)
+    import_claude_code(store, path)
+    with open(path, encoding="utf-8") as file:
+        data = file.read()
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(data.replace("Which files import requests?", "Which files import REQUESTS?"))
+    report = import_claude_code(store, path)
+    assert [(f.action, f.session, f.spawned_by) for f in report.files] == [
+        ("reimported", f"cc-{SIDECHAINS}-r2", None),
+        ("reimported", f"cc-{SIDECHAINS}-sidechains-r2", f"cc-{SIDECHAINS}-r2")]
+    origin = store.read_session(f"cc-{SIDECHAINS}-sidechains-r2").spawned_by
+    assert origin is not None and origin.parent == f"cc-{SIDECHAINS}-r2"

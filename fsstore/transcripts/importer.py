@@ -459,6 +459,13 @@ class _Run:
         parent = self.source.parent
         if parent is None or not self.store.has_session(parent):
             return None, None
+        # The parent's latest import: a parent transcript that changed was imported
+        # again into PARENT-r2, ... (before this one: parents are imported first).
+        for number in range(2, MAX_REIMPORTS + 1):
+            newer = f"{parent[:120]}-r{number}"
+            if not self.store.has_session(newer):
+                break
+            parent = newer
         reader = self.store.read_session(parent)
         at_seq = None
         found = reader.metadata.get(CURSOR_KEY)
