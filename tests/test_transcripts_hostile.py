@@ -319,3 +319,24 @@ def test_the_sidechains_of_a_changed_transcript_are_spawned_by_its_new_session(
         ("reimported", f"cc-{SIDECHAINS}-sidechains-r2", f"cc-{SIDECHAINS}-r2")]
     origin = store.read_session(f"cc-{SIDECHAINS}-sidechains-r2").spawned_by
     assert origin is not None and origin.parent == f"cc-{SIDECHAINS}-r2"
+
+
+def test_a_cursor_without_an_inode_takes_an_untouched_file_as_unchanged_unread(
+        store: fsstore.Store, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsstore.transcripts import importer
+    name = "11111111-2222-4333-8444-555555555555"
+    path = write(tmp_path / "p" / f"{name}.jsonl",
+                 [claude_line("user", "u-1", "00", {"role": "user", "content": "first"})])
+    import_claude_code(store, path)
+    session = store.open_session(f"cc-{name}")
+    cursor = dict(session.metadata["transcript"])
+    del cursor["ino"]  # as an earlier version wrote it
+    session.save_session_with_updates(
+        [], metadata={**session.metadata, "transcript": cursor})
+    session.close()
+    hashed: list[str] = []
+    real = importer.hash_prefix
+    monkeypatch.setattr(importer, "hash_prefix",
+                        lambda p, size: hashed.append(p) or real(p, size))
+    assert [f.action for f in import_claude_code(store, path).files] == ["unchanged"]
+    assert hashed == []

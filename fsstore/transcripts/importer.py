@@ -289,9 +289,11 @@ def _same_prefix(path: str, stat: os.stat_result, cursor: dict[str, Any],
     if not isinstance(size, int) or size < 0 or stat.st_size < size:
         return None
     if stat.st_size == size and stat.st_mtime_ns == cursor.get("mtime_ns") \
-            and stat.st_ino == cursor.get("ino"):
+            and cursor.get("ino") in (None, stat.st_ino):
         # Untouched since: not read at all. (The inode too: a file replaced by another
-        # of the same size, its mtime kept, as ``cp -p`` or ``rsync -a`` do, is hashed.)
+        # of the same size, its mtime kept, as ``cp -p`` or ``rsync -a`` do, is hashed.
+        # A cursor of an earlier version has none: taken as before, on size and mtime,
+        # rather than hashing every unchanged file on every run.)
         return hashlib.sha256()
     known = memo.hashers.get(path) if memo is not None else None
     if known is not None and known[0] == size and known[1] == stat.st_ino:
