@@ -62,7 +62,7 @@ def import_source(store: Store | None, source: str, path: str | os.PathLike[str]
     for file in files:
         try:
             stat = os.stat(file)
-            key = (stat.st_size, stat.st_mtime_ns)
+            key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
             known = memo.seen.get(file) if memo is not None else None
             if known is not None and known[0] == key:
                 report.files.append(FileReport(source=file, session=known[1]))

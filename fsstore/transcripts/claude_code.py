@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from ..convert.anthropic import from_anthropic_message, message_in
 from ..convert.common import CallNames
 from ..errors import InvalidMessage, TranscriptNotFound
-from ..message_types import CostInfo, Message, MessageMetadata, ToolCallPart
+from ..message_types import CostInfo, Message, MessageMetadata, TokenUsage, ToolCallPart
 from .common import (
     AddMessage,
     Blobs,
@@ -38,6 +38,7 @@ from .common import (
     Output,
     blobify,
     is_plain_file,
+    open_transcript,
     raw_record,
     remember,
     session_id_for,
@@ -79,7 +80,9 @@ def discover(root: str) -> list[str]:
     """The transcripts under ``root`` (or ``root`` itself, a file): sessions first, then
     sub-agents, each sorted by path, so a parent is imported before its sub-agents."""
     if os.path.isfile(root):
-        return [os.path.abspath(root)]
+        # A file named by the user may be a link (read where it leads); one found in a
+        # folder may not (see is_plain_file).
+        return [os.path.realpath(root) if os.path.islink(root) else os.path.abspath(root)]
     if not os.path.isdir(root):
         raise TranscriptNotFound(f"no Claude Code transcripts at {root}: pass the "
                                  "projects folder (~/.claude/projects) or a .jsonl file")
@@ -131,7 +134,7 @@ def _project(folder: str, root: str) -> str | None:
 
 
 def _first_record(path: str) -> dict[str, Any]:
-    with open(path, "rb") as file:
+    with open_transcript(path) as file:
         head = file.readline(1 << 20)
     try:
         value = json.loads(head)
@@ -207,6 +210,9 @@ class ClaudeCodeMapper:
         self.started = bool(state.get("started"))
         self.sidechain = bool(state.get("sidechain"))
         self.first_ts: float | None = state.get("first_ts")
+        #: Lines fed that belong to the file's other session (its sidechains, or its
+        #: own lines for the sidechains session): not this session's lines to report.
+        self.foreign_lines = 0
 
     # --- the importer's side ---
 
@@ -262,9 +268,11 @@ class ClaudeCodeMapper:
         out: list[Output] = []
         side = bool(record.get("isSidechain")) if record is not None else False
         if self.source.sidechains and not side:
+            self.foreign_lines += 1
             return out  # the session's own line: its session has it
         if side and not self.source.sidechains and not self.source.spawn_key:
             self.sidechain = True
+            self.foreign_lines += 1
             return out  # a sub-agent's line: the sidechains session has it
         if record is None:
             out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
@@ -349,7 +357,8 @@ class ClaudeCodeMapper:
                 metadata=MessageMetadata(
                     model=previous.model or converted.metadata.model,
                     provider=previous.provider, finish_reason=finish,
-                    usage=converted.metadata.usage or previous.usage, cost=previous.cost,
+                    usage=_merged_usage(previous.usage, converted.metadata.usage),
+                    cost=previous.cost,
                     extra={**previous.extra, **{k: v for k, v in extra.items()
                                                 if k != EXTRA_KEY}}))
             self.open.dirty = True
@@ -454,3 +463,14 @@ def iter_sources(root: str) -> Iterator[ClaudeSource]:
     for path in discover(root):
         yield source_of(path, root if os.path.isdir(root) else os.path.dirname(root))
 
+
+def _merged_usage(earlier: TokenUsage | None, later: TokenUsage | None
+                  ) -> TokenUsage | None:
+    """The usage of a response split over lines: each line carries the response's usage
+    so far (streamed lines may carry a partial count, in any order), so each count is
+    the largest a line gave; never a sum, which would count the response again."""
+    if earlier is None or later is None:
+        return later or earlier
+    return TokenUsage(**{name: max(getattr(earlier, name), getattr(later, name))
+                         for name in ("input", "output", "cached_input", "cache_write",
+                                      "reasoning")})

@@ -46,6 +46,7 @@ from .common import (
     Output,
     blobify,
     is_plain_file,
+    open_transcript,
     raw_record,
     remember,
     session_id_for,
@@ -95,7 +96,9 @@ def discover(root: str) -> list[str]:
     date folders make that the order they were started in, parents before the
     sub-agents they spawned."""
     if os.path.isfile(root):
-        return [os.path.abspath(root)]
+        # A file named by the user may be a link (read where it leads); one found in a
+        # folder may not (see is_plain_file).
+        return [os.path.realpath(root) if os.path.islink(root) else os.path.abspath(root)]
     if not os.path.isdir(root):
         raise TranscriptNotFound(f"no Codex rollouts at {root}: pass the sessions folder "
                                  "(~/.codex/sessions) or a rollout .jsonl file")
@@ -111,7 +114,7 @@ def discover(root: str) -> list[str]:
 
 
 def _meta_of(path: str) -> dict[str, Any]:
-    with open(path, "rb") as file:
+    with open_transcript(path) as file:
         head = file.readline(1 << 20)
     try:
         first = json.loads(head)
@@ -407,8 +410,13 @@ class CodexMapper:
             return True  # the previous totals again
         usage = _usage(info.get("last_token_usage"))
         if usage is None and isinstance(total, dict):
-            usage = _usage({key: _count(total, key) - _count(self.total or {}, key)
-                            for key in total})
+            before = self.total or {}
+            if any(_count(total, key) < _count(before, key) for key in total):
+                # Totals went backwards: the counter started again (a new process
+                # resumed the session), so the totals are the use since that start.
+                # (A difference would be negative, and the call's use lost.)
+                before = {}
+            usage = _usage({key: _count(total, key) - _count(before, key) for key in total})
         if isinstance(total, dict):
             self.total = total
         if usage is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -72,9 +73,12 @@ class LineReader:
         self.path, self.start, self.number = path, start, number
         self.hasher = hasher
         self.max_line = MAX_LINE_BYTES if max_line is None else max_line
+        #: The inode of the file read (set when the reading starts).
+        self.inode: int | None = None
 
     def __iter__(self) -> Iterator[Line]:
-        with open(self.path, "rb") as file:
+        with open_transcript(self.path) as file:
+            self.inode = os.fstat(file.fileno()).st_ino
             file.seek(self.start)
             pending = bytearray()
             line_start = self.start
@@ -125,12 +129,35 @@ def is_plain_file(path: str) -> bool:
         return False
 
 
+def open_transcript(path: str) -> Any:
+    """``path`` opened for reading in binary, refusing what discovery would have: a
+    symlink (it could lead anywhere) and anything but a regular file (a FIFO would block
+    a read forever). Checked on the open file itself, so a file swapped for a link
+    between discovery and the read is refused (OSError naming the path)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, "a symlink, not followed: a transcript must be a "
+                          "regular file", path) from exc
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file: a transcript must be one", path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def hash_prefix(path: str, size: int) -> tuple[Any, bool]:
     """A sha256 fed with the first ``size`` bytes of ``path``, and False when the file
     is shorter than that now."""
     hasher = hashlib.sha256()
     left = size
-    with open(path, "rb") as file:
+    with open_transcript(path) as file:
         while left:
             chunk = file.read(min(_READ_SIZE, left))
             if not chunk:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..blobs import BlobRef
+from ..blobs import BlobBatch, BlobRef
 from ..errors import FsStoreError, InvalidInput, MessageExists, SessionExists
 from ..message_types import Message, ToolResultPart
 from ..session import Session
@@ -126,11 +126,9 @@ class ImportReport:
 
     @property
     def bytes(self) -> int:
-        """Bytes read, each transcript's once (a file of two sessions is read twice)."""
-        read: dict[str, int] = {}
-        for f in self.files:
-            read[f.source] = max(read.get(f.source, 0), f.bytes)
-        return sum(read.values())
+        """Bytes of the lines imported (or, in a dry run, to import): a file of two
+        sessions (Claude Code's in-file sidechains) counts each line in one of them."""
+        return sum(f.bytes for f in self.files)
 
     @property
     def malformed(self) -> int:
@@ -196,10 +194,13 @@ class Memo:
     bytes it consumed, so a grown file is not hashed from the start again."""
 
     def __init__(self) -> None:
-        self.hashers: dict[str, tuple[int, Any]] = {}
-        #: Each file's (size, mtime_ns) when last imported, and its session: a file
+        #: Each file's (bytes consumed, inode read, hash of those bytes). Used only for
+        #: the same inode: a file replaced (renamed over) is hashed again. An in-place
+        #: rewrite of the same inode is found by the next import without ``--follow``.
+        self.hashers: dict[str, tuple[int, int | None, Any]] = {}
+        #: Each file's (size, mtime_ns, inode) when last imported, and its session: a file
         #: that has neither grown nor been touched is not opened again.
-        self.seen: dict[str, tuple[tuple[int, int], str]] = {}
+        self.seen: dict[str, tuple[tuple[int, int, int], str]] = {}
 
 
 def import_file(store: Store | None, tool: Tool, source: Any, *, dry_run: bool = False,
@@ -272,8 +273,11 @@ def _import(store: Store | None, tool: Tool, source: Any, report: FileReport, dr
     run.go()
     report.related = tool.related_sources(source, run.mapper.state())
     if memo is not None and not dry_run:
-        memo.hashers[source.path] = (run.consumed, run.reader_hasher.copy())
-    if report.lines:
+        inode = run.reader.inode if run.reader is not None else stat.st_ino
+        memo.hashers[source.path] = (run.consumed, inode, run.reader_hasher.copy())
+    if report.lines or (cursor is None and run.consumed):
+        # (A new session whose lines all went to the file's other session is still
+        # made: it holds the cursor.)
         report.action = "reimported" if changed else ("appended" if cursor else "created")
 
 
@@ -284,10 +288,16 @@ def _same_prefix(path: str, stat: os.stat_result, cursor: dict[str, Any],
     size = cursor.get("bytes")
     if not isinstance(size, int) or size < 0 or stat.st_size < size:
         return None
-    if stat.st_size == size and stat.st_mtime_ns == cursor.get("mtime_ns"):
-        return hashlib.sha256()  # untouched since: not read at all
-    if memo is not None and path in memo.hashers and memo.hashers[path][0] == size:
-        return memo.hashers[path][1].copy()
+    if stat.st_size == size and stat.st_mtime_ns == cursor.get("mtime_ns") \
+            and cursor.get("ino") in (None, stat.st_ino):
+        # Untouched since: not read at all. (The inode too: a file replaced by another
+        # of the same size, its mtime kept, as ``cp -p`` or ``rsync -a`` do, is hashed.
+        # A cursor of an earlier version has none: taken as before, on size and mtime,
+        # rather than hashing every unchanged file on every run.)
+        return hashlib.sha256()
+    known = memo.hashers.get(path) if memo is not None else None
+    if known is not None and known[0] == size and known[1] == stat.st_ino:
+        return known[2].copy()
     hasher, whole = hash_prefix(path, size)
     if not whole or hasher.hexdigest() != cursor.get("sha256"):
         return None
@@ -304,6 +314,8 @@ class _Run:
         self.dry_run, self.target = dry_run, target
         self.cursor = cursor
         self.session: Session | None = None
+        # The chunk's blobs, made durable together before the chunk's first record.
+        self.batch: BlobBatch | None = None
         self.consumed = cursor["bytes"] if cursor else 0
         self.lines = cursor.get("lines", 0) if cursor else 0
         self.reader_hasher: Any = hasher if hasher is not None else hashlib.sha256()
@@ -313,6 +325,7 @@ class _Run:
         # A session is created while its first chunk is written: its first cursor (0
         # bytes read) must hold the state before that chunk, not the one mapping it.
         self.start_state = json.loads(json.dumps(self.mapper.state()))
+        self.reader: LineReader | None = None
         self.skip: int = 0
         self.resume_at: int | None = None
         # Blobs put in this run, by digest: a transcript that holds the same image or
@@ -329,7 +342,9 @@ class _Run:
         if self.dry_run:
             ref = dict(BlobRef("sha256:" + digest, len(data), media_type))
         else:
-            ref = dict(self._open().blobs.put(data, media_type))
+            if self.batch is None:
+                self.batch = BlobBatch(self._open().blobs)
+            ref = dict(self.batch.put(data, media_type))
         if len(self.blob_refs) < 4096:
             self.blob_refs[f"{digest} {media_type}"] = ref
         return dict(ref)
@@ -352,12 +367,15 @@ class _Run:
         try:
             self._go()
         finally:
+            if self.batch is not None:
+                self.batch.discard()  # blobs no record refers to (an error stopped it)
             if self.session is not None:
                 self.session.close()
 
     def _go(self) -> None:
         reader = LineReader(self.source.path, self.consumed, self.lines + 1,
                             self.reader_hasher)
+        self.reader = reader
         outputs: list[Output] = []
         count = size = 0
         last: Line | None = None
@@ -372,9 +390,15 @@ class _Run:
                 self._find_unrecorded()
             record, error = (None, "longer than the line limit") if line.data is None \
                 else parse_json_line(line.data)
-            if error is not None:
-                self.report.malformed.append(line.number)
+            foreign = getattr(self.mapper, "foreign_lines", 0)
             outputs.extend(self.mapper.feed(line, record, error))
+            if getattr(self.mapper, "foreign_lines", 0) == foreign:
+                # This session's line (not one the file's other session takes): what
+                # its report counts, so a file's sessions add up to the file.
+                self.report.lines += 1
+                self.report.bytes += line.end - line.start
+                if error is not None:
+                    self.report.malformed.append(line.number)
             count += 1
             size += line.end - line.start
             last = line
@@ -391,8 +415,6 @@ class _Run:
     def _chunk(self, outputs: list[Output], last: Line, hasher: Any, count: int,
                size: int) -> None:
         outputs = outputs + self.mapper.flush()
-        self.report.lines += count
-        self.report.bytes += size
         if self.dry_run:
             for output in outputs:
                 self._count(output)
@@ -439,6 +461,13 @@ class _Run:
         parent = self.source.parent
         if parent is None or not self.store.has_session(parent):
             return None, None
+        # The parent's latest import: a parent transcript that changed was imported
+        # again into PARENT-r2, ... (before this one: parents are imported first).
+        for number in range(2, MAX_REIMPORTS + 1):
+            newer = f"{parent[:120]}-r{number}"
+            if not self.store.has_session(newer):
+                break
+            parent = newer
         reader = self.store.read_session(parent)
         at_seq = None
         found = reader.metadata.get(CURSOR_KEY)
@@ -461,11 +490,11 @@ class _Run:
         return parent, at_seq
 
     def _cursor(self, consumed: int, lines: int, digest: str, seq: int | None,
-                mtime_ns: int | None = None, state: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+                mtime_ns: int | None = None, state: dict[str, Any] | None = None,
+                ino: int | None = None) -> dict[str, Any]:
         return {"tool": self.tool.NAME, "source": self.source.path,
                 "tool_session_id": self.source.tool_id, "bytes": consumed, "lines": lines,
-                "sha256": digest, "mtime_ns": mtime_ns, "seq": seq,
+                "sha256": digest, "mtime_ns": mtime_ns, "ino": ino, "seq": seq,
                 "state": self.mapper.state() if state is None else state}
 
     def _record(self, last: Line, hasher: Any) -> None:
@@ -479,8 +508,12 @@ class _Run:
         seq = session.head + 1
         kept = {key: value for key, value in session.metadata.items()
                 if key in ("parent_session",)}
+        # The size, mtime and inode let the next run skip the hash only when they are
+        # the file's that was read: one replaced meanwhile gets no mtime (hashed).
+        same = stat.st_size == last.end and self.reader is not None \
+            and stat.st_ino == self.reader.inode
         cursor = self._cursor(last.end, last.number, hasher.hexdigest(), seq,
-                              stat.st_mtime_ns if stat.st_size == last.end else None)
+                              stat.st_mtime_ns if same else None, ino=stat.st_ino)
         session.save_session_with_updates(
             [], title=title if title is not None else session.title, tags=tags,
             metadata={**metadata, **kept, CURSOR_KEY: cursor})
@@ -506,6 +539,10 @@ class _Run:
 
     def _write(self, outputs: list[Output], chunk: int) -> None:
         session = self._open()
+        if self.batch is not None:
+            # Every blob the chunk's records refer to is durable before the first of
+            # them is written: a crash never leaves a record of a blob that is lost.
+            self.batch.commit()
         skipped = 0
         batch: list[AddMessage] = []
 
@@ -542,8 +579,10 @@ class _Run:
                     self.report.edits -= 1
                     self.report.raw += 1
                     session.append({"line": output.line, "chunk": chunk,
-                                    "error": f"message {message.id} not completed: {exc}"
-                                    [:400]}, kind=self.mapper.raw_kind, ts=output.ts)
+                                    "error": _text(f"message {message.id} not completed: "
+                                                   f"{exc}"),
+                                    **_kept(session, msgspec.to_builtins(message))},
+                                   kind=self.mapper.raw_kind, ts=output.ts)
             elif isinstance(output, RawEvent):
                 self._raw(session, output, chunk)
         add_batch()
@@ -552,10 +591,12 @@ class _Run:
         try:
             session.append({**output.data, "chunk": chunk}, kind=output.kind, ts=output.ts)
         except InvalidInput as exc:
-            # A record msgpack cannot hold (nesting, an int past 64 bits): its place and
-            # why, so the line is not retried forever.
+            # A record msgpack cannot hold (nesting, an int past 64 bits, a lone
+            # surrogate): its place and why, so the line is not retried forever, and
+            # the record itself as JSON in a blob, so it is not lost.
             session.append({"line": output.line, "chunk": chunk,
-                            "error": f"not storable: {exc}"[:400]},
+                            "error": _text(f"not storable: {exc}"),
+                            **_kept(session, output.data.get("record"))},
                            kind=output.kind, ts=output.ts)
 
     def _add(self, session: Session, batch: list[AddMessage], chunk: int) -> None:
@@ -583,8 +624,28 @@ def _append_one(session: Session, message: Message, item: AddMessage, raw_kind: 
     # Never lose a line over one message the store refuses: kept as a raw event.
     report.messages -= 1
     report.raw += 1
-    session.append({"line": item.line, "chunk": chunk, "error": str(error)[:400],
-                    "role": message.role}, kind=raw_kind, ts=item.ts)
+    session.append({"line": item.line, "chunk": chunk, "error": _text(str(error)),
+                    "role": message.role, **_kept(session, msgspec.to_builtins(message))},
+                   kind=raw_kind, ts=item.ts)
+
+
+def _text(text: str) -> str:
+    """An error for a raw event: bounded, and storable (a lone surrogate of the
+    transcript's replaced)."""
+    return text[:400].encode("utf-8", "replace").decode("utf-8")
+
+
+def _kept(session: Session, value: Any) -> dict[str, Any]:
+    """``{"kept": REF}``: ``value`` (a record or message the store refused) as JSON in
+    a blob (lone surrogates escaped, so it always encodes), or nothing when even that
+    fails (nesting deeper than the JSON encoder goes): a refused line is not lost."""
+    if value is None:
+        return {}
+    try:
+        data = json.dumps(value, ensure_ascii=True, default=repr).encode("ascii")
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return {"kept": dict(session.blobs.put(data, "application/json"))}
 
 
 def _as_orphans(message: Message) -> Message:
