@@ -16,7 +16,9 @@ all hold. They are written in the forms ``fsstore cat`` prints (README, "The com
 line"), made exact so that they read back equal:
 
 - bytes: ``{"$base64": "..."}``
-- a float that is NaN or infinite: ``{"$float": "nan" | "inf" | "-inf"}``
+- a float that is NaN or infinite: ``{"$float": "nan" | "inf" | "-inf"}``; a NaN other
+  than the usual one (its sign or payload bits set otherwise) as ``{"$float":
+  "nan:HEX16"}``, its 64 bits in hex, so that it reads back with the same bits
 - a map with a key that is not a str, or whose only key starts with ``$`` (which would
   read as one of these forms): ``{"$map": [[key, value], ...]}``
 - a date and time (msgpack's timestamp): ``{"$datetime": "ISO 8601"}``
@@ -29,6 +31,7 @@ import datetime
 import json
 import math
 import re
+import struct
 from typing import Any
 
 import msgspec
@@ -57,7 +60,11 @@ def to_json(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else {"$float": str(value)}
+        if math.isfinite(value):
+            return value
+        if math.isnan(value) and (bits := _float_bits(value)) != _USUAL_NAN:
+            return {"$float": f"nan:{bits}"}
+        return {"$float": str(value)}
     if isinstance(value, dict):
         if all(type(key) is str for key in value) and not (
                 len(value) == 1 and next(iter(value)).startswith("$")):
@@ -70,6 +77,14 @@ def to_json(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         return {"$datetime": value.isoformat()}
     raise TypeError(f"{type(value).__name__} is no msgpack value an export can hold")
+
+
+def _float_bits(value: float) -> str:
+    return struct.pack(">d", value).hex()
+
+
+_USUAL_NAN = _float_bits(float("nan"))
+_NAN_BITS = re.compile(r"nan:[0-9a-f]{16}")
 
 
 def from_json(value: Any, path: str, line: int) -> Any:
@@ -92,6 +107,10 @@ def _tagged(tag: str, item: Any, path: str, line: int) -> Any:
             return base64.b64decode(item, validate=True)
         if tag == "$float" and item in ("nan", "inf", "-inf"):
             return float(item)
+        if tag == "$float" and isinstance(item, str) and _NAN_BITS.fullmatch(item):
+            value = struct.unpack(">d", bytes.fromhex(item[4:]))[0]
+            if math.isnan(value):
+                return value
         if tag == "$datetime" and isinstance(item, str):
             return datetime.datetime.fromisoformat(item)
         if tag == "$map" and isinstance(item, list):

@@ -663,3 +663,19 @@ def test_a_replace_whose_rename_fails_puts_the_old_session_back(tmp_path, monkey
     with pytest.raises(OSError):
         fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
     assert _snapshot(dest.path) == before
+
+
+def test_a_nan_with_its_sign_or_payload_set_round_trips_with_its_bits(tmp_path):
+    import struct
+    odd = [struct.unpack(">d", bytes.fromhex(bits))[0]
+           for bits in ("fff8000000000000", "7ff0000000000001", "7ff8000000000000")]
+    source = fsstore.open_store(tmp_path / "source")
+    with source.create_session("s") as session:
+        session.append({"values": odd}, kind="x")
+    out = tmp_path / "nan.jsonl"
+    fsstore.export_sessions(source, out)
+    dest = fsstore.open_store(tmp_path / "dest")
+    fsstore.import_sessions(dest, out)
+    [event] = dest.read_session("s").events()
+    assert [struct.pack(">d", v).hex() for v in event.data["values"]] == [
+        "fff8000000000000", "7ff0000000000001", "7ff8000000000000"]
