@@ -741,6 +741,8 @@ class BlobBatch:
                 return ref
         compressed = blobs._compresses(media_type, None)
         if compressed:
+            import zstandard  # here, not at the top: fsstore cat and ls never compress
+
             body = zstandard.ZstdCompressor(level=blobs.level).compress(data)
             payload = _ZSTD_HEADER.pack(ZSTD_MAGIC, len(data)) + body
         else:
@@ -824,6 +826,8 @@ class BlobBatch:
             for item in items:
                 sync(item)
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(min(_SYNC_WORKERS, len(items))) as pool:
             for _ in pool.map(sync, items):
                 pass
