@@ -194,11 +194,14 @@ def _top_level_imports(path: str) -> list[tuple[int, str]]:
 
 
 def _modules_the_parser_loads() -> list[str]:
-    """fsstore/cli's modules that ``fsstore.cli`` imports at its top, and those they
-    import at theirs: what every command loads to build its parser. (A helper that a run
-    function imports, such as ``conversation.py`` for ``show``, is not among them.)"""
+    """fsstore/cli's command modules (``fsstore.cli.GROUPS``: ``--help`` imports them all),
+    ``fsstore.cli`` itself, and the modules they import at their top: what a command loads
+    to build its parser. (A helper that a run function imports, such as
+    ``conversation.py`` for ``show``, is not among them.)"""
+    from fsstore.cli import GROUPS
     folder = os.path.join(PACKAGE, "cli")
-    found, todo = [], ["__init__"]
+    found: list[str] = []
+    todo = ["__init__", *GROUPS]
     while todo:
         name = todo.pop()
         if name in found:
@@ -270,3 +273,13 @@ def test_a_lazy_module_reads_each_attribute_from_the_module_as_it_is_now(monkeyp
     assert lazy.read_lease is patched
     with pytest.raises(AttributeError):
         _ = lazy.no_such_name
+
+
+def test_each_command_group_lists_the_commands_its_module_registers_in_order():
+    """fsstore.cli.GROUPS says which module a run imports: it must name exactly what each
+    module's register adds, or a command would be missing from its own run."""
+    from fsstore.cli import GROUPS, group_module
+    for group, names in GROUPS.items():
+        parser = argparse.ArgumentParser()
+        group_module(group).register(parser.add_subparsers())
+        assert tuple(_subparsers(parser)) == names, group

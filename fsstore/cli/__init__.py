@@ -4,8 +4,8 @@ Every command finds its store the way git finds a repository: ``--store PATH``, 
 ``$FSSTORE_STORE``, else the current folder or its nearest parent holding a store.
 
 A command module imports only argparse-light modules at its top, and fsstore's engine
-inside its run functions (see ``_common.py``): every run imports every command module.
-A new group is one more module in the import list and in ``GROUPS``.
+inside its run functions (see ``_common.py``); a run imports only its own command's
+module (``GROUPS``).
 """
 
 from __future__ import annotations
@@ -13,37 +13,45 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import io
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Any, NoReturn, cast
+from typing import NoReturn
 
 from ..errors import FsStoreError
-from . import (
-    backup,
-    compact,
-    demo,
-    export,
-    git,
-    inspect,
-    maintenance,
-    maintenance_stats,
-    repair,
-    retain,
-    sql,
-    state,
-    usage,
-    vectors,
-    verify,
-    watch,
-    work,
-    workspace,
-)
 
-GROUPS = (demo, inspect, state, usage, vectors, work, watch, workspace, verify, compact,
-          maintenance, maintenance_stats, repair, retain, git, export, backup, sql)
+#: The command modules (``fsstore/cli/NAME.py``), each with the commands its ``register``
+#: adds, in the order ``--help`` lists them. A run imports only its command's module
+#: (``fsstore cat`` imports ``inspect``); ``--help`` imports them all. A new group is one
+#: more entry; tests/test_cli_start.py checks each entry names what its module registers.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "demo": ("demo",),
+    "inspect": ("ls", "show", "cat"),
+    "state": ("state", "checkpoints", "fork", "lineage", "gc"),
+    "usage": ("usage",),
+    "vectors": ("collections", "search"),
+    "work": ("lease", "queue", "inputs"),
+    "watch": ("tail", "watch"),
+    "workspace": ("workspace",),
+    "verify": ("verify",),
+    "compact": ("compact",),
+    "maintenance": ("vacuum", "rm"),
+    "maintenance_stats": ("stats", "du"),
+    "repair": ("repair",),
+    "retain": ("retain",),
+    "git": ("textconv", "git-setup"),
+    "export": ("export", "import"),
+    "backup": ("backup",),
+    "sql": ("sql",),
+}
+
+
+def group_module(group: str) -> ModuleType:
+    """The command module ``group`` (a key of :data:`GROUPS`), imported."""
+    return importlib.import_module(f"{__name__}.{group}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,37 +74,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                              "folder or its nearest parent that is a store)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    groups: tuple[ModuleType, ...] = GROUPS
-    if command is not None:
-        owners = tuple(group for group in GROUPS if command in _command_names(group))
-        groups = owners if len(owners) == 1 else GROUPS
+    owners = [group for group, names in GROUPS.items() if command in names]
     with _translations_cached():
-        for group in groups:
-            group.register(commands)
+        for group in owners or GROUPS:
+            group_module(group).register(commands)
     return parser
-
-
-class _Recorder:
-    """Stands in for argparse's objects while a group's ``register`` runs only to name
-    its commands: every call is taken, and nothing is built."""
-
-    def __init__(self, names: list[str] | None = None) -> None:
-        self._names = names
-
-    def add_parser(self, name: str, *args: object, **kwargs: object) -> _Recorder:
-        if self._names is not None:  # a command; not one of a command's own subcommands
-            self._names.append(name)
-        return _Recorder()
-
-    def __getattr__(self, name: str) -> Callable[..., _Recorder]:
-        return lambda *args, **kwargs: _Recorder()
-
-
-def _command_names(group: ModuleType) -> list[str]:
-    """The commands ``group`` registers."""
-    names: list[str] = []
-    group.register(cast(Any, _Recorder(names)))
-    return names
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
