@@ -327,4 +327,9 @@ def record_store(path: str | None) -> int:
     print(f"  fsstore {store_arg} inputs {info.id}")
     print(f"  fsstore {store_arg} search memory --like {info.id}:{best.id} -k 3")
     print(f"  fsstore {store_arg} verify")
+    print("\nTake it elsewhere:")
+    print(f"  fsstore {store_arg} backup fsstore-demo-backup      # a consistent copy; again: "
+          "only what changed")
+    print(f"  fsstore {store_arg} export --all -o fsstore-demo.jsonl.zst   # fsstore import "
+          "recreates it")
     return 0
