@@ -444,3 +444,31 @@ def test_the_export_command_writes_parquet_for_all_or_named_sessions(store, tmp_
         assert main(["--store", store.path, *argv]) == 2
         assert "fsstore: " in capsys.readouterr().err
     assert sorted(os.walk(folder)) == before
+
+
+@pytest.mark.parametrize("change", [{"next_part": -5}, {"seq": "7"}, {"seq": None},
+                                    {"ts": "x"}, {"uid": 5}], ids=str)
+def test_a_forged_state_entry_is_refused_and_nothing_is_removed(store, tmp_path, change):
+    import json
+
+    export_parquet(store, tmp_path / "out")
+    state_path = tmp_path / "out" / STATE_NAME
+    body = json.loads(state_path.read_text())
+    body["sessions"]["alpha"].update(change)
+    state_path.write_text(json.dumps(body))
+    before = sorted(glob.glob(str(tmp_path / "out" / "**"), recursive=True))
+    with pytest.raises(fsstore.CorruptionError, match=STATE_NAME):
+        export_parquet(store, tmp_path / "out")
+    assert sorted(glob.glob(str(tmp_path / "out" / "**"), recursive=True)) == before
+
+
+def test_a_state_naming_a_path_for_a_session_is_refused(store, tmp_path):
+    import json
+
+    export_parquet(store, tmp_path / "out")
+    state_path = tmp_path / "out" / STATE_NAME
+    body = json.loads(state_path.read_text())
+    body["sessions"]["../../elsewhere"] = body["sessions"]["alpha"]
+    state_path.write_text(json.dumps(body))
+    with pytest.raises(fsstore.CorruptionError, match="elsewhere"):
+        export_parquet(store, tmp_path / "out")

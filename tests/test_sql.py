@@ -147,3 +147,44 @@ def test_cli_names_a_session_left_out_and_exits_1(tmp_path, capsys):
             sql.query(store, "SELECT count(*) AS n FROM events", cache_dir=tmp_path / "c")
         assert list(caught.value.skipped) == ["bad"]
         assert caught.value.table.to_pylist() == [{"n": 15}]
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["parquet-cache", "direct"])
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT 1) TO '{target}'", "ATTACH '{target}' AS other", "INSTALL httpfs",
+    "SELECT * FROM read_csv('{store}/store.json')"])
+def test_a_query_can_neither_write_files_nor_read_others(store, tmp_path, statement,
+                                                         direct):
+    cache = tmp_path / "c"
+    for target in (str(cache / "events" / "x.parquet"), str(tmp_path / "out.db"),
+                   os.path.join(store.path, "x.csv")):
+        with pytest.raises(InvalidSql, match="disabled"):
+            sql.query(store, statement.format(target=target, store=store.path),
+                      cache_dir=cache, direct=direct)
+        assert not os.path.exists(target)
+    with pytest.raises(InvalidSql):
+        sql.query(store, "SET enable_external_access = true", cache_dir=cache, direct=direct)
+
+
+def test_a_session_id_like_hives_null_partition_keeps_its_id(tmp_path):
+    with fsstore.open_store(str(tmp_path / "store")) as store:
+        for name in ("__HIVE_DEFAULT_PARTITION__", "007", "2026-01-30"):
+            with store.create_session(name) as session:
+                session.append({"x": 1}, kind="note")
+        query = "SELECT DISTINCT session FROM events ORDER BY session"
+        expected = [{"session": s} for s in sorted(store.session_ids())]
+        assert sql.query(store, query, cache_dir=tmp_path / "c").to_pylist() == expected
+        assert sql.query(store, query, direct=True).to_pylist() == expected
+
+
+def test_cli_prints_times_past_the_year_9999(tmp_path, capsys):
+    with fsstore.open_store(str(tmp_path / "store")) as store:
+        with store.create_session("far") as session:
+            session.append({"x": 1}, kind="note", ts=1e12)
+            session.append({"x": 2}, kind="note", ts=0.0)
+        code, out, err = cli(capsys, store, tmp_path / "c",
+                             "SELECT seq, time, 1 AS a, 2 AS a FROM events ORDER BY seq",
+                             "--format", "csv")
+        assert code == 0 and err == ""
+        assert out.splitlines()[1:] == ["1,33658-09-27T01:46:40.000000+00:00,1,2",
+                                        "2,1970-01-01T00:00:00.000000+00:00,1,2"]
