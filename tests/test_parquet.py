@@ -472,3 +472,21 @@ def test_a_state_naming_a_path_for_a_session_is_refused(store, tmp_path):
     state_path.write_text(json.dumps(body))
     with pytest.raises(fsstore.CorruptionError, match="elsewhere"):
         export_parquet(store, tmp_path / "out")
+
+
+def test_event_data_json_is_the_printable_form_of_every_value():
+    import json
+
+    from fsstore.cli._common import printable
+    from fsstore.parquet_rows import _json
+
+    deep: dict = {}
+    node = deep
+    for _ in range(120):
+        node["a"] = {}
+        node = node["a"]
+    for value in ({"a": "\x00\u2028é", "b": [1, 2.5, True, None, {"c": -3}]},
+                  {"big": 2**64 - 1, "neg": -2**63, "f": 1e300, "g": -0.0},
+                  {"nan": float("nan"), "inf": [float("-inf")]}, {"b": b"\x00\xff"},
+                  {"m": {1: "one", b"k": 2}}, deep, [], {}, "text", 5, None):
+        assert json.loads(_json(value)) == printable(value)
