@@ -45,7 +45,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout
-from .errors import CorruptionError, FsStoreError, MissingExtra, SessionNotFound
+from .errors import (
+    CorruptionError,
+    FsStoreError,
+    InvalidSetting,
+    MissingExtra,
+    SessionNotFound,
+)
 from .log_format import Event
 from .parquet_rows import (
     SessionRows,
@@ -139,6 +145,9 @@ class _Folder:
     def ensure(self, path: str) -> None:
         missing = []
         while not os.path.isdir(path):
+            if os.path.lexists(path):
+                raise InvalidSetting(f"{path} is not a folder, so the Parquet export cannot "
+                                     "be written under it: give a folder's path")
             missing.append(path)
             path = os.path.dirname(path)
         for folder in reversed(missing):

@@ -490,3 +490,28 @@ def test_event_data_json_is_the_printable_form_of_every_value():
                   {"nan": float("nan"), "inf": [float("-inf")]}, {"b": b"\x00\xff"},
                   {"m": {1: "one", b"k": 2}}, deep, [], {}, "text", 5, None):
         assert json.loads(_json(value)) == printable(value)
+
+
+def test_an_export_under_a_file_is_refused_naming_it(store, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for target in (tmp_path / "afile", tmp_path / "afile" / "out"):
+        with pytest.raises(fsstore.InvalidSetting, match="afile is not a folder"):
+            export_parquet(store, target)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_two_processes_exporting_into_one_folder_take_turns(store, tmp_path):
+    import subprocess
+
+    command = [sys.executable, "-m", "fsstore", "--store", store.path, "export",
+               "--format", "parquet", str(tmp_path / "out"), "--all"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    # One wrote everything, the other found nothing new: no record twice.
+    assert sorted(int(out.split()[1]) for out, _ in outputs) == [
+        0, sum(store.read_session(s).head for s in store.session_ids())]
+    export_parquet(store, tmp_path / "fresh")
+    for table in ("events", "messages", "tool_calls", "usage"):
+        assert all_rows(tmp_path / "out", table) == all_rows(tmp_path / "fresh", table)
