@@ -151,11 +151,19 @@ def micros(ts: Any) -> int | None:
     return int(round(ts * 1_000_000))
 
 
-def _date(day: str) -> datetime.date | None:
+def _date(day: str) -> int | None:
+    """The days since the epoch of a usage fold's ``YYYY-MM-DD`` (a year past 9999, or
+    before 1, as usage.day_of writes it: Parquet's date holds it, Python's does not)."""
+    if len(day) < 7 or day[-6] != "-" or day[-3] != "-":
+        return None
     try:
-        return datetime.date.fromisoformat(day)
+        number, month, date = int(day[:-6]), int(day[-5:-3]), int(day[-2:])
+        # Counted in a year of the same place in the 400-year cycle (146,097 days).
+        base = 2000 + (number - 2000) % 400
+        days = (datetime.date(base, month, date) - datetime.date(1970, 1, 1)).days
     except ValueError:
         return None
+    return days + (number - base) // 400 * 146_097
 
 
 # --- building rows ------------------------------------------------------------------------

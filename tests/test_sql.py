@@ -188,3 +188,26 @@ def test_cli_prints_times_past_the_year_9999(tmp_path, capsys):
         assert code == 0 and err == ""
         assert out.splitlines()[1:] == ["1,33658-09-27T01:46:40.000000+00:00,1,2",
                                         "2,1970-01-01T00:00:00.000000+00:00,1,2"]
+
+
+def test_usage_of_messages_far_in_the_future_or_past_is_by_day_as_the_api_says(tmp_path,
+                                                                              capsys):
+    with fsstore.open_store(str(tmp_path / "store")) as store:
+        with store.create_session("far") as session:
+            for ts in (0.0, 1e12, 253402300799.0, -86400.0 * 365):
+                session.messages.append(
+                    {"role": "assistant", "parts": [{"type": "text", "text": "x"}],
+                     "metadata": {"model": "m", "usage": {"input": 1, "output": 2}}},
+                    ts=ts)
+        expected = [{"d": day, "n": totals.input}
+                    for day, totals in sorted(store.usage(by="day").items())]
+        assert [row["d"] for row in expected] == [
+            "1969-01-01", "1970-01-01", "33658-09-27", "9999-12-31"]
+        query = ("SELECT day::VARCHAR AS d, sum(input_tokens)::BIGINT AS n FROM usage "
+                 "GROUP BY d ORDER BY d")
+        assert sql.query(store, query, cache_dir=tmp_path / "c").to_pylist() == expected
+        assert sql.query(store, query, direct=True).to_pylist() == expected
+        code, out, err = cli(capsys, store, tmp_path / "c",
+                             "SELECT day FROM usage ORDER BY day", "--format", "csv")
+        assert (code, err) == (0, "")
+        assert out.split() == ["day", "1969-01-01", "1970-01-01", "9999-12-31", "33658-09-27"]

@@ -73,7 +73,7 @@ def run_sql(args: argparse.Namespace) -> int:
 def _rows(table: Any) -> list[tuple[Any, ...]]:
     """The rows of a result, by position (a query may name two columns alike). A time
     Python's datetime cannot hold (past the year 9999: a record's ts far in the future)
-    is its ISO text, where ``to_pylist`` would raise."""
+    or date is its ISO text, where ``to_pylist`` would raise."""
     import pyarrow as pa
 
     columns = []
@@ -81,6 +81,10 @@ def _rows(table: Any) -> list[tuple[Any, ...]]:
         try:
             columns.append(column.to_pylist())
         except (OverflowError, ValueError):
+            if pa.types.is_date32(column.type):
+                columns.append([_iso_day(value) for value in
+                                column.cast(pa.int32()).to_pylist()])
+                continue
             if not pa.types.is_timestamp(column.type):
                 raise
             columns.append([_iso_time(value, column.type) for value in
@@ -90,6 +94,12 @@ def _rows(table: Any) -> list[tuple[Any, ...]]:
 
 #: 400 years of the Gregorian calendar: days repeat with this period.
 _CYCLE_DAYS = 146_097
+
+
+def _iso_day(value: int | None) -> str | None:
+    from ..usage import day_of
+
+    return None if value is None else day_of(value * 86_400)
 
 
 def _iso_time(value: int | None, kind: Any) -> str | None:
