@@ -14,6 +14,8 @@ README).
 The cache is ``$FSSTORE_SQL_CACHE``, else ``$XDG_CACHE_HOME/fsstore/sql`` (or
 ``~/.cache/fsstore/sql``), a folder per store (named after a hash of the store's real
 path), or ``cache_dir`` given. It is only a cache: deleting it costs one full export.
+The default one's folder is made readable by its owner alone (mode 0700): it holds
+the sessions' content.
 Queries of one store serialise their cache update on the export's ``flock`` of it.
 
 The cache's files are registered with DuckDB as pyarrow datasets, then DuckDB's file
@@ -76,8 +78,14 @@ class Catalog:
                 for table, data in arrow_tables(store, sessions).items():
                     self.connection.register(table, data)
             else:
-                folder = os.fspath(cache_dir) if cache_dir is not None else (
-                    default_cache_dir(store))
+                if cache_dir is not None:
+                    folder = os.fspath(cache_dir)
+                else:
+                    folder = default_cache_dir(store)
+                    # The cache holds the sessions' content, under a folder other users
+                    # may read (~/.cache): only its owner may enter it, as a private
+                    # store's own folder would allow.
+                    os.makedirs(folder, mode=0o700, exist_ok=True)
                 self.report = export_parquet(store, folder, sessions)
                 self._views(folder)
             # The tables are registered: the query reads them through this process and

@@ -211,3 +211,13 @@ def test_usage_of_messages_far_in_the_future_or_past_is_by_day_as_the_api_says(t
                              "SELECT day FROM usage ORDER BY day", "--format", "csv")
         assert (code, err) == (0, "")
         assert out.split() == ["day", "1969-01-01", "1970-01-01", "9999-12-31", "33658-09-27"]
+
+
+def test_the_default_cache_is_private_to_its_owner(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSSTORE_SQL_CACHE", str(tmp_path / "caches"))
+    assert sql.query(store, "SELECT count(*) AS n FROM events").to_pylist()[0]["n"] > 0
+    folder = sql.default_cache_dir(store)
+    assert os.path.dirname(folder) == str(tmp_path / "caches")
+    assert os.stat(folder).st_mode & 0o777 == 0o700
+    with fsstore.open_store(str(tmp_path / "other")) as other:
+        assert sql.default_cache_dir(other) != folder
