@@ -515,3 +515,14 @@ def test_two_processes_exporting_into_one_folder_take_turns(store, tmp_path):
     export_parquet(store, tmp_path / "fresh")
     for table in ("events", "messages", "tool_calls", "usage"):
         assert all_rows(tmp_path / "out", table) == all_rows(tmp_path / "fresh", table)
+
+
+def test_the_export_command_refuses_standard_output_for_parquet(store, tmp_path, capsys,
+                                                                monkeypatch):
+    from fsstore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for argv in (["-", "--all"], ["-o", "-", "--all"]):
+        assert main(["--store", store.path, "export", "--format", "parquet", *argv]) == 2
+        assert "not standard output" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "-")
