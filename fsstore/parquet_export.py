@@ -45,7 +45,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout
-from .errors import CorruptionError, FsStoreError, MissingExtra, SessionNotFound
+from .errors import (
+    CorruptionError,
+    FsStoreError,
+    InvalidSetting,
+    MissingExtra,
+    SessionNotFound,
+)
 from .log_format import Event
 from .parquet_rows import (
     SessionRows,
@@ -139,6 +145,9 @@ class _Folder:
     def ensure(self, path: str) -> None:
         missing = []
         while not os.path.isdir(path):
+            if os.path.lexists(path):
+                raise InvalidSetting(f"{path} is not a folder, so the Parquet export cannot "
+                                     "be written under it: give a folder's path")
             missing.append(path)
             path = os.path.dirname(path)
         for folder in reversed(missing):
@@ -156,7 +165,8 @@ class _Folder:
             if int(found.get("version", 0)) > STATE_VERSION:
                 raise ValueError(f"version {found.get('version')} is newer than this "
                                  f"fsstore's {STATE_VERSION}")
-            return {str(key): dict(value) for key, value in found["sessions"].items()}
+            return {layout.check_session_id(key): _checked_entry(value)
+                    for key, value in found["sessions"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptionError(
                 f"the export state cannot be read ({exc}): export into a new folder, or "
@@ -207,6 +217,32 @@ class _Folder:
                 found.update(name.partition("=")[2] for name in self.io.listdir(folder)
                              if name.startswith("session="))
         return found
+
+
+def _checked_entry(value: Any) -> dict[str, Any]:
+    """A session's entry of the state file, its fields of the types the export uses: a
+    forged or damaged one would otherwise fail mid-export, or name parts to remove
+    (a negative ``next_part`` is every part)."""
+    entry = dict(value)
+
+    def number(name: str, *, none: bool = False, low: int | None = None) -> None:
+        found = entry.get(name)
+        if found is None and none:
+            return
+        if (not isinstance(found, (int, float)) or isinstance(found, bool)
+                or found != found or (low is not None and found < low)):
+            raise ValueError(f"{name} of a session is {found!r}")
+
+    for name in ("seq", "next_part", "log_start", "history_start"):
+        number(name, low=0)
+        if not isinstance(entry[name], int):
+            raise ValueError(f"{name} of a session is {entry[name]!r}")
+    number("ts", none=True)
+    number("created", none=True)
+    number("index", none=True)
+    if not (entry.get("uid") is None or isinstance(entry["uid"], str)):
+        raise ValueError(f"uid of a session is {entry['uid']!r}")
+    return entry
 
 
 def _part_number(name: str) -> int | None:

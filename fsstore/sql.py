@@ -14,7 +14,14 @@ README).
 The cache is ``$FSSTORE_SQL_CACHE``, else ``$XDG_CACHE_HOME/fsstore/sql`` (or
 ``~/.cache/fsstore/sql``), a folder per store (named after a hash of the store's real
 path), or ``cache_dir`` given. It is only a cache: deleting it costs one full export.
+The default one's folder is made readable by its owner alone (mode 0700): it holds
+the sessions' content.
 Queries of one store serialise their cache update on the export's ``flock`` of it.
+
+The cache's files are registered with DuckDB as pyarrow datasets, then DuckDB's file
+access is turned off and its configuration locked: a query reads the tables but cannot
+write the store or the cache (``COPY ... TO``, ``ATTACH``), read other files, or install
+or load extensions.
 
 Needs duckdb and pyarrow (``pip install 'fsstore[sql]'``), imported here only when used.
 """
@@ -71,33 +78,50 @@ class Catalog:
                 for table, data in arrow_tables(store, sessions).items():
                     self.connection.register(table, data)
             else:
-                folder = os.fspath(cache_dir) if cache_dir is not None else (
-                    default_cache_dir(store))
+                if cache_dir is not None:
+                    folder = os.fspath(cache_dir)
+                else:
+                    folder = default_cache_dir(store)
+                    # The cache holds the sessions' content, under a folder other users
+                    # may read (~/.cache): only its owner may enter it, as a private
+                    # store's own folder would allow.
+                    os.makedirs(folder, mode=0o700, exist_ok=True)
                 self.report = export_parquet(store, folder, sessions)
                 self._views(folder)
+            # The tables are registered: the query reads them through this process and
+            # needs no file of its own. It cannot write the store or the cache (COPY TO,
+            # ATTACH, an extension's INSTALL or LOAD), read other files, or turn this
+            # back on (README, "Parquet and SQL").
+            self.connection.execute("SET enable_external_access = false")
+            self.connection.execute("SET lock_configuration = true")
         except BaseException:
             self.connection.close()
             raise
 
     def _views(self, folder: str) -> None:
+        import glob
+
+        import pyarrow.dataset as ds
+
         from .parquet_rows import table_schemas
 
         pa = require_pyarrow()
+        # The session is the partition's text as it is: never a number or date guessed
+        # from it, nor NULL for a session named like Hive's null partition.
+        partitioning = ds.HivePartitioning(pa.schema([pa.field("session", pa.string())]),
+                                           null_fallback="\0", segment_encoding="none")
         for table in TABLES:
             root = os.path.join(folder, table)
-            has_files = os.path.isdir(root) and any(
-                name.endswith(".parquet") for part in os.listdir(root)
-                for name in os.listdir(os.path.join(root, part)))
-            if not has_files:
-                schema = table_schemas(pa)[table].insert(0, pa.field("session", pa.string()))
+            schema = table_schemas(pa)[table].insert(0, pa.field("session", pa.string()))
+            # Only the parts: a temp file a concurrent export is writing is no table's.
+            files = sorted(glob.glob(os.path.join(glob.escape(root), "session=*",
+                                                  "part-*.parquet")))
+            if not files:
                 self.connection.register(table, schema.empty_table())
                 continue
-            pattern = os.path.join(root, "*", "*.parquet").replace("'", "''")
-            # A session id of digits (or a date) would be typed a number by the hive
-            # partition's guess: it is always text.
-            self.connection.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
-                "hive_partitioning = true, hive_types = {'session': VARCHAR})")
+            self.connection.register(table, ds.dataset(
+                files, schema=schema, format="parquet", partitioning=partitioning,
+                partition_base_dir=root))
 
     def query(self, sql: str) -> Any:
         """Run ``sql``; its rows as a pyarrow Table. InvalidSql when DuckDB refuses it."""

@@ -107,7 +107,14 @@ def day_of(ts: float) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _day_of_epoch_day(day: int) -> str:
-    return (_dt.date(1970, 1, 1) + _dt.timedelta(days=day)).isoformat()
+    try:
+        return (_dt.date(1970, 1, 1) + _dt.timedelta(days=day)).isoformat()
+    except OverflowError:
+        # A ts past the year 9999 (or before 1), which the log holds: the fold must not
+        # fail on it. The calendar repeats every 400 years (146,097 days).
+        cycles, rest = divmod(day, 146_097)
+        date = _dt.date(1970, 1, 1) + _dt.timedelta(days=rest)
+        return f"{date.year + 400 * cycles}-{date:%m-%d}"
 
 
 def account(message: Mapping[str, Any]) -> _Account:

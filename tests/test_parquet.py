@@ -444,3 +444,85 @@ def test_the_export_command_writes_parquet_for_all_or_named_sessions(store, tmp_
         assert main(["--store", store.path, *argv]) == 2
         assert "fsstore: " in capsys.readouterr().err
     assert sorted(os.walk(folder)) == before
+
+
+@pytest.mark.parametrize("change", [{"next_part": -5}, {"seq": "7"}, {"seq": None},
+                                    {"ts": "x"}, {"uid": 5}], ids=str)
+def test_a_forged_state_entry_is_refused_and_nothing_is_removed(store, tmp_path, change):
+    import json
+
+    export_parquet(store, tmp_path / "out")
+    state_path = tmp_path / "out" / STATE_NAME
+    body = json.loads(state_path.read_text())
+    body["sessions"]["alpha"].update(change)
+    state_path.write_text(json.dumps(body))
+    before = sorted(glob.glob(str(tmp_path / "out" / "**"), recursive=True))
+    with pytest.raises(fsstore.CorruptionError, match=STATE_NAME):
+        export_parquet(store, tmp_path / "out")
+    assert sorted(glob.glob(str(tmp_path / "out" / "**"), recursive=True)) == before
+
+
+def test_a_state_naming_a_path_for_a_session_is_refused(store, tmp_path):
+    import json
+
+    export_parquet(store, tmp_path / "out")
+    state_path = tmp_path / "out" / STATE_NAME
+    body = json.loads(state_path.read_text())
+    body["sessions"]["../../elsewhere"] = body["sessions"]["alpha"]
+    state_path.write_text(json.dumps(body))
+    with pytest.raises(fsstore.CorruptionError, match="elsewhere"):
+        export_parquet(store, tmp_path / "out")
+
+
+def test_event_data_json_is_the_printable_form_of_every_value():
+    import json
+
+    from fsstore.cli._common import printable
+    from fsstore.parquet_rows import _json
+
+    deep: dict = {}
+    node = deep
+    for _ in range(120):
+        node["a"] = {}
+        node = node["a"]
+    for value in ({"a": "\x00\u2028é", "b": [1, 2.5, True, None, {"c": -3}]},
+                  {"big": 2**64 - 1, "neg": -2**63, "f": 1e300, "g": -0.0},
+                  {"nan": float("nan"), "inf": [float("-inf")]}, {"b": b"\x00\xff"},
+                  {"m": {1: "one", b"k": 2}}, deep, [], {}, "text", 5, None):
+        assert json.loads(_json(value)) == printable(value)
+
+
+def test_an_export_under_a_file_is_refused_naming_it(store, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for target in (tmp_path / "afile", tmp_path / "afile" / "out"):
+        with pytest.raises(fsstore.InvalidSetting, match="afile is not a folder"):
+            export_parquet(store, target)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_two_processes_exporting_into_one_folder_take_turns(store, tmp_path):
+    import subprocess
+
+    command = [sys.executable, "-m", "fsstore", "--store", store.path, "export",
+               "--format", "parquet", str(tmp_path / "out"), "--all"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    # One wrote everything, the other found nothing new: no record twice.
+    assert sorted(int(out.split()[1]) for out, _ in outputs) == [
+        0, sum(store.read_session(s).head for s in store.session_ids())]
+    export_parquet(store, tmp_path / "fresh")
+    for table in ("events", "messages", "tool_calls", "usage"):
+        assert all_rows(tmp_path / "out", table) == all_rows(tmp_path / "fresh", table)
+
+
+def test_the_export_command_refuses_standard_output_for_parquet(store, tmp_path, capsys,
+                                                                monkeypatch):
+    from fsstore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for argv in (["-", "--all"], ["-o", "-", "--all"]):
+        assert main(["--store", store.path, "export", "--format", "parquet", *argv]) == 2
+        assert "not standard output" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "-")

@@ -147,3 +147,77 @@ def test_cli_names_a_session_left_out_and_exits_1(tmp_path, capsys):
             sql.query(store, "SELECT count(*) AS n FROM events", cache_dir=tmp_path / "c")
         assert list(caught.value.skipped) == ["bad"]
         assert caught.value.table.to_pylist() == [{"n": 15}]
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["parquet-cache", "direct"])
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT 1) TO '{target}'", "ATTACH '{target}' AS other", "INSTALL httpfs",
+    "SELECT * FROM read_csv('{store}/store.json')"])
+def test_a_query_can_neither_write_files_nor_read_others(store, tmp_path, statement,
+                                                         direct):
+    cache = tmp_path / "c"
+    for target in (str(cache / "events" / "x.parquet"), str(tmp_path / "out.db"),
+                   os.path.join(store.path, "x.csv")):
+        with pytest.raises(InvalidSql, match="disabled"):
+            sql.query(store, statement.format(target=target, store=store.path),
+                      cache_dir=cache, direct=direct)
+        assert not os.path.exists(target)
+    with pytest.raises(InvalidSql):
+        sql.query(store, "SET enable_external_access = true", cache_dir=cache, direct=direct)
+
+
+def test_a_session_id_like_hives_null_partition_keeps_its_id(tmp_path):
+    with fsstore.open_store(str(tmp_path / "store")) as store:
+        for name in ("__HIVE_DEFAULT_PARTITION__", "007", "2026-01-30"):
+            with store.create_session(name) as session:
+                session.append({"x": 1}, kind="note")
+        query = "SELECT DISTINCT session FROM events ORDER BY session"
+        expected = [{"session": s} for s in sorted(store.session_ids())]
+        assert sql.query(store, query, cache_dir=tmp_path / "c").to_pylist() == expected
+        assert sql.query(store, query, direct=True).to_pylist() == expected
+
+
+def test_cli_prints_times_past_the_year_9999(tmp_path, capsys):
+    with fsstore.open_store(str(tmp_path / "store")) as store:
+        with store.create_session("far") as session:
+            session.append({"x": 1}, kind="note", ts=1e12)
+            session.append({"x": 2}, kind="note", ts=0.0)
+        code, out, err = cli(capsys, store, tmp_path / "c",
+                             "SELECT seq, time, 1 AS a, 2 AS a FROM events ORDER BY seq",
+                             "--format", "csv")
+        assert code == 0 and err == ""
+        assert out.splitlines()[1:] == ["1,33658-09-27T01:46:40.000000+00:00,1,2",
+                                        "2,1970-01-01T00:00:00.000000+00:00,1,2"]
+
+
+def test_usage_of_messages_far_in_the_future_or_past_is_by_day_as_the_api_says(tmp_path,
+                                                                              capsys):
+    with fsstore.open_store(str(tmp_path / "store")) as store:
+        with store.create_session("far") as session:
+            for ts in (0.0, 1e12, 253402300799.0, -86400.0 * 365):
+                session.messages.append(
+                    {"role": "assistant", "parts": [{"type": "text", "text": "x"}],
+                     "metadata": {"model": "m", "usage": {"input": 1, "output": 2}}},
+                    ts=ts)
+        expected = [{"d": day, "n": totals.input}
+                    for day, totals in sorted(store.usage(by="day").items())]
+        assert [row["d"] for row in expected] == [
+            "1969-01-01", "1970-01-01", "33658-09-27", "9999-12-31"]
+        query = ("SELECT day::VARCHAR AS d, sum(input_tokens)::BIGINT AS n FROM usage "
+                 "GROUP BY d ORDER BY d")
+        assert sql.query(store, query, cache_dir=tmp_path / "c").to_pylist() == expected
+        assert sql.query(store, query, direct=True).to_pylist() == expected
+        code, out, err = cli(capsys, store, tmp_path / "c",
+                             "SELECT day FROM usage ORDER BY day", "--format", "csv")
+        assert (code, err) == (0, "")
+        assert out.split() == ["day", "1969-01-01", "1970-01-01", "9999-12-31", "33658-09-27"]
+
+
+def test_the_default_cache_is_private_to_its_owner(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSSTORE_SQL_CACHE", str(tmp_path / "caches"))
+    assert sql.query(store, "SELECT count(*) AS n FROM events").to_pylist()[0]["n"] > 0
+    folder = sql.default_cache_dir(store)
+    assert os.path.dirname(folder) == str(tmp_path / "caches")
+    assert os.stat(folder).st_mode & 0o777 == 0o700
+    with fsstore.open_store(str(tmp_path / "other")) as other:
+        assert sql.default_cache_dir(other) != folder

@@ -100,6 +100,9 @@ def _export_parquet(store: Store, args: argparse.Namespace) -> int:
             raise InvalidSetting("--format parquet needs a folder: fsstore export --format "
                                  "parquet DIR --all")
         out_dir = sessions.pop(0)
+    if out_dir == "-":
+        raise InvalidSetting("--format parquet writes a folder, not standard output: "
+                             "fsstore export --format parquet DIR --all")
     if args.all == bool(sessions):
         raise InvalidSetting("name the sessions to export to Parquet, or --all (not both)")
     if args.zstd or args.blobs != "inline":

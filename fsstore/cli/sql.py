@@ -47,16 +47,17 @@ def run_sql(args: argparse.Namespace) -> int:
     except SkippedSessions as exc:
         table, skipped = exc.table, exc.skipped
     names = list(table.column_names)
-    rows = table.to_pylist()
+    rows = _rows(table)
     if args.format == "json":
-        print(dumps([{name: _value(row[name]) for name in names} for row in rows], indent=1))
+        print(dumps([dict(zip(names, map(_value, row), strict=True)) for row in rows],
+                    indent=1))
     elif args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
         for row in rows:
-            writer.writerow(["" if row[n] is None else _cell(row[n]) for n in names])
+            writer.writerow(["" if value is None else _cell(value) for value in row])
     else:
-        cells = [[plain(_cell(row[n])) for n in names] for row in rows]
+        cells = [[plain(_cell(value)) for value in row] for row in rows]
         widths = [max([len(name), *(len(line[i]) for line in cells)])
                   for i, name in enumerate(names)]
         for line in [names, ["-" * width for width in widths], *cells]:
@@ -67,6 +68,51 @@ def run_sql(args: argparse.Namespace) -> int:
         print(f"fsstore: left out session {session_id}, which cannot be read: {why} (run "
               "`fsstore verify` for details)", file=sys.stderr)
     return 1 if skipped else 0
+
+
+def _rows(table: Any) -> list[tuple[Any, ...]]:
+    """The rows of a result, by position (a query may name two columns alike). A time
+    Python's datetime cannot hold (past the year 9999: a record's ts far in the future)
+    or date is its ISO text, where ``to_pylist`` would raise."""
+    import pyarrow as pa
+
+    columns = []
+    for column in table.columns:
+        try:
+            columns.append(column.to_pylist())
+        except (OverflowError, ValueError):
+            if pa.types.is_date32(column.type):
+                columns.append([_iso_day(value) for value in
+                                column.cast(pa.int32()).to_pylist()])
+                continue
+            if not pa.types.is_timestamp(column.type):
+                raise
+            columns.append([_iso_time(value, column.type) for value in
+                            column.cast(pa.int64()).to_pylist()])
+    return list(zip(*columns, strict=True)) if columns else []
+
+
+#: 400 years of the Gregorian calendar: days repeat with this period.
+_CYCLE_DAYS = 146_097
+
+
+def _iso_day(value: int | None) -> str | None:
+    from ..usage import day_of
+
+    return None if value is None else day_of(value * 86_400)
+
+
+def _iso_time(value: int | None, kind: Any) -> str | None:
+    import datetime
+
+    if value is None:
+        return None
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[kind.unit]
+    cycles, rest = divmod(value, _CYCLE_DAYS * 86_400 * per_second)
+    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(
+        microseconds=rest * 1_000_000 // per_second)
+    zone = "+00:00" if kind.tz is not None else ""
+    return f"{moment.year + 400 * cycles}-{moment:%m-%dT%H:%M:%S.%f}{zone}"
 
 
 def _value(value: Any) -> Any:
