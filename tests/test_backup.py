@@ -338,6 +338,11 @@ def test_the_backup_command_reports_and_exits_zero(tmp_path, capsys):
                  "--json", "--verify-copies"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["heads"] == {"s": 3 * (BATCH + 1)} and report["complete"]
+    assert main(["backup", "--verify", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out == "OK\n"
+    # --verify checks a backup and takes nothing else: refused in one line, exit 2
+    assert main(["backup", "--verify", str(tmp_path / "b"), "s"]) == 2
+    assert "backup --verify takes DEST alone" in capsys.readouterr().err
 
 
 def test_a_collection_with_sealed_shards_is_backed_up_whole_and_its_shards_linked_again(

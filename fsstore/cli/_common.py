@@ -17,6 +17,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..errors import Finding
     from ..log_format import Event
     from ..store import Store
 
@@ -41,6 +42,18 @@ def store_from(args: argparse.Namespace, explicit: str | None = None) -> Store:
 
 #: Nesting deeper than this is printed as ``{"$deep": N}`` (N: the levels cut off).
 MAX_PRINT_DEPTH = 100
+
+
+def report_findings(findings: list[Finding]) -> int:
+    """Print each finding, then ``OK`` or ``N problems``; the exit status: 1 on problems."""
+    for finding in findings:
+        print(finding)
+    problems = sum(1 for f in findings if f.level == "problem")
+    if problems:
+        print(f"{problems} problem{'s' if problems != 1 else ''}")
+        return 1
+    print("OK")
+    return 0
 
 
 def printable(value: Any, depth: int = 0) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_command
+from ._common import add_command, report_findings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,18 +44,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_backup(args: argparse.Namespace) -> int:
     from ..backup import backup_store, verify_backup
+    from ..errors import InvalidSetting
     if args.verify:
-        if args.sessions or args.link_dest:
-            raise SystemExit("fsstore backup: --verify takes DEST only")
-        findings = verify_backup(args.dest)
-        for finding in findings:
-            print(finding)
-        problems = sum(1 for f in findings if f.level == "problem")
-        if problems:
-            print(f"{problems} problem{'s' if problems != 1 else ''}")
-            return 1
-        print("OK")
-        return 0
+        if args.sessions or args.link_dest or args.verify_copies or args.json:
+            raise InvalidSetting("backup --verify takes DEST alone: no SESSION, --link-dest, "
+                                 "--verify-copies or --json")
+        return report_findings(verify_backup(args.dest))
     from ._common import store_from
     store = store_from(args)
     report = backup_store(store, args.dest, args.sessions or None,

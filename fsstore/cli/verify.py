@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command, store_from
+from ._common import add_command, report_findings, store_from
 from ._progress import progress
 
 
@@ -27,11 +27,4 @@ def run_verify(args: argparse.Namespace) -> int:
     total = 1 if named else len(store.session_ids())
     with progress(total, "verify", unit="session") as bar:
         findings = store.verify(named, on_session=lambda _: bar.update(1))
-    for finding in findings:
-        print(finding)
-    problems = sum(1 for f in findings if f.level == "problem")
-    if problems:
-        print(f"{problems} problem{'s' if problems != 1 else ''}")
-        return 1
-    print("OK")
-    return 0
+    return report_findings(findings)
