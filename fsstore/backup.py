@@ -250,11 +250,12 @@ class _Copier:
     # --- copying ---
 
     def take(self, fd: int, target: str, relative: str, *, head_bytes: int = 0,
-             sealed_segment: bool = False) -> None:
+             sealed_segment: bool = False) -> bool:
         """Make ``target`` a copy of the open source file ``fd``: linked from a reference
         or from an earlier copy of the same file when one holds it, else copied (and
         fsynced with the rest of the session's copy). ``head_bytes``: how many first
-        bytes a reference must share (for files whose names a rewrite reuses)."""
+        bytes a reference must share (for files whose names a rewrite reuses). True when
+        the bytes were copied (to be checked: a link takes a file checked before)."""
         info = os.fstat(fd)
         size = info.st_size
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
@@ -266,7 +267,7 @@ class _Copier:
         if found is not None and self._link(found, target):
             self.report.files_linked += 1
             self.report.bytes_linked += size
-            return
+            return False
         out = self.io.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             offset = 0
@@ -283,6 +284,7 @@ class _Copier:
         self.report.bytes_copied += offset
         if offset == size:
             self.copied[key] = (self.root, relative)
+        return True
 
     def write(self, target: str, data: bytes) -> None:
         self.write_unsynced(target, data)
@@ -326,17 +328,16 @@ class _Copier:
                 self.io.close(fd)
         self.unsynced.clear()
 
-    def take_path(self, source: str, target: str, relative: str, **how: Any) -> bool:
-        """:meth:`take` of the file at ``source``; False when it is gone."""
+    def take_path(self, source: str, target: str, relative: str, **how: Any) -> bool | None:
+        """:meth:`take` of the file at ``source``; None when it is gone."""
         try:
             fd = self.io.open(source, os.O_RDONLY)
         except FileNotFoundError:
-            return False
+            return None
         try:
-            self.take(fd, target, relative, **how)
+            return self.take(fd, target, relative, **how)
         finally:
             self.io.close(fd)
-        return True
 
 
 def _mkdir(io: FileIO, path: str) -> None:
@@ -364,6 +365,10 @@ class _SessionCopy:
         self._made: set[str] = set()
         self.head = 0
         self.log_start = 1
+        # Files whose bytes were copied (not linked), checked before the copy is used:
+        # damage in the source must fail the session, never replace a good copy.
+        self.sealed: list[tuple[str, int]] = []  # (log folder, first seq)
+        self.copied_blobs: list[str] = []  # digests
 
     def mkdir(self, relative: str) -> str:
         """Make the folder ``relative`` (and those above it) in the copy; each is
@@ -398,12 +403,32 @@ class _SessionCopy:
         else:
             self.copier.write(layout.lease_path(self.target), lease)
         self.copier.write_unsynced(layout.writer_lock_path(self.target), b"")
+        self.check_copied()
         if type(io) is FileIO and _syncfs(self.target):
             self.copier.unsynced.clear()  # one call made every file and folder durable
             return
         self.copier.sync()
         for folder in reversed(self.folders):
             io.fsync_dir(folder)
+
+    def check_copied(self) -> None:
+        """Check the frames of each sealed segment and the digest of each blob whose
+        bytes this copy read from the source (a linked file was checked when first
+        copied). Damage raises CorruptionError naming the source file and offset."""
+        from .blobs import BlobReader
+        from .log import LogReader
+        try:
+            for folder, first in self.sealed:
+                for _ in LogReader(self.io, folder).scan_segment(first, False,
+                                                                 marker=_NO_MARKER):
+                    pass
+            blobs = BlobReader(self.io, self.target)
+            for digest in self.copied_blobs:
+                blobs.verify_blob(f"sha256:{digest}")
+        except FsStoreError as exc:
+            if isinstance(exc, SessionNotFound):
+                raise
+            raise _source_damage(exc, self.source, self.target) from None
 
     # --- the log ---
 
@@ -434,10 +459,11 @@ class _SessionCopy:
                     continue  # left by an interrupted clear: no read needs it
                 if name == newest_name:
                     continue
-                self.copier.take(fd, os.path.join(target, name),
-                                 os.path.join(self._relative(target), name),
-                                 head_bytes=_SEGMENT_HEADER if first is not None else 0,
-                                 sealed_segment=first is not None)
+                if self.copier.take(fd, os.path.join(target, name),
+                                    os.path.join(self._relative(target), name),
+                                    head_bytes=_SEGMENT_HEADER if first is not None else 0,
+                                    sealed_segment=first is not None) and first is not None:
+                    self.sealed.append((target, first))
             head = self._copy_newest(newest_fd, header, os.path.join(folder, newest_name),
                                      os.path.join(target, newest_name))
             return head, log_start
@@ -473,7 +499,8 @@ class _SessionCopy:
         decoded = decode_segment_header(header, path)
         size = os.fstat(fd).st_size
         if decoded.compacted:  # written whole before it got its name: copy it as it is
-            self.copier.take(fd, target, self._relative(target))
+            if self.copier.take(fd, target, self._relative(target)):
+                self.sealed.append((os.path.dirname(target), decoded.first_seq))
             from .log import LogReader
             tail = LogReader(self.io, os.path.dirname(target)).segment_end(decoded.first_seq)
             return tail.next_seq - 1
@@ -483,11 +510,11 @@ class _SessionCopy:
             for _ in scan:
                 pass
             end = scan.end
-        except FsStoreError:
-            # damage in the source: copied as it is, for verify (and a repair) to see
-            end = len(data.rstrip(b"\0")) if len(data) > _SEGMENT_HEADER else _SEGMENT_HEADER
-            self.copier.write(target, data[:max(end, _SEGMENT_HEADER)])
-            return scan.expect_seq - 1
+        except FsStoreError as exc:
+            # Damage in the source (not a torn tail, which the scan stops at): the session
+            # is not backed up, and DEST keeps its previous copy. Copying it as it is
+            # would put a damaged copy in place of a good one.
+            raise _source_damage(exc, path) from None
         if not self.copier.reuse_exact(self._relative(target), data[:end], target):
             self.copier.write(target, data[:end])
         return scan.expect_seq - 1
@@ -532,9 +559,14 @@ class _SessionCopy:
                 if name.startswith(".") or relative in self.blobs:
                     continue
                 self.mkdir(os.path.dirname(relative))
-                if self.copier.take_path(os.path.join(folder, name),
-                                         os.path.join(self.target, relative), relative):
+                taken = self.copier.take_path(os.path.join(folder, name),
+                                              os.path.join(self.target, relative), relative)
+                if taken is not None:
                     self.blobs.add(relative)
+                digest = name.split(".")[0]
+                if taken and len(digest) == 64 and all(c in "0123456789abcdef"
+                                                       for c in digest):
+                    self.copied_blobs.append(digest)
 
     def copy_repairs(self) -> None:
         """``.repair-`` folders: a repair's evidence, kept whole (FORMAT 7.6)."""
@@ -590,14 +622,28 @@ class _SessionCopy:
             for name in named:
                 path = os.path.join(relative, name)
                 # a file a state names stays 600 s after it stops being named (15.8)
-                if not self.copier.take_path(os.path.join(self.source, path),
-                                             os.path.join(self.target, path), path):
+                if self.copier.take_path(os.path.join(self.source, path),
+                                         os.path.join(self.target, path), path) is None:
                     raise _Changed(f"{self.source}/{path} went away")
             if raw is not None:
                 self.copier.write(os.path.join(self.target, relative,
                                                layout.COLLECTION_MANIFEST), raw)
         if os.path.isdir(os.path.join(source, layout.WAL_DIR)):
             self.copy_log(os.path.join(relative, layout.WAL_DIR), lock=False)
+
+
+def _source_damage(exc: FsStoreError, source: str, copy: str | None = None
+                   ) -> CorruptionError:
+    """Damage found in a file read from the source session (the copy ``copy`` holds its
+    bytes at the same offsets): named with the source's file and offset."""
+    path = getattr(exc, "path", None) or source
+    reason = getattr(exc, "reason", None) or str(exc)
+    if copy is not None:
+        path = path.replace(copy, source)
+        reason = reason.replace(copy, source)
+    return CorruptionError(f"{reason}; the session is not backed up (DEST keeps its "
+                           "previous copy): run fsstore verify, and repair the session",
+                           path=path, offset=getattr(exc, "offset", None))
 
 
 def _syncfs(path: str) -> bool:
@@ -655,9 +701,22 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     previous = _check_dest(io, store.path, dest)
     references = [] if link_dest is None else [os.path.abspath(os.fspath(link_dest))]
     for root in references:
-        if not os.path.isdir(layout.sessions_dir(root)):
-            raise InvalidBackupDest(f"{root}: --link-dest is not a backup (no sessions "
-                                    "folder); name an earlier backup, or leave it out")
+        # Linking from the store itself would give DEST the store's own files (an
+        # inode a writer or a repair of the store may change): only a backup will do,
+        # and a store holds a sessions folder too, so its manifest is what tells.
+        real = os.path.realpath(root)
+        if _within(real, os.path.realpath(store.path)) or _within(
+                os.path.realpath(store.path), real):
+            raise InvalidBackupDest(f"{root}: --link-dest is inside the store "
+                                    f"{store.path} (or holds it); name an earlier backup")
+        try:
+            known = os.path.isdir(root) and _read_backup_manifest(io, root) is not None
+        except FsStoreError:
+            known = False
+        if not known or not os.path.isdir(layout.sessions_dir(root)):
+            raise InvalidBackupDest(f"{root}: --link-dest is not a backup (no readable "
+                                    f"{BACKUP_MANIFEST}); name an earlier backup, or "
+                                    "leave it out")
     whole = session_ids is None
     ids = store.session_ids() if session_ids is None else list(dict.fromkeys(session_ids))
     for session_id in ids:
@@ -669,6 +728,10 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     record: dict[str, Any] = previous if previous is not None else {
         "format": BACKUP_FORMAT, "version": BACKUP_VERSION, "sessions": {}}
     record.update(complete=False, started=_now(), finished=None, source=store.path)
+    # A manifest is read, not trusted: an entry that names no session id, or records no
+    # seq, is dropped (the session is copied anew when asked for).
+    record["sessions"] = {name: entry for name, entry in record["sessions"].items()
+                          if _valid_entry(name, entry)}
     missing = []
     folder = dest
     while not os.path.isdir(folder):
@@ -730,6 +793,15 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     report.sessions = len(report.heads)
     report.seconds = round(time.monotonic() - started, 6)
     return report
+
+
+def _valid_entry(session_id: object, entry: object) -> bool:
+    """Whether a backup manifest's entry names a session id and records its head."""
+    try:
+        layout.check_session_id(session_id)
+    except FsStoreError:
+        return False
+    return isinstance(entry, dict) and type(entry.get("head")) is int
 
 
 def _stamps(io: FileIO, path: str) -> tuple[str, int]:
@@ -916,6 +988,12 @@ def verify_backup(dest: str | os.PathLike[str], *,
     present = set(store.session_ids())
     from .log import LogReader
     for session_id, entry in sorted(record["sessions"].items()):
+        if not _valid_entry(session_id, entry):
+            findings.append(Finding("problem", manifest_path, None,
+                                    f"the entry {str(session_id)[:80]!r} names no session "
+                                    "id, or records no head seq: the manifest was edited; "
+                                    "run the backup again"))
+            continue
         folder = layout.session_dir(dest, session_id)
         if session_id not in present:
             findings.append(Finding("problem", folder, None, "recorded in the backup "

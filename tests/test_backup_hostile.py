@@ -1,0 +1,123 @@
+"""``fsstore backup`` against a damaged source, hostile backup folders and rewrites of
+sealed files under the names an earlier copy holds (fsstore/backup.py, FORMAT 23)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_backup import fill, flip_byte
+
+import fsstore
+from fsstore.backup import BACKUP_MANIFEST
+
+
+def problems(dest: Path) -> list[str]:
+    return [str(f) for f in fsstore.verify_backup(dest) if f.level == "problem"]
+
+
+def log_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".fslog"}
+
+
+def test_a_damaged_sealed_segment_in_the_source_fails_its_session_and_keeps_its_copy(
+        tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    fill(store, "s", 10)
+    fill(store, "t", 10)
+    dest = tmp_path / "backup"
+    first = fsstore.backup_store(store, dest)
+    before = log_files(dest / "sessions/s/log")
+    fill(store, "s", 40, start=10)
+    fill(store, "t", 5, start=10)
+    log = tmp_path / "store/sessions/s/log"
+    damaged = sorted(log_files(log))[-2]  # sealed since the first backup: copied anew
+    flip_byte(log / damaged, 100)
+
+    report = fsstore.backup_store(store, dest)
+    assert set(report.failed) == {"s"} and report.heads["t"] > first.heads["t"]
+    assert f"{log / damaged} at byte " in report.failed["s"]
+    assert "damaged" in report.failed["s"]
+    assert log_files(dest / "sessions/s/log") == before  # the previous copy, whole
+    assert [p for p in problems(dest) if "did not complete" not in p] == []
+
+
+def test_damage_before_the_end_of_the_active_segment_is_named_not_copied(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=1 << 20)
+    fill(store, "s", 5)
+    log = tmp_path / "store/sessions/s/log"
+    active = log / sorted(log_files(log))[-1]
+    flip_byte(active, 100)  # the first frame: valid frames follow it
+    report = fsstore.backup_store(store, tmp_path / "backup")
+    assert f"{active} at byte 64" in report.failed["s"]
+    assert not (tmp_path / "backup/sessions/s").exists()
+
+
+def test_a_torn_tail_of_the_active_segment_is_cut_and_the_copy_verifies(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=1 << 20)
+    fill(store, "s", 5)
+    log = tmp_path / "store/sessions/s/log"
+    with open(log / sorted(log_files(log))[-1], "ab") as handle:
+        handle.write(b"\x07" * 40)  # a writer that died mid-append
+    report = fsstore.backup_store(store, tmp_path / "backup")
+    assert report.complete and report.heads["s"] == store.read_session("s").head
+    assert problems(tmp_path / "backup") == []
+
+
+def test_a_blob_whose_bytes_do_not_match_its_digest_fails_its_session(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    fill(store, "s", 10)
+    blob = next((tmp_path / "store/sessions/s/blobs/sha256").glob("*/*"))
+    flip_byte(blob, blob.stat().st_size // 2)
+    report = fsstore.backup_store(store, tmp_path / "backup")
+    assert report.failed["s"].startswith(str(blob))
+
+
+def test_link_dest_must_be_a_backup_outside_the_store(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    fill(store, "s", 3)
+    with pytest.raises(fsstore.InvalidBackupDest, match="inside the store"):
+        fsstore.backup_store(store, tmp_path / "b", link_dest=tmp_path / "store")
+    other = fsstore.open_store(tmp_path / "other")  # a store, not a backup
+    fill(other, "s", 3)
+    with pytest.raises(fsstore.InvalidBackupDest, match="not a backup"):
+        fsstore.backup_store(store, tmp_path / "b", link_dest=tmp_path / "other")
+    assert not (tmp_path / "b").exists()
+    fsstore.backup_store(store, tmp_path / "b")
+    assert fsstore.backup_store(store, tmp_path / "c", link_dest=tmp_path / "b").complete
+
+
+def test_a_forged_backup_manifest_entry_is_reported_and_dropped(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    fill(store, "s", 3)
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest, ["s"])
+    path = dest / BACKUP_MANIFEST
+    record = json.loads(path.read_text())
+    record["sessions"]["../../etc"] = {"head": 1}
+    record["sessions"]["s"]["head"] = "3"
+    path.write_text(json.dumps(record))
+    found = problems(dest)
+    assert any("'../../etc'" in p for p in found) and any("'s'" in p for p in found)
+    assert fsstore.backup_store(store, dest, ["s"]).complete
+    assert set(json.loads(path.read_text())["sessions"]) == {"s"}
+    assert problems(dest) == []
+
+
+def test_sealed_files_rewritten_under_their_names_are_copied_again_not_linked(tmp_path):
+    """A compaction (and a vacuum's reclaim, by the same path) replaces sealed files by
+    new ones under names the last copy holds: the copy must hold the new bytes."""
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    fill(store, "s", 40)
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    store.compact()
+    fill(store, "s", 3, start=40)
+    fsstore.backup_store(store, dest)
+    source = log_files(tmp_path / "store/sessions/s/log")
+    copy = log_files(dest / "sessions/s/log")
+    newest = sorted(source)[-1]
+    assert {n: b for n, b in copy.items() if n != newest} == {
+        n: b for n, b in source.items() if n != newest}
+    assert problems(dest) == []
