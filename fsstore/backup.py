@@ -403,6 +403,7 @@ class _SessionCopy:
         else:
             self.copier.write(layout.lease_path(self.target), lease)
         self.copier.write_unsynced(layout.writer_lock_path(self.target), b"")
+        self.check_same_session(manifest)
         self.check_copied()
         if type(io) is FileIO and _syncfs(self.target):
             self.copier.unsynced.clear()  # one call made every file and folder durable
@@ -410,6 +411,18 @@ class _SessionCopy:
         self.copier.sync()
         for folder in reversed(self.folders):
             io.fsync_dir(folder)
+
+    def check_same_session(self, manifest: bytes) -> None:
+        """The session was not deleted and created again under its id while it was
+        copied: its manifest names the uid it named when the copy began. Otherwise the
+        copy would mix the old session's manifest with the new one's files (a copy that
+        does not open: its segments are another session's)."""
+        try:
+            now = self.io.read_file(layout.session_manifest_path(self.source), 1 << 20)
+        except FileNotFoundError:
+            raise SessionNotFound(f"{self.source}: the session was deleted") from None
+        if now != manifest and _uid(now) != _uid(manifest):
+            raise _Changed(f"{self.source}: the session was deleted and created again")
 
     def check_copied(self) -> None:
         """Check the frames of each sealed segment and the digest of each blob whose
@@ -630,6 +643,15 @@ class _SessionCopy:
                                                layout.COLLECTION_MANIFEST), raw)
         if os.path.isdir(os.path.join(source, layout.WAL_DIR)):
             self.copy_log(os.path.join(relative, layout.WAL_DIR), lock=False)
+
+
+def _uid(manifest: bytes) -> object:
+    """The uid a session manifest names (the bytes themselves when it is not JSON)."""
+    try:
+        data = json.loads(manifest)
+    except ValueError:
+        return manifest
+    return data.get("uid", manifest) if isinstance(data, dict) else manifest
 
 
 def _source_damage(exc: FsStoreError, source: str, copy: str | None = None

@@ -4,6 +4,8 @@ sealed files under the names an earlier copy holds (fsstore/backup.py, FORMAT 23
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,62 @@ def test_sealed_files_rewritten_under_their_names_are_copied_again_not_linked(tm
     assert {n: b for n, b in copy.items() if n != newest} == {
         n: b for n, b in source.items() if n != newest}
     assert problems(dest) == []
+
+
+def test_a_session_deleted_and_created_again_while_copied_is_copied_again_whole(
+        tmp_path, monkeypatch):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    fill(store, "s", 20)
+    collections = fsstore.backup._SessionCopy.collections
+    swapped: list[int] = []
+
+    def swap_midway(self: fsstore.backup._SessionCopy) -> None:
+        collections(self)
+        if not swapped:  # after the copy read session.json, before it lists the log
+            swapped.append(1)
+            store.delete_session("s")
+            fill(store, "s", 2)
+    monkeypatch.setattr(fsstore.backup._SessionCopy, "collections", swap_midway)
+    dest = tmp_path / "backup"
+    report = fsstore.backup_store(store, dest)
+    assert report.complete and swapped
+    assert problems(dest) == []
+    copy = fsstore.open_store(dest).read_session("s")
+    assert copy.head == report.heads["s"] == store.read_session("s").head
+    assert (dest / "sessions/s/session.json").read_bytes() == (
+        tmp_path / "store/sessions/s/session.json").read_bytes()
+
+
+def snapshot_of(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of a store but its locks: mode and bytes."""
+    found = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith(".lock"):
+                continue
+            path = Path(folder) / name
+            found[str(path.relative_to(root))] = (path.stat().st_mode, path.read_bytes())
+    return found
+
+
+def test_a_backup_changes_nothing_in_the_store_and_a_restored_fork_reads_its_history(
+        tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    fill(store, "s", 30)
+    with store.open_session("s") as session:
+        session.fork("f").close()
+    fill(store, "f", 5, start=30)
+    before = snapshot_of(tmp_path / "store")
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    fsstore.backup_store(store, dest, verify=True)
+    assert snapshot_of(tmp_path / "store") == before
+    restored = tmp_path / "restored"
+    shutil.copytree(dest, restored, symlinks=True)
+    again = fsstore.open_store(restored)
+    assert [f for f in again.verify() if f.level == "problem"] == []
+    fork = again.read_session("f")
+    assert [e.data["batch"] for e in fork.events() if "batch" in e.data][:3] == [1, 1, 1]
+    head = fork.head
+    fill(again, "f", 2, start=35)
+    assert again.read_session("f").head > head
