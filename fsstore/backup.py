@@ -214,11 +214,15 @@ class _Copier:
         return True
 
     def reuse(self, relative: str, size: int, head: bytes | None = None,
-              sealed_segment: bool = False) -> str | None:
+              sealed_segment: bool = False,
+              accept: Callable[[str], bool] | None = None) -> str | None:
         """A reference file at ``relative`` that holds what the source file holds: same
         size, and the same first bytes ``head`` when given. A segment is taken only when
-        it was sealed when copied (not the newest of its reference's log)."""
+        it was sealed when copied (not the newest of its reference's log). ``accept``:
+        whether a reference folder (a session's copy) may give the file at all."""
         for root in self.references:
+            if accept is not None and not accept(root):
+                continue
             path = os.path.join(root, relative)
             try:
                 info = os.lstat(path)
@@ -250,17 +254,19 @@ class _Copier:
     # --- copying ---
 
     def take(self, fd: int, target: str, relative: str, *, head_bytes: int = 0,
-             sealed_segment: bool = False) -> bool:
+             sealed_segment: bool = False,
+             accept: Callable[[str], bool] | None = None) -> bool:
         """Make ``target`` a copy of the open source file ``fd``: linked from a reference
         or from an earlier copy of the same file when one holds it, else copied (and
         fsynced with the rest of the session's copy). ``head_bytes``: how many first
-        bytes a reference must share (for files whose names a rewrite reuses). True when
+        bytes a reference must share (for files whose names a rewrite reuses);
+        ``accept``, as in :meth:`reuse`. True when
         the bytes were copied (to be checked: a link takes a file checked before)."""
         info = os.fstat(fd)
         size = info.st_size
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         head = self.io.pread(fd, head_bytes, 0) if head_bytes else None
-        found = self.reuse(relative, size, head, sealed_segment)
+        found = self.reuse(relative, size, head, sealed_segment, accept)
         if found is None and key in self.copied:
             root, path = self.copied[key]
             found = os.path.join(self.moved.get(root, root), path)
@@ -369,6 +375,7 @@ class _SessionCopy:
         # damage in the source must fail the session, never replace a good copy.
         self.sealed: list[tuple[str, int]] = []  # (log folder, first seq)
         self.copied_blobs: list[str] = []  # digests
+        self.shard_files: list[tuple[str, tuple[int, int]]] = []  # copy, (size, crc32c)
 
     def mkdir(self, relative: str) -> str:
         """Make the folder ``relative`` (and those above it) in the copy; each is
@@ -438,6 +445,13 @@ class _SessionCopy:
             blobs = BlobReader(self.io, self.target)
             for digest in self.copied_blobs:
                 blobs.verify_blob(f"sha256:{digest}")
+            from .vectors.shard_files import file_crc
+            for path, (size, crc) in self.shard_files:
+                found = file_crc(self.io, path)
+                if found != (size, crc):
+                    raise CorruptionError(
+                        f"{found[0]} bytes with crc32c 0x{found[1]:08x}; collection.json "
+                        f"recorded {size} bytes, crc32c 0x{crc:08x}: damaged", path=path)
         except FsStoreError as exc:
             if isinstance(exc, SessionNotFound):
                 raise
@@ -610,9 +624,6 @@ class _SessionCopy:
             self.collection(os.path.join(layout.VECTORS_DIR, name))
 
     def collection(self, relative: str) -> None:
-        import msgspec
-
-        from .vectors.collection_file import CollectionManifest
         source = os.path.join(self.source, relative)
         self.mkdir(relative)
         manifest_path = os.path.join(source, layout.COLLECTION_MANIFEST)
@@ -620,29 +631,79 @@ class _SessionCopy:
             raw = self.io.read_file(manifest_path, 4 << 20)
         except FileNotFoundError:
             raw = None
-        try:
-            named = sorted(msgspec.convert(json.loads(raw or b""), CollectionManifest
-                                           ).named_files())
-        except (ValueError, TypeError, msgspec.ValidationError):
-            named = None  # missing or damaged: copied as it is, for verify to report
-        if named is None:
+        entries = _shard_entries(raw)
+        if entries is None:  # missing or damaged: copied as it is, for verify to report
             for entry in self.io.entries(source):
                 if entry.kind == "file" and not entry.name.startswith("."):
                     path = os.path.join(relative, entry.name)
                     self.copier.take_path(os.path.join(self.source, path),
-                                          os.path.join(self.target, path), path)
+                                          os.path.join(self.target, path), path,
+                                          accept=_never)
         else:
-            for name in named:
+            described: dict[str, dict[str, object]] = {}  # a reference's, read once
+            for name in sorted(entries):
                 path = os.path.join(relative, name)
+                # A collection dropped and made again (or its session deleted and made
+                # again) numbers its shards from 1 again: a reference file of the same
+                # name and size may hold other vectors. It is taken only when the
+                # reference's collection.json describes it as the source's does (size
+                # and crc32c of the shard's files, its deleted rows).
+                def same(root: str, name: str = name) -> bool:
+                    if root not in described:
+                        described[root] = _reference_entries(
+                            self.io, os.path.join(root, relative))
+                    return described[root].get(name) == entries[name]
                 # a file a state names stays 600 s after it stops being named (15.8)
-                if self.copier.take_path(os.path.join(self.source, path),
-                                         os.path.join(self.target, path), path) is None:
+                taken = self.copier.take_path(os.path.join(self.source, path),
+                                              os.path.join(self.target, path), path,
+                                              accept=same)
+                if taken is None:
                     raise _Changed(f"{self.source}/{path} went away")
+                record = _recorded(entries[name], name)
+                if taken and record is not None:
+                    self.shard_files.append((os.path.join(self.target, path), record))
             if raw is not None:
                 self.copier.write(os.path.join(self.target, relative,
                                                layout.COLLECTION_MANIFEST), raw)
         if os.path.isdir(os.path.join(source, layout.WAL_DIR)):
             self.copy_log(os.path.join(relative, layout.WAL_DIR), lock=False)
+
+
+def _never(_root: str) -> bool:
+    return False
+
+
+def _shard_entries(raw: bytes | None) -> dict[str, object] | None:
+    """Each file a state of the collection manifest ``raw`` names, with the shard entry
+    that describes it (None when the manifest is missing or damaged)."""
+    import msgspec
+
+    from .vectors.collection_file import CollectionManifest
+    try:
+        manifest = msgspec.convert(json.loads(raw or b""), CollectionManifest)
+    except (ValueError, TypeError, msgspec.ValidationError):
+        return None
+    return {name: entry for state in manifest.states() for entry in state.shards
+            for name in entry.files()}
+
+
+def _recorded(entry: Any, name: str) -> tuple[int, int] | None:
+    """The (size, crc32c) the shard entry records for its file ``name`` (None for its
+    deleted-rows file, which it records no checksum of)."""
+    if name.endswith(layout.VECTORS_SUFFIX):
+        return int(entry.vectors_bytes), int(entry.vectors_crc)
+    if name.endswith(layout.DOCS_SUFFIX):
+        return int(entry.docs_bytes), int(entry.docs_crc)
+    return None
+
+
+def _reference_entries(io: FileIO, folder: str) -> dict[str, object]:
+    """:func:`_shard_entries` of the collection manifest in ``folder`` ({} without one)."""
+    try:
+        raw = io.read_file(os.path.join(folder, layout.COLLECTION_MANIFEST), 4 << 20)
+    except (OSError, FsStoreError):
+        return {}
+    return _shard_entries(raw) or {}
 
 
 def _uid(manifest: bytes) -> object:

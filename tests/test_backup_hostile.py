@@ -182,3 +182,38 @@ def test_a_backup_changes_nothing_in_the_store_and_a_restored_fork_reads_its_his
     head = fork.head
     fill(again, "f", 2, start=35)
     assert again.read_session("f").head > head
+
+
+def make_collection(store: fsstore.Store, x: float) -> None:
+    with store.create_session("s") as session:
+        session.commit([{"a": 1}])
+        memory = session.create_collection("memory", dim=2)
+        memory.upsert([fsstore.VectorDocument(f"d{k}", [x, float(k)]) for k in range(10)])
+        memory.seal()
+
+
+def test_shards_of_a_session_made_again_under_its_id_are_copied_not_linked(tmp_path):
+    """Shard numbers start again in a new collection: same names, same sizes."""
+    store = fsstore.open_store(tmp_path / "store")
+    make_collection(store, 1.0)
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    store.delete_session("s")
+    make_collection(store, 5.0)
+    fsstore.backup_store(store, dest)
+    source = tmp_path / "store/sessions/s/vectors/memory"
+    shards = [p for p in source.iterdir() if p.name.endswith((".npy", ".docs"))]
+    assert shards
+    for path in shards:
+        assert (dest / "sessions/s/vectors/memory" / path.name).read_bytes() == \
+            path.read_bytes()
+    assert problems(dest) == []
+
+
+def test_a_damaged_shard_in_the_source_fails_its_session(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    make_collection(store, 1.0)
+    shard = next((tmp_path / "store/sessions/s/vectors/memory").glob("*.vec.npy"))
+    flip_byte(shard, shard.stat().st_size - 3)
+    report = fsstore.backup_store(store, tmp_path / "backup")
+    assert report.failed["s"].startswith(str(shard)) and "crc32c" in report.failed["s"]
