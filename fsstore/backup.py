@@ -968,10 +968,12 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
         except BaseException:
             io.rmtree(temp)
             raise
+        files = _tally(io, temp)
         _put_in_place(io, sessions_dir, session_id, temp)
         copier.moved[temp] = os.path.join(sessions_dir, session_id)
         report.heads[session_id] = copy.head
-        made = {"head": copy.head, "log_start": copy.log_start, "backed_up": _now()}
+        made = {"head": copy.head, "log_start": copy.log_start, "backed_up": _now(),
+                "files": files}
         # Recorded only when no file of the session changed in the QUIET_NS before the
         # backup began: a change in the same tick of the file system's clock as the
         # stamp before it would leave the stamp as it was (the stats cache's rule).
@@ -991,6 +993,58 @@ def _put_in_place(io: FileIO, sessions_dir: str, session_id: str, temp: str) -> 
         io.rename(final, os.path.join(sessions_dir, layout.trash_name(session_id)))
     io.rename(temp, final)
     io.fsync_dir(sessions_dir)
+
+
+# Files a reader of a backup may write or rewrite (caches, a lock): not counted.
+_UNCOUNTED = frozenset({layout.WRITER_LOCK, layout.TAIL_HINT, layout.MESSAGE_INDEX})
+
+
+def _tally(io: FileIO, folder: str) -> dict[str, list[int]]:
+    """How many files, and how many bytes, each part of a session's copy holds (``log``,
+    ``blobs``, ``checkpoints``, ...; a file at the top under its own name): recorded
+    when the copy is made, so that ``verify_backup`` finds a file removed, added,
+    truncated or extended since, which no checksum of the session tells (a checkpoint
+    or snapshot gone, the newest segment cut at a frame boundary)."""
+    found: dict[str, list[int]] = {}
+
+    def walk(path: str, part: str | None) -> None:
+        for entry in io.entries(path):
+            if entry.name in _UNCOUNTED or (entry.name.startswith(".") and not (
+                    part is None and entry.name.startswith(layout.REPAIR_PREFIX))):
+                continue
+            inner = os.path.join(path, entry.name)
+            if entry.kind == "folder":
+                walk(inner, entry.name if part is None else part)
+            else:  # a symlink put in a copy counts too: a backup makes none
+                tally = found.setdefault(entry.name if part is None else part, [0, 0])
+                tally[0] += 1
+                tally[1] += entry.size
+
+    walk(folder, None)
+    return found
+
+
+def _tally_findings(io: FileIO, folder: str, recorded: object) -> list[Finding]:
+    """Where the copy in ``folder`` no longer holds the files ``_tally`` recorded."""
+    if not isinstance(recorded, dict):
+        return []  # recorded by an earlier fsstore: nothing to compare
+    try:
+        now = _tally(io, folder)
+    except (FsStoreError, OSError) as exc:
+        return [Finding("problem", folder, None, f"cannot be listed: {exc}")]
+    findings = []
+    for part in sorted(set(now) | set(recorded)):
+        had = recorded.get(part)
+        has = now.get(part, [0, 0])
+        if had != has:
+            findings.append(Finding(
+                "problem", os.path.join(folder, part), None,
+                f"holds {has[0]} files of {has[1]} bytes, but the backup wrote "
+                f"{had[0] if isinstance(had, list) else 0} files of "
+                f"{had[1] if isinstance(had, list) else 0} bytes: a file was removed, "
+                "added, cut or extended since; run the backup again (or restore the "
+                "session from another backup)"))
+    return findings
 
 
 def _trashed_id(name: str) -> str | None:
@@ -1082,6 +1136,7 @@ def verify_backup(dest: str | os.PathLike[str], *,
             findings.append(Finding("problem", folder, None, "recorded in the backup "
                                     "manifest but missing from the backup"))
             continue
+        findings.extend(_tally_findings(io, folder, entry.get("files")))
         expected = entry.get("head") if isinstance(entry, dict) else None
         try:
             reader = LogReader(io, layout.log_dir(folder))

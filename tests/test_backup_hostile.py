@@ -217,3 +217,22 @@ def test_a_damaged_shard_in_the_source_fails_its_session(tmp_path):
     flip_byte(shard, shard.stat().st_size - 3)
     report = fsstore.backup_store(store, tmp_path / "backup")
     assert report.failed["s"].startswith(str(shard)) and "crc32c" in report.failed["s"]
+
+
+def test_verify_finds_a_checkpoint_or_snapshot_removed_from_a_backup(tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    fill(store, "s", 60)  # a checkpoint at batch 50
+    with store.open_session("s") as session:
+        session.snapshot()
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    assert problems(dest) == []
+    for kind in ("checkpoints", "state"):
+        path = next((dest / "sessions/s" / kind).iterdir())
+        data = path.read_bytes()
+        path.unlink()
+        found = problems(dest)
+        assert any(p.startswith(f"problem: {dest / 'sessions/s' / kind}: holds 0 files")
+                   for p in found), found
+        path.write_bytes(data)
+    assert problems(dest) == []
