@@ -175,6 +175,12 @@ def _check_dest(io: FileIO, store_root: str, dest: str) -> dict[str, Any] | None
         raise InvalidBackupDest(f"{dest}: the store {store_root} is inside the backup "
                                 "folder; choose a folder outside the store")
     if not os.path.lexists(dest):
+        above = os.path.dirname(dest)
+        while not os.path.lexists(above):
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise InvalidBackupDest(f"{dest}: {above} is not a folder, so the backup "
+                                    "folder cannot be made under it; choose another path")
         return None
     if not os.path.isdir(dest):
         raise InvalidBackupDest(f"{dest}: not a folder; choose a new or empty folder, or "

@@ -236,3 +236,12 @@ def test_verify_finds_a_checkpoint_or_snapshot_removed_from_a_backup(tmp_path):
                    for p in found), found
         path.write_bytes(data)
     assert problems(dest) == []
+
+
+def test_a_backup_folder_under_a_file_is_refused_naming_the_file(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    fill(store, "s", 2)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(fsstore.InvalidBackupDest, match="file is not a folder"):
+        fsstore.backup_store(store, tmp_path / "file" / "deeper" / "backup")
+    assert (tmp_path / "file").read_text() == "mine"
