@@ -26,6 +26,11 @@ snapshots, blobs and vector collections agree with that prefix. Per session:
 7. the lease file; ``writer.lock`` is made empty (a lock; its token record only repeats
    the lease file's token, section 16.4). ``messages.idx`` and ``tail.hint`` are caches
    and are left out: a reader lists ``log/``, a writer rebuilds the index.
+8. ``session.json`` again: another uid means the session was deleted and made again
+   under its id meanwhile, and the copy starts again (it would mix the two);
+9. every file whose bytes were copied (not linked) is checked (a sealed segment's
+   frames, a blob's digest, a shard's crc32c): damage in the source fails the session,
+   named with the source file and offset, and DEST keeps its previous copy.
 
 The copy is built as ``DEST/sessions/.tmp-ID-HEX8/``, made durable (one ``syncfs`` of
 DEST's filesystem where Linux has it, else an fsync of each file and folder), checked
