@@ -858,6 +858,7 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
             io.fsync_dir(sessions_dir)
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
     copier = _Copier(io, report)
+    gone: set[str] = set()
     for session_id in ids:
         trashed = [os.path.join(sessions_dir, n) for n in leftovers
                    if _trashed_id(n) == session_id]
@@ -868,6 +869,14 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
                                 record["sessions"].get(session_id))
         if entry is not None:
             record["sessions"][session_id] = entry
+        elif whole and report.failed.get(session_id) == _DELETED and \
+                not store.has_session(session_id):
+            # Gone from the store: a whole-store backup mirrors that, as for a session
+            # deleted before it began (not a failure: the command would exit 1 for
+            # every session an agent deletes while a nightly backup runs).
+            del report.failed[session_id]
+            gone.add(session_id)
+    ids = [i for i in ids if i not in gone]
     if whole:
         for name in _names(io, sessions_dir):
             if name not in ids and not layout.is_scratch(name) and os.path.isdir(
@@ -970,7 +979,7 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
             continue
         except SessionNotFound:
             io.rmtree(temp)
-            report.failed[session_id] = "deleted while the backup ran"
+            report.failed[session_id] = _DELETED
             return None
         except (FsStoreError, OSError) as exc:
             io.rmtree(temp)
@@ -1056,6 +1065,9 @@ def _tally_findings(io: FileIO, folder: str, recorded: object) -> list[Finding]:
                 "added, cut or extended since; run the backup again (or restore the "
                 "session from another backup)"))
     return findings
+
+
+_DELETED = "deleted while the backup ran"
 
 
 def _trashed_id(name: str) -> str | None:

@@ -245,3 +245,25 @@ def test_a_backup_folder_under_a_file_is_refused_naming_the_file(tmp_path):
     with pytest.raises(fsstore.InvalidBackupDest, match="file is not a folder"):
         fsstore.backup_store(store, tmp_path / "file" / "deeper" / "backup")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_session_deleted_while_a_whole_store_backup_runs_is_removed_not_failed(
+        tmp_path, monkeypatch):
+    store = fsstore.open_store(tmp_path / "store")
+    for session_id in ("a", "b", "c"):
+        fill(store, session_id, 3)
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    run = fsstore.backup._SessionCopy.run
+
+    def delete_b_first(self: fsstore.backup._SessionCopy) -> None:
+        if self.source.endswith(os.sep + "b") and store.has_session("b"):
+            store.delete_session("b")
+        run(self)
+    monkeypatch.setattr(fsstore.backup._SessionCopy, "run", delete_b_first)
+    fill(store, "c", 2, start=3)
+    report = fsstore.backup_store(store, dest)
+    assert report.complete and report.removed == ["b"]
+    assert report.heads["c"] == store.read_session("c").head  # the one after it too
+    assert sorted(p.name for p in (dest / "sessions").iterdir()) == ["a", "c"]
+    assert problems(dest) == []
