@@ -191,11 +191,26 @@ def _check_dest(io: FileIO, store_root: str, dest: str) -> dict[str, Any] | None
         raise InvalidBackupDest(f"{dest}: not a folder; choose a new or empty folder, or "
                                 "an earlier backup")
     manifest = _read_backup_manifest(io, dest)
-    if manifest is None and any(not name.startswith(".") for name in io.listdir(dest)):
+    if manifest is None and any(not name.startswith(".") for name in io.listdir(dest)
+                                if not _first_backup_began(dest, name)):
         raise InvalidBackupDest(f"{dest}: neither empty nor a backup (it holds no "
                                 f"{BACKUP_MANIFEST}); choose a new or empty folder, or an "
                                 "earlier backup")
     return manifest
+
+
+def _first_backup_began(dest: str, name: str) -> bool:
+    """Whether ``name`` in ``dest`` (which holds no backup manifest) is what a first
+    backup killed before it wrote its manifest leaves: ``fsstore.json``, an empty
+    ``sessions/``. Such a folder holds no data; it is taken for an empty one."""
+    if name == layout.STORE_MANIFEST:
+        return os.path.isfile(os.path.join(dest, name))
+    if name == layout.SESSIONS_DIR:
+        try:
+            return not os.listdir(os.path.join(dest, name))
+        except OSError:
+            return False
+    return False
 
 
 class _Copier:
@@ -834,16 +849,22 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     for folder in reversed(missing):  # DEST, and the folders above it that are missing
         io.mkdir(folder)
         io.fsync_dir(os.path.dirname(folder))
-    _write_backup_manifest(io, dest, record)
+    # A new DEST is made a store before it is marked a backup, so that it opens at every
+    # point (a kill in between leaves an empty store, which _check_dest takes for an
+    # empty folder); an earlier backup is marked incomplete first.
+    if previous is not None:
+        _write_backup_manifest(io, dest, record)
     sessions_dir = layout.sessions_dir(dest)
-    if not os.path.isdir(sessions_dir):
-        io.mkdir(sessions_dir)
-        io.fsync_dir(dest)
     manifest_path = layout.store_manifest_path(dest)
     store_manifest = io.read_file(layout.store_manifest_path(store.path), 1 << 20)
     if not os.path.exists(manifest_path) or io.read_file(manifest_path, 1 << 20) != \
             store_manifest:
         io.atomic_write(manifest_path, store_manifest)
+    if not os.path.isdir(sessions_dir):
+        io.mkdir(sessions_dir)
+        io.fsync_dir(dest)
+    if previous is None:
+        _write_backup_manifest(io, dest, record)
 
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
     for name in leftovers:

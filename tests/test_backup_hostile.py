@@ -267,3 +267,21 @@ def test_a_session_deleted_while_a_whole_store_backup_runs_is_removed_not_failed
     assert report.heads["c"] == store.read_session("c").head  # the one after it too
     assert sorted(p.name for p in (dest / "sessions").iterdir()) == ["a", "c"]
     assert problems(dest) == []
+
+
+def test_a_first_backup_killed_before_its_manifest_leaves_a_store_the_next_one_fills(
+        tmp_path, monkeypatch):
+    store = fsstore.open_store(tmp_path / "store")
+    fill(store, "s", 3)
+    dest = tmp_path / "backup"
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt  # as a kill at the first write of the backup manifest
+    with monkeypatch.context() as patch:
+        patch.setattr(fsstore.backup, "_write_backup_manifest", killed)
+        with pytest.raises(KeyboardInterrupt):
+            fsstore.backup_store(store, dest)
+    assert fsstore.open_store(dest, create=False).session_ids() == []
+    assert any("missing" in p for p in problems(dest))  # not a backup: not one that verifies
+    assert fsstore.backup_store(store, dest).complete
+    assert problems(dest) == []
