@@ -285,3 +285,27 @@ def test_a_first_backup_killed_before_its_manifest_leaves_a_store_the_next_one_f
     assert any("missing" in p for p in problems(dest))  # not a backup: not one that verifies
     assert fsstore.backup_store(store, dest).complete
     assert problems(dest) == []
+
+
+def test_a_backup_after_a_reclaim_holds_the_reclaimed_files_not_the_earlier_copy(
+        tmp_path):
+    """A vacuum's reclaim rewrites sealed files under their own names, each frame padded
+    to its old size: the next backup must not keep the earlier copy of them."""
+    from test_reclaim import build
+    store = build(tmp_path / "store")
+    store.compact()  # compacted files: a reclaim gives them the same names again
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    before = log_files(dest / "sessions/s/log")
+    with store.open_session("s") as session:
+        assert session.vacuum().removed["queue_records"].count > 0
+    report = fsstore.backup_store(store, dest)
+    source = log_files(tmp_path / "store/sessions/s/log")
+    copy = log_files(dest / "sessions/s/log")
+    newest = sorted(source)[-1]
+    rewritten = [n for n in source if n != newest and before.get(n) != source[n]]
+    assert rewritten and set(rewritten) <= set(before)  # same names, new bytes
+    assert all(copy[n] == source[n] for n in source if n != newest)
+    assert report.complete and problems(dest) == []
+    copied = fsstore.open_store(dest).read_session("s")
+    assert copied.state() == store.read_session("s").state()
