@@ -402,6 +402,7 @@ class _SessionCopy:
         self.sealed: list[tuple[str, int]] = []  # (log folder, first seq)
         self.copied_blobs: list[str] = []  # digests
         self.shard_files: list[tuple[str, tuple[int, int]]] = []  # copy, (size, crc32c)
+        self.newest: tuple[str, int] | None = None  # the log's newest segment, when copied
 
     def mkdir(self, relative: str) -> str:
         """Make the folder ``relative`` (and those above it) in the copy; each is
@@ -461,14 +462,31 @@ class _SessionCopy:
         """Check the frames of each sealed segment and the digest of each blob whose
         bytes this copy read from the source (a linked file was checked when first
         copied). Damage raises CorruptionError naming the source file and offset."""
-        from .blobs import BlobReader
+        from .blobs import BLOB_MARKER, BlobReader, find_refs
         from .log import LogReader
+        log = layout.log_dir(self.target)
+        segments = [(folder, first, False) for folder, first in self.sealed]
+        if self.newest is not None:
+            segments.append((*self.newest, True))
         try:
-            for folder, first in self.sealed:
-                for _ in LogReader(self.io, folder).scan_segment(first, False,
-                                                                 marker=_NO_MARKER):
-                    pass
+            # The events of the session's log that hold a blob reference are decoded (a
+            # frame without the marker is only checked): each blob they name must be in
+            # the copy, which a put before the commit and steps 3 and 6 make sure of,
+            # unless the source lost it.
+            refs: dict[str, tuple[str, int]] = {}
+            for folder, first, last in segments:
+                scan = LogReader(self.io, folder).scan_segment(
+                    first, last, marker=BLOB_MARKER if folder == log else _NO_MARKER)
+                for event in scan:
+                    named: set[str] = set()
+                    find_refs(event.data, named)
+                    for ref in named:
+                        refs.setdefault(ref, (scan.path, event.seq))
             blobs = BlobReader(self.io, self.target)
+            for ref, (path, seq) in sorted(refs.items()):
+                if not blobs.exists(ref):
+                    raise CorruptionError(f"the event at seq {seq} refers to blob {ref}, "
+                                          "which the session does not hold", path=path)
             for digest in self.copied_blobs:
                 blobs.verify_blob(f"sha256:{digest}")
             from .vectors.shard_files import file_crc
@@ -570,6 +588,7 @@ class _SessionCopy:
             raise _source_damage(exc, path) from None
         if not self.copier.reuse_exact(self._relative(target), data[:end], target):
             self.copier.write(target, data[:end])
+            self.newest = (os.path.dirname(target), decoded.first_seq)
         return scan.expect_seq - 1
 
     # --- checkpoints, snapshots ---

@@ -309,3 +309,13 @@ def test_a_backup_after_a_reclaim_holds_the_reclaimed_files_not_the_earlier_copy
     assert report.complete and problems(dest) == []
     copied = fsstore.open_store(dest).read_session("s")
     assert copied.state() == store.read_session("s").state()
+
+
+def test_an_event_whose_blob_the_source_lost_fails_its_session(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    fill(store, "s", 10)  # batch 10 refers to a blob
+    blob = next((tmp_path / "store/sessions/s/blobs/sha256").glob("*/*"))
+    blob.unlink()
+    report = fsstore.backup_store(store, tmp_path / "backup")
+    assert "refers to blob sha256:" + blob.name.split(".")[0] in report.failed["s"]
+    assert str(tmp_path / "store/sessions/s/log") in report.failed["s"]
