@@ -467,10 +467,15 @@ class _SessionCopy:
                     continue  # left by an interrupted clear: no read needs it
                 if name == newest_name:
                     continue
+                # A .torn file (the bytes a recovery cut off, named by seq and offset)
+                # has no header to tell two apart: a session made again under its id can
+                # leave one of the same name and size. Always copied: it is rare, small.
                 if self.copier.take(fd, os.path.join(target, name),
                                     os.path.join(self._relative(target), name),
                                     head_bytes=_SEGMENT_HEADER if first is not None else 0,
-                                    sealed_segment=first is not None) and first is not None:
+                                    sealed_segment=first is not None,
+                                    accept=None if first is not None else _never
+                                    ) and first is not None:
                     self.sealed.append((target, first))
             head = self._copy_newest(newest_fd, header, os.path.join(folder, newest_name),
                                      os.path.join(target, newest_name))

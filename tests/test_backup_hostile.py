@@ -319,3 +319,17 @@ def test_an_event_whose_blob_the_source_lost_fails_its_session(tmp_path):
     report = fsstore.backup_store(store, tmp_path / "backup")
     assert "refers to blob sha256:" + blob.name.split(".")[0] in report.failed["s"]
     assert str(tmp_path / "store/sessions/s/log") in report.failed["s"]
+
+
+def test_a_torn_file_of_a_session_made_again_is_copied_not_linked(tmp_path):
+    store = fsstore.open_store(tmp_path / "store")
+    torn = "00000000000000000001@200.torn"
+    copies = []
+    for content in (b"a" * 50, b"b" * 50):
+        if store.has_session("s"):
+            store.delete_session("s")
+        fill(store, "s", 3)
+        (tmp_path / "store/sessions/s/log" / torn).write_bytes(content)
+        fsstore.backup_store(store, tmp_path / "backup")
+        copies.append((tmp_path / "backup/sessions/s/log" / torn).read_bytes())
+    assert copies == [b"a" * 50, b"b" * 50]
