@@ -74,6 +74,7 @@ from .backup_check import (
     _tally,
     _uid,
     _valid_entry,
+    _within,
     _write_backup_manifest,
 )
 from .backup_check import BACKUP_MANIFEST as BACKUP_MANIFEST
@@ -155,7 +156,7 @@ class _Copier:
     an earlier copy (the reference folders) or from a file this backup already copied
     (the same source file under two sessions' names, as forks share them)."""
 
-    def __init__(self, io: FileIO, report: BackupReport) -> None:
+    def __init__(self, io: FileIO, report: BackupReport, store_root: str) -> None:
         self.io = io
         self.report = report
         # (device, inode, size, mtime) of a source file -> the copy made of it: the
@@ -166,6 +167,8 @@ class _Copier:
         self.unsynced: list[str] = []  # files written, to fsync before the copy is used
         self.references: list[str] = []
         self._newest: dict[str, str | None] = {}
+        self.store_real = os.path.realpath(store_root)
+        self._real_roots: dict[str, str | None] = {}
 
     # --- taking a file from an earlier copy ---
 
@@ -187,6 +190,8 @@ class _Copier:
             if accept is not None and not accept(root):
                 continue
             path = os.path.join(root, relative)
+            if not self.safe(root, path):
+                continue
             try:
                 info = os.lstat(path)
             except OSError:
@@ -204,6 +209,22 @@ class _Copier:
                     continue
             return path
         return None
+
+    def safe(self, root: str, path: str) -> bool:
+        """Whether ``path`` in the reference folder ``root`` is reached through no
+        symlink from ``root``'s parent on, and is not in the store: a hostile or damaged
+        DEST (a session's copy, or a ``.trash-`` folder, made a symlink into the store)
+        must never give DEST a hard link to one of the store's files, which a writer
+        may append to in place."""
+        if root not in self._real_roots:
+            real = os.path.join(os.path.realpath(os.path.dirname(root)),
+                                os.path.basename(root))
+            self._real_roots[root] = None if _within(real, self.store_real) else real
+        real_root = self._real_roots[root]
+        if real_root is None:
+            return False
+        return os.path.realpath(path) == os.path.join(real_root,
+                                                      os.path.relpath(path, root))
 
     def _newest_segment(self, folder: str) -> str | None:
         if folder not in self._newest:
@@ -273,6 +294,8 @@ class _Copier:
         session that did not change since the reference was copied)."""
         for root in self.references:
             path = os.path.join(root, relative)
+            if not self.safe(root, path):
+                continue
             try:
                 if os.lstat(path).st_size != len(data) or self.io.read_file(
                         path, len(data)) != data:
@@ -755,16 +778,18 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
     for name in leftovers:
         if name.startswith(layout.TEMP_PREFIX):  # an interrupted backup's build: never whole
-            io.rmtree(os.path.join(sessions_dir, name))
+            _discard(io, os.path.join(sessions_dir, name))
+            continue
         # A previous copy renamed aside by a backup killed before it renamed the new one
         # in: whole (only a removal's trash is removed file by file, and it is named
         # apart), so it is put back.
         aside = _trashed_id(name)
-        if aside is not None and not os.path.lexists(os.path.join(sessions_dir, aside)):
+        if aside is not None and not os.path.lexists(os.path.join(sessions_dir, aside)) \
+                and _real_folder(os.path.join(sessions_dir, name)):
             io.rename(os.path.join(sessions_dir, name), os.path.join(sessions_dir, aside))
             io.fsync_dir(sessions_dir)
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
-    copier = _Copier(io, report)
+    copier = _Copier(io, report, store.path)
     gone: set[str] = set()
     for session_id in ids:
         trashed = [os.path.join(sessions_dir, n) for n in leftovers
@@ -797,7 +822,7 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
         _copy_workspaces(io, store.path, dest)
     for name in _names(io, sessions_dir):
         if name.startswith(layout.TRASH_PREFIX):
-            io.rmtree(os.path.join(sessions_dir, name))
+            _discard(io, os.path.join(sessions_dir, name))
     record.update(complete=report.complete, finished=_now())
     _write_backup_manifest(io, dest, record)
     report.sessions = len(report.heads)
@@ -916,6 +941,23 @@ def _put_in_place(io: FileIO, sessions_dir: str, session_id: str, temp: str) -> 
 _DELETED = "deleted while the backup ran"
 
 
+def _real_folder(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _discard(io: FileIO, path: str) -> None:
+    """Remove a folder of DEST's ``sessions/`` (a trash or build folder) or, when a
+    hostile or damaged DEST has a symlink or a file there, that name alone: nothing is
+    removed through a link."""
+    if _real_folder(path):
+        io.rmtree(path)
+    else:
+        io.unlink_if_there(path)
+
+
 def _trashed_id(name: str) -> str | None:
     """The session whose previous copy ``.trash-ID-HEX8`` is; None for other names."""
     if not name.startswith(layout.TRASH_PREFIX) or name[-9:-8] != "-":
@@ -935,7 +977,7 @@ def _remove(io: FileIO, sessions_dir: str, name: str) -> None:
     trash = os.path.join(sessions_dir, layout.trash_name(".removed-" + name))
     io.rename(os.path.join(sessions_dir, name), trash)
     io.fsync_dir(sessions_dir)
-    io.rmtree(trash)
+    _discard(io, trash)
 
 
 def _copy_workspaces(io: FileIO, root: str, dest: str) -> None:

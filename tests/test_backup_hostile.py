@@ -333,3 +333,26 @@ def test_a_torn_file_of_a_session_made_again_is_copied_not_linked(tmp_path):
         fsstore.backup_store(store, tmp_path / "backup")
         copies.append((tmp_path / "backup/sessions/s/log" / torn).read_bytes())
     assert copies == [b"a" * 50, b"b" * 50]
+
+
+def test_a_backup_folder_whose_copies_are_symlinks_into_the_store_never_links_its_files(
+        tmp_path):
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    fill(store, "s", 30)
+    fill(store, "t", 5)
+    dest = tmp_path / "backup"
+    fsstore.backup_store(store, dest)
+    before = snapshot_of(tmp_path / "store")
+    # a previous copy, and a copy an interrupted backup set aside, made symlinks to the
+    # store's own sessions
+    shutil.rmtree(dest / "sessions/s")
+    os.symlink(tmp_path / "store/sessions/s", dest / "sessions/s")
+    os.symlink(tmp_path / "store/sessions/t", dest / "sessions/.trash-t-12345678")
+    report = fsstore.backup_store(store, dest)
+    assert report.complete, report.failed
+    assert snapshot_of(tmp_path / "store") == before
+    store_inodes = {p.stat().st_ino for p in (tmp_path / "store").rglob("*") if p.is_file()}
+    copies = [p for p in (dest / "sessions").rglob("*") if p.is_file() or p.is_symlink()]
+    assert not any(p.is_symlink() for p in copies)
+    assert not {p.stat().st_ino for p in copies} & store_inodes
+    assert problems(dest) == []
