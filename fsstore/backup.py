@@ -66,7 +66,9 @@ from .backup_check import (
     BACKUP_VERSION,
     _check_dest,
     _check_link_dest,
+    _discard,
     _never,
+    _real_folder,
     _recorded,
     _reference_entries,
     _shard_entries,
@@ -939,23 +941,6 @@ def _put_in_place(io: FileIO, sessions_dir: str, session_id: str, temp: str) -> 
 
 
 _DELETED = "deleted while the backup ran"
-
-
-def _real_folder(path: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _discard(io: FileIO, path: str) -> None:
-    """Remove a folder of DEST's ``sessions/`` (a trash or build folder) or, when a
-    hostile or damaged DEST has a symlink or a file there, that name alone: nothing is
-    removed through a link."""
-    if _real_folder(path):
-        io.rmtree(path)
-    else:
-        io.unlink_if_there(path)
 
 
 def _trashed_id(name: str) -> str | None:

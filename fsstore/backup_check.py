@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +88,23 @@ def _check_link_dest(io: FileIO, store_root: str, root: str) -> None:
         raise InvalidBackupDest(f"{root}: --link-dest is not a backup (no readable "
                                 f"{BACKUP_MANIFEST}); name an earlier backup, or "
                                 "leave it out")
+
+
+def _real_folder(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _discard(io: FileIO, path: str) -> None:
+    """Remove a folder of DEST's ``sessions/`` (a trash or build folder) or, when a
+    hostile or damaged DEST has a symlink or a file there, that name alone: nothing is
+    removed through a link."""
+    if _real_folder(path):
+        io.rmtree(path)
+    else:
+        io.unlink_if_there(path)
 
 
 def _read_backup_manifest(io: FileIO, dest: str) -> dict[str, Any] | None:
