@@ -26,6 +26,11 @@ snapshots, blobs and vector collections agree with that prefix. Per session:
 7. the lease file; ``writer.lock`` is made empty (a lock; its token record only repeats
    the lease file's token, section 16.4). ``messages.idx`` and ``tail.hint`` are caches
    and are left out: a reader lists ``log/``, a writer rebuilds the index.
+8. ``session.json`` again: another uid means the session was deleted and made again
+   under its id meanwhile, and the copy starts again (it would mix the two);
+9. every file whose bytes were copied (not linked) is checked (a sealed segment's
+   frames, a blob's digest, a shard's crc32c): damage in the source fails the session,
+   named with the source file and offset, and DEST keeps its previous copy.
 
 The copy is built as ``DEST/sessions/.tmp-ID-HEX8/``, made durable (one ``syncfs`` of
 DEST's filesystem where Linux has it, else an fsync of each file and folder), checked
@@ -46,7 +51,6 @@ blobs) are copied once and linked.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import secrets
 import stat
@@ -57,15 +61,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout
-from .errors import CorruptionError, Finding, FsStoreError, InvalidBackupDest, SessionNotFound
+from .backup_check import (
+    BACKUP_FORMAT,
+    BACKUP_VERSION,
+    _check_dest,
+    _check_link_dest,
+    _discard,
+    _never,
+    _real_folder,
+    _recorded,
+    _reference_entries,
+    _shard_entries,
+    _source_damage,
+    _tally,
+    _uid,
+    _valid_entry,
+    _within,
+    _write_backup_manifest,
+)
+from .backup_check import BACKUP_MANIFEST as BACKUP_MANIFEST
+from .backup_check import verify_backup as verify_backup
+from .errors import CorruptionError, FsStoreError, SessionNotFound
 from .fsio import FileIO
 
 if TYPE_CHECKING:
     from .store import Store
-
-BACKUP_MANIFEST = ".fsstore-backup.json"
-BACKUP_FORMAT = "fsstore-backup"
-BACKUP_VERSION = "1.0"
 
 #: How long a backup waits for the ``log/`` folder lock of a session (a compaction of a
 #: large log holds it for its whole run), in seconds.
@@ -130,61 +150,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
-def _within(inner: str, outer: str) -> bool:
-    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
 
-
-def _read_backup_manifest(io: FileIO, dest: str) -> dict[str, Any] | None:
-    """DEST's backup manifest, None when there is none; CorruptionError if unreadable."""
-    path = os.path.join(dest, BACKUP_MANIFEST)
-    try:
-        raw = io.read_file(path, 64 << 20)
-    except FileNotFoundError:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptionError(f"not JSON ({exc}); run the backup again into a new folder",
-                              path=path) from None
-    if not isinstance(data, dict) or data.get("format") != BACKUP_FORMAT or not isinstance(
-            data.get("sessions"), dict):
-        raise CorruptionError(f"not an {BACKUP_FORMAT} manifest", path=path)
-    major = str(data.get("version", "")).split(".")[0]
-    if major != BACKUP_VERSION.split(".")[0]:
-        from .errors import FormatVersionError
-        raise FormatVersionError(f"{path}: backup manifest version {data.get('version')!r} "
-                                 "is not one this fsstore reads; upgrade fsstore")
-    return data
-
-
-def _write_backup_manifest(io: FileIO, dest: str, data: dict[str, Any]) -> None:
-    io.atomic_write(os.path.join(dest, BACKUP_MANIFEST),
-                    (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _check_dest(io: FileIO, store_root: str, dest: str) -> dict[str, Any] | None:
-    """Refuse a DEST that cannot hold a backup of the store (InvalidBackupDest, nothing
-    written); return its backup manifest when it holds one."""
-    real_dest = os.path.realpath(dest)
-    real_store = os.path.realpath(store_root)
-    if _within(real_dest, real_store):
-        raise InvalidBackupDest(f"{dest}: the backup folder is inside the store "
-                                f"{store_root} (it would copy itself); choose a folder "
-                                "outside it")
-    if _within(real_store, real_dest):
-        raise InvalidBackupDest(f"{dest}: the store {store_root} is inside the backup "
-                                "folder; choose a folder outside the store")
-    if not os.path.lexists(dest):
-        return None
-    if not os.path.isdir(dest):
-        raise InvalidBackupDest(f"{dest}: not a folder; choose a new or empty folder, or "
-                                "an earlier backup")
-    manifest = _read_backup_manifest(io, dest)
-    if manifest is None and any(not name.startswith(".") for name in io.listdir(dest)):
-        raise InvalidBackupDest(f"{dest}: neither empty nor a backup (it holds no "
-                                f"{BACKUP_MANIFEST}); choose a new or empty folder, or an "
-                                "earlier backup")
-    return manifest
 
 
 class _Copier:
@@ -192,7 +158,7 @@ class _Copier:
     an earlier copy (the reference folders) or from a file this backup already copied
     (the same source file under two sessions' names, as forks share them)."""
 
-    def __init__(self, io: FileIO, report: BackupReport) -> None:
+    def __init__(self, io: FileIO, report: BackupReport, store_root: str) -> None:
         self.io = io
         self.report = report
         # (device, inode, size, mtime) of a source file -> the copy made of it: the
@@ -203,6 +169,8 @@ class _Copier:
         self.unsynced: list[str] = []  # files written, to fsync before the copy is used
         self.references: list[str] = []
         self._newest: dict[str, str | None] = {}
+        self.store_real = os.path.realpath(store_root)
+        self._real_roots: dict[str, str | None] = {}
 
     # --- taking a file from an earlier copy ---
 
@@ -214,12 +182,18 @@ class _Copier:
         return True
 
     def reuse(self, relative: str, size: int, head: bytes | None = None,
-              sealed_segment: bool = False) -> str | None:
+              sealed_segment: bool = False,
+              accept: Callable[[str], bool] | None = None) -> str | None:
         """A reference file at ``relative`` that holds what the source file holds: same
         size, and the same first bytes ``head`` when given. A segment is taken only when
-        it was sealed when copied (not the newest of its reference's log)."""
+        it was sealed when copied (not the newest of its reference's log). ``accept``:
+        whether a reference folder (a session's copy) may give the file at all."""
         for root in self.references:
+            if accept is not None and not accept(root):
+                continue
             path = os.path.join(root, relative)
+            if not self.safe(root, path):
+                continue
             try:
                 info = os.lstat(path)
             except OSError:
@@ -238,6 +212,22 @@ class _Copier:
             return path
         return None
 
+    def safe(self, root: str, path: str) -> bool:
+        """Whether ``path`` in the reference folder ``root`` is reached through no
+        symlink from ``root``'s parent on, and is not in the store: a hostile or damaged
+        DEST (a session's copy, or a ``.trash-`` folder, made a symlink into the store)
+        must never give DEST a hard link to one of the store's files, which a writer
+        may append to in place."""
+        if root not in self._real_roots:
+            real = os.path.join(os.path.realpath(os.path.dirname(root)),
+                                os.path.basename(root))
+            self._real_roots[root] = None if _within(real, self.store_real) else real
+        real_root = self._real_roots[root]
+        if real_root is None:
+            return False
+        return os.path.realpath(path) == os.path.join(real_root,
+                                                      os.path.relpath(path, root))
+
     def _newest_segment(self, folder: str) -> str | None:
         if folder not in self._newest:
             try:
@@ -250,23 +240,26 @@ class _Copier:
     # --- copying ---
 
     def take(self, fd: int, target: str, relative: str, *, head_bytes: int = 0,
-             sealed_segment: bool = False) -> None:
+             sealed_segment: bool = False,
+             accept: Callable[[str], bool] | None = None) -> bool:
         """Make ``target`` a copy of the open source file ``fd``: linked from a reference
         or from an earlier copy of the same file when one holds it, else copied (and
         fsynced with the rest of the session's copy). ``head_bytes``: how many first
-        bytes a reference must share (for files whose names a rewrite reuses)."""
+        bytes a reference must share (for files whose names a rewrite reuses);
+        ``accept``, as in :meth:`reuse`. True when
+        the bytes were copied (to be checked: a link takes a file checked before)."""
         info = os.fstat(fd)
         size = info.st_size
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         head = self.io.pread(fd, head_bytes, 0) if head_bytes else None
-        found = self.reuse(relative, size, head, sealed_segment)
+        found = self.reuse(relative, size, head, sealed_segment, accept)
         if found is None and key in self.copied:
             root, path = self.copied[key]
             found = os.path.join(self.moved.get(root, root), path)
         if found is not None and self._link(found, target):
             self.report.files_linked += 1
             self.report.bytes_linked += size
-            return
+            return False
         out = self.io.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             offset = 0
@@ -283,6 +276,7 @@ class _Copier:
         self.report.bytes_copied += offset
         if offset == size:
             self.copied[key] = (self.root, relative)
+        return True
 
     def write(self, target: str, data: bytes) -> None:
         self.write_unsynced(target, data)
@@ -302,6 +296,8 @@ class _Copier:
         session that did not change since the reference was copied)."""
         for root in self.references:
             path = os.path.join(root, relative)
+            if not self.safe(root, path):
+                continue
             try:
                 if os.lstat(path).st_size != len(data) or self.io.read_file(
                         path, len(data)) != data:
@@ -326,17 +322,16 @@ class _Copier:
                 self.io.close(fd)
         self.unsynced.clear()
 
-    def take_path(self, source: str, target: str, relative: str, **how: Any) -> bool:
-        """:meth:`take` of the file at ``source``; False when it is gone."""
+    def take_path(self, source: str, target: str, relative: str, **how: Any) -> bool | None:
+        """:meth:`take` of the file at ``source``; None when it is gone."""
         try:
             fd = self.io.open(source, os.O_RDONLY)
         except FileNotFoundError:
-            return False
+            return None
         try:
-            self.take(fd, target, relative, **how)
+            return self.take(fd, target, relative, **how)
         finally:
             self.io.close(fd)
-        return True
 
 
 def _mkdir(io: FileIO, path: str) -> None:
@@ -364,6 +359,12 @@ class _SessionCopy:
         self._made: set[str] = set()
         self.head = 0
         self.log_start = 1
+        # Files whose bytes were copied (not linked), checked before the copy is used:
+        # damage in the source must fail the session, never replace a good copy.
+        self.sealed: list[tuple[str, int]] = []  # (log folder, first seq)
+        self.copied_blobs: list[str] = []  # digests
+        self.shard_files: list[tuple[str, tuple[int, int]]] = []  # copy, (size, crc32c)
+        self.newest: tuple[str, int] | None = None  # the log's newest segment, when copied
 
     def mkdir(self, relative: str) -> str:
         """Make the folder ``relative`` (and those above it) in the copy; each is
@@ -398,12 +399,69 @@ class _SessionCopy:
         else:
             self.copier.write(layout.lease_path(self.target), lease)
         self.copier.write_unsynced(layout.writer_lock_path(self.target), b"")
+        self.check_same_session(manifest)
+        self.check_copied()
         if type(io) is FileIO and _syncfs(self.target):
             self.copier.unsynced.clear()  # one call made every file and folder durable
             return
         self.copier.sync()
         for folder in reversed(self.folders):
             io.fsync_dir(folder)
+
+    def check_same_session(self, manifest: bytes) -> None:
+        """The session was not deleted and created again under its id while it was
+        copied: its manifest names the uid it named when the copy began. Otherwise the
+        copy would mix the old session's manifest with the new one's files (a copy that
+        does not open: its segments are another session's)."""
+        try:
+            now = self.io.read_file(layout.session_manifest_path(self.source), 1 << 20)
+        except FileNotFoundError:
+            raise SessionNotFound(f"{self.source}: the session was deleted") from None
+        if now != manifest and _uid(now) != _uid(manifest):
+            raise _Changed(f"{self.source}: the session was deleted and created again")
+
+    def check_copied(self) -> None:
+        """Check the frames of each sealed segment and the digest of each blob whose
+        bytes this copy read from the source (a linked file was checked when first
+        copied). Damage raises CorruptionError naming the source file and offset."""
+        from .blobs import BLOB_MARKER, BlobReader, find_refs
+        from .log import LogReader
+        log = layout.log_dir(self.target)
+        segments = [(folder, first, False) for folder, first in self.sealed]
+        if self.newest is not None:
+            segments.append((*self.newest, True))
+        try:
+            # The events of the session's log that hold a blob reference are decoded (a
+            # frame without the marker is only checked): each blob they name must be in
+            # the copy, which a put before the commit and steps 3 and 6 make sure of,
+            # unless the source lost it.
+            refs: dict[str, tuple[str, int]] = {}
+            for folder, first, last in segments:
+                scan = LogReader(self.io, folder).scan_segment(
+                    first, last, marker=BLOB_MARKER if folder == log else _NO_MARKER)
+                for event in scan:
+                    named: set[str] = set()
+                    find_refs(event.data, named)
+                    for ref in named:
+                        refs.setdefault(ref, (scan.path, event.seq))
+            blobs = BlobReader(self.io, self.target)
+            for ref, (path, seq) in sorted(refs.items()):
+                if not blobs.exists(ref):
+                    raise CorruptionError(f"the event at seq {seq} refers to blob {ref}, "
+                                          "which the session does not hold", path=path)
+            for digest in self.copied_blobs:
+                blobs.verify_blob(f"sha256:{digest}")
+            from .vectors.shard_files import file_crc
+            for path, (size, crc) in self.shard_files:
+                found = file_crc(self.io, path)
+                if found != (size, crc):
+                    raise CorruptionError(
+                        f"{found[0]} bytes with crc32c 0x{found[1]:08x}; collection.json "
+                        f"recorded {size} bytes, crc32c 0x{crc:08x}: damaged", path=path)
+        except FsStoreError as exc:
+            if isinstance(exc, SessionNotFound):
+                raise
+            raise _source_damage(exc, self.source, self.target) from None
 
     # --- the log ---
 
@@ -434,10 +492,16 @@ class _SessionCopy:
                     continue  # left by an interrupted clear: no read needs it
                 if name == newest_name:
                     continue
-                self.copier.take(fd, os.path.join(target, name),
-                                 os.path.join(self._relative(target), name),
-                                 head_bytes=_SEGMENT_HEADER if first is not None else 0,
-                                 sealed_segment=first is not None)
+                # A .torn file (the bytes a recovery cut off, named by seq and offset)
+                # has no header to tell two apart: a session made again under its id can
+                # leave one of the same name and size. Always copied: it is rare, small.
+                if self.copier.take(fd, os.path.join(target, name),
+                                    os.path.join(self._relative(target), name),
+                                    head_bytes=_SEGMENT_HEADER if first is not None else 0,
+                                    sealed_segment=first is not None,
+                                    accept=None if first is not None else _never
+                                    ) and first is not None:
+                    self.sealed.append((target, first))
             head = self._copy_newest(newest_fd, header, os.path.join(folder, newest_name),
                                      os.path.join(target, newest_name))
             return head, log_start
@@ -473,7 +537,8 @@ class _SessionCopy:
         decoded = decode_segment_header(header, path)
         size = os.fstat(fd).st_size
         if decoded.compacted:  # written whole before it got its name: copy it as it is
-            self.copier.take(fd, target, self._relative(target))
+            if self.copier.take(fd, target, self._relative(target)):
+                self.sealed.append((os.path.dirname(target), decoded.first_seq))
             from .log import LogReader
             tail = LogReader(self.io, os.path.dirname(target)).segment_end(decoded.first_seq)
             return tail.next_seq - 1
@@ -483,13 +548,14 @@ class _SessionCopy:
             for _ in scan:
                 pass
             end = scan.end
-        except FsStoreError:
-            # damage in the source: copied as it is, for verify (and a repair) to see
-            end = len(data.rstrip(b"\0")) if len(data) > _SEGMENT_HEADER else _SEGMENT_HEADER
-            self.copier.write(target, data[:max(end, _SEGMENT_HEADER)])
-            return scan.expect_seq - 1
+        except FsStoreError as exc:
+            # Damage in the source (not a torn tail, which the scan stops at): the session
+            # is not backed up, and DEST keeps its previous copy. Copying it as it is
+            # would put a damaged copy in place of a good one.
+            raise _source_damage(exc, path) from None
         if not self.copier.reuse_exact(self._relative(target), data[:end], target):
             self.copier.write(target, data[:end])
+            self.newest = (os.path.dirname(target), decoded.first_seq)
         return scan.expect_seq - 1
 
     # --- checkpoints, snapshots ---
@@ -532,9 +598,14 @@ class _SessionCopy:
                 if name.startswith(".") or relative in self.blobs:
                     continue
                 self.mkdir(os.path.dirname(relative))
-                if self.copier.take_path(os.path.join(folder, name),
-                                         os.path.join(self.target, relative), relative):
+                taken = self.copier.take_path(os.path.join(folder, name),
+                                              os.path.join(self.target, relative), relative)
+                if taken is not None:
                     self.blobs.add(relative)
+                digest = name.split(".")[0]
+                if taken and len(digest) == 64 and all(c in "0123456789abcdef"
+                                                       for c in digest):
+                    self.copied_blobs.append(digest)
 
     def copy_repairs(self) -> None:
         """``.repair-`` folders: a repair's evidence, kept whole (FORMAT 7.6)."""
@@ -565,9 +636,6 @@ class _SessionCopy:
             self.collection(os.path.join(layout.VECTORS_DIR, name))
 
     def collection(self, relative: str) -> None:
-        import msgspec
-
-        from .vectors.collection_file import CollectionManifest
         source = os.path.join(self.source, relative)
         self.mkdir(relative)
         manifest_path = os.path.join(source, layout.COLLECTION_MANIFEST)
@@ -575,24 +643,37 @@ class _SessionCopy:
             raw = self.io.read_file(manifest_path, 4 << 20)
         except FileNotFoundError:
             raw = None
-        try:
-            named = sorted(msgspec.convert(json.loads(raw or b""), CollectionManifest
-                                           ).named_files())
-        except (ValueError, TypeError, msgspec.ValidationError):
-            named = None  # missing or damaged: copied as it is, for verify to report
-        if named is None:
+        entries = _shard_entries(raw)
+        if entries is None:  # missing or damaged: copied as it is, for verify to report
             for entry in self.io.entries(source):
                 if entry.kind == "file" and not entry.name.startswith("."):
                     path = os.path.join(relative, entry.name)
                     self.copier.take_path(os.path.join(self.source, path),
-                                          os.path.join(self.target, path), path)
+                                          os.path.join(self.target, path), path,
+                                          accept=_never)
         else:
-            for name in named:
+            described: dict[str, dict[str, object]] = {}  # a reference's, read once
+            for name in sorted(entries):
                 path = os.path.join(relative, name)
+                # A collection dropped and made again (or its session deleted and made
+                # again) numbers its shards from 1 again: a reference file of the same
+                # name and size may hold other vectors. It is taken only when the
+                # reference's collection.json describes it as the source's does (size
+                # and crc32c of the shard's files, its deleted rows).
+                def same(root: str, name: str = name) -> bool:
+                    if root not in described:
+                        described[root] = _reference_entries(
+                            self.io, os.path.join(root, relative))
+                    return described[root].get(name) == entries[name]
                 # a file a state names stays 600 s after it stops being named (15.8)
-                if not self.copier.take_path(os.path.join(self.source, path),
-                                             os.path.join(self.target, path), path):
+                taken = self.copier.take_path(os.path.join(self.source, path),
+                                              os.path.join(self.target, path), path,
+                                              accept=same)
+                if taken is None:
                     raise _Changed(f"{self.source}/{path} went away")
+                record = _recorded(entries[name], name)
+                if taken and record is not None:
+                    self.shard_files.append((os.path.join(self.target, path), record))
             if raw is not None:
                 self.copier.write(os.path.join(self.target, relative,
                                                layout.COLLECTION_MANIFEST), raw)
@@ -655,9 +736,7 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     previous = _check_dest(io, store.path, dest)
     references = [] if link_dest is None else [os.path.abspath(os.fspath(link_dest))]
     for root in references:
-        if not os.path.isdir(layout.sessions_dir(root)):
-            raise InvalidBackupDest(f"{root}: --link-dest is not a backup (no sessions "
-                                    "folder); name an earlier backup, or leave it out")
+        _check_link_dest(io, store.path, root)
     whole = session_ids is None
     ids = store.session_ids() if session_ids is None else list(dict.fromkeys(session_ids))
     for session_id in ids:
@@ -669,6 +748,10 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     record: dict[str, Any] = previous if previous is not None else {
         "format": BACKUP_FORMAT, "version": BACKUP_VERSION, "sessions": {}}
     record.update(complete=False, started=_now(), finished=None, source=store.path)
+    # A manifest is read, not trusted: an entry that names no session id, or records no
+    # seq, is dropped (the session is copied anew when asked for).
+    record["sessions"] = {name: entry for name, entry in record["sessions"].items()
+                          if _valid_entry(name, entry)}
     missing = []
     folder = dest
     while not os.path.isdir(folder):
@@ -677,30 +760,39 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     for folder in reversed(missing):  # DEST, and the folders above it that are missing
         io.mkdir(folder)
         io.fsync_dir(os.path.dirname(folder))
-    _write_backup_manifest(io, dest, record)
+    # A new DEST is made a store before it is marked a backup, so that it opens at every
+    # point (a kill in between leaves an empty store, which _check_dest takes for an
+    # empty folder); an earlier backup is marked incomplete first.
+    if previous is not None:
+        _write_backup_manifest(io, dest, record)
     sessions_dir = layout.sessions_dir(dest)
-    if not os.path.isdir(sessions_dir):
-        io.mkdir(sessions_dir)
-        io.fsync_dir(dest)
     manifest_path = layout.store_manifest_path(dest)
     store_manifest = io.read_file(layout.store_manifest_path(store.path), 1 << 20)
     if not os.path.exists(manifest_path) or io.read_file(manifest_path, 1 << 20) != \
             store_manifest:
         io.atomic_write(manifest_path, store_manifest)
+    if not os.path.isdir(sessions_dir):
+        io.mkdir(sessions_dir)
+        io.fsync_dir(dest)
+    if previous is None:
+        _write_backup_manifest(io, dest, record)
 
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
     for name in leftovers:
         if name.startswith(layout.TEMP_PREFIX):  # an interrupted backup's build: never whole
-            io.rmtree(os.path.join(sessions_dir, name))
+            _discard(io, os.path.join(sessions_dir, name))
+            continue
         # A previous copy renamed aside by a backup killed before it renamed the new one
         # in: whole (only a removal's trash is removed file by file, and it is named
         # apart), so it is put back.
         aside = _trashed_id(name)
-        if aside is not None and not os.path.lexists(os.path.join(sessions_dir, aside)):
+        if aside is not None and not os.path.lexists(os.path.join(sessions_dir, aside)) \
+                and _real_folder(os.path.join(sessions_dir, name)):
             io.rename(os.path.join(sessions_dir, name), os.path.join(sessions_dir, aside))
             io.fsync_dir(sessions_dir)
     leftovers = [n for n in _names(io, sessions_dir) if layout.is_scratch(n)]
-    copier = _Copier(io, report)
+    copier = _Copier(io, report, store.path)
+    gone: set[str] = set()
     for session_id in ids:
         trashed = [os.path.join(sessions_dir, n) for n in leftovers
                    if _trashed_id(n) == session_id]
@@ -711,6 +803,14 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
                                 record["sessions"].get(session_id))
         if entry is not None:
             record["sessions"][session_id] = entry
+        elif whole and report.failed.get(session_id) == _DELETED and \
+                not store.has_session(session_id):
+            # Gone from the store: a whole-store backup mirrors that, as for a session
+            # deleted before it began (not a failure: the command would exit 1 for
+            # every session an agent deletes while a nightly backup runs).
+            del report.failed[session_id]
+            gone.add(session_id)
+    ids = [i for i in ids if i not in gone]
     if whole:
         for name in _names(io, sessions_dir):
             if name not in ids and not layout.is_scratch(name) and os.path.isdir(
@@ -724,7 +824,7 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
         _copy_workspaces(io, store.path, dest)
     for name in _names(io, sessions_dir):
         if name.startswith(layout.TRASH_PREFIX):
-            io.rmtree(os.path.join(sessions_dir, name))
+            _discard(io, os.path.join(sessions_dir, name))
     record.update(complete=report.complete, finished=_now())
     _write_backup_manifest(io, dest, record)
     report.sessions = len(report.heads)
@@ -804,7 +904,7 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
             continue
         except SessionNotFound:
             io.rmtree(temp)
-            report.failed[session_id] = "deleted while the backup ran"
+            report.failed[session_id] = _DELETED
             return None
         except (FsStoreError, OSError) as exc:
             io.rmtree(temp)
@@ -813,10 +913,12 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
         except BaseException:
             io.rmtree(temp)
             raise
+        files = _tally(io, temp)
         _put_in_place(io, sessions_dir, session_id, temp)
         copier.moved[temp] = os.path.join(sessions_dir, session_id)
         report.heads[session_id] = copy.head
-        made = {"head": copy.head, "log_start": copy.log_start, "backed_up": _now()}
+        made = {"head": copy.head, "log_start": copy.log_start, "backed_up": _now(),
+                "files": files}
         # Recorded only when no file of the session changed in the QUIET_NS before the
         # backup began: a change in the same tick of the file system's clock as the
         # stamp before it would leave the stamp as it was (the stats cache's rule).
@@ -838,6 +940,9 @@ def _put_in_place(io: FileIO, sessions_dir: str, session_id: str, temp: str) -> 
     io.fsync_dir(sessions_dir)
 
 
+_DELETED = "deleted while the backup ran"
+
+
 def _trashed_id(name: str) -> str | None:
     """The session whose previous copy ``.trash-ID-HEX8`` is; None for other names."""
     if not name.startswith(layout.TRASH_PREFIX) or name[-9:-8] != "-":
@@ -857,7 +962,7 @@ def _remove(io: FileIO, sessions_dir: str, name: str) -> None:
     trash = os.path.join(sessions_dir, layout.trash_name(".removed-" + name))
     io.rename(os.path.join(sessions_dir, name), trash)
     io.fsync_dir(sessions_dir)
-    io.rmtree(trash)
+    _discard(io, trash)
 
 
 def _copy_workspaces(io: FileIO, root: str, dest: str) -> None:
@@ -880,62 +985,3 @@ def _copy_workspaces(io: FileIO, root: str, dest: str) -> None:
         if name not in names and (layout.workspace_ids([name]) or layout.is_scratch(name)):
             io.unlink(os.path.join(target, name))
     io.fsync_dir(target)
-
-
-# --- checking a backup ----------------------------------------------------------------
-
-
-def verify_backup(dest: str | os.PathLike[str], *,
-                  on_session: Callable[[str], object] | None = None) -> list[Finding]:
-    """Check the backup in ``dest``: that the last backup into it completed, that every
-    session it recorded is there and ends at the recorded seq, and everything
-    ``Store.verify`` checks (every session's files, every blob's digest). Returns the
-    findings (``problem`` for damage, naming the file and offset); never raises for
-    damage."""
-    from .store import open_store
-    dest = os.path.abspath(os.fspath(dest))
-    io = FileIO()
-    findings: list[Finding] = []
-    manifest_path = os.path.join(dest, BACKUP_MANIFEST)
-    try:
-        record = _read_backup_manifest(io, dest)
-    except FsStoreError as exc:
-        return [Finding("problem", manifest_path, None, str(exc))]
-    if record is None:
-        return [Finding("problem", manifest_path, None,
-                        "missing: the folder is not a backup fsstore made")]
-    try:
-        store = open_store(dest, create=False)
-    except (FsStoreError, OSError) as exc:
-        return [Finding("problem", dest, None, f"does not open as a store: {exc}")]
-    if not record.get("complete"):
-        findings.append(Finding("problem", manifest_path, None,
-                                f"the backup started {record.get('started')} did not "
-                                "complete (interrupted, or some session could not be "
-                                "copied): run it again"))
-    present = set(store.session_ids())
-    from .log import LogReader
-    for session_id, entry in sorted(record["sessions"].items()):
-        folder = layout.session_dir(dest, session_id)
-        if session_id not in present:
-            findings.append(Finding("problem", folder, None, "recorded in the backup "
-                                    "manifest but missing from the backup"))
-            continue
-        expected = entry.get("head") if isinstance(entry, dict) else None
-        try:
-            reader = LogReader(io, layout.log_dir(folder))
-            first, _start, end = reader.locate_tail()
-            head = end.next_seq - 1
-        except (FsStoreError, OSError):
-            continue  # damage: verify below names it
-        if head != expected:
-            findings.append(Finding(
-                "problem", reader.segment_path(first), end.end,
-                f"the log ends at seq {head}, but the backup copied it up to seq "
-                f"{expected}: records are missing (or were added) since; restore the "
-                "session from another backup"))
-    for session_id in sorted(present - set(record["sessions"])):
-        findings.append(Finding("note", layout.session_dir(dest, session_id), None,
-                                "not recorded in the backup manifest (added by hand?)"))
-    findings.extend(store.verify(on_session=on_session))
-    return findings
