@@ -27,23 +27,22 @@ from typing import Any, NamedTuple
 
 from ..convert.anthropic import from_anthropic_message, message_in
 from ..convert.common import CallNames
-from ..errors import InvalidMessage, TranscriptNotFound
+from ..errors import InvalidMessage
 from ..message_types import CostInfo, Message, MessageMetadata, TokenUsage, ToolCallPart
 from .common import (
     AddMessage,
     Blobs,
-    EditMessage,
-    FinishTurn,
     Line,
+    MapperBase,
+    OpenMessage,
     Output,
     blobify,
-    is_plain_file,
-    open_transcript,
-    raw_record,
+    first_record,
     remember,
     session_id_for,
     short_text,
     timestamp,
+    transcript_files,
 )
 
 NAME = "claude-code"
@@ -79,22 +78,9 @@ class ClaudeSource(NamedTuple):
 def discover(root: str) -> list[str]:
     """The transcripts under ``root`` (or ``root`` itself, a file): sessions first, then
     sub-agents, each sorted by path, so a parent is imported before its sub-agents."""
-    if os.path.isfile(root):
-        # A file named by the user may be a link (read where it leads); one found in a
-        # folder may not (see is_plain_file).
-        return [os.path.realpath(root) if os.path.islink(root) else os.path.abspath(root)]
-    if not os.path.isdir(root):
-        raise TranscriptNotFound(f"no Claude Code transcripts at {root}: pass the "
-                                 "projects folder (~/.claude/projects) or a .jsonl file")
-    found: list[str] = []
-    base = os.path.abspath(root)
-    for folder, dirs, files in os.walk(base):
-        depth = folder[len(base):].count(os.sep)
-        if depth >= _MAX_DEPTH:
-            dirs[:] = []
-        dirs.sort()
-        found.extend(os.path.join(folder, name) for name in files
-                     if name.endswith(".jsonl") and is_plain_file(os.path.join(folder, name)))
+    found = transcript_files(root, _MAX_DEPTH, lambda name: name.endswith(".jsonl"),
+                             f"no Claude Code transcripts at {root}: pass the projects "
+                             "folder (~/.claude/projects) or a .jsonl file")
     return sorted(found, key=lambda path: (_is_agent(path), path))
 
 
@@ -116,7 +102,7 @@ def source_of(path: str, root: str) -> ClaudeSource:
     if os.path.basename(folder) == "subagents":
         parent_id = os.path.basename(os.path.dirname(folder))
         folder = os.path.dirname(os.path.dirname(folder))
-    first = _first_record(path)
+    first = first_record(path)
     if isinstance(first.get("sessionId"), str):
         parent_id = first["sessionId"]
     if isinstance(first.get("agentId"), str):
@@ -131,16 +117,6 @@ def _project(folder: str, root: str) -> str | None:
     if os.path.abspath(folder) == os.path.abspath(root):
         return None
     return short_text(os.path.basename(folder))
-
-
-def _first_record(path: str) -> dict[str, Any]:
-    with open_transcript(path) as file:
-        head = file.readline(1 << 20)
-    try:
-        value = json.loads(head)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def sidechain_source(source: ClaudeSource) -> ClaudeSource:
@@ -172,42 +148,27 @@ def make_mapper(source: ClaudeSource, blobs: Blobs, state: dict[str, Any] | None
     return ClaudeCodeMapper(source, blobs, state)
 
 
-class _Open:
-    """The assistant message being gathered from lines sharing a ``message.id``."""
-
-    def __init__(self, message: Message, key: str, line: int, ts: float | None,
-                 written: bool) -> None:
-        self.message, self.key, self.line, self.ts = message, key, line, ts
-        self.written, self.dirty = written, not written
-
-
-class ClaudeCodeMapper:
+class ClaudeCodeMapper(MapperBase):
     """Claude Code lines to outputs (see the module docstring). ``state`` is what
-    :meth:`state` returned at the end of the previous run."""
+    :meth:`state` returned at the end of the previous run. The open message's ``key``
+    is the ``message.id`` its lines share."""
 
     raw_kind = RAW_KIND
 
     def __init__(self, source: ClaudeSource, blobs: Blobs,
                  state: dict[str, Any] | None) -> None:
-        self.source, self.blobs = source, blobs
         state = state or {}
-        self.names: dict[str, str] = dict(state.get("names") or {})
+        super().__init__(blobs, state)
+        self.source = source
         self.tasks: dict[str, str] = dict(state.get("tasks") or {})
         self.agents: dict[str, str] = dict(state.get("agents") or {})
-        self.prompt = bool(state.get("prompt"))
         self.summary: str | None = state.get("summary")
-        self.first_prompt: str | None = state.get("first_prompt")
         self.version: str | None = state.get("version")
         self.cwd: str | None = state.get("cwd")
         self.branches: list[str] = list(state.get("branches") or [])
         self.related: list[str] = list(state.get("related") or [])
         self.boundary: dict[str, Any] | None = state.get("boundary")
-        self.open: _Open | None = None
-        self.open_id: str | None = state.get("open_id")
         self.open_key: str | None = state.get("open_key")
-        self.last_ts: float | None = state.get("last_ts")
-        self.turn_end: float | None = None
-        self.started = bool(state.get("started"))
         self.sidechain = bool(state.get("sidechain"))
         self.first_ts: float | None = state.get("first_ts")
         #: Lines fed that belong to the file's other session (its sidechains, or its
@@ -250,19 +211,6 @@ class ClaudeCodeMapper:
             metadata["sidechains"] = True
         return self.summary or self.first_prompt, tags, metadata
 
-    def flush(self) -> list[Output]:
-        out: list[Output] = []
-        self._emit_open(out)
-        return out
-
-    def feed(self, line: Line, record: dict[str, Any] | None, error: str | None
-             ) -> list[Output]:
-        out = self._feed(line, record, error)
-        # A turn is closed only once the session holds something: a session created
-        # by a chunk of no output (its metadata record is in turn 1) starts the same.
-        self.started = self.started or bool(out)
-        return out
-
     def _feed(self, line: Line, record: dict[str, Any] | None, error: str | None
               ) -> list[Output]:
         out: list[Output] = []
@@ -275,15 +223,11 @@ class ClaudeCodeMapper:
             self.foreign_lines += 1
             return out  # a sub-agent's line: the sidechains session has it
         if record is None:
-            out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
+            out.append(self._raw(line, None, self.last_ts, error))
             return out
-        stamp = timestamp(record.get("timestamp"))
+        stamp, ts = self._clock(record)
         if self.first_ts is None:
             self.first_ts = stamp
-        # A line without a time (a snapshot, a note) takes the last one before it.
-        self.turn_end, ts = self.last_ts, stamp if stamp is not None else self.last_ts
-        if stamp is not None:
-            self.last_ts = stamp
         self._note(record)
         kind = record.get("type")
         try:
@@ -296,10 +240,7 @@ class ClaudeCodeMapper:
                 self._user(line, record, ts, out)
                 return out
         except InvalidMessage as exc:
-            self._close(out)
-            event = raw_record(RAW_KIND, line, record, ts, self.blobs)
-            event.data["error"] = f"not a message fsstore stores: {exc}"[:400]
-            out.append(event)
+            self._refused(line, record, ts, exc, out)
             return out
         if kind == "summary":
             self.summary = short_text(record.get("summary")) or self.summary
@@ -310,7 +251,7 @@ class ClaudeCodeMapper:
                 meta, dict) else None, "pre_tokens": meta.get("preTokens") if isinstance(
                     meta, dict) and isinstance(meta.get("preTokens"), int) else None}
         self._close(out)
-        out.append(raw_record(RAW_KIND, line, record, ts, self.blobs))
+        out.append(self._raw(line, record, ts))
         return out
 
     # --- lines ---
@@ -342,7 +283,7 @@ class ClaudeCodeMapper:
                 and self.open_id is not None:
             earlier = self.blobs.message(self.open_id)  # written by the previous run
             if earlier is not None:
-                self.open = _Open(earlier, key, line.number, ts, written=True)
+                self.open = OpenMessage(earlier, line.number, ts, written=True, key=key)
         if self.open is not None and key is not None and key == self.open.key:
             # One more line of the same response: its blocks join the message; its
             # usage is the same usage again, counted once.
@@ -376,7 +317,8 @@ class ClaudeCodeMapper:
         message = blobify(Message(role="assistant", parts=converted.parts, id=message_id,
                                   metadata=metadata), self.blobs)
         self._note_calls(message.parts, message_id)
-        self.open = _Open(message, key or message_id, line.number, ts, written=False)
+        self.open = OpenMessage(message, line.number, ts, written=False,
+                                key=key or message_id)
         self.prompt = False
 
     def _user(self, line: Line, record: dict[str, Any], ts: float | None,
@@ -405,12 +347,7 @@ class ClaudeCodeMapper:
         # A sub-agent's prompt is a prompt in the sub-agent's own session only.
         prompt = converted.role == "user" and (not record.get("isSidechain") or bool(
             self.source.sidechains or self.source.spawn_key))
-        if prompt and not self.prompt and (self.started or out):
-            out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
-        if prompt and self.first_prompt is None:
-            self.first_prompt = short_text(message.text)
-        out.append(AddMessage(message, ts, line.number, prompt=prompt))
-        self.prompt = prompt
+        self._add(message, message.text, prompt, line, ts, out)
 
     def _line_facts(self, record: dict[str, Any]) -> dict[str, Any]:
         facts = {"uuid": record.get("uuid"), "request_id": record.get("requestId")}
@@ -436,20 +373,9 @@ class ClaudeCodeMapper:
             if holder is not None:
                 remember(self.agents, agent, holder)
 
-    def _emit_open(self, out: list[Output]) -> None:
-        opened = self.open
-        if opened is None or not opened.dirty:
-            return
-        if opened.written:
-            out.append(EditMessage(opened.message, opened.ts, opened.line))
-        else:
-            out.append(AddMessage(opened.message, opened.ts, opened.line))
-        opened.written, opened.dirty = True, False
-
     def _close(self, out: list[Output]) -> None:
-        self._emit_open(out)
-        self.open = None
-        self.open_id = self.open_key = None
+        super()._close(out)
+        self.open_key = None
 
 
 def _line_id(record: dict[str, Any], line: Line) -> str:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from ..convert.common import arguments_in
 from ..convert.openai_responses import from_openai_responses
-from ..errors import InvalidMessage, TranscriptNotFound
+from ..errors import InvalidMessage
 from ..message_types import (
     DataPart,
     Message,
@@ -40,18 +40,17 @@ from ..message_types import (
 from .common import (
     AddMessage,
     Blobs,
-    EditMessage,
-    FinishTurn,
     Line,
+    MapperBase,
+    OpenMessage,
     Output,
     blobify,
-    is_plain_file,
-    open_transcript,
-    raw_record,
+    first_record,
     remember,
     session_id_for,
     short_text,
     timestamp,
+    transcript_files,
 )
 
 NAME = "codex"
@@ -95,33 +94,14 @@ def discover(root: str) -> list[str]:
     """The rollouts under ``root`` (or ``root`` itself, a file), sorted by path: the
     date folders make that the order they were started in, parents before the
     sub-agents they spawned."""
-    if os.path.isfile(root):
-        # A file named by the user may be a link (read where it leads); one found in a
-        # folder may not (see is_plain_file).
-        return [os.path.realpath(root) if os.path.islink(root) else os.path.abspath(root)]
-    if not os.path.isdir(root):
-        raise TranscriptNotFound(f"no Codex rollouts at {root}: pass the sessions folder "
-                                 "(~/.codex/sessions) or a rollout .jsonl file")
-    found: list[str] = []
-    base = os.path.abspath(root)
-    for folder, dirs, files in os.walk(base):
-        if folder[len(base):].count(os.sep) >= _MAX_DEPTH:
-            dirs[:] = []
-        found.extend(os.path.join(folder, name) for name in files
-                     if name.startswith("rollout-") and name.endswith(".jsonl")
-                     and is_plain_file(os.path.join(folder, name)))
-    return sorted(found)
+    return sorted(transcript_files(
+        root, _MAX_DEPTH, lambda name: name.startswith("rollout-") and name.endswith(".jsonl"),
+        f"no Codex rollouts at {root}: pass the sessions folder (~/.codex/sessions) or a "
+        "rollout .jsonl file"))
 
 
 def _meta_of(path: str) -> dict[str, Any]:
-    with open_transcript(path) as file:
-        head = file.readline(1 << 20)
-    try:
-        first = json.loads(head)
-    except ValueError:
-        return {}
-    if not isinstance(first, dict):
-        return {}
+    first = first_record(path)
     if first.get("type") == "session_meta" and isinstance(first.get("payload"), dict):
         return dict(first["payload"])
     if "id" in first and "type" not in first:  # before 0.3x: the bare meta object
@@ -167,35 +147,21 @@ def make_mapper(source: CodexSource, blobs: Blobs, state: dict[str, Any] | None
     return CodexMapper(source, blobs, state)
 
 
-class _Open:
-    def __init__(self, message: Message, line: int, ts: float | None, written: bool
-                 ) -> None:
-        self.message, self.line, self.ts = message, line, ts
-        self.written, self.dirty = written, not written
-
-
-class CodexMapper:
+class CodexMapper(MapperBase):
     """Codex rollout lines to outputs (see the module docstring)."""
 
     raw_kind = RAW_KIND
 
     def __init__(self, source: CodexSource, blobs: Blobs, state: dict[str, Any] | None
                  ) -> None:
-        self.source, self.blobs = source, blobs
         state = state or {}
-        self.names: dict[str, str] = dict(state.get("names") or {})
+        super().__init__(blobs, state)
+        self.source = source
         self.model: str | None = state.get("model")
         self.total: dict[str, Any] | None = state.get("total")
-        self.prompt = bool(state.get("prompt"))
-        self.first_prompt: str | None = state.get("first_prompt")
         self.meta: dict[str, Any] = dict(state.get("meta") or {})
         if not self.meta:
             self._meta(source.meta)
-        self.open: _Open | None = None
-        self.open_id: str | None = state.get("open_id")
-        self.last_ts: float | None = state.get("last_ts")
-        self.turn_end: float | None = None
-        self.started = bool(state.get("started"))
 
     def state(self) -> dict[str, Any]:
         return {"names": self.names, "model": self.model, "total": self.total,
@@ -244,30 +210,13 @@ class CodexMapper:
 
     # --- lines ---
 
-    def flush(self) -> list[Output]:
-        out: list[Output] = []
-        self._emit_open(out)
-        return out
-
-    def feed(self, line: Line, record: dict[str, Any] | None, error: str | None
-             ) -> list[Output]:
-        out = self._feed(line, record, error)
-        # A turn is closed only once the session holds something: a session created
-        # by a chunk of no output (its metadata record is in turn 1) starts the same.
-        self.started = self.started or bool(out)
-        return out
-
     def _feed(self, line: Line, record: dict[str, Any] | None, error: str | None
               ) -> list[Output]:
         out: list[Output] = []
         if record is None:
-            out.append(raw_record(RAW_KIND, line, None, self.last_ts, self.blobs, error))
+            out.append(self._raw(line, None, self.last_ts, error))
             return out
-        stamp = timestamp(record.get("timestamp"))
-        # A line without a time (a snapshot, a note) takes the last one before it.
-        self.turn_end, ts = self.last_ts, stamp if stamp is not None else self.last_ts
-        if stamp is not None:
-            self.last_ts = stamp
+        _, ts = self._clock(record)
         kind, payload = record.get("type"), record.get("payload")
         if kind not in _ENVELOPE or not isinstance(payload, dict):
             # Before 0.3x: bare items, the bare meta object, record_type lines.
@@ -277,7 +226,7 @@ class CodexMapper:
             if isinstance(kind, str) and "record_type" not in record:
                 kind, payload = "response_item", record
             else:
-                out.append(raw_record(RAW_KIND, line, record, ts, self.blobs))
+                out.append(self._raw(line, record, ts))
                 return out
         try:
             if kind == "response_item" and self._item(line, payload, ts, out):
@@ -288,17 +237,14 @@ class CodexMapper:
                 self._compacted(line, payload, ts, out)
                 return out
         except InvalidMessage as exc:
-            self._close(out)
-            event = raw_record(RAW_KIND, line, record, ts, self.blobs)
-            event.data["error"] = f"not a message fsstore stores: {exc}"[:400]
-            out.append(event)
+            self._refused(line, record, ts, exc, out)
             return out
         if kind == "session_meta":
             self._meta(payload)
             return out
         if kind == "turn_context":
             self.model = short_text(payload.get("model"), 100) or self.model
-        out.append(raw_record(RAW_KIND, line, record, ts, self.blobs))
+        out.append(self._raw(line, record, ts))
         return out
 
     def _item(self, line: Line, item: dict[str, Any], ts: float | None,
@@ -312,12 +258,7 @@ class CodexMapper:
                               id=message.id or f"codex-L{line.number}",
                               metadata=message.metadata)
             prompt = role == "user" and not message.text.lstrip().startswith(_CONTEXT)
-            if prompt and not self.prompt and (self.started or out):
-                out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
-            if prompt and self.first_prompt is None:
-                self.first_prompt = short_text(message.text)
-            out.append(AddMessage(blobify(message, self.blobs), ts, line.number, prompt))
-            self.prompt = prompt
+            self._add(blobify(message, self.blobs), message.text, prompt, line, ts, out)
             return True
         if kind in _OUTPUTS:
             self._close(out)
@@ -358,18 +299,23 @@ class CodexMapper:
                 remember(self.names, part.call_id, part.name)
         return parts
 
-    def _extend(self, parts: list[MessagePart], item: dict[str, Any], line: Line,
-                ts: float | None, out: list[Output]) -> None:
+    def _reopen(self, line: Line, ts: float | None) -> None:
+        """The open message of the previous run, read back to go on with it."""
         if self.open is None and self.open_id is not None:
             earlier = self.blobs.message(self.open_id)
             if earlier is not None:
-                self.open = _Open(earlier, line.number, ts, written=True)
+                self.open = OpenMessage(earlier, line.number, ts, written=True)
+
+    def _extend(self, parts: list[MessagePart], item: dict[str, Any], line: Line,
+                ts: float | None, out: list[Output]) -> None:
+        if self.open is None and self.open_id is not None:
+            self._reopen(line, ts)
             self.open_id = None
         if self.open is None:
             item_id = item.get("id")
             message_id = item_id if isinstance(item_id, str) and 0 < len(item_id) <= 200 \
                 else f"codex-L{line.number}"
-            self.open = _Open(Message(role="assistant", id=message_id, metadata=(
+            self.open = OpenMessage(Message(role="assistant", id=message_id, metadata=(
                 MessageMetadata(model=self.model, provider=self._provider()))),
                 line.number, ts, written=False)
         opened = self.open
@@ -421,10 +367,7 @@ class CodexMapper:
             self.total = total
         if usage is None:
             return True
-        if self.open is None and self.open_id is not None:
-            earlier = self.blobs.message(self.open_id)
-            if earlier is not None:
-                self.open = _Open(earlier, line.number, ts, written=True)
+        self._reopen(line, ts)
         if self.open is None:
             return False  # no model message to give it to: kept raw
         metadata = self.open.message.metadata
@@ -458,24 +401,11 @@ class CodexMapper:
             ts, line.number))
         self.prompt = False
 
-    def _emit_open(self, out: list[Output]) -> None:
-        opened = self.open
-        if opened is None or not opened.dirty:
-            return
+    def _completing(self, opened: OpenMessage) -> None:
         message = opened.message
         if message.metadata.finish_reason is None and message.parts:
             calls = any(isinstance(p, ToolCallPart) for p in message.parts)
             message.metadata.finish_reason = "tool_calls" if calls else None
-        if opened.written:
-            out.append(EditMessage(message, opened.ts, opened.line))
-        else:
-            out.append(AddMessage(message, opened.ts, opened.line))
-        opened.written, opened.dirty = True, False
-
-    def _close(self, out: list[Output]) -> None:
-        self._emit_open(out)
-        self.open = None
-        self.open_id = None
 
 
 def _rest(item: dict[str, Any], used: set[str]) -> dict[str, Any]:

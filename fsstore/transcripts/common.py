@@ -1,7 +1,9 @@
-"""What the importers of Claude Code and Codex transcripts share: reading a JSONL file
-line by line (a torn last line left for later, an oversized line skipped with its size),
-session ids made from a tool's ids through the session-id allowlist, bounded text, and
-the outputs a mapper gives the importer (docs/CONVERTERS.md, "Claude Code and Codex
+"""What the importers of Claude Code and Codex transcripts share: finding transcripts
+and reading a JSONL file line by line (a torn last line left for later, an oversized
+line skipped with its size), session ids made from a tool's ids through the session-id
+allowlist, bounded text, the outputs a mapper gives the importer, and the base of both
+mappers (:class:`MapperBase`: a line's time, turns, the assistant message gathered over
+several lines, a line refused as a message) (docs/CONVERTERS.md, "Claude Code and Codex
 transcripts").
 
 Transcripts come from outside: nothing in them becomes a path (ids pass
@@ -27,7 +29,7 @@ import msgspec
 
 from .. import layout
 from ..convert.common import parse_data_url
-from ..errors import InvalidSessionId
+from ..errors import InvalidMessage, InvalidSessionId, TranscriptNotFound
 from ..message_types import FilePart, Message, MessagePart, TextPart, ToolResultPart
 
 #: A line longer than this is not parsed: it becomes a raw event of its size and hash.
@@ -150,6 +152,40 @@ def open_transcript(path: str) -> Any:
     except BaseException:
         os.close(fd)
         raise
+
+
+def transcript_files(root: str, max_depth: int, wanted: Callable[[str], bool],
+                     missing: str) -> list[str]:
+    """``root`` itself when it is a file, else the plain files below it (at most
+    ``max_depth`` folders down) whose name is ``wanted``, in no set order;
+    TranscriptNotFound saying ``missing`` when ``root`` is neither."""
+    if os.path.isfile(root):
+        # A file named by the user may be a link (read where it leads); one found in a
+        # folder may not (see is_plain_file).
+        return [os.path.realpath(root) if os.path.islink(root) else os.path.abspath(root)]
+    if not os.path.isdir(root):
+        raise TranscriptNotFound(missing)
+    found: list[str] = []
+    base = os.path.abspath(root)
+    for folder, dirs, files in os.walk(base):
+        if folder[len(base):].count(os.sep) >= max_depth:
+            dirs[:] = []
+        dirs.sort()
+        found.extend(os.path.join(folder, name) for name in files
+                     if wanted(name) and is_plain_file(os.path.join(folder, name)))
+    return found
+
+
+def first_record(path: str) -> dict[str, Any]:
+    """The JSON object on the first line of a transcript (read up to 1 MiB), or an
+    empty dict when that line is not one."""
+    with open_transcript(path) as file:
+        head = file.readline(1 << 20)
+    try:
+        value = json.loads(head)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def hash_prefix(path: str, size: int) -> tuple[Any, bool]:
@@ -376,3 +412,107 @@ def _block_blobs(block: Any, blobs: Blobs) -> Any:
         return block
     return {**block, "source": {"type": "blob", "media_type": media,
                                 "blob": blobs.put(data, media)}}
+
+
+# --- the base of the mappers --------------------------------------------------------------
+
+
+class OpenMessage:
+    """The assistant message a mapper gathers from several lines: ``written`` once an
+    output added it (a later line then edits it), ``dirty`` while it holds what no
+    output gave yet. ``key``: what the lines of one message share (Claude Code's
+    ``message.id``; empty where the lines do not say)."""
+
+    def __init__(self, message: Message, line: int, ts: float | None, written: bool,
+                 key: str = "") -> None:
+        self.message, self.key, self.line, self.ts = message, key, line, ts
+        self.written, self.dirty = written, not written
+
+
+class MapperBase:
+    """What the Claude Code and Codex mappers share: the state both keep between runs
+    (tool names by call id, the turn, the first prompt, the open message, the last
+    time seen), a line's time, a user prompt closing the turn before it, the open
+    assistant message given as an add or an edit, and a line refused as a message kept
+    raw. A mapper gives its lines in :meth:`_feed`."""
+
+    raw_kind: str
+
+    def __init__(self, blobs: Blobs, state: dict[str, Any]) -> None:
+        self.blobs = blobs
+        self.names: dict[str, str] = dict(state.get("names") or {})
+        self.prompt = bool(state.get("prompt"))
+        self.first_prompt: str | None = state.get("first_prompt")
+        self.open: OpenMessage | None = None
+        self.open_id: str | None = state.get("open_id")
+        self.last_ts: float | None = state.get("last_ts")
+        self.turn_end: float | None = None
+        self.started = bool(state.get("started"))
+
+    def flush(self) -> list[Output]:
+        out: list[Output] = []
+        self._emit_open(out)
+        return out
+
+    def feed(self, line: Line, record: dict[str, Any] | None, error: str | None
+             ) -> list[Output]:
+        out = self._feed(line, record, error)
+        # A turn is closed only once the session holds something: a session created
+        # by a chunk of no output (its metadata record is in turn 1) starts the same.
+        self.started = self.started or bool(out)
+        return out
+
+    def _feed(self, line: Line, record: dict[str, Any] | None, error: str | None
+              ) -> list[Output]:
+        raise NotImplementedError
+
+    def _raw(self, line: Line, record: dict[str, Any] | None, ts: float | None,
+             error: str | None = None) -> RawEvent:
+        return raw_record(self.raw_kind, line, record, ts, self.blobs, error)
+
+    def _clock(self, record: dict[str, Any]) -> tuple[float | None, float | None]:
+        """The time a record gives (or None) and the time of its line: a line without
+        a time (a snapshot, a note) takes the last one before it."""
+        stamp = timestamp(record.get("timestamp"))
+        self.turn_end, ts = self.last_ts, stamp if stamp is not None else self.last_ts
+        if stamp is not None:
+            self.last_ts = stamp
+        return stamp, ts
+
+    def _refused(self, line: Line, record: dict[str, Any], ts: float | None,
+                 exc: InvalidMessage, out: list[Output]) -> None:
+        """A line that does not make a message fsstore stores: kept raw, saying why."""
+        self._close(out)
+        event = self._raw(line, record, ts)
+        event.data["error"] = f"not a message fsstore stores: {exc}"[:400]
+        out.append(event)
+
+    def _add(self, message: Message, text: str, prompt: bool, line: Line,
+             ts: float | None, out: list[Output]) -> None:
+        """Add ``message`` (its blobs made); a prompt (``text`` is its text) after what
+        was not a prompt ends the turn before it at that turn's last line."""
+        if prompt and not self.prompt and (self.started or out):
+            out.append(FinishTurn(self.turn_end if self.turn_end is not None else ts))
+        if prompt and self.first_prompt is None:
+            self.first_prompt = short_text(text)
+        out.append(AddMessage(message, ts, line.number, prompt))
+        self.prompt = prompt
+
+    def _completing(self, opened: OpenMessage) -> None:
+        """What a mapper sets on the open message before it is given."""
+
+    def _emit_open(self, out: list[Output]) -> None:
+        opened = self.open
+        if opened is None or not opened.dirty:
+            return
+        self._completing(opened)
+        if opened.written:
+            out.append(EditMessage(opened.message, opened.ts, opened.line))
+        else:
+            out.append(AddMessage(opened.message, opened.ts, opened.line))
+        opened.written, opened.dirty = True, False
+
+    def _close(self, out: list[Output]) -> None:
+        self._emit_open(out)
+        self.open = None
+        self.open_id = None
