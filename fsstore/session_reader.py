@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import identity, layout, manifest
 from .aio import AsyncSessionReaderMixin
@@ -114,8 +114,23 @@ class SessionInfo:
 
 #: How long a fork waits for a compaction of its parent to end.
 _FORK_WAITS_FOR_COMPACTION = 60.0
-#: Held while a reader makes its message index on first use (see _message_index_file).
-_INDEX_MADE = threading.Lock()
+#: Held while a reader makes a member on first use (see _made_once).
+_MEMBER_MADE = threading.RLock()
+_T = TypeVar("_T")
+
+
+def _made_once(reader: SessionReader, name: str, make: Callable[[], _T]) -> _T:
+    """The member ``name`` of ``reader``, made by ``make`` if no thread made it yet.
+    Called by its cached_property, which on Python 3.12 and later takes no lock: two
+    threads' first reads would each make one, and hold different objects (two message
+    indexes, each with the file open). Under the lock the first one made is the one
+    stored; cached_property then stores that same object again. An RLock: making one
+    member may read another."""
+    with _MEMBER_MADE:
+        found: _T | None = reader.__dict__.get(name)
+        if found is None:
+            found = reader.__dict__[name] = make()
+        return found
 
 
 class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMaintenanceMixin,
@@ -141,48 +156,46 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
     # The attachments, queue, inputs and conversation are made on first use (a writer
     # sets its own in __init__), so that reading events imports none of their modules.
+    # Each is made once under a lock (_made_once): a reader shared by threads (async
+    # twins run in worker threads) gives every thread the one object, on every Python
+    # (cached_property locks on 3.10 and 3.11 only).
 
     @functools.cached_property
     def blobs(self) -> BlobReader:
         """The session's attachments: get, open, exists, stat (and put, for a writer)."""
         from .blobs import BlobReader
 
-        return BlobReader(self.io, self.path)
+        return _made_once(self, "blobs", lambda: BlobReader(self.io, self.path))
 
     @functools.cached_property
     def queue(self) -> WorkQueueReader:
         """The session's queue of work, as the log has it: ``queue.items(status)``."""
         from .work import WorkQueueReader
 
-        return WorkQueueReader(_ReaderFolds(self))
+        return _made_once(self, "queue", lambda: WorkQueueReader(_ReaderFolds(self)))
 
     @functools.cached_property
     def inputs(self) -> TurnInputsReader:
         """The session's turn inputs, as the log has them: ``inputs.items(status)``."""
         from .work import TurnInputsReader
 
-        return TurnInputsReader(_ReaderFolds(self))
+        return _made_once(self, "inputs", lambda: TurnInputsReader(_ReaderFolds(self)))
 
     @functools.cached_property
     def messages(self) -> MessagesReader:
         """The session's conversation: ``messages.last(50)``, ``messages.get(id)``, ..."""
         from .messages import MessagesReader
 
-        return MessagesReader(ReaderMessages(self))
+        return _made_once(self, "messages", lambda: MessagesReader(ReaderMessages(self)))
 
     @functools.cached_property
     def _message_index_file(self) -> MessageIndex:
         from .message_index import MessageIndex
 
-        # Made once under a lock: two threads' first reads must share the one index (it
-        # keeps its file open), and cached_property does not lock on every Python.
-        with _INDEX_MADE:
-            found: MessageIndex | None = self.__dict__.get("_message_index_file")
-            if found is None:
-                found = self.__dict__["_message_index_file"] = MessageIndex(
-                    self.io, self.path, self._log,
-                    NO_UID if self.identity is None else self.identity.uid)
-            return found
+        # One index per reader: it keeps its file open and what it read of the log.
+        return _made_once(self, "_message_index_file", lambda: MessageIndex(
+            self.io, self.path, self._log,
+            NO_UID if self.identity is None else self.identity.uid))
 
     # --- metadata ---
 
@@ -339,7 +352,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
     def verify(self) -> list[Finding]:
         """Read everything a read would read and report each problem; changes nothing and
-        never raises (see :mod:`fsstore.check`)."""
+        never raises, but for ImportError naming a module fsstore needs that is not
+        installed (see :mod:`fsstore.check`)."""
         from .check import SessionParts, check_session
 
         parts = SessionParts(self._manifest, self._log, self._snapshots, self._checkpoints,
