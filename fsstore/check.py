@@ -8,7 +8,9 @@ every snapshot and checkpoint that claims to hold the same fold; every blob refe
 of the log and of the checkpoints resolved; every blob hashed as a stream; every
 vector collection opened; the lease read. It never writes and never raises: a typed
 error is a problem of the file it names, and any other exception (a bug in fsstore) is
-reported as one too, so that one damaged file never hides the rest.
+reported as one too, so that one damaged file never hides the rest. The one exception
+raised is ImportError for a module fsstore needs that is not installed (numpy and
+zstandard are imported where they are first used): that is no damage of any file.
 """
 
 from __future__ import annotations
@@ -63,9 +65,18 @@ class Report:
         try:
             yield
         except Exception as exc:  # verify never raises: every failure is a finding
+            if _missing_module(exc):
+                raise
             finding = finding_of(exc, path, what)
             if known is None or (finding.path, finding.offset) not in known:
                 self.findings.append(finding)
+
+
+def _missing_module(exc: BaseException) -> bool:
+    """Whether ``exc`` says a module fsstore imports where it first uses it (numpy,
+    zstandard, ...) is not installed: raised as it is, never a finding, since the files
+    are not at fault (MissingExtra, fsstore's own error, stays a finding)."""
+    return isinstance(exc, ImportError) and not isinstance(exc, FsStoreError)
 
 
 def finding_of(exc: BaseException, path: str, what: str) -> Finding:
@@ -169,7 +180,9 @@ def _check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
         _read_events(log, refs, report)
     try:
         tail: LogTail | None = log.tail()
-    except Exception:  # the log's own check reported it
+    except Exception as exc:  # the log's own check reported it
+        if _missing_module(exc):
+            raise
         tail = None
     if tail is not None:
         with report.step(parts.messages.path, "checking the message index",

@@ -120,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Every failure is one line on stderr, never a traceback: ``fsstore: MESSAGE`` and exit
     status 2 for fsstore's own errors and the operating system's (a path that cannot be
-    read); ``fsstore: internal error: TYPE: MESSAGE`` and status 3 for anything else (a
-    bug: set ``FSSTORE_TRACEBACK=1`` to see where). An id that starts with ``-`` is named
+    read) and for a module fsstore needs that is not installed (numpy, zstandard and
+    watchdog are imported by the commands that use them, not at start); ``fsstore:
+    internal error: TYPE: MESSAGE`` and status 3 for anything else (a bug: set
+    ``FSSTORE_TRACEBACK=1`` to see where). An id that starts with ``-`` is named
     after ``--``: ``fsstore show -- -draft``.
     """
     for stream in (sys.stdout, sys.stderr):
@@ -143,9 +145,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("FSSTORE_TRACEBACK"):
             raise
+        missing = _missing_module(exc)
+        if missing is not None:
+            print(f"fsstore: {_one_line(exc)}: this command needs the module {missing!r}, "
+                  "which is not installed; install it (or reinstall fsstore with its "
+                  "dependencies)", file=sys.stderr)
+            return 2
         print(f"fsstore: internal error: {type(exc).__name__}: {_one_line(exc)}",
               file=sys.stderr)
         return 3
+
+
+def _missing_module(exc: BaseException) -> str | None:
+    """The top-level module ``exc`` says is not installed; None when it says nothing of
+    the kind, or names a module of fsstore's own (a bug, not a missing install)."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.partition(".")[0]
+    return None if top == "fsstore" else top
 
 
 def _one_line(exc: BaseException) -> str:
