@@ -43,8 +43,8 @@ def _load() -> Any:
                     break
         if found is not None:
             return found.crc32c
-    except (ImportError, OSError, AttributeError):
-        pass
+    except (ImportError, OSError, AttributeError, ValueError):
+        pass  # ValueError: find_spec of a crc32c in sys.modules without a __spec__
     from crc32c import crc32c as function
 
     return function
