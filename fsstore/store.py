@@ -945,9 +945,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     def verify(self, session_ids: Iterable[str] | None = None, *,
                on_session: Callable[[str], object] | None = None) -> list[Finding]:
         """Read every file of the store (or of the given sessions) and report each
-        problem with its file and offset. Changes nothing and never raises (but for
-        ImportError naming a module fsstore needs that is not installed): a session
-        that cannot be read is a problem, and the check goes on with the next.
+        problem with its file and offset. Changes nothing, raises only ImportError (a
+        missing module): an unreadable session is a problem, and the check goes on.
         ``on_session`` is called with each session id once it is checked (a progress
         bar's step)."""
         from .check import check_store
