@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import tree_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,18 +59,6 @@ def exported(tmp_path_factory) -> list[dict[str, Any]]:
     return lines
 
 
-def _snapshot(root) -> dict[str, bytes | None]:
-    found: dict[str, bytes | None] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs:
-            found[os.path.relpath(os.path.join(folder, name), root)] = None
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, root)] = handle.read()
-    return found
-
-
 def _line(lines: list[dict[str, Any]], kind: str, index: int = 0) -> dict[str, Any]:
     return [fields for fields in lines if fields["type"] == kind][index]
 
@@ -79,10 +68,10 @@ def _refused(tmp_path, data: bytes, name: str = "crafted.jsonl",
     path = tmp_path / name
     path.write_bytes(data)
     store = store or fsstore.open_store(tmp_path / "dest")
-    before = _snapshot(store.path)
+    before = tree_snapshot(store.path)
     with pytest.raises(fsstore.InvalidExport) as caught:
         fsstore.import_sessions(store, path)
-    assert _snapshot(store.path) == before  # listing and bytes, no temp folder left
+    assert tree_snapshot(store.path) == before  # listing and bytes, no temp folder left
     assert caught.value.path == str(path)
     return caught.value
 
@@ -345,14 +334,14 @@ def test_a_beside_blob_that_is_a_symlink_or_of_another_size_is_refused(tmp_path)
     blob.unlink()
     blob.symlink_to(secret)
     dest = fsstore.open_store(tmp_path / "dest")
-    before = _snapshot(dest.path)
+    before = tree_snapshot(dest.path)
     with pytest.raises(fsstore.InvalidExport, match="line 4"):
         fsstore.import_sessions(dest, out)
     blob.unlink()
     blob.write_bytes(b"the blob and more")
     with pytest.raises(fsstore.InvalidExport, match="line 4"):
         fsstore.import_sessions(dest, out)
-    assert _snapshot(dest.path) == before
+    assert tree_snapshot(dest.path) == before
 
 
 def test_an_export_beside_rewrites_a_stale_blob_file_of_the_same_size(tmp_path):
@@ -369,7 +358,8 @@ def test_an_export_beside_rewrites_a_stale_blob_file_of_the_same_size(tmp_path):
     assert dest.read_session("a").blobs.get(ref) == b"the blob"
 
 
-def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_open(tmp_path):
+def _export_of_two_sessions_the_store_has(tmp_path) -> fsstore.Store:
+    """``x.jsonl``: an export of sessions a and b; and a store that has both already."""
     store = fsstore.open_store(tmp_path / "store")
     for sid in ("a", "b"):
         with store.create_session(sid) as s:
@@ -379,12 +369,17 @@ def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_ope
     for sid in ("a", "b"):
         with dest.create_session(sid) as s:
             s.append({"old": sid})
+    return dest
+
+
+def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_open(tmp_path):
+    dest = _export_of_two_sessions_the_store_has(tmp_path)
     writer = dest.open_session("b")
     try:
-        before = _snapshot(dest.path)
+        before = tree_snapshot(dest.path)
         with pytest.raises(fsstore.SessionLocked):
             fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
-        after = _snapshot(dest.path)
+        after = tree_snapshot(dest.path)
         assert after == before  # "a" not replaced either
         assert writer.append({"still": "writing"}) == 2
     finally:
@@ -626,20 +621,12 @@ def test_cli_import_refused_into_a_new_store_leaves_no_store_behind(exported, tm
 
 def test_replace_is_refused_with_nothing_changed_while_a_replaced_session_is_leased(
         tmp_path):
-    store = fsstore.open_store(tmp_path / "store")
-    for sid in ("a", "b"):
-        with store.create_session(sid) as s:
-            s.append({"new": sid})
-    fsstore.export_sessions(store, tmp_path / "x.jsonl")
-    dest = fsstore.open_store(tmp_path / "dest")
-    for sid in ("a", "b"):
-        with dest.create_session(sid) as s:
-            s.append({"old": sid})
+    dest = _export_of_two_sessions_the_store_has(tmp_path)
     lease = dest.claim_lease("b", "worker", ttl=600)
-    before = _snapshot(dest.path)
+    before = tree_snapshot(dest.path)
     with pytest.raises(fsstore.SessionLocked, match="leased"):
         fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
-    assert _snapshot(dest.path) == before
+    assert tree_snapshot(dest.path) == before
     assert lease is not None
 
 
@@ -651,7 +638,7 @@ def test_a_replace_whose_rename_fails_puts_the_old_session_back(tmp_path, monkey
     dest = fsstore.open_store(tmp_path / "dest")
     with dest.create_session("a") as s:
         s.append({"old": 1})
-    before = _snapshot(dest.path)
+    before = tree_snapshot(dest.path)
     rename = dest.io.rename
 
     def failing(source: str, target: str) -> None:
@@ -662,7 +649,7 @@ def test_a_replace_whose_rename_fails_puts_the_old_session_back(tmp_path, monkey
     monkeypatch.setattr(dest.io, "rename", failing)
     with pytest.raises(OSError):
         fsstore.import_sessions(dest, tmp_path / "x.jsonl", replace=True)
-    assert _snapshot(dest.path) == before
+    assert tree_snapshot(dest.path) == before
 
 
 def test_a_nan_with_its_sign_or_payload_set_round_trips_with_its_bits(tmp_path):
