@@ -145,13 +145,19 @@ class _Folder:
     def ensure(self, path: str) -> None:
         missing = []
         while not os.path.isdir(path):
-            if os.path.lexists(path):
+            # isdir again: another export into DIR may have made the folder just now (the
+            # folder's lock is taken once it exists)
+            if os.path.lexists(path) and not os.path.isdir(path):
                 raise InvalidSetting(f"{path} is not a folder, so the Parquet export cannot "
                                      "be written under it: give a folder's path")
             missing.append(path)
             path = os.path.dirname(path)
         for folder in reversed(missing):
-            self.io.mkdir(folder)
+            try:
+                self.io.mkdir(folder)
+            except OSError:
+                if not os.path.isdir(folder):  # made by an export beside this one: fine
+                    raise
             self.io.fsync_dir(os.path.dirname(folder))
 
     def load_state(self) -> dict[str, dict[str, Any]]:

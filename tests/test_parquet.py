@@ -526,3 +526,23 @@ def test_the_export_command_refuses_standard_output_for_parquet(store, tmp_path,
         assert main(["--store", store.path, "export", "--format", "parquet", *argv]) == 2
         assert "not standard output" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "-")
+
+
+def test_a_folder_another_export_makes_at_the_same_moment_is_taken_as_made(
+        store, tmp_path, monkeypatch):
+    """Two exports into a new DIR: the one that finds DIR gone and then there (the other
+    made it between its two looks, or before its mkdir) goes on, not 'not a folder'."""
+    out = tmp_path / "out"
+    out.mkdir()  # made "beside" this export
+    real_isdir = os.path.isdir
+    looks: list[str] = []
+
+    def isdir(path):  # the first look at DIR misses it, as before the other's mkdir
+        if os.fspath(path) == str(out) and not looks:
+            looks.append(str(path))
+            return False
+        return real_isdir(path)
+
+    monkeypatch.setattr(os.path, "isdir", isdir)
+    report = export_parquet(store, out)
+    assert looks and report.exported
