@@ -82,7 +82,7 @@ from .backup_check import (
 from .backup_check import BACKUP_MANIFEST as BACKUP_MANIFEST
 from .backup_check import verify_backup as verify_backup
 from .errors import CorruptionError, FsStoreError, SessionNotFound
-from .fsio import FileIO
+from .fsio import FileIO, folder_lock
 
 if TYPE_CHECKING:
     from .store import Store
@@ -733,7 +733,7 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     io = store.io
     dest = os.path.abspath(os.fspath(dest))
     report = BackupReport(dest)
-    previous = _check_dest(io, store.path, dest)
+    _check_dest(io, store.path, dest)  # before anything is written: a refusal writes nothing
     references = [] if link_dest is None else [os.path.abspath(os.fspath(link_dest))]
     for root in references:
         _check_link_dest(io, store.path, root)
@@ -744,6 +744,26 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
         if not whole and not store.has_session(session_id):
             raise SessionNotFound(f"{session_id!r}: no such session in {store.path}")
 
+    missing = []
+    folder = dest
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):  # DEST, and the folders above it that are missing
+        try:
+            io.mkdir(folder)
+        except OSError:  # unless a backup beside this one made it just now
+            if not os.path.isdir(folder):
+                raise
+        io.fsync_dir(os.path.dirname(folder))
+    with folder_lock(dest):  # two backups into DEST take turns (a nightly job overrunning)
+        return _backup_into(store, dest, ids, whole, references, verify, report, started)
+
+
+def _backup_into(store: Store, dest: str, ids: list[str], whole: bool, references: list[str],
+                 verify: bool, report: BackupReport, started: float) -> BackupReport:
+    io = store.io
+    previous = _check_dest(io, store.path, dest)  # again: a backup beside may have ended
     # The manifest first, saying "incomplete": a crash from here on leaves DEST marked.
     record: dict[str, Any] = previous if previous is not None else {
         "format": BACKUP_FORMAT, "version": BACKUP_VERSION, "sessions": {}}
@@ -752,14 +772,6 @@ def backup_store(store: Store, dest: str | os.PathLike[str],
     # seq, is dropped (the session is copied anew when asked for).
     record["sessions"] = {name: entry for name, entry in record["sessions"].items()
                           if _valid_entry(name, entry)}
-    missing = []
-    folder = dest
-    while not os.path.isdir(folder):
-        missing.append(folder)
-        folder = os.path.dirname(folder)
-    for folder in reversed(missing):  # DEST, and the folders above it that are missing
-        io.mkdir(folder)
-        io.fsync_dir(os.path.dirname(folder))
     # A new DEST is made a store before it is marked a backup, so that it opens at every
     # point (a kill in between leaves an empty store, which _check_dest takes for an
     # empty folder); an earlier backup is marked incomplete first.

@@ -26,6 +26,8 @@ import io as _io
 import os
 import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from . import layout
@@ -446,3 +448,16 @@ class FileIO:
             self.unlink(path)
         except OSError:
             pass
+
+
+@contextmanager
+def folder_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the folder ``path`` while the block runs: for work
+    two processes must not do in one folder at once (two backups into one DEST, two
+    Parquet exports into one folder). The kernel lets it go when the process dies."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -36,7 +36,6 @@ Needs pyarrow (``pip install 'fsstore[parquet]'``), imported here only when used
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -52,6 +51,7 @@ from .errors import (
     MissingExtra,
     SessionNotFound,
 )
+from .fsio import folder_lock
 from .log_format import Event
 from .parquet_rows import (
     SessionRows,
@@ -327,23 +327,8 @@ def export_parquet(store: Store, out_dir: str | os.PathLike[str],
                                   f"session {session_id!r} in the store to export")
     folder = _Folder(store, out_dir)
     folder.ensure(folder.root)
-    with _folder_lock(folder.root):
+    with folder_lock(folder.root):
         return _export(store, folder, ids, explicit, pa, part_events, started)
-
-
-@contextlib.contextmanager
-def _folder_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the export folder: two exports into one folder
-    (two ``fsstore sql`` of one store) would write the same parts. The kernel releases
-    it when the process dies."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _export(store: Store, folder: _Folder, ids: list[str], explicit: bool, pa: Any,

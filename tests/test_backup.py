@@ -397,3 +397,27 @@ def test_a_session_unchanged_since_the_last_backup_is_left_as_it_is(tmp_path, mo
     report = fsstore.backup_store(store, dest)
     assert report.unchanged == 1  # busy, this time
     assert (copy / "checkpoints" / "c50.ckpt").exists()
+
+
+def test_backups_started_together_into_one_folder_take_turns_and_both_complete(tmp_path):
+    """A nightly backup still running when the next starts: each waits for the other
+    (before, the second removed the first's copies in progress as an interrupted
+    backup's leftovers)."""
+    import subprocess
+    import sys
+
+    store = fsstore.open_store(tmp_path / "store")
+    for index in range(6):
+        fill(store, f"s{index}", 4)
+    dest = tmp_path / "nightly"
+    command = [sys.executable, "-m", "fsstore", "--store", store.path, "backup", str(dest)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(3)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    assert [f for f in fsstore.verify_backup(dest) if f.level == "problem"] == []
+    copy = fsstore.open_store(dest)
+    assert copy.session_ids() == store.session_ids()
+    for session_id in store.session_ids():
+        assert [e.seq for e in copy.read_session(session_id).events()] == [
+            e.seq for e in store.read_session(session_id).events()]
