@@ -64,13 +64,12 @@ def commands(store: str, session: str, segment: str) -> list[tuple[str, list[str
 
 def start_times(argvs: list[list[str]], env: dict[str, str], cwd: str,
                 repeats: int) -> list[float]:
-    """The median wall time, in ms, of ``repeats`` runs of each, taken in turn."""
+    """The median wall time, in ms, of ``repeats`` runs of each command line, in turn."""
     samples: list[list[float]] = [[] for _ in argvs]
     for _ in range(repeats):
         for index, argv in enumerate(argvs):
             start = time.perf_counter()
-            subprocess.run([sys.executable, *argv], env=env, cwd=cwd, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
             samples[index].append((time.perf_counter() - start) * 1000)
     return [statistics.median(found) for found in samples]
 
@@ -96,11 +95,43 @@ def cli_rows(root: str, quick: bool) -> None:
     cached_env.pop("FSSTORE_STORE", None)
     uncached_env = {**cached_env, "PYTHONPATH": package_copy(root),
                     "PYTHONDONTWRITEBYTECODE": "1"}
-    cached = start_times(argvs, cached_env, root, repeats)
-    uncached = start_times(argvs, uncached_env, root, repeats)
+    here = [[sys.executable, *argv] for argv in argvs]
+    cached = start_times(here, cached_env, root, repeats)
+    uncached = start_times(here, uncached_env, root, repeats)
     print(f"\nCommand line start (a new process each; median of {repeats}, wall time; "
           "ms with fsstore's bytecode cached, and without)")
     floor = cached[0]
     for (label, _argv), with_cache, without in zip(measured, cached, uncached, strict=True):
         row(label, f"{with_cache:.1f} ms", ratio(with_cache, floor, "the floor"),
             f"{without:.1f} ms without bytecode caches")
+    installed_rows(root, measured, repeats)
+
+
+def installed_rows(root: str, measured: list[tuple[str, list[str]]], repeats: int) -> None:
+    """The same commands as a user runs them: this checkout installed by pip (``pip
+    install .``, as the README's quick start does) into a new venv holding only fsstore's
+    runtime dependencies, run through its ``fsstore`` console script. The rows above run
+    in this Python, whose site-packages may add start costs of their own (``.pth`` hooks,
+    the test extras' typing_extensions, which msgspec imports when it is there)."""
+    venv = os.path.join(root, "cli-venv")
+    python = os.path.join(venv, "bin", "python")
+    package = os.path.dirname(os.path.dirname(os.path.abspath(fsstore.__file__)))
+    made = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True)
+    if made.returncode == 0:
+        made = subprocess.run([python, "-m", "pip", "install", "-q", package],
+                              capture_output=True)
+    if made.returncode != 0:
+        print(f"  (installed rows left out: no venv with fsstore: "
+              f"{made.stderr.decode(errors='replace').strip()[-200:]})")
+        return
+    script = os.path.join(venv, "bin", "fsstore")
+    argvs = [[script, *argv[2:]] if argv[:2] == ["-m", "fsstore"] else [python, *argv]
+             for _label, argv in measured]
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "FSSTORE_STORE")}
+    start_times(argvs, env, root, 1)  # the venv's first starts write its bytecode caches
+    times = start_times(argvs, env, root, repeats)
+    print(f"\nThe same, installed by pip into a new venv with only fsstore's runtime "
+          f"dependencies, through its fsstore script (median of {repeats})")
+    for (label, _argv), found in zip(measured, times, strict=True):
+        row(label, f"{found:.1f} ms", ratio(found, times[0], "the floor"))
