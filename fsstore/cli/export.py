@@ -126,13 +126,13 @@ def run_import(args: argparse.Namespace) -> int:
         raise InvalidSetting("--dry-run, --follow and --json are for claude-code and "
                              "codex transcripts, not export files")
     from ..importer import import_sessions
-    from ..store import find_store, open_store
+    from ..store import open_store
+    from ._common import store_from
 
     # A store this command makes is removed again if the import is refused: a refused
     # import leaves the disk as it was, with no empty store where there was none.
     made = bool(args.store) and not os.path.lexists(args.store)
-    store = open_store(args.store, create=True) if args.store else open_store(
-        find_store(), create=False)
+    store = open_store(args.store, create=True) if args.store else store_from(args)
     rename: str | dict[str, str] | None = None
     if len(args.rename_to) == 1 and "=" not in args.rename_to[0]:
         rename = args.rename_to[0]
