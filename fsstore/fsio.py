@@ -227,6 +227,10 @@ class FileIO:
     def size(self, fd: int) -> int:
         return os.fstat(fd).st_size
 
+    def path_inode(self, path: str) -> int:
+        """The inode number of ``path`` (a copy of a file or folder gets another)."""
+        return os.stat(path).st_ino
+
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 

@@ -46,8 +46,9 @@ from .errors import (
 from .export_format import FORMAT_NAME, check_version, from_json, unseal
 from .log import LogPosition, LogReader
 from .log_format import MAX_FRAME_PAYLOAD, encode_base_frame
-from .log_writer import Durability, LogWriter, write_tail_hint
+from .log_writer import Durability, LogWriter
 from .segment_header import SEGMENT_HEADER_SIZE, encode_segment_header
+from .tail_hint import write_tail_hint
 
 if TYPE_CHECKING:
     from .store import Store

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 import heapq
 import itertools
 import math
@@ -64,6 +65,7 @@ from .segment_header import (
     check_synced,
     decode_segment_header,
 )
+from .tail_hint import in_original_folder, read_tail_hint
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -161,9 +163,20 @@ class LogReader:
         fd = self.io.open(path, os.O_RDONLY)
         try:
             raw = self.io.pread(fd, SEGMENT_HEADER_SIZE, 0)
+            return self.binding_mark(self.checked_header(raw, first_seq, path),
+                                     self.io.size(fd))
         finally:
             self.io.close(fd)
-        return self.checked_header(raw, first_seq, path)
+
+    def binding_mark(self, header: SegmentHeader, size: int) -> SegmentHeader:
+        """``header`` with the synced mark the segment is held to, ``size`` being the bytes
+        its file holds. A mark past the end of the file binds in the folder its writer
+        wrote (there, synced records were lost); in a copy it claims nothing, since a copy
+        tool that sized the file before it read the header (``tar``, ``rsync``, ``git
+        add``) copies a mark newer than the frames it copied (docs/FORMAT.md, 3.1)."""
+        if header.synced_end <= size or in_original_folder(self.io, self.path):
+            return header
+        return dataclasses.replace(header, synced_end=0)
 
     def live_segments(self) -> tuple[list[int], int]:
         """The segments of the log as the newest segment header defines it, and log_start.
@@ -181,7 +194,9 @@ class LogReader:
         raise CorruptionError(
             f"the log starts at seq {log_start} (so its newest segment's header says), but "
             f"its oldest segment starts at seq {live[0]}: the segments holding seqs "
-            f"{log_start} to {live[0] - 1} are missing; restore them from a backup",
+            f"{log_start} to {live[0] - 1} are missing; restore them from a backup (a "
+            "folder copied while its session was cleared or compacted misses them too: "
+            "copy it again, or copy with fsstore backup)",
             path=self.segment_path(live[0]), offset=0)
 
     def open_segment(self, first_seq: int) -> SegmentFile:
@@ -199,8 +214,9 @@ class LogReader:
 
     def _open_fd(self, fd: int, path: str, file_first: int, first_seq: int) -> SegmentFile:
         try:
-            header = self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
-                                         file_first, path)
+            header = self.binding_mark(
+                self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
+                                    file_first, path), self.io.size(fd))
             if header.compacted:
                 return open_compacted(self.io, fd, path, header, first_seq, self._chunks)
             if first_seq != file_first:
@@ -333,7 +349,8 @@ class LogReader:
         if segment.compacted:
             return buf, segment.scan_header
         # the header as read with the frames (its mark), not as read before them
-        return buf, self.checked_header(buf, segment.first_seq, segment.path)
+        return buf, self.binding_mark(
+            self.checked_header(buf, segment.first_seq, segment.path), len(buf))
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None,
@@ -415,11 +432,8 @@ class LogReader:
 
     def hinted_segment(self) -> int | None:
         """The segment ``tail.hint`` names, None when it names none (missing, unreadable)."""
-        try:
-            raw = self.io.read_file(layout.tail_hint_path(self.path), 64)
-        except (OSError, ValueError):
-            return None
-        return layout.parse_segment_name(raw.decode("ascii", "replace").strip())
+        hint = read_tail_hint(self.io, self.path)
+        return None if hint is None else hint.segment
 
     def segment_end(self, first_seq: int) -> SegmentEnd:
         """Where a segment's good data ends, found from the end of its data when that end

@@ -51,9 +51,11 @@ from .segment_file import encode_compacted, file_data_end
 from .segment_header import (
     MARK_AT,
     SEGMENT_HEADER_SIZE,
+    decode_segment_header,
     encode_segment_header,
     mark_segment_header,
 )
+from .tail_hint import in_original_folder, read_tail_hint, write_tail_hint
 
 _BUFFER_LIMIT = 64 << 10  # durability "none" hands batches to the OS in chunks this big
 _FOLLOW_CHUNK = 64 << 10  # a shared writer reads what others appended this much at a time
@@ -120,11 +122,14 @@ class Durability:
 # --- writing -----------------------------------------------------------------------------
 
 
-def write_tail_hint(io: FileIO, log_path: str, first_seq: int) -> None:
-    """Name the newest segment in ``tail.hint``, so that opening the log need not list
-    it. Only a hint: readers check it (see ``LogReader.locate_tail``)."""
-    name = layout.segment_name(first_seq) + "\n"
-    io.atomic_write(layout.tail_hint_path(log_path), name.encode())
+def create_log(io: FileIO, path: str, uid: int = NO_UID) -> None:
+    """A new log at ``path``: one empty segment starting at seq 1, written by the session
+    whose uid is ``uid`` (none for a collection's WAL), and its tail hint. Made inside a
+    temp folder that is renamed into place only once all of it is durable (a rename
+    keeps the folder's inode, which the hint names)."""
+    io.mkdir(path)
+    io.write_new(os.path.join(path, layout.segment_name(1)), encode_segment_header(1, 1, uid))
+    write_tail_hint(io, path, 1)
 
 
 def check_settings(segment_size: int, max_record_bytes: int) -> None:
@@ -236,6 +241,28 @@ class LogWriter:
         # segments were fsynced when they were sealed.
         self.synced_head = self.head if header.synced_end >= end else first - 1
         self._mark_unsynced = False  # a mark was written since the last fdatasync
+        self._take_folder(fd, first, end)
+
+    def _take_folder(self, fd: int, first: int, end: int) -> None:
+        """Make this log folder the one its synced marks bind in, when ``tail.hint`` does
+        not name it yet: a copy of a log (a restored backup, a checkout, ``cp -r``), a
+        hint from before the folder line, or none. In a copy, the active segment's mark
+        can claim frames the copy tool did not copy (docs/FORMAT.md, 3.1): the frames
+        the copy holds are fdatasynced and the mark is set to their end *before* the
+        hint names this folder, so no reader ever holds the copy to the original's mark."""
+        hint = read_tail_hint(self.io, self.path)
+        if (hint is not None and hint.segment == first and hint.folder_inode is not None
+                and in_original_folder(self.io, self.path, hint)):
+            return
+        on_disk = decode_segment_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
+                                        self.reader.segment_path(first))
+        if self._mark_static is not None and on_disk.synced_end > end:
+            self.io.fdatasync(fd)
+            self.io.pwrite(fd, mark_segment_header(self._mark_static, end)[MARK_AT:],
+                           MARK_AT)
+            self.io.fdatasync(fd)
+            self._marked_end, self.synced_head = end, self.head
+        write_tail_hint(self.io, self.path, first)
 
     def _last_significant(self, first: int, end: int) -> tuple[int, str, int] | None:
         """(turn, kind, last seq) of the last frame whose last record is not of a neutral kind,

@@ -40,8 +40,7 @@ from .errors import (
 from .fsio import FileIO
 from .lazy import LazyModule
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
-from .log_writer import Durability, check_settings, write_tail_hint
-from .segment_header import encode_segment_header
+from .log_writer import Durability, check_settings, create_log
 from .session_metadata import new_manifest
 from .session_reader import SessionInfo, SessionReader, copy_history
 from .snapshot import SnapshotPolicy
@@ -267,7 +266,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
 
         def build(temp: str) -> None:
             manifest.write(self.io, layout.session_manifest_path(temp), data)
-            _create_log(self.io, layout.log_dir(temp), uid)
+            create_log(self.io, layout.log_dir(temp), uid)
 
         self._build_in_place(session_id, final, build)
         try:
@@ -990,11 +989,3 @@ def _close_kept(kept: dict[str, tuple[SessionMutex, LeaseFile]],
     for mutex, file in entries:
         mutex.close(file)
 
-
-def _create_log(io: FileIO, path: str, uid: int) -> None:
-    """The log of a new session (whose uid is ``uid``): one empty segment starting at seq
-    1. Written inside the session's temp folder, which is renamed into place only once
-    all of it is durable."""
-    io.mkdir(path)
-    io.write_new(os.path.join(path, layout.segment_name(1)), encode_segment_header(1, 1, uid))
-    write_tail_hint(io, path, 1)

@@ -622,11 +622,16 @@ def _index(io: FileIO, path: str, size: int) -> Iterator[str]:
 def _hint(io: FileIO, path: str, size: int) -> Iterator[str]:
     raw = _read_whole(io, path, MAX_SMALL_FILE)
     text = raw.decode("utf-8", "backslashreplace")
-    name = text[:-1] if text.endswith("\n") else text
-    yield _dumps({"fsstore": "tail hint", "names": name}, sort_keys=True)
-    if not layout.is_segment_name(name) or not text.endswith("\n"):
-        yield Damage(path, 0, "not a segment name and a newline (only a hint: readers "
-                     "list log/ instead)", len(raw)).line()
+    lines = (text[:-1] if text.endswith("\n") else text).split("\n")
+    shown: dict[str, Any] = {"fsstore": "tail hint", "names": lines[0]}
+    folder = lines[1].removeprefix("folder ") if len(lines) == 2 else ""
+    if folder.isdigit():
+        shown["folder"] = int(folder)
+    yield _dumps(shown, sort_keys=True)
+    if (not layout.is_segment_name(lines[0]) or not text.endswith("\n")
+            or len(lines) > 2 or (len(lines) == 2 and not folder.isdigit())):
+        yield Damage(path, 0, "not a segment name, a folder line and a newline (only a "
+                     "hint: readers list log/ instead)", len(raw)).line()
 
 
 def _lease(io: FileIO, path: str, size: int) -> Iterator[str]:

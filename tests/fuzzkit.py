@@ -36,6 +36,8 @@ from typing import Any
 
 import fsstore
 from fsstore.cli import main as cli_main
+from fsstore.fsio import FileIO
+from fsstore.tail_hint import read_tail_hint, write_tail_hint
 from fsstore.vectors import tuning
 
 #: An operation the kernel shows waiting on a FIFO (or, where /proc does not say, still
@@ -731,6 +733,19 @@ def applies(kind: str, mutation: str) -> bool:
     return mutation != "file"
 
 
+def copy_as_original(source: str, dest: str) -> None:
+    """Copy a store and name each copied log folder in its tail hint, as a writer opening
+    the copy would: the damage done to the copy then stands for damage to a store in the
+    folders its writers wrote, where every synced mark binds (docs/FORMAT.md, 3.1)."""
+    shutil.copytree(source, dest, symlinks=True)
+    io = FileIO()
+    for folder, _dirs, files in os.walk(dest):
+        if "tail.hint" in files:
+            hint = read_tail_hint(io, folder)
+            if hint is not None and hint.segment is not None:
+                write_tail_hint(io, folder, hint.segment)
+
+
 def run_case(pristine: Pristine, kind: str, mutation: str, seed: int
              ) -> tuple[Case, list[tuple[str, str, str]]] | None:
     """Copy the store, mutate one file, run everything; None when the mutation does not
@@ -742,7 +757,7 @@ def run_case(pristine: Pristine, kind: str, mutation: str, seed: int
     for path in (root, outside):
         if os.path.lexists(path):
             _remove_tree(path)
-    shutil.copytree(pristine.root, root, symlinks=True)
+    copy_as_original(pristine.root, root)
     os.mkdir(outside)
     rng = random.Random(f"{kind}/{mutation}/{seed}")
     candidates = files_of(root, kind)
@@ -799,7 +814,7 @@ def _expect(pristine: Pristine) -> None:
         copy = os.path.join(pristine.work, "store")
         if os.path.lexists(copy):
             _remove_tree(copy)
-        shutil.copytree(pristine.root, copy, symlinks=True)
+        copy_as_original(pristine.root, copy)
         runs.append(run_ops(operations(pristine, copy), [], None))
     for name, (outcome, detail) in runs[0].items():
         assert outcome == "ok", f"{name} fails on the untouched store: {detail}"

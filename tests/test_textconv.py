@@ -188,7 +188,8 @@ def test_manifests_print_as_sorted_json(rich):
 def test_small_files_print_what_they_hold(rich):
     session = Path(rich.path) / "sessions" / "s"
     assert json.loads(text(session / "log" / "tail.hint")[0]) == {
-        "fsstore": "tail hint", "names": segments(rich, "s")[-1].name}
+        "fsstore": "tail hint", "names": segments(rich, "s")[-1].name,
+        "folder": os.stat(session / "log").st_ino}
     lease = json.loads("\n".join(text(session / "lease")))
     held = [slot for slot in lease["slots"] if slot]
     assert held[0]["token"] == 1 and held[0]["owner"]["label"] == "worker"

@@ -16,8 +16,7 @@ from ..errors import (
     WriteFailed,
 )
 from ..fsio import FileIO
-from ..log_writer import write_tail_hint
-from ..segment_header import encode_segment_header
+from ..log_writer import create_log
 from .collection_file import COLLECTION_FORMAT
 from .shard_files import DTYPES, MAX_DIM
 from .types import DistanceMetric
@@ -82,9 +81,7 @@ def create_collection(io: FileIO, session_path: str, name: str, dim: int, dtype:
     io.mkdir(temp)
     try:
         wal = os.path.join(temp, layout.WAL_DIR)
-        io.mkdir(wal)
-        io.write_new(os.path.join(wal, layout.segment_name(1)), encode_segment_header(1, 1))
-        write_tail_hint(io, wal, 1)
+        create_log(io, wal)
         io.fsync_dir(wal)
         io.write_new(os.path.join(temp, layout.COLLECTION_MANIFEST), manifest.encode({
             "format": COLLECTION_FORMAT, "version": manifest.VERSION, "name": name,

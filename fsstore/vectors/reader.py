@@ -313,7 +313,10 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                      min_score: float | None = None, max_distance: float | None = None,
                      ) -> list[list[VectorSearchResult]]:
         """``search`` for each row of the 2-D ``queries``, in one pass over the shards
-        (matrix-matrix products): one list of results per query."""
+        (matrix-matrix products): one list of results per query. A score may differ from
+        ``search``'s in the last bits of float32 (BLAS adds a matrix product up in
+        another order on some CPUs), so results that tie within that rounding may trade
+        places, and one that ties with a bound may fall on the other side of it."""
         matrix = as_vectors(queries, self.dim, "queries", InvalidQuery)
         if matrix.ndim != 2:
             raise InvalidQuery(f"queries has shape {matrix.shape}: search_batch takes a 2-D "
