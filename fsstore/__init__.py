@@ -41,7 +41,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "backup": ("BackupReport", "backup_store", "verify_backup"),
     "blobs": ("BlobRef", "BlobStat", "GcReport"),
     "errors": (
-        "BlobNotFound", "CheckpointExists", "CheckpointNotFound", "ClaimLost", "CollectionExists",
+        "BlobNotFound", "ChainKeyMismatch", "ChainKeyRequired", "CheckpointExists",
+        "CheckpointNotFound", "ClaimLost", "CollectionExists",
         "CollectionNotFound", "CorruptionError", "Finding", "FormatVersionError", "FsStoreError",
         "GitSetupError", "HeadConflict", "InvalidBackupDest", "InvalidBlobRef",
         "InvalidCheckpointId", "InvalidCollection", "InvalidDocument", "InvalidEvent",
@@ -99,6 +100,8 @@ if TYPE_CHECKING:
     from .blobs import BlobRef, BlobStat, GcReport
     from .errors import (
         BlobNotFound,
+        ChainKeyMismatch,
+        ChainKeyRequired,
         CheckpointExists,
         CheckpointNotFound,
         ClaimLost,
@@ -240,6 +243,8 @@ __all__ = [
     "BlobNotFound",
     "BlobRef",
     "BlobStat",
+    "ChainKeyMismatch",
+    "ChainKeyRequired",
     "CheckpointExists",
     "CheckpointInfo",
     "CheckpointNotFound",

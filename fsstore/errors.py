@@ -382,6 +382,23 @@ class CorruptionError(FsStoreError):
         self.offset = offset
 
 
+# --- A keyed chain (docs/FORMAT.md 3.4; any operation on a chained session) ---------------
+# A broken link of the chain is damage: a CorruptionError whose message names "the chain".
+
+
+class ChainKeyRequired(FsStoreError, PermissionError):
+    """Raised when a session's chain is keyed (HMAC-SHA256) and no key was given: its
+    records cannot be written, and not read with the chain verified. Nothing is read or
+    written: set ``FSSTORE_CHAIN_KEY`` (hex) or ``FSSTORE_CHAIN_KEY_FILE`` to the key
+    the message names by its id."""
+
+
+class ChainKeyMismatch(FsStoreError, PermissionError):
+    """Raised when the key given is not the one a session's chain was made with (their
+    key ids differ; the message names both). Nothing is read or written: give the key
+    this store was written with."""
+
+
 # --- Opening a store file or folder (any operation) --------------------------------------
 # Every open of a store file goes through ``fsio.FileIO.open``: it follows no symlink,
 # opens nothing but a regular file, and turns each OS error into one of these.
