@@ -25,8 +25,6 @@ without revealing it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 from collections.abc import Mapping
@@ -34,6 +32,9 @@ from typing import Protocol
 
 from .errors import ChainKeyMismatch, ChainKeyRequired, InvalidSetting
 from .fsio import FileIO
+
+# hashlib and hmac load OpenSSL (about 10 ms): imported where a MAC is first made, so that
+# reading a session without a chain (and every quick command) does without.
 
 #: The size of a chain value (and of an anchor, a genesis, a junction): SHA-256's.
 CHAIN_SIZE = 32
@@ -102,7 +103,11 @@ class Mac:
         if len(domain) != 16:
             raise ValueError("a domain tag is 16 bytes")
         if self._key is None:
+            import hashlib
+
             return hashlib.sha256(domain)
+        import hmac
+
         return hmac.new(self._key, domain, "sha256")
 
     def value(self, domain: bytes, *parts: bytes | memoryview) -> bytes:
@@ -134,7 +139,16 @@ def junction(mac: Mac, link: bytes, fork_uid: int, fork_seq: int) -> bytes:
 
 
 def _key_id(key: bytes) -> str:
+    import hmac
+
     return hmac.new(key, _KEY_ID_MESSAGE, "sha256").digest()[:8].hex()
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    """``a == b`` in a time that does not tell where they differ (key material)."""
+    import hmac
+
+    return hmac.compare_digest(a, b)
 
 
 class ChainKey:
@@ -219,7 +233,7 @@ class ChainKey:
         return f"ChainKey(key_id={self.key_id!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ChainKey) and hmac.compare_digest(self._key, other._key)
+        return isinstance(other, ChainKey) and _same(self._key, other._key)
 
     def __hash__(self) -> int:
         return hash(self.key_id)
@@ -237,7 +251,7 @@ def mac_for(alg: str, key_id: str | None, key: ChainKey | None) -> Mac:
         raise ChainKeyRequired(
             f"the chain is keyed (key {key_id}) and no key was given: set {KEY_ENV} or "
             f"{KEY_FILE_ENV} to the key, or read without verifying the chain")
-    if not hmac.compare_digest(key.key_id, key_id):
+    if not _same(key.key_id.encode(), key_id.encode()):
         raise ChainKeyMismatch(
             f"the chain was made with key {key_id}, the key given is {key.key_id}: give "
             "the key this store was written with")

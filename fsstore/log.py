@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import layout
+from . import chain_check, layout
 from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
 from .fsio import FileIO
 from .identity import Identity
@@ -50,6 +50,7 @@ from .log_format import (
     base_misplaced,
     decode_base,
     decode_payload,
+    frame_end,
 )
 from .segment_file import (
     ChunkCache,
@@ -69,6 +70,8 @@ from .tail_hint import in_original_folder, read_tail_hint
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from .chain_check import ChainRules, ChainRun
 
 #: How many files back a segment merged into a compacted file is looked for.
 _MERGE_LOOKBACK = 1024
@@ -126,6 +129,7 @@ class LogReader:
         # The session's uid and the uids it accepts (None: a session from before uids, or
         # a log that is not a session's, such as a collection's write-ahead log).
         self.identity = identity
+        self.chain: ChainRules | None = None  # the session's chain (FORMAT.md 3.4), if any
         self._first_turns: dict[int, int | None] = {}
         self._chunks = ChunkCache()  # decompressed chunks of compacted segments
         self._merged_into: dict[int, int] = {}  # merged segment -> its compacted file
@@ -354,14 +358,17 @@ class LogReader:
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None,
-                     loaded: LoadedSegment | None = None) -> SegmentScan:
-        """A scan of one whole segment, checked against its header's synced mark. A
-        compacted segment is sealed: it never ends in a torn tail."""
-        buf, header, members, path, base_first, more, origin = (
-            loaded or self._load_whole(first_seq))
-        scan = SegmentScan(buf, path, first_seq, is_last and not header.compacted, after_seq,
-                           until_seq, marker=marker, synced_end=header.synced_end,
-                           members=members,
+                     loaded: LoadedSegment | None = None, before: ChainRun | None = None
+                     ) -> SegmentScan:
+        """A scan of one whole segment, checked against its header's synced mark and its
+        chain (continuing ``before``, chain_check.py). A compacted segment is sealed: it
+        never ends in a torn tail."""
+        loaded = loaded or self._load_whole(first_seq)
+        buf, header, members, path, base_first, more, origin = loaded
+        is_last = is_last and not header.compacted
+        chain = chain_check.check_loaded(self.chain, loaded, first_seq, is_last, before)
+        scan = SegmentScan(buf, path, first_seq, is_last, after_seq, until_seq, marker=marker,
+                           synced_end=header.synced_end, members=members, chain=chain,
                            allow_base=base_first and _may_hold_base(header, first_seq),
                            origin=origin, more=more)
         scan.compacted = header.compacted
@@ -486,6 +493,7 @@ class LogReader:
         expect = segments[index]
         merged: tuple[int, ...] = ()
         passed_over = False  # the file just read was compacted: lower files are leftovers
+        before: ChainRun | None = None  # the chain of the segment just read
         ahead: dict[int, Future[LoadedSegment]] = {}  # segments being read ahead
         for position in range(index, len(segments)):
             first = segments[position]
@@ -501,14 +509,14 @@ class LogReader:
             try:
                 loaded = _collect(ahead.pop(first, None))
                 scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
-                                         until_seq, marker, loaded=loaded)
+                                         until_seq, marker, loaded=loaded, before=before)
             except FileNotFoundError:
                 # Cleared by the writer meanwhile (what was read is a prefix), or dropped
                 # by a retention: then the log goes on after its base.
                 base = self.base_of(log_start) if first > log_start else None
                 if base is None or base.seq < first:
                     return
-                expect, merged, passed_over = base.seq + 1, (), True
+                expect, merged, passed_over, before = base.seq + 1, (), True, None
                 continue
             if scan.compacted:
                 # Decompress the next segments in a thread while this one is read: the
@@ -521,6 +529,7 @@ class LogReader:
                         ahead[later] = found
             yield scan
             expect, merged, passed_over = scan.expect_seq, scan.members, scan.compacted
+            before = scan.chain
             del scan  # hold one segment in memory at a time (and those read ahead)
 
     def events(
@@ -634,7 +643,7 @@ class LogReader:
         end of the last segment, or at a missing one: a caller that needs everything
         compares ``expect_seq`` of the last scan with the log's head."""
         first, offset, _ = position
-        expect = after_seq + 1
+        expect, before = after_seq + 1, None
         while True:
             try:
                 segment = self.open_segment(first)
@@ -647,9 +656,10 @@ class LogReader:
                                           "writer makes; it is not read", path=path)
                 # the header before the frames (see load_segment)
                 buf = segment.pread(size - offset, offset) if offset < size else b""
+                chain = chain_check.check_view(self.chain, segment, buf, offset, before)
             scan = SegmentScan(buf, path, expect, not header.compacted, after_seq, until_seq,
                                origin=offset, marker=marker, segment=first,
-                               synced_end=header.synced_end,
+                               synced_end=header.synced_end, chain=chain,
                                allow_base=segment.starts_with_base
                                and _may_hold_base(header, first))
             yield scan
@@ -664,6 +674,7 @@ class LogReader:
                 # scans ended with the log's head.
                 return
             first, offset, expect = scan.expect_seq, SEGMENT_HEADER_SIZE, scan.expect_seq
+            before = scan.chain
             del scan, buf
 
     def read_frames(self, first_seq: int, start: int, end: int, *, decode: bool = True
@@ -802,8 +813,8 @@ class LogReader:
             fields = segment.pread(FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE)
             if len(fields) < FRAME_HEADER_SIZE:
                 return None
-            length = _FRAME_HEADER.unpack(fields)[1]
-            size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+            _, length, _, _, frame_type = _FRAME_HEADER.unpack(fields)
+            size = frame_end(0, length, frame_type)
             # a damaged length must not make us allocate it: read no more than the file has
             size = min(size, segment.size - SEGMENT_HEADER_SIZE)
             raw = segment.pread(size, SEGMENT_HEADER_SIZE)
@@ -855,6 +866,7 @@ class LogReader:
         merged: tuple[int, ...] = ()
         dropped = False  # the file just read starts with a base (retention)
         passed_over = False  # the file just read was compacted
+        before: ChainRun | None = None  # the chain of the segment just read
         for position, first in enumerate(live):
             path = self.segment_path(first)
             if _passed_over(first, expect, merged, passed_over):
@@ -871,26 +883,26 @@ class LogReader:
                                         f"ends at {expect - 1}"))
             is_last = position == len(live) - 1
             try:
-                scan = self.scan_segment(first, is_last)
+                scan = self.scan_segment(first, is_last, before=before)
                 for _ in scan:
                     pass
             except (CorruptionError, FormatVersionError) as exc:
                 offset = exc.offset if isinstance(exc, CorruptionError) else None
                 findings.append(Finding("problem", path, offset, _reason(exc)))
-                expect = None  # unknown; do not report a cascade of gaps
+                expect = before = None  # unknown; do not report a cascade of gaps
                 continue
             except FileNotFoundError:
                 findings.append(Finding("problem", path, None,
                                         "segment vanished while it was checked (a clear "
                                         "meanwhile?); check again"))
-                expect = None
+                expect = before = None
                 continue
             if scan.torn_at is not None:
-                findings.append(Finding(
+                findings.append(chain_check.cut_finding(scan) or Finding(
                     "note", path, scan.torn_at,
                     f"torn tail of {scan.data_end - scan.torn_at} bytes (a writer stopped "
                     "mid-append); readers ignore it, the next writer sets it aside"))
-            expect, merged = scan.expect_seq, scan.members
+            expect, merged, before = scan.expect_seq, scan.members, scan.chain
             passed_over, dropped = scan.compacted, scan.base is not None
         return findings
 
@@ -959,7 +971,7 @@ def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
         frame = _parse_frame(raw, view, off, limit)
         if frame is None or (expect is not None and frame.first_seq != expect):
             return
-        size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+        size = frame.size
         ts, turn, entries = 0.0, 0, None
         if frame.frame_type == FRAME_BASE:
             # the base of a log retention shortened: no events, only where they go on

@@ -5,7 +5,14 @@ Format (docs/FORMAT.md has the grammar, a worked hex example and the damage rule
 
     segment = header(64 bytes) frame* zero*
     frame   = crc:u32 length:u32 first_seq:u64 count:u32 type:u32   (24 bytes)
-              payload(length bytes)  zero-pad to 8  frame_size:u32 "FSE\\n"
+              payload(length bytes)  zero-pad to 8  [anchor:32] [chain:32]
+              frame_size:u32 "FSE\\n"
+
+Frames of types 3 and 4 are *chained* (FORMAT.md 3.4): their trailer carries a chain
+value (and, on a segment's first frame, the anchor), which ``chain_frames.py`` writes and
+``chain_check.py`` verifies; their checksum stops before the trailer, which the chain
+covers. Here they are parsed like events, and placed (a type 4 starts a segment, a type
+3 follows a chained frame).
 
 One frame holds one batch, so a batch is atomic: its checksum covers all of it (every
 byte after the crc field). The trailer repeats the frame size and ends in a non-zero
@@ -27,14 +34,18 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, cast
 
 import msgspec
 
+from .chain import CHAIN_SIZE
 from .checksum import crc32c
 from .errors import CorruptionError, FormatVersionError, InvalidEvent, InvalidSeq, RecordTooLarge
 from .nesting import MAX_NESTING, too_deep
 from .segment_header import SEGMENT_HEADER_SIZE, check_synced
+
+if TYPE_CHECKING:
+    from .chain_check import ChainRun
 
 _FRAME_HEADER = struct.Struct("<IIQII")
 FRAME_HEADER_SIZE = _FRAME_HEADER.size  # 24
@@ -45,6 +56,15 @@ FRAME_EVENTS = 1
 #: A base frame (FORMAT.md 3.3): the snapshot that replaces the history retention
 #: dropped; only ever the first frame of a compacted segment starting the log.
 FRAME_BASE = 2
+#: Chained events (FORMAT.md 3.4): a chain value in the trailer. Type 4 is a segment's
+#: (a compacted member's) first chained frame and also holds the anchor, the chain value
+#: before it; type 5 is reserved for a chained base frame, which no writer makes yet.
+FRAME_CHAINED = 3
+FRAME_CHAIN_START = 4
+FRAME_CHAINED_BASE = 5
+#: The bytes a chained frame's trailer holds before its frame_size: anchor and value.
+CHAIN_FIELDS = {FRAME_CHAINED: CHAIN_SIZE, FRAME_CHAIN_START: 2 * CHAIN_SIZE,
+                FRAME_CHAINED_BASE: 2 * CHAIN_SIZE}
 _FRAME_FIELDS = struct.Struct("<IQII")  # the frame header after its crc
 _U32 = struct.Struct("<I")
 _ZEROS = bytes(8)
@@ -59,6 +79,12 @@ MAX_SEGMENT_FILE = MAX_SEGMENT_SIZE + MAX_FRAME_PAYLOAD + (1 << 20)
 DEFAULT_MAX_RECORD_BYTES = 16 << 20
 _PREALLOCATE_MIN = 64 << 10
 _PREALLOCATE_MAX = 1 << 20
+
+
+def frame_end(off: int, length: int, frame_type: int) -> int:
+    """Where the frame starting at ``off`` ends, its payload ``length`` bytes long."""
+    return (off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + CHAIN_FIELDS.get(frame_type, 0)
+            + TRAILER_SIZE)
 
 
 class Event(NamedTuple):
@@ -101,6 +127,13 @@ def encode_frame(
     RecordTooLarge when the payload exceeds ``max_bytes``. ``check=False`` skips the
     check, for entries just decoded from a valid frame (a fork re-encoding a batch an
     older writer wrote, which may nest deeper than writers now allow)."""
+    payload = encode_payload(ts, turn, entries, max_bytes, check=check)
+    return _framed(frame_body(payload, first_seq, len(entries), FRAME_EVENTS))
+
+
+def encode_payload(ts: float, turn: int, entries: Sequence[tuple[str, Any]], max_bytes: int,
+                   *, check: bool = True) -> bytes:
+    """The payload of a frame holding ``entries`` (see :func:`encode_frame`)."""
     try:
         payload = _encoder.encode((ts, turn, entries))
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -113,14 +146,20 @@ def encode_frame(
         )
     if check:
         _check_written(payload, len(entries))
-    pad = -(FRAME_HEADER_SIZE + length) & 7
-    body = b"".join((
-        _FRAME_FIELDS.pack(length, first_seq, len(entries), FRAME_EVENTS),
-        payload,
-        _ZEROS[:pad],
-        _U32.pack(FRAME_HEADER_SIZE + length + pad + TRAILER_SIZE),
-    ))
-    body += TRAILER_MAGIC
+    return payload
+
+
+def frame_body(payload: bytes, first_seq: int, count: int, frame_type: int) -> bytes:
+    """A frame's bytes after its crc up to its trailer: the header's fields, the payload,
+    the padding."""
+    pad = -(FRAME_HEADER_SIZE + len(payload)) & 7
+    return b"".join((_FRAME_FIELDS.pack(len(payload), first_seq, count, frame_type), payload,
+                     _ZEROS[:pad]))
+
+
+def _framed(body: bytes) -> bytes:
+    """An unchained frame of ``body`` (see frame_body): its checksum covers the trailer."""
+    body += _U32.pack(4 + len(body) + TRAILER_SIZE) + TRAILER_MAGIC
     return _U32.pack(crc32c(body)) + body
 
 
@@ -149,21 +188,30 @@ class _Frame(NamedTuple):
     payload: memoryview
     frame_type: int = FRAME_EVENTS
 
+    @property
+    def size(self) -> int:
+        return frame_end(0, len(self.payload), self.frame_type)
 
-def _parse_frame(buf: bytes, view: memoryview, off: int, limit: int) -> _Frame | None:
+
+def _parse_frame(buf: bytes | memoryview, view: memoryview, off: int, limit: int
+                 ) -> _Frame | None:
     """The checksum-valid frame starting at ``off``, or None."""
     if off + FRAME_HEADER_SIZE + TRAILER_SIZE > limit:
         return None
     crc, length, first_seq, count, frame_type = _FRAME_HEADER.unpack_from(buf, off)
     if length > MAX_FRAME_PAYLOAD or count == 0:
         return None
-    end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+    body_end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7)
+    chained = CHAIN_FIELDS.get(frame_type, 0)
+    end = body_end + chained + TRAILER_SIZE
     if end > limit:
         return None
     frame_size, magic = _TRAILER.unpack_from(buf, end - TRAILER_SIZE)
     if magic != TRAILER_MAGIC or frame_size != end - off:
         return None
-    if crc32c(view[off + 4 : end]) != crc:
+    # a chained frame's checksum stops before its chain fields: the frame's own chain value
+    # covers its crc, so the crc cannot cover the value (FORMAT.md 3.4)
+    if crc32c(view[off + 4 : body_end if chained else end]) != crc:
         return None
     start = off + FRAME_HEADER_SIZE
     return _Frame(off, first_seq, count, view[start : start + length], frame_type)
@@ -274,12 +322,13 @@ def encode_base_frame(first_seq: int, last_seq: int, image: dict[str, Any], ts: 
     if length > MAX_FRAME_PAYLOAD:
         raise RecordTooLarge(f"the state image encodes to {length} bytes, over the "
                              f"{MAX_FRAME_PAYLOAD} a record may hold")
-    pad = -(FRAME_HEADER_SIZE + length) & 7
-    body = b"".join((
-        _FRAME_FIELDS.pack(length, first_seq, last_seq - first_seq + 1, FRAME_BASE),
-        payload, _ZEROS[:pad],
-        _U32.pack(FRAME_HEADER_SIZE + length + pad + TRAILER_SIZE), TRAILER_MAGIC))
-    return _U32.pack(crc32c(body)) + body
+    return _framed(frame_body(payload, first_seq, last_seq - first_seq + 1, FRAME_BASE))
+
+
+def chain_damage(what: str, path: str, offset: int) -> CorruptionError:
+    """Damage to the chain (FORMAT.md 3.4): ``what`` names "the chain"."""
+    return CorruptionError(f"{what}; restore the file from a backup (were records changed, "
+                           "removed or added?)", path=path, offset=offset)
 
 
 def base_misplaced(path: str, offset: int) -> CorruptionError:
@@ -309,7 +358,8 @@ class SegmentScan:
                  marker: bytes | None = None, segment: int | None = None,
                  synced_end: int = 0, members: tuple[int, ...] = (),
                  allow_base: bool = False,
-                 more: Sequence[bytes | memoryview] = ()) -> None:
+                 more: Sequence[bytes | memoryview] = (), chain: ChainRun | None = None,
+                 ) -> None:
         # The bytes after ``buf``, in pieces each starting where the one before ends: the
         # decompressed chunks of a compacted segment, walked one after the other rather
         # than joined into one copy. A chunk holds whole frames (FORMAT.md 3.2), so no
@@ -336,6 +386,9 @@ class SegmentScan:
         # Segments merged into this (compacted) one after its start: files still under
         # their names are leftovers of the merge, holding the same frames.
         self.members = members
+        # The chain of this segment, checked before the walk (chain_check.py); None when
+        # the session has none: then a chained frame is damage.
+        self.chain = chain
         self.compacted = False  # read from a compacted segment (set by the reader)
         # Whether a base frame may start the segment (the compacted segment the log
         # starts with, read from its start), and the base found there.
@@ -365,18 +418,38 @@ class SegmentScan:
         buf, pieces = self.buf, iter(self.more)
         off = self.end - origin
         decoded = None
+        # Chained frames (FORMAT.md 3.4): whether the last frame was one (None: unknown,
+        # for a walk that starts after the segment's first frame), the members' first seqs
+        # (where a type 4 may stand), where a frame whose chain value failed (a tear) stops
+        # the walk, and what parses their trailer.
+        run = False if origin + off == SEGMENT_HEADER_SIZE else None
+        starts, chain_fields, trailer = frozenset(self.members), CHAIN_FIELDS, _TRAILER.unpack_from
+        cut = math.inf if self.chain is None or self.chain.cut is None else self.chain.cut
         try:
             while True:
-                view, limit = memoryview(buf), len(buf)
+                view, limit = memoryview(buf), int(min(len(buf), cut - origin))
                 while off + FRAME_HEADER_SIZE + TRAILER_SIZE <= limit:
                     crc, length, seq, count, frame_type = unpack_header(buf, off)
                     if length > MAX_FRAME_PAYLOAD or count == 0:
                         break
                     end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+                    if frame_type > FRAME_BASE and frame_type in chain_fields:
+                        # the checksum stops before the chain fields: check the trailer
+                        body_end, end = end - TRAILER_SIZE, end + chain_fields[frame_type]
+                        if (end > limit or trailer(buf, end - TRAILER_SIZE) != (
+                                end - off, TRAILER_MAGIC)
+                                or checksum(view[off + 4 : body_end]) != crc):
+                            break
+                        if frame_type != FRAME_CHAINED_BASE:
+                            run = self._chained(frame_type, run, origin + off, seq in starts)
+                            frame_type = FRAME_EVENTS  # read as events from here on
                     # The checksum covers the trailer too, so a frame that passes it has the
                     # trailer _parse_frame checks: no need to unpack it here.
-                    if end > limit or checksum(view[off + 4 : end]) != crc:
+                    elif end > limit or checksum(view[off + 4 : end]) != crc:
                         break
+                    elif run and frame_type == FRAME_EVENTS:
+                        raise chain_damage("unchained record after chained ones: the chain "
+                                           "stops here", self.path, origin + off)
                     if seq != expect:
                         raise CorruptionError(
                             f"record has seq {seq}, expected {expect} (duplicated, reordered or "
@@ -447,11 +520,34 @@ class SegmentScan:
             self._stopped_at(buf, origin, off)
         check_synced(self.end, self.synced_end, self.path)
 
+    def _chained(self, frame_type: int, run: bool | None, at: int, member_start: bool
+                 ) -> bool:
+        """Check the place of a checksum-valid chained frame at byte ``at``, ``run``
+        saying whether the frame before it was chained: a type 4 starts the segment or a
+        member, a type 3 follows a chained frame of its member; the session must have a
+        chain. Returns True (the frame before the next one is chained)."""
+        if self.chain is None:
+            raise chain_damage("chained record in a log that has no chain (its session "
+                               "declares none)", self.path, at)
+        start = at == SEGMENT_HEADER_SIZE or member_start
+        if frame_type == FRAME_CHAIN_START and not start:
+            raise chain_damage("record starting the chain of a segment (type 4) where none "
+                               "starts", self.path, at)
+        if frame_type == FRAME_CHAINED and (start or run is False):
+            raise chain_damage("chained record (type 3) that follows no chained record: "
+                               "the chain does not start here", self.path, at)
+        return True
+
     def _stopped_at(self, buf: bytes | memoryview, origin: int, off: int) -> None:
         """The walk found no whole frame at byte ``off`` of the piece ``buf`` (which holds
         the file from byte ``origin``): damage, or the torn tail of the last segment (read
         whole, in one piece)."""
         at = origin + off
+        if self.chain is not None and at == self.chain.cut:
+            # the last frame, wholly unsynced, holds a chain value that failed: a write torn
+            # inside it, taken for a torn tail (check reports it: a forged frame lands here)
+            self.torn_at = at
+            return
         if not self.is_last:
             raise CorruptionError("damaged record in a sealed segment", path=self.path, offset=at)
         buf = bytes(buf)  # searched with bytes.find (a plain segment's is bytes: no copy)

@@ -35,7 +35,6 @@ from .log_format import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
     FRAME_BASE,
-    FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_SIZE,
     TRAILER_SIZE,
@@ -546,7 +545,7 @@ class LogWriter:
                 break
             frames.append(frame)
             head += frame.event_count
-            off += ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+            off += frame.size
         # Whole frames, then zeros or the end of the file: a frame (torn or cut off by the
         # chunk) would begin with its non-zero checksum and length.
         if not frames or buf[off:off + 8].strip(b"\0"):

@@ -64,6 +64,7 @@ from .log_format import (
     MAX_FRAME_PAYLOAD,
     TRAILER_SIZE,
     encode_frame,
+    frame_end,
     refuse_msgpack_ext,
 )
 from .reclaim_messages import MESSAGE_MARKER, reclaimable_messages, redact
@@ -310,7 +311,7 @@ def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]],
     view = memoryview(frames)
     while off + FRAME_HEADER_SIZE <= len(frames):
         _crc, length, first_seq, count, frame_type = _FRAME_HEADER.unpack_from(frames, off)
-        size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+        size = frame_end(0, length, frame_type)
         start = off + FRAME_HEADER_SIZE
         payload = view[start:start + length]
         # The frame ending at P stays, and each frame ending at a checkpoint's seq: a

@@ -40,9 +40,7 @@ from .log_format import (
     _FRAME_HEADER,
     FRAME_BASE,
     FRAME_EVENTS,
-    FRAME_HEADER_SIZE,
     MAX_SEGMENT_FILE,
-    TRAILER_SIZE,
     Event,
     _parse_frame,
     _valid_frame_after,
@@ -486,7 +484,7 @@ class _Walk:
                     return
                 off = stop
                 continue
-            size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+            size = frame.size
             first, count = frame.first_seq, frame.event_count
             seqs = SeqRange(first, first + count - 1)
             frame_type = _FRAME_HEADER.unpack_from(buf, off)[4]
@@ -731,7 +729,7 @@ def _run_events(buf: bytes, path: str, run: _Run, after_seq: int) -> Iterator[Ev
             raise CorruptionError("the segment changed since it was salvaged (a writer, a "
                                   "compaction or a copy meanwhile?); salvage it again",
                                   path=path, offset=off)
-        size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+        size = frame.size
         expect = frame.first_seq + frame.event_count
         if expect > after_seq + 1 and frame.frame_type != FRAME_BASE:  # a base: no events
             ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, off)

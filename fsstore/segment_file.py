@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from .checksum import crc32c
 from .errors import CorruptionError
 from .fsio import FileIO
-from .log_format import _PREALLOCATE_MAX, MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE
+from .log_format import _PREALLOCATE_MAX, MAX_FRAME_PAYLOAD, MAX_SEGMENT_FILE, frame_end
 from .segment_header import (
     COMPACTED_MAJOR,
     SEGMENT_HEADER_SIZE,
@@ -122,8 +122,8 @@ def _chunk_bounds(data: bytes) -> list[tuple[int, int]]:
     start = off = 0
     view = memoryview(data)
     while off < len(data):
-        (length,) = struct.unpack_from("<I", view, off + 4)
-        off += ((24 + length + 7) & ~7) + 8
+        length, frame_type = struct.unpack_from("<I12xI", view, off + 4)
+        off = frame_end(off, length, frame_type)
         if off - start >= CHUNK_BYTES:
             bounds.append((start, off))
             start = off

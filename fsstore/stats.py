@@ -51,7 +51,7 @@ from .errors import CollectionNotFound, CorruptionError, FsStoreError, SessionNo
 from .fsio import FileIO, FolderEntry
 from .lease import NO_LEASE, read_lease
 from .log import LogReader, LogTail, SegmentEnd
-from .log_format import Base, SegmentScan
+from .log_format import Base, SegmentScan, frame_end
 from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader
 from .session_metadata import ManifestFile
 from .snapshot import SnapshotDir
@@ -771,8 +771,8 @@ def _first_ts(log: LogReader, first: int, raw: bytes, major: int) -> float | Non
         if len(fields) < _FRAME_HEADER.size:
             event = next(iter(log.events(first - 1, limit=1)), None)
             return None if event is None else _finite(event.ts)
-    length = _FRAME_HEADER.unpack_from(fields)[1]
-    size = ((_FRAME_HEADER.size + length + 7) & ~7) + 8
+    _, length, _, _, frame_type = _FRAME_HEADER.unpack_from(fields)
+    size = frame_end(0, length, frame_type)
     frames = log.read_frames(first, _HEADER, _HEADER + size)
     return _finite(frames[0].ts) if frames else None
 

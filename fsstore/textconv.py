@@ -41,9 +41,7 @@ from .log_format import (
     _FRAME_HEADER,
     FRAME_BASE,
     FRAME_EVENTS,
-    FRAME_HEADER_SIZE,
     MAX_SEGMENT_FILE,
-    TRAILER_SIZE,
     Base,
     Event,
     _parse_frame,
@@ -289,7 +287,7 @@ def _frames(buf: bytes, path: str, expect: int | None, *, synced_end: int | None
                 break
             off, expect = stop, later.first_seq  # the damage accounts for the seqs between
             continue
-        size = ((FRAME_HEADER_SIZE + len(frame.payload) + 7) & ~7) + TRAILER_SIZE
+        size = frame.size
         first, count = frame.first_seq, frame.event_count
         if expect is not None and first != expect:
             yield Damage(path, off, f"record has seq {first}, expected {expect} "

@@ -1,0 +1,264 @@
+"""Checking the chain of a log's segments (docs/FORMAT.md 3.4) before they are read.
+
+A reader of a session with a chain checks each segment it reads before it yields any of
+its events (:func:`check_loaded`, called by ``LogReader.scan_segment``):
+
+- the segment's **run**, with one hash call: the MAC of the bytes from its first frame up
+  to its last frame's chain value must be that value. It covers every byte before it, so
+  a record changed (its checksum recomputed or not), removed, inserted, reordered or
+  copied in from another log or from elsewhere in this one fails it. Only then, the
+  records are walked again frame by frame to name the first whose value differs
+  (``CorruptionError`` at its offset, naming "the chain");
+- its **link-in**: the anchor its first frame holds must be the last chain value of the
+  segment read before it (when the reader read that one), or the genesis value of the
+  log when it starts the log (``chain.genesis``, the uid in its header and the log start).
+  So a segment removed, replaced by another log's, or moved fails here.
+
+A compacted segment holds one run per member, each anchored on the member before.
+
+One frame is not damage when its value fails: the last frame of the last segment, when
+it lies wholly past the segment's synced mark. A write torn inside the chain value (its
+sectors persisted out of order) leaves exactly that, and a writer that died there
+acknowledged nothing: readers stop before it, as before any torn tail, and ``check``
+reports it as a problem, since a frame forged onto the end of the log without the key
+lands there too.
+
+What is not checked yet (later formats wire it): which sessions have a chain (the
+manifest's ``chain``), the anchors of forks and of upgraded sessions, reads at known
+places (``read_frames``, ``frames_from``) and the log's tail, which parse chained frames
+without checking their values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from .chain import CHAIN_SIZE, DOM_FRAME, Mac, genesis
+from .errors import CorruptionError, Finding
+from .log_format import (
+    _U32,
+    FRAME_BASE,
+    FRAME_CHAIN_START,
+    FRAME_CHAINED,
+    FRAME_EVENTS,
+    TRAILER_SIZE,
+    _parse_frame,
+    chain_damage,
+)
+from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader
+
+if TYPE_CHECKING:
+    from .log_format import SegmentScan
+    from .segment_file import LoadedSegment, SegmentFile
+
+
+@dataclass(frozen=True)
+class ChainRules:
+    """What a session's chain is checked against: its MAC (SHA-256, or HMAC-SHA256 under
+    the session's key). The manifest's forks and upgrade anchor join it when writers
+    make chained sessions."""
+
+    mac: Mac
+
+
+class ChainRun(NamedTuple):
+    """What the check of one segment found: whether it is chained, the anchor its first
+    frame holds (``link_in``), the chain value of its last frame that holds
+    (``link_out``, what the next segment must anchor on), and where a last frame whose
+    value failed stops the read (``cut``, see the module's docstring)."""
+
+    chained: bool
+    link_in: bytes | None = None
+    link_out: bytes | None = None
+    cut: int | None = None
+
+
+UNCHAINED = ChainRun(False)
+
+
+def expected_anchor(rules: ChainRules, header: SegmentHeader, first_seq: int,
+                    before: ChainRun | None) -> bytes | None:
+    """The anchor segment ``first_seq`` must hold: the link-out of the segment read before
+    it (``before``), or the genesis value when it starts the log; None when the reader
+    cannot tell (the first segment of a read from the middle of the log)."""
+    if before is not None:
+        return before.link_out
+    if first_seq == header.log_start:
+        return genesis(rules.mac, header.uid, first_seq)
+    return None
+
+
+def check_loaded(rules: ChainRules | None, loaded: LoadedSegment, first_seq: int,
+                 is_last: bool, before: ChainRun | None) -> ChainRun | None:
+    """Check the chain of a segment read whole (see :func:`check_segment`); None when
+    the session has no chain (``rules`` None)."""
+    if rules is None:
+        return None
+    return check_segment(rules, [loaded.buf, *loaded.more], loaded.origin, path=loaded.path,
+                         header=loaded.header, first_seq=first_seq,
+                         members=frozenset(loaded.members), is_last=is_last, before=before)
+
+
+def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origin: int, *,
+                  path: str, header: SegmentHeader, first_seq: int,
+                  members: Collection[int] = (), is_last: bool,
+                  before: ChainRun | None) -> ChainRun:
+    """Check the chain of segment ``first_seq`` (a view of it: a compacted member's view
+    starts at that member), its bytes in ``pieces`` from file offset ``origin`` (at most
+    64: the first frame is in them), ``members`` the first seqs of the members after
+    the first. ``before`` is the check of the segment read just before it, None when
+    there was none. Raises CorruptionError on a broken chain; damage that is no frame
+    (a checksum, a torn tail) is left to the walk of the segment, which classifies it."""
+    start = SEGMENT_HEADER_SIZE - origin
+    piece = pieces[0]
+    first = _parse_frame(piece, memoryview(piece), start, len(piece))
+    if first is None:
+        return UNCHAINED  # empty, or damaged where the walk raises or stops
+    if first.frame_type in (FRAME_EVENTS, FRAME_BASE):
+        if before is not None and before.chained:
+            raise chain_damage("unchained segment after chained ones: the chain stops here",
+                               path, SEGMENT_HEADER_SIZE)
+        return UNCHAINED
+    if first.frame_type != FRAME_CHAIN_START:
+        return ChainRun(True)  # misplaced, or of a type unknown here: the walk raises
+    anchor = expected_anchor(rules, header, first_seq, before)
+    stored = _anchor_of(piece, start, first.size)
+    if anchor is not None and stored != anchor:
+        raise _link_broken(before, header, first_seq, path)
+    if len(pieces) == 1 and not members:
+        value = _whole_run(rules.mac, piece, start)
+        if value is not None:
+            return ChainRun(True, stored, value)
+    return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end)
+
+
+def cut_finding(scan: SegmentScan) -> Finding | None:
+    """The problem ``check`` reports for a segment read up to a frame whose chain value
+    failed (None for any other end)."""
+    if scan.chain is None or scan.chain.cut is None or scan.torn_at != scan.chain.cut:
+        return None
+    return Finding("problem", scan.path, scan.torn_at,
+                   "the last record does not match the chain: a write torn inside its "
+                   "chain value, or a record added to the end of the log without the "
+                   "chain (forged); readers stop before it")
+
+
+def _anchor_of(buf: bytes | memoryview, off: int, size: int) -> bytes:
+    """The anchor of a type 4 frame of ``size`` bytes at ``off``."""
+    at = off + size - TRAILER_SIZE - 2 * CHAIN_SIZE
+    return bytes(buf[at:at + CHAIN_SIZE])
+
+
+def _whole_run(mac: Mac, buf: bytes | memoryview, start: int) -> bytes | None:
+    """The last chain value of the plain segment ``buf`` (its whole file, its run from
+    ``start``) when it holds: the MAC of the run up to it, one hash call. None when it
+    does not, or the data does not end in a whole chained frame (a torn tail): then the
+    frames are walked one by one."""
+    end = _data_end(buf, start)
+    if end % 8 or end - start < TRAILER_SIZE:
+        return None
+    (size,) = _U32.unpack_from(buf, end - TRAILER_SIZE)
+    off = end - size
+    if off < start or off % 8:
+        return None
+    last = _parse_frame(buf, memoryview(buf), off, end)
+    if last is None or last.frame_type not in (FRAME_CHAINED, FRAME_CHAIN_START):
+        return None
+    at = end - TRAILER_SIZE - CHAIN_SIZE
+    value = mac.value(DOM_FRAME, memoryview(buf)[start:at])
+    return value if value == buf[at:at + CHAIN_SIZE] else None
+
+
+def _data_end(buf: bytes | memoryview, start: int) -> int:
+    """The offset after the last non-zero byte of ``buf`` (not before ``start``): zeros
+    after it were preallocated. Looked for backwards, in growing steps."""
+    pos, step = len(buf), 4096
+    while pos > start:
+        low = max(start, pos - step)
+        kept = len(bytes(buf[low:pos]).rstrip(b"\0"))
+        if kept:
+            return low + kept
+        pos, step = low, step * 4
+    return start
+
+
+def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str,
+          members: Collection[int], is_last: bool, synced_end: int) -> ChainRun:
+    """Check every frame's chain value, one by one (a copy of the running MAC each): the
+    slow way, to name the first frame whose value fails, and for what the one call of
+    ``_whole_run`` cannot take (a compacted file's members and chunks, a torn tail).
+    Stops at the first bytes that are no whole frame, and at any frame the walk of the
+    segment refuses (misplaced, unchained): that walk says what they are."""
+    state = None
+    link_in = link_out = None
+    base, off = origin, SEGMENT_HEADER_SIZE - origin  # file offset of the piece, in it
+    for index, piece in enumerate(pieces):
+        view, limit = memoryview(piece), len(piece)
+        while (frame := _parse_frame(piece, view, off, limit)) is not None:
+            at, end = base + off, off + frame.size
+            value_at = end - TRAILER_SIZE - CHAIN_SIZE
+            if frame.frame_type == FRAME_CHAIN_START and (
+                    at == SEGMENT_HEADER_SIZE or frame.first_seq in members):
+                # (the first member's anchor was checked before the walk)
+                if state is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != link_out:
+                    raise _link_broken(None, None, frame.first_seq, path, at)
+                if state is None:
+                    link_in = bytes(view[value_at - CHAIN_SIZE:value_at])
+                state = mac.frame_state()
+            elif frame.frame_type != FRAME_CHAINED or state is None:
+                return ChainRun(True, link_in, link_out)
+            state.update(view[off:value_at])
+            value = state.copy().digest()
+            if value != view[value_at:value_at + CHAIN_SIZE]:
+                last = (index == len(pieces) - 1
+                        and _parse_frame(piece, view, end, limit) is None)
+                if is_last and last and at >= synced_end:
+                    return ChainRun(True, link_in, link_out, cut=at)
+                raise chain_damage(
+                    "record does not match the chain: its chain value is not the MAC of "
+                    "its segment up to it (this record, or one before it in the "
+                    f"segment, was changed, moved or forged{_or_key(mac)})", path, at)
+            state.update(view[value_at:end])
+            link_out, off = value, end
+        if off != limit:
+            break  # no whole frame here: the walk of the segment says why
+        base, off = base + limit, 0
+    return ChainRun(True, link_in, link_out)
+
+
+def _or_key(mac: Mac) -> str:
+    return "; or the key is not the one it was written with" if mac.keyed else ""
+
+
+def _link_broken(before: ChainRun | None, header: SegmentHeader | None, first_seq: int,
+                 path: str, offset: int = SEGMENT_HEADER_SIZE) -> CorruptionError:
+    """The error for a first frame anchored on another value than the one expected."""
+    if header is None:
+        what = ("the chain is broken between the members of a compacted segment: member "
+                f"{first_seq} is not anchored on the last chain value of the member before")
+    elif before is not None:
+        what = ("the chain is broken between segments: this segment's first record is not "
+                "anchored on the last chain value of the segment before it (a segment "
+                "replaced, removed, or taken from another log?)")
+    else:
+        what = (f"the chain does not start here: the log's first record is not anchored on "
+                f"the genesis of uid {header.uid:016x} at seq {first_seq} (a segment of "
+                "another log, or its header changed?)")
+    return chain_damage(what, path, offset)
+
+
+def check_view(rules: ChainRules | None, segment: SegmentFile, buf: bytes, offset: int,
+               before: ChainRun | None) -> ChainRun | None:
+    """Check the chain of a segment read from byte ``offset`` on (``buf``), as
+    ``LogReader.scans_from`` reads it: the run starts at byte 64, so the bytes before
+    ``offset`` are read too (at most a segment's). None when there is no chain."""
+    if rules is None:
+        return None
+    head = (segment.pread(offset - SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE)
+            if offset > SEGMENT_HEADER_SIZE else b"")
+    return check_segment(rules, [head + buf], SEGMENT_HEADER_SIZE, path=segment.path,
+                         header=segment.scan_header, first_seq=segment.first_seq,
+                         members=frozenset(segment.members_after),
+                         is_last=not segment.compacted, before=before)

@@ -1,0 +1,96 @@
+"""Encoding chained frames (docs/FORMAT.md 3.4): the run of one segment.
+
+A chained frame carries, after its padding, the *chain value*: the MAC (``chain.Mac``,
+frame domain) of every byte of its segment from the first frame (byte 64, or a compacted
+member's start) up to that value. The first frame of a segment is of type 4 and holds,
+before its value, the *anchor*: the link value the segment continues (the last chain value
+of the segment before, or the genesis or junction value where a chain starts). Later
+frames are of type 3. So one hash call over a segment, up to its last frame's value,
+verifies that frame and with it every byte before it; and the links between segments are
+byte compares.
+
+A :class:`RunState` feeds each frame to a running MAC as it encodes it, and copies that
+MAC to finalise the frame's value: a frame costs the hashing of its own bytes only, never
+of what came before it.
+
+The frame's checksum covers the bytes from its length field to its padding, not the chain
+fields: the value covers the frame's checksum, so the checksum cannot cover the value
+(FORMAT.md 3.4 says why it was not the other way round).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from .chain import CHAIN_SIZE, HashState, Mac
+from .checksum import crc32c
+from .log_format import (
+    FRAME_CHAIN_START,
+    FRAME_CHAINED,
+    TRAILER_MAGIC,
+    TRAILER_SIZE,
+    encode_payload,
+    frame_body,
+)
+
+_U32 = struct.Struct("<I")
+
+
+class RunState:
+    """The chain of one segment (or compacted member) being written, from its anchor.
+
+    ``link`` is the chain value after the last frame encoded (the anchor before the
+    first): what the next segment anchors on. The state moves on as each frame is
+    encoded, so a frame that is not written must not be followed by another from the
+    same state: :meth:`copy` before encoding, to go back."""
+
+    __slots__ = ("_first", "_state", "anchor", "link", "mac")
+
+    def __init__(self, mac: Mac, anchor: bytes) -> None:
+        if len(anchor) != CHAIN_SIZE:
+            raise ValueError(f"an anchor is {CHAIN_SIZE} bytes, not {len(anchor)}")
+        self.mac = mac
+        self.anchor = bytes(anchor)
+        self.link = self.anchor
+        self._state: HashState = mac.frame_state()
+        self._first = True
+
+    def copy(self) -> RunState:
+        """An independent copy of this run as it stands."""
+        other = RunState.__new__(RunState)
+        other.mac, other.anchor, other.link = self.mac, self.anchor, self.link
+        other._state, other._first = self._state.copy(), self._first
+        return other
+
+    @property
+    def started(self) -> bool:
+        """Whether a frame was encoded: the next one is then of type 3, not 4."""
+        return not self._first
+
+    def encode(self, first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]],
+               max_bytes: int, *, check: bool = True) -> bytes:
+        """The chained frame holding ``entries`` as seqs ``first_seq ..``, refused as
+        ``log_format.encode_frame`` refuses (nothing moves on then)."""
+        payload = encode_payload(ts, turn, entries, max_bytes, check=check)
+        return self.frame(payload, first_seq, len(entries))
+
+    def frame(self, payload: bytes, first_seq: int, count: int) -> bytes:
+        """The chained frame of an encoded ``payload`` of ``count`` events."""
+        first = self._first
+        body = frame_body(payload, first_seq, count,
+                          FRAME_CHAIN_START if first else FRAME_CHAINED)
+        head = _U32.pack(crc32c(body)) + body
+        state = self._state
+        state.update(head)
+        anchor = self.anchor if first else b""
+        if first:
+            state.update(anchor)
+        value = state.copy().digest()
+        size = len(head) + len(anchor) + CHAIN_SIZE + TRAILER_SIZE
+        tail = value + _U32.pack(size) + TRAILER_MAGIC
+        # the next value covers this one, and this frame's size and trailer magic
+        state.update(tail)
+        self._first, self.link = False, value
+        return b"".join((head, anchor, tail))
