@@ -66,13 +66,17 @@ class ChainRules:
 class ChainRun(NamedTuple):
     """What the check of one segment found: whether it is chained, the anchor its first
     frame holds (``link_in``), the chain value of its last frame that holds
-    (``link_out``, what the next segment must anchor on), and where a last frame whose
-    value failed stops the read (``cut``, see the module's docstring)."""
+    (``link_out``, what the next segment must anchor on), where a last frame whose
+    value failed stops the read (``cut``, see the module's docstring), and the file
+    offset before which every byte is vouched for by a value that held (``covered``:
+    the end of that value; the walk of the segment does not check those frames'
+    checksums and trailers again)."""
 
     chained: bool
     link_in: bytes | None = None
     link_out: bytes | None = None
     cut: int | None = None
+    covered: int = 0
 
 
 UNCHAINED = ChainRun(False)
@@ -128,9 +132,9 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
     if anchor is not None and stored != anchor:
         raise _link_broken(before, header, first_seq, path)
     if len(pieces) == 1 and not members:
-        value = _whole_run(rules.mac, piece, start)
-        if value is not None:
-            return ChainRun(True, stored, value)
+        whole = _whole_run(rules.mac, piece, start)
+        if whole is not None:
+            return ChainRun(True, stored, whole[0], covered=origin + whole[1])
     return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end)
 
 
@@ -151,11 +155,11 @@ def _anchor_of(buf: bytes | memoryview, off: int, size: int) -> bytes:
     return bytes(buf[at:at + CHAIN_SIZE])
 
 
-def _whole_run(mac: Mac, buf: bytes | memoryview, start: int) -> bytes | None:
-    """The last chain value of the plain segment ``buf`` (its whole file, its run from
-    ``start``) when it holds: the MAC of the run up to it, one hash call. None when it
-    does not, or the data does not end in a whole chained frame (a torn tail): then the
-    frames are walked one by one."""
+def _whole_run(mac: Mac, buf: bytes | memoryview, start: int) -> tuple[bytes, int] | None:
+    """The last chain value of the segment ``buf`` (its run from ``start``) and where it
+    ends, when it holds: the MAC of the run up to it, one hash call. None when it does
+    not, or the data does not end in a whole chained frame (a torn tail): then the frames
+    are walked one by one."""
     end = _data_end(buf, start)
     if end % 8 or end - start < TRAILER_SIZE:
         return None
@@ -168,7 +172,7 @@ def _whole_run(mac: Mac, buf: bytes | memoryview, start: int) -> bytes | None:
         return None
     at = end - TRAILER_SIZE - CHAIN_SIZE
     value = mac.value(DOM_FRAME, memoryview(buf)[start:at])
-    return value if value == buf[at:at + CHAIN_SIZE] else None
+    return (value, at + CHAIN_SIZE) if value == buf[at:at + CHAIN_SIZE] else None
 
 
 def _data_end(buf: bytes | memoryview, start: int) -> int:
@@ -193,6 +197,7 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
     segment refuses (misplaced, unchained): that walk says what they are."""
     state = None
     link_in = link_out = None
+    covered = 0
     base, off = origin, SEGMENT_HEADER_SIZE - origin  # file offset of the piece, in it
     for index, piece in enumerate(pieces):
         view, limit = memoryview(piece), len(piece)
@@ -208,24 +213,24 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
                     link_in = bytes(view[value_at - CHAIN_SIZE:value_at])
                 state = mac.frame_state()
             elif frame.frame_type != FRAME_CHAINED or state is None:
-                return ChainRun(True, link_in, link_out)
+                return ChainRun(True, link_in, link_out, covered=covered)
             state.update(view[off:value_at])
             value = state.copy().digest()
             if value != view[value_at:value_at + CHAIN_SIZE]:
                 last = (index == len(pieces) - 1
                         and _parse_frame(piece, view, end, limit) is None)
                 if is_last and last and at >= synced_end:
-                    return ChainRun(True, link_in, link_out, cut=at)
+                    return ChainRun(True, link_in, link_out, at, covered)
                 raise chain_damage(
                     "record does not match the chain: its chain value is not the MAC of "
                     "its segment up to it (this record, or one before it in the "
                     f"segment, was changed, moved or forged{_or_key(mac)})", path, at)
             state.update(view[value_at:end])
-            link_out, off = value, end
+            link_out, off, covered = value, end, base + value_at + CHAIN_SIZE
         if off != limit:
             break  # no whole frame here: the walk of the segment says why
         base, off = base + limit, 0
-    return ChainRun(True, link_in, link_out)
+    return ChainRun(True, link_in, link_out, covered=covered)
 
 
 def _or_key(mac: Mac) -> str:

@@ -421,10 +421,12 @@ class SegmentScan:
         # Chained frames (FORMAT.md 3.4): whether the last frame was one (None: unknown,
         # for a walk that starts after the segment's first frame), the members' first seqs
         # (where a type 4 may stand), where a frame whose chain value failed (a tear) stops
-        # the walk, and what parses their trailer.
+        # the walk, and the bytes a chain value that held vouches for.
         run = False if origin + off == SEGMENT_HEADER_SIZE else None
         starts, chain_fields, trailer = frozenset(self.members), CHAIN_FIELDS, _TRAILER.unpack_from
-        cut = math.inf if self.chain is None or self.chain.cut is None else self.chain.cut
+        chain = self.chain
+        cut = math.inf if chain is None or chain.cut is None else chain.cut
+        covered = 0 if chain is None else chain.covered
         try:
             while True:
                 view, limit = memoryview(buf), int(min(len(buf), cut - origin))
@@ -434,15 +436,22 @@ class SegmentScan:
                         break
                     end = off + ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
                     if frame_type > FRAME_BASE and frame_type in chain_fields:
-                        # the checksum stops before the chain fields: check the trailer
                         body_end, end = end - TRAILER_SIZE, end + chain_fields[frame_type]
-                        if (end > limit or trailer(buf, end - TRAILER_SIZE) != (
-                                end - off, TRAILER_MAGIC)
+                        if end > limit:
+                            break
+                        # Bytes a chain value vouches for (checked before the walk) are
+                        # what the writer wrote: their checksums and trailers too. The
+                        # rest (the last frame's trailer, a torn tail) are checked here;
+                        # the checksum stops before the chain fields.
+                        if origin + end > covered and (
+                                trailer(buf, end - TRAILER_SIZE) != (end - off, TRAILER_MAGIC)
                                 or checksum(view[off + 4 : body_end]) != crc):
                             break
-                        if frame_type != FRAME_CHAINED_BASE:
+                        if frame_type == FRAME_CHAINED and run and not (starts and seq in starts):
+                            frame_type = FRAME_EVENTS  # in its place: read as events
+                        elif frame_type != FRAME_CHAINED_BASE:
                             run = self._chained(frame_type, run, origin + off, seq in starts)
-                            frame_type = FRAME_EVENTS  # read as events from here on
+                            frame_type = FRAME_EVENTS
                     # The checksum covers the trailer too, so a frame that passes it has the
                     # trailer _parse_frame checks: no need to unpack it here.
                     elif end > limit or checksum(view[off + 4 : end]) != crc:
