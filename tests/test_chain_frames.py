@@ -126,9 +126,7 @@ def rechain(log: Log, mac: Mac, from_segment: int) -> None:
     index = firsts.index(from_segment)
     link = None
     if index > 0:
-
-        off, frame = log.frame(firsts[index - 1], -1)
-        link = frame[-40:-8]
+        link = log.frame(firsts[index - 1], -1)[1][-40:-8]
     for first in firsts[index:]:
         data = log.data(first)
         view = memoryview(data)
