@@ -101,7 +101,9 @@ def test_a_key_file_inside_the_store_is_refused_even_through_a_symlink(tmp_path)
 def test_unkeyed_is_sha256_and_keyed_is_hmac_sha256_of_the_tag_and_the_parts():
     tag = chain.DOM_GENESIS
     assert Mac().value(tag, b"ab", b"c") == hashlib.sha256(tag + b"abc").digest()
-    assert Mac(KEY).value(tag, b"ab", b"c") == hmac.new(KEY, tag + b"abc", "sha256").digest()
+    for key in (KEY, b"k" * 64, bytes(33)):
+        assert (Mac(key).value(tag, b"ab", b"c")
+                == hmac.new(key, tag + b"abc", "sha256").digest())
     assert (Mac().alg, Mac(KEY).alg) == ("sha256", "hmac-sha256")
     assert not Mac().keyed and Mac(KEY).keyed and Mac().key_id is None
 
@@ -126,7 +128,10 @@ def test_a_frame_state_copied_gives_each_prefix_its_own_value(key):
         state.update(part)
         values.append(state.copy().digest())
     for index, value in enumerate(values):
-        assert value == mac.value(chain.DOM_FRAME, b"".join(data[:index + 1]))
+        prefix = chain.DOM_FRAME + b"".join(data[:index + 1])
+        assert value == mac.value(chain.DOM_FRAME, prefix[16:])
+        assert value == (hashlib.sha256(prefix).digest() if key is None
+                         else hmac.new(key, prefix, "sha256").digest())
     # a state taken later starts from the tag again
     assert mac.frame_state().digest() == mac.value(chain.DOM_FRAME)
 

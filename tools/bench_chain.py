@@ -93,7 +93,7 @@ def report(samples: dict[str, list[float]], base: str, per: int, unit: str) -> N
     for name, values in samples.items():
         best, middle = min(values), statistics.median(values)
         print(f"  {name:30} {best / per * 1000:7.2f} {unit} (median {middle / per * 1000:7.2f})"
-              f"  {best / low * 100 - 100:+5.0f}%")
+              f"  {best / low * 100:4.0f}% of {base}")
 
 
 def main() -> None:
