@@ -177,3 +177,48 @@ def test_a_reader_racing_the_writer_that_takes_a_copy_holds_it_to_no_mark(
             report = salvage_session(io, str(copy / "sessions" / "s"), "s")
             assert not report.problems, (at, report)
         assert _seqs(copy) == [1, 2]
+
+
+class _SyncSpy(FileIO):
+    """Records, in order, each fdatasync or fsync of a segment and each new tail hint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.paths: dict[int, str] = {}
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        fd = super().open(path, flags, mode)
+        self.paths[fd] = path
+        return fd
+
+    def fdatasync(self, fd: int) -> None:
+        if self.paths.get(fd, "").endswith(".fslog"):
+            self.calls.append("sync segment")
+        super().fdatasync(fd)
+
+    def fsync(self, fd: int) -> None:
+        if self.paths.get(fd, "").endswith(".fslog"):
+            self.calls.append("sync segment")
+        super().fsync(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        if dst.endswith(layout.TAIL_HINT):
+            self.calls.append("hint")
+        super().rename(src, dst)
+
+
+def test_a_writer_taking_a_copy_makes_its_frames_durable_before_its_mark_binds(
+        store, tmp_path):
+    """A copy tool writes without syncing: the frames the copied mark claims are durable
+    in the copy only once the writer that takes it syncs them, and that must come before
+    the hint that makes the mark bind there (else a power loss after it reads as synced
+    records lost, and ``sync`` after opening the copy would sync nothing)."""
+    _session_with_synced_turns(store)
+    copy = tmp_path / "copy"
+    shutil.copytree(store.path, copy)  # a consistent copy: its mark is within its file
+    spy = _SyncSpy()
+    with fsstore.open_store(copy, create=False, io=spy).open_session("s") as session:
+        session.sync()
+    assert "hint" in spy.calls and "sync segment" in spy.calls[:spy.calls.index("hint")], (
+        spy.calls)
