@@ -66,7 +66,7 @@ from .segment_header import (
     check_synced,
     decode_segment_header,
 )
-from .tail_hint import in_original_folder, read_tail_hint
+from .tail_hint import mark_binds, read_tail_hint
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -168,17 +168,19 @@ class LogReader:
         try:
             raw = self.io.pread(fd, SEGMENT_HEADER_SIZE, 0)
             return self.binding_mark(self.checked_header(raw, first_seq, path),
-                                     self.io.size(fd))
+                                     self.io.size(fd), path)
         finally:
             self.io.close(fd)
 
-    def binding_mark(self, header: SegmentHeader, size: int) -> SegmentHeader:
-        """``header`` with the synced mark the segment is held to, ``size`` being the bytes
-        its file holds. A mark past the end of the file binds in the folder its writer
-        wrote (there, synced records were lost); in a copy it claims nothing, since a copy
-        tool that sized the file before it read the header (``tar``, ``rsync``, ``git
-        add``) copies a mark newer than the frames it copied (docs/FORMAT.md, 3.1)."""
-        if header.synced_end <= size or in_original_folder(self.io, self.path):
+    def binding_mark(self, header: SegmentHeader, size: int, path: str) -> SegmentHeader:
+        """``header`` with the synced mark the segment at ``path`` is held to, ``size``
+        being the bytes its file holds. A mark past the end of the file binds in the
+        folder its writer wrote (there, synced records were lost); in a copy it claims
+        nothing, since a copy tool that sized the file before it read the header
+        (``tar``, ``rsync``, ``git add``) copies a mark newer than the frames it copied
+        (docs/FORMAT.md, 3.1), and nor does it in a copy a writer took since the header
+        was read (``mark_binds``)."""
+        if header.synced_end <= size or mark_binds(self.io, self.path, path):
             return header
         return dataclasses.replace(header, synced_end=0)
 
@@ -220,7 +222,7 @@ class LogReader:
         try:
             header = self.binding_mark(
                 self.checked_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
-                                    file_first, path), self.io.size(fd))
+                                    file_first, path), self.io.size(fd), path)
             if header.compacted:
                 return open_compacted(self.io, fd, path, header, first_seq, self._chunks)
             if first_seq != file_first:
@@ -354,7 +356,8 @@ class LogReader:
             return buf, segment.scan_header
         # the header as read with the frames (its mark), not as read before them
         return buf, self.binding_mark(
-            self.checked_header(buf, segment.first_seq, segment.path), len(buf))
+            self.checked_header(buf, segment.first_seq, segment.path), len(buf),
+            segment.path)
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None,

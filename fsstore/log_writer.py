@@ -246,21 +246,25 @@ class LogWriter:
         """Make this log folder the one its synced marks bind in, when ``tail.hint`` does
         not name it yet: a copy of a log (a restored backup, a checkout, ``cp -r``), a
         hint from before the folder line, or none. In a copy, the active segment's mark
-        can claim frames the copy tool did not copy (docs/FORMAT.md, 3.1): the frames
-        the copy holds are fdatasynced and the mark is set to their end *before* the
-        hint names this folder, so no reader ever holds the copy to the original's mark."""
+        can claim frames the copy tool did not copy (docs/FORMAT.md, 3.1), and the
+        frames it did copy were written without a sync: the frames the copy holds are
+        fdatasynced and the mark is set to their end *before* the hint names this
+        folder, so no reader ever holds the copy to the original's mark, nor to frames
+        a power loss could still take from the copy."""
         hint = read_tail_hint(self.io, self.path)
         if (hint is not None and hint.segment == first and hint.folder_inode is not None
                 and in_original_folder(self.io, self.path, hint)):
             return
+        self.io.fdatasync(fd)
+        self.synced_head = self.head
         on_disk = decode_segment_header(self.io.pread(fd, SEGMENT_HEADER_SIZE, 0),
                                         self.reader.segment_path(first))
-        if self._mark_static is not None and on_disk.synced_end > end:
-            self.io.fdatasync(fd)
+        mark = max(on_disk.synced_end, SEGMENT_HEADER_SIZE)
+        if self._mark_static is not None and mark != end:
             self.io.pwrite(fd, mark_segment_header(self._mark_static, end)[MARK_AT:],
                            MARK_AT)
             self.io.fdatasync(fd)
-            self._marked_end, self.synced_head = end, self.head
+            self._marked_end = end
         write_tail_hint(self.io, self.path, first)
 
     def _last_significant(self, first: int, end: int) -> tuple[int, str, int] | None:

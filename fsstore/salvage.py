@@ -673,7 +673,7 @@ def _read_segment(walk: _Walk, source: _Source, first: int, *, is_last: bool) ->
             walk.whole_file(path, FOREIGN, f"{exc.reason}; nothing is read from it",
                             is_last=is_last)
             return
-        synced_end = source.log.binding_mark(header, len(raw)).synced_end
+        synced_end = source.log.binding_mark(header, len(raw), path).synced_end
     walk.walk(raw, path, first, is_last=is_last, synced_end=synced_end, image=False)
 
 

@@ -166,4 +166,5 @@ def check_synced(end: int, synced_end: int, path: str) -> None:
             f"the segment's records end at byte {end}, but a barrier (finish_turn, sync, "
             f"close or an fsync append) made them durable up to byte {synced_end}: "
             "records that were synced are missing or damaged; restore the segment from a "
-            "backup", path=path, offset=end)
+            "backup (a folder that is itself a copy put back where it was taken from: "
+            "delete its log/tail.hint, docs/FORMAT.md section 3.1)", path=path, offset=end)

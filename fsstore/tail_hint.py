@@ -12,10 +12,13 @@ original does such a mark mean that synced records were lost.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from . import layout
+from .errors import FsStoreError
 from .fsio import FileIO
+from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
 
 #: A hint is two short lines; anything longer is not one.
 _MAX_HINT = 128
@@ -30,8 +33,8 @@ class TailHint:
 
 def write_tail_hint(io: FileIO, log_path: str, first_seq: int) -> None:
     """Name the newest segment ``first_seq`` in ``tail.hint``, with the inode of
-    ``log_path``, replacing the hint atomically (not fsynced: a crash may leave an older
-    hint or none, which readers only take as a reason to list the folder)."""
+    ``log_path``, replacing the hint atomically (a crash leaves the old hint or the new
+    one, both whole)."""
     text = f"{layout.segment_name(first_seq)}\n{_FOLDER}{io.path_inode(log_path)}\n"
     io.atomic_write(layout.tail_hint_path(log_path), text.encode())
 
@@ -65,3 +68,27 @@ def in_original_folder(io: FileIO, log_path: str, hint: TailHint | None = None) 
         return hint.folder_inode == io.path_inode(log_path)
     except OSError:
         return False
+
+
+def mark_binds(io: FileIO, log_path: str, segment_path: str) -> bool:
+    """Whether a synced mark past the end of the segment at ``segment_path``, read
+    before this call, binds: the log at ``log_path`` is in its writer's folder, and the
+    segment's header read again now still has a mark past the end of its file.
+
+    The second read is for a copy a writer takes meanwhile. It fixes the copy's mark
+    before its hint names the folder (``LogWriter._take_folder``), so a reader can read
+    the copy's header (the original's mark) and then a hint naming the folder: a header
+    read after that hint has the fixed mark, within the file. In the writer's folder a
+    mark never runs ahead of the file it is in, so there both reads agree."""
+    if not in_original_folder(io, log_path):
+        return False
+    try:
+        fd = io.open(segment_path, os.O_RDONLY)
+        try:
+            raw = io.pread(fd, SEGMENT_HEADER_SIZE, 0)
+            size = io.size(fd)  # after the header: a mark read first claims no more
+        finally:
+            io.close(fd)
+        return decode_segment_header(raw, segment_path).synced_end > size
+    except (OSError, FsStoreError):
+        return True  # gone or unreadable now: hold it to the mark as it was read

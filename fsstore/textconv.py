@@ -623,11 +623,12 @@ def _hint(io: FileIO, path: str, size: int) -> Iterator[str]:
     lines = (text[:-1] if text.endswith("\n") else text).split("\n")
     shown: dict[str, Any] = {"fsstore": "tail hint", "names": lines[0]}
     folder = lines[1].removeprefix("folder ") if len(lines) == 2 else ""
-    if folder.isdigit():
+    is_inode = folder.isascii() and folder.isdigit()  # "²" is a digit, not a number
+    if is_inode:
         shown["folder"] = int(folder)
     yield _dumps(shown, sort_keys=True)
     if (not layout.is_segment_name(lines[0]) or not text.endswith("\n")
-            or len(lines) > 2 or (len(lines) == 2 and not folder.isdigit())):
+            or len(lines) > 2 or (len(lines) == 2 and not is_inode)):
         yield Damage(path, 0, "not a segment name, a folder line and a newline (only a "
                      "hint: readers list log/ instead)", len(raw)).line()
 

@@ -12,6 +12,7 @@ import pytest
 import fsstore
 from fsstore import layout
 from fsstore.fsio import FileIO
+from fsstore.log import LogReader
 from fsstore.salvage import salvage_session
 from fsstore.tail_hint import in_original_folder, read_tail_hint
 
@@ -130,3 +131,94 @@ def test_a_writer_opening_a_copy_makes_its_mark_bind_there(store, tmp_path):
     _cut(segment, sizes[1])
     with pytest.raises(fsstore.CorruptionError, match="made them durable"):
         _seqs(copy)
+
+
+class _TakenWhileRead(FileIO):
+    """Lets a writer open the copy the ``at``-th time a reader reads its tail hint: a
+    writer that takes the copy between the reader's read of a segment header and its look
+    at the hint, whichever read that is."""
+
+    def __init__(self, copy: Path, at: int) -> None:
+        super().__init__()
+        self.copy = copy
+        self.at = at
+
+    def read_file(self, path: str, max_bytes: int) -> bytes:
+        if path.endswith(layout.TAIL_HINT):
+            self.at -= 1
+            if self.at == 0:
+                fsstore.open_store(self.copy, create=False).open_session("s").close()
+        return super().read_file(path, max_bytes)
+
+
+@pytest.mark.parametrize("read", ["load_segment", "read_header", "events", "salvage"])
+def test_a_reader_racing_the_writer_that_takes_a_copy_holds_it_to_no_mark(
+        store, tmp_path, read):
+    """The writer fixes the copy's mark before its hint names the folder; a reader that
+    read the copy's header before the fix and the hint after it must not hold the
+    frames it read to the original's mark."""
+    _path, sizes = _session_with_synced_turns(store)
+    for at in range(1, 5):
+        copy = tmp_path / f"copy-{at}"
+        shutil.copytree(store.path, copy)
+        segment = _active(fsstore.open_store(copy, create=False))
+        _cut(segment, sizes[0])
+        io = _TakenWhileRead(copy, at)
+        log = LogReader(io, str(segment.parent))
+        if read == "load_segment":
+            buf, header = log.load_segment(1)
+            assert header.synced_end <= len(buf), at
+        elif read == "read_header":
+            assert log.read_header(1).synced_end <= sizes[0], at
+        elif read == "events":
+            reader = fsstore.open_store(copy, create=False, io=io).read_session("s")
+            assert [event.seq for event in reader.events()] == [1, 2], at
+        else:
+            report = salvage_session(io, str(copy / "sessions" / "s"), "s")
+            assert not report.problems, (at, report)
+        assert _seqs(copy) == [1, 2]
+
+
+class _SyncSpy(FileIO):
+    """Records, in order, each fdatasync or fsync of a segment and each new tail hint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.paths: dict[int, str] = {}
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        fd = super().open(path, flags, mode)
+        self.paths[fd] = path
+        return fd
+
+    def fdatasync(self, fd: int) -> None:
+        if self.paths.get(fd, "").endswith(".fslog"):
+            self.calls.append("sync segment")
+        super().fdatasync(fd)
+
+    def fsync(self, fd: int) -> None:
+        if self.paths.get(fd, "").endswith(".fslog"):
+            self.calls.append("sync segment")
+        super().fsync(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        if dst.endswith(layout.TAIL_HINT):
+            self.calls.append("hint")
+        super().rename(src, dst)
+
+
+def test_a_writer_taking_a_copy_makes_its_frames_durable_before_its_mark_binds(
+        store, tmp_path):
+    """A copy tool writes without syncing: the frames the copied mark claims are durable
+    in the copy only once the writer that takes it syncs them, and that must come before
+    the hint that makes the mark bind there (else a power loss after it reads as synced
+    records lost, and ``sync`` after opening the copy would sync nothing)."""
+    _session_with_synced_turns(store)
+    copy = tmp_path / "copy"
+    shutil.copytree(store.path, copy)  # a consistent copy: its mark is within its file
+    spy = _SyncSpy()
+    with fsstore.open_store(copy, create=False, io=spy).open_session("s") as session:
+        session.sync()
+    assert "hint" in spy.calls and "sync segment" in spy.calls[:spy.calls.index("hint")], (
+        spy.calls)

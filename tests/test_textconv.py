@@ -427,3 +427,17 @@ def test_a_damaged_file_in_a_real_process_ends_in_status_0_without_a_traceback(
     assert result.returncode == 0 and result.stderr == "", result.stderr
     (found,) = damage_of(result.stdout.splitlines())
     assert found["file"] == str(damaged) and found["offset"] == 64
+
+
+@pytest.mark.parametrize("folder", ["\u00b2", "\u0663", "12a"])
+def test_a_hint_whose_folder_line_is_not_an_inode_prints_its_segment_and_damage(
+        tmp_path, folder):
+    """Digits beyond ASCII ("²", "٣") are no inode number: the hint still prints what it
+    names, then the damage, as for any other hint that is not one."""
+    hint = tmp_path / "tail.hint"
+    hint.write_bytes(f"00000000000000000001.fslog\nfolder {folder}\n".encode())
+    printed = text(hint)
+    assert json.loads(printed[0]) == {"fsstore": "tail hint",
+                                      "names": "00000000000000000001.fslog"}
+    (damage,) = damage_of(printed)
+    assert "not a segment name, a folder line" in damage["reason"]

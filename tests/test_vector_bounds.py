@@ -112,7 +112,7 @@ def agree_up_to_rounding(batch, alone, bound, tol=1e-4):
     matrix-vector product), and on some CPUs the last bits differ. So results may trade
     places only among scores that tie within rounding, and the bound or the k-th best may
     take in or leave out only a result that ties with it."""
-    for mine, theirs in zip(batch, alone):
+    for mine, theirs in zip(batch, alone, strict=False):
         assert math.isclose(mine.score, theirs.score, rel_tol=tol, abs_tol=tol)
     cuts = [bound] + [r[-1].score for r in (batch, alone) if r]
     for result in {r.id: r for r in batch}.keys() ^ {r.id: r for r in alone}.keys():
