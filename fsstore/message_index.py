@@ -34,8 +34,9 @@ import msgspec
 from . import layout
 from .checksum import crc32c
 from .errors import CorruptionError, Finding
+from .frame_reads import Frame
 from .fsio import FileIO
-from .log import Frame, LogPosition, LogReader
+from .log import LogPosition, LogReader
 from .log_format import (
     _FRAME_HEADER as _FRAME_FIELDS,
 )

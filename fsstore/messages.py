@@ -28,7 +28,7 @@ from .errors import (
     MessageNotFound,
     SeqOutOfRange,
 )
-from .log import Frame
+from .frame_reads import Frame
 from .log_format import check_seq
 from .message_index import (
     ADD,

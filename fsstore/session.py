@@ -39,9 +39,9 @@ from .errors import (
     TurnError,
     WriteFailed,
 )
+from .frame_reads import Frame
 from .fsio import FileIO
 from .lease import Lease
-from .log import Frame
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, LogWriter
 from .message_index import MessageIndex
