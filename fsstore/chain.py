@@ -282,7 +282,7 @@ def mac_for(alg: str, key_id: str | None, key: ChainKey | None) -> Mac:
     if key is None:
         raise ChainKeyRequired(
             f"the chain is keyed (key {key_id}) and no key was given: set {KEY_ENV} or "
-            f"{KEY_FILE_ENV} to the key, or read without verifying the chain")
+            f"{KEY_FILE_ENV} to the key (or give it to open_store(chain_key=...))")
     if not _same(key.key_id.encode(), key_id.encode()):
         raise ChainKeyMismatch(
             f"the chain was made with key {key_id}, the key given is {key.key_id}: give "

@@ -31,12 +31,11 @@ without checking their values.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from .chain import CHAIN_SIZE, DOM_FRAME, Mac, genesis
-from .errors import CorruptionError, Finding
+from .chain import CHAIN_SIZE, DOM_FRAME, Mac, genesis, junction
+from .errors import CorruptionError, Finding, FsStoreError
 from .log_format import (
     _U32,
     FRAME_BASE,
@@ -54,13 +53,71 @@ if TYPE_CHECKING:
     from .segment_file import LoadedSegment, SegmentFile
 
 
-@dataclass(frozen=True)
 class ChainRules:
-    """What a session's chain is checked against: its MAC (SHA-256, or HMAC-SHA256 under
-    the session's key). The manifest's forks and upgrade anchor join it when writers
-    make chained sessions."""
+    """What a session's chain is checked against and written by: its MAC (SHA-256, or
+    HMAC-SHA256 under the session's key) and its fork junctions (``forks``: each
+    ``(seq, uid)`` of the manifest's ``chain.forks``, the segment starting at ``seq + 1``
+    anchoring on the junction of ``uid`` there).
 
-    mac: Mac
+    A keyed chain whose key is not at hand has no MAC: ``refusal`` makes the error
+    (ChainKeyRequired, or ChainKeyMismatch for another key) that :attr:`mac` raises, so
+    that what needs the chain (a read that checks it, a write, a fork) refuses, and
+    what does not (the manifest, the tail of the log) still reads.
+
+    Every segment must be chained, but those starting before ``chained_from``: the
+    unchained history of a session that got its chain later (no writer makes one yet;
+    0, the default, allows none), so that a chain cannot be stripped from a log by
+    rewriting its records as unchained ones."""
+
+    __slots__ = ("_mac", "_refusal", "chained_from", "forks")
+
+    def __init__(self, mac: Mac | None, forks: Sequence[tuple[int, int]] = (), *,
+                 refusal: Callable[[], FsStoreError] | None = None,
+                 chained_from: int = 0) -> None:
+        if mac is None and refusal is None:
+            raise ValueError("a chain without a MAC needs the refusal its reads raise")
+        self._mac, self._refusal = mac, refusal
+        self.forks: tuple[tuple[int, int], ...] = tuple(sorted(forks))
+        self.chained_from = chained_from
+
+    @property
+    def mac(self) -> Mac:
+        """The chain's MAC; raises ChainKeyRequired (or ChainKeyMismatch) when this
+        process does not have the key of a keyed chain."""
+        if self._mac is None:
+            assert self._refusal is not None
+            raise self._refusal()
+        return self._mac
+
+    def junction_at(self, first_seq: int) -> int | None:
+        """The uid of the fork whose first own segment starts at ``first_seq``, if any."""
+        for seq, uid in self.forks:
+            if seq + 1 == first_seq:
+                return uid
+        return None
+
+    def anchor(self, uid: int, first_seq: int, log_start: int, link: bytes | None
+               ) -> bytes | None:
+        """The anchor of the segment starting at ``first_seq``, whose header carries
+        ``uid`` (:func:`anchor_for`)."""
+        return anchor_for(self.mac, self.forks, uid, first_seq, log_start, link)
+
+
+def anchor_for(mac: Mac, forks: Sequence[tuple[int, int]], uid: int, first_seq: int,
+               log_start: int, link: bytes | None) -> bytes | None:
+    """The anchor of the segment (or compacted member) starting at ``first_seq``:
+    the genesis of ``uid`` (the uid in the header of the segment starting the log) when
+    it starts the log; the junction of the fork whose first own segment it is, made of
+    ``link``, when ``forks`` (``(seq, uid)`` pairs) says so; else ``link``, the last
+    chain value before it. None when ``link`` is needed and not known (None)."""
+    if first_seq == log_start:
+        return genesis(mac, uid, first_seq)
+    if link is None:
+        return None
+    for seq, fork_uid in forks:
+        if seq + 1 == first_seq:
+            return junction(mac, link, fork_uid, seq)
+    return link
 
 
 class ChainRun(NamedTuple):
@@ -84,14 +141,12 @@ UNCHAINED = ChainRun(False)
 
 def expected_anchor(rules: ChainRules, header: SegmentHeader, first_seq: int,
                     before: ChainRun | None) -> bytes | None:
-    """The anchor segment ``first_seq`` must hold: the link-out of the segment read before
-    it (``before``), or the genesis value when it starts the log; None when the reader
-    cannot tell (the first segment of a read from the middle of the log)."""
-    if before is not None:
-        return before.link_out
-    if first_seq == header.log_start:
-        return genesis(rules.mac, header.uid, first_seq)
-    return None
+    """The anchor segment ``first_seq`` must hold (:meth:`ChainRules.anchor`): the genesis
+    value when it starts the log, else made of the link-out of the segment read before it
+    (``before``); None when the reader cannot tell (the first segment of a read from the
+    middle of the log)."""
+    link = None if before is None else before.link_out
+    return rules.anchor(header.uid, first_seq, header.log_start, link)
 
 
 def check_loaded(rules: ChainRules | None, loaded: LoadedSegment, first_seq: int,
@@ -124,13 +179,17 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
         if before is not None and before.chained:
             raise chain_damage("unchained segment after chained ones: the chain stops here",
                                path, SEGMENT_HEADER_SIZE)
-        return UNCHAINED
+        if first_seq < rules.chained_from:
+            return UNCHAINED  # history from before the session had a chain
+        raise chain_damage("unchained record in the log of a session that has a chain: "
+                           "the chain was stripped, or the segment is another log's",
+                           path, SEGMENT_HEADER_SIZE)
     if first.frame_type != FRAME_CHAIN_START:
         return ChainRun(True)  # misplaced, or of a type unknown here: the walk raises
     anchor = expected_anchor(rules, header, first_seq, before)
     stored = _anchor_of(piece, start, first.size)
     if anchor is not None and stored != anchor:
-        raise _link_broken(before, header, first_seq, path)
+        raise _link_broken(before, header, first_seq, path, rules=rules)
     if len(pieces) == 1 and not members:
         whole = _whole_run(rules.mac, piece, start)
         if whole is not None:
@@ -238,19 +297,25 @@ def _or_key(mac: Mac) -> str:
 
 
 def _link_broken(before: ChainRun | None, header: SegmentHeader | None, first_seq: int,
-                 path: str, offset: int = SEGMENT_HEADER_SIZE) -> CorruptionError:
+                 path: str, offset: int = SEGMENT_HEADER_SIZE,
+                 rules: ChainRules | None = None) -> CorruptionError:
     """The error for a first frame anchored on another value than the one expected."""
+    fork = None if rules is None else rules.junction_at(first_seq)
     if header is None:
         what = ("the chain is broken between the members of a compacted segment: member "
                 f"{first_seq} is not anchored on the last chain value of the member before")
-    elif before is not None:
-        what = ("the chain is broken between segments: this segment's first record is not "
-                "anchored on the last chain value of the segment before it (a segment "
-                "replaced, removed, or taken from another log?)")
-    else:
+    elif first_seq == header.log_start:
         what = (f"the chain does not start here: the log's first record is not anchored on "
                 f"the genesis of uid {header.uid:016x} at seq {first_seq} (a segment of "
                 "another log, or its header changed?)")
+    elif fork is not None:
+        what = (f"the chain is broken at the fork: this segment's first record is not "
+                f"anchored on the junction of fork {fork:016x} at seq {first_seq - 1} (the "
+                "segment before it, or this one, is not the one the fork was made with)")
+    else:
+        what = ("the chain is broken between segments: this segment's first record is not "
+                "anchored on the last chain value of the segment before it (a segment "
+                "replaced, removed, or taken from another log?)")
     return chain_damage(what, path, offset)
 
 

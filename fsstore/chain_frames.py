@@ -33,6 +33,7 @@ from .log_format import (
     TRAILER_SIZE,
     encode_payload,
     frame_body,
+    frame_end,
 )
 
 _U32 = struct.Struct("<I")
@@ -68,6 +69,39 @@ class RunState:
     def started(self) -> bool:
         """Whether a frame was encoded: the next one is then of type 3, not 4."""
         return not self._first
+
+    def size_of(self, payload_length: int) -> int:
+        """The size of the next frame, its payload ``payload_length`` bytes."""
+        return frame_end(0, payload_length, FRAME_CHAINED if self.started else FRAME_CHAIN_START)
+
+    def take(self, frames: bytes | memoryview) -> bool:
+        """Move on over ``frames``: whole chained frames another writer of this run
+        wrote after those this state holds (or, for a state not started, from the run's
+        start: the first must then hold this run's anchor). The last one's chain value
+        must be the MAC of the run up to it, one hash call; False, and nothing moved,
+        when it is not, or the frames do not continue this run."""
+        if not frames:
+            return True
+        view = memoryview(frames)
+        (frame_type,) = _U32.unpack_from(view, 20)
+        if frame_type != (FRAME_CHAINED if self.started else FRAME_CHAIN_START):
+            return False
+        if not self.started:
+            (length,) = _U32.unpack_from(view, 4)
+            at = frame_end(0, length, FRAME_CHAIN_START) - TRAILER_SIZE - 2 * CHAIN_SIZE
+            if view[at:at + CHAIN_SIZE] != self.anchor:
+                return False
+        value_at = len(view) - TRAILER_SIZE - CHAIN_SIZE
+        if value_at < 0:
+            return False
+        state = self._state.copy()
+        state.update(view[:value_at])
+        value = state.digest()  # (a digest leaves the state as it was: it goes on)
+        if value != view[value_at:value_at + CHAIN_SIZE]:
+            return False
+        state.update(view[value_at:])
+        self._state, self._first, self.link = state, False, value
+        return True
 
     def encode(self, first_seq: int, ts: float, turn: int, entries: Sequence[tuple[str, Any]],
                max_bytes: int, *, check: bool = True) -> bytes:

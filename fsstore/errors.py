@@ -399,6 +399,13 @@ class ChainKeyMismatch(FsStoreError, PermissionError):
     this store was written with."""
 
 
+class ChainUnsupported(FsStoreError, NotImplementedError):
+    """Raised when an operation cannot keep a chained session's hash chain yet: the
+    rewriters of a log (compaction, retention, vacuum, repair), a log start moved by a
+    rollover, a fork inside a compacted segment. Nothing is changed: the session stays
+    as it is and reads as before (a later fsstore rewrites chained logs)."""
+
+
 # --- Opening a store file or folder (any operation) --------------------------------------
 # Every open of a store file goes through ``fsio.FileIO.open``: it follows no symlink,
 # opens nothing but a regular file, and turns each OS error into one of these.

@@ -17,8 +17,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import layout
+from . import chain_writer, layout
+from .chain_check import ChainRules
+from .chain_frames import RunState
 from .errors import (
+    ChainUnsupported,
     CorruptionError,
     InvalidSetting,
     SeqOutOfRange,
@@ -45,6 +48,7 @@ from .log_format import (
     _tail_of,
     decode_payload,
     encode_frame,
+    encode_payload,
 )
 from .segment_file import encode_compacted, file_data_end
 from .segment_header import (
@@ -153,6 +157,7 @@ class LogWriter:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         neutral_kinds: frozenset[str] = frozenset(),
         identity: Identity | None = None,
+        chain: ChainRules | None = None,
     ) -> None:
         check_settings(segment_size, max_record_bytes)
         # Batches ending in a neutral kind leave last_turn and last_kind as they were:
@@ -161,6 +166,11 @@ class LogWriter:
         self.io = io
         self.path = path
         self.reader = LogReader(io, path, identity)
+        # The session's chain (FORMAT.md 3.4): the run of the active segment, and the
+        # chain value after the head while that run holds no frame yet.
+        self.chain = self.reader.chain = chain
+        self._run: RunState | None = None
+        self._head_link = b""
         # New segments carry the session's uid (none for a session from before uids).
         self._uid = NO_UID if identity is None else identity.uid
         self.durability = durability
@@ -222,6 +232,9 @@ class LogWriter:
             if data_end > end:
                 # segment_end walked the segment and found nothing valid past `end`.
                 self._set_aside_torn_tail(fd, first, end, data_end)
+            if self.chain is not None and self._resume(fd, first, end):
+                io.close(fd)
+                return self._recover()  # its last frame's chain value was torn: set aside
         except BaseException:
             io.close(fd)
             raise
@@ -241,6 +254,30 @@ class LogWriter:
         self.synced_head = self.head if header.synced_end >= end else first - 1
         self._mark_unsynced = False  # a mark was written since the last fdatasync
         self._take_folder(fd, first, end)
+
+    def _resume(self, fd: int, first: int, end: int) -> bool:
+        """Take up the run of the active segment, checked (``chain_writer.resume_run``:
+        a writer never MACs records after a forged one). True when its last frame, past
+        the synced mark, held a chain value that fails (a write torn inside it): it is
+        set aside as a torn tail, and the log's end must be found again."""
+        assert self.chain is not None
+        path = self.reader.segment_path(first)
+        frames = self.io.pread(fd, end - SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE)
+        resumed = chain_writer.resume_run(self.chain, self.reader, self.reader.read_header(first),
+                                          frames, path)
+        if isinstance(resumed, int):
+            self._set_aside_torn_tail(fd, first, resumed, end)
+            return True
+        self._run, self._head_link = resumed
+        return False
+
+    @property
+    def head_link(self) -> bytes | None:
+        """The chain value after the head (FORMAT.md 3.4): the last record's, the genesis
+        of a log that holds none; None for a log without a chain."""
+        with self.lock:
+            run = self._run
+            return None if run is None else run.link if run.started else self._head_link
 
     def _take_folder(self, fd: int, first: int, end: int) -> None:
         """Make this log folder the one its synced marks bind in, when ``tail.hint`` does
@@ -313,11 +350,18 @@ class LogWriter:
             if self._failed is not None or self._closed:
                 self.check_usable()
             first = self.head + 1
-            frame = encode_frame(first, ts, turn, entries, self.max_record_bytes)
-            try:
+            if self._run is None:
+                frame = encode_frame(first, ts, turn, entries, self.max_record_bytes)
                 size = len(frame)
+            else:  # chained: framed once the segment it goes in (its run) is known
+                frame = encode_payload(ts, turn, entries, self.max_record_bytes)
+                size = self._run.size_of(len(frame))
+            try:
                 if self._end + size > self.segment_size and self._end > SEGMENT_HEADER_SIZE:
                     self._roll_over()
+                if self._run is not None:
+                    frame = self._run.frame(frame, first, len(entries))
+                    size = len(frame)
                 mode = self._mode
                 if mode == "none":
                     self._pending.append(frame)
@@ -554,6 +598,8 @@ class LogWriter:
         # chunk) would begin with its non-zero checksum and length.
         if not frames or buf[off:off + 8].strip(b"\0"):
             return False
+        if self._run is not None and not self._run.take(view[:off]):
+            return False  # they do not continue the run: refresh takes it up afresh, checked
         for frame in reversed(frames):
             _, turn, kind = _tail_of(frame._replace(offset=self._end + frame.offset), path)
             if kind not in self.neutral_kinds:
@@ -618,6 +664,9 @@ class LogWriter:
                     log_start == self.head + 1 or log_start in self.reader.list_segments())):
                 raise ValueError(f"{self.path}: log start {log_start} is not a segment "
                                  f"after the current start {self.log_start}")
+            if moved and self.chain is not None:
+                raise ChainUnsupported(f"{self.path}: the start of a chained log cannot be "
+                                       "moved yet (the chain would need a base to vouch for)")
             if self._end > SEGMENT_HEADER_SIZE or moved:
                 try:
                     self._roll_over(log_start if moved else None)
@@ -682,6 +731,14 @@ class LogWriter:
         self._end = self._written_end = SEGMENT_HEADER_SIZE
         self._allocated = len(data)
         write_tail_hint(self.io, self.path, first_seq)
+        if self.chain is not None:
+            # a new run: on the genesis at a log start (a clear), on the junction at a
+            # fork point, else on the value after the head
+            link = self.head_link
+            anchor = self.chain.anchor(self._uid, first_seq, log_start, link)
+            assert anchor is not None and link is not None
+            self._run = RunState(self.chain.mac, anchor)
+            self._head_link = anchor if first_seq == log_start else link
 
     def clear(self) -> None:
         """Empty the log. Seqs go on from the old head: a new segment whose header says the
@@ -786,6 +843,8 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
     under a new header carrying ``uid`` (the new session's). All of it is fsynced; the
     caller renames ``dest``'s session into place.
     """
+    if source.chain is not None:
+        source.chain.mac  # noqa: B018  (a fork of a keyed chain needs its key)
     segments, log_start = source.live_segments()
     base = source.base_of(log_start)
     if base is not None:
@@ -805,8 +864,12 @@ def copy_log_prefix(io: FileIO, source: LogReader, dest: str, at_seq: int,
         if following is not None and following <= at_seq + 1:
             _link_or_copy(io, source, first, target)
             continue
-        position = _copy_segment_prefix(io, source, first, target, at_seq, log_start,
-                                        is_last=following is None, uid=uid)
+        if source.chain is not None:  # the fork's records start a run of their own
+            position = chain_writer.copy_prefix(io, source, first, dest, at_seq, log_start,
+                                                following is None, uid)
+        else:
+            position = _copy_segment_prefix(io, source, first, target, at_seq, log_start,
+                                            is_last=following is None, uid=uid)
         break
     if position is None:
         # The history ends where a segment ends (or is empty): start a fresh one after it.

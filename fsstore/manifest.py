@@ -24,12 +24,18 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from . import identity, layout
+from .chain import KEYED, UNKEYED
 from .errors import CorruptionError, FormatVersionError, InvalidMetadata, InvalidSessionId
 from .fsio import FileIO
 
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 6
 VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
+#: A chained session's ``session.json`` (FORMAT.md 3.4) is of this major version, so that
+#: a reader that knows no chain refuses the session rather than take its chained records
+#: for damage (and a writer that knows none, cut them off as a torn tail).
+CHAINED_SESSION_MAJOR = 2
+CHAINED_SESSION_VERSION = f"{CHAINED_SESSION_MAJOR}.0"
 
 STORE_FORMAT = "fsstore-store"
 SESSION_FORMAT = "fsstore-session"
@@ -46,11 +52,26 @@ _T = TypeVar("_T")
 # --- the typed schemas ----------------------------------------------------------------------
 
 
+class ChainRecord(msgspec.Struct, frozen=True):
+    """The ``chain`` of a chained session's manifest (FORMAT.md 3.4): its MAC (``alg``,
+    ``"sha256"`` or ``"hmac-sha256"``), the ``key_id`` of its key when keyed, and its
+    fork junctions (``forks``: ``[seq, uid]`` pairs, the fork of ``uid`` starting its
+    own records at ``seq + 1``). ``fsstore.json`` holds one too, without forks: the
+    chain new sessions get."""
+
+    alg: str
+    key_id: str | None = None
+    forks: list[tuple[Annotated[int, msgspec.Meta(ge=0)], str]] = msgspec.field(
+        default_factory=list)
+
+
 class StoreManifest(msgspec.Struct, frozen=True):
     """``fsstore.json``: only what this version reads; other keys are kept on disk."""
 
     format: str
     version: Any
+    #: the chain new sessions get (FORMAT.md 3.4); None: none
+    chain: ChainRecord | None = None
 
 
 class ParentRecord(msgspec.Struct, frozen=True):
@@ -91,6 +112,8 @@ class SessionManifest(msgspec.Struct, frozen=True):
     spawned_by: SpawnRecord | None = None
     #: the retention policy ``fsstore vacuum`` applies (``RetentionPolicy.to_manifest``)
     retention: dict[str, Any] | None = None
+    #: the session's hash chain (FORMAT.md 3.4); None: it has none
+    chain: ChainRecord | None = None
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -165,7 +188,11 @@ def read(io: FileIO, path: str, expected_format: str) -> dict[str, Any]:
             f"not an {expected_format} manifest (no \"format\": \"{expected_format}\")",
             path=path,
         )
-    check_version(data.get("version"), path)
+    if expected_format == SESSION_FORMAT:  # a chained one is of the next major
+        check_version(data.get("version"), path, major_read=CHAINED_SESSION_MAJOR,
+                      current=CHAINED_SESSION_VERSION)
+    else:
+        check_version(data.get("version"), path)
     return data
 
 
@@ -213,6 +240,8 @@ def decode_session(data: Mapping[str, Any], path: str) -> SessionManifest:
             raise CorruptionError(
                 f"field {name}.id: {record.id!r} is not a session id; fix it by hand "
                 "or restore this manifest from a backup", path=path) from None
+    if decoded.chain is not None:
+        check_chain(decoded.chain, path, "chain")
     if decoded.spawned_by is not None and decoded.spawned_by.uid is not None:
         try:
             identity.parse(decoded.spawned_by.uid, path)
@@ -222,6 +251,33 @@ def decode_session(data: Mapping[str, Any], path: str) -> SessionManifest:
                 "hex digits; fix it by hand or restore this manifest from a backup",
                 path=path) from None
     return decoded
+
+
+def session_version(data: Mapping[str, Any]) -> str:
+    """The version a session manifest holding ``data`` is written as: a chained one's
+    is :data:`CHAINED_SESSION_VERSION`."""
+    return CHAINED_SESSION_VERSION if data.get("chain") is not None else VERSION
+
+
+def check_chain(record: ChainRecord, path: str, name: str) -> None:
+    """CorruptionError naming the field of a ``chain`` record that is not one."""
+    problem = None
+    if record.alg not in (UNKEYED, KEYED):
+        problem = f"{name}.alg: {record.alg[:40]!r} is no chain algorithm this fsstore knows"
+    elif (record.alg == KEYED) != (record.key_id is not None):
+        problem = f"{name}.key_id: a keyed chain has a key id, and only a keyed one"
+    elif record.key_id is not None and not _is_hex(record.key_id, 16):
+        problem = f"{name}.key_id: {record.key_id[:40]!r} is not 16 lowercase hex digits"
+    for seq, uid in record.forks:
+        if problem is None and not _is_hex(uid, 16):
+            problem = f"{name}.forks: uid {uid[:40]!r} (at seq {seq}) is not 16 hex digits"
+    if problem is not None:
+        raise CorruptionError(f"field {problem}; restore this manifest from a backup",
+                              path=path)
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and text.strip("0123456789abcdef") == ""
 
 
 def iso_to_epoch(value: str | None, path: str, name: str) -> float:

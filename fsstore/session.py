@@ -25,6 +25,8 @@ from . import state as state_module
 from .aio import AsyncSessionMixin
 from .aio_maintenance import AsyncSessionMaintenanceMixin
 from .blobs import BLOB_MARKER, DEFAULT_GRACE_SECONDS, BlobStore, GcReport, find_refs
+from .chain import ChainKey
+from .chain_session import writer_head_hash
 from .errors import (
     CheckpointExists,
     CheckpointNotFound,
@@ -48,18 +50,19 @@ from .message_index import MessageIndex
 from .messages import Messages, message_rows
 from .retention import RetainReport, RetentionPolicy, retain_log, with_dropped_history
 from .session_metadata import METADATA_FIELDS, METADATA_RECORD
-from .session_reader import ForkOrigin, SessionInfo, SessionReader
+from .session_reader import CopiedHistory, ForkOrigin, SessionInfo, SessionReader
 from .snapshot import CHECKPOINT_KINDS, CheckpointInfo, SnapshotPolicy
 from .state import STATE_RECORD, StateImage, copy_value, normalize_ops
 from .turns import (
     MESSAGE_RECORD,
     NEUTRAL_KINDS,
-    RESERVED_KIND_PREFIX,
     TURN_FINISHED,
     Revision,
     Turn,
     check_expected,
     check_revision_arg,
+    check_ts,
+    event_kind,
 )
 from .unset import UNSET
 from .usage import UsageFold
@@ -76,7 +79,6 @@ __all__ = [
     "SessionReader", "Turn",
 ]
 
-DEFAULT_KIND = "event"
 MAX_COMMIT_ID = 256
 
 _T = TypeVar("_T")
@@ -147,6 +149,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         blob_compression: str = "auto",
         lease: Lease | None = None,
         shared: bool = False,
+        chain_key: ChainKey | None = None,
     ) -> None:
         chosen = Durability.of(durability)
         io.check_folders(path)  # before its writer.lock is opened through it
@@ -154,11 +157,11 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         self._access = access = WriterAccess(io, path, session_id, chosen, lease, shared,
                                              lock_timeout)
         try:
-            super().__init__(io, path, session_id, snapshots)
+            super().__init__(io, path, session_id, snapshots, chain_key=chain_key)
             access.check_opened()
             self._writer = writer = LogWriter(
                 io, layout.log_dir(path), chosen, segment_size, max_record_bytes,
-                neutral_kinds=NEUTRAL_KINDS, identity=self.identity,
+                neutral_kinds=NEUTRAL_KINDS, identity=self.identity, chain=self._log.chain,
             )
             access.attach(writer, catch_up=self._catch_up,
                           roll_forward=self._roll_metadata_forward)
@@ -269,7 +272,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             index = self._fresh_message_index()
             entries = [(MESSAGE_RECORD, record) for record in build(index)]
             number = self._resolve_turn(turn)
-            stamp = time.time() if ts is None else _check_ts(ts)
+            stamp = time.time() if ts is None else check_ts(ts)
             first = writer.append(entries, number, stamp)
             # The rows point at the frame: it must be in the segment file before they
             # are (durability "none" buffers frames in memory).
@@ -347,6 +350,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             writer = self._writer
             return Revision(writer.log_start, writer.significant_head)
 
+    head_hash = property(lambda self: writer_head_hash(self._writer, self._access.fresh))
+
     @property
     def synced_head(self) -> int:
         """The last seq known to be on disk (fsynced)."""
@@ -403,7 +408,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         finished. ``kind`` defaults to the event's ``"kind"`` or ``"type"`` value when that
         is a str, else ``"event"``. ``ts`` defaults to now.
         """
-        entries = [(_kind_of(event, kind), event)]
+        entries = [(event_kind(event, kind), event)]
         stamp = time.time() if ts is None else float(ts)
         writer = self._writer
         with writer.lock:
@@ -419,7 +424,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
     ) -> list[int]:
         """Append a batch atomically (after a crash all of it is there or none); return
         the seqs given to it, gapless and increasing."""
-        entries = [(_kind_of(event, kind), event) for event in events]
+        entries = [(event_kind(event, kind), event) for event in events]
         if not entries:
             return []
         stamp = time.time() if ts is None else float(ts)
@@ -451,7 +456,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                     entries.append((INPUT_RECORD, {"op": "consume", "ids": claimed[1],
                                                    "turn": number}))
                 entries.append((TURN_FINISHED, {}))
-                stamp = time.time() if ts is None else _check_ts(ts)
+                stamp = time.time() if ts is None else check_ts(ts)
                 resolved = self._resolve_turn(number)
                 first = self._writer.append(entries, resolved, stamp)
                 self._fold(first, entries, stamp, resolved)
@@ -545,7 +550,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         rewritten right after; if a crash falls in between, the next writer to open the
         session rewrites it from that record.
         """
-        entries = [(_kind_of(event, kind), event) for event in updates]
+        entries = [(event_kind(event, kind), event) for event in updates]
         writer, file = self._writer, self._manifest_file
         with writer.lock:
             fields = file.fields(title, tags, metadata, reload=self._access.shared)
@@ -627,7 +632,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         (among the last ``SnapshotPolicy.commit_ids``) writes nothing and returns the
         first commit's result, with ``duplicate`` set.
         """
-        entries = [(_kind_of(event, kind), event) for event in events]
+        entries = [(event_kind(event, kind), event) for event in events]
         ops = [] if state_patch is None else [["merge", state_patch]]
         return self._commit(entries, ops, expected_head, commit_id, turn, ts,
                             expected_revision)
@@ -857,7 +862,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
     @_writes()
     def _copy_history(self, dest: str, *, at_seq: int | None = None,
                      at_checkpoint: str | None = None,
-                     uid: identity.Identity | None = None) -> ForkOrigin:
+                     uid: identity.Identity | None = None) -> CopiedHistory:
         writer = self._writer
         with writer.lock:  # no clear or rollover in between
             writer.flush()
@@ -977,24 +982,3 @@ class SessionIngress:
 
     def inputs_claimed(self, turn: int, ids: list[int]) -> None:
         self._session._inputs_claimed(turn, ids)
-
-
-def _kind_of(event: object, kind: str | None) -> str:
-    if type(event) is not dict and not isinstance(event, Mapping):  # dict first: it is fast
-        raise InvalidEvent(f"an event must be a dict, not {type(event).__name__}")
-    if kind is None:
-        found = event.get("kind") or event.get("type")
-        kind = found if isinstance(found, str) else DEFAULT_KIND
-    elif not isinstance(kind, str):
-        raise InvalidEvent(f"kind must be a str, not {type(kind).__name__}")
-    if not kind or kind.startswith(RESERVED_KIND_PREFIX):
-        raise InvalidEvent(
-            f"kind {kind!r} is not allowed: kinds must be non-empty and not start with "
-            f"{RESERVED_KIND_PREFIX!r} (reserved for the store's own records)")
-    return kind
-
-
-def _check_ts(ts: object) -> float:
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        raise InvalidEvent(f"ts must be a finite number of seconds since the epoch, not {ts!r}")
-    return float(ts)

@@ -102,7 +102,7 @@ class ManifestFile:
                 del updated["retention"]
         if metadata_seq is not None:
             updated["metadata_seq"] = metadata_seq
-        updated["version"] = manifest.VERSION
+        updated["version"] = manifest.session_version(updated)
         return updated, manifest.encode(updated)
 
     def write(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import identity, layout, manifest
+from . import chain_session, identity, layout, manifest
 from .aio import AsyncSessionReaderMixin
 from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
@@ -54,6 +54,7 @@ from .turns import (
 # or watching.
 if TYPE_CHECKING:
     from .blobs import BlobReader
+    from .chain import ChainKey
     from .compaction import CompactReport
     from .message_index import MessageIndex
     from .messages import MessagesReader
@@ -73,6 +74,15 @@ class ForkOrigin(NamedTuple):
     parent: str
     seq: int
     checkpoint: str | None
+
+
+class CopiedHistory(NamedTuple):
+    """What a fork's copy of a history gives ``Store.fork_session``: where it came from,
+    and the fork's ``chain`` (its manifest's, FORMAT.md 3.4; None for a fork of a session
+    without one)."""
+
+    origin: ForkOrigin
+    chain: dict[str, Any] | None
 
 
 class SpawnOrigin(NamedTuple):
@@ -138,7 +148,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
     """Read access to one session: its metadata, events and turns. Takes no lock."""
 
     def __init__(self, io: FileIO, path: str, session_id: str,
-                 snapshots: SnapshotPolicy | None = None) -> None:
+                 snapshots: SnapshotPolicy | None = None, *,
+                 chain_key: ChainKey | None = None) -> None:
         self.io = io
         self.id = session_id
         self.path = path
@@ -148,6 +159,9 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         #: format 1.3): segments and snapshots of another session are refused.
         self.identity = identity.from_manifest(self._manifest, self._manifest_file.path)
         self._log = LogReader(io, layout.log_dir(path), self.identity)
+        # Its hash chain (FORMAT.md 3.4), if it has one: every read of the log checks it.
+        self._log.chain = chain_session.rules_of(self._meta.chain, chain_key, path,
+                                                 self._manifest_file.path)
         self._policy = snapshots or SnapshotPolicy()
         self._snapshots = SnapshotDir(io, path, self.identity)
         self._checkpoints = CheckpointDir(io, path, self.identity)
@@ -279,6 +293,16 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         """The last seq written (0 for a session that never had an event). Every record
         moves it, queue and input records too: check commits against :attr:`revision`."""
         return self._log.tail().head
+
+    @property
+    def head_hash(self) -> str | None:
+        """The hash chain's value after the head, ``"SEQ:HEX"`` (docs/FORMAT.md 3.4): it
+        vouches for the whole history up to ``SEQ``, so a copy of it kept elsewhere tells
+        whether that history was changed since. None for a session without a chain.
+        Read from the end of the log, its last segment's chain checked (a keyed chain
+        needs its key: ChainKeyRequired)."""
+        self._before_read()
+        return chain_session.read_head_hash(self._log)
 
     @property
     def log_tail(self) -> LogTail:
@@ -583,7 +607,7 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
     def _copy_history(self, dest: str, *, at_seq: int | None = None,
                      at_checkpoint: str | None = None,
-                     uid: identity.Identity | None = None) -> ForkOrigin:
+                     uid: identity.Identity | None = None) -> CopiedHistory:
         """Write this session's history up to ``at_seq`` (default: the head), or up to
         the seq checkpoint ``at_checkpoint`` froze, into the folder ``dest`` as the
         ``log/`` and ``state/`` of a new session, and return where it ends.
@@ -591,7 +615,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         Sealed segments are shared by hard link, the rest copied (``log.copy_log_prefix``),
         and the state there becomes the new session's snapshot. What is written anew
         carries ``uid``, the new session's identity. All of it is fsynced.
-        ``Store.fork_session`` builds a fork with it.
+        ``Store.fork_session`` builds a fork with it. A chained session's fork continues
+        its chain: its own records start a segment anchored on its junction.
         """
         from . import compaction  # its folder lock, looked up when it is taken
 
@@ -626,7 +651,10 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         from .blobs import link_blobs
 
         link_blobs(self.io, self.path, dest)
-        return ForkOrigin(self.id, seq, at_checkpoint)
+        # the fork's own records start at position.segment (a chained copy makes it so)
+        chain = chain_session.fork_chain(self._meta.chain, position.segment - 1,
+                                         identity.NO_UID if uid is None else uid.uid)
+        return CopiedHistory(ForkOrigin(self.id, seq, at_checkpoint), chain)
 
 
 class _ReaderFolds:
@@ -674,7 +702,7 @@ class ExportView:
 
 def copy_history(reader: SessionReader, dest: str, *, at_seq: int | None = None,
                  at_checkpoint: str | None = None,
-                 uid: identity.Identity | None = None) -> ForkOrigin:
+                 uid: identity.Identity | None = None) -> CopiedHistory:
     """``reader``'s history written into the folder ``dest`` as a new session's ``log/``
     and ``state/`` (see ``SessionReader._copy_history``; a writer seals its active
     segment first, when that spares a copy): what ``Store.fork_session`` builds a fork

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import clock, identity, layout, manifest
+from . import chain_session, clock, identity, layout, manifest, store_setup
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .aio_stats import AsyncStoreStatsMixin
@@ -31,7 +31,6 @@ from .errors import (
     FsStoreError,
     InvalidQuery,
     InvalidSetting,
-    NotAStore,
     SessionExists,
     SessionLocked,
     SessionNotFound,
@@ -51,9 +50,11 @@ from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
 if TYPE_CHECKING:
     from . import lease as lease_module
     from . import lineage as lineage_module
+    from .chain import ChainKey
     from .compaction import CompactReport
     from .lease import ClaimOutcome, Lease, LeaseFile, LeaseOwner, LeaseState, SessionMutex
     from .lineage import Lineage
+    from .manifest import ChainRecord
     from .repair_log import RepairReport
     from .retention import RetainReport
     from .session import Session
@@ -94,6 +95,8 @@ def open_store(
     snapshots: SnapshotPolicy | None = None,
     blob_compression: str = "auto",
     io: FileIO | None = None,
+    chain: bool | None = None,
+    chain_key: ChainKey | bytes | str | os.PathLike[str] | None = None,
 ) -> Store:
     """Open the store at ``path``, creating it if it does not exist (or is an empty
     folder) and ``create`` is true.
@@ -102,6 +105,13 @@ def open_store(
     state is snapshotted) and ``blob_compression`` (``"auto"``: zstd for text-like media
     types; ``"always"``; ``"never"``) are the settings of the sessions opened through
     this store; each ``open_session`` may override durability.
+
+    ``chain``: whether new sessions get a hash chain (docs/FORMAT.md 3.4): None follows
+    the store's policy (none unless set), True sets the policy when the store has none
+    (keyed when a key is at hand), False creates unchained sessions through this handle.
+    ``chain_key`` (a ``ChainKey``, its bytes or a key file's path; default: the
+    ``FSSTORE_CHAIN_KEY`` or ``FSSTORE_CHAIN_KEY_FILE`` environment variable) is the key
+    of keyed chains: without it their sessions cannot be written or read.
     """
     io = io or FileIO()
     check_settings(segment_size, max_record_bytes)
@@ -109,65 +119,20 @@ def open_store(
     manifest_path = layout.store_manifest_path(root)
     if not io.exists(manifest_path):
         if not create:
-            interrupted = os.path.isdir(root) and _unfinished_creation(
+            interrupted = os.path.isdir(root) and store_setup.unfinished_creation(
                 io, root, [n for n in os.listdir(root) if not n.startswith(".")])
             raise StoreNotFound(
                 f"no fsstore store at {root} (no {layout.STORE_MANIFEST})" + (
                     "; its creation was interrupted: open_store(create=True) finishes it"
                     if interrupted else ""))
-        _create_store(io, root)
-    manifest.read_store(io, manifest_path)
+        store_setup.create_store(io, root)
+    key = chain_session.given_key(chain_key, root)
+    policy = store_setup.chain_policy(io, root, chain, key)
     # The root may sit under a symlink (/tmp -> /private/tmp); nothing below it may.
     io.check_folders(layout.sessions_dir(root))
     return Store(root, io=io, durability=Durability.of(durability), segment_size=segment_size,
                  max_record_bytes=max_record_bytes, snapshots=snapshots or SnapshotPolicy(),
-                 blob_compression=blob_compression)
-
-
-def _create_store(io: FileIO, root: str) -> None:
-    """Make ``root`` a store: ``sessions/``, then ``fsstore.json`` renamed into place.
-
-    Until that rename the folder is no store. A crash (or kill -9) before it leaves a
-    folder holding only an empty ``sessions/`` (and perhaps a hidden temp file): nothing
-    else can make that, since no session can be created before the manifest exists, so
-    the next creation recognises it as its own leftover and finishes it.
-    """
-    if os.path.lexists(root) and not os.path.isdir(root):
-        raise NotAStore(f"{root} is a file, not a folder; choose another path for the store")
-    if os.path.isdir(root):
-        # The root itself may be a symlink: list it by name.
-        names = [n for n in os.listdir(root) if not n.startswith(".")]
-        if names and not _unfinished_creation(io, root, names):
-            raise NotAStore(
-                f"{root} holds files but is not an fsstore store; choose an empty or new "
-                "folder")
-    else:
-        os.makedirs(os.path.dirname(root), exist_ok=True)
-        try:
-            io.mkdir(root)
-        except FileExistsError:
-            pass  # another process is creating the same store
-    try:
-        io.mkdir(layout.sessions_dir(root))
-    except FileExistsError:
-        pass  # another process is creating the same store, or one was interrupted
-    manifest.write(io, layout.store_manifest_path(root), {
-        "format": manifest.STORE_FORMAT,
-        "version": manifest.VERSION,
-    })
-    io.fsync_dir(os.path.dirname(root) or ".")
-
-
-def _unfinished_creation(io: FileIO, root: str, names: list[str]) -> bool:
-    """Whether ``root`` (no manifest, visible ``names``) is what an interrupted
-    ``open_store`` leaves: nothing but an empty ``sessions/`` folder."""
-    if names != [layout.SESSIONS_DIR]:
-        return False
-    sessions = layout.sessions_dir(root)
-    try:
-        return io.check_folder(sessions) and not io.listdir(sessions)
-    except FsStoreError:
-        return False
+                 blob_compression=blob_compression, chain=policy, chain_key=key)
 
 
 def find_store(start: str | os.PathLike[str] | None = None) -> str:
@@ -194,8 +159,11 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     def __init__(
         self, path: str, *, io: FileIO, durability: Durability, segment_size: int,
         max_record_bytes: int, snapshots: SnapshotPolicy, blob_compression: str = "auto",
+        chain: ChainRecord | None = None, chain_key: ChainKey | None = None,
     ) -> None:
         self.path = path
+        self.chain = chain  # the chain new sessions get (None: none); FORMAT.md 3.4
+        self.chain_key = chain_key  # the key given (None: the environment's, if any)
         self.io = io
         self.durability = durability
         self.segment_size = segment_size
@@ -257,6 +225,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         layout.check_session_id(session_id, new=True)
         final = self._session_path(session_id)  # checks the id before anything is touched
         data = new_manifest(session_id, title, tags, metadata)
+        chain_session.declare(data, chain_session.new_session_chain(self.chain, self.chain_key,
+                                                                    self.path))
         if spawned_by is not None or at_seq is not None:
             data["spawned_by"] = lineage_module.spawn_record(self.read_session, spawned_by, at_seq)
         if self.io.exists(final):
@@ -334,6 +304,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
             segment_size=self.segment_size, max_record_bytes=self.max_record_bytes,
             lock_timeout=lock_timeout, snapshots=self.snapshots, store=self,
             blob_compression=self.blob_compression, lease=lease, shared=shared,
+            chain_key=self.chain_key,
         )
 
     # --- execution leases ---
@@ -427,7 +398,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     def read_session(self, session_id: str) -> SessionReader:
         """Open a session for reading, without a lock, alongside any writer."""
         return SessionReader(self.io, self._session_path(session_id), session_id,
-                             self.snapshots)
+                             self.snapshots, chain_key=self.chain_key)
 
     def fork_session(
         self, source_id: str, new_id: str | None = None, *, at_seq: int | None = None,
@@ -476,8 +447,8 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         uid = identity.Identity.of(identity.mint(), ancestors)
 
         def build(temp: str) -> None:
-            origin = copy_history(reader, temp, at_seq=at_seq, at_checkpoint=at_checkpoint,
-                                  uid=uid)
+            origin, chain = copy_history(reader, temp, at_seq=at_seq,
+                                         at_checkpoint=at_checkpoint, uid=uid)
             data = new_manifest(
                 new_id,
                 reader.title if title is UNSET else title,
@@ -489,6 +460,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                               "checkpoint": origin.checkpoint,
                               "forked": datetime.now(timezone.utc).isoformat()}
             data["metadata_seq"] = origin.seq  # its metadata is not the history's
+            chain_session.declare(data, chain)  # a chained parent's: continued
             manifest.write(self.io, layout.session_manifest_path(temp), data)
 
         try:

@@ -737,7 +737,8 @@ def _manifest_problem(data: Any, path: str) -> str | None:
             manifest.check_version(data.get("version"), path)
             manifest.decode_as(data, manifest.StoreManifest, path)
         elif kind == manifest.SESSION_FORMAT:
-            manifest.check_version(data.get("version"), path)
+            manifest.check_version(data.get("version"), path,
+                                   major_read=manifest.CHAINED_SESSION_MAJOR)
             manifest.decode_session(data, path)
         elif kind == "fsstore-collection":
             import msgspec

@@ -11,15 +11,18 @@ and 12).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
-from .errors import HeadConflict, SeqOutOfRange
+from .errors import HeadConflict, InvalidEvent, SeqOutOfRange
 from .log import LogReader
 from .log_format import Event
 
 #: Kinds starting with this are the store's own records; callers cannot append them.
 RESERVED_KIND_PREFIX = "fsstore."
+#: The kind of an event that names none (no ``kind`` or ``type`` key, no ``kind=``).
+DEFAULT_KIND = "event"
 #: The record ``finish_turn`` appends: the turn's close barrier, visible in the log.
 TURN_FINISHED = "fsstore.turn_finished"
 #: A message of the messages API (``messages.py``): the store writes it, so that it
@@ -177,3 +180,28 @@ def check_expected(session_id: str, current: Revision, head: int,
         raise HeadConflict(f"session {session_id!r}: {message}; nothing was written: "
                            "re-read the session and retry", expected=expected_head,
                            actual=actual)
+
+
+def event_kind(event: object, kind: str | None) -> str:
+    """The kind a caller's ``event`` is appended as: ``kind``, else its own ``kind`` or
+    ``type`` key, else :data:`DEFAULT_KIND`. InvalidEvent for an event that is no dict,
+    and a kind that is no str, is empty, or is one of the store's own."""
+    if type(event) is not dict and not isinstance(event, Mapping):  # dict first: it is fast
+        raise InvalidEvent(f"an event must be a dict, not {type(event).__name__}")
+    if kind is None:
+        found = event.get("kind") or event.get("type")
+        kind = found if isinstance(found, str) else DEFAULT_KIND
+    elif not isinstance(kind, str):
+        raise InvalidEvent(f"kind must be a str, not {type(kind).__name__}")
+    if not kind or kind.startswith(RESERVED_KIND_PREFIX):
+        raise InvalidEvent(
+            f"kind {kind!r} is not allowed: kinds must be non-empty and not start with "
+            f"{RESERVED_KIND_PREFIX!r} (reserved for the store's own records)")
+    return kind
+
+
+def check_ts(ts: object) -> float:
+    """A caller's timestamp as a float; InvalidEvent unless a finite number."""
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        raise InvalidEvent(f"ts must be a finite number of seconds since the epoch, not {ts!r}")
+    return float(ts)

@@ -228,9 +228,14 @@ def test_unchained_segments_read_as_before_in_a_log_with_a_chain(tmp_path):
     (path / f"{1:020d}.fslog").write_bytes(
         mark_segment_header(header[:52], 64 + len(frames)) + frames)
     reader = LogReader(FileIO(), str(path))
-    reader.chain = ChainRules(Mac())
+    reader.chain = ChainRules(Mac(), chained_from=3)  # the chain starts after them
     assert seqs(reader) == [1, 2]
     assert reader.check() == []
+    # where the chain covers them, records made unchained are records stripped of it
+    reader.chain = ChainRules(Mac())
+    with pytest.raises(CorruptionError, match="unchained record in the log of a session "
+                                              "that has a chain"):
+        seqs(reader)
 
 
 @pytest.mark.parametrize("key", MODES)
