@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout
+from .chain_session import refuse_rewrite
 from .defaults import DEFAULT_LEVEL as DEFAULT_LEVEL  # re-exported: the default lives there
 from .defaults import DEFAULT_TARGET_BYTES as DEFAULT_TARGET_BYTES
 from .errors import CorruptionError, SessionLocked
@@ -158,6 +159,7 @@ def compact_log(io: FileIO, reader: LogReader, session_path: str, uid: int = NO_
     docstring), and return what it did. ``uid`` is the session's (written into the
     compacted headers). With ``dry_run`` nothing is written: the report counts the
     files it would write and their plain bytes, not their compressed size."""
+    refuse_rewrite(reader, "compaction")
     started = time.monotonic()
     report = CompactReport(dry_run=dry_run)
     with log_folder_lock(reader.path, lock_timeout):

@@ -3,8 +3,8 @@ the message index points at) and every frame from a frame boundary to the end of
 (the message index catching up, an export's walk), without the segment-at-a-time scans
 of ``log.py``. ``LogReader.read_frames``, ``frames_from`` and ``goes_on`` call these.
 
-Each frame is checked against its checksum; the chain of a chained log (FORMAT.md 3.4)
-is not checked here yet.
+Each frame is checked against its checksum; the chain values of a chained log
+(FORMAT.md 3.4) are not checked here yet, though a keyed one's key is needed.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def read_frames(log: LogReader, first_seq: int, start: int, end: int, *, decode:
     CorruptionError naming the file and offset when those bytes are not whole
     checksum-valid frames (the caller's positions are wrong, or the segment is
     damaged), FileNotFoundError when the segment is gone (a clear)."""
+    _need_key(log)
     with log.open_segment(first_seq) as segment:
         path = segment.path
         raw = segment.pread(end - start, start) if end > start else b""
@@ -112,6 +113,7 @@ def read_frames(log: LogReader, first_seq: int, start: int, end: int, *, decode:
                               "were expected to hold whole records)", path=path,
                               offset=walked)
     return frames
+
 
 def frames_from(log: LogReader, position: LogPosition, marker: bytes | None = None,
                 next_seq: int | None = None) -> Iterator[Frame]:
@@ -127,6 +129,7 @@ def frames_from(log: LogReader, position: LogPosition, marker: bytes | None = No
     is a prefix of the log, never a part with a hole. Reads a segment in growing
     chunks, so that a look for new frames at the end of the log reads a few KiB,
     not the zeros a writer preallocated after it."""
+    _need_key(log)
     segment, offset, _ = position
     while True:
         try:
@@ -194,6 +197,13 @@ def goes_on(log: LogReader, segment: SegmentFile, next_seq: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+def _need_key(log: LogReader) -> None:
+    """A keyed chain's records are read with its key only (ChainKeyRequired without it),
+    here too, where their chain values are not checked yet (FORMAT.md 3.4)."""
+    if log.chain is not None:
+        log.chain.mac  # noqa: B018
+
 
 def _check_stop(log: LogReader, segment: SegmentFile, offset: int, size: int,
                 next_seq: int | None) -> None:

@@ -467,6 +467,10 @@ class _SessionBuild:
             raise job.fail(f"the manifest is not one a session can have ({exc})",
                            number) from None
         manifest.check_metadata(data.get("title"), data.get("tags", []), data.get("metadata"))
+        if data.pop("chain", None) is not None:
+            # An import writes the records anew, unchained (FORMAT.md 3.4: re-chaining an
+            # imported session is not wired yet): its manifest declares no chain.
+            data["version"] = manifest.VERSION
         if self.target_id != self.source_id:
             # Another session: another uid (segments are told apart by it), same lineage.
             data["id"] = self.target_id

@@ -42,9 +42,11 @@ from .log_format import (
 )
 from .log_format import (
     _TRAILER,
+    CHAIN_FIELDS,
     FRAME_HEADER_SIZE,
     TRAILER_MAGIC,
     TRAILER_SIZE,
+    frame_end,
     refuse_msgpack_ext,
 )
 from .message_types import MessageRecord, ToolCallPart
@@ -690,9 +692,12 @@ class MessageIndex:
         """The frame a row names, at ``at`` in ``buf``, checked and split."""
         if at + row.size > len(buf) or row.size < FRAME_HEADER_SIZE + TRAILER_SIZE:
             raise self._stale(row, "is past the end of the segment")
-        crc, length, first_seq, count, _ = _FRAME_FIELDS.unpack_from(buf, at)
+        crc, length, first_seq, count, frame_type = _FRAME_FIELDS.unpack_from(buf, at)
         end = at + row.size
-        if crc32c(view[at + 4 : end]) != crc:
+        # a chained frame's checksum stops before its chain fields (FORMAT.md 3.4)
+        chained = frame_type in CHAIN_FIELDS
+        body_end = at + ((FRAME_HEADER_SIZE + length + 7) & ~7) if chained else end
+        if crc32c(view[at + 4 : min(body_end, end)]) != crc:
             frame_size, magic = _TRAILER.unpack_from(buf, end - TRAILER_SIZE)
             if magic == TRAILER_MAGIC and frame_size == row.size:
                 # A frame's bounds where the row says, its checksum wrong: the log's
@@ -701,7 +706,7 @@ class MessageIndex:
                                       "checksum); restore the segment from a backup",
                                       path=path, offset=row.offset)
             raise self._stale(row, "is not a whole record of that size")
-        if ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE != row.size:
+        if frame_end(0, length, frame_type) != row.size:
             raise self._stale(row, "is not a whole record of that size")
         if not first_seq <= row.seq < first_seq + count:
             raise self._stale(row, "holds no such seq")

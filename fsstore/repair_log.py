@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout, manifest
-from .errors import FormatVersionError, FsStoreError, SessionNotFound
+from .errors import ChainUnsupported, FormatVersionError, FsStoreError, SessionNotFound
 from .identity import NO_UID, from_manifest
 from .log import LogReader
 from .log_format import DEFAULT_MAX_RECORD_BYTES, Event, encode_frame
@@ -82,6 +82,7 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
     path = layout.session_dir(store.path, session_id)
     if not store.io.exists(layout.session_manifest_path(path)):
         raise SessionNotFound(f"no session {session_id!r} at {path}")
+    _refuse_chained(store, path)
     lock = acquire_writer_lock(path, session_id, lock_timeout)
     try:
         if dry_run:
@@ -103,6 +104,22 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
         lock.release()
     report.seconds = round(time.monotonic() - started, 6)
     return report
+
+
+def _refuse_chained(store: Store, path: str) -> None:
+    """A repair rewrites damaged files: in a chained session (FORMAT.md 3.4) it would
+    have to keep the chain's values for what it saves, which it cannot yet. Refused,
+    changing nothing: restore the damaged files from a backup."""
+    manifest_path = layout.session_manifest_path(path)
+    try:
+        data = manifest.read(store.io, manifest_path, manifest.SESSION_FORMAT)
+    except (FsStoreError, OSError):
+        return  # an unreadable manifest: the repair says what it can
+    if data.get("chain") is not None:
+        raise ChainUnsupported(
+            f"{path}: repair of a chained session is not supported yet: it would rewrite "
+            "records the session's hash chain vouches for (docs/FORMAT.md 3.4); nothing "
+            "was changed: restore the damaged files from a backup")
 
 
 def _refuse_rewriting_a_base(store: Store, path: str) -> None:

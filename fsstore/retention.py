@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .chain_session import refuse_rewrite
 from .compaction import TEMP_PREFIX, add_part, log_folder_lock, report_dict
 from .errors import CorruptionError, InvalidSetting
 from .fsio import FileIO
@@ -201,6 +202,7 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
                lock_timeout: float = 60.0) -> RetainReport:
     """Apply ``policy`` to the log ``writer`` writes (the caller holds the writer and its
     lock) and return what it did; see the module's docstring for the steps."""
+    refuse_rewrite(writer.reader, "retention")
     started = time.monotonic()
     reader = writer.reader
     report = RetainReport(sessions=1, dry_run=dry_run)

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import layout, vectors
 from .blobs import DEFAULT_GRACE_SECONDS, GcReport
+from .chain_session import refuse_rewrite
 from .defaults import DEFAULT_TORN_GRACE_SECONDS
 from .errors import (
     CorruptionError,
@@ -291,6 +292,7 @@ def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
                    torn_grace: float = DEFAULT_TORN_GRACE_SECONDS,
                    message_grace: float = 0.0) -> VacuumReport:
     """Vacuum one session (see the module docstring); the caller holds its writer lock."""
+    refuse_rewrite(target.log, "a vacuum (its reclaim of records)")
     started = time.monotonic()
     _check_grace(grace, "grace")
     _check_grace(torn_grace, "torn_grace")

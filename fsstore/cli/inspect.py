@@ -83,6 +83,9 @@ def run_show(args: argparse.Namespace) -> int:
         in_turn = "" if info.spawned_by.turn is None else f" (turn {info.spawned_by.turn})"
         print(f"spawned by {info.spawned_by.parent} at seq {info.spawned_by.seq}{in_turn}")
     print(f"{info.event_count} records, seq {info.head - info.event_count + 1}..{info.head}")
+    head_hash = session.head_hash  # the hash chain's value after the head (FORMAT.md 3.4)
+    if head_hash is not None:
+        print(f"head_hash: {head_hash}")
     if info.history_start > session.log_tail.log_start:
         print(f"history starts at seq {info.history_start} (older history dropped by "
               "retention)")
