@@ -425,7 +425,7 @@ class _SessionCopy:
         bytes this copy read from the source (a linked file was checked when first
         copied). Damage raises CorruptionError naming the source file and offset."""
         from .blobs import BLOB_MARKER, BlobReader, find_refs
-        from .log import LogReader
+        from .chain_session import unchecked_reader  # a chain: the copy's verify checks it
         log = layout.log_dir(self.target)
         segments = [(folder, first, False) for folder, first in self.sealed]
         if self.newest is not None:
@@ -437,7 +437,7 @@ class _SessionCopy:
             # unless the source lost it.
             refs: dict[str, tuple[str, int]] = {}
             for folder, first, last in segments:
-                scan = LogReader(self.io, folder).scan_segment(
+                scan = unchecked_reader(self.io, folder).scan_segment(
                     first, last, marker=BLOB_MARKER if folder == log else _NO_MARKER)
                 for event in scan:
                     named: set[str] = set()
@@ -532,18 +532,18 @@ class _SessionCopy:
         """Copy the segment a writer appends to, header first (its synced mark then
         claims no more than the frames read after it), cut at the end of its last
         whole frame. Returns the last seq the copy holds."""
-        from .log_format import SegmentScan
+        from .chain_session import unchecked_scan
         from .segment_header import decode_segment_header
         decoded = decode_segment_header(header, path)
         size = os.fstat(fd).st_size
         if decoded.compacted:  # written whole before it got its name: copy it as it is
             if self.copier.take(fd, target, self._relative(target)):
                 self.sealed.append((os.path.dirname(target), decoded.first_seq))
-            from .log import LogReader
-            tail = LogReader(self.io, os.path.dirname(target)).segment_end(decoded.first_seq)
+            from .chain_session import unchecked_reader
+            tail = unchecked_reader(self.io, os.path.dirname(target)).segment_end(decoded.first_seq)
             return tail.next_seq - 1
         data = header + self.io.pread(fd, max(0, size - _SEGMENT_HEADER), _SEGMENT_HEADER)
-        scan = SegmentScan(data, path, decoded.first_seq, True, marker=_NO_MARKER)
+        scan = unchecked_scan(data, path, decoded.first_seq, marker=_NO_MARKER)
         try:
             for _ in scan:
                 pass
@@ -876,7 +876,7 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
     """Copy one session into DEST and put it in place; its manifest entry, or None when
     it was not backed up (named in ``report.failed``). A session whose folder and copy
     did not change since the last backup (``entry``, its record) is left as it is."""
-    from .log import LogReader
+    from .chain_session import unchecked_reader
     io = store.io
     source = layout.session_dir(store.path, session_id)
     final = os.path.join(sessions_dir, session_id)
@@ -897,15 +897,14 @@ def _backup_session(store: Store, copier: _Copier, sessions_dir: str, session_id
             copy = _SessionCopy(io, copier, source, temp)
             copy.run()
             # The check: the copy's log ends where the copy was cut.
-            head = LogReader(io, layout.log_dir(temp)).tail().head
+            head = unchecked_reader(io, layout.log_dir(temp)).tail().head
             if head != copy.head:
                 raise CorruptionError(f"the copy's log ends at seq {head}, not at the "
                                       f"{copy.head} copied", path=layout.log_dir(temp))
             if verify:
                 from .session_reader import SessionReader
-                from .snapshot import SnapshotPolicy
-                problems = [f for f in SessionReader(io, temp, session_id, SnapshotPolicy()
-                                                     ).verify() if f.level == "problem"]
+                reader = SessionReader(io, temp, session_id, chain_key=store.chain_key)
+                problems = [f for f in reader.verify() if f.level == "problem"]
                 if problems:
                     raise CorruptionError(f"the copy does not verify: {problems[0]}",
                                           path=temp)

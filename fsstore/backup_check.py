@@ -288,7 +288,7 @@ def verify_backup(dest: str | os.PathLike[str], *,
                                 "complete (interrupted, or some session could not be "
                                 "copied): run it again"))
     present = set(store.session_ids())
-    from .log import LogReader
+    from .chain_session import unchecked_reader
     for session_id, entry in sorted(record["sessions"].items()):
         if not _valid_entry(session_id, entry):
             findings.append(Finding("problem", manifest_path, None,
@@ -304,7 +304,7 @@ def verify_backup(dest: str | os.PathLike[str], *,
         findings.extend(_tally_findings(io, folder, entry.get("files")))
         expected = entry.get("head") if isinstance(entry, dict) else None
         try:
-            reader = LogReader(io, layout.log_dir(folder))
+            reader = unchecked_reader(io, layout.log_dir(folder))
             first, _start, end = reader.locate_tail()
             head = end.next_seq - 1
         except (FsStoreError, OSError):

@@ -137,6 +137,31 @@ class ChainRun(NamedTuple):
 
 
 UNCHAINED = ChainRun(False)
+#: What a scan is given that takes a chain as it is: its chained frames are read, their
+#: checksums and trailers checked, not their chain values (see :func:`taken_as_is`).
+UNCHECKED = ChainRun(True)
+
+
+def _not_checked() -> FsStoreError:
+    return FsStoreError("this reader takes the chain as it is: it has no MAC")
+
+
+#: The rules of a reader that takes any chain as it is (``LogReader.chain``): a backup's
+#: copy of a log (which a verify of the copy checks), the token records a lease looks
+#: up. It reads chained and unchained logs alike, and checks no chain value.
+NOT_CHECKED = ChainRules(None, refusal=_not_checked)
+
+
+def taken_as_is(rules: ChainRules | None) -> ChainRun | None:
+    """What a scan that does not check the chain of a log whose rules are ``rules`` is
+    given (a watcher's reads, from where it stopped: FORMAT.md 3.4 says what is not
+    checked yet): None for a log without a chain. A keyed chain's key is needed all
+    the same (ChainKeyRequired)."""
+    if rules is None:
+        return None
+    if rules is not NOT_CHECKED:
+        rules.mac  # noqa: B018
+    return UNCHECKED
 
 
 def expected_anchor(rules: ChainRules, header: SegmentHeader, first_seq: int,
@@ -153,8 +178,8 @@ def check_loaded(rules: ChainRules | None, loaded: LoadedSegment, first_seq: int
                  is_last: bool, before: ChainRun | None) -> ChainRun | None:
     """Check the chain of a segment read whole (see :func:`check_segment`); None when
     the session has no chain (``rules`` None)."""
-    if rules is None:
-        return None
+    if rules is None or rules is NOT_CHECKED:
+        return None if rules is None else UNCHECKED
     return check_segment(rules, [loaded.buf, *loaded.more], loaded.origin, path=loaded.path,
                          header=loaded.header, first_seq=first_seq,
                          members=frozenset(loaded.members), is_last=is_last, before=before)
@@ -324,8 +349,8 @@ def check_view(rules: ChainRules | None, segment: SegmentFile, buf: bytes, offse
     """Check the chain of a segment read from byte ``offset`` on (``buf``), as
     ``LogReader.scans_from`` reads it: the run starts at byte 64, so the bytes before
     ``offset`` are read too (at most a segment's). None when there is no chain."""
-    if rules is None:
-        return None
+    if rules is None or rules is NOT_CHECKED:
+        return None if rules is None else UNCHECKED
     head = (segment.pread(offset - SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE)
             if offset > SEGMENT_HEADER_SIZE else b"")
     return check_segment(rules, [head + buf], SEGMENT_HEADER_SIZE, path=segment.path,

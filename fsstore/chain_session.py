@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import identity, manifest
 from .chain import KEYED, ChainKey, Mac, genesis, mac_for
-from .chain_check import ChainRules
+from .chain_check import NOT_CHECKED, UNCHECKED, ChainRules
 from .errors import ChainUnsupported, FsStoreError
+from .fsio import FileIO
+from .log_format import SegmentScan
 
 if TYPE_CHECKING:
     from .log import LogReader
@@ -131,6 +133,23 @@ def refuse_rewrite(log: LogReader, what: str) -> None:
             f"{log.path}: {what} of a chained session is not supported yet: it rewrites "
             "records the session's hash chain vouches for, which would break the chain "
             "(docs/FORMAT.md 3.4); nothing was changed")
+
+
+def unchecked_reader(io: FileIO, log_path: str) -> LogReader:
+    """A reader of the log at ``log_path`` that takes its chain, if it has one, as it is
+    (``chain_check.NOT_CHECKED``): for what reads a log without its session (a backup's
+    copy, whose verify checks the chain; a lease's token records), chained or not."""
+    from .log import LogReader
+
+    reader = LogReader(io, log_path)
+    reader.chain = NOT_CHECKED
+    return reader
+
+
+def unchecked_scan(buf: bytes, path: str, first_seq: int, **options: Any) -> SegmentScan:
+    """A scan of the newest segment ``buf`` (``first_seq``), chained or not, its chain
+    taken as it is (see :func:`unchecked_reader`)."""
+    return SegmentScan(buf, path, first_seq, True, chain=UNCHECKED, **options)
 
 
 def head_hash_text(seq: int, value: bytes) -> str:

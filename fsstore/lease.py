@@ -38,6 +38,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 
 from . import clock, layout
+from .chain_session import unchecked_reader
 from .checksum import crc32c
 from .errors import (
     CorruptionError,
@@ -49,7 +50,6 @@ from .errors import (
     SessionNotFound,
 )
 from .fsio import FileIO, open_regular, os_error
-from .log import LogReader
 from .turns import LEASE_RECORD as LEASE_RECORD  # the record a claim writes (FORMAT 4)
 
 SLOT_SIZE = 512
@@ -417,7 +417,7 @@ def tokens_in_log(io: FileIO, session_path: str, after_seq: int = 0) -> int:
     """The highest token the session's lease records after ``after_seq`` name (0: none).
     Reads the whole log, but decodes only the frames holding a lease record."""
     best = 0
-    reader = LogReader(io, layout.log_dir(session_path))
+    reader = unchecked_reader(io, layout.log_dir(session_path))  # chained or not
     for scan in reader.scans(after_seq, math.inf, LEASE_RECORD.encode()):
         for event in scan:
             if (event.seq > after_seq and event.kind == LEASE_RECORD

@@ -45,8 +45,9 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import identity, layout
+from . import chain_session, identity, layout
 from . import state as state_module
+from .chain import ChainKey
 from .errors import CollectionNotFound, CorruptionError, FsStoreError, SessionNotFound
 from .fsio import FileIO, FolderEntry
 from .lease import NO_LEASE, read_lease
@@ -421,15 +422,18 @@ class _ListedSnapshots(SnapshotDir):
         return layout.snapshot_seqs(self._log.snapshot_names)
 
 
-def folder_source(io: FileIO, path: str, session_id: str) -> StatsSource:
+def folder_source(io: FileIO, path: str, session_id: str,
+                  chain_key: ChainKey | None = None) -> StatsSource:
     """What ``session_stats`` reads of the session folder ``path``, without the rest of
     a ``SessionReader``: its manifest (title, identity), its log, and its state loaded
-    as a reader loads it (the newest snapshot, then the log after it). Raises
-    SessionNotFound when the folder holds no session."""
+    as a reader loads it (the newest snapshot, then the log after it), its chain
+    checked as a reader checks it (under ``chain_key``, else the environment's key).
+    Raises SessionNotFound when the folder holds no session."""
     io.check_folder(path)  # the folders in it are checked by their listing
     manifest = ManifestFile(io, path, session_id)
     accepted = identity.from_manifest(manifest.raw, manifest.path)
     log = _CountingLog(io, layout.log_dir(path), accepted)
+    log.chain = chain_session.rules_of(manifest.meta.chain, chain_key, path, manifest.path)
     snapshots = _ListedSnapshots(io, path, accepted, log)
 
     def load_image() -> StateImage:
@@ -678,8 +682,8 @@ def _one_pass(log: _CountingLog, heads: dict[int, tuple[bytes, SegmentHeader | N
     anyway, and the walk finds the first record's time and the last record as the tail
     and the first frame's reads would. What it gives is theirs: the same checks run
     (checksums, seqs, the synced mark; a torn tail is the end). None otherwise."""
-    if not heads or layout.snapshot_seqs(snapshots):
-        return None
+    if not heads or layout.snapshot_seqs(snapshots) or log.chain is not None:
+        return None  # (a chain is checked by the reads of the general way)
     newest = max(heads)
     header = heads[newest][1]
     if header is None or header.compacted or header.log_start != newest:
@@ -800,7 +804,8 @@ def _scan(log: LogReader) -> tuple[dict[str, int], int]:
 
 
 def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
-                on_session: Callable[[str], object] | None = None) -> StoreStats:
+                on_session: Callable[[str], object] | None = None, *,
+                chain_key: ChainKey | None = None) -> StoreStats:
     """See ``Store.stats``."""
     seen: set[tuple[int, int]] = set()
     found: list[SessionStats] = []
@@ -808,7 +813,7 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
     for session_id in session_ids:
         if on_session is not None:
             on_session(session_id)
-        counted = count_session(io, root, session_id, seen)
+        counted = count_session(io, root, session_id, seen, chain_key=chain_key)
         if isinstance(counted, SessionStats):
             found.append(counted)
         elif counted is not None:
@@ -817,7 +822,7 @@ def store_stats(io: FileIO, root: str, session_ids: Iterable[str],
 
 
 def count_session(io: FileIO, root: str, session_id: str, seen: set[tuple[int, int]],
-                  shared: list[SharedFile] | None = None
+                  shared: list[SharedFile] | None = None, *, chain_key: ChainKey | None = None
                   ) -> SessionStats | DamagedSession | None:
     """One session's line of ``Store.stats``: its counts, or why it cannot be read, or
     None when it is gone (deleted meanwhile). ``seen`` and ``shared``: see
@@ -825,7 +830,7 @@ def count_session(io: FileIO, root: str, session_id: str, seen: set[tuple[int, i
     path = layout.session_dir(root, session_id)
     count_io = _CountIO(io)
     try:
-        return session_stats(folder_source(count_io, path, session_id), seen=seen,
+        return session_stats(folder_source(count_io, path, session_id, chain_key), seen=seen,
                              shared=shared)
     except SessionNotFound:
         return None  # deleted meanwhile: it is no longer in the store

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import msgspec
 
 from . import layout
+from .chain import ChainKey
 from .errors import FsStoreError
 from .fsio import FileIO
 from .stats import (
@@ -152,8 +153,8 @@ def write_cache(io: FileIO, root: str, entries: dict[str, _Entry]) -> bool:
 
 
 def cached_store_stats(io: FileIO, root: str, session_ids: Iterable[str],
-                       on_session: Callable[[str], object] | None = None
-                       ) -> tuple[StoreStats, CacheUse]:
+                       on_session: Callable[[str], object] | None = None, *,
+                       chain_key: ChainKey | None = None) -> tuple[StoreStats, CacheUse]:
     """``Store.stats`` with the cache: equal to the uncached count (``store_stats``)."""
     old = read_cache(io, root)
     new: dict[str, _Entry] = {}
@@ -179,11 +180,11 @@ def cached_store_stats(io: FileIO, root: str, session_ids: Iterable[str],
             continue
         counted += 1
         shared: list[SharedFile] = []
-        result = count_session(io, root, session_id, set(), shared)
+        result = count_session(io, root, session_id, set(), shared, chain_key=chain_key)
         if not isinstance(result, SessionStats):
             # Damaged or gone: counted again as the uncached count does, with the
             # store's shared files, so that what it leaves in ``seen`` is the same.
-            result = count_session(io, root, session_id, seen)
+            result = count_session(io, root, session_id, seen, chain_key=chain_key)
             if isinstance(result, DamagedSession):
                 damaged.append(result)
             elif result is not None:

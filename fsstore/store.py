@@ -883,10 +883,12 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         if not use_cache:
             from .stats import store_stats
 
-            return store_stats(self.io, self.path, self.session_ids(), on_session)
+            return store_stats(self.io, self.path, self.session_ids(), on_session,
+                               chain_key=self.chain_key)
         from .stats_cache import cached_store_stats
 
-        return cached_store_stats(self.io, self.path, self.session_ids(), on_session)[0]
+        return cached_store_stats(self.io, self.path, self.session_ids(), on_session,
+                                  chain_key=self.chain_key)[0]
 
     def disk_usage(self) -> DiskUsage:
         """The bytes each session takes, by kind of file (log, snapshots, checkpoints,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import layout
 from .aio import AsyncWatcherMixin
+from .chain_check import taken_as_is
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
 from .lazy import LazyModule
 from .log import LogReader, LogTail
@@ -493,8 +494,10 @@ class SessionWatcher(_Watcher):
             if not buf.strip(b"\0"):
                 return
             header = self._file.header
+            # (a chain's values are not checked here yet: FORMAT.md 3.4)
             scan = SegmentScan(buf, path, self._next_seq, True, self.last_seq,
                                origin=self._offset, segment=self._segment,
+                               chain=taken_as_is(self._log.chain),
                                allow_base=self._file.starts_with_base
                                and self._segment == header.log_start)
             for event in scan:

@@ -570,6 +570,38 @@ def test_a_key_file_given_to_open_store(tmp_path):
         fsstore.open_store(tmp_path / "s", chain_key=str(inside))
 
 
+# --- the store's other readers read chained sessions ---------------------------------------
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_stats_watch_backup_and_lease_tokens_read_chained_sessions(tmp_path, key):
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    with store.create_session("a") as session:
+        fill(session, 30)
+        session.finish_turn()
+    stats = store.stats(use_cache=False)
+    assert stats.damaged == [] and stats.per_session[0].head == 31
+    assert store.read_session("a").session_stats(events_by_kind=True).events_by_kind
+    with store.read_session("a").watch(after_seq=28) as watcher:
+        assert [event.seq for event in watcher.get(timeout=30)] == [29, 30, 31]
+        with store.open_session("a") as session:
+            session.append({"n": 99})
+        assert [event.seq for event in watcher.get(timeout=30)] == [32]
+    lease = store.claim_lease("a", "worker").lease
+    with store.open_session("a", lease=lease) as session:
+        session.append({"n": 100})  # after the lease's token record
+    from fsstore.lease import tokens_in_log
+
+    assert tokens_in_log(store.io, os.path.join(store.path, "sessions", "a")) == lease.token
+    store.release_lease(lease)
+    report = fsstore.backup_store(store, tmp_path / "backup", verify=True)
+    assert not report.failed
+    if key is not None:
+        os.environ[chain.KEY_ENV] = KEY.hex()  # (the fixture removes it again)
+    assert [f for f in fsstore.verify_backup(tmp_path / "backup")
+            if f.level == "problem"] == []
+
+
 # --- what cannot keep a chain yet refuses -----------------------------------------------
 
 
