@@ -65,6 +65,8 @@ FRAME_CHAINED_BASE = 5
 #: The bytes a chained frame's trailer holds before its frame_size: anchor and value.
 CHAIN_FIELDS = {FRAME_CHAINED: CHAIN_SIZE, FRAME_CHAIN_START: 2 * CHAIN_SIZE,
                 FRAME_CHAINED_BASE: 2 * CHAIN_SIZE}
+#: The types of frames that hold events: plain or chained.
+EVENT_FRAMES = frozenset({FRAME_EVENTS, FRAME_CHAINED, FRAME_CHAIN_START})
 _FRAME_FIELDS = struct.Struct("<IQII")  # the frame header after its crc
 _U32 = struct.Struct("<I")
 _ZEROS = bytes(8)

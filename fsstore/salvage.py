@@ -38,8 +38,8 @@ from .identity import Identity
 from .log import LogReader
 from .log_format import (
     _FRAME_HEADER,
+    EVENT_FRAMES,
     FRAME_BASE,
-    FRAME_EVENTS,
     MAX_SEGMENT_FILE,
     Event,
     _parse_frame,
@@ -499,7 +499,7 @@ class _Walk:
             if (frame_type == FRAME_BASE and image and off == SEGMENT_HEADER_SIZE
                     and first == segment):
                 pass  # the base of a log retention shortened (FORMAT.md 3.3): no events
-            elif frame_type != FRAME_EVENTS:
+            elif frame_type not in EVENT_FRAMES:  # (a chain is taken by its checksums)
                 bad = (UNKNOWN_TYPE, f"record type {frame_type} is unknown to this fsstore "
                        "(written by a newer one?); upgrade fsstore to read it")
             else:

@@ -39,8 +39,8 @@ from .fsio import FileIO
 from .identity import to_text as uid_text
 from .log_format import (
     _FRAME_HEADER,
+    EVENT_FRAMES,
     FRAME_BASE,
-    FRAME_EVENTS,
     MAX_SEGMENT_FILE,
     Base,
     Event,
@@ -298,7 +298,7 @@ def _frames(buf: bytes, path: str, expect: int | None, *, synced_end: int | None
             yield from _base(frame.payload, path, off, first, count,
                              placed=base_allowed and off == SEGMENT_HEADER_SIZE,
                              image=sealed)
-        elif frame_type != FRAME_EVENTS:
+        elif frame_type not in EVENT_FRAMES:  # (a chain's values are for verify to check)
             yield Damage(path, off, f"record type {frame_type} is unknown to this fsstore "
                          "(written by a newer one?); upgrade fsstore to read it", size,
                          decompressed=sealed).line()

@@ -602,6 +602,18 @@ def test_stats_watch_backup_and_lease_tokens_read_chained_sessions(tmp_path, key
             if f.level == "problem"] == []
 
 
+def test_textconv_and_salvage_read_chained_records_as_events(tmp_path, capsys):
+    store = chained_store(tmp_path / "s")
+    with store.create_session("a") as session:
+        fill(session, 3)
+    log = log_of(store, "a")
+    assert main(["textconv", log.file(1)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["seq"] for line in lines[1:]] == [1, 2, 3]
+    assert main(["--store", store.path, "cat", "a", "--salvage"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
 # --- what cannot keep a chain yet refuses -----------------------------------------------
 
 
