@@ -23,10 +23,11 @@ acknowledged nothing: readers stop before it, as before any torn tail, and ``che
 reports it as a problem, since a frame forged onto the end of the log without the key
 lands there too.
 
-What is not checked yet (later formats wire it): which sessions have a chain (the
-manifest's ``chain``), the anchors of forks and of upgraded sessions, reads at known
-places (``read_frames``, ``frames_from``) and the log's tail, which parse chained frames
-without checking their values.
+Which sessions have a chain, and so which rules a reader checks, the session's
+manifest says (``chain_session.py``). What is not checked yet (FORMAT.md 3.4, "Not
+wired yet"): the anchors of upgraded sessions, reads at known places (``read_frames``,
+``frames_from``), watchers and the log's tail, which take chained frames by their
+checksums without checking their values.
 """
 
 from __future__ import annotations
