@@ -127,8 +127,10 @@ def test_a_chained_store_writes_sessions_that_read_back_and_verify(tmp_path, key
     assert reader.verify() == []
     with store.open_session("a") as session:  # reopened: the run is taken up
         session.append({"n": 4})
-    assert seqs(store.read_session("a"))[-1] == 125
+        session.update_metadata(title="kept chained")
+    assert seqs(store.read_session("a"))[-1] == 125  # (the metadata record is internal)
     assert store.read_session("a").verify() == []
+    assert manifest_of(store, "a")["version"] == "2.0" and manifest_of(store, "a")["chain"]
 
 
 def test_the_default_store_chains_nothing(tmp_path):
@@ -295,6 +297,17 @@ def test_forks_of_forks_and_two_forks_at_one_seq(tmp_path):
     log_two.write(26, mark_segment_header(header[:52], len(data)) + data[64:])
     with pytest.raises(CorruptionError, match="the chain is broken at the fork"):
         seqs(store.read_session("two"))
+
+
+def test_a_fork_of_an_unchained_session_in_a_chained_store_stays_unchained(tmp_path):
+    fsstore.open_store(tmp_path / "s").create_session("plain").close()
+    store = chained_store(tmp_path / "s")
+    with store.open_session("plain") as session:
+        session.append({"n": 1})
+    store.fork_session("plain", "f").close()
+    assert "chain" not in manifest_of(store, "f") and "chain" not in manifest_of(store, "plain")
+    assert store.read_session("f").head_hash is None
+    assert store.read_session("f").verify() == []
 
 
 def test_a_fork_of_a_keyed_session_needs_the_key(tmp_path):
@@ -548,6 +561,7 @@ def test_a_keyed_session_without_its_key_or_with_another_is_refused(tmp_path):
         with pytest.raises(ChainKeyRequired, match=key_id):
             refused()
     assert not keyless.has_session("b")
+    assert any(key_id in f.message for f in reader.verify() if f.level == "problem")
     wrong = fsstore.open_store(tmp_path / "s", chain_key=OTHER_KEY)
     for refused in (lambda: seqs(wrong.read_session("a")), lambda: wrong.open_session("a")):
         with pytest.raises(ChainKeyMismatch) as caught:
