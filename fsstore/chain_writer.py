@@ -23,6 +23,7 @@ import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import layout
+from .chain import CHAIN_SIZE
 from .chain_check import ChainRules, ChainRun, anchor_for, check_segment
 from .chain_frames import RunState
 from .errors import ChainUnsupported, CorruptionError
@@ -44,7 +45,6 @@ from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader, encode_segment_h
 if TYPE_CHECKING:
     from .segment_file import SegmentFile
 
-_VALUE = 32  # a chain value's size (chain.CHAIN_SIZE)
 _FRAME_TYPE_AT = 20  # the frame type's offset in a frame header
 
 
@@ -101,20 +101,19 @@ def last_link(reader: LogReader, first_seq: int) -> bytes | None:
         return segment_link(segment)
 
 
-def segment_link(segment: SegmentFile, end: int | None = None) -> bytes | None:
-    """The chain value of the frame of ``segment`` ending at byte ``end`` (default: the
-    end of its data), None when no chained frame ends there."""
-    end = segment.data_end() if end is None else end
-    if end - SEGMENT_HEADER_SIZE < FRAME_HEADER_SIZE + TRAILER_SIZE + _VALUE:
+def segment_link(segment: SegmentFile) -> bytes | None:
+    """The chain value of the last frame of ``segment``, None when it is not chained."""
+    end = segment.data_end()
+    if end - SEGMENT_HEADER_SIZE < FRAME_HEADER_SIZE + TRAILER_SIZE + CHAIN_SIZE:
         return None
     (size,) = _U32.unpack(segment.pread(4, end - TRAILER_SIZE))
     start = end - size
-    if start < SEGMENT_HEADER_SIZE or size < FRAME_HEADER_SIZE + TRAILER_SIZE + _VALUE:
+    if start < SEGMENT_HEADER_SIZE or size < FRAME_HEADER_SIZE + TRAILER_SIZE + CHAIN_SIZE:
         return None
     (frame_type,) = _U32.unpack(segment.pread(4, start + _FRAME_TYPE_AT))
     if frame_type not in CHAIN_FIELDS:
         return None
-    return segment.pread(_VALUE, end - TRAILER_SIZE - _VALUE)
+    return segment.pread(CHAIN_SIZE, end - TRAILER_SIZE - CHAIN_SIZE)
 
 
 def copy_prefix(io: FileIO, source: LogReader, first_seq: int, dest: str, at_seq: int,
@@ -153,7 +152,7 @@ def copy_prefix(io: FileIO, source: LogReader, first_seq: int, dest: str, at_seq
         io.write_new(os.path.join(dest, layout.segment_name(first_seq)),
                      encode_segment_header(first_seq, log_start, header.uid)
                      + bytes(buf[SEGMENT_HEADER_SIZE:end]))
-        link = bytes(buf[end - TRAILER_SIZE - _VALUE:end - TRAILER_SIZE])
+        link = bytes(buf[end - TRAILER_SIZE - CHAIN_SIZE:end - TRAILER_SIZE])
     elif first_seq != log_start:  # at_seq is in the segment's first batch: the link before
         link = last_link(source, first_seq)
     start = at_seq + 1 if cut is None else cut.first_seq
