@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from .blobs import BlobReader, BlobRef, BlobStat, BlobStore, GcReport
+    from .chain import ChainKey
     from .errors import Finding
     from .fsio import FileIO
     from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
@@ -92,6 +93,8 @@ async def aopen_store(
     snapshots: SnapshotPolicy | None = None,
     blob_compression: str = "auto",
     io: FileIO | None = None,
+    chain: bool | None = None,
+    chain_key: ChainKey | bytes | str | os.PathLike[str] | None = None,
 ) -> Store:
     """:func:`fsstore.open_store` in a worker thread."""
     from .store import open_store  # the store module imports this one
@@ -99,7 +102,7 @@ async def aopen_store(
     return await asyncio.to_thread(
         open_store, path, create=create, durability=durability, segment_size=segment_size,
         max_record_bytes=max_record_bytes, snapshots=snapshots,
-        blob_compression=blob_compression, io=io)
+        blob_compression=blob_compression, io=io, chain=chain, chain_key=chain_key)
 
 
 async def afind_store(start: str | os.PathLike[str] | None = None) -> str:
@@ -368,6 +371,8 @@ class _SessionReaderLike(Protocol):
     def log_tail(self) -> LogTail: ...
     @property
     def revision(self) -> Revision: ...
+    @property
+    def head_hash(self) -> str | None: ...
     def info(self) -> SessionInfo: ...
     def events(self, after_seq: int = ..., until_seq: int | None = ...,
                limit: int | None = ..., *, last: int | None = ...,
@@ -417,6 +422,11 @@ class AsyncSessionReaderMixin:
     async def arevision(self: _SessionReaderLike) -> Revision:
         """The twin of the ``revision`` property, which reads the log like ``head``."""
         return await asyncio.to_thread(lambda: self.revision)
+
+    async def ahead_hash(self: _SessionReaderLike) -> str | None:
+        """The twin of the ``head_hash`` property, which reads (and hashes) the log's
+        last segment."""
+        return await asyncio.to_thread(lambda: self.head_hash)
 
     async def ainfo(self: _SessionReaderLike) -> SessionInfo:
         return await asyncio.to_thread(self.info)

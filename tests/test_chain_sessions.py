@@ -8,6 +8,7 @@ made here on logs the writer wrote, with its helpers, and must be caught the sam
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -202,6 +203,17 @@ def test_head_hash_moves_with_each_append_and_holds_across_reopen(tmp_path, key)
     assert store.read_session("a").head_hash == last
     with store.open_session("a") as session:
         assert session.head_hash == last  # taken up from the segment before the empty one
+
+
+def test_head_hash_has_an_async_twin(tmp_path):
+    async def main():
+        store = await fsstore.aopen_store(tmp_path / "s", chain=True)
+        with store.create_session("a") as session:
+            session.append({"n": 1})
+            return await session.ahead_hash(), await store.read_session("a").ahead_hash()
+
+    writer, reader = asyncio.run(main())
+    assert writer == reader and writer.startswith("1:")
 
 
 def test_the_cli_show_prints_the_head_hash(tmp_path, capsys):
