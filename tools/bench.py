@@ -602,6 +602,7 @@ def main() -> None:
     # The sections' modules import this module's helpers, so they are imported here.
     from bench_agents import agents_rows
     from bench_backup import backup_rows
+    from bench_chain import chain_rows
     from bench_cli import cli_rows
     from bench_export import export_rows
     from bench_langgraph import langgraph_rows
@@ -629,6 +630,7 @@ def main() -> None:
         ("cli", cli_rows, "the command line start rows (fsstore --help, textconv, cat, ls)"),
         ("backup", backup_rows, "the backup rows (first and incremental, beside cp -r)"),
         ("parquet", parquet_rows, "the Parquet export and fsstore sql rows (1M events)"),
+        ("chain", chain_rows, "the hash chain rows (appends and replay, chain off and on)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

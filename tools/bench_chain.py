@@ -11,6 +11,7 @@ program, not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -164,6 +165,79 @@ def main() -> None:
         report(measure(logs, args.repeat), "events plain", frames * args.segments, "us")
     finally:
         shutil.rmtree(root)
+
+
+def chain_rows(root: str, quick: bool) -> None:
+    """tools/bench.py --chain-only: appends and replay of sessions written through the
+    store with no chain, an unkeyed chain (SHA-256) and a keyed one (HMAC-SHA256), beside
+    SQLite (WAL) and JSONL; interleaved medians, each as a ratio to no chain."""
+    from bench import (  # type: ignore[import-not-found]
+        jsonl_append,
+        jsonl_replay,
+        make_events,
+        median_rate,
+        ratio,
+        row,
+        sqlite_append,
+        sqlite_replay,
+        timed_append,
+    )
+
+    import fsstore
+
+    count = 10_000 if quick else 100_000
+    repeats = 3 if quick else 5
+    events = make_events(count)
+    modes = {"no chain": {"chain": False}, "sha256": {"chain": True},
+             "hmac-sha256": {"chain": True, "chain_key": KEY}}
+
+    def appender(options: dict[str, object], durability: str, keep: str | None
+                 ) -> Callable[[], float]:
+        def append(folder: str, batch: list) -> None:
+            store = fsstore.open_store(os.path.join(folder, "store"), durability=durability,
+                                       **options)  # type: ignore[arg-type]
+            with store.create_session("bench") as session:
+                for kind, event in batch:
+                    session.append(event, kind=kind)
+        return lambda: timed_append(append, events, keep, root)
+
+    print(f"\nThe chain (FORMAT.md 3.4): {count:,} events through the store, median of "
+          f"{repeats} interleaved runs, events/s")
+    for durability in ("flush", "none"):
+        runs = {name: appender(options, durability, f"chain-{name}" if durability == "flush"
+                               else None) for name, options in modes.items()}
+        runs["sqlite NORMAL"] = lambda: timed_append(sqlite_append("NORMAL"), events,
+                                                     "chain-sqlite", root)
+        runs["jsonl flush"] = lambda: timed_append(jsonl_append("flush"), events,
+                                                   "chain-jsonl", root)
+        rates = median_rate(runs, repeats)
+        base = rates["no chain"]
+        for name, rate in rates.items():
+            row(f"append, {durability}: {name}", f"{rate:,.0f}", ratio(rate, base, "no chain"))
+
+    def replayer(name: str, options: dict[str, object]) -> Callable[[], float]:
+        store = fsstore.open_store(os.path.join(root, f"chain-{name}", "store"), create=False,
+                                   **options)  # type: ignore[arg-type]
+
+        def replay_all() -> float:
+            start = time.perf_counter()
+            done = sum(1 for _ in store.read_session("bench").events())
+            return done / (time.perf_counter() - start)
+        return replay_all
+
+    runs = {name: replayer(name, options) for name, options in modes.items()}
+    runs["sqlite"] = lambda: _rate(sqlite_replay, os.path.join(root, "chain-sqlite"))
+    runs["jsonl json"] = lambda: _rate(jsonl_replay(json.loads),
+                                       os.path.join(root, "chain-jsonl"))
+    rates = median_rate(runs, repeats)
+    for name, rate in rates.items():
+        row(f"replay: {name}", f"{rate:,.0f}", ratio(rate, rates["no chain"], "no chain"))
+
+
+def _rate(replayer: Callable[[str], int], folder: str) -> float:
+    start = time.perf_counter()
+    done = replayer(folder)
+    return done / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":
