@@ -50,6 +50,8 @@ from .log_format import (
 from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from .log_format import SegmentScan
     from .segment_file import LoadedSegment, SegmentFile
 
@@ -176,20 +178,40 @@ def expected_anchor(rules: ChainRules, header: SegmentHeader, first_seq: int,
 
 
 def check_loaded(rules: ChainRules | None, loaded: LoadedSegment, first_seq: int,
-                 is_last: bool, before: ChainRun | None) -> ChainRun | None:
+                 is_last: bool, before: ChainRun | None,
+                 hashed: Future[tuple[bytes, int] | None] | None = None) -> ChainRun | None:
     """Check the chain of a segment read whole (see :func:`check_segment`); None when
-    the session has no chain (``rules`` None)."""
+    the session has no chain (``rules`` None). ``hashed``: its run, hashed ahead
+    (:func:`hash_ahead`)."""
     if rules is None or rules is NOT_CHECKED:
         return None if rules is None else UNCHECKED
     return check_segment(rules, [loaded.buf, *loaded.more], loaded.origin, path=loaded.path,
                          header=loaded.header, first_seq=first_seq,
-                         members=frozenset(loaded.members), is_last=is_last, before=before)
+                         members=frozenset(loaded.members), is_last=is_last, before=before,
+                         hashed=hashed)
+
+
+def hash_ahead(rules: ChainRules | None, loaded: LoadedSegment
+               ) -> Future[tuple[bytes, int] | None] | None:
+    """Hash the run of a plain segment read whole in the prefetch thread, while the
+    caller reads the segment before it (hashlib releases the GIL as it hashes): a replay
+    of a chained log then costs what an unchained one does but for its first segment,
+    when a core is free. None when there is nothing to hash ahead (no chain, a keyed one
+    without its key, a compacted segment): :func:`check_segment` then hashes in place."""
+    if (rules is None or rules is NOT_CHECKED or rules._mac is None or loaded.more
+            or loaded.members or loaded.header.compacted):
+        return None
+    from .segment_file import prefetch_pool
+
+    return prefetch_pool().submit(_whole_run, rules._mac, loaded.buf,
+                                  SEGMENT_HEADER_SIZE - loaded.origin)
 
 
 def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origin: int, *,
                   path: str, header: SegmentHeader, first_seq: int,
                   members: Collection[int] = (), is_last: bool,
-                  before: ChainRun | None) -> ChainRun:
+                  before: ChainRun | None,
+                  hashed: Future[tuple[bytes, int] | None] | None = None) -> ChainRun:
     """Check the chain of segment ``first_seq`` (a view of it: a compacted member's view
     starts at that member), its bytes in ``pieces`` from file offset ``origin`` (at most
     64: the first frame is in them), ``members`` the first seqs of the members after
@@ -217,7 +239,7 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
     if anchor is not None and stored != anchor:
         raise _link_broken(before, header, first_seq, path, rules=rules)
     if len(pieces) == 1 and not members:
-        whole = _whole_run(rules.mac, piece, start)
+        whole = _hashed(hashed) if hashed is not None else _whole_run(rules.mac, piece, start)
         if whole is not None:
             return ChainRun(True, stored, whole[0], covered=origin + whole[1])
     return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end)
@@ -258,6 +280,14 @@ def _whole_run(mac: Mac, buf: bytes | memoryview, start: int) -> tuple[bytes, in
     at = end - TRAILER_SIZE - CHAIN_SIZE
     value = mac.value(DOM_FRAME, memoryview(buf)[start:at])
     return (value, at + CHAIN_SIZE) if value == buf[at:at + CHAIN_SIZE] else None
+
+
+def _hashed(hashed: Future[tuple[bytes, int] | None]) -> tuple[bytes, int] | None:
+    """What :func:`hash_ahead` found; None (walk the frames one by one) when it failed."""
+    try:
+        return hashed.result()
+    except Exception:
+        return None
 
 
 def _data_end(buf: bytes | memoryview, start: int) -> int:

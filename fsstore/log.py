@@ -360,15 +360,16 @@ class LogReader:
 
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None,
-                     loaded: LoadedSegment | None = None, before: ChainRun | None = None
-                     ) -> SegmentScan:
+                     loaded: LoadedSegment | None = None, before: ChainRun | None = None,
+                     hashed: Future[tuple[bytes, int] | None] | None = None) -> SegmentScan:
         """A scan of one whole segment, checked against its header's synced mark and its
         chain (continuing ``before``, chain_check.py). A compacted segment is sealed: it
         never ends in a torn tail."""
         loaded = loaded or self._load_whole(first_seq)
         buf, header, members, path, base_first, more, origin = loaded
         is_last = is_last and not header.compacted
-        chain = chain_check.check_loaded(self.chain, loaded, first_seq, is_last, before)
+        chain = chain_check.check_loaded(self.chain, loaded, first_seq, is_last, before,
+                                         hashed)
         scan = SegmentScan(buf, path, first_seq, is_last, after_seq, until_seq, marker=marker,
                            synced_end=header.synced_end, members=members, chain=chain,
                            allow_base=base_first and _may_hold_base(header, first_seq),
@@ -393,6 +394,17 @@ class LogReader:
                 return read_ahead(segment) if segment.compacted else None
         except (OSError, FsStoreError):
             return None
+
+    def _hash_ahead(self, first_seq: int, hashing: dict[int, tuple[
+            LoadedSegment, Future[tuple[bytes, int] | None] | None]]) -> None:
+        """Read segment ``first_seq`` of a chained log here and hash its run in the
+        prefetch thread, while the caller reads the one before it. Not when it cannot be
+        read: then it is read when it is wanted, and what that raises is raised."""
+        try:
+            loaded = self._load_whole(first_seq)
+        except (OSError, FsStoreError):
+            return
+        hashing[first_seq] = (loaded, chain_check.hash_ahead(self.chain, loaded))
 
     def newest_segments(self) -> tuple[list[int], int]:
         """The newest one or two live segments and log_start, without parsing every name:
@@ -497,21 +509,26 @@ class LogReader:
         passed_over = False  # the file just read was compacted: lower files are leftovers
         before: ChainRun | None = None  # the chain of the segment just read
         ahead: dict[int, Future[LoadedSegment]] = {}  # segments being read ahead
+        # the next plain segment of a chained log, read, its run being hashed ahead
+        hashing: dict[int, tuple[LoadedSegment, Future[tuple[bytes, int] | None] | None]] = {}
         for position in range(index, len(segments)):
             first = segments[position]
             if first > until_seq or expect > until_seq:
                 return
             if _passed_over(first, expect, merged, passed_over):
                 ahead.pop(first, None)  # a leftover read ahead: its frames were read
+                hashing.pop(first, None)
                 continue
             if first != expect:
                 raise CorruptionError(
                     f"segment starts at seq {first} but the one before ends at seq {expect - 1}",
                     path=self.segment_path(first), offset=0)
             try:
-                loaded = _collect(ahead.pop(first, None))
+                loaded, hashed = hashing.pop(first, None) or (
+                    _collect(ahead.pop(first, None)), None)
                 scan = self.scan_segment(first, position == len(segments) - 1, after_seq,
-                                         until_seq, marker, loaded=loaded, before=before)
+                                         until_seq, marker, loaded=loaded, before=before,
+                                         hashed=hashed)
             except FileNotFoundError:
                 # Cleared by the writer meanwhile (what was read is a prefix), or dropped
                 # by a retention: then the log goes on after its base.
@@ -529,6 +546,8 @@ class LogReader:
                         if found is None:
                             break
                         ahead[later] = found
+            elif self.chain is not None and position + 1 < len(segments):
+                self._hash_ahead(segments[position + 1], hashing)
             yield scan
             expect, merged, passed_over = scan.expect_seq, scan.members, scan.compacted
             before = scan.chain

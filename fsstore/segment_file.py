@@ -408,15 +408,21 @@ def read_ahead(segment: SegmentFile) -> Future[LoadedSegment]:
     in the thread (one shared thread; made again in a forked child, where the parent's
     thread does not run): zstd releases the GIL while it works, and the reads and checks
     stay here, where each would make the thread wait for the GIL again."""
+    packed = segment.read_packed()
+    return prefetch_pool().submit(_decompressed, segment, packed)
+
+
+def prefetch_pool() -> ThreadPoolExecutor:
+    """The one thread that works ahead of a replay (decompression, the chain's hash),
+    made again in a forked child, where the parent's thread does not run."""
     from concurrent.futures import ThreadPoolExecutor
 
     global _ahead
-    packed = segment.read_packed()
     with _ahead_lock:
         if _ahead is None or _ahead[0] != os.getpid():
             _ahead = (os.getpid(), ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="fsstore-prefetch"))
-        return _ahead[1].submit(_decompressed, segment, packed)
+        return _ahead[1]
 
 
 def _decompressed(segment: SegmentFile, packed: PackedChunks) -> LoadedSegment:
@@ -569,4 +575,5 @@ def open_compacted(io: FileIO, fd: int, path: str, header: SegmentHeader, first_
 
 
 __all__ = ["COMPACTED_MAJOR", "ChunkCache", "LoadedSegment", "PackedChunks", "SegmentFile",
-           "decompress_chunks", "encode_compacted", "file_data_end", "open_compacted", "read_ahead"]
+           "decompress_chunks", "encode_compacted", "file_data_end", "open_compacted",
+           "prefetch_pool", "read_ahead"]

@@ -694,3 +694,23 @@ def test_the_first_segment_keeps_a_header_uid_the_genesis_binds(tmp_path):
     header = decode_segment_header(bytes(log.data(1)[:64]), log.file(1))
     assert header.uid == log.uid
     assert anchor_of(log, 1) == chain.genesis(Mac(), header.uid, header.log_start)
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_a_segment_hashed_ahead_is_checked_before_any_of_its_records_is_read(tmp_path, key):
+    """A replay hashes the next segment's run in a thread while it reads the one before:
+    an edit there still stops the read before that segment's first record."""
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    with store.create_session("a") as session:
+        fill(session, 200)
+    log = log_of(store, "a", key)
+    firsts = sorted(log.segments)
+    assert len(firsts) >= 4
+    edit_payload(log, firsts[2], 1)
+    reader = store.read_session("a")
+    read = []
+    with pytest.raises(CorruptionError, match="chain") as caught:
+        for event in reader.events():
+            read.append(event.seq)
+    assert read == list(range(1, firsts[2]))
+    assert caught.value.path.endswith(f"{firsts[2]:020d}.fslog")
