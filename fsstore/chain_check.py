@@ -14,7 +14,9 @@ its events (:func:`check_loaded`, called by ``LogReader.scan_segment``):
   log when it starts the log (``chain.genesis``, the uid in its header and the log start).
   So a segment removed, replaced by another log's, or moved fails here.
 
-A compacted segment holds one run per member, each anchored on the member before.
+A compacted segment holds one run per member, each anchored on the member before (or
+on a fork's junction made of its last value: a fork's first own segment merged with the
+history before it).
 
 One frame is not damage when its value fails: the last frame of the last segment, when
 it lies wholly past the segment's synced mark. A write torn inside the chain value (its
@@ -220,7 +222,8 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
         whole = _whole_run(rules.mac, piece, start)
         if whole is not None:
             return ChainRun(True, stored, whole[0], covered=origin + whole[1])
-    return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end)
+    return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end,
+                 rules.forks)
 
 
 def cut_finding(scan: SegmentScan) -> Finding | None:
@@ -274,7 +277,8 @@ def _data_end(buf: bytes | memoryview, start: int) -> int:
 
 
 def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str,
-          members: Collection[int], is_last: bool, synced_end: int) -> ChainRun:
+          members: Collection[int], is_last: bool, synced_end: int,
+          forks: Sequence[tuple[int, int]] = ()) -> ChainRun:
     """Check every frame's chain value, one by one (a copy of the running MAC each): the
     slow way, to name the first frame whose value fails, and for what the one call of
     ``_whole_run`` cannot take (a compacted file's members and chunks, a torn tail).
@@ -291,8 +295,11 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
             value_at = end - TRAILER_SIZE - CHAIN_SIZE
             if frame.frame_type == FRAME_CHAIN_START and (
                     at == SEGMENT_HEADER_SIZE or frame.first_seq in members):
-                # (the first member's anchor was checked before the walk)
-                if state is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != link_out:
+                # (the first member's anchor was checked before the walk; a later one's
+                # is the member before's last value, or a fork's junction made of it:
+                # compaction merges a fork's first own segment with the history before)
+                if state is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != (
+                        _member_anchor(mac, forks, frame.first_seq, link_out)):
                     raise _link_broken(None, None, frame.first_seq, path, at)
                 if state is None:
                     link_in = bytes(view[value_at - CHAIN_SIZE:value_at])
@@ -316,6 +323,12 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
             break  # no whole frame here: the walk of the segment says why
         base, off = base + limit, 0
     return ChainRun(True, link_in, link_out, covered=covered)
+
+
+def _member_anchor(mac: Mac, forks: Sequence[tuple[int, int]], first_seq: int,
+                   link: bytes | None) -> bytes | None:
+    """The anchor of a compacted member after the first (never a log start)."""
+    return link if link is None else anchor_for(mac, forks, 0, first_seq, -1, link)
 
 
 def _or_key(mac: Mac) -> str:

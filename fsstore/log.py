@@ -659,9 +659,10 @@ class LogReader:
                 # the header before the frames (see load_segment)
                 buf = segment.pread(size - offset, offset) if offset < size else b""
                 chain = chain_check.check_view(self.chain, segment, buf, offset, before)
+                members = segment.members_after  # (where a chained member's run starts)
             scan = SegmentScan(buf, path, expect, not header.compacted, after_seq, until_seq,
                                origin=offset, marker=marker, segment=first,
-                               synced_end=header.synced_end, chain=chain,
+                               synced_end=header.synced_end, chain=chain, members=members,
                                allow_base=segment.starts_with_base
                                and _may_hold_base(header, first))
             yield scan
