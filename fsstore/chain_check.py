@@ -44,6 +44,7 @@ from .log_format import (
     FRAME_BASE,
     FRAME_CHAIN_START,
     FRAME_CHAINED,
+    FRAME_CHAINED_BASE,
     FRAME_EVENTS,
     TRAILER_SIZE,
     _parse_frame,
@@ -212,6 +213,10 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
         raise chain_damage("unchained record in the log of a session that has a chain: "
                            "the chain was stripped, or the segment is another log's",
                            path, SEGMENT_HEADER_SIZE)
+    if first.frame_type == FRAME_CHAINED_BASE:
+        # a retention's base (chain_base.py): its own value checked, its anchor passed on
+        return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end,
+                     rules.forks)
     if first.frame_type != FRAME_CHAIN_START:
         return ChainRun(True)  # misplaced, or of a type unknown here: the walk raises
     anchor = expected_anchor(rules, header, first_seq, before)
@@ -293,15 +298,23 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
         while (frame := _parse_frame(piece, view, off, limit)) is not None:
             at, end = base + off, off + frame.size
             value_at = end - TRAILER_SIZE - CHAIN_SIZE
+            if frame.frame_type == FRAME_CHAINED_BASE and at == SEGMENT_HEADER_SIZE:
+                link_in = link_out = check_base(mac, view[off:end], path, at)
+                off, covered = end, base + value_at + CHAIN_SIZE
+                continue
+            if link_out is not None and state is None and not (
+                    frame.frame_type == FRAME_CHAIN_START and frame.first_seq in members):
+                raise chain_damage("record after a chained base that starts no member's "
+                                   "run: the chain does not go on from the base", path, at)
             if frame.frame_type == FRAME_CHAIN_START and (
                     at == SEGMENT_HEADER_SIZE or frame.first_seq in members):
                 # (the first member's anchor was checked before the walk; a later one's
                 # is the member before's last value, or a fork's junction made of it:
                 # compaction merges a fork's first own segment with the history before)
-                if state is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != (
+                if link_out is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != (
                         _member_anchor(mac, forks, frame.first_seq, link_out)):
                     raise _link_broken(None, None, frame.first_seq, path, at)
-                if state is None:
+                if link_in is None:
                     link_in = bytes(view[value_at - CHAIN_SIZE:value_at])
                 state = mac.frame_state()
             elif frame.frame_type != FRAME_CHAINED or state is None:
@@ -323,6 +336,19 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
             break  # no whole frame here: the walk of the segment says why
         base, off = base + limit, 0
     return ChainRun(True, link_in, link_out, covered=covered)
+
+
+def check_base(mac: Mac, frame: bytes | memoryview, path: str, at: int) -> bytes:
+    """The anchor of a chained base ``frame`` (type 5, at file offset ``at``), once its
+    value holds: the MAC of the frame up to it (the base is its member's whole run).
+    That anchor is the chain value after the history the base stands for, which the
+    next member or segment continues (FORMAT.md 3.4)."""
+    value_at = len(frame) - TRAILER_SIZE - CHAIN_SIZE
+    if mac.value(DOM_FRAME, frame[:value_at]) != frame[value_at:value_at + CHAIN_SIZE]:
+        raise chain_damage("base record does not match the chain: its chain value is not "
+                           f"the MAC of the record (changed or forged{_or_key(mac)})",
+                           path, at)
+    return bytes(frame[value_at - CHAIN_SIZE:value_at])
 
 
 def _member_anchor(mac: Mac, forks: Sequence[tuple[int, int]], first_seq: int,

@@ -149,3 +149,91 @@ def test_a_keyed_session_compacts_without_its_key_and_keeps_its_chain(tmp_path):
     assert len(segment_names(store, "a")) == 2
     reader = chained_store(tmp_path / "s", key).read_session("a")
     assert reader.head_hash == head and reader.verify() == [] and seqs(reader) == events
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+def turns_written(store, session_id, turns, per_turn=15, key=None):
+    with store.create_session(session_id) as session:
+        for _ in range(turns):
+            fill(session, per_turn)
+            session.finish_turn()
+
+
+def base_file(store, session_id):
+    return os.path.join(log_dir(store, session_id), segment_names(store, session_id)[0])
+
+
+@pytest.mark.parametrize("key", MODES)
+@pytest.mark.parametrize("keep", ["turns", "state"])
+def test_a_retained_chained_session_keeps_its_chain(tmp_path, key, keep):
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    turns_written(store, "a", 10)
+    reader = store.read_session("a")
+    head, state, events = reader.head_hash, reader.state(), seqs(reader)
+    if keep == "turns":
+        report = store.retain("a", keep_turns=3)
+    else:
+        report = store.retain("a", keep="state")
+    assert report.seqs_dropped > 0 and report.segments_removed > 0
+    reader = store.read_session("a")
+    assert reader.head_hash == head and reader.state() == state
+    assert seqs(reader) == [seq for seq in events if seq >= report.history_start]
+    assert reader.verify() == []
+    # the base is a chained one (type 5) anchored on the value after the dropped history
+    _, members = compacted_members(base_file(store, "a"))
+    assert struct.unpack_from("<I", members[0][1], 20)[0] == 5
+    # the writer takes up after it; compaction merges it with what follows
+    with store.open_session("a") as session:
+        fill(session, 20)
+        session.finish_turn()
+    reader = store.read_session("a")
+    head = reader.head_hash
+    reader.compact()
+    reader = store.read_session("a")
+    assert reader.head_hash == head and reader.verify() == []
+    # and a second retention chains its base on the first
+    store.retain("a", keep_turns=1)
+    reader = store.read_session("a")
+    assert reader.head_hash == head and reader.verify() == [] and reader.state() is not None
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_an_edit_of_a_chained_base_is_caught(tmp_path, key):
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    turns_written(store, "a", 10)
+    store.retain("a", keep_turns=3)
+    path = base_file(store, "a")
+    header, [(first, frame)] = compacted_members(path)
+    edited = bytearray(frame)
+    length = struct.unpack_from("<I", edited, 4)[0]
+    at = edited.index(b"turn", 24)  # in the payload: the base record's "turn" key
+    edited[at] = ord("T")
+    edited[:4] = struct.pack("<I", crc32c(bytes(edited[4:(24 + length + 7) & ~7])))
+    with open(path, "wb") as handle:
+        handle.write(encode_compacted(header.first_seq, header.log_start, header.uid,
+                                      [(first, bytes(edited))]))
+    reader = store.read_session("a")
+    with pytest.raises(CorruptionError, match="base record does not match the chain"):
+        seqs(reader)
+    assert reader.verify() != []
+
+
+def test_a_chained_base_with_another_anchor_breaks_the_link(tmp_path):
+    store = chained_store(tmp_path / "s", segment_size=4096)
+    turns_written(store, "a", 10)
+    store.retain("a", keep_turns=3)
+    path = base_file(store, "a")
+    header, [(first, frame)] = compacted_members(path)
+    # a base forged with its value recomputed over another anchor (what anyone can do
+    # to an unkeyed chain) no longer links to the history kept after it
+    edited = bytearray(frame)
+    value_at = len(edited) - 8 - 32
+    edited[value_at - 32:value_at] = bytes(32)
+    edited[value_at:value_at + 32] = chain.Mac().value(chain.DOM_FRAME, bytes(edited[:value_at]))
+    with open(path, "wb") as handle:
+        handle.write(encode_compacted(header.first_seq, header.log_start, header.uid,
+                                      [(first, bytes(edited))]))
+    with pytest.raises(CorruptionError, match="the chain is broken between segments"):
+        seqs(store.read_session("a"))
