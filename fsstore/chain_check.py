@@ -14,7 +14,9 @@ its events (:func:`check_loaded`, called by ``LogReader.scan_segment``):
   log when it starts the log (``chain.genesis``, the uid in its header and the log start).
   So a segment removed, replaced by another log's, or moved fails here.
 
-A compacted segment holds one run per member, each anchored on the member before.
+A compacted segment holds one run per member, each anchored on the member before (or
+on a fork's junction made of its last value: a fork's first own segment merged with the
+history before it).
 
 One frame is not damage when its value fails: the last frame of the last segment, when
 it lies wholly past the segment's synced mark. A write torn inside the chain value (its
@@ -42,6 +44,7 @@ from .log_format import (
     FRAME_BASE,
     FRAME_CHAIN_START,
     FRAME_CHAINED,
+    FRAME_CHAINED_BASE,
     FRAME_EVENTS,
     TRAILER_SIZE,
     _parse_frame,
@@ -232,6 +235,10 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
         raise chain_damage("unchained record in the log of a session that has a chain: "
                            "the chain was stripped, or the segment is another log's",
                            path, SEGMENT_HEADER_SIZE)
+    if first.frame_type == FRAME_CHAINED_BASE:
+        # a retention's base (chain_base.py): its own value checked, its anchor passed on
+        return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end,
+                     rules.forks)
     if first.frame_type != FRAME_CHAIN_START:
         return ChainRun(True)  # misplaced, or of a type unknown here: the walk raises
     anchor = expected_anchor(rules, header, first_seq, before)
@@ -242,7 +249,8 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
         whole = _hashed(hashed) if hashed is not None else _whole_run(rules.mac, piece, start)
         if whole is not None:
             return ChainRun(True, stored, whole[0], covered=origin + whole[1])
-    return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end)
+    return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end,
+                 rules.forks)
 
 
 def cut_finding(scan: SegmentScan) -> Finding | None:
@@ -304,7 +312,8 @@ def _data_end(buf: bytes | memoryview, start: int) -> int:
 
 
 def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str,
-          members: Collection[int], is_last: bool, synced_end: int) -> ChainRun:
+          members: Collection[int], is_last: bool, synced_end: int,
+          forks: Sequence[tuple[int, int]] = ()) -> ChainRun:
     """Check every frame's chain value, one by one (a copy of the running MAC each): the
     slow way, to name the first frame whose value fails, and for what the one call of
     ``_whole_run`` cannot take (a compacted file's members and chunks, a torn tail).
@@ -319,12 +328,23 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
         while (frame := _parse_frame(piece, view, off, limit)) is not None:
             at, end = base + off, off + frame.size
             value_at = end - TRAILER_SIZE - CHAIN_SIZE
+            if frame.frame_type == FRAME_CHAINED_BASE and at == SEGMENT_HEADER_SIZE:
+                link_in = link_out = check_base(mac, view[off:end], path, at)
+                off, covered = end, base + value_at + CHAIN_SIZE
+                continue
+            if link_out is not None and state is None and not (
+                    frame.frame_type == FRAME_CHAIN_START and frame.first_seq in members):
+                raise chain_damage("record after a chained base that starts no member's "
+                                   "run: the chain does not go on from the base", path, at)
             if frame.frame_type == FRAME_CHAIN_START and (
                     at == SEGMENT_HEADER_SIZE or frame.first_seq in members):
-                # (the first member's anchor was checked before the walk)
-                if state is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != link_out:
+                # (the first member's anchor was checked before the walk; a later one's
+                # is the member before's last value, or a fork's junction made of it:
+                # compaction merges a fork's first own segment with the history before)
+                if link_out is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != (
+                        _member_anchor(mac, forks, frame.first_seq, link_out)):
                     raise _link_broken(None, None, frame.first_seq, path, at)
-                if state is None:
+                if link_in is None:
                     link_in = bytes(view[value_at - CHAIN_SIZE:value_at])
                 state = mac.frame_state()
             elif frame.frame_type != FRAME_CHAINED or state is None:
@@ -346,6 +366,25 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
             break  # no whole frame here: the walk of the segment says why
         base, off = base + limit, 0
     return ChainRun(True, link_in, link_out, covered=covered)
+
+
+def check_base(mac: Mac, frame: bytes | memoryview, path: str, at: int) -> bytes:
+    """The anchor of a chained base ``frame`` (type 5, at file offset ``at``), once its
+    value holds: the MAC of the frame up to it (the base is its member's whole run).
+    That anchor is the chain value after the history the base stands for, which the
+    next member or segment continues (FORMAT.md 3.4)."""
+    value_at = len(frame) - TRAILER_SIZE - CHAIN_SIZE
+    if mac.value(DOM_FRAME, frame[:value_at]) != frame[value_at:value_at + CHAIN_SIZE]:
+        raise chain_damage("base record does not match the chain: its chain value is not "
+                           f"the MAC of the record (changed or forged{_or_key(mac)})",
+                           path, at)
+    return bytes(frame[value_at - CHAIN_SIZE:value_at])
+
+
+def _member_anchor(mac: Mac, forks: Sequence[tuple[int, int]], first_seq: int,
+                   link: bytes | None) -> bytes | None:
+    """The anchor of a compacted member after the first (never a log start)."""
+    return link if link is None else anchor_for(mac, forks, 0, first_seq, -1, link)
 
 
 def _or_key(mac: Mac) -> str:

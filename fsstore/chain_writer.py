@@ -32,6 +32,7 @@ from .log import LogPosition, LogReader
 from .log_format import (
     _U32,
     CHAIN_FIELDS,
+    FRAME_CHAINED_BASE,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     TRAILER_SIZE,
@@ -113,6 +114,8 @@ def segment_link(segment: SegmentFile) -> bytes | None:
     (frame_type,) = _U32.unpack(segment.pread(4, start + _FRAME_TYPE_AT))
     if frame_type not in CHAIN_FIELDS:
         return None
+    if frame_type == FRAME_CHAINED_BASE:  # a base passes on its anchor (FORMAT.md 3.4)
+        return segment.pread(CHAIN_SIZE, end - TRAILER_SIZE - 2 * CHAIN_SIZE)
     return segment.pread(CHAIN_SIZE, end - TRAILER_SIZE - CHAIN_SIZE)
 
 

@@ -24,6 +24,11 @@ unlinks them; verify lists them as notes. A reader that had a replaced file open
 reading it: a file is replaced by rename and unlinked, never written in place. A fork
 sharing a segment by hard link keeps its own name for the old file.
 
+A chained session's chain survives as it is: every byte a chain value covers and every
+member boundary is kept (each member is one run), the runs are checked before they are
+copied, and the file keeps the header uid of the group's first file, which a genesis
+binds (FORMAT.md 3.4, 5.5).
+
 Compactions of one session serialise on an ``flock`` of its ``log/`` folder, which a
 fork also takes while it links the parent's segments (a fork must not link a file a
 compaction is about to unlink).
@@ -41,16 +46,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout
-from .chain_session import refuse_rewrite
+from .chain_check import UNCHECKED, ChainRun, check_segment
 from .defaults import DEFAULT_LEVEL as DEFAULT_LEVEL  # re-exported: the default lives there
 from .defaults import DEFAULT_TARGET_BYTES as DEFAULT_TARGET_BYTES
-from .errors import CorruptionError, SessionLocked
+from .errors import ChainKeyMismatch, ChainKeyRequired, CorruptionError, SessionLocked
 from .fsio import FileIO
 from .identity import NO_UID
 from .log import LogReader
 from .log_format import SegmentScan
 from .segment_file import SegmentFile, encode_compacted, open_compacted
-from .segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
+from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader, decode_segment_header
 
 TEMP_PREFIX = ".tmp-compact-"
 
@@ -159,7 +164,6 @@ def compact_log(io: FileIO, reader: LogReader, session_path: str, uid: int = NO_
     docstring), and return what it did. ``uid`` is the session's (written into the
     compacted headers). With ``dry_run`` nothing is written: the report counts the
     files it would write and their plain bytes, not their compressed size."""
-    refuse_rewrite(reader, "compaction")
     started = time.monotonic()
     report = CompactReport(dry_run=dry_run)
     with log_folder_lock(reader.path, lock_timeout):
@@ -251,12 +255,18 @@ def group_members(reader: LogReader, group: list[Source]) -> list[tuple[int, byt
     order, every frame checked and the seqs continuous across the group."""
     members: list[tuple[int, bytes]] = []
     expect = group[0].first
+    before: ChainRun | None = None  # the chain of the file before, in the group
     for source in group:
         buf, header = reader.load_segment(source.first)
         path = reader.segment_path(source.first)
+        # A chained log's runs checked (each member's, and the links across the group)
+        # before their bytes are copied: the compacted file keeps every chain value, and
+        # a compaction must not give a forged record a new file to hide in.
+        chain = _checked_chain(reader, buf, path, header, source, before)
         # every frame checked, and the seqs continuous across the group
         scan = SegmentScan(buf, path, expect, False, after_seq=2**64,
-                           synced_end=header.synced_end,
+                           synced_end=header.synced_end, members=source.members[1:],
+                           chain=chain,
                            allow_base=source.first == header.log_start
                            and reader.base_of(source.first) is not None)
         for _ in scan:
@@ -270,8 +280,26 @@ def group_members(reader: LogReader, group: list[Source]) -> list[tuple[int, byt
         for index, member_first in enumerate(starts):
             end = offsets[index + 1] if index + 1 < len(offsets) else scan.end
             members.append((member_first, bytes(buf[offsets[index]:end])))
-        expect = scan.expect_seq
+        expect, before = scan.expect_seq, chain
     return members
+
+
+def _checked_chain(reader: LogReader, buf: bytes, path: str, header: SegmentHeader,
+                   source: Source, before: ChainRun | None) -> ChainRun | None:
+    """The chain of ``source`` (its bytes ``buf``) checked, continuing ``before``; None
+    for a log without a chain. Without a keyed chain's key the runs cannot be checked:
+    they are taken as they are (``UNCHECKED``: checksums still checked), which is sound
+    because a compaction copies every byte a chain value covers and every member
+    boundary unchanged, so each run verifies (or fails) afterwards exactly as before."""
+    rules = reader.chain
+    if rules is None:
+        return None
+    try:
+        return check_segment(rules, [buf], 0, path=path, header=header,
+                             first_seq=source.first, members=source.members[1:],
+                             is_last=False, before=before)
+    except (ChainKeyRequired, ChainKeyMismatch):
+        return UNCHECKED
 
 
 def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[Source],
@@ -282,7 +310,13 @@ def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[So
     session folder, read back and compared, renamed over the group's first file; then
     the group's other files unlinked. Returns the new file's size."""
     first = group[0].first
-    log_start = reader.read_header(first).log_start
+    header = reader.read_header(first)
+    log_start = header.log_start
+    if reader.chain is not None:
+        # a chain's genesis binds the uid in the header of the file the log starts with
+        # (an ancestor's, in a fork sharing its parent's first file): kept, so that the
+        # first member still anchors where it did
+        uid = header.uid
     data = encode_compacted(first, log_start, uid, members, level)
     import secrets  # here: it loads OpenSSL (hashlib), which readers never need
 

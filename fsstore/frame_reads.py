@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .errors import CorruptionError
 from .log_format import (
     _FRAME_HEADER,
-    FRAME_BASE,
+    BASE_FRAMES,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_FILE,
@@ -74,7 +74,7 @@ def _walk_frames(raw: bytes, path: str, origin: int, segment: int,
             return
         size = frame.size
         ts, turn, entries = 0.0, 0, None
-        if frame.frame_type == FRAME_BASE:
+        if frame.frame_type in BASE_FRAMES:
             # the base of a log retention shortened: no events, only where they go on
             if origin + off != SEGMENT_HEADER_SIZE:
                 raise base_misplaced(path, origin + off)

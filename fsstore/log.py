@@ -37,7 +37,7 @@ from .identity import Identity
 from .log_format import (
     _FRAME_HEADER,
     _U32,
-    FRAME_BASE,
+    BASE_FRAMES,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_FILE,
@@ -306,12 +306,12 @@ class LogReader:
                 return cached[1]
             fields = segment.pread(FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE)
             if (len(fields) < FRAME_HEADER_SIZE
-                    or _FRAME_HEADER.unpack(fields)[4] != FRAME_BASE):
+                    or _FRAME_HEADER.unpack(fields)[4] not in BASE_FRAMES):
                 raise CorruptionError("compacted segment's member table says it starts "
                                       "with a base record, but it does not",
                                       path=segment.path, offset=SEGMENT_HEADER_SIZE)
-            length = _FRAME_HEADER.unpack(fields)[1]
-            size = ((FRAME_HEADER_SIZE + length + 7) & ~7) + TRAILER_SIZE
+            length, frame_type = _FRAME_HEADER.unpack(fields)[1], _FRAME_HEADER.unpack(fields)[4]
+            size = frame_end(0, length, frame_type)
             raw = segment.pread(min(size, segment.size), SEGMENT_HEADER_SIZE)
             frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
             if frame is None or frame.first_seq != log_start:
@@ -678,9 +678,10 @@ class LogReader:
                 # the header before the frames (see load_segment)
                 buf = segment.pread(size - offset, offset) if offset < size else b""
                 chain = chain_check.check_view(self.chain, segment, buf, offset, before)
+                members = segment.members_after  # (where a chained member's run starts)
             scan = SegmentScan(buf, path, expect, not header.compacted, after_seq, until_seq,
                                origin=offset, marker=marker, segment=first,
-                               synced_end=header.synced_end, chain=chain,
+                               synced_end=header.synced_end, chain=chain, members=members,
                                allow_base=segment.starts_with_base
                                and _may_hold_base(header, first))
             yield scan
@@ -737,7 +738,7 @@ class LogReader:
         frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
         if frame is None:
             return None  # empty, or being written; a full read reports any damage
-        if frame.frame_type == FRAME_BASE:
+        if frame.frame_type in BASE_FRAMES:
             turn = decode_base(frame.payload, path, SEGMENT_HEADER_SIZE).turn
             self._first_turns[first_seq] = turn
             return turn

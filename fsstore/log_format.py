@@ -58,13 +58,16 @@ FRAME_EVENTS = 1
 FRAME_BASE = 2
 #: Chained events (FORMAT.md 3.4): a chain value in the trailer. Type 4 is a segment's
 #: (a compacted member's) first chained frame and also holds the anchor, the chain value
-#: before it; type 5 is reserved for a chained base frame, which no writer makes yet.
+#: before it; type 5 is a chained base frame (its anchor the chain value after the history
+#: it stands for: ``chain_base.py``).
 FRAME_CHAINED = 3
 FRAME_CHAIN_START = 4
 FRAME_CHAINED_BASE = 5
 #: The bytes a chained frame's trailer holds before its frame_size: anchor and value.
 CHAIN_FIELDS = {FRAME_CHAINED: CHAIN_SIZE, FRAME_CHAIN_START: 2 * CHAIN_SIZE,
                 FRAME_CHAINED_BASE: 2 * CHAIN_SIZE}
+#: The types of base frames: plain or chained.
+BASE_FRAMES = frozenset({FRAME_BASE, FRAME_CHAINED_BASE})
 #: The types of frames that hold events: plain or chained.
 EVENT_FRAMES = frozenset({FRAME_EVENTS, FRAME_CHAINED, FRAME_CHAIN_START})
 _FRAME_FIELDS = struct.Struct("<IQII")  # the frame header after its crc
@@ -259,7 +262,7 @@ def decode_payload(
 
 
 def _tail_of(frame: _Frame, path: str) -> tuple[float, int, str]:
-    if frame.frame_type == FRAME_BASE:
+    if frame.frame_type in BASE_FRAMES:
         base = decode_base(frame.payload, path, frame.offset)
         return base.ts, base.turn, base.kind
     ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, frame.offset,
@@ -319,12 +322,18 @@ def decode_base(payload: bytes | memoryview, path: str, offset: int) -> BaseReco
 def encode_base_frame(first_seq: int, last_seq: int, image: dict[str, Any], ts: float,
                       turn: int, kind: str) -> bytes:
     """The base frame standing for seqs ``first_seq`` to ``last_seq``."""
+    payload = base_payload(image, ts, turn, kind)
+    return _framed(frame_body(payload, first_seq, last_seq - first_seq + 1, FRAME_BASE))
+
+
+def base_payload(image: dict[str, Any], ts: float, turn: int, kind: str) -> bytes:
+    """A base frame's payload (RecordTooLarge when it is over a record's limit)."""
     payload = _encoder.encode({"image": image, "ts": ts, "turn": turn, "kind": kind})
     length = len(payload)
     if length > MAX_FRAME_PAYLOAD:
         raise RecordTooLarge(f"the state image encodes to {length} bytes, over the "
                              f"{MAX_FRAME_PAYLOAD} a record may hold")
-    return _framed(frame_body(payload, first_seq, last_seq - first_seq + 1, FRAME_BASE))
+    return payload
 
 
 def chain_damage(what: str, path: str, offset: int) -> CorruptionError:
@@ -454,6 +463,9 @@ class SegmentScan:
                         elif frame_type != FRAME_CHAINED_BASE:
                             run = self._chained(frame_type, run, origin + off, seq in starts)
                             frame_type = FRAME_EVENTS
+                        else:  # placed as a base is (below); its chain is chain_check's
+                            run = self._chained(frame_type, run, origin + off, seq in starts)
+                            frame_type = FRAME_BASE
                     # The checksum covers the trailer too, so a frame that passes it has the
                     # trailer _parse_frame checks: no need to unpack it here.
                     elif end > limit or checksum(view[off + 4 : end]) != crc:
@@ -541,6 +553,8 @@ class SegmentScan:
             raise chain_damage("chained record in a log that has no chain (its session "
                                "declares none)", self.path, at)
         start = at == SEGMENT_HEADER_SIZE or member_start
+        if frame_type == FRAME_CHAINED_BASE:
+            return True
         if frame_type == FRAME_CHAIN_START and not start:
             raise chain_damage("record starting the chain of a segment (type 4) where none "
                                "starts", self.path, at)

@@ -35,9 +35,9 @@ from .log_format import (
     _PREALLOCATE_MAX,
     _PREALLOCATE_MIN,
     _U32,
+    BASE_FRAMES,
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_SIZE,
-    FRAME_BASE,
     MAX_FRAME_PAYLOAD,
     MAX_SEGMENT_SIZE,
     TRAILER_SIZE,
@@ -327,7 +327,7 @@ class LogWriter:
                     _, turn, kind = _tail_of(frame._replace(offset=start), path)
                     # a base frame stands for the dropped history, state changes and all:
                     # significant whatever its last record's kind (turns.revision_of too)
-                    if kind not in self.neutral_kinds or frame.frame_type == FRAME_BASE:
+                    if kind not in self.neutral_kinds or frame.frame_type in BASE_FRAMES:
                         return turn, kind, frame.first_seq + frame.event_count - 1
                     pos = start
         return None

@@ -9,6 +9,10 @@ compacted file named after the log start. So the log start does not move, seqs s
 gapless and are never reused, and every fold from the log start (the state, verify)
 starts from that image instead of the empty state.
 
+A chained session's base is chained (type 5, ``chain_base.py``): anchored on the chain
+value after ``B``, read from the last file dropped with its run checked, so the history
+kept, which already anchors on that value, is not rewritten and ``head_hash`` stays.
+
 ``B`` falls on a file boundary: ``B + 1`` is the first seq of the oldest segment file
 kept, so retention keeps at most one file more than the policy asks.
 
@@ -46,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .chain_session import refuse_rewrite
+from .chain_base import encode_chained_base
+from .chain_check import UNCHECKED
 from .compaction import TEMP_PREFIX, add_part, log_folder_lock, report_dict
 from .errors import CorruptionError, InvalidSetting
 from .fsio import FileIO
@@ -202,7 +207,6 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
                lock_timeout: float = 60.0) -> RetainReport:
     """Apply ``policy`` to the log ``writer`` writes (the caller holds the writer and its
     lock) and return what it did; see the module's docstring for the steps."""
-    refuse_rewrite(writer.reader, "retention")
     started = time.monotonic()
     reader = writer.reader
     report = RetainReport(sessions=1, dry_run=dry_run)
@@ -254,8 +258,9 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
         if io.exists(index_path):
             io.atomic_write(index_path, encode_header(uid, log_start))
         record = next(f.end.last for f in reversed(files[:cut]) if f.end.last is not None)
+        anchor = None if reader.chain is None else _link_after(reader, files[cut - 1].first)
         written = _write_base(io, reader, session_path, log_start, last_dropped, image,
-                              record, uid)
+                              record, uid, anchor)
         # The commit point passed: the files below are leftovers. Unlinked in seq order
         # (a reader that finds one gone goes on after the base: LogReader.scans).
         # The base stands for the dropped history: significant (turns.revision_of), as
@@ -277,17 +282,23 @@ def retain_log(io: FileIO, writer: LogWriter, snapshots: SnapshotDir, session_pa
 
 def _write_base(io: FileIO, reader: LogReader, session_path: str, log_start: int,
                 last_dropped: int, image: StateImage, record: tuple[float, int, str],
-                uid: int) -> int:
+                uid: int, anchor: bytes | None = None) -> int:
     """Steps 3 and 4: the base file written, checked, and renamed over the log start's
-    file. Returns its size."""
+    file. Returns its size. A chained log's base is chained (``anchor``: the chain
+    value after ``last_dropped``; chain_base.py)."""
     ts, turn, kind = record
     body = image.body()
-    frame = encode_base_frame(log_start, last_dropped, body, ts, turn, kind)
+    if anchor is None:
+        frame = encode_base_frame(log_start, last_dropped, body, ts, turn, kind)
+    else:
+        assert reader.chain is not None
+        frame = encode_chained_base(reader.chain.mac, anchor, log_start, last_dropped,
+                                    body, ts, turn, kind)
     data = encode_compacted(log_start, log_start, uid, [(log_start, frame)])
     temp = os.path.join(session_path, TEMP_PREFIX + secrets.token_hex(4))
     io.write_new(temp, data)
     try:
-        _verify_base(io, temp, log_start, frame, body, image.window)
+        _verify_base(io, temp, log_start, frame, body, image.window, anchor is not None)
         io.rename(temp, reader.segment_path(log_start))
     except BaseException:
         io.unlink_if_there(temp)
@@ -296,14 +307,31 @@ def _write_base(io: FileIO, reader: LogReader, session_path: str, log_start: int
     return len(data)
 
 
+def _link_after(reader: LogReader, first: int) -> bytes:
+    """The chain value after the last record of the (sealed) segment ``first``: what the
+    segment after it anchors on, and so the anchor of a base standing for the history up
+    to there. Its run is checked first: a base never vouches for a forged value."""
+    scan = reader.scan_segment(first, False, after_seq=2**63)
+    for _ in scan:
+        pass
+    link = None if scan.chain is None else scan.chain.link_out
+    if link is None:
+        raise CorruptionError("the segment before the history kept ends in no chain value: "
+                              "the chain is broken there, and retention does not extend "
+                              "it; nothing was dropped", path=scan.path, offset=scan.end)
+    return link
+
+
 def _verify_base(io: FileIO, path: str, log_start: int, frame: bytes, body: dict[str, Any],
-                 window: int) -> None:
+                 window: int, chained: bool = False) -> None:
     """Read the base file back as a reader will: the frame, and the image it holds."""
     fd = io.open(path, os.O_RDONLY)
     header = decode_segment_header(io.pread(fd, SEGMENT_HEADER_SIZE, 0), path)
     with open_compacted(io, fd, path, header, log_start, None) as segment:
         plain = segment.read_all()
-    scan = SegmentScan(plain, path, log_start, False, allow_base=True)
+    # (a chained base's bytes are compared with those encoded, below)
+    scan = SegmentScan(plain, path, log_start, False, allow_base=True,
+                       chain=UNCHECKED if chained else None)
     for _ in scan:
         pass
     base = scan.base

@@ -89,7 +89,7 @@ def encode_compacted(first_seq: int, log_start: int, uid: int,
     table: list[Member] = []
     at = SEGMENT_HEADER_SIZE
     # a base frame (type 2) first: flagged, so that readers know without decompressing
-    base_first = bool(members) and struct.unpack_from("<I", members[0][1], 20)[0] == 2
+    base_first = bool(members) and struct.unpack_from("<I", members[0][1], 20)[0] in (2, 5)
     for member_first, frames in members:
         table.append(Member(member_first, at))
         plain.append(frames)
