@@ -505,7 +505,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
         name = vectors.check_collection_name(name)
         return vectors.VectorCollectionReader(
-            self.io, os.path.join(layout.vectors_dir(self.path), name))
+            self.io, os.path.join(layout.vectors_dir(self.path), name),
+            vectors.chain_of(self, name))
 
     # --- state ---
 
