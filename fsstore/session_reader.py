@@ -55,6 +55,7 @@ from .turns import (
 if TYPE_CHECKING:
     from .blobs import BlobReader
     from .chain import ChainKey
+    from .chain_check import ChainRules
     from .compaction import CompactReport
     from .message_index import MessageIndex
     from .messages import MessagesReader
@@ -293,6 +294,11 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         """The last seq written (0 for a session that never had an event). Every record
         moves it, queue and input records too: check commits against :attr:`revision`."""
         return self._log.tail().head
+
+    @property
+    def chain_rules(self) -> ChainRules | None:
+        """The rules of the session's hash chain (FORMAT.md 3.4); None without one."""
+        return self._log.chain
 
     @property
     def head_hash(self) -> str | None:

@@ -169,7 +169,7 @@ class CollectionChain:
 def of_session(session: SessionReader, name: str) -> CollectionChain | None:
     """The chain collection ``name`` of ``session`` is bound to; None when the session
     has no chain (its collections are as they always were)."""
-    rules = session._log.chain
+    rules = session.chain_rules
     if rules is None:
         return None
     from ..identity import NO_UID
