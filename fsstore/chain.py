@@ -63,6 +63,9 @@ DOM_FRAME = _tag("frame")  # a frame's chain value
 DOM_GENESIS = _tag("genesis")  # the anchor of a log's first segment
 DOM_FORK = _tag("fork")  # the anchor of a fork's first own segment
 DOMAINS = (DOM_FRAME, DOM_GENESIS, DOM_FORK)
+# A vector collection's (vectors/collection_chain.py): its WAL's genesis, its manifest.
+DOM_WAL = _tag("wal")
+DOM_COLLECTION = _tag("collect")
 
 
 class HashState(Protocol):

@@ -76,6 +76,9 @@ class ChainRules:
     rewriting its records as unchained ones."""
 
     __slots__ = ("_mac", "_refusal", "chained_from", "forks")
+    #: Whether a writer may move the log's start (a collection's WAL: its anchor there
+    #: stays as written, vectors/collection_chain.py); a session's log keeps its start.
+    moves_start = False
 
     def __init__(self, mac: Mac | None, forks: Sequence[tuple[int, int]] = (), *,
                  refusal: Callable[[], FsStoreError] | None = None,

@@ -32,6 +32,7 @@ from .log import LogPosition, LogReader
 from .log_format import (
     _U32,
     CHAIN_FIELDS,
+    FRAME_CHAIN_START,
     FRAME_CHAINED_BASE,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
@@ -71,6 +72,8 @@ def resume_run(rules: ChainRules, reader: LogReader, header: SegmentHeader, fram
     first, log_start = header.first_seq, header.log_start
     link = None if first == log_start else last_link(reader, first)
     anchor = rules.anchor(header.uid, first, log_start, link)
+    if anchor is None and first == log_start and rules.moves_start:
+        anchor = stored_anchor(frames)  # a moved start: its anchor is taken as written
     if anchor is None:
         raise chain_damage("the segment before the active one ends in no chain value: the "
                            "chain is broken, and no writer extends it", path,
@@ -89,6 +92,16 @@ def resume_run(rules: ChainRules, reader: LogReader, header: SegmentHeader, fram
     raise chain_damage("the records of the active segment do not continue the chain (a "
                        "record of another type, or the run does not start with its "
                        "anchor): no writer extends them", path, SEGMENT_HEADER_SIZE)
+
+
+def stored_anchor(frames: bytes) -> bytes | None:
+    """The anchor the first frame of ``frames`` (a segment's, from byte 64) holds, None
+    when it is no whole first frame of a run."""
+    first = _parse_frame(frames, memoryview(frames), 0, len(frames))
+    if first is None or first.frame_type != FRAME_CHAIN_START:
+        return None
+    at = first.size - TRAILER_SIZE - 2 * CHAIN_SIZE
+    return frames[at:at + CHAIN_SIZE]
 
 
 def last_link(reader: LogReader, first_seq: int) -> bytes | None:

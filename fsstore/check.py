@@ -397,7 +397,8 @@ def _check_collections(reader: SessionReader, report: Report) -> None:
     for name in names:
         path = os.path.join(folder, name)
         with report.step(path, "checking the collection"):
-            report.findings.extend(vectors.check_collection(reader.io, path))
+            report.findings.extend(vectors.check_collection(
+                reader.io, path, vectors.chain_of(reader, name)))
         with report.step(path, "opening the collection", known=report.problems()):
             collection = reader.collection(name)
             try:

@@ -664,7 +664,7 @@ class LogWriter:
                     log_start == self.head + 1 or log_start in self.reader.list_segments())):
                 raise ValueError(f"{self.path}: log start {log_start} is not a segment "
                                  f"after the current start {self.log_start}")
-            if moved and self.chain is not None:
+            if moved and self.chain is not None and not self.chain.moves_start:
                 raise ChainUnsupported(f"{self.path}: the start of a chained log cannot be "
                                        "moved yet (the chain would need a base to vouch for)")
             if self._end > SEGMENT_HEADER_SIZE or moved:

@@ -823,7 +823,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         ``dtype`` (``float32``, or ``float16`` to halve memory and disk), searched by
         ``metric`` unless a search says otherwise. Returns it, open for writing."""
         self._writer.check_usable()
-        vectors.create_collection(self.io, self.path, name, dim, dtype, metric)
+        vectors.create_collection(self.io, self.path, name, dim, dtype, metric,
+                                  vectors.chain_of(self, name))
         return self.collection(name)
 
     @_writes()
@@ -840,7 +841,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                     guard=lambda: self._access.writing(True),
                     # Shared: other writers' upserts, deletes and seals are taken in
                     # before each call, under the mutex (VectorCollection.catch_up).
-                    shared=self._access.locked if self._access.shared else None)
+                    shared=self._access.locked if self._access.shared else None,
+                    chain=vectors.chain_of(self, name))
                 return opened
         # One opened earlier may since have been dropped by another writer: say so.
         opened.catch_up()

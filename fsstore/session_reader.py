@@ -55,6 +55,7 @@ from .turns import (
 if TYPE_CHECKING:
     from .blobs import BlobReader
     from .chain import ChainKey
+    from .chain_check import ChainRules
     from .compaction import CompactReport
     from .message_index import MessageIndex
     from .messages import MessagesReader
@@ -295,6 +296,11 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         return self._log.tail().head
 
     @property
+    def chain_rules(self) -> ChainRules | None:
+        """The rules of the session's hash chain (FORMAT.md 3.4); None without one."""
+        return self._log.chain
+
+    @property
     def head_hash(self) -> str | None:
         """The hash chain's value after the head, ``"SEQ:HEX"`` (docs/FORMAT.md 3.4): it
         vouches for the whole history up to ``SEQ``, so a copy of it kept elsewhere tells
@@ -505,7 +511,8 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
 
         name = vectors.check_collection_name(name)
         return vectors.VectorCollectionReader(
-            self.io, os.path.join(layout.vectors_dir(self.path), name))
+            self.io, os.path.join(layout.vectors_dir(self.path), name),
+            vectors.chain_of(self, name))
 
     # --- state ---
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from . import tuning
 from .check import check_collection
+from .collection_chain import of_session as chain_of
 from .collection_file import COLLECTION_FORMAT
 from .filters import VectorFilter
 from .folders import collection_names, create_collection, drop_collection, scratch_names
@@ -59,6 +60,7 @@ __all__ = [
     "VectorDocument",
     "VectorFilter",
     "VectorSearchResult",
+    "chain_of",
     "check_collection",
     "check_collection_name",
     "check_id",

@@ -5,11 +5,13 @@ failure becomes a finding naming the file (docs/FORMAT.md, section 15.7)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .. import layout
 from ..errors import CorruptionError, Finding, FormatVersionError, FsStoreError
 from ..fsio import FileIO
 from ..log import LogReader
+from .collection_chain import CollectionChain
 from .collection_file import (
     CollectionManifest,
     PinnedState,
@@ -29,13 +31,16 @@ from .shard_files import (
 _ROWS_CHECKED = 1 << 22  # rows of a shard whose ids, content and metadata are decoded
 
 
-def check_collection(io: FileIO, path: str) -> list[Finding]:
+def check_collection(io: FileIO, path: str, chain: CollectionChain | None = None
+                     ) -> list[Finding]:
     """Read every file of the collection at ``path`` whole and report each problem:
     a manifest that does not decode, shard files missing, damaged (size or crc32c
     differs from the manifest's record) or malformed, rows that do not decode, a damaged
-    log or one whose records do not decode, files no state names. Changes nothing."""
+    log or one whose records do not decode, files no state names. With ``chain`` (a
+    chained session's), also the manifest's MAC, every file of the state against its
+    SHA-256 and the WAL's chain. Changes nothing."""
     try:
-        return _check(io, path)
+        return _check(io, path, chain)
     except (FsStoreError, OSError, ValueError) as exc:  # a safety net: report, go on
         return [Finding("problem", getattr(exc, "path", None) or path, None,
                         f"cannot be checked ({type(exc).__name__}: {exc})")]
@@ -52,14 +57,14 @@ def _reason(exc: Exception) -> str:
     return reason if isinstance(reason, str) else str(exc)
 
 
-def _check(io: FileIO, path: str) -> list[Finding]:
+def _check(io: FileIO, path: str, chain: CollectionChain | None) -> list[Finding]:
     manifest_path = os.path.join(path, layout.COLLECTION_MANIFEST)
     try:  # as a reader does: nothing is read through a symlinked folder
         io.check_folders(path, os.path.join(path, layout.WAL_DIR))
     except FsStoreError as exc:
         return [_problem(exc, path)]
     try:
-        decoded, _raw = read_manifest(io, manifest_path)
+        decoded, raw = read_manifest(io, manifest_path)
     except FileNotFoundError:
         return [Finding("problem", manifest_path, None, "missing: without it the folder is "
                         "not a collection; restore it from a backup or drop the collection")]
@@ -77,6 +82,12 @@ def _check(io: FileIO, path: str) -> list[Finding]:
                         "from a backup")]
     wal_path = os.path.join(path, layout.WAL_DIR)
     reader = LogReader(io, wal_path)
+    if chain is not None:
+        try:
+            chain.check_manifest(raw, manifest_path)
+        except CorruptionError as exc:
+            findings.append(_problem(exc, manifest_path))
+        reader.chain = chain.wal_rules(raw)
     try:
         tail = reader.tail()
         log_start, head = tail.log_start, tail.head
@@ -86,6 +97,8 @@ def _check(io: FileIO, path: str) -> list[Finding]:
     state, notes = _readable_state(io, path, decoded, log_start, head)
     findings.extend(notes)
     findings.extend(_check_state(io, path, decoded, state))
+    if chain is not None:
+        findings.extend(_check_bound(io, path, chain, raw, state, reader, log_start, head))
     if head is not None:
         if state.wal_seq + 1 < log_start or state.wal_seq > head:
             findings.append(Finding(
@@ -115,6 +128,29 @@ def _check(io: FileIO, path: str) -> list[Finding]:
             findings.append(Finding("note", os.path.join(path, name), None,
                                     "not named by the manifest (left by an interrupted seal "
                                     "or merge); the next writer removes it"))
+    return findings
+
+
+def _check_bound(io: FileIO, path: str, chain: CollectionChain, raw: dict[str, Any],
+                 state: PinnedState, reader: LogReader, log_start: int, head: int | None
+                 ) -> list[Finding]:
+    """A chained session's collection: each file of ``state`` against the SHA-256 the
+    manifest records (the one pass that hashes the shards: readers do not), and the
+    WAL's value after the state's ``wal_seq``."""
+    findings = []
+    for entry in state.shards:
+        for name in entry.files():
+            try:
+                chain.check_files(io, path, raw, [name])
+            except FileNotFoundError:
+                pass  # reported missing already
+            except (FsStoreError, OSError) as exc:
+                findings.append(_problem(exc, os.path.join(path, name)))
+    if head is not None:
+        try:
+            chain.check_wal(reader, raw, state.generation, state.wal_seq, log_start)
+        except (FsStoreError, OSError) as exc:
+            findings.append(_problem(exc, reader.path))
     return findings
 
 

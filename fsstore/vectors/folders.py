@@ -17,6 +17,7 @@ from ..errors import (
 )
 from ..fsio import FileIO
 from ..log_writer import create_log
+from .collection_chain import CollectionChain
 from .collection_file import COLLECTION_FORMAT
 from .shard_files import DTYPES, MAX_DIM
 from .types import DistanceMetric
@@ -61,8 +62,10 @@ def _remove_scratch(io: FileIO, session_path: str) -> None:
 
 
 def create_collection(io: FileIO, session_path: str, name: str, dim: int, dtype: str,
-                      metric: DistanceMetric | str) -> str:
-    """Build the collection folder under a temp name and rename it in whole."""
+                      metric: DistanceMetric | str, chain: CollectionChain | None = None
+                      ) -> str:
+    """Build the collection folder under a temp name and rename it in whole (with a
+    ``chain``, its manifest bound to it: the WAL's value before any record, the genesis)."""
     name = check_collection_name(name)
     if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
         raise InvalidCollection(f"dim must be an int from 1 to {MAX_DIM}, not {dim!r}")
@@ -83,11 +86,14 @@ def create_collection(io: FileIO, session_path: str, name: str, dim: int, dtype:
         wal = os.path.join(temp, layout.WAL_DIR)
         create_log(io, wal)
         io.fsync_dir(wal)
-        io.write_new(os.path.join(temp, layout.COLLECTION_MANIFEST), manifest.encode({
+        data = {
             "format": COLLECTION_FORMAT, "version": manifest.VERSION, "name": name,
             "dim": dim, "dtype": dtype, "metric": chosen.value,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "generation": 0, "wal_seq": 0, "next_shard": 1, "shards": []}))
+            "generation": 0, "wal_seq": 0, "next_shard": 1, "shards": []}
+        if chain is not None:
+            data = chain.seal(data, temp, io, None, chain.genesis())
+        io.write_new(os.path.join(temp, layout.COLLECTION_MANIFEST), manifest.encode(data))
         io.fsync_dir(temp)
         io.rename(temp, final)
     except OSError as exc:

@@ -22,6 +22,7 @@ from ..aio import AsyncVectorCollectionReaderMixin
 from ..errors import CollectionNotFound, CorruptionError, InvalidQuery, SessionClosed
 from ..fsio import FileIO
 from ..log import LogReader
+from .collection_chain import CollectionChain
 from .collection_file import (
     CollectionManifest,
     PinnedState,
@@ -66,8 +67,11 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
     _state: PinnedState
     _unsealed: UnsealedRows
 
-    def __init__(self, io: FileIO, path: str) -> None:
+    def __init__(self, io: FileIO, path: str, chain: CollectionChain | None = None) -> None:
         self.io = io
+        # The session's hash chain, when it has one (collection_chain.py): every open
+        # checks the manifest's MAC, the deleted rows' hashes and the WAL's value.
+        self._chain = chain
         self.path = path
         self.manifest_path = os.path.join(path, layout.COLLECTION_MANIFEST)
         self._lock = threading.RLock()
@@ -102,6 +106,8 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         except FileNotFoundError:
             raise CollectionNotFound(f"no vector collection at {self.path} (its "
                                      f"{layout.COLLECTION_MANIFEST} is missing)") from None
+        if self._chain is not None:
+            self._chain.check_manifest(raw, self.manifest_path)
         self._manifest, self._raw_manifest = decoded, raw
         self.name = decoded.name
         self.dim = decoded.dim
@@ -165,6 +171,18 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
         assert first_problem is not None
         raise first_problem
 
+    def _check_bound(self, reader: LogReader, log_start: int) -> None:
+        """For a chained session: the opened state's deleted-rows files are the ones the
+        manifest hashed, and the WAL's value after its ``wal_seq`` is the one recorded
+        (the shard files, large, are hashed by verify)."""
+        if self._chain is None:
+            return
+        state = self._state
+        self._chain.check_files(self.io, self.path, self._raw_manifest,
+                                [e.deleted for e in state.shards if e.deleted is not None])
+        self._chain.check_wal(reader, self._raw_manifest, state.generation, state.wal_seq,
+                              log_start)
+
     def _copy_artefact(self, state: PinnedState) -> bool:
         """Whether the files of ``state`` that are missing are all newer than every shard
         file here, as in a copy taken during a seal or merge; else they are damage."""
@@ -188,8 +206,11 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
             generation = self._generation
             try:
                 reader = LogReader(self.io, wal_path)
+                if self._chain is not None:
+                    reader.chain = self._chain.wal_rules(self._raw_manifest)
                 tail = reader.tail()
                 self._open_state(tail.log_start, tail.head)
+                self._check_bound(reader, tail.log_start)
                 self._replay(reader)
                 self._read_manifest()
             except (FileNotFoundError, CorruptionError):

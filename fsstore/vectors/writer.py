@@ -30,6 +30,7 @@ from ..errors import WriteFailed
 from ..fsio import FileIO
 from ..log_writer import Durability, LogWriter
 from . import tuning
+from .collection_chain import CollectionChain
 from .collection_file import (
     CollectionManifest,
     encode_manifest,
@@ -62,7 +63,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
     def __init__(self, io: FileIO, path: str, *, durability: Durability | None = None,
                  guard: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
                  shared: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
-                 ) -> None:
+                 chain: CollectionChain | None = None) -> None:
         # Each write runs inside guard(): a shared session's mutex and lease fence.
         self._guard = guard or contextlib.nullcontext
         # Each read of a shared collection runs inside shared(): the mutex alone.
@@ -75,7 +76,7 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
         # the collection then always shows as another inode at the path).
         self._seen_fd: int | None = None
         self._stale = False  # a reopen failed: the view in memory is not the disk's
-        super().__init__(io, path)
+        super().__init__(io, path, chain)
         if shared is not None:
             try:
                 self._remember_manifest()
@@ -86,9 +87,11 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
     def _open(self, wal_path: str) -> None:
         self._read_manifest()
         self._remove_leftovers()
-        self._wal = LogWriter(self.io, wal_path, self._durability)
+        self._wal = LogWriter(self.io, wal_path, self._durability, chain=None if
+                              self._chain is None else self._chain.wal_rules(self._raw_manifest))
         try:
             self._open_state(self._wal.log_start, self._wal.head)
+            self._check_bound(self._wal.reader, self._wal.log_start)
             self._replay(self._wal.reader)
         except BaseException:
             self._wal.close()
@@ -349,6 +352,10 @@ class VectorCollection(VectorCollectionReader, AsyncVectorCollectionMixin):
                 self._raw_manifest, shards=shards, generation=self._generation + 1,
                 wal_seq=wal.head, next_shard=self._next_shard, version=manifest.VERSION,
                 pinned=pins, bulk=bulk, retired=retired, log_moved=moved)
+            if self._chain is not None:
+                link = wal.head_link
+                assert link is not None
+                data = self._chain.seal(data, self.path, self.io, self._raw_manifest, link)
             if len(manifest.encode(data)) <= manifest.MAX_MANIFEST_BYTES // 2 or not (
                     retired or len(pins) > 1):
                 break
