@@ -298,31 +298,52 @@ def pin_findings(store: Store, session_id: str, pin: Pin, *, exact: bool = False
     """The findings of session ``session_id`` against its ``pin``: gone from the store,
     another session under its id (its uid differs), another key, then
     :func:`check_head`."""
-    from .check import finding_of
-
-    path = os.path.join(store.path, "sessions", session_id)
-    try:
-        reader = store.read_session(session_id)
-    except SessionNotFound:
-        return [Finding("problem", path, None,
-                        f"pinned at {pin.head_hash}, but the store has no such session "
-                        "(deleted since the pin, or the store replaced)")]
-    except Exception as exc:
-        if isinstance(exc, ImportError) and not isinstance(exc, FsStoreError):
-            raise
-        return [finding_of(exc, path, "opening the pinned session")]
+    reader = _pinned_reader(store, session_id, pin.head_hash)
+    if isinstance(reader, list):
+        return reader
     uid = None if reader.identity is None else f"{reader.identity.uid:016x}"
     if pin.uid is not None and uid != pin.uid:
-        return [Finding("problem", path, None,
+        return [Finding("problem", reader.path, None,
                         f"the session's uid is {uid}, the pin's {pin.uid}: this is not the "
                         "session that was pinned (another one put under its id)")]
     record = reader._meta.chain
     key_id = None if record is None else record.key_id
     if record is not None and key_id != pin.key_id:
-        return [Finding("problem", path, None,
+        return [Finding("problem", reader.path, None,
                         f"the session's chain is {_keyed(key_id)}, the pin's "
                         f"{_keyed(pin.key_id)}: its chain is not the one pinned")]
     return check_head(reader._log, reader.path, pin.head_hash, exact=exact)
+
+
+def verify_head(store: Store, session_id: str, expected: str, *, exact: bool = False,
+                on_session: Callable[[str], object] | None = None) -> list[Finding]:
+    """``store.verify([session_id])``, then the session against the pinned head
+    ``expected`` alone (:func:`check_head`: no uid or key to compare, as a pins file
+    has). InvalidPins, before anything is read, for text that is no head hash."""
+    parse_head_hash(expected)
+    findings = store.verify([session_id], on_session=on_session)
+    reader = _pinned_reader(store, session_id, expected)
+    if isinstance(reader, list):
+        return findings if any(f.level == "problem" for f in findings) else reader
+    return findings + check_head(reader._log, reader.path, expected, exact=exact)
+
+
+def _pinned_reader(store: Store, session_id: str, head_hash: str
+                   ) -> SessionReader | list[Finding]:
+    """The reader of a pinned session, or the problem of opening it."""
+    from .check import finding_of
+
+    path = os.path.join(store.path, "sessions", session_id)
+    try:
+        return store.read_session(session_id)
+    except SessionNotFound:
+        return [Finding("problem", path, None,
+                        f"pinned at {head_hash}, but the store has no such session "
+                        "(deleted since the pin, or the store replaced)")]
+    except Exception as exc:
+        if isinstance(exc, ImportError) and not isinstance(exc, FsStoreError):
+            raise
+        return [finding_of(exc, path, "opening the pinned session")]
 
 
 def _keyed(key_id: str | None) -> str:

@@ -23,6 +23,7 @@ from fsstore.chain_pins import (
     Pin,
     encode_pins,
     parse_head_hash,
+    pin_findings,
     pins_of,
     read_pins,
     verify_pins,
@@ -166,6 +167,29 @@ def test_a_pin_inside_a_batch_before_the_log_start_or_after_a_clear(tmp_path):
         "restore the session from a backup taken before the clear"]
     found = problems(reader.verify(cleared))
     assert len(found) == 1 and "cleared after seq 5: the pinned history up to seq 5" in found[0]
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_a_fork_holds_its_parents_pin_up_to_the_fork_point_and_not_after(tmp_path, key):
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    with store.create_session("a") as session:
+        fill(session, 30)
+        at_fork = session.head_hash
+        session.fork("f").close()
+        fill(session, 5, first=30)
+        parent_head = session.head_hash
+    with store.open_session("f") as fork:
+        assert fork.head_hash == at_fork  # the shared history's value
+        fill(fork, 5, first=50)
+    fork = store.read_session("f")
+    assert problems(fork.verify(at_fork)) == []
+    found = problems(fork.verify(parent_head))
+    assert len(found) == 1 and "the chain value at seq 35 is " in found[0]
+    pins, _ = pins_of(store)
+    assert pins["f"].uid != pins["a"].uid
+    assert problems(pin_findings(store, "f", pins["a"]._replace(head_hash=at_fork))) == [
+        f"the session's uid is {pins['f'].uid}, the pin's {pins['a'].uid}: this is not the "
+        "session that was pinned (another one put under its id)"]
 
 
 def test_a_session_without_a_chain_is_a_problem_against_a_pin(tmp_path):
@@ -383,6 +407,8 @@ def test_cli_verify_expect_head(tmp_path, capsys):
     assert code == 2 and "is not a head hash" in err
     code, out, _ = run(capsys, "--store", store.path, "verify", "plain", "--expect-head", pinned)
     assert code == 1 and "has no hash chain" in out
+    code, out, _ = run(capsys, "--store", store.path, "verify", "gone", "--expect-head", pinned)
+    assert code == 1 and "no such session" in out and out.endswith("1 problem\n")
 
 
 def test_cli_pin_refuses_a_file_inside_the_store(tmp_path, capsys):

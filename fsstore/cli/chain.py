@@ -84,7 +84,7 @@ def verify_findings(args: argparse.Namespace) -> tuple[Store, list[Finding]]:
     """What ``fsstore verify`` finds, with its pins options (combined as
     :func:`usage_problem` allows). A head hash or pins file that is not one is refused
     (InvalidPins) before the store is read."""
-    from ..chain_pins import parse_head_hash, read_pins, verify_pins
+    from ..chain_pins import parse_head_hash, read_pins, verify_head, verify_pins
     from ._progress import progress
 
     if args.expect_head is not None:
@@ -100,9 +100,8 @@ def verify_findings(args: argparse.Namespace) -> tuple[Store, list[Finding]]:
         if pins is not None:
             findings = verify_pins(store, pins, named, exact=args.exact, on_session=step)
         elif args.expect_head is not None:
-            findings = store.read_session(args.session).verify(args.expect_head,
-                                                               exact=args.exact)
-            step(args.session)
+            findings = verify_head(store, args.session, args.expect_head, exact=args.exact,
+                                   on_session=step)
         else:
             findings = store.verify(named, on_session=step)
     return store, findings
