@@ -32,10 +32,10 @@ from .errors import Finding, FsStoreError, InvalidPins, SessionNotFound
 from .fsio import FileIO
 from .log_format import CHAIN_FIELDS, TRAILER_SIZE, _parse_frame
 from .segment_header import SEGMENT_HEADER_SIZE
+from .session_reader import SessionReader, chain_parts
 
 if TYPE_CHECKING:
     from .log import LogReader
-    from .session_reader import SessionReader
     from .store import Store
 
 #: The ``format`` and ``version`` of a pins file. A reader takes any 1.x (later minors
@@ -182,7 +182,7 @@ def check_head(log: LogReader, path: str, expected: str, *, exact: bool = False
 def chain_mode(reader: SessionReader) -> str | None:
     """How ``reader``'s session is chained, as ``verify`` prints it: ``sha256``, or
     ``hmac-sha256 key KEY_ID``; None without a chain."""
-    record = reader._meta.chain
+    record = chain_parts(reader)[0]
     if record is None:
         return None
     return f"{record.alg} key {record.key_id}" if record.alg == KEYED else record.alg
@@ -194,7 +194,7 @@ def pin_of(reader: SessionReader) -> Pin | None:
     head_hash = reader.head_hash
     if head_hash is None:
         return None
-    record = reader._meta.chain
+    record = chain_parts(reader)[0]
     uid = None if reader.identity is None else f"{reader.identity.uid:016x}"
     return Pin(head_hash, uid, None if record is None else record.key_id)
 
@@ -306,13 +306,13 @@ def pin_findings(store: Store, session_id: str, pin: Pin, *, exact: bool = False
         return [Finding("problem", reader.path, None,
                         f"the session's uid is {uid}, the pin's {pin.uid}: this is not the "
                         "session that was pinned (another one put under its id)")]
-    record = reader._meta.chain
+    record = chain_parts(reader)[0]
     key_id = None if record is None else record.key_id
     if record is not None and key_id != pin.key_id:
         return [Finding("problem", reader.path, None,
                         f"the session's chain is {_keyed(key_id)}, the pin's "
                         f"{_keyed(pin.key_id)}: its chain is not the one pinned")]
-    return check_head(reader._log, reader.path, pin.head_hash, exact=exact)
+    return check_head(chain_parts(reader)[1], reader.path, pin.head_hash, exact=exact)
 
 
 def verify_head(store: Store, session_id: str, expected: str, *, exact: bool = False,
@@ -325,7 +325,7 @@ def verify_head(store: Store, session_id: str, expected: str, *, exact: bool = F
     reader = _pinned_reader(store, session_id, expected)
     if isinstance(reader, list):
         return findings if any(f.level == "problem" for f in findings) else reader
-    return findings + check_head(reader._log, reader.path, expected, exact=exact)
+    return findings + check_head(chain_parts(reader)[1], reader.path, expected, exact=exact)
 
 
 def _pinned_reader(store: Store, session_id: str, head_hash: str
@@ -375,7 +375,7 @@ def _unpinned(store: Store, session_id: str) -> list[Finding]:
         reader = store.read_session(session_id)
     except (FsStoreError, OSError):
         return []  # verify reported it
-    if reader._meta.chain is None:
+    if chain_parts(reader)[0] is None:
         return []
     return [Finding("note", reader.path, None,
                     "not in the pins file: a chained session made since it was written? "

@@ -738,3 +738,10 @@ def check_events_args(after_seq: object, until_seq: object, limit: object,
     if limit is not None and last is not None:
         raise InvalidSetting("events() takes limit (the first N events) or last (the last N), "
                              "not both")
+
+
+def chain_parts(reader: SessionReader) -> tuple[manifest.ChainRecord | None, LogReader]:
+    """``reader``'s chain as its manifest declares it (None: no chain) and its log, read
+    under the chain's rules: what a pinned head is checked against (``chain_pins.py``).
+    Internal to the package: not public API."""
+    return reader._meta.chain, reader._log
