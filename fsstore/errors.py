@@ -406,6 +406,13 @@ class ChainUnsupported(FsStoreError, NotImplementedError):
     as it is and reads as before (a later fsstore rewrites chained logs)."""
 
 
+class InvalidPins(InvalidInput):
+    """Raised when a pinned head (``"SEQ:HEX"``, as ``head_hash`` prints it) or a pins
+    file (``fsstore pin``, docs/FORMAT.md 3.5) is not well formed, is of a later major
+    version, or would be written inside the store it pins. Nothing is read or written:
+    pass the head hash as it was printed, or a file ``fsstore pin -o`` wrote."""
+
+
 # --- Opening a store file or folder (any operation) --------------------------------------
 # Every open of a store file goes through ``fsio.FileIO.open``: it follows no symlink,
 # opens nothing but a regular file, and turns each OS error into one of these.

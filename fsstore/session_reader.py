@@ -380,15 +380,30 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         self._before_read()
         return read_turns(self._log.events(), include_internal)
 
-    def verify(self) -> list[Finding]:
+    def verify(self, expect_head: str | None = None, *, exact: bool = False
+               ) -> list[Finding]:
         """Read everything a read would read and report each problem; changes nothing and
         never raises, but for ImportError naming a module fsstore needs that is not
-        installed (see :mod:`fsstore.check`)."""
+        installed (see :mod:`fsstore.check`).
+
+        ``expect_head``: a :attr:`head_hash` kept from before (a pin, docs/FORMAT.md
+        3.5). The session must still hold the history it vouched for: the record ending
+        at its seq must carry its value, else a problem (records cut off the end, the
+        folder put back from an older copy, the history changed); later records get a
+        note counting them, or a problem with ``exact``. A session without a chain is a
+        problem then. InvalidPins, before anything is read, for text that is no head
+        hash."""
+        from .chain_pins import check_head, parse_head_hash
         from .check import SessionParts, check_session
 
+        if expect_head is not None:
+            parse_head_hash(expect_head)
         parts = SessionParts(self._manifest, self._log, self._snapshots, self._checkpoints,
                              self._policy.commit_ids, self._message_index_file)
-        return check_session(self, parts)
+        findings = check_session(self, parts)
+        if expect_head is not None:
+            findings += check_head(self._log, self.path, expect_head, exact=exact)
+        return findings
 
     # --- maintenance ---
 
@@ -730,3 +745,10 @@ def check_events_args(after_seq: object, until_seq: object, limit: object,
     if limit is not None and last is not None:
         raise InvalidSetting("events() takes limit (the first N events) or last (the last N), "
                              "not both")
+
+
+def chain_parts(reader: SessionReader) -> tuple[manifest.ChainRecord | None, LogReader]:
+    """``reader``'s chain as its manifest declares it (None: no chain) and its log, read
+    under the chain's rules: what a pinned head is checked against (``chain_pins.py``).
+    Internal to the package: not public API."""
+    return reader._meta.chain, reader._log

@@ -1,7 +1,8 @@
 """The ``fsstore`` command: a thin layer over the Python API, one module per group.
 
 Every command finds its store the way git finds a repository: ``--store PATH``, else
-``$FSSTORE_STORE``, else the current folder or its nearest parent holding a store.
+``$FSSTORE_STORE``, else the current folder or its nearest parent holding a store; and
+the key of keyed hash chains in ``--key-file PATH``, else the environment (``chain.py``).
 
 A command module imports only argparse-light modules at its top, and fsstore's engine
 inside its run functions (see ``_common.py``); a run imports only its own command's
@@ -37,6 +38,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "watch": ("tail", "watch"),
     "workspace": ("workspace",),
     "verify": ("verify",),
+    "chain": ("pin",),
     "compact": ("compact",),
     "maintenance": ("vacuum", "rm"),
     "maintenance_stats": ("stats", "du"),
@@ -72,6 +74,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--store", metavar="PATH",
                         help="the store folder (default: $FSSTORE_STORE, else the current "
                              "folder or its nearest parent that is a store)")
+    parser.add_argument("--key-file", metavar="PATH",
+                        help="the key of a store whose hash chains are keyed, in a file "
+                             "outside the store (default: $FSSTORE_CHAIN_KEY, else "
+                             "$FSSTORE_CHAIN_KEY_FILE)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     owners = [group for group, names in GROUPS.items() if command in names]
@@ -81,14 +87,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: The options before the command, each taking a value.
+_GLOBAL_OPTIONS = ("--store", "--key-file")
+
+
 def _command_in(argv: Sequence[str]) -> str | None:
     """The command ``argv`` runs: its first word after the global options; None when in
     doubt (``--help``, an abbreviated option), and then every command's parser is built."""
     words = iter(argv)
     for word in words:
-        if word == "--store":
+        if word in _GLOBAL_OPTIONS:
             next(words, None)
-        elif not word.startswith("--store="):
+        elif not word.startswith(tuple(f"{option}=" for option in _GLOBAL_OPTIONS)):
             return None if word.startswith("-") else word
     return None
 

@@ -37,7 +37,9 @@ def store_from(args: argparse.Namespace, explicit: str | None = None) -> Store:
     from ..store import find_store, open_store
 
     path = explicit or args.store
-    return open_store(path if path else find_store(), create=False)
+    # --key-file: a keyed chain's key (a file outside the store); else the environment's
+    key_file = getattr(args, "key_file", None)
+    return open_store(path if path else find_store(), create=False, chain_key=key_file)
 
 
 #: Nesting deeper than this is printed as ``{"$deep": N}`` (N: the levels cut off).

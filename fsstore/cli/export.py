@@ -132,7 +132,8 @@ def run_import(args: argparse.Namespace) -> int:
     # A store this command makes is removed again if the import is refused: a refused
     # import leaves the disk as it was, with no empty store where there was none.
     made = bool(args.store) and not os.path.lexists(args.store)
-    store = open_store(args.store, create=True) if args.store else store_from(args)
+    store = (open_store(args.store, create=True, chain_key=getattr(args, "key_file", None))
+             if args.store else store_from(args))
     rename: str | dict[str, str] | None = None
     if len(args.rename_to) == 1 and "=" not in args.rename_to[0]:
         rename = args.rename_to[0]

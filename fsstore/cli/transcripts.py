@@ -71,7 +71,9 @@ def run_import_source(source: str, path: str | None, args: argparse.Namespace) -
     if explicit and dry_run and not os.path.exists(os.path.join(explicit, STORE_MANIFEST)):
         store = None  # a dry run into a store not made yet: everything would be new
     else:
-        store = open_store(explicit, create=not dry_run) if explicit else store_from(args)
+        store = (open_store(explicit, create=not dry_run,
+                            chain_key=getattr(args, "key_file", None))
+                 if explicit else store_from(args))
     failed = False
 
     def show(report: Any) -> None:
