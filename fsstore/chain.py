@@ -63,6 +63,9 @@ DOM_FRAME = _tag("frame")  # a frame's chain value
 DOM_GENESIS = _tag("genesis")  # the anchor of a log's first segment
 DOM_FORK = _tag("fork")  # the anchor of a fork's first own segment
 DOMAINS = (DOM_FRAME, DOM_GENESIS, DOM_FORK)
+DOM_SNAPSHOT = _tag("snapshot")  # a snapshot's or checkpoint's MAC (chain_bindings.py)
+DOM_MANIFEST = _tag("manifest")  # session.json's MAC (chain_bindings.py)
+BINDING_DOMAINS = (DOM_SNAPSHOT, DOM_MANIFEST)
 
 
 class HashState(Protocol):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from . import layout, vectors
+from . import chain_bindings, layout, vectors
 from . import lease as lease_module
 from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
@@ -294,6 +294,9 @@ def _check_snapshots(parts: SessionParts, report: Report, tail: LogTail | None
                 report.add("note", path, None, "snapshot of records a crash took back "
                            "(others were written since); state loads skip it, and the next "
                            "snapshot prunes it")
+            elif tail is not None and (problem := chain_bindings.link_problem(
+                    parts.log, header.position, header.seq, file.meta)) is not None:
+                report.add("problem", path, None, f"snapshot not trusted: {problem}")
             elif tail is not None:
                 bases.append(_Base(header.seq, path, image))
     return bases
@@ -320,6 +323,7 @@ def _check_checkpoints(parts: SessionParts, report: Report,
             image = StateImage.from_file(file, parts.commit_ids, path)
             _gather_refs(file.body, f"checkpoint {checkpoint_id!r}", path, refs, report)
             header = file.header
+            chain_bindings.check_checkpoint_link(parts.log, header, file.meta, path)
             if (tail is not None and header.log_start == tail.log_start
                     and header.seq <= tail.head
                     and parts.log.position_holds(header.position, header.seq)):

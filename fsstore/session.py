@@ -722,7 +722,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             image = self._loaded()
             seq = writer.head
             try:
-                self._snapshots.write(seq, writer.log_start, writer.position, image.body())
+                self._snapshots.write(seq, writer.log_start, writer.position, image.body(),
+                                      writer.head_link)
                 self._snapshots.prune(self._policy.keep)
             except OSError as exc:
                 raise WriteFailed(f"{self._snapshots.path}: snapshot failed "
@@ -754,7 +755,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             image = self._loaded()
             writer.sync()
             return self._checkpoints.write(checkpoint_id, label, kind, writer.head,
-                                           writer.log_start, writer.position, image.body())
+                                           writer.log_start, writer.position, image.body(),
+                                           writer.head_link)
 
     @_writes()
     def delete_checkpoint(self, checkpoint_id: str) -> None:
