@@ -35,18 +35,21 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import identity
+from . import identity, layout
 from .chain import CHAIN_SIZE, DOM_MANIFEST, DOM_SNAPSHOT, Mac, genesis
-from .errors import ChainBindingBroken
+from .errors import ChainBindingBroken, ChainKeyMismatch, ChainKeyRequired, Finding
+from .fsio import FileIO
 from .log_format import TRAILER_SIZE
 from .segment_header import SEGMENT_HEADER_SIZE
 
 if TYPE_CHECKING:
+    from .chain import ChainKey
     from .chain_check import ChainRules
     from .log import LogPosition, LogReader
+    from .log_writer import LogWriter
     from .snapshot import SnapshotHeader
 
 # kind seq log_start segment offset frame_crc uid meta_len body_len
@@ -199,12 +202,9 @@ def seal_manifest(data: dict[str, Any], mac: Mac, head: int, link: bytes) -> Non
     chain[MAC_KEY] = manifest_mac(mac, data).hex()
 
 
-def check_manifest(data: Mapping[str, Any], rules: ChainRules | None, path: str) -> None:
-    """ChainBindingBroken unless ``data``, a session's ``session.json``, matches its
-    chain's MAC; nothing for a session without a chain. ChainKeyRequired (or
-    ChainKeyMismatch) when the chain is keyed and its key is not at hand."""
-    if rules is None:
-        return
+def check_manifest(data: Mapping[str, Any], mac: Mac, path: str) -> None:
+    """ChainBindingBroken unless ``data``, a chained session's ``session.json``, has
+    its chain's MAC, ``mac``, over the fields it covers."""
     chain = data.get("chain")
     tag = chain.get(MAC_KEY) if isinstance(chain, dict) else None
     if not isinstance(tag, str) or manifest_at(data) is None:
@@ -214,7 +214,7 @@ def check_manifest(data: Mapping[str, Any], rules: ChainRules | None, path: str)
             "a backup", path=path)
     import hmac
 
-    if not hmac.compare_digest(manifest_mac(rules.mac, data).hex(), tag):
+    if not hmac.compare_digest(manifest_mac(mac, data).hex(), tag):
         raise ChainBindingBroken(
             "session.json does not match the chain (chain.mac fails): a field it covers "
             "(title, tags, metadata, parent, spawned_by, uid, retention, chain) was edited "
@@ -265,7 +265,10 @@ def manifest_at_problem(log: LogReader, data: Mapping[str, Any]) -> str | None:
     if at is None:
         return "session.json has no chain.at"
     seq, value = at
-    head = log.tail().head
+    tail = log.tail()
+    head = tail.head
+    if seq < tail.log_start - 1:
+        return None  # written before a clear: the history it names is gone, nothing to check
     if seq > head:
         return (f"session.json was written at seq {seq}, after the end of the log (seq "
                 f"{head}): the log was rolled back to an older copy, or the manifest is of "
@@ -275,6 +278,23 @@ def manifest_at_problem(log: LogReader, data: Mapping[str, Any]) -> str | None:
         return (f"session.json's chain.at (seq {seq}) is not the chain value the log holds "
                 "there: the manifest is of another history (the chain)")
     return None
+
+
+def manifest_findings(log: LogReader, data: Mapping[str, Any], path: str) -> list[Finding]:
+    """Verify's check of a chained session's ``session.json`` (``data``) against its
+    chain: its MAC (raises ChainBindingBroken) and its ``chain.at`` against ``log``.
+    Nothing for a session without a chain, or a keyed one whose key is not at hand
+    (the log's check reports the missing key)."""
+    rules = log.chain
+    if rules is None:
+        return []
+    try:
+        mac = rules.mac
+    except (ChainKeyRequired, ChainKeyMismatch):
+        return []
+    check_manifest(data, mac, path)
+    problem = manifest_at_problem(log, data)
+    return [] if problem is None else [Finding("problem", path, None, problem)]
 
 
 def seal_new_manifest(data: dict[str, Any], mac: Mac, log: LogReader) -> None:
@@ -288,6 +308,57 @@ def seal_new_manifest(data: dict[str, Any], mac: Mac, log: LogReader) -> None:
     assert text is not None
     seq, _, value = text.partition(":")
     seal_manifest(data, mac, int(seq), bytes.fromhex(value))
+
+
+def bind_new_manifest(io: FileIO, folder: str, data: dict[str, Any],
+                      given: ChainKey | None) -> None:
+    """Write again the manifest ``data`` of the session being made in ``folder`` (a
+    temp folder in the store's ``sessions/``, its log written), bound to its chain at
+    its head; nothing for a session without a chain. ``given``: the store's key."""
+    if data.get("chain") is None:
+        return
+    from . import manifest
+    from .chain_session import rules_of
+    from .log import LogReader
+
+    path = layout.session_manifest_path(folder)
+    rules = rules_of(manifest.decode_as(data["chain"], manifest.ChainRecord, path), given,
+                     folder, path)
+    assert rules is not None
+    log = LogReader(io, layout.log_dir(folder))
+    log.chain = rules
+    seal_new_manifest(data, rules.mac, log)
+    manifest.write(io, path, data)
+
+
+def manifest_sealer(writer: LogWriter) -> Callable[[dict[str, Any]], None] | None:
+    """What binds each ``session.json`` a session's writer writes to its chain, at the
+    writer's head (called under its lock); None for a session without a chain."""
+    rules = writer.chain
+    if rules is None:
+        return None
+
+    def seal(data: dict[str, Any]) -> None:
+        link = writer.head_link
+        assert link is not None
+        seal_manifest(data, rules.mac, writer.head, link)
+
+    return seal
+
+
+def manifest_checker(rules: ChainRules | None, path: str
+                     ) -> Callable[[Mapping[str, Any]], None] | None:
+    """What checks each ``session.json`` a session's reader reads against its chain
+    (:func:`check_manifest`); None for a session without a chain, and for a keyed one
+    whose key is not at hand: its manifest then reads unchecked (so that its title and
+    the end of its log still show), while everything of its log refuses."""
+    if rules is None:
+        return None
+    try:
+        mac = rules.mac
+    except (ChainKeyRequired, ChainKeyMismatch):
+        return None
+    return lambda data: check_manifest(data, mac, path)
 
 
 def uid_of(ident: identity.Identity | None) -> int:

@@ -171,6 +171,9 @@ def _check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
                        f"in the folder of session {reader.id!r} (copied over it?); reads "
                        "would show the other session's title, tags and metadata")
     log = parts.log
+    with report.step(manifest_path, "checking the manifest against the chain"):
+        report.findings.extend(chain_bindings.manifest_findings(log, parts.manifest,
+                                                                manifest_path))
     with report.step(log.path, "checking the log"):
         report.findings.extend(log.check())
     with report.step(manifest_path, "reading the session info", known=report.problems()):

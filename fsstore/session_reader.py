@@ -163,6 +163,11 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         # Its hash chain (FORMAT.md 3.4), if it has one: every read of the log checks it.
         self._log.chain = chain_session.rules_of(self._meta.chain, chain_key, path,
                                                  self._manifest_file.path)
+        # ... which session.json is bound to (chain_bindings.py)
+        check = self._manifest_file.checker = chain_bindings.manifest_checker(
+            self._log.chain, self._manifest_file.path)
+        if check is not None:
+            check(self._manifest_file.raw)
         self._policy = snapshots or SnapshotPolicy()
         self._snapshots = SnapshotDir(io, path, self.identity, self._log.chain)
         self._checkpoints = CheckpointDir(io, path, self.identity, self._log.chain)

@@ -13,8 +13,8 @@ import struct
 import pytest
 
 import fsstore
-from fsstore import ChainBindingBroken, CorruptionError, chain, snapshot
-from fsstore.chain import Mac
+from fsstore import ChainBindingBroken, CorruptionError, chain, chain_bindings, snapshot
+from fsstore.chain import ChainKey, Mac
 from fsstore.chain_bindings import SnapshotSeal
 from fsstore.checksum import crc32c
 
@@ -325,3 +325,159 @@ def test_a_keyed_checkpoint_without_the_key_is_refused(tmp_path):
 def test_the_bindings_use_their_own_domain_tags():
     tags = chain.DOMAINS + chain.BINDING_DOMAINS
     assert len(set(tags)) == len(tags) and all(len(t) == 16 for t in tags)
+
+
+# --- session.json ---------------------------------------------------------------------------
+
+
+def manifest_path(store, session_id):
+    return os.path.join(session_dir(store, session_id), "session.json")
+
+
+def load_manifest(store, session_id):
+    with open(manifest_path(store, session_id), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def save_manifest(store, session_id, data, *, remac=None):
+    """Write ``data`` as the session's manifest; with ``remac`` (a Mac), its chain.mac
+    recomputed under it first, as an attacker with that MAC would."""
+    if remac is not None:
+        data["chain"]["mac"] = chain_bindings.manifest_mac(remac, data).hex()
+    with open(manifest_path(store, session_id), "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+
+
+def problems(store):
+    return [f for f in store.verify() if f.level == "problem"]
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_session_json_records_the_head_and_chain_value_it_was_written_at(tmp_path, key):
+    store = chained_store(tmp_path / "s", key)
+    with store.create_session("a") as session:
+        created = load_manifest(store, "a")["chain"]
+        assert created["at"][0] == 0 and len(created["mac"]) == 64
+        session.append_many([{"n": 1}, {"n": 2}])
+        session.update_metadata(title="t")
+        head_hash = session.head_hash
+    at = load_manifest(store, "a")["chain"]["at"]
+    assert f"{at[0]}:{at[1]}" == head_hash  # the metadata record is the head
+    assert store.read_session("a").title == "t" and problems(store) == []
+
+
+def test_an_unchained_sessions_manifest_is_as_before(tmp_path):
+    store = fsstore.open_store(tmp_path / "s")
+    with store.create_session("a", title="t") as session:
+        session.update_metadata(tags=["x"])
+    assert "chain" not in load_manifest(store, "a")
+
+
+EDITS = {
+    "title": lambda data: data.update(title="edited"),
+    "tags": lambda data: data.update(tags=["forged"]),
+    "metadata": lambda data: data.update(metadata={"owner": "mallory"}),
+    "parent": lambda data: data["parent"].update(seq=1),
+    "retention": lambda data: data.update(retention={"keep_events": 1}),
+    "ancestor_uids": lambda data: data.update(ancestor_uids=["0123456789abcdef"]),
+    "chain.at": lambda data: data["chain"].update(at=[1, "00" * 32]),
+}
+
+
+@pytest.mark.parametrize("key", MODES)
+@pytest.mark.parametrize("field", sorted(EDITS))
+def test_a_manifest_edited_by_hand_is_caught(tmp_path, key, field):
+    store = chained_store(tmp_path / "s", key)
+    with store.create_session("p", title="t", tags=["a"], metadata={"k": 1}) as session:
+        session.append_many([{"n": n} for n in range(4)])
+    store.fork_session("p", "a", at_seq=2).close()
+    data = load_manifest(store, "a")
+    EDITS[field](data)
+    save_manifest(store, "a", data)
+    with pytest.raises(ChainBindingBroken, match="the chain") as caught:
+        store.read_session("a")
+    assert caught.value.path == manifest_path(store, "a")
+    with pytest.raises(ChainBindingBroken):
+        store.open_session("a")
+    found = problems(store)
+    assert [f.path for f in found] == [manifest_path(store, "a")]
+    assert "the chain" in found[0].message
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_a_manifest_whose_binding_was_stripped_is_caught(tmp_path, key):
+    store = chained_store(tmp_path / "s", key)
+    store.create_session("a").close()
+    data = load_manifest(store, "a")
+    del data["chain"]["mac"]
+    save_manifest(store, "a", data)
+    with pytest.raises(ChainBindingBroken, match="no chain.mac"):
+        store.read_session("a")
+
+
+def test_unkeyed_a_recomputed_manifest_mac_is_not_caught_by_the_file_alone(tmp_path):
+    """The limit of an unkeyed chain: anyone can recompute the SHA-256 MAC of an edited
+    manifest. Its chain.at is still checked against the log by verify."""
+    store = chained_store(tmp_path / "s")
+    with store.create_session("a", title="t") as session:
+        session.append_many([{"n": 1}, {"n": 2}])
+    data = load_manifest(store, "a")
+    data["title"] = "edited"
+    save_manifest(store, "a", data, remac=Mac())
+    assert store.read_session("a").title == "edited" and problems(store) == []
+    data["chain"]["at"] = [9, data["chain"]["at"][1]]  # written after the log's end
+    save_manifest(store, "a", data, remac=Mac())
+    assert "after the end of the log" in problems(store)[0].message
+    data["chain"]["at"] = [0, "00" * 32]  # another value than the log's there
+    save_manifest(store, "a", data, remac=Mac())
+    assert "not the chain value the log holds" in problems(store)[0].message
+
+
+def test_keyed_a_manifest_mac_recomputed_without_the_key_is_caught(tmp_path):
+    store = chained_store(tmp_path / "s", KEY)
+    store.create_session("a", title="t").close()
+    data = load_manifest(store, "a")
+    data["title"] = "edited"
+    for mac in (Mac(), Mac(bytes(32))):  # SHA-256, or HMAC under a key of one's own
+        save_manifest(store, "a", data, remac=mac)
+        with pytest.raises(ChainBindingBroken, match="chain.mac fails"):
+            store.read_session("a")
+
+
+def test_keyed_an_older_genuine_manifest_is_not_caught_by_the_file_alone(tmp_path):
+    """FORMAT.md 3.4: an older genuine session.json of the same session verifies (its
+    chain.at is a value the log holds); only a pin of its MAC tells."""
+    store = chained_store(tmp_path / "s", KEY)
+    with store.create_session("a", title="old") as session:
+        older = load_manifest(store, "a")
+        session.update_metadata(title="new")
+    save_manifest(store, "a", older)
+    assert store.read_session("a").title == "old" and problems(store) == []
+
+
+def test_a_keyed_manifest_without_the_key_reads_unchecked_and_its_log_refuses(tmp_path):
+    store = chained_store(tmp_path / "s", KEY)
+    with store.create_session("a", title="t") as session:
+        session.append({"n": 1})
+    data = load_manifest(store, "a")
+    data["title"] = "edited"
+    save_manifest(store, "a", data)
+    keyless = fsstore.open_store(tmp_path / "s")
+    reader = keyless.read_session("a")
+    assert reader.title == "edited"  # unchecked without the key ...
+    with pytest.raises(fsstore.ChainKeyRequired):
+        list(reader.events())  # ... and nothing of the log reads
+    assert any(ChainKey(KEY).key_id in f.message for f in problems(keyless))
+    with pytest.raises(ChainBindingBroken):  # with the key, caught
+        store.read_session("a")
+
+
+def test_a_metadata_update_of_a_shared_writer_checks_the_manifest_it_reloads(tmp_path):
+    store = chained_store(tmp_path / "s", KEY)
+    store.create_session("a", title="t").close()
+    with store.open_session("a", shared=True) as session:
+        data = load_manifest(store, "a")
+        data["tags"] = ["forged"]
+        save_manifest(store, "a", data)
+        with pytest.raises(ChainBindingBroken):
+            session.update_metadata(title="u")
