@@ -481,3 +481,49 @@ def test_a_metadata_update_of_a_shared_writer_checks_the_manifest_it_reloads(tmp
         save_manifest(store, "a", data)
         with pytest.raises(ChainBindingBroken):
             session.update_metadata(title="u")
+
+
+# --- blobs ----------------------------------------------------------------------------------
+
+
+def blob_session(store):
+    """A session with two blobs, the first referred to by a chained event; its refs as
+    the event holds them (the digest the chain vouches for)."""
+    with store.create_session("a") as session:
+        first = session.blobs.put(os.urandom(4000))
+        second = session.blobs.put(os.urandom(4000))
+        session.append({"file": first})
+        return session.blobs.stat(first).path, session.blobs.stat(second).path
+
+
+def referred(store):
+    reader = store.read_session("a")
+    (event,) = list(reader.events())
+    return reader, event.data["file"]
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_an_edited_blob_is_caught_on_read_and_by_verify(tmp_path, key):
+    store = chained_store(tmp_path / "s", key)
+    path, _ = blob_session(store)
+    with open(path, "r+b") as handle:
+        byte = handle.read(1)[0]
+        handle.seek(0)
+        handle.write(bytes([byte ^ 0xFF]))
+    reader, ref = referred(store)
+    with pytest.raises(CorruptionError, match="does not match its digest"):
+        reader.blobs.get(ref)
+    assert [f.path for f in problems(store)] == [path]
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_a_blob_swapped_for_another_genuine_blob_is_caught(tmp_path, key):
+    """The event names its blob by digest, under the chain: another genuine blob of the
+    store put under that name has another digest."""
+    store = chained_store(tmp_path / "s", key)
+    path, other = blob_session(store)
+    shutil.copy(other, path)
+    reader, ref = referred(store)
+    with pytest.raises(CorruptionError, match="does not match its digest"):
+        reader.blobs.get(ref)
+    assert path in [f.path for f in problems(store)]
