@@ -527,3 +527,11 @@ def test_a_blob_swapped_for_another_genuine_blob_is_caught(tmp_path, key):
     with pytest.raises(CorruptionError, match="does not match its digest"):
         reader.blobs.get(ref)
     assert path in [f.path for f in problems(store)]
+
+
+def test_stats_of_a_chained_session_use_its_bound_snapshots(tmp_path, caplog):
+    store = chained_store(tmp_path / "s", KEY)
+    with_snapshot(store)
+    stats = store.stats(use_cache=False)
+    assert stats.damaged == [] and stats.per_session[0].head == 3
+    assert "snapshot skipped" not in caplog.text  # (a skipped one is logged)
