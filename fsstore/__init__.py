@@ -41,7 +41,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "backup": ("BackupReport", "backup_store", "verify_backup"),
     "blobs": ("BlobRef", "BlobStat", "GcReport"),
     "errors": (
-        "BlobNotFound", "ChainKeyMismatch", "ChainKeyRequired", "ChainUnsupported",
+        "BlobNotFound", "ChainBindingBroken", "ChainKeyMismatch", "ChainKeyRequired",
+        "ChainUnsupported",
         "CheckpointExists", "CheckpointNotFound", "ClaimLost", "CollectionExists",
         "CollectionNotFound", "CorruptionError", "Finding", "FormatVersionError", "FsStoreError",
         "GitSetupError", "HeadConflict", "InvalidBackupDest", "InvalidBlobRef",
@@ -101,6 +102,7 @@ if TYPE_CHECKING:
     from .blobs import BlobRef, BlobStat, GcReport
     from .errors import (
         BlobNotFound,
+        ChainBindingBroken,
         ChainKeyMismatch,
         ChainKeyRequired,
         ChainUnsupported,
@@ -246,6 +248,7 @@ __all__ = [
     "BlobNotFound",
     "BlobRef",
     "BlobStat",
+    "ChainBindingBroken",
     "ChainKeyMismatch",
     "ChainKeyRequired",
     "ChainUnsupported",

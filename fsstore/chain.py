@@ -66,6 +66,9 @@ DOMAINS = (DOM_FRAME, DOM_GENESIS, DOM_FORK)
 # A vector collection's (vectors/collection_chain.py): its WAL's genesis, its manifest.
 DOM_WAL = _tag("wal")
 DOM_COLLECTION = _tag("collect")
+DOM_SNAPSHOT = _tag("snapshot")  # a snapshot's or checkpoint's MAC (chain_bindings.py)
+DOM_MANIFEST = _tag("manifest")  # session.json's MAC (chain_bindings.py)
+BINDING_DOMAINS = (DOM_SNAPSHOT, DOM_MANIFEST)
 
 
 class HashState(Protocol):

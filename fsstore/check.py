@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from . import layout, vectors
+from . import chain_bindings, layout, vectors
 from . import lease as lease_module
 from .blobs import BLOB_KEY, BlobRef
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBlobRef
@@ -171,6 +171,9 @@ def _check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
                        f"in the folder of session {reader.id!r} (copied over it?); reads "
                        "would show the other session's title, tags and metadata")
     log = parts.log
+    with report.step(manifest_path, "checking the manifest against the chain"):
+        report.findings.extend(chain_bindings.manifest_findings(log, parts.manifest,
+                                                                manifest_path))
     with report.step(log.path, "checking the log"):
         report.findings.extend(log.check())
     with report.step(manifest_path, "reading the session info", known=report.problems()):
@@ -294,6 +297,9 @@ def _check_snapshots(parts: SessionParts, report: Report, tail: LogTail | None
                 report.add("note", path, None, "snapshot of records a crash took back "
                            "(others were written since); state loads skip it, and the next "
                            "snapshot prunes it")
+            elif tail is not None and (problem := chain_bindings.link_problem(
+                    parts.log, header.position, header.seq, file.meta)) is not None:
+                report.add("problem", path, None, f"snapshot not trusted: {problem}")
             elif tail is not None:
                 bases.append(_Base(header.seq, path, image))
     return bases
@@ -320,6 +326,7 @@ def _check_checkpoints(parts: SessionParts, report: Report,
             image = StateImage.from_file(file, parts.commit_ids, path)
             _gather_refs(file.body, f"checkpoint {checkpoint_id!r}", path, refs, report)
             header = file.header
+            chain_bindings.check_checkpoint_link(parts.log, header, file.meta, path)
             if (tail is not None and header.log_start == tail.log_start
                     and header.seq <= tail.head
                     and parts.log.position_holds(header.position, header.seq)):

@@ -399,6 +399,14 @@ class ChainKeyMismatch(FsStoreError, PermissionError):
     this store was written with."""
 
 
+class ChainBindingBroken(CorruptionError):
+    """Raised when a file a chained session binds to its hash chain (a snapshot, a
+    checkpoint, ``session.json``) does not match it: its MAC fails (the file was edited,
+    or made for another session) or the chain value it recorded is not the one the log
+    holds at its position (docs/FORMAT.md 3.4). Nothing is read from it: restore the file
+    from a backup (a snapshot may simply be deleted: the log holds its state)."""
+
+
 class ChainUnsupported(FsStoreError, NotImplementedError):
     """Raised when an operation cannot keep a chained session's hash chain yet: the
     rewriters of a log (compaction, retention, vacuum, repair), a log start moved by a

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from . import clock, identity, layout, vectors
+from . import chain_bindings, clock, identity, layout, vectors
 from . import state as state_module
 from .aio import AsyncSessionMixin
 from .aio_maintenance import AsyncSessionMaintenanceMixin
@@ -163,6 +163,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                 io, layout.log_dir(path), chosen, segment_size, max_record_bytes,
                 neutral_kinds=NEUTRAL_KINDS, identity=self.identity, chain=self._log.chain,
             )
+            self._manifest_file.sealer = chain_bindings.manifest_sealer(writer)
             access.attach(writer, catch_up=self._catch_up,
                           roll_forward=self._roll_metadata_forward)
             self._log = writer.reader
@@ -722,7 +723,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             image = self._loaded()
             seq = writer.head
             try:
-                self._snapshots.write(seq, writer.log_start, writer.position, image.body())
+                self._snapshots.write(seq, writer.log_start, writer.position, image.body(),
+                                      writer.head_link)
                 self._snapshots.prune(self._policy.keep)
             except OSError as exc:
                 raise WriteFailed(f"{self._snapshots.path}: snapshot failed "
@@ -754,7 +756,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
             image = self._loaded()
             writer.sync()
             return self._checkpoints.write(checkpoint_id, label, kind, writer.head,
-                                           writer.log_start, writer.position, image.body())
+                                           writer.log_start, writer.position, image.body(),
+                                           writer.head_link)
 
     @_writes()
     def delete_checkpoint(self, checkpoint_id: str) -> None:

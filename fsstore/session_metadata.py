@@ -9,7 +9,7 @@ the next write rolls it forward from that record (docs/FORMAT.md, section 12.3).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -67,11 +67,18 @@ class ManifestFile:
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} at {session_path}") from None
         self.meta = manifest.decode_session(self.raw, self.path)
+        #: A chained session's (chain_bindings.py): what checks each manifest read
+        #: against the chain, and what binds each one written to it.
+        self.checker: Callable[[Mapping[str, Any]], None] | None = None
+        self.sealer: Callable[[dict[str, Any]], None] | None = None
 
     def reload(self) -> None:
         path = self.path
-        self.raw = manifest.read(self.io, path, manifest.SESSION_FORMAT)
-        self.meta = manifest.decode_session(self.raw, path)
+        raw = manifest.read(self.io, path, manifest.SESSION_FORMAT)
+        meta = manifest.decode_session(raw, path)
+        if self.checker is not None:
+            self.checker(raw)
+        self.raw, self.meta = raw, meta
 
     def fields(self, title: Any, tags: Any, metadata: Any, *, reload: bool) -> dict[str, Any]:
         """The metadata fields after an update giving ``title``, ``tags`` and
@@ -103,6 +110,8 @@ class ManifestFile:
         if metadata_seq is not None:
             updated["metadata_seq"] = metadata_seq
         updated["version"] = manifest.session_version(updated)
+        if self.sealer is not None:
+            self.sealer(updated)
         return updated, manifest.encode(updated)
 
     def write(self, fields: Mapping[str, Any], metadata_seq: int | None = None) -> None:

@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import chain_session, identity, layout, manifest
+from . import chain_bindings, chain_session, identity, layout, manifest
 from .aio import AsyncSessionReaderMixin
 from .aio_maintenance import AsyncReaderMaintenanceMixin
 from .aio_messages import AsyncUsageMixin
 from .aio_stats import AsyncSessionStatsMixin
 from .defaults import DEFAULT_LEVEL, DEFAULT_TARGET_BYTES
 from .errors import (
+    ChainBindingBroken,
     CheckpointNotFound,
     CorruptionError,
     Finding,
@@ -163,9 +164,14 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         # Its hash chain (FORMAT.md 3.4), if it has one: every read of the log checks it.
         self._log.chain = chain_session.rules_of(self._meta.chain, chain_key, path,
                                                  self._manifest_file.path)
+        # ... which session.json is bound to (chain_bindings.py)
+        check = self._manifest_file.checker = chain_bindings.manifest_checker(
+            self._log.chain, self._manifest_file.path)
+        if check is not None:
+            check(self._manifest_file.raw)
         self._policy = snapshots or SnapshotPolicy()
-        self._snapshots = SnapshotDir(io, path, self.identity)
-        self._checkpoints = CheckpointDir(io, path, self.identity)
+        self._snapshots = SnapshotDir(io, path, self.identity, self._log.chain)
+        self._checkpoints = CheckpointDir(io, path, self.identity, self._log.chain)
         #: What the last state load found wrong with snapshot files (they were skipped).
         self.state_findings: list[Finding] = []
 
@@ -609,11 +615,14 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
         info = self.checkpoint_info(checkpoint_id)
         path = self._checkpoints.file_path(checkpoint_id)
         try:
-            return StateImage.from_file(self._checkpoints.read(path), self._policy.commit_ids,
-                                        path)
+            file = self._checkpoints.read(path)
+            chain_bindings.check_checkpoint_link(self._log, file.header, file.meta, path)
+            return StateImage.from_file(file, self._policy.commit_ids, path)
         except FileNotFoundError:
             raise CheckpointNotFound(
                 f"session {self.id!r} has no checkpoint {checkpoint_id!r}") from None
+        except ChainBindingBroken:
+            raise  # not damage a rebuild hides: the file was made or changed against the chain
         except CorruptionError as exc:
             header = self._checkpoints.read(path, with_body=False).header
             if header.log_start != self._log.tail().log_start:
@@ -669,7 +678,13 @@ class SessionReader(AsyncSessionReaderMixin, AsyncUsageMixin, AsyncReaderMainten
             raise SeqOutOfRange(
                 f"session {self.id!r} was cleared or deleted while it was being forked "
                 f"({exc.filename}); retry") from None
-        SnapshotDir(self.io, dest, uid).write(seq, tail.log_start, position, image.body())
+        link = None
+        if self._log.chain is not None:  # the fork's snapshot is bound to its chain
+            fork_log = LogReader(self.io, log_path)
+            fork_log.chain = self._log.chain
+            link = chain_bindings.link_at(fork_log, position)
+        SnapshotDir(self.io, dest, uid, self._log.chain).write(seq, tail.log_start, position,
+                                                               image.body(), link)
         from .blobs import link_blobs
 
         link_blobs(self.io, self.path, dest)

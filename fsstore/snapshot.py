@@ -16,6 +16,10 @@ was folded up to.
 Snapshots live in ``state/`` and are a cache: a missing, torn or damaged one is skipped
 for an older one or a replay of the log. Checkpoints live in ``checkpoints/`` and are
 kept until deleted. Both are written whole under a temp name, fsynced and renamed in.
+
+A chained session's snapshots and checkpoints (minor 2) are bound to its hash chain: their
+meta holds ``chain`` (the chain value at their position) and ``mac``
+(``chain_bindings.py``, FORMAT.md 3.4). Those of a session without a chain are as before.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from . import layout
+from . import chain_bindings, layout
 from .checksum import crc32c
 from .errors import CorruptionError, FormatVersionError, InvalidSetting, InvalidState
 from .fsio import FileIO
@@ -39,9 +43,14 @@ from .log import LogPosition
 from .log_format import refuse_msgpack_ext
 from .nesting import MAX_NESTING, too_deep
 
+if TYPE_CHECKING:
+    from .chain_bindings import SnapshotSeal
+    from .chain_check import ChainRules
+
 SNAPSHOT_MAGIC = b"\x89FSSNAP\n"
 SNAPSHOT_MAJOR = 1
 SNAPSHOT_MINOR = 1  # 1.1: meta names the session ("uid")
+CHAINED_MINOR = 2  # 1.2: a chained session's, bound to its chain ("chain", "mac")
 KIND_SNAPSHOT = 1
 KIND_CHECKPOINT = 2
 _HEADER = struct.Struct("<8sHHIQQQQQIIIIII")
@@ -111,16 +120,26 @@ class SnapshotFile(NamedTuple):
 
 def encode(
     kind: int, seq: int, log_start: int, position: LogPosition, meta: dict[str, Any],
-    body: dict[str, Any],
+    body: dict[str, Any], seal: SnapshotSeal | None = None,
 ) -> bytes:
-    meta_raw = _encoder.encode(meta)
+    """The file of a snapshot (``kind``) or checkpoint; ``seal`` binds it to a chained
+    session's chain (minor 2), None for a session without a chain."""
     body_raw = _encoder.encode(body)
     if len(body_raw) > MAX_BODY_BYTES:
         raise InvalidState(f"the state encodes to {len(body_raw)} bytes, over the "
                            f"{MAX_BODY_BYTES} a snapshot holds; keep large values as "
                            "attachments")
+    minor = SNAPSHOT_MINOR
+    if seal is not None:
+        minor = CHAINED_MINOR
+        meta = {**meta, chain_bindings.CHAIN_KEY: chain_bindings.recorded_link(position,
+                                                                             seal.link)}
+        tag = chain_bindings.snapshot_mac(seal.mac, kind, seq, log_start, position,
+                                          seal.uid, _encoder.encode(meta), body_raw)
+        meta[chain_bindings.MAC_KEY] = tag
+    meta_raw = _encoder.encode(meta)
     fields = _HEADER.pack(
-        SNAPSHOT_MAGIC, SNAPSHOT_MAJOR, SNAPSHOT_MINOR, kind, seq, log_start,
+        SNAPSHOT_MAGIC, SNAPSHOT_MAJOR, minor, kind, seq, log_start,
         position.segment, position.offset, time.time_ns(), len(meta_raw), crc32c(meta_raw),
         len(body_raw), crc32c(body_raw), position.frame_crc, 0,
     )[:-4]
@@ -192,11 +211,13 @@ def _check_identity(header: SnapshotHeader, meta: dict[str, Any], path: str,
 
 
 def read(io: FileIO, path: str, *, with_body: bool = True,
-         identity: Identity | None = None) -> SnapshotFile:
+         identity: Identity | None = None, chain: ChainRules | None = None) -> SnapshotFile:
     """Read and verify a snapshot or checkpoint file (only its header and meta when
     ``with_body`` is False): its checksums, that its header agrees with its file name
-    and folder, and (given the session's ``identity``) that the session wrote it.
-    Raises CorruptionError naming the file and offset, or FileNotFoundError."""
+    and folder, and (given the session's ``identity``) that the session wrote it; given
+    the session's ``chain``, its MAC (with the body only: a listing hashes no body).
+    Raises CorruptionError naming the file and offset (ChainBindingBroken for the MAC),
+    or FileNotFoundError."""
     fd = io.open(path, os.O_RDONLY)
     try:
         size = io.size(fd)
@@ -216,12 +237,23 @@ def read(io: FileIO, path: str, *, with_body: bool = True,
         raise CorruptionError("snapshot meta checksum mismatch", path=path, offset=HEADER_SIZE)
     meta = _decode_map(meta_raw, "meta", path, HEADER_SIZE)
     _check_identity(header, meta, path, identity)
+    chain_bindings.check_snapshot_meta(chain is not None, header.minor, meta, path,
+                                       HEADER_SIZE)
     body: dict[str, Any] = {}
     if with_body:
         body_offset = HEADER_SIZE + header.meta_len
         if crc32c(body_raw) != header.body_crc:
             raise CorruptionError("snapshot body checksum mismatch", path=path,
                                   offset=body_offset)
+        if chain is not None:
+            # the meta as it was MAC'd: without its mac (a map keeps its order)
+            core = _encoder.encode({k: v for k, v in meta.items()
+                                    if k != chain_bindings.MAC_KEY})
+            chain_bindings.check_snapshot_mac(
+                chain_bindings.snapshot_mac(
+                    chain.mac, header.kind, header.seq, header.log_start, header.position,
+                    chain_bindings.uid_of(identity), core, body_raw),
+                meta, path, HEADER_SIZE)
         body = _decode_map(body_raw, "body", path, body_offset)
     return SnapshotFile(header, meta, body)
 
@@ -232,16 +264,20 @@ def read(io: FileIO, path: str, *, with_body: bool = True,
 class SnapshotDir:
     """The ``state/`` folder of a session: snapshots named by the seq they cover."""
 
-    def __init__(self, io: FileIO, session_path: str, identity: Identity | None = None) -> None:
+    def __init__(self, io: FileIO, session_path: str, identity: Identity | None = None,
+                 chain: ChainRules | None = None) -> None:
         self.io = io
         self.session_path = session_path
         self.path = layout.state_dir(session_path)
         #: the session's identity: written into each snapshot, checked on reads
         self.identity = identity
+        #: the session's chain (FORMAT.md 3.4): each snapshot is bound to it
+        self.chain = chain
 
     def read(self, path: str, *, with_body: bool = True) -> SnapshotFile:
         """Read and verify one of the session's snapshot or checkpoint files."""
-        return read(self.io, path, with_body=with_body, identity=self.identity)
+        return read(self.io, path, with_body=with_body, identity=self.identity,
+                    chain=self.chain)
 
     def file_path(self, seq: int) -> str:
         return os.path.join(self.path, layout.snapshot_name(seq))
@@ -254,12 +290,15 @@ class SnapshotDir:
             return []
 
     def write(self, seq: int, log_start: int, position: LogPosition,
-              body: dict[str, Any]) -> str:
-        """Write a snapshot atomically (temp file, fsync, rename, fsync of the folder)."""
+              body: dict[str, Any], link: bytes | None = None) -> str:
+        """Write a snapshot atomically (temp file, fsync, rename, fsync of the folder).
+        ``link``: the chain value after ``seq`` (a chained session's writer's head
+        link)."""
         ensure_dir(self.io, self.path)
         path = self.file_path(seq)
         meta = _identity_meta(self.identity)
-        self.io.atomic_write(path, encode(KIND_SNAPSHOT, seq, log_start, position, meta, body))
+        self.io.atomic_write(path, encode(KIND_SNAPSHOT, seq, log_start, position, meta, body,
+                                          _seal(self.chain, self.identity, link)))
         return path
 
     def prune(self, keep: int) -> None:
@@ -311,11 +350,13 @@ class CheckpointInfo(NamedTuple):
 class CheckpointDir:
     """The ``checkpoints/`` folder of a session: one file per checkpoint, named by id."""
 
-    def __init__(self, io: FileIO, session_path: str, identity: Identity | None = None) -> None:
+    def __init__(self, io: FileIO, session_path: str, identity: Identity | None = None,
+                 chain: ChainRules | None = None) -> None:
         self.io = io
         self.path = layout.checkpoints_dir(session_path)
         self.session_path = session_path
         self.identity = identity
+        self.chain = chain
 
     def file_path(self, checkpoint_id: str) -> str:
         return layout.checkpoint_path(self.session_path, checkpoint_id)
@@ -333,21 +374,34 @@ class CheckpointDir:
 
     def read(self, path: str, *, with_body: bool = True) -> SnapshotFile:
         """Read and verify one of the session's checkpoint files."""
-        return read(self.io, path, with_body=with_body, identity=self.identity)
+        return read(self.io, path, with_body=with_body, identity=self.identity,
+                    chain=self.chain)
 
     def write(self, checkpoint_id: str, label: str | None, kind: str, seq: int, log_start: int,
-              position: LogPosition, body: dict[str, Any]) -> CheckpointInfo:
+              position: LogPosition, body: dict[str, Any],
+              link: bytes | None = None) -> CheckpointInfo:
         ensure_dir(self.io, self.path)
         created = time.time()
         meta = {"id": checkpoint_id, "label": label, "kind": kind, "created": created,
                 **_identity_meta(self.identity)}
-        data = encode(KIND_CHECKPOINT, seq, log_start, position, meta, body)
+        data = encode(KIND_CHECKPOINT, seq, log_start, position, meta, body,
+                      _seal(self.chain, self.identity, link))
         self.io.atomic_write(self.file_path(checkpoint_id), data)
         return CheckpointInfo(checkpoint_id, label, kind, seq, created)
 
     def delete(self, checkpoint_id: str) -> None:
         self.io.unlink(self.file_path(checkpoint_id))
         self.io.fsync_dir(self.path)
+
+
+def _seal(chain: ChainRules | None, identity: Identity | None,
+          link: bytes | None) -> SnapshotSeal | None:
+    """What binds a new file of a session with ``chain`` (None: nothing)."""
+    if chain is None:
+        return None
+    if link is None:
+        raise ValueError("a chained session's snapshot needs the chain value at its seq")
+    return chain_bindings.SnapshotSeal(chain.mac, chain_bindings.uid_of(identity), link)
 
 
 def _identity_meta(identity: Identity | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from . import chain_bindings
 from .errors import CorruptionError, Finding, FormatVersionError, InvalidState, SeqOutOfRange
 from .fsio import FileIO
 from .log import LogPosition, LogReader
@@ -372,6 +373,11 @@ def _load_once(
                 "note", path, None, f"snapshot skipped: the log no longer holds the record at "
                 f"seq {image.seq} it was folded up to (a crash took back records that were "
                 "not yet synced, and others were written since)"))
+            continue
+        problem = chain_bindings.link_problem(reader, position, image.seq, file.meta)
+        if problem is not None:
+            findings.append(Finding("problem", path, None,
+                                    f"snapshot skipped, not trusted: {problem}"))
             continue
         _replay(reader, image, position, target, started_at=image.seq)
         return Loaded(image, _logged(findings))

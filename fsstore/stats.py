@@ -415,7 +415,7 @@ class _ListedSnapshots(SnapshotDir):
 
     def __init__(self, io: FileIO, path: str, accepted: identity.Identity | None,
                  log: _CountingLog) -> None:
-        super().__init__(io, path, accepted)
+        super().__init__(io, path, accepted, log.chain)  # its snapshots are bound to it
         self._log = log
 
     def seqs(self) -> list[int]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import chain_session, clock, identity, layout, manifest, store_setup
+from . import chain_bindings, chain_session, clock, identity, layout, manifest, store_setup
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .aio_stats import AsyncStoreStatsMixin
@@ -237,6 +237,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         def build(temp: str) -> None:
             manifest.write(self.io, layout.session_manifest_path(temp), data)
             create_log(self.io, layout.log_dir(temp), uid)
+            chain_bindings.bind_new_manifest(self.io, temp, data, self.chain_key)
 
         self._build_in_place(session_id, final, build)
         try:
@@ -462,6 +463,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
             data["metadata_seq"] = origin.seq  # its metadata is not the history's
             chain_session.declare(data, chain)  # a chained parent's: continued
             manifest.write(self.io, layout.session_manifest_path(temp), data)
+            chain_bindings.bind_new_manifest(self.io, temp, data, self.chain_key)
 
         try:
             self._build_in_place(new_id, final, build)

@@ -237,3 +237,25 @@ def test_a_chained_base_with_another_anchor_breaks_the_link(tmp_path):
                                       [(first, bytes(edited))]))
     with pytest.raises(CorruptionError, match="the chain is broken between segments"):
         seqs(store.read_session("a"))
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_snapshots_checkpoints_and_the_manifest_stay_bound_after_a_compaction(tmp_path, key):
+    """Their chain values are looked up in the compacted file that holds their position
+    now (its logical bytes, in pieces)."""
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    with store.create_session("a") as session:
+        for turn in range(1, 9):
+            fill(session, 12, first=turn * 12)
+            session.commit(state_patch={f"k{turn}": turn})
+            if turn in (3, 6):
+                session.snapshot()
+                session.checkpoint(f"c{turn}")
+    reader = store.read_session("a")
+    before = (reader.state(), [reader.load_checkpoint(c.id) for c in reader.checkpoints()])
+    reader.compact()
+    reader = store.read_session("a")
+    assert segment_names(store, "a")[0] != segment_names(store, "a")[-1]
+    assert (reader.state(), [reader.load_checkpoint(c.id) for c in reader.checkpoints()]
+            ) == before
+    assert reader.verify() == []
