@@ -240,7 +240,7 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
                            path, SEGMENT_HEADER_SIZE)
     if first.frame_type == FRAME_CHAINED_BASE:
         # a retention's base (chain_base.py): its own value checked, its anchor passed on
-        return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end,
+        return _walk(rules.mac, pieces, origin, path, members, is_last, header,
                      rules.forks)
     if first.frame_type != FRAME_CHAIN_START:
         return ChainRun(True)  # misplaced, or of a type unknown here: the walk raises
@@ -252,7 +252,7 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
         whole = _hashed(hashed) if hashed is not None else _whole_run(rules.mac, piece, start)
         if whole is not None:
             return ChainRun(True, stored, whole[0], covered=origin + whole[1])
-    return _walk(rules.mac, pieces, origin, path, members, is_last, header.synced_end,
+    return _walk(rules.mac, pieces, origin, path, members, is_last, header,
                  rules.forks)
 
 
@@ -315,7 +315,7 @@ def _data_end(buf: bytes | memoryview, start: int) -> int:
 
 
 def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str,
-          members: Collection[int], is_last: bool, synced_end: int,
+          members: Collection[int], is_last: bool, header: SegmentHeader,
           forks: Sequence[tuple[int, int]] = ()) -> ChainRun:
     """Check every frame's chain value, one by one (a copy of the running MAC each): the
     slow way, to name the first frame whose value fails, and for what the one call of
@@ -332,7 +332,7 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
             at, end = base + off, off + frame.size
             value_at = end - TRAILER_SIZE - CHAIN_SIZE
             if frame.frame_type == FRAME_CHAINED_BASE and at == SEGMENT_HEADER_SIZE:
-                link_in = link_out = check_base(mac, view[off:end], path, at)
+                link_in = link_out = check_base(mac, view[off:end], path, at, header)
                 off, covered = end, base + value_at + CHAIN_SIZE
                 continue
             if link_out is not None and state is None and not (
@@ -357,7 +357,7 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
             if value != view[value_at:value_at + CHAIN_SIZE]:
                 last = (index == len(pieces) - 1
                         and _parse_frame(piece, view, end, limit) is None)
-                if is_last and last and at >= synced_end:
+                if is_last and last and at >= header.synced_end:
                     return ChainRun(True, link_in, link_out, at, covered)
                 raise chain_damage(
                     "record does not match the chain: its chain value is not the MAC of "
@@ -371,13 +371,18 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
     return ChainRun(True, link_in, link_out, covered=covered)
 
 
-def check_base(mac: Mac, frame: bytes | memoryview, path: str, at: int) -> bytes:
-    """The anchor of a chained base ``frame`` (type 5, at file offset ``at``), once its
-    value holds: the MAC of the frame up to it (the base is its member's whole run).
+def check_base(mac: Mac, frame: bytes | memoryview, path: str, at: int,
+               header: SegmentHeader) -> bytes:
+    """The anchor of a chained base ``frame`` (type 5, at file offset ``at``, in the file
+    of ``header``), once its value holds: the MAC of the genesis of the header's uid at
+    the log start, then of the frame up to it (chain_base.base_value).
     That anchor is the chain value after the history the base stands for, which the
     next member or segment continues (FORMAT.md 3.4)."""
     value_at = len(frame) - TRAILER_SIZE - CHAIN_SIZE
-    if mac.value(DOM_FRAME, frame[:value_at]) != frame[value_at:value_at + CHAIN_SIZE]:
+    from .chain_base import base_value
+
+    expected = base_value(mac, header.uid, header.log_start, frame[:value_at])
+    if expected != frame[value_at:value_at + CHAIN_SIZE]:
         raise chain_damage("base record does not match the chain: its chain value is not "
                            f"the MAC of the record (changed or forged{_or_key(mac)})",
                            path, at)

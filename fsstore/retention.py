@@ -293,7 +293,7 @@ def _write_base(io: FileIO, reader: LogReader, session_path: str, log_start: int
     else:
         assert reader.chain is not None
         frame = encode_chained_base(reader.chain.mac, anchor, log_start, last_dropped,
-                                    body, ts, turn, kind)
+                                    body, ts, turn, kind, uid)
     data = encode_compacted(log_start, log_start, uid, [(log_start, frame)])
     temp = os.path.join(session_path, TEMP_PREFIX + secrets.token_hex(4))
     io.write_new(temp, data)

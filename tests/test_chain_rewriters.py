@@ -11,9 +11,16 @@ from crc32c import crc32c
 from test_chain_sessions import MODES, chained_store, fill, log_of, manifest_of, seqs
 
 from fsstore import CorruptionError, chain
+from fsstore.chain_base import base_value
 from fsstore.fsio import FileIO
 from fsstore.segment_file import encode_compacted, open_compacted
-from fsstore.segment_header import SEGMENT_HEADER_SIZE, decode_segment_header
+from fsstore.segment_header import (
+    MARK_AT,
+    SEGMENT_HEADER_SIZE,
+    decode_segment_header,
+    encode_segment_header,
+    mark_segment_header,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -231,7 +238,8 @@ def test_a_chained_base_with_another_anchor_breaks_the_link(tmp_path):
     edited = bytearray(frame)
     value_at = len(edited) - 8 - 32
     edited[value_at - 32:value_at] = bytes(32)
-    edited[value_at:value_at + 32] = chain.Mac().value(chain.DOM_FRAME, bytes(edited[:value_at]))
+    edited[value_at:value_at + 32] = base_value(chain.Mac(), header.uid, header.log_start,
+                                                bytes(edited[:value_at]))
     with open(path, "wb") as handle:
         handle.write(encode_compacted(header.first_seq, header.log_start, header.uid,
                                       [(first, bytes(edited))]))
@@ -259,3 +267,38 @@ def test_snapshots_checkpoints_and_the_manifest_stay_bound_after_a_compaction(tm
     assert (reader.state(), [reader.load_checkpoint(c.id) for c in reader.checkpoints()]
             ) == before
     assert reader.verify() == []
+
+
+def _take_over(store, source_id, target_id):
+    """Put ``source_id``'s log files in place of ``target_id``'s, their headers' uid
+    rewritten to the target's (their checksums recomputed: no key needed)."""
+    uid = int(manifest_of(store, target_id)["uid"], 16)
+    target = log_dir(store, target_id)
+    for name in segment_names(store, target_id):
+        os.unlink(os.path.join(target, name))
+    for name in segment_names(store, source_id):
+        with open(os.path.join(log_dir(store, source_id), name), "rb") as handle:
+            data = handle.read()
+        header = decode_segment_header(data, name)
+        if header.compacted:
+            _, members = compacted_members(os.path.join(log_dir(store, source_id), name))
+            data = encode_compacted(header.first_seq, header.log_start, uid, members)
+        else:
+            static = encode_segment_header(header.first_seq, header.log_start, uid)[:MARK_AT]
+            data = mark_segment_header(static, header.synced_end) + data[SEGMENT_HEADER_SIZE:]
+        with open(os.path.join(target, name), "wb") as handle:
+            handle.write(data)
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_a_retained_log_put_in_place_of_another_sessions_fails_the_base(tmp_path, key):
+    """A base stands in for the genesis it dropped: its value binds the session's uid, so
+    another session's retained log, its headers' uid rewritten, does not read as this
+    one's."""
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    for session_id in ("x", "y"):
+        turns_written(store, session_id, 10)
+        store.retain(session_id, keep_turns=3)
+    _take_over(store, "x", "y")
+    with pytest.raises(CorruptionError, match="base record does not match the chain"):
+        seqs(store.read_session("y"))
