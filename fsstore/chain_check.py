@@ -185,7 +185,7 @@ def expected_anchor(rules: ChainRules, header: SegmentHeader, first_seq: int,
 
 def check_loaded(rules: ChainRules | None, loaded: LoadedSegment, first_seq: int,
                  is_last: bool, before: ChainRun | None,
-                 hashed: Future[tuple[bytes, int] | None] | None = None) -> ChainRun | None:
+                 hashed: Future[tuple[bytes, int, int] | None] | None = None) -> ChainRun | None:
     """Check the chain of a segment read whole (see :func:`check_segment`); None when
     the session has no chain (``rules`` None). ``hashed``: its run, hashed ahead
     (:func:`hash_ahead`)."""
@@ -198,7 +198,7 @@ def check_loaded(rules: ChainRules | None, loaded: LoadedSegment, first_seq: int
 
 
 def hash_ahead(rules: ChainRules | None, loaded: LoadedSegment
-               ) -> Future[tuple[bytes, int] | None] | None:
+               ) -> Future[tuple[bytes, int, int] | None] | None:
     """Hash the run of a plain segment read whole in the prefetch thread, while the
     caller reads the segment before it (hashlib releases the GIL as it hashes): a replay
     of a chained log then costs what an unchained one does but for its first segment,
@@ -217,7 +217,7 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
                   path: str, header: SegmentHeader, first_seq: int,
                   members: Collection[int] = (), is_last: bool,
                   before: ChainRun | None,
-                  hashed: Future[tuple[bytes, int] | None] | None = None) -> ChainRun:
+                  hashed: Future[tuple[bytes, int, int] | None] | None = None) -> ChainRun:
     """Check the chain of segment ``first_seq`` (a view of it: a compacted member's view
     starts at that member), its bytes in ``pieces`` from file offset ``origin`` (at most
     64: the first frame is in them), ``members`` the first seqs of the members after
@@ -251,6 +251,9 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
     if len(pieces) == 1 and not members:
         whole = _hashed(hashed) if hashed is not None else _whole_run(rules.mac, piece, start)
         if whole is not None:
+            for seq, _uid in rules.forks:
+                if first_seq < seq + 1 < whole[2]:
+                    raise _junction_inside(seq, path, SEGMENT_HEADER_SIZE)
             return ChainRun(True, stored, whole[0], covered=origin + whole[1])
     return _walk(rules.mac, pieces, origin, path, members, is_last, header,
                  rules.forks)
@@ -273,11 +276,12 @@ def _anchor_of(buf: bytes | memoryview, off: int, size: int) -> bytes:
     return bytes(buf[at:at + CHAIN_SIZE])
 
 
-def _whole_run(mac: Mac, buf: bytes | memoryview, start: int) -> tuple[bytes, int] | None:
-    """The last chain value of the segment ``buf`` (its run from ``start``) and where it
-    ends, when it holds: the MAC of the run up to it, one hash call. None when it does
-    not, or the data does not end in a whole chained frame (a torn tail): then the frames
-    are walked one by one."""
+def _whole_run(mac: Mac, buf: bytes | memoryview, start: int
+               ) -> tuple[bytes, int, int] | None:
+    """The last chain value of the segment ``buf`` (its run from ``start``), where it
+    ends and the seq after its last frame, when it holds: the MAC of the run up to it,
+    one hash call. None when it does not, or the data does not end in a whole chained
+    frame (a torn tail): then the frames are walked one by one."""
     end = _data_end(buf, start)
     if end % 8 or end - start < TRAILER_SIZE:
         return None
@@ -290,10 +294,12 @@ def _whole_run(mac: Mac, buf: bytes | memoryview, start: int) -> tuple[bytes, in
         return None
     at = end - TRAILER_SIZE - CHAIN_SIZE
     value = mac.value(DOM_FRAME, memoryview(buf)[start:at])
-    return (value, at + CHAIN_SIZE) if value == buf[at:at + CHAIN_SIZE] else None
+    if value != buf[at:at + CHAIN_SIZE]:
+        return None
+    return value, at + CHAIN_SIZE, last.first_seq + last.event_count
 
 
-def _hashed(hashed: Future[tuple[bytes, int] | None]) -> tuple[bytes, int] | None:
+def _hashed(hashed: Future[tuple[bytes, int, int] | None]) -> tuple[bytes, int, int] | None:
     """What :func:`hash_ahead` found; None (walk the frames one by one) when it failed."""
     try:
         return hashed.result()
@@ -331,6 +337,11 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
         while (frame := _parse_frame(piece, view, off, limit)) is not None:
             at, end = base + off, off + frame.size
             value_at = end - TRAILER_SIZE - CHAIN_SIZE
+            for seq, _uid in forks:
+                if (frame.first_seq <= seq + 1 < frame.first_seq + frame.event_count
+                        and not (frame.first_seq == seq + 1
+                                 and frame.frame_type == FRAME_CHAIN_START)):
+                    raise _junction_inside(seq, path, at)
             if frame.frame_type == FRAME_CHAINED_BASE and at == SEGMENT_HEADER_SIZE:
                 link_in = link_out = check_base(mac, view[off:end], path, at, header)
                 off, covered = end, base + value_at + CHAIN_SIZE
@@ -369,6 +380,15 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
             break  # no whole frame here: the walk of the segment says why
         base, off = base + limit, 0
     return ChainRun(True, link_in, link_out, covered=covered)
+
+
+def _junction_inside(seq: int, path: str, at: int) -> CorruptionError:
+    """A fork's junction (FORMAT.md 3.4) that no run starts at: a fork's own records
+    start a segment of their own at ``seq + 1``, anchored on the junction, so records
+    running through it are the parent's (or another fork's) put in this fork's place."""
+    return chain_damage(f"the fork's records after seq {seq} start no chain of their own "
+                        "(its junction): records running through it are another "
+                        "session's, put in the fork's place", path, at)
 
 
 def check_base(mac: Mac, frame: bytes | memoryview, path: str, at: int,

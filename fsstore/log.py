@@ -361,7 +361,7 @@ class LogReader:
     def scan_segment(self, first_seq: int, is_last: bool, after_seq: int = 0,
                      until_seq: float = math.inf, marker: bytes | None = None,
                      loaded: LoadedSegment | None = None, before: ChainRun | None = None,
-                     hashed: Future[tuple[bytes, int] | None] | None = None) -> SegmentScan:
+                     hashed: Future[tuple[bytes, int, int] | None] | None = None) -> SegmentScan:
         """A scan of one whole segment, checked against its header's synced mark and its
         chain (continuing ``before``, chain_check.py). A compacted segment is sealed: it
         never ends in a torn tail."""
@@ -396,7 +396,7 @@ class LogReader:
             return None
 
     def _hash_ahead(self, first_seq: int, hashing: dict[int, tuple[
-            LoadedSegment, Future[tuple[bytes, int] | None] | None]]) -> None:
+            LoadedSegment, Future[tuple[bytes, int, int] | None] | None]]) -> None:
         """Read segment ``first_seq`` of a chained log here and hash its run in the
         prefetch thread, while the caller reads the one before it. Not when it cannot be
         read: then it is read when it is wanted, and what that raises is raised."""
@@ -510,7 +510,7 @@ class LogReader:
         before: ChainRun | None = None  # the chain of the segment just read
         ahead: dict[int, Future[LoadedSegment]] = {}  # segments being read ahead
         # the next plain segment of a chained log, read, its run being hashed ahead
-        hashing: dict[int, tuple[LoadedSegment, Future[tuple[bytes, int] | None] | None]] = {}
+        hashing: dict[int, tuple[LoadedSegment, Future[tuple[bytes, int, int] | None] | None]] = {}
         for position in range(index, len(segments)):
             first = segments[position]
             if first > until_seq or expect > until_seq:

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import struct
 
 import pytest
@@ -711,3 +712,29 @@ def test_a_segment_hashed_ahead_is_checked_before_any_of_its_records_is_read(tmp
             read.append(event.seq)
     assert read == list(range(1, firsts[2]))
     assert caught.value.path.endswith(f"{firsts[2]:020d}.fslog")
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_a_forks_log_replaced_by_its_parents_files_fails_the_junction(tmp_path, key):
+    """The parent's segments need no header edit to pass in a fork (its uid is among the
+    fork's ancestors'), and their chain is genuine: only the junction tells that the
+    fork's own records do not start a run of their own after the fork point."""
+    store = chained_store(tmp_path / "s", key, segment_size=4096)
+    with store.create_session("p") as parent:
+        fill(parent, 60)
+        first_of_second = sorted(log_of(store, "p").segments)[1]
+        with parent.fork("f", at_seq=first_of_second + 3) as fork:
+            fill(fork, 5, first=90)
+        fill(parent, 10, first=70)
+    parent_log = os.path.join(store.path, "sessions", "p", "log")
+    fork_log = os.path.join(store.path, "sessions", "f", "log")
+    for name in os.listdir(fork_log):
+        if name.endswith(".fslog"):
+            os.unlink(os.path.join(fork_log, name))
+    for name in os.listdir(parent_log):
+        if name.endswith(".fslog"):
+            shutil.copyfile(os.path.join(parent_log, name), os.path.join(fork_log, name))
+    with pytest.raises(CorruptionError, match="junction"):
+        seqs(store.read_session("f"))
+    problems = [f for f in store.read_session("f").verify() if f.level == "problem"]
+    assert any("junction" in f.message for f in problems), problems
