@@ -647,6 +647,8 @@ class MessageIndex:
         segment, and each is checked where the row says it is: its checksum, its seq
         range and its size, then the record (kind, schema, id hash) as ``record``
         checks it."""
+        if self.log.chain is not None:
+            self.log.chain.mac  # noqa: B018  (a keyed chain's records need its key)
         found: list[tuple[MessageRecord, float, int] | None] = [None] * len(rows)
         cache = self._cache
         missing = []

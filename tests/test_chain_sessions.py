@@ -738,3 +738,15 @@ def test_a_forks_log_replaced_by_its_parents_files_fails_the_junction(tmp_path, 
         seqs(store.read_session("f"))
     problems = [f for f in store.read_session("f").verify() if f.level == "problem"]
     assert any("junction" in f.message for f in problems), problems
+
+
+def test_messages_of_a_keyed_session_need_the_key_in_an_unfinished_turn_too(tmp_path):
+    """Messages read through the message index (its rows point at records, read where
+    they are) need the key as every other read of records does."""
+    store = chained_store(tmp_path / "s", KEY)
+    with store.create_session("a") as session:
+        session.messages.append({"role": "user", "parts": [{"type": "text", "text": "s"}]})
+    reader = fsstore.open_store(tmp_path / "s").read_session("a")
+    for refused in (reader.messages.all, reader.messages.count, lambda: reader.messages.last(1)):
+        with pytest.raises(ChainKeyRequired):
+            refused()
