@@ -107,6 +107,14 @@ class FakeClock:
             return self._now
 
 
+@pytest.fixture(autouse=True)
+def no_chain_key_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain key in the environment of whoever runs the tests would make the stores
+    they open keyed (docs/FORMAT.md 3.4): tests that want one set it themselves."""
+    monkeypatch.delenv("FSSTORE_CHAIN_KEY", raising=False)
+    monkeypatch.delenv("FSSTORE_CHAIN_KEY_FILE", raising=False)
+
+
 @pytest.fixture
 def clock() -> Iterator[FakeClock]:
     """Lease and work-claim expiry in this process follow a :class:`FakeClock`."""

@@ -23,12 +23,6 @@ MODES = [pytest.param(None, id="unkeyed"), pytest.param(KEY, id="keyed")]
 _encoder_pack = snapshot._encoder.encode
 
 
-@pytest.fixture(autouse=True)
-def no_key_in_the_environment(monkeypatch):
-    monkeypatch.delenv(chain.KEY_ENV, raising=False)
-    monkeypatch.delenv(chain.KEY_FILE_ENV, raising=False)
-
-
 def chained_store(path, key=None):
     return fsstore.open_store(path, chain=True, chain_key=key)
 

@@ -33,12 +33,6 @@ from fsstore.cli import main
 from fsstore.segment_header import mark_segment_header
 
 
-@pytest.fixture(autouse=True)
-def no_key_in_the_environment(monkeypatch):
-    monkeypatch.delenv(chain.KEY_ENV, raising=False)
-    monkeypatch.delenv(chain.KEY_FILE_ENV, raising=False)
-
-
 def problems(findings):
     return [f.message for f in findings if f.level == "problem"]
 

@@ -23,12 +23,6 @@ from fsstore.segment_header import (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_key_in_the_environment(monkeypatch):
-    monkeypatch.delenv(chain.KEY_ENV, raising=False)
-    monkeypatch.delenv(chain.KEY_FILE_ENV, raising=False)
-
-
 def log_dir(store, session_id):
     return os.path.join(store.path, "sessions", session_id, "log")
 

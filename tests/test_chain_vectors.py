@@ -27,8 +27,6 @@ MODES = [pytest.param(None, id="unkeyed"), pytest.param(KEY, id="keyed")]
 
 @pytest.fixture(autouse=True)
 def small_seals(monkeypatch):
-    monkeypatch.delenv(chain.KEY_ENV, raising=False)
-    monkeypatch.delenv(chain.KEY_FILE_ENV, raising=False)
     monkeypatch.setattr(tuning, "SEAL_ROWS", 4)
 
 
