@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 from test_chain_frames import edit_payload, rechain
-from test_chain_sessions import KEY, MODES, chained_store, fill, log_of
+from test_chain_sessions import KEY, MODES, chained_store, fill, log_of, seqs
 
 import fsstore
 from fsstore import InvalidPins, chain
@@ -134,7 +134,8 @@ def test_unkeyed_an_edit_with_the_chain_recomputed_is_caught_only_against_the_pi
     edit_payload(log, 1, 1)
     rechain(log, Mac(), 1)
     reader = store.read_session("a")
-    assert reader.verify() == []
+    assert len(seqs(reader)) == 40 and reader.verify() == []
+    assert reader.head_hash != pinned  # the edit reads, but moves the head
     found = problems(reader.verify(pinned))
     assert len(found) == 1 and "is not the one pinned" in found[0]
 
