@@ -138,6 +138,15 @@ def test_an_edited_snapshot_is_skipped_for_the_log(tmp_path, key, edit):
     assert any("snapshot" in f.message for f in reader.verify() if f.level == "problem")
 
 
+def transplant_snapshot(source, source_id, target, target_id, seq):
+    """Copy ``source_id``'s snapshot at ``seq`` into ``target_id``'s state folder, its
+    meta's uid changed to the target session's (what the uid check alone would catch)."""
+    path = snap_path(target, target_id, seq)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    header, meta, body = parts(snap_path(source, source_id, seq))
+    rewrite(path, header, dict(meta, uid=f"{uid_of(target, target_id):016x}"), body)
+
+
 @pytest.mark.parametrize("key", MODES)
 def test_a_snapshot_copied_from_another_session_is_skipped(tmp_path, key):
     store = chained_store(tmp_path / "s", key)
@@ -145,11 +154,7 @@ def test_a_snapshot_copied_from_another_session_is_skipped(tmp_path, key):
     with store.create_session("b") as session:
         for n in range(3):
             session.set_state("n", n + 10)
-    other = snap_path(store, "b", seq)
-    os.makedirs(os.path.dirname(other), exist_ok=True)
-    header, meta, body = parts(snap_path(store, "a", seq))
-    # its uid changed to b's, so that only the chain can tell
-    rewrite(other, header, dict(meta, uid=f"{uid_of(store, 'b'):016x}"), body)
+    transplant_snapshot(store, "a", store, "b", seq)  # only the chain can tell
     reader = store.read_session("b")
     assert reader.state() == {"n": 12}
     assert any("the chain" in m for m in findings_of(reader))
@@ -210,10 +215,7 @@ def test_a_bound_snapshot_in_a_session_without_a_chain_is_refused(tmp_path):
     with plain.create_session("a") as session:
         for n in range(3):
             session.set_state("n", n + 5)
-    path = snap_path(plain, "a", seq)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    header, meta, body = parts(snap_path(chained, "a", seq))
-    rewrite(path, header, dict(meta, uid=f"{uid_of(plain, 'a'):016x}"), body)
+    transplant_snapshot(chained, "a", plain, "a", seq)
     reader = plain.read_session("a")
     assert reader.state() == {"n": 7}
     assert any("no chain" in m for m in findings_of(reader))
