@@ -137,6 +137,15 @@ class Mac:
         """A running MAC of the frame domain, nothing fed after the tag yet."""
         return self._frame.copy()
 
+    def frame_parts(self) -> tuple[HashState, HashState | None]:
+        """:meth:`frame_state` as its parts, for a writer's hot path: the running SHA-256
+        (HMAC's inner one, keyed), and HMAC's outer state before it is fed (None
+        unkeyed). A value is then the inner digest, keyed fed to a copy of the outer."""
+        if self._pads is None:
+            return self._frame.copy(), None
+        assert isinstance(self._frame, _Hmac)
+        return self._frame._inner.copy(), self._frame._outer
+
 
 class _Hmac:
     """A running HMAC-SHA256 kept as its inner SHA-256 state and the outer one before
