@@ -68,6 +68,9 @@ DOM_WAL = _tag("wal")
 DOM_COLLECTION = _tag("collect")
 DOM_SNAPSHOT = _tag("snapshot")  # a snapshot's or checkpoint's MAC (chain_bindings.py)
 DOM_MANIFEST = _tag("manifest")  # session.json's MAC (chain_bindings.py)
+# The anchor a base written by an import passes on (import_chain.py): the chain value
+# after a history the import does not hold.
+DOM_IMPORT = _tag("import")
 BINDING_DOMAINS = (DOM_SNAPSHOT, DOM_MANIFEST)
 
 

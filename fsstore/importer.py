@@ -10,6 +10,11 @@ trailer has proved the file whole are the folders renamed into place, so a file 
 cut off, reordered, duplicated or edited leaves nothing behind (InvalidExport, naming
 the line).
 
+In a store whose policy chains new sessions, each session gets a fresh chain of that
+policy, under the store's key, and every file is bound to it as a chained session's
+writers bind them (import_chain.py); an import into a keyed store without its key is
+refused before anything is written (ChainKeyRequired).
+
 What is not kept as it was: the files that hold it (segments are written anew, in
 plain segments of the default size; snapshots are replaced by one at the head; vector
 documents are upserted, shards built anew), the message index and stats cache (caches,
@@ -31,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from . import identity, layout, manifest
+from . import chain_bindings, identity, import_chain, layout, manifest
 from .errors import (
     CorruptionError,
     FormatVersionError,
@@ -51,6 +56,7 @@ from .segment_header import SEGMENT_HEADER_SIZE, encode_segment_header
 from .tail_hint import write_tail_hint
 
 if TYPE_CHECKING:
+    from .snapshot import SnapshotDir
     from .store import Store
     from .vectors import VectorCollection, VectorDocument
 
@@ -130,6 +136,7 @@ def import_sessions(store: Store, path: str | os.PathLike[str], *,
     # The new ids are the caller's, refused as such before the file is read.
     for new_id in [renames] if isinstance(renames, str) else (renames or {}).values():
         layout.check_session_id(new_id, new=True)
+    import_chain.check_key(store)  # a keyed policy without its key: refused, nothing written
     job = _Import(store, path, renames, replace)
     try:
         with _lines(path) as lines:
@@ -468,8 +475,8 @@ class _SessionBuild:
                            number) from None
         manifest.check_metadata(data.get("title"), data.get("tags", []), data.get("metadata"))
         if data.pop("chain", None) is not None:
-            # An import writes the records anew, unchained (FORMAT.md 3.4: re-chaining an
-            # imported session is not wired yet): its manifest declares no chain.
+            # The records are written anew: the exported chain (its junctions, its MACs)
+            # is not theirs. The store's policy says whether they get one of their own.
             data["version"] = manifest.VERSION
         if self.target_id != self.source_id:
             # Another session: another uid (segments are told apart by it), same lineage.
@@ -477,11 +484,14 @@ class _SessionBuild:
             old = identity.from_manifest(data, job.path)
             ancestors = [] if old is None else sorted(old.accepted - {old.uid})
             data.update(identity.Identity.of(identity.mint(), ancestors).manifest_fields())
+        import_chain.declare(job.store, data)  # a fresh chain of the store's policy, if any
         sessions = layout.sessions_dir(job.store.path)
         self.temp = os.path.join(sessions, layout.temp_name(self.target_id))
         io.mkdir(self.temp)
         path = layout.session_manifest_path(self.temp)
-        manifest.write(io, path, data)
+        manifest.write(io, path, data)  # bound to the chain at the end line, its log whole
+        self.data = data
+        self.chain = import_chain.rules_for(job.store, data, self.temp, path)
         self.identity = identity.from_manifest(data, path)
         self.uid = identity.NO_UID if self.identity is None else self.identity.uid
         self.log_path = layout.log_dir(self.temp)
@@ -527,10 +537,12 @@ class _SessionBuild:
                 raise self.job.fail("the base does not start at the log start, or ends "
                                     "after the head", number)
             image = from_json(base["image"], self.job.path, number)
-            frame = encode_base_frame(start, last, image, _time(base["ts"], "ts", self.job,
-                                                                 number),
-                                      _int(base["turn"], 0, "turn", self.job, number),
-                                      str(base["kind"]))
+            record = (_time(base["ts"], "ts", self.job, number),
+                      _int(base["turn"], 0, "turn", self.job, number), str(base["kind"]))
+            if self.chain is None:
+                frame = encode_base_frame(start, last, image, *record)
+            else:
+                frame = import_chain.base_frame(self.chain, uid, start, last, image, *record)
             io.write_new(reader.segment_path(start),
                          encode_compacted(start, start, uid, [(start, frame)]))
             first = last + 1
@@ -544,7 +556,8 @@ class _SessionBuild:
         # limit may have been higher than this one's: its records are history).
         self.writer = LogWriter(io, self.log_path, Durability("none"),
                                 segment_size=self.job.store.segment_size,
-                                max_record_bytes=MAX_FRAME_PAYLOAD, identity=self.identity)
+                                max_record_bytes=MAX_FRAME_PAYLOAD, identity=self.identity,
+                                chain=self.chain)
 
     def _base(self, fields: dict[str, Any], number: int) -> None:
         self._start_log(fields, number)
@@ -593,11 +606,8 @@ class _SessionBuild:
         writer.sync()
         writer.close()
         from . import state as state_module
-        from .snapshot import SnapshotDir
 
-        assert self.temp is not None
-        snapshots = SnapshotDir(self.io, self.temp, self.identity)
-        reader = LogReader(self.io, self.log_path, self.identity)
+        snapshots, reader = self._readers()
         try:
             loaded = state_module.load(self.io, reader, snapshots)
         except (FormatVersionError, CorruptionError) as exc:
@@ -613,7 +623,9 @@ class _SessionBuild:
                                 "a record was edited", number)
         position = self.positions.get(self.head)
         if position is not None:
-            snapshots.write(self.head, self.log_start, position, body)
+            seal = import_chain.seal_at(self.chain, self.identity, reader, position, self.head)
+            snapshots.write(self.head, self.log_start, position, body,
+                            None if seal is None else seal.link)
         self.body = body
         self.folded = True
 
@@ -662,10 +674,13 @@ class _SessionBuild:
         folder = layout.checkpoints_dir(self.temp)
         ensure_dir(self.io, folder)
         self.checkpoint_paths.add(path)
+        seal = import_chain.seal_at(self.chain, self.identity, self._readers()[1], position,
+                                    seq)
         self.io.write_new(path,
-                          encode(KIND_CHECKPOINT, seq, log_start, position, meta, body))
+                          encode(KIND_CHECKPOINT, seq, log_start, position, meta, body, seal))
         try:  # read back as a reader takes it: an image (its queue, inputs, usage)
-            StateImage.from_file(read_snapshot(self.io, path), 1, path)
+            StateImage.from_file(read_snapshot(self.io, path, identity=self.identity,
+                                               chain=self.chain), 1, path)
         except CorruptionError as exc:
             raise job.fail(exc.reason, number) from None
         if log_start == self.log_start and seq >= self.fold_from:
@@ -725,10 +740,11 @@ class _SessionBuild:
         if name in self.collections:
             raise self.job.fail(f"collection {name!r} appears twice", number)
         self.collections.add(name)
+        chain = import_chain.collection_chain(self.chain, self.identity, name)
         create_collection(self.io, self.temp, name, fields["dim"], fields["dtype"],
-                          fields["metric"])
+                          fields["metric"], chain)
         self.collection = VectorCollection(
-            self.io, os.path.join(layout.vectors_dir(self.temp), name))
+            self.io, os.path.join(layout.vectors_dir(self.temp), name), chain=chain)
 
     def _document(self, fields: dict[str, Any], number: int) -> None:
         import base64
@@ -779,6 +795,8 @@ class _SessionBuild:
         if fields.get("session") != self.source_id:
             raise self.job.fail(f"the end line is not session {self.source_id!r}'s", number)
         assert self.temp is not None
+        # session.json bound to the chain at the head, as create_session binds it
+        chain_bindings.bind_new_manifest(self.io, self.temp, self.data, self.job.store.chain_key)
         for folder, _dirs, _files in os.walk(self.temp):
             self.io.fsync_dir(folder)
 
@@ -789,11 +807,8 @@ class _SessionBuild:
         checkpoint's work and usage different from what the log folds to now. One fold
         in all: each checkpoint checked is the start of the fold to the next."""
         from . import state as state_module
-        from .snapshot import SnapshotDir
 
-        assert self.temp is not None
-        snapshots = SnapshotDir(self.io, self.temp, self.identity)
-        reader = LogReader(self.io, self.log_path, self.identity)
+        snapshots, reader = self._readers()
         bases: list[tuple[int, str]] = []
         for seq, number, digest, path in sorted(self.to_check):
             loaded = state_module.load(self.io, reader, snapshots, until_seq=seq,
@@ -802,6 +817,16 @@ class _SessionBuild:
                 raise self.job.fail(f"the checkpoint's state is not the state the log "
                                     f"folds to at seq {seq}", number)
             bases = [(seq, path)]
+
+    def _readers(self) -> tuple[SnapshotDir, LogReader]:
+        """The session's snapshots and a reader of its log, as its own reader has them
+        (a chained session's: under its chain)."""
+        from .snapshot import SnapshotDir
+
+        assert self.temp is not None
+        reader = LogReader(self.io, self.log_path, self.identity)
+        reader.chain = self.chain
+        return SnapshotDir(self.io, self.temp, self.identity, self.chain), reader
 
     def abandon(self) -> None:
         if self.writer is not None and not self.writer.closed:

@@ -651,7 +651,7 @@ def test_rewriters_refuse_a_chained_session_and_change_nothing(tmp_path):
     assert store.read_session("a").verify() == []
 
 
-def test_an_imported_chained_session_is_written_unchained(tmp_path):
+def test_a_chained_session_imported_into_a_store_without_a_policy_is_unchained(tmp_path):
     store = chained_store(tmp_path / "s")
     with store.create_session("a") as session:
         fill(session, 5)
