@@ -5,6 +5,7 @@ them, and reads back as the exported one did."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 
@@ -162,6 +163,10 @@ def test_an_import_into_a_chained_store_writes_sessions_chained_by_its_policy(
         with target.open_session(sid) as session:  # a writer takes up its run
             session.append({"after": "import"})
         assert target.read_session(sid).verify() == []
+    collection = os.path.join(target.path, "sessions", "a", "vectors", "memory",
+                              "collection.json")
+    with open(collection, encoding="utf-8") as handle:
+        assert set(json.load(handle)["chain"]) >= {"wal", "mac"}  # bound (15.9)
     # an edit of the imported log, its checksum recomputed, is caught by the chain
     log = log_of(target, "a", target_key)
     edit_payload(log, min(log.segments), 1)
@@ -249,3 +254,16 @@ def test_an_import_into_a_store_without_a_chain_policy_stays_unchained(tmp_path,
         assert reader.head_hash is None and reader.verify() == []
         assert _bytes(list(source.read_session(sid).events(include_internal=True))) == (
             _bytes(list(reader.events(include_internal=True))))
+
+
+def test_a_refused_export_writes_nothing_into_a_chained_store(tmp_path):
+    source = source_store(tmp_path / "s", True, KEY)
+    build(source)
+    fsstore.export_sessions(source, tmp_path / "out.jsonl")
+    lines = (tmp_path / "out.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "cut.jsonl").write_bytes(b"".join(lines[:-1]))  # no trailer
+    target = target_store(tmp_path / "t", TARGET_KEY)
+    before = tree_snapshot(tmp_path / "t")
+    with pytest.raises(fsstore.InvalidExport, match="trailer"):
+        fsstore.import_sessions(target, tmp_path / "cut.jsonl")
+    assert tree_snapshot(tmp_path / "t") == before
