@@ -154,7 +154,7 @@ def link_problem(reader: LogReader, position: LogPosition, seq: int,
     log has no chain."""
     if reader.chain is None:
         return None
-    if link_at(reader, position) == meta.get(CHAIN_KEY):
+    if reader.chain.links(link_at(reader, position), meta.get(CHAIN_KEY)):
         return None
     return (f"its chain value at seq {seq} is not the one the log holds there: it was made "
             "from another history (a forged or restored state at a genuine position); "
@@ -278,7 +278,8 @@ def manifest_at_problem(log: LogReader, data: Mapping[str, Any]) -> str | None:
                 f"{head}): the log was rolled back to an older copy, or the manifest is of "
                 "a later one (the chain)")
     found = link_after(log, seq)
-    if found is None or found != value:
+    rules = log.chain
+    if found is None or rules is None or not rules.links(found, value):
         return (f"session.json's chain.at (seq {seq}) is not the chain value the log holds "
                 "there: the manifest is of another history (the chain)")
     return None

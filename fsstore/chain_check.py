@@ -25,6 +25,10 @@ acknowledged nothing: readers stop before it, as before any torn tail, and ``che
 reports it as a problem, since a frame forged onto the end of the log without the key
 lands there too.
 
+A stored value may also link through a **bridge** (``ChainRules.links``,
+``ChainRules.anchors_on``): after a vacuum rewrote a file, its new last value stands
+where the next file's anchor recorded the old one (``chain_bridges.py``).
+
 Which sessions have a chain, and so which rules a reader checks, the session's
 manifest says (``chain_session.py``). What is not checked yet (FORMAT.md 3.4, "Not
 wired yet"): the anchors of upgraded sessions, reads at known places (``read_frames``,
@@ -34,7 +38,8 @@ checksums without checking their values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from .chain import CHAIN_SIZE, DOM_FRAME, Mac, genesis, junction
@@ -75,7 +80,7 @@ class ChainRules:
     0, the default, allows none), so that a chain cannot be stripped from a log by
     rewriting its records as unchained ones."""
 
-    __slots__ = ("_mac", "_refusal", "chained_from", "forks")
+    __slots__ = ("_mac", "_refusal", "bridges", "chained_from", "forks", "refresh")
     #: Whether a writer may move the log's start (a collection's WAL: its anchor there
     #: stays as written, vectors/collection_chain.py); a session's log keeps its start.
     moves_start = False
@@ -88,6 +93,12 @@ class ChainRules:
         self._mac, self._refusal = mac, refusal
         self.forks: tuple[tuple[int, int], ...] = tuple(sorted(forks))
         self.chained_from = chained_from
+        #: The manifest's ``chain.bridges`` (FORMAT.md 3.4, "Bridges"): each value a
+        #: rewrite gave a frame, and the values recorded for that place before it.
+        self.bridges: dict[bytes, frozenset[bytes]] = {}
+        #: Reads the bridges again (session.json): a reader that opened the session
+        #: before a vacuum added some meets its new files with them (chain_bridges.py).
+        self.refresh: Callable[[], Mapping[bytes, frozenset[bytes]]] | None = None
 
     @property
     def mac(self) -> Mac:
@@ -97,6 +108,40 @@ class ChainRules:
             assert self._refusal is not None
             raise self._refusal()
         return self._mac
+
+    def links(self, value: bytes | None, recorded: bytes | None) -> bool:
+        """Whether the log's chain value ``value`` is the one recorded as ``recorded``
+        elsewhere (a stored anchor, a snapshot's, checkpoint's, manifest's or pin's
+        value): equal, or a bridge says ``value`` stands where ``recorded`` was."""
+        if value == recorded:
+            return True
+        if value is None or recorded is None:
+            return False
+        return self.anchors_on(recorded, value, bytes)
+
+    def anchors_on(self, stored: bytes, link: bytes | None,
+                   make: Callable[[bytes], bytes | None]) -> bool:
+        """Whether an anchor ``stored`` is ``make`` of a value a bridge says ``link``
+        (the log's value) stands for (``make``: the anchor a link gives, a junction or
+        the link itself). The bridges are read again once before saying no: a reader
+        that opened before a vacuum wrote them meets its files with them."""
+        if link is None:
+            return False
+        for fresh in (False, True):
+            if fresh and not self._refreshed():
+                return False
+            if any(make(old) == stored for old in self.bridges.get(link, ())):
+                return True
+        return False
+
+    def _refreshed(self) -> bool:
+        if self.refresh is None:
+            return False
+        found = dict(self.refresh())
+        if found == self.bridges:
+            return False
+        self.bridges = found
+        return True
 
     def junction_at(self, first_seq: int) -> int | None:
         """The uid of the fork whose first own segment starts at ``first_seq``, if any."""
@@ -241,12 +286,15 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
     if first.frame_type == FRAME_CHAINED_BASE:
         # a retention's base (chain_base.py): its own value checked, its anchor passed on
         return _walk(rules.mac, pieces, origin, path, members, is_last, header,
-                     rules.forks)
+                     rules.forks, rules)
     if first.frame_type != FRAME_CHAIN_START:
         return ChainRun(True)  # misplaced, or of a type unknown here: the walk raises
     anchor = expected_anchor(rules, header, first_seq, before)
     stored = _anchor_of(piece, start, first.size)
-    if anchor is not None and stored != anchor:
+    if anchor is not None and stored != anchor and not (
+            first_seq != header.log_start and before is not None and rules.anchors_on(
+                stored, before.link_out,
+                lambda old: rules.anchor(header.uid, first_seq, header.log_start, old))):
         raise _link_broken(before, header, first_seq, path, rules=rules)
     if len(pieces) == 1 and not members:
         whole = _hashed(hashed) if hashed is not None else _whole_run(rules.mac, piece, start)
@@ -256,7 +304,7 @@ def check_segment(rules: ChainRules, pieces: Sequence[bytes | memoryview], origi
                     raise _junction_inside(seq, path, SEGMENT_HEADER_SIZE)
             return ChainRun(True, stored, whole[0], covered=origin + whole[1])
     return _walk(rules.mac, pieces, origin, path, members, is_last, header,
-                 rules.forks)
+                 rules.forks, rules)
 
 
 def cut_finding(scan: SegmentScan) -> Finding | None:
@@ -322,7 +370,8 @@ def _data_end(buf: bytes | memoryview, start: int) -> int:
 
 def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str,
           members: Collection[int], is_last: bool, header: SegmentHeader,
-          forks: Sequence[tuple[int, int]] = ()) -> ChainRun:
+          forks: Sequence[tuple[int, int]] = (), rules: ChainRules | None = None
+          ) -> ChainRun:
     """Check every frame's chain value, one by one (a copy of the running MAC each): the
     slow way, to name the first frame whose value fails, and for what the one call of
     ``_whole_run`` cannot take (a compacted file's members and chunks, a torn tail).
@@ -355,8 +404,12 @@ def _walk(mac: Mac, pieces: Sequence[bytes | memoryview], origin: int, path: str
                 # (the first member's anchor was checked before the walk; a later one's
                 # is the member before's last value, or a fork's junction made of it:
                 # compaction merges a fork's first own segment with the history before)
-                if link_out is not None and bytes(view[value_at - CHAIN_SIZE:value_at]) != (
-                        _member_anchor(mac, forks, frame.first_seq, link_out)):
+                stored = bytes(view[value_at - CHAIN_SIZE:value_at])
+                if link_out is not None and stored != (
+                        _member_anchor(mac, forks, frame.first_seq, link_out)) and not (
+                        rules is not None and rules.anchors_on(
+                            stored, link_out, partial(_member_anchor, mac, forks,
+                                                      frame.first_seq))):
                     raise _link_broken(None, None, frame.first_seq, path, at)
                 if link_in is None:
                     link_in = bytes(view[value_at - CHAIN_SIZE:value_at])

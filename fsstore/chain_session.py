@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from . import identity, manifest
 from .chain import KEYED, ChainKey, Mac, genesis, mac_for
 from .chain_check import NOT_CHECKED, UNCHECKED, ChainRules
-from .errors import ChainUnsupported, FsStoreError
+from .errors import FsStoreError
 from .fsio import FileIO
 from .log_format import SegmentScan
 
@@ -72,14 +72,20 @@ def rules_of(record: ChainRecord | None, given: ChainKey | None, session_path: s
         return None
     forks = [(seq, identity.parse(uid, manifest_path)) for seq, uid in record.forks]
     if record.alg != KEYED:
-        return ChainRules(Mac(), forks)
-    try:
-        mac = mac_for(record.alg, record.key_id,
-                      key_for(given, store_root_of(session_path)))
-    except FsStoreError as exc:
-        kind, message = type(exc), f"{manifest_path}: {exc}"
-        return ChainRules(None, forks, refusal=lambda: kind(message))
-    return ChainRules(mac, forks)
+        rules = ChainRules(Mac(), forks)
+    else:
+        try:
+            mac = mac_for(record.alg, record.key_id,
+                          key_for(given, store_root_of(session_path)))
+        except FsStoreError as exc:
+            kind, message = type(exc), f"{manifest_path}: {exc}"
+            return ChainRules(None, forks, refusal=lambda: kind(message))
+        rules = ChainRules(mac, forks)
+    from .chain_bridges import bridge_map, bridges_reader
+
+    rules.bridges = bridge_map(record.bridges)
+    rules.refresh = bridges_reader(rules, manifest_path)
+    return rules
 
 
 def record_fields(record: ChainRecord) -> dict[str, Any]:
@@ -89,6 +95,8 @@ def record_fields(record: ChainRecord) -> dict[str, Any]:
         fields["key_id"] = record.key_id
     if record.forks:
         fields["forks"] = [[seq, uid] for seq, uid in record.forks]
+    if record.bridges:
+        fields["bridges"] = [[new, old] for new, old in record.bridges]
     return fields
 
 
@@ -121,18 +129,9 @@ def fork_chain(parent: ChainRecord | None, junction_seq: int, uid: int
         return None
     forks = [(seq, uid_text) for seq, uid_text in parent.forks if seq < junction_seq]
     forks.append((junction_seq, identity.to_text(uid)))
-    return record_fields(manifest.ChainRecord(parent.alg, parent.key_id, forks))
-
-
-def refuse_rewrite(log: LogReader, what: str) -> None:
-    """ChainUnsupported, changing nothing, when ``log`` has a chain: ``what`` (a
-    compaction, a retention, a vacuum, a repair) would rewrite records the chain vouches
-    for, and no rewriter keeps a chain yet."""
-    if log.chain is not None:
-        raise ChainUnsupported(
-            f"{log.path}: {what} of a chained session is not supported yet: it rewrites "
-            "records the session's hash chain vouches for, which would break the chain "
-            "(docs/FORMAT.md 3.4); nothing was changed")
+    # the bridges too: the fork shares the parent's files, rewritten ones among them
+    return record_fields(manifest.ChainRecord(parent.alg, parent.key_id, forks,
+                                              list(parent.bridges)))
 
 
 def unchecked_reader(io: FileIO, log_path: str) -> LogReader:

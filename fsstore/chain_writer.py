@@ -78,6 +78,11 @@ def resume_run(rules: ChainRules, reader: LogReader, header: SegmentHeader, fram
         raise chain_damage("the segment before the active one ends in no chain value: the "
                            "chain is broken, and no writer extends it", path,
                            SEGMENT_HEADER_SIZE)
+    stored = stored_anchor(frames)
+    if (stored is not None and stored != anchor and first != log_start
+            and rules.anchors_on(stored, link, lambda old: rules.anchor(
+                header.uid, first, log_start, old))):
+        anchor = stored  # the segment before was rewritten: its new value bridged here
     run = RunState(mac, anchor)
     if run.take(frames):
         before = anchor if link is None else link

@@ -309,6 +309,16 @@ def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[So
     or a reclaim's rewrite of them, ``reclaim.py``): the compacted file written in the
     session folder, read back and compared, renamed over the group's first file; then
     the group's other files unlinked. Returns the new file's size."""
+    temp, size = stage_group(io, reader, session_path, group, members, uid, level)
+    install_group(io, reader, group, temp)
+    return size
+
+
+def stage_group(io: FileIO, reader: LogReader, session_path: str, group: list[Source],
+                members: list[tuple[int, bytes]], uid: int, level: int = DEFAULT_LEVEL
+                ) -> tuple[str, int]:
+    """Steps 1 and 2 of :func:`write_group`: the compacted file of ``members`` written
+    to a temp file in the session folder and read back; returns its path and size."""
     first = group[0].first
     header = reader.read_header(first)
     log_start = header.log_start
@@ -324,8 +334,17 @@ def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[So
     io.write_new(temp, data)
     try:
         _verify_written(io, temp, first, members)
-        final = reader.segment_path(first)
-        io.rename(temp, final)
+    except BaseException:
+        _unlink(io, temp)
+        raise
+    return temp, len(data)
+
+
+def install_group(io: FileIO, reader: LogReader, group: list[Source], temp: str) -> None:
+    """Steps 3 and 4 of :func:`write_group`: the staged file ``temp`` renamed over the
+    group's first file, then the group's other files unlinked."""
+    try:
+        io.rename(temp, reader.segment_path(group[0].first))
     except BaseException:
         _unlink(io, temp)
         raise
@@ -337,7 +356,11 @@ def write_group(io: FileIO, reader: LogReader, session_path: str, group: list[So
         _unlink(io, reader.segment_path(source.first))
     if len(group) > 1:
         io.fsync_dir(reader.path)
-    return len(data)
+
+
+def discard_staged(io: FileIO, temp: str) -> None:
+    """Remove a file :func:`stage_group` staged and that will not be put in place."""
+    _unlink(io, temp)
 
 
 def _member_offsets(reader: LogReader, source: Source, buf: bytes) -> list[int]:

@@ -63,6 +63,9 @@ class ChainRecord(msgspec.Struct, frozen=True):
     key_id: str | None = None
     forks: list[tuple[Annotated[int, msgspec.Meta(ge=0)], str]] = msgspec.field(
         default_factory=list)
+    #: ``[NEW, OLD]`` hex pairs: the chain value NEW, which a rewrite (a vacuum, a
+    #: repair) gave a frame, stands where OLD was recorded (FORMAT.md 3.4, "Bridges")
+    bridges: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
 
 class StoreManifest(msgspec.Struct, frozen=True):
@@ -271,6 +274,9 @@ def check_chain(record: ChainRecord, path: str, name: str) -> None:
     for seq, uid in record.forks:
         if problem is None and not _is_hex(uid, 16):
             problem = f"{name}.forks: uid {uid[:40]!r} (at seq {seq}) is not 16 hex digits"
+    for new, old in record.bridges:
+        if problem is None and not (_is_hex(new, 64) and _is_hex(old, 64)):
+            problem = f"{name}.bridges: [{new[:70]!r}, {old[:70]!r}] is no pair of chain values"
     if problem is not None:
         raise CorruptionError(f"field {problem}; restore this manifest from a backup",
                               path=path)

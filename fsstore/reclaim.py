@@ -29,6 +29,11 @@ and edit records of a message deleted at ``P`` (its delete at least ``message_gr
 seconds old, the message live at no checkpoint) become redacted message records, in
 frames of their old size too. The delete (the tombstone) stays: the id stays taken.
 
+In a chained session (docs/FORMAT.md 3.4, "Rewrites and bridges"), a rewritten frame
+keeps its chain type, anchor and size, the files' runs are hashed again
+(``chain_bridges.rechain``), and the files are staged, then the bridges from their new
+chain values to the recorded ones written to session.json, then the files renamed.
+
 A marker names the items of the record it replaced (``{"queue": [ids]}`` or
 ``{"inputs": [ids]}``), and a fold that meets one drops those items: a reader that read
 a record of an item before a rewrite and its marker after it (any mix of old and new
@@ -47,18 +52,25 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from .chain_bridges import as_chained, rechain, recorded_seqs
 from .compaction import (
     DEFAULT_LEVEL,
     Source,
+    discard_staged,
     group_members,
+    install_group,
     log_folder_lock,
     sealed_sources,
+    stage_group,
     write_group,
 )
 from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
 from .fsio import FileIO
 from .log import LogReader
 from .log_format import (
+    CHAIN_FIELDS,
+    FRAME_CHAIN_START,
+    FRAME_CHAINED,
     FRAME_EVENTS,
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
@@ -103,6 +115,8 @@ _queue_decoder = msgspec.msgpack.Decoder(type=QueueRecord, ext_hook=refuse_msgpa
 _input_decoder = msgspec.msgpack.Decoder(type=InputRecord, ext_hook=refuse_msgpack_ext)
 _encoder = msgspec.msgpack.Encoder()
 _KINDS = (QUEUE_RECORD.encode(), INPUT_RECORD.encode())
+#: The frames whose records a reclaim replaces: plain and chained event frames.
+_REWRITTEN = frozenset({FRAME_EVENTS, FRAME_CHAINED, FRAME_CHAIN_START})
 
 
 @dataclass(frozen=True)
@@ -144,11 +158,13 @@ class Reclaimed:
 
 def reclaim_records(target: ReclaimTarget, *, dry_run: bool = False,
                     level: int = DEFAULT_LEVEL, message_grace: float = 0.0,
-                    now: float | None = None) -> Reclaimed:
+                    now: float | None = None, bridge: Bridge | None = None) -> Reclaimed:
     """Reclaim the records of done work and of messages deleted at least
     ``message_grace`` seconds before ``now`` in the sealed files of ``target``'s log
     (see the module's docstring). Problems that stop it (a damaged checkpoint, a file
-    that does not read back) are findings; whatever was rewritten before stays, whole."""
+    that does not read back) are findings; whatever was rewritten before stays, whole.
+    A chained log's rewritten files are re-chained, and ``bridge`` writes the bridges
+    from their new values to those recorded elsewhere (chain_bridges.py)."""
     out = Reclaimed()
     try:
         queue, inputs, pinned = _kept_items(target)
@@ -167,7 +183,7 @@ def reclaim_records(target: ReclaimTarget, *, dry_run: bool = False,
     plan = _Keep(queue, inputs, messages, pinned)
     try:
         with log_folder_lock(target.log.path, LOCK_TIMEOUT):
-            _rewrite(target, plan, out, dry_run, level)
+            _rewrite(target, plan, out, dry_run, level, bridge)
     except (FsStoreError, OSError) as exc:
         out.findings.append(_finding(exc, target.log.path, "reclaim of queue, input and "
                                      "message records stopped"))
@@ -212,11 +228,21 @@ def _kept_items(target: ReclaimTarget
             frozenset(i for image in images for i in image.inputs.items), frozenset(pinned))
 
 
+#: What writes bridges ((new, old) chain values) to session.json (chain_bridges.py).
+Bridge = Callable[[list[tuple[bytes, bytes]]], None]
+
+
 def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
-             level: int) -> None:
+             level: int, bridge: Bridge | None = None) -> None:
     reader = target.log
     sources, _leftovers = sealed_sources(reader)
     prepared = False
+    rules = reader.chain
+    # A chained log's files are staged first, the bridges written, then the files
+    # renamed (chain_bridges.py says why that order).
+    staged: list[tuple[Source, str]] = []
+    pairs: list[tuple[bytes, bytes]] = []
+    recorded: set[int] = set()
     # Newest first: a reader going forward that reads a file written by this reclaim
     # reads every later file as written by it too.
     for source in reversed(sources):
@@ -240,12 +266,48 @@ def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
             log_start = reader.read_header(source.first).log_start
             written = len(encode_compacted(source.first, log_start, target.uid, changed,
                                            level))
+        elif rules is not None:
+            if not recorded:
+                recorded = recorded_seqs(target, keep.pinned)
+            redo = rechain(rules, changed, members)
+            changed = redo.members
+            ends = recorded | {redo.link_out()}
+            pairs += [(new, old) for seq, (old, new) in sorted(redo.changed.items())
+                      if seq in ends]
+            temp, written = stage_group(target.io, reader, target.path, [source], changed,
+                                        target.uid, level)
+            staged.append((source, temp))
         else:
             written = write_group(target.io, reader, target.path, [source], changed,
                                   target.uid, level)
         out.files += 1
         out.messages |= redacted
         _share(out, lost, source, written)
+    if staged:
+        _install(target, staged, pairs, bridge)
+
+
+def _install(target: ReclaimTarget, staged: list[tuple[Source, str]],
+             pairs: list[tuple[bytes, bytes]], bridge: Bridge | None) -> None:
+    """Put a chained log's staged files in place: the bridges first, in session.json
+    (a crash before that leaves the log as it was), then the renames, newest first."""
+    try:
+        if pairs:
+            if bridge is None:
+                raise FsStoreError(f"{target.path}: a rewrite of a chained log needs the "
+                                   "session's writer to write its bridges")
+            bridge(pairs)
+    except BaseException:
+        for _source, temp in staged:
+            discard_staged(target.io, temp)
+        raise
+    for index, (source, temp) in enumerate(staged):
+        try:
+            install_group(target.io, target.log, [source], temp)
+        except BaseException:
+            for _source, left in staged[index + 1:]:
+                discard_staged(target.io, left)
+            raise
 
 
 def _prepare(target: ReclaimTarget, out: Reclaimed) -> None:
@@ -317,10 +379,15 @@ def _replace(frames: bytes, keep: _Keep, head: int, lost: dict[str, list[int]],
         # The frame ending at P stays, and each frame ending at a checkpoint's seq: a
         # snapshot at P or the checkpoint names it (its position, with its crc).
         last = first_seq + count - 1
-        if (frame_type == FRAME_EVENTS and last < head and last not in keep.pinned
+        if (frame_type in _REWRITTEN and last < head and last not in keep.pinned
                 and any(frames.find(kind, start, start + length) != -1 for kind in markers)):
-            frame = _frame_with_markers(payload, first_seq, count, size, keep, lost,
-                                        redacted)
+            # a chained frame is rewritten as a plain one of its size less its chain
+            # fields, then given them back (chain_bridges.rechain fills its value)
+            extra = CHAIN_FIELDS.get(frame_type, 0)
+            frame = _frame_with_markers(payload, first_seq, count, size - extra, keep,
+                                        lost, redacted)
+            if frame is not None and extra:
+                frame = as_chained(frame, view[off:off + size])
             if frame is not None:
                 parts.append(frames[done:off])
                 parts.append(frame)

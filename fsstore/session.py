@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from . import chain_bindings, clock, identity, layout, vectors
+from . import chain_bindings, chain_bridges, clock, identity, layout, vectors
 from . import state as state_module
 from .aio import AsyncSessionMixin
 from .aio_maintenance import AsyncSessionMaintenanceMixin
@@ -811,7 +811,8 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
                 self.io, self.path, self._log, writer.head, uid, self._policy.commit_ids,
                 self._snapshots, self._checkpoints, self._loaded, writer.sync,
                 self._snapshot, self.id, self._policy.keep, frozenset(self._collections),
-                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run))
+                lambda grace, dry_run: self.gc(grace=grace, dry_run=dry_run),
+                chain_bridges.bridge_writer(self._manifest_file, self._log.chain))
             report = vacuum_session(target, dry_run=dry_run, grace=grace,
                                     torn_grace=torn_grace, message_grace=message_grace)
             self._message_index_file.renew(report.messages_redacted > 0)

@@ -54,7 +54,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import layout, vectors
 from .blobs import DEFAULT_GRACE_SECONDS, GcReport
-from .chain_session import refuse_rewrite
 from .defaults import DEFAULT_TORN_GRACE_SECONDS
 from .errors import (
     CorruptionError,
@@ -285,6 +284,8 @@ class SessionVacuum(ReclaimTarget):
     keep: int
     open_collections: frozenset[str]
     gc: Callable[[float, bool], GcReport]
+    #: A chained session's: what writes bridges to session.json (chain_bridges.py).
+    bridge: Callable[[list[tuple[bytes, bytes]]], None] | None = None
 
 
 def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
@@ -292,7 +293,6 @@ def vacuum_session(target: SessionVacuum, *, dry_run: bool = False,
                    torn_grace: float = DEFAULT_TORN_GRACE_SECONDS,
                    message_grace: float = 0.0) -> VacuumReport:
     """Vacuum one session (see the module docstring); the caller holds its writer lock."""
-    refuse_rewrite(target.log, "a vacuum (its reclaim of records)")
     started = time.monotonic()
     _check_grace(grace, "grace")
     _check_grace(torn_grace, "torn_grace")
@@ -329,7 +329,8 @@ def reclaim_log_records(target: SessionVacuum, dry_run: bool, message_grace: flo
     """What only a rewrite of the log reclaims: the queue and input records of done
     work, and the content of messages deleted at least ``message_grace`` seconds
     before ``now`` (``reclaim.py``)."""
-    return reclaim_records(target, dry_run=dry_run, message_grace=message_grace, now=now)
+    return reclaim_records(target, dry_run=dry_run, message_grace=message_grace, now=now,
+                           bridge=target.bridge)
 
 
 def _check_grace(value: float, name: str) -> None:
