@@ -268,6 +268,15 @@ def vouched_tail(log: LogReader, newest: int, end: SegmentEnd) -> SegmentEnd:
             return end
         first = before[-1]
         upto = log.segment_end(first).end
+    checked = log.vouched.get((log.segment_path(first), SEGMENT_HEADER_SIZE))
+    if checked is not None and upto <= checked.end:
+        # checked before, and the file unchanged since: no need to open it (the tail
+        # of a log no one writes is read often: head, info, the message index)
+        try:
+            if log.io.path_identity(log.segment_path(first)) == checked.identity:
+                return end
+        except FileNotFoundError:
+            pass
     with log.open_segment(first) as segment:
         stop = vouch(log, segment, upto - 1, upto, end.next_seq, torn_ok=first == newest)
     if stop >= upto:

@@ -233,6 +233,11 @@ class FileIO:
         info = os.fstat(fd)
         return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
+    def path_identity(self, path: str) -> tuple[int, int, int, int, int]:
+        """:meth:`identity` of the file at ``path``, without opening it."""
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
     def path_inode(self, path: str) -> int:
         """The inode number of ``path`` (a copy of a file or folder gets another)."""
         return os.stat(path).st_ino
