@@ -9,11 +9,14 @@ import json
 import os
 import stat
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import layout
 from .errors import CorruptionError, Finding, FsStoreError, InvalidBackupDest
 from .fsio import FileIO
+
+if TYPE_CHECKING:
+    from .chain import ChainKey
 
 BACKUP_MANIFEST = ".fsstore-backup.json"
 BACKUP_FORMAT = "fsstore-backup"
@@ -260,12 +263,16 @@ def _tally_findings(io: FileIO, folder: str, recorded: object) -> list[Finding]:
 
 
 def verify_backup(dest: str | os.PathLike[str], *,
-                  on_session: Callable[[str], object] | None = None) -> list[Finding]:
+                  on_session: Callable[[str], object] | None = None,
+                  chain_key: ChainKey | bytes | str | os.PathLike[str] | None = None
+                  ) -> list[Finding]:
     """Check the backup in ``dest``: that the last backup into it completed, that every
     session it recorded is there and ends at the recorded seq, and everything
-    ``Store.verify`` checks (every session's files, every blob's digest). Returns the
-    findings (``problem`` for damage, naming the file and offset); never raises for
-    damage."""
+    ``Store.verify`` checks (every session's files, every blob's digest, the chain of
+    each chained session). Returns the findings (``problem`` for damage, naming the file
+    and offset); never raises for damage. ``chain_key``: the key of keyed chained
+    sessions, as ``open_store`` takes it (else the environment's; without it, each such
+    session's chain is reported unchecked, as ``verify`` does)."""
     from .store import open_store
     dest = os.path.abspath(os.fspath(dest))
     io = FileIO()
@@ -279,7 +286,7 @@ def verify_backup(dest: str | os.PathLike[str], *,
         return [Finding("problem", manifest_path, None,
                         "missing: the folder is not a backup fsstore made")]
     try:
-        store = open_store(dest, create=False)
+        store = open_store(dest, create=False, chain_key=chain_key)
     except (FsStoreError, OSError) as exc:
         return [Finding("problem", dest, None, f"does not open as a store: {exc}")]
     if not record.get("complete"):

@@ -42,7 +42,7 @@ from . import identity, layout
 from .chain import CHAIN_SIZE, DOM_MANIFEST, DOM_SNAPSHOT, Mac, genesis
 from .errors import ChainBindingBroken, ChainKeyMismatch, ChainKeyRequired, Finding
 from .fsio import FileIO
-from .log_format import TRAILER_SIZE
+from .log_format import FRAME_CHAINED_BASE, TRAILER_SIZE
 from .segment_header import SEGMENT_HEADER_SIZE
 
 if TYPE_CHECKING:
@@ -258,7 +258,11 @@ def link_after(log: LogReader, seq: int) -> bytes | None:
     # ``origin`` on, in pieces when the file is compacted (a compaction's merged history)
     held = b"".join([bytes(scan.buf), *map(bytes, scan.more)]) if scan.more else scan.buf
     at = scan.end - scan.origin
-    return bytes(held[at - TRAILER_SIZE - CHAIN_SIZE:at - TRAILER_SIZE])
+    value_at = at - TRAILER_SIZE - CHAIN_SIZE
+    (size,) = struct.unpack_from("<I", held, at - TRAILER_SIZE)
+    if struct.unpack_from("<I", held, at - size + 20)[0] == FRAME_CHAINED_BASE:
+        value_at -= CHAIN_SIZE  # a base passes on its anchor (FORMAT.md 3.4): a fork there
+    return bytes(held[value_at:value_at + CHAIN_SIZE])
 
 
 def manifest_at_problem(log: LogReader, data: Mapping[str, Any]) -> str | None:

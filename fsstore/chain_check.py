@@ -30,10 +30,10 @@ A stored value may also link through a **bridge** (``ChainRules.links``,
 where the next file's anchor recorded the old one (``chain_bridges.py``).
 
 Which sessions have a chain, and so which rules a reader checks, the session's
-manifest says (``chain_session.py``). What is not checked yet (FORMAT.md 3.4, "Not
-wired yet"): the anchors of upgraded sessions, reads at known places (``read_frames``,
-``frames_from``), watchers and the log's tail, which take chained frames by their
-checksums without checking their values.
+manifest says (``chain_session.py``). Reads at known places (``read_frames``,
+``frames_from``, the message index, the log's tail) and watchers check the run up to
+what they read with ``chain_reads.py``. What is not checked yet (FORMAT.md 3.4, "Not
+wired yet"): the anchors of upgraded sessions.
 """
 
 from __future__ import annotations

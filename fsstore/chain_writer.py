@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import layout
 from .chain import CHAIN_SIZE
-from .chain_check import ChainRules, ChainRun, anchor_for, check_segment
+from .chain_check import UNCHECKED, ChainRules, ChainRun, anchor_for, check_segment
 from .chain_frames import RunState
-from .errors import ChainUnsupported, CorruptionError
+from .errors import CorruptionError
 from .fsio import FileIO
 from .log import LogPosition, LogReader
 from .log_format import (
@@ -37,11 +37,13 @@ from .log_format import (
     FRAME_HEADER_SIZE,
     MAX_FRAME_PAYLOAD,
     TRAILER_SIZE,
+    SegmentScan,
     _parse_frame,
     chain_damage,
     decode_payload,
     encode_payload,
 )
+from .segment_file import encode_compacted
 from .segment_header import SEGMENT_HEADER_SIZE, SegmentHeader, encode_segment_header
 
 if TYPE_CHECKING:
@@ -158,24 +160,31 @@ def copy_prefix(io: FileIO, source: LogReader, first_seq: int, dest: str, at_seq
     scan = source.scan_segment(first_seq, is_last, after_seq=at_seq, until_seq=at_seq)
     for _ in scan:
         pass
-    if scan.compacted or scan.more:
-        raise ChainUnsupported(f"{path}: a fork of a chained session at a seq inside a "
-                               "compacted segment is not supported yet; fork at the end "
-                               "of a segment")
     if scan.expect_seq <= at_seq:
         raise CorruptionError(f"the log ends at seq {scan.expect_seq - 1}, before seq {at_seq}",
                               path=path, offset=scan.end)
-    buf, header = scan.buf, source.read_header(first_seq)
+    link: bytes | None = None
+    buf: bytes | memoryview
+    if scan.compacted or scan.more:
+        # (its chain was checked whole by the scan, every member's run and the links
+        # between them)
+        first_seq, buf, link, uid_of_run = _split_compacted(io, source, first_seq, dest,
+                                                            at_seq, log_start)
+        scan = SegmentScan(buf, path, first_seq, False, after_seq=at_seq, until_seq=at_seq,
+                           chain=UNCHECKED)
+        for _ in scan:
+            pass
+    else:
+        buf, uid_of_run = scan.buf, source.read_header(first_seq).uid
     view, end = memoryview(buf), scan.end
     cut = None if scan.expect_seq == at_seq + 1 else _parse_frame(buf, view, end, len(buf))
-    link: bytes | None = None
     if end > SEGMENT_HEADER_SIZE:
         io.write_new(os.path.join(dest, layout.segment_name(first_seq)),
-                     encode_segment_header(first_seq, log_start, header.uid)
+                     encode_segment_header(first_seq, log_start, uid_of_run)
                      + bytes(buf[SEGMENT_HEADER_SIZE:end]))
         link = bytes(buf[end - TRAILER_SIZE - CHAIN_SIZE:end - TRAILER_SIZE])
-    elif first_seq != log_start:  # at_seq is in the segment's first batch: the link before
-        link = last_link(source, first_seq)
+    elif link is None and first_seq != log_start:
+        link = last_link(source, first_seq)  # at_seq is in the segment's first batch
     start = at_seq + 1 if cut is None else cut.first_seq
     content = encode_segment_header(start, log_start, uid)
     if cut is not None:
@@ -191,3 +200,44 @@ def copy_prefix(io: FileIO, source: LogReader, first_seq: int, dest: str, at_seq
     io.write_new(os.path.join(dest, layout.segment_name(start)), content)
     crc = _U32.unpack_from(content, SEGMENT_HEADER_SIZE)[0] if cut is not None else 0
     return LogPosition(start, len(content), crc)
+
+
+def _split_compacted(io: FileIO, source: LogReader, first_seq: int, dest: str, at_seq: int,
+                     log_start: int) -> tuple[int, bytes, bytes | None, int]:
+    """A fork at ``at_seq`` inside the compacted file ``first_seq`` (FORMAT.md 3.4,
+    "Forks"): its members before the one holding ``at_seq`` are written into ``dest``
+    byte for byte as a compacted file of their own, under the file's name and header uid
+    (every member's run, and the links between them, hold as they are); the member
+    holding ``at_seq`` is returned as a plain segment's bytes (its header, then its
+    frames), to be copied up to ``at_seq`` as a plain segment's prefix is: its first
+    seq, those bytes, the chain value it anchors on (the last of the member before it,
+    or the anchor of a base that member is, which it passes on) and the file's uid. A
+    base (a member of its own, flagged) stays in a compacted file: when ``at_seq`` ends
+    it, the member returned is empty, at ``at_seq + 1``."""
+    logical, header = source.load_segment(first_seq)
+    with source.open_segment(first_seq) as segment:
+        assert segment.tables is not None
+        members = segment.tables.members
+        base_first = segment.tables.base_first
+    ends = [*(m.start for m in members[1:]), len(logical)]
+    holding = max(index for index, m in enumerate(members) if m.first_seq <= at_seq)
+    if holding == 0 and base_first:
+        holding = 1  # the base is its member's whole run: it ends at its seq
+    kept = [(m.first_seq, logical[m.start:end])
+            for m, end in zip(members[:holding], ends[:holding], strict=True)]
+    link = None
+    if kept:
+        io.write_new(os.path.join(dest, layout.segment_name(kept[0][0])),
+                     encode_compacted(kept[0][0], log_start, header.uid, kept))
+        last = kept[-1][1]
+        value_at = len(last) - TRAILER_SIZE - CHAIN_SIZE
+        if holding == 1 and base_first:  # a base passes on its anchor (FORMAT.md 3.4)
+            value_at -= CHAIN_SIZE
+        link = bytes(last[value_at:value_at + CHAIN_SIZE])
+    if holding == len(members):
+        member_first, frames = at_seq + 1, b""
+    else:
+        member_first = members[holding].first_seq
+        frames = logical[members[holding].start:ends[holding]]
+    return (member_first, encode_segment_header(member_first, log_start, header.uid) + frames,
+            link, header.uid)

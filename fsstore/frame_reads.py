@@ -3,8 +3,9 @@ the message index points at) and every frame from a frame boundary to the end of
 (the message index catching up, an export's walk), without the segment-at-a-time scans
 of ``log.py``. ``LogReader.read_frames``, ``frames_from`` and ``goes_on`` call these.
 
-Each frame is checked against its checksum; the chain values of a chained log
-(FORMAT.md 3.4) are not checked here yet, though a keyed one's key is needed.
+Each frame is checked against its checksum, and in a chained log (FORMAT.md 3.4) its
+chain value, by the run of its segment up to it (``chain_reads.vouch``), before it is
+returned.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .chain_reads import vouch
 from .errors import CorruptionError
 from .log_format import (
     _FRAME_HEADER,
@@ -106,12 +108,16 @@ def read_frames(log: LogReader, first_seq: int, start: int, end: int, *, decode:
     with log.open_segment(first_seq) as segment:
         path = segment.path
         raw = segment.pread(end - start, start) if end > start else b""
-    frames = list(_walk_frames(raw, path, start, first_seq, decode=decode))
-    if len(raw) != end - start or sum(frame.size for frame in frames) != end - start:
-        walked = start + sum(frame.size for frame in frames)
-        raise CorruptionError(f"no whole record at byte {walked} (bytes {start} to {end} "
-                              "were expected to hold whole records)", path=path,
-                              offset=walked)
+        frames = list(_walk_frames(raw, path, start, first_seq, decode=decode))
+        if len(raw) != end - start or sum(frame.size for frame in frames) != end - start:
+            walked = start + sum(frame.size for frame in frames)
+            raise CorruptionError(f"no whole record at byte {walked} (bytes {start} to "
+                                  f"{end} were expected to hold whole records)", path=path,
+                                  offset=walked)
+        if frames:
+            # vouched for by the run of their segment up to them (FORMAT.md 3.4)
+            last = frames[-1]
+            vouch(log, segment, start, end, last.first_seq + last.event_count)
     return frames
 
 
@@ -147,10 +153,20 @@ def frames_from(log: LogReader, position: LogPosition, marker: bytes | None = No
                     raise CorruptionError(
                         f"record has seq {frames[0].first_seq}, expected {next_seq}",
                         path=path, offset=offset)
+                walked = sum(frame.size for frame in frames)
+                if frames:
+                    # vouched for by the run of their segment up to them (FORMAT.md 3.4);
+                    # a last record torn inside its chain value ends the log, as a torn
+                    # tail does
+                    last = frames[-1]
+                    stop = vouch(log, opened, offset, offset + walked,
+                                 last.first_seq + last.event_count, torn_ok=True)
+                    if stop < offset + walked:
+                        yield from (frame for frame in frames if frame.offset < stop)
+                        return
                 for frame in frames:
                     next_seq = frame.first_seq + frame.event_count
                     yield frame
-                walked = sum(frame.size for frame in frames)
                 if walked == 0:
                     if _holds_more(raw) and len(raw) < size - offset:
                         chunk *= 4  # a frame longer than what was read: read more
@@ -200,7 +216,7 @@ def goes_on(log: LogReader, segment: SegmentFile, next_seq: int) -> bool:
 
 def _need_key(log: LogReader) -> None:
     """A keyed chain's records are read with its key only (ChainKeyRequired without it),
-    here too, where their chain values are not checked yet (FORMAT.md 3.4)."""
+    before anything is read."""
     if log.chain is not None:
         log.chain.mac  # noqa: B018
 

@@ -227,6 +227,17 @@ class FileIO:
     def size(self, fd: int) -> int:
         return os.fstat(fd).st_size
 
+    def identity(self, fd: int) -> tuple[int, int, int, int, int]:
+        """(device, inode, size, mtime_ns, ctime_ns) of an open file: what was checked of
+        it holds while these do (a write changes its ctime, which no one can set)."""
+        info = os.fstat(fd)
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+    def path_identity(self, path: str) -> tuple[int, int, int, int, int]:
+        """:meth:`identity` of the file at ``path``, without opening it."""
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
     def path_inode(self, path: str) -> int:
         """The inode number of ``path`` (a copy of a file or folder gets another)."""
         return os.stat(path).st_ino

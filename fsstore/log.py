@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import chain_check, frame_reads, layout
+from . import chain_check, chain_reads, frame_reads, layout
 from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError
 from .frame_reads import Frame
 from .fsio import FileIO
@@ -129,6 +129,7 @@ class LogReader:
         # a log that is not a session's, such as a collection's write-ahead log).
         self.identity = identity
         self.chain: ChainRules | None = None  # the session's chain (FORMAT.md 3.4), if any
+        self.vouched = chain_reads.RunCache()  # runs checked by reads at known places
         self._first_turns: dict[int, int | None] = {}
         self._chunks = ChunkCache()  # decompressed chunks of compacted segments
         self._merged_into: dict[int, int] = {}  # merged segment -> its compacted file
@@ -419,7 +420,8 @@ class LogReader:
 
     def tail(self) -> LogTail:
         """Head, log start and the last event's ts, turn and kind, in O(1)."""
-        _, log_start, end = self.locate_tail()
+        newest, log_start, end = self.locate_tail()
+        end = chain_reads.vouched_tail(self, newest, end)  # (its chain value, checked)
         return LogTail(end.next_seq - 1, log_start, *(end.last or (None, None, None)))
 
     def locate_tail(self) -> tuple[int, int, SegmentEnd]:

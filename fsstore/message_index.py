@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import msgspec
 
 from . import layout
+from .chain_reads import vouch_read
 from .checksum import crc32c
 from .errors import CorruptionError, Finding
 from .frame_reads import Frame
@@ -672,6 +673,7 @@ class MessageIndex:
             with self.log.open_segment(first.segment) as segment:
                 path = segment.path
                 buf = segment.pread(end - first.offset, first.offset)
+                vouch_read(self.log, segment, first.offset, buf)  # (FORMAT.md 3.4)
             view = memoryview(buf)
             decoded: dict[int, _SplitFrame] = {}
             for number in order[start:stop]:

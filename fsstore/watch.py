@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from . import layout
 from .aio import AsyncWatcherMixin
 from .chain_check import taken_as_is
+from .chain_reads import vouch
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
 from .lazy import LazyModule
 from .log import LogReader, LogTail
@@ -325,6 +326,11 @@ class _Watcher(AsyncWatcherMixin):
         self._closed = threading.Event()
         self._reading = threading.Lock()
         self._thread: threading.Thread | None = None
+        # What stopped the callback thread (a damaged log, its chain failing, the session
+        # deleted): kept, and raised by the next get() and by close(), so that it is
+        # seen where the watcher is used, not only printed by the dead thread.
+        self._failed: BaseException | None = None
+        self._failure_raised = False
         # Set when the last read reached the end of what was written: then nothing new
         # can be there without a hint, and the next get may wait before reading.
         self._caught_up = False
@@ -335,6 +341,7 @@ class _Watcher(AsyncWatcherMixin):
     def get(self, timeout: float | None = None) -> list[Any]:
         """What changed since the last delivery, waiting up to ``timeout`` seconds (None:
         until something does, or the watcher is closed) for the first of it."""
+        self._raise_failure()
         deadline = None if timeout is None else time.monotonic() + timeout
         skip = self._caught_up
         while not self._closed.is_set():
@@ -375,21 +382,41 @@ class _Watcher(AsyncWatcherMixin):
             raise InvalidSetting("this watcher already runs a callback")
 
         def run() -> None:
-            while not self._closed.is_set():
-                for item in self.get(self._interval):
-                    callback(item)
+            try:
+                while not self._closed.is_set():
+                    for item in self.get(self._interval):
+                        callback(item)
+            except BaseException as exc:  # the callback's own errors too
+                self._failed = exc
+                self._closed.set()
+                self._notifier.close()
 
         self._thread = threading.Thread(target=run, name="fsstore-watch", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         """Stop: iterators end, the callback thread and the observer are joined (an
-        iterator's worker thread lets go of the notifier as it wakes, at once)."""
+        iterator's worker thread lets go of the notifier as it wakes, at once). Raises
+        what stopped the callback thread, if anything did (see :attr:`error`)."""
         self._closed.set()
         self._notifier.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        self._raise_failure()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the callback thread (the watcher is closed then), else None."""
+        return self._failed
+
+    def _raise_failure(self) -> None:
+        """Raise what stopped the callback thread, once: the first get() or close()
+        after it raises it, and the watcher stays closed."""
+        failed = self._failed
+        if failed is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise failed
 
     @property
     def closed(self) -> bool:
@@ -416,6 +443,9 @@ class SessionWatcher(_Watcher):
                  notifier: Notifier | None = None) -> None:
         if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
             raise InvalidSetting(f"after_seq must be an int >= 0, not {after_seq!r}")
+        # a keyed chain's records are delivered with its key only: refused here, at the
+        # call, not in the thread a callback watcher starts (ChainKeyRequired)
+        taken_as_is(log.chain)
         self.session_id = session_id
         self.last_seq = after_seq
         self._log = log
@@ -494,13 +524,25 @@ class SessionWatcher(_Watcher):
             if not buf.strip(b"\0"):
                 return
             header = self._file.header
-            # (a chain's values are not checked here yet: FORMAT.md 3.4)
+            allow_base = self._file.starts_with_base and self._segment == header.log_start
             scan = SegmentScan(buf, path, self._next_seq, True, self.last_seq,
                                origin=self._offset, segment=self._segment,
-                               chain=taken_as_is(self._log.chain),
-                               allow_base=self._file.starts_with_base
-                               and self._segment == header.log_start)
-            for event in scan:
+                               chain=taken_as_is(self._log.chain), allow_base=allow_base)
+            events = list(scan)
+            if scan.end > self._offset:
+                # delivered only once the chain vouches for them, as a replay's are
+                # (FORMAT.md 3.4): a last record torn inside its chain value is read
+                # again at the next wake-up, as a torn tail is
+                stop = vouch(self._log, self._file, self._offset, scan.end, scan.expect_seq,
+                             torn_ok=True)
+                if stop < scan.end:
+                    scan = SegmentScan(buf[:stop - self._offset], path, self._next_seq,
+                                       True, self.last_seq, origin=self._offset,
+                                       segment=self._segment,
+                                       chain=taken_as_is(self._log.chain),
+                                       allow_base=allow_base)
+                    events = list(scan)
+            for event in events:
                 found.append(event)
                 self.last_seq = event.seq
             self._offset, self._next_seq = scan.end, scan.expect_seq

@@ -49,7 +49,8 @@ def run_backup(args: argparse.Namespace) -> int:
         if args.sessions or args.link_dest or args.verify_copies or args.json:
             raise InvalidSetting("backup --verify takes DEST alone: no SESSION, --link-dest, "
                                  "--verify-copies or --json")
-        return report_findings(verify_backup(args.dest))
+        return report_findings(verify_backup(
+            args.dest, chain_key=getattr(args, "key_file", None)))
     from ._common import store_from
     store = store_from(args)
     report = backup_store(store, args.dest, args.sessions or None,
