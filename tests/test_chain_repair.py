@@ -278,3 +278,22 @@ def test_every_crash_state_of_a_chained_repair_is_finished_by_a_second_repair(
         tmp_path, key, keyed):
     keyed(key)
     check_crash_states(tmp_path, every=1)
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_a_pin_of_the_old_head_reports_a_repair_of_the_records_before_it(
+        tmp_path, key, keyed):
+    # the head's frame followed the damage in its run: its old value could not be
+    # checked, so no bridge stands for it, and the pin tells (FORMAT.md 7.6)
+    keyed(key)
+    root = tmp_path / "store"
+    files = build(root)
+    pin = open_store(root).read_session("s").head_hash
+    damage_frame(files[-1], 0)
+    report = open_store(root).repair("s")
+    assert report.head_hash_before is None  # the damaged tail did not read
+    assert report.head_hash_after != pin
+    reader = open_store(root).read_session("s")
+    assert [f for f in reader.verify() if f.level == "problem"] == []
+    found = [f for f in reader.verify(expect_head=pin) if f.level == "problem"]
+    assert found and "pin" in found[0].message
