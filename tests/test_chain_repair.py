@@ -297,3 +297,31 @@ def test_a_pin_of_the_old_head_reports_a_repair_of_the_records_before_it(
     assert [f for f in reader.verify() if f.level == "problem"] == []
     found = [f for f in reader.verify(expect_head=pin) if f.level == "problem"]
     assert found and "pin" in found[0].message
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_an_edit_with_its_checksum_recomputed_is_repaired_by_the_chain(tmp_path, key, keyed):
+    # salvage alone takes the edited frame by its checksum; the chain catches it
+    from fsstore.checksum import crc32c
+
+    keyed(key)
+    root = tmp_path / "store"
+    files = build(root)
+    before = events(root)
+    off, size, first, _count = frames_of(files[2])[2]
+    data = bytearray(Path(files[2]).read_bytes())
+    length, = struct.unpack_from("<I", data, off + 4)
+    data[off + 30] ^= 0x01
+    body_end = off + ((24 + length + 7) & ~7)
+    struct.pack_into("<I", data, off, crc32c(bytes(data[off + 4:body_end])))
+    Path(files[2]).write_bytes(bytes(data))
+    assert problems(root)
+    report = open_store(root).repair("s")
+    assert report.replaced == [files[2]]
+    assert problems(root) == []
+    if key is None:  # saved by its checksum: the repaired chain vouches from now on
+        assert report.lost == []
+        assert events(root)[first] != before[first]
+    else:  # the keyed chain cannot vouch for it, nor for what follows in its run
+        assert first in lost_seqs(report)
+        assert max(lost_seqs(report)) == int(Path(files[3]).name[:20]) - 1
