@@ -111,15 +111,20 @@ class RepairPlan:
 
 
 def plan_repair(store: Store, session_id: str, *, now: float | None = None,
-                on_segment: Callable[[int], object] | None = None) -> RepairPlan:
+                on_segment: Callable[[int], object] | None = None,
+                vouch: Callable[[SalvageReport], None] | None = None) -> RepairPlan:
     """Salvage session ``session_id`` and copy every damaged file it names aside, into
     ``SESSION/.repair-YYYYmmddTHHMMSSZ/`` (``now``, default the current time, names it);
     return the plan. Changes no file of the session and takes no lock: a writer may go
     on meanwhile, and the rewrite checks the copies still match. Raises SessionNotFound
     when there is no such session folder. ``on_segment`` is called with each segment's
-    name once salvage has read it."""
+    name once salvage has read it. ``vouch`` adjusts the report to what a chained
+    session's chain vouches for (``repair_chain.vouch``) before anything is copied."""
     path = layout.session_dir(store.path, session_id)
-    report = salvage_session(store.io, path, session_id, on_segment=on_segment)
+    report = salvage_session(store.io, path, session_id, on_segment=on_segment,
+                             chain_key=store.chain_key)
+    if vouch is not None:
+        vouch(report)
     plan = RepairPlan(session_id, path, report)
     if report.clean:
         return plan

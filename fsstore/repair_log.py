@@ -16,6 +16,11 @@ that survived. Snapshots of seqs at or after the first loss would disagree with 
 are moved into the ``.repair-`` folder with the damaged files; checkpoints are the
 user's and stay (``verify`` notes that the log before them lost records). The message
 index is made again from the log.
+
+In a session with a hash chain (docs/FORMAT.md 3.4) the replacements are re-chained and
+their new chain values bridged to the recorded ones, in the order a vacuum keeps
+(``repair_chain.py``); a keyed chain needs its key (ChainKeyRequired, nothing changed),
+and saves only the records its values vouch for.
 """
 
 from __future__ import annotations
@@ -24,20 +29,31 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import layout, manifest
-from .errors import ChainUnsupported, FormatVersionError, FsStoreError, SessionNotFound
+from .errors import FormatVersionError, FsStoreError, SessionNotFound
 from .identity import NO_UID, from_manifest
 from .log import LogReader
 from .log_format import DEFAULT_MAX_RECORD_BYTES, Event, encode_frame
 from .repair import Gap, RepairPlan, plan_repair
+from .repair_chain import (
+    Rewrite,
+    chain_notes,
+    chain_rules,
+    install,
+    recorded_seqs,
+    seal_at_head,
+    vouch,
+)
 from .salvage import LostRange, SeqRange
 from .segment_header import SEGMENT_HEADER_SIZE, encode_segment_header, mark_segment_header
 from .turns import LOST_RECORD
 from .writer_access import acquire_writer_lock
 
 if TYPE_CHECKING:
+    from .chain_check import ChainRules
     from .store import Store
 
 #: Lost records per frame (a frame of them stays far below the record size limit).
@@ -60,13 +76,27 @@ class RepairReport:
     replaced: list[str] = field(default_factory=list)
     set_aside: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: A chained session's ``head_hash`` before and after the repair (None without a
+    #: chain, or when it did not read): a new value when the head's file was rewritten.
+    head_hash_before: str | None = None
+    head_hash_after: str | None = None
+    #: What a reader of the report should know (a chained session's: what the repaired
+    #: chain vouches for).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def head_hash_changed(self) -> bool:
+        return self.head_hash_before != self.head_hash_after
 
     def to_dict(self) -> dict[str, Any]:
         return {"session": self.session, "repaired": self.repaired, "dry_run": self.dry_run,
                 "head": self.head, "aside": self.aside,
                 "saved": [[r.first, r.last] for r in self.saved],
                 "lost": [[r.first, r.last] for r in self.lost],
+                "lost_causes": [list(r.causes) for r in self.lost],
                 "replaced": self.replaced, "set_aside": self.set_aside,
+                "head_hash_before": self.head_hash_before,
+                "head_hash_after": self.head_hash_after, "notes": self.notes,
                 "seconds": self.seconds}
 
 
@@ -82,21 +112,29 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
     path = layout.session_dir(store.path, session_id)
     if not store.io.exists(layout.session_manifest_path(path)):
         raise SessionNotFound(f"no session {session_id!r} at {path}")
-    _refuse_chained(store, path)
+    # a chained session's rules: ChainKeyRequired without a keyed chain's key, before
+    # anything is read or copied (repair_chain.py)
+    rules = chain_rules(store, path)
     lock = acquire_writer_lock(path, session_id, lock_timeout)
     try:
+        before = _head_hash(store, session_id) if rules is not None else None
         if dry_run:
             from .salvage import salvage_session
 
             salvaged = salvage_session(store.io, path, session_id, check_files=False,
-                                       on_segment=on_segment)
+                                       on_segment=on_segment, chain_key=store.chain_key)
+            if rules is not None:
+                vouch(rules, salvaged)
             return RepairReport(session_id, salvaged.saved, salvaged.lost, dry_run=True,
                                 head=_known_head(store, path, salvaged.saved, salvaged.lost),
-                                seconds=round(time.monotonic() - started, 6))
-        plan = plan_repair(store, session_id, on_segment=on_segment)
-        report = RepairReport(session_id, plan.saved, plan.lost, aside=plan.aside)
+                                seconds=round(time.monotonic() - started, 6),
+                                head_hash_before=before, head_hash_after=before)
+        plan = plan_repair(store, session_id, on_segment=on_segment,
+                           vouch=None if rules is None else partial(vouch, rules))
+        report = RepairReport(session_id, plan.saved, plan.lost, aside=plan.aside,
+                              head_hash_before=before, head_hash_after=before)
         if plan.needed:
-            _rewrite(store, path, plan, report)
+            _rewrite(store, path, plan, report, rules)
             report.repaired = True
         else:
             report.head = plan.saved[-1].last if plan.saved else 0
@@ -104,22 +142,6 @@ def repair_session(store: Store, session_id: str, *, dry_run: bool = False,
         lock.release()
     report.seconds = round(time.monotonic() - started, 6)
     return report
-
-
-def _refuse_chained(store: Store, path: str) -> None:
-    """A repair rewrites damaged files: in a chained session (FORMAT.md 3.4) it would
-    have to keep the chain's values for what it saves, which it cannot yet. Refused,
-    changing nothing: restore the damaged files from a backup."""
-    manifest_path = layout.session_manifest_path(path)
-    try:
-        data = manifest.read(store.io, manifest_path, manifest.SESSION_FORMAT)
-    except (FsStoreError, OSError):
-        return  # an unreadable manifest: the repair says what it can
-    if data.get("chain") is not None:
-        raise ChainUnsupported(
-            f"{path}: repair of a chained session is not supported yet: it would rewrite "
-            "records the session's hash chain vouches for (docs/FORMAT.md 3.4); nothing "
-            "was changed: restore the damaged files from a backup")
 
 
 def _refuse_rewriting_a_base(store: Store, path: str) -> None:
@@ -157,7 +179,16 @@ def _known_head(store: Store, path: str, saved: list[SeqRange],
     return head
 
 
-def _rewrite(store: Store, path: str, plan: RepairPlan, report: RepairReport) -> None:
+def _head_hash(store: Store, session_id: str) -> str | None:
+    """The session's ``head_hash``, None when it does not read (its tail damaged)."""
+    try:
+        return store.read_session(session_id).head_hash
+    except (FsStoreError, OSError):
+        return None
+
+
+def _rewrite(store: Store, path: str, plan: RepairPlan, report: RepairReport,
+             rules: ChainRules | None = None) -> None:
     io = store.io
     log_path = layout.log_dir(path)
     manifest_path = layout.session_manifest_path(path)
@@ -184,7 +215,13 @@ def _rewrite(store: Store, path: str, plan: RepairPlan, report: RepairReport) ->
         if first == log_start:
             _refuse_rewriting_a_base(store, path)
         rewrites.append((segment_path, first, end, held))
-    for segment_path, first, end, held in rewrites:
+    if rules is not None:
+        # re-chained, bridged, then renamed in (repair_chain.py)
+        report.replaced += install(store, path, rules, plan.report,
+                                   [Rewrite(*item) for item in rewrites], log_start, uid,
+                                   recorded_seqs(store, path, head))
+        report.notes += chain_notes(rules)
+    for segment_path, first, end, held in rewrites if rules is None else ():
         io.atomic_write(segment_path, _segment(first, log_start, uid, held, first, end))
         report.replaced.append(segment_path)
     hint = layout.tail_hint_path(log_path)
@@ -195,6 +232,8 @@ def _rewrite(store: Store, path: str, plan: RepairPlan, report: RepairReport) ->
     if io.exists(index_path):
         io.unlink(index_path)  # a cache: made again from the repaired log
     io.fsync_dir(path)
+    if rules is not None:
+        report.head_hash_after = seal_at_head(io, path, rules)
 
 
 def _with_lost_tail(plan: RepairPlan, head: int) -> list[Event | Gap]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import layout
+from .chain import ChainKey
 from .checksum import crc32c
 from .errors import CorruptionError, Finding, FormatVersionError, FsStoreError, SessionNotFound
 from .fsio import FileIO
@@ -756,11 +757,13 @@ _REMEDIES = (
 
 def salvage_session(io: FileIO, session_path: str, session_id: str, *,
                     check_files: bool = True,
-                    on_segment: Callable[[int], object] | None = None) -> SalvageReport:
+                    on_segment: Callable[[int], object] | None = None,
+                    chain_key: ChainKey | None = None) -> SalvageReport:
     """The salvage report of a session folder: its log as :func:`salvage_log` reads it,
     with the session's identity when its manifest reads; with ``check_files``, also every
     other damaged file ``SessionReader.verify`` finds (snapshots, checkpoints, the
-    message index, blobs, ...). ``on_segment`` as for :func:`salvage_log`. Never
+    message index, blobs, ...), read with ``chain_key`` (a keyed chain's key, when
+    not the environment's). ``on_segment`` as for :func:`salvage_log`. Never
     writes. Raises SessionNotFound when there is no session folder."""
     from .session_reader import SessionReader  # it imports much of the package
 
@@ -769,7 +772,7 @@ def salvage_session(io: FileIO, session_path: str, session_id: str, *,
     reader: SessionReader | None = None
     files: list[FileFinding] = []
     try:
-        reader = SessionReader(io, session_path, session_id)
+        reader = SessionReader(io, session_path, session_id, chain_key=chain_key)
     except SessionNotFound:
         files.append(FileFinding(layout.session_manifest_path(session_path), None,
                                  "missing", _remedy(layout.SESSION_MANIFEST)))

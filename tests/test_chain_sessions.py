@@ -23,7 +23,6 @@ import fsstore
 from fsstore import (
     ChainKeyMismatch,
     ChainKeyRequired,
-    ChainUnsupported,
     CorruptionError,
     chain,
 )
@@ -624,30 +623,7 @@ def test_textconv_and_salvage_read_chained_records_as_events(tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 
-# --- what cannot keep a chain yet refuses -----------------------------------------------
-
-
-def tree(path):
-    found = {}
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(folder, name)
-            with open(full, "rb") as handle:
-                found[os.path.relpath(full, path)] = handle.read()
-    return found
-
-
-def test_a_repair_refuses_a_chained_session_and_changes_nothing(tmp_path):
-    # (a vacuum keeps a chain: tests/test_chain_vacuum.py)
-    store = chained_store(tmp_path / "s", segment_size=4096)
-    with store.create_session("a") as session:
-        fill(session, 60)
-        session.messages.append({"role": "user", "content": "hi"})
-    before = tree(tmp_path / "s" / "sessions" / "a" / "log")
-    with pytest.raises(ChainUnsupported, match="repair of a chained session"):
-        store.repair("a")
-    assert tree(tmp_path / "s" / "sessions" / "a" / "log") == before
-    assert store.read_session("a").verify() == []
+# --- imports, headers, forks and keys ---------------------------------------------------
 
 
 def test_a_chained_session_imported_into_a_store_without_a_policy_is_unchained(tmp_path):
