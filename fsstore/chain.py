@@ -158,7 +158,8 @@ class _Hmac:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, inner: HashState, outer: HashState) -> None:
-        self._inner, self._outer = inner, outer  # the outer one is never fed: shared
+        self._inner = inner
+        self._outer = outer  # never fed: shared by every copy
 
     def update(self, data: bytes | memoryview, /) -> None:
         self._inner.update(data)

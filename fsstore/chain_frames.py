@@ -61,6 +61,8 @@ class RunState:
         # The running SHA-256 of the run (keyed: HMAC's inner one), and HMAC's outer
         # state, never fed (None unkeyed): kept apart, not as one HMAC object, because
         # every append finalises a value, and a wrapper's calls cost as much as the hash.
+        self._state: HashState
+        self._outer: HashState | None
         self._state, self._outer = mac.frame_parts()
         self._first = True
 

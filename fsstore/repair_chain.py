@@ -168,19 +168,19 @@ def vouch(rules: ChainRules, report: SalvageReport) -> None:
     the module's docstring): keyed, the saved frames whose chain values cannot be
     checked become lost, with a cause naming the chain; both, a file whose chain fails
     is reported as damaged, so that the repair rewrites (re-chains) it."""
-    source = report._source
+    source = report.source
     if source is None:
         return
     keyed = rules.mac.keyed
     runs: list[_Run] = []
     dropped: list[tuple[SeqRange, str, DamagedRange]] = []
     walked: dict[int, _Walked] = {}
-    for segment in dict.fromkeys(run.segment for run in report._runs):
+    for segment in dict.fromkeys(run.segment for run in report.runs):
         try:
             walked[segment] = _walk_image(rules, source.image(segment))
         except (FsStoreError, OSError):
             continue  # salvage read it a moment ago: it changed; its runs stay as they are
-    for run in report._runs:
+    for run in report.runs:
         found = walked.get(run.segment)
         if found is None or not keyed:
             runs.append(run)
@@ -199,9 +199,9 @@ def vouch(rules: ChainRules, report: SalvageReport) -> None:
     if not dropped:
         return
     report.damaged.extend(d for _r, _w, d in dropped)
-    report._runs = sorted(runs, key=lambda r: r.first_seq)
+    report.keep_runs(runs)
     saved = _Seqs()
-    for run in report._runs:
+    for run in report.runs:
         saved.add(run.first_seq, run.end_seq)
     report.saved = saved.ranges()
     lost = list(report.lost) + [LostRange(r.first, r.last, (where,))
@@ -281,7 +281,7 @@ class _Old:
 def _old_file(rules: ChainRules, report: SalvageReport, io: FileIO, path: str,
               first: int) -> _Old:
     old = _Old()
-    source = report._source
+    source = report.source
     try:
         image = source.image(first) if source is not None else b""
     except (FsStoreError, OSError):

@@ -195,6 +195,21 @@ class SalvageReport:
     _source: _Source | None = field(default=None, repr=False)
 
     @property
+    def source(self) -> _Source | None:
+        """Where the saved records are read from (None when nothing was read)."""
+        return self._source
+
+    @property
+    def runs(self) -> list[_Run]:
+        """The runs of saved frames, in seq order."""
+        return self._runs
+
+    def keep_runs(self, runs: list[_Run]) -> None:
+        """Narrow the saved frames to ``runs``: what a chained session's chain vouches
+        for (``repair_chain.vouch``)."""
+        self._runs = sorted(runs, key=lambda r: r.first_seq)
+
+    @property
     def saved_count(self) -> int:
         return sum(r.last - r.first + 1 for r in self.saved)
 
