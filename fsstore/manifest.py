@@ -29,7 +29,7 @@ from .errors import CorruptionError, FormatVersionError, InvalidMetadata, Invali
 from .fsio import FileIO
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 6
+FORMAT_MINOR = 7
 VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 #: A chained session's ``session.json`` (FORMAT.md 3.4) is of this major version, so that
 #: a reader that knows no chain refuses the session rather than take its chained records

@@ -107,8 +107,10 @@ def open_store(
     this store; each ``open_session`` may override durability.
 
     ``chain``: whether new sessions get a hash chain (docs/FORMAT.md 3.4): None follows
-    the store's policy (none unless set), True sets the policy when the store has none
-    (keyed when a key is at hand), False creates unchained sessions through this handle.
+    the store's policy (a store created now gets one: keyed when a key is at hand, else
+    SHA-256; a store made before chains has none), True sets the policy when the store
+    has none, False creates unchained sessions through this handle (and a store created
+    by it gets no policy).
     ``chain_key`` (a ``ChainKey``, its bytes or a key file's path; default: the
     ``FSSTORE_CHAIN_KEY`` or ``FSSTORE_CHAIN_KEY_FILE`` environment variable) is the key
     of keyed chains: without it their sessions cannot be written or read.
@@ -117,6 +119,7 @@ def open_store(
     check_settings(segment_size, max_record_bytes)
     root = os.path.abspath(os.fspath(path))
     manifest_path = layout.store_manifest_path(root)
+    key = chain_session.given_key(chain_key, root)
     if not io.exists(manifest_path):
         if not create:
             interrupted = os.path.isdir(root) and store_setup.unfinished_creation(
@@ -125,8 +128,7 @@ def open_store(
                 f"no fsstore store at {root} (no {layout.STORE_MANIFEST})" + (
                     "; its creation was interrupted: open_store(create=True) finishes it"
                     if interrupted else ""))
-        store_setup.create_store(io, root)
-    key = chain_session.given_key(chain_key, root)
+        store_setup.create_store(io, root, store_setup.new_store_policy(chain, key, root))
     policy = store_setup.chain_policy(io, root, chain, key)
     # The root may sit under a symlink (/tmp -> /private/tmp); nothing below it may.
     io.check_folders(layout.sessions_dir(root))

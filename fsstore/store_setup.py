@@ -12,8 +12,9 @@ from .fsio import FileIO
 from .manifest import ChainRecord
 
 
-def create_store(io: FileIO, root: str) -> None:
-    """Make ``root`` a store: ``sessions/``, then ``fsstore.json`` renamed into place.
+def create_store(io: FileIO, root: str, chain: ChainRecord | None = None) -> None:
+    """Make ``root`` a store: ``sessions/``, then ``fsstore.json`` renamed into place,
+    holding ``chain``, the chain policy of its sessions (None: they get none).
 
     Until that rename the folder is no store. A crash (or kill -9) before it leaves a
     folder holding only an empty ``sessions/`` (and perhaps a hidden temp file): nothing
@@ -39,10 +40,10 @@ def create_store(io: FileIO, root: str) -> None:
         io.mkdir(layout.sessions_dir(root))
     except FileExistsError:
         pass  # another process is creating the same store, or one was interrupted
-    manifest.write(io, layout.store_manifest_path(root), {
-        "format": manifest.STORE_FORMAT,
-        "version": manifest.VERSION,
-    })
+    data: dict[str, object] = {"format": manifest.STORE_FORMAT, "version": manifest.VERSION}
+    if chain is not None:
+        data["chain"] = _policy_json(chain)
+    manifest.write(io, layout.store_manifest_path(root), data)
     io.fsync_dir(os.path.dirname(root) or ".")
 
 
@@ -58,23 +59,38 @@ def unfinished_creation(io: FileIO, root: str, names: list[str]) -> bool:
         return False
 
 
+def new_store_policy(wanted: bool | None, key: ChainKey | None, root: str
+                     ) -> ChainRecord | None:
+    """The chain policy a store created now gets: a hash chain over every session
+    (FORMAT.md 3.4), keyed under ``key`` (or the environment's key) when there is one,
+    SHA-256 when not; none when ``open_store(chain=False)`` asked for none."""
+    if wanted is False:
+        return None
+    key = key if key is not None else ChainKey.from_env(store_root=root)
+    return ChainRecord(UNKEYED) if key is None else ChainRecord(KEYED, key.key_id)
+
+
+def _policy_json(policy: ChainRecord) -> dict[str, str]:
+    return {"alg": policy.alg, **({} if policy.key_id is None else {"key_id": policy.key_id})}
+
+
 def chain_policy(io: FileIO, root: str, wanted: bool | None, key: ChainKey | None
                  ) -> ChainRecord | None:
     """The chain new sessions of the store at ``root`` get (None: none), as
     ``open_store(chain=wanted)`` asks: None follows the store's policy (``fsstore.json``'s
-    ``chain``; a store without one chains nothing), False chains nothing through this
-    handle, True chains new sessions, by the store's policy when it has one, else by a
-    policy written now: keyed under ``key`` (or the environment's key) when there is one,
-    unkeyed (SHA-256) when not."""
+    ``chain``; a store made before chains, or with ``chain=False``, has none and chains
+    nothing), False chains nothing through this handle, True chains new sessions, by the
+    store's policy when it has one, else by a policy written now (as
+    :func:`new_store_policy` makes one)."""
     path = layout.store_manifest_path(root)
     current = manifest.read_store(io, path).chain
     if wanted is None or wanted is False:
         return None if wanted is False else current
     if current is not None:
         return current
-    key = key if key is not None else ChainKey.from_env(store_root=root)
-    policy = ChainRecord(UNKEYED) if key is None else ChainRecord(KEYED, key.key_id)
+    policy = new_store_policy(True, key, root)
+    assert policy is not None
     data = manifest.read(io, path, manifest.STORE_FORMAT)
-    data["chain"] = {"alg": policy.alg, **({} if key is None else {"key_id": policy.key_id})}
+    data["chain"] = _policy_json(policy)
     manifest.write(io, path, data)  # atomic: another process writing the same is harmless
     return policy
