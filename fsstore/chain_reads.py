@@ -100,7 +100,7 @@ def checks(rules: ChainRules | None) -> bool:
 
 
 def vouch(log: LogReader, segment: SegmentFile, start: int, end: int, next_seq: int, *,
-          torn_ok: bool = False) -> int:
+          torn_ok: bool = False, read: bytes | None = None) -> int:
     """Check the chain values of the whole, checksum-valid frames in bytes ``start`` to
     ``end`` of ``segment`` (a view, as ``LogReader.open_segment`` opens it), ``next_seq``
     being the seq after the last of them. Returns ``end``; with ``torn_ok`` (a read to
@@ -108,10 +108,12 @@ def vouch(log: LogReader, segment: SegmentFile, start: int, end: int, next_seq: 
     log, wholly past its synced mark, whose value fails (a write torn inside its chain
     value reads so, FORMAT.md 3.4). Raises CorruptionError naming "the chain" otherwise,
     ChainKeyRequired for a keyed chain without its key. Does nothing for a log without
-    a chain."""
+    a chain. ``read``: bytes ``start`` to ``end``, when the caller read them, so that a
+    run starting in them is not read again for its first frame."""
     rules = log.chain
     if rules is None or rules is NOT_CHECKED or end <= start:
         return end
+    known = None if read is None else (start, read)
     rules.mac  # noqa: B018  (ChainKeyRequired before anything is read)
     shift = segment.file_offset(0)
     file_start, file_end = start + shift, end + shift
@@ -126,15 +128,17 @@ def vouch(log: LogReader, segment: SegmentFile, start: int, end: int, next_seq: 
         # (a member boundary inside the range: the frames before it end that run, and
         # their last seq is not known here; the junction check needs none for them: a
         # fork's junction starts a member)
-        _vouch_run(log, rules, segment, starts[index], later, None, torn_ok=False)
+        _vouch_run(log, rules, segment, starts[index], later, None, torn_ok=False,
+                   known=known)
         index += 1
     stop = _vouch_run(log, rules, segment, starts[index], piece_end, next_seq,
-                      torn_ok=torn_ok)
+                      torn_ok=torn_ok, known=known)
     return end if stop is None else stop - shift
 
 
 def _vouch_run(log: LogReader, rules: ChainRules, segment: SegmentFile, run_start: int,
-               upto: int, next_seq: int | None, *, torn_ok: bool) -> int | None:
+               upto: int, next_seq: int | None, *, torn_ok: bool,
+               known: tuple[int, bytes] | None = None) -> int | None:
     """Check the run starting at ``run_start`` (file-logical offsets) up to the frame
     ending at ``upto``; None when it holds, else where a torn last frame starts."""
     shift = segment.file_offset(0)
@@ -142,7 +146,7 @@ def _vouch_run(log: LogReader, rules: ChainRules, segment: SegmentFile, run_star
     identity = log.io.identity(segment.fd)
     checked = log.vouched.get(key)
     if checked is None or checked.identity != identity:
-        first = _first_frame(log, rules, segment, run_start, identity, torn_ok)
+        first = _first_frame(log, rules, segment, run_start, identity, torn_ok, known)
         if first is None or isinstance(first, int):
             return first  # unchained history (before the session had a chain), or torn
         checked = first
@@ -175,20 +179,22 @@ def _vouch_run(log: LogReader, rules: ChainRules, segment: SegmentFile, run_star
 
 
 def _first_frame(log: LogReader, rules: ChainRules, segment: SegmentFile, run_start: int,
-                 identity: tuple[int, ...], torn_ok: bool) -> _Checked | int | None:
+                 identity: tuple[int, ...], torn_ok: bool,
+                 known: tuple[int, bytes] | None = None) -> _Checked | int | None:
     """The run's first frame checked as a replay checks it (its type, its anchor where
     it can be told, its value), and the running MAC after it; None for unchained history
     a session may hold before its chain (``ChainRules.chained_from``); with ``torn_ok``,
-    its offset when it is the log's last frame, torn inside its value (see ``vouch``)."""
+    its offset when it is the log's last frame, torn inside its value (see ``vouch``).
+    ``known``: bytes of the view the caller read, and where they start."""
     shift = segment.file_offset(0)
     view_start = run_start - shift
-    head = segment.pread(_FRAME_HEADER.size, view_start)
+    head = _pread(segment, _FRAME_HEADER.size, view_start, known)
     if len(head) < _FRAME_HEADER.size:
         raise chain_damage("no record where the chain's run starts", segment.path,
                            view_start)
     _, length, _first, _count, frame_type = _FRAME_HEADER.unpack_from(head)
     size = frame_end(0, length, frame_type)
-    raw = segment.pread(min(size, max(segment.size - view_start, 0)), view_start)
+    raw = _pread(segment, min(size, max(segment.size - view_start, 0)), view_start, known)
     frame = _parse_frame(raw, memoryview(raw), 0, len(raw))
     if frame is None:
         raise chain_damage("no whole record where the chain's run starts", segment.path,
@@ -219,6 +225,17 @@ def _first_frame(log: LogReader, rules: ChainRules, segment: SegmentFile, run_st
     state = rules.mac.frame_state()
     state.update(memoryview(raw)[:frame.size])
     return _Checked(identity, end, state, frame.first_seq)
+
+
+def _pread(segment: SegmentFile, size: int, offset: int,
+           known: tuple[int, bytes] | None) -> bytes:
+    """Bytes ``offset`` to ``offset + size`` of the view: from ``known`` (where they
+    start, the bytes) when they lie in it, else read."""
+    if known is not None:
+        at = offset - known[0]
+        if at >= 0 and at + size <= len(known[1]):
+            return known[1][at:at + size]
+    return segment.pread(size, offset)
 
 
 def _name_the_failure(log: LogReader, rules: ChainRules, segment: SegmentFile,

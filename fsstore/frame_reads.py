@@ -117,7 +117,7 @@ def read_frames(log: LogReader, first_seq: int, start: int, end: int, *, decode:
         if frames:
             # vouched for by the run of their segment up to them (FORMAT.md 3.4)
             last = frames[-1]
-            vouch(log, segment, start, end, last.first_seq + last.event_count)
+            vouch(log, segment, start, end, last.first_seq + last.event_count, read=raw)
     return frames
 
 

@@ -59,6 +59,7 @@ from .snapshot import SnapshotDir
 from .state import FOLDED_KINDS, StateImage
 from .turns import NEUTRAL_KINDS, TURN_FINISHED
 from .vectors import VectorCollectionReader
+from .vectors.collection_chain import of_log
 from .work import CLAIMED, CONSUMED, DEAD, PENDING, READY
 
 QUEUE_STATUSES = (READY, CLAIMED, DEAD)
@@ -640,7 +641,7 @@ def _count(source: StatsSource, listing: _Listing, events_by_kind: bool) -> Sess
         try:
             # the store's own FileIO: a collection keeps files open (numpy) past a count
             collection = VectorCollectionReader(io.base if isinstance(io, _CountIO) else io,
-                                                folder)
+                                                folder, of_log(log, os.path.basename(folder)))
         except CollectionNotFound:
             continue  # dropped meanwhile
         try:

@@ -178,6 +178,17 @@ def of_session(session: SessionReader, name: str) -> CollectionChain | None:
                            else session.identity.uid, name)
 
 
+def of_log(log: LogReader, name: str) -> CollectionChain | None:
+    """As :func:`of_session`, from the session's log reader (its chain and identity),
+    for a count that reads a session's folder without a ``SessionReader``."""
+    if log.chain is None:
+        return None
+    from ..identity import NO_UID
+
+    return CollectionChain(log.chain, NO_UID if log.identity is None
+                           else log.identity.uid, name)
+
+
 class WalChain(ChainRules):
     """The rules of a collection's WAL (module docstring): anchors continue the value
     before them, the first segment's is the WAL genesis, and the start a seal moved
