@@ -42,3 +42,47 @@ def append_raw(store: fsstore.Store, session_id: str, entries: list[tuple[str, A
         handle.seek(end)
         handle.write(frame(head + 1, ts, last_turn if turn is None else turn, entries))
     return head + 1
+
+
+def chained_frame(run: bytes, mac: Any, anchor: bytes | None, first_seq: int, ts: float,
+                  turn: int, entries: list[tuple[str, Any]]) -> bytes:
+    """A chained frame (FORMAT.md 3.4) continuing ``run``, the bytes of its segment's run
+    before it (from byte 64): of type 4 holding ``anchor`` when the run is empty, else of
+    type 3; its chain value the MAC ``mac`` of the run up to it."""
+    payload = msgspec.msgpack.encode([ts, turn, [list(entry) for entry in entries]])
+    pad = -(24 + len(payload)) & 7
+    ctype, anchor_bytes = (3, b"") if anchor is None else (4, anchor)
+    size = 24 + len(payload) + pad + len(anchor_bytes) + 32 + 8
+    body = struct.pack("<IQII", len(payload), first_seq, len(entries), ctype) + payload
+    head = struct.pack("<I", crc32c(body + b"\0" * pad)) + body + b"\0" * pad + anchor_bytes
+    state = mac.frame_state()
+    state.update(run + head)
+    return head + state.digest() + struct.pack("<I", size) + b"FSE\n"
+
+
+def append_raw_chained(store: fsstore.Store, session_id: str,
+                       entries: list[tuple[str, Any]], *, ts: float = 1795240001.5,
+                       turn: int | None = None) -> int:
+    """``append_raw`` for a session with an unkeyed (SHA-256) chain: the frame chained
+    as its writer would chain it, as anyone can recompute an unkeyed chain (FORMAT.md 3.4,
+    "What it does not catch alone"). Return the seq of its first entry."""
+    from fsstore.chain import Mac, genesis
+    from fsstore.segment_header import decode_segment_header
+
+    reader = store.read_session(session_id)
+    head = reader.head
+    last_turn = max((event.turn for event in reader.events()), default=1)
+    log = layout.log_dir(os.path.join(store.path, "sessions", session_id))
+    last = os.path.join(log, layout.segment_name(max(layout.segment_seqs(os.listdir(log)))))
+    with open(last, "rb") as handle:
+        data = handle.read()
+    end = max(64, len(data.rstrip(b"\0")))
+    header = decode_segment_header(data[:64], last)
+    mac = Mac(None)
+    anchor = None if end > 64 else genesis(mac, header.uid, header.log_start)
+    assert end > 64 or header.first_seq == header.log_start  # (a genesis run only)
+    with open(last, "r+b") as handle:
+        handle.seek(end)
+        handle.write(chained_frame(data[64:end], mac, anchor, head + 1, ts,
+                                   last_turn if turn is None else turn, entries))
+    return head + 1

@@ -216,13 +216,15 @@ def test_tail_prints_the_last_events(tmp_path, capsys):
     assert lines[0] == {"cleared": True, "log_start": 6} and lines[1]["seq"] == 6
 
 
-def _hostile_store(tmp_path):
+def _hostile_store(tmp_path, chain):
     """A store whose session ``odd`` holds checksum-valid records that JSON cannot print
     as they are: NaN and infinite timestamps, bytes keys, int keys, NaN values, and a
-    state with a non-str key nested in a value."""
-    from forge import append_raw
+    state with a non-str key nested in a value. With ``chain``, its sessions are chained
+    (unkeyed) and the records forged with their chain values, as anyone can forge them."""
+    import forge
 
-    store = fsstore.open_store(tmp_path / "s")
+    append_raw = forge.append_raw_chained if chain else forge.append_raw
+    store = fsstore.open_store(tmp_path / "s", chain=chain)
     with store.create_session("odd", title="odd") as session:
         session.append({"x": 1}, turn=1)
     append_raw(store, "odd", [("event", {"x": 1})], ts=float("nan"))
@@ -245,8 +247,9 @@ def _hostile_store(tmp_path):
 @pytest.mark.parametrize("argv", [["ls"], ["show", "odd"], ["tail", "odd"],
                                   ["tail", "odd", "--json"], ["cat", "odd"],
                                   ["state", "odd"], ["queue", "odd"], ["inputs", "odd"]])
-def test_commands_print_every_checksum_valid_record(tmp_path, capsys, argv):
-    store = _hostile_store(tmp_path)
+@pytest.mark.parametrize("chain", [False, True])
+def test_commands_print_every_checksum_valid_record(tmp_path, capsys, argv, chain):
+    store = _hostile_store(tmp_path, chain)
     code, out, err = run(capsys, "--store", store.path, *argv)
     assert code == 0 and err == ""
     if argv[0] in ("cat", "state") or "--json" in argv:
@@ -254,8 +257,9 @@ def test_commands_print_every_checksum_valid_record(tmp_path, capsys, argv):
         json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
 
 
-def test_cat_prints_what_json_cannot_hold_in_its_documented_form(tmp_path, capsys):
-    store = _hostile_store(tmp_path)
+@pytest.mark.parametrize("chain", [False, True])
+def test_cat_prints_what_json_cannot_hold_in_its_documented_form(tmp_path, capsys, chain):
+    store = _hostile_store(tmp_path, chain)
     code, out, _ = run(capsys, "--store", store.path, "cat", "odd")
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[1]["ts"] == {"$float": "nan"} and lines[2]["ts"] == {"$float": "inf"}
@@ -323,20 +327,38 @@ def test_ls_shows_a_session_with_a_wrong_typed_manifest_as_damaged(tmp_path, cap
     assert code == 2 and "tags" in err and path in err and len(err.splitlines()) == 1
 
 
-def test_a_title_no_encoding_can_print_is_printed_escaped(tmp_path):
-    store = fsstore.open_store(tmp_path / "s")
+@pytest.mark.parametrize("chain", [False, True])
+def test_a_title_no_encoding_can_print_is_printed_escaped(tmp_path, chain):
+    store = fsstore.open_store(tmp_path / "s", chain=chain)
     store.create_session("a", title="ok").close()
+    store.create_session("b", title="\u00e9 written").close()
     path = os.path.join(store.path, "sessions", "a", "session.json")
     with open(path) as handle:
         text = handle.read()
     with open(path, "w") as handle:  # a hand edit: JSON may escape a lone surrogate
         handle.write(text.replace('"title": "ok"', '"title": "\\ud800 \\u00e9"'))
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONIOENCODING="ascii")
-    for command in (["ls"], ["show", "a"]):
-        done = subprocess.run([sys.executable, "-m", "fsstore", "--store", store.path,
+
+    def cli(*command):
+        return subprocess.run([sys.executable, "-m", "fsstore", "--store", store.path,
                                *command], capture_output=True, text=True, env=env)
-        assert done.returncode == 0 and done.stderr == ""
-        assert "\\ud800 \\xe9" in done.stdout
+
+    done = cli("show", "b")
+    assert done.returncode == 0 and done.stderr == "" and "\\xe9 written" in done.stdout
+    if not chain:
+        for command in (["ls"], ["show", "a"]):
+            done = cli(*command)
+            assert done.returncode == 0 and done.stderr == ""
+            assert "\\ud800 \\xe9" in done.stdout
+        return
+    # A chained session's manifest is bound to its chain (FORMAT.md 3.4): the hand edit
+    # is damage, named as such, not a crash of the encoding of its MAC.
+    done = cli("ls")
+    assert done.returncode == 1 and done.stderr == ""
+    assert "chain.mac fails" in done.stdout and "\\xe9 written" in done.stdout
+    done = cli("show", "a")
+    assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1
+    assert f"{path}: session.json does not match the chain" in done.stderr
 
 
 def test_a_usage_error_is_one_line_with_exit_2(tmp_path, capsys):
