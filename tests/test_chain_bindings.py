@@ -105,7 +105,7 @@ def test_a_chained_snapshot_records_the_chain_value_at_its_position_and_a_mac(tm
 
 
 def test_an_unchained_sessions_snapshot_is_as_before(tmp_path):
-    store = fsstore.open_store(tmp_path / "s")
+    store = fsstore.open_store(tmp_path / "s", chain=False)
     seq = with_snapshot(store)
     header, meta, _ = parts(snap_path(store, "a", seq))
     assert header.minor == snapshot.SNAPSHOT_MINOR == 1 and set(meta) == {"uid"}
@@ -211,7 +211,7 @@ def test_keyed_a_mac_recomputed_without_the_key_is_caught(tmp_path):
 def test_a_bound_snapshot_in_a_session_without_a_chain_is_refused(tmp_path):
     chained = chained_store(tmp_path / "c")
     seq = with_snapshot(chained)
-    plain = fsstore.open_store(tmp_path / "p")
+    plain = fsstore.open_store(tmp_path / "p", chain=False)
     with plain.create_session("a") as session:
         for n in range(3):
             session.set_state("n", n + 5)
@@ -363,7 +363,7 @@ def test_session_json_records_the_head_and_chain_value_it_was_written_at(tmp_pat
 
 
 def test_an_unchained_sessions_manifest_is_as_before(tmp_path):
-    store = fsstore.open_store(tmp_path / "s")
+    store = fsstore.open_store(tmp_path / "s", chain=False)
     with store.create_session("a", title="t") as session:
         session.update_metadata(tags=["x"])
     assert "chain" not in load_manifest(store, "a")

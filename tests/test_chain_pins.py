@@ -188,7 +188,7 @@ def test_a_fork_holds_its_parents_pin_up_to_the_fork_point_and_not_after(tmp_pat
 
 
 def test_a_session_without_a_chain_is_a_problem_against_a_pin(tmp_path):
-    store = fsstore.open_store(tmp_path / "s")
+    store = fsstore.open_store(tmp_path / "s", chain=False)
     with store.create_session("a") as session:
         session.append({"n": 1})
         assert session.head_hash is None

@@ -130,13 +130,38 @@ def test_a_chained_store_writes_sessions_that_read_back_and_verify(tmp_path, key
     assert manifest_of(store, "a")["version"] == "2.0" and manifest_of(store, "a")["chain"]
 
 
-def test_the_default_store_chains_nothing(tmp_path):
-    store = fsstore.open_store(tmp_path / "s")
+def test_a_new_store_chains_every_session_by_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("FSSTORE_CHAIN_KEY", raising=False)
+    monkeypatch.delenv("FSSTORE_CHAIN_KEY_FILE", raising=False)
+    store = fsstore.open_store(tmp_path / "s")  # no key at hand: SHA-256
+    with store.create_session("a") as session:
+        session.append({"n": 1})
+        assert session.head_hash is not None and session.head_hash.startswith("1:")
+    assert manifest_of(store, "a")["chain"]["alg"] == "sha256"
+    assert manifest_of(store, "a")["version"] == "2.0"
+    assert store.read_session("a").head_hash == session.head_hash
+    with open(tmp_path / "s" / "fsstore.json", encoding="utf-8") as handle:
+        assert json.load(handle) == {"format": "fsstore-store", "version": "1.7",
+                                     "chain": {"alg": "sha256"}}
+    # a key at hand when the store is created, given or from the environment: keyed
+    keyed = fsstore.open_store(tmp_path / "k", chain_key=KEY)
+    keyed.create_session("a").close()
+    assert manifest_of(keyed, "a")["chain"]["key_id"] == ChainKey(KEY).key_id
+    monkeypatch.setenv("FSSTORE_CHAIN_KEY", KEY.hex())
+    fsstore.open_store(tmp_path / "e").close()
+    with open(tmp_path / "e" / "fsstore.json", encoding="utf-8") as handle:
+        assert json.load(handle)["chain"] == {"alg": "hmac-sha256",
+                                              "key_id": ChainKey(KEY).key_id}
+
+
+def test_a_store_created_without_a_chain_chains_nothing(tmp_path):
+    fsstore.open_store(tmp_path / "s", chain=False).close()
+    store = fsstore.open_store(tmp_path / "s")  # the store's policy: none
     with store.create_session("a") as session:
         session.append({"n": 1})
         assert session.head_hash is None
     assert "chain" not in manifest_of(store, "a")
-    assert manifest_of(store, "a")["version"] == "1.6"
+    assert manifest_of(store, "a")["version"] == "1.7"
     assert store.read_session("a").head_hash is None
     with open(tmp_path / "s" / "fsstore.json", encoding="utf-8") as handle:
         assert "chain" not in json.load(handle)
@@ -308,7 +333,7 @@ def test_forks_of_forks_and_two_forks_at_one_seq(tmp_path):
 
 
 def test_a_fork_of_an_unchained_session_in_a_chained_store_stays_unchained(tmp_path):
-    fsstore.open_store(tmp_path / "s").create_session("plain").close()
+    fsstore.open_store(tmp_path / "s", chain=False).create_session("plain").close()
     store = chained_store(tmp_path / "s")
     with store.open_session("plain") as session:
         session.append({"n": 1})
@@ -631,10 +656,10 @@ def test_a_chained_session_imported_into_a_store_without_a_policy_is_unchained(t
     with store.create_session("a") as session:
         fill(session, 5)
     fsstore.export_sessions(store, tmp_path / "out.jsonl")
-    target = fsstore.open_store(tmp_path / "t")
+    target = fsstore.open_store(tmp_path / "t", chain=False)
     fsstore.import_sessions(target, tmp_path / "out.jsonl")
     assert "chain" not in manifest_of(target, "a")
-    assert manifest_of(target, "a")["version"] == "1.6"
+    assert manifest_of(target, "a")["version"] == "1.7"
     reader = target.read_session("a")
     assert len(seqs(reader)) == 5 and reader.head_hash is None and reader.verify() == []
 
