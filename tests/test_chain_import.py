@@ -245,7 +245,7 @@ def test_an_import_into_a_store_without_a_chain_policy_stays_unchained(tmp_path,
     source = source_store(tmp_path / "s", chained, key)
     build(source)
     fsstore.export_sessions(source, tmp_path / "out.jsonl")
-    target = fsstore.open_store(tmp_path / "t", segment_size=4096)
+    target = fsstore.open_store(tmp_path / "t", segment_size=4096, chain=False)
     fsstore.import_sessions(target, tmp_path / "out.jsonl")
     for sid in ("a", "fork"):
         data = manifest_of(target, sid)
