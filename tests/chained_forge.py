@@ -5,6 +5,8 @@ still catch what does not fit. tests/forge.py builds the unchained frames."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -48,3 +50,22 @@ def rewrite_snapshot(reader: fsstore.SessionReader, path: str,
     with open(path, "wb") as handle:
         handle.write(snapshot.encode(header.kind, header.seq, header.log_start,
                                      header.position, meta, body, seal))
+
+
+def edit_manifest(store: fsstore.Store, session_id: str,
+                  change: Callable[[dict[str, Any]], None]) -> str:
+    """Edit a session's ``session.json`` with ``change`` and, in a chained session,
+    recompute its ``chain.mac`` under the session's chain, as a writer of a newer minor
+    would: a manifest the chain vouches for. Return its path."""
+    reader = store.read_session(session_id)
+    rules = reader.chain_rules
+    path = os.path.join(store.path, "sessions", session_id, "session.json")
+    with open(path) as handle:
+        data = json.load(handle)
+    change(data)
+    if rules is not None:
+        data["chain"][chain_bindings.MAC_KEY] = chain_bindings.manifest_mac(
+            rules.mac, data).hex()
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    return path
