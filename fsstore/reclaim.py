@@ -263,8 +263,14 @@ def _rewrite(target: ReclaimTarget, keep: _Keep, out: Reclaimed, dry_run: bool,
             out.snapshots = _older_snapshots(target)
             prepared = True
         if dry_run:
-            log_start = reader.read_header(source.first).log_start
-            written = len(encode_compacted(source.first, log_start, target.uid, changed,
+            header = reader.read_header(source.first)
+            uid = target.uid
+            if rules is not None:
+                # re-chained as the real run writes them: the values a rewrite leaves
+                # as zeros until then compress far better than the hashes replacing them
+                changed = rechain(rules, changed, members).members
+                uid = header.uid
+            written = len(encode_compacted(source.first, header.log_start, uid, changed,
                                            level))
         elif rules is not None:
             if not recorded:

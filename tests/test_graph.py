@@ -34,7 +34,10 @@ def edges(relations) -> list[tuple[str, str, str, int]]:
     return [(r.session, r.parent, r.kind.value, r.seq) for r in relations]
 
 
-def test_a_spawned_session_records_its_parent_and_writes_nothing_to_the_parent(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_spawned_session_records_its_parent_and_writes_nothing_to_the_parent(
+        tmp_path, chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     with store.create_session("p") as parent:
         two_turns(parent)
     before = tree_snapshot(os.path.join(store.path, "sessions", "p"))
@@ -44,7 +47,7 @@ def test_a_spawned_session_records_its_parent_and_writes_nothing_to_the_parent(s
         child.append({"step": 1})
     assert tree_snapshot(os.path.join(store.path, "sessions", "p")) == before
     record = manifest_of(store, "c")
-    assert record["version"] == "1.6"
+    assert record["version"] == ("2.0" if chain else "1.7")  # 2.0: a chained session's
     assert {k: record["spawned_by"][k] for k in ("id", "seq", "turn", "uid")} == {
         "id": "p", "seq": 3, "turn": 2, "uid": manifest_of(store, "p")["uid"]}
     infos = {info.id: info for info in store.list_sessions()}
@@ -210,11 +213,18 @@ def write_manifest(store, session_id, **changes) -> None:
         json.dump(data, handle)
 
 
-def test_a_1_4_manifest_from_a_newer_minor_keeps_the_keys_this_reader_does_not_know(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_1_4_manifest_from_a_newer_minor_keeps_the_keys_this_reader_does_not_know(
+        tmp_path, chain):
+    from chained_forge import edit_manifest
+
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     store.create_session("p").close()
     store.create_session("c").close()
     spawn = {"id": "p", "seq": 0, "turn": None, "via": "tool call 7"}
-    write_manifest(store, "c", version="1.9", spawned_by=spawn, future={"k": 1})
+    # chained: a 2.x manifest, its chain.mac recomputed as a writer of that minor would
+    edit_manifest(store, "c", lambda d: d.update(
+        version="2.9" if chain else "1.9", spawned_by=spawn, future={"k": 1}))
     assert store.read_session("c").spawned_by == SpawnOrigin("p", 0, None)
     with store.open_session("c") as child:
         child.save_session_with_updates([{"e": 1}], title="renamed")
@@ -343,7 +353,9 @@ def _edit_manifest(store, session_id, change):
     return path
 
 
-def test_verify_reports_a_hand_made_cycle_and_a_spawn_past_its_parents_head(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_verify_reports_a_hand_made_cycle_and_a_spawn_past_its_parents_head(tmp_path, chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     with store.create_session("p") as parent:
         parent.append({"n": 1})
     store.create_session("a", spawned_by="p").close()
@@ -356,7 +368,11 @@ def test_verify_reports_a_hand_made_cycle_and_a_spawn_past_its_parents_head(stor
                 if f.level == "problem"}
     assert (cycle, "its parents lead back to it (a cycle") in problems
     assert (late, "field spawned_by.seq") in problems
-    assert len(problems) == 3  # a and b are each in the cycle; c is past p's head
+    # a and b are each in the cycle; c is past p's head; chained, the edits of a's and
+    # c's session.json are also caught by their chain.mac
+    mac_fails = "session.json does not match the chain (chain.mac fails)"
+    assert {(path, mac_fails) for path in (cycle, late)} <= problems if chain else True
+    assert len(problems) == (5 if chain else 3)
     assert [r.parent for r in store.lineage("b").ancestors] == ["a"]  # stops at the cycle
 
 

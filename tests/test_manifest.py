@@ -71,8 +71,8 @@ def test_nesting_up_to_the_limit_is_read(tmp_path):
     assert manifest.read(FileIO(), str(path), "x")["format"] == "x"
 
 
-def _session_store(tmp_path):
-    store = fsstore.open_store(tmp_path / "s")
+def _session_store(tmp_path, chain=None):
+    store = fsstore.open_store(tmp_path / "s", chain=chain)
     store.create_session("a", title="t", tags=["x"], metadata={"k": 1}).close()
     return store, os.path.join(store.path, "sessions", "a", "session.json")
 
@@ -112,10 +112,15 @@ def test_wrong_typed_session_manifest_fields_are_corruption_naming_file_and_fiel
         store.open_session("a")
 
 
-def test_unknown_session_manifest_fields_are_kept_when_it_is_rewritten(tmp_path):
-    store, path = _session_store(tmp_path)
-    _edit(path, lambda d: d.update(sidecar="u-1", later={"deep": [1, 2]}, version="1.9",
-                                   parent={"id": "b", "seq": 3, "sidecar": "u-0"}))
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_unknown_session_manifest_fields_are_kept_when_it_is_rewritten(tmp_path, chain):
+    from chained_forge import edit_manifest
+
+    store, path = _session_store(tmp_path, chain)
+    # chained: its chain.mac recomputed, as a writer of the newer minor would
+    edit_manifest(store, "a", lambda d: d.update(
+        sidecar="u-1", later={"deep": [1, 2]}, version="1.9" if not chain else "2.9",
+        parent={"id": "b", "seq": 3, "sidecar": "u-0"}))
     with store.open_session("a") as session:
         assert session.parent == fsstore.ForkOrigin("b", 3, None)
         session.update_metadata(title="new")
@@ -252,11 +257,14 @@ def test_any_json_in_a_known_session_field_reads_typed_or_is_corruption(tmp_path
     check()
 
 
-def test_a_metadata_record_a_manifest_cannot_hold_is_not_rolled_forward(tmp_path):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_metadata_record_a_manifest_cannot_hold_is_not_rolled_forward(tmp_path, chain):
+    from chained_forge import append_chained
     from forge import append_raw
 
-    store, path = _session_store(tmp_path)
-    append_raw(store, "a", [("fsstore.metadata", {"title": "t", "tags": 5, "metadata": {}})])
+    store, path = _session_store(tmp_path, chain)
+    append = append_chained if chain else append_raw
+    append(store, "a", [("fsstore.metadata", {"title": "t", "tags": 5, "metadata": {}})])
     with open(path, "rb") as handle:
         before = handle.read()
     with pytest.raises(CorruptionError, match="fsstore.metadata record at seq 1"):
@@ -266,12 +274,15 @@ def test_a_metadata_record_a_manifest_cannot_hold_is_not_rolled_forward(tmp_path
     assert store.read_session("a").tags == ["x"]
 
 
-def test_a_metadata_record_is_rolled_forward_when_it_is_sound(tmp_path):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_metadata_record_is_rolled_forward_when_it_is_sound(tmp_path, chain):
+    from chained_forge import append_chained
     from forge import append_raw
 
-    store, path = _session_store(tmp_path)
-    append_raw(store, "a", [("fsstore.metadata",
-                             {"title": "new", "tags": ["y"], "metadata": {"k": 2}})])
+    store, path = _session_store(tmp_path, chain)
+    append = append_chained if chain else append_raw
+    append(store, "a", [("fsstore.metadata",
+                         {"title": "new", "tags": ["y"], "metadata": {"k": 2}})])
     store.open_session("a").close()
     reader = store.read_session("a")
     assert (reader.title, reader.tags, reader.metadata) == ("new", ["y"], {"k": 2})

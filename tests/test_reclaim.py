@@ -36,11 +36,13 @@ def fill(session, n: int = 8) -> None:
     session.append_many([{"pad": PAD, "i": i} for i in range(n)])
 
 
-def build(root, *, rounds: int = 3, segment_size: int = 4096) -> fsstore.Store:
+def build(root, *, rounds: int = 3, segment_size: int = 4096,
+          chain: bool | None = None) -> fsstore.Store:
     """A session ``s`` with queue items and inputs in every status, state and messages:
     completed items, purged dead letters and pruned inputs (done work) and ready,
     claimed, retrying, dead, pending, claimed and consumed ones (live work)."""
-    store = fsstore.open_store(root, segment_size=segment_size, snapshots=POLICY)
+    store = fsstore.open_store(root, segment_size=segment_size, snapshots=POLICY,
+                               chain=chain)
     with store.create_session("s") as session:
         for r in range(rounds):
             session.set_state("round", r)
@@ -78,14 +80,22 @@ def build(root, *, rounds: int = 3, segment_size: int = 4096) -> fsstore.Store:
 def fold(root, until_seq=None, *, snapshots: bool = True) -> tuple:
     """The whole fold of session ``s`` as a fresh load reads it: state, queue, inputs,
     usage (and the seq it is at)."""
+    log, snaps = log_and_snapshots(root, snapshots=snapshots)
+    image = state.load(FileIO(), log, snaps, until_seq=until_seq).image
+    return image_parts(image)
+
+
+def log_and_snapshots(root, *, snapshots: bool = True) -> tuple[LogReader, SnapshotDir]:
+    """Session ``s``'s log and snapshots (an empty folder's unless ``snapshots``), read
+    as its reader reads them: a chained session's under its chain."""
     path = os.path.join(str(root), "sessions", "s")
     io = FileIO()
-    snaps = SnapshotDir(io, path)
-    if not snapshots:
-        snaps = SnapshotDir(io, os.path.join(path, "no-snapshots"))
-    image = state.load(io, LogReader(io, os.path.join(path, "log")), snaps,
-                       until_seq=until_seq).image
-    return image_parts(image)
+    session = open_store(root).read_session("s")
+    rules, identity = session.chain_rules, session.identity
+    folder = path if snapshots else os.path.join(path, "no-snapshots")
+    log = LogReader(io, os.path.join(path, "log"))
+    log.chain = rules
+    return log, SnapshotDir(io, folder, identity, rules)
 
 
 def image_parts(image: state.StateImage) -> tuple:
@@ -101,8 +111,9 @@ def problems(store) -> list:
     return [f for f in store.verify() if f.level == "problem"]
 
 
-def test_vacuum_reclaims_done_work_and_every_fold_stays_the_same(tmp_path):
-    store = build(tmp_path / "store")
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_vacuum_reclaims_done_work_and_every_fold_stays_the_same(tmp_path, chain):
+    store = build(tmp_path / "store", chain=chain)
     before = fold(store.path)
     seqs = [e.seq for e in store.read_session("s").events(include_internal=True)]
     queue_before = len(records(store, "fsstore.queue"))
@@ -157,8 +168,10 @@ def test_a_reclaimed_frame_keeps_its_size_so_messages_and_positions_still_read(t
     assert all(set(m.data) <= {"queue", "inputs", "pad"} for m in markers)
 
 
-def test_a_dry_run_reports_what_the_vacuum_then_reclaims_and_changes_no_byte(tmp_path):
-    store = build(tmp_path / "store")
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_dry_run_reports_what_the_vacuum_then_reclaims_and_changes_no_byte(tmp_path,
+                                                                           chain):
+    store = build(tmp_path / "store", chain=chain)
     with open_store(store.path).open_session("s") as session:
         session.snapshot()
         session.append({"after": 1})
@@ -195,7 +208,7 @@ def test_a_load_from_a_snapshot_older_than_the_reclaim_falls_back_and_folds_the_
         for claim in claims:
             session.queue.complete(claim)
         fill(session, 20)
-    snaps = SnapshotDir(FileIO(), os.path.join(str(root), "sessions", "s"))
+    _log, snaps = log_and_snapshots(root)
     old_path = snaps.file_path(old)
     old_bytes = Path(old_path).read_bytes()
     before = fold(root)
@@ -228,9 +241,8 @@ def test_a_fold_that_read_records_before_the_rewrite_drops_the_items_markers_nam
         session.queue.enqueue_many([("job", {"n": n}) for n in range(8)])
         claims = [session.queue.claim("w", 600) for _ in range(8)]
         session.set_state("at", "image")
-        path = session.path
-        log = LogReader(FileIO(), os.path.join(path, "log"))
-        image = state.load(FileIO(), log, SnapshotDir(FileIO(), path)).image
+        log, snaps = log_and_snapshots(root)
+        image = state.load(FileIO(), log, snaps).image
         session._writer.flush()
         position, seq = session._writer.position, image.seq
         for claim in claims:
@@ -239,7 +251,7 @@ def test_a_fold_that_read_records_before_the_rewrite_drops_the_items_markers_nam
     with open_store(root).open_session("s") as session:
         session.vacuum()
     assert len(image.work.items) == 8
-    log = LogReader(FileIO(), os.path.join(path, "log"))
+    log, _snaps = log_and_snapshots(root)
     state.catch_up(log, image, position, seq, log.tail().head)
     assert image_parts(image) == fold(root)
     assert image.work.items == {}
@@ -282,9 +294,11 @@ def test_a_fork_sharing_a_file_keeps_its_own_records(tmp_path):
     assert problems(store) == []
 
 
-def test_every_crash_state_of_a_reclaiming_vacuum_opens_and_folds_the_same(tmp_path):
+@pytest.mark.parametrize("chain", [pytest.param(False, marks=pytest.mark.long), True],
+                         ids=["unchained", "chained"])
+def test_every_crash_state_of_a_reclaiming_vacuum_opens_and_folds_the_same(tmp_path, chain):
     root = tmp_path / "store"
-    build(root, rounds=2)
+    build(root, rounds=2, chain=chain)
     before = fold(root)
     head = open_store(root).read_session("s").head
     io = CrashSimIO(str(root))
@@ -421,10 +435,10 @@ def random_work(session, rng: random.Random, claims: list) -> None:
         fill(session, rng.randrange(1, 6))
 
 
-def check_random_vacuums(root, seed: int, steps: int) -> None:
+def check_random_vacuums(root, seed: int, steps: int, chain: bool | None = None) -> None:
     rng = random.Random(seed)
     store = fsstore.open_store(root, segment_size=4096, snapshots=SnapshotPolicy(
-        every_events=rng.choice([None, 50]), every_bytes=None, keep=2))
+        every_events=rng.choice([None, 50]), every_bytes=None, keep=2), chain=chain)
     reclaimed = 0
     with store.create_session("s") as session:
         session.set_state("k0", 0)
@@ -443,8 +457,9 @@ def check_random_vacuums(root, seed: int, steps: int) -> None:
     assert reclaimed > 0
 
 
-def test_random_work_between_vacuums_folds_the_same_after_each(tmp_path):
-    check_random_vacuums(tmp_path / "store", 1, 240)
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_random_work_between_vacuums_folds_the_same_after_each(tmp_path, chain):
+    check_random_vacuums(tmp_path / "store", 1, 240, chain)
 
 
 @pytest.mark.long

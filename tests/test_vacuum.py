@@ -25,6 +25,7 @@ from fsstore.cli._progress import progress, tracked
 from fsstore.fsio import FileIO
 from fsstore.log import LogPosition
 from fsstore.vacuum import KINDS, LOG_RECORD_KINDS
+from fsstore.vectors.collection_chain import CollectionChain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OLD = time.time() - 10 * 24 * 3600  # older than every grace period
@@ -70,10 +71,11 @@ class Littered:
     """A store whose session ``s`` holds something of every kind a vacuum removes, and
     the names of what must go and what must stay."""
 
-    def __init__(self, root, *, vectors: bool = True, many: int = 1) -> None:
+    def __init__(self, root, *, vectors: bool = True, many: int = 1,
+                 chain: bool | None = None) -> None:
         self.root = str(root)
         policy = SnapshotPolicy(every_events=None, every_bytes=None, keep=10)
-        store = fsstore.open_store(root, segment_size=4096, snapshots=policy)
+        store = fsstore.open_store(root, segment_size=4096, snapshots=policy, chain=chain)
         store.create_workspace("w")
         path = os.path.join(self.root, "sessions", "s")
         log, state = os.path.join(path, "log"), os.path.join(path, "state")
@@ -114,14 +116,17 @@ class Littered:
         # snapshots: one of the log before the clear, one past the end of the log, one
         # whose position the log does not hold; the oldest usable ones beyond keep=2
         touch(cleared_path, old_snapshot)
-        snaps = snapshot.SnapshotDir(FileIO(), path, self.identity)
+        # a chained session's are made with its chain's MAC and the chain values the
+        # files they copy recorded (as the writer makes them): only their place is wrong
+        snaps = store.read_session("s")._snapshots
         newest = snaps.read(snaps.file_path(seqs[-1]))
         header = newest.header
-        snaps.write(self.head + 10, header.log_start, header.position, newest.body)
+        snaps.write(self.head + 10, header.log_start, header.position, newest.body,
+                    newest.meta.get("chain"))
         middle = snaps.read(snaps.file_path(seqs[1]))
         first, offset, _crc = middle.header.position
         snaps.write(seqs[1], header.log_start, LogPosition(first, offset, 12345),
-                    middle.body)
+                    middle.body, middle.meta.get("chain"))
         self.doomed["snapshots"] = {snaps.file_path(s) for s in
                                     [cleared_seq, self.head + 10, *seqs[:-2]]}
         self.kept_snapshots = {snaps.file_path(s) for s in seqs[-2:]}
@@ -156,6 +161,10 @@ class Littered:
             assert retired, "the merge retired the merged shards' files"
             # as if the merge was an hour ago: past the copy grace period
             data["retired"] = [[name, since - 3600] for name, since in retired]
+            if data.get("chain") is not None:  # its MAC recomputed, as its writer would
+                reader = store.read_session("s")
+                data["chain"]["mac"] = CollectionChain(
+                    reader.chain_rules, reader.identity.uid, "m").manifest_mac(data)
             with open(manifest_path, "w") as handle:
                 json.dump(data, handle, indent=2, sort_keys=True)
             self.doomed["vector_files"] = {os.path.join(collection, name)
@@ -210,8 +219,9 @@ def check_whole(store, littered: Littered, *, vectors: bool = True) -> None:
 # --- what a vacuum removes -----------------------------------------------------------------
 
 
-def test_a_session_vacuum_removes_every_kind_it_names_and_nothing_else(tmp_path):
-    littered = Littered(tmp_path / "store")
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_session_vacuum_removes_every_kind_it_names_and_nothing_else(tmp_path, chain):
+    littered = Littered(tmp_path / "store", chain=chain)
     before = tree(littered.root)
     store = littered.store()
     with store.open_session("s") as session:

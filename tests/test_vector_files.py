@@ -27,6 +27,7 @@ from fsstore import (
 )
 from fsstore.fsio import FileIO
 from fsstore.log_writer import Durability, LogWriter
+from fsstore.vectors.collection_chain import CollectionChain
 
 IDS = [f"d{i}" for i in range(12)]
 
@@ -43,6 +44,11 @@ def contents(collection) -> dict:
 @pytest.fixture
 def damaged(store):
     """A collection of one sealed shard with deleted rows, and two documents in its log."""
+    return with_collection(store)
+
+
+def with_collection(store):
+    """``store`` with the collection of :func:`damaged`."""
     with store.create_session("s") as session:
         collection = session.create_collection("c", 3)
         collection.upsert([VectorDocument(i, [n, 1, 2], content=f"t{n}", metadata={"n": n})
@@ -211,9 +217,18 @@ def test_a_missing_or_folder_collection_manifest_is_typed_and_verified(damaged):
     ("upsert", {"id": "x", "v": b"\0" * 12, "c": b"\xc0", "m": b"\x80", "s": -2, "t": -1}),
     ("rename", {"from": "a"}),
 ], ids=lambda _: "")
-def test_a_checksum_valid_log_record_of_the_wrong_shape_is_corruption(damaged, record):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_checksum_valid_log_record_of_the_wrong_shape_is_corruption(tmp_path, record, chain):
+    damaged = with_collection(fsstore.open_store(tmp_path / "store", chain=chain))
     wal = os.path.join(folder_of(damaged), "wal")
-    writer = LogWriter(FileIO(), wal, Durability())
+    rules = None
+    if chain:  # the record carries its chain value, as the key's holder could write it
+        reader = damaged.read_session("s")
+        with open(os.path.join(folder_of(damaged), "collection.json")) as handle:
+            manifest = json.load(handle)
+        rules = CollectionChain(reader.chain_rules, reader.identity.uid, "c").wal_rules(
+            manifest)
+    writer = LogWriter(FileIO(), wal, Durability(), chain=rules)
     writer.append([record], 0, 0.0)
     writer.close()
     with pytest.raises(CorruptionError) as raised:

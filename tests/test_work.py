@@ -365,13 +365,17 @@ def test_workers_killed_at_random_many_times_lose_no_item(tmp_path, seed):
     ("fsstore.input", {"op": "claim", "ids": ["1"], "turn": 1}, "ids[0]"),
     ("fsstore.input", {"op": "prune"}, "ids"),
 ])
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
 def test_a_queue_or_input_record_that_does_not_fit_its_type_is_a_typed_error(
-        store, kind, data, field):
+        tmp_path, kind, data, field, chain):
+    from chained_forge import append_chained
     from forge import append_raw
 
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     with store.create_session("s") as session:
         session.queue.enqueue("job", 1)
-    append_raw(store, "s", [(kind, data)])
+    # chained: the record carries a valid chain value, as its key's holder could write it
+    (append_chained if chain else append_raw)(store, "s", [(kind, data)])
     with pytest.raises(fsstore.FormatVersionError) as caught:
         store.read_session("s").queue.items()
     assert field in str(caught.value) and "seq 2" in str(caught.value)

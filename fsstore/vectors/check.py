@@ -98,7 +98,8 @@ def _check(io: FileIO, path: str, chain: CollectionChain | None) -> list[Finding
     findings.extend(notes)
     findings.extend(_check_state(io, path, decoded, state))
     if chain is not None:
-        findings.extend(_check_bound(io, path, chain, raw, state, reader, log_start, head))
+        findings = _one_a_file(findings, _check_bound(io, path, chain, raw, state, reader,
+                                                      log_start, head))
     if head is not None:
         if state.wal_seq + 1 < log_start or state.wal_seq > head:
             findings.append(Finding(
@@ -152,6 +153,22 @@ def _check_bound(io: FileIO, path: str, chain: CollectionChain, raw: dict[str, A
         except (FsStoreError, OSError) as exc:
             findings.append(_problem(exc, reader.path))
     return findings
+
+
+def _one_a_file(findings: list[Finding], bound: list[Finding]) -> list[Finding]:
+    """``findings`` and the chain's ``bound`` ones, one problem a file: a file found
+    damaged already (which also fails its SHA-256, as any changed file does) gets the
+    chain's verdict added to its finding, not a second finding."""
+    out = list(findings)
+    at = {f.path: index for index, f in enumerate(out) if f.level == "problem"}
+    for finding in bound:
+        index = at.get(finding.path)
+        if index is None:
+            out.append(finding)
+        else:
+            out[index] = out[index]._replace(
+                message=f"{out[index].message}; and {finding.message}")
+    return out
 
 
 def _whole(io: FileIO, path: str, state: PinnedState) -> bool:
