@@ -171,11 +171,14 @@ def _check_session(reader: SessionReader, parts: SessionParts) -> list[Finding]:
                        f"in the folder of session {reader.id!r} (copied over it?); reads "
                        "would show the other session's title, tags and metadata")
     log = parts.log
-    with report.step(manifest_path, "checking the manifest against the chain"):
-        report.findings.extend(chain_bindings.manifest_findings(log, parts.manifest,
-                                                                manifest_path))
     with report.step(log.path, "checking the log"):
         report.findings.extend(log.check())
+    # After the log's check: the manifest's check reads the log's tail, whose damage the
+    # log's check has reported already (reported once, not again as the manifest's step).
+    with report.step(manifest_path, "checking the manifest against the chain",
+                     known=report.problems()):
+        report.findings.extend(chain_bindings.manifest_findings(log, parts.manifest,
+                                                                manifest_path))
     with report.step(manifest_path, "reading the session info", known=report.problems()):
         reader.info()  # title, tags, metadata, parent and the log's tail
     refs: dict[str, tuple[BlobRef, str, str]] = {}
