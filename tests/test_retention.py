@@ -22,10 +22,11 @@ from fsstore.segment_header import SEGMENT_HEADER_SIZE
 TEXT = "the deploy script fails on a path with spaces; quote $1 and retry " * 3
 
 
-def build(root: Path, turns: int = 40, segment_size: int = 4096) -> fsstore.Store:
+def build(root: Path, turns: int = 40, segment_size: int = 4096, chain: bool | None = None
+          ) -> fsstore.Store:
     """A session ``s`` of messages (with usage), events, state, queue and input records
     over many small segments, a snapshot now and then and a checkpoint."""
-    store = fsstore.open_store(root, segment_size=segment_size)
+    store = fsstore.open_store(root, segment_size=segment_size, chain=chain)
     with store.create_session("s") as session:
         for turn in range(1, turns + 1):
             session.messages.append({
@@ -297,8 +298,8 @@ def test_a_reader_and_a_watcher_see_each_retained_event_once_during_a_retention(
 # --- damage ------------------------------------------------------------------------------
 
 
-def _retained(tmp_path: Path) -> tuple[fsstore.Store, Path]:
-    store = build(tmp_path / "store", turns=12)
+def _retained(tmp_path: Path, chain: bool | None = None) -> tuple[fsstore.Store, Path]:
+    store = build(tmp_path / "store", turns=12, chain=chain)
     store.retain("s", keep_turns=3)
     return store, log_dir(store) / segment_names(store)[0]
 
@@ -377,15 +378,19 @@ def test_a_base_file_whose_member_table_disagrees_with_its_first_frame_is_damage
 
 
 
-def test_repair_of_a_retained_session_keeps_its_base_and_rewrites_later_damage(tmp_path):
-    store, base_path = _retained(tmp_path)
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_repair_of_a_retained_session_keeps_its_base_and_rewrites_later_damage(tmp_path,
+                                                                               chain):
+    store, base_path = _retained(tmp_path, chain)
     report = store.repair("s", dry_run=True)
     assert report.lost == [] and not store.repair("s").repaired
     reader = store.read_session("s")
     start, base = reader.history_start, base_path.read_bytes()
     later = log_dir(store) / segment_names(store)[1]
     raw = bytearray(later.read_bytes())
-    raw[200] ^= 0xFF
+    # a byte of its first record's payload (a chained record's value, which no checksum
+    # covers, would lose no record of an unkeyed chain)
+    raw[SEGMENT_HEADER_SIZE + 24 + 4] ^= 0xFF
     later.write_bytes(bytes(raw))
     report = store.repair("s")
     assert report.repaired and report.lost and str(later) in report.replaced
