@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from crashsim import CrashSimIO
 from crc32c import crc32c
 
 import fsstore
+from fsstore.chain import Mac
+from fsstore.chain_base import encode_chained_base
 from fsstore.cli import main
 from fsstore.errors import CorruptionError, SeqOutOfRange
 from fsstore.log import LogReader
@@ -252,6 +255,13 @@ def test_every_crash_state_of_a_retention_opens_whole(tmp_path, policy):
     build(root, turns=16)
     reader = fsstore.open_store(root, create=False).read_session("s")
     full, before = everything(reader), folds(reader)
+    # where the retention after one more record starts, in a copy no crash touched: the
+    # files it can drop end where segments end, which the records' sizes place
+    shutil.copytree(root, tmp_path / "clean")
+    clean = fsstore.open_store(tmp_path / "clean", create=False)
+    with clean.open_session("s") as session:
+        session.append({"x": 1}, kind="note", turn=99)
+    later_start = clean.retain("s", keep_turns=4).history_start
     io = CrashSimIO(str(root))
     states = io.record_states(tmp_path)
     report = fsstore.open_store(root, io=io, create=False).retain("s", **policy)
@@ -269,7 +279,8 @@ def test_every_crash_state_of_a_retention_opens_whole(tmp_path, policy):
         store.retain("s", keep_turns=4)
         assert everything(store.read_session("s"))[-1][0] == full[-1][0] + 1, dest
         if "keep_turns" in policy:
-            assert everything(store.read_session("s"))[:-1] == retained, dest
+            assert everything(store.read_session("s"))[:-1] == [
+                e for e in full if e[0] >= later_start], dest
         assert [f for f in store.verify() if "retention" in f.message] == [], dest
         assert problems(store) == [], dest
 
@@ -345,18 +356,28 @@ def test_a_base_with_a_bad_image_or_missing_is_damage(tmp_path):
     assert any("missing" in f.message for f in problems(store))
 
 
-def test_a_second_base_frame_in_the_base_file_is_damage(tmp_path):
-    store, base_path = _retained(tmp_path)
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_second_base_frame_in_the_base_file_is_damage(tmp_path, chain):
+    store, base_path = _retained(tmp_path, chain)
     reader = store.read_session("s")
     start, uid = reader.history_start, reader.identity.uid
-    first = encode_base_frame(1, start - 2, {"state": {}, "commits": []}, 1.0, 1, "note")
-    second = encode_base_frame(start - 1, start - 1, {"state": {}, "commits": []}, 1.0, 1,
-                               "note")
+    image = {"state": {}, "commits": []}
+    if chain:  # chained bases (type 5), each of a value that holds (unkeyed: anyone can)
+        # the second passes on the anchor the next file's run starts from (FORMAT.md 3.4)
+        raw = (log_dir(store) / segment_names(store)[1]).read_bytes()
+        (length,) = struct.unpack_from("<I", raw, SEGMENT_HEADER_SIZE + 4)
+        at = SEGMENT_HEADER_SIZE + ((24 + length + 7) & ~7)
+        first = encode_chained_base(Mac(), bytes(32), 1, start - 2, image, 1.0, 1, "note", uid)
+        second = encode_chained_base(Mac(), raw[at:at + 32], start - 1, start - 1, image, 1.0,
+                                     1, "note", uid)
+    else:
+        first = encode_base_frame(1, start - 2, image, 1.0, 1, "note")
+        second = encode_base_frame(start - 1, start - 1, image, 1.0, 1, "note")
     base_path.write_bytes(encode_compacted(1, 1, uid, [(1, first + second)]))
     with pytest.raises(CorruptionError) as caught:
         list(store.read_session("s").events(include_internal=True))
     assert caught.value.path == str(base_path)
-    assert caught.value.offset == SEGMENT_HEADER_SIZE + len(first)
+    assert caught.value.offset == SEGMENT_HEADER_SIZE + len(first), caught.value
     assert any(f.offset == SEGMENT_HEADER_SIZE + len(first) for f in problems(store))
 
 
