@@ -201,12 +201,17 @@ def _first_frame(log: LogReader, rules: ChainRules, segment: SegmentFile, run_st
                            view_start)
     header = segment.scan_header
     last = (torn_ok and segment.tables is None and len(raw) == size
-            and not segment.pread(8, view_start + size).strip(b"\0")
-            and max(log.list_segments()) == segment.first_seq)
+            and not segment.pread(8, view_start + size).strip(b"\0"))
     try:
         run = check_segment(rules, [raw], SEGMENT_HEADER_SIZE, path=segment.path,
                             header=header, first_seq=frame.first_seq, is_last=last,
                             before=None)
+        # Only a value that failed asks whether this is the log's last frame: a listing
+        # of the folder, which a tail read through the tail hint otherwise never needs.
+        if run.cut is not None and max(log.list_segments()) != segment.first_seq:
+            run = check_segment(rules, [raw], SEGMENT_HEADER_SIZE, path=segment.path,
+                                header=header, first_seq=frame.first_seq, is_last=False,
+                                before=None)  # damage, not a tear: raises
     except CorruptionError as exc:
         if exc.offset is None or view_start == SEGMENT_HEADER_SIZE:
             raise
@@ -261,10 +266,13 @@ def _name_the_failure(log: LogReader, rules: ChainRules, segment: SegmentFile,
         raise CorruptionError(exc.reason, path=exc.path, offset=exc.offset + moved) from None
     if run.cut is not None and run.cut + moved < upto - shift:
         return run.cut + moved + shift
+    # Every value the walk met held: it stopped at bytes that are no whole frame, which
+    # start after the trailer of the last frame it vouched for (``covered`` ends at that
+    # frame's value). Named there, where the readers' scan names the same damage.
+    at = run.covered + TRAILER_SIZE if run.covered else SEGMENT_HEADER_SIZE
     raise chain_damage("record does not match the chain: its chain value is not the MAC of "
                        "its segment up to it (this record, or one before it in the "
-                       "segment, was changed, moved or forged)", segment.path,
-                       max(run.covered, SEGMENT_HEADER_SIZE) + moved)
+                       "segment, was changed, moved or forged)", segment.path, at + moved)
 
 
 def vouched_tail(log: LogReader, newest: int, end: SegmentEnd) -> SegmentEnd:

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout, manifest
-from .chain import CHAIN_SIZE
+from .chain import CHAIN_SIZE, Mac
+from .chain_base import base_value
 from .chain_bindings import check_manifest, manifest_at, seal_manifest
 from .chain_bridges import closure
 from .chain_check import ChainRules
@@ -56,6 +57,7 @@ from .log_format import (
     DEFAULT_MAX_RECORD_BYTES,
     FRAME_CHAIN_START,
     FRAME_CHAINED,
+    FRAME_CHAINED_BASE,
     TRAILER_SIZE,
     Event,
     _parse_frame,
@@ -111,7 +113,8 @@ def chain_rules(store: Store, path: str) -> ChainRules | None:
 @dataclass
 class _Walked:
     """One segment image walked along its runs: the value of each frame whose value
-    held, by its offset, and where the first value failed (None: none did)."""
+    held, by its offset (a chained base's: the anchor it passes on), and where the first
+    value failed (None: none did)."""
 
     held: dict[int, bytes] = field(default_factory=dict)
     first_failure: int | None = None
@@ -142,6 +145,16 @@ def _walk_image(rules: ChainRules, image: bytes) -> _Walked:
         end = off + frame.size
         out.frames[off] = (frame.size, frame.first_seq, frame.event_count)
         value_at = end - TRAILER_SIZE - CHAIN_SIZE
+        if frame_type == FRAME_CHAINED_BASE and off == SEGMENT_HEADER_SIZE:
+            # a base is checked by its own value (FORMAT.md 3.4): it covers no frame before
+            # it, and passes on its anchor, not its value: the chain value after its seq,
+            # which the run after it (a type 4, in its file or the next) anchors on
+            if _base_holds(mac, image, view[off:value_at], view[value_at:value_at + CHAIN_SIZE]):
+                out.held[off] = bytes(view[value_at - CHAIN_SIZE:value_at])
+            elif out.first_failure is None:
+                out.first_failure = off
+            state, off, prev_end = None, end, end
+            continue
         if frame_type == FRAME_CHAIN_START:
             state = mac.frame_state()
         elif frame_type != FRAME_CHAINED or state is None or prev_end != off:
@@ -161,6 +174,16 @@ def _walk_image(rules: ChainRules, image: bytes) -> _Walked:
                 out.first_failure = off
         off = prev_end = end
     return out
+
+
+def _base_holds(mac: Mac, image: bytes, frame: memoryview, value: memoryview) -> bool:
+    """Whether a chained base's ``value`` is the MAC its file's header (the genesis of its
+    uid at the log start) and the ``frame`` up to its value give (chain_check.check_base)."""
+    try:
+        header = decode_segment_header(image[:SEGMENT_HEADER_SIZE], "")
+    except (FsStoreError, ValueError):
+        return False  # its header is damaged: what the value binds is not known
+    return base_value(mac, header.uid, header.log_start, frame) == value
 
 
 def vouch(rules: ChainRules, report: SalvageReport) -> None:

@@ -39,8 +39,8 @@ from .identity import Identity
 from .log import LogReader
 from .log_format import (
     _FRAME_HEADER,
+    BASE_FRAMES,
     EVENT_FRAMES,
-    FRAME_BASE,
     MAX_SEGMENT_FILE,
     Event,
     _parse_frame,
@@ -512,7 +512,7 @@ class _Walk:
                 off += size
                 continue
             bad = None
-            if (frame_type == FRAME_BASE and image and off == SEGMENT_HEADER_SIZE
+            if (frame_type in BASE_FRAMES and image and off == SEGMENT_HEADER_SIZE
                     and first == segment):
                 pass  # the base of a log retention shortened (FORMAT.md 3.3): no events
             elif frame_type not in EVENT_FRAMES:  # (a chain is taken by its checksums)
@@ -747,7 +747,7 @@ def _run_events(buf: bytes, path: str, run: _Run, after_seq: int) -> Iterator[Ev
                                   path=path, offset=off)
         size = frame.size
         expect = frame.first_seq + frame.event_count
-        if expect > after_seq + 1 and frame.frame_type != FRAME_BASE:  # a base: no events
+        if expect > after_seq + 1 and frame.frame_type not in BASE_FRAMES:  # a base: no events
             ts, turn, entries = decode_payload(frame.payload, frame.event_count, path, off)
             for index, (kind, data) in enumerate(entries):
                 seq = frame.first_seq + index

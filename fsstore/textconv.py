@@ -39,8 +39,8 @@ from .fsio import FileIO
 from .identity import to_text as uid_text
 from .log_format import (
     _FRAME_HEADER,
+    BASE_FRAMES,
     EVENT_FRAMES,
-    FRAME_BASE,
     MAX_SEGMENT_FILE,
     Base,
     Event,
@@ -294,7 +294,7 @@ def _frames(buf: bytes, path: str, expect: int | None, *, synced_end: int | None
                          "(duplicated, reordered or stale record, or records missing)",
                          size, decompressed=sealed).line()
         frame_type = _FRAME_HEADER.unpack_from(buf, off)[4]
-        if frame_type == FRAME_BASE:
+        if frame_type in BASE_FRAMES:  # chained or not (its values are verify's to check)
             yield from _base(frame.payload, path, off, first, count,
                              placed=base_allowed and off == SEGMENT_HEADER_SIZE,
                              image=sealed)

@@ -525,8 +525,10 @@ class SessionWatcher(_Watcher):
                 return
             header = self._file.header
             allow_base = self._file.starts_with_base and self._segment == header.log_start
+            # a compacted file's later members each start a run of their own (type 4)
+            members = self._file.members_after
             scan = SegmentScan(buf, path, self._next_seq, True, self.last_seq,
-                               origin=self._offset, segment=self._segment,
+                               origin=self._offset, segment=self._segment, members=members,
                                chain=taken_as_is(self._log.chain), allow_base=allow_base)
             events = list(scan)
             if scan.end > self._offset:
@@ -538,7 +540,7 @@ class SessionWatcher(_Watcher):
                 if stop < scan.end:
                     scan = SegmentScan(buf[:stop - self._offset], path, self._next_seq,
                                        True, self.last_seq, origin=self._offset,
-                                       segment=self._segment,
+                                       segment=self._segment, members=members,
                                        chain=taken_as_is(self._log.chain),
                                        allow_base=allow_base)
                     events = list(scan)

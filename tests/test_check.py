@@ -11,6 +11,8 @@ import pytest
 
 import fsstore
 from fsstore import snapshot
+from fsstore.chain import Mac
+from fsstore.chain_bindings import SnapshotSeal
 from fsstore.cli import main
 
 
@@ -96,16 +98,25 @@ def test_verify_reports_an_unknown_op_hidden_behind_a_snapshot(store):
     assert "seq 2" in problem.message
 
 
-def test_verify_reports_a_snapshot_that_differs_from_the_fold_of_the_log(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_verify_reports_a_snapshot_that_differs_from_the_fold_of_the_log(tmp_path, chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     with store.create_session("s") as session:
         session.set_state("balance", 10)
         session.set_state("owner", "ada")
         seq = session.snapshot()
         path = os.path.join(session.path, "state", f"{seq:020d}.snap")
-    file = snapshot.read(store.io, path)
+    reader = store.read_session("s")
+    file = snapshot.read(store.io, path, identity=reader.identity, chain=reader.chain_rules)
     body = dict(file.body, state={"balance": 1_000_000, "owner": "ada"})
+    seal = None
+    if chain:  # an unkeyed MAC anyone can recompute: the file alone does not tell
+        meta = {k: v for k, v in file.meta.items() if k not in ("chain", "mac")}
+        seal = SnapshotSeal(Mac(), int(file.meta["uid"], 16), file.meta["chain"])
+    else:
+        meta = file.meta
     forged = snapshot.encode(file.header.kind, file.header.seq, file.header.log_start,
-                             file.header.position, file.meta, body)
+                             file.header.position, meta, body, seal)
     with open(path, "wb") as handle:
         handle.write(forged)
     assert store.read_session("s").state()["balance"] == 1_000_000  # reads trust it

@@ -24,9 +24,10 @@ from fsstore.segment_header import SEGMENT_HEADER_SIZE
 TEXT = "the deploy script fails on a path with spaces; quote $1 and retry " * 4
 
 
-def build(root: Path, turns: int = 120, segment_size: int = 8192) -> fsstore.Store:
+def build(root: Path, turns: int = 120, segment_size: int = 8192, chain: bool | None = None
+          ) -> fsstore.Store:
     """A session ``s`` of messages, state and queue records over many small segments."""
-    store = fsstore.open_store(root, segment_size=segment_size)
+    store = fsstore.open_store(root, segment_size=segment_size, chain=chain)
     with store.create_session("s") as session:
         for turn in range(1, turns + 1):
             session.messages.append(fsstore.Message.of_text("user", f"{turn}: {TEXT}"))
@@ -252,10 +253,11 @@ def test_a_chunk_that_decompresses_to_more_than_its_table_says_is_refused(tmp_pa
         list(store.read_session("s").events())
 
 
-def test_a_compacted_file_is_plain_msgpack_frames_under_zstd(tmp_path):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_compacted_file_is_plain_msgpack_frames_under_zstd(tmp_path, chain):
     """Any zstd and msgpack library reads a compacted file: the chunks are zstd frames
     of the segment's frames, whose payloads are plain msgpack."""
-    store = build(tmp_path / "store", turns=40)
+    store = build(tmp_path / "store", turns=40, chain=chain)
     path = compacted_file(store)
     data = path.read_bytes()
     members, chunks = struct.unpack_from("<II", data, 52)
@@ -266,14 +268,18 @@ def test_a_compacted_file_is_plain_msgpack_frames_under_zstd(tmp_path):
         _, _, packed_size, _ = struct.unpack_from("<IIII", data, at + 16 * index)
         plain += zstandard.ZstdDecompressor().decompress(data[packed_at:packed_at + packed_size])
         packed_at += packed_size
-    seq, off = 1, 0
+    seq, off, types = 1, 0, set()
     while off < len(plain):
-        _, length, first_seq, count, _ = struct.unpack_from("<IIQII", plain, off)
+        _, length, first_seq, count, frame_type = struct.unpack_from("<IIQII", plain, off)
         ts, turn, entries = msgpack.unpackb(plain[off + 24:off + 24 + length])
         assert first_seq == seq and len(entries) == count
         seq += count
-        off += ((24 + length + 7) & ~7) + 8
+        types.add(frame_type)
+        # a chained frame holds its chain value (and a run's first, its anchor) before
+        # its trailer (FORMAT.md 3.4)
+        off += ((24 + length + 7) & ~7) + {1: 0, 3: 32, 4: 64}[frame_type] + 8
     assert seq > 100
+    assert types == ({3, 4} if chain else {1})
 
 
 def test_every_crash_state_of_a_compaction_opens_whole(tmp_path):

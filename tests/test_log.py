@@ -34,6 +34,13 @@ from fsstore.segment_header import (
 )
 
 
+@pytest.fixture
+def plain_store(tmp_path) -> fsstore.Store:
+    """A store of sessions without a chain: their frames are of type 1 (FORMAT.md 3), the
+    bytes the tests of the frame itself write and patch by hand."""
+    return fsstore.open_store(tmp_path / "store", chain=False)
+
+
 def segment_files(session) -> list[str]:
     log = layout.log_dir(session.path)
     return [os.path.join(log, n) for n in sorted(os.listdir(log)) if n.endswith(".fslog")]
@@ -68,11 +75,15 @@ def read_image(buf: bytes, path="seg", first=1, is_last=True) -> list[int]:
                                                synced_end=header.synced_end)]
 
 
-def test_truncating_the_segment_at_every_offset_reads_an_exact_prefix_of_batches(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_truncating_the_segment_at_every_offset_reads_an_exact_prefix_of_batches(tmp_path,
+                                                                                 chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     session, batches = write_batches(store, [1, 3, 1, 2, 5, 1, 1, 4, 1, 2])
     (path,) = segment_files(session)
     full = without_mark(path)  # what a crash can cut off was never marked synced
     reader = LogReader(FileIO(), os.path.dirname(path))
+    reader.chain = store.read_session("s").chain_rules  # (a cut in a chain value: a tear)
     for cut in range(SEGMENT_HEADER_SIZE, len(full) + 1):
         with open(path, "wb") as handle:
             handle.write(full[:cut])
@@ -112,7 +123,7 @@ def test_the_next_writer_sets_a_torn_tail_aside_and_appends_after_the_prefix(sto
 
 
 def test_every_single_bit_flip_in_a_sealed_segment_is_detected(tmp_path):
-    store = fsstore.open_store(tmp_path / "store", segment_size=4096)
+    store = fsstore.open_store(tmp_path / "store", segment_size=4096, chain=False)
     session, _ = write_batches(store, [1, 2, 1, 3, 1] * 6, payload=60)
     first, *_ = segment_files(session)
     sealed = Path(first).read_bytes()
@@ -134,8 +145,9 @@ def test_every_single_bit_flip_in_a_sealed_segment_is_detected(tmp_path):
 
 
 def test_every_single_bit_flip_in_the_last_segment_is_detected_or_reads_as_a_torn_last_batch(
-    store,
+    plain_store,
 ):
+    store = plain_store
     session, batches = write_batches(store, [1, 2, 1, 3, 1], payload=20)
     (path,) = segment_files(session)
     image = without_mark(path)  # with the mark, damage to the last batch is detected too
@@ -158,7 +170,9 @@ def test_every_single_bit_flip_in_the_last_segment_is_detected_or_reads_as_a_tor
             assert read_image(bytes(damaged)) == before_last
 
 
-def test_damage_in_the_middle_is_reported_with_file_and_offset_everywhere(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_damage_in_the_middle_is_reported_with_file_and_offset_everywhere(tmp_path, chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     session, batches = write_batches(store, [1, 1, 1, 1])
     (path,) = segment_files(session)
     offset = batches[0][1]  # the second record starts where the first ended
@@ -171,6 +185,15 @@ def test_damage_in_the_middle_is_reported_with_file_and_offset_everywhere(store)
         list(store.read_session("s").events())
     assert (caught.value.path, caught.value.offset) == (path, offset)
     assert f"{path} at byte {offset}" in str(caught.value)
+    if chain:
+        # A writer takes up the active segment's run only when it holds (FORMAT.md 3.4,
+        # "Writing"): it would otherwise vouch for the damage with its next value.
+        with pytest.raises(CorruptionError, match="chain") as refused:
+            store.open_session("s")
+        assert refused.value.path == path
+        (problem,) = store.verify()
+        assert (problem.level, problem.path, problem.offset) == ("problem", path, offset)
+        return
     # The writer opens from the end of the log (O(1)), cuts nothing, and appends after
     # the last valid record; readers still stop at the damage and name it.
     with store.open_session("s") as writer:
@@ -183,7 +206,8 @@ def test_damage_in_the_middle_is_reported_with_file_and_offset_everywhere(store)
     assert (problem.level, problem.path, problem.offset) == ("problem", path, offset)
 
 
-def test_a_valid_record_with_the_wrong_seq_is_corruption(store):
+def test_a_valid_record_with_the_wrong_seq_is_corruption(plain_store):
+    store = plain_store
     session, batches = write_batches(store, [1, 1])
     (path,) = segment_files(session)
     data = Path(path).read_bytes()
@@ -229,7 +253,8 @@ def test_a_segment_of_a_newer_major_version_is_refused(store):
         store.open_session("s")
 
 
-def test_unknown_extension_types_in_a_record_are_refused(store):
+def test_unknown_extension_types_in_a_record_are_refused(plain_store):
+    store = plain_store
     session = store.create_session("s")
     session.close()
     (path,) = segment_files(session)
@@ -442,7 +467,8 @@ def test_synced_records_zeroed_after_finish_turn_are_corruption_not_a_clean_end(
     assert problem.path == last and "durable" in problem.message
 
 
-def test_an_fsync_append_is_marked_synced_and_a_flush_append_is_not(store):
+def test_an_fsync_append_is_marked_synced_and_a_flush_append_is_not(plain_store):
+    store = plain_store
     for mode, detected in (("fsync", True), ("flush", False)):
         # the process dies after its second append, before any barrier
         code = (
@@ -818,7 +844,8 @@ def test_a_session_keeps_its_uid_through_metadata_updates_and_names_it_in_new_fi
     for path in segment_files_at(reader.path):
         assert decode_segment_header(Path(path).read_bytes(), path).uid == uid
     (snap,) = os.listdir(os.path.join(reader.path, "state"))
-    meta = fsstore.snapshot.read(FileIO(), os.path.join(reader.path, "state", snap)).meta
+    meta = fsstore.snapshot.read(FileIO(), os.path.join(reader.path, "state", snap),
+                                 identity=reader.identity, chain=reader.chain_rules).meta
     assert meta["uid"] == fsstore.identity.to_text(uid)
 
 
@@ -862,7 +889,9 @@ def test_a_byte_inserted_or_removed_anywhere_in_a_synced_log_is_reported(small_s
     assert list(small_store.read_session("s").events(include_internal=True)) == events
 
 
-def test_records_an_older_writer_nested_deeper_read_and_fork_as_before(store):
+def test_records_an_older_writer_nested_deeper_read_and_fork_as_before(plain_store):
+    # (an older writer wrote no chain: its sessions are unchained)
+    store = plain_store
     with store.create_session("s"):
         pass
     (path,) = segment_files_at(os.path.join(store.path, "sessions", "s"))

@@ -153,7 +153,10 @@ def test_an_edit_supersedes_and_a_delete_hides_while_history_keeps_every_version
             session.messages.append(text("user", "again", id="c"))  # ids are never reused
 
 
-def test_message_records_are_events_every_reader_sees_and_msgpack_python_decodes(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_message_records_are_events_every_reader_sees_and_msgpack_python_decodes(tmp_path,
+                                                                                chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     with store.create_session("s") as session:
         session.append({"kind": "plain"})
         session.messages.append(text("user", "hi", id="m1"))
@@ -169,11 +172,14 @@ def test_message_records_are_events_every_reader_sees_and_msgpack_python_decodes
         raw = file.read()
     payloads, offset = [], 64
     while offset + 24 <= len(raw):
-        _, length, _, count, _ = struct.unpack_from("<IIQII", raw, offset)
+        _, length, _, count, frame_type = struct.unpack_from("<IIQII", raw, offset)
         if not count:
             break
         payloads.append(msgpack.unpackb(raw[offset + 24 : offset + 24 + length]))
-        offset += ((24 + length + 7) & ~7) + 8
+        # a chained frame (FORMAT.md 3.4) carries its chain value, the first of a run its
+        # anchor too, between its padding and its trailer
+        assert frame_type == (1 if not chain else 4 if offset == 64 else 3)
+        offset += ((24 + length + 7) & ~7) + {1: 0, 3: 32, 4: 64}[frame_type] + 8
     kinds = [entry[0] for _, _, entries in payloads for entry in entries]
     assert kinds == ["plain", fsstore.MESSAGE_RECORD, fsstore.TURN_FINISHED]
     record = payloads[1][2][0][1]

@@ -448,8 +448,9 @@ def test_damage_in_a_sealed_segment_never_shortens_the_conversation_silently(tmp
         raises_corruption(read, segment, None)
 
 
-def test_damage_to_the_last_messages_record_never_makes_it_vanish(tmp_path):
-    store = fsstore.open_store(tmp_path / "store")
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_damage_to_the_last_messages_record_never_makes_it_vanish(tmp_path, chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     with store.create_session("s") as session:
         conversation(session, 2)
     with store.open_session("s") as session:  # a writer that writes no message: no MARK
@@ -459,8 +460,13 @@ def test_damage_to_the_last_messages_record_never_makes_it_vanish(tmp_path):
     reader = store.read_session("s")
     raises_corruption(lambda: reader.messages.get("m1a"), segment, None)
     raises_corruption(reader.messages.all, segment, None)
-    with store.open_session("s") as writer, pytest.raises(CorruptionError):
-        writer.messages.append(text("user", "again", "m1a"))
+    if chain:  # a writer takes up the active segment's run only when it holds (3.4)
+        error = raises_corruption(lambda: store.open_session("s"), segment, None)
+        assert "chain" in str(error)
+    else:
+        with store.open_session("s") as writer, pytest.raises(CorruptionError):
+            writer.messages.append(text("user", "again", "m1a"))
+    raises_corruption(lambda: store.read_session("s").messages.get("m1a"), segment, None)
 
 
 # --- kill -9 -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from crashsim import CrashSimIO
 from crc32c import crc32c
 
 import fsstore
+from fsstore.chain import Mac
+from fsstore.chain_base import encode_chained_base
 from fsstore.cli import main
 from fsstore.errors import CorruptionError, SeqOutOfRange
 from fsstore.log import LogReader
@@ -22,10 +25,11 @@ from fsstore.segment_header import SEGMENT_HEADER_SIZE
 TEXT = "the deploy script fails on a path with spaces; quote $1 and retry " * 3
 
 
-def build(root: Path, turns: int = 40, segment_size: int = 4096) -> fsstore.Store:
+def build(root: Path, turns: int = 40, segment_size: int = 4096, chain: bool | None = None
+          ) -> fsstore.Store:
     """A session ``s`` of messages (with usage), events, state, queue and input records
     over many small segments, a snapshot now and then and a checkpoint."""
-    store = fsstore.open_store(root, segment_size=segment_size)
+    store = fsstore.open_store(root, segment_size=segment_size, chain=chain)
     with store.create_session("s") as session:
         for turn in range(1, turns + 1):
             session.messages.append({
@@ -251,6 +255,13 @@ def test_every_crash_state_of_a_retention_opens_whole(tmp_path, policy):
     build(root, turns=16)
     reader = fsstore.open_store(root, create=False).read_session("s")
     full, before = everything(reader), folds(reader)
+    # where the retention after one more record starts, in a copy no crash touched: the
+    # files it can drop end where segments end, which the records' sizes place
+    shutil.copytree(root, tmp_path / "clean")
+    clean = fsstore.open_store(tmp_path / "clean", create=False)
+    with clean.open_session("s") as session:
+        session.append({"x": 1}, kind="note", turn=99)
+    later_start = clean.retain("s", keep_turns=4).history_start
     io = CrashSimIO(str(root))
     states = io.record_states(tmp_path)
     report = fsstore.open_store(root, io=io, create=False).retain("s", **policy)
@@ -268,7 +279,8 @@ def test_every_crash_state_of_a_retention_opens_whole(tmp_path, policy):
         store.retain("s", keep_turns=4)
         assert everything(store.read_session("s"))[-1][0] == full[-1][0] + 1, dest
         if "keep_turns" in policy:
-            assert everything(store.read_session("s"))[:-1] == retained, dest
+            assert everything(store.read_session("s"))[:-1] == [
+                e for e in full if e[0] >= later_start], dest
         assert [f for f in store.verify() if "retention" in f.message] == [], dest
         assert problems(store) == [], dest
 
@@ -297,8 +309,8 @@ def test_a_reader_and_a_watcher_see_each_retained_event_once_during_a_retention(
 # --- damage ------------------------------------------------------------------------------
 
 
-def _retained(tmp_path: Path) -> tuple[fsstore.Store, Path]:
-    store = build(tmp_path / "store", turns=12)
+def _retained(tmp_path: Path, chain: bool | None = None) -> tuple[fsstore.Store, Path]:
+    store = build(tmp_path / "store", turns=12, chain=chain)
     store.retain("s", keep_turns=3)
     return store, log_dir(store) / segment_names(store)[0]
 
@@ -344,18 +356,28 @@ def test_a_base_with_a_bad_image_or_missing_is_damage(tmp_path):
     assert any("missing" in f.message for f in problems(store))
 
 
-def test_a_second_base_frame_in_the_base_file_is_damage(tmp_path):
-    store, base_path = _retained(tmp_path)
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_second_base_frame_in_the_base_file_is_damage(tmp_path, chain):
+    store, base_path = _retained(tmp_path, chain)
     reader = store.read_session("s")
     start, uid = reader.history_start, reader.identity.uid
-    first = encode_base_frame(1, start - 2, {"state": {}, "commits": []}, 1.0, 1, "note")
-    second = encode_base_frame(start - 1, start - 1, {"state": {}, "commits": []}, 1.0, 1,
-                               "note")
+    image = {"state": {}, "commits": []}
+    if chain:  # chained bases (type 5), each of a value that holds (unkeyed: anyone can)
+        # the second passes on the anchor the next file's run starts from (FORMAT.md 3.4)
+        raw = (log_dir(store) / segment_names(store)[1]).read_bytes()
+        (length,) = struct.unpack_from("<I", raw, SEGMENT_HEADER_SIZE + 4)
+        at = SEGMENT_HEADER_SIZE + ((24 + length + 7) & ~7)
+        first = encode_chained_base(Mac(), bytes(32), 1, start - 2, image, 1.0, 1, "note", uid)
+        second = encode_chained_base(Mac(), raw[at:at + 32], start - 1, start - 1, image, 1.0,
+                                     1, "note", uid)
+    else:
+        first = encode_base_frame(1, start - 2, image, 1.0, 1, "note")
+        second = encode_base_frame(start - 1, start - 1, image, 1.0, 1, "note")
     base_path.write_bytes(encode_compacted(1, 1, uid, [(1, first + second)]))
     with pytest.raises(CorruptionError) as caught:
         list(store.read_session("s").events(include_internal=True))
     assert caught.value.path == str(base_path)
-    assert caught.value.offset == SEGMENT_HEADER_SIZE + len(first)
+    assert caught.value.offset == SEGMENT_HEADER_SIZE + len(first), caught.value
     assert any(f.offset == SEGMENT_HEADER_SIZE + len(first) for f in problems(store))
 
 
@@ -377,15 +399,19 @@ def test_a_base_file_whose_member_table_disagrees_with_its_first_frame_is_damage
 
 
 
-def test_repair_of_a_retained_session_keeps_its_base_and_rewrites_later_damage(tmp_path):
-    store, base_path = _retained(tmp_path)
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_repair_of_a_retained_session_keeps_its_base_and_rewrites_later_damage(tmp_path,
+                                                                               chain):
+    store, base_path = _retained(tmp_path, chain)
     report = store.repair("s", dry_run=True)
     assert report.lost == [] and not store.repair("s").repaired
     reader = store.read_session("s")
     start, base = reader.history_start, base_path.read_bytes()
     later = log_dir(store) / segment_names(store)[1]
     raw = bytearray(later.read_bytes())
-    raw[200] ^= 0xFF
+    # a byte of its first record's payload (a chained record's value, which no checksum
+    # covers, would lose no record of an unkeyed chain)
+    raw[SEGMENT_HEADER_SIZE + 24 + 4] ^= 0xFF
     later.write_bytes(bytes(raw))
     report = store.repair("s")
     assert report.repaired and report.lost and str(later) in report.replaced

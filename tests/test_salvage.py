@@ -45,12 +45,34 @@ from fsstore.segment_header import SEGMENT_HEADER_SIZE
 BATCHES = 60
 
 
+@pytest.fixture(params=[False, True], ids=["unchained", "chained"])
+def small_store(request, tmp_path) -> fsstore.Store:
+    """Segments of 4 KiB, of a session without a chain and of one with a chain: salvage
+    reads chained records by their checksums, as unchained ones (FORMAT.md 3.4)."""
+    return fsstore.open_store(tmp_path / "store", segment_size=4096, chain=request.param)
+
+
 class FrameAt:
     """A frame of the undamaged log: its file, offset, bytes and seqs."""
 
     def __init__(self, path: str, offset: int, raw: bytes, first: int, count: int) -> None:
         self.path, self.offset, self.raw = path, offset, raw
         self.seqs = range(first, first + count)
+
+    def intact_in(self, files: bytes) -> bool:
+        """Whether the bytes its checksum covers, and its trailer, appear in ``files`` as
+        they were: every byte of an unchained frame; a chained frame's but its chain
+        fields (its anchor, its value), which salvage does not check (FORMAT.md 3.4)."""
+        (length,) = struct.unpack_from("<I", self.raw, 4)
+        checked = (24 + length + 7) & ~7
+        if checked + 8 == len(self.raw):
+            return self.raw in files
+        at = files.find(self.raw[:checked])
+        while at != -1:
+            if files[at + len(self.raw) - 8:at + len(self.raw)] == self.raw[-8:]:
+                return True
+            at = files.find(self.raw[:checked], at + 1)
+        return False
 
 
 def build(store: fsstore.Store, session_id: str = "s", seed: int = 7):
@@ -80,7 +102,7 @@ def frames_of(path: str) -> list[FrameAt]:
         data = Path(segment).read_bytes()
         view, off = memoryview(data), SEGMENT_HEADER_SIZE
         while (frame := _parse_frame(data, view, off, len(data))) is not None:
-            size = ((24 + len(frame.payload) + 7) & ~7) + 8
+            size = frame.size  # a chained frame's chain fields included (FORMAT.md 3.4)
             found.append(FrameAt(segment, off, data[off:off + size], frame.first_seq,
                                  frame.event_count))
             off += size
@@ -99,7 +121,7 @@ def check_against_oracle(report: SalvageReport, path: str, frames: list[FrameAt]
                          events) -> set[int]:
     """Salvage saved every intact frame, exactly, and lost the others; the lost seqs."""
     files = b"".join(Path(p).read_bytes() for p in segments(path))
-    intact = {s for f in frames if f.raw in files for s in f.seqs}
+    intact = {s for f in frames if f.intact_in(files) for s in f.seqs}
     every = {e.seq for e in events}
     expected_lost = every - intact
     saved = seqs_of(report.saved)
@@ -379,10 +401,10 @@ def random_damage(rng: random.Random, files: list[str], frames: list[FrameAt]) -
     return kind
 
 
-def run_random_damage(tmp_path, trials: int, seed: int) -> None:
+def run_random_damage(tmp_path, trials: int, seed: int, chain: bool) -> None:
     rng = random.Random(seed)
     for trial in range(trials):
-        store = fsstore.open_store(tmp_path / f"store{trial}", segment_size=4096)
+        store = fsstore.open_store(tmp_path / f"store{trial}", segment_size=4096, chain=chain)
         path, files, frames, events = build(store, seed=trial)
         kinds = [random_damage(rng, files, frames) for _ in range(rng.randint(1, 3))]
         report = salvage(store)
@@ -393,13 +415,16 @@ def run_random_damage(tmp_path, trials: int, seed: int) -> None:
             raise
 
 
-def test_random_damage_saves_every_intact_record_and_loses_exactly_the_damaged_ones(tmp_path):
-    run_random_damage(tmp_path, 30, seed=16)
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_random_damage_saves_every_intact_record_and_loses_exactly_the_damaged_ones(tmp_path,
+                                                                                     chain):
+    run_random_damage(tmp_path, 30, seed=16, chain=chain)
 
 
 @pytest.mark.long
-def test_random_damage_at_length(tmp_path):
-    run_random_damage(tmp_path, 1500, seed=1616)
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_random_damage_at_length(tmp_path, chain):
+    run_random_damage(tmp_path, 1500, seed=1616, chain=chain)
 
 
 # --- read-only -------------------------------------------------------------------------------

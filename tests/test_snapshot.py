@@ -12,6 +12,8 @@ from crc32c import crc32c
 
 import fsstore
 from fsstore import snapshot
+from fsstore.chain import Mac
+from fsstore.chain_bindings import SnapshotSeal
 from fsstore.fsio import FileIO
 from fsstore.log import LogPosition
 
@@ -249,15 +251,22 @@ def test_a_snapshot_whose_name_and_header_disagree_is_refused(store):
     assert [f.path for f in store.verify() if f.level == "problem"] == [paths[4]]
 
 
-def test_a_snapshot_of_another_session_is_refused(store):
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+def test_a_snapshot_of_another_session_is_refused(tmp_path, chain):
+    store = fsstore.open_store(tmp_path / "store", chain=chain)
     states, paths = session_with_snapshots(store)
-    file = snapshot.read(FileIO(), paths[8])
-    other = fsstore.identity.to_text(fsstore.identity.mint())
+    reader = store.read_session("s")
+    file = snapshot.read(FileIO(), paths[8], identity=reader.identity, chain=reader.chain_rules)
+    other_uid = fsstore.identity.mint()
+    other = fsstore.identity.to_text(other_uid)
+    # A chained session's snapshot is bound to its own chain: the other session's file
+    # carries a MAC made under its uid (unkeyed: anyone can make it)
+    seal = SnapshotSeal(Mac(), other_uid, file.meta["chain"]) if chain else None
     forged = snapshot.encode(snapshot.KIND_SNAPSHOT, 8, 1, file.header.position,
-                             {"uid": other}, {"state": {"forged": True}, "commits": []})
+                             {"uid": other}, {"state": {"forged": True}, "commits": []},
+                             seal)
     with open(paths[8], "wb") as handle:
         handle.write(forged)
-    reader = store.read_session("s")
     with pytest.raises(fsstore.CorruptionError, match="belongs to another session"):
         snapshot.read(FileIO(), paths[8], identity=reader.identity)
     assert reader.state() == states[8]

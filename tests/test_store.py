@@ -29,9 +29,15 @@ from fsstore.log import LogReader
 def test_open_store_creates_a_store_with_a_diffable_manifest(tmp_path):
     store = fsstore.open_store(tmp_path / "new" / "store")
     text = (tmp_path / "new" / "store" / "fsstore.json").read_text()
-    assert json.loads(text) == {"format": "fsstore-store", "version": "1.6"}
+    # A new store chains its sessions (FORMAT.md 3.4 "Which sessions"): unkeyed, as no key
+    # is at hand.
+    assert json.loads(text) == {"format": "fsstore-store", "version": "1.7",
+                                "chain": {"alg": "sha256"}}
     assert text.endswith("\n") and store.session_ids() == []
     assert fsstore.open_store(tmp_path / "new" / "store").path == store.path
+    fsstore.open_store(tmp_path / "plain", chain=False)
+    assert json.loads((tmp_path / "plain" / "fsstore.json").read_text()) == {
+        "format": "fsstore-store", "version": "1.7"}
 
 
 def test_open_store_refuses_to_adopt_a_folder_of_other_files(tmp_path):
