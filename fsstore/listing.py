@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .workspaces import Workspace
 
 ORDERS = ("updated", "created", "id")
+#: A time bound of a listing: a datetime (naive: UTC), ISO 8601 text or epoch seconds.
+When = datetime | str | float | None
 
 
 @dataclass(frozen=True)
@@ -232,10 +234,10 @@ class ListingMixin:
 
     def list_sessions(
         self, *, tags: Iterable[str] | None = None, title: str | None = None,
-        metadata: Mapping[str, Any] | None = None, created_after: datetime | str | None = None,
-        created_before: datetime | str | None = None,
-        updated_after: datetime | str | None = None,
-        updated_before: datetime | str | None = None, workspace: str | None = None,
+        metadata: Mapping[str, Any] | None = None, created_after: When = None,
+        created_before: When = None,
+        updated_after: When = None,
+        updated_before: When = None, workspace: str | None = None,
         has_collection: bool | str | None = None, order: str = "id",
         descending: bool | None = None, limit: int | None = None, cursor: str | None = None,
     ) -> list[SessionInfo]:
@@ -250,8 +252,9 @@ class ListingMixin:
         :meth:`list_page`'s rows (all pages when no ``limit``), in ``order`` ("id"
         ascending unless ``descending``): ``tags`` all present, ``title`` a
         case-insensitive substring, ``metadata`` each key equal, times after/before
-        (datetimes, naive ones UTC, or ISO 8601 strs), ``workspace`` members of it,
-        ``has_collection`` a collection name or any (True) or none (False)."""
+        (datetimes, naive ones UTC, ISO 8601 strs or seconds since the epoch),
+        ``workspace`` members of it, ``has_collection`` a collection name or any (True)
+        or none (False)."""
         if (tags, title, metadata, created_after, created_before, updated_after,
                 updated_before, workspace, has_collection, limit, cursor) == (None,) * 11 \
                 and order == "id" and not descending:
@@ -266,10 +269,10 @@ class ListingMixin:
 
     def list_page(
         self, *, tags: Iterable[str] | None = None, title: str | None = None,
-        metadata: Mapping[str, Any] | None = None, created_after: datetime | str | None = None,
-        created_before: datetime | str | None = None,
-        updated_after: datetime | str | None = None,
-        updated_before: datetime | str | None = None, workspace: str | None = None,
+        metadata: Mapping[str, Any] | None = None, created_after: When = None,
+        created_before: When = None,
+        updated_after: When = None,
+        updated_before: When = None, workspace: str | None = None,
         has_collection: bool | str | None = None, order: str = "updated",
         descending: bool | None = None, limit: int | None = 100, cursor: str | None = None,
     ) -> SessionPage:

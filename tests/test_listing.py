@@ -154,3 +154,37 @@ def test_a_damaged_session_is_listed_with_why(listed):
     rows = {info.id: info for info in listed.list_page(limit=10, order="id").sessions}
     assert rows["s2"].damaged is not None
     assert rows["s1"].damaged is None
+
+
+def test_ls_pages_as_json_lines(listed, capsys):
+    from fsstore.cli import main
+
+    main(["--store", listed.path, "ls", "--tag", "red", "--limit", "2", "--json"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["id"] for line in lines[:-1]] == ["s1", "s2"]
+    cursor = lines[-1]["next_cursor"]
+    assert cursor
+    main(["--store", listed.path, "ls", "--tag", "red", "--limit", "2", "--json",
+          "--cursor", cursor])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["id"] for line in lines[:-1]] == ["s5"]
+    assert lines[-1] == {"next_cursor": None}
+
+
+def test_ls_filters_by_title_since_and_order(listed, capsys):
+    from fsstore.cli import main
+
+    main(["--store", listed.path, "ls", "--title", "REPORT", "--since", "1h",
+          "--order", "created"])
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[1:]] == ["s3", "s1"]
+    main(["--store", listed.path, "ls", "--until", "2000-01-01"])
+    assert capsys.readouterr().out.splitlines()[1:] == []
+
+
+def test_ls_refuses_a_bad_cursor(listed, capsys):
+    from fsstore.cli import main
+
+    code = main(["--store", listed.path, "ls", "--cursor", "zzz"])
+    assert code != 0
+    assert "cursor" in capsys.readouterr().err
