@@ -192,7 +192,8 @@ def list_page(store: ListingMixin, filters: Filters, *, workspace: str | None, o
             member.session_id for member in store.workspace(workspace).members)
     catalog = Catalog(store.io, store.path, store._session_info)
     entries = catalog.entries()
-    candidates = [entry for entry in entries.values() if filters.keeps(entry)]
+    candidates = (list(entries.values()) if filters == Filters()
+                  else [entry for entry in entries.values() if filters.keeps(entry)])
     key = _key(order)
     candidates.sort(key=key, reverse=descending)
     if after is not None:
