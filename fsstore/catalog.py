@@ -1,18 +1,20 @@
 """The store catalog (``catalog`` and ``catalog.log`` in the store's root; docs/FORMAT.md,
 section 24): what a listing needs of each session, kept so that a page of a store of
-100,000 sessions reads two small files and a few stamps, not 100,000 manifests.
+100,000 sessions reads a few columns of two files and a few stamps, not 100,000
+manifests.
 
 It is a cache, never the source of truth. ``catalog`` is a snapshot: one entry per
 session (its manifest fields and what ``SessionReader.info`` read of its log), with the
 stamp of ``sessions/`` and the offset of ``catalog.log`` it covers. ``catalog.log`` is a
 journal: every writer of this version that creates, deletes or closes a session, or
 rewrites its ``session.json``, appends the session's id to it (:func:`note`), after the
-change. A reader loads the snapshot, reads again each session named in the journal
-after that offset, and lists ``sessions/`` again when its stamp moved (a session made
-or removed by a writer that does not journal: an older fsstore, a copy by hand). Each
-entry also keeps the stamps of its manifest, log folder and newest segment: an entry
-shown in a page is checked against them and read again when they moved (a writer
-still appending), so a row shown is as fresh as ``info()``.
+change. A reader opens the snapshot (laid out for pages, fsstore/catalog_snapshot.py:
+entries are decoded only for the rows a page shows), reads again each session named in
+the journal after that offset, and lists ``sessions/`` again when its stamp moved (a
+session made or removed by a writer that does not journal: an older fsstore, a copy by
+hand). Each entry also keeps the stamps of its manifest, log folder and newest segment:
+an entry shown in a page is checked against them and read again when they moved (a
+writer still appending), so a row shown is as fresh as ``info()``.
 
 Why the journal holds ids, not entries: an entry is as large as the session's metadata
 (up to 1 MiB), and a record must stay under ``PIPE_BUF`` to be appended whole without a
@@ -20,34 +22,33 @@ lock; reading the manifest again also means the record's order among writers nev
 matters. Why each record comes after its change: a reader that saw the record reads the
 change; one that did not will see the record at its next listing.
 
-Damage never gives a wrong answer: a snapshot that does not read back whole, a journal
-record that does not check, a journal replaced or cut below the offset the snapshot
-covers, each makes the reader rebuild the catalog from the session folders.
+Damage never gives a wrong answer: a snapshot section or entry that does not check
+when read (the listing then starts again from a rebuild), a journal record that does
+not check, a journal replaced or cut below the offset the snapshot covers, each makes
+the reader rebuild the catalog from the session folders.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from . import layout
+from .catalog_snapshot import Entry, Row, Snapshot, SnapshotDamaged, encode, row_of
 from .errors import FsStoreError
 from .fsio import FileIO
+
+__all__ = ["Entry", "SnapshotDamaged", "View"]
 
 # session_metadata.py journals through this module, and session_reader.py imports it.
 if TYPE_CHECKING:
     from .session_reader import SessionInfo
 
-_MAGIC = b"FSCATLG\n"
-#: Bumped whenever an entry's fields change: a catalog of another version is rebuilt.
-VERSION = 1
-_HEADER = struct.Struct("<8sIIQ")  # magic, version, CRC-32 of the body, body length
 #: A stamp younger than this (ns) when it was taken may not show a change made in the
 #: same tick of the filesystem's clock ("racy git"): such an entry is always read again.
 SETTLE_NS = 2_000_000_000
@@ -56,39 +57,6 @@ SETTLE_NS = 2_000_000_000
 COMPACT_AFTER = 16
 #: A journal larger than this is replaced by the next rebuild, which a lister starts.
 JOURNAL_LIMIT = 4 << 20
-_MAX_SNAPSHOT = 1 << 34
-
-
-class Entry(msgspec.Struct, array_like=True):
-    """One session as the catalog keeps it: ``SessionInfo``'s fields, its metadata as
-    raw msgpack (decoded only when a filter or a row needs it), and its stamps."""
-
-    id: str
-    created: float
-    updated: float
-    event_count: int
-    head: int
-    history_start: int
-    title: str | None
-    tags: list[str]
-    metadata: msgspec.Raw
-    parent: tuple[str, int, str | None] | None
-    spawned_by: tuple[str, int, int | None] | None
-    damaged: str | None
-    #: manifest (mtime_ns, size, inode), log folder (mtime_ns), newest segment name and
-    #: its (mtime_ns, size); empty: unsettled or damaged, read again whenever shown.
-    stamp: tuple[Any, ...]
-
-
-class _Snapshot(msgspec.Struct, array_like=True):
-    version: int
-    sessions_stamp: tuple[int, int, int] | None  # None: list sessions/ at the next read
-    journal: tuple[int, int]  # (inode, offset) of catalog.log this snapshot covers
-    entries: list[Entry]
-
-
-_ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(_Snapshot)
 
 
 def snapshot_path(root: str) -> str:
@@ -123,36 +91,29 @@ def note(io: FileIO, session_path: str) -> None:
         except (OSError, FsStoreError):
             pass  # nothing more can be done: the stamps of shown rows still hold
 
-
-def read_snapshot(io: FileIO, root: str) -> _Snapshot | None:
-    """The snapshot, None when it is missing or does not read back whole (another magic
-    or version, a length or CRC that does not match, a body that does not decode)."""
-    try:
-        data = io.read_file(snapshot_path(root), _MAX_SNAPSHOT)
-    except (OSError, FsStoreError, ValueError):
-        return None
-    if len(data) < _HEADER.size:
-        return None
-    magic, version, crc, length = _HEADER.unpack_from(data)
-    body = memoryview(data)[_HEADER.size:]
-    if magic != _MAGIC or version != VERSION or length != len(body) or zlib.crc32(body) != crc:
-        return None
-    try:
-        snapshot = _DECODER.decode(body)
-    except (msgspec.DecodeError, ValueError):
-        return None
-    return snapshot if snapshot.version == VERSION else None
+def read_snapshot(io: FileIO, root: str) -> Snapshot | None:
+    """The snapshot, opened (close it); None when it is missing or its magic, version
+    or table does not check. Its sections are checked as they are read."""
+    return Snapshot.open(io, snapshot_path(root))
 
 
-def write_snapshot(io: FileIO, root: str, snapshot: _Snapshot) -> None:
-    """Write the snapshot by temp file and rename. A cache: a store that cannot be
-    written (read-only, full) is listed without it."""
-    body = _ENCODER.encode(snapshot)
+def write_snapshot(io: FileIO, root: str, rows: Iterable[Row],
+                   sessions_stamp: tuple[int, int, int] | None,
+                   journal: tuple[int, int]) -> bytes:
+    """Write the snapshot of ``rows`` by temp file and rename, and return its bytes.
+    A cache: a store that cannot be written (read-only, full) is listed without it."""
+    data = encode(rows, sessions_stamp, journal)
     try:
-        io.atomic_write(snapshot_path(root),
-                        _HEADER.pack(_MAGIC, VERSION, zlib.crc32(body), len(body)) + body)
+        io.atomic_write(snapshot_path(root), data)
     except (OSError, FsStoreError):
         pass
+    return data
+
+
+def _settled(stamp: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+    if stamp is not None and time.time_ns() - stamp[0] < SETTLE_NS:
+        return None  # racy: a session made in the same tick would not move it
+    return stamp
 
 
 def read_journal(io: FileIO, root: str, offset: int) -> tuple[list[str], int] | None:
@@ -179,10 +140,32 @@ def read_journal(io: FileIO, root: str, offset: int) -> tuple[list[str], int] | 
             return None
     return ids, offset + end
 
+class View:
+    """What a listing reads: the snapshot's rows, less those ``hidden`` (read again
+    since, or gone), and the entries read again since (``extra``, by id: sessions
+    changed, made, or shown with stamps that moved)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.hidden: set[int] = set()
+        self.extra: dict[str, Entry] = {}
+
+    def replace(self, session_id: str, entry: Entry | None, row: int | None = None) -> None:
+        """Use ``entry`` (None: gone) for ``session_id`` in place of its snapshot row
+        (``row`` when known, else looked up)."""
+        if row is None:
+            row = self.snapshot.find(session_id)
+        if row is not None:
+            self.hidden.add(row)
+        if entry is None:
+            self.extra.pop(session_id, None)
+        else:
+            self.extra[session_id] = entry
+
 
 class Catalog:
-    """The entries of a store's sessions, from the catalog files when they hold, else
-    rebuilt; ``read(session_id)`` is ``Store``'s reading of one session (None when it
+    """A store's catalog: :meth:`view` gives the snapshot and what changed since, else
+    a rebuild; ``read(session_id)`` is ``Store``'s reading of one session (None when it
     is not there; a damaged session's ``SessionInfo`` with ``damaged`` set)."""
 
     def __init__(self, io: FileIO, root: str,
@@ -192,47 +175,60 @@ class Catalog:
         self.read = read
         self.sessions = layout.sessions_dir(root)
         self.refreshed = 0  # entries read again since the snapshot was loaded
-        #: What ``entries`` answered, and the stamp and journal offset it covers.
-        self._kept: tuple[dict[str, Entry], tuple[int, int, int] | None,
-                          tuple[int, int]] | None = None
+        self._view: View | None = None
+        #: The stamp of sessions/ and the journal offset the view covers (None: it
+        #: is not to be written, as for a store that cannot be).
+        self._covers: tuple[tuple[int, int, int] | None, tuple[int, int]] | None = None
 
-    def entries(self) -> dict[str, Entry]:
-        """Every session's entry, by id: the snapshot, the journal after it, and
-        ``sessions/`` listed again when its stamp moved. Rewrites the snapshot when it
-        had to read much (a rebuild, a listing of ``sessions/``, a long journal)."""
+    def close(self) -> None:
+        """Close the snapshot file the view reads."""
+        if self._view is not None:
+            self._view.snapshot.close()
+
+    def view(self) -> View:
+        """The snapshot, the journal after it, and ``sessions/`` listed again when its
+        stamp moved; a rebuild when the snapshot or journal does not hold. Rewrites
+        the snapshot when it had to read much (a listing of ``sessions/``, a long
+        journal). Raises SnapshotDamaged when a section it reads does not check (the
+        caller rebuilds)."""
         snapshot = read_snapshot(self.io, self.root)
+        if snapshot is None:
+            return self.rebuild()
+        view = self._view = View(snapshot)
         journal = self.io.stamp(journal_path(self.root))
-        if (snapshot is None or journal is None or journal[2] != snapshot.journal[0]
+        if (journal is None or journal[2] != snapshot.journal[0]
                 or journal[1] < snapshot.journal[1] or journal[1] > JOURNAL_LIMIT):
             return self.rebuild()
         read = read_journal(self.io, self.root, snapshot.journal[1])
         if read is None:
             return self.rebuild()
         ids, offset = read
-        entries = {entry.id: entry for entry in snapshot.entries}
         for session_id in dict.fromkeys(ids):
-            self._reread(entries, session_id)
+            view.replace(session_id, self.make(session_id))
+            self.refreshed += 1
         # Taken before the listing: a session made after it moves the stamp again.
         stamp = self.io.stamp(self.sessions)
         listed = stamp is None or stamp != snapshot.sessions_stamp
         if listed:
             names = set(self._names())
-            for session_id in list(entries):
+            for row, session_id in enumerate(snapshot.ids()):
                 if session_id not in names:
-                    del entries[session_id]
-            for session_id in names - entries.keys():
-                self._reread(entries, session_id)
-        self._kept = (entries, stamp if listed else snapshot.sessions_stamp,
-                      (journal[2], offset))
+                    view.replace(session_id, None, row)
+                names.discard(session_id)
+            for session_id in names - view.extra.keys():
+                view.replace(session_id, self.make(session_id), None)
+                self.refreshed += 1
+        self._covers = (stamp if listed else snapshot.sessions_stamp, (journal[2], offset))
         if listed or self.refreshed >= COMPACT_AFTER:
-            self.save(*self._kept)
-        return entries
+            self.save()
+        return view
 
-    def rebuild(self) -> dict[str, Entry]:
+    def rebuild(self) -> View:
         """Every entry read from the session folders, and the snapshot written. A
         journal past its limit (or missing, or damaged) is first replaced by an empty
         one: a record appended to the old one after that is lost, but its change was
         made before, so the reads below see it."""
+        self.close()
         path = journal_path(self.root)
         journal = self.io.stamp(path)
         try:
@@ -245,26 +241,37 @@ class Catalog:
         except (OSError, FsStoreError):
             journal = None  # a read-only store: listed without a catalog
         stamp = self.io.stamp(self.sessions)
-        entries: dict[str, Entry] = {}
+        rows = []
         for session_id in self._names():
-            self._reread(entries, session_id)
-        if journal is not None:
-            self._kept = (entries, stamp, (journal[2], journal[1]))
-            self.save(*self._kept)
-        return entries
+            entry = self.make(session_id)
+            if entry is not None:
+                rows.append(row_of(entry))
+        if journal is None:
+            self._covers = None
+            data = encode(rows, None, (0, 0))
+        else:
+            self._covers = (_settled(stamp), (journal[2], journal[1]))
+            data = write_snapshot(self.io, self.root, rows, *self._covers)
+        snapshot = Snapshot.parse(data, snapshot_path(self.root))
+        assert snapshot is not None  # made just now
+        self._view = View(snapshot)
+        self.refreshed = 0
+        return self._view
 
     def flush(self) -> None:
         """Rewrite the snapshot when rows shown were read again often enough since it
         was loaded (or written) that the next listing would read them again too."""
-        if self._kept is not None and self.refreshed >= COMPACT_AFTER:
-            self.save(*self._kept)
+        if self.refreshed >= COMPACT_AFTER:
+            self.save()
 
-    def save(self, entries: dict[str, Entry], stamp: tuple[int, int, int] | None,
-             journal: tuple[int, int]) -> None:
-        if stamp is not None and time.time_ns() - stamp[0] < SETTLE_NS:
-            stamp = None  # racy: a session made in the same tick would not move it
-        write_snapshot(self.io, self.root,
-                       _Snapshot(VERSION, stamp, journal, list(entries.values())))
+    def save(self) -> None:
+        """Write the view as the new snapshot: the old one's rows copied as they are
+        (no entry decoded), those read again encoded."""
+        if self._view is None or self._covers is None:
+            return
+        view = self._view
+        rows = [*view.snapshot.rows(view.hidden), *map(row_of, view.extra.values())]
+        write_snapshot(self.io, self.root, rows, _settled(self._covers[0]), self._covers[1])
         self.refreshed = 0
 
     def _names(self) -> list[str]:
@@ -325,32 +332,29 @@ class Catalog:
         """Whether the session's manifest, log folder and newest segment are as the
         entry stamped them (an unchanged log folder has no newer segment)."""
         manifest, log_mtime, newest, segment = entry.stamp
-        folder = layout.session_dir(self.root, entry.id)
-        now = self.io.stamp(layout.session_manifest_path(folder))
+        # Plain joins (the id was checked when the entry was made): this runs per row.
+        folder = os.path.join(self.sessions, entry.id)
+        now = self.io.stamp(os.path.join(folder, layout.SESSION_MANIFEST))
         if now is None or list(now) != list(manifest):
             return False
-        log = layout.log_dir(folder)
+        log = os.path.join(folder, layout.LOG_DIR)
         now = self.io.stamp(log)
         if now is None or now[0] != log_mtime:
             return False
         now = self.io.stamp(os.path.join(log, newest))
         return now is not None and list(now[:2]) == list(segment)
 
-    def fresh(self, entry: Entry) -> Entry | None:
-        """``entry`` if its stamps still hold, else the session read again (None: it is
-        gone). What a row shown in a page costs: three ``lstat``s."""
+    def fresh(self, entry: Entry, row: int | None) -> Entry | None:
+        """``entry`` (of snapshot row ``row``; None: one read again) if its stamps
+        still hold, else the session read again (None: it is gone). What a row shown
+        in a page costs: three ``lstat``s."""
         if entry.stamp and self._holds(entry):
             return entry
         self.refreshed += 1
         made = self.make(entry.id)
-        if self._kept is not None:
-            if made is None:
-                self._kept[0].pop(entry.id, None)
-            else:
-                self._kept[0][entry.id] = made
+        if self._view is not None:
+            self._view.replace(entry.id, made, row)
         return made
-
-
 
 
 def entry_of(info: SessionInfo, stamp: tuple[Any, ...]) -> Entry:

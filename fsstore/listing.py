@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import layout
-from .catalog import Catalog, Entry, info_of, metadata_of
+from .catalog import Catalog, Entry, SnapshotDamaged, View, info_of, metadata_of
 from .errors import FsStoreError, InvalidListing, SessionNotFound
 from .session_reader import SessionInfo, SessionReader
 
@@ -191,34 +193,176 @@ def list_page(store: ListingMixin, filters: Filters, *, workspace: str | None, o
         filters.members = frozenset(
             member.session_id for member in store.workspace(workspace).members)
     catalog = Catalog(store.io, store.path, store._session_info)
-    entries = catalog.entries()
-    candidates = (list(entries.values()) if filters == Filters()
-                  else [entry for entry in entries.values() if filters.keeps(entry)])
-    key = _key(order)
-    candidates.sort(key=key, reverse=descending)
-    if after is not None:
-        candidates = [entry for entry in candidates
-                      if (key(entry) < after) == descending and key(entry) != after]
-    rows: list[SessionInfo] = []
-    last: Entry | None = None
-    more = False
-    for entry in candidates:
-        if limit is not None and len(rows) == limit:
-            more = True
-            break
-        fresh = catalog.fresh(entry)
-        if fresh is None or not filters.keeps(fresh):
-            continue  # deleted or changed since the catalog was written
-        if not _has_collection(store, fresh.id, filters.has_collection):
-            continue
-        rows.append(info_of(fresh, store.path))
-        last = entry  # the position is the one it was sorted by
-    catalog.flush()  # rows read again are kept for the next listing
-    next_cursor = None
-    if more and last is not None:
-        position = key(last)
-        next_cursor = encode_cursor(order, descending, position[0], last.id)
-    return SessionPage(rows, next_cursor)
+    try:
+        try:
+            view = catalog.view()
+            page = _Page(store, catalog, view, filters, order, descending, after)
+            return page.take(limit)
+        except SnapshotDamaged:
+            # A section read does not check: never a partial answer, the whole again.
+            view = catalog.rebuild()
+            return _Page(store, catalog, view, filters, order, descending, after).take(limit)
+    finally:
+        catalog.close()
+
+
+class _Page:
+    """One listing's walk: the snapshot's rows in the order asked, narrowed by what
+    its columns can answer (tags, times, members, titles), merged with the entries
+    read again since; each entry decoded only when its row comes up."""
+
+    def __init__(self, store: ListingMixin, catalog: Catalog, view: View, filters: Filters,
+                 order: str, descending: bool, after: tuple[float | str, str] | None) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.view = view
+        self.snapshot = view.snapshot
+        self.filters = filters
+        self.order = order
+        self.descending = descending
+        self.after = after
+        self.key = _key(order)
+        self.times = None if order == "id" else order
+        self.rows = self._rows()
+        self.position = 0 if after is None else self._start(after)
+        extra = [entry for entry in view.extra.values() if filters.keeps(entry)]
+        extra.sort(key=self.key, reverse=descending)
+        if after is not None:
+            extra = [entry for entry in extra
+                     if (self.key(entry) < after) == descending and self.key(entry) != after]
+        self.extra = extra
+
+    def _rows(self) -> Any:
+        """The snapshot's rows in the order asked, less those the columns rule out."""
+        snapshot, filters = self.snapshot, self.filters
+        count = snapshot.count
+        if self.order == "id":
+            rows = np.arange(count, dtype=np.int64)
+        else:
+            rows = snapshot.column(f"by_{self.order}")
+        if self.descending:
+            rows = rows[::-1]
+        keep = None
+
+        def narrow(mask: Any) -> None:
+            nonlocal keep
+            keep = mask if keep is None else keep & mask
+
+        for tag in filters.tags:
+            mask = np.zeros(count, dtype=bool)
+            mask[snapshot.tag_rows(tag)] = True
+            narrow(mask)
+        for name, bound, after in (("created", filters.created_after, True),
+                                   ("created", filters.created_before, False),
+                                   ("updated", filters.updated_after, True),
+                                   ("updated", filters.updated_before, False)):
+            if bound is not None:
+                column = snapshot.column(name)
+                narrow(column > bound if after else column < bound)
+        if filters.members is not None:
+            mask = np.zeros(count, dtype=bool)
+            found = [snapshot.find(member) for member in filters.members]
+            mask[[row for row in found if row is not None]] = True
+            narrow(mask)
+        self.title: bytes | None = None  # checked row by row, in the titles' column
+        if filters.title:
+            titled = self._titled(filters.title.encode())
+            if titled is None:
+                self.title = filters.title.encode()
+            else:
+                narrow(titled)
+        if self.view.hidden:
+            mask = np.ones(count, dtype=bool)
+            mask[list(self.view.hidden)] = False
+            narrow(mask)
+        return rows if keep is None else rows[keep[rows]]
+
+    def _titled(self, wanted: bytes) -> Any:
+        """The rows whose casefolded title holds ``wanted``, found in the titles' blob;
+        None when it is in so many that checking each row as it comes up is cheaper
+        (a page then stops early)."""
+        blob: bytes = self.snapshot.column("titles")
+        count = self.snapshot.count
+        if blob.count(wanted) > max(64, count // 4):
+            return None
+        found = []
+        at = blob.find(wanted)
+        while at >= 0:
+            found.append(at)
+            at = blob.find(wanted, at + 1)
+        starts = np.array(found, dtype=np.int64)
+        ends = self.snapshot.column("title_ends")
+        rows = np.searchsorted(ends, starts, side="right")
+        whole = starts + len(wanted) <= ends[rows].astype(np.int64)  # not across two
+        mask = np.zeros(count, dtype=bool)
+        mask[rows[whole]] = True
+        return mask
+
+    def _row_key(self, row: int) -> tuple[Any, str]:
+        session_id = self.snapshot.id(row)
+        if self.times is None:
+            return session_id, session_id
+        return float(self.snapshot.column(self.times)[row]), session_id
+
+    def _start(self, after: tuple[float | str, str]) -> int:
+        """The first place in ``rows`` past the cursor's position: a binary search, as
+        the rows are in the order's key."""
+        low, high = 0, len(self.rows)
+        while low < high:
+            middle = (low + high) // 2
+            key = self._row_key(int(self.rows[middle]))
+            if key < after if self.descending else key > after:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _next(self) -> tuple[Entry, int | None] | None:
+        """The next candidate in order (an entry, and its snapshot row or None for one
+        read again), or None past the last."""
+        row = None
+        while self.position < len(self.rows):
+            row = int(self.rows[self.position])
+            if self.title is None or self.title in self.snapshot.title(row):
+                break
+            self.position += 1
+            row = None
+        if self.extra and (row is None or (self.key(self.extra[0]) < self._row_key(row))
+                           != self.descending):
+            return self.extra.pop(0), None
+        if row is None:
+            return None
+        self.position += 1
+        return self.snapshot.entry(row), row
+
+    def take(self, limit: int | None) -> SessionPage:
+        store, filters = self.store, self.filters
+        found: list[SessionInfo] = []
+        last: Entry | None = None
+        more = False
+        while True:
+            candidate = self._next()
+            if candidate is None:
+                break
+            entry, row = candidate
+            if limit is not None and len(found) == limit:
+                more = True
+                break
+            if row is not None and not filters.keeps(entry):
+                continue  # a filter the columns could not answer (metadata, a title)
+            fresh = self.catalog.fresh(entry, row)
+            if fresh is None or not filters.keeps(fresh):
+                continue  # deleted or changed since the catalog was written
+            if not _has_collection(store, fresh.id, filters.has_collection):
+                continue
+            found.append(info_of(fresh, store.path))
+            last = entry  # the position is the one it was sorted by
+        self.catalog.flush()  # rows read again are kept for the next listing
+        next_cursor = None
+        if more and last is not None:
+            position = self.key(last)
+            next_cursor = encode_cursor(self.order, self.descending, position[0], last.id)
+        return SessionPage(found, next_cursor)
 
 
 class ListingMixin:

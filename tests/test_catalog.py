@@ -106,7 +106,9 @@ def test_a_snapshot_of_another_version_is_rebuilt(store):
         handle.seek(8)
         handle.write(b"\x63\x00\x00\x00")
     assert answers(store) == truth(store)
-    assert catalog.read_snapshot(store.io, store.path) is not None  # rewritten
+    snapshot = catalog.read_snapshot(store.io, store.path)
+    assert snapshot is not None  # rewritten
+    snapshot.close()
 
 
 CHANGES = """
@@ -152,8 +154,9 @@ def test_a_settled_catalog_is_read_without_listing_sessions(store, monkeypatch):
     assert snapshot is not None
     # Older than the racy window: as a store looks once its writers are quiet.
     stamp = store.io.stamp(layout.sessions_dir(store.path))
-    catalog.write_snapshot(store.io, store.path, snapshot.__class__(
-        snapshot.version, stamp, snapshot.journal, snapshot.entries))
+    with snapshot:
+        catalog.write_snapshot(store.io, store.path, list(snapshot.rows()), stamp,
+                               snapshot.journal)
     monkeypatch.setattr(catalog, "SETTLE_NS", 0)
     listed = []
     real = store.io.listdir
