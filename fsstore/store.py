@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import chain_bindings, chain_session, clock, identity, layout, manifest, store_setup
+from . import catalog, chain_bindings, chain_session, clock, identity, layout, manifest, store_setup
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .aio_stats import AsyncStoreStatsMixin
@@ -38,10 +38,11 @@ from .errors import (
 )
 from .fsio import FileIO
 from .lazy import LazyModule
+from .listing import ListingMixin
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, check_settings, create_log
 from .session_metadata import new_manifest
-from .session_reader import SessionInfo, SessionReader, copy_history
+from .session_reader import SessionReader, copy_history
 from .snapshot import SnapshotPolicy
 from .unset import UNSET
 from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
@@ -152,7 +153,7 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
         folder = parent
 
 
-class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
+class Store(ListingMixin, AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     """A store folder. Get one with :func:`open_store`; use it as a context manager (or
     call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
@@ -275,6 +276,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                 pass  # left as a temp folder: verify notes it, remove_leftovers removes it
             raise
         self.io.fsync_dir(sessions)
+        catalog.note(self.io, final)
 
     def open_session(
         self, session_id: str, *, durability: Durability | str | None = None,
@@ -511,26 +513,6 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                 ids.append(name)
         return sorted(ids)
 
-    def list_sessions(self) -> list[SessionInfo]:
-        """Id, times, event count and title of each session, from each session's manifest
-        and the end of its log: the cost does not grow with history.
-
-        A session that cannot be read is listed anyway, with ``damaged`` saying why and
-        zeros where nothing could be read (its title, tags and times where its manifest
-        could be): one damaged session never hides the others."""
-        infos = []
-        for session_id in self.session_ids():
-            reader = None
-            try:
-                reader = self.read_session(session_id)
-                infos.append(reader.info())
-            except SessionNotFound:
-                continue  # deleted meanwhile
-            except FsStoreError as exc:
-                infos.append(_damaged_info(session_id, self._session_path(session_id),
-                                           reader, exc))
-        return infos
-
     def search(
         self, collection: str, query: Any, k: int = 10, *,
         metric: DistanceMetric | str | None = None,
@@ -657,6 +639,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
             self.io.fsync_dir(sessions)
         finally:
             lock.release()
+        catalog.note(self.io, path)
         self.io.rmtree(trash)
 
     def remove_leftovers(self) -> list[str]:
@@ -927,21 +910,6 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         from .check import check_store
 
         return check_store(self, session_ids, on_session)
-
-
-def _damaged_info(session_id: str, path: str, reader: SessionReader | None,
-                  exc: FsStoreError) -> SessionInfo:
-    """What ``list_sessions`` says of a session it could not read: why, and what its
-    manifest says if it could be read."""
-    title, tags, metadata = None, [], {}
-    if reader is not None:
-        try:
-            title, tags, metadata = reader.title, reader.tags, reader.metadata
-        except (FsStoreError, TypeError, ValueError):
-            pass  # a wrong-typed field: the manifest says nothing usable
-    return SessionInfo(id=session_id, path=path, created=0.0, updated=0.0, event_count=0,
-                       head=0, title=title if isinstance(title, str) else None, tags=tags,
-                       metadata=metadata, damaged=str(exc))
 
 
 def _refuse_if_leased(io: FileIO, path: str, session_id: str) -> None:
