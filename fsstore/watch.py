@@ -592,36 +592,73 @@ class WatchedStore(Protocol):
 
 
 class StoreWatcher(_Watcher):
-    """Delivers :class:`SessionChange` notifications for the sessions of a store."""
+    """Delivers :class:`SessionChange` notifications for the sessions of a store.
+
+    On Linux its hints name the sessions that changed (fsstore/store_watch.py: one
+    inotify watch on ``sessions/`` and one per session's ``log/``), and a wake-up reads
+    those sessions' tails only, and those whose ``log/`` could not be watched (the
+    inotify limit): never every session. Elsewhere, or when not even ``sessions/`` can
+    be watched, every session is read at each wake-up, as with a ``notifier`` given."""
 
     def __init__(self, store: WatchedStore, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
                  notifier: Notifier | None = None, include_existing: bool = False) -> None:
         self._store = store
         self._known: dict[str, tuple[int, int]] = {}
+        self._rescan = True  # the first poll reads every session
         sessions = layout.sessions_dir(store.path)
-        super().__init__(notifier or _observer_or_polling([sessions], recursive=True,
-                                                          directories=True), poll_interval)
+        if notifier is None:
+            from .store_watch import store_notifier
+
+            try:
+                notifier = store_notifier(store.path, store.session_ids)
+            except OSError:
+                # Not Linux, or out of inotify instances or watches for sessions/ itself.
+                notifier = _observer_or_polling([sessions], recursive=True,
+                                                directories=True)
+        super().__init__(notifier, poll_interval)
         if not include_existing:
             self._known = self._heads()
+            self._rescan = False
 
     def _heads(self) -> dict[str, tuple[int, int]]:
-        heads = {}
+        heads: dict[str, tuple[int, int]] = {}
         for session_id in self._store.session_ids():
-            try:
-                tail = self._store.read_session(session_id).log_tail
-            except (SessionNotFound, FileNotFoundError):
-                continue  # deleted meanwhile
-            except FsStoreError:
-                # Damaged (verify reports it): not announced while it cannot be read, and
-                # not announced as deleted either if it was seen before.
-                if session_id in self._known:
-                    heads[session_id] = self._known[session_id]
-                continue
-            heads[session_id] = (tail.head, tail.log_start)
+            self._head(session_id, heads)
         return heads
 
+    def _head(self, session_id: str, heads: dict[str, tuple[int, int]]) -> None:
+        """Read one session's head and log start into ``heads`` (left out: gone)."""
+        try:
+            tail = self._store.read_session(session_id).log_tail
+        except (SessionNotFound, FileNotFoundError):
+            return  # deleted meanwhile
+        except FsStoreError:
+            # Damaged (verify reports it): not announced while it cannot be read, and
+            # not announced as deleted either if it was seen before.
+            if session_id in self._known:
+                heads[session_id] = self._known[session_id]
+            return
+        heads[session_id] = (tail.head, tail.log_start)
+
+    def _now(self) -> dict[str, tuple[int, int]]:
+        """Every session's (head, log start): all read, or those hinted read again."""
+        take = getattr(self._notifier, "take", None)
+        if take is None:
+            return self._heads()
+        rescan, hinted = take()
+        if rescan or self._rescan:
+            self._rescan = False
+            return self._heads()
+        now = dict(self._known)
+        for session_id in hinted:
+            now.pop(session_id, None)
+            self._head(session_id, now)
+            if session_id not in now:
+                self._notifier.forget(session_id)  # type: ignore[attr-defined]
+        return now
+
     def poll(self) -> list[SessionChange]:
-        now = self._heads()
+        now = self._now()
         found = []
         for session_id, (head, start) in now.items():
             before = self._known.get(session_id)
