@@ -623,10 +623,11 @@ class StoreWatcher(_Watcher):
     def _heads(self) -> dict[str, tuple[int, int]]:
         heads: dict[str, tuple[int, int]] = {}
         for session_id in self._store.session_ids():
-            self._head(session_id, heads)
+            self._head(session_id, heads, self._known.get(session_id))
         return heads
 
-    def _head(self, session_id: str, heads: dict[str, tuple[int, int]]) -> None:
+    def _head(self, session_id: str, heads: dict[str, tuple[int, int]],
+              known: tuple[int, int] | None) -> None:
         """Read one session's head and log start into ``heads`` (left out: gone)."""
         try:
             tail = self._store.read_session(session_id).log_tail
@@ -634,41 +635,45 @@ class StoreWatcher(_Watcher):
             return  # deleted meanwhile
         except FsStoreError:
             # Damaged (verify reports it): not announced while it cannot be read, and
-            # not announced as deleted either if it was seen before.
-            if session_id in self._known:
-                heads[session_id] = self._known[session_id]
+            # not announced as deleted either if it was seen before (``known``).
+            if known is not None:
+                heads[session_id] = known
             return
         heads[session_id] = (tail.head, tail.log_start)
 
-    def _now(self) -> dict[str, tuple[int, int]]:
-        """Every session's (head, log start): all read, or those hinted read again."""
+    def _now(self) -> tuple[dict[str, tuple[int, int]],
+                            dict[str, tuple[int, int] | None]]:
+        """The sessions' (head, log start) now, and what was known before of those to
+        compare: every session read, or only those hinted (and unwatched) read again."""
         take = getattr(self._notifier, "take", None)
-        if take is None:
-            return self._heads()
-        rescan, hinted = take()
+        rescan, hinted = (True, set()) if take is None else take()
         if rescan or self._rescan:
             self._rescan = False
-            return self._heads()
-        now = dict(self._known)
-        for session_id in hinted:
-            now.pop(session_id, None)
-            self._head(session_id, now)
+            now = self._heads()
+            return now, {i: self._known.get(i) for i in sorted(now.keys() | self._known.keys())}
+        now = self._known  # updated in place: a wake-up costs what it reads, not the store
+        before = {i: now.pop(i, None) for i in sorted(hinted)}
+        for session_id, was in before.items():
+            self._head(session_id, now, was)
             if session_id not in now:
                 self._notifier.forget(session_id)  # type: ignore[attr-defined]
-        return now
+        return now, before
 
     def poll(self) -> list[SessionChange]:
-        now = self._now()
-        found = []
-        for session_id, (head, start) in now.items():
-            before = self._known.get(session_id)
+        now, compared = self._now()
+        found, deleted = [], []
+        for session_id, before in compared.items():
+            current = now.get(session_id)
+            if current is None:
+                if before is not None:
+                    deleted.append(SessionChange("deleted", session_id))
+                continue
+            head, start = current
             if before is None:
                 found.append(SessionChange("created", session_id, head, start))
             elif start != before[1]:
                 found.append(SessionChange("cleared", session_id, head, start))
             elif head != before[0]:
                 found.append(SessionChange("changed", session_id, head, start))
-        found += [SessionChange("deleted", session_id) for session_id in self._known
-                  if session_id not in now]
         self._known = now
-        return found
+        return found + deleted

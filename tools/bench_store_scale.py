@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 
 from bench import row  # type: ignore[import-not-found]
+from bench_store_watch import watch_rows  # type: ignore[import-not-found]
 
 import fsstore
 from fsstore import catalog
@@ -157,6 +158,8 @@ def store_scale_rows(root: str, quick: bool) -> None:
             if os.path.exists(name):
                 os.unlink(name)
         _size_rows(path, size, sizes[0], first, deepest)
+        if size <= 10_000:
+            watch_rows(path, size)
 
 
 def _size_rows(path: str, size: int, smallest: int, first: dict[str, float],
