@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 
 from bench import row  # type: ignore[import-not-found]
+from bench_store_checks import check_rows  # type: ignore[import-not-found]
 from bench_store_watch import watch_rows  # type: ignore[import-not-found]
 
 import fsstore
@@ -147,6 +148,7 @@ def store_scale_rows(root: str, quick: bool) -> None:
     print("\nListing stores of many sessions (the store catalog), median of 5 unless "
           "said, warm page cache")
     first: dict[str, float] = {}
+    checks: dict[str, float] = {}
     for size in sizes:
         path = os.path.join(cache, str(size))
         built = build(path, size)
@@ -160,6 +162,7 @@ def store_scale_rows(root: str, quick: bool) -> None:
         _size_rows(path, size, sizes[0], first, deepest)
         if size <= 10_000:
             watch_rows(path, size)
+            check_rows(path, size, checks, sizes[0])
 
 
 def _size_rows(path: str, size: int, smallest: int, first: dict[str, float],
