@@ -35,7 +35,7 @@ from .fsio import FileIO
 
 MAGIC = b"FSCATLG\n"
 #: Bumped whenever the layout or an entry's fields change: another version is rebuilt.
-VERSION = 2
+VERSION = 3
 _HEADER = struct.Struct("<8sIIQ")  # magic, version, CRC-32C of the table, its length
 _MAX_TABLE = 1 << 20
 _ALIGN = 8
@@ -48,8 +48,11 @@ SECTIONS: tuple[tuple[str, str | None], ...] = (
     ("id_ends", "<u8"), ("ids", None), ("created", "<f8"), ("updated", "<f8"),
     ("by_created", "<u4"), ("by_updated", "<u4"), ("title_ends", "<u8"), ("titles", None),
     ("tag_names", None), ("tag_ends", "<u8"), ("tag_rows", "<u4"), ("entry_ends", "<u8"),
-    ("entries", None),
+    ("entries", None), ("edge_ends", "<u8"), ("edge_parents", None), ("edge_rows", "<u4"),
 )
+#: The parent an edge is filed under for a damaged session, whose entry may not hold
+#: its edges (no session id is empty): the session graph reads its manifest instead.
+UNKNOWN_PARENT = ""
 _DTYPES = dict(SECTIONS)
 #: Sections with one value per row.
 _PER_ROW = ("id_ends", "created", "updated", "by_created", "by_updated", "title_ends",
@@ -92,6 +95,7 @@ class Row(NamedTuple):
     title: bytes  # casefolded, UTF-8
     tags: list[str]
     entry: bytes  # CRC-32C (u32, little-endian) then the entry's msgpack
+    parents: list[str]  # of its fork and spawn edges; UNKNOWN_PARENT when damaged
 
 
 class _Section(msgspec.Struct, array_like=True):
@@ -114,11 +118,19 @@ _TABLE_DECODER = msgspec.msgpack.Decoder(_Table)
 _NAMES_DECODER = msgspec.msgpack.Decoder(list[str])
 
 
+def parents_of(entry: Entry) -> list[str]:
+    """The parents the graph files ``entry`` under (its fork's, its spawner's)."""
+    if entry.damaged is not None:
+        return [UNKNOWN_PARENT]
+    found = [edge[0] for edge in (entry.parent, entry.spawned_by) if edge is not None]
+    return list(dict.fromkeys(found))
+
+
 def row_of(entry: Entry) -> Row:
     body = _ENTRY_ENCODER.encode(entry)
     return Row(entry.id, entry.created, entry.updated,
                (entry.title or "").casefold().encode(), list(entry.tags),
-               _CRC.pack(crc32c.crc32c(body)) + body)
+               _CRC.pack(crc32c.crc32c(body)) + body, parents_of(entry))
 
 
 def _ends(parts: list[bytes]) -> npt.NDArray[np.uint64]:
@@ -141,6 +153,10 @@ def encode(rows: Iterable[Row], sessions_stamp: tuple[int, int, int] | None,
     names = sorted(tagged)
     titles = [row.title for row in ordered]
     entries = [row.entry for row in ordered]
+    # The graph's children index: (parent, row) pairs sorted, a parent's rows together.
+    edges = sorted((parent.encode(), number) for number, row in enumerate(ordered)
+                   for parent in row.parents)
+    edge_parents = [parent for parent, _ in edges]
     # Rows are in id order, so a stable sort by time breaks ties by id.
     values: dict[str, bytes] = {
         "id_ends": _ends(ids).tobytes(), "ids": b"".join(ids),
@@ -154,6 +170,8 @@ def encode(rows: Iterable[Row], sessions_stamp: tuple[int, int, int] | None,
         "tag_rows": np.array([row for name in names for row in tagged[name]],
                              dtype="<u4").tobytes(),
         "entry_ends": _ends(entries).tobytes(), "entries": b"".join(entries),
+        "edge_ends": _ends(edge_parents).tobytes(), "edge_parents": b"".join(edge_parents),
+        "edge_rows": np.array([number for _, number in edges], dtype="<u4").tobytes(),
     }
     # The table's size depends on the offsets it holds: lay out from a bound of it.
     table_room = 256 + 48 * len(SECTIONS)
@@ -271,13 +289,16 @@ class Snapshot:
             found = np.frombuffer(data, dtype=dtype)
             if name.endswith("_ends"):
                 blob = {"id_ends": "ids", "title_ends": "titles", "entry_ends": "entries",
-                        "tag_ends": "tag_rows"}[name]
+                        "tag_ends": "tag_rows", "edge_ends": "edge_parents"}[name]
                 total = self._sections[blob].length // (4 if blob == "tag_rows" else 1)
                 if len(found) and (int(found[-1]) != total
                                    or bool(np.any(found[1:] < found[:-1]))):
                     raise SnapshotDamaged(f"section {name} does not fit {blob}",
                                           path=self.path)
-            elif (name.startswith("by_") or name == "tag_rows") and len(found) and \
+            elif name == "edge_rows" and len(found) != len(self.column("edge_ends")):
+                raise SnapshotDamaged("sections edge_rows and edge_ends differ in length",
+                                      path=self.path)
+            if (name.startswith("by_") or name.endswith("_rows")) and len(found) and \
                     int(found.max()) >= self.count:
                 raise SnapshotDamaged(f"section {name} names rows past the last",
                                       path=self.path)
@@ -341,6 +362,31 @@ class Snapshot:
         start, end = self._span("tag_ends", number)
         return self.column("tag_rows")[start:end]
 
+    def child_rows(self, parent: str) -> list[int]:
+        """The rows of the sessions whose fork or spawn edge names ``parent`` (with
+        UNKNOWN_PARENT: the damaged sessions'), ascending: a binary search in the
+        ``edge_parents`` column, which is in parent order."""
+        ends = self.column("edge_ends")
+        blob: bytes = self.column("edge_parents")
+        wanted = parent.encode()
+
+        def at(number: int) -> bytes:
+            return blob[int(ends[number - 1]) if number else 0:int(ends[number])]
+
+        low, high = 0, len(ends)
+        while low < high:
+            middle = (low + high) // 2
+            if at(middle) < wanted:
+                low = middle + 1
+            else:
+                high = middle
+        rows = self.column("edge_rows")
+        found = []
+        while low < len(ends) and at(low) == wanted:
+            found.append(int(rows[low]))
+            low += 1
+        return found
+
     def raw_entry(self, row: int) -> bytes:
         """Row ``row``'s entry as stored (CRC then msgpack), its CRC checked."""
         start, end = self._span("entry_ends", row)
@@ -376,13 +422,19 @@ class Snapshot:
         for name in _NAMES_DECODER.decode(names):
             for row in self.tag_rows(name).tolist():
                 tags[row].append(name)
+        parents: list[list[str]] = [[] for _ in range(self.count)]
+        ends = self.column("edge_ends").tolist()
+        blob: bytes = self.column("edge_parents")
+        for start, end, row in zip([0, *ends], ends, self.column("edge_rows").tolist(),
+                                   strict=False):
+            parents[row].append(blob[start:end].decode())
         created = self.column("created").tolist()
         updated = self.column("updated").tolist()
         self.column("entries")
         for row in range(self.count):
             if row not in skipped:
                 yield Row(ids[row], created[row], updated[row], self.title(row), tags[row],
-                          self.raw_entry(row))
+                          self.raw_entry(row), parents[row])
 
 
 def _table(header: bytes, read: Callable[[int], bytes]) -> _Table | None:

@@ -478,8 +478,10 @@ class Store(ListingMixin, AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStor
         """Where a session sits in the graph of forks and spawned sessions: its
         ancestors (its own edge first), its descendants, and the whole tree under the
         topmost ancestor, each edge a :class:`Relation` with its kind (forked or spawned)
-        and the parent's seq it hangs from. Read from the manifests alone, never a log;
-        an edge to a deleted parent is kept, with ``parent_exists`` False. Raises
+        and the parent's seq it hangs from. Read from the manifests of the answer alone
+        (found through the store catalog's children index, FORMAT 24), never a log: the
+        time grows with the answer, not the store; an edge to a deleted parent is kept,
+        with ``parent_exists`` False. Raises
         SessionNotFound for a session that is not there."""
         folder = self._session_path(session_id)
         path = layout.session_manifest_path(folder)
@@ -489,7 +491,9 @@ class Store(ListingMixin, AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStor
                                     path)
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
-        return lineage_module.read_lineage(self.io, self.path, self.session_ids(), session_id)
+        from .lineage_index import indexed_lineage
+
+        return indexed_lineage(self.io, self.path, self._session_info, session_id)
 
     def has_session(self, session_id: str) -> bool:
         path = self._session_path(session_id)

@@ -13,8 +13,10 @@ is the same as for a session written through the API. Each copy is a few ``mkdir
 where the API takes about 25 ms a session (its fsyncs and lock files).
 Stores are built once and kept for the next run, in ``fsstore-store-scale/SIZE`` next
 to the run's temp folder (under ``--dir``, else the system's temp folder); delete that
-folder to build them again. Timed with a warm page cache, in this process; the 100,000
-rows are also given as a ratio to the 1,000 ones. A program, not a test.
+folder to build them again. Each store also holds a chain of 100 forks (``chain000``
+to ``chain099``), made through the API once, for the lineage row. Timed with a warm
+page cache, in this process; the 100,000 rows are also given as a ratio to the 1,000
+ones. A program, not a test.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import time
 from collections.abc import Callable
 
 from bench import row  # type: ignore[import-not-found]
+from bench_store_checks import check_rows  # type: ignore[import-not-found]
+from bench_store_watch import watch_rows  # type: ignore[import-not-found]
 
 import fsstore
 from fsstore import catalog
@@ -108,6 +112,27 @@ def _copy(files: list[tuple[str, str | None]], folder: str) -> None:
             shutil.copyfile(source, target)
 
 
+#: How deep the fork chain a lineage is timed on goes.
+CHAIN = 100
+
+
+def chain(path: str, depth: int = CHAIN) -> str:
+    """A chain of ``depth`` forks in the store at ``path`` (``chain000`` a new session,
+    each next one a fork of the one before), made once; the deepest one's id."""
+    store = fsstore.open_store(path, durability="none")
+    last = f"chain{depth - 1:03d}"
+    if store.has_session(last):
+        return last
+    if not store.has_session("chain000"):
+        with store.create_session("chain000", title="chain") as session:
+            session.append({"type": "note"})
+    for number in range(1, depth):
+        session_id = f"chain{number:03d}"
+        if not store.has_session(session_id):
+            store.fork_session(f"chain{number - 1:03d}", session_id).close()
+    return last
+
+
 def timed(fn: Callable[[], object], repeats: int) -> float:
     samples = []
     for _ in range(repeats):
@@ -123,19 +148,25 @@ def store_scale_rows(root: str, quick: bool) -> None:
     print("\nListing stores of many sessions (the store catalog), median of 5 unless "
           "said, warm page cache")
     first: dict[str, float] = {}
+    checks: dict[str, float] = {}
     for size in sizes:
         path = os.path.join(cache, str(size))
         built = build(path, size)
+        deepest = chain(path)
         print(f"  {size:,} sessions in {path}" + (
             f" (built in {built:.1f} s)" if built else " (built before)"))
         time.sleep(catalog.SETTLE_NS / 1e9)  # a quiet store: no racy stamps
         for name in (catalog.snapshot_path(path), catalog.journal_path(path)):
             if os.path.exists(name):
                 os.unlink(name)
-        _size_rows(path, size, sizes[0], first)
+        _size_rows(path, size, sizes[0], first, deepest)
+        if size <= 10_000:
+            watch_rows(path, size)
+            check_rows(path, size, checks, sizes[0])
 
 
-def _size_rows(path: str, size: int, smallest: int, first: dict[str, float]) -> None:
+def _size_rows(path: str, size: int, smallest: int, first: dict[str, float],
+               deepest: str) -> None:
     store = fsstore.open_store(path)
     start = time.perf_counter()
     store.list_page(limit=100)
@@ -146,6 +177,7 @@ def _size_rows(path: str, size: int, smallest: int, first: dict[str, float]) -> 
     ids = store.session_ids()
     rare = [i.id for i in store.list_sessions(tags=["rare"])]
     assert len(rare) == size // 100, len(rare)
+    assert len(store.lineage(deepest).ancestors) == CHAIN - 1
     cases: list[tuple[str, str, Callable[[], object], int]] = [
         ("open_store", "open", lambda: fsstore.open_store(path), 5),
         ("first page (limit 100, order updated)", "page",
@@ -159,6 +191,8 @@ def _size_rows(path: str, size: int, smallest: int, first: dict[str, float]) -> 
         ("has_session (1,000 calls)", "has",
          lambda: [store.has_session(i) for i in ids[:1000]], 5),
         ("session_ids", "ids", store.session_ids, 5),
+        (f"lineage of a fork {CHAIN - 1} deep (its ancestors and tree)", "lineage",
+         lambda: store.lineage(deepest), 5),
         ("list_sessions() (every session read)", "full", store.list_sessions,
          1 if size >= 100_000 else 3),
     ]
