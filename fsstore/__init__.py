@@ -47,7 +47,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "CollectionNotFound", "CorruptionError", "Finding", "FormatVersionError", "FsStoreError",
         "GitSetupError", "HeadConflict", "InvalidBackupDest", "InvalidBlobRef",
         "InvalidCheckpointId", "InvalidCollection", "InvalidDocument", "InvalidEvent",
-        "InvalidExport", "InvalidFilter", "InvalidInput", "InvalidMessage", "InvalidMetadata",
+        "InvalidExport", "InvalidFilter", "InvalidInput", "InvalidListing", "InvalidMessage",
+        "InvalidMetadata",
         "InvalidPins", "InvalidQuery", "InvalidSeq", "InvalidSessionId", "InvalidSetting",
         "InvalidSql",
         "InvalidState", "InvalidWorkspace", "InvalidWorkspaceId", "LeaseLost", "MessageExists",
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "importer": ("ImportReport", "import_sessions"),
     "lease": ("ClaimOutcome", "Lease", "LeaseOwner", "LeaseState"),
     "lineage": ("Lineage", "Relation", "RelationKind"),
+    "listing": ("SessionPage",),
     "log_format": ("Event",),
     "log_writer": ("Durability",),
     "message_types": (
@@ -126,6 +128,7 @@ if TYPE_CHECKING:
         InvalidExport,
         InvalidFilter,
         InvalidInput,
+        InvalidListing,
         InvalidMessage,
         InvalidMetadata,
         InvalidPins,
@@ -170,6 +173,7 @@ if TYPE_CHECKING:
     from .importer import ImportReport, import_sessions
     from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
     from .lineage import Lineage, Relation, RelationKind
+    from .listing import SessionPage
     from .log_format import Event
     from .log_writer import Durability
     from .message_types import (
@@ -291,6 +295,7 @@ __all__ = [
     "InvalidExport",
     "InvalidFilter",
     "InvalidInput",
+    "InvalidListing",
     "InvalidMessage",
     "InvalidMetadata",
     "InvalidPins",
@@ -336,6 +341,7 @@ __all__ = [
     "SessionClosed",
     "SessionExists",
     "SessionInfo",
+    "SessionPage",
     "SessionLocked",
     "SessionNotFound",
     "SessionReader",

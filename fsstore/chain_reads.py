@@ -17,9 +17,11 @@ the frame read (at most a segment).
 
 The run's first frame is checked as a replay checks it (``chain_check.check_segment``:
 its type, and its anchor where the reader can tell: the genesis at the log start), and a
-fork's junction inside the run is damage, as in a replay. A read at a known place cannot
-check the run's link-in from the segment before (it does not read it), as a replay from
-the middle of the log cannot.
+fork's junction inside the run is damage, as in a replay. A file's first run also has its
+link-in checked, once per file identity: its anchor against the last chain value of the
+live segment before it, read from that file's end (``chain_writer.last_link``, not
+checked here: that file's own reads check its run), bridges and junctions included. A
+later member of a compacted file has its run checked, not its link-in.
 
 A keyed chain without its key: :func:`vouch` raises ChainKeyRequired (the reads at known
 places need it); :func:`vouched_tail` reads the end of the log unchecked, as ``info``
@@ -35,7 +37,7 @@ import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .chain import CHAIN_SIZE
-from .chain_check import NOT_CHECKED, check_segment
+from .chain_check import NOT_CHECKED, ChainRun, check_segment
 from .errors import CorruptionError
 from .log_format import (
     _FRAME_HEADER,
@@ -200,18 +202,19 @@ def _first_frame(log: LogReader, rules: ChainRules, segment: SegmentFile, run_st
         raise chain_damage("no whole record where the chain's run starts", segment.path,
                            view_start)
     header = segment.scan_header
+    before = _run_before(log, segment, view_start, header)
     last = (torn_ok and segment.tables is None and len(raw) == size
             and not segment.pread(8, view_start + size).strip(b"\0"))
     try:
         run = check_segment(rules, [raw], SEGMENT_HEADER_SIZE, path=segment.path,
                             header=header, first_seq=frame.first_seq, is_last=last,
-                            before=None)
+                            before=before)
         # Only a value that failed asks whether this is the log's last frame: a listing
         # of the folder, which a tail read through the tail hint otherwise never needs.
         if run.cut is not None and max(log.list_segments()) != segment.first_seq:
             run = check_segment(rules, [raw], SEGMENT_HEADER_SIZE, path=segment.path,
                                 header=header, first_seq=frame.first_seq, is_last=False,
-                                before=None)  # damage, not a tear: raises
+                                before=before)  # damage, not a tear: raises
     except CorruptionError as exc:
         if exc.offset is None or view_start == SEGMENT_HEADER_SIZE:
             raise
@@ -241,6 +244,28 @@ def _pread(segment: SegmentFile, size: int, offset: int,
         if at >= 0 and at + size <= len(known[1]):
             return known[1][at:at + size]
     return segment.pread(size, offset)
+
+
+def _run_before(log: LogReader, segment: SegmentFile, view_start: int,
+                header: Any) -> ChainRun | None:
+    """What the file's first run links in from (its anchor is checked against it as a
+    replay checks it, bridges and a fork's junction included): the last chain value of
+    the live segment before it, read from that file's end (its own reads check its run).
+    None when the run is not the file's first, starts the log, or no segment is before
+    it (the rules then need no link, or the check cannot tell)."""
+    if view_start != SEGMENT_HEADER_SIZE or segment.file_offset(0) != 0 or (
+            segment.first_seq == header.log_start):
+        return None
+    from .chain_writer import last_link, segment_before
+
+    before = segment_before(log, segment.first_seq)
+    if before is None:
+        return None
+    if before == header.log_start:
+        base = log.base_of(header.log_start)
+        if base is not None and segment.first_seq <= base.seq:
+            return None  # a file of history retention dropped, still there: not linked
+    return ChainRun(True, link_out=last_link(log, segment.first_seq))
 
 
 def _name_the_failure(log: LogReader, rules: ChainRules, segment: SegmentFile,
@@ -288,10 +313,12 @@ def vouched_tail(log: LogReader, newest: int, end: SegmentEnd) -> SegmentEnd:
     first, upto = newest, end.end
     if upto <= SEGMENT_HEADER_SIZE:
         # the newest segment holds nothing yet: the last frame ends the one before it
-        before = [s for s in log.list_segments() if s < newest]
-        if not before:
+        from .chain_writer import segment_before
+
+        before = segment_before(log, newest)
+        if before is None:
             return end
-        first = before[-1]
+        first = before
         upto = log.segment_end(first).end
     checked = log.vouched.get((log.segment_path(first), SEGMENT_HEADER_SIZE))
     if checked is not None and upto <= checked.end:

@@ -115,11 +115,27 @@ def last_link(reader: LogReader, first_seq: int) -> bytes | None:
     """The chain value ending the live segment before ``first_seq`` (read from the end
     of its file, not checked: the reads of that segment check it), None when there is
     none or its last frame is not chained."""
+    before = segment_before(reader, first_seq)
+    if before is None:
+        return None
+    with reader.open_segment(before) as segment:
+        return segment_link(segment)
+
+
+def segment_before(reader: LogReader, first_seq: int) -> int | None:
+    """The live segment before ``first_seq``, None when there is none: passing over the
+    files of history a retention dropped that are still there (one interrupted before it
+    unlinked them, FORMAT.md 5.6), whose chain is the dropped one: the log's first file,
+    which holds the base, comes before the first segment after the base."""
     before = [s for s in reader.list_segments() if s < first_seq]
     if not before:
         return None
-    with reader.open_segment(before[-1]) as segment:
-        return segment_link(segment)
+    log_start = reader.read_header(before[-1]).log_start
+    if before[-1] > log_start and log_start in before:
+        base = reader.base_of(log_start)
+        if base is not None and before[-1] <= base.seq:
+            return log_start
+    return before[-1]
 
 
 def segment_link(segment: SegmentFile) -> bytes | None:

@@ -186,6 +186,13 @@ class InvalidFilter(InvalidQuery):
     type; the message names the key. Nothing is searched: fix the filter."""
 
 
+class InvalidListing(InvalidInput):
+    """Raised when a session listing is asked wrongly: an unknown order, a malformed
+    cursor or one made for another order, a date that is not one, a limit below 1, a
+    filter of the wrong type; the message names the argument. Nothing is read or
+    written: fix the argument."""
+
+
 class InvalidSql(InvalidInput):
     """Raised when ``fsstore sql`` (``fsstore.sql.query``) is given a query DuckDB
     refuses (a syntax error, an unknown table or column); the message is DuckDB's.

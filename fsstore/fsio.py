@@ -363,6 +363,33 @@ class FileIO:
                         folders.append((name + "/", entry.path))
         return found
 
+    def stamp(self, path: str) -> tuple[int, int, int] | None:
+        """``(mtime_ns, size, inode)`` of ``path`` as ``lstat`` says (a symlink is
+        stamped, never followed); None when nothing has that name. What a cache compares
+        to tell whether one file or folder changed (the store catalog)."""
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return info.st_mtime_ns, info.st_size, info.st_ino
+
+    def append(self, path: str, data: bytes, *, create: bool = False) -> bool:
+        """Append ``data`` to ``path`` with one ``write`` on an ``O_APPEND`` descriptor
+        (not fsynced): a write smaller than ``PIPE_BUF`` lands whole, after every other
+        such write, on a local filesystem, whoever else appends. False when ``path``
+        does not exist and ``create`` is false."""
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+        try:
+            fd = self.open(path, flags)
+        except FileNotFoundError:
+            return False
+        try:
+            if data and os.write(fd, data) != len(data):
+                raise StoreIOError(errno.EIO, f"{path}: short append of {len(data)} bytes")
+        finally:
+            self.close(fd)
+        return True
+
     def exists(self, path: str) -> bool:
         """True if anything has the name ``path``, a dangling symlink included (opening
         it is then refused, rather than taking the name for free)."""

@@ -64,6 +64,9 @@ IGNORED = (
      "missing"),
     ("/.stats-cache", "what the last `fsstore stats` counted: a cache, rebuilt when "
      "missing"),
+    ("/catalog", "the store catalog: a cache of listings, rebuilt when missing"),
+    ("/catalog.log", "what changed since the catalog was written: part of that cache"),
+    ("/catalog.log.new", "(the same, while a rebuild replaces it)"),
     ("/.tmp-*", "writes awaiting their rename (a crash may leave them)"),
     ("/workspaces/.tmp-*", "(the same)"),
     ("/sessions/**/.tmp-*", "(the same)"),

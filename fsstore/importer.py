@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from . import chain_bindings, identity, import_chain, layout, manifest
+from . import catalog, chain_bindings, identity, import_chain, layout, manifest
 from .errors import (
     CorruptionError,
     FormatVersionError,
@@ -379,6 +379,7 @@ class _Import:
                     self.report.replaced.append(build.target_id)
                     locks.pop(build.target_id).release()
                 self.io.fsync_dir(sessions)
+                catalog.note(self.io, final)
                 build.temp = None
                 self._count(build)
         finally:

@@ -42,6 +42,8 @@ from .errors import InvalidCheckpointId, InvalidSessionId, InvalidWorkspaceId
 
 STORE_MANIFEST = "fsstore.json"
 STATS_CACHE = ".stats-cache"  # a cache, deleted at any time (FORMAT 7.7)
+CATALOG = "catalog"  # the store catalog: a cache of listings (FORMAT 24)
+CATALOG_JOURNAL = "catalog.log"  # what changed since the catalog was written
 SESSIONS_DIR = "sessions"
 SESSION_MANIFEST = "session.json"
 WRITER_LOCK = "writer.lock"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from . import identity, layout, manifest
 from .errors import Finding, FsStoreError, InvalidSessionId, InvalidSetting, SeqOutOfRange
@@ -82,59 +82,99 @@ class Lineage(NamedTuple):
         return [r for r in self.descendants if r.kind is RelationKind.SPAWNED]
 
 
+Recorded = list[tuple[Relation, str | None]]  # a session's edges, and a spawn's parent uid
+
+
+def session_edges(io: FileIO, root: str, session_id: str) -> tuple[str | None, Recorded] | None:
+    """A session's uid and the edges its manifest records (a fork's first; each with
+    ``parent_exists`` True, to be settled against the parent), or None when its
+    manifest cannot be read (not there, deleted meanwhile, damaged: verify reports
+    it; or an id no session can have)."""
+    try:
+        folder = layout.session_dir(root, session_id)
+        path = layout.session_manifest_path(folder)
+        io.check_folders(folder)  # a symlinked session folder is read by no one
+        data = manifest.read(io, path, manifest.SESSION_FORMAT)
+        meta = manifest.decode_session(data, path)
+    except (FsStoreError, OSError, ValueError):
+        return None
+    uid = data.get("uid")
+    recorded: Recorded = []
+    if meta.parent is not None:
+        recorded.append((Relation(session_id, meta.parent.id, meta.parent.seq,
+                                  meta.parent.checkpoint, True), None))
+    if meta.spawned_by is not None:
+        spawn = meta.spawned_by
+        recorded.append((Relation(session_id, spawn.id, spawn.seq, None, True,
+                                  RelationKind.SPAWNED, spawn.turn), spawn.uid))
+    return (uid if isinstance(uid, str) else None), recorded
+
+
+def settle(edge: Relation, parent_uid: str | None, parent: tuple[str | None, Recorded] | None
+           ) -> Relation:
+    """``edge`` with ``parent_exists`` set from what its parent's manifest read
+    (``parent``: None when it is not there). A spawn records its parent's uid: a
+    session created later under a deleted parent's id is not taken for the parent."""
+    exists = parent is not None and (parent_uid is None or parent[0] in (None, parent_uid))
+    return edge._replace(parent_exists=exists)
+
+
+class Graph(Protocol):
+    """What a lineage reads of the graph: a session's own edges (a fork's first), and
+    the edges under a session (``gone``: under the id of a parent that is gone), in
+    (seq, session) order."""
+
+    def edges(self, session_id: str) -> list[Relation]: ...
+
+    def below(self, parent: str, gone: bool) -> list[Relation]: ...
+
+
 class _Manifests:
     """Every readable session manifest of a store, as edges by child and by parent."""
 
     def __init__(self, io: FileIO, root: str, session_ids: Iterable[str]) -> None:
-        uids: dict[str, str | None] = {}
-        recorded: list[tuple[Relation, str | None]] = []  # each edge, and a spawn's uid
+        read: dict[str, tuple[str | None, Recorded]] = {}
         for session_id in session_ids:
-            folder = layout.session_dir(root, session_id)
-            path = layout.session_manifest_path(folder)
-            try:
-                io.check_folders(folder)  # a symlinked session folder is read by no one
-                data = manifest.read(io, path, manifest.SESSION_FORMAT)
-                meta = manifest.decode_session(data, path)
-            except (FsStoreError, OSError):
-                continue  # deleted meanwhile, or damaged: verify reports it
-            uid = data.get("uid")
-            uids[session_id] = uid if isinstance(uid, str) else None
-            if meta.parent is not None:
-                recorded.append((Relation(session_id, meta.parent.id, meta.parent.seq,
-                                          meta.parent.checkpoint, True), None))
-            if meta.spawned_by is not None:
-                spawn = meta.spawned_by
-                recorded.append((Relation(session_id, spawn.id, spawn.seq, None, True,
-                                          RelationKind.SPAWNED, spawn.turn), spawn.uid))
-        self.edges: dict[str, list[Relation]] = {}  # by child: a fork's edge first
+            found = session_edges(io, root, session_id)
+            if found is not None:
+                read[session_id] = found
+        self.edges_by: dict[str, list[Relation]] = {}  # by child: a fork's edge first
         self.children: dict[str, list[Relation]] = {}  # by live parent, in seq order
         # By the id of a parent that is gone: edges that hang from no session now (a
         # session created later under that id is not their parent).
         self.orphans: dict[str, list[Relation]] = {}
-        for edge, parent_uid in recorded:
-            # A spawn records its parent's uid: a session created later under a deleted
-            # parent's id is not taken for the parent.
-            exists = edge.parent in uids and (
-                parent_uid is None or uids[edge.parent] in (None, parent_uid))
-            edge = edge._replace(parent_exists=exists)
-            self.edges.setdefault(edge.session, []).append(edge)
-            below = self.children if exists else self.orphans
-            below.setdefault(edge.parent, []).append(edge)
+        for _uid, recorded in read.values():
+            for edge, parent_uid in recorded:
+                edge = settle(edge, parent_uid, read.get(edge.parent))
+                self.edges_by.setdefault(edge.session, []).append(edge)
+                below = self.children if edge.parent_exists else self.orphans
+                below.setdefault(edge.parent, []).append(edge)
         for by_parent in (self.children, self.orphans):
             for edges in by_parent.values():
                 edges.sort(key=lambda r: (r.seq, r.session))
+
+    def edges(self, session_id: str) -> list[Relation]:
+        return self.edges_by.get(session_id, [])
+
+    def below(self, parent: str, gone: bool) -> list[Relation]:
+        return (self.orphans if gone else self.children).get(parent, [])
 
 
 def read_lineage(io: FileIO, root: str, session_ids: Iterable[str],
                  session_id: str) -> Lineage:
     """The lineage of ``session_id`` among the sessions ``session_ids`` of the store at
-    ``root``, from their manifests (see :meth:`fsstore.Store.lineage`)."""
-    graph = _Manifests(io, root, session_ids)
+    ``root``, from every one of their manifests (see :meth:`fsstore.Store.lineage`,
+    which reads only the manifests of the answer: fsstore/lineage_index.py)."""
+    return lineage_in(_Manifests(io, root, session_ids), session_id)
+
+
+def lineage_in(graph: Graph, session_id: str) -> Lineage:
+    """The lineage of ``session_id`` in ``graph``."""
     ancestors: list[Relation] = []
     seen = {session_id}
     current = session_id
     while True:
-        edges = graph.edges.get(current, [])
+        edges = graph.edges(current)
         if not edges or edges[0].parent in seen:
             break  # no parent, or a cycle a hand edit made: stop where it closes
         edge = edges[0]  # a fork's edge, should a hand edit record both
@@ -150,15 +190,13 @@ def read_lineage(io: FileIO, root: str, session_ids: Iterable[str],
                    _below(graph, current, gone))
 
 
-def _below(graph: _Manifests, top: str, gone: bool = False) -> list[Relation]:
+def _below(graph: Graph, top: str, gone: bool = False) -> list[Relation]:
     """Every edge under ``top``, breadth first, each session once; under a ``top`` that
     is ``gone``, starting from the edges that hang from its id."""
     found: list[Relation] = []
     queue, visited = [top], {top}
-    while queue:
-        current = queue.pop(0)
-        below = graph.orphans if gone and current == top else graph.children
-        for edge in below.get(current, []):
+    for current in queue:  # grows as it is walked: breadth first
+        for edge in graph.below(current, gone and current == top):
             if edge.session not in visited:
                 visited.add(edge.session)
                 found.append(edge)
@@ -174,7 +212,7 @@ def graph_findings(io: FileIO, root: str, session_ids: Iterable[str],
     gone is no finding: deleting a parent leaves its children whole by design."""
     graph = _Manifests(io, root, session_ids)
     findings = []
-    for session_id, edges in sorted(graph.edges.items()):
+    for session_id, edges in sorted(graph.edges_by.items()):
         path = layout.session_manifest_path(layout.session_dir(root, session_id))
         seen = {session_id}
         current = edges
@@ -189,7 +227,7 @@ def graph_findings(io: FileIO, root: str, session_ids: Iterable[str],
             if parent in seen:
                 break  # a cycle above this session: reported at the sessions in it
             seen.add(parent)
-            current = graph.edges.get(parent, [])
+            current = graph.edges(parent)
         for edge in edges:
             if edge.kind is not RelationKind.SPAWNED or not edge.parent_exists:
                 continue

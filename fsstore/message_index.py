@@ -596,10 +596,9 @@ class MessageIndex:
             try:
                 target = self.first_row(hashed, pending)
             except KeyError:
-                # A message added in history retention dropped (FORMAT.md 5.6): its edit
-                # starts it afresh, as its first version; its delete leaves nothing.
-                if self.log.history_base() is None:
-                    raise
+                # A message added in history retention dropped (FORMAT.md 5.6), or whose
+                # add a repair lost (an fsstore.lost record, 7.6; FORMAT.md 20.3): its
+                # edit starts it afresh, as its first version; its delete leaves nothing.
                 if op_name == "delete":
                     return []
                 return self.rows_for(seq, {**data, "op": "add"}, frame, pending)

@@ -5,15 +5,19 @@ saved records and an ``fsstore.lost`` record for each lost seq. In a session wit
 hash chain, this module decides what may be saved and writes the replacements so that
 the chain holds:
 
-- **What is saved** (:func:`vouch`). Every file of the log is walked run by run, each
-  frame's chain value computed from its run's start. In a **keyed** session only the
-  frames whose values hold are saved: a frame after the first one of its run whose
-  value fails (or whose bytes are damaged) is covered by values no one can check any
-  more, and re-MACing it under the key would vouch for bytes nobody vouched for; it is
-  lost, with a cause naming the chain. In an **unkeyed** session anyone can recompute
-  the chain, so every checksum-valid frame is saved, as in a session without a chain;
-  the repaired run vouches for it only from the repair on. A file whose chain fails
-  (its checksums all holding) is damaged too, and rewritten.
+- **What is saved** (:func:`vouch`). Every file of the log is walked run by run, oldest
+  first, each frame's chain value computed from its run's start; a run starts only
+  where the format starts one (a file's first frame, a compacted member's), from the
+  anchor the rules give (genesis, junction, the run before's last value, or a bridge):
+  another session's genuine frames spliced in, or its file put in place, fail there.
+  In a **keyed** session only the frames whose values hold are saved: a frame after
+  the first one of its run whose value fails (or whose bytes are damaged) is covered
+  by values no one can check any more, and re-MACing it under the key would vouch for
+  bytes nobody vouched for; it is lost, with a cause naming the chain. In an
+  **unkeyed** session anyone can recompute the chain, so every checksum-valid frame is
+  saved, as in a session without a chain; the repaired run vouches for it only from
+  the repair on. A file whose chain fails (its checksums all holding) is damaged too,
+  and rewritten.
 - **How it is written** (:func:`install`). Each replacement is one chained run: from
   the anchor its old first frame stored, when that frame is saved and its value held;
   else from what the rules give (the genesis at the log start, else the last value of
@@ -36,16 +40,15 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import layout, manifest
-from .chain import CHAIN_SIZE, Mac
-from .chain_base import base_value
+from .chain import CHAIN_SIZE, genesis
 from .chain_bindings import check_manifest, manifest_at, seal_manifest
 from .chain_bridges import closure
-from .chain_check import ChainRules
+from .chain_check import ChainRules, anchor_for, check_base
 from .chain_frames import RunState
 from .chain_session import read_head_hash, rules_of
 from .compaction import TEMP_PREFIX
@@ -71,8 +74,10 @@ from .salvage import (
     _Run,
     _Seqs,
 )
+from .segment_file import decode_tables
 from .segment_header import (
     SEGMENT_HEADER_SIZE,
+    SegmentHeader,
     decode_segment_header,
     encode_segment_header,
     mark_segment_header,
@@ -113,77 +118,180 @@ def chain_rules(store: Store, path: str) -> ChainRules | None:
 @dataclass
 class _Walked:
     """One segment image walked along its runs: the value of each frame whose value
-    held, by its offset (a chained base's: the anchor it passes on), and where the first
-    value failed (None: none did)."""
+    held from an accepted anchor, by its offset; where the first value or link failed
+    (None: none did), and whether that was a link (an anchor no rule or bridge
+    accepts); each frame's size, seq and count; the stored anchor of its first frame
+    (held or not), and its last frame's value when it held (its link-out; computed from
+    its run's stored anchor, whether that anchor was accepted or not: the file after it
+    is checked against it, so that a file put in another's place loses its own records,
+    not its successor's)."""
 
     held: dict[int, bytes] = field(default_factory=dict)
     first_failure: int | None = None
+    link_failed: bool = False
     frames: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # off: size, seq, n
+    any_anchor: bytes | None = None
+    link_out: bytes | None = None
 
 
-def _walk_image(rules: ChainRules, image: bytes) -> _Walked:
+def _accepted(rules: ChainRules, stored: bytes, link: bytes | None,
+              make: Callable[[bytes], bytes | None]) -> bool:
+    """Whether a run may start from the anchor ``stored``: ``make`` of ``link`` (the
+    last value of the run before, None when it did not hold), directly or through a
+    bridge. Nothing is accepted from a value that did not hold: the anchor is then
+    all a run has to say whose it is, and another session's genuine run under the
+    same key would say as much."""
+    if link is None:
+        return False
+    return make(link) == stored or rules.anchors_on(stored, link, make)
+
+
+def _walk_image(rules: ChainRules, image: bytes, *, link: bytes | None = None,
+                members: Collection[int] = (), log_start: int | None = None) -> _Walked:
     """Every checksum-valid frame of ``image`` (a segment file, or a compacted one's
-    decompressed image), its chain value computed from its run's start: a type 4 frame
-    starts a run from the anchor it holds; a type 3 frame continues the run of the
-    frame just before it, and cannot be checked when that one's value failed or was
-    not there (damaged bytes between)."""
+    decompressed image), its chain value computed from its run's start. A run starts
+    only where the format starts one (FORMAT.md 3.4): a type 4 frame at byte 64, from
+    the anchor the rules give (the genesis at ``log_start``, a fork's junction, else
+    ``link``: the last value of the file before, when it held), or at a compacted
+    member's start (``members``: their offsets after the first), from the member
+    before's last value; a chained base (type 5) at byte 64, checked by its own value.
+    A type 4 frame elsewhere fails there, as a type 3 frame does that does not continue
+    a frame whose value held (damaged bytes between); one with another anchor fails
+    there, and the values of its run are not vouched for (not in ``held``). Unkeyed, a
+    file's first anchor is taken as it is when the file before has no value that held
+    (anyone can recompute an unkeyed chain: it is no evidence there)."""
     mac = rules.mac
     out = _Walked()
     view, limit = memoryview(image), len(image)
-    off, state, prev_end = SEGMENT_HEADER_SIZE, None, -1
+    off, prev_end = SEGMENT_HEADER_SIZE, -1
+    last: bytes | None = None  # the value of the frame ending at prev_end, if it held
+    vouched = False  # its run's anchor was accepted: its values that hold are vouched for
+    header = _header_of(image)
+    uid = 0 if header is None else header.uid
+    start = header.log_start if log_start is None and header is not None else log_start
+
+    def fail(at: int, *, linking: bool = False) -> None:
+        if out.first_failure is None:
+            out.first_failure, out.link_failed = at, linking
+
+    run_state: Any = None  # the running MAC after the frame ending at prev_end, if it held
     while off < limit:
         frame = _parse_frame(image, view, off, limit)
         if frame is None:
             later = _valid_frame_after(image, view, off, limit)
             if later is None:
                 break
-            if out.first_failure is None and bytes(view[off:later.offset]).strip(b"\0"):
-                out.first_failure = off
-            off, state = later.offset, None
+            if bytes(view[off:later.offset]).strip(b"\0"):
+                fail(off)
+            off, run_state, last = later.offset, None, None
             continue
         frame_type = _FRAME_HEADER.unpack_from(image, off)[4]
         end = off + frame.size
         out.frames[off] = (frame.size, frame.first_seq, frame.event_count)
         value_at = end - TRAILER_SIZE - CHAIN_SIZE
+        follows = prev_end == off
+        before, state = (last, run_state) if follows else (None, None)
+        run_state, last, prev_end = None, None, end
         if frame_type == FRAME_CHAINED_BASE and off == SEGMENT_HEADER_SIZE:
-            # a base is checked by its own value (FORMAT.md 3.4): it covers no frame before
-            # it, and passes on its anchor, not its value: the chain value after its seq,
-            # which the run after it (a type 4, in its file or the next) anchors on
-            if _base_holds(mac, image, view[off:value_at], view[value_at:value_at + CHAIN_SIZE]):
-                out.held[off] = bytes(view[value_at - CHAIN_SIZE:value_at])
-            elif out.first_failure is None:
-                out.first_failure = off
-            state, off, prev_end = None, end, end
+            try:
+                if header is None:
+                    raise CorruptionError("a base in a file whose header does not read", path="")
+                last = check_base(mac, view[off:end], "", off, header)  # its anchor
+                out.held[off] = bytes(view[value_at:value_at + CHAIN_SIZE])
+            except CorruptionError:
+                fail(off)
+            off = end
             continue
         if frame_type == FRAME_CHAIN_START:
+            stored = bytes(view[value_at - CHAIN_SIZE:value_at])
+            seq = frame.first_seq
+
+            def made(value: bytes, seq: int = seq) -> bytes | None:
+                return anchor_for(mac, rules.forks, uid, seq, -1, value)
+
+            if off == SEGMENT_HEADER_SIZE:
+                out.any_anchor = stored
+                if seq == start:
+                    vouched = stored == genesis(mac, uid, seq)
+                elif link is None and not mac.keyed:
+                    vouched = True  # unkeyed, nothing to check it against: as it is
+                else:
+                    vouched = _accepted(rules, stored, link, made)
+                if not vouched:
+                    fail(off, linking=True)
+            elif off in members:
+                vouched = _accepted(rules, stored, before, made)
+                if not vouched:
+                    fail(off)
+            else:  # a run starts nowhere else: frames spliced in
+                fail(off)
+                off = end
+                continue
             state = mac.frame_state()
-        elif frame_type != FRAME_CHAINED or state is None or prev_end != off:
-            state = None  # its run's values before it failed, or it is in no run
-            if out.first_failure is None:
-                out.first_failure = off
-            off = prev_end = end
+        elif frame_type != FRAME_CHAINED or off in members or state is None:
+            fail(off)  # its run's values before it failed, or it is in no run
+            off = end
             continue
         state.update(view[off:value_at])
         value = state.copy().digest()
         if value == view[value_at:value_at + CHAIN_SIZE]:
-            out.held[off] = bytes(value)
+            last = bytes(value)
+            if vouched:
+                out.held[off] = last
             state.update(view[value_at:end])
+            run_state = state
         else:
-            state = None
-            if out.first_failure is None:
-                out.first_failure = off
-        off = prev_end = end
+            fail(off)
+        off = end
+    out.link_out = last
     return out
 
 
-def _base_holds(mac: Mac, image: bytes, frame: memoryview, value: memoryview) -> bool:
-    """Whether a chained base's ``value`` is the MAC its file's header (the genesis of its
-    uid at the log start) and the ``frame`` up to its value give (chain_check.check_base)."""
+def _header_of(image: bytes) -> SegmentHeader | None:
     try:
-        header = decode_segment_header(image[:SEGMENT_HEADER_SIZE], "")
+        return decode_segment_header(image[:SEGMENT_HEADER_SIZE], "")
     except (FsStoreError, ValueError):
-        return False  # its header is damaged: what the value binds is not known
-    return base_value(mac, header.uid, header.log_start, frame) == value
+        return None
+
+
+def _walk_log(rules: ChainRules, report: SalvageReport) -> dict[int, _Walked]:
+    """Every live segment file of the log walked (:func:`_walk_image`), oldest first,
+    each from the link-out of the file before it: so a file whose first frame's anchor
+    no rule or bridge accepts from the file before (another session's genuine file put
+    in its place) has no value that holds. A file that does not read is left out (its
+    runs, if salvage saved any, stay as they are); the file after it has no link."""
+    source = report.source
+    if source is None:
+        return {}
+    io, walked = source.io, {}
+    try:
+        firsts = [s for s in layout.segment_seqs(io.listdir(report.log_path))
+                  if s >= report.log_start]
+    except (FsStoreError, OSError):
+        return {}
+    link: bytes | None = None
+    for first in firsts:
+        try:
+            image = source.image(first)
+            members: Collection[int] = ()
+            if first in source.compacted:
+                raw = source.raw(first)
+                header = decode_segment_header(raw, source.path(first))
+                members = {m.start for m in decode_tables(
+                    raw, header, source.path(first), len(raw)).members[1:]}
+        except (FsStoreError, OSError, ValueError):
+            link = None
+            continue
+        found = _walk_image(rules, image, link=link, members=members,
+                            log_start=report.log_start)
+        walked[first], link = found, found.link_out
+    return walked
+
+
+_LINK_BROKEN = ("the chain is broken between segments: this file's first record is not "
+                "anchored on what the chain gives from the file before it (whose last "
+                "value must hold), nor bridged to it: a file replaced, removed, or taken "
+                "from another session")
 
 
 def vouch(rules: ChainRules, report: SalvageReport) -> None:
@@ -197,12 +305,7 @@ def vouch(rules: ChainRules, report: SalvageReport) -> None:
     keyed = rules.mac.keyed
     runs: list[_Run] = []
     dropped: list[tuple[SeqRange, str, DamagedRange]] = []
-    walked: dict[int, _Walked] = {}
-    for segment in dict.fromkeys(run.segment for run in report.runs):
-        try:
-            walked[segment] = _walk_image(rules, source.image(segment))
-        except (FsStoreError, OSError):
-            continue  # salvage read it a moment ago: it changed; its runs stay as they are
+    walked = _walk_log(rules, report)
     for run in report.runs:
         found = walked.get(run.segment)
         if found is None or not keyed:
@@ -214,8 +317,10 @@ def vouch(rules: ChainRules, report: SalvageReport) -> None:
                 d.path == source.path(segment) for _r, _w, d in dropped):
             report.damaged.append(DamagedRange(
                 source.path(segment), found.first_failure, None, CHAIN,
-                "a record does not match the chain (its value is not the MAC of its run "
-                "up to it)" + ("" if keyed else ": its records are saved by their "
+                (_LINK_BROKEN if found.link_failed else
+                 "a record does not match the chain (its value is not the MAC of its run "
+                 "up to it, or it starts a run where none starts or from another anchor)")
+                + ("" if keyed else ": its records are saved by their "
                                "checksums, and the repaired chain vouches for them only "
                                "from the repair on (the chain is unkeyed)"),
                 image=segment in source.compacted))
@@ -301,32 +406,23 @@ class _Old:
     link_out: bytes | None = None
 
 
-def _old_file(rules: ChainRules, report: SalvageReport, io: FileIO, path: str,
-              first: int) -> _Old:
+def _old_file(walked: dict[int, _Walked], report: SalvageReport, first: int) -> _Old:
+    """What file ``first`` held, from its walk along the log (:func:`_walk_log`)."""
     old = _Old()
-    source = report.source
-    try:
-        image = source.image(first) if source is not None else b""
-    except (FsStoreError, OSError):
+    source, found = report.source, walked.get(first)
+    if source is None or found is None:
         return old
     try:
-        old.uid = decode_segment_header(image[:SEGMENT_HEADER_SIZE], path).uid
-    except (FsStoreError, ValueError):
+        old.uid = decode_segment_header(source.raw(first)[:SEGMENT_HEADER_SIZE], "").uid
+    except (FsStoreError, OSError, ValueError):
         pass
-    found = _walk_image(rules, image)
+    old.any_anchor, old.link_out = found.any_anchor, found.link_out
     head = found.frames.get(SEGMENT_HEADER_SIZE)
-    if head is not None and _FRAME_HEADER.unpack_from(image, SEGMENT_HEADER_SIZE)[4] == (
-            FRAME_CHAIN_START):
-        at = SEGMENT_HEADER_SIZE + head[0] - TRAILER_SIZE - 2 * CHAIN_SIZE
-        old.any_anchor = bytes(image[at:at + CHAIN_SIZE])
-        if SEGMENT_HEADER_SIZE in found.held:
-            old.anchor, old.first_seq = old.any_anchor, head[1]
-    last_off = max(found.frames, default=None)
+    if head is not None and found.any_anchor is not None and SEGMENT_HEADER_SIZE in found.held:
+        old.anchor, old.first_seq = found.any_anchor, head[1]
     for off, value in found.held.items():
         _size, seq, count = found.frames[off]
         old.values[seq + count - 1] = value
-        if off == last_off:
-            old.link_out = value
     return old
 
 
@@ -361,10 +457,11 @@ def install(store: Store, path: str, rules: ChainRules, report: SalvageReport,
     staged: list[tuple[str, str]] = []
     pairs: list[tuple[bytes, bytes]] = []
     new_links: dict[int, bytes] = {}
+    walked = _walk_log(rules, report)
     try:
         for item in rewrites:
-            old = _old_file(rules, report, io, item.path, item.first)
-            link = _link_before(rules, log, report, firsts, item.first, new_links)
+            old = _old_file(walked, report, item.first)
+            link = _link_before(walked, report, firsts, item.first, new_links)
             header_uid = uid if old.uid is None else old.uid
             events = [r for r in item.records
                       if not isinstance(r, Event) or item.first <= r.seq < item.end]
@@ -381,7 +478,7 @@ def install(store: Store, path: str, rules: ChainRules, report: SalvageReport,
             new_links[item.first] = link_out
             pairs += [(values[s], old.values[s]) for s in sorted(recorded)
                       if s in values and s in old.values]
-            pairs += _link_bridges(rules, report, io, firsts, item, link_out, old,
+            pairs += _link_bridges(rules, walked, report, firsts, item, link_out, old,
                                    [r.first for r in rewrites])
             header = encode_segment_header(item.first, log_start, header_uid)
             data = mark_segment_header(header[:52], SEGMENT_HEADER_SIZE + len(body)
@@ -405,36 +502,37 @@ def install(store: Store, path: str, rules: ChainRules, report: SalvageReport,
     return replaced
 
 
-def _link_before(rules: ChainRules, log: LogReader, report: SalvageReport,
-                 firsts: list[int], first: int, new_links: dict[int, bytes]
-                 ) -> bytes | None:
+def _link_before(walked: dict[int, _Walked], report: SalvageReport, firsts: list[int],
+                 first: int, new_links: dict[int, bytes]) -> bytes | None:
     """The last chain value before file ``first``: the new one of the file before when
-    it is rewritten, else the one its file ends with (its value checked)."""
+    it is rewritten, else the one its file ends with (when it held)."""
     before = [s for s in firsts if s < first]
     if not before:
         return None
     if before[-1] in new_links:
         return new_links[before[-1]]
-    old = _old_file(rules, report, log.io, log.segment_path(before[-1]), before[-1])
-    return old.link_out
+    return _old_file(walked, report, before[-1]).link_out
 
 
-def _link_bridges(rules: ChainRules, report: SalvageReport, io: FileIO, firsts: list[int],
-                  item: Rewrite, link_out: bytes, old: _Old, rewritten: list[int]
+def _link_bridges(rules: ChainRules, walked: dict[int, _Walked], report: SalvageReport,
+                  firsts: list[int], item: Rewrite, link_out: bytes, old: _Old, rewritten: list[int]
                   ) -> list[tuple[bytes, bytes]]:
     """The bridge from the new last value of ``item`` to what the file after it (as it
     is on disk until it is replaced too) recorded: its stored anchor, or, when it
-    anchors on a fork's junction, the old last value the junction was made of."""
+    anchors on a fork's junction, the old last value the junction was made of. Only
+    when that anchor is one the old file's last value satisfied (that value held, and
+    the walk of the log accepted the next file's first frame from it): an anchor that
+    no rule or bridge accepted is a broken link, never bridged (the next file is then
+    damaged, and rewritten from this one's new value)."""
     after = [s for s in firsts if s > item.first]
     if not after:
         return []
-    if rules.junction_at(after[0]) is not None:
-        return [] if old.link_out is None else [(link_out, old.link_out)]
-    nxt = _old_file(rules, report, io, report.log_path + os.sep
-                    + layout.segment_name(after[0]), after[0])
+    nxt = _old_file(walked, report, after[0])
     pairs = []
-    if nxt.any_anchor is not None and nxt.any_anchor != link_out:
-        pairs.append((link_out, nxt.any_anchor))
+    # its first frame held: its anchor was accepted (unkeyed: or taken as it is)
+    recorded = old.link_out if rules.junction_at(after[0]) is not None else nxt.anchor
+    if nxt.anchor is not None and recorded is not None and recorded != link_out:
+        pairs.append((link_out, recorded))
     if old.link_out is not None and old.link_out != link_out and after[0] in rewritten:
         pairs.append((link_out, old.link_out))  # the next file keeps the anchor it had
     return pairs

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from . import chain_bindings, chain_bridges, clock, identity, layout, vectors
+from . import catalog, chain_bindings, chain_bridges, clock, identity, layout, vectors
 from . import state as state_module
 from .aio import AsyncSessionMixin
 from .aio_maintenance import AsyncSessionMaintenanceMixin
@@ -914,6 +914,7 @@ class Session(SessionReader, AsyncSessionMixin, AsyncSessionMaintenanceMixin):
         finally:
             self._message_index_file.close()
             self._access.release()
+        catalog.note(self.io, self.path)  # its head and time, for listings' order
 
     def _mark_messages_indexed(self) -> None:
         """Let the message index say it covers the log up to the head, so that readers

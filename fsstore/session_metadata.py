@@ -9,11 +9,12 @@ the next write rolls it forward from that record (docs/FORMAT.md, section 12.3).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from . import identity, layout, manifest
+from . import catalog, identity, layout, manifest
 from .errors import CorruptionError, InvalidMetadata, SessionNotFound
 from .fsio import FileIO
 from .log_writer import LogWriter
@@ -118,6 +119,7 @@ class ManifestFile:
         _, raw = self.encode(fields, metadata_seq)
         path = self.path
         self.io.atomic_write(path, raw)
+        catalog.note(self.io, os.path.dirname(path))
         self.raw = json.loads(raw)  # exactly what a reader gets back
         self.meta = manifest.decode_session(self.raw, path)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import chain_bindings, chain_session, clock, identity, layout, manifest, store_setup
+from . import catalog, chain_bindings, chain_session, clock, identity, layout, manifest, store_setup
 from .aio import AsyncStoreMixin
 from .aio_maintenance import AsyncStoreMaintenanceMixin
 from .aio_stats import AsyncStoreStatsMixin
@@ -38,10 +38,11 @@ from .errors import (
 )
 from .fsio import FileIO
 from .lazy import LazyModule
+from .listing import ListingMixin
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, check_settings, create_log
 from .session_metadata import new_manifest
-from .session_reader import SessionInfo, SessionReader, copy_history
+from .session_reader import SessionReader, copy_history
 from .snapshot import SnapshotPolicy
 from .unset import UNSET
 from .workspaces import SessionRole, Workspace, WorkspaceMember, Workspaces
@@ -154,7 +155,7 @@ def find_store(start: str | os.PathLike[str] | None = None) -> str:
         folder = parent
 
 
-class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
+class Store(ListingMixin, AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
     """A store folder. Get one with :func:`open_store`; use it as a context manager (or
     call :meth:`close`) to close the descriptors it keeps between lease calls."""
 
@@ -277,6 +278,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                 pass  # left as a temp folder: verify notes it, remove_leftovers removes it
             raise
         self.io.fsync_dir(sessions)
+        catalog.note(self.io, final)
 
     def open_session(
         self, session_id: str, *, durability: Durability | str | None = None,
@@ -478,8 +480,10 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         """Where a session sits in the graph of forks and spawned sessions: its
         ancestors (its own edge first), its descendants, and the whole tree under the
         topmost ancestor, each edge a :class:`Relation` with its kind (forked or spawned)
-        and the parent's seq it hangs from. Read from the manifests alone, never a log;
-        an edge to a deleted parent is kept, with ``parent_exists`` False. Raises
+        and the parent's seq it hangs from. Read from the manifests of the answer alone
+        (found through the store catalog's children index, FORMAT 24), never a log: the
+        time grows with the answer, not the store; an edge to a deleted parent is kept,
+        with ``parent_exists`` False. Raises
         SessionNotFound for a session that is not there."""
         folder = self._session_path(session_id)
         path = layout.session_manifest_path(folder)
@@ -489,7 +493,9 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
                                     path)
         except FileNotFoundError:
             raise SessionNotFound(f"no session {session_id!r} in {self.path}") from None
-        return lineage_module.read_lineage(self.io, self.path, self.session_ids(), session_id)
+        from .lineage_index import indexed_lineage
+
+        return indexed_lineage(self.io, self.path, self._session_info, session_id)
 
     def has_session(self, session_id: str) -> bool:
         path = self._session_path(session_id)
@@ -512,26 +518,6 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
             if self.io.exists(layout.session_manifest_path(self._session_path(name))):
                 ids.append(name)
         return sorted(ids)
-
-    def list_sessions(self) -> list[SessionInfo]:
-        """Id, times, event count and title of each session, from each session's manifest
-        and the end of its log: the cost does not grow with history.
-
-        A session that cannot be read is listed anyway, with ``damaged`` saying why and
-        zeros where nothing could be read (its title, tags and times where its manifest
-        could be): one damaged session never hides the others."""
-        infos = []
-        for session_id in self.session_ids():
-            reader = None
-            try:
-                reader = self.read_session(session_id)
-                infos.append(reader.info())
-            except SessionNotFound:
-                continue  # deleted meanwhile
-            except FsStoreError as exc:
-                infos.append(_damaged_info(session_id, self._session_path(session_id),
-                                           reader, exc))
-        return infos
 
     def search(
         self, collection: str, query: Any, k: int = 10, *,
@@ -659,6 +645,7 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
             self.io.fsync_dir(sessions)
         finally:
             lock.release()
+        catalog.note(self.io, path)
         self.io.rmtree(trash)
 
     def remove_leftovers(self) -> list[str]:
@@ -929,21 +916,6 @@ class Store(AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStoreStatsMixin):
         from .check import check_store
 
         return check_store(self, session_ids, on_session)
-
-
-def _damaged_info(session_id: str, path: str, reader: SessionReader | None,
-                  exc: FsStoreError) -> SessionInfo:
-    """What ``list_sessions`` says of a session it could not read: why, and what its
-    manifest says if it could be read."""
-    title, tags, metadata = None, [], {}
-    if reader is not None:
-        try:
-            title, tags, metadata = reader.title, reader.tags, reader.metadata
-        except (FsStoreError, TypeError, ValueError):
-            pass  # a wrong-typed field: the manifest says nothing usable
-    return SessionInfo(id=session_id, path=path, created=0.0, updated=0.0, event_count=0,
-                       head=0, title=title if isinstance(title, str) else None, tags=tags,
-                       metadata=metadata, damaged=str(exc))
 
 
 def _refuse_if_leased(io: FileIO, path: str, session_id: str) -> None:

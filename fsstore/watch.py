@@ -594,46 +594,88 @@ class WatchedStore(Protocol):
 
 
 class StoreWatcher(_Watcher):
-    """Delivers :class:`SessionChange` notifications for the sessions of a store."""
+    """Delivers :class:`SessionChange` notifications for the sessions of a store.
+
+    On Linux its hints name the sessions that changed (fsstore/store_watch.py: one
+    inotify watch on ``sessions/`` and one per session's ``log/``), and a wake-up reads
+    those sessions' tails only, and those whose ``log/`` could not be watched (the
+    inotify limit): never every session. Elsewhere, or when not even ``sessions/`` can
+    be watched, every session is read at each wake-up, as with a ``notifier`` given."""
 
     def __init__(self, store: WatchedStore, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
                  notifier: Notifier | None = None, include_existing: bool = False) -> None:
         self._store = store
         self._known: dict[str, tuple[int, int]] = {}
+        self._rescan = True  # the first poll reads every session
         sessions = layout.sessions_dir(store.path)
-        super().__init__(notifier or _observer_or_polling([sessions], recursive=True,
-                                                          directories=True), poll_interval)
+        if notifier is None:
+            from .store_watch import store_notifier
+
+            try:
+                notifier = store_notifier(store.path, store.session_ids)
+            except OSError:
+                # Not Linux, or out of inotify instances or watches for sessions/ itself.
+                notifier = _observer_or_polling([sessions], recursive=True,
+                                                directories=True)
+        super().__init__(notifier, poll_interval)
         if not include_existing:
             self._known = self._heads()
+            self._rescan = False
 
     def _heads(self) -> dict[str, tuple[int, int]]:
-        heads = {}
+        heads: dict[str, tuple[int, int]] = {}
         for session_id in self._store.session_ids():
-            try:
-                tail = self._store.read_session(session_id).log_tail
-            except (SessionNotFound, FileNotFoundError):
-                continue  # deleted meanwhile
-            except FsStoreError:
-                # Damaged (verify reports it): not announced while it cannot be read, and
-                # not announced as deleted either if it was seen before.
-                if session_id in self._known:
-                    heads[session_id] = self._known[session_id]
-                continue
-            heads[session_id] = (tail.head, tail.log_start)
+            self._head(session_id, heads, self._known.get(session_id))
         return heads
 
+    def _head(self, session_id: str, heads: dict[str, tuple[int, int]],
+              known: tuple[int, int] | None) -> None:
+        """Read one session's head and log start into ``heads`` (left out: gone)."""
+        try:
+            tail = self._store.read_session(session_id).log_tail
+        except (SessionNotFound, FileNotFoundError):
+            return  # deleted meanwhile
+        except FsStoreError:
+            # Damaged (verify reports it): not announced while it cannot be read, and
+            # not announced as deleted either if it was seen before (``known``).
+            if known is not None:
+                heads[session_id] = known
+            return
+        heads[session_id] = (tail.head, tail.log_start)
+
+    def _now(self) -> tuple[dict[str, tuple[int, int]],
+                            dict[str, tuple[int, int] | None]]:
+        """The sessions' (head, log start) now, and what was known before of those to
+        compare: every session read, or only those hinted (and unwatched) read again."""
+        take = getattr(self._notifier, "take", None)
+        rescan, hinted = (True, set()) if take is None else take()
+        if rescan or self._rescan:
+            self._rescan = False
+            now = self._heads()
+            return now, {i: self._known.get(i) for i in sorted(now.keys() | self._known.keys())}
+        now = self._known  # updated in place: a wake-up costs what it reads, not the store
+        before = {i: now.pop(i, None) for i in sorted(hinted)}
+        for session_id, was in before.items():
+            self._head(session_id, now, was)
+            if session_id not in now:
+                self._notifier.forget(session_id)  # type: ignore[attr-defined]
+        return now, before
+
     def poll(self) -> list[SessionChange]:
-        now = self._heads()
-        found = []
-        for session_id, (head, start) in now.items():
-            before = self._known.get(session_id)
+        now, compared = self._now()
+        found, deleted = [], []
+        for session_id, before in compared.items():
+            current = now.get(session_id)
+            if current is None:
+                if before is not None:
+                    deleted.append(SessionChange("deleted", session_id))
+                continue
+            head, start = current
             if before is None:
                 found.append(SessionChange("created", session_id, head, start))
             elif start != before[1]:
                 found.append(SessionChange("cleared", session_id, head, start))
             elif head != before[0]:
                 found.append(SessionChange("changed", session_id, head, start))
-        found += [SessionChange("deleted", session_id) for session_id in self._known
-                  if session_id not in now]
         self._known = now
-        return found
+        return found + deleted

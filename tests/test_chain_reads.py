@@ -393,3 +393,45 @@ def test_a_fork_at_and_after_the_base_of_a_retained_compacted_chained_session(tm
         assert [e.seq for e in forked.events()] == list(range(base_seq + 1, at_seq + 4))
         assert forked.verify() == [], name
     assert store.read_session("p").verify() == []
+
+
+def test_a_file_of_another_session_put_in_place_fails_the_point_reads_of_messages(
+        tmp_path, monkeypatch):
+    # the whole genuine file of a fork (same key, same size, its header's uid made this
+    # session's) in place of a sealed file: its run holds, its link-in does not
+    from fsstore.segment_header import decode_segment_header, encode_segment_header
+
+    monkeypatch.setenv("FSSTORE_CHAIN_KEY", KEY.hex())
+    root = tmp_path / "store"
+    store = fsstore.open_store(root, chain=True, segment_size=4096)
+
+    def roll(session):
+        with session._writer.lock:
+            session._writer.roll_over()
+
+    with store.create_session("a") as session:
+        for n in range(1, 7):
+            session.messages.append(fsstore.Message.of_text("user", f"a{n}", id=f"m{n}"))
+            if n in (3, 6):
+                roll(session)
+        session.messages.append(fsstore.Message.of_text("user", "a-last", id="m9"))
+    with store.fork_session("a", "c", at_seq=3) as fork:
+        for n in range(4, 7):
+            fork.messages.append(fsstore.Message.of_text("user", f"c{n}", id=f"m{n}"))
+        roll(fork)
+    ours, theirs = root / "sessions" / "a" / "log", root / "sessions" / "c" / "log"
+    first, second = sorted(ours.glob("*.fslog"))[:2]
+    assert fsstore.open_store(root).read_session("a").messages.get("m5").text == "a5"
+    data = (theirs / second.name).read_bytes()
+    uid = decode_segment_header(first.read_bytes()[:64], str(first)).uid
+    head = decode_segment_header(data[:64], "x")
+    swapped = mark_segment_header(encode_segment_header(head.first_seq, head.log_start,
+                                                        uid)[:52], len(data)) + data[64:]
+    assert len(swapped) == second.stat().st_size
+    second.unlink()
+    second.write_bytes(swapped)
+    reader = fsstore.open_store(root).read_session("a")
+    with pytest.raises(CorruptionError, match="chain"):
+        reader.messages.get("m5")
+    with pytest.raises(CorruptionError, match="chain"):
+        fsstore.open_store(root).read_session("a").messages.all()

@@ -132,17 +132,20 @@ def test_a_damaged_sealed_file_is_repaired_and_its_chain_holds(tmp_path, key, ke
     before = events(root)
     head_hash = open_store(root).read_session("s").head_hash
     target = files[2]
-    end_of_file = int(Path(files[3]).name[:20])
+    assert len(files) > 5
+    end_of_next = int(Path(files[4]).name[:20])
     first, end = damage_frame(target, 2)
     with pytest.raises(CorruptionError):
         events(root)
     report = open_store(root).repair("s")
-    assert report.repaired and report.replaced == [target]
     if key is None:  # unkeyed: every checksum-valid record is saved
+        assert report.repaired and report.replaced == [target]
         assert lost_seqs(report) == set(range(first, end))
         assert any("from the repair on" in note for note in report.notes)
-    else:  # keyed: what the chain can no longer vouch for is lost, with why
-        assert lost_seqs(report) == set(range(first, end_of_file))
+    else:  # keyed: what the chain can no longer vouch for is lost, with why: the rest
+        # of the file, and the next file, whose anchor no value that held vouches for
+        assert report.repaired and report.replaced == [target, files[3]]
+        assert lost_seqs(report) == set(range(first, end_of_next))
         assert any("chain" in cause for r in report.lost for cause in r.causes)
     assert report.head_hash_before == report.head_hash_after == head_hash
     check_repaired(root, before, report)
@@ -197,7 +200,8 @@ def test_a_damaged_compacted_file_is_repaired(tmp_path, key, keyed):
     data = Path(compacted).read_bytes()
     flip(compacted, len(data) - 40)  # inside its last chunk
     report = open_store(root).repair("s")
-    assert report.replaced == [compacted] and report.lost
+    # keyed, the file after it is lost too: its anchor is a value that no longer holds
+    assert report.replaced == ([compacted] if key is None else files[:2]) and report.lost
     check_repaired(root, before, report)
 
 
@@ -229,10 +233,12 @@ def test_a_checkpoint_in_a_repaired_file_loads(tmp_path, key, keyed):
     index = next(i for i, fr in enumerate(frames_of(holder)) if fr[2] >= seq - 4) - 1
     damage_frame(holder, max(index, 0))
     report = open_store(root).repair("s")
-    assert report.replaced == [holder]
+    after = files[files.index(holder) + 1:][:1]
+    assert report.replaced == [holder] + ([] if key is None else after)
     reader = open_store(root).read_session("s")
     assert reader.load_checkpoint("late") == {"turn": 50}
-    assert reader.state() == {"turn": 60}
+    if key is None:
+        assert reader.state() == {"turn": 60}
     assert problems(root) == []
 
 
@@ -317,11 +323,154 @@ def test_an_edit_with_its_checksum_recomputed_is_repaired_by_the_chain(tmp_path,
     Path(files[2]).write_bytes(bytes(data))
     assert problems(root)
     report = open_store(root).repair("s")
-    assert report.replaced == [files[2]]
+    assert report.replaced == [files[2]] + ([] if key is None else [files[3]])
     assert problems(root) == []
     if key is None:  # saved by its checksum: the repaired chain vouches from now on
         assert report.lost == []
         assert events(root)[first] != before[first]
     else:  # the keyed chain cannot vouch for it, nor for what follows in its run
         assert first in lost_seqs(report)
-        assert max(lost_seqs(report)) == int(Path(files[3]).name[:20]) - 1
+        assert max(lost_seqs(report)) == int(Path(files[4]).name[:20]) - 1
+
+
+# --- another session's genuine records put in (same key) ------------------------------------
+
+
+def forked(root: Path, records: int = 10, fork_at: int = 5, roll: bool = True):
+    """Session ``s`` of ``records`` records (``who: s``), a rollover after ``fork_at``
+    when ``roll``; a fork ``f`` of it at ``fork_at`` with its own records after
+    (``who: f``); the log folders of both."""
+    store = fsstore.open_store(root, chain=True, segment_size=4096)
+    with store.create_session("s") as session:
+        for seq in range(1, records + 1):
+            session.append({"who": "s", "seq": seq})
+            if roll and seq == fork_at:
+                with session._writer.lock:
+                    session._writer.roll_over()
+    with store.fork_session("s", "f", at_seq=fork_at) as fork:
+        for seq in range(fork_at + 1, records + 1):
+            fork.append({"who": "f", "seq": seq})
+    return root / "sessions" / "s" / "log", root / "sessions" / "f" / "log"
+
+
+def as_uid_of(data: bytes, other: Path) -> bytes:
+    """``data`` (a segment file) with the header uid of the segment file ``other``."""
+    from fsstore.segment_header import (
+        decode_segment_header,
+        encode_segment_header,
+        mark_segment_header,
+    )
+
+    uid = decode_segment_header(other.read_bytes()[:64], str(other)).uid
+    head = decode_segment_header(data[:64], "x")
+    return mark_segment_header(encode_segment_header(head.first_seq, head.log_start, uid)[:52],
+                               len(data)) + data[64:]
+
+
+def s_problems(root) -> list:
+    """verify's problems of session ``s`` (its fork shares its sealed files, which the
+    tests below change in place)."""
+    return [f for f in open_store(root).read_session("s").verify() if f.level == "problem"]
+
+
+def whose(root) -> list[str]:
+    return [e.data["who"] for e in open_store(root).read_session("s").events()
+            if isinstance(e.data, dict) and "who" in e.data]
+
+
+def test_a_keyed_repair_never_bridges_to_another_sessions_file_put_in_place(
+        tmp_path, keyed):
+    keyed(KEY)
+    root = tmp_path / "store"
+    log, fork_log = forked(root)
+    first, second = sorted(log.glob("*.fslog"))
+    second.write_bytes(as_uid_of((fork_log / second.name).read_bytes(), first))
+    with open(first, "ab") as handle:
+        handle.write(b"\x07junk!!!")  # a little damage elsewhere, so that it repairs
+    report = open_store(root).repair("s")
+    assert lost_seqs(report) == set(range(6, 11))
+    assert any("chain" in cause for r in report.lost for cause in r.causes)
+    assert s_problems(root) == []
+    assert whose(root) == ["s"] * 5
+
+
+def test_a_broken_link_between_files_is_chain_damage_in_salvage_and_repair(tmp_path, keyed):
+    keyed(KEY)
+    root = tmp_path / "store"
+    log, fork_log = forked(root)
+    first, second = sorted(log.glob("*.fslog"))
+    second.write_bytes(as_uid_of((fork_log / second.name).read_bytes(), first))
+    report = open_store(root).repair("s", dry_run=True)
+    assert lost_seqs(report) == set(range(6, 11))
+    report = open_store(root).repair("s")
+    assert report.replaced == [str(second)]
+    assert s_problems(root) == [] and whose(root) == ["s"] * 5
+
+
+@pytest.mark.parametrize("key", MODES)
+def test_frames_of_another_session_spliced_into_a_file_are_not_saved_keyed(
+        tmp_path, key, keyed):
+    keyed(key)
+    root = tmp_path / "store"
+    store = fsstore.open_store(root, chain=True, segment_size=4096)
+    with store.create_session("s") as session:
+        for seq in range(1, 15):
+            session.append({"who": "s", "seq": seq})
+    with store.fork_session("s", "f", at_seq=4) as fork:
+        for seq in range(5, 10):
+            fork.append({"who": "f", "seq": seq})
+    (path,) = (root / "sessions" / "s" / "log").glob("*.fslog")
+    (own,) = [p for p in (root / "sessions" / "f" / "log").glob("*.fslog")
+              if p.name.startswith("00000000000000000005")]
+    mine, theirs = frames_of(str(path)), frames_of(str(own))
+    data, other = path.read_bytes(), own.read_bytes()
+    cut = next(o + s for o, s, f, n in mine if f + n - 1 == 4)
+    resume = next(o + s for o, s, f, n in mine if f + n - 1 == 9)
+    spliced = b"".join(other[o:o + s] for o, s, f, _n in theirs if 5 <= f <= 9)
+    path.write_bytes(data[:cut] + spliced + data[resume:])
+    report = open_store(root).repair("s")
+    assert s_problems(root) == []
+    if key is None:  # unkeyed: checksums decide, the repaired chain vouches from now on
+        assert report.replaced == [str(path)]
+    else:
+        assert lost_seqs(report) == set(range(5, 15))
+        assert whose(root) == ["s"] * 4
+
+
+def test_a_member_of_another_session_swapped_into_a_compacted_file_is_lost(
+        tmp_path, keyed):
+    from fsstore.segment_file import encode_compacted
+    from fsstore.segment_header import decode_segment_header
+
+    keyed(KEY)
+    root = tmp_path / "store"
+    store = fsstore.open_store(root, chain=True, segment_size=4096)
+    with store.create_session("s") as session:
+        for seq in range(1, 16):
+            session.append({"who": "s", "seq": seq})
+            if seq in (5, 10):
+                with session._writer.lock:
+                    session._writer.roll_over()
+    with store.fork_session("s", "f", at_seq=5) as fork:
+        for seq in range(6, 11):
+            fork.append({"who": "f", "seq": seq})
+        with fork._writer.lock:
+            fork._writer.roll_over()
+    log, fork_log = root / "sessions" / "s" / "log", root / "sessions" / "f" / "log"
+    one, two, three = sorted(log.glob("*.fslog"))
+
+    def body(path: Path) -> bytes:
+        off, size, _f, _n = frames_of(str(path))[-1]
+        return path.read_bytes()[64:off + size]
+
+    header = decode_segment_header(one.read_bytes()[:64], str(one))
+    members = [(1, body(one)), (6, body(fork_log / two.name)), (11, body(three))]
+    for path in (two, three):
+        path.unlink()
+    one.write_bytes(encode_compacted(1, header.log_start, header.uid, members))
+    # (the last member anchors on the swapped one's value: lost too, but still read
+    # as the active segment is gone: the repair writes the seqs as lost records)
+    report = open_store(root).repair("s")
+    assert set(range(6, 11)) <= lost_seqs(report)
+    assert s_problems(root) == []
+    assert "f" not in whose(root)

@@ -253,15 +253,19 @@ def test_a_hand_edited_spawn_record_is_reported_naming_the_field(store, spawn, f
 
 
 @pytest.mark.parametrize("folder", ["v1", "v1.1", "v1.2", "v1.2-work", "v1.3"])
-def test_the_committed_fixtures_have_a_lineage_of_forks_only(folder):
-    root = os.path.join(ROOT, "fixtures", folder)
+def test_the_committed_fixtures_have_a_lineage_of_forks_only(folder, tmp_path):
+    root = str(tmp_path / folder)  # a copy: lineage makes the catalog, as a listing would
+    shutil.copytree(os.path.join(ROOT, "fixtures", folder), root, symlinks=True)
     before = tree_snapshot(root)
     store = fsstore.open_store(os.path.join(root, "store"), create=False)
     for session_id in store.session_ids():
         lineage = store.lineage(session_id)
         assert all(r.kind is FORKED for r in lineage.tree)
         assert store.read_session(session_id).spawned_by is None
-    assert tree_snapshot(root) == before
+    after = tree_snapshot(root)
+    for cache in ("store/catalog", "store/catalog.log"):
+        after.pop(cache, None)  # a cache, rebuilt when missing: nothing else is written
+    assert after == before
 
 
 def test_the_async_twin_spawns_too(store):

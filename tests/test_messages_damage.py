@@ -657,3 +657,36 @@ def test_a_full_disk_while_writing_index_rows_loses_no_message(tmp_path, batch):
             session.messages.append(text("user", "again", f"full{batch - 1}"))
     check_reads(store.read_session("s"))
     assert store.verify() == []
+
+
+@pytest.mark.parametrize("chain", [False, True], ids=["unchained", "chained"])
+@pytest.mark.parametrize("op", ["delete", "edit"])
+def test_an_edit_or_delete_of_a_message_whose_add_a_repair_lost_is_indexed(
+        tmp_path, chain, op):
+    # the add is an fsstore.lost record after the repair: the delete leaves nothing,
+    # the edit starts the message afresh (FORMAT.md 20.3), and reads do not raise
+    import fsstore as fs
+
+    root = tmp_path / "store"
+    store = fs.open_store(root, chain=chain, segment_size=4096)
+    with store.create_session("s") as session:
+        for n in range(3):
+            session.messages.append(fs.Message.of_text("user", f"m{n}", id=f"m{n}"))
+            with session._writer.lock:
+                session._writer.roll_over()
+        if op == "delete":
+            session.messages.delete("m1")
+        else:
+            session.messages.edit(fs.Message.of_text("user", "m1 again", id="m1"))
+    log = root / "sessions" / "s" / "log"
+    second = sorted(log.glob("*.fslog"))[1]  # holds m1's add
+    data = bytearray(second.read_bytes())
+    data[100] ^= 0xFF
+    second.write_bytes(bytes(data))
+    report = fs.open_store(root).repair("s")
+    assert 2 in {s for r in report.lost for s in range(r.first, r.last + 1)}
+    reader = fs.open_store(root).read_session("s")
+    texts = [m.text for m in reader.messages.all()]
+    assert "m0" in texts and "m1" not in texts
+    assert ("m1 again" in texts) == (op == "edit")
+    assert [f for f in fs.open_store(root).verify() if f.level == "problem"] == []

@@ -611,6 +611,7 @@ def main() -> None:
     from bench_messages import message_rows
     from bench_parquet import parquet_rows
     from bench_stats import stats_rows
+    from bench_store_scale import store_scale_rows
     from bench_transcripts import transcript_rows
     from bench_vectors import vector_rows
 
@@ -631,6 +632,8 @@ def main() -> None:
         ("backup", backup_rows, "the backup rows (first and incremental, beside cp -r)"),
         ("parquet", parquet_rows, "the Parquet export and fsstore sql rows (1M events)"),
         ("chain", chain_rows, "the hash chain rows (appends and replay, chain off and on)"),
+        ("store-scale", store_scale_rows,
+         "the listing rows (stores of 1,000, 10,000 and 100,000 sessions; --quick: 10,000)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -651,7 +654,8 @@ def main() -> None:
     if args.watch_child:
         watch_child(*args.watch_child)
         return
-    chosen = [rows for flag, rows, _what in sections if getattr(args, f"{flag}_only")]
+    chosen = [rows for flag, rows, _what in sections
+              if getattr(args, f"{flag.replace('-', '_')}_only")]
     if chosen:
         root = tempfile.mkdtemp(prefix="fsstore-bench-", dir=args.dir)
         try:

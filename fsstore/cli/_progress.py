@@ -38,12 +38,14 @@ def _draws(stream: IO[str]) -> bool:
 
 @contextlib.contextmanager
 def progress(total: int | None, what: str, *, unit: str = "it",
-             stream: IO[str] | None = None) -> Iterator[Bar]:
+             stream: IO[str] | None = None, force: bool = False) -> Iterator[Bar]:
     """A bar of ``total`` steps labelled ``what`` on ``stream`` (stderr), for the
     ``with`` block; removed from the screen when the block ends. Yields an object
-    whose ``update(n)`` counts steps, a silent one when no bar is drawn."""
+    whose ``update(n)`` counts steps, a silent one when no bar is drawn. ``force``
+    (a command's ``--progress``): drawn on a stream that is no terminal too (a log
+    file: tqdm writes a line at most every few seconds there)."""
     out = sys.stderr if stream is None else stream
-    if not _draws(out):
+    if not force and not _draws(out):
         yield _Quiet()
         return
     try:
@@ -52,7 +54,7 @@ def progress(total: int | None, what: str, *, unit: str = "it",
         yield _Quiet()
         return
     bar = tqdm(total=total, desc=what, unit=unit, file=out, leave=False,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=0.1 if _draws(out) else 5.0)
     try:
         yield bar
     finally:

@@ -93,7 +93,8 @@ def verify_findings(args: argparse.Namespace) -> tuple[Store, list[Finding]]:
     store = store_from(args)
     named = [args.session] if args.session else None
     total = 1 if named else len(store.session_ids())
-    with progress(total, "verify", unit="session") as bar:
+    with progress(total, "verify", unit="session",
+                  force=getattr(args, "progress", False)) as bar:
         def step(_: str) -> None:
             bar.update(1)
 

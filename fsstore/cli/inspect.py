@@ -17,6 +17,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ls = add_command(commands, "ls", "list the sessions of a store",
                      "fsstore ls ./fsstore-demo")
     ls.add_argument("path", nargs="?", metavar="STORE", help="the store (default: see --store)")
+    ls.add_argument("--tag", action="append", default=None, metavar="TAG",
+                    help="only sessions with this tag (repeat: with all of them)")
+    ls.add_argument("--title", metavar="TEXT", help="only titles holding TEXT (any case)")
+    ls.add_argument("--since", metavar="WHEN",
+                    help="only sessions updated since WHEN: an ISO date or time, or a "
+                         "duration back from now (30m, 12h, 7d, 2w)")
+    ls.add_argument("--until", metavar="WHEN", help="only sessions updated before WHEN")
+    ls.add_argument("--workspace", metavar="ID", help="only the members of a workspace")
+    ls.add_argument("--order", choices=("id", "updated", "created"), default=None,
+                    help="sort by id (the default), or newest first by update or creation")
+    ls.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="at most N sessions; the next page's cursor is printed last")
+    ls.add_argument("--cursor", metavar="CURSOR", help="the page after this cursor")
+    ls.add_argument("--json", action="store_true",
+                    help='one JSON object per session, then {"next_cursor": ...}')
     ls.set_defaults(run=run_ls)
 
     show = add_command(commands, "show", "print a session's turns and events (messages with "
@@ -43,6 +58,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_ls(args: argparse.Namespace) -> int:
     store = store_from(args, args.path)
+    if any(value is not None for value in (
+            args.tag, args.title, args.since, args.until, args.workspace, args.order,
+            args.limit, args.cursor)) or args.json:
+        from .listing import run_paged
+
+        return run_paged(store, args)
     ids = store.session_ids()
     if not ids:
         print(f"no sessions in {store.path}")

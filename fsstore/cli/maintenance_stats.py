@@ -43,6 +43,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help="without SESSION: count every session afresh, not answering "
                             "unchanged ones from the store's stats cache (.stats-cache)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.add_argument("--progress", action="store_true",
+                       help="show progress on stderr even when it is no terminal (it is "
+                            "shown on a terminal anyway; never in the --json output)")
     stats.set_defaults(run=run_stats)
 
     du = add_command(
@@ -73,7 +76,8 @@ def run_stats(args: argparse.Namespace) -> int:
             for line in session_lines(found):
                 print(line)
         return 0
-    with progress(len(store.session_ids()), "stats", unit="session") as bar:
+    with progress(len(store.session_ids()), "stats", unit="session",
+                  force=args.progress) as bar:
         totals = store.stats(on_session=lambda _: bar.update(1),
                              use_cache=not args.no_cache)
     if args.json:

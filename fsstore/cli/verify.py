@@ -24,6 +24,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                     "are problems.")
     verify.add_argument("session", nargs="?", metavar="SESSION", help="only this session")
     chain.add_verify_options(verify)
+    verify.add_argument("--progress", action="store_true",
+                        help="show progress on stderr even when it is no terminal (it is "
+                             "shown on a terminal anyway)")
     verify.set_defaults(run=run_verify)
 
 
