@@ -108,11 +108,15 @@ class FakeClock:
 
 
 @pytest.fixture(autouse=True)
-def no_chain_key_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_chain_key_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A chain key in the environment of whoever runs the tests would make the stores
-    they open keyed (docs/FORMAT.md 3.4): tests that want one set it themselves."""
+    they open keyed (docs/FORMAT.md 3.4): tests that want one set it themselves, and
+    none is left behind for the next (a store a module's fixture creates would be keyed)."""
     monkeypatch.delenv("FSSTORE_CHAIN_KEY", raising=False)
     monkeypatch.delenv("FSSTORE_CHAIN_KEY_FILE", raising=False)
+    yield
+    os.environ.pop("FSSTORE_CHAIN_KEY", None)
+    os.environ.pop("FSSTORE_CHAIN_KEY_FILE", None)
 
 
 @pytest.fixture

@@ -630,9 +630,7 @@ def test_stats_watch_backup_and_lease_tokens_read_chained_sessions(tmp_path, key
     store.release_lease(lease)
     report = fsstore.backup_store(store, tmp_path / "backup", verify=True)
     assert not report.failed
-    if key is not None:
-        os.environ[chain.KEY_ENV] = KEY.hex()  # (the fixture removes it again)
-    assert [f for f in fsstore.verify_backup(tmp_path / "backup")
+    assert [f for f in fsstore.verify_backup(tmp_path / "backup", chain_key=key)
             if f.level == "problem"] == []
 
 
