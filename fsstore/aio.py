@@ -289,9 +289,6 @@ class AsyncStoreMixin:
     async def alineage(self: _StoreLike, session_id: str) -> Lineage:
         return await asyncio.to_thread(self.lineage, session_id)
 
-    async def alist_sessions(self: _StoreLike) -> list[SessionInfo]:
-        return await asyncio.to_thread(self.list_sessions)
-
     async def aopen_session(
         self: _StoreLike, session_id: str, *, durability: Durability | str | None = None,
         lock_timeout: float | None = None, lease: Lease | None = None, shared: bool = False,

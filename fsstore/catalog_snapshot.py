@@ -23,15 +23,20 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import crc32c
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from .errors import CorruptionError, FsStoreError
 from .fsio import FileIO
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+# numpy is imported where a column is made or read: the commands that list no page
+# (`fsstore ls`, `cat`) start without it (README, Development).
 
 MAGIC = b"FSCATLG\n"
 #: Bumped whenever the layout or an entry's fields change: another version is rebuilt.
@@ -127,13 +132,28 @@ def parents_of(entry: Entry) -> list[str]:
 
 
 def row_of(entry: Entry) -> Row:
-    body = _ENTRY_ENCODER.encode(entry)
+    try:
+        body = _ENTRY_ENCODER.encode(entry)
+    except UnicodeEncodeError:
+        # A hand-edited manifest may hold a lone surrogate (JSON escapes one; UTF-8, and
+        # so msgpack, cannot): kept with it escaped and no stamps, so that a listing that
+        # shows the session reads its manifest again (as it does a damaged one's).
+        entry = msgspec.structs.replace(
+            entry, title=None if entry.title is None else _escaped(entry.title),
+            tags=[_escaped(tag) for tag in entry.tags],
+            damaged=None if entry.damaged is None else _escaped(entry.damaged), stamp=())
+        body = _ENTRY_ENCODER.encode(entry)
     return Row(entry.id, entry.created, entry.updated,
                (entry.title or "").casefold().encode(), list(entry.tags),
                _CRC.pack(crc32c.crc32c(body)) + body, parents_of(entry))
 
 
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _ends(parts: list[bytes]) -> npt.NDArray[np.uint64]:
+    import numpy as np
     return np.cumsum(np.fromiter(map(len, parts), dtype=np.uint64, count=len(parts)),
                      dtype=np.uint64)
 
@@ -141,6 +161,7 @@ def _ends(parts: list[bytes]) -> npt.NDArray[np.uint64]:
 def encode(rows: Iterable[Row], sessions_stamp: tuple[int, int, int] | None,
            journal: tuple[int, int]) -> bytes:
     """The snapshot file's bytes for ``rows`` (in any order; one per id)."""
+    import numpy as np
     ordered = sorted(rows, key=lambda row: row.id)
     count = len(ordered)
     ids = [row.id.encode() for row in ordered]
@@ -199,6 +220,7 @@ class Snapshot:
 
     def __init__(self, table: _Table, size: int, read: Callable[[int, int], bytes],
                  path: str, close: Callable[[], None] | None = None) -> None:
+        import numpy as np
         self.count = table.count
         self.sessions_stamp = table.sessions_stamp
         self.journal = table.journal
@@ -279,6 +301,7 @@ class Snapshot:
 
     def column(self, name: str) -> Any:
         """A section, checked: a read-only numpy array, or bytes for the blobs."""
+        import numpy as np
         found = self._cache.get(name)
         if found is None:
             data = self._bytes(name)
@@ -345,6 +368,7 @@ class Snapshot:
 
     def tag_rows(self, tag: str) -> Any:
         """The rows holding ``tag``, ascending (an empty array for a tag none holds)."""
+        import numpy as np
         names = self._cache.get("tag_names_list")
         if names is None:
             try:

@@ -14,6 +14,7 @@ twice or not at all, as in any listing by a changing key).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import os
@@ -21,8 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from . import layout
 from .catalog import Catalog, Entry, SnapshotDamaged, View, info_of, metadata_of
@@ -234,6 +233,7 @@ class _Page:
 
     def _rows(self) -> Any:
         """The snapshot's rows in the order asked, less those the columns rule out."""
+        import numpy as np
         snapshot, filters = self.snapshot, self.filters
         count = snapshot.count
         if self.order == "id":
@@ -281,6 +281,7 @@ class _Page:
         """The rows whose casefolded title holds ``wanted``, found in the titles' blob;
         None when it is in so many that checking each row as it comes up is cheaper
         (a page then stops early)."""
+        import numpy as np
         blob: bytes = self.snapshot.column("titles")
         count = self.snapshot.count
         if blob.count(wanted) > max(64, count // 4):
@@ -438,6 +439,44 @@ class ListingMixin:
             updated_before=updated_before, has_collection=has_collection)
         return list_page(self, filters, workspace=workspace, order=order,
                          descending=descending, limit=limit, cursor=cursor)
+
+    async def alist_sessions(
+        self, *, tags: Iterable[str] | None = None, title: str | None = None,
+        metadata: Mapping[str, Any] | None = None, created_after: When = None,
+        created_before: When = None,
+        updated_after: When = None,
+        updated_before: When = None, workspace: str | None = None,
+        has_collection: bool | str | None = None, order: str = "id",
+        descending: bool | None = None, limit: int | None = None, cursor: str | None = None,
+    ) -> list[SessionInfo]:
+        """:meth:`list_sessions` in a worker thread."""
+        import asyncio
+
+        return await asyncio.to_thread(functools.partial(
+            self.list_sessions, tags=tags, title=title, metadata=metadata,
+            created_after=created_after, created_before=created_before,
+            updated_after=updated_after, updated_before=updated_before,
+            workspace=workspace, has_collection=has_collection, order=order,
+            descending=descending, limit=limit, cursor=cursor))
+
+    async def alist_page(
+        self, *, tags: Iterable[str] | None = None, title: str | None = None,
+        metadata: Mapping[str, Any] | None = None, created_after: When = None,
+        created_before: When = None,
+        updated_after: When = None,
+        updated_before: When = None, workspace: str | None = None,
+        has_collection: bool | str | None = None, order: str = "updated",
+        descending: bool | None = None, limit: int | None = 100, cursor: str | None = None,
+    ) -> SessionPage:
+        """:meth:`list_page` in a worker thread."""
+        import asyncio
+
+        return await asyncio.to_thread(functools.partial(
+            self.list_page, tags=tags, title=title, metadata=metadata,
+            created_after=created_after, created_before=created_before,
+            updated_after=updated_after, updated_before=updated_before,
+            workspace=workspace, has_collection=has_collection, order=order,
+            descending=descending, limit=limit, cursor=cursor))
 
     def _session_info(self, session_id: str) -> SessionInfo | None:
         """What a listing says of one session; None when it is not there."""
