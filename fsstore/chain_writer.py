@@ -123,14 +123,23 @@ def last_link(reader: LogReader, first_seq: int) -> bytes | None:
 
 
 def segment_before(reader: LogReader, first_seq: int) -> int | None:
-    """The live segment before ``first_seq``, None when there is none: passing over the
-    files of history a retention dropped that are still there (one interrupted before it
-    unlinked them, FORMAT.md 5.6), whose chain is the dropped one: the log's first file,
-    which holds the base, comes before the first segment after the base."""
+    """The live segment before ``first_seq``, None when there is none (or when
+    ``first_seq``'s own file is a leftover of a compaction, merged into the file before
+    it): passing over the files of history a retention dropped that are still there (one
+    interrupted before it unlinked them, FORMAT.md 5.6), whose chain is the dropped one:
+    the log's first file, which holds the base, comes before the first segment after the
+    base."""
     before = [s for s in reader.list_segments() if s < first_seq]
     if not before:
         return None
-    log_start = reader.read_header(before[-1]).log_start
+    with reader.open_segment(before[-1]) as segment:
+        if segment.tables is not None and any(
+                member.first_seq >= first_seq for member in segment.tables.members):
+            # ``first_seq``'s file is a leftover of a compaction that merged it into the
+            # file before (being unlinked): its records are read, and their link
+            # checked, in that file; as a file of its own it links from none.
+            return None
+        log_start = segment.header.log_start
     if before[-1] > log_start and log_start in before:
         base = reader.base_of(log_start)
         if base is not None and before[-1] <= base.seq:
