@@ -343,9 +343,12 @@ def test_the_committed_v1_5_store_reads_its_messages_the_same_forever():
     assert tree_snapshot(FIXTURE_1_5) == before
 
 
-def test_the_committed_v1_5_store_reads_its_usage_stats_graph_and_workspace_forever():
-    before = tree_snapshot(FIXTURE_1_5)
-    _, store = open_fixture(FIXTURE_1_5)
+def test_the_committed_v1_5_store_reads_its_usage_stats_graph_and_workspace_forever(tmp_path):
+    # a copy: its lineage makes the store's catalog (a cache, FORMAT.md 24), as a listing would
+    copy = str(tmp_path / "v1.5")
+    shutil.copytree(FIXTURE_1_5, copy)
+    before = tree_snapshot(copy)
+    _, store = open_fixture(copy)
     chat = store.read_session("chat")
     totals = fsstore.UsageTotals
     model_a = totals(input=2500, output=90, cached_input=400, cache_write=100, reasoning=20,
@@ -386,7 +389,10 @@ def test_the_committed_v1_5_store_reads_its_usage_stats_graph_and_workspace_fore
         "chat": "primary", "chat-fork": "related", "helper": "sub-agent"}
     assert store.session_workspaces("helper") == {"deploy-fix": "sub-agent"}
     assert store.verify() == []
-    assert tree_snapshot(FIXTURE_1_5) == before
+    after = tree_snapshot(copy)
+    for cache in ("store/catalog", "store/catalog.log"):
+        after.pop(cache, None)  # a cache, rebuilt when missing: nothing else is written
+    assert after == before
 
 
 def test_the_committed_v1_5_store_takes_messages_edits_and_deletes(tmp_path):
@@ -450,3 +456,86 @@ def test_the_committed_v1_6_store_takes_appends_compaction_and_retention(tmp_pat
         assert reader.state() == want["state"], session_id
         assert [[i.id, i.payload, i.status] for i in reader.inputs.items()] == want["inputs"]
     assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+FIXTURE_1_7 = os.path.join(ROOT, "fixtures", "v1.7")
+KEY_1_7 = os.path.join(FIXTURE_1_7, "chain.key")
+STORES_1_7 = [("store", None), ("keyed-store", KEY_1_7)]
+
+
+def chained_fixture(name: str, key: str | None, root: str = FIXTURE_1_7
+                    ) -> tuple[dict, fsstore.Store]:
+    with open(os.path.join(FIXTURE_1_7, "expected.json")) as handle:
+        expected = json.load(handle)[name]
+    store = fsstore.open_store(os.path.join(root, name), create=False, chain_key=key)
+    assert store.session_ids() == sorted(expected)
+    return expected, store
+
+
+@pytest.mark.parametrize(("name", "key"), STORES_1_7)
+def test_the_committed_v1_7_chained_stores_read_the_same_forever(name, key):
+    before = tree_snapshot(FIXTURE_1_7)
+    expected, store = chained_fixture(name, key)
+    assert store.chain is not None and (store.chain.key_id is not None) == (key is not None)
+    for session_id, want in expected.items():
+        found = maintained(store, session_id)
+        reader = store.read_session(session_id)
+        assert reader.head_hash == want["head_hash"] is not None, session_id
+        found["head_hash"] = reader.head_hash
+        if "collection" in want:
+            sys.path.insert(0, os.path.join(ROOT, "tools"))
+            try:
+                import make_fixture
+            finally:
+                sys.path.remove(os.path.join(ROOT, "tools"))
+            found["collection"] = make_fixture.collection_contents(
+                reader.collection("notes"), make_fixture.FIXTURE_IDS[:20])
+        assert found == want, session_id
+        assert [f for f in reader.verify(want["head_hash"], exact=True)
+                if f.level == "problem"] == [], session_id
+    assert [f for f in store.verify() if f.level == "problem"] == []
+    assert tree_snapshot(FIXTURE_1_7) == before
+
+
+@pytest.mark.parametrize(("name", "key"), STORES_1_7)
+def test_the_committed_v1_7_chained_stores_take_appends_and_maintenance(tmp_path, name, key):
+    shutil.copytree(os.path.join(FIXTURE_1_7, name), tmp_path / name)
+    expected, store = chained_fixture(name, key, str(tmp_path))
+    for session_id in store.session_ids():
+        with store.open_session(session_id) as session:
+            assert session.append({"new": True}) == expected[session_id]["head"] + 1
+    store.compact()
+    store.retain("compacted", keep_turns=2)
+    with store.open_session("vacuumed") as session:
+        session.vacuum()
+    for session_id, want in expected.items():
+        assert store.read_session(session_id).state() == want["state"], session_id
+    assert [f for f in store.verify() if f.level == "problem"] == []
+
+
+def test_the_committed_v1_7_keyed_store_refuses_without_its_key_and_catches_an_edit(tmp_path):
+    expected, store = chained_fixture("keyed-store", None)
+    with pytest.raises(fsstore.ChainKeyRequired):
+        list(store.read_session("plain").events())
+    shutil.copytree(os.path.join(FIXTURE_1_7, "keyed-store"), tmp_path / "keyed-store")
+    store = fsstore.open_store(tmp_path / "keyed-store", create=False, chain_key=KEY_1_7)
+    log = tmp_path / "keyed-store" / "sessions" / "plain" / "log"
+    first = sorted(os.listdir(log))[0]
+    data = bytearray((log / first).read_bytes())
+    at = data.index(b"the same words")
+    data[at] ^= 0x20  # an edit of one record's text, its checksum recomputed
+    from fsstore.checksum import crc32c
+    from fsstore.log_format import frame_end
+    off = 64
+    while True:
+        length, frame_type = (int.from_bytes(data[off + 4:off + 8], "little"),
+                              int.from_bytes(data[off + 20:off + 24], "little"))
+        body_end = off + ((24 + length + 7) & ~7)
+        if at < body_end:
+            data[off:off + 4] = crc32c(bytes(data[off + 4:body_end])).to_bytes(4, "little")
+            break
+        off = frame_end(off, length, frame_type)
+    (log / first).write_bytes(bytes(data))
+    with pytest.raises(fsstore.CorruptionError, match="chain"):
+        list(store.read_session("plain").events())
+    assert expected["plain"]["head_hash"]

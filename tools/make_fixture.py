@@ -585,7 +585,108 @@ def make_v1_6() -> None:
         handle.write("\n")
 
 
+#: The key of the keyed store of fixtures/v1.7, kept beside it (never inside a store).
+V1_7_KEY = bytes(range(0x40, 0x60))
+
+
+def _chained_sessions(store: fsstore.Store, ts: float) -> None:
+    """The sessions each store of fixtures/v1.7 holds: plain, forked (a junction), a
+    fork of the fork, compacted, retained (a chained base), vacuumed, repaired, and one
+    with a vector collection (a chained write-ahead log and a bound collection.json)."""
+    from fsstore.vectors import tuning
+
+    with store.create_session("plain", title="chained ✓", tags=["x"],
+                              metadata={"model": "m"}) as session:
+        _maintained_turns(session, 12, ts)
+        session.fork("fork", at_seq=20).close()
+    with store.open_session("fork") as session:
+        for turn in range(13, 16):
+            session.messages.append({"id": f"fork-m{turn}", "role": "user",
+                                     "parts": [{"type": "text", "text": f"fork {turn}"}]},
+                                    turn=turn, ts=ts + 500 + turn)
+            session.commit([], state_patch={"fork": turn}, turn=turn, ts=ts + 501 + turn)
+            session.finish_turn(turn)
+        session.fork("fork-of-fork").close()
+    with store.create_session("compacted", title="compacted") as session:
+        _maintained_turns(session, 30, ts)
+    assert store.compact(["compacted"]).segments_after >= 1
+    with store.open_session("compacted") as session:
+        session.append({"after": "compaction"}, turn=31, ts=ts + 400)
+    with store.create_session("retained", title="retained") as session:
+        _maintained_turns(session, 30, ts)
+        assert session.retain(keep_turns=4).seqs_dropped > 0
+    with store.create_session("vacuumed", title="vacuumed") as session:
+        _maintained_turns(session, 30, ts)
+        session.messages.delete("m8", turn=31, ts=ts + 399)
+        session.append({"after": "the work"}, turn=31, ts=ts + 400)
+        assert session.vacuum().removed["queue_records"].count > 0
+    with store.create_session("repaired", title="repaired") as session:
+        for n in range(60):
+            session.append({"n": n, "text": "x" * 120}, turn=n // 6 + 1, ts=ts + n)
+    log = os.path.join(store.path, "sessions", "repaired", "log")
+    segment = os.path.join(log, sorted(os.listdir(log))[2])
+    with open(segment, "r+b") as handle:
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    assert store.repair("repaired").lost
+    seal_rows = tuning.SEAL_ROWS
+    tuning.SEAL_ROWS = 8  # a shard and a write-ahead log; the format does not depend on it
+    try:
+        with store.create_session("memory", title="vectors") as session:
+            session.commit([{"role": "user", "content": "remember this"}], ts=ts)
+            notes = session.create_collection("notes", 4)
+            for i in range(20):
+                notes.upsert([fsstore.VectorDocument(
+                    f"doc-{i}", [i % 5, (i * 7) % 3 - 1, i / 10, 1], content=f"note {i}",
+                    metadata={"kind": "note" if i % 2 else "fact", "n": i})])
+            notes.delete(["doc-3"])
+    finally:
+        tuning.SEAL_ROWS = seal_rows
+
+
+def _chained_expected(store: fsstore.Store) -> dict:
+    expected = {}
+    for info in store.list_sessions():
+        found = maintained_expected(store, info.id)
+        reader = store.read_session(info.id)
+        found["head_hash"] = reader.head_hash
+        if info.id == "memory":
+            found["collection"] = collection_contents(reader.collection("notes"),
+                                                      FIXTURE_IDS[:20])
+        expected[info.id] = found
+    return expected
+
+
+def make_v1_7() -> None:
+    """Version 1.7: hash chains by default. Two stores of the same sessions: ``store``
+    (SHA-256, the policy a store gets with no key) and ``keyed-store`` (HMAC-SHA256
+    under the key in ``chain.key`` beside it), each with every maintenance a chained
+    session goes through, and ``pins.json``, the heads each store's sessions were
+    pinned at."""
+    here = os.path.join(FIXTURES, "v1.7")
+    if os.path.exists(here):
+        shutil.rmtree(here)
+    os.makedirs(here)
+    key_path = os.path.join(here, "chain.key")
+    with open(key_path, "w") as handle:
+        handle.write(V1_7_KEY.hex() + "\n")
+    ts = 1795400000.0
+    expected = {}
+    for name, key in (("store", None), ("keyed-store", key_path)):
+        store_path = os.path.join(here, name)
+        store = fsstore.open_store(store_path, segment_size=4096, chain_key=key)
+        assert store.chain is not None and (store.chain.key_id is not None) == (key is not None)
+        _chained_sessions(store, ts)
+        expected[name] = _chained_expected(store)
+        remove_lock_files(store_path)
+    with open(os.path.join(here, "expected.json"), "w") as handle:
+        json.dump(expected, handle, indent=1, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
+
+
 if __name__ == "__main__":
     {"v1": make_v1, "v1.1": make_v1_1, "v1.2": make_v1_2,
      "v1.2-work": make_v1_2_work, "v1.3": make_v1_3, "v1.5": make_v1_5,
-     "v1.6": make_v1_6}[sys.argv[1]]()
+     "v1.6": make_v1_6, "v1.7": make_v1_7}[sys.argv[1]]()
