@@ -170,7 +170,8 @@ def exact_scores(vectors: np.ndarray, query: np.ndarray, metric: DistanceMetric
     ``euclidean`` distance, from sums rounded once (``math.fsum`` of products that are
     exact in float64), then rounded to float32 (the precision of what is stored; a
     bound given as a float32 then compares as written)."""
-    return np.asarray(_exact(vectors, query, metric), dtype=np.float32).tolist()
+    rounded: list[float] = np.asarray(_exact(vectors, query, metric), dtype=np.float32).tolist()
+    return rounded
 
 
 def _exact(vectors: np.ndarray, query: np.ndarray, metric: DistanceMetric) -> list[float]:
@@ -229,7 +230,7 @@ def scored(pairs: Sequence[tuple[RowSource, int]], query: np.ndarray,
     by_source: dict[int, tuple[RowSource, list[int]]] = {}
     for source, row in pairs:
         by_source.setdefault(id(source), (source, []))[1].append(row)
-    found = []
+    found: list[tuple[RowSource, int, float]] = []
     for source, rows in by_source.values():
         scores = exact_scores(source.gather(np.asarray(rows, dtype=np.int64)).T, query,
                               metric)

@@ -22,6 +22,7 @@ from ..aio import AsyncVectorCollectionReaderMixin
 from ..errors import CollectionNotFound, CorruptionError, InvalidQuery, SessionClosed
 from ..fsio import FileIO
 from ..log import LogReader
+from . import exact
 from .collection_chain import CollectionChain
 from .collection_file import (
     CollectionManifest,
@@ -31,7 +32,6 @@ from .collection_file import (
     read_manifest,
 )
 from .filters import VectorFilter
-from . import exact
 from .rows import RowSource, Shard, UnsealedRows
 from .shard_files import DTYPES, DeleteRecord, decode_record
 from .types import CollectionInfo, DistanceMetric, VectorDocument, VectorSearchResult
