@@ -115,18 +115,20 @@ def holds(io: FileIO, session: str, name: str, stamp: Sequence[Any]) -> bool:
     """Whether a collection's stamps are still ``stamp``: three ``lstat``s (an
     unchanged ``wal/`` has no newer segment)."""
     manifest, wal_mtime, newest, segment = stamp
-    folder = os.path.join(session, layout.VECTORS_DIR, name)
-    now = io.stamp(os.path.join(folder, layout.COLLECTION_MANIFEST))
-    if now is None or list(now) != list(manifest):
+    # Plain concatenation (the names were checked when the part was made): this runs
+    # for every session of every search.
+    folder = f"{session}/{layout.VECTORS_DIR}/{name}/"
+    now = io.stamp(folder + layout.COLLECTION_MANIFEST)
+    if now is None or list(now) != manifest:
         return False
-    wal = os.path.join(folder, layout.WAL_DIR)
+    wal = folder + layout.WAL_DIR
     now = io.stamp(wal)
     if now is None or now[0] != wal_mtime:
         return False
     if not newest:
         return True
-    now = io.stamp(os.path.join(wal, newest))
-    return now is not None and list(now[:2]) == list(segment)
+    now = io.stamp(f"{wal}/{newest}")
+    return now is not None and list(now[:2]) == segment
 
 
 def absent_stamp(io: FileIO, session: str) -> list[Any] | None:

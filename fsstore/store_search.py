@@ -168,8 +168,8 @@ def search(store: Store, collection: str, query: Any, batch: bool, k: int,
 
     # The sessions the cache answers for: each cache shard scored at once.
     if clean and loaded is not None:
-        for part in clean.values():
-            adopt(DistanceMetric(part.metric), part.session)
+        for metric_name, session_id in {p.metric: p.session for p in clean.values()}.items():
+            adopt(DistanceMetric(metric_name), session_id)
         assert used is not None
         dim = loaded.index.dim
         queries = as_vectors(query, dim, "queries" if batch else "query", InvalidQuery)
