@@ -289,17 +289,6 @@ class Rows:
         self.count = sum(len(rows) for _source, rows in sources)
 
 
-def live_rows(reader: Any) -> list[tuple[RowSource, np.ndarray]]:
-    """The live rows of each row source of an open collection."""
-    found = []
-    for source in reader._sources():
-        dead = source.dead_rows()
-        rows = np.arange(source.size) if dead is None else np.flatnonzero(~dead)
-        if len(rows):
-            found.append((source, rows))
-    return found
-
-
 def _raw(source: RowSource, section: str, row: int) -> bytes:
     if isinstance(source, Shard):
         return bytes(source.docs.raw(section, row))

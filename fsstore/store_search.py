@@ -67,6 +67,7 @@ def search(store: Store, collection: str, query: Any, batch: bool, k: int,
     """See ``Store.search``; ``where`` holds the session filters (SESSION_FILTERS)."""
     from . import vectors
     from .vectors import DistanceMetric
+    from .vectors.reader import live_rows
     from .vectors.validate import as_vectors
 
     name = vectors.check_collection_name(collection)
@@ -164,7 +165,7 @@ def search(store: Store, collection: str, query: Any, batch: bool, k: int,
         add(session_id, results)
         if stamp is not None and cache.settled(stamp) and _fits(found, loaded):
             fresh.append(cache.Rows(session_id, found.metric.value, stamp,
-                                    cache.live_rows(found), found.dim, found.dtype))
+                                    live_rows(found), found.dim, found.dtype))
 
     # The sessions the cache answers for: each cache shard scored at once.
     if clean and loaded is not None:

@@ -424,3 +424,15 @@ def live_documents(collection: VectorCollectionReader) -> Iterator[VectorDocumen
         for row in range(source.size):
             if dead is None or not dead[row]:
                 yield source.document(row)
+
+
+def live_rows(collection: VectorCollectionReader) -> list[tuple[RowSource, np.ndarray]]:
+    """Each row source of ``collection`` (shards, then the unsealed rows) with its live
+    rows: what the store's search cache copies. Internal."""
+    found = []
+    for source in collection._sources():
+        dead = source.dead_rows()
+        rows = np.arange(source.size) if dead is None else np.flatnonzero(~dead)
+        if len(rows):
+            found.append((source, rows))
+    return found
