@@ -112,14 +112,15 @@ def collection_stamp(io: FileIO, session: str, name: str) -> Stamp | None:
 
 
 def holds(io: FileIO, session: str, name: str, stamp: Sequence[Any]) -> bool:
-    """Whether a collection's stamps are still ``stamp``: three ``lstat``s (an
-    unchanged ``wal/`` has no newer segment)."""
+    """Whether a collection's stamps are still ``stamp`` (as :func:`collection_stamp`
+    gives it, or as tuples): three ``lstat``s (an unchanged ``wal/`` has no newer
+    segment)."""
     manifest, wal_mtime, newest, segment = stamp
     # Plain concatenation (the names were checked when the part was made): this runs
     # for every session of every search.
     folder = f"{session}/{layout.VECTORS_DIR}/{name}/"
     now = io.stamp(folder + layout.COLLECTION_MANIFEST)
-    if now is None or list(now) != manifest:
+    if now is None or now != tuple(manifest):
         return False
     wal = folder + layout.WAL_DIR
     now = io.stamp(wal)
@@ -128,7 +129,7 @@ def holds(io: FileIO, session: str, name: str, stamp: Sequence[Any]) -> bool:
     if not newest:
         return True
     now = io.stamp(f"{wal}/{newest}")
-    return now is not None and list(now[:2]) == segment
+    return now is not None and now[:2] == tuple(segment)
 
 
 def absent_stamp(io: FileIO, session: str) -> list[Any] | None:
@@ -208,6 +209,9 @@ class Loaded:
         self.max_norm = {name: float(shard.norms().max()) if shard.size else 0.0
                          for name, shard in self.shards.items()}
         self.parts = {part.session: part for part in index.parts}
+        #: Each part's stamp as tuples, as ``FileIO.stamp`` gives them: compared as is.
+        self.stamps = {part.session: (tuple(part.stamp[0]), part.stamp[1], part.stamp[2],
+                                      tuple(part.stamp[3])) for part in index.parts}
         #: Per shard: part starts (sorted) and the parts, to name a row's session.
         self.starts: dict[str, tuple[np.ndarray, list[Part]]] = {}
         for name in self.shards:

@@ -96,7 +96,8 @@ def search(store: Store, collection: str, query: Any, batch: bool, k: int,
     absent = {} if loaded is None else dict(loaded.index.absent)
     for session_id in ids:
         part = None if loaded is None else loaded.parts.get(session_id)
-        if part is not None and cache.holds(store.io, folders[session_id], name, part.stamp):
+        if part is not None and cache.holds(store.io, folders[session_id], name,
+                                             loaded.stamps[session_id]):  # type: ignore[union-attr]
             clean[session_id] = part
             continue
         seen = absent.get(session_id)
