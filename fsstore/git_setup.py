@@ -67,6 +67,8 @@ IGNORED = (
     ("/catalog", "the store catalog: a cache of listings, rebuilt when missing"),
     ("/catalog.log", "what changed since the catalog was written: part of that cache"),
     ("/catalog.log.new", "(the same, while a rebuild replaces it)"),
+    ("/search/", "the search cache: copies of every session's collections, rebuilt when "
+     "missing"),
     ("/.tmp-*", "writes awaiting their rename (a crash may leave them)"),
     ("/workspaces/.tmp-*", "(the same)"),
     ("/sessions/**/.tmp-*", "(the same)"),

@@ -44,6 +44,7 @@ STORE_MANIFEST = "fsstore.json"
 STATS_CACHE = ".stats-cache"  # a cache, deleted at any time (FORMAT 7.7)
 CATALOG = "catalog"  # the store catalog: a cache of listings (FORMAT 24)
 CATALOG_JOURNAL = "catalog.log"  # what changed since the catalog was written
+SEARCH_DIR = "search"  # the search cache: shards of every session's collection (FORMAT 25)
 SESSIONS_DIR = "sessions"
 SESSION_MANIFEST = "session.json"
 WRITER_LOCK = "writer.lock"

@@ -26,10 +26,8 @@ from .defaults import (
     DEFAULT_TORN_GRACE_SECONDS,
 )
 from .errors import (
-    CollectionNotFound,
     Finding,
     FsStoreError,
-    InvalidQuery,
     InvalidSetting,
     SessionExists,
     SessionLocked,
@@ -38,7 +36,7 @@ from .errors import (
 )
 from .fsio import FileIO
 from .lazy import LazyModule
-from .listing import ListingMixin
+from .listing import ListingMixin, When
 from .log_format import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_SIZE, check_seq
 from .log_writer import Durability, check_settings, create_log
 from .session_metadata import new_manifest
@@ -524,86 +522,47 @@ class Store(ListingMixin, AsyncStoreMixin, AsyncStoreMaintenanceMixin, AsyncStor
         metric: DistanceMetric | str | None = None,
         filter: VectorFilter | Mapping[str, Any] | None = None,
         min_score: float | None = None, max_distance: float | None = None,
-        sessions: Iterable[str] | None = None,
+        sessions: Iterable[str] | None = None, tags: Iterable[str] | None = None,
+        workspace: str | None = None, created_after: When = None,
+        created_before: When = None, updated_after: When = None,
+        updated_before: When = None,
     ) -> list[VectorSearchResult]:
         """Search the vector collection ``collection`` of every session that has one (or
         of ``sessions``), and merge: the ``k`` nearest over all of them, best first, each
-        naming its ``session_id``. Arguments as ``VectorCollection.search`` (the score
-        bounds included); the collections must agree on the metric unless ``metric`` is
-        given. Reads without locks."""
-        return self._search(collection, query, False, k, metric, filter, sessions,
-                            {"min_score": min_score, "max_distance": max_distance})[0]
+        naming its ``session_id``; equal scores by session id, then document id. The
+        exact answer of searching each collection and merging. Arguments as
+        ``VectorCollection.search`` (the score bounds included); the collections must
+        agree on the metric unless ``metric`` is given. ``tags``, ``workspace`` and the
+        time bounds keep the sessions ``list_sessions`` would, answered by the store
+        catalog before any vector is read. Reads without locks; sessions unchanged
+        since the search cache copied them (``search/``, docs/FORMAT.md 25) are scored
+        there, the others in their folders, and then copied into it."""
+        from .store_search import search
+
+        return search(self, collection, query, False, k, metric, filter, sessions,
+                      {"min_score": min_score, "max_distance": max_distance},
+                      {"tags": tags, "workspace": workspace, "created_after": created_after,
+                       "created_before": created_before, "updated_after": updated_after,
+                       "updated_before": updated_before})[0]
 
     def search_batch(
         self, collection: str, queries: Any, k: int = 10, *,
         metric: DistanceMetric | str | None = None,
         filter: VectorFilter | Mapping[str, Any] | None = None,
         min_score: float | None = None, max_distance: float | None = None,
-        sessions: Iterable[str] | None = None,
+        sessions: Iterable[str] | None = None, tags: Iterable[str] | None = None,
+        workspace: str | None = None, created_after: When = None,
+        created_before: When = None, updated_after: When = None,
+        updated_before: When = None,
     ) -> list[list[VectorSearchResult]]:
         """``search`` for each row of the 2-D ``queries``: one list per query."""
-        return self._search(collection, queries, True, k, metric, filter, sessions,
-                            {"min_score": min_score, "max_distance": max_distance})
+        from .store_search import search
 
-    def _search(self, collection: str, query: Any, batch: bool, k: int,
-                metric: DistanceMetric | str | None,
-                filter: VectorFilter | Mapping[str, Any] | None,
-                sessions: Iterable[str] | None, bounds: dict[str, float | None]
-                ) -> list[list[VectorSearchResult]]:
-        from . import vectors
-        from .vectors import DistanceMetric
-
-        name = vectors.check_collection_name(collection)
-        vectors.check_k(k)
-        chosen = None if metric is None else DistanceMetric.of(metric)
-        min_score, max_distance = bounds["min_score"], bounds["max_distance"]
-        # The bounds' numbers are refused before any session is read, found or not; whether
-        # a bound fits the metric waits for the metric, when the collections give it.
-        vectors.check_score_bound(chosen or (DistanceMetric.EUCLIDEAN if max_distance is not None
-                                             else DistanceMetric.COSINE), min_score, max_distance)
-        conditions = vectors.VectorFilter.of(filter)
-        explicit = sessions is not None
-        ids = list(sessions) if sessions is not None else self.session_ids()
-        merged: list[list[VectorSearchResult]] | None = None
-        used: DistanceMetric | None = chosen
-        for session_id in ids:
-            try:
-                found = self.read_session(session_id).collection(name)
-            except SessionNotFound:
-                if explicit:
-                    raise
-                continue  # deleted meanwhile
-            except CollectionNotFound:
-                continue
-            except FsStoreError:
-                if explicit:
-                    raise
-                continue  # damaged: verify reports it; the other sessions are searched
-            if used is None:
-                used = found.metric
-                vectors.check_score_bound(used, min_score, max_distance)
-            elif chosen is None and found.metric is not used:
-                raise InvalidQuery(
-                    f"collection {name!r} uses metric {found.metric.value} in session "
-                    f"{session_id!r} but {used.value} elsewhere; pass metric= to compare")
-            try:
-                results = (found.search_batch(query, k, metric=used, filter=conditions, **bounds)
-                           if batch else
-                           [found.search(query, k, metric=used, filter=conditions, **bounds)])
-            except InvalidQuery as exc:
-                raise type(exc)(f"session {session_id!r}: {exc}") from None
-            except FsStoreError:
-                if explicit:
-                    raise
-                continue  # damaged shards: as above
-            tagged = [[r._replace(session_id=session_id) for r in rs] for rs in results]
-            merged = tagged if merged is None else [a + b for a, b in zip(merged, tagged,
-                                                                           strict=True)]
-        if merged is None:
-            return [[] for _ in range(len(query))] if batch else [[]]
-        lower_first = used is DistanceMetric.EUCLIDEAN
-        return [sorted(rs, key=lambda r: r.score if lower_first else -r.score)[:k]
-                for rs in merged]
+        return search(self, collection, queries, True, k, metric, filter, sessions,
+                      {"min_score": min_score, "max_distance": max_distance},
+                      {"tags": tags, "workspace": workspace, "created_after": created_after,
+                       "created_before": created_before, "updated_after": updated_after,
+                       "updated_before": updated_before})
 
     def watch(self, *, poll_interval: float = 1.0,
               callback: Callable[[SessionChange], object] | None = None,

@@ -612,6 +612,7 @@ def main() -> None:
     from bench_parquet import parquet_rows
     from bench_stats import stats_rows
     from bench_store_scale import store_scale_rows
+    from bench_store_search import store_search_rows
     from bench_transcripts import transcript_rows
     from bench_vectors import vector_rows
 
@@ -634,6 +635,8 @@ def main() -> None:
         ("chain", chain_rows, "the hash chain rows (appends and replay, chain off and on)"),
         ("store-scale", store_scale_rows,
          "the listing rows (stores of 1,000, 10,000 and 100,000 sessions; --quick: 10,000)"),
+        ("store-search", store_search_rows,
+         "the store-wide vector search rows (100 and 1,000 sessions of 1,000 vectors)"),
     ]
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

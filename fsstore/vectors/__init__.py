@@ -18,7 +18,7 @@ The package, one concern a module:
 - ``collection_file``: ``collection.json`` and the states it pins for copies (15.8);
 - ``shard_files``: a shard's files, the stored values and the log's records;
 - ``rows``: the row sources search reads (a shard, the unsealed rows);
-- ``kernel``: the exact top-k search over a row source;
+- ``exact``: the search: candidates by BLAS, then exact scores and a deterministic order;
 - ``tuning``: the seal and merge sizes, the copy grace period and the search block size,
   read at call time (tests and tools patch them there);
 - ``reader``: ``VectorCollectionReader``, opening, get and search;

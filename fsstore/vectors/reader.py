@@ -4,7 +4,7 @@ state its ``collection.json`` names, replays the write-ahead log after it, and s
 
 Opening memory-maps the shards (nothing is copied, nothing is read in proportion to
 their size) and replays the log, which sealing keeps short. Search is brute force,
-hence exact (``kernel``).
+hence exact (``exact``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..aio import AsyncVectorCollectionReaderMixin
 from ..errors import CollectionNotFound, CorruptionError, InvalidQuery, SessionClosed
 from ..fsio import FileIO
 from ..log import LogReader
+from . import exact
 from .collection_chain import CollectionChain
 from .collection_file import (
     CollectionManifest,
@@ -31,7 +32,6 @@ from .collection_file import (
     read_manifest,
 )
 from .filters import VectorFilter
-from .kernel import reported_score, search_rows
 from .rows import RowSource, Shard, UnsealedRows
 from .shard_files import DTYPES, DeleteRecord, decode_record
 from .types import CollectionInfo, DistanceMetric, VectorDocument, VectorSearchResult
@@ -361,11 +361,11 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                                "metric 'dot' or 'euclidean', or another query")
         with self._lock:
             self._check_open()
+            sources = [source for source in self._sources() if source.size]
+            top = max((exact.max_norm(source.norms()) for source in sources), default=0.0)
+            margin = 2 * exact.slack(chosen, self.dim, norms, top)
             parts = []
-            sources = self._sources()
-            for number, source in enumerate(sources):
-                if source.size == 0:
-                    continue
+            for source in sources:
                 dead = source.dead_rows()
                 allowed = None if dead is None else ~dead
                 if conditions is not None:
@@ -373,24 +373,23 @@ class VectorCollectionReader(AsyncVectorCollectionReaderMixin):
                     allowed = mask if allowed is None else allowed & mask
                 if allowed is not None and not allowed.any():
                     continue
-                which, keys, rows = search_rows(source, queries, k, chosen, allowed)
-                parts.append((which, keys, rows, np.full(which.size, number)))
-            results: list[list[VectorSearchResult]] = [[] for _ in range(len(queries))]
-            if parts:
-                which, keys, rows, origin = (np.concatenate(p) for p in zip(*parts,
-                                                                           strict=True))
-                for position in np.lexsort((-keys, which)).tolist():
-                    query = int(which[position])
-                    hits = results[query]
-                    if len(hits) == k:
-                        continue
-                    score = reported_score(chosen, float(keys[position]),
-                                           float(norms[query]))
-                    # The score only worsens down a query's ranking, so the best k
-                    # within the bound are the ones of the best k overall within it.
+                which, keys, rows = exact.source_candidates(source, queries, k, chosen,
+                                                            allowed, margin)
+                parts.append((which, keys, rows, source))
+            results: list[list[VectorSearchResult]] = []
+            for number, pairs in enumerate(exact.narrow(parts, len(queries), k, margin)):
+                ranked = sorted(((exact.rank_key(chosen, score), source.doc_id(row), row,
+                                  source, score)
+                                 for source, row, score in exact.scored(
+                                     pairs, queries[number], chosen)),
+                                key=lambda item: item[:2])
+                hits = []
+                # The score only worsens down a query's ranking, so the best k within
+                # the bound are the ones of the best k overall within it.
+                for _key, _id, row, source, score in ranked[:k]:
                     if bound is None or bound.keeps(score):
-                        hits.append(self._result(sources[int(origin[position])],
-                                                 int(rows[position]), score))
+                        hits.append(self._result(source, row, score))
+                results.append(hits)
         return results
 
     @staticmethod
@@ -425,3 +424,15 @@ def live_documents(collection: VectorCollectionReader) -> Iterator[VectorDocumen
         for row in range(source.size):
             if dead is None or not dead[row]:
                 yield source.document(row)
+
+
+def live_rows(collection: VectorCollectionReader) -> list[tuple[RowSource, np.ndarray]]:
+    """Each row source of ``collection`` (shards, then the unsealed rows) with its live
+    rows: what the store's search cache copies. Internal."""
+    found = []
+    for source in collection._sources():
+        dead = source.dead_rows()
+        rows = np.arange(source.size) if dead is None else np.flatnonzero(~dead)
+        if len(rows):
+            found.append((source, rows))
+    return found

@@ -68,6 +68,10 @@ class RowSource(abc.ABC):
     def document(self, row: int, with_embedding: bool = True) -> VectorDocument:
         """One row as a document."""
 
+    @abc.abstractmethod
+    def doc_id(self, row: int) -> str:
+        """One row's document id (what ties between equal scores are ordered by)."""
+
     def metadata_column(self, key: str) -> MetadataColumn:
         """The column of one metadata key over the rows, as
         :func:`~fsstore.vectors.filters.build_metadata_column` builds it."""
@@ -156,6 +160,9 @@ class Shard(RowSource):
         gathered: np.ndarray = np.asarray(self.vectors[rows]).T
         return gathered
 
+    def doc_id(self, row: int) -> str:
+        return self.docs.id_of(row)
+
     def document(self, row: int, with_embedding: bool = True) -> VectorDocument:
         docs = self.docs
         seq, turn = docs.seq.item(row), docs.turn.item(row)
@@ -238,6 +245,9 @@ class UnsealedRows(RowSource):
     def gather(self, rows: np.ndarray) -> np.ndarray:
         gathered: np.ndarray = self.vectors[rows].T
         return gathered
+
+    def doc_id(self, row: int) -> str:
+        return self.ids[row]
 
     def document(self, row: int, with_embedding: bool = True) -> VectorDocument:
         seq, turn = int(self.seq[row]), int(self.turn[row])
