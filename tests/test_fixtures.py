@@ -131,9 +131,9 @@ def same_hits(hits: list, results: list) -> None:
         return abs(a - b) <= 2e-5 * max(1.0, abs(b))
 
     assert len(hits) == len(results)
-    assert all(near(h[1], r[1]) for h, r in zip(hits, results)), (hits, results)
+    assert all(near(h[1], r[1]) for h, r in zip(hits, results, strict=True)), (hits, results)
     scores = [r[1] for r in results]
-    for place, (hit, result) in enumerate(zip(hits, results)):
+    for place, (hit, result) in enumerate(zip(hits, results, strict=True)):
         tied = sum(near(score, result[1]) for score in scores) > 1
         if not tied and place < len(results) - 1:
             assert hit[0] == result[0], (hits, results)
