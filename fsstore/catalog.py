@@ -275,17 +275,7 @@ class Catalog:
         self.refreshed = 0
 
     def _names(self) -> list[str]:
-        try:
-            names = self.io.listdir(self.sessions)
-        except FileNotFoundError:
-            return []
-        found = []
-        for name in names:
-            try:
-                found.append(layout.check_session_id(name))
-            except ValueError:
-                continue  # scratch names and foreign files are not sessions
-        return found
+        return session_names(self.io, self.sessions)
 
     def _reread(self, entries: dict[str, Entry], session_id: str) -> Entry | None:
         entry = self.make(session_id)
@@ -387,3 +377,20 @@ def info_of(entry: Entry, root: str) -> SessionInfo:
         damaged=entry.damaged,
         spawned_by=None if entry.spawned_by is None else SpawnOrigin(*entry.spawned_by),
         history_start=entry.history_start)
+
+
+def session_names(io: FileIO, sessions: str) -> list[str]:
+    """The names in the ``sessions/`` folder that are session ids (scratch names and
+    foreign files are not sessions), unsorted; none when the folder is not there. Unlike
+    ``Store.session_ids``, no manifest is looked at: one listing of one folder."""
+    try:
+        names = io.listdir(sessions)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        try:
+            found.append(layout.check_session_id(name))
+        except ValueError:
+            continue
+    return found

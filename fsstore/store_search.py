@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import layout
+from . import catalog, layout
 from . import search_cache as cache
 from .errors import CollectionNotFound, FsStoreError, InvalidQuery, SessionNotFound
 
@@ -45,20 +45,6 @@ def _loaded(store: Store, name: str) -> cache.Loaded | None:
         return found
 
 
-def _session_names(store: Store) -> list[str]:
-    try:
-        names = store.io.listdir(layout.sessions_dir(store.path))
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        try:
-            found.append(layout.check_session_id(name))
-        except ValueError:
-            continue  # scratch names and foreign files are not sessions
-    return sorted(found)
-
-
 def search(store: Store, collection: str, query: Any, batch: bool, k: int,
            metric: DistanceMetric | str | None,
            filter: VectorFilter | Mapping[str, Any] | None,
@@ -80,7 +66,8 @@ def search(store: Store, collection: str, query: Any, batch: bool, k: int,
                                          else DistanceMetric.COSINE), min_score, max_distance)
     conditions = vectors.VectorFilter.of(filter)
     explicit = sessions is not None
-    ids = list(dict.fromkeys(sessions)) if sessions is not None else _session_names(store)
+    ids = list(dict.fromkeys(sessions)) if sessions is not None else sorted(
+        catalog.session_names(store.io, layout.sessions_dir(store.path)))
     if any(where.get(key) is not None for key in SESSION_FILTERS):
         kept = {info.id for info in store.list_page(order="id", limit=None, **where).sessions}
         ids = [session_id for session_id in ids if session_id in kept]

@@ -30,6 +30,16 @@ def append_raw(store: fsstore.Store, session_id: str, entries: list[tuple[str, A
                ts: float = 1795240001.5, turn: int | None = None) -> int:
     """Append one frame of ``entries`` to a closed session's last segment; return the seq
     of its first entry."""
+    head, last_turn, last, data, end = _log_end(store, session_id)
+    with open(last, "r+b") as handle:
+        handle.seek(end)
+        handle.write(frame(head + 1, ts, last_turn if turn is None else turn, entries))
+    return head + 1
+
+
+def _log_end(store: fsstore.Store, session_id: str) -> tuple[int, int, str, bytes, int]:
+    """A closed session's head and last turn, its last segment's path and bytes, and
+    where its frames end in them."""
     reader = store.read_session(session_id)
     head = reader.head
     last_turn = max((event.turn for event in reader.events()), default=1)
@@ -37,11 +47,7 @@ def append_raw(store: fsstore.Store, session_id: str, entries: list[tuple[str, A
     last = os.path.join(log, layout.segment_name(max(layout.segment_seqs(os.listdir(log)))))
     with open(last, "rb") as handle:
         data = handle.read()
-    end = max(64, len(data.rstrip(b"\0")))
-    with open(last, "r+b") as handle:
-        handle.seek(end)
-        handle.write(frame(head + 1, ts, last_turn if turn is None else turn, entries))
-    return head + 1
+    return head, last_turn, last, data, max(64, len(data.rstrip(b"\0")))
 
 
 def chained_frame(run: bytes, mac: Any, anchor: bytes | None, first_seq: int, ts: float,
@@ -69,14 +75,7 @@ def append_raw_chained(store: fsstore.Store, session_id: str,
     from fsstore.chain import Mac, genesis
     from fsstore.segment_header import decode_segment_header
 
-    reader = store.read_session(session_id)
-    head = reader.head
-    last_turn = max((event.turn for event in reader.events()), default=1)
-    log = layout.log_dir(os.path.join(store.path, "sessions", session_id))
-    last = os.path.join(log, layout.segment_name(max(layout.segment_seqs(os.listdir(log)))))
-    with open(last, "rb") as handle:
-        data = handle.read()
-    end = max(64, len(data.rstrip(b"\0")))
+    head, last_turn, last, data, end = _log_end(store, session_id)
     header = decode_segment_header(data[:64], last)
     mac = Mac(None)
     anchor = None if end > 64 else genesis(mac, header.uid, header.log_start)
