@@ -233,16 +233,23 @@ def recorded_seqs(target: Any, pinned: Iterable[int]) -> set[int]:
     """The seqs whose chain values are recorded outside the log, which a rewrite must
     bridge when their values change: the head (a snapshot at it), each checkpoint's
     seq, each snapshot's, and ``session.json``'s ``chain.at``."""
+    seqs = {target.head, *pinned, *target.snapshots.seqs()}
+    at = manifest_at_seq(target.io, target.path)
+    if at is not None:
+        seqs.add(at)
+    return seqs
+
+
+def manifest_at_seq(io: FileIO, session_path: str) -> int | None:
+    """The seq of ``chain.at`` in the session's ``session.json`` (a value recorded there,
+    which a rewrite bridges), None when it holds none or cannot be read."""
     from .chain_bindings import manifest_at
     from .errors import FsStoreError
 
-    seqs = {target.head, *pinned, *target.snapshots.seqs()}
     try:
-        raw = manifest.read(target.io, layout.session_manifest_path(target.path),
+        raw = manifest.read(io, layout.session_manifest_path(session_path),
                             manifest.SESSION_FORMAT)
         at = manifest_at(raw)
     except (FsStoreError, OSError, ValueError):
-        at = None
-    if at is not None:
-        seqs.add(at[0])
-    return seqs
+        return None
+    return None if at is None else at[0]

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from . import layout, manifest
 from .chain import CHAIN_SIZE, genesis
 from .chain_bindings import check_manifest, manifest_at, seal_manifest
-from .chain_bridges import closure
+from .chain_bridges import closure, manifest_at_seq
 from .chain_check import ChainRules, anchor_for, check_base
 from .chain_frames import RunState
 from .chain_session import read_head_hash, rules_of
@@ -656,13 +656,9 @@ def recorded_seqs(store: Store, path: str, head: int) -> set[int]:
         seqs.update(c.seq for c in reader.checkpoints())
     except (FileNotFoundError, FsStoreError):
         pass
-    try:
-        raw = manifest.read(io, layout.session_manifest_path(path), manifest.SESSION_FORMAT)
-        at = manifest_at(raw)
-    except (FsStoreError, OSError, ValueError):
-        at = None
+    at = manifest_at_seq(io, path)
     if at is not None:
-        seqs.add(at[0])
+        seqs.add(at)
     return seqs
 
 
