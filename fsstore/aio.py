@@ -17,6 +17,7 @@ that the twin's parameters are the method's.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .fsio import FileIO
     from .lease import ClaimOutcome, Lease, LeaseOwner, LeaseState
     from .lineage import Lineage
+    from .listing import When
     from .log import LogTail
     from .log_format import Event
     from .log_writer import Durability
@@ -148,11 +150,17 @@ class _StoreLike(Protocol):
     def search(self, collection: str, query: Any, k: int = ..., *,
                metric: DistanceMetric | str | None = ..., filter: _Filter = ...,
                min_score: float | None = ..., max_distance: float | None = ...,
-               sessions: Iterable[str] | None = ...) -> list[VectorSearchResult]: ...
+               sessions: Iterable[str] | None = ..., tags: Iterable[str] | None = ...,
+               workspace: str | None = ..., created_after: When = ...,
+               created_before: When = ..., updated_after: When = ...,
+               updated_before: When = ...) -> list[VectorSearchResult]: ...
     def search_batch(self, collection: str, queries: Any, k: int = ..., *,
                      metric: DistanceMetric | str | None = ..., filter: _Filter = ...,
                      min_score: float | None = ..., max_distance: float | None = ...,
-                     sessions: Iterable[str] | None = ...
+                     sessions: Iterable[str] | None = ...,
+                     tags: Iterable[str] | None = ..., workspace: str | None = ...,
+                     created_after: When = ..., created_before: When = ...,
+                     updated_after: When = ..., updated_before: When = ...
                      ) -> list[list[VectorSearchResult]]: ...
     def session_ids(self) -> list[str]: ...
     def verify(self, session_ids: Iterable[str] | None = ..., *,
@@ -328,21 +336,31 @@ class AsyncStoreMixin:
         self: _StoreLike, collection: str, query: Any, k: int = 10, *,
         metric: DistanceMetric | str | None = None, filter: _Filter = None,
         min_score: float | None = None, max_distance: float | None = None,
-        sessions: Iterable[str] | None = None,
+        sessions: Iterable[str] | None = None, tags: Iterable[str] | None = None,
+        workspace: str | None = None, created_after: When = None,
+        created_before: When = None, updated_after: When = None,
+        updated_before: When = None,
     ) -> list[VectorSearchResult]:
-        return await asyncio.to_thread(self.search, collection, query, k, metric=metric,
-                                       filter=filter, min_score=min_score,
-                                       max_distance=max_distance, sessions=sessions)
+        return await asyncio.to_thread(functools.partial(
+            self.search, collection, query, k, metric=metric, filter=filter,
+            min_score=min_score, max_distance=max_distance, sessions=sessions, tags=tags,
+            workspace=workspace, created_after=created_after, created_before=created_before,
+            updated_after=updated_after, updated_before=updated_before))
 
     async def asearch_batch(
         self: _StoreLike, collection: str, queries: Any, k: int = 10, *,
         metric: DistanceMetric | str | None = None, filter: _Filter = None,
         min_score: float | None = None, max_distance: float | None = None,
-        sessions: Iterable[str] | None = None,
+        sessions: Iterable[str] | None = None, tags: Iterable[str] | None = None,
+        workspace: str | None = None, created_after: When = None,
+        created_before: When = None, updated_after: When = None,
+        updated_before: When = None,
     ) -> list[list[VectorSearchResult]]:
-        return await asyncio.to_thread(self.search_batch, collection, queries, k,
-                                       metric=metric, filter=filter, min_score=min_score,
-                                       max_distance=max_distance, sessions=sessions)
+        return await asyncio.to_thread(functools.partial(
+            self.search_batch, collection, queries, k, metric=metric, filter=filter,
+            min_score=min_score, max_distance=max_distance, sessions=sessions, tags=tags,
+            workspace=workspace, created_after=created_after, created_before=created_before,
+            updated_after=updated_after, updated_before=updated_before))
 
     async def asession_ids(self: _StoreLike) -> list[str]:
         return await asyncio.to_thread(self.session_ids)

@@ -42,7 +42,7 @@ import numpy as np
 from . import layout
 from .checksum import crc32c
 from .errors import CorruptionError, FsStoreError
-from .fsio import FileIO
+from .fsio import FileIO, check_folder
 from .vectors.rows import RowSource, Shard
 from .vectors.shard_files import DTYPES, ShardEntry, write_shard
 
@@ -92,9 +92,22 @@ def folder_of(root: str, name: str) -> str:
     return os.path.join(root, layout.SEARCH_DIR, name)
 
 
+def _real_folder(path: str) -> bool:
+    try:
+        return check_folder(path)
+    except (FsStoreError, OSError):
+        return False
+
+
 def collection_stamp(io: FileIO, session: str, name: str) -> Stamp | None:
     """The stamps a part is keyed by, or None when the collection is not there."""
-    folder = os.path.join(session, layout.VECTORS_DIR, name)
+    vectors = os.path.join(session, layout.VECTORS_DIR)
+    folder = os.path.join(vectors, name)
+    # Nothing below a store passes through a symlink (fsio.check_folders): a collection
+    # folder, or a vectors folder, that is none is not cached; the session's own reader
+    # then refuses it, as a search of it alone does.
+    if not (_real_folder(vectors) and _real_folder(folder)):
+        return None
     manifest = io.stamp(os.path.join(folder, layout.COLLECTION_MANIFEST))
     wal = os.path.join(folder, layout.WAL_DIR)
     wal_stamp = io.stamp(wal)
