@@ -333,14 +333,7 @@ def vouched_tail(log: LogReader, newest: int, end: SegmentEnd) -> SegmentEnd:
         stop = vouch(log, segment, upto - 1, upto, end.next_seq, torn_ok=first == newest)
     if stop >= upto:
         return end
-    from .log import SegmentEnd
-
-    scan = log.scan_segment(first, is_last=True)
-    for _ in scan:
-        pass
-    last = scan.last
-    return SegmentEnd(scan.end, scan.expect_seq,
-                      None if last is None else (last.ts, last.turn, last.kind))
+    return log.walked_end(first)
 
 
 def vouch_read(log: LogReader, segment: SegmentFile, start: int, buf: bytes) -> None:

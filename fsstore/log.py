@@ -481,6 +481,10 @@ class LogReader:
                     if frame is not None and frame.first_seq >= first_seq:
                         return SegmentEnd(data_end, frame.first_seq + frame.event_count,
                                           _tail_of(frame._replace(offset=start), path))
+        return self.walked_end(first_seq)
+
+    def walked_end(self, first_seq: int) -> SegmentEnd:
+        """Where a segment's good data ends, found by walking it from its start."""
         scan = self.scan_segment(first_seq, is_last=True)
         for _ in scan:
             pass

@@ -538,6 +538,22 @@ def _maintained_turns(session: fsstore.Session, turns: int, ts: float) -> None:
         session.finish_turn(turn)
 
 
+def _repaired_session(store: fsstore.Store, ts: float) -> None:
+    """Session ``repaired``: 60 records over small segments, a bit of its third segment
+    flipped, then repaired (its lost records become ``fsstore.lost`` ones)."""
+    with store.create_session("repaired", title="repaired") as session:
+        for n in range(60):
+            session.append({"n": n, "text": "x" * 120}, turn=n // 6 + 1, ts=ts + n)
+    log = os.path.join(store.path, "sessions", "repaired", "log")
+    segment = os.path.join(log, sorted(os.listdir(log))[2])
+    with open(segment, "r+b") as handle:
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    assert store.repair("repaired").lost
+
+
 def make_v1_6() -> None:
     """Version 1.6: compacted segments (merged members, zstd chunks) with plain segments
     written after them, a fork of a compacted session, a retained session that starts
@@ -560,17 +576,7 @@ def make_v1_6() -> None:
     with store.create_session("retained", title="retained") as session:
         _maintained_turns(session, 30, ts)
         assert session.retain(keep_turns=4).seqs_dropped > 0
-    with store.create_session("repaired", title="repaired") as session:
-        for n in range(60):
-            session.append({"n": n, "text": "x" * 120}, turn=n // 6 + 1, ts=ts + n)
-    log = os.path.join(store_path, "sessions", "repaired", "log")
-    segment = os.path.join(log, sorted(os.listdir(log))[2])
-    with open(segment, "r+b") as handle:
-        handle.seek(200)
-        byte = handle.read(1)
-        handle.seek(200)
-        handle.write(bytes([byte[0] ^ 0x40]))
-    assert store.repair("repaired").lost
+    _repaired_session(store, ts)
     with store.create_session("reclaimed", title="reclaimed") as session:
         _maintained_turns(session, 30, ts)
         session.messages.delete("m8", turn=31, ts=ts + 399)  # after the checkpoint
@@ -620,17 +626,7 @@ def _chained_sessions(store: fsstore.Store, ts: float) -> None:
         session.messages.delete("m8", turn=31, ts=ts + 399)
         session.append({"after": "the work"}, turn=31, ts=ts + 400)
         assert session.vacuum().removed["queue_records"].count > 0
-    with store.create_session("repaired", title="repaired") as session:
-        for n in range(60):
-            session.append({"n": n, "text": "x" * 120}, turn=n // 6 + 1, ts=ts + n)
-    log = os.path.join(store.path, "sessions", "repaired", "log")
-    segment = os.path.join(log, sorted(os.listdir(log))[2])
-    with open(segment, "r+b") as handle:
-        handle.seek(200)
-        byte = handle.read(1)
-        handle.seek(200)
-        handle.write(bytes([byte[0] ^ 0x40]))
-    assert store.repair("repaired").lost
+    _repaired_session(store, ts)
     seal_rows = tuning.SEAL_ROWS
     tuning.SEAL_ROWS = 8  # a shard and a write-ahead log; the format does not depend on it
     try:
