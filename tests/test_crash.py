@@ -99,8 +99,8 @@ def power_loss_workload(tmp_path, durability: str, seed: int, batches: int) -> i
 
 @pytest.mark.parametrize("durability", sorted(DURABILITIES))
 def test_every_power_loss_state_of_a_workload_opens_as_a_prefix(tmp_path, durability):
-    states = power_loss_workload(tmp_path, durability, seed=1, batches=30)
-    assert states > 100
+    states = power_loss_workload(tmp_path, durability, seed=1, batches=20)
+    assert states > 60
 
 
 @pytest.mark.long
@@ -217,7 +217,7 @@ def kill_9_trials(tmp_path, trials: int) -> None:
 
 @pytest.mark.stress
 def test_kill_9_at_random_moments_loses_nothing_acknowledged(tmp_path):
-    kill_9_trials(tmp_path, trials=8)
+    kill_9_trials(tmp_path, trials=4)
 
 
 @pytest.mark.stress
@@ -328,7 +328,7 @@ def state_workload(tmp_path, durability: str, seed: int, steps: int) -> int:
 @pytest.mark.parametrize("durability", sorted(DURABILITIES))
 def test_every_power_loss_state_of_commits_snapshots_and_checkpoints_is_whole(
         tmp_path, durability):
-    assert state_workload(tmp_path, durability, seed=1, steps=25) > 100
+    assert state_workload(tmp_path, durability, seed=1, steps=16) > 60
 
 
 @pytest.mark.long
@@ -427,7 +427,7 @@ def kill_9_state_trials(tmp_path, trials: int) -> None:
 
 @pytest.mark.stress
 def test_kill_9_during_commits_checkpoints_and_forks_loses_nothing_acknowledged(tmp_path):
-    kill_9_state_trials(tmp_path, trials=6)
+    kill_9_state_trials(tmp_path, trials=3)
 
 
 @pytest.mark.stress
@@ -521,7 +521,7 @@ def kill_9_blob_trials(tmp_path, trials: int) -> None:
 
 @pytest.mark.stress
 def test_kill_9_during_puts_and_gcs_never_loses_a_referenced_blob(tmp_path):
-    kill_9_blob_trials(tmp_path, trials=6)
+    kill_9_blob_trials(tmp_path, trials=3)
 
 
 @pytest.mark.stress
@@ -631,7 +631,7 @@ def vector_workload(tmp_path, durability: str, seed: int, steps: int) -> int:
 @pytest.mark.parametrize("durability", sorted(DURABILITIES))
 def test_every_power_loss_state_of_upserts_seals_and_merges_is_a_whole_state(
         tmp_path, vector_seals, durability):
-    assert vector_workload(tmp_path, durability, seed=3, steps=16) > 50
+    assert vector_workload(tmp_path, durability, seed=3, steps=10) > 30
 
 
 @pytest.mark.long
@@ -684,7 +684,7 @@ def kill_9_vector_trials(tmp_path, trials: int) -> None:
 
 @pytest.mark.stress
 def test_kill_9_during_upserts_and_compactions_leaves_a_whole_collection(tmp_path):
-    kill_9_vector_trials(tmp_path, trials=6)
+    kill_9_vector_trials(tmp_path, trials=3)
 
 
 @pytest.mark.stress

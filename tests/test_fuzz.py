@@ -58,8 +58,10 @@ from fuzzkit import (
 
 import fsstore
 
-#: The watch uses /proc, inotify and fork.
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fuzz harness needs Linux")
+#: The watch uses /proc, inotify and fork; the module-scoped grid runs every case before
+#: the first is judged, so one worker runs this module's tests.
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="the fuzz harness needs Linux"),
+              pytest.mark.xdist_group("test_fuzz")]
 
 
 # --- the tests -------------------------------------------------------------------------------

@@ -48,10 +48,9 @@ exec(statement)
 
 
 
-def build(root: Path, op: str) -> None:
+def build(root: Path) -> None:
     """Session ``s``: 160 turns of messages, events, state and queue records over
-    small segments, snapshots now and then (vacuum removes the superseded ones); for
-    repair, a byte of a sealed segment flipped."""
+    small segments, snapshots now and then (vacuum removes the superseded ones)."""
     store = fsstore.open_store(root, segment_size=8192, durability="none",
                                snapshots=fsstore.SnapshotPolicy(keep=8))
     with store.create_session("s") as session:
@@ -71,8 +70,21 @@ def build(root: Path, op: str) -> None:
             if turn % 10 == 0:
                 session.snapshot()
             session.finish_turn(turn)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session every trial starts from, built once (it takes seconds)."""
+    root = tmp_path_factory.mktemp("maintenance") / "built"
+    build(root)
+    return root
+
+
+def template_for(built: Path, template: Path, op: str) -> None:
+    """A copy of the built store; for repair, with a byte of a sealed segment flipped."""
+    shutil.copytree(built, template)
     if op == "repair":
-        segments = sorted((root / "sessions" / "s" / "log").glob("*.fslog"))
+        segments = sorted((template / "sessions" / "s" / "log").glob("*.fslog"))
         data = bytearray(segments[3].read_bytes())
         data[300] ^= 0x40
         segments[3].write_bytes(bytes(data))
@@ -173,9 +185,9 @@ def run(store_path: Path, op: str) -> float:
     return time.perf_counter() - started
 
 
-def kill_trials(tmp_path: Path, op: str, trials: int) -> None:
+def kill_trials(built: Path, tmp_path: Path, op: str, trials: int) -> None:
     template = tmp_path / "template"
-    build(template, op)
+    template_for(built, template, op)
     expect = Expect(template, op)
     whole = tmp_path / "whole"
     shutil.copytree(template, whole)
@@ -197,13 +209,13 @@ def kill_trials(tmp_path: Path, op: str, trials: int) -> None:
 
 @pytest.mark.parametrize("op", OPS)
 def test_a_maintenance_process_killed_at_any_moment_leaves_a_session_that_opens_whole(
-        tmp_path, op):
-    kill_trials(tmp_path, op, trials=1)
+        built, tmp_path, op):
+    kill_trials(built, tmp_path, op, trials=1)
 
 
 @pytest.mark.long
 @pytest.mark.parametrize("op", OPS)
 def test_a_maintenance_process_killed_at_many_moments_leaves_a_session_that_opens_whole(
-        tmp_path, op):
-    kill_trials(tmp_path, op, trials=40)
+        built, tmp_path, op):
+    kill_trials(built, tmp_path, op, trials=40)
 

@@ -102,7 +102,7 @@ class VectorMachine(RuleBasedStateMachine):
                                   self.model, query, 5, metric, conditions)
 
 
-VectorMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=25,
+VectorMachine.TestCase.settings = settings(max_examples=12, stateful_step_count=25,
                                            deadline=None)
 test_vector_machine = VectorMachine.TestCase
 
