@@ -39,8 +39,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 #: tests/test_lint.py's mypy run (strict, cold in a fresh checkout: most of half a minute on
-#: one core), started when the test is collected: the test run itself keeps one core busy, so
+#: one core), started when the test is collected: a serial run (-n 0) keeps one core busy, so
 #: on a machine with two the check costs the run next to nothing. The test waits for it.
+#: Under pytest-xdist every worker collects every test: there the worker that runs the test
+#: runs mypy itself, beside the other workers, so that mypy runs once.
 _MYPY = pytest.StashKey[tuple[subprocess.Popen[bytes], IO[bytes]]]()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +50,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def pytest_collection_finish(session: pytest.Session) -> None:
     wanted = any(item.nodeid.endswith("test_lint.py::test_mypy_finds_nothing")
                  and not item.get_closest_marker("skip") for item in session.items)
-    if wanted and not session.config.option.collectonly:
+    if wanted and not session.config.option.collectonly and \
+            "PYTEST_XDIST_WORKER" not in os.environ:
         # A file, not a pipe: mypy never blocks on it. Closed by pytest_unconfigure.
         output = tempfile.TemporaryFile()  # noqa: SIM115
         process = subprocess.Popen([sys.executable, "-m", "mypy"], cwd=ROOT, stdout=output,
