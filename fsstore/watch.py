@@ -28,6 +28,7 @@ from .aio import AsyncWatcherMixin
 from .chain_check import taken_as_is
 from .chain_reads import vouch
 from .errors import FsStoreError, InvalidSetting, SessionNotFound
+from .fsio import FileIO
 from .lazy import LazyModule
 from .log import LogReader, LogTail
 from .log_format import Event, SegmentScan
@@ -600,7 +601,17 @@ class StoreWatcher(_Watcher):
     inotify watch on ``sessions/`` and one per session's ``log/``), and a wake-up reads
     those sessions' tails only, and those whose ``log/`` could not be watched (the
     inotify limit): never every session. Elsewhere, or when not even ``sessions/`` can
-    be watched, every session is read at each wake-up, as with a ``notifier`` given."""
+    be watched, every session is read at each wake-up, as with a ``notifier`` given.
+
+    Starting it sets the watches, then reads each session's head and log start once:
+    a change that ends after the watcher is made is notified, compared with what was
+    read then. Of a session whose log ends at its segment's synced mark (one written
+    with the default durability, not being written), only ``tail.hint``, the newest
+    segment's header and its last frame are read (fsstore/watch_start.py: tens of
+    microseconds, where a reader takes half a millisecond); of any other, its reader's
+    ``log_tail``, as at every later wake-up. A session damaged so that its reader
+    refuses it but its log's end reads counts as there from the start; like any known
+    session that cannot be read, it is not announced while it cannot be read."""
 
     def __init__(self, store: WatchedStore, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
                  notifier: Notifier | None = None, include_existing: bool = False) -> None:
@@ -619,12 +630,28 @@ class StoreWatcher(_Watcher):
                                                 directories=True)
         super().__init__(notifier, poll_interval)
         if not include_existing:
-            self._known = self._heads()
+            # The notifier watches first: a change after a session's read below wakes it.
+            self._known = self._heads(quick=True)
             self._rescan = False
 
-    def _heads(self) -> dict[str, tuple[int, int]]:
+    def _heads(self, quick: bool = False) -> dict[str, tuple[int, int]]:
+        """Every session's (head, log start). ``quick`` (the start, which announces
+        nothing): from the newest segment's header and last frame alone where those
+        vouch for what the session's reader would say (fsstore/watch_start.py), through
+        the reader elsewhere."""
         heads: dict[str, tuple[int, int]] = {}
+        io = getattr(self._store, "io", None) if quick else None
+        io = io if isinstance(io, FileIO) else None  # a store of the seam's own
+        if io is not None:
+            from .watch_start import quick_log_end
+
+            sessions = layout.sessions_dir(self._store.path)
         for session_id in self._store.session_ids():
+            if io is not None:
+                found = quick_log_end(io, os.path.join(sessions, session_id))
+                if found is not None:
+                    heads[session_id] = found
+                    continue
             self._head(session_id, heads, self._known.get(session_id))
         return heads
 

@@ -1,7 +1,8 @@
 """How ``Store.watch`` grows with the store: the inotify watches it holds, the time to
-start it (every session's tail read once), and the time from an append in one session
-to the store watcher's notification, in the stores of tools/bench_store_scale.py.
-A program, not a test."""
+start it (every session's head and log start read once, fsstore/watch_start.py), and the
+time from an append in one session to the store watcher's notification (min and
+median), in the stores of tools/bench_store_scale.py; at the larger stores, also as a
+ratio to the smallest. A program, not a test."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from fsstore import store_watch
 APPENDS = 20
 
 
-def watch_rows(path: str, size: int) -> None:
+def watch_rows(path: str, size: int, first: dict[str, float] | None = None,
+               smallest: int = 0) -> None:
+    """The rows of the store at ``path`` (``size`` sessions); ``first`` keeps the
+    smallest store's figures (``smallest`` sessions) for the ratios of the others."""
     store = fsstore.open_store(path)  # appends written at once (not buffered)
     if not store.has_session("watched"):
         store.create_session("watched", title="watched").close()
@@ -50,7 +54,16 @@ def watch_rows(path: str, size: int) -> None:
                 time.sleep(0.02)
     finally:
         watcher.close()
-    row(f"{size:,}: Store.watch(): start (every tail read once)", f"{started * 1e3:,.0f} ms",
-        f"inotify watches held: {watches if watches is not None else 'none (polling)'}")
-    row(f"{size:,}: append to notification, median of {APPENDS}",
-        f"{statistics.median(delays) * 1e3:,.2f} ms", f"max {max(delays) * 1e3:,.2f} ms")
+    median = statistics.median(delays)
+    ratio = ""
+    if first is not None:
+        if size == smallest:
+            first["watch-median"] = median
+        elif "watch-median" in first:
+            ratio = f"; {median / first['watch-median']:.1f}x the {smallest:,} store"
+    row(f"{size:,}: Store.watch(): start (every head read once)", f"{started * 1e3:,.0f} ms",
+        f"{started / size * 1e6:.0f} us a session; inotify watches held: "
+        f"{watches if watches is not None else 'none (polling)'}")
+    row(f"{size:,}: append to notification, min / median of {APPENDS}",
+        f"{min(delays) * 1e3:,.2f} / {median * 1e3:,.2f} ms",
+        f"max {max(delays) * 1e3:,.2f} ms{ratio}")
