@@ -129,6 +129,11 @@ def holds(io: FileIO, session: str, name: str, stamp: Sequence[Any]) -> bool:
     gives it, or as tuples): three ``lstat``s (an unchanged ``wal/`` has no newer
     segment)."""
     manifest, wal_mtime, newest, segment = stamp
+    # Why three, and no fewer: an upsert or delete appends to the newest segment, which
+    # moves nothing else; a roll-over puts the next record in a new segment and leaves
+    # the old one as it was (log_writer.append), which only the mtime of wal/ shows; a
+    # seal or merge replaces collection.json, and an edit of it in place (which a
+    # chained session's check must see, FORMAT 15.9) moves that file alone.
     # Plain concatenation (the names were checked when the part was made): this runs
     # for every session of every search.
     folder = f"{session}/{layout.VECTORS_DIR}/{name}/"
