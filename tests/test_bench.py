@@ -9,9 +9,6 @@ import sys
 
 import pytest
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_bench")
-
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 

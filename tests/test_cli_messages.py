@@ -13,9 +13,6 @@ from fsstore import FilePart, Message, TextPart
 from fsstore.cli import main
 from fsstore.cli.usage import money
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_cli_messages")
-
 
 def run(capsys, *argv):
     code = main(list(argv))

@@ -19,9 +19,6 @@ import pytest
 import fsstore
 from fsstore.cli import _command_in, build_parser, command_names
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_cli_start")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "fsstore")
 

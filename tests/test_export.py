@@ -19,9 +19,6 @@ import fsstore
 from fsstore.cli import main
 from fsstore.export_format import from_json, seal, to_json
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_export")
-
 
 def build_rich(root) -> fsstore.Store:
     """Sessions with every kind of content: messages, tool calls, commits, checkpoints,

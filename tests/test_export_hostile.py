@@ -22,9 +22,6 @@ import fsstore
 from fsstore import importer
 from fsstore.export_format import seal
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_export_hostile")
-
 
 def reseal(lines: list[dict[str, Any]]) -> bytes:
     """``lines`` (fields without their crc) sealed and numbered anew, with the trailer's

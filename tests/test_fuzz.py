@@ -58,10 +58,8 @@ from fuzzkit import (
 
 import fsstore
 
-#: The watch uses /proc, inotify and fork; the module-scoped grid runs every case before
-#: the first is judged, so one worker runs this module's tests.
-pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="the fuzz harness needs Linux"),
-              pytest.mark.xdist_group("test_fuzz")]
+#: The watch uses /proc, inotify and fork.
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fuzz harness needs Linux")
 
 
 # --- the tests -------------------------------------------------------------------------------

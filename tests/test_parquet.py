@@ -16,9 +16,6 @@ import fsstore
 from fsstore.errors import MissingExtra, SessionNotFound
 from fsstore.parquet_export import STATE_NAME, export_parquet, require_pyarrow
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_parquet")
-
 duckdb = pytest.importorskip("duckdb")
 pytest.importorskip("pyarrow")
 

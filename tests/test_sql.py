@@ -21,9 +21,6 @@ pytest.importorskip("pyarrow")
 sys.path.insert(0, os.path.dirname(__file__))
 from test_parquet import build, run_turns  # noqa: E402
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_sql")
-
 BY_KIND = "SELECT session, kind, count(*) AS n FROM events GROUP BY ALL ORDER BY ALL"
 BY_MODEL = ("SELECT model, sum(input_tokens) AS input, sum(output_tokens) AS output "
             "FROM usage WHERE NOT inherited GROUP BY model ORDER BY model")

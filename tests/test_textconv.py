@@ -21,9 +21,6 @@ from fsstore.cli import main
 from fsstore.cli._common import event_json
 from fsstore.fsio import FileIO
 
-# its module-scoped fixtures are built once: its tests run in one worker (pyproject.toml)
-pytestmark = pytest.mark.xdist_group("test_textconv")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
