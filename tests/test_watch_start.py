@@ -6,7 +6,7 @@ mark never gives a baseline the reader would not."""
 from __future__ import annotations
 
 import os
-import threading
+import sys
 
 from fsstore import SessionChange, layout
 from fsstore.segment_header import (
@@ -16,19 +16,8 @@ from fsstore.segment_header import (
 )
 from fsstore.watch_start import quick_log_end
 
-
-class Deaf:
-    """A notifier that never hints: only the periodic re-read finds anything."""
-
-    def __init__(self) -> None:
-        self.closed = threading.Event()
-
-    def wait(self, timeout: float) -> bool:
-        self.closed.wait(timeout)
-        return False
-
-    def close(self) -> None:
-        self.closed.set()
+sys.path.insert(0, os.path.dirname(__file__))
+from test_watch import Deaf  # noqa: E402
 
 
 def quick(store, session_id):
