@@ -594,6 +594,11 @@ class WatchedStore(Protocol):
     def read_session(self, session_id: str) -> WatchedSession: ...
 
 
+#: How many times a store watcher reads a session whose log files are replaced under it
+#: (each clear or compaction of it meanwhile takes one) before it leaves it for a later read.
+_TAIL_TRIES = 5
+
+
 class StoreWatcher(_Watcher):
     """Delivers :class:`SessionChange` notifications for the sessions of a store.
 
@@ -658,17 +663,24 @@ class StoreWatcher(_Watcher):
     def _head(self, session_id: str, heads: dict[str, tuple[int, int]],
               known: tuple[int, int] | None) -> None:
         """Read one session's head and log start into ``heads`` (left out: gone)."""
-        try:
-            tail = self._store.read_session(session_id).log_tail
-        except (SessionNotFound, FileNotFoundError):
-            return  # deleted meanwhile
-        except FsStoreError:
-            # Damaged (verify reports it): not announced while it cannot be read, and
-            # not announced as deleted either if it was seen before (``known``).
-            if known is not None:
-                heads[session_id] = known
+        for _ in range(_TAIL_TRIES):
+            try:
+                tail = self._store.read_session(session_id).log_tail
+            except SessionNotFound:
+                return  # deleted meanwhile
+            except FileNotFoundError:
+                # A file of its log went while it was read: a clear or a compaction
+                # replaced it (or the session was deleted, which the next read says).
+                # Not a deletion: a live session must not be announced deleted and made.
+                continue
+            except FsStoreError:
+                break
+            heads[session_id] = (tail.head, tail.log_start)
             return
-        heads[session_id] = (tail.head, tail.log_start)
+        # Damaged (verify reports it), or its log replaced at every try: not announced
+        # while it cannot be read, nor as deleted if it was seen before (``known``).
+        if known is not None:
+            heads[session_id] = known
 
     def _now(self) -> tuple[dict[str, tuple[int, int]],
                             dict[str, tuple[int, int] | None]]:

@@ -231,6 +231,49 @@ def test_a_store_watcher_reads_the_store_through_its_public_reads_only(store):
         assert collect(watcher, 1) == [SessionChange("changed", "a", 1, 1)]
 
 
+class ReplacedUnder(PublicReads):
+    """A store whose session readers' tails meet a log file gone ``times`` times first,
+    as when a clear or a compaction replaces the newest segment while it is read."""
+
+    def __init__(self, store, times: int) -> None:
+        super().__init__(store)
+        self.times = times
+
+    def read_session(self, session_id: str):
+        reader = self._store.read_session(session_id)
+        outer = self
+
+        class Reader:
+            @property
+            def log_tail(self):
+                if outer.times > 0:
+                    outer.times -= 1
+                    raise FileNotFoundError(2, "No such file or directory", "log/segment")
+                return reader.log_tail
+        return Reader()
+
+
+@pytest.mark.parametrize("times", [1, 4, 5])
+def test_a_session_whose_log_is_replaced_while_it_is_read_is_not_taken_for_deleted(
+        store, times):
+    store.create_session("a").close()
+    reads = ReplacedUnder(store, 0)
+    watcher = watch_module.StoreWatcher(reads, poll_interval=0.05, notifier=Deaf())
+    with watcher:
+        with store.open_session("a") as session:
+            session.append({"x": 1})
+        reads.times = times
+        found = watcher.poll()
+        if times < watch_module._TAIL_TRIES:  # read again until it reads
+            assert found == [SessionChange("changed", "a", 1, 1)]
+        else:  # left as it was known for a later read: never "deleted"
+            assert found == []
+            assert watcher.poll() == [SessionChange("changed", "a", 1, 1)]
+        store.delete_session("a")
+        reads.times = 1
+        assert watcher.poll() == [SessionChange("deleted", "a")]
+
+
 def test_bad_watch_settings_are_refused(store):
     store.create_session("s").close()
     reader = store.read_session("s")
