@@ -196,6 +196,18 @@ def test_the_tail_of_a_keyed_session_reads_without_its_key(tmp_path):
     assert fsstore.open_store(tmp_path / "s").read_session("a").head == head
 
 
+def edit_content(log, first: int) -> int:
+    """Flip a bit of the text of the second frame of segment ``first``, its checksum
+    recomputed (what only the chain catches); its offset."""
+    off, frame = log.frame(first, 1)
+    edited = bytearray(frame)
+    edited[edited.index(b"xxxx") + 2] ^= 1
+    data = log.data(first)
+    data[off:off + len(frame)] = recrc(edited)
+    log.write(first, data)
+    return off
+
+
 @pytest.mark.parametrize("key", MODES)
 def test_state_at_is_checked_against_the_chain(tmp_path, key):
     store = chained_store(tmp_path / "s", key, segment_size=4096)
@@ -206,12 +218,7 @@ def test_state_at_is_checked_against_the_chain(tmp_path, key):
     assert reopened(tmp_path, key).read_session("a").state_at(20) == genuine
     log = log_of(store, "a", key)
     first = min(log.segments)
-    off, frame = log.frame(first, 1)
-    edited = bytearray(frame)
-    edited[edited.index(b"xxxx") + 2] ^= 1
-    data = log.data(first)
-    data[off:off + len(frame)] = recrc(edited)
-    log.write(first, data)
+    off = edit_content(log, first)
     with pytest.raises(CorruptionError) as caught:
         reopened(tmp_path, key).read_session("a").state_at(20)
     assert_caught(caught, log.file(first), off)
@@ -361,12 +368,7 @@ def test_a_fork_inside_a_compacted_chained_file(tmp_path, key, where):
     if copied and where != "inside-a-batch" or where == "first-member":
         log = log_of(store, "f", key)
         first = copied[-1]
-        off, frame = log.frame(first, 1)
-        edited = bytearray(frame)
-        edited[edited.index(b"xxxx") + 2] ^= 1
-        data = log.data(first)
-        data[off:off + len(frame)] = recrc(edited)
-        log.write(first, data)
+        off = edit_content(log, first)
         with pytest.raises(CorruptionError) as caught:
             [e.seq for e in store.read_session("f").events()]
         assert_caught(caught, log.file(first), off)

@@ -29,7 +29,7 @@ def reader_says(store, session_id):
     return tail.head, tail.log_start
 
 
-def log_of(store, session_id):
+def log_folder(store, session_id):
     return layout.log_dir(store._session_path(session_id))
 
 
@@ -45,7 +45,7 @@ def test_the_quick_read_gives_what_the_reader_gives(small_store):
         session.append_many([{"n": n} for n in range(3)])
         session.clear()
         session.append({"after": 1})
-    assert len([n for n in os.listdir(log_of(store, "rolled")) if n.endswith(".fslog")]) > 2
+    assert len([n for n in os.listdir(log_folder(store, "rolled")) if n.endswith(".fslog")]) > 2
     # A session with no record yet has an empty segment: the reader reads it.
     assert quick(store, "fresh") is None
     for session_id in ("appended", "rolled", "cleared"):
@@ -58,7 +58,7 @@ def test_a_stale_hint_is_not_trusted(small_store):
     with store.create_session("s") as session:
         for n in range(60):
             session.append({"n": n, "pad": "p" * 200})
-    log = log_of(store, "s")
+    log = log_folder(store, "s")
     segments = sorted(n for n in os.listdir(log) if n.endswith(".fslog"))
     # The older segment's mark at its end, as a writer's barrier leaves it: all that
     # tells the hint is stale then is the segment named after the seq past its end.
@@ -90,7 +90,7 @@ def test_a_tail_past_its_synced_mark_is_left_to_the_reader(store):
         session.append({"n": 1})
     assert quick(store, "s") == (1, 1)
     # Bytes past the mark (a frame being written, or torn): the reader decides.
-    segment = os.path.join(log_of(store, "s"), layout.segment_name(1))
+    segment = os.path.join(log_folder(store, "s"), layout.segment_name(1))
     with open(segment, "ab") as handle:
         handle.write(b"\x01" * 16)
     assert quick(store, "s") is None

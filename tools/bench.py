@@ -254,13 +254,18 @@ def agent_state(events: list, index: int) -> dict:
             "counters": {"events": index + 1, "turns": index // 40}}
 
 
-def median_ms(fn: Callable[[], object], times: int) -> float:
+def median_seconds(fn: Callable[[], object], times: int) -> float:
+    """The median of ``times`` calls of ``fn``, in seconds."""
     samples = []
     for _ in range(times):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+    return statistics.median(samples)
+
+
+def median_ms(fn: Callable[[], object], times: int) -> float:
+    return median_seconds(fn, times) * 1000
 
 
 def own_bytes(folder: str, shared_with: str) -> int:

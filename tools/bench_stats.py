@@ -31,10 +31,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import time
 
-from bench import row  # type: ignore[import-not-found]
+from bench import median_seconds, row  # type: ignore[import-not-found]
 
 import fsstore
 from fsstore import stats_cache
@@ -126,16 +125,6 @@ def fill(store: fsstore.Store, template: str | list[str], count: int) -> None:
             file.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def timed(fn: object, repeats: int) -> float:
-    """The median of ``repeats`` calls, in seconds."""
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()  # type: ignore[operator]
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def stats_rows(root: str, quick: bool) -> None:
     sizes = (1_000,) if quick else (1_000, 10_000)
     store = fsstore.open_store(os.path.join(root, "stats"))
@@ -151,7 +140,7 @@ def stats_rows(root: str, quick: bool) -> None:
         store.stats(use_cache=False)  # warm the page cache
         found = store.stats(use_cache=False)
         assert found.sessions == size and not found.damaged, found.damaged
-        seconds = timed(lambda: store.stats(use_cache=False), 3)
+        seconds = median_seconds(lambda: store.stats(use_cache=False), 3)
         row(f"Store.stats(), {size:,} sessions, cold", f"{seconds:.3f} s",
             f"{seconds / size * 1e6:.0f} us a session, no stats cache "
             f"(built in {built:.1f} s)")
@@ -167,10 +156,10 @@ def stats_rows(root: str, quick: bool) -> None:
         cached, use = stats_cache.cached_store_stats(store.io, store.path,
                                                      store.session_ids())
         assert use.hits == size and cached == found, use
-        seconds = timed(store.stats, 3)
+        seconds = median_seconds(store.stats, 3)
         row(f"Store.stats(), {size:,} sessions, warm", f"{seconds:.3f} s",
             f"{seconds / size * 1e6:.0f} us a session, every one answered from the stats "
             f"cache ({os.path.getsize(stats_cache.cache_path(store.path)) / 1e6:.1f} MB)")
-        seconds = timed(store.disk_usage, 3)
+        seconds = median_seconds(store.disk_usage, 3)
         row(f"Store.disk_usage(), {size:,} sessions", f"{seconds:.3f} s",
             f"{seconds / size * 1e6:.0f} us a session")

@@ -24,11 +24,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import time
 from collections.abc import Callable
 
-from bench import row  # type: ignore[import-not-found]
+from bench import median_seconds, row  # type: ignore[import-not-found]
 from bench_store_checks import check_rows  # type: ignore[import-not-found]
 from bench_store_watch import watch_rows  # type: ignore[import-not-found]
 
@@ -141,15 +140,6 @@ def chain(path: str, depth: int = CHAIN) -> str:
     return last
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 def store_scale_rows(root: str, quick: bool) -> None:
     sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
     cache = os.path.join(os.path.dirname(os.path.abspath(root)), "fsstore-store-scale-2")
@@ -206,7 +196,7 @@ def _size_rows(path: str, size: int, smallest: int, first: dict[str, float],
          1 if size >= 100_000 else 3),
     ]
     for label, key, fn, repeats in cases:
-        seconds = timed(fn, repeats)
+        seconds = median_seconds(fn, repeats)
         ratio = ""
         if size == smallest:
             first[key] = seconds

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import time
-from collections.abc import Callable
 
 import numpy as np
-from bench import row  # type: ignore[import-not-found]
+from bench import median_seconds, row  # type: ignore[import-not-found]
 
 import fsstore
 from fsstore import search_cache
@@ -66,15 +64,6 @@ def build(path: str, sessions: int) -> float:
         collection.seal()
     open(done, "w").close()
     return time.perf_counter() - start
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - begin)
-    return statistics.median(samples)
 
 
 def store_search_rows(root: str, quick: bool) -> None:
@@ -125,13 +114,13 @@ def _size_rows(store: fsstore.Store, ids: list[str], queries: np.ndarray, index:
              (f"batch of {BATCH}", lambda: store.search_batch("c", queries, 10, sessions=ids),
               lambda: floor.search_batch(queries, 10), queries)]
     for label, over_store, over_floor, asked in cases:
-        wide = timed(over_store, repeats)
-        one = timed(over_floor, repeats)
+        wide = median_seconds(over_store, repeats)
+        one = median_seconds(over_floor, repeats)
         row(f"    {label}: store search", f"{wide * 1e3:,.1f} ms",
             f"{wide / one:5.2f}x one collection")
         row(f"    {label}: one collection (floor)", f"{one * 1e3:,.1f} ms")
         if index is not None:
-            flat = timed(lambda asked=asked: index.search(asked, 10),  # type: ignore[attr-defined]
+            flat = median_seconds(lambda asked=asked: index.search(asked, 10),  # type: ignore[attr-defined]
                          repeats)
             row(f"    {label}: faiss IndexFlatIP", f"{flat * 1e3:,.1f} ms",
                 f"{wide / flat:5.2f}x store search / faiss")
