@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .errors import ChainKeyMismatch, ChainKeyRequired, InvalidSetting
 from .fsio import FileIO
@@ -91,7 +91,8 @@ class Mac:
     the frame domain, which a writer (``RunState``) feeds frame after frame and copies to
     get each frame's value without hashing what came before it again."""
 
-    __slots__ = ("_frame", "_key", "_pads", "alg", "key_id")
+    __slots__ = ("_frame", "_key", "_outer", "_pads", "_step", "_writer_frame", "alg",
+                 "key_id")
 
     def __init__(self, key: bytes | None = None) -> None:
         import hashlib
@@ -100,15 +101,31 @@ class Mac:
         self.alg = UNKEYED if key is None else KEYED
         self.key_id = None if key is None else _key_id(key)
         self._pads: tuple[HashState, HashState] | None = None
+        inner_start, outer_start = b"", None
         if key is not None:
             if len(key) > MAX_KEY_BYTES:
                 raise ValueError(f"a chain key is at most {MAX_KEY_BYTES} bytes")
             # HMAC (RFC 2104) as its two SHA-256 states, the key schedule paid once
             padded = key.ljust(64, b"\0")
-            self._pads = (hashlib.sha256(bytes(b ^ 0x36 for b in padded)),
-                          hashlib.sha256(bytes(b ^ 0x5C for b in padded)))
+            inner_start = bytes(b ^ 0x36 for b in padded)
+            outer_start = bytes(b ^ 0x5C for b in padded)
+            self._pads = (hashlib.sha256(inner_start), hashlib.sha256(outer_start))
         # each frame run starts from a copy of this
         self._frame = self.start(DOM_FRAME)
+        # A writer's run (frame_parts): the same MAC, through _chainhash's SHA-256 when
+        # it was built (a digest there costs a struct copy, where hashlib's allocates an
+        # EVP context, which was most of what a chained append cost over a plain one).
+        fast = writer_sha256()
+        self._step: FrameStep
+        if fast is None:
+            self._writer_frame = (self._frame._inner if isinstance(self._frame, _Hmac)
+                                  else self._frame)
+            self._outer = None if self._pads is None else self._pads[1]
+            self._step = _hashlib_step
+        else:
+            self._writer_frame = fast(inner_start + DOM_FRAME)
+            self._outer = None if outer_start is None else fast(outer_start)
+            self._step = fast.step
 
     def __repr__(self) -> str:
         return f"Mac({self.alg!r}{'' if self.key_id is None else f', key {self.key_id}'})"
@@ -140,14 +157,64 @@ class Mac:
         """A running MAC of the frame domain, nothing fed after the tag yet."""
         return self._frame.copy()
 
-    def frame_parts(self) -> tuple[HashState, HashState | None]:
-        """:meth:`frame_state` as its parts, for a writer's hot path: the running SHA-256
-        (HMAC's inner one, keyed), and HMAC's outer state before it is fed (None
-        unkeyed). A value is then the inner digest, keyed fed to a copy of the outer."""
-        if self._pads is None:
-            return self._frame.copy(), None
-        assert isinstance(self._frame, _Hmac)
-        return self._frame._inner.copy(), self._frame._outer
+    def frame_parts(self) -> WriterHash:
+        """:meth:`frame_state` as a writer's hot path wants it (``chain_frames.RunState``):
+        the running SHA-256 (HMAC's inner one, keyed), the step that hashes a frame and
+        makes its value, and HMAC's outer hash (None unkeyed). Values are
+        :meth:`frame_state`'s; the state is not a ``hashlib`` object when ``_chainhash``
+        was built."""
+        return WriterHash(self._writer_frame.copy(), self._step, self._outer)
+
+
+class FrameStep(Protocol):
+    """``step(state, head, body, anchor, trailer, outer)``: feed ``head``, ``body`` and
+    ``anchor`` to ``state``; the value is its digest, or with ``outer`` (HMAC's outer
+    hash, fed the key) HMAC's value; feed the value, then ``trailer``; return the value.
+    One call per frame (``_chainhash.Sha256.step``, or :func:`_hashlib_step`)."""
+
+    def __call__(self, state: HashState, head: bytes, body: bytes, anchor: bytes,
+                 trailer: bytes, outer: HashState | None, /) -> bytes: ...
+
+
+class WriterHash(NamedTuple):
+    """A writer's running chain hash (see :meth:`Mac.frame_parts`)."""
+
+    state: HashState
+    step: FrameStep
+    outer: HashState | None
+
+
+def writer_sha256() -> Any:
+    """``_chainhash.Sha256`` (the C running SHA-256 a writer hashes frames with), or
+    None when it was not built: fsstore then hashes through hashlib, the same bytes."""
+    global _writer_sha256
+    if _writer_sha256 is False:
+        try:
+            from ._chainhash import Sha256
+        except ImportError:
+            _writer_sha256 = None
+        else:
+            _writer_sha256 = Sha256
+    return _writer_sha256
+
+
+_writer_sha256: object = False  # not looked for yet
+
+
+def _hashlib_step(state: HashState, head: bytes, body: bytes, anchor: bytes, trailer: bytes,
+                  outer: HashState | None, /) -> bytes:
+    """:class:`FrameStep` through hashlib (where ``_chainhash`` was not built)."""
+    state.update(head)
+    state.update(body)
+    state.update(anchor)
+    value = state.digest()
+    if outer is not None:
+        final = outer.copy()
+        final.update(value)
+        value = final.digest()
+    state.update(value)
+    state.update(trailer)
+    return value
 
 
 class _Hmac:

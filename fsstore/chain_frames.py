@@ -24,7 +24,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from .chain import CHAIN_SIZE, HashState, Mac
+from .chain import CHAIN_SIZE, FrameStep, HashState, Mac
 from .checksum import crc32c
 from .log_format import (
     FRAME_CHAIN_START,
@@ -38,7 +38,7 @@ from .log_format import (
 
 _U32 = struct.Struct("<I")
 _FIELDS = struct.Struct("<IQII")  # a frame's header after its crc (log_format)
-_TAIL = struct.Struct(f"<{CHAIN_SIZE}sI4s")  # chain value, frame size, trailer magic
+_TRAILER = struct.Struct("<I4s")  # frame size, trailer magic (after the chain value)
 _ZEROS = bytes(8)
 
 
@@ -50,7 +50,7 @@ class RunState:
     encoded, so a frame that is not written must not be followed by another from the
     same state: :meth:`copy` before encoding, to go back."""
 
-    __slots__ = ("_first", "_outer", "_state", "anchor", "link", "mac")
+    __slots__ = ("_first", "_outer", "_state", "_step", "anchor", "link", "mac")
 
     def __init__(self, mac: Mac, anchor: bytes) -> None:
         if len(anchor) != CHAIN_SIZE:
@@ -58,19 +58,20 @@ class RunState:
         self.mac = mac
         self.anchor = bytes(anchor)
         self.link = self.anchor
-        # The running SHA-256 of the run (keyed: HMAC's inner one), and HMAC's outer
-        # state, never fed (None unkeyed): kept apart, not as one HMAC object, because
-        # every append finalises a value, and a wrapper's calls cost as much as the hash.
-        self._state: HashState
-        self._outer: HashState | None
-        self._state, self._outer = mac.frame_parts()
+        # The running SHA-256 of the run (keyed: HMAC's inner one), HMAC's outer hash
+        # (None unkeyed), and the step that hashes a frame with them in one call: every
+        # append finalises a value, and a wrapper's calls would cost as much as the hash.
+        parts = mac.frame_parts()
+        self._state: HashState = parts.state
+        self._step: FrameStep = parts.step
+        self._outer: HashState | None = parts.outer
         self._first = True
 
     def copy(self) -> RunState:
         """An independent copy of this run as it stands."""
         other = RunState.__new__(RunState)
         other.mac, other.anchor, other.link = self.mac, self.anchor, self.link
-        other._state, other._outer = self._state.copy(), self._outer
+        other._state, other._step, other._outer = self._state.copy(), self._step, self._outer
         other._first = self._first
         return other
 
@@ -82,15 +83,6 @@ class RunState:
     def size_of(self, payload_length: int) -> int:
         """The size of the next frame, its payload ``payload_length`` bytes."""
         return ((payload_length + 31) & ~7) + (72 if self._first else 40)
-
-    def _value(self, state: HashState) -> bytes:
-        """The chain value of what ``state`` (the running hash) was fed so far."""
-        value = state.digest()
-        if self._outer is None:
-            return value
-        outer = self._outer.copy()
-        outer.update(value)
-        return outer.digest()
 
     def take(self, frames: bytes | memoryview) -> bool:
         """Move on over ``frames``: whole chained frames another writer of this run
@@ -114,7 +106,8 @@ class RunState:
             return False
         state = self._state.copy()
         state.update(view[:value_at])
-        value = self._value(state)
+        # the value of what the state holds: a step feeding nothing, on a copy
+        value = self._step(state.copy(), b"", b"", b"", b"", self._outer)
         if value != view[value_at:value_at + CHAIN_SIZE]:
             return False
         state.update(view[value_at:])
@@ -130,29 +123,18 @@ class RunState:
 
     def frame(self, payload: bytes, first_seq: int, count: int) -> bytes:
         """The chained frame of an encoded ``payload`` of ``count`` events."""
-        # Every append runs this: one join, one checksum, two hash feeds and one
-        # finalisation (two keyed), nothing else (tools/bench.py --chain-only).
+        # Every append runs this: three packs, two joins, one checksum and one hash step,
+        # nothing else (tools/bench_chain.py --appends).
         length = len(payload)
         body = b"".join((_FIELDS.pack(length, first_seq, count,
                                       FRAME_CHAIN_START if self._first else FRAME_CHAINED),
                          payload, _ZEROS[:-(length + FRAME_HEADER_SIZE) & 7]))
         head = _U32.pack(crc32c(body))
-        state = self._state
-        state.update(head)
-        state.update(body)
-        if self._first:
-            anchor = self.anchor
-            state.update(anchor)
-        else:
-            anchor = b""
-        value = state.digest()  # (a digest leaves the state as it was: it goes on)
-        if self._outer is not None:
-            outer = self._outer.copy()
-            outer.update(value)
-            value = outer.digest()
-        # the next value covers this one, and this frame's size and trailer magic
-        tail = _TAIL.pack(value, len(body) + len(anchor) + 4 + CHAIN_SIZE + TRAILER_SIZE,
-                          TRAILER_MAGIC)
-        state.update(tail)
+        anchor = self.anchor if self._first else b""
+        # the value covers the frame up to it; the next one covers this value, and this
+        # frame's size and trailer magic (the step feeds them after making the value)
+        trailer = _TRAILER.pack(len(body) + len(anchor) + 4 + CHAIN_SIZE + TRAILER_SIZE,
+                                TRAILER_MAGIC)
+        value = self._step(self._state, head, body, anchor, trailer, self._outer)
         self._first, self.link = False, value
-        return b"".join((head, body, anchor, tail))
+        return b"".join((head, body, anchor, value, trailer))

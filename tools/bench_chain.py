@@ -3,6 +3,7 @@ segment with its chain checked against plain replay.
 
     python3 tools/bench_chain.py             # 4 MiB segments of ~950-byte frames
     python3 tools/bench_chain.py --frame 200 --segments 4
+    python3 tools/bench_chain.py --appends   # where an append's chain cost goes
 
 Every figure is the median of interleaved repetitions in one run on this machine. A
 program, not a test: nothing here asserts a time.
@@ -11,6 +12,8 @@ program, not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import json
 import os
 import shutil
@@ -23,7 +26,7 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fsstore import chain  # noqa: E402
-from fsstore.chain import Mac  # noqa: E402
+from fsstore.chain import CHAIN_SIZE, Mac, WriterHash  # noqa: E402
 from fsstore.chain_check import ChainRules, ChainRun, check_segment  # noqa: E402
 from fsstore.chain_frames import RunState  # noqa: E402
 from fsstore.fsio import FileIO  # noqa: E402
@@ -102,7 +105,14 @@ def main() -> None:
     parser.add_argument("--frame", type=int, default=950, help="bytes per frame (about)")
     parser.add_argument("--segments", type=int, default=8, help="segments in the log read")
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--appends", action="store_true",
+                        help="only the in-process split of an append's chain cost")
+    parser.add_argument("--rounds", type=int, default=300, help="rounds of --appends")
     args = parser.parse_args()
+    if args.appends:
+        for durability in ("none", "flush"):
+            append_cost(durability, args.rounds)
+        return
 
     macs = {"plain": None, "sha256": Mac(), "hmac-sha256": Mac(KEY)}
     images = {name: segment(1, args.frame, mac, chain.genesis(mac or Mac(), UID, 1))[0]
@@ -167,11 +177,84 @@ def main() -> None:
         shutil.rmtree(root)
 
 
+def _no_step(state: object, head: bytes, body: bytes, anchor: bytes, trailer: bytes,
+             outer: object, /) -> bytes:
+    return bytes(CHAIN_SIZE)
+
+
+class _NoHash:
+    """A stand-in for the chain's running hash that hashes nothing: C-level calls only,
+    so that a chain run through it costs what the chain costs besides its hashing."""
+
+    __slots__ = ()
+    update = staticmethod(len)
+    digest = staticmethod(functools.partial(bytes, CHAIN_SIZE))
+
+    def copy(self) -> _NoHash:
+        return self
+
+
+def append_cost(durability: str, rounds: int, block: int = 200) -> None:
+    """Where the chain's cost in an append goes: sessions without a chain, chained with
+    its hashing stubbed out (the framing, joins and bookkeeping alone), SHA-256 and
+    HMAC-SHA256, all open in one process and appended to in interleaved blocks of
+    ``block`` events, each round starting with another configuration. Printed per
+    configuration: the median over rounds of its time per append less no chain's in the
+    same round, and of no chain's time over its own (paired rounds cancel the machine's
+    drift, which is larger here than the cost measured)."""
+    from bench import make_events  # type: ignore[import-not-found]
+
+    import fsstore
+
+    events = make_events(block)
+    real_parts = Mac.frame_parts
+    stub_parts = lambda mac: WriterHash(_NoHash(), _no_step, None)  # noqa: E731
+    modes: dict[str, tuple[dict[str, object], bool]] = {
+        "no chain": ({"chain": False}, False),
+        "chain, hashing stubbed": ({"chain": True}, True),
+        "sha256": ({"chain": True}, False),
+        "hmac-sha256": ({"chain": True, "chain_key": KEY}, False)}
+    root = tempfile.mkdtemp(prefix="fsstore-chain-appends-")
+    sessions = {}
+    try:
+        for name, (options, stubbed) in modes.items():
+            Mac.frame_parts = stub_parts if stubbed else real_parts  # type: ignore[method-assign]
+            store = fsstore.open_store(os.path.join(root, str(len(sessions))),
+                                       durability=durability, **options)  # type: ignore[arg-type]
+            sessions[name] = store.create_session("bench")
+        times: dict[str, list[float]] = {name: [] for name in modes}
+        gc.disable()
+        names = list(sessions)
+        for turn in range(rounds):
+            # each round starts with the next configuration: none keeps the first place
+            for name in names[turn % len(names):] + names[:turn % len(names)]:
+                session = sessions[name]
+                Mac.frame_parts = stub_parts if modes[name][1] else real_parts  # type: ignore[method-assign]
+                start = time.perf_counter()
+                for kind, event in events:
+                    session.append(event, kind=kind)
+                times[name].append((time.perf_counter() - start) / block * 1e6)
+    finally:
+        gc.enable()
+        Mac.frame_parts = real_parts  # type: ignore[method-assign]
+        for session in sessions.values():
+            session.close()
+        shutil.rmtree(root)
+    base = times["no chain"]
+    print(f"\nan append's chain cost, durability {durability!r}: {rounds} interleaved rounds "
+          f"of {block} appends in one process, medians over rounds")
+    for name, values in times.items():
+        extra = statistics.median(value - plain for value, plain in zip(values, base, strict=True))
+        speed = statistics.median(plain / value for value, plain in zip(values, base, strict=True))
+        print(f"  {name:26} {statistics.median(values):6.2f} us an append   {extra:+5.2f} us   "
+              f"{speed:4.2f}x no chain's speed")
+
+
 def chain_rows(root: str, quick: bool) -> None:
     """tools/bench.py --chain-only: appends and replay of sessions written through the
     store with no chain, an unkeyed chain (SHA-256) and a keyed one (HMAC-SHA256), beside
-    SQLite (WAL) and JSONL; interleaved runs, their medians and bests as ratios to no
-    chain's."""
+    SQLite (WAL) and JSONL; interleaved runs, their median rates, and as ratios to no
+    chain's their paired medians and their bests (see _rows)."""
     from bench import (  # type: ignore[import-not-found]
         jsonl_append,
         jsonl_replay,
@@ -183,8 +266,8 @@ def chain_rows(root: str, quick: bool) -> None:
 
     import fsstore
 
-    count = 10_000 if quick else 100_000
-    repeats = 3 if quick else 7
+    count = 10_000 if quick else 50_000
+    repeats = 3 if quick else 11
     events = make_events(count)
     modes = {"no chain": {"chain": False}, "sha256": {"chain": True},
              "hmac-sha256": {"chain": True, "chain_key": KEY}}
@@ -199,8 +282,9 @@ def chain_rows(root: str, quick: bool) -> None:
                     session.append(event, kind=kind)
         return lambda: timed_append(append, events, keep, root)
 
-    print(f"\nThe chain (FORMAT.md 3.4): {count:,} events through the store, median (and "
-          f"best) of {repeats} interleaved runs, events/s")
+    print(f"\nThe chain (FORMAT.md 3.4): {count:,} events through the store, {repeats} "
+          "interleaved runs: the median rate, events/s; against no chain, the median of "
+          "each round's ratio and the ratio of the bests")
     for durability in ("flush", "none"):
         runs = {name: appender(options, durability, f"chain-{name}" if durability == "flush"
                                else None) for name, options in modes.items()}
@@ -225,23 +309,31 @@ def chain_rows(root: str, quick: bool) -> None:
     runs["jsonl json"] = lambda: _rate(jsonl_replay(json.loads),
                                        os.path.join(root, "chain-jsonl"))
     _rows("replay", runs, repeats)
+    # A whole run's time varies more from run to run here than the chain costs: the same
+    # appends in interleaved blocks of one process, which split it finer.
+    for durability in ("none", "flush"):
+        append_cost(durability, 60 if quick else 300)
 
 
 def _rows(what: str, runs: dict[str, Callable[[], float]], repeats: int) -> None:
-    """Each configuration run ``repeats`` times, interleaved: its median rate as a ratio
-    to no chain's, and its best as a ratio to no chain's best (on a shared machine the
-    best run is the closer estimate of what the work itself costs)."""
+    """Each configuration run ``repeats`` times, interleaved, each round starting with
+    another configuration: its median rate; as a ratio to no chain's, the median over
+    rounds of its rate over no chain's in the same round (paired: the machine's drift
+    between rounds cancels); and its best as a ratio to no chain's best (on a shared
+    machine the best run is the closer estimate of what the work itself costs)."""
     from bench import ratio, row  # type: ignore[import-not-found]
 
     samples: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            samples[name].append(run())
-    base, best = statistics.median(samples["no chain"]), max(samples["no chain"])
+    names = list(runs)
+    for turn in range(repeats):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            samples[name].append(runs[name]())
+    base, best = samples["no chain"], max(samples["no chain"])
     for name, values in samples.items():
-        rate = statistics.median(values)
-        row(f"{what}: {name}", f"{rate:,.0f}", ratio(rate, base, "no chain"),
-            f"best {max(values) / best:4.2f}x")
+        paired = statistics.median(rate / plain for rate, plain in zip(values, base,
+                                                                       strict=True))
+        row(f"{what}: {name}", f"{statistics.median(values):,.0f}",
+            ratio(paired, 1.0, "no chain"), f"best {max(values) / best:4.2f}x")
 
 
 def _rate(replayer: Callable[[str], int], folder: str) -> float:
