@@ -7,7 +7,9 @@ checks them). The MAC is SHA-256 (*unkeyed*: anyone can recompute it, so it show
 and edits that were not followed by a recomputation) or HMAC-SHA256 under a key kept
 outside the store (*keyed*: without the key, no one can produce a value that verifies).
 Every use of the MAC starts with a 16-byte domain tag of its own, so a value made for one
-purpose (a frame, a genesis, a fork junction) can never stand for another.
+purpose (a frame, a genesis, a fork junction) can never stand for another. A writer
+hashes frames through ``_chainhash`` (C, optional: see setup.py) where it was built,
+readers through hashlib: the same SHA-256, the same values.
 
 The first segment of a log anchors on its *genesis* value, made of the uid in that
 segment's header and the log's first seq; a fork's first own segment anchors on a
