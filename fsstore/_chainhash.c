@@ -2,8 +2,8 @@
 
    The same hash as hashlib.sha256 (OpenSSL's), without the cost hashlib pays on every
    call: its digest() allocates, copies and frees an EVP context, so finalising a frame's
-   chain value cost about as much as hashing the frame's kilobyte, twice that keyed (HMAC's
-   outer hash is a second object). Here a state is a SHA256_CTX inside the object, a copy
+   chain value cost over half of what hashing the frame's kilobyte costs, about as much
+   again keyed (HMAC's outer hash is a second object to copy, feed and finalise). Here a state is a SHA256_CTX inside the object, a copy
    or a digest a struct copy, and step() hashes a whole frame and makes its value in one
    call. The bytes it produces are hashlib's; chain.py uses hashlib when this module was
    not built (no C compiler or no OpenSSL headers: setup.py makes the build optional).
